@@ -1,0 +1,63 @@
+/**
+ * JWT bearer authentication (jose): HS256 with a shared secret (as Better Auth issues) or any JWKS URL. The
+ * user is the token's `sub`, never a path or body value.
+ */
+import { SignJWT, createRemoteJWKSet, errors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import type { Config } from './config.ts';
+
+export class AuthError extends Error {
+  override name = 'AuthError';
+}
+
+export interface Principal {
+  userId: string;
+}
+
+export type Verifier = (token: string) => Promise<Principal>;
+
+export function createVerifier(jwt: Config['jwt']): Verifier {
+  const secret = jwt.secret ? new TextEncoder().encode(jwt.secret) : undefined;
+  const jwks: JWTVerifyGetKey | undefined = jwt.jwksUrl ? createRemoteJWKSet(new URL(jwt.jwksUrl)) : undefined;
+  const options = {
+    ...(jwt.issuer ? { issuer: jwt.issuer } : {}),
+    ...(jwt.audience ? { audience: jwt.audience } : {}),
+  };
+  return async (token) => {
+    try {
+      const { payload } = jwks
+        ? await jwtVerify(token, jwks, options)
+        : await jwtVerify(token, secret!, { ...options, algorithms: ['HS256'] });
+      if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200)
+        throw new AuthError('token has no usable subject (sub)');
+      return { userId: payload.sub };
+    } catch (err) {
+      if (err instanceof AuthError) throw err;
+      if (err instanceof errors.JWTExpired) throw new AuthError('token expired');
+      if (err instanceof errors.JWSSignatureVerificationFailed) throw new AuthError('token signature is invalid');
+      if (err instanceof errors.JWTClaimValidationFailed) throw new AuthError(`token claim ${err.claim} is invalid`);
+      throw new AuthError('token is malformed or not accepted');
+    }
+  };
+}
+
+export function bearerToken(header: string | undefined): string | null {
+  if (!header) return null;
+  const m = /^Bearer\s+(\S+)$/i.exec(header.trim());
+  return m ? m[1]! : null;
+}
+
+/** A development token signed with the configured HS256 secret (`taskflow token`). */
+export async function signDevToken(
+  secret: string,
+  userId: string,
+  opts: { expiresIn?: string; issuer?: string; audience?: string } = {},
+): Promise<string> {
+  let jwt = new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(userId)
+    .setIssuedAt()
+    .setExpirationTime(opts.expiresIn ?? '30d');
+  if (opts.issuer) jwt = jwt.setIssuer(opts.issuer);
+  if (opts.audience) jwt = jwt.setAudience(opts.audience);
+  return jwt.sign(new TextEncoder().encode(secret));
+}

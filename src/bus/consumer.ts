@@ -1,0 +1,130 @@
+/**
+ * Transport-independent consumer semantics (DESIGN.md section 4): validate the event, call the handler,
+ * retry transient failures with exponential backoff and full jitter, and after `maxAttempts` (or at once for
+ * an invalid event / PermanentError) publish it to the group's dead-letter topic with failure headers. The
+ * caller commits the position only after this resolves, so nothing is skipped silently.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { dlqTopic } from '../contracts/topics.ts';
+import { eventProblems } from '../contracts/schemas.ts';
+import type { Logger } from '../observability/logger.ts';
+import { PermanentError, type BusMessage, type MessageHandler, type Publisher } from './types.ts';
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
+
+/** Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(max, base * 2^(n-1))]. */
+export function backoffDelay(attempt: number, policy: RetryPolicy, random: () => number = Math.random): number {
+  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, attempt - 1));
+  return Math.round(cap * random());
+}
+
+export const DLQ_HEADERS = {
+  error: 'x-dlq-error',
+  attempts: 'x-dlq-attempts',
+  firstFailure: 'x-dlq-first-failure',
+  lastFailure: 'x-dlq-last-failure',
+  sourceTopic: 'x-dlq-source-topic',
+  sourcePartition: 'x-dlq-source-partition',
+  sourceOffset: 'x-dlq-source-offset',
+  group: 'x-dlq-group',
+} as const;
+
+export interface ConsumeHooks {
+  onHandled?(message: BusMessage, ms: number): void;
+  onRetry?(message: BusMessage, attempt: number, error: unknown): void;
+  onDeadLetter?(message: BusMessage, error: string): void;
+}
+
+export interface ConsumeContext {
+  group: string;
+  policy: RetryPolicy;
+  /** Publishes dead letters; the same transport as the source. */
+  publisher: Publisher;
+  log: Logger;
+  /** Aborted on shutdown: pending retries stop and the message stays uncommitted (redelivered later). */
+  signal?: AbortSignal;
+  hooks?: ConsumeHooks;
+}
+
+export type ConsumeOutcome = 'handled' | 'dead-lettered' | 'aborted';
+
+const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+
+export async function consumeWithRetry(
+  message: BusMessage,
+  handler: MessageHandler,
+  ctx: ConsumeContext,
+): Promise<ConsumeOutcome> {
+  const log = ctx.log.child({ group: ctx.group, topic: message.topic, partition: message.partition, offset: message.offset, event_id: message.event?.id, event_type: message.event?.type, trace_id: message.event?.traceparent?.split('-')[1] });
+  const problems = eventProblems(message.event);
+  const first = new Date().toISOString();
+  if (problems.length) {
+    const error = `invalid event: ${problems.join('; ')}`;
+    log.warn({ error }, 'invalid event, dead-lettering');
+    return deadLetter(message, ctx, error, 0, first);
+  }
+  for (let attempt = 1; ; attempt++) {
+    if (ctx.signal?.aborted) return 'aborted';
+    const started = performance.now();
+    try {
+      await handler(message);
+      ctx.hooks?.onHandled?.(message, performance.now() - started);
+      return 'handled';
+    } catch (err) {
+      const permanent = err instanceof PermanentError;
+      if (permanent || attempt >= ctx.policy.maxAttempts) {
+        log.error({ err, attempt }, permanent ? 'permanent failure, dead-lettering' : 'retries exhausted, dead-lettering');
+        return deadLetter(message, ctx, errorText(err), attempt, first);
+      }
+      ctx.hooks?.onRetry?.(message, attempt, err);
+      const delay = backoffDelay(attempt, ctx.policy);
+      log.warn({ err: errorText(err), attempt, retry_in_ms: delay }, 'handler failed, retrying');
+      try {
+        await sleep(delay, undefined, ctx.signal ? { signal: ctx.signal } : undefined);
+      } catch {
+        return 'aborted';
+      }
+    }
+  }
+}
+
+async function deadLetter(
+  message: BusMessage,
+  ctx: ConsumeContext,
+  error: string,
+  attempts: number,
+  firstFailure: string,
+): Promise<ConsumeOutcome> {
+  const headers: Record<string, string> = {
+    [DLQ_HEADERS.error]: error.slice(0, 4000),
+    [DLQ_HEADERS.attempts]: String(attempts),
+    [DLQ_HEADERS.firstFailure]: firstFailure,
+    [DLQ_HEADERS.lastFailure]: new Date().toISOString(),
+    [DLQ_HEADERS.sourceTopic]: message.topic,
+    [DLQ_HEADERS.sourcePartition]: String(message.partition),
+    [DLQ_HEADERS.sourceOffset]: message.offset,
+    [DLQ_HEADERS.group]: ctx.group,
+  };
+  // The dead letter must be durable before the source position moves on: keep trying until it is.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await ctx.publisher.publish([{ topic: dlqTopic(ctx.group), key: message.key, event: message.event, headers }]);
+      ctx.hooks?.onDeadLetter?.(message, error);
+      return 'dead-lettered';
+    } catch (err) {
+      if (ctx.signal?.aborted) return 'aborted';
+      ctx.log.error({ err: errorText(err), attempt }, 'could not publish dead letter, retrying');
+      try {
+        await sleep(backoffDelay(attempt, ctx.policy), undefined, ctx.signal ? { signal: ctx.signal } : undefined);
+      } catch {
+        return 'aborted';
+      }
+    }
+  }
+}

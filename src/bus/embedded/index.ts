@@ -1,0 +1,465 @@
+/**
+ * The embedded bus (BUS=embedded): a partitioned log in the database, with Kafka's semantics on one machine.
+ * - publish: one transaction appends the messages; a per-partition counter row hands out gap-free offsets and
+ *   its row lock makes offset order equal commit order, so readers never skip an offset that commits late.
+ * - consumer groups: members heartbeat into bus_group_members and split the partitions round-robin; a member
+ *   owns a partition through a lease row, and every position commit is fenced on still owning it.
+ * - at-least-once: the position moves only after the handler resolved (or the message was dead-lettered).
+ * Why hand-written: no library offers a Kafka-like log over PostgreSQL/PGlite that also runs in-process; the
+ * code is small and tested by the same contract suite as the Kafka transport (docs/adr/0002).
+ */
+import { EventEmitter, once } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import type { CloudEvent } from '../../contracts/cloudevent.ts';
+import { topicSpec } from '../../contracts/topics.ts';
+import type { Db, Queryable } from '../../store/db.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { consumeWithRetry, DEFAULT_RETRY, type ConsumeHooks, type RetryPolicy } from '../consumer.ts';
+import { partitionFor } from '../partitioner.ts';
+import type {
+  Bus,
+  BusAdmin,
+  BusMessage,
+  OutgoingMessage,
+  PartitionLag,
+  Publisher,
+  StoredMessage,
+  SubscribeOptions,
+  Subscriber,
+  Subscription,
+} from '../types.ts';
+
+const SIGNAL = 'bus-append';
+
+export interface EmbeddedBusOptions {
+  log: Logger;
+  retry?: RetryPolicy;
+  /** How often an idle partition worker looks for new messages written by other processes. */
+  pollIntervalMs?: number;
+  heartbeatIntervalMs?: number;
+  /** A member (and its partition leases) is considered gone after this long without a heartbeat. */
+  sessionTimeoutMs?: number;
+  batchSize?: number;
+  hooks?: ConsumeHooks;
+}
+
+async function ensureTopic(q: Queryable, name: string): Promise<number> {
+  const existing = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [name]);
+  if (existing.rows[0]) return existing.rows[0].partitions;
+  const spec = topicSpec(name);
+  await createTopic(q, spec.name, spec.partitions, spec.retentionMs);
+  const r = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [name]);
+  return r.rows[0]!.partitions;
+}
+
+async function createTopic(q: Queryable, name: string, partitions: number, retentionMs: number) {
+  await q.query(
+    `INSERT INTO bus_topics (topic, partitions, retention_ms) VALUES ($1, $2, $3)
+     ON CONFLICT (topic) DO UPDATE SET retention_ms = excluded.retention_ms,
+       partitions = greatest(bus_topics.partitions, excluded.partitions)`,
+    [name, partitions, retentionMs],
+  );
+  await q.query(
+    `INSERT INTO bus_partitions (topic, partition) SELECT $1, g FROM generate_series(0, $2 - 1) g ON CONFLICT DO NOTHING`,
+    [name, partitions],
+  );
+}
+
+export class EmbeddedPublisher implements Publisher {
+  private readonly partitionCounts = new Map<string, number>();
+  constructor(private readonly db: Db) {}
+
+  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    await this.db.transaction((tx) => this.publishIn(tx, messages));
+    this.db.signals.emit(SIGNAL);
+  }
+
+  /** Appends inside the caller's transaction (the relay uses this to move outbox rows exactly once). */
+  async publishIn(tx: Queryable, messages: readonly OutgoingMessage[]): Promise<void> {
+    const groups = new Map<string, { topic: string; partition: number; items: OutgoingMessage[] }>();
+    for (const m of messages) {
+      let count = this.partitionCounts.get(m.topic);
+      if (count === undefined) {
+        count = await ensureTopic(tx, m.topic);
+        this.partitionCounts.set(m.topic, count);
+      }
+      const partition = partitionFor(m.key, count);
+      const id = `${m.topic}\u0000${partition}`;
+      const g = groups.get(id) ?? { topic: m.topic, partition, items: [] };
+      g.items.push(m);
+      groups.set(id, g);
+    }
+    // Lock partitions in a fixed order so concurrent publishers cannot deadlock.
+    for (const g of [...groups.values()].sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition)) {
+      const r = await tx.query<{ first: string }>(
+        `UPDATE bus_partitions SET next_offset = next_offset + $3 WHERE topic = $1 AND partition = $2
+         RETURNING (next_offset - $3)::text AS first`,
+        [g.topic, g.partition, g.items.length],
+      );
+      const first = Number(r.rows[0]!.first);
+      const values: unknown[] = [];
+      const rows = g.items.map((m, i) => {
+        values.push(g.topic, g.partition, first + i, m.key, JSON.stringify(m.headers ?? {}), JSON.stringify(m.event));
+        const b = i * 6;
+        return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6})`;
+      });
+      await tx.query(
+        `INSERT INTO bus_messages (topic, partition, "offset", key, headers, value) VALUES ${rows.join(', ')}`,
+        values,
+      );
+    }
+  }
+
+  notify(): void {
+    this.db.signals.emit(SIGNAL);
+  }
+
+  async close(): Promise<void> {}
+}
+
+interface MessageRow {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string;
+  headers: Record<string, string>;
+  value: CloudEvent;
+  created_at: Date;
+}
+
+const toMessage = (r: MessageRow): BusMessage & StoredMessage => ({
+  topic: r.topic,
+  partition: r.partition,
+  offset: r.offset,
+  key: r.key,
+  headers: r.headers,
+  event: r.value,
+  timestamp: new Date(r.created_at).toISOString(),
+});
+
+class GroupMember implements Subscription {
+  readonly memberId = randomUUID();
+  private readonly owned = new Map<string, { topic: string; partition: number; stop: AbortController; done: Promise<void> }>();
+  private readonly closing = new AbortController();
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private rebalancing: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly db: Db,
+    private readonly publisher: EmbeddedPublisher,
+    private readonly opts: SubscribeOptions,
+    private readonly cfg: Required<Omit<EmbeddedBusOptions, 'hooks'>> & { hooks?: ConsumeHooks },
+  ) {}
+
+  async start(): Promise<void> {
+    for (const t of this.opts.topics) await ensureTopic(this.db, t);
+    await this.rebalance();
+    this.heartbeatTimer = setInterval(() => {
+      this.rebalancing = this.rebalancing.then(() => this.rebalance()).catch((err: unknown) => {
+        this.cfg.log.warn({ err, group: this.opts.group }, 'embedded bus heartbeat failed');
+      });
+    }, this.cfg.heartbeatIntervalMs);
+    this.heartbeatTimer.unref();
+  }
+
+  /** Heartbeat, expire dead members, compute this member's share and claim/release partition leases. */
+  private async rebalance(): Promise<void> {
+    if (this.closed) return;
+    const { group, topics } = this.opts;
+    const sessionMs = this.cfg.sessionTimeoutMs;
+    await this.db.query(
+      `INSERT INTO bus_group_members (group_id, member_id, topics, heartbeat_at) VALUES ($1, $2, $3, now())
+       ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = now(), topics = excluded.topics`,
+      [group, this.memberId, topics],
+    );
+    await this.db.query(
+      `DELETE FROM bus_group_members WHERE group_id = $1 AND heartbeat_at < now() - ($2::int * interval '1 millisecond')`,
+      [group, sessionMs],
+    );
+    const members = (
+      await this.db.query<{ member_id: string }>(
+        'SELECT member_id FROM bus_group_members WHERE group_id = $1 ORDER BY member_id',
+        [group],
+      )
+    ).rows.map((r) => r.member_id);
+    const me = members.indexOf(this.memberId);
+    const parts = (
+      await this.db.query<{ topic: string; partition: number }>(
+        'SELECT topic, partition FROM bus_partitions WHERE topic = ANY($1::text[]) ORDER BY topic, partition',
+        [topics],
+      )
+    ).rows;
+    const desired = new Set(
+      parts.filter((_, i) => me >= 0 && i % members.length === me).map((p) => `${p.topic}\u0000${p.partition}`),
+    );
+    // Release what is no longer ours first (after finishing the in-flight message), then claim.
+    for (const [id, w] of this.owned) {
+      if (desired.has(id)) continue;
+      await this.stopWorker(id, w);
+    }
+    for (const p of parts) {
+      const id = `${p.topic}\u0000${p.partition}`;
+      if (!desired.has(id)) continue;
+      const claimed = await this.db.query(
+        `INSERT INTO bus_partition_owners (group_id, topic, partition, member_id, lease_until)
+         VALUES ($1, $2, $3, $4, now() + ($5::int * interval '1 millisecond'))
+         ON CONFLICT (group_id, topic, partition) DO UPDATE SET member_id = excluded.member_id, lease_until = excluded.lease_until
+         WHERE bus_partition_owners.member_id = excluded.member_id OR bus_partition_owners.lease_until < now()
+         RETURNING partition`,
+        [group, p.topic, p.partition, this.memberId, sessionMs],
+      );
+      if (claimed.rowCount > 0 && !this.owned.has(id) && !this.closed) this.startWorker(id, p.topic, p.partition);
+    }
+  }
+
+  private startWorker(id: string, topic: string, partition: number) {
+    const stop = new AbortController();
+    const signal = AbortSignal.any([stop.signal, this.closing.signal]);
+    const done = this.work(topic, partition, signal).catch((err: unknown) => {
+      this.cfg.log.error({ err, group: this.opts.group, topic, partition }, 'embedded partition worker failed');
+    });
+    this.owned.set(id, { topic, partition, stop, done });
+    void done.finally(() => {
+      if (this.owned.get(id)?.done === done) this.owned.delete(id);
+    });
+  }
+
+  private async stopWorker(id: string, w: { topic: string; partition: number; stop: AbortController; done: Promise<void> }) {
+    w.stop.abort();
+    await w.done;
+    this.owned.delete(id);
+    await this.db.query(
+      'DELETE FROM bus_partition_owners WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $4',
+      [this.opts.group, w.topic, w.partition, this.memberId],
+    );
+  }
+
+  private async startOffset(topic: string, partition: number): Promise<number> {
+    const r = await this.db.query<{ committed: string | null; low: string | null; next: string }>(
+      `SELECT (SELECT "offset"::text FROM bus_group_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3) AS committed,
+              (SELECT min("offset")::text FROM bus_messages WHERE topic = $2 AND partition = $3) AS low,
+              (SELECT next_offset::text FROM bus_partitions WHERE topic = $2 AND partition = $3) AS next`,
+      [this.opts.group, topic, partition],
+    );
+    const row = r.rows[0]!;
+    const low = row.low === null ? Number(row.next) : Number(row.low);
+    if (row.committed !== null) return Math.max(Number(row.committed), low);
+    return this.opts.fromBeginning === false ? Number(row.next) : low;
+  }
+
+  /** Commits the next offset to read, only while this member still owns the partition. */
+  private async commit(topic: string, partition: number, next: number): Promise<boolean> {
+    const r = await this.db.query(
+      `INSERT INTO bus_group_offsets (group_id, topic, partition, "offset", updated_at)
+       SELECT $1, $2, $3, $4, now() WHERE EXISTS (
+         SELECT 1 FROM bus_partition_owners WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $5)
+       ON CONFLICT (group_id, topic, partition) DO UPDATE SET "offset" = excluded."offset", updated_at = now()`,
+      [this.opts.group, topic, partition, next, this.memberId],
+    );
+    return r.rowCount > 0;
+  }
+
+  private async work(topic: string, partition: number, signal: AbortSignal): Promise<void> {
+    let position = await this.startOffset(topic, partition);
+    const wake = new EventEmitter();
+    const onAppend = () => wake.emit('wake');
+    this.db.signals.on(SIGNAL, onAppend);
+    try {
+      while (!signal.aborted) {
+        const rows = (
+          await this.db.query<MessageRow>(
+            `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
+             WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY "offset" LIMIT $4`,
+            [topic, partition, position, this.cfg.batchSize],
+          )
+        ).rows;
+        if (rows.length === 0) {
+          await once(wake, 'wake', { signal: AbortSignal.any([signal, AbortSignal.timeout(this.cfg.pollIntervalMs)]) }).catch(
+            () => undefined,
+          );
+          continue;
+        }
+        for (const row of rows) {
+          const message = toMessage(row);
+          const outcome = await consumeWithRetry(message, this.opts.handler, {
+            group: this.opts.group,
+            policy: this.cfg.retry,
+            publisher: this.publisher,
+            log: this.cfg.log,
+            signal,
+            ...(this.cfg.hooks ? { hooks: this.cfg.hooks } : {}),
+          });
+          if (outcome === 'aborted') return;
+          position = Number(message.offset) + 1;
+          if (!(await this.commit(topic, partition, position))) return; // lost the lease: another member has it
+        }
+      }
+    } finally {
+      this.db.signals.off(SIGNAL, onAppend);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeatTimer);
+    await this.rebalancing.catch(() => undefined);
+    this.closing.abort();
+    await Promise.all([...this.owned.values()].map((w) => w.done));
+    await this.db.query('DELETE FROM bus_partition_owners WHERE group_id = $1 AND member_id = $2', [
+      this.opts.group,
+      this.memberId,
+    ]);
+    await this.db.query('DELETE FROM bus_group_members WHERE group_id = $1 AND member_id = $2', [
+      this.opts.group,
+      this.memberId,
+    ]);
+  }
+}
+
+export class EmbeddedSubscriber implements Subscriber {
+  private readonly members = new Set<GroupMember>();
+  private readonly cfg: Required<Omit<EmbeddedBusOptions, 'hooks'>> & { hooks?: ConsumeHooks };
+  constructor(
+    private readonly db: Db,
+    private readonly publisher: EmbeddedPublisher,
+    opts: EmbeddedBusOptions,
+  ) {
+    this.cfg = {
+      log: opts.log,
+      retry: opts.retry ?? DEFAULT_RETRY,
+      pollIntervalMs: opts.pollIntervalMs ?? 250,
+      heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 1_000,
+      sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
+      batchSize: opts.batchSize ?? 200,
+      ...(opts.hooks ? { hooks: opts.hooks } : {}),
+    };
+  }
+
+  async subscribe(opts: SubscribeOptions): Promise<Subscription> {
+    const member = new GroupMember(this.db, this.publisher, opts, this.cfg);
+    this.members.add(member);
+    await member.start();
+    return {
+      close: async () => {
+        this.members.delete(member);
+        await member.close();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.members].map((m) => m.close()));
+    this.members.clear();
+  }
+}
+
+export class EmbeddedAdmin implements BusAdmin {
+  constructor(private readonly db: Db) {}
+
+  async ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void> {
+    for (const t of topics) await this.db.transaction((tx) => createTopic(tx, t.name, t.partitions, t.retentionMs));
+  }
+
+  async describeTopics() {
+    const r = await this.db.query<{ topic: string; partitions: number; retention_ms: string }>(
+      'SELECT topic, partitions, retention_ms::text FROM bus_topics ORDER BY topic',
+    );
+    return r.rows.map((t) => ({ name: t.topic, partitions: t.partitions, retentionMs: Number(t.retention_ms) }));
+  }
+
+  async listGroups(): Promise<string[]> {
+    const r = await this.db.query<{ group_id: string }>(
+      'SELECT DISTINCT group_id FROM bus_group_offsets UNION SELECT DISTINCT group_id FROM bus_group_members ORDER BY 1',
+    );
+    return r.rows.map((x) => x.group_id);
+  }
+
+  async lag(group?: string): Promise<PartitionLag[]> {
+    const r = await this.db.query<{ group_id: string; topic: string; partition: number; committed: string; end_offset: string }>(
+      `SELECT o.group_id, o.topic, o.partition, o."offset"::text AS committed, p.next_offset::text AS end_offset
+         FROM bus_group_offsets o JOIN bus_partitions p USING (topic, partition)
+        WHERE $1::text IS NULL OR o.group_id = $1 ORDER BY o.group_id, o.topic, o.partition`,
+      [group ?? null],
+    );
+    return r.rows.map((x) => ({
+      group: x.group_id,
+      topic: x.topic,
+      partition: x.partition,
+      committed: x.committed,
+      end: x.end_offset,
+      lag: Math.max(0, Number(x.end_offset) - Number(x.committed)),
+    }));
+  }
+
+  async read(topic: string, opts: { limit?: number } = {}): Promise<StoredMessage[]> {
+    const r = await this.db.query<MessageRow>(
+      `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
+        WHERE topic = $1 ORDER BY partition, "offset" LIMIT $2`,
+      [topic, opts.limit ?? 1000],
+    );
+    return r.rows.map(toMessage);
+  }
+
+  async tail(
+    topic: string,
+    opts: { fromBeginning: boolean; signal: AbortSignal },
+    onMessage: (m: StoredMessage) => void,
+  ): Promise<void> {
+    await ensureTopic(this.db, topic);
+    const positions = new Map<number, number>();
+    const parts = await this.db.query<{ partition: number; next: string; low: string | null }>(
+      `SELECT p.partition, p.next_offset::text AS next,
+              (SELECT min("offset")::text FROM bus_messages m WHERE m.topic = p.topic AND m.partition = p.partition) AS low
+         FROM bus_partitions p WHERE p.topic = $1`,
+      [topic],
+    );
+    for (const p of parts.rows) positions.set(p.partition, opts.fromBeginning ? Number(p.low ?? p.next) : Number(p.next));
+    while (!opts.signal.aborted) {
+      let got = 0;
+      for (const [partition, from] of positions) {
+        const rows = await this.db.query<MessageRow>(
+          `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
+            WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY "offset" LIMIT 500`,
+          [topic, partition, from],
+        );
+        for (const r of rows.rows) {
+          if (opts.signal.aborted) return;
+          onMessage(toMessage(r));
+          positions.set(partition, Number(r.offset) + 1);
+          got++;
+        }
+      }
+      if (got === 0) await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** Deletes messages older than their topic's retention. */
+  async applyRetention(): Promise<number> {
+    const r = await this.db.query(
+      `DELETE FROM bus_messages m USING bus_topics t
+        WHERE m.topic = t.topic AND m.created_at < now() - (t.retention_ms * interval '1 millisecond')`,
+    );
+    return r.rowCount;
+  }
+
+  async close(): Promise<void> {}
+}
+
+export function createEmbeddedBus(db: Db, opts: EmbeddedBusOptions): Bus & { publisher: EmbeddedPublisher; admin: EmbeddedAdmin } {
+  const publisher = new EmbeddedPublisher(db);
+  const subscriber = new EmbeddedSubscriber(db, publisher, opts);
+  const admin = new EmbeddedAdmin(db);
+  return {
+    kind: 'embedded',
+    publisher,
+    subscriber,
+    admin,
+    close: async () => {
+      await subscriber.close();
+      await publisher.close();
+    },
+  };
+}

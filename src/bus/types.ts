@@ -1,0 +1,105 @@
+/**
+ * The seam between services and transports (as in Watermill): a Publisher and a Subscriber. Kafka, Dapr and
+ * the embedded log implement it; retry, dead-lettering and validation are shared around it (consumer.ts).
+ */
+import type { CloudEvent } from '../contracts/cloudevent.ts';
+
+export interface OutgoingMessage {
+  topic: string;
+  /** Partition key: the user id, so one user's events stay in order. */
+  key: string;
+  event: CloudEvent;
+  /** Extra transport headers (the dead-letter failure headers, for instance). */
+  headers?: Record<string, string>;
+}
+
+export interface BusMessage {
+  topic: string;
+  partition: number;
+  /** Position in the partition, as a decimal string (Kafka offsets are 64-bit). */
+  offset: string;
+  key: string;
+  headers: Record<string, string>;
+  /** The CloudEvent as decoded from the wire; validated by the consumer wrapper before a handler sees it. */
+  event: CloudEvent;
+  timestamp: string;
+}
+
+export interface Publisher {
+  /** Resolves when every message is durably accepted (acks=all on Kafka, committed on the embedded log). */
+  publish(messages: readonly OutgoingMessage[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A handler's failure that retrying cannot fix: the message goes to the dead-letter topic at once. */
+export class PermanentError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PermanentError';
+  }
+}
+
+export type MessageHandler = (message: BusMessage) => Promise<void>;
+
+export interface SubscribeOptions {
+  group: string;
+  topics: readonly string[];
+  /** Called for each message of a partition in order; a throw means "not handled" (retry, then DLQ). */
+  handler: MessageHandler;
+  /** Where a new group starts: the oldest retained message (default) or only new ones. */
+  fromBeginning?: boolean;
+}
+
+export interface Subscription {
+  /** Finishes the in-flight message, commits its position, leaves the group. */
+  close(): Promise<void>;
+}
+
+export interface Subscriber {
+  subscribe(opts: SubscribeOptions): Promise<Subscription>;
+  close(): Promise<void>;
+}
+
+/** Read-only views used by `taskflow lag`, `taskflow dlq` and the metrics. */
+export interface PartitionLag {
+  group: string;
+  topic: string;
+  partition: number;
+  committed: string;
+  end: string;
+  lag: number;
+}
+
+export interface StoredMessage {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string;
+  headers: Record<string, string>;
+  event: CloudEvent;
+  timestamp: string;
+}
+
+export interface BusAdmin {
+  ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void>;
+  describeTopics(): Promise<{ name: string; partitions: number; retentionMs: number | null }[]>;
+  lag(group?: string): Promise<PartitionLag[]>;
+  /** Messages of a topic from the beginning (bounded by `limit`), for DLQ inspection and replay. */
+  read(topic: string, opts?: { limit?: number }): Promise<StoredMessage[]>;
+  listGroups(): Promise<string[]>;
+  /** Follows a topic without a consumer group (no positions are stored) until `signal` aborts. */
+  tail(
+    topic: string,
+    opts: { fromBeginning: boolean; signal: AbortSignal },
+    onMessage: (m: StoredMessage) => void,
+  ): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface Bus {
+  readonly kind: 'embedded' | 'kafka' | 'dapr';
+  publisher: Publisher;
+  subscriber: Subscriber;
+  admin: BusAdmin;
+  close(): Promise<void>;
+}

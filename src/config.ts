@@ -1,0 +1,139 @@
+/**
+ * Configuration comes only from the environment (twelve-factor); every variable is listed in the README.
+ * Secrets are never logged.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import type { RetryPolicy } from './bus/consumer.ts';
+import { isPostgresUrl } from './store/db.ts';
+
+export type BusKind = 'embedded' | 'kafka' | 'dapr';
+
+export interface Config {
+  databaseUrl: string;
+  bus: BusKind;
+  host: string;
+  port: number;
+  publicUrl: string;
+  logLevel: string;
+  jwt: { secret?: string; jwksUrl?: string; issuer?: string; audience?: string; devSecretFile?: string };
+  defaultTimezone: string;
+  retry: RetryPolicy;
+  rateLimitPerMinute: number;
+  relay: { batchSize: number; pollIntervalMs: number };
+  embedded: { pollIntervalMs: number; heartbeatIntervalMs: number; sessionTimeoutMs: number };
+  kafka: {
+    brokers: string[];
+    clientId: string;
+    sasl?: { mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string };
+    ssl?: { caFile?: string; certFile?: string; keyFile?: string; rejectUnauthorized: boolean };
+    ensureTopics: boolean;
+    topicPartitions?: number;
+    replicationFactor: number;
+  };
+  dapr: { httpPort: number; pubsubName: string; appPort?: number };
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const int = (env: NodeJS.ProcessEnv, key: string, def: number, min = 0): number => {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new ConfigError(`${key} must be an integer >= ${min}, got "${raw}"`);
+  return n;
+};
+
+export const DEFAULT_DATABASE_URL = '.data/db';
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
+  const bus = (env.BUS || 'embedded') as BusKind;
+  if (!['embedded', 'kafka', 'dapr'].includes(bus)) throw new ConfigError(`BUS must be embedded, kafka or dapr, got "${bus}"`);
+  const port = int(env, 'PORT', 3000);
+  const host = env.HOST || '127.0.0.1';
+  const mech = env.KAFKA_SASL_MECHANISM?.toUpperCase();
+  if (mech && !['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'].includes(mech))
+    throw new ConfigError(`KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got "${mech}"`);
+  const sslOn = env.KAFKA_SSL === 'true' || !!env.KAFKA_SSL_CA_FILE || !!mech;
+  const config: Config = {
+    databaseUrl,
+    bus,
+    host,
+    port,
+    publicUrl: env.PUBLIC_URL || `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
+    logLevel: env.LOG_LEVEL || 'info',
+    jwt: {
+      ...(env.JWT_SECRET ? { secret: env.JWT_SECRET } : {}),
+      ...(env.JWT_JWKS_URL ? { jwksUrl: env.JWT_JWKS_URL } : {}),
+      ...(env.JWT_ISSUER ? { issuer: env.JWT_ISSUER } : {}),
+      ...(env.JWT_AUDIENCE ? { audience: env.JWT_AUDIENCE } : {}),
+    },
+    defaultTimezone: env.DEFAULT_TIMEZONE || 'UTC',
+    retry: {
+      maxAttempts: int(env, 'CONSUMER_MAX_ATTEMPTS', 5, 1),
+      baseDelayMs: int(env, 'CONSUMER_RETRY_BASE_MS', 200),
+      maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000),
+    },
+    rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
+    relay: { batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1), pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1) },
+    embedded: {
+      pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 250, 1),
+      heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 1000, 10),
+      sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50),
+    },
+    kafka: {
+      brokers: (env.KAFKA_BROKERS || '127.0.0.1:9092').split(',').map((s) => s.trim()).filter(Boolean),
+      clientId: env.KAFKA_CLIENT_ID || 'taskflow',
+      ...(mech
+        ? {
+            sasl: {
+              mechanism: mech as 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512',
+              username: env.KAFKA_SASL_USERNAME ?? '',
+              password: env.KAFKA_SASL_PASSWORD ?? '',
+            },
+          }
+        : {}),
+      ...(sslOn && env.KAFKA_SSL !== 'false'
+        ? {
+            ssl: {
+              ...(env.KAFKA_SSL_CA_FILE ? { caFile: env.KAFKA_SSL_CA_FILE } : {}),
+              ...(env.KAFKA_SSL_CERT_FILE ? { certFile: env.KAFKA_SSL_CERT_FILE } : {}),
+              ...(env.KAFKA_SSL_KEY_FILE ? { keyFile: env.KAFKA_SSL_KEY_FILE } : {}),
+              rejectUnauthorized: env.KAFKA_SSL_REJECT_UNAUTHORIZED !== 'false',
+            },
+          }
+        : {}),
+      ensureTopics: env.KAFKA_ENSURE_TOPICS !== 'false',
+      ...(env.KAFKA_TOPIC_PARTITIONS ? { topicPartitions: int(env, 'KAFKA_TOPIC_PARTITIONS', 3, 1) } : {}),
+      replicationFactor: int(env, 'KAFKA_REPLICATION_FACTOR', 1, 1),
+    },
+    dapr: {
+      httpPort: int(env, 'DAPR_HTTP_PORT', 3500, 1),
+      pubsubName: env.DAPR_PUBSUB_NAME || 'pubsub-kafka',
+      ...(env.APP_PORT ? { appPort: int(env, 'APP_PORT', 3000, 1) } : {}),
+    },
+  };
+  if (!config.jwt.secret && !config.jwt.jwksUrl) {
+    // Development default: a random secret kept next to the embedded database so `taskflow token` and the
+    // server agree across restarts. Production sets JWT_SECRET or JWT_JWKS_URL.
+    if (isPostgresUrl(databaseUrl) || databaseUrl === 'memory://')
+      throw new ConfigError('set JWT_SECRET (HS256 shared secret) or JWT_JWKS_URL');
+    config.jwt.devSecretFile = join(dirname(resolve(databaseUrl)), 'dev-jwt-secret');
+    config.jwt.secret = devSecret(config.jwt.devSecretFile);
+  }
+  if (config.jwt.secret && Buffer.byteLength(config.jwt.secret) < 32)
+    throw new ConfigError('JWT_SECRET must be at least 32 bytes for HS256');
+  return config;
+}
+
+function devSecret(file: string): string {
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  mkdirSync(dirname(file), { recursive: true });
+  const secret = randomBytes(32).toString('base64url');
+  writeFileSync(file, secret + '\n', { mode: 0o600 });
+  return secret;
+}

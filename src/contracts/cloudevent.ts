@@ -1,0 +1,82 @@
+/**
+ * CloudEvents 1.0 envelope (https://github.com/cloudevents/spec). Every event of every topic is one of these;
+ * `id` is the idempotency key of consumers, the Kafka/bus key is `partitionkey` (the user id).
+ */
+import { uuidv7 } from 'uuidv7';
+
+export interface CloudEvent<T = unknown> {
+  specversion: '1.0';
+  id: string;
+  source: string;
+  type: string;
+  subject?: string;
+  time: string;
+  datacontenttype: 'application/json';
+  dataschema?: string;
+  /** Extension: major version of the data schema. */
+  schemaversion?: string;
+  /** Extension (Distributed Tracing): W3C trace context of the producing operation. */
+  traceparent?: string;
+  /** Extension (Partitioning): the key used for per-user ordering. */
+  partitionkey?: string;
+  /** Extensions set by the API for the audit trail when the request knew them. */
+  clientip?: string;
+  useragent?: string;
+  data: T;
+}
+
+export const SCHEMA_VERSION = '1';
+
+export const dataschemaFor = (type: string, version = SCHEMA_VERSION) =>
+  `urn:taskflow:schema:${type}:v${version}`;
+
+export interface NewEventInput<T> {
+  type: string;
+  source: string;
+  subject?: string;
+  key: string;
+  data: T;
+  time?: Date;
+  traceparent?: string;
+  extensions?: Record<string, string>;
+}
+
+export function makeEvent<T>(input: NewEventInput<T>): CloudEvent<T> {
+  const event: CloudEvent<T> = {
+    specversion: '1.0',
+    id: uuidv7(),
+    source: input.source,
+    type: input.type,
+    time: (input.time ?? new Date()).toISOString(),
+    datacontenttype: 'application/json',
+    dataschema: dataschemaFor(input.type),
+    schemaversion: SCHEMA_VERSION,
+    partitionkey: input.key,
+    data: input.data,
+  };
+  if (input.subject) event.subject = input.subject;
+  if (input.traceparent) event.traceparent = input.traceparent;
+  for (const [k, v] of Object.entries(input.extensions ?? {})) {
+    if (!/^[a-z0-9]{1,20}$/.test(k)) throw new Error(`invalid CloudEvents extension name: ${k}`);
+    (event as unknown as Record<string, unknown>)[k] = v;
+  }
+  return event;
+}
+
+/** Kafka binary content mode: attributes as `ce_*` headers, `data` as the JSON body. */
+export function toBinary(event: CloudEvent): { headers: Record<string, string>; body: string } {
+  const headers: Record<string, string> = { 'content-type': event.datacontenttype };
+  for (const [k, v] of Object.entries(event)) {
+    if (k === 'data' || k === 'datacontenttype' || v === undefined) continue;
+    headers[`ce_${k}`] = String(v);
+  }
+  if (event.traceparent) headers.traceparent = event.traceparent;
+  return { headers, body: JSON.stringify(event.data) };
+}
+
+export function fromBinary(headers: Record<string, string>, body: string): CloudEvent {
+  const event: Record<string, unknown> = { datacontenttype: headers['content-type'] ?? 'application/json' };
+  for (const [k, v] of Object.entries(headers)) if (k.startsWith('ce_')) event[k.slice(3)] = v;
+  event.data = body.length ? (JSON.parse(body) as unknown) : null;
+  return event as unknown as CloudEvent;
+}

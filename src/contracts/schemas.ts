@@ -1,0 +1,184 @@
+/**
+ * JSON Schemas (draft-07) of every event type of DESIGN.md section 3. Producers validate before writing,
+ * consumers validate on read. Evolve backward-compatibly: add optional fields, never remove or retype; a
+ * breaking change is a new `schemaversion`.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import * as formatsModule from 'ajv-formats';
+import type { CloudEvent } from './cloudevent.ts';
+
+const instant = { type: 'string', format: 'date-time' } as const;
+const nullableInstant = { anyOf: [instant, { type: 'null' }] } as const;
+
+export const taskSchema = {
+  $id: 'urn:taskflow:schema:task:v1',
+  type: 'object',
+  required: [
+    'id',
+    'user_id',
+    'title',
+    'description',
+    'status',
+    'priority',
+    'tags',
+    'due_date',
+    'reminders',
+    'recurrence',
+    'series_id',
+    'created_at',
+    'updated_at',
+    'completed_at',
+    'version',
+  ],
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    user_id: { type: 'string', minLength: 1 },
+    title: { type: 'string', minLength: 1, maxLength: 500 },
+    description: { type: 'string', maxLength: 10000 },
+    status: { enum: ['pending', 'completed'] },
+    priority: { enum: ['none', 'low', 'medium', 'high', 'urgent'] },
+    tags: { type: 'array', maxItems: 20, items: { type: 'string', minLength: 1, maxLength: 50 } },
+    due_date: nullableInstant,
+    reminders: { anyOf: [{ type: 'array', items: { type: 'string' }, maxItems: 10 }, { type: 'null' }] },
+    recurrence: {
+      anyOf: [
+        {
+          type: 'object',
+          required: ['rrule', 'mode', 'timezone'],
+          properties: {
+            rrule: { type: 'string', minLength: 1 },
+            mode: { enum: ['schedule', 'after_completion'] },
+            timezone: { type: 'string', minLength: 1 },
+            preset: { type: 'string' },
+          },
+        },
+        { type: 'null' },
+      ],
+    },
+    series_id: { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] },
+    created_at: instant,
+    updated_at: instant,
+    completed_at: nullableInstant,
+    version: { type: 'integer', minimum: 1 },
+  },
+} as const;
+
+const envelope = (type: string, data: object) => ({
+  $id: `urn:taskflow:schema:${type}:v1`,
+  type: 'object',
+  required: ['specversion', 'id', 'source', 'type', 'time', 'data'],
+  properties: {
+    specversion: { const: '1.0' },
+    id: { type: 'string', minLength: 1 },
+    source: { type: 'string', minLength: 1 },
+    type: { const: type },
+    subject: { type: 'string' },
+    time: instant,
+    datacontenttype: { const: 'application/json' },
+    dataschema: { type: 'string' },
+    schemaversion: { type: 'string' },
+    traceparent: { type: 'string', pattern: '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$' },
+    partitionkey: { type: 'string' },
+    data,
+  },
+});
+
+const taskEventData = (previousRequired: boolean) => ({
+  type: 'object',
+  required: ['user_id', 'task', 'changes', ...(previousRequired ? ['previous'] : [])],
+  properties: {
+    user_id: { type: 'string', minLength: 1 },
+    task: { $ref: 'urn:taskflow:schema:task:v1' },
+    previous: previousRequired
+      ? { $ref: 'urn:taskflow:schema:task:v1' }
+      : { anyOf: [{ $ref: 'urn:taskflow:schema:task:v1' }, { type: 'null' }] },
+    changes: { type: 'array', items: { type: 'string' } },
+  },
+});
+
+export const REMINDER_CHANNELS = ['email', 'push', 'in_app', 'webhook'] as const;
+
+const reminderData = {
+  type: 'object',
+  required: ['reminder_id', 'task_id', 'user_id', 'title', 'due_at', 'remind_at', 'channels'],
+  properties: {
+    reminder_id: { type: 'string', minLength: 1 },
+    task_id: { type: 'string', format: 'uuid' },
+    user_id: { type: 'string', minLength: 1 },
+    title: { type: 'string' },
+    due_at: nullableInstant,
+    remind_at: instant,
+    channels: { type: 'array', items: { enum: REMINDER_CHANNELS } },
+    reason: { type: 'string' },
+    triggered_at: instant,
+  },
+};
+
+const taskChangedData = {
+  type: 'object',
+  required: ['task_id', 'user_id', 'change_type', 'task', 'sequence'],
+  properties: {
+    task_id: { type: 'string', format: 'uuid' },
+    user_id: { type: 'string', minLength: 1 },
+    change_type: { enum: ['created', 'updated', 'completed', 'reopened', 'deleted'] },
+    task: { $ref: 'urn:taskflow:schema:task:v1' },
+    changes: { type: 'array', items: { type: 'string' } },
+    sequence: { type: 'integer', minimum: 1 },
+  },
+};
+
+export const EVENT_TYPES = {
+  'task.created': { topic: 'task-events', schema: envelope('task.created', taskEventData(false)) },
+  'task.updated': { topic: 'task-events', schema: envelope('task.updated', taskEventData(true)) },
+  'task.completed': { topic: 'task-events', schema: envelope('task.completed', taskEventData(true)) },
+  'task.reopened': { topic: 'task-events', schema: envelope('task.reopened', taskEventData(true)) },
+  'task.deleted': { topic: 'task-events', schema: envelope('task.deleted', taskEventData(true)) },
+  'reminder.scheduled': { topic: 'reminders', schema: envelope('reminder.scheduled', reminderData) },
+  'reminder.triggered': { topic: 'reminders', schema: envelope('reminder.triggered', reminderData) },
+  'reminder.dismissed': { topic: 'reminders', schema: envelope('reminder.dismissed', reminderData) },
+  'reminder.missed': { topic: 'reminders', schema: envelope('reminder.missed', reminderData) },
+  'task.changed': { topic: 'task-updates', schema: envelope('task.changed', taskChangedData) },
+} as const;
+export type EventType = keyof typeof EVENT_TYPES;
+export const isEventType = (t: string): t is EventType => Object.hasOwn(EVENT_TYPES, t);
+
+// ajv-formats is CommonJS; depending on the loader its function arrives as `default` or `default.default`.
+type AddFormats = (ajv: Ajv) => Ajv;
+const formats = formatsModule as unknown as { default: AddFormats | { default: AddFormats } };
+const addFormats: AddFormats = typeof formats.default === 'function' ? formats.default : formats.default.default;
+const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+addFormats(ajv);
+ajv.addSchema(taskSchema);
+const validators = new Map<string, ValidateFunction>();
+for (const [type, def] of Object.entries(EVENT_TYPES)) validators.set(type, ajv.compile(def.schema));
+
+export class EventValidationError extends Error {
+  constructor(
+    readonly eventType: string,
+    readonly errors: string[],
+  ) {
+    super(`invalid ${eventType} event: ${errors.join('; ')}`);
+    this.name = 'EventValidationError';
+  }
+}
+
+const describe = (errors: ErrorObject[] | null | undefined) =>
+  (errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`);
+
+/** Returns the problems of an event (empty when valid). Unknown types are a problem too. */
+export function eventProblems(event: unknown): string[] {
+  const type = (event as { type?: unknown } | null)?.type;
+  if (typeof type !== 'string') return ['/type is missing'];
+  const validate = validators.get(type);
+  if (!validate) return [`unknown event type ${type}`];
+  return validate(event) ? [] : describe(validate.errors);
+}
+
+export function assertValidEvent(event: CloudEvent): void {
+  const problems = eventProblems(event);
+  if (problems.length) throw new EventValidationError(event.type, problems);
+}
+
+export function topicOf(type: EventType): string {
+  return EVENT_TYPES[type].topic;
+}

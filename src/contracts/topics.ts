@@ -1,0 +1,44 @@
+/** The topic table of DESIGN.md section 3. Partitions and retention may be overridden by env (see config). */
+export const TOPICS = {
+  taskEvents: 'task-events',
+  reminders: 'reminders',
+  taskUpdates: 'task-updates',
+} as const;
+export type TopicName = (typeof TOPICS)[keyof typeof TOPICS];
+
+export interface TopicSpec {
+  name: string;
+  partitions: number;
+  retentionMs: number;
+}
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+export const TOPIC_SPECS: readonly TopicSpec[] = [
+  { name: TOPICS.taskEvents, partitions: 3, retentionMs: 30 * DAY },
+  { name: TOPICS.reminders, partitions: 3, retentionMs: 7 * DAY },
+  { name: TOPICS.taskUpdates, partitions: 3, retentionMs: HOUR },
+];
+
+/** Dead-letter topics are per consumer group: `<group>.dlq`, one partition, kept 30 days. */
+export const dlqTopic = (group: string) => `${group}.dlq`;
+export const DLQ_SPEC = { partitions: 1, retentionMs: 30 * DAY } as const;
+export const isDlqTopic = (topic: string) => topic.endsWith('.dlq');
+
+/** The consumer groups of the services, one per target. */
+export const GROUPS = {
+  reminders: 'taskflow-reminders',
+  recurrence: 'taskflow-recurrence',
+  notifications: 'taskflow-notifications',
+  audit: 'taskflow-audit',
+  broadcaster: 'taskflow-broadcaster',
+  gateway: 'taskflow-gateway',
+} as const;
+
+export function topicSpec(name: string): TopicSpec {
+  const known = TOPIC_SPECS.find((t) => t.name === name);
+  if (known) return known;
+  if (isDlqTopic(name)) return { name, ...DLQ_SPEC };
+  return { name, partitions: 1, retentionMs: 7 * DAY };
+}

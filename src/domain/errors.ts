@@ -1,0 +1,35 @@
+/** A field-level problem with client input; `path` names the field (e.g. `tags[2]`, `recurrence.rrule`). */
+export interface FieldIssue {
+  path: string;
+  message: string;
+}
+
+export type Result<T> = { ok: true; value: T } | { ok: false; issues: FieldIssue[] };
+
+export const ok = <T>(value: T): Result<T> => ({ ok: true, value });
+export const fail = <T>(issues: FieldIssue[]): Result<T> => ({ ok: false, issues });
+
+/** Domain errors the edges (REST, MCP) translate to their own error shapes. */
+export class ValidationError extends Error {
+  constructor(readonly issues: FieldIssue[]) {
+    super(issues.map((i) => `${i.path}: ${i.message}`).join('; '));
+    this.name = 'ValidationError';
+  }
+}
+
+export class NotFoundError extends Error {
+  constructor(what = 'task') {
+    super(`${what} not found`);
+    this.name = 'NotFoundError';
+  }
+}
+
+export class VersionConflictError extends Error {
+  constructor(
+    readonly expected: number,
+    readonly actual: number,
+  ) {
+    super(`version mismatch: If-Match ${expected}, current ${actual}`);
+    this.name = 'VersionConflictError';
+  }
+}

@@ -1,0 +1,169 @@
+/** Validation of task list queries (filters, sort, cursor pagination), shared by REST and MCP. */
+import type { FieldIssue, Result } from './errors.ts';
+import { fail, ok } from './errors.ts';
+import { PRIORITIES, type Priority, parseInstant } from './task.ts';
+
+export const SORT_FIELDS = ['due', 'priority', 'created', 'updated', 'title'] as const;
+export type SortField = (typeof SORT_FIELDS)[number];
+
+export interface TaskQuery {
+  status: 'pending' | 'completed' | 'all';
+  priorities: Priority[];
+  tags: string[];
+  tagMode: 'any' | 'all';
+  dueBefore: string | null;
+  dueAfter: string | null;
+  overdue: boolean | null;
+  q: string | null;
+  sort: SortField;
+  order: 'asc' | 'desc';
+  limit: number;
+  cursor: Cursor | null;
+}
+
+/** Position after the last item of a page: the sort key's value and the id that breaks ties. */
+export interface Cursor {
+  v: string | number | null;
+  id: string;
+  s: SortField;
+  o: 'asc' | 'desc';
+}
+
+export const QUERY_KEYS = [
+  'status',
+  'priority',
+  'tag',
+  'tag_mode',
+  'due_before',
+  'due_after',
+  'overdue',
+  'q',
+  'sort',
+  'order',
+  'limit',
+  'cursor',
+] as const;
+
+export const DEFAULT_LIMIT = 50;
+export const MAX_LIMIT = 200;
+
+export function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+function decodeCursor(raw: string): Cursor | null {
+  try {
+    const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Partial<Cursor>;
+    if (typeof c.id !== 'string' || !(SORT_FIELDS as readonly string[]).includes(String(c.s))) return null;
+    if (c.o !== 'asc' && c.o !== 'desc') return null;
+    if (c.v !== null && typeof c.v !== 'string' && typeof c.v !== 'number') return null;
+    return c as Cursor;
+  } catch {
+    return null;
+  }
+}
+
+/** Values may come repeated (`?tag=a&tag=b`) or comma separated (`?tag=a,b`). */
+function list(value: unknown): string[] {
+  const parts = Array.isArray(value) ? value : [value];
+  return parts
+    .flatMap((p) => String(p).split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function single(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  return Array.isArray(value) ? String(value[value.length - 1]) : String(value);
+}
+
+const SORT_ALIASES: Record<string, SortField> = {
+  due: 'due',
+  due_date: 'due',
+  priority: 'priority',
+  created: 'created',
+  created_at: 'created',
+  updated: 'updated',
+  updated_at: 'updated',
+  title: 'title',
+};
+
+export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery> {
+  const issues: FieldIssue[] = [];
+  const issue = (path: string, message: string) => issues.push({ path, message });
+  for (const key of Object.keys(input))
+    if (!(QUERY_KEYS as readonly string[]).includes(key))
+      issue(key, `unknown query parameter; allowed: ${QUERY_KEYS.join(', ')}`);
+
+  const status = single(input.status) ?? 'all';
+  if (!['pending', 'completed', 'all'].includes(status)) issue('status', 'must be one of pending, completed, all');
+
+  const priorities = list(input.priority ?? []).map((p) => p.toLowerCase());
+  for (const p of priorities)
+    if (!(PRIORITIES as readonly string[]).includes(p)) issue('priority', `must be among ${PRIORITIES.join(', ')}`);
+
+  const tags = list(input.tag ?? []).map((t) => t.toLowerCase());
+  if (tags.length > 20) issue('tag', 'at most 20 tags');
+  const tagMode = single(input.tag_mode) ?? 'any';
+  if (tagMode !== 'any' && tagMode !== 'all') issue('tag_mode', 'must be any or all');
+
+  const instant = (key: 'due_before' | 'due_after') => {
+    const raw = single(input[key]);
+    if (raw === undefined) return null;
+    const v = parseInstant(raw);
+    if (v === null) issue(key, 'must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z');
+    return v;
+  };
+  const dueBefore = instant('due_before');
+  const dueAfter = instant('due_after');
+
+  let overdue: boolean | null = null;
+  const rawOverdue = single(input.overdue);
+  if (rawOverdue !== undefined) {
+    if (rawOverdue === 'true' || rawOverdue === '1') overdue = true;
+    else if (rawOverdue === 'false' || rawOverdue === '0') overdue = false;
+    else issue('overdue', 'must be true or false');
+  }
+
+  const q = single(input.q)?.trim() || null;
+  if (q !== null && q.length > 200) issue('q', 'must be at most 200 characters');
+
+  const rawSort = single(input.sort) ?? 'created';
+  const sort = SORT_ALIASES[rawSort.replace(/^-/, '')];
+  if (!sort) issue('sort', `must be one of ${SORT_FIELDS.join(', ')}`);
+  const defaultOrder = rawSort.startsWith('-') || sort === 'priority' ? 'desc' : sort === 'due' ? 'asc' : 'desc';
+  const order = single(input.order) ?? defaultOrder;
+  if (order !== 'asc' && order !== 'desc') issue('order', 'must be asc or desc');
+
+  let limit = DEFAULT_LIMIT;
+  const rawLimit = single(input.limit);
+  if (rawLimit !== undefined) {
+    limit = Number(rawLimit);
+    if (!/^\d+$/.test(rawLimit) || limit < 1 || limit > MAX_LIMIT) issue('limit', `must be an integer 1-${MAX_LIMIT}`);
+  }
+
+  let cursor: Cursor | null = null;
+  const rawCursor = single(input.cursor);
+  if (rawCursor !== undefined && rawCursor !== '') {
+    cursor = decodeCursor(rawCursor);
+    if (!cursor) issue('cursor', 'is not a cursor this API returned');
+    else if (cursor.s !== sort || cursor.o !== order)
+      issue('cursor', 'belongs to another sort order; keep sort and order when paging');
+  }
+
+  if (issues.length) return fail(issues);
+  return ok({
+    status: status as TaskQuery['status'],
+    priorities: priorities as Priority[],
+    tags,
+    tagMode: tagMode as 'any' | 'all',
+    dueBefore,
+    dueAfter,
+    overdue,
+    q,
+    sort: sort as SortField,
+    order: order as 'asc' | 'desc',
+    limit,
+    cursor,
+  });
+}

@@ -1,0 +1,294 @@
+/**
+ * The task aggregate: its shape on the wire (snake_case, as the seed clients use), validation of what clients
+ * send, and the pure state transitions. No I/O here: the store persists what these functions decide.
+ */
+import { Temporal } from 'temporal-polyfill';
+import type { FieldIssue, Result } from './errors.ts';
+import { fail, ok } from './errors.ts';
+import { parseRecurrence, type Recurrence } from './recurrence.ts';
+
+export const PRIORITIES = ['none', 'low', 'medium', 'high', 'urgent'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+export const STATUSES = ['pending', 'completed'] as const;
+export type TaskStatus = (typeof STATUSES)[number];
+
+/** Rank used for sorting by priority (higher is more urgent). */
+export const PRIORITY_RANK: Record<Priority, number> = { none: 0, low: 1, medium: 2, high: 3, urgent: 4 };
+
+export const LIMITS = {
+  titleMax: 500,
+  descriptionMax: 10_000,
+  tagsMax: 20,
+  tagMax: 50,
+  remindersMax: 10,
+  reminderOffsetMaxDays: 366,
+} as const;
+
+export interface Task {
+  id: string;
+  user_id: string;
+  title: string;
+  description: string;
+  status: TaskStatus;
+  priority: Priority;
+  tags: string[];
+  due_date: string | null;
+  /** Offsets before due (ISO 8601 durations such as `PT1H`) or absolute instants; null = the user's default. */
+  reminders: string[] | null;
+  recurrence: Recurrence | null;
+  series_id: string | null;
+  created_at: string;
+  updated_at: string;
+  completed_at: string | null;
+  version: number;
+}
+
+/** The fields a client may set. */
+export interface TaskFields {
+  title: string;
+  description: string;
+  status: TaskStatus;
+  priority: Priority;
+  tags: string[];
+  due_date: string | null;
+  reminders: string[] | null;
+  recurrence: Recurrence | null;
+}
+export type TaskPatch = Partial<TaskFields>;
+
+export const MUTABLE_FIELDS = [
+  'title',
+  'description',
+  'status',
+  'priority',
+  'tags',
+  'due_date',
+  'reminders',
+  'recurrence',
+] as const satisfies readonly (keyof TaskFields)[];
+
+export interface ValidationContext {
+  /** The user's IANA time zone, the default for recurrence rules. */
+  timezone: string;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Parses an ISO 8601 instant that carries an offset or `Z`; returns the canonical UTC form. */
+export function parseInstant(value: unknown): string | null {
+  if (typeof value !== 'string' || value.length > 64) return null;
+  try {
+    return new Date(Temporal.Instant.from(value).epochMilliseconds).toISOString();
+  } catch {
+    return null;
+  }
+}
+
+const INSTANT_HINT = 'must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z';
+
+/** A reminder offset: a positive ISO 8601 duration of days/weeks/hours/minutes, at most a year. */
+export function parseReminderOffset(value: string): Temporal.Duration | null {
+  if (!/^P/i.test(value)) return null;
+  try {
+    const d = Temporal.Duration.from(value);
+    if (d.years !== 0 || d.months !== 0 || d.sign <= 0) return null;
+    const seconds = d.total({ unit: 'seconds' });
+    if (seconds > LIMITS.reminderOffsetMaxDays * 86_400) return null;
+    return d;
+  } catch {
+    return null;
+  }
+}
+
+function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationContext, issues: FieldIssue[]) {
+  const issue = (message: string, path: string = key) => issues.push({ path, message });
+  switch (key) {
+    case 'title': {
+      if (typeof value !== 'string') return issue('must be a string');
+      const title = value.trim();
+      if (title.length === 0) return issue('must not be empty');
+      if (title.length > LIMITS.titleMax) return issue(`must be at most ${LIMITS.titleMax} characters`);
+      return title;
+    }
+    case 'description': {
+      if (value === null) return '';
+      if (typeof value !== 'string') return issue('must be a string');
+      if (value.length > LIMITS.descriptionMax) return issue(`must be at most ${LIMITS.descriptionMax} characters`);
+      return value;
+    }
+    case 'status':
+      if (typeof value !== 'string' || !(STATUSES as readonly string[]).includes(value))
+        return issue(`must be one of ${STATUSES.join(', ')}`);
+      return value;
+    case 'priority':
+      if (typeof value !== 'string' || !(PRIORITIES as readonly string[]).includes(value.toLowerCase()))
+        return issue(`must be one of ${PRIORITIES.join(', ')}`);
+      return value.toLowerCase();
+    case 'tags': {
+      if (!Array.isArray(value)) return issue('must be an array of strings');
+      if (value.length > LIMITS.tagsMax) return issue(`must have at most ${LIMITS.tagsMax} tags`);
+      const seen = new Set<string>();
+      const tags: string[] = [];
+      value.forEach((raw, i) => {
+        const path = `tags[${i}]`;
+        if (typeof raw !== 'string') return issue('must be a string', path);
+        const tag = raw.trim();
+        if (tag.length === 0) return issue('must not be empty', path);
+        if (tag.length > LIMITS.tagMax) return issue(`must be at most ${LIMITS.tagMax} characters`, path);
+        const k = tag.toLowerCase();
+        if (seen.has(k)) return issue(`duplicates another tag (tags are case-insensitive)`, path);
+        seen.add(k);
+        tags.push(tag);
+      });
+      return tags;
+    }
+    case 'due_date': {
+      if (value === null) return null;
+      const due = parseInstant(value);
+      if (due === null) return issue(INSTANT_HINT);
+      return due;
+    }
+    case 'reminders': {
+      if (value === null) return null;
+      if (!Array.isArray(value)) return issue('must be an array of ISO 8601 durations (PT1H) or instants, or null');
+      if (value.length > LIMITS.remindersMax) return issue(`must have at most ${LIMITS.remindersMax} reminders`);
+      const out: string[] = [];
+      value.forEach((raw, i) => {
+        const path = `reminders[${i}]`;
+        if (typeof raw !== 'string') return issue('must be a string', path);
+        if (/^P/i.test(raw)) {
+          const d = parseReminderOffset(raw);
+          if (!d)
+            return issue(
+              `must be a positive ISO 8601 duration of weeks, days, hours or minutes up to ${LIMITS.reminderOffsetMaxDays} days (e.g. PT1H, P1D)`,
+              path,
+            );
+          out.push(d.toString());
+        } else {
+          const at = parseInstant(raw);
+          if (at === null) return issue(`must be an ISO 8601 duration (PT1H) or an instant; ${INSTANT_HINT}`, path);
+          out.push(at);
+        }
+      });
+      return [...new Set(out)];
+    }
+    case 'recurrence': {
+      if (value === null) return null;
+      const parsed = parseRecurrence(value, ctx.timezone);
+      if (!parsed.ok) {
+        issues.push(...parsed.issues);
+        return undefined;
+      }
+      return parsed.value;
+    }
+  }
+}
+
+function validateFields(
+  input: unknown,
+  ctx: ValidationContext,
+  required: readonly (keyof TaskFields)[],
+): Result<TaskPatch> {
+  if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
+  const issues: FieldIssue[] = [];
+  for (const key of Object.keys(input)) {
+    if (!(MUTABLE_FIELDS as readonly string[]).includes(key))
+      issues.push({ path: key, message: `unknown field; allowed: ${MUTABLE_FIELDS.join(', ')}` });
+  }
+  for (const key of required) {
+    if (input[key] === undefined) issues.push({ path: key, message: 'is required' });
+  }
+  const patch: Record<string, unknown> = {};
+  for (const key of MUTABLE_FIELDS) {
+    if (!(key in input) || input[key] === undefined) continue;
+    const before = issues.length;
+    const value = validateField(key, input[key], ctx, issues);
+    if (issues.length === before) patch[key] = value;
+  }
+  return issues.length ? fail(issues) : ok(patch as TaskPatch);
+}
+
+/** Rules that involve several fields, checked on the task as it would be after a change. */
+export function checkInvariants(fields: Pick<TaskFields, 'due_date' | 'reminders'>): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  if (fields.due_date === null && fields.reminders?.some((r) => r.startsWith('P')))
+    issues.push({ path: 'reminders', message: 'offsets before due (e.g. PT1H) need a due_date' });
+  return issues;
+}
+
+export function validateCreate(input: unknown, ctx: ValidationContext): Result<TaskFields> {
+  const parsed = validateFields(input, ctx, ['title']);
+  if (!parsed.ok) return parsed;
+  const fields: TaskFields = {
+    title: parsed.value.title ?? '',
+    description: parsed.value.description ?? '',
+    status: parsed.value.status ?? 'pending',
+    priority: parsed.value.priority ?? 'none',
+    tags: parsed.value.tags ?? [],
+    due_date: parsed.value.due_date ?? null,
+    reminders: parsed.value.reminders ?? null,
+    recurrence: parsed.value.recurrence ?? null,
+  };
+  const issues = checkInvariants(fields);
+  return issues.length ? fail(issues) : ok(fields);
+}
+
+export function validatePatch(input: unknown, ctx: ValidationContext): Result<TaskPatch> {
+  const parsed = validateFields(input, ctx, []);
+  if (!parsed.ok) return parsed;
+  if (Object.keys(parsed.value).length === 0)
+    return fail([{ path: '', message: `body must set at least one of ${MUTABLE_FIELDS.join(', ')}` }]);
+  return parsed;
+}
+
+export function newTask(id: string, userId: string, fields: TaskFields, now: Date, seriesId?: string | null): Task {
+  const at = now.toISOString();
+  return {
+    id,
+    user_id: userId,
+    ...fields,
+    series_id: seriesId ?? (fields.recurrence ? id : null),
+    created_at: at,
+    updated_at: at,
+    completed_at: fields.status === 'completed' ? at : null,
+    version: 1,
+  };
+}
+
+const sameValue = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** The names of the client-visible fields that differ. */
+export function changedFields(before: Task, after: Task): string[] {
+  return MUTABLE_FIELDS.filter((k) => !sameValue(before[k], after[k]));
+}
+
+export type TaskEventType = 'task.created' | 'task.updated' | 'task.completed' | 'task.reopened' | 'task.deleted';
+
+export interface Transition {
+  task: Task;
+  changes: string[];
+  /** null when nothing changed (no version bump, no event). */
+  eventType: TaskEventType | null;
+}
+
+/** Applies a validated patch; a status change makes it a completion or a reopening. */
+export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Transition> {
+  const next: Task = { ...task, ...patch };
+  const issues = checkInvariants(next);
+  if (issues.length) return fail(issues);
+  if (patch.recurrence !== undefined && next.recurrence && !next.series_id) next.series_id = task.id;
+  if (task.status !== next.status) next.completed_at = next.status === 'completed' ? now.toISOString() : null;
+  const changes = changedFields(task, next);
+  if (changes.length === 0) return ok({ task, changes, eventType: null });
+  next.updated_at = now.toISOString();
+  next.version = task.version + 1;
+  let eventType: TaskEventType = 'task.updated';
+  if (task.status !== next.status) eventType = next.status === 'completed' ? 'task.completed' : 'task.reopened';
+  return ok({ task: next, changes, eventType });
+}
+
+export const complete = (task: Task, now: Date) => applyPatch(task, { status: 'completed' }, now);
+export const reopen = (task: Task, now: Date) => applyPatch(task, { status: 'pending' }, now);
+export const toggle = (task: Task, now: Date) =>
+  applyPatch(task, { status: task.status === 'completed' ? 'pending' : 'completed' }, now);

@@ -1,0 +1,82 @@
+/**
+ * The HTTP listener every target process has: health, readiness, metrics and uniform problem+json errors.
+ * Targets add their routes (the API, the gateway's WebSocket, Dapr subscription routes) to it.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
+import { AuthError } from '../auth.ts';
+import { NotFoundError, ValidationError, VersionConflictError } from '../domain/errors.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { problem, sendProblem, validationProblem } from './problem.ts';
+
+export type ReadinessCheck = () => Promise<void>;
+
+export interface HttpServer {
+  app: FastifyInstance;
+  addReadinessCheck(name: string, check: ReadinessCheck): void;
+}
+
+export async function createHttpServer(opts: { log: Logger; metrics: Metrics; bodyLimit?: number }): Promise<HttpServer> {
+  const app = Fastify({
+    loggerInstance: opts.log.child({ component: 'http' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: opts.bodyLimit ?? 256 * 1024,
+    trustProxy: true,
+    routerOptions: { ignoreTrailingSlash: true },
+  });
+  const checks = new Map<string, ReadinessCheck>();
+
+  // Validation is done by the domain (one code path for REST and MCP); route schemas document the API.
+  app.setValidatorCompiler(() => () => true);
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    opts.metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    opts.metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    if (err instanceof ValidationError) return sendProblem(reply, validationProblem(err.issues, req.url));
+    if (err instanceof NotFoundError) return sendProblem(reply, problem(404, err.message));
+    if (err instanceof VersionConflictError)
+      return sendProblem(reply, problem(412, err.message, { current_version: err.actual }));
+    if (err instanceof AuthError) {
+      reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${err.message}"`);
+      return sendProblem(reply, problem(401, err.message));
+    }
+    const status = typeof err.statusCode === 'number' ? err.statusCode : 500;
+    if (status >= 500) {
+      req.log.error({ err }, 'request failed');
+      return sendProblem(reply, problem(500, 'internal error; the request was not applied'));
+    }
+    const detail =
+      err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError
+        ? 'body is not valid JSON'
+        : err.message;
+    return sendProblem(reply, problem(status, detail));
+  });
+  app.setNotFoundHandler((req, reply) => sendProblem(reply, problem(404, `no route ${req.method} ${req.url.split('?')[0]}`)));
+
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
+    const results: Record<string, string> = {};
+    let ready = true;
+    for (const [name, check] of checks) {
+      try {
+        await check();
+        results[name] = 'ok';
+      } catch (err) {
+        ready = false;
+        results[name] = err instanceof Error ? err.message : String(err);
+      }
+    }
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: results });
+  });
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
+    reply.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics()),
+  );
+
+  return { app, addReadinessCheck: (name, check) => checks.set(name, check) };
+}

@@ -1,0 +1,79 @@
+/** Prometheus metrics (prom-client), one registry per process, served at `/metrics` by every target. */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly httpRequests = new Counter({
+    name: 'taskflow_http_requests_total',
+    help: 'HTTP requests by route, method and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new Histogram({
+    name: 'taskflow_http_request_duration_seconds',
+    help: 'HTTP request latency by route',
+    labelNames: ['method', 'route'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly eventsProduced = new Counter({
+    name: 'taskflow_events_produced_total',
+    help: 'Events written to the bus, by topic and type',
+    labelNames: ['topic', 'type'] as const,
+    registers: [this.registry],
+  });
+  readonly eventsConsumed = new Counter({
+    name: 'taskflow_events_consumed_total',
+    help: 'Events handled by consumers, by group, topic, type and outcome',
+    labelNames: ['group', 'topic', 'type', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly handlerDuration = new Histogram({
+    name: 'taskflow_handler_duration_seconds',
+    help: 'Consumer handler latency',
+    labelNames: ['group', 'type'] as const,
+    buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    registers: [this.registry],
+  });
+  readonly handlerRetries = new Counter({
+    name: 'taskflow_handler_retries_total',
+    help: 'Handler failures that were retried',
+    labelNames: ['group', 'type'] as const,
+    registers: [this.registry],
+  });
+  readonly deadLetters = new Counter({
+    name: 'taskflow_dead_letters_total',
+    help: 'Events sent to a dead-letter topic',
+    labelNames: ['group', 'topic'] as const,
+    registers: [this.registry],
+  });
+  readonly outboxPending = new Gauge({
+    name: 'taskflow_outbox_pending_events',
+    help: 'Outbox rows not yet published',
+    registers: [this.registry],
+  });
+  readonly outboxOldestAge = new Gauge({
+    name: 'taskflow_outbox_oldest_pending_age_seconds',
+    help: 'Age of the oldest unpublished outbox row',
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'taskflow_' });
+  }
+
+  /** Hooks for consumeWithRetry that feed the consumer metrics of one group. */
+  consumerHooks(group: string) {
+    return {
+      onHandled: (m: { topic: string; event: { type: string } }, ms: number) => {
+        this.eventsConsumed.inc({ group, topic: m.topic, type: m.event.type, outcome: 'handled' });
+        this.handlerDuration.observe({ group, type: m.event.type }, ms / 1000);
+      },
+      onRetry: (m: { event: { type: string } }) => this.handlerRetries.inc({ group, type: m.event?.type ?? 'unknown' }),
+      onDeadLetter: (m: { topic: string; event: { type: string } }) => {
+        this.deadLetters.inc({ group, topic: m.topic });
+        this.eventsConsumed.inc({ group, topic: m.topic, type: m.event?.type ?? 'unknown', outcome: 'dead_lettered' });
+      },
+    };
+  }
+}

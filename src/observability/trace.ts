@@ -1,0 +1,21 @@
+/** W3C trace context helpers: every request and event carries a `traceparent` (00-<trace>-<span>-<flags>). */
+import { randomBytes } from 'node:crypto';
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+export function isTraceparent(v: unknown): v is string {
+  return typeof v === 'string' && TRACEPARENT.test(v) && !/^00-0{32}-/.test(v) && !/-0{16}-/.test(v);
+}
+
+/** Continues the caller's trace with a new span id, or starts a new trace. */
+export function childTraceparent(parent?: string): string {
+  const span = randomBytes(8).toString('hex');
+  if (isTraceparent(parent)) {
+    const [, trace, , flags] = TRACEPARENT.exec(parent)!;
+    return `00-${trace}-${span}-${flags}`;
+  }
+  return `00-${randomBytes(16).toString('hex')}-${span}-01`;
+}
+
+export const traceIdOf = (traceparent?: string) =>
+  isTraceparent(traceparent) ? traceparent.slice(3, 35) : undefined;

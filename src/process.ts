@@ -1,0 +1,70 @@
+/**
+ * Runs a set of targets in this process: opens the database (migrating it), the bus, one HTTP listener, then
+ * starts each target; stops them in reverse order on SIGTERM/SIGINT, finishing in-flight work.
+ */
+import { createBus } from './bus/index.ts';
+import type { Config } from './config.ts';
+import { systemClock, type Clock } from './domain/clock.ts';
+import { createHttpServer } from './http/server.ts';
+import { createLogger, type Logger } from './observability/logger.ts';
+import { Metrics } from './observability/metrics.ts';
+import type { RunningTarget, Runtime, TargetDefinition } from './runtime.ts';
+import { openDb, type Db } from './store/db.ts';
+import { migrate } from './store/migrate.ts';
+
+export interface RunningProcess {
+  runtime: Runtime;
+  url: string;
+  stop(): Promise<void>;
+}
+
+export interface RunOptions {
+  clock?: Clock;
+  log?: Logger;
+  /** Reuse an open database (tests); otherwise opened from config.databaseUrl and closed on stop. */
+  db?: Db;
+  listen?: boolean;
+}
+
+export async function runTargets(config: Config, targets: readonly TargetDefinition[], opts: RunOptions = {}): Promise<RunningProcess> {
+  const log = opts.log ?? createLogger({ level: config.logLevel });
+  const metrics = new Metrics();
+  const db = opts.db ?? (await openDb(config.databaseUrl));
+  const applied = await migrate(db, (m) => log.info(m));
+  if (applied.length) log.info({ applied }, 'database migrated');
+  const bus = await createBus(config, db, log, metrics);
+  const http = await createHttpServer({ log, metrics });
+  const runtime: Runtime = { config, db, bus, log, clock: opts.clock ?? systemClock, metrics, http };
+  const running: { name: string; target: RunningTarget }[] = [];
+  try {
+    for (const t of targets) {
+      running.push({ name: t.name, target: await t.start(runtime) });
+      log.info({ target: t.name }, 'target started');
+    }
+    if (opts.listen !== false) await http.app.listen({ host: config.host, port: config.port });
+    else await http.app.ready();
+  } catch (err) {
+    for (const r of running.reverse()) await r.target.stop().catch(() => undefined);
+    await http.app.close().catch(() => undefined);
+    await bus.close().catch(() => undefined);
+    if (!opts.db) await db.close().catch(() => undefined);
+    throw err;
+  }
+  const address = http.app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
+  let stopped: Promise<void> | undefined;
+  return {
+    runtime,
+    url,
+    stop: () =>
+      (stopped ??= (async () => {
+        await http.app.close(); // stop accepting, let in-flight requests finish
+        for (const r of [...running].reverse()) {
+          await r.target.stop().catch((err: unknown) => log.error({ err, target: r.name }, 'target stop failed'));
+        }
+        await bus.close();
+        if (!opts.db) await db.close();
+      })()),
+  };
+}

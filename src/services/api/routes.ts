@@ -1,0 +1,183 @@
+/**
+ * The Task API over HTTP: canonical routes under /api/tasks, and the Phase II/III compatibility routes under
+ * /api/{user_id}/tasks as thin aliases of the same handlers. The user is always the token's subject.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import { ValidationError } from '../../domain/errors.ts';
+import { parseTaskQuery } from '../../domain/query.ts';
+import { validateCreate, validatePatch, complete, reopen, toggle, type Task } from '../../domain/task.ts';
+import { isTimeZone } from '../../domain/time.ts';
+import { parseReminderOffset } from '../../domain/task.ts';
+import { childTraceparent } from '../../observability/trace.ts';
+import type { EventMeta, TaskStore } from '../../store/tasks.ts';
+import type { UserSettingsStore } from '../../store/user-settings.ts';
+import { problem, sendProblem } from '../../http/problem.ts';
+import { listQueryDoc, problemDoc, taskDoc, taskInputDoc } from './openapi.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    userId: string;
+    traceparent: string;
+  }
+}
+
+export interface ApiDeps {
+  store: TaskStore;
+  settings: UserSettingsStore;
+  verify: Verifier;
+  rateLimitPerMinute: number;
+  source?: string;
+}
+
+/** Parses If-Match: `"3"`, `W/"3"` or `3`; `*` means any version. */
+export function parseIfMatch(header: string | undefined): number | undefined {
+  if (header === undefined || header.trim() === '*') return undefined;
+  const m = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(header);
+  if (!m) throw new ValidationError([{ path: 'If-Match', message: 'must be the task version as an ETag, e.g. "3"' }]);
+  return Number(m[1]);
+}
+
+const etag = (t: Task) => `"${t.version}"`;
+
+const security = [{ bearerAuth: [] }];
+const errors = { 400: problemDoc, 401: problemDoc, 404: problemDoc };
+const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } } as const;
+const compatParams = {
+  type: 'object',
+  properties: { user_id: { type: 'string' }, id: { type: 'string', format: 'uuid' } },
+} as const;
+const pageDoc = {
+  type: 'object',
+  properties: { items: { type: 'array', items: taskDoc }, next_cursor: { type: ['string', 'null'] } },
+} as const;
+
+export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Promise<void> {
+  const { store, settings } = deps;
+  const source = deps.source ?? '/taskflow/api';
+
+  const meta = (req: FastifyRequest): EventMeta => ({
+    source,
+    traceparent: req.traceparent,
+    clientIp: req.ip,
+    ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
+  });
+
+  await app.register(async (api) => {
+    api.decorateRequest('userId', '');
+    api.decorateRequest('traceparent', '');
+    api.addHook('onRequest', async (req) => {
+      req.traceparent = childTraceparent(req.headers.traceparent as string | undefined);
+      const token = bearerToken(req.headers.authorization);
+      if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
+      req.userId = (await deps.verify(token)).userId;
+    });
+    if (deps.rateLimitPerMinute > 0)
+      await api.register(rateLimit, {
+        max: deps.rateLimitPerMinute,
+        timeWindow: 60_000,
+        hook: 'preHandler',
+        keyGenerator: (req) => req.userId || req.ip,
+        errorResponseBuilder: (_req, ctx) => ({
+          ...problem(429, `rate limit of ${ctx.max} requests per minute exceeded; retry in ${ctx.after}`),
+          statusCode: 429,
+        }),
+      });
+
+    // Compatibility routes: the path's user must be the token's subject.
+    api.addHook('preHandler', async (req, reply) => {
+      const params = req.params as { user_id?: string } | undefined;
+      if (params?.user_id !== undefined && params.user_id !== req.userId)
+        return sendProblem(reply, problem(403, 'the user in the path is not the authenticated user'));
+    });
+
+    const create = async (req: FastifyRequest, reply: FastifyReply) => {
+      const { timezone } = await settings.get(req.userId);
+      const parsed = validateCreate(req.body, { timezone });
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      const task = await store.create(req.userId, parsed.value, meta(req));
+      return reply.code(201).header('location', `/api/tasks/${task.id}`).header('etag', etag(task)).send(task);
+    };
+    const list = async (req: FastifyRequest) => {
+      const parsed = parseTaskQuery(req.query as Record<string, unknown>);
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      return store.list(req.userId, parsed.value);
+    };
+    const get = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+      const task = await store.get(req.userId, req.params.id);
+      return reply.header('etag', etag(task)).send(task);
+    };
+    const patch = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+      const expected = parseIfMatch(req.headers['if-match']);
+      const { timezone } = await settings.get(req.userId);
+      const parsed = validatePatch(req.body, { timezone });
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      const task = await store.update(req.userId, req.params.id, parsed.value, meta(req), expected);
+      return reply.header('etag', etag(task)).send(task);
+    };
+    const remove = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+      const expected = parseIfMatch(req.headers['if-match']);
+      await store.delete(req.userId, req.params.id, meta(req), expected);
+      return reply.code(204).send();
+    };
+    const transition =
+      (fn: typeof complete) => async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+        const expected = parseIfMatch(req.headers['if-match']);
+        const task = await store.change(req.userId, req.params.id, fn, meta(req), expected);
+        return reply.header('etag', etag(task)).send(task);
+      };
+
+    const doc = (summary: string, extra: object = {}) => ({ schema: { tags: ['tasks'], summary, security, ...extra } });
+    const one = { params: idParam, response: { 200: taskDoc, ...errors, 412: problemDoc } };
+
+    api.post('/api/tasks', doc('Create a task', { body: taskInputDoc, response: { 201: taskDoc, ...errors } }), create);
+    api.get('/api/tasks', doc('List, filter, search and sort tasks', { querystring: listQueryDoc, response: { 200: pageDoc, ...errors } }), list);
+    api.get('/api/tasks/:id', doc('Get a task', one), get);
+    api.patch('/api/tasks/:id', doc('Update fields of a task (If-Match: version)', { ...one, body: taskInputDoc }), patch);
+    api.delete('/api/tasks/:id', doc('Delete a task', { params: idParam, response: { 204: { type: 'null' }, ...errors } }), remove);
+    api.post('/api/tasks/:id/complete', doc('Mark a task completed', one), transition(complete));
+    api.post('/api/tasks/:id/reopen', doc('Reopen a completed task', one), transition(reopen));
+
+    const compat = (summary: string, extra: object = {}) => ({
+      schema: { tags: ['compatibility'], summary: `${summary} (Phase II/III route)`, security, params: compatParams, ...extra },
+    });
+    api.get('/api/:user_id/tasks', compat('List tasks', { querystring: listQueryDoc }), list);
+    api.post('/api/:user_id/tasks', compat('Create a task', { body: taskInputDoc }), create);
+    api.get('/api/:user_id/tasks/:id', compat('Get a task'), get);
+    api.put('/api/:user_id/tasks/:id', compat('Update a task', { body: taskInputDoc }), patch);
+    api.delete('/api/:user_id/tasks/:id', compat('Delete a task'), remove);
+    api.patch('/api/:user_id/tasks/:id/complete', compat('Toggle completion'), transition(toggle));
+
+    api.get('/api/me/settings', { schema: { tags: ['settings'], summary: 'Your time zone and default reminders', security } }, async (req) =>
+      settings.get(req.userId),
+    );
+    api.put(
+      '/api/me/settings',
+      { schema: { tags: ['settings'], summary: 'Set your time zone and default reminder offsets', security } },
+      async (req) => {
+        const body = req.body as Record<string, unknown> | null;
+        const issues = [];
+        if (typeof body !== 'object' || body === null || Array.isArray(body))
+          throw new ValidationError([{ path: '', message: 'body must be a JSON object' }]);
+        for (const k of Object.keys(body))
+          if (k !== 'timezone' && k !== 'default_reminders')
+            issues.push({ path: k, message: 'unknown field; allowed: timezone, default_reminders' });
+        const current = await settings.get(req.userId);
+        const timezone = body.timezone ?? current.timezone;
+        if (!isTimeZone(timezone))
+          issues.push({ path: 'timezone', message: 'must be an IANA time zone such as Europe/Berlin' });
+        const reminders = body.default_reminders ?? current.default_reminders;
+        if (!Array.isArray(reminders) || reminders.length > 10)
+          issues.push({ path: 'default_reminders', message: 'must be an array of up to 10 ISO 8601 durations' });
+        else
+          reminders.forEach((r, i) => {
+            if (typeof r !== 'string' || !parseReminderOffset(r))
+              issues.push({ path: `default_reminders[${i}]`, message: 'must be a positive ISO 8601 duration such as PT1H' });
+          });
+        if (issues.length) throw new ValidationError(issues);
+        return settings.put({ user_id: req.userId, timezone: timezone as string, default_reminders: reminders as string[] });
+      },
+    );
+  });
+}

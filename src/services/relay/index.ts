@@ -1,0 +1,130 @@
+/**
+ * The relay target: moves outbox rows onto the bus in id order (which, per user, is commit order; see
+ * store/outbox.ts), marks them published, and backs off while the bus is unreachable. One relay is active at
+ * a time (a lease); others stand by, so a key's events are never published out of order.
+ */
+import { randomUUID } from 'node:crypto';
+import { once, EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EmbeddedAdmin, EmbeddedPublisher } from '../../bus/embedded/index.ts';
+import type { OutgoingMessage } from '../../bus/types.ts';
+import { backoffDelay } from '../../bus/consumer.ts';
+import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
+import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
+import { OUTBOX_SIGNAL, markPublished, outboxStats, pendingOutbox, pruneOutbox, recordPublishFailure, type OutboxRow } from '../../store/outbox.ts';
+
+const LEASE = 'relay';
+const LEASE_TTL_MS = 10_000;
+const HOUSEKEEPING_MS = 60_000;
+const OUTBOX_KEEP_MS = 24 * 3_600_000;
+
+const toMessage = (r: OutboxRow): OutgoingMessage => ({ topic: r.topic, key: r.key, event: r.event });
+
+export class Relay {
+  private readonly holder = randomUUID();
+  private readonly stopping = new AbortController();
+  private loop: Promise<void> | undefined;
+  private lastHousekeeping = 0;
+  private readonly wake = new EventEmitter();
+  private readonly onSignal = () => this.wake.emit('wake');
+
+  constructor(private readonly rt: Runtime) {}
+
+  start(): void {
+    this.rt.db.signals.on(OUTBOX_SIGNAL, this.onSignal);
+    this.loop = this.run();
+  }
+
+  private async idle(ms: number) {
+    const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(ms)]);
+    await once(this.wake, 'wake', { signal }).catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    const { db, bus, log, config, metrics } = this.rt;
+    let failures = 0;
+    let leader = false;
+    while (!this.stopping.signal.aborted) {
+      try {
+        const isLeader = await tryAcquireLease(db, LEASE, this.holder, LEASE_TTL_MS);
+        if (isLeader !== leader) log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
+        leader = isLeader;
+        if (!leader) {
+          await this.idle(LEASE_TTL_MS / 3);
+          continue;
+        }
+        await this.housekeeping();
+        const published = await this.publishBatch(config.relay.batchSize);
+        if (failures > 0) log.info({ after_failures: failures }, 'relay recovered');
+        failures = 0;
+        if (published === 0) await this.idle(config.relay.pollIntervalMs);
+      } catch (err) {
+        failures++;
+        const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });
+        log.warn({ err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay }, 'relay could not publish; will retry');
+        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+      }
+      const stats = await outboxStats(db).catch(() => null);
+      if (stats) {
+        metrics.outboxPending.set(stats.pending);
+        metrics.outboxOldestAge.set(stats.oldestPendingAgeSeconds);
+      }
+    }
+    if (leader) await releaseLease(db, LEASE, this.holder).catch(() => undefined);
+    void bus;
+  }
+
+  /** Publishes one batch; returns how many rows it published. */
+  async publishBatch(limit: number): Promise<number> {
+    const { db, bus, metrics } = this.rt;
+    const publisher = bus.publisher;
+    if (publisher instanceof EmbeddedPublisher) {
+      // Same database: append to the log and mark the rows in one transaction (exactly once).
+      const n = await db.transaction(async (tx) => {
+        const rows = await pendingOutbox(tx, limit);
+        if (rows.length === 0) return 0;
+        await publisher.publishIn(tx, rows.map(toMessage));
+        await markPublished(tx, rows.map((r) => r.id));
+        for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
+        return rows.length;
+      });
+      if (n > 0) publisher.notify();
+      return n;
+    }
+    const rows = await pendingOutbox(db, limit);
+    if (rows.length === 0) return 0;
+    try {
+      await publisher.publish(rows.map(toMessage));
+    } catch (err) {
+      await recordPublishFailure(db, rows.map((r) => r.id), err instanceof Error ? err.message : String(err)).catch(() => undefined);
+      throw err;
+    }
+    await markPublished(db, rows.map((r) => r.id));
+    for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
+    return rows.length;
+  }
+
+  private async housekeeping() {
+    const now = Date.now();
+    if (now - this.lastHousekeeping < HOUSEKEEPING_MS) return;
+    this.lastHousekeeping = now;
+    await pruneOutbox(this.rt.db, OUTBOX_KEEP_MS);
+    if (this.rt.bus.admin instanceof EmbeddedAdmin) await this.rt.bus.admin.applyRetention();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    this.rt.db.signals.off(OUTBOX_SIGNAL, this.onSignal);
+    await this.loop;
+  }
+}
+
+export const relayTarget: TargetDefinition = {
+  name: 'relay',
+  description: 'publishes outbox rows to the bus (transactional outbox relay)',
+  async start(rt): Promise<RunningTarget> {
+    const relay = new Relay(rt);
+    relay.start();
+    return { stop: () => relay.stop() };
+  },
+};

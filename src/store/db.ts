@@ -1,0 +1,123 @@
+/**
+ * One small database seam over two drivers: PostgreSQL (`pg`, production) and PGlite (in-process
+ * PostgreSQL compiled to WASM, the embedded default). Both speak the same SQL, so there is one schema and
+ * one migration set. `DATABASE_URL` picks the driver: `postgres://…`, a directory path, or `memory://`.
+ */
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import type { PGlite as PGliteType } from '@electric-sql/pglite';
+
+export interface QueryResult<T> {
+  rows: T[];
+  rowCount: number;
+}
+
+export interface Queryable {
+  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<T>>;
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  readonly url: string;
+  /** Runs `fn` in one transaction: commits when it resolves, rolls back when it throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Runs several statements (migrations). */
+  exec(sql: string): Promise<void>;
+  /** In-process signal of new bus data, so embedded subscribers wake without waiting for their poll. */
+  readonly signals: EventEmitter;
+  close(): Promise<void>;
+}
+
+// int8 (bigint) and numeric come back as strings from pg; offsets fit in JS numbers for our purposes, but we
+// keep them as strings at the seams that need exactness. Timestamps parse to Date in both drivers.
+class PostgresDb implements Db {
+  readonly kind = 'postgres' as const;
+  readonly signals = new EventEmitter();
+  private readonly pool: pg.Pool;
+  constructor(readonly url: string, poolSize: number) {
+    this.pool = new pg.Pool({ connectionString: url, max: poolSize });
+    // An idle client error (server restart) must not crash the process; the next query reconnects.
+    this.pool.on('error', () => undefined);
+    this.signals.setMaxListeners(0);
+  }
+  async query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
+    const r = await this.pool.query(sql, params as unknown[]);
+    return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
+  }
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const tx: Queryable = {
+        query: async <R>(sql: string, params: readonly unknown[] = []) => {
+          const r = await client.query(sql, params as unknown[]);
+          return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+        },
+      };
+      const result = await fn(tx);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+  async exec(sql: string): Promise<void> {
+    await this.pool.query(sql);
+  }
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+class PGliteDb implements Db {
+  readonly kind = 'pglite' as const;
+  readonly signals = new EventEmitter();
+  constructor(
+    readonly url: string,
+    private readonly pglite: PGliteType,
+  ) {
+    this.signals.setMaxListeners(0);
+  }
+  async query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
+    const r = await this.pglite.query<T>(sql, params as unknown[]);
+    return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
+  }
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.pglite.transaction(async (t) =>
+      fn({
+        query: async <R>(sql: string, params: readonly unknown[] = []) => {
+          const r = await t.query<R>(sql, params as unknown[]);
+          return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
+        },
+      }),
+    );
+  }
+  async exec(sql: string): Promise<void> {
+    await this.pglite.exec(sql);
+  }
+  async close(): Promise<void> {
+    if (!this.pglite.closed) await this.pglite.close();
+  }
+}
+
+export function isPostgresUrl(url: string): boolean {
+  return /^postgres(ql)?:\/\//.test(url);
+}
+
+export async function openDb(url: string, opts: { poolSize?: number } = {}): Promise<Db> {
+  if (isPostgresUrl(url)) {
+    const db = new PostgresDb(url, opts.poolSize ?? 10);
+    await db.query('select 1');
+    return db;
+  }
+  const { PGlite } = await import('@electric-sql/pglite');
+  if (url === 'memory://' || url === '') return new PGliteDb('memory://', await PGlite.create());
+  const dir = resolve(url.replace(/^file:\/\//, ''));
+  mkdirSync(dir, { recursive: true });
+  return new PGliteDb(dir, await PGlite.create(dir));
+}

@@ -1,0 +1,300 @@
+/**
+ * The task store: the only code that writes tasks. Every change writes its CloudEvent to the outbox in the
+ * same transaction (DESIGN.md section 4). Used by the API (REST and MCP) and by the recurrence service.
+ */
+import { uuidv7 } from 'uuidv7';
+import { makeEvent } from '../contracts/cloudevent.ts';
+import type { TaskEventData } from '../contracts/events.ts';
+import type { Clock } from '../domain/clock.ts';
+import { NotFoundError, ValidationError, VersionConflictError, type Result } from '../domain/errors.ts';
+import { encodeCursor, type TaskQuery } from '../domain/query.ts';
+import {
+  PRIORITY_RANK,
+  applyPatch,
+  newTask,
+  type Task,
+  type TaskEventType,
+  type TaskFields,
+  type TaskPatch,
+  type Transition,
+} from '../domain/task.ts';
+import type { Db, Queryable } from './db.ts';
+import { appendEvents, notifyOutbox } from './outbox.ts';
+
+/** Request context carried into the events (CloudEvents extensions) for tracing and the audit trail. */
+export interface EventMeta {
+  source: string;
+  traceparent?: string;
+  clientIp?: string;
+  userAgent?: string;
+}
+
+export interface TaskPage {
+  items: Task[];
+  next_cursor: string | null;
+}
+
+const COLUMNS = `id::text AS id, user_id, title, description, status, priority, tags, due_date, reminders, recurrence,
+  series_id::text AS series_id, created_at, updated_at, completed_at, version`;
+
+interface TaskRow {
+  id: string;
+  user_id: string;
+  title: string;
+  description: string;
+  status: Task['status'];
+  priority: Task['priority'];
+  tags: string[];
+  due_date: Date | null;
+  reminders: string[] | null;
+  recurrence: Task['recurrence'];
+  series_id: string | null;
+  created_at: Date;
+  updated_at: Date;
+  completed_at: Date | null;
+  version: number;
+}
+
+const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
+
+function toTask(r: TaskRow): Task {
+  return {
+    id: r.id,
+    user_id: r.user_id,
+    title: r.title,
+    description: r.description,
+    status: r.status,
+    priority: r.priority,
+    tags: r.tags ?? [],
+    due_date: iso(r.due_date),
+    reminders: r.reminders,
+    recurrence: r.recurrence,
+    series_id: r.series_id,
+    created_at: iso(r.created_at)!,
+    updated_at: iso(r.updated_at)!,
+    completed_at: iso(r.completed_at),
+    version: r.version,
+  };
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const isUuid = (s: string) => UUID_RE.test(s);
+
+function unwrap<T>(r: Result<T>): T {
+  if (!r.ok) throw new ValidationError(r.issues);
+  return r.value;
+}
+
+/** Sort expressions that never yield NULL, so keyset pagination stays a simple row comparison. */
+const SORT_EXPR = {
+  due: { asc: `coalesce(due_date, 'infinity'::timestamptz)`, desc: `coalesce(due_date, '-infinity'::timestamptz)` },
+  priority: { asc: 'priority_rank', desc: 'priority_rank' },
+  created: { asc: 'created_at', desc: 'created_at' },
+  updated: { asc: 'updated_at', desc: 'updated_at' },
+  title: { asc: 'lower(title)', desc: 'lower(title)' },
+} as const;
+
+function cursorValue(task: Task, sort: TaskQuery['sort'], order: TaskQuery['order']): string | number {
+  switch (sort) {
+    case 'due':
+      return task.due_date ?? (order === 'asc' ? 'infinity' : '-infinity');
+    case 'priority':
+      return PRIORITY_RANK[task.priority];
+    case 'created':
+      return task.created_at;
+    case 'updated':
+      return task.updated_at;
+    case 'title':
+      return task.title.toLowerCase();
+  }
+}
+
+export class TaskStore {
+  constructor(
+    private readonly db: Db,
+    private readonly clock: Clock,
+  ) {}
+
+  private event(type: TaskEventType, task: Task, previous: Task | null, changes: string[], meta: EventMeta) {
+    const extensions: Record<string, string> = {};
+    if (meta.clientIp) extensions.clientip = meta.clientIp;
+    if (meta.userAgent) extensions.useragent = meta.userAgent.slice(0, 512);
+    return makeEvent<TaskEventData>({
+      type,
+      source: meta.source,
+      subject: task.id,
+      key: task.user_id,
+      time: this.clock.now(),
+      ...(meta.traceparent ? { traceparent: meta.traceparent } : {}),
+      extensions,
+      data: { user_id: task.user_id, task, previous, changes },
+    });
+  }
+
+  private async insert(tx: Queryable, t: Task): Promise<void> {
+    await tx.query(
+      `INSERT INTO tasks (id, user_id, title, description, status, priority, priority_rank, tags, tag_keys, due_date,
+         reminders, recurrence, series_id, created_at, updated_at, completed_at, version)
+       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)`,
+      [
+        t.id,
+        t.user_id,
+        t.title,
+        t.description,
+        t.status,
+        t.priority,
+        PRIORITY_RANK[t.priority],
+        t.tags,
+        t.tags.map((x) => x.toLowerCase()),
+        t.due_date,
+        t.reminders === null ? null : JSON.stringify(t.reminders),
+        t.recurrence === null ? null : JSON.stringify(t.recurrence),
+        t.series_id,
+        t.created_at,
+        t.updated_at,
+        t.completed_at,
+        t.version,
+      ],
+    );
+  }
+
+  async create(
+    userId: string,
+    fields: TaskFields,
+    meta: EventMeta,
+    opts: { seriesId?: string | null; tx?: Queryable } = {},
+  ): Promise<Task> {
+    const task = newTask(uuidv7(), userId, fields, this.clock.now(), opts.seriesId);
+    const write = async (tx: Queryable) => {
+      await this.insert(tx, task);
+      await appendEvents(tx, [this.event('task.created', task, null, [], meta)]);
+      return task;
+    };
+    if (opts.tx) return write(opts.tx); // the caller's transaction notifies after its commit
+    const created = await this.db.transaction(write);
+    notifyOutbox(this.db);
+    return created;
+  }
+
+  async get(userId: string, id: string, q: Queryable = this.db): Promise<Task> {
+    if (!isUuid(id)) throw new NotFoundError();
+    const r = await q.query<TaskRow>(`SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2`, [id, userId]);
+    if (!r.rows[0]) throw new NotFoundError();
+    return toTask(r.rows[0]);
+  }
+
+  /**
+   * Loads the task under a row lock, applies `change`, writes the new row and its event. `expectedVersion`
+   * (from If-Match) makes it a compare-and-set.
+   */
+  async change(
+    userId: string,
+    id: string,
+    change: (task: Task, now: Date) => Result<Transition>,
+    meta: EventMeta,
+    expectedVersion?: number,
+  ): Promise<Task> {
+    if (!isUuid(id)) throw new NotFoundError();
+    const result = await this.db.transaction(async (tx) => {
+      const r = await tx.query<TaskRow>(`SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 FOR UPDATE`, [
+        id,
+        userId,
+      ]);
+      if (!r.rows[0]) throw new NotFoundError();
+      const before = toTask(r.rows[0]);
+      if (expectedVersion !== undefined && expectedVersion !== before.version)
+        throw new VersionConflictError(expectedVersion, before.version);
+      const { task, changes, eventType } = unwrap(change(before, this.clock.now()));
+      if (!eventType) return before;
+      await tx.query(
+        `UPDATE tasks SET title=$3, description=$4, status=$5, priority=$6, priority_rank=$7, tags=$8, tag_keys=$9,
+           due_date=$10, reminders=$11, recurrence=$12, series_id=$13, updated_at=$14, completed_at=$15, version=$16
+         WHERE id = $1 AND user_id = $2`,
+        [
+          task.id,
+          userId,
+          task.title,
+          task.description,
+          task.status,
+          task.priority,
+          PRIORITY_RANK[task.priority],
+          task.tags,
+          task.tags.map((x) => x.toLowerCase()),
+          task.due_date,
+          task.reminders === null ? null : JSON.stringify(task.reminders),
+          task.recurrence === null ? null : JSON.stringify(task.recurrence),
+          task.series_id,
+          task.updated_at,
+          task.completed_at,
+          task.version,
+        ],
+      );
+      await appendEvents(tx, [this.event(eventType, task, before, changes, meta)]);
+      return task;
+    });
+    notifyOutbox(this.db);
+    return result;
+  }
+
+  update(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: number) {
+    return this.change(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion);
+  }
+
+  async delete(userId: string, id: string, meta: EventMeta, expectedVersion?: number): Promise<Task> {
+    if (!isUuid(id)) throw new NotFoundError();
+    const result = await this.db.transaction(async (tx) => {
+      const r = await tx.query<TaskRow>(`DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING ${COLUMNS}`, [
+        id,
+        userId,
+      ]);
+      if (!r.rows[0]) throw new NotFoundError();
+      const task = toTask(r.rows[0]);
+      if (expectedVersion !== undefined && expectedVersion !== task.version)
+        throw new VersionConflictError(expectedVersion, task.version); // rolls the delete back
+      const deleted = { ...task, updated_at: this.clock.now().toISOString() };
+      await appendEvents(tx, [this.event('task.deleted', deleted, task, [], meta)]);
+      return task;
+    });
+    notifyOutbox(this.db);
+    return result;
+  }
+
+  async list(userId: string, q: TaskQuery, now: Date = this.clock.now()): Promise<TaskPage> {
+    const where: string[] = ['user_id = $1'];
+    const params: unknown[] = [userId];
+    const p = (v: unknown) => {
+      params.push(v);
+      return `$${params.length}`;
+    };
+    if (q.status !== 'all') where.push(`status = ${p(q.status)}`);
+    if (q.priorities.length) where.push(`priority = ANY(${p(q.priorities)}::text[])`);
+    if (q.tags.length) where.push(`tag_keys ${q.tagMode === 'all' ? '@>' : '&&'} ${p(q.tags)}::text[]`);
+    if (q.dueBefore) where.push(`due_date < ${p(q.dueBefore)}`);
+    if (q.dueAfter) where.push(`due_date > ${p(q.dueAfter)}`);
+    if (q.overdue === true) where.push(`status = 'pending' AND due_date < ${p(now.toISOString())}`);
+    if (q.overdue === false)
+      where.push(`NOT (status = 'pending' AND due_date IS NOT NULL AND due_date < ${p(now.toISOString())})`);
+    if (q.q) {
+      const like = `%${q.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      where.push(
+        `(search @@ websearch_to_tsquery('simple', ${p(q.q)}) OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
+      );
+    }
+    const expr = SORT_EXPR[q.sort][q.order];
+    const cmp = q.order === 'asc' ? '>' : '<';
+    if (q.cursor) {
+      const cast = q.sort === 'priority' ? '::smallint' : q.sort === 'title' ? '::text' : '::timestamptz';
+      where.push(`(${expr}, id) ${cmp} (${p(q.cursor.v)}${cast}, ${p(q.cursor.id)}::uuid)`);
+    }
+    const sql = `SELECT ${COLUMNS} FROM tasks WHERE ${where.join(' AND ')}
+      ORDER BY ${expr} ${q.order}, id ${q.order} LIMIT ${p(q.limit + 1)}`;
+    const rows = (await this.db.query<TaskRow>(sql, params)).rows.map(toTask);
+    const items = rows.slice(0, q.limit);
+    const last = items[items.length - 1];
+    const next_cursor =
+      rows.length > q.limit && last
+        ? encodeCursor({ v: cursorValue(last, q.sort, q.order), id: last.id, s: q.sort, o: q.order })
+        : null;
+    return { items, next_cursor };
+  }
+}

@@ -1,0 +1,898 @@
+// Recurrence engine: table-driven cases. Every expected instant below was worked out by hand from the calendar
+// and the zone rules for 2026 (NOT produced by the code under test):
+//   2026-01-01 is a Thursday; 2026-02-01, 2026-03-01 and 2026-11-01 are Sundays.
+//   Europe/Berlin: CET (+01) until 2026-03-29 02:00 → CEST (+02) until 2026-10-25 03:00 → CET.
+//   America/New_York: EST (-05) until 2026-03-08 02:00 → EDT (-04) until 2026-11-01 02:00 → EST.
+//   Australia/Sydney: AEDT (+11) until 2026-04-05 03:00 → AEST (+10) until 2026-10-04 02:00 → AEDT.
+//   Asia/Kolkata: always +05:30.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  nextOccurrence,
+  parseRecurrence,
+  previewOccurrences,
+  type Recurrence,
+} from '../../src/domain/recurrence.ts';
+
+const BER = 'Europe/Berlin';
+const NY = 'America/New_York';
+
+function rec(input: unknown, tz: string): Recurrence {
+  const parsed = parseRecurrence(input, tz);
+  if (!parsed.ok) assert.fail(`expected ${JSON.stringify(input)} to parse: ${JSON.stringify(parsed.issues)}`);
+  return parsed.value;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// nextOccurrence
+
+interface NextCase {
+  name: string;
+  input: unknown;
+  tz: string;
+  anchor: string;
+  /** Defaults to the anchor. */
+  previousDue?: string | null;
+  /** Defaults to previousDue (completed on time). */
+  completedAt?: string;
+  /** Defaults to 1. */
+  soFar?: number;
+  expected: string | null;
+}
+
+const nextCases: NextCase[] = [
+  // presets (Berlin 09:00 CET = 08:00Z)
+  {
+    name: 'daily preset',
+    input: 'daily',
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    completedAt: '2026-01-05T10:00:00Z',
+    expected: '2026-01-06T08:00:00.000Z',
+  },
+  {
+    name: 'weekdays preset Mon → Tue',
+    input: 'weekdays',
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    expected: '2026-01-06T08:00:00.000Z',
+  },
+  {
+    name: 'weekdays preset Fri → Mon',
+    input: 'weekdays',
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-09T08:00:00Z',
+    expected: '2026-01-12T08:00:00.000Z',
+  },
+  {
+    name: 'weekly preset (Wed → Wed)',
+    input: 'weekly',
+    tz: BER,
+    anchor: '2026-01-07T08:00:00Z',
+    expected: '2026-01-14T08:00:00.000Z',
+  },
+  {
+    name: 'every 2 weeks (weekly, interval 2)',
+    input: { preset: 'weekly', interval: 2 },
+    tz: BER,
+    anchor: '2026-01-07T08:00:00Z',
+    expected: '2026-01-21T08:00:00.000Z',
+  },
+  {
+    name: 'monthly preset (15th)',
+    input: 'monthly',
+    tz: BER,
+    anchor: '2026-01-15T08:00:00Z',
+    expected: '2026-02-15T08:00:00.000Z',
+  },
+  {
+    name: 'every 3 months (Jan 15 → Apr 15, now CEST)',
+    input: { preset: 'monthly', interval: 3 },
+    tz: BER,
+    anchor: '2026-01-15T08:00:00Z',
+    expected: '2026-04-15T07:00:00.000Z',
+  },
+  {
+    name: 'yearly preset',
+    input: 'yearly',
+    tz: BER,
+    anchor: '2026-06-10T07:00:00Z',
+    expected: '2027-06-10T07:00:00.000Z',
+  },
+  // BYDAY
+  {
+    name: 'BYDAY=MO,WE,FR Wed → Fri',
+    input: { rrule: 'FREQ=WEEKLY;BYDAY=MO,WE,FR' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-07T08:00:00Z',
+    expected: '2026-01-09T08:00:00.000Z',
+  },
+  {
+    name: 'BYDAY=MO,WE,FR Fri → Mon',
+    input: { rrule: 'FREQ=WEEKLY;BYDAY=MO,WE,FR' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-09T08:00:00Z',
+    expected: '2026-01-12T08:00:00.000Z',
+  },
+  {
+    name: '2nd Tuesday (BYDAY=2TU): Jan 13 → Feb 10',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=2TU' },
+    tz: BER,
+    anchor: '2026-01-13T08:00:00Z',
+    expected: '2026-02-10T08:00:00.000Z',
+  },
+  {
+    name: 'last Friday (BYDAY=-1FR): Jan 30 → Feb 27',
+    input: { rrule: 'RRULE:FREQ=MONTHLY;BYDAY=-1FR' },
+    tz: BER,
+    anchor: '2026-01-30T08:00:00Z',
+    expected: '2026-02-27T08:00:00.000Z',
+  },
+  {
+    name: 'US Thanksgiving (YEARLY;BYMONTH=11;BYDAY=4TH) 2026 → 2027-11-25',
+    input: { rrule: 'FREQ=YEARLY;BYMONTH=11;BYDAY=4TH' },
+    tz: NY,
+    anchor: '2026-11-26T17:00:00Z',
+    expected: '2027-11-25T17:00:00.000Z',
+  },
+  // BYMONTHDAY / month end
+  {
+    name: 'BYMONTHDAY=15 anchored Jan 3 → Jan 15 (previousDue null)',
+    input: { rrule: 'FREQ=MONTHLY;BYMONTHDAY=15' },
+    tz: BER,
+    anchor: '2026-01-03T08:00:00Z',
+    previousDue: null,
+    completedAt: '2026-01-03T09:00:00Z',
+    expected: '2026-01-15T08:00:00.000Z',
+  },
+  {
+    name: 'BYMONTHDAY=-1: Jan 31 → Feb 28',
+    input: { rrule: 'FREQ=MONTHLY;BYMONTHDAY=-1' },
+    tz: BER,
+    anchor: '2026-01-31T08:00:00Z',
+    expected: '2026-02-28T08:00:00.000Z',
+  },
+  {
+    name: 'BYMONTHDAY=-1: Feb 28 → Mar 31',
+    input: { rrule: 'FREQ=MONTHLY;BYMONTHDAY=-1' },
+    tz: BER,
+    anchor: '2026-01-31T08:00:00Z',
+    previousDue: '2026-02-28T08:00:00Z',
+    expected: '2026-03-31T07:00:00.000Z',
+  },
+  {
+    name: 'BYMONTHDAY=-1 in a leap year: Jan 31 2028 → Feb 29 2028',
+    input: { rrule: 'FREQ=MONTHLY;BYMONTHDAY=-1' },
+    tz: 'UTC',
+    anchor: '2028-01-31T09:00:00Z',
+    expected: '2028-02-29T09:00:00.000Z',
+  },
+  {
+    name: 'monthly anchored Jan 31 skips February: → Mar 31 (not clamped)',
+    input: 'monthly',
+    tz: BER,
+    anchor: '2026-01-31T08:00:00Z',
+    expected: '2026-03-31T07:00:00.000Z',
+  },
+  {
+    name: 'monthly anchored Jan 31: Mar 31 → May 31 (April has 30 days)',
+    input: 'monthly',
+    tz: BER,
+    anchor: '2026-01-31T08:00:00Z',
+    previousDue: '2026-03-31T07:00:00Z',
+    expected: '2026-05-31T07:00:00.000Z',
+  },
+  {
+    name: 'yearly leap day: Feb 29 2028 → Feb 29 2032',
+    input: 'yearly',
+    tz: 'UTC',
+    anchor: '2028-02-29T09:00:00Z',
+    expected: '2032-02-29T09:00:00.000Z',
+  },
+  // BYSETPOS
+  {
+    name: 'last weekday of month (BYSETPOS=-1): Jan 30 → Feb 27',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1' },
+    tz: BER,
+    anchor: '2026-01-30T08:00:00Z',
+    expected: '2026-02-27T08:00:00.000Z',
+  },
+  {
+    name: 'last weekday of month: Apr 30 (Thu) → May 29 (May 31 is a Sunday)',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1' },
+    tz: BER,
+    anchor: '2026-01-30T08:00:00Z',
+    previousDue: '2026-04-30T07:00:00Z',
+    expected: '2026-05-29T07:00:00.000Z',
+  },
+  // BYHOUR
+  {
+    name: 'BYHOUR=9,17: 09:00 → 17:00 the same day',
+    input: { rrule: 'FREQ=DAILY;BYHOUR=9,17' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    expected: '2026-01-05T16:00:00.000Z',
+  },
+  {
+    name: 'BYHOUR=9,17: 17:00 → 09:00 next day',
+    input: { rrule: 'FREQ=DAILY;BYHOUR=9,17' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-05T16:00:00Z',
+    expected: '2026-01-06T08:00:00.000Z',
+  },
+  // DST: 09:00 local is preserved, the UTC instant moves by one hour
+  {
+    name: 'Berlin spring-forward: 09:00 CET (08Z) → 09:00 CEST (07Z)',
+    input: 'daily',
+    tz: BER,
+    anchor: '2026-03-02T08:00:00Z',
+    previousDue: '2026-03-28T08:00:00Z',
+    expected: '2026-03-29T07:00:00.000Z',
+  },
+  {
+    name: 'Berlin fall-back: 09:00 CEST (07Z) → 09:00 CET (08Z)',
+    input: 'daily',
+    tz: BER,
+    anchor: '2026-03-02T08:00:00Z',
+    previousDue: '2026-10-24T07:00:00Z',
+    expected: '2026-10-25T08:00:00.000Z',
+  },
+  {
+    name: 'New York spring-forward: 09:00 EST (14Z) → 09:00 EDT (13Z)',
+    input: 'daily',
+    tz: NY,
+    anchor: '2026-03-02T14:00:00Z',
+    previousDue: '2026-03-07T14:00:00Z',
+    expected: '2026-03-08T13:00:00.000Z',
+  },
+  {
+    name: 'New York fall-back: 09:00 EDT (13Z) → 09:00 EST (14Z)',
+    input: 'daily',
+    tz: NY,
+    anchor: '2026-03-02T14:00:00Z',
+    previousDue: '2026-10-31T13:00:00Z',
+    expected: '2026-11-01T14:00:00.000Z',
+  },
+  {
+    name: 'New York DST gap: 02:30 does not exist on Mar 8 → 03:30 EDT',
+    input: 'daily',
+    tz: NY,
+    anchor: '2026-03-01T07:30:00Z',
+    previousDue: '2026-03-07T07:30:00Z',
+    expected: '2026-03-08T07:30:00.000Z',
+  },
+  {
+    name: 'New York after the gap: back to 02:30 (EDT)',
+    input: 'daily',
+    tz: NY,
+    anchor: '2026-03-01T07:30:00Z',
+    previousDue: '2026-03-08T07:30:00Z',
+    expected: '2026-03-09T06:30:00.000Z',
+  },
+  {
+    name: 'Berlin DST gap: 02:30 on Mar 29 → 03:30 CEST',
+    input: 'daily',
+    tz: BER,
+    anchor: '2026-03-01T01:30:00Z',
+    previousDue: '2026-03-28T01:30:00Z',
+    expected: '2026-03-29T01:30:00.000Z',
+  },
+  {
+    name: 'New York fall-back overlap: 01:30 on Nov 1 is the earlier (EDT) instant',
+    input: 'daily',
+    tz: NY,
+    anchor: '2026-10-01T05:30:00Z',
+    previousDue: '2026-10-31T05:30:00Z',
+    expected: '2026-11-01T05:30:00.000Z',
+  },
+  {
+    name: 'New York after the overlap: 01:30 EST',
+    input: 'daily',
+    tz: NY,
+    anchor: '2026-10-01T05:30:00Z',
+    previousDue: '2026-11-01T05:30:00Z',
+    expected: '2026-11-02T06:30:00.000Z',
+  },
+  {
+    name: 'Berlin fall-back overlap: 02:30 on Oct 25 is the earlier (CEST) instant',
+    input: 'daily',
+    tz: BER,
+    anchor: '2026-10-01T00:30:00Z',
+    previousDue: '2026-10-24T00:30:00Z',
+    expected: '2026-10-25T00:30:00.000Z',
+  },
+  {
+    name: 'Sydney DST end (Apr 5): 09:00 AEDT (22Z) → 09:00 AEST (23Z)',
+    input: 'daily',
+    tz: 'Australia/Sydney',
+    anchor: '2026-03-01T22:00:00Z',
+    previousDue: '2026-04-03T22:00:00Z',
+    expected: '2026-04-04T23:00:00.000Z',
+  },
+  {
+    name: 'Sydney DST start (Oct 4): 09:00 AEST (23Z) → 09:00 AEDT (22Z)',
+    input: 'daily',
+    tz: 'Australia/Sydney',
+    anchor: '2026-03-01T22:00:00Z',
+    previousDue: '2026-10-02T23:00:00Z',
+    expected: '2026-10-03T22:00:00.000Z',
+  },
+  {
+    name: 'Kolkata (+05:30) daily is unaffected by US DST day',
+    input: 'daily',
+    tz: 'Asia/Kolkata',
+    anchor: '2026-03-01T03:30:00Z',
+    previousDue: '2026-03-07T03:30:00Z',
+    expected: '2026-03-08T03:30:00.000Z',
+  },
+  {
+    name: 'Kolkata last day of month',
+    input: { rrule: 'FREQ=MONTHLY;BYMONTHDAY=-1' },
+    tz: 'Asia/Kolkata',
+    anchor: '2026-01-31T03:30:00Z',
+    expected: '2026-02-28T03:30:00.000Z',
+  },
+  // schedule mode: completed late / early
+  {
+    name: 'schedule, completed two weeks late: past occurrences skipped',
+    input: 'daily',
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-06T08:00:00Z',
+    completedAt: '2026-01-20T10:00:00Z',
+    expected: '2026-01-21T08:00:00.000Z',
+  },
+  {
+    name: "schedule, completed late but before that day's time",
+    input: 'daily',
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-06T08:00:00Z',
+    completedAt: '2026-01-20T07:00:00Z',
+    expected: '2026-01-20T08:00:00.000Z',
+  },
+  {
+    name: 'schedule weekly, completed 4 weeks late → next Wednesday',
+    input: 'weekly',
+    tz: BER,
+    anchor: '2026-01-07T08:00:00Z',
+    completedAt: '2026-02-05T12:00:00Z',
+    expected: '2026-02-11T08:00:00.000Z',
+  },
+  {
+    name: 'schedule, completed early: next is still after the previous due date',
+    input: 'daily',
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-06T08:00:00Z',
+    completedAt: '2026-01-05T20:00:00Z',
+    expected: '2026-01-07T08:00:00.000Z',
+  },
+  // after_completion mode
+  {
+    name: 'after_completion daily, completed Mar 10 15:00 local → Mar 11 09:00',
+    input: { preset: 'daily', mode: 'after_completion' },
+    tz: BER,
+    anchor: '2026-03-02T08:00:00Z',
+    previousDue: '2026-03-05T08:00:00Z',
+    completedAt: '2026-03-10T14:00:00Z',
+    expected: '2026-03-11T08:00:00.000Z',
+  },
+  {
+    name: 'after_completion daily, completed 06:00 local (before 09:00) → next day, not same day',
+    input: { preset: 'daily', mode: 'after_completion' },
+    tz: BER,
+    anchor: '2026-03-02T08:00:00Z',
+    previousDue: '2026-03-05T08:00:00Z',
+    completedAt: '2026-03-10T05:00:00Z',
+    expected: '2026-03-11T08:00:00.000Z',
+  },
+  {
+    name: 'after_completion every 3 days counts from completion',
+    input: { preset: 'daily', interval: 3, mode: 'after_completion' },
+    tz: BER,
+    anchor: '2026-03-02T08:00:00Z',
+    previousDue: '2026-03-05T08:00:00Z',
+    completedAt: '2026-03-10T14:00:00Z',
+    expected: '2026-03-13T08:00:00.000Z',
+  },
+  {
+    name: 'after_completion weekly, completed on Thursday → next Thursday',
+    input: { preset: 'weekly', mode: 'after_completion' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-12T08:00:00Z',
+    completedAt: '2026-01-15T16:00:00Z',
+    expected: '2026-01-22T08:00:00.000Z',
+  },
+  {
+    name: 'after_completion monthly, completed Feb 17 → Mar 17',
+    input: { preset: 'monthly', mode: 'after_completion' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-02-05T08:00:00Z',
+    completedAt: '2026-02-17T12:00:00Z',
+    expected: '2026-03-17T08:00:00.000Z',
+  },
+  {
+    name: 'after_completion, completed before the due date: counted from completion',
+    input: { preset: 'daily', mode: 'after_completion' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-12T08:00:00Z',
+    completedAt: '2026-01-09T12:00:00Z',
+    expected: '2026-01-10T08:00:00.000Z',
+  },
+  {
+    name: 'after_completion weekdays, completed Friday → Monday',
+    input: { preset: 'weekdays', mode: 'after_completion' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    previousDue: '2026-01-07T08:00:00Z',
+    completedAt: '2026-01-09T15:00:00Z',
+    expected: '2026-01-12T08:00:00.000Z',
+  },
+  // UNTIL / COUNT
+  {
+    name: 'until is inclusive',
+    input: { preset: 'daily', until: '2026-01-03T09:00:00Z' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    previousDue: '2026-01-02T09:00:00Z',
+    expected: '2026-01-03T09:00:00.000Z',
+  },
+  {
+    name: 'until reached → null',
+    input: { preset: 'daily', until: '2026-01-03T09:00:00Z' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    previousDue: '2026-01-03T09:00:00Z',
+    expected: null,
+  },
+  {
+    name: 'RRULE UNTIL as a date covers that whole local day',
+    input: { rrule: 'FREQ=DAILY;UNTIL=20260103' },
+    tz: BER,
+    anchor: '2026-01-01T08:00:00Z',
+    previousDue: '2026-01-02T08:00:00Z',
+    expected: '2026-01-03T08:00:00.000Z',
+  },
+  {
+    name: 'RRULE UNTIL as a date, exhausted → null',
+    input: { rrule: 'FREQ=DAILY;UNTIL=20260103' },
+    tz: BER,
+    anchor: '2026-01-01T08:00:00Z',
+    previousDue: '2026-01-03T08:00:00Z',
+    expected: null,
+  },
+  {
+    name: 'count: 3rd of 3',
+    input: { preset: 'daily', count: 3 },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    previousDue: '2026-01-02T09:00:00Z',
+    soFar: 2,
+    expected: '2026-01-03T09:00:00.000Z',
+  },
+  {
+    name: 'count exhausted → null',
+    input: { rrule: 'FREQ=DAILY;COUNT=3' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    previousDue: '2026-01-03T09:00:00Z',
+    soFar: 3,
+    expected: null,
+  },
+  {
+    name: 'count, schedule completed late: skipped occurrences are consumed → null',
+    input: { preset: 'daily', count: 3 },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    completedAt: '2026-01-05T12:00:00Z',
+    soFar: 1,
+    expected: null,
+  },
+  {
+    name: 'count with after_completion uses occurrencesSoFar',
+    input: { preset: 'daily', count: 3, mode: 'after_completion' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    completedAt: '2026-01-05T12:00:00Z',
+    soFar: 2,
+    expected: '2026-01-06T09:00:00.000Z',
+  },
+  // never-occurring rules end instead of looping
+  {
+    name: 'monthly anchored on the 31st limited to February never occurs → null',
+    input: { rrule: 'FREQ=MONTHLY;BYMONTH=2' },
+    tz: 'UTC',
+    anchor: '2026-01-31T09:00:00Z',
+    expected: null,
+  },
+  {
+    name: 'first Monday that is the 8th never exists → null (search cap)',
+    input: { rrule: 'FREQ=YEARLY;BYDAY=1MO;BYMONTHDAY=8' },
+    tz: 'UTC',
+    anchor: '2026-01-05T09:00:00Z',
+    expected: null,
+  },
+];
+
+describe('nextOccurrence', () => {
+  for (const c of nextCases) {
+    it(c.name, () => {
+      const previousDue = c.previousDue === undefined ? c.anchor : c.previousDue;
+      const got = nextOccurrence(rec(c.input, c.tz), {
+        anchor: c.anchor,
+        previousDue,
+        completedAt: c.completedAt ?? previousDue ?? c.anchor,
+        occurrencesSoFar: c.soFar ?? 1,
+      });
+      assert.equal(got, c.expected);
+    });
+  }
+
+  it('throws RangeError on a malformed instant (programmer error, not client input)', () => {
+    assert.throws(
+      () =>
+        nextOccurrence(rec('daily', BER), {
+          anchor: 'yesterday',
+          previousDue: null,
+          completedAt: '2026-01-01T00:00:00Z',
+          occurrencesSoFar: 1,
+        }),
+      RangeError,
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// previewOccurrences
+
+interface PreviewCase {
+  name: string;
+  input: unknown;
+  tz: string;
+  anchor: string;
+  after: string;
+  count: number;
+  expected: string[];
+}
+
+const previewCases: PreviewCase[] = [
+  {
+    name: 'N=5, MO/WE/FR',
+    input: { rrule: 'FREQ=WEEKLY;BYDAY=MO,WE,FR' },
+    tz: BER,
+    anchor: '2026-01-05T08:00:00Z',
+    after: '2026-01-07T08:00:00Z',
+    count: 5,
+    expected: [
+      '2026-01-09T08:00:00.000Z',
+      '2026-01-12T08:00:00.000Z',
+      '2026-01-14T08:00:00.000Z',
+      '2026-01-16T08:00:00.000Z',
+      '2026-01-19T08:00:00.000Z',
+    ],
+  },
+  {
+    name: 'N=5, last weekday of month across the DST change',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1' },
+    tz: BER,
+    anchor: '2026-01-30T08:00:00Z',
+    after: '2026-01-01T00:00:00Z',
+    count: 5,
+    expected: [
+      '2026-01-30T08:00:00.000Z',
+      '2026-02-27T08:00:00.000Z',
+      '2026-03-31T07:00:00.000Z',
+      '2026-04-30T07:00:00.000Z',
+      '2026-05-29T07:00:00.000Z',
+    ],
+  },
+  {
+    name: 'the anchor is the first occurrence',
+    input: 'daily',
+    tz: 'UTC',
+    anchor: '2026-01-05T09:00:00Z',
+    after: '2026-01-01T00:00:00Z',
+    count: 3,
+    expected: ['2026-01-05T09:00:00.000Z', '2026-01-06T09:00:00.000Z', '2026-01-07T09:00:00.000Z'],
+  },
+  {
+    name: 'COUNT=3 stops the preview',
+    input: { preset: 'daily', count: 3 },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    after: '2025-12-31T00:00:00Z',
+    count: 5,
+    expected: ['2026-01-01T09:00:00.000Z', '2026-01-02T09:00:00.000Z', '2026-01-03T09:00:00.000Z'],
+  },
+  {
+    name: 'UNTIL stops the preview (inclusive)',
+    input: { preset: 'daily', until: '2026-01-03T09:00:00Z' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    after: '2026-01-01T09:00:00Z',
+    count: 5,
+    expected: ['2026-01-02T09:00:00.000Z', '2026-01-03T09:00:00.000Z'],
+  },
+  {
+    name: 'leap day yearly: 2032, 2036, 2040',
+    input: 'yearly',
+    tz: 'UTC',
+    anchor: '2028-02-29T09:00:00Z',
+    after: '2028-02-29T09:00:00Z',
+    count: 3,
+    expected: ['2032-02-29T09:00:00.000Z', '2036-02-29T09:00:00.000Z', '2040-02-29T09:00:00.000Z'],
+  },
+  {
+    name: 'WKST=MO (default): every other week on TU,SU',
+    input: { rrule: 'FREQ=WEEKLY;INTERVAL=2;BYDAY=TU,SU' },
+    tz: 'UTC',
+    anchor: '2026-01-06T09:00:00Z',
+    after: '2026-01-06T09:00:00Z',
+    count: 3,
+    expected: ['2026-01-11T09:00:00.000Z', '2026-01-20T09:00:00.000Z', '2026-01-25T09:00:00.000Z'],
+  },
+  {
+    name: 'WKST=SU changes which weeks are skipped',
+    input: { rrule: 'FREQ=WEEKLY;INTERVAL=2;BYDAY=TU,SU;WKST=SU' },
+    tz: 'UTC',
+    anchor: '2026-01-06T09:00:00Z',
+    after: '2026-01-06T09:00:00Z',
+    count: 3,
+    expected: ['2026-01-18T09:00:00.000Z', '2026-01-20T09:00:00.000Z', '2026-02-01T09:00:00.000Z'],
+  },
+  {
+    name: 'Friday the 13th (BYDAY=FR;BYMONTHDAY=13)',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=FR;BYMONTHDAY=13' },
+    tz: 'UTC',
+    anchor: '2026-02-13T09:00:00Z',
+    after: '2026-02-13T09:00:00Z',
+    count: 3,
+    expected: ['2026-03-13T09:00:00.000Z', '2026-11-13T09:00:00.000Z', '2027-08-13T09:00:00.000Z'],
+  },
+  {
+    name: 'far after the anchor (jumps, does not walk every day)',
+    input: 'daily',
+    tz: 'UTC',
+    anchor: '2026-01-05T09:00:00Z',
+    after: '2030-06-15T12:00:00Z',
+    count: 2,
+    expected: ['2030-06-16T09:00:00.000Z', '2030-06-17T09:00:00.000Z'],
+  },
+  {
+    name: 'count 0 → empty',
+    input: 'daily',
+    tz: 'UTC',
+    anchor: '2026-01-05T09:00:00Z',
+    after: '2026-01-01T00:00:00Z',
+    count: 0,
+    expected: [],
+  },
+];
+
+describe('previewOccurrences', () => {
+  for (const c of previewCases) {
+    it(c.name, () => {
+      assert.deepEqual(previewOccurrences(rec(c.input, c.tz), c.anchor, c.after, c.count), c.expected);
+    });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// parseRecurrence: normalization
+
+const normalizeCases: Array<{ name: string; input: unknown; tz?: string; expected: Recurrence }> = [
+  {
+    name: 'daily preset',
+    input: 'daily',
+    expected: { rrule: 'FREQ=DAILY', mode: 'schedule', timezone: BER, preset: 'daily' },
+  },
+  {
+    name: 'weekdays preset',
+    input: 'weekdays',
+    expected: {
+      rrule: 'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR',
+      mode: 'schedule',
+      timezone: BER,
+      preset: 'weekdays',
+    },
+  },
+  {
+    name: 'weekly preset',
+    input: 'weekly',
+    expected: { rrule: 'FREQ=WEEKLY', mode: 'schedule', timezone: BER, preset: 'weekly' },
+  },
+  {
+    name: 'monthly preset',
+    input: 'monthly',
+    expected: { rrule: 'FREQ=MONTHLY', mode: 'schedule', timezone: BER, preset: 'monthly' },
+  },
+  {
+    name: 'yearly preset',
+    input: 'yearly',
+    expected: { rrule: 'FREQ=YEARLY', mode: 'schedule', timezone: BER, preset: 'yearly' },
+  },
+  {
+    name: 'preset object with interval and until (offset converted to UTC)',
+    input: { preset: 'weekly', interval: 2, until: '2026-06-30T23:59:59+02:00' },
+    expected: {
+      rrule: 'FREQ=WEEKLY;INTERVAL=2;UNTIL=20260630T215959Z',
+      mode: 'schedule',
+      timezone: BER,
+      preset: 'weekly',
+    },
+  },
+  {
+    name: 'interval 1 is omitted; count',
+    input: { preset: 'daily', interval: 1, count: 10 },
+    expected: { rrule: 'FREQ=DAILY;COUNT=10', mode: 'schedule', timezone: BER, preset: 'daily' },
+  },
+  {
+    name: 'rrule with RRULE: prefix, lower case, canonical order',
+    input: { rrule: 'RRULE:byday=-1fr;freq=monthly' },
+    expected: { rrule: 'FREQ=MONTHLY;BYDAY=-1FR', mode: 'schedule', timezone: BER },
+  },
+  {
+    name: 'rrule + mode + timezone (case-normalized zone)',
+    input: {
+      rrule: 'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1',
+      mode: 'after_completion',
+      timezone: 'america/new_york',
+    },
+    expected: {
+      rrule: 'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1',
+      mode: 'after_completion',
+      timezone: NY,
+    },
+  },
+  {
+    name: 'rrule + count field merged',
+    input: { rrule: 'FREQ=WEEKLY;BYDAY=FR,MO', count: 4 },
+    expected: { rrule: 'FREQ=WEEKLY;COUNT=4;BYDAY=MO,FR', mode: 'schedule', timezone: BER },
+  },
+  {
+    name: 'UNTIL as a date → end of that day in the zone, in UTC',
+    input: { rrule: 'FREQ=DAILY;UNTIL=20260103' },
+    expected: { rrule: 'FREQ=DAILY;UNTIL=20260103T225959Z', mode: 'schedule', timezone: BER },
+  },
+  {
+    name: 'null fields count as absent',
+    input: { preset: 'daily', timezone: null, until: null, mode: null },
+    expected: { rrule: 'FREQ=DAILY', mode: 'schedule', timezone: BER, preset: 'daily' },
+  },
+  {
+    name: 'WKST kept when not MO',
+    input: { rrule: 'FREQ=WEEKLY;INTERVAL=2;WKST=SU;BYDAY=TU,SU' },
+    expected: { rrule: 'FREQ=WEEKLY;INTERVAL=2;BYDAY=TU,SU;WKST=SU', mode: 'schedule', timezone: BER },
+  },
+];
+
+describe('parseRecurrence normalizes', () => {
+  for (const c of normalizeCases) {
+    it(c.name, () => {
+      assert.deepEqual(parseRecurrence(c.input, c.tz ?? BER), { ok: true, value: c.expected });
+    });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// parseRecurrence: validation
+
+const invalidCases: Array<{ input: unknown; path: string; message: RegExp; tz?: string }> = [
+  { input: 'hourly', path: 'recurrence', message: /unknown preset "hourly"/ },
+  { input: 'Daily', path: 'recurrence', message: /unknown preset/ },
+  { input: 42, path: 'recurrence', message: /preset string/ },
+  { input: null, path: 'recurrence', message: /preset string/ },
+  { input: [], path: 'recurrence', message: /preset string/ },
+  { input: {}, path: 'recurrence', message: /rrule or preset is required/ },
+  { input: { preset: 'daily', rrule: 'FREQ=DAILY' }, path: 'recurrence', message: /not both/ },
+  { input: { preset: 'biweekly' }, path: 'recurrence.preset', message: /unknown preset/ },
+  { input: { preset: 'daily', color: 'red' }, path: 'recurrence.color', message: /unknown field/ },
+  { input: { preset: 'daily', timezone: 'Mars/Olympus' }, path: 'recurrence.timezone', message: /IANA/ },
+  { input: { preset: 'daily', timezone: '+05:30' }, path: 'recurrence.timezone', message: /IANA/ },
+  { input: 'daily', tz: 'Nowhere/Special', path: 'recurrence.timezone', message: /default time zone/ },
+  {
+    input: { preset: 'daily', mode: 'sometimes' },
+    path: 'recurrence.mode',
+    message: /schedule, after_completion/,
+  },
+  { input: { preset: 'daily', interval: 0 }, path: 'recurrence.interval', message: />= 1/ },
+  { input: { preset: 'daily', interval: 1.5 }, path: 'recurrence.interval', message: />= 1/ },
+  { input: { preset: 'daily', count: 0 }, path: 'recurrence.count', message: />= 1/ },
+  {
+    input: { preset: 'daily', count: 3, until: '2026-12-31T00:00:00Z' },
+    path: 'recurrence.until',
+    message: /count and until/,
+  },
+  { input: { preset: 'daily', until: '2026-12-31' }, path: 'recurrence.until', message: /instant/ },
+  { input: { rrule: 'FREQ=HOURLY' }, path: 'recurrence.rrule', message: /FREQ=HOURLY is not supported/ },
+  { input: { rrule: 'FREQ=MINUTELY' }, path: 'recurrence.rrule', message: /FREQ=MINUTELY is not supported/ },
+  { input: { rrule: 'FREQ=FORTNIGHTLY' }, path: 'recurrence.rrule', message: /FREQ must be one of/ },
+  { input: { rrule: 'INTERVAL=2' }, path: 'recurrence.rrule', message: /FREQ is required/ },
+  {
+    input: { rrule: 'FREQ=DAILY;INTERVAL=0' },
+    path: 'recurrence.rrule',
+    message: /INTERVAL must be a positive/,
+  },
+  {
+    input: { rrule: 'FREQ=DAILY;COUNT=3;UNTIL=20261231T000000Z' },
+    path: 'recurrence.rrule',
+    message: /COUNT and UNTIL/,
+  },
+  { input: { rrule: 'FREQ=DAILY;UNTIL=tomorrow' }, path: 'recurrence.rrule', message: /UNTIL must be/ },
+  { input: { rrule: 'FREQ=DAILY;UNTIL=20260230' }, path: 'recurrence.rrule', message: /UNTIL must be/ },
+  { input: { rrule: 'FREQ=MONTHLY;BYMONTHDAY=32' }, path: 'recurrence.rrule', message: /BYMONTHDAY/ },
+  { input: { rrule: 'FREQ=YEARLY;BYMONTH=13' }, path: 'recurrence.rrule', message: /BYMONTH/ },
+  { input: { rrule: 'FREQ=WEEKLY;BYDAY=1MO' }, path: 'recurrence.rrule', message: /ordinals/ },
+  { input: { rrule: 'FREQ=MONTHLY;BYDAY=6MO' }, path: 'recurrence.rrule', message: /ordinal/ },
+  { input: { rrule: 'FREQ=WEEKLY;BYDAY=XX' }, path: 'recurrence.rrule', message: /BYDAY/ },
+  { input: { rrule: 'FREQ=WEEKLY;BYMONTHDAY=1' }, path: 'recurrence.rrule', message: /WEEKLY/ },
+  { input: { rrule: 'FREQ=DAILY;BYSETPOS=1' }, path: 'recurrence.rrule', message: /BYSETPOS requires/ },
+  { input: { rrule: 'FREQ=DAILY;FOO=1' }, path: 'recurrence.rrule', message: /unknown part "FOO"/ },
+  {
+    input: { rrule: 'FREQ=DAILY;BYWEEKNO=1' },
+    path: 'recurrence.rrule',
+    message: /BYWEEKNO is not supported/,
+  },
+  { input: { rrule: 'FREQ=DAILY;FREQ=WEEKLY' }, path: 'recurrence.rrule', message: /more than once/ },
+  { input: { rrule: 'FREQ=DAILY;BYHOUR=24' }, path: 'recurrence.rrule', message: /BYHOUR/ },
+  { input: { rrule: 'FREQ DAILY' }, path: 'recurrence.rrule', message: /NAME=VALUE/ },
+  {
+    input: { rrule: 'FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30' },
+    path: 'recurrence.rrule',
+    message: /never occurs/,
+  },
+  { input: { rrule: '' }, path: 'recurrence.rrule', message: /empty/ },
+  { input: { rrule: 42 }, path: 'recurrence.rrule', message: /RRULE string/ },
+  {
+    input: { rrule: 'FREQ=DAILY;INTERVAL=2', interval: 3 },
+    path: 'recurrence.interval',
+    message: /already set/,
+  },
+  {
+    input: { rrule: 'FREQ=DAILY;COUNT=2', until: '2026-12-31T00:00:00Z' },
+    path: 'recurrence.until',
+    message: /COUNT/,
+  },
+];
+
+describe('parseRecurrence rejects', () => {
+  for (const c of invalidCases) {
+    it(`${JSON.stringify(c.input)} → ${c.path}`, () => {
+      const result = parseRecurrence(c.input, c.tz ?? BER);
+      assert.equal(result.ok, false);
+      if (result.ok) return;
+      const hit = result.issues.find((i) => i.path === c.path && c.message.test(i.message));
+      assert.ok(hit, `no issue at ${c.path} matching ${c.message}; got ${JSON.stringify(result.issues)}`);
+    });
+  }
+
+  it('never throws, whatever the input', () => {
+    const weird: unknown[] = [
+      undefined,
+      true,
+      Symbol('x'),
+      () => 1,
+      Object.create(null),
+      { preset: { nested: true } },
+      { rrule: 'FREQ=DAILY;' + 'BYHOUR=1;'.repeat(200) },
+      { rrule: 'x'.repeat(100_000) },
+      { rrule: ';;;=;==;' },
+      { rrule: 'FREQ=DAILY;UNTIL=99991231T235959Z' },
+      { rrule: 'FREQ=YEARLY;INTERVAL=999999999' },
+      { timezone: 'Europe/Berlin\u0000', preset: 'daily' },
+      { until: '+275760-09-13T00:00:00Z', preset: 'daily' },
+    ];
+    weird.forEach((input, i) => {
+      assert.doesNotThrow(() => parseRecurrence(input, BER), `threw on weird input #${i}`);
+      assert.doesNotThrow(() => parseRecurrence(input, 'not a zone'), `threw on weird input #${i}`);
+    });
+  });
+});
