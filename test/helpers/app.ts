@@ -1,0 +1,99 @@
+/** Starts the real API + relay targets on a random port against a given database. */
+import { signDevToken } from '../../src/auth.ts';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { ManualClock, type Clock } from '../../src/domain/clock.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { runTargets, type RunningProcess } from '../../src/process.ts';
+import type { TargetDefinition } from '../../src/runtime.ts';
+import { findTargets } from '../../src/services/index.ts';
+import type { Db } from '../../src/store/db.ts';
+
+export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256!';
+
+export function testConfig(overrides: Record<string, string> = {}): Config {
+  return loadConfig({
+    DATABASE_URL: 'memory://',
+    JWT_SECRET: TEST_SECRET,
+    PORT: '0',
+    RATE_LIMIT_PER_MINUTE: '0',
+    EMBEDDED_POLL_MS: '20',
+    EMBEDDED_HEARTBEAT_MS: '100',
+    EMBEDDED_SESSION_TIMEOUT_MS: '1000',
+    RELAY_POLL_MS: '20',
+    CONSUMER_RETRY_BASE_MS: '5',
+    CONSUMER_RETRY_MAX_MS: '20',
+    CONSUMER_MAX_ATTEMPTS: '3',
+    ...overrides,
+  });
+}
+
+export interface TestApp {
+  proc: RunningProcess;
+  url: string;
+  clock: Clock;
+  token(user: string): Promise<string>;
+  /** fetch with a bearer token for `user`, JSON in and out. */
+  call(user: string | null, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+  stop(): Promise<void>;
+}
+
+export async function startApp(
+  db: Db,
+  opts: { targets?: readonly string[] | TargetDefinition[]; env?: Record<string, string>; clock?: Clock } = {},
+): Promise<TestApp> {
+  const config = testConfig(opts.env);
+  const targets =
+    opts.targets && typeof opts.targets[0] !== 'string'
+      ? (opts.targets as TargetDefinition[])
+      : findTargets((opts.targets as string[] | undefined) ?? ['api']);
+  const clock = opts.clock ?? new ManualClock('2026-03-01T12:00:00Z');
+  const proc = await runTargets(config, targets, { db, log: silentLogger, clock });
+  const tokens = new Map<string, string>();
+  const token = async (user: string) => {
+    if (!tokens.has(user)) tokens.set(user, await signDevToken(TEST_SECRET, user));
+    return tokens.get(user)!;
+  };
+  return {
+    proc,
+    url: proc.url,
+    clock,
+    token,
+    async call(user, method, path, body, headers = {}) {
+      const h: Record<string, string> = { ...headers };
+      if (user) h.authorization = `Bearer ${await token(user)}`;
+      let payload: string | undefined;
+      if (body !== undefined) {
+        h['content-type'] ??= 'application/json';
+        payload = typeof body === 'string' ? body : JSON.stringify(body);
+      }
+      const res = await fetch(proc.url + path, { method, headers: h, ...(payload !== undefined ? { body: payload } : {}) });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = text ? JSON.parse(text) : null;
+      } catch {
+        /* not JSON */
+      }
+      return { status: res.status, body: parsed, headers: res.headers };
+    },
+    stop: () => proc.stop(),
+  };
+}
+
+/** Events in the outbox, in id order. */
+export async function outboxEvents(db: Db) {
+  const r = await db.query<{ event_type: string; key: string; event: any; stream_seq: string }>(
+    'SELECT event_type, key, event, stream_seq::text FROM outbox ORDER BY id',
+  );
+  return r.rows;
+}
+
+export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

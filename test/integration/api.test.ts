@@ -1,0 +1,343 @@
+/**
+ * The Task API against the real HTTP stack and a real database (PGlite and PostgreSQL): CRUD, the
+ * compatibility routes, per-user isolation, auth, validation, optimistic concurrency and the outbox.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { SignJWT } from 'jose';
+import { eventProblems } from '../../src/contracts/schemas.ts';
+import { backends } from '../helpers/db.ts';
+import { TEST_SECRET, outboxEvents, startApp, type TestApp } from '../helpers/app.ts';
+import type { Db } from '../../src/store/db.ts';
+import { TaskStore } from '../../src/store/tasks.ts';
+import { ManualClock } from '../../src/domain/clock.ts';
+
+for (const backend of backends) {
+  describe(`Task API on ${backend.name}`, () => {
+    let app: TestApp;
+    let db: Db;
+    let drop: () => Promise<void>;
+    before(async () => {
+      ({ db, drop } = await backend.fresh());
+      app = await startApp(db);
+    });
+    after(async () => {
+      await app.stop();
+      await drop();
+    });
+
+    const count = async (table: string) =>
+      Number((await db.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`)).rows[0]!.n);
+
+    it('creates, reads, lists, completes, reopens and deletes a task, with one event each', async () => {
+      const before = (await outboxEvents(db)).length;
+      const created = await app.call('alice', 'POST', '/api/tasks', {
+        title: '  Write report ',
+        description: 'Q3 numbers',
+        priority: 'High',
+        tags: ['Work', 'urgent'],
+        due_date: '2026-03-05T09:00:00+01:00',
+        reminders: ['PT1H', 'P1D'],
+        recurrence: 'weekly',
+      });
+      assert.equal(created.status, 201);
+      const task = created.body;
+      assert.equal(task.title, 'Write report');
+      assert.equal(task.priority, 'high');
+      assert.deepEqual(task.tags, ['Work', 'urgent']);
+      assert.equal(task.due_date, '2026-03-05T08:00:00.000Z');
+      assert.deepEqual(task.reminders, ['PT1H', 'P1D']);
+      assert.equal(task.recurrence.rrule, 'FREQ=WEEKLY');
+      assert.equal(task.series_id, task.id);
+      assert.equal(task.status, 'pending');
+      assert.equal(task.version, 1);
+      assert.equal(created.headers.get('etag'), '"1"');
+      assert.equal(created.headers.get('location'), `/api/tasks/${task.id}`);
+
+      const got = await app.call('alice', 'GET', `/api/tasks/${task.id}`);
+      assert.equal(got.status, 200);
+      assert.deepEqual(got.body, task);
+
+      const completed = await app.call('alice', 'POST', `/api/tasks/${task.id}/complete`);
+      assert.equal(completed.status, 200);
+      assert.equal(completed.body.status, 'completed');
+      assert.equal(completed.body.completed_at, '2026-03-01T12:00:00.000Z');
+      assert.equal(completed.body.version, 2);
+
+      const again = await app.call('alice', 'POST', `/api/tasks/${task.id}/complete`);
+      assert.equal(again.body.version, 2, 'completing a completed task changes nothing');
+
+      const reopened = await app.call('alice', 'POST', `/api/tasks/${task.id}/reopen`);
+      assert.equal(reopened.body.status, 'pending');
+      assert.equal(reopened.body.completed_at, null);
+
+      const patched = await app.call('alice', 'PATCH', `/api/tasks/${task.id}`, { title: 'Write the report', tags: [] });
+      assert.equal(patched.status, 200);
+      assert.equal(patched.body.version, 4);
+
+      const deleted = await app.call('alice', 'DELETE', `/api/tasks/${task.id}`);
+      assert.equal(deleted.status, 204);
+      assert.equal((await app.call('alice', 'GET', `/api/tasks/${task.id}`)).status, 404);
+
+      const events = (await outboxEvents(db)).slice(before);
+      assert.deepEqual(
+        events.map((e) => e.event_type),
+        ['task.created', 'task.completed', 'task.reopened', 'task.updated', 'task.deleted'],
+      );
+      for (const e of events) {
+        assert.deepEqual(eventProblems(e.event), [], `${e.event_type} validates against its schema`);
+        assert.equal(e.key, 'alice');
+        assert.equal(e.event.partitionkey, 'alice');
+        assert.equal(e.event.subject, task.id);
+        assert.match(e.event.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      }
+      const seqs = events.map((e) => Number(e.stream_seq));
+      assert.deepEqual(seqs, seqs.map((_, i) => seqs[0]! + i), 'per-user sequence is gap-free in commit order');
+      const [c, done, reopen, upd, del] = events.map((e) => e.event.data);
+      assert.equal(c.previous, null);
+      assert.deepEqual(done.changes, ['status']);
+      assert.equal(done.previous.status, 'pending');
+      assert.equal(done.task.status, 'completed');
+      assert.deepEqual(reopen.changes, ['status']);
+      assert.deepEqual(upd.changes, ['title', 'tags']);
+      assert.equal(upd.previous.title, 'Write report');
+      assert.equal(upd.task.title, 'Write the report');
+      assert.equal(del.previous.title, 'Write the report');
+    });
+
+    it('serves the compatibility routes with the same results, and 403 on a foreign user id', async () => {
+      const created = await app.call('carol', 'POST', '/api/carol/tasks', { title: 'compat' });
+      assert.equal(created.status, 201);
+      const id = created.body.id;
+      const canonical = await app.call('carol', 'GET', `/api/tasks/${id}`);
+      const compat = await app.call('carol', 'GET', `/api/carol/tasks/${id}`);
+      assert.deepEqual(compat.body, canonical.body);
+      const listCanonical = await app.call('carol', 'GET', '/api/tasks?status=all');
+      const listCompat = await app.call('carol', 'GET', '/api/carol/tasks?status=all');
+      assert.deepEqual(listCompat.body, listCanonical.body);
+
+      const put = await app.call('carol', 'PUT', `/api/carol/tasks/${id}`, { title: 'compat 2', description: 'd' });
+      assert.equal(put.status, 200);
+      assert.equal(put.body.title, 'compat 2');
+      const toggled = await app.call('carol', 'PATCH', `/api/carol/tasks/${id}/complete`);
+      assert.equal(toggled.body.status, 'completed');
+      const toggledBack = await app.call('carol', 'PATCH', `/api/carol/tasks/${id}/complete`);
+      assert.equal(toggledBack.body.status, 'pending');
+
+      for (const [method, path, body] of [
+        ['GET', '/api/alice/tasks'],
+        ['POST', '/api/alice/tasks', { title: 'x' }],
+        ['GET', `/api/alice/tasks/${id}`],
+        ['PUT', `/api/alice/tasks/${id}`, { title: 'x' }],
+        ['DELETE', `/api/alice/tasks/${id}`],
+        ['PATCH', `/api/alice/tasks/${id}/complete`],
+      ] as const) {
+        const r = await app.call('carol', method, path, body);
+        assert.equal(r.status, 403, `${method} ${path}`);
+        assert.equal(r.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+      }
+      assert.equal((await app.call('carol', 'DELETE', `/api/carol/tasks/${id}`)).status, 204);
+    });
+
+    it('isolates users: B never sees, changes or deletes A’s task', async () => {
+      const a = (await app.call('userA', 'POST', '/api/tasks', { title: 'A private', tags: ['secret'] })).body;
+      const events = (await outboxEvents(db)).length;
+      assert.equal((await app.call('userB', 'GET', `/api/tasks/${a.id}`)).status, 404);
+      assert.equal((await app.call('userB', 'PATCH', `/api/tasks/${a.id}`, { title: 'pwned' })).status, 404);
+      assert.equal((await app.call('userB', 'POST', `/api/tasks/${a.id}/complete`)).status, 404);
+      assert.equal((await app.call('userB', 'POST', `/api/tasks/${a.id}/reopen`)).status, 404);
+      assert.equal((await app.call('userB', 'DELETE', `/api/tasks/${a.id}`)).status, 404);
+      assert.equal((await app.call('userB', 'PUT', `/api/userB/tasks/${a.id}`, { title: 'pwned' })).status, 404);
+      assert.equal((await app.call('userB', 'PATCH', `/api/userB/tasks/${a.id}/complete`)).status, 404);
+      const listB = await app.call('userB', 'GET', '/api/tasks?q=private&tag=secret');
+      assert.deepEqual(listB.body.items, []);
+      const still = await app.call('userA', 'GET', `/api/tasks/${a.id}`);
+      assert.equal(still.body.title, 'A private');
+      assert.equal(still.body.version, 1);
+      assert.equal((await outboxEvents(db)).length, events, 'no event for refused operations');
+    });
+
+    it('answers 401 on missing, malformed, forged, expired and subject-less tokens', async () => {
+      const secret = new TextEncoder().encode(TEST_SECRET);
+      const forged = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime('1h').sign(new TextEncoder().encode('another-secret-another-secret-another-secret'));
+      const expired = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setIssuedAt(1_600_000_000).setExpirationTime(1_600_000_600).sign(secret);
+      const noSub = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(secret);
+      const valid = await app.token('alice');
+      const alg = valid.split('.');
+      const noneAlg = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${alg[1]}.`;
+      const cases: [string, Record<string, string>][] = [
+        ['missing', {}],
+        ['not bearer', { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` }],
+        ['garbage', { authorization: 'Bearer not-a-jwt' }],
+        ['forged', { authorization: `Bearer ${forged}` }],
+        ['expired', { authorization: `Bearer ${expired}` }],
+        ['no subject', { authorization: `Bearer ${noSub}` }],
+        ['alg none', { authorization: `Bearer ${noneAlg}` }],
+      ];
+      for (const [name, headers] of cases) {
+        const r = await app.call(null, 'GET', '/api/tasks', undefined, headers);
+        assert.equal(r.status, 401, name);
+        assert.equal(r.body.status, 401);
+        assert.ok(r.headers.get('www-authenticate')?.startsWith('Bearer'), name);
+        const w = await app.call(null, 'POST', '/api/tasks', { title: 'x' }, headers);
+        assert.equal(w.status, 401, `${name} (write)`);
+      }
+      assert.equal((await app.call(null, 'GET', '/api/tasks', undefined, { authorization: `Bearer ${valid}` })).status, 200);
+    });
+
+    it('rejects bad input with 400 problem+json naming the field, writing no row and no event', async () => {
+      const existing = (await app.call('dave', 'POST', '/api/tasks', { title: 'base', due_date: '2026-04-01T00:00:00Z' })).body;
+      const rows = await count('tasks');
+      const events = await count('outbox');
+      const long = (n: number) => 'x'.repeat(n);
+      const cases: [string, string, unknown, string, Record<string, string>?][] = [
+        ['POST', '/api/tasks', {}, 'title'],
+        ['POST', '/api/tasks', { title: '' }, 'title'],
+        ['POST', '/api/tasks', { title: '   ' }, 'title'],
+        ['POST', '/api/tasks', { title: 42 }, 'title'],
+        ['POST', '/api/tasks', { title: long(501) }, 'title'],
+        ['POST', '/api/tasks', { title: 't', description: long(10_001) }, 'description'],
+        ['POST', '/api/tasks', { title: 't', description: ['x'] }, 'description'],
+        ['POST', '/api/tasks', { title: 't', status: 'done' }, 'status'],
+        ['POST', '/api/tasks', { title: 't', priority: 'critical' }, 'priority'],
+        ['POST', '/api/tasks', { title: 't', tags: 'work' }, 'tags'],
+        ['POST', '/api/tasks', { title: 't', tags: Array.from({ length: 21 }, (_, i) => `t${i}`) }, 'tags'],
+        ['POST', '/api/tasks', { title: 't', tags: ['ok', ''] }, 'tags[1]'],
+        ['POST', '/api/tasks', { title: 't', tags: [long(51)] }, 'tags[0]'],
+        ['POST', '/api/tasks', { title: 't', tags: ['Work', 'work'] }, 'tags[1]'],
+        ['POST', '/api/tasks', { title: 't', tags: [7] }, 'tags[0]'],
+        ['POST', '/api/tasks', { title: 't', due_date: 'tomorrow' }, 'due_date'],
+        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00' }, 'due_date'],
+        ['POST', '/api/tasks', { title: 't', due_date: '2026-02-30T09:00:00Z' }, 'due_date'],
+        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: 'PT1H' }, 'reminders'],
+        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['PT-1H'] }, 'reminders[0]'],
+        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['P2Y'] }, 'reminders[0]'],
+        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['soon'] }, 'reminders[0]'],
+        ['POST', '/api/tasks', { title: 't', reminders: ['PT1H'] }, 'reminders'],
+        ['POST', '/api/tasks', { title: 't', recurrence: 'fortnightly' }, 'recurrence'],
+        ['POST', '/api/tasks', { title: 't', recurrence: { rrule: 'FREQ=SOMETIMES' } }, 'recurrence.rrule'],
+        ['POST', '/api/tasks', { title: 't', recurrence: { preset: 'daily', timezone: 'Mars/Olympus' } }, 'recurrence.timezone'],
+        ['POST', '/api/tasks', { title: 't', owner: 'mallory' }, 'owner'],
+        ['POST', '/api/tasks', { title: 't', user_id: 'mallory' }, 'user_id'],
+        ['POST', '/api/tasks', [{ title: 't' }], ''],
+        ['POST', '/api/tasks', '{"title": "t"', ''],
+        ['POST', '/api/tasks', 'null', ''],
+        ['PATCH', `/api/tasks/${existing.id}`, {}, ''],
+        ['PATCH', `/api/tasks/${existing.id}`, { id: 'x' }, 'id'],
+        ['PATCH', `/api/tasks/${existing.id}`, { title: null }, 'title'],
+        ['PATCH', `/api/tasks/${existing.id}`, { due_date: null, reminders: ['PT1H'] }, 'reminders'],
+        ['PATCH', `/api/tasks/${existing.id}`, { title: 'x' }, 'If-Match', { 'if-match': 'yesterday' }],
+        ['GET', '/api/tasks?sort=colour', undefined, 'sort'],
+        ['GET', '/api/tasks?limit=0', undefined, 'limit'],
+        ['GET', '/api/tasks?limit=abc', undefined, 'limit'],
+        ['GET', '/api/tasks?status=maybe', undefined, 'status'],
+        ['GET', '/api/tasks?cursor=bogus', undefined, 'cursor'],
+        ['GET', '/api/tasks?due_before=soon', undefined, 'due_before'],
+        ['GET', '/api/tasks?overdue=perhaps', undefined, 'overdue'],
+        ['GET', '/api/tasks?colour=red', undefined, 'colour'],
+      ];
+      for (const [method, path, body, field, headers] of cases) {
+        const r = await app.call('dave', method, path, body, headers);
+        const label = `${method} ${path} ${JSON.stringify(body)?.slice(0, 80)}`;
+        assert.equal(r.status, 400, label);
+        assert.match(r.headers.get('content-type') ?? '', /^application\/problem\+json/, label);
+        assert.equal(r.body.status, 400, label);
+        if (field) assert.ok(r.body.errors?.some((e: { field: string }) => e.field === field), `${label}: names ${field}: ${JSON.stringify(r.body)}`);
+        else assert.ok(typeof r.body.detail === 'string' && r.body.detail.length > 0, label);
+      }
+      assert.ok(cases.length >= 20);
+      assert.equal(await count('tasks'), rows, 'no row written');
+      assert.equal(await count('outbox'), events, 'no event written');
+      const unchanged = await app.call('dave', 'GET', `/api/tasks/${existing.id}`);
+      assert.equal(unchanged.body.version, 1);
+    });
+
+    it('answers 412 on a stale If-Match and applies a fresh one', async () => {
+      const t = (await app.call('erin', 'POST', '/api/tasks', { title: 'v1' })).body;
+      const ok = await app.call('erin', 'PATCH', `/api/tasks/${t.id}`, { title: 'v2' }, { 'if-match': '"1"' });
+      assert.equal(ok.status, 200);
+      assert.equal(ok.headers.get('etag'), '"2"');
+      const events = await count('outbox');
+      const stale = await app.call('erin', 'PATCH', `/api/tasks/${t.id}`, { title: 'v3' }, { 'if-match': '"1"' });
+      assert.equal(stale.status, 412);
+      assert.equal(stale.body.current_version, 2);
+      assert.equal((await app.call('erin', 'DELETE', `/api/tasks/${t.id}`, undefined, { 'if-match': '"1"' })).status, 412);
+      assert.equal((await app.call('erin', 'POST', `/api/tasks/${t.id}/complete`, undefined, { 'if-match': 'W/"1"' })).status, 412);
+      assert.equal(await count('outbox'), events, 'no event for refused writes');
+      assert.equal((await app.call('erin', 'GET', `/api/tasks/${t.id}`)).body.title, 'v2');
+      assert.equal((await app.call('erin', 'DELETE', `/api/tasks/${t.id}`, undefined, { 'if-match': '"2"' })).status, 204);
+    });
+
+    it('filters, searches, sorts and pages with a stable cursor', async () => {
+      const u = 'frank';
+      const specs = [
+        { title: 'Buy milk', priority: 'low', tags: ['home', 'shop'], due_date: '2026-03-02T10:00:00Z' },
+        { title: 'File taxes', priority: 'urgent', tags: ['finance'], due_date: '2026-02-20T10:00:00Z' },
+        { title: 'Call mom', priority: 'medium', tags: ['home'], description: 'about the birthday party' },
+        { title: 'Book flights', priority: 'high', tags: ['travel', 'shop'], due_date: '2026-04-01T10:00:00Z' },
+        { title: 'Archive photos', priority: 'none', tags: [], status: 'completed' },
+      ];
+      for (const s of specs) assert.equal((await app.call(u, 'POST', '/api/tasks', s)).status, 201);
+      const titles = async (q: string) => (await app.call(u, 'GET', `/api/tasks?${q}`)).body.items.map((t: { title: string }) => t.title);
+      assert.deepEqual(await titles('status=completed'), ['Archive photos']);
+      assert.deepEqual((await titles('status=pending&sort=title&order=asc')), ['Book flights', 'Buy milk', 'Call mom', 'File taxes']);
+      assert.deepEqual(await titles('priority=high,urgent&sort=priority'), ['File taxes', 'Book flights']);
+      assert.deepEqual(await titles('tag=shop&sort=title&order=asc'), ['Book flights', 'Buy milk']);
+      assert.deepEqual(await titles('tag=HOME,shop&tag_mode=all'), ['Buy milk']);
+      assert.deepEqual(await titles('tag=home&tag=travel&sort=title&order=asc'), ['Book flights', 'Buy milk', 'Call mom']);
+      const byDue = await titles('sort=due&order=asc');
+      assert.deepEqual(byDue.slice(0, 3), ['File taxes', 'Buy milk', 'Book flights']);
+      assert.deepEqual(new Set(byDue.slice(3)), new Set(['Call mom', 'Archive photos']), 'no due date sorts last');
+      assert.deepEqual((await titles('sort=due&order=desc')).slice(0, 3), ['Book flights', 'Buy milk', 'File taxes']);
+      assert.deepEqual(await titles('overdue=true'), ['File taxes']); // the clock is 2026-03-01T12:00Z
+      assert.deepEqual(await titles('due_after=2026-03-01T00:00:00Z&due_before=2026-03-31T00:00:00Z'), ['Buy milk']);
+      assert.deepEqual(await titles('q=birthday'), ['Call mom']);
+      assert.deepEqual(await titles('q=tax'), ['File taxes'], 'partial words match');
+      assert.deepEqual(await titles('q=100%25'), []);
+
+      // Pages of 2 over every sort concatenate to the full ordered list, without duplicates or gaps.
+      for (const sort of ['due', 'priority', 'created', 'updated', 'title']) {
+        for (const order of ['asc', 'desc']) {
+          const full = await titles(`sort=${sort}&order=${order}&limit=200`);
+          const paged: string[] = [];
+          let cursor: string | null = null;
+          do {
+            const r: { body: { items: { title: string }[]; next_cursor: string | null } } = await app.call(u, 'GET', `/api/tasks?sort=${sort}&order=${order}&limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+            paged.push(...r.body.items.map((t) => t.title));
+            cursor = r.body.next_cursor;
+          } while (cursor);
+          assert.deepEqual(paged, full, `${sort} ${order}`);
+          assert.equal(full.length, 5);
+        }
+      }
+    });
+
+    it('writes no task and no event when the transaction rolls back', async () => {
+      const store = new TaskStore(db, new ManualClock());
+      const rows = await count('tasks');
+      const events = await count('outbox');
+      await assert.rejects(
+        db.transaction(async (tx) => {
+          await store.create('gina', { title: 'doomed', description: '', status: 'pending', priority: 'none', tags: [], due_date: null, reminders: null, recurrence: null }, { source: 'test' }, { tx });
+          assert.equal(Number((await tx.query<{ n: string }>('SELECT count(*)::text AS n FROM outbox')).rows[0]!.n), events + 1);
+          throw new Error('abort');
+        }),
+        /abort/,
+      );
+      assert.equal(await count('tasks'), rows);
+      assert.equal(await count('outbox'), events);
+    });
+
+    it('serves OpenAPI, docs, health and readiness', async () => {
+      const spec = await app.call(null, 'GET', '/openapi.json');
+      assert.equal(spec.status, 200);
+      assert.ok(spec.body.paths['/api/tasks'].post);
+      assert.ok(spec.body.paths['/api/{user_id}/tasks/{id}/complete'].patch);
+      assert.equal((await fetch(`${app.url}/docs/`)).status, 200);
+      assert.deepEqual((await app.call(null, 'GET', '/healthz')).body, { status: 'ok' });
+      assert.equal((await app.call(null, 'GET', '/readyz')).status, 200);
+      const unknown = await app.call('alice', 'GET', '/api/nothing-here/x/y');
+      assert.equal(unknown.status, 404);
+    });
+  });
+}
