@@ -271,7 +271,7 @@ class GroupMember implements Subscription {
         const rows = (
           await this.db.query<MessageRow>(
             `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
-             WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY "offset" LIMIT $4`,
+             WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY bus_messages."offset" LIMIT $4`,
             [topic, partition, position, this.cfg.batchSize],
           )
         ).rows;
@@ -397,7 +397,7 @@ export class EmbeddedAdmin implements BusAdmin {
   async read(topic: string, opts: { limit?: number } = {}): Promise<StoredMessage[]> {
     const r = await this.db.query<MessageRow>(
       `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
-        WHERE topic = $1 ORDER BY partition, "offset" LIMIT $2`,
+        WHERE topic = $1 ORDER BY bus_messages.partition, bus_messages."offset" LIMIT $2`,
       [topic, opts.limit ?? 1000],
     );
     return r.rows.map(toMessage);
@@ -422,7 +422,7 @@ export class EmbeddedAdmin implements BusAdmin {
       for (const [partition, from] of positions) {
         const rows = await this.db.query<MessageRow>(
           `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
-            WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY "offset" LIMIT 500`,
+            WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY bus_messages."offset" LIMIT 500`,
           [topic, partition, from],
         );
         for (const r of rows.rows) {

@@ -1,0 +1,52 @@
+/**
+ * Dead-letter inspection and replay, the same for every transport (`taskflow dlq list|show|replay`).
+ * Replay publishes the original event, unchanged (same id), back to its source topic: the failed group
+ * handles it again, and groups that had handled it already skip it by its id (consumers are idempotent).
+ */
+import { dlqTopic } from '../contracts/topics.ts';
+import type { CloudEvent } from '../contracts/cloudevent.ts';
+import { DLQ_HEADERS } from './consumer.ts';
+import type { Bus, BusAdmin, StoredMessage } from './types.ts';
+
+export interface DeadLetter {
+  group: string;
+  dlqOffset: string;
+  dlqPartition: number;
+  key: string;
+  event: CloudEvent;
+  error: string;
+  attempts: number;
+  firstFailure: string | null;
+  lastFailure: string | null;
+  source: { topic: string; partition: number; offset: string };
+}
+
+const toDeadLetter = (group: string, m: StoredMessage): DeadLetter => ({
+  group,
+  dlqOffset: m.offset,
+  dlqPartition: m.partition,
+  key: m.key,
+  event: m.event,
+  error: m.headers[DLQ_HEADERS.error] ?? '',
+  attempts: Number(m.headers[DLQ_HEADERS.attempts] ?? 0),
+  firstFailure: m.headers[DLQ_HEADERS.firstFailure] ?? null,
+  lastFailure: m.headers[DLQ_HEADERS.lastFailure] ?? null,
+  source: {
+    topic: m.headers[DLQ_HEADERS.sourceTopic] ?? '',
+    partition: Number(m.headers[DLQ_HEADERS.sourcePartition] ?? 0),
+    offset: m.headers[DLQ_HEADERS.sourceOffset] ?? '',
+  },
+});
+
+export async function listDeadLetters(admin: BusAdmin, group: string, limit = 1000): Promise<DeadLetter[]> {
+  return (await admin.read(dlqTopic(group), { limit })).map((m) => toDeadLetter(group, m));
+}
+
+/** Republishes dead letters of `group` (all, or those whose event id is in `ids`); returns them. */
+export async function replayDeadLetters(bus: Bus, group: string, opts: { ids?: readonly string[] } = {}): Promise<DeadLetter[]> {
+  const letters = (await listDeadLetters(bus.admin, group)).filter((d) => !opts.ids || opts.ids.includes(d.event.id));
+  const seen = new Set<string>();
+  const unique = letters.filter((d) => d.source.topic && !seen.has(d.event.id) && seen.add(d.event.id));
+  await bus.publisher.publish(unique.map((d) => ({ topic: d.source.topic, key: d.key, event: d.event })));
+  return unique;
+}

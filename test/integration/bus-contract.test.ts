@@ -1,0 +1,235 @@
+/**
+ * One contract, every transport: ordering per key, at-least-once with redelivery, dead-lettering, replay,
+ * consumer groups sharing partitions, and positions that survive a restart.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { DLQ_HEADERS } from '../../src/bus/consumer.ts';
+import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
+import type { BusMessage, Subscription } from '../../src/bus/types.ts';
+import { PermanentError } from '../../src/bus/types.ts';
+import { dlqTopic } from '../../src/contracts/topics.ts';
+import { waitFor } from '../helpers/app.ts';
+import { taskCreated, titleOf } from '../helpers/events.ts';
+import { harnesses, type TransportHarness } from '../helpers/transports.ts';
+
+const DAY = 86_400_000;
+
+for (const factory of harnesses) {
+  describe(`bus contract: ${factory.name}`, () => {
+    let h: TransportHarness;
+    before(async () => {
+      h = await factory.create();
+    });
+    after(async () => {
+      await h.cleanup();
+    });
+
+    async function topicWith(partitions: number) {
+      const name = h.unique('contract');
+      const p = await h.start();
+      await p.bus.admin.ensureTopics([{ name, partitions, retentionMs: DAY }]);
+      await p.close();
+      return name;
+    }
+
+    it('delivers every message once, in order per key, across partitions', async () => {
+      const topic = await topicWith(3);
+      const p = await h.start();
+      const keys = Array.from({ length: 8 }, (_, i) => `user-${i}`);
+      const messages = [];
+      for (let i = 0; i < 240; i++) {
+        const key = keys[i % keys.length]!;
+        messages.push({ topic, key, event: taskCreated(key, String(i)) });
+      }
+      for (let i = 0; i < messages.length; i += 40) await p.bus.publisher.publish(messages.slice(i, i + 40));
+      const got = new Map<string, number[]>();
+      let total = 0;
+      const partitionsSeen = new Set<number>();
+      const sub = await p.bus.subscriber.subscribe({
+        group: h.unique('order'),
+        topics: [topic],
+        handler: async (m) => {
+          got.set(m.key, [...(got.get(m.key) ?? []), Number(titleOf(m.event))]);
+          partitionsSeen.add(m.partition);
+          total++;
+        },
+      });
+      await waitFor(() => total >= 240, 30_000, '240 messages');
+      await new Promise((r) => setTimeout(r, 200));
+      await sub.close();
+      await p.close();
+      assert.equal(total, 240, 'no duplicates without failures');
+      for (const key of keys) {
+        const seqs = got.get(key)!;
+        assert.equal(seqs.length, 30, key);
+        assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), `${key} in order`);
+      }
+      assert.ok(partitionsSeen.size > 1, 'keys spread over partitions');
+    });
+
+    it('redelivers after a handler error (with backoff), keeping the key order', async () => {
+      const topic = await topicWith(1);
+      const p = await h.start();
+      await p.bus.publisher.publish(['a', 'b', 'c'].map((t) => ({ topic, key: 'u1', event: taskCreated('u1', t) })));
+      const attempts = new Map<string, number>();
+      const handled: string[] = [];
+      const sub = await p.bus.subscriber.subscribe({
+        group: h.unique('redeliver'),
+        topics: [topic],
+        handler: async (m) => {
+          const t = titleOf(m.event);
+          attempts.set(t, (attempts.get(t) ?? 0) + 1);
+          if (t === 'b' && attempts.get(t)! < 3) throw new Error('transient');
+          handled.push(t);
+        },
+      });
+      await waitFor(() => handled.length >= 3, 20_000, 'three handled');
+      await sub.close();
+      await p.close();
+      assert.deepEqual(handled, ['a', 'b', 'c']);
+      assert.equal(attempts.get('b'), 3);
+    });
+
+    it('dead-letters after the configured attempts with failure headers, then moves on; replay handles it once', async () => {
+      const topic = await topicWith(1);
+      const group = h.unique('dlq');
+      const p = await h.start({ retry: { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 10 } });
+      const poison = taskCreated('u2', 'poison');
+      await p.bus.publisher.publish([
+        { topic, key: 'u2', event: taskCreated('u2', 'before') },
+        { topic, key: 'u2', event: poison },
+        { topic, key: 'u2', event: taskCreated('u2', 'after') },
+      ]);
+      let broken = true;
+      let poisonAttempts = 0;
+      const effects = new Map<string, number>();
+      const sub = await p.bus.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => {
+          if (titleOf(m.event) === 'poison') {
+            poisonAttempts++;
+            if (broken) throw new Error('cannot handle poison');
+          }
+          effects.set(m.event.id, (effects.get(m.event.id) ?? 0) + 1);
+        },
+      });
+      await waitFor(() => effects.size >= 2, 20_000, 'messages around the poison');
+      assert.equal(poisonAttempts, 3);
+      const letters = await waitFor(async () => {
+        const l = await listDeadLetters(p.bus.admin, group);
+        return l.length ? l : undefined;
+      }, 10_000, 'dead letter');
+      assert.equal(letters.length, 1);
+      const [dl] = letters;
+      assert.equal(dl!.event.id, poison.id);
+      assert.equal(dl!.attempts, 3);
+      assert.match(dl!.error, /cannot handle poison/);
+      assert.equal(dl!.source.topic, topic);
+      assert.equal(dl!.source.partition, 0);
+      assert.equal(dl!.source.offset, '1');
+      assert.ok(dl!.firstFailure && dl!.lastFailure);
+      const raw = await p.bus.admin.read(dlqTopic(group));
+      assert.equal(raw[0]!.headers[DLQ_HEADERS.group], group);
+
+      broken = false;
+      const replayed = await replayDeadLetters(p.bus, group, { ids: [poison.id] });
+      assert.equal(replayed.length, 1);
+      await waitFor(() => effects.get(poison.id) === 1, 20_000, 'replayed poison handled');
+      await new Promise((r) => setTimeout(r, 300));
+      await sub.close();
+      await p.close();
+      assert.equal(effects.get(poison.id), 1, 'handled once after replay');
+      assert.equal(effects.size, 3);
+    });
+
+    it('dead-letters invalid events and PermanentError at once, without calling the handler again', async () => {
+      const topic = await topicWith(1);
+      const group = h.unique('invalid');
+      const p = await h.start();
+      const invalid = taskCreated('u3', 'x');
+      (invalid.data as { task: { title: string } }).task.title = '';
+      const permanent = taskCreated('u3', 'permanent');
+      await p.bus.publisher.publish([
+        { topic, key: 'u3', event: invalid },
+        { topic, key: 'u3', event: permanent },
+        { topic, key: 'u3', event: taskCreated('u3', 'fine') },
+      ]);
+      const calls: string[] = [];
+      const sub = await p.bus.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => {
+          calls.push(titleOf(m.event));
+          if (titleOf(m.event) === 'permanent') throw new PermanentError('will never work');
+        },
+      });
+      await waitFor(() => calls.includes('fine'), 20_000, 'fine handled');
+      const letters = await waitFor(async () => {
+        const l = await listDeadLetters(p.bus.admin, group);
+        return l.length >= 2 ? l : undefined;
+      }, 10_000, 'two dead letters');
+      await sub.close();
+      await p.close();
+      assert.deepEqual(calls, ['permanent', 'fine'], 'the invalid event never reaches the handler');
+      assert.match(letters[0]!.error, /invalid event/);
+      assert.equal(letters[0]!.attempts, 0);
+      assert.match(letters[1]!.error, /will never work/);
+      assert.equal(letters[1]!.attempts, 1);
+    });
+
+    it('splits partitions between members of one group; every group gets everything', async () => {
+      const topic = await topicWith(4);
+      const group = h.unique('shared');
+      const p1 = await h.start();
+      const p2 = await h.start();
+      const byMember: [Map<string, BusMessage>, Map<string, BusMessage>] = [new Map(), new Map()];
+      const other = new Map<string, BusMessage>();
+      const subs: Subscription[] = [];
+      subs.push(await p1.bus.subscriber.subscribe({ group, topics: [topic], handler: async (m) => void byMember[0].set(m.event.id, m) }));
+      subs.push(await p2.bus.subscriber.subscribe({ group, topics: [topic], handler: async (m) => void byMember[1].set(m.event.id, m) }));
+      subs.push(await p1.bus.subscriber.subscribe({ group: h.unique('other'), topics: [topic], handler: async (m) => void other.set(m.event.id, m) }));
+      // let the group settle on two members before producing
+      await new Promise((r) => setTimeout(r, factory.name === 'embedded' ? 500 : 3000));
+      const events = Array.from({ length: 100 }, (_, i) => ({ topic, key: `k${i % 20}`, event: taskCreated(`k${i % 20}`, String(i)) }));
+      await p1.bus.publisher.publish(events);
+      await waitFor(() => byMember[0].size + byMember[1].size >= 100 && other.size >= 100, 30_000, 'all delivered');
+      for (const s of subs) await s.close();
+      await p1.close();
+      await p2.close();
+      assert.ok(byMember[0].size > 0 && byMember[1].size > 0, `both members worked: ${byMember[0].size}/${byMember[1].size}`);
+      const parts0 = new Set([...byMember[0].values()].map((m) => m.partition));
+      const parts1 = new Set([...byMember[1].values()].map((m) => m.partition));
+      assert.deepEqual([...parts0].filter((x) => parts1.has(x)), [], 'a partition belongs to one member');
+      const union = new Set([...byMember[0].keys(), ...byMember[1].keys()]);
+      assert.equal(union.size, 100);
+      assert.equal(other.size, 100);
+    });
+
+    it('keeps committed positions across a restart', async () => {
+      const topic = await topicWith(2);
+      const group = h.unique('restart');
+      let p = await h.start();
+      await p.bus.publisher.publish(Array.from({ length: 20 }, (_, i) => ({ topic, key: `r${i % 3}`, event: taskCreated(`r${i % 3}`, `first-${i}`) })));
+      const seen: string[] = [];
+      let sub = await p.bus.subscriber.subscribe({ group, topics: [topic], handler: async (m) => void seen.push(titleOf(m.event)) });
+      await waitFor(() => seen.length >= 20, 20_000, 'first batch');
+      await sub.close();
+      await p.close();
+
+      p = await h.start();
+      await p.bus.publisher.publish(Array.from({ length: 10 }, (_, i) => ({ topic, key: `r${i % 3}`, event: taskCreated(`r${i % 3}`, `second-${i}`) })));
+      const afterRestart: string[] = [];
+      sub = await p.bus.subscriber.subscribe({ group, topics: [topic], handler: async (m) => void afterRestart.push(titleOf(m.event)) });
+      await waitFor(() => afterRestart.length >= 10, 20_000, 'second batch');
+      await new Promise((r) => setTimeout(r, 300));
+      await sub.close();
+      const lag = await p.bus.admin.lag(group);
+      await p.close();
+      assert.equal(seen.length, 20);
+      assert.deepEqual(afterRestart.sort(), Array.from({ length: 10 }, (_, i) => `second-${i}`).sort());
+      assert.equal(lag.reduce((n, l) => n + l.lag, 0), 0, 'no lag left');
+    });
+  });
+}
