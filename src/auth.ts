@@ -17,7 +17,9 @@ export type Verifier = (token: string) => Promise<Principal>;
 
 export function createVerifier(jwt: Config['jwt']): Verifier {
   const secret = jwt.secret ? new TextEncoder().encode(jwt.secret) : undefined;
-  const jwks: JWTVerifyGetKey | undefined = jwt.jwksUrl ? createRemoteJWKSet(new URL(jwt.jwksUrl)) : undefined;
+  const jwks: JWTVerifyGetKey | undefined = jwt.jwksUrl
+    ? createRemoteJWKSet(new URL(jwt.jwksUrl))
+    : undefined;
   const options = {
     ...(jwt.issuer ? { issuer: jwt.issuer } : {}),
     ...(jwt.audience ? { audience: jwt.audience } : {}),
@@ -33,8 +35,10 @@ export function createVerifier(jwt: Config['jwt']): Verifier {
     } catch (err) {
       if (err instanceof AuthError) throw err;
       if (err instanceof errors.JWTExpired) throw new AuthError('token expired');
-      if (err instanceof errors.JWSSignatureVerificationFailed) throw new AuthError('token signature is invalid');
-      if (err instanceof errors.JWTClaimValidationFailed) throw new AuthError(`token claim ${err.claim} is invalid`);
+      if (err instanceof errors.JWSSignatureVerificationFailed)
+        throw new AuthError('token signature is invalid');
+      if (err instanceof errors.JWTClaimValidationFailed)
+        throw new AuthError(`token claim ${err.claim} is invalid`);
       throw new AuthError('token is malformed or not accepted');
     }
   };

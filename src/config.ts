@@ -43,7 +43,8 @@ const int = (env: NodeJS.ProcessEnv, key: string, def: number, min = 0): number 
   const raw = env[key];
   if (raw === undefined || raw === '') return def;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new ConfigError(`${key} must be an integer >= ${min}, got "${raw}"`);
+  if (!Number.isInteger(n) || n < min)
+    throw new ConfigError(`${key} must be an integer >= ${min}, got "${raw}"`);
   return n;
 };
 
@@ -52,12 +53,15 @@ export const DEFAULT_DATABASE_URL = '.data/db';
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const bus = (env.BUS || 'embedded') as BusKind;
-  if (!['embedded', 'kafka', 'dapr'].includes(bus)) throw new ConfigError(`BUS must be embedded, kafka or dapr, got "${bus}"`);
+  if (!['embedded', 'kafka', 'dapr'].includes(bus))
+    throw new ConfigError(`BUS must be embedded, kafka or dapr, got "${bus}"`);
   const port = int(env, 'PORT', 3000);
   const host = env.HOST || '127.0.0.1';
   const mech = env.KAFKA_SASL_MECHANISM?.toUpperCase();
   if (mech && !['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'].includes(mech))
-    throw new ConfigError(`KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got "${mech}"`);
+    throw new ConfigError(
+      `KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got "${mech}"`,
+    );
   const sslOn = env.KAFKA_SSL === 'true' || !!env.KAFKA_SSL_CA_FILE || !!mech;
   const config: Config = {
     databaseUrl,
@@ -79,14 +83,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000),
     },
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
-    relay: { batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1), pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1) },
+    relay: {
+      batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),
+      pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1),
+    },
     embedded: {
       pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 250, 1),
       heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 1000, 10),
       sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50),
     },
     kafka: {
-      brokers: (env.KAFKA_BROKERS || '127.0.0.1:9092').split(',').map((s) => s.trim()).filter(Boolean),
+      brokers: (env.KAFKA_BROKERS || '127.0.0.1:9092')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
       clientId: env.KAFKA_CLIENT_ID || 'taskflow',
       ...(mech
         ? {

@@ -26,7 +26,11 @@ export interface RunOptions {
   listen?: boolean;
 }
 
-export async function runTargets(config: Config, targets: readonly TargetDefinition[], opts: RunOptions = {}): Promise<RunningProcess> {
+export async function runTargets(
+  config: Config,
+  targets: readonly TargetDefinition[],
+  opts: RunOptions = {},
+): Promise<RunningProcess> {
   const log = opts.log ?? createLogger({ level: config.logLevel });
   const metrics = new Metrics();
   const db = opts.db ?? (await openDb(config.databaseUrl));
@@ -61,7 +65,9 @@ export async function runTargets(config: Config, targets: readonly TargetDefinit
       (stopped ??= (async () => {
         await http.app.close(); // stop accepting, let in-flight requests finish
         for (const r of [...running].reverse()) {
-          await r.target.stop().catch((err: unknown) => log.error({ err, target: r.name }, 'target stop failed'));
+          await r.target
+            .stop()
+            .catch((err: unknown) => log.error({ err, target: r.name }, 'target stop failed'));
         }
         await bus.close();
         if (!opts.db) await db.close();

@@ -19,7 +19,11 @@ export interface RetryPolicy {
 export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
 
 /** Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(max, base * 2^(n-1))]. */
-export function backoffDelay(attempt: number, policy: RetryPolicy, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  policy: RetryPolicy,
+  random: () => number = Math.random,
+): number {
   const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, attempt - 1));
   return Math.round(cap * random());
 }
@@ -61,7 +65,15 @@ export async function consumeWithRetry(
   handler: MessageHandler,
   ctx: ConsumeContext,
 ): Promise<ConsumeOutcome> {
-  const log = ctx.log.child({ group: ctx.group, topic: message.topic, partition: message.partition, offset: message.offset, event_id: message.event?.id, event_type: message.event?.type, trace_id: message.event?.traceparent?.split('-')[1] });
+  const log = ctx.log.child({
+    group: ctx.group,
+    topic: message.topic,
+    partition: message.partition,
+    offset: message.offset,
+    event_id: message.event?.id,
+    event_type: message.event?.type,
+    trace_id: message.event?.traceparent?.split('-')[1],
+  });
   const problems = eventProblems(message.event);
   const first = new Date().toISOString();
   if (problems.length) {
@@ -79,7 +91,10 @@ export async function consumeWithRetry(
     } catch (err) {
       const permanent = err instanceof PermanentError;
       if (permanent || attempt >= ctx.policy.maxAttempts) {
-        log.error({ err, attempt }, permanent ? 'permanent failure, dead-lettering' : 'retries exhausted, dead-lettering');
+        log.error(
+          { err, attempt },
+          permanent ? 'permanent failure, dead-lettering' : 'retries exhausted, dead-lettering',
+        );
         return deadLetter(message, ctx, errorText(err), attempt, first);
       }
       ctx.hooks?.onRetry?.(message, attempt, err);
@@ -114,14 +129,20 @@ async function deadLetter(
   // The dead letter must be durable before the source position moves on: keep trying until it is.
   for (let attempt = 1; ; attempt++) {
     try {
-      await ctx.publisher.publish([{ topic: dlqTopic(ctx.group), key: message.key, event: message.event, headers }]);
+      await ctx.publisher.publish([
+        { topic: dlqTopic(ctx.group), key: message.key, event: message.event, headers },
+      ]);
       ctx.hooks?.onDeadLetter?.(message, error);
       return 'dead-lettered';
     } catch (err) {
       if (ctx.signal?.aborted) return 'aborted';
       ctx.log.error({ err: errorText(err), attempt }, 'could not publish dead letter, retrying');
       try {
-        await sleep(backoffDelay(attempt, ctx.policy), undefined, ctx.signal ? { signal: ctx.signal } : undefined);
+        await sleep(
+          backoffDelay(attempt, ctx.policy),
+          undefined,
+          ctx.signal ? { signal: ctx.signal } : undefined,
+        );
       } catch {
         return 'aborted';
       }

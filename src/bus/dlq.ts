@@ -43,8 +43,14 @@ export async function listDeadLetters(admin: BusAdmin, group: string, limit = 10
 }
 
 /** Republishes dead letters of `group` (all, or those whose event id is in `ids`); returns them. */
-export async function replayDeadLetters(bus: Bus, group: string, opts: { ids?: readonly string[] } = {}): Promise<DeadLetter[]> {
-  const letters = (await listDeadLetters(bus.admin, group)).filter((d) => !opts.ids || opts.ids.includes(d.event.id));
+export async function replayDeadLetters(
+  bus: Bus,
+  group: string,
+  opts: { ids?: readonly string[] } = {},
+): Promise<DeadLetter[]> {
+  const letters = (await listDeadLetters(bus.admin, group)).filter(
+    (d) => !opts.ids || opts.ids.includes(d.event.id),
+  );
   const seen = new Set<string>();
   const unique = letters.filter((d) => d.source.topic && !seen.has(d.event.id) && seen.add(d.event.id));
   await bus.publisher.publish(unique.map((d) => ({ topic: d.source.topic, key: d.key, event: d.event })));

@@ -69,7 +69,12 @@ async function serve(names: readonly string[], banner: boolean) {
 program
   .command('up')
   .description('run every target in one process (embedded defaults: PGlite in .data/, embedded bus)')
-  .action(() => serve(TARGETS.map((t) => t.name), true));
+  .action(() =>
+    serve(
+      TARGETS.map((t) => t.name),
+      true,
+    ),
+  );
 
 program
   .command('serve')
@@ -95,7 +100,8 @@ program
   .option('--expires <span>', 'lifetime, e.g. 1h, 7d', '30d')
   .action(async (opts: { user: string; expires: string }) => {
     const config = loadConfig();
-    if (!config.jwt.secret) throw new ConfigError('tokens can only be signed with JWT_SECRET (not with JWT_JWKS_URL)');
+    if (!config.jwt.secret)
+      throw new ConfigError('tokens can only be signed with JWT_SECRET (not with JWT_JWKS_URL)');
     console.log(
       await signDevToken(config.jwt.secret, opts.user, {
         expiresIn: opts.expires,
@@ -123,7 +129,14 @@ program
     let seen = 0;
     await bus.admin.tail(topic, { fromBeginning: !!opts.fromBeginning, signal: stop.signal }, (m) => {
       process.stdout.write(
-        JSON.stringify({ topic: m.topic, partition: m.partition, offset: m.offset, key: m.key, headers: m.headers, event: m.event }) + '\n',
+        JSON.stringify({
+          topic: m.topic,
+          partition: m.partition,
+          offset: m.offset,
+          key: m.key,
+          headers: m.headers,
+          event: m.event,
+        }) + '\n',
       );
       if (opts.limit && ++seen >= opts.limit) stop.abort();
     });

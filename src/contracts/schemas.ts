@@ -145,7 +145,8 @@ export const isEventType = (t: string): t is EventType => Object.hasOwn(EVENT_TY
 // ajv-formats is CommonJS; depending on the loader its function arrives as `default` or `default.default`.
 type AddFormats = (ajv: Ajv) => Ajv;
 const formats = formatsModule as unknown as { default: AddFormats | { default: AddFormats } };
-const addFormats: AddFormats = typeof formats.default === 'function' ? formats.default : formats.default.default;
+const addFormats: AddFormats =
+  typeof formats.default === 'function' ? formats.default : formats.default.default;
 const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
 addFormats(ajv);
 ajv.addSchema(taskSchema);

@@ -96,11 +96,13 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
       issue(key, `unknown query parameter; allowed: ${QUERY_KEYS.join(', ')}`);
 
   const status = single(input.status) ?? 'all';
-  if (!['pending', 'completed', 'all'].includes(status)) issue('status', 'must be one of pending, completed, all');
+  if (!['pending', 'completed', 'all'].includes(status))
+    issue('status', 'must be one of pending, completed, all');
 
   const priorities = list(input.priority ?? []).map((p) => p.toLowerCase());
   for (const p of priorities)
-    if (!(PRIORITIES as readonly string[]).includes(p)) issue('priority', `must be among ${PRIORITIES.join(', ')}`);
+    if (!(PRIORITIES as readonly string[]).includes(p))
+      issue('priority', `must be among ${PRIORITIES.join(', ')}`);
 
   const tags = list(input.tag ?? []).map((t) => t.toLowerCase());
   if (tags.length > 20) issue('tag', 'at most 20 tags');
@@ -131,7 +133,8 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   const rawSort = single(input.sort) ?? 'created';
   const sort = SORT_ALIASES[rawSort.replace(/^-/, '')];
   if (!sort) issue('sort', `must be one of ${SORT_FIELDS.join(', ')}`);
-  const defaultOrder = rawSort.startsWith('-') || sort === 'priority' ? 'desc' : sort === 'due' ? 'asc' : 'desc';
+  const defaultOrder =
+    rawSort.startsWith('-') || sort === 'priority' ? 'desc' : sort === 'due' ? 'asc' : 'desc';
   const order = single(input.order) ?? defaultOrder;
   if (order !== 'asc' && order !== 'desc') issue('order', 'must be asc or desc');
 
@@ -139,7 +142,8 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   const rawLimit = single(input.limit);
   if (rawLimit !== undefined) {
     limit = Number(rawLimit);
-    if (!/^\d+$/.test(rawLimit) || limit < 1 || limit > MAX_LIMIT) issue('limit', `must be an integer 1-${MAX_LIMIT}`);
+    if (!/^\d+$/.test(rawLimit) || limit < 1 || limit > MAX_LIMIT)
+      issue('limit', `must be an integer 1-${MAX_LIMIT}`);
   }
 
   let cursor: Cursor | null = null;

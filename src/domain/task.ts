@@ -114,7 +114,8 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
     case 'description': {
       if (value === null) return '';
       if (typeof value !== 'string') return issue('must be a string');
-      if (value.length > LIMITS.descriptionMax) return issue(`must be at most ${LIMITS.descriptionMax} characters`);
+      if (value.length > LIMITS.descriptionMax)
+        return issue(`must be at most ${LIMITS.descriptionMax} characters`);
       return value;
     }
     case 'status':
@@ -151,8 +152,10 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
     }
     case 'reminders': {
       if (value === null) return null;
-      if (!Array.isArray(value)) return issue('must be an array of ISO 8601 durations (PT1H) or instants, or null');
-      if (value.length > LIMITS.remindersMax) return issue(`must have at most ${LIMITS.remindersMax} reminders`);
+      if (!Array.isArray(value))
+        return issue('must be an array of ISO 8601 durations (PT1H) or instants, or null');
+      if (value.length > LIMITS.remindersMax)
+        return issue(`must have at most ${LIMITS.remindersMax} reminders`);
       const out: string[] = [];
       value.forEach((raw, i) => {
         const path = `reminders[${i}]`;
@@ -167,7 +170,8 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
           out.push(d.toString());
         } else {
           const at = parseInstant(raw);
-          if (at === null) return issue(`must be an ISO 8601 duration (PT1H) or an instant; ${INSTANT_HINT}`, path);
+          if (at === null)
+            return issue(`must be an ISO 8601 duration (PT1H) or an instant; ${INSTANT_HINT}`, path);
           out.push(at);
         }
       });
@@ -242,7 +246,13 @@ export function validatePatch(input: unknown, ctx: ValidationContext): Result<Ta
   return parsed;
 }
 
-export function newTask(id: string, userId: string, fields: TaskFields, now: Date, seriesId?: string | null): Task {
+export function newTask(
+  id: string,
+  userId: string,
+  fields: TaskFields,
+  now: Date,
+  seriesId?: string | null,
+): Task {
   const at = now.toISOString();
   return {
     id,
@@ -263,7 +273,8 @@ export function changedFields(before: Task, after: Task): string[] {
   return MUTABLE_FIELDS.filter((k) => !sameValue(before[k], after[k]));
 }
 
-export type TaskEventType = 'task.created' | 'task.updated' | 'task.completed' | 'task.reopened' | 'task.deleted';
+export type TaskEventType =
+  'task.created' | 'task.updated' | 'task.completed' | 'task.reopened' | 'task.deleted';
 
 export interface Transition {
   task: Task;
@@ -284,7 +295,8 @@ export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Tran
   next.updated_at = now.toISOString();
   next.version = task.version + 1;
   let eventType: TaskEventType = 'task.updated';
-  if (task.status !== next.status) eventType = next.status === 'completed' ? 'task.completed' : 'task.reopened';
+  if (task.status !== next.status)
+    eventType = next.status === 'completed' ? 'task.completed' : 'task.reopened';
   return ok({ task: next, changes, eventType });
 }
 

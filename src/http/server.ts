@@ -17,7 +17,11 @@ export interface HttpServer {
   addReadinessCheck(name: string, check: ReadinessCheck): void;
 }
 
-export async function createHttpServer(opts: { log: Logger; metrics: Metrics; bodyLimit?: number }): Promise<HttpServer> {
+export async function createHttpServer(opts: {
+  log: Logger;
+  metrics: Metrics;
+  bodyLimit?: number;
+}): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'http' }) as FastifyBaseLogger,
     disableRequestLogging: true,
@@ -57,7 +61,9 @@ export async function createHttpServer(opts: { log: Logger; metrics: Metrics; bo
         : err.message;
     return sendProblem(reply, problem(status, detail));
   });
-  app.setNotFoundHandler((req, reply) => sendProblem(reply, problem(404, `no route ${req.method} ${req.url.split('?')[0]}`)));
+  app.setNotFoundHandler((req, reply) =>
+    sendProblem(reply, problem(404, `no route ${req.method} ${req.url.split('?')[0]}`)),
+  );
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {

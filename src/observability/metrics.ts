@@ -59,7 +59,8 @@ export class Metrics {
   });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'taskflow_' });
+    if (opts.defaultMetrics !== false)
+      collectDefaultMetrics({ register: this.registry, prefix: 'taskflow_' });
   }
 
   /** Hooks for consumeWithRetry that feed the consumer metrics of one group. */
@@ -69,10 +70,16 @@ export class Metrics {
         this.eventsConsumed.inc({ group, topic: m.topic, type: m.event.type, outcome: 'handled' });
         this.handlerDuration.observe({ group, type: m.event.type }, ms / 1000);
       },
-      onRetry: (m: { event: { type: string } }) => this.handlerRetries.inc({ group, type: m.event?.type ?? 'unknown' }),
+      onRetry: (m: { event: { type: string } }) =>
+        this.handlerRetries.inc({ group, type: m.event?.type ?? 'unknown' }),
       onDeadLetter: (m: { topic: string; event: { type: string } }) => {
         this.deadLetters.inc({ group, topic: m.topic });
-        this.eventsConsumed.inc({ group, topic: m.topic, type: m.event?.type ?? 'unknown', outcome: 'dead_lettered' });
+        this.eventsConsumed.inc({
+          group,
+          topic: m.topic,
+          type: m.event?.type ?? 'unknown',
+          outcome: 'dead_lettered',
+        });
       },
     };
   }

@@ -8,6 +8,8 @@ export const TARGETS: readonly TargetDefinition[] = [apiTarget, relayTarget];
 export function findTargets(names: readonly string[]): TargetDefinition[] {
   const unknown = names.filter((n) => !TARGETS.some((t) => t.name === n));
   if (unknown.length)
-    throw new Error(`unknown target(s) ${unknown.join(', ')}; available: ${TARGETS.map((t) => t.name).join(', ')}`);
+    throw new Error(
+      `unknown target(s) ${unknown.join(', ')}; available: ${TARGETS.map((t) => t.name).join(', ')}`,
+    );
   return TARGETS.filter((t) => names.includes(t.name));
 }

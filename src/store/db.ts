@@ -36,7 +36,10 @@ class PostgresDb implements Db {
   readonly kind = 'postgres' as const;
   readonly signals = new EventEmitter();
   private readonly pool: pg.Pool;
-  constructor(readonly url: string, poolSize: number) {
+  constructor(
+    readonly url: string,
+    poolSize: number,
+  ) {
     this.pool = new pg.Pool({ connectionString: url, max: poolSize });
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);

@@ -1,7 +1,12 @@
 /** Named leases with expiry in the database: one holder at a time, taken over when it stops renewing. */
 import type { Queryable } from './db.ts';
 
-export async function tryAcquireLease(db: Queryable, name: string, holder: string, ttlMs: number): Promise<boolean> {
+export async function tryAcquireLease(
+  db: Queryable,
+  name: string,
+  holder: string,
+  ttlMs: number,
+): Promise<boolean> {
   const r = await db.query(
     `INSERT INTO leases (name, holder, lease_until) VALUES ($1, $2, now() + ($3::int * interval '1 millisecond'))
      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until

@@ -62,15 +62,20 @@ export async function pendingOutbox(db: Queryable, limit: number): Promise<Outbo
 }
 
 export async function markPublished(db: Queryable, ids: readonly string[]): Promise<void> {
-  if (ids.length) await db.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
+  if (ids.length)
+    await db.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
 }
 
-export async function recordPublishFailure(db: Queryable, ids: readonly string[], error: string): Promise<void> {
+export async function recordPublishFailure(
+  db: Queryable,
+  ids: readonly string[],
+  error: string,
+): Promise<void> {
   if (ids.length)
-    await db.query(`UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1::bigint[])`, [
-      ids,
-      error.slice(0, 2000),
-    ]);
+    await db.query(
+      `UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1::bigint[])`,
+      [ids, error.slice(0, 2000)],
+    );
 }
 
 export interface OutboxStats {
@@ -83,7 +88,10 @@ export async function outboxStats(db: Queryable): Promise<OutboxStats> {
     `SELECT count(*)::text AS pending, extract(epoch FROM now() - min(created_at))::text AS oldest
        FROM outbox WHERE published_at IS NULL`,
   );
-  return { pending: Number(r.rows[0]?.pending ?? 0), oldestPendingAgeSeconds: Number(r.rows[0]?.oldest ?? 0) };
+  return {
+    pending: Number(r.rows[0]?.pending ?? 0),
+    oldestPendingAgeSeconds: Number(r.rows[0]?.oldest ?? 0),
+  };
 }
 
 /** Deletes published rows older than `olderThanMs` (the bus keeps them for its retention). */

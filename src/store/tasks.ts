@@ -87,7 +87,10 @@ function unwrap<T>(r: Result<T>): T {
 
 /** Sort expressions that never yield NULL, so keyset pagination stays a simple row comparison. */
 const SORT_EXPR = {
-  due: { asc: `coalesce(due_date, 'infinity'::timestamptz)`, desc: `coalesce(due_date, '-infinity'::timestamptz)` },
+  due: {
+    asc: `coalesce(due_date, 'infinity'::timestamptz)`,
+    desc: `coalesce(due_date, '-infinity'::timestamptz)`,
+  },
   priority: { asc: 'priority_rank', desc: 'priority_rank' },
   created: { asc: 'created_at', desc: 'created_at' },
   updated: { asc: 'updated_at', desc: 'updated_at' },
@@ -178,7 +181,10 @@ export class TaskStore {
 
   async get(userId: string, id: string, q: Queryable = this.db): Promise<Task> {
     if (!isUuid(id)) throw new NotFoundError();
-    const r = await q.query<TaskRow>(`SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2`, [id, userId]);
+    const r = await q.query<TaskRow>(`SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2`, [
+      id,
+      userId,
+    ]);
     if (!r.rows[0]) throw new NotFoundError();
     return toTask(r.rows[0]);
   }
@@ -196,10 +202,10 @@ export class TaskStore {
   ): Promise<Task> {
     if (!isUuid(id)) throw new NotFoundError();
     const result = await this.db.transaction(async (tx) => {
-      const r = await tx.query<TaskRow>(`SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 FOR UPDATE`, [
-        id,
-        userId,
-      ]);
+      const r = await tx.query<TaskRow>(
+        `SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 FOR UPDATE`,
+        [id, userId],
+      );
       if (!r.rows[0]) throw new NotFoundError();
       const before = toTask(r.rows[0]);
       if (expectedVersion !== undefined && expectedVersion !== before.version)
@@ -243,10 +249,10 @@ export class TaskStore {
   async delete(userId: string, id: string, meta: EventMeta, expectedVersion?: number): Promise<Task> {
     if (!isUuid(id)) throw new NotFoundError();
     const result = await this.db.transaction(async (tx) => {
-      const r = await tx.query<TaskRow>(`DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING ${COLUMNS}`, [
-        id,
-        userId,
-      ]);
+      const r = await tx.query<TaskRow>(
+        `DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING ${COLUMNS}`,
+        [id, userId],
+      );
       if (!r.rows[0]) throw new NotFoundError();
       const task = toTask(r.rows[0]);
       if (expectedVersion !== undefined && expectedVersion !== task.version)

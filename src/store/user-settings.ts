@@ -20,7 +20,9 @@ export class UserSettingsStore {
       'SELECT user_id, timezone, default_reminders FROM user_settings WHERE user_id = $1',
       [userId],
     );
-    return r.rows[0] ?? { user_id: userId, timezone: this.defaultTimezone, default_reminders: DEFAULT_REMINDERS };
+    return (
+      r.rows[0] ?? { user_id: userId, timezone: this.defaultTimezone, default_reminders: DEFAULT_REMINDERS }
+    );
   }
 
   async put(s: UserSettings): Promise<UserSettings> {

@@ -33,13 +33,23 @@ export interface TestApp {
   clock: Clock;
   token(user: string): Promise<string>;
   /** fetch with a bearer token for `user`, JSON in and out. */
-  call(user: string | null, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+  call(
+    user: string | null,
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any; headers: Headers }>;
   stop(): Promise<void>;
 }
 
 export async function startApp(
   db: Db,
-  opts: { targets?: readonly string[] | TargetDefinition[]; env?: Record<string, string>; clock?: Clock } = {},
+  opts: {
+    targets?: readonly string[] | TargetDefinition[];
+    env?: Record<string, string>;
+    clock?: Clock;
+  } = {},
 ): Promise<TestApp> {
   const config = testConfig(opts.env);
   const targets =
@@ -66,7 +76,11 @@ export async function startApp(
         h['content-type'] ??= 'application/json';
         payload = typeof body === 'string' ? body : JSON.stringify(body);
       }
-      const res = await fetch(proc.url + path, { method, headers: h, ...(payload !== undefined ? { body: payload } : {}) });
+      const res = await fetch(proc.url + path, {
+        method,
+        headers: h,
+        ...(payload !== undefined ? { body: payload } : {}),
+      });
       const text = await res.text();
       let parsed: unknown = text;
       try {
@@ -88,7 +102,11 @@ export async function outboxEvents(db: Db) {
   return r.rows;
 }
 
-export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+export async function waitFor<T>(
+  fn: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();

@@ -9,7 +9,16 @@ export function taskCreated(user: string, title: string): CloudEvent<TaskEventDa
   const task = newTask(
     uuidv7(),
     user,
-    { title, description: '', status: 'pending', priority: 'none', tags: [], due_date: null, reminders: null, recurrence: null },
+    {
+      title,
+      description: '',
+      status: 'pending',
+      priority: 'none',
+      tags: [],
+      due_date: null,
+      reminders: null,
+      recurrence: null,
+    },
     new Date('2026-03-01T12:00:00Z'),
   );
   return makeEvent<TaskEventData>({

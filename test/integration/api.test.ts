@@ -71,7 +71,10 @@ for (const backend of backends) {
       assert.equal(reopened.body.status, 'pending');
       assert.equal(reopened.body.completed_at, null);
 
-      const patched = await app.call('alice', 'PATCH', `/api/tasks/${task.id}`, { title: 'Write the report', tags: [] });
+      const patched = await app.call('alice', 'PATCH', `/api/tasks/${task.id}`, {
+        title: 'Write the report',
+        tags: [],
+      });
       assert.equal(patched.status, 200);
       assert.equal(patched.body.version, 4);
 
@@ -92,7 +95,11 @@ for (const backend of backends) {
         assert.match(e.event.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
       }
       const seqs = events.map((e) => Number(e.stream_seq));
-      assert.deepEqual(seqs, seqs.map((_, i) => seqs[0]! + i), 'per-user sequence is gap-free in commit order');
+      assert.deepEqual(
+        seqs,
+        seqs.map((_, i) => seqs[0]! + i),
+        'per-user sequence is gap-free in commit order',
+      );
       const [c, done, reopen, upd, del] = events.map((e) => e.event.data);
       assert.equal(c.previous, null);
       assert.deepEqual(done.changes, ['status']);
@@ -116,7 +123,10 @@ for (const backend of backends) {
       const listCompat = await app.call('carol', 'GET', '/api/carol/tasks?status=all');
       assert.deepEqual(listCompat.body, listCanonical.body);
 
-      const put = await app.call('carol', 'PUT', `/api/carol/tasks/${id}`, { title: 'compat 2', description: 'd' });
+      const put = await app.call('carol', 'PUT', `/api/carol/tasks/${id}`, {
+        title: 'compat 2',
+        description: 'd',
+      });
       assert.equal(put.status, 200);
       assert.equal(put.body.title, 'compat 2');
       const toggled = await app.call('carol', 'PATCH', `/api/carol/tasks/${id}/complete`);
@@ -140,14 +150,18 @@ for (const backend of backends) {
     });
 
     it('isolates users: B never sees, changes or deletes A’s task', async () => {
-      const a = (await app.call('userA', 'POST', '/api/tasks', { title: 'A private', tags: ['secret'] })).body;
+      const a = (await app.call('userA', 'POST', '/api/tasks', { title: 'A private', tags: ['secret'] }))
+        .body;
       const events = (await outboxEvents(db)).length;
       assert.equal((await app.call('userB', 'GET', `/api/tasks/${a.id}`)).status, 404);
       assert.equal((await app.call('userB', 'PATCH', `/api/tasks/${a.id}`, { title: 'pwned' })).status, 404);
       assert.equal((await app.call('userB', 'POST', `/api/tasks/${a.id}/complete`)).status, 404);
       assert.equal((await app.call('userB', 'POST', `/api/tasks/${a.id}/reopen`)).status, 404);
       assert.equal((await app.call('userB', 'DELETE', `/api/tasks/${a.id}`)).status, 404);
-      assert.equal((await app.call('userB', 'PUT', `/api/userB/tasks/${a.id}`, { title: 'pwned' })).status, 404);
+      assert.equal(
+        (await app.call('userB', 'PUT', `/api/userB/tasks/${a.id}`, { title: 'pwned' })).status,
+        404,
+      );
       assert.equal((await app.call('userB', 'PATCH', `/api/userB/tasks/${a.id}/complete`)).status, 404);
       const listB = await app.call('userB', 'GET', '/api/tasks?q=private&tag=secret');
       assert.deepEqual(listB.body.items, []);
@@ -159,9 +173,21 @@ for (const backend of backends) {
 
     it('answers 401 on missing, malformed, forged, expired and subject-less tokens', async () => {
       const secret = new TextEncoder().encode(TEST_SECRET);
-      const forged = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime('1h').sign(new TextEncoder().encode('another-secret-another-secret-another-secret'));
-      const expired = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setIssuedAt(1_600_000_000).setExpirationTime(1_600_000_600).sign(secret);
-      const noSub = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(secret);
+      const forged = await new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('alice')
+        .setExpirationTime('1h')
+        .sign(new TextEncoder().encode('another-secret-another-secret-another-secret'));
+      const expired = await new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('alice')
+        .setIssuedAt(1_600_000_000)
+        .setExpirationTime(1_600_000_600)
+        .sign(secret);
+      const noSub = await new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setExpirationTime('1h')
+        .sign(secret);
       const valid = await app.token('alice');
       const alg = valid.split('.');
       const noneAlg = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${alg[1]}.`;
@@ -182,11 +208,16 @@ for (const backend of backends) {
         const w = await app.call(null, 'POST', '/api/tasks', { title: 'x' }, headers);
         assert.equal(w.status, 401, `${name} (write)`);
       }
-      assert.equal((await app.call(null, 'GET', '/api/tasks', undefined, { authorization: `Bearer ${valid}` })).status, 200);
+      assert.equal(
+        (await app.call(null, 'GET', '/api/tasks', undefined, { authorization: `Bearer ${valid}` })).status,
+        200,
+      );
     });
 
     it('rejects bad input with 400 problem+json naming the field, writing no row and no event', async () => {
-      const existing = (await app.call('dave', 'POST', '/api/tasks', { title: 'base', due_date: '2026-04-01T00:00:00Z' })).body;
+      const existing = (
+        await app.call('dave', 'POST', '/api/tasks', { title: 'base', due_date: '2026-04-01T00:00:00Z' })
+      ).body;
       const rows = await count('tasks');
       const events = await count('outbox');
       const long = (n: number) => 'x'.repeat(n);
@@ -209,14 +240,39 @@ for (const backend of backends) {
         ['POST', '/api/tasks', { title: 't', due_date: 'tomorrow' }, 'due_date'],
         ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00' }, 'due_date'],
         ['POST', '/api/tasks', { title: 't', due_date: '2026-02-30T09:00:00Z' }, 'due_date'],
-        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: 'PT1H' }, 'reminders'],
-        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['PT-1H'] }, 'reminders[0]'],
-        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['P2Y'] }, 'reminders[0]'],
-        ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['soon'] }, 'reminders[0]'],
+        [
+          'POST',
+          '/api/tasks',
+          { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: 'PT1H' },
+          'reminders',
+        ],
+        [
+          'POST',
+          '/api/tasks',
+          { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['PT-1H'] },
+          'reminders[0]',
+        ],
+        [
+          'POST',
+          '/api/tasks',
+          { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['P2Y'] },
+          'reminders[0]',
+        ],
+        [
+          'POST',
+          '/api/tasks',
+          { title: 't', due_date: '2026-03-05T09:00:00Z', reminders: ['soon'] },
+          'reminders[0]',
+        ],
         ['POST', '/api/tasks', { title: 't', reminders: ['PT1H'] }, 'reminders'],
         ['POST', '/api/tasks', { title: 't', recurrence: 'fortnightly' }, 'recurrence'],
         ['POST', '/api/tasks', { title: 't', recurrence: { rrule: 'FREQ=SOMETIMES' } }, 'recurrence.rrule'],
-        ['POST', '/api/tasks', { title: 't', recurrence: { preset: 'daily', timezone: 'Mars/Olympus' } }, 'recurrence.timezone'],
+        [
+          'POST',
+          '/api/tasks',
+          { title: 't', recurrence: { preset: 'daily', timezone: 'Mars/Olympus' } },
+          'recurrence.timezone',
+        ],
         ['POST', '/api/tasks', { title: 't', owner: 'mallory' }, 'owner'],
         ['POST', '/api/tasks', { title: 't', user_id: 'mallory' }, 'user_id'],
         ['POST', '/api/tasks', [{ title: 't' }], ''],
@@ -242,7 +298,11 @@ for (const backend of backends) {
         assert.equal(r.status, 400, label);
         assert.match(r.headers.get('content-type') ?? '', /^application\/problem\+json/, label);
         assert.equal(r.body.status, 400, label);
-        if (field) assert.ok(r.body.errors?.some((e: { field: string }) => e.field === field), `${label}: names ${field}: ${JSON.stringify(r.body)}`);
+        if (field)
+          assert.ok(
+            r.body.errors?.some((e: { field: string }) => e.field === field),
+            `${label}: names ${field}: ${JSON.stringify(r.body)}`,
+          );
         else assert.ok(typeof r.body.detail === 'string' && r.body.detail.length > 0, label);
       }
       assert.ok(cases.length >= 20);
@@ -254,18 +314,40 @@ for (const backend of backends) {
 
     it('answers 412 on a stale If-Match and applies a fresh one', async () => {
       const t = (await app.call('erin', 'POST', '/api/tasks', { title: 'v1' })).body;
-      const ok = await app.call('erin', 'PATCH', `/api/tasks/${t.id}`, { title: 'v2' }, { 'if-match': '"1"' });
+      const ok = await app.call(
+        'erin',
+        'PATCH',
+        `/api/tasks/${t.id}`,
+        { title: 'v2' },
+        { 'if-match': '"1"' },
+      );
       assert.equal(ok.status, 200);
       assert.equal(ok.headers.get('etag'), '"2"');
       const events = await count('outbox');
-      const stale = await app.call('erin', 'PATCH', `/api/tasks/${t.id}`, { title: 'v3' }, { 'if-match': '"1"' });
+      const stale = await app.call(
+        'erin',
+        'PATCH',
+        `/api/tasks/${t.id}`,
+        { title: 'v3' },
+        { 'if-match': '"1"' },
+      );
       assert.equal(stale.status, 412);
       assert.equal(stale.body.current_version, 2);
-      assert.equal((await app.call('erin', 'DELETE', `/api/tasks/${t.id}`, undefined, { 'if-match': '"1"' })).status, 412);
-      assert.equal((await app.call('erin', 'POST', `/api/tasks/${t.id}/complete`, undefined, { 'if-match': 'W/"1"' })).status, 412);
+      assert.equal(
+        (await app.call('erin', 'DELETE', `/api/tasks/${t.id}`, undefined, { 'if-match': '"1"' })).status,
+        412,
+      );
+      assert.equal(
+        (await app.call('erin', 'POST', `/api/tasks/${t.id}/complete`, undefined, { 'if-match': 'W/"1"' }))
+          .status,
+        412,
+      );
       assert.equal(await count('outbox'), events, 'no event for refused writes');
       assert.equal((await app.call('erin', 'GET', `/api/tasks/${t.id}`)).body.title, 'v2');
-      assert.equal((await app.call('erin', 'DELETE', `/api/tasks/${t.id}`, undefined, { 'if-match': '"2"' })).status, 204);
+      assert.equal(
+        (await app.call('erin', 'DELETE', `/api/tasks/${t.id}`, undefined, { 'if-match': '"2"' })).status,
+        204,
+      );
     });
 
     it('filters, searches, sorts and pages with a stable cursor', async () => {
@@ -274,23 +356,48 @@ for (const backend of backends) {
         { title: 'Buy milk', priority: 'low', tags: ['home', 'shop'], due_date: '2026-03-02T10:00:00Z' },
         { title: 'File taxes', priority: 'urgent', tags: ['finance'], due_date: '2026-02-20T10:00:00Z' },
         { title: 'Call mom', priority: 'medium', tags: ['home'], description: 'about the birthday party' },
-        { title: 'Book flights', priority: 'high', tags: ['travel', 'shop'], due_date: '2026-04-01T10:00:00Z' },
+        {
+          title: 'Book flights',
+          priority: 'high',
+          tags: ['travel', 'shop'],
+          due_date: '2026-04-01T10:00:00Z',
+        },
         { title: 'Archive photos', priority: 'none', tags: [], status: 'completed' },
       ];
       for (const s of specs) assert.equal((await app.call(u, 'POST', '/api/tasks', s)).status, 201);
-      const titles = async (q: string) => (await app.call(u, 'GET', `/api/tasks?${q}`)).body.items.map((t: { title: string }) => t.title);
+      const titles = async (q: string) =>
+        (await app.call(u, 'GET', `/api/tasks?${q}`)).body.items.map((t: { title: string }) => t.title);
       assert.deepEqual(await titles('status=completed'), ['Archive photos']);
-      assert.deepEqual((await titles('status=pending&sort=title&order=asc')), ['Book flights', 'Buy milk', 'Call mom', 'File taxes']);
+      assert.deepEqual(await titles('status=pending&sort=title&order=asc'), [
+        'Book flights',
+        'Buy milk',
+        'Call mom',
+        'File taxes',
+      ]);
       assert.deepEqual(await titles('priority=high,urgent&sort=priority'), ['File taxes', 'Book flights']);
       assert.deepEqual(await titles('tag=shop&sort=title&order=asc'), ['Book flights', 'Buy milk']);
       assert.deepEqual(await titles('tag=HOME,shop&tag_mode=all'), ['Buy milk']);
-      assert.deepEqual(await titles('tag=home&tag=travel&sort=title&order=asc'), ['Book flights', 'Buy milk', 'Call mom']);
+      assert.deepEqual(await titles('tag=home&tag=travel&sort=title&order=asc'), [
+        'Book flights',
+        'Buy milk',
+        'Call mom',
+      ]);
       const byDue = await titles('sort=due&order=asc');
       assert.deepEqual(byDue.slice(0, 3), ['File taxes', 'Buy milk', 'Book flights']);
-      assert.deepEqual(new Set(byDue.slice(3)), new Set(['Call mom', 'Archive photos']), 'no due date sorts last');
-      assert.deepEqual((await titles('sort=due&order=desc')).slice(0, 3), ['Book flights', 'Buy milk', 'File taxes']);
+      assert.deepEqual(
+        new Set(byDue.slice(3)),
+        new Set(['Call mom', 'Archive photos']),
+        'no due date sorts last',
+      );
+      assert.deepEqual((await titles('sort=due&order=desc')).slice(0, 3), [
+        'Book flights',
+        'Buy milk',
+        'File taxes',
+      ]);
       assert.deepEqual(await titles('overdue=true'), ['File taxes']); // the clock is 2026-03-01T12:00Z
-      assert.deepEqual(await titles('due_after=2026-03-01T00:00:00Z&due_before=2026-03-31T00:00:00Z'), ['Buy milk']);
+      assert.deepEqual(await titles('due_after=2026-03-01T00:00:00Z&due_before=2026-03-31T00:00:00Z'), [
+        'Buy milk',
+      ]);
       assert.deepEqual(await titles('q=birthday'), ['Call mom']);
       assert.deepEqual(await titles('q=tax'), ['File taxes'], 'partial words match');
       assert.deepEqual(await titles('q=100%25'), []);
@@ -302,7 +409,11 @@ for (const backend of backends) {
           const paged: string[] = [];
           let cursor: string | null = null;
           do {
-            const r: { body: { items: { title: string }[]; next_cursor: string | null } } = await app.call(u, 'GET', `/api/tasks?sort=${sort}&order=${order}&limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+            const r: { body: { items: { title: string }[]; next_cursor: string | null } } = await app.call(
+              u,
+              'GET',
+              `/api/tasks?sort=${sort}&order=${order}&limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+            );
             paged.push(...r.body.items.map((t) => t.title));
             cursor = r.body.next_cursor;
           } while (cursor);
@@ -318,8 +429,25 @@ for (const backend of backends) {
       const events = await count('outbox');
       await assert.rejects(
         db.transaction(async (tx) => {
-          await store.create('gina', { title: 'doomed', description: '', status: 'pending', priority: 'none', tags: [], due_date: null, reminders: null, recurrence: null }, { source: 'test' }, { tx });
-          assert.equal(Number((await tx.query<{ n: string }>('SELECT count(*)::text AS n FROM outbox')).rows[0]!.n), events + 1);
+          await store.create(
+            'gina',
+            {
+              title: 'doomed',
+              description: '',
+              status: 'pending',
+              priority: 'none',
+              tags: [],
+              due_date: null,
+              reminders: null,
+              recurrence: null,
+            },
+            { source: 'test' },
+            { tx },
+          );
+          assert.equal(
+            Number((await tx.query<{ n: string }>('SELECT count(*)::text AS n FROM outbox')).rows[0]!.n),
+            events + 1,
+          );
           throw new Error('abort');
         }),
         /abort/,

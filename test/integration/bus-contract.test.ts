@@ -63,7 +63,11 @@ for (const factory of harnesses) {
       for (const key of keys) {
         const seqs = got.get(key)!;
         assert.equal(seqs.length, 30, key);
-        assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), `${key} in order`);
+        assert.deepEqual(
+          seqs,
+          [...seqs].sort((a, b) => a - b),
+          `${key} in order`,
+        );
       }
       assert.ok(partitionsSeen.size > 1, 'keys spread over partitions');
     });
@@ -71,7 +75,9 @@ for (const factory of harnesses) {
     it('redelivers after a handler error (with backoff), keeping the key order', async () => {
       const topic = await topicWith(1);
       const p = await h.start();
-      await p.bus.publisher.publish(['a', 'b', 'c'].map((t) => ({ topic, key: 'u1', event: taskCreated('u1', t) })));
+      await p.bus.publisher.publish(
+        ['a', 'b', 'c'].map((t) => ({ topic, key: 'u1', event: taskCreated('u1', t) })),
+      );
       const attempts = new Map<string, number>();
       const handled: string[] = [];
       const sub = await p.bus.subscriber.subscribe({
@@ -117,10 +123,14 @@ for (const factory of harnesses) {
       });
       await waitFor(() => effects.size >= 2, 20_000, 'messages around the poison');
       assert.equal(poisonAttempts, 3);
-      const letters = await waitFor(async () => {
-        const l = await listDeadLetters(p.bus.admin, group);
-        return l.length ? l : undefined;
-      }, 10_000, 'dead letter');
+      const letters = await waitFor(
+        async () => {
+          const l = await listDeadLetters(p.bus.admin, group);
+          return l.length ? l : undefined;
+        },
+        10_000,
+        'dead letter',
+      );
       assert.equal(letters.length, 1);
       const [dl] = letters;
       assert.equal(dl!.event.id, poison.id);
@@ -166,10 +176,14 @@ for (const factory of harnesses) {
         },
       });
       await waitFor(() => calls.includes('fine'), 20_000, 'fine handled');
-      const letters = await waitFor(async () => {
-        const l = await listDeadLetters(p.bus.admin, group);
-        return l.length >= 2 ? l : undefined;
-      }, 10_000, 'two dead letters');
+      const letters = await waitFor(
+        async () => {
+          const l = await listDeadLetters(p.bus.admin, group);
+          return l.length >= 2 ? l : undefined;
+        },
+        10_000,
+        'two dead letters',
+      );
       await sub.close();
       await p.close();
       assert.deepEqual(calls, ['permanent', 'fine'], 'the invalid event never reaches the handler');
@@ -187,21 +201,54 @@ for (const factory of harnesses) {
       const byMember: [Map<string, BusMessage>, Map<string, BusMessage>] = [new Map(), new Map()];
       const other = new Map<string, BusMessage>();
       const subs: Subscription[] = [];
-      subs.push(await p1.bus.subscriber.subscribe({ group, topics: [topic], handler: async (m) => void byMember[0].set(m.event.id, m) }));
-      subs.push(await p2.bus.subscriber.subscribe({ group, topics: [topic], handler: async (m) => void byMember[1].set(m.event.id, m) }));
-      subs.push(await p1.bus.subscriber.subscribe({ group: h.unique('other'), topics: [topic], handler: async (m) => void other.set(m.event.id, m) }));
+      subs.push(
+        await p1.bus.subscriber.subscribe({
+          group,
+          topics: [topic],
+          handler: async (m) => void byMember[0].set(m.event.id, m),
+        }),
+      );
+      subs.push(
+        await p2.bus.subscriber.subscribe({
+          group,
+          topics: [topic],
+          handler: async (m) => void byMember[1].set(m.event.id, m),
+        }),
+      );
+      subs.push(
+        await p1.bus.subscriber.subscribe({
+          group: h.unique('other'),
+          topics: [topic],
+          handler: async (m) => void other.set(m.event.id, m),
+        }),
+      );
       // let the group settle on two members before producing
       await new Promise((r) => setTimeout(r, factory.name === 'embedded' ? 500 : 3000));
-      const events = Array.from({ length: 100 }, (_, i) => ({ topic, key: `k${i % 20}`, event: taskCreated(`k${i % 20}`, String(i)) }));
+      const events = Array.from({ length: 100 }, (_, i) => ({
+        topic,
+        key: `k${i % 20}`,
+        event: taskCreated(`k${i % 20}`, String(i)),
+      }));
       await p1.bus.publisher.publish(events);
-      await waitFor(() => byMember[0].size + byMember[1].size >= 100 && other.size >= 100, 30_000, 'all delivered');
+      await waitFor(
+        () => byMember[0].size + byMember[1].size >= 100 && other.size >= 100,
+        30_000,
+        'all delivered',
+      );
       for (const s of subs) await s.close();
       await p1.close();
       await p2.close();
-      assert.ok(byMember[0].size > 0 && byMember[1].size > 0, `both members worked: ${byMember[0].size}/${byMember[1].size}`);
+      assert.ok(
+        byMember[0].size > 0 && byMember[1].size > 0,
+        `both members worked: ${byMember[0].size}/${byMember[1].size}`,
+      );
       const parts0 = new Set([...byMember[0].values()].map((m) => m.partition));
       const parts1 = new Set([...byMember[1].values()].map((m) => m.partition));
-      assert.deepEqual([...parts0].filter((x) => parts1.has(x)), [], 'a partition belongs to one member');
+      assert.deepEqual(
+        [...parts0].filter((x) => parts1.has(x)),
+        [],
+        'a partition belongs to one member',
+      );
       const union = new Set([...byMember[0].keys(), ...byMember[1].keys()]);
       assert.equal(union.size, 100);
       assert.equal(other.size, 100);
@@ -211,17 +258,37 @@ for (const factory of harnesses) {
       const topic = await topicWith(2);
       const group = h.unique('restart');
       let p = await h.start();
-      await p.bus.publisher.publish(Array.from({ length: 20 }, (_, i) => ({ topic, key: `r${i % 3}`, event: taskCreated(`r${i % 3}`, `first-${i}`) })));
+      await p.bus.publisher.publish(
+        Array.from({ length: 20 }, (_, i) => ({
+          topic,
+          key: `r${i % 3}`,
+          event: taskCreated(`r${i % 3}`, `first-${i}`),
+        })),
+      );
       const seen: string[] = [];
-      let sub = await p.bus.subscriber.subscribe({ group, topics: [topic], handler: async (m) => void seen.push(titleOf(m.event)) });
+      let sub = await p.bus.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => void seen.push(titleOf(m.event)),
+      });
       await waitFor(() => seen.length >= 20, 20_000, 'first batch');
       await sub.close();
       await p.close();
 
       p = await h.start();
-      await p.bus.publisher.publish(Array.from({ length: 10 }, (_, i) => ({ topic, key: `r${i % 3}`, event: taskCreated(`r${i % 3}`, `second-${i}`) })));
+      await p.bus.publisher.publish(
+        Array.from({ length: 10 }, (_, i) => ({
+          topic,
+          key: `r${i % 3}`,
+          event: taskCreated(`r${i % 3}`, `second-${i}`),
+        })),
+      );
       const afterRestart: string[] = [];
-      sub = await p.bus.subscriber.subscribe({ group, topics: [topic], handler: async (m) => void afterRestart.push(titleOf(m.event)) });
+      sub = await p.bus.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => void afterRestart.push(titleOf(m.event)),
+      });
       await waitFor(() => afterRestart.length >= 10, 20_000, 'second batch');
       await new Promise((r) => setTimeout(r, 300));
       await sub.close();
@@ -229,7 +296,11 @@ for (const factory of harnesses) {
       await p.close();
       assert.equal(seen.length, 20);
       assert.deepEqual(afterRestart.sort(), Array.from({ length: 10 }, (_, i) => `second-${i}`).sort());
-      assert.equal(lag.reduce((n, l) => n + l.lag, 0), 0, 'no lag left');
+      assert.equal(
+        lag.reduce((n, l) => n + l.lag, 0),
+        0,
+        'no lag left',
+      );
     });
   });
 }

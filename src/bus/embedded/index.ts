@@ -44,11 +44,16 @@ export interface EmbeddedBusOptions {
 }
 
 async function ensureTopic(q: Queryable, name: string): Promise<number> {
-  const existing = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [name]);
+  const existing = await q.query<{ partitions: number }>(
+    'SELECT partitions FROM bus_topics WHERE topic = $1',
+    [name],
+  );
   if (existing.rows[0]) return existing.rows[0].partitions;
   const spec = topicSpec(name);
   await createTopic(q, spec.name, spec.partitions, spec.retentionMs);
-  const r = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [name]);
+  const r = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [
+    name,
+  ]);
   return r.rows[0]!.partitions;
 }
 
@@ -91,7 +96,9 @@ export class EmbeddedPublisher implements Publisher {
       groups.set(id, g);
     }
     // Lock partitions in a fixed order so concurrent publishers cannot deadlock.
-    for (const g of [...groups.values()].sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition)) {
+    for (const g of [...groups.values()].sort(
+      (a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition,
+    )) {
       const r = await tx.query<{ first: string }>(
         `UPDATE bus_partitions SET next_offset = next_offset + $3 WHERE topic = $1 AND partition = $2
          RETURNING (next_offset - $3)::text AS first`,
@@ -100,7 +107,14 @@ export class EmbeddedPublisher implements Publisher {
       const first = Number(r.rows[0]!.first);
       const values: unknown[] = [];
       const rows = g.items.map((m, i) => {
-        values.push(g.topic, g.partition, first + i, m.key, JSON.stringify(m.headers ?? {}), JSON.stringify(m.event));
+        values.push(
+          g.topic,
+          g.partition,
+          first + i,
+          m.key,
+          JSON.stringify(m.headers ?? {}),
+          JSON.stringify(m.event),
+        );
         const b = i * 6;
         return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6})`;
       });
@@ -140,7 +154,10 @@ const toMessage = (r: MessageRow): BusMessage & StoredMessage => ({
 
 class GroupMember implements Subscription {
   readonly memberId = randomUUID();
-  private readonly owned = new Map<string, { topic: string; partition: number; stop: AbortController; done: Promise<void> }>();
+  private readonly owned = new Map<
+    string,
+    { topic: string; partition: number; stop: AbortController; done: Promise<void> }
+  >();
   private readonly closing = new AbortController();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private rebalancing: Promise<void> = Promise.resolve();
@@ -157,9 +174,11 @@ class GroupMember implements Subscription {
     for (const t of this.opts.topics) await ensureTopic(this.db, t);
     await this.rebalance();
     this.heartbeatTimer = setInterval(() => {
-      this.rebalancing = this.rebalancing.then(() => this.rebalance()).catch((err: unknown) => {
-        this.cfg.log.warn({ err, group: this.opts.group }, 'embedded bus heartbeat failed');
-      });
+      this.rebalancing = this.rebalancing
+        .then(() => this.rebalance())
+        .catch((err: unknown) => {
+          this.cfg.log.warn({ err, group: this.opts.group }, 'embedded bus heartbeat failed');
+        });
     }, this.cfg.heartbeatIntervalMs);
     this.heartbeatTimer.unref();
   }
@@ -192,7 +211,9 @@ class GroupMember implements Subscription {
       )
     ).rows;
     const desired = new Set(
-      parts.filter((_, i) => me >= 0 && i % members.length === me).map((p) => `${p.topic}\u0000${p.partition}`),
+      parts
+        .filter((_, i) => me >= 0 && i % members.length === me)
+        .map((p) => `${p.topic}\u0000${p.partition}`),
     );
     // Release what is no longer ours first (after finishing the in-flight message), then claim.
     for (const [id, w] of this.owned) {
@@ -210,7 +231,8 @@ class GroupMember implements Subscription {
          RETURNING partition`,
         [group, p.topic, p.partition, this.memberId, sessionMs],
       );
-      if (claimed.rowCount > 0 && !this.owned.has(id) && !this.closed) this.startWorker(id, p.topic, p.partition);
+      if (claimed.rowCount > 0 && !this.owned.has(id) && !this.closed)
+        this.startWorker(id, p.topic, p.partition);
     }
   }
 
@@ -218,7 +240,10 @@ class GroupMember implements Subscription {
     const stop = new AbortController();
     const signal = AbortSignal.any([stop.signal, this.closing.signal]);
     const done = this.work(topic, partition, signal).catch((err: unknown) => {
-      this.cfg.log.error({ err, group: this.opts.group, topic, partition }, 'embedded partition worker failed');
+      this.cfg.log.error(
+        { err, group: this.opts.group, topic, partition },
+        'embedded partition worker failed',
+      );
     });
     this.owned.set(id, { topic, partition, stop, done });
     void done.finally(() => {
@@ -226,7 +251,10 @@ class GroupMember implements Subscription {
     });
   }
 
-  private async stopWorker(id: string, w: { topic: string; partition: number; stop: AbortController; done: Promise<void> }) {
+  private async stopWorker(
+    id: string,
+    w: { topic: string; partition: number; stop: AbortController; done: Promise<void> },
+  ) {
     w.stop.abort();
     await w.done;
     this.owned.delete(id);
@@ -276,9 +304,9 @@ class GroupMember implements Subscription {
           )
         ).rows;
         if (rows.length === 0) {
-          await once(wake, 'wake', { signal: AbortSignal.any([signal, AbortSignal.timeout(this.cfg.pollIntervalMs)]) }).catch(
-            () => undefined,
-          );
+          await once(wake, 'wake', {
+            signal: AbortSignal.any([signal, AbortSignal.timeout(this.cfg.pollIntervalMs)]),
+          }).catch(() => undefined);
           continue;
         }
         for (const row of rows) {
@@ -359,15 +387,22 @@ export class EmbeddedSubscriber implements Subscriber {
 export class EmbeddedAdmin implements BusAdmin {
   constructor(private readonly db: Db) {}
 
-  async ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void> {
-    for (const t of topics) await this.db.transaction((tx) => createTopic(tx, t.name, t.partitions, t.retentionMs));
+  async ensureTopics(
+    topics: readonly { name: string; partitions: number; retentionMs: number }[],
+  ): Promise<void> {
+    for (const t of topics)
+      await this.db.transaction((tx) => createTopic(tx, t.name, t.partitions, t.retentionMs));
   }
 
   async describeTopics() {
     const r = await this.db.query<{ topic: string; partitions: number; retention_ms: string }>(
       'SELECT topic, partitions, retention_ms::text FROM bus_topics ORDER BY topic',
     );
-    return r.rows.map((t) => ({ name: t.topic, partitions: t.partitions, retentionMs: Number(t.retention_ms) }));
+    return r.rows.map((t) => ({
+      name: t.topic,
+      partitions: t.partitions,
+      retentionMs: Number(t.retention_ms),
+    }));
   }
 
   async listGroups(): Promise<string[]> {
@@ -378,7 +413,13 @@ export class EmbeddedAdmin implements BusAdmin {
   }
 
   async lag(group?: string): Promise<PartitionLag[]> {
-    const r = await this.db.query<{ group_id: string; topic: string; partition: number; committed: string; end_offset: string }>(
+    const r = await this.db.query<{
+      group_id: string;
+      topic: string;
+      partition: number;
+      committed: string;
+      end_offset: string;
+    }>(
       `SELECT o.group_id, o.topic, o.partition, o."offset"::text AS committed, p.next_offset::text AS end_offset
          FROM bus_group_offsets o JOIN bus_partitions p USING (topic, partition)
         WHERE $1::text IS NULL OR o.group_id = $1 ORDER BY o.group_id, o.topic, o.partition`,
@@ -416,7 +457,8 @@ export class EmbeddedAdmin implements BusAdmin {
          FROM bus_partitions p WHERE p.topic = $1`,
       [topic],
     );
-    for (const p of parts.rows) positions.set(p.partition, opts.fromBeginning ? Number(p.low ?? p.next) : Number(p.next));
+    for (const p of parts.rows)
+      positions.set(p.partition, opts.fromBeginning ? Number(p.low ?? p.next) : Number(p.next));
     while (!opts.signal.aborted) {
       let got = 0;
       for (const [partition, from] of positions) {
@@ -448,7 +490,10 @@ export class EmbeddedAdmin implements BusAdmin {
   async close(): Promise<void> {}
 }
 
-export function createEmbeddedBus(db: Db, opts: EmbeddedBusOptions): Bus & { publisher: EmbeddedPublisher; admin: EmbeddedAdmin } {
+export function createEmbeddedBus(
+  db: Db,
+  opts: EmbeddedBusOptions,
+): Bus & { publisher: EmbeddedPublisher; admin: EmbeddedAdmin } {
   const publisher = new EmbeddedPublisher(db);
   const subscriber = new EmbeddedSubscriber(db, publisher, opts);
   const admin = new EmbeddedAdmin(db);

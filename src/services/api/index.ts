@@ -21,7 +21,9 @@ export const apiTarget: TargetDefinition = {
           description:
             'Tasks with priority, tags, due dates, reminders and recurrence. Every change is recorded with its event in one transaction (transactional outbox). Errors are RFC 9457 problem+json.',
         },
-        components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+        components: {
+          securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+        },
       },
     });
     await registerTaskApi(app, {

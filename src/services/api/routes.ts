@@ -35,7 +35,10 @@ export interface ApiDeps {
 export function parseIfMatch(header: string | undefined): number | undefined {
   if (header === undefined || header.trim() === '*') return undefined;
   const m = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(header);
-  if (!m) throw new ValidationError([{ path: 'If-Match', message: 'must be the task version as an ETag, e.g. "3"' }]);
+  if (!m)
+    throw new ValidationError([
+      { path: 'If-Match', message: 'must be the task version as an ETag, e.g. "3"' },
+    ]);
   return Number(m[1]);
 }
 
@@ -97,7 +100,11 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       const parsed = validateCreate(req.body, { timezone });
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       const task = await store.create(req.userId, parsed.value, meta(req));
-      return reply.code(201).header('location', `/api/tasks/${task.id}`).header('etag', etag(task)).send(task);
+      return reply
+        .code(201)
+        .header('location', `/api/tasks/${task.id}`)
+        .header('etag', etag(task))
+        .send(task);
     };
     const list = async (req: FastifyRequest) => {
       const parsed = parseTaskQuery(req.query as Record<string, unknown>);
@@ -122,25 +129,53 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       return reply.code(204).send();
     };
     const transition =
-      (fn: typeof complete) => async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+      (fn: typeof complete) =>
+      async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
         const expected = parseIfMatch(req.headers['if-match']);
         const task = await store.change(req.userId, req.params.id, fn, meta(req), expected);
         return reply.header('etag', etag(task)).send(task);
       };
 
-    const doc = (summary: string, extra: object = {}) => ({ schema: { tags: ['tasks'], summary, security, ...extra } });
+    const doc = (summary: string, extra: object = {}) => ({
+      schema: { tags: ['tasks'], summary, security, ...extra },
+    });
     const one = { params: idParam, response: { 200: taskDoc, ...errors, 412: problemDoc } };
 
-    api.post('/api/tasks', doc('Create a task', { body: taskInputDoc, response: { 201: taskDoc, ...errors } }), create);
-    api.get('/api/tasks', doc('List, filter, search and sort tasks', { querystring: listQueryDoc, response: { 200: pageDoc, ...errors } }), list);
+    api.post(
+      '/api/tasks',
+      doc('Create a task', { body: taskInputDoc, response: { 201: taskDoc, ...errors } }),
+      create,
+    );
+    api.get(
+      '/api/tasks',
+      doc('List, filter, search and sort tasks', {
+        querystring: listQueryDoc,
+        response: { 200: pageDoc, ...errors },
+      }),
+      list,
+    );
     api.get('/api/tasks/:id', doc('Get a task', one), get);
-    api.patch('/api/tasks/:id', doc('Update fields of a task (If-Match: version)', { ...one, body: taskInputDoc }), patch);
-    api.delete('/api/tasks/:id', doc('Delete a task', { params: idParam, response: { 204: { type: 'null' }, ...errors } }), remove);
+    api.patch(
+      '/api/tasks/:id',
+      doc('Update fields of a task (If-Match: version)', { ...one, body: taskInputDoc }),
+      patch,
+    );
+    api.delete(
+      '/api/tasks/:id',
+      doc('Delete a task', { params: idParam, response: { 204: { type: 'null' }, ...errors } }),
+      remove,
+    );
     api.post('/api/tasks/:id/complete', doc('Mark a task completed', one), transition(complete));
     api.post('/api/tasks/:id/reopen', doc('Reopen a completed task', one), transition(reopen));
 
     const compat = (summary: string, extra: object = {}) => ({
-      schema: { tags: ['compatibility'], summary: `${summary} (Phase II/III route)`, security, params: compatParams, ...extra },
+      schema: {
+        tags: ['compatibility'],
+        summary: `${summary} (Phase II/III route)`,
+        security,
+        params: compatParams,
+        ...extra,
+      },
     });
     api.get('/api/:user_id/tasks', compat('List tasks', { querystring: listQueryDoc }), list);
     api.post('/api/:user_id/tasks', compat('Create a task', { body: taskInputDoc }), create);
@@ -149,12 +184,16 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     api.delete('/api/:user_id/tasks/:id', compat('Delete a task'), remove);
     api.patch('/api/:user_id/tasks/:id/complete', compat('Toggle completion'), transition(toggle));
 
-    api.get('/api/me/settings', { schema: { tags: ['settings'], summary: 'Your time zone and default reminders', security } }, async (req) =>
-      settings.get(req.userId),
+    api.get(
+      '/api/me/settings',
+      { schema: { tags: ['settings'], summary: 'Your time zone and default reminders', security } },
+      async (req) => settings.get(req.userId),
     );
     api.put(
       '/api/me/settings',
-      { schema: { tags: ['settings'], summary: 'Set your time zone and default reminder offsets', security } },
+      {
+        schema: { tags: ['settings'], summary: 'Set your time zone and default reminder offsets', security },
+      },
       async (req) => {
         const body = req.body as Record<string, unknown> | null;
         const issues = [];
@@ -169,14 +208,24 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
           issues.push({ path: 'timezone', message: 'must be an IANA time zone such as Europe/Berlin' });
         const reminders = body.default_reminders ?? current.default_reminders;
         if (!Array.isArray(reminders) || reminders.length > 10)
-          issues.push({ path: 'default_reminders', message: 'must be an array of up to 10 ISO 8601 durations' });
+          issues.push({
+            path: 'default_reminders',
+            message: 'must be an array of up to 10 ISO 8601 durations',
+          });
         else
           reminders.forEach((r, i) => {
             if (typeof r !== 'string' || !parseReminderOffset(r))
-              issues.push({ path: `default_reminders[${i}]`, message: 'must be a positive ISO 8601 duration such as PT1H' });
+              issues.push({
+                path: `default_reminders[${i}]`,
+                message: 'must be a positive ISO 8601 duration such as PT1H',
+              });
           });
         if (issues.length) throw new ValidationError(issues);
-        return settings.put({ user_id: req.userId, timezone: timezone as string, default_reminders: reminders as string[] });
+        return settings.put({
+          user_id: req.userId,
+          timezone: timezone as string,
+          default_reminders: reminders as string[],
+        });
       },
     );
   });

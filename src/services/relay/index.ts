@@ -11,7 +11,15 @@ import type { OutgoingMessage } from '../../bus/types.ts';
 import { backoffDelay } from '../../bus/consumer.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
-import { OUTBOX_SIGNAL, markPublished, outboxStats, pendingOutbox, pruneOutbox, recordPublishFailure, type OutboxRow } from '../../store/outbox.ts';
+import {
+  OUTBOX_SIGNAL,
+  markPublished,
+  outboxStats,
+  pendingOutbox,
+  pruneOutbox,
+  recordPublishFailure,
+  type OutboxRow,
+} from '../../store/outbox.ts';
 
 const LEASE = 'relay';
 const LEASE_TTL_MS = 10_000;
@@ -47,7 +55,8 @@ export class Relay {
     while (!this.stopping.signal.aborted) {
       try {
         const isLeader = await tryAcquireLease(db, LEASE, this.holder, LEASE_TTL_MS);
-        if (isLeader !== leader) log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
+        if (isLeader !== leader)
+          log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
         leader = isLeader;
         if (!leader) {
           await this.idle(LEASE_TTL_MS / 3);
@@ -61,7 +70,10 @@ export class Relay {
       } catch (err) {
         failures++;
         const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });
-        log.warn({ err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay }, 'relay could not publish; will retry');
+        log.warn(
+          { err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay },
+          'relay could not publish; will retry',
+        );
         await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
       }
       const stats = await outboxStats(db).catch(() => null);
@@ -84,7 +96,10 @@ export class Relay {
         const rows = await pendingOutbox(tx, limit);
         if (rows.length === 0) return 0;
         await publisher.publishIn(tx, rows.map(toMessage));
-        await markPublished(tx, rows.map((r) => r.id));
+        await markPublished(
+          tx,
+          rows.map((r) => r.id),
+        );
         for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
         return rows.length;
       });
@@ -96,10 +111,17 @@ export class Relay {
     try {
       await publisher.publish(rows.map(toMessage));
     } catch (err) {
-      await recordPublishFailure(db, rows.map((r) => r.id), err instanceof Error ? err.message : String(err)).catch(() => undefined);
+      await recordPublishFailure(
+        db,
+        rows.map((r) => r.id),
+        err instanceof Error ? err.message : String(err),
+      ).catch(() => undefined);
       throw err;
     }
-    await markPublished(db, rows.map((r) => r.id));
+    await markPublished(
+      db,
+      rows.map((r) => r.id),
+    );
     for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
     return rows.length;
   }
