@@ -1,0 +1,36 @@
+/**
+ * Builds a target that consumes topics as one consumer group: validation, retries, dead-lettering and
+ * metrics come from the bus layer; the service supplies only its handler.
+ */
+import type { BusMessage, Subscription } from '../bus/types.ts';
+import type { Runtime, RunningTarget, TargetDefinition } from '../runtime.ts';
+
+export interface ConsumerTargetSpec {
+  name: string;
+  description: string;
+  group: string;
+  topics: readonly string[];
+  /** Creates the handler once per process (stores, clients...). */
+  setup(rt: Runtime): Promise<{ handle(message: BusMessage): Promise<void>; stop?(): Promise<void> }>;
+}
+
+export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
+  return {
+    name: spec.name,
+    description: spec.description,
+    async start(rt: Runtime): Promise<RunningTarget> {
+      const service = await spec.setup(rt);
+      const subscription: Subscription = await rt.bus.subscriber.subscribe({
+        group: spec.group,
+        topics: spec.topics,
+        handler: (m) => service.handle(m),
+      });
+      return {
+        stop: async () => {
+          await subscription.close();
+          await service.stop?.();
+        },
+      };
+    },
+  };
+}
