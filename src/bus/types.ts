@@ -3,6 +3,7 @@
  * the embedded log implement it; retry, dead-lettering and validation are shared around it (consumer.ts).
  */
 import type { CloudEvent } from '../contracts/cloudevent.ts';
+import type { ConsumeHooks } from './consumer.ts';
 
 export interface OutgoingMessage {
   topic: string;
@@ -48,6 +49,8 @@ export interface SubscribeOptions {
   handler: MessageHandler;
   /** Where a new group starts: the oldest retained message (default) or only new ones. */
   fromBeginning?: boolean;
+  /** Observers of handling, retries and dead letters (metrics). */
+  hooks?: ConsumeHooks;
 }
 
 export interface Subscription {

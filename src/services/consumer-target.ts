@@ -24,6 +24,7 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
         group: spec.group,
         topics: spec.topics,
         handler: (m) => service.handle(m),
+        hooks: rt.metrics.consumerHooks(spec.group),
       });
       return {
         stop: async () => {

@@ -317,7 +317,7 @@ class GroupMember implements Subscription {
             publisher: this.publisher,
             log: this.cfg.log,
             signal,
-            ...(this.cfg.hooks ? { hooks: this.cfg.hooks } : {}),
+            ...(this.opts.hooks ? { hooks: this.opts.hooks } : this.cfg.hooks ? { hooks: this.cfg.hooks } : {}),
           });
           if (outcome === 'aborted') return;
           position = Number(message.offset) + 1;
