@@ -29,6 +29,7 @@ export interface Config {
     sasl?: { mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string };
     ssl?: { caFile?: string; certFile?: string; keyFile?: string; rejectUnauthorized: boolean };
     ensureTopics: boolean;
+    topicPrefix: string;
     topicPartitions?: number;
     replicationFactor: number;
   };
@@ -118,6 +119,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           }
         : {}),
       ensureTopics: env.KAFKA_ENSURE_TOPICS !== 'false',
+      topicPrefix: env.KAFKA_TOPIC_PREFIX ?? '',
       ...(env.KAFKA_TOPIC_PARTITIONS ? { topicPartitions: int(env, 'KAFKA_TOPIC_PARTITIONS', 3, 1) } : {}),
       replicationFactor: int(env, 'KAFKA_REPLICATION_FACTOR', 1, 1),
     },

@@ -2,7 +2,8 @@
  * Runs a set of targets in this process: opens the database (migrating it), the bus, one HTTP listener, then
  * starts each target; stops them in reverse order on SIGTERM/SIGINT, finishing in-flight work.
  */
-import { createBus } from './bus/index.ts';
+import { allTopics, createBus } from './bus/index.ts';
+import type { Bus } from './bus/types.ts';
 import type { Config } from './config.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
 import { createHttpServer } from './http/server.ts';
@@ -36,7 +37,8 @@ export async function runTargets(
   const db = opts.db ?? (await openDb(config.databaseUrl));
   const applied = await migrate(db, (m) => log.info(m));
   if (applied.length) log.info({ applied }, 'database migrated');
-  const bus = await createBus(config, db, log, metrics);
+  const bus = await createBus(config, db, log, metrics, { ensureTopics: false });
+  const provisioning = provisionTopics(config, bus, log);
   const http = await createHttpServer({ log, metrics });
   const runtime: Runtime = { config, db, bus, log, clock: opts.clock ?? systemClock, metrics, http };
   const running: { name: string; target: RunningTarget }[] = [];
@@ -63,6 +65,7 @@ export async function runTargets(
     url,
     stop: () =>
       (stopped ??= (async () => {
+        provisioning.abort();
         await http.app.close(); // stop accepting, let in-flight requests finish
         for (const r of [...running].reverse()) {
           await r.target
@@ -73,4 +76,26 @@ export async function runTargets(
         if (!opts.db) await db.close();
       })()),
   };
+}
+
+/**
+ * Creates the topics (when allowed) without blocking start-up: with the broker down, the API still answers
+ * and the relay keeps the events in the outbox; topics are created as soon as the broker is reachable.
+ */
+function provisionTopics(config: Config, bus: Bus, log: Logger): AbortController {
+  const stop = new AbortController();
+  if (config.bus === 'kafka' && !config.kafka.ensureTopics) return stop;
+  void (async () => {
+    for (let attempt = 1; !stop.signal.aborted; attempt++) {
+      try {
+        await bus.admin.ensureTopics(allTopics(config));
+        return;
+      } catch (err) {
+        const delay = Math.min(30_000, 500 * 2 ** attempt);
+        log.warn({ err: err instanceof Error ? err.message : String(err), retry_in_ms: delay }, 'could not ensure topics yet');
+        await new Promise((r) => setTimeout(r, delay).unref());
+      }
+    }
+  })();
+  return stop;
 }

@@ -1,23 +1,65 @@
-/** Picks the transport from `BUS`. */
+/** Picks the transport from `BUS` and provisions the topics of DESIGN.md section 3 when allowed. */
 import type { Config } from '../config.ts';
+import { DLQ_SPEC, GROUPS, TOPIC_SPECS, dlqTopic, type TopicSpec } from '../contracts/topics.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Db } from '../store/db.ts';
 import { createEmbeddedBus } from './embedded/index.ts';
+import { createKafkaBus, type KafkaSettings } from './kafka/index.ts';
 import type { Bus } from './types.ts';
 
-export async function createBus(config: Config, db: Db, log: Logger, _metrics: Metrics): Promise<Bus> {
+/** Every topic the system uses: the three event topics and one dead-letter topic per consumer group. */
+export function allTopics(config: Config): TopicSpec[] {
+  const partitions = config.kafka.topicPartitions;
+  return [
+    ...TOPIC_SPECS.map((t) => ({ ...t, ...(partitions ? { partitions } : {}) })),
+    ...Object.values(GROUPS).map((g) => ({ name: dlqTopic(g), ...DLQ_SPEC })),
+  ];
+}
+
+export function kafkaSettings(config: Config): KafkaSettings {
+  return {
+    brokers: config.kafka.brokers,
+    clientId: config.kafka.clientId,
+    ...(config.kafka.sasl ? { sasl: config.kafka.sasl } : {}),
+    ...(config.kafka.ssl ? { ssl: config.kafka.ssl } : {}),
+    topicPrefix: config.kafka.topicPrefix,
+    replicationFactor: config.kafka.replicationFactor,
+  };
+}
+
+export async function createBus(
+  config: Config,
+  db: Db,
+  log: Logger,
+  _metrics: Metrics,
+  opts: { ensureTopics?: boolean } = {},
+): Promise<Bus> {
+  const busLog = log.child({ component: 'bus' });
+  let bus: Bus;
   switch (config.bus) {
     case 'embedded':
-      return createEmbeddedBus(db, {
-        log: log.child({ component: 'bus' }),
+      bus = createEmbeddedBus(db, {
+        log: busLog,
         retry: config.retry,
         pollIntervalMs: config.embedded.pollIntervalMs,
         heartbeatIntervalMs: config.embedded.heartbeatIntervalMs,
         sessionTimeoutMs: config.embedded.sessionTimeoutMs,
       });
+      break;
     case 'kafka':
+      bus = createKafkaBus(kafkaSettings(config), { log: busLog, retry: config.retry });
+      break;
     case 'dapr':
-      throw new Error(`BUS=${config.bus} is not available in this build yet`);
+      throw new Error('BUS=dapr is not available in this build yet');
   }
+  if (opts.ensureTopics !== false && (config.bus === 'embedded' || config.kafka.ensureTopics)) {
+    try {
+      await bus.admin.ensureTopics(allTopics(config));
+    } catch (err) {
+      await bus.close().catch(() => undefined);
+      throw err;
+    }
+  }
+  return bus;
 }

@@ -79,3 +79,34 @@ export const embeddedHarness: HarnessFactory = {
 };
 
 export const harnesses: HarnessFactory[] = [embeddedHarness];
+
+/** A real Apache Kafka broker (scripts/kafka, started by scripts/test): TEST_KAFKA_BROKERS. */
+export const kafkaBrokers = process.env.TEST_KAFKA_BROKERS;
+if (!kafkaBrokers && process.env.REQUIRE_KAFKA === '1')
+  throw new Error('REQUIRE_KAFKA=1 but TEST_KAFKA_BROKERS is not set (scripts/test starts Kafka)');
+
+export const kafkaHarness: HarnessFactory = {
+  name: 'kafka',
+  async create() {
+    const { createKafkaBus } = await import('../../src/bus/kafka/index.ts');
+    const run = suffix();
+    let n = 0;
+    const settings = { brokers: kafkaBrokers!.split(','), clientId: 'taskflow-test', topicPrefix: `t${run}.` };
+    return {
+      name: 'kafka',
+      unique: (base) => `${base}-${++n}`,
+      async start(opts = {}) {
+        const bus = createKafkaBus(settings, {
+          log: silentLogger,
+          retry: opts.retry ?? FAST_RETRY,
+          sessionTimeoutMs: 6_000,
+          heartbeatIntervalMs: 500,
+        });
+        return { bus, close: () => bus.close() };
+      },
+      async cleanup() {},
+    };
+  },
+};
+
+if (kafkaBrokers) harnesses.push(kafkaHarness);

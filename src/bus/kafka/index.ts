@@ -1,0 +1,484 @@
+/**
+ * The Kafka transport (BUS=kafka) over @platformatic/kafka (pure TypeScript, maintained, installs from npm
+ * alone and runs on Node 20 with its major version 1; docs/adr/0004-kafka-client.md).
+ * - Producer: idempotent, acks=all, one request per batch, key = user id, CloudEvents binary content mode.
+ * - Consumer: one consumer group per subscription; messages of a partition are handled one at a time in
+ *   order, partitions in parallel; the offset is committed only after the handler resolved (or the message
+ *   was dead-lettered), so a crash redelivers instead of losing.
+ * - Topics may carry a prefix (KAFKA_TOPIC_PREFIX) so several environments share one cluster.
+ */
+import { readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import {
+  Admin,
+  Consumer,
+  ProduceAcks,
+  Producer,
+  stringDeserializer,
+  stringSerializer,
+  type Message,
+  type MessagesStream,
+} from '@platformatic/kafka';
+import type { ConnectionOptions as TlsOptions } from 'node:tls';
+import { fromBinary, toBinary, type CloudEvent } from '../../contracts/cloudevent.ts';
+import { topicSpec } from '../../contracts/topics.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { consumeWithRetry, DEFAULT_RETRY, type RetryPolicy } from '../consumer.ts';
+import type {
+  Bus,
+  BusAdmin,
+  BusMessage,
+  OutgoingMessage,
+  PartitionLag,
+  Publisher,
+  StoredMessage,
+  SubscribeOptions,
+  Subscriber,
+  Subscription,
+} from '../types.ts';
+
+export interface KafkaSettings {
+  brokers: string[];
+  clientId: string;
+  sasl?: { mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string };
+  ssl?: { caFile?: string; certFile?: string; keyFile?: string; rejectUnauthorized: boolean };
+  topicPrefix?: string;
+  replicationFactor?: number;
+}
+
+export interface KafkaBusOptions {
+  log: Logger;
+  retry?: RetryPolicy;
+  sessionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  /** Messages buffered per subscription before the fetch stream is paused. */
+  maxBuffered?: number;
+}
+
+/** Closes a consumer even with a stream still open; never throws (shutdown paths). */
+const forceClose = (c: Consumer<string, Buffer, string, string>) =>
+  new Promise<void>((resolve) => c.close(true, () => resolve()));
+
+/** Connection options shared by producer, consumers and admin. */
+export function connectionOptions(s: KafkaSettings) {
+  let tls: TlsOptions | undefined;
+  if (s.ssl) {
+    tls = { rejectUnauthorized: s.ssl.rejectUnauthorized };
+    if (s.ssl.caFile) tls.ca = readFileSync(s.ssl.caFile);
+    if (s.ssl.certFile) tls.cert = readFileSync(s.ssl.certFile);
+    if (s.ssl.keyFile) tls.key = readFileSync(s.ssl.keyFile);
+  }
+  return {
+    clientId: s.clientId,
+    bootstrapBrokers: s.brokers,
+    ...(tls ? { tls } : {}),
+    ...(s.sasl ? { sasl: { mechanism: s.sasl.mechanism, username: s.sasl.username, password: s.sasl.password } } : {}),
+    // Fail within seconds (a wrong password, an unreachable broker) and let our own loops retry with backoff.
+    timeout: 10_000,
+    retries: 2,
+    retryDelay: 250,
+  };
+}
+
+/** Finds the most useful message in the library's nested errors (authentication first). */
+export function describeKafkaError(err: unknown): string {
+  const seen = new Set<unknown>();
+  const walk = (e: unknown): string | null => {
+    if (!e || typeof e !== 'object' || seen.has(e)) return null;
+    seen.add(e);
+    const x = e as { name?: string; message?: string; errors?: unknown[]; cause?: unknown; code?: string };
+    if (x.code === 'PLT_KFK_AUTHENTICATION' || x.name === 'AuthenticationError')
+      return `Kafka authentication failed (check KAFKA_SASL_MECHANISM/USERNAME/PASSWORD): ${x.message ?? ''}`.trim();
+    for (const inner of [...(x.errors ?? []), x.cause]) {
+      const found = walk(inner);
+      if (found) return found;
+    }
+    return null;
+  };
+  return walk(err) ?? (err instanceof Error ? err.message : String(err));
+}
+
+const headersToRecord = (headers: Map<string, string>): Record<string, string> => Object.fromEntries(headers);
+
+function decode(m: Message<string, Buffer, string, string>, unprefix: (t: string) => string): BusMessage {
+  const headers = headersToRecord(m.headers);
+  const body = m.value ? m.value.toString('utf8') : '';
+  let event: CloudEvent;
+  try {
+    event = fromBinary(headers, body);
+  } catch (err) {
+    // Undecodable bytes still get a CloudEvent shape so the DLQ can hold them; validation rejects it.
+    event = {
+      specversion: '1.0',
+      id: `undecodable-${m.topic}-${m.partition}-${m.offset}`,
+      source: 'taskflow/kafka',
+      type: 'taskflow.undecodable',
+      time: new Date().toISOString(),
+      datacontenttype: 'application/json',
+      data: { raw: body.slice(0, 10_000), error: err instanceof Error ? err.message : String(err) },
+    };
+  }
+  return {
+    topic: unprefix(m.topic),
+    partition: m.partition,
+    offset: m.offset.toString(),
+    key: m.key ?? '',
+    headers,
+    event,
+    timestamp: new Date(Number(m.timestamp)).toISOString(),
+  };
+}
+
+export class KafkaPublisher implements Publisher {
+  private readonly producer: Producer<string, Buffer, string, string>;
+  /** Topics known to exist; others (a new group's DLQ) are created with their spec before the first send. */
+  private readonly known = new Set<string>();
+  private admin: KafkaAdmin | undefined;
+  constructor(
+    private readonly s: KafkaSettings,
+    private readonly log?: Logger,
+  ) {
+    this.producer = new Producer<string, Buffer, string, string>({
+      ...connectionOptions(s),
+      idempotent: true,
+      acks: ProduceAcks.ALL,
+      serializers: { key: stringSerializer, headerKey: stringSerializer, headerValue: stringSerializer },
+    });
+  }
+
+  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    const unknown = [...new Set(messages.map((m) => m.topic))].filter((t) => !this.known.has(t));
+    if (unknown.length) {
+      this.admin ??= new KafkaAdmin(this.s, this.log);
+      await this.admin.ensureTopics(unknown.map((t) => topicSpec(t)));
+      for (const t of unknown) this.known.add(t);
+    }
+    try {
+      await this.producer.send({
+        messages: messages.map((m) => {
+          const { headers, body } = toBinary(m.event);
+          return {
+            topic: (this.s.topicPrefix ?? '') + m.topic,
+            key: m.key,
+            value: Buffer.from(body),
+            headers: new Map(Object.entries({ ...headers, ...(m.headers ?? {}) })),
+          };
+        }),
+      });
+    } catch (err) {
+      throw new Error(`Kafka publish failed: ${describeKafkaError(err)}`, { cause: err });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.producer.close().catch(() => undefined);
+    await this.admin?.close();
+  }
+}
+
+class KafkaGroupMember implements Subscription {
+  private consumer!: Consumer<string, Buffer, string, string>;
+  private stream!: MessagesStream<string, Buffer, string, string>;
+  private readonly queues = new Map<string, Message<string, Buffer, string, string>[]>();
+  private readonly running = new Map<string, Promise<void>>();
+  private buffered = 0;
+  private readonly closing = new AbortController();
+  private closed = false;
+
+  constructor(
+    private readonly s: KafkaSettings,
+    private readonly opts: SubscribeOptions,
+    private readonly publisher: KafkaPublisher,
+    private readonly cfg: Required<KafkaBusOptions>,
+  ) {}
+
+  private get prefix() {
+    return this.s.topicPrefix ?? '';
+  }
+
+  async start(): Promise<void> {
+    this.consumer = new Consumer<string, Buffer, string, string>({
+      ...connectionOptions(this.s),
+      groupId: this.prefix + this.opts.group,
+      deserializers: { key: stringDeserializer, headerKey: stringDeserializer, headerValue: stringDeserializer },
+      autocommit: false,
+      sessionTimeout: this.cfg.sessionTimeoutMs,
+      heartbeatInterval: this.cfg.heartbeatIntervalMs,
+      rebalanceTimeout: this.cfg.sessionTimeoutMs,
+      maxWaitTime: 500,
+    });
+    try {
+      this.stream = await this.consumer.consume({
+        topics: this.opts.topics.map((t) => this.prefix + t),
+        mode: 'committed',
+        fallbackMode: this.opts.fromBeginning === false ? 'latest' : 'earliest',
+        autocommit: false,
+      });
+    } catch (err) {
+      await forceClose(this.consumer);
+      throw new Error(`Kafka subscribe (${this.opts.group}) failed: ${describeKafkaError(err)}`, { cause: err });
+    }
+    this.stream.on('data', (m) => this.enqueue(m));
+    this.stream.on('error', (err) => this.cfg.log.error({ err: describeKafkaError(err), group: this.opts.group }, 'kafka consumer stream error'));
+  }
+
+  private enqueue(m: Message<string, Buffer, string, string>) {
+    if (this.closed) return;
+    const id = `${m.topic}\u0000${m.partition}`;
+    const q = this.queues.get(id) ?? [];
+    q.push(m);
+    this.queues.set(id, q);
+    if (++this.buffered >= this.cfg.maxBuffered) this.stream.pause();
+    if (!this.running.has(id)) {
+      const run = this.drain(id).finally(() => this.running.delete(id));
+      this.running.set(id, run);
+    }
+  }
+
+  /** Handles one partition's queue in order; the offset is committed after each message is done. */
+  private async drain(id: string): Promise<void> {
+    const q = this.queues.get(id)!;
+    const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
+    while (q.length && !this.closing.signal.aborted) {
+      const raw = q[0]!;
+      const message = decode(raw, unprefix);
+      const outcome = await consumeWithRetry(message, this.opts.handler, {
+        group: this.opts.group,
+        policy: this.cfg.retry,
+        publisher: this.publisher,
+        log: this.cfg.log,
+        signal: this.closing.signal,
+        ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
+      });
+      if (outcome === 'aborted') return;
+      q.shift();
+      if (--this.buffered < this.cfg.maxBuffered / 2 && this.stream.isPaused()) this.stream.resume();
+      try {
+        await raw.commit();
+      } catch (err) {
+        // Typically a rebalance moved the partition: the new owner re-reads from the last commit (idempotent).
+        this.cfg.log.warn({ err: describeKafkaError(err), group: this.opts.group, topic: message.topic, partition: message.partition, offset: message.offset }, 'offset commit failed');
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // Stop fetching, let the message in hand finish (pending backoffs abort; they are redelivered later).
+    this.stream.pause();
+    this.closing.abort();
+    await Promise.all(this.running.values());
+    await this.stream.close().catch(() => undefined);
+    await forceClose(this.consumer);
+  }
+}
+
+export class KafkaSubscriber implements Subscriber {
+  private readonly members = new Set<KafkaGroupMember>();
+  constructor(
+    private readonly s: KafkaSettings,
+    private readonly publisher: KafkaPublisher,
+    private readonly cfg: Required<KafkaBusOptions>,
+  ) {}
+
+  async subscribe(opts: SubscribeOptions): Promise<Subscription> {
+    const member = new KafkaGroupMember(this.s, opts, this.publisher, this.cfg);
+    await member.start();
+    this.members.add(member);
+    return {
+      close: async () => {
+        this.members.delete(member);
+        await member.close();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.members].map((m) => m.close()));
+    this.members.clear();
+  }
+}
+
+export class KafkaAdmin implements BusAdmin {
+  private readonly admin: Admin;
+  constructor(
+    private readonly s: KafkaSettings,
+    private readonly log?: Logger,
+  ) {
+    this.admin = new Admin(connectionOptions(s));
+  }
+
+  private get prefix() {
+    return this.s.topicPrefix ?? '';
+  }
+
+  async ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void> {
+    const existing = new Set(await this.admin.listTopics());
+    for (const t of topics) {
+      const name = this.prefix + t.name;
+      if (existing.has(name)) continue;
+      try {
+        await this.admin.createTopics({
+          topics: [name],
+          partitions: t.partitions,
+          replicas: this.s.replicationFactor ?? 1,
+          configs: [
+            { name: 'retention.ms', value: String(t.retentionMs) },
+            { name: 'cleanup.policy', value: 'delete' },
+          ],
+        });
+        this.log?.info({ topic: name, partitions: t.partitions, retention_ms: t.retentionMs }, 'created topic');
+      } catch (err) {
+        if (!/already exists/i.test(describeKafkaError(err)) && !/TOPIC_ALREADY_EXISTS/.test(JSON.stringify(err, Object.getOwnPropertyNames(err))))
+          throw new Error(`could not create topic ${name}: ${describeKafkaError(err)}`, { cause: err });
+      }
+    }
+  }
+
+  async describeTopics() {
+    const names = (await this.admin.listTopics()).filter((n) => n.startsWith(this.prefix) && !n.startsWith('__'));
+    if (names.length === 0) return [];
+    const meta = await this.admin.metadata({ topics: names });
+    const configs = await this.admin.describeConfigs({
+      resources: names.map((n) => ({ resourceType: 2, resourceName: n, configurationKeys: ['retention.ms'] })),
+    });
+    const retention = new Map(
+      configs.map((c) => [c.resourceName, Number(c.configs.find((x) => x.name === 'retention.ms')?.value ?? NaN)]),
+    );
+    return names.sort().map((n) => ({
+      name: n.slice(this.prefix.length),
+      partitions: meta.topics.get(n)?.partitionsCount ?? 0,
+      retentionMs: Number.isFinite(retention.get(n)) ? retention.get(n)! : null,
+    }));
+  }
+
+  async listGroups(): Promise<string[]> {
+    const groups = await this.admin.listGroups();
+    return [...groups.keys()].filter((g) => g.startsWith(this.prefix) && !g.includes('taskflow-reader-')).map((g) => g.slice(this.prefix.length)).sort();
+  }
+
+  private async endOffsets(topics: string[]): Promise<Map<string, bigint>> {
+    const meta = await this.admin.metadata({ topics });
+    const request = topics.map((name) => ({
+      name,
+      partitions: Array.from({ length: meta.topics.get(name)?.partitionsCount ?? 0 }, (_, p) => ({ partitionIndex: p, timestamp: -1n })),
+    }));
+    const res = await this.admin.listOffsets({ topics: request });
+    const out = new Map<string, bigint>();
+    for (const t of res) for (const p of t.partitions) out.set(`${t.name}\u0000${p.partitionIndex}`, p.offset);
+    return out;
+  }
+
+  async lag(group?: string): Promise<PartitionLag[]> {
+    const groups = group ? [group] : await this.listGroups();
+    const out: PartitionLag[] = [];
+    for (const g of groups) {
+      const [res] = await this.admin.listConsumerGroupOffsets({ groups: [this.prefix + g] });
+      const topics = (res?.topics ?? []).map((t) => t.name);
+      if (topics.length === 0) continue;
+      const ends = await this.endOffsets(topics);
+      for (const t of res!.topics)
+        for (const p of t.partitions) {
+          const end = ends.get(`${t.name}\u0000${p.partitionIndex}`) ?? 0n;
+          const committed = p.committedOffset < 0n ? 0n : p.committedOffset;
+          out.push({
+            group: g,
+            topic: t.name.slice(this.prefix.length),
+            partition: p.partitionIndex,
+            committed: committed.toString(),
+            end: end.toString(),
+            lag: Number(end > committed ? end - committed : 0n),
+          });
+        }
+    }
+    return out;
+  }
+
+  /** Reads a topic from the beginning up to its current end with a throw-away reader group. */
+  async read(topic: string, opts: { limit?: number } = {}): Promise<StoredMessage[]> {
+    const name = this.prefix + topic;
+    if (!(await this.admin.listTopics()).includes(name)) return [];
+    const ends = await this.endOffsets([name]);
+    const remaining = new Map([...ends].filter(([, end]) => end > 0n));
+    const out: StoredMessage[] = [];
+    if (remaining.size === 0) return out;
+    const stop = new AbortController();
+    await this.follow(name, { fromBeginning: true, signal: stop.signal }, (m) => {
+      if (out.length < (opts.limit ?? 1000)) out.push(m);
+      const id = `${name}\u0000${m.partition}`;
+      if (BigInt(m.offset) + 1n >= (remaining.get(id) ?? 0n)) remaining.delete(id);
+      if (remaining.size === 0 || out.length >= (opts.limit ?? 1000)) stop.abort();
+    }, 15_000);
+    return out.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+  }
+
+  async tail(topic: string, opts: { fromBeginning: boolean; signal: AbortSignal }, onMessage: (m: StoredMessage) => void): Promise<void> {
+    await this.follow(this.prefix + topic, opts, onMessage);
+  }
+
+  private async follow(
+    physical: string,
+    opts: { fromBeginning: boolean; signal: AbortSignal },
+    onMessage: (m: StoredMessage) => void,
+    timeoutMs?: number,
+  ): Promise<void> {
+    const consumer = new Consumer<string, Buffer, string, string>({
+      ...connectionOptions(this.s),
+      groupId: `${this.prefix}taskflow-reader-${randomUUID()}`,
+      deserializers: { key: stringDeserializer, headerKey: stringDeserializer, headerValue: stringDeserializer },
+      autocommit: false,
+      maxWaitTime: 300,
+    });
+    const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
+    try {
+      const stream = await consumer.consume({
+        topics: [physical],
+        mode: opts.fromBeginning ? 'earliest' : 'latest',
+        autocommit: false,
+      });
+      await new Promise<void>((resolve) => {
+        const done = () => resolve();
+        if (opts.signal.aborted) return done();
+        opts.signal.addEventListener('abort', done, { once: true });
+        if (timeoutMs) setTimeout(done, timeoutMs).unref();
+        stream.on('data', (m) => {
+          if (!opts.signal.aborted) onMessage(decode(m, unprefix));
+        });
+      });
+      await stream.close().catch(() => undefined);
+    } finally {
+      await forceClose(consumer);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.admin.close().catch(() => undefined);
+  }
+}
+
+export function createKafkaBus(s: KafkaSettings, opts: KafkaBusOptions): Bus {
+  const cfg: Required<KafkaBusOptions> = {
+    log: opts.log,
+    retry: opts.retry ?? DEFAULT_RETRY,
+    sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
+    heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 1_000,
+    maxBuffered: opts.maxBuffered ?? 1_000,
+  };
+  const publisher = new KafkaPublisher(s, opts.log);
+  const subscriber = new KafkaSubscriber(s, publisher, cfg);
+  const admin = new KafkaAdmin(s, opts.log);
+  return {
+    kind: 'kafka',
+    publisher,
+    subscriber,
+    admin,
+    close: async () => {
+      await subscriber.close();
+      await publisher.close();
+      await admin.close();
+    },
+  };
+}
+
