@@ -2,11 +2,15 @@
 /** `taskflow`: one binary, many targets (the Loki/Mimir model), plus operations commands. */
 import { Command, Option } from 'commander';
 import { signDevToken } from '../auth.ts';
-import { ConfigError, loadConfig } from '../config.ts';
-import { createBus } from '../bus/index.ts';
+import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { allTopics, createBus } from '../bus/index.ts';
+import { listDeadLetters, replayDeadLetters } from '../bus/dlq.ts';
+import type { Bus } from '../bus/types.ts';
+import { GROUPS } from '../contracts/topics.ts';
 import { createLogger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { runTargets } from '../process.ts';
+import { verifyChain } from '../services/audit/chain.ts';
 import { TARGETS, findTargets } from '../services/index.ts';
 import { openDb } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
@@ -143,6 +147,147 @@ program
     await bus.close();
     await db.close();
   });
+
+program
+  .command('audit')
+  .description('audit trail operations')
+  .command('verify')
+  .description('recompute the hash chains of the audit log; names the first broken record (exit code 1)')
+  .option('--user <id>', 'verify only this user')
+  .action(async (opts: { user?: string }) => {
+    const db = await openDb(loadConfig().databaseUrl);
+    await migrate(db);
+    const result = await verifyChain(db, opts.user ? { userId: opts.user } : {});
+    await db.close();
+    for (const b of result.broken)
+      console.log(
+        `BROKEN user=${b.user_id} seq=${b.seq} id=${b.id ?? '-'} event_id=${b.event_id ?? '-'}: ${b.reason}`,
+      );
+    console.log(
+      `${result.ok ? 'ok' : 'FAILED'}: ${result.users} user chain(s), ${result.records} record(s) verified`,
+    );
+    if (!result.ok) process.exitCode = 1;
+  });
+
+/** Opens the configured bus for an operations command (no consumers), runs `fn`, closes everything. */
+async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>, opts: { ensureTopics?: boolean } = {}): Promise<T> {
+  const config = loadConfig();
+  const log = createLogger({ level: 'warn' });
+  const db = await openDb(config.databaseUrl);
+  try {
+    await migrate(db);
+    const bus = await createBus(config, db, log, new Metrics({ defaultMetrics: false }), { ensureTopics: opts.ensureTopics ?? false });
+    try {
+      return await fn(bus, config);
+    } finally {
+      await bus.close();
+    }
+  } finally {
+    await db.close();
+  }
+}
+
+const table = (rows: Record<string, unknown>[]) => {
+  if (rows.length === 0) return '(none)';
+  const cols = Object.keys(rows[0]!);
+  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(width[i]!)).join('  ').trimEnd();
+  return [line(cols), ...rows.map((r) => line(cols.map((c) => String(r[c] ?? ''))))].join('\n');
+};
+
+const topics = program.command('topics').description('create and inspect the topics of DESIGN.md section 3 (and the DLQs)');
+topics
+  .command('ensure')
+  .description('create missing topics with their partitions and retention (KAFKA_TOPIC_PARTITIONS overrides)')
+  .action(() =>
+    withBus(async (bus, config) => {
+      const wanted = allTopics(config);
+      await bus.admin.ensureTopics(wanted);
+      console.log(`ensured ${wanted.length} topics on ${config.bus}`);
+    }),
+  );
+topics
+  .command('describe')
+  .description('list topics with partitions and retention')
+  .option('--json', 'print JSON')
+  .action((opts: { json?: boolean }) =>
+    withBus(async (bus) => {
+      const list = await bus.admin.describeTopics();
+      if (opts.json) return console.log(JSON.stringify(list, null, 2));
+      const hours = (ms: number | null) => (ms === null ? '?' : ms >= 86_400_000 ? `${ms / 86_400_000}d` : `${ms / 3_600_000}h`);
+      console.log(table(list.map((t) => ({ topic: t.name, partitions: t.partitions, retention: hours(t.retentionMs) }))));
+    }),
+  );
+
+program
+  .command('lag')
+  .description('consumer lag per group and partition')
+  .option('--group <group>', 'only this consumer group')
+  .option('--json', 'print JSON')
+  .action((opts: { group?: string; json?: boolean }) =>
+    withBus(async (bus) => {
+      const lag = await bus.admin.lag(opts.group);
+      if (opts.json) return console.log(JSON.stringify(lag, null, 2));
+      console.log(table(lag.map((l) => ({ group: l.group, topic: l.topic, partition: l.partition, committed: l.committed, end: l.end, lag: l.lag }))));
+    }),
+  );
+
+const dlq = program.command('dlq').description('inspect and replay dead letters (per consumer group)');
+const groupOption = () => new Option('--group <group>', `consumer group (${Object.values(GROUPS).join(', ')}, or a gateway instance group)`);
+dlq
+  .command('list')
+  .description('dead letters of one group (or all groups)')
+  .addOption(groupOption())
+  .option('--json', 'print JSON')
+  .action((opts: { group?: string; json?: boolean }) =>
+    withBus(async (bus) => {
+      const groups = opts.group ? [opts.group] : Object.values(GROUPS);
+      const letters = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g)))).flat();
+      if (opts.json) return console.log(JSON.stringify(letters, null, 2));
+      console.log(
+        table(
+          letters.map((d) => ({
+            group: d.group,
+            id: d.event.id,
+            type: d.event.type,
+            key: d.key,
+            attempts: d.attempts,
+            failed_at: d.lastFailure ?? '',
+            source: `${d.source.topic}/${d.source.partition}@${d.source.offset}`,
+            error: d.error.slice(0, 80),
+          })),
+        ),
+      );
+    }),
+  );
+dlq
+  .command('show')
+  .description('one dead letter in full (event, failure headers)')
+  .requiredOption('--id <eventId>', 'the event id')
+  .addOption(groupOption())
+  .action((opts: { id: string; group?: string }) =>
+    withBus(async (bus) => {
+      const groups = opts.group ? [opts.group] : Object.values(GROUPS);
+      const found = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g)))).flat().filter((d) => d.event.id === opts.id);
+      if (found.length === 0) throw new Error(`no dead letter with event id ${opts.id}`);
+      console.log(JSON.stringify(found, null, 2));
+    }),
+  );
+dlq
+  .command('replay')
+  .description('publish dead letters back to their source topic (consumers are idempotent: only the failed group acts)')
+  .requiredOption('--group <group>', 'consumer group')
+  .option('--id <eventId...>', 'only these event ids (default: all of the group)')
+  .action((opts: { group: string; id?: string[] }) =>
+    withBus(async (bus) => {
+      const replayed = await replayDeadLetters(bus, opts.group, opts.id ? { ids: opts.id } : {});
+      if (opts.id && replayed.length < opts.id.length) {
+        const missing = opts.id.filter((id) => !replayed.some((d) => d.event.id === id));
+        throw new Error(`not found in ${opts.group}.dlq: ${missing.join(', ')}`);
+      }
+      console.log(`replayed ${replayed.length} event(s) of ${opts.group}`);
+    }),
+  );
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);

@@ -55,7 +55,7 @@ export interface OutboxRow {
 
 export async function pendingOutbox(db: Queryable, limit: number): Promise<OutboxRow[]> {
   const r = await db.query<{ id: string; topic: string; key: string; event: CloudEvent; attempts: number }>(
-    `SELECT id::text AS id, topic, key, event, attempts FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1`,
+    `SELECT id::text AS id, topic, key, event, attempts FROM outbox WHERE published_at IS NULL ORDER BY outbox.id LIMIT $1`,
     [limit],
   );
   return r.rows;

@@ -293,7 +293,7 @@ export class TaskStore {
       where.push(`(${expr}, id) ${cmp} (${p(q.cursor.v)}${cast}, ${p(q.cursor.id)}::uuid)`);
     }
     const sql = `SELECT ${COLUMNS} FROM tasks WHERE ${where.join(' AND ')}
-      ORDER BY ${expr} ${q.order}, id ${q.order} LIMIT ${p(q.limit + 1)}`;
+      ORDER BY ${expr} ${q.order}, tasks.id ${q.order} LIMIT ${p(q.limit + 1)}`;
     const rows = (await this.db.query<TaskRow>(sql, params)).rows.map(toTask);
     const items = rows.slice(0, q.limit);
     const last = items[items.length - 1];

@@ -151,7 +151,11 @@ export class KafkaPublisher implements Publisher {
     const unknown = [...new Set(messages.map((m) => m.topic))].filter((t) => !this.known.has(t));
     if (unknown.length) {
       this.admin ??= new KafkaAdmin(this.s, this.log);
-      await this.admin.ensureTopics(unknown.map((t) => topicSpec(t)));
+      try {
+        await this.admin.ensureTopics(unknown.map((t) => topicSpec(t)));
+      } catch (err) {
+        throw new Error(`Kafka publish failed: ${describeKafkaError(err)}`, { cause: err });
+      }
       for (const t of unknown) this.known.add(t);
     }
     try {
@@ -315,7 +319,12 @@ export class KafkaAdmin implements BusAdmin {
   }
 
   async ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void> {
-    const existing = new Set(await this.admin.listTopics());
+    let existing: Set<string>;
+    try {
+      existing = new Set(await this.admin.listTopics());
+    } catch (err) {
+      throw new Error(`could not list Kafka topics: ${describeKafkaError(err)}`, { cause: err });
+    }
     for (const t of topics) {
       const name = this.prefix + t.name;
       if (existing.has(name)) continue;
