@@ -12,7 +12,7 @@ import { Metrics } from '../observability/metrics.ts';
 import { runTargets } from '../process.ts';
 import { verifyChain } from '../services/audit/chain.ts';
 import { TARGETS, findTargets } from '../services/index.ts';
-import { openDb } from '../store/db.ts';
+import { openDb, type Db } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
 
 const program = new Command();
@@ -121,69 +121,48 @@ program
   .argument('<topic>', 'topic, e.g. task-events, reminders, task-updates, <group>.dlq')
   .option('--from-beginning', 'start with the oldest retained event')
   .addOption(new Option('--limit <n>', 'exit after n events').argParser((v) => Number.parseInt(v, 10)))
-  .action(async (topic: string, opts: { fromBeginning?: boolean; limit?: number }) => {
-    const config = loadConfig();
-    const log = createLogger({ level: 'warn' });
-    const db = await openDb(config.databaseUrl);
-    await migrate(db);
-    const bus = await createBus(config, db, log, new Metrics({ defaultMetrics: false }));
-    const stop = new AbortController();
-    process.on('SIGINT', () => stop.abort());
-    process.on('SIGTERM', () => stop.abort());
-    let seen = 0;
-    await bus.admin.tail(topic, { fromBeginning: !!opts.fromBeginning, signal: stop.signal }, (m) => {
-      process.stdout.write(
-        JSON.stringify({
-          topic: m.topic,
-          partition: m.partition,
-          offset: m.offset,
-          key: m.key,
-          headers: m.headers,
-          event: m.event,
-        }) + '\n',
-      );
-      if (opts.limit && ++seen >= opts.limit) stop.abort();
-    });
-    await bus.close();
-    await db.close();
-  });
+  .action((topic: string, opts: { fromBeginning?: boolean; limit?: number }) =>
+    withBus(async (bus) => {
+      const stop = new AbortController();
+      process.on('SIGINT', () => stop.abort());
+      process.on('SIGTERM', () => stop.abort());
+      let seen = 0;
+      await bus.admin.tail(topic, { fromBeginning: !!opts.fromBeginning, signal: stop.signal }, (m) => {
+        process.stdout.write(
+          JSON.stringify({
+            topic: m.topic,
+            partition: m.partition,
+            offset: m.offset,
+            key: m.key,
+            headers: m.headers,
+            event: m.event,
+          }) + '\n',
+        );
+        if (opts.limit && ++seen >= opts.limit) stop.abort();
+      });
+    }),
+  );
 
-program
-  .command('audit')
-  .description('audit trail operations')
-  .command('verify')
-  .description('recompute the hash chains of the audit log; names the first broken record (exit code 1)')
-  .option('--user <id>', 'verify only this user')
-  .action(async (opts: { user?: string }) => {
-    const db = await openDb(loadConfig().databaseUrl);
-    await migrate(db);
-    const result = await verifyChain(db, opts.user ? { userId: opts.user } : {});
-    await db.close();
-    for (const b of result.broken)
-      console.log(
-        `BROKEN user=${b.user_id} seq=${b.seq} id=${b.id ?? '-'} event_id=${b.event_id ?? '-'}: ${b.reason}`,
-      );
-    console.log(
-      `${result.ok ? 'ok' : 'FAILED'}: ${result.users} user chain(s), ${result.records} record(s) verified`,
-    );
-    if (!result.ok) process.exitCode = 1;
-  });
-
-/** Opens the configured bus for an operations command (no consumers), runs `fn`, closes everything. */
-async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>, opts: { ensureTopics?: boolean } = {}): Promise<T> {
+/**
+ * Opens the configured bus for an operations command (no consumers), runs `fn`, closes everything. Only the
+ * embedded bus needs the database; Kafka commands talk to the brokers alone.
+ */
+async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise<T> {
   const config = loadConfig();
   const log = createLogger({ level: 'warn' });
-  const db = await openDb(config.databaseUrl);
+  const db = config.bus === 'embedded' ? await openDb(config.databaseUrl) : null;
   try {
-    await migrate(db);
-    const bus = await createBus(config, db, log, new Metrics({ defaultMetrics: false }), { ensureTopics: opts.ensureTopics ?? false });
+    if (db) await migrate(db);
+    const bus = await createBus(config, db as Db, log, new Metrics({ defaultMetrics: false }), {
+      ensureTopics: false,
+    });
     try {
       return await fn(bus, config);
     } finally {
       await bus.close();
     }
   } finally {
-    await db.close();
+    await db?.close();
   }
 }
 
@@ -191,11 +170,17 @@ const table = (rows: Record<string, unknown>[]) => {
   if (rows.length === 0) return '(none)';
   const cols = Object.keys(rows[0]!);
   const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(width[i]!)).join('  ').trimEnd();
+  const line = (vals: string[]) =>
+    vals
+      .map((v, i) => v.padEnd(width[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(cols), ...rows.map((r) => line(cols.map((c) => String(r[c] ?? ''))))].join('\n');
 };
 
-const topics = program.command('topics').description('create and inspect the topics of DESIGN.md section 3 (and the DLQs)');
+const topics = program
+  .command('topics')
+  .description('create and inspect the topics of DESIGN.md section 3 (and the DLQs)');
 topics
   .command('ensure')
   .description('create missing topics with their partitions and retention (KAFKA_TOPIC_PARTITIONS overrides)')
@@ -214,8 +199,13 @@ topics
     withBus(async (bus) => {
       const list = await bus.admin.describeTopics();
       if (opts.json) return console.log(JSON.stringify(list, null, 2));
-      const hours = (ms: number | null) => (ms === null ? '?' : ms >= 86_400_000 ? `${ms / 86_400_000}d` : `${ms / 3_600_000}h`);
-      console.log(table(list.map((t) => ({ topic: t.name, partitions: t.partitions, retention: hours(t.retentionMs) }))));
+      const hours = (ms: number | null) =>
+        ms === null ? '?' : ms >= 86_400_000 ? `${ms / 86_400_000}d` : `${ms / 3_600_000}h`;
+      console.log(
+        table(
+          list.map((t) => ({ topic: t.name, partitions: t.partitions, retention: hours(t.retentionMs) })),
+        ),
+      );
     }),
   );
 
@@ -228,12 +218,27 @@ program
     withBus(async (bus) => {
       const lag = await bus.admin.lag(opts.group);
       if (opts.json) return console.log(JSON.stringify(lag, null, 2));
-      console.log(table(lag.map((l) => ({ group: l.group, topic: l.topic, partition: l.partition, committed: l.committed, end: l.end, lag: l.lag }))));
+      console.log(
+        table(
+          lag.map((l) => ({
+            group: l.group,
+            topic: l.topic,
+            partition: l.partition,
+            committed: l.committed,
+            end: l.end,
+            lag: l.lag,
+          })),
+        ),
+      );
     }),
   );
 
 const dlq = program.command('dlq').description('inspect and replay dead letters (per consumer group)');
-const groupOption = () => new Option('--group <group>', `consumer group (${Object.values(GROUPS).join(', ')}, or a gateway instance group)`);
+const groupOption = () =>
+  new Option(
+    '--group <group>',
+    `consumer group (${Object.values(GROUPS).join(', ')}, or a gateway instance group)`,
+  );
 dlq
   .command('list')
   .description('dead letters of one group (or all groups)')
@@ -268,14 +273,18 @@ dlq
   .action((opts: { id: string; group?: string }) =>
     withBus(async (bus) => {
       const groups = opts.group ? [opts.group] : Object.values(GROUPS);
-      const found = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g)))).flat().filter((d) => d.event.id === opts.id);
+      const found = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g))))
+        .flat()
+        .filter((d) => d.event.id === opts.id);
       if (found.length === 0) throw new Error(`no dead letter with event id ${opts.id}`);
       console.log(JSON.stringify(found, null, 2));
     }),
   );
 dlq
   .command('replay')
-  .description('publish dead letters back to their source topic (consumers are idempotent: only the failed group acts)')
+  .description(
+    'publish dead letters back to their source topic (consumers are idempotent: only the failed group acts)',
+  )
   .requiredOption('--group <group>', 'consumer group')
   .option('--id <eventId...>', 'only these event ids (default: all of the group)')
   .action((opts: { group: string; id?: string[] }) =>

@@ -6,7 +6,11 @@ import { fileURLToPath } from 'node:url';
 const run = promisify(execFile);
 const script = fileURLToPath(new URL('../../scripts/kafka', import.meta.url));
 
-export async function kafka(command: 'start' | 'stop' | 'reset', name: string, extra: string[] = []): Promise<Record<string, string>> {
+export async function kafka(
+  command: 'start' | 'stop' | 'reset',
+  name: string,
+  extra: string[] = [],
+): Promise<Record<string, string>> {
   const { stdout } = await run(script, [command, '--name', name, ...extra], { timeout: 180_000 });
   return Object.fromEntries(
     stdout

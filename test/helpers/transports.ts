@@ -91,7 +91,11 @@ export const kafkaHarness: HarnessFactory = {
     const { createKafkaBus } = await import('../../src/bus/kafka/index.ts');
     const run = suffix();
     let n = 0;
-    const settings = { brokers: kafkaBrokers!.split(','), clientId: 'taskflow-test', topicPrefix: `t${run}.` };
+    const settings = {
+      brokers: kafkaBrokers!.split(','),
+      clientId: 'taskflow-test',
+      topicPrefix: `t${run}.`,
+    };
     return {
       name: 'kafka',
       unique: (base) => `${base}-${++n}`,

@@ -36,22 +36,36 @@ describe('Taskflow on Kafka', { skip }, () => {
   it('publishes API events that an independent client (kafkajs) reads as valid CloudEvents', async () => {
     const p = prefix();
     const db = await freshDb();
-    const app = await startApp(db, { targets: ['api', 'relay'], env: { BUS: 'kafka', KAFKA_BROKERS: kafkaBrokers!, KAFKA_TOPIC_PREFIX: p } });
+    const app = await startApp(db, {
+      targets: ['api', 'relay'],
+      env: { BUS: 'kafka', KAFKA_BROKERS: kafkaBrokers!, KAFKA_TOPIC_PREFIX: p },
+    });
     try {
-      const created = await app.call('indie', 'POST', '/api/tasks', { title: 'read me elsewhere', tags: ['x'] });
+      const created = await app.call('indie', 'POST', '/api/tasks', {
+        title: 'read me elsewhere',
+        tags: ['x'],
+      });
       assert.equal(created.status, 201);
-      const client = new Kafka({ clientId: 'independent', brokers: kafkaBrokers!.split(','), logLevel: logLevel.NOTHING });
+      const client = new Kafka({
+        clientId: 'independent',
+        brokers: kafkaBrokers!.split(','),
+        logLevel: logLevel.NOTHING,
+      });
       const consumer = client.consumer({ groupId: `independent-${randomBytes(3).toString('hex')}` });
       await consumer.connect();
       await consumer.subscribe({ topic: `${p}task-events`, fromBeginning: true });
-      const got = await new Promise<{ key: string; headers: Record<string, string>; value: string }>((resolve) => {
-        void consumer.run({
-          eachMessage: async ({ message }) => {
-            const headers = Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)]));
-            resolve({ key: String(message.key), headers, value: String(message.value) });
-          },
-        });
-      });
+      const got = await new Promise<{ key: string; headers: Record<string, string>; value: string }>(
+        (resolve) => {
+          void consumer.run({
+            eachMessage: async ({ message }) => {
+              const headers = Object.fromEntries(
+                Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)]),
+              );
+              resolve({ key: String(message.key), headers, value: String(message.value) });
+            },
+          });
+        },
+      );
       await consumer.disconnect();
       assert.equal(got.key, 'indie');
       assert.equal(got.headers.ce_specversion, '1.0');
@@ -61,7 +75,10 @@ describe('Taskflow on Kafka', { skip }, () => {
       assert.equal(got.headers['content-type'], 'application/json');
       assert.match(got.headers.traceparent!, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
       // Rebuild the structured event from the binary-mode message by hand and validate it.
-      const envelope: Record<string, unknown> = { datacontenttype: got.headers['content-type'], data: JSON.parse(got.value) };
+      const envelope: Record<string, unknown> = {
+        datacontenttype: got.headers['content-type'],
+        data: JSON.parse(got.value),
+      };
       for (const [k, v] of Object.entries(got.headers)) if (k.startsWith('ce_')) envelope[k.slice(3)] = v;
       assert.deepEqual(eventProblems(envelope), []);
       assert.equal((envelope.data as { task: { title: string } }).task.title, 'read me elsewhere');
@@ -81,26 +98,56 @@ describe('Taskflow on Kafka', { skip }, () => {
     });
     try {
       await app.call('u0', 'POST', '/api/tasks', { title: 'warm-up' });
-      await waitFor(async () => Number((await db.query<{ n: string }>('SELECT count(*)::text n FROM outbox WHERE published_at IS NULL')).rows[0]!.n) === 0, 30_000, 'warm-up published');
+      await waitFor(
+        async () =>
+          Number(
+            (await db.query<{ n: string }>('SELECT count(*)::text n FROM outbox WHERE published_at IS NULL'))
+              .rows[0]!.n,
+          ) === 0,
+        30_000,
+        'warm-up published',
+      );
       await kafka('stop', 'outage');
       const users = ['u0', 'u1', 'u2', 'u3'];
       for (let i = 0; i < 200; i++) {
         const r = await app.call(users[i % 4]!, 'POST', '/api/tasks', { title: `outage-${i}` });
         assert.equal(r.status, 201, `request ${i} during the outage`);
       }
-      const pending = Number((await db.query<{ n: string }>('SELECT count(*)::text n FROM outbox WHERE published_at IS NULL')).rows[0]!.n);
+      const pending = Number(
+        (await db.query<{ n: string }>('SELECT count(*)::text n FROM outbox WHERE published_at IS NULL'))
+          .rows[0]!.n,
+      );
       assert.equal(pending, 200, 'events wait in the outbox');
       await kafka('start', 'outage');
-      await waitFor(async () => Number((await db.query<{ n: string }>('SELECT count(*)::text n FROM outbox WHERE published_at IS NULL')).rows[0]!.n) === 0, 90_000, 'backlog drained');
-      const bus = createKafkaBus({ brokers: env.KAFKA_BROKERS!.split(','), clientId: 'check', topicPrefix: p }, { log: silentLogger });
-      const all = (await bus.admin.read('task-events', { limit: 1000 })).filter((m) => titleOf(m.event).startsWith('outage-'));
+      await waitFor(
+        async () =>
+          Number(
+            (await db.query<{ n: string }>('SELECT count(*)::text n FROM outbox WHERE published_at IS NULL'))
+              .rows[0]!.n,
+          ) === 0,
+        90_000,
+        'backlog drained',
+      );
+      const bus = createKafkaBus(
+        { brokers: env.KAFKA_BROKERS!.split(','), clientId: 'check', topicPrefix: p },
+        { log: silentLogger },
+      );
+      const all = (await bus.admin.read('task-events', { limit: 1000 })).filter((m) =>
+        titleOf(m.event).startsWith('outage-'),
+      );
       await bus.close();
       assert.equal(all.length, 200, 'none missing');
       assert.equal(new Set(all.map((m) => m.event.id)).size, 200);
       for (const u of users) {
-        const seq = all.filter((m) => m.key === u).map((m) => Number(titleOf(m.event).slice('outage-'.length)));
+        const seq = all
+          .filter((m) => m.key === u)
+          .map((m) => Number(titleOf(m.event).slice('outage-'.length)));
         assert.equal(seq.length, 50);
-        assert.deepEqual(seq, [...seq].sort((a, b) => a - b), `${u} in order`);
+        assert.deepEqual(
+          seq,
+          [...seq].sort((a, b) => a - b),
+          `${u} in order`,
+        );
       }
     } finally {
       await app.stop();
@@ -110,57 +157,90 @@ describe('Taskflow on Kafka', { skip }, () => {
     }
   });
 
-  it('fails over between two consumer processes when one is killed with SIGKILL; every event has its effect', { skip: process.env.TEST_DATABASE_URL ? false : 'needs TEST_DATABASE_URL' }, async () => {
-    const p = prefix();
-    const effectsDb = await createPgDatabase(process.env.TEST_DATABASE_URL!);
-    const pool = new pg.Pool({ connectionString: effectsDb.url, max: 2 });
-    await pool.query('CREATE TABLE effects (event_id text PRIMARY KEY, consumer text NOT NULL, partition int NOT NULL)');
-    const bus = createKafkaBus({ brokers: kafkaBrokers!.split(','), clientId: 'killer', topicPrefix: p }, { log: silentLogger });
-    await bus.admin.ensureTopics([{ name: 'work', partitions: 6, retentionMs: 3_600_000 }]);
-    const children: ChildProcess[] = [];
-    const startConsumer = async (name: string) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/effect-consumer.ts'], {
-        env: { ...process.env, KAFKA_BROKERS: kafkaBrokers!, TOPIC_PREFIX: p, GROUP: 'workers', TOPIC: 'work', EFFECTS_DB_URL: effectsDb.url, CONSUMER_NAME: name },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      children.push(child);
-      await new Promise<void>((resolve, reject) => {
-        child.stdout!.on('data', (b: Buffer) => b.toString().includes('ready') && resolve());
-        child.on('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
-      });
-      return child;
-    };
-    const count = async (where = 'true') => Number((await pool.query(`SELECT count(*)::int AS n FROM effects WHERE ${where}`)).rows[0].n);
-    try {
-      const a = await startConsumer('a');
-      await startConsumer('b');
-      await new Promise((r) => setTimeout(r, 4000)); // let the group rebalance to two members
-      const total = 600;
-      const producing = (async () => {
-        for (let i = 0; i < total; i += 30) {
-          await bus.publisher.publish(Array.from({ length: 30 }, (_, j) => ({ topic: 'work', key: `k${(i + j) % 24}`, event: taskCreated(`k${(i + j) % 24}`, String(i + j)) })));
-          await new Promise((r) => setTimeout(r, 60));
-        }
-      })();
-      await waitFor(async () => (await count("consumer = 'a'")) > 20 && (await count("consumer = 'b'")) > 20, 30_000, 'both consumers working');
-      a.kill('SIGKILL');
-      await producing;
-      await waitFor(async () => (await count()) >= total, 60_000, 'all effects after failover');
-      assert.equal(await count(), total);
-      const byB = await pool.query("SELECT DISTINCT partition FROM effects WHERE consumer = 'b' ORDER BY 1");
-      assert.equal(byB.rows.length, 6, 'the survivor took over every partition');
-    } finally {
-      for (const c of children) c.kill('SIGKILL');
-      await bus.close();
-      await pool.end();
-      await effectsDb.drop();
-    }
-  });
+  it(
+    'fails over between two consumer processes when one is killed with SIGKILL; every event has its effect',
+    { skip: process.env.TEST_DATABASE_URL ? false : 'needs TEST_DATABASE_URL' },
+    async () => {
+      const p = prefix();
+      const effectsDb = await createPgDatabase(process.env.TEST_DATABASE_URL!);
+      const pool = new pg.Pool({ connectionString: effectsDb.url, max: 2 });
+      await pool.query(
+        'CREATE TABLE effects (event_id text PRIMARY KEY, consumer text NOT NULL, partition int NOT NULL)',
+      );
+      const bus = createKafkaBus(
+        { brokers: kafkaBrokers!.split(','), clientId: 'killer', topicPrefix: p },
+        { log: silentLogger },
+      );
+      await bus.admin.ensureTopics([{ name: 'work', partitions: 6, retentionMs: 3_600_000 }]);
+      const children: ChildProcess[] = [];
+      const startConsumer = async (name: string) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/effect-consumer.ts'], {
+          env: {
+            ...process.env,
+            KAFKA_BROKERS: kafkaBrokers!,
+            TOPIC_PREFIX: p,
+            GROUP: 'workers',
+            TOPIC: 'work',
+            EFFECTS_DB_URL: effectsDb.url,
+            CONSUMER_NAME: name,
+          },
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        children.push(child);
+        await new Promise<void>((resolve, reject) => {
+          child.stdout!.on('data', (b: Buffer) => b.toString().includes('ready') && resolve());
+          child.on('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
+        });
+        return child;
+      };
+      const count = async (where = 'true') =>
+        Number((await pool.query(`SELECT count(*)::int AS n FROM effects WHERE ${where}`)).rows[0].n);
+      try {
+        const a = await startConsumer('a');
+        await startConsumer('b');
+        await new Promise((r) => setTimeout(r, 4000)); // let the group rebalance to two members
+        const total = 600;
+        const producing = (async () => {
+          for (let i = 0; i < total; i += 30) {
+            await bus.publisher.publish(
+              Array.from({ length: 30 }, (_, j) => ({
+                topic: 'work',
+                key: `k${(i + j) % 24}`,
+                event: taskCreated(`k${(i + j) % 24}`, String(i + j)),
+              })),
+            );
+            await new Promise((r) => setTimeout(r, 60));
+          }
+        })();
+        await waitFor(
+          async () => (await count("consumer = 'a'")) > 20 && (await count("consumer = 'b'")) > 20,
+          30_000,
+          'both consumers working',
+        );
+        a.kill('SIGKILL');
+        await producing;
+        await waitFor(async () => (await count()) >= total, 60_000, 'all effects after failover');
+        assert.equal(await count(), total);
+        const byB = await pool.query(
+          "SELECT DISTINCT partition FROM effects WHERE consumer = 'b' ORDER BY 1",
+        );
+        assert.equal(byB.rows.length, 6, 'the survivor took over every partition');
+      } finally {
+        for (const c of children) c.kill('SIGKILL');
+        await bus.close();
+        await pool.end();
+        await effectsDb.drop();
+      }
+    },
+  );
 
   it('dead-letters a poison event with failure headers; `taskflow dlq replay` puts it back and it is handled once', async () => {
     const p = prefix();
     const group = 'taskflow-audit';
-    const bus = createKafkaBus({ brokers: kafkaBrokers!.split(','), clientId: 'poison', topicPrefix: p }, { log: silentLogger, retry: { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 20 } });
+    const bus = createKafkaBus(
+      { brokers: kafkaBrokers!.split(','), clientId: 'poison', topicPrefix: p },
+      { log: silentLogger, retry: { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 20 } },
+    );
     const poison = taskCreated('p1', 'poison');
     let fixed = false;
     let attempts = 0;
@@ -191,16 +271,37 @@ describe('Taskflow on Kafka', { skip }, () => {
       assert.equal(letter?.source.topic, 'task-events');
       assert.ok(letter?.source.offset);
       fixed = true;
-      const cliEnv = { ...process.env, BUS: 'kafka', KAFKA_BROKERS: kafkaBrokers!, KAFKA_TOPIC_PREFIX: p, DATABASE_URL: 'memory://', JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'warn' };
-      const list = await execFileP(process.execPath, ['bin/taskflow.js', 'dlq', 'list', '--group', group, '--json'], { env: cliEnv });
+      const cliEnv = {
+        ...process.env,
+        BUS: 'kafka',
+        KAFKA_BROKERS: kafkaBrokers!,
+        KAFKA_TOPIC_PREFIX: p,
+        DATABASE_URL: 'memory://',
+        JWT_SECRET: TEST_SECRET,
+        LOG_LEVEL: 'warn',
+      };
+      const list = await execFileP(
+        process.execPath,
+        ['bin/taskflow.js', 'dlq', 'list', '--group', group, '--json'],
+        { env: cliEnv },
+      );
       assert.equal(JSON.parse(list.stdout)[0].event.id, poison.id);
-      const replay = await execFileP(process.execPath, ['bin/taskflow.js', 'dlq', 'replay', '--group', group, '--id', poison.id], { env: cliEnv });
+      const replay = await execFileP(
+        process.execPath,
+        ['bin/taskflow.js', 'dlq', 'replay', '--group', group, '--id', poison.id],
+        { env: cliEnv },
+      );
       assert.match(replay.stdout, /replayed 1 event/);
       await waitFor(() => handled.get(poison.id) === 1, 30_000, 'replayed poison handled');
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(handled.get(poison.id), 1);
-      const lag = await execFileP(process.execPath, ['bin/taskflow.js', 'lag', '--group', group, '--json'], { env: cliEnv });
-      assert.equal(JSON.parse(lag.stdout).reduce((n: number, l: { lag: number }) => n + l.lag, 0), 0);
+      const lag = await execFileP(process.execPath, ['bin/taskflow.js', 'lag', '--group', group, '--json'], {
+        env: cliEnv,
+      });
+      assert.equal(
+        JSON.parse(lag.stdout).reduce((n: number, l: { lag: number }) => n + l.lag, 0),
+        0,
+      );
     } finally {
       await sub.close();
       await bus.close();
@@ -226,13 +327,21 @@ describe('Taskflow on Kafka', { skip }, () => {
           brokers: env.KAFKA_BROKERS!.split(','),
           clientId: 'secure',
           topicPrefix: p,
-          sasl: { mechanism: 'SCRAM-SHA-256', username: env.KAFKA_SASL_USERNAME!, password: env.KAFKA_SASL_PASSWORD! },
+          sasl: {
+            mechanism: 'SCRAM-SHA-256',
+            username: env.KAFKA_SASL_USERNAME!,
+            password: env.KAFKA_SASL_PASSWORD!,
+          },
           ssl: { caFile: env.KAFKA_SSL_CA_FILE!, rejectUnauthorized: true },
         },
         { log: silentLogger },
       );
       const got: string[] = [];
-      const sub = await bus.subscriber.subscribe({ group: 'secure-readers', topics: ['task-events'], handler: async (m) => void got.push(titleOf(m.event)) });
+      const sub = await bus.subscriber.subscribe({
+        group: 'secure-readers',
+        topics: ['task-events'],
+        handler: async (m) => void got.push(titleOf(m.event)),
+      });
       try {
         assert.equal((await app.call('s1', 'POST', '/api/tasks', { title: 'over tls' })).status, 201);
         await waitFor(() => got.includes('over tls'), 60_000, 'event over SASL_SSL');
@@ -250,13 +359,20 @@ describe('Taskflow on Kafka', { skip }, () => {
           brokers: env.KAFKA_BROKERS!.split(','),
           clientId: 'wrong',
           topicPrefix: prefix(),
-          sasl: { mechanism: 'SCRAM-SHA-256', username: env.KAFKA_SASL_USERNAME!, password: 'not-the-password' },
+          sasl: {
+            mechanism: 'SCRAM-SHA-256',
+            username: env.KAFKA_SASL_USERNAME!,
+            password: 'not-the-password',
+          },
           ssl: { caFile: env.KAFKA_SSL_CA_FILE!, rejectUnauthorized: true },
         },
         { log: silentLogger },
       );
       const started = Date.now();
-      await assert.rejects(bus.publisher.publish([{ topic: 'task-events', key: 'x', event: taskCreated('x', 'nope') }]), /authentication failed/i);
+      await assert.rejects(
+        bus.publisher.publish([{ topic: 'task-events', key: 'x', event: taskCreated('x', 'nope') }]),
+        /authentication failed/i,
+      );
       assert.ok(Date.now() - started < 20_000, `failed after ${Date.now() - started} ms`);
       await bus.close();
     });

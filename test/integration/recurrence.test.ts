@@ -1,0 +1,384 @@
+/**
+ * The recurrence target end to end on the embedded bus (api + relay + recurrence in one process, PGlite;
+ * PostgreSQL too when TEST_DATABASE_URL is set): next occurrences, idempotency against redelivery and
+ * complete -> reopen -> complete, COUNT/UNTIL, rule edits, skipping, previews and per-user isolation.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { GROUPS, TOPICS } from '../../src/contracts/topics.ts';
+import { eventProblems } from '../../src/contracts/schemas.ts';
+import { ManualClock } from '../../src/domain/clock.ts';
+import type { Db } from '../../src/store/db.ts';
+import { backends } from '../helpers/db.ts';
+import { outboxEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+
+for (const backend of backends) {
+  describe(`recurrence target on ${backend.name}`, () => {
+    let app: TestApp;
+    let db: Db;
+    let drop: () => Promise<void>;
+    before(async () => {
+      ({ db, drop } = await backend.fresh());
+      app = await startApp(db, {
+        targets: ['api', 'relay', 'recurrence'],
+        clock: new ManualClock('2026-03-01T12:00:00Z'),
+      });
+    });
+    after(async () => {
+      await app?.stop();
+      await drop?.();
+    });
+
+    /**
+     * Waits until every outbox row is on the bus and the recurrence group has consumed all of task-events.
+     * A consumer commits its effect (and the effect's outbox rows) before its position, so "outbox empty,
+     * no lag, outbox still empty" means every completion so far has been fully handled.
+     */
+    const settle = async () => {
+      const pending = async () =>
+        Number(
+          (await db.query<{ n: string }>('SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL'))
+            .rows[0]!.n,
+        );
+      const lag = async () =>
+        Number(
+          (
+            await db.query<{ n: string }>(
+              `SELECT coalesce(sum(p.next_offset - coalesce(o."offset", 0)), 0)::text AS n
+                 FROM bus_partitions p
+                 LEFT JOIN bus_group_offsets o
+                   ON o.topic = p.topic AND o.partition = p.partition AND o.group_id = $1
+                WHERE p.topic = $2`,
+              [GROUPS.recurrence, TOPICS.taskEvents],
+            )
+          ).rows[0]!.n,
+        );
+      await waitFor(
+        async () => (await pending()) === 0 && (await lag()) === 0 && (await pending()) === 0,
+        15_000,
+        'outbox relayed and task-events consumed by the recurrence group',
+      );
+    };
+
+    const seriesTasks = async (user: string, seriesId: string) => {
+      const r = await app.call(user, 'GET', '/api/tasks?status=all&sort=due&order=asc&limit=200');
+      assert.equal(r.status, 200);
+      return (r.body.items as any[]).filter((t) => t.series_id === seriesId);
+    };
+    const waitForSeries = (user: string, seriesId: string, n: number) =>
+      waitFor(
+        async () => {
+          const tasks = await seriesTasks(user, seriesId);
+          return tasks.length >= n ? tasks : undefined;
+        },
+        15_000,
+        `${n} tasks in series ${seriesId}`,
+      );
+    const create = async (user: string, body: Record<string, unknown>) => {
+      const r = await app.call(user, 'POST', '/api/tasks', body);
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      return r.body;
+    };
+    const complete = async (user: string, id: string) => {
+      const r = await app.call(user, 'POST', `/api/tasks/${id}/complete`);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return r.body;
+    };
+    const series = async (seriesId: string) =>
+      (
+        await db.query<{ anchor: Date; occurrences: number; skipped: Date[]; ended_at: Date | null }>(
+          'SELECT anchor, occurrences, skipped, ended_at FROM recurrence_series WHERE series_id = $1',
+          [seriesId],
+        )
+      ).rows[0];
+    const ledger = async (seriesId: string) =>
+      (
+        await db.query<{ i: number; task_id: string }>(
+          `SELECT occurrence_index AS i, task_id::text AS task_id FROM recurrence_occurrences
+            WHERE series_id = $1 ORDER BY occurrence_index`,
+          [seriesId],
+        )
+      ).rows;
+
+    it('creates the next occurrence through the task store when a recurring task is completed', async () => {
+      const root = await create('rita', {
+        title: 'Water plants',
+        description: 'balcony + kitchen',
+        priority: 'high',
+        tags: ['Home', 'garden'],
+        due_date: '2026-03-02T09:00:00Z',
+        reminders: ['PT1H', '2026-03-02T07:00:00Z'],
+        recurrence: 'daily',
+      });
+      assert.equal(root.series_id, root.id);
+      const done = await complete('rita', root.id);
+      const [first, next] = await waitForSeries('rita', root.id, 2);
+      assert.equal(first.id, root.id);
+      assert.equal(first.status, 'completed');
+      assert.equal(next.status, 'pending');
+      assert.equal(next.due_date, '2026-03-03T09:00:00.000Z');
+      assert.equal(next.series_id, root.id);
+      assert.equal(next.title, 'Water plants');
+      assert.equal(next.description, 'balcony + kitchen');
+      assert.equal(next.priority, 'high');
+      assert.deepEqual(next.tags, ['Home', 'garden']);
+      assert.deepEqual(next.reminders, ['PT1H', '2026-03-03T07:00:00.000Z'], 'absolute reminders move along');
+      assert.deepEqual(next.recurrence, root.recurrence);
+      assert.equal(next.completed_at, null);
+      assert.equal(next.version, 1);
+
+      // Its own task.created event, valid, continuing the completion's trace.
+      const events = await outboxEvents(db);
+      const completion = events.find(
+        (e) => e.event_type === 'task.completed' && e.event.subject === root.id,
+      )!.event;
+      const createdEvent = events.find(
+        (e) => e.event_type === 'task.created' && e.event.subject === next.id,
+      )!;
+      assert.ok(createdEvent, 'the next occurrence has its task.created event');
+      assert.deepEqual(eventProblems(createdEvent.event), []);
+      assert.equal(createdEvent.key, 'rita');
+      assert.equal(createdEvent.event.source, '/taskflow/recurrence');
+      assert.equal(createdEvent.event.traceparent.split('-')[1], completion.traceparent.split('-')[1]);
+      assert.equal(done.completed_at, '2026-03-01T12:00:00.000Z');
+
+      const s = await series(root.id);
+      assert.equal(new Date(s!.anchor).toISOString(), '2026-03-02T09:00:00.000Z');
+      assert.equal(s!.occurrences, 2);
+      assert.deepEqual(
+        (await ledger(root.id)).map((r) => [r.i, r.task_id]),
+        [
+          [1, root.id],
+          [2, next.id],
+        ],
+      );
+    });
+
+    it('anchors a series without a due date on the completion time', async () => {
+      const root = await create('nadia', { title: 'Stretch', recurrence: 'daily' });
+      await complete('nadia', root.id);
+      const tasks = await waitForSeries('nadia', root.id, 2);
+      const next = tasks.find((t) => t.id !== root.id); // a task without due date sorts last
+      assert.equal(next.due_date, '2026-03-02T12:00:00.000Z');
+    });
+
+    it('creates one next occurrence when the same completion event is delivered twice', async () => {
+      const root = await create('dora', {
+        title: 'Standup notes',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: 'weekly',
+      });
+      await complete('dora', root.id);
+      await waitForSeries('dora', root.id, 2);
+      await settle();
+      const completion = (await outboxEvents(db)).find(
+        (e) => e.event_type === 'task.completed' && e.event.subject === root.id,
+      )!.event;
+      await app.proc.runtime.bus.publisher.publish([
+        { topic: TOPICS.taskEvents, key: 'dora', event: completion },
+        { topic: TOPICS.taskEvents, key: 'dora', event: completion },
+      ]);
+      await settle();
+      const tasks = await seriesTasks('dora', root.id);
+      assert.equal(tasks.length, 2, 'still one next occurrence');
+      assert.equal(tasks[1].due_date, '2026-03-09T09:00:00.000Z');
+      assert.equal((await ledger(root.id)).length, 2);
+    });
+
+    it('creates one next occurrence for complete -> reopen -> complete of the same occurrence', async () => {
+      // Back to back, before the consumer catches up...
+      const a = await create('olga', { title: 'A', due_date: '2026-03-02T09:00:00Z', recurrence: 'daily' });
+      await complete('olga', a.id);
+      assert.equal((await app.call('olga', 'POST', `/api/tasks/${a.id}/reopen`)).status, 200);
+      await complete('olga', a.id);
+      // ...and after it created the next occurrence.
+      const b = await create('olga', { title: 'B', due_date: '2026-03-02T10:00:00Z', recurrence: 'daily' });
+      await complete('olga', b.id);
+      await waitForSeries('olga', b.id, 2);
+      assert.equal((await app.call('olga', 'POST', `/api/tasks/${b.id}/reopen`)).status, 200);
+      await complete('olga', b.id);
+      await settle();
+      for (const root of [a, b]) {
+        const tasks = await seriesTasks('olga', root.id);
+        assert.equal(tasks.length, 2, `${root.title}: one next occurrence`);
+        assert.equal(tasks.filter((t) => t.status === 'pending').length, 1);
+      }
+    });
+
+    it('ends a series when COUNT is exhausted, and records the end', async () => {
+      const root = await create('cora', {
+        title: 'Three times',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'daily', count: 3 },
+      });
+      let current = root;
+      for (let n = 2; n <= 3; n++) {
+        await complete('cora', current.id);
+        const tasks = await waitForSeries('cora', root.id, n);
+        current = tasks[n - 1];
+      }
+      assert.equal(current.due_date, '2026-03-04T09:00:00.000Z');
+      assert.equal((await series(root.id))!.ended_at, null);
+      await complete('cora', current.id);
+      await settle();
+      const tasks = await seriesTasks('cora', root.id);
+      assert.equal(tasks.length, 3);
+      assert.ok(tasks.every((t) => t.status === 'completed'));
+      assert.ok((await series(root.id))!.ended_at, 'series recorded as ended');
+    });
+
+    it('ends a series at UNTIL', async () => {
+      const root = await create('uma', {
+        title: 'Until',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'weekly', until: '2026-03-10T23:59:59Z' },
+      });
+      await complete('uma', root.id);
+      const [, second] = await waitForSeries('uma', root.id, 2);
+      assert.equal(second.due_date, '2026-03-09T09:00:00.000Z');
+      await complete('uma', second.id);
+      await settle();
+      assert.equal((await seriesTasks('uma', root.id)).length, 2);
+      assert.ok((await series(root.id))!.ended_at);
+    });
+
+    it('applies an edited rule to future occurrences only', async () => {
+      const root = await create('edda', {
+        title: 'Review',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: 'daily',
+      });
+      await complete('edda', root.id);
+      const [, second] = await waitForSeries('edda', root.id, 2);
+      assert.equal(second.due_date, '2026-03-03T09:00:00.000Z');
+      const edited = await app.call('edda', 'PATCH', `/api/tasks/${second.id}`, {
+        recurrence: { rrule: 'FREQ=WEEKLY;BYDAY=FR' },
+      });
+      assert.equal(edited.status, 200);
+      await complete('edda', second.id);
+      const tasks = await waitForSeries('edda', root.id, 3);
+      assert.equal(tasks[2].due_date, '2026-03-06T09:00:00.000Z', 'the next Friday, 09:00');
+      assert.equal(tasks[2].recurrence.rrule, 'FREQ=WEEKLY;BYDAY=FR');
+      assert.equal(tasks[0].recurrence.rrule, 'FREQ=DAILY', 'the completed occurrence keeps its rule');
+    });
+
+    it('skips an occurrence: the due date moves to the next one and the skipped date is recorded', async () => {
+      const root = await create('sam', {
+        title: 'Gym',
+        due_date: '2026-03-02T09:00:00Z',
+        reminders: ['PT1H'],
+        recurrence: 'weekly',
+      });
+      const eventsBefore = (await outboxEvents(db)).length;
+      const skipped = await app.call('sam', 'POST', `/api/tasks/${root.id}/skip`);
+      assert.equal(skipped.status, 200, JSON.stringify(skipped.body));
+      assert.equal(skipped.body.id, root.id);
+      assert.equal(skipped.body.status, 'pending');
+      assert.equal(skipped.body.due_date, '2026-03-09T09:00:00.000Z');
+      assert.equal(skipped.body.version, 2);
+      assert.equal(skipped.headers.get('etag'), '"2"');
+      const events = (await outboxEvents(db)).slice(eventsBefore);
+      assert.deepEqual(
+        events.map((e) => e.event_type),
+        ['task.updated'],
+      );
+      assert.deepEqual(events[0]!.event.data.changes, ['due_date']);
+      assert.equal(events[0]!.event.source, '/taskflow/recurrence');
+
+      const again = await app.call('sam', 'POST', `/api/tasks/${root.id}/skip`, undefined, {
+        'if-match': '"2"',
+      });
+      assert.equal(again.body.due_date, '2026-03-16T09:00:00.000Z');
+      const stale = await app.call('sam', 'POST', `/api/tasks/${root.id}/skip`, undefined, {
+        'if-match': '"2"',
+      });
+      assert.equal(stale.status, 412);
+
+      const s = await series(root.id);
+      assert.deepEqual(
+        s!.skipped.map((d) => new Date(d).toISOString()),
+        ['2026-03-02T09:00:00.000Z', '2026-03-09T09:00:00.000Z'],
+      );
+      assert.equal(s!.occurrences, 3);
+      assert.equal(new Date(s!.anchor).toISOString(), '2026-03-02T09:00:00.000Z');
+
+      // Completing after skips continues from the moved due date.
+      await complete('sam', root.id);
+      const [, next] = await waitForSeries('sam', root.id, 2);
+      assert.equal(next.due_date, '2026-03-23T09:00:00.000Z');
+
+      // Not skippable: completed, not recurring, the last occurrence.
+      const done = await app.call('sam', 'POST', `/api/tasks/${root.id}/skip`);
+      assert.equal(done.status, 409);
+      assert.match(done.headers.get('content-type') ?? '', /^application\/problem\+json/);
+      const plain = await create('sam', { title: 'once', due_date: '2026-03-02T09:00:00Z' });
+      assert.equal((await app.call('sam', 'POST', `/api/tasks/${plain.id}/skip`)).status, 409);
+      const once = await create('sam', {
+        title: 'one-off series',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'daily', count: 1 },
+      });
+      const last = await app.call('sam', 'POST', `/api/tasks/${once.id}/skip`);
+      assert.equal(last.status, 409);
+      assert.equal((await app.call('sam', 'GET', `/api/tasks/${once.id}`)).body.version, 1);
+    });
+
+    it('previews the next occurrences', async () => {
+      const t = await create('pia', {
+        title: 'Weekly',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: 'weekly',
+      });
+      const r = await app.call('pia', 'GET', `/api/tasks/${t.id}/occurrences`);
+      assert.equal(r.status, 200);
+      assert.equal(r.body.series_id, t.id);
+      assert.deepEqual(r.body.occurrences, [
+        '2026-03-09T09:00:00.000Z',
+        '2026-03-16T09:00:00.000Z',
+        '2026-03-23T09:00:00.000Z',
+        '2026-03-30T09:00:00.000Z',
+        '2026-04-06T09:00:00.000Z',
+      ]);
+      const three = await app.call('pia', 'GET', `/api/tasks/${t.id}/occurrences?count=3`);
+      assert.equal(three.body.occurrences.length, 3);
+      const hundred = await app.call('pia', 'GET', `/api/tasks/${t.id}/occurrences?count=100`);
+      assert.equal(hundred.body.occurrences.length, 100);
+      for (const bad of ['0', '101', 'abc', '2.5', '-1']) {
+        const b = await app.call('pia', 'GET', `/api/tasks/${t.id}/occurrences?count=${bad}`);
+        assert.equal(b.status, 400, bad);
+        assert.ok(
+          b.body.errors.some((e: { field: string }) => e.field === 'count'),
+          bad,
+        );
+      }
+      const counted = await create('pia', {
+        title: 'Counted',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'daily', count: 3 },
+      });
+      const c = await app.call('pia', 'GET', `/api/tasks/${counted.id}/occurrences?count=10`);
+      assert.deepEqual(c.body.occurrences, ['2026-03-03T09:00:00.000Z', '2026-03-04T09:00:00.000Z']);
+      const plain = await create('pia', { title: 'plain' });
+      const p = await app.call('pia', 'GET', `/api/tasks/${plain.id}/occurrences`);
+      assert.equal(p.status, 200);
+      assert.deepEqual(p.body.occurrences, []);
+    });
+
+    it("answers 404 for another user's task and 401 without a token", async () => {
+      const t = await create('owner', {
+        title: 'mine',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: 'daily',
+      });
+      assert.equal((await app.call('intruder', 'POST', `/api/tasks/${t.id}/skip`)).status, 404);
+      assert.equal((await app.call('intruder', 'GET', `/api/tasks/${t.id}/occurrences`)).status, 404);
+      assert.equal((await app.call('intruder', 'POST', '/api/tasks/not-a-uuid/skip')).status, 404);
+      const anon = await app.call(null, 'POST', `/api/tasks/${t.id}/skip`);
+      assert.equal(anon.status, 401);
+      assert.equal((await app.call(null, 'GET', `/api/tasks/${t.id}/occurrences`)).status, 401);
+      const still = await app.call('owner', 'GET', `/api/tasks/${t.id}`);
+      assert.equal(still.body.version, 1);
+      assert.equal(still.body.due_date, '2026-03-02T09:00:00.000Z');
+    });
+  });
+}

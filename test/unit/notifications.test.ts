@@ -1,0 +1,167 @@
+/** Notification rules (pure): preferences validation, quiet hours, webhook signatures, retry delays. */
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { describe, it } from 'node:test';
+import {
+  quietHoursEnd,
+  retryDelayMs,
+  validatePreferencesPatch,
+  validatePushSubscription,
+  verifyWebhookSignature,
+  webhookSignature,
+} from '../../src/domain/notifications.ts';
+
+describe('quietHoursEnd', () => {
+  const overnight = { start: '22:00', end: '07:00', timezone: 'Europe/Berlin' };
+  it('is null outside the window', () => {
+    assert.equal(quietHoursEnd(new Date('2026-01-15T12:00:00Z'), overnight), null); // 13:00 Berlin
+    assert.equal(quietHoursEnd(new Date('2026-01-15T06:00:00Z'), overnight), null); // 07:00 Berlin: ended
+  });
+  it('ends at the next local end time for a window across midnight', () => {
+    // 23:30 Berlin (UTC+1 in January) -> 07:00 Berlin next day = 06:00Z
+    assert.equal(
+      quietHoursEnd(new Date('2026-01-15T22:30:00Z'), overnight)?.toISOString(),
+      '2026-01-16T06:00:00.000Z',
+    );
+    // 02:00 Berlin -> 07:00 Berlin the same day
+    assert.equal(
+      quietHoursEnd(new Date('2026-01-16T01:00:00Z'), overnight)?.toISOString(),
+      '2026-01-16T06:00:00.000Z',
+    );
+    // 22:00 exactly is inside
+    assert.equal(
+      quietHoursEnd(new Date('2026-01-15T21:00:00Z'), overnight)?.toISOString(),
+      '2026-01-16T06:00:00.000Z',
+    );
+  });
+  it('handles a same-day window and the zone offset in summer', () => {
+    const lunch = { start: '12:00', end: '13:30', timezone: 'America/New_York' };
+    // 12:15 EDT (UTC-4) in July
+    assert.equal(
+      quietHoursEnd(new Date('2026-07-01T16:15:00Z'), lunch)?.toISOString(),
+      '2026-07-01T17:30:00.000Z',
+    );
+    assert.equal(quietHoursEnd(new Date('2026-07-01T17:30:00Z'), lunch), null);
+  });
+  it('ends correctly across a DST change (the night Europe moves to summer time)', () => {
+    // 2026-03-29 02:00 -> 03:00 in Berlin. At 01:30 CET (00:30Z), the 07:00 CEST end is 05:00Z.
+    assert.equal(
+      quietHoursEnd(new Date('2026-03-29T00:30:00Z'), overnight)?.toISOString(),
+      '2026-03-29T05:00:00.000Z',
+    );
+  });
+});
+
+describe('validatePreferencesPatch', () => {
+  it('accepts a full valid body', () => {
+    const r = validatePreferencesPatch({
+      email: ' a@example.com ',
+      channels: { push: false },
+      quiet_hours: { start: '22:00', end: '07:00', timezone: 'Europe/Berlin' },
+      webhook_url: 'https://hooks.example.com/x',
+      webhook_secret: '0123456789abcdef',
+    });
+    assert.ok(r.ok);
+    assert.deepEqual(r.value, {
+      email: 'a@example.com',
+      channels: { push: false },
+      quiet_hours: { start: '22:00', end: '07:00', timezone: 'Europe/Berlin' },
+      webhook_url: 'https://hooks.example.com/x',
+      webhook_secret: '0123456789abcdef',
+    });
+  });
+  it('accepts nulls to clear and defaults the quiet-hours zone to UTC', () => {
+    const r = validatePreferencesPatch({
+      email: null,
+      webhook_url: null,
+      quiet_hours: { start: '01:00', end: '02:00' },
+    });
+    assert.ok(r.ok);
+    assert.deepEqual(r.value.quiet_hours, { start: '01:00', end: '02:00', timezone: 'UTC' });
+  });
+  it('reports each invalid field', () => {
+    const r = validatePreferencesPatch({
+      email: 'not-an-address',
+      channels: { sms: true, email: 'yes' },
+      quiet_hours: { start: '25:00', end: '7:00', timezone: 'Mars/Base' },
+      webhook_url: 'ftp://x',
+      webhook_secret: 'short',
+      other: 1,
+    });
+    assert.ok(!r.ok);
+    assert.deepEqual(r.issues.map((i) => i.path).sort(), [
+      'channels.email',
+      'channels.sms',
+      'email',
+      'other',
+      'quiet_hours.end',
+      'quiet_hours.start',
+      'quiet_hours.timezone',
+      'webhook_secret',
+      'webhook_url',
+    ]);
+    const same = validatePreferencesPatch({ quiet_hours: { start: '07:00', end: '07:00' } });
+    assert.ok(!same.ok && same.issues[0]!.path === 'quiet_hours.end');
+  });
+});
+
+describe('webhook signatures', () => {
+  it('is sha256=<hex HMAC-SHA256 of the raw body>', () => {
+    const body = '{"a":1}';
+    const expected = createHmac('sha256', 'topsecret-topsecret').update(body).digest('hex');
+    assert.equal(webhookSignature('topsecret-topsecret', body), `sha256=${expected}`);
+    assert.equal(verifyWebhookSignature('topsecret-topsecret', body, `sha256=${expected}`), true);
+    assert.equal(verifyWebhookSignature('topsecret-topsecret', body + ' ', `sha256=${expected}`), false);
+    assert.equal(verifyWebhookSignature('other-secret-value', body, `sha256=${expected}`), false);
+    assert.equal(verifyWebhookSignature('topsecret-topsecret', body, 'sha256=00'), false);
+  });
+});
+
+describe('retryDelayMs', () => {
+  it('doubles per attempt within [step/2, step], capped', () => {
+    const policy = { baseMs: 1000, maxMs: 10_000 };
+    assert.equal(
+      retryDelayMs(1, policy, () => 0),
+      500,
+    );
+    assert.equal(
+      retryDelayMs(1, policy, () => 1),
+      1000,
+    );
+    assert.equal(
+      retryDelayMs(3, policy, () => 1),
+      4000,
+    );
+    assert.equal(
+      retryDelayMs(10, policy, () => 1),
+      10_000,
+    );
+    assert.equal(
+      retryDelayMs(10, policy, () => 0),
+      5000,
+    );
+  });
+});
+
+describe('validatePushSubscription', () => {
+  it('accepts the browser shape and rejects others', () => {
+    const ok = validatePushSubscription({
+      endpoint: 'https://push.example.com/abc',
+      expirationTime: null,
+      keys: {
+        p256dh: 'BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM',
+        auth: 'tBHItJI5svbpez7KI4CCXg',
+      },
+    });
+    assert.ok(ok.ok);
+    const bad = validatePushSubscription({
+      endpoint: 'http://push.example.com',
+      keys: { p256dh: '!!', auth: 1 },
+    });
+    assert.ok(!bad.ok);
+    assert.deepEqual(
+      bad.issues.map((i) => i.path),
+      ['endpoint', 'keys.p256dh', 'keys.auth'],
+    );
+  });
+});

@@ -1,0 +1,195 @@
+/** Reminder planning (pure): instants, deterministic ids, reconciliation policies and snooze parsing. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  dismissReasonFor,
+  isLive,
+  parseSnooze,
+  planReminders,
+  reconcileReminders,
+  reminderId,
+  remindAtOf,
+  type StoredReminderState,
+} from '../../src/domain/reminders.ts';
+
+const TASK = '0195a3b2-0000-7000-8000-000000000001';
+const task = (over: Partial<Parameters<typeof planReminders>[0]> = {}) => ({
+  id: TASK,
+  status: 'pending' as const,
+  due_date: '2026-03-10T09:00:00.000Z',
+  reminders: ['PT1H'] as string[] | null,
+  ...over,
+});
+const HOUR = 3_600_000;
+const GRACE = 15 * 60_000;
+
+describe('remindAtOf', () => {
+  it('subtracts durations from the due date (days are exact 24 h)', () => {
+    const due = '2026-03-29T12:00:00.000Z'; // a DST change in Europe: irrelevant, instants are UTC
+    assert.equal(remindAtOf('PT1H', due), '2026-03-29T11:00:00.000Z');
+    assert.equal(remindAtOf('P1D', due), '2026-03-28T12:00:00.000Z');
+    assert.equal(remindAtOf('PT90M', due), '2026-03-29T10:30:00.000Z');
+    assert.equal(remindAtOf('P1DT2H30M', due), '2026-03-28T09:30:00.000Z');
+  });
+  it('takes absolute instants as they are, with or without a due date', () => {
+    assert.equal(remindAtOf('2026-03-01T10:00:00+01:00', null), '2026-03-01T09:00:00.000Z');
+    assert.equal(remindAtOf('2026-03-01T10:00:00Z', '2026-03-29T12:00:00Z'), '2026-03-01T10:00:00.000Z');
+  });
+  it('gives nothing for an offset without a due date or an invalid spec', () => {
+    assert.equal(remindAtOf('PT1H', null), null);
+    assert.equal(remindAtOf('P1M', '2026-03-29T12:00:00Z'), null, 'months are not fixed offsets');
+    assert.equal(remindAtOf('PT0S', '2026-03-29T12:00:00Z'), null);
+    assert.equal(remindAtOf('tomorrow', null), null);
+  });
+});
+
+describe('reminderId', () => {
+  it('is a stable version-5 UUID of (task, instant)', () => {
+    const a = reminderId(TASK, '2026-03-10T08:00:00.000Z');
+    assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.equal(reminderId(TASK.toUpperCase(), '2026-03-10T08:00:00.000Z'), a);
+    assert.notEqual(reminderId(TASK, '2026-03-10T08:00:01.000Z'), a);
+    assert.notEqual(reminderId('0195a3b2-0000-7000-8000-000000000002', '2026-03-10T08:00:00.000Z'), a);
+  });
+});
+
+describe('planReminders', () => {
+  it('plans one reminder per distinct instant, ordered, with the specs that produced it', () => {
+    const plan = planReminders(
+      task({ reminders: ['PT1H', 'P1D', 'PT60M', '2026-03-10T08:00:00Z', '2026-03-01T00:00:00Z'] }),
+      [],
+    );
+    assert.deepEqual(
+      plan.map((p) => [p.remind_at, p.specs]),
+      [
+        ['2026-03-01T00:00:00.000Z', ['2026-03-01T00:00:00Z']],
+        ['2026-03-09T09:00:00.000Z', ['P1D']],
+        ['2026-03-10T08:00:00.000Z', ['PT1H', 'PT60M', '2026-03-10T08:00:00Z']],
+      ],
+    );
+    assert.equal(plan[2]!.id, reminderId(TASK, '2026-03-10T08:00:00.000Z'));
+  });
+  it("uses the user's defaults when the task's reminders are null, and none for an empty list", () => {
+    assert.deepEqual(
+      planReminders(task({ reminders: null }), ['P1D', 'PT1H']).map((p) => p.remind_at),
+      ['2026-03-09T09:00:00.000Z', '2026-03-10T08:00:00.000Z'],
+    );
+    assert.deepEqual(planReminders(task({ reminders: [] }), ['P1D']), []);
+  });
+  it('plans nothing for a completed task or offsets without a due date', () => {
+    assert.deepEqual(planReminders(task({ status: 'completed' }), []), []);
+    assert.deepEqual(planReminders(task({ due_date: null, reminders: null }), ['PT1H']), []);
+  });
+  it('is deterministic: the same task gives the same ids', () => {
+    assert.deepEqual(planReminders(task(), []), planReminders(task(), []));
+  });
+});
+
+describe('isLive', () => {
+  const asOf = new Date('2026-03-10T08:00:00Z');
+  it('accepts future instants and those within the grace window, rejects older ones', () => {
+    assert.equal(isLive('2026-03-10T09:00:00.000Z', asOf, GRACE), true);
+    assert.equal(isLive('2026-03-10T07:45:00.000Z', asOf, GRACE), true);
+    assert.equal(isLive('2026-03-10T07:44:59.999Z', asOf, GRACE), false);
+  });
+});
+
+describe('reconcileReminders', () => {
+  const asOf = new Date('2026-03-10T06:00:00Z');
+  const plan = planReminders(task({ reminders: ['PT1H', 'PT2H', 'P1D'] }), []);
+  const [dayBefore, twoHours, oneHour] = plan;
+  const state = (
+    id: string,
+    status: StoredReminderState['status'],
+    reason: StoredReminderState['dismiss_reason'] = null,
+  ) => ({
+    id,
+    status,
+    dismiss_reason: reason,
+  });
+
+  it('schedules the new live reminders and skips those already past the grace window', () => {
+    const r = reconcileReminders([], plan, { asOf, graceMs: GRACE });
+    assert.deepEqual(
+      r.schedule.map((p) => p.id),
+      [twoHours!.id, oneHour!.id],
+      'the "1 day before" instant was in the past when the task was created',
+    );
+    assert.deepEqual(r.dismiss, []);
+    assert.deepEqual(r.reactivate, []);
+  });
+  it('keeps scheduled (or snoozed) reminders that are still wanted and dismisses the others', () => {
+    const old = state(reminderId(TASK, '2026-03-01T00:00:00.000Z'), 'scheduled');
+    const r = reconcileReminders([state(oneHour!.id, 'scheduled'), old], plan, { asOf, graceMs: GRACE });
+    assert.deepEqual(
+      r.schedule.map((p) => p.id),
+      [twoHours!.id],
+    );
+    assert.deepEqual(r.dismiss, [old]);
+  });
+  it('leaves fired, missed and user-dismissed reminders alone', () => {
+    const r = reconcileReminders(
+      [
+        state(oneHour!.id, 'triggered'),
+        state(twoHours!.id, 'dismissed', 'user'),
+        state(dayBefore!.id, 'missed'),
+      ],
+      plan,
+      { asOf, graceMs: GRACE },
+    );
+    assert.deepEqual(r, { schedule: [], reactivate: [], dismiss: [] });
+    const unwanted = reconcileReminders([state(oneHour!.id, 'triggered')], [], { asOf, graceMs: GRACE });
+    assert.deepEqual(unwanted.dismiss, [], 'history is not dismissed');
+  });
+  it('re-activates live reminders dismissed by completion or a reschedule (reopen, due date back)', () => {
+    const existing = [
+      state(oneHour!.id, 'dismissed', 'task_completed'),
+      state(twoHours!.id, 'dismissed', 'rescheduled'),
+      state(dayBefore!.id, 'dismissed', 'task_completed'),
+    ];
+    const r = reconcileReminders(existing, plan, { asOf, graceMs: GRACE });
+    assert.deepEqual(
+      r.reactivate.map((p) => p.id),
+      [twoHours!.id, oneHour!.id],
+      'only future ones',
+    );
+  });
+  it('dismisses everything scheduled when the task wants none (completed or deleted)', () => {
+    const existing = [state(oneHour!.id, 'scheduled'), state(twoHours!.id, 'scheduled')];
+    assert.equal(reconcileReminders(existing, [], { asOf, graceMs: GRACE }).dismiss.length, 2);
+  });
+  it('names why reminders were dismissed', () => {
+    assert.equal(dismissReasonFor('task.deleted', { status: 'pending' }), 'task_deleted');
+    assert.equal(dismissReasonFor('task.completed', { status: 'completed' }), 'task_completed');
+    assert.equal(dismissReasonFor('task.updated', { status: 'pending' }), 'rescheduled');
+  });
+});
+
+describe('parseSnooze', () => {
+  const now = new Date('2026-03-10T08:00:00Z');
+  it('accepts a duration from now or a future instant', () => {
+    const d = parseSnooze({ duration: 'PT10M' }, now);
+    assert.ok(d.ok && d.value.toISOString() === '2026-03-10T08:10:00.000Z');
+    const u = parseSnooze({ until: '2026-03-10T10:00:00+01:00' }, now);
+    assert.ok(u.ok && u.value.toISOString() === '2026-03-10T09:00:00.000Z');
+  });
+  it('rejects bad bodies with field errors', () => {
+    const issues = (b: unknown) => {
+      const r = parseSnooze(b, now);
+      return r.ok ? [] : r.issues.map((i) => i.path);
+    };
+    assert.deepEqual(issues(null), ['']);
+    assert.deepEqual(issues({}), ['']);
+    assert.deepEqual(issues({ duration: 'PT1M', until: '2026-03-11T00:00:00Z' }), ['']);
+    assert.deepEqual(issues({ duration: 'ten minutes' }), ['duration']);
+    assert.deepEqual(issues({ duration: '-PT10M' }), ['duration']);
+    assert.deepEqual(issues({ until: '2026-03-10T07:00:00Z' }), ['until']);
+    assert.deepEqual(issues({ until: 'soon' }), ['until']);
+    assert.deepEqual(issues({ until: '2028-03-10T07:00:00Z' }), ['until']);
+    assert.deepEqual(issues({ duration: 'PT10M', extra: 1 }), ['extra']);
+  });
+  it('has HOUR-scale arithmetic right', () => {
+    const r = parseSnooze({ duration: 'PT2H' }, now);
+    assert.ok(r.ok && r.value.getTime() - now.getTime() === 2 * HOUR);
+  });
+});
