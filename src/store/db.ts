@@ -3,8 +3,10 @@
  * PostgreSQL compiled to WASM, the embedded default). Both speak the same SQL, so there is one schema and
  * one migration set. `DATABASE_URL` picks the driver: `postgres://…`, a directory path, or `memory://`.
  */
-import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { PGlite as PGliteType } from '@electric-sql/pglite';
@@ -119,8 +121,36 @@ export async function openDb(url: string, opts: { poolSize?: number } = {}): Pro
     return db;
   }
   const { PGlite } = await import('@electric-sql/pglite');
-  if (url === 'memory://' || url === '') return new PGliteDb('memory://', await PGlite.create());
+  if (url === 'memory://' || url === '')
+    return new PGliteDb('memory://', await PGlite.create({ loadDataDir: await freshClusterImage() }));
   const dir = resolve(url.replace(/^file:\/\//, ''));
   mkdirSync(dir, { recursive: true });
-  return new PGliteDb(dir, await PGlite.create(dir));
+  const empty = readdirSync(dir).length === 0;
+  return new PGliteDb(dir, await PGlite.create(dir, empty ? { loadDataDir: await freshClusterImage() } : {}));
+}
+
+let clusterImage: Promise<Blob> | undefined;
+
+/**
+ * A freshly initialised PGlite cluster as a tarball. initdb inside WASM costs seconds of CPU; loading this
+ * image costs about a second, so new databases (tests, `memory://`, a first start) are made from it. It is
+ * cached per process and on disk per PGlite version.
+ */
+function freshClusterImage(): Promise<Blob> {
+  clusterImage ??= (async () => {
+    const { PGlite } = await import('@electric-sql/pglite');
+    const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite'); // <pkg>/dist/index.cjs
+    const pkg = JSON.parse(readFileSync(join(dirname(dirname(entry)), 'package.json'), 'utf8')) as { version: string };
+    const version = pkg.version;
+    const file = join(tmpdir(), `taskflow-pglite-${version}-cluster.tar`);
+    if (existsSync(file)) return new Blob([readFileSync(file)]);
+    const pglite = await PGlite.create();
+    const image = await pglite.dumpDataDir('none');
+    await pglite.close();
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, Buffer.from(await image.arrayBuffer()));
+    renameSync(tmp, file);
+    return image;
+  })();
+  return clusterImage;
 }
