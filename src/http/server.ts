@@ -2,7 +2,7 @@
  * The HTTP listener every target process has: health, readiness, metrics and uniform problem+json errors.
  * Targets add their routes (the API, the gateway's WebSocket, Dapr subscription routes) to it.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
 import { AuthError } from '../auth.ts';
 import { NotFoundError, ValidationError, VersionConflictError } from '../domain/errors.ts';
@@ -24,7 +24,8 @@ export async function createHttpServer(opts: {
 }): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'http' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // One line per request would drown the event logs; metrics count requests instead.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimit ?? 256 * 1024,
     trustProxy: true,
     routerOptions: { ignoreTrailingSlash: true },

@@ -260,6 +260,21 @@ for (const backend of backends) {
       assert.equal(tasks[2].due_date, '2026-03-06T09:00:00.000Z', 'the next Friday, 09:00');
       assert.equal(tasks[2].recurrence.rrule, 'FREQ=WEEKLY;BYDAY=FR');
       assert.equal(tasks[0].recurrence.rrule, 'FREQ=DAILY', 'the completed occurrence keeps its rule');
+      const edited_ = await series(root.id);
+      assert.equal(new Date(edited_!.anchor).toISOString(), '2026-03-03T09:00:00.000Z', 're-anchored');
+
+      // The old occurrence, reopened: it cannot be skipped (it has its next occurrence already), and
+      // completing it again neither creates a task nor takes the series back to the old rule.
+      assert.equal((await app.call('edda', 'POST', `/api/tasks/${root.id}/reopen`)).status, 200);
+      const skip = await app.call('edda', 'POST', `/api/tasks/${root.id}/skip`);
+      assert.equal(skip.status, 409);
+      assert.match(skip.body.detail, /already has its next occurrence/);
+      await complete('edda', root.id);
+      await settle();
+      assert.equal((await seriesTasks('edda', root.id)).length, 3);
+      const after_ = await series(root.id);
+      assert.equal(new Date(after_!.anchor).toISOString(), '2026-03-03T09:00:00.000Z');
+      assert.equal(after_!.occurrences, 2);
     });
 
     it('skips an occurrence: the due date moves to the next one and the skipped date is recorded', async () => {

@@ -25,6 +25,8 @@ const LEASE = 'relay';
 const LEASE_TTL_MS = 10_000;
 const HOUSEKEEPING_MS = 60_000;
 const OUTBOX_KEEP_MS = 24 * 3_600_000;
+const LINGER_MS = 3;
+const STATS_INTERVAL_MS = 2_000;
 
 const toMessage = (r: OutboxRow): OutgoingMessage => ({ topic: r.topic, key: r.key, event: r.event });
 
@@ -43,18 +45,30 @@ export class Relay {
     this.loop = this.run();
   }
 
+  /** Waits for a commit signal (or `ms`); after a signal, lingers briefly so a burst forms one batch. */
   private async idle(ms: number) {
     const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(ms)]);
-    await once(this.wake, 'wake', { signal }).catch(() => undefined);
+    const woken = await once(this.wake, 'wake', { signal }).then(
+      () => true,
+      () => false,
+    );
+    if (woken) await sleep(LINGER_MS, undefined, { signal: this.stopping.signal }).catch(() => undefined);
   }
 
   private async run(): Promise<void> {
     const { db, bus, log, config, metrics } = this.rt;
     let failures = 0;
     let leader = false;
+    let renewedAt = 0;
+    let statsAt = 0;
     while (!this.stopping.signal.aborted) {
       try {
-        const isLeader = await tryAcquireLease(db, LEASE, this.holder, LEASE_TTL_MS);
+        // Renew the lease a few times per TTL, not per batch: a database round trip saved on the hot path.
+        let isLeader: boolean = leader;
+        if (!leader || Date.now() - renewedAt > LEASE_TTL_MS / 3) {
+          isLeader = await tryAcquireLease(db, LEASE, this.holder, LEASE_TTL_MS);
+          if (isLeader) renewedAt = Date.now();
+        }
         if (isLeader !== leader)
           log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
         leader = isLeader;
@@ -76,10 +90,13 @@ export class Relay {
         );
         await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
       }
-      const stats = await outboxStats(db).catch(() => null);
-      if (stats) {
-        metrics.outboxPending.set(stats.pending);
-        metrics.outboxOldestAge.set(stats.oldestPendingAgeSeconds);
+      if (Date.now() - statsAt > STATS_INTERVAL_MS) {
+        statsAt = Date.now();
+        const stats = await outboxStats(db).catch(() => null);
+        if (stats) {
+          metrics.outboxPending.set(stats.pending);
+          metrics.outboxOldestAge.set(stats.oldestPendingAgeSeconds);
+        }
       }
     }
     if (leader) await releaseLease(db, LEASE, this.holder).catch(() => undefined);

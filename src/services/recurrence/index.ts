@@ -1,0 +1,129 @@
+/**
+ * The `recurrence` target: consumes `task-events`; when a task with a recurrence is completed it creates the
+ * next occurrence through the task store (which writes that task's own `task.created` outbox event in the
+ * same transaction). Also serves `POST /api/tasks/:id/skip` and `GET /api/tasks/:id/occurrences`.
+ *
+ * One transaction per completion: the processed event id, the series state, the new task with its event
+ * and the occurrence-ledger row commit together. The ledger allows one successor per task, so a redelivered
+ * completion, or complete -> reopen -> complete of the same occurrence, creates one next occurrence.
+ *
+ * Semantics (docs/adr/0003-recurrence-engine.md for the rule evaluation):
+ * - the next occurrence copies title, description, priority, tags, reminders (absolute reminder instants
+ *   move with the due date), recurrence and series_id of the completed task; it is pending, due at
+ *   nextOccurrence(rule of the completed task, series anchor, ...);
+ * - the series anchor (DTSTART) is the first due date (the first completion time when there was none);
+ *   an edited rule re-anchors the series at the edited task's due date: edits apply to future occurrences;
+ * - when no next occurrence exists (COUNT/UNTIL exhausted) the series is recorded as ended.
+ */
+import type { BusMessage } from '../../bus/types.ts';
+import { PermanentError } from '../../bus/types.ts';
+import type { TaskEventData } from '../../contracts/events.ts';
+import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { createVerifier } from '../../auth.ts';
+import { nextOccurrence } from '../../domain/recurrence.ts';
+import type { Task, TaskFields } from '../../domain/task.ts';
+import { childTraceparent } from '../../observability/trace.ts';
+import type { Runtime } from '../../runtime.ts';
+import { firstTime } from '../../store/idempotency.ts';
+import { notifyOutbox } from '../../store/outbox.ts';
+import { TaskStore } from '../../store/tasks.ts';
+import { consumerTarget } from '../consumer-target.ts';
+import { registerRecurrenceRoutes } from './routes.ts';
+import {
+  adoptRule,
+  carryReminders,
+  lockSeries,
+  occurrenceIndex,
+  recordEnd,
+  recordOccurrence,
+  successorOf,
+} from './series.ts';
+
+export const RECURRENCE_SOURCE = '/taskflow/recurrence';
+
+/** Handles one `task-events` message; exported for tests that drive it without a bus. */
+export function recurrenceHandler(rt: Runtime, store: TaskStore) {
+  return async (message: BusMessage): Promise<void> => {
+    if (message.event.type !== 'task.completed') return;
+    const data = message.event.data as TaskEventData;
+    const done: Task = data.task;
+    const rule = done.recurrence;
+    const seriesId = done.series_id;
+    if (!rule || !seriesId || done.status !== 'completed') return;
+    const completedAt = done.completed_at ?? message.event.time;
+    const log = rt.log.child({ event_id: message.event.id, task_id: done.id, series_id: seriesId });
+
+    const created = await rt.db.transaction(async (tx) => {
+      if (!(await firstTime(tx, GROUPS.recurrence, message.event.id))) return null;
+      const anchor = done.due_date ?? completedAt;
+      const locked = await lockSeries(tx, { seriesId, userId: done.user_id, rule, anchor });
+      if (await successorOf(tx, done.id)) return null; // this occurrence already has its successor
+      const series = await adoptRule(tx, locked, rule, anchor);
+      const index = await occurrenceIndex(tx, seriesId, done.id, done.due_date);
+      let due: string | null;
+      try {
+        due = nextOccurrence(rule, {
+          anchor: series.anchor,
+          previousDue: done.due_date,
+          completedAt,
+          occurrencesSoFar: series.occurrences,
+        });
+      } catch (err) {
+        throw new PermanentError(`cannot evaluate the recurrence of task ${done.id}`, { cause: err });
+      }
+      if (due === null) {
+        await recordEnd(tx, seriesId, done.id, rt.clock.now().toISOString());
+        log.info('series ended: no further occurrence');
+        return null;
+      }
+      const fields: TaskFields = {
+        title: done.title,
+        description: done.description,
+        status: 'pending',
+        priority: done.priority,
+        tags: done.tags,
+        due_date: due,
+        reminders: carryReminders(done.reminders, done.due_date, due),
+        recurrence: rule,
+      };
+      const next = await store.create(
+        done.user_id,
+        fields,
+        { source: RECURRENCE_SOURCE, traceparent: childTraceparent(message.event.traceparent) },
+        { seriesId, tx },
+      );
+      await recordOccurrence(tx, {
+        seriesId,
+        index: index + 1,
+        taskId: next.id,
+        sourceTaskId: done.id,
+        dueDate: due,
+      });
+      return next;
+    });
+    if (created) {
+      notifyOutbox(rt.db);
+      log.info({ next_task_id: created.id, due_date: created.due_date }, 'next occurrence created');
+    }
+  };
+}
+
+export const recurrenceTarget = consumerTarget({
+  name: 'recurrence',
+  description:
+    'creates the next occurrence of a completed recurring task; serves /api/tasks/:id/skip and /occurrences',
+  group: GROUPS.recurrence,
+  topics: [TOPICS.taskEvents],
+  async setup(rt) {
+    const store = new TaskStore(rt.db, rt.clock);
+    await registerRecurrenceRoutes(rt.http.app, {
+      db: rt.db,
+      store,
+      clock: rt.clock,
+      verify: createVerifier(rt.config.jwt),
+      rateLimitPerMinute: rt.config.rateLimitPerMinute,
+      source: RECURRENCE_SOURCE,
+    });
+    return { handle: recurrenceHandler(rt, store) };
+  },
+});

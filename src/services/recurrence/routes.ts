@@ -1,0 +1,210 @@
+/**
+ * HTTP routes served by the recurrence target (same JWT auth as the API; a task of another user is a 404):
+ *
+ * - `POST /api/tasks/:id/skip`: skips the current occurrence of a recurring task. The task's due date moves
+ *   to the next occurrence (a `task.updated` event through the task store) and the skipped date is recorded
+ *   in the series. The skipped occurrence counts against COUNT. 409 when the task does not recur, is
+ *   completed, or is the last occurrence of its series.
+ * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series after
+ *   the task's due date (the calendar schedule; see previewOccurrences).
+ */
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import type { Clock } from '../../domain/clock.ts';
+import { ValidationError, VersionConflictError } from '../../domain/errors.ts';
+import { nextOccurrence, previewOccurrences } from '../../domain/recurrence.ts';
+import type { Task } from '../../domain/task.ts';
+import { problem, sendProblem } from '../../http/problem.ts';
+import { childTraceparent } from '../../observability/trace.ts';
+import type { Db } from '../../store/db.ts';
+import type { EventMeta, TaskStore } from '../../store/tasks.ts';
+import {
+  adoptRule,
+  carryReminders,
+  lockSeries,
+  readSeries,
+  recordSkip,
+  sameRule,
+  successorOf,
+} from './series.ts';
+
+export interface RecurrenceRouteDeps {
+  db: Db;
+  store: TaskStore;
+  clock: Clock;
+  verify: Verifier;
+  rateLimitPerMinute: number;
+  source: string;
+}
+
+export const PREVIEW_DEFAULT = 5;
+export const PREVIEW_MAX = 100;
+
+/** If-Match: `"3"`, `W/"3"` or `3`; `*` or absent means any version. */
+function parseIfMatch(header: string | undefined): number | undefined {
+  if (header === undefined || header.trim() === '*') return undefined;
+  const m = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(header);
+  if (!m)
+    throw new ValidationError([
+      { path: 'If-Match', message: 'must be the task version as an ETag, e.g. "3"' },
+    ]);
+  return Number(m[1]);
+}
+
+function parseCount(raw: unknown): number {
+  if (raw === undefined) return PREVIEW_DEFAULT;
+  const s = Array.isArray(raw) ? raw[raw.length - 1] : raw;
+  const n = typeof s === 'string' && /^\d{1,4}$/.test(s) ? Number(s) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > PREVIEW_MAX)
+    throw new ValidationError([
+      { path: 'count', message: `must be an integer from 1 to ${PREVIEW_MAX} (default ${PREVIEW_DEFAULT})` },
+    ]);
+  return n;
+}
+
+const security = [{ bearerAuth: [] }];
+const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } } as const;
+
+export async function registerRecurrenceRoutes(
+  app: FastifyInstance,
+  deps: RecurrenceRouteDeps,
+): Promise<void> {
+  const { db, store, clock } = deps;
+  const users = new WeakMap<FastifyRequest, string>();
+  const userOf = (req: FastifyRequest) => users.get(req)!;
+
+  const meta = (req: FastifyRequest): EventMeta => ({
+    source: deps.source,
+    traceparent: childTraceparent(req.headers.traceparent as string | undefined),
+    clientIp: req.ip,
+    ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
+  });
+
+  await app.register(async (scope) => {
+    scope.addHook('onRequest', async (req) => {
+      const token = bearerToken(req.headers.authorization);
+      if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
+      users.set(req, (await deps.verify(token)).userId);
+    });
+    if (deps.rateLimitPerMinute > 0)
+      await scope.register(rateLimit, {
+        max: deps.rateLimitPerMinute,
+        timeWindow: 60_000,
+        hook: 'preHandler',
+        keyGenerator: (req) => users.get(req) ?? req.ip,
+        errorResponseBuilder: (_req, ctx) => ({
+          ...problem(429, `rate limit of ${ctx.max} requests per minute exceeded; retry in ${ctx.after}`),
+          statusCode: 429,
+        }),
+      });
+
+    const skip = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+      const userId = userOf(req);
+      const expected = parseIfMatch(req.headers['if-match']);
+      const task: Task = await store.get(userId, req.params.id);
+      if (expected !== undefined && expected !== task.version)
+        throw new VersionConflictError(expected, task.version);
+      if (!task.recurrence || !task.series_id)
+        return sendProblem(
+          reply,
+          problem(409, 'the task does not recur; only a recurring task can be skipped'),
+        );
+      if (task.status !== 'pending')
+        return sendProblem(reply, problem(409, 'the task is completed; reopen it to skip this occurrence'));
+      const { recurrence: rule, series_id: seriesId } = task;
+      const now = clock.now().toISOString();
+      const outcome = await db.transaction(async (tx) => {
+        const anchor = task.due_date ?? now;
+        const locked = await lockSeries(tx, { seriesId, userId, rule, anchor });
+        const successor = await successorOf(tx, task.id);
+        if (successor) return { successor };
+        const series = await adoptRule(tx, locked, rule, anchor);
+        const due = nextOccurrence(rule, {
+          anchor: series.anchor,
+          previousDue: task.due_date,
+          completedAt: now,
+          occurrencesSoFar: series.occurrences,
+        });
+        return { due };
+      });
+      if ('successor' in outcome)
+        return sendProblem(
+          reply,
+          problem(
+            409,
+            `this occurrence already has its next occurrence (task ${outcome.successor}); skip that one`,
+          ),
+        );
+      const next = outcome.due;
+      if (next === null)
+        return sendProblem(
+          reply,
+          problem(409, 'this is the last occurrence of its series; complete or delete it instead'),
+        );
+      const reminders = carryReminders(task.reminders, task.due_date, next);
+      const patch = {
+        due_date: next,
+        ...(JSON.stringify(reminders) !== JSON.stringify(task.reminders) ? { reminders } : {}),
+      };
+      // Compare-and-set on the version read above: a concurrent change (a completion) makes this a 412.
+      const updated = await store.update(userId, task.id, patch, meta(req), task.version);
+      await db.transaction((tx) =>
+        recordSkip(tx, { seriesId, taskId: task.id, skippedDue: task.due_date, nextDue: next }),
+      );
+      return reply.header('etag', `"${updated.version}"`).send(updated);
+    };
+
+    const occurrences = async (req: FastifyRequest<{ Params: { id: string } }>) => {
+      const userId = userOf(req);
+      const count = parseCount((req.query as Record<string, unknown> | undefined)?.count);
+      const task = await store.get(userId, req.params.id);
+      const rule = task.recurrence;
+      if (!rule || !task.series_id)
+        return { task_id: task.id, series_id: task.series_id, recurrence: null, occurrences: [] };
+      const now = clock.now().toISOString();
+      const series = await readSeries(db, task.series_id);
+      const after = task.due_date ?? now;
+      const anchor = series && sameRule(series.rule, rule) ? series.anchor : after;
+      return {
+        task_id: task.id,
+        series_id: task.series_id,
+        recurrence: rule,
+        anchor,
+        after,
+        occurrences: previewOccurrences(rule, anchor, after, count),
+      };
+    };
+
+    scope.post(
+      '/api/tasks/:id/skip',
+      {
+        schema: {
+          tags: ['recurrence'],
+          summary: 'Skip the current occurrence of a recurring task (its due date moves to the next one)',
+          security,
+          params: idParam,
+        },
+      },
+      skip,
+    );
+    scope.get(
+      '/api/tasks/:id/occurrences',
+      {
+        schema: {
+          tags: ['recurrence'],
+          summary: 'Preview the next due dates of a recurring task',
+          security,
+          params: idParam,
+          querystring: {
+            type: 'object',
+            properties: {
+              count: { type: 'integer', minimum: 1, maximum: PREVIEW_MAX, default: PREVIEW_DEFAULT },
+            },
+          },
+        },
+      },
+      occurrences,
+    );
+  });
+}

@@ -1,0 +1,203 @@
+/**
+ * The recurrence target's own tables (migration 003): per-series state and the occurrence ledger. Every
+ * function runs inside the caller's transaction.
+ */
+import type { Recurrence } from '../../domain/recurrence.ts';
+import type { Queryable } from '../../store/db.ts';
+
+export interface SeriesState {
+  seriesId: string;
+  userId: string;
+  rule: Recurrence;
+  /** DTSTART of `rule` (ISO instant). */
+  anchor: string;
+  /** Occurrences used so far under `rule` (created or skipped), including the current one. */
+  occurrences: number;
+  skipped: string[];
+  endedAt: string | null;
+}
+
+interface SeriesRow {
+  series_id: string;
+  user_id: string;
+  rule: Recurrence;
+  anchor: Date;
+  occurrences: number;
+  skipped: Date[] | string | null;
+  ended_at: Date | null;
+}
+
+const iso = (d: Date | string) => new Date(d).toISOString();
+
+/** Both drivers parse timestamptz[]; fall back to the text form `{"2026-...","..."}` just in case. */
+function isoArray(v: SeriesRow['skipped']): string[] {
+  if (!v) return [];
+  if (Array.isArray(v)) return v.map(iso);
+  return v
+    .replace(/^\{|\}$/g, '')
+    .split(',')
+    .filter(Boolean)
+    .map((s) => iso(s.replace(/^"|"$/g, '')));
+}
+
+function toState(r: SeriesRow): SeriesState {
+  return {
+    seriesId: r.series_id,
+    userId: r.user_id,
+    rule: r.rule,
+    anchor: iso(r.anchor),
+    occurrences: r.occurrences,
+    skipped: isoArray(r.skipped),
+    endedAt: r.ended_at ? iso(r.ended_at) : null,
+  };
+}
+
+const COLUMNS = 'series_id::text AS series_id, user_id, rule, anchor, occurrences, skipped, ended_at';
+
+/** The stored rule, without the display-only preset name. */
+const ruleKey = (r: Recurrence) => ({ rrule: r.rrule, mode: r.mode, timezone: r.timezone });
+
+export const sameRule = (a: Recurrence, b: Recurrence) =>
+  a.rrule === b.rrule && a.mode === b.mode && a.timezone === b.timezone;
+
+export async function readSeries(q: Queryable, seriesId: string): Promise<SeriesState | null> {
+  const r = await q.query<SeriesRow>(`SELECT ${COLUMNS} FROM recurrence_series WHERE series_id = $1`, [
+    seriesId,
+  ]);
+  return r.rows[0] ? toState(r.rows[0]) : null;
+}
+
+/** Creates the series row when missing (anchored at `anchor`) and locks it until commit. */
+export async function lockSeries(
+  tx: Queryable,
+  s: { seriesId: string; userId: string; rule: Recurrence; anchor: string },
+): Promise<SeriesState> {
+  await tx.query(
+    `INSERT INTO recurrence_series (series_id, user_id, rule, anchor) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (series_id) DO NOTHING`,
+    [s.seriesId, s.userId, JSON.stringify(ruleKey(s.rule)), s.anchor],
+  );
+  const r = await tx.query<SeriesRow>(
+    `SELECT ${COLUMNS} FROM recurrence_series WHERE series_id = $1 FOR UPDATE`,
+    [s.seriesId],
+  );
+  return toState(r.rows[0]!);
+}
+
+/**
+ * The series under `rule`: unchanged when it is the stored rule; otherwise (the user edited the rule) the
+ * series is re-anchored at `anchor` and its occurrence count restarts at 1, so that the edit applies from
+ * the current occurrence on. Call with the series locked, after checking the occurrence is not stale.
+ */
+export async function adoptRule(
+  tx: Queryable,
+  state: SeriesState,
+  rule: Recurrence,
+  anchor: string,
+): Promise<SeriesState> {
+  if (sameRule(state.rule, rule)) return state;
+  const u = await tx.query<SeriesRow>(
+    `UPDATE recurrence_series SET rule = $2, anchor = $3, occurrences = 1, ended_at = NULL, ended_by = NULL,
+       updated_at = now()
+     WHERE series_id = $1 RETURNING ${COLUMNS}`,
+    [state.seriesId, JSON.stringify(ruleKey(rule)), anchor],
+  );
+  return toState(u.rows[0]!);
+}
+
+/** The task created as the successor of `taskId`, if any (each task has at most one). */
+export async function successorOf(tx: Queryable, taskId: string): Promise<string | null> {
+  const r = await tx.query<{ task_id: string }>(
+    'SELECT task_id::text AS task_id FROM recurrence_occurrences WHERE source_task_id = $1',
+    [taskId],
+  );
+  return r.rows[0]?.task_id ?? null;
+}
+
+/**
+ * The ledger index of `taskId` in its series. The first task of a series is not created by this service, so
+ * it is entered as occurrence 1 the first time it is seen. A task the ledger does not know in a series that
+ * has entries (not expected) counts as the latest occurrence.
+ */
+export async function occurrenceIndex(
+  tx: Queryable,
+  seriesId: string,
+  taskId: string,
+  dueDate: string | null,
+): Promise<number> {
+  const own = await tx.query<{ i: number }>(
+    'SELECT occurrence_index AS i FROM recurrence_occurrences WHERE task_id = $1',
+    [taskId],
+  );
+  if (own.rows[0]) return own.rows[0].i;
+  const max = await tx.query<{ i: number | null }>(
+    'SELECT max(occurrence_index) AS i FROM recurrence_occurrences WHERE series_id = $1',
+    [seriesId],
+  );
+  const latest = max.rows[0]?.i ?? null;
+  if (latest !== null) return latest;
+  await tx.query(
+    `INSERT INTO recurrence_occurrences (series_id, occurrence_index, task_id, source_task_id, due_date)
+     VALUES ($1, 1, $2, NULL, $3)`,
+    [seriesId, taskId, dueDate],
+  );
+  return 1;
+}
+
+/** Records the successor of `sourceTaskId`; throws on a duplicate (rolling the new task back with it). */
+export async function recordOccurrence(
+  tx: Queryable,
+  o: { seriesId: string; index: number; taskId: string; sourceTaskId: string; dueDate: string },
+): Promise<void> {
+  await tx.query(
+    `INSERT INTO recurrence_occurrences (series_id, occurrence_index, task_id, source_task_id, due_date)
+     VALUES ($1, $2, $3, $4, $5)`,
+    [o.seriesId, o.index, o.taskId, o.sourceTaskId, o.dueDate],
+  );
+  await tx.query(
+    'UPDATE recurrence_series SET occurrences = occurrences + 1, updated_at = now() WHERE series_id = $1',
+    [o.seriesId],
+  );
+}
+
+/** No further occurrence: the series has ended (idempotent; the first end time is kept). */
+export async function recordEnd(tx: Queryable, seriesId: string, taskId: string, at: string): Promise<void> {
+  await tx.query(
+    `UPDATE recurrence_series SET ended_at = coalesce(ended_at, $3), ended_by = $2, updated_at = now()
+     WHERE series_id = $1`,
+    [seriesId, taskId, at],
+  );
+}
+
+/** A skipped occurrence: counts as used, its due date is kept in `skipped`, the task's ledger due moves. */
+export async function recordSkip(
+  tx: Queryable,
+  s: { seriesId: string; taskId: string; skippedDue: string | null; nextDue: string },
+): Promise<void> {
+  await tx.query(
+    `UPDATE recurrence_series SET occurrences = occurrences + 1,
+       skipped = CASE WHEN $2::timestamptz IS NULL THEN skipped ELSE array_append(skipped, $2::timestamptz) END,
+       updated_at = now()
+     WHERE series_id = $1`,
+    [s.seriesId, s.skippedDue],
+  );
+  await tx.query('UPDATE recurrence_occurrences SET due_date = $2 WHERE task_id = $1', [s.taskId, s.nextDue]);
+}
+
+/**
+ * Reminders of the next occurrence: offsets before due carry over as they are; absolute instants move with
+ * the due date (the same distance before it), and are dropped when there was no due date to measure from.
+ */
+export function carryReminders(
+  reminders: string[] | null,
+  previousDue: string | null,
+  nextDue: string,
+): string[] | null {
+  if (reminders === null) return null;
+  const shift = previousDue === null ? null : Date.parse(nextDue) - Date.parse(previousDue);
+  return reminders.flatMap((r) => {
+    if (/^P/i.test(r)) return [r];
+    if (shift === null) return [];
+    return [new Date(Date.parse(r) + shift).toISOString()];
+  });
+}
