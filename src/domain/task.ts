@@ -93,7 +93,8 @@ export function parseReminderOffset(value: string): Temporal.Duration | null {
   try {
     const d = Temporal.Duration.from(value);
     if (d.years !== 0 || d.months !== 0 || d.sign <= 0) return null;
-    const seconds = d.total({ unit: 'seconds' });
+    // Weeks need a reference date to total; offsets carry no months or years, so any date is exact.
+    const seconds = d.total({ unit: 'seconds', relativeTo: '2000-01-01T00:00:00' });
     if (seconds > LIMITS.reminderOffsetMaxDays * 86_400) return null;
     return d;
   } catch {

@@ -57,6 +57,53 @@ export class Metrics {
     help: 'Age of the oldest unpublished outbox row',
     registers: [this.registry],
   });
+  readonly auditRecords = new Counter({
+    name: 'taskflow_audit_records_total',
+    help: 'Audit records appended, by operation (event type)',
+    labelNames: ['operation'] as const,
+    registers: [this.registry],
+  });
+  readonly websocketConnections = new Gauge({
+    name: 'taskflow_websocket_connections',
+    help: 'Open WebSocket connections of the gateway',
+    registers: [this.registry],
+  });
+  readonly websocketMessages = new Counter({
+    name: 'taskflow_websocket_messages_sent_total',
+    help: 'Frames sent by the gateway, by type (task.changed, resync, hello)',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly websocketDisconnects = new Counter({
+    name: 'taskflow_websocket_disconnects_total',
+    help: 'WebSocket connections closed, by reason (client, slow, dead, shutdown)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly remindersPending = new Gauge({
+    name: 'taskflow_reminders_pending',
+    help: 'Reminders scheduled and not yet fired, missed or dismissed',
+    registers: [this.registry],
+  });
+  readonly reminderLateness = new Histogram({
+    name: 'taskflow_reminder_trigger_lateness_seconds',
+    help: 'How long after its time a reminder was fired (or found missed), by outcome',
+    labelNames: ['outcome'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600],
+    registers: [this.registry],
+  });
+  readonly notificationDeliveries = new Counter({
+    name: 'taskflow_notification_deliveries_total',
+    help: 'Notification delivery attempts by channel and outcome (sent, failed, dead, skipped)',
+    labelNames: ['channel', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly notificationsDead = new Counter({
+    name: 'taskflow_notification_dead_total',
+    help: 'Notifications given up after the maximum number of attempts, by channel',
+    labelNames: ['channel'] as const,
+    registers: [this.registry],
+  });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false)

@@ -31,6 +31,8 @@ import {
   type ReceivedRequest,
 } from '../helpers/sinks.ts';
 
+/** How long to wait for an asynchronous effect before failing (generous: CI machines are small and busy). */
+const WAIT = 30_000;
 const MIN = 60_000;
 const HOUR = 60 * MIN;
 const START = '2026-03-01T12:00:00Z';
@@ -63,8 +65,20 @@ async function waitForEvents(
       const list = (await reminderEvents(app, taskId)).filter((e) => e.type === type);
       return list.length >= count ? list : undefined;
     },
-    10_000,
+    WAIT,
     `${count} ${type} event(s) for task ${taskId}`,
+  );
+}
+
+/** Waits until `group` has consumed everything published so far. */
+async function waitCaughtUp(app: TestApp, group: string): Promise<void> {
+  await waitFor(
+    async () => {
+      const lag = await app.proc.runtime.bus.admin.lag(group);
+      return lag.length > 0 && lag.every((l) => l.lag === 0);
+    },
+    WAIT,
+    `consumer group ${group} to catch up`,
   );
 }
 
@@ -184,14 +198,14 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     assert.equal(triggered!.data.reminder_id, scheduled!.data.reminder_id);
     assert.equal(triggered!.data.triggered_at, clock.now().toISOString());
 
-    await waitFor(() => mailsTo('alice@example.com').length === 1, 10_000, 'the email');
+    await waitFor(() => mailsTo('alice@example.com').length === 1, WAIT, 'the email');
     await waitFor(
       async () => (await inboxFor('alice', task.id)).length === 1,
-      10_000,
+      WAIT,
       'the in-app notification',
     );
-    await waitFor(() => hooksAt('/alice').length === 1, 10_000, 'the webhook call');
-    await waitFor(() => pushService.calls.some((c) => c.path === '/push/alice'), 10_000, 'the push message');
+    await waitFor(() => hooksAt('/alice').length === 1, WAIT, 'the webhook call');
+    await waitFor(() => pushService.calls.some((c) => c.path === '/push/alice'), WAIT, 'the push message');
     await settle();
 
     // Exactly one of each.
@@ -231,9 +245,9 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     // The push service said 410 Gone for the old browser: that subscription is removed.
     await waitFor(
       async () =>
-        (await db.query(`SELECT 1 FROM push_subscriptions WHERE endpoint = $1`, [gone.endpoint])).rowCount ===
-        0,
-      5_000,
+        (await db.query(`SELECT 1 FROM push_subscriptions WHERE endpoint = $1`, [gone.endpoint])).rows
+          .length === 0,
+      WAIT,
       'the gone subscription to be removed',
     );
 
@@ -258,14 +272,7 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     await app.proc.runtime.bus.publisher.publish([
       { topic: TOPICS.reminders, key: 'alice', event: triggered! },
     ]);
-    await waitFor(
-      async () => {
-        const lag = await app.proc.runtime.bus.admin.lag(GROUPS.notifications);
-        return lag.length > 0 && lag.every((l) => l.lag === 0);
-      },
-      10_000,
-      'the notifications group to consume the duplicate',
-    );
+    await waitCaughtUp(app, GROUPS.notifications);
     await settle();
     assert.equal(mailsTo('alice@example.com').length, 1);
     assert.equal(hooksAt('/alice').length, 1);
@@ -314,6 +321,20 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
       'reminder.dismissed',
       'reminder.scheduled',
     ]);
+
+    // Out of order: the old task.created (version 1) arrives again under a new event id, e.g. from a DLQ
+    // replay after the updates. It is older than what the service applied, so nothing changes.
+    const [created] = (await app.proc.runtime.bus.admin.read(TOPICS.taskEvents, { limit: 100_000 }))
+      .map((m) => m.event)
+      .filter((e) => e.subject === task.id && e.type === 'task.created');
+    await app.proc.runtime.bus.publisher.publish([
+      { topic: TOPICS.taskEvents, key: 'rita', event: { ...created!, id: uuidv7() } },
+    ]);
+    await waitCaughtUp(app, GROUPS.reminders);
+    await settle(100);
+    assert.equal((await reminderEvents(app, task.id)).length, 3, 'the stale event changed nothing');
+    const still = (await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
+    assert.deepEqual(still, items);
   });
 
   it('dismisses on completion, reschedules the future ones on reopen, dismisses on delete', async () => {
@@ -361,7 +382,7 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     const base = `/api/tasks/${task.id}/reminders`;
     clock.advance(HOUR + 1_000);
     await waitForEvents(app, task.id, 'reminder.triggered', 1);
-    await waitFor(() => mailsTo('sam@example.com').length === 1, 10_000, 'the first email');
+    await waitFor(() => mailsTo('sam@example.com').length === 1, WAIT, 'the first email');
 
     const snoozed = await app.call('sam', 'POST', `${base}/${first!.data.reminder_id}/snooze`, {
       duration: 'PT10M',
@@ -384,7 +405,7 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     const fired = await waitForEvents(app, task.id, 'reminder.triggered', 2);
     assert.equal(fired[1]!.data.reminder_id, first!.data.reminder_id);
     assert.equal(fired[1]!.data.reason, 'snoozed');
-    await waitFor(() => mailsTo('sam@example.com').length === 2, 10_000, 'the snoozed email');
+    await waitFor(() => mailsTo('sam@example.com').length === 2, WAIT, 'the snoozed email');
 
     clock.advance(20 * MIN); // past the original 30-min-before-due time, before the snooze
     await settle();
@@ -436,6 +457,8 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     const [missed] = await waitForEvents(app, task.id, 'reminder.missed', 1);
     assert.equal(missed!.data.reminder_id, late!.data.reminder_id);
     assert.match(missed!.data.reason ?? '', /grace window/);
+    await waitFor(() => mailsTo('max@example.com').length === 1, WAIT, 'the email of the fired one');
+    await waitCaughtUp(app, GROUPS.notifications);
     await settle();
     assert.equal(
       (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
@@ -443,6 +466,11 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     );
     assert.equal(mailsTo('max@example.com').length, 1);
     assert.equal((await inboxFor('max', task.id)).length, 1);
+    const forMissed = await db.query(
+      `SELECT 1 FROM notification_deliveries WHERE payload->>'reminder_id' = $1`,
+      [late!.data.reminder_id],
+    );
+    assert.equal(forMissed.rows.length, 0, 'a missed reminder is not delivered');
     const items = (await app.call('max', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
     assert.deepEqual(items.map((x: { status: string }) => x.status).sort(), ['missed', 'triggered']);
   });
@@ -462,7 +490,7 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     ]);
   });
 
-  it('defers email and webhook during quiet hours (in-app at once) and sends them when they end', async () => {
+  it('defers email and webhook during quiet hours (in-app at once), sends them when they end, drops dismissed ones', async () => {
     const now = clock.now();
     const hhmm = (d: Date) => d.toISOString().slice(11, 16);
     const end = new Date(now.getTime() + 2 * HOUR);
@@ -472,21 +500,43 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
       webhook_secret: SECRET,
       quiet_hours: { start: hhmm(new Date(now.getTime() - HOUR)), end: hhmm(end), timezone: 'UTC' },
     });
-    const task = await createTask('quinn', { title: 'Quiet', reminders: [at(MIN)] });
-    await waitForEvents(app, task.id, 'reminder.scheduled', 1);
-    clock.advance(MIN + 1_000);
-    await waitForEvents(app, task.id, 'reminder.triggered', 1);
+    const task = await createTask('quinn', { title: 'Quiet', reminders: [at(MIN), at(2 * MIN)] });
+    await waitForEvents(app, task.id, 'reminder.scheduled', 2);
+    clock.advance(2 * MIN + 1_000);
+    const [, second] = await waitForEvents(app, task.id, 'reminder.triggered', 2);
     await waitFor(
-      async () => (await inboxFor('quinn', task.id)).length === 1,
-      10_000,
-      'the in-app notification',
+      async () => (await inboxFor('quinn', task.id)).length === 2,
+      WAIT,
+      'the in-app notifications',
     );
     await settle();
     assert.equal(mailsTo('quinn@example.com').length, 0, 'no email during quiet hours');
     assert.equal(hooksAt('/quinn').length, 0, 'no webhook during quiet hours');
+    // The user dismisses the second one: its deferred email and webhook are dropped.
+    const dismissed = await app.call(
+      'quinn',
+      'POST',
+      `/api/tasks/${task.id}/reminders/${second!.data.reminder_id}/dismiss`,
+    );
+    assert.equal(dismissed.status, 200);
+    await waitFor(
+      async () =>
+        (
+          await db.query(
+            `SELECT 1 FROM notification_deliveries WHERE payload->>'reminder_id' = $1 AND status = 'skipped'`,
+            [second!.data.reminder_id],
+          )
+        ).rows.length === 2,
+      WAIT,
+      'the deferred deliveries of the dismissed reminder to be dropped',
+    );
     clock.set(new Date(Math.floor(end.getTime() / MIN) * MIN + 1_000));
-    await waitFor(() => mailsTo('quinn@example.com').length === 1, 10_000, 'the deferred email');
-    await waitFor(() => hooksAt('/quinn').length === 1, 10_000, 'the deferred webhook');
+    await waitFor(() => mailsTo('quinn@example.com').length === 1, WAIT, 'the deferred email');
+    await waitFor(() => hooksAt('/quinn').length === 1, WAIT, 'the deferred webhook');
+    await settle();
+    assert.equal(mailsTo('quinn@example.com').length, 1);
+    assert.equal(hooksAt('/quinn').length, 1);
+    assert.notEqual(JSON.parse(hooksAt('/quinn')[0]!.body).data.reminder_id, second!.data.reminder_id);
   });
 
   it('retries a failing webhook with backoff and marks it dead after N attempts; other channels are not held back', async () => {
@@ -507,12 +557,12 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     clock.advance(MIN + 1_000);
     await waitFor(
       () => mailsTo('fay@example.com').length === 1,
-      10_000,
+      WAIT,
       'the email despite the failing webhook',
     );
     await waitFor(
       () => hooksAt('/fail/fay').length === 1 && hooksAt('/flaky/flo').length === 1,
-      10_000,
+      WAIT,
       'first attempts',
     );
     await settle(100);
@@ -520,13 +570,13 @@ describe(`reminders and notifications end to end (${BUS} bus)`, () => {
     clock.advance(1_000); // retry 1 after 0.5-1 s
     await waitFor(
       () => hooksAt('/fail/fay').length === 2 && hooksAt('/flaky/flo').length === 2,
-      10_000,
+      WAIT,
       'second attempts',
     );
     clock.advance(2_000); // retry 2 after 1-2 s
     await waitFor(
       () => hooksAt('/fail/fay').length === 3 && hooksAt('/flaky/flo').length === 3,
-      10_000,
+      WAIT,
       'third attempts',
     );
     clock.advance(HOUR);
@@ -685,7 +735,7 @@ for (const backend of backends) {
         },
       });
       clock.set(due);
-      await waitFor(() => crashes > 0, 5_000, 'the claim');
+      await waitFor(() => crashes > 0, WAIT, 'the claim');
       await crashing.stop();
       assert.equal((await outboxReminders(db, ids)).length, 0, 'nothing was published');
       const st = await db.query<{ status: string; n: string }>(
@@ -696,11 +746,7 @@ for (const backend of backends) {
 
       const restarted = await schedulerApp(db, clock);
       try {
-        await waitFor(
-          async () => (await outboxReminders(db, ids)).length >= 3,
-          10_000,
-          'the triggered events',
-        );
+        await waitFor(async () => (await outboxReminders(db, ids)).length >= 3, WAIT, 'the triggered events');
         await settle();
         const events = await outboxReminders(db, ids);
         assert.deepEqual(
@@ -721,7 +767,7 @@ for (const backend of backends) {
       try {
         await waitFor(
           async () => (await outboxReminders(db, [old!, recent!])).length >= 2,
-          10_000,
+          WAIT,
           'two events',
         );
         const events = await outboxReminders(db, [old!, recent!]);
@@ -746,7 +792,7 @@ for (const backend of backends) {
       const ids = await seedReminders(db, 1, due);
       clock.set(due);
       const scheduler = await schedulerApp(db, clock);
-      await waitFor(async () => (await outboxReminders(db, ids)).length === 1, 10_000, 'the outbox row');
+      await waitFor(async () => (await outboxReminders(db, ids)).length === 1, WAIT, 'the outbox row');
       await scheduler.stop(); // stopped before any relay published it
       const relay = await startApp(db, { clock, env: busEnv(), targets: findTargets(['relay']) });
       try {
@@ -754,7 +800,7 @@ for (const backend of backends) {
           (await relay.proc.runtime.bus.admin.read(TOPICS.reminders, { limit: 100_000 })).filter(
             (m) => (m.event.data as ReminderEventData).reminder_id === ids[0],
           );
-        await waitFor(async () => (await published()).length === 1, 10_000, 'the published event');
+        await waitFor(async () => (await published()).length === 1, WAIT, 'the published event');
         await settle();
         assert.equal((await published()).length, 1);
         assert.equal((await published())[0]!.event.type, 'reminder.triggered');
@@ -789,7 +835,7 @@ for (const backend of backends) {
         try {
           await waitFor(
             async () => (await outboxReminders(db, ids)).length >= 5,
-            10_000,
+            WAIT,
             'the triggered events',
           );
           await settle();

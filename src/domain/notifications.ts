@@ -1,0 +1,211 @@
+/**
+ * Notification rules (pure): preference validation, quiet hours, webhook signatures, retry delays and the
+ * push-subscription shape. The notifications service persists and delivers what these functions decide.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Temporal } from 'temporal-polyfill';
+import type { FieldIssue, Result } from './errors.ts';
+import { fail, ok } from './errors.ts';
+import { isTimeZone } from './time.ts';
+
+export const CHANNELS = ['email', 'push', 'in_app', 'webhook'] as const;
+export type Channel = (typeof CHANNELS)[number];
+/** Quiet hours hold back the channels that interrupt; the in-app inbox is silent and is filled at once. */
+export const QUIET_CHANNELS: readonly Channel[] = ['email', 'push', 'webhook'];
+
+export interface QuietHours {
+  /** Local wall-clock times `HH:MM`; a window that ends before it starts spans midnight. */
+  start: string;
+  end: string;
+  timezone: string;
+}
+
+export interface NotificationPreferences {
+  email: string | null;
+  channels: Record<Channel, boolean>;
+  quiet_hours: QuietHours | null;
+  webhook_url: string | null;
+}
+
+export interface PreferencesPatch {
+  email?: string | null;
+  channels?: Partial<Record<Channel, boolean>>;
+  quiet_hours?: QuietHours | null;
+  webhook_url?: string | null;
+  webhook_secret?: string | null;
+}
+
+export const DEFAULT_PREFERENCES: NotificationPreferences = {
+  email: null,
+  channels: { email: true, push: true, in_app: true, webhook: true },
+  quiet_hours: null,
+  webhook_url: null,
+};
+
+const HHMM = /^([01]\d|2[0-3]):([0-5]\d)$/;
+const EMAIL = /^[^\s@<>()[\]\\,;:"]+@[^\s@<>()[\]\\,;:"]+\.[^\s@<>()[\]\\,;:"]+$/;
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function isWebhookUrl(v: unknown): v is string {
+  if (typeof v !== 'string' || v.length > 2000) return false;
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'https:' || u.protocol === 'http:') && u.hostname.length > 0;
+  } catch {
+    return false;
+  }
+}
+
+const PREF_FIELDS = ['email', 'channels', 'quiet_hours', 'webhook_url', 'webhook_secret'];
+
+/** Validates a (partial) preferences body of `PUT /api/notifications/preferences`. */
+export function validatePreferencesPatch(input: unknown): Result<PreferencesPatch> {
+  if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
+  const issues: FieldIssue[] = [];
+  const out: PreferencesPatch = {};
+  for (const k of Object.keys(input))
+    if (!PREF_FIELDS.includes(k))
+      issues.push({ path: k, message: `unknown field; allowed: ${PREF_FIELDS.join(', ')}` });
+  if (input.email !== undefined) {
+    const e = input.email;
+    if (e === null) out.email = null;
+    else if (typeof e === 'string' && e.length <= 254 && EMAIL.test(e.trim())) out.email = e.trim();
+    else issues.push({ path: 'email', message: 'must be an email address or null' });
+  }
+  if (input.channels !== undefined) {
+    const c = input.channels;
+    if (!isObject(c))
+      issues.push({ path: 'channels', message: `must be an object of ${CHANNELS.join(', ')}` });
+    else {
+      const channels: Partial<Record<Channel, boolean>> = {};
+      for (const [k, v] of Object.entries(c)) {
+        if (!(CHANNELS as readonly string[]).includes(k))
+          issues.push({ path: `channels.${k}`, message: `unknown channel; allowed: ${CHANNELS.join(', ')}` });
+        else if (typeof v !== 'boolean')
+          issues.push({ path: `channels.${k}`, message: 'must be true or false' });
+        else channels[k as Channel] = v;
+      }
+      out.channels = channels;
+    }
+  }
+  if (input.quiet_hours !== undefined) {
+    const q = input.quiet_hours;
+    if (q === null) out.quiet_hours = null;
+    else if (!isObject(q))
+      issues.push({
+        path: 'quiet_hours',
+        message: 'must be { start: "HH:MM", end: "HH:MM", timezone } or null',
+      });
+    else {
+      const before = issues.length;
+      for (const k of Object.keys(q))
+        if (!['start', 'end', 'timezone'].includes(k))
+          issues.push({ path: `quiet_hours.${k}`, message: 'unknown field; allowed: start, end, timezone' });
+      if (typeof q.start !== 'string' || !HHMM.test(q.start))
+        issues.push({ path: 'quiet_hours.start', message: 'must be a local time HH:MM (24 h)' });
+      if (typeof q.end !== 'string' || !HHMM.test(q.end))
+        issues.push({ path: 'quiet_hours.end', message: 'must be a local time HH:MM (24 h)' });
+      if (q.start === q.end) issues.push({ path: 'quiet_hours.end', message: 'must differ from start' });
+      const tz = q.timezone ?? 'UTC';
+      if (!isTimeZone(tz))
+        issues.push({
+          path: 'quiet_hours.timezone',
+          message: 'must be an IANA time zone such as Europe/Berlin',
+        });
+      if (issues.length === before)
+        out.quiet_hours = { start: q.start as string, end: q.end as string, timezone: tz as string };
+    }
+  }
+  if (input.webhook_url !== undefined) {
+    if (input.webhook_url === null) out.webhook_url = null;
+    else if (isWebhookUrl(input.webhook_url)) out.webhook_url = input.webhook_url;
+    else issues.push({ path: 'webhook_url', message: 'must be an http(s) URL or null' });
+  }
+  if (input.webhook_secret !== undefined) {
+    const s = input.webhook_secret;
+    if (s === null) out.webhook_secret = null;
+    else if (typeof s === 'string' && s.length >= 16 && s.length <= 256) out.webhook_secret = s;
+    else issues.push({ path: 'webhook_secret', message: 'must be a string of 16 to 256 characters' });
+  }
+  return issues.length ? fail(issues) : ok(out);
+}
+
+const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
+
+/**
+ * When `now` falls in the quiet hours, the instant they end (the next local `end` time); otherwise null.
+ * Local times are evaluated in the window's zone; on a DST gap the end moves later (Temporal "compatible").
+ */
+export function quietHoursEnd(now: Date, q: QuietHours): Date | null {
+  const start = minutesOf(q.start);
+  const end = minutesOf(q.end);
+  if (start === end) return null;
+  const local = Temporal.Instant.fromEpochMilliseconds(now.getTime()).toZonedDateTimeISO(q.timezone);
+  const m = local.hour * 60 + local.minute;
+  const inside = start < end ? m >= start && m < end : m >= start || m < end;
+  if (!inside) return null;
+  let endAt = local.withPlainTime({ hour: Math.floor(end / 60), minute: end % 60 });
+  if (Temporal.ZonedDateTime.compare(endAt, local) <= 0) endAt = endAt.add({ days: 1 });
+  return new Date(endAt.epochMilliseconds);
+}
+
+/** `sha256=<hex HMAC-SHA256 of the raw body with the user's webhook secret>` (X-Taskflow-Signature). */
+export function webhookSignature(secret: string, body: string): string {
+  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+/** Constant-time check of a received signature (what a webhook receiver does). */
+export function verifyWebhookSignature(secret: string, body: string, signature: string): boolean {
+  const expected = Buffer.from(webhookSignature(secret, body));
+  const got = Buffer.from(signature);
+  return expected.length === got.length && timingSafeEqual(expected, got);
+}
+
+/**
+ * Delay before retry number `attempt` (1 = after the first failure): exponential, capped, with "equal
+ * jitter" (between half and all of the step), so retries spread out but never come back almost at once.
+ */
+export function retryDelayMs(
+  attempt: number,
+  policy: { baseMs: number; maxMs: number },
+  random: () => number = Math.random,
+): number {
+  const step = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
+  return Math.round(step / 2 + (step / 2) * random());
+}
+
+export interface PushSubscriptionInput {
+  endpoint: string;
+  keys: { p256dh: string; auth: string };
+}
+
+const B64URL = /^[A-Za-z0-9_-]+={0,2}$/;
+
+/** The browser's `PushSubscription.toJSON()`: `{ endpoint, keys: { p256dh, auth } }` (https endpoint). */
+export function validatePushSubscription(input: unknown): Result<PushSubscriptionInput> {
+  if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
+  const issues: FieldIssue[] = [];
+  const endpoint = input.endpoint;
+  let url: URL | null = null;
+  try {
+    url = typeof endpoint === 'string' && endpoint.length <= 2000 ? new URL(endpoint) : null;
+  } catch {
+    url = null;
+  }
+  if (!url || url.protocol !== 'https:')
+    issues.push({ path: 'endpoint', message: 'must be the https URL of the push service' });
+  const keys = input.keys;
+  if (!isObject(keys)) issues.push({ path: 'keys', message: 'must be { p256dh, auth }' });
+  else {
+    for (const k of ['p256dh', 'auth'] as const) {
+      const v = keys[k];
+      if (typeof v !== 'string' || v.length < 8 || v.length > 200 || !B64URL.test(v))
+        issues.push({ path: `keys.${k}`, message: 'must be a base64url string' });
+    }
+  }
+  if (issues.length) return fail(issues);
+  const k = keys as { p256dh: string; auth: string };
+  return ok({ endpoint: endpoint as string, keys: { p256dh: k.p256dh, auth: k.auth } });
+}

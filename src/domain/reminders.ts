@@ -1,0 +1,188 @@
+/**
+ * Reminder planning (pure): which reminders a task should have, with deterministic ids, and how to move a
+ * stored reminder set to a new plan. The reminders service persists what these functions decide.
+ *
+ * Policies (see also the README section on reminders):
+ * - A reminder spec is an ISO 8601 duration before `due_date` (`PT1H`, `P1D`; days and weeks count as exact
+ *   24 h / 7 × 24 h, since instants are UTC) or an absolute instant. `task.reminders === null` means the
+ *   user's default offsets. Offsets need a due date; instants do not.
+ * - The id of a reminder is a UUID (version 5 layout) hashed from the task id and the instant it is for, so
+ *   replanning the same task yields the same ids, and two specs that land on the same instant are one
+ *   reminder. Changing the due date (or the offsets) changes the instants, hence the ids: the old reminders
+ *   are dismissed and new ones scheduled.
+ * - A completed (or deleted) task wants no reminders.
+ * - "Live": a reminder is only newly scheduled (or re-activated) when its instant is not older than the grace
+ *   window at the time of the change (`asOf`, the event's time). Reminders that were already more than the
+ *   grace window in the past when the user made the change are skipped silently (creating a task due in 30
+ *   minutes does not produce a "1 day before" reminder). One within the grace window fires at once. A
+ *   reminder that was live when planned but whose time has passed by more than the grace window when the
+ *   scheduler looks at it (downtime) is marked missed by the scheduler, not fired.
+ */
+import { createHash } from 'node:crypto';
+import type { Temporal } from 'temporal-polyfill';
+import type { FieldIssue, Result } from './errors.ts';
+import { fail, ok } from './errors.ts';
+import { parseInstant, parseReminderOffset, type Task } from './task.ts';
+
+export const DEFAULT_REMINDER_GRACE_MS = 15 * 60_000;
+/** A snooze may move a reminder at most this far ahead. */
+export const MAX_SNOOZE_MS = 366 * 86_400_000;
+
+export type ReminderStatus = 'scheduled' | 'triggered' | 'missed' | 'dismissed';
+/** Why a reminder was dismissed: only a user's dismissal is final; the others may be re-activated. */
+export type DismissReason = 'user' | 'task_completed' | 'task_deleted' | 'rescheduled';
+
+export interface PlannedReminder {
+  id: string;
+  /** The instant it fires (UTC ISO, `.000Z`). */
+  remind_at: string;
+  /** The specs (offsets or instants) that produced this instant. */
+  specs: string[];
+}
+
+/** Fixed namespace of reminder ids (a random UUID chosen once; never change it: ids would change). */
+const NAMESPACE = Buffer.from('8f6d4a2e5b1c4e7f9a3d2c1b0e9f8a7d', 'hex');
+
+/** A name-based UUID (RFC 9562 version 5 layout: SHA-1 of namespace + name). */
+export function reminderId(taskId: string, remindAt: string): string {
+  const hash = createHash('sha1').update(NAMESPACE).update(`${taskId.toLowerCase()}|${remindAt}`).digest();
+  const b = Buffer.from(hash.subarray(0, 16));
+  b[6] = (b[6]! & 0x0f) | 0x50;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const hex = b.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** Milliseconds of a duration of weeks/days/hours/minutes/seconds (days are 24 h). */
+export function durationMs(d: Temporal.Duration): number {
+  return (
+    d.weeks * 7 * 86_400_000 +
+    d.days * 86_400_000 +
+    d.hours * 3_600_000 +
+    d.minutes * 60_000 +
+    d.seconds * 1_000 +
+    d.milliseconds
+  );
+}
+
+/** The instant a spec points at, or null (an offset without a due date, or an invalid spec). */
+export function remindAtOf(spec: string, dueDate: string | null): string | null {
+  if (/^P/i.test(spec)) {
+    if (dueDate === null) return null;
+    const d = parseReminderOffset(spec);
+    if (!d) return null;
+    return new Date(Date.parse(dueDate) - durationMs(d)).toISOString();
+  }
+  return parseInstant(spec);
+}
+
+/** The reminders `task` should have, ordered by instant; none for a completed task. */
+export function planReminders(
+  task: Pick<Task, 'id' | 'status' | 'due_date' | 'reminders'>,
+  defaultReminders: readonly string[],
+): PlannedReminder[] {
+  if (task.status === 'completed') return [];
+  const specs = task.reminders ?? defaultReminders;
+  const byInstant = new Map<string, string[]>();
+  for (const spec of specs) {
+    const at = remindAtOf(spec, task.due_date);
+    if (at === null) continue;
+    byInstant.set(at, [...(byInstant.get(at) ?? []), spec]);
+  }
+  return [...byInstant]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([remind_at, list]) => ({ id: reminderId(task.id, remind_at), remind_at, specs: list }));
+}
+
+/** True when a reminder at `remindAt` may still be scheduled by a change made at `asOf`. */
+export function isLive(remindAt: string, asOf: Date, graceMs: number): boolean {
+  return Date.parse(remindAt) >= asOf.getTime() - graceMs;
+}
+
+export interface StoredReminderState {
+  id: string;
+  status: ReminderStatus;
+  dismiss_reason: DismissReason | null;
+}
+
+export interface Reconciliation {
+  /** New reminders to insert (and announce with `reminder.scheduled`). */
+  schedule: PlannedReminder[];
+  /** Dismissed (not by the user) reminders that are wanted again. */
+  reactivate: PlannedReminder[];
+  /** Scheduled reminders that are no longer wanted. */
+  dismiss: StoredReminderState[];
+}
+
+/**
+ * Moves the stored reminders of a task to the `desired` plan. Reminders that fired or were missed are
+ * history and stay as they are; a user's dismissal is final; a scheduled (or snoozed) reminder that is still
+ * wanted is kept as it is.
+ */
+export function reconcileReminders(
+  existing: readonly StoredReminderState[],
+  desired: readonly PlannedReminder[],
+  opts: { asOf: Date; graceMs: number },
+): Reconciliation {
+  const byId = new Map(existing.map((r) => [r.id, r]));
+  const wanted = new Set(desired.map((d) => d.id));
+  const out: Reconciliation = { schedule: [], reactivate: [], dismiss: [] };
+  for (const d of desired) {
+    const row = byId.get(d.id);
+    const live = isLive(d.remind_at, opts.asOf, opts.graceMs);
+    if (!row) {
+      if (live) out.schedule.push(d);
+    } else if (row.status === 'dismissed' && row.dismiss_reason !== 'user' && live) {
+      out.reactivate.push(d);
+    }
+  }
+  for (const r of existing) if (r.status === 'scheduled' && !wanted.has(r.id)) out.dismiss.push(r);
+  return out;
+}
+
+/** The reason recorded on reminders dismissed because of a task event. */
+export function dismissReasonFor(eventType: string, task: Pick<Task, 'status'>): DismissReason {
+  if (eventType === 'task.deleted') return 'task_deleted';
+  if (task.status === 'completed') return 'task_completed';
+  return 'rescheduled';
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * A snooze request: `{ "duration": "PT10M" }` (from now) or `{ "until": "<instant>" }`. Returns the new
+ * instant of the reminder, in the future and at most a year ahead.
+ */
+export function parseSnooze(body: unknown, now: Date): Result<Date> {
+  const issues: FieldIssue[] = [];
+  if (!isObject(body)) return fail([{ path: '', message: 'body must be a JSON object' }]);
+  for (const k of Object.keys(body))
+    if (k !== 'duration' && k !== 'until')
+      issues.push({ path: k, message: 'unknown field; allowed: duration, until' });
+  const hasDuration = body.duration !== undefined;
+  const hasUntil = body.until !== undefined;
+  if (hasDuration === hasUntil)
+    issues.push({ path: '', message: 'set exactly one of duration (e.g. PT10M) or until (an instant)' });
+  if (issues.length) return fail(issues);
+  let at: number;
+  if (hasDuration) {
+    const d = typeof body.duration === 'string' ? parseReminderOffset(body.duration) : null;
+    if (!d)
+      return fail([
+        { path: 'duration', message: 'must be a positive ISO 8601 duration such as PT10M or PT1H' },
+      ]);
+    at = now.getTime() + durationMs(d);
+  } else {
+    const until = parseInstant(body.until);
+    if (until === null)
+      return fail([
+        { path: 'until', message: 'must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z' },
+      ]);
+    at = Date.parse(until);
+    if (at <= now.getTime()) return fail([{ path: 'until', message: 'must be in the future' }]);
+  }
+  if (at - now.getTime() > MAX_SNOOZE_MS)
+    return fail([{ path: hasDuration ? 'duration' : 'until', message: 'must be at most 366 days ahead' }]);
+  return ok(new Date(at));
+}

@@ -1,0 +1,160 @@
+/**
+ * The outbound channels: email over SMTP (nodemailer), Web Push with VAPID (web-push) and signed webhooks
+ * (fetch). Each `send` resolves when the other side accepted the message and throws otherwise; the delivery
+ * loop retries. The in-app channel is a database write and lives in the delivery loop.
+ */
+import type { Agent } from 'node:https';
+import { createTransport } from 'nodemailer';
+import webpush from 'web-push';
+import type { ReminderEventData } from '../../contracts/events.ts';
+import { webhookSignature } from '../../domain/notifications.ts';
+
+export interface MessageContent {
+  subject: string;
+  text: string;
+}
+
+/** What a reminder says, on every channel. */
+export function reminderContent(d: ReminderEventData): MessageContent {
+  const due = d.due_at
+    ? `Due ${d.due_at.replace('T', ' ').replace(/:\d\d\.\d{3}Z$/, ' UTC')}`
+    : 'No due date';
+  return {
+    subject: `Reminder: ${d.title}`,
+    text: `${d.title}\n${due}.${d.reason === 'snoozed' ? ' (snoozed reminder)' : ''}\n`,
+  };
+}
+
+export class EmailChannel {
+  private readonly transport;
+  constructor(
+    smtpUrl: string,
+    private readonly from: string,
+    timeoutMs: number,
+  ) {
+    this.transport = createTransport({
+      url: smtpUrl,
+      connectionTimeout: timeoutMs,
+      greetingTimeout: timeoutMs,
+      socketTimeout: timeoutMs,
+    });
+  }
+
+  async send(to: string, d: ReminderEventData, deliveryId: string): Promise<void> {
+    const c = reminderContent(d);
+    await this.transport.sendMail({
+      from: this.from,
+      to,
+      subject: c.subject,
+      text: c.text,
+      headers: { 'X-Taskflow-Reminder-Id': d.reminder_id, 'X-Taskflow-Delivery': deliveryId },
+    });
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+}
+
+export interface VapidKeys {
+  publicKey: string;
+  privateKey: string;
+  subject: string;
+}
+
+export interface PushTarget {
+  endpoint: string;
+  p256dh: string;
+  auth: string;
+}
+
+export class PushChannel {
+  constructor(
+    readonly vapid: VapidKeys,
+    private readonly timeoutMs: number,
+    /** A custom TLS agent (tests trust a local push service through it). */
+    private readonly agent?: Agent,
+  ) {
+    // Fails fast on malformed keys (at startup, not at the first reminder).
+    webpush.setVapidDetails(vapid.subject, vapid.publicKey, vapid.privateKey);
+  }
+
+  /**
+   * Sends to one subscription. Resolves 'gone' when the push service says the subscription no longer exists
+   * (404/410): the caller deletes it.
+   */
+  async send(target: PushTarget, d: ReminderEventData, deliveryId: string): Promise<'sent' | 'gone'> {
+    const c = reminderContent(d);
+    const payload = JSON.stringify({
+      type: 'reminder',
+      delivery_id: deliveryId,
+      title: c.subject,
+      body: c.text.trim(),
+      reminder_id: d.reminder_id,
+      task_id: d.task_id,
+      due_at: d.due_at,
+    });
+    try {
+      await webpush.sendNotification(
+        { endpoint: target.endpoint, keys: { p256dh: target.p256dh, auth: target.auth } },
+        payload,
+        {
+          vapidDetails: this.vapid,
+          TTL: 3600,
+          timeout: this.timeoutMs,
+          urgency: 'high',
+          ...(this.agent ? { agent: this.agent } : {}),
+        },
+      );
+      return 'sent';
+    } catch (err) {
+      const status = (err as { statusCode?: number }).statusCode;
+      if (status === 404 || status === 410) return 'gone';
+      const body = (err as { body?: string }).body;
+      throw new Error(
+        `push service answered ${status ?? 'no status'}: ${err instanceof Error ? err.message : String(err)}${body ? ` ${body.slice(0, 200)}` : ''}`,
+      );
+    }
+  }
+}
+
+export class WebhookChannel {
+  constructor(private readonly timeoutMs: number) {}
+
+  /**
+   * POSTs the JSON body signed with the user's secret; any non-2xx answer is a failure (retried). Receivers
+   * dedupe on X-Taskflow-Delivery (a retry after a lost answer repeats it) and may reject old timestamps.
+   */
+  async send(
+    url: string,
+    secret: string,
+    d: ReminderEventData,
+    meta: { deliveryId: string; eventId: string; now: Date },
+  ): Promise<void> {
+    const timestamp = Math.floor(meta.now.getTime() / 1000);
+    const body = JSON.stringify({
+      id: meta.deliveryId,
+      type: 'reminder.triggered',
+      event_id: meta.eventId,
+      timestamp,
+      data: d,
+    });
+    const res = await fetch(url, {
+      method: 'POST',
+      body,
+      redirect: 'manual',
+      signal: AbortSignal.timeout(this.timeoutMs),
+      headers: {
+        'content-type': 'application/json',
+        'user-agent': 'Taskflow-Webhook/1',
+        'x-taskflow-event': 'reminder.triggered',
+        'x-taskflow-delivery': meta.deliveryId,
+        'x-taskflow-timestamp': String(timestamp),
+        'x-taskflow-signature': webhookSignature(secret, body),
+      },
+    });
+    await res.arrayBuffer().catch(() => undefined);
+    if (res.status >= 200 && res.status < 300) return;
+    throw new Error(`webhook answered ${res.status}`);
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * The delivery loop: claims due per-(event, channel) delivery rows, sends each on its channel, and marks it
+ * sent, or reschedules it with backoff, or after `maxAttempts` marks it dead. Channels are independent rows,
+ * so a failing webhook never holds back the email or the consumer. Quiet hours are checked again at send
+ * time (they may have been set after the reminder fired) and defer without counting an attempt.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter, once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffDelay } from '../../bus/consumer.ts';
+import { QUIET_CHANNELS, quietHoursEnd, retryDelayMs } from '../../domain/notifications.ts';
+import type { Runtime } from '../../runtime.ts';
+import { reminderContent, type EmailChannel, type PushChannel, type WebhookChannel } from './channels.ts';
+import {
+  claimDeliveries,
+  deferDelivery,
+  finishDelivery,
+  getPreferences,
+  insertInApp,
+  listPushSubscriptions,
+  type DeliveryRow,
+} from './store.ts';
+
+export interface DeliveryOptions {
+  tickMs: number;
+  batchSize: number;
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** How long a claim lasts before another instance may retry the row (a sender that died mid-send). */
+  claimMs: number;
+}
+
+export interface Channels {
+  email: EmailChannel | null;
+  push: PushChannel | null;
+  webhook: WebhookChannel;
+}
+
+/** The channel was turned off (or lost its address) after the reminder fired: nothing to send. */
+class Skip extends Error {}
+
+export class DeliveryWorker {
+  private readonly holder = randomUUID();
+  private readonly stopping = new AbortController();
+  private readonly wake = new EventEmitter();
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly rt: Runtime,
+    private readonly channels: Channels,
+    private readonly opts: DeliveryOptions,
+  ) {}
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  poke(): void {
+    this.wake.emit('wake');
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping.signal.aborted) {
+      try {
+        const n = await this.processBatch();
+        failures = 0;
+        if (n >= this.opts.batchSize) continue;
+        const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.opts.tickMs)]);
+        await once(this.wake, 'wake', { signal }).catch(() => undefined);
+      } catch (err) {
+        failures++;
+        const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });
+        this.rt.log.warn(
+          { err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay },
+          'notification delivery loop failed; will retry',
+        );
+        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Claims and delivers one batch; returns how many rows it claimed. */
+  async processBatch(): Promise<number> {
+    const now = this.rt.clock.now();
+    const rows = await claimDeliveries(this.rt.db, this.holder, now, this.opts.batchSize, this.opts.claimMs);
+    await Promise.all(rows.map((r) => this.deliver(r)));
+    return rows.length;
+  }
+
+  private async deliver(row: DeliveryRow): Promise<void> {
+    const { db, clock, metrics, log } = this.rt;
+    const now = clock.now();
+    try {
+      const prefs = await getPreferences(db, row.user_id);
+      if (!prefs.channels[row.channel]) throw new Skip(`channel ${row.channel} is turned off`);
+      if (QUIET_CHANNELS.includes(row.channel) && prefs.quiet_hours) {
+        const end = quietHoursEnd(now, prefs.quiet_hours);
+        if (end) {
+          await deferDelivery(db, row.id, this.holder, end, { countAttempt: false });
+          return;
+        }
+      }
+      switch (row.channel) {
+        case 'in_app': {
+          const c = reminderContent(row.payload);
+          // The inbox row and "sent" commit together: exactly one in-app notification per delivery.
+          await db.transaction(async (tx) => {
+            await insertInApp(tx, row, { title: c.subject, body: c.text.trim() }, now);
+            if (!(await finishDelivery(tx, row.id, this.holder, { status: 'sent', at: now })))
+              throw new Error('lost the claim on the delivery');
+          });
+          metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'sent' });
+          return;
+        }
+        case 'email': {
+          if (!this.channels.email) throw new Skip('email is not configured (SMTP_URL)');
+          if (!prefs.email) throw new Skip('no email address in the preferences');
+          await this.channels.email.send(prefs.email, row.payload, row.id);
+          break;
+        }
+        case 'webhook': {
+          if (!prefs.webhook_url || !prefs.webhook_secret)
+            throw new Skip('no webhook URL in the preferences');
+          await this.channels.webhook.send(prefs.webhook_url, prefs.webhook_secret, row.payload, {
+            deliveryId: row.id,
+            eventId: row.event_id,
+            now,
+          });
+          break;
+        }
+        case 'push': {
+          const push = this.channels.push;
+          if (!push) throw new Skip('web push is not configured (VAPID_* keys)');
+          const subs = await listPushSubscriptions(db, row.user_id);
+          let failed: unknown = null;
+          for (const s of subs) {
+            try {
+              if ((await push.send(s, row.payload, row.id)) === 'gone')
+                await db.query('DELETE FROM push_subscriptions WHERE id = $1', [s.id]);
+            } catch (err) {
+              failed = err;
+            }
+          }
+          if (failed) throw failed;
+          break;
+        }
+      }
+      await finishDelivery(db, row.id, this.holder, { status: 'sent', at: clock.now() });
+      metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'sent' });
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      if (err instanceof Skip) {
+        await finishDelivery(db, row.id, this.holder, { status: 'skipped', at: now, error }).catch(
+          () => false,
+        );
+        metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'skipped' });
+        return;
+      }
+      if (row.attempts >= this.opts.maxAttempts) {
+        await finishDelivery(db, row.id, this.holder, { status: 'dead', at: now, error }).catch(() => false);
+        metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'dead' });
+        metrics.notificationsDead.inc({ channel: row.channel });
+        log.error(
+          { delivery_id: row.id, channel: row.channel, attempts: row.attempts, error },
+          'notification is dead',
+        );
+        return;
+      }
+      const delay = retryDelayMs(row.attempts, {
+        baseMs: this.opts.retryBaseMs,
+        maxMs: this.opts.retryMaxMs,
+      });
+      await deferDelivery(db, row.id, this.holder, new Date(now.getTime() + delay), {
+        error,
+        countAttempt: true,
+      }).catch(() => false);
+      metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'failed' });
+      log.warn(
+        { delivery_id: row.id, channel: row.channel, attempts: row.attempts, retry_in_ms: delay, error },
+        'notification delivery failed; will retry',
+      );
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.loop;
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The `notifications` target: consumes the `reminders` topic and, for each `reminder.triggered`, records one
+ * delivery per enabled channel (email, web push, in-app, webhook) in the same transaction as the event id;
+ * a delivery loop sends them with retries, quiet hours and dead-marking. Serves the preferences, push
+ * subscription and in-app inbox API under /api/notifications.
+ *
+ * Environment: SMTP_URL (e.g. smtp://user:pass@mail:587; email is off without it), SMTP_FROM,
+ * VAPID_PUBLIC_KEY / VAPID_PRIVATE_KEY / VAPID_SUBJECT (web push is off without them), NOTIFY_TICK_MS
+ * (1000), NOTIFY_MAX_ATTEMPTS (8), NOTIFY_RETRY_BASE_MS (30000), NOTIFY_RETRY_MAX_MS (3600000),
+ * NOTIFY_TIMEOUT_MS (10000), NOTIFY_BATCH_SIZE (50), NOTIFY_CLAIM_MS (120000).
+ */
+import type { Agent } from 'node:https';
+import { createVerifier } from '../../auth.ts';
+import type { BusMessage } from '../../bus/types.ts';
+import type { ReminderEventData } from '../../contracts/events.ts';
+import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { QUIET_CHANNELS, quietHoursEnd, type Channel } from '../../domain/notifications.ts';
+import type { TargetDefinition } from '../../runtime.ts';
+import { firstTime } from '../../store/idempotency.ts';
+import { consumerTarget } from '../consumer-target.ts';
+import { EmailChannel, PushChannel, WebhookChannel, type VapidKeys } from './channels.ts';
+import { DeliveryWorker, type DeliveryOptions } from './delivery.ts';
+import { registerNotificationRoutes } from './routes.ts';
+import {
+  cancelPendingDeliveries,
+  enqueueDeliveries,
+  getPreferences,
+  listPushSubscriptions,
+} from './store.ts';
+
+export interface NotificationsOptions extends Partial<DeliveryOptions> {
+  smtpUrl?: string | null;
+  smtpFrom?: string;
+  vapid?: VapidKeys | null;
+  timeoutMs?: number;
+  /** TLS agent for the push service (tests: a local push service with a self-signed certificate). */
+  pushAgent?: Agent;
+}
+
+function envInt(env: NodeJS.ProcessEnv, key: string, def: number, min: number): number {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
+  return n;
+}
+
+export function notificationsOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NotificationsOptions {
+  const vapid =
+    env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY
+      ? {
+          publicKey: env.VAPID_PUBLIC_KEY,
+          privateKey: env.VAPID_PRIVATE_KEY,
+          subject: env.VAPID_SUBJECT || 'mailto:admin@taskflow.invalid',
+        }
+      : null;
+  return {
+    smtpUrl: env.SMTP_URL || null,
+    smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
+    vapid,
+    tickMs: envInt(env, 'NOTIFY_TICK_MS', 1_000, 1),
+    maxAttempts: envInt(env, 'NOTIFY_MAX_ATTEMPTS', 8, 1),
+    retryBaseMs: envInt(env, 'NOTIFY_RETRY_BASE_MS', 30_000, 0),
+    retryMaxMs: envInt(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000, 0),
+    timeoutMs: envInt(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1),
+    batchSize: envInt(env, 'NOTIFY_BATCH_SIZE', 50, 1),
+    claimMs: envInt(env, 'NOTIFY_CLAIM_MS', 120_000, 1),
+  };
+}
+
+export function createNotificationsTarget(options?: NotificationsOptions): TargetDefinition {
+  return consumerTarget({
+    name: 'notifications',
+    description: 'notifications: reminder.triggered -> email / web push / in-app / webhook deliveries',
+    group: GROUPS.notifications,
+    topics: [TOPICS.reminders],
+    async setup(rt) {
+      const opts = { ...notificationsOptionsFromEnv(), ...options };
+      const timeoutMs = opts.timeoutMs ?? 10_000;
+      const log = rt.log.child({ component: 'notifications' });
+      const email = opts.smtpUrl
+        ? new EmailChannel(opts.smtpUrl, opts.smtpFrom ?? 'Taskflow <no-reply@taskflow.invalid>', timeoutMs)
+        : null;
+      const push = opts.vapid ? new PushChannel(opts.vapid, timeoutMs, opts.pushAgent) : null;
+      if (!email) log.info('email notifications are off (set SMTP_URL)');
+      if (!push) log.info('web push notifications are off (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY)');
+      const worker = new DeliveryWorker(
+        rt,
+        { email, push, webhook: new WebhookChannel(timeoutMs) },
+        {
+          tickMs: opts.tickMs ?? 1_000,
+          batchSize: opts.batchSize ?? 50,
+          maxAttempts: opts.maxAttempts ?? 8,
+          retryBaseMs: opts.retryBaseMs ?? 30_000,
+          retryMaxMs: opts.retryMaxMs ?? 3_600_000,
+          claimMs: opts.claimMs ?? 120_000,
+        },
+      );
+      await registerNotificationRoutes(rt.http.app, {
+        db: rt.db,
+        clock: rt.clock,
+        verify: createVerifier(rt.config.jwt),
+        vapidPublicKey: opts.vapid?.publicKey ?? null,
+      });
+      worker.start();
+
+      return {
+        async handle(message: BusMessage) {
+          const e = message.event;
+          const data = e.data as ReminderEventData;
+          if (e.type === 'reminder.dismissed') {
+            // Deliveries still waiting (quiet hours, retries) of a reminder the user dismissed are dropped.
+            await cancelPendingDeliveries(
+              rt.db,
+              data.user_id,
+              data.reminder_id,
+              'the reminder was dismissed',
+            );
+            return;
+          }
+          if (e.type !== 'reminder.triggered') return; // scheduled / missed: nothing to deliver
+          const now = rt.clock.now();
+          const added = await rt.db.transaction(async (tx) => {
+            if (!(await firstTime(tx, GROUPS.notifications, e.id))) return 0;
+            const prefs = await getPreferences(tx, data.user_id);
+            const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours) : null;
+            const wanted: { channel: Channel; at: Date }[] = [];
+            for (const channel of new Set(data.channels)) {
+              if (!prefs.channels[channel]) continue;
+              if (channel === 'email' && (!email || !prefs.email)) continue;
+              if (channel === 'webhook' && !prefs.webhook_url) continue;
+              if (
+                channel === 'push' &&
+                (!push || (await listPushSubscriptions(tx, data.user_id)).length === 0)
+              )
+                continue;
+              wanted.push({ channel, at: quietEnd && QUIET_CHANNELS.includes(channel) ? quietEnd : now });
+            }
+            return enqueueDeliveries(tx, e.id, data, wanted);
+          });
+          if (added > 0) worker.poke();
+        },
+        async stop() {
+          await worker.stop();
+          email?.close();
+        },
+      };
+    },
+  });
+}
+
+export const notificationsTarget: TargetDefinition = createNotificationsTarget();

@@ -1,0 +1,353 @@
+/**
+ * The notifications service's tables (migration 004_notifications.sql): preferences, push subscriptions,
+ * per-(event, channel) deliveries and the in-app inbox.
+ */
+import { randomBytes } from 'node:crypto';
+import { uuidv7 } from 'uuidv7';
+import type { ReminderEventData } from '../../contracts/events.ts';
+import {
+  DEFAULT_PREFERENCES,
+  type Channel,
+  type NotificationPreferences,
+  type PreferencesPatch,
+  type PushSubscriptionInput,
+} from '../../domain/notifications.ts';
+import type { Queryable } from '../../store/db.ts';
+
+const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
+
+export interface StoredPreferences extends NotificationPreferences {
+  webhook_secret: string | null;
+}
+
+interface PrefRow {
+  email: string | null;
+  email_enabled: boolean;
+  push_enabled: boolean;
+  in_app_enabled: boolean;
+  webhook_enabled: boolean;
+  webhook_url: string | null;
+  webhook_secret: string | null;
+  quiet_start: string | null;
+  quiet_end: string | null;
+  quiet_timezone: string | null;
+}
+
+export async function getPreferences(q: Queryable, userId: string): Promise<StoredPreferences> {
+  const r = (
+    await q.query<PrefRow>(
+      `SELECT email, email_enabled, push_enabled, in_app_enabled, webhook_enabled, webhook_url, webhook_secret,
+              quiet_start, quiet_end, quiet_timezone
+         FROM notification_preferences WHERE user_id = $1`,
+      [userId],
+    )
+  ).rows[0];
+  if (!r)
+    return { ...DEFAULT_PREFERENCES, channels: { ...DEFAULT_PREFERENCES.channels }, webhook_secret: null };
+  return {
+    email: r.email,
+    channels: {
+      email: r.email_enabled,
+      push: r.push_enabled,
+      in_app: r.in_app_enabled,
+      webhook: r.webhook_enabled,
+    },
+    quiet_hours:
+      r.quiet_start && r.quiet_end
+        ? { start: r.quiet_start, end: r.quiet_end, timezone: r.quiet_timezone ?? 'UTC' }
+        : null,
+    webhook_url: r.webhook_url,
+    webhook_secret: r.webhook_secret,
+  };
+}
+
+/**
+ * Merges `patch` into the stored preferences. A webhook URL without a secret gets a generated one, returned
+ * once in `generatedSecret` (the API shows it in that answer only).
+ */
+export async function putPreferences(
+  q: Queryable,
+  userId: string,
+  patch: PreferencesPatch,
+): Promise<{ prefs: StoredPreferences; generatedSecret: string | null }> {
+  const current = await getPreferences(q, userId);
+  const next: StoredPreferences = {
+    email: patch.email !== undefined ? patch.email : current.email,
+    channels: { ...current.channels, ...patch.channels },
+    quiet_hours: patch.quiet_hours !== undefined ? patch.quiet_hours : current.quiet_hours,
+    webhook_url: patch.webhook_url !== undefined ? patch.webhook_url : current.webhook_url,
+    webhook_secret: patch.webhook_secret !== undefined ? patch.webhook_secret : current.webhook_secret,
+  };
+  let generatedSecret: string | null = null;
+  if (next.webhook_url && !next.webhook_secret) {
+    generatedSecret = `whsec_${randomBytes(24).toString('base64url')}`;
+    next.webhook_secret = generatedSecret;
+  }
+  await q.query(
+    `INSERT INTO notification_preferences (user_id, email, email_enabled, push_enabled, in_app_enabled,
+       webhook_enabled, webhook_url, webhook_secret, quiet_start, quiet_end, quiet_timezone, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+     ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, email_enabled = excluded.email_enabled,
+       push_enabled = excluded.push_enabled, in_app_enabled = excluded.in_app_enabled,
+       webhook_enabled = excluded.webhook_enabled, webhook_url = excluded.webhook_url,
+       webhook_secret = excluded.webhook_secret, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end,
+       quiet_timezone = excluded.quiet_timezone, updated_at = now()`,
+    [
+      userId,
+      next.email,
+      next.channels.email,
+      next.channels.push,
+      next.channels.in_app,
+      next.channels.webhook,
+      next.webhook_url,
+      next.webhook_secret,
+      next.quiet_hours?.start ?? null,
+      next.quiet_hours?.end ?? null,
+      next.quiet_hours?.timezone ?? null,
+    ],
+  );
+  return { prefs: next, generatedSecret };
+}
+
+/** Preferences as the API shows them: the webhook secret is never shown again. */
+export const preferencesView = (p: StoredPreferences) => ({
+  email: p.email,
+  channels: p.channels,
+  quiet_hours: p.quiet_hours,
+  webhook_url: p.webhook_url,
+  webhook_secret_set: p.webhook_secret !== null,
+});
+
+export interface PushSubscriptionRow {
+  id: string;
+  user_id: string;
+  endpoint: string;
+  p256dh: string;
+  auth: string;
+  created_at: Date;
+}
+
+export async function addPushSubscription(
+  q: Queryable,
+  userId: string,
+  s: PushSubscriptionInput,
+): Promise<PushSubscriptionRow> {
+  const r = await q.query<PushSubscriptionRow>(
+    `INSERT INTO push_subscriptions (id, user_id, endpoint, p256dh, auth) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = excluded.p256dh, auth = excluded.auth
+     RETURNING id::text AS id, user_id, endpoint, p256dh, auth, created_at`,
+    [uuidv7(), userId, s.endpoint, s.keys.p256dh, s.keys.auth],
+  );
+  return r.rows[0]!;
+}
+
+export async function listPushSubscriptions(q: Queryable, userId: string): Promise<PushSubscriptionRow[]> {
+  const r = await q.query<PushSubscriptionRow>(
+    `SELECT id::text AS id, user_id, endpoint, p256dh, auth, created_at FROM push_subscriptions
+      WHERE user_id = $1 ORDER BY created_at, id`,
+    [userId],
+  );
+  return r.rows;
+}
+
+export async function deletePushSubscription(q: Queryable, userId: string, id: string): Promise<boolean> {
+  const r = await q.query('DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2', [id, userId]);
+  return r.rowCount > 0;
+}
+
+export const pushSubscriptionView = (s: PushSubscriptionRow) => ({
+  id: s.id,
+  endpoint: s.endpoint,
+  created_at: iso(s.created_at),
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Deliveries
+
+export interface DeliveryRow {
+  id: string;
+  event_id: string;
+  channel: Channel;
+  user_id: string;
+  payload: ReminderEventData;
+  attempts: number;
+}
+
+/** One pending delivery per (event, channel); a duplicate event inserts nothing. Returns how many it added. */
+export async function enqueueDeliveries(
+  q: Queryable,
+  eventId: string,
+  data: ReminderEventData,
+  channels: readonly { channel: Channel; at: Date }[],
+): Promise<number> {
+  let added = 0;
+  for (const c of channels) {
+    const r = await q.query(
+      `INSERT INTO notification_deliveries (id, event_id, channel, user_id, payload, status, next_attempt_at)
+       VALUES ($1, $2, $3, $4, $5, 'pending', $6) ON CONFLICT (event_id, channel) DO NOTHING`,
+      [uuidv7(), eventId, c.channel, data.user_id, JSON.stringify(data), c.at.toISOString()],
+    );
+    added += r.rowCount;
+  }
+  return added;
+}
+
+/**
+ * Claims up to `limit` due deliveries for `holder`: counts the attempt and pushes next_attempt_at out by
+ * `claimMs`, which is when another instance may take the row over if this one dies mid-send.
+ */
+export async function claimDeliveries(
+  q: Queryable,
+  holder: string,
+  now: Date,
+  limit: number,
+  claimMs: number,
+): Promise<DeliveryRow[]> {
+  const r = await q.query<DeliveryRow>(
+    `UPDATE notification_deliveries SET attempts = attempts + 1, claimed_by = $3,
+            next_attempt_at = $1::timestamptz + ($4::int * interval '1 millisecond')
+      WHERE id IN (SELECT id FROM notification_deliveries
+                    WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz
+                    ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+      RETURNING id::text AS id, event_id, channel, user_id, payload, attempts`,
+    [now.toISOString(), limit, holder, claimMs],
+  );
+  return r.rows;
+}
+
+/** Marks a claimed delivery done; false when the claim was lost (another instance took it over). */
+export async function finishDelivery(
+  q: Queryable,
+  id: string,
+  holder: string,
+  outcome: { status: 'sent' | 'skipped' | 'dead'; at: Date; error?: string },
+): Promise<boolean> {
+  const r = await q.query(
+    `UPDATE notification_deliveries SET status = $3, sent_at = CASE WHEN $3 = 'sent' THEN $4::timestamptz END,
+            last_error = coalesce($5, last_error), claimed_by = NULL
+      WHERE id = $1 AND claimed_by = $2 AND status = 'pending'`,
+    [id, holder, outcome.status, outcome.at.toISOString(), outcome.error?.slice(0, 2000) ?? null],
+  );
+  return r.rowCount > 0;
+}
+
+/** Puts a claimed delivery back for `at`; `countAttempt` false undoes the claim's attempt (quiet hours). */
+export async function deferDelivery(
+  q: Queryable,
+  id: string,
+  holder: string,
+  at: Date,
+  opts: { error?: string; countAttempt: boolean },
+): Promise<boolean> {
+  const r = await q.query(
+    `UPDATE notification_deliveries SET next_attempt_at = $3, claimed_by = NULL,
+            attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END, last_error = coalesce($5, last_error)
+      WHERE id = $1 AND claimed_by = $2 AND status = 'pending'`,
+    [id, holder, at.toISOString(), opts.countAttempt, opts.error?.slice(0, 2000) ?? null],
+  );
+  return r.rowCount > 0;
+}
+
+/**
+ * Drops the deliveries of a reminder that have not been sent and are not being sent (a claimed row is
+ * finished by its sender). Returns how many it dropped.
+ */
+export async function cancelPendingDeliveries(
+  q: Queryable,
+  userId: string,
+  reminderId: string,
+  reason: string,
+): Promise<number> {
+  const r = await q.query(
+    `UPDATE notification_deliveries SET status = 'skipped', last_error = $3
+      WHERE user_id = $1 AND payload->>'reminder_id' = $2 AND status = 'pending' AND claimed_by IS NULL`,
+    [userId, reminderId, reason],
+  );
+  return r.rowCount;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// In-app inbox
+
+export interface NotificationRow {
+  id: string;
+  reminder_id: string;
+  task_id: string;
+  title: string;
+  body: string;
+  due_at: Date | null;
+  remind_at: Date;
+  created_at: Date;
+  read_at: Date | null;
+}
+
+const NOTIFICATION_COLUMNS = `id::text AS id, reminder_id, task_id::text AS task_id, title, body, due_at, remind_at,
+  created_at, read_at`;
+
+export const notificationView = (n: NotificationRow) => ({
+  id: n.id,
+  reminder_id: n.reminder_id,
+  task_id: n.task_id,
+  title: n.title,
+  body: n.body,
+  due_at: iso(n.due_at),
+  remind_at: iso(n.remind_at),
+  created_at: iso(n.created_at),
+  read_at: iso(n.read_at),
+});
+
+export async function insertInApp(
+  q: Queryable,
+  delivery: DeliveryRow,
+  content: { title: string; body: string },
+  now: Date,
+): Promise<void> {
+  const d = delivery.payload;
+  await q.query(
+    `INSERT INTO notifications (id, user_id, delivery_id, reminder_id, task_id, title, body, due_at, remind_at, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (delivery_id) DO NOTHING`,
+    [
+      uuidv7(),
+      delivery.user_id,
+      delivery.id,
+      d.reminder_id,
+      d.task_id,
+      content.title,
+      content.body,
+      d.due_at,
+      d.remind_at,
+      now.toISOString(),
+    ],
+  );
+}
+
+export async function listNotifications(
+  q: Queryable,
+  userId: string,
+  opts: { unreadOnly: boolean; limit: number },
+): Promise<{ items: NotificationRow[]; unread_count: number }> {
+  const items = await q.query<NotificationRow>(
+    `SELECT ${NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL)
+      ORDER BY created_at DESC, id DESC LIMIT $3`,
+    [userId, opts.unreadOnly, opts.limit],
+  );
+  const unread = await q.query<{ n: string }>(
+    'SELECT count(*)::text AS n FROM notifications WHERE user_id = $1 AND read_at IS NULL',
+    [userId],
+  );
+  return { items: items.rows, unread_count: Number(unread.rows[0]?.n ?? 0) };
+}
+
+export async function markRead(
+  q: Queryable,
+  userId: string,
+  id: string,
+  now: Date,
+): Promise<NotificationRow | undefined> {
+  const r = await q.query<NotificationRow>(
+    `UPDATE notifications SET read_at = coalesce(read_at, $3) WHERE id = $1 AND user_id = $2
+     RETURNING ${NOTIFICATION_COLUMNS}`,
+    [id, userId, now.toISOString()],
+  );
+  return r.rows[0];
+}

@@ -1,0 +1,119 @@
+/**
+ * The `reminders` target: consumes `task-events` and keeps a durable reminder schedule (one row per
+ * reminder of each task), produces `reminder.scheduled` / `reminder.dismissed` as tasks change, and fires
+ * due reminders (`reminder.triggered`, or `reminder.missed` when later than the grace window) from a ticker
+ * loop. Serves snooze / dismiss / list under /api/tasks/:id/reminders.
+ *
+ * Environment: REMINDER_TICK_MS (default 1000), REMINDER_GRACE_MS (default 900000 = 15 min),
+ * REMINDER_BATCH_SIZE (default 500).
+ */
+import { createVerifier } from '../../auth.ts';
+import type { BusMessage } from '../../bus/types.ts';
+import type { ReminderChannel, TaskEventData } from '../../contracts/events.ts';
+import { REMINDER_CHANNELS } from '../../contracts/schemas.ts';
+import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { DEFAULT_REMINDER_GRACE_MS } from '../../domain/reminders.ts';
+import { childTraceparent } from '../../observability/trace.ts';
+import type { TargetDefinition } from '../../runtime.ts';
+import { firstTime } from '../../store/idempotency.ts';
+import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
+import { UserSettingsStore } from '../../store/user-settings.ts';
+import { consumerTarget } from '../consumer-target.ts';
+import { registerReminderRoutes } from './routes.ts';
+import { ReminderScheduler, type SchedulerOptions } from './scheduler.ts';
+import { applyTaskEvent } from './store.ts';
+
+export { ReminderScheduler } from './scheduler.ts';
+
+export interface RemindersOptions {
+  tickMs?: number;
+  graceMs?: number;
+  batchSize?: number;
+  /** Channels named on the reminder events (the notifications service applies the user's preferences). */
+  channels?: readonly ReminderChannel[];
+  /** Run the scheduler loop (default true); false leaves only the consumer and the HTTP API. */
+  scheduler?: boolean;
+  /** Test hook, see SchedulerOptions.afterClaim. */
+  afterClaim?: SchedulerOptions['afterClaim'];
+  /** Receives the scheduler instance once started (tests). */
+  onScheduler?: (s: ReminderScheduler) => void;
+}
+
+function envInt(env: NodeJS.ProcessEnv, key: string, def: number, min: number): number {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
+  return n;
+}
+
+export function remindersOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): RemindersOptions {
+  return {
+    tickMs: envInt(env, 'REMINDER_TICK_MS', 1_000, 1),
+    graceMs: envInt(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS, 0),
+    batchSize: envInt(env, 'REMINDER_BATCH_SIZE', 500, 1),
+  };
+}
+
+export function createRemindersTarget(options?: RemindersOptions): TargetDefinition {
+  return consumerTarget({
+    name: 'reminders',
+    description:
+      'reminder scheduler: task-events -> reminder schedule -> reminders topic; snooze/dismiss API',
+    group: GROUPS.reminders,
+    topics: [TOPICS.taskEvents],
+    async setup(rt) {
+      const opts = { ...remindersOptionsFromEnv(), ...options };
+      const graceMs = opts.graceMs ?? DEFAULT_REMINDER_GRACE_MS;
+      const channels = opts.channels ?? REMINDER_CHANNELS;
+      const scheduler = new ReminderScheduler(rt, {
+        tickMs: opts.tickMs ?? 1_000,
+        graceMs,
+        batchSize: opts.batchSize ?? 500,
+        channels,
+        ...(opts.afterClaim ? { afterClaim: opts.afterClaim } : {}),
+      });
+      await registerReminderRoutes(rt.http.app, {
+        db: rt.db,
+        clock: rt.clock,
+        verify: createVerifier(rt.config.jwt),
+        channels,
+        onRescheduled: () => scheduler.poke(),
+      });
+      if (opts.scheduler !== false) {
+        scheduler.start();
+        opts.onScheduler?.(scheduler);
+      }
+      const log = rt.log.child({ component: 'reminders' });
+
+      return {
+        async handle(message: BusMessage) {
+          const e = message.event;
+          if (!e.type.startsWith('task.')) return;
+          const data = e.data as TaskEventData;
+          const now = rt.clock.now();
+          const events = await rt.db.transaction(async (tx) => {
+            if (!(await firstTime(tx, GROUPS.reminders, e.id))) return [];
+            const produced = await applyTaskEvent(tx, e.type, data, {
+              eventTime: new Date(e.time),
+              graceMs,
+              defaultReminders: async (userId) =>
+                (await new UserSettingsStore(tx, rt.config.defaultTimezone).get(userId)).default_reminders,
+              ctx: { now, channels, traceparent: childTraceparent(e.traceparent) },
+            });
+            await appendEvents(tx, produced);
+            return produced;
+          });
+          if (events.length) {
+            notifyOutbox(rt.db);
+            scheduler.poke(); // a reminder due at once fires without waiting for the tick
+            log.debug({ task_id: data.task.id, events: events.map((x) => x.type) }, 'reminders updated');
+          }
+        },
+        stop: () => (opts.scheduler !== false ? scheduler.stop() : Promise.resolve()),
+      };
+    },
+  });
+}
+
+export const remindersTarget: TargetDefinition = createRemindersTarget();

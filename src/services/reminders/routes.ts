@@ -1,0 +1,179 @@
+/**
+ * The reminders HTTP API (served by the `reminders` target on the process's HTTP server):
+ *   GET  /api/tasks/:id/reminders
+ *   POST /api/tasks/:id/reminders/:reminder_id/snooze   { "duration": "PT10M" } | { "until": "<instant>" }
+ *   POST /api/tasks/:id/reminders/:reminder_id/dismiss
+ * The user comes from the bearer token; a task this service does not know for that user is a 404.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import type { ReminderChannel } from '../../contracts/events.ts';
+import type { Clock } from '../../domain/clock.ts';
+import { NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { parseSnooze } from '../../domain/reminders.ts';
+import { childTraceparent } from '../../observability/trace.ts';
+import type { Db } from '../../store/db.ts';
+import { isUuid } from '../../store/tasks.ts';
+import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
+import {
+  listForTask,
+  lockReminder,
+  ownsTask,
+  reminderEvent,
+  toView,
+  type ReminderRow,
+  type ReminderView,
+} from './store.ts';
+
+/** A request that conflicts with the reminder's state (answered 409 by the shared error handler). */
+export class ConflictError extends Error {
+  override name = 'ConflictError';
+  readonly statusCode = 409;
+}
+
+export interface ReminderRoutesDeps {
+  db: Db;
+  clock: Clock;
+  verify: Verifier;
+  channels: readonly ReminderChannel[];
+  /** Called after a snooze, so the scheduler looks at the new instant without waiting for its tick. */
+  onRescheduled(): void;
+}
+
+const security = [{ bearerAuth: [] }];
+const params = {
+  type: 'object',
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    reminder_id: { type: 'string', format: 'uuid' },
+  },
+} as const;
+
+export async function registerReminderRoutes(app: FastifyInstance, deps: ReminderRoutesDeps): Promise<void> {
+  const { db, clock } = deps;
+  const userOf = async (req: FastifyRequest) => {
+    const token = bearerToken(req.headers.authorization);
+    if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
+    return (await deps.verify(token)).userId;
+  };
+  type Req = FastifyRequest<{ Params: { id: string; reminder_id?: string } }>;
+  const ids = (req: Req) => {
+    const { id, reminder_id } = req.params;
+    if (!isUuid(id) || (reminder_id !== undefined && !isUuid(reminder_id))) throw new NotFoundError();
+    return { taskId: id, reminderId: reminder_id ?? '' };
+  };
+
+  /** Runs `change` on the locked reminder and writes its event in the same transaction. */
+  const mutate = async (
+    req: Req,
+    change: (
+      row: ReminderRow,
+      now: Date,
+    ) => { sql?: [string, unknown[]]; event?: Parameters<typeof reminderEvent> } | null,
+  ): Promise<ReminderView> => {
+    const userId = await userOf(req);
+    const { taskId, reminderId } = ids(req);
+    const traceparent = childTraceparent(req.headers.traceparent as string | undefined);
+    const view = await db.transaction(async (tx) => {
+      if (!(await ownsTask(tx, userId, taskId))) throw new NotFoundError();
+      const row = await lockReminder(tx, userId, taskId, reminderId);
+      if (!row) throw new NotFoundError('reminder');
+      const now = clock.now();
+      const plan = change(row, now);
+      if (plan?.sql) await tx.query(plan.sql[0], plan.sql[1]);
+      if (plan?.event) {
+        const [type, r, ctx, extra] = plan.event;
+        await appendEvents(tx, [reminderEvent(type, r, { ...ctx, traceparent }, extra)]);
+      }
+      const after = await lockReminder(tx, userId, taskId, reminderId);
+      return toView(after!);
+    });
+    notifyOutbox(db);
+    return view;
+  };
+
+  app.get(
+    '/api/tasks/:id/reminders',
+    {
+      schema: {
+        tags: ['reminders'],
+        summary: 'The reminders of a task (scheduled, fired, missed, dismissed)',
+        security,
+        params,
+      },
+    },
+    async (req: Req) => {
+      const userId = await userOf(req);
+      const { taskId } = ids(req);
+      if (!(await ownsTask(db, userId, taskId))) throw new NotFoundError();
+      return { items: (await listForTask(db, userId, taskId)).map(toView) };
+    },
+  );
+
+  app.post(
+    '/api/tasks/:id/reminders/:reminder_id/snooze',
+    {
+      schema: {
+        tags: ['reminders'],
+        summary: 'Snooze a reminder: fire it again after a duration or at an instant',
+        security,
+        params,
+        body: {
+          type: 'object',
+          properties: {
+            duration: { type: 'string', examples: ['PT10M'] },
+            until: { type: 'string', format: 'date-time' },
+          },
+        },
+      },
+    },
+    async (req: Req) => {
+      const view = await mutate(req, (row, now) => {
+        const parsed = parseSnooze(req.body, now);
+        if (!parsed.ok) throw new ValidationError(parsed.issues);
+        if (row.status === 'dismissed')
+          throw new ConflictError('the reminder was dismissed; it cannot be snoozed');
+        const at = parsed.value;
+        return {
+          sql: [
+            `UPDATE reminder_schedule SET status = 'scheduled', remind_at = $2, snoozed = true, updated_at = now()
+              WHERE id = $1`,
+            [row.id, at.toISOString()],
+          ],
+          event: [
+            'reminder.scheduled',
+            { ...row, remind_at: at },
+            { now, channels: deps.channels },
+            { reason: 'snoozed' },
+          ],
+        };
+      });
+      deps.onRescheduled();
+      return view;
+    },
+  );
+
+  app.post(
+    '/api/tasks/:id/reminders/:reminder_id/dismiss',
+    {
+      schema: { tags: ['reminders'], summary: 'Dismiss a reminder (it will not fire)', security, params },
+    },
+    async (req: Req) =>
+      mutate(req, (row, now) => {
+        if (row.status === 'dismissed') return null; // idempotent
+        return {
+          sql: [
+            `UPDATE reminder_schedule SET status = 'dismissed', dismiss_reason = 'user', updated_at = now()
+              WHERE id = $1`,
+            [row.id],
+          ],
+          event: [
+            'reminder.dismissed',
+            row,
+            { now, channels: deps.channels },
+            { reason: 'dismissed_by_user' },
+          ],
+        };
+      }),
+  );
+}

@@ -1,0 +1,161 @@
+/**
+ * The reminder scheduler: every tick it claims due reminders with `SELECT ... FOR UPDATE SKIP LOCKED`, marks
+ * them fired (or missed, when later than the grace window) and appends `reminder.triggered` /
+ * `reminder.missed` to the outbox, all in one transaction. So a reminder fires exactly once with any number
+ * of scheduler instances (on PostgreSQL they skip each other's locked rows) and across crashes (a crash
+ * before the commit rolls the claim back; after it the relay publishes the outbox row). "Now" is the
+ * injected clock, passed to SQL as a parameter.
+ */
+import { EventEmitter, once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffDelay } from '../../bus/consumer.ts';
+import type { CloudEvent } from '../../contracts/cloudevent.ts';
+import type { ReminderChannel } from '../../contracts/events.ts';
+import type { Runtime } from '../../runtime.ts';
+import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
+import { ROW_COLUMNS, pendingCount, reminderEvent, type ReminderRow } from './store.ts';
+
+export interface SchedulerOptions {
+  tickMs: number;
+  graceMs: number;
+  batchSize: number;
+  channels: readonly ReminderChannel[];
+  /** Test hook: runs in the claim transaction after the rows are marked and before their events are written. */
+  afterClaim?: (ids: readonly string[]) => Promise<void> | void;
+}
+
+export interface TickResult {
+  triggered: number;
+  missed: number;
+}
+
+const GAUGE_EVERY_MS = 5_000;
+
+export class ReminderScheduler {
+  private readonly stopping = new AbortController();
+  private readonly wake = new EventEmitter();
+  private loop: Promise<void> | undefined;
+  private lastGauge = 0;
+  /** Totals of this instance (tests and logs). */
+  readonly fired: TickResult = { triggered: 0, missed: 0 };
+
+  constructor(
+    private readonly rt: Runtime,
+    private readonly opts: SchedulerOptions,
+  ) {}
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  /** Asks for a tick now (after a snooze to an instant that is already due, for instance). */
+  poke(): void {
+    this.wake.emit('wake');
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping.signal.aborted) {
+      try {
+        await this.tick();
+        if (failures > 0) this.rt.log.info({ after_failures: failures }, 'reminder scheduler recovered');
+        failures = 0;
+        await this.updateGauge();
+        const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.opts.tickMs)]);
+        await once(this.wake, 'wake', { signal }).catch(() => undefined);
+      } catch (err) {
+        failures++;
+        const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });
+        this.rt.log.warn(
+          { err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay },
+          'reminder scheduler tick failed; will retry',
+        );
+        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+      }
+    }
+  }
+
+  private async updateGauge(force = false) {
+    if (!force && Date.now() - this.lastGauge < GAUGE_EVERY_MS) return;
+    this.lastGauge = Date.now();
+    this.rt.metrics.remindersPending.set(await pendingCount(this.rt.db));
+  }
+
+  /** Fires everything due now, batch by batch; returns what it did. */
+  async tick(): Promise<TickResult> {
+    const total: TickResult = { triggered: 0, missed: 0 };
+    for (;;) {
+      const r = await this.claimBatch();
+      total.triggered += r.triggered;
+      total.missed += r.missed;
+      if (r.triggered + r.missed < this.opts.batchSize || this.stopping.signal.aborted) break;
+    }
+    if (total.triggered + total.missed > 0) {
+      this.fired.triggered += total.triggered;
+      this.fired.missed += total.missed;
+      await this.updateGauge(true).catch(() => undefined);
+    }
+    return total;
+  }
+
+  private async claimBatch(): Promise<TickResult> {
+    const { db, clock, metrics } = this.rt;
+    const now = clock.now();
+    const claimed = await db.transaction(async (tx) => {
+      const rows = (
+        await tx.query<ReminderRow>(
+          `SELECT ${ROW_COLUMNS} FROM reminder_schedule
+            WHERE status = 'scheduled' AND remind_at <= $1::timestamptz
+            ORDER BY remind_at, id LIMIT $2 FOR UPDATE SKIP LOCKED`,
+          [now.toISOString(), this.opts.batchSize],
+        )
+      ).rows;
+      if (rows.length === 0) return [];
+      const late = (r: ReminderRow) => now.getTime() - new Date(r.remind_at).getTime();
+      const missed = rows.filter((r) => late(r) > this.opts.graceMs).map((r) => r.id);
+      const ids = rows.map((r) => r.id);
+      await tx.query(
+        `UPDATE reminder_schedule
+            SET status = CASE WHEN id = ANY($2::uuid[]) THEN 'missed' ELSE 'triggered' END,
+                triggered_at = $3, fire_count = fire_count + 1, updated_at = now()
+          WHERE id = ANY($1::uuid[])`,
+        [ids, missed, now.toISOString()],
+      );
+      await this.opts.afterClaim?.(ids);
+      const ctx = { now, channels: this.opts.channels };
+      const missedSet = new Set(missed);
+      // Sorted by user: appendEvents locks one stream row per user, always in the same order (no deadlock
+      // between scheduler instances).
+      const events: CloudEvent[] = [...rows]
+        .sort((a, b) => (a.user_id < b.user_id ? -1 : a.user_id > b.user_id ? 1 : 0))
+        .map((r) =>
+          missedSet.has(r.id)
+            ? reminderEvent('reminder.missed', r, ctx, {
+                reason: `not fired within the grace window of ${Math.round(this.opts.graceMs / 1000)} s (late by ${Math.round(late(r) / 1000)} s)`,
+              })
+            : reminderEvent('reminder.triggered', r, ctx, {
+                triggered_at: now,
+                ...(r.snoozed ? { reason: 'snoozed' } : {}),
+              }),
+        );
+      await appendEvents(tx, events);
+      return rows.map((r) => ({ late: late(r), missed: missedSet.has(r.id) }));
+    });
+    if (claimed.length === 0) return { triggered: 0, missed: 0 };
+    notifyOutbox(db);
+    let missed = 0;
+    for (const c of claimed) {
+      if (c.missed) missed++;
+      metrics.reminderLateness.observe(
+        { outcome: c.missed ? 'missed' : 'triggered' },
+        Math.max(0, c.late) / 1000,
+      );
+    }
+    return { triggered: claimed.length - missed, missed };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.loop;
+  }
+}

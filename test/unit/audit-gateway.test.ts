@@ -1,0 +1,98 @@
+/** Pure parts of the audit trail and the gateway: canonical JSON, diffs, CSV fields, the replay buffer. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { GENESIS_HASH, canonicalJson, recordHash } from '../../src/services/audit/chain.ts';
+import { diffFields } from '../../src/services/audit/records.ts';
+import { csvField } from '../../src/services/audit/routes.ts';
+import { ReplayBuffer } from '../../src/services/gateway/replay-buffer.ts';
+
+describe('audit helpers', () => {
+  it('canonical JSON sorts keys at every level and is stable across key order', () => {
+    assert.equal(
+      canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: null } }),
+      '{"a":{"c":null,"d":[1,{"x":1,"y":2}]},"b":1}',
+    );
+    assert.equal(canonicalJson({ a: 1, b: 2 }), canonicalJson({ b: 2, a: 1 }));
+    assert.equal(canonicalJson({ a: undefined, b: 'é"' }), '{"b":"é\\""}');
+  });
+
+  it('hashes chain: a change anywhere changes the hash', () => {
+    const rec = {
+      seq: 1,
+      event_id: 'e1',
+      user_id: 'u',
+      task_id: 't',
+      operation: 'task.created',
+      occurred_at: '2026-01-01T00:00:00.000Z',
+      recorded_at: '2026-01-01T00:00:00.000Z',
+      change: { before: null, after: { title: 'x' } },
+      trace_id: null,
+      client_ip: null,
+      user_agent: null,
+    };
+    const h = recordHash(GENESIS_HASH, rec);
+    assert.match(h, /^[0-9a-f]{64}$/);
+    assert.notEqual(recordHash(GENESIS_HASH, { ...rec, change: { before: null, after: { title: 'y' } } }), h);
+    assert.notEqual(recordHash('1'.repeat(64), rec), h);
+  });
+
+  it('diffs only changed fields, ignoring updated_at and version', () => {
+    assert.deepEqual(
+      diffFields(
+        { title: 'a', tags: ['x'], version: 1, updated_at: '1', status: 'pending' },
+        { title: 'b', tags: ['x'], version: 2, updated_at: '2', status: 'pending' },
+      ),
+      { before: { title: 'a' }, after: { title: 'b' } },
+    );
+  });
+
+  it('escapes CSV fields and neutralises formulas', () => {
+    assert.equal(csvField('plain'), 'plain');
+    assert.equal(csvField('a,b'), '"a,b"');
+    assert.equal(csvField('say "hi"'), '"say ""hi"""');
+    assert.equal(csvField('=HYPERLINK("x")'), `"'=HYPERLINK(""x"")"`);
+    assert.equal(csvField(null), '');
+    assert.equal(csvField({ a: 1 }), '"{""a"":1}"');
+  });
+});
+
+describe('gateway replay buffer', () => {
+  const fill = (b: ReplayBuffer, user: string, from: number, to: number) => {
+    for (let s = from; s <= to; s++) b.add(user, s, `f${s}`);
+  };
+
+  it('replays what follows `since`, resyncs when it does not reach back', () => {
+    const b = new ReplayBuffer(10, 1_000_000);
+    fill(b, 'u', 1, 25);
+    assert.equal(b.latest('u'), 25);
+    const plan = b.plan('u', 20);
+    assert.equal(plan.kind, 'replay');
+    assert.deepEqual(plan.kind === 'replay' && plan.frames.map((f) => f.seq), [21, 22, 23, 24, 25]);
+    assert.deepEqual(b.plan('u', 15), {
+      kind: 'replay',
+      frames: [16, 17, 18, 19, 20, 21, 22, 23, 24, 25].map((s) => ({ seq: s, frame: `f${s}` })),
+      latest: 25,
+    });
+    assert.deepEqual(b.plan('u', 14), { kind: 'resync', latest: 25 });
+    assert.deepEqual(b.plan('u', 30), { kind: 'replay', frames: [], latest: 25 });
+    assert.deepEqual(b.plan('nobody', 3), { kind: 'resync', latest: null });
+  });
+
+  it('ignores duplicates and restarts after a gap', () => {
+    const b = new ReplayBuffer(100, 1_000_000);
+    fill(b, 'u', 1, 5);
+    assert.equal(b.add('u', 3, 'dup'), false);
+    assert.equal(b.add('u', 9, 'f9'), true); // 6..8 never seen here
+    assert.deepEqual(b.plan('u', 5), { kind: 'resync', latest: 9 });
+    assert.equal(b.plan('u', 8).kind, 'replay');
+  });
+
+  it('stays within its byte budget, trimming the least recently updated users first', () => {
+    const b = new ReplayBuffer(1000, 100);
+    fill(b, 'old', 1, 10); // 10 x 2-3 bytes
+    for (let s = 1; s <= 40; s++) b.add('new', s, 'x'.repeat(5));
+    assert.ok(b.totalBytes <= 100, String(b.totalBytes));
+    assert.equal(b.latest('old'), null);
+    assert.equal(b.latest('new'), 40);
+  });
+});
