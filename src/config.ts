@@ -33,7 +33,8 @@ export interface Config {
     topicPartitions?: number;
     replicationFactor: number;
   };
-  dapr: { httpPort: number; pubsubName: string; appPort?: number };
+  /** kafkaAdmin: KAFKA_BROKERS is set, so topics, lag and dead letters are read from the brokers behind Dapr. */
+  dapr: { httpPort: number; pubsubName: string; appPort?: number; kafkaAdmin: boolean };
 }
 
 export class ConfigError extends Error {
@@ -127,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       httpPort: int(env, 'DAPR_HTTP_PORT', 3500, 1),
       pubsubName: env.DAPR_PUBSUB_NAME || 'pubsub-kafka',
       ...(env.APP_PORT ? { appPort: int(env, 'APP_PORT', 3000, 1) } : {}),
+      kafkaAdmin: !!env.KAFKA_BROKERS,
     },
   };
   if (!config.jwt.secret && !config.jwt.jwksUrl) {

@@ -37,9 +37,10 @@ export async function runTargets(
   const db = opts.db ?? (await openDb(config.databaseUrl));
   const applied = await migrate(db, (m) => log.info(m));
   if (applied.length) log.info({ applied }, 'database migrated');
-  const bus = await createBus(config, db, log, metrics, { ensureTopics: false });
-  const provisioning = provisionTopics(config, bus, log);
+  // The HTTP server comes first: the Dapr bus adds its subscription routes to it.
   const http = await createHttpServer({ log, metrics });
+  const bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
+  const provisioning = provisionTopics(config, bus, log);
   const runtime: Runtime = { config, db, bus, log, clock: opts.clock ?? systemClock, metrics, http };
   const running: { name: string; target: RunningTarget }[] = [];
   try {
@@ -84,7 +85,8 @@ export async function runTargets(
  */
 function provisionTopics(config: Config, bus: Bus, log: Logger): AbortController {
   const stop = new AbortController();
-  if (config.bus === 'kafka' && !config.kafka.ensureTopics) return stop;
+  if (config.bus !== 'embedded' && !config.kafka.ensureTopics) return stop;
+  if (config.bus === 'dapr' && !config.dapr.kafkaAdmin) return stop; // no broker access: the platform creates them
   void (async () => {
     for (let attempt = 1; !stop.signal.aborted; attempt++) {
       try {
@@ -92,7 +94,10 @@ function provisionTopics(config: Config, bus: Bus, log: Logger): AbortController
         return;
       } catch (err) {
         const delay = Math.min(30_000, 500 * 2 ** attempt);
-        log.warn({ err: err instanceof Error ? err.message : String(err), retry_in_ms: delay }, 'could not ensure topics yet');
+        log.warn(
+          { err: err instanceof Error ? err.message : String(err), retry_in_ms: delay },
+          'could not ensure topics yet',
+        );
         await new Promise((r) => setTimeout(r, delay).unref());
       }
     }

@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dlqTopic } from '../contracts/topics.ts';
 import { eventProblems } from '../contracts/schemas.ts';
 import type { Logger } from '../observability/logger.ts';
+import { SpanKind, SpanStatusCode, currentTraceparent, withSpan } from '../observability/tracing.ts';
+import type { Span } from '@opentelemetry/api';
 import { PermanentError, type BusMessage, type MessageHandler, type Publisher } from './types.ts';
 
 export interface RetryPolicy {
@@ -60,10 +62,48 @@ export type ConsumeOutcome = 'handled' | 'dead-lettered' | 'aborted';
 
 const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 
+/**
+ * Handles one message (validation, retries, dead-lettering) inside a CONSUMER span whose parent is the
+ * transport's `traceparent` header (the relay's publish span) or else the event's own `traceparent`; the
+ * handler runs with that span active, so events it produces continue the trace (tracing.ts).
+ */
 export async function consumeWithRetry(
   message: BusMessage,
   handler: MessageHandler,
   ctx: ConsumeContext,
+): Promise<ConsumeOutcome> {
+  const headerParent = message.headers?.traceparent;
+  const eventParent = message.event?.traceparent;
+  return withSpan(
+    `process ${message.topic}`,
+    {
+      kind: SpanKind.CONSUMER,
+      parent: headerParent ?? eventParent,
+      ...(headerParent && eventParent && headerParent !== eventParent ? { links: [eventParent] } : {}),
+      attributes: {
+        'messaging.operation.type': 'process',
+        'messaging.destination.name': message.topic,
+        'messaging.destination.partition.id': String(message.partition),
+        'messaging.consumer.group.name': ctx.group,
+        'messaging.message.id': String(message.event?.id ?? ''),
+        'taskflow.bus.offset': message.offset,
+        'cloudevents.event_type': String(message.event?.type ?? ''),
+      },
+    },
+    async (span) => {
+      const outcome = await consume(message, handler, ctx, span);
+      span.setAttribute('taskflow.outcome', outcome);
+      if (outcome === 'dead-lettered') span.setStatus({ code: SpanStatusCode.ERROR, message: 'dead-lettered' });
+      return outcome;
+    },
+  );
+}
+
+async function consume(
+  message: BusMessage,
+  handler: MessageHandler,
+  ctx: ConsumeContext,
+  span: Span,
 ): Promise<ConsumeOutcome> {
   const log = ctx.log.child({
     group: ctx.group,
@@ -98,6 +138,7 @@ export async function consumeWithRetry(
         return deadLetter(message, ctx, errorText(err), attempt, first);
       }
       ctx.hooks?.onRetry?.(message, attempt, err);
+      span.addEvent('retry', { attempt, error: errorText(err).slice(0, 500) });
       const delay = backoffDelay(attempt, ctx.policy);
       log.warn({ err: errorText(err), attempt, retry_in_ms: delay }, 'handler failed, retrying');
       try {
@@ -126,6 +167,8 @@ async function deadLetter(
     [DLQ_HEADERS.sourceOffset]: message.offset,
     [DLQ_HEADERS.group]: ctx.group,
   };
+  const traceparent = currentTraceparent(); // the consumer span: the dead letter continues its trace
+  if (traceparent) headers.traceparent = traceparent;
   // The dead letter must be durable before the source position moves on: keep trying until it is.
   for (let attempt = 1; ; attempt++) {
     try {

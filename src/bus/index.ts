@@ -1,9 +1,11 @@
 /** Picks the transport from `BUS` and provisions the topics of DESIGN.md section 3 when allowed. */
+import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
 import { DLQ_SPEC, GROUPS, TOPIC_SPECS, dlqTopic, type TopicSpec } from '../contracts/topics.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Db } from '../store/db.ts';
+import { createDaprBus } from './dapr/index.ts';
 import { createEmbeddedBus } from './embedded/index.ts';
 import { createKafkaBus, type KafkaSettings } from './kafka/index.ts';
 import type { Bus } from './types.ts';
@@ -33,7 +35,8 @@ export async function createBus(
   db: Db,
   log: Logger,
   _metrics: Metrics,
-  opts: { ensureTopics?: boolean } = {},
+  /** `http`: the process HTTP server, where daprd delivers (BUS=dapr subscribers). */
+  opts: { ensureTopics?: boolean; http?: FastifyInstance } = {},
 ): Promise<Bus> {
   const busLog = log.child({ component: 'bus' });
   let bus: Bus;
@@ -51,9 +54,22 @@ export async function createBus(
       bus = createKafkaBus(kafkaSettings(config), { log: busLog, retry: config.retry });
       break;
     case 'dapr':
-      throw new Error('BUS=dapr is not available in this build yet');
+      // Topics/lag/dead letters go to the brokers behind the component, when the app knows them.
+      bus = createDaprBus(
+        {
+          httpPort: config.dapr.httpPort,
+          pubsubName: config.dapr.pubsubName,
+          ...(config.dapr.kafkaAdmin ? { kafka: kafkaSettings(config) } : {}),
+        },
+        { log: busLog, ...(opts.http ? { app: opts.http } : {}) },
+      );
+      break;
   }
-  if (opts.ensureTopics !== false && (config.bus === 'embedded' || config.kafka.ensureTopics)) {
+  if (
+    opts.ensureTopics !== false &&
+    (config.bus === 'embedded' ||
+      (config.kafka.ensureTopics && (config.bus === 'kafka' || config.dapr.kafkaAdmin)))
+  ) {
     try {
       await bus.admin.ensureTopics(allTopics(config));
     } catch (err) {

@@ -90,6 +90,8 @@ export interface BusAdmin {
   /** Messages of a topic from the beginning (bounded by `limit`), for DLQ inspection and replay. */
   read(topic: string, opts?: { limit?: number }): Promise<StoredMessage[]>;
   listGroups(): Promise<string[]>;
+  /** Messages currently retained in a topic over all partitions, 0 if it does not exist (DLQ-size metric). */
+  messageCount?(topic: string): Promise<number>;
   /** Follows a topic without a consumer group (no positions are stored) until `signal` aborts. */
   tail(
     topic: string,

@@ -298,6 +298,27 @@ dlq
     }),
   );
 
+program
+  .command('audit')
+  .description('audit trail operations')
+  .command('verify')
+  .description('recompute the hash chains of the audit log; names the first broken record (exit code 1)')
+  .option('--user <id>', 'verify only this user')
+  .action(async (opts: { user?: string }) => {
+    const db = await openDb(loadConfig().databaseUrl);
+    await migrate(db);
+    const result = await verifyChain(db, opts.user ? { userId: opts.user } : {});
+    await db.close();
+    for (const b of result.broken)
+      console.log(
+        `BROKEN user=${b.user_id} seq=${b.seq} id=${b.id ?? '-'} event_id=${b.event_id ?? '-'}: ${b.reason}`,
+      );
+    console.log(
+      `${result.ok ? 'ok' : 'FAILED'}: ${result.users} user chain(s), ${result.records} record(s) verified`,
+    );
+    if (!result.ok) process.exitCode = 1;
+  });
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`taskflow: ${message}\n`);

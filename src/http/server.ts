@@ -8,6 +8,14 @@ import { AuthError } from '../auth.ts';
 import { NotFoundError, ValidationError, VersionConflictError } from '../domain/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import {
+  SpanKind,
+  SpanStatusCode,
+  runWithSpan,
+  startSpan,
+  tracingEnabled,
+} from '../observability/tracing.ts';
+import type { Span } from '@opentelemetry/api';
 import { problem, sendProblem, validationProblem } from './problem.ts';
 
 export type ReadinessCheck = () => Promise<void>;
@@ -36,10 +44,46 @@ export async function createHttpServer(opts: {
   app.setValidatorCompiler(() => () => true);
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
+  // Tracing (only when switched on): a SERVER span per request, child of the caller's `traceparent`, active
+  // for the hooks and the handler (re-entered after body parsing, which runs outside the request's context).
+  const spans = new WeakMap<object, Span>();
+  app.addHook('onRequest', (req, _reply, done) => {
+    if (!tracingEnabled()) return done();
+    const span = startSpan(req.method, {
+      kind: SpanKind.SERVER,
+      parent: req.headers.traceparent as string | undefined,
+      attributes: { 'http.request.method': req.method, 'url.path': req.url.split('?')[0] ?? '/' },
+    });
+    if (!span) return done();
+    spans.set(req, span);
+    runWithSpan(span, done);
+  });
+  app.addHook('preHandler', (req, _reply, done) => {
+    const span = spans.get(req);
+    return span ? runWithSpan(span, done) : done();
+  });
+  const endSpan = (req: { method: string; routeOptions: { url?: string } }, status?: number) => {
+    const span = spans.get(req);
+    if (!span) return;
+    spans.delete(req);
+    const route = req.routeOptions.url;
+    if (route) {
+      span.updateName(`${req.method} ${route}`);
+      span.setAttribute('http.route', route);
+    }
+    if (status !== undefined) {
+      span.setAttribute('http.response.status_code', status);
+      if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    }
+    span.end();
+  };
+  app.addHook('onRequestAbort', async (req) => endSpan(req));
+
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     opts.metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
     opts.metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+    endSpan(req, reply.statusCode);
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {

@@ -1,6 +1,15 @@
 /** Prometheus metrics (prom-client), one registry per process, served at `/metrics` by every target. */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** Where the lag and DLQ-size gauges read a consumer group's figures (the bus admin). */
+export interface ConsumerGroupSource {
+  lag(): Promise<readonly { topic: string; partition: number; lag: number }[]>;
+  /** Messages in the group's dead-letter topic; absent when the transport cannot count them cheaply. */
+  deadLetters?(): Promise<number>;
+}
+
+const BUS_READ_TIMEOUT_MS = 3_000;
+
 export class Metrics {
   readonly registry = new Registry();
   readonly httpRequests = new Counter({
@@ -104,6 +113,73 @@ export class Metrics {
     labelNames: ['channel'] as const,
     registers: [this.registry],
   });
+
+  // --- Consumer lag and DLQ size: read from the bus when /metrics is scraped, for the groups this process
+  // consumes (consumer targets register them with trackConsumerGroup). ---
+  private readonly consumerGroups = new Map<string, ConsumerGroupSource>();
+  readonly consumerLag = new Gauge({
+    name: 'taskflow_consumer_lag_messages',
+    help: 'Messages not yet handled by a consumer group, by topic and partition (end offset - committed offset), read at scrape time',
+    labelNames: ['group', 'topic', 'partition'] as const,
+    registers: [this.registry],
+    collect: () => this.collectConsumerGroups(),
+  });
+  readonly deadLetterMessages = new Gauge({
+    name: 'taskflow_dlq_messages',
+    help: 'Messages retained in a consumer group dead-letter topic (<group>.dlq), read at scrape time',
+    labelNames: ['group'] as const,
+    registers: [this.registry],
+  });
+  readonly busReadErrors = new Counter({
+    name: 'taskflow_metrics_bus_read_errors_total',
+    help: 'Failed or timed-out reads of consumer lag / DLQ size at scrape time, by group',
+    labelNames: ['group'] as const,
+    registers: [this.registry],
+  });
+
+  /** Reports lag and DLQ size of `group` on /metrics until the returned function is called. */
+  trackConsumerGroup(group: string, source: ConsumerGroupSource): () => void {
+    this.consumerGroups.set(group, source);
+    return () => {
+      if (this.consumerGroups.get(group) !== source) return;
+      this.consumerGroups.delete(group);
+      this.deadLetterMessages.remove({ group });
+      this.lagSeries.get(group)?.forEach((labels) => this.consumerLag.remove(labels));
+      this.lagSeries.delete(group);
+    };
+  }
+
+  private readonly lagSeries = new Map<string, { group: string; topic: string; partition: string }[]>();
+
+  private async collectConsumerGroups(): Promise<void> {
+    const timeout = <T>(p: Promise<T>) =>
+      Promise.race([
+        p,
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error('timed out')), BUS_READ_TIMEOUT_MS).unref(),
+        ),
+      ]);
+    await Promise.all(
+      [...this.consumerGroups].map(async ([group, source]) => {
+        try {
+          const lag = await timeout(source.lag());
+          // Replace the group's series, so partitions that moved away do not linger.
+          this.lagSeries.get(group)?.forEach((labels) => this.consumerLag.remove(labels));
+          const series = lag.map((l) => ({ group, topic: l.topic, partition: String(l.partition) }));
+          lag.forEach((l, i) => this.consumerLag.set(series[i]!, l.lag));
+          this.lagSeries.set(group, series);
+        } catch {
+          this.busReadErrors.inc({ group });
+        }
+        if (!source.deadLetters) return;
+        try {
+          this.deadLetterMessages.set({ group }, await timeout(source.deadLetters()));
+        } catch {
+          this.busReadErrors.inc({ group });
+        }
+      }),
+    );
+  }
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false)

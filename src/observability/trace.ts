@@ -1,5 +1,6 @@
 /** W3C trace context helpers: every request and event carries a `traceparent` (00-<trace>-<span>-<flags>). */
 import { randomBytes } from 'node:crypto';
+import { currentTraceparent } from './tracing.ts';
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
@@ -7,8 +8,15 @@ export function isTraceparent(v: unknown): v is string {
   return typeof v === 'string' && TRACEPARENT.test(v) && !/^00-0{32}-/.test(v) && !/-0{16}-/.test(v);
 }
 
-/** Continues the caller's trace with a new span id, or starts a new trace. */
+/**
+ * The `traceparent` for what the current operation produces (an event, a downstream call). With tracing on
+ * (tracing.ts) that is the active OpenTelemetry span (the HTTP request, MCP tool call or consumer handler),
+ * so the producing span is the parent of whatever handles the event; otherwise it continues the caller's
+ * trace with a new span id, or starts a new trace.
+ */
 export function childTraceparent(parent?: string): string {
+  const current = currentTraceparent();
+  if (current && (!isTraceparent(parent) || traceIdOf(parent) === traceIdOf(current))) return current;
   const span = randomBytes(8).toString('hex');
   if (isTraceparent(parent)) {
     const [, trace, , flags] = TRACEPARENT.exec(parent)!;

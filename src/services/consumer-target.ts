@@ -3,6 +3,8 @@
  * metrics come from the bus layer; the service supplies only its handler.
  */
 import type { BusMessage, Subscription } from '../bus/types.ts';
+import { dlqTopic } from '../contracts/topics.ts';
+import type { ConsumerGroupSource } from '../observability/metrics.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../runtime.ts';
 
 export interface ConsumerTargetSpec {
@@ -26,12 +28,23 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
         handler: (m) => service.handle(m),
         hooks: rt.metrics.consumerHooks(spec.group),
       });
+      const untrack = rt.metrics.trackConsumerGroup(spec.group, consumerGroupSource(rt, spec.group));
       return {
         stop: async () => {
+          untrack();
           await subscription.close();
           await service.stop?.();
         },
       };
     },
+  };
+}
+
+/** Lag and DLQ size of a group as the bus admin reports them (for /metrics; every transport). */
+export function consumerGroupSource(rt: Runtime, group: string): ConsumerGroupSource {
+  const admin = rt.bus.admin;
+  return {
+    lag: () => admin.lag(group),
+    ...(admin.messageCount ? { deadLetters: () => admin.messageCount!(dlqTopic(group)) } : {}),
   };
 }

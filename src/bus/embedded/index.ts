@@ -317,7 +317,11 @@ class GroupMember implements Subscription {
             publisher: this.publisher,
             log: this.cfg.log,
             signal,
-            ...(this.opts.hooks ? { hooks: this.opts.hooks } : this.cfg.hooks ? { hooks: this.cfg.hooks } : {}),
+            ...(this.opts.hooks
+              ? { hooks: this.opts.hooks }
+              : this.cfg.hooks
+                ? { hooks: this.cfg.hooks }
+                : {}),
           });
           if (outcome === 'aborted') return;
           position = Number(message.offset) + 1;
@@ -433,6 +437,14 @@ export class EmbeddedAdmin implements BusAdmin {
       end: x.end_offset,
       lag: Math.max(0, Number(x.end_offset) - Number(x.committed)),
     }));
+  }
+
+  async messageCount(topic: string): Promise<number> {
+    const r = await this.db.query<{ n: string }>(
+      'SELECT count(*)::text AS n FROM bus_messages WHERE topic = $1',
+      [topic],
+    );
+    return Number(r.rows[0]?.n ?? 0);
   }
 
   async read(topic: string, opts: { limit?: number } = {}): Promise<StoredMessage[]> {

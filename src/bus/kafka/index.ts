@@ -72,7 +72,9 @@ export function connectionOptions(s: KafkaSettings) {
     clientId: s.clientId,
     bootstrapBrokers: s.brokers,
     ...(tls ? { tls } : {}),
-    ...(s.sasl ? { sasl: { mechanism: s.sasl.mechanism, username: s.sasl.username, password: s.sasl.password } } : {}),
+    ...(s.sasl
+      ? { sasl: { mechanism: s.sasl.mechanism, username: s.sasl.username, password: s.sasl.password } }
+      : {}),
     // Fail within seconds (a wrong password, an unreachable broker) and let our own loops retry with backoff.
     timeout: 10_000,
     retries: 2,
@@ -205,7 +207,11 @@ class KafkaGroupMember implements Subscription {
     this.consumer = new Consumer<string, Buffer, string, string>({
       ...connectionOptions(this.s),
       groupId: this.prefix + this.opts.group,
-      deserializers: { key: stringDeserializer, headerKey: stringDeserializer, headerValue: stringDeserializer },
+      deserializers: {
+        key: stringDeserializer,
+        headerKey: stringDeserializer,
+        headerValue: stringDeserializer,
+      },
       autocommit: false,
       sessionTimeout: this.cfg.sessionTimeoutMs,
       heartbeatInterval: this.cfg.heartbeatIntervalMs,
@@ -221,10 +227,17 @@ class KafkaGroupMember implements Subscription {
       });
     } catch (err) {
       await forceClose(this.consumer);
-      throw new Error(`Kafka subscribe (${this.opts.group}) failed: ${describeKafkaError(err)}`, { cause: err });
+      throw new Error(`Kafka subscribe (${this.opts.group}) failed: ${describeKafkaError(err)}`, {
+        cause: err,
+      });
     }
     this.stream.on('data', (m) => this.enqueue(m));
-    this.stream.on('error', (err) => this.cfg.log.error({ err: describeKafkaError(err), group: this.opts.group }, 'kafka consumer stream error'));
+    this.stream.on('error', (err) =>
+      this.cfg.log.error(
+        { err: describeKafkaError(err), group: this.opts.group },
+        'kafka consumer stream error',
+      ),
+    );
   }
 
   private enqueue(m: Message<string, Buffer, string, string>) {
@@ -262,7 +275,16 @@ class KafkaGroupMember implements Subscription {
         await raw.commit();
       } catch (err) {
         // Typically a rebalance moved the partition: the new owner re-reads from the last commit (idempotent).
-        this.cfg.log.warn({ err: describeKafkaError(err), group: this.opts.group, topic: message.topic, partition: message.partition, offset: message.offset }, 'offset commit failed');
+        this.cfg.log.warn(
+          {
+            err: describeKafkaError(err),
+            group: this.opts.group,
+            topic: message.topic,
+            partition: message.partition,
+            offset: message.offset,
+          },
+          'offset commit failed',
+        );
       }
     }
   }
@@ -318,7 +340,9 @@ export class KafkaAdmin implements BusAdmin {
     return this.s.topicPrefix ?? '';
   }
 
-  async ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void> {
+  async ensureTopics(
+    topics: readonly { name: string; partitions: number; retentionMs: number }[],
+  ): Promise<void> {
     let existing: Set<string>;
     try {
       existing = new Set(await this.admin.listTopics());
@@ -338,23 +362,38 @@ export class KafkaAdmin implements BusAdmin {
             { name: 'cleanup.policy', value: 'delete' },
           ],
         });
-        this.log?.info({ topic: name, partitions: t.partitions, retention_ms: t.retentionMs }, 'created topic');
+        this.log?.info(
+          { topic: name, partitions: t.partitions, retention_ms: t.retentionMs },
+          'created topic',
+        );
       } catch (err) {
-        if (!/already exists/i.test(describeKafkaError(err)) && !/TOPIC_ALREADY_EXISTS/.test(JSON.stringify(err, Object.getOwnPropertyNames(err))))
+        if (
+          !/already exists/i.test(describeKafkaError(err)) &&
+          !/TOPIC_ALREADY_EXISTS/.test(JSON.stringify(err, Object.getOwnPropertyNames(err)))
+        )
           throw new Error(`could not create topic ${name}: ${describeKafkaError(err)}`, { cause: err });
       }
     }
   }
 
   async describeTopics() {
-    const names = (await this.admin.listTopics()).filter((n) => n.startsWith(this.prefix) && !n.startsWith('__'));
+    const names = (await this.admin.listTopics()).filter(
+      (n) => n.startsWith(this.prefix) && !n.startsWith('__'),
+    );
     if (names.length === 0) return [];
     const meta = await this.admin.metadata({ topics: names });
     const configs = await this.admin.describeConfigs({
-      resources: names.map((n) => ({ resourceType: 2, resourceName: n, configurationKeys: ['retention.ms'] })),
+      resources: names.map((n) => ({
+        resourceType: 2,
+        resourceName: n,
+        configurationKeys: ['retention.ms'],
+      })),
     });
     const retention = new Map(
-      configs.map((c) => [c.resourceName, Number(c.configs.find((x) => x.name === 'retention.ms')?.value ?? NaN)]),
+      configs.map((c) => [
+        c.resourceName,
+        Number(c.configs.find((x) => x.name === 'retention.ms')?.value ?? NaN),
+      ]),
     );
     return names.sort().map((n) => ({
       name: n.slice(this.prefix.length),
@@ -365,18 +404,36 @@ export class KafkaAdmin implements BusAdmin {
 
   async listGroups(): Promise<string[]> {
     const groups = await this.admin.listGroups();
-    return [...groups.keys()].filter((g) => g.startsWith(this.prefix) && !g.includes('taskflow-reader-')).map((g) => g.slice(this.prefix.length)).sort();
+    return [...groups.keys()]
+      .filter((g) => g.startsWith(this.prefix) && !g.includes('taskflow-reader-'))
+      .map((g) => g.slice(this.prefix.length))
+      .sort();
   }
 
-  private async endOffsets(topics: string[]): Promise<Map<string, bigint>> {
+  /** Retained messages: the end offset minus the earliest offset, summed over the partitions. */
+  async messageCount(topic: string): Promise<number> {
+    const name = this.prefix + topic;
+    if (!(await this.admin.listTopics()).includes(name)) return 0;
+    const [end, start] = await Promise.all([this.endOffsets([name]), this.endOffsets([name], -2n)]);
+    let n = 0n;
+    for (const [id, e] of end) n += e - (start.get(id) ?? 0n);
+    return Number(n);
+  }
+
+  /** Offsets per partition at `timestamp`: -1 = the end (next offset), -2 = the earliest retained. */
+  private async endOffsets(topics: string[], timestamp = -1n): Promise<Map<string, bigint>> {
     const meta = await this.admin.metadata({ topics });
     const request = topics.map((name) => ({
       name,
-      partitions: Array.from({ length: meta.topics.get(name)?.partitionsCount ?? 0 }, (_, p) => ({ partitionIndex: p, timestamp: -1n })),
+      partitions: Array.from({ length: meta.topics.get(name)?.partitionsCount ?? 0 }, (_, p) => ({
+        partitionIndex: p,
+        timestamp,
+      })),
     }));
     const res = await this.admin.listOffsets({ topics: request });
     const out = new Map<string, bigint>();
-    for (const t of res) for (const p of t.partitions) out.set(`${t.name}\u0000${p.partitionIndex}`, p.offset);
+    for (const t of res)
+      for (const p of t.partitions) out.set(`${t.name}\u0000${p.partitionIndex}`, p.offset);
     return out;
   }
 
@@ -414,16 +471,25 @@ export class KafkaAdmin implements BusAdmin {
     const out: StoredMessage[] = [];
     if (remaining.size === 0) return out;
     const stop = new AbortController();
-    await this.follow(name, { fromBeginning: true, signal: stop.signal }, (m) => {
-      if (out.length < (opts.limit ?? 1000)) out.push(m);
-      const id = `${name}\u0000${m.partition}`;
-      if (BigInt(m.offset) + 1n >= (remaining.get(id) ?? 0n)) remaining.delete(id);
-      if (remaining.size === 0 || out.length >= (opts.limit ?? 1000)) stop.abort();
-    }, 15_000);
+    await this.follow(
+      name,
+      { fromBeginning: true, signal: stop.signal },
+      (m) => {
+        if (out.length < (opts.limit ?? 1000)) out.push(m);
+        const id = `${name}\u0000${m.partition}`;
+        if (BigInt(m.offset) + 1n >= (remaining.get(id) ?? 0n)) remaining.delete(id);
+        if (remaining.size === 0 || out.length >= (opts.limit ?? 1000)) stop.abort();
+      },
+      15_000,
+    );
     return out.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
   }
 
-  async tail(topic: string, opts: { fromBeginning: boolean; signal: AbortSignal }, onMessage: (m: StoredMessage) => void): Promise<void> {
+  async tail(
+    topic: string,
+    opts: { fromBeginning: boolean; signal: AbortSignal },
+    onMessage: (m: StoredMessage) => void,
+  ): Promise<void> {
     await this.follow(this.prefix + topic, opts, onMessage);
   }
 
@@ -436,7 +502,11 @@ export class KafkaAdmin implements BusAdmin {
     const consumer = new Consumer<string, Buffer, string, string>({
       ...connectionOptions(this.s),
       groupId: `${this.prefix}taskflow-reader-${randomUUID()}`,
-      deserializers: { key: stringDeserializer, headerKey: stringDeserializer, headerValue: stringDeserializer },
+      deserializers: {
+        key: stringDeserializer,
+        headerKey: stringDeserializer,
+        headerValue: stringDeserializer,
+      },
       autocommit: false,
       maxWaitTime: 300,
     });
@@ -490,4 +560,3 @@ export function createKafkaBus(s: KafkaSettings, opts: KafkaBusOptions): Bus {
     },
   };
 }
-

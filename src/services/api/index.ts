@@ -5,11 +5,13 @@ import { createVerifier } from '../../auth.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
+import { registerMcp } from './mcp.ts';
 import { registerTaskApi } from './routes.ts';
+import { registerWeb } from './web.ts';
 
 export const apiTarget: TargetDefinition = {
   name: 'api',
-  description: 'Task API: REST under /api, OpenAPI at /openapi.json, docs at /docs',
+  description: 'Task API: REST under /api, MCP at /mcp, OpenAPI at /openapi.json, docs at /docs',
   async start(rt): Promise<RunningTarget> {
     const { app, addReadinessCheck } = rt.http;
     await app.register(swagger, {
@@ -26,14 +28,20 @@ export const apiTarget: TargetDefinition = {
         },
       },
     });
+    const store = new TaskStore(rt.db, rt.clock);
+    const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
+    const verify = createVerifier(rt.config.jwt);
     await registerTaskApi(app, {
-      store: new TaskStore(rt.db, rt.clock),
-      settings: new UserSettingsStore(rt.db, rt.config.defaultTimezone),
-      verify: createVerifier(rt.config.jwt),
+      store,
+      settings,
+      verify,
       rateLimitPerMinute: rt.config.rateLimitPerMinute,
     });
+    // MCP tools for the AI chatbot (Streamable HTTP, stateless), same store and validation as REST.
+    await registerMcp(app, { store, settings, verify, log: rt.log.child({ component: 'mcp' }) });
     await app.register(swaggerUi, { routePrefix: '/docs' });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+    await registerWeb(app);
     addReadinessCheck('database', async () => {
       await rt.db.query('SELECT 1');
     });

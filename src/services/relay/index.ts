@@ -8,6 +8,13 @@ import { once, EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EmbeddedAdmin, EmbeddedPublisher } from '../../bus/embedded/index.ts';
 import type { OutgoingMessage } from '../../bus/types.ts';
+import {
+  SpanKind,
+  recordError,
+  startSpan,
+  traceparentOf,
+  tracingEnabled,
+} from '../../observability/tracing.ts';
 import { backoffDelay } from '../../bus/consumer.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
@@ -29,6 +36,43 @@ const LINGER_MS = 3;
 const STATS_INTERVAL_MS = 2_000;
 
 const toMessage = (r: OutboxRow): OutgoingMessage => ({ topic: r.topic, key: r.key, event: r.event });
+
+/**
+ * With tracing on: a PRODUCER span per event, child of the event's `traceparent` (the operation that wrote
+ * it), whose context rides along as the `traceparent` transport header (Kafka header, embedded log headers)
+ * so each consumer's span is its child. The event itself is published unchanged.
+ */
+function tracedMessages(rows: readonly OutboxRow[], system: string) {
+  if (!tracingEnabled()) return { messages: rows.map(toMessage), end: () => undefined };
+  const spans = rows.map((r) =>
+    startSpan(`publish ${r.topic}`, {
+      kind: SpanKind.PRODUCER,
+      parent: r.event.traceparent,
+      attributes: {
+        'messaging.system': system,
+        'messaging.operation.type': 'publish',
+        'messaging.destination.name': r.topic,
+        'messaging.message.id': r.event.id,
+        'cloudevents.event_type': r.event.type,
+        'taskflow.outbox.id': r.id,
+      },
+    }),
+  );
+  const messages = rows.map((r, i): OutgoingMessage => {
+    const traceparent = traceparentOf(spans[i]);
+    return traceparent ? { ...toMessage(r), headers: { traceparent } } : toMessage(r);
+  });
+  return {
+    messages,
+    end: (err?: unknown) => {
+      for (const span of spans) {
+        if (!span) continue;
+        if (err !== undefined) recordError(span, err);
+        span.end();
+      }
+    },
+  };
+}
 
 export class Relay {
   private readonly holder = randomUUID();
@@ -109,25 +153,36 @@ export class Relay {
     const publisher = bus.publisher;
     if (publisher instanceof EmbeddedPublisher) {
       // Same database: append to the log and mark the rows in one transaction (exactly once).
-      const n = await db.transaction(async (tx) => {
-        const rows = await pendingOutbox(tx, limit);
-        if (rows.length === 0) return 0;
-        await publisher.publishIn(tx, rows.map(toMessage));
-        await markPublished(
-          tx,
-          rows.map((r) => r.id),
-        );
-        for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
-        return rows.length;
-      });
+      let traced: ReturnType<typeof tracedMessages> | undefined;
+      let n: number;
+      try {
+        n = await db.transaction(async (tx) => {
+          const rows = await pendingOutbox(tx, limit);
+          if (rows.length === 0) return 0;
+          traced = tracedMessages(rows, bus.kind);
+          await publisher.publishIn(tx, traced.messages);
+          await markPublished(
+            tx,
+            rows.map((r) => r.id),
+          );
+          for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
+          return rows.length;
+        });
+      } catch (err) {
+        traced?.end(err);
+        throw err;
+      }
+      traced?.end();
       if (n > 0) publisher.notify();
       return n;
     }
     const rows = await pendingOutbox(db, limit);
     if (rows.length === 0) return 0;
+    const traced = tracedMessages(rows, bus.kind);
     try {
-      await publisher.publish(rows.map(toMessage));
+      await publisher.publish(traced.messages);
     } catch (err) {
+      traced.end(err);
       await recordPublishFailure(
         db,
         rows.map((r) => r.id),
@@ -135,6 +190,7 @@ export class Relay {
       ).catch(() => undefined);
       throw err;
     }
+    traced.end();
     await markPublished(
       db,
       rows.map((r) => r.id),

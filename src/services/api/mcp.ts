@@ -1,0 +1,579 @@
+/**
+ * MCP tools for the AI chatbot (Model Context Protocol, official TypeScript SDK), served two ways:
+ * - Streamable HTTP at `/mcp` on the api target (stateless: a server per request), bearer JWT, the user is the
+ *   token's subject;
+ * - stdio (`taskflow mcp`), the user from the token in TASKFLOW_TOKEN.
+ * Both go through the same TaskStore and the same domain validation as REST (validateCreate / validatePatch /
+ * parseTaskQuery): every change writes its event to the outbox in the same transaction, and the relay of the
+ * running system publishes it. Failures are tool errors (`isError: true`) with a message naming the argument;
+ * another user's task is "task not found".
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import * as z from 'zod';
+import { AuthError, bearerToken, createVerifier, type Verifier } from '../../auth.ts';
+import type { Config } from '../../config.ts';
+import { systemClock } from '../../domain/clock.ts';
+import { NotFoundError, ValidationError, VersionConflictError, type FieldIssue } from '../../domain/errors.ts';
+import { MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
+import { RECURRENCE_MODES, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
+import {
+  LIMITS,
+  PRIORITIES,
+  STATUSES,
+  complete,
+  reopen,
+  validateCreate,
+  validatePatch,
+  type Task,
+} from '../../domain/task.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { childTraceparent } from '../../observability/trace.ts';
+import { SpanKind, withSpan } from '../../observability/tracing.ts';
+import { openDb } from '../../store/db.ts';
+import { migrate } from '../../store/migrate.ts';
+import { TaskStore, type EventMeta } from '../../store/tasks.ts';
+import { UserSettingsStore } from '../../store/user-settings.ts';
+
+export const MCP_SOURCE = '/taskflow/mcp';
+const VERSION = '1.0.0';
+
+export interface McpDeps {
+  store: TaskStore;
+  settings: UserSettingsStore;
+  log: Logger;
+  source?: string;
+}
+
+/** Who is calling: the user is always the token's subject. */
+export interface McpCaller {
+  userId: string;
+  clientIp?: string;
+  userAgent?: string;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Argument schemas (JSON Schema for the model; the domain validation below is the one that decides)
+
+const userIdArg = z
+  .string()
+  .optional()
+  .describe(
+    'Optional, for Phase III clients that send it: must be the authenticated user (the user always comes from the token).',
+  );
+const taskIdArg = z.string().describe('The task id (a UUID), as returned by add_task, list_tasks or search_tasks.');
+const versionArg = z
+  .number()
+  .int()
+  .positive()
+  .optional()
+  .describe('Optional optimistic concurrency: apply only if the task still has this version.');
+
+const recurrenceObject = z
+  .strictObject({
+    preset: z.enum(RECURRENCE_PRESETS as [string, ...string[]]).optional(),
+    rrule: z.string().optional().describe('An RFC 5545 RRULE such as FREQ=WEEKLY;BYDAY=MO,WE (no RRULE: prefix).'),
+    interval: z.number().int().optional().describe('Repeat every n periods of the preset (default 1).'),
+    mode: z
+      .enum(RECURRENCE_MODES as [string, ...string[]])
+      .optional()
+      .describe('schedule: next due follows the calendar; after_completion: counted from when it was completed.'),
+    timezone: z.string().optional().describe('IANA time zone of the rule, e.g. Europe/Berlin (default: the user’s).'),
+    until: z.string().optional().describe('Last possible occurrence, ISO 8601 date-time.'),
+    count: z.number().int().optional().describe('Number of occurrences in total.'),
+  })
+  .describe('A recurrence rule: a preset or an RRULE, with options.');
+const recurrenceArg = z
+  .union([z.enum(RECURRENCE_PRESETS as [string, ...string[]]), recurrenceObject])
+  .nullable()
+  .describe(
+    `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}) or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
+  );
+const remindersArg = z
+  .array(z.string())
+  .max(LIMITS.remindersMax)
+  .nullable()
+  .describe(
+    'When to remind: offsets before the due date as ISO 8601 durations (PT15M, PT1H, P1D; need a due_date) or absolute ISO 8601 date-times; null = the user’s default reminders, [] = none.',
+  );
+const taskFields = {
+  title: z.string().describe(`Short title, 1-${LIMITS.titleMax} characters.`),
+  description: z.string().describe(`Details, up to ${LIMITS.descriptionMax} characters.`),
+  priority: z.enum(PRIORITIES).describe('Priority (default none).'),
+  tags: z
+    .array(z.string())
+    .max(LIMITS.tagsMax)
+    .describe(`Labels such as work, home; up to ${LIMITS.tagsMax}, case-insensitive unique.`),
+  due_date: z
+    .string()
+    .nullable()
+    .describe('Due date-time, ISO 8601 with offset, e.g. 2026-01-10T09:00:00Z; null clears it.'),
+  reminders: remindersArg,
+  recurrence: recurrenceArg,
+};
+
+const filterArgs = {
+  status: z
+    .enum(['all', 'pending', 'completed'])
+    .optional()
+    .describe('Which tasks: all (default), pending or completed.'),
+  priority: z.array(z.enum(PRIORITIES)).optional().describe('Only these priorities.'),
+  tags: z.array(z.string()).optional().describe('Only tasks with these tags (see tag_mode).'),
+  tag_mode: z.enum(['any', 'all']).optional().describe('any (default): at least one of tags; all: every tag.'),
+  due_before: z.string().optional().describe('Only tasks due before this ISO 8601 date-time.'),
+  due_after: z.string().optional().describe('Only tasks due after this ISO 8601 date-time.'),
+  overdue: z.boolean().optional().describe('true: only pending tasks past due; false: none of those.'),
+  sort: z
+    .enum(SORT_FIELDS)
+    .optional()
+    .describe('Sort by due, priority, created (default), updated or title.'),
+  order: z.enum(['asc', 'desc']).optional().describe('Sort order (default depends on sort).'),
+  limit: z
+    .number()
+    .int()
+    .optional()
+    .describe(`Page size 1-${MAX_LIMIT} (default 50); pass next_cursor as cursor for the next page.`),
+  cursor: z.string().optional().describe('next_cursor of the previous page (keep sort and order).'),
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Result schemas
+
+const taskOut = z
+  .looseObject({
+    id: z.string(),
+    title: z.string(),
+    status: z.enum(STATUSES),
+    priority: z.enum(PRIORITIES),
+    version: z.number(),
+  })
+  .describe('The task as the REST API returns it.');
+const changeOut = {
+  task_id: z.string(),
+  status: z
+    .string()
+    .describe('What happened: created, updated, completed, reopened or deleted (get_task: the task status).'),
+  title: z.string(),
+  task: taskOut,
+};
+const listItemOut = z.looseObject({ task_id: z.string(), status: z.enum(STATUSES), title: z.string() });
+const listOut = {
+  tasks: z.array(listItemOut),
+  count: z.number(),
+  next_cursor: z.string().nullable(),
+};
+
+// ---------------------------------------------------------------------------------------------------------
+
+const json = (value: unknown) => JSON.stringify(value);
+
+function ok(structured: Record<string, unknown>): CallToolResult {
+  return { content: [{ type: 'text', text: json(structured) }], structuredContent: structured };
+}
+
+function toolError(message: string): CallToolResult {
+  return { isError: true, content: [{ type: 'text', text: message }] };
+}
+
+/** Domain issue paths (REST names) as the tool's argument names. */
+type Rename = Record<string, string>;
+
+function describeIssues(issues: FieldIssue[], rename: Rename = {}): string {
+  return issues
+    .map((i) => {
+      const [head, ...rest] = i.path.split(/(?=[.[])/);
+      const path = head ? [rename[head] ?? head, ...rest].join('') : 'arguments';
+      return `${path}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+const changeResult = (status: string, task: Task) =>
+  ok({ task_id: task.id, status, title: task.title, task });
+
+const listItem = (t: Task) => {
+  const { id, ...rest } = t;
+  return { task_id: id, ...rest };
+};
+
+/** Arguments without undefined values and without the tool-only ones. */
+function fieldsOf(args: Record<string, unknown>, omit: readonly string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(args)) if (v !== undefined && !omit.includes(k)) out[k] = v;
+  return out;
+}
+
+/** The list/search arguments as the REST query string would carry them, for parseTaskQuery. */
+function queryOf(args: Record<string, unknown>): Record<string, unknown> {
+  const q: Record<string, unknown> = {};
+  const set = (key: string, v: unknown) => {
+    if (v !== undefined) q[key] = v;
+  };
+  set('status', args.status);
+  set('priority', (args.priority as string[] | undefined)?.join(','));
+  if (Array.isArray(args.tags) && args.tags.length) q.tag = args.tags;
+  set('tag_mode', args.tag_mode);
+  set('due_before', args.due_before);
+  set('due_after', args.due_after);
+  if (typeof args.overdue === 'boolean') q.overdue = String(args.overdue);
+  set('q', args.query);
+  set('sort', args.sort);
+  set('order', args.order);
+  if (args.limit !== undefined) q.limit = String(args.limit);
+  set('cursor', args.cursor);
+  return q;
+}
+
+const QUERY_RENAME: Rename = { tag: 'tags', q: 'query' };
+
+/** Creates the MCP server of one caller (HTTP: one per request; stdio: one per process). */
+export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
+  const { store, settings, log } = deps;
+  const source = deps.source ?? MCP_SOURCE;
+  const server = new McpServer(
+    { name: 'taskflow', title: 'Taskflow tasks', version: VERSION },
+    {
+      instructions:
+        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence. Task ids are UUIDs from add_task/list_tasks. Dates are ISO 8601 with an offset.',
+    },
+  );
+
+  const meta = (): EventMeta => ({
+    source,
+    traceparent: childTraceparent(),
+    ...(caller.clientIp ? { clientIp: caller.clientIp } : {}),
+    ...(caller.userAgent ? { userAgent: caller.userAgent } : {}),
+  });
+  const timezone = async () => (await settings.get(caller.userId)).timezone;
+
+  /** Wraps a tool: span, user check, and every failure as a tool error (never a crash). */
+  const run =
+    <A extends Record<string, unknown>>(name: string, rename: Rename, fn: (args: A) => Promise<CallToolResult>) =>
+    (args: A): Promise<CallToolResult> =>
+      withSpan(
+        `mcp tools/call ${name}`,
+        { kind: SpanKind.INTERNAL, attributes: { 'mcp.tool.name': name, 'enduser.id': caller.userId } },
+        async (span) => {
+          try {
+            if (args.user_id !== undefined && args.user_id !== caller.userId)
+              return toolError('user_id: is not the authenticated user (omit it; the user comes from the token)');
+            return await fn(args);
+          } catch (err) {
+            if (err instanceof ValidationError)
+              return toolError(`Invalid arguments: ${describeIssues(err.issues, rename)}`);
+            if (err instanceof NotFoundError) return toolError('task not found');
+            if (err instanceof VersionConflictError)
+              return toolError(
+                `expected_version: ${err.message}; call get_task for the current version (${err.actual})`,
+              );
+            span.recordException(err instanceof Error ? err : new Error(String(err)));
+            log.error({ err, tool: name, user_id: caller.userId }, 'MCP tool failed');
+            return toolError('internal error; the operation was not applied, try again later');
+          }
+        },
+      );
+
+  const change = (status: string) => (task: Task) => changeResult(status, task);
+
+  server.registerTool(
+    'add_task',
+    {
+      title: 'Add a task',
+      description:
+        'Create a task for the user. Only title is required. Answers {task_id, status: "created", title, task}.',
+      inputSchema: z.strictObject({
+        user_id: userIdArg,
+        title: taskFields.title,
+        description: taskFields.description.optional(),
+        priority: taskFields.priority.optional(),
+        tags: taskFields.tags.optional(),
+        due_date: taskFields.due_date.optional(),
+        reminders: taskFields.reminders.optional(),
+        recurrence: taskFields.recurrence.optional(),
+      }),
+      outputSchema: changeOut,
+    },
+    run('add_task', {}, async (args) => {
+      const parsed = validateCreate(fieldsOf(args, ['user_id']), { timezone: await timezone() });
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      return change('created')(await store.create(caller.userId, parsed.value, meta()));
+    }),
+  );
+
+  server.registerTool(
+    'list_tasks',
+    {
+      title: 'List tasks',
+      description:
+        'List the user’s tasks, filtered and sorted. Answers {tasks: [{task_id, status, title, ...}], count, next_cursor}.',
+      inputSchema: z.strictObject({ user_id: userIdArg, ...filterArgs }),
+      outputSchema: listOut,
+      annotations: { readOnlyHint: true },
+    },
+    run('list_tasks', QUERY_RENAME, async (args) => {
+      const parsed = parseTaskQuery(queryOf(args));
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      const page = await store.list(caller.userId, parsed.value);
+      return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
+    }),
+  );
+
+  server.registerTool(
+    'search_tasks',
+    {
+      title: 'Search tasks',
+      description:
+        'Full-text search in titles and descriptions (words, "phrases", -excluded), with the list_tasks filters. Answers like list_tasks.',
+      inputSchema: z.strictObject({
+        user_id: userIdArg,
+        query: z.string().describe('What to look for, up to 200 characters.'),
+        ...filterArgs,
+      }),
+      outputSchema: listOut,
+      annotations: { readOnlyHint: true },
+    },
+    run('search_tasks', QUERY_RENAME, async (args) => {
+      if (args.query.trim() === '') throw new ValidationError([{ path: 'q', message: 'must not be empty' }]);
+      const parsed = parseTaskQuery(queryOf(args));
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      const page = await store.list(caller.userId, parsed.value);
+      return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
+    }),
+  );
+
+  server.registerTool(
+    'get_task',
+    {
+      title: 'Get a task',
+      description: 'One task by id. Answers {task_id, status (the task status), title, task}.',
+      inputSchema: z.strictObject({ user_id: userIdArg, task_id: taskIdArg }),
+      outputSchema: changeOut,
+      annotations: { readOnlyHint: true },
+    },
+    run('get_task', {}, async (args) => {
+      const task = await store.get(caller.userId, args.task_id);
+      return changeResult(task.status, task);
+    }),
+  );
+
+  server.registerTool(
+    'update_task',
+    {
+      title: 'Update a task',
+      description:
+        'Change fields of a task; only the given fields change. Answers {task_id, status: "updated", title, task}.',
+      inputSchema: z.strictObject({
+        user_id: userIdArg,
+        task_id: taskIdArg,
+        title: taskFields.title.optional(),
+        description: taskFields.description.optional(),
+        status: z.enum(STATUSES).optional().describe('pending or completed (complete_task / reopen_task do the same).'),
+        priority: taskFields.priority.optional(),
+        tags: taskFields.tags.optional(),
+        due_date: taskFields.due_date.optional(),
+        reminders: taskFields.reminders.optional(),
+        recurrence: taskFields.recurrence.optional(),
+        expected_version: versionArg,
+      }),
+      outputSchema: changeOut,
+    },
+    run('update_task', {}, async (args) => {
+      const parsed = validatePatch(fieldsOf(args, ['user_id', 'task_id', 'expected_version']), {
+        timezone: await timezone(),
+      });
+      if (!parsed.ok)
+        throw new ValidationError(
+          parsed.issues.map((i) =>
+            i.path === '' ? { path: '', message: 'set at least one field to change besides task_id' } : i,
+          ),
+        );
+      const task = await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version);
+      return change('updated')(task);
+    }),
+  );
+
+  const transition = (name: string, title: string, description: string, fn: typeof complete, status: string) =>
+    server.registerTool(
+      name,
+      {
+        title,
+        description,
+        inputSchema: z.strictObject({ user_id: userIdArg, task_id: taskIdArg, expected_version: versionArg }),
+        outputSchema: changeOut,
+        annotations: { idempotentHint: true },
+      },
+      run(name, {}, async (args) =>
+        change(status)(await store.change(caller.userId, args.task_id, fn, meta(), args.expected_version)),
+      ),
+    );
+  transition(
+    'complete_task',
+    'Complete a task',
+    'Mark a task completed (a repeating task then gets its next occurrence). Answers {task_id, status: "completed", title, task}.',
+    complete,
+    'completed',
+  );
+  transition(
+    'reopen_task',
+    'Reopen a task',
+    'Mark a completed task pending again. Answers {task_id, status: "reopened", title, task}.',
+    reopen,
+    'reopened',
+  );
+
+  server.registerTool(
+    'delete_task',
+    {
+      title: 'Delete a task',
+      description: 'Delete a task for good. Answers {task_id, status: "deleted", title, task (as it was)}.',
+      inputSchema: z.strictObject({ user_id: userIdArg, task_id: taskIdArg, expected_version: versionArg }),
+      outputSchema: changeOut,
+      annotations: { destructiveHint: true },
+    },
+    run('delete_task', {}, async (args) =>
+      change('deleted')(await store.delete(caller.userId, args.task_id, meta(), args.expected_version)),
+    ),
+  );
+
+  server.registerTool(
+    'set_reminder',
+    {
+      title: 'Set reminders',
+      description:
+        'Replace the reminders of a task (e.g. ["PT1H"] = one hour before due). Answers {task_id, status: "updated", title, task}.',
+      inputSchema: z.strictObject({
+        user_id: userIdArg,
+        task_id: taskIdArg,
+        reminders: remindersArg,
+        expected_version: versionArg,
+      }),
+      outputSchema: changeOut,
+      annotations: { idempotentHint: true },
+    },
+    run('set_reminder', {}, async (args) => {
+      const parsed = validatePatch({ reminders: args.reminders }, { timezone: await timezone() });
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      return change('updated')(
+        await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version),
+      );
+    }),
+  );
+
+  server.registerTool(
+    'set_recurrence',
+    {
+      title: 'Set recurrence',
+      description:
+        'Make a task repeat (daily, weekdays, weekly, monthly, yearly or an RRULE) or stop repeating (null). Answers {task_id, status: "updated", title, task}.',
+      inputSchema: z.strictObject({
+        user_id: userIdArg,
+        task_id: taskIdArg,
+        recurrence: recurrenceArg,
+        expected_version: versionArg,
+      }),
+      outputSchema: changeOut,
+      annotations: { idempotentHint: true },
+    },
+    run('set_recurrence', {}, async (args) => {
+      const parsed = validatePatch({ recurrence: args.recurrence }, { timezone: await timezone() });
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      return change('updated')(
+        await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version),
+      );
+    }),
+  );
+
+  return server;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Streamable HTTP at /mcp (stateless)
+
+export interface McpHttpDeps extends McpDeps {
+  verify: Verifier;
+}
+
+const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
+  reply
+    .code(status)
+    .header('allow', 'POST')
+    .send({ jsonrpc: '2.0', error: { code: -32000, message }, id: null });
+
+export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
+  app.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
+    const token = bearerToken(req.headers.authorization);
+    if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
+    const { userId } = await deps.verify(token);
+    const server = createMcpServer(deps, {
+        userId,
+        clientIp: req.ip,
+      ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
+    });
+    // Stateless: no session id, plain JSON answers; a new server and transport for every request.
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: undefined,
+      enableJsonResponse: true,
+    });
+    reply.hijack();
+    reply.raw.on('close', () => {
+      void transport.close().catch(() => undefined);
+      void server.close().catch(() => undefined);
+    });
+    try {
+      await server.connect(transport);
+      await transport.handleRequest(req.raw, reply.raw, req.body);
+    } catch (err) {
+      deps.log.error({ err }, 'MCP request failed');
+      if (!reply.raw.headersSent)
+        reply.raw
+          .writeHead(500, { 'content-type': 'application/json' })
+          .end(json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
+    }
+  });
+  // No server-initiated streams or sessions in stateless mode.
+  const notAllowed = async (_req: FastifyRequest, reply: FastifyReply) =>
+    jsonRpcError(reply, 405, 'method not allowed: this MCP endpoint is stateless, use POST');
+  app.get('/mcp', { schema: { hide: true } }, notAllowed);
+  app.delete('/mcp', { schema: { hide: true } }, notAllowed);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// stdio (`taskflow mcp`)
+
+/**
+ * Serves the tools over stdin/stdout until stdin closes. Writes go through TaskStore into the configured
+ * database (DATABASE_URL), i.e. into its outbox: the relay of the running system publishes them. Use a
+ * PostgreSQL DATABASE_URL shared with the running system (a PGlite directory can be opened by one process at
+ * a time; with `taskflow up` on PGlite, use the HTTP endpoint /mcp instead).
+ */
+export async function serveMcpStdio(opts: { config: Config; token: string; log: Logger }): Promise<void> {
+  const { config, log } = opts;
+  const { userId } = await createVerifier(config.jwt)(opts.token);
+  const db = await openDb(config.databaseUrl);
+  await migrate(db);
+  const server = createMcpServer(
+    {
+      store: new TaskStore(db, systemClock),
+      settings: new UserSettingsStore(db, config.defaultTimezone),
+      log,
+    },
+    { userId },
+  );
+  const transport = new StdioServerTransport();
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      await server.close().catch(() => undefined);
+      await db.close().catch(() => undefined);
+    })());
+  await new Promise<void>((resolve) => {
+    transport.onclose = () => void close().then(resolve);
+    process.stdin.once('end', () => void close().then(resolve));
+    process.once('SIGTERM', () => void close().then(resolve));
+    process.once('SIGINT', () => void close().then(resolve));
+    void server.connect(transport).then(() => log.info({ user_id: userId }, 'MCP server on stdio'));
+  });
+}

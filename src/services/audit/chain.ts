@@ -1,0 +1,330 @@
+/**
+ * The audit log's storage: append-only records, hash-chained per user so that tampering is detectable
+ * (DESIGN.md section 6).
+ *
+ *   hash = sha256_hex(prev_hash + canonicalJson(record without id, prev_hash, hash))
+ *
+ * The first record of a user chains to GENESIS_HASH. canonicalJson sorts object keys (RFC 8785 style), so the
+ * hash survives jsonb's key reordering. A retention purge deletes a prefix of a chain and keeps an anchor (the
+ * last purged record's seq and hash), so what remains still verifies. `verifyChain` recomputes every chain and
+ * names the first broken record of each user.
+ */
+import { createHash } from 'node:crypto';
+import type { Db, Queryable } from '../../store/db.ts';
+
+export const GENESIS_HASH = '0'.repeat(64);
+
+export interface AuditChange {
+  before: Record<string, unknown> | null;
+  after: Record<string, unknown> | null;
+}
+
+/** What the consumer derives from an event; seq, prev_hash and hash are assigned by `appendAuditRecord`. */
+export interface AuditInput {
+  event_id: string;
+  user_id: string;
+  task_id: string | null;
+  operation: string;
+  occurred_at: string;
+  recorded_at: string;
+  change: AuditChange;
+  trace_id: string | null;
+  client_ip: string | null;
+  user_agent: string | null;
+}
+
+export interface AuditRecord extends AuditInput {
+  id: string;
+  seq: number;
+  prev_hash: string;
+  hash: string;
+}
+
+/** JSON with object keys sorted at every level and undefined members left out: one text per value. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || value === undefined) return 'null';
+  if (typeof value !== 'object') return JSON.stringify(value);
+  if (value instanceof Date) return JSON.stringify(value.toISOString());
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(',')}]`;
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj)
+    .filter((k) => obj[k] !== undefined)
+    .sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
+}
+
+/** The hashed content of a record: everything but the database id and the hashes themselves. */
+export function hashedContent(r: AuditInput & { seq: number }): string {
+  return canonicalJson({
+    seq: r.seq,
+    event_id: r.event_id,
+    user_id: r.user_id,
+    task_id: r.task_id,
+    operation: r.operation,
+    occurred_at: r.occurred_at,
+    recorded_at: r.recorded_at,
+    change: r.change,
+    trace_id: r.trace_id,
+    client_ip: r.client_ip,
+    user_agent: r.user_agent,
+  });
+}
+
+export function recordHash(prevHash: string, r: AuditInput & { seq: number }): string {
+  return createHash('sha256')
+    .update(prevHash + hashedContent(r))
+    .digest('hex');
+}
+
+export const AUDIT_COLUMNS = `id::text AS id, event_id, user_id, user_seq::text AS seq, task_id, operation, occurred_at,
+  recorded_at, change, trace_id, client_ip, user_agent, prev_hash, hash`;
+
+export interface AuditRow {
+  id: string;
+  event_id: string;
+  user_id: string;
+  seq: string;
+  task_id: string | null;
+  operation: string;
+  occurred_at: Date | string;
+  recorded_at: Date | string;
+  change: AuditChange;
+  trace_id: string | null;
+  client_ip: string | null;
+  user_agent: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+const iso = (d: Date | string) => new Date(d).toISOString();
+
+export function toRecord(r: AuditRow): AuditRecord {
+  return {
+    id: r.id,
+    event_id: r.event_id,
+    user_id: r.user_id,
+    seq: Number(r.seq),
+    task_id: r.task_id,
+    operation: r.operation,
+    occurred_at: iso(r.occurred_at),
+    recorded_at: iso(r.recorded_at),
+    change: r.change,
+    trace_id: r.trace_id,
+    client_ip: r.client_ip,
+    user_agent: r.user_agent,
+    prev_hash: r.prev_hash,
+    hash: r.hash,
+  };
+}
+
+/**
+ * Appends one record at the end of its user's chain, inside the caller's transaction. The chain head's row
+ * lock serializes the appends of one user. Returns null when the event was already recorded.
+ */
+export async function appendAuditRecord(tx: Queryable, input: AuditInput): Promise<AuditRecord | null> {
+  // Timestamps are stored with millisecond precision so that they read back as the text that was hashed.
+  const rec: AuditInput = {
+    ...input,
+    occurred_at: iso(input.occurred_at),
+    recorded_at: iso(input.recorded_at),
+  };
+  await tx.query(
+    `INSERT INTO audit_chain_heads (user_id, last_seq, last_hash) VALUES ($1, 0, $2) ON CONFLICT (user_id) DO NOTHING`,
+    [rec.user_id, GENESIS_HASH],
+  );
+  const head = (
+    await tx.query<{ last_seq: string; last_hash: string }>(
+      'SELECT last_seq::text, last_hash FROM audit_chain_heads WHERE user_id = $1 FOR UPDATE',
+      [rec.user_id],
+    )
+  ).rows[0]!;
+  const seq = Number(head.last_seq) + 1;
+  const hash = recordHash(head.last_hash, { ...rec, seq });
+  const inserted = await tx.query<{ id: string }>(
+    `INSERT INTO audit_log (event_id, user_id, user_seq, task_id, operation, occurred_at, recorded_at, change,
+       trace_id, client_ip, user_agent, prev_hash, hash)
+     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
+     ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id`,
+    [
+      rec.event_id,
+      rec.user_id,
+      seq,
+      rec.task_id,
+      rec.operation,
+      rec.occurred_at,
+      rec.recorded_at,
+      JSON.stringify(rec.change),
+      rec.trace_id,
+      rec.client_ip,
+      rec.user_agent,
+      head.last_hash,
+      hash,
+    ],
+  );
+  if (!inserted.rows[0]) return null;
+  await tx.query('UPDATE audit_chain_heads SET last_seq = $2, last_hash = $3 WHERE user_id = $1', [
+    rec.user_id,
+    seq,
+    hash,
+  ]);
+  return { ...rec, id: inserted.rows[0].id, seq, prev_hash: head.last_hash, hash };
+}
+
+export interface BrokenRecord {
+  user_id: string;
+  /** The position in the user's chain of the first record that does not verify. */
+  seq: number;
+  /** Database id and event id of that record (null when the record is missing). */
+  id: string | null;
+  event_id: string | null;
+  reason: string;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  users: number;
+  records: number;
+  /** The first broken record of each user whose chain does not verify. */
+  broken: BrokenRecord[];
+}
+
+const PAGE = 1000;
+
+async function verifyUser(
+  db: Queryable,
+  userId: string,
+): Promise<{ records: number; broken: BrokenRecord | null }> {
+  const anchor = (
+    await db.query<{ seq: string; hash: string }>(
+      'SELECT seq::text, hash FROM audit_anchors WHERE user_id = $1',
+      [userId],
+    )
+  ).rows[0];
+  const head = (
+    await db.query<{ last_seq: string; last_hash: string }>(
+      'SELECT last_seq::text, last_hash FROM audit_chain_heads WHERE user_id = $1',
+      [userId],
+    )
+  ).rows[0];
+  let prevSeq = anchor ? Number(anchor.seq) : 0;
+  let prevHash = anchor ? anchor.hash : GENESIS_HASH;
+  let records = 0;
+  const broken = (r: AuditRecord, reason: string) => ({
+    records,
+    broken: { user_id: userId, seq: r.seq, id: r.id, event_id: r.event_id, reason },
+  });
+  for (;;) {
+    const rows = (
+      await db.query<AuditRow>(
+        `SELECT ${AUDIT_COLUMNS} FROM audit_log WHERE user_id = $1 AND user_seq > $2 ORDER BY user_seq LIMIT $3`,
+        [userId, prevSeq, PAGE],
+      )
+    ).rows.map(toRecord);
+    for (const r of rows) {
+      if (r.seq !== prevSeq + 1)
+        return broken(
+          r,
+          `record(s) ${prevSeq + 1}${r.seq - 1 > prevSeq + 1 ? `..${r.seq - 1}` : ''} missing before it`,
+        );
+      if (r.prev_hash !== prevHash) return broken(r, 'prev_hash does not match the previous record');
+      if (recordHash(r.prev_hash, r) !== r.hash)
+        return broken(r, 'content does not match its hash (the record was altered)');
+      prevSeq = r.seq;
+      prevHash = r.hash;
+      records++;
+    }
+    if (rows.length < PAGE) break;
+  }
+  if (!head && records > 0)
+    return {
+      records,
+      broken: { user_id: userId, seq: prevSeq, id: null, event_id: null, reason: 'chain head is missing' },
+    };
+  if (head && (Number(head.last_seq) !== prevSeq || head.last_hash !== prevHash))
+    return {
+      records,
+      broken: {
+        user_id: userId,
+        seq: prevSeq + 1,
+        id: null,
+        event_id: null,
+        reason: `chain head is record ${head.last_seq} but the last stored record is ${prevSeq} (records removed at the end)`,
+      },
+    };
+  return { records, broken: null };
+}
+
+/** Recomputes the chain of one user, or of every user; reads in pages (flat memory). */
+export async function verifyChain(db: Queryable, opts: { userId?: string } = {}): Promise<VerifyResult> {
+  const users = opts.userId
+    ? [opts.userId]
+    : (
+        await db.query<{ user_id: string }>(
+          'SELECT user_id FROM audit_chain_heads UNION SELECT DISTINCT user_id FROM audit_log ORDER BY 1',
+        )
+      ).rows.map((r) => r.user_id);
+  const result: VerifyResult = { ok: true, users: users.length, records: 0, broken: [] };
+  for (const user of users) {
+    const r = await verifyUser(db, user);
+    result.records += r.records;
+    if (r.broken) {
+      result.ok = false;
+      result.broken.push(r.broken);
+    }
+  }
+  return result;
+}
+
+/**
+ * Retention: deletes, per user, the longest prefix of the chain whose records all occurred before `before`,
+ * and moves the user's anchor to the last deleted record. Returns how many records it deleted.
+ */
+export async function purgeAudit(
+  db: Db,
+  before: Date,
+  now: Date,
+): Promise<{ users: number; records: number }> {
+  const users = (
+    await db.query<{ user_id: string }>('SELECT DISTINCT user_id FROM audit_log WHERE occurred_at < $1', [
+      before.toISOString(),
+    ])
+  ).rows.map((r) => r.user_id);
+  let records = 0;
+  let touched = 0;
+  for (const user of users) {
+    const n = await db.transaction(async (tx) => {
+      await tx.query('SELECT 1 FROM audit_chain_heads WHERE user_id = $1 FOR UPDATE', [user]);
+      const bounds = (
+        await tx.query<{ keep_from: string | null; last: string | null }>(
+          `SELECT (SELECT min(user_seq)::text FROM audit_log WHERE user_id = $1 AND occurred_at >= $2) AS keep_from,
+                  (SELECT max(user_seq)::text FROM audit_log WHERE user_id = $1) AS last`,
+          [user, before.toISOString()],
+        )
+      ).rows[0]!;
+      if (bounds.last === null) return 0;
+      const cut = bounds.keep_from === null ? Number(bounds.last) : Number(bounds.keep_from) - 1;
+      const anchorRec = (
+        await tx.query<{ seq: string; hash: string }>(
+          `SELECT user_seq::text AS seq, hash FROM audit_log WHERE user_id = $1 AND user_seq <= $2
+            ORDER BY user_seq DESC LIMIT 1`,
+          [user, cut],
+        )
+      ).rows[0];
+      if (!anchorRec) return 0;
+      const deleted = await tx.query('DELETE FROM audit_log WHERE user_id = $1 AND user_seq <= $2', [
+        user,
+        anchorRec.seq,
+      ]);
+      await tx.query(
+        `INSERT INTO audit_anchors (user_id, seq, hash, purged_records, purged_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+           purged_records = audit_anchors.purged_records + excluded.purged_records, purged_at = excluded.purged_at`,
+        [user, anchorRec.seq, anchorRec.hash, deleted.rowCount, now.toISOString()],
+      );
+      return deleted.rowCount;
+    });
+    records += n;
+    if (n > 0) touched++;
+  }
+  return { users: touched, records };
+}

@@ -1,0 +1,93 @@
+/**
+ * The `audit` target: consumes `task-events` and `reminders` (group taskflow-audit) and appends one
+ * hash-chained record per event, in the same transaction as the processed-event id (duplicates are no-ops).
+ * Serves `GET /api/audit` and `GET /api/audit/export`, and runs the retention job (AUDIT_RETENTION_DAYS,
+ * default 365; a purge keeps an anchor so the chain stays verifiable).
+ */
+import { createVerifier } from '../../auth.ts';
+import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import type { Runtime } from '../../runtime.ts';
+import { firstTime } from '../../store/idempotency.ts';
+import { consumerTarget } from '../consumer-target.ts';
+import { appendAuditRecord, purgeAudit } from './chain.ts';
+import { auditInputOf } from './records.ts';
+import { registerAuditApi } from './routes.ts';
+
+export { verifyChain, purgeAudit } from './chain.ts';
+
+const DAY_MS = 86_400_000;
+const ANALYZE_EVERY = 5_000;
+
+export interface AuditOptions {
+  retentionDays: number;
+  /** How often the retention job runs; 0 disables it. */
+  retentionIntervalMs: number;
+}
+
+function positiveInt(env: NodeJS.ProcessEnv, key: string, def: number): number {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${key} must be a non-negative integer, got "${raw}"`);
+  return n;
+}
+
+export function auditOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): AuditOptions {
+  return {
+    retentionDays: positiveInt(env, 'AUDIT_RETENTION_DAYS', 365),
+    retentionIntervalMs: positiveInt(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000),
+  };
+}
+
+/** Deletes the records older than the retention period; returns what it purged. */
+export async function runRetention(rt: Runtime, retentionDays: number) {
+  const now = rt.clock.now();
+  const result = await purgeAudit(rt.db, new Date(now.getTime() - retentionDays * DAY_MS), now);
+  if (result.records > 0) rt.log.info({ ...result, retention_days: retentionDays }, 'audit records purged');
+  return result;
+}
+
+export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
+  return consumerTarget({
+    name: 'audit',
+    description: 'audit trail: hash-chained records of every event; /api/audit query and export',
+    group: GROUPS.audit,
+    topics: [TOPICS.taskEvents, TOPICS.reminders],
+    async setup(rt) {
+      const options = { ...auditOptionsFromEnv(), ...opts };
+      await registerAuditApi(rt.http.app, { db: rt.db, verify: createVerifier(rt.config.jwt) });
+      let timer: NodeJS.Timeout | undefined;
+      let running: Promise<unknown> = Promise.resolve();
+      let appended = 0;
+      if (options.retentionIntervalMs > 0 && options.retentionDays > 0) {
+        timer = setInterval(() => {
+          running = runRetention(rt, options.retentionDays).catch((err: unknown) =>
+            rt.log.error({ err }, 'audit retention failed'),
+          );
+        }, options.retentionIntervalMs);
+        timer.unref();
+      }
+      return {
+        async handle(message) {
+          const input = auditInputOf(message.event, rt.clock.now());
+          const recorded = await rt.db.transaction(async (tx) => {
+            if (!(await firstTime(tx, GROUPS.audit, message.event.id))) return false;
+            return (await appendAuditRecord(tx, input)) !== null;
+          });
+          if (!recorded) return;
+          rt.metrics.auditRecords.inc({ operation: input.operation });
+          // PGlite has no autovacuum: refresh the planner's statistics now and then, or the keyset pages of
+          // the query and export API are planned as if the table were empty (a sort of the user's records).
+          if (rt.db.kind === 'pglite' && ++appended % ANALYZE_EVERY === 0)
+            await rt.db.query('ANALYZE audit_log').catch(() => undefined);
+        },
+        async stop() {
+          clearInterval(timer);
+          await running;
+        },
+      };
+    },
+  });
+}
+
+export const auditTarget = createAuditTarget();

@@ -1,0 +1,241 @@
+/**
+ * The audit API: `GET /api/audit` (the caller's records, newest first, filters and cursor pagination) and
+ * `GET /api/audit/export?format=ndjson|csv` (every matching record, oldest first, streamed in keyset pages:
+ * memory stays flat whatever the size, and no database connection is held between pages).
+ */
+import { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import { ValidationError, type FieldIssue } from '../../domain/errors.ts';
+import { parseInstant } from '../../domain/task.ts';
+import type { Queryable } from '../../store/db.ts';
+import { AUDIT_COLUMNS, toRecord, type AuditRecord, type AuditRow } from './chain.ts';
+
+export interface AuditFilter {
+  taskId: string | null;
+  operations: string[];
+  from: string | null;
+  to: string | null;
+}
+
+export interface AuditQuery extends AuditFilter {
+  limit: number;
+  cursor: string | null;
+}
+
+const DEFAULT_LIMIT = 50;
+const MAX_LIMIT = 200;
+const EXPORT_PAGE = 1000;
+const FILTER_KEYS = ['task_id', 'operation', 'from', 'to'];
+
+const single = (v: unknown): string | undefined =>
+  v === undefined ? undefined : Array.isArray(v) ? String(v[v.length - 1]) : String(v);
+
+function parseFilter(input: Record<string, unknown>, allowed: string[], issues: FieldIssue[]): AuditFilter {
+  for (const k of Object.keys(input))
+    if (!allowed.includes(k))
+      issues.push({ path: k, message: `unknown query parameter; allowed: ${allowed.join(', ')}` });
+  const taskId = single(input.task_id) ?? null;
+  if (taskId !== null && (taskId.length === 0 || taskId.length > 100))
+    issues.push({ path: 'task_id', message: 'must be a task id' });
+  const rawOps = input.operation === undefined ? [] : [input.operation].flat();
+  const operations = rawOps
+    .flatMap((o) => String(o).split(','))
+    .map((o) => o.trim())
+    .filter(Boolean);
+  for (const o of operations)
+    if (!/^[a-z]+(\.[a-z_]+)+$/.test(o))
+      issues.push({
+        path: 'operation',
+        message: 'must be event types such as task.updated, reminder.triggered',
+      });
+  const instant = (key: 'from' | 'to') => {
+    const raw = single(input[key]);
+    if (raw === undefined) return null;
+    const v = parseInstant(raw);
+    if (v === null) issues.push({ path: key, message: 'must be an ISO 8601 date-time with an offset' });
+    return v;
+  };
+  return { taskId, operations, from: instant('from'), to: instant('to') };
+}
+
+export function parseAuditQuery(input: Record<string, unknown>): AuditQuery {
+  const issues: FieldIssue[] = [];
+  const filter = parseFilter(input, [...FILTER_KEYS, 'limit', 'cursor'], issues);
+  let limit = DEFAULT_LIMIT;
+  const rawLimit = single(input.limit);
+  if (rawLimit !== undefined) {
+    limit = Number(rawLimit);
+    if (!/^\d+$/.test(rawLimit) || limit < 1 || limit > MAX_LIMIT)
+      issues.push({ path: 'limit', message: `must be an integer 1-${MAX_LIMIT}` });
+  }
+  let cursor: string | null = null;
+  const rawCursor = single(input.cursor);
+  if (rawCursor) {
+    const decoded = Buffer.from(rawCursor, 'base64url').toString('utf8');
+    const m = /^a:(\d{1,19})$/.exec(decoded);
+    if (!m) issues.push({ path: 'cursor', message: 'is not a cursor this API returned' });
+    else cursor = m[1]!;
+  }
+  if (issues.length) throw new ValidationError(issues);
+  return { ...filter, limit, cursor };
+}
+
+const encodeCursor = (id: string) => Buffer.from(`a:${id}`).toString('base64url');
+
+function whereOf(userId: string, f: AuditFilter): { where: string[]; params: unknown[] } {
+  const params: unknown[] = [userId];
+  const where = ['user_id = $1'];
+  const p = (v: unknown) => {
+    params.push(v);
+    return `$${params.length}`;
+  };
+  if (f.taskId) where.push(`task_id = ${p(f.taskId)}`);
+  if (f.operations.length) where.push(`operation = ANY(${p(f.operations)}::text[])`);
+  if (f.from) where.push(`occurred_at >= ${p(f.from)}`);
+  if (f.to) where.push(`occurred_at < ${p(f.to)}`);
+  return { where, params };
+}
+
+export async function listAudit(
+  db: Queryable,
+  userId: string,
+  q: AuditQuery,
+): Promise<{ items: AuditRecord[]; next_cursor: string | null }> {
+  const { where, params } = whereOf(userId, q);
+  if (q.cursor) {
+    params.push(q.cursor);
+    where.push(`id < $${params.length}`);
+  }
+  params.push(q.limit + 1);
+  const rows = (
+    await db.query<AuditRow>(
+      `SELECT ${AUDIT_COLUMNS} FROM audit_log WHERE ${where.join(' AND ')} ORDER BY audit_log.id DESC LIMIT $${params.length}`,
+      params,
+    )
+  ).rows.map(toRecord);
+  const items = rows.slice(0, q.limit);
+  const last = items[items.length - 1];
+  return { items, next_cursor: rows.length > q.limit && last ? encodeCursor(last.id) : null };
+}
+
+/** Every matching record, oldest first, one keyset page at a time. */
+export async function* auditPages(
+  db: Queryable,
+  userId: string,
+  f: AuditFilter,
+  pageSize = EXPORT_PAGE,
+): AsyncGenerator<AuditRecord[]> {
+  let after = '0';
+  for (;;) {
+    const { where, params } = whereOf(userId, f);
+    params.push(after);
+    where.push(`id > $${params.length}`);
+    params.push(pageSize);
+    const rows = (
+      await db.query<AuditRow>(
+        `SELECT ${AUDIT_COLUMNS} FROM audit_log WHERE ${where.join(' AND ')} ORDER BY audit_log.id LIMIT $${params.length}`,
+        params,
+      )
+    ).rows;
+    if (rows.length === 0) return;
+    yield rows.map(toRecord);
+    if (rows.length < pageSize) return;
+    after = rows[rows.length - 1]!.id;
+  }
+}
+
+export const CSV_COLUMNS = [
+  'id',
+  'seq',
+  'event_id',
+  'user_id',
+  'task_id',
+  'operation',
+  'occurred_at',
+  'recorded_at',
+  'change',
+  'trace_id',
+  'client_ip',
+  'user_agent',
+  'prev_hash',
+  'hash',
+] as const;
+
+/** RFC 4180 field; a leading = + - @ is neutralised so spreadsheets do not evaluate it (CSV injection). */
+export function csvField(v: unknown): string {
+  let s = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function exportStream(
+  db: Queryable,
+  userId: string,
+  f: AuditFilter,
+  format: 'ndjson' | 'csv',
+): Readable {
+  async function* chunks() {
+    if (format === 'csv') yield Buffer.from(CSV_COLUMNS.join(',') + '\r\n');
+    for await (const page of auditPages(db, userId, f)) {
+      let text = '';
+      for (const r of page)
+        text +=
+          format === 'ndjson'
+            ? JSON.stringify(r) + '\n'
+            : CSV_COLUMNS.map((c) => csvField(r[c])).join(',') + '\r\n';
+      yield Buffer.from(text);
+    }
+  }
+  return Readable.from(chunks(), { objectMode: false, highWaterMark: 64 * 1024 });
+}
+
+const security = [{ bearerAuth: [] }];
+
+export async function registerAuditApi(app: FastifyInstance, deps: { db: Queryable; verify: Verifier }) {
+  await app.register(async (scope) => {
+    const users = new WeakMap<FastifyRequest, string>();
+    const userOf = (req: FastifyRequest) => users.get(req)!;
+    scope.addHook('onRequest', async (req) => {
+      const token = bearerToken(req.headers.authorization);
+      if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
+      users.set(req, (await deps.verify(token)).userId);
+    });
+    scope.get(
+      '/api/audit',
+      {
+        schema: {
+          tags: ['audit'],
+          summary: 'Your audit records, newest first (filters: task_id, operation, from, to; cursor)',
+          security,
+        },
+      },
+      async (req) => listAudit(deps.db, userOf(req), parseAuditQuery(req.query as Record<string, unknown>)),
+    );
+    scope.get(
+      '/api/audit/export',
+      {
+        schema: {
+          tags: ['audit'],
+          summary: 'Export your audit records (format=ndjson|csv), streamed, oldest first',
+          security,
+        },
+      },
+      async (req, reply) => {
+        const input = req.query as Record<string, unknown>;
+        const issues: FieldIssue[] = [];
+        const format = single(input.format) ?? 'ndjson';
+        if (format !== 'ndjson' && format !== 'csv')
+          issues.push({ path: 'format', message: 'must be ndjson or csv' });
+        const filter = parseFilter(input, [...FILTER_KEYS, 'format'], issues);
+        if (issues.length) throw new ValidationError(issues);
+        const stream = exportStream(deps.db, userOf(req), filter, format as 'ndjson' | 'csv');
+        return reply
+          .header('content-disposition', `attachment; filename="taskflow-audit.${format}"`)
+          .header('cache-control', 'no-store')
+          .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
+          .send(stream);
+      },
+    );
+  });
+}

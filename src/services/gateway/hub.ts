@@ -1,0 +1,218 @@
+/**
+ * The gateway's connections: which sockets belong to which user, the replay buffer, and the rules of the
+ * protocol (see docs/adr/0005-gateway-fanout.md and web/app.js):
+ *
+ *   server -> client  {type:"hello", user_id, instance, sequence}      after authentication (sequence: latest known)
+ *                     {type:"task.changed", sequence, change_type, task_id, task, changes, event_id, time}
+ *                     {type:"resync", sequence}                        reload the list; the buffer does not reach back
+ *                     {type:"pong"}                                    answer to {type:"ping"}
+ *   client -> server  {type:"ping"}                                    (browsers cannot send ping frames)
+ *
+ * A frame is sent to a connection only when its sequence is above what that connection already has, so the
+ * replay on resume and the live stream never duplicate or reorder. Sends never wait: a socket whose
+ * unsent bytes exceed `maxBufferedBytes` is closed (1013) so one slow client cannot stall or bloat the rest.
+ */
+import type { WebSocket } from 'ws';
+import type { CloudEvent } from '../../contracts/cloudevent.ts';
+import type { TaskChangedData } from '../../contracts/events.ts';
+import type { Logger } from '../../observability/logger.ts';
+import type { Metrics } from '../../observability/metrics.ts';
+import { ReplayBuffer } from './replay-buffer.ts';
+
+export interface HubOptions {
+  instanceId: string;
+  replayPerUser: number;
+  replayMaxBytes: number;
+  maxBufferedBytes: number;
+  heartbeatMs: number;
+  maxConnectionsPerUser: number;
+}
+
+export const CLOSE = {
+  goingAway: 1001,
+  policy: 1008,
+  tryAgainLater: 1013,
+} as const;
+
+const OPEN = 1;
+
+interface Connection {
+  ws: WebSocket;
+  user: string;
+  lastSent: number;
+  alive: boolean;
+}
+
+export class Hub {
+  private readonly byUser = new Map<string, Set<Connection>>();
+  private readonly all = new Set<Connection>();
+  readonly buffer: ReplayBuffer;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private closing = false;
+
+  constructor(
+    private readonly opts: HubOptions,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {
+    this.buffer = new ReplayBuffer(opts.replayPerUser, opts.replayMaxBytes);
+  }
+
+  get connections(): number {
+    return this.all.size;
+  }
+
+  start(): void {
+    this.heartbeat = setInterval(() => this.beat(), this.opts.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  /** A task.changed from the bus: keep it for resumes and push it to the user's connections. */
+  ingest(event: CloudEvent): void {
+    const d = event.data as TaskChangedData;
+    const frame = JSON.stringify({
+      type: 'task.changed',
+      sequence: d.sequence,
+      change_type: d.change_type,
+      task_id: d.task_id,
+      task: d.task,
+      changes: d.changes ?? [],
+      event_id: event.id,
+      time: event.time,
+    });
+    if (!this.buffer.add(d.user_id, d.sequence, frame)) return; // duplicate delivery
+    const conns = this.byUser.get(d.user_id);
+    if (!conns) return;
+    for (const c of [...conns]) {
+      if (d.sequence <= c.lastSent) continue;
+      c.lastSent = d.sequence;
+      this.send(c, frame, 'task.changed');
+    }
+  }
+
+  /** A new authenticated socket; `since`: the last sequence the client has (resume), if any. */
+  accept(ws: WebSocket, user: string, since: number | undefined): void {
+    if (this.closing) {
+      ws.close(CLOSE.goingAway, 'server shutting down');
+      return;
+    }
+    const mine = this.byUser.get(user) ?? new Set<Connection>();
+    if (mine.size >= this.opts.maxConnectionsPerUser) {
+      ws.close(CLOSE.policy, 'too many connections for this user');
+      return;
+    }
+    const latest = this.buffer.latest(user);
+    const c: Connection = { ws, user, lastSent: latest ?? 0, alive: true };
+    this.byUser.set(user, mine);
+    mine.add(c);
+    this.all.add(c);
+    this.metrics.websocketConnections.inc();
+    ws.on('pong', () => (c.alive = true));
+    ws.on('message', (data, isBinary) => {
+      c.alive = true;
+      if (isBinary) return;
+      let msg: unknown;
+      try {
+        msg = JSON.parse(String(data));
+      } catch {
+        return;
+      }
+      if ((msg as { type?: unknown } | null)?.type === 'ping') this.send(c, '{"type":"pong"}', 'pong');
+    });
+    ws.on('close', () => this.remove(c, 'client'));
+    ws.on('error', () => undefined);
+
+    this.send(
+      c,
+      JSON.stringify({ type: 'hello', user_id: user, instance: this.opts.instanceId, sequence: latest }),
+      'hello',
+    );
+    if (since === undefined) return;
+    // Replay and registration happen in the same tick as the buffer read: nothing can slip in between.
+    const plan = this.buffer.plan(user, since);
+    if (plan.kind === 'resync') {
+      c.lastSent = Math.max(since, plan.latest ?? 0);
+      this.send(c, JSON.stringify({ type: 'resync', sequence: plan.latest }), 'resync');
+      return;
+    }
+    c.lastSent = Math.max(since, plan.latest);
+    for (const f of plan.frames) this.send(c, f.frame, 'task.changed');
+  }
+
+  private send(c: Connection, frame: string, type: string): void {
+    if (c.ws.readyState !== OPEN) return;
+    if (c.ws.bufferedAmount > this.opts.maxBufferedBytes) {
+      this.drop(c, CLOSE.tryAgainLater, 'client too slow; reconnect with ?since=<sequence>', 'slow');
+      return;
+    }
+    c.ws.send(frame);
+    this.metrics.websocketMessages.inc({ type });
+  }
+
+  /** Closes a connection and stops sending to it; kills the socket if the close handshake does not finish. */
+  private drop(c: Connection, code: number, reason: string, why: string): void {
+    this.remove(c, why);
+    try {
+      c.ws.close(code, reason);
+    } catch {
+      /* already closing */
+    }
+    setTimeout(() => c.ws.terminate(), 2_000).unref();
+  }
+
+  private remove(c: Connection, why: string): void {
+    if (!this.all.delete(c)) return;
+    const mine = this.byUser.get(c.user);
+    mine?.delete(c);
+    if (mine && mine.size === 0) this.byUser.delete(c.user);
+    this.metrics.websocketConnections.dec();
+    this.metrics.websocketDisconnects.inc({ reason: why });
+    if (why === 'slow') this.log.warn({ user_id: c.user }, 'dropped a slow WebSocket client');
+  }
+
+  private beat(): void {
+    for (const c of [...this.all]) {
+      if (!c.alive) {
+        this.remove(c, 'dead');
+        c.ws.terminate();
+        continue;
+      }
+      c.alive = false;
+      try {
+        c.ws.ping();
+      } catch {
+        /* closing */
+      }
+    }
+  }
+
+  /** Graceful shutdown: close frames 1001 to everyone, wait briefly for the handshakes, then cut the rest. */
+  async shutdown(graceMs = 2_000): Promise<void> {
+    this.closing = true;
+    clearInterval(this.heartbeat);
+    const sockets = [...this.all].map((c) => c.ws);
+    for (const c of [...this.all]) this.remove(c, 'shutdown');
+    await Promise.all(
+      sockets.map(
+        (ws) =>
+          new Promise<void>((resolve) => {
+            if (ws.readyState === 3) return resolve();
+            const timer = setTimeout(() => {
+              ws.terminate();
+              resolve();
+            }, graceMs);
+            timer.unref();
+            ws.once('close', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            try {
+              ws.close(CLOSE.goingAway, 'server shutting down');
+            } catch {
+              ws.terminate();
+            }
+          }),
+      ),
+    );
+  }
+}

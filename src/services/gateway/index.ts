@@ -1,0 +1,162 @@
+/**
+ * The `gateway` target: WebSocket at `/ws` on the process's HTTP server (@fastify/websocket). Authenticated
+ * with the API's JWT, carried in `Sec-WebSocket-Protocol` (`["taskflow.v1", "bearer.<jwt>"]`, the server
+ * answers `taskflow.v1`), or a one-time `?ticket=` from `POST /api/ws-ticket` (60 s). Pushes each
+ * `task.changed` of `task-updates` to that user's connections only, with resume (`?since=<sequence>`) from a
+ * bounded replay buffer, heartbeats, backpressure and 1001 close frames on shutdown.
+ *
+ * Every instance must see every update, so each subscribes with its own consumer group
+ * (`taskflow-gateway-<GATEWAY_INSTANCE_ID or hostname>`, new groups start at the end): docs/adr/0005.
+ */
+import { hostname } from 'node:os';
+import websocket from '@fastify/websocket';
+import type { FastifyRequest } from 'fastify';
+import { AuthError, bearerToken, createVerifier } from '../../auth.ts';
+import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { ValidationError } from '../../domain/errors.ts';
+import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
+import { Hub, type HubOptions } from './hub.ts';
+import { TicketIssuer } from './tickets.ts';
+
+export const SUBPROTOCOL = 'taskflow.v1';
+const BEARER_PREFIX = 'bearer.';
+
+export interface GatewayOptions extends HubOptions {
+  ticketSecret?: string;
+}
+
+function intEnv(env: NodeJS.ProcessEnv, key: string, def: number, min: number): number {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
+  return n;
+}
+
+/** A consumer-group-safe id: letters, digits, dot, dash, underscore. */
+export const sanitizeInstanceId = (id: string) =>
+  id.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 100) || 'gateway';
+
+export function gatewayOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): GatewayOptions {
+  return {
+    instanceId: sanitizeInstanceId(env.GATEWAY_INSTANCE_ID || hostname()),
+    replayPerUser: intEnv(env, 'GATEWAY_REPLAY_PER_USER', 500, 1),
+    replayMaxBytes: intEnv(env, 'GATEWAY_REPLAY_MAX_BYTES', 64 * 1024 * 1024, 1024),
+    maxBufferedBytes: intEnv(env, 'GATEWAY_MAX_BUFFERED_BYTES', 1024 * 1024, 1024),
+    heartbeatMs: intEnv(env, 'GATEWAY_HEARTBEAT_MS', 30_000, 10),
+    maxConnectionsPerUser: intEnv(env, 'GATEWAY_MAX_CONNECTIONS_PER_USER', 50, 1),
+    ...(env.GATEWAY_TICKET_SECRET ? { ticketSecret: env.GATEWAY_TICKET_SECRET } : {}),
+  };
+}
+
+export const gatewayGroup = (instanceId: string) => `${GROUPS.gateway}-${sanitizeInstanceId(instanceId)}`;
+
+export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): TargetDefinition {
+  return {
+    name: 'gateway',
+    description: 'WebSocket /ws: pushes task.changed to the user, with resume (?since=) and heartbeats',
+    async start(rt): Promise<RunningTarget> {
+      const opts = { ...gatewayOptionsFromEnv(), ...overrides };
+      const log = rt.log.child({ component: 'gateway', instance: opts.instanceId });
+      const verify = createVerifier(rt.config.jwt);
+      const ticketSecret = opts.ticketSecret ?? rt.config.jwt.secret;
+      if (!ticketSecret)
+        log.warn(
+          'no JWT_SECRET or GATEWAY_TICKET_SECRET: WebSocket tickets work only on the issuing instance',
+        );
+      const tickets = new TicketIssuer(ticketSecret, rt.clock);
+      const hub = new Hub(opts, log, rt.metrics);
+      const { app } = rt.http;
+
+      await app.register(websocket, {
+        options: {
+          maxPayload: 4096,
+          // Never echo the bearer "protocol"; only the application protocol is selected.
+          handleProtocols: (protocols: Set<string>) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+        },
+        preClose: async () => hub.shutdown(),
+      });
+
+      const authenticate = async (req: FastifyRequest): Promise<string> => {
+        const offered = String(req.headers['sec-websocket-protocol'] ?? '')
+          .split(',')
+          .map((p) => p.trim());
+        const bearer = offered.find((p) => p.startsWith(BEARER_PREFIX));
+        if (bearer) return (await verify(bearer.slice(BEARER_PREFIX.length))).userId;
+        const ticket = (req.query as Record<string, unknown>).ticket;
+        if (typeof ticket === 'string' && ticket) return tickets.verify(ticket);
+        const header = bearerToken(req.headers.authorization);
+        if (header) return (await verify(header)).userId;
+        throw new AuthError(
+          'missing credentials: Sec-WebSocket-Protocol "taskflow.v1, bearer.<jwt>" or ?ticket= (POST /api/ws-ticket)',
+        );
+      };
+      const users = new WeakMap<FastifyRequest, { user: string; since: number | undefined }>();
+
+      await app.register(async (scope) => {
+        scope.get(
+          '/ws',
+          {
+            websocket: true,
+            schema: { hide: true },
+            onRequest: async (req) => {
+              const raw = (req.query as Record<string, unknown>).since;
+              let since: number | undefined;
+              if (raw !== undefined && raw !== '') {
+                since = Number(raw);
+                if (typeof raw !== 'string' || !/^\d{1,15}$/.test(raw))
+                  throw new ValidationError([{ path: 'since', message: 'must be a sequence number' }]);
+              }
+              users.set(req, { user: await authenticate(req), since });
+            },
+          },
+          (socket, req) => {
+            const auth = users.get(req);
+            if (!auth) return socket.close(1008, 'not authenticated');
+            hub.accept(socket, auth.user, auth.since);
+          },
+        );
+        scope.post(
+          '/api/ws-ticket',
+          {
+            schema: {
+              tags: ['realtime'],
+              summary: 'A one-time 60 s ticket to open /ws?ticket=... (for clients that cannot set headers)',
+              security: [{ bearerAuth: [] }],
+            },
+          },
+          async (req) => {
+            const token = bearerToken(req.headers.authorization);
+            if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
+            const { userId } = await verify(token);
+            return tickets.issue(userId);
+          },
+        );
+      });
+
+      const group = gatewayGroup(opts.instanceId);
+      hub.start();
+      const subscription = await rt.bus.subscriber.subscribe({
+        group,
+        topics: [TOPICS.taskUpdates],
+        fromBeginning: false,
+        handler: async (m) => {
+          hub.ingest(m.event);
+          // Let socket I/O run between messages: with an in-process database (PGlite) the bus loop would
+          // otherwise chain microtasks only, and a burst would reach the clients' buffers before any read.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        },
+        hooks: rt.metrics.consumerHooks(group),
+      });
+      log.info({ group }, 'gateway listening on /ws');
+      return {
+        stop: async () => {
+          await hub.shutdown(); // no-op when the HTTP server's preClose already did it
+          await subscription.close();
+        },
+      };
+    },
+  };
+}
+
+export const gatewayTarget = createGatewayTarget();

@@ -1,0 +1,102 @@
+/**
+ * The gateway's bounded per-user replay buffer: the latest `task.changed` frames of each user, contiguous in
+ * sequence, so a client that reconnects with `?since=<sequence>` gets what it missed. Bounded per user
+ * (`perUser` frames) and in total (`maxBytes` of frame text; the least recently updated users lose their
+ * oldest frames first). A client whose `since` is older than what is kept is told to resync.
+ */
+export interface BufferedFrame {
+  seq: number;
+  /** The serialized frame, sent as is to every connection of the user. */
+  frame: string;
+}
+
+export type ReplayPlan =
+  { kind: 'replay'; frames: BufferedFrame[]; latest: number } | { kind: 'resync'; latest: number | null };
+
+interface UserBuffer {
+  frames: BufferedFrame[];
+  /** Index of the first live frame in `frames` (frames before it are already trimmed; compacted lazily). */
+  start: number;
+}
+
+export class ReplayBuffer {
+  private readonly users = new Map<string, UserBuffer>();
+  private bytes = 0;
+
+  constructor(
+    private readonly perUser: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  get totalBytes(): number {
+    return this.bytes;
+  }
+
+  latest(user: string): number | null {
+    const b = this.users.get(user);
+    if (!b || b.start >= b.frames.length) return null;
+    return b.frames[b.frames.length - 1]!.seq;
+  }
+
+  /**
+   * Adds a frame; returns false for a duplicate (sequence already seen). A gap (a frame newer than the next
+   * expected one) restarts the user's buffer, so a resume across the gap resyncs instead of skipping.
+   */
+  add(user: string, seq: number, frame: string): boolean {
+    let b = this.users.get(user);
+    const latest = this.latest(user);
+    if (latest !== null && seq <= latest) return false;
+    if (!b || (latest !== null && seq !== latest + 1)) {
+      if (b) this.dropUser(user, b);
+      b = { frames: [], start: 0 };
+    } else this.users.delete(user); // re-inserted below: Map order is least recently updated first
+    this.users.set(user, b);
+    b.frames.push({ seq, frame });
+    this.bytes += frame.length;
+    while (b.frames.length - b.start > this.perUser) this.trimOldest(b);
+    this.compact(b);
+    this.enforceBytes();
+    return true;
+  }
+
+  /** What a client that has seen everything up to `since` needs: the frames after it, or a resync. */
+  plan(user: string, since: number): ReplayPlan {
+    const b = this.users.get(user);
+    const latest = this.latest(user);
+    if (!b || latest === null) return { kind: 'resync', latest: null };
+    if (since >= latest) return { kind: 'replay', frames: [], latest };
+    const first = b.frames[b.start]!.seq;
+    if (since + 1 < first) return { kind: 'resync', latest };
+    return { kind: 'replay', frames: b.frames.slice(b.start + (since + 1 - first)), latest };
+  }
+
+  private trimOldest(b: UserBuffer) {
+    const f = b.frames[b.start];
+    if (!f) return;
+    this.bytes -= f.frame.length;
+    b.start++;
+  }
+
+  private compact(b: UserBuffer) {
+    if (b.start > 64 && b.start * 2 > b.frames.length) {
+      b.frames = b.frames.slice(b.start);
+      b.start = 0;
+    }
+  }
+
+  private dropUser(user: string, b: UserBuffer) {
+    for (let i = b.start; i < b.frames.length; i++) this.bytes -= b.frames[i]!.frame.length;
+    this.users.delete(user);
+  }
+
+  private enforceBytes() {
+    while (this.bytes > this.maxBytes) {
+      const [user, b] = this.users.entries().next().value as [string, UserBuffer];
+      // Keep the newest frame of the most recently updated user at least.
+      if (this.users.size === 1 && b.frames.length - b.start <= 1) return;
+      this.trimOldest(b);
+      if (b.start >= b.frames.length) this.users.delete(user);
+      else this.compact(b);
+    }
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Short-lived WebSocket tickets (`POST /api/ws-ticket` -> `/ws?ticket=...`) for clients that cannot put the
+ * JWT in `Sec-WebSocket-Protocol`. A ticket is an HS256 JWT (audience taskflow-ws, 60 s) signed with a key
+ * derived from JWT_SECRET (or GATEWAY_TICKET_SECRET), so any gateway instance accepts it; an instance accepts a
+ * ticket once.
+ */
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { SignJWT, jwtVerify } from 'jose';
+import { AuthError } from '../../auth.ts';
+import type { Clock } from '../../domain/clock.ts';
+
+export const TICKET_TTL_S = 60;
+const AUDIENCE = 'taskflow-ws';
+const ISSUER = 'taskflow-gateway';
+
+export class TicketIssuer {
+  private readonly key: Uint8Array;
+  private readonly used = new Map<string, number>();
+
+  /** `secret`: the JWT HS256 secret or GATEWAY_TICKET_SECRET; without one, tickets work on this instance only. */
+  constructor(
+    secret: string | undefined,
+    private readonly clock: Clock,
+  ) {
+    this.key = secret
+      ? createHmac('sha256', secret).update('taskflow ws-ticket v1').digest()
+      : randomBytes(32);
+  }
+
+  async issue(userId: string): Promise<{ ticket: string; expires_in: number }> {
+    const now = Math.floor(this.clock.now().getTime() / 1000);
+    const ticket = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .setSubject(userId)
+      .setAudience(AUDIENCE)
+      .setIssuer(ISSUER)
+      .setJti(randomUUID())
+      .setIssuedAt(now)
+      .setExpirationTime(now + TICKET_TTL_S)
+      .sign(this.key);
+    return { ticket, expires_in: TICKET_TTL_S };
+  }
+
+  async verify(ticket: string): Promise<string> {
+    const now = this.clock.now();
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(ticket, this.key, {
+        algorithms: ['HS256'],
+        audience: AUDIENCE,
+        issuer: ISSUER,
+        currentDate: now,
+      }));
+    } catch {
+      throw new AuthError('ticket is invalid or expired');
+    }
+    if (typeof payload.sub !== 'string' || !payload.jti) throw new AuthError('ticket is invalid');
+    for (const [jti, exp] of this.used) if (exp * 1000 < now.getTime()) this.used.delete(jti);
+    if (this.used.has(payload.jti)) throw new AuthError('ticket was already used');
+    this.used.set(payload.jti, payload.exp ?? 0);
+    return payload.sub;
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Real daprd sidecars next to Taskflow processes, through scripts/dapr (the same script users run): each
+ * process gets its own sidecar (app id = its consumer group), both on ports picked before either starts.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { Clock } from '../../src/domain/clock.ts';
+import type { TargetDefinition } from '../../src/runtime.ts';
+import type { Db } from '../../src/store/db.ts';
+import { startApp, waitFor, type TestApp } from './app.ts';
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const script = join(root, 'scripts/dapr');
+
+/** A daprd binary is there without building one (`scripts/dapr fetch` builds and caches it, ~10 min). */
+export function daprdAvailable(): boolean {
+  if (process.env.DAPRD) return existsSync(process.env.DAPRD);
+  return existsSync(join(root, '.cache/dapr', process.env.DAPR_VERSION ?? '1.16.0', 'daprd'));
+}
+
+/** `n` distinct free TCP ports on 127.0.0.1 (all held at once, then released). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = createServer();
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(0, '127.0.0.1', resolve);
+      });
+      servers.push(s);
+    }
+    return servers.map((s) => (s.address() as { port: number }).port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  }
+}
+
+export interface Sidecar {
+  name: string;
+  appId: string;
+  httpPort: number;
+  url: string;
+  /** GET /v1.0/healthz: 204 once daprd reached the app and loaded its subscriptions. */
+  ready(): Promise<boolean>;
+  /** The topics daprd subscribed for the app (GET /v1.0/metadata). */
+  subscribedTopics(): Promise<string[]>;
+  logs(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startSidecar(opts: {
+  appId: string;
+  name: string;
+  kafkaBrokers: string;
+  appPort?: number;
+  httpPort?: number;
+  logLevel?: string;
+}): Promise<Sidecar> {
+  const args = ['start', '--app-id', opts.appId, '--name', opts.name, '--log-level', opts.logLevel ?? 'info'];
+  if (opts.appPort) args.push('--app-port', String(opts.appPort));
+  if (opts.httpPort) args.push('--http-port', String(opts.httpPort));
+  const { stdout } = await run(script, args, {
+    env: { ...process.env, KAFKA_BROKERS: opts.kafkaBrokers },
+    timeout: 90_000,
+  });
+  const httpPort = Number(/^DAPR_HTTP_PORT=(\d+)$/m.exec(stdout)?.[1]);
+  if (!httpPort) throw new Error(`scripts/dapr start printed no DAPR_HTTP_PORT: ${stdout}`);
+  const url = `http://127.0.0.1:${httpPort}`;
+  let stopped: Promise<void> | undefined;
+  return {
+    name: opts.name,
+    appId: opts.appId,
+    httpPort,
+    url,
+    ready: async () => (await fetch(`${url}/v1.0/healthz`).catch(() => null))?.status === 204,
+    async subscribedTopics() {
+      const res = await fetch(`${url}/v1.0/metadata`);
+      const body = (await res.json()) as { subscriptions?: { topic: string }[] };
+      return (body.subscriptions ?? []).map((s) => s.topic).sort();
+    },
+    logs: async () => (await run(script, ['logs', '--name', opts.name], { maxBuffer: 64 << 20 })).stdout,
+    stop: () =>
+      (stopped ??= run(script, ['stop', '--name', opts.name], { timeout: 30_000 }).then(() => undefined)),
+  };
+}
+
+export interface DaprApp {
+  app: TestApp;
+  sidecar: Sidecar;
+  /** The sidecar first (no new deliveries; daprd does not dead-letter while shutting down), then the app. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a sidecar (app id `appId`) and a Taskflow process running `targets` with BUS=dapr next to it. The
+ * app port is chosen first so daprd can be told where the app will listen; daprd reads /dapr/subscribe as
+ * soon as the port opens. Resolves when the sidecar reports the app reachable and its subscriptions loaded.
+ */
+export async function startDaprApp(
+  db: Db,
+  opts: {
+    appId: string;
+    name: string;
+    targets: TargetDefinition[];
+    kafkaBrokers: string;
+    clock?: Clock;
+    env?: Record<string, string>;
+    /** Topics daprd must have subscribed before this resolves. */
+    topics?: string[];
+  },
+): Promise<DaprApp> {
+  const [appPort, httpPort] = await freePorts(2);
+  const sidecar = await startSidecar({
+    appId: opts.appId,
+    name: opts.name,
+    kafkaBrokers: opts.kafkaBrokers,
+    appPort: appPort!,
+    httpPort: httpPort!,
+  });
+  let app: TestApp;
+  try {
+    app = await startApp(db, {
+      targets: opts.targets,
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      env: {
+        BUS: 'dapr',
+        PORT: String(appPort),
+        DAPR_HTTP_PORT: String(sidecar.httpPort),
+        KAFKA_BROKERS: opts.kafkaBrokers,
+        ...opts.env,
+      },
+    });
+  } catch (err) {
+    await sidecar.stop();
+    throw err;
+  }
+  try {
+    const want = [...(opts.topics ?? [])].sort();
+    await waitFor(
+      async () =>
+        (await sidecar.ready()) &&
+        JSON.stringify((await sidecar.subscribedTopics()).filter((t) => want.includes(t))) ===
+          JSON.stringify(want),
+      30_000,
+      `sidecar ${opts.name} ready with subscriptions ${want.join(', ') || '(none)'}`,
+    );
+  } catch (err) {
+    await sidecar.stop();
+    await app.stop();
+    throw err;
+  }
+  return {
+    app,
+    sidecar,
+    stop: async () => {
+      await sidecar.stop();
+      await app.stop();
+    },
+  };
+}

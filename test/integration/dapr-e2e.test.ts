@@ -1,0 +1,330 @@
+/**
+ * Taskflow on Dapr (BUS=dapr), end to end with real daprd 1.16 sidecars and a real Kafka broker: every
+ * process talks only to its own sidecar (app id = consumer group). The API + relay publish through theirs;
+ * recurrence, reminders, notifications and a probe consumer receive through theirs (/dapr/subscribe,
+ * SUCCESS / RETRY / DROP). Dead letters are written by daprd and read back with the Kafka admin.
+ *
+ * Dapr topics are plain names (no KAFKA_TOPIC_PREFIX), so the test runs its own broker instance
+ * (scripts/kafka --name dapr-e2e), fresh each run, and removes it at the end.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
+import { createKafkaBus, KafkaAdmin } from '../../src/bus/kafka/index.ts';
+import { allTopics } from '../../src/bus/index.ts';
+import { PermanentError, type Bus, type BusMessage } from '../../src/bus/types.ts';
+import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
+import type { ReminderEventData } from '../../src/contracts/events.ts';
+import { eventProblems } from '../../src/contracts/schemas.ts';
+import { DLQ_SPEC, GROUPS, TOPICS, dlqTopic } from '../../src/contracts/topics.ts';
+import { ManualClock } from '../../src/domain/clock.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { traceIdOf } from '../../src/observability/trace.ts';
+import { consumerTarget } from '../../src/services/consumer-target.ts';
+import { findTargets } from '../../src/services/index.ts';
+import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
+import { createRemindersTarget } from '../../src/services/reminders/index.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { outboxEvents, testConfig, waitFor } from '../helpers/app.ts';
+import { daprdAvailable, startDaprApp, type DaprApp } from '../helpers/dapr.ts';
+import { taskCreated, titleOf } from '../helpers/events.ts';
+import { kafka } from '../helpers/kafka.ts';
+import { kafkaBrokers } from '../helpers/transports.ts';
+
+const requireDapr = process.env.REQUIRE_DAPR === '1';
+const skip = !kafkaBrokers
+  ? 'needs TEST_KAFKA_BROKERS (scripts/test starts Kafka; this suite starts its own broker next to it)'
+  : !daprdAvailable() && !requireDapr
+    ? 'needs daprd: run `scripts/dapr fetch` once (builds and caches daprd 1.16.0)'
+    : false;
+
+const BROKER = 'dapr-e2e';
+const HOUR = 3_600_000;
+const START = '2026-03-01T12:00:00Z';
+const PROBE_GROUP = 'dapr-e2e-probe';
+const PROBE_TOPIC = 'dapr-e2e-probe-events';
+/** deploy/dapr/local/resiliency.yaml: maxRetries 5, so 6 deliveries before the dead-letter topic. */
+const DAPR_ATTEMPTS = 6;
+
+/** The probe consumer's handler, set by each test. */
+let probe: (m: BusMessage) => Promise<void> = async () => undefined;
+const probeTarget = consumerTarget({
+  name: 'dapr-probe',
+  description: 'test consumer behind its own sidecar',
+  group: PROBE_GROUP,
+  topics: [PROBE_TOPIC],
+  setup: async () => ({ handle: (m) => probe(m) }),
+});
+
+describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_000 }, () => {
+  let brokers: string;
+  let db: Db;
+  const clock = new ManualClock(START);
+  const apps: Record<'api' | 'recurrence' | 'reminders' | 'notifications' | 'probe', DaprApp> =
+    {} as never;
+  let bus: Bus; // the api process's bus: its publisher goes through the api sidecar, its admin to Kafka
+
+  before(async () => {
+    if (!daprdAvailable())
+      throw new Error('REQUIRE_DAPR=1 but daprd is not built: run `scripts/dapr fetch` first');
+    await kafka('reset', BROKER).catch(() => undefined);
+    brokers = (await kafka('start', BROKER)).KAFKA_BROKERS!;
+    // Topics exist before the sidecars subscribe (a consumer group that joined before its topic existed
+    // only sees it at the next metadata refresh).
+    const admin = new KafkaAdmin({ brokers: brokers.split(','), clientId: 'dapr-e2e' }, silentLogger);
+    await admin.ensureTopics([
+      ...allTopics(testConfig()),
+      { name: PROBE_TOPIC, partitions: 3, retentionMs: HOUR },
+      { name: dlqTopic(PROBE_GROUP), ...DLQ_SPEC },
+    ]);
+    await admin.close();
+    db = await openDb('memory://');
+    await migrate(db);
+    const start = (
+      appId: string,
+      name: string,
+      targets: Parameters<typeof startDaprApp>[1]['targets'],
+      topics: string[],
+    ) => startDaprApp(db, { appId, name, targets, topics, kafkaBrokers: brokers, clock });
+    const started = await Promise.allSettled([
+      start('taskflow-api', 'dapr-e2e-api', findTargets(['api', 'relay']), []),
+      start(GROUPS.recurrence, 'dapr-e2e-recurrence', findTargets(['recurrence']), [TOPICS.taskEvents]),
+      start(GROUPS.reminders, 'dapr-e2e-reminders', [createRemindersTarget({ tickMs: 20 })], [TOPICS.taskEvents]),
+      start(
+        GROUPS.notifications,
+        'dapr-e2e-notifications',
+        [createNotificationsTarget({ tickMs: 20 })],
+        [TOPICS.reminders],
+      ),
+      start(PROBE_GROUP, 'dapr-e2e-probe', [probeTarget], [PROBE_TOPIC]),
+    ]);
+    const names = ['api', 'recurrence', 'reminders', 'notifications', 'probe'] as const;
+    started.forEach((r, i) => {
+      if (r.status === 'fulfilled') apps[names[i]!] = r.value;
+    });
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    bus = apps.api.app.proc.runtime.bus;
+    assert.equal(bus.kind, 'dapr');
+  });
+
+  after(async () => {
+    await Promise.allSettled(Object.values(apps).map((a) => a.sidecar.stop()));
+    await Promise.allSettled(Object.values(apps).map((a) => a.app.stop()));
+    await db?.close();
+    await kafka('stop', BROKER).catch(() => undefined);
+    await kafka('reset', BROKER).catch(() => undefined);
+  });
+
+  it('serves /dapr/subscribe: one subscription per topic with the group dead-letter topic', async () => {
+    const res = await fetch(`${apps.recurrence.app.url}/dapr/subscribe`);
+    assert.deepEqual(await res.json(), [
+      {
+        pubsubname: 'pubsub-kafka',
+        topic: TOPICS.taskEvents,
+        routes: { default: `/dapr/events/${GROUPS.recurrence}/${TOPICS.taskEvents}` },
+        deadLetterTopic: `${GROUPS.recurrence}.dlq`,
+        metadata: { rawPayload: 'false' },
+      },
+    ]);
+    assert.deepEqual(await (await fetch(`${apps.api.app.url}/dapr/subscribe`)).json(), []);
+  });
+
+  it('(1) a task completed through the API reaches the recurrence target through the sidecars; the next occurrence is created', async () => {
+    const { app } = apps.api;
+    const created = await app.call('rita', 'POST', '/api/tasks', {
+      title: 'Water plants',
+      due_date: '2026-03-02T09:00:00Z',
+      recurrence: 'daily',
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const done = await app.call('rita', 'POST', `/api/tasks/${created.body.id}/complete`);
+    assert.equal(done.status, 200, JSON.stringify(done.body));
+    const series = await waitFor(
+      async () => {
+        const r = await app.call('rita', 'GET', '/api/tasks?status=all&sort=due&order=asc');
+        const items = (r.body.items as any[]).filter((t) => t.series_id === created.body.id);
+        return items.length >= 2 ? items : undefined;
+      },
+      30_000,
+      'the next occurrence',
+    );
+    assert.equal(series.length, 2);
+    assert.equal(series[1].status, 'pending');
+    assert.equal(series[1].due_date, '2026-03-03T09:00:00.000Z');
+
+    // The trace continues across the sidecars: daprd keeps the event's own traceparent.
+    const events = await outboxEvents(db);
+    const completed = events.find((e) => e.event_type === 'task.completed' && e.event.subject === created.body.id);
+    const next = events.find((e) => e.event_type === 'task.created' && e.event.subject === series[1].id);
+    assert.ok(completed && next);
+    assert.equal(next.event.source, '/taskflow/recurrence');
+    assert.equal(traceIdOf(next.event.traceparent), traceIdOf(completed.event.traceparent));
+
+    // On the wire: a structured CloudEvent keyed by the user, which the Kafka admin reads back unchanged.
+    const onKafka = (await bus.admin.read(TOPICS.taskEvents)).find((m) => m.event.id === completed.event.id);
+    assert.ok(onKafka, 'task.completed on Kafka');
+    assert.equal(onKafka.key, 'rita');
+    assert.deepEqual(eventProblems(onKafka.event), []);
+    assert.deepEqual(onKafka.event, completed.event);
+  });
+
+  it('(2) a reminder reaches the notifications target: scheduled from task-events, fired on time, delivered in-app', async () => {
+    const due = new Date(clock.now().getTime() + 2 * HOUR).toISOString();
+    const created = await apps.api.app.call('nora', 'POST', '/api/tasks', {
+      title: 'Pay rent',
+      due_date: due,
+      reminders: ['PT1H'],
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const reminderEvents = async (type: string) =>
+      (await bus.admin.read(TOPICS.reminders))
+        .map((m) => m.event as CloudEvent<ReminderEventData>)
+        .filter((e) => e.type === type && e.data.task_id === created.body.id);
+    await waitFor(async () => (await reminderEvents('reminder.scheduled')).length > 0, 30_000, 'scheduled');
+    clock.advance(HOUR + 1_000);
+    const [triggered] = await waitFor(
+      async () => {
+        const list = await reminderEvents('reminder.triggered');
+        return list.length ? list : undefined;
+      },
+      30_000,
+      'reminder.triggered on Kafka',
+    );
+    assert.equal(triggered!.partitionkey, 'nora');
+    const inbox = await waitFor(
+      async () => {
+        const r = await apps.notifications.app.call('nora', 'GET', '/api/notifications');
+        const items = (r.body.items as any[]).filter((n) => n.task_id === created.body.id);
+        return items.length ? items : undefined;
+      },
+      30_000,
+      'the in-app notification',
+    );
+    assert.equal(inbox.length, 1);
+    assert.match(JSON.stringify(inbox[0]), /Pay rent/);
+  });
+
+  it('(3) invalid events and PermanentError go to the dead-letter topic at once (DROP); replay handles one again', async () => {
+    const calls: string[] = [];
+    let fixed = false;
+    probe = async (m) => {
+      calls.push(titleOf(m.event));
+      if (titleOf(m.event) === 'permanent' && !fixed) throw new PermanentError('will never work');
+    };
+    const invalid = taskCreated('u3', 'invalid');
+    (invalid.data as { task: { title: string } }).task.title = '';
+    const permanent = taskCreated('u3', 'permanent');
+    await bus.publisher.publish(
+      [invalid, permanent, taskCreated('u3', 'fine')].map((event) => ({ topic: PROBE_TOPIC, key: 'u3', event })),
+    );
+    await waitFor(() => calls.includes('fine'), 30_000, 'the event after them handled');
+    assert.deepEqual(calls, ['permanent', 'fine'], 'the invalid event never reaches the handler');
+    const letters = await waitFor(
+      async () => {
+        const l = await listDeadLetters(bus.admin, PROBE_GROUP);
+        return l.length >= 2 ? l : undefined;
+      },
+      20_000,
+      'two dead letters',
+    );
+    assert.deepEqual(
+      letters.map((l) => l.event.id),
+      [invalid.id, permanent.id],
+    );
+    for (const l of letters) {
+      assert.equal(l.key, 'u3');
+      assert.equal(l.source.topic, PROBE_TOPIC);
+      assert.match(l.source.offset, /^\d+$/);
+      assert.match(l.error, /daprd/);
+    }
+    assert.deepEqual(letters[1]!.event, permanent, 'the dead letter is the original event');
+
+    fixed = true;
+    const replayed = await replayDeadLetters(bus, PROBE_GROUP, { ids: [permanent.id] });
+    assert.equal(replayed.length, 1);
+    await waitFor(() => calls.filter((c) => c === 'permanent').length === 2, 30_000, 'replayed event handled');
+  });
+
+  it('(4) transient failures are retried by daprd per the resiliency policy, in order per key; when retries run out, the dead-letter topic', async () => {
+    const attempts = new Map<string, number[]>();
+    const handled: string[] = [];
+    probe = async (m) => {
+      const t = titleOf(m.event);
+      attempts.set(t, [...(attempts.get(t) ?? []), Date.now()]);
+      if (t === 'stuck' || (t === 'flaky' && attempts.get(t)!.length < 3)) throw new Error(`transient: ${t}`);
+      handled.push(t);
+    };
+    const stuck = taskCreated('u5', 'stuck');
+    await bus.publisher.publish([
+      { topic: PROBE_TOPIC, key: 'u4', event: taskCreated('u4', 'flaky') },
+      { topic: PROBE_TOPIC, key: 'u4', event: taskCreated('u4', 'after-flaky') },
+      { topic: PROBE_TOPIC, key: 'u5', event: stuck },
+    ]);
+    await waitFor(() => handled.includes('after-flaky'), 30_000, 'flaky handled, then the next');
+    assert.deepEqual(handled, ['flaky', 'after-flaky'], 'the key stays in order behind the retries');
+    assert.equal(attempts.get('flaky')!.length, 3);
+    assert.ok(attempts.get('after-flaky')![0]! >= attempts.get('flaky')![2]!);
+
+    const letter = await waitFor(
+      async () => (await listDeadLetters(bus.admin, PROBE_GROUP)).find((l) => l.event.id === stuck.id),
+      40_000,
+      'the stuck event dead-lettered',
+    );
+    const times = attempts.get('stuck')!;
+    assert.equal(times.length, DAPR_ATTEMPTS, `1 delivery + 5 retries, got ${times.length}`);
+    const gaps = times.slice(1).map((t, i) => t - times[i]!);
+    // exponential: 500 ms initial interval, x1.5, +-50% jitter -> at least ~3.3 s in all
+    assert.ok(times.at(-1)! - times[0]! >= 2_500, `backoff between attempts: ${gaps.join(', ')} ms`);
+    assert.ok(gaps.at(-1)! > gaps[0]!, `growing gaps: ${gaps.join(', ')} ms`);
+    assert.equal(letter.source.topic, PROBE_TOPIC);
+  });
+
+  it('publishes batches through the bulk API in order per key, keeping each event (and its traceparent) intact', async () => {
+    const got = new Map<string, CloudEvent[]>();
+    probe = async (m) => void got.set(m.key, [...(got.get(m.key) ?? []), m.event]);
+    const sent = Array.from({ length: 90 }, (_, i) => {
+      const event = taskCreated(`k${i % 6}`, String(i));
+      event.traceparent = `00-${String(i).padStart(32, 'a')}-00f067aa0ba902b7-01`;
+      return { topic: PROBE_TOPIC, key: `k${i % 6}`, event };
+    });
+    await bus.publisher.publish(sent);
+    await waitFor(() => [...got.values()].reduce((n, l) => n + l.length, 0) >= 90, 30_000, '90 events');
+    for (let k = 0; k < 6; k++) {
+      const key = `k${k}`;
+      assert.deepEqual(
+        got.get(key)!.map((e) => e.id),
+        sent.filter((m) => m.key === key).map((m) => m.event.id),
+        `${key} in order, once each`,
+      );
+    }
+    const byId = new Map(sent.map((m) => [m.event.id, m.event]));
+    for (const list of got.values()) for (const e of list) assert.deepEqual(e, byId.get(e.id));
+  });
+
+  it('reads events the Kafka transport wrote (binary content mode) on the same topics', async () => {
+    const got: CloudEvent[] = [];
+    probe = async (m) => void got.push(m.event);
+    const kbus = createKafkaBus({ brokers: brokers.split(','), clientId: 'dapr-e2e-kafka' }, { log: silentLogger });
+    const event = taskCreated('u6', 'from-kafka-transport');
+    try {
+      await kbus.publisher.publish([{ topic: PROBE_TOPIC, key: 'u6', event }]);
+    } finally {
+      await kbus.close();
+    }
+    await waitFor(() => got.length > 0, 30_000, 'the binary-mode event');
+    assert.deepEqual(got[0], event);
+  });
+
+  it('reports an unreachable sidecar as a clear publish error (the relay backs off)', async () => {
+    const { createDaprBus } = await import('../../src/bus/dapr/index.ts');
+    const dead = createDaprBus({ httpPort: 1, pubsubName: 'pubsub-kafka' }, { log: silentLogger });
+    await assert.rejects(
+      dead.publisher.publish([{ topic: PROBE_TOPIC, key: 'x', event: taskCreated('x', 'nowhere') }]),
+      /sidecar unreachable at http:\/\/127\.0\.0\.1:1 \(ECONNREFUSED\)/,
+    );
+    await assert.rejects(dead.admin.lag(), /not supported on BUS=dapr without KAFKA_BROKERS/);
+    await dead.close();
+  });
+});

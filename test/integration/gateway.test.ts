@@ -1,0 +1,292 @@
+/**
+ * The real-time path with real components: API -> outbox -> relay -> embedded bus -> broadcaster ->
+ * task-updates -> gateway -> WebSocket clients (the `ws` package). Per-user delivery, resume with
+ * `?since=`, resync, slow and dead clients, tickets, two gateway instances over one database, and 1001 on
+ * shutdown.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { uuidv7 } from 'uuidv7';
+import WebSocket from 'ws';
+import { makeEvent } from '../../src/contracts/cloudevent.ts';
+import type { TaskChangedData } from '../../src/contracts/events.ts';
+import { TOPICS } from '../../src/contracts/topics.ts';
+import { newTask } from '../../src/domain/task.ts';
+import { apiTarget } from '../../src/services/api/index.ts';
+import { broadcasterTarget } from '../../src/services/broadcaster/index.ts';
+import { createGatewayTarget, gatewayGroup } from '../../src/services/gateway/index.ts';
+import { relayTarget } from '../../src/services/relay/index.ts';
+import type { Db } from '../../src/store/db.ts';
+import { backends } from '../helpers/db.ts';
+import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
+
+const DEADLINE_MS = 8_000;
+
+interface Frame {
+  type: string;
+  sequence?: number | null;
+  change_type?: string;
+  task?: { title: string; user_id: string };
+  [k: string]: unknown;
+}
+
+class Client {
+  readonly frames: Frame[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private waiters: (() => void)[] = [];
+  constructor(readonly ws: WebSocket) {
+    ws.on('message', (data) => {
+      this.frames.push(JSON.parse(String(data)) as Frame);
+      for (const w of this.waiters.splice(0)) w();
+    });
+    ws.on('error', () => undefined);
+    this.closed = new Promise((resolve) =>
+      ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
+    );
+  }
+
+  static async open(baseUrl: string, opts: { token?: string; since?: number; ticket?: string }) {
+    const q = new URLSearchParams();
+    if (opts.since !== undefined) q.set('since', String(opts.since));
+    if (opts.ticket) q.set('ticket', opts.ticket);
+    const url = `${baseUrl.replace(/^http/, 'ws')}/ws${q.size ? `?${q}` : ''}`;
+    const ws = new WebSocket(url, opts.token ? ['taskflow.v1', `bearer.${opts.token}`] : []);
+    const c = new Client(ws);
+    await c.next((f) => f.type === 'hello');
+    return c;
+  }
+
+  /** The first `task.changed` with this sequence. */
+  seq(sequence: number, timeoutMs = DEADLINE_MS): Promise<Frame> {
+    return this.next((f) => f.type === 'task.changed' && f.sequence === sequence, timeoutMs);
+  }
+
+  changes(): Frame[] {
+    return this.frames.filter((f) => f.type === 'task.changed');
+  }
+
+  /** Resolves with the first frame (from the start) matching `pred`. */
+  async next(pred: (f: Frame) => boolean, timeoutMs = DEADLINE_MS): Promise<Frame> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.frames.find(pred);
+      if (found) return found;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no matching frame within ${timeoutMs} ms; got ${this.frames.length}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  close() {
+    this.ws.close();
+    return this.closed;
+  }
+}
+
+const backend = backends[0]!; // the embedded bus on PGlite: the gateway's logic does not depend on the store
+
+describe('WebSocket gateway', () => {
+  let db: Db;
+  let drop: () => Promise<void>;
+  let app: TestApp; // api + relay + broadcaster + gateway "gw-a"
+  let second: TestApp | undefined; // another process: gateway "gw-b" only, small replay buffer, fast heartbeats
+  const clients: Client[] = [];
+  const open = async (target: TestApp, user: string, opts: { since?: number } = {}) => {
+    const c = await Client.open(target.url, { token: await app.token(user), ...opts });
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    ({ db, drop } = await backend.fresh());
+    app = await startApp(db, {
+      targets: [
+        apiTarget,
+        relayTarget,
+        broadcasterTarget,
+        createGatewayTarget({ instanceId: 'gw-a', maxBufferedBytes: 256 * 1024 }),
+      ],
+      clock: { now: () => new Date() },
+    });
+  });
+  /** Started when first needed (after the flood test, which it would only slow down). */
+  const ensureSecond = async () =>
+    (second ??= await startApp(db, {
+      targets: [createGatewayTarget({ instanceId: 'gw-b', replayPerUser: 20, heartbeatMs: 250 })],
+      clock: { now: () => new Date() },
+    }));
+  after(async () => {
+    for (const c of clients) c.ws.terminate();
+    await second?.stop();
+    await app.stop();
+    await drop();
+  });
+
+  const create = async (user: string, title: string) => {
+    const r = await app.call(user, 'POST', '/api/tasks', { title });
+    assert.equal(r.status, 201);
+    return r.body as { id: string };
+  };
+
+  it('delivers a change to every connection of its user within the deadline, never to another user', async () => {
+    const a1 = await open(app, 'ann');
+    const a2 = await open(app, 'ann');
+    const b = await open(app, 'ben');
+    assert.equal(a1.ws.protocol, 'taskflow.v1');
+    const started = Date.now();
+    await create('ann', 'for ann');
+    for (const c of [a1, a2]) {
+      const f = await c.next((x) => x.type === 'task.changed');
+      assert.equal(f.change_type, 'created');
+      assert.equal(f.task!.title, 'for ann');
+      assert.equal(f.sequence, 1);
+    }
+    assert.ok(Date.now() - started < DEADLINE_MS);
+    // Ben's first change frame is his own: nothing of Ann's came before it.
+    await create('ben', 'for ben');
+    const first = await b.next((x) => x.type === 'task.changed');
+    assert.equal(first.task!.title, 'for ben');
+    assert.equal(first.task!.user_id, 'ben');
+    assert.equal(b.changes().length, 1);
+    assert.ok(a1.changes().every((f) => f.task!.user_id === 'ann'));
+  });
+
+  it('rejects unauthenticated upgrades; accepts a one-time ticket', async () => {
+    const noToken = new WebSocket(`${app.url.replace('http', 'ws')}/ws`);
+    const err = await new Promise<Error>((resolve) => noToken.on('error', resolve));
+    assert.match(err.message, /401/);
+    const bad = new WebSocket(`${app.url.replace('http', 'ws')}/ws`, ['taskflow.v1', 'bearer.not-a-jwt']);
+    assert.match((await new Promise<Error>((resolve) => bad.on('error', resolve))).message, /401/);
+
+    const issued = await app.call('ann', 'POST', '/api/ws-ticket');
+    assert.equal(issued.status, 200);
+    assert.equal(issued.body.expires_in, 60);
+    const viaTicket = await Client.open(app.url, { ticket: issued.body.ticket });
+    clients.push(viaTicket);
+    assert.equal(viaTicket.frames[0]!.user_id, 'ann');
+    const reuse = new WebSocket(`${app.url.replace('http', 'ws')}/ws?ticket=${issued.body.ticket}`);
+    assert.match((await new Promise<Error>((resolve) => reuse.on('error', resolve))).message, /401/);
+    assert.equal((await app.call(null, 'POST', '/api/ws-ticket')).status, 401);
+  });
+
+  it('drops a slow client (1013) without stalling the others', async () => {
+    const user = 'slowpoke';
+    const fast = await open(app, user);
+    const slow = await open(app, user);
+    const bystander = await open(app, 'ann');
+    (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+
+    const N = 650; // ~6 MB: more than the kernel buffers (~4 MB) plus the 256 KB limit
+    const base = newTask(
+      uuidv7(),
+      user,
+      {
+        title: 'big',
+        description: 'x'.repeat(9_000),
+        status: 'pending',
+        priority: 'none',
+        tags: [],
+        due_date: null,
+        reminders: null,
+        recurrence: null,
+      },
+      new Date(),
+    );
+    const events = Array.from({ length: N }, (_, i) =>
+      makeEvent<TaskChangedData>({
+        type: 'task.changed',
+        source: '/taskflow/test',
+        key: user,
+        data: { task_id: base.id, user_id: user, change_type: 'updated', task: base, sequence: i + 1 },
+      }),
+    );
+    const started = Date.now();
+    for (let i = 0; i < N; i += 100)
+      await app.proc.runtime.bus.publisher.publish(
+        events.slice(i, i + 100).map((event) => ({ topic: TOPICS.taskUpdates, key: user, event })),
+      );
+    await fast.seq(N, 30_000);
+    assert.equal(fast.changes().length, N);
+    const slowDrops = async () =>
+      (await app.proc.runtime.metrics.websocketDisconnects.get()).values.find(
+        (v) => v.labels.reason === 'slow',
+      )?.value ?? 0;
+    await waitFor(async () => (await slowDrops()) >= 1, 10_000, 'the slow client to be dropped');
+    // Others go on: a change of another user arrives promptly after the flood.
+    await create('ann', 'after the flood');
+    await bystander.next((f) => f.task?.title === 'after the flood');
+    (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+    const closed = await slow.closed;
+    assert.ok([1013, 1006].includes(closed.code), `closed with ${closed.code}`);
+    assert.ok(slow.changes().length < N, 'the slow client did not get everything');
+    console.log(
+      `# slow-client flood of ${N} frames handled in ${Date.now() - started} ms; the slow one got ${slow.changes().length}`,
+    );
+  });
+
+  it('replays exactly the 50 missed changes, in order, to a client that resumes with its last sequence', async () => {
+    const watcher = await open(app, 'cat');
+    const leaver = await open(app, 'cat');
+    await create('cat', 'before');
+    const last = (await leaver.next((f) => f.type === 'task.changed')).sequence!;
+    await leaver.close();
+    const task = await create('cat', 'changing');
+    for (let i = 1; i <= 49; i++) {
+      const r = await app.call('cat', 'PATCH', `/api/tasks/${task.id}`, { title: `change ${i}` });
+      assert.equal(r.status, 200);
+    }
+    await watcher.seq(last + 50, 20_000);
+
+    const back = await open(app, 'cat', { since: last });
+    await back.seq(last + 50);
+    const replayed = back.changes();
+    assert.deepEqual(
+      replayed.map((f) => f.sequence),
+      Array.from({ length: 50 }, (_, i) => last + 1 + i),
+    );
+    assert.equal(replayed[0]!.task!.title, 'changing');
+    assert.equal(replayed[49]!.task!.title, 'change 49');
+    // Then live, without duplicates.
+    await create('cat', 'live');
+    await back.seq(last + 51);
+    assert.equal(back.changes().length, 51);
+
+    // The other instance keeps only 20 per user: resuming from that far back there is a resync.
+    const far = await open(await ensureSecond(), 'cat', { since: last });
+    const resync = await far.next((f) => f.type === 'resync');
+    assert.equal(far.changes().length, 0);
+    assert.ok(resync.sequence === null || (resync.sequence as number) >= last + 50);
+  });
+
+  it('two gateway instances over one database both deliver every update (own consumer groups)', async () => {
+    const onA = await open(app, 'dan');
+    const onB = await open(await ensureSecond(), 'dan');
+    assert.equal(onB.frames[0]!.instance, 'gw-b');
+    await create('dan', 'seen everywhere');
+    for (const c of [onA, onB]) assert.equal((await c.next((f) => f.type === 'task.changed')).sequence, 1);
+    const groups = await app.proc.runtime.bus.admin.listGroups();
+    assert.ok(groups.includes(gatewayGroup('gw-a')) && groups.includes(gatewayGroup('gw-b')), String(groups));
+  });
+
+  it('terminates dead connections (no pong) and sends 1001 on shutdown', async () => {
+    const gwB = await ensureSecond();
+    const dead = await open(gwB, 'eve');
+    const alive = await open(gwB, 'eve');
+    (dead.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const deadDrops = async () =>
+      (await gwB.proc.runtime.metrics.websocketDisconnects.get()).values.find(
+        (v) => v.labels.reason === 'dead',
+      )?.value ?? 0;
+    await waitFor(async () => (await deadDrops()) >= 1, 5_000, 'the dead client to be dropped');
+    assert.equal(alive.ws.readyState, WebSocket.OPEN);
+    await gwB.stop();
+    const closed = await alive.closed;
+    assert.equal(closed.code, 1001);
+  });
+});

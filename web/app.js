@@ -1,0 +1,407 @@
+/* The real-time task board: plain JavaScript, no framework, no build step.
+ * - REST: /api/tasks (list with filters and sort, create, edit, complete/reopen, delete) with the bearer token.
+ * - Live: WebSocket /ws with subprotocols ["taskflow.v1", "bearer.<jwt>"]; every task.changed carries the
+ *   user's sequence; on reconnect `?since=<last sequence>` replays what was missed, or the gateway answers
+ *   {type:"resync"} and the list is reloaded.
+ * - Notifications: polls /api/notifications when the server has it (a 404 turns polling off). */
+/* global document, window, localStorage, fetch, WebSocket, location, URLSearchParams, atob */
+'use strict';
+
+const $ = (sel) => document.querySelector(sel);
+const TOKEN_KEY = 'taskflow.token';
+
+const state = {
+  token: localStorage.getItem(TOKEN_KEY) || '',
+  tasks: [],
+  sequence: null, // the last task.changed sequence this page has applied
+  ws: null,
+  wsAttempts: 0,
+  reconnectTimer: null,
+  pingTimer: null,
+  reloadTimer: null,
+  notifTimer: null,
+  notifSeen: new Set(),
+  notifLoaded: false,
+  flash: new Set(),
+  editing: false,
+};
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') node.className = v;
+    else if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function subjectOf(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(payload)).sub || null;
+  } catch {
+    return null;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { authorization: `Bearer ${state.token}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(path, {
+    method,
+    headers,
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = text;
+  }
+  if (res.status === 401) {
+    signOut((data && data.detail) || 'the token was not accepted');
+    throw new Error('unauthorized');
+  }
+  if (!res.ok) {
+    const err = new Error((data && data.detail) || `${method} ${path} failed (${res.status})`);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+const showError = (msg) => ($('#board-error').textContent = msg || '');
+
+// ---- tasks -------------------------------------------------------------------------------------------
+
+function query() {
+  const q = new URLSearchParams();
+  const status = $('#f-status').value;
+  if (status !== 'all') q.set('status', status);
+  if ($('#f-priority').value) q.set('priority', $('#f-priority').value);
+  const tag = $('#f-tag').value.trim();
+  if (tag) q.set('tag', tag);
+  const search = $('#f-search').value.trim();
+  if (search) q.set('q', search);
+  q.set('sort', $('#f-sort').value);
+  q.set('limit', '200');
+  return q.toString();
+}
+
+async function loadTasks() {
+  try {
+    const page = await api('GET', `/api/tasks?${query()}`);
+    state.tasks = page.items;
+    if (!state.editing) render(); // an open edit form is not replaced under the user's hands
+    showError('');
+  } catch (err) {
+    if (err.message !== 'unauthorized') showError(err.message);
+  }
+}
+
+function scheduleReload() {
+  clearTimeout(state.reloadTimer);
+  state.reloadTimer = setTimeout(loadTasks, 60);
+}
+
+function formatDue(iso) {
+  if (!iso) return null;
+  return `due ${new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })}`;
+}
+
+function taskItem(t) {
+  const li = el('li', {
+    class: `task ${t.status}${state.flash.has(t.id) ? ' flash' : ''}`,
+    dataset: { id: t.id, status: t.status },
+  });
+  const toggle = el('input', {
+    type: 'checkbox',
+    class: 'toggle',
+    'aria-label': `complete ${t.title}`,
+    onchange: () => run(() => api('POST', `/api/tasks/${t.id}/${toggle.checked ? 'complete' : 'reopen'}`)),
+  });
+  toggle.checked = t.status === 'completed';
+  const parts = [
+    toggle,
+    el('span', { class: 'title' }, t.title),
+    t.priority !== 'none' ? el('span', { class: `badge ${t.priority}` }, t.priority) : null,
+    ...t.tags.map((tag) => el('span', { class: 'tag' }, `#${tag}`)),
+    t.due_date ? el('span', { class: 'meta' }, formatDue(t.due_date)) : null,
+    el('button', { type: 'button', class: 'secondary edit', onclick: () => edit(li, t) }, 'Edit'),
+    el(
+      'button',
+      {
+        type: 'button',
+        class: 'secondary delete',
+        onclick: () => run(() => api('DELETE', `/api/tasks/${t.id}`)),
+      },
+      'Delete',
+    ),
+  ];
+  li.append(...parts.filter(Boolean));
+  return li;
+}
+
+function edit(li, t) {
+  state.editing = true;
+  const title = el('input', { class: 'edit-title', value: t.title, maxlength: '500', required: true });
+  const priority = el(
+    'select',
+    { class: 'edit-priority' },
+    ['none', 'low', 'medium', 'high', 'urgent'].map((p) =>
+      el('option', { value: p, selected: p === t.priority }, p),
+    ),
+  );
+  const tags = el('input', { class: 'edit-tags', value: t.tags.join(', ') });
+  const form = el(
+    'form',
+    {
+      class: 'edit-form',
+      onsubmit: (e) => {
+        e.preventDefault();
+        state.editing = false;
+        run(async () => {
+          await api('PATCH', `/api/tasks/${t.id}`, {
+            title: title.value,
+            priority: priority.value,
+            tags: splitTags(tags.value),
+          });
+          await loadTasks();
+        });
+      },
+    },
+    title,
+    priority,
+    tags,
+    el('button', { type: 'submit' }, 'Save'),
+    el(
+      'button',
+      {
+        type: 'button',
+        class: 'secondary',
+        onclick: () => {
+          state.editing = false;
+          render();
+        },
+      },
+      'Cancel',
+    ),
+  );
+  li.replaceChildren(form);
+  title.focus();
+}
+
+function render() {
+  const list = $('#tasks');
+  list.replaceChildren(...state.tasks.map(taskItem));
+  $('#empty').hidden = state.tasks.length > 0;
+  state.flash.clear();
+}
+
+const splitTags = (s) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+
+async function run(fn) {
+  try {
+    await fn();
+    showError('');
+    scheduleReload();
+  } catch (err) {
+    if (err.message !== 'unauthorized') showError(err.message);
+    await loadTasks();
+  }
+}
+
+async function createTask(e) {
+  e.preventDefault();
+  const body = { title: $('#new-title').value, priority: $('#new-priority').value };
+  const tags = splitTags($('#new-tags').value);
+  if (tags.length) body.tags = tags;
+  const due = $('#new-due').value;
+  if (due) body.due_date = new Date(due).toISOString();
+  await run(async () => {
+    await api('POST', '/api/tasks', body);
+    $('#create-form').reset();
+    await loadTasks(); // the live update would do it too; this is immediate
+  });
+}
+
+// ---- live updates ------------------------------------------------------------------------------------
+
+function setStatus(s) {
+  const pill = $('#ws-status');
+  pill.textContent = s;
+  pill.className = `pill ${s}`;
+}
+
+function connect() {
+  if (!state.token) return;
+  clearTimeout(state.reconnectTimer);
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  const resume = state.sequence !== null;
+  const url = `${proto}://${location.host}/ws${resume ? `?since=${state.sequence}` : ''}`;
+  setStatus('connecting');
+  let ws;
+  try {
+    ws = new WebSocket(url, ['taskflow.v1', `bearer.${state.token}`]);
+  } catch {
+    return scheduleReconnect();
+  }
+  state.ws = ws;
+  const reconnected = state.wsAttempts > 0;
+  ws.onmessage = (e) => {
+    let msg;
+    try {
+      msg = JSON.parse(e.data);
+    } catch {
+      return;
+    }
+    if (msg.type === 'hello') {
+      state.wsAttempts = 0;
+      setStatus('live');
+      // Without a sequence to resume from, what happened while offline is unknown: reload.
+      if (!resume && reconnected) loadTasks();
+      if (state.sequence === null && msg.sequence !== null) state.sequence = msg.sequence;
+    } else if (msg.type === 'task.changed') {
+      if (state.sequence !== null && msg.sequence <= state.sequence) return;
+      state.sequence = msg.sequence;
+      state.flash.add(msg.task_id);
+      scheduleReload();
+    } else if (msg.type === 'resync') {
+      state.sequence = msg.sequence;
+      loadTasks();
+    }
+  };
+  ws.onopen = () => {
+    clearInterval(state.pingTimer);
+    state.pingTimer = setInterval(() => {
+      if (ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}');
+    }, 25_000);
+  };
+  ws.onclose = () => {
+    clearInterval(state.pingTimer);
+    if (state.ws === ws) {
+      state.ws = null;
+      setStatus('offline');
+      scheduleReconnect();
+    }
+  };
+}
+
+function scheduleReconnect() {
+  if (!state.token) return;
+  state.wsAttempts++;
+  const delay = Math.min(15_000, 500 * 2 ** Math.min(state.wsAttempts, 5)) * (0.5 + Math.random() / 2);
+  state.reconnectTimer = setTimeout(connect, delay);
+}
+
+function disconnect() {
+  clearTimeout(state.reconnectTimer);
+  clearInterval(state.pingTimer);
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close(1000, 'signed out');
+  setStatus('offline');
+}
+
+// ---- notifications (optional service) ----------------------------------------------------------------
+
+function toast(text) {
+  const t = el('div', { class: 'toast', role: 'status' }, text);
+  $('#toasts').append(t);
+  setTimeout(() => t.remove(), 6000);
+}
+
+async function pollNotifications() {
+  let data;
+  try {
+    data = await api('GET', '/api/notifications');
+  } catch (err) {
+    if (err.status === 404) {
+      clearInterval(state.notifTimer); // this server has no notifications service
+      $('#notifications').hidden = true;
+    }
+    return;
+  }
+  const items = Array.isArray(data) ? data : (data && data.items) || [];
+  $('#notifications').hidden = false;
+  const first = !state.notifLoaded;
+  state.notifLoaded = true;
+  if (items.length === 0)
+    return $('#notif-list').replaceChildren(el('li', { class: 'meta' }, 'No notifications yet.'));
+  $('#notif-list').replaceChildren(
+    ...items.slice(0, 20).map((n) => {
+      const text = n.title || n.message || n.body || n.subject || JSON.stringify(n);
+      const key = n.id || text;
+      if (!state.notifSeen.has(key)) {
+        state.notifSeen.add(key);
+        if (!first) toast(text);
+      }
+      const when = n.created_at || n.sent_at || n.time;
+      return el(
+        'li',
+        { class: n.read_at ? 'read' : 'unread' },
+        el('strong', {}, text),
+        n.body && n.body !== text ? el('div', {}, n.body) : null,
+        when ? el('div', { class: 'meta' }, new Date(when).toLocaleString()) : null,
+      );
+    }),
+  );
+}
+
+// ---- session -----------------------------------------------------------------------------------------
+
+function signIn(token) {
+  state.token = token.trim();
+  localStorage.setItem(TOKEN_KEY, state.token);
+  $('#signin').hidden = true;
+  $('#board').hidden = false;
+  $('#signout').hidden = false;
+  $('#whoami').textContent = subjectOf(state.token) || '';
+  state.sequence = null;
+  state.wsAttempts = 0;
+  state.notifLoaded = false;
+  state.notifSeen.clear();
+  loadTasks();
+  connect();
+  pollNotifications();
+  clearInterval(state.notifTimer);
+  state.notifTimer = setInterval(pollNotifications, 10_000);
+}
+
+function signOut(reason) {
+  state.token = '';
+  localStorage.removeItem(TOKEN_KEY);
+  disconnect();
+  clearInterval(state.notifTimer);
+  $('#board').hidden = true;
+  $('#notifications').hidden = true;
+  $('#signout').hidden = true;
+  $('#whoami').textContent = '';
+  $('#signin').hidden = false;
+  $('#signin-error').textContent = reason || '';
+}
+
+function init() {
+  $('#signin-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const token = $('#token').value.trim();
+    if (token) signIn(token);
+  });
+  $('#signout').addEventListener('click', () => signOut());
+  $('#create-form').addEventListener('submit', createTask);
+  $('#filters').addEventListener('submit', (e) => e.preventDefault());
+  for (const id of ['#f-status', '#f-priority', '#f-sort']) $(id).addEventListener('change', loadTasks);
+  for (const id of ['#f-tag', '#f-search']) $(id).addEventListener('input', scheduleReload);
+  window.addEventListener('online', () => state.ws === null && connect());
+  if (state.token) signIn(state.token);
+}
+
+init();
