@@ -55,7 +55,11 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
     topics: [TOPICS.taskEvents, TOPICS.reminders],
     async setup(rt) {
       const options = { ...auditOptionsFromEnv(), ...opts };
-      await registerAuditApi(rt.http.app, { db: rt.db, verify: createVerifier(rt.config.jwt) });
+      await registerAuditApi(rt.http.app, {
+        db: rt.db,
+        verify: createVerifier(rt.config.jwt),
+        rateLimitPerMinute: rt.config.rateLimitPerMinute,
+      });
       let timer: NodeJS.Timeout | undefined;
       let running: Promise<unknown> = Promise.resolve();
       let appended = 0;

@@ -4,8 +4,9 @@
  * memory stays flat whatever the size, and no database connection is held between pages).
  */
 import { Readable } from 'node:stream';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import type { FastifyInstance } from 'fastify';
+import type { Verifier } from '../../auth.ts';
+import { authenticatedScope } from '../../http/authenticated.ts';
 import { ValidationError, type FieldIssue } from '../../domain/errors.ts';
 import { parseInstant } from '../../domain/task.ts';
 import type { Queryable } from '../../store/db.ts';
@@ -192,15 +193,11 @@ export function exportStream(
 
 const security = [{ bearerAuth: [] }];
 
-export async function registerAuditApi(app: FastifyInstance, deps: { db: Queryable; verify: Verifier }) {
-  await app.register(async (scope) => {
-    const users = new WeakMap<FastifyRequest, string>();
-    const userOf = (req: FastifyRequest) => users.get(req)!;
-    scope.addHook('onRequest', async (req) => {
-      const token = bearerToken(req.headers.authorization);
-      if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-      users.set(req, (await deps.verify(token)).userId);
-    });
+export async function registerAuditApi(
+  app: FastifyInstance,
+  deps: { db: Queryable; verify: Verifier; rateLimitPerMinute?: number },
+) {
+  await authenticatedScope(app, deps, async (scope, userOf) => {
     scope.get(
       '/api/audit',
       {

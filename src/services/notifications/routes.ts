@@ -9,7 +9,8 @@
  * The user comes from the bearer token; another user's notification is a 404.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import type { Verifier } from '../../auth.ts';
+import { authenticatedScope } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { validatePreferencesPatch, validatePushSubscription } from '../../domain/notifications.ts';
@@ -44,126 +45,125 @@ export async function registerNotificationRoutes(
   deps: NotificationRoutesDeps,
 ): Promise<void> {
   const { db, clock } = deps;
-  const userOf = async (req: FastifyRequest) => {
-    const token = bearerToken(req.headers.authorization);
-    if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-    return (await deps.verify(token)).userId;
-  };
 
-  app.get('/api/notifications/preferences', doc('Your notification preferences'), async (req) =>
-    preferencesView(await getPreferences(db, await userOf(req))),
-  );
+  await authenticatedScope(app, deps, async (scope, userOf) => {
+    scope.get('/api/notifications/preferences', doc('Your notification preferences'), async (req) =>
+      preferencesView(await getPreferences(db, await userOf(req))),
+    );
 
-  app.put(
-    '/api/notifications/preferences',
-    doc(
-      'Set notification preferences (fields left out keep their value): email, channels, quiet_hours, webhook_url, webhook_secret',
-      {
-        body: {
-          type: 'object',
-          properties: {
-            email: { type: ['string', 'null'] },
-            channels: {
-              type: 'object',
-              properties: {
-                email: { type: 'boolean' },
-                push: { type: 'boolean' },
-                in_app: { type: 'boolean' },
-                webhook: { type: 'boolean' },
+    scope.put(
+      '/api/notifications/preferences',
+      doc(
+        'Set notification preferences (fields left out keep their value): email, channels, quiet_hours, webhook_url, webhook_secret',
+        {
+          body: {
+            type: 'object',
+            properties: {
+              email: { type: ['string', 'null'] },
+              channels: {
+                type: 'object',
+                properties: {
+                  email: { type: 'boolean' },
+                  push: { type: 'boolean' },
+                  in_app: { type: 'boolean' },
+                  webhook: { type: 'boolean' },
+                },
               },
-            },
-            quiet_hours: {
-              type: ['object', 'null'],
-              properties: {
-                start: { type: 'string', examples: ['22:00'] },
-                end: { type: 'string', examples: ['07:00'] },
-                timezone: { type: 'string', examples: ['Europe/Berlin'] },
+              quiet_hours: {
+                type: ['object', 'null'],
+                properties: {
+                  start: { type: 'string', examples: ['22:00'] },
+                  end: { type: 'string', examples: ['07:00'] },
+                  timezone: { type: 'string', examples: ['Europe/Berlin'] },
+                },
               },
+              webhook_url: { type: ['string', 'null'] },
+              webhook_secret: { type: ['string', 'null'], minLength: 16 },
             },
-            webhook_url: { type: ['string', 'null'] },
-            webhook_secret: { type: ['string', 'null'], minLength: 16 },
           },
         },
+      ),
+      async (req) => {
+        const userId = await userOf(req);
+        const parsed = validatePreferencesPatch(req.body);
+        if (!parsed.ok) throw new ValidationError(parsed.issues);
+        const { prefs, generatedSecret } = await db.transaction((tx) =>
+          putPreferences(tx, userId, parsed.value),
+        );
+        return { ...preferencesView(prefs), ...(generatedSecret ? { webhook_secret: generatedSecret } : {}) };
       },
-    ),
-    async (req) => {
-      const userId = await userOf(req);
-      const parsed = validatePreferencesPatch(req.body);
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const { prefs, generatedSecret } = await db.transaction((tx) =>
-        putPreferences(tx, userId, parsed.value),
-      );
-      return { ...preferencesView(prefs), ...(generatedSecret ? { webhook_secret: generatedSecret } : {}) };
-    },
-  );
+    );
 
-  app.get(
-    '/api/notifications/vapid-public-key',
-    doc('The VAPID public key for PushManager.subscribe'),
-    async (req) => {
-      await userOf(req);
-      if (!deps.vapidPublicKey) throw new NotFoundError('web push configuration');
-      return { public_key: deps.vapidPublicKey };
-    },
-  );
+    scope.get(
+      '/api/notifications/vapid-public-key',
+      doc('The VAPID public key for PushManager.subscribe'),
+      async (req) => {
+        await userOf(req);
+        if (!deps.vapidPublicKey) throw new NotFoundError('web push configuration');
+        return { public_key: deps.vapidPublicKey };
+      },
+    );
 
-  app.post(
-    '/api/notifications/push-subscriptions',
-    doc('Register a browser push subscription (PushSubscription.toJSON())'),
-    async (req, reply: FastifyReply) => {
-      const userId = await userOf(req);
-      const parsed = validatePushSubscription(req.body);
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const row = await addPushSubscription(db, userId, parsed.value);
-      return reply.code(201).send(pushSubscriptionView(row));
-    },
-  );
+    scope.post(
+      '/api/notifications/push-subscriptions',
+      doc('Register a browser push subscription (PushSubscription.toJSON())'),
+      async (req, reply: FastifyReply) => {
+        const userId = await userOf(req);
+        const parsed = validatePushSubscription(req.body);
+        if (!parsed.ok) throw new ValidationError(parsed.issues);
+        const row = await addPushSubscription(db, userId, parsed.value);
+        return reply.code(201).send(pushSubscriptionView(row));
+      },
+    );
 
-  app.delete(
-    '/api/notifications/push-subscriptions/:id',
-    doc('Remove a push subscription'),
-    async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
-      const userId = await userOf(req);
-      if (!isUuid(req.params.id) || !(await deletePushSubscription(db, userId, req.params.id)))
-        throw new NotFoundError('push subscription');
-      return reply.code(204).send();
-    },
-  );
+    scope.delete(
+      '/api/notifications/push-subscriptions/:id',
+      doc('Remove a push subscription'),
+      async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+        const userId = await userOf(req);
+        if (!isUuid(req.params.id) || !(await deletePushSubscription(db, userId, req.params.id)))
+          throw new NotFoundError('push subscription');
+        return reply.code(204).send();
+      },
+    );
 
-  app.get(
-    '/api/notifications',
-    doc('Your in-app notifications, newest first', {
-      querystring: {
-        type: 'object',
-        properties: {
-          unread: { type: 'boolean' },
-          limit: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
+    scope.get(
+      '/api/notifications',
+      doc('Your in-app notifications, newest first', {
+        querystring: {
+          type: 'object',
+          properties: {
+            unread: { type: 'boolean' },
+            limit: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
+          },
         },
+      }),
+      async (req: FastifyRequest<{ Querystring: Record<string, string | undefined> }>) => {
+        const userId = await userOf(req);
+        const { unread, limit } = req.query;
+        const issues = [];
+        if (unread !== undefined && unread !== 'true' && unread !== 'false')
+          issues.push({ path: 'unread', message: 'must be true or false' });
+        const n = limit === undefined ? 50 : Number(limit);
+        if (!Number.isInteger(n) || n < 1 || n > 200)
+          issues.push({ path: 'limit', message: 'must be an integer from 1 to 200' });
+        if (issues.length) throw new ValidationError(issues);
+        const r = await listNotifications(db, userId, { unreadOnly: unread === 'true', limit: n });
+        return { items: r.items.map(notificationView), unread_count: r.unread_count };
       },
-    }),
-    async (req: FastifyRequest<{ Querystring: Record<string, string | undefined> }>) => {
-      const userId = await userOf(req);
-      const { unread, limit } = req.query;
-      const issues = [];
-      if (unread !== undefined && unread !== 'true' && unread !== 'false')
-        issues.push({ path: 'unread', message: 'must be true or false' });
-      const n = limit === undefined ? 50 : Number(limit);
-      if (!Number.isInteger(n) || n < 1 || n > 200)
-        issues.push({ path: 'limit', message: 'must be an integer from 1 to 200' });
-      if (issues.length) throw new ValidationError(issues);
-      const r = await listNotifications(db, userId, { unreadOnly: unread === 'true', limit: n });
-      return { items: r.items.map(notificationView), unread_count: r.unread_count };
-    },
-  );
+    );
 
-  app.post(
-    '/api/notifications/:id/read',
-    doc('Mark an in-app notification read'),
-    async (req: FastifyRequest<{ Params: { id: string } }>) => {
-      const userId = await userOf(req);
-      const row = isUuid(req.params.id) ? await markRead(db, userId, req.params.id, clock.now()) : undefined;
-      if (!row) throw new NotFoundError('notification');
-      return notificationView(row);
-    },
-  );
+    scope.post(
+      '/api/notifications/:id/read',
+      doc('Mark an in-app notification read'),
+      async (req: FastifyRequest<{ Params: { id: string } }>) => {
+        const userId = await userOf(req);
+        const row = isUuid(req.params.id)
+          ? await markRead(db, userId, req.params.id, clock.now())
+          : undefined;
+        if (!row) throw new NotFoundError('notification');
+        return notificationView(row);
+      },
+    );
+  });
 }

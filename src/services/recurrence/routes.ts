@@ -8,15 +8,14 @@
  * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series after
  *   the task's due date (the calendar schedule; see previewOccurrences).
  */
-import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import type { Verifier } from '../../auth.ts';
+import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { ValidationError, VersionConflictError } from '../../domain/errors.ts';
 import { nextOccurrence, previewOccurrences } from '../../domain/recurrence.ts';
 import type { Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { childTraceparent } from '../../observability/trace.ts';
 import type { Db } from '../../store/db.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import {
@@ -71,34 +70,9 @@ export async function registerRecurrenceRoutes(
   deps: RecurrenceRouteDeps,
 ): Promise<void> {
   const { db, store, clock } = deps;
-  const users = new WeakMap<FastifyRequest, string>();
-  const userOf = (req: FastifyRequest) => users.get(req)!;
+  const meta = (req: FastifyRequest): EventMeta => eventMeta(req, deps.source);
 
-  const meta = (req: FastifyRequest): EventMeta => ({
-    source: deps.source,
-    traceparent: childTraceparent(req.headers.traceparent as string | undefined),
-    clientIp: req.ip,
-    ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
-  });
-
-  await app.register(async (scope) => {
-    scope.addHook('onRequest', async (req) => {
-      const token = bearerToken(req.headers.authorization);
-      if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-      users.set(req, (await deps.verify(token)).userId);
-    });
-    if (deps.rateLimitPerMinute > 0)
-      await scope.register(rateLimit, {
-        max: deps.rateLimitPerMinute,
-        timeWindow: 60_000,
-        hook: 'preHandler',
-        keyGenerator: (req) => users.get(req) ?? req.ip,
-        errorResponseBuilder: (_req, ctx) => ({
-          ...problem(429, `rate limit of ${ctx.max} requests per minute exceeded; retry in ${ctx.after}`),
-          statusCode: 429,
-        }),
-      });
-
+  await authenticatedScope(app, deps, async (scope, userOf) => {
     const skip = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const userId = userOf(req);
       const expected = parseIfMatch(req.headers['if-match']);

@@ -6,7 +6,8 @@
  * The user comes from the bearer token; a task this service does not know for that user is a 404.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import type { Verifier } from '../../auth.ts';
+import { authenticatedScope } from '../../http/authenticated.ts';
 import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
@@ -51,11 +52,7 @@ const params = {
 
 export async function registerReminderRoutes(app: FastifyInstance, deps: ReminderRoutesDeps): Promise<void> {
   const { db, clock } = deps;
-  const userOf = async (req: FastifyRequest) => {
-    const token = bearerToken(req.headers.authorization);
-    if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-    return (await deps.verify(token)).userId;
-  };
+
   type Req = FastifyRequest<{ Params: { id: string; reminder_id?: string } }>;
   const ids = (req: Req) => {
     const { id, reminder_id } = req.params;
@@ -65,13 +62,13 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
 
   /** Runs `change` on the locked reminder and writes its event in the same transaction. */
   const mutate = async (
+    userId: string,
     req: Req,
     change: (
       row: ReminderRow,
       now: Date,
     ) => { sql?: [string, unknown[]]; event?: Parameters<typeof reminderEvent> } | null,
   ): Promise<ReminderView> => {
-    const userId = await userOf(req);
     const { taskId, reminderId } = ids(req);
     const traceparent = childTraceparent(req.headers.traceparent as string | undefined);
     const view = await db.transaction(async (tx) => {
@@ -92,88 +89,90 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
     return view;
   };
 
-  app.get(
-    '/api/tasks/:id/reminders',
-    {
-      schema: {
-        tags: ['reminders'],
-        summary: 'The reminders of a task (scheduled, fired, missed, dismissed)',
-        security,
-        params,
+  await authenticatedScope(app, deps, async (scope, userOf) => {
+    scope.get(
+      '/api/tasks/:id/reminders',
+      {
+        schema: {
+          tags: ['reminders'],
+          summary: 'The reminders of a task (scheduled, fired, missed, dismissed)',
+          security,
+          params,
+        },
       },
-    },
-    async (req: Req) => {
-      const userId = await userOf(req);
-      const { taskId } = ids(req);
-      if (!(await ownsTask(db, userId, taskId))) throw new NotFoundError();
-      return { items: (await listForTask(db, userId, taskId)).map(toView) };
-    },
-  );
+      async (req: Req) => {
+        const userId = await userOf(req);
+        const { taskId } = ids(req);
+        if (!(await ownsTask(db, userId, taskId))) throw new NotFoundError();
+        return { items: (await listForTask(db, userId, taskId)).map(toView) };
+      },
+    );
 
-  app.post(
-    '/api/tasks/:id/reminders/:reminder_id/snooze',
-    {
-      schema: {
-        tags: ['reminders'],
-        summary: 'Snooze a reminder: fire it again after a duration or at an instant',
-        security,
-        params,
-        body: {
-          type: 'object',
-          properties: {
-            duration: { type: 'string', examples: ['PT10M'] },
-            until: { type: 'string', format: 'date-time' },
+    scope.post(
+      '/api/tasks/:id/reminders/:reminder_id/snooze',
+      {
+        schema: {
+          tags: ['reminders'],
+          summary: 'Snooze a reminder: fire it again after a duration or at an instant',
+          security,
+          params,
+          body: {
+            type: 'object',
+            properties: {
+              duration: { type: 'string', examples: ['PT10M'] },
+              until: { type: 'string', format: 'date-time' },
+            },
           },
         },
       },
-    },
-    async (req: Req) => {
-      const view = await mutate(req, (row, now) => {
-        const parsed = parseSnooze(req.body, now);
-        if (!parsed.ok) throw new ValidationError(parsed.issues);
-        if (row.status === 'dismissed')
-          throw new ConflictError('the reminder was dismissed; it cannot be snoozed');
-        const at = parsed.value;
-        return {
-          sql: [
-            `UPDATE reminder_schedule SET status = 'scheduled', remind_at = $2, snoozed = true, updated_at = now()
-              WHERE id = $1`,
-            [row.id, at.toISOString()],
-          ],
-          event: [
-            'reminder.scheduled',
-            { ...row, remind_at: at },
-            { now, channels: deps.channels },
-            { reason: 'snoozed' },
-          ],
-        };
-      });
-      deps.onRescheduled();
-      return view;
-    },
-  );
+      async (req: Req) => {
+        const view = await mutate(userOf(req), req, (row, now) => {
+          const parsed = parseSnooze(req.body, now);
+          if (!parsed.ok) throw new ValidationError(parsed.issues);
+          if (row.status === 'dismissed')
+            throw new ConflictError('the reminder was dismissed; it cannot be snoozed');
+          const at = parsed.value;
+          return {
+            sql: [
+              `UPDATE reminder_schedule SET status = 'scheduled', remind_at = $2, snoozed = true, updated_at = now()
+                WHERE id = $1`,
+              [row.id, at.toISOString()],
+            ],
+            event: [
+              'reminder.scheduled',
+              { ...row, remind_at: at },
+              { now, channels: deps.channels },
+              { reason: 'snoozed' },
+            ],
+          };
+        });
+        deps.onRescheduled();
+        return view;
+      },
+    );
 
-  app.post(
-    '/api/tasks/:id/reminders/:reminder_id/dismiss',
-    {
-      schema: { tags: ['reminders'], summary: 'Dismiss a reminder (it will not fire)', security, params },
-    },
-    async (req: Req) =>
-      mutate(req, (row, now) => {
-        if (row.status === 'dismissed') return null; // idempotent
-        return {
-          sql: [
-            `UPDATE reminder_schedule SET status = 'dismissed', dismiss_reason = 'user', updated_at = now()
-              WHERE id = $1`,
-            [row.id],
-          ],
-          event: [
-            'reminder.dismissed',
-            row,
-            { now, channels: deps.channels },
-            { reason: 'dismissed_by_user' },
-          ],
-        };
-      }),
-  );
+    scope.post(
+      '/api/tasks/:id/reminders/:reminder_id/dismiss',
+      {
+        schema: { tags: ['reminders'], summary: 'Dismiss a reminder (it will not fire)', security, params },
+      },
+      async (req: Req) =>
+        mutate(userOf(req), req, (row, now) => {
+          if (row.status === 'dismissed') return null; // idempotent
+          return {
+            sql: [
+              `UPDATE reminder_schedule SET status = 'dismissed', dismiss_reason = 'user', updated_at = now()
+                WHERE id = $1`,
+              [row.id],
+            ],
+            event: [
+              'reminder.dismissed',
+              row,
+              { now, channels: deps.channels },
+              { reason: 'dismissed_by_user' },
+            ],
+          };
+        }),
+    );
+  });
 }
