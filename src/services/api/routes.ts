@@ -3,25 +3,17 @@
  * /api/{user_id}/tasks as thin aliases of the same handlers. The user is always the token's subject.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import rateLimit from '@fastify/rate-limit';
-import { AuthError, bearerToken, type Verifier } from '../../auth.ts';
+import type { Verifier } from '../../auth.ts';
+import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import { parseTaskQuery } from '../../domain/query.ts';
 import { validateCreate, validatePatch, complete, reopen, toggle, type Task } from '../../domain/task.ts';
 import { isTimeZone } from '../../domain/time.ts';
 import { parseReminderOffset } from '../../domain/task.ts';
-import { childTraceparent } from '../../observability/trace.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { listQueryDoc, problemDoc, taskDoc, taskInputDoc } from './openapi.ts';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    userId: string;
-    traceparent: string;
-  }
-}
 
 export interface ApiDeps {
   store: TaskStore;
@@ -60,46 +52,21 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
   const { store, settings } = deps;
   const source = deps.source ?? '/taskflow/api';
 
-  const meta = (req: FastifyRequest): EventMeta => ({
-    source,
-    traceparent: req.traceparent,
-    clientIp: req.ip,
-    ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
-  });
+  const meta = (req: FastifyRequest): EventMeta => eventMeta(req, source);
 
-  await app.register(async (api) => {
-    api.decorateRequest('userId', '');
-    api.decorateRequest('traceparent', '');
-    api.addHook('onRequest', async (req) => {
-      req.traceparent = childTraceparent(req.headers.traceparent as string | undefined);
-      const token = bearerToken(req.headers.authorization);
-      if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-      req.userId = (await deps.verify(token)).userId;
-    });
-    if (deps.rateLimitPerMinute > 0)
-      await api.register(rateLimit, {
-        max: deps.rateLimitPerMinute,
-        timeWindow: 60_000,
-        hook: 'preHandler',
-        keyGenerator: (req) => req.userId || req.ip,
-        errorResponseBuilder: (_req, ctx) => ({
-          ...problem(429, `rate limit of ${ctx.max} requests per minute exceeded; retry in ${ctx.after}`),
-          statusCode: 429,
-        }),
-      });
-
+  await authenticatedScope(app, deps, async (api, userOf) => {
     // Compatibility routes: the path's user must be the token's subject.
     api.addHook('preHandler', async (req, reply) => {
       const params = req.params as { user_id?: string } | undefined;
-      if (params?.user_id !== undefined && params.user_id !== req.userId)
+      if (params?.user_id !== undefined && params.user_id !== userOf(req))
         return sendProblem(reply, problem(403, 'the user in the path is not the authenticated user'));
     });
 
     const create = async (req: FastifyRequest, reply: FastifyReply) => {
-      const { timezone } = await settings.get(req.userId);
+      const { timezone } = await settings.get(userOf(req));
       const parsed = validateCreate(req.body, { timezone });
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const task = await store.create(req.userId, parsed.value, meta(req));
+      const task = await store.create(userOf(req), parsed.value, meta(req));
       return reply
         .code(201)
         .header('location', `/api/tasks/${task.id}`)
@@ -109,30 +76,30 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     const list = async (req: FastifyRequest) => {
       const parsed = parseTaskQuery(req.query as Record<string, unknown>);
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      return store.list(req.userId, parsed.value);
+      return store.list(userOf(req), parsed.value);
     };
     const get = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
-      const task = await store.get(req.userId, req.params.id);
+      const task = await store.get(userOf(req), req.params.id);
       return reply.header('etag', etag(task)).send(task);
     };
     const patch = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const expected = parseIfMatch(req.headers['if-match']);
-      const { timezone } = await settings.get(req.userId);
+      const { timezone } = await settings.get(userOf(req));
       const parsed = validatePatch(req.body, { timezone });
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const task = await store.update(req.userId, req.params.id, parsed.value, meta(req), expected);
+      const task = await store.update(userOf(req), req.params.id, parsed.value, meta(req), expected);
       return reply.header('etag', etag(task)).send(task);
     };
     const remove = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const expected = parseIfMatch(req.headers['if-match']);
-      await store.delete(req.userId, req.params.id, meta(req), expected);
+      await store.delete(userOf(req), req.params.id, meta(req), expected);
       return reply.code(204).send();
     };
     const transition =
       (fn: typeof complete) =>
       async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
         const expected = parseIfMatch(req.headers['if-match']);
-        const task = await store.change(req.userId, req.params.id, fn, meta(req), expected);
+        const task = await store.change(userOf(req), req.params.id, fn, meta(req), expected);
         return reply.header('etag', etag(task)).send(task);
       };
 
@@ -187,7 +154,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     api.get(
       '/api/me/settings',
       { schema: { tags: ['settings'], summary: 'Your time zone and default reminders', security } },
-      async (req) => settings.get(req.userId),
+      async (req) => settings.get(userOf(req)),
     );
     api.put(
       '/api/me/settings',
@@ -202,7 +169,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         for (const k of Object.keys(body))
           if (k !== 'timezone' && k !== 'default_reminders')
             issues.push({ path: k, message: 'unknown field; allowed: timezone, default_reminders' });
-        const current = await settings.get(req.userId);
+        const current = await settings.get(userOf(req));
         const timezone = body.timezone ?? current.timezone;
         if (!isTimeZone(timezone))
           issues.push({ path: 'timezone', message: 'must be an IANA time zone such as Europe/Berlin' });
@@ -222,7 +189,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
           });
         if (issues.length) throw new ValidationError(issues);
         return settings.put({
-          user_id: req.userId,
+          user_id: userOf(req),
           timezone: timezone as string,
           default_reminders: reminders as string[],
         });
