@@ -36,11 +36,19 @@ const WAIT = 30_000;
 const MIN = 60_000;
 const HOUR = 60 * MIN;
 const START = '2026-03-01T12:00:00Z';
-const BUS = process.env.TEST_BUS ?? 'embedded';
-const busEnv = (): Record<string, string> => ({
-  BUS,
-  ...(process.env.KAFKA_BROKERS ? { KAFKA_BROKERS: process.env.KAFKA_BROKERS } : {}),
-});
+/** The end-to-end flow runs on the embedded bus, and on the real Kafka broker when scripts/test started one. */
+const kafkaBrokers = process.env.TEST_KAFKA_BROKERS ?? process.env.KAFKA_BROKERS;
+const BUSES = process.env.TEST_BUS
+  ? [process.env.TEST_BUS]
+  : ['embedded', ...(kafkaBrokers ? ['kafka'] : [])];
+const busEnv = (bus = 'embedded'): Record<string, string> =>
+  bus === 'kafka'
+    ? {
+        BUS: 'kafka',
+        KAFKA_BROKERS: kafkaBrokers!,
+        KAFKA_TOPIC_PREFIX: `rem${Math.random().toString(36).slice(2, 8)}.`,
+      }
+    : { BUS: bus };
 const SECRET = 'webhook-secret-for-tests-0123456789';
 
 type ReminderCloudEvent = CloudEvent<ReminderEventData>;
@@ -84,562 +92,567 @@ async function waitCaughtUp(app: TestApp, group: string): Promise<void> {
 
 const typesOf = (events: ReminderCloudEvent[]) => events.map((e) => e.type);
 
-describe(`reminders and notifications end to end (${BUS} bus)`, () => {
-  let db: Db;
-  let drop: () => Promise<void>;
-  let app: TestApp;
-  let clock: ManualClock;
-  let smtp: Awaited<ReturnType<typeof startSmtpSink>>;
-  let hooks: Awaited<ReturnType<typeof startWebhookSink>>;
-  let pushService: PushServiceSink;
-  const vapid = webpush.generateVAPIDKeys();
+for (const BUS of BUSES) {
+  describe(`reminders and notifications end to end (${BUS} bus)`, () => {
+    let db: Db;
+    let drop: () => Promise<void>;
+    let app: TestApp;
+    let clock: ManualClock;
+    let smtp: Awaited<ReturnType<typeof startSmtpSink>>;
+    let hooks: Awaited<ReturnType<typeof startWebhookSink>>;
+    let pushService: PushServiceSink;
+    const vapid = webpush.generateVAPIDKeys();
 
-  before(async () => {
-    ({ db, drop } = await backends[0]!.fresh());
-    smtp = await startSmtpSink();
-    // /fail always fails; /flaky fails twice, then accepts.
-    hooks = await startWebhookSink((path, nth) =>
-      path.startsWith('/fail') ? 500 : path.startsWith('/flaky') && nth <= 2 ? 503 : 200,
-    );
-    pushService = await startPushService();
-    clock = new ManualClock(START);
-    app = await startApp(db, {
-      clock,
-      env: busEnv(),
-      targets: [
-        ...findTargets(['api', 'relay']),
-        createRemindersTarget({ tickMs: 20 }),
-        createNotificationsTarget({
-          smtpUrl: smtp.url,
-          smtpFrom: 'Taskflow <reminders@taskflow.test>',
-          vapid: { ...vapid, subject: 'mailto:ops@taskflow.test' },
-          pushAgent: pushService.agent,
-          tickMs: 20,
-          maxAttempts: 3,
-          retryBaseMs: 1_000,
-          retryMaxMs: 4_000,
-        }),
-      ],
+    before(async () => {
+      ({ db, drop } = await backends[0]!.fresh());
+      smtp = await startSmtpSink();
+      // /fail always fails; /flaky fails twice, then accepts.
+      hooks = await startWebhookSink((path, nth) =>
+        path.startsWith('/fail') ? 500 : path.startsWith('/flaky') && nth <= 2 ? 503 : 200,
+      );
+      pushService = await startPushService();
+      clock = new ManualClock(START);
+      app = await startApp(db, {
+        clock,
+        env: busEnv(BUS),
+        targets: [
+          ...findTargets(['api', 'relay']),
+          createRemindersTarget({ tickMs: 20 }),
+          createNotificationsTarget({
+            smtpUrl: smtp.url,
+            smtpFrom: 'Taskflow <reminders@taskflow.test>',
+            vapid: { ...vapid, subject: 'mailto:ops@taskflow.test' },
+            pushAgent: pushService.agent,
+            tickMs: 20,
+            maxAttempts: 3,
+            retryBaseMs: 1_000,
+            retryMaxMs: 4_000,
+          }),
+        ],
+      });
     });
-  });
-  after(async () => {
-    await app?.stop();
-    await smtp?.close();
-    await hooks?.close();
-    await pushService?.close();
-    await drop?.();
-  });
-
-  const mailsTo = (addr: string): ReceivedMail[] => smtp.mails.filter((m) => m.to.includes(addr));
-  const hooksAt = (path: string): ReceivedRequest[] => hooks.calls.filter((c) => c.path === path);
-  const inbox = async (user: string) => (await app.call(user, 'GET', '/api/notifications')).body;
-  const inboxFor = async (user: string, taskId: string) =>
-    (await inbox(user)).items.filter((n: { task_id: string }) => n.task_id === taskId);
-  const at = (ms: number) => new Date(clock.now().getTime() + ms).toISOString();
-
-  async function setPrefs(user: string, body: object) {
-    const r = await app.call(user, 'PUT', '/api/notifications/preferences', body);
-    assert.equal(r.status, 200, JSON.stringify(r.body));
-    return r.body;
-  }
-  async function createTask(user: string, body: object) {
-    const r = await app.call(user, 'POST', '/api/tasks', body);
-    assert.equal(r.status, 201, JSON.stringify(r.body));
-    return r.body as { id: string; due_date: string };
-  }
-
-  it('schedules, fires once, and notifies by email, in-app, web push and a signed webhook', async () => {
-    await setPrefs('alice', {
-      email: 'alice@example.com',
-      webhook_url: `${hooks.url}/alice`,
-      webhook_secret: SECRET,
+    after(async () => {
+      await app?.stop();
+      await smtp?.close();
+      await hooks?.close();
+      await pushService?.close();
+      await drop?.();
     });
-    const sub = pushService.subscribe('alice');
-    const gone = pushService.subscribe('alice-old-browser', 410);
-    for (const s of [sub, gone]) {
-      const r = await app.call('alice', 'POST', '/api/notifications/push-subscriptions', s);
-      assert.equal(r.status, 201, JSON.stringify(r.body));
+
+    const mailsTo = (addr: string): ReceivedMail[] => smtp.mails.filter((m) => m.to.includes(addr));
+    const hooksAt = (path: string): ReceivedRequest[] => hooks.calls.filter((c) => c.path === path);
+    const inbox = async (user: string) => (await app.call(user, 'GET', '/api/notifications')).body;
+    const inboxFor = async (user: string, taskId: string) =>
+      (await inbox(user)).items.filter((n: { task_id: string }) => n.task_id === taskId);
+    const at = (ms: number) => new Date(clock.now().getTime() + ms).toISOString();
+
+    async function setPrefs(user: string, body: object) {
+      const r = await app.call(user, 'PUT', '/api/notifications/preferences', body);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return r.body;
     }
-    const prefs = await app.call('alice', 'GET', '/api/notifications/preferences');
-    assert.deepEqual(prefs.body, {
-      email: 'alice@example.com',
-      channels: { email: true, push: true, in_app: true, webhook: true },
-      quiet_hours: null,
-      webhook_url: `${hooks.url}/alice`,
-      webhook_secret_set: true,
+    async function createTask(user: string, body: object) {
+      const r = await app.call(user, 'POST', '/api/tasks', body);
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      return r.body as { id: string; due_date: string };
+    }
+
+    it('schedules, fires once, and notifies by email, in-app, web push and a signed webhook', async () => {
+      await setPrefs('alice', {
+        email: 'alice@example.com',
+        webhook_url: `${hooks.url}/alice`,
+        webhook_secret: SECRET,
+      });
+      const sub = pushService.subscribe('alice');
+      const gone = pushService.subscribe('alice-old-browser', 410);
+      for (const s of [sub, gone]) {
+        const r = await app.call('alice', 'POST', '/api/notifications/push-subscriptions', s);
+        assert.equal(r.status, 201, JSON.stringify(r.body));
+      }
+      const prefs = await app.call('alice', 'GET', '/api/notifications/preferences');
+      assert.deepEqual(prefs.body, {
+        email: 'alice@example.com',
+        channels: { email: true, push: true, in_app: true, webhook: true },
+        quiet_hours: null,
+        webhook_url: `${hooks.url}/alice`,
+        webhook_secret_set: true,
+      });
+
+      const task = await createTask('alice', {
+        title: 'Pay rent',
+        due_date: at(2 * HOUR),
+        reminders: ['PT1H'],
+      });
+      const [scheduled] = await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      const remindAt = new Date(Date.parse(task.due_date) - HOUR).toISOString();
+      assert.equal(scheduled!.data.remind_at, remindAt);
+      assert.equal(scheduled!.data.due_at, task.due_date);
+      assert.equal(scheduled!.data.user_id, 'alice');
+      assert.equal(scheduled!.data.title, 'Pay rent');
+      assert.deepEqual(scheduled!.data.channels, ['email', 'push', 'in_app', 'webhook']);
+      assert.equal(scheduled!.partitionkey, 'alice');
+
+      const list = await app.call('alice', 'GET', `/api/tasks/${task.id}/reminders`);
+      assert.equal(list.status, 200);
+      assert.equal(list.body.items.length, 1);
+      assert.equal(list.body.items[0].id, scheduled!.data.reminder_id);
+      assert.equal(list.body.items[0].status, 'scheduled');
+      assert.equal((await app.call('bob', 'GET', `/api/tasks/${task.id}/reminders`)).status, 404);
+      assert.equal((await app.call(null, 'GET', `/api/tasks/${task.id}/reminders`)).status, 401);
+
+      await settle(100);
+      assert.equal((await reminderEvents(app, task.id)).length, 1, 'nothing fires before its time');
+      clock.advance(HOUR + 1_000);
+      const [triggered] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
+      assert.equal(triggered!.data.reminder_id, scheduled!.data.reminder_id);
+      assert.equal(triggered!.data.triggered_at, clock.now().toISOString());
+
+      await waitFor(() => mailsTo('alice@example.com').length === 1, WAIT, 'the email');
+      await waitFor(
+        async () => (await inboxFor('alice', task.id)).length === 1,
+        WAIT,
+        'the in-app notification',
+      );
+      await waitFor(() => hooksAt('/alice').length === 1, WAIT, 'the webhook call');
+      await waitFor(() => pushService.calls.some((c) => c.path === '/push/alice'), WAIT, 'the push message');
+      await settle();
+
+      // Exactly one of each.
+      assert.equal(
+        (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
+        1,
+      );
+      const [mail] = mailsTo('alice@example.com');
+      assert.equal(mailsTo('alice@example.com').length, 1);
+      assert.equal(mail!.from, 'reminders@taskflow.test');
+      assert.match(mail!.raw, /^Subject: Reminder: Pay rent$/m);
+      assert.match(mail!.raw, new RegExp(`^X-Taskflow-Reminder-Id: ${scheduled!.data.reminder_id}$`, 'mi'));
+
+      const [call] = hooksAt('/alice');
+      assert.equal(hooksAt('/alice').length, 1);
+      const expected = `sha256=${createHmac('sha256', SECRET).update(call!.body).digest('hex')}`;
+      assert.equal(call!.headers['x-taskflow-signature'], expected, 'HMAC-SHA256 of the raw body');
+      const payload = JSON.parse(call!.body);
+      assert.equal(call!.headers['x-taskflow-timestamp'], String(payload.timestamp));
+      assert.equal(payload.timestamp, Math.floor(clock.now().getTime() / 1000));
+      assert.equal(call!.headers['x-taskflow-delivery'], payload.id);
+      assert.equal(call!.headers['content-type'], 'application/json');
+      assert.equal(payload.type, 'reminder.triggered');
+      assert.equal(payload.event_id, triggered!.id);
+      assert.equal(payload.data.reminder_id, scheduled!.data.reminder_id);
+      assert.equal(payload.data.title, 'Pay rent');
+
+      const pushes = pushService.calls.filter((c) => c.path === '/push/alice');
+      assert.equal(pushes.length, 1);
+      const claims = await pushService.verifyVapid(pushes[0]!.headers.authorization, vapid.publicKey);
+      assert.equal(claims.aud, pushService.origin);
+      assert.equal(claims.sub, 'mailto:ops@taskflow.test');
+      assert.equal(pushes[0]!.headers['content-encoding'], 'aes128gcm');
+      const message = JSON.parse(sub.decrypt(pushes[0]!.raw));
+      assert.equal(message.title, 'Reminder: Pay rent');
+      assert.equal(message.reminder_id, scheduled!.data.reminder_id);
+      // The push service said 410 Gone for the old browser: that subscription is removed.
+      await waitFor(
+        async () =>
+          (await db.query(`SELECT 1 FROM push_subscriptions WHERE endpoint = $1`, [gone.endpoint])).rows
+            .length === 0,
+        WAIT,
+        'the gone subscription to be removed',
+      );
+
+      const notes = await inbox('alice');
+      assert.equal(notes.unread_count, 1);
+      const [note] = notes.items;
+      assert.equal(note.title, 'Reminder: Pay rent');
+      assert.equal(note.reminder_id, scheduled!.data.reminder_id);
+      assert.equal(note.read_at, null);
+      assert.equal((await app.call('bob', 'POST', `/api/notifications/${note.id}/read`)).status, 404);
+      const read = await app.call('alice', 'POST', `/api/notifications/${note.id}/read`);
+      assert.equal(read.status, 200);
+      assert.equal(read.body.read_at, clock.now().toISOString());
+      assert.equal((await inbox('alice')).unread_count, 0);
+      assert.equal((await app.call('bob', 'GET', '/api/notifications')).body.items.length, 0);
+
+      const after = await app.call('alice', 'GET', `/api/tasks/${task.id}/reminders`);
+      assert.equal(after.body.items[0].status, 'triggered');
+      assert.equal(after.body.items[0].fire_count, 1);
+
+      // Duplicate delivery of the same triggered event (same id): no second notification on any channel.
+      await app.proc.runtime.bus.publisher.publish([
+        { topic: TOPICS.reminders, key: 'alice', event: triggered! },
+      ]);
+      await waitCaughtUp(app, GROUPS.notifications);
+      await settle();
+      assert.equal(mailsTo('alice@example.com').length, 1);
+      assert.equal(hooksAt('/alice').length, 1);
+      assert.equal(pushService.calls.filter((c) => c.path === '/push/alice').length, 1);
+      assert.equal((await inboxFor('alice', task.id)).length, 1);
+      const deliveries = await db.query(
+        `SELECT channel, status FROM notification_deliveries WHERE event_id = $1 ORDER BY channel`,
+        [triggered!.id],
+      );
+      assert.deepEqual(deliveries.rows, [
+        { channel: 'email', status: 'sent' },
+        { channel: 'in_app', status: 'sent' },
+        { channel: 'push', status: 'sent' },
+        { channel: 'webhook', status: 'sent' },
+      ]);
     });
 
-    const task = await createTask('alice', {
-      title: 'Pay rent',
-      due_date: at(2 * HOUR),
-      reminders: ['PT1H'],
+    it('reschedules when the due date changes: the old reminder is dismissed, a new one scheduled', async () => {
+      const task = await createTask('rita', { title: 'Move', due_date: at(3 * HOUR), reminders: ['PT1H'] });
+      const [first] = await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      const moved = await app.call('rita', 'PATCH', `/api/tasks/${task.id}`, { due_date: at(5 * HOUR) });
+      assert.equal(moved.status, 200);
+      const [dismissed] = await waitForEvents(app, task.id, 'reminder.dismissed', 1);
+      assert.equal(dismissed!.data.reminder_id, first!.data.reminder_id);
+      assert.equal(dismissed!.data.reason, 'rescheduled');
+      const scheduled = await waitForEvents(app, task.id, 'reminder.scheduled', 2);
+      const second = scheduled[1]!;
+      assert.notEqual(second.data.reminder_id, first!.data.reminder_id);
+      assert.equal(second.data.remind_at, new Date(Date.parse(moved.body.due_date) - HOUR).toISOString());
+      // A title change keeps the reminder (same instant) and only refreshes its title.
+      await app.call('rita', 'PATCH', `/api/tasks/${task.id}`, { title: 'Move house' });
+      await waitFor(async () => {
+        const r = await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`);
+        return r.body.items.some((x: { title: string }) => x.title === 'Move house');
+      });
+      const items = (await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
+      assert.deepEqual(
+        items.map((x: { id: string; status: string }) => [x.id, x.status]).sort(),
+        [
+          [first!.data.reminder_id, 'dismissed'],
+          [second.data.reminder_id, 'scheduled'],
+        ].sort(),
+      );
+      assert.deepEqual(typesOf(await reminderEvents(app, task.id)), [
+        'reminder.scheduled',
+        'reminder.dismissed',
+        'reminder.scheduled',
+      ]);
+
+      // Out of order: the old task.created (version 1) arrives again under a new event id, e.g. from a DLQ
+      // replay after the updates. It is older than what the service applied, so nothing changes.
+      const [created] = (await app.proc.runtime.bus.admin.read(TOPICS.taskEvents, { limit: 100_000 }))
+        .map((m) => m.event)
+        .filter((e) => e.subject === task.id && e.type === 'task.created');
+      await app.proc.runtime.bus.publisher.publish([
+        { topic: TOPICS.taskEvents, key: 'rita', event: { ...created!, id: uuidv7() } },
+      ]);
+      await waitCaughtUp(app, GROUPS.reminders);
+      await settle(100);
+      assert.equal((await reminderEvents(app, task.id)).length, 3, 'the stale event changed nothing');
+      const still = (await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
+      assert.deepEqual(still, items);
     });
-    const [scheduled] = await waitForEvents(app, task.id, 'reminder.scheduled', 1);
-    const remindAt = new Date(Date.parse(task.due_date) - HOUR).toISOString();
-    assert.equal(scheduled!.data.remind_at, remindAt);
-    assert.equal(scheduled!.data.due_at, task.due_date);
-    assert.equal(scheduled!.data.user_id, 'alice');
-    assert.equal(scheduled!.data.title, 'Pay rent');
-    assert.deepEqual(scheduled!.data.channels, ['email', 'push', 'in_app', 'webhook']);
-    assert.equal(scheduled!.partitionkey, 'alice');
 
-    const list = await app.call('alice', 'GET', `/api/tasks/${task.id}/reminders`);
-    assert.equal(list.status, 200);
-    assert.equal(list.body.items.length, 1);
-    assert.equal(list.body.items[0].id, scheduled!.data.reminder_id);
-    assert.equal(list.body.items[0].status, 'scheduled');
-    assert.equal((await app.call('bob', 'GET', `/api/tasks/${task.id}/reminders`)).status, 404);
-    assert.equal((await app.call(null, 'GET', `/api/tasks/${task.id}/reminders`)).status, 401);
-
-    await settle(100);
-    assert.equal((await reminderEvents(app, task.id)).length, 1, 'nothing fires before its time');
-    clock.advance(HOUR + 1_000);
-    const [triggered] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
-    assert.equal(triggered!.data.reminder_id, scheduled!.data.reminder_id);
-    assert.equal(triggered!.data.triggered_at, clock.now().toISOString());
-
-    await waitFor(() => mailsTo('alice@example.com').length === 1, WAIT, 'the email');
-    await waitFor(
-      async () => (await inboxFor('alice', task.id)).length === 1,
-      WAIT,
-      'the in-app notification',
-    );
-    await waitFor(() => hooksAt('/alice').length === 1, WAIT, 'the webhook call');
-    await waitFor(() => pushService.calls.some((c) => c.path === '/push/alice'), WAIT, 'the push message');
-    await settle();
-
-    // Exactly one of each.
-    assert.equal(
-      (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
-      1,
-    );
-    const [mail] = mailsTo('alice@example.com');
-    assert.equal(mailsTo('alice@example.com').length, 1);
-    assert.equal(mail!.from, 'reminders@taskflow.test');
-    assert.match(mail!.raw, /^Subject: Reminder: Pay rent$/m);
-    assert.match(mail!.raw, new RegExp(`^X-Taskflow-Reminder-Id: ${scheduled!.data.reminder_id}$`, 'mi'));
-
-    const [call] = hooksAt('/alice');
-    assert.equal(hooksAt('/alice').length, 1);
-    const expected = `sha256=${createHmac('sha256', SECRET).update(call!.body).digest('hex')}`;
-    assert.equal(call!.headers['x-taskflow-signature'], expected, 'HMAC-SHA256 of the raw body');
-    const payload = JSON.parse(call!.body);
-    assert.equal(call!.headers['x-taskflow-timestamp'], String(payload.timestamp));
-    assert.equal(payload.timestamp, Math.floor(clock.now().getTime() / 1000));
-    assert.equal(call!.headers['x-taskflow-delivery'], payload.id);
-    assert.equal(call!.headers['content-type'], 'application/json');
-    assert.equal(payload.type, 'reminder.triggered');
-    assert.equal(payload.event_id, triggered!.id);
-    assert.equal(payload.data.reminder_id, scheduled!.data.reminder_id);
-    assert.equal(payload.data.title, 'Pay rent');
-
-    const pushes = pushService.calls.filter((c) => c.path === '/push/alice');
-    assert.equal(pushes.length, 1);
-    const claims = await pushService.verifyVapid(pushes[0]!.headers.authorization, vapid.publicKey);
-    assert.equal(claims.aud, pushService.origin);
-    assert.equal(claims.sub, 'mailto:ops@taskflow.test');
-    assert.equal(pushes[0]!.headers['content-encoding'], 'aes128gcm');
-    const message = JSON.parse(sub.decrypt(pushes[0]!.raw));
-    assert.equal(message.title, 'Reminder: Pay rent');
-    assert.equal(message.reminder_id, scheduled!.data.reminder_id);
-    // The push service said 410 Gone for the old browser: that subscription is removed.
-    await waitFor(
-      async () =>
-        (await db.query(`SELECT 1 FROM push_subscriptions WHERE endpoint = $1`, [gone.endpoint])).rows
-          .length === 0,
-      WAIT,
-      'the gone subscription to be removed',
-    );
-
-    const notes = await inbox('alice');
-    assert.equal(notes.unread_count, 1);
-    const [note] = notes.items;
-    assert.equal(note.title, 'Reminder: Pay rent');
-    assert.equal(note.reminder_id, scheduled!.data.reminder_id);
-    assert.equal(note.read_at, null);
-    assert.equal((await app.call('bob', 'POST', `/api/notifications/${note.id}/read`)).status, 404);
-    const read = await app.call('alice', 'POST', `/api/notifications/${note.id}/read`);
-    assert.equal(read.status, 200);
-    assert.equal(read.body.read_at, clock.now().toISOString());
-    assert.equal((await inbox('alice')).unread_count, 0);
-    assert.equal((await app.call('bob', 'GET', '/api/notifications')).body.items.length, 0);
-
-    const after = await app.call('alice', 'GET', `/api/tasks/${task.id}/reminders`);
-    assert.equal(after.body.items[0].status, 'triggered');
-    assert.equal(after.body.items[0].fire_count, 1);
-
-    // Duplicate delivery of the same triggered event (same id): no second notification on any channel.
-    await app.proc.runtime.bus.publisher.publish([
-      { topic: TOPICS.reminders, key: 'alice', event: triggered! },
-    ]);
-    await waitCaughtUp(app, GROUPS.notifications);
-    await settle();
-    assert.equal(mailsTo('alice@example.com').length, 1);
-    assert.equal(hooksAt('/alice').length, 1);
-    assert.equal(pushService.calls.filter((c) => c.path === '/push/alice').length, 1);
-    assert.equal((await inboxFor('alice', task.id)).length, 1);
-    const deliveries = await db.query(
-      `SELECT channel, status FROM notification_deliveries WHERE event_id = $1 ORDER BY channel`,
-      [triggered!.id],
-    );
-    assert.deepEqual(deliveries.rows, [
-      { channel: 'email', status: 'sent' },
-      { channel: 'in_app', status: 'sent' },
-      { channel: 'push', status: 'sent' },
-      { channel: 'webhook', status: 'sent' },
-    ]);
-  });
-
-  it('reschedules when the due date changes: the old reminder is dismissed, a new one scheduled', async () => {
-    const task = await createTask('rita', { title: 'Move', due_date: at(3 * HOUR), reminders: ['PT1H'] });
-    const [first] = await waitForEvents(app, task.id, 'reminder.scheduled', 1);
-    const moved = await app.call('rita', 'PATCH', `/api/tasks/${task.id}`, { due_date: at(5 * HOUR) });
-    assert.equal(moved.status, 200);
-    const [dismissed] = await waitForEvents(app, task.id, 'reminder.dismissed', 1);
-    assert.equal(dismissed!.data.reminder_id, first!.data.reminder_id);
-    assert.equal(dismissed!.data.reason, 'rescheduled');
-    const scheduled = await waitForEvents(app, task.id, 'reminder.scheduled', 2);
-    const second = scheduled[1]!;
-    assert.notEqual(second.data.reminder_id, first!.data.reminder_id);
-    assert.equal(second.data.remind_at, new Date(Date.parse(moved.body.due_date) - HOUR).toISOString());
-    // A title change keeps the reminder (same instant) and only refreshes its title.
-    await app.call('rita', 'PATCH', `/api/tasks/${task.id}`, { title: 'Move house' });
-    await waitFor(async () => {
-      const r = await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`);
-      return r.body.items.some((x: { title: string }) => x.title === 'Move house');
+    it('dismisses on completion, reschedules the future ones on reopen, dismisses on delete', async () => {
+      const task = await createTask('cora', {
+        title: 'Call mom',
+        due_date: at(3 * HOUR),
+        reminders: ['PT1H', 'PT2H'],
+      });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 2);
+      await app.call('cora', 'POST', `/api/tasks/${task.id}/complete`);
+      const dismissed = await waitForEvents(app, task.id, 'reminder.dismissed', 2);
+      assert.deepEqual(
+        dismissed.map((e) => e.data.reason),
+        ['task_completed', 'task_completed'],
+      );
+      await app.call('cora', 'POST', `/api/tasks/${task.id}/reopen`);
+      const rescheduled = (await waitForEvents(app, task.id, 'reminder.scheduled', 4)).slice(2);
+      assert.deepEqual(
+        rescheduled.map((e) => e.data.reason),
+        ['rescheduled', 'rescheduled'],
+      );
+      assert.equal((await app.call('cora', 'DELETE', `/api/tasks/${task.id}`)).status, 204);
+      const gone = (await waitForEvents(app, task.id, 'reminder.dismissed', 4)).slice(2);
+      assert.deepEqual(
+        gone.map((e) => e.data.reason),
+        ['task_deleted', 'task_deleted'],
+      );
+      assert.equal((await app.call('cora', 'GET', `/api/tasks/${task.id}/reminders`)).status, 404);
+      clock.advance(3 * HOUR);
+      await settle();
+      assert.equal(
+        (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
+        0,
+      );
     });
-    const items = (await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
-    assert.deepEqual(
-      items.map((x: { id: string; status: string }) => [x.id, x.status]).sort(),
-      [
-        [first!.data.reminder_id, 'dismissed'],
-        [second.data.reminder_id, 'scheduled'],
-      ].sort(),
-    );
-    assert.deepEqual(typesOf(await reminderEvents(app, task.id)), [
-      'reminder.scheduled',
-      'reminder.dismissed',
-      'reminder.scheduled',
-    ]);
 
-    // Out of order: the old task.created (version 1) arrives again under a new event id, e.g. from a DLQ
-    // replay after the updates. It is older than what the service applied, so nothing changes.
-    const [created] = (await app.proc.runtime.bus.admin.read(TOPICS.taskEvents, { limit: 100_000 }))
-      .map((m) => m.event)
-      .filter((e) => e.subject === task.id && e.type === 'task.created');
-    await app.proc.runtime.bus.publisher.publish([
-      { topic: TOPICS.taskEvents, key: 'rita', event: { ...created!, id: uuidv7() } },
-    ]);
-    await waitCaughtUp(app, GROUPS.reminders);
-    await settle(100);
-    assert.equal((await reminderEvents(app, task.id)).length, 3, 'the stale event changed nothing');
-    const still = (await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
-    assert.deepEqual(still, items);
-  });
+    it('snoozes a fired reminder (it fires again) and a pending one; dismisses by API', async () => {
+      await setPrefs('sam', { email: 'sam@example.com' });
+      const task = await createTask('sam', {
+        title: 'Stretch',
+        due_date: at(2 * HOUR),
+        reminders: ['PT1H', 'PT30M'],
+      });
+      const [first, second] = await waitForEvents(app, task.id, 'reminder.scheduled', 2);
+      const base = `/api/tasks/${task.id}/reminders`;
+      clock.advance(HOUR + 1_000);
+      await waitForEvents(app, task.id, 'reminder.triggered', 1);
+      await waitFor(() => mailsTo('sam@example.com').length === 1, WAIT, 'the first email');
 
-  it('dismisses on completion, reschedules the future ones on reopen, dismisses on delete', async () => {
-    const task = await createTask('cora', {
-      title: 'Call mom',
-      due_date: at(3 * HOUR),
-      reminders: ['PT1H', 'PT2H'],
+      const snoozed = await app.call('sam', 'POST', `${base}/${first!.data.reminder_id}/snooze`, {
+        duration: 'PT10M',
+      });
+      assert.equal(snoozed.status, 200, JSON.stringify(snoozed.body));
+      assert.equal(snoozed.body.status, 'scheduled');
+      assert.equal(snoozed.body.snoozed, true);
+      assert.equal(snoozed.body.remind_at, at(10 * MIN));
+      const again = await waitForEvents(app, task.id, 'reminder.scheduled', 3);
+      assert.equal(again[2]!.data.reason, 'snoozed');
+      assert.equal(again[2]!.data.reminder_id, first!.data.reminder_id);
+
+      // The other (not yet fired) reminder is snoozed past its own time: it does not fire at 30 min before due.
+      const later = await app.call('sam', 'POST', `${base}/${second!.data.reminder_id}/snooze`, {
+        until: at(40 * MIN),
+      });
+      assert.equal(later.status, 200);
+
+      clock.advance(10 * MIN + 1_000);
+      const fired = await waitForEvents(app, task.id, 'reminder.triggered', 2);
+      assert.equal(fired[1]!.data.reminder_id, first!.data.reminder_id);
+      assert.equal(fired[1]!.data.reason, 'snoozed');
+      await waitFor(() => mailsTo('sam@example.com').length === 2, WAIT, 'the snoozed email');
+
+      clock.advance(20 * MIN); // past the original 30-min-before-due time, before the snooze
+      await settle();
+      assert.equal(
+        (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
+        2,
+      );
+
+      const dismissed = await app.call('sam', 'POST', `${base}/${second!.data.reminder_id}/dismiss`);
+      assert.equal(dismissed.status, 200);
+      assert.equal(dismissed.body.status, 'dismissed');
+      assert.equal(dismissed.body.dismiss_reason, 'user');
+      const [d] = await waitForEvents(app, task.id, 'reminder.dismissed', 1);
+      assert.equal(d!.data.reason, 'dismissed_by_user');
+      assert.equal(
+        (await app.call('sam', 'POST', `${base}/${second!.data.reminder_id}/dismiss`)).status,
+        200,
+      );
+      const conflict = await app.call('sam', 'POST', `${base}/${second!.data.reminder_id}/snooze`, {
+        duration: 'PT5M',
+      });
+      assert.equal(conflict.status, 409);
+      assert.equal(conflict.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+      const bad = await app.call('sam', 'POST', `${base}/${first!.data.reminder_id}/snooze`, {
+        duration: 'soon',
+      });
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.errors[0].field, 'duration');
+      assert.equal((await app.call('bob', 'POST', `${base}/${first!.data.reminder_id}/dismiss`)).status, 404);
+      assert.equal((await app.call('sam', 'POST', `${base}/${uuidv7()}/dismiss`)).status, 404);
+
+      clock.advance(HOUR);
+      await settle();
+      assert.equal(
+        (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
+        2,
+      );
     });
-    await waitForEvents(app, task.id, 'reminder.scheduled', 2);
-    await app.call('cora', 'POST', `/api/tasks/${task.id}/complete`);
-    const dismissed = await waitForEvents(app, task.id, 'reminder.dismissed', 2);
-    assert.deepEqual(
-      dismissed.map((e) => e.data.reason),
-      ['task_completed', 'task_completed'],
-    );
-    await app.call('cora', 'POST', `/api/tasks/${task.id}/reopen`);
-    const rescheduled = (await waitForEvents(app, task.id, 'reminder.scheduled', 4)).slice(2);
-    assert.deepEqual(
-      rescheduled.map((e) => e.data.reason),
-      ['rescheduled', 'rescheduled'],
-    );
-    assert.equal((await app.call('cora', 'DELETE', `/api/tasks/${task.id}`)).status, 204);
-    const gone = (await waitForEvents(app, task.id, 'reminder.dismissed', 4)).slice(2);
-    assert.deepEqual(
-      gone.map((e) => e.data.reason),
-      ['task_deleted', 'task_deleted'],
-    );
-    assert.equal((await app.call('cora', 'GET', `/api/tasks/${task.id}/reminders`)).status, 404);
-    clock.advance(3 * HOUR);
-    await settle();
-    assert.equal(
-      (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
-      0,
-    );
-  });
 
-  it('snoozes a fired reminder (it fires again) and a pending one; dismisses by API', async () => {
-    await setPrefs('sam', { email: 'sam@example.com' });
-    const task = await createTask('sam', {
-      title: 'Stretch',
-      due_date: at(2 * HOUR),
-      reminders: ['PT1H', 'PT30M'],
+    it('marks reminders later than the grace window as missed (scheduler downtime), without notifying', async () => {
+      await setPrefs('max', { email: 'max@example.com' });
+      const task = await createTask('max', {
+        title: 'Water plants',
+        due_date: at(2 * HOUR),
+        reminders: ['PT1H', 'PT30M'],
+      });
+      const [early, late] = await waitForEvents(app, task.id, 'reminder.scheduled', 2);
+      clock.advance(HOUR + 10 * MIN); // 10 min late: within the 15 min grace window -> fires
+      const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
+      assert.equal(fired!.data.reminder_id, early!.data.reminder_id);
+      clock.advance(2 * HOUR); // the 30-min reminder is now 1h40 late -> missed
+      const [missed] = await waitForEvents(app, task.id, 'reminder.missed', 1);
+      assert.equal(missed!.data.reminder_id, late!.data.reminder_id);
+      assert.match(missed!.data.reason ?? '', /grace window/);
+      await waitFor(() => mailsTo('max@example.com').length === 1, WAIT, 'the email of the fired one');
+      await waitCaughtUp(app, GROUPS.notifications);
+      await settle();
+      assert.equal(
+        (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
+        1,
+      );
+      assert.equal(mailsTo('max@example.com').length, 1);
+      assert.equal((await inboxFor('max', task.id)).length, 1);
+      const forMissed = await db.query(
+        `SELECT 1 FROM notification_deliveries WHERE payload->>'reminder_id' = $1`,
+        [late!.data.reminder_id],
+      );
+      assert.equal(forMissed.rows.length, 0, 'a missed reminder is not delivered');
+      const items = (await app.call('max', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
+      assert.deepEqual(items.map((x: { status: string }) => x.status).sort(), ['missed', 'triggered']);
     });
-    const [first, second] = await waitForEvents(app, task.id, 'reminder.scheduled', 2);
-    const base = `/api/tasks/${task.id}/reminders`;
-    clock.advance(HOUR + 1_000);
-    await waitForEvents(app, task.id, 'reminder.triggered', 1);
-    await waitFor(() => mailsTo('sam@example.com').length === 1, WAIT, 'the first email');
 
-    const snoozed = await app.call('sam', 'POST', `${base}/${first!.data.reminder_id}/snooze`, {
-      duration: 'PT10M',
+    it('does not schedule reminders already past the grace window when the task is created; fires those within it', async () => {
+      const task = await createTask('nina', {
+        title: 'Soon',
+        due_date: at(20 * MIN),
+        reminders: ['P1D', 'PT30M'], // 1 day before is long past; 30 min before was 10 min ago (within grace)
+      });
+      const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
+      assert.equal(fired!.data.remind_at, new Date(Date.parse(task.due_date) - 30 * MIN).toISOString());
+      await settle(100);
+      assert.deepEqual(typesOf(await reminderEvents(app, task.id)), [
+        'reminder.scheduled',
+        'reminder.triggered',
+      ]);
     });
-    assert.equal(snoozed.status, 200, JSON.stringify(snoozed.body));
-    assert.equal(snoozed.body.status, 'scheduled');
-    assert.equal(snoozed.body.snoozed, true);
-    assert.equal(snoozed.body.remind_at, at(10 * MIN));
-    const again = await waitForEvents(app, task.id, 'reminder.scheduled', 3);
-    assert.equal(again[2]!.data.reason, 'snoozed');
-    assert.equal(again[2]!.data.reminder_id, first!.data.reminder_id);
 
-    // The other (not yet fired) reminder is snoozed past its own time: it does not fire at 30 min before due.
-    const later = await app.call('sam', 'POST', `${base}/${second!.data.reminder_id}/snooze`, {
-      until: at(40 * MIN),
+    it('defers email and webhook during quiet hours (in-app at once), sends them when they end, drops dismissed ones', async () => {
+      const now = clock.now();
+      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
+      const end = new Date(now.getTime() + 2 * HOUR);
+      await setPrefs('quinn', {
+        email: 'quinn@example.com',
+        webhook_url: `${hooks.url}/quinn`,
+        webhook_secret: SECRET,
+        quiet_hours: { start: hhmm(new Date(now.getTime() - HOUR)), end: hhmm(end), timezone: 'UTC' },
+      });
+      const task = await createTask('quinn', { title: 'Quiet', reminders: [at(MIN), at(2 * MIN)] });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 2);
+      clock.advance(2 * MIN + 1_000);
+      const [, second] = await waitForEvents(app, task.id, 'reminder.triggered', 2);
+      await waitFor(
+        async () => (await inboxFor('quinn', task.id)).length === 2,
+        WAIT,
+        'the in-app notifications',
+      );
+      await settle();
+      assert.equal(mailsTo('quinn@example.com').length, 0, 'no email during quiet hours');
+      assert.equal(hooksAt('/quinn').length, 0, 'no webhook during quiet hours');
+      // The user dismisses the second one: its deferred email and webhook are dropped.
+      const dismissed = await app.call(
+        'quinn',
+        'POST',
+        `/api/tasks/${task.id}/reminders/${second!.data.reminder_id}/dismiss`,
+      );
+      assert.equal(dismissed.status, 200);
+      await waitFor(
+        async () =>
+          (
+            await db.query(
+              `SELECT 1 FROM notification_deliveries WHERE payload->>'reminder_id' = $1 AND status = 'skipped'`,
+              [second!.data.reminder_id],
+            )
+          ).rows.length === 2,
+        WAIT,
+        'the deferred deliveries of the dismissed reminder to be dropped',
+      );
+      clock.set(new Date(Math.floor(end.getTime() / MIN) * MIN + 1_000));
+      await waitFor(() => mailsTo('quinn@example.com').length === 1, WAIT, 'the deferred email');
+      await waitFor(() => hooksAt('/quinn').length === 1, WAIT, 'the deferred webhook');
+      await settle();
+      assert.equal(mailsTo('quinn@example.com').length, 1);
+      assert.equal(hooksAt('/quinn').length, 1);
+      assert.notEqual(JSON.parse(hooksAt('/quinn')[0]!.body).data.reminder_id, second!.data.reminder_id);
     });
-    assert.equal(later.status, 200);
 
-    clock.advance(10 * MIN + 1_000);
-    const fired = await waitForEvents(app, task.id, 'reminder.triggered', 2);
-    assert.equal(fired[1]!.data.reminder_id, first!.data.reminder_id);
-    assert.equal(fired[1]!.data.reason, 'snoozed');
-    await waitFor(() => mailsTo('sam@example.com').length === 2, WAIT, 'the snoozed email');
-
-    clock.advance(20 * MIN); // past the original 30-min-before-due time, before the snooze
-    await settle();
-    assert.equal(
-      (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
-      2,
-    );
-
-    const dismissed = await app.call('sam', 'POST', `${base}/${second!.data.reminder_id}/dismiss`);
-    assert.equal(dismissed.status, 200);
-    assert.equal(dismissed.body.status, 'dismissed');
-    assert.equal(dismissed.body.dismiss_reason, 'user');
-    const [d] = await waitForEvents(app, task.id, 'reminder.dismissed', 1);
-    assert.equal(d!.data.reason, 'dismissed_by_user');
-    assert.equal((await app.call('sam', 'POST', `${base}/${second!.data.reminder_id}/dismiss`)).status, 200);
-    const conflict = await app.call('sam', 'POST', `${base}/${second!.data.reminder_id}/snooze`, {
-      duration: 'PT5M',
-    });
-    assert.equal(conflict.status, 409);
-    assert.equal(conflict.headers.get('content-type'), 'application/problem+json; charset=utf-8');
-    const bad = await app.call('sam', 'POST', `${base}/${first!.data.reminder_id}/snooze`, {
-      duration: 'soon',
-    });
-    assert.equal(bad.status, 400);
-    assert.equal(bad.body.errors[0].field, 'duration');
-    assert.equal((await app.call('bob', 'POST', `${base}/${first!.data.reminder_id}/dismiss`)).status, 404);
-    assert.equal((await app.call('sam', 'POST', `${base}/${uuidv7()}/dismiss`)).status, 404);
-
-    clock.advance(HOUR);
-    await settle();
-    assert.equal(
-      (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
-      2,
-    );
-  });
-
-  it('marks reminders later than the grace window as missed (scheduler downtime), without notifying', async () => {
-    await setPrefs('max', { email: 'max@example.com' });
-    const task = await createTask('max', {
-      title: 'Water plants',
-      due_date: at(2 * HOUR),
-      reminders: ['PT1H', 'PT30M'],
-    });
-    const [early, late] = await waitForEvents(app, task.id, 'reminder.scheduled', 2);
-    clock.advance(HOUR + 10 * MIN); // 10 min late: within the 15 min grace window -> fires
-    const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
-    assert.equal(fired!.data.reminder_id, early!.data.reminder_id);
-    clock.advance(2 * HOUR); // the 30-min reminder is now 1h40 late -> missed
-    const [missed] = await waitForEvents(app, task.id, 'reminder.missed', 1);
-    assert.equal(missed!.data.reminder_id, late!.data.reminder_id);
-    assert.match(missed!.data.reason ?? '', /grace window/);
-    await waitFor(() => mailsTo('max@example.com').length === 1, WAIT, 'the email of the fired one');
-    await waitCaughtUp(app, GROUPS.notifications);
-    await settle();
-    assert.equal(
-      (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
-      1,
-    );
-    assert.equal(mailsTo('max@example.com').length, 1);
-    assert.equal((await inboxFor('max', task.id)).length, 1);
-    const forMissed = await db.query(
-      `SELECT 1 FROM notification_deliveries WHERE payload->>'reminder_id' = $1`,
-      [late!.data.reminder_id],
-    );
-    assert.equal(forMissed.rows.length, 0, 'a missed reminder is not delivered');
-    const items = (await app.call('max', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
-    assert.deepEqual(items.map((x: { status: string }) => x.status).sort(), ['missed', 'triggered']);
-  });
-
-  it('does not schedule reminders already past the grace window when the task is created; fires those within it', async () => {
-    const task = await createTask('nina', {
-      title: 'Soon',
-      due_date: at(20 * MIN),
-      reminders: ['P1D', 'PT30M'], // 1 day before is long past; 30 min before was 10 min ago (within grace)
-    });
-    const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
-    assert.equal(fired!.data.remind_at, new Date(Date.parse(task.due_date) - 30 * MIN).toISOString());
-    await settle(100);
-    assert.deepEqual(typesOf(await reminderEvents(app, task.id)), [
-      'reminder.scheduled',
-      'reminder.triggered',
-    ]);
-  });
-
-  it('defers email and webhook during quiet hours (in-app at once), sends them when they end, drops dismissed ones', async () => {
-    const now = clock.now();
-    const hhmm = (d: Date) => d.toISOString().slice(11, 16);
-    const end = new Date(now.getTime() + 2 * HOUR);
-    await setPrefs('quinn', {
-      email: 'quinn@example.com',
-      webhook_url: `${hooks.url}/quinn`,
-      webhook_secret: SECRET,
-      quiet_hours: { start: hhmm(new Date(now.getTime() - HOUR)), end: hhmm(end), timezone: 'UTC' },
-    });
-    const task = await createTask('quinn', { title: 'Quiet', reminders: [at(MIN), at(2 * MIN)] });
-    await waitForEvents(app, task.id, 'reminder.scheduled', 2);
-    clock.advance(2 * MIN + 1_000);
-    const [, second] = await waitForEvents(app, task.id, 'reminder.triggered', 2);
-    await waitFor(
-      async () => (await inboxFor('quinn', task.id)).length === 2,
-      WAIT,
-      'the in-app notifications',
-    );
-    await settle();
-    assert.equal(mailsTo('quinn@example.com').length, 0, 'no email during quiet hours');
-    assert.equal(hooksAt('/quinn').length, 0, 'no webhook during quiet hours');
-    // The user dismisses the second one: its deferred email and webhook are dropped.
-    const dismissed = await app.call(
-      'quinn',
-      'POST',
-      `/api/tasks/${task.id}/reminders/${second!.data.reminder_id}/dismiss`,
-    );
-    assert.equal(dismissed.status, 200);
-    await waitFor(
-      async () =>
-        (
-          await db.query(
-            `SELECT 1 FROM notification_deliveries WHERE payload->>'reminder_id' = $1 AND status = 'skipped'`,
-            [second!.data.reminder_id],
-          )
-        ).rows.length === 2,
-      WAIT,
-      'the deferred deliveries of the dismissed reminder to be dropped',
-    );
-    clock.set(new Date(Math.floor(end.getTime() / MIN) * MIN + 1_000));
-    await waitFor(() => mailsTo('quinn@example.com').length === 1, WAIT, 'the deferred email');
-    await waitFor(() => hooksAt('/quinn').length === 1, WAIT, 'the deferred webhook');
-    await settle();
-    assert.equal(mailsTo('quinn@example.com').length, 1);
-    assert.equal(hooksAt('/quinn').length, 1);
-    assert.notEqual(JSON.parse(hooksAt('/quinn')[0]!.body).data.reminder_id, second!.data.reminder_id);
-  });
-
-  it('retries a failing webhook with backoff and marks it dead after N attempts; other channels are not held back', async () => {
-    const deadBefore =
-      (await app.proc.runtime.metrics.notificationsDead.get()).values.find(
+    it('retries a failing webhook with backoff and marks it dead after N attempts; other channels are not held back', async () => {
+      const deadBefore =
+        (await app.proc.runtime.metrics.notificationsDead.get()).values.find(
+          (v) => v.labels.channel === 'webhook',
+        )?.value ?? 0;
+      await setPrefs('fay', {
+        email: 'fay@example.com',
+        webhook_url: `${hooks.url}/fail/fay`,
+        webhook_secret: SECRET,
+      });
+      await setPrefs('flo', { webhook_url: `${hooks.url}/flaky/flo`, webhook_secret: SECRET });
+      const failing = await createTask('fay', { title: 'Fails', reminders: [at(MIN)] });
+      const flaky = await createTask('flo', { title: 'Flaky', reminders: [at(MIN)] });
+      await waitForEvents(app, failing.id, 'reminder.scheduled', 1);
+      await waitForEvents(app, flaky.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      await waitFor(
+        () => mailsTo('fay@example.com').length === 1,
+        WAIT,
+        'the email despite the failing webhook',
+      );
+      await waitFor(
+        () => hooksAt('/fail/fay').length === 1 && hooksAt('/flaky/flo').length === 1,
+        WAIT,
+        'first attempts',
+      );
+      await settle(100);
+      assert.equal(hooksAt('/fail/fay').length, 1, 'no retry before the backoff delay');
+      clock.advance(1_000); // retry 1 after 0.5-1 s
+      await waitFor(
+        () => hooksAt('/fail/fay').length === 2 && hooksAt('/flaky/flo').length === 2,
+        WAIT,
+        'second attempts',
+      );
+      clock.advance(2_000); // retry 2 after 1-2 s
+      await waitFor(
+        () => hooksAt('/fail/fay').length === 3 && hooksAt('/flaky/flo').length === 3,
+        WAIT,
+        'third attempts',
+      );
+      clock.advance(HOUR);
+      await settle();
+      assert.equal(hooksAt('/fail/fay').length, 3, 'given up after 3 attempts');
+      assert.equal(hooksAt('/flaky/flo').length, 3);
+      assert.deepEqual(
+        hooksAt('/flaky/flo').map((c) => c.status),
+        [503, 503, 200],
+      );
+      const ids = new Set(hooksAt('/flaky/flo').map((c) => c.headers['x-taskflow-delivery']));
+      assert.equal(ids.size, 1, 'retries carry the same delivery id');
+      const rows = await db.query<{
+        user_id: string;
+        status: string;
+        attempts: number;
+        last_error: string | null;
+      }>(
+        `SELECT user_id, status, attempts, last_error FROM notification_deliveries
+          WHERE channel = 'webhook' AND user_id IN ('fay', 'flo') ORDER BY user_id`,
+      );
+      assert.deepEqual(
+        rows.rows.map((r) => [r.user_id, r.status, r.attempts]),
+        [
+          ['fay', 'dead', 3],
+          ['flo', 'sent', 3],
+        ],
+      );
+      assert.match(rows.rows[0]!.last_error ?? '', /500/);
+      const deadAfter = (await app.proc.runtime.metrics.notificationsDead.get()).values.find(
         (v) => v.labels.channel === 'webhook',
-      )?.value ?? 0;
-    await setPrefs('fay', {
-      email: 'fay@example.com',
-      webhook_url: `${hooks.url}/fail/fay`,
-      webhook_secret: SECRET,
+      )?.value;
+      assert.equal(deadAfter, deadBefore + 1);
     });
-    await setPrefs('flo', { webhook_url: `${hooks.url}/flaky/flo`, webhook_secret: SECRET });
-    const failing = await createTask('fay', { title: 'Fails', reminders: [at(MIN)] });
-    const flaky = await createTask('flo', { title: 'Flaky', reminders: [at(MIN)] });
-    await waitForEvents(app, failing.id, 'reminder.scheduled', 1);
-    await waitForEvents(app, flaky.id, 'reminder.scheduled', 1);
-    clock.advance(MIN + 1_000);
-    await waitFor(
-      () => mailsTo('fay@example.com').length === 1,
-      WAIT,
-      'the email despite the failing webhook',
-    );
-    await waitFor(
-      () => hooksAt('/fail/fay').length === 1 && hooksAt('/flaky/flo').length === 1,
-      WAIT,
-      'first attempts',
-    );
-    await settle(100);
-    assert.equal(hooksAt('/fail/fay').length, 1, 'no retry before the backoff delay');
-    clock.advance(1_000); // retry 1 after 0.5-1 s
-    await waitFor(
-      () => hooksAt('/fail/fay').length === 2 && hooksAt('/flaky/flo').length === 2,
-      WAIT,
-      'second attempts',
-    );
-    clock.advance(2_000); // retry 2 after 1-2 s
-    await waitFor(
-      () => hooksAt('/fail/fay').length === 3 && hooksAt('/flaky/flo').length === 3,
-      WAIT,
-      'third attempts',
-    );
-    clock.advance(HOUR);
-    await settle();
-    assert.equal(hooksAt('/fail/fay').length, 3, 'given up after 3 attempts');
-    assert.equal(hooksAt('/flaky/flo').length, 3);
-    assert.deepEqual(
-      hooksAt('/flaky/flo').map((c) => c.status),
-      [503, 503, 200],
-    );
-    const ids = new Set(hooksAt('/flaky/flo').map((c) => c.headers['x-taskflow-delivery']));
-    assert.equal(ids.size, 1, 'retries carry the same delivery id');
-    const rows = await db.query<{
-      user_id: string;
-      status: string;
-      attempts: number;
-      last_error: string | null;
-    }>(
-      `SELECT user_id, status, attempts, last_error FROM notification_deliveries
-        WHERE channel = 'webhook' AND user_id IN ('fay', 'flo') ORDER BY user_id`,
-    );
-    assert.deepEqual(
-      rows.rows.map((r) => [r.user_id, r.status, r.attempts]),
-      [
-        ['fay', 'dead', 3],
-        ['flo', 'sent', 3],
-      ],
-    );
-    assert.match(rows.rows[0]!.last_error ?? '', /500/);
-    const deadAfter = (await app.proc.runtime.metrics.notificationsDead.get()).values.find(
-      (v) => v.labels.channel === 'webhook',
-    )?.value;
-    assert.equal(deadAfter, deadBefore + 1);
-  });
 
-  it('validates preferences and push subscriptions, and requires a token', async () => {
-    const bad = await app.call('vic', 'PUT', '/api/notifications/preferences', {
-      email: 'nope',
-      quiet_hours: { start: '22:00', end: '22:00' },
+    it('validates preferences and push subscriptions, and requires a token', async () => {
+      const bad = await app.call('vic', 'PUT', '/api/notifications/preferences', {
+        email: 'nope',
+        quiet_hours: { start: '22:00', end: '22:00' },
+      });
+      assert.equal(bad.status, 400);
+      assert.deepEqual(bad.body.errors.map((e: { field: string }) => e.field).sort(), [
+        'email',
+        'quiet_hours.end',
+      ]);
+      const generated = await app.call('vic', 'PUT', '/api/notifications/preferences', {
+        webhook_url: `${hooks.url}/vic`,
+      });
+      assert.equal(generated.status, 200);
+      assert.match(generated.body.webhook_secret, /^whsec_/);
+      assert.equal(
+        (await app.call('vic', 'GET', '/api/notifications/preferences')).body.webhook_secret,
+        undefined,
+      );
+      const sub = await app.call('vic', 'POST', '/api/notifications/push-subscriptions', {
+        endpoint: 'http://x',
+      });
+      assert.equal(sub.status, 400);
+      assert.equal((await app.call(null, 'GET', '/api/notifications')).status, 401);
+      const key = await app.call('vic', 'GET', '/api/notifications/vapid-public-key');
+      assert.equal(key.body.public_key, vapid.publicKey);
     });
-    assert.equal(bad.status, 400);
-    assert.deepEqual(bad.body.errors.map((e: { field: string }) => e.field).sort(), [
-      'email',
-      'quiet_hours.end',
-    ]);
-    const generated = await app.call('vic', 'PUT', '/api/notifications/preferences', {
-      webhook_url: `${hooks.url}/vic`,
-    });
-    assert.equal(generated.status, 200);
-    assert.match(generated.body.webhook_secret, /^whsec_/);
-    assert.equal(
-      (await app.call('vic', 'GET', '/api/notifications/preferences')).body.webhook_secret,
-      undefined,
-    );
-    const sub = await app.call('vic', 'POST', '/api/notifications/push-subscriptions', {
-      endpoint: 'http://x',
-    });
-    assert.equal(sub.status, 400);
-    assert.equal((await app.call(null, 'GET', '/api/notifications')).status, 401);
-    const key = await app.call('vic', 'GET', '/api/notifications/vapid-public-key');
-    assert.equal(key.body.public_key, vapid.publicKey);
   });
-});
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // The scheduler alone, over each database backend.
