@@ -16,7 +16,7 @@ import { apiTarget } from '../../src/services/api/index.ts';
 import { broadcasterTarget } from '../../src/services/broadcaster/index.ts';
 import { createGatewayTarget, gatewayGroup } from '../../src/services/gateway/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
-import type { Db } from '../../src/store/db.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
 
@@ -290,3 +290,61 @@ describe('WebSocket gateway', () => {
     assert.equal(closed.code, 1001);
   });
 });
+
+describe(
+  'WebSocket gateway on Kafka: two instances',
+  { skip: process.env.TEST_KAFKA_BROKERS ? false : 'needs TEST_KAFKA_BROKERS (scripts/test starts Kafka)' },
+  () => {
+    it('delivers a change to the user’s clients on both gateway instances', async () => {
+      const env = {
+        BUS: 'kafka',
+        KAFKA_BROKERS: process.env.TEST_KAFKA_BROKERS!,
+        KAFKA_TOPIC_PREFIX: `gw${uuidv7().slice(-8)}.`,
+      };
+      const dbA = await openDb('memory://');
+      const dbB = await openDb('memory://');
+      const clock = { now: () => new Date() };
+      const a = await startApp(dbA, {
+        targets: [
+          apiTarget,
+          relayTarget,
+          broadcasterTarget,
+          createGatewayTarget({ instanceId: 'kafka-gw-a' }),
+        ],
+        env,
+        clock,
+      });
+      const b = await startApp(dbB, {
+        targets: [createGatewayTarget({ instanceId: 'kafka-gw-b' })],
+        env,
+        clock,
+      });
+      const clients: Client[] = [];
+      try {
+        const token = await a.token('kim');
+        clients.push(await Client.open(a.url, { token }), await Client.open(b.url, { token }));
+        // Each instance joins its own group from the latest offset: wait until both groups are assigned.
+        await waitFor(
+          async () => {
+            const groups = await a.proc.runtime.bus.admin.listGroups();
+            return groups.includes(gatewayGroup('kafka-gw-a')) && groups.includes(gatewayGroup('kafka-gw-b'));
+          },
+          30_000,
+          'both gateway groups',
+        );
+        await new Promise((r) => setTimeout(r, 3000));
+        assert.equal((await a.call('kim', 'POST', '/api/tasks', { title: 'on both instances' })).status, 201);
+        for (const c of clients) {
+          const f = await c.next((x) => x.type === 'task.changed', 30_000);
+          assert.equal(f.task!.title, 'on both instances');
+        }
+      } finally {
+        for (const c of clients) c.ws.terminate();
+        await b.stop();
+        await a.stop();
+        await dbA.close();
+        await dbB.close();
+      }
+    });
+  },
+);
