@@ -93,7 +93,8 @@ export async function consumeWithRetry(
     async (span) => {
       const outcome = await consume(message, handler, ctx, span);
       span.setAttribute('taskflow.outcome', outcome);
-      if (outcome === 'dead-lettered') span.setStatus({ code: SpanStatusCode.ERROR, message: 'dead-lettered' });
+      if (outcome === 'dead-lettered')
+        span.setStatus({ code: SpanStatusCode.ERROR, message: 'dead-lettered' });
       return outcome;
     },
   );

@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
+import { createDaprBus } from '../../src/bus/dapr/index.ts';
 import { createKafkaBus, KafkaAdmin } from '../../src/bus/kafka/index.ts';
 import { allTopics } from '../../src/bus/index.ts';
 import { PermanentError, type Bus, type BusMessage } from '../../src/bus/types.ts';
@@ -27,7 +28,7 @@ import { createRemindersTarget } from '../../src/services/reminders/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { outboxEvents, testConfig, waitFor } from '../helpers/app.ts';
-import { daprdAvailable, startDaprApp, type DaprApp } from '../helpers/dapr.ts';
+import { daprdAvailable, freePorts, startDaprApp, type DaprApp } from '../helpers/dapr.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { kafka } from '../helpers/kafka.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
@@ -61,8 +62,7 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
   let brokers: string;
   let db: Db;
   const clock = new ManualClock(START);
-  const apps: Record<'api' | 'recurrence' | 'reminders' | 'notifications' | 'probe', DaprApp> =
-    {} as never;
+  const apps = {} as Record<'api' | 'recurrence' | 'reminders' | 'notifications' | 'probe', DaprApp>;
   let bus: Bus; // the api process's bus: its publisher goes through the api sidecar, its admin to Kafka
 
   before(async () => {
@@ -90,7 +90,12 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     const started = await Promise.allSettled([
       start('taskflow-api', 'dapr-e2e-api', findTargets(['api', 'relay']), []),
       start(GROUPS.recurrence, 'dapr-e2e-recurrence', findTargets(['recurrence']), [TOPICS.taskEvents]),
-      start(GROUPS.reminders, 'dapr-e2e-reminders', [createRemindersTarget({ tickMs: 20 })], [TOPICS.taskEvents]),
+      start(
+        GROUPS.reminders,
+        'dapr-e2e-reminders',
+        [createRemindersTarget({ tickMs: 20 })],
+        [TOPICS.taskEvents],
+      ),
       start(
         GROUPS.notifications,
         'dapr-e2e-notifications',
@@ -156,7 +161,9 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
 
     // The trace continues across the sidecars: daprd keeps the event's own traceparent.
     const events = await outboxEvents(db);
-    const completed = events.find((e) => e.event_type === 'task.completed' && e.event.subject === created.body.id);
+    const completed = events.find(
+      (e) => e.event_type === 'task.completed' && e.event.subject === created.body.id,
+    );
     const next = events.find((e) => e.event_type === 'task.created' && e.event.subject === series[1].id);
     assert.ok(completed && next);
     assert.equal(next.event.source, '/taskflow/recurrence');
@@ -217,7 +224,11 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     (invalid.data as { task: { title: string } }).task.title = '';
     const permanent = taskCreated('u3', 'permanent');
     await bus.publisher.publish(
-      [invalid, permanent, taskCreated('u3', 'fine')].map((event) => ({ topic: PROBE_TOPIC, key: 'u3', event })),
+      [invalid, permanent, taskCreated('u3', 'fine')].map((event) => ({
+        topic: PROBE_TOPIC,
+        key: 'u3',
+        event,
+      })),
     );
     await waitFor(() => calls.includes('fine'), 30_000, 'the event after them handled');
     assert.deepEqual(calls, ['permanent', 'fine'], 'the invalid event never reaches the handler');
@@ -244,7 +255,11 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     fixed = true;
     const replayed = await replayDeadLetters(bus, PROBE_GROUP, { ids: [permanent.id] });
     assert.equal(replayed.length, 1);
-    await waitFor(() => calls.filter((c) => c === 'permanent').length === 2, 30_000, 'replayed event handled');
+    await waitFor(
+      () => calls.filter((c) => c === 'permanent').length === 2,
+      30_000,
+      'replayed event handled',
+    );
   });
 
   it('(4) transient failures are retried by daprd per the resiliency policy, in order per key; when retries run out, the dead-letter topic', async () => {
@@ -306,7 +321,10 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
   it('reads events the Kafka transport wrote (binary content mode) on the same topics', async () => {
     const got: CloudEvent[] = [];
     probe = async (m) => void got.push(m.event);
-    const kbus = createKafkaBus({ brokers: brokers.split(','), clientId: 'dapr-e2e-kafka' }, { log: silentLogger });
+    const kbus = createKafkaBus(
+      { brokers: brokers.split(','), clientId: 'dapr-e2e-kafka' },
+      { log: silentLogger },
+    );
     const event = taskCreated('u6', 'from-kafka-transport');
     try {
       await kbus.publisher.publish([{ topic: PROBE_TOPIC, key: 'u6', event }]);
@@ -318,11 +336,11 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
   });
 
   it('reports an unreachable sidecar as a clear publish error (the relay backs off)', async () => {
-    const { createDaprBus } = await import('../../src/bus/dapr/index.ts');
-    const dead = createDaprBus({ httpPort: 1, pubsubName: 'pubsub-kafka' }, { log: silentLogger });
+    const [port] = await freePorts(1); // nothing listens there
+    const dead = createDaprBus({ httpPort: port!, pubsubName: 'pubsub-kafka' }, { log: silentLogger });
     await assert.rejects(
       dead.publisher.publish([{ topic: PROBE_TOPIC, key: 'x', event: taskCreated('x', 'nowhere') }]),
-      /sidecar unreachable at http:\/\/127\.0\.0\.1:1 \(ECONNREFUSED\)/,
+      new RegExp(`sidecar unreachable at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`),
     );
     await assert.rejects(dead.admin.lag(), /not supported on BUS=dapr without KAFKA_BROKERS/);
     await dead.close();

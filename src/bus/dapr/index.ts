@@ -310,17 +310,13 @@ export class DaprSubscriber implements Subscriber {
 
   private mount(app: FastifyInstance) {
     if (!app.hasContentTypeParser('application/cloudevents+json'))
-      app.addContentTypeParser(
-        'application/cloudevents+json',
-        { parseAs: 'string' },
-        (_req, body, done) => {
-          try {
-            done(null, JSON.parse(body as string));
-          } catch (err) {
-            done(err as Error, undefined);
-          }
-        },
-      );
+      app.addContentTypeParser('application/cloudevents+json', { parseAs: 'string' }, (_req, body, done) => {
+        try {
+          done(null, JSON.parse(body as string));
+        } catch (err) {
+          done(err as Error, undefined);
+        }
+      });
     app.get('/dapr/subscribe', { schema: { hide: true } }, async () => {
       this.served = true;
       return this.subscriptions();
@@ -487,15 +483,15 @@ export class DaprAdmin implements BusAdmin {
     await this.need('creating topics').ensureTopics(topics);
   }
 
-  describeTopics() {
+  async describeTopics() {
     return this.need('describing topics').describeTopics();
   }
 
-  lag(group?: string): Promise<PartitionLag[]> {
+  async lag(group?: string): Promise<PartitionLag[]> {
     return this.need('consumer lag').lag(group);
   }
 
-  listGroups(): Promise<string[]> {
+  async listGroups(): Promise<string[]> {
     return this.need('listing consumer groups').listGroups();
   }
 
@@ -503,7 +499,7 @@ export class DaprAdmin implements BusAdmin {
     return (await this.need('reading a topic').read(topic, opts)).map(normalizeStored);
   }
 
-  tail(
+  async tail(
     topic: string,
     opts: { fromBeginning: boolean; signal: AbortSignal },
     onMessage: (m: StoredMessage) => void,
