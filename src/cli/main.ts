@@ -9,7 +9,9 @@ import type { Bus } from '../bus/types.ts';
 import { GROUPS } from '../contracts/topics.ts';
 import { createLogger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';
+import { initTracing, shutdownTracing } from '../observability/tracing.ts';
 import { runTargets } from '../process.ts';
+import { serveMcpStdio } from '../services/api/mcp.ts';
 import { verifyChain } from '../services/audit/chain.ts';
 import { TARGETS, findTargets } from '../services/index.ts';
 import { openDb, type Db } from '../store/db.ts';
@@ -28,6 +30,8 @@ program
 async function serve(names: readonly string[], banner: boolean) {
   const config = loadConfig();
   const targets = findTargets(names);
+  // OpenTelemetry traces when OTEL_EXPORTER_OTLP_ENDPOINT is set (otherwise a no-op, see tracing.ts).
+  await initTracing({ serviceName: names.length === 1 ? `taskflow-${names[0]}` : 'taskflow' });
   const proc = await runTargets(config, targets);
   const log = proc.runtime.log;
   log.info({ url: proc.url, targets: targets.map((t) => t.name), bus: config.bus }, 'taskflow running');
@@ -58,13 +62,16 @@ async function serve(names: readonly string[], banner: boolean) {
       process.exit(1);
     }, 30_000);
     force.unref();
-    proc.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    proc
+      .stop()
+      .then(() => shutdownTracing())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
@@ -85,6 +92,25 @@ program
   .description('run some targets in this process')
   .argument('<targets...>', `targets: ${TARGETS.map((t) => t.name).join(', ')}`)
   .action((names: string[]) => serve(names, false));
+
+program
+  .command('mcp')
+  .description(
+    "MCP server on stdio for an AI assistant: the user from the JWT in TASKFLOW_TOKEN; writes go through the task store into DATABASE_URL (its outbox), the running system's relay publishes them",
+  )
+  .action(async () => {
+    const config = loadConfig();
+    const token = process.env.TASKFLOW_TOKEN;
+    if (!token)
+      throw new ConfigError(
+        'set TASKFLOW_TOKEN to a JWT of the user (npm run taskflow -- token --user <id>)',
+      );
+    const log = createLogger({ level: process.env.LOG_LEVEL || 'warn', fd: 2 });
+    await initTracing({ serviceName: 'taskflow-mcp' });
+    await serveMcpStdio({ config, token, log });
+    await shutdownTracing();
+    process.exit(0);
+  });
 
 program
   .command('migrate')

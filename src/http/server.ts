@@ -2,7 +2,12 @@
  * The HTTP listener every target process has: health, readiness, metrics and uniform problem+json errors.
  * Targets add their routes (the API, the gateway's WebSocket, Dapr subscription routes) to it.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+} from 'fastify';
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
 import { AuthError } from '../auth.ts';
 import { NotFoundError, ValidationError, VersionConflictError } from '../domain/errors.ts';

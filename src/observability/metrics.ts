@@ -122,13 +122,14 @@ export class Metrics {
     help: 'Messages not yet handled by a consumer group, by topic and partition (end offset - committed offset), read at scrape time',
     labelNames: ['group', 'topic', 'partition'] as const,
     registers: [this.registry],
-    collect: () => this.collectConsumerGroups(),
+    collect: () => this.refreshConsumerGroups(),
   });
   readonly deadLetterMessages = new Gauge({
     name: 'taskflow_dlq_messages',
     help: 'Messages retained in a consumer group dead-letter topic (<group>.dlq), read at scrape time',
     labelNames: ['group'] as const,
     registers: [this.registry],
+    collect: () => this.refreshConsumerGroups(),
   });
   readonly busReadErrors = new Counter({
     name: 'taskflow_metrics_bus_read_errors_total',
@@ -150,6 +151,14 @@ export class Metrics {
   }
 
   private readonly lagSeries = new Map<string, { group: string; topic: string; partition: string }[]>();
+
+  private refreshing: Promise<void> | undefined;
+  /** One read of the bus per scrape, shared by the gauges that need it. */
+  private refreshConsumerGroups(): Promise<void> {
+    return (this.refreshing ??= this.collectConsumerGroups().finally(() => {
+      this.refreshing = undefined;
+    }));
+  }
 
   private async collectConsumerGroups(): Promise<void> {
     const timeout = <T>(p: Promise<T>) =>

@@ -23,6 +23,7 @@ import {
   type Span,
   type SpanContext,
 } from '@opentelemetry/api';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-node';
 
 export { SpanKind, SpanStatusCode };
 
@@ -160,7 +161,7 @@ export function runWithSpan<T>(span: Span | undefined, fn: () => T): T {
 export interface TracingOptions {
   serviceName: string;
   /** An exporter to use instead of OTLP (tests: InMemorySpanExporter). */
-  exporter?: import('@opentelemetry/sdk-trace-node').SpanExporter;
+  exporter?: SpanExporter;
   /** Export each span when it ends (tests) instead of in batches. */
   simple?: boolean;
   env?: NodeJS.ProcessEnv;

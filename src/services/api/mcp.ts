@@ -17,7 +17,12 @@ import * as z from 'zod';
 import { AuthError, bearerToken, createVerifier, type Verifier } from '../../auth.ts';
 import type { Config } from '../../config.ts';
 import { systemClock } from '../../domain/clock.ts';
-import { NotFoundError, ValidationError, VersionConflictError, type FieldIssue } from '../../domain/errors.ts';
+import {
+  NotFoundError,
+  ValidationError,
+  VersionConflictError,
+  type FieldIssue,
+} from '../../domain/errors.ts';
 import { MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
 import { RECURRENCE_MODES, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
 import {
@@ -51,6 +56,8 @@ export interface McpDeps {
 /** Who is calling: the user is always the token's subject. */
 export interface McpCaller {
   userId: string;
+  /** The caller's W3C trace context (HTTP `traceparent`), continued when tracing is off. */
+  traceparent?: string;
   clientIp?: string;
   userAgent?: string;
 }
@@ -64,7 +71,13 @@ const userIdArg = z
   .describe(
     'Optional, for Phase III clients that send it: must be the authenticated user (the user always comes from the token).',
   );
-const taskIdArg = z.string().describe('The task id (a UUID), as returned by add_task, list_tasks or search_tasks.');
+/** A string argument whose schema errors say "is required" / "must be a string". */
+const str = () =>
+  z.string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') });
+
+const taskIdArg = str().describe(
+  'The task id (a UUID), as returned by add_task, list_tasks or search_tasks.',
+);
 const versionArg = z
   .number()
   .int()
@@ -75,19 +88,29 @@ const versionArg = z
 const recurrenceObject = z
   .strictObject({
     preset: z.enum(RECURRENCE_PRESETS as [string, ...string[]]).optional(),
-    rrule: z.string().optional().describe('An RFC 5545 RRULE such as FREQ=WEEKLY;BYDAY=MO,WE (no RRULE: prefix).'),
+    rrule: z
+      .string()
+      .optional()
+      .describe('An RFC 5545 RRULE such as FREQ=WEEKLY;BYDAY=MO,WE (no RRULE: prefix).'),
     interval: z.number().int().optional().describe('Repeat every n periods of the preset (default 1).'),
     mode: z
       .enum(RECURRENCE_MODES as [string, ...string[]])
       .optional()
-      .describe('schedule: next due follows the calendar; after_completion: counted from when it was completed.'),
-    timezone: z.string().optional().describe('IANA time zone of the rule, e.g. Europe/Berlin (default: the user’s).'),
+      .describe(
+        'schedule: next due follows the calendar; after_completion: counted from when it was completed.',
+      ),
+    timezone: z
+      .string()
+      .optional()
+      .describe('IANA time zone of the rule, e.g. Europe/Berlin (default: the user’s).'),
     until: z.string().optional().describe('Last possible occurrence, ISO 8601 date-time.'),
     count: z.number().int().optional().describe('Number of occurrences in total.'),
   })
   .describe('A recurrence rule: a preset or an RRULE, with options.');
 const recurrenceArg = z
-  .union([z.enum(RECURRENCE_PRESETS as [string, ...string[]]), recurrenceObject])
+  .union([z.enum(RECURRENCE_PRESETS as [string, ...string[]]), recurrenceObject], {
+    error: `must be a preset (${RECURRENCE_PRESETS.join(', ')}), an object with rrule or preset, or null`,
+  })
   .nullable()
   .describe(
     `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}) or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
@@ -100,7 +123,7 @@ const remindersArg = z
     'When to remind: offsets before the due date as ISO 8601 durations (PT15M, PT1H, P1D; need a due_date) or absolute ISO 8601 date-times; null = the user’s default reminders, [] = none.',
   );
 const taskFields = {
-  title: z.string().describe(`Short title, 1-${LIMITS.titleMax} characters.`),
+  title: str().describe(`Short title, 1-${LIMITS.titleMax} characters.`),
   description: z.string().describe(`Details, up to ${LIMITS.descriptionMax} characters.`),
   priority: z.enum(PRIORITIES).describe('Priority (default none).'),
   tags: z
@@ -122,7 +145,10 @@ const filterArgs = {
     .describe('Which tasks: all (default), pending or completed.'),
   priority: z.array(z.enum(PRIORITIES)).optional().describe('Only these priorities.'),
   tags: z.array(z.string()).optional().describe('Only tasks with these tags (see tag_mode).'),
-  tag_mode: z.enum(['any', 'all']).optional().describe('any (default): at least one of tags; all: every tag.'),
+  tag_mode: z
+    .enum(['any', 'all'])
+    .optional()
+    .describe('any (default): at least one of tags; all: every tag.'),
   due_before: z.string().optional().describe('Only tasks due before this ISO 8601 date-time.'),
   due_after: z.string().optional().describe('Only tasks due after this ISO 8601 date-time.'),
   overdue: z.boolean().optional().describe('true: only pending tasks past due; false: none of those.'),
@@ -243,7 +269,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
 
   const meta = (): EventMeta => ({
     source,
-    traceparent: childTraceparent(),
+    traceparent: childTraceparent(caller.traceparent),
     ...(caller.clientIp ? { clientIp: caller.clientIp } : {}),
     ...(caller.userAgent ? { userAgent: caller.userAgent } : {}),
   });
@@ -251,7 +277,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
 
   /** Wraps a tool: span, user check, and every failure as a tool error (never a crash). */
   const run =
-    <A extends Record<string, unknown>>(name: string, rename: Rename, fn: (args: A) => Promise<CallToolResult>) =>
+    <A extends Record<string, unknown>>(
+      name: string,
+      rename: Rename,
+      fn: (args: A) => Promise<CallToolResult>,
+    ) =>
     (args: A): Promise<CallToolResult> =>
       withSpan(
         `mcp tools/call ${name}`,
@@ -259,7 +289,9 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         async (span) => {
           try {
             if (args.user_id !== undefined && args.user_id !== caller.userId)
-              return toolError('user_id: is not the authenticated user (omit it; the user comes from the token)');
+              return toolError(
+                'user_id: is not the authenticated user (omit it; the user comes from the token)',
+              );
             return await fn(args);
           } catch (err) {
             if (err instanceof ValidationError)
@@ -329,7 +361,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         'Full-text search in titles and descriptions (words, "phrases", -excluded), with the list_tasks filters. Answers like list_tasks.',
       inputSchema: z.strictObject({
         user_id: userIdArg,
-        query: z.string().describe('What to look for, up to 200 characters.'),
+        query: str().describe('What to look for, up to 200 characters.'),
         ...filterArgs,
       }),
       outputSchema: listOut,
@@ -370,7 +402,10 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         task_id: taskIdArg,
         title: taskFields.title.optional(),
         description: taskFields.description.optional(),
-        status: z.enum(STATUSES).optional().describe('pending or completed (complete_task / reopen_task do the same).'),
+        status: z
+          .enum(STATUSES)
+          .optional()
+          .describe('pending or completed (complete_task / reopen_task do the same).'),
         priority: taskFields.priority.optional(),
         tags: taskFields.tags.optional(),
         due_date: taskFields.due_date.optional(),
@@ -390,12 +425,24 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
             i.path === '' ? { path: '', message: 'set at least one field to change besides task_id' } : i,
           ),
         );
-      const task = await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version);
+      const task = await store.update(
+        caller.userId,
+        args.task_id,
+        parsed.value,
+        meta(),
+        args.expected_version,
+      );
       return change('updated')(task);
     }),
   );
 
-  const transition = (name: string, title: string, description: string, fn: typeof complete, status: string) =>
+  const transition = (
+    name: string,
+    title: string,
+    description: string,
+    fn: typeof complete,
+    status: string,
+  ) =>
     server.registerTool(
       name,
       {
@@ -508,8 +555,9 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
     if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
     const { userId } = await deps.verify(token);
     const server = createMcpServer(deps, {
-        userId,
-        clientIp: req.ip,
+      userId,
+      clientIp: req.ip,
+      ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
       ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
     });
     // Stateless: no session id, plain JSON answers; a new server and transport for every request.

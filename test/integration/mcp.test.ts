@@ -1,0 +1,379 @@
+/**
+ * The MCP tools with the SDK's own client, over Streamable HTTP (`/mcp` on the api target, with the relay
+ * publishing to the embedded bus) and over stdio (`taskflow mcp` as a child process writing into a
+ * PostgreSQL database; a PGlite directory can only be opened by one process, so stdio needs PostgreSQL).
+ */
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { signDevToken } from '../../src/auth.ts';
+import { ManualClock } from '../../src/domain/clock.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { TaskStore } from '../../src/store/tasks.ts';
+import { TEST_SECRET, outboxEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { createPgDatabase } from '../helpers/db.ts';
+
+const TOOLS = [
+  'add_task',
+  'complete_task',
+  'delete_task',
+  'get_task',
+  'list_tasks',
+  'reopen_task',
+  'search_tasks',
+  'set_recurrence',
+  'set_reminder',
+  'update_task',
+];
+
+type ToolResult = {
+  isError?: boolean;
+  structuredContent?: any;
+  content: { type: string; text?: string }[];
+};
+
+const call = async (client: Client, name: string, args: Record<string, unknown>) =>
+  (await client.callTool({ name, arguments: args })) as ToolResult;
+
+const errorText = (r: ToolResult) => {
+  assert.equal(r.isError, true, `expected a tool error, got ${JSON.stringify(r)}`);
+  return r.content.map((c) => c.text ?? '').join('\n');
+};
+
+const ok = (r: ToolResult) => {
+  assert.notEqual(r.isError, true, `tool error: ${r.content.map((c) => c.text).join()}`);
+  assert.ok(r.structuredContent, 'structured content');
+  assert.deepEqual(JSON.parse(r.content[0]!.text!), r.structuredContent, 'text content is the same JSON');
+  return r.structuredContent;
+};
+
+/** The scenario both transports run: list tools, create, list, complete, delete; isolation; bad input. */
+async function scenario(client: Client, foreignTaskId: string): Promise<string> {
+  const { tools } = await client.listTools();
+  assert.deepEqual(tools.map((t) => t.name).sort(), TOOLS);
+  for (const t of tools) {
+    assert.ok(t.description && t.description.length > 20, `${t.name} has a description`);
+    assert.equal(t.inputSchema.type, 'object');
+    for (const [k, v] of Object.entries(t.inputSchema.properties ?? {}))
+      assert.ok((v as { description?: string }).description, `${t.name}.${k} is described`);
+    assert.ok(t.outputSchema, `${t.name} declares its output`);
+  }
+  const add = tools.find((t) => t.name === 'add_task')!;
+  assert.deepEqual(add.inputSchema.required, ['title']);
+
+  const created = ok(
+    await call(client, 'add_task', {
+      title: '  Buy groceries ',
+      description: 'milk, eggs',
+      priority: 'high',
+      tags: ['home'],
+      due_date: '2026-03-05T09:00:00+01:00',
+      reminders: ['PT1H'],
+    }),
+  );
+  assert.equal(created.status, 'created');
+  assert.equal(created.title, 'Buy groceries');
+  assert.match(created.task_id, /^[0-9a-f-]{36}$/);
+  assert.equal(created.task.due_date, '2026-03-05T08:00:00.000Z');
+  const id: string = created.task_id;
+
+  const pending = ok(await call(client, 'list_tasks', { status: 'pending' }));
+  const item = pending.tasks.find((t: any) => t.task_id === id);
+  assert.ok(item, 'the new task is listed');
+  assert.equal(item.status, 'pending');
+  assert.equal(item.title, 'Buy groceries');
+  assert.equal(pending.count, pending.tasks.length);
+
+  const found = ok(await call(client, 'search_tasks', { query: 'groceries', priority: ['high'] }));
+  assert.deepEqual(
+    found.tasks.map((t: any) => t.task_id),
+    [id],
+  );
+
+  const updated = ok(await call(client, 'update_task', { task_id: id, title: 'Buy groceries and fruits' }));
+  assert.deepEqual(
+    [updated.status, updated.title, updated.task.version],
+    ['updated', 'Buy groceries and fruits', 2],
+  );
+  const reminded = ok(await call(client, 'set_reminder', { task_id: id, reminders: ['P1D', 'PT15M'] }));
+  assert.deepEqual(reminded.task.reminders, ['P1D', 'PT15M']);
+  const repeating = ok(await call(client, 'set_recurrence', { task_id: id, recurrence: 'weekly' }));
+  assert.equal(repeating.task.recurrence.rrule, 'FREQ=WEEKLY');
+  const stopped = ok(await call(client, 'set_recurrence', { task_id: id, recurrence: null }));
+  assert.equal(stopped.task.recurrence, null);
+
+  const completed = ok(await call(client, 'complete_task', { task_id: id }));
+  assert.deepEqual(
+    [completed.task_id, completed.status, completed.title],
+    [id, 'completed', 'Buy groceries and fruits'],
+  );
+  const done = ok(await call(client, 'list_tasks', { status: 'completed' }));
+  assert.ok(done.tasks.some((t: any) => t.task_id === id));
+  const reopened = ok(await call(client, 'reopen_task', { task_id: id }));
+  assert.equal(reopened.status, 'reopened');
+  assert.equal(reopened.task.status, 'pending');
+  ok(await call(client, 'complete_task', { task_id: id }));
+  const got = ok(await call(client, 'get_task', { task_id: id }));
+  assert.equal(got.status, 'completed');
+
+  // Optimistic concurrency.
+  const stale = errorText(
+    await call(client, 'update_task', { task_id: id, title: 'x', expected_version: 1 }),
+  );
+  assert.match(stale, /expected_version/);
+
+  // Another user's task is "task not found", for every tool that takes a task id.
+  for (const tool of ['get_task', 'complete_task', 'reopen_task', 'delete_task'])
+    assert.equal(errorText(await call(client, tool, { task_id: foreignTaskId })), 'task not found', tool);
+  assert.equal(
+    errorText(await call(client, 'update_task', { task_id: foreignTaskId, title: 'mine now' })),
+    'task not found',
+  );
+  assert.equal(
+    errorText(await call(client, 'set_reminder', { task_id: foreignTaskId, reminders: [] })),
+    'task not found',
+  );
+  assert.equal(errorText(await call(client, 'get_task', { task_id: 'not-a-uuid' })), 'task not found');
+  assert.match(errorText(await call(client, 'list_tasks', { user_id: 'somebody-else' })), /^user_id: /);
+
+  // Malformed arguments: a tool error naming the argument (schema checks and the domain's own validation).
+  const bad: [string, Record<string, unknown>, RegExp][] = [
+    ['add_task', {}, /title/],
+    ['add_task', { title: 42 }, /title/],
+    ['add_task', { title: '   ' }, /title: must not be empty/],
+    ['add_task', { title: 'x', priority: 'extreme' }, /priority/],
+    ['add_task', { title: 'x', due_date: 'tomorrow' }, /due_date: must be an ISO 8601 date-time/],
+    ['add_task', { title: 'x', tags: ['a', 'A'] }, /tags\[1\]: duplicates another tag/],
+    ['add_task', { title: 'x', reminders: ['PT1H'] }, /reminders: offsets before due .* need a due_date/],
+    ['add_task', { title: 'x', recurrence: 'fortnightly' }, /recurrence/],
+    ['add_task', { title: 'x', recurrence: { rrule: 'FREQ=SOMETIMES' } }, /recurrence\.rrule/],
+    ['add_task', { title: 'x', colour: 'red' }, /colour/],
+    ['update_task', { task_id: id }, /at least one field/],
+    ['complete_task', {}, /task_id/],
+    ['list_tasks', { limit: 0 }, /limit: must be an integer 1-200/],
+    ['list_tasks', { due_before: 'soon' }, /due_before/],
+    ['list_tasks', { cursor: 'garbage' }, /cursor/],
+    ['list_tasks', { status: 'done' }, /status/],
+    ['search_tasks', { query: ' ' }, /query: must not be empty/],
+    ['set_reminder', { task_id: id, reminders: ['P2Y'] }, /reminders\[0\]/],
+  ];
+  for (const [tool, args, expected] of bad)
+    assert.match(errorText(await call(client, tool, args)), expected, `${tool} ${JSON.stringify(args)}`);
+
+  const deleted = ok(await call(client, 'delete_task', { task_id: id }));
+  assert.deepEqual(
+    [deleted.task_id, deleted.status, deleted.title],
+    [id, 'deleted', 'Buy groceries and fruits'],
+  );
+  assert.equal(errorText(await call(client, 'get_task', { task_id: id })), 'task not found');
+  return id;
+}
+
+const EXPECTED_TYPES = [
+  'task.created',
+  'task.updated',
+  'task.updated',
+  'task.updated',
+  'task.updated',
+  'task.completed',
+  'task.reopened',
+  'task.completed',
+  'task.deleted',
+];
+
+describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
+  let db: Db;
+  let app: TestApp;
+  before(async () => {
+    db = await openDb('memory://');
+    await migrate(db);
+    app = await startApp(db, { targets: ['api', 'relay'] });
+  });
+  after(async () => {
+    await app.stop();
+    await db.close();
+  });
+
+  const connect = async (user: string) => {
+    const client = new Client({ name: 'taskflow-test', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${app.url}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${await app.token(user)}` } },
+    });
+    await client.connect(transport);
+    return client;
+  };
+
+  it('lists the tools, runs the task lifecycle, and the events reach the bus', async () => {
+    const foreign = await app.call('bob', 'POST', '/api/tasks', { title: 'bob’s secret' });
+    assert.equal(foreign.status, 201);
+    const client = await connect('alice');
+    try {
+      const id = await scenario(client, foreign.body.id);
+      const onBus = await waitFor(
+        async () => {
+          const msgs = (await app.proc.runtime.bus.admin.read('task-events')).filter(
+            (m) => m.event.subject === id,
+          );
+          return msgs.length === EXPECTED_TYPES.length && msgs;
+        },
+        10_000,
+        'the MCP events on the bus',
+      );
+      assert.deepEqual(
+        onBus.map((m) => m.event.type),
+        EXPECTED_TYPES,
+      );
+      for (const m of onBus) {
+        assert.equal(m.key, 'alice');
+        assert.equal(m.event.source, '/taskflow/mcp');
+        assert.match(String(m.event.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+      }
+      // Nothing was written for bob by alice's attempts.
+      const bobs = (await outboxEvents(db)).filter((e) => e.key === 'bob');
+      assert.deepEqual(
+        bobs.map((e) => e.event_type),
+        ['task.created'],
+      );
+      const bobTask = await app.call('bob', 'GET', `/api/tasks/${foreign.body.id}`);
+      assert.equal(bobTask.body.title, 'bob’s secret');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('REST sees what MCP wrote (one store)', async () => {
+    const client = await connect('carol');
+    try {
+      const created = ok(await call(client, 'add_task', { title: 'from the chatbot', tags: ['ai'] }));
+      const rest = await app.call('carol', 'GET', `/api/tasks/${created.task_id}`);
+      assert.equal(rest.status, 200);
+      assert.deepEqual(rest.body, created.task);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('answers 401 without a valid bearer token and 405 to GET', async () => {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} });
+    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    const none = await fetch(`${app.url}/mcp`, { method: 'POST', headers, body });
+    assert.equal(none.status, 401);
+    assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer/);
+    const forged = await fetch(`${app.url}/mcp`, {
+      method: 'POST',
+      headers: { ...headers, authorization: `Bearer ${await signDevToken('x'.repeat(40), 'alice')}` },
+      body,
+    });
+    assert.equal(forged.status, 401);
+    const get = await fetch(`${app.url}/mcp`, {
+      headers: { authorization: `Bearer ${await app.token('alice')}`, accept: 'text/event-stream' },
+    });
+    assert.equal(get.status, 405);
+  });
+});
+
+const pgUrl = process.env.TEST_DATABASE_URL;
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+describe(
+  'MCP over stdio (taskflow mcp)',
+  {
+    skip: pgUrl
+      ? false
+      : 'needs TEST_DATABASE_URL (PostgreSQL): a PGlite directory can be opened by one process only, and the test process must read the outbox the child writes',
+  },
+  () => {
+    let db: Db;
+    let url: string;
+    let drop: () => Promise<void>;
+    before(async () => {
+      ({ url, drop } = await createPgDatabase(pgUrl!));
+      db = await openDb(url);
+      await migrate(db);
+    });
+    after(async () => {
+      await db?.close();
+      await drop?.();
+    });
+
+    it('serves the same tools to a child process, writing into the outbox', async () => {
+      const store = new TaskStore(db, new ManualClock('2026-03-01T12:00:00Z'));
+      const foreign = await store.create(
+        'bob',
+        {
+          title: 'bob’s',
+          description: '',
+          status: 'pending',
+          priority: 'none',
+          tags: [],
+          due_date: null,
+          reminders: null,
+          recurrence: null,
+        },
+        { source: '/test' },
+      );
+      const stderr: string[] = [];
+      const transport = new StdioClientTransport({
+        command: process.execPath,
+        args: ['bin/taskflow.js', 'mcp'],
+        cwd: root,
+        env: {
+          ...(process.env as Record<string, string>),
+          DATABASE_URL: url,
+          JWT_SECRET: TEST_SECRET,
+          TASKFLOW_TOKEN: await signDevToken(TEST_SECRET, 'alice'),
+          LOG_LEVEL: 'warn',
+        },
+        stderr: 'pipe',
+      });
+      transport.stderr?.on('data', (d: Buffer) => stderr.push(d.toString()));
+      const client = new Client({ name: 'taskflow-test', version: '1.0.0' });
+      try {
+        await client.connect(transport);
+        const id = await scenario(client, foreign.id);
+        const events = (await outboxEvents(db)).filter((e) => e.event.subject === id);
+        assert.deepEqual(
+          events.map((e) => e.event_type),
+          EXPECTED_TYPES,
+        );
+        assert.ok(events.every((e) => e.key === 'alice' && e.event.source === '/taskflow/mcp'));
+      } catch (err) {
+        console.error(stderr.join(''));
+        throw err;
+      } finally {
+        await client.close();
+      }
+    });
+
+    it('refuses to start without a valid TASKFLOW_TOKEN', async () => {
+      const { execFile } = await import('node:child_process');
+      const run = (token: string | undefined) =>
+        new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          const env: Record<string, string> = {
+            ...(process.env as Record<string, string>),
+            DATABASE_URL: url,
+            JWT_SECRET: TEST_SECRET,
+          };
+          delete env.TASKFLOW_TOKEN;
+          if (token) env.TASKFLOW_TOKEN = token;
+          const child = execFile(
+            process.execPath,
+            ['bin/taskflow.js', 'mcp'],
+            { cwd: root, env },
+            (err, _o, e) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr: e }),
+          );
+          child.stdin?.end();
+        });
+      const missing = await run(undefined);
+      assert.equal(missing.code, 2);
+      assert.match(missing.stderr, /TASKFLOW_TOKEN/);
+      const bad = await run(await signDevToken('y'.repeat(40), 'alice'));
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /signature/);
+    });
+  },
+);
