@@ -15,6 +15,7 @@ import { AuthError, bearerToken, createVerifier } from '../../auth.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
+import { consumerGroupSource } from '../consumer-target.ts';
 import { Hub, type HubOptions } from './hub.ts';
 import { TicketIssuer } from './tickets.ts';
 
@@ -148,9 +149,11 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         },
         hooks: rt.metrics.consumerHooks(group),
       });
+      const untrack = rt.metrics.trackConsumerGroup(group, consumerGroupSource(rt, group));
       log.info({ group }, 'gateway listening on /ws');
       return {
         stop: async () => {
+          untrack();
           await hub.shutdown(); // no-op when the HTTP server's preClose already did it
           await subscription.close();
         },
