@@ -9,6 +9,7 @@ import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
 import type { BusMessage, Subscription } from '../../src/bus/types.ts';
 import { PermanentError } from '../../src/bus/types.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
+import { partitionFor } from '../../src/bus/partitioner.ts';
 import { waitFor } from '../helpers/app.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { harnesses, type TransportHarness } from '../helpers/transports.ts';
@@ -46,12 +47,14 @@ for (const factory of harnesses) {
       const got = new Map<string, number[]>();
       let total = 0;
       const partitionsSeen = new Set<number>();
+      const wrongPartition: string[] = [];
       const sub = await p.bus.subscriber.subscribe({
         group: h.unique('order'),
         topics: [topic],
         handler: async (m) => {
           got.set(m.key, [...(got.get(m.key) ?? []), Number(titleOf(m.event))]);
           partitionsSeen.add(m.partition);
+          if (m.partition !== partitionFor(m.key, 3)) wrongPartition.push(m.key);
           total++;
         },
       });
@@ -70,6 +73,7 @@ for (const factory of harnesses) {
         );
       }
       assert.ok(partitionsSeen.size > 1, 'keys spread over partitions');
+      assert.deepEqual(wrongPartition, [], 'murmur2(key) mod partitions, as Java clients do');
     });
 
     it('redelivers after a handler error (with backoff), keeping the key order', async () => {

@@ -13,6 +13,7 @@ import {
   Admin,
   Consumer,
   ProduceAcks,
+  compatibilityPartitioner,
   Producer,
   stringDeserializer,
   stringSerializer,
@@ -82,7 +83,28 @@ export function connectionOptions(s: KafkaSettings) {
   };
 }
 
-/** Finds the most useful message in the library's nested errors (authentication first). */
+const MAX_REQUEST_BYTES = 512 * 1024;
+
+/** Splits messages, in order, into chunks whose estimated encoded size stays under `limit` bytes. */
+export function chunkBySize(messages: readonly OutgoingMessage[], limit: number): OutgoingMessage[][] {
+  const chunks: OutgoingMessage[][] = [];
+  let current: OutgoingMessage[] = [];
+  let size = 0;
+  for (const m of messages) {
+    const estimate = JSON.stringify(m.event).length + 512; // body + ce_* headers (they repeat the attributes)
+    if (current.length && size + estimate > limit) {
+      chunks.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(m);
+    size += estimate;
+  }
+  if (current.length) chunks.push(current);
+  return chunks;
+}
+
+/** Finds the most useful message in the library's nested errors (authentication first, else the innermost). */
 export function describeKafkaError(err: unknown): string {
   const seen = new Set<unknown>();
   const walk = (e: unknown): string | null => {
@@ -97,7 +119,18 @@ export function describeKafkaError(err: unknown): string {
     }
     return null;
   };
-  return walk(err) ?? (err instanceof Error ? err.message : String(err));
+  const innermost = (e: unknown, depth = 0): string | null => {
+    if (!e || typeof e !== 'object' || depth > 10) return null;
+    const x = e as { message?: string; errors?: unknown[]; cause?: unknown };
+    for (const inner of [...(x.errors ?? []), x.cause]) {
+      const found = innermost(inner, depth + 1);
+      if (found) return found;
+    }
+    return x.message ?? null;
+  };
+  const outer = err instanceof Error ? err.message : String(err);
+  const inner = innermost(err);
+  return walk(err) ?? (inner && inner !== outer ? `${outer}: ${inner}` : outer);
 }
 
 const headersToRecord = (headers: Map<string, string>): Record<string, string> => Object.fromEntries(headers);
@@ -144,6 +177,9 @@ export class KafkaPublisher implements Publisher {
       ...connectionOptions(s),
       idempotent: true,
       acks: ProduceAcks.ALL,
+      // Java's partitioner (murmur2 of the key), as the embedded bus uses: a key lands on the same partition
+      // number whichever client or transport produced it.
+      partitioner: compatibilityPartitioner,
       serializers: { key: stringSerializer, headerKey: stringSerializer, headerValue: stringSerializer },
     });
   }
@@ -160,20 +196,24 @@ export class KafkaPublisher implements Publisher {
       }
       for (const t of unknown) this.known.add(t);
     }
-    try {
-      await this.producer.send({
-        messages: messages.map((m) => {
-          const { headers, body } = toBinary(m.event);
-          return {
-            topic: (this.s.topicPrefix ?? '') + m.topic,
-            key: m.key,
-            value: Buffer.from(body),
-            headers: new Map(Object.entries({ ...headers, ...(m.headers ?? {}) })),
-          };
-        }),
-      });
-    } catch (err) {
-      throw new Error(`Kafka publish failed: ${describeKafkaError(err)}`, { cause: err });
+    // Kafka refuses a request above ~1 MiB per partition; events are at most a few tens of KB, so sending in
+    // chunks of bounded size keeps every request valid. Chunks go one after another: per-key order holds.
+    for (const chunk of chunkBySize(messages, MAX_REQUEST_BYTES)) {
+      try {
+        await this.producer.send({
+          messages: chunk.map((m) => {
+            const { headers, body } = toBinary(m.event);
+            return {
+              topic: (this.s.topicPrefix ?? '') + m.topic,
+              key: m.key,
+              value: Buffer.from(body),
+              headers: new Map(Object.entries({ ...headers, ...(m.headers ?? {}) })),
+            };
+          }),
+        });
+      } catch (err) {
+        throw new Error(`Kafka publish failed: ${describeKafkaError(err)}`, { cause: err });
+      }
     }
   }
 
