@@ -140,7 +140,9 @@ function freshClusterImage(): Promise<Blob> {
   clusterImage ??= (async () => {
     const { PGlite } = await import('@electric-sql/pglite');
     const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite'); // <pkg>/dist/index.cjs
-    const pkg = JSON.parse(readFileSync(join(dirname(dirname(entry)), 'package.json'), 'utf8')) as { version: string };
+    const pkg = JSON.parse(readFileSync(join(dirname(dirname(entry)), 'package.json'), 'utf8')) as {
+      version: string;
+    };
     const version = pkg.version;
     const file = join(tmpdir(), `taskflow-pglite-${version}-cluster.tar`);
     if (existsSync(file)) return new Blob([readFileSync(file)]);
