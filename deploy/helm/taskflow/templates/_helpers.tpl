@@ -1,0 +1,239 @@
+{{/* The targets of the binary, in a fixed order (src/services/index.ts). */}}
+{{- define "taskflow.targetNames" -}}
+api relay reminders recurrence notifications audit broadcaster gateway
+{{- end -}}
+
+{{- define "taskflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "taskflow.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<target>", for Deployments, Services, HPAs, PDBs. */}}
+{{- define "taskflow.targetFullname" -}}
+{{- printf "%s-%s" (include "taskflow.fullname" .root) .target | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "taskflow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "taskflow.labels" -}}
+helm.sh/chart: {{ include "taskflow.chart" . }}
+{{ include "taskflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: taskflow
+{{- end -}}
+
+{{- define "taskflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "taskflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of one target's objects ({root, target}). */}}
+{{- define "taskflow.targetLabels" -}}
+{{ include "taskflow.labels" .root }}
+app.kubernetes.io/component: {{ .target }}
+{{- end -}}
+
+{{- define "taskflow.targetSelectorLabels" -}}
+{{ include "taskflow.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .target }}
+{{- end -}}
+
+{{- define "taskflow.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "taskflow.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "taskflow.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if eq (toString $tag) "latest" -}}
+{{- fail "image.tag: pin a version (or image.digest), not \"latest\"" -}}
+{{- end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (toString $tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "taskflow.secretName" -}}
+{{- default (include "taskflow.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{- define "taskflow.kafkaSecretName" -}}
+{{- default (printf "%s-kafka" (include "taskflow.fullname" .)) .Values.kafka.existingSecret -}}
+{{- end -}}
+
+{{- define "taskflow.kafkaCaSecretName" -}}
+{{- default (printf "%s-kafka-ca" (include "taskflow.fullname" .)) .Values.kafka.tls.caSecret -}}
+{{- end -}}
+
+{{- define "taskflow.kafkaCaEnabled" -}}
+{{- if and .Values.kafka.tls.enabled (or .Values.kafka.tls.caSecret .Values.kafka.tls.ca) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "taskflow.saslEnabled" -}}
+{{- if or .Values.kafka.existingSecret .Values.kafka.sasl.mechanism -}}true{{- end -}}
+{{- end -}}
+
+{{- define "taskflow.publicUrl" -}}
+{{- if .Values.publicUrl -}}
+{{- .Values.publicUrl -}}
+{{- else if .Values.ingress.enabled -}}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "taskflow.daprAppId" -}}
+{{- printf "taskflow-%s" . -}}
+{{- end -}}
+
+{{/* A target's values with the defaults applied: {root, target} -> YAML (read back with fromYaml). */}}
+{{- define "taskflow.target" -}}
+{{- $v := .root.Values -}}
+{{- $t := index $v.targets .target | default dict -}}
+{{- $as := $t.autoscaling | default dict -}}
+enabled: {{ ternary $t.enabled true (hasKey $t "enabled") }}
+replicas: {{ ternary $t.replicas $v.defaults.replicas (hasKey $t "replicas") }}
+service: {{ $t.service | default false }}
+pdb: {{ $t.pdb | default false }}
+resources:
+  {{- toYaml ($t.resources | default $v.defaults.resources) | nindent 2 }}
+autoscaling:
+  enabled: {{ $as.enabled | default false }}
+  minReplicas: {{ ternary $as.minReplicas $v.defaults.autoscaling.minReplicas (hasKey $as "minReplicas") }}
+  maxReplicas: {{ ternary $as.maxReplicas $v.defaults.autoscaling.maxReplicas (hasKey $as "maxReplicas") }}
+  targetCPUUtilizationPercentage: {{ ternary $as.targetCPUUtilizationPercentage $v.defaults.autoscaling.targetCPUUtilizationPercentage (hasKey $as "targetCPUUtilizationPercentage") }}
+env:
+  {{- toYaml ($t.env | default dict) | nindent 2 }}
+{{- end -}}
+
+{{/*
+Environment shared by the targets and the migrate Job ({root, target, job, env}); env: the target's own
+variables, which win over .Values.env. The Job gets only what
+`taskflow migrate` needs (no Kafka: its Secret is not a hook and does not exist yet on install).
+*/}}
+{{- define "taskflow.env" -}}
+{{- $v := .root.Values -}}
+{{- $secret := include "taskflow.secretName" .root -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.databaseUrl }}
+{{- if or $v.secrets.existingSecret $v.secrets.jwtSecret (not $v.auth.jwksUrl) }}
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.jwtSecret }}
+      {{- if and $v.secrets.existingSecret $v.auth.jwksUrl }}
+      optional: true
+      {{- end }}
+{{- end }}
+{{- range $key := concat (keys $v.secrets.extra | sortAlpha) $v.secrets.extraKeys }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $key }}
+{{- end }}
+{{- with $v.auth.jwksUrl }}
+- name: JWT_JWKS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.auth.issuer }}
+- name: JWT_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.auth.audience }}
+- name: JWT_AUDIENCE
+  value: {{ . | quote }}
+{{- end }}
+{{- range $k, $val := merge (deepCopy (.env | default dict)) $v.env }}
+- name: {{ $k }}
+  value: {{ $val | toString | quote }}
+{{- end }}
+{{- if not .job }}
+- name: HOST
+  value: 0.0.0.0
+- name: PORT
+  value: {{ $v.port | quote }}
+{{- with include "taskflow.publicUrl" .root }}
+- name: PUBLIC_URL
+  value: {{ . | quote }}
+{{- end }}
+- name: BUS
+  value: {{ ternary "dapr" "kafka" $v.dapr.enabled }}
+{{- $kafkaSecret := include "taskflow.kafkaSecretName" .root }}
+- name: KAFKA_BROKERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kafkaSecret }}
+      key: KAFKA_BROKERS
+{{- if $v.kafka.sasl.mechanism }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ upper $v.kafka.sasl.mechanism | quote }}
+{{- else if $v.kafka.existingSecret }}
+- name: KAFKA_SASL_MECHANISM
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kafkaSecret }}
+      key: KAFKA_SASL_MECHANISM
+      optional: true
+{{- end }}
+{{- if include "taskflow.saslEnabled" .root }}
+{{- range $key := list "KAFKA_SASL_USERNAME" "KAFKA_SASL_PASSWORD" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kafkaSecret }}
+      key: {{ $key }}
+      optional: {{ ne $v.kafka.existingSecret "" }}
+{{- end }}
+{{- end }}
+- name: KAFKA_SSL
+  value: {{ $v.kafka.tls.enabled | toString | quote }}
+{{- if include "taskflow.kafkaCaEnabled" .root }}
+- name: KAFKA_SSL_CA_FILE
+  value: /etc/taskflow/kafka-ca/ca.crt
+{{- end }}
+- name: KAFKA_CLIENT_ID
+  value: {{ printf "%s-%s" $v.kafka.clientId .target | quote }}
+- name: KAFKA_ENSURE_TOPICS
+  value: {{ $v.kafka.ensureTopics | toString | quote }}
+{{- with $v.kafka.topicPrefix }}
+- name: KAFKA_TOPIC_PREFIX
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.kafka.topicPartitions }}
+- name: KAFKA_TOPIC_PARTITIONS
+  value: {{ . | toString | quote }}
+{{- end }}
+- name: KAFKA_REPLICATION_FACTOR
+  value: {{ $v.kafka.replicationFactor | toString | quote }}
+{{- if $v.dapr.enabled }}
+- name: APP_PORT
+  value: {{ $v.port | quote }}
+- name: DAPR_PUBSUB_NAME
+  value: {{ ternary (printf "%s-gateway" $v.dapr.pubsubName) $v.dapr.pubsubName (and (eq .target "gateway") $v.dapr.pubsub.gatewayFanout) | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
