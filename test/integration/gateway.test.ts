@@ -211,13 +211,13 @@ describe('WebSocket gateway', () => {
       await app.proc.runtime.bus.publisher.publish(
         events.slice(i, i + 100).map((event) => ({ topic: TOPICS.taskUpdates, key: user, event })),
       );
-    await fast.seq(N, 30_000);
+    await fast.seq(N, 120_000); // generous: on a loaded 2-core machine the embedded bus moves ~10-50 frames/s
     assert.equal(fast.changes().length, N);
     const slowDrops = async () =>
       (await app.proc.runtime.metrics.websocketDisconnects.get()).values.find(
         (v) => v.labels.reason === 'slow',
       )?.value ?? 0;
-    await waitFor(async () => (await slowDrops()) >= 1, 10_000, 'the slow client to be dropped');
+    await waitFor(async () => (await slowDrops()) >= 1, 30_000, 'the slow client to be dropped');
     // Others go on: a change of another user arrives promptly after the flood.
     await create('ann', 'after the flood');
     await bystander.next((f) => f.task?.title === 'after the flood');
