@@ -456,21 +456,30 @@ interface GroupFigures {
   handlerMs: number;
   /** Messages handled per second of the case (load + drain). */
   rate: number;
+  /** Messages handled per second while draining (the API idle), NaN when nothing was left to drain. */
+  drainRate: number;
 }
 
+type Totals = Map<string, { count: number; seconds: number }>;
+
 function groupDelta(
-  before: Map<string, { count: number; seconds: number }>,
-  after: Map<string, { count: number; seconds: number }>,
+  before: Totals,
+  loadEnd: Totals,
+  after: Totals,
   wallS: number,
+  drainS: number,
 ): GroupFigures[] {
   return [...after].map(([group, a]) => {
     const b = before.get(group) ?? { count: 0, seconds: 0 };
+    const l = loadEnd.get(group) ?? b;
     const handled = a.count - b.count;
+    const drained = a.count - l.count;
     return {
       group,
       handled,
       handlerMs: handled > 0 ? ((a.seconds - b.seconds) * 1000) / handled : NaN,
       rate: handled / wallS,
+      drainRate: drained > 0 && drainS > 0.5 ? drained / drainS : NaN,
     };
   });
 }
@@ -586,6 +595,7 @@ async function runCase(
     const t0 = performance.now();
     const r = await runLoad({ url: stack.proc.url, tokens, rate, seconds, label });
     const elu = performance.eventLoopUtilization(elu0).utilization;
+    const handlersAtLoadEnd = await handlerTotals(stack.proc);
     const cpu1 = cpuTimes();
     // Committed writes of this case (a request that timed out on the client may still have committed).
     const countWritten = async () =>
@@ -600,7 +610,13 @@ async function runCase(
     const d = await waitDelivered(clients, label, written, DRAIN_MS);
     written = await countWritten();
     const wallS = (performance.now() - t0) / 1000;
-    const groups = groupDelta(handlers0, await handlerTotals(stack.proc), wallS);
+    const groups = groupDelta(
+      handlers0,
+      handlersAtLoadEnd,
+      await handlerTotals(stack.proc),
+      wallS,
+      d.ms / 1000,
+    );
     const loadEnd = load1();
     const c = await clients.collect(label);
     const e2e = pct(c.total);
@@ -798,11 +814,11 @@ function groupTable(rs: CaseResult[]): string {
   const rows = rs.flatMap((r) => r.groups.map((g) => ({ r, g })));
   if (!rows.length) return '';
   return [
-    '| main case | consumer group | messages handled (load + drain) | handled /s | mean handler ms (its transaction; without fetch and position commit) |',
-    '|---|---|---:|---:|---:|',
+    '| main case | consumer group | messages handled (load + drain) | handled /s | handled /s while draining (API idle) | mean handler ms (its transaction; without fetch and position commit) |',
+    '|---|---|---:|---:|---:|---:|',
     ...rows.map(
       ({ r, g }) =>
-        `| ${r.mode} ${r.rate} w/s | ${g.group} | ${fmt(g.handled)} | ${fmt(g.rate)} | ${f1(g.handlerMs)} |`,
+        `| ${r.mode} ${r.rate} w/s | ${g.group} | ${fmt(g.handled)} | ${fmt(g.rate)} | ${fmt(g.drainRate)} | ${f1(g.handlerMs)} |`,
     ),
   ].join('\n');
 }
