@@ -59,6 +59,7 @@ const TICK_MS = intEnv('BENCH_TICK_MS', intEnv('REMINDER_TICK_MS', 1000));
 const BATCH = intEnv('REMINDER_BATCH_SIZE', 500);
 const LEAD_MS = intEnv('BENCH_LEAD_MS', 2000, 0);
 const TIMEOUT_MS = intEnv('BENCH_TIMEOUT_SECONDS', 900) * 1000;
+const STALL_MS = intEnv('BENCH_STALL_SECONDS', 30) * 1000;
 const SEED_CHUNK = 100_000;
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
 const RUN_TAG = randomBytes(4).toString('hex');
@@ -219,6 +220,8 @@ interface Result {
   cpuSeconds: number;
   load: { start: number; end: number; peak: number };
   timedOut: boolean;
+  /** Why the run was cut short because nothing fired any more ('' if it was not). */
+  stalled: string;
   /** Per statement kind: count and total ms (the firing path's database time). */
   timings: Map<string, { count: number; totalMs: number }>;
   claims: { count: number; totalMs: number; sqlMs: number };
@@ -308,6 +311,8 @@ async function runCase(database: string, inner: Db, n: number): Promise<Result> 
   let published = 0;
   let lastPublishAt = 0;
   let timedOut = false;
+  let stalled = '';
+  let lastSeen = { at: Date.now(), committed: 0 };
   const started = Date.now();
   let lastProgress = { at: started, committed: 0 };
   try {
@@ -331,6 +336,15 @@ async function runCase(database: string, inner: Db, n: number): Promise<Result> 
       }
       if (committed >= n && unpublished === 0) {
         lastPublishAt = now;
+        break;
+      }
+      if (committed !== lastSeen.committed) lastSeen = { at: now, committed };
+      const dueNow = Math.min(n, Math.max(0, Math.floor((now - t0Real) / spacingMs) + 1));
+      if (dueNow > committed && now - lastSeen.at > STALL_MS) {
+        stalled =
+          `no reminder fired for ${sec(now - lastSeen.at)} s while ${fmt(dueNow - committed)} were due ` +
+          `(${fmt(committed)} of ${fmt(n)} fired): the scheduler loop is stuck`;
+        log(`${database}: STALLED: ${stalled}; reporting what fired so far`);
         break;
       }
       if (now - started > TIMEOUT_MS) {
@@ -417,6 +431,7 @@ async function runCase(database: string, inner: Db, n: number): Promise<Result> 
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
     load: { start: loadStart, end: loadEnd, peak: loadPeak },
     timedOut,
+    stalled,
     timings: db.timings.entries,
     claims: db.claims,
   };
@@ -474,6 +489,7 @@ function report(r: Result, note: string): string {
     ...b,
     ...(note ? ['', note] : []),
     ...(r.timedOut ? ['', '**TIMED OUT**: partial figures.'] : []),
+    ...(r.stalled ? ['', `**STALLED**: ${r.stalled}; partial figures.`] : []),
   ].join('\n');
 }
 
