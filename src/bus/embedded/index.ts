@@ -8,7 +8,7 @@
  * Why hand-written: no library offers a Kafka-like log over PostgreSQL/PGlite that also runs in-process; the
  * code is small and tested by the same contract suite as the Kafka transport (docs/adr/0002).
  */
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import { topicSpec } from '../../contracts/topics.ts';
@@ -28,6 +28,7 @@ import type {
   Subscriber,
   Subscription,
 } from '../types.ts';
+import { waitForEvent } from '../../wait.ts';
 
 const SIGNAL = 'bus-append';
 
@@ -304,9 +305,7 @@ class GroupMember implements Subscription {
           )
         ).rows;
         if (rows.length === 0) {
-          await once(wake, 'wake', {
-            signal: AbortSignal.any([signal, AbortSignal.timeout(this.cfg.pollIntervalMs)]),
-          }).catch(() => undefined);
+          await waitForEvent(wake, 'wake', this.cfg.pollIntervalMs, signal);
           continue;
         }
         for (const row of rows) {

@@ -5,7 +5,7 @@
  * time (they may have been set after the reminder fired) and defer without counting an attempt.
  */
 import { randomUUID } from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay } from '../../bus/consumer.ts';
 import { QUIET_CHANNELS, quietHoursEnd, retryDelayMs } from '../../domain/notifications.ts';
@@ -20,6 +20,7 @@ import {
   listPushSubscriptions,
   type DeliveryRow,
 } from './store.ts';
+import { waitForEvent } from '../../wait.ts';
 
 export interface DeliveryOptions {
   tickMs: number;
@@ -67,8 +68,7 @@ export class DeliveryWorker {
         const n = await this.processBatch();
         failures = 0;
         if (n >= this.opts.batchSize) continue;
-        const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.opts.tickMs)]);
-        await once(this.wake, 'wake', { signal }).catch(() => undefined);
+        await waitForEvent(this.wake, 'wake', this.opts.tickMs, this.stopping.signal);
       } catch (err) {
         failures++;
         const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });

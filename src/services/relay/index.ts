@@ -4,7 +4,7 @@
  * a time (a lease); others stand by, so a key's events are never published out of order.
  */
 import { randomUUID } from 'node:crypto';
-import { once, EventEmitter } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EmbeddedAdmin, EmbeddedPublisher } from '../../bus/embedded/index.ts';
 import type { OutgoingMessage } from '../../bus/types.ts';
@@ -27,6 +27,7 @@ import {
   recordPublishFailure,
   type OutboxRow,
 } from '../../store/outbox.ts';
+import { waitForEvent } from '../../wait.ts';
 
 const LEASE = 'relay';
 const LEASE_TTL_MS = 10_000;
@@ -91,11 +92,7 @@ export class Relay {
 
   /** Waits for a commit signal (or `ms`); after a signal, lingers briefly so a burst forms one batch. */
   private async idle(ms: number) {
-    const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(ms)]);
-    const woken = await once(this.wake, 'wake', { signal }).then(
-      () => true,
-      () => false,
-    );
+    const woken = await waitForEvent(this.wake, 'wake', ms, this.stopping.signal);
     if (woken) await sleep(LINGER_MS, undefined, { signal: this.stopping.signal }).catch(() => undefined);
   }
 

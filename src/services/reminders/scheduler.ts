@@ -6,7 +6,7 @@
  * before the commit rolls the claim back; after it the relay publishes the outbox row). "Now" is the
  * injected clock, passed to SQL as a parameter.
  */
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay } from '../../bus/consumer.ts';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
@@ -14,6 +14,7 @@ import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Runtime } from '../../runtime.ts';
 import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
 import { ROW_COLUMNS, pendingCount, reminderEvent, type ReminderRow } from './store.ts';
+import { waitForEvent } from '../../wait.ts';
 
 export interface SchedulerOptions {
   tickMs: number;
@@ -61,8 +62,7 @@ export class ReminderScheduler {
         if (failures > 0) this.rt.log.info({ after_failures: failures }, 'reminder scheduler recovered');
         failures = 0;
         await this.updateGauge();
-        const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.opts.tickMs)]);
-        await once(this.wake, 'wake', { signal }).catch(() => undefined);
+        await waitForEvent(this.wake, 'wake', this.opts.tickMs, this.stopping.signal);
       } catch (err) {
         failures++;
         const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });

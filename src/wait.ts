@@ -1,0 +1,28 @@
+/**
+ * Waits for `event` on `emitter`, at most `ms`, or until `stop` aborts; resolves true when the event came.
+ * A plain timer, not `AbortSignal.any([.., AbortSignal.timeout(ms)])`: on Node 20 the combined signal can be
+ * garbage-collected during the wait and never fire (nodejs/node#57736), which stalled idle loops forever.
+ */
+import type { EventEmitter } from 'node:events';
+
+export function waitForEvent(
+  emitter: EventEmitter,
+  event: string,
+  ms: number,
+  stop?: AbortSignal,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (stop?.aborted) return resolve(false);
+    const done = (woken: boolean) => {
+      clearTimeout(timer);
+      emitter.off(event, onEvent);
+      stop?.removeEventListener('abort', onAbort);
+      resolve(woken);
+    };
+    const onEvent = () => done(true);
+    const onAbort = () => done(false);
+    const timer = setTimeout(() => done(false), ms);
+    emitter.on(event, onEvent);
+    stop?.addEventListener('abort', onAbort, { once: true });
+  });
+}

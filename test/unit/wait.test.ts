@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { it } from 'node:test';
+import { waitForEvent } from '../../src/wait.ts';
+
+it('waitForEvent resolves on the event, on the timeout and on abort, and cleans up its listener', async () => {
+  const e = new EventEmitter();
+  setTimeout(() => e.emit('wake'), 5);
+  assert.equal(await waitForEvent(e, 'wake', 5_000), true);
+  const started = Date.now();
+  assert.equal(await waitForEvent(e, 'wake', 30), false);
+  assert.ok(Date.now() - started >= 25);
+  const stop = new AbortController();
+  setTimeout(() => stop.abort(), 5);
+  assert.equal(await waitForEvent(e, 'wake', 5_000, stop.signal), false);
+  assert.equal(await waitForEvent(e, 'wake', 5_000, stop.signal), false, 'already aborted');
+  assert.equal(e.listenerCount('wake'), 0);
+});
+
+it(
+  'waitForEvent still times out when garbage collection runs during the wait',
+  { skip: typeof globalThis.gc !== 'function' ? 'run node with --expose-gc' : false },
+  async () => {
+    const e = new EventEmitter();
+    const waiting = waitForEvent(e, 'wake', 50, new AbortController().signal);
+    (globalThis.gc as () => void)();
+    assert.equal(await waiting, false);
+  },
+);
