@@ -4,11 +4,10 @@
  * databases, a per-label timer and the machine-load note that goes next to every figure.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
+import { createPgDatabase } from '../test/helpers/db.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -86,28 +85,8 @@ export function startService(opts: {
   }
 }
 
-/** Creates a fresh database on a PostgreSQL server; `drop()` removes it again. */
-export async function freshPgDatabase(
-  baseUrl: string,
-  prefix = 'tf_bench',
-): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `${prefix}_${randomBytes(5).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const c = new pg.Client({ connectionString: baseUrl });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
+/** Creates a fresh database on a PostgreSQL server; `drop()` removes it again (the tests' helper). */
+export const freshPgDatabase = (baseUrl: string, prefix = 'tf_bench') => createPgDatabase(baseUrl, prefix);
 
 /** Accumulates durations per label (count, total). */
 export class Timings {

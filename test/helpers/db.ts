@@ -17,8 +17,11 @@ const pgUrl = process.env.TEST_DATABASE_URL;
 if (!pgUrl && process.env.REQUIRE_POSTGRES === '1')
   throw new Error('REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL)');
 
-export async function createPgDatabase(baseUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `tf_test_${randomBytes(6).toString('hex')}`;
+export async function createPgDatabase(
+  baseUrl: string,
+  prefix = 'tf_test',
+): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: baseUrl });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${name}`);
