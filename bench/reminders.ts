@@ -113,8 +113,8 @@ function classify(sql: string): string {
   if (/FROM reminder_schedule\s+WHERE status = 'scheduled' AND remind_at <=/.test(sql))
     return 'scheduler: claim SELECT ... FOR UPDATE SKIP LOCKED';
   if (/^\s*UPDATE reminder_schedule\s+SET status = CASE/.test(sql)) return 'scheduler: mark UPDATE';
-  if (/^\s*INSERT INTO event_streams/.test(sql)) return 'outbox: stream seq UPSERT (per user)';
-  if (/^\s*INSERT INTO outbox/.test(sql)) return 'outbox: INSERT (per event)';
+  if (/^\s*INSERT INTO event_streams/.test(sql)) return 'outbox: stream seq UPSERT';
+  if (/^\s*INSERT INTO outbox/.test(sql)) return 'outbox: INSERT';
   if (/FROM outbox WHERE published_at IS NULL ORDER BY/.test(sql)) return 'relay: pending outbox SELECT';
   if (/^\s*UPDATE bus_partitions/.test(sql)) return 'relay: bus partition offset UPDATE';
   if (/^\s*INSERT INTO bus_messages/.test(sql)) return 'relay: bus_messages INSERT';
