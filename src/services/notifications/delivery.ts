@@ -5,9 +5,6 @@
  * time (they may have been set after the reminder fired) and defer without counting an attempt.
  */
 import { randomUUID } from 'node:crypto';
-import { EventEmitter } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { backoffDelay } from '../../bus/consumer.ts';
 import { QUIET_CHANNELS, quietHoursEnd, retryDelayMs } from '../../domain/notifications.ts';
 import type { Runtime } from '../../runtime.ts';
 import { reminderContent, type EmailChannel, type PushChannel, type WebhookChannel } from './channels.ts';
@@ -20,7 +17,7 @@ import {
   listPushSubscriptions,
   type DeliveryRow,
 } from './store.ts';
-import { waitForEvent } from '../../wait.ts';
+import { TickLoop } from '../../tick-loop.ts';
 
 export interface DeliveryOptions {
   tickMs: number;
@@ -43,42 +40,26 @@ class Skip extends Error {}
 
 export class DeliveryWorker {
   private readonly holder = randomUUID();
-  private readonly stopping = new AbortController();
-  private readonly wake = new EventEmitter();
-  private loop: Promise<void> | undefined;
+  private readonly loop: TickLoop;
 
   constructor(
     private readonly rt: Runtime,
     private readonly channels: Channels,
     private readonly opts: DeliveryOptions,
-  ) {}
+  ) {
+    this.loop = new TickLoop({
+      name: 'notification delivery loop',
+      log: rt.log,
+      round: async () => ((await this.processBatch()) >= opts.batchSize ? 0 : opts.tickMs),
+    });
+  }
 
   start(): void {
-    this.loop = this.run();
+    this.loop.start();
   }
 
   poke(): void {
-    this.wake.emit('wake');
-  }
-
-  private async run(): Promise<void> {
-    let failures = 0;
-    while (!this.stopping.signal.aborted) {
-      try {
-        const n = await this.processBatch();
-        failures = 0;
-        if (n >= this.opts.batchSize) continue;
-        await waitForEvent(this.wake, 'wake', this.opts.tickMs, this.stopping.signal);
-      } catch (err) {
-        failures++;
-        const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });
-        this.rt.log.warn(
-          { err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay },
-          'notification delivery loop failed; will retry',
-        );
-        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-      }
-    }
+    this.loop.poke();
   }
 
   /** Claims and delivers one batch; returns how many rows it claimed. */
@@ -184,8 +165,7 @@ export class DeliveryWorker {
     }
   }
 
-  async stop(): Promise<void> {
-    this.stopping.abort();
-    await this.loop;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }

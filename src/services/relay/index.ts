@@ -4,8 +4,6 @@
  * a time (a lease); others stand by, so a key's events are never published out of order.
  */
 import { randomUUID } from 'node:crypto';
-import { EventEmitter } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { EmbeddedAdmin, EmbeddedPublisher } from '../../bus/embedded/index.ts';
 import type { OutgoingMessage } from '../../bus/types.ts';
 import {
@@ -15,7 +13,6 @@ import {
   traceparentOf,
   tracingEnabled,
 } from '../../observability/tracing.ts';
-import { backoffDelay } from '../../bus/consumer.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
 import {
@@ -27,7 +24,7 @@ import {
   recordPublishFailure,
   type OutboxRow,
 } from '../../store/outbox.ts';
-import { waitForEvent } from '../../wait.ts';
+import { TickLoop } from '../../tick-loop.ts';
 
 const LEASE = 'relay';
 const LEASE_TTL_MS = 10_000;
@@ -77,71 +74,50 @@ function tracedMessages(rows: readonly OutboxRow[], system: string) {
 
 export class Relay {
   private readonly holder = randomUUID();
-  private readonly stopping = new AbortController();
-  private loop: Promise<void> | undefined;
+  private readonly loop: TickLoop;
+  private readonly onSignal = () => this.loop.poke();
+  private leader = false;
+  private renewedAt = 0;
+  private statsAt = 0;
   private lastHousekeeping = 0;
-  private readonly wake = new EventEmitter();
-  private readonly onSignal = () => this.wake.emit('wake');
 
-  constructor(private readonly rt: Runtime) {}
+  constructor(private readonly rt: Runtime) {
+    // After a commit signal, linger briefly so a burst of commits is published as one batch.
+    this.loop = new TickLoop({ name: 'relay', log: rt.log, round: () => this.round(), lingerMs: LINGER_MS });
+  }
 
   start(): void {
     this.rt.db.signals.on(OUTBOX_SIGNAL, this.onSignal);
-    this.loop = this.run();
+    this.loop.start();
   }
 
-  /** Waits for a commit signal (or `ms`); after a signal, lingers briefly so a burst forms one batch. */
-  private async idle(ms: number) {
-    const woken = await waitForEvent(this.wake, 'wake', ms, this.stopping.signal);
-    if (woken) await sleep(LINGER_MS, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-  }
-
-  private async run(): Promise<void> {
-    const { db, bus, log, config, metrics } = this.rt;
-    let failures = 0;
-    let leader = false;
-    let renewedAt = 0;
-    let statsAt = 0;
-    while (!this.stopping.signal.aborted) {
-      try {
-        // Renew the lease a few times per TTL, not per batch: a database round trip saved on the hot path.
-        let isLeader: boolean = leader;
-        if (!leader || Date.now() - renewedAt > LEASE_TTL_MS / 3) {
-          isLeader = await tryAcquireLease(db, LEASE, this.holder, LEASE_TTL_MS);
-          if (isLeader) renewedAt = Date.now();
-        }
-        if (isLeader !== leader)
-          log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
-        leader = isLeader;
-        if (!leader) {
-          await this.idle(LEASE_TTL_MS / 3);
-          continue;
-        }
-        await this.housekeeping();
-        const published = await this.publishBatch(config.relay.batchSize);
-        if (failures > 0) log.info({ after_failures: failures }, 'relay recovered');
-        failures = 0;
-        if (published === 0) await this.idle(config.relay.pollIntervalMs);
-      } catch (err) {
-        failures++;
-        const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });
-        log.warn(
-          { err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay },
-          'relay could not publish; will retry',
-        );
-        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-      }
-      if (Date.now() - statsAt > STATS_INTERVAL_MS) {
-        statsAt = Date.now();
-        const stats = await outboxStats(db).catch(() => null);
-        if (stats) {
-          metrics.outboxPending.set(stats.pending);
-          metrics.outboxOldestAge.set(stats.oldestPendingAgeSeconds);
-        }
-      }
+  /** Publishes a batch if this relay holds the lease; resolves how long to wait before the next round. */
+  private async round(): Promise<number> {
+    const { db, log, config } = this.rt;
+    await this.updateStats();
+    // Renew the lease a few times per TTL, not per batch: a database round trip saved on the hot path.
+    if (!this.leader || Date.now() - this.renewedAt > LEASE_TTL_MS / 3) {
+      const isLeader = await tryAcquireLease(db, LEASE, this.holder, LEASE_TTL_MS);
+      if (isLeader) this.renewedAt = Date.now();
+      if (isLeader !== this.leader)
+        log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
+      this.leader = isLeader;
     }
-    if (leader) await releaseLease(db, LEASE, this.holder).catch(() => undefined);
-    void bus;
+    if (!this.leader) return LEASE_TTL_MS / 3;
+    await this.housekeeping();
+    const published = await this.publishBatch(config.relay.batchSize);
+    return published === 0 ? config.relay.pollIntervalMs : 0;
+  }
+
+  /** Refreshes the outbox gauges every few seconds, also while publishing fails (the backlog grows then). */
+  private async updateStats() {
+    if (Date.now() - this.statsAt <= STATS_INTERVAL_MS) return;
+    this.statsAt = Date.now();
+    const stats = await outboxStats(this.rt.db).catch(() => null);
+    if (stats) {
+      this.rt.metrics.outboxPending.set(stats.pending);
+      this.rt.metrics.outboxOldestAge.set(stats.oldestPendingAgeSeconds);
+    }
   }
 
   /** Publishes one batch; returns how many rows it published. */
@@ -205,9 +181,9 @@ export class Relay {
   }
 
   async stop(): Promise<void> {
-    this.stopping.abort();
     this.rt.db.signals.off(OUTBOX_SIGNAL, this.onSignal);
-    await this.loop;
+    await this.loop.stop();
+    if (this.leader) await releaseLease(this.rt.db, LEASE, this.holder).catch(() => undefined);
   }
 }
 

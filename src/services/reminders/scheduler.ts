@@ -6,15 +6,12 @@
  * before the commit rolls the claim back; after it the relay publishes the outbox row). "Now" is the
  * injected clock, passed to SQL as a parameter.
  */
-import { EventEmitter } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { backoffDelay } from '../../bus/consumer.ts';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Runtime } from '../../runtime.ts';
 import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
 import { ROW_COLUMNS, pendingCount, reminderEvent, type ReminderRow } from './store.ts';
-import { waitForEvent } from '../../wait.ts';
+import { TickLoop } from '../../tick-loop.ts';
 
 export interface SchedulerOptions {
   tickMs: number;
@@ -33,9 +30,7 @@ export interface TickResult {
 const GAUGE_EVERY_MS = 5_000;
 
 export class ReminderScheduler {
-  private readonly stopping = new AbortController();
-  private readonly wake = new EventEmitter();
-  private loop: Promise<void> | undefined;
+  private readonly loop: TickLoop;
   private lastGauge = 0;
   /** Totals of this instance (tests and logs). */
   readonly fired: TickResult = { triggered: 0, missed: 0 };
@@ -43,36 +38,25 @@ export class ReminderScheduler {
   constructor(
     private readonly rt: Runtime,
     private readonly opts: SchedulerOptions,
-  ) {}
+  ) {
+    this.loop = new TickLoop({
+      name: 'reminder scheduler',
+      log: rt.log,
+      round: async () => {
+        await this.tick();
+        await this.updateGauge();
+        return opts.tickMs;
+      },
+    });
+  }
 
   start(): void {
-    this.loop = this.run();
+    this.loop.start();
   }
 
   /** Asks for a tick now (after a snooze to an instant that is already due, for instance). */
   poke(): void {
-    this.wake.emit('wake');
-  }
-
-  private async run(): Promise<void> {
-    let failures = 0;
-    while (!this.stopping.signal.aborted) {
-      try {
-        await this.tick();
-        if (failures > 0) this.rt.log.info({ after_failures: failures }, 'reminder scheduler recovered');
-        failures = 0;
-        await this.updateGauge();
-        await waitForEvent(this.wake, 'wake', this.opts.tickMs, this.stopping.signal);
-      } catch (err) {
-        failures++;
-        const delay = backoffDelay(failures, { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 });
-        this.rt.log.warn(
-          { err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay },
-          'reminder scheduler tick failed; will retry',
-        );
-        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-      }
-    }
+    this.loop.poke();
   }
 
   private async updateGauge(force = false) {
@@ -88,7 +72,7 @@ export class ReminderScheduler {
       const r = await this.claimBatch();
       total.triggered += r.triggered;
       total.missed += r.missed;
-      if (r.triggered + r.missed < this.opts.batchSize || this.stopping.signal.aborted) break;
+      if (r.triggered + r.missed < this.opts.batchSize || this.loop.signal.aborted) break;
     }
     if (total.triggered + total.missed > 0) {
       this.fired.triggered += total.triggered;
@@ -124,20 +108,17 @@ export class ReminderScheduler {
       await this.opts.afterClaim?.(ids);
       const ctx = { now, channels: this.opts.channels };
       const missedSet = new Set(missed);
-      // Sorted by user: appendEvents locks one stream row per user, always in the same order (no deadlock
-      // between scheduler instances).
-      const events: CloudEvent[] = [...rows]
-        .sort((a, b) => (a.user_id < b.user_id ? -1 : a.user_id > b.user_id ? 1 : 0))
-        .map((r) =>
-          missedSet.has(r.id)
-            ? reminderEvent('reminder.missed', r, ctx, {
-                reason: `not fired within the grace window of ${Math.round(this.opts.graceMs / 1000)} s (late by ${Math.round(late(r) / 1000)} s)`,
-              })
-            : reminderEvent('reminder.triggered', r, ctx, {
-                triggered_at: now,
-                ...(r.snoozed ? { reason: 'snoozed' } : {}),
-              }),
-        );
+      // appendEvents locks the users' stream rows in key order: no deadlock between scheduler instances.
+      const events: CloudEvent[] = rows.map((r) =>
+        missedSet.has(r.id)
+          ? reminderEvent('reminder.missed', r, ctx, {
+              reason: `not fired within the grace window of ${Math.round(this.opts.graceMs / 1000)} s (late by ${Math.round(late(r) / 1000)} s)`,
+            })
+          : reminderEvent('reminder.triggered', r, ctx, {
+              triggered_at: now,
+              ...(r.snoozed ? { reason: 'snoozed' } : {}),
+            }),
+      );
       await appendEvents(tx, events);
       return rows.map((r) => ({ late: late(r), missed: missedSet.has(r.id) }));
     });
@@ -154,8 +135,7 @@ export class ReminderScheduler {
     return { triggered: claimed.length - missed, missed };
   }
 
-  async stop(): Promise<void> {
-    this.stopping.abort();
-    await this.loop;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }

@@ -1,0 +1,79 @@
+/**
+ * A background loop of rounds (the relay, the reminder scheduler, the notification delivery worker): run a
+ * round, wait as long as it asks or until poked, and on an error log it and retry with capped exponential
+ * backoff, so a database or broker outage never ends the loop.
+ */
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { backoffDelay } from './bus/consumer.ts';
+import { waitForEvent } from './wait.ts';
+
+export interface TickLoopOptions {
+  /** Names the loop in its log lines ("relay", "reminder scheduler"). */
+  name: string;
+  log: Logger;
+  /** One round of work. Resolves how long to wait before the next round: 0 runs it at once. */
+  round: () => Promise<number>;
+  /** After a poke, wait this long before the round, so a burst of pokes is served by one round. */
+  lingerMs?: number;
+}
+
+const RETRY = { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 };
+
+export class TickLoop {
+  private readonly stopping = new AbortController();
+  private readonly wake = new EventEmitter();
+  private running: Promise<void> | undefined;
+
+  constructor(private readonly opts: TickLoopOptions) {}
+
+  /** Aborted once `stop` is called: rounds check it to cut long work short. */
+  get signal(): AbortSignal {
+    return this.stopping.signal;
+  }
+
+  start(): void {
+    this.running ??= this.run();
+  }
+
+  /** Ends the current wait: the next round runs now (new work was committed in this process). */
+  poke(): void {
+    this.wake.emit('wake');
+  }
+
+  /** Stops after the current round. */
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    const { name, log, round, lingerMs = 0 } = this.opts;
+    let failures = 0;
+    while (!this.signal.aborted) {
+      let waitMs: number;
+      try {
+        waitMs = await round();
+        if (failures > 0) log.info({ after_failures: failures }, `${name} recovered`);
+        failures = 0;
+      } catch (err) {
+        failures++;
+        const delay = backoffDelay(failures, RETRY);
+        log.warn(
+          { err: err instanceof Error ? err.message : String(err), failures, retry_in_ms: delay },
+          `${name} failed; will retry`,
+        );
+        await this.pause(delay);
+        continue;
+      }
+      if (waitMs <= 0) continue;
+      const poked = await waitForEvent(this.wake, 'wake', waitMs, this.signal);
+      if (poked && lingerMs > 0) await this.pause(lingerMs);
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return sleep(ms, undefined, { signal: this.signal }).catch(() => undefined);
+  }
+}
