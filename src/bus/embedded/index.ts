@@ -28,6 +28,7 @@ import type {
   Subscriber,
   Subscription,
 } from '../types.ts';
+import { LiveSubscriptions } from '../subscriptions.ts';
 import { waitForEvent } from '../../wait.ts';
 
 const SIGNAL = 'bus-append';
@@ -351,7 +352,7 @@ class GroupMember implements Subscription {
 }
 
 export class EmbeddedSubscriber implements Subscriber {
-  private readonly members = new Set<GroupMember>();
+  private readonly members = new LiveSubscriptions<GroupMember>();
   private readonly cfg: Required<Omit<EmbeddedBusOptions, 'hooks'>> & { hooks?: ConsumeHooks };
   constructor(
     private readonly db: Db,
@@ -370,20 +371,11 @@ export class EmbeddedSubscriber implements Subscriber {
   }
 
   async subscribe(opts: SubscribeOptions): Promise<Subscription> {
-    const member = new GroupMember(this.db, this.publisher, opts, this.cfg);
-    this.members.add(member);
-    await member.start();
-    return {
-      close: async () => {
-        this.members.delete(member);
-        await member.close();
-      },
-    };
+    return this.members.add(new GroupMember(this.db, this.publisher, opts, this.cfg));
   }
 
-  async close(): Promise<void> {
-    await Promise.all([...this.members].map((m) => m.close()));
-    this.members.clear();
+  close(): Promise<void> {
+    return this.members.closeAll();
   }
 }
 

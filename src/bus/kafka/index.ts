@@ -37,6 +37,7 @@ import type {
   Subscriber,
   Subscription,
 } from '../types.ts';
+import { LiveSubscriptions } from '../subscriptions.ts';
 
 export interface KafkaSettings {
   brokers: string[];
@@ -342,7 +343,7 @@ class KafkaGroupMember implements Subscription {
 }
 
 export class KafkaSubscriber implements Subscriber {
-  private readonly members = new Set<KafkaGroupMember>();
+  private readonly members = new LiveSubscriptions<KafkaGroupMember>();
   constructor(
     private readonly s: KafkaSettings,
     private readonly publisher: KafkaPublisher,
@@ -350,20 +351,11 @@ export class KafkaSubscriber implements Subscriber {
   ) {}
 
   async subscribe(opts: SubscribeOptions): Promise<Subscription> {
-    const member = new KafkaGroupMember(this.s, opts, this.publisher, this.cfg);
-    await member.start();
-    this.members.add(member);
-    return {
-      close: async () => {
-        this.members.delete(member);
-        await member.close();
-      },
-    };
+    return this.members.add(new KafkaGroupMember(this.s, opts, this.publisher, this.cfg));
   }
 
-  async close(): Promise<void> {
-    await Promise.all([...this.members].map((m) => m.close()));
-    this.members.clear();
+  close(): Promise<void> {
+    return this.members.closeAll();
   }
 }
 
