@@ -4,8 +4,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { RetryPolicy } from './bus/consumer.ts';
+import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl } from './store/db.ts';
 
 export type BusKind = 'embedded' | 'kafka' | 'dapr';
@@ -35,6 +37,31 @@ export interface Config {
   };
   /** kafkaAdmin: KAFKA_BROKERS is set, so topics, lag and dead letters are read from the brokers behind Dapr. */
   dapr: { httpPort: number; pubsubName: string; appPort?: number; kafkaAdmin: boolean };
+  // Tuning of the service targets; each target reads only its own section.
+  reminders: { tickMs: number; graceMs: number; batchSize: number };
+  notifications: {
+    smtpUrl: string | null;
+    smtpFrom: string;
+    vapid: { publicKey: string; privateKey: string; subject: string } | null;
+    tickMs: number;
+    batchSize: number;
+    maxAttempts: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+    timeoutMs: number;
+    claimMs: number;
+  };
+  /** retentionIntervalMs 0 turns the retention job off. */
+  audit: { retentionDays: number; retentionIntervalMs: number };
+  gateway: {
+    instanceId: string;
+    replayPerUser: number;
+    replayMaxBytes: number;
+    maxBufferedBytes: number;
+    heartbeatMs: number;
+    maxConnectionsPerUser: number;
+    ticketSecret?: string;
+  };
 }
 
 export class ConfigError extends Error {
@@ -129,6 +156,43 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pubsubName: env.DAPR_PUBSUB_NAME || 'pubsub-kafka',
       ...(env.APP_PORT ? { appPort: int(env, 'APP_PORT', 3000, 1) } : {}),
       kafkaAdmin: !!env.KAFKA_BROKERS,
+    },
+    reminders: {
+      tickMs: int(env, 'REMINDER_TICK_MS', 1_000, 1),
+      graceMs: int(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS),
+      batchSize: int(env, 'REMINDER_BATCH_SIZE', 500, 1),
+    },
+    notifications: {
+      smtpUrl: env.SMTP_URL || null,
+      smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
+      vapid:
+        env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY
+          ? {
+              publicKey: env.VAPID_PUBLIC_KEY,
+              privateKey: env.VAPID_PRIVATE_KEY,
+              subject: env.VAPID_SUBJECT || 'mailto:admin@taskflow.invalid',
+            }
+          : null,
+      tickMs: int(env, 'NOTIFY_TICK_MS', 1_000, 1),
+      batchSize: int(env, 'NOTIFY_BATCH_SIZE', 50, 1),
+      maxAttempts: int(env, 'NOTIFY_MAX_ATTEMPTS', 8, 1),
+      retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000),
+      retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000),
+      timeoutMs: int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1),
+      claimMs: int(env, 'NOTIFY_CLAIM_MS', 120_000, 1),
+    },
+    audit: {
+      retentionDays: int(env, 'AUDIT_RETENTION_DAYS', 365),
+      retentionIntervalMs: int(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000),
+    },
+    gateway: {
+      instanceId: env.GATEWAY_INSTANCE_ID || hostname(),
+      replayPerUser: int(env, 'GATEWAY_REPLAY_PER_USER', 500, 1),
+      replayMaxBytes: int(env, 'GATEWAY_REPLAY_MAX_BYTES', 64 * 1024 * 1024, 1024),
+      maxBufferedBytes: int(env, 'GATEWAY_MAX_BUFFERED_BYTES', 1024 * 1024, 1024),
+      heartbeatMs: int(env, 'GATEWAY_HEARTBEAT_MS', 30_000, 10),
+      maxConnectionsPerUser: int(env, 'GATEWAY_MAX_CONNECTIONS_PER_USER', 50, 1),
+      ...(env.GATEWAY_TICKET_SECRET ? { ticketSecret: env.GATEWAY_TICKET_SECRET } : {}),
     },
   };
   if (!config.jwt.secret && !config.jwt.jwksUrl) {

@@ -6,6 +6,7 @@
  */
 import { createVerifier } from '../../auth.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import type { Config } from '../../config.ts';
 import type { Runtime } from '../../runtime.ts';
 import { firstTime } from '../../store/idempotency.ts';
 import { consumerTarget } from '../consumer-target.ts';
@@ -18,26 +19,8 @@ export { verifyChain, purgeAudit } from './chain.ts';
 const DAY_MS = 86_400_000;
 const ANALYZE_EVERY = 5_000;
 
-export interface AuditOptions {
-  retentionDays: number;
-  /** How often the retention job runs; 0 disables it. */
-  retentionIntervalMs: number;
-}
-
-function positiveInt(env: NodeJS.ProcessEnv, key: string, def: number): number {
-  const raw = env[key];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`${key} must be a non-negative integer, got "${raw}"`);
-  return n;
-}
-
-export function auditOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): AuditOptions {
-  return {
-    retentionDays: positiveInt(env, 'AUDIT_RETENTION_DAYS', 365),
-    retentionIntervalMs: positiveInt(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000),
-  };
-}
+/** `config.audit` (AUDIT_* variables). */
+export type AuditOptions = Config['audit'];
 
 /** Deletes the records older than the retention period; returns what it purged. */
 export async function runRetention(rt: Runtime, retentionDays: number) {
@@ -54,7 +37,7 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
     group: GROUPS.audit,
     topics: [TOPICS.taskEvents, TOPICS.reminders],
     async setup(rt) {
-      const options = { ...auditOptionsFromEnv(), ...opts };
+      const options = { ...rt.config.audit, ...opts };
       await registerAuditApi(rt.http.app, {
         db: rt.db,
         verify: createVerifier(rt.config.jwt),

@@ -13,20 +13,15 @@
  * unsent bytes exceed `maxBufferedBytes` is closed (1013) so one slow client cannot stall or bloat the rest.
  */
 import type { WebSocket } from 'ws';
+import type { Config } from '../../config.ts';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { TaskChangedData } from '../../contracts/events.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { Metrics } from '../../observability/metrics.ts';
 import { ReplayBuffer } from './replay-buffer.ts';
 
-export interface HubOptions {
-  instanceId: string;
-  replayPerUser: number;
-  replayMaxBytes: number;
-  maxBufferedBytes: number;
-  heartbeatMs: number;
-  maxConnectionsPerUser: number;
-}
+/** `config.gateway` (GATEWAY_* variables) without the ticket secret, which the hub never needs. */
+export type HubOptions = Omit<Config['gateway'], 'ticketSecret'>;
 
 export const CLOSE = {
   goingAway: 1001,

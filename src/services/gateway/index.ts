@@ -8,47 +8,26 @@
  * Every instance must see every update, so each subscribes with its own consumer group
  * (`taskflow-gateway-<GATEWAY_INSTANCE_ID or hostname>`, new groups start at the end): docs/adr/0005.
  */
-import { hostname } from 'node:os';
 import websocket from '@fastify/websocket';
 import type { FastifyRequest } from 'fastify';
+import type { Config } from '../../config.ts';
 import { AuthError, bearerToken, createVerifier } from '../../auth.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource } from '../consumer-target.ts';
-import { Hub, type HubOptions } from './hub.ts';
+import { Hub } from './hub.ts';
 import { TicketIssuer } from './tickets.ts';
 
 export const SUBPROTOCOL = 'taskflow.v1';
 const BEARER_PREFIX = 'bearer.';
 
-export interface GatewayOptions extends HubOptions {
-  ticketSecret?: string;
-}
-
-function intEnv(env: NodeJS.ProcessEnv, key: string, def: number, min: number): number {
-  const raw = env[key];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
-  return n;
-}
+/** `config.gateway` (GATEWAY_* variables). */
+export type GatewayOptions = Config['gateway'];
 
 /** A consumer-group-safe id: letters, digits, dot, dash, underscore. */
 export const sanitizeInstanceId = (id: string) =>
   id.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 100) || 'gateway';
-
-export function gatewayOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): GatewayOptions {
-  return {
-    instanceId: sanitizeInstanceId(env.GATEWAY_INSTANCE_ID || hostname()),
-    replayPerUser: intEnv(env, 'GATEWAY_REPLAY_PER_USER', 500, 1),
-    replayMaxBytes: intEnv(env, 'GATEWAY_REPLAY_MAX_BYTES', 64 * 1024 * 1024, 1024),
-    maxBufferedBytes: intEnv(env, 'GATEWAY_MAX_BUFFERED_BYTES', 1024 * 1024, 1024),
-    heartbeatMs: intEnv(env, 'GATEWAY_HEARTBEAT_MS', 30_000, 10),
-    maxConnectionsPerUser: intEnv(env, 'GATEWAY_MAX_CONNECTIONS_PER_USER', 50, 1),
-    ...(env.GATEWAY_TICKET_SECRET ? { ticketSecret: env.GATEWAY_TICKET_SECRET } : {}),
-  };
-}
 
 export const gatewayGroup = (instanceId: string) => `${GROUPS.gateway}-${sanitizeInstanceId(instanceId)}`;
 
@@ -57,7 +36,8 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
     name: 'gateway',
     description: 'WebSocket /ws: pushes task.changed to the user, with resume (?since=) and heartbeats',
     async start(rt): Promise<RunningTarget> {
-      const opts = { ...gatewayOptionsFromEnv(), ...overrides };
+      const merged = { ...rt.config.gateway, ...overrides };
+      const opts = { ...merged, instanceId: sanitizeInstanceId(merged.instanceId) };
       const log = rt.log.child({ component: 'gateway', instance: opts.instanceId });
       const verify = createVerifier(rt.config.jwt);
       const ticketSecret = opts.ticketSecret ?? rt.config.jwt.secret;

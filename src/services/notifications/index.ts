@@ -4,7 +4,7 @@
  * a delivery loop sends them with retries, quiet hours and dead-marking. Serves the preferences, push
  * subscription and in-app inbox API under /api/notifications.
  *
- * Environment: SMTP_URL (e.g. smtp://user:pass@mail:587; email is off without it), SMTP_FROM,
+ * Environment (read in src/config.ts): SMTP_URL (e.g. smtp://user:pass@mail:587; email is off without it), SMTP_FROM,
  * VAPID_PUBLIC_KEY / VAPID_PRIVATE_KEY / VAPID_SUBJECT (web push is off without them), NOTIFY_TICK_MS
  * (1000), NOTIFY_MAX_ATTEMPTS (8), NOTIFY_RETRY_BASE_MS (30000), NOTIFY_RETRY_MAX_MS (3600000),
  * NOTIFY_TIMEOUT_MS (10000), NOTIFY_BATCH_SIZE (50), NOTIFY_CLAIM_MS (120000).
@@ -15,11 +15,12 @@ import type { BusMessage } from '../../bus/types.ts';
 import type { ReminderEventData } from '../../contracts/events.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { QUIET_CHANNELS, quietHoursEnd, type Channel } from '../../domain/notifications.ts';
+import type { Config } from '../../config.ts';
 import type { TargetDefinition } from '../../runtime.ts';
 import { firstTime } from '../../store/idempotency.ts';
 import { consumerTarget } from '../consumer-target.ts';
-import { EmailChannel, PushChannel, WebhookChannel, type VapidKeys } from './channels.ts';
-import { DeliveryWorker, type DeliveryOptions } from './delivery.ts';
+import { EmailChannel, PushChannel, WebhookChannel } from './channels.ts';
+import { DeliveryWorker } from './delivery.ts';
 import { registerNotificationRoutes } from './routes.ts';
 import {
   cancelPendingDeliveries,
@@ -28,44 +29,10 @@ import {
   listPushSubscriptions,
 } from './store.ts';
 
-export interface NotificationsOptions extends Partial<DeliveryOptions> {
-  smtpUrl?: string | null;
-  smtpFrom?: string;
-  vapid?: VapidKeys | null;
-  timeoutMs?: number;
+/** Overrides of `config.notifications` (SMTP_*, VAPID_*, NOTIFY_* variables). */
+export interface NotificationsOptions extends Partial<Config['notifications']> {
   /** TLS agent for the push service (tests: a local push service with a self-signed certificate). */
   pushAgent?: Agent;
-}
-
-function envInt(env: NodeJS.ProcessEnv, key: string, def: number, min: number): number {
-  const raw = env[key];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
-  return n;
-}
-
-export function notificationsOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NotificationsOptions {
-  const vapid =
-    env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY
-      ? {
-          publicKey: env.VAPID_PUBLIC_KEY,
-          privateKey: env.VAPID_PRIVATE_KEY,
-          subject: env.VAPID_SUBJECT || 'mailto:admin@taskflow.invalid',
-        }
-      : null;
-  return {
-    smtpUrl: env.SMTP_URL || null,
-    smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
-    vapid,
-    tickMs: envInt(env, 'NOTIFY_TICK_MS', 1_000, 1),
-    maxAttempts: envInt(env, 'NOTIFY_MAX_ATTEMPTS', 8, 1),
-    retryBaseMs: envInt(env, 'NOTIFY_RETRY_BASE_MS', 30_000, 0),
-    retryMaxMs: envInt(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000, 0),
-    timeoutMs: envInt(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1),
-    batchSize: envInt(env, 'NOTIFY_BATCH_SIZE', 50, 1),
-    claimMs: envInt(env, 'NOTIFY_CLAIM_MS', 120_000, 1),
-  };
 }
 
 export function createNotificationsTarget(options?: NotificationsOptions): TargetDefinition {
@@ -75,27 +42,14 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
     group: GROUPS.notifications,
     topics: [TOPICS.reminders],
     async setup(rt) {
-      const opts = { ...notificationsOptionsFromEnv(), ...options };
-      const timeoutMs = opts.timeoutMs ?? 10_000;
+      const opts = { ...rt.config.notifications, ...options };
+      const { timeoutMs } = opts;
       const log = rt.log.child({ component: 'notifications' });
-      const email = opts.smtpUrl
-        ? new EmailChannel(opts.smtpUrl, opts.smtpFrom ?? 'Taskflow <no-reply@taskflow.invalid>', timeoutMs)
-        : null;
+      const email = opts.smtpUrl ? new EmailChannel(opts.smtpUrl, opts.smtpFrom, timeoutMs) : null;
       const push = opts.vapid ? new PushChannel(opts.vapid, timeoutMs, opts.pushAgent) : null;
       if (!email) log.info('email notifications are off (set SMTP_URL)');
       if (!push) log.info('web push notifications are off (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY)');
-      const worker = new DeliveryWorker(
-        rt,
-        { email, push, webhook: new WebhookChannel(timeoutMs) },
-        {
-          tickMs: opts.tickMs ?? 1_000,
-          batchSize: opts.batchSize ?? 50,
-          maxAttempts: opts.maxAttempts ?? 8,
-          retryBaseMs: opts.retryBaseMs ?? 30_000,
-          retryMaxMs: opts.retryMaxMs ?? 3_600_000,
-          claimMs: opts.claimMs ?? 120_000,
-        },
-      );
+      const worker = new DeliveryWorker(rt, { email, push, webhook: new WebhookChannel(timeoutMs) }, opts);
       await registerNotificationRoutes(rt.http.app, {
         db: rt.db,
         clock: rt.clock,

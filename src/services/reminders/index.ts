@@ -4,7 +4,7 @@
  * due reminders (`reminder.triggered`, or `reminder.missed` when later than the grace window) from a ticker
  * loop. Serves snooze / dismiss / list under /api/tasks/:id/reminders.
  *
- * Environment: REMINDER_TICK_MS (default 1000), REMINDER_GRACE_MS (default 900000 = 15 min),
+ * Environment (read in src/config.ts): REMINDER_TICK_MS (default 1000), REMINDER_GRACE_MS (default 900000 = 15 min),
  * REMINDER_BATCH_SIZE (default 500).
  */
 import { createVerifier } from '../../auth.ts';
@@ -12,7 +12,7 @@ import type { BusMessage } from '../../bus/types.ts';
 import type { ReminderChannel, TaskEventData } from '../../contracts/events.ts';
 import { REMINDER_CHANNELS } from '../../contracts/schemas.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
-import { DEFAULT_REMINDER_GRACE_MS } from '../../domain/reminders.ts';
+import type { Config } from '../../config.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { TargetDefinition } from '../../runtime.ts';
 import { firstTime } from '../../store/idempotency.ts';
@@ -25,10 +25,8 @@ import { applyTaskEvent } from './store.ts';
 
 export { ReminderScheduler } from './scheduler.ts';
 
-export interface RemindersOptions {
-  tickMs?: number;
-  graceMs?: number;
-  batchSize?: number;
+/** Overrides of `config.reminders` (REMINDER_* variables), plus test hooks. */
+export interface RemindersOptions extends Partial<Config['reminders']> {
   /** Channels named on the reminder events (the notifications service applies the user's preferences). */
   channels?: readonly ReminderChannel[];
   /** Run the scheduler loop (default true); false leaves only the consumer and the HTTP API. */
@@ -39,22 +37,6 @@ export interface RemindersOptions {
   onScheduler?: (s: ReminderScheduler) => void;
 }
 
-function envInt(env: NodeJS.ProcessEnv, key: string, def: number, min: number): number {
-  const raw = env[key];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
-  return n;
-}
-
-export function remindersOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): RemindersOptions {
-  return {
-    tickMs: envInt(env, 'REMINDER_TICK_MS', 1_000, 1),
-    graceMs: envInt(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS, 0),
-    batchSize: envInt(env, 'REMINDER_BATCH_SIZE', 500, 1),
-  };
-}
-
 export function createRemindersTarget(options?: RemindersOptions): TargetDefinition {
   return consumerTarget({
     name: 'reminders',
@@ -63,13 +45,13 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
     group: GROUPS.reminders,
     topics: [TOPICS.taskEvents],
     async setup(rt) {
-      const opts = { ...remindersOptionsFromEnv(), ...options };
-      const graceMs = opts.graceMs ?? DEFAULT_REMINDER_GRACE_MS;
+      const opts = { ...rt.config.reminders, ...options };
+      const { graceMs } = opts;
       const channels = opts.channels ?? REMINDER_CHANNELS;
       const scheduler = new ReminderScheduler(rt, {
-        tickMs: opts.tickMs ?? 1_000,
+        tickMs: opts.tickMs,
         graceMs,
-        batchSize: opts.batchSize ?? 500,
+        batchSize: opts.batchSize,
         channels,
         ...(opts.afterClaim ? { afterClaim: opts.afterClaim } : {}),
       });
