@@ -205,6 +205,9 @@ interface Result {
   fired: number;
   missed: number;
   published: number;
+  /** Reminders whose `reminder.triggered` was committed more than once, and duplicate ids on the topic. */
+  refired: number;
+  duplicatesOnBus: number;
   commit: Stats;
   claim: Stats;
   publish: Stats;
@@ -255,6 +258,7 @@ async function runCase(database: string, inner: Db, n: number): Promise<Result> 
   const lateness = new Float64Array(n).fill(NaN);
   const perSecond = new Map<number, number>();
   let committed = 0;
+  let refired = 0; // commits of a reminder that had already fired: must stay 0
   let firstCommit = 0;
   let lastCommit = 0;
   let shift = -365 * 24 * 3600 * 1000; // a year behind: nothing is due until the targets are up
@@ -265,6 +269,7 @@ async function runCase(database: string, inner: Db, n: number): Promise<Result> 
     for (const id of ids) {
       const i = indexOf(id);
       if (Number.isNaN(lateness[i]!)) committed++;
+      else refired++;
       lateness[i] = virtual - dueOf(i);
     }
     firstCommit ||= at;
@@ -388,10 +393,12 @@ async function runCase(database: string, inner: Db, n: number): Promise<Result> 
     'SELECT status, count(*)::text AS n FROM reminder_schedule GROUP BY status',
   );
   const byStatus = Object.fromEntries(counts.rows.map((r) => [r.status, Number(r.n)]));
-  const onBus = await inner.query<{ n: string }>(
-    `SELECT count(*)::text AS n FROM bus_messages WHERE topic = 'reminders'`,
+  const onBus = await inner.query<{ n: string; distinct_ids: string }>(
+    `SELECT count(*)::text AS n, count(DISTINCT value->'data'->>'reminder_id')::text AS distinct_ids
+       FROM bus_messages WHERE topic = 'reminders'`,
   );
   published = Number(onBus.rows[0]!.n);
+  const duplicatesOnBus = published - Number(onBus.rows[0]!.distinct_ids);
 
   // Throughput: 5-s windows from the first commit to the last.
   const seconds = [...perSecond.keys()].sort((a, b) => a - b);
@@ -418,6 +425,8 @@ async function runCase(database: string, inner: Db, n: number): Promise<Result> 
     fired: byStatus.triggered ?? 0,
     missed: byStatus.missed ?? 0,
     published,
+    refired,
+    duplicatesOnBus,
     commit,
     claim,
     publish,
@@ -465,6 +474,7 @@ function report(r: Result, note: string): string {
     `| not yet fired when the last reminder fell due | ${fmt(r.backlogAtEnd)} |`,
     `| last event published, after the last due instant | ${Number.isFinite(r.lastPublishAfterDueS) ? `${r.lastPublishAfterDueS.toFixed(1)} s` : 'n/a'} |`,
     `| triggered / missed / on the bus (topic reminders) | ${fmt(r.fired)} / ${fmt(r.missed)} / ${fmt(r.published)} |`,
+    `| fired twice: committed again / duplicate reminder ids on the bus | ${fmt(r.refired)} / ${fmt(r.duplicatesOnBus)} |`,
     `| RSS before start / peak sampled / maxRSS | ${mb(r.rssBaseline)} / ${mb(r.rssPeak)} / ${mb(r.maxRss)} MB |`,
     `| node CPU (user+sys) during the run | ${r.cpuSeconds.toFixed(0)} s |`,
     `| load average (1 min) start / peak / end | ${r.load.start.toFixed(2)} / ${r.load.peak.toFixed(2)} / ${r.load.end.toFixed(2)} |`,
