@@ -20,6 +20,14 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
 
+/**
+ * Subscribers commit a partition's position once per batch of handled messages (when the batch in hand is
+ * done), and at least this often during a long one; not after every message, which would cost a broker or
+ * database round trip per event. After a crash, at most the uncommitted rest is redelivered: handlers are
+ * idempotent.
+ */
+export const COMMIT_INTERVAL_MS = 1_000;
+
 /** Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(max, base * 2^(n-1))]. */
 export function backoffDelay(
   attempt: number,

@@ -14,7 +14,13 @@ import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import { topicSpec } from '../../contracts/topics.ts';
 import type { Db, Queryable } from '../../store/db.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { consumeWithRetry, DEFAULT_RETRY, type ConsumeHooks, type RetryPolicy } from '../consumer.ts';
+import {
+  COMMIT_INTERVAL_MS,
+  consumeWithRetry,
+  DEFAULT_RETRY,
+  type ConsumeHooks,
+  type RetryPolicy,
+} from '../consumer.ts';
 import { partitionFor } from '../partitioner.ts';
 import type {
   Bus,
@@ -309,6 +315,10 @@ class GroupMember implements Subscription {
           await waitForEvent(wake, 'wake', this.cfg.pollIntervalMs, signal);
           continue;
         }
+        // One position commit per fetched batch (consumer.ts, COMMIT_INTERVAL_MS).
+        let committed = position;
+        let committedAt = Date.now();
+        let aborted = false;
         for (const row of rows) {
           const message = toMessage(row);
           const outcome = await consumeWithRetry(message, this.opts.handler, {
@@ -323,10 +333,19 @@ class GroupMember implements Subscription {
                 ? { hooks: this.cfg.hooks }
                 : {}),
           });
-          if (outcome === 'aborted') return;
+          if (outcome === 'aborted') {
+            aborted = true;
+            break;
+          }
           position = Number(message.offset) + 1;
-          if (!(await this.commit(topic, partition, position))) return; // lost the lease: another member has it
+          if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) {
+            if (!(await this.commit(topic, partition, position))) return; // lost the partition to another member
+            committed = position;
+            committedAt = Date.now();
+          }
         }
+        if (position !== committed && !(await this.commit(topic, partition, position))) return;
+        if (aborted) return;
       }
     } finally {
       this.db.signals.off(SIGNAL, onAppend);

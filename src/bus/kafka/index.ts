@@ -24,7 +24,7 @@ import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import { fromBinary, toBinary, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { topicSpec } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { consumeWithRetry, DEFAULT_RETRY, type RetryPolicy } from '../consumer.ts';
+import { COMMIT_INTERVAL_MS, consumeWithRetry, DEFAULT_RETRY, type RetryPolicy } from '../consumer.ts';
 import type {
   Bus,
   BusAdmin,
@@ -289,43 +289,61 @@ class KafkaGroupMember implements Subscription {
     this.queues.set(id, q);
     if (++this.buffered >= this.cfg.maxBuffered) this.stream.pause();
     if (!this.running.has(id)) {
-      const run = this.drain(id).finally(() => this.running.delete(id));
+      const run: Promise<void> = this.drain(id).finally(() => {
+        if (this.running.get(id) === run) this.running.delete(id);
+      });
       this.running.set(id, run);
     }
   }
 
-  /** Handles one partition's queue in order; the offset is committed after each message is done. */
+  /**
+   * Handles one partition's queue in order. The offset of the last handled message is committed when the
+   * queue runs dry, on shutdown, and at least every COMMIT_INTERVAL_MS meanwhile (consumer.ts): committing
+   * an offset covers every earlier one of the partition.
+   */
   private async drain(id: string): Promise<void> {
     const q = this.queues.get(id)!;
     const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
-    while (q.length && !this.closing.signal.aborted) {
-      const raw = q[0]!;
-      const message = decode(raw, unprefix);
-      const outcome = await consumeWithRetry(message, this.opts.handler, {
-        group: this.opts.group,
-        policy: this.cfg.retry,
-        publisher: this.publisher,
-        log: this.cfg.log,
-        signal: this.closing.signal,
-        ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
-      });
-      if (outcome === 'aborted') return;
-      q.shift();
-      if (--this.buffered < this.cfg.maxBuffered / 2 && this.stream.isPaused()) this.stream.resume();
+    let handled: Message<string, Buffer, string, string> | undefined;
+    let committedAt = Date.now();
+    const commitHandled = async () => {
+      if (!handled) return;
+      const m = handled;
+      handled = undefined;
+      committedAt = Date.now();
       try {
-        await raw.commit();
+        await m.commit();
       } catch (err) {
         // Typically a rebalance moved the partition: the new owner re-reads from the last commit (idempotent).
         this.cfg.log.warn(
-          {
-            err: describeKafkaError(err),
-            group: this.opts.group,
-            topic: message.topic,
-            partition: message.partition,
-            offset: message.offset,
-          },
+          { err: describeKafkaError(err), group: this.opts.group, topic: m.topic, partition: m.partition },
           'offset commit failed',
         );
+      }
+    };
+    for (;;) {
+      while (q.length && !this.closing.signal.aborted) {
+        const raw = q[0]!;
+        const outcome = await consumeWithRetry(decode(raw, unprefix), this.opts.handler, {
+          group: this.opts.group,
+          policy: this.cfg.retry,
+          publisher: this.publisher,
+          log: this.cfg.log,
+          signal: this.closing.signal,
+          ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
+        });
+        if (outcome === 'aborted') break;
+        q.shift();
+        handled = raw;
+        if (--this.buffered < this.cfg.maxBuffered / 2 && this.stream.isPaused()) this.stream.resume();
+        if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) await commitHandled();
+      }
+      await commitHandled();
+      // Messages may have arrived during the commit; leave only with an empty queue (or on shutdown), and
+      // give up the slot synchronously so the next message starts a new drain.
+      if (q.length === 0 || this.closing.signal.aborted) {
+        this.running.delete(id);
+        return;
       }
     }
   }
