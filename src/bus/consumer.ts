@@ -114,20 +114,22 @@ async function consume(
   ctx: ConsumeContext,
   span: Span,
 ): Promise<ConsumeOutcome> {
-  const log = ctx.log.child({
-    group: ctx.group,
-    topic: message.topic,
-    partition: message.partition,
-    offset: message.offset,
-    event_id: message.event?.id,
-    event_type: message.event?.type,
-    trace_id: message.event?.traceparent?.split('-')[1],
-  });
+  // Built only when something is logged: the happy path logs nothing.
+  const log = () =>
+    ctx.log.child({
+      group: ctx.group,
+      topic: message.topic,
+      partition: message.partition,
+      offset: message.offset,
+      event_id: message.event?.id,
+      event_type: message.event?.type,
+      trace_id: message.event?.traceparent?.split('-')[1],
+    });
   const problems = eventProblems(message.event);
   const first = new Date().toISOString();
   if (problems.length) {
     const error = `invalid event: ${problems.join('; ')}`;
-    log.warn({ error }, 'invalid event, dead-lettering');
+    log().warn({ error }, 'invalid event, dead-lettering');
     return deadLetter(message, ctx, error, 0, first);
   }
   for (let attempt = 1; ; attempt++) {
@@ -140,7 +142,7 @@ async function consume(
     } catch (err) {
       const permanent = err instanceof PermanentError;
       if (permanent || attempt >= ctx.policy.maxAttempts) {
-        log.error(
+        log().error(
           { err, attempt },
           permanent ? 'permanent failure, dead-lettering' : 'retries exhausted, dead-lettering',
         );
@@ -149,7 +151,7 @@ async function consume(
       ctx.hooks?.onRetry?.(message, attempt, err);
       span.addEvent('retry', { attempt, error: errorText(err).slice(0, 500) });
       const delay = backoffDelay(attempt, ctx.policy);
-      log.warn({ err: errorText(err), attempt, retry_in_ms: delay }, 'handler failed, retrying');
+      log().warn({ err: errorText(err), attempt, retry_in_ms: delay }, 'handler failed, retrying');
       try {
         await sleep(delay, undefined, ctx.signal ? { signal: ctx.signal } : undefined);
       } catch {

@@ -11,76 +11,49 @@ export const OUTBOX_SIGNAL = 'outbox-append';
 export const notifyOutbox = (db: Db) => db.signals.emit(OUTBOX_SIGNAL);
 
 /**
- * Takes the per-key stream lock (held until commit) and returns the next sequence numbers. Transactions of
- * one key are serialized, so for a key outbox ids and sequences follow commit order.
- */
-export async function nextStreamSeq(tx: Queryable, key: string, count = 1): Promise<number> {
-  return (await nextStreamSeqs(tx, new Map([[key, count]]))).get(key)!;
-}
-
-/**
- * `nextStreamSeq` for many keys in one statement. Rows are upserted in key order, so two transactions that
- * share keys lock them in the same order and cannot deadlock.
- */
-async function nextStreamSeqs(
-  tx: Queryable,
-  counts: ReadonlyMap<string, number>,
-): Promise<Map<string, number>> {
-  const keys = [...counts.keys()].sort();
-  const r = await tx.query<{ stream_key: string; last_seq: string }>(
-    `INSERT INTO event_streams (stream_key, last_seq)
-     SELECT k, n FROM unnest($1::text[], $2::bigint[]) AS t(k, n) ORDER BY k
-     ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
-     RETURNING stream_key, last_seq`,
-    [keys, keys.map((k) => counts.get(k)!)],
-  );
-  return new Map(
-    r.rows.map((row) => [row.stream_key, Number(row.last_seq) - counts.get(row.stream_key)! + 1]),
-  );
-}
-
-/**
- * Writes events to the outbox: one statement for the stream sequences and one for the rows, whatever the
- * batch size (a scheduler claim writes hundreds). Rows are inserted in the given order, so for each key the
- * outbox ids follow its sequence numbers.
+ * Writes events to the outbox in one statement, whatever the batch size (a scheduler claim writes
+ * hundreds): it takes each key's stream row lock (held until commit; rows locked in key order, so two
+ * transactions sharing keys cannot deadlock), advances the key's sequence, and inserts the rows in the
+ * given order. Transactions of one key are serialized by that lock, so for a key outbox ids and sequence
+ * numbers follow commit order (the relay publishes in id order).
  */
 export async function appendEvents(tx: Queryable, events: readonly CloudEvent[]): Promise<void> {
   if (events.length === 0) return;
-  const counts = new Map<string, number>();
-  const topics: string[] = [];
-  for (const e of events) {
-    assertValidEvent(e);
-    if (!isEventType(e.type)) throw new Error(`unknown event type ${e.type}`);
-    if (!e.partitionkey) throw new Error(`event ${e.id} has no partitionkey`);
-    counts.set(e.partitionkey, (counts.get(e.partitionkey) ?? 0) + 1);
-    topics.push(topicOf(e.type));
-  }
-  const next = await nextStreamSeqs(tx, counts);
   const cols = {
-    topic: topics,
+    topic: [] as string[],
     key: [] as string[],
-    seq: [] as number[],
     id: [] as string[],
     type: [] as string[],
     body: [] as string[],
   };
   for (const e of events) {
-    const key = e.partitionkey!;
-    const seq = next.get(key)!;
-    next.set(key, seq + 1);
-    cols.key.push(key);
-    cols.seq.push(seq);
+    assertValidEvent(e);
+    if (!isEventType(e.type)) throw new Error(`unknown event type ${e.type}`);
+    if (!e.partitionkey) throw new Error(`event ${e.id} has no partitionkey`);
+    cols.topic.push(topicOf(e.type));
+    cols.key.push(e.partitionkey);
     cols.id.push(e.id);
     cols.type.push(e.type);
     cols.body.push(JSON.stringify(e));
   }
   await tx.query(
-    `INSERT INTO outbox (topic, key, stream_seq, event_id, event_type, event)
-     SELECT topic, key, seq, id, type, body::jsonb
-       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-            WITH ORDINALITY AS t(topic, key, seq, id, type, body, ord)
-      ORDER BY ord`,
-    [cols.topic, cols.key, cols.seq, cols.id, cols.type, cols.body],
+    `WITH ev AS (
+       SELECT topic, key, id, type, body, ord,
+              row_number() OVER (PARTITION BY key ORDER BY ord) AS rn,
+              count(*) OVER (PARTITION BY key) AS n
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+              WITH ORDINALITY AS t(topic, key, id, type, body, ord)
+     ), streams AS (
+       INSERT INTO event_streams (stream_key, last_seq)
+       SELECT key, count(*) FROM ev GROUP BY key ORDER BY key
+       ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
+       RETURNING stream_key, last_seq
+     )
+     INSERT INTO outbox (topic, key, stream_seq, event_id, event_type, event)
+     SELECT ev.topic, ev.key, streams.last_seq - ev.n + ev.rn, ev.id, ev.type, ev.body::jsonb
+       FROM ev JOIN streams ON streams.stream_key = ev.key
+      ORDER BY ev.ord`,
+    [cols.topic, cols.key, cols.id, cols.type, cols.body],
   );
 }
 
