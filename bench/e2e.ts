@@ -56,7 +56,17 @@ import { broadcasterTarget } from '../src/services/broadcaster/index.ts';
 import { createGatewayTarget } from '../src/services/gateway/index.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
 import { openDb, type Db, type QueryResult, type Queryable } from '../src/store/db.ts';
-import { ROOT, Timings, freshPgDatabase, load1, loadNote, log, startService, type Service } from './lib.ts';
+import {
+  ROOT,
+  Timings,
+  freshPgDatabase,
+  load1,
+  loadNote,
+  log,
+  startService,
+  statementKind,
+  type Service,
+} from './lib.ts';
 
 const intEnv = (key: string, def: number, min = 1) => {
   const raw = process.env[key];
@@ -309,26 +319,6 @@ class Clients {
 
 // ------------------------------------------------------------------------------------------------ server
 
-/** Which part of the path a SQL statement belongs to (store/, services/, bus/embedded). */
-function classify(sql: string): string {
-  if (/^\s*INSERT INTO tasks/.test(sql)) return 'api: INSERT task';
-  if (/FROM user_settings/.test(sql)) return 'api: user settings SELECT';
-  if (/^\s*INSERT INTO event_streams/.test(sql)) return 'outbox: stream seq UPSERT';
-  if (/^\s*INSERT INTO outbox/.test(sql)) return 'outbox: INSERT';
-  if (/INSERT INTO processed_events/.test(sql)) return 'broadcaster: idempotency INSERT';
-  if (/broadcaster_sequences/.test(sql)) return 'broadcaster: sequence UPSERT';
-  if (/FROM outbox WHERE published_at IS NULL ORDER BY/.test(sql)) return 'relay: pending outbox SELECT';
-  if (/^\s*UPDATE outbox SET published_at/.test(sql)) return 'relay: mark published UPDATE';
-  if (/INSERT INTO leases/.test(sql)) return 'relay: lease';
-  if (/^\s*UPDATE bus_partitions/.test(sql)) return 'embedded bus: partition offset UPDATE';
-  if (/^\s*INSERT INTO bus_messages/.test(sql)) return 'embedded bus: INSERT messages';
-  if (/FROM bus_messages\s+WHERE topic = \$1 AND partition = \$2 AND "offset" >= \$3/.test(sql))
-    return 'embedded bus: consumer fetch SELECT';
-  if (/INSERT INTO bus_group_offsets/.test(sql)) return 'embedded bus: position commit';
-  if (/bus_group_members|bus_partition_owners/.test(sql)) return 'embedded bus: group heartbeat';
-  return 'other';
-}
-
 /** The Db seam with every statement timed by kind (time includes waiting for a connection / PGlite). */
 class TimedDb implements Db {
   readonly timings = new Timings();
@@ -345,7 +335,7 @@ class TimedDb implements Db {
   private async timed<T>(q: Queryable, sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
     const t = performance.now();
     const r = await q.query<T>(sql, params);
-    this.timings.add(classify(sql), performance.now() - t);
+    this.timings.add(statementKind(sql), performance.now() - t);
     return r;
   }
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {

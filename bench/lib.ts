@@ -88,6 +88,41 @@ export function startService(opts: {
 /** Creates a fresh database on a PostgreSQL server; `drop()` removes it again (the tests' helper). */
 export const freshPgDatabase = (baseUrl: string, prefix = 'tf_bench') => createPgDatabase(baseUrl, prefix);
 
+/** The statement kinds of the hot paths, by the SQL text of src/store, the relay, the scheduler, the bus. */
+const STATEMENT_KINDS: readonly [RegExp, string][] = [
+  [/^\s*INSERT INTO tasks/, 'api: INSERT task'],
+  [/FROM user_settings/, 'api: user settings SELECT'],
+  [/^\s*WITH ev AS \(/, 'outbox: appendEvents (stream seqs + rows, 1 statement)'],
+  [/INSERT INTO processed_events/, 'consumer: idempotency INSERT'],
+  [/broadcaster_sequences/, 'broadcaster: sequence UPSERT'],
+  [
+    /FROM reminder_schedule\s+WHERE status = 'scheduled' AND remind_at <=/,
+    'scheduler: claim SELECT ... FOR UPDATE SKIP LOCKED',
+  ],
+  [/^\s*UPDATE reminder_schedule\s+SET status = CASE/, 'scheduler: mark UPDATE'],
+  [/count\(\*\)::text AS n FROM reminder_schedule/, 'scheduler: pending gauge count(*)'],
+  [/FROM outbox WHERE published_at IS NULL ORDER BY/, 'relay: pending outbox SELECT'],
+  [/^\s*UPDATE outbox SET published_at/, 'relay: mark published UPDATE'],
+  [/^\s*WITH marked AS \(UPDATE outbox SET published_at/, 'relay: mark published + next pending SELECT'],
+  [/^\s*INSERT INTO leases/, 'relay: lease UPSERT'],
+  [/count\(\*\)::text AS pending/, 'relay: outbox stats count(*)'],
+  [/^\s*DELETE FROM outbox/, 'relay: prune DELETE'],
+  [/^\s*UPDATE bus_partitions/, 'embedded bus: partition offset UPDATE'],
+  [/^\s*INSERT INTO bus_messages/, 'embedded bus: INSERT messages'],
+  [
+    /FROM bus_messages\s+WHERE topic = \$1 AND partition = \$2 AND "offset" >= \$3/,
+    'embedded bus: consumer fetch SELECT',
+  ],
+  [/INSERT INTO bus_group_offsets/, 'embedded bus: position commit'],
+  [/bus_group_members|bus_partition_owners/, 'embedded bus: group heartbeat'],
+];
+
+/** Which hot-path statement a SQL text is (per-statement breakdowns of the benches), else 'other'. */
+export function statementKind(sql: string): string {
+  for (const [re, kind] of STATEMENT_KINDS) if (re.test(sql)) return kind;
+  return 'other';
+}
+
 /** Accumulates durations per label (count, total). */
 export class Timings {
   readonly entries = new Map<string, { count: number; totalMs: number }>();

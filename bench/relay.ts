@@ -46,7 +46,17 @@ import type { TargetDefinition } from '../src/runtime.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
 import { openDb, type Db, type QueryResult, type Queryable } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
-import { Timings, freshPgDatabase, load1, loadNote, log, median, startService, type Service } from './lib.ts';
+import {
+  Timings,
+  freshPgDatabase,
+  load1,
+  loadNote,
+  log,
+  median,
+  startService,
+  statementKind,
+  type Service,
+} from './lib.ts';
 
 const intEnv = (key: string, def: number) => {
   const raw = process.env[key];
@@ -225,17 +235,6 @@ async function refillOutbox(db: Db): Promise<void> {
     ANALYZE outbox`);
 }
 
-/** Which relay statement a SQL text is (src/store/outbox.ts, src/store/lease.ts). */
-function classify(sql: string): string {
-  if (/^\s*INSERT INTO leases/.test(sql)) return 'tryAcquireLease (UPSERT)';
-  if (/FROM outbox WHERE published_at IS NULL ORDER BY/.test(sql))
-    return 'pendingOutbox SELECT + jsonb parse';
-  if (/^\s*UPDATE outbox SET published_at/.test(sql)) return 'markPublished UPDATE';
-  if (/count\(\*\)::text AS pending/.test(sql)) return 'outboxStats count(*)';
-  if (/^\s*DELETE FROM outbox/.test(sql)) return 'pruneOutbox DELETE';
-  return 'other SQL (migrations, ...)';
-}
-
 /** The database seam with every statement timed; counts the rows markPublished marks (progress). */
 class TimedDb implements Db {
   constructor(
@@ -255,8 +254,9 @@ class TimedDb implements Db {
   private async timed<T>(q: Queryable, sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
     const t = performance.now();
     const r = await q.query<T>(sql, params);
-    this.timings.add(classify(sql), performance.now() - t);
-    if (/^\s*UPDATE outbox SET published_at/.test(sql)) this.onMarked((params?.[0] as unknown[]).length);
+    this.timings.add(statementKind(sql), performance.now() - t);
+    if (/^\s*(WITH marked AS \()?UPDATE outbox SET published_at/.test(sql))
+      this.onMarked((params?.[0] as unknown[]).length);
     return r;
   }
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {
@@ -555,11 +555,12 @@ function breakdownTable(results: Result[]): string {
   const relay = results.filter((r) => r.case === 'relay' && r.timings);
   if (relay.length === 0) return '';
   const labels = [
-    'tryAcquireLease (UPSERT)',
-    'pendingOutbox SELECT + jsonb parse',
+    'relay: lease UPSERT',
+    'relay: pending outbox SELECT',
     'publish: toBinary + Kafka send (acks=all)',
-    'markPublished UPDATE',
-    'outboxStats count(*)',
+    'relay: mark published UPDATE',
+    'relay: mark published + next pending SELECT',
+    'relay: outbox stats count(*)',
   ];
   const lines = [
     `| database | batch | round | ${labels.join(' | ')} | rest (start-up, JS) |`,

@@ -45,7 +45,16 @@ import { createRemindersTarget } from '../src/services/reminders/index.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
 import { openDb, type Db, type QueryResult, type Queryable } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
-import { Timings, freshPgDatabase, load1, loadNote, log, startService, type Service } from './lib.ts';
+import {
+  Timings,
+  freshPgDatabase,
+  load1,
+  loadNote,
+  log,
+  startService,
+  statementKind,
+  type Service,
+} from './lib.ts';
 
 const intEnv = (key: string, def: number, min = 1) => {
   const raw = process.env[key];
@@ -108,21 +117,6 @@ interface TxTag {
   sqlMs: number;
 }
 
-/** Which statement of the firing path a SQL text is (scheduler.ts, store/outbox.ts, relay, embedded bus). */
-function classify(sql: string): string {
-  if (/FROM reminder_schedule\s+WHERE status = 'scheduled' AND remind_at <=/.test(sql))
-    return 'scheduler: claim SELECT ... FOR UPDATE SKIP LOCKED';
-  if (/^\s*UPDATE reminder_schedule\s+SET status = CASE/.test(sql)) return 'scheduler: mark UPDATE';
-  if (/^\s*INSERT INTO event_streams/.test(sql)) return 'outbox: stream seq UPSERT';
-  if (/^\s*INSERT INTO outbox/.test(sql)) return 'outbox: INSERT';
-  if (/FROM outbox WHERE published_at IS NULL ORDER BY/.test(sql)) return 'relay: pending outbox SELECT';
-  if (/^\s*UPDATE bus_partitions/.test(sql)) return 'relay: bus partition offset UPDATE';
-  if (/^\s*INSERT INTO bus_messages/.test(sql)) return 'relay: bus_messages INSERT';
-  if (/^\s*UPDATE outbox SET published_at/.test(sql)) return 'relay: mark published UPDATE';
-  if (/count\(\*\)::text AS n FROM reminder_schedule/.test(sql)) return 'scheduler: pending gauge count(*)';
-  return 'other (consumer polls, leases, stats, ...)';
-}
-
 /**
  * The Db seam, passing everything through with each statement timed; a transaction tagged by afterClaim
  * (a scheduler claim) reports its commit instant and its duration.
@@ -149,7 +143,7 @@ class CommitWatchDb implements Db {
     const t = performance.now();
     const r = await q.query<T>(sql, params);
     const ms = performance.now() - t;
-    this.timings.add(classify(sql), ms);
+    this.timings.add(statementKind(sql), ms);
     const tag = this.als.getStore();
     if (tag) tag.sqlMs += ms;
     return r;

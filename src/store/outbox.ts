@@ -78,6 +78,24 @@ export async function markPublished(db: Queryable, ids: readonly string[]): Prom
     await db.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
 }
 
+/**
+ * `markPublished` then `pendingOutbox` in one round trip. The read sees the statement's snapshot, from
+ * before the update, so it leaves out the rows being marked explicitly.
+ */
+export async function markPublishedAndReadNext(
+  db: Queryable,
+  ids: readonly string[],
+  limit: number,
+): Promise<OutboxRow[]> {
+  const r = await db.query<OutboxRow>(
+    `WITH marked AS (UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]))
+     SELECT id::text AS id, topic, key, event, attempts FROM outbox
+      WHERE published_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY outbox.id LIMIT $2`,
+    [ids, limit],
+  );
+  return r.rows;
+}
+
 export async function recordPublishFailure(
   db: Queryable,
   ids: readonly string[],

@@ -18,6 +18,7 @@ import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
 import {
   OUTBOX_SIGNAL,
   markPublished,
+  markPublishedAndReadNext,
   outboxStats,
   pendingOutbox,
   pruneOutbox,
@@ -80,6 +81,8 @@ export class Relay {
   private renewedAt = 0;
   private statsAt = 0;
   private lastHousekeeping = 0;
+  /** The next batch, read while marking the previous one (Kafka and Dapr); dropped on any doubt. */
+  private prefetched: OutboxRow[] | undefined;
 
   constructor(private readonly rt: Runtime) {
     // After a commit signal, linger briefly so a burst of commits is published as one batch.
@@ -103,7 +106,10 @@ export class Relay {
         log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
       this.leader = isLeader;
     }
-    if (!this.leader) return LEASE_TTL_MS / 3;
+    if (!this.leader) {
+      this.prefetched = undefined;
+      return LEASE_TTL_MS / 3;
+    }
     await this.housekeeping();
     const published = await this.publishBatch(config.relay.batchSize);
     return published === 0 ? config.relay.pollIntervalMs : 0;
@@ -149,7 +155,8 @@ export class Relay {
       if (n > 0) publisher.notify();
       return n;
     }
-    const rows = await pendingOutbox(db, limit);
+    const rows = this.prefetched ?? (await pendingOutbox(db, limit));
+    this.prefetched = undefined;
     if (rows.length === 0) return 0;
     const traced = tracedMessages(rows, bus.kind);
     try {
@@ -164,9 +171,10 @@ export class Relay {
       throw err;
     }
     traced.end();
-    await markPublished(
+    this.prefetched = await markPublishedAndReadNext(
       db,
       rows.map((r) => r.id),
+      limit,
     );
     for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
     return rows.length;
