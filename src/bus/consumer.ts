@@ -8,9 +8,23 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dlqTopic } from '../contracts/topics.ts';
 import { eventProblems } from '../contracts/schemas.ts';
 import type { Logger } from '../observability/logger.ts';
-import { SpanKind, SpanStatusCode, currentTraceparent, withSpan } from '../observability/tracing.ts';
+import {
+  SpanKind,
+  SpanStatusCode,
+  currentTraceparent,
+  startSpan,
+  traceparentOf,
+  withSpan,
+  type SpanOptions,
+} from '../observability/tracing.ts';
 import type { Span } from '@opentelemetry/api';
-import { PermanentError, type BusMessage, type MessageHandler, type Publisher } from './types.ts';
+import {
+  PermanentError,
+  type BatchHandler,
+  type BusMessage,
+  type MessageHandler,
+  type Publisher,
+} from './types.ts';
 
 export interface RetryPolicy {
   maxAttempts: number;
@@ -27,6 +41,9 @@ export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 200, ma
  * idempotent.
  */
 export const COMMIT_INTERVAL_MS = 1_000;
+
+/** Most messages handed to a `batchHandler` at once, unless the subscription says otherwise. */
+export const DEFAULT_MAX_BATCH = 100;
 
 /** Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(max, base * 2^(n-1))]. */
 export function backoffDelay(
@@ -70,6 +87,74 @@ export type ConsumeOutcome = 'handled' | 'dead-lettered' | 'aborted';
 
 const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 
+/** The CONSUMER span options of a message: parent the transport header, else the event's traceparent. */
+function consumerSpanOptions(message: BusMessage, group: string): SpanOptions {
+  const headerParent = message.headers?.traceparent;
+  const eventParent = message.event?.traceparent;
+  return {
+    kind: SpanKind.CONSUMER,
+    parent: headerParent ?? eventParent,
+    ...(headerParent && eventParent && headerParent !== eventParent ? { links: [eventParent] } : {}),
+    attributes: {
+      'messaging.operation.type': 'process',
+      'messaging.destination.name': message.topic,
+      'messaging.destination.partition.id': String(message.partition),
+      'messaging.consumer.group.name': group,
+      'messaging.message.id': String(message.event?.id ?? ''),
+      'taskflow.bus.offset': message.offset,
+      'cloudevents.event_type': String(message.event?.type ?? ''),
+    },
+  };
+}
+
+/**
+ * Handles consecutive messages of one partition in order and resolves how many of them are done (handled
+ * or dead-lettered): all of them unless shutdown aborted the run. With a `batchHandler` and more than one
+ * valid message, the whole run goes to it at once (one CONSUMER span per message, each handed to it); if
+ * that throws, nothing of it took effect and every message is handled alone by `handler`, with retries
+ * and dead-lettering, so one poison message costs its neighbours only a second try.
+ */
+export async function consumeRun(
+  messages: readonly BusMessage[],
+  handlers: { handler: MessageHandler; batchHandler?: BatchHandler | undefined },
+  ctx: ConsumeContext,
+): Promise<number> {
+  const { batchHandler } = handlers;
+  if (
+    batchHandler &&
+    messages.length > 1 &&
+    !ctx.signal?.aborted &&
+    messages.every((m) => eventProblems(m.event).length === 0)
+  ) {
+    const spans = messages.map((m) => startSpan(`process ${m.topic}`, consumerSpanOptions(m, ctx.group)));
+    const started = performance.now();
+    try {
+      await batchHandler(messages.map((message, i) => ({ message, traceparent: traceparentOf(spans[i]) })));
+      const each = (performance.now() - started) / messages.length;
+      messages.forEach((m, i) => {
+        spans[i]?.setAttribute('taskflow.outcome', 'handled');
+        spans[i]?.setAttribute('taskflow.batch_size', messages.length);
+        spans[i]?.end();
+        ctx.hooks?.onHandled?.(m, each);
+      });
+      return messages.length;
+    } catch (err) {
+      for (const span of spans) {
+        span?.addEvent('batch failed; handled alone', { error: errorText(err).slice(0, 500) });
+        span?.end();
+      }
+      ctx.log.warn(
+        { group: ctx.group, err: errorText(err), messages: messages.length },
+        'batch handler failed; handling its messages one by one',
+      );
+    }
+  }
+  for (let i = 0; i < messages.length; i++) {
+    if ((await consumeWithRetry(messages[i]!, handlers.handler, ctx)) === 'aborted') return i;
+  }
+  return messages.length;
+}
+
 /**
  * Handles one message (validation, retries, dead-lettering) inside a CONSUMER span whose parent is the
  * transport's `traceparent` header (the relay's publish span) or else the event's own `traceparent`; the
@@ -80,32 +165,12 @@ export async function consumeWithRetry(
   handler: MessageHandler,
   ctx: ConsumeContext,
 ): Promise<ConsumeOutcome> {
-  const headerParent = message.headers?.traceparent;
-  const eventParent = message.event?.traceparent;
-  return withSpan(
-    `process ${message.topic}`,
-    {
-      kind: SpanKind.CONSUMER,
-      parent: headerParent ?? eventParent,
-      ...(headerParent && eventParent && headerParent !== eventParent ? { links: [eventParent] } : {}),
-      attributes: {
-        'messaging.operation.type': 'process',
-        'messaging.destination.name': message.topic,
-        'messaging.destination.partition.id': String(message.partition),
-        'messaging.consumer.group.name': ctx.group,
-        'messaging.message.id': String(message.event?.id ?? ''),
-        'taskflow.bus.offset': message.offset,
-        'cloudevents.event_type': String(message.event?.type ?? ''),
-      },
-    },
-    async (span) => {
-      const outcome = await consume(message, handler, ctx, span);
-      span.setAttribute('taskflow.outcome', outcome);
-      if (outcome === 'dead-lettered')
-        span.setStatus({ code: SpanStatusCode.ERROR, message: 'dead-lettered' });
-      return outcome;
-    },
-  );
+  return withSpan(`process ${message.topic}`, consumerSpanOptions(message, ctx.group), async (span) => {
+    const outcome = await consume(message, handler, ctx, span);
+    span.setAttribute('taskflow.outcome', outcome);
+    if (outcome === 'dead-lettered') span.setStatus({ code: SpanStatusCode.ERROR, message: 'dead-lettered' });
+    return outcome;
+  });
 }
 
 async function consume(

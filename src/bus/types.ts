@@ -42,11 +42,30 @@ export class PermanentError extends Error {
 
 export type MessageHandler = (message: BusMessage) => Promise<void>;
 
+/** A message of a batch, with the `traceparent` of its CONSUMER span (events it causes continue from it). */
+export interface BatchItem {
+  message: BusMessage;
+  traceparent: string | undefined;
+}
+
+/**
+ * Handles consecutive messages of one partition together and all or nothing (one database transaction for
+ * all of them, say). On a throw the transport hands each message to the `MessageHandler` instead.
+ */
+export type BatchHandler = (items: readonly BatchItem[]) => Promise<void>;
+
 export interface SubscribeOptions {
   group: string;
   topics: readonly string[];
   /** Called for each message of a partition in order; a throw means "not handled" (retry, then DLQ). */
   handler: MessageHandler;
+  /**
+   * Optional: runs of up to `maxBatch` messages already fetched from one partition go to it at once (Kafka,
+   * embedded bus; Dapr delivers one message per request and always uses `handler`). See consumeRun.
+   */
+  batchHandler?: BatchHandler;
+  /** Most messages per `batchHandler` call (default 100). */
+  maxBatch?: number;
   /** Where a new group starts: the oldest retained message (default) or only new ones. */
   fromBeginning?: boolean;
   /** Observers of handling, retries and dead letters (metrics). */

@@ -11,3 +11,21 @@ export async function firstTime(tx: Queryable, consumer: string, eventId: string
   );
   return r.rowCount > 0;
 }
+
+/**
+ * `firstTime` for many events in one statement: the ids among `eventIds` not processed before by this
+ * consumer, now recorded. An id repeated within `eventIds` counts once (the caller keeps its first
+ * occurrence).
+ */
+export async function firstTimeMany(
+  tx: Queryable,
+  consumer: string,
+  eventIds: readonly string[],
+): Promise<Set<string>> {
+  const r = await tx.query<{ event_id: string }>(
+    `INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])
+     ON CONFLICT DO NOTHING RETURNING event_id`,
+    [consumer, eventIds],
+  );
+  return new Set(r.rows.map((row) => row.event_id));
+}

@@ -197,6 +197,58 @@ for (const factory of harnesses) {
       assert.equal(letters[1]!.attempts, 1);
     });
 
+    it('hands runs of one partition to a batch handler; a failing run is handled message by message', async () => {
+      const topic = await topicWith(1);
+      const group = h.unique('batch');
+      const p = await h.start();
+      const titles = Array.from({ length: 60 }, (_, i) => (i === 37 ? 'poison' : String(i)));
+      await p.bus.publisher.publish(titles.map((t) => ({ topic, key: 'u5', event: taskCreated('u5', t) })));
+      const effects: string[] = [];
+      const runs: number[] = [];
+      let alone = 0;
+      const sub = await p.bus.subscriber.subscribe({
+        group,
+        topics: [topic],
+        maxBatch: 25,
+        batchHandler: async (items) => {
+          runs.push(items.length);
+          const got = items.map((i) => titleOf(i.message.event));
+          if (got.includes('poison')) throw new Error('a poison message in the run');
+          effects.push(...got); // all or nothing: only when the whole run succeeds
+        },
+        handler: async (m) => {
+          alone++;
+          if (titleOf(m.event) === 'poison') throw new PermanentError('poison');
+          effects.push(titleOf(m.event));
+        },
+      });
+      await waitFor(() => effects.length >= 59, 30_000, '59 messages handled');
+      const letters = await waitFor(
+        async () => {
+          const l = await listDeadLetters(p.bus.admin, group);
+          return l.length ? l : undefined;
+        },
+        10_000,
+        'the poison dead-lettered',
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      await sub.close();
+      await p.close();
+      assert.deepEqual(
+        effects,
+        titles.filter((t) => t !== 'poison'),
+        'each once, in order',
+      );
+      assert.ok(
+        Math.max(...runs) > 1 && Math.max(...runs) <= 25,
+        `runs of 2..25 messages: ${runs.join(',')}`,
+      );
+      assert.ok(alone >= 1 && alone <= 25 + 1, `only the failed run went message by message (${alone})`);
+      assert.equal(letters.length, 1);
+      assert.equal(titleOf(letters[0]!.event), 'poison');
+      assert.equal(letters[0]!.attempts, 1);
+    });
+
     it('splits partitions between members of one group; every group gets everything', async () => {
       const topic = await topicWith(4);
       const group = h.unique('shared');

@@ -16,8 +16,10 @@ import type { Db, Queryable } from '../../store/db.ts';
 import type { Logger } from '../../observability/logger.ts';
 import {
   COMMIT_INTERVAL_MS,
-  consumeWithRetry,
+  consumeRun,
+  DEFAULT_MAX_BATCH,
   DEFAULT_RETRY,
+  type ConsumeContext,
   type ConsumeHooks,
   type RetryPolicy,
 } from '../consumer.ts';
@@ -299,6 +301,15 @@ class GroupMember implements Subscription {
 
   private async work(topic: string, partition: number, signal: AbortSignal): Promise<void> {
     let position = await this.startOffset(topic, partition);
+    const hooks = this.opts.hooks ?? this.cfg.hooks;
+    const ctx: ConsumeContext = {
+      group: this.opts.group,
+      policy: this.cfg.retry,
+      publisher: this.publisher,
+      log: this.cfg.log,
+      signal,
+      ...(hooks ? { hooks } : {}),
+    };
     const wake = new EventEmitter();
     const onAppend = () => wake.emit('wake');
     this.db.signals.on(SIGNAL, onAppend);
@@ -316,28 +327,19 @@ class GroupMember implements Subscription {
           continue;
         }
         // One position commit per fetched batch (consumer.ts, COMMIT_INTERVAL_MS).
+        const messages = rows.map(toMessage);
+        const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
         let committed = position;
         let committedAt = Date.now();
         let aborted = false;
-        for (const row of rows) {
-          const message = toMessage(row);
-          const outcome = await consumeWithRetry(message, this.opts.handler, {
-            group: this.opts.group,
-            policy: this.cfg.retry,
-            publisher: this.publisher,
-            log: this.cfg.log,
-            signal,
-            ...(this.opts.hooks
-              ? { hooks: this.opts.hooks }
-              : this.cfg.hooks
-                ? { hooks: this.cfg.hooks }
-                : {}),
-          });
-          if (outcome === 'aborted') {
+        for (let from = 0; from < messages.length; from += max) {
+          const run = messages.slice(from, from + max);
+          const done = await consumeRun(run, this.opts, ctx);
+          if (done > 0) position = Number(run[done - 1]!.offset) + 1;
+          if (done < run.length) {
             aborted = true;
             break;
           }
-          position = Number(message.offset) + 1;
           if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) {
             if (!(await this.commit(topic, partition, position))) return; // lost the partition to another member
             committed = position;

@@ -24,7 +24,14 @@ import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import { fromBinary, toBinary, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { topicSpec } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { COMMIT_INTERVAL_MS, consumeWithRetry, DEFAULT_RETRY, type RetryPolicy } from '../consumer.ts';
+import {
+  COMMIT_INTERVAL_MS,
+  consumeRun,
+  DEFAULT_MAX_BATCH,
+  DEFAULT_RETRY,
+  type ConsumeContext,
+  type RetryPolicy,
+} from '../consumer.ts';
 import type {
   Bus,
   BusAdmin,
@@ -304,6 +311,15 @@ class KafkaGroupMember implements Subscription {
   private async drain(id: string): Promise<void> {
     const q = this.queues.get(id)!;
     const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
+    const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
+    const ctx: ConsumeContext = {
+      group: this.opts.group,
+      policy: this.cfg.retry,
+      publisher: this.publisher,
+      log: this.cfg.log,
+      signal: this.closing.signal,
+      ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
+    };
     let handled: Message<string, Buffer, string, string> | undefined;
     let committedAt = Date.now();
     const commitHandled = async () => {
@@ -323,19 +339,19 @@ class KafkaGroupMember implements Subscription {
     };
     for (;;) {
       while (q.length && !this.closing.signal.aborted) {
-        const raw = q[0]!;
-        const outcome = await consumeWithRetry(decode(raw, unprefix), this.opts.handler, {
-          group: this.opts.group,
-          policy: this.cfg.retry,
-          publisher: this.publisher,
-          log: this.cfg.log,
-          signal: this.closing.signal,
-          ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
-        });
-        if (outcome === 'aborted') break;
-        q.shift();
-        handled = raw;
-        if (--this.buffered < this.cfg.maxBuffered / 2 && this.stream.isPaused()) this.stream.resume();
+        const run = q.slice(0, max);
+        const done = await consumeRun(
+          run.map((raw) => decode(raw, unprefix)),
+          this.opts,
+          ctx,
+        );
+        if (done > 0) {
+          q.splice(0, done);
+          handled = run[done - 1];
+          this.buffered -= done;
+          if (this.buffered < this.cfg.maxBuffered / 2 && this.stream.isPaused()) this.stream.resume();
+        }
+        if (done < run.length) break; // shutdown: the rest stays uncommitted
         if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) await commitHandled();
       }
       await commitHandled();
