@@ -290,7 +290,7 @@ async function breakdown(database: string, db: Db): Promise<Step[]> {
     ['validateCreate (domain validation)', () => validateCreate(body, { timezone: 'UTC' })],
     ['event JSON Schema validation (ajv)', () => assertValidEvent(event)],
     [
-      'store.create: task + stream lock + outbox (1 tx)',
+      'store.create: task + stream lock + outbox (1 statement)',
       () => store.create(`bench-steps-${Math.floor(Math.random() * 16)}`, parsed.value, { source: '/bench' }),
     ],
   ];

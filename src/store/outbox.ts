@@ -19,6 +19,19 @@ export const notifyOutbox = (db: Db) => db.signals.emit(OUTBOX_SIGNAL);
  */
 export async function appendEvents(tx: Queryable, events: readonly CloudEvent[]): Promise<void> {
   if (events.length === 0) return;
+  const w = outboxWrite(events);
+  await tx.query(`WITH ${w.ctes} ${w.insert}`, w.params);
+}
+
+/**
+ * `appendEvents` as SQL to compose: `WITH <ctes>, ... <insert>` with the parameters numbered from `$first`.
+ * A state change written as one more data-modifying CTE of the same statement commits with its events
+ * without an explicit transaction (TaskStore.create).
+ */
+export function outboxWrite(
+  events: readonly CloudEvent[],
+  first = 1,
+): { ctes: string; insert: string; params: unknown[] } {
   const cols = {
     topic: [] as string[],
     key: [] as string[],
@@ -36,25 +49,26 @@ export async function appendEvents(tx: Queryable, events: readonly CloudEvent[])
     cols.type.push(e.type);
     cols.body.push(JSON.stringify(e));
   }
-  await tx.query(
-    `WITH ev AS (
+  const $ = (i: number) => `$${first + i}`;
+  return {
+    ctes: `ev AS (
        SELECT topic, key, id, type, body, ord,
               row_number() OVER (PARTITION BY key ORDER BY ord) AS rn,
               count(*) OVER (PARTITION BY key) AS n
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+         FROM unnest(${$(0)}::text[], ${$(1)}::text[], ${$(2)}::text[], ${$(3)}::text[], ${$(4)}::text[])
               WITH ORDINALITY AS t(topic, key, id, type, body, ord)
      ), streams AS (
        INSERT INTO event_streams (stream_key, last_seq)
        SELECT key, count(*) FROM ev GROUP BY key ORDER BY key
        ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
        RETURNING stream_key, last_seq
-     )
-     INSERT INTO outbox (topic, key, stream_seq, event_id, event_type, event)
+     )`,
+    insert: `INSERT INTO outbox (topic, key, stream_seq, event_id, event_type, event)
      SELECT ev.topic, ev.key, streams.last_seq - ev.n + ev.rn, ev.id, ev.type, ev.body::jsonb
        FROM ev JOIN streams ON streams.stream_key = ev.key
       ORDER BY ev.ord`,
-    [cols.topic, cols.key, cols.id, cols.type, cols.body],
-  );
+    params: [cols.topic, cols.key, cols.id, cols.type, cols.body],
+  };
 }
 
 export interface OutboxRow {

@@ -19,7 +19,7 @@ import {
   type Transition,
 } from '../domain/task.ts';
 import type { Db, Queryable } from './db.ts';
-import { appendEvents, notifyOutbox } from './outbox.ts';
+import { appendEvents, notifyOutbox, outboxWrite } from './outbox.ts';
 
 /** Request context carried into the events (CloudEvents extensions) for tracing and the audit trail. */
 export interface EventMeta {
@@ -134,31 +134,38 @@ export class TaskStore {
     });
   }
 
-  private async insert(tx: Queryable, t: Task): Promise<void> {
-    await tx.query(
-      `INSERT INTO tasks (id, user_id, title, description, status, priority, priority_rank, tags, tag_keys, due_date,
-         reminders, recurrence, series_id, created_at, updated_at, completed_at, version)
-       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)`,
-      [
-        t.id,
-        t.user_id,
-        t.title,
-        t.description,
-        t.status,
-        t.priority,
-        PRIORITY_RANK[t.priority],
-        t.tags,
-        t.tags.map((x) => x.toLowerCase()),
-        t.due_date,
-        t.reminders === null ? null : JSON.stringify(t.reminders),
-        t.recurrence === null ? null : JSON.stringify(t.recurrence),
-        t.series_id,
-        t.created_at,
-        t.updated_at,
-        t.completed_at,
-        t.version,
-      ],
-    );
+  private static readonly INSERT_SQL = `INSERT INTO tasks (id, user_id, title, description, status, priority,
+       priority_rank, tags, tag_keys, due_date, reminders, recurrence, series_id, created_at, updated_at,
+       completed_at, version)
+     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)`;
+
+  /** Every column but the key, numbered as in INSERT_SQL (created_at is rewritten unchanged). */
+  private static readonly UPDATE_SQL = `UPDATE tasks SET title=$3, description=$4, status=$5, priority=$6,
+       priority_rank=$7, tags=$8, tag_keys=$9, due_date=$10, reminders=$11, recurrence=$12, series_id=$13,
+       created_at=$14, updated_at=$15, completed_at=$16, version=$17
+     WHERE id = $1 AND user_id = $2`;
+
+  /** A task's columns, in the order of INSERT_SQL and UPDATE_SQL. */
+  private static rowParams(t: Task): unknown[] {
+    return [
+      t.id,
+      t.user_id,
+      t.title,
+      t.description,
+      t.status,
+      t.priority,
+      PRIORITY_RANK[t.priority],
+      t.tags,
+      t.tags.map((x) => x.toLowerCase()),
+      t.due_date,
+      t.reminders === null ? null : JSON.stringify(t.reminders),
+      t.recurrence === null ? null : JSON.stringify(t.recurrence),
+      t.series_id,
+      t.created_at,
+      t.updated_at,
+      t.completed_at,
+      t.version,
+    ];
   }
 
   async create(
@@ -168,15 +175,15 @@ export class TaskStore {
     opts: { seriesId?: string | null; tx?: Queryable } = {},
   ): Promise<Task> {
     const task = newTask(uuidv7(), userId, fields, this.clock.now(), opts.seriesId);
-    const write = async (tx: Queryable) => {
-      await this.insert(tx, task);
-      await appendEvents(tx, [this.event('task.created', task, null, [], meta)]);
-      return task;
-    };
-    if (opts.tx) return write(opts.tx); // the caller's transaction notifies after its commit
-    const created = await this.db.transaction(write);
-    notifyOutbox(this.db);
-    return created;
+    // The row and its event in one statement: atomic on its own, without BEGIN/COMMIT round trips.
+    const params = TaskStore.rowParams(task);
+    const outbox = outboxWrite([this.event('task.created', task, null, [], meta)], params.length + 1);
+    await (opts.tx ?? this.db).query(
+      `WITH task AS (${TaskStore.INSERT_SQL}), ${outbox.ctes} ${outbox.insert}`,
+      [...params, ...outbox.params],
+    );
+    if (!opts.tx) notifyOutbox(this.db); // else the caller notifies after its commit
+    return task;
   }
 
   async get(userId: string, id: string, q: Queryable = this.db): Promise<Task> {
@@ -212,30 +219,13 @@ export class TaskStore {
         throw new VersionConflictError(expectedVersion, before.version);
       const { task, changes, eventType } = unwrap(change(before, this.clock.now()));
       if (!eventType) return before;
-      await tx.query(
-        `UPDATE tasks SET title=$3, description=$4, status=$5, priority=$6, priority_rank=$7, tags=$8, tag_keys=$9,
-           due_date=$10, reminders=$11, recurrence=$12, series_id=$13, updated_at=$14, completed_at=$15, version=$16
-         WHERE id = $1 AND user_id = $2`,
-        [
-          task.id,
-          userId,
-          task.title,
-          task.description,
-          task.status,
-          task.priority,
-          PRIORITY_RANK[task.priority],
-          task.tags,
-          task.tags.map((x) => x.toLowerCase()),
-          task.due_date,
-          task.reminders === null ? null : JSON.stringify(task.reminders),
-          task.recurrence === null ? null : JSON.stringify(task.recurrence),
-          task.series_id,
-          task.updated_at,
-          task.completed_at,
-          task.version,
-        ],
-      );
-      await appendEvents(tx, [this.event(eventType, task, before, changes, meta)]);
+      // The row and its event in one statement (the row lock above keeps the read-modify-write safe).
+      const params = TaskStore.rowParams(task);
+      const outbox = outboxWrite([this.event(eventType, task, before, changes, meta)], params.length + 1);
+      await tx.query(`WITH task AS (${TaskStore.UPDATE_SQL}), ${outbox.ctes} ${outbox.insert}`, [
+        ...params,
+        ...outbox.params,
+      ]);
       return task;
     });
     notifyOutbox(this.db);
