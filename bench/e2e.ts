@@ -55,18 +55,8 @@ import { apiTarget } from '../src/services/api/index.ts';
 import { broadcasterTarget } from '../src/services/broadcaster/index.ts';
 import { createGatewayTarget } from '../src/services/gateway/index.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
-import { openDb, type Db, type QueryResult, type Queryable } from '../src/store/db.ts';
-import {
-  ROOT,
-  Timings,
-  freshPgDatabase,
-  load1,
-  loadNote,
-  log,
-  startService,
-  statementKind,
-  type Service,
-} from './lib.ts';
+import { openDb, type Db, type Queryable } from '../src/store/db.ts';
+import { ROOT, freshPgDatabase, load1, loadNote, log, startService, type Service, TimedDb } from './lib.ts';
 
 const intEnv = (key: string, def: number, min = 1) => {
   const raw = process.env[key];
@@ -319,43 +309,15 @@ class Clients {
 
 // ------------------------------------------------------------------------------------------------ server
 
-/** The Db seam with every statement timed by kind (time includes waiting for a connection / PGlite). */
-class TimedDb implements Db {
-  readonly timings = new Timings();
-  constructor(private readonly inner: Db) {}
-  get kind() {
-    return this.inner.kind;
-  }
-  get url() {
-    return this.inner.url;
-  }
-  get signals() {
-    return this.inner.signals;
-  }
-  private async timed<T>(q: Queryable, sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
-    const t = performance.now();
-    const r = await q.query<T>(sql, params);
-    this.timings.add(statementKind(sql), performance.now() - t);
-    return r;
-  }
-  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {
-    return this.timed<T>(this.inner, sql, params);
-  }
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+/** Statements timed by kind (bench/lib.ts), and whole transactions too. */
+class TransactionTimedDb extends TimedDb {
+  override async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
     const t = performance.now();
     try {
-      return await this.inner.transaction((tx) =>
-        fn({ query: <R>(sql: string, params?: readonly unknown[]) => this.timed<R>(tx, sql, params) }),
-      );
+      return await super.transaction(fn);
     } finally {
       this.timings.add('(whole transactions, incl. BEGIN/COMMIT)', performance.now() - t);
     }
-  }
-  exec(sql: string) {
-    return this.inner.exec(sql);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
@@ -370,7 +332,7 @@ interface Mode {
 
 interface Stack {
   proc: RunningProcess;
-  db: TimedDb;
+  db: TransactionTimedDb;
   /** The same database, untimed (the bench's own queries). */
   raw: Db;
   config: Config;
@@ -379,7 +341,7 @@ interface Stack {
 
 async function startStack(mode: Mode, caseId: string): Promise<Stack> {
   const fresh = await mode.freshDb();
-  const db = new TimedDb(fresh.db);
+  const db = new TransactionTimedDb(fresh.db);
   const config = loadConfig({
     DATABASE_URL: fresh.db.url,
     JWT_SECRET: SECRET,

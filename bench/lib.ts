@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Db, QueryResult, Queryable } from '../src/store/db.ts';
 import { createPgDatabase } from '../test/helpers/db.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -90,6 +91,8 @@ export const freshPgDatabase = (baseUrl: string, prefix = 'tf_bench') => createP
 
 /** The statement kinds of the hot paths, by the SQL text of src/store, the relay, the scheduler, the bus. */
 const STATEMENT_KINDS: readonly [RegExp, string][] = [
+  [/^\s*WITH task AS \(INSERT INTO tasks/, 'api: task INSERT + its event (1 statement)'],
+  [/^\s*WITH task AS \(UPDATE tasks/, 'api: task UPDATE + its event (1 statement)'],
   [/^\s*INSERT INTO tasks/, 'api: INSERT task'],
   [/FROM user_settings/, 'api: user settings SELECT'],
   [/^\s*WITH ev AS \(/, 'outbox: appendEvents (stream seqs + rows, 1 statement)'],
@@ -142,4 +145,49 @@ export function median(values: readonly number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/**
+ * The Db seam passing everything through, with every statement timed by kind (`statementKind`; the time
+ * includes waiting for a pool connection or for PGlite). Benches extend it: `observe` sees each statement,
+ * and `transaction` can be wrapped to account for whole transactions.
+ */
+export class TimedDb implements Db {
+  constructor(
+    protected readonly inner: Db,
+    readonly timings: Timings = new Timings(),
+  ) {}
+  get kind() {
+    return this.inner.kind;
+  }
+  get url() {
+    return this.inner.url;
+  }
+  get signals() {
+    return this.inner.signals;
+  }
+  /** Called after each statement with its duration. */
+  protected observe(_sql: string, _params: readonly unknown[] | undefined, _ms: number): void {}
+  protected async timed<T>(q: Queryable, sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
+    const t = performance.now();
+    const r = await q.query<T>(sql, params);
+    const ms = performance.now() - t;
+    this.timings.add(statementKind(sql), ms);
+    this.observe(sql, params, ms);
+    return r;
+  }
+  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {
+    return this.timed<T>(this.inner, sql, params);
+  }
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.inner.transaction((tx) =>
+      fn({ query: <R>(sql: string, params?: readonly unknown[]) => this.timed<R>(tx, sql, params) }),
+    );
+  }
+  exec(sql: string) {
+    return this.inner.exec(sql);
+  }
+  close() {
+    return this.inner.close();
+  }
 }

@@ -44,7 +44,7 @@ import { childTraceparent } from '../src/observability/trace.ts';
 import { runTargets } from '../src/process.ts';
 import type { TargetDefinition } from '../src/runtime.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
-import { openDb, type Db, type QueryResult, type Queryable } from '../src/store/db.ts';
+import { openDb, type Db } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
 import {
   Timings,
@@ -54,8 +54,8 @@ import {
   log,
   median,
   startService,
-  statementKind,
   type Service,
+  TimedDb,
 } from './lib.ts';
 
 const intEnv = (key: string, def: number) => {
@@ -235,43 +235,18 @@ async function refillOutbox(db: Db): Promise<void> {
     ANALYZE outbox`);
 }
 
-/** The database seam with every statement timed; counts the rows markPublished marks (progress). */
-class TimedDb implements Db {
+/** Statements timed by kind (bench/lib.ts); counts the rows the relay marks published (progress). */
+class MarkCountingDb extends TimedDb {
   constructor(
-    private readonly inner: Db,
-    private readonly timings: Timings,
+    inner: Db,
+    timings: Timings,
     private readonly onMarked: (n: number) => void,
-  ) {}
-  get kind() {
-    return this.inner.kind;
+  ) {
+    super(inner, timings);
   }
-  get url() {
-    return this.inner.url;
-  }
-  get signals() {
-    return this.inner.signals;
-  }
-  private async timed<T>(q: Queryable, sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
-    const t = performance.now();
-    const r = await q.query<T>(sql, params);
-    this.timings.add(statementKind(sql), performance.now() - t);
+  protected override observe(sql: string, params: readonly unknown[] | undefined) {
     if (/^\s*(WITH marked AS \()?UPDATE outbox SET published_at/.test(sql))
       this.onMarked((params?.[0] as unknown[]).length);
-    return r;
-  }
-  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {
-    return this.timed<T>(this.inner, sql, params);
-  }
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.inner.transaction((tx) =>
-      fn({ query: <R>(sql: string, params?: readonly unknown[]) => this.timed<R>(tx, sql, params) }),
-    );
-  }
-  exec(sql: string) {
-    return this.inner.exec(sql);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
@@ -444,7 +419,7 @@ async function relayCase(
   const timings = new Timings();
   const progress = tracker(label, EVENTS);
   let batches = 0;
-  const timedDb = new TimedDb(db, timings, (n) => {
+  const timedDb = new MarkCountingDb(db, timings, (n) => {
     batches++;
     progress.add(n);
   });

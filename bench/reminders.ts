@@ -43,18 +43,9 @@ import type { Clock } from '../src/domain/clock.ts';
 import { runTargets } from '../src/process.ts';
 import { createRemindersTarget } from '../src/services/reminders/index.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
-import { openDb, type Db, type QueryResult, type Queryable } from '../src/store/db.ts';
+import { openDb, type Db, type Queryable } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
-import {
-  Timings,
-  freshPgDatabase,
-  load1,
-  loadNote,
-  log,
-  startService,
-  statementKind,
-  type Service,
-} from './lib.ts';
+import { freshPgDatabase, load1, loadNote, log, startService, type Service, TimedDb } from './lib.ts';
 
 const intEnv = (key: string, def: number, min = 1) => {
   const raw = process.env[key];
@@ -121,44 +112,24 @@ interface TxTag {
  * The Db seam, passing everything through with each statement timed; a transaction tagged by afterClaim
  * (a scheduler claim) reports its commit instant and its duration.
  */
-class CommitWatchDb implements Db {
+class CommitWatchDb extends TimedDb {
   readonly als = new AsyncLocalStorage<TxTag>();
-  readonly timings = new Timings();
   /** Scheduler claim transactions: count, total wall time, time in statements. */
   readonly claims = { count: 0, totalMs: 0, sqlMs: 0 };
   constructor(
-    private readonly inner: Db,
+    inner: Db,
     private readonly onCommit: (ids: readonly string[], at: number) => void,
-  ) {}
-  get kind() {
-    return this.inner.kind;
+  ) {
+    super(inner);
   }
-  get url() {
-    return this.inner.url;
-  }
-  get signals() {
-    return this.inner.signals;
-  }
-  private async timed<T>(q: Queryable, sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
-    const t = performance.now();
-    const r = await q.query<T>(sql, params);
-    const ms = performance.now() - t;
-    this.timings.add(statementKind(sql), ms);
+  protected override observe(_sql: string, _params: readonly unknown[] | undefined, ms: number) {
     const tag = this.als.getStore();
     if (tag) tag.sqlMs += ms;
-    return r;
   }
-  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {
-    return this.timed<T>(this.inner, sql, params);
-  }
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  override async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
     const tag: TxTag = { sqlMs: 0 };
     const t = performance.now();
-    const result = await this.als.run(tag, () =>
-      this.inner.transaction((tx) =>
-        fn({ query: <R>(sql: string, params?: readonly unknown[]) => this.timed<R>(tx, sql, params) }),
-      ),
-    );
+    const result = await this.als.run(tag, () => super.transaction(fn));
     if (tag.ids) {
       this.onCommit(tag.ids, Date.now());
       this.claims.count++;
@@ -166,12 +137,6 @@ class CommitWatchDb implements Db {
       this.claims.sqlMs += tag.sqlMs;
     }
     return result;
-  }
-  exec(sql: string) {
-    return this.inner.exec(sql);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
