@@ -122,52 +122,96 @@ export function toRecord(r: AuditRow): AuditRecord {
  * lock serializes the appends of one user. Returns null when the event was already recorded.
  */
 export async function appendAuditRecord(tx: Queryable, input: AuditInput): Promise<AuditRecord | null> {
-  // Timestamps are stored with millisecond precision so that they read back as the text that was hashed.
-  const rec: AuditInput = {
+  return (await appendChained(tx, [input]))?.[0] ?? null;
+}
+
+/**
+ * `appendAuditRecord` for a run of records in a fixed number of statements. The caller has deduplicated
+ * the run (one record per event id, none recorded before); if a record is in the log already the run
+ * throws and its transaction must roll back, so a chain is never computed past a record that was not
+ * written.
+ */
+export async function appendAuditRecords(
+  tx: Queryable,
+  inputs: readonly AuditInput[],
+): Promise<AuditRecord[]> {
+  if (inputs.length === 0) return [];
+  const records = await appendChained(tx, inputs);
+  if (!records)
+    throw new Error('an audit record of the run is in the log already; the run is appended one by one');
+  return records;
+}
+
+/**
+ * Locks the users' chain heads in user order, chains each user's records in the given order, and writes
+ * the rows and the new heads with one statement each. Null, with the heads untouched, when an event id is
+ * in the log already.
+ */
+async function appendChained(tx: Queryable, inputs: readonly AuditInput[]): Promise<AuditRecord[] | null> {
+  const recs = inputs.map((input) => ({
     ...input,
     occurred_at: iso(input.occurred_at),
     recorded_at: iso(input.recorded_at),
-  };
+  }));
+  const users = [...new Set(recs.map((r) => r.user_id))].sort();
   await tx.query(
-    `INSERT INTO audit_chain_heads (user_id, last_seq, last_hash) VALUES ($1, 0, $2) ON CONFLICT (user_id) DO NOTHING`,
-    [rec.user_id, GENESIS_HASH],
+    `INSERT INTO audit_chain_heads (user_id, last_seq, last_hash)
+     SELECT u, 0, $2 FROM unnest($1::text[]) AS u ORDER BY u ON CONFLICT (user_id) DO NOTHING`,
+    [users, GENESIS_HASH],
   );
-  const head = (
-    await tx.query<{ last_seq: string; last_hash: string }>(
-      'SELECT last_seq::text, last_hash FROM audit_chain_heads WHERE user_id = $1 FOR UPDATE',
-      [rec.user_id],
-    )
-  ).rows[0]!;
-  const seq = Number(head.last_seq) + 1;
-  const hash = recordHash(head.last_hash, { ...rec, seq });
-  const inserted = await tx.query<{ id: string }>(
+  const heads = new Map(
+    (
+      await tx.query<{ user_id: string; last_seq: string; last_hash: string }>(
+        `SELECT user_id, last_seq::text, last_hash FROM audit_chain_heads
+          WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE`,
+        [users],
+      )
+    ).rows.map((h) => [h.user_id, { seq: Number(h.last_seq), hash: h.last_hash }]),
+  );
+  const chained = recs.map((rec) => {
+    const head = heads.get(rec.user_id)!;
+    const seq = head.seq + 1;
+    const hash = recordHash(head.hash, { ...rec, seq });
+    const record = { ...rec, seq, prev_hash: head.hash, hash };
+    heads.set(rec.user_id, { seq, hash });
+    return record;
+  });
+  const column = <K extends keyof (typeof chained)[number]>(k: K) => chained.map((r) => r[k]);
+  const inserted = await tx.query<{ id: string; event_id: string }>(
     `INSERT INTO audit_log (event_id, user_id, user_seq, task_id, operation, occurred_at, recorded_at, change,
        trace_id, client_ip, user_agent, prev_hash, hash)
-     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
-     ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id`,
+     SELECT event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change::jsonb, trace_id,
+            client_ip, user_agent, prev_hash, hash
+       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
+                   $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+            WITH ORDINALITY AS t(event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change,
+                                 trace_id, client_ip, user_agent, prev_hash, hash, ord)
+      ORDER BY ord
+     ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id, event_id`,
     [
-      rec.event_id,
-      rec.user_id,
-      seq,
-      rec.task_id,
-      rec.operation,
-      rec.occurred_at,
-      rec.recorded_at,
-      JSON.stringify(rec.change),
-      rec.trace_id,
-      rec.client_ip,
-      rec.user_agent,
-      head.last_hash,
-      hash,
+      column('event_id'),
+      column('user_id'),
+      column('seq'),
+      column('task_id'),
+      column('operation'),
+      column('occurred_at'),
+      column('recorded_at'),
+      chained.map((r) => JSON.stringify(r.change)),
+      column('trace_id'),
+      column('client_ip'),
+      column('user_agent'),
+      column('prev_hash'),
+      column('hash'),
     ],
   );
-  if (!inserted.rows[0]) return null;
-  await tx.query('UPDATE audit_chain_heads SET last_seq = $2, last_hash = $3 WHERE user_id = $1', [
-    rec.user_id,
-    seq,
-    hash,
-  ]);
-  return { ...rec, id: inserted.rows[0].id, seq, prev_hash: head.last_hash, hash };
+  if (inserted.rows.length !== chained.length) return null;
+  await tx.query(
+    `UPDATE audit_chain_heads h SET last_seq = v.seq, last_hash = v.hash
+       FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(user_id, seq, hash) WHERE h.user_id = v.user_id`,
+    [[...heads.keys()], [...heads.values()].map((h) => h.seq), [...heads.values()].map((h) => h.hash)],
+  );
+  const ids = new Map(inserted.rows.map((r) => [r.event_id, r.id]));
+  return chained.map((r) => ({ ...r, id: ids.get(r.event_id)! }));
 }
 
 export interface BrokenRecord {

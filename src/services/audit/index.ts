@@ -8,9 +8,9 @@ import { createVerifier } from '../../auth.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import type { Runtime } from '../../runtime.ts';
-import { firstTime } from '../../store/idempotency.ts';
+import { firstTime, firstTimeMany } from '../../store/idempotency.ts';
 import { consumerTarget } from '../consumer-target.ts';
-import { appendAuditRecord, purgeAudit } from './chain.ts';
+import { appendAuditRecord, appendAuditRecords, purgeAudit } from './chain.ts';
 import { auditInputOf } from './records.ts';
 import { registerAuditApi } from './routes.ts';
 
@@ -54,19 +54,44 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
         }, options.retentionIntervalMs);
         timer.unref();
       }
+      const recorded = async (operations: readonly string[]) => {
+        for (const operation of operations) rt.metrics.auditRecords.inc({ operation });
+        // PGlite has no autovacuum: refresh the planner's statistics now and then, or the keyset pages of
+        // the query and export API are planned as if the table were empty (a sort of the user's records).
+        const before = appended;
+        appended += operations.length;
+        if (
+          rt.db.kind === 'pglite' &&
+          Math.floor(before / ANALYZE_EVERY) < Math.floor(appended / ANALYZE_EVERY)
+        )
+          await rt.db.query('ANALYZE audit_log').catch(() => undefined);
+      };
       return {
         async handle(message) {
           const input = auditInputOf(message.event, rt.clock.now());
-          const recorded = await rt.db.transaction(async (tx) => {
+          const done = await rt.db.transaction(async (tx) => {
             if (!(await firstTime(tx, GROUPS.audit, message.event.id))) return false;
             return (await appendAuditRecord(tx, input)) !== null;
           });
-          if (!recorded) return;
-          rt.metrics.auditRecords.inc({ operation: input.operation });
-          // PGlite has no autovacuum: refresh the planner's statistics now and then, or the keyset pages of
-          // the query and export API are planned as if the table were empty (a sort of the user's records).
-          if (rt.db.kind === 'pglite' && ++appended % ANALYZE_EVERY === 0)
-            await rt.db.query('ANALYZE audit_log').catch(() => undefined);
+          if (done) await recorded([input.operation]);
+        },
+        // A run of events in one transaction; each user's chain grows in the run's order.
+        async handleBatch(items) {
+          const now = rt.clock.now();
+          const inputs = items.map((i) => auditInputOf(i.message.event, now));
+          const records = await rt.db.transaction(async (tx) => {
+            const fresh = await firstTimeMany(
+              tx,
+              GROUPS.audit,
+              inputs.map((i) => i.event_id),
+            );
+            // The first occurrence of an id in the run wins (a redelivered event can appear twice).
+            return appendAuditRecords(
+              tx,
+              inputs.filter((i) => fresh.delete(i.event_id)),
+            );
+          });
+          await recorded(records.map((r) => r.operation));
         },
         async stop() {
           clearInterval(timer);
