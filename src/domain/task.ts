@@ -68,12 +68,19 @@ export const MUTABLE_FIELDS = [
 ] as const satisfies readonly (keyof TaskFields)[];
 
 export interface ValidationContext {
-  /** The user's IANA time zone, the default for recurrence rules. */
-  timezone: string;
+  /**
+   * The user's IANA time zone, the default for recurrence rules: the only use of it, so it is needed only
+   * when `needsTimeZone(input)` (callers skip the settings lookup otherwise).
+   */
+  timezone?: string;
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Whether validating `input` reads the user's time zone: only a recurrence rule does. */
+export const needsTimeZone = (input: unknown): boolean =>
+  isObject(input) && input.recurrence !== undefined && input.recurrence !== null;
 
 /** Parses an ISO 8601 instant that carries an offset or `Z`; returns the canonical UTC form. */
 export function parseInstant(value: unknown): string | null {
@@ -195,6 +202,8 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
     }
     case 'recurrence': {
       if (value === null) return null;
+      if (ctx.timezone === undefined)
+        throw new Error('validating a recurrence needs the time zone (needsTimeZone)');
       const parsed = parseRecurrence(value, ctx.timezone);
       if (!parsed.ok) {
         issues.push(...parsed.issues);

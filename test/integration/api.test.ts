@@ -312,6 +312,26 @@ for (const backend of backends) {
       assert.equal(unchanged.body.version, 1);
     });
 
+    it("interprets a recurrence rule without a zone in the user's time zone, on create and on patch", async () => {
+      const put = await app.call('fay', 'PUT', '/api/me/settings', { timezone: 'Europe/Berlin' });
+      assert.equal(put.status, 200, JSON.stringify(put.body));
+      const created = await app.call('fay', 'POST', '/api/tasks', {
+        title: 'standup',
+        due_date: '2026-03-02T08:00:00Z',
+        recurrence: { preset: 'weekdays' },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.equal(created.body.recurrence.timezone, 'Europe/Berlin');
+      await app.call('fay', 'PUT', '/api/me/settings', { timezone: 'America/New_York' });
+      const patched = await app.call('fay', 'PATCH', `/api/tasks/${created.body.id}`, {
+        recurrence: { preset: 'daily' },
+      });
+      assert.equal(patched.status, 200, JSON.stringify(patched.body));
+      assert.equal(patched.body.recurrence.timezone, 'America/New_York');
+      const plain = await app.call('fay', 'PATCH', `/api/tasks/${created.body.id}`, { title: 'standup!' });
+      assert.equal(plain.body.recurrence.timezone, 'America/New_York', 'a patch without a rule keeps it');
+    });
+
     it('answers 412 on a stale If-Match and applies a fresh one', async () => {
       const t = (await app.call('erin', 'POST', '/api/tasks', { title: 'v1' })).body;
       const ok = await app.call(

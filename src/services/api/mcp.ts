@@ -30,10 +30,12 @@ import {
   PRIORITIES,
   STATUSES,
   complete,
+  needsTimeZone,
   reopen,
   validateCreate,
   validatePatch,
   type Task,
+  type ValidationContext,
 } from '../../domain/task.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { childTraceparent } from '../../observability/trace.ts';
@@ -273,7 +275,9 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     ...(caller.clientIp ? { clientIp: caller.clientIp } : {}),
     ...(caller.userAgent ? { userAgent: caller.userAgent } : {}),
   });
-  const timezone = async () => (await settings.get(caller.userId)).timezone;
+  // The user's settings are read only when the input has a recurrence rule (needsTimeZone).
+  const zoneFor = async (input: unknown): Promise<ValidationContext> =>
+    needsTimeZone(input) ? { timezone: (await settings.get(caller.userId)).timezone } : {};
 
   /** Wraps a tool: span, user check, and every failure as a tool error (never a crash). */
   const run =
@@ -329,7 +333,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       outputSchema: changeOut,
     },
     run('add_task', {}, async (args) => {
-      const parsed = validateCreate(fieldsOf(args, ['user_id']), { timezone: await timezone() });
+      const fields = fieldsOf(args, ['user_id']);
+      const parsed = validateCreate(fields, await zoneFor(fields));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       return change('created')(await store.create(caller.userId, parsed.value, meta()));
     }),
@@ -416,9 +421,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       outputSchema: changeOut,
     },
     run('update_task', {}, async (args) => {
-      const parsed = validatePatch(fieldsOf(args, ['user_id', 'task_id', 'expected_version']), {
-        timezone: await timezone(),
-      });
+      const fields = fieldsOf(args, ['user_id', 'task_id', 'expected_version']);
+      const parsed = validatePatch(fields, await zoneFor(fields));
       if (!parsed.ok)
         throw new ValidationError(
           parsed.issues.map((i) =>
@@ -501,7 +505,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { idempotentHint: true },
     },
     run('set_reminder', {}, async (args) => {
-      const parsed = validatePatch({ reminders: args.reminders }, { timezone: await timezone() });
+      const parsed = validatePatch({ reminders: args.reminders }, {});
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       return change('updated')(
         await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version),
@@ -525,7 +529,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { idempotentHint: true },
     },
     run('set_recurrence', {}, async (args) => {
-      const parsed = validatePatch({ recurrence: args.recurrence }, { timezone: await timezone() });
+      const input = { recurrence: args.recurrence };
+      const parsed = validatePatch(input, await zoneFor(input));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       return change('updated')(
         await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version),

@@ -7,9 +7,18 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import { parseTaskQuery } from '../../domain/query.ts';
-import { validateCreate, validatePatch, complete, reopen, toggle, type Task } from '../../domain/task.ts';
 import { isTimeZone } from '../../domain/time.ts';
-import { parseReminderOffset } from '../../domain/task.ts';
+import {
+  complete,
+  needsTimeZone,
+  parseReminderOffset,
+  reopen,
+  toggle,
+  validateCreate,
+  validatePatch,
+  type Task,
+  type ValidationContext,
+} from '../../domain/task.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
@@ -62,9 +71,11 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         return sendProblem(reply, problem(403, 'the user in the path is not the authenticated user'));
     });
 
+    // The user's settings are read only when the body has a recurrence rule (one query saved per write).
+    const zoneFor = async (req: FastifyRequest): Promise<ValidationContext> =>
+      needsTimeZone(req.body) ? { timezone: (await settings.get(userOf(req))).timezone } : {};
     const create = async (req: FastifyRequest, reply: FastifyReply) => {
-      const { timezone } = await settings.get(userOf(req));
-      const parsed = validateCreate(req.body, { timezone });
+      const parsed = validateCreate(req.body, await zoneFor(req));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       const task = await store.create(userOf(req), parsed.value, meta(req));
       return reply
@@ -84,8 +95,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     };
     const patch = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const expected = parseIfMatch(req.headers['if-match']);
-      const { timezone } = await settings.get(userOf(req));
-      const parsed = validatePatch(req.body, { timezone });
+      const parsed = validatePatch(req.body, await zoneFor(req));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       const task = await store.update(userOf(req), req.params.id, parsed.value, meta(req), expected);
       return reply.header('etag', etag(task)).send(task);
