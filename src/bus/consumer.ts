@@ -128,8 +128,13 @@ export async function consumeRun(
   ) {
     const spans = messages.map((m) => startSpan(`process ${m.topic}`, consumerSpanOptions(m, ctx.group)));
     const started = performance.now();
+    let failure: unknown = null;
     try {
       await batchHandler(messages.map((message, i) => ({ message, traceparent: traceparentOf(spans[i]) })));
+    } catch (err) {
+      failure = err ?? new Error('batch handler failed');
+    }
+    if (failure === null) {
       const each = (performance.now() - started) / messages.length;
       messages.forEach((m, i) => {
         spans[i]?.setAttribute('taskflow.outcome', 'handled');
@@ -138,16 +143,15 @@ export async function consumeRun(
         ctx.hooks?.onHandled?.(m, each);
       });
       return messages.length;
-    } catch (err) {
-      for (const span of spans) {
-        span?.addEvent('batch failed; handled alone', { error: errorText(err).slice(0, 500) });
-        span?.end();
-      }
-      ctx.log.warn(
-        { group: ctx.group, err: errorText(err), messages: messages.length },
-        'batch handler failed; handling its messages one by one',
-      );
     }
+    for (const span of spans) {
+      span?.addEvent('batch failed; handled alone', { error: errorText(failure).slice(0, 500) });
+      span?.end();
+    }
+    ctx.log.warn(
+      { group: ctx.group, err: errorText(failure), messages: messages.length },
+      'batch handler failed; handling its messages one by one',
+    );
   }
   for (let i = 0; i < messages.length; i++) {
     if ((await consumeWithRetry(messages[i]!, handlers.handler, ctx)) === 'aborted') return i;

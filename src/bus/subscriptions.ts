@@ -10,28 +10,36 @@ export interface GroupMemberLike {
 }
 
 export class LiveSubscriptions<M extends GroupMemberLike> {
-  private readonly members = new Set<M>();
+  /** Each live member with whether its start-up succeeded; a close waits for it (only a started member closes). */
+  private readonly members = new Map<M, Promise<boolean>>();
 
   /** Starts the member and tracks it until it is closed; a member that fails to start is not tracked. */
   async add(member: M): Promise<Subscription> {
-    this.members.add(member);
+    const starting = member.start();
+    this.members.set(
+      member,
+      starting.then(
+        () => true,
+        () => false,
+      ),
+    );
     try {
-      await member.start();
+      await starting;
     } catch (err) {
       this.members.delete(member);
       throw err;
     }
-    return {
-      close: async () => {
-        if (!this.members.delete(member)) return;
-        await member.close();
-      },
-    };
+    return { close: () => this.closeMember(member) };
   }
 
   async closeAll(): Promise<void> {
-    const members = [...this.members];
-    this.members.clear();
-    await Promise.all(members.map((m) => m.close()));
+    await Promise.all([...this.members.keys()].map((m) => this.closeMember(m)));
+  }
+
+  private async closeMember(member: M): Promise<void> {
+    const started = this.members.get(member);
+    if (!started) return;
+    this.members.delete(member);
+    if (await started) await member.close();
   }
 }

@@ -162,12 +162,18 @@ const toMessage = (r: MessageRow): BusMessage & StoredMessage => ({
   timestamp: new Date(r.created_at).toISOString(),
 });
 
+interface OwnedPartition {
+  topic: string;
+  partition: number;
+  stop: AbortController;
+  done: Promise<void>;
+  leaseUntil: number;
+}
+
 class GroupMember implements Subscription {
   readonly memberId = randomUUID();
-  private readonly owned = new Map<
-    string,
-    { topic: string; partition: number; stop: AbortController; done: Promise<void> }
-  >();
+  /** Partitions this member works on; `leaseUntil` is when its ownership lapses unless renewed (local clock). */
+  private readonly owned = new Map<string, OwnedPartition>();
   private readonly closing = new AbortController();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private rebalancing: Promise<void> = Promise.resolve();
@@ -233,6 +239,7 @@ class GroupMember implements Subscription {
     for (const p of parts) {
       const id = `${p.topic}\u0000${p.partition}`;
       if (!desired.has(id)) continue;
+      const asked = Date.now(); // the lease runs from (at the latest) now: a conservative local expiry
       const claimed = await this.db.query(
         `INSERT INTO bus_partition_owners (group_id, topic, partition, member_id, lease_until)
          VALUES ($1, $2, $3, $4, now() + ($5::int * interval '1 millisecond'))
@@ -241,30 +248,30 @@ class GroupMember implements Subscription {
          RETURNING partition`,
         [group, p.topic, p.partition, this.memberId, sessionMs],
       );
-      if (claimed.rowCount > 0 && !this.owned.has(id) && !this.closed)
-        this.startWorker(id, p.topic, p.partition);
+      if (claimed.rowCount === 0 || this.closed) continue;
+      const owned = this.owned.get(id);
+      if (owned) owned.leaseUntil = asked + sessionMs;
+      else this.startWorker(id, p.topic, p.partition, asked + sessionMs);
     }
   }
 
-  private startWorker(id: string, topic: string, partition: number) {
+  private startWorker(id: string, topic: string, partition: number, leaseUntil: number) {
     const stop = new AbortController();
     const signal = AbortSignal.any([stop.signal, this.closing.signal]);
-    const done = this.work(topic, partition, signal).catch((err: unknown) => {
+    const owned: OwnedPartition = { topic, partition, stop, leaseUntil, done: Promise.resolve() };
+    owned.done = this.work(topic, partition, signal, () => owned.leaseUntil).catch((err: unknown) => {
       this.cfg.log.error(
         { err, group: this.opts.group, topic, partition },
         'embedded partition worker failed',
       );
     });
-    this.owned.set(id, { topic, partition, stop, done });
-    void done.finally(() => {
-      if (this.owned.get(id)?.done === done) this.owned.delete(id);
+    this.owned.set(id, owned);
+    void owned.done.finally(() => {
+      if (this.owned.get(id) === owned) this.owned.delete(id);
     });
   }
 
-  private async stopWorker(
-    id: string,
-    w: { topic: string; partition: number; stop: AbortController; done: Promise<void> },
-  ) {
+  private async stopWorker(id: string, w: OwnedPartition) {
     w.stop.abort();
     await w.done;
     this.owned.delete(id);
@@ -299,7 +306,17 @@ class GroupMember implements Subscription {
     return r.rowCount > 0;
   }
 
-  private async work(topic: string, partition: number, signal: AbortSignal): Promise<void> {
+  /**
+   * Consumes one partition. Positions are committed per batch, so between commits the worker fences itself
+   * on its lease: it stops as soon as the lease may have lapsed (a stalled process whose partition another
+   * member may have claimed); the next heartbeat that renews the claim starts it again.
+   */
+  private async work(
+    topic: string,
+    partition: number,
+    signal: AbortSignal,
+    leaseUntil: () => number,
+  ): Promise<void> {
     let position = await this.startOffset(topic, partition);
     const hooks = this.opts.hooks ?? this.cfg.hooks;
     const ctx: ConsumeContext = {
@@ -333,6 +350,7 @@ class GroupMember implements Subscription {
         let committedAt = Date.now();
         let aborted = false;
         for (let from = 0; from < messages.length; from += max) {
+          if (Date.now() >= leaseUntil()) break; // the uncommitted rest is redelivered to the owner
           const run = messages.slice(from, from + max);
           const done = await consumeRun(run, this.opts, ctx);
           if (done > 0) position = Number(run[done - 1]!.offset) + 1;
@@ -347,7 +365,7 @@ class GroupMember implements Subscription {
           }
         }
         if (position !== committed && !(await this.commit(topic, partition, position))) return;
-        if (aborted) return;
+        if (aborted || Date.now() >= leaseUntil()) return;
       }
     } finally {
       this.db.signals.off(SIGNAL, onAppend);

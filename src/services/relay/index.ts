@@ -96,6 +96,15 @@ export class Relay {
 
   /** Publishes a batch if this relay holds the lease; resolves how long to wait before the next round. */
   private async round(): Promise<number> {
+    try {
+      return await this.leaderRound();
+    } catch (err) {
+      this.prefetched = undefined; // the lease may have moved meanwhile: read afresh next time
+      throw err;
+    }
+  }
+
+  private async leaderRound(): Promise<number> {
     const { db, log, config } = this.rt;
     await this.updateStats();
     // Renew the lease a few times per TTL, not per batch: a database round trip saved on the hot path.
@@ -171,11 +180,12 @@ export class Relay {
       throw err;
     }
     traced.end();
-    this.prefetched = await markPublishedAndReadNext(
+    const next = await markPublishedAndReadNext(
       db,
       rows.map((r) => r.id),
       limit,
     );
+    this.prefetched = next.length > 0 ? next : undefined; // nothing pending then: read afresh next round
     for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
     return rows.length;
   }
