@@ -34,7 +34,7 @@ import { openDb, type Db } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
 import { TaskStore } from '../src/store/tasks.ts';
 import { UserSettingsStore } from '../src/store/user-settings.ts';
-import { freshPgDatabase } from './lib.ts';
+import { TASK_BODY, percentile, withFreshPgDb } from './lib.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -141,11 +141,6 @@ function load(opts: {
   });
 }
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
 interface Figures {
   database: string;
   case: string;
@@ -191,14 +186,7 @@ async function measure(
 
 // ------------------------------------------------------------------------------------------------ cases
 
-const TASK_BODY = JSON.stringify({
-  title: 'Prepare the quarterly report',
-  description: 'Numbers from finance, charts from the dashboard.',
-  priority: 'high',
-  tags: ['work', 'reports'],
-  due_date: '2030-01-15T09:00:00Z',
-  reminders: ['PT1H'],
-});
+const TASK_BODY_JSON = JSON.stringify(TASK_BODY);
 
 /** Distinct users the connections cycle through (default: one per connection; 1 = one hot per-user stream). */
 const USERS = Number(process.env.BENCH_USERS ?? CONCURRENCY);
@@ -219,7 +207,7 @@ async function taskflowCase(database: string, db: Db): Promise<Figures> {
     return await measure(database, `taskflow POST /api/tasks (${TARGET_NAMES.join(' + ')})`, {
       url: proc.url,
       path: '/api/tasks',
-      body: TASK_BODY,
+      body: TASK_BODY_JSON,
       connections: tokens.map((t) => ({ authorization: `Bearer ${t}` })),
     });
   } finally {
@@ -244,7 +232,7 @@ async function bareCase(database: string, db: Db): Promise<Figures> {
     return await measure(database, 'bare Fastify + 1 INSERT', {
       url: `http://127.0.0.1:${port}`,
       path: '/bare',
-      body: TASK_BODY,
+      body: TASK_BODY_JSON,
       connections: users.map((u) => ({ 'x-user': u })),
     });
   } finally {
@@ -264,7 +252,7 @@ interface Step {
  */
 async function breakdown(database: string, db: Db): Promise<Step[]> {
   const n = Number(process.env.BENCH_STEP_ITERATIONS ?? 300);
-  const body = JSON.parse(TASK_BODY) as unknown;
+  const body = JSON.parse(TASK_BODY_JSON) as unknown;
   const settings = new UserSettingsStore(db, 'UTC');
   const store = new TaskStore(db, systemClock);
   const verify = createVerifier({ secret: SECRET });
@@ -434,17 +422,9 @@ async function main() {
   const server = startPostgres();
   if (server) {
     try {
-      const fresh = await freshPgDatabase(server.url);
-      try {
-        const db = await openDb(fresh.url);
-        try {
-          results.push(...(await runBackend('PostgreSQL', db, steps)));
-        } finally {
-          await db.close();
-        }
-      } finally {
-        await fresh.drop();
-      }
+      results.push(
+        ...(await withFreshPgDb(server.url, 'tf_bench', (db) => runBackend('PostgreSQL', db, steps))),
+      );
     } finally {
       server.stop();
     }

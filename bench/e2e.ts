@@ -56,15 +56,19 @@ import { broadcasterTarget } from '../src/services/broadcaster/index.ts';
 import { createGatewayTarget } from '../src/services/gateway/index.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
 import { openDb, type Db, type Queryable } from '../src/store/db.ts';
-import { ROOT, freshPgDatabase, load1, loadNote, log, startService, type Service, TimedDb } from './lib.ts';
+import {
+  ROOT,
+  TimedDb,
+  freshPgDatabase,
+  intEnv,
+  load1,
+  loadNote,
+  log,
+  percentile,
+  startService,
+  type Service,
+} from './lib.ts';
 
-const intEnv = (key: string, def: number, min = 1) => {
-  const raw = process.env[key];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
-  return n;
-};
 const listEnv = (key: string, def: string) =>
   (process.env[key] ?? def)
     .split(',')
@@ -447,11 +451,6 @@ function cpuTimes(): { busy: number; total: number } {
   } catch {
     return { busy: NaN, total: NaN };
   }
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 interface Pct {

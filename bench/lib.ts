@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Db, QueryResult, Queryable } from '../src/store/db.ts';
+import { openDb, type Db, type QueryResult, type Queryable } from '../src/store/db.ts';
 import { createPgDatabase } from '../test/helpers/db.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -88,6 +88,50 @@ export function startService(opts: {
 
 /** Creates a fresh database on a PostgreSQL server; `drop()` removes it again (the tests' helper). */
 export const freshPgDatabase = (baseUrl: string, prefix = 'tf_bench') => createPgDatabase(baseUrl, prefix);
+
+/** Runs `fn` on a fresh database of the PostgreSQL server at `baseUrl`, closed and dropped afterwards. */
+export async function withFreshPgDb<T>(
+  baseUrl: string,
+  prefix: string,
+  fn: (db: Db) => Promise<T>,
+): Promise<T> {
+  const fresh = await freshPgDatabase(baseUrl, prefix);
+  try {
+    const db = await openDb(fresh.url);
+    try {
+      return await fn(db);
+    } finally {
+      await db.close();
+    }
+  } finally {
+    await fresh.drop();
+  }
+}
+
+/** An integer environment knob of a bench, `def` when unset; anything else is a clear error. */
+export function intEnv(key: string, def: number, min = 1): number {
+  const raw = process.env[key];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
+  return n;
+}
+
+/** The p-th percentile (nearest rank) of ascending `sorted`; NaN when empty. */
+export function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** The body of a task create like the API receives it (bench:api posts it; bench:relay builds events of it). */
+export const TASK_BODY = {
+  title: 'Prepare the quarterly report',
+  description: 'Numbers from finance, charts from the dashboard.',
+  priority: 'high',
+  tags: ['work', 'reports'],
+  due_date: '2030-01-15T09:00:00Z',
+  reminders: ['PT1H'],
+};
 
 /** The statement kinds of the hot paths, by the SQL text of src/store, the relay, the scheduler, the bus. */
 const STATEMENT_KINDS: readonly [RegExp, string][] = [

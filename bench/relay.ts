@@ -56,15 +56,9 @@ import {
   startService,
   type Service,
   TimedDb,
+  intEnv,
+  TASK_BODY,
 } from './lib.ts';
-
-const intEnv = (key: string, def: number) => {
-  const raw = process.env[key];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${key} must be a positive integer, got "${raw}"`);
-  return n;
-};
 
 const EVENTS = intEnv('BENCH_EVENTS', 100_000);
 const USERS = intEnv('BENCH_USERS', 1000);
@@ -111,16 +105,6 @@ interface Workload {
   /** Per-event CPU costs of the relay's own data handling, measured serially (µs). */
   cpu: { parse: number; toMessage: number };
 }
-
-/** The body of a task create like the API receives it (see bench/api.ts). */
-const TASK_BODY = {
-  title: 'Prepare the quarterly report',
-  description: 'Numbers from finance, charts from the dashboard.',
-  priority: 'high',
-  tags: ['work', 'reports'],
-  due_date: '2030-01-15T09:00:00Z',
-  reminders: ['PT1H'],
-};
 
 /** What KafkaPublisher.publish does per message (src/bus/kafka/index.ts). */
 function toRawMessage(event: CloudEvent): RawMessage {

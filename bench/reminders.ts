@@ -45,15 +45,17 @@ import { createRemindersTarget } from '../src/services/reminders/index.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
 import { openDb, type Db, type Queryable } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
-import { freshPgDatabase, load1, loadNote, log, startService, type Service, TimedDb } from './lib.ts';
-
-const intEnv = (key: string, def: number, min = 1) => {
-  const raw = process.env[key];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${key} must be an integer >= ${min}, got "${raw}"`);
-  return n;
-};
+import {
+  TimedDb,
+  intEnv,
+  load1,
+  loadNote,
+  log,
+  percentile,
+  startService,
+  withFreshPgDb,
+  type Service,
+} from './lib.ts';
 
 const USERS = intEnv('BENCH_USERS', 10_000);
 const WINDOW_S = intEnv('BENCH_WINDOW_SECONDS', 100);
@@ -138,11 +140,6 @@ class CommitWatchDb extends TimedDb {
     }
     return result;
   }
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 interface Stats {
@@ -484,17 +481,7 @@ async function main() {
   if (server) {
     const n = intEnv('BENCH_REMINDERS', 1_000_000);
     try {
-      const fresh = await freshPgDatabase(server.value, 'tf_bench_rem');
-      try {
-        const db = await openDb(fresh.url);
-        try {
-          result = await runCase('PostgreSQL', db, n);
-        } finally {
-          await db.close();
-        }
-      } finally {
-        await fresh.drop();
-      }
+      result = await withFreshPgDb(server.value, 'tf_bench_rem', (db) => runCase('PostgreSQL', db, n));
     } finally {
       server.stop();
     }
