@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { eventProblems } from '../../src/contracts/schemas.ts';
 import { backends } from '../helpers/db.ts';
+import { plainFields } from '../helpers/events.ts';
 import { TEST_SECRET, outboxEvents, startApp, type TestApp } from '../helpers/app.ts';
 import type { Db } from '../../src/store/db.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
@@ -449,21 +450,7 @@ for (const backend of backends) {
       const events = await count('outbox');
       await assert.rejects(
         db.transaction(async (tx) => {
-          await store.create(
-            'gina',
-            {
-              title: 'doomed',
-              description: '',
-              status: 'pending',
-              priority: 'none',
-              tags: [],
-              due_date: null,
-              reminders: null,
-              recurrence: null,
-            },
-            { source: 'test' },
-            { tx },
-          );
+          await store.create('gina', plainFields('doomed'), { source: 'test' }, { tx });
           assert.equal(
             Number((await tx.query<{ n: string }>('SELECT count(*)::text AS n FROM outbox')).rows[0]!.n),
             events + 1,

@@ -18,6 +18,7 @@ import { createGatewayTarget, gatewayGroup } from '../../src/services/gateway/in
 import { relayTarget } from '../../src/services/relay/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
+import { plainFields } from '../helpers/events.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
 
 const DEADLINE_MS = 8_000;
@@ -183,21 +184,7 @@ describe('WebSocket gateway', () => {
     (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
 
     const N = 650; // ~6 MB: more than the kernel buffers (~4 MB) plus the 256 KB limit
-    const base = newTask(
-      uuidv7(),
-      user,
-      {
-        title: 'big',
-        description: 'x'.repeat(9_000),
-        status: 'pending',
-        priority: 'none',
-        tags: [],
-        due_date: null,
-        reminders: null,
-        recurrence: null,
-      },
-      new Date(),
-    );
+    const base = newTask(uuidv7(), user, plainFields('big', { description: 'x'.repeat(9_000) }), new Date());
     const events = Array.from({ length: N }, (_, i) =>
       makeEvent<TaskChangedData>({
         type: 'task.changed',

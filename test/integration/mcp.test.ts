@@ -15,6 +15,7 @@ import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
 import { TEST_SECRET, outboxEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { plainFields } from '../helpers/events.ts';
 import { createPgDatabase } from '../helpers/db.ts';
 
 const TOOLS = [
@@ -302,20 +303,7 @@ describe(
 
     it('serves the same tools to a child process, writing into the outbox', async () => {
       const store = new TaskStore(db, new ManualClock('2026-03-01T12:00:00Z'));
-      const foreign = await store.create(
-        'bob',
-        {
-          title: 'bob’s',
-          description: '',
-          status: 'pending',
-          priority: 'none',
-          tags: [],
-          due_date: null,
-          reminders: null,
-          recurrence: null,
-        },
-        { source: '/test' },
-      );
+      const foreign = await store.create('bob', plainFields('bob’s'), { source: '/test' });
       const stderr: string[] = [];
       const transport = new StdioClientTransport({
         command: process.execPath,

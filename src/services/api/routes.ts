@@ -16,12 +16,12 @@ import {
   toggle,
   validateCreate,
   validatePatch,
-  type Task,
   type ValidationContext,
 } from '../../domain/task.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
+import { etag, parseIfMatch } from '../../http/task-version.ts';
 import { listQueryDoc, problemDoc, taskDoc, taskInputDoc } from './openapi.ts';
 
 export interface ApiDeps {
@@ -31,19 +31,6 @@ export interface ApiDeps {
   rateLimitPerMinute: number;
   source?: string;
 }
-
-/** Parses If-Match: `"3"`, `W/"3"` or `3`; `*` means any version. */
-export function parseIfMatch(header: string | undefined): number | undefined {
-  if (header === undefined || header.trim() === '*') return undefined;
-  const m = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(header);
-  if (!m)
-    throw new ValidationError([
-      { path: 'If-Match', message: 'must be the task version as an ETag, e.g. "3"' },
-    ]);
-  return Number(m[1]);
-}
-
-const etag = (t: Task) => `"${t.version}"`;
 
 const security = [{ bearerAuth: [] }];
 const errors = { 400: problemDoc, 401: problemDoc, 404: problemDoc };

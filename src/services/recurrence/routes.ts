@@ -16,6 +16,7 @@ import { ValidationError, VersionConflictError } from '../../domain/errors.ts';
 import { nextOccurrence, previewOccurrences } from '../../domain/recurrence.ts';
 import type { Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
+import { etag, parseIfMatch } from '../../http/task-version.ts';
 import type { Db } from '../../store/db.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import {
@@ -39,17 +40,6 @@ export interface RecurrenceRouteDeps {
 
 export const PREVIEW_DEFAULT = 5;
 export const PREVIEW_MAX = 100;
-
-/** If-Match: `"3"`, `W/"3"` or `3`; `*` or absent means any version. */
-function parseIfMatch(header: string | undefined): number | undefined {
-  if (header === undefined || header.trim() === '*') return undefined;
-  const m = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(header);
-  if (!m)
-    throw new ValidationError([
-      { path: 'If-Match', message: 'must be the task version as an ETag, e.g. "3"' },
-    ]);
-  return Number(m[1]);
-}
 
 function parseCount(raw: unknown): number {
   if (raw === undefined) return PREVIEW_DEFAULT;
@@ -126,7 +116,7 @@ export async function registerRecurrenceRoutes(
       await db.transaction((tx) =>
         recordSkip(tx, { seriesId, taskId: task.id, skippedDue: task.due_date, nextDue: next }),
       );
-      return reply.header('etag', `"${updated.version}"`).send(updated);
+      return reply.header('etag', etag(updated)).send(updated);
     };
 
     const occurrences = async (req: FastifyRequest<{ Params: { id: string } }>) => {
