@@ -5,11 +5,7 @@
 import type { Queryable } from './db.ts';
 
 export async function firstTime(tx: Queryable, consumer: string, eventId: string): Promise<boolean> {
-  const r = await tx.query(
-    'INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING',
-    [consumer, eventId],
-  );
-  return r.rowCount > 0;
+  return (await firstTimeMany(tx, consumer, [eventId])).size > 0;
 }
 
 /**
