@@ -14,11 +14,9 @@
  * it), or BENCH_DATABASE_URL=postgres://... to use a running server; a fresh database is created and
  * dropped. BENCH_SKIP_POSTGRES=1 skips it.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Fastify from 'fastify';
 import { uuidv7 } from 'uuidv7';
@@ -34,9 +32,8 @@ import { openDb, type Db } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
 import { TaskStore } from '../src/store/tasks.ts';
 import { UserSettingsStore } from '../src/store/user-settings.ts';
-import { TASK_BODY, percentile, withFreshPgDb } from './lib.ts';
+import { TASK_BODY, log, percentile, startService, withFreshPgDb, type Service } from './lib.ts';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
@@ -45,8 +42,6 @@ const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
 const TARGET_NAMES = (process.env.BENCH_TARGETS ?? 'api,relay').split(',').map((s) => s.trim());
 /** Which cases to run: `taskflow,bare` (default). */
 const CASES = (process.env.BENCH_CASES ?? 'taskflow,bare').split(',').map((s) => s.trim());
-
-const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
 // ------------------------------------------------------------------------------------------------ client
 
@@ -308,52 +303,20 @@ async function runBackend(database: string, db: Db, steps: Step[]): Promise<Figu
 
 // ------------------------------------------------------------------------------------------------ PostgreSQL
 
-interface PgServer {
-  url: string;
-  stop(): void;
-}
-
-function startPostgres(): PgServer | null {
+/** PostgreSQL for the bench: BENCH_DATABASE_URL, else `scripts/postgres start --name bench --fast`. */
+function startPostgres(): Service | null {
   if (process.env.BENCH_SKIP_POSTGRES === '1') {
     log('PostgreSQL skipped (BENCH_SKIP_POSTGRES=1)');
     return null;
   }
-  if (process.env.BENCH_DATABASE_URL) return { url: process.env.BENCH_DATABASE_URL, stop: () => undefined };
-  const script = join(ROOT, 'scripts/postgres');
-  let wasRunning = false;
-  try {
-    execFileSync(script, ['status', '--name', 'bench'], { stdio: 'ignore' });
-    wasRunning = true;
-  } catch {
-    /* not running */
-  }
-  try {
-    log('starting PostgreSQL: scripts/postgres start --name bench --fast');
-    const out = execFileSync(script, ['start', '--name', 'bench', '--fast', '--ignore-env'], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 180_000,
-    });
-    const url = /^DATABASE_URL=(\S+)$/m.exec(out)?.[1];
-    if (!url) throw new Error(`no DATABASE_URL line in: ${out}`);
-    return {
-      url,
-      stop: () => {
-        if (wasRunning || process.env.BENCH_KEEP_POSTGRES === '1') return;
-        try {
-          execFileSync(script, ['stop', '--name', 'bench'], { stdio: 'ignore', timeout: 60_000 });
-        } catch {
-          log('could not stop the bench PostgreSQL instance (scripts/postgres stop --name bench)');
-        }
-      },
-    };
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    log(
-      `SKIPPING PostgreSQL: it could not be started (${(e.stderr ?? e.message).trim().split('\n').slice(-3).join(' / ')})`,
-    );
-    return null;
-  }
+  if (process.env.BENCH_DATABASE_URL) return { value: process.env.BENCH_DATABASE_URL, stop: () => undefined };
+  return startService({
+    script: 'postgres',
+    name: 'bench',
+    args: ['--fast', '--ignore-env'],
+    envKey: 'DATABASE_URL',
+    keep: process.env.BENCH_KEEP_POSTGRES === '1',
+  });
 }
 
 // ------------------------------------------------------------------------------------------------ main
@@ -423,7 +386,7 @@ async function main() {
   if (server) {
     try {
       results.push(
-        ...(await withFreshPgDb(server.url, 'tf_bench', (db) => runBackend('PostgreSQL', db, steps))),
+        ...(await withFreshPgDb(server.value, 'tf_bench', (db) => runBackend('PostgreSQL', db, steps))),
       );
     } finally {
       server.stop();
