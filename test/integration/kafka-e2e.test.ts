@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
+import type { Subscription } from '../../src/bus/types.ts';
 import { listDeadLetters } from '../../src/bus/dlq.ts';
 import { eventProblems } from '../../src/contracts/schemas.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
@@ -308,6 +309,48 @@ describe('Taskflow on Kafka', { skip }, () => {
     }
   });
 
+  it('lets a consumer start before its topics exist: it waits for them, then reads from the start', async () => {
+    const p = prefix();
+    const bus = createKafkaBus(
+      { brokers: kafkaBrokers!.split(','), clientId: 'early', topicPrefix: p },
+      { log: silentLogger, topicWaitMs: 30_000 },
+    );
+    const got: string[] = [];
+    const creating = new Promise((r) => setTimeout(r, 1500)).then(() =>
+      bus.admin.ensureTopics([{ name: 'late', partitions: 2, retentionMs: 3_600_000 }]),
+    );
+    let sub: Subscription | undefined;
+    try {
+      sub = await bus.subscriber.subscribe({
+        group: 'early-readers',
+        topics: ['late'],
+        handler: async (m) => void got.push(titleOf(m.event)),
+      });
+      await creating;
+      await bus.publisher.publish([{ topic: 'late', key: 'u', event: taskCreated('u', 'first') }]);
+      await waitFor(() => got.includes('first'), 30_000, 'the event on the late topic');
+    } finally {
+      await creating.catch(() => undefined);
+      await sub?.close();
+      await bus.close();
+    }
+  });
+
+  it('fails a subscribe to a topic that never appears with a clear error, after the wait', async () => {
+    const bus = createKafkaBus(
+      { brokers: kafkaBrokers!.split(','), clientId: 'never', topicPrefix: prefix() },
+      { log: silentLogger, topicWaitMs: 1_000 },
+    );
+    try {
+      await assert.rejects(
+        bus.subscriber.subscribe({ group: 'g', topics: ['missing'], handler: async () => undefined }),
+        /Unknown topic .*missing.*taskflow topics ensure/,
+      );
+    } finally {
+      await bus.close();
+    }
+  });
+
   describe('SASL_SSL (SCRAM-SHA-256, self-signed CA)', () => {
     let env: Record<string, string>;
     before(async () => {
@@ -337,16 +380,17 @@ describe('Taskflow on Kafka', { skip }, () => {
         { log: silentLogger },
       );
       const got: string[] = [];
-      const sub = await bus.subscriber.subscribe({
-        group: 'secure-readers',
-        topics: ['task-events'],
-        handler: async (m) => void got.push(titleOf(m.event)),
-      });
+      let sub: Subscription | undefined;
       try {
+        sub = await bus.subscriber.subscribe({
+          group: 'secure-readers',
+          topics: ['task-events'],
+          handler: async (m) => void got.push(titleOf(m.event)),
+        });
         assert.equal((await app.call('s1', 'POST', '/api/tasks', { title: 'over tls' })).status, 201);
         await waitFor(() => got.includes('over tls'), 60_000, 'event over SASL_SSL');
       } finally {
-        await sub.close();
+        await sub?.close();
         await bus.close();
         await app.stop();
         await db.close();

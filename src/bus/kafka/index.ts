@@ -62,6 +62,11 @@ export interface KafkaBusOptions {
   heartbeatIntervalMs?: number;
   /** Messages buffered per subscription before the fetch stream is paused. */
   maxBuffered?: number;
+  /**
+   * How long a subscribe waits for its topics to exist (they are created in the background at start-up, or
+   * by `taskflow topics ensure`) before it fails.
+   */
+  topicWaitMs?: number;
 }
 
 /** Closes a consumer even with a stream still open; never throws (shutdown paths). */
@@ -110,6 +115,11 @@ export function chunkBySize(messages: readonly OutgoingMessage[], limit: number)
   }
   if (current.length) chunks.push(current);
   return chunks;
+}
+
+/** Whether the broker does not know (yet) one of the topics asked for. */
+function isUnknownTopic(err: unknown): boolean {
+  return /unknown topic/i.test(describeKafkaError(err));
 }
 
 /** Finds the most useful message in the library's nested errors (authentication first, else the innermost). */
@@ -266,18 +276,37 @@ class KafkaGroupMember implements Subscription {
       rebalanceTimeout: this.cfg.sessionTimeoutMs,
       maxWaitTime: 500,
     });
-    try {
-      this.stream = await this.consumer.consume({
-        topics: this.opts.topics.map((t) => this.prefix + t),
-        mode: 'committed',
-        fallbackMode: this.opts.fromBeginning === false ? 'latest' : 'earliest',
-        autocommit: false,
-      });
-    } catch (err) {
-      await forceClose(this.consumer);
-      throw new Error(`Kafka subscribe (${this.opts.group}) failed: ${describeKafkaError(err)}`, {
-        cause: err,
-      });
+    const topics = this.opts.topics.map((t) => this.prefix + t);
+    const deadline = Date.now() + this.cfg.topicWaitMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.stream = await this.consumer.consume({
+          topics,
+          mode: 'committed',
+          fallbackMode: this.opts.fromBeginning === false ? 'latest' : 'earliest',
+          autocommit: false,
+        });
+        break;
+      } catch (err) {
+        // Topics are created in the background at start-up, and a new topic's metadata takes a moment to
+        // reach every broker: wait for it, as Kafka's own consumers do, but not forever.
+        const wait = Math.min(5_000, 100 * 2 ** attempt);
+        if (isUnknownTopic(err) && Date.now() + wait < deadline) {
+          this.cfg.log.warn(
+            { group: this.opts.group, topics, retry_in_ms: wait },
+            'waiting for Kafka topics to exist',
+          );
+          await new Promise((r) => setTimeout(r, wait));
+          continue;
+        }
+        await forceClose(this.consumer);
+        const hint = isUnknownTopic(err)
+          ? ` (waited ${Math.round(this.cfg.topicWaitMs / 1000)} s; create them with \`taskflow topics ensure\`, or start a process with KAFKA_ENSURE_TOPICS=true)`
+          : '';
+        throw new Error(`Kafka subscribe (${this.opts.group}) failed: ${describeKafkaError(err)}${hint}`, {
+          cause: err,
+        });
+      }
     }
     this.stream.on('data', (m) => this.enqueue(m));
     this.stream.on('error', (err) =>
@@ -610,6 +639,7 @@ export function createKafkaBus(s: KafkaSettings, opts: KafkaBusOptions): Bus {
     sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
     heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 1_000,
     maxBuffered: opts.maxBuffered ?? 1_000,
+    topicWaitMs: opts.topicWaitMs ?? 60_000,
   };
   const publisher = new KafkaPublisher(s, opts.log);
   const subscriber = new KafkaSubscriber(s, publisher, cfg);
