@@ -2,7 +2,9 @@
  * Builds a target that consumes topics as one consumer group: validation, retries, dead-lettering and
  * metrics come from the bus layer; the service supplies only its handler.
  */
-import type { BatchItem, BusMessage, Subscription } from '../bus/types.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffDelay } from '../bus/consumer.ts';
+import type { BatchItem, BusMessage, SubscribeOptions, Subscription } from '../bus/types.ts';
 import { dlqTopic } from '../contracts/topics.ts';
 import type { ConsumerGroupSource } from '../observability/metrics.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../runtime.ts';
@@ -30,7 +32,7 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
     async start(rt: Runtime): Promise<RunningTarget> {
       const service = await spec.setup(rt);
       const batchHandler = service.handleBatch?.bind(service);
-      const subscription: Subscription = await rt.bus.subscriber.subscribe({
+      const subscription = await subscribeWhenReachable(rt, {
         group: spec.group,
         topics: spec.topics,
         handler: (m) => service.handle(m),
@@ -55,5 +57,49 @@ export function consumerGroupSource(rt: Runtime, group: string): ConsumerGroupSo
   return {
     lag: () => admin.lag(group),
     ...(admin.messageCount ? { deadLetters: () => admin.messageCount!(dlqTopic(group)) } : {}),
+  };
+}
+
+const RESUBSCRIBE = { maxAttempts: 0, baseDelayMs: 1_000, maxDelayMs: 30_000 };
+
+/**
+ * Subscribes; when that fails (the broker is down or unreachable, the topics do not exist yet) keeps trying in
+ * the background with capped backoff instead of failing the process, so the API of `taskflow up` keeps
+ * answering while events wait in the outbox. Until the group is subscribed, /readyz names it as not ready.
+ */
+export async function subscribeWhenReachable(rt: Runtime, opts: SubscribeOptions): Promise<Subscription> {
+  let lastError: string;
+  try {
+    return await rt.bus.subscriber.subscribe(opts);
+  } catch (err) {
+    lastError = err instanceof Error ? err.message : String(err);
+  }
+  const { group } = opts;
+  let current: Subscription | undefined;
+  const stop = new AbortController();
+  rt.http.addReadinessCheck(`consumer group ${group}`, async () => {
+    if (!current) throw new Error(`not subscribed yet: ${lastError}`);
+  });
+  const retrying = (async () => {
+    for (let attempt = 1; ; attempt++) {
+      const delay = backoffDelay(attempt, RESUBSCRIBE, () => 0.5 + Math.random() / 2);
+      rt.log.warn({ group, err: lastError, retry_in_ms: delay }, 'could not subscribe yet; retrying');
+      try {
+        await sleep(delay, undefined, { signal: stop.signal });
+        current = await rt.bus.subscriber.subscribe(opts);
+        rt.log.info({ group, attempts: attempt + 1 }, 'subscribed');
+        return;
+      } catch (err) {
+        if (stop.signal.aborted) return;
+        lastError = err instanceof Error ? err.message : String(err);
+      }
+    }
+  })();
+  return {
+    close: async () => {
+      stop.abort();
+      await retrying;
+      await current?.close();
+    },
   };
 }

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Kafka, logLevel } from 'kafkajs';
@@ -24,6 +25,17 @@ import { kafka } from '../helpers/kafka.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
 const execFileP = promisify(execFile);
+
+/** A port nothing listens on (yet). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
 const prefix = () => `e2e${randomBytes(3).toString('hex')}.`;
 const skip = kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS (scripts/test starts Kafka)';
 
@@ -155,6 +167,37 @@ describe('Taskflow on Kafka', { skip }, () => {
       await db.close();
       await kafka('stop', 'outage').catch(() => undefined);
       await kafka('reset', 'outage').catch(() => undefined);
+    }
+  });
+
+  it('starts every target while the broker is down: the API answers, consumers join once it is up', async () => {
+    const port = await freePort();
+    const p = prefix();
+    const db = await freshDb();
+    const app = await startApp(db, {
+      targets: ['api', 'relay', 'audit'],
+      env: { BUS: 'kafka', KAFKA_BROKERS: `127.0.0.1:${port}`, KAFKA_TOPIC_PREFIX: p },
+    });
+    try {
+      const created = await app.call('late', 'POST', '/api/tasks', { title: 'before the broker' });
+      assert.equal(created.status, 201);
+      const notReady = await fetch(`${app.url}/readyz`);
+      assert.equal(notReady.status, 503);
+      const checks = ((await notReady.json()) as { checks: Record<string, string> }).checks;
+      assert.match(checks['consumer group taskflow-audit'] ?? '', /not subscribed yet/);
+      await kafka('start', 'late', ['--port', String(port)]);
+      const audited = async () =>
+        Number(
+          (await db.query<{ n: string }>("SELECT count(*)::text n FROM audit_log WHERE user_id = 'late'"))
+            .rows[0]!.n,
+        );
+      await waitFor(async () => (await audited()) === 1, 90_000, 'the audit service handled the event');
+      assert.equal((await fetch(`${app.url}/readyz`)).status, 200);
+    } finally {
+      await app.stop();
+      await db.close();
+      await kafka('stop', 'late').catch(() => undefined);
+      await kafka('reset', 'late').catch(() => undefined);
     }
   });
 

@@ -15,7 +15,7 @@ import { AuthError, bearerToken, createVerifier } from '../../auth.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
-import { consumerGroupSource } from '../consumer-target.ts';
+import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
 import { Hub } from './hub.ts';
 import { TicketIssuer } from './tickets.ts';
 
@@ -117,7 +117,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
 
       const group = gatewayGroup(opts.instanceId);
       hub.start();
-      const subscription = await rt.bus.subscriber.subscribe({
+      const subscription = await subscribeWhenReachable(rt, {
         group,
         topics: [TOPICS.taskUpdates],
         fromBeginning: false,
