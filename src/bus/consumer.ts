@@ -45,6 +45,40 @@ export const COMMIT_INTERVAL_MS = 1_000;
 /** Most messages handed to a `batchHandler` at once, unless the subscription says otherwise. */
 export const DEFAULT_MAX_BATCH = 100;
 
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  '57P01', // admin_shutdown: the server is restarting
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now: starting up or in recovery
+  '53300', // too_many_connections
+]);
+
+/**
+ * Whether an error says a dependency is unreachable (the database or the network) rather than that the
+ * message cannot be handled: a socket error, a PostgreSQL connection-class SQLSTATE (08xxx, shutdown,
+ * recovery) or the `pg` driver's own connection errors. Follows `cause` chains.
+ */
+export function isUnavailable(err: unknown, depth = 0): boolean {
+  if (!err || typeof err !== 'object' || depth > 5) return false;
+  const { code, message, cause } = err as { code?: unknown; message?: unknown; cause?: unknown };
+  if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) return true;
+  if (
+    typeof message === 'string' &&
+    /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(
+      message,
+    )
+  )
+    return true;
+  return isUnavailable(cause, depth + 1);
+}
+
 /** Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(max, base * 2^(n-1))]. */
 export function backoffDelay(
   attempt: number,
@@ -210,7 +244,9 @@ async function consume(
       return 'handled';
     } catch (err) {
       const permanent = err instanceof PermanentError;
-      if (permanent || attempt >= ctx.policy.maxAttempts) {
+      // A dependency outage (the database restarting) is no fault of the message: keep retrying, which
+      // pauses this partition, rather than dead-letter everything that arrives during the outage.
+      if (permanent || (attempt >= ctx.policy.maxAttempts && !isUnavailable(err))) {
         log().error(
           { err, attempt },
           permanent ? 'permanent failure, dead-lettering' : 'retries exhausted, dead-lettering',

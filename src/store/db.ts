@@ -42,7 +42,14 @@ class PostgresDb implements Db {
     readonly url: string,
     poolSize: number,
   ) {
-    this.pool = new pg.Pool({ connectionString: url, max: poolSize });
+    // A bounded wait for a connection, so a database outage fails requests and loops (which retry) instead
+    // of queueing them forever; TCP keep-alive notices a peer that vanished in a network partition.
+    this.pool = new pg.Pool({
+      connectionString: url,
+      max: poolSize,
+      connectionTimeoutMillis: 10_000,
+      keepAlive: true,
+    });
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
     this.signals.setMaxListeners(0);
@@ -53,6 +60,12 @@ class PostgresDb implements Db {
   }
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
+    // A checked-out client is not covered by the pool's error listener: without one, a connection dropped
+    // mid-transaction (database restart, failover) would be an uncaught 'error' event ending the process.
+    // The failing query rejects as well, and the broken client is destroyed on release, not pooled again.
+    let broken: Error | undefined;
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const tx: Queryable = {
@@ -65,10 +78,11 @@ class PostgresDb implements Db {
       await client.query('COMMIT');
       return result;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      if (!broken) await client.query('ROLLBACK').catch((e: Error) => (broken = e));
       throw err;
     } finally {
-      client.release();
+      client.off('error', onError);
+      client.release(broken ?? false);
     }
   }
   async exec(sql: string): Promise<void> {

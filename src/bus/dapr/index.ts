@@ -19,13 +19,14 @@
  * - Admin (topics, lag, dead letters) is not part of Dapr's API: it goes to the Kafka brokers behind the
  *   component when KAFKA_BROKERS is set, and reads Dapr's structured messages and dead letters.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { fromBinary, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { eventProblems } from '../../contracts/schemas.ts';
 import { dlqTopic, isDlqTopic } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
-import { DLQ_HEADERS } from '../consumer.ts';
+import { DLQ_HEADERS, backoffDelay, isUnavailable } from '../consumer.ts';
 import { KafkaAdmin, type KafkaSettings } from '../kafka/index.ts';
 import {
   PermanentError,
@@ -280,6 +281,8 @@ const HTTP_ONLY = new Set([
 ]);
 
 const MAX_TRACKED_ATTEMPTS = 10_000;
+/** Backoff while a handler's dependency is unreachable (the delivery is held, not answered). */
+const HOLD_WHILE_UNAVAILABLE = { maxAttempts: 0, baseDelayMs: 500, maxDelayMs: 10_000 };
 
 export class DaprSubscriber implements Subscriber {
   private readonly byTopic = new Map<string, Registered>();
@@ -385,7 +388,7 @@ export class DaprSubscriber implements Subscriber {
     const id = `${message.topic}/${message.partition}/${message.offset}/${event.id}`;
     const started = performance.now();
     try {
-      await sub.handler(message);
+      await this.callHandler(sub, message, log);
       sub.hooks?.onHandled?.(message, performance.now() - started);
       this.attempts.delete(id);
       return 'SUCCESS';
@@ -407,6 +410,27 @@ export class DaprSubscriber implements Subscriber {
         'handler failed; daprd redelivers per its resiliency policy (dead-letter topic when used up)',
       );
       return 'RETRY';
+    }
+  }
+
+  /**
+   * Calls the handler; while it fails because a dependency is unreachable (the database restarting), holds
+   * the delivery and retries, which pauses this partition, instead of answering RETRY: daprd's few
+   * redeliveries would otherwise dead-letter everything that arrives during the outage.
+   */
+  private async callHandler(sub: Registered, message: BusMessage, log: Logger): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await sub.handler(message);
+      } catch (err) {
+        if (!isUnavailable(err) || sub.closed) throw err;
+        const delay = backoffDelay(attempt, HOLD_WHILE_UNAVAILABLE);
+        log.warn(
+          { err: errorText(err), attempt, retry_in_ms: delay },
+          'a dependency is unavailable; holding the delivery and retrying',
+        );
+        await sleep(delay);
+      }
     }
   }
 

@@ -1,0 +1,119 @@
+/**
+ * Consumers across outages of their dependencies, with real servers stopped and started again: a
+ * PostgreSQL instance of its own (scripts/postgres) under a consumer target on Kafka.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { createKafkaBus } from '../../src/bus/kafka/index.ts';
+import { dlqTopic } from '../../src/contracts/topics.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { openDb } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { startApp, waitFor } from '../helpers/app.ts';
+import { createPgDatabase } from '../helpers/db.ts';
+import { taskCreated } from '../helpers/events.ts';
+import { kafkaBrokers } from '../helpers/transports.ts';
+
+const run = promisify(execFile);
+const postgresScript = fileURLToPath(new URL('../../scripts/postgres', import.meta.url));
+const postgres = async (command: 'start' | 'stop' | 'reset', name: string) =>
+  (
+    await run(
+      postgresScript,
+      [command, '--name', name, ...(command === 'start' ? ['--fast', '--ignore-env'] : [])],
+      {
+        timeout: 120_000,
+      },
+    )
+  ).stdout;
+
+describe('consumers across outages', { skip: kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS' }, () => {
+  it(
+    'a connection killed in the middle of a transaction rejects it, without an uncaught error, and the pool recovers',
+    { skip: process.env.TEST_DATABASE_URL ? false : 'needs TEST_DATABASE_URL' },
+    async () => {
+      const database = await createPgDatabase(process.env.TEST_DATABASE_URL!);
+      const db = await openDb(database.url, { poolSize: 2 });
+      const uncaught: unknown[] = [];
+      const onUncaught = (err: unknown) => uncaught.push(err);
+      process.on('uncaughtException', onUncaught);
+      try {
+        await assert.rejects(
+          db.transaction(async (tx) => {
+            const pid = (await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+            await db.query('SELECT pg_terminate_backend($1)', [pid]);
+            await new Promise((r) => setTimeout(r, 200)); // the server's FATAL reaches the idle client
+            await tx.query('SELECT 1');
+          }),
+        );
+        await new Promise((r) => setImmediate(r));
+        assert.deepEqual(uncaught, []);
+        for (let i = 0; i < 4; i++)
+          assert.equal((await db.transaction((tx) => tx.query('SELECT 1'))).rowCount, 1);
+      } finally {
+        process.off('uncaughtException', onUncaught);
+        await db.close();
+        await database.drop();
+      }
+    },
+  );
+
+  it('pauses on a PostgreSQL outage instead of dead-lettering, and handles every event once it is back', async () => {
+    const instance = `outage-${randomBytes(3).toString('hex')}`;
+    const base = /DATABASE_URL=(\S+)/.exec(await postgres('start', instance))![1]!;
+    const p = `pgout${randomBytes(3).toString('hex')}.`;
+    const database = await createPgDatabase(base);
+    const db = await openDb(database.url, { poolSize: 4 });
+    await migrate(db);
+    const bus = createKafkaBus(
+      { brokers: kafkaBrokers!.split(','), clientId: 'outage-producer', topicPrefix: p },
+      { log: silentLogger },
+    );
+    let app: Awaited<ReturnType<typeof startApp>> | undefined;
+    try {
+      app = await startApp(db, {
+        targets: ['audit'],
+        // 3 attempts 5-20 ms apart: without the pause, the outage would dead-letter each event in ~50 ms.
+        env: { BUS: 'kafka', KAFKA_BROKERS: kafkaBrokers!, KAFKA_TOPIC_PREFIX: p },
+      });
+      const users = ['ua', 'ub', 'uc'];
+      const publish = (from: number, n: number) =>
+        bus.publisher.publish(
+          Array.from({ length: n }, (_, i) => {
+            const user = users[(from + i) % users.length]!;
+            return { topic: 'task-events', key: user, event: taskCreated(user, `t${from + i}`) };
+          }),
+        );
+      const audited = async () =>
+        Number((await db.query<{ n: string }>('SELECT count(*)::text AS n FROM audit_log')).rows[0]!.n);
+      await publish(0, 6);
+      await waitFor(async () => (await audited()) === 6, 30_000, 'events before the outage');
+
+      await postgres('stop', instance);
+      await publish(6, 24);
+      await new Promise((r) => setTimeout(r, 3_000)); // many times the consumer's whole retry budget
+      await postgres('start', instance);
+
+      await waitFor(async () => (await audited()) === 30, 60_000, 'every event handled after the outage');
+      const dlq = await bus.admin.read(dlqTopic('taskflow-audit')).catch(() => []);
+      assert.equal(dlq.length, 0, 'nothing dead-lettered');
+      const perUser = await db.query<{ user_id: string; n: string; max: string }>(
+        'SELECT user_id, count(*)::text AS n, max(user_seq)::text AS max FROM audit_log GROUP BY user_id ORDER BY 1',
+      );
+      assert.deepEqual(
+        perUser.rows.map((r) => [r.user_id, Number(r.n), Number(r.max)]),
+        users.map((u) => [u, 10, 10]),
+        'each user chain has every event once',
+      );
+    } finally {
+      await app?.stop().catch(() => undefined);
+      await bus.close();
+      await db.close().catch(() => undefined);
+      await postgres('reset', instance).catch(() => undefined);
+    }
+  });
+});
