@@ -10,12 +10,14 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
+import type { Subscription } from '../../src/bus/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, waitFor } from '../helpers/app.ts';
 import { createPgDatabase } from '../helpers/db.ts';
-import { taskCreated } from '../helpers/events.ts';
+import { taskCreated, titleOf } from '../helpers/events.ts';
+import { kafka } from '../helpers/kafka.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
 const run = promisify(execFile);
@@ -114,6 +116,53 @@ describe('consumers across outages', { skip: kafkaBrokers ? false : 'needs TEST_
       await bus.close();
       await db.close().catch(() => undefined);
       await postgres('reset', instance).catch(() => undefined);
+    }
+  });
+
+  it('a running Kafka consumer resumes after the broker is down for a while, and misses nothing', async () => {
+    const env = await kafka('start', 'consumer-outage');
+    const brokers = env.KAFKA_BROKERS!.split(',');
+    const p = `brout${randomBytes(3).toString('hex')}.`;
+    const bus = createKafkaBus(
+      { brokers, clientId: 'outage', topicPrefix: p },
+      { log: silentLogger, sessionTimeoutMs: 6_000, heartbeatIntervalMs: 500 },
+    );
+    const seen = new Map<string, number>();
+    let sub: Subscription | undefined;
+    try {
+      await bus.admin.ensureTopics([{ name: 'work', partitions: 2, retentionMs: 3_600_000 }]);
+      sub = await bus.subscriber.subscribe({
+        group: 'survivors',
+        topics: ['work'],
+        handler: async (m) => void seen.set(titleOf(m.event), (seen.get(titleOf(m.event)) ?? 0) + 1),
+      });
+      const publish = (titles: string[]) =>
+        bus.publisher.publish(titles.map((t) => ({ topic: 'work', key: t, event: taskCreated(t, t) })));
+      await publish(['a1', 'a2', 'a3']);
+      await waitFor(() => seen.size === 3, 30_000, 'events before the outage');
+      await kafka('stop', 'consumer-outage');
+      await new Promise((r) => setTimeout(r, 20_000)); // longer than the client's own reconnect attempts
+      await kafka('start', 'consumer-outage');
+      await waitFor(
+        async () =>
+          publish(['b1', 'b2', 'b3']).then(
+            () => true,
+            () => false,
+          ),
+        60_000,
+        'publishing again',
+      );
+      await waitFor(() => ['b1', 'b2', 'b3'].every((t) => seen.has(t)), 60_000, 'events after the outage');
+      assert.deepEqual(
+        [...seen.values()].filter((n) => n !== 1),
+        [],
+        'each event handled once',
+      );
+    } finally {
+      await sub?.close().catch(() => undefined);
+      await bus.close();
+      await kafka('stop', 'consumer-outage').catch(() => undefined);
+      await kafka('reset', 'consumer-outage').catch(() => undefined);
     }
   });
 });

@@ -8,6 +8,7 @@
  * - Topics may carry a prefix (KAFKA_TOPIC_PREFIX) so several environments share one cluster.
  */
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import {
   Admin,
@@ -26,6 +27,7 @@ import { topicSpec } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import {
   COMMIT_INTERVAL_MS,
+  backoffDelay,
   consumeRun,
   DEFAULT_MAX_BATCH,
   DEFAULT_RETRY,
@@ -70,6 +72,9 @@ export interface KafkaBusOptions {
 }
 
 /** Closes a consumer even with a stream still open; never throws (shutdown paths). */
+/** Backoff between attempts to rejoin after the consumer stream ended. */
+const RECONNECT = { maxAttempts: 0, baseDelayMs: 500, maxDelayMs: 15_000 };
+
 const forceClose = (c: Consumer<string, Buffer, string, string>) =>
   new Promise<void>((resolve) => c.close(true, () => resolve()));
 
@@ -249,6 +254,7 @@ class KafkaGroupMember implements Subscription {
   private buffered = 0;
   private readonly closing = new AbortController();
   private closed = false;
+  private reconnecting: Promise<void> | undefined;
 
   constructor(
     private readonly s: KafkaSettings,
@@ -262,6 +268,12 @@ class KafkaGroupMember implements Subscription {
   }
 
   async start(): Promise<void> {
+    await this.connect();
+    this.attach();
+  }
+
+  /** Creates the consumer and its stream, waiting (bounded) for topics that do not exist yet. */
+  private async connect(): Promise<void> {
     this.consumer = new Consumer<string, Buffer, string, string>({
       ...connectionOptions(this.s),
       groupId: this.prefix + this.opts.group,
@@ -308,13 +320,51 @@ class KafkaGroupMember implements Subscription {
         });
       }
     }
-    this.stream.on('data', (m) => this.enqueue(m));
-    this.stream.on('error', (err) =>
+  }
+
+  private attach(): void {
+    const stream = this.stream;
+    stream.on('data', (m) => this.enqueue(m));
+    stream.on('error', (err) =>
       this.cfg.log.error(
         { err: describeKafkaError(err), group: this.opts.group },
         'kafka consumer stream error',
       ),
     );
+    // The client ends its stream when its own retries run out (a broker outage longer than a few seconds);
+    // it does not come back by itself.
+    stream.on('close', () => {
+      if (!this.closed && stream === this.stream) void this.reconnect();
+    });
+  }
+
+  /**
+   * Replaces an ended stream: finishes what is queued (its commits may fail; it is redelivered, and handlers
+   * are idempotent), then rejoins the group from the committed positions, retrying with capped backoff for as
+   * long as the broker is unreachable.
+   */
+  private reconnect(): Promise<void> {
+    this.reconnecting ??= (async () => {
+      const group = this.opts.group;
+      this.cfg.log.warn({ group }, 'kafka consumer stream ended; reconnecting');
+      await Promise.all(this.running.values());
+      await forceClose(this.consumer);
+      for (let attempt = 1; !this.closed; attempt++) {
+        const delay = backoffDelay(attempt, RECONNECT, () => 0.5 + Math.random() / 2);
+        try {
+          await sleep(delay, undefined, { signal: this.closing.signal });
+          await this.connect();
+        } catch (err) {
+          if (!this.closed)
+            this.cfg.log.warn({ group, err: describeKafkaError(err), attempt }, 'kafka reconnect failed');
+          continue;
+        }
+        this.attach();
+        this.cfg.log.info({ group, attempts: attempt }, 'kafka consumer reconnected');
+        return;
+      }
+    })().finally(() => (this.reconnecting = undefined));
+    return this.reconnecting;
   }
 
   private enqueue(m: Message<string, Buffer, string, string>) {
@@ -399,6 +449,7 @@ class KafkaGroupMember implements Subscription {
     // Stop fetching, let the message in hand finish (pending backoffs abort; they are redelivered later).
     this.stream.pause();
     this.closing.abort();
+    await this.reconnecting;
     await Promise.all(this.running.values());
     await this.stream.close().catch(() => undefined);
     await forceClose(this.consumer);
