@@ -7,7 +7,6 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AuthError, bearerToken, type Verifier } from '../auth.ts';
 import { childTraceparent } from '../observability/trace.ts';
 import type { EventMeta } from '../store/tasks.ts';
-import { problem } from './problem.ts';
 
 export interface AuthScopeOptions {
   verify: Verifier;
@@ -36,10 +35,12 @@ export async function authenticatedScope(
         timeWindow: 60_000,
         hook: 'preHandler',
         keyGenerator: (req) => users.get(req) ?? req.ip,
-        errorResponseBuilder: (_req, ctx) => ({
-          ...problem(429, `rate limit of ${ctx.max} requests per minute exceeded; retry in ${ctx.after}`),
-          statusCode: 429,
-        }),
+        // Thrown by the plugin, so it reaches the shared error handler as problem+json with this detail.
+        errorResponseBuilder: (_req, ctx) =>
+          Object.assign(
+            new Error(`rate limit of ${ctx.max} requests per minute exceeded; retry in ${ctx.after}`),
+            { statusCode: 429 },
+          ),
       });
     const userOf: UserOf = (req) => {
       const user = users.get(req);

@@ -275,6 +275,35 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     });
     assert.equal(get.status, 405);
   });
+
+  it('applies the per-user rate limit to MCP requests (429 once it is used up)', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const limited = await startApp(db, { env: { RATE_LIMIT_PER_MINUTE: '3' } });
+    try {
+      const post = async (user: string) =>
+        fetch(`${limited.url}/mcp`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+            authorization: `Bearer ${await limited.token(user)}`,
+          },
+          body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }),
+        });
+      for (let i = 0; i < 3; i++) assert.equal((await post('agent')).status, 200, `request ${i + 1}`);
+      const over = await post('agent');
+      assert.equal(over.status, 429);
+      assert.match(over.headers.get('content-type') ?? '', /application\/problem\+json/);
+      assert.ok(Number(over.headers.get('retry-after')) > 0, 'retry-after');
+      const overBody = await over.text();
+      assert.match(overBody, /rate limit of 3 requests per minute/, overBody);
+      assert.equal((await post('someone-else')).status, 200, 'per user');
+    } finally {
+      await limited.stop();
+      await db.close();
+    }
+  });
 });
 
 const pgUrl = process.env.TEST_DATABASE_URL;

@@ -38,7 +38,13 @@ export const apiTarget: TargetDefinition = {
       rateLimitPerMinute: rt.config.rateLimitPerMinute,
     });
     // MCP tools for the AI chatbot (Streamable HTTP, stateless), same store and validation as REST.
-    await registerMcp(app, { store, settings, verify, log: rt.log.child({ component: 'mcp' }) });
+    await registerMcp(app, {
+      store,
+      settings,
+      verify,
+      rateLimitPerMinute: rt.config.rateLimitPerMinute,
+      log: rt.log.child({ component: 'mcp' }),
+    });
     await app.register(swaggerUi, { routePrefix: '/docs' });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
     await registerWeb(app);

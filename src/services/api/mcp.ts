@@ -14,7 +14,7 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
-import { AuthError, bearerToken, createVerifier, type Verifier } from '../../auth.ts';
+import { createVerifier, type Verifier } from '../../auth.ts';
 import type { Config } from '../../config.ts';
 import { systemClock } from '../../domain/clock.ts';
 import {
@@ -44,6 +44,7 @@ import { openDb } from '../../store/db.ts';
 import { migrate } from '../../store/migrate.ts';
 import { TaskStore, type EventMeta } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
+import { authenticatedScope } from '../../http/authenticated.ts';
 
 export const MCP_SOURCE = '/taskflow/mcp';
 const VERSION = '1.0.0';
@@ -546,6 +547,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
 
 export interface McpHttpDeps extends McpDeps {
   verify: Verifier;
+  /** The per-user limit of the REST API, applied to MCP requests too (an agent in a loop is throttled). */
+  rateLimitPerMinute?: number;
 }
 
 const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
@@ -555,36 +558,40 @@ const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
     .send({ jsonrpc: '2.0', error: { code: -32000, message }, id: null });
 
 export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
-  app.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
-    const token = bearerToken(req.headers.authorization);
-    if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-    const { userId } = await deps.verify(token);
-    const server = createMcpServer(deps, {
-      userId,
-      clientIp: req.ip,
-      ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
-      ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
+  const scope = {
+    verify: deps.verify,
+    ...(deps.rateLimitPerMinute ? { rateLimitPerMinute: deps.rateLimitPerMinute } : {}),
+  };
+  await authenticatedScope(app, scope, (authed, userOf) => {
+    authed.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
+      const userId = userOf(req);
+      const server = createMcpServer(deps, {
+        userId,
+        clientIp: req.ip,
+        ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
+        ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
+      });
+      // Stateless: no session id, plain JSON answers; a new server and transport for every request.
+      const transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: undefined,
+        enableJsonResponse: true,
+      });
+      reply.hijack();
+      reply.raw.on('close', () => {
+        void transport.close().catch(() => undefined);
+        void server.close().catch(() => undefined);
+      });
+      try {
+        await server.connect(transport);
+        await transport.handleRequest(req.raw, reply.raw, req.body);
+      } catch (err) {
+        deps.log.error({ err }, 'MCP request failed');
+        if (!reply.raw.headersSent)
+          reply.raw
+            .writeHead(500, { 'content-type': 'application/json' })
+            .end(json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
+      }
     });
-    // Stateless: no session id, plain JSON answers; a new server and transport for every request.
-    const transport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: undefined,
-      enableJsonResponse: true,
-    });
-    reply.hijack();
-    reply.raw.on('close', () => {
-      void transport.close().catch(() => undefined);
-      void server.close().catch(() => undefined);
-    });
-    try {
-      await server.connect(transport);
-      await transport.handleRequest(req.raw, reply.raw, req.body);
-    } catch (err) {
-      deps.log.error({ err }, 'MCP request failed');
-      if (!reply.raw.headersSent)
-        reply.raw
-          .writeHead(500, { 'content-type': 'application/json' })
-          .end(json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
-    }
   });
   // No server-initiated streams or sessions in stateless mode.
   const notAllowed = async (_req: FastifyRequest, reply: FastifyReply) =>
