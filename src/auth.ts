@@ -9,6 +9,20 @@ export class AuthError extends Error {
   override name = 'AuthError';
 }
 
+/** The token could not be checked because the identity provider's keys (JWT_JWKS_URL) are unreachable. */
+export class AuthUnavailableError extends Error {
+  override name = 'AuthUnavailableError';
+}
+
+/** Whether jose failed to fetch the key set (network, timeout, bad answer) rather than to accept the token. */
+function isKeySetUnavailable(err: unknown): boolean {
+  if (err instanceof errors.JWKSTimeout || err instanceof TypeError) return true; // fetch failed
+  return (
+    err instanceof errors.JOSEError &&
+    /^(Expected 200 OK from the JSON Web Key Set|Failed to parse the JSON Web Key Set)/.test(err.message)
+  );
+}
+
 export interface Principal {
   userId: string;
 }
@@ -21,6 +35,7 @@ export function createVerifier(jwt: Config['jwt']): Verifier {
     ? createRemoteJWKSet(new URL(jwt.jwksUrl))
     : undefined;
   const options = {
+    requiredClaims: ['exp'], // a token that never expires is not accepted
     ...(jwt.issuer ? { issuer: jwt.issuer } : {}),
     ...(jwt.audience ? { audience: jwt.audience } : {}),
   };
@@ -34,7 +49,13 @@ export function createVerifier(jwt: Config['jwt']): Verifier {
       return { userId: payload.sub };
     } catch (err) {
       if (err instanceof AuthError) throw err;
+      if (jwks && isKeySetUnavailable(err))
+        throw new AuthUnavailableError(
+          `cannot check the token: the identity provider's keys (JWT_JWKS_URL) are unreachable (${err instanceof Error ? err.message : String(err)})`,
+        );
       if (err instanceof errors.JWTExpired) throw new AuthError('token expired');
+      if (err instanceof errors.JWTClaimValidationFailed && err.claim === 'exp' && err.reason === 'missing')
+        throw new AuthError('token has no expiry (exp)');
       if (err instanceof errors.JWSSignatureVerificationFailed)
         throw new AuthError('token signature is invalid');
       if (err instanceof errors.JWTClaimValidationFailed)

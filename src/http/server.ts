@@ -9,7 +9,7 @@ import Fastify, {
   type FastifyInstance,
 } from 'fastify';
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
-import { AuthError } from '../auth.ts';
+import { AuthError, AuthUnavailableError } from '../auth.ts';
 import { NotFoundError, ValidationError, VersionConflictError } from '../domain/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -96,6 +96,11 @@ export async function createHttpServer(opts: {
     if (err instanceof NotFoundError) return sendProblem(reply, problem(404, err.message));
     if (err instanceof VersionConflictError)
       return sendProblem(reply, problem(412, err.message, { current_version: err.actual }));
+    if (err instanceof AuthUnavailableError) {
+      req.log.warn({ err: err.message }, 'token not checked: identity provider unreachable');
+      reply.header('retry-after', '5');
+      return sendProblem(reply, problem(503, err.message));
+    }
     if (err instanceof AuthError) {
       reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${err.message}"`);
       return sendProblem(reply, problem(401, err.message));
