@@ -23,6 +23,8 @@ export interface Config {
   defaultTimezone: string;
   retry: RetryPolicy;
   rateLimitPerMinute: number;
+  /** Fastify trustProxy: whose X-Forwarded-For to believe for the client IP (rate limits' fallback key, audit). */
+  trustProxy: boolean | number | string;
   relay: { batchSize: number; pollIntervalMs: number };
   embedded: { pollIntervalMs: number; heartbeatIntervalMs: number; sessionTimeoutMs: number };
   kafka: {
@@ -66,6 +68,22 @@ export interface Config {
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/**
+ * TRUST_PROXY: unset or `false` (the client is the socket's peer), `true` (believe any X-Forwarded-For; only
+ * when nothing but a proxy can reach the port), a hop count (`1`: one proxy in front, e.g. the ingress) or a
+ * comma-separated list of proxy addresses/CIDRs.
+ */
+function trustProxy(raw: string | undefined): boolean | number | string {
+  const v = (raw ?? '').trim();
+  if (v === '' || v === 'false') return false;
+  if (v === 'true') return true;
+  if (/^\d+$/.test(v)) return Number(v);
+  if (/^[0-9a-fA-F.:/]+(\s*,\s*[0-9a-fA-F.:/]+)*$/.test(v)) return v;
+  throw new ConfigError(
+    `TRUST_PROXY must be true, false, a hop count or a comma-separated list of addresses/CIDRs, got "${v}"`,
+  );
 }
 
 const int = (env: NodeJS.ProcessEnv, key: string, def: number, min = 0): number => {
@@ -112,6 +130,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000),
     },
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
+    trustProxy: trustProxy(env.TRUST_PROXY),
     relay: {
       batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),
       pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1),

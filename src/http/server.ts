@@ -34,13 +34,19 @@ export async function createHttpServer(opts: {
   log: Logger;
   metrics: Metrics;
   bodyLimit?: number;
+  /** See Config.trustProxy; default: trust no proxy header. */
+  trustProxy?: boolean | number | string;
 }): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'http' }) as FastifyBaseLogger,
     // One line per request would drown the event logs; metrics count requests instead.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimit ?? 256 * 1024,
-    trustProxy: true,
+    // A hop count as proxy-addr's trust function: the nearest `n` addresses are proxies.
+    trustProxy:
+      typeof opts.trustProxy === 'number'
+        ? ((hops: number) => (_addr: string, hop: number) => hop < hops)(opts.trustProxy)
+        : (opts.trustProxy ?? false),
     routerOptions: { ignoreTrailingSlash: true },
   });
   const checks = new Map<string, ReadinessCheck>();

@@ -8,8 +8,9 @@ import { SignJWT } from 'jose';
 import { eventProblems } from '../../src/contracts/schemas.ts';
 import { backends } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
-import { TEST_SECRET, outboxEvents, startApp, type TestApp } from '../helpers/app.ts';
-import type { Db } from '../../src/store/db.ts';
+import { TEST_SECRET, outboxEvents, startApp, testConfig, type TestApp } from '../helpers/app.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 
@@ -476,3 +477,42 @@ for (const backend of backends) {
     });
   });
 }
+
+describe('client IP behind proxies (TRUST_PROXY)', () => {
+  const clientIpOf = async (env: Record<string, string>) => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, { env });
+    try {
+      const created = await app.call(
+        'ip',
+        'POST',
+        '/api/tasks',
+        { title: 'where from' },
+        {
+          'x-forwarded-for': '203.0.113.7, 10.0.0.2',
+        },
+      );
+      assert.equal(created.status, 201);
+      const [event] = await outboxEvents(db);
+      return event!.event.clientip as string;
+    } finally {
+      await app.stop();
+      await db.close();
+    }
+  };
+
+  it('ignores X-Forwarded-For by default, so a direct client cannot forge its address', async () => {
+    assert.equal(await clientIpOf({}), '127.0.0.1');
+  });
+
+  it('takes the address a trusted hop count of proxies reports', async () => {
+    assert.equal(await clientIpOf({ TRUST_PROXY: '1' }), '10.0.0.2');
+    assert.equal(await clientIpOf({ TRUST_PROXY: '2' }), '203.0.113.7');
+    assert.equal(await clientIpOf({ TRUST_PROXY: '127.0.0.1/8' }), '10.0.0.2');
+  });
+
+  it('refuses a malformed TRUST_PROXY at start-up', () => {
+    assert.throws(() => testConfig({ TRUST_PROXY: 'yes please' }), /TRUST_PROXY must be/);
+  });
+});

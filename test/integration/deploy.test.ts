@@ -186,6 +186,7 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
         const env = envOf(c);
         const port = Number(env.get('PORT')?.value);
         assert.equal(env.get('HOST')?.value, '0.0.0.0');
+        assert.equal(env.get('TRUST_PROXY')?.value, '1');
         assert.deepEqual(c.ports, [{ name: 'http', containerPort: port, protocol: 'TCP' }]);
         assert.deepEqual(c.livenessProbe.httpGet, { path: '/healthz', port: 'http' }, `${target} liveness`);
         assert.deepEqual(c.readinessProbe.httpGet, { path: '/readyz', port: 'http' }, `${target} readiness`);

@@ -180,6 +180,10 @@ variables, which win over .Values.env. The Job gets only what
 - name: PUBLIC_URL
   value: {{ . | quote }}
 {{- end }}
+{{- with $v.trustProxy }}
+- name: TRUST_PROXY
+  value: {{ . | quote }}
+{{- end }}
 - name: BUS
   value: {{ ternary "dapr" "kafka" $v.dapr.enabled }}
 {{- $kafkaSecret := include "taskflow.kafkaSecretName" .root }}
