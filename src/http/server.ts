@@ -45,7 +45,10 @@ export async function createHttpServer(opts: {
     // A hop count as proxy-addr's trust function: the nearest `n` addresses are proxies.
     trustProxy:
       typeof opts.trustProxy === 'number'
-        ? ((hops: number) => (_addr: string, hop: number) => hop < hops)(opts.trustProxy)
+        ? (
+            (hops: number) => (_addr: string, hop: number) =>
+              hop < hops
+          )(opts.trustProxy)
         : (opts.trustProxy ?? false),
     routerOptions: { ignoreTrailingSlash: true },
   });
