@@ -52,6 +52,8 @@ export interface Config {
     retryMaxMs: number;
     timeoutMs: number;
     claimMs: number;
+    /** Webhooks may target private, loopback and link-local addresses (NOTIFY_WEBHOOK_ALLOW_PRIVATE). */
+    webhookAllowPrivate: boolean;
   };
   /** retentionIntervalMs 0 turns the retention job off. */
   audit: { retentionDays: number; retentionIntervalMs: number };
@@ -199,6 +201,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000),
       timeoutMs: int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1),
       claimMs: int(env, 'NOTIFY_CLAIM_MS', 120_000, 1),
+      webhookAllowPrivate: env.NOTIFY_WEBHOOK_ALLOW_PRIVATE === 'true',
     },
     audit: {
       retentionDays: int(env, 'AUDIT_RETENTION_DAYS', 365),

@@ -124,6 +124,7 @@ for (const BUS of BUSES) {
             vapid: { ...vapid, subject: 'mailto:ops@taskflow.test' },
             pushAgent: pushService.agent,
             tickMs: 20,
+            webhookAllowPrivate: true, // the webhook receiver listens on 127.0.0.1
             maxAttempts: 3,
             retryBaseMs: 1_000,
             retryMaxMs: 4_000,

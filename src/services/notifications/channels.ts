@@ -1,6 +1,6 @@
 /**
  * The outbound channels: email over SMTP (nodemailer), Web Push with VAPID (web-push) and signed webhooks
- * (fetch). Each `send` resolves when the other side accepted the message and throws otherwise; the delivery
+ * (node:http, public addresses only: outbound.ts). Each `send` resolves when the other side accepted the message and throws otherwise; the delivery
  * loop retries. The in-app channel is a database write and lives in the delivery loop.
  */
 import type { Agent } from 'node:https';
@@ -8,6 +8,7 @@ import { createTransport } from 'nodemailer';
 import webpush from 'web-push';
 import type { ReminderEventData } from '../../contracts/events.ts';
 import { webhookSignature } from '../../domain/notifications.ts';
+import { postJson } from './outbound.ts';
 
 export interface MessageContent {
   subject: string;
@@ -119,7 +120,11 @@ export class PushChannel {
 }
 
 export class WebhookChannel {
-  constructor(private readonly timeoutMs: number) {}
+  constructor(
+    private readonly timeoutMs: number,
+    /** Lets webhooks reach private and loopback addresses (development, tests); off in production. */
+    private readonly allowPrivate = false,
+  ) {}
 
   /**
    * POSTs the JSON body signed with the user's secret; any non-2xx answer is a failure (retried). Receivers
@@ -139,11 +144,9 @@ export class WebhookChannel {
       timestamp,
       data: d,
     });
-    const res = await fetch(url, {
-      method: 'POST',
-      body,
-      redirect: 'manual',
-      signal: AbortSignal.timeout(this.timeoutMs),
+    const res = await postJson(url, body, {
+      timeoutMs: this.timeoutMs,
+      allowPrivate: this.allowPrivate,
       headers: {
         'content-type': 'application/json',
         'user-agent': 'Taskflow-Webhook/1',
@@ -153,7 +156,6 @@ export class WebhookChannel {
         'x-taskflow-signature': webhookSignature(secret, body),
       },
     });
-    await res.arrayBuffer().catch(() => undefined);
     if (res.status >= 200 && res.status < 300) return;
     throw new Error(`webhook answered ${res.status}`);
   }

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { QUIET_CHANNELS, quietHoursEnd, retryDelayMs } from '../../domain/notifications.ts';
 import type { Runtime } from '../../runtime.ts';
 import { reminderContent, type EmailChannel, type PushChannel, type WebhookChannel } from './channels.ts';
+import { BlockedAddressError } from './outbound.ts';
 import {
   claimDeliveries,
   deferDelivery,
@@ -139,7 +140,8 @@ export class DeliveryWorker {
         metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'skipped' });
         return;
       }
-      if (row.attempts >= this.opts.maxAttempts) {
+      // A webhook to a non-public address never becomes deliverable by retrying.
+      if (row.attempts >= this.opts.maxAttempts || err instanceof BlockedAddressError) {
         await finishDelivery(db, row.id, this.holder, { status: 'dead', at: now, error }).catch(() => false);
         metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'dead' });
         metrics.notificationsDead.inc({ channel: row.channel });

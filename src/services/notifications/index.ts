@@ -49,7 +49,11 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
       const push = opts.vapid ? new PushChannel(opts.vapid, timeoutMs, opts.pushAgent) : null;
       if (!email) log.info('email notifications are off (set SMTP_URL)');
       if (!push) log.info('web push notifications are off (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY)');
-      const worker = new DeliveryWorker(rt, { email, push, webhook: new WebhookChannel(timeoutMs) }, opts);
+      const worker = new DeliveryWorker(
+        rt,
+        { email, push, webhook: new WebhookChannel(timeoutMs, opts.webhookAllowPrivate) },
+        opts,
+      );
       await registerNotificationRoutes(rt.http.app, {
         db: rt.db,
         clock: rt.clock,

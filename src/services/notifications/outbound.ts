@@ -1,0 +1,121 @@
+/**
+ * Outbound HTTP to user-supplied URLs (webhooks) without server-side request forgery: a user's webhook must
+ * not reach the cluster's own services or the cloud metadata endpoint. The check runs on the addresses the
+ * connection actually uses (a DNS lookup hook on node:http), so a name that resolves to a private address,
+ * or re-resolves to one after a check (DNS rebinding), is refused too. Hand-written: fetch (undici) takes no
+ * lookup hook without the separate undici package, and node:http does.
+ */
+import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
+import { request as httpRequest, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { BlockList, isIP } from 'node:net';
+
+/** Loopback, private, link-local (cloud metadata), carrier-grade NAT, multicast and reserved ranges. */
+const NON_PUBLIC = new BlockList();
+for (const [net, bits] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['224.0.0.0', 4],
+  ['240.0.0.0', 4],
+] as const)
+  NON_PUBLIC.addSubnet(net, bits, 'ipv4');
+for (const [net, bits] of [
+  ['::', 128],
+  ['::1', 128],
+  ['64:ff9b::', 96], // NAT64 of any IPv4 address
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+] as const)
+  NON_PUBLIC.addSubnet(net, bits, 'ipv6');
+
+/** Whether an IP address is not on the public internet (IPv4-mapped IPv6 is checked as IPv4). */
+export function isNonPublicAddress(address: string): boolean {
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (family === 6) {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+    if (mapped) return NON_PUBLIC.check(mapped[1]!, 'ipv4');
+    return NON_PUBLIC.check(address, 'ipv6');
+  }
+  return NON_PUBLIC.check(address, 'ipv4');
+}
+
+export class BlockedAddressError extends Error {
+  override name = 'BlockedAddressError';
+  constructor(host: string, address: string) {
+    super(
+      `${host} resolves to ${address}, which is not a public address (NOTIFY_WEBHOOK_ALLOW_PRIVATE=true allows it)`,
+    );
+  }
+}
+
+type LookupCallback = (
+  err: NodeJS.ErrnoException | null,
+  address: string | LookupAddress[],
+  family?: number,
+) => void;
+
+/** dns.lookup that fails when any address of the name is not public. */
+function publicOnlyLookup(hostname: string, options: LookupAllOptions | object, callback: LookupCallback) {
+  const wantsAll = (options as { all?: boolean }).all === true;
+  dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
+    if (err) return callback(err, wantsAll ? [] : '');
+    const blocked = addresses.find((a) => isNonPublicAddress(a.address));
+    if (blocked) return callback(new BlockedAddressError(hostname, blocked.address), wantsAll ? [] : '');
+    if (wantsAll) return callback(null, addresses);
+    const first = addresses[0]!;
+    callback(null, first.address, first.family);
+  });
+}
+
+export interface PostResult {
+  status: number;
+}
+
+/**
+ * POSTs `body` to `url` (http or https, no redirects followed) and resolves with the status once the answer
+ * is read; rejects with BlockedAddressError when the host is not public, unless `allowPrivate`.
+ */
+export function postJson(
+  url: string,
+  body: string,
+  opts: { headers: Record<string, string>; timeoutMs: number; allowPrivate: boolean },
+): Promise<PostResult> {
+  const target = new URL(url);
+  const host = target.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (!opts.allowPrivate && isNonPublicAddress(host))
+    return Promise.reject(new BlockedAddressError(host, host));
+  const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  const options: RequestOptions = {
+    method: 'POST',
+    headers: { ...opts.headers, 'content-length': String(Buffer.byteLength(body)) },
+    signal: AbortSignal.timeout(opts.timeoutMs),
+    ...(opts.allowPrivate ? {} : { lookup: publicOnlyLookup as unknown as RequestOptions['lookup'] }),
+  };
+  return new Promise((resolve, reject) => {
+    const req = request(target, options, (res) => {
+      res.on('error', reject);
+      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+      res.resume(); // the answer's body is not used
+    });
+    req.on('error', (err) => reject(blockedCause(err) ?? err));
+    req.end(body);
+  });
+}
+
+/** The BlockedAddressError behind a connection error, if any (net wraps lookup errors). */
+function blockedCause(err: unknown): BlockedAddressError | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
+    if (e instanceof BlockedAddressError) return e;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
