@@ -1,0 +1,73 @@
+/**
+ * The alerting rules and the Grafana dashboard query metrics that exist: every PromQL expression parses
+ * (the Prometheus project's own PromQL grammar, @prometheus-io/lezer-promql) and every `taskflow_*` metric
+ * it names is one this code registers. A renamed metric or a broken rule fails here, not in production.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { parser } from '@prometheus-io/lezer-promql';
+import { parse as parseYaml } from 'yaml';
+import { Metrics } from '../../src/observability/metrics.ts';
+
+const root = new URL('../../deploy/observability/', import.meta.url);
+
+function syntaxErrors(expr: string): number {
+  let errors = 0;
+  parser.parse(expr).iterate({
+    enter: (node) => {
+      if (node.type.isError) errors++;
+    },
+  });
+  return errors;
+}
+
+/** Metric names an expression uses (histogram series map to their histogram). */
+function metricNames(expr: string): string[] {
+  return [...expr.matchAll(/\btaskflow_[a-z0-9_]+/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, ''));
+}
+
+async function registeredNames(): Promise<Set<string>> {
+  const metrics = new Metrics();
+  return new Set((await metrics.registry.getMetricsAsJSON()).map((m) => m.name));
+}
+
+function checkExpressions(exprs: readonly string[], known: Set<string>) {
+  assert.ok(exprs.length > 5, 'found the expressions');
+  for (const expr of exprs) {
+    assert.equal(syntaxErrors(expr), 0, `PromQL does not parse: ${expr}`);
+    for (const name of metricNames(expr))
+      assert.ok(known.has(name) || known.has(`${name}_total`), `unknown metric ${name} in: ${expr}`);
+  }
+}
+
+describe('observability artefacts', () => {
+  it('the grammar check is not a rubber stamp', () => {
+    assert.ok(syntaxErrors('sum by (group (rate(x[5m]))') > 0);
+    assert.equal(syntaxErrors('sum by (group) (rate(x[5m]))'), 0);
+  });
+
+  it('deploy/observability/prometheus-rules.yaml: valid PromQL over registered metrics', async () => {
+    const rules = parseYaml(readFileSync(new URL('prometheus-rules.yaml', root), 'utf8')) as {
+      groups: { rules: { expr: string; alert?: string; record?: string }[] }[];
+    };
+    const exprs = rules.groups.flatMap((g) => g.rules.map((r) => r.expr));
+    checkExpressions(exprs, await registeredNames());
+  });
+
+  it('deploy/observability/grafana-dashboard.json: valid PromQL over registered metrics', async () => {
+    const exprs: string[] = [];
+    const walk = (v: unknown): void => {
+      if (Array.isArray(v)) v.forEach(walk);
+      else if (v && typeof v === 'object')
+        for (const [k, x] of Object.entries(v)) {
+          if (k === 'expr' && typeof x === 'string') exprs.push(x);
+          else walk(x);
+        }
+    };
+    walk(JSON.parse(readFileSync(new URL('grafana-dashboard.json', root), 'utf8')));
+    // Grafana's variables, as Grafana substitutes them.
+    const substituted = exprs.map((e) => e.replaceAll('$__rate_interval', '5m').replaceAll('$job', '.*'));
+    checkExpressions(substituted, await registeredNames());
+  });
+});
