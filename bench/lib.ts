@@ -231,6 +231,9 @@ export class TimedDb implements Db {
   exec(sql: string) {
     return this.inner.exec(sql);
   }
+  listen(channel: string) {
+    this.inner.listen(channel);
+  }
   close() {
     return this.inner.close();
   }

@@ -138,8 +138,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1),
     },
     embedded: {
-      pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 250, 1),
-      heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 1000, 10),
+      pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1),
+      heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10),
       sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50),
     },
     kafka: {

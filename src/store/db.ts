@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { PGlite as PGliteType } from '@electric-sql/pglite';
 
@@ -29,6 +30,12 @@ export interface Db extends Queryable {
   exec(sql: string): Promise<void>;
   /** In-process signal of new bus data, so embedded subscribers wake without waiting for their poll. */
   readonly signals: EventEmitter;
+  /**
+   * Also emits `notify:<channel>` on `signals`, with the payload, for each NOTIFY other processes send on
+   * `channel` (PostgreSQL; a dedicated connection, reconnected with backoff; after a reconnect, once with the
+   * payload '*', as notifications may have been missed). A no-op on PGlite, which only this process opens.
+   */
+  listen(channel: string): void;
   close(): Promise<void>;
 }
 
@@ -88,7 +95,53 @@ class PostgresDb implements Db {
   async exec(sql: string): Promise<void> {
     await this.pool.query(sql);
   }
+
+  private readonly channels = new Set<string>();
+  private listener: pg.Client | undefined;
+  private listening: Promise<void> | undefined;
+  private readonly closing = new AbortController();
+
+  listen(channel: string): void {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`bad LISTEN channel name ${channel}`);
+    if (this.channels.has(channel)) return;
+    this.channels.add(channel);
+    if (this.listener) void this.listener.query(`LISTEN ${channel}`).catch(() => undefined); // else: on connect
+    this.listening ??= this.keepListening();
+  }
+
+  /** Holds one connection that LISTENs on every channel asked for, until close; reconnects after a loss. */
+  private async keepListening(): Promise<void> {
+    for (let attempt = 0; !this.closing.signal.aborted;) {
+      const client = new pg.Client({ connectionString: this.url, keepAlive: true });
+      const lost = new Promise<void>((resolve) => {
+        client.on('error', () => resolve());
+        client.on('end', () => resolve());
+      });
+      client.on('notification', (n) => this.signals.emit(`notify:${n.channel}`, n.payload ?? ''));
+      const onClose = () => void client.end().catch(() => undefined);
+      this.closing.signal.addEventListener('abort', onClose, { once: true });
+      try {
+        await client.connect();
+        for (const c of this.channels) await client.query(`LISTEN ${c}`);
+        this.listener = client;
+        attempt = 0;
+        for (const c of this.channels) this.signals.emit(`notify:${c}`, '*');
+        await lost;
+      } catch {
+        // connect or LISTEN failed: the server is down; retry below
+      }
+      this.closing.signal.removeEventListener('abort', onClose);
+      this.listener = undefined;
+      await client.end().catch(() => undefined);
+      await sleep(Math.min(10_000, 250 * 2 ** attempt++), undefined, { signal: this.closing.signal }).catch(
+        () => undefined, // closed
+      );
+    }
+  }
+
   async close(): Promise<void> {
+    this.closing.abort(); // ends the listening connection, or its reconnect wait
+    await this.listening;
     await this.pool.end();
   }
 }
@@ -119,6 +172,7 @@ class PGliteDb implements Db {
   async exec(sql: string): Promise<void> {
     await this.pglite.exec(sql);
   }
+  listen(): void {} // one process: its own writes already signal
   async close(): Promise<void> {
     if (!this.pglite.closed) await this.pglite.close();
   }

@@ -40,11 +40,16 @@ import { LiveSubscriptions } from '../subscriptions.ts';
 import { waitForEvent } from '../../wait.ts';
 
 const SIGNAL = 'bus-append';
+/** The NOTIFY channel appends announce themselves on (payload: the topic), for consumers in other processes. */
+const NOTIFY_CHANNEL = 'taskflow_bus';
 
 export interface EmbeddedBusOptions {
   log: Logger;
   retry?: RetryPolicy;
-  /** How often an idle partition worker looks for new messages written by other processes. */
+  /**
+   * How often an idle partition worker looks for new messages anyway: appends wake it at once (in-process
+   * signals; NOTIFY from other processes on PostgreSQL), so this only bounds a missed wake-up.
+   */
   pollIntervalMs?: number;
   heartbeatIntervalMs?: number;
   /** A member (and its partition leases) is considered gone after this long without a heartbeat. */
@@ -109,9 +114,12 @@ export class EmbeddedPublisher implements Publisher {
     for (const g of [...groups.values()].sort(
       (a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition,
     )) {
+      // On PostgreSQL the same statement NOTIFYs the topic, delivered to other processes at commit (and sent
+      // once per topic and transaction however many partitions it touches).
+      const notify = this.db.kind === 'postgres' ? `, pg_notify('${NOTIFY_CHANNEL}', $1)` : '';
       const r = await tx.query<{ first: string }>(
         `UPDATE bus_partitions SET next_offset = next_offset + $3 WHERE topic = $1 AND partition = $2
-         RETURNING (next_offset - $3)::text AS first`,
+         RETURNING (next_offset - $3)::text AS first${notify}`,
         [g.topic, g.partition, g.items.length],
       );
       const first = Number(r.rows[0]!.first);
@@ -187,6 +195,7 @@ class GroupMember implements Subscription {
   ) {}
 
   async start(): Promise<void> {
+    this.db.listen(NOTIFY_CHANNEL);
     for (const t of this.opts.topics) await ensureTopic(this.db, t);
     await this.rebalance();
     this.heartbeatTimer = setInterval(() => {
@@ -204,19 +213,23 @@ class GroupMember implements Subscription {
     if (this.closed) return;
     const { group, topics } = this.opts;
     const sessionMs = this.cfg.sessionTimeoutMs;
-    await this.db.query(
-      `INSERT INTO bus_group_members (group_id, member_id, topics, heartbeat_at) VALUES ($1, $2, $3, now())
-       ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = now(), topics = excluded.topics`,
-      [group, this.memberId, topics],
-    );
-    await this.db.query(
-      `DELETE FROM bus_group_members WHERE group_id = $1 AND heartbeat_at < now() - ($2::int * interval '1 millisecond')`,
-      [group, sessionMs],
-    );
+    // One statement: heartbeat, expire members silent for a session, and read the live ones (the SELECT sees
+    // the table as it was before the CTEs, so it adds this member and leaves out the expired ones itself).
     const members = (
       await this.db.query<{ member_id: string }>(
-        'SELECT member_id FROM bus_group_members WHERE group_id = $1 ORDER BY member_id',
-        [group],
+        `WITH beat AS (
+           INSERT INTO bus_group_members (group_id, member_id, topics, heartbeat_at) VALUES ($1, $2, $3, now())
+           ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = now(), topics = excluded.topics
+           RETURNING member_id),
+         expired AS (
+           DELETE FROM bus_group_members
+            WHERE group_id = $1 AND member_id <> $2 AND heartbeat_at < now() - ($4::int * interval '1 millisecond')
+           RETURNING member_id)
+         SELECT member_id FROM bus_group_members
+          WHERE group_id = $1 AND member_id NOT IN (SELECT member_id FROM expired)
+         UNION SELECT member_id FROM beat
+         ORDER BY member_id`,
+        [group, this.memberId, topics, sessionMs],
       )
     ).rows.map((r) => r.member_id);
     const me = members.indexOf(this.memberId);
@@ -226,29 +239,28 @@ class GroupMember implements Subscription {
         [topics],
       )
     ).rows;
-    const desired = new Set(
-      parts
-        .filter((_, i) => me >= 0 && i % members.length === me)
-        .map((p) => `${p.topic}\u0000${p.partition}`),
-    );
+    const desired = parts.filter((_, i) => me >= 0 && i % members.length === me);
+    const desiredIds = new Set(desired.map((p) => `${p.topic}\u0000${p.partition}`));
     // Release what is no longer ours first (after finishing the in-flight message), then claim.
     for (const [id, w] of this.owned) {
-      if (desired.has(id)) continue;
+      if (desiredIds.has(id)) continue;
       await this.stopWorker(id, w);
     }
-    for (const p of parts) {
+    if (desired.length === 0 || this.closed) return;
+    const asked = Date.now(); // the leases run from (at the latest) now: a conservative local expiry
+    // Claim (or renew) every wanted partition in one statement; a lease another member still holds stays.
+    const claimed = await this.db.query<{ topic: string; partition: number }>(
+      `INSERT INTO bus_partition_owners (group_id, topic, partition, member_id, lease_until)
+       SELECT $1, w.topic, w.partition, $2, now() + ($3::int * interval '1 millisecond')
+         FROM unnest($4::text[], $5::int[]) AS w(topic, partition)
+       ON CONFLICT (group_id, topic, partition) DO UPDATE SET member_id = excluded.member_id, lease_until = excluded.lease_until
+       WHERE bus_partition_owners.member_id = excluded.member_id OR bus_partition_owners.lease_until < now()
+       RETURNING topic, partition`,
+      [group, this.memberId, sessionMs, desired.map((p) => p.topic), desired.map((p) => p.partition)],
+    );
+    if (this.closed) return;
+    for (const p of claimed.rows) {
       const id = `${p.topic}\u0000${p.partition}`;
-      if (!desired.has(id)) continue;
-      const asked = Date.now(); // the lease runs from (at the latest) now: a conservative local expiry
-      const claimed = await this.db.query(
-        `INSERT INTO bus_partition_owners (group_id, topic, partition, member_id, lease_until)
-         VALUES ($1, $2, $3, $4, now() + ($5::int * interval '1 millisecond'))
-         ON CONFLICT (group_id, topic, partition) DO UPDATE SET member_id = excluded.member_id, lease_until = excluded.lease_until
-         WHERE bus_partition_owners.member_id = excluded.member_id OR bus_partition_owners.lease_until < now()
-         RETURNING partition`,
-        [group, p.topic, p.partition, this.memberId, sessionMs],
-      );
-      if (claimed.rowCount === 0 || this.closed) continue;
       const owned = this.owned.get(id);
       if (owned) owned.leaseUntil = asked + sessionMs;
       else this.startWorker(id, p.topic, p.partition, asked + sessionMs);
@@ -329,7 +341,9 @@ class GroupMember implements Subscription {
     };
     const wake = new EventEmitter();
     const onAppend = () => wake.emit('wake');
+    const onNotify = (payload: string) => (payload === topic || payload === '*') && onAppend();
     this.db.signals.on(SIGNAL, onAppend);
+    this.db.signals.on(`notify:${NOTIFY_CHANNEL}`, onNotify);
     try {
       while (!signal.aborted) {
         const rows = (
@@ -369,6 +383,7 @@ class GroupMember implements Subscription {
       }
     } finally {
       this.db.signals.off(SIGNAL, onAppend);
+      this.db.signals.off(`notify:${NOTIFY_CHANNEL}`, onNotify);
     }
   }
 
@@ -401,8 +416,8 @@ export class EmbeddedSubscriber implements Subscriber {
     this.cfg = {
       log: opts.log,
       retry: opts.retry ?? DEFAULT_RETRY,
-      pollIntervalMs: opts.pollIntervalMs ?? 250,
-      heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 1_000,
+      pollIntervalMs: opts.pollIntervalMs ?? 2_000,
+      heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 2_000,
       sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
       batchSize: opts.batchSize ?? 200,
       ...(opts.hooks ? { hooks: opts.hooks } : {}),

@@ -1,0 +1,80 @@
+/**
+ * The embedded bus on a real PostgreSQL server shared by two processes' connection pools: an append in one
+ * wakes a consumer in the other through LISTEN/NOTIFY (its poll is set to a minute, so only the notification
+ * can deliver in time), also after the listening connection was killed and re-established.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
+import type { Subscription } from '../../src/bus/types.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { openDb } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { waitFor } from '../helpers/app.ts';
+import { createPgDatabase } from '../helpers/db.ts';
+import { taskCreated, titleOf } from '../helpers/events.ts';
+
+const pgUrl = process.env.TEST_DATABASE_URL;
+
+describe(
+  'embedded bus across processes on PostgreSQL',
+  { skip: pgUrl ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    it('wakes a consumer of another pool at once through NOTIFY, and again after its listener was killed', async () => {
+      const database = await createPgDatabase(pgUrl!);
+      const consumerDb = await openDb(database.url, { poolSize: 3 });
+      await migrate(consumerDb);
+      const producerDb = await openDb(database.url, { poolSize: 2 });
+      const slow = {
+        log: silentLogger,
+        pollIntervalMs: 60_000,
+        heartbeatIntervalMs: 200,
+        sessionTimeoutMs: 2_000,
+      };
+      const consumerBus = createEmbeddedBus(consumerDb, slow);
+      const producerBus = createEmbeddedBus(producerDb, slow);
+      const got: string[] = [];
+      let sub: Subscription | undefined;
+      try {
+        sub = await consumerBus.subscriber.subscribe({
+          group: 'far-away',
+          topics: ['task-events'],
+          handler: async (m) => void got.push(titleOf(m.event)),
+        });
+        // Let the consumer's workers reach their idle wait (the first fetch finds nothing).
+        await new Promise((r) => setTimeout(r, 1_000));
+        await producerBus.publisher.publish([
+          { topic: 'task-events', key: 'u1', event: taskCreated('u1', 'first') },
+        ]);
+        await waitFor(() => got.includes('first'), 10_000, 'the first event, woken by NOTIFY');
+
+        const killed = await producerDb.query<{ n: string }>(
+          `SELECT count(pg_terminate_backend(pid))::text AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN %'`,
+        );
+        assert.equal(killed.rows[0]!.n, '1', 'one listening connection');
+        await waitFor(
+          async () =>
+            (
+              await producerDb.query<{ n: string }>(
+                `SELECT count(*)::text AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'`,
+              )
+            ).rows[0]!.n === '1',
+          10_000,
+          'the listener reconnected',
+        );
+        await producerBus.publisher.publish([
+          { topic: 'task-events', key: 'u2', event: taskCreated('u2', 'second') },
+        ]);
+        await waitFor(() => got.includes('second'), 10_000, 'the second event after the reconnect');
+      } finally {
+        await sub?.close();
+        await consumerBus.close();
+        await producerBus.close();
+        await consumerDb.close();
+        await producerDb.close();
+        await database.drop();
+      }
+    });
+  },
+);
