@@ -38,7 +38,7 @@ export interface Config {
     replicationFactor: number;
   };
   /** kafkaAdmin: KAFKA_BROKERS is set, so topics, lag and dead letters are read from the brokers behind Dapr. */
-  dapr: { httpPort: number; pubsubName: string; appPort?: number; kafkaAdmin: boolean };
+  dapr: { httpPort: number; pubsubName: string; kafkaAdmin: boolean };
   // Tuning of the service targets; each target reads only its own section.
   reminders: { tickMs: number; graceMs: number; batchSize: number };
   notifications: {
@@ -175,7 +175,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dapr: {
       httpPort: int(env, 'DAPR_HTTP_PORT', 3500, 1),
       pubsubName: env.DAPR_PUBSUB_NAME || 'pubsub-kafka',
-      ...(env.APP_PORT ? { appPort: int(env, 'APP_PORT', 3000, 1) } : {}),
       kafkaAdmin: !!env.KAFKA_BROKERS,
     },
     reminders: {

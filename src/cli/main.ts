@@ -36,15 +36,16 @@ async function serve(names: readonly string[], banner: boolean) {
   const log = proc.runtime.log;
   log.info({ url: proc.url, targets: targets.map((t) => t.name), bus: config.bus }, 'taskflow running');
   if (banner && names.includes('api')) {
+    const url = process.env.PUBLIC_URL ? config.publicUrl.replace(/\/+$/, '') : proc.url;
     const token = config.jwt.secret ? await signDevToken(config.jwt.secret, 'demo-user') : null;
     process.stderr.write(
       [
         '',
-        `  Taskflow is running at ${proc.url}  (bus: ${config.bus}, database: ${config.databaseUrl})`,
-        `  API docs:   ${proc.url}/docs`,
+        `  Taskflow is running at ${url}  (bus: ${config.bus}, database: ${config.databaseUrl})`,
+        `  API docs:   ${url}/docs`,
         token ? `  Dev token for user "demo-user" (30 days):\n    export TOKEN=${token}` : '',
         `  Try:        curl -s -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`,
-        `                -d '{"title":"Buy milk","priority":"high"}' ${proc.url}/api/tasks`,
+        `                -d '{"title":"Buy milk","priority":"high"}' ${url}/api/tasks`,
         `  More tokens: npm run taskflow -- token --user <id>`,
         '',
       ]

@@ -220,7 +220,6 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
           assert.equal(ann['dapr.io/config'], 'taskflow');
           assert.equal(ann['dapr.io/enable-app-health-check'], 'true');
           assert.equal(ann['dapr.io/app-health-check-path'], '/healthz');
-          assert.equal(env.get('APP_PORT')?.value, String(port));
           assert.equal(
             env.get('DAPR_PUBSUB_NAME')?.value,
             target === 'gateway' ? 'pubsub-kafka-gateway' : 'pubsub-kafka',

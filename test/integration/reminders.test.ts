@@ -114,7 +114,7 @@ for (const BUS of BUSES) {
       clock = new ManualClock(START);
       app = await startApp(db, {
         clock,
-        env: busEnv(BUS),
+        env: { ...busEnv(BUS), PUBLIC_URL: 'https://tasks.example.test' },
         targets: [
           ...findTargets(['api', 'relay']),
           createRemindersTarget({ tickMs: 20 }),
@@ -227,6 +227,7 @@ for (const BUS of BUSES) {
       assert.equal(mailsTo('alice@example.com').length, 1);
       assert.equal(mail!.from, 'reminders@taskflow.test');
       assert.match(mail!.raw, /^Subject: Reminder: Pay rent$/m);
+      assert.match(mail!.raw, /^Open Taskflow: https:\/\/tasks\.example\.test\/$/m, 'a link to PUBLIC_URL');
       assert.match(mail!.raw, new RegExp(`^X-Taskflow-Reminder-Id: ${scheduled!.data.reminder_id}$`, 'mi'));
 
       const [call] = hooksAt('/alice');

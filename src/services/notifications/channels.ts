@@ -15,14 +15,16 @@ export interface MessageContent {
   text: string;
 }
 
-/** What a reminder says, on every channel. */
-export function reminderContent(d: ReminderEventData): MessageContent {
+/** What a reminder says, on every channel; `link` (PUBLIC_URL) points the reader at the task board. */
+export function reminderContent(d: ReminderEventData, link?: string): MessageContent {
   const due = d.due_at
     ? `Due ${d.due_at.replace('T', ' ').replace(/:\d\d\.\d{3}Z$/, ' UTC')}`
     : 'No due date';
   return {
     subject: `Reminder: ${d.title}`,
-    text: `${d.title}\n${due}.${d.reason === 'snoozed' ? ' (snoozed reminder)' : ''}\n`,
+    text:
+      `${d.title}\n${due}.${d.reason === 'snoozed' ? ' (snoozed reminder)' : ''}\n` +
+      (link ? `\nOpen Taskflow: ${link}\n` : ''),
   };
 }
 
@@ -32,6 +34,7 @@ export class EmailChannel {
     smtpUrl: string,
     private readonly from: string,
     timeoutMs: number,
+    private readonly link?: string,
   ) {
     this.transport = createTransport({
       url: smtpUrl,
@@ -42,7 +45,7 @@ export class EmailChannel {
   }
 
   async send(to: string, d: ReminderEventData, deliveryId: string): Promise<void> {
-    const c = reminderContent(d);
+    const c = reminderContent(d, this.link);
     await this.transport.sendMail({
       from: this.from,
       to,
@@ -75,6 +78,8 @@ export class PushChannel {
     private readonly timeoutMs: number,
     /** A custom TLS agent (tests trust a local push service through it). */
     private readonly agent?: Agent,
+    /** Where a click on the notification leads (PUBLIC_URL). */
+    private readonly link?: string,
   ) {
     // Fails fast on malformed keys (at startup, not at the first reminder).
     webpush.setVapidDetails(vapid.subject, vapid.publicKey, vapid.privateKey);
@@ -94,6 +99,7 @@ export class PushChannel {
       reminder_id: d.reminder_id,
       task_id: d.task_id,
       due_at: d.due_at,
+      ...(this.link ? { url: this.link } : {}),
     });
     try {
       await webpush.sendNotification(

@@ -45,8 +45,9 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
       const opts = { ...rt.config.notifications, ...options };
       const { timeoutMs } = opts;
       const log = rt.log.child({ component: 'notifications' });
-      const email = opts.smtpUrl ? new EmailChannel(opts.smtpUrl, opts.smtpFrom, timeoutMs) : null;
-      const push = opts.vapid ? new PushChannel(opts.vapid, timeoutMs, opts.pushAgent) : null;
+      const link = `${rt.config.publicUrl.replace(/\/+$/, '')}/`;
+      const email = opts.smtpUrl ? new EmailChannel(opts.smtpUrl, opts.smtpFrom, timeoutMs, link) : null;
+      const push = opts.vapid ? new PushChannel(opts.vapid, timeoutMs, opts.pushAgent, link) : null;
       if (!email) log.info('email notifications are off (set SMTP_URL)');
       if (!push) log.info('web push notifications are off (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY)');
       const worker = new DeliveryWorker(

@@ -234,8 +234,6 @@ variables, which win over .Values.env. The Job gets only what
 - name: KAFKA_REPLICATION_FACTOR
   value: {{ $v.kafka.replicationFactor | toString | quote }}
 {{- if $v.dapr.enabled }}
-- name: APP_PORT
-  value: {{ $v.port | quote }}
 - name: DAPR_PUBSUB_NAME
   value: {{ ternary (printf "%s-gateway" $v.dapr.pubsubName) $v.dapr.pubsubName (and (eq .target "gateway") $v.dapr.pubsub.gatewayFanout) | quote }}
 {{- end }}
