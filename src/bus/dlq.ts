@@ -38,6 +38,7 @@ const toDeadLetter = (group: string, m: StoredMessage): DeadLetter => ({
   },
 });
 
+/** The first `limit` dead letters of `group` (oldest first per partition); `Infinity` reads them all. */
 export async function listDeadLetters(admin: BusAdmin, group: string, limit = 1000): Promise<DeadLetter[]> {
   return (await admin.read(dlqTopic(group), { limit })).map((m) => toDeadLetter(group, m));
 }
@@ -48,7 +49,7 @@ export async function replayDeadLetters(
   group: string,
   opts: { ids?: readonly string[] } = {},
 ): Promise<DeadLetter[]> {
-  const letters = (await listDeadLetters(bus.admin, group)).filter(
+  const letters = (await listDeadLetters(bus.admin, group, Infinity)).filter(
     (d) => !opts.ids || opts.ids.includes(d.event.id),
   );
   const seen = new Set<string>();

@@ -106,7 +106,7 @@ export interface BusAdmin {
   ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void>;
   describeTopics(): Promise<{ name: string; partitions: number; retentionMs: number | null }[]>;
   lag(group?: string): Promise<PartitionLag[]>;
-  /** Messages of a topic from the beginning (bounded by `limit`), for DLQ inspection and replay. */
+  /** Messages of a topic from the beginning, for DLQ inspection and replay: the first `limit` (default 1,000; `Infinity`: all). */
   read(topic: string, opts?: { limit?: number }): Promise<StoredMessage[]>;
   listGroups(): Promise<string[]>;
   /** Messages currently retained in a topic over all partitions, 0 if it does not exist (DLQ-size metric). */

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 /** `taskflow`: one binary, many targets (the Loki/Mimir model), plus operations commands. */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { signDevToken } from '../auth.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { allTopics, createBus } from '../bus/index.ts';
 import { listDeadLetters, replayDeadLetters } from '../bus/dlq.ts';
 import type { Bus } from '../bus/types.ts';
-import { GROUPS } from '../contracts/topics.ts';
+import { GROUPS, dlqTopic } from '../contracts/topics.ts';
 import { createLogger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { initTracing, shutdownTracing } from '../observability/tracing.ts';
@@ -266,15 +266,39 @@ const groupOption = () =>
     '--group <group>',
     `consumer group (${Object.values(GROUPS).join(', ')}, or a gateway instance group)`,
   );
+const positiveInt = (name: string, v: string): number => {
+  if (!/^\d+$/.test(v) || Number(v) < 1)
+    throw new InvalidArgumentError(`${name} must be a whole number >= 1`);
+  return Number(v);
+};
+
+/** The group asked for, or every group that has a DLQ topic (the fixed ones, and gateway instance groups). */
+async function dlqGroups(bus: Bus, group: string | undefined): Promise<string[]> {
+  if (group) return [group];
+  const withDlq = (await bus.admin.describeTopics().catch(() => []))
+    .map((t) => t.name)
+    .filter((n) => n.endsWith('.dlq'))
+    .map((n) => n.slice(0, -'.dlq'.length));
+  return [...new Set([...Object.values(GROUPS), ...withDlq])];
+}
+
 dlq
   .command('list')
-  .description('dead letters of one group (or all groups)')
+  .description('dead letters of one group (or all groups), oldest first')
   .addOption(groupOption())
+  .option('--limit <n>', 'at most this many per group', (v) => positiveInt('--limit', v), 1000)
   .option('--json', 'print JSON')
-  .action((opts: { group?: string; json?: boolean }) =>
+  .action((opts: { group?: string; json?: boolean; limit: number }) =>
     withBus(async (bus) => {
-      const groups = opts.group ? [opts.group] : Object.values(GROUPS);
-      const letters = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g)))).flat();
+      const groups = await dlqGroups(bus, opts.group);
+      const perGroup = await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g, opts.limit)));
+      const letters = perGroup.flat();
+      for (const [i, found] of perGroup.entries()) {
+        const total =
+          found.length >= opts.limit ? await bus.admin.messageCount?.(dlqTopic(groups[i]!)) : undefined;
+        if (total !== undefined && total > found.length)
+          console.error(`${groups[i]}: showing the first ${found.length} of ${total} dead letters (--limit)`);
+      }
       if (opts.json) return console.log(JSON.stringify(letters, null, 2));
       console.log(
         table(
@@ -299,8 +323,8 @@ dlq
   .addOption(groupOption())
   .action((opts: { id: string; group?: string }) =>
     withBus(async (bus) => {
-      const groups = opts.group ? [opts.group] : Object.values(GROUPS);
-      const found = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g))))
+      const groups = await dlqGroups(bus, opts.group);
+      const found = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g, Infinity))))
         .flat()
         .filter((d) => d.event.id === opts.id);
       if (found.length === 0) throw new Error(`no dead letter with event id ${opts.id}`);

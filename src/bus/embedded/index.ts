@@ -496,7 +496,7 @@ export class EmbeddedAdmin implements BusAdmin {
     const r = await this.db.query<MessageRow>(
       `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
         WHERE topic = $1 ORDER BY bus_messages.partition, bus_messages."offset" LIMIT $2`,
-      [topic, opts.limit ?? 1000],
+      [topic, Number.isFinite(opts.limit ?? 1000) ? (opts.limit ?? 1000) : null], // LIMIT NULL: all
     );
     return r.rows.map(toMessage);
   }

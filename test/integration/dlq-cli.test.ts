@@ -1,0 +1,90 @@
+/**
+ * `taskflow dlq` on a dead-letter topic longer than one page (the embedded bus on PostgreSQL, the CLI as a
+ * separate process): a letter past the first 1,000 can be shown and replayed, `list --limit` says how many
+ * it left out, and gateway instance groups are included when no group is named.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, it } from 'node:test';
+import { DLQ_HEADERS } from '../../src/bus/consumer.ts';
+import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
+import { dlqTopic } from '../../src/contracts/topics.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { openDb } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { TEST_SECRET } from '../helpers/app.ts';
+import { createPgDatabase } from '../helpers/db.ts';
+import { taskCreated } from '../helpers/events.ts';
+
+const run = promisify(execFile);
+const pgUrl = process.env.TEST_DATABASE_URL;
+
+describe(
+  'taskflow dlq on a long dead-letter topic',
+  { skip: pgUrl ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    it('shows and replays a letter past the first 1,000; list --limit reports what it left out', async () => {
+      const database = await createPgDatabase(pgUrl!);
+      const db = await openDb(database.url);
+      await migrate(db);
+      const bus = createEmbeddedBus(db, { log: silentLogger });
+      const group = 'taskflow-audit';
+      const letters = Array.from({ length: 1_005 }, (_, i) => taskCreated('u-dlq', `letter ${i}`));
+      const headers = (i: number) => ({
+        [DLQ_HEADERS.error]: `boom ${i}`,
+        [DLQ_HEADERS.attempts]: '5',
+        [DLQ_HEADERS.sourceTopic]: 'task-events',
+        [DLQ_HEADERS.sourcePartition]: '0',
+        [DLQ_HEADERS.sourceOffset]: String(i),
+        [DLQ_HEADERS.group]: group,
+      });
+      const env = {
+        ...process.env,
+        BUS: 'embedded',
+        DATABASE_URL: database.url,
+        JWT_SECRET: TEST_SECRET,
+        LOG_LEVEL: 'warn',
+      };
+      const cli = (...args: string[]) => run(process.execPath, ['bin/taskflow.js', 'dlq', ...args], { env });
+      try {
+        await bus.publisher.publish(
+          letters.map((event, i) => ({ topic: dlqTopic(group), key: 'u-dlq', event, headers: headers(i) })),
+        );
+        await bus.publisher.publish([
+          {
+            topic: dlqTopic('taskflow-gateway-pod-7'),
+            key: 'u-gw',
+            event: taskCreated('u-gw', 'gw'),
+            headers: headers(0),
+          },
+        ]);
+        const last = letters.at(-1)!;
+
+        const shown = JSON.parse((await cli('show', '--id', last.id)).stdout) as { error: string }[];
+        assert.equal(shown[0]?.error, 'boom 1004');
+
+        const listed = await cli('list', '--group', group, '--limit', '2', '--json');
+        assert.equal((JSON.parse(listed.stdout) as unknown[]).length, 2);
+        assert.match(listed.stderr, /showing the first 2 of 1005 dead letters/);
+        const all = JSON.parse((await cli('list', '--limit', '1', '--json')).stdout) as { group: string }[];
+        assert.ok(
+          all.some((d) => d.group === 'taskflow-gateway-pod-7'),
+          'gateway instance groups are listed',
+        );
+        await assert.rejects(cli('list', '--limit', 'lots'), /--limit must be a whole number/);
+
+        const replay = await cli('replay', '--group', group, '--id', last.id);
+        assert.match(replay.stdout, /replayed 1 event/);
+        const republished = (await bus.admin.read('task-events', { limit: Infinity })).filter(
+          (m) => m.event.id === last.id,
+        );
+        assert.equal(republished.length, 1);
+      } finally {
+        await bus.close();
+        await db.close();
+        await database.drop();
+      }
+    });
+  },
+);
