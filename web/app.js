@@ -3,7 +3,8 @@
  * - Live: WebSocket /ws with subprotocols ["taskflow.v1", "bearer.<jwt>"]; every task.changed carries the
  *   user's sequence; on reconnect `?since=<last sequence>` replays what was missed, or the gateway answers
  *   {type:"resync"} and the list is reloaded.
- * - Notifications: polls /api/notifications when the server has it (a 404 turns polling off). */
+ * - Notifications: loaded from /api/notifications at once when the gateway pushes {type:"notification"},
+ *   and polled every 30 s as a fallback (a 404 turns polling off: no notifications service). */
 /* global document, window, localStorage, fetch, WebSocket, location, URLSearchParams, atob */
 'use strict';
 
@@ -277,6 +278,8 @@ function connect() {
     } else if (msg.type === 'resync') {
       state.sequence = msg.sequence;
       loadTasks();
+    } else if (msg.type === 'notification') {
+      pollNotifications(); // a new in-app notification: show it (and its toast) now
     }
   };
   ws.onopen = () => {
@@ -373,7 +376,7 @@ function signIn(token) {
   connect();
   pollNotifications();
   clearInterval(state.notifTimer);
-  state.notifTimer = setInterval(pollNotifications, 10_000);
+  state.notifTimer = setInterval(pollNotifications, 30_000);
 }
 
 function signOut(reason) {

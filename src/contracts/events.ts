@@ -33,3 +33,24 @@ export interface TaskChangedData {
   sequence: number;
 }
 export type TaskChangedEvent = CloudEvent<TaskChangedData>;
+
+/** An in-app notification as the inbox API shows it (GET /api/notifications). */
+export interface InAppNotification {
+  id: string;
+  reminder_id: string;
+  task_id: string;
+  title: string;
+  body: string;
+  due_at: string | null;
+  remind_at: string;
+  created_at: string;
+  read_at: string | null;
+}
+/**
+ * On `task-updates` beside `task.changed`, for the user's connected clients: pushed live, without a sequence
+ * (the inbox, GET /api/notifications, is the record; a client that reconnects reads it).
+ */
+export interface NotificationCreatedData {
+  user_id: string;
+  notification: InAppNotification;
+}

@@ -127,6 +127,39 @@ const taskChangedData = {
   },
 };
 
+const notificationCreatedData = {
+  type: 'object',
+  required: ['user_id', 'notification'],
+  properties: {
+    user_id: { type: 'string', minLength: 1 },
+    notification: {
+      type: 'object',
+      required: [
+        'id',
+        'reminder_id',
+        'task_id',
+        'title',
+        'body',
+        'due_at',
+        'remind_at',
+        'created_at',
+        'read_at',
+      ],
+      properties: {
+        id: { type: 'string', format: 'uuid' },
+        reminder_id: { type: 'string', minLength: 1 },
+        task_id: { type: 'string', format: 'uuid' },
+        title: { type: 'string' },
+        body: { type: 'string' },
+        due_at: nullableInstant,
+        remind_at: instant,
+        created_at: instant,
+        read_at: nullableInstant,
+      },
+    },
+  },
+};
+
 export const EVENT_TYPES = {
   'task.created': { topic: 'task-events', schema: envelope('task.created', taskEventData(false)) },
   'task.updated': { topic: 'task-events', schema: envelope('task.updated', taskEventData(true)) },
@@ -138,6 +171,10 @@ export const EVENT_TYPES = {
   'reminder.dismissed': { topic: 'reminders', schema: envelope('reminder.dismissed', reminderData) },
   'reminder.missed': { topic: 'reminders', schema: envelope('reminder.missed', reminderData) },
   'task.changed': { topic: 'task-updates', schema: envelope('task.changed', taskChangedData) },
+  'notification.created': {
+    topic: 'task-updates',
+    schema: envelope('notification.created', notificationCreatedData),
+  },
 } as const;
 export type EventType = keyof typeof EVENT_TYPES;
 export const isEventType = (t: string): t is EventType => Object.hasOwn(EVENT_TYPES, t);

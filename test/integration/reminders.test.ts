@@ -12,6 +12,7 @@ import { createHmac } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { uuidv7 } from 'uuidv7';
 import webpush from 'web-push';
+import WebSocket from 'ws';
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
 import { GROUPS, TOPICS } from '../../src/contracts/topics.ts';
@@ -116,7 +117,7 @@ for (const BUS of BUSES) {
         clock,
         env: { ...busEnv(BUS), PUBLIC_URL: 'https://tasks.example.test' },
         targets: [
-          ...findTargets(['api', 'relay']),
+          ...findTargets(['api', 'relay', 'gateway']),
           createRemindersTarget({ tickMs: 20 }),
           createNotificationsTarget({
             smtpUrl: smtp.url,
@@ -164,6 +165,14 @@ for (const BUS of BUSES) {
         webhook_url: `${hooks.url}/alice`,
         webhook_secret: SECRET,
       });
+      // Alice's board is open: the in-app notification is pushed to it live through the gateway.
+      const frames: { type: string; notification?: { task_id: string; title: string; id: string } }[] = [];
+      const board = new WebSocket(`${app.url.replace('http', 'ws')}/ws`, [
+        'taskflow.v1',
+        `bearer.${await app.token('alice')}`,
+      ]);
+      board.on('message', (data) => frames.push(JSON.parse(String(data))));
+      await waitFor(() => frames.some((f) => f.type === 'hello'), WAIT, 'the gateway hello');
       const sub = pushService.subscribe('alice');
       const gone = pushService.subscribe('alice-old-browser', 410);
       for (const s of [sub, gone]) {
@@ -215,6 +224,14 @@ for (const BUS of BUSES) {
         'the in-app notification',
       );
       await waitFor(() => hooksAt('/alice').length === 1, WAIT, 'the webhook call');
+      const live = await waitFor(
+        () => frames.find((f) => f.type === 'notification' && f.notification?.task_id === task.id),
+        WAIT,
+        'the live in-app notification on the open board',
+      );
+      assert.equal(live.notification!.title, 'Reminder: Pay rent');
+      assert.equal(live.notification!.id, (await inboxFor('alice', task.id))[0].id, 'the inbox row');
+      board.close();
       await waitFor(() => pushService.calls.some((c) => c.path === '/push/alice'), WAIT, 'the push message');
       await settle();
 

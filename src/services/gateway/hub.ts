@@ -5,6 +5,8 @@
  *   server -> client  {type:"hello", user_id, instance, sequence}      after authentication (sequence: latest known)
  *                     {type:"task.changed", sequence, change_type, task_id, task, changes, event_id, time}
  *                     {type:"resync", sequence}                        reload the list; the buffer does not reach back
+ *                     {type:"notification", notification, event_id, time}  a new in-app notification (live only:
+ *                                                                      no sequence; the inbox API has them all)
  *                     {type:"pong"}                                    answer to {type:"ping"}
  *   client -> server  {type:"ping"}                                    (browsers cannot send ping frames)
  *
@@ -15,7 +17,7 @@
 import type { WebSocket } from 'ws';
 import type { Config } from '../../config.ts';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
-import type { TaskChangedData } from '../../contracts/events.ts';
+import type { NotificationCreatedData, TaskChangedData } from '../../contracts/events.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { Metrics } from '../../observability/metrics.ts';
 import { ReplayBuffer } from './replay-buffer.ts';
@@ -64,6 +66,7 @@ export class Hub {
 
   /** A task.changed from the bus: keep it for resumes and push it to the user's connections. */
   ingest(event: CloudEvent): void {
+    if (event.type === 'notification.created') return this.pushNotification(event);
     const d = event.data as TaskChangedData;
     const frame = JSON.stringify({
       type: 'task.changed',
@@ -83,6 +86,20 @@ export class Hub {
       c.lastSent = d.sequence;
       this.send(c, frame, 'task.changed');
     }
+  }
+
+  /** Sends a new in-app notification to every connection of its user; nothing is buffered for resumes. */
+  private pushNotification(event: CloudEvent): void {
+    const d = event.data as NotificationCreatedData;
+    const conns = this.byUser.get(d.user_id);
+    if (!conns) return;
+    const frame = JSON.stringify({
+      type: 'notification',
+      notification: d.notification,
+      event_id: event.id,
+      time: event.time,
+    });
+    for (const c of [...conns]) this.send(c, frame, 'notification');
   }
 
   /** A new authenticated socket; `since`: the last sequence the client has (resume), if any. */

@@ -16,8 +16,13 @@ import {
   getPreferences,
   insertInApp,
   listPushSubscriptions,
+  notificationView,
   type DeliveryRow,
+  type NotificationRow,
 } from './store.ts';
+import { makeEvent, type CloudEvent } from '../../contracts/cloudevent.ts';
+import type { NotificationCreatedData } from '../../contracts/events.ts';
+import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
 import { TickLoop } from '../../tick-loop.ts';
 
 export interface DeliveryOptions {
@@ -87,12 +92,15 @@ export class DeliveryWorker {
       switch (row.channel) {
         case 'in_app': {
           const c = reminderContent(row.payload);
-          // The inbox row and "sent" commit together: exactly one in-app notification per delivery.
+          // The inbox row, its live push to the user's clients (an outbox event) and "sent" commit together:
+          // exactly one in-app notification per delivery.
           await db.transaction(async (tx) => {
-            await insertInApp(tx, row, { title: c.subject, body: c.text.trim() }, now);
+            const stored = await insertInApp(tx, row, { title: c.subject, body: c.text.trim() }, now);
+            if (stored) await appendEvents(tx, [notificationCreated(row.user_id, stored, now)]);
             if (!(await finishDelivery(tx, row.id, this.holder, { status: 'sent', at: now })))
               throw new Error('lost the claim on the delivery');
           });
+          notifyOutbox(db);
           metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'sent' });
           return;
         }
@@ -170,4 +178,20 @@ export class DeliveryWorker {
   stop(): Promise<void> {
     return this.loop.stop();
   }
+}
+
+/** The `notification.created` event that pushes a new in-app notification to the user's connected clients. */
+function notificationCreated(
+  userId: string,
+  n: NotificationRow,
+  now: Date,
+): CloudEvent<NotificationCreatedData> {
+  return makeEvent<NotificationCreatedData>({
+    type: 'notification.created',
+    source: '/taskflow/notifications',
+    subject: n.task_id,
+    key: userId,
+    time: now,
+    data: { user_id: userId, notification: notificationView(n) },
+  });
 }

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { uuidv7 } from 'uuidv7';
-import type { ReminderEventData } from '../../contracts/events.ts';
+import type { InAppNotification, ReminderEventData } from '../../contracts/events.ts';
 import {
   DEFAULT_PREFERENCES,
   type Channel,
@@ -284,28 +284,30 @@ export interface NotificationRow {
 const NOTIFICATION_COLUMNS = `id::text AS id, reminder_id, task_id::text AS task_id, title, body, due_at, remind_at,
   created_at, read_at`;
 
-export const notificationView = (n: NotificationRow) => ({
+export const notificationView = (n: NotificationRow): InAppNotification => ({
   id: n.id,
   reminder_id: n.reminder_id,
   task_id: n.task_id,
   title: n.title,
   body: n.body,
   due_at: iso(n.due_at),
-  remind_at: iso(n.remind_at),
-  created_at: iso(n.created_at),
+  remind_at: iso(n.remind_at)!,
+  created_at: iso(n.created_at)!,
   read_at: iso(n.read_at),
 });
 
+/** Stores the in-app notification of a delivery; returns it, or nothing when the delivery already has one. */
 export async function insertInApp(
   q: Queryable,
   delivery: DeliveryRow,
   content: { title: string; body: string },
   now: Date,
-): Promise<void> {
+): Promise<NotificationRow | undefined> {
   const d = delivery.payload;
-  await q.query(
+  const r = await q.query<NotificationRow>(
     `INSERT INTO notifications (id, user_id, delivery_id, reminder_id, task_id, title, body, due_at, remind_at, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (delivery_id) DO NOTHING`,
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (delivery_id) DO NOTHING
+     RETURNING ${NOTIFICATION_COLUMNS}`,
     [
       uuidv7(),
       delivery.user_id,
@@ -319,6 +321,7 @@ export async function insertInApp(
       now.toISOString(),
     ],
   );
+  return r.rows[0];
 }
 
 export async function listNotifications(
