@@ -1,9 +1,14 @@
 /** Validation of task list queries (filters, sort, cursor pagination), shared by REST and MCP. */
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
+import { Temporal } from 'temporal-polyfill';
 import { PRIORITIES, type Priority, parseInstant } from './task.ts';
 
 export const SORT_FIELDS = ['due', 'priority', 'created', 'updated', 'title'] as const;
+
+/** Named due-date windows, in the user's time zone: today, tomorrow, the 7 days from today. */
+export const DUE_WINDOWS = ['today', 'tomorrow', 'week'] as const;
+export type DueWindow = (typeof DUE_WINDOWS)[number];
 export type SortField = (typeof SORT_FIELDS)[number];
 
 export interface TaskQuery {
@@ -14,6 +19,7 @@ export interface TaskQuery {
   dueBefore: string | null;
   dueAfter: string | null;
   overdue: boolean | null;
+  due: DueWindow | null;
   q: string | null;
   sort: SortField;
   order: 'asc' | 'desc';
@@ -37,6 +43,7 @@ export const QUERY_KEYS = [
   'due_before',
   'due_after',
   'overdue',
+  'due',
   'q',
   'sort',
   'order',
@@ -127,6 +134,10 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     else issue('overdue', 'must be true or false');
   }
 
+  const due = single(input.due) ?? null;
+  if (due !== null && !(DUE_WINDOWS as readonly string[]).includes(due))
+    issue('due', `must be one of ${DUE_WINDOWS.join(', ')}`);
+
   const q = single(input.q)?.trim() || null;
   if (q !== null && q.length > 200) issue('q', 'must be at most 200 characters');
 
@@ -164,10 +175,27 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     dueBefore,
     dueAfter,
     overdue,
+    due: due as DueWindow | null,
     q,
     sort: sort as SortField,
     order: order as 'asc' | 'desc',
     limit,
     cursor,
   });
+}
+
+/**
+ * The instants [from, to) of a due window for a user in `timeZone` at `now`: from the start of the local day
+ * (today, or tomorrow) to the start of the day after the window, so a day is 23 or 25 hours long across a
+ * DST change and a window always covers whole local days.
+ */
+export function dueWindowRange(window: DueWindow, now: Date, timeZone: string): { from: string; to: string } {
+  const today = Temporal.Instant.fromEpochMilliseconds(now.getTime())
+    .toZonedDateTimeISO(timeZone)
+    .toPlainDate();
+  const first = window === 'tomorrow' ? today.add({ days: 1 }) : today;
+  const end = first.add({ days: window === 'week' ? 7 : 1 });
+  const startOf = (d: Temporal.PlainDate) =>
+    new Date(d.toZonedDateTime({ timeZone }).epochMilliseconds).toISOString();
+  return { from: startOf(first), to: startOf(end) };
 }

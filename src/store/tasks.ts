@@ -7,7 +7,7 @@ import { makeEvent } from '../contracts/cloudevent.ts';
 import type { TaskEventData } from '../contracts/events.ts';
 import type { Clock } from '../domain/clock.ts';
 import { NotFoundError, ValidationError, VersionConflictError, type Result } from '../domain/errors.ts';
-import { encodeCursor, type TaskQuery } from '../domain/query.ts';
+import { dueWindowRange, encodeCursor, type TaskQuery } from '../domain/query.ts';
 import {
   PRIORITY_RANK,
   applyPatch,
@@ -255,7 +255,9 @@ export class TaskStore {
     return result;
   }
 
-  async list(userId: string, q: TaskQuery, now: Date = this.clock.now()): Promise<TaskPage> {
+  /** `timeZone`: the user's, needed when the query names a due window (`due=today`). */
+  async list(userId: string, q: TaskQuery, opts: { timeZone?: string } = {}): Promise<TaskPage> {
+    const now = this.clock.now();
     const where: string[] = ['user_id = $1'];
     const params: unknown[] = [userId];
     const p = (v: unknown) => {
@@ -267,6 +269,10 @@ export class TaskStore {
     if (q.tags.length) where.push(`tag_keys ${q.tagMode === 'all' ? '@>' : '&&'} ${p(q.tags)}::text[]`);
     if (q.dueBefore) where.push(`due_date < ${p(q.dueBefore)}`);
     if (q.dueAfter) where.push(`due_date > ${p(q.dueAfter)}`);
+    if (q.due) {
+      const range = dueWindowRange(q.due, now, opts.timeZone ?? 'UTC');
+      where.push(`due_date >= ${p(range.from)} AND due_date < ${p(range.to)}`);
+    }
     if (q.overdue === true) where.push(`status = 'pending' AND due_date < ${p(now.toISOString())}`);
     if (q.overdue === false)
       where.push(`NOT (status = 'pending' AND due_date IS NOT NULL AND due_date < ${p(now.toISOString())})`);

@@ -372,6 +372,32 @@ for (const backend of backends) {
       );
     });
 
+    it("lists what is due today, tomorrow or this week in the user's time zone", async () => {
+      // The clock reads 2026-03-01T12:00Z: in Tokyo (UTC+9) it is 21:00 on 1 March.
+      const u = 'tokyo-tim';
+      assert.equal((await app.call(u, 'PUT', '/api/me/settings', { timezone: 'Asia/Tokyo' })).status, 200);
+      const dues = {
+        'late yesterday': '2026-02-28T14:59:00Z', // 23:59 on 28 Feb in Tokyo
+        'early today': '2026-02-28T15:00:00Z', // 00:00 on 1 March in Tokyo
+        tonight: '2026-03-01T14:00:00Z', // 23:00 on 1 March
+        'tomorrow morning': '2026-03-01T23:00:00Z', // 08:00 on 2 March
+        'in six days': '2026-03-07T14:59:00Z', // 23:59 on 7 March
+        'in seven days': '2026-03-07T15:00:00Z', // 00:00 on 8 March
+      };
+      for (const [title, due_date] of Object.entries(dues))
+        assert.equal((await app.call(u, 'POST', '/api/tasks', { title, due_date })).status, 201);
+      const titles = async (due: string) =>
+        ((await app.call(u, 'GET', `/api/tasks?due=${due}&sort=due`)).body.items as { title: string }[]).map(
+          (t) => t.title,
+        );
+      assert.deepEqual(await titles('today'), ['early today', 'tonight']);
+      assert.deepEqual(await titles('tomorrow'), ['tomorrow morning']);
+      assert.deepEqual(await titles('week'), ['early today', 'tonight', 'tomorrow morning', 'in six days']);
+      const bad = await app.call(u, 'GET', '/api/tasks?due=someday');
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.errors[0].field, 'due');
+    });
+
     it('filters, searches, sorts and pages with a stable cursor', async () => {
       const u = 'frank';
       const specs = [

@@ -88,6 +88,9 @@ async function scenario(client: Client, foreignTaskId: string): Promise<string> 
   assert.equal(item.status, 'pending');
   assert.equal(item.title, 'Buy groceries');
   assert.equal(pending.count, pending.tasks.length);
+  // Due 5 March: not due "tomorrow" on either clock these tests run with (1 March, or the real date).
+  const tomorrow = ok(await call(client, 'list_tasks', { due: 'tomorrow' }));
+  assert.ok(!tomorrow.tasks.some((t: any) => t.task_id === id));
 
   const found = ok(await call(client, 'search_tasks', { query: 'groceries', priority: ['high'] }));
   assert.deepEqual(
@@ -157,6 +160,7 @@ async function scenario(client: Client, foreignTaskId: string): Promise<string> 
     ['complete_task', {}, /task_id/],
     ['list_tasks', { limit: 0 }, /limit: must be an integer 1-200/],
     ['list_tasks', { due_before: 'soon' }, /due_before/],
+    ['list_tasks', { due: 'someday' }, /due/],
     ['list_tasks', { cursor: 'garbage' }, /cursor/],
     ['list_tasks', { status: 'done' }, /status/],
     ['search_tasks', { query: ' ' }, /query: must not be empty/],

@@ -23,7 +23,7 @@ import {
   VersionConflictError,
   type FieldIssue,
 } from '../../domain/errors.ts';
-import { MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
+import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery, type TaskQuery } from '../../domain/query.ts';
 import { RECURRENCE_MODES, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
 import {
   LIMITS,
@@ -155,6 +155,10 @@ const filterArgs = {
   due_before: z.string().optional().describe('Only tasks due before this ISO 8601 date-time.'),
   due_after: z.string().optional().describe('Only tasks due after this ISO 8601 date-time.'),
   overdue: z.boolean().optional().describe('true: only pending tasks past due; false: none of those.'),
+  due: z
+    .enum(DUE_WINDOWS)
+    .optional()
+    .describe("Only tasks due today, tomorrow, or in the week from today (7 days), in the user's time zone."),
   sort: z
     .enum(SORT_FIELDS)
     .optional()
@@ -248,6 +252,7 @@ function queryOf(args: Record<string, unknown>): Record<string, unknown> {
   set('due_before', args.due_before);
   set('due_after', args.due_after);
   if (typeof args.overdue === 'boolean') q.overdue = String(args.overdue);
+  set('due', args.due);
   set('q', args.query);
   set('sort', args.sort);
   set('order', args.order);
@@ -277,6 +282,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     ...(caller.userAgent ? { userAgent: caller.userAgent } : {}),
   });
   // The user's settings are read only when the input has a recurrence rule (needsTimeZone).
+  const zoneOfQuery = async (q: TaskQuery): Promise<{ timeZone?: string }> =>
+    q.due ? { timeZone: (await settings.get(caller.userId)).timezone } : {};
   const zoneFor = async (input: unknown): Promise<ValidationContext> =>
     needsTimeZone(input) ? { timezone: (await settings.get(caller.userId)).timezone } : {};
 
@@ -354,7 +361,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     run('list_tasks', QUERY_RENAME, async (args) => {
       const parsed = parseTaskQuery(queryOf(args));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const page = await store.list(caller.userId, parsed.value);
+      const page = await store.list(caller.userId, parsed.value, await zoneOfQuery(parsed.value));
       return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
     }),
   );
@@ -377,7 +384,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       if (args.query.trim() === '') throw new ValidationError([{ path: 'q', message: 'must not be empty' }]);
       const parsed = parseTaskQuery(queryOf(args));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const page = await store.list(caller.userId, parsed.value);
+      const page = await store.list(caller.userId, parsed.value, await zoneOfQuery(parsed.value));
       return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
     }),
   );

@@ -67,6 +67,12 @@ export const listQueryDoc = {
     due_before: { type: 'string', format: 'date-time' },
     due_after: { type: 'string', format: 'date-time' },
     overdue: { type: 'boolean' },
+    due: {
+      type: 'string',
+      enum: ['today', 'tomorrow', 'week'],
+      description:
+        "due today, tomorrow, or in the 7 days from today, in the user's time zone (PUT /api/me/settings)",
+    },
     q: { type: 'string', description: 'full-text search over title and description' },
     sort: { type: 'string', enum: ['due', 'priority', 'created', 'updated', 'title'] },
     order: { type: 'string', enum: ['asc', 'desc'] },

@@ -74,7 +74,10 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     const list = async (req: FastifyRequest) => {
       const parsed = parseTaskQuery(req.query as Record<string, unknown>);
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      return store.list(userOf(req), parsed.value);
+      const user = userOf(req);
+      // The user's zone is read only for a due window (due=today): it decides where their day starts.
+      const timeZone = parsed.value.due ? (await settings.get(user)).timezone : undefined;
+      return store.list(user, parsed.value, timeZone ? { timeZone } : {});
     };
     const get = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const task = await store.get(userOf(req), req.params.id);

@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { dueWindowRange, parseTaskQuery } from '../../src/domain/query.ts';
+
+describe('dueWindowRange', () => {
+  it("covers the user's local day, not the UTC day", () => {
+    // 02:30 UTC on 10 March is still 9 March in New York (EDT, UTC-4, since 8 March).
+    const now = new Date('2026-03-10T02:30:00Z');
+    assert.deepEqual(dueWindowRange('today', now, 'America/New_York'), {
+      from: '2026-03-09T04:00:00.000Z',
+      to: '2026-03-10T04:00:00.000Z',
+    });
+    // 8 March itself, the spring-forward day: from midnight EST to midnight EDT, 23 hours.
+    assert.deepEqual(dueWindowRange('today', new Date('2026-03-08T15:00:00Z'), 'America/New_York'), {
+      from: '2026-03-08T05:00:00.000Z',
+      to: '2026-03-09T04:00:00.000Z',
+    });
+    assert.deepEqual(dueWindowRange('today', now, 'UTC'), {
+      from: '2026-03-10T00:00:00.000Z',
+      to: '2026-03-11T00:00:00.000Z',
+    });
+  });
+
+  it('is 23 hours on a spring-forward day and 25 on a fall-back day (Europe/Berlin)', () => {
+    const spring = dueWindowRange('today', new Date('2026-03-29T10:00:00Z'), 'Europe/Berlin');
+    assert.deepEqual(spring, { from: '2026-03-28T23:00:00.000Z', to: '2026-03-29T22:00:00.000Z' });
+    const fall = dueWindowRange('today', new Date('2026-10-25T10:00:00Z'), 'Europe/Berlin');
+    assert.deepEqual(fall, { from: '2026-10-24T22:00:00.000Z', to: '2026-10-25T23:00:00.000Z' });
+  });
+
+  it('tomorrow starts where today ends; a week is the 7 local days from today', () => {
+    const now = new Date('2026-03-01T12:00:00Z');
+    const today = dueWindowRange('today', now, 'Asia/Kolkata');
+    const tomorrow = dueWindowRange('tomorrow', now, 'Asia/Kolkata');
+    const week = dueWindowRange('week', now, 'Asia/Kolkata');
+    assert.equal(tomorrow.from, today.to);
+    assert.equal(week.from, today.from);
+    assert.equal(new Date(week.to).getTime() - new Date(week.from).getTime(), 7 * 24 * 3_600_000);
+    assert.equal(today.from, '2026-02-28T18:30:00.000Z');
+  });
+});
+
+describe('parseTaskQuery due', () => {
+  it('accepts the named windows and names the field otherwise', () => {
+    const ok = parseTaskQuery({ due: 'week' });
+    assert.ok(ok.ok && ok.value.due === 'week');
+    const bad = parseTaskQuery({ due: 'someday' });
+    assert.ok(!bad.ok);
+    assert.deepEqual(bad.issues, [{ path: 'due', message: 'must be one of today, tomorrow, week' }]);
+  });
+});
