@@ -38,7 +38,12 @@ export async function runTargets(
   const applied = await migrate(db, (m) => log.info(m));
   if (applied.length) log.info({ applied }, 'database migrated');
   // The HTTP server comes first: the Dapr bus adds its subscription routes to it.
-  const http = await createHttpServer({ log, metrics, trustProxy: config.trustProxy });
+  const http = await createHttpServer({
+    log,
+    metrics,
+    trustProxy: config.trustProxy,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+  });
   const bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
   const provisioning = provisionTopics(config, bus, log);
   const runtime: Runtime = { config, db, bus, log, clock: opts.clock ?? systemClock, metrics, http };

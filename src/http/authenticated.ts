@@ -2,7 +2,7 @@
  * One way for every target to serve authenticated routes: a Fastify scope whose requests carry the verified
  * user (the JWT's subject), with the per-user rate limit. Services register their routes inside it.
  */
-import rateLimit from '@fastify/rate-limit';
+import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AuthError, bearerToken, type Verifier } from '../auth.ts';
 import { childTraceparent } from '../observability/trace.ts';
@@ -10,12 +10,64 @@ import type { EventMeta } from '../store/tasks.ts';
 
 export interface AuthScopeOptions {
   verify: Verifier;
-  /** Requests per minute per user; 0 or absent disables the limit. */
+  /** Requests per minute per user; 0 disables the limit; absent: the server's (setRateLimit). */
   rateLimitPerMinute?: number;
 }
 
 /** The authenticated user of a request inside an authenticated scope. */
 export type UserOf = (req: FastifyRequest) => string;
+
+const WINDOW_MS = 60_000;
+
+/**
+ * One fixed one-minute window per user for a whole HTTP server: every service registers its own
+ * authenticated scope (tasks, MCP, audit, recurrence, notifications), and the plugin's default store would
+ * give each scope a counter of its own, multiplying the limit by the number of scopes.
+ */
+class SharedMinuteWindows implements FastifyRateLimitStore {
+  private readonly windows = new Map<string, { count: number; start: number }>();
+
+  incr(
+    key: string,
+    callback: (error: Error | null, result?: { current: number; ttl: number }) => void,
+  ): void {
+    const now = Date.now();
+    let w = this.windows.get(key);
+    if (!w || now - w.start >= WINDOW_MS) {
+      if (!w && this.windows.size >= 50_000) this.prune(now);
+      w = { count: 0, start: now };
+      this.windows.set(key, w);
+    }
+    w.count++;
+    callback(null, { current: w.count, ttl: w.start + WINDOW_MS - now });
+  }
+
+  child(): FastifyRateLimitStore {
+    return this;
+  }
+
+  private prune(now: number): void {
+    for (const [key, w] of this.windows) if (now - w.start >= WINDOW_MS) this.windows.delete(key);
+  }
+}
+
+const storesByServer = new WeakMap<FastifyInstance, SharedMinuteWindows>();
+const limitsByServer = new WeakMap<FastifyInstance, number>();
+
+/** The server-wide per-user limit (RATE_LIMIT_PER_MINUTE) for every authenticated scope registered on `app`. */
+export function setRateLimit(app: FastifyInstance, perMinute: number): void {
+  limitsByServer.set(app, perMinute);
+}
+
+/** The plugin constructs its store with `new`; this constructor hands back the server's shared one. */
+function sharedStoreOf(app: FastifyInstance): FastifyRateLimitStoreCtor {
+  let store = storesByServer.get(app);
+  if (!store) storesByServer.set(app, (store = new SharedMinuteWindows()));
+  const shared = store;
+  return function SharedStore() {
+    return shared;
+  } as unknown as FastifyRateLimitStoreCtor;
+}
 
 export async function authenticatedScope(
   app: FastifyInstance,
@@ -29,10 +81,12 @@ export async function authenticatedScope(
       if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
       users.set(req, (await opts.verify(token)).userId);
     });
-    if (opts.rateLimitPerMinute && opts.rateLimitPerMinute > 0)
+    const perMinute = opts.rateLimitPerMinute ?? limitsByServer.get(app) ?? 0;
+    if (perMinute > 0)
       await scope.register(rateLimit, {
-        max: opts.rateLimitPerMinute,
-        timeWindow: 60_000,
+        max: perMinute,
+        timeWindow: WINDOW_MS,
+        store: sharedStoreOf(app),
         hook: 'preHandler',
         keyGenerator: (req) => users.get(req) ?? req.ip,
         // Thrown by the plugin, so it reaches the shared error handler as problem+json with this detail.

@@ -10,6 +10,7 @@ import Fastify, {
 } from 'fastify';
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
 import { AuthError, AuthUnavailableError } from '../auth.ts';
+import { setRateLimit } from './authenticated.ts';
 import { NotFoundError, ValidationError, VersionConflictError } from '../domain/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -36,6 +37,8 @@ export async function createHttpServer(opts: {
   bodyLimit?: number;
   /** See Config.trustProxy; default: trust no proxy header. */
   trustProxy?: boolean | number | string;
+  /** Per-user requests per minute over all authenticated routes (RATE_LIMIT_PER_MINUTE); 0: none. */
+  rateLimitPerMinute?: number;
 }): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'http' }) as FastifyBaseLogger,
@@ -52,6 +55,7 @@ export async function createHttpServer(opts: {
         : (opts.trustProxy ?? false),
     routerOptions: { ignoreTrailingSlash: true },
   });
+  setRateLimit(app, opts.rateLimitPerMinute ?? 0);
   const checks = new Map<string, ReadinessCheck>();
 
   // Validation is done by the domain (one code path for REST and MCP); route schemas document the API.

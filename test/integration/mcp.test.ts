@@ -280,10 +280,13 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     assert.equal(get.status, 405);
   });
 
-  it('applies the per-user rate limit to MCP requests (429 once it is used up)', async () => {
+  it('applies the per-user rate limit to MCP requests, one budget with REST (429 once it is used up)', async () => {
     const db = await openDb('memory://');
     await migrate(db);
-    const limited = await startApp(db, { env: { RATE_LIMIT_PER_MINUTE: '3' } });
+    const limited = await startApp(db, {
+      targets: ['api', 'notifications'],
+      env: { RATE_LIMIT_PER_MINUTE: '3' },
+    });
     try {
       const post = async (user: string) =>
         fetch(`${limited.url}/mcp`, {
@@ -295,7 +298,10 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
           },
           body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }),
         });
-      for (let i = 0; i < 3; i++) assert.equal((await post('agent')).status, 200, `request ${i + 1}`);
+      // One budget per user across the REST API and MCP (and every other authenticated route).
+      assert.equal((await limited.call('agent', 'GET', '/api/tasks')).status, 200);
+      for (let i = 0; i < 2; i++) assert.equal((await post('agent')).status, 200, `request ${i + 2}`);
+      assert.equal((await limited.call('agent', 'GET', '/api/notifications/preferences')).status, 429);
       const over = await post('agent');
       assert.equal(over.status, 429);
       assert.match(over.headers.get('content-type') ?? '', /application\/problem\+json/);
