@@ -2,7 +2,8 @@
  * The task board in a real headless Chromium (Debian's `chromium`, driven by playwright-core): two pages of
  * the same user; a task created and then completed in one appears, then shows completed, in the other
  * without a reload (REST -> outbox -> relay -> broadcaster -> gateway -> WebSocket). Saves
- * test-results/board.png.
+ * test-results/board.png. And a reminder that fires while the board is open shows at once (reminders ->
+ * notifications -> notification.created -> gateway -> the page's toast and inbox).
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -11,7 +12,10 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { apiTarget } from '../../src/services/api/index.ts';
 import { broadcasterTarget } from '../../src/services/broadcaster/index.ts';
 import { createGatewayTarget } from '../../src/services/gateway/index.ts';
+import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
+import { createRemindersTarget } from '../../src/services/reminders/index.ts';
+import type { TargetDefinition } from '../../src/runtime.ts';
 import type { Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
@@ -31,47 +35,51 @@ const LIVE_MS = 10_000;
 const skip =
   !existsSync(CHROMIUM) && process.env.REQUIRE_POSTGRES !== '1' ? `no Chromium at ${CHROMIUM}` : false;
 
-describe('real-time task board in Chromium', { skip }, () => {
-  let db: Db;
-  let drop: () => Promise<void>;
-  let app: TestApp;
-  let browser: Browser;
-
+/** A fresh database, `targets` in this process and a Chromium, for the tests of one describe block. */
+function useBoard(targets: () => TargetDefinition[]) {
+  const ctx = {} as { app: TestApp; browser: Browser };
+  let drop: (() => Promise<void>) | undefined;
   before(async () => {
+    let db: Db;
     ({ db, drop } = await backends[0]!.fresh());
-    app = await startApp(db, {
-      targets: [apiTarget, relayTarget, broadcasterTarget, createGatewayTarget({ instanceId: 'board' })],
-      clock: { now: () => new Date() },
-    });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+    ctx.app = await startApp(db, { targets: targets(), clock: { now: () => new Date() } });
+    ctx.browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   });
   after(async () => {
-    await browser?.close();
-    await app?.stop();
+    await ctx.browser?.close();
+    await ctx.app?.stop();
     await drop?.();
   });
+  return ctx;
+}
 
-  /** A page in its own browser context (own storage), signed in by pasting the token. */
-  async function signedInPage(token: string): Promise<Page> {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
-    const page = await context.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(app.url + '/');
-    await page.fill('#token', token);
-    await page.click('#signin-form button[type=submit]');
-    await page.waitForSelector('#ws-status.live', { timeout: LIVE_MS });
-    assert.deepEqual(errors, []);
-    return page;
-  }
+/** A page in its own browser context (own storage), signed in by pasting the token, with its socket live. */
+async function signedInPage(ctx: { app: TestApp; browser: Browser }, user: string) {
+  const context = await ctx.browser.newContext({ viewport: { width: 1100, height: 700 } });
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(ctx.app.url + '/');
+  await page.fill('#token', await ctx.app.token(user));
+  await page.click('#signin-form button[type=submit]');
+  await page.waitForSelector('#ws-status.live', { timeout: LIVE_MS });
+  return { page, errors };
+}
+
+describe('real-time task board in Chromium', { skip }, () => {
+  const ctx = useBoard(() => [
+    apiTarget,
+    relayTarget,
+    broadcasterTarget,
+    createGatewayTarget({ instanceId: 'board' }),
+  ]);
 
   const taskRow = (page: Page, title: string, extra = '') =>
     page.locator(`#tasks li.task${extra}`, { has: page.locator('.title', { hasText: title }) });
 
   it('shows a task created and completed in one page in the other, without reload', async () => {
-    const token = await app.token('board-user');
-    const a = await signedInPage(token);
-    const b = await signedInPage(token);
+    const { page: a, errors: aErrors } = await signedInPage(ctx, 'board-user');
+    const { page: b, errors: bErrors } = await signedInPage(ctx, 'board-user');
     assert.equal(await b.locator('#whoami').textContent(), 'board-user');
     await b.evaluate(() => ((globalThis as unknown as { __marker: number }).__marker = 42)); // survives only without reload
 
@@ -101,7 +109,38 @@ describe('real-time task board in Chromium', { skip }, () => {
     assert.equal(await b.evaluate(() => (globalThis as unknown as { __marker?: number }).__marker), 42);
     // No notifications service in this process: the panel stays hidden and nothing breaks.
     assert.equal(await b.locator('#notifications').isHidden(), true);
+    assert.deepEqual([...aErrors, ...bErrors], []);
     mkdirSync('test-results', { recursive: true });
     await b.screenshot({ path: 'test-results/board.png', fullPage: true });
+  });
+});
+
+describe('in-app notifications on the board in Chromium', { skip }, () => {
+  const ctx = useBoard(() => [
+    apiTarget,
+    relayTarget,
+    broadcasterTarget,
+    createGatewayTarget({ instanceId: 'board-notify' }),
+    createRemindersTarget({ tickMs: 100 }),
+    createNotificationsTarget({ tickMs: 100 }),
+  ]);
+
+  it('shows a reminder that fires while the page is open at once (pushed, not polled)', async () => {
+    const { page, errors } = await signedInPage(ctx, 'notified-user');
+    await page.waitForSelector('#notifications:not([hidden])', { timeout: LIVE_MS });
+
+    // Due in an hour and three seconds with a one-hour reminder: it fires about three seconds from now.
+    const due = new Date(Date.now() + 3_600_000 + 3_000).toISOString();
+    const created = await ctx.app.call('notified-user', 'POST', '/api/tasks', {
+      title: 'Water the plants',
+      due_date: due,
+      reminders: ['PT1H'],
+    });
+    assert.equal(created.status, 201);
+    // Well within the board's 30 s fallback poll: only the gateway's push can bring it this soon.
+    const toast = page.locator('#toasts .toast', { hasText: 'Reminder: Water the plants' });
+    await toast.waitFor({ timeout: 15_000 });
+    assert.equal(await page.locator('#notif-list li', { hasText: 'Reminder: Water the plants' }).count(), 1);
+    assert.deepEqual(errors, []);
   });
 });
