@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { RetryPolicy } from './bus/consumer.ts';
+import { TOPIC_SPECS } from './contracts/topics.ts';
 import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl } from './store/db.ts';
 
@@ -35,6 +36,8 @@ export interface Config {
     ensureTopics: boolean;
     topicPrefix: string;
     topicPartitions?: number;
+    /** KAFKA_TOPIC_RETENTION_MS: retention per topic name (`dlq`: every dead-letter topic), for new topics. */
+    topicRetentionMs: Record<string, number>;
     replicationFactor: number;
   };
   /** kafkaAdmin: KAFKA_BROKERS is set, so topics, lag and dead letters are read from the brokers behind Dapr. */
@@ -86,6 +89,24 @@ function trustProxy(raw: string | undefined): boolean | number | string {
   throw new ConfigError(
     `TRUST_PROXY must be true, false, a hop count or a comma-separated list of addresses/CIDRs, got "${v}"`,
   );
+}
+
+/** `task-events=2592000000,dlq=604800000`: the topics of DESIGN.md section 3, and `dlq` for all DLQs. */
+function retentionOverrides(raw: string | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  const names = [...TOPIC_SPECS.map((t) => t.name), 'dlq'];
+  for (const part of (raw ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const [name, value] = part.split('=').map((s) => s.trim());
+    if (!name || !names.includes(name) || !value || !/^\d+$/.test(value) || Number(value) < 60_000)
+      throw new ConfigError(
+        `KAFKA_TOPIC_RETENTION_MS must be a list like task-events=2592000000,dlq=604800000 (topics: ${names.join(', ')}; at least 60000 ms), got "${part}"`,
+      );
+    out[name] = Number(value);
+  }
+  return out;
 }
 
 const int = (env: NodeJS.ProcessEnv, key: string, def: number, min = 0): number => {
@@ -170,6 +191,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ensureTopics: env.KAFKA_ENSURE_TOPICS !== 'false',
       topicPrefix: env.KAFKA_TOPIC_PREFIX ?? '',
       ...(env.KAFKA_TOPIC_PARTITIONS ? { topicPartitions: int(env, 'KAFKA_TOPIC_PARTITIONS', 3, 1) } : {}),
+      topicRetentionMs: retentionOverrides(env.KAFKA_TOPIC_RETENTION_MS),
       replicationFactor: int(env, 'KAFKA_REPLICATION_FACTOR', 1, 1),
     },
     dapr: {

@@ -13,9 +13,18 @@ import type { Bus } from './types.ts';
 /** Every topic the system uses: the three event topics and one dead-letter topic per consumer group. */
 export function allTopics(config: Config): TopicSpec[] {
   const partitions = config.kafka.topicPartitions;
+  const retention = config.kafka.topicRetentionMs;
   return [
-    ...TOPIC_SPECS.map((t) => ({ ...t, ...(partitions ? { partitions } : {}) })),
-    ...Object.values(GROUPS).map((g) => ({ name: dlqTopic(g), ...DLQ_SPEC })),
+    ...TOPIC_SPECS.map((t) => ({
+      ...t,
+      ...(partitions ? { partitions } : {}),
+      retentionMs: retention[t.name] ?? t.retentionMs,
+    })),
+    ...Object.values(GROUPS).map((g) => ({
+      name: dlqTopic(g),
+      ...DLQ_SPEC,
+      retentionMs: retention.dlq ?? DLQ_SPEC.retentionMs,
+    })),
   ];
 }
 

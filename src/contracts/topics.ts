@@ -1,4 +1,7 @@
-/** The topic table of DESIGN.md section 3. Partitions and retention may be overridden by env (see config). */
+/**
+ * The topic table of DESIGN.md section 3. KAFKA_TOPIC_PARTITIONS and KAFKA_TOPIC_RETENTION_MS override the
+ * partitions and retention of topics being created (config.ts, allTopics).
+ */
 export const TOPICS = {
   taskEvents: 'task-events',
   reminders: 'reminders',
