@@ -18,7 +18,8 @@ export interface Config {
   bus: BusKind;
   host: string;
   port: number;
-  publicUrl: string;
+  /** PUBLIC_URL without a trailing slash, or null when unset (then nothing links to a guessed address). */
+  publicUrl: string | null;
   logLevel: string;
   jwt: { secret?: string; jwksUrl?: string; issuer?: string; audience?: string; devSecretFile?: string };
   defaultTimezone: string;
@@ -138,7 +139,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     bus,
     host,
     port,
-    publicUrl: env.PUBLIC_URL || `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
+    publicUrl: env.PUBLIC_URL ? env.PUBLIC_URL.replace(/\/+$/, '') : null,
     logLevel: env.LOG_LEVEL || 'info',
     jwt: {
       ...(env.JWT_SECRET ? { secret: env.JWT_SECRET } : {}),

@@ -68,7 +68,12 @@ const UNAVAILABLE_CODES = new Set([
 export function isUnavailable(err: unknown, depth = 0): boolean {
   if (!err || typeof err !== 'object' || depth > 5) return false;
   const { code, message, cause } = err as { code?: unknown; message?: unknown; cause?: unknown };
-  if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) return true;
+  // Class 08 is connection trouble, except 08P01 (protocol_violation), which a statement can cause every time.
+  if (
+    typeof code === 'string' &&
+    (UNAVAILABLE_CODES.has(code) || (/^08[0-9A-Z]{3}$/.test(code) && code !== '08P01'))
+  )
+    return true;
   if (
     typeof message === 'string' &&
     /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(

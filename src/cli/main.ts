@@ -36,7 +36,7 @@ async function serve(names: readonly string[], banner: boolean) {
   const log = proc.runtime.log;
   log.info({ url: proc.url, targets: targets.map((t) => t.name), bus: config.bus }, 'taskflow running');
   if (banner && names.includes('api')) {
-    const url = process.env.PUBLIC_URL ? config.publicUrl.replace(/\/+$/, '') : proc.url;
+    const url = config.publicUrl ?? proc.url;
     const token = config.jwt.secret ? await signDevToken(config.jwt.secret, 'demo-user') : null;
     process.stderr.write(
       [

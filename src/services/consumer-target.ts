@@ -61,27 +61,52 @@ export function consumerGroupSource(rt: Runtime, group: string): ConsumerGroupSo
 }
 
 const RESUBSCRIBE = { maxAttempts: 0, baseDelayMs: 1_000, maxDelayMs: 30_000 };
+/** How long start-up waits for a first subscribe that is still trying (e.g. waiting for its topics). */
+const FIRST_ATTEMPT_WAIT_MS = 5_000;
+
+const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /**
  * Subscribes; when that fails (the broker is down or unreachable, the topics do not exist yet) keeps trying in
  * the background with capped backoff instead of failing the process, so the API of `taskflow up` keeps
- * answering while events wait in the outbox. Until the group is subscribed, /readyz names it as not ready.
+ * answering while events wait in the outbox. Start-up waits for the first attempt at most
+ * FIRST_ATTEMPT_WAIT_MS. Until the group is subscribed, /readyz names it as not ready.
  */
 export async function subscribeWhenReachable(rt: Runtime, opts: SubscribeOptions): Promise<Subscription> {
-  let lastError: string;
-  try {
-    return await rt.bus.subscriber.subscribe(opts);
-  } catch (err) {
-    lastError = err instanceof Error ? err.message : String(err);
-  }
   const { group } = opts;
   let current: Subscription | undefined;
+  let lastError = 'subscribing';
+  const first = rt.bus.subscriber.subscribe(opts).then(
+    (s) => void (current = s),
+    (err: unknown) => {
+      lastError = messageOf(err);
+      throw err;
+    },
+  );
+  const outcome = await Promise.race([
+    first.then(
+      () => 'subscribed' as const,
+      () => 'failed' as const,
+    ),
+    sleep(FIRST_ATTEMPT_WAIT_MS, 'pending' as const, { ref: false }),
+  ]);
+  if (outcome === 'subscribed') return current!;
+
   const stop = new AbortController();
   rt.http.addReadinessCheck(`consumer group ${group}`, async () => {
     if (!current) throw new Error(`not subscribed yet: ${lastError}`);
   });
+  if (outcome === 'pending') rt.log.warn({ group }, 'still subscribing; starting without waiting');
   const retrying = (async () => {
-    for (let attempt = 1; ; attempt++) {
+    // A first attempt still running (waiting for topics) may yet succeed: only retry once it has failed.
+    if (
+      await first.then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
+    for (let attempt = 1; !stop.signal.aborted; attempt++) {
       const delay = backoffDelay(attempt, RESUBSCRIBE, () => 0.5 + Math.random() / 2);
       rt.log.warn({ group, err: lastError, retry_in_ms: delay }, 'could not subscribe yet; retrying');
       try {
@@ -90,8 +115,7 @@ export async function subscribeWhenReachable(rt: Runtime, opts: SubscribeOptions
         rt.log.info({ group, attempts: attempt + 1 }, 'subscribed');
         return;
       } catch (err) {
-        if (stop.signal.aborted) return;
-        lastError = err instanceof Error ? err.message : String(err);
+        if (!stop.signal.aborted) lastError = messageOf(err);
       }
     }
   })();

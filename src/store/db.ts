@@ -56,6 +56,7 @@ class PostgresDb implements Db {
       max: poolSize,
       connectionTimeoutMillis: 10_000,
       keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
     });
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
@@ -112,7 +113,11 @@ class PostgresDb implements Db {
   /** Holds one connection that LISTENs on every channel asked for, until close; reconnects after a loss. */
   private async keepListening(): Promise<void> {
     for (let attempt = 0; !this.closing.signal.aborted;) {
-      const client = new pg.Client({ connectionString: this.url, keepAlive: true });
+      const client = new pg.Client({
+        connectionString: this.url,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+      });
       const lost = new Promise<void>((resolve) => {
         client.on('error', () => resolve());
         client.on('end', () => resolve());

@@ -25,6 +25,7 @@ describe('isUnavailable', () => {
       withCode('23505', 'duplicate key value violates unique constraint'),
       withCode('22P02', 'invalid input syntax'),
       withCode('40001', 'could not serialize access'),
+      withCode('08P01', 'bind message has 70000 parameter formats but 0 parameters'),
       'Connection terminated',
       null,
       undefined,

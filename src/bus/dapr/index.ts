@@ -289,6 +289,8 @@ export class DaprSubscriber implements Subscriber {
   /** Failed deliveries per message, for logs and metrics (daprd does the redelivering). */
   private readonly attempts = new Map<string, number>();
   private served = false;
+  /** Aborted when the HTTP server starts closing: held deliveries stop waiting and answer RETRY. */
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly s: DaprSettings,
@@ -312,6 +314,9 @@ export class DaprSubscriber implements Subscriber {
   }
 
   private mount(app: FastifyInstance) {
+    // Before the server waits for in-flight requests: a delivery held through a database outage would
+    // otherwise keep the shutdown waiting for as long as the outage lasts.
+    app.addHook('preClose', async () => this.stopping.abort());
     if (!app.hasContentTypeParser('application/cloudevents+json'))
       app.addContentTypeParser('application/cloudevents+json', { parseAs: 'string' }, (_req, body, done) => {
         try {
@@ -423,13 +428,13 @@ export class DaprSubscriber implements Subscriber {
       try {
         return await sub.handler(message);
       } catch (err) {
-        if (!isUnavailable(err) || sub.closed) throw err;
+        if (!isUnavailable(err) || sub.closed || this.stopping.signal.aborted) throw err;
         const delay = backoffDelay(attempt, HOLD_WHILE_UNAVAILABLE);
         log.warn(
           { err: errorText(err), attempt, retry_in_ms: delay },
           'a dependency is unavailable; holding the delivery and retrying',
         );
-        await sleep(delay);
+        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
       }
     }
   }

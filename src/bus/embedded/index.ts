@@ -340,12 +340,18 @@ class GroupMember implements Subscription {
       ...(hooks ? { hooks } : {}),
     };
     const wake = new EventEmitter();
-    const onAppend = () => wake.emit('wake');
+    // An append signalled while the fetch below runs must not be lost until the next poll: remember it.
+    let appended = false;
+    const onAppend = () => {
+      appended = true;
+      wake.emit('wake');
+    };
     const onNotify = (payload: string) => (payload === topic || payload === '*') && onAppend();
     this.db.signals.on(SIGNAL, onAppend);
     this.db.signals.on(`notify:${NOTIFY_CHANNEL}`, onNotify);
     try {
       while (!signal.aborted) {
+        appended = false;
         const rows = (
           await this.db.query<MessageRow>(
             `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
@@ -354,7 +360,7 @@ class GroupMember implements Subscription {
           )
         ).rows;
         if (rows.length === 0) {
-          await waitForEvent(wake, 'wake', this.cfg.pollIntervalMs, signal);
+          if (!appended) await waitForEvent(wake, 'wake', this.cfg.pollIntervalMs, signal);
           continue;
         }
         // One position commit per fetched batch (consumer.ts, COMMIT_INTERVAL_MS).

@@ -308,8 +308,8 @@ class KafkaGroupMember implements Subscription {
             { group: this.opts.group, topics, retry_in_ms: wait },
             'waiting for Kafka topics to exist',
           );
-          await new Promise((r) => setTimeout(r, wait));
-          continue;
+          await sleep(wait, undefined, { signal: this.closing.signal }).catch(() => undefined);
+          if (!this.closing.signal.aborted) continue;
         }
         await forceClose(this.consumer);
         const hint = isUnknownTopic(err)

@@ -45,7 +45,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
       const opts = { ...rt.config.notifications, ...options };
       const { timeoutMs } = opts;
       const log = rt.log.child({ component: 'notifications' });
-      const link = `${rt.config.publicUrl.replace(/\/+$/, '')}/`;
+      const link = rt.config.publicUrl ? `${rt.config.publicUrl}/` : undefined;
       const email = opts.smtpUrl ? new EmailChannel(opts.smtpUrl, opts.smtpFrom, timeoutMs, link) : null;
       const push = opts.vapid ? new PushChannel(opts.vapid, timeoutMs, opts.pushAgent, link) : null;
       if (!email) log.info('email notifications are off (set SMTP_URL)');
