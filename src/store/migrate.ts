@@ -44,7 +44,7 @@ export async function migrate(db: Db, log: (msg: string) => void = () => undefin
   return applied;
 }
 
-/** Splits a migration file on semicolons at line ends (our migrations contain no procedural bodies). */
+/** Splits a migration file on semicolons at line ends (a procedural body is written on one line). */
 function splitStatements(sql: string): string[] {
   return sql
     .split(/;\s*$/m)

@@ -1,6 +1,6 @@
 /**
- * The embedded bus on a real PostgreSQL server shared by two processes' connection pools: an append in one
- * wakes a consumer in the other through LISTEN/NOTIFY (its poll is set to a minute, so only the notification
+ * The embedded bus and the relay on a real PostgreSQL server shared by two processes' connection pools: an
+ * append in one wakes a consumer (or a commit wakes the relay) in the other through LISTEN/NOTIFY (its poll is set to a minute, so only the notification
  * can deliver in time), also after the listening connection was killed and re-established.
  */
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import type { Subscription } from '../../src/bus/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
-import { waitFor } from '../helpers/app.ts';
+import { startApp, waitFor } from '../helpers/app.ts';
 import { createPgDatabase } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 
@@ -73,6 +73,36 @@ describe(
         await producerBus.close();
         await consumerDb.close();
         await producerDb.close();
+        await database.drop();
+      }
+    });
+
+    it('wakes a relay in another pool at once when the api commits (outbox trigger NOTIFY)', async () => {
+      const database = await createPgDatabase(pgUrl!);
+      const apiDb = await openDb(database.url, { poolSize: 3 });
+      await migrate(apiDb);
+      const relayDb = await openDb(database.url, { poolSize: 3 });
+      const slowRelay = { RELAY_POLL_MS: '60000', EMBEDDED_POLL_MS: '60000' };
+      const relay = await startApp(relayDb, { targets: ['relay'], env: slowRelay });
+      const api = await startApp(apiDb, { targets: ['api'], env: slowRelay });
+      try {
+        await new Promise((r) => setTimeout(r, 1_000)); // the relay's first round found nothing and waits
+        assert.equal((await api.call('far', 'POST', '/api/tasks', { title: 'relay me' })).status, 201);
+        await waitFor(
+          async () =>
+            (
+              await apiDb.query<{ n: string }>(
+                'SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL',
+              )
+            ).rows[0]!.n === '0',
+          10_000,
+          'the event published long before the relay poll',
+        );
+      } finally {
+        await api.stop();
+        await relay.stop();
+        await apiDb.close();
+        await relayDb.close();
         await database.drop();
       }
     });

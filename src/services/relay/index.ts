@@ -16,6 +16,8 @@ import {
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
 import {
+  OUTBOX_NOTIFY_CHANNEL,
+  OUTBOX_NOTIFY_EVENT,
   OUTBOX_SIGNAL,
   markPublished,
   markPublishedAndReadNext,
@@ -90,7 +92,11 @@ export class Relay {
   }
 
   start(): void {
+    // Commits in this process signal directly; on PostgreSQL the outbox trigger's NOTIFY brings those of
+    // other processes (an api target running apart), so the poll only bounds a missed wake-up.
     this.rt.db.signals.on(OUTBOX_SIGNAL, this.onSignal);
+    this.rt.db.signals.on(OUTBOX_NOTIFY_EVENT, this.onSignal);
+    this.rt.db.listen(OUTBOX_NOTIFY_CHANNEL);
     this.loop.start();
   }
 
@@ -200,6 +206,7 @@ export class Relay {
 
   async stop(): Promise<void> {
     this.rt.db.signals.off(OUTBOX_SIGNAL, this.onSignal);
+    this.rt.db.signals.off(OUTBOX_NOTIFY_EVENT, this.onSignal);
     await this.loop.stop();
     if (this.leader) await releaseLease(this.rt.db, LEASE, this.holder).catch(() => undefined);
   }
