@@ -10,6 +10,7 @@ import { createHttpServer } from './http/server.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import type { RunningTarget, Runtime, TargetDefinition } from './runtime.ts';
+import { retryWithBackoff } from './retry.ts';
 import { openDb, type Db } from './store/db.ts';
 import { migrate } from './store/migrate.ts';
 
@@ -92,20 +93,17 @@ function provisionTopics(config: Config, bus: Bus, log: Logger): AbortController
   const stop = new AbortController();
   if (config.bus !== 'embedded' && !config.kafka.ensureTopics) return stop;
   if (config.bus === 'dapr' && !config.dapr.kafkaAdmin) return stop; // no broker access: the platform creates them
-  void (async () => {
-    for (let attempt = 1; !stop.signal.aborted; attempt++) {
-      try {
-        await bus.admin.ensureTopics(allTopics(config));
-        return;
-      } catch (err) {
-        const delay = Math.min(30_000, 500 * 2 ** attempt);
-        log.warn(
-          { err: err instanceof Error ? err.message : String(err), retry_in_ms: delay },
-          'could not ensure topics yet',
-        );
-        await new Promise((r) => setTimeout(r, delay).unref());
-      }
-    }
-  })();
+  // 1 s, 2 s, 4 s ... 30 s without jitter; the waits do not keep the process alive.
+  void retryWithBackoff(() => bus.admin.ensureTopics(allTopics(config)), {
+    policy: { maxAttempts: 0, baseDelayMs: 1_000, maxDelayMs: 30_000 },
+    random: () => 1,
+    signal: stop.signal,
+    ref: false,
+    onFailure: (err, _attempt, delay) =>
+      log.warn(
+        { err: err instanceof Error ? err.message : String(err), retry_in_ms: delay },
+        'could not ensure topics yet',
+      ),
+  });
   return stop;
 }

@@ -3,10 +3,10 @@
  * metrics come from the bus layer; the service supplies only its handler.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { backoffDelay } from '../bus/consumer.ts';
 import type { BatchItem, BusMessage, SubscribeOptions, Subscription } from '../bus/types.ts';
 import { dlqTopic } from '../contracts/topics.ts';
 import type { ConsumerGroupSource } from '../observability/metrics.ts';
+import { retryWithBackoff } from '../retry.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../runtime.ts';
 
 export interface ConsumerTargetSpec {
@@ -76,53 +76,44 @@ export async function subscribeWhenReachable(rt: Runtime, opts: SubscribeOptions
   const { group } = opts;
   let current: Subscription | undefined;
   let lastError = 'subscribing';
-  const first = rt.bus.subscriber.subscribe(opts).then(
-    (s) => void (current = s),
-    (err: unknown) => {
-      lastError = messageOf(err);
-      throw err;
+  const firstAttempt = rt.bus.subscriber.subscribe(opts);
+  let next: Promise<Subscription> | undefined = firstAttempt;
+  const stop = new AbortController();
+  // The first attempt is the one started above; later ones start after a backoff.
+  const subscribing = retryWithBackoff(
+    async (attempt) => {
+      const subscription = next ?? rt.bus.subscriber.subscribe(opts);
+      next = undefined;
+      current = await subscription;
+      if (attempt > 1) rt.log.info({ group, attempts: attempt }, 'subscribed');
+    },
+    {
+      policy: RESUBSCRIBE,
+      random: () => 0.5 + Math.random() / 2,
+      signal: stop.signal,
+      onFailure: (err, _attempt, delay) => {
+        lastError = messageOf(err);
+        rt.log.warn({ group, err: lastError, retry_in_ms: delay }, 'could not subscribe yet; retrying');
+      },
     },
   );
   const outcome = await Promise.race([
-    first.then(
+    firstAttempt.then(
       () => 'subscribed' as const,
       () => 'failed' as const,
     ),
     sleep(FIRST_ATTEMPT_WAIT_MS, 'pending' as const, { ref: false }),
   ]);
-  if (outcome === 'subscribed') return current!;
+  if (outcome === 'subscribed') return firstAttempt;
 
-  const stop = new AbortController();
   rt.http.addReadinessCheck(`consumer group ${group}`, async () => {
     if (!current) throw new Error(`not subscribed yet: ${lastError}`);
   });
   if (outcome === 'pending') rt.log.warn({ group }, 'still subscribing; starting without waiting');
-  const retrying = (async () => {
-    // A first attempt still running (waiting for topics) may yet succeed: only retry once it has failed.
-    if (
-      await first.then(
-        () => true,
-        () => false,
-      )
-    )
-      return;
-    for (let attempt = 1; !stop.signal.aborted; attempt++) {
-      const delay = backoffDelay(attempt, RESUBSCRIBE, () => 0.5 + Math.random() / 2);
-      rt.log.warn({ group, err: lastError, retry_in_ms: delay }, 'could not subscribe yet; retrying');
-      try {
-        await sleep(delay, undefined, { signal: stop.signal });
-        current = await rt.bus.subscriber.subscribe(opts);
-        rt.log.info({ group, attempts: attempt + 1 }, 'subscribed');
-        return;
-      } catch (err) {
-        if (!stop.signal.aborted) lastError = messageOf(err);
-      }
-    }
-  })();
   return {
     close: async () => {
       stop.abort();
-      await retrying;
+      await subscribing;
       await current?.close();
     },
   };

@@ -27,7 +27,6 @@ import { topicSpec } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import {
   COMMIT_INTERVAL_MS,
-  backoffDelay,
   consumeRun,
   DEFAULT_MAX_BATCH,
   DEFAULT_RETRY,
@@ -46,6 +45,7 @@ import type {
   Subscriber,
   Subscription,
 } from '../types.ts';
+import { retryWithBackoff } from '../../retry.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
 
 export interface KafkaSettings {
@@ -349,20 +349,21 @@ class KafkaGroupMember implements Subscription {
       this.cfg.log.warn({ group }, 'kafka consumer stream ended; reconnecting');
       await Promise.all(this.running.values());
       await forceClose(this.consumer);
-      for (let attempt = 1; !this.closed; attempt++) {
-        const delay = backoffDelay(attempt, RECONNECT, () => 0.5 + Math.random() / 2);
-        try {
-          await sleep(delay, undefined, { signal: this.closing.signal });
+      await retryWithBackoff(
+        async (attempt) => {
           await this.connect();
-        } catch (err) {
-          if (!this.closed)
-            this.cfg.log.warn({ group, err: describeKafkaError(err), attempt }, 'kafka reconnect failed');
-          continue;
-        }
-        this.attach();
-        this.cfg.log.info({ group, attempts: attempt }, 'kafka consumer reconnected');
-        return;
-      }
+          this.attach();
+          this.cfg.log.info({ group, attempts: attempt }, 'kafka consumer reconnected');
+        },
+        {
+          policy: RECONNECT,
+          random: () => 0.5 + Math.random() / 2,
+          signal: this.closing.signal,
+          waitFirst: true,
+          onFailure: (err, attempt) =>
+            this.cfg.log.warn({ group, err: describeKafkaError(err), attempt }, 'kafka reconnect failed'),
+        },
+      );
     })().finally(() => (this.reconnecting = undefined));
     return this.reconnecting;
   }
