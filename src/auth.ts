@@ -4,6 +4,7 @@
  */
 import { SignJWT, createRemoteJWKSet, errors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { Config } from './config.ts';
+import { errorMessage } from './error-text.ts';
 
 export class AuthError extends Error {
   override name = 'AuthError';
@@ -51,7 +52,7 @@ export function createVerifier(jwt: Config['jwt']): Verifier {
       if (err instanceof AuthError) throw err;
       if (jwks && isKeySetUnavailable(err))
         throw new AuthUnavailableError(
-          `cannot check the token: the identity provider's keys (JWT_JWKS_URL) are unreachable (${err instanceof Error ? err.message : String(err)})`,
+          `cannot check the token: the identity provider's keys (JWT_JWKS_URL) are unreachable (${errorMessage(err)})`,
         );
       if (err instanceof errors.JWTExpired) throw new AuthError('token expired');
       if (err instanceof errors.JWTClaimValidationFailed && err.claim === 'exp' && err.reason === 'missing')

@@ -13,6 +13,7 @@ import type { RunningTarget, Runtime, TargetDefinition } from './runtime.ts';
 import { retryWithBackoff } from './retry.ts';
 import { openDb, type Db } from './store/db.ts';
 import { migrate } from './store/migrate.ts';
+import { errorMessage } from './error-text.ts';
 
 export interface RunningProcess {
   runtime: Runtime;
@@ -100,10 +101,7 @@ function provisionTopics(config: Config, bus: Bus, log: Logger): AbortController
     signal: stop.signal,
     ref: false,
     onFailure: (err, _attempt, delay) =>
-      log.warn(
-        { err: err instanceof Error ? err.message : String(err), retry_in_ms: delay },
-        'could not ensure topics yet',
-      ),
+      log.warn({ err: errorMessage(err), retry_in_ms: delay }, 'could not ensure topics yet'),
   });
   return stop;
 }

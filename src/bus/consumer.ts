@@ -25,6 +25,7 @@ import {
   type MessageHandler,
   type Publisher,
 } from './types.ts';
+import { errorText } from '../error-text.ts';
 
 export interface RetryPolicy {
   maxAttempts: number;
@@ -123,8 +124,6 @@ export interface ConsumeContext {
 }
 
 export type ConsumeOutcome = 'handled' | 'dead-lettered' | 'aborted';
-
-const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 
 /** The CONSUMER span options of a message: parent the transport header, else the event's traceparent. */
 function consumerSpanOptions(message: BusMessage, group: string): SpanOptions {

@@ -16,6 +16,7 @@ import { verifyChain } from '../services/audit/chain.ts';
 import { TARGETS, findTargets } from '../services/index.ts';
 import { openDb, type Db } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
+import { errorMessage } from '../error-text.ts';
 
 const program = new Command();
 program
@@ -371,7 +372,7 @@ program
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorMessage(err);
   process.stderr.write(`taskflow: ${message}\n`);
   process.exit(err instanceof ConfigError ? 2 : 1);
 });

@@ -23,6 +23,7 @@ import {
 } from '../observability/tracing.ts';
 import type { Span } from '@opentelemetry/api';
 import { problem, sendProblem, validationProblem } from './problem.ts';
+import { errorMessage } from '../error-text.ts';
 
 export type ReadinessCheck = () => Promise<void>;
 
@@ -143,7 +144,7 @@ export async function createHttpServer(opts: {
         results[name] = 'ok';
       } catch (err) {
         ready = false;
-        results[name] = err instanceof Error ? err.message : String(err);
+        results[name] = errorMessage(err);
       }
     }
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: results });

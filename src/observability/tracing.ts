@@ -24,6 +24,7 @@ import {
   type SpanContext,
 } from '@opentelemetry/api';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-node';
+import { errorMessage } from '../error-text.ts';
 
 export { SpanKind, SpanStatusCode };
 
@@ -104,7 +105,7 @@ export function recordError(span: Span, err: unknown): void {
   span.recordException(err instanceof Error ? err : new Error(String(err)));
   span.setStatus({
     code: SpanStatusCode.ERROR,
-    message: err instanceof Error ? err.message : String(err),
+    message: errorMessage(err),
   });
 }
 

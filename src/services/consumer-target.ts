@@ -8,6 +8,7 @@ import { dlqTopic } from '../contracts/topics.ts';
 import type { ConsumerGroupSource } from '../observability/metrics.ts';
 import { retryWithBackoff } from '../retry.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../runtime.ts';
+import { errorMessage } from '../error-text.ts';
 
 export interface ConsumerTargetSpec {
   name: string;
@@ -64,8 +65,6 @@ const RESUBSCRIBE = { maxAttempts: 0, baseDelayMs: 1_000, maxDelayMs: 30_000 };
 /** How long start-up waits for a first subscribe that is still trying (e.g. waiting for its topics). */
 const FIRST_ATTEMPT_WAIT_MS = 5_000;
 
-const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
-
 /**
  * Subscribes; when that fails (the broker is down or unreachable, the topics do not exist yet) keeps trying in
  * the background with capped backoff instead of failing the process, so the API of `taskflow up` keeps
@@ -92,7 +91,7 @@ export async function subscribeWhenReachable(rt: Runtime, opts: SubscribeOptions
       random: () => 0.5 + Math.random() / 2,
       signal: stop.signal,
       onFailure: (err, _attempt, delay) => {
-        lastError = messageOf(err);
+        lastError = errorMessage(err);
         rt.log.warn({ group, err: lastError, retry_in_ms: delay }, 'could not subscribe yet; retrying');
       },
     },

@@ -42,6 +42,7 @@ import {
   type Subscriber,
   type Subscription,
 } from '../types.ts';
+import { errorText } from '../../error-text.ts';
 
 export interface DaprSettings {
   /** The sidecar's HTTP API port (DAPR_HTTP_PORT). */
@@ -70,8 +71,6 @@ export type DaprStatus = 'SUCCESS' | 'RETRY' | 'DROP';
 /** Attributes daprd adds to every event it delivers; not part of our events, removed before handlers see them. */
 const DAPR_ATTRIBUTES = ['topic', 'pubsubname', 'traceid', 'tracestate'] as const;
 const ZERO_TRACE = /^00-0{32}-/;
-
-const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 
 /** The event as our producers wrote it: without daprd's additions (and without a zero traceparent). */
 export function cleanDaprEvent(raw: Record<string, unknown>): CloudEvent {

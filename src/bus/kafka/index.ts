@@ -47,6 +47,7 @@ import type {
 } from '../types.ts';
 import { retryWithBackoff } from '../../retry.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
+import { errorMessage } from '../../error-text.ts';
 
 export interface KafkaSettings {
   brokers: string[];
@@ -151,7 +152,7 @@ export function describeKafkaError(err: unknown): string {
     }
     return x.message ?? null;
   };
-  const outer = err instanceof Error ? err.message : String(err);
+  const outer = errorMessage(err);
   const inner = innermost(err);
   return walk(err) ?? (inner && inner !== outer ? `${outer}: ${inner}` : outer);
 }
@@ -173,7 +174,7 @@ function decode(m: Message<string, Buffer, string, string>, unprefix: (t: string
       type: 'taskflow.undecodable',
       time: new Date().toISOString(),
       datacontenttype: 'application/json',
-      data: { raw: body.slice(0, 10_000), error: err instanceof Error ? err.message : String(err) },
+      data: { raw: body.slice(0, 10_000), error: errorMessage(err) },
     };
   }
   return {

@@ -9,6 +9,7 @@ import webpush from 'web-push';
 import type { ReminderEventData } from '../../contracts/events.ts';
 import { webhookSignature } from '../../domain/notifications.ts';
 import { postJson } from './outbound.ts';
+import { errorMessage } from '../../error-text.ts';
 
 export interface MessageContent {
   subject: string;
@@ -119,7 +120,7 @@ export class PushChannel {
       if (status === 404 || status === 410) return 'gone';
       const body = (err as { body?: string }).body;
       throw new Error(
-        `push service answered ${status ?? 'no status'}: ${err instanceof Error ? err.message : String(err)}${body ? ` ${body.slice(0, 200)}` : ''}`,
+        `push service answered ${status ?? 'no status'}: ${errorMessage(err)}${body ? ` ${body.slice(0, 200)}` : ''}`,
       );
     }
   }

@@ -24,6 +24,7 @@ import { makeEvent, type CloudEvent } from '../../contracts/cloudevent.ts';
 import type { NotificationCreatedData } from '../../contracts/events.ts';
 import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
 import { TickLoop } from '../../tick-loop.ts';
+import { errorMessage } from '../../error-text.ts';
 
 export interface DeliveryOptions {
   tickMs: number;
@@ -140,7 +141,7 @@ export class DeliveryWorker {
       await finishDelivery(db, row.id, this.holder, { status: 'sent', at: clock.now() });
       metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'sent' });
     } catch (err) {
-      const error = err instanceof Error ? err.message : String(err);
+      const error = errorMessage(err);
       if (err instanceof Skip) {
         await finishDelivery(db, row.id, this.holder, { status: 'skipped', at: now, error }).catch(
           () => false,

@@ -28,6 +28,7 @@ import {
   type OutboxRow,
 } from '../../store/outbox.ts';
 import { TickLoop } from '../../tick-loop.ts';
+import { errorMessage } from '../../error-text.ts';
 
 const LEASE = 'relay';
 const LEASE_TTL_MS = 10_000;
@@ -181,7 +182,7 @@ export class Relay {
       await recordPublishFailure(
         db,
         rows.map((r) => r.id),
-        err instanceof Error ? err.message : String(err),
+        errorMessage(err),
       ).catch(() => undefined);
       throw err;
     }
