@@ -10,8 +10,6 @@ import type { EventMeta } from '../store/tasks.ts';
 
 export interface AuthScopeOptions {
   verify: Verifier;
-  /** Requests per minute per user; 0 disables the limit; absent: the server's (setRateLimit). */
-  rateLimitPerMinute?: number;
 }
 
 /** The authenticated user of a request inside an authenticated scope. */
@@ -51,22 +49,16 @@ class SharedMinuteWindows implements FastifyRateLimitStore {
   }
 }
 
-const storesByServer = new WeakMap<FastifyInstance, SharedMinuteWindows>();
-const limitsByServer = new WeakMap<FastifyInstance, number>();
+/** Each server's per-user limit and its one store (the plugin constructs a store with `new`: `Store` hands it back). */
+const limits = new WeakMap<FastifyInstance, { perMinute: number; Store: FastifyRateLimitStoreCtor }>();
 
-/** The server-wide per-user limit (RATE_LIMIT_PER_MINUTE) for every authenticated scope registered on `app`. */
+/** The per-user limit (RATE_LIMIT_PER_MINUTE; 0: none) of every authenticated scope registered on `app`. */
 export function setRateLimit(app: FastifyInstance, perMinute: number): void {
-  limitsByServer.set(app, perMinute);
-}
-
-/** The plugin constructs its store with `new`; this constructor hands back the server's shared one. */
-function sharedStoreOf(app: FastifyInstance): FastifyRateLimitStoreCtor {
-  let store = storesByServer.get(app);
-  if (!store) storesByServer.set(app, (store = new SharedMinuteWindows()));
-  const shared = store;
-  return function SharedStore() {
+  const shared = new SharedMinuteWindows();
+  const Store = function SharedStore() {
     return shared;
   } as unknown as FastifyRateLimitStoreCtor;
+  limits.set(app, { perMinute, Store });
 }
 
 export async function authenticatedScope(
@@ -81,12 +73,12 @@ export async function authenticatedScope(
       if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
       users.set(req, (await opts.verify(token)).userId);
     });
-    const perMinute = opts.rateLimitPerMinute ?? limitsByServer.get(app) ?? 0;
-    if (perMinute > 0)
+    const limit = limits.get(app);
+    if (limit && limit.perMinute > 0)
       await scope.register(rateLimit, {
-        max: perMinute,
+        max: limit.perMinute,
         timeWindow: WINDOW_MS,
-        store: sharedStoreOf(app),
+        store: limit.Store,
         hook: 'preHandler',
         keyGenerator: (req) => users.get(req) ?? req.ip,
         // Thrown by the plugin, so it reaches the shared error handler as problem+json with this detail.

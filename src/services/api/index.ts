@@ -31,18 +31,12 @@ export const apiTarget: TargetDefinition = {
     const store = new TaskStore(rt.db, rt.clock);
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
     const verify = createVerifier(rt.config.jwt);
-    await registerTaskApi(app, {
-      store,
-      settings,
-      verify,
-      rateLimitPerMinute: rt.config.rateLimitPerMinute,
-    });
+    await registerTaskApi(app, { store, settings, verify });
     // MCP tools for the AI chatbot (Streamable HTTP, stateless), same store and validation as REST.
     await registerMcp(app, {
       store,
       settings,
       verify,
-      rateLimitPerMinute: rt.config.rateLimitPerMinute,
       log: rt.log.child({ component: 'mcp' }),
     });
     await app.register(swaggerUi, { routePrefix: '/docs' });

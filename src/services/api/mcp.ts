@@ -554,8 +554,6 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
 
 export interface McpHttpDeps extends McpDeps {
   verify: Verifier;
-  /** The per-user limit of the REST API, applied to MCP requests too (an agent in a loop is throttled). */
-  rateLimitPerMinute?: number;
 }
 
 const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
@@ -565,11 +563,8 @@ const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
     .send({ jsonrpc: '2.0', error: { code: -32000, message }, id: null });
 
 export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
-  const scope = {
-    verify: deps.verify,
-    ...(deps.rateLimitPerMinute ? { rateLimitPerMinute: deps.rateLimitPerMinute } : {}),
-  };
-  await authenticatedScope(app, scope, (authed, userOf) => {
+  // The authenticated scope applies the per-user rate limit: an agent in a loop is throttled like a client.
+  await authenticatedScope(app, { verify: deps.verify }, (authed, userOf) => {
     authed.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
       const userId = userOf(req);
       const server = createMcpServer(deps, {

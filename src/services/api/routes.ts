@@ -28,7 +28,6 @@ export interface ApiDeps {
   store: TaskStore;
   settings: UserSettingsStore;
   verify: Verifier;
-  rateLimitPerMinute: number;
   source?: string;
 }
 

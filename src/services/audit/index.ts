@@ -38,11 +38,7 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
     topics: [TOPICS.taskEvents, TOPICS.reminders],
     async setup(rt) {
       const options = { ...rt.config.audit, ...opts };
-      await registerAuditApi(rt.http.app, {
-        db: rt.db,
-        verify: createVerifier(rt.config.jwt),
-        rateLimitPerMinute: rt.config.rateLimitPerMinute,
-      });
+      await registerAuditApi(rt.http.app, { db: rt.db, verify: createVerifier(rt.config.jwt) });
       let timer: NodeJS.Timeout | undefined;
       let running: Promise<unknown> = Promise.resolve();
       let appended = 0;

@@ -193,10 +193,7 @@ export function exportStream(
 
 const security = [{ bearerAuth: [] }];
 
-export async function registerAuditApi(
-  app: FastifyInstance,
-  deps: { db: Queryable; verify: Verifier; rateLimitPerMinute?: number },
-) {
+export async function registerAuditApi(app: FastifyInstance, deps: { db: Queryable; verify: Verifier }) {
   await authenticatedScope(app, deps, async (scope, userOf) => {
     scope.get(
       '/api/audit',

@@ -121,7 +121,6 @@ export const recurrenceTarget = consumerTarget({
       store,
       clock: rt.clock,
       verify: createVerifier(rt.config.jwt),
-      rateLimitPerMinute: rt.config.rateLimitPerMinute,
       source: RECURRENCE_SOURCE,
     });
     return { handle: recurrenceHandler(rt, store) };

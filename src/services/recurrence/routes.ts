@@ -34,7 +34,6 @@ export interface RecurrenceRouteDeps {
   store: TaskStore;
   clock: Clock;
   verify: Verifier;
-  rateLimitPerMinute: number;
   source: string;
 }
 
