@@ -16,7 +16,7 @@ import { loadConfig } from '../src/config.ts';
 import { runTargets } from '../src/process.ts';
 import { TARGETS } from '../src/services/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
-import { TimedDb, freshPgDatabase, intEnv, loadNote, log, startService, type Service } from './lib.ts';
+import { TimedDb, intEnv, loadNote, log, startService, withFreshPgDb, type Service } from './lib.ts';
 
 const WARMUP_SECONDS = intEnv('BENCH_WARMUP_SECONDS', 5);
 const SECONDS = intEnv('BENCH_SECONDS', 20);
@@ -93,14 +93,7 @@ try {
         services.push(s);
         url = s.value;
       }
-      const fresh = await freshPgDatabase(url, 'tf_bench_idle');
-      const db = await openDb(fresh.url);
-      try {
-        await measure('PostgreSQL', db);
-      } finally {
-        await db.close();
-        await fresh.drop();
-      }
+      await withFreshPgDb(url, 'tf_bench_idle', (db) => measure('PostgreSQL', db));
     } else throw new Error(`unknown BENCH_MODES entry ${mode} (pglite, postgres)`);
   }
 } finally {
