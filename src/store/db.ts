@@ -31,13 +31,19 @@ export interface Db extends Queryable {
   /** In-process signal of new bus data, so embedded subscribers wake without waiting for their poll. */
   readonly signals: EventEmitter;
   /**
-   * Also emits `notify:<channel>` on `signals`, with the payload, for each NOTIFY other processes send on
+   * Also emits `notifyEvent(channel)` on `signals`, with the payload, for each NOTIFY other processes send on
    * `channel` (PostgreSQL; a dedicated connection, reconnected with backoff; after a reconnect, once with the
    * payload '*', as notifications may have been missed). A no-op on PGlite, which only this process opens.
    */
   listen(channel: string): void;
   close(): Promise<void>;
 }
+
+/** The `signals` event a NOTIFY on `channel` becomes (Db.listen). */
+export const notifyEvent = (channel: string) => `notify:${channel}`;
+
+/** TCP keep-alive probes after 10 s idle: a peer that vanished in a network partition is noticed. */
+const KEEP_ALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } as const;
 
 // int8 (bigint) and numeric come back as strings from pg; offsets fit in JS numbers for our purposes, but we
 // keep them as strings at the seams that need exactness. Timestamps parse to Date in both drivers.
@@ -50,13 +56,12 @@ class PostgresDb implements Db {
     poolSize: number,
   ) {
     // A bounded wait for a connection, so a database outage fails requests and loops (which retry) instead
-    // of queueing them forever; TCP keep-alive notices a peer that vanished in a network partition.
+    // of queueing them forever.
     this.pool = new pg.Pool({
       connectionString: url,
       max: poolSize,
       connectionTimeoutMillis: 10_000,
-      keepAlive: true,
-      keepAliveInitialDelayMillis: 10_000,
+      ...KEEP_ALIVE,
     });
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
@@ -113,16 +118,12 @@ class PostgresDb implements Db {
   /** Holds one connection that LISTENs on every channel asked for, until close; reconnects after a loss. */
   private async keepListening(): Promise<void> {
     for (let attempt = 0; !this.closing.signal.aborted;) {
-      const client = new pg.Client({
-        connectionString: this.url,
-        keepAlive: true,
-        keepAliveInitialDelayMillis: 10_000,
-      });
+      const client = new pg.Client({ connectionString: this.url, ...KEEP_ALIVE });
       const lost = new Promise<void>((resolve) => {
         client.on('error', () => resolve());
         client.on('end', () => resolve());
       });
-      client.on('notification', (n) => this.signals.emit(`notify:${n.channel}`, n.payload ?? ''));
+      client.on('notification', (n) => this.signals.emit(notifyEvent(n.channel), n.payload ?? ''));
       const onClose = () => void client.end().catch(() => undefined);
       this.closing.signal.addEventListener('abort', onClose, { once: true });
       try {
@@ -130,7 +131,7 @@ class PostgresDb implements Db {
         for (const c of this.channels) await client.query(`LISTEN ${c}`);
         this.listener = client;
         attempt = 0;
-        for (const c of this.channels) this.signals.emit(`notify:${c}`, '*');
+        for (const c of this.channels) this.signals.emit(notifyEvent(c), '*');
         await lost;
       } catch {
         // connect or LISTEN failed: the server is down; retry below

@@ -4,13 +4,13 @@
  */
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import { assertValidEvent, isEventType, topicOf } from '../contracts/schemas.ts';
-import type { Db, Queryable } from './db.ts';
+import { notifyEvent, type Db, type Queryable } from './db.ts';
 
 /** In-process wake-up of the relay after a commit that wrote events (other processes poll). */
 export const OUTBOX_SIGNAL = 'outbox-append';
 /** The channel of the outbox trigger's NOTIFY (migration 007), and the `signals` event it becomes. */
 export const OUTBOX_NOTIFY_CHANNEL = 'taskflow_outbox';
-export const OUTBOX_NOTIFY_EVENT = `notify:${OUTBOX_NOTIFY_CHANNEL}`;
+export const OUTBOX_NOTIFY_EVENT = notifyEvent(OUTBOX_NOTIFY_CHANNEL);
 export const notifyOutbox = (db: Db) => db.signals.emit(OUTBOX_SIGNAL);
 
 /**

@@ -12,7 +12,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import { topicSpec } from '../../contracts/topics.ts';
-import type { Db, Queryable } from '../../store/db.ts';
+import { notifyEvent, type Db, type Queryable } from '../../store/db.ts';
 import type { Logger } from '../../observability/logger.ts';
 import {
   COMMIT_INTERVAL_MS,
@@ -42,6 +42,7 @@ import { waitForEvent } from '../../wait.ts';
 const SIGNAL = 'bus-append';
 /** The NOTIFY channel appends announce themselves on (payload: the topic), for consumers in other processes. */
 const NOTIFY_CHANNEL = 'taskflow_bus';
+const NOTIFY_EVENT = notifyEvent(NOTIFY_CHANNEL);
 
 export interface EmbeddedBusOptions {
   log: Logger;
@@ -348,7 +349,7 @@ class GroupMember implements Subscription {
     };
     const onNotify = (payload: string) => (payload === topic || payload === '*') && onAppend();
     this.db.signals.on(SIGNAL, onAppend);
-    this.db.signals.on(`notify:${NOTIFY_CHANNEL}`, onNotify);
+    this.db.signals.on(NOTIFY_EVENT, onNotify);
     try {
       while (!signal.aborted) {
         appended = false;
@@ -389,7 +390,7 @@ class GroupMember implements Subscription {
       }
     } finally {
       this.db.signals.off(SIGNAL, onAppend);
-      this.db.signals.off(`notify:${NOTIFY_CHANNEL}`, onNotify);
+      this.db.signals.off(NOTIFY_EVENT, onNotify);
     }
   }
 
