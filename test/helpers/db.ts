@@ -69,3 +69,6 @@ export const backends: Backend[] = [
       ]
     : []),
 ];
+
+/** The PostgreSQL backend when TEST_DATABASE_URL is set (tests that need a real server skip without it). */
+export const postgresBackend = backends.find((b) => b.name === 'postgres');

@@ -11,23 +11,18 @@ import { DLQ_HEADERS } from '../../src/bus/consumer.ts';
 import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
-import { openDb } from '../../src/store/db.ts';
-import { migrate } from '../../src/store/migrate.ts';
 import { TEST_SECRET } from '../helpers/app.ts';
-import { createPgDatabase } from '../helpers/db.ts';
+import { postgresBackend } from '../helpers/db.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 const run = promisify(execFile);
-const pgUrl = process.env.TEST_DATABASE_URL;
 
 describe(
   'taskflow dlq on a long dead-letter topic',
-  { skip: pgUrl ? false : 'needs TEST_DATABASE_URL' },
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
   () => {
     it('shows and replays a letter past the first 1,000; list --limit reports what it left out', async () => {
-      const database = await createPgDatabase(pgUrl!);
-      const db = await openDb(database.url);
-      await migrate(db);
+      const { db, url, drop } = await postgresBackend!.fresh();
       const bus = createEmbeddedBus(db, { log: silentLogger });
       const group = 'taskflow-audit';
       const letters = Array.from({ length: 1_005 }, (_, i) => taskCreated('u-dlq', `letter ${i}`));
@@ -42,7 +37,7 @@ describe(
       const env = {
         ...process.env,
         BUS: 'embedded',
-        DATABASE_URL: database.url,
+        DATABASE_URL: url,
         JWT_SECRET: TEST_SECRET,
         LOG_LEVEL: 'warn',
       };
@@ -82,8 +77,7 @@ describe(
         assert.equal(republished.length, 1);
       } finally {
         await bus.close();
-        await db.close();
-        await database.drop();
+        await drop();
       }
     });
   },

@@ -9,22 +9,17 @@ import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import type { Subscription } from '../../src/bus/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb } from '../../src/store/db.ts';
-import { migrate } from '../../src/store/migrate.ts';
 import { startApp, waitFor } from '../helpers/app.ts';
-import { createPgDatabase } from '../helpers/db.ts';
+import { postgresBackend } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
-
-const pgUrl = process.env.TEST_DATABASE_URL;
 
 describe(
   'embedded bus across processes on PostgreSQL',
-  { skip: pgUrl ? false : 'needs TEST_DATABASE_URL' },
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
   () => {
     it('wakes a consumer of another pool at once through NOTIFY, and again after its listener was killed', async () => {
-      const database = await createPgDatabase(pgUrl!);
-      const consumerDb = await openDb(database.url, { poolSize: 3 });
-      await migrate(consumerDb);
-      const producerDb = await openDb(database.url, { poolSize: 2 });
+      const { db: consumerDb, url, drop } = await postgresBackend!.fresh();
+      const producerDb = await openDb(url, { poolSize: 2 });
       const slow = {
         log: silentLogger,
         pollIntervalMs: 60_000,
@@ -71,17 +66,14 @@ describe(
         await sub?.close();
         await consumerBus.close();
         await producerBus.close();
-        await consumerDb.close();
         await producerDb.close();
-        await database.drop();
+        await drop();
       }
     });
 
     it('wakes a relay in another pool at once when the api commits (outbox trigger NOTIFY)', async () => {
-      const database = await createPgDatabase(pgUrl!);
-      const apiDb = await openDb(database.url, { poolSize: 3 });
-      await migrate(apiDb);
-      const relayDb = await openDb(database.url, { poolSize: 3 });
+      const { db: apiDb, url, drop } = await postgresBackend!.fresh();
+      const relayDb = await openDb(url, { poolSize: 3 });
       const slowRelay = { RELAY_POLL_MS: '60000', EMBEDDED_POLL_MS: '60000' };
       const relay = await startApp(relayDb, { targets: ['relay'], env: slowRelay });
       const api = await startApp(apiDb, { targets: ['api'], env: slowRelay });
@@ -101,9 +93,8 @@ describe(
       } finally {
         await api.stop();
         await relay.stop();
-        await apiDb.close();
         await relayDb.close();
-        await database.drop();
+        await drop();
       }
     });
   },
