@@ -1,4 +1,5 @@
 /** Per-user settings: IANA time zone (recurrence, "today") and default reminder offsets. */
+import type { TaskQuery } from '../domain/query.ts';
 import type { Queryable } from './db.ts';
 
 export interface UserSettings {
@@ -33,5 +34,10 @@ export class UserSettingsStore {
       [s.user_id, s.timezone, JSON.stringify(s.default_reminders)],
     );
     return s;
+  }
+
+  /** What listing `query` needs of the user's settings: their zone for a due window (due=today), else nothing. */
+  async listOptions(userId: string, query: TaskQuery): Promise<{ timeZone?: string }> {
+    return query.due ? { timeZone: (await this.get(userId)).timezone } : {};
   }
 }

@@ -23,7 +23,7 @@ import {
   VersionConflictError,
   type FieldIssue,
 } from '../../domain/errors.ts';
-import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery, type TaskQuery } from '../../domain/query.ts';
+import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
 import { RECURRENCE_MODES, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
 import {
   LIMITS,
@@ -282,8 +282,6 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     ...(caller.userAgent ? { userAgent: caller.userAgent } : {}),
   });
   // The user's settings are read only when the input has a recurrence rule (needsTimeZone).
-  const zoneOfQuery = async (q: TaskQuery): Promise<{ timeZone?: string }> =>
-    q.due ? { timeZone: (await settings.get(caller.userId)).timezone } : {};
   const zoneFor = async (input: unknown): Promise<ValidationContext> =>
     needsTimeZone(input) ? { timezone: (await settings.get(caller.userId)).timezone } : {};
 
@@ -361,7 +359,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     run('list_tasks', QUERY_RENAME, async (args) => {
       const parsed = parseTaskQuery(queryOf(args));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const page = await store.list(caller.userId, parsed.value, await zoneOfQuery(parsed.value));
+      const page = await store.list(
+        caller.userId,
+        parsed.value,
+        await settings.listOptions(caller.userId, parsed.value),
+      );
       return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
     }),
   );
@@ -384,7 +386,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       if (args.query.trim() === '') throw new ValidationError([{ path: 'q', message: 'must not be empty' }]);
       const parsed = parseTaskQuery(queryOf(args));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const page = await store.list(caller.userId, parsed.value, await zoneOfQuery(parsed.value));
+      const page = await store.list(
+        caller.userId,
+        parsed.value,
+        await settings.listOptions(caller.userId, parsed.value),
+      );
       return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
     }),
   );

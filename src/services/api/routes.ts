@@ -74,9 +74,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       const parsed = parseTaskQuery(req.query as Record<string, unknown>);
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       const user = userOf(req);
-      // The user's zone is read only for a due window (due=today): it decides where their day starts.
-      const timeZone = parsed.value.due ? (await settings.get(user)).timezone : undefined;
-      return store.list(user, parsed.value, timeZone ? { timeZone } : {});
+      return store.list(user, parsed.value, await settings.listOptions(user, parsed.value));
     };
     const get = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const task = await store.get(userOf(req), req.params.id);
