@@ -1,64 +1,53 @@
 /**
- * `npm run bench:e2e`: end-to-end latency of the real-time path, from the API's commit of a task to a
- * WebSocket client's receipt of its `task.changed`, under a fixed write rate.
+ * `npm run bench:e2e`: the cost and the latency of a write through the whole pipeline, measured as a user
+ * runs Taskflow: the server is a separate `taskflow` process, the clients are in this one.
  *
- * Server: the `api`, `relay`, `broadcaster` and `gateway` targets in this process (runTargets, like a
- * `taskflow up` restricted to the real-time path), RATE_LIMIT_PER_MINUTE=0. Path of one write:
- * POST /api/tasks -> task row + outbox (1 tx) -> relay -> `task-events` -> broadcaster (sequence + outbox,
- * 1 tx) -> relay -> `task-updates` -> gateway -> the user's WebSocket.
+ * Server (a child process, `node bin/taskflow.js ...`, RATE_LIMIT_PER_MINUTE=0, LOG_LEVEL=warn), per scope
+ * (BENCH_SCOPES, default `path,all`):
+ * - path: `taskflow serve api relay broadcaster gateway`, the real-time path only;
+ * - all:  `taskflow up`, every target, so the reminder, recurrence, notification and audit consumers do their
+ *   work for each write too.
+ * Transports (BENCH_MODES, default `embedded,kafka`): `embedded` (PGlite in a fresh directory: `npm start`),
+ * `embedded-pg` (the embedded bus on PostgreSQL), `kafka` (Kafka + PostgreSQL). PostgreSQL comes from
+ * `scripts/postgres start --name bench-e2e --fast` (or BENCH_DATABASE_URL; a fresh database per stack), the
+ * broker from `scripts/kafka start --name bench-e2e` (or BENCH_KAFKA_BROKERS; fresh topics per stack).
  *
- * Clients: BENCH_USERS (default 50) users with one WebSocket each (the `ws` package, token in
- * Sec-WebSocket-Protocol `["taskflow.v1", "bearer.<jwt>"]`), in a worker thread. Latency = receipt time
- * (Date.now() in the client thread) - the task's created_at (the API's clock when it built the row, just
- * before its transaction; same machine, same clock; created_at has millisecond resolution). It is split at
- * the `time` of the task.changed event (the broadcaster's clock when it handled the task event):
- * "to broadcaster" (API commit, relay, bus) and "to client" (broadcaster tx, relay, bus, gateway, socket).
+ * BENCH_SERVERS (default `current=.`) compares checkouts side by side in one run: `before=/path/to/old,after=.`
+ * runs the same cases against each one's `bin/taskflow.js`, alternating, so before/after ratios come from one
+ * machine state.
  *
- * Load: open loop in another worker thread: request i is due at start + i / rate and is sent then, whatever
- * the answers so far (node:http, keep-alive); spread round-robin over the users. A request that is due while
- * BENCH_MAX_INFLIGHT (default 256) requests are unanswered is not sent and counted as missed; one sent more
- * than 10 ms after its due time is counted as late. HTTP latency is measured from the due time.
+ * Clients (worker threads of this process): BENCH_USERS (default 50) users, each with one WebSocket open
+ * (token in Sec-WebSocket-Protocol); an open-loop load generator posts tasks at a fixed rate, round-robin over
+ * the users (request i is due at start + i/rate and sent then, whatever the answers so far; at most
+ * BENCH_MAX_INFLIGHT = 256 unanswered). Latency = receipt of the task's `task.changed` on its user's socket
+ * minus the send of its POST (one clock: performance.timeOrigin + now() in both threads), split at the
+ * `time` of the task.changed (when the broadcaster handled the task event).
  *
- * Cases, each on a fresh stack (fresh database, and on Kafka fresh topics and groups under a per-case
- * KAFKA_TOPIC_PREFIX, deleted afterwards), after BENCH_WARMUP_SECONDS (default 3) of warm-up at up to
- * 100 writes/s whose deliveries are awaited:
- * - main: BENCH_RATE (default 1000) writes/s for BENCH_SECONDS (default 60);
- * - step search: BENCH_STEPS (default 100,200,400,600,800,1000) writes/s for BENCH_STEP_SECONDS (default 15)
- *   each, ascending, stopping at the first rate that is not sustained; if the first one is not, halving
- *   downwards to BENCH_MIN_STEP (default 10) until one is. Sustained: >= 95 % of the target rate
- *   answered 201, <= 1 % missed or failed, every write delivered within BENCH_DRAIN_SECONDS (default 30)
- *   after the load ends, and end-to-end p99 < 100 ms.
- * Modes (BENCH_MODES, default `embedded,kafka`):
- * - embedded: BUS=embedded on PGlite in a temp dir;
- * - kafka: BUS=kafka with a broker from `scripts/kafka start --name bench-e2e` (or BENCH_KAFKA_BROKERS), the
- *   database on PostgreSQL from `scripts/postgres start --name bench-e2e --fast` (or BENCH_DATABASE_URL;
- *   PGlite if it cannot start); services this run started are stopped at the end (BENCH_KEEP_KAFKA=1 /
- *   BENCH_KEEP_POSTGRES=1 keep them);
- * - embedded-pg: BUS=embedded on that PostgreSQL (optional: separates the database from the bus).
- * Also recorded per case: the server thread's event-loop utilisation, the machine's CPU busy share
- * (/proc/stat), the 1-min load average, and (main case) the time spent in each kind of SQL statement.
- * BENCH_SKIP_MAIN=1 / BENCH_SKIP_STEPS=1 skip a part.
+ * Per stack: a warm-up (BENCH_WARMUP_SECONDS, 3 s at up to 100/s, deliveries awaited), then:
+ * 1. the cost case: BENCH_CPU_RATE (default 100) writes/s for BENCH_CPU_SECONDS (default 10): CPU time per write
+ *    of the server process (all its threads), PostgreSQL (postmaster and backends) and the Kafka broker, from
+ *    /proc, over the load and its drain; SQL statements per write (taskflow_db_statements_total, when the
+ *    server has it); the seed's metrics: publish latency p95 (commit -> on the bus), consume latency p95 (on the
+ *    bus -> handled, over every group), delivery ratio (task.changed received / tasks written);
+ * 2. a step search: BENCH_STEPS (default 100,200,300,400,500,700,1000,1500,2000) writes/s for
+ *    BENCH_STEP_SECONDS (default 8) each, ascending on the same stack, stopping at the first one not sustained.
+ *    Sustained: >= 95 % of the rate answered 201, <= 1 % missed or failed, every write delivered within
+ *    BENCH_DRAIN_SECONDS (default 20) after the load, and end-to-end p99 < 100 ms.
+ * BENCH_SKIP_STEPS=1 / BENCH_SKIP_COST=1 skip a part.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Admin } from '@platformatic/kafka';
+import pg from 'pg';
 import { signDevToken } from '../src/auth.ts';
-import { allTopics, kafkaSettings } from '../src/bus/index.ts';
-import { connectionOptions } from '../src/bus/kafka/index.ts';
-import { loadConfig, type Config } from '../src/config.ts';
-import { runTargets, type RunningProcess } from '../src/process.ts';
-import { apiTarget } from '../src/services/api/index.ts';
-import { broadcasterTarget } from '../src/services/broadcaster/index.ts';
-import { createGatewayTarget } from '../src/services/gateway/index.ts';
-import { relayTarget } from '../src/services/relay/index.ts';
-import { openDb, type Db, type Queryable } from '../src/store/db.ts';
 import {
   ROOT,
-  TimedDb,
   freshPgDatabase,
   intEnv,
   load1,
@@ -76,24 +65,30 @@ const listEnv = (key: string, def: string) =>
     .filter(Boolean);
 
 const USERS = intEnv('BENCH_USERS', 50);
-const RATE = intEnv('BENCH_RATE', 1000);
-const SECONDS = intEnv('BENCH_SECONDS', 60);
-const STEP_SECONDS = intEnv('BENCH_STEP_SECONDS', 15);
-const STEPS = listEnv('BENCH_STEPS', '100,200,400,600,800,1000').map(Number);
-const MIN_STEP = intEnv('BENCH_MIN_STEP', 10);
+const CPU_RATE = intEnv('BENCH_CPU_RATE', 100);
+const CPU_SECONDS = intEnv('BENCH_CPU_SECONDS', 10);
+const STEP_SECONDS = intEnv('BENCH_STEP_SECONDS', 8);
+const STEPS = listEnv('BENCH_STEPS', '100,200,300,400,500,700,1000,1500,2000').map(Number);
 const WARMUP_SECONDS = intEnv('BENCH_WARMUP_SECONDS', 3, 0);
-const DRAIN_MS = intEnv('BENCH_DRAIN_SECONDS', 30) * 1000;
+const DRAIN_MS = intEnv('BENCH_DRAIN_SECONDS', 20) * 1000;
 const MAX_INFLIGHT = intEnv('BENCH_MAX_INFLIGHT', 256);
 const MODES = listEnv('BENCH_MODES', 'embedded,kafka');
+const SCOPES = listEnv('BENCH_SCOPES', 'path,all');
+const SERVERS = listEnv('BENCH_SERVERS', 'current=.').map((s) => {
+  const [label, dir] = s.includes('=') ? s.split('=') : [s, s];
+  return { label: label!, root: resolve(ROOT, dir!) };
+});
 const LATE_MS = 10;
 const P99_GOAL_MS = 100;
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
 const RUN_ID = randomBytes(3).toString('hex');
+const TICKS = 100; // USER_HZ: /proc times are in 1/100 s on Linux
 
 const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
 const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
 
-/** The body of each POST (the title is replaced by `e2e:<case label>:<n>`, which the clients parse). */
+/** The body of each POST (the title is replaced by `e2e:<label>:<n>`, which the clients parse). */
 const TASK_BODY = {
   title: 'x',
   description: 'Numbers from finance, charts from the dashboard.',
@@ -116,8 +111,10 @@ interface LoadResult {
   elapsedMs: number;
   /** Per answered request: ms from its due time to the end of the answer. */
   latencies: Float64Array;
-  /** Per sent request: ms from its due time to the send. */
-  sendLags: Float64Array;
+  /** Per request n: absolute send time (ms, timeOrigin + now), NaN when not sent. */
+  sentAt: Float64Array;
+  /** Per request n: 1 when answered 201. */
+  created: Uint8Array;
 }
 
 /** The open-loop load generator, as plain CommonJS for an `eval` worker (no loader needed in the thread). */
@@ -130,7 +127,8 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: maxInflight, maxFree
 const total = Math.max(1, Math.round(rate * seconds));
 const interval = 1000 / rate;
 const latencies = [];
-const sendLags = [];
+const sentAt = new Float64Array(total).fill(NaN);
+const created = new Uint8Array(total);
 const statuses = {};
 let ok = 0, errors = 0, missed = 0, late = 0, inflight = 0, sent = 0, i = 0, pumping = true, lastAnswer = 0;
 const start = performance.now() + 20;
@@ -138,10 +136,9 @@ function done() {
   if (pumping || inflight > 0) return;
   agent.destroy();
   const lat = Float64Array.from(latencies);
-  const lags = Float64Array.from(sendLags);
   parentPort.postMessage(
-    { total, sent, ok, errors, missed, late, statuses, elapsedMs: Math.max(lastAnswer, performance.now()) - start, latencies: lat, sendLags: lags },
-    [lat.buffer, lags.buffer],
+    { total, sent, ok, errors, missed, late, statuses, elapsedMs: Math.max(lastAnswer, performance.now()) - start, latencies: lat, sentAt, created },
+    [lat.buffer, sentAt.buffer, created.buffer],
   );
 }
 function answered(status) {
@@ -154,6 +151,7 @@ function send(n, due) {
   inflight++;
   sent++;
   const payload = JSON.stringify(Object.assign({}, body, { title: 'e2e:' + label + ':' + n }));
+  sentAt[n] = performance.timeOrigin + performance.now();
   const req = http.request(
     {
       host: target.hostname, port: target.port, path: '/api/tasks', method: 'POST', agent,
@@ -162,7 +160,7 @@ function send(n, due) {
     (res) => {
       res.resume();
       res.on('end', () => {
-        if (res.statusCode === 201) { ok++; latencies.push(performance.now() - due); } else errors++;
+        if (res.statusCode === 201) { ok++; created[n] = 1; latencies.push(performance.now() - due); } else errors++;
         answered(res.statusCode);
       });
     },
@@ -178,9 +176,7 @@ function pump() {
     if (due > now) break;
     if (inflight >= maxInflight) missed++;
     else {
-      const lag = now - due;
-      sendLags.push(lag);
-      if (lag > lateMs) late++;
+      if (now - due > lateMs) late++;
       send(i, due);
     }
     i++;
@@ -211,7 +207,10 @@ function runLoad(opts: {
   });
 }
 
-/** The WebSocket clients, one per token, in an `eval` worker; `ws` is loaded from the repository. */
+/**
+ * The WebSocket clients, one per token, in an `eval` worker; `ws` is loaded from the repository. Per label,
+ * the receipt time and the task.changed `time` of each request number n.
+ */
 const CLIENT_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { createRequire } = require('node:module');
@@ -219,12 +218,11 @@ const WebSocket = createRequire(workerData.root + '/package.json')('ws');
 const { wsUrl, tokens } = workerData;
 const byLabel = new Map();
 const closes = {};
-let hellos = 0, errors = 0, frames = 0;
+let hellos = 0, errors = 0;
 const sockets = tokens.map((token) => {
   const ws = new WebSocket(wsUrl, ['taskflow.v1', 'bearer.' + token]);
   ws.on('message', (data) => {
-    const recv = Date.now();
-    frames++;
+    const recv = performance.timeOrigin + performance.now();
     const f = JSON.parse(String(data));
     if (f.type === 'hello') {
       if (++hellos === tokens.length) parentPort.postMessage({ type: 'ready' });
@@ -233,25 +231,26 @@ const sockets = tokens.map((token) => {
     if (f.type !== 'task.changed' || !f.task || typeof f.task.title !== 'string') return;
     const title = f.task.title;
     if (!title.startsWith('e2e:')) return;
-    const label = title.slice(4, title.lastIndexOf(':'));
+    const cut = title.lastIndexOf(':');
+    const label = title.slice(4, cut);
+    const n = Number(title.slice(cut + 1));
     let b = byLabel.get(label);
-    if (!b) byLabel.set(label, (b = { total: [], hop1: [], hop2: [] }));
-    const created = Date.parse(f.task.created_at);
-    const t = Date.parse(f.time);
-    b.total.push(recv - created);
-    b.hop1.push(t - created);
-    b.hop2.push(recv - t);
+    if (!b) byLabel.set(label, (b = { n: [], recv: [], time: [] }));
+    b.n.push(n);
+    b.recv.push(recv);
+    b.time.push(Date.parse(f.time));
   });
   ws.on('error', () => { errors++; });
   ws.on('close', (code) => { closes[code] = (closes[code] || 0) + 1; });
   return ws;
 });
 parentPort.on('message', (m) => {
-  const b = byLabel.get(m.label) || { total: [], hop1: [], hop2: [] };
-  if (m.cmd === 'count') parentPort.postMessage({ type: 'count', n: b.total.length, closes, errors });
+  const b = byLabel.get(m.label) || { n: [], recv: [], time: [] };
+  if (m.cmd === 'count') parentPort.postMessage({ type: 'count', n: new Set(b.n).size, closes, errors });
   else if (m.cmd === 'collect') {
-    const total = Float64Array.from(b.total), hop1 = Float64Array.from(b.hop1), hop2 = Float64Array.from(b.hop2);
-    parentPort.postMessage({ type: 'collect', total, hop1, hop2, closes, errors, frames }, [total.buffer, hop1.buffer, hop2.buffer]);
+    const n = Float64Array.from(b.n), recv = Float64Array.from(b.recv), time = Float64Array.from(b.time);
+    byLabel.delete(m.label);
+    parentPort.postMessage({ type: 'collect', n, recv, time, closes, errors }, [n.buffer, recv.buffer, time.buffer]);
   } else if (m.cmd === 'close') {
     for (const ws of sockets) ws.terminate();
     parentPort.postMessage({ type: 'closed' });
@@ -260,9 +259,9 @@ parentPort.on('message', (m) => {
 `;
 
 interface Collected {
-  total: Float64Array;
-  hop1: Float64Array;
-  hop2: Float64Array;
+  n: Float64Array;
+  recv: Float64Array;
+  time: Float64Array;
   closes: Record<string, number>;
   errors: number;
 }
@@ -311,165 +310,296 @@ class Clients {
   }
 }
 
-// ------------------------------------------------------------------------------------------------ server
+// ------------------------------------------------------------------------------------------------ /proc
 
-/** Statements timed by kind (bench/lib.ts), and whole transactions too. */
-class TransactionTimedDb extends TimedDb {
-  override async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    const t = performance.now();
-    try {
-      return await super.transaction(fn);
-    } finally {
-      this.timings.add('(whole transactions, incl. BEGIN/COMMIT)', performance.now() - t);
-    }
+/** utime + stime (+ the waited-for children's) of a process, in seconds; 0 when it is gone. */
+function procCpu(pid: number, withChildren = false): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    const own = Number(f[11]) + Number(f[12]);
+    return (withChildren ? own + Number(f[13]) + Number(f[14]) : own) / TICKS;
+  } catch {
+    return 0;
   }
 }
 
+function procRss(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Children of `pid` (one level), from /proc. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU seconds so far of a process tree: the root's own and reaped children's time plus its live children's
+ * (PostgreSQL: the postmaster reaps its backends, so a backend that exits moves from one term to the other).
+ */
+function treeCpu(root: number | undefined): number {
+  if (!root) return NaN;
+  let s = procCpu(root, true);
+  for (const c of childrenOf(root)) s += procCpu(c, true);
+  return s;
+}
+
+// ------------------------------------------------------------------------------------------------ server
+
 interface Mode {
   name: string;
-  /** Opens a fresh database for one case; `drop` removes it. */
-  freshDb(): Promise<{ db: Db; drop(): Promise<void> }>;
-  env: Record<string, string>;
-  kafka: boolean;
   dbLabel: string;
+  /** A fresh database for one stack; `drop` removes it. */
+  freshDb(): Promise<{ url: string; drop(): Promise<void> }>;
+  env: Record<string, string>;
+  kafka?: string;
+  /** The postmaster's pid (PostgreSQL modes). */
+  postgresPid?: number;
+  kafkaPid?: number;
 }
 
 interface Stack {
-  proc: RunningProcess;
-  db: TransactionTimedDb;
-  /** The same database, untimed (the bench's own queries). */
-  raw: Db;
-  config: Config;
+  url: string;
+  child: ChildProcess;
+  env: Record<string, string>;
+  databaseUrl: string;
   stop(): Promise<void>;
 }
 
-async function startStack(mode: Mode, caseId: string): Promise<Stack> {
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitReady(url: string, child: ChildProcess, output: () => string): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited (${child.exitCode}):\n${output()}`);
+    try {
+      const r = await fetch(`${url}/readyz`);
+      if (r.ok) return performance.now() - t0;
+    } catch {
+      /* not listening yet */
+    }
+    if (performance.now() - t0 > 120_000) throw new Error(`server not ready within 120 s:\n${output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function startStack(server: { root: string }, mode: Mode, scope: string, id: string): Promise<Stack> {
   const fresh = await mode.freshDb();
-  const db = new TransactionTimedDb(fresh.db);
-  const config = loadConfig({
-    DATABASE_URL: fresh.db.url,
+  const port = await freePort();
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '',
+    DATABASE_URL: fresh.url,
     JWT_SECRET: SECRET,
     HOST: '127.0.0.1',
-    PORT: '0',
+    PORT: String(port),
     RATE_LIMIT_PER_MINUTE: '0',
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+    GATEWAY_INSTANCE_ID: `bench-${id}`,
     ...mode.env,
-    ...(mode.kafka ? { KAFKA_TOPIC_PREFIX: `bench-e2e-${RUN_ID}-${caseId}.` } : {}),
+    ...(mode.kafka ? { KAFKA_TOPIC_PREFIX: `bench-e2e-${RUN_ID}-${id}.` } : {}),
+  };
+  const args =
+    scope === 'all'
+      ? ['up']
+      : scope === 'path'
+        ? ['serve', 'api', 'relay', 'broadcaster', 'gateway']
+        : (() => {
+            throw new Error(`unknown scope ${scope} (path, all)`);
+          })();
+  const nodeArgs = process.env.BENCH_CPU_PROF
+    ? [`--cpu-prof`, `--cpu-prof-dir=${resolve(process.env.BENCH_CPU_PROF)}`]
+    : [];
+  const child = spawn(process.execPath, [...nodeArgs, join(server.root, 'bin', 'taskflow.js'), ...args], {
+    cwd: server.root,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const targets = [apiTarget, relayTarget, broadcasterTarget, createGatewayTarget({ instanceId: 'bench' })];
-  const proc = await runTargets(config, targets, { db });
+  let out = '';
+  const keep = (b: Buffer) => {
+    out = (out + b.toString()).slice(-20_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitReady(url, child, () => out);
+  } catch (err) {
+    child.kill('SIGKILL');
+    await fresh.drop().catch(() => undefined);
+    throw err;
+  }
   return {
-    proc,
-    db,
-    raw: fresh.db,
-    config,
+    url,
+    child,
+    env,
+    databaseUrl: fresh.url,
     stop: async () => {
-      await proc.stop();
-      if (mode.kafka) await deleteTopics(config);
-      await fresh.db.close();
-      await fresh.drop();
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(t);
+      if (mode.kafka) await deleteTopics(mode.kafka, env.KAFKA_TOPIC_PREFIX!);
+      await fresh.drop().catch(() => undefined);
     },
   };
 }
 
-async function deleteTopics(config: Config): Promise<void> {
+async function deleteTopics(brokers: string, prefix: string): Promise<void> {
   if (process.env.BENCH_KEEP_TOPICS === '1') return;
-  const s = kafkaSettings(config);
-  const admin = new Admin(connectionOptions(s));
+  const admin = new Admin({ clientId: 'bench-e2e', bootstrapBrokers: brokers.split(',') });
   try {
-    const existing = new Set(await admin.listTopics());
-    const mine = allTopics(config)
-      .map((t) => config.kafka.topicPrefix + t.name)
-      .filter((t) => existing.has(t));
+    const mine = (await admin.listTopics()).filter((t) => t.startsWith(prefix));
     if (mine.length) await admin.deleteTopics({ topics: mine });
   } catch (err) {
-    log(`could not delete the case's topics: ${err instanceof Error ? err.message : String(err)}`);
+    log(`could not delete the stack's topics: ${err instanceof Error ? err.message : String(err)}`);
   } finally {
     await admin.close().catch(() => undefined);
   }
 }
 
-// ------------------------------------------------------------------------------------------------ cases
+/** Tasks of a label committed in the database (a request that timed out may still have committed). */
+async function countWritten(stack: Stack, label: string): Promise<number> {
+  const like = `e2e:${label}:%`;
+  if (/^postgres/.test(stack.databaseUrl)) {
+    const c = new pg.Client({ connectionString: stack.databaseUrl });
+    await c.connect();
+    try {
+      const r = await c.query<{ n: string }>('SELECT count(*)::text AS n FROM tasks WHERE title LIKE $1', [
+        like,
+      ]);
+      return Number(r.rows[0]!.n);
+    } finally {
+      await c.end();
+    }
+  }
+  // PGlite is open in the server process only: count through the API (the bench users' own lists).
+  return NaN;
+}
 
-/** Per consumer group: messages handled and total handler seconds so far (the consumers' own metric). */
-async function handlerTotals(proc: RunningProcess): Promise<Map<string, { count: number; seconds: number }>> {
-  const out = new Map<string, { count: number; seconds: number }>();
-  const m = await proc.runtime.metrics.handlerDuration.get();
-  for (const v of m.values) {
-    const group = String(v.labels.group ?? '?');
-    const e = out.get(group) ?? { count: 0, seconds: 0 };
-    if (v.metricName?.endsWith('_count')) e.count += v.value;
-    else if (v.metricName?.endsWith('_sum')) e.seconds += v.value;
-    out.set(group, e);
+// ------------------------------------------------------------------------------------------------ metrics
+
+type Samples = Map<string, number>;
+
+/** The server's Prometheus text as `name{labels}` -> value. */
+async function scrape(url: string): Promise<Samples> {
+  const out: Samples = new Map();
+  try {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const line of text.split('\n')) {
+      if (!line || line.startsWith('#')) continue;
+      const i = line.lastIndexOf(' ');
+      out.set(line.slice(0, i), Number(line.slice(i + 1)));
+    }
+  } catch {
+    /* no metrics */
   }
   return out;
 }
 
-interface GroupFigures {
-  group: string;
-  handled: number;
-  /** Mean handler time (ms): the service's transaction, without fetching and committing the position. */
-  handlerMs: number;
-  /** Messages handled per second of the case (load + drain). */
-  rate: number;
-  /** Messages handled per second while draining (the API idle), NaN when nothing was left to drain. */
-  drainRate: number;
+const delta = (a: Samples, b: Samples, key: string) => (b.get(key) ?? 0) - (a.get(key) ?? 0);
+
+/** Sum over all series of a counter whose name is `name` (any labels). */
+function sumOf(a: Samples, b: Samples, name: string): number {
+  let s = 0;
+  let seen = false;
+  for (const k of b.keys())
+    if (k === name || k.startsWith(`${name}{`)) {
+      s += delta(a, b, k);
+      seen = true;
+    }
+  return seen ? s : NaN;
 }
 
-type Totals = Map<string, { count: number; seconds: number }>;
-
-function groupDelta(
-  before: Totals,
-  loadEnd: Totals,
-  after: Totals,
-  wallS: number,
-  drainS: number,
-): GroupFigures[] {
-  return [...after].map(([group, a]) => {
-    const b = before.get(group) ?? { count: 0, seconds: 0 };
-    const l = loadEnd.get(group) ?? b;
-    const handled = a.count - b.count;
-    const drained = a.count - l.count;
-    return {
-      group,
-      handled,
-      handlerMs: handled > 0 ? ((a.seconds - b.seconds) * 1000) / handled : NaN,
-      rate: handled / wallS,
-      drainRate: drained > 0 && drainS > 0.5 ? drained / drainS : NaN,
-    };
-  });
-}
-
-/** Busy and total jiffies of all CPUs (/proc/stat), for the machine's CPU share during a case. */
-function cpuTimes(): { busy: number; total: number } {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-    const v = line.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (v[3] ?? 0) + (v[4] ?? 0);
-    const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
-    return { busy: total - idle, total };
-  } catch {
-    return { busy: NaN, total: NaN };
+/** p-quantile (seconds) of the histogram `name` over the window a -> b, all label sets merged. */
+function histQuantile(a: Samples, b: Samples, name: string, q: number): number {
+  const buckets = new Map<number, number>();
+  for (const k of b.keys()) {
+    if (!k.startsWith(`${name}_bucket{`)) continue;
+    const le = /le="([^"]+)"/.exec(k)?.[1];
+    if (!le) continue;
+    const bound = le === '+Inf' ? Infinity : Number(le);
+    buckets.set(bound, (buckets.get(bound) ?? 0) + delta(a, b, k));
   }
+  const sorted = [...buckets.entries()].sort((x, y) => x[0] - y[0]);
+  const total = sorted.length ? sorted[sorted.length - 1]![1] : 0;
+  if (!total) return NaN;
+  const rank = q * total;
+  let prevBound = 0;
+  let prevCount = 0;
+  for (const [bound, count] of sorted) {
+    if (count >= rank) {
+      if (!Number.isFinite(bound)) return prevBound;
+      return prevBound + ((bound - prevBound) * (rank - prevCount)) / Math.max(1, count - prevCount);
+    }
+    prevBound = bound;
+    prevCount = count;
+  }
+  return prevBound;
 }
+
+// ------------------------------------------------------------------------------------------------ cases
 
 interface Pct {
   p50: number;
   p99: number;
   max: number;
 }
-const pct = (a: Float64Array): Pct => {
-  const s = Float64Array.from(a).sort();
+const pct = (values: number[] | Float64Array): Pct => {
+  const s = Float64Array.from(values).sort();
   return { p50: percentile(s, 50), p99: percentile(s, 99), max: s.length ? s[s.length - 1]! : NaN };
 };
 
+interface Cost {
+  /** ms of CPU per write. */
+  server: number;
+  postgres: number;
+  kafka: number;
+  total: number;
+  statementsPerWrite: number;
+  /** Seed metrics. */
+  publishP95Ms: number;
+  consumeP95Ms: number;
+  deliveryRatio: number;
+  rssMb: number;
+}
+
 interface CaseResult {
+  server: string;
   mode: string;
-  kind: 'main' | 'step';
+  scope: string;
+  kind: 'cost' | 'step';
   rate: number;
   seconds: number;
   load: number;
-  loadEnd: number;
   total: number;
   ok: number;
   errors: number;
@@ -478,21 +608,22 @@ interface CaseResult {
   statuses: Record<string, number>;
   achieved: number;
   http: Pct;
-  sendLagP99: number;
   delivered: number;
-  /** Tasks of the case committed in the database (counted after the drain). */
   written: number;
   drainS: number;
   e2e: Pct;
   hop1: Pct;
   hop2: Pct;
-  elu: number;
   machineBusy: number;
-  closes: Record<string, number>;
   sustained: boolean;
-  timings?: Map<string, { count: number; totalMs: number }>;
-  wallS: number;
-  groups: GroupFigures[];
+  cost?: Cost;
+}
+
+function cpuTimes(): { busy: number; total: number } {
+  const v = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
 }
 
 async function waitDelivered(clients: Clients, label: string, expected: number, timeoutMs: number) {
@@ -501,140 +632,156 @@ async function waitDelivered(clients: Clients, label: string, expected: number, 
   for (;;) {
     n = (await clients.count(label)).n;
     if (n >= expected || performance.now() - t0 > timeoutMs) break;
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 50));
   }
   return { n, ms: performance.now() - t0 };
 }
 
+interface Running {
+  server: string;
+  mode: Mode;
+  scope: string;
+  stack: Stack;
+  clients: Clients;
+  tokens: string[];
+}
+
 async function runCase(
-  mode: Mode,
-  kind: 'main' | 'step',
+  r: Running,
+  kind: 'cost' | 'step',
   rate: number,
   seconds: number,
 ): Promise<CaseResult> {
-  const caseId = `${kind}${rate}`;
-  const stack = await startStack(mode, caseId);
-  const tokens = await Promise.all(
-    Array.from({ length: USERS }, (_, i) =>
-      signDevToken(SECRET, `e2e-user-${String(i + 1).padStart(3, '0')}`),
-    ),
-  );
-  const clients = new Clients(stack.proc.url, tokens);
-  try {
-    await clients.whenReady();
-    if (WARMUP_SECONDS > 0) {
-      const w = await runLoad({
-        url: stack.proc.url,
-        tokens,
-        rate: Math.min(rate, 100),
-        seconds: WARMUP_SECONDS,
-        label: 'warmup',
-      });
-      const d = await waitDelivered(clients, 'warmup', w.ok, mode.kafka ? 60_000 : 30_000);
-      log(
-        `${mode.name} ${kind} ${rate}/s: warm-up ${w.ok} writes, ${d.n} delivered` +
-          (d.n < w.ok ? ' (NOT ALL: measuring anyway)' : ''),
-      );
-    }
-    const label = `m${rate}`;
-    const load = load1();
-    log(`${mode.name} ${kind}: ${rate} writes/s for ${seconds}s to ${USERS} users (${loadNote()}) ...`);
-    stack.db.timings.clear();
-    const handlers0 = await handlerTotals(stack.proc);
-    const elu0 = performance.eventLoopUtilization();
-    const cpu0 = cpuTimes();
-    const t0 = performance.now();
-    const r = await runLoad({ url: stack.proc.url, tokens, rate, seconds, label });
-    const elu = performance.eventLoopUtilization(elu0).utilization;
-    const handlersAtLoadEnd = await handlerTotals(stack.proc);
-    const cpu1 = cpuTimes();
-    // Committed writes of this case (a request that timed out on the client may still have committed).
-    const countWritten = async () =>
-      Number(
-        (
-          await stack.raw.query<{ n: string }>(`SELECT count(*)::text AS n FROM tasks WHERE title LIKE $1`, [
-            `e2e:${label}:%`,
-          ])
-        ).rows[0]!.n,
-      );
-    let written = await countWritten();
-    const d = await waitDelivered(clients, label, written, DRAIN_MS);
-    // A late commit (of a request the client had given up on) raises the count: wait for it too.
-    for (let w = await countWritten(); w > written && d.ms < DRAIN_MS; w = await countWritten()) {
-      written = w;
-      const more = await waitDelivered(clients, label, written, DRAIN_MS - d.ms);
-      d.n = more.n;
-      d.ms += more.ms;
-    }
-    const wallS = (performance.now() - t0) / 1000;
-    const groups = groupDelta(
-      handlers0,
-      handlersAtLoadEnd,
-      await handlerTotals(stack.proc),
-      wallS,
-      d.ms / 1000,
-    );
-    const loadEnd = load1();
-    const c = await clients.collect(label);
-    const e2e = pct(c.total);
-    const achieved = r.ok / (Math.max(r.elapsedMs, seconds * 1000) / 1000);
-    const failedShare = (r.missed + r.errors) / r.total;
-    const sustained =
-      achieved >= 0.95 * rate && failedShare <= 0.01 && d.n >= written && r.ok > 0 && e2e.p99 < P99_GOAL_MS;
-    const res: CaseResult = {
-      mode: mode.name,
-      kind,
-      rate,
-      seconds,
-      load,
-      loadEnd,
-      total: r.total,
-      ok: r.ok,
-      errors: r.errors,
-      missed: r.missed,
-      late: r.late,
-      statuses: r.statuses,
-      achieved,
-      http: pct(r.latencies),
-      sendLagP99: pct(r.sendLags).p99,
-      delivered: d.n,
-      written,
-      drainS: d.ms / 1000,
-      e2e,
-      hop1: pct(c.hop1),
-      hop2: pct(c.hop2),
-      elu,
-      machineBusy: (cpu1.busy - cpu0.busy) / (cpu1.total - cpu0.total),
-      closes: c.closes,
-      sustained,
-      wallS,
-      groups,
-      ...(kind === 'main' ? { timings: new Map(stack.db.timings.entries) } : {}),
-    };
-    log(
-      `${mode.name} ${kind} ${rate}/s: ${fmt(achieved)} writes/s answered (${r.ok}/${r.total}, ${r.missed} missed, ` +
-        `${r.errors} errors, ${r.late} late), HTTP p99 ${f1(res.http.p99)} ms; delivered ${d.n}/${written} written ` +
-        `(${f1(res.drainS)}s after the load); e2e p50 ${f1(e2e.p50)} p99 ${f1(e2e.p99)} max ${f1(e2e.max)} ms; ` +
-        `server loop ${(elu * 100).toFixed(0)}% busy, machine ${(res.machineBusy * 100).toFixed(0)}%; ` +
-        `${sustained ? 'SUSTAINED' : 'not sustained'} (${loadNote()})`,
-    );
-    return res;
-  } finally {
-    await clients.close();
-    await stack.stop();
+  const { stack, clients, tokens, mode } = r;
+  const label = `${kind}${rate}`;
+  const load = load1();
+  const m0 = kind === 'cost' ? await scrape(stack.url) : undefined;
+  const cpu0 = {
+    server: treeCpu(stack.child.pid),
+    postgres: treeCpu(mode.postgresPid),
+    kafka: mode.kafkaPid ? procCpu(mode.kafkaPid) : NaN,
+  };
+  const machine0 = cpuTimes();
+  let peakRss = 0;
+  const sampler = setInterval(() => (peakRss = Math.max(peakRss, procRss(stack.child.pid!))), 500);
+  const res = await runLoad({ url: stack.url, tokens, rate, seconds, label });
+  const machine1 = cpuTimes();
+  // Committed writes: what the server answered 201 to, or (PostgreSQL) what its database holds.
+  let written = res.ok;
+  const counted = await countWritten(stack, label).catch(() => NaN);
+  if (Number.isFinite(counted)) written = Math.max(written, counted);
+  const d = await waitDelivered(clients, label, written, DRAIN_MS);
+  clearInterval(sampler);
+  const cpu1 = {
+    server: treeCpu(stack.child.pid),
+    postgres: treeCpu(mode.postgresPid),
+    kafka: mode.kafkaPid ? procCpu(mode.kafkaPid) : NaN,
+  };
+  const c = await clients.collect(label);
+  const total: number[] = [];
+  const hop1: number[] = [];
+  const hop2: number[] = [];
+  const seen = new Set<number>();
+  for (let i = 0; i < c.n.length; i++) {
+    const n = c.n[i]!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    const sent = res.sentAt[n]!;
+    if (!Number.isFinite(sent)) continue;
+    total.push(c.recv[i]! - sent);
+    hop1.push(c.time[i]! - sent);
+    hop2.push(c.recv[i]! - c.time[i]!);
   }
+  const e2e = pct(total);
+  const achieved = res.ok / (Math.max(res.elapsedMs, seconds * 1000) / 1000);
+  const failedShare = (res.missed + res.errors) / res.total;
+  const sustained =
+    achieved >= 0.95 * rate && failedShare <= 0.01 && d.n >= written && res.ok > 0 && e2e.p99 < P99_GOAL_MS;
+  let cost: Cost | undefined;
+  if (m0) {
+    const m1 = await scrape(stack.url);
+    const per = (a: number, b: number) => ((b - a) * 1000) / Math.max(1, written);
+    const server = per(cpu0.server, cpu1.server);
+    const postgres = per(cpu0.postgres, cpu1.postgres);
+    const kafka = per(cpu0.kafka, cpu1.kafka);
+    cost = {
+      server,
+      postgres,
+      kafka,
+      total: [server, postgres, kafka].filter(Number.isFinite).reduce((a, b) => a + b, 0),
+      statementsPerWrite: sumOf(m0, m1, 'taskflow_db_statements_total') / Math.max(1, written),
+      publishP95Ms: histQuantile(m0, m1, 'taskflow_event_publish_latency_seconds', 0.95) * 1000,
+      consumeP95Ms: histQuantile(m0, m1, 'taskflow_event_consume_latency_seconds', 0.95) * 1000,
+      deliveryRatio: d.n / Math.max(1, written),
+      rssMb: peakRss / 2 ** 20,
+    };
+  }
+  const result: CaseResult = {
+    server: r.server,
+    mode: mode.name,
+    scope: r.scope,
+    kind,
+    rate,
+    seconds,
+    load,
+    total: res.total,
+    ok: res.ok,
+    errors: res.errors,
+    missed: res.missed,
+    late: res.late,
+    statuses: res.statuses,
+    achieved,
+    http: pct(res.latencies),
+    delivered: d.n,
+    written,
+    drainS: d.ms / 1000,
+    e2e,
+    hop1: pct(hop1),
+    hop2: pct(hop2),
+    machineBusy: (machine1.busy - machine0.busy) / (machine1.total - machine0.total),
+    sustained,
+    ...(cost ? { cost } : {}),
+  };
+  log(
+    `${r.server} ${mode.name}/${r.scope} ${kind} ${rate}/s: ${fmt(achieved)} answered (${res.ok}/${res.total}, ` +
+      `${res.missed} missed, ${res.errors} errors), HTTP p99 ${f1(result.http.p99)} ms; delivered ${d.n}/${written}; ` +
+      `e2e p50 ${f1(e2e.p50)} p99 ${f1(e2e.p99)} max ${f1(e2e.max)} ms; machine ${(result.machineBusy * 100).toFixed(0)}%` +
+      (cost
+        ? `; CPU/write ${f2(cost.total)} ms (server ${f2(cost.server)}, pg ${f2(cost.postgres)}, kafka ${f2(cost.kafka)}), ` +
+          `${f1(cost.statementsPerWrite)} stmts/write, publish p95 ${f1(cost.publishP95Ms)} ms, consume p95 ${f1(cost.consumeP95Ms)} ms`
+        : '') +
+      `; ${sustained ? 'SUSTAINED' : 'not sustained'} (${loadNote()})`,
+  );
+  return result;
 }
 
-// ------------------------------------------------------------------------------------------------ main
+// ------------------------------------------------------------------------------------------------ modes
 
-function modes(): { list: Mode[]; services: Service[]; notes: string[] } {
+function pidOfPostgres(url: string): Promise<number | undefined> {
+  const c = new pg.Client({ connectionString: url });
+  return c
+    .connect()
+    .then(() => c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))
+    .then((r) => {
+      const stat = readFileSync(`/proc/${r.rows[0]!.pid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    })
+    .catch(() => undefined)
+    .finally(() => c.end().catch(() => undefined));
+}
+
+function kafkaPid(name: string): number | undefined {
+  const file = join(ROOT, '.cache', 'kafka', 'run', name, 'pid');
+  return existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) || undefined : undefined;
+}
+
+async function modes(): Promise<{ list: Mode[]; services: Service[]; notes: string[] }> {
   const list: Mode[] = [];
   const services: Service[] = [];
   const notes: string[] = [];
-  const pglite = (): Mode['freshDb'] => async () => {
+  const pglite: Mode['freshDb'] = async () => {
     const dir = mkdtempSync(join(tmpdir(), 'taskflow-bench-e2e-'));
-    const db = await openDb(dir);
-    return { db, drop: async () => rmSync(dir, { recursive: true, force: true }) };
+    return { url: dir, drop: async () => rmSync(dir, { recursive: true, force: true }) };
   };
   let pgUrl: string | null | undefined;
   const postgres = (): string | null => {
@@ -654,29 +801,25 @@ function modes(): { list: Mode[]; services: Service[]; notes: string[] } {
     (url: string): Mode['freshDb'] =>
     async () => {
       const fresh = await freshPgDatabase(url, 'tf_bench_e2e');
-      const db = await openDb(fresh.url);
-      return { db, drop: () => fresh.drop() };
+      return { url: fresh.url, drop: () => fresh.drop() };
     };
   for (const m of MODES) {
     if (m === 'embedded')
-      list.push({
-        name: 'embedded',
-        freshDb: pglite(),
-        env: { BUS: 'embedded' },
-        kafka: false,
-        dbLabel: 'PGlite',
-      });
+      list.push({ name: 'embedded', dbLabel: 'PGlite', freshDb: pglite, env: { BUS: 'embedded' } });
     else if (m === 'embedded-pg') {
       const url = postgres();
-      if (!url) notes.push('embedded-pg skipped: PostgreSQL could not be started.');
-      else
-        list.push({
-          name: 'embedded-pg',
-          freshDb: pgFresh(url),
-          env: { BUS: 'embedded' },
-          kafka: false,
-          dbLabel: 'PostgreSQL',
-        });
+      if (!url) {
+        notes.push('embedded-pg skipped: PostgreSQL could not be started.');
+        continue;
+      }
+      const pid = await pidOfPostgres(url);
+      list.push({
+        name: 'embedded-pg',
+        dbLabel: 'PostgreSQL',
+        freshDb: pgFresh(url),
+        env: { BUS: 'embedded' },
+        ...(pid ? { postgresPid: pid } : {}),
+      });
     } else if (m === 'kafka') {
       let brokers = process.env.BENCH_KAFKA_BROKERS;
       if (!brokers) {
@@ -691,93 +834,106 @@ function modes(): { list: Mode[]; services: Service[]; notes: string[] } {
           brokers = s.value;
         }
       }
-      if (!brokers) {
-        notes.push('kafka skipped: the broker could not be started (scripts/kafka start --name bench-e2e).');
+      const url = postgres();
+      if (!brokers || !url) {
+        notes.push('kafka skipped: the broker or PostgreSQL could not be started.');
         continue;
       }
-      const url = postgres();
-      if (!url) notes.push('kafka: PostgreSQL could not be started, the database is PGlite.');
+      const pid = await pidOfPostgres(url);
+      const kpid = process.env.BENCH_KAFKA_BROKERS ? undefined : kafkaPid('bench-e2e');
       list.push({
         name: 'kafka',
-        freshDb: url ? pgFresh(url) : pglite(),
+        dbLabel: 'PostgreSQL',
+        freshDb: pgFresh(url),
         env: { BUS: 'kafka', KAFKA_BROKERS: brokers, KAFKA_ENSURE_TOPICS: 'true' },
-        kafka: true,
-        dbLabel: url ? 'PostgreSQL' : 'PGlite',
+        kafka: brokers,
+        ...(pid ? { postgresPid: pid } : {}),
+        ...(kpid ? { kafkaPid: kpid } : {}),
       });
-    } else throw new Error(`unknown mode "${m}" (embedded, kafka, embedded-pg)`);
+    } else throw new Error(`unknown mode "${m}" (embedded, embedded-pg, kafka)`);
   }
   return { list, services, notes };
 }
 
-const closesText = (c: Record<string, number>) =>
-  Object.entries(c)
-    .filter(([code]) => code !== '1005' && code !== '1006')
-    .map(([code, n]) => `${n}x${code}`)
-    .join(' ') || '-';
+// ------------------------------------------------------------------------------------------------ output
 
-function mainTable(rs: CaseResult[], dbOf: Map<string, string>): string {
+function costTable(rs: CaseResult[]): string {
   const lines = [
-    '| bus / database | target w/s | s | answered w/s | missed / errors / late sends | HTTP p50 / p99 ms | delivered / written | e2e p50 ms | e2e p99 ms | e2e max ms | to broadcaster p50 / p99 | to client p50 / p99 | server loop busy | machine CPU | load start / end |',
-    '|---|---:|---:|---:|---|---|---:|---:|---:|---:|---|---|---:|---:|---|',
+    `| server | bus / database | scope | CPU ms per write: total | server process | PostgreSQL | Kafka | SQL statements per write | publish p95 ms (commit -> on the bus) | consume p95 ms (on the bus -> handled) | delivery ratio | e2e p50 / p99 ms | server peak RSS MB | load |`,
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|',
+  ];
+  for (const r of rs) {
+    const c = r.cost!;
+    lines.push(
+      `| ${r.server} | ${r.mode} | ${r.scope} | **${f2(c.total)}** | ${f2(c.server)} | ${f2(c.postgres)} | ${f2(c.kafka)} | ${f1(c.statementsPerWrite)} | ` +
+        `${f1(c.publishP95Ms)} | ${f1(c.consumeP95Ms)} | ${c.deliveryRatio.toFixed(4)} | ${f1(r.e2e.p50)} / ${f1(r.e2e.p99)} | ${fmt(c.rssMb)} | ${r.load.toFixed(2)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function stepTable(rs: CaseResult[]): string {
+  const lines = [
+    '| server | bus / database | scope | target w/s | answered w/s | missed + errors | delivered / written | HTTP p99 ms | e2e p50 ms | e2e p99 ms | e2e max ms | to broadcaster p50 / p99 | to client p50 / p99 | machine CPU | sustained | load |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|',
   ];
   for (const r of rs)
     lines.push(
-      `| ${r.mode} / ${dbOf.get(r.mode)} | ${r.rate} | ${r.seconds} | ${fmt(r.achieved)} | ${fmt(r.missed)} / ${fmt(r.errors)} / ${fmt(r.late)} | ` +
-        `${f1(r.http.p50)} / ${f1(r.http.p99)} | ${fmt(r.delivered)} / ${fmt(r.written)}${r.delivered < r.written ? ` (drain cut at ${f1(r.drainS)} s)` : ''} | ` +
-        `${f1(r.e2e.p50)} | ${f1(r.e2e.p99)} | ${f1(r.e2e.max)} | ${f1(r.hop1.p50)} / ${f1(r.hop1.p99)} | ${f1(r.hop2.p50)} / ${f1(r.hop2.p99)} | ` +
-        `${(r.elu * 100).toFixed(0)}% | ${(r.machineBusy * 100).toFixed(0)}% | ${r.load.toFixed(2)} / ${r.loadEnd.toFixed(2)} |`,
+      `| ${r.server} | ${r.mode} | ${r.scope} | ${r.rate} | ${fmt(r.achieved)} | ${fmt(r.missed + r.errors)} | ${fmt(r.delivered)} / ${fmt(r.written)} | ` +
+        `${f1(r.http.p99)} | ${f1(r.e2e.p50)} | ${f1(r.e2e.p99)} | ${f1(r.e2e.max)} | ${f1(r.hop1.p50)} / ${f1(r.hop1.p99)} | ${f1(r.hop2.p50)} / ${f1(r.hop2.p99)} | ` +
+        `${(r.machineBusy * 100).toFixed(0)}% | ${r.sustained ? 'yes' : 'no'} | ${r.load.toFixed(2)} |`,
     );
   return lines.join('\n');
 }
 
-function stepTable(rs: CaseResult[], dbOf: Map<string, string>): string {
-  const lines = [
-    '| bus / database | target w/s | answered w/s | missed + errors | delivered / written | e2e p50 ms | e2e p99 ms | e2e max ms | to broadcaster p50 / p99 | to client p50 / p99 | server loop busy | sustained (p99 < 100 ms) | load |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|',
-  ];
-  for (const r of rs)
-    lines.push(
-      `| ${r.mode} / ${dbOf.get(r.mode)} | ${r.rate} | ${fmt(r.achieved)} | ${fmt(r.missed + r.errors)} | ${fmt(r.delivered)} / ${fmt(r.written)} | ` +
-        `${f1(r.e2e.p50)} | ${f1(r.e2e.p99)} | ${f1(r.e2e.max)} | ${f1(r.hop1.p50)} / ${f1(r.hop1.p99)} | ${f1(r.hop2.p50)} / ${f1(r.hop2.p99)} | ` +
-        `${(r.elu * 100).toFixed(0)}% | ${r.sustained ? 'yes' : 'no'} | ${r.load.toFixed(2)} |`,
-    );
-  return lines.join('\n');
-}
+// ------------------------------------------------------------------------------------------------ main
 
-function timingTable(rs: CaseResult[]): string {
-  const withT = rs.filter((r) => r.timings);
-  if (!withT.length) return '';
-  const kinds = new Set<string>();
-  for (const r of withT) for (const k of r.timings!.keys()) kinds.add(k);
-  const per = (r: CaseResult, k: string) => {
-    const e = r.timings!.get(k);
-    if (!e) return '';
-    return `${(e.totalMs / 1000).toFixed(1)} s (${fmt(e.count)}, ${(e.totalMs / e.count).toFixed(2)} ms)`;
-  };
-  const lines = [
-    `| SQL statement kind, main case: total time incl. waiting for a connection (count, avg) | ${withT.map((r) => `${r.mode} ${r.rate} w/s, ${r.wallS.toFixed(0)} s wall`).join(' | ')} |`,
-    `|---|${withT.map(() => '---:').join('|')}|`,
-  ];
-  const sorted = [...kinds].sort(
-    (a, b) =>
-      withT.reduce((s, r) => s + (r.timings!.get(b)?.totalMs ?? 0), 0) -
-      withT.reduce((s, r) => s + (r.timings!.get(a)?.totalMs ?? 0), 0),
-  );
-  for (const k of sorted) lines.push(`| ${k} | ${withT.map((r) => per(r, k)).join(' | ')} |`);
-  return lines.join('\n');
-}
-
-function groupTable(rs: CaseResult[]): string {
-  const rows = rs.flatMap((r) => r.groups.map((g) => ({ r, g })));
-  if (!rows.length) return '';
-  return [
-    '| main case | consumer group | messages handled (load + drain) | handled /s | handled /s while draining (API idle) | mean handler ms (its transaction; without fetch and position commit) |',
-    '|---|---|---:|---:|---:|---:|',
-    ...rows.map(
-      ({ r, g }) =>
-        `| ${r.mode} ${r.rate} w/s | ${g.group} | ${fmt(g.handled)} | ${fmt(g.rate)} | ${fmt(g.drainRate)} | ${f1(g.handlerMs)} |`,
+async function runStack(
+  server: { label: string; root: string },
+  mode: Mode,
+  scope: string,
+  results: CaseResult[],
+) {
+  const id = `${server.label}-${mode.name}-${scope}`.replace(/[^a-z0-9-]/gi, '-');
+  const stack = await startStack(server, mode, scope, id);
+  const tokens = await Promise.all(
+    Array.from({ length: USERS }, (_, i) =>
+      signDevToken(SECRET, `e2e-user-${String(i + 1).padStart(3, '0')}`),
     ),
-  ].join('\n');
+  );
+  const clients = new Clients(stack.url, tokens);
+  const best = { rate: 0 };
+  try {
+    await clients.whenReady();
+    const running: Running = { server: server.label, mode, scope, stack, clients, tokens };
+    if (WARMUP_SECONDS > 0) {
+      const w = await runLoad({
+        url: stack.url,
+        tokens,
+        rate: 100,
+        seconds: WARMUP_SECONDS,
+        label: 'warmup',
+      });
+      const d = await waitDelivered(clients, 'warmup', w.ok, 60_000);
+      await clients.collect('warmup');
+      log(
+        `${id}: warm-up ${w.ok} writes, ${d.n} delivered${d.n < w.ok ? ' (NOT ALL: measuring anyway)' : ''}`,
+      );
+    }
+    if (process.env.BENCH_SKIP_COST !== '1')
+      results.push(await runCase(running, 'cost', CPU_RATE, CPU_SECONDS));
+    if (process.env.BENCH_SKIP_STEPS !== '1')
+      for (const rate of STEPS) {
+        const r = await runCase(running, 'step', rate, STEP_SECONDS);
+        results.push(r);
+        if (!r.sustained) break;
+        best.rate = rate;
+      }
+  } finally {
+    await clients.close();
+    await stack.stop();
+  }
+  return best.rate;
 }
 
 async function main() {
@@ -785,69 +941,53 @@ async function main() {
   const cpu = cpus();
   log(
     `Node ${process.version}, ${cpu.length} CPUs (${cpu[0]?.model.trim() ?? 'unknown'}), ${USERS} users x 1 WebSocket, ` +
-      `modes ${MODES.join(', ')}, ${loadNote()}`,
+      `servers ${SERVERS.map((s) => s.label).join(', ')}, modes ${MODES.join(', ')}, scopes ${SCOPES.join(', ')}, ${loadNote()}`,
   );
-  const { list, services, notes } = modes();
-  const mains: CaseResult[] = [];
-  const steps: CaseResult[] = [];
-  const best = new Map<string, number>();
-  const dbOf = new Map(list.map((m) => [m.name, m.dbLabel]));
+  for (const s of SERVERS)
+    if (!existsSync(join(s.root, 'bin', 'taskflow.js')))
+      throw new Error(`no bin/taskflow.js under ${s.root}`);
+  const { list, services, notes } = await modes();
+  const results: CaseResult[] = [];
+  const best: string[] = [];
   try {
-    for (const mode of list) {
-      if (process.env.BENCH_SKIP_MAIN !== '1') mains.push(await runCase(mode, 'main', RATE, SECONDS));
-      if (process.env.BENCH_SKIP_STEPS !== '1') {
-        for (const rate of STEPS) {
-          const r = await runCase(mode, 'step', rate, STEP_SECONDS);
-          steps.push(r);
-          if (!r.sustained) break;
-          best.set(mode.name, rate);
+    for (const mode of list)
+      for (const scope of SCOPES)
+        for (const server of SERVERS) {
+          const rate = await runStack(server, mode, scope, results);
+          if (process.env.BENCH_SKIP_STEPS !== '1')
+            best.push(
+              `- ${server.label}, ${mode.name} / ${mode.dbLabel}, ${scope}: highest sustained rate with e2e p99 < ${P99_GOAL_MS} ms: ` +
+                (rate ? `**${rate} writes/s**` : `none of ${STEPS.join(', ')}`),
+            );
         }
-        // Not even the first step held: halve downwards until one does (or below BENCH_MIN_STEP).
-        for (
-          let rate = Math.floor(STEPS[0]! / 2);
-          !best.has(mode.name) && rate >= MIN_STEP;
-          rate = Math.floor(rate / 2)
-        ) {
-          const r = await runCase(mode, 'step', rate, STEP_SECONDS);
-          steps.push(r);
-          if (r.sustained) best.set(mode.name, rate);
-        }
-      }
-    }
   } finally {
     for (const s of services.reverse()) s.stop();
   }
   const date = new Date().toISOString().slice(0, 10);
   console.log(
-    `\nEnd-to-end: POST /api/tasks commit -> WebSocket receipt — Node ${process.version}, ${cpu.length} CPUs, ${date}, ` +
-      `api + relay + broadcaster + gateway in one process, ${USERS} users x 1 WebSocket, open-loop load ` +
-      `(max ${MAX_INFLIGHT} in flight), warm-up ${WARMUP_SECONDS}s per case\n`,
+    `\nEnd to end: POST /api/tasks send -> task.changed on the user's WebSocket — Node ${process.version}, ${cpu.length} CPUs, ${date}; ` +
+      `server in its own process (path: api relay broadcaster gateway; all: taskflow up), ${USERS} users x 1 WebSocket, ` +
+      `open-loop load (max ${MAX_INFLIGHT} in flight)\n`,
   );
-  if (mains.length) console.log(mainTable(mains, dbOf));
+  const costs = results.filter((r) => r.cost);
+  if (costs.length) {
+    console.log(
+      `Cost at ${CPU_RATE} writes/s for ${CPU_SECONDS} s (CPU over the load and its drain, from /proc):\n`,
+    );
+    console.log(costTable(costs));
+  }
+  const steps = results.filter((r) => r.kind === 'step');
   if (steps.length) {
     console.log(
-      `\nStep search (${STEP_SECONDS}s per step, ascending until a rate is not sustained; halving downwards ` +
-        `when the first is not):\n`,
+      `\nStep search (${STEP_SECONDS} s per step on one stack, ascending until a rate is not sustained):\n`,
     );
-    console.log(stepTable(steps, dbOf));
-    console.log('');
-    for (const m of list)
-      if (steps.some((s) => s.mode === m.name))
-        console.log(
-          `- ${m.name} / ${m.dbLabel}: highest sustained rate with e2e p99 < ${P99_GOAL_MS} ms: ` +
-            `${best.has(m.name) ? `${best.get(m.name)} writes/s` : `none (tried down to ${MIN_STEP} writes/s)`}`,
-        );
+    console.log(stepTable(steps));
+    console.log(`\n${best.join('\n')}`);
   }
-  const t = timingTable(mains);
-  if (t) console.log(`\n${t}`);
-  const g = groupTable(mains);
-  if (g) console.log(`\n${g}`);
-  const statuses = [...mains, ...steps].filter((r) => r.errors > 0);
-  for (const r of statuses)
-    console.log(`\n${r.mode} ${r.kind} ${r.rate}/s answers: ${JSON.stringify(r.statuses)}`);
-  const closed = [...mains, ...steps].filter((r) => closesText(r.closes) !== '-');
-  for (const r of closed)
-    console.log(`\n${r.mode} ${r.kind} ${r.rate}/s WebSocket closes: ${closesText(r.closes)}`);
+  for (const r of results.filter((x) => x.errors > 0))
+    console.log(
+      `\n${r.server} ${r.mode}/${r.scope} ${r.kind} ${r.rate}/s answers: ${JSON.stringify(r.statuses)}`,
+    );
   for (const n of notes) console.log(`\nNote: ${n}`);
   log(`done in ${((Date.now() - startedAt) / 1000).toFixed(0)}s`);
 }

@@ -7,7 +7,14 @@ import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openDb, type Db, type QueryResult, type Queryable } from '../src/store/db.ts';
+import {
+  openDb,
+  type Db,
+  type EventSink,
+  type QueryResult,
+  type Queryable,
+  type Tx,
+} from '../src/store/db.ts';
 import { createPgDatabase } from '../test/helpers/db.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -210,6 +217,21 @@ export class TimedDb implements Db {
   get signals() {
     return this.inner.signals;
   }
+  get statements() {
+    return this.inner.statements;
+  }
+  get events(): EventSink | undefined {
+    return this.inner.events;
+  }
+  set events(sink: EventSink | undefined) {
+    this.inner.events = sink;
+  }
+  get db(): Db {
+    return this;
+  }
+  afterCommit(fn: () => void): void {
+    fn();
+  }
   /** Called after each statement with its duration. */
   protected observe(_sql: string, _params: readonly unknown[] | undefined, _ms: number): void {}
   protected async timed<T>(q: Queryable, sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
@@ -223,9 +245,13 @@ export class TimedDb implements Db {
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {
     return this.timed<T>(this.inner, sql, params);
   }
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     return this.inner.transaction((tx) =>
-      fn({ query: <R>(sql: string, params?: readonly unknown[]) => this.timed<R>(tx, sql, params) }),
+      fn({
+        db: this,
+        afterCommit: (cb) => tx.afterCommit(cb),
+        query: <R>(sql: string, params?: readonly unknown[]) => this.timed<R>(tx, sql, params),
+      }),
     );
   }
   exec(sql: string) {

@@ -43,7 +43,7 @@ import type { Clock } from '../src/domain/clock.ts';
 import { runTargets } from '../src/process.ts';
 import { createRemindersTarget } from '../src/services/reminders/index.ts';
 import { relayTarget } from '../src/services/relay/index.ts';
-import { openDb, type Db, type Queryable } from '../src/store/db.ts';
+import { openDb, type Db, type Tx } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
 import {
   TimedDb,
@@ -128,7 +128,7 @@ class CommitWatchDb extends TimedDb {
     const tag = this.als.getStore();
     if (tag) tag.sqlMs += ms;
   }
-  override async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  override async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const tag: TxTag = { sqlMs: 0 };
     const t = performance.now();
     const result = await this.als.run(tag, () => super.transaction(fn));

@@ -37,6 +37,7 @@ export async function runTargets(
   const log = opts.log ?? createLogger({ level: config.logLevel });
   const metrics = new Metrics();
   const db = opts.db ?? (await openDb(config.databaseUrl));
+  metrics.trackStatements(db.statements);
   const applied = await migrate(db, (m) => log.info(m));
   if (applied.length) log.info({ applied }, 'database migrated');
   // The HTTP server comes first: the Dapr bus adds its subscription routes to it.

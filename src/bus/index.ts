@@ -43,7 +43,7 @@ export async function createBus(
   config: Config,
   db: Db,
   log: Logger,
-  _metrics: Metrics,
+  metrics: Metrics,
   /** `http`: the process HTTP server, where daprd delivers (BUS=dapr subscribers). */
   opts: { ensureTopics?: boolean; http?: FastifyInstance } = {},
 ): Promise<Bus> {
@@ -57,6 +57,11 @@ export async function createBus(
         pollIntervalMs: config.embedded.pollIntervalMs,
         heartbeatIntervalMs: config.embedded.heartbeatIntervalMs,
         sessionTimeoutMs: config.embedded.sessionTimeoutMs,
+        onAppended: (topic, event) => {
+          metrics.eventsProduced.inc({ topic, type: event.type });
+          const at = Date.parse(event.time);
+          if (at > 0) metrics.publishLatency.observe({ topic }, Math.max(0, Date.now() - at) / 1000);
+        },
       });
       break;
     case 'kafka':

@@ -9,6 +9,12 @@ export interface ConsumerGroupSource {
 }
 
 const BUS_READ_TIMEOUT_MS = 3_000;
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** Statement counts of a database (Db.statements). */
+interface StatementSource {
+  readonly byKind: ReadonlyMap<string, number>;
+}
 
 export class Metrics {
   readonly registry = new Registry();
@@ -42,6 +48,22 @@ export class Metrics {
     help: 'Consumer handler latency',
     labelNames: ['group', 'type'] as const,
     buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    registers: [this.registry],
+  });
+  /** The seed's "event publishing latency": from an event's `time` (when it is written) to on the bus. */
+  readonly publishLatency = new Histogram({
+    name: 'taskflow_event_publish_latency_seconds',
+    help: "From an event's time (set as it is written with its state change) to being on the bus: committed to the embedded log, or acknowledged by Kafka or the Dapr sidecar, by topic",
+    labelNames: ['topic'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  /** The seed's "event consumption latency": from a message's bus timestamp to handled. */
+  readonly consumeLatency = new Histogram({
+    name: 'taskflow_event_consume_latency_seconds',
+    help: "From a message's bus timestamp (appended to the log, or the Kafka record time) to handled, by consumer group",
+    labelNames: ['group'] as const,
+    buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   });
   readonly handlerRetries = new Counter({
@@ -138,6 +160,24 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly statementSources: StatementSource[] = [];
+  readonly dbStatements = new Counter({
+    name: 'taskflow_db_statements_total',
+    help: 'SQL statements run by this process, by kind (verb and table, BEGIN, COMMIT): what a write costs in round trips',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.dbStatements.reset();
+      for (const source of this.statementSources)
+        for (const [kind, n] of source.byKind) this.dbStatements.inc({ kind }, n);
+    },
+  });
+
+  /** Reports the statements counted by a database on /metrics. */
+  trackStatements(source: StatementSource): void {
+    if (!this.statementSources.includes(source)) this.statementSources.push(source);
+  }
+
   /** Reports lag and DLQ size of `group` on /metrics until the returned function is called. */
   trackConsumerGroup(group: string, source: ConsumerGroupSource): () => void {
     this.consumerGroups.set(group, source);
@@ -198,9 +238,11 @@ export class Metrics {
   /** Hooks for consumeWithRetry that feed the consumer metrics of one group. */
   consumerHooks(group: string) {
     return {
-      onHandled: (m: { topic: string; event: { type: string } }, ms: number) => {
+      onHandled: (m: { topic: string; event: { type: string }; timestamp: string }, ms: number) => {
         this.eventsConsumed.inc({ group, topic: m.topic, type: m.event.type, outcome: 'handled' });
         this.handlerDuration.observe({ group, type: m.event.type }, ms / 1000);
+        const at = Date.parse(m.timestamp);
+        if (at > 0) this.consumeLatency.observe({ group }, Math.max(0, Date.now() - at) / 1000);
       },
       onRetry: (m: { event: { type: string } }) =>
         this.handlerRetries.inc({ group, type: m.event?.type ?? 'unknown' }),

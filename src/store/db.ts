@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { PGlite as PGliteType } from '@electric-sql/pglite';
+import type { CloudEvent } from '../contracts/cloudevent.ts';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -21,11 +22,51 @@ export interface Queryable {
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<T>>;
 }
 
-export interface Db extends Queryable {
+/** A statement run in its own transaction (autocommit) or inside `Db.transaction`. */
+export interface Tx extends Queryable {
+  /** The database this runs on (its event sink, its signals). */
+  readonly db: Db;
+  /**
+   * Runs `fn` once the work is durable: after COMMIT inside `Db.transaction` (never after a rollback), at
+   * once when this is the Db itself (a statement that has already committed on its own).
+   */
+  afterCommit(fn: () => void): void;
+}
+
+/**
+ * Where the events of a transaction are written, in the same transaction as the state they describe: the
+ * outbox table (a relay moves them to Kafka or Dapr), or the embedded bus's log itself when the bus lives in
+ * this database (BUS=embedded: nothing to relay). See docs/adr/0008-the-cost-of-a-write.md.
+ */
+export interface EventSink {
+  /**
+   * Resolves once `compose` can write events of these topics (the embedded log knows their partitions);
+   * `q` is where the write will run. Undefined when nothing needs doing.
+   */
+  ready(topics: readonly string[], q: Tx): Promise<void> | undefined;
+  /**
+   * The write as SQL to compose: `WITH <ctes>, ... <insert>`, parameters numbered from `first`. `committed`
+   * gets the rows the statement returned and runs after the commit (wake-ups, in-process delivery).
+   */
+  compose(events: readonly CloudEvent[], first?: number): EventWrite;
+}
+
+export interface EventWrite {
+  ctes: string;
+  insert: string;
+  params: unknown[];
+  committed(rows: readonly Record<string, unknown>[]): void;
+}
+
+export interface Db extends Tx {
   readonly kind: 'postgres' | 'pglite';
   readonly url: string;
+  /** Where events written with this database's transactions go; unset: the outbox (store/outbox.ts). */
+  events: EventSink | undefined;
+  /** Statements run so far, by kind (the `taskflow_db_statements_total` metric). */
+  readonly statements: StatementCounts;
   /** Runs `fn` in one transaction: commits when it resolves, rolls back when it throws. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /** Runs several statements (migrations). */
   exec(sql: string): Promise<void>;
   /** In-process signal of new bus data, so embedded subscribers wake without waiting for their poll. */
@@ -39,6 +80,41 @@ export interface Db extends Queryable {
   close(): Promise<void>;
 }
 
+/**
+ * Counts statements by a short kind taken from their text (the first keyword and table): the figure the cost
+ * of a write is made of. Kinds are cached per SQL text; texts beyond the cache (generated SQL) are still
+ * counted, only classified again.
+ */
+export class StatementCounts {
+  readonly byKind = new Map<string, number>();
+  private readonly kinds = new Map<string, string>();
+  count(sql: string): void {
+    let kind = this.kinds.get(sql);
+    if (kind === undefined) {
+      kind = statementKind(sql);
+      if (this.kinds.size < 2_000) this.kinds.set(sql, kind);
+    }
+    this.byKind.set(kind, (this.byKind.get(kind) ?? 0) + 1);
+  }
+}
+
+const KIND_RE =
+  /^\s*(?:(BEGIN|COMMIT|ROLLBACK)|WITH\s+(\w+)\s+AS\s*\(\s*(\w+)(?:\s+INTO|\s+FROM)?\s+(\w+)|(SELECT|INSERT|UPDATE|DELETE)(?:[\s\S]*?\b(?:INTO|FROM|UPDATE)\s+("?\w+"?))?)/i;
+
+/** `BEGIN`, `insert tasks`, `with task: insert tasks`, `select bus_messages`... */
+export function statementKind(sql: string): string {
+  const m = KIND_RE.exec(sql);
+  if (!m) return 'other';
+  if (m[1]) return m[1].toUpperCase();
+  if (m[2]) return `with ${m[2]}: ${m[3]!.toLowerCase()} ${m[4]}`;
+  const verb = m[5]!.toLowerCase();
+  if (verb === 'update') {
+    const t = /^\s*UPDATE\s+(\w+)/i.exec(sql)?.[1];
+    return t ? `update ${t}` : 'update';
+  }
+  return m[6] ? `${verb} ${m[6].replace(/"/g, '')}` : verb;
+}
+
 /** The `signals` event a NOTIFY on `channel` becomes (Db.listen). */
 export const notifyEvent = (channel: string) => `notify:${channel}`;
 
@@ -47,14 +123,48 @@ const KEEP_ALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } as c
 
 // int8 (bigint) and numeric come back as strings from pg; offsets fit in JS numbers for our purposes, but we
 // keep them as strings at the seams that need exactness. Timestamps parse to Date in both drivers.
-class PostgresDb implements Db {
-  readonly kind = 'postgres' as const;
+/** Runs the callbacks registered with `afterCommit` once the transaction committed; a failing one is logged. */
+function runAfterCommit(callbacks: (() => void)[]): void {
+  for (const fn of callbacks) {
+    try {
+      fn();
+    } catch (err) {
+      process.emitWarning(`afterCommit callback failed: ${String(err)}`);
+    }
+  }
+}
+
+/** What both drivers share: signals, statement counts, the event sink; a statement commits on its own. */
+abstract class DbBase implements Db {
+  abstract readonly kind: Db['kind'];
+  abstract readonly url: string;
   readonly signals = new EventEmitter();
+  readonly statements = new StatementCounts();
+  events: EventSink | undefined;
+  constructor() {
+    this.signals.setMaxListeners(0);
+  }
+  get db(): Db {
+    return this;
+  }
+  afterCommit(fn: () => void): void {
+    fn();
+  }
+  abstract query<T>(sql: string, params?: readonly unknown[]): Promise<QueryResult<T>>;
+  abstract transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  abstract exec(sql: string): Promise<void>;
+  abstract listen(channel: string): void;
+  abstract close(): Promise<void>;
+}
+
+class PostgresDb extends DbBase {
+  readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
   constructor(
     readonly url: string,
     poolSize: number,
   ) {
+    super();
     // A bounded wait for a connection, so a database outage fails requests and loops (which retry) instead
     // of queueing them forever.
     this.pool = new pg.Pool({
@@ -65,13 +175,13 @@ class PostgresDb implements Db {
     });
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
-    this.signals.setMaxListeners(0);
   }
   async query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
+    this.statements.count(sql);
     const r = await this.pool.query(sql, params as unknown[]);
     return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
   }
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     // A checked-out client is not covered by the pool's error listener: without one, a connection dropped
     // mid-transaction (database restart, failover) would be an uncaught 'error' event ending the process.
@@ -79,16 +189,23 @@ class PostgresDb implements Db {
     let broken: Error | undefined;
     const onError = (err: Error) => (broken = err);
     client.on('error', onError);
+    const committed: (() => void)[] = [];
     try {
+      this.statements.count('BEGIN');
       await client.query('BEGIN');
-      const tx: Queryable = {
+      const tx: Tx = {
+        db: this,
+        afterCommit: (cb) => committed.push(cb),
         query: async <R>(sql: string, params: readonly unknown[] = []) => {
+          this.statements.count(sql);
           const r = await client.query(sql, params as unknown[]);
           return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
         },
       };
       const result = await fn(tx);
+      this.statements.count('COMMIT');
       await client.query('COMMIT');
+      runAfterCommit(committed);
       return result;
     } catch (err) {
       if (!broken) await client.query('ROLLBACK').catch((e: Error) => (broken = e));
@@ -152,28 +269,37 @@ class PostgresDb implements Db {
   }
 }
 
-class PGliteDb implements Db {
+class PGliteDb extends DbBase {
   readonly kind = 'pglite' as const;
-  readonly signals = new EventEmitter();
   constructor(
     readonly url: string,
     private readonly pglite: PGliteType,
   ) {
-    this.signals.setMaxListeners(0);
+    super();
   }
   async query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
+    this.statements.count(sql);
     const r = await this.pglite.query<T>(sql, params as unknown[]);
     return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
   }
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.pglite.transaction(async (t) =>
-      fn({
+  async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    const committed: (() => void)[] = [];
+    this.statements.count('BEGIN');
+    const result = await this.pglite.transaction(async (t) => {
+      const value = await fn({
+        db: this,
+        afterCommit: (cb) => committed.push(cb),
         query: async <R>(sql: string, params: readonly unknown[] = []) => {
+          this.statements.count(sql);
           const r = await t.query<R>(sql, params as unknown[]);
           return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
         },
-      }),
-    );
+      });
+      this.statements.count('COMMIT');
+      return value;
+    });
+    runAfterCommit(committed);
+    return result;
   }
   async exec(sql: string): Promise<void> {
     await this.pglite.exec(sql);

@@ -1,35 +1,72 @@
 /**
  * The transactional outbox. `appendEvents` runs inside the caller's transaction, after validating each
- * event against its schema: the state change and its events commit or roll back together.
+ * event against its schema: the state change and its events commit or roll back together. Where the events
+ * go is the database's event sink (Db.events): this outbox table, from which the relay publishes to Kafka or
+ * Dapr, or, with the embedded bus, the bus's log itself (bus/embedded/log.ts, docs/adr/0008).
  */
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import { assertValidEvent, isEventType, topicOf } from '../contracts/schemas.ts';
-import { notifyEvent, type Db, type Queryable } from './db.ts';
+import { notifyEvent, type EventWrite, type Queryable, type Tx } from './db.ts';
 
 /** In-process wake-up of the relay after a commit that wrote events (other processes poll). */
 export const OUTBOX_SIGNAL = 'outbox-append';
 /** The channel of the outbox trigger's NOTIFY (migration 007), and the `signals` event it becomes. */
 export const OUTBOX_NOTIFY_CHANNEL = 'taskflow_outbox';
 export const OUTBOX_NOTIFY_EVENT = notifyEvent(OUTBOX_NOTIFY_CHANNEL);
-export const notifyOutbox = (db: Db) => db.signals.emit(OUTBOX_SIGNAL);
 
 /**
- * Writes events to the outbox in one statement, whatever the batch size (a scheduler claim writes
- * hundreds): it takes each key's stream row lock (held until commit; rows locked in key order, so two
- * transactions sharing keys cannot deadlock), advances the key's sequence, and inserts the rows in the
- * given order. Transactions of one key are serialized by that lock, so for a key outbox ids and sequence
- * numbers follow commit order (the relay publishes in id order).
+ * The write of `events` into `q`'s database sink, as SQL to compose into one statement (see EventWrite);
+ * awaits the sink's preparation first (the embedded log loads a topic's partitions once).
  */
-export async function appendEvents(tx: Queryable, events: readonly CloudEvent[]): Promise<void> {
+export async function eventWrite(q: Tx, events: readonly CloudEvent[], first = 1): Promise<EventWrite> {
+  const sink = q.db.events;
+  if (!sink) {
+    const w = outboxWrite(events, first);
+    return { ...w, committed: () => q.db.signals.emit(OUTBOX_SIGNAL) };
+  }
+  const preparing = sink.ready(topicsOf(events), q);
+  if (preparing) await preparing;
+  return sink.compose(events, first);
+}
+
+/** Runs a statement that includes an event write, and hands the write its rows once committed. */
+export async function runWithEvents<T>(
+  q: Tx,
+  w: EventWrite,
+  sql: string,
+  params: readonly unknown[],
+): Promise<T[]> {
+  const r = await q.query<T>(sql, params);
+  q.afterCommit(() => w.committed(r.rows as Record<string, unknown>[]));
+  return r.rows;
+}
+
+const topicsOf = (events: readonly CloudEvent[]) => {
+  const topics: string[] = [];
+  for (const e of events) {
+    const t = isEventType(e.type) ? topicOf(e.type) : undefined;
+    if (t && !topics.includes(t)) topics.push(t);
+  }
+  return topics;
+};
+
+/**
+ * Writes events, in one statement whatever the batch size (a scheduler claim writes hundreds), to the
+ * database's sink inside the caller's transaction; the relay or the log's consumers are woken after commit.
+ */
+export async function appendEvents(tx: Tx, events: readonly CloudEvent[]): Promise<void> {
   if (events.length === 0) return;
-  const w = outboxWrite(events);
-  await tx.query(`WITH ${w.ctes} ${w.insert}`, w.params);
+  const w = await eventWrite(tx, events);
+  await runWithEvents(tx, w, `WITH ${w.ctes} ${w.insert}`, w.params);
 }
 
 /**
- * `appendEvents` as SQL to compose: `WITH <ctes>, ... <insert>` with the parameters numbered from `$first`.
+ * The outbox write as SQL to compose: `WITH <ctes>, ... <insert>` with the parameters numbered from `$first`.
  * A state change written as one more data-modifying CTE of the same statement commits with its events
- * without an explicit transaction (TaskStore.create).
+ * without an explicit transaction (TaskStore.create). It takes each key's stream row lock (held until commit;
+ * rows locked in key order, so two transactions sharing keys cannot deadlock), advances the key's sequence,
+ * and inserts the rows in the given order. Transactions of one key are serialized by that lock, so for a key
+ * outbox ids and sequence numbers follow commit order (the relay publishes in id order).
  */
 export function outboxWrite(
   events: readonly CloudEvent[],
@@ -90,13 +127,17 @@ export async function pendingOutbox(db: Queryable, limit: number): Promise<Outbo
   return r.rows;
 }
 
-export async function markPublished(db: Queryable, ids: readonly string[]): Promise<void> {
-  if (ids.length)
-    await db.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
+/** Marks those of `ids` still unpublished as published; resolves the ones it marked. */
+export async function markUnpublished(db: Queryable, ids: readonly string[]): Promise<Set<string>> {
+  const r = await db.query<{ id: string }>(
+    `UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL RETURNING id::text AS id`,
+    [ids],
+  );
+  return new Set(r.rows.map((x) => x.id));
 }
 
 /**
- * `markPublished` then `pendingOutbox` in one round trip. The read sees the statement's snapshot, from
+ * Marks rows published, then `pendingOutbox`, in one round trip. The read sees the statement's snapshot, from
  * before the update, so it leaves out the rows being marked explicitly.
  */
 export async function markPublishedAndReadNext(

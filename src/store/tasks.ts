@@ -18,8 +18,8 @@ import {
   type TaskPatch,
   type Transition,
 } from '../domain/task.ts';
-import type { Db, Queryable } from './db.ts';
-import { appendEvents, notifyOutbox, outboxWrite } from './outbox.ts';
+import type { Db, Queryable, Tx } from './db.ts';
+import { appendEvents, eventWrite, runWithEvents } from './outbox.ts';
 
 /** Request context carried into the events (CloudEvents extensions) for tracing and the audit trail. */
 export interface EventMeta {
@@ -172,17 +172,17 @@ export class TaskStore {
     userId: string,
     fields: TaskFields,
     meta: EventMeta,
-    opts: { seriesId?: string | null; tx?: Queryable } = {},
+    opts: { seriesId?: string | null; tx?: Tx } = {},
   ): Promise<Task> {
     const task = newTask(uuidv7(), userId, fields, this.clock.now(), opts.seriesId);
     // The row and its event in one statement: atomic on its own, without BEGIN/COMMIT round trips.
+    const q = opts.tx ?? this.db;
     const params = TaskStore.rowParams(task);
-    const outbox = outboxWrite([this.event('task.created', task, null, [], meta)], params.length + 1);
-    await (opts.tx ?? this.db).query(
-      `WITH task AS (${TaskStore.INSERT_SQL}), ${outbox.ctes} ${outbox.insert}`,
-      [...params, ...outbox.params],
-    );
-    if (!opts.tx) notifyOutbox(this.db); // else the caller notifies after its commit
+    const w = await eventWrite(q, [this.event('task.created', task, null, [], meta)], params.length + 1);
+    await runWithEvents(q, w, `WITH task AS (${TaskStore.INSERT_SQL}), ${w.ctes} ${w.insert}`, [
+      ...params,
+      ...w.params,
+    ]);
     return task;
   }
 
@@ -221,14 +221,13 @@ export class TaskStore {
       if (!eventType) return before;
       // The row and its event in one statement (the row lock above keeps the read-modify-write safe).
       const params = TaskStore.rowParams(task);
-      const outbox = outboxWrite([this.event(eventType, task, before, changes, meta)], params.length + 1);
-      await tx.query(`WITH task AS (${TaskStore.UPDATE_SQL}), ${outbox.ctes} ${outbox.insert}`, [
+      const w = await eventWrite(tx, [this.event(eventType, task, before, changes, meta)], params.length + 1);
+      await runWithEvents(tx, w, `WITH task AS (${TaskStore.UPDATE_SQL}), ${w.ctes} ${w.insert}`, [
         ...params,
-        ...outbox.params,
+        ...w.params,
       ]);
       return task;
     });
-    notifyOutbox(this.db);
     return result;
   }
 
@@ -251,7 +250,6 @@ export class TaskStore {
       await appendEvents(tx, [this.event('task.deleted', deleted, task, [], meta)]);
       return task;
     });
-    notifyOutbox(this.db);
     return result;
   }
 

@@ -6,7 +6,7 @@ import { silentLogger } from '../../src/observability/logger.ts';
 import { runTargets, type RunningProcess } from '../../src/process.ts';
 import type { TargetDefinition } from '../../src/runtime.ts';
 import { findTargets } from '../../src/services/index.ts';
-import type { Db } from '../../src/store/db.ts';
+import type { Db, Queryable } from '../../src/store/db.ts';
 
 export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256!';
 
@@ -94,12 +94,30 @@ export async function startApp(
   };
 }
 
-/** Events in the outbox, in id order. */
-export async function outboxEvents(db: Db) {
-  const r = await db.query<{ event_type: string; key: string; event: any; stream_seq: string }>(
-    'SELECT event_type, key, event, stream_seq::text FROM outbox ORDER BY id',
+/**
+ * The events the application wrote, in commit order: the outbox's rows (BUS=kafka or dapr, or written by a
+ * process without the bus) and the embedded bus's log (BUS=embedded, where writers append to it directly),
+ * dead letters left out. `seq` increases in commit order per key: the outbox's per-key stream sequence, or
+ * the log offset within the key's partition.
+ */
+export async function writtenEvents(db: Queryable) {
+  const r = await db.query<{ event_type: string; key: string; event: any; seq: string }>(
+    `SELECT event_type, key, event, seq FROM (
+       SELECT event_type, key, event, stream_seq::text AS seq, created_at, 0 AS src, id AS ord FROM outbox
+       UNION ALL
+       SELECT value->>'type', key, value, "offset"::text, created_at, 1, "offset" FROM bus_messages
+        WHERE topic NOT LIKE '%.dlq') e
+     ORDER BY created_at, src, ord`,
   );
   return r.rows;
+}
+
+/** How many events the application wrote (see writtenEvents); `q` may be a transaction. */
+export async function eventCount(q: Queryable): Promise<number> {
+  const r = await q.query<{ n: string }>(
+    `SELECT ((SELECT count(*) FROM outbox) + (SELECT count(*) FROM bus_messages WHERE topic NOT LIKE '%.dlq'))::text AS n`,
+  );
+  return Number(r.rows[0]!.n);
 }
 
 export async function waitFor<T>(

@@ -8,7 +8,14 @@ import { SignJWT } from 'jose';
 import { eventProblems } from '../../src/contracts/schemas.ts';
 import { backends } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
-import { TEST_SECRET, outboxEvents, startApp, testConfig, type TestApp } from '../helpers/app.ts';
+import {
+  TEST_SECRET,
+  eventCount,
+  writtenEvents,
+  startApp,
+  testConfig,
+  type TestApp,
+} from '../helpers/app.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
@@ -32,7 +39,7 @@ for (const backend of backends) {
       Number((await db.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`)).rows[0]!.n);
 
     it('creates, reads, lists, completes, reopens and deletes a task, with one event each', async () => {
-      const before = (await outboxEvents(db)).length;
+      const before = (await writtenEvents(db)).length;
       const created = await app.call('alice', 'POST', '/api/tasks', {
         title: '  Write report ',
         description: 'Q3 numbers',
@@ -84,7 +91,7 @@ for (const backend of backends) {
       assert.equal(deleted.status, 204);
       assert.equal((await app.call('alice', 'GET', `/api/tasks/${task.id}`)).status, 404);
 
-      const events = (await outboxEvents(db)).slice(before);
+      const events = (await writtenEvents(db)).slice(before);
       assert.deepEqual(
         events.map((e) => e.event_type),
         ['task.created', 'task.completed', 'task.reopened', 'task.updated', 'task.deleted'],
@@ -96,11 +103,11 @@ for (const backend of backends) {
         assert.equal(e.event.subject, task.id);
         assert.match(e.event.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
       }
-      const seqs = events.map((e) => Number(e.stream_seq));
+      const seqs = events.map((e) => Number(e.seq));
       assert.deepEqual(
         seqs,
         seqs.map((_, i) => seqs[0]! + i),
-        'per-user sequence is gap-free in commit order',
+        "the user's events in commit order, nothing between them (stream sequence or partition offset)",
       );
       const [c, done, reopen, upd, del] = events.map((e) => e.event.data);
       assert.equal(c.previous, null);
@@ -154,7 +161,7 @@ for (const backend of backends) {
     it('isolates users: B never sees, changes or deletes A’s task', async () => {
       const a = (await app.call('userA', 'POST', '/api/tasks', { title: 'A private', tags: ['secret'] }))
         .body;
-      const events = (await outboxEvents(db)).length;
+      const events = (await writtenEvents(db)).length;
       assert.equal((await app.call('userB', 'GET', `/api/tasks/${a.id}`)).status, 404);
       assert.equal((await app.call('userB', 'PATCH', `/api/tasks/${a.id}`, { title: 'pwned' })).status, 404);
       assert.equal((await app.call('userB', 'POST', `/api/tasks/${a.id}/complete`)).status, 404);
@@ -170,7 +177,7 @@ for (const backend of backends) {
       const still = await app.call('userA', 'GET', `/api/tasks/${a.id}`);
       assert.equal(still.body.title, 'A private');
       assert.equal(still.body.version, 1);
-      assert.equal((await outboxEvents(db)).length, events, 'no event for refused operations');
+      assert.equal((await writtenEvents(db)).length, events, 'no event for refused operations');
     });
 
     it('answers 401 on missing, malformed, forged, expired and subject-less tokens', async () => {
@@ -221,7 +228,7 @@ for (const backend of backends) {
         await app.call('dave', 'POST', '/api/tasks', { title: 'base', due_date: '2026-04-01T00:00:00Z' })
       ).body;
       const rows = await count('tasks');
-      const events = await count('outbox');
+      const events = await eventCount(db);
       const long = (n: number) => 'x'.repeat(n);
       const cases: [string, string, unknown, string, Record<string, string>?][] = [
         ['POST', '/api/tasks', {}, 'title'],
@@ -309,7 +316,7 @@ for (const backend of backends) {
       }
       assert.ok(cases.length >= 20);
       assert.equal(await count('tasks'), rows, 'no row written');
-      assert.equal(await count('outbox'), events, 'no event written');
+      assert.equal(await eventCount(db), events, 'no event written');
       const unchanged = await app.call('dave', 'GET', `/api/tasks/${existing.id}`);
       assert.equal(unchanged.body.version, 1);
     });
@@ -345,7 +352,7 @@ for (const backend of backends) {
       );
       assert.equal(ok.status, 200);
       assert.equal(ok.headers.get('etag'), '"2"');
-      const events = await count('outbox');
+      const events = await eventCount(db);
       const stale = await app.call(
         'erin',
         'PATCH',
@@ -364,7 +371,7 @@ for (const backend of backends) {
           .status,
         412,
       );
-      assert.equal(await count('outbox'), events, 'no event for refused writes');
+      assert.equal(await eventCount(db), events, 'no event for refused writes');
       assert.equal((await app.call('erin', 'GET', `/api/tasks/${t.id}`)).body.title, 'v2');
       assert.equal(
         (await app.call('erin', 'DELETE', `/api/tasks/${t.id}`, undefined, { 'if-match': '"2"' })).status,
@@ -474,20 +481,17 @@ for (const backend of backends) {
     it('writes no task and no event when the transaction rolls back', async () => {
       const store = new TaskStore(db, new ManualClock());
       const rows = await count('tasks');
-      const events = await count('outbox');
+      const events = await eventCount(db);
       await assert.rejects(
         db.transaction(async (tx) => {
           await store.create('gina', plainFields('doomed'), { source: 'test' }, { tx });
-          assert.equal(
-            Number((await tx.query<{ n: string }>('SELECT count(*)::text AS n FROM outbox')).rows[0]!.n),
-            events + 1,
-          );
+          assert.equal(await eventCount(tx), events + 1);
           throw new Error('abort');
         }),
         /abort/,
       );
       assert.equal(await count('tasks'), rows);
-      assert.equal(await count('outbox'), events);
+      assert.equal(await eventCount(db), events);
     });
 
     it('serves OpenAPI, docs, health and readiness', async () => {
@@ -520,7 +524,7 @@ describe('client IP behind proxies (TRUST_PROXY)', () => {
         },
       );
       assert.equal(created.status, 201);
-      const [event] = await outboxEvents(db);
+      const [event] = await writtenEvents(db);
       return event!.event.clientip as string;
     } finally {
       await app.stop();

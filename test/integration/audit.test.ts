@@ -15,7 +15,7 @@ import { verifyChain } from '../../src/services/audit/chain.ts';
 import { runRetention } from '../../src/services/audit/index.ts';
 import type { Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
-import { TEST_SECRET, outboxEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { TEST_SECRET, writtenEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
 
 // A collector to call, so that RSS measures live memory rather than garbage not yet collected.
 v8.setFlagsFromString('--expose-gc');
@@ -176,7 +176,7 @@ for (const backend of backends) {
 
     it('adds nothing for a duplicate delivery', async () => {
       const before = await count('alice');
-      const events = (await outboxEvents(db)).filter((e) => e.key === 'alice').map((e) => e.event);
+      const events = (await writtenEvents(db)).filter((e) => e.key === 'alice').map((e) => e.event);
       assert.ok(events.length >= 5);
       await app.proc.runtime.bus.publisher.publish(
         events.map((event) => ({ topic: TOPICS.taskEvents, key: 'alice', event })),

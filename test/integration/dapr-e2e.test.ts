@@ -27,7 +27,7 @@ import { createNotificationsTarget } from '../../src/services/notifications/inde
 import { createRemindersTarget } from '../../src/services/reminders/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
-import { outboxEvents, testConfig, waitFor } from '../helpers/app.ts';
+import { writtenEvents, testConfig, waitFor } from '../helpers/app.ts';
 import { daprdAvailable, freePorts, startDaprApp, type DaprApp } from '../helpers/dapr.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { kafka } from '../helpers/kafka.ts';
@@ -160,7 +160,7 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     assert.equal(series[1].due_date, '2026-03-03T09:00:00.000Z');
 
     // The trace continues across the sidecars: daprd keeps the event's own traceparent.
-    const events = await outboxEvents(db);
+    const events = await writtenEvents(db);
     const completed = events.find(
       (e) => e.event_type === 'task.completed' && e.event.subject === created.body.id,
     );

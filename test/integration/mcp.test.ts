@@ -14,7 +14,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
-import { TEST_SECRET, outboxEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { TEST_SECRET, writtenEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
 import { plainFields } from '../helpers/events.ts';
 import { createPgDatabase } from '../helpers/db.ts';
 
@@ -238,7 +238,7 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
         assert.match(String(m.event.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
       }
       // Nothing was written for bob by alice's attempts.
-      const bobs = (await outboxEvents(db)).filter((e) => e.key === 'bob');
+      const bobs = (await writtenEvents(db)).filter((e) => e.key === 'bob');
       assert.deepEqual(
         bobs.map((e) => e.event_type),
         ['task.created'],
@@ -362,7 +362,7 @@ describe(
       try {
         await client.connect(transport);
         const id = await scenario(client, foreign.id);
-        const events = (await outboxEvents(db)).filter((e) => e.event.subject === id);
+        const events = (await writtenEvents(db)).filter((e) => e.event.subject === id);
         assert.deepEqual(
           events.map((e) => e.event_type),
           EXPECTED_TYPES,

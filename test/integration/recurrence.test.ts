@@ -10,7 +10,7 @@ import { eventProblems } from '../../src/contracts/schemas.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import type { Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
-import { outboxEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { writtenEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
 
 for (const backend of backends) {
   describe(`recurrence target on ${backend.name}`, () => {
@@ -128,7 +128,7 @@ for (const backend of backends) {
       assert.equal(next.version, 1);
 
       // Its own task.created event, valid, continuing the completion's trace.
-      const events = await outboxEvents(db);
+      const events = await writtenEvents(db);
       const completion = events.find(
         (e) => e.event_type === 'task.completed' && e.event.subject === root.id,
       )!.event;
@@ -171,7 +171,7 @@ for (const backend of backends) {
       await complete('dora', root.id);
       await waitForSeries('dora', root.id, 2);
       await settle();
-      const completion = (await outboxEvents(db)).find(
+      const completion = (await writtenEvents(db)).find(
         (e) => e.event_type === 'task.completed' && e.event.subject === root.id,
       )!.event;
       await app.proc.runtime.bus.publisher.publish([
@@ -284,7 +284,7 @@ for (const backend of backends) {
         reminders: ['PT1H'],
         recurrence: 'weekly',
       });
-      const eventsBefore = (await outboxEvents(db)).length;
+      const eventsBefore = (await writtenEvents(db)).length;
       const skipped = await app.call('sam', 'POST', `/api/tasks/${root.id}/skip`);
       assert.equal(skipped.status, 200, JSON.stringify(skipped.body));
       assert.equal(skipped.body.id, root.id);
@@ -292,7 +292,7 @@ for (const backend of backends) {
       assert.equal(skipped.body.due_date, '2026-03-09T09:00:00.000Z');
       assert.equal(skipped.body.version, 2);
       assert.equal(skipped.headers.get('etag'), '"2"');
-      const events = (await outboxEvents(db)).slice(eventsBefore);
+      const events = (await writtenEvents(db)).slice(eventsBefore);
       assert.deepEqual(
         events.map((e) => e.event_type),
         ['task.updated'],

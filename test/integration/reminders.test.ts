@@ -21,7 +21,7 @@ import { createNotificationsTarget } from '../../src/services/notifications/inde
 import { createRemindersTarget, type ReminderScheduler } from '../../src/services/reminders/index.ts';
 import { findTargets } from '../../src/services/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
-import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { startApp, waitFor, writtenEvents, type TestApp } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
 import {
   startPushService,
@@ -689,13 +689,12 @@ async function seedReminders(db: Db, n: number, remindAt: string, users = 10): P
   return ids;
 }
 
+/** The reminder events written for `ids` (outbox or embedded log), in commit order. */
 async function outboxReminders(db: Db, ids: readonly string[]) {
-  const r = await db.query<{ event_type: string; event: ReminderCloudEvent }>(
-    `SELECT event_type, event FROM outbox WHERE topic = 'reminders' AND event->'data'->>'reminder_id' = ANY($1::text[])
-      ORDER BY id`,
-    [ids],
-  );
-  return r.rows;
+  const wanted = new Set(ids);
+  return (await writtenEvents(db))
+    .filter((e) => e.event_type.startsWith('reminder.') && wanted.has(e.event.data.reminder_id))
+    .map((e) => ({ event_type: e.event_type, event: e.event as ReminderCloudEvent }));
 }
 
 for (const backend of backends) {

@@ -27,7 +27,7 @@ import { broadcasterTarget } from '../../src/services/broadcaster/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
-import { outboxEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { writtenEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 const exporter = new InMemorySpanExporter();
@@ -114,7 +114,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
     assert.equal(server.attributes['http.response.status_code'], 201);
 
     // The outbox event names the request span as its parent.
-    const [createdEvent] = (await outboxEvents(db)).filter(
+    const [createdEvent] = (await writtenEvents(db)).filter(
       (e) => e.event_type === 'task.created' && e.event.subject === created.body.id,
     );
     assert.equal(spanIdOf(createdEvent!.event.traceparent), server.spanContext().spanId);
@@ -185,7 +185,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
       assert.equal(parentOf(server), undefined, 'a new trace: the request span is the root');
       const tool = one(spans, (s) => s.name === 'mcp tools/call add_task', 'MCP tool span');
       assert.equal(parentOf(tool), server.spanContext().spanId);
-      const [event] = (await outboxEvents(db)).filter(
+      const [event] = (await writtenEvents(db)).filter(
         (e) => e.event_type === 'task.created' && e.event.subject === result.structuredContent.task_id,
       );
       assert.equal(spanIdOf(event!.event.traceparent), tool.spanContext().spanId);

@@ -11,8 +11,8 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
-import { topicSpec } from '../../contracts/topics.ts';
-import { notifyEvent, type Db, type Queryable } from '../../store/db.ts';
+import { notifyEvent, type Db, type Tx } from '../../store/db.ts';
+import { runWithEvents } from '../../store/outbox.ts';
 import type { Logger } from '../../observability/logger.ts';
 import {
   COMMIT_INTERVAL_MS,
@@ -23,7 +23,7 @@ import {
   type ConsumeHooks,
   type RetryPolicy,
 } from '../consumer.ts';
-import { partitionFor } from '../partitioner.ts';
+import { EmbeddedLog, LOG_NOTIFY_CHANNEL, createTopic, ensureTopic, partitionId } from './log.ts';
 import type {
   Bus,
   BusAdmin,
@@ -39,10 +39,8 @@ import type {
 import { LiveSubscriptions } from '../subscriptions.ts';
 import { waitForEvent } from '../../wait.ts';
 
-const SIGNAL = 'bus-append';
-/** The NOTIFY channel appends announce themselves on (payload: the topic), for consumers in other processes. */
-const NOTIFY_CHANNEL = 'taskflow_bus';
-const NOTIFY_EVENT = notifyEvent(NOTIFY_CHANNEL);
+/** The `signals` event a NOTIFY of another process's append becomes (payload `topic/partition`, or '*'). */
+const NOTIFY_EVENT = notifyEvent(LOG_NOTIFY_CHANNEL);
 
 export interface EmbeddedBusOptions {
   log: Logger;
@@ -57,95 +55,28 @@ export interface EmbeddedBusOptions {
   sessionTimeoutMs?: number;
   batchSize?: number;
   hooks?: ConsumeHooks;
-}
-
-async function ensureTopic(q: Queryable, name: string): Promise<number> {
-  const existing = await q.query<{ partitions: number }>(
-    'SELECT partitions FROM bus_topics WHERE topic = $1',
-    [name],
-  );
-  if (existing.rows[0]) return existing.rows[0].partitions;
-  const spec = topicSpec(name);
-  await createTopic(q, spec.name, spec.partitions, spec.retentionMs);
-  const r = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [
-    name,
-  ]);
-  return r.rows[0]!.partitions;
-}
-
-async function createTopic(q: Queryable, name: string, partitions: number, retentionMs: number) {
-  await q.query(
-    `INSERT INTO bus_topics (topic, partitions, retention_ms) VALUES ($1, $2, $3)
-     ON CONFLICT (topic) DO UPDATE SET retention_ms = excluded.retention_ms,
-       partitions = greatest(bus_topics.partitions, excluded.partitions)`,
-    [name, partitions, retentionMs],
-  );
-  await q.query(
-    `INSERT INTO bus_partitions (topic, partition) SELECT $1, g FROM generate_series(0, $2 - 1) g ON CONFLICT DO NOTHING`,
-    [name, partitions],
-  );
+  /** Called for each event once its append committed (metrics: events produced, publish latency). */
+  onAppended?: (topic: string, event: CloudEvent) => void;
 }
 
 export class EmbeddedPublisher implements Publisher {
-  private readonly partitionCounts = new Map<string, number>();
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly log: EmbeddedLog,
+  ) {}
 
+  /** Appends in one statement (its own transaction). */
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
     if (messages.length === 0) return;
-    await this.db.transaction((tx) => this.publishIn(tx, messages));
-    this.db.signals.emit(SIGNAL);
+    await this.publishIn(this.db, messages);
   }
 
   /** Appends inside the caller's transaction (the relay uses this to move outbox rows exactly once). */
-  async publishIn(tx: Queryable, messages: readonly OutgoingMessage[]): Promise<void> {
-    const groups = new Map<string, { topic: string; partition: number; items: OutgoingMessage[] }>();
-    for (const m of messages) {
-      let count = this.partitionCounts.get(m.topic);
-      if (count === undefined) {
-        count = await ensureTopic(tx, m.topic);
-        this.partitionCounts.set(m.topic, count);
-      }
-      const partition = partitionFor(m.key, count);
-      const id = `${m.topic}\u0000${partition}`;
-      const g = groups.get(id) ?? { topic: m.topic, partition, items: [] };
-      g.items.push(m);
-      groups.set(id, g);
-    }
-    // Lock partitions in a fixed order so concurrent publishers cannot deadlock.
-    for (const g of [...groups.values()].sort(
-      (a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition,
-    )) {
-      // On PostgreSQL the same statement NOTIFYs the topic, delivered to other processes at commit (and sent
-      // once per topic and transaction however many partitions it touches).
-      const notify = this.db.kind === 'postgres' ? `, pg_notify('${NOTIFY_CHANNEL}', $1)` : '';
-      const r = await tx.query<{ first: string }>(
-        `UPDATE bus_partitions SET next_offset = next_offset + $3 WHERE topic = $1 AND partition = $2
-         RETURNING (next_offset - $3)::text AS first${notify}`,
-        [g.topic, g.partition, g.items.length],
-      );
-      const first = Number(r.rows[0]!.first);
-      const values: unknown[] = [];
-      const rows = g.items.map((m, i) => {
-        values.push(
-          g.topic,
-          g.partition,
-          first + i,
-          m.key,
-          JSON.stringify(m.headers ?? {}),
-          JSON.stringify(m.event),
-        );
-        const b = i * 6;
-        return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6})`;
-      });
-      await tx.query(
-        `INSERT INTO bus_messages (topic, partition, "offset", key, headers, value) VALUES ${rows.join(', ')}`,
-        values,
-      );
-    }
-  }
-
-  notify(): void {
-    this.db.signals.emit(SIGNAL);
+  async publishIn(tx: Tx, messages: readonly OutgoingMessage[]): Promise<void> {
+    const preparing = this.log.ready([...new Set(messages.map((m) => m.topic))], tx);
+    if (preparing) await preparing;
+    const w = this.log.write(messages);
+    await runWithEvents(tx, w, `WITH ${w.ctes} ${w.insert}`, w.params);
   }
 
   async close(): Promise<void> {}
@@ -190,13 +121,14 @@ class GroupMember implements Subscription {
 
   constructor(
     private readonly db: Db,
+    private readonly log: EmbeddedLog,
     private readonly publisher: EmbeddedPublisher,
     private readonly opts: SubscribeOptions,
     private readonly cfg: Required<Omit<EmbeddedBusOptions, 'hooks'>> & { hooks?: ConsumeHooks },
   ) {}
 
   async start(): Promise<void> {
-    this.db.listen(NOTIFY_CHANNEL);
+    this.db.listen(LOG_NOTIFY_CHANNEL);
     for (const t of this.opts.topics) await ensureTopic(this.db, t);
     await this.rebalance();
     this.heartbeatTimer = setInterval(() => {
@@ -320,9 +252,12 @@ class GroupMember implements Subscription {
   }
 
   /**
-   * Consumes one partition. Positions are committed per batch, so between commits the worker fences itself
-   * on its lease: it stops as soon as the lease may have lapsed (a stalled process whose partition another
-   * member may have claimed); the next heartbeat that renews the claim starts it again.
+   * Consumes one partition: takes what this process appended from the log's in-memory tail, and reads the
+   * table for the rest (a backlog at start, a gap, appends of other processes, the safety poll). The position
+   * is committed at most every COMMIT_INTERVAL_MS while busy, within COMMIT_INTERVAL_MS once idle, and when the
+   * worker stops: after a crash at most that much is redelivered (handlers are idempotent). Between commits
+   * the worker fences itself on its lease: it stops as soon as the lease may have lapsed (a stalled process
+   * whose partition another member may have claimed); the next heartbeat that renews the claim starts it again.
    */
   private async work(
     topic: string,
@@ -340,57 +275,80 @@ class GroupMember implements Subscription {
       signal,
       ...(hooks ? { hooks } : {}),
     };
+    const id = partitionId(topic, partition);
     const wake = new EventEmitter();
-    // An append signalled while the fetch below runs must not be lost until the next poll: remember it.
-    let appended = false;
+    // A wake-up during a read or a batch must not wait for the next poll: remember what it asked for.
+    let woken: 'tail' | 'table' | undefined;
     const onAppend = () => {
-      appended = true;
+      woken ??= 'tail';
       wake.emit('wake');
     };
-    const onNotify = (payload: string) => (payload === topic || payload === '*') && onAppend();
-    this.db.signals.on(SIGNAL, onAppend);
+    const onNotify = (payload: string) => {
+      if (payload !== id && payload !== '*') return;
+      woken = 'table';
+      wake.emit('wake');
+    };
+    this.log.appended.on(id, onAppend);
     this.db.signals.on(NOTIFY_EVENT, onNotify);
+    const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
+    let committed = position;
+    let committedAt = Date.now();
+    let readTable = true; // at start the backlog is in the table
+    let tableReadAt = 0;
+    const commitNow = async () => {
+      if (!(await this.commit(topic, partition, position))) return false; // lost the partition
+      committed = position;
+      committedAt = Date.now();
+      return true;
+    };
     try {
-      while (!signal.aborted) {
-        appended = false;
-        const rows = (
-          await this.db.query<MessageRow>(
-            `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
-             WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY bus_messages."offset" LIMIT $4`,
-            [topic, partition, position, this.cfg.batchSize],
-          )
-        ).rows;
-        if (rows.length === 0) {
-          if (!appended) await waitForEvent(wake, 'wake', this.cfg.pollIntervalMs, signal);
+      while (!signal.aborted && Date.now() < leaseUntil()) {
+        if (woken === 'table') readTable = true;
+        woken = undefined;
+        let messages = readTable ? [] : this.log.take(topic, partition, position, this.cfg.batchSize);
+        if (messages.length === 0 && (readTable || this.log.hasFrom(topic, partition, position))) {
+          tableReadAt = Date.now();
+          const rows = (
+            await this.db.query<MessageRow>(
+              `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
+               WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY bus_messages."offset" LIMIT $4`,
+              [topic, partition, position, this.cfg.batchSize],
+            )
+          ).rows;
+          messages = rows.map(toMessage);
+          readTable = rows.length === this.cfg.batchSize; // a full batch: more may be waiting there
+        }
+        if (messages.length === 0) {
+          const commitIn = position !== committed ? committedAt + COMMIT_INTERVAL_MS - Date.now() : Infinity;
+          if (commitIn <= 0) {
+            if (!(await commitNow())) return;
+            continue;
+          }
+          if (woken) continue;
+          const pollIn = tableReadAt + this.cfg.pollIntervalMs - Date.now();
+          if (pollIn > 0) await waitForEvent(wake, 'wake', Math.min(pollIn, commitIn), signal);
+          if (!woken && Date.now() - tableReadAt >= this.cfg.pollIntervalMs) readTable = true;
           continue;
         }
-        // One position commit per fetched batch (consumer.ts, COMMIT_INTERVAL_MS).
-        const messages = rows.map(toMessage);
-        const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
-        let committed = position;
-        let committedAt = Date.now();
-        let aborted = false;
         for (let from = 0; from < messages.length; from += max) {
-          if (Date.now() >= leaseUntil()) break; // the uncommitted rest is redelivered to the owner
+          if (Date.now() >= leaseUntil()) return; // the uncommitted rest is redelivered to the owner
           const run = messages.slice(from, from + max);
           const done = await consumeRun(run, this.opts, ctx);
           if (done > 0) position = Number(run[done - 1]!.offset) + 1;
-          if (done < run.length) {
-            aborted = true;
-            break;
-          }
-          if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) {
-            if (!(await this.commit(topic, partition, position))) return; // lost the partition to another member
-            committed = position;
-            committedAt = Date.now();
-          }
+          if (done < run.length) return; // shutdown
+          if (Date.now() - committedAt >= COMMIT_INTERVAL_MS && !(await commitNow())) return;
         }
-        if (position !== committed && !(await this.commit(topic, partition, position))) return;
-        if (aborted || Date.now() >= leaseUntil()) return;
       }
     } finally {
-      this.db.signals.off(SIGNAL, onAppend);
+      this.log.appended.off(id, onAppend);
       this.db.signals.off(NOTIFY_EVENT, onNotify);
+      if (position !== committed)
+        await this.commit(topic, partition, position).catch((err: unknown) =>
+          this.cfg.log.warn(
+            { err, group: this.opts.group, topic, partition },
+            'could not commit the position on stop; the rest is redelivered',
+          ),
+        );
     }
   }
 
@@ -417,6 +375,7 @@ export class EmbeddedSubscriber implements Subscriber {
   private readonly cfg: Required<Omit<EmbeddedBusOptions, 'hooks'>> & { hooks?: ConsumeHooks };
   constructor(
     private readonly db: Db,
+    private readonly log: EmbeddedLog,
     private readonly publisher: EmbeddedPublisher,
     opts: EmbeddedBusOptions,
   ) {
@@ -427,12 +386,13 @@ export class EmbeddedSubscriber implements Subscriber {
       heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 2_000,
       sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
       batchSize: opts.batchSize ?? 200,
+      onAppended: () => undefined,
       ...(opts.hooks ? { hooks: opts.hooks } : {}),
     };
   }
 
   async subscribe(opts: SubscribeOptions): Promise<Subscription> {
-    return this.members.add(new GroupMember(this.db, this.publisher, opts, this.cfg));
+    return this.members.add(new GroupMember(this.db, this.log, this.publisher, opts, this.cfg));
   }
 
   close(): Promise<void> {
@@ -446,8 +406,10 @@ export class EmbeddedAdmin implements BusAdmin {
   async ensureTopics(
     topics: readonly { name: string; partitions: number; retentionMs: number }[],
   ): Promise<void> {
-    for (const t of topics)
+    for (const t of topics) {
       await this.db.transaction((tx) => createTopic(tx, t.name, t.partitions, t.retentionMs));
+      EmbeddedLog.of(this.db).forget(t.name); // its partition count may have grown
+    }
   }
 
   async describeTopics() {
@@ -558,8 +520,11 @@ export function createEmbeddedBus(
   db: Db,
   opts: EmbeddedBusOptions,
 ): Bus & { publisher: EmbeddedPublisher; admin: EmbeddedAdmin } {
-  const publisher = new EmbeddedPublisher(db);
-  const subscriber = new EmbeddedSubscriber(db, publisher, opts);
+  // The bus lives in this database: transactions write their events straight into its log.
+  const log = EmbeddedLog.of(db);
+  if (opts.onAppended) log.onAppended = opts.onAppended;
+  const publisher = new EmbeddedPublisher(db, log);
+  const subscriber = new EmbeddedSubscriber(db, log, publisher, opts);
   const admin = new EmbeddedAdmin(db);
   return {
     kind: 'embedded',

@@ -44,6 +44,7 @@ import { openDb } from '../../store/db.ts';
 import { migrate } from '../../store/migrate.ts';
 import { TaskStore, type EventMeta } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
+import { EmbeddedLog } from '../../bus/embedded/log.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 
 export const MCP_SOURCE = '/taskflow/mcp';
@@ -622,6 +623,8 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
   const { userId } = await createVerifier(config.jwt)(opts.token);
   const db = await openDb(config.databaseUrl);
   await migrate(db);
+  // With the embedded bus, its log in this database is where the events go (as in the server).
+  if (config.bus === 'embedded') EmbeddedLog.of(db);
   const server = createMcpServer(
     {
       store: new TaskStore(db, systemClock),

@@ -9,9 +9,9 @@ import { makeEvent, type CloudEvent } from '../../contracts/cloudevent.ts';
 import type { TaskChangedData, TaskEventData } from '../../contracts/events.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { childTraceparent } from '../../observability/trace.ts';
-import type { Queryable } from '../../store/db.ts';
+import type { Queryable, Tx } from '../../store/db.ts';
 import { firstTimeMany } from '../../store/idempotency.ts';
-import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
+import { appendEvents } from '../../store/outbox.ts';
 import { consumerTarget } from '../consumer-target.ts';
 
 export const SOURCE = '/taskflow/broadcaster';
@@ -74,7 +74,7 @@ function changeOf(
  * get consecutive per-user sequence numbers in the run's order. Resolves how many events it wrote.
  */
 export async function broadcastRun(
-  tx: Queryable,
+  tx: Tx,
   items: readonly { event: CloudEvent; traceparent: string }[],
   now: Date,
 ): Promise<number> {
@@ -111,8 +111,7 @@ export const broadcasterTarget = consumerTarget({
   topics: [TOPICS.taskEvents],
   async setup(rt) {
     const run = async (items: readonly { event: CloudEvent; traceparent: string }[]) => {
-      const wrote = await rt.db.transaction((tx) => broadcastRun(tx, items, rt.clock.now()));
-      if (wrote > 0) notifyOutbox(rt.db);
+      await rt.db.transaction((tx) => broadcastRun(tx, items, rt.clock.now()));
     };
     return {
       // The handler runs in the message's CONSUMER span: the task.changed continues from it.

@@ -22,7 +22,7 @@ import {
 } from './store.ts';
 import { makeEvent, type CloudEvent } from '../../contracts/cloudevent.ts';
 import type { NotificationCreatedData } from '../../contracts/events.ts';
-import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
+import { appendEvents } from '../../store/outbox.ts';
 import { TickLoop } from '../../tick-loop.ts';
 import { errorMessage } from '../../error-text.ts';
 
@@ -101,7 +101,6 @@ export class DeliveryWorker {
             if (!(await finishDelivery(tx, row.id, this.holder, { status: 'sent', at: now })))
               throw new Error('lost the claim on the delivery');
           });
-          notifyOutbox(db);
           metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'sent' });
           return;
         }

@@ -25,7 +25,6 @@ import type { Task, TaskFields } from '../../domain/task.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { Runtime } from '../../runtime.ts';
 import { firstTime } from '../../store/idempotency.ts';
-import { notifyOutbox } from '../../store/outbox.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { consumerTarget } from '../consumer-target.ts';
 import { registerRecurrenceRoutes } from './routes.ts';
@@ -102,7 +101,6 @@ export function recurrenceHandler(rt: Runtime, store: TaskStore) {
       return next;
     });
     if (created) {
-      notifyOutbox(rt.db);
       log.info({ next_task_id: created.id, due_date: created.due_date }, 'next occurrence created');
     }
   };

@@ -6,21 +6,15 @@
 import { randomUUID } from 'node:crypto';
 import { EmbeddedAdmin, EmbeddedPublisher } from '../../bus/embedded/index.ts';
 import type { OutgoingMessage } from '../../bus/types.ts';
-import {
-  SpanKind,
-  recordError,
-  startSpan,
-  traceparentOf,
-  tracingEnabled,
-} from '../../observability/tracing.ts';
+import { producerSpans } from '../../bus/producer-spans.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
 import {
   OUTBOX_NOTIFY_CHANNEL,
   OUTBOX_NOTIFY_EVENT,
   OUTBOX_SIGNAL,
-  markPublished,
   markPublishedAndReadNext,
+  markUnpublished,
   outboxStats,
   pendingOutbox,
   pruneOutbox,
@@ -37,44 +31,16 @@ const OUTBOX_KEEP_MS = 24 * 3_600_000;
 const LINGER_MS = 3;
 const STATS_INTERVAL_MS = 2_000;
 
-const toMessage = (r: OutboxRow): OutgoingMessage => ({ topic: r.topic, key: r.key, event: r.event });
+const toMessage = (r: OutboxRow): OutgoingMessage & { outboxId: string } => ({
+  topic: r.topic,
+  key: r.key,
+  event: r.event,
+  outboxId: r.id,
+});
 
-/**
- * With tracing on: a PRODUCER span per event, child of the event's `traceparent` (the operation that wrote
- * it), whose context rides along as the `traceparent` transport header (Kafka header, embedded log headers)
- * so each consumer's span is its child. The event itself is published unchanged.
- */
-function tracedMessages(rows: readonly OutboxRow[], system: string) {
-  if (!tracingEnabled()) return { messages: rows.map(toMessage), end: () => undefined };
-  const spans = rows.map((r) =>
-    startSpan(`publish ${r.topic}`, {
-      kind: SpanKind.PRODUCER,
-      parent: r.event.traceparent,
-      attributes: {
-        'messaging.system': system,
-        'messaging.operation.type': 'publish',
-        'messaging.destination.name': r.topic,
-        'messaging.message.id': r.event.id,
-        'cloudevents.event_type': r.event.type,
-        'taskflow.outbox.id': r.id,
-      },
-    }),
-  );
-  const messages = rows.map((r, i): OutgoingMessage => {
-    const traceparent = traceparentOf(spans[i]);
-    return traceparent ? { ...toMessage(r), headers: { traceparent } } : toMessage(r);
-  });
-  return {
-    messages,
-    end: (err?: unknown) => {
-      for (const span of spans) {
-        if (!span) continue;
-        if (err !== undefined) recordError(span, err);
-        span.end();
-      }
-    },
-  };
-}
+/** PRODUCER spans of a batch (bus/producer-spans.ts), naming each event's outbox row. */
+const tracedMessages = (rows: readonly OutboxRow[], system: string) =>
+  producerSpans(rows.map(toMessage), system, (m) => ({ 'taskflow.outbox.id': m.outboxId }));
 
 export class Relay {
   private readonly holder = randomUUID();
@@ -128,7 +94,11 @@ export class Relay {
     }
     await this.housekeeping();
     const published = await this.publishBatch(config.relay.batchSize);
-    return published === 0 ? config.relay.pollIntervalMs : 0;
+    if (published > 0) return 0;
+    // Embedded: nothing is written to the outbox in the normal course (see publishBatch), so look rarely.
+    return this.rt.bus.publisher instanceof EmbeddedPublisher
+      ? Math.max(config.relay.pollIntervalMs, config.embedded.pollIntervalMs)
+      : config.relay.pollIntervalMs;
   }
 
   /** Refreshes the outbox gauges every few seconds, also while publishing fails (the backlog grows then). */
@@ -147,20 +117,23 @@ export class Relay {
     const { db, bus, metrics } = this.rt;
     const publisher = bus.publisher;
     if (publisher instanceof EmbeddedPublisher) {
-      // Same database: append to the log and mark the rows in one transaction (exactly once).
+      // With the embedded bus, writers append to its log in their own transaction (bus/embedded/log.ts): the
+      // outbox holds only what a process without the bus wrote, or rows from before an upgrade. Look first
+      // (one statement), then move what is there into the log and mark it, in one transaction.
+      const pending = await pendingOutbox(db, limit);
+      if (pending.length === 0) return 0;
       let traced: ReturnType<typeof tracedMessages> | undefined;
       let n: number;
       try {
         n = await db.transaction(async (tx) => {
-          const rows = await pendingOutbox(tx, limit);
+          const marked = await markUnpublished(
+            tx,
+            pending.map((r) => r.id),
+          );
+          const rows = pending.filter((r) => marked.has(r.id));
           if (rows.length === 0) return 0;
           traced = tracedMessages(rows, bus.kind);
-          await publisher.publishIn(tx, traced.messages);
-          await markPublished(
-            tx,
-            rows.map((r) => r.id),
-          );
-          for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
+          await publisher.publishIn(tx, traced.messages); // the log counts them (events produced)
           return rows.length;
         });
       } catch (err) {
@@ -168,7 +141,6 @@ export class Relay {
         throw err;
       }
       traced?.end();
-      if (n > 0) publisher.notify();
       return n;
     }
     const rows = this.prefetched ?? (await pendingOutbox(db, limit));
@@ -187,6 +159,11 @@ export class Relay {
       throw err;
     }
     traced.end();
+    const now = Date.now();
+    for (const r of rows) {
+      const at = Date.parse(r.event.time);
+      if (at > 0) metrics.publishLatency.observe({ topic: r.topic }, Math.max(0, now - at) / 1000);
+    }
     const next = await markPublishedAndReadNext(
       db,
       rows.map((r) => r.id),

@@ -15,13 +15,13 @@ import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { TargetDefinition } from '../../runtime.ts';
-import { firstTime } from '../../store/idempotency.ts';
-import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
+import { firstTimeMany } from '../../store/idempotency.ts';
+import { appendEvents } from '../../store/outbox.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
 import { consumerTarget } from '../consumer-target.ts';
 import { registerReminderRoutes } from './routes.ts';
 import { ReminderScheduler, type SchedulerOptions } from './scheduler.ts';
-import { applyTaskEvent } from './store.ts';
+import { applyTaskEvents } from './store.ts';
 
 export { ReminderScheduler } from './scheduler.ts';
 
@@ -68,30 +68,50 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
       }
       const log = rt.log.child({ component: 'reminders' });
 
-      return {
-        async handle(message: BusMessage) {
-          const e = message.event;
-          if (!e.type.startsWith('task.')) return;
-          const data = e.data as TaskEventData;
-          const now = rt.clock.now();
-          const events = await rt.db.transaction(async (tx) => {
-            if (!(await firstTime(tx, GROUPS.reminders, e.id))) return [];
-            const produced = await applyTaskEvent(tx, e.type, data, {
+      /**
+       * A run of task events in one transaction: the new ones (by event id; the first occurrence of an id in
+       * the run wins) are applied in order, and the reminder events they cause are appended with them.
+       */
+      const run = async (items: readonly { message: BusMessage; traceparent: string | undefined }[]) => {
+        const tasks = items.filter((i) => i.message.event.type.startsWith('task.'));
+        if (tasks.length === 0) return;
+        const now = rt.clock.now();
+        const events = await rt.db.transaction(async (tx) => {
+          const fresh = await firstTimeMany(
+            tx,
+            GROUPS.reminders,
+            tasks.map((i) => i.message.event.id),
+          );
+          const todo = tasks.filter((i) => fresh.delete(i.message.event.id));
+          const produced = await applyTaskEvents(
+            tx,
+            todo.map(({ message: { event: e }, traceparent }) => ({
+              type: e.type,
+              data: e.data as TaskEventData,
               eventTime: new Date(e.time),
+              traceparent: traceparent ?? childTraceparent(e.traceparent),
+            })),
+            {
               graceMs,
-              defaultReminders: async (userId) =>
-                (await new UserSettingsStore(tx, rt.config.defaultTimezone).get(userId)).default_reminders,
-              ctx: { now, channels, traceparent: childTraceparent(e.traceparent) },
-            });
-            await appendEvents(tx, produced);
-            return produced;
-          });
-          if (events.length) {
-            notifyOutbox(rt.db);
-            scheduler.poke(); // a reminder due at once fires without waiting for the tick
-            log.debug({ task_id: data.task.id, events: events.map((x) => x.type) }, 'reminders updated');
-          }
-        },
+              now,
+              channels,
+              defaultReminders: (userIds) =>
+                new UserSettingsStore(tx, rt.config.defaultTimezone).defaultReminders(userIds),
+            },
+          );
+          await appendEvents(tx, produced);
+          return produced;
+        });
+        if (events.length) {
+          scheduler.poke(); // a reminder due at once fires without waiting for the tick
+          log.debug({ events: events.length, tasks: tasks.length }, 'reminders updated');
+        }
+      };
+
+      return {
+        // The handler runs in the message's CONSUMER span: the reminder events continue from it.
+        handle: (message: BusMessage) => run([{ message, traceparent: undefined }]),
+        handleBatch: (items) => run(items),
         stop: () => (opts.scheduler !== false ? scheduler.stop() : Promise.resolve()),
       };
     },

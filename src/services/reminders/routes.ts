@@ -15,7 +15,7 @@ import { parseSnooze } from '../../domain/reminders.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { Db } from '../../store/db.ts';
 import { isUuid } from '../../store/tasks.ts';
-import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
+import { appendEvents } from '../../store/outbox.ts';
 import {
   listForTask,
   lockReminder,
@@ -85,7 +85,6 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
       const after = await lockReminder(tx, userId, taskId, reminderId);
       return toView(after!);
     });
-    notifyOutbox(db);
     return view;
   };
 

@@ -9,7 +9,7 @@
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Runtime } from '../../runtime.ts';
-import { appendEvents, notifyOutbox } from '../../store/outbox.ts';
+import { appendEvents } from '../../store/outbox.ts';
 import { ROW_COLUMNS, pendingCount, reminderEvent, type ReminderRow } from './store.ts';
 import { TickLoop } from '../../tick-loop.ts';
 
@@ -123,7 +123,6 @@ export class ReminderScheduler {
       return rows.map((r) => ({ late: late(r), missed: missedSet.has(r.id) }));
     });
     if (claimed.length === 0) return { triggered: 0, missed: 0 };
-    notifyOutbox(db);
     let missed = 0;
     for (const c of claimed) {
       if (c.missed) missed++;

@@ -10,7 +10,6 @@ import {
   planReminders,
   reconcileReminders,
   type DismissReason,
-  type PlannedReminder,
   type ReminderStatus,
 } from '../../domain/reminders.ts';
 import type { Queryable } from '../../store/db.ts';
@@ -109,92 +108,219 @@ export function reminderEvent(
   });
 }
 
+/** A task event as the schedule needs it. */
+export interface TaskEventInput {
+  type: string;
+  data: TaskEventData;
+  /** When the event happened (reminders already past the grace window then are not scheduled). */
+  eventTime: Date;
+  traceparent?: string | undefined;
+}
+
 /**
- * Applies one task event to the schedule (inside the consumer's transaction) and returns the reminder
- * events to write. Events older than the task version already applied are ignored (out-of-order safety),
- * and nothing happens after the task was deleted.
+ * Applies a run of task events to the schedule, in order, inside the consumer's transaction, and returns the
+ * reminder events to write. A fixed number of statements whatever the run's length: the tasks' known state
+ * and reminders are read (and locked) at once, the plan is computed in memory event by event (so two events
+ * of one task in a run see each other), and the changes are written at once. Events older than the task
+ * version already applied are ignored (out-of-order safety), and nothing happens after the task was deleted.
  */
-export async function applyTaskEvent(
+export async function applyTaskEvents(
   tx: Queryable,
-  type: string,
-  data: TaskEventData,
+  inputs: readonly TaskEventInput[],
   opts: {
-    eventTime: Date;
     graceMs: number;
-    defaultReminders: (userId: string) => Promise<readonly string[]>;
-    ctx: EventContext;
+    /** Users' default reminder offsets (for tasks whose `reminders` is null). */
+    defaultReminders: (userIds: readonly string[]) => Promise<ReadonlyMap<string, readonly string[]>>;
+    now: Date;
+    channels: readonly ReminderChannel[];
   },
 ): Promise<CloudEvent<ReminderEventData>[]> {
-  const task = data.task;
-  const deleted = type === 'task.deleted';
-  const known = (
-    await tx.query<{ version: number; deleted: boolean; user_id: string }>(
-      'SELECT version, deleted, user_id FROM reminder_tasks WHERE task_id = $1 FOR UPDATE',
-      [task.id],
-    )
-  ).rows[0];
-  if (known) {
-    if (known.deleted || known.user_id !== task.user_id) return [];
-    if (task.version < known.version || (task.version === known.version && !deleted)) return [];
-  }
-  await tx.query(
-    `INSERT INTO reminder_tasks (task_id, user_id, version, deleted, updated_at) VALUES ($1, $2, $3, $4, now())
-     ON CONFLICT (task_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, updated_at = now()`,
-    [task.id, task.user_id, task.version, deleted],
+  if (inputs.length === 0) return [];
+  const taskIds = [...new Set(inputs.map((i) => i.data.task.id))].sort();
+  const known = new Map(
+    (
+      await tx.query<KnownTask>(
+        `SELECT task_id::text AS task_id, version, deleted, user_id FROM reminder_tasks
+          WHERE task_id = ANY($1::uuid[]) ORDER BY task_id FOR UPDATE`,
+        [taskIds],
+      )
+    ).rows.map((k) => [k.task_id, k]),
   );
-  const existing = (
+  const rowsOf = new Map<string, ReminderRow[]>();
+  for (const r of (
     await tx.query<ReminderRow>(
-      `SELECT ${ROW_COLUMNS} FROM reminder_schedule WHERE task_id = $1 ORDER BY id FOR UPDATE`,
-      [task.id],
+      `SELECT ${ROW_COLUMNS} FROM reminder_schedule WHERE task_id = ANY($1::uuid[]) ORDER BY task_id, id FOR UPDATE`,
+      [taskIds],
     )
-  ).rows;
-  const defaults = !deleted && task.reminders === null ? await opts.defaultReminders(task.user_id) : [];
-  const desired = deleted ? [] : planReminders(task, defaults);
-  const asOf = new Date(Math.min(opts.eventTime.getTime(), opts.ctx.now.getTime()));
-  const plan = reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs });
-  const reason: DismissReason = dismissReasonFor(type, task);
-  const events: CloudEvent<ReminderEventData>[] = [];
-  const base = { task_id: task.id, user_id: task.user_id, title: task.title, due_at: task.due_date };
+  ).rows)
+    rowsOf.set(r.task_id, [...(rowsOf.get(r.task_id) ?? []), r]);
+  const needDefaults = [
+    ...new Set(
+      inputs
+        .filter((i) => i.type !== 'task.deleted' && i.data.task.reminders === null)
+        .map((i) => i.data.task.user_id),
+    ),
+  ];
+  const defaults = needDefaults.length ? await opts.defaultReminders(needDefaults) : new Map();
 
-  for (const r of plan.dismiss) {
-    await tx.query(
-      `UPDATE reminder_schedule SET status = 'dismissed', dismiss_reason = $2, updated_at = now() WHERE id = $1`,
-      [r.id, reason],
-    );
-    const row = existing.find((e) => e.id === r.id)!;
-    events.push(reminderEvent('reminder.dismissed', { ...row, title: task.title }, opts.ctx, { reason }));
-  }
-  const schedule = async (p: PlannedReminder, reactivate: boolean) => {
-    if (reactivate)
-      await tx.query(
-        `UPDATE reminder_schedule SET status = 'scheduled', dismiss_reason = NULL, snoozed = false, remind_at = $2,
-           planned_at = $2, title = $3, due_at = $4, specs = $5, updated_at = now() WHERE id = $1`,
-        [p.id, p.remind_at, task.title, task.due_date, JSON.stringify(p.specs)],
-      );
-    else
-      await tx.query(
-        `INSERT INTO reminder_schedule (id, task_id, user_id, title, specs, due_at, planned_at, remind_at, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 'scheduled')`,
-        [p.id, task.id, task.user_id, task.title, JSON.stringify(p.specs), task.due_date, p.remind_at],
-      );
-    events.push(
-      reminderEvent(
-        'reminder.scheduled',
-        { ...base, id: p.id, remind_at: p.remind_at },
-        opts.ctx,
-        reactivate ? { reason: 'rescheduled' } : {},
-      ),
-    );
+  const changedTasks = new Map<string, KnownTask>();
+  const inserted = new Map<string, ReminderRow>();
+  const updated = new Map<string, ReminderRow>();
+  const touch = (r: ReminderRow) => {
+    if (!inserted.has(r.id)) updated.set(r.id, r);
   };
-  for (const p of plan.reactivate) await schedule(p, true);
-  for (const p of plan.schedule) await schedule(p, false);
-  // Reminders that stay scheduled (same instant) carry the task's current title and due date.
-  await tx.query(
-    `UPDATE reminder_schedule SET title = $2, due_at = $3, updated_at = now()
-      WHERE task_id = $1 AND status = 'scheduled' AND (title <> $2 OR due_at IS DISTINCT FROM $3::timestamptz)`,
-    [task.id, task.title, task.due_date],
-  );
+  const events: CloudEvent<ReminderEventData>[] = [];
+  for (const input of inputs) {
+    const task = input.data.task;
+    const deleted = input.type === 'task.deleted';
+    const k = known.get(task.id);
+    if (k) {
+      if (k.deleted || k.user_id !== task.user_id) continue;
+      if (task.version < k.version || (task.version === k.version && !deleted)) continue;
+    }
+    const state: KnownTask = { task_id: task.id, user_id: task.user_id, version: task.version, deleted };
+    known.set(task.id, state);
+    changedTasks.set(task.id, state);
+    const existing = rowsOf.get(task.id) ?? [];
+    rowsOf.set(task.id, existing);
+    const desired = deleted
+      ? []
+      : planReminders(task, task.reminders === null ? (defaults.get(task.user_id) ?? []) : []);
+    const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
+    const plan = reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs });
+    const reason: DismissReason = dismissReasonFor(input.type, task);
+    const ctx: EventContext = { now: opts.now, channels: opts.channels, traceparent: input.traceparent };
+    const due = task.due_date === null ? null : new Date(task.due_date);
+
+    for (const p of plan.dismiss) {
+      const row = existing.find((e) => e.id === p.id)!;
+      row.status = 'dismissed';
+      row.dismiss_reason = reason;
+      touch(row);
+      events.push(reminderEvent('reminder.dismissed', { ...row, title: task.title }, ctx, { reason }));
+    }
+    const base = { task_id: task.id, user_id: task.user_id, title: task.title, due_at: task.due_date };
+    for (const p of plan.reactivate) {
+      const row = existing.find((e) => e.id === p.id)!;
+      Object.assign(row, {
+        status: 'scheduled',
+        dismiss_reason: null,
+        snoozed: false,
+        remind_at: new Date(p.remind_at),
+        planned_at: new Date(p.remind_at),
+        title: task.title,
+        due_at: due,
+        specs: p.specs,
+      } satisfies Partial<ReminderRow>);
+      touch(row);
+      events.push(
+        reminderEvent('reminder.scheduled', { ...base, id: p.id, remind_at: p.remind_at }, ctx, {
+          reason: 'rescheduled',
+        }),
+      );
+    }
+    for (const p of plan.schedule) {
+      const row: ReminderRow = {
+        id: p.id,
+        task_id: task.id,
+        user_id: task.user_id,
+        title: task.title,
+        specs: p.specs,
+        due_at: due,
+        planned_at: new Date(p.remind_at),
+        remind_at: new Date(p.remind_at),
+        status: 'scheduled',
+        dismiss_reason: null,
+        snoozed: false,
+        fire_count: 0,
+        triggered_at: null,
+      };
+      existing.push(row);
+      inserted.set(row.id, row);
+      events.push(reminderEvent('reminder.scheduled', { ...base, id: p.id, remind_at: p.remind_at }, ctx));
+    }
+    // Reminders that stay scheduled (same instant) carry the task's current title and due date.
+    for (const row of existing)
+      if (row.status === 'scheduled' && (row.title !== task.title || !sameInstant(row.due_at, due))) {
+        row.title = task.title;
+        row.due_at = due;
+        touch(row);
+      }
+  }
+  await writeSchedule(tx, [...changedTasks.values()], [...inserted.values()], [...updated.values()]);
   return events;
+}
+
+interface KnownTask {
+  task_id: string;
+  user_id: string;
+  version: number;
+  deleted: boolean;
+}
+
+const sameInstant = (a: Date | string | null, b: Date | null) =>
+  a === null || b === null ? a === b : new Date(a).getTime() === b.getTime();
+
+const isoOrNull = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
+
+/** Writes the run's changes: the tasks' applied versions, new reminders, changed reminders (3 statements). */
+async function writeSchedule(
+  tx: Queryable,
+  tasks: readonly KnownTask[],
+  inserted: readonly ReminderRow[],
+  updated: readonly ReminderRow[],
+): Promise<void> {
+  if (tasks.length)
+    await tx.query(
+      `INSERT INTO reminder_tasks (task_id, user_id, version, deleted, updated_at)
+       SELECT t.task_id, t.user_id, t.version, t.deleted, now()
+         FROM unnest($1::uuid[], $2::text[], $3::int[], $4::boolean[]) AS t(task_id, user_id, version, deleted)
+       ON CONFLICT (task_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, updated_at = now()`,
+      [
+        tasks.map((t) => t.task_id),
+        tasks.map((t) => t.user_id),
+        tasks.map((t) => t.version),
+        tasks.map((t) => t.deleted),
+      ],
+    );
+  if (inserted.length)
+    await tx.query(
+      `INSERT INTO reminder_schedule (id, task_id, user_id, title, specs, due_at, planned_at, remind_at, status)
+       SELECT r.id, r.task_id, r.user_id, r.title, r.specs::jsonb, r.due_at, r.planned_at, r.remind_at, 'scheduled'
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
+              AS r(id, task_id, user_id, title, specs, due_at, planned_at, remind_at)`,
+      [
+        inserted.map((r) => r.id),
+        inserted.map((r) => r.task_id),
+        inserted.map((r) => r.user_id),
+        inserted.map((r) => r.title),
+        inserted.map((r) => JSON.stringify(r.specs)),
+        inserted.map((r) => isoOrNull(r.due_at)),
+        inserted.map((r) => isoOrNull(r.planned_at)),
+        inserted.map((r) => isoOrNull(r.remind_at)),
+      ],
+    );
+  if (updated.length)
+    await tx.query(
+      `UPDATE reminder_schedule s SET status = u.status, dismiss_reason = u.dismiss_reason, snoozed = u.snoozed,
+              remind_at = u.remind_at, planned_at = u.planned_at, title = u.title, due_at = u.due_at,
+              specs = u.specs::jsonb, updated_at = now()
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::timestamptz[], $6::timestamptz[],
+                     $7::text[], $8::timestamptz[], $9::text[])
+              AS u(id, status, dismiss_reason, snoozed, remind_at, planned_at, title, due_at, specs)
+        WHERE s.id = u.id`,
+      [
+        updated.map((r) => r.id),
+        updated.map((r) => r.status),
+        updated.map((r) => r.dismiss_reason),
+        updated.map((r) => r.snoozed),
+        updated.map((r) => isoOrNull(r.remind_at)),
+        updated.map((r) => isoOrNull(r.planned_at)),
+        updated.map((r) => r.title),
+        updated.map((r) => isoOrNull(r.due_at)),
+        updated.map((r) => JSON.stringify(r.specs)),
+      ],
+    );
 }
 
 /** Whether `userId` has the (not deleted) task `taskId` as far as this service knows. */

@@ -1,0 +1,284 @@
+/**
+ * The embedded bus's log as the database's event sink (BUS=embedded): a transaction's events are appended
+ * to the partitioned log in the statement that writes them, so the log is the transactional outbox and
+ * there is nothing to relay (docs/adr/0008-the-cost-of-a-write.md).
+ *
+ * - Offsets: a per-partition counter row hands out gap-free offsets; its row lock, held to the commit, makes
+ *   offset order equal commit order, so readers never skip an offset that commits late. Partition rows are
+ *   locked in (topic, partition) order, so two multi-partition writers cannot deadlock.
+ * - In-process delivery: once a write committed, its messages (with the event objects the writer built) go
+ *   to a small per-partition tail in memory and wake only that partition's workers in this process, which
+ *   take them from the tail instead of reading them back. Workers in other processes (PostgreSQL) are woken
+ *   by the statement's NOTIFY and read the table; so does any worker whose position is not in the tail.
+ */
+import { EventEmitter } from 'node:events';
+import type { CloudEvent } from '../../contracts/cloudevent.ts';
+import { assertValidEvent, isEventType, topicOf } from '../../contracts/schemas.ts';
+import { topicSpec } from '../../contracts/topics.ts';
+import type { Db, EventSink, EventWrite, Queryable, Tx } from '../../store/db.ts';
+import { partitionFor } from '../partitioner.ts';
+import { producerSpans } from '../producer-spans.ts';
+import type { BusMessage } from '../types.ts';
+
+/** The NOTIFY channel appends announce themselves on (payload `topic/partition`), for other processes. */
+export const LOG_NOTIFY_CHANNEL = 'taskflow_bus';
+
+/** Messages kept per partition for in-process delivery; a consumer further behind reads the table. */
+const TAIL_SIZE = 256;
+
+export const partitionId = (topic: string, partition: number) => `${topic}/${partition}`;
+
+export async function ensureTopic(q: Queryable, name: string): Promise<number> {
+  const existing = await q.query<{ partitions: number }>(
+    'SELECT partitions FROM bus_topics WHERE topic = $1',
+    [name],
+  );
+  if (existing.rows[0]) return existing.rows[0].partitions;
+  const spec = topicSpec(name);
+  await createTopic(q, spec.name, spec.partitions, spec.retentionMs);
+  const r = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [
+    name,
+  ]);
+  return r.rows[0]!.partitions;
+}
+
+export async function createTopic(q: Queryable, name: string, partitions: number, retentionMs: number) {
+  await q.query(
+    `INSERT INTO bus_topics (topic, partitions, retention_ms) VALUES ($1, $2, $3)
+     ON CONFLICT (topic) DO UPDATE SET retention_ms = excluded.retention_ms,
+       partitions = greatest(bus_topics.partitions, excluded.partitions)`,
+    [name, partitions, retentionMs],
+  );
+  await q.query(
+    `INSERT INTO bus_partitions (topic, partition) SELECT $1, g FROM generate_series(0, $2 - 1) g ON CONFLICT DO NOTHING`,
+    [name, partitions],
+  );
+}
+
+/** The last messages of one partition committed by this process, by offset. */
+class Tail {
+  private readonly messages = new Map<number, BusMessage>();
+  /** The highest offset added. */
+  high = -1;
+  add(m: BusMessage): void {
+    const offset = Number(m.offset);
+    this.messages.set(offset, m);
+    if (offset > this.high) this.high = offset;
+    if (this.messages.size > TAIL_SIZE) this.messages.delete(this.messages.keys().next().value!);
+  }
+  /** The consecutive messages from `from` on, at most `max`; empty when `from` is not here. */
+  take(from: number, max: number): BusMessage[] {
+    const out: BusMessage[] = [];
+    for (let o = from; out.length < max; o++) {
+      const m = this.messages.get(o);
+      if (!m) break;
+      out.push(m);
+    }
+    return out;
+  }
+}
+
+export interface LogMessage {
+  topic: string;
+  key: string;
+  event: CloudEvent;
+  headers?: Record<string, string> | undefined;
+}
+
+export class EmbeddedLog implements EventSink {
+  /** Called for each message once its append committed (metrics). */
+  onAppended: ((topic: string, event: CloudEvent) => void) | undefined;
+  /** Wakes the workers of a partition (event name: partitionId) after a commit in this process. */
+  readonly appended = new EventEmitter();
+  private readonly partitions = new Map<string, number>();
+  private readonly loading = new Map<string, Promise<void>>();
+  /** Topics created inside a transaction not committed yet (see `ready`). */
+  private readonly uncommitted = new Map<string, number>();
+  private readonly tails = new Map<string, Tail>();
+
+  /** One log per database: every embedded bus on it shares the tails and wake-ups. */
+  static of(db: Db): EmbeddedLog {
+    if (db.events instanceof EmbeddedLog) return db.events;
+    const log = new EmbeddedLog(db);
+    db.events = log;
+    return log;
+  }
+
+  private constructor(private readonly db: Db) {
+    this.appended.setMaxListeners(0);
+  }
+
+  /** Partitions of `topic`, once `ready` has loaded them. */
+  partitionCount(topic: string): number | undefined {
+    return this.partitions.get(topic);
+  }
+
+  /**
+   * Loads the partition counts of `topics` (creating missing topics). Through the database, and cached, when
+   * `q` is the database itself or a pool has other connections (PostgreSQL). Inside a PGlite transaction the
+   * one connection is busy with it, so the lookup goes through `q`, and a topic it has to create is used for
+   * this write only (cached once it is found committed).
+   */
+  ready(topics: readonly string[], q?: Tx): Promise<void> | undefined {
+    let missing: string[] | undefined;
+    for (const t of topics) if (!this.partitions.has(t)) (missing ??= []).push(t);
+    if (!missing) return undefined;
+    const inTransaction = q !== undefined && q.db !== q && this.db.kind === 'pglite';
+    return Promise.all(missing.map((t) => (inTransaction ? this.loadIn(q, t) : this.load(t)))).then(
+      () => undefined,
+    );
+  }
+
+  private load(topic: string): Promise<void> {
+    let p = this.loading.get(topic);
+    if (!p) {
+      p = ensureTopic(this.db, topic).then(
+        (n) => void this.partitions.set(topic, n),
+        (err: unknown) => {
+          this.loading.delete(topic);
+          throw err;
+        },
+      );
+      this.loading.set(topic, p);
+    }
+    return p;
+  }
+
+  private async loadIn(tx: Queryable, topic: string): Promise<void> {
+    const r = await tx.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [
+      topic,
+    ]);
+    if (r.rows[0]) this.partitions.set(topic, r.rows[0].partitions);
+    else this.uncommitted.set(topic, await ensureTopic(tx, topic));
+  }
+
+  /** Forgets a topic's partition count (after its partitions changed). */
+  forget(topic: string): void {
+    this.partitions.delete(topic);
+    this.loading.delete(topic);
+  }
+
+  /** The events of a state change; with tracing on, each is put on the bus in a PRODUCER span. */
+  compose(events: readonly CloudEvent[], first = 1): EventWrite {
+    const traced = producerSpans(
+      events.map((e) => {
+        assertValidEvent(e);
+        if (!isEventType(e.type)) throw new Error(`unknown event type ${e.type}`);
+        if (!e.partitionkey) throw new Error(`event ${e.id} has no partitionkey`);
+        return { topic: topicOf(e.type), key: e.partitionkey, event: e };
+      }),
+      'embedded',
+    );
+    const w = this.write(traced.messages, first);
+    return {
+      ...w,
+      committed: (rows) => {
+        traced.end();
+        w.committed(rows);
+      },
+    };
+  }
+
+  /**
+   * Appends messages of any topic (dead letters, replays, relayed outbox rows) as SQL to compose; the topics'
+   * partitions must be `ready`.
+   */
+  write(messages: readonly LogMessage[], first = 1): EventWrite {
+    const topic: string[] = [];
+    const part: number[] = [];
+    const key: string[] = [];
+    const headers: string[] = [];
+    const value: string[] = [];
+    const byPartition = new Map<string, LogMessage[]>();
+    for (const m of messages) {
+      const count = this.partitions.get(m.topic) ?? this.uncommitted.get(m.topic);
+      if (count === undefined) throw new Error(`embedded log: topic ${m.topic} is not ready`);
+      const p = partitionFor(m.key, count);
+      topic.push(m.topic);
+      part.push(p);
+      key.push(m.key);
+      headers.push(m.headers ? JSON.stringify(m.headers) : '{}');
+      value.push(JSON.stringify(m.event));
+      const id = partitionId(m.topic, p);
+      const list = byPartition.get(id);
+      if (list) list.push(m);
+      else byPartition.set(id, [m]);
+    }
+    const $ = (i: number) => `$${first + i}`;
+    // On PostgreSQL the statement NOTIFYs each partition it appends to (sent at commit, duplicates folded).
+    const notify =
+      this.db.kind === 'postgres'
+        ? `, pg_notify('${LOG_NOTIFY_CHANNEL}', p.topic || '/' || p.partition)`
+        : '';
+    return {
+      ctes: `ev AS (
+         SELECT * FROM unnest(${$(0)}::text[], ${$(1)}::int[], ${$(2)}::text[], ${$(3)}::text[], ${$(4)}::text[])
+           WITH ORDINALITY AS t(topic, part, key, headers, value, ord)
+       ), ev_count AS (
+         SELECT topic, part, count(*) AS n FROM ev GROUP BY topic, part
+       ), ev_lock AS MATERIALIZED (
+         SELECT p.topic, p.partition FROM bus_partitions p JOIN ev_count c ON p.topic = c.topic AND p.partition = c.part
+          ORDER BY p.topic, p.partition FOR UPDATE OF p
+       ), ev_first AS (
+         UPDATE bus_partitions p SET next_offset = p.next_offset + c.n FROM ev_count c
+          WHERE p.topic = c.topic AND p.partition = c.part AND (p.topic, p.partition) IN (SELECT topic, partition FROM ev_lock)
+         RETURNING p.topic, p.partition, p.next_offset - c.n AS first${notify}
+       )`,
+      insert: `INSERT INTO bus_messages (topic, partition, "offset", key, headers, value)
+       SELECT ev.topic, ev.part,
+              coalesce(f.first, ('embedded log: no partition ' || ev.topic || '/' || ev.part)::bigint)
+                + row_number() OVER (PARTITION BY ev.topic, ev.part ORDER BY ev.ord) - 1,
+              ev.key, ev.headers::jsonb, ev.value::jsonb
+         FROM ev LEFT JOIN ev_first f ON f.topic = ev.topic AND f.partition = ev.part
+       RETURNING topic, partition, "offset"::text AS "offset", created_at`,
+      params: [topic, part, key, headers, value],
+      committed: (rows) => this.committed(byPartition, rows),
+    };
+  }
+
+  /**
+   * After the commit: each partition's returned offsets, ascending, belong to its messages in write order
+   * (the offsets were numbered in that order); they go to the tail and wake that partition's workers.
+   */
+  private committed(byPartition: Map<string, LogMessage[]>, rows: readonly Record<string, unknown>[]) {
+    const offsets = new Map<string, { offset: string; at: string }[]>();
+    for (const r of rows) {
+      const id = partitionId(String(r.topic), Number(r.partition));
+      const at = r.created_at instanceof Date ? r.created_at.toISOString() : new Date().toISOString();
+      const list = offsets.get(id);
+      if (list) list.push({ offset: String(r.offset), at });
+      else offsets.set(id, [{ offset: String(r.offset), at }]);
+    }
+    for (const [id, written] of byPartition) {
+      const got = offsets.get(id);
+      if (!got || got.length !== written.length) continue; // cannot pair them: the workers read the table
+      got.sort((a, b) => Number(a.offset) - Number(b.offset));
+      let tail = this.tails.get(id);
+      if (!tail) this.tails.set(id, (tail = new Tail()));
+      const partition = Number(id.slice(id.lastIndexOf('/') + 1));
+      written.forEach((m, i) => {
+        tail.add({
+          topic: m.topic,
+          partition,
+          offset: got[i]!.offset,
+          key: m.key,
+          headers: m.headers ?? {},
+          event: m.event,
+          timestamp: got[i]!.at,
+        });
+        this.onAppended?.(m.topic, m.event);
+      });
+      this.appended.emit(id);
+    }
+  }
+
+  /** Messages of a partition from offset `from` on that this process committed recently (shared, read-only). */
+  take(topic: string, partition: number, from: number, max: number): BusMessage[] {
+    return this.tails.get(partitionId(topic, partition))?.take(from, max) ?? [];
+  }
+
+  /** Whether this process committed a message at or past `from` in the partition. */
+  hasFrom(topic: string, partition: number, from: number): boolean {
+    return (this.tails.get(partitionId(topic, partition))?.high ?? -1) >= from;
+  }
+}
