@@ -585,6 +585,8 @@ interface Cost {
   kafka: number;
   total: number;
   statementsPerWrite: number;
+  /** Statements per write by kind, most first. */
+  statementKinds: [string, number][];
   /** Seed metrics. */
   publishP95Ms: number;
   consumeP95Ms: number;
@@ -710,6 +712,14 @@ async function runCase(
       kafka,
       total: [server, postgres, kafka].filter(Number.isFinite).reduce((a, b) => a + b, 0),
       statementsPerWrite: sumOf(m0, m1, 'taskflow_db_statements_total') / Math.max(1, written),
+      statementKinds: [...m1.keys()]
+        .filter((k) => k.startsWith('taskflow_db_statements_total{'))
+        .map((k): [string, number] => [
+          /kind="([^"]*)"/.exec(k)?.[1] ?? k,
+          delta(m0, m1, k) / Math.max(1, written),
+        ])
+        .filter(([, n]) => n >= 0.01)
+        .sort((a, b) => b[1] - a[1]),
       publishP95Ms: histQuantile(m0, m1, 'taskflow_event_publish_latency_seconds', 0.95) * 1000,
       consumeP95Ms: histQuantile(m0, m1, 'taskflow_event_consume_latency_seconds', 0.95) * 1000,
       deliveryRatio: d.n / Math.max(1, written),
@@ -976,6 +986,11 @@ async function main() {
     );
     console.log(costTable(costs));
   }
+  for (const r of costs.filter((c) => c.cost!.statementKinds.length))
+    console.log(
+      `\nSQL statements per write, ${r.server} ${r.mode}/${r.scope}: ` +
+        r.cost!.statementKinds.map(([k, n]) => `${k} ${n.toFixed(2)}`).join('; '),
+    );
   const steps = results.filter((r) => r.kind === 'step');
   if (steps.length) {
     console.log(

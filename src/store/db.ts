@@ -101,12 +101,13 @@ export class StatementCounts {
 const KIND_RE =
   /^\s*(?:(BEGIN|COMMIT|ROLLBACK)|WITH\s+(\w+)\s+AS\s*\(\s*(\w+)(?:\s+INTO|\s+FROM)?\s+(\w+)|(SELECT|INSERT|UPDATE|DELETE)(?:[\s\S]*?\b(?:INTO|FROM|UPDATE)\s+("?\w+"?))?)/i;
 
-/** `BEGIN`, `insert tasks`, `with task: insert tasks`, `select bus_messages`... */
+/** `BEGIN`, `insert tasks`, `with task: insert tasks + events`, `select bus_messages`... */
 export function statementKind(sql: string): string {
   const m = KIND_RE.exec(sql);
-  if (!m) return 'other';
+  const events = /INSERT INTO (bus_messages|outbox)\b/.test(sql) ? ' + events' : '';
+  if (!m) return /^\s*WITH/i.test(sql) ? `with${events}` : 'other';
   if (m[1]) return m[1].toUpperCase();
-  if (m[2]) return `with ${m[2]}: ${m[3]!.toLowerCase()} ${m[4]}`;
+  if (m[2]) return `with ${m[2]}: ${m[3]!.toLowerCase()} ${m[4]}${events}`;
   const verb = m[5]!.toLowerCase();
   if (verb === 'update') {
     const t = /^\s*UPDATE\s+(\w+)/i.exec(sql)?.[1];

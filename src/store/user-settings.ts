@@ -26,17 +26,6 @@ export class UserSettingsStore {
     );
   }
 
-  /** The default reminder offsets of each of `userIds` (DEFAULT_REMINDERS for users without settings). */
-  async defaultReminders(userIds: readonly string[]): Promise<Map<string, readonly string[]>> {
-    const r = await this.db.query<{ user_id: string; default_reminders: string[] }>(
-      'SELECT user_id, default_reminders FROM user_settings WHERE user_id = ANY($1::text[])',
-      [userIds],
-    );
-    const out = new Map<string, readonly string[]>(r.rows.map((x) => [x.user_id, x.default_reminders]));
-    for (const u of userIds) if (!out.has(u)) out.set(u, DEFAULT_REMINDERS);
-    return out;
-  }
-
   async put(s: UserSettings): Promise<UserSettings> {
     await this.db.query(
       `INSERT INTO user_settings (user_id, timezone, default_reminders, updated_at) VALUES ($1, $2, $3, now())

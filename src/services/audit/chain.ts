@@ -119,75 +119,103 @@ export function toRecord(r: AuditRow): AuditRecord {
 
 /**
  * Appends one record at the end of its user's chain, inside the caller's transaction. The chain head's row
- * lock serializes the appends of one user. Returns null when the event was already recorded.
+ * lock serializes the appends of one user. Returns null when the event was already recorded (in the log, or
+ * in the `dedupe` consumer's processed-event ledger, which it is then added to).
  */
-export async function appendAuditRecord(tx: Queryable, input: AuditInput): Promise<AuditRecord | null> {
-  return (await appendChained(tx, [input]))?.[0] ?? null;
+export async function appendAuditRecord(
+  tx: Queryable,
+  input: AuditInput,
+  opts: { dedupe?: string } = {},
+): Promise<AuditRecord | null> {
+  return (await appendChained(tx, [input], opts.dedupe))?.[0] ?? null;
 }
 
 /**
- * `appendAuditRecord` for a run of records in a fixed number of statements. The caller has deduplicated
- * the run (one record per event id, none recorded before); if a record is in the log already the run
+ * `appendAuditRecord` for a run of records in two statements. The caller has deduplicated the run (one
+ * record per event id, none recorded before), or names the consumer whose processed-event ledger does it
+ * (`dedupe`): then the run's new event ids are recorded there by the first statement, and only their records
+ * are appended (the first occurrence of an id in the run wins). If a record is in the log already the run
  * throws and its transaction must roll back, so a chain is never computed past a record that was not
  * written.
  */
 export async function appendAuditRecords(
   tx: Queryable,
   inputs: readonly AuditInput[],
+  opts: { dedupe?: string } = {},
 ): Promise<AuditRecord[]> {
   if (inputs.length === 0) return [];
-  const records = await appendChained(tx, inputs);
+  const records = await appendChained(tx, inputs, opts.dedupe);
   if (!records)
     throw new Error('an audit record of the run is in the log already; the run is appended one by one');
   return records;
 }
 
 /**
- * Locks the users' chain heads in user order, chains each user's records in the given order, and writes
- * the rows and the new heads with one statement each. Null, with the heads untouched, when an event id is
- * in the log already.
+ * Locks the users' chain heads in user order (creating missing ones) and reads them, with the run's dedupe
+ * when asked, in one statement; chains each user's records in the given order; writes the rows and the new
+ * heads in a second one. Null, with the heads untouched, when an event id is in the log already.
  */
-async function appendChained(tx: Queryable, inputs: readonly AuditInput[]): Promise<AuditRecord[] | null> {
-  const recs = inputs.map((input) => ({
-    ...input,
-    occurred_at: iso(input.occurred_at),
-    recorded_at: iso(input.recorded_at),
-  }));
-  const users = [...new Set(recs.map((r) => r.user_id))].sort();
-  await tx.query(
-    `INSERT INTO audit_chain_heads (user_id, last_seq, last_hash)
-     SELECT u, 0, $2 FROM unnest($1::text[]) AS u ORDER BY u ON CONFLICT (user_id) DO NOTHING`,
-    [users, GENESIS_HASH],
+async function appendChained(
+  tx: Queryable,
+  inputs: readonly AuditInput[],
+  dedupe?: string,
+): Promise<AuditRecord[] | null> {
+  const users = [...new Set(inputs.map((r) => r.user_id))].sort();
+  const first = await tx.query<{
+    fresh: string[] | null;
+    heads: { user_id: string; last_seq: number; last_hash: string }[];
+  }>(
+    `WITH fresh AS (
+       INSERT INTO processed_events (consumer, event_id) SELECT $3, unnest($4::text[])
+        WHERE $3::text IS NOT NULL ON CONFLICT DO NOTHING RETURNING event_id
+     ), heads AS (
+       INSERT INTO audit_chain_heads (user_id, last_seq, last_hash)
+       SELECT u, 0, $2 FROM unnest($1::text[]) AS u ORDER BY u
+       ON CONFLICT (user_id) DO UPDATE SET user_id = excluded.user_id
+       RETURNING user_id, last_seq, last_hash
+     )
+     SELECT (SELECT array_agg(event_id) FROM fresh) AS fresh,
+            (SELECT json_agg(heads) FROM heads) AS heads`,
+    [users, GENESIS_HASH, dedupe ?? null, dedupe ? inputs.map((i) => i.event_id) : []],
   );
+  let todo = inputs;
+  if (dedupe) {
+    const fresh = new Set(first.rows[0]?.fresh ?? []);
+    todo = inputs.filter((i) => fresh.delete(i.event_id)); // the first occurrence of an id wins
+    if (todo.length === 0) return [];
+  }
   const heads = new Map(
-    (
-      await tx.query<{ user_id: string; last_seq: string; last_hash: string }>(
-        `SELECT user_id, last_seq::text, last_hash FROM audit_chain_heads
-          WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE`,
-        [users],
-      )
-    ).rows.map((h) => [h.user_id, { seq: Number(h.last_seq), hash: h.last_hash }]),
+    (first.rows[0]?.heads ?? []).map((h) => [h.user_id, { seq: Number(h.last_seq), hash: h.last_hash }]),
   );
-  const chained = recs.map((rec) => {
+  const chained = todo.map((input) => {
+    const rec = { ...input, occurred_at: iso(input.occurred_at), recorded_at: iso(input.recorded_at) };
     const head = heads.get(rec.user_id)!;
     const seq = head.seq + 1;
     const hash = recordHash(head.hash, { ...rec, seq });
-    const record = { ...rec, seq, prev_hash: head.hash, hash };
     heads.set(rec.user_id, { seq, hash });
-    return record;
+    return { ...rec, seq, prev_hash: head.hash, hash };
   });
   const column = <K extends keyof (typeof chained)[number]>(k: K) => chained.map((r) => r[k]);
+  const moved = [...new Set(chained.map((r) => r.user_id))];
+  // The heads move only when every record was written (the count check): otherwise the caller rolls back.
   const inserted = await tx.query<{ id: string; event_id: string }>(
-    `INSERT INTO audit_log (event_id, user_id, user_seq, task_id, operation, occurred_at, recorded_at, change,
-       trace_id, client_ip, user_agent, prev_hash, hash)
-     SELECT event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change::jsonb, trace_id,
-            client_ip, user_agent, prev_hash, hash
-       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
-                   $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
-            WITH ORDINALITY AS t(event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change,
-                                 trace_id, client_ip, user_agent, prev_hash, hash, ord)
-      ORDER BY ord
-     ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id, event_id`,
+    `WITH ins AS (
+       INSERT INTO audit_log (event_id, user_id, user_seq, task_id, operation, occurred_at, recorded_at, change,
+         trace_id, client_ip, user_agent, prev_hash, hash)
+       SELECT event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change::jsonb, trace_id,
+              client_ip, user_agent, prev_hash, hash
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
+                     $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+              WITH ORDINALITY AS t(event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change,
+                                   trace_id, client_ip, user_agent, prev_hash, hash, ord)
+        ORDER BY ord
+       ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id, event_id
+     ), moved AS (
+       UPDATE audit_chain_heads h SET last_seq = v.seq, last_hash = v.hash
+         FROM unnest($14::text[], $15::bigint[], $16::text[]) AS v(user_id, seq, hash)
+        WHERE h.user_id = v.user_id AND (SELECT count(*) FROM ins) = $17
+     )
+     SELECT id, event_id FROM ins`,
     [
       column('event_id'),
       column('user_id'),
@@ -202,14 +230,13 @@ async function appendChained(tx: Queryable, inputs: readonly AuditInput[]): Prom
       column('user_agent'),
       column('prev_hash'),
       column('hash'),
+      moved,
+      moved.map((u) => heads.get(u)!.seq),
+      moved.map((u) => heads.get(u)!.hash),
+      chained.length,
     ],
   );
   if (inserted.rows.length !== chained.length) return null;
-  await tx.query(
-    `UPDATE audit_chain_heads h SET last_seq = v.seq, last_hash = v.hash
-       FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(user_id, seq, hash) WHERE h.user_id = v.user_id`,
-    [[...heads.keys()], [...heads.values()].map((h) => h.seq), [...heads.values()].map((h) => h.hash)],
-  );
   const ids = new Map(inserted.rows.map((r) => [r.event_id, r.id]));
   return chained.map((r) => ({ ...r, id: ids.get(r.event_id)! }));
 }

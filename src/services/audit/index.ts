@@ -8,7 +8,6 @@ import { createVerifier } from '../../auth.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import type { Runtime } from '../../runtime.ts';
-import { firstTime, firstTimeMany } from '../../store/idempotency.ts';
 import { consumerTarget } from '../consumer-target.ts';
 import { appendAuditRecord, appendAuditRecords, purgeAudit } from './chain.ts';
 import { auditInputOf } from './records.ts';
@@ -63,30 +62,21 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
           await rt.db.query('ANALYZE audit_log').catch(() => undefined);
       };
       return {
+        // Alone (a first delivery, or a run that failed): an event already in the log is simply done.
         async handle(message) {
           const input = auditInputOf(message.event, rt.clock.now());
-          const done = await rt.db.transaction(async (tx) => {
-            if (!(await firstTime(tx, GROUPS.audit, message.event.id))) return false;
-            return (await appendAuditRecord(tx, input)) !== null;
-          });
-          if (done) await recorded([input.operation]);
+          const record = await rt.db.transaction((tx) =>
+            appendAuditRecord(tx, input, { dedupe: GROUPS.audit }),
+          );
+          if (record) await recorded([record.operation]);
         },
         // A run of events in one transaction; each user's chain grows in the run's order.
         async handleBatch(items) {
           const now = rt.clock.now();
           const inputs = items.map((i) => auditInputOf(i.message.event, now));
-          const records = await rt.db.transaction(async (tx) => {
-            const fresh = await firstTimeMany(
-              tx,
-              GROUPS.audit,
-              inputs.map((i) => i.event_id),
-            );
-            // The first occurrence of an id in the run wins (a redelivered event can appear twice).
-            return appendAuditRecords(
-              tx,
-              inputs.filter((i) => fresh.delete(i.event_id)),
-            );
-          });
+          const records = await rt.db.transaction((tx) =>
+            appendAuditRecords(tx, inputs, { dedupe: GROUPS.audit }),
+          );
           await recorded(records.map((r) => r.operation));
         },
         async stop() {

@@ -9,31 +9,11 @@ import { makeEvent, type CloudEvent } from '../../contracts/cloudevent.ts';
 import type { TaskChangedData, TaskEventData } from '../../contracts/events.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { childTraceparent } from '../../observability/trace.ts';
-import type { Queryable, Tx } from '../../store/db.ts';
-import { firstTimeMany } from '../../store/idempotency.ts';
+import type { Tx } from '../../store/db.ts';
 import { appendEvents } from '../../store/outbox.ts';
 import { consumerTarget } from '../consumer-target.ts';
 
 export const SOURCE = '/taskflow/broadcaster';
-
-/**
- * Takes the next `count` sequence numbers of each user (1, 2, 3...) under the counter rows' locks, in user
- * order (no deadlock between instances); returns each user's first new number.
- */
-export async function nextSequences(
-  tx: Queryable,
-  counts: ReadonlyMap<string, number>,
-): Promise<Map<string, number>> {
-  const users = [...counts.keys()].sort();
-  const r = await tx.query<{ user_id: string; last_seq: string }>(
-    `INSERT INTO broadcaster_sequences (user_id, last_seq)
-     SELECT u, n FROM unnest($1::text[], $2::bigint[]) AS t(u, n) ORDER BY u
-     ON CONFLICT (user_id) DO UPDATE SET last_seq = broadcaster_sequences.last_seq + excluded.last_seq
-     RETURNING user_id, last_seq::text`,
-    [users, users.map((u) => counts.get(u)!)],
-  );
-  return new Map(r.rows.map((row) => [row.user_id, Number(row.last_seq) - counts.get(row.user_id)! + 1]));
-}
 
 const CHANGE_TYPES: Record<string, TaskChangedData['change_type']> = {
   'task.created': 'created',
@@ -70,8 +50,10 @@ function changeOf(
 }
 
 /**
- * Broadcasts a run of task events in one transaction: the new ones (by event id) of a broadcastable type
- * get consecutive per-user sequence numbers in the run's order. Resolves how many events it wrote.
+ * Broadcasts a run of task events in one transaction, in two statements: the first records the new event
+ * ids (the first occurrence of an id in the run wins) and takes the next sequence numbers of each of their
+ * users under the counter rows' locks (in user order: no deadlock between instances); the second appends the
+ * `task.changed` events, numbered consecutively per user in the run's order. Resolves how many it wrote.
  */
 export async function broadcastRun(
   tx: Tx,
@@ -80,24 +62,37 @@ export async function broadcastRun(
 ): Promise<number> {
   const relevant = items.filter((i) => CHANGE_TYPES[i.event.type]); // other task events: nothing to do
   if (relevant.length === 0) return 0;
-  const fresh = await firstTimeMany(
-    tx,
-    GROUPS.broadcaster,
-    relevant.map((i) => i.event.id),
+  const userOf = (e: CloudEvent) => (e.data as TaskEventData).user_id;
+  const r = await tx.query<{ fresh: string[] | null; seqs: { user_id: string; last_seq: number }[] | null }>(
+    `WITH input AS (
+       SELECT * FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(event_id, user_id, ord)
+     ), fresh AS (
+       INSERT INTO processed_events (consumer, event_id) SELECT $1, event_id FROM input ORDER BY ord
+       ON CONFLICT DO NOTHING RETURNING event_id
+     ), counts AS (
+       SELECT user_id, count(*) AS n
+         FROM (SELECT DISTINCT i.event_id, i.user_id FROM input i JOIN fresh f ON f.event_id = i.event_id) d
+        GROUP BY user_id
+     ), seqs AS (
+       INSERT INTO broadcaster_sequences (user_id, last_seq) SELECT user_id, n FROM counts ORDER BY user_id
+       ON CONFLICT (user_id) DO UPDATE SET last_seq = broadcaster_sequences.last_seq + excluded.last_seq
+       RETURNING user_id, last_seq
+     )
+     SELECT (SELECT array_agg(event_id) FROM fresh) AS fresh,
+            (SELECT json_agg(seqs) FROM seqs) AS seqs`,
+    [GROUPS.broadcaster, relevant.map((i) => i.event.id), relevant.map((i) => userOf(i.event))],
   );
-  // The first occurrence of an id in the run wins (a redelivered event can appear twice in one run).
+  const fresh = new Set(r.rows[0]?.fresh ?? []);
   const todo = relevant.filter((i) => fresh.delete(i.event.id));
   if (todo.length === 0) return 0;
   const counts = new Map<string, number>();
-  for (const { event } of todo) {
-    const user = (event.data as TaskEventData).user_id;
-    counts.set(user, (counts.get(user) ?? 0) + 1);
-  }
-  const next = await nextSequences(tx, counts);
+  for (const { event } of todo) counts.set(userOf(event), (counts.get(userOf(event)) ?? 0) + 1);
+  const next = new Map(
+    (r.rows[0]?.seqs ?? []).map((x) => [x.user_id, Number(x.last_seq) - counts.get(x.user_id)! + 1]),
+  );
   const changes = todo.map(({ event, traceparent }) => {
-    const user = (event.data as TaskEventData).user_id;
-    const sequence = next.get(user)!;
-    next.set(user, sequence + 1);
+    const sequence = next.get(userOf(event))!;
+    next.set(userOf(event), sequence + 1);
     return changeOf(event, sequence, now, traceparent);
   });
   await appendEvents(tx, changes);

@@ -15,9 +15,6 @@ import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { TargetDefinition } from '../../runtime.ts';
-import { firstTimeMany } from '../../store/idempotency.ts';
-import { appendEvents } from '../../store/outbox.ts';
-import { UserSettingsStore } from '../../store/user-settings.ts';
 import { consumerTarget } from '../consumer-target.ts';
 import { registerReminderRoutes } from './routes.ts';
 import { ReminderScheduler, type SchedulerOptions } from './scheduler.ts';
@@ -76,34 +73,27 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
         const tasks = items.filter((i) => i.message.event.type.startsWith('task.'));
         if (tasks.length === 0) return;
         const now = rt.clock.now();
-        const events = await rt.db.transaction(async (tx) => {
-          const fresh = await firstTimeMany(
+        const events = await rt.db.transaction((tx) =>
+          applyTaskEvents(
             tx,
-            GROUPS.reminders,
-            tasks.map((i) => i.message.event.id),
-          );
-          const todo = tasks.filter((i) => fresh.delete(i.message.event.id));
-          const produced = await applyTaskEvents(
-            tx,
-            todo.map(({ message: { event: e }, traceparent }) => ({
+            tasks.map(({ message: { event: e }, traceparent }) => ({
+              id: e.id,
               type: e.type,
               data: e.data as TaskEventData,
               eventTime: new Date(e.time),
               traceparent: traceparent ?? childTraceparent(e.traceparent),
             })),
-            {
-              graceMs,
-              now,
-              channels,
-              defaultReminders: (userIds) =>
-                new UserSettingsStore(tx, rt.config.defaultTimezone).defaultReminders(userIds),
-            },
-          );
-          await appendEvents(tx, produced);
-          return produced;
-        });
+            { dedupe: GROUPS.reminders, graceMs, now, channels },
+          ),
+        );
         if (events.length) {
-          scheduler.poke(); // a reminder due at once fires without waiting for the tick
+          // A reminder due already fires without waiting for the tick (the tick finds the others).
+          if (
+            events.some(
+              (e) => e.type === 'reminder.scheduled' && Date.parse(e.data.remind_at) <= now.getTime(),
+            )
+          )
+            scheduler.poke();
           log.debug({ events: events.length, tasks: tasks.length }, 'reminders updated');
         }
       };

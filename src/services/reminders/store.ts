@@ -12,7 +12,9 @@ import {
   type DismissReason,
   type ReminderStatus,
 } from '../../domain/reminders.ts';
-import type { Queryable } from '../../store/db.ts';
+import type { Queryable, Tx } from '../../store/db.ts';
+import { eventWrite, runWithEvents } from '../../store/outbox.ts';
+import { DEFAULT_REMINDERS } from '../../store/user-settings.ts';
 
 export const SOURCE = '/taskflow/reminders';
 
@@ -110,6 +112,8 @@ export function reminderEvent(
 
 /** A task event as the schedule needs it. */
 export interface TaskEventInput {
+  /** The event id (the run's dedupe). */
+  id: string;
   type: string;
   data: TaskEventData;
   /** When the event happened (reminders already past the grace window then are not scheduled). */
@@ -117,51 +121,67 @@ export interface TaskEventInput {
   traceparent?: string | undefined;
 }
 
+/** A reminder row as `json_agg` returns it (instants as text). */
+type ReminderJson = Omit<ReminderRow, 'due_at' | 'planned_at' | 'remind_at' | 'triggered_at'> &
+  Record<'due_at' | 'triggered_at', string | null> &
+  Record<'planned_at' | 'remind_at', string>;
+
+const fromJson = (r: ReminderJson): ReminderRow => ({
+  ...r,
+  due_at: r.due_at === null ? null : new Date(r.due_at),
+  planned_at: new Date(r.planned_at),
+  remind_at: new Date(r.remind_at),
+  triggered_at: r.triggered_at === null ? null : new Date(r.triggered_at),
+});
+
 /**
- * Applies a run of task events to the schedule, in order, inside the consumer's transaction, and returns the
- * reminder events to write. A fixed number of statements whatever the run's length: the tasks' known state
- * and reminders are read (and locked) at once, the plan is computed in memory event by event (so two events
- * of one task in a run see each other), and the changes are written at once. Events older than the task
- * version already applied are ignored (out-of-order safety), and nothing happens after the task was deleted.
+ * Applies a run of task events to the schedule, in order, inside the consumer's transaction, and appends the
+ * reminder events they cause; resolves those events. Two statements whatever the run's length: the first
+ * records the run's new event ids in the `dedupe` consumer's ledger (the first occurrence of an id wins) and
+ * reads (and locks) the tasks' applied versions, their reminders and their users' default offsets; the plan
+ * is computed in memory event by event (so two events of one task in a run see each other); the second
+ * writes the changes and the events. Events older than the task version already applied are ignored
+ * (out-of-order safety), and nothing happens after the task was deleted.
  */
 export async function applyTaskEvents(
-  tx: Queryable,
+  tx: Tx,
   inputs: readonly TaskEventInput[],
-  opts: {
-    graceMs: number;
-    /** Users' default reminder offsets (for tasks whose `reminders` is null). */
-    defaultReminders: (userIds: readonly string[]) => Promise<ReadonlyMap<string, readonly string[]>>;
-    now: Date;
-    channels: readonly ReminderChannel[];
-  },
+  opts: { dedupe: string; graceMs: number; now: Date; channels: readonly ReminderChannel[] },
 ): Promise<CloudEvent<ReminderEventData>[]> {
   if (inputs.length === 0) return [];
   const taskIds = [...new Set(inputs.map((i) => i.data.task.id))].sort();
-  const known = new Map(
-    (
-      await tx.query<KnownTask>(
-        `SELECT task_id::text AS task_id, version, deleted, user_id FROM reminder_tasks
-          WHERE task_id = ANY($1::uuid[]) ORDER BY task_id FOR UPDATE`,
-        [taskIds],
-      )
-    ).rows.map((k) => [k.task_id, k]),
-  );
-  const rowsOf = new Map<string, ReminderRow[]>();
-  for (const r of (
-    await tx.query<ReminderRow>(
-      `SELECT ${ROW_COLUMNS} FROM reminder_schedule WHERE task_id = ANY($1::uuid[]) ORDER BY task_id, id FOR UPDATE`,
-      [taskIds],
+  const users = [...new Set(inputs.map((i) => i.data.task.user_id))];
+  const read = (
+    await tx.query<{
+      fresh: string[] | null;
+      known: KnownTask[] | null;
+      rows: ReminderJson[] | null;
+      settings: { user_id: string; default_reminders: string[] }[] | null;
+    }>(
+      `WITH fresh AS (
+         INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])
+         ON CONFLICT DO NOTHING RETURNING event_id
+       ), known AS (
+         SELECT task_id::text AS task_id, version, deleted, user_id FROM reminder_tasks
+          WHERE task_id = ANY($3::uuid[]) ORDER BY task_id FOR UPDATE
+       ), rows AS (
+         SELECT ${ROW_COLUMNS} FROM reminder_schedule WHERE task_id = ANY($3::uuid[]) ORDER BY task_id, id FOR UPDATE
+       )
+       SELECT (SELECT array_agg(event_id) FROM fresh) AS fresh,
+              (SELECT json_agg(known) FROM known) AS known,
+              (SELECT json_agg(rows ORDER BY task_id, id) FROM rows) AS rows,
+              (SELECT json_agg(json_build_object('user_id', user_id, 'default_reminders', default_reminders))
+                 FROM user_settings WHERE user_id = ANY($4::text[])) AS settings`,
+      [opts.dedupe, inputs.map((i) => i.id), taskIds, users],
     )
-  ).rows)
-    rowsOf.set(r.task_id, [...(rowsOf.get(r.task_id) ?? []), r]);
-  const needDefaults = [
-    ...new Set(
-      inputs
-        .filter((i) => i.type !== 'task.deleted' && i.data.task.reminders === null)
-        .map((i) => i.data.task.user_id),
-    ),
-  ];
-  const defaults = needDefaults.length ? await opts.defaultReminders(needDefaults) : new Map();
+  ).rows[0]!;
+  const fresh = new Set(read.fresh ?? []);
+  const todo = inputs.filter((i) => fresh.delete(i.id)); // the first occurrence of an id wins
+  if (todo.length === 0) return [];
+  const known = new Map((read.known ?? []).map((k) => [k.task_id, k]));
+  const rowsOf = new Map<string, ReminderRow[]>();
+  for (const r of read.rows ?? []) rowsOf.set(r.task_id, [...(rowsOf.get(r.task_id) ?? []), fromJson(r)]);
+  const defaults = new Map((read.settings ?? []).map((x) => [x.user_id, x.default_reminders]));
 
   const changedTasks = new Map<string, KnownTask>();
   const inserted = new Map<string, ReminderRow>();
@@ -170,7 +190,7 @@ export async function applyTaskEvents(
     if (!inserted.has(r.id)) updated.set(r.id, r);
   };
   const events: CloudEvent<ReminderEventData>[] = [];
-  for (const input of inputs) {
+  for (const input of todo) {
     const task = input.data.task;
     const deleted = input.type === 'task.deleted';
     const k = known.get(task.id);
@@ -185,7 +205,7 @@ export async function applyTaskEvents(
     rowsOf.set(task.id, existing);
     const desired = deleted
       ? []
-      : planReminders(task, task.reminders === null ? (defaults.get(task.user_id) ?? []) : []);
+      : planReminders(task, task.reminders === null ? (defaults.get(task.user_id) ?? DEFAULT_REMINDERS) : []);
     const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
     const plan = reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs });
     const reason: DismissReason = dismissReasonFor(input.type, task);
@@ -247,7 +267,7 @@ export async function applyTaskEvents(
         touch(row);
       }
   }
-  await writeSchedule(tx, [...changedTasks.values()], [...inserted.values()], [...updated.values()]);
+  await writeRun(tx, [...changedTasks.values()], [...inserted.values()], [...updated.values()], events);
   return events;
 }
 
@@ -263,64 +283,64 @@ const sameInstant = (a: Date | string | null, b: Date | null) =>
 
 const isoOrNull = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
 
-/** Writes the run's changes: the tasks' applied versions, new reminders, changed reminders (3 statements). */
-async function writeSchedule(
-  tx: Queryable,
+/** Writes the run's changes, the tasks' applied versions, new and changed reminders, and its events, in one statement. */
+async function writeRun(
+  tx: Tx,
   tasks: readonly KnownTask[],
   inserted: readonly ReminderRow[],
   updated: readonly ReminderRow[],
+  events: readonly CloudEvent[],
 ): Promise<void> {
-  if (tasks.length)
-    await tx.query(
-      `INSERT INTO reminder_tasks (task_id, user_id, version, deleted, updated_at)
+  if (tasks.length === 0 && events.length === 0) return;
+  const params: unknown[] = [
+    tasks.map((t) => t.task_id),
+    tasks.map((t) => t.user_id),
+    tasks.map((t) => t.version),
+    tasks.map((t) => t.deleted),
+    inserted.map((r) => r.id),
+    inserted.map((r) => r.task_id),
+    inserted.map((r) => r.user_id),
+    inserted.map((r) => r.title),
+    inserted.map((r) => JSON.stringify(r.specs)),
+    inserted.map((r) => isoOrNull(r.due_at)),
+    inserted.map((r) => isoOrNull(r.planned_at)),
+    inserted.map((r) => isoOrNull(r.remind_at)),
+    updated.map((r) => r.id),
+    updated.map((r) => r.status),
+    updated.map((r) => r.dismiss_reason),
+    updated.map((r) => r.snoozed),
+    updated.map((r) => isoOrNull(r.remind_at)),
+    updated.map((r) => isoOrNull(r.planned_at)),
+    updated.map((r) => r.title),
+    updated.map((r) => isoOrNull(r.due_at)),
+    updated.map((r) => JSON.stringify(r.specs)),
+  ];
+  const schedule = `applied AS (
+       INSERT INTO reminder_tasks (task_id, user_id, version, deleted, updated_at)
        SELECT t.task_id, t.user_id, t.version, t.deleted, now()
          FROM unnest($1::uuid[], $2::text[], $3::int[], $4::boolean[]) AS t(task_id, user_id, version, deleted)
-       ON CONFLICT (task_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, updated_at = now()`,
-      [
-        tasks.map((t) => t.task_id),
-        tasks.map((t) => t.user_id),
-        tasks.map((t) => t.version),
-        tasks.map((t) => t.deleted),
-      ],
-    );
-  if (inserted.length)
-    await tx.query(
-      `INSERT INTO reminder_schedule (id, task_id, user_id, title, specs, due_at, planned_at, remind_at, status)
+       ON CONFLICT (task_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, updated_at = now()
+     ), added AS (
+       INSERT INTO reminder_schedule (id, task_id, user_id, title, specs, due_at, planned_at, remind_at, status)
        SELECT r.id, r.task_id, r.user_id, r.title, r.specs::jsonb, r.due_at, r.planned_at, r.remind_at, 'scheduled'
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
-              AS r(id, task_id, user_id, title, specs, due_at, planned_at, remind_at)`,
-      [
-        inserted.map((r) => r.id),
-        inserted.map((r) => r.task_id),
-        inserted.map((r) => r.user_id),
-        inserted.map((r) => r.title),
-        inserted.map((r) => JSON.stringify(r.specs)),
-        inserted.map((r) => isoOrNull(r.due_at)),
-        inserted.map((r) => isoOrNull(r.planned_at)),
-        inserted.map((r) => isoOrNull(r.remind_at)),
-      ],
-    );
-  if (updated.length)
-    await tx.query(
-      `UPDATE reminder_schedule s SET status = u.status, dismiss_reason = u.dismiss_reason, snoozed = u.snoozed,
+         FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[], $10::timestamptz[],
+                     $11::timestamptz[], $12::timestamptz[])
+              AS r(id, task_id, user_id, title, specs, due_at, planned_at, remind_at)
+     ), changed AS (
+       UPDATE reminder_schedule s SET status = u.status, dismiss_reason = u.dismiss_reason, snoozed = u.snoozed,
               remind_at = u.remind_at, planned_at = u.planned_at, title = u.title, due_at = u.due_at,
               specs = u.specs::jsonb, updated_at = now()
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::timestamptz[], $6::timestamptz[],
-                     $7::text[], $8::timestamptz[], $9::text[])
+         FROM unnest($13::uuid[], $14::text[], $15::text[], $16::boolean[], $17::timestamptz[], $18::timestamptz[],
+                     $19::text[], $20::timestamptz[], $21::text[])
               AS u(id, status, dismiss_reason, snoozed, remind_at, planned_at, title, due_at, specs)
-        WHERE s.id = u.id`,
-      [
-        updated.map((r) => r.id),
-        updated.map((r) => r.status),
-        updated.map((r) => r.dismiss_reason),
-        updated.map((r) => r.snoozed),
-        updated.map((r) => isoOrNull(r.remind_at)),
-        updated.map((r) => isoOrNull(r.planned_at)),
-        updated.map((r) => r.title),
-        updated.map((r) => isoOrNull(r.due_at)),
-        updated.map((r) => JSON.stringify(r.specs)),
-      ],
-    );
+        WHERE s.id = u.id
+     )`;
+  if (events.length === 0) {
+    await tx.query(`WITH ${schedule} SELECT 1`, params);
+    return;
+  }
+  const w = await eventWrite(tx, events, params.length + 1);
+  await runWithEvents(tx, w, `WITH ${schedule}, ${w.ctes} ${w.insert}`, [...params, ...w.params]);
 }
 
 /** Whether `userId` has the (not deleted) task `taskId` as far as this service knows. */
