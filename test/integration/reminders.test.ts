@@ -714,17 +714,53 @@ for (const backend of backends) {
       opts: Parameters<typeof createRemindersTarget>[0] = {},
     ) => startApp(d, { clock, env: busEnv(), targets: [createRemindersTarget({ tickMs: 10, ...opts })] });
 
-    it('two scheduler instances fire each of 1,000 reminders due at the same second exactly once', async () => {
-      const db2 = backend.name === 'postgres' ? await openDb(url) : db; // a second "process" on PostgreSQL
+    // On PostgreSQL the two instances are two pools (two "processes") and must contend for real: their first
+    // claims are held open until both hold one at the same time, which SKIP LOCKED allows (the second skips
+    // the rows the first locked) and a blocking claim does not. PGlite has one connection: transactions
+    // take turns, so there it shows exactly-once but cannot show contention.
+    const contend = backend.name === 'postgres';
+    it(`two scheduler instances fire each of 1,000 reminders due at the same second exactly once${contend ? ', claiming disjoint batches at the same time' : ''}`, async () => {
+      const db2 = contend ? await openDb(url) : db;
       const clock = new ManualClock(START);
       const schedulers: ReminderScheduler[] = [];
-      const instance = (d: Db) =>
-        schedulerApp(d, clock, { tickMs: 5, batchSize: 100, onScheduler: (s) => schedulers.push(s) });
-      const [a, b] = [await instance(db), await instance(db2)];
+      /** The claims in progress, per instance; the first pair of claims held at the same time. */
+      const holding = new Map<string, readonly string[]>();
+      let overlap: (readonly string[])[] | undefined;
+      const waited = new Set<string>();
+      const afterClaim = (name: string) => async (ids: readonly string[]) => {
+        holding.set(name, ids);
+        try {
+          // Each instance's first claim waits for the other one to hold a claim too. Bounded: when a claim
+          // blocks the other instance, this gives up after 5 s and the test fails below.
+          const deadline = Date.now() + (waited.has(name) ? 0 : 5_000);
+          waited.add(name);
+          while (!overlap && holding.size < 2 && Date.now() < deadline)
+            await new Promise((r) => setTimeout(r, 2));
+          if (!overlap && holding.size === 2) overlap = [...holding.values()];
+        } finally {
+          holding.delete(name);
+        }
+      };
+      const instance = (d: Db, name: string) =>
+        schedulerApp(d, clock, {
+          tickMs: 5,
+          batchSize: 100,
+          onScheduler: (s) => schedulers.push(s),
+          ...(contend ? { afterClaim: afterClaim(name) } : {}),
+        });
+      const [a, b] = [await instance(db, 'A'), await instance(db2, 'B')];
+      let stopped = false;
+      const stop = async () => {
+        if (stopped) return;
+        stopped = true;
+        await a.stop();
+        await b.stop();
+      };
       try {
         const due = new Date(Date.parse(START) + HOUR).toISOString();
         const ids = await seedReminders(db, 1000, due);
-        await settle(50);
+        // Before the due time a tick of either instance claims nothing.
+        for (const s of schedulers) assert.deepEqual(await s.tick(), { triggered: 0, missed: 0 });
         assert.equal((await outboxReminders(db, ids)).length, 0);
         clock.set(due);
         await waitFor(
@@ -732,7 +768,8 @@ for (const backend of backends) {
           30_000,
           '1,000 triggered events',
         );
-        await settle();
+        // Stopped schedulers have finished their last claim: nothing can be written after this.
+        await stop();
         const events = await outboxReminders(db, ids);
         assert.equal(events.length, 1000);
         assert.ok(events.every((e) => e.event_type === 'reminder.triggered'));
@@ -747,9 +784,15 @@ for (const backend of backends) {
         console.log(
           `# ${backend.name}: instance A fired ${s1!.fired.triggered}, instance B ${s2!.fired.triggered}`,
         );
+        if (contend) {
+          assert.ok(overlap, 'the two instances never held a claim at the same time');
+          const [x, y] = overlap;
+          assert.equal(x!.length + y!.length, 200, 'two full batches claimed at once');
+          assert.equal(new Set([...x!, ...y!]).size, 200, 'disjoint claims');
+          assert.ok(s1!.fired.triggered > 0 && s2!.fired.triggered > 0, 'both instances fired a share');
+        }
       } finally {
-        await a.stop();
-        await b.stop();
+        await stop();
         if (db2 !== db) await db2.close();
       }
     });
