@@ -53,7 +53,15 @@ const busEnv = (bus = 'embedded'): Record<string, string> =>
 const SECRET = 'webhook-secret-for-tests-0123456789';
 
 type ReminderCloudEvent = CloudEvent<ReminderEventData>;
-const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until every outbox row is on the bus (the relay marks a row published only once it is durable there). */
+async function outboxRelayed(db: Db): Promise<void> {
+  await waitFor(
+    async () => (await db.query('SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1')).rows.length === 0,
+    WAIT,
+    'the outbox to be relayed',
+  );
+}
 
 /** The reminder events on the bus (the `reminders` topic), optionally of one task. */
 async function reminderEvents(app: TestApp, taskId?: string): Promise<ReminderCloudEvent[]> {
@@ -118,7 +126,7 @@ for (const BUS of BUSES) {
         env: { ...busEnv(BUS), PUBLIC_URL: 'https://tasks.example.test' },
         targets: [
           ...findTargets(['api', 'relay', 'gateway']),
-          createRemindersTarget({ tickMs: 20 }),
+          createRemindersTarget({ tickMs: 20, onScheduler: (s) => (scheduler = s) }),
           createNotificationsTarget({
             smtpUrl: smtp.url,
             smtpFrom: 'Taskflow <reminders@taskflow.test>',
@@ -140,6 +148,34 @@ for (const BUS of BUSES) {
       await pushService?.close();
       await drop?.();
     });
+
+    /*
+     * Barriers for "nothing more happened" checks, instead of sleeping: each proves the system caught up.
+     *
+     * firedUpToNow: a scheduler tick of the test's own claims whatever is due at the clock's time and the loop
+     * has not claimed (claims are transactions, serialized with the loop's on the database), so after it every
+     * due reminder has its event in the outbox; then the outbox is relayed, and the bus has them all.
+     * deliveriesIdle: no delivery of the user is due or being sent (claimed), so nothing more is sent before
+     * the clock moves on.
+     */
+    let scheduler: ReminderScheduler;
+    const firedUpToNow = async () => {
+      await scheduler.tick();
+      await outboxRelayed(db);
+    };
+    const deliveriesIdle = (user: string) =>
+      waitFor(
+        async () =>
+          (
+            await db.query(
+              `SELECT 1 FROM notification_deliveries WHERE user_id = $1 AND status = 'pending'
+                 AND (claimed_by IS NOT NULL OR next_attempt_at <= $2) LIMIT 1`,
+              [user, clock.now().toISOString()],
+            )
+          ).rows.length === 0,
+        WAIT,
+        `no delivery of ${user} due or in flight`,
+      );
 
     const mailsTo = (addr: string): ReceivedMail[] => smtp.mails.filter((m) => m.to.includes(addr));
     const hooksAt = (path: string): ReceivedRequest[] => hooks.calls.filter((c) => c.path === path);
@@ -210,7 +246,7 @@ for (const BUS of BUSES) {
       assert.equal((await app.call('bob', 'GET', `/api/tasks/${task.id}/reminders`)).status, 404);
       assert.equal((await app.call(null, 'GET', `/api/tasks/${task.id}/reminders`)).status, 401);
 
-      await settle(100);
+      await firedUpToNow();
       assert.equal((await reminderEvents(app, task.id)).length, 1, 'nothing fires before its time');
       clock.advance(HOUR + 1_000);
       const [triggered] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
@@ -233,7 +269,8 @@ for (const BUS of BUSES) {
       assert.equal(live.notification!.id, (await inboxFor('alice', task.id))[0].id, 'the inbox row');
       board.close();
       await waitFor(() => pushService.calls.some((c) => c.path === '/push/alice'), WAIT, 'the push message');
-      await settle();
+      await firedUpToNow();
+      await deliveriesIdle('alice');
 
       // Exactly one of each.
       assert.equal(
@@ -301,7 +338,7 @@ for (const BUS of BUSES) {
         { topic: TOPICS.reminders, key: 'alice', event: triggered! },
       ]);
       await waitCaughtUp(app, GROUPS.notifications);
-      await settle();
+      await deliveriesIdle('alice');
       assert.equal(mailsTo('alice@example.com').length, 1);
       assert.equal(hooksAt('/alice').length, 1);
       assert.equal(pushService.calls.filter((c) => c.path === '/push/alice').length, 1);
@@ -359,7 +396,7 @@ for (const BUS of BUSES) {
         { topic: TOPICS.taskEvents, key: 'rita', event: { ...created!, id: uuidv7() } },
       ]);
       await waitCaughtUp(app, GROUPS.reminders);
-      await settle(100);
+      await outboxRelayed(db); // its effect (none, or reminder events) is in the outbox once consumed
       assert.equal((await reminderEvents(app, task.id)).length, 3, 'the stale event changed nothing');
       const still = (await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
       assert.deepEqual(still, items);
@@ -392,7 +429,7 @@ for (const BUS of BUSES) {
       );
       assert.equal((await app.call('cora', 'GET', `/api/tasks/${task.id}/reminders`)).status, 404);
       clock.advance(3 * HOUR);
-      await settle();
+      await firedUpToNow();
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
         0,
@@ -436,7 +473,7 @@ for (const BUS of BUSES) {
       await waitFor(() => mailsTo('sam@example.com').length === 2, WAIT, 'the snoozed email');
 
       clock.advance(20 * MIN); // past the original 30-min-before-due time, before the snooze
-      await settle();
+      await firedUpToNow();
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
         2,
@@ -466,7 +503,7 @@ for (const BUS of BUSES) {
       assert.equal((await app.call('sam', 'POST', `${base}/${uuidv7()}/dismiss`)).status, 404);
 
       clock.advance(HOUR);
-      await settle();
+      await firedUpToNow();
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
         2,
@@ -489,8 +526,9 @@ for (const BUS of BUSES) {
       assert.equal(missed!.data.reminder_id, late!.data.reminder_id);
       assert.match(missed!.data.reason ?? '', /grace window/);
       await waitFor(() => mailsTo('max@example.com').length === 1, WAIT, 'the email of the fired one');
-      await waitCaughtUp(app, GROUPS.notifications);
-      await settle();
+      await firedUpToNow();
+      await waitCaughtUp(app, GROUPS.notifications); // it has consumed the missed event too (same partition)
+      await deliveriesIdle('max');
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
         1,
@@ -514,7 +552,7 @@ for (const BUS of BUSES) {
       });
       const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
       assert.equal(fired!.data.remind_at, new Date(Date.parse(task.due_date) - 30 * MIN).toISOString());
-      await settle(100);
+      await firedUpToNow();
       assert.deepEqual(typesOf(await reminderEvents(app, task.id)), [
         'reminder.scheduled',
         'reminder.triggered',
@@ -540,7 +578,7 @@ for (const BUS of BUSES) {
         WAIT,
         'the in-app notifications',
       );
-      await settle();
+      await deliveriesIdle('quinn'); // the email and webhook wait for the end of the quiet hours
       assert.equal(mailsTo('quinn@example.com').length, 0, 'no email during quiet hours');
       assert.equal(hooksAt('/quinn').length, 0, 'no webhook during quiet hours');
       // The user dismisses the second one: its deferred email and webhook are dropped.
@@ -564,7 +602,7 @@ for (const BUS of BUSES) {
       clock.set(new Date(Math.floor(end.getTime() / MIN) * MIN + 1_000));
       await waitFor(() => mailsTo('quinn@example.com').length === 1, WAIT, 'the deferred email');
       await waitFor(() => hooksAt('/quinn').length === 1, WAIT, 'the deferred webhook');
-      await settle();
+      await deliveriesIdle('quinn');
       assert.equal(mailsTo('quinn@example.com').length, 1);
       assert.equal(hooksAt('/quinn').length, 1);
       assert.notEqual(JSON.parse(hooksAt('/quinn')[0]!.body).data.reminder_id, second!.data.reminder_id);
@@ -596,7 +634,7 @@ for (const BUS of BUSES) {
         WAIT,
         'first attempts',
       );
-      await settle(100);
+      await deliveriesIdle('fay'); // the failed webhook waits for its backoff: nothing due, nothing in flight
       assert.equal(hooksAt('/fail/fay').length, 1, 'no retry before the backoff delay');
       clock.advance(1_000); // retry 1 after 0.5-1 s
       await waitFor(
@@ -611,7 +649,8 @@ for (const BUS of BUSES) {
         'third attempts',
       );
       clock.advance(HOUR);
-      await settle();
+      await deliveriesIdle('fay');
+      await deliveriesIdle('flo');
       assert.equal(hooksAt('/fail/fay').length, 3, 'given up after 3 attempts');
       assert.equal(hooksAt('/flaky/flo').length, 3);
       assert.deepEqual(
@@ -821,7 +860,7 @@ for (const backend of backends) {
       const restarted = await schedulerApp(db, clock);
       try {
         await waitFor(async () => (await outboxReminders(db, ids)).length >= 3, WAIT, 'the triggered events');
-        await settle();
+        await restarted.stop(); // a stopped scheduler has finished its last claim
         const events = await outboxReminders(db, ids);
         assert.deepEqual(
           events.map((e) => e.event_type),
@@ -875,7 +914,7 @@ for (const backend of backends) {
             (m) => (m.event.data as ReminderEventData).reminder_id === ids[0],
           );
         await waitFor(async () => (await published()).length === 1, WAIT, 'the published event');
-        await settle();
+        await outboxRelayed(db); // a row marked published is never published again
         assert.equal((await published()).length, 1);
         assert.equal((await published())[0]!.event.type, 'reminder.triggered');
       } finally {
@@ -912,7 +951,7 @@ for (const backend of backends) {
             WAIT,
             'the triggered events',
           );
-          await settle();
+          await app.stop(); // a stopped scheduler has finished its last claim
           const events = await outboxReminders(db, ids);
           assert.equal(events.length, 5);
           assert.deepEqual(events.map((e) => e.event.data.reminder_id).sort(), [...ids].sort());
