@@ -32,3 +32,25 @@ export function taskCreated(user: string, title: string): CloudEvent<TaskEventDa
 }
 
 export const titleOf = (e: CloudEvent) => (e.data as TaskEventData).task.title;
+
+/**
+ * A copy of `event` under a new event id that every consumer of its topic handles as a new event, for use as a
+ * barrier: published after events under test with the same key (so in the same partition, after them), its
+ * effect proves the earlier ones were handled. A task event gets a new task (and, when recurring, a new
+ * series) so that it changes nothing of the original task; a reminder event gets a new reminder id.
+ */
+export function sentinelOf<T>(event: CloudEvent<T>): CloudEvent<T> {
+  const copy = structuredClone(event) as CloudEvent<any>;
+  copy.id = uuidv7();
+  const data = copy.data;
+  if (data && typeof data === 'object' && 'task' in data && data.task) {
+    const id = uuidv7();
+    const wasSeries = data.task.series_id;
+    data.task = { ...data.task, id, title: `sentinel ${id}`, ...(wasSeries ? { series_id: id } : {}) };
+    if (data.previous) data.previous = { ...data.previous, id, ...(wasSeries ? { series_id: id } : {}) };
+    copy.subject = id;
+  } else if (data && typeof data === 'object' && 'reminder_id' in data) {
+    data.reminder_id = uuidv7();
+  }
+  return copy as CloudEvent<T>;
+}

@@ -1,7 +1,9 @@
 /**
  * JWT verification against a real JWKS endpoint (an HTTP server serving an ES256 public key): tokens are
  * checked with the identity provider's keys, must expire, and an unreachable identity provider answers 503
- * (retry) rather than 401 (which clients take for "log in again").
+ * (retry) rather than 401 (which clients take for "log in again"); a token whose kid names no key of the set
+ * is refused. Then the claims with an HS256 secret: JWT_ISSUER and JWT_AUDIENCE are enforced when set (and
+ * only then), a token not valid yet (nbf) or expired is refused, and the kid is not consulted.
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
@@ -10,7 +12,7 @@ import { describe, it } from 'node:test';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
-import { startApp } from '../helpers/app.ts';
+import { TEST_SECRET, startApp } from '../helpers/app.ts';
 
 const listen = (server: Server, port = 0) =>
   new Promise<number>((resolve) =>
@@ -67,10 +69,112 @@ describe('JWT verification with a JWKS URL', () => {
         .setExpirationTime('10m')
         .sign(otherKey);
       assert.equal((await list(foreign)).status, 401);
+
+      // kid: the key is chosen by the token's kid. A kid the key set does not have is refused (401, not
+      // 503: the identity provider answered), even when the signature is by a key of the set.
+      const withKid = (kid: string | undefined) => {
+        const header = kid === undefined ? { alg: 'ES256' } : { alg: 'ES256', kid };
+        return new SignJWT({})
+          .setProtectedHeader(header)
+          .setSubject('jw-user')
+          .setExpirationTime('10m')
+          .sign(privateKey);
+      };
+      const unknownKid = await list(await withKid('k-unknown'));
+      assert.equal(unknownKid.status, 401);
+      assert.match(((await unknownKid.json()) as { detail: string }).detail, /not accepted/);
+      // Without a kid, the set's one key of the token's algorithm is used.
+      assert.equal((await list(await withKid(undefined))).status, 200);
+      assert.equal((await list(await withKid('k1'))).status, 200);
     } finally {
       await app.stop();
       await db.close();
       if (idp.listening) await close(idp);
     }
+  });
+});
+
+describe('JWT claims with an HS256 secret', () => {
+  const ISSUER = 'https://auth.taskflow.test';
+  const AUDIENCE = 'taskflow-api';
+  const NOW = () => Math.floor(Date.now() / 1000);
+  /** An HS256 token for `sub` with the given claims (`exp` 10 minutes ahead unless given). */
+  const token = (claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}) =>
+    new SignJWT({ exp: NOW() + 600, ...claims })
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT', ...header })
+      .setSubject('claims-user')
+      .setIssuedAt()
+      .sign(new TextEncoder().encode(TEST_SECRET));
+  const withApp = async (
+    env: Record<string, string>,
+    fn: (list: (t: string) => Promise<Response>) => Promise<void>,
+  ) => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, { env });
+    try {
+      await fn((t) => fetch(`${app.url}/api/tasks`, { headers: { authorization: `Bearer ${t}` } }));
+    } finally {
+      await app.stop();
+      await db.close();
+    }
+  };
+  const refused = async (res: Response, detail: RegExp) => {
+    assert.equal(res.status, 401);
+    assert.equal(res.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+    assert.match(((await res.json()) as { detail: string }).detail, detail);
+  };
+
+  it('enforces JWT_ISSUER and JWT_AUDIENCE when they are set', async () => {
+    await withApp({ JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }, async (list) => {
+      assert.equal((await list(await token({ iss: ISSUER, aud: AUDIENCE }))).status, 200);
+      assert.equal((await list(await token({ iss: ISSUER, aud: ['other-api', AUDIENCE] }))).status, 200);
+      await refused(await list(await token({ aud: AUDIENCE })), /claim iss is invalid/);
+      await refused(
+        await list(await token({ iss: 'https://evil.test', aud: AUDIENCE })),
+        /claim iss is invalid/,
+      );
+      await refused(await list(await token({ iss: ISSUER })), /claim aud is invalid/);
+      await refused(await list(await token({ iss: ISSUER, aud: 'other-api' })), /claim aud is invalid/);
+      await refused(await list(await token({ iss: ISSUER, aud: ['other-api'] })), /claim aud is invalid/);
+    });
+  });
+
+  it('checks only what is configured: an issuer alone, and neither', async () => {
+    await withApp({ JWT_ISSUER: ISSUER }, async (list) => {
+      assert.equal((await list(await token({ iss: ISSUER }))).status, 200);
+      assert.equal((await list(await token({ iss: ISSUER, aud: 'anything' }))).status, 200);
+      await refused(await list(await token({ iss: 'https://evil.test' })), /claim iss is invalid/);
+    });
+    await withApp({}, async (list) => {
+      assert.equal((await list(await token())).status, 200);
+      assert.equal((await list(await token({ iss: 'https://any.test', aud: 'any' }))).status, 200);
+    });
+  });
+
+  it('refuses a token not valid yet (nbf in the future) or expired, and a foreign signature', async () => {
+    await withApp({}, async (list) => {
+      await refused(await list(await token({ nbf: NOW() + 120 })), /claim nbf is invalid/);
+      assert.equal((await list(await token({ nbf: NOW() - 5 }))).status, 200);
+      await refused(await list(await token({ exp: NOW() - 120 })), /expired/);
+      const foreign = await new SignJWT({ exp: NOW() + 600 })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('claims-user')
+        .sign(new TextEncoder().encode('another-secret-that-is-long-enough-for-hs256'));
+      await refused(await list(foreign), /signature is invalid/);
+      await refused(await list('not.a.jwt'), /malformed|not accepted/);
+    });
+  });
+
+  it('does not consult the kid with one shared secret: any kid, or none, verifies by the secret', async () => {
+    await withApp({}, async (list) => {
+      assert.equal((await list(await token({}, { kid: 'unknown-kid' }))).status, 200);
+      assert.equal((await list(await token({}, {}))).status, 200);
+      const foreign = await new SignJWT({ exp: NOW() + 600 })
+        .setProtectedHeader({ alg: 'HS256', kid: 'unknown-kid' })
+        .setSubject('claims-user')
+        .sign(new TextEncoder().encode('another-secret-that-is-long-enough-for-hs256'));
+      await refused(await list(foreign), /signature is invalid/);
+    });
   });
 });

@@ -257,29 +257,56 @@ for (const factory of harnesses) {
       const byMember: [Map<string, BusMessage>, Map<string, BusMessage>] = [new Map(), new Map()];
       const other = new Map<string, BusMessage>();
       const subs: Subscription[] = [];
+      // Probes (one key per partition) show which member holds which partition; they are not counted.
+      const probeKeys = Array.from({ length: 4 }, (_, part) => {
+        for (let n = 0; ; n++) if (partitionFor(`probe-${n}`, 4) === part) return `probe-${n}`;
+      });
+      const probesOf: [Set<string>, Set<string>] = [new Set(), new Set()];
+      const isProbe = (m: BusMessage) => titleOf(m.event).startsWith('probe ');
+      const record = (into: Map<string, BusMessage>, probes?: Set<string>) => async (m: BusMessage) => {
+        if (!isProbe(m)) into.set(m.event.id, m);
+        else probes?.add(titleOf(m.event));
+      };
       subs.push(
         await p1.bus.subscriber.subscribe({
           group,
           topics: [topic],
-          handler: async (m) => void byMember[0].set(m.event.id, m),
+          handler: record(byMember[0], probesOf[0]),
         }),
       );
       subs.push(
         await p2.bus.subscriber.subscribe({
           group,
           topics: [topic],
-          handler: async (m) => void byMember[1].set(m.event.id, m),
+          handler: record(byMember[1], probesOf[1]),
         }),
       );
       subs.push(
         await p1.bus.subscriber.subscribe({
           group: h.unique('other'),
           topics: [topic],
-          handler: async (m) => void other.set(m.event.id, m),
+          handler: record(other),
         }),
       );
-      // let the group settle on two members before producing
-      await new Promise((r) => setTimeout(r, factory.name === 'embedded' ? 500 : 3000));
+      // Before producing, the group must have settled on two members (no fixed wait): send rounds of probes,
+      // one per partition, until two rounds in a row are handled with the same partition -> member split and
+      // both members in it.
+      let previous = '';
+      for (let round = 0; ; round++) {
+        const titles = probeKeys.map((key) => `probe ${round} ${key}`);
+        await p1.bus.publisher.publish(
+          probeKeys.map((key, i) => ({ topic, key, event: taskCreated(key, titles[i]!) })),
+        );
+        await waitFor(
+          () => titles.every((t) => probesOf[0].has(t) || probesOf[1].has(t)),
+          30_000,
+          `probe round ${round}`,
+        );
+        const split = titles.map((t) => (probesOf[0].has(t) ? 'a' : 'b')).join('');
+        if (split === previous && split.includes('a') && split.includes('b')) break;
+        previous = split;
+        assert.ok(round < 100, 'the group never settled on two members');
+      }
       const events = Array.from({ length: 100 }, (_, i) => ({
         topic,
         key: `k${i % 20}`,

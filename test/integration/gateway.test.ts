@@ -310,16 +310,42 @@ describe(
       try {
         const token = await a.token('kim');
         clients.push(await Client.open(a.url, { token }), await Client.open(b.url, { token }));
-        // Each instance joins its own group from the latest offset: wait until both groups are assigned.
+        // Each instance joins its own group from the latest offset, so an update published before a group
+        // has its partitions is not for it. Instead of guessing how long that takes, probe: publish a live
+        // notification for kim (no sequence, nothing buffered) until each client has received one. Then each
+        // group consumes kim's partition from before its probe, and the update below comes after it.
+        const probe = () => {
+          const id = uuidv7();
+          const notification = {
+            id,
+            reminder_id: `probe-${id}`,
+            task_id: uuidv7(),
+            title: 'probe',
+            body: 'probe',
+            due_at: null,
+            remind_at: new Date().toISOString(),
+            created_at: new Date().toISOString(),
+            read_at: null,
+          };
+          const event = makeEvent({
+            type: 'notification.created',
+            source: '/taskflow/test',
+            subject: notification.task_id,
+            key: 'kim',
+            data: { user_id: 'kim', notification },
+          });
+          return a.proc.runtime.bus.publisher.publish([{ topic: TOPICS.taskUpdates, key: 'kim', event }]);
+        };
         await waitFor(
           async () => {
-            const groups = await a.proc.runtime.bus.admin.listGroups();
-            return groups.includes(gatewayGroup('kafka-gw-a')) && groups.includes(gatewayGroup('kafka-gw-b'));
+            if (clients.every((c) => c.frames.some((f) => f.type === 'notification'))) return true;
+            await probe();
+            await new Promise((r) => setTimeout(r, 250)); // the polling interval, not a condition
+            return false;
           },
           30_000,
-          'both gateway groups',
+          'both gateway instances to deliver a probe',
         );
-        await new Promise((r) => setTimeout(r, 3000));
         assert.equal((await a.call('kim', 'POST', '/api/tasks', { title: 'on both instances' })).status, 201);
         for (const c of clients) {
           const f = await c.next((x) => x.type === 'task.changed', 30_000);

@@ -202,22 +202,26 @@ describe('Taskflow on Kafka', { skip }, () => {
   });
 
   it(
-    'fails over between two consumer processes when one is killed with SIGKILL; every event has its effect',
+    'fails over between two consumer processes when one is killed with SIGKILL; redelivered events, each effect once',
     { skip: process.env.TEST_DATABASE_URL ? false : 'needs TEST_DATABASE_URL' },
     async () => {
       const p = prefix();
       const effectsDb = await createPgDatabase(process.env.TEST_DATABASE_URL!);
       const pool = new pg.Pool({ connectionString: effectsDb.url, max: 2 });
-      await pool.query(
-        'CREATE TABLE effects (event_id text PRIMARY KEY, consumer text NOT NULL, partition int NOT NULL)',
-      );
+      // What an idempotent consumer keeps (processed ids and effects, one transaction), and every delivery.
+      await pool.query(`
+        CREATE TABLE processed (event_id text PRIMARY KEY);
+        CREATE TABLE effects (event_id text NOT NULL, consumer text NOT NULL, partition int NOT NULL);
+        CREATE TABLE deliveries (event_id text NOT NULL, consumer text NOT NULL, partition int NOT NULL,
+                                 "offset" text NOT NULL)`);
       const bus = createKafkaBus(
         { brokers: kafkaBrokers!.split(','), clientId: 'killer', topicPrefix: p },
         { log: silentLogger },
       );
       await bus.admin.ensureTopics([{ name: 'work', partitions: 6, retentionMs: 3_600_000 }]);
       const children: ChildProcess[] = [];
-      const startConsumer = async (name: string) => {
+      let hung: string | undefined;
+      const startConsumer = async (name: string, extra: Record<string, string> = {}) => {
         const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/effect-consumer.ts'], {
           env: {
             ...process.env,
@@ -227,49 +231,104 @@ describe('Taskflow on Kafka', { skip }, () => {
             TOPIC: 'work',
             EFFECTS_DB_URL: effectsDb.url,
             CONSUMER_NAME: name,
+            ...extra,
           },
           stdio: ['ignore', 'pipe', 'inherit'],
         });
         children.push(child);
         await new Promise<void>((resolve, reject) => {
-          child.stdout!.on('data', (b: Buffer) => b.toString().includes('ready') && resolve());
-          child.on('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
+          child.stdout!.on('data', (b: Buffer) => {
+            const text = b.toString();
+            hung ??= /^hung (\S+)$/m.exec(text)?.[1];
+            if (text.includes('ready')) resolve();
+          });
+          child.on('exit', (code, signal) => reject(new Error(`${name} exited with ${code ?? signal}`)));
         });
         return child;
       };
-      const count = async (where = 'true') =>
-        Number((await pool.query(`SELECT count(*)::int AS n FROM effects WHERE ${where}`)).rows[0].n);
+      const count = async (sql: string) => Number((await pool.query(sql)).rows[0].n);
+      const produced: string[] = [];
+      let producing = true;
       try {
-        const a = await startConsumer('a');
+        // `a` hangs after its 40th effect: that effect is committed, its position is not.
+        const a = await startConsumer('a', { HANG_AFTER: '60' });
         await startConsumer('b');
-        await new Promise((r) => setTimeout(r, 4000)); // let the group rebalance to two members
-        const total = 600;
-        const producing = (async () => {
-          for (let i = 0; i < total; i += 30) {
-            await bus.publisher.publish(
-              Array.from({ length: 30 }, (_, j) => ({
-                topic: 'work',
-                key: `k${(i + j) % 24}`,
-                event: taskCreated(`k${(i + j) % 24}`, String(i + j)),
-              })),
-            );
+        // Producing goes on until the kill (no fixed wait for the group to settle on two members).
+        const producer = (async () => {
+          for (let i = 0; producing; i += 30) {
+            const batch = Array.from({ length: 30 }, (_, j) => ({
+              topic: 'work',
+              key: `k${(i + j) % 24}`,
+              event: taskCreated(`k${(i + j) % 24}`, String(i + j)),
+            }));
+            await bus.publisher.publish(batch);
+            produced.push(...batch.map((m) => m.event.id));
             await new Promise((r) => setTimeout(r, 60));
           }
         })();
         await waitFor(
-          async () => (await count("consumer = 'a'")) > 20 && (await count("consumer = 'b'")) > 20,
-          30_000,
-          'both consumers working',
+          async () =>
+            hung !== undefined &&
+            (await count(`SELECT count(*)::int AS n FROM effects WHERE consumer = 'b'`)) > 60,
+          60_000,
+          'a to hang after its effect and b to be working',
         );
         a.kill('SIGKILL');
-        await producing;
-        await waitFor(async () => (await count()) >= total, 60_000, 'all effects after failover');
-        assert.equal(await count(), total);
+        // A few more batches after the kill, then stop producing.
+        const atKill = produced.length;
+        await waitFor(() => produced.length >= atKill + 90, 30_000, 'more events after the kill');
+        producing = false;
+        await producer;
+        const total = produced.length;
+        await waitFor(
+          async () => (await count('SELECT count(DISTINCT event_id)::int AS n FROM effects')) >= total,
+          60_000,
+          'every effect after failover',
+        );
+
+        // No loss: every produced event has an effect; no duplicate: exactly one each.
+        const effects = await pool.query<{ event_id: string; n: number }>(
+          'SELECT event_id, count(*)::int AS n FROM effects GROUP BY event_id',
+        );
+        assert.deepEqual(
+          effects.rows.filter((r) => r.n !== 1),
+          [],
+          'every event has exactly one effect',
+        );
+        assert.deepEqual(effects.rows.map((r) => r.event_id).sort(), [...produced].sort());
+        // Redeliveries did happen (at-least-once): the event `a` hung on, effect committed and position
+        // not, was delivered to b again after the kill, and still has its one effect (by a).
+        const redelivered = await pool.query<{ event_id: string; n: number }>(
+          'SELECT event_id, count(*)::int AS n FROM deliveries GROUP BY event_id HAVING count(*) > 1',
+        );
+        assert.ok(redelivered.rows.length > 0, 'some events were delivered more than once');
+        const hungDeliveries = await pool.query<{ consumer: string }>(
+          'SELECT consumer FROM deliveries WHERE event_id = $1 ORDER BY consumer',
+          [hung],
+        );
+        assert.deepEqual(
+          hungDeliveries.rows.map((r) => r.consumer),
+          ['a', 'b'],
+          'the hung event redelivered to b',
+        );
+        const hungEffects = await pool.query<{ consumer: string }>(
+          'SELECT consumer FROM effects WHERE event_id = $1',
+          [hung],
+        );
+        assert.deepEqual(
+          hungEffects.rows.map((r) => r.consumer),
+          ['a'],
+        );
         const byB = await pool.query(
-          "SELECT DISTINCT partition FROM effects WHERE consumer = 'b' ORDER BY 1",
+          "SELECT DISTINCT partition FROM deliveries WHERE consumer = 'b' ORDER BY 1",
         );
         assert.equal(byB.rows.length, 6, 'the survivor took over every partition');
+        console.log(
+          `# ${total} events, ${await count('SELECT count(*)::int AS n FROM deliveries')} deliveries, ` +
+            `${redelivered.rows.length} redelivered`,
+        );
       } finally {
+        producing = false;
         for (const c of children) c.kill('SIGKILL');
         await bus.close();
         await pool.end();

@@ -53,7 +53,18 @@ const busEnv = (bus = 'embedded'): Record<string, string> =>
 const SECRET = 'webhook-secret-for-tests-0123456789';
 
 type ReminderCloudEvent = CloudEvent<ReminderEventData>;
-const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Waits until every outbox row is on the bus (the relay marks a row published only once it is durable there).
+ * On the embedded bus writers append to its log directly and the outbox stays empty: nothing to wait for.
+ */
+async function outboxRelayed(db: Db): Promise<void> {
+  await waitFor(
+    async () => (await db.query('SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1')).rows.length === 0,
+    WAIT,
+    'the outbox to be relayed',
+  );
+}
 
 /** The reminder events on the bus (the `reminders` topic), optionally of one task. */
 async function reminderEvents(app: TestApp, taskId?: string): Promise<ReminderCloudEvent[]> {
@@ -118,7 +129,7 @@ for (const BUS of BUSES) {
         env: { ...busEnv(BUS), PUBLIC_URL: 'https://tasks.example.test' },
         targets: [
           ...findTargets(['api', 'relay', 'gateway']),
-          createRemindersTarget({ tickMs: 20 }),
+          createRemindersTarget({ tickMs: 20, onScheduler: (s) => (scheduler = s) }),
           createNotificationsTarget({
             smtpUrl: smtp.url,
             smtpFrom: 'Taskflow <reminders@taskflow.test>',
@@ -140,6 +151,34 @@ for (const BUS of BUSES) {
       await pushService?.close();
       await drop?.();
     });
+
+    /*
+     * Barriers for "nothing more happened" checks, instead of sleeping: each proves the system caught up.
+     *
+     * firedUpToNow: a scheduler tick of the test's own claims whatever is due at the clock's time and the loop
+     * has not claimed (claims are transactions, serialized with the loop's on the database), so after it every
+     * due reminder has its event in the outbox; then the outbox is relayed, and the bus has them all.
+     * deliveriesIdle: no delivery of the user is due or being sent (claimed), so nothing more is sent before
+     * the clock moves on.
+     */
+    let scheduler: ReminderScheduler;
+    const firedUpToNow = async () => {
+      await scheduler.tick();
+      await outboxRelayed(db);
+    };
+    const deliveriesIdle = (user: string) =>
+      waitFor(
+        async () =>
+          (
+            await db.query(
+              `SELECT 1 FROM notification_deliveries WHERE user_id = $1 AND status = 'pending'
+                 AND (claimed_by IS NOT NULL OR next_attempt_at <= $2) LIMIT 1`,
+              [user, clock.now().toISOString()],
+            )
+          ).rows.length === 0,
+        WAIT,
+        `no delivery of ${user} due or in flight`,
+      );
 
     const mailsTo = (addr: string): ReceivedMail[] => smtp.mails.filter((m) => m.to.includes(addr));
     const hooksAt = (path: string): ReceivedRequest[] => hooks.calls.filter((c) => c.path === path);
@@ -210,7 +249,7 @@ for (const BUS of BUSES) {
       assert.equal((await app.call('bob', 'GET', `/api/tasks/${task.id}/reminders`)).status, 404);
       assert.equal((await app.call(null, 'GET', `/api/tasks/${task.id}/reminders`)).status, 401);
 
-      await settle(100);
+      await firedUpToNow();
       assert.equal((await reminderEvents(app, task.id)).length, 1, 'nothing fires before its time');
       clock.advance(HOUR + 1_000);
       const [triggered] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
@@ -233,7 +272,8 @@ for (const BUS of BUSES) {
       assert.equal(live.notification!.id, (await inboxFor('alice', task.id))[0].id, 'the inbox row');
       board.close();
       await waitFor(() => pushService.calls.some((c) => c.path === '/push/alice'), WAIT, 'the push message');
-      await settle();
+      await firedUpToNow();
+      await deliveriesIdle('alice');
 
       // Exactly one of each.
       assert.equal(
@@ -301,7 +341,7 @@ for (const BUS of BUSES) {
         { topic: TOPICS.reminders, key: 'alice', event: triggered! },
       ]);
       await waitCaughtUp(app, GROUPS.notifications);
-      await settle();
+      await deliveriesIdle('alice');
       assert.equal(mailsTo('alice@example.com').length, 1);
       assert.equal(hooksAt('/alice').length, 1);
       assert.equal(pushService.calls.filter((c) => c.path === '/push/alice').length, 1);
@@ -359,7 +399,7 @@ for (const BUS of BUSES) {
         { topic: TOPICS.taskEvents, key: 'rita', event: { ...created!, id: uuidv7() } },
       ]);
       await waitCaughtUp(app, GROUPS.reminders);
-      await settle(100);
+      await outboxRelayed(db); // its effect (none, or reminder events) is in the outbox once consumed
       assert.equal((await reminderEvents(app, task.id)).length, 3, 'the stale event changed nothing');
       const still = (await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
       assert.deepEqual(still, items);
@@ -392,7 +432,7 @@ for (const BUS of BUSES) {
       );
       assert.equal((await app.call('cora', 'GET', `/api/tasks/${task.id}/reminders`)).status, 404);
       clock.advance(3 * HOUR);
-      await settle();
+      await firedUpToNow();
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
         0,
@@ -436,7 +476,7 @@ for (const BUS of BUSES) {
       await waitFor(() => mailsTo('sam@example.com').length === 2, WAIT, 'the snoozed email');
 
       clock.advance(20 * MIN); // past the original 30-min-before-due time, before the snooze
-      await settle();
+      await firedUpToNow();
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
         2,
@@ -466,7 +506,7 @@ for (const BUS of BUSES) {
       assert.equal((await app.call('sam', 'POST', `${base}/${uuidv7()}/dismiss`)).status, 404);
 
       clock.advance(HOUR);
-      await settle();
+      await firedUpToNow();
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
         2,
@@ -489,8 +529,9 @@ for (const BUS of BUSES) {
       assert.equal(missed!.data.reminder_id, late!.data.reminder_id);
       assert.match(missed!.data.reason ?? '', /grace window/);
       await waitFor(() => mailsTo('max@example.com').length === 1, WAIT, 'the email of the fired one');
-      await waitCaughtUp(app, GROUPS.notifications);
-      await settle();
+      await firedUpToNow();
+      await waitCaughtUp(app, GROUPS.notifications); // it has consumed the missed event too (same partition)
+      await deliveriesIdle('max');
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
         1,
@@ -514,7 +555,7 @@ for (const BUS of BUSES) {
       });
       const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
       assert.equal(fired!.data.remind_at, new Date(Date.parse(task.due_date) - 30 * MIN).toISOString());
-      await settle(100);
+      await firedUpToNow();
       assert.deepEqual(typesOf(await reminderEvents(app, task.id)), [
         'reminder.scheduled',
         'reminder.triggered',
@@ -540,7 +581,7 @@ for (const BUS of BUSES) {
         WAIT,
         'the in-app notifications',
       );
-      await settle();
+      await deliveriesIdle('quinn'); // the email and webhook wait for the end of the quiet hours
       assert.equal(mailsTo('quinn@example.com').length, 0, 'no email during quiet hours');
       assert.equal(hooksAt('/quinn').length, 0, 'no webhook during quiet hours');
       // The user dismisses the second one: its deferred email and webhook are dropped.
@@ -564,7 +605,7 @@ for (const BUS of BUSES) {
       clock.set(new Date(Math.floor(end.getTime() / MIN) * MIN + 1_000));
       await waitFor(() => mailsTo('quinn@example.com').length === 1, WAIT, 'the deferred email');
       await waitFor(() => hooksAt('/quinn').length === 1, WAIT, 'the deferred webhook');
-      await settle();
+      await deliveriesIdle('quinn');
       assert.equal(mailsTo('quinn@example.com').length, 1);
       assert.equal(hooksAt('/quinn').length, 1);
       assert.notEqual(JSON.parse(hooksAt('/quinn')[0]!.body).data.reminder_id, second!.data.reminder_id);
@@ -596,7 +637,7 @@ for (const BUS of BUSES) {
         WAIT,
         'first attempts',
       );
-      await settle(100);
+      await deliveriesIdle('fay'); // the failed webhook waits for its backoff: nothing due, nothing in flight
       assert.equal(hooksAt('/fail/fay').length, 1, 'no retry before the backoff delay');
       clock.advance(1_000); // retry 1 after 0.5-1 s
       await waitFor(
@@ -611,7 +652,8 @@ for (const BUS of BUSES) {
         'third attempts',
       );
       clock.advance(HOUR);
-      await settle();
+      await deliveriesIdle('fay');
+      await deliveriesIdle('flo');
       assert.equal(hooksAt('/fail/fay').length, 3, 'given up after 3 attempts');
       assert.equal(hooksAt('/flaky/flo').length, 3);
       assert.deepEqual(
@@ -714,17 +756,53 @@ for (const backend of backends) {
       opts: Parameters<typeof createRemindersTarget>[0] = {},
     ) => startApp(d, { clock, env: busEnv(), targets: [createRemindersTarget({ tickMs: 10, ...opts })] });
 
-    it('two scheduler instances fire each of 1,000 reminders due at the same second exactly once', async () => {
-      const db2 = backend.name === 'postgres' ? await openDb(url) : db; // a second "process" on PostgreSQL
+    // On PostgreSQL the two instances are two pools (two "processes") and must contend for real: their first
+    // claims are held open until both hold one at the same time, which SKIP LOCKED allows (the second skips
+    // the rows the first locked) and a blocking claim does not. PGlite has one connection: transactions
+    // take turns, so there it shows exactly-once but cannot show contention.
+    const contend = backend.name === 'postgres';
+    it(`two scheduler instances fire each of 1,000 reminders due at the same second exactly once${contend ? ', claiming disjoint batches at the same time' : ''}`, async () => {
+      const db2 = contend ? await openDb(url) : db;
       const clock = new ManualClock(START);
       const schedulers: ReminderScheduler[] = [];
-      const instance = (d: Db) =>
-        schedulerApp(d, clock, { tickMs: 5, batchSize: 100, onScheduler: (s) => schedulers.push(s) });
-      const [a, b] = [await instance(db), await instance(db2)];
+      /** The claims in progress, per instance; the first pair of claims held at the same time. */
+      const holding = new Map<string, readonly string[]>();
+      let overlap: (readonly string[])[] | undefined;
+      const waited = new Set<string>();
+      const afterClaim = (name: string) => async (ids: readonly string[]) => {
+        holding.set(name, ids);
+        try {
+          // Each instance's first claim waits for the other one to hold a claim too. Bounded: when a claim
+          // blocks the other instance, this gives up after 5 s and the test fails below.
+          const deadline = Date.now() + (waited.has(name) ? 0 : 5_000);
+          waited.add(name);
+          while (!overlap && holding.size < 2 && Date.now() < deadline)
+            await new Promise((r) => setTimeout(r, 2));
+          if (!overlap && holding.size === 2) overlap = [...holding.values()];
+        } finally {
+          holding.delete(name);
+        }
+      };
+      const instance = (d: Db, name: string) =>
+        schedulerApp(d, clock, {
+          tickMs: 5,
+          batchSize: 100,
+          onScheduler: (s) => schedulers.push(s),
+          ...(contend ? { afterClaim: afterClaim(name) } : {}),
+        });
+      const [a, b] = [await instance(db, 'A'), await instance(db2, 'B')];
+      let stopped = false;
+      const stop = async () => {
+        if (stopped) return;
+        stopped = true;
+        await a.stop();
+        await b.stop();
+      };
       try {
         const due = new Date(Date.parse(START) + HOUR).toISOString();
         const ids = await seedReminders(db, 1000, due);
-        await settle(50);
+        // Before the due time a tick of either instance claims nothing.
+        for (const s of schedulers) assert.deepEqual(await s.tick(), { triggered: 0, missed: 0 });
         assert.equal((await outboxReminders(db, ids)).length, 0);
         clock.set(due);
         await waitFor(
@@ -732,7 +810,8 @@ for (const backend of backends) {
           30_000,
           '1,000 triggered events',
         );
-        await settle();
+        // Stopped schedulers have finished their last claim: nothing can be written after this.
+        await stop();
         const events = await outboxReminders(db, ids);
         assert.equal(events.length, 1000);
         assert.ok(events.every((e) => e.event_type === 'reminder.triggered'));
@@ -747,9 +826,15 @@ for (const backend of backends) {
         console.log(
           `# ${backend.name}: instance A fired ${s1!.fired.triggered}, instance B ${s2!.fired.triggered}`,
         );
+        if (contend) {
+          assert.ok(overlap, 'the two instances never held a claim at the same time');
+          const [x, y] = overlap;
+          assert.equal(x!.length + y!.length, 200, 'two full batches claimed at once');
+          assert.equal(new Set([...x!, ...y!]).size, 200, 'disjoint claims');
+          assert.ok(s1!.fired.triggered > 0 && s2!.fired.triggered > 0, 'both instances fired a share');
+        }
       } finally {
-        await a.stop();
-        await b.stop();
+        await stop();
         if (db2 !== db) await db2.close();
       }
     });
@@ -778,7 +863,7 @@ for (const backend of backends) {
       const restarted = await schedulerApp(db, clock);
       try {
         await waitFor(async () => (await outboxReminders(db, ids)).length >= 3, WAIT, 'the triggered events');
-        await settle();
+        await restarted.stop(); // a stopped scheduler has finished its last claim
         const events = await outboxReminders(db, ids);
         assert.deepEqual(
           events.map((e) => e.event_type),
@@ -832,7 +917,7 @@ for (const backend of backends) {
             (m) => (m.event.data as ReminderEventData).reminder_id === ids[0],
           );
         await waitFor(async () => (await published()).length === 1, WAIT, 'the published event');
-        await settle();
+        await outboxRelayed(db); // a row marked published is never published again
         assert.equal((await published()).length, 1);
         assert.equal((await published())[0]!.event.type, 'reminder.triggered');
       } finally {
@@ -869,7 +954,7 @@ for (const backend of backends) {
             WAIT,
             'the triggered events',
           );
-          await settle();
+          await app.stop(); // a stopped scheduler has finished its last claim
           const events = await outboxReminders(db, ids);
           assert.equal(events.length, 5);
           assert.deepEqual(events.map((e) => e.event.data.reminder_id).sort(), [...ids].sort());
