@@ -197,6 +197,12 @@ for (const backend of backends) {
         (e) => (e as CloudEvent<TaskChangedData>).data.change_type,
       );
       assert.deepEqual(changes, ['created', 'completed']);
+      // The counter first, then the events: a broadcast committing in between (the pipeline keeps running)
+      // only adds an event, while a burnt number would leave the counter ahead of the events.
+      const [last] = await rows<{ n: string }>(
+        'SELECT last_seq::text AS n FROM broadcaster_sequences WHERE user_id = $1',
+        [USER],
+      );
       const sequences = (await written('task.changed')).map(
         (e) => (e as CloudEvent<TaskChangedData>).data.sequence,
       );
@@ -205,11 +211,7 @@ for (const backend of backends) {
         sequences.map((_, i) => i + 1),
         'no number burnt or repeated',
       );
-      const [last] = await rows<{ n: string }>(
-        'SELECT last_seq::text AS n FROM broadcaster_sequences WHERE user_id = $1',
-        [USER],
-      );
-      assert.equal(Number(last!.n), sequences.length);
+      assert.ok(sequences.length >= Number(last!.n), `${sequences.length} events, counter at ${last!.n}`);
       assert.deepEqual(await deadLetters(GROUPS.broadcaster), []);
     });
 

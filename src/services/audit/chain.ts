@@ -326,6 +326,19 @@ async function verifyUser(
 }
 
 /** Recomputes the chain of one user, or of every user; reads in pages (flat memory). */
+/**
+ * Runs `fn` on one snapshot of the database (a read-only REPEATABLE READ transaction), so that appends
+ * committing meanwhile (the audit consumer keeps running) cannot look like a chain whose head and records
+ * disagree. A plain Queryable (already a transaction) is used as it is.
+ */
+function inSnapshot<T>(db: Queryable, fn: (q: Queryable) => Promise<T>): Promise<T> {
+  if (!('transaction' in db)) return fn(db);
+  return (db as Db).transaction(async (tx) => {
+    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    return fn(tx);
+  });
+}
+
 export async function verifyChain(db: Queryable, opts: { userId?: string } = {}): Promise<VerifyResult> {
   const users = opts.userId
     ? [opts.userId]
@@ -336,7 +349,7 @@ export async function verifyChain(db: Queryable, opts: { userId?: string } = {})
       ).rows.map((r) => r.user_id);
   const result: VerifyResult = { ok: true, users: users.length, records: 0, broken: [] };
   for (const user of users) {
-    const r = await verifyUser(db, user);
+    const r = await inSnapshot(db, (q) => verifyUser(q, user));
     result.records += r.records;
     if (r.broken) {
       result.ok = false;
