@@ -36,10 +36,10 @@ export interface RetryPolicy {
 export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
 
 /**
- * Subscribers commit a partition's position once per batch of handled messages (when the batch in hand is
- * done), and at least this often during a long one; not after every message, which would cost a broker or
- * database round trip per event. After a crash, at most the uncommitted rest is redelivered: handlers are
- * idempotent.
+ * Subscribers commit a partition's position at most this often while it is busy, and within this interval
+ * once it is idle (and at once on a clean stop); not per message or per batch, which at moderate rates costs
+ * a broker or database round trip per event. After a crash, at most the handled but uncommitted messages of
+ * this interval are redelivered: handlers are idempotent.
  */
 export const COMMIT_INTERVAL_MS = 1_000;
 

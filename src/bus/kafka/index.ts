@@ -252,6 +252,10 @@ class KafkaGroupMember implements Subscription {
   private stream!: MessagesStream<string, Buffer, string, string>;
   private readonly queues = new Map<string, Message<string, Buffer, string, string>[]>();
   private readonly running = new Map<string, Promise<void>>();
+  /** Per partition: the last handled message not committed yet, and when the partition last committed. */
+  private readonly uncommitted = new Map<string, Message<string, Buffer, string, string>>();
+  private readonly committedAt = new Map<string, number>();
+  private readonly commitTimers = new Map<string, NodeJS.Timeout>();
   private buffered = 0;
   private readonly closing = new AbortController();
   private closed = false;
@@ -349,6 +353,7 @@ class KafkaGroupMember implements Subscription {
       const group = this.opts.group;
       this.cfg.log.warn({ group }, 'kafka consumer stream ended; reconnecting');
       await Promise.all(this.running.values());
+      await Promise.all([...this.uncommitted.keys()].map((id) => this.commitNow(id)));
       await forceClose(this.consumer);
       await retryWithBackoff(
         async (attempt) => {
@@ -385,10 +390,41 @@ class KafkaGroupMember implements Subscription {
   }
 
   /**
-   * Handles one partition's queue in order. The offset of the last handled message is committed when the
-   * queue runs dry, on shutdown, and at least every COMMIT_INTERVAL_MS meanwhile (consumer.ts): committing
-   * an offset covers every earlier one of the partition.
+   * Commits the offset of the partition's last handled message (covering every earlier one), unless the
+   * partition committed less than COMMIT_INTERVAL_MS ago: then once that interval is over. An offset commit
+   * is a broker request, and committing whenever a queue runs dry meant one per message at moderate rates;
+   * after a crash at most COMMIT_INTERVAL_MS of handled messages are redelivered (handlers are idempotent).
    */
+  private commitSoon(id: string, now = false): Promise<void> | undefined {
+    const due = (this.committedAt.get(id) ?? 0) + COMMIT_INTERVAL_MS - Date.now();
+    if (now || due <= 0) return this.commitNow(id);
+    if (!this.commitTimers.has(id)) {
+      const timer = setTimeout(() => void this.commitNow(id), due);
+      timer.unref();
+      this.commitTimers.set(id, timer);
+    }
+    return undefined;
+  }
+
+  private async commitNow(id: string): Promise<void> {
+    clearTimeout(this.commitTimers.get(id));
+    this.commitTimers.delete(id);
+    const m = this.uncommitted.get(id);
+    if (!m) return;
+    this.uncommitted.delete(id);
+    this.committedAt.set(id, Date.now());
+    try {
+      await m.commit();
+    } catch (err) {
+      // Typically a rebalance moved the partition: the new owner re-reads from the last commit (idempotent).
+      this.cfg.log.warn(
+        { err: describeKafkaError(err), group: this.opts.group, topic: m.topic, partition: m.partition },
+        'offset commit failed',
+      );
+    }
+  }
+
+  /** Handles one partition's queue in order; offsets are committed by `commitSoon`. */
   private async drain(id: string): Promise<void> {
     const q = this.queues.get(id)!;
     const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
@@ -401,23 +437,6 @@ class KafkaGroupMember implements Subscription {
       signal: this.closing.signal,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
     };
-    let handled: Message<string, Buffer, string, string> | undefined;
-    let committedAt = Date.now();
-    const commitHandled = async () => {
-      if (!handled) return;
-      const m = handled;
-      handled = undefined;
-      committedAt = Date.now();
-      try {
-        await m.commit();
-      } catch (err) {
-        // Typically a rebalance moved the partition: the new owner re-reads from the last commit (idempotent).
-        this.cfg.log.warn(
-          { err: describeKafkaError(err), group: this.opts.group, topic: m.topic, partition: m.partition },
-          'offset commit failed',
-        );
-      }
-    };
     for (;;) {
       while (q.length && !this.closing.signal.aborted) {
         const run = q.slice(0, max);
@@ -428,16 +447,17 @@ class KafkaGroupMember implements Subscription {
         );
         if (done > 0) {
           q.splice(0, done);
-          handled = run[done - 1];
+          this.uncommitted.set(id, run[done - 1]!);
           this.buffered -= done;
           if (this.buffered < this.cfg.maxBuffered / 2 && this.stream.isPaused()) this.stream.resume();
         }
         if (done < run.length) break; // shutdown: the rest stays uncommitted
-        if (Date.now() - committedAt >= COMMIT_INTERVAL_MS) await commitHandled();
+        await this.commitSoon(id);
       }
-      await commitHandled();
-      // Messages may have arrived during the commit; leave only with an empty queue (or on shutdown), and
-      // give up the slot synchronously so the next message starts a new drain.
+      // On shutdown commit what was handled now; otherwise a timer does it once the interval is over.
+      if (this.closing.signal.aborted) await this.commitSoon(id, true);
+      // Leave only with an empty queue (or on shutdown), and give up the slot synchronously so the next
+      // message starts a new drain.
       if (q.length === 0 || this.closing.signal.aborted) {
         this.running.delete(id);
         return;
@@ -453,6 +473,7 @@ class KafkaGroupMember implements Subscription {
     this.closing.abort();
     await this.reconnecting;
     await Promise.all(this.running.values());
+    await Promise.all([...this.uncommitted.keys()].map((id) => this.commitNow(id)));
     await this.stream.close().catch(() => undefined);
     await forceClose(this.consumer);
   }
