@@ -26,6 +26,8 @@ export class TickLoop {
   private readonly stopping = new AbortController();
   private readonly wake = new EventEmitter();
   private running: Promise<void> | undefined;
+  /** A poke that came while a round ran: the round may have looked before that work was committed. */
+  private poked = false;
 
   constructor(private readonly opts: TickLoopOptions) {}
 
@@ -40,6 +42,7 @@ export class TickLoop {
 
   /** Ends the current wait: the next round runs now (new work was committed in this process). */
   poke(): void {
+    this.poked = true;
     this.wake.emit('wake');
   }
 
@@ -54,6 +57,7 @@ export class TickLoop {
     let failures = 0;
     while (!this.signal.aborted) {
       let waitMs: number;
+      this.poked = false;
       try {
         waitMs = await round();
         if (failures > 0) log.info({ after_failures: failures }, `${name} recovered`);
@@ -66,7 +70,7 @@ export class TickLoop {
         continue;
       }
       if (waitMs <= 0) continue;
-      const poked = await waitForEvent(this.wake, 'wake', waitMs, this.signal);
+      const poked = this.poked || (await waitForEvent(this.wake, 'wake', waitMs, this.signal));
       if (poked && lingerMs > 0) await this.pause(lingerMs);
     }
   }

@@ -119,12 +119,32 @@ export interface OutboxRow {
   attempts: number;
 }
 
-export async function pendingOutbox(db: Queryable, limit: number): Promise<OutboxRow[]> {
-  const r = await db.query<{ id: string; topic: string; key: string; event: CloudEvent; attempts: number }>(
-    `SELECT id::text AS id, topic, key, event, attempts FROM outbox WHERE published_at IS NULL ORDER BY outbox.id LIMIT $1`,
-    [limit],
+/** The first `limit` unpublished rows (after row `after`), in id order. */
+export async function pendingOutbox(db: Queryable, limit: number, after = '0'): Promise<OutboxRow[]> {
+  const r = await db.query<OutboxRow>(
+    `SELECT id::text AS id, topic, key, event, attempts FROM outbox
+      WHERE published_at IS NULL AND id > $2::bigint ORDER BY outbox.id LIMIT $1`,
+    [limit, after],
   );
   return r.rows;
+}
+
+/**
+ * Marks rows published if `holder` still holds the lease `lease` (fencing: a relay that lost it marks
+ * nothing); resolves whether it did.
+ */
+export async function markPublished(
+  db: Queryable,
+  ids: readonly string[],
+  fence: { lease: string; holder: string },
+): Promise<boolean> {
+  if (ids.length === 0) return true;
+  const r = await db.query(
+    `UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])
+        AND EXISTS (SELECT 1 FROM leases WHERE name = $2 AND holder = $3)`,
+    [ids, fence.lease, fence.holder],
+  );
+  return r.rowCount > 0;
 }
 
 /** Marks those of `ids` still unpublished as published; resolves the ones it marked. */
@@ -134,24 +154,6 @@ export async function markUnpublished(db: Queryable, ids: readonly string[]): Pr
     [ids],
   );
   return new Set(r.rows.map((x) => x.id));
-}
-
-/**
- * Marks rows published, then `pendingOutbox`, in one round trip. The read sees the statement's snapshot, from
- * before the update, so it leaves out the rows being marked explicitly.
- */
-export async function markPublishedAndReadNext(
-  db: Queryable,
-  ids: readonly string[],
-  limit: number,
-): Promise<OutboxRow[]> {
-  const r = await db.query<OutboxRow>(
-    `WITH marked AS (UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]))
-     SELECT id::text AS id, topic, key, event, attempts FROM outbox
-      WHERE published_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY outbox.id LIMIT $2`,
-    [ids, limit],
-  );
-  return r.rows;
 }
 
 export async function recordPublishFailure(

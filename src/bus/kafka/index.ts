@@ -104,13 +104,13 @@ export function connectionOptions(s: KafkaSettings) {
 
 const MAX_REQUEST_BYTES = 512 * 1024;
 
-/** Splits messages, in order, into chunks whose estimated encoded size stays under `limit` bytes. */
-export function chunkBySize(messages: readonly OutgoingMessage[], limit: number): OutgoingMessage[][] {
-  const chunks: OutgoingMessage[][] = [];
-  let current: OutgoingMessage[] = [];
+/** Splits items, in order, into chunks whose estimated encoded size (`sizeOf`) stays under `limit` bytes. */
+export function chunkBySize<T>(messages: readonly T[], limit: number, sizeOf: (m: T) => number): T[][] {
+  const chunks: T[][] = [];
+  let current: T[] = [];
   let size = 0;
   for (const m of messages) {
-    const estimate = JSON.stringify(m.event).length + 512; // body + ce_* headers (they repeat the attributes)
+    const estimate = sizeOf(m);
     if (current.length && size + estimate > limit) {
       chunks.push(current);
       current = [];
@@ -220,21 +220,20 @@ export class KafkaPublisher implements Publisher {
       }
       for (const t of unknown) this.known.add(t);
     }
+    const records = messages.map((m) => {
+      const { headers, body } = toBinary(m.event);
+      return {
+        topic: (this.s.topicPrefix ?? '') + m.topic,
+        key: m.key,
+        value: Buffer.from(body),
+        headers: new Map(Object.entries({ ...headers, ...(m.headers ?? {}) })),
+      };
+    });
     // Kafka refuses a request above ~1 MiB per partition; events are at most a few tens of KB, so sending in
     // chunks of bounded size keeps every request valid. Chunks go one after another: per-key order holds.
-    for (const chunk of chunkBySize(messages, MAX_REQUEST_BYTES)) {
+    for (const chunk of chunkBySize(records, MAX_REQUEST_BYTES, (r) => r.value.length + 512)) {
       try {
-        await this.producer.send({
-          messages: chunk.map((m) => {
-            const { headers, body } = toBinary(m.event);
-            return {
-              topic: (this.s.topicPrefix ?? '') + m.topic,
-              key: m.key,
-              value: Buffer.from(body),
-              headers: new Map(Object.entries({ ...headers, ...(m.headers ?? {}) })),
-            };
-          }),
-        });
+        await this.producer.send({ messages: chunk });
       } catch (err) {
         throw new Error(`Kafka publish failed: ${describeKafkaError(err)}`, { cause: err });
       }

@@ -13,7 +13,7 @@ import {
   OUTBOX_NOTIFY_CHANNEL,
   OUTBOX_NOTIFY_EVENT,
   OUTBOX_SIGNAL,
-  markPublishedAndReadNext,
+  markPublished,
   markUnpublished,
   outboxStats,
   pendingOutbox,
@@ -50,8 +50,6 @@ export class Relay {
   private renewedAt = 0;
   private statsAt = 0;
   private lastHousekeeping = 0;
-  /** The next batch, read while marking the previous one (Kafka and Dapr); dropped on any doubt. */
-  private prefetched: OutboxRow[] | undefined;
 
   constructor(private readonly rt: Runtime) {
     // After a commit signal, linger briefly so a burst of commits is published as one batch.
@@ -69,15 +67,6 @@ export class Relay {
 
   /** Publishes a batch if this relay holds the lease; resolves how long to wait before the next round. */
   private async round(): Promise<number> {
-    try {
-      return await this.leaderRound();
-    } catch (err) {
-      this.prefetched = undefined; // the lease may have moved meanwhile: read afresh next time
-      throw err;
-    }
-  }
-
-  private async leaderRound(): Promise<number> {
     const { db, log, config } = this.rt;
     await this.updateStats();
     // Renew the lease a few times per TTL, not per batch: a database round trip saved on the hot path.
@@ -88,14 +77,13 @@ export class Relay {
         log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
       this.leader = isLeader;
     }
-    if (!this.leader) {
-      this.prefetched = undefined;
-      return LEASE_TTL_MS / 3;
-    }
+    if (!this.leader) return LEASE_TTL_MS / 3;
     await this.housekeeping();
-    const published = await this.publishBatch(config.relay.batchSize);
-    if (published > 0) return 0;
-    // Embedded: nothing is written to the outbox in the normal course (see publishBatch), so look rarely.
+    const { published, drained } = await this.publishPending(config.relay.batchSize);
+    // Drained: the last read found less than a batch. Commits since then poke the loop (TickLoop keeps a
+    // poke that comes during a round), so there is nothing to read again until then.
+    if (published > 0 && !drained) return 0;
+    // Embedded: nothing is written to the outbox in the normal course (see publishPending), so look rarely.
     return this.rt.bus.publisher instanceof EmbeddedPublisher
       ? Math.max(config.relay.pollIntervalMs, config.embedded.pollIntervalMs)
       : config.relay.pollIntervalMs;
@@ -112,8 +100,8 @@ export class Relay {
     }
   }
 
-  /** Publishes one batch; returns how many rows it published. */
-  async publishBatch(limit: number): Promise<number> {
+  /** Publishes what is pending, batch by batch; resolves how many rows, and whether the last read was short. */
+  async publishPending(limit: number): Promise<{ published: number; drained: boolean }> {
     const { db, bus, metrics } = this.rt;
     const publisher = bus.publisher;
     if (publisher instanceof EmbeddedPublisher) {
@@ -121,7 +109,7 @@ export class Relay {
       // outbox holds only what a process without the bus wrote, or rows from before an upgrade. Look first
       // (one statement), then move what is there into the log and mark it, in one transaction.
       const pending = await pendingOutbox(db, limit);
-      if (pending.length === 0) return 0;
+      if (pending.length === 0) return { published: 0, drained: true };
       let traced: ReturnType<typeof tracedMessages> | undefined;
       let n: number;
       try {
@@ -141,37 +129,72 @@ export class Relay {
         throw err;
       }
       traced?.end();
-      return n;
+      return { published: n, drained: pending.length < limit };
     }
-    const rows = this.prefetched ?? (await pendingOutbox(db, limit));
-    this.prefetched = undefined;
-    if (rows.length === 0) return 0;
-    const traced = tracedMessages(rows, bus.kind);
+    // Pipelined: while a batch is on its way to the broker the next one is read, and while a batch is being
+    // marked the next one is sent. A batch is sent only after the previous one was acknowledged, so a key's
+    // events reach the broker in order; a failed send stops the round, and what was not marked is sent again.
+    let rows = await pendingOutbox(db, limit);
+    let published = 0;
+    let marking: Promise<void> | undefined;
+    // A long backlog is sent over several rounds, so the lease is renewed between them.
+    const until = Date.now() + LEASE_TTL_MS / 3;
     try {
-      await publisher.publish(traced.messages);
+      while (rows.length > 0) {
+        if (Date.now() > until) {
+          await marking;
+          return { published, drained: false };
+        }
+        const traced = tracedMessages(rows, bus.kind);
+        const sending = publisher.publish(traced.messages);
+        // A full batch: more may be pending. Read what follows it meanwhile (its own round trip, overlapped).
+        const reading =
+          rows.length === limit ? pendingOutbox(db, limit, rows[rows.length - 1]!.id) : undefined;
+        reading?.catch(() => undefined); // awaited below; a send failure must not leave it unhandled
+        try {
+          await sending;
+        } catch (err) {
+          traced.end(err);
+          await recordPublishFailure(
+            db,
+            rows.map((r) => r.id),
+            errorMessage(err),
+          ).catch(() => undefined);
+          throw err;
+        }
+        traced.end();
+        const now = Date.now();
+        for (const r of rows) {
+          metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
+          const at = Date.parse(r.event.time);
+          if (at > 0) metrics.publishLatency.observe({ topic: r.topic }, Math.max(0, now - at) / 1000);
+        }
+        published += rows.length;
+        // The previous batch's marking must have succeeded before another batch goes out.
+        await marking;
+        const sent = rows;
+        marking = this.mark(sent);
+        rows = reading ? await reading : [];
+      }
+      await marking;
     } catch (err) {
-      traced.end(err);
-      await recordPublishFailure(
-        db,
-        rows.map((r) => r.id),
-        errorMessage(err),
-      ).catch(() => undefined);
+      await marking?.catch(() => undefined);
       throw err;
     }
-    traced.end();
-    const now = Date.now();
-    for (const r of rows) {
-      const at = Date.parse(r.event.time);
-      if (at > 0) metrics.publishLatency.observe({ topic: r.topic }, Math.max(0, now - at) / 1000);
-    }
-    const next = await markPublishedAndReadNext(
-      db,
+    return { published, drained: true };
+  }
+
+  /** Marks sent rows published, fenced on this relay still holding the lease (a usurped relay steps down). */
+  private async mark(rows: readonly OutboxRow[]): Promise<void> {
+    const marked = await markPublished(
+      this.rt.db,
       rows.map((r) => r.id),
-      limit,
+      { lease: LEASE, holder: this.holder },
     );
-    this.prefetched = next.length > 0 ? next : undefined; // nothing pending then: read afresh next round
-    for (const r of rows) metrics.eventsProduced.inc({ topic: r.topic, type: r.event.type });
-    return rows.length;
+    if (!marked) {
+      this.leader = false;
+      throw new Error('the relay lease moved to another relay; its rows stay for it to publish');
+    }
   }
 
   private async housekeeping() {
