@@ -30,7 +30,30 @@ export interface Principal {
 
 export type Verifier = (token: string) => Promise<Principal>;
 
+/** Tokens remembered after a successful check, so a client's next requests skip the signature work. */
+const CACHE_SIZE = 10_000;
+/** With a key set (JWT_JWKS_URL), a token is checked again at least this often: a removed key takes effect. */
+const JWKS_RECHECK_MS = 5 * 60_000;
+
 export function createVerifier(jwt: Config['jwt']): Verifier {
+  const verify = verifyToken(jwt);
+  // token -> its principal and until when (epoch ms) it may be used without checking it again: its `exp`.
+  const cache = new Map<string, { principal: Principal; until: number }>();
+  return async (token) => {
+    const hit = cache.get(token);
+    if (hit) {
+      if (Date.now() < hit.until) return hit.principal;
+      cache.delete(token);
+    }
+    const { principal, exp } = await verify(token);
+    const until = Math.min(exp * 1000, jwt.jwksUrl ? Date.now() + JWKS_RECHECK_MS : Infinity);
+    if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value!);
+    cache.set(token, { principal, until });
+    return principal;
+  };
+}
+
+function verifyToken(jwt: Config['jwt']): (token: string) => Promise<{ principal: Principal; exp: number }> {
   const secret = jwt.secret ? new TextEncoder().encode(jwt.secret) : undefined;
   const jwks: JWTVerifyGetKey | undefined = jwt.jwksUrl
     ? createRemoteJWKSet(new URL(jwt.jwksUrl))
@@ -47,7 +70,7 @@ export function createVerifier(jwt: Config['jwt']): Verifier {
         : await jwtVerify(token, secret!, { ...options, algorithms: ['HS256'] });
       if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200)
         throw new AuthError('token has no usable subject (sub)');
-      return { userId: payload.sub };
+      return { principal: { userId: payload.sub }, exp: payload.exp! };
     } catch (err) {
       if (err instanceof AuthError) throw err;
       if (jwks && isKeySetUnavailable(err))

@@ -23,6 +23,17 @@ import type { BusMessage } from '../types.ts';
 /** The NOTIFY channel appends announce themselves on (payload `topic/partition`), for other processes. */
 export const LOG_NOTIFY_CHANNEL = 'taskflow_bus';
 
+/**
+ * An expression that fails the statement, naming the partition, when it is evaluated: for a message whose
+ * partition row does not exist, so the event is never dropped silently. `random()` keeps the planner from
+ * evaluating it ahead (constant folding) when the partition is known from parameters.
+ */
+const missingPartition = (name: string) =>
+  `('embedded log: no partition ' || ${name} || left(random()::text, 0))::bigint`;
+
+/** Up to this many messages an append is written with one row per message (`smallWrite`). */
+const SMALL_WRITE = 8;
+
 /** Messages kept per partition for in-process delivery; a consumer further behind reads the table. */
 const TAIL_SIZE = 256;
 
@@ -204,12 +215,68 @@ export class EmbeddedLog implements EventSink {
       if (list) list.push(m);
       else byPartition.set(id, [m]);
     }
+    const sql =
+      messages.length <= SMALL_WRITE
+        ? this.smallWrite(byPartition, first)
+        : this.largeWrite(first, [topic, part, key, headers, value]);
+    return {
+      ...sql,
+      committed: (rows) => this.committed(byPartition, rows),
+    };
+  }
+
+  /** On PostgreSQL an append NOTIFYs each partition it appends to (sent at commit, duplicates folded). */
+  private notify(topic: string, partition: string): string {
+    return this.db.kind === 'postgres'
+      ? `, pg_notify('${LOG_NOTIFY_CHANNEL}', ${topic} || '/' || ${partition})`
+      : '';
+  }
+
+  /**
+   * A few messages (the common write: one event): one counter UPDATE per partition, each a CTE read in
+   * (topic, partition) order, so partition rows are locked in that order, and one row per message. Cheaper to
+   * plan and run than the set-based form (about a third of its cost on PGlite). A missing partition row fails
+   * the statement (the cast of the message) instead of dropping the event.
+   */
+  private smallWrite(
+    byPartition: Map<string, LogMessage[]>,
+    first: number,
+  ): { ctes: string; insert: string; params: unknown[] } {
+    const params: unknown[] = [];
+    const $ = (v: unknown) => {
+      params.push(v);
+      return `$${first + params.length - 1}`;
+    };
+    const ctes: string[] = [];
+    const rows: string[] = [];
+    const groups = [...byPartition].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    groups.forEach(([id, list], g) => {
+      const topic = $(list[0]!.topic);
+      const partition = Number(id.slice(id.lastIndexOf('/') + 1));
+      ctes.push(
+        `ev_p${g} AS (UPDATE bus_partitions SET next_offset = next_offset + ${list.length}
+           WHERE topic = ${topic} AND partition = ${partition}
+           RETURNING next_offset - ${list.length} AS first${this.notify('topic', 'partition::text')})`,
+      );
+      list.forEach((m, i) =>
+        rows.push(
+          `SELECT ${topic}::text, ${partition}, coalesce(ev_p${g}.first, ${missingPartition(`${topic} || '/${partition}'`)}) + ${i},
+                  ${$(m.key)}::text, ${$(m.headers ? JSON.stringify(m.headers) : '{}')}::jsonb, ${$(JSON.stringify(m.event))}::jsonb
+             FROM (VALUES (1)) one LEFT JOIN ev_p${g} ON true`,
+        ),
+      );
+    });
+    return {
+      ctes: ctes.join(', '),
+      insert: `INSERT INTO bus_messages (topic, partition, "offset", key, headers, value) ${rows.join(' UNION ALL ')}
+       RETURNING topic, partition, "offset"::text AS "offset", created_at`,
+      params,
+    };
+  }
+
+  /** Many messages (a scheduler claim, a backlog): the same write as one set-based statement. */
+  private largeWrite(first: number, params: unknown[]): { ctes: string; insert: string; params: unknown[] } {
     const $ = (i: number) => `$${first + i}`;
-    // On PostgreSQL the statement NOTIFYs each partition it appends to (sent at commit, duplicates folded).
-    const notify =
-      this.db.kind === 'postgres'
-        ? `, pg_notify('${LOG_NOTIFY_CHANNEL}', p.topic || '/' || p.partition)`
-        : '';
     return {
       ctes: `ev AS (
          SELECT * FROM unnest(${$(0)}::text[], ${$(1)}::int[], ${$(2)}::text[], ${$(3)}::text[], ${$(4)}::text[])
@@ -222,17 +289,16 @@ export class EmbeddedLog implements EventSink {
        ), ev_first AS (
          UPDATE bus_partitions p SET next_offset = p.next_offset + c.n FROM ev_count c
           WHERE p.topic = c.topic AND p.partition = c.part AND (p.topic, p.partition) IN (SELECT topic, partition FROM ev_lock)
-         RETURNING p.topic, p.partition, p.next_offset - c.n AS first${notify}
+         RETURNING p.topic, p.partition, p.next_offset - c.n AS first${this.notify('p.topic', 'p.partition::text')}
        )`,
       insert: `INSERT INTO bus_messages (topic, partition, "offset", key, headers, value)
        SELECT ev.topic, ev.part,
-              coalesce(f.first, ('embedded log: no partition ' || ev.topic || '/' || ev.part)::bigint)
+              coalesce(f.first, ${missingPartition(`ev.topic || '/' || ev.part`)})
                 + row_number() OVER (PARTITION BY ev.topic, ev.part ORDER BY ev.ord) - 1,
               ev.key, ev.headers::jsonb, ev.value::jsonb
          FROM ev LEFT JOIN ev_first f ON f.topic = ev.topic AND f.partition = ev.part
        RETURNING topic, partition, "offset"::text AS "offset", created_at`,
-      params: [topic, part, key, headers, value],
-      committed: (rows) => this.committed(byPartition, rows),
+      params,
     };
   }
 
