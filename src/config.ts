@@ -28,7 +28,13 @@ export interface Config {
   /** Fastify trustProxy: whose X-Forwarded-For to believe for the client IP (rate limits' fallback key, audit). */
   trustProxy: boolean | number | string;
   relay: { batchSize: number; pollIntervalMs: number };
-  embedded: { pollIntervalMs: number; heartbeatIntervalMs: number; sessionTimeoutMs: number };
+  embedded: {
+    pollIntervalMs: number;
+    heartbeatIntervalMs: number;
+    sessionTimeoutMs: number;
+    /** Least time between two batches of a consumer's partition while busy (not the real-time path). */
+    batchIntervalMs: number;
+  };
   kafka: {
     brokers: string[];
     clientId: string;
@@ -163,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1),
       heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10),
       sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50),
+      batchIntervalMs: int(env, 'EMBEDDED_BATCH_INTERVAL_MS', 50),
     },
     kafka: {
       brokers: (env.KAFKA_BROKERS || '127.0.0.1:9092')

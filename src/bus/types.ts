@@ -66,6 +66,13 @@ export interface SubscribeOptions {
   batchHandler?: BatchHandler;
   /** Most messages per `batchHandler` call (default 100). */
   maxBatch?: number;
+  /**
+   * While messages keep coming, the least time between two batches of a partition (embedded bus): a batch
+   * then holds what arrived meanwhile, so a busy consumer runs one transaction for many messages instead of
+   * one each. The first message after a quiet spell is handled at once. Latency traded for cost: 0 (the
+   * default) handles every message as soon as it is there.
+   */
+  batchIntervalMs?: number;
   /** Where a new group starts: the oldest retained message (default) or only new ones. */
   fromBeginning?: boolean;
   /** Observers of handling, retries and dead letters (metrics). */

@@ -15,6 +15,11 @@ export interface ConsumerTargetSpec {
   description: string;
   group: string;
   topics: readonly string[];
+  /**
+   * The least time between two batches of a partition while messages keep coming (SubscribeOptions): off
+   * the real-time path a consumer can wait a little and handle many messages in one transaction.
+   */
+  batchIntervalMs?: number;
   /** Creates the handler once per process (stores, clients...). */
   setup(rt: Runtime): Promise<ConsumerService>;
 }
@@ -38,6 +43,7 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
         topics: spec.topics,
         handler: (m) => service.handle(m),
         ...(batchHandler ? { batchHandler } : {}),
+        batchIntervalMs: spec.batchIntervalMs ?? rt.config.embedded.batchIntervalMs,
         hooks: rt.metrics.consumerHooks(spec.group),
       });
       const untrack = rt.metrics.trackConsumerGroup(spec.group, consumerGroupSource(rt, spec.group));

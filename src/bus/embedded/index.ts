@@ -9,6 +9,7 @@
  * code is small and tested by the same contract suite as the Kafka transport (docs/adr/0002).
  */
 import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import { notifyEvent, type Db, type Tx } from '../../store/db.ts';
@@ -291,6 +292,8 @@ class GroupMember implements Subscription {
     this.log.appended.on(id, onAppend);
     this.db.signals.on(NOTIFY_EVENT, onNotify);
     const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
+    const interval = this.opts.batchIntervalMs ?? 0;
+    let batchAt = 0;
     let committed = position;
     let committedAt = Date.now();
     let readTable = true; // at start the backlog is in the table
@@ -330,6 +333,16 @@ class GroupMember implements Subscription {
           if (!woken && Date.now() - tableReadAt >= this.cfg.pollIntervalMs) readTable = true;
           continue;
         }
+        // A short run soon after the last batch: let more arrive until the interval is over (see
+        // SubscribeOptions.batchIntervalMs), then take whatever the tail has by then.
+        const early = batchAt + interval - Date.now();
+        if (early > 0 && messages.length < max) {
+          await sleep(early, undefined, { signal }).catch(() => undefined);
+          if (signal.aborted) return;
+          const more = this.log.take(topic, partition, position, this.cfg.batchSize);
+          if (more.length > messages.length) messages = more;
+        }
+        batchAt = Date.now();
         for (let from = 0; from < messages.length; from += max) {
           if (Date.now() >= leaseUntil()) return; // the uncommitted rest is redelivered to the owner
           const run = messages.slice(from, from + max);
