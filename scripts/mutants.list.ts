@@ -221,7 +221,7 @@ export const MUTANTS: readonly Mutant[] = [
     file: 'src/auth.ts',
     find: '    ...(jwt.issuer ? { issuer: jwt.issuer } : {}),\n',
     replace: '',
-    tests: ['test/integration/auth.test.ts', 'test/integration/api.test.ts#401'],
+    tests: ['test/integration/guarantees.test.ts#^JWT issuer', 'test/integration/auth.test.ts'],
   },
   {
     id: 'jwt-audience-not-checked',
@@ -229,6 +229,6 @@ export const MUTANTS: readonly Mutant[] = [
     file: 'src/auth.ts',
     find: '    ...(jwt.audience ? { audience: jwt.audience } : {}),\n',
     replace: '',
-    tests: ['test/integration/auth.test.ts', 'test/integration/api.test.ts#401'],
+    tests: ['test/integration/guarantees.test.ts#^JWT issuer', 'test/integration/auth.test.ts'],
   },
 ];

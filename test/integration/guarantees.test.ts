@@ -2,16 +2,17 @@
  * Guarantees that scripts/mutants breaks and no other test noticed: one lease holder at a time (one active
  * relay), the relay publishing a backlog in outbox id order per key (also with two relays on one PostgreSQL
  * database), a consumer's position never moving past a message whose handler had not finished, and the
- * outbox refusing an event that breaks its schema.
+ * outbox refusing an event that breaks its schema, and JWT_ISSUER / JWT_AUDIENCE being enforced.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { AuthError, createVerifier, signDevToken } from '../../src/auth.ts';
 import type { BusMessage } from '../../src/bus/types.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { releaseLease, tryAcquireLease } from '../../src/store/lease.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
-import { startApp, waitFor } from '../helpers/app.ts';
+import { TEST_SECRET, startApp, waitFor } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { harnesses, type TransportHarness } from '../helpers/transports.ts';
@@ -214,3 +215,27 @@ for (const factory of harnesses) {
     });
   });
 }
+
+describe('JWT issuer and audience', () => {
+  it('refuses a token from another issuer or for another audience when JWT_ISSUER / JWT_AUDIENCE are set', async () => {
+    const verify = createVerifier({
+      secret: TEST_SECRET,
+      issuer: 'https://idp.example',
+      audience: 'taskflow',
+    });
+    const sign = (opts: { issuer?: string; audience?: string }) => signDevToken(TEST_SECRET, 'ivy', opts);
+    const good = await sign({ issuer: 'https://idp.example', audience: 'taskflow' });
+    assert.deepEqual(await verify(good), { userId: 'ivy' });
+    for (const [name, opts] of [
+      ['another issuer', { issuer: 'https://evil.example', audience: 'taskflow' }],
+      ['no issuer', { audience: 'taskflow' }],
+      ['another audience', { issuer: 'https://idp.example', audience: 'billing' }],
+      ['no audience', { issuer: 'https://idp.example' }],
+    ] as const)
+      await assert.rejects(verify(await sign(opts)), AuthError, name);
+    // Unset, neither is checked.
+    assert.deepEqual(await createVerifier({ secret: TEST_SECRET })(await sign({ issuer: 'x' })), {
+      userId: 'ivy',
+    });
+  });
+});
