@@ -172,9 +172,9 @@ describe('parseSnooze', () => {
   const now = new Date('2026-03-10T08:00:00Z');
   it('accepts a duration from now or a future instant', () => {
     const d = parseSnooze({ duration: 'PT10M' }, now);
-    assert.ok(d.ok && d.value.toISOString() === '2026-03-10T08:10:00.000Z');
+    assert.equal(d.ok && d.value.toISOString(), '2026-03-10T08:10:00.000Z');
     const u = parseSnooze({ until: '2026-03-10T10:00:00+01:00' }, now);
-    assert.ok(u.ok && u.value.toISOString() === '2026-03-10T09:00:00.000Z');
+    assert.equal(u.ok && u.value.toISOString(), '2026-03-10T09:00:00.000Z');
   });
   it('rejects bad bodies with field errors', () => {
     const issues = (b: unknown) => {
@@ -193,7 +193,7 @@ describe('parseSnooze', () => {
   });
   it('has HOUR-scale arithmetic right', () => {
     const r = parseSnooze({ duration: 'PT2H' }, now);
-    assert.ok(r.ok && r.value.getTime() - now.getTime() === 2 * HOUR);
+    assert.equal(r.ok && r.value.getTime() - now.getTime(), 2 * HOUR);
   });
 });
 
