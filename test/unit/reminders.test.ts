@@ -212,6 +212,10 @@ describe('reminder rules at their edges', () => {
     assert.equal(reminderId('0195A3B2-0000-7000-8000-000000000001', '2026-03-10T08:00:00.000Z'), id);
   });
 
+  it('takes a spec for an offset only when it starts with P (an instant may contain one)', () => {
+    assert.equal(remindAtOf('2026-03-01T10:00:00+01:00[Europe/Paris]', null), '2026-03-01T09:00:00.000Z');
+  });
+
   it('has a 15-minute default grace window', () => {
     assert.equal(DEFAULT_REMINDER_GRACE_MS, 15 * 60_000);
   });

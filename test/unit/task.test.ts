@@ -186,6 +186,19 @@ describe('validateCreate', () => {
     );
   });
 
+  it('tells offsets (starting with P) from instants that merely contain a P', () => {
+    assert.deepEqual(value(create({ reminders: ['2026-11-30T10:00:00+01:00[Europe/Paris]'] })).reminders, [
+      '2026-11-30T09:00:00.000Z',
+    ]);
+  });
+
+  it('compares tags in lower case (straße and STRASSE are two tags, Home and home one)', () => {
+    assert.deepEqual(value(create({ tags: ['Straße', 'STRASSE'] })).tags, ['Straße', 'STRASSE']);
+    assert.deepEqual(only({ tags: ['Home', 'home'] }), [
+      'tags[1]: duplicates another tag (tags are case-insensitive)',
+    ]);
+  });
+
   it('checks the invariant: offsets before due need a due date; instants do not', () => {
     assert.deepEqual(only({ reminders: ['PT1H'] }), [
       'reminders: offsets before due (e.g. PT1H) need a due_date',
@@ -277,6 +290,7 @@ describe('parseReminderOffset', () => {
       '1H',
       'PT',
       'x',
+      '+PT1H', // a signed duration: Temporal reads it, offsets start with P
     ])
       assert.equal(parseReminderOffset(text), null, text);
   });
@@ -357,6 +371,13 @@ describe('task transitions', () => {
     const viaPatch = value(applyPatch(t, { status: 'completed', title: 'x' }, LATER));
     assert.equal(viaPatch.eventType, 'task.completed');
     assert.deepEqual(viaPatch.changes, ['title', 'status']);
+  });
+
+  it('keeps completed_at when a completed task changes otherwise', () => {
+    const done = value(complete(base(), NOW)).task;
+    const edited = value(applyPatch(done, { title: 'renamed' }, LATER)).task;
+    assert.equal(edited.completed_at, NOW.toISOString());
+    assert.equal(edited.updated_at, LATER.toISOString());
   });
 
   it('refuses a patch that breaks the invariant, checked on the task as it would be', () => {
