@@ -1,8 +1,11 @@
 /** Reminder planning (pure): instants, deterministic ids, reconciliation policies and snooze parsing. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { Temporal } from 'temporal-polyfill';
 import {
+  DEFAULT_REMINDER_GRACE_MS,
   dismissReasonFor,
+  durationMs,
   isLive,
   parseSnooze,
   planReminders,
@@ -169,9 +172,9 @@ describe('parseSnooze', () => {
   const now = new Date('2026-03-10T08:00:00Z');
   it('accepts a duration from now or a future instant', () => {
     const d = parseSnooze({ duration: 'PT10M' }, now);
-    assert.ok(d.ok && d.value.toISOString() === '2026-03-10T08:10:00.000Z');
+    assert.equal(d.ok && d.value.toISOString(), '2026-03-10T08:10:00.000Z');
     const u = parseSnooze({ until: '2026-03-10T10:00:00+01:00' }, now);
-    assert.ok(u.ok && u.value.toISOString() === '2026-03-10T09:00:00.000Z');
+    assert.equal(u.ok && u.value.toISOString(), '2026-03-10T09:00:00.000Z');
   });
   it('rejects bad bodies with field errors', () => {
     const issues = (b: unknown) => {
@@ -190,6 +193,70 @@ describe('parseSnooze', () => {
   });
   it('has HOUR-scale arithmetic right', () => {
     const r = parseSnooze({ duration: 'PT2H' }, now);
-    assert.ok(r.ok && r.value.getTime() - now.getTime() === 2 * HOUR);
+    assert.equal(r.ok && r.value.getTime() - now.getTime(), 2 * HOUR);
+  });
+});
+
+// Found by StrykerJS (docs/mutation-testing.md): values that must not drift and the exact edges of each rule.
+describe('reminder rules at their edges', () => {
+  const now = new Date('2026-03-10T08:00:00Z');
+  const DAY = 86_400_000;
+  const snooze = (body: unknown) => {
+    const r = parseSnooze(body, now);
+    return r.ok ? r.value.toISOString() : r.issues.map((i) => `${i.path}: ${i.message}`);
+  };
+
+  it('keeps reminder ids stable across releases (stored rows are found by them)', () => {
+    const id = 'f4274172-f3bd-5c53-b64f-cafd767b922a';
+    assert.equal(reminderId('0195a3b2-0000-7000-8000-000000000001', '2026-03-10T08:00:00.000Z'), id);
+    assert.equal(reminderId('0195A3B2-0000-7000-8000-000000000001', '2026-03-10T08:00:00.000Z'), id);
+  });
+
+  it('takes a spec for an offset only when it starts with P (an instant may contain one)', () => {
+    assert.equal(remindAtOf('2026-03-01T10:00:00+01:00[Europe/Paris]', null), '2026-03-01T09:00:00.000Z');
+  });
+
+  it('has a 15-minute default grace window', () => {
+    assert.equal(DEFAULT_REMINDER_GRACE_MS, 15 * 60_000);
+  });
+
+  it('counts weeks, days, hours, minutes and seconds of an offset exactly', () => {
+    const due = '2026-03-29T12:00:00.000Z';
+    assert.equal(remindAtOf('P2W', due), '2026-03-15T12:00:00.000Z');
+    assert.equal(remindAtOf('P1WT1M', due), '2026-03-22T11:59:00.000Z');
+    assert.equal(remindAtOf('PT1M30S', due), '2026-03-29T11:58:30.000Z');
+    assert.equal(
+      durationMs(Temporal.Duration.from('P1W2DT3H4M5.006S')),
+      9 * DAY + 3 * 3_600_000 + 4 * 60_000 + 5_006,
+    );
+  });
+
+  it('answers each bad snooze body with the field and the reason', () => {
+    assert.deepEqual(snooze('PT10M'), [': body must be a JSON object']);
+    assert.deepEqual(snooze(['PT10M']), [': body must be a JSON object']);
+    assert.deepEqual(snooze({ duration: 'PT10M', minutes: 10 }), [
+      'minutes: unknown field; allowed: duration, until',
+    ]);
+    assert.deepEqual(snooze({}), [': set exactly one of duration (e.g. PT10M) or until (an instant)']);
+    assert.deepEqual(snooze({ duration: 'P1M' }), [
+      'duration: must be a positive ISO 8601 duration such as PT10M or PT1H',
+    ]);
+    assert.deepEqual(snooze({ duration: 10 }), [
+      'duration: must be a positive ISO 8601 duration such as PT10M or PT1H',
+    ]);
+    assert.deepEqual(snooze({ until: 'noon' }), [
+      'until: must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z',
+    ]);
+  });
+
+  it('snoozes into the future only, at most 366 days ahead (both ends exact)', () => {
+    assert.deepEqual(snooze({ until: now.toISOString() }), ['until: must be in the future']);
+    assert.equal(snooze({ until: '2026-03-10T08:00:00.001Z' }), '2026-03-10T08:00:00.001Z');
+    const limit = new Date(now.getTime() + 366 * DAY).toISOString();
+    assert.equal(snooze({ until: limit }), limit);
+    assert.equal(snooze({ duration: 'P366D' }), limit);
+    assert.deepEqual(snooze({ until: new Date(now.getTime() + 366 * DAY + 1).toISOString() }), [
+      'until: must be at most 366 days ahead',
+    ]);
   });
 });

@@ -1,0 +1,234 @@
+/**
+ * The guarantee mutants that `scripts/mutants` applies to src/ one at a time (docs/mutation-testing.md).
+ * Each one breaks a guarantee the README or DESIGN promises, in the smallest edit that does: `find` must occur
+ * exactly once in `file` (else the mutant is STALE: the code moved on, so rewrite the patch against it), and
+ * at least one of `tests` must fail while it is applied (else it SURVIVED: a test is missing).
+ *
+ * `tests` are run in order, one file at a time, until one fails; keep them few and fast. `file#pattern` runs
+ * only the tests whose name (or whose suite's name) matches the regular expression `pattern`
+ * (node --test-name-pattern): a suite matched by name runs whole, e.g. `#on postgres$`.
+ */
+export interface Mutant {
+  /** Short unique name, used on the command line (`scripts/mutants <id>...`). */
+  id: string;
+  /** The guarantee this edit breaks. */
+  breaks: string;
+  file: string;
+  find: string;
+  replace: string;
+  tests: readonly string[];
+  /** Components besides PostgreSQL that its tests need (scripts/mutants starts them). */
+  needs?: readonly 'kafka'[];
+}
+
+/** The end of the field list in chain.ts `hashedContent`; each audit-hash mutant drops one field of it. */
+const HASHED = [
+  '    task_id: r.task_id,',
+  '    operation: r.operation,',
+  '    occurred_at: r.occurred_at,',
+  '    recorded_at: r.recorded_at,',
+  '    change: r.change,',
+  '    trace_id: r.trace_id,',
+  '    client_ip: r.client_ip,',
+  '    user_agent: r.user_agent,',
+  '  });',
+].join('\n');
+
+export const MUTANTS: readonly Mutant[] = [
+  // --- one relay at a time ------------------------------------------------------------------------------
+  {
+    id: 'lease-always-granted',
+    breaks: 'one active relay: a second holder is refused the lease while the first one renews it',
+    file: 'src/store/lease.ts',
+    find: '  return r.rowCount > 0;',
+    replace: '  return true;',
+    tests: ['test/integration/guarantees.test.ts#^lease on', 'test/integration/outbox-relay.test.ts'],
+  },
+
+  // --- the tamper-evident audit trail -------------------------------------------------------------------
+  {
+    id: 'audit-verify-no-gap-check',
+    breaks: 'audit verify reports records missing from the middle of a chain (sequence gap)',
+    file: 'src/services/audit/chain.ts',
+    find: '      if (r.seq !== prevSeq + 1)\n        return broken(',
+    replace: '      if (false)\n        return broken(',
+    tests: ['test/integration/audit-chain.test.ts', 'test/integration/audit.test.ts'],
+  },
+  {
+    id: 'audit-verify-no-prev-hash-check',
+    breaks: "audit verify checks each record's prev_hash against the previous record's hash",
+    file: 'src/services/audit/chain.ts',
+    find: "      if (r.prev_hash !== prevHash) return broken(r, 'prev_hash does not match the previous record');\n",
+    replace: '',
+    tests: ['test/integration/audit-chain.test.ts', 'test/integration/audit.test.ts'],
+  },
+  ...(['task_id', 'operation', 'occurred_at', 'client_ip', 'user_agent'] as const).map((field): Mutant => ({
+    id: `audit-hash-without-${field.replace('_', '-')}`,
+    breaks: `an audit record's ${field} is covered by its hash (changing it is detected)`,
+    file: 'src/services/audit/chain.ts',
+    // From the field to the end of the list: unique (toRecord's occurred_at is `iso(...)`, and its
+    // user_agent is followed by prev_hash).
+    find: HASHED.slice(HASHED.indexOf(`    ${field}:`)),
+    replace: HASHED.slice(HASHED.indexOf(`    ${field}:`)).replace(`    ${field}: r.${field},\n`, ''),
+    tests: ['test/integration/audit-chain.test.ts', 'test/integration/audit.test.ts'],
+  })),
+  {
+    id: 'audit-no-on-conflict',
+    breaks:
+      'a redelivered event adds no audit record and leaves the chain as it was (ON CONFLICT (event_id))',
+    file: 'src/services/audit/chain.ts',
+    find: '     ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id, event_id`,',
+    replace: '     RETURNING id::text AS id, event_id`,',
+    tests: ['test/integration/audit-chain.test.ts', 'test/integration/audit.test.ts'],
+  },
+
+  // --- idempotent consumers -----------------------------------------------------------------------------
+  {
+    id: 'dedupe-always-first-time',
+    breaks: 'a redelivered event is recognised by its id and has no second effect, in every consumer',
+    file: 'src/store/idempotency.ts',
+    find: '  return new Set(r.rows.map((row) => row.event_id));',
+    replace: '  return new Set(eventIds);',
+    tests: [
+      'test/integration/broadcaster.test.ts',
+      'test/integration/recurrence.test.ts#delivered twice',
+      'test/integration/audit.test.ts',
+    ],
+  },
+
+  // --- reminders fire exactly once ----------------------------------------------------------------------
+  {
+    id: 'reminder-claim-without-row-locks',
+    breaks: 'two scheduler instances never claim the same reminder (FOR UPDATE SKIP LOCKED)',
+    file: 'src/services/reminders/scheduler.ts',
+    find: '            ORDER BY remind_at, id LIMIT $2 FOR UPDATE SKIP LOCKED`,',
+    replace: '            ORDER BY remind_at, id LIMIT $2`,',
+    tests: ['test/integration/reminders.test.ts#^reminder scheduler on postgres$'],
+  },
+  {
+    id: 'reminder-grace-ignored',
+    breaks: 'a reminder later than the grace window (downtime) becomes reminder.missed instead of firing',
+    file: 'src/services/reminders/scheduler.ts',
+    find: '      const missed = rows.filter((r) => late(r) > this.opts.graceMs).map((r) => r.id);',
+    replace: '      const missed = rows.filter(() => false).map((r) => r.id);',
+    tests: ['test/integration/reminders.test.ts#after downtime'],
+  },
+
+  // --- order per key ------------------------------------------------------------------------------------
+  {
+    id: 'embedded-partition-not-by-key',
+    breaks: 'order per key: every message of a key goes to the partition murmur2(key) picks',
+    file: 'src/bus/embedded/index.ts',
+    find: '      const partition = partitionFor(m.key, count);',
+    replace: '      const partition = partitionFor(m.event.id, count);',
+    tests: ['test/integration/bus-contract.test.ts#in order per key'],
+  },
+  {
+    id: 'relay-not-in-id-order',
+    breaks: 'order per key: the relay publishes outbox rows in id (commit) order',
+    file: 'src/store/outbox.ts',
+    find: 'FROM outbox WHERE published_at IS NULL ORDER BY outbox.id LIMIT $1`,',
+    replace: 'FROM outbox WHERE published_at IS NULL ORDER BY outbox.id DESC LIMIT $1`,',
+    tests: [
+      'test/integration/guarantees.test.ts#^outbox relay order',
+      'test/integration/outbox-relay.test.ts',
+    ],
+  },
+
+  // --- at-least-once: the position moves only after the effect -----------------------------------------
+  {
+    id: 'embedded-commit-before-effect',
+    breaks: 'at-least-once: a consumer commits its position only after the handler (or the DLQ) is done',
+    file: 'src/bus/embedded/index.ts',
+    find: [
+      '          const run = messages.slice(from, from + max);',
+      '          const done = await consumeRun(run, this.opts, ctx);',
+      '          if (done > 0) position = Number(run[done - 1]!.offset) + 1;',
+    ].join('\n'),
+    replace: [
+      '          const run = messages.slice(from, from + max);',
+      '          position = Number(run[run.length - 1]!.offset) + 1;',
+      '          if (!(await this.commit(topic, partition, position))) return;',
+      '          committed = position;',
+      '          const done = await consumeRun(run, this.opts, ctx);',
+    ].join('\n'),
+    tests: [
+      'test/integration/guarantees.test.ts#^consumer position',
+      'test/integration/bus-contract.test.ts',
+    ],
+  },
+
+  // --- retries and dead letters -------------------------------------------------------------------------
+  {
+    id: 'dead-letter-not-published',
+    breaks: 'a message that exhausted its retries is published to <group>.dlq before the position moves on',
+    file: 'src/bus/consumer.ts',
+    find: [
+      '      await ctx.publisher.publish([',
+      '        { topic: dlqTopic(ctx.group), key: message.key, event: message.event, headers },',
+      '      ]);',
+    ].join('\n'),
+    replace: '      void headers;',
+    tests: ['test/integration/bus-contract.test.ts#dead-letters'],
+  },
+  {
+    id: 'retry-count-ignored',
+    breaks: 'a failing handler is retried CONSUMER_MAX_ATTEMPTS times before its message is dead-lettered',
+    file: 'src/bus/consumer.ts',
+    find: '      if (permanent || (attempt >= ctx.policy.maxAttempts && !isUnavailable(err))) {',
+    replace: '      if (permanent || !isUnavailable(err)) {',
+    tests: ['test/integration/bus-contract.test.ts#dead-letters after'],
+  },
+  {
+    id: 'consumer-skips-validation',
+    breaks: 'consumers validate on read: an invalid event goes to the DLQ without reaching the handler',
+    file: 'src/bus/consumer.ts',
+    find: '  const problems = eventProblems(message.event);\n  const first',
+    replace: '  const problems: string[] = [];\n  const first',
+    tests: ['test/integration/bus-contract.test.ts#invalid events'],
+  },
+
+  // --- the transactional outbox -------------------------------------------------------------------------
+  {
+    id: 'task-create-outside-caller-transaction',
+    breaks: "a task and its event are written in the caller's transaction (both roll back with it)",
+    file: 'src/store/tasks.ts',
+    find: '    await (opts.tx ?? this.db).query(',
+    replace: '    await this.db.query(',
+    tests: ['test/integration/api.test.ts#^Task API on postgres$'],
+  },
+  {
+    id: 'outbox-skips-validation',
+    breaks: 'producers validate before writing: an event that breaks its schema never reaches the outbox',
+    file: 'src/store/outbox.ts',
+    find: '    assertValidEvent(e);\n',
+    replace: '',
+    tests: ['test/integration/outbox.test.ts', 'test/integration/guarantees.test.ts#^producer schema check'],
+  },
+
+  // --- authentication -----------------------------------------------------------------------------------
+  {
+    id: 'jwt-exp-not-required',
+    breaks: 'a token without exp (one that never expires) is refused',
+    file: 'src/auth.ts',
+    find: "    requiredClaims: ['exp'], // a token that never expires is not accepted",
+    replace: '    requiredClaims: [] as string[],',
+    tests: ['test/integration/auth.test.ts', 'test/integration/api.test.ts#401'],
+  },
+  {
+    id: 'jwt-issuer-not-checked',
+    breaks: 'JWT_ISSUER: a token from another issuer is refused',
+    file: 'src/auth.ts',
+    find: '    ...(jwt.issuer ? { issuer: jwt.issuer } : {}),\n',
+    replace: '',
+    tests: ['test/integration/guarantees.test.ts#^JWT issuer', 'test/integration/auth.test.ts'],
+  },
+  {
+    id: 'jwt-audience-not-checked',
+    breaks: 'JWT_AUDIENCE: a token for another audience is refused',
+    file: 'src/auth.ts',
+    find: '    ...(jwt.audience ? { audience: jwt.audience } : {}),\n',
+    replace: '',
+    tests: ['test/integration/guarantees.test.ts#^JWT issuer', 'test/integration/auth.test.ts'],
+  },
+];

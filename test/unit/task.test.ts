@@ -1,0 +1,413 @@
+/**
+ * The task aggregate (pure): validation of what clients send (each rule, its limit on both sides, and the
+ * field it names), the cross-field invariant, and the state transitions with their events.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Result } from '../../src/domain/errors.ts';
+import {
+  applyPatch,
+  changedFields,
+  checkInvariants,
+  complete,
+  LIMITS,
+  needsTimeZone,
+  newTask,
+  parseInstant,
+  parseReminderOffset,
+  PRIORITY_RANK,
+  reopen,
+  toggle,
+  validateCreate,
+  validatePatch,
+  type Task,
+  type TaskFields,
+} from '../../src/domain/task.ts';
+
+const CTX = { timezone: 'Europe/Berlin' };
+const NOW = new Date('2026-03-01T12:00:00Z');
+const LATER = new Date('2026-03-02T08:30:00Z');
+
+/** The issues of a failed result, as `path: message`. */
+const issues = <T>(r: Result<T>) => {
+  assert.equal(r.ok, false, 'expected a validation failure');
+  return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+};
+const value = <T>(r: Result<T>): T => {
+  assert.ok(r.ok, r.ok ? '' : JSON.stringify(r.issues));
+  return r.value;
+};
+const create = (body: Record<string, unknown>) => validateCreate({ title: 'T', ...body }, CTX);
+const only = (body: Record<string, unknown>) => issues(create(body));
+
+const fields = (over: Partial<TaskFields> = {}): TaskFields => ({
+  title: 'Buy milk',
+  description: '',
+  status: 'pending',
+  priority: 'none',
+  tags: [],
+  due_date: null,
+  reminders: null,
+  recurrence: null,
+  ...over,
+});
+
+describe('validateCreate', () => {
+  it('fills the defaults of a task with a title only', () => {
+    assert.deepEqual(value(validateCreate({ title: 'Buy milk' }, {})), fields());
+  });
+
+  it('keeps every valid field, normalized', () => {
+    const v = value(
+      create({
+        title: '  Buy milk  ',
+        description: 'two litres',
+        status: 'completed',
+        priority: 'HIGH',
+        tags: [' home ', 'Errand'],
+        due_date: '2026-12-01T10:00:00+01:00',
+        reminders: ['pt1h', 'P1D', '2026-11-30T08:00:00Z', 'PT1H'],
+        recurrence: 'weekly',
+      }),
+    );
+    assert.deepEqual(v, {
+      title: 'Buy milk',
+      description: 'two litres',
+      status: 'completed',
+      priority: 'high',
+      tags: ['home', 'Errand'],
+      due_date: '2026-12-01T09:00:00.000Z',
+      reminders: ['PT1H', 'P1D', '2026-11-30T08:00:00.000Z'],
+      recurrence: { rrule: 'FREQ=WEEKLY', mode: 'schedule', timezone: 'Europe/Berlin', preset: 'weekly' },
+    });
+  });
+
+  it('requires a JSON object with a title, and names unknown fields', () => {
+    for (const body of [null, 'title', 42, ['title']])
+      assert.deepEqual(issues(validateCreate(body, CTX)), [': body must be a JSON object']);
+    assert.deepEqual(issues(validateCreate({}, CTX)), ['title: is required']);
+    assert.deepEqual(issues(validateCreate({ title: undefined }, CTX)), ['title: is required']);
+    assert.deepEqual(issues(create({ colour: 'red', id: 'x' })), [
+      'colour: unknown field; allowed: title, description, status, priority, tags, due_date, reminders, recurrence',
+      'id: unknown field; allowed: title, description, status, priority, tags, due_date, reminders, recurrence',
+    ]);
+  });
+
+  it('reports every invalid field at once', () => {
+    assert.deepEqual(issues(validateCreate({ title: '', priority: 'asap', tags: 'x' }, CTX)), [
+      'title: must not be empty',
+      'priority: must be one of none, low, medium, high, urgent',
+      'tags: must be an array of strings',
+    ]);
+  });
+
+  it('checks the title: a string, not blank, at most 500 characters after trimming', () => {
+    assert.deepEqual(only({ title: 7 }), ['title: must be a string']);
+    assert.deepEqual(only({ title: '   ' }), ['title: must not be empty']);
+    assert.deepEqual(only({ title: 'x'.repeat(LIMITS.titleMax + 1) }), [
+      'title: must be at most 500 characters',
+    ]);
+    assert.equal(value(create({ title: 'x'.repeat(LIMITS.titleMax) })).title.length, 500);
+    assert.equal(value(create({ title: ` ${'x'.repeat(LIMITS.titleMax)} ` })).title.length, 500);
+    assert.equal(value(create({ title: 'a' })).title, 'a');
+  });
+
+  it('checks the description: a string of at most 10,000 characters; null is empty', () => {
+    assert.equal(value(create({ description: null })).description, '');
+    assert.deepEqual(only({ description: 5 }), ['description: must be a string']);
+    assert.deepEqual(only({ description: 'x'.repeat(LIMITS.descriptionMax + 1) }), [
+      'description: must be at most 10000 characters',
+    ]);
+    assert.equal(
+      value(create({ description: 'x'.repeat(LIMITS.descriptionMax) })).description.length,
+      10_000,
+    );
+    assert.equal(value(create({ description: '  kept as is ' })).description, '  kept as is ');
+  });
+
+  it('checks status and priority against their lists (priority case-insensitive)', () => {
+    assert.equal(value(create({ status: 'pending' })).status, 'pending');
+    for (const status of ['done', 'PENDING', 3])
+      assert.deepEqual(only({ status }), ['status: must be one of pending, completed']);
+    for (const p of ['none', 'low', 'medium', 'high', 'urgent'])
+      assert.equal(value(create({ priority: p.toUpperCase() })).priority, p);
+    assert.deepEqual(only({ priority: 2 }), ['priority: must be one of none, low, medium, high, urgent']);
+    assert.deepEqual(only({ priority: null }), ['priority: must be one of none, low, medium, high, urgent']);
+  });
+
+  it('checks tags: at most 20, each a non-blank string of at most 50, unique ignoring case', () => {
+    assert.deepEqual(only({ tags: { a: 1 } }), ['tags: must be an array of strings']);
+    assert.deepEqual(only({ tags: null }), ['tags: must be an array of strings']);
+    const many = Array.from({ length: LIMITS.tagsMax + 1 }, (_, i) => `t${i}`);
+    assert.deepEqual(only({ tags: many }), ['tags: must have at most 20 tags']);
+    assert.equal(value(create({ tags: many.slice(0, LIMITS.tagsMax) })).tags.length, 20);
+    assert.deepEqual(only({ tags: ['ok', 3, ' ', 'y'.repeat(LIMITS.tagMax + 1), 'OK'] }), [
+      'tags[1]: must be a string',
+      'tags[2]: must not be empty',
+      'tags[3]: must be at most 50 characters',
+      'tags[4]: duplicates another tag (tags are case-insensitive)',
+    ]);
+    assert.deepEqual(value(create({ tags: ['y'.repeat(LIMITS.tagMax), 'a'] })).tags, ['y'.repeat(50), 'a']);
+  });
+
+  it('checks due_date: an ISO 8601 instant with an offset, canonical in UTC; null is none', () => {
+    assert.equal(value(create({ due_date: null })).due_date, null);
+    assert.equal(
+      value(create({ due_date: '2026-06-01T09:00:00-04:00' })).due_date,
+      '2026-06-01T13:00:00.000Z',
+    );
+    for (const due_date of ['2026-06-01T09:00:00', '2026-06-01', 'tomorrow', 20260601])
+      assert.deepEqual(only({ due_date }), [
+        'due_date: must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z',
+      ]);
+  });
+
+  it('checks reminders: at most 10 offsets (P...) or instants, deduplicated; null is the default', () => {
+    const due = '2026-12-01T09:00:00Z';
+    assert.equal(value(create({ reminders: null })).reminders, null);
+    assert.deepEqual(only({ due_date: due, reminders: 'PT1H' }), [
+      'reminders: must be an array of ISO 8601 durations (PT1H) or instants, or null',
+    ]);
+    const eleven = Array.from({ length: LIMITS.remindersMax + 1 }, (_, i) => `PT${i + 1}M`);
+    assert.deepEqual(only({ due_date: due, reminders: eleven }), [
+      'reminders: must have at most 10 reminders',
+    ]);
+    assert.equal(value(create({ due_date: due, reminders: eleven.slice(0, 10) })).reminders!.length, 10);
+    assert.deepEqual(only({ due_date: due, reminders: [1, 'P1M', 'PT0S', 'soon', 'p1w'] }), [
+      'reminders[0]: must be a string',
+      'reminders[1]: must be a positive ISO 8601 duration of weeks, days, hours or minutes up to 366 days (e.g. PT1H, P1D)',
+      'reminders[2]: must be a positive ISO 8601 duration of weeks, days, hours or minutes up to 366 days (e.g. PT1H, P1D)',
+      'reminders[3]: must be an ISO 8601 duration (PT1H) or an instant; must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z',
+    ]);
+    assert.deepEqual(
+      value(create({ due_date: due, reminders: ['p1w', 'P7D', 'PT30M', '2026-11-30T10:00:00+01:00'] }))
+        .reminders,
+      ['P1W', 'P7D', 'PT30M', '2026-11-30T09:00:00.000Z'],
+    );
+  });
+
+  it('tells offsets (starting with P) from instants that merely contain a P', () => {
+    assert.deepEqual(value(create({ reminders: ['2026-11-30T10:00:00+01:00[Europe/Paris]'] })).reminders, [
+      '2026-11-30T09:00:00.000Z',
+    ]);
+  });
+
+  it('compares tags in lower case (straße and STRASSE are two tags, Home and home one)', () => {
+    assert.deepEqual(value(create({ tags: ['Straße', 'STRASSE'] })).tags, ['Straße', 'STRASSE']);
+    assert.deepEqual(only({ tags: ['Home', 'home'] }), [
+      'tags[1]: duplicates another tag (tags are case-insensitive)',
+    ]);
+  });
+
+  it('checks the invariant: offsets before due need a due date; instants do not', () => {
+    assert.deepEqual(only({ reminders: ['PT1H'] }), [
+      'reminders: offsets before due (e.g. PT1H) need a due_date',
+    ]);
+    assert.deepEqual(value(create({ reminders: ['2026-11-30T10:00:00Z'] })).reminders, [
+      '2026-11-30T10:00:00.000Z',
+    ]);
+    assert.deepEqual(value(create({ reminders: [] })).reminders, []);
+  });
+
+  it('checks the recurrence with the user time zone, and needs one to do so', () => {
+    assert.equal(value(create({ recurrence: null })).recurrence, null);
+    assert.deepEqual(only({ recurrence: 'fortnightly' }).length, 1);
+    assert.match(only({ recurrence: 'fortnightly' })[0]!, /^recurrence/);
+    assert.throws(() => validateCreate({ title: 'T', recurrence: 'daily' }, {}), /needs the time zone/);
+    assert.deepEqual(value(validateCreate({ title: 'T', recurrence: null }, {})).recurrence, null);
+  });
+});
+
+describe('validatePatch', () => {
+  it('accepts any subset of fields, and nothing else', () => {
+    assert.deepEqual(value(validatePatch({ priority: 'Low' }, CTX)), { priority: 'low' });
+    assert.deepEqual(value(validatePatch({ title: ' x ', due_date: null }, CTX)), {
+      title: 'x',
+      due_date: null,
+    });
+    assert.deepEqual(value(validatePatch({ reminders: ['PT1H'] }, CTX)), { reminders: ['PT1H'] });
+    assert.deepEqual(issues(validatePatch({ title: '' }, CTX)), ['title: must not be empty']);
+    assert.deepEqual(issues(validatePatch([], CTX)), [': body must be a JSON object']);
+  });
+
+  it('refuses a patch that sets nothing (undefined members are not set)', () => {
+    const message =
+      ': body must set at least one of title, description, status, priority, tags, due_date, reminders, recurrence';
+    assert.deepEqual(issues(validatePatch({}, CTX)), [message]);
+    assert.deepEqual(issues(validatePatch({ title: undefined }, CTX)), [message]);
+  });
+});
+
+describe('needsTimeZone', () => {
+  it('is true only for a body that sets a recurrence', () => {
+    assert.equal(needsTimeZone({ recurrence: 'daily' }), true);
+    assert.equal(needsTimeZone({ recurrence: { rrule: 'FREQ=DAILY' } }), true);
+    assert.equal(needsTimeZone({ recurrence: null }), false);
+    assert.equal(needsTimeZone({ title: 'x' }), false);
+    assert.equal(needsTimeZone(null), false);
+    assert.equal(needsTimeZone([{ recurrence: 'daily' }]), false);
+  });
+});
+
+describe('parseInstant', () => {
+  it('accepts instants with Z or an offset and returns canonical UTC', () => {
+    assert.equal(parseInstant('2026-01-10T09:00:00Z'), '2026-01-10T09:00:00.000Z');
+    assert.equal(parseInstant('2026-01-10T09:00:00.5+05:30'), '2026-01-10T03:30:00.500Z');
+  });
+  it('refuses local times, dates, non-strings and overlong input', () => {
+    for (const v of ['2026-01-10T09:00:00', '2026-01-10', '', null, undefined, 1_700_000_000_000, {}])
+      assert.equal(parseInstant(v), null, String(v));
+    // Valid instants (a zone annotation after the offset), refused above 64 characters.
+    const long = '2026-01-10T09:00:00.000000000+00:00[America/Indiana/Indianapolis]';
+    assert.equal(long.length, 65);
+    assert.equal(parseInstant(long), null);
+    assert.equal(parseInstant(long.replace('.000000000', '.00000000')), '2026-01-10T09:00:00.000Z'); // 64
+  });
+});
+
+describe('parseReminderOffset', () => {
+  it('accepts positive durations of weeks, days, hours and minutes up to 366 days', () => {
+    for (const [text, canonical] of <[string, string][]>[
+      ['PT1H', 'PT1H'],
+      ['pt15m', 'PT15M'],
+      ['P2W', 'P2W'],
+      ['P366D', 'P366D'],
+      ['PT8784H', 'PT8784H'],
+      ['P1DT12H', 'P1DT12H'],
+    ])
+      assert.equal(parseReminderOffset(text)?.toString(), canonical, text);
+  });
+  it('refuses months, years, zero, negative, over 366 days and non-durations', () => {
+    for (const text of [
+      'P1M',
+      'P1Y',
+      'PT0S',
+      '-PT1H',
+      'P367D',
+      'P53W',
+      'PT8785H',
+      'P366DT1S',
+      '1H',
+      'PT',
+      'x',
+      '+PT1H', // a signed duration: Temporal reads it, offsets start with P
+    ])
+      assert.equal(parseReminderOffset(text), null, text);
+  });
+});
+
+describe('checkInvariants', () => {
+  it('flags offsets without a due date only', () => {
+    const flagged = [{ path: 'reminders', message: 'offsets before due (e.g. PT1H) need a due_date' }];
+    assert.deepEqual(
+      checkInvariants({ due_date: null, reminders: ['2026-01-01T00:00:00.000Z', 'PT1H'] }),
+      flagged,
+    );
+    assert.deepEqual(checkInvariants({ due_date: '2026-01-01T00:00:00.000Z', reminders: ['PT1H'] }), []);
+    assert.deepEqual(checkInvariants({ due_date: null, reminders: ['2026-01-01T00:00:00.000Z'] }), []);
+    assert.deepEqual(checkInvariants({ due_date: null, reminders: null }), []);
+  });
+});
+
+describe('task transitions', () => {
+  const base = (over: Partial<TaskFields> = {}, seriesId?: string | null): Task =>
+    newTask('0195a3b2-0000-7000-8000-0000000000aa', 'alice', fields(over), NOW, seriesId);
+
+  it('creates version 1 with timestamps, completed_at only when completed, and a series when recurring', () => {
+    const t = base();
+    assert.deepEqual(t, {
+      id: '0195a3b2-0000-7000-8000-0000000000aa',
+      user_id: 'alice',
+      ...fields(),
+      series_id: null,
+      created_at: '2026-03-01T12:00:00.000Z',
+      updated_at: '2026-03-01T12:00:00.000Z',
+      completed_at: null,
+      version: 1,
+    });
+    assert.equal(base({ status: 'completed' }).completed_at, '2026-03-01T12:00:00.000Z');
+    const rec = { rrule: 'FREQ=DAILY', mode: 'schedule' as const, timezone: 'UTC' };
+    assert.equal(base({ recurrence: rec }).series_id, t.id, 'a recurring task starts its own series');
+    assert.equal(base({ recurrence: rec }, 'series-1').series_id, 'series-1');
+    assert.equal(base({}, 'series-2').series_id, 'series-2');
+  });
+
+  it('updates: bumps the version and updated_at, names the changed fields, emits task.updated', () => {
+    const t = base({ tags: ['a'] });
+    const r = value(applyPatch(t, { title: 'Buy oat milk', tags: ['a'], priority: 'high' }, LATER));
+    assert.equal(r.eventType, 'task.updated');
+    assert.deepEqual(r.changes, ['title', 'priority']);
+    assert.equal(r.task.version, 2);
+    assert.equal(r.task.updated_at, LATER.toISOString());
+    assert.equal(r.task.created_at, t.created_at);
+    assert.equal(r.task.title, 'Buy oat milk');
+    assert.equal(r.task.completed_at, null);
+    assert.equal(t.version, 1, 'the input task is not changed');
+  });
+
+  it('changes nothing (no version, no event) when the patch sets what is already there', () => {
+    const t = base({ priority: 'low', tags: ['x', 'y'] });
+    const r = value(applyPatch(t, { priority: 'low', tags: ['x', 'y'] }, LATER));
+    assert.equal(r.eventType, null);
+    assert.deepEqual(r.changes, []);
+    assert.equal(r.task, t);
+  });
+
+  it('completes, reopens and toggles, setting and clearing completed_at', () => {
+    const t = base({ description: 'd' });
+    const done = value(complete(t, LATER));
+    assert.equal(done.eventType, 'task.completed');
+    assert.deepEqual(done.changes, ['status']);
+    assert.equal(done.task.status, 'completed');
+    assert.equal(done.task.completed_at, LATER.toISOString());
+    const again = value(reopen(done.task, NOW));
+    assert.equal(again.eventType, 'task.reopened');
+    assert.equal(again.task.status, 'pending');
+    assert.equal(again.task.completed_at, null);
+    assert.equal(again.task.version, 3);
+    assert.equal(value(toggle(t, LATER)).task.status, 'completed');
+    assert.equal(value(toggle(done.task, LATER)).task.status, 'pending');
+    assert.equal(value(complete(done.task, LATER)).eventType, null, 'completing a completed task');
+    const viaPatch = value(applyPatch(t, { status: 'completed', title: 'x' }, LATER));
+    assert.equal(viaPatch.eventType, 'task.completed');
+    assert.deepEqual(viaPatch.changes, ['title', 'status']);
+  });
+
+  it('keeps completed_at when a completed task changes otherwise', () => {
+    const done = value(complete(base(), NOW)).task;
+    const edited = value(applyPatch(done, { title: 'renamed' }, LATER)).task;
+    assert.equal(edited.completed_at, NOW.toISOString());
+    assert.equal(edited.updated_at, LATER.toISOString());
+  });
+
+  it('refuses a patch that breaks the invariant, checked on the task as it would be', () => {
+    const t = base({ due_date: '2026-04-01T09:00:00.000Z', reminders: ['PT1H'] });
+    assert.deepEqual(issues(applyPatch(t, { due_date: null }, LATER)), [
+      'reminders: offsets before due (e.g. PT1H) need a due_date',
+    ]);
+    assert.equal(value(applyPatch(t, { due_date: null, reminders: null }, LATER)).eventType, 'task.updated');
+  });
+
+  it('starts a series when a recurrence is added to a task without one, and keeps an existing series', () => {
+    const rec = { rrule: 'FREQ=DAILY', mode: 'schedule' as const, timezone: 'UTC' };
+    const t = base();
+    assert.equal(value(applyPatch(t, { recurrence: rec }, LATER)).task.series_id, t.id);
+    const inSeries = base({}, 'series-9');
+    assert.equal(value(applyPatch(inSeries, { recurrence: rec }, LATER)).task.series_id, 'series-9');
+    assert.equal(value(applyPatch(t, { title: 'x' }, LATER)).task.series_id, null);
+    assert.equal(
+      value(applyPatch(base({ recurrence: rec }), { recurrence: null }, LATER)).task.series_id,
+      t.id,
+    );
+  });
+
+  it('changedFields compares values, not references, over the client-visible fields', () => {
+    const a = base({ tags: ['a', 'b'] });
+    assert.deepEqual(changedFields(a, { ...a, tags: ['a', 'b'], version: 9, updated_at: 'later' }), []);
+    assert.deepEqual(changedFields(a, { ...a, tags: ['b', 'a'], description: 'x' }), ['description', 'tags']);
+  });
+
+  it('ranks priorities from none to urgent', () => {
+    assert.deepEqual(PRIORITY_RANK, { none: 0, low: 1, medium: 2, high: 3, urgent: 4 });
+  });
+});
