@@ -77,23 +77,33 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'a redelivered event adds no audit record and leaves the chain as it was (ON CONFLICT (event_id))',
     file: 'src/services/audit/chain.ts',
-    find: '     ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id, event_id`,',
-    replace: '     RETURNING id::text AS id, event_id`,',
+    find: '       ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id, event_id\n',
+    replace: '       RETURNING id::text AS id, event_id\n',
     tests: ['test/integration/audit-chain.test.ts', 'test/integration/audit.test.ts'],
   },
 
   // --- idempotent consumers -----------------------------------------------------------------------------
+  // Each consumer records the event ids it handled in the statement that starts its transaction; these
+  // break that record where no second guard stands behind it (the audit log's unique event id, the
+  // recurrence ledger and the notification deliveries' unique key are guards of their own).
   {
-    id: 'dedupe-always-first-time',
-    breaks: 'a redelivered event is recognised by its id and has no second effect, in every consumer',
-    file: 'src/store/idempotency.ts',
-    find: '  return new Set(r.rows.map((row) => row.event_id));',
-    replace: '  return new Set(eventIds);',
-    tests: [
-      'test/integration/broadcaster.test.ts',
-      'test/integration/recurrence.test.ts#delivered twice',
-      'test/integration/audit.test.ts',
-    ],
+    id: 'broadcaster-dedupe-ignored',
+    breaks: 'a redelivered task event gets no second task.changed and burns no sequence number',
+    file: 'src/services/broadcaster/index.ts',
+    find: '  const todo = relevant.filter((i) => fresh.delete(i.event.id));',
+    replace: '  const todo = relevant;',
+    tests: ['test/integration/duplicates.test.ts#broadcaster', 'test/integration/broadcaster.test.ts'],
+  },
+  {
+    id: 'audit-dedupe-and-on-conflict-ignored',
+    breaks: 'a redelivered event adds no second audit record (processed ids, then the unique event id)',
+    file: 'src/services/audit/chain.ts',
+    find: [
+      '    todo = inputs.filter((i) => fresh.delete(i.event_id)); // the first occurrence of an id wins',
+      '    if (todo.length === 0) return [];',
+    ].join('\n'),
+    replace: '    void fresh;',
+    tests: ['test/integration/duplicates.test.ts#audit', 'test/integration/audit.test.ts'],
   },
 
   // --- reminders fire exactly once ----------------------------------------------------------------------
@@ -118,17 +128,17 @@ export const MUTANTS: readonly Mutant[] = [
   {
     id: 'embedded-partition-not-by-key',
     breaks: 'order per key: every message of a key goes to the partition murmur2(key) picks',
-    file: 'src/bus/embedded/index.ts',
-    find: '      const partition = partitionFor(m.key, count);',
-    replace: '      const partition = partitionFor(m.event.id, count);',
+    file: 'src/bus/embedded/log.ts',
+    find: '      const p = partitionFor(m.key, count);',
+    replace: '      const p = partitionFor(m.event.id, count);',
     tests: ['test/integration/bus-contract.test.ts#in order per key'],
   },
   {
     id: 'relay-not-in-id-order',
     breaks: 'order per key: the relay publishes outbox rows in id (commit) order',
     file: 'src/store/outbox.ts',
-    find: 'FROM outbox WHERE published_at IS NULL ORDER BY outbox.id LIMIT $1`,',
-    replace: 'FROM outbox WHERE published_at IS NULL ORDER BY outbox.id DESC LIMIT $1`,',
+    find: '      WHERE published_at IS NULL AND id > $2::bigint ORDER BY outbox.id LIMIT $1`,',
+    replace: '      WHERE published_at IS NULL AND id > $2::bigint ORDER BY outbox.id DESC LIMIT $1`,',
     tests: [
       'test/integration/guarantees.test.ts#^outbox relay order',
       'test/integration/outbox-relay.test.ts',
@@ -193,8 +203,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'task-create-outside-caller-transaction',
     breaks: "a task and its event are written in the caller's transaction (both roll back with it)",
     file: 'src/store/tasks.ts',
-    find: '    await (opts.tx ?? this.db).query(',
-    replace: '    await this.db.query(',
+    find: '    const q = opts.tx ?? this.db;',
+    replace: '    const q = this.db;',
     tests: ['test/integration/api.test.ts#^Task API on postgres$'],
   },
   {
@@ -204,6 +214,16 @@ export const MUTANTS: readonly Mutant[] = [
     find: '    assertValidEvent(e);\n',
     replace: '',
     tests: ['test/integration/outbox.test.ts', 'test/integration/guarantees.test.ts#^producer schema check'],
+  },
+
+  {
+    id: 'log-skips-validation',
+    breaks:
+      'producers validate before writing: an event that breaks its schema never reaches the embedded log',
+    file: 'src/bus/embedded/log.ts',
+    find: '        assertValidEvent(e);\n',
+    replace: '',
+    tests: ['test/integration/embedded-log.test.ts#schema'],
   },
 
   // --- authentication -----------------------------------------------------------------------------------

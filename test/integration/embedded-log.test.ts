@@ -113,6 +113,17 @@ for (const backend of backends) {
       assert.deepEqual([last.o, last.title], [end, 'ann-8'], 'the next offset after the rollback');
     });
 
+    it('refuses an event that breaks its schema before writing anything', async () => {
+      const before = await rows();
+      const invalid = taskCreated('hal', 'x');
+      (invalid.data as { task: { title: string } }).task.title = ''; // titles are 1-500 characters
+      await assert.rejects(
+        db.transaction((tx) => appendEvents(tx, [taskCreated('hal', 'fine'), invalid])),
+        /title/,
+      );
+      assert.deepEqual(await rows(), before);
+    });
+
     it('fails a write to a partition that does not exist, instead of dropping the event', async () => {
       await db.query(`DELETE FROM bus_partitions WHERE topic = $1 AND partition = $2`, [
         topic,
