@@ -18,7 +18,9 @@ import {
   type TaskPatch,
   type Transition,
 } from '../domain/task.ts';
+import type { CloudEvent } from '../contracts/cloudevent.ts';
 import type { Db, Queryable, Tx } from './db.ts';
+import { GroupCommit } from './group-commit.ts';
 import { appendEvents, eventWrite, runWithEvents } from './outbox.ts';
 
 /** Request context carried into the events (CloudEvents extensions) for tracing and the audit trail. */
@@ -113,10 +115,18 @@ function cursorValue(task: Task, sort: TaskQuery['sort'], order: TaskQuery['orde
 }
 
 export class TaskStore {
+  private readonly group: GroupCommit<{ task: Task; event: CloudEvent }>;
+
   constructor(
     private readonly db: Db,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    this.group = new GroupCommit(
+      (items) => this.insert(this.db, items),
+      // PostgreSQL: a few groups at once over the pool; PGlite has one connection.
+      { inFlight: db.kind === 'postgres' ? 4 : 1, maxGroup: 64 },
+    );
+  }
 
   private event(type: TaskEventType, task: Task, previous: Task | null, changes: string[], meta: EventMeta) {
     const extensions: Record<string, string> = {};
@@ -134,18 +144,24 @@ export class TaskStore {
     });
   }
 
-  private static readonly INSERT_SQL = `INSERT INTO tasks (id, user_id, title, description, status, priority,
-       priority_rank, tags, tag_keys, due_date, reminders, recurrence, series_id, created_at, updated_at,
-       completed_at, version)
-     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)`;
+  /** The INSERT of `n` rows, each numbered as `rowParams` (17 parameters a row). */
+  private static insertSql(n: number): string {
+    const rows = Array.from(
+      { length: n },
+      (_, r) => `(${Array.from({ length: 17 }, (_, c) => `$${r * 17 + c + 1}`).join(',')})`,
+    );
+    return `INSERT INTO tasks (id, user_id, title, description, status, priority, priority_rank, tags, tag_keys,
+       due_date, reminders, recurrence, series_id, created_at, updated_at, completed_at, version)
+     VALUES ${rows.join(', ')}`;
+  }
 
-  /** Every column but the key, numbered as in INSERT_SQL (created_at is rewritten unchanged). */
+  /** Every column but the key, numbered as in `insertSql` (created_at is rewritten unchanged). */
   private static readonly UPDATE_SQL = `UPDATE tasks SET title=$3, description=$4, status=$5, priority=$6,
        priority_rank=$7, tags=$8, tag_keys=$9, due_date=$10, reminders=$11, recurrence=$12, series_id=$13,
        created_at=$14, updated_at=$15, completed_at=$16, version=$17
      WHERE id = $1 AND user_id = $2`;
 
-  /** A task's columns, in the order of INSERT_SQL and UPDATE_SQL. */
+  /** A task's columns, in the order of `insertSql` and UPDATE_SQL. */
   private static rowParams(t: Task): unknown[] {
     return [
       t.id,
@@ -168,6 +184,14 @@ export class TaskStore {
     ];
   }
 
+  /**
+   * Creates a task with its `task.created` event. In the caller's transaction (`opts.tx`) it is one more
+   * statement there; otherwise it goes through group commit: the creates that arrive while the previous group
+   * is being written are written together, rows and events in one statement, and each caller is answered once
+   * that statement committed. At low rates a group is one create and nothing waits; under load one statement
+   * does the work of many. A group that fails is written again one create at a time, so a create that cannot
+   * be written fails alone.
+   */
   async create(
     userId: string,
     fields: TaskFields,
@@ -175,15 +199,24 @@ export class TaskStore {
     opts: { seriesId?: string | null; tx?: Tx } = {},
   ): Promise<Task> {
     const task = newTask(uuidv7(), userId, fields, this.clock.now(), opts.seriesId);
-    // The row and its event in one statement: atomic on its own, without BEGIN/COMMIT round trips.
-    const q = opts.tx ?? this.db;
-    const params = TaskStore.rowParams(task);
-    const w = await eventWrite(q, [this.event('task.created', task, null, [], meta)], params.length + 1);
-    await runWithEvents(q, w, `WITH task AS (${TaskStore.INSERT_SQL}), ${w.ctes} ${w.insert}`, [
+    const event = this.event('task.created', task, null, [], meta);
+    if (opts.tx) await this.insert(opts.tx, [{ task, event }]);
+    else await this.group.submit({ task, event });
+    return task;
+  }
+
+  /** The rows and their events in one statement: atomic on its own, without BEGIN/COMMIT round trips. */
+  private async insert(q: Tx, items: readonly { task: Task; event: CloudEvent }[]): Promise<void> {
+    const params = items.flatMap((i) => TaskStore.rowParams(i.task));
+    const w = await eventWrite(
+      q,
+      items.map((i) => i.event),
+      params.length + 1,
+    );
+    await runWithEvents(q, w, `WITH task AS (${TaskStore.insertSql(items.length)}), ${w.ctes} ${w.insert}`, [
       ...params,
       ...w.params,
     ]);
-    return task;
   }
 
   async get(userId: string, id: string, q: Queryable = this.db): Promise<Task> {

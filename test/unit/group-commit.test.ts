@@ -1,0 +1,72 @@
+/**
+ * Group commit (src/store/group-commit.ts): what arrives while a group is written goes in the next one; a
+ * lone item is written at once; a failing group is written again item by item, so only the item that cannot
+ * be written fails; at most `inFlight` groups are written at once.
+ */
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import { GroupCommit } from '../../src/store/group-commit.ts';
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+it('writes a lone item at once, and what arrives during a write as the next group', async () => {
+  const groups: number[][] = [];
+  let release: () => void = () => undefined;
+  const g = new GroupCommit<number>(async (items) => {
+    groups.push([...items]);
+    if (groups.length === 1) await new Promise<void>((r) => (release = r));
+  });
+  const first = g.submit(1);
+  await tick();
+  assert.deepEqual(groups, [[1]], 'not held back waiting for company');
+  const rest = [2, 3, 4].map((n) => g.submit(n));
+  await tick();
+  assert.deepEqual(groups, [[1]], 'queued behind the write in progress');
+  release();
+  await Promise.all([first, ...rest]);
+  assert.deepEqual(groups, [[1], [2, 3, 4]]);
+});
+
+it('fails only the item that cannot be written; the others of its group succeed', async () => {
+  const written: number[] = [];
+  let hold: Promise<void> | undefined = new Promise<void>((r) => setTimeout(r, 10));
+  const g = new GroupCommit<number>(async (items) => {
+    if (hold) {
+      const h = hold;
+      hold = undefined;
+      await h;
+    }
+    if (items.includes(13)) throw new Error(`bad item in ${items.join(',')}`);
+    written.push(...items);
+  });
+  const results = await Promise.allSettled([0, 11, 12, 13, 14].map((n) => g.submit(n)));
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled'],
+  );
+  assert.deepEqual(written.sort(), [0, 11, 12, 14]);
+  assert.match(String((results[3] as PromiseRejectedResult).reason), /bad item in 13$/);
+});
+
+it('writes at most inFlight groups at once, each at most maxGroup items', async () => {
+  let active = 0;
+  let most = 0;
+  const sizes: number[] = [];
+  const g = new GroupCommit<number>(
+    async (items) => {
+      active++;
+      most = Math.max(most, active);
+      sizes.push(items.length);
+      await new Promise((r) => setTimeout(r, 5));
+      active--;
+    },
+    { inFlight: 2, maxGroup: 3 },
+  );
+  await Promise.all(Array.from({ length: 20 }, (_, i) => g.submit(i)));
+  assert.equal(most, 2);
+  assert.ok(sizes.every((n) => n <= 3));
+  assert.equal(
+    sizes.reduce((a, b) => a + b, 0),
+    20,
+  );
+});
