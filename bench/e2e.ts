@@ -23,7 +23,8 @@
  * minus the send of its POST (one clock: performance.timeOrigin + now() in both threads), split at the
  * `time` of the task.changed (when the broadcaster handled the task event).
  *
- * Per stack: a warm-up (BENCH_WARMUP_SECONDS, 3 s at up to 100/s, deliveries awaited), then:
+ * Per stack: a warm-up (BENCH_WARMUP_SECONDS, 10 s at 100/s, deliveries awaited: PGlite's WebAssembly is
+ * compiled to its optimized tier meanwhile), then:
  * 1. the cost case: BENCH_CPU_RATE (default 100) writes/s for BENCH_CPU_SECONDS (default 10): CPU time per write
  *    of the server process (all its threads), PostgreSQL (postmaster and backends) and the Kafka broker, from
  *    /proc, over the load and its drain; SQL statements per write (taskflow_db_statements_total, when the
@@ -69,7 +70,7 @@ const CPU_RATE = intEnv('BENCH_CPU_RATE', 100);
 const CPU_SECONDS = intEnv('BENCH_CPU_SECONDS', 10);
 const STEP_SECONDS = intEnv('BENCH_STEP_SECONDS', 8);
 const STEPS = listEnv('BENCH_STEPS', '100,200,300,400,500,700,1000,1500,2000').map(Number);
-const WARMUP_SECONDS = intEnv('BENCH_WARMUP_SECONDS', 3, 0);
+const WARMUP_SECONDS = intEnv('BENCH_WARMUP_SECONDS', 10, 0);
 const DRAIN_MS = intEnv('BENCH_DRAIN_SECONDS', 20) * 1000;
 const MAX_INFLIGHT = intEnv('BENCH_MAX_INFLIGHT', 256);
 const MODES = listEnv('BENCH_MODES', 'embedded,kafka');
@@ -424,6 +425,8 @@ async function startStack(server: { root: string }, mode: Mode, scope: string, i
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
     GATEWAY_INSTANCE_ID: `bench-${id}`,
     ...mode.env,
+    // BENCH_SERVER_ENV="K=V,K=V": extra settings of the server (e.g. EMBEDDED_BATCH_INTERVAL_MS=200).
+    ...Object.fromEntries(listEnv('BENCH_SERVER_ENV', '').map((kv) => [kv.split('=')[0]!, kv.slice(kv.indexOf('=') + 1)])),
     ...(mode.kafka ? { KAFKA_TOPIC_PREFIX: `bench-e2e-${RUN_ID}-${id}.` } : {}),
   };
   const args =
@@ -617,6 +620,8 @@ interface CaseResult {
   hop1: Pct;
   hop2: Pct;
   machineBusy: number;
+  /** CPU ms per write of the server process over the case (load and drain). */
+  serverCpu: number;
   sustained: boolean;
   cost?: Cost;
 }
@@ -749,6 +754,7 @@ async function runCase(
     hop1: pct(hop1),
     hop2: pct(hop2),
     machineBusy: (machine1.busy - machine0.busy) / (machine1.total - machine0.total),
+    serverCpu: ((cpu1.server - cpu0.server) * 1000) / Math.max(1, written),
     sustained,
     ...(cost ? { cost } : {}),
   };
@@ -884,14 +890,14 @@ function costTable(rs: CaseResult[]): string {
 
 function stepTable(rs: CaseResult[]): string {
   const lines = [
-    '| server | bus / database | scope | target w/s | answered w/s | missed + errors | delivered / written | HTTP p99 ms | e2e p50 ms | e2e p99 ms | e2e max ms | to broadcaster p50 / p99 | to client p50 / p99 | machine CPU | sustained | load |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|',
+    '| server | bus / database | scope | target w/s | answered w/s | missed + errors | delivered / written | HTTP p99 ms | e2e p50 ms | e2e p99 ms | e2e max ms | to broadcaster p50 / p99 | to client p50 / p99 | server CPU ms / write | machine CPU | sustained | load |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|---:|',
   ];
   for (const r of rs)
     lines.push(
       `| ${r.server} | ${r.mode} | ${r.scope} | ${r.rate} | ${fmt(r.achieved)} | ${fmt(r.missed + r.errors)} | ${fmt(r.delivered)} / ${fmt(r.written)} | ` +
         `${f1(r.http.p99)} | ${f1(r.e2e.p50)} | ${f1(r.e2e.p99)} | ${f1(r.e2e.max)} | ${f1(r.hop1.p50)} / ${f1(r.hop1.p99)} | ${f1(r.hop2.p50)} / ${f1(r.hop2.p99)} | ` +
-        `${(r.machineBusy * 100).toFixed(0)}% | ${r.sustained ? 'yes' : 'no'} | ${r.load.toFixed(2)} |`,
+        `${f2(r.serverCpu)} | ${(r.machineBusy * 100).toFixed(0)}% | ${r.sustained ? 'yes' : 'no'} | ${r.load.toFixed(2)} |`,
     );
   return lines.join('\n');
 }
