@@ -27,14 +27,10 @@ export interface Config {
   rateLimitPerMinute: number;
   /** Fastify trustProxy: whose X-Forwarded-For to believe for the client IP (rate limits' fallback key, audit). */
   trustProxy: boolean | number | string;
-  relay: { batchSize: number; pollIntervalMs: number };
-  embedded: {
-    pollIntervalMs: number;
-    heartbeatIntervalMs: number;
-    sessionTimeoutMs: number;
-    /** Least time between two batches of a consumer's partition while busy (not the real-time path). */
-    batchIntervalMs: number;
-  };
+  relay: { batchSize: number; pollIntervalMs: number; batchIntervalMs: number };
+  embedded: { pollIntervalMs: number; heartbeatIntervalMs: number; sessionTimeoutMs: number };
+  /** Least time between two batches of a consumer's partition while busy (off the real-time path). */
+  consumerBatchIntervalMs: number;
   kafka: {
     brokers: string[];
     clientId: string;
@@ -164,13 +160,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     relay: {
       batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),
       pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1),
+      batchIntervalMs: int(env, 'RELAY_BATCH_INTERVAL_MS', 10),
     },
     embedded: {
       pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1),
       heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10),
       sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50),
-      batchIntervalMs: int(env, 'EMBEDDED_BATCH_INTERVAL_MS', 50),
     },
+    consumerBatchIntervalMs: int(env, 'CONSUMER_BATCH_INTERVAL_MS', 200),
     kafka: {
       brokers: (env.KAFKA_BROKERS || '127.0.0.1:9092')
         .split(',')

@@ -18,6 +18,11 @@ export interface TickLoopOptions {
   round: () => Promise<number>;
   /** After a poke, wait this long before the round, so a burst of pokes is served by one round. */
   lingerMs?: number;
+  /**
+   * After a poke, wait until at least this long has passed since the previous round began: while pokes keep
+   * coming (a busy writer), rounds come at most this often and each takes what arrived meanwhile.
+   */
+  minIntervalMs?: number;
 }
 
 const RETRY = { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 };
@@ -53,11 +58,13 @@ export class TickLoop {
   }
 
   private async run(): Promise<void> {
-    const { name, log, round, lingerMs = 0 } = this.opts;
+    const { name, log, round, lingerMs = 0, minIntervalMs = 0 } = this.opts;
     let failures = 0;
+    let roundAt = 0;
     while (!this.signal.aborted) {
       let waitMs: number;
       this.poked = false;
+      roundAt = Date.now();
       try {
         waitMs = await round();
         if (failures > 0) log.info({ after_failures: failures }, `${name} recovered`);
@@ -71,7 +78,8 @@ export class TickLoop {
       }
       if (waitMs <= 0) continue;
       const poked = this.poked || (await waitForEvent(this.wake, 'wake', waitMs, this.signal));
-      if (poked && lingerMs > 0) await this.pause(lingerMs);
+      const linger = Math.max(lingerMs, roundAt + minIntervalMs - Date.now());
+      if (poked && linger > 0) await this.pause(linger);
     }
   }
 

@@ -67,7 +67,7 @@ export interface SubscribeOptions {
   /** Most messages per `batchHandler` call (default 100). */
   maxBatch?: number;
   /**
-   * While messages keep coming, the least time between two batches of a partition (embedded bus): a batch
+   * While messages keep coming, the least time between two batches of a partition (embedded bus, Kafka): a batch
    * then holds what arrived meanwhile, so a busy consumer runs one transaction for many messages instead of
    * one each. The first message after a quiet spell is handled at once. Latency traded for cost: 0 (the
    * default) handles every message as soon as it is there.

@@ -150,7 +150,7 @@ export async function createHttpServer(opts: {
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: results });
   });
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
-    reply.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics()),
+    reply.type(opts.metrics.registry.contentType).send(await opts.metrics.exposition()),
   );
 
   return { app, addReadinessCheck: (name, check) => checks.set(name, check) };

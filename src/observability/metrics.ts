@@ -173,6 +173,15 @@ export class Metrics {
     },
   });
 
+  /**
+   * The registry in the text exposition format. prom-client writes a NaN value as `Nan`, which the format
+   * (and Prometheus' parser) does not accept; the event-loop lag mean is NaN when the loop recorded no delay
+   * since the last scrape, which happens on a busy, fast loop. Written as `NaN` here.
+   */
+  async exposition(): Promise<string> {
+    return (await this.registry.metrics()).replace(/ Nan$/gm, ' NaN');
+  }
+
   /** Reports the statements counted by a database on /metrics. */
   trackStatements(source: StatementSource): void {
     if (!this.statementSources.includes(source)) this.statementSources.push(source);

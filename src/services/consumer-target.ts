@@ -43,7 +43,7 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
         topics: spec.topics,
         handler: (m) => service.handle(m),
         ...(batchHandler ? { batchHandler } : {}),
-        batchIntervalMs: spec.batchIntervalMs ?? rt.config.embedded.batchIntervalMs,
+        batchIntervalMs: spec.batchIntervalMs ?? rt.config.consumerBatchIntervalMs,
         hooks: rt.metrics.consumerHooks(spec.group),
       });
       const untrack = rt.metrics.trackConsumerGroup(spec.group, consumerGroupSource(rt, spec.group));

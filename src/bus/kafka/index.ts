@@ -255,6 +255,8 @@ class KafkaGroupMember implements Subscription {
   private readonly uncommitted = new Map<string, Message<string, Buffer, string, string>>();
   private readonly committedAt = new Map<string, number>();
   private readonly commitTimers = new Map<string, NodeJS.Timeout>();
+  /** Per partition: when its last batch began (batchIntervalMs). */
+  private readonly batchAt = new Map<string, number>();
   private buffered = 0;
   private readonly closing = new AbortController();
   private closed = false;
@@ -436,8 +438,13 @@ class KafkaGroupMember implements Subscription {
       signal: this.closing.signal,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
     };
+    const interval = this.opts.batchIntervalMs ?? 0;
     for (;;) {
       while (q.length && !this.closing.signal.aborted) {
+        // A short run soon after the last batch: let more arrive (SubscribeOptions.batchIntervalMs).
+        const early = (this.batchAt.get(id) ?? 0) + interval - Date.now();
+        if (early > 0 && q.length < max) await sleep(early);
+        this.batchAt.set(id, Date.now());
         const run = q.slice(0, max);
         const done = await consumeRun(
           run.map((raw) => decode(raw, unprefix)),

@@ -52,8 +52,15 @@ export class Relay {
   private lastHousekeeping = 0;
 
   constructor(private readonly rt: Runtime) {
-    // After a commit signal, linger briefly so a burst of commits is published as one batch.
-    this.loop = new TickLoop({ name: 'relay', log: rt.log, round: () => this.round(), lingerMs: LINGER_MS });
+    // After a commit signal, linger briefly so a burst of commits is published as one batch; while commits
+    // keep coming, publish at most every RELAY_BATCH_INTERVAL_MS (one send and one mark for all of them).
+    this.loop = new TickLoop({
+      name: 'relay',
+      log: rt.log,
+      round: () => this.round(),
+      lingerMs: LINGER_MS,
+      minIntervalMs: rt.config.relay.batchIntervalMs,
+    });
   }
 
   start(): void {
