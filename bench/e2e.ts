@@ -426,7 +426,9 @@ async function startStack(server: { root: string }, mode: Mode, scope: string, i
     GATEWAY_INSTANCE_ID: `bench-${id}`,
     ...mode.env,
     // BENCH_SERVER_ENV="K=V,K=V": extra settings of the server (e.g. EMBEDDED_BATCH_INTERVAL_MS=200).
-    ...Object.fromEntries(listEnv('BENCH_SERVER_ENV', '').map((kv) => [kv.split('=')[0]!, kv.slice(kv.indexOf('=') + 1)])),
+    ...Object.fromEntries(
+      listEnv('BENCH_SERVER_ENV', '').map((kv) => [kv.split('=')[0]!, kv.slice(kv.indexOf('=') + 1)]),
+    ),
     ...(mode.kafka ? { KAFKA_TOPIC_PREFIX: `bench-e2e-${RUN_ID}-${id}.` } : {}),
   };
   const args =
