@@ -25,6 +25,8 @@ export interface Config {
   defaultTimezone: string;
   retry: RetryPolicy;
   rateLimitPerMinute: number;
+  /** Admission control of creates: refuse (503) while one has waited this long unwritten; 0 = never. */
+  createQueueMaxMs: number;
   /** Fastify trustProxy: whose X-Forwarded-For to believe for the client IP (rate limits' fallback key, audit). */
   trustProxy: boolean | number | string;
   relay: { batchSize: number; pollIntervalMs: number; batchIntervalMs: number };
@@ -156,6 +158,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000),
     },
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
+    createQueueMaxMs: int(env, 'CREATE_QUEUE_MAX_MS', 500),
     trustProxy: trustProxy(env.TRUST_PROXY),
     relay: {
       batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),

@@ -33,3 +33,14 @@ export class VersionConflictError extends Error {
     this.name = 'VersionConflictError';
   }
 }
+
+/** The service refuses new work for now (writes queue longer than it accepts); retry after a moment. */
+export class OverloadedError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds = 1,
+  ) {
+    super(message);
+    this.name = 'OverloadedError';
+  }
+}

@@ -11,7 +11,7 @@ import Fastify, {
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
 import { AuthError, AuthUnavailableError } from '../auth.ts';
 import { setRateLimit } from './authenticated.ts';
-import { NotFoundError, ValidationError, VersionConflictError } from '../domain/errors.ts';
+import { NotFoundError, OverloadedError, ValidationError, VersionConflictError } from '../domain/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import {
@@ -110,6 +110,10 @@ export async function createHttpServer(opts: {
     if (err instanceof NotFoundError) return sendProblem(reply, problem(404, err.message));
     if (err instanceof VersionConflictError)
       return sendProblem(reply, problem(412, err.message, { current_version: err.actual }));
+    if (err instanceof OverloadedError) {
+      reply.header('retry-after', String(err.retryAfterSeconds));
+      return sendProblem(reply, problem(503, err.message));
+    }
     if (err instanceof AuthUnavailableError) {
       req.log.warn({ err: err.message }, 'token not checked: identity provider unreachable');
       reply.header('retry-after', '5');

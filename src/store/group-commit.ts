@@ -1,3 +1,5 @@
+import { OverloadedError } from '../domain/errors.ts';
+
 /**
  * Group commit: concurrent writes that arrive while the previous group is being written are written together
  * by one call (one statement, one commit), and each caller's promise settles once that call did. Nothing
@@ -5,19 +7,48 @@
  * statement make the next group. A group that fails is written again one item at a time, so an item that
  * cannot be written fails alone and the others still go through. Up to `inFlight` groups are written at
  * once (a pool of connections; 1 for a single-connection database).
+ *
+ * Admission control: when the oldest item not yet written has waited longer than `maxWaitMs`, the writer is behind
+ * and a new item is refused at once (OverloadedError: a 503 with Retry-After at the edge) rather than queued
+ * for seconds; what was accepted keeps a bounded wait, and the rest of the pipeline (consumers sharing the
+ * database) keeps its share of it.
  */
 export class GroupCommit<T> {
-  private readonly queue: { item: T; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private readonly queue: {
+    item: T;
+    at: number;
+    resolve: () => void;
+    reject: (err: unknown) => void;
+  }[] = [];
+  /** The groups being written, for the age of the oldest create not yet written. */
+  private readonly writing = new Set<{ at: number }[]>();
   private writers = 0;
 
   constructor(
     private readonly write: (items: readonly T[]) => Promise<void>,
-    private readonly opts: { inFlight: number; maxGroup: number } = { inFlight: 1, maxGroup: 64 },
+    private readonly opts: { inFlight: number; maxGroup: number; maxWaitMs?: number } = {
+      inFlight: 1,
+      maxGroup: 64,
+    },
   ) {}
 
+  /** How long the oldest item not yet written (queued or being written) has waited (ms); 0 when none. */
+  queuedFor(now = Date.now()): number {
+    let oldest = this.queue[0]?.at ?? now;
+    for (const group of this.writing) oldest = Math.min(oldest, group[0]!.at);
+    return now - oldest;
+  }
+
   submit(item: T): Promise<void> {
+    const now = Date.now();
+    if (this.opts.maxWaitMs !== undefined && this.queuedFor(now) > this.opts.maxWaitMs)
+      return Promise.reject(
+        new OverloadedError(
+          `writes are queued for more than ${this.opts.maxWaitMs} ms; not accepting more for now`,
+        ),
+      );
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ item, resolve, reject });
+      this.queue.push({ item, at: now, resolve, reject });
       if (this.writers < this.opts.inFlight) void this.drain();
     });
   }
@@ -27,6 +58,7 @@ export class GroupCommit<T> {
     try {
       while (this.queue.length > 0) {
         const group = this.queue.splice(0, this.opts.maxGroup);
+        this.writing.add(group);
         try {
           await this.write(group.map((g) => g.item));
           for (const g of group) g.resolve();
@@ -40,6 +72,8 @@ export class GroupCommit<T> {
               () => g.resolve(),
               (e: unknown) => g.reject(e),
             );
+        } finally {
+          this.writing.delete(group);
         }
       }
     } finally {

@@ -120,11 +120,17 @@ export class TaskStore {
   constructor(
     private readonly db: Db,
     private readonly clock: Clock,
+    /** Admission control: once a create has waited this long (ms) unwritten, new ones are refused (503). */
+    opts: { createQueueMaxMs?: number } = {},
   ) {
     this.group = new GroupCommit(
       (items) => this.insert(this.db, items),
       // PostgreSQL: a few groups at once over the pool; PGlite has one connection.
-      { inFlight: db.kind === 'postgres' ? 4 : 1, maxGroup: 64 },
+      {
+        inFlight: db.kind === 'postgres' ? 4 : 1,
+        maxGroup: 64,
+        ...(opts.createQueueMaxMs ? { maxWaitMs: opts.createQueueMaxMs } : {}),
+      },
     );
   }
 

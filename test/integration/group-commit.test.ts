@@ -13,7 +13,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import { EmbeddedLog } from '../../src/bus/embedded/log.ts';
 import { openDb } from '../../src/store/db.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
-import { TEST_SECRET, waitFor, writtenEvents } from '../helpers/app.ts';
+import { TEST_SECRET, startApp, waitFor, writtenEvents } from '../helpers/app.ts';
 import { backends, createPgDatabase } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
 import { migrate } from '../../src/store/migrate.ts';
@@ -76,6 +76,42 @@ for (const backend of backends) {
     });
   }
 }
+
+describe('group commit: admission control', () => {
+  it(
+    'answers 503 with Retry-After to a create while queued creates wait too long; the queued one is written',
+    { timeout: 30_000 },
+    async () => {
+      const db = await openDb('memory://');
+      await migrate(db);
+      const app = await startApp(db, { targets: ['api'], env: { CREATE_QUEUE_MAX_MS: '200' } });
+      try {
+        // Another transaction holds PGlite's one connection: creates queue behind it.
+        let release: () => void = () => undefined;
+        const holding = db.transaction(() => new Promise<void>((r) => (release = r)));
+        const queued = app.call('olga', 'POST', '/api/tasks', { title: 'waits' });
+        await new Promise((r) => setTimeout(r, 400));
+        const refused = await app.call('olga', 'POST', '/api/tasks', { title: 'refused' });
+        assert.equal(refused.status, 503);
+        assert.equal(refused.headers.get('retry-after'), '1');
+        assert.match(refused.headers.get('content-type') ?? '', /^application\/problem\+json/);
+        assert.match(refused.body.detail, /queued/);
+        release();
+        await holding;
+        assert.equal((await queued).status, 201);
+        assert.equal((await app.call('olga', 'POST', '/api/tasks', { title: 'later' })).status, 201);
+        const titles = (await db.query<{ title: string }>(`SELECT title FROM tasks ORDER BY title`)).rows;
+        assert.deepEqual(
+          titles.map((t) => t.title),
+          ['later', 'waits'],
+        );
+      } finally {
+        await app.stop();
+        await db.close();
+      }
+    },
+  );
+});
 
 const pgUrl = process.env.TEST_DATABASE_URL;
 describe(

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
+import { OverloadedError } from '../../src/domain/errors.ts';
 import { GroupCommit } from '../../src/store/group-commit.ts';
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -69,4 +70,40 @@ it('writes at most inFlight groups at once, each at most maxGroup items', async 
     sizes.reduce((a, b) => a + b, 0),
     20,
   );
+});
+
+/** A GroupCommit whose write of item 0 hangs until release(); maxWaitMs 30. */
+function heldAtZero() {
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  const g = new GroupCommit<number>(
+    async (items) => {
+      if (items.includes(0)) await held;
+    },
+    { inFlight: 1, maxGroup: 64, maxWaitMs: 30 },
+  );
+  return { g, release: () => release() };
+}
+
+it('refuses new items while the oldest queued one has waited longer than maxWaitMs; the queued ones go through', async () => {
+  const { g, release } = heldAtZero();
+  const first = g.submit(0);
+  const queued = g.submit(1); // waits behind the held write
+  await new Promise((r) => setTimeout(r, 60));
+  await assert.rejects(g.submit(2), (err: unknown) => err instanceof OverloadedError);
+  release();
+  await Promise.all([first, queued]);
+  await g.submit(3); // caught up: accepted again
+});
+
+it('counts the wait of a group being written: a write stuck with nothing queued behind it still refuses', async () => {
+  const { g, release } = heldAtZero();
+  const first = g.submit(0);
+  await new Promise((r) => setTimeout(r, 60));
+  assert.ok(g.queuedFor() >= 30);
+  await assert.rejects(g.submit(1), (err: unknown) => err instanceof OverloadedError);
+  release();
+  await first;
+  assert.equal(g.queuedFor(), 0);
+  await g.submit(2);
 });

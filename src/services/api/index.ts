@@ -28,7 +28,7 @@ export const apiTarget: TargetDefinition = {
         },
       },
     });
-    const store = new TaskStore(rt.db, rt.clock);
+    const store = new TaskStore(rt.db, rt.clock, { createQueueMaxMs: rt.config.createQueueMaxMs });
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
     const verify = createVerifier(rt.config.jwt);
     await registerTaskApi(app, { store, settings, verify });

@@ -21,6 +21,7 @@ import {
   NotFoundError,
   ValidationError,
   VersionConflictError,
+  OverloadedError,
   type FieldIssue,
 } from '../../domain/errors.ts';
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
@@ -308,6 +309,10 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
             if (err instanceof ValidationError)
               return toolError(`Invalid arguments: ${describeIssues(err.issues, rename)}`);
             if (err instanceof NotFoundError) return toolError('task not found');
+            if (err instanceof OverloadedError)
+              return toolError(
+                `the service is busy; the task was not created, retry in ${err.retryAfterSeconds} s`,
+              );
             if (err instanceof VersionConflictError)
               return toolError(
                 `expected_version: ${err.message}; call get_task for the current version (${err.actual})`,

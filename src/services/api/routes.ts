@@ -107,7 +107,11 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
 
     api.post(
       '/api/tasks',
-      doc('Create a task', { body: taskInputDoc, response: { 201: taskDoc, ...errors } }),
+      doc('Create a task', {
+        body: taskInputDoc,
+        // 503 + Retry-After: admission control (CREATE_QUEUE_MAX_MS) while the database is behind.
+        response: { 201: taskDoc, ...errors, 503: problemDoc },
+      }),
       create,
     );
     api.get(
