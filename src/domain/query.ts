@@ -2,7 +2,8 @@
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { Temporal } from 'temporal-polyfill';
-import { PRIORITIES, type Priority, parseInstant } from './task.ts';
+import { INSTANT_HINT, PRIORITIES, PRIORITY_RANK, type Priority, parseInstant } from './task.ts';
+import { isUuid, textProblem } from './text.ts';
 
 export const SORT_FIELDS = ['due', 'priority', 'created', 'updated', 'title'] as const;
 
@@ -58,13 +59,33 @@ export function encodeCursor(c: Cursor): string {
   return Buffer.from(JSON.stringify(c)).toString('base64url');
 }
 
+const RANKS = new Set<unknown>(Object.values(PRIORITY_RANK));
+
+/** Whether `v` is a sort key value the list query could have put in a cursor for `sort`. */
+function cursorValueFits(sort: SortField, v: unknown): boolean {
+  switch (sort) {
+    case 'due':
+      return v === 'infinity' || v === '-infinity' || (typeof v === 'string' && parseInstant(v) === v);
+    case 'priority':
+      return RANKS.has(v);
+    case 'created':
+    case 'updated':
+      return typeof v === 'string' && parseInstant(v) === v;
+    case 'title':
+      return typeof v === 'string' && v.length <= 2_000 && textProblem(v) === null;
+  }
+}
+
+/** A cursor this API returned, every field checked (type, range, uuid): anything else is null. */
 function decodeCursor(raw: string): Cursor | null {
   try {
-    const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Partial<Cursor>;
-    if (typeof c.id !== 'string' || !(SORT_FIELDS as readonly string[]).includes(String(c.s))) return null;
+    const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Partial<Cursor> | null;
+    if (typeof c !== 'object' || c === null) return null;
+    if (typeof c.id !== 'string' || !isUuid(c.id)) return null;
+    if (!(SORT_FIELDS as readonly unknown[]).includes(c.s)) return null;
     if (c.o !== 'asc' && c.o !== 'desc') return null;
-    if (c.v !== null && typeof c.v !== 'string' && typeof c.v !== 'number') return null;
-    return c as Cursor;
+    if (!cursorValueFits(c.s as SortField, c.v)) return null;
+    return { v: c.v as string | number, id: c.id, s: c.s as SortField, o: c.o };
   } catch {
     return null;
   }
@@ -113,6 +134,11 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
 
   const tags = list(input.tag ?? []).map((t) => t.toLowerCase());
   if (tags.length > 20) issue('tag', 'at most 20 tags');
+  for (const t of tags) {
+    const bad = textProblem(t);
+    if (bad) issue('tag', bad);
+    else if (t.length > 50) issue('tag', 'must be at most 50 characters');
+  }
   const tagMode = single(input.tag_mode) ?? 'any';
   if (tagMode !== 'any' && tagMode !== 'all') issue('tag_mode', 'must be any or all');
 
@@ -120,7 +146,7 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     const raw = single(input[key]);
     if (raw === undefined) return null;
     const v = parseInstant(raw);
-    if (v === null) issue(key, 'must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z');
+    if (v === null) issue(key, INSTANT_HINT);
     return v;
   };
   const dueBefore = instant('due_before');
@@ -140,6 +166,7 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
 
   const q = single(input.q)?.trim() || null;
   if (q !== null && q.length > 200) issue('q', 'must be at most 200 characters');
+  else if (q !== null && textProblem(q)) issue('q', textProblem(q)!);
 
   const rawSort = single(input.sort) ?? 'created';
   const sort = SORT_ALIASES[rawSort.replace(/^-/, '')];

@@ -22,7 +22,7 @@ import { createHash } from 'node:crypto';
 import type { Temporal } from 'temporal-polyfill';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
-import { parseInstant, parseReminderOffset, type Task } from './task.ts';
+import { INSTANT_HINT, parseInstant, parseReminderOffset, type Task } from './task.ts';
 
 export const DEFAULT_REMINDER_GRACE_MS = 15 * 60_000;
 /** A snooze may move a reminder at most this far ahead. */
@@ -175,10 +175,7 @@ export function parseSnooze(body: unknown, now: Date): Result<Date> {
     at = now.getTime() + durationMs(d);
   } else {
     const until = parseInstant(body.until);
-    if (until === null)
-      return fail([
-        { path: 'until', message: 'must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z' },
-      ]);
+    if (until === null) return fail([{ path: 'until', message: INSTANT_HINT }]);
     at = Date.parse(until);
     if (at <= now.getTime()) return fail([{ path: 'until', message: 'must be in the future' }]);
   }

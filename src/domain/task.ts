@@ -6,6 +6,7 @@ import { Temporal } from 'temporal-polyfill';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { parseRecurrence, type Recurrence } from './recurrence.ts';
+import { textProblem } from './text.ts';
 
 export const PRIORITIES = ['none', 'low', 'medium', 'high', 'urgent'] as const;
 export type Priority = (typeof PRIORITIES)[number];
@@ -82,17 +83,27 @@ const isObject = (v: unknown): v is Record<string, unknown> =>
 export const needsTimeZone = (input: unknown): boolean =>
   isObject(input) && input.recurrence !== undefined && input.recurrence !== null;
 
-/** Parses an ISO 8601 instant that carries an offset or `Z`; returns the canonical UTC form. */
+/** The instants both databases store and give back exactly, and ISO 8601 writes with four-digit years. */
+export const INSTANT_MIN_MS = Date.parse('0001-01-01T00:00:00.000Z');
+export const INSTANT_MAX_MS = Date.parse('9999-12-31T23:59:59.999Z');
+
+/**
+ * Parses an ISO 8601 instant that carries an offset or `Z`, within years 0001-9999 (UTC); returns the
+ * canonical UTC form.
+ */
 export function parseInstant(value: unknown): string | null {
   if (typeof value !== 'string' || value.length > 64) return null;
   try {
-    return new Date(Temporal.Instant.from(value).epochMilliseconds).toISOString();
+    const ms = Temporal.Instant.from(value).epochMilliseconds;
+    if (ms < INSTANT_MIN_MS || ms > INSTANT_MAX_MS) return null;
+    return new Date(ms).toISOString();
   } catch {
     return null;
   }
 }
 
-const INSTANT_HINT = 'must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z';
+export const INSTANT_HINT =
+  'must be an ISO 8601 date-time with an offset, in years 0001-9999 (UTC), e.g. 2026-01-10T09:00:00Z';
 
 /**
  * The canonical text of a valid offset (`pt1h` -> `PT1H`), memoized: `Temporal.Duration#toString` of the
@@ -129,6 +140,8 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
   switch (key) {
     case 'title': {
       if (typeof value !== 'string') return issue('must be a string');
+      const bad = textProblem(value);
+      if (bad) return issue(bad);
       const title = value.trim();
       if (title.length === 0) return issue('must not be empty');
       if (title.length > LIMITS.titleMax) return issue(`must be at most ${LIMITS.titleMax} characters`);
@@ -137,6 +150,8 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
     case 'description': {
       if (value === null) return '';
       if (typeof value !== 'string') return issue('must be a string');
+      const bad = textProblem(value);
+      if (bad) return issue(bad);
       if (value.length > LIMITS.descriptionMax)
         return issue(`must be at most ${LIMITS.descriptionMax} characters`);
       return value;
@@ -157,6 +172,8 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
       value.forEach((raw, i) => {
         const path = `tags[${i}]`;
         if (typeof raw !== 'string') return issue('must be a string', path);
+        const bad = textProblem(raw);
+        if (bad) return issue(bad, path);
         const tag = raw.trim();
         if (tag.length === 0) return issue('must not be empty', path);
         if (tag.length > LIMITS.tagMax) return issue(`must be at most ${LIMITS.tagMax} characters`, path);

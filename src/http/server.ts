@@ -123,6 +123,15 @@ export async function createHttpServer(opts: {
       reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${err.message}"`);
       return sendProblem(reply, problem(401, err.message));
     }
+    // Safety net behind the edge validation: a value the database refuses as data (SQLSTATE class 22: out
+    // of range, invalid text, ...) is the client's, not a server failure; its statement did not commit.
+    if (typeof err.code === 'string' && /^22[0-9A-Z]{3}$/.test(err.code)) {
+      req.log.warn({ sqlstate: err.code, err: err.message }, 'database refused a value of the request');
+      return sendProblem(
+        reply,
+        problem(400, `a value of the request cannot be stored (SQLSTATE ${err.code}); nothing was changed`),
+      );
+    }
     const status = typeof err.statusCode === 'number' ? err.statusCode : 500;
     if (status >= 500) {
       req.log.error({ err }, 'request failed');

@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import parsePostgresDate from 'postgres-date';
 import type { PGlite as PGliteType } from '@electric-sql/pglite';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 
@@ -323,12 +324,27 @@ export async function openDb(url: string, opts: { poolSize?: number } = {}): Pro
   }
   const { PGlite } = await import('@electric-sql/pglite');
   if (url === 'memory://' || url === '')
-    return new PGliteDb('memory://', await PGlite.create({ loadDataDir: await freshClusterImage() }));
+    return new PGliteDb(
+      'memory://',
+      await PGlite.create({ loadDataDir: await freshClusterImage(), parsers: PGLITE_PARSERS }),
+    );
   const dir = resolve(url.replace(/^file:\/\//, ''));
   mkdirSync(dir, { recursive: true });
   const empty = readdirSync(dir).length === 0;
-  return new PGliteDb(dir, await PGlite.create(dir, empty ? { loadDataDir: await freshClusterImage() } : {}));
+  return new PGliteDb(
+    dir,
+    await PGlite.create(dir, {
+      parsers: PGLITE_PARSERS,
+      ...(empty ? { loadDataDir: await freshClusterImage() } : {}),
+    }),
+  );
 }
+
+/**
+ * Timestamps as node-postgres reads them (postgres-date): PGlite's own parser hands `0050-06-15 ...` to
+ * `new Date()`, which reads years 0-99 as 1900-1999, so a due date in year 50 came back as 1950.
+ */
+const PGLITE_PARSERS = { 1114: parsePostgresDate, 1184: parsePostgresDate };
 
 let clusterImage: Promise<Blob> | undefined;
 

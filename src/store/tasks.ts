@@ -8,6 +8,7 @@ import type { TaskEventData } from '../contracts/events.ts';
 import type { Clock } from '../domain/clock.ts';
 import { NotFoundError, ValidationError, VersionConflictError, type Result } from '../domain/errors.ts';
 import { dueWindowRange, encodeCursor, type TaskQuery } from '../domain/query.ts';
+import { isUuid } from '../domain/text.ts';
 import {
   PRIORITY_RANK,
   applyPatch,
@@ -78,9 +79,6 @@ function toTask(r: TaskRow): Task {
     version: r.version,
   };
 }
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-export const isUuid = (s: string) => UUID_RE.test(s);
 
 function unwrap<T>(r: Result<T>): T {
   if (!r.ok) throw new ValidationError(r.issues);

@@ -300,6 +300,34 @@ for (const backend of backends) {
         ['GET', '/api/tasks?due_before=soon', undefined, 'due_before'],
         ['GET', '/api/tasks?overdue=perhaps', undefined, 'overdue'],
         ['GET', '/api/tasks?colour=red', undefined, 'colour'],
+        // hostile text and instants: 400 naming the field, never a database error
+        ['POST', '/api/tasks', { title: 'a\u0000b' }, 'title'],
+        ['POST', '/api/tasks', { title: 'a\ud800b' }, 'title'],
+        ['POST', '/api/tasks', { title: 'a\udc00b' }, 'title'],
+        ['POST', '/api/tasks', { title: 't', description: 'a\u0000b' }, 'description'],
+        ['POST', '/api/tasks', { title: 't', tags: ['ok', 'a\u0000b'] }, 'tags[1]'],
+        ['POST', '/api/tasks', { title: 't', due_date: '0000-01-01T00:00:00Z' }, 'due_date'],
+        ['POST', '/api/tasks', { title: 't', due_date: '-000001-01-01T00:00:00Z' }, 'due_date'],
+        ['POST', '/api/tasks', { title: 't', due_date: '+275760-09-13T00:00:00Z' }, 'due_date'],
+        ['POST', '/api/tasks', { title: 't', due_date: '0001-01-01T00:00:00+01:00' }, 'due_date'],
+        ['PATCH', `/api/tasks/${existing.id}`, { title: 'a\u0000b' }, 'title'],
+        ['GET', '/api/tasks?q=a%00b', undefined, 'q'],
+        ['GET', '/api/tasks?tag=a%00b', undefined, 'tag'],
+        ['GET', '/api/tasks?due_before=0000-01-01T00:00:00Z', undefined, 'due_before'],
+        ...[
+          { v: 'garbage', id: '00000000-0000-0000-0000-000000000000', s: 'created', o: 'desc' },
+          { v: '2026-03-01T12:00:00.000Z', id: 'nope', s: 'created', o: 'desc' },
+          { v: 99999999, id: '00000000-0000-0000-0000-000000000000', s: 'priority', o: 'desc' },
+          { v: 1.5, id: '00000000-0000-0000-0000-000000000000', s: 'priority', o: 'desc' },
+          { v: '0000-01-01T00:00:00.000Z', id: '00000000-0000-0000-0000-000000000000', s: 'due', o: 'asc' },
+          { v: 'a\u0000', id: '00000000-0000-0000-0000-000000000000', s: 'title', o: 'desc' },
+          null,
+          42,
+        ].map((c): [string, string, unknown, string] => {
+          const sort = c && typeof c === 'object' ? `&sort=${c.s}&order=${c.o}` : '';
+          const cursor = Buffer.from(JSON.stringify(c)).toString('base64url');
+          return ['GET', `/api/tasks?cursor=${cursor}${sort}`, undefined, 'cursor'];
+        }),
       ];
       for (const [method, path, body, field, headers] of cases) {
         const r = await app.call('dave', method, path, body, headers);
@@ -319,6 +347,33 @@ for (const backend of backends) {
       assert.equal(await eventCount(db), events, 'no event written');
       const unchanged = await app.call('dave', 'GET', `/api/tasks/${existing.id}`);
       assert.equal(unchanged.body.version, 1);
+    });
+
+    it('keeps due dates of years 0001 through 9999 exactly through create, PATCH and GET', async () => {
+      for (const due of [
+        '0001-01-01T00:00:00.000Z',
+        '0050-06-15T00:00:00.000Z',
+        '0999-12-31T23:59:59.999Z',
+        '9999-12-31T23:59:59.999Z',
+      ]) {
+        const created = await app.call('yuri', 'POST', '/api/tasks', { title: 'y', due_date: due });
+        assert.equal(created.status, 201, due);
+        assert.equal(created.body.due_date, due);
+        assert.equal((await app.call('yuri', 'GET', `/api/tasks/${created.body.id}`)).body.due_date, due);
+        const patched = await app.call('yuri', 'PATCH', `/api/tasks/${created.body.id}`, { title: 'z' });
+        assert.equal(patched.status, 200, due);
+        assert.equal(patched.body.due_date, due);
+        assert.equal((await app.call('yuri', 'GET', `/api/tasks/${created.body.id}`)).body.due_date, due);
+      }
+      const listed = await app.call('yuri', 'GET', '/api/tasks?sort=due&order=asc&limit=1');
+      assert.equal(listed.body.items[0].due_date, '0001-01-01T00:00:00.000Z');
+      const next = await app.call(
+        'yuri',
+        'GET',
+        `/api/tasks?sort=due&order=asc&limit=1&cursor=${listed.body.next_cursor}`,
+      );
+      assert.equal(next.status, 200);
+      assert.equal(next.body.items[0].due_date, '0050-06-15T00:00:00.000Z');
     });
 
     it("interprets a recurrence rule without a zone in the user's time zone, on create and on patch", async () => {

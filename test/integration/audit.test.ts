@@ -162,6 +162,22 @@ for (const backend of backends) {
       assert.equal(bad.status, 400);
       assert.equal(bad.headers.get('content-type'), 'application/problem+json; charset=utf-8');
       assert.equal((await app.call(null, 'GET', '/api/audit')).status, 401);
+      // Hostile parameters are refused before the first byte, naming the field.
+      const b64 = (s: string) => Buffer.from(s).toString('base64url');
+      for (const [path, field] of [
+        [`/api/audit?cursor=${b64('a:9999999999999999999')}`, 'cursor'],
+        ['/api/audit?task_id=a%00b', 'task_id'],
+        ['/api/audit?from=0000-01-01T00:00:00Z', 'from'],
+        ['/api/audit/export?format=csv&to=0000-01-01T00:00:00Z', 'to'],
+        ['/api/audit/export?format=csv&to=%2B275760-09-13T00:00:00Z', 'to'],
+      ] as const) {
+        const r = await app.call('alice', 'GET', path);
+        assert.equal(r.status, 400, path);
+        assert.ok(
+          r.body.errors?.some((e: { field: string }) => e.field === field),
+          `${path}: ${JSON.stringify(r.body)}`,
+        );
+      }
 
       // CSV export of the same records, oldest first.
       const csv = await fetch(`${app.url}/api/audit/export?format=csv`, {

@@ -245,7 +245,7 @@ describe('reminder rules at their edges', () => {
       'duration: must be a positive ISO 8601 duration such as PT10M or PT1H',
     ]);
     assert.deepEqual(snooze({ until: 'noon' }), [
-      'until: must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z',
+      'until: must be an ISO 8601 date-time with an offset, in years 0001-9999 (UTC), e.g. 2026-01-10T09:00:00Z',
     ]);
   });
 

@@ -158,7 +158,7 @@ describe('validateCreate', () => {
     );
     for (const due_date of ['2026-06-01T09:00:00', '2026-06-01', 'tomorrow', 20260601])
       assert.deepEqual(only({ due_date }), [
-        'due_date: must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z',
+        'due_date: must be an ISO 8601 date-time with an offset, in years 0001-9999 (UTC), e.g. 2026-01-10T09:00:00Z',
       ]);
   });
 
@@ -177,7 +177,7 @@ describe('validateCreate', () => {
       'reminders[0]: must be a string',
       'reminders[1]: must be a positive ISO 8601 duration of weeks, days, hours or minutes up to 366 days (e.g. PT1H, P1D)',
       'reminders[2]: must be a positive ISO 8601 duration of weeks, days, hours or minutes up to 366 days (e.g. PT1H, P1D)',
-      'reminders[3]: must be an ISO 8601 duration (PT1H) or an instant; must be an ISO 8601 date-time with an offset, e.g. 2026-01-10T09:00:00Z',
+      'reminders[3]: must be an ISO 8601 duration (PT1H) or an instant; must be an ISO 8601 date-time with an offset, in years 0001-9999 (UTC), e.g. 2026-01-10T09:00:00Z',
     ]);
     assert.deepEqual(
       value(create({ due_date: due, reminders: ['p1w', 'P7D', 'PT30M', '2026-11-30T10:00:00+01:00'] }))

@@ -8,7 +8,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { ValidationError, type FieldIssue } from '../../domain/errors.ts';
-import { parseInstant } from '../../domain/task.ts';
+import { INSTANT_HINT, parseInstant } from '../../domain/task.ts';
+import { textProblem } from '../../domain/text.ts';
 import type { Queryable } from '../../store/db.ts';
 import { AUDIT_COLUMNS, toRecord, type AuditRecord, type AuditRow } from './chain.ts';
 
@@ -37,7 +38,7 @@ function parseFilter(input: Record<string, unknown>, allowed: string[], issues: 
     if (!allowed.includes(k))
       issues.push({ path: k, message: `unknown query parameter; allowed: ${allowed.join(', ')}` });
   const taskId = single(input.task_id) ?? null;
-  if (taskId !== null && (taskId.length === 0 || taskId.length > 100))
+  if (taskId !== null && (taskId.length === 0 || taskId.length > 100 || textProblem(taskId)))
     issues.push({ path: 'task_id', message: 'must be a task id' });
   const rawOps = input.operation === undefined ? [] : [input.operation].flat();
   const operations = rawOps
@@ -54,7 +55,7 @@ function parseFilter(input: Record<string, unknown>, allowed: string[], issues: 
     const raw = single(input[key]);
     if (raw === undefined) return null;
     const v = parseInstant(raw);
-    if (v === null) issues.push({ path: key, message: 'must be an ISO 8601 date-time with an offset' });
+    if (v === null) issues.push({ path: key, message: INSTANT_HINT });
     return v;
   };
   return { taskId, operations, from: instant('from'), to: instant('to') };
@@ -75,7 +76,9 @@ export function parseAuditQuery(input: Record<string, unknown>): AuditQuery {
   if (rawCursor) {
     const decoded = Buffer.from(rawCursor, 'base64url').toString('utf8');
     const m = /^a:(\d{1,19})$/.exec(decoded);
-    if (!m) issues.push({ path: 'cursor', message: 'is not a cursor this API returned' });
+    // A record id is a bigint: 19 digits can still overflow it.
+    if (!m || BigInt(m[1]!) > 9_223_372_036_854_775_807n)
+      issues.push({ path: 'cursor', message: 'is not a cursor this API returned' });
     else cursor = m[1]!;
   }
   if (issues.length) throw new ValidationError(issues);

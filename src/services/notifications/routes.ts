@@ -15,7 +15,7 @@ import type { Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { validatePreferencesPatch, validatePushSubscription } from '../../domain/notifications.ts';
 import type { Db } from '../../store/db.ts';
-import { isUuid } from '../../store/tasks.ts';
+import { isUuid } from '../../domain/text.ts';
 import {
   addPushSubscription,
   deletePushSubscription,

@@ -14,7 +14,7 @@ import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { parseSnooze } from '../../domain/reminders.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { Db } from '../../store/db.ts';
-import { isUuid } from '../../store/tasks.ts';
+import { isUuid } from '../../domain/text.ts';
 import { appendEvents } from '../../store/outbox.ts';
 import {
   listForTask,

@@ -1,0 +1,15 @@
+/**
+ * Text both databases store exactly: PostgreSQL refuses NUL in text (and PGlite fails on it), and an unpaired
+ * UTF-16 surrogate has no UTF-8 form. Checked at the edge so such input is a 400 naming the field.
+ */
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Why `s` cannot be stored as text, or null when it can. */
+export function textProblem(s: string): string | null {
+  if (s.includes('\u0000')) return 'must not contain NUL characters (U+0000)';
+  if (UNPAIRED_SURROGATE.test(s)) return 'must be valid Unicode (it has an unpaired UTF-16 surrogate)';
+  return null;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const isUuid = (s: string) => UUID_RE.test(s);
