@@ -41,6 +41,128 @@ interface NextCase {
 }
 
 const nextCases: NextCase[] = [
+  // Cases aimed at mutants that survived (docs/mutation-testing.md), UTC so the arithmetic is the calendar's.
+  // COUNT: the anchor is occurrence #1; the series ends once COUNT occurred.
+  {
+    name: 'COUNT=3: occurrence #2 of 3 → #3',
+    input: { rrule: 'FREQ=DAILY;COUNT=3' },
+    tz: 'UTC',
+    anchor: '2026-01-05T09:00:00Z',
+    previousDue: '2026-01-06T09:00:00Z',
+    soFar: 2,
+    expected: '2026-01-07T09:00:00.000Z',
+  },
+  {
+    name: 'COUNT=3: all 3 occurred → none',
+    input: { rrule: 'FREQ=DAILY;COUNT=3' },
+    tz: 'UTC',
+    anchor: '2026-01-05T09:00:00Z',
+    previousDue: '2026-01-07T09:00:00Z',
+    soFar: 3,
+    expected: null,
+  },
+  {
+    name: 'COUNT=3 counted on the calendar: after #3 (Jan 7) there is no #4, whatever soFar says',
+    input: { rrule: 'FREQ=DAILY;COUNT=3' },
+    tz: 'UTC',
+    anchor: '2026-01-05T09:00:00Z',
+    previousDue: '2026-01-07T09:00:00Z',
+    soFar: 2,
+    expected: null,
+  },
+  // BYSETPOS
+  {
+    name: 'second weekday of the month (BYSETPOS=2): Fri Jan 2 → Tue Feb 3',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=2' },
+    tz: 'UTC',
+    anchor: '2026-01-02T09:00:00Z',
+    expected: '2026-02-03T09:00:00.000Z',
+  },
+  {
+    name: 'first and last weekday (BYSETPOS=-1,1, out of order): Thu Jan 1 → Fri Jan 30',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1,1' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    expected: '2026-01-30T09:00:00.000Z',
+  },
+  {
+    name: 'first and last weekday (BYSETPOS=-1,1): Fri Jan 30 → Mon Feb 2',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1,1' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    previousDue: '2026-01-30T09:00:00Z',
+    expected: '2026-02-02T09:00:00.000Z',
+  },
+  // INTERVAL > 1 across a year boundary
+  {
+    name: 'every 5 months on the 15th: Nov 15 2026 → Apr 15 2027',
+    input: { rrule: 'FREQ=MONTHLY;INTERVAL=5;BYMONTHDAY=15' },
+    tz: 'UTC',
+    anchor: '2026-11-15T09:00:00Z',
+    expected: '2027-04-15T09:00:00.000Z',
+  },
+  {
+    name: 'every 5 months on the 15th: Apr 15 2027 → Sep 15 2027',
+    input: { rrule: 'FREQ=MONTHLY;INTERVAL=5;BYMONTHDAY=15' },
+    tz: 'UTC',
+    anchor: '2026-11-15T09:00:00Z',
+    previousDue: '2027-04-15T09:00:00Z',
+    expected: '2027-09-15T09:00:00.000Z',
+  },
+  {
+    name: 'every 2 weeks on Thursday: Dec 24 2026 → Jan 7 2027',
+    input: { rrule: 'FREQ=WEEKLY;INTERVAL=2;BYDAY=TH' },
+    tz: 'UTC',
+    anchor: '2026-12-24T09:00:00Z',
+    expected: '2027-01-07T09:00:00.000Z',
+  },
+  {
+    name: 'every 2 weeks on Thursday: Jan 7 2027 → Jan 21 2027',
+    input: { rrule: 'FREQ=WEEKLY;INTERVAL=2;BYDAY=TH' },
+    tz: 'UTC',
+    anchor: '2026-12-24T09:00:00Z',
+    previousDue: '2027-01-07T09:00:00Z',
+    expected: '2027-01-21T09:00:00.000Z',
+  },
+  {
+    name: 'every 2 years, month and day from the anchor: Mar 10 2026 → Mar 10 2028',
+    input: { rrule: 'FREQ=YEARLY;INTERVAL=2' },
+    tz: 'UTC',
+    anchor: '2026-03-10T09:00:00Z',
+    expected: '2028-03-10T09:00:00.000Z',
+  },
+  // days counted from the end
+  {
+    name: 'second-to-last day (BYMONTHDAY=-2): Jan 30 → Feb 27',
+    input: { rrule: 'FREQ=MONTHLY;BYMONTHDAY=-2' },
+    tz: 'UTC',
+    anchor: '2026-01-30T09:00:00Z',
+    expected: '2026-02-27T09:00:00.000Z',
+  },
+  {
+    name: 'last Friday (BYDAY=-1FR): Jan 30 → Feb 27',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=-1FR' },
+    tz: 'UTC',
+    anchor: '2026-01-30T09:00:00Z',
+    expected: '2026-02-27T09:00:00.000Z',
+  },
+  {
+    name: 'last Monday of May (YEARLY;BYMONTH=5;BYDAY=-1MO): May 25 2026 → May 31 2027',
+    input: { rrule: 'FREQ=YEARLY;BYMONTH=5;BYDAY=-1MO' },
+    tz: 'UTC',
+    anchor: '2026-05-25T09:00:00Z',
+    expected: '2027-05-31T09:00:00.000Z',
+  },
+  // after_completion: strictly after the completion
+  {
+    name: 'after_completion daily, completed exactly at 09:00 → the next day',
+    input: { preset: 'daily', mode: 'after_completion' },
+    tz: 'UTC',
+    anchor: '2026-03-01T09:00:00Z',
+    previousDue: '2026-03-10T09:00:00Z',
+    completedAt: '2026-03-10T09:00:00Z',
+    expected: '2026-03-11T09:00:00.000Z',
+  },
   // presets (Berlin 09:00 CET = 08:00Z)
   {
     name: 'daily preset',
