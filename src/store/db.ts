@@ -13,6 +13,7 @@ import pg from 'pg';
 import parsePostgresDate from 'postgres-date';
 import type { PGlite as PGliteType } from '@electric-sql/pglite';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
+import { PGliteSession } from './pglite-session.ts';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -273,42 +274,56 @@ class PostgresDb extends DbBase {
 
 class PGliteDb extends DbBase {
   readonly kind = 'pglite' as const;
+  private readonly session: PGliteSession;
   constructor(
     readonly url: string,
     private readonly pglite: PGliteType,
   ) {
     super();
+    this.session = new PGliteSession(pglite);
   }
-  async query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
+  query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
     this.statements.count(sql);
-    const r = await this.pglite.query<T>(sql, params as unknown[]);
-    return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
+    return this.session.exclusive(() => this.session.run<T>(sql, params, true));
   }
-  async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    const committed: (() => void)[] = [];
-    this.statements.count('BEGIN');
-    const result = await this.pglite.transaction(async (t) => {
-      const value = await fn({
-        db: this,
-        afterCommit: (cb) => committed.push(cb),
-        query: async <R>(sql: string, params: readonly unknown[] = []) => {
-          this.statements.count(sql);
-          const r = await t.query<R>(sql, params as unknown[]);
-          return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
-        },
-      });
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.session.exclusive(async () => {
+      const committed: (() => void)[] = [];
+      this.statements.count('BEGIN');
+      await this.session.run('BEGIN', [], false);
+      let value: T;
+      try {
+        value = await fn({
+          db: this,
+          afterCommit: (cb) => committed.push(cb),
+          query: <R>(sql: string, params: readonly unknown[] = []) => {
+            this.statements.count(sql);
+            return this.session.run<R>(sql, params, false);
+          },
+        });
+      } catch (err) {
+        await this.session.run('ROLLBACK', [], false);
+        throw err;
+      }
       this.statements.count('COMMIT');
+      // A statement that failed inside `fn` and was caught there aborted the transaction: COMMIT rolls back.
+      if ((await this.session.run('COMMIT', [], true)).command === 'ROLLBACK')
+        throw new Error('transaction aborted by an earlier failed statement; rolled back');
+      runAfterCommit(committed);
       return value;
     });
-    runAfterCommit(committed);
-    return result;
   }
-  async exec(sql: string): Promise<void> {
-    await this.pglite.exec(sql);
+  exec(sql: string): Promise<void> {
+    return this.session.exclusive(async () => {
+      await this.pglite.exec(sql);
+      await this.session.reset(); // DDL may have changed what prepared statements return
+    });
   }
   listen(): void {} // one process: its own writes already signal
   async close(): Promise<void> {
-    if (!this.pglite.closed) await this.pglite.close();
+    await this.session.exclusive(async () => {
+      if (!this.pglite.closed) await this.pglite.close();
+    });
   }
 }
 
