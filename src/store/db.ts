@@ -3,17 +3,11 @@
  * PostgreSQL compiled to WASM, the embedded default). Both speak the same SQL, so there is one schema and
  * one migration set. `DATABASE_URL` picks the driver: `postgres://…`, a directory path, or `memory://`.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import parsePostgresDate from 'postgres-date';
-import type { PGlite as PGliteType } from '@electric-sql/pglite';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
-import { PGliteSession } from './pglite-session.ts';
+import type { PGliteSession } from './pglite-session.ts';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -274,36 +268,48 @@ class PostgresDb extends DbBase {
 
 class PGliteDb extends DbBase {
   readonly kind = 'pglite' as const;
-  private readonly session: PGliteSession;
+  private tail: Promise<unknown> = Promise.resolve();
   constructor(
     readonly url: string,
-    private readonly pglite: PGliteType,
+    private readonly session: PGliteSession,
   ) {
     super();
-    this.session = new PGliteSession(pglite);
+  }
+  /** Runs `fn` alone: one statement or one transaction at a time, as on a single connection. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => undefined);
+    return run;
   }
   query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
     this.statements.count(sql);
-    return this.session.exclusive(() => this.session.run<T>(sql, params, true));
+    return this.exclusive(() => this.session.run<T>(sql, params, true));
   }
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.session.exclusive(async () => {
+    return this.exclusive(async () => {
       const committed: (() => void)[] = [];
-      this.statements.count('BEGIN');
-      await this.session.run('BEGIN', [], false);
+      // BEGIN goes with the transaction's first statement, in one call; none ran: nothing to commit.
+      let begun = false;
       let value: T;
       try {
         value = await fn({
           db: this,
           afterCommit: (cb) => committed.push(cb),
           query: <R>(sql: string, params: readonly unknown[] = []) => {
+            if (!begun) this.statements.count('BEGIN');
             this.statements.count(sql);
-            return this.session.run<R>(sql, params, false);
+            const first = !begun;
+            begun = true;
+            return this.session.run<R>(sql, params, false, first);
           },
         });
       } catch (err) {
-        await this.session.run('ROLLBACK', [], false);
+        if (begun) await this.session.run('ROLLBACK', [], false);
         throw err;
+      }
+      if (!begun) {
+        runAfterCommit(committed);
+        return value;
       }
       this.statements.count('COMMIT');
       // A statement that failed inside `fn` and was caught there aborted the transaction: COMMIT rolls back.
@@ -314,16 +320,11 @@ class PGliteDb extends DbBase {
     });
   }
   exec(sql: string): Promise<void> {
-    return this.session.exclusive(async () => {
-      await this.pglite.exec(sql);
-      await this.session.reset(); // DDL may have changed what prepared statements return
-    });
+    return this.exclusive(() => this.session.exec(sql));
   }
   listen(): void {} // one process: its own writes already signal
-  async close(): Promise<void> {
-    await this.session.exclusive(async () => {
-      if (!this.pglite.closed) await this.pglite.close();
-    });
+  close(): Promise<void> {
+    return this.exclusive(() => this.session.close());
   }
 }
 
@@ -337,54 +338,7 @@ export async function openDb(url: string, opts: { poolSize?: number } = {}): Pro
     await db.query('select 1');
     return db;
   }
-  const { PGlite } = await import('@electric-sql/pglite');
-  if (url === 'memory://' || url === '')
-    return new PGliteDb(
-      'memory://',
-      await PGlite.create({ loadDataDir: await freshClusterImage(), parsers: PGLITE_PARSERS }),
-    );
-  const dir = resolve(url.replace(/^file:\/\//, ''));
-  mkdirSync(dir, { recursive: true });
-  const empty = readdirSync(dir).length === 0;
-  return new PGliteDb(
-    dir,
-    await PGlite.create(dir, {
-      parsers: PGLITE_PARSERS,
-      ...(empty ? { loadDataDir: await freshClusterImage() } : {}),
-    }),
-  );
-}
-
-/**
- * Timestamps as node-postgres reads them (postgres-date): PGlite's own parser hands `0050-06-15 ...` to
- * `new Date()`, which reads years 0-99 as 1900-1999, so a due date in year 50 came back as 1950.
- */
-const PGLITE_PARSERS = { 1114: parsePostgresDate, 1184: parsePostgresDate };
-
-let clusterImage: Promise<Blob> | undefined;
-
-/**
- * A freshly initialised PGlite cluster as a tarball. initdb inside WASM costs seconds of CPU; loading this
- * image costs about a second, so new databases (tests, `memory://`, a first start) are made from it. It is
- * cached per process and on disk per PGlite version.
- */
-function freshClusterImage(): Promise<Blob> {
-  clusterImage ??= (async () => {
-    const { PGlite } = await import('@electric-sql/pglite');
-    const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite'); // <pkg>/dist/index.cjs
-    const pkg = JSON.parse(readFileSync(join(dirname(dirname(entry)), 'package.json'), 'utf8')) as {
-      version: string;
-    };
-    const version = pkg.version;
-    const file = join(tmpdir(), `taskflow-pglite-${version}-cluster.tar`);
-    if (existsSync(file)) return new Blob([readFileSync(file)]);
-    const pglite = await PGlite.create();
-    const image = await pglite.dumpDataDir('none');
-    await pglite.close();
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, Buffer.from(await image.arrayBuffer()));
-    renameSync(tmp, file);
-    return image;
-  })();
-  return clusterImage;
+  const { pgliteLocation, openPGlite } = await import('./pglite-open.ts');
+  const { PGliteSession } = await import('./pglite-session.ts');
+  return new PGliteDb(pgliteLocation(url), new PGliteSession(await openPGlite(url)));
 }

@@ -6,12 +6,11 @@
  * 0.24-0.26 ms, a primary-key SELECT 0.05 ms instead of 0.21 ms (docs/adr/0008-the-cost-of-a-write.md).
  * This is what PostgreSQL drivers call a statement cache (pgjdbc's, Npgsql's); PGlite's API has none.
  *
- * Values are serialized and rows parsed with the instance's own serializers and parsers, by the types the
- * statement's description gives, as `PGlite.query` does. One statement or one transaction runs at a time
- * (`exclusive`); this session must be the only user of the instance while it is open.
+ * Values are serialized and rows parsed by the types the statement's description gives, with PGlite's
+ * serializers and parsers, as `PGlite.query` does. Callers run one statement or one transaction at a time
+ * (`PGliteDb`'s lock), and nothing else uses the instance.
  */
-import { serialize } from 'pg-protocol';
-import type { PGlite } from '@electric-sql/pglite';
+import { protocol, type PGlite } from '@electric-sql/pglite';
 
 export interface SessionResult<T> {
   rows: T[];
@@ -20,93 +19,110 @@ export interface SessionResult<T> {
   command: string;
 }
 
+/** The backend messages a session reads, as PGlite's protocol parser gives them. */
+export type Message =
+  | { name: 'dataRow'; fields: (string | null)[] }
+  | { name: 'commandComplete'; text: string }
+  | { name: 'parameterDescription'; dataTypeIDs: number[] }
+  | { name: 'rowDescription'; fields: { name: string; dataTypeID: number }[] }
+  | { name: string };
+
 interface Prepared {
   name: string;
   paramTypes: number[];
   fields: { name: string; typeId: number }[];
 }
 
-interface Message {
-  name: string;
-}
-interface DataRow extends Message {
-  fields: (string | null)[];
-}
-
 /** Prepared statements kept per session; the least recently used is closed beyond this (pgjdbc: 256). */
 const CAPACITY = 256;
+const { serialize } = protocol;
 
 export class PGliteSession {
   private readonly prepared = new Map<string, Prepared>();
   private named = 0;
-  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly pglite: PGlite,
     private readonly capacity = CAPACITY,
   ) {}
 
-  /** Runs `fn` alone: nothing else runs on the session until it settles. */
-  exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(fn, fn);
-    this.tail = run.catch(() => undefined);
-    return run;
-  }
-
   /**
-   * Runs one statement; only inside `exclusive`. `sync` asks the filesystem to persist afterwards (a
-   * statement outside a transaction, a COMMIT), as `PGlite.query` does outside a transaction.
+   * Runs one statement. `sync` asks the filesystem to persist afterwards (a statement outside a transaction,
+   * a COMMIT), as `PGlite.query` does outside a transaction. `begin` runs BEGIN first, in the same call (the
+   * first statement of a transaction: one call fewer per transaction).
    */
-  async run<T>(sql: string, params: readonly unknown[], sync: boolean): Promise<SessionResult<T>> {
-    const statement = this.prepared.get(sql) ?? (await this.prepare(sql));
+  async run<T>(
+    sql: string,
+    params: readonly unknown[],
+    sync: boolean,
+    begin = false,
+  ): Promise<SessionResult<T>> {
+    const first = begin ? await this.statement('BEGIN') : undefined;
+    const statement = await this.statement(sql);
     const values = params.map((value, i) => this.serializeParam(value, statement.paramTypes[i]));
-    const { messages } = await this.pglite.execProtocol(
-      Buffer.concat([
+    const messages = await this.execProtocol(
+      concat([
+        ...(first ? [serialize.bind({ statement: first.name }), serialize.execute({})] : []),
         serialize.bind({ statement: statement.name, values }),
-        serialize.execute(),
+        serialize.execute({}),
         serialize.sync(),
       ]),
-      { syncToFs: sync },
+      sync,
     );
-    return this.results<T>(messages as Message[], statement);
+    return this.results<T>(messages, statement, first ? 1 : 0);
   }
 
-  /** Forgets every prepared statement (after DDL run with `exec`: result shapes may have changed). */
-  async reset(): Promise<void> {
+  /** The prepared statement of `sql`, prepared now if it is not. */
+  private async statement(sql: string): Promise<Prepared> {
+    const statement = this.prepared.get(sql);
+    if (!statement) return this.prepare(sql);
+    this.prepared.delete(sql); // now the most recently used: the Map's order is the eviction order
+    this.prepared.set(sql, statement);
+    return statement;
+  }
+
+  /** Runs SQL scripts (DDL) and forgets every prepared statement: result shapes may have changed. */
+  async exec(sql: string): Promise<void> {
+    await this.pglite.exec(sql);
     if (this.prepared.size === 0) return;
     this.prepared.clear();
     await this.pglite.exec('DEALLOCATE ALL');
   }
 
+  async close(): Promise<void> {
+    if (!this.pglite.closed) await this.pglite.close();
+  }
+
+  private async execProtocol(message: Uint8Array, sync: boolean): Promise<Message[]> {
+    return (await this.pglite.execProtocol(message, { syncToFs: sync })).messages as Message[];
+  }
+
   private async prepare(sql: string): Promise<Prepared> {
     const name = `tf${++this.named}`;
-    const evicted: Buffer[] = [];
+    const evicted: Uint8Array[] = [];
     if (this.prepared.size >= this.capacity) {
       const [oldest, stmt] = this.prepared.entries().next().value as [string, Prepared];
       this.prepared.delete(oldest);
       evicted.push(serialize.close({ type: 'S', name: stmt.name }));
     }
-    const { messages } = await this.pglite.execProtocol(
-      Buffer.concat([
+    const messages = await this.execProtocol(
+      concat([
         ...evicted,
         serialize.parse({ name, text: sql, types: [] }),
         serialize.describe({ type: 'S', name }),
         serialize.sync(),
       ]),
-      { syncToFs: false },
+      false,
     );
-    let paramTypes: number[] = [];
-    let fields: Prepared['fields'] = [];
-    for (const m of messages as Message[]) {
-      if (m.name === 'parameterDescription')
-        paramTypes = (m as unknown as { dataTypeIDs: number[] }).dataTypeIDs;
-      else if (m.name === 'rowDescription')
-        fields = (m as unknown as { fields: { name: string; dataTypeID: number }[] }).fields.map((f) => ({
+    const statement: Prepared = { name, paramTypes: [], fields: [] };
+    for (const m of messages) {
+      if ('dataTypeIDs' in m) statement.paramTypes = m.dataTypeIDs;
+      else if (m.name === 'rowDescription' && 'fields' in m)
+        statement.fields = (m.fields as { name: string; dataTypeID: number }[]).map((f) => ({
           name: f.name,
           typeId: f.dataTypeID,
         }));
     }
-    const statement = { name, paramTypes, fields };
     this.prepared.set(sql, statement);
     return statement;
   }
@@ -117,14 +133,15 @@ export class PGliteSession {
     return serializer ? serializer(value) : String(value);
   }
 
-  private results<T>(messages: Message[], statement: Prepared): SessionResult<T> {
+  /** The rows and tag of `statement`, after the command tags of `skip` statements run before it. */
+  private results<T>(messages: Message[], statement: Prepared, skip: number): SessionResult<T> {
     const rows: T[] = [];
     let tag = '';
-    const parsers = this.pglite.parsers;
+    const { parsers } = this.pglite;
     const { fields } = statement;
     for (const m of messages) {
-      if (m.name === 'dataRow') {
-        const values = (m as DataRow).fields;
+      if (m.name === 'dataRow' && 'fields' in m) {
+        const values = m.fields as (string | null)[];
         const row: Record<string, unknown> = {};
         for (let i = 0; i < fields.length; i++) {
           const raw = values[i] ?? null;
@@ -133,10 +150,23 @@ export class PGliteSession {
           row[name] = raw === null ? null : parse ? parse(raw, typeId) : raw;
         }
         rows.push(row as T);
-      } else if (m.name === 'commandComplete') tag = (m as unknown as { text: string }).text;
+      } else if ('text' in m) {
+        if (skip > 0) skip--;
+        else tag = m.text;
+      }
     }
     const words = tag.split(' ');
     const count = Number.parseInt(words[words.length - 1]!, 10);
     return { rows, rowCount: Number.isNaN(count) ? rows.length : count, command: words[0]! };
   }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }

@@ -1,0 +1,59 @@
+/**
+ * Opening a PGlite database: `memory://` or a directory, a new one made from a cached fresh cluster image.
+ * Used on the thread that owns the database (this one, or the worker of `pglite-thread.ts`).
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import parsePostgresDate from 'postgres-date';
+import { PGlite } from '@electric-sql/pglite';
+
+/**
+ * Timestamps as node-postgres reads them (postgres-date): PGlite's own parser hands `0050-06-15 ...` to
+ * `new Date()`, which reads years 0-99 as 1900-1999, so a due date in year 50 came back as 1950.
+ */
+export const PGLITE_PARSERS = { 1114: parsePostgresDate, 1184: parsePostgresDate };
+
+/** `memory://` (or empty) for a database in memory, else the directory's absolute path. */
+export function pgliteLocation(url: string): string {
+  return url === 'memory://' || url === '' ? 'memory://' : resolve(url.replace(/^file:\/\//, ''));
+}
+
+export async function openPGlite(url: string): Promise<PGlite> {
+  const location = pgliteLocation(url);
+  if (location === 'memory://')
+    return PGlite.create({ loadDataDir: await freshClusterImage(), parsers: PGLITE_PARSERS });
+  mkdirSync(location, { recursive: true });
+  const empty = readdirSync(location).length === 0;
+  return PGlite.create(location, {
+    parsers: PGLITE_PARSERS,
+    ...(empty ? { loadDataDir: await freshClusterImage() } : {}),
+  });
+}
+
+let clusterImage: Promise<Blob> | undefined;
+
+/**
+ * A freshly initialised PGlite cluster as a tarball. initdb inside WASM costs seconds of CPU; loading this
+ * image costs about a second, so new databases (tests, `memory://`, a first start) are made from it. It is
+ * cached per process and on disk per PGlite version.
+ */
+function freshClusterImage(): Promise<Blob> {
+  clusterImage ??= (async () => {
+    const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite'); // <pkg>/dist/index.cjs
+    const pkg = JSON.parse(readFileSync(join(dirname(dirname(entry)), 'package.json'), 'utf8')) as {
+      version: string;
+    };
+    const file = join(tmpdir(), `taskflow-pglite-${pkg.version}-cluster.tar`);
+    if (existsSync(file)) return new Blob([readFileSync(file)]);
+    const pglite = await PGlite.create();
+    const image = await pglite.dumpDataDir('none');
+    await pglite.close();
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, Buffer.from(await image.arrayBuffer()));
+    renameSync(tmp, file);
+    return image;
+  })();
+  return clusterImage;
+}
