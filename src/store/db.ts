@@ -154,6 +154,15 @@ abstract class DbBase implements Db {
   abstract close(): Promise<void>;
 }
 
+/** SQL texts run as named prepared statements on PostgreSQL; the rest (generated SQL) run unnamed. */
+const NAMED_TEXTS = 1_000;
+
+/** PostgreSQL refuses a prepared statement whose result columns a schema change altered (SQLSTATE 0A000). */
+function isStalePlan(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === '0A000' && /cached plan must not change result type/.test(e.message ?? '');
+}
+
 class PostgresDb extends DbBase {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
@@ -173,9 +182,32 @@ class PostgresDb extends DbBase {
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
   }
+  /**
+   * Server-side prepared statements: each SQL text gets a name, so each connection parses and plans it once
+   * and then only binds and executes it (node-postgres keeps the names a connection has prepared). Texts
+   * beyond NAMED_TEXTS (generated SQL) run unnamed.
+   */
+  private readonly names = new Map<string, string>();
+  private nameCount = 0;
+  private statement(sql: string, params: readonly unknown[]): pg.QueryConfig {
+    let name = this.names.get(sql);
+    if (name === undefined && this.names.size < NAMED_TEXTS)
+      this.names.set(sql, (name = `tf${++this.nameCount}`));
+    return name === undefined
+      ? { text: sql, values: params as unknown[] }
+      : { name, text: sql, values: params as unknown[] };
+  }
   async query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
     this.statements.count(sql);
-    const r = await this.pool.query(sql, params as unknown[]);
+    let r: pg.QueryResult;
+    try {
+      r = await this.pool.query(this.statement(sql, params));
+    } catch (err) {
+      if (!isStalePlan(err)) throw err;
+      // The schema changed under a prepared statement (a migration by another process): prepare it anew.
+      this.names.delete(sql);
+      r = await this.pool.query(this.statement(sql, params));
+    }
     return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
   }
   async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
@@ -195,8 +227,13 @@ class PostgresDb extends DbBase {
         afterCommit: (cb) => committed.push(cb),
         query: async <R>(sql: string, params: readonly unknown[] = []) => {
           this.statements.count(sql);
-          const r = await client.query(sql, params as unknown[]);
-          return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+          try {
+            const r = await client.query(this.statement(sql, params));
+            return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+          } catch (err) {
+            if (isStalePlan(err)) this.names.delete(sql); // the transaction is lost; its retry prepares anew
+            throw err;
+          }
         },
       };
       const result = await fn(tx);
@@ -214,6 +251,7 @@ class PostgresDb extends DbBase {
   }
   async exec(sql: string): Promise<void> {
     await this.pool.query(sql);
+    this.names.clear(); // DDL may have changed what prepared statements return: new names, prepared anew
   }
 
   private readonly channels = new Set<string>();

@@ -1,0 +1,54 @@
+/**
+ * PostgreSQL statements run as named prepared statements (store/db.ts), on a real server: each connection
+ * prepares a text once, and a schema change by another process under a prepared statement is survived.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { openDb } from '../../src/store/db.ts';
+import { postgresBackend } from '../helpers/db.ts';
+
+describe(
+  'PostgreSQL prepared statements',
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    it('prepares each text once per connection and runs it again by name', async () => {
+      const { url, drop } = await postgresBackend!.fresh();
+      const db = await openDb(url, { poolSize: 1 });
+      try {
+        await db.exec(`CREATE TABLE t (id int PRIMARY KEY, name text)`);
+        for (let i = 0; i < 3; i++) await db.query(`INSERT INTO t (id, name) VALUES ($1, $2)`, [i, `n${i}`]);
+        await db.transaction((tx) => tx.query(`SELECT name FROM t WHERE id = $1`, [1]));
+        const prepared = await db.query<{ statement: string }>(
+          `SELECT statement FROM pg_prepared_statements ORDER BY statement`,
+        );
+        assert.deepEqual(
+          prepared.rows.map((r) => r.statement).filter((sql) => / t\b/.test(sql)),
+          [`INSERT INTO t (id, name) VALUES ($1, $2)`, `SELECT name FROM t WHERE id = $1`],
+        );
+      } finally {
+        await db.close();
+        await drop();
+      }
+    });
+
+    it('prepares a statement anew when another process changed the columns it returns', async () => {
+      const { url, drop, db: migrator } = await postgresBackend!.fresh();
+      const db = await openDb(url, { poolSize: 1 });
+      try {
+        await migrator.exec(`CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)`);
+        assert.deepEqual((await db.query(`SELECT * FROM t`)).rows, [{ id: 1 }]);
+        await migrator.exec(`ALTER TABLE t ADD COLUMN extra text DEFAULT 'e'`);
+        assert.deepEqual((await db.query(`SELECT * FROM t`)).rows, [{ id: 1, extra: 'e' }]);
+        // In a transaction the failed statement aborts it: it fails once, and its retry succeeds.
+        const read = () => db.transaction((tx) => tx.query(`SELECT * FROM t WHERE id = $1`, [1]));
+        await read();
+        await migrator.exec(`ALTER TABLE t ADD COLUMN more int DEFAULT 2`);
+        await assert.rejects(read(), { code: '0A000' });
+        assert.deepEqual((await read()).rows, [{ id: 1, extra: 'e', more: 2 }]);
+      } finally {
+        await db.close();
+        await drop();
+      }
+    });
+  },
+);
