@@ -378,5 +378,6 @@ export async function openDb(url: string, opts: { poolSize?: number } = {}): Pro
   }
   const { pgliteLocation, openPGlite } = await import('./pglite-open.ts');
   const { PGliteSession } = await import('./pglite-session.ts');
-  return new PGliteDb(pgliteLocation(url), new PGliteSession(await openPGlite(url)));
+  const { pglite, unlock } = await openPGlite(url);
+  return new PGliteDb(pgliteLocation(url), new PGliteSession(pglite, undefined, unlock));
 }

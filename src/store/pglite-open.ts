@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import parsePostgresDate from 'postgres-date';
 import { PGlite } from '@electric-sql/pglite';
+import { LOCK_FILE, lockDataDirectory } from './data-dir-lock.ts';
 
 /**
  * Timestamps as node-postgres reads them (postgres-date): PGlite's own parser hands `0050-06-15 ...` to
@@ -20,16 +21,30 @@ export function pgliteLocation(url: string): string {
   return url === 'memory://' || url === '' ? 'memory://' : resolve(url.replace(/^file:\/\//, ''));
 }
 
-export async function openPGlite(url: string): Promise<PGlite> {
+/**
+ * Opens the database; a directory is locked for this process (data-dir-lock.ts) until `unlock`, called after
+ * the instance is closed.
+ */
+export async function openPGlite(url: string): Promise<{ pglite: PGlite; unlock: () => void }> {
   const location = pgliteLocation(url);
   if (location === 'memory://')
-    return PGlite.create({ loadDataDir: await freshClusterImage(), parsers: PGLITE_PARSERS });
+    return {
+      pglite: await PGlite.create({ loadDataDir: await freshClusterImage(), parsers: PGLITE_PARSERS }),
+      unlock: () => undefined,
+    };
   mkdirSync(location, { recursive: true });
-  const empty = readdirSync(location).length === 0;
-  return PGlite.create(location, {
-    parsers: PGLITE_PARSERS,
-    ...(empty ? { loadDataDir: await freshClusterImage() } : {}),
-  });
+  const lock = lockDataDirectory(location);
+  try {
+    const empty = readdirSync(location).every((f) => f === LOCK_FILE);
+    const pglite = await PGlite.create(location, {
+      parsers: PGLITE_PARSERS,
+      ...(empty ? { loadDataDir: await freshClusterImage() } : {}),
+    });
+    return { pglite, unlock: () => lock.release() };
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
 }
 
 let clusterImage: Promise<Blob> | undefined;

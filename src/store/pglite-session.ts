@@ -44,6 +44,8 @@ export class PGliteSession {
   constructor(
     private readonly pglite: PGlite,
     private readonly capacity = CAPACITY,
+    /** Runs once the instance is closed (the data directory's lock is released). */
+    private readonly onClose: () => void = () => undefined,
   ) {}
 
   /**
@@ -90,7 +92,9 @@ export class PGliteSession {
   }
 
   async close(): Promise<void> {
-    if (!this.pglite.closed) await this.pglite.close();
+    if (this.pglite.closed) return;
+    await this.pglite.close();
+    this.onClose();
   }
 
   private async execProtocol(message: Uint8Array, sync: boolean): Promise<Message[]> {

@@ -620,8 +620,9 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
 /**
  * Serves the tools over stdin/stdout until stdin closes. Writes go through TaskStore into the configured
  * database (DATABASE_URL), i.e. into its outbox: the relay of the running system publishes them. Use a
- * PostgreSQL DATABASE_URL shared with the running system (a PGlite directory can be opened by one process at
- * a time; with `taskflow up` on PGlite, use the HTTP endpoint /mcp instead).
+ * PostgreSQL DATABASE_URL shared with the running system. A PGlite directory belongs to one process at a time
+ * (store/data-dir-lock.ts): while `taskflow up` runs on it this refuses, naming the server; use the server's
+ * HTTP endpoint /mcp instead.
  */
 export async function serveMcpStdio(opts: { config: Config; token: string; log: Logger }): Promise<void> {
   const { config, log } = opts;

@@ -1,0 +1,110 @@
+/**
+ * One process per PGlite data directory (store/data-dir-lock.ts): a second opener refuses with a line that
+ * names the owner, in this process and from the CLI (a second `up`, `migrate`, `audit verify`, `lag`, `mcp`
+ * on stdio) while `taskflow up` runs; a lock whose owner died
+ * (kill -9) or whose pid was reused is taken over, and the data written before the kill is there.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { DataDirectoryInUseError, LOCK_FILE } from '../../src/store/data-dir-lock.ts';
+import { openDb } from '../../src/store/db.ts';
+
+const dirs: string[] = [];
+const freshDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'taskflow-lock-'));
+  dirs.push(d);
+  return join(d, 'db');
+};
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+describe('PGlite data directory lock', () => {
+  it('refuses a second open while the first is open, and allows it after close', async () => {
+    const dir = freshDir();
+    const first = await openDb(dir);
+    await first.exec(`CREATE TABLE t (id int)`);
+    await assert.rejects(openDb(dir), (err: unknown) => {
+      assert.ok(err instanceof DataDirectoryInUseError);
+      assert.match(err.message, new RegExp(`in use by process ${process.pid} `));
+      return true;
+    });
+    await first.close();
+    const second = await openDb(dir);
+    await second.query(`INSERT INTO t VALUES (1)`);
+    await second.close();
+  });
+
+  it('takes over a lock whose process is gone or whose pid now names another process', async () => {
+    const dir = freshDir();
+    await (await openDb(dir)).close();
+    const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+    const lock = (owner: object) => writeFileSync(join(dir, LOCK_FILE), JSON.stringify(owner));
+    lock({ pid: Number(dead.stdout.trim()), host: hostname(), started: '1', command: 'gone' });
+    await (await openDb(dir)).close();
+    lock({ pid: process.pid, host: hostname(), started: 'another boot', command: 'reused pid' });
+    await (await openDb(dir)).close();
+    writeFileSync(join(dir, LOCK_FILE), '{"pid":'); // torn write of a crashed opener
+    await (await openDb(dir)).close();
+  });
+
+  it('`taskflow up` holds the directory: a second up and the CLI refuse with one line; after kill -9 they work', async () => {
+    const dir = freshDir();
+    const env = {
+      ...process.env,
+      DATABASE_URL: dir,
+      PORT: '0',
+      LOG_LEVEL: 'warn',
+      BUS: 'embedded',
+      JWT_SECRET: '',
+    };
+    const server = spawn(process.execPath, ['bin/taskflow.js', 'up'], {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      let out = '';
+      const { url, token } = await new Promise<{ url: string; token: string }>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`not up within 120 s:\n${out}`)), 120_000);
+        server.stderr!.on('data', (b: Buffer) => {
+          out += b.toString();
+          const u = /running at (http:\/\/\S+)/.exec(out)?.[1];
+          const t = /export TOKEN=(\S+)/.exec(out)?.[1];
+          if (u && t) {
+            clearTimeout(timer);
+            resolve({ url: u, token: t });
+          }
+        });
+        server.on('exit', (code) => reject(new Error(`taskflow up exited with ${code}:\n${out}`)));
+      });
+      const owner = JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number };
+      assert.equal(owner.pid, server.pid);
+      const cli = (...args: string[]) =>
+        spawnSync(process.execPath, ['bin/taskflow.js', ...args], {
+          env: { ...env, TASKFLOW_TOKEN: token },
+          encoding: 'utf8',
+          timeout: 120_000,
+        });
+      for (const args of [['up'], ['migrate'], ['audit', 'verify'], ['lag'], ['mcp']]) {
+        const r = cli(...args);
+        assert.notEqual(r.status, 0, `${args.join(' ')} must refuse`);
+        assert.match(
+          r.stderr,
+          new RegExp(`data directory .* is in use by process ${server.pid} `),
+          args.join(' '),
+        );
+        assert.ok(r.stderr.trim().split('\n').length <= 2, `one clear line, not a stack:\n${r.stderr}`);
+      }
+      assert.equal((await fetch(`${url}/readyz`)).status, 200); // the server went on undisturbed
+      server.kill('SIGKILL');
+      await new Promise((r) => server.once('exit', r));
+      const migrate = cli('migrate');
+      assert.equal(migrate.status, 0, migrate.stderr);
+      assert.match(migrate.stdout, /up to date/);
+    } finally {
+      server.kill('SIGKILL');
+    }
+  });
+});
