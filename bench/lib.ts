@@ -257,6 +257,10 @@ export class TimedDb implements Db {
   exec(sql: string) {
     return this.inner.exec(sql);
   }
+  /** Timed statements go through the inner database's foreground lane. */
+  background(): Db {
+    return this;
+  }
   listen(channel: string) {
     this.inner.listen(channel);
   }

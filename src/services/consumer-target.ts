@@ -20,6 +20,11 @@ export interface ConsumerTargetSpec {
    * the real-time path a consumer can wait a little and handle many messages in one transaction.
    */
   batchIntervalMs?: number;
+  /**
+   * On the real-time path (API commit to the user's socket): its database work does not yield. Otherwise
+   * (the default) the consumer gets the database's background lane (Db.background).
+   */
+  realTime?: boolean;
   /** Creates the handler once per process (stores, clients...). */
   setup(rt: Runtime): Promise<ConsumerService>;
 }
@@ -36,7 +41,7 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
     name: spec.name,
     description: spec.description,
     async start(rt: Runtime): Promise<RunningTarget> {
-      const service = await spec.setup(rt);
+      const service = await spec.setup(spec.realTime ? rt : { ...rt, db: rt.db.background() });
       const batchHandler = service.handleBatch?.bind(service);
       const subscription = await subscribeWhenReachable(rt, {
         group: spec.group,

@@ -65,6 +65,12 @@ export interface Db extends Tx {
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /** Runs several statements (migrations). */
   exec(sql: string): Promise<void>;
+  /**
+   * This database for work that can wait (side-effect consumers): where statements run one at a time
+   * (PGlite), its statements and transactions go after the waiting ones of the API and the real-time path,
+   * unless they have waited 100 ms (`backgroundMaxWaitMs`); elsewhere (a PostgreSQL pool) the database itself.
+   */
+  background(): Db;
   /** In-process signal of new bus data, so embedded subscribers wake without waiting for their poll. */
   readonly signals: EventEmitter;
   /**
@@ -152,6 +158,9 @@ abstract class DbBase implements Db {
   abstract exec(sql: string): Promise<void>;
   abstract listen(channel: string): void;
   abstract close(): Promise<void>;
+  background(): Db {
+    return this;
+  }
 }
 
 /** SQL texts run as named prepared statements on PostgreSQL; the rest (generated SQL) run unnamed. */
@@ -304,26 +313,59 @@ class PostgresDb extends DbBase {
   }
 }
 
+/** A background statement or transaction that has waited this long goes before foreground ones. */
+const BACKGROUND_MAX_WAIT_MS = 100;
+
+type Lane = 'foreground' | 'background';
+
 class PGliteDb extends DbBase {
   readonly kind = 'pglite' as const;
-  private tail: Promise<unknown> = Promise.resolve();
+  private running = false;
+  private readonly waiting: Record<Lane, { start: () => void; since: number }[]> = {
+    foreground: [],
+    background: [],
+  };
+  private backgroundView: Db | undefined;
   constructor(
     readonly url: string,
     private readonly session: PGliteSession,
+    private readonly backgroundMaxWaitMs = BACKGROUND_MAX_WAIT_MS,
   ) {
     super();
   }
-  /** Runs `fn` alone: one statement or one transaction at a time, as on a single connection. */
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(fn, fn);
-    this.tail = run.catch(() => undefined);
-    return run;
+  override background(): Db {
+    return (this.backgroundView ??= new BackgroundPGlite(this));
   }
-  query<T>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<T>> {
+  /**
+   * Runs `fn` alone: one statement or one transaction at a time, as on a single connection. Waiting work
+   * of the foreground lane goes first; background work that has waited `backgroundMaxWaitMs` goes before it.
+   */
+  exclusive<T>(fn: () => Promise<T>, lane: Lane = 'foreground'): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const start = () =>
+        void fn()
+          .then(resolve, reject)
+          .finally(() => this.next());
+      if (this.running) this.waiting[lane].push({ start, since: performance.now() });
+      else {
+        this.running = true;
+        start();
+      }
+    });
+  }
+  private next(): void {
+    const { foreground, background } = this.waiting;
+    const overdue =
+      background.length > 0 && performance.now() - background[0]!.since >= this.backgroundMaxWaitMs;
+    const up = (overdue ? background.shift() : undefined) ?? foreground.shift() ?? background.shift();
+    if (up) up.start();
+    else this.running = false;
+  }
+  query<T>(sql: string, params: readonly unknown[] = [], lane: Lane = 'foreground'): Promise<QueryResult<T>> {
     this.statements.count(sql);
-    return this.exclusive(() => this.session.run<T>(sql, params, true));
+    return this.exclusive(() => this.session.run<T>(sql, params, true), lane);
   }
-  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: Tx) => Promise<T>, lane: Lane = 'foreground'): Promise<T> {
     return this.exclusive(async () => {
       const committed: (() => void)[] = [];
       // BEGIN goes with the transaction's first statement, in one call; none ran: nothing to commit.
@@ -355,7 +397,7 @@ class PGliteDb extends DbBase {
         throw new Error('transaction aborted by an earlier failed statement; rolled back');
       runAfterCommit(committed);
       return value;
-    });
+    }, lane);
   }
   exec(sql: string): Promise<void> {
     return this.exclusive(() => this.session.exec(sql));
@@ -366,11 +408,60 @@ class PGliteDb extends DbBase {
   }
 }
 
+/** A PGlite database's background lane (Db.background): the same database, its work queued behind. */
+class BackgroundPGlite implements Db {
+  constructor(private readonly main: PGliteDb) {}
+  get kind() {
+    return this.main.kind;
+  }
+  get url() {
+    return this.main.url;
+  }
+  get events() {
+    return this.main.events;
+  }
+  set events(sink: EventSink | undefined) {
+    this.main.events = sink;
+  }
+  get statements() {
+    return this.main.statements;
+  }
+  get signals() {
+    return this.main.signals;
+  }
+  get db(): Db {
+    return this;
+  }
+  afterCommit(fn: () => void): void {
+    fn();
+  }
+  query<T>(sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
+    return this.main.query<T>(sql, params, 'background');
+  }
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.main.transaction(fn, 'background');
+  }
+  exec(sql: string): Promise<void> {
+    return this.main.exec(sql);
+  }
+  background(): Db {
+    return this;
+  }
+  listen(): void {} // PGlite: one process
+  close(): Promise<void> {
+    return this.main.close();
+  }
+}
+
 export function isPostgresUrl(url: string): boolean {
   return /^postgres(ql)?:\/\//.test(url);
 }
 
-export async function openDb(url: string, opts: { poolSize?: number } = {}): Promise<Db> {
+/** `backgroundMaxWaitMs` (PGlite): how long background work yields to foreground work (Db.background). */
+export async function openDb(
+  url: string,
+  opts: { poolSize?: number; backgroundMaxWaitMs?: number } = {},
+): Promise<Db> {
   if (isPostgresUrl(url)) {
     const db = new PostgresDb(url, opts.poolSize ?? 10);
     await db.query('select 1');
@@ -379,5 +470,9 @@ export async function openDb(url: string, opts: { poolSize?: number } = {}): Pro
   const { pgliteLocation, openPGlite } = await import('./pglite-open.ts');
   const { PGliteSession } = await import('./pglite-session.ts');
   const { pglite, unlock } = await openPGlite(url);
-  return new PGliteDb(pgliteLocation(url), new PGliteSession(pglite, undefined, unlock));
+  return new PGliteDb(
+    pgliteLocation(url),
+    new PGliteSession(pglite, undefined, unlock),
+    opts.backgroundMaxWaitMs,
+  );
 }

@@ -155,3 +155,65 @@ describe('PGlite session with prepared statements', () => {
     assert.equal((await db.query<{ extra: string }>(`SELECT * FROM t`)).rows[0]!.extra, 'e');
   });
 });
+
+describe('PGlite lanes: background work yields to foreground work, for a bounded time', () => {
+  /** Holds the session with a transaction until the returned function is called. */
+  async function hold(db: Db): Promise<() => Promise<void>> {
+    let release!: () => void;
+    let started!: () => void;
+    const inside = new Promise<void>((r) => (started = r));
+    const tx = db.transaction(async (t) => {
+      await t.query(`SELECT 1`);
+      started();
+      await new Promise<void>((r) => (release = r));
+    });
+    await inside;
+    return async () => {
+      release();
+      await tx;
+    };
+  }
+
+  it('runs waiting foreground work before background work that has not waited long', async () => {
+    const db = await openDb('memory://', { backgroundMaxWaitMs: 60_000 });
+    try {
+      const order: string[] = [];
+      const release = await hold(db);
+      const b = db
+        .background()
+        .query(`SELECT 'b'`)
+        .then(() => order.push('background'));
+      const t = db
+        .background()
+        .transaction((tx) => tx.query(`SELECT 't'`))
+        .then(() => order.push('background tx'));
+      const f = db.query(`SELECT 'f'`).then(() => order.push('foreground'));
+      await release();
+      await Promise.all([b, t, f]);
+      assert.deepEqual(order, ['foreground', 'background', 'background tx']);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('runs background work that has waited its bound before foreground work', async () => {
+    const db = await openDb('memory://', { backgroundMaxWaitMs: 30 });
+    try {
+      const order: string[] = [];
+      const release = await hold(db);
+      const b = db
+        .background()
+        .query(`SELECT 'b'`)
+        .then(() => order.push('background'));
+      await sleep(60);
+      const f = db.query(`SELECT 'f'`).then(() => order.push('foreground'));
+      await release();
+      await Promise.all([b, f]);
+      assert.deepEqual(order, ['background', 'foreground']);
+      assert.equal(db.background().background(), db.background());
+      assert.equal(db.background().events, db.events);
+    } finally {
+      await db.close();
+    }
+  });
+});

@@ -106,6 +106,7 @@ export const broadcasterTarget = consumerTarget({
   topics: [TOPICS.taskEvents],
   // On the real-time path: batches form within 20 ms (a small part of the latency budget).
   batchIntervalMs: 20,
+  realTime: true,
   async setup(rt) {
     const run = async (items: readonly { event: CloudEvent; traceparent: string }[]) => {
       await rt.db.transaction((tx) => broadcastRun(tx, items, rt.clock.now()));
