@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { RetryPolicy } from './bus/consumer.ts';
-import { TOPIC_SPECS } from './contracts/topics.ts';
+import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
 import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl } from './store/db.ts';
 
@@ -27,6 +27,8 @@ export interface Config {
   rateLimitPerMinute: number;
   /** Admission control of creates: refuse (503) while one has waited this long unwritten; 0 = never. */
   createQueueMaxMs: number;
+  /** How long consumers remember processed event ids (dedupe); past every topic's retention by default. */
+  ledgerRetentionMs: number;
   /** Fastify trustProxy: whose X-Forwarded-For to believe for the client IP (rate limits' fallback key, audit). */
   trustProxy: boolean | number | string;
   relay: { batchSize: number; pollIntervalMs: number; batchIntervalMs: number };
@@ -138,6 +140,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       `KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got "${mech}"`,
     );
   const sslOn = env.KAFKA_SSL === 'true' || !!env.KAFKA_SSL_CA_FILE || !!mech;
+  const topicRetentionMs = retentionOverrides(env.KAFKA_TOPIC_RETENTION_MS);
+  // A processed event id is needed as long as a copy of the event can be delivered: its topic's retention
+  // (a dead letter replayed goes back to its topic), plus a day.
+  const longestRetentionMs = Math.max(
+    ...TOPIC_SPECS.map((t) => topicRetentionMs[t.name] ?? t.retentionMs),
+    topicRetentionMs.dlq ?? DLQ_SPEC.retentionMs,
+  );
   const config: Config = {
     databaseUrl,
     bus,
@@ -159,6 +168,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
     createQueueMaxMs: int(env, 'CREATE_QUEUE_MAX_MS', 500),
+    ledgerRetentionMs: int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000),
     trustProxy: trustProxy(env.TRUST_PROXY),
     relay: {
       batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),
@@ -199,7 +209,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ensureTopics: env.KAFKA_ENSURE_TOPICS !== 'false',
       topicPrefix: env.KAFKA_TOPIC_PREFIX ?? '',
       ...(env.KAFKA_TOPIC_PARTITIONS ? { topicPartitions: int(env, 'KAFKA_TOPIC_PARTITIONS', 3, 1) } : {}),
-      topicRetentionMs: retentionOverrides(env.KAFKA_TOPIC_RETENTION_MS),
+      topicRetentionMs,
       replicationFactor: int(env, 'KAFKA_REPLICATION_FACTOR', 1, 1),
     },
     dapr: {

@@ -88,6 +88,11 @@ export class Metrics {
     help: 'Age of the oldest unpublished outbox row',
     registers: [this.registry],
   });
+  readonly ledgerPruned = new Counter({
+    name: 'taskflow_ledger_pruned_rows_total',
+    help: "Rows of the consumers' dedupe ledger (processed_events) deleted past LEDGER_RETENTION_MS",
+    registers: [this.registry],
+  });
   readonly auditRecords = new Counter({
     name: 'taskflow_audit_records_total',
     help: 'Audit records appended, by operation (event type)',

@@ -25,3 +25,22 @@ export async function firstTimeMany(
   );
   return new Set(r.rows.map((row) => row.event_id));
 }
+
+/**
+ * Forgets processed events older than `olderThanMs`, in batches of `batch` rows (short statements: on PGlite
+ * others run between them). Safe once no copy of those events can be delivered again: past the retention of
+ * every topic they came from. Resolves how many rows it deleted.
+ */
+export async function pruneProcessed(db: Queryable, olderThanMs: number, batch = 5_000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const r = await db.query(
+      `DELETE FROM processed_events WHERE (consumer, event_id) IN (
+         SELECT consumer, event_id FROM processed_events
+          WHERE processed_at < now() - ($1::bigint * interval '1 millisecond') LIMIT $2)`,
+      [olderThanMs, batch],
+    );
+    total += r.rowCount;
+    if (r.rowCount < batch) return total;
+  }
+}

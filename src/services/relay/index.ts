@@ -23,6 +23,7 @@ import {
 } from '../../store/outbox.ts';
 import { TickLoop } from '../../tick-loop.ts';
 import { errorMessage } from '../../error-text.ts';
+import { pruneProcessed } from '../../store/idempotency.ts';
 
 const LEASE = 'relay';
 const LEASE_TTL_MS = 10_000;
@@ -204,12 +205,19 @@ export class Relay {
     }
   }
 
+  /** Once a minute, by the active relay, yielding to other work (Db.background): old rows go. */
   private async housekeeping() {
     const now = Date.now();
     if (now - this.lastHousekeeping < HOUSEKEEPING_MS) return;
     this.lastHousekeeping = now;
-    await pruneOutbox(this.rt.db, OUTBOX_KEEP_MS);
+    const db = this.rt.db.background();
+    await pruneOutbox(db, OUTBOX_KEEP_MS);
     if (this.rt.bus.admin instanceof EmbeddedAdmin) await this.rt.bus.admin.applyRetention();
+    const pruned = await pruneProcessed(db, this.rt.config.ledgerRetentionMs);
+    if (pruned > 0) {
+      this.rt.metrics.ledgerPruned.inc(pruned);
+      this.rt.log.info({ rows: pruned }, 'dedupe ledger pruned');
+    }
   }
 
   async stop(): Promise<void> {
