@@ -44,3 +44,14 @@ export class OverloadedError extends Error {
     this.name = 'OverloadedError';
   }
 }
+
+/** Too many requests from one user (or one client address, unauthenticated) in the current window. */
+export class RateLimitedError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+    this.name = 'RateLimitedError';
+  }
+}

@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AuthError, bearerToken, type Verifier } from '../auth.ts';
 import { childTraceparent } from '../observability/trace.ts';
 import type { EventMeta } from '../store/tasks.ts';
+import { RateLimitedError } from '../domain/errors.ts';
 
 export interface AuthScopeOptions {
   verify: Verifier;
@@ -29,6 +30,11 @@ class SharedMinuteWindows implements FastifyRateLimitStore {
     key: string,
     callback: (error: Error | null, result?: { current: number; ttl: number }) => void,
   ): void {
+    callback(null, this.hit(key));
+  }
+
+  /** Counts one request of `key`: how many in its window so far, and the ms until the window ends. */
+  hit(key: string): { current: number; ttl: number } {
     const now = Date.now();
     let w = this.windows.get(key);
     if (!w || now - w.start >= WINDOW_MS) {
@@ -37,7 +43,7 @@ class SharedMinuteWindows implements FastifyRateLimitStore {
       this.windows.set(key, w);
     }
     w.count++;
-    callback(null, { current: w.count, ttl: w.start + WINDOW_MS - now });
+    return { current: w.count, ttl: w.start + WINDOW_MS - now };
   }
 
   child(): FastifyRateLimitStore {
@@ -50,7 +56,10 @@ class SharedMinuteWindows implements FastifyRateLimitStore {
 }
 
 /** Each server's per-user limit and its one store (the plugin constructs a store with `new`: `Store` hands it back). */
-const limits = new WeakMap<FastifyInstance, { perMinute: number; Store: FastifyRateLimitStoreCtor }>();
+const limits = new WeakMap<
+  FastifyInstance,
+  { perMinute: number; Store: FastifyRateLimitStoreCtor; windows: SharedMinuteWindows }
+>();
 
 /** The per-user limit (RATE_LIMIT_PER_MINUTE; 0: none) of every authenticated scope registered on `app`. */
 export function setRateLimit(app: FastifyInstance, perMinute: number): void {
@@ -58,7 +67,39 @@ export function setRateLimit(app: FastifyInstance, perMinute: number): void {
   const Store = function SharedStore() {
     return shared;
   } as unknown as FastifyRateLimitStoreCtor;
-  limits.set(app, { perMinute, Store });
+  limits.set(app, { perMinute, Store, windows: shared });
+}
+
+/**
+ * Counts one request of `key` against `app`'s per-minute limit, for requests outside an authenticated scope's
+ * own counting: WebSocket tickets and upgrades (key: the user), failed authentication (key: `ip:<address>`).
+ * Throws RateLimitedError (429 with Retry-After) beyond the limit.
+ */
+export function chargeRequest(app: FastifyInstance, key: string): void {
+  const limit = limits.get(app);
+  if (!limit || limit.perMinute <= 0) return;
+  const { current, ttl } = limit.windows.hit(key);
+  if (current > limit.perMinute) {
+    const seconds = Math.max(1, Math.ceil(ttl / 1000));
+    throw new RateLimitedError(
+      `rate limit of ${limit.perMinute} requests per minute exceeded; retry in ${seconds} s`,
+      seconds,
+    );
+  }
+}
+
+/** Verifies with `verify`; a failed authentication counts against the client address's limit (401, then 429). */
+export async function authenticateOrCharge<T>(
+  app: FastifyInstance,
+  req: FastifyRequest,
+  verify: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await verify();
+  } catch (err) {
+    if (err instanceof AuthError) chargeRequest(app, `ip:${req.ip}`);
+    throw err;
+  }
 }
 
 export async function authenticatedScope(
@@ -69,9 +110,12 @@ export async function authenticatedScope(
   await app.register(async (scope) => {
     const users = new WeakMap<FastifyRequest, string>();
     scope.addHook('onRequest', async (req) => {
-      const token = bearerToken(req.headers.authorization);
-      if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-      users.set(req, (await opts.verify(token)).userId);
+      const user = await authenticateOrCharge(app, req, async () => {
+        const token = bearerToken(req.headers.authorization);
+        if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
+        return (await opts.verify(token)).userId;
+      });
+      users.set(req, user);
     });
     const limit = limits.get(app);
     if (limit && limit.perMinute > 0)

@@ -11,7 +11,13 @@ import Fastify, {
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
 import { AuthError, AuthUnavailableError } from '../auth.ts';
 import { setRateLimit } from './authenticated.ts';
-import { NotFoundError, OverloadedError, ValidationError, VersionConflictError } from '../domain/errors.ts';
+import {
+  NotFoundError,
+  OverloadedError,
+  RateLimitedError,
+  ValidationError,
+  VersionConflictError,
+} from '../domain/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import {
@@ -55,6 +61,21 @@ export async function createHttpServer(opts: {
           )(opts.trustProxy)
         : (opts.trustProxy ?? false),
     routerOptions: { ignoreTrailingSlash: true },
+    // While closing, requests still arriving on open connections get a problem+json 503 with Retry-After
+    // (the hook below) instead of Fastify's own plain body.
+    return503OnClosing: false,
+  });
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (_req, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close').header('retry-after', '1');
+    return sendProblem(
+      reply,
+      problem(503, 'the server is shutting down; retry (another instance may answer)'),
+    );
   });
   setRateLimit(app, opts.rateLimitPerMinute ?? 0);
   const checks = new Map<string, ReadinessCheck>();
@@ -110,6 +131,10 @@ export async function createHttpServer(opts: {
     if (err instanceof NotFoundError) return sendProblem(reply, problem(404, err.message));
     if (err instanceof VersionConflictError)
       return sendProblem(reply, problem(412, err.message, { current_version: err.actual }));
+    if (err instanceof RateLimitedError) {
+      reply.header('retry-after', String(err.retryAfterSeconds));
+      return sendProblem(reply, problem(429, err.message));
+    }
     if (err instanceof OverloadedError) {
       reply.header('retry-after', String(err.retryAfterSeconds));
       return sendProblem(reply, problem(503, err.message));

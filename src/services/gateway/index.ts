@@ -16,6 +16,7 @@ import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
+import { authenticateOrCharge, chargeRequest } from '../../http/authenticated.ts';
 import { Hub } from './hub.ts';
 import { TicketIssuer } from './tickets.ts';
 
@@ -88,7 +89,9 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
                 if (typeof raw !== 'string' || !/^\d{1,15}$/.test(raw))
                   throw new ValidationError([{ path: 'since', message: 'must be a sequence number' }]);
               }
-              users.set(req, { user: await authenticate(req), since });
+              const user = await authenticateOrCharge(app, req, () => authenticate(req));
+              chargeRequest(app, user); // an upgrade counts against the user's budget like a request
+              users.set(req, { user, since });
             },
           },
           (socket, req) => {
@@ -107,9 +110,12 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
             },
           },
           async (req) => {
-            const token = bearerToken(req.headers.authorization);
-            if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-            const { userId } = await verify(token);
+            const userId = await authenticateOrCharge(app, req, async () => {
+              const token = bearerToken(req.headers.authorization);
+              if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
+              return (await verify(token)).userId;
+            });
+            chargeRequest(app, userId);
             return tickets.issue(userId);
           },
         );

@@ -1,0 +1,118 @@
+/**
+ * Limits without holes: WebSocket tickets and upgrades count against the user's per-minute budget like any
+ * request; failed authentication counts against the client address (401s, then 429); over the limit the
+ * answer is problem+json with Retry-After; while the server shuts down, requests on open connections get a
+ * problem+json 503 with Retry-After.
+ */
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import WebSocket from 'ws';
+import { openDb } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { startApp } from '../helpers/app.ts';
+
+async function limitedApp(perMinute: number) {
+  const db = await openDb('memory://');
+  await migrate(db);
+  const app = await startApp(db, {
+    targets: ['api', 'gateway'],
+    env: { RATE_LIMIT_PER_MINUTE: String(perMinute) },
+  });
+  return {
+    app,
+    close: async () => {
+      await app.stop();
+      await db.close();
+    },
+  };
+}
+
+/** The HTTP status a WebSocket upgrade was answered with (101 when it opened). */
+function upgradeStatus(url: string, protocols: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, protocols);
+    ws.once('open', () => {
+      ws.close();
+      resolve(101);
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      res.resume();
+    });
+    ws.once('error', (err) => (err.message.includes('Unexpected server response') ? undefined : reject(err)));
+  });
+}
+
+function assertProblem429(res: { status: number; headers: Headers; body: unknown }, what: string) {
+  assert.equal(res.status, 429, what);
+  assert.match(res.headers.get('content-type') ?? '', /application\/problem\+json/, what);
+  assert.ok(Number(res.headers.get('retry-after')) >= 1, `${what}: retry-after`);
+  assert.match(JSON.stringify(res.body), /rate limit of \d+ requests per minute/, what);
+}
+
+describe('limits without holes', () => {
+  it('counts WebSocket tickets and upgrades against the user budget', async () => {
+    const { app, close } = await limitedApp(4);
+    try {
+      const ws = `${app.url.replace('http', 'ws')}/ws`;
+      const bearer = ['taskflow.v1', `bearer.${await app.token('alice')}`];
+      assert.equal((await app.call('alice', 'POST', '/api/ws-ticket')).status, 200);
+      assert.equal((await app.call('alice', 'POST', '/api/ws-ticket')).status, 200);
+      assert.equal(await upgradeStatus(ws, bearer), 101);
+      assert.equal((await app.call('alice', 'GET', '/api/tasks')).status, 200); // the 4th of alice's minute
+      assertProblem429(await app.call('alice', 'POST', '/api/ws-ticket'), 'ticket over the budget');
+      assert.equal(await upgradeStatus(ws, bearer), 429);
+      assert.equal(await upgradeStatus(ws, ['taskflow.v1', `bearer.${await app.token('bob')}`]), 101);
+    } finally {
+      await close();
+    }
+  });
+
+  it('limits failed authentication per client address: 401 until the budget is spent, then 429', async () => {
+    const { app, close } = await limitedApp(3);
+    try {
+      for (let i = 0; i < 3; i++)
+        assert.equal(
+          (await app.call(null, 'GET', '/api/tasks', undefined, { authorization: 'Bearer nope' })).status,
+          401,
+        );
+      assertProblem429(await app.call(null, 'GET', '/api/tasks'), 'no token over the budget');
+      assert.equal(
+        await upgradeStatus(`${app.url.replace('http', 'ws')}/ws`, ['taskflow.v1', 'bearer.bad']),
+        429,
+      );
+      // A user with a valid token has a budget of their own.
+      assert.equal((await app.call('carol', 'GET', '/api/tasks')).status, 200);
+    } finally {
+      await close();
+    }
+  });
+
+  it('answers a request that arrives during shutdown with a problem+json 503 and Retry-After', async () => {
+    const { app, close } = await limitedApp(0);
+    try {
+      // A connection whose request has begun (headers not finished) is not idle: closing waits for it.
+      const { port } = new URL(app.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      await new Promise((r) => socket.once('connect', r));
+      socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
+      await sleep(50);
+      const stopping = app.proc.runtime.http.app.close();
+      await sleep(50);
+      let answer = '';
+      socket.on('data', (b: Buffer) => (answer += b.toString()));
+      const ended = new Promise((r) => socket.once('close', r));
+      socket.write('\r\n');
+      await ended;
+      await stopping;
+      assert.match(answer, /^HTTP\/1\.1 503 /, answer);
+      assert.match(answer, /content-type: application\/problem\+json/i);
+      assert.match(answer, /retry-after: 1/i);
+      assert.match(answer, /shutting down/);
+    } finally {
+      await close().catch(() => undefined);
+    }
+  });
+});
