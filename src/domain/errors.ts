@@ -55,3 +55,13 @@ export class RateLimitedError extends Error {
     this.name = 'RateLimitedError';
   }
 }
+
+/** An Idempotency-Key used again with another request body (422): the key names another request. */
+export class IdempotencyMismatchError extends Error {
+  constructor(readonly key: string) {
+    super(
+      `Idempotency-Key "${key}" was used in the last 24 hours for a request with another body; use a new key for a new request`,
+    );
+    this.name = 'IdempotencyMismatchError';
+  }
+}

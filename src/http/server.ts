@@ -12,6 +12,7 @@ import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI field
 import { AuthError, AuthUnavailableError } from '../auth.ts';
 import { setRateLimit } from './authenticated.ts';
 import {
+  IdempotencyMismatchError,
   NotFoundError,
   OverloadedError,
   RateLimitedError,
@@ -131,6 +132,7 @@ export async function createHttpServer(opts: {
     if (err instanceof NotFoundError) return sendProblem(reply, problem(404, err.message));
     if (err instanceof VersionConflictError)
       return sendProblem(reply, problem(412, err.message, { current_version: err.actual }));
+    if (err instanceof IdempotencyMismatchError) return sendProblem(reply, problem(422, err.message));
     if (err instanceof RateLimitedError) {
       reply.header('retry-after', String(err.retryAfterSeconds));
       return sendProblem(reply, problem(429, err.message));

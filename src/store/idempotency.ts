@@ -44,3 +44,17 @@ export async function pruneProcessed(db: Queryable, olderThanMs: number, batch =
     if (r.rowCount < batch) return total;
   }
 }
+
+/** Forgets the idempotency keys of task creates older than 24 hours (their replay window), in batches. */
+export async function pruneIdempotencyKeys(db: Queryable, batch = 5_000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const r = await db.query(
+      `DELETE FROM idempotency_keys WHERE (user_id, key) IN (
+         SELECT user_id, key FROM idempotency_keys WHERE created_at < now() - interval '24 hours' LIMIT $1)`,
+      [batch],
+    );
+    total += r.rowCount;
+    if (r.rowCount < batch) return total;
+  }
+}

@@ -6,7 +6,13 @@ import { uuidv7 } from 'uuidv7';
 import { makeEvent } from '../contracts/cloudevent.ts';
 import type { TaskEventData } from '../contracts/events.ts';
 import type { Clock } from '../domain/clock.ts';
-import { NotFoundError, ValidationError, VersionConflictError, type Result } from '../domain/errors.ts';
+import {
+  IdempotencyMismatchError,
+  NotFoundError,
+  ValidationError,
+  VersionConflictError,
+  type Result,
+} from '../domain/errors.ts';
 import { dueWindowRange, encodeCursor, type TaskQuery } from '../domain/query.ts';
 import { isUuid } from '../domain/text.ts';
 import {
@@ -112,8 +118,26 @@ function cursorValue(task: Task, sort: TaskQuery['sort'], order: TaskQuery['orde
   }
 }
 
+/**
+ * A create's idempotency key (Idempotency-Key header, MCP `idempotency_key`) and the hash of its request: the
+ * first answer to the key is kept 24 hours, written in the statement that creates the task.
+ */
+export interface IdempotencyKey {
+  key: string;
+  requestHash: string;
+}
+
+/** The first answer to `key` within 24 h (its task), a mismatch (IdempotencyMismatchError), or none. */
+const REPLAY_SQL = `WITH expired AS (
+     DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND created_at <= now() - interval '24 hours'
+   )
+   SELECT request_hash, response FROM idempotency_keys
+    WHERE user_id = $1 AND key = $2 AND created_at > now() - interval '24 hours'`;
+
+type Create = { task: Task; event: CloudEvent; idempotency?: IdempotencyKey };
+
 export class TaskStore {
-  private readonly group: GroupCommit<{ task: Task; event: CloudEvent }>;
+  private readonly group: GroupCommit<Create>;
 
   constructor(
     private readonly db: Db,
@@ -200,27 +224,78 @@ export class TaskStore {
     userId: string,
     fields: TaskFields,
     meta: EventMeta,
-    opts: { seriesId?: string | null; tx?: Tx } = {},
+    opts: { seriesId?: string | null; tx?: Tx; idempotency?: IdempotencyKey } = {},
   ): Promise<Task> {
     const task = newTask(uuidv7(), userId, fields, this.clock.now(), opts.seriesId);
     const event = this.event('task.created', task, null, [], meta);
-    if (opts.tx) await this.insert(opts.tx, [{ task, event }]);
-    else await this.group.submit({ task, event });
+    const item: Create = { task, event, ...(opts.idempotency ? { idempotency: opts.idempotency } : {}) };
+    if (opts.tx) await this.insert(opts.tx, [item]);
+    else await this.group.submit(item);
     return task;
   }
 
-  /** The rows and their events in one statement: atomic on its own, without BEGIN/COMMIT round trips. */
-  private async insert(q: Tx, items: readonly { task: Task; event: CloudEvent }[]): Promise<void> {
+  /**
+   * `create` at most once per idempotency key and user within 24 hours: a repeated key with the same
+   * request answers the task the first one created (`replayed`), with another request IdempotencyMismatchError.
+   * Two concurrent requests with one key: the key's row is written with the task, so one insert fails on
+   * it and its request answers the other's task.
+   */
+  async createOnce(
+    userId: string,
+    fields: TaskFields,
+    meta: EventMeta,
+    idempotency: IdempotencyKey,
+  ): Promise<{ task: Task; replayed: boolean }> {
+    const earlier = await this.replay(userId, idempotency);
+    if (earlier) return { task: earlier, replayed: true };
+    try {
+      return { task: await this.create(userId, fields, meta, { idempotency }), replayed: false };
+    } catch (err) {
+      const e = err as { code?: string; constraint?: string };
+      if (e.code !== '23505' || e.constraint !== 'idempotency_keys_pkey') throw err;
+      const other = await this.replay(userId, idempotency);
+      if (!other) throw err;
+      return { task: other, replayed: true };
+    }
+  }
+
+  private async replay(userId: string, idempotency: IdempotencyKey): Promise<Task | null> {
+    const r = await this.db.query<{ request_hash: string; response: Task }>(REPLAY_SQL, [
+      userId,
+      idempotency.key,
+    ]);
+    const row = r.rows[0];
+    if (!row) return null;
+    if (row.request_hash !== idempotency.requestHash) throw new IdempotencyMismatchError(idempotency.key);
+    return row.response;
+  }
+
+  /**
+   * The rows, their idempotency keys and their events in one statement: atomic on its own, without
+   * BEGIN/COMMIT round trips.
+   */
+  private async insert(q: Tx, items: readonly Create[]): Promise<void> {
     const params = items.flatMap((i) => TaskStore.rowParams(i.task));
+    const keys = items.filter((i) => i.idempotency);
+    const keyRows = keys.map((i) => {
+      const at = params.length + 1;
+      params.push(i.task.user_id, i.idempotency!.key, i.idempotency!.requestHash, JSON.stringify(i.task));
+      return `($${at}, $${at + 1}, $${at + 2}, $${at + 3}::jsonb)`;
+    });
+    const idem = keyRows.length
+      ? `, idem AS (INSERT INTO idempotency_keys (user_id, key, request_hash, response) VALUES ${keyRows.join(', ')})`
+      : '';
     const w = await eventWrite(
       q,
       items.map((i) => i.event),
       params.length + 1,
     );
-    await runWithEvents(q, w, `WITH task AS (${TaskStore.insertSql(items.length)}), ${w.ctes} ${w.insert}`, [
-      ...params,
-      ...w.params,
-    ]);
+    await runWithEvents(
+      q,
+      w,
+      `WITH task AS (${TaskStore.insertSql(items.length)})${idem}, ${w.ctes} ${w.insert}`,
+      [...params, ...w.params],
+    );
   }
 
   async get(userId: string, id: string, q: Queryable = this.db): Promise<Task> {

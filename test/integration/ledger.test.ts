@@ -1,7 +1,7 @@
 /**
  * The consumers' dedupe ledger (processed_events) is bounded: rows past LEDGER_RETENTION_MS are deleted in
  * batches, by the active relay's housekeeping in a running system, and counted in /metrics; recent rows (the
- * ones that still stop a redelivered event from being applied twice) stay.
+ * ones that still stop a redelivered event from being applied twice) stay. Idempotency-Key rows go after 24 h.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -48,12 +48,18 @@ describe('dedupe ledger pruning', () => {
     await migrate(db);
     await seed(db, 'audit', ids('old', 20), 3);
     await seed(db, 'audit', ids('new', 3), 0);
+    await db.query(
+      `INSERT INTO idempotency_keys (user_id, key, request_hash, response, created_at)
+       VALUES ('u', 'old', 'h', '{}', now() - interval '25 hours'), ('u', 'new', 'h', '{}', now())`,
+    );
     const app = await startApp(db, { targets: ['api', 'relay'], env: { LEDGER_RETENTION_MS: String(DAY) } });
     try {
       await waitFor(async () => ((await remaining(db)).length === 3 ? true : undefined), 10_000);
       assert.deepEqual(await remaining(db), ids('new', 3));
       const metrics = await (await fetch(`${app.url}/metrics`)).text();
       assert.match(metrics, /^taskflow_ledger_pruned_rows_total 20$/m);
+      const keys = await db.query<{ key: string }>(`SELECT key FROM idempotency_keys`);
+      assert.deepEqual(keys.rows, [{ key: 'new' }]); // Idempotency-Key rows past their 24 h go too
     } finally {
       await app.stop();
       await db.close();

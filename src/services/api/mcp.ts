@@ -18,12 +18,14 @@ import { createVerifier, type Verifier } from '../../auth.ts';
 import type { Config } from '../../config.ts';
 import { systemClock } from '../../domain/clock.ts';
 import {
+  IdempotencyMismatchError,
   NotFoundError,
   ValidationError,
   VersionConflictError,
   OverloadedError,
   type FieldIssue,
 } from '../../domain/errors.ts';
+import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
 import { RECURRENCE_MODES, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
 import {
@@ -313,6 +315,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
               return toolError(
                 `the service is busy; the task was not created, retry in ${err.retryAfterSeconds} s`,
               );
+            if (err instanceof IdempotencyMismatchError) return toolError(err.message);
             if (err instanceof VersionConflictError)
               return toolError(
                 `expected_version: ${err.message}; call get_task for the current version (${err.actual})`,
@@ -341,14 +344,27 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         due_date: taskFields.due_date.optional(),
         reminders: taskFields.reminders.optional(),
         recurrence: taskFields.recurrence.optional(),
+        idempotency_key: z
+          .string()
+          .optional()
+          .describe(
+            'Optional. A key you choose (e.g. a UUID) to make a retry safe: the same key and arguments within 24 h return the first task and create nothing; other arguments with the key are refused',
+          ),
       }),
       outputSchema: changeOut,
     },
     run('add_task', {}, async (args) => {
-      const fields = fieldsOf(args, ['user_id']);
+      const fields = fieldsOf(args, ['user_id', 'idempotency_key']);
       const parsed = validateCreate(fields, await zoneFor(fields));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      return change('created')(await store.create(caller.userId, parsed.value, meta()));
+      const key = parseIdempotencyKey(args.idempotency_key, 'idempotency_key');
+      const { task } = key
+        ? await store.createOnce(caller.userId, parsed.value, meta(), {
+            key,
+            requestHash: requestHash(fields),
+          })
+        : { task: await store.create(caller.userId, parsed.value, meta()) };
+      return change('created')(task);
     }),
   );
 

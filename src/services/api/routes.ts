@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
+import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { parseTaskQuery } from '../../domain/query.ts';
 import { isTimeZone } from '../../domain/time.ts';
 import {
@@ -38,6 +39,18 @@ const compatParams = {
   type: 'object',
   properties: { user_id: { type: 'string' }, id: { type: 'string', format: 'uuid' } },
 } as const;
+const idempotencyHeaderDoc = {
+  type: 'object',
+  properties: {
+    'idempotency-key': {
+      type: 'string',
+      minLength: 1,
+      maxLength: 255,
+      description:
+        'Makes a retried create safe: the same key and body within 24 hours answers the first task (header Idempotent-Replayed: true) and creates nothing; the same key with another body answers 422',
+    },
+  },
+} as const;
 const pageDoc = {
   type: 'object',
   properties: { items: { type: 'array', items: taskDoc }, next_cursor: { type: ['string', 'null'] } },
@@ -63,7 +76,14 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     const create = async (req: FastifyRequest, reply: FastifyReply) => {
       const parsed = validateCreate(req.body, await zoneFor(req));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const task = await store.create(userOf(req), parsed.value, meta(req));
+      const key = parseIdempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
+      const { task, replayed } = key
+        ? await store.createOnce(userOf(req), parsed.value, meta(req), {
+            key,
+            requestHash: requestHash(req.body),
+          })
+        : { task: await store.create(userOf(req), parsed.value, meta(req)), replayed: false };
+      if (replayed) reply.header('idempotent-replayed', 'true');
       return reply
         .code(201)
         .header('location', `/api/tasks/${task.id}`)
@@ -109,8 +129,10 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       '/api/tasks',
       doc('Create a task', {
         body: taskInputDoc,
-        // 503 + Retry-After: admission control (CREATE_QUEUE_MAX_MS) while the database is behind.
-        response: { 201: taskDoc, ...errors, 503: problemDoc },
+        headers: idempotencyHeaderDoc,
+        // 422: an Idempotency-Key reused with another body. 503 + Retry-After: admission control
+        // (CREATE_QUEUE_MAX_MS) while the database is behind.
+        response: { 201: taskDoc, ...errors, 422: problemDoc, 503: problemDoc },
       }),
       create,
     );

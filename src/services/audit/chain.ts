@@ -9,10 +9,13 @@
  * last purged record's seq and hash), so what remains still verifies. `verifyChain` recomputes every chain and
  * names the first broken record of each user.
  */
+import { canonicalJson } from '../../domain/canonical-json.ts';
 import { createHash } from 'node:crypto';
 import type { Db, Queryable } from '../../store/db.ts';
 
 export const GENESIS_HASH = '0'.repeat(64);
+
+export { canonicalJson };
 
 export interface AuditChange {
   before: Record<string, unknown> | null;
@@ -38,19 +41,6 @@ export interface AuditRecord extends AuditInput {
   seq: number;
   prev_hash: string;
   hash: string;
-}
-
-/** JSON with object keys sorted at every level and undefined members left out: one text per value. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || value === undefined) return 'null';
-  if (typeof value !== 'object') return JSON.stringify(value);
-  if (value instanceof Date) return JSON.stringify(value.toISOString());
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(',')}]`;
-  const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj)
-    .filter((k) => obj[k] !== undefined)
-    .sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
 }
 
 /** The hashed content of a record: everything but the database id and the hashes themselves. */

@@ -23,7 +23,7 @@ import {
 } from '../../store/outbox.ts';
 import { TickLoop } from '../../tick-loop.ts';
 import { errorMessage } from '../../error-text.ts';
-import { pruneProcessed } from '../../store/idempotency.ts';
+import { pruneIdempotencyKeys, pruneProcessed } from '../../store/idempotency.ts';
 
 const LEASE = 'relay';
 const LEASE_TTL_MS = 10_000;
@@ -213,6 +213,7 @@ export class Relay {
     const db = this.rt.db.background();
     await pruneOutbox(db, OUTBOX_KEEP_MS);
     if (this.rt.bus.admin instanceof EmbeddedAdmin) await this.rt.bus.admin.applyRetention();
+    await pruneIdempotencyKeys(db);
     const pruned = await pruneProcessed(db, this.rt.config.ledgerRetentionMs);
     if (pruned > 0) {
       this.rt.metrics.ledgerPruned.inc(pruned);

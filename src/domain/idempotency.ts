@@ -1,0 +1,23 @@
+/**
+ * Idempotency keys of task creates (the IETF draft's `Idempotency-Key` header; MCP `idempotency_key`): a key
+ * is 1-255 visible ASCII characters chosen by the client; a request is identified by the hash of its body
+ * with object keys sorted, so the same body written in another key order is the same request.
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson } from './canonical-json.ts';
+import { ValidationError } from './errors.ts';
+
+const KEY = /^[\x21-\x7e]{1,255}$/;
+
+/** The key, or undefined when none was given; ValidationError naming `field` when it is malformed. */
+export function parseIdempotencyKey(raw: unknown, field: string): string | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw === 'string' && KEY.test(raw)) return raw;
+  throw new ValidationError([
+    { path: field, message: 'must be 1-255 visible ASCII characters (e.g. a UUID), given once' },
+  ]);
+}
+
+export function requestHash(body: unknown): string {
+  return createHash('sha256').update(canonicalJson(body)).digest('hex');
+}
