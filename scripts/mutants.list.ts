@@ -16,6 +16,8 @@ export interface Mutant {
   file: string;
   find: string;
   replace: string;
+  /** More edits of the same file, applied after the first (a guarantee held in two places). */
+  also?: readonly { find: string; replace: string }[];
   tests: readonly string[];
   /** Components besides PostgreSQL that its tests need (scripts/mutants starts them). */
   needs?: readonly 'kafka'[];
@@ -103,6 +105,12 @@ export const MUTANTS: readonly Mutant[] = [
       '    if (todo.length === 0) return [];',
     ].join('\n'),
     replace: '    void fresh;',
+    also: [
+      {
+        find: '       ON CONFLICT (event_id) DO NOTHING RETURNING id::text AS id, event_id\n',
+        replace: '       RETURNING id::text AS id, event_id\n',
+      },
+    ],
     tests: ['test/integration/duplicates.test.ts#audit', 'test/integration/audit.test.ts'],
   },
 
@@ -203,8 +211,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'task-create-outside-caller-transaction',
     breaks: "a task and its event are written in the caller's transaction (both roll back with it)",
     file: 'src/store/tasks.ts',
-    find: '    const q = opts.tx ?? this.db;',
-    replace: '    const q = this.db;',
+    find: '    if (opts.tx) await this.insert(opts.tx, [item]);',
+    replace: '    if (opts.tx) await this.insert(this.db, [item]);',
     tests: ['test/integration/api.test.ts#^Task API on postgres$'],
   },
   {

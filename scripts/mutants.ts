@@ -142,9 +142,12 @@ const occurrences = (text: string, find: string) => {
 function staleness(m: Mutant, dir: string): string | undefined {
   const path = join(dir, m.file);
   if (!existsSync(path)) return `${m.file} does not exist`;
-  const n = occurrences(readFileSync(path, 'utf8'), m.find);
-  if (n === 0) return `its search text is no longer in ${m.file}`;
-  if (n > 1) return `its search text occurs ${n} times in ${m.file} (must be once)`;
+  const text = readFileSync(path, 'utf8');
+  for (const find of [m.find, ...(m.also ?? []).map((e) => e.find)]) {
+    const n = occurrences(text, find);
+    if (n === 0) return `its search text is no longer in ${m.file}: ${JSON.stringify(find.slice(0, 60))}`;
+    if (n > 1) return `its search text occurs ${n} times in ${m.file} (must be once)`;
+  }
   const missing = m.tests.map((t) => selection(t).file).filter((f) => !existsSync(join(dir, f)));
   if (missing.length) return `test file(s) ${missing.join(', ')} do not exist`;
   return undefined;
@@ -283,7 +286,10 @@ async function main() {
     let killer: string | undefined;
     writeFileSync(
       path,
-      original.replace(m.find, () => m.replace),
+      [{ find: m.find, replace: m.replace }, ...(m.also ?? [])].reduce(
+        (text, e) => text.replace(e.find, () => e.replace),
+        original,
+      ),
     );
     try {
       for (const t of m.tests) {
