@@ -227,6 +227,11 @@ export async function registerAuditApi(app: FastifyInstance, deps: { db: Queryab
         const filter = parseFilter(input, [...FILTER_KEYS, 'format'], issues);
         if (issues.length) throw new ValidationError(issues);
         const stream = exportStream(deps.db, userOf(req), filter, format as 'ndjson' | 'csv');
+        // After the 200 and the first bytes a failure can only abort the response (no terminating chunk): the
+        // client sees a broken transfer, never a complete-looking file.
+        stream.once('error', (err) =>
+          req.log.error({ err }, 'audit export failed part-way; the response was aborted'),
+        );
         return reply
           .header('content-disposition', `attachment; filename="taskflow-audit.${format}"`)
           .header('cache-control', 'no-store')
