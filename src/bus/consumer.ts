@@ -21,6 +21,7 @@ import type { Span } from '@opentelemetry/api';
 import {
   PermanentError,
   type BatchHandler,
+  type ConsumeHooks,
   type BusMessage,
   type MessageHandler,
   type Publisher,
@@ -106,11 +107,7 @@ export const DLQ_HEADERS = {
   group: 'x-dlq-group',
 } as const;
 
-export interface ConsumeHooks {
-  onHandled?(message: BusMessage, ms: number): void;
-  onRetry?(message: BusMessage, attempt: number, error: unknown): void;
-  onDeadLetter?(message: BusMessage, error: string): void;
-}
+export type { ConsumeHooks };
 
 export interface ConsumeContext {
   group: string;

@@ -3,7 +3,13 @@
  * the embedded log implement it; retry, dead-lettering and validation are shared around it (consumer.ts).
  */
 import type { CloudEvent } from '../contracts/cloudevent.ts';
-import type { ConsumeHooks } from './consumer.ts';
+
+/** Observers of a consumer's work (metrics): a message handled, retried, dead-lettered. */
+export interface ConsumeHooks {
+  onHandled?(message: BusMessage, ms: number): void;
+  onRetry?(message: BusMessage, attempt: number, error: unknown): void;
+  onDeadLetter?(message: BusMessage, error: string): void;
+}
 
 export interface OutgoingMessage {
   topic: string;
