@@ -65,10 +65,21 @@ export async function startSidecar(opts: {
   const args = ['start', '--app-id', opts.appId, '--name', opts.name, '--log-level', opts.logLevel ?? 'info'];
   if (opts.appPort) args.push('--app-port', String(opts.appPort));
   if (opts.httpPort) args.push('--http-port', String(opts.httpPort));
-  const { stdout } = await run(script, args, {
-    env: { ...process.env, KAFKA_BROKERS: opts.kafkaBrokers },
-    timeout: 90_000,
-  });
+  // A port scripts/dapr found free can be taken by another test process before daprd binds it: start again
+  // (with new ports for those not given) when daprd exits for that reason.
+  let stdout = '';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      ({ stdout } = await run(script, args, {
+        env: { ...process.env, KAFKA_BROKERS: opts.kafkaBrokers },
+        timeout: 90_000,
+      }));
+      break;
+    } catch (err) {
+      const output = String((err as { stderr?: string }).stderr ?? err);
+      if (attempt >= 3 || !/address already in use/.test(output)) throw err;
+    }
+  }
   const httpPort = Number(/^DAPR_HTTP_PORT=(\d+)$/m.exec(stdout)?.[1]);
   if (!httpPort) throw new Error(`scripts/dapr start printed no DAPR_HTTP_PORT: ${stdout}`);
   const url = `http://127.0.0.1:${httpPort}`;
