@@ -467,12 +467,8 @@ export async function openDb(
     await db.query('select 1');
     return db;
   }
-  const { pgliteLocation, openPGlite } = await import('./pglite-open.ts');
+  const { openPGlite } = await import('./pglite-open.ts');
   const { PGliteSession } = await import('./pglite-session.ts');
-  const { pglite, unlock } = await openPGlite(url);
-  return new PGliteDb(
-    pgliteLocation(url),
-    new PGliteSession(pglite, undefined, unlock),
-    opts.backgroundMaxWaitMs,
-  );
+  const { pglite, location, unlock } = await openPGlite(url);
+  return new PGliteDb(location, new PGliteSession(pglite, undefined, unlock), opts.backgroundMaxWaitMs);
 }

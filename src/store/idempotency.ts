@@ -27,33 +27,45 @@ export async function firstTimeMany(
 }
 
 /**
- * Forgets processed events older than `olderThanMs`, in batches of `batch` rows (short statements: on PGlite
- * others run between them). Safe once no copy of those events can be delivered again: past the retention of
- * every topic they came from. Resolves how many rows it deleted.
+ * Forgets processed events older than `olderThanMs`, in batches of `batch` rows. Safe once no copy of those
+ * events can be delivered again: past the retention of every topic they came from. Resolves how many rows
+ * it deleted.
  */
-export async function pruneProcessed(db: Queryable, olderThanMs: number, batch = 5_000): Promise<number> {
-  let total = 0;
-  for (;;) {
-    const r = await db.query(
-      `DELETE FROM processed_events WHERE (consumer, event_id) IN (
-         SELECT consumer, event_id FROM processed_events
-          WHERE processed_at < now() - ($1::bigint * interval '1 millisecond') LIMIT $2)`,
-      [olderThanMs, batch],
-    );
-    total += r.rowCount;
-    if (r.rowCount < batch) return total;
-  }
+export function pruneProcessed(db: Queryable, olderThanMs: number, batch = 5_000): Promise<number> {
+  return deleteInBatches(
+    db,
+    `DELETE FROM processed_events WHERE (consumer, event_id) IN (
+       SELECT consumer, event_id FROM processed_events
+        WHERE processed_at < now() - ($1::bigint * interval '1 millisecond') LIMIT $2)`,
+    [olderThanMs],
+    batch,
+  );
 }
 
 /** Forgets the idempotency keys of task creates older than 24 hours (their replay window), in batches. */
-export async function pruneIdempotencyKeys(db: Queryable, batch = 5_000): Promise<number> {
+export function pruneIdempotencyKeys(db: Queryable, batch = 5_000): Promise<number> {
+  return deleteInBatches(
+    db,
+    `DELETE FROM idempotency_keys WHERE (user_id, key) IN (
+       SELECT user_id, key FROM idempotency_keys WHERE created_at < now() - interval '24 hours' LIMIT $1)`,
+    [],
+    batch,
+  );
+}
+
+/**
+ * Runs `sql`, a DELETE of at most its last parameter's number of rows (`batch`, appended to `params`), until
+ * it deletes fewer: short statements, so on PGlite other work runs between them. Resolves the rows deleted.
+ */
+async function deleteInBatches(
+  db: Queryable,
+  sql: string,
+  params: readonly unknown[],
+  batch: number,
+): Promise<number> {
   let total = 0;
   for (;;) {
-    const r = await db.query(
-      `DELETE FROM idempotency_keys WHERE (user_id, key) IN (
-         SELECT user_id, key FROM idempotency_keys WHERE created_at < now() - interval '24 hours' LIMIT $1)`,
-      [batch],
-    );
+    const r = await db.query(sql, [...params, batch]);
     total += r.rowCount;
     if (r.rowCount < batch) return total;
   }

@@ -14,22 +14,25 @@ import { LOCK_FILE, lockDataDirectory } from './data-dir-lock.ts';
  * Timestamps as node-postgres reads them (postgres-date): PGlite's own parser hands `0050-06-15 ...` to
  * `new Date()`, which reads years 0-99 as 1900-1999, so a due date in year 50 came back as 1950.
  */
-export const PGLITE_PARSERS = { 1114: parsePostgresDate, 1184: parsePostgresDate };
+const PGLITE_PARSERS = { 1114: parsePostgresDate, 1184: parsePostgresDate };
 
 /** `memory://` (or empty) for a database in memory, else the directory's absolute path. */
-export function pgliteLocation(url: string): string {
+function pgliteLocation(url: string): string {
   return url === 'memory://' || url === '' ? 'memory://' : resolve(url.replace(/^file:\/\//, ''));
 }
 
 /**
- * Opens the database; a directory is locked for this process (data-dir-lock.ts) until `unlock`, called after
- * the instance is closed.
+ * Opens the database at `location` (`memory://` or the directory's absolute path); a directory is locked for
+ * this process (data-dir-lock.ts) until `unlock`, called after the instance is closed.
  */
-export async function openPGlite(url: string): Promise<{ pglite: PGlite; unlock: () => void }> {
+export async function openPGlite(
+  url: string,
+): Promise<{ pglite: PGlite; location: string; unlock: () => void }> {
   const location = pgliteLocation(url);
   if (location === 'memory://')
     return {
       pglite: await PGlite.create({ loadDataDir: await freshClusterImage(), parsers: PGLITE_PARSERS }),
+      location,
       unlock: () => undefined,
     };
   mkdirSync(location, { recursive: true });
@@ -40,7 +43,7 @@ export async function openPGlite(url: string): Promise<{ pglite: PGlite; unlock:
       parsers: PGLITE_PARSERS,
       ...(empty ? { loadDataDir: await freshClusterImage() } : {}),
     });
-    return { pglite, unlock: () => lock.release() };
+    return { pglite, location, unlock: () => lock.release() };
   } catch (err) {
     lock.release();
     throw err;

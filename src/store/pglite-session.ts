@@ -63,7 +63,7 @@ export class PGliteSession {
     const statement = await this.statement(sql);
     const values = params.map((value, i) => this.serializeParam(value, statement.paramTypes[i]));
     const messages = await this.execProtocol(
-      concat([
+      Buffer.concat([
         ...(first ? [serialize.bind({ statement: first.name }), serialize.execute({})] : []),
         serialize.bind({ statement: statement.name, values }),
         serialize.execute({}),
@@ -110,7 +110,7 @@ export class PGliteSession {
       evicted.push(serialize.close({ type: 'S', name: stmt.name }));
     }
     const messages = await this.execProtocol(
-      concat([
+      Buffer.concat([
         ...evicted,
         serialize.parse({ name, text: sql, types: [] }),
         serialize.describe({ type: 'S', name }),
@@ -163,14 +163,4 @@ export class PGliteSession {
     const count = Number.parseInt(words[words.length - 1]!, 10);
     return { rows, rowCount: Number.isNaN(count) ? rows.length : count, command: words[0]! };
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

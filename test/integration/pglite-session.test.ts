@@ -174,46 +174,48 @@ describe('PGlite lanes: background work yields to foreground work, for a bounded
     };
   }
 
-  it('runs waiting foreground work before background work that has not waited long', async () => {
-    const db = await openDb('memory://', { backgroundMaxWaitMs: 60_000 });
+  /**
+   * Opens a database whose background work yields for `backgroundMaxWaitMs`, holds its session, and runs
+   * `queue` with `record(label, work)`: the order in which the queued work finished, once the hold ends.
+   */
+  async function finishingOrder(
+    backgroundMaxWaitMs: number,
+    queue: (db: Db, record: (label: string, work: Promise<unknown>) => void) => Promise<void>,
+  ): Promise<string[]> {
+    const db = await openDb('memory://', { backgroundMaxWaitMs });
     try {
       const order: string[] = [];
+      const queued: Promise<unknown>[] = [];
       const release = await hold(db);
-      const b = db
-        .background()
-        .query(`SELECT 'b'`)
-        .then(() => order.push('background'));
-      const t = db
-        .background()
-        .transaction((tx) => tx.query(`SELECT 't'`))
-        .then(() => order.push('background tx'));
-      const f = db.query(`SELECT 'f'`).then(() => order.push('foreground'));
+      await queue(db, (label, work) => queued.push(work.then(() => order.push(label))));
       await release();
-      await Promise.all([b, t, f]);
-      assert.deepEqual(order, ['foreground', 'background', 'background tx']);
+      await Promise.all(queued);
+      assert.equal(db.background().background(), db.background());
+      assert.equal(db.background().events, db.events);
+      return order;
     } finally {
       await db.close();
     }
+  }
+
+  it('runs waiting foreground work before background work that has not waited long', async () => {
+    const order = await finishingOrder(60_000, async (db, record) => {
+      record('background', db.background().query(`SELECT 'b'`));
+      record(
+        'background tx',
+        db.background().transaction((tx) => tx.query(`SELECT 't'`)),
+      );
+      record('foreground', db.query(`SELECT 'f'`));
+    });
+    assert.deepEqual(order, ['foreground', 'background', 'background tx']);
   });
 
   it('runs background work that has waited its bound before foreground work', async () => {
-    const db = await openDb('memory://', { backgroundMaxWaitMs: 30 });
-    try {
-      const order: string[] = [];
-      const release = await hold(db);
-      const b = db
-        .background()
-        .query(`SELECT 'b'`)
-        .then(() => order.push('background'));
+    const order = await finishingOrder(30, async (db, record) => {
+      record('background', db.background().query(`SELECT 'b'`));
       await sleep(60);
-      const f = db.query(`SELECT 'f'`).then(() => order.push('foreground'));
-      await release();
-      await Promise.all([b, f]);
-      assert.deepEqual(order, ['background', 'foreground']);
-      assert.equal(db.background().background(), db.background());
-      assert.equal(db.background().events, db.events);
-    } finally {
-      await db.close();
-    }
+      record('foreground', db.query(`SELECT 'f'`));
+    });
+    assert.deepEqual(order, ['background', 'foreground']);
   });
 });

@@ -16,7 +16,7 @@ import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
-import { authenticateOrCharge, chargeRequest } from '../../http/authenticated.ts';
+import { authenticateOrCharge, authenticatedScope, chargeRequest } from '../../http/authenticated.ts';
 import { Hub } from './hub.ts';
 import { TicketIssuer } from './tickets.ts';
 
@@ -100,6 +100,9 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
             hub.accept(socket, auth.user, auth.since);
           },
         );
+      });
+      // The ticket route is an authenticated route like any other: bearer token, the user's rate limit.
+      await authenticatedScope(app, { verify }, (scope, userOf) => {
         scope.post(
           '/api/ws-ticket',
           {
@@ -109,15 +112,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
               security: [{ bearerAuth: [] }],
             },
           },
-          async (req) => {
-            const userId = await authenticateOrCharge(app, req, async () => {
-              const token = bearerToken(req.headers.authorization);
-              if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-              return (await verify(token)).userId;
-            });
-            chargeRequest(app, userId);
-            return tickets.issue(userId);
-          },
+          async (req) => tickets.issue(userOf(req)),
         );
       });
 
