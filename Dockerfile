@@ -5,18 +5,17 @@
 #   docker run taskflow:0.1.0 migrate          apply the database migrations and exit
 # Configuration comes from the environment (src/config.ts); see docs/deploy.md.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
-# --- build: compile TypeScript to dist/ ------------------------------------------------------------------
+# --- build: type-check, then compile TypeScript to dist/ (scripts/build.mjs, with the SQL migrations) ------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json ./
+COPY scripts/build.mjs ./scripts/
 COPY src ./src
-# The SQL migrations are read at run time from dist/store/migrations (next to the compiled
-# src/store/migrate.ts) and tsc does not copy them: copy them (again, if the build script already did).
-RUN npm run build && cp -R src/store/migrations dist/store/
+RUN npx tsc -p tsconfig.json --noEmit && npm run build
 
 # --- deps: production dependencies only ------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS deps

@@ -28,6 +28,7 @@ export default tseslint.config(
         setInterval: 'readonly',
         clearInterval: 'readonly',
         Buffer: 'readonly',
+        performance: 'readonly',
       },
     },
     rules: {

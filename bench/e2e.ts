@@ -53,17 +53,13 @@ import {
   intEnv,
   load1,
   loadNote,
+  listEnv,
+  benchServers,
   log,
   percentile,
   startService,
   type Service,
 } from './lib.ts';
-
-const listEnv = (key: string, def: string) =>
-  (process.env[key] ?? def)
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 
 const USERS = intEnv('BENCH_USERS', 50);
 const CPU_RATE = intEnv('BENCH_CPU_RATE', 100);
@@ -75,10 +71,7 @@ const DRAIN_MS = intEnv('BENCH_DRAIN_SECONDS', 20) * 1000;
 const MAX_INFLIGHT = intEnv('BENCH_MAX_INFLIGHT', 256);
 const MODES = listEnv('BENCH_MODES', 'embedded,kafka');
 const SCOPES = listEnv('BENCH_SCOPES', 'path,all');
-const SERVERS = listEnv('BENCH_SERVERS', 'current=.').map((s) => {
-  const [label, dir] = s.includes('=') ? s.split('=') : [s, s];
-  return { label: label!, root: resolve(ROOT, dir!) };
-});
+const SERVERS = benchServers();
 const LATE_MS = 10;
 const P99_GOAL_MS = 100;
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
@@ -993,9 +986,6 @@ async function main() {
     `Node ${process.version}, ${cpu.length} CPUs (${cpu[0]?.model.trim() ?? 'unknown'}), ${USERS} users x 1 WebSocket, ` +
       `servers ${SERVERS.map((s) => s.label).join(', ')}, modes ${MODES.join(', ')}, scopes ${SCOPES.join(', ')}, ${loadNote()}`,
   );
-  for (const s of SERVERS)
-    if (!existsSync(join(s.root, 'bin', 'taskflow.js')))
-      throw new Error(`no bin/taskflow.js under ${s.root}`);
   const { list, services, notes } = await modes();
   const results: CaseResult[] = [];
   const best: string[] = [];

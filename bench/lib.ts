@@ -5,7 +5,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   openDb,
@@ -116,6 +117,28 @@ export async function withFreshPgDb<T>(
 }
 
 /** An integer environment knob of a bench, `def` when unset; anything else is a clear error. */
+/** A comma-separated list from the environment. */
+export const listEnv = (key: string, def: string) =>
+  (process.env[key] ?? def)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+/**
+ * The checkouts to compare (BENCH_SERVERS, `label=dir,...`, default `current=.`): each case runs against each
+ * one's `bin/taskflow.js`, alternating, so before/after ratios come from one run on one machine.
+ */
+export function benchServers(): { label: string; root: string }[] {
+  const servers = listEnv('BENCH_SERVERS', 'current=.').map((s) => {
+    const [label, dir] = s.includes('=') ? s.split('=') : [s, s];
+    return { label: label!, root: resolve(ROOT, dir!) };
+  });
+  for (const s of servers)
+    if (!existsSync(join(s.root, 'bin', 'taskflow.js')))
+      throw new Error(`no bin/taskflow.js under ${s.root}`);
+  return servers;
+}
+
 export function intEnv(key: string, def: number, min = 1): number {
   const raw = process.env[key];
   if (raw === undefined || raw === '') return def;

@@ -23,6 +23,5 @@ export interface RunningTarget {
 
 export interface TargetDefinition {
   name: string;
-  description: string;
   start(rt: Runtime): Promise<RunningTarget>;
 }

@@ -5,9 +5,7 @@ import { DLQ_SPEC, GROUPS, TOPIC_SPECS, dlqTopic, type TopicSpec } from '../cont
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Db } from '../store/db.ts';
-import { createDaprBus } from './dapr/index.ts';
-import { createEmbeddedBus } from './embedded/index.ts';
-import { createKafkaBus, type KafkaSettings } from './kafka/index.ts';
+import type { KafkaSettings } from './kafka/index.ts';
 import type { Bus } from './types.ts';
 
 /** Every topic the system uses: the three event topics and one dead-letter topic per consumer group. */
@@ -50,7 +48,9 @@ export async function createBus(
   const busLog = log.child({ component: 'bus' });
   let bus: Bus;
   switch (config.bus) {
-    case 'embedded':
+    // Each transport (and its client library) is loaded only when chosen.
+    case 'embedded': {
+      const { createEmbeddedBus } = await import('./embedded/index.ts');
       bus = createEmbeddedBus(db, {
         log: busLog,
         retry: config.retry,
@@ -64,10 +64,14 @@ export async function createBus(
         },
       });
       break;
-    case 'kafka':
+    }
+    case 'kafka': {
+      const { createKafkaBus } = await import('./kafka/index.ts');
       bus = createKafkaBus(kafkaSettings(config), { log: busLog, retry: config.retry });
       break;
-    case 'dapr':
+    }
+    case 'dapr': {
+      const { createDaprBus } = await import('./dapr/index.ts');
       // Topics/lag/dead letters go to the brokers behind the component, when the app knows them.
       bus = createDaprBus(
         {
@@ -78,6 +82,7 @@ export async function createBus(
         { log: busLog, ...(opts.http ? { app: opts.http } : {}) },
       );
       break;
+    }
   }
   if (
     opts.ensureTopics !== false &&

@@ -1,22 +1,23 @@
 #!/usr/bin/env node
 /** `taskflow`: one binary, many targets (the Loki/Mimir model), plus operations commands. */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { signDevToken } from '../auth.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
-import { allTopics, createBus } from '../bus/index.ts';
-import { listDeadLetters, replayDeadLetters } from '../bus/dlq.ts';
 import type { Bus } from '../bus/types.ts';
+import type { Db } from '../store/db.ts';
 import { GROUPS, dlqTopic } from '../contracts/topics.ts';
-import { createLogger } from '../observability/logger.ts';
-import { Metrics } from '../observability/metrics.ts';
-import { initTracing, shutdownTracing } from '../observability/tracing.ts';
-import { runTargets } from '../process.ts';
-import { serveMcpStdio } from '../services/api/mcp.ts';
-import { verifyChain } from '../services/audit/chain.ts';
 import { TARGETS, findTargets } from '../services/index.ts';
-import { openDb, type Db } from '../store/db.ts';
-import { migrate } from '../store/migrate.ts';
 import { errorMessage } from '../error-text.ts';
+
+// A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
+// heavy ones are imported inside the actions.
+const openDatabase = async (url: string) => {
+  const [{ openDb }, { migrate }] = await Promise.all([
+    import('../store/db.ts'),
+    import('../store/migrate.ts'),
+  ]);
+  const db = await openDb(url);
+  return { db, migrate: () => migrate(db) };
+};
 
 const program = new Command();
 program
@@ -31,6 +32,11 @@ program
 async function serve(names: readonly string[], banner: boolean) {
   const config = loadConfig();
   const targets = findTargets(names);
+  const [{ initTracing, shutdownTracing }, { runTargets }, { signDevToken }] = await Promise.all([
+    import('../observability/tracing.ts'),
+    import('../process.ts'),
+    import('../auth.ts'),
+  ]);
   // OpenTelemetry traces when OTEL_EXPORTER_OTLP_ENDPOINT is set (otherwise a no-op, see tracing.ts).
   await initTracing({ serviceName: names.length === 1 ? `taskflow-${names[0]}` : 'taskflow' });
   const proc = await runTargets(config, targets);
@@ -107,6 +113,11 @@ program
       throw new ConfigError(
         'set TASKFLOW_TOKEN to a JWT of the user (npm run taskflow -- token --user <id>)',
       );
+    const [{ createLogger }, { initTracing, shutdownTracing }, { serveMcpStdio }] = await Promise.all([
+      import('../observability/logger.ts'),
+      import('../observability/tracing.ts'),
+      import('../services/api/mcp.ts'),
+    ]);
     const log = createLogger({ level: process.env.LOG_LEVEL || 'warn', fd: 2 });
     await initTracing({ serviceName: 'taskflow-mcp' });
     await serveMcpStdio({ config, token, log });
@@ -119,8 +130,8 @@ program
   .description('apply database migrations and exit')
   .action(async () => {
     const config = loadConfig();
-    const db = await openDb(config.databaseUrl);
-    const applied = await migrate(db);
+    const { db, migrate } = await openDatabase(config.databaseUrl);
+    const applied = await migrate();
     console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
     await db.close();
   });
@@ -134,6 +145,7 @@ program
     const config = loadConfig();
     if (!config.jwt.secret)
       throw new ConfigError('tokens can only be signed with JWT_SECRET (not with JWT_JWKS_URL)');
+    const { signDevToken } = await import('../auth.ts');
     console.log(
       await signDevToken(config.jwt.secret, opts.user, {
         expiresIn: opts.expires,
@@ -177,10 +189,16 @@ program
  */
 async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise<T> {
   const config = loadConfig();
+  const [{ createLogger }, { Metrics }, { createBus }] = await Promise.all([
+    import('../observability/logger.ts'),
+    import('../observability/metrics.ts'),
+    import('../bus/index.ts'),
+  ]);
   const log = createLogger({ level: 'warn' });
-  const db = config.bus === 'embedded' ? await openDb(config.databaseUrl) : null;
+  const opened = config.bus === 'embedded' ? await openDatabase(config.databaseUrl) : null;
+  const db = opened?.db;
   try {
-    if (db) await migrate(db);
+    await opened?.migrate();
     const bus = await createBus(config, db as Db, log, new Metrics({ defaultMetrics: false }), {
       ensureTopics: false,
     });
@@ -214,6 +232,7 @@ topics
   .description('create missing topics with their partitions and retention (KAFKA_TOPIC_PARTITIONS overrides)')
   .action(() =>
     withBus(async (bus, config) => {
+      const { allTopics } = await import('../bus/index.ts');
       const wanted = allTopics(config);
       await bus.admin.ensureTopics(wanted);
       console.log(`ensured ${wanted.length} topics on ${config.bus}`);
@@ -291,6 +310,7 @@ dlq
   .option('--json', 'print JSON')
   .action((opts: { group?: string; json?: boolean; limit: number }) =>
     withBus(async (bus) => {
+      const { listDeadLetters } = await import('../bus/dlq.ts');
       const groups = await dlqGroups(bus, opts.group);
       const perGroup = await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g, opts.limit)));
       const letters = perGroup.flat();
@@ -324,6 +344,7 @@ dlq
   .addOption(groupOption())
   .action((opts: { id: string; group?: string }) =>
     withBus(async (bus) => {
+      const { listDeadLetters } = await import('../bus/dlq.ts');
       const groups = await dlqGroups(bus, opts.group);
       const found = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g, Infinity))))
         .flat()
@@ -341,6 +362,7 @@ dlq
   .option('--id <eventId...>', 'only these event ids (default: all of the group)')
   .action((opts: { group: string; id?: string[] }) =>
     withBus(async (bus) => {
+      const { replayDeadLetters } = await import('../bus/dlq.ts');
       const replayed = await replayDeadLetters(bus, opts.group, opts.id ? { ids: opts.id } : {});
       if (opts.id && replayed.length < opts.id.length) {
         const missing = opts.id.filter((id) => !replayed.some((d) => d.event.id === id));
@@ -357,8 +379,9 @@ program
   .description('recompute the hash chains of the audit log; names the first broken record (exit code 1)')
   .option('--user <id>', 'verify only this user')
   .action(async (opts: { user?: string }) => {
-    const db = await openDb(loadConfig().databaseUrl);
-    await migrate(db);
+    const { verifyChain } = await import('../services/audit/chain.ts');
+    const { db, migrate } = await openDatabase(loadConfig().databaseUrl);
+    await migrate();
     const result = await verifyChain(db, opts.user ? { userId: opts.user } : {});
     await db.close();
     for (const b of result.broken)

@@ -184,11 +184,23 @@ type AddFormats = (ajv: Ajv) => Ajv;
 const formats = formatsModule as unknown as { default: AddFormats | { default: AddFormats } };
 const addFormats: AddFormats =
   typeof formats.default === 'function' ? formats.default : formats.default.default;
-const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
-addFormats(ajv);
-ajv.addSchema(taskSchema);
+// Each event type's validator is compiled when the first event of that type is checked: compiling all of them
+// took about a second of every start-up (and every CLI command), most of it for types a process never sees.
+let ajv: Ajv | undefined;
 const validators = new Map<string, ValidateFunction>();
-for (const [type, def] of Object.entries(EVENT_TYPES)) validators.set(type, ajv.compile(def.schema));
+function validatorOf(type: EventType): ValidateFunction {
+  let validate = validators.get(type);
+  if (!validate) {
+    if (!ajv) {
+      ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+      addFormats(ajv);
+      ajv.addSchema(taskSchema);
+    }
+    validate = ajv.compile(EVENT_TYPES[type].schema);
+    validators.set(type, validate);
+  }
+  return validate;
+}
 
 export class EventValidationError extends Error {
   constructor(
@@ -207,8 +219,8 @@ const describe = (errors: ErrorObject[] | null | undefined) =>
 export function eventProblems(event: unknown): string[] {
   const type = (event as { type?: unknown } | null)?.type;
   if (typeof type !== 'string') return ['/type is missing'];
-  const validate = validators.get(type);
-  if (!validate) return [`unknown event type ${type}`];
+  if (!isEventType(type)) return [`unknown event type ${type}`];
+  const validate = validatorOf(type);
   return validate(event) ? [] : describe(validate.errors);
 }
 

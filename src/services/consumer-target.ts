@@ -12,7 +12,6 @@ import { errorMessage } from '../error-text.ts';
 
 export interface ConsumerTargetSpec {
   name: string;
-  description: string;
   group: string;
   topics: readonly string[];
   /**
@@ -39,7 +38,6 @@ export interface ConsumerService {
 export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
   return {
     name: spec.name,
-    description: spec.description,
     async start(rt: Runtime): Promise<RunningTarget> {
       const service = await spec.setup(spec.realTime ? rt : { ...rt, db: rt.db.background() });
       const batchHandler = service.handleBatch?.bind(service);

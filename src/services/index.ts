@@ -1,26 +1,62 @@
-/** Every target this binary can run (`taskflow up` runs them all, `taskflow serve <target...>` some). */
+/**
+ * Every target this binary can run (`taskflow up` runs them all, `taskflow serve <target>` some). A target's
+ * modules, and the libraries only it uses (MCP SDK, Swagger UI, web-push, nodemailer...), are loaded when the
+ * target starts: `taskflow serve relay` or `taskflow token` never load the API's.
+ */
 import type { TargetDefinition } from '../runtime.ts';
-import { apiTarget } from './api/index.ts';
-import { relayTarget } from './relay/index.ts';
-import { auditTarget } from './audit/index.ts';
-import { broadcasterTarget } from './broadcaster/index.ts';
-import { gatewayTarget } from './gateway/index.ts';
-import { recurrenceTarget } from './recurrence/index.ts';
-import { remindersTarget } from './reminders/index.ts';
-import { notificationsTarget } from './notifications/index.ts';
 
-export const TARGETS: readonly TargetDefinition[] = [
-  apiTarget,
-  relayTarget,
-  recurrenceTarget,
-  auditTarget,
-  broadcasterTarget,
-  gatewayTarget,
-  remindersTarget,
-  notificationsTarget,
+export interface TargetEntry extends TargetDefinition {
+  description: string;
+}
+
+function lazyTarget(name: string, description: string, load: () => Promise<TargetDefinition>): TargetEntry {
+  return { name, description, start: async (rt) => (await load()).start(rt) };
+}
+
+export const TARGETS: readonly TargetEntry[] = [
+  lazyTarget(
+    'api',
+    'Task API: REST under /api, MCP at /mcp, OpenAPI at /openapi.json, docs at /docs',
+    async () => (await import('./api/index.ts')).apiTarget,
+  ),
+  lazyTarget(
+    'relay',
+    'publishes outbox rows to the bus (transactional outbox relay)',
+    async () => (await import('./relay/index.ts')).relayTarget,
+  ),
+  lazyTarget(
+    'recurrence',
+    'creates the next occurrence of a completed recurring task; serves /api/tasks/:id/skip and /occurrences',
+    async () => (await import('./recurrence/index.ts')).recurrenceTarget,
+  ),
+  lazyTarget(
+    'audit',
+    'audit trail: hash-chained records of every event; /api/audit query and export',
+    async () => (await import('./audit/index.ts')).auditTarget,
+  ),
+  lazyTarget(
+    'broadcaster',
+    'task-events -> task.changed on task-updates, with a gap-free per-user sequence',
+    async () => (await import('./broadcaster/index.ts')).broadcasterTarget,
+  ),
+  lazyTarget(
+    'gateway',
+    'WebSocket /ws: pushes task.changed to the user, with resume (?since=) and heartbeats',
+    async () => (await import('./gateway/index.ts')).gatewayTarget,
+  ),
+  lazyTarget(
+    'reminders',
+    'reminder scheduler: task-events -> reminder schedule -> reminders topic; snooze/dismiss API',
+    async () => (await import('./reminders/index.ts')).remindersTarget,
+  ),
+  lazyTarget(
+    'notifications',
+    'notifications: reminder.triggered -> email / web push / in-app / webhook deliveries',
+    async () => (await import('./notifications/index.ts')).notificationsTarget,
+  ),
 ];
 
-export function findTargets(names: readonly string[]): TargetDefinition[] {
+export function findTargets(names: readonly string[]): TargetEntry[] {
   const unknown = names.filter((n) => !TARGETS.some((t) => t.name === n));
   if (unknown.length)
     throw new Error(

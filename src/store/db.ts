@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
+import type pg from 'pg';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import type { PGliteSession } from './pglite-session.ts';
 
@@ -178,11 +178,13 @@ class PostgresDb extends DbBase {
   constructor(
     readonly url: string,
     poolSize: number,
+    /** node-postgres, loaded only when a PostgreSQL URL is opened. */
+    private readonly driver: typeof pg,
   ) {
     super();
     // A bounded wait for a connection, so a database outage fails requests and loops (which retry) instead
     // of queueing them forever.
-    this.pool = new pg.Pool({
+    this.pool = new driver.Pool({
       connectionString: url,
       max: poolSize,
       connectionTimeoutMillis: 10_000,
@@ -279,7 +281,7 @@ class PostgresDb extends DbBase {
   /** Holds one connection that LISTENs on every channel asked for, until close; reconnects after a loss. */
   private async keepListening(): Promise<void> {
     for (let attempt = 0; !this.closing.signal.aborted;) {
-      const client = new pg.Client({ connectionString: this.url, ...KEEP_ALIVE });
+      const client = new this.driver.Client({ connectionString: this.url, ...KEEP_ALIVE });
       const lost = new Promise<void>((resolve) => {
         client.on('error', () => resolve());
         client.on('end', () => resolve());
@@ -463,7 +465,8 @@ export async function openDb(
   opts: { poolSize?: number; backgroundMaxWaitMs?: number } = {},
 ): Promise<Db> {
   if (isPostgresUrl(url)) {
-    const db = new PostgresDb(url, opts.poolSize ?? 10);
+    const { default: driver } = await import('pg');
+    const db = new PostgresDb(url, opts.poolSize ?? 10, driver);
     await db.query('select 1');
     return db;
   }

@@ -52,7 +52,6 @@ const DAPR_ATTEMPTS = 6;
 let probe: (m: BusMessage) => Promise<void> = async () => undefined;
 const probeTarget = consumerTarget({
   name: 'dapr-probe',
-  description: 'test consumer behind its own sidecar',
   group: PROBE_GROUP,
   topics: [PROBE_TOPIC],
   setup: async () => ({ handle: (m) => probe(m) }),

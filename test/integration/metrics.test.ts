@@ -177,7 +177,6 @@ describe('/metrics after a workload', () => {
 
   const probe = consumerTarget({
     name: 'metrics-probe',
-    description: 'test consumer: counts task events, fails permanently on "poison", waits on "slow"',
     group: GROUP,
     topics: ['task-events'],
     async setup() {

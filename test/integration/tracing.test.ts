@@ -40,7 +40,6 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
   const updates: BusMessage[] = [];
   const probe = consumerTarget({
     name: 'trace-probe',
-    description: 'test consumer of task-updates',
     group: 'taskflow-trace-probe',
     topics: ['task-updates'],
     async setup() {

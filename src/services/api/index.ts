@@ -11,7 +11,6 @@ import { registerWeb } from './web.ts';
 
 export const apiTarget: TargetDefinition = {
   name: 'api',
-  description: 'Task API: REST under /api, MCP at /mcp, OpenAPI at /openapi.json, docs at /docs',
   async start(rt): Promise<RunningTarget> {
     const { app, addReadinessCheck } = rt.http;
     await app.register(swagger, {

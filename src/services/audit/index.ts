@@ -32,7 +32,6 @@ export async function runRetention(rt: Runtime, retentionDays: number) {
 export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
   return consumerTarget({
     name: 'audit',
-    description: 'audit trail: hash-chained records of every event; /api/audit query and export',
     group: GROUPS.audit,
     topics: [TOPICS.taskEvents, TOPICS.reminders],
     async setup(rt) {

@@ -101,7 +101,6 @@ export async function broadcastRun(
 
 export const broadcasterTarget = consumerTarget({
   name: 'broadcaster',
-  description: 'task-events -> task.changed on task-updates, with a gap-free per-user sequence',
   group: GROUPS.broadcaster,
   topics: [TOPICS.taskEvents],
   // On the real-time path: batches form within 20 ms (a small part of the latency budget).

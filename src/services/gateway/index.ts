@@ -35,7 +35,6 @@ export const gatewayGroup = (instanceId: string) => `${GROUPS.gateway}-${sanitiz
 export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): TargetDefinition {
   return {
     name: 'gateway',
-    description: 'WebSocket /ws: pushes task.changed to the user, with resume (?since=) and heartbeats',
     async start(rt): Promise<RunningTarget> {
       const merged = { ...rt.config.gateway, ...overrides };
       const opts = { ...merged, instanceId: sanitizeInstanceId(merged.instanceId) };

@@ -38,7 +38,6 @@ export interface NotificationsOptions extends Partial<Config['notifications']> {
 export function createNotificationsTarget(options?: NotificationsOptions): TargetDefinition {
   return consumerTarget({
     name: 'notifications',
-    description: 'notifications: reminder.triggered -> email / web push / in-app / webhook deliveries',
     group: GROUPS.notifications,
     topics: [TOPICS.reminders],
     async setup(rt) {

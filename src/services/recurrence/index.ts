@@ -108,8 +108,6 @@ export function recurrenceHandler(rt: Runtime, store: TaskStore) {
 
 export const recurrenceTarget = consumerTarget({
   name: 'recurrence',
-  description:
-    'creates the next occurrence of a completed recurring task; serves /api/tasks/:id/skip and /occurrences',
   group: GROUPS.recurrence,
   topics: [TOPICS.taskEvents],
   async setup(rt) {

@@ -231,7 +231,6 @@ export class Relay {
 
 export const relayTarget: TargetDefinition = {
   name: 'relay',
-  description: 'publishes outbox rows to the bus (transactional outbox relay)',
   async start(rt): Promise<RunningTarget> {
     const relay = new Relay(rt);
     relay.start();

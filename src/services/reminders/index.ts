@@ -37,8 +37,6 @@ export interface RemindersOptions extends Partial<Config['reminders']> {
 export function createRemindersTarget(options?: RemindersOptions): TargetDefinition {
   return consumerTarget({
     name: 'reminders',
-    description:
-      'reminder scheduler: task-events -> reminder schedule -> reminders topic; snooze/dismiss API',
     group: GROUPS.reminders,
     topics: [TOPICS.taskEvents],
     async setup(rt) {
