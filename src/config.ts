@@ -10,6 +10,7 @@ import type { RetryPolicy } from './bus/consumer.ts';
 import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
 import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl } from './store/db.ts';
+import type { LogFormat } from './observability/logger.ts';
 
 export type BusKind = 'embedded' | 'kafka' | 'dapr';
 
@@ -21,6 +22,8 @@ export interface Config {
   /** PUBLIC_URL without a trailing slash, or null when unset (then nothing links to a guessed address). */
   publicUrl: string | null;
   logLevel: string;
+  /** LOG_FORMAT; unset: pretty on a terminal, JSON otherwise (observability/logger.ts). */
+  logFormat?: LogFormat;
   jwt: { secret?: string; jwksUrl?: string; issuer?: string; audience?: string; devSecretFile?: string };
   defaultTimezone: string;
   retry: RetryPolicy;
@@ -127,6 +130,13 @@ const int = (env: NodeJS.ProcessEnv, key: string, def: number, min = 0): number 
 
 export const DEFAULT_DATABASE_URL = '.data/db';
 
+const LOG_FORMATS = ['json', 'pretty'] as const satisfies readonly LogFormat[];
+function logFormat(raw: string): LogFormat {
+  const format = LOG_FORMATS.find((f) => f === raw);
+  if (!format) throw new ConfigError(`LOG_FORMAT must be json or pretty, got "${raw}"`);
+  return format;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const bus = (env.BUS || 'embedded') as BusKind;
@@ -154,6 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port,
     publicUrl: env.PUBLIC_URL ? env.PUBLIC_URL.replace(/\/+$/, '') : null,
     logLevel: env.LOG_LEVEL || 'info',
+    ...(env.LOG_FORMAT ? { logFormat: logFormat(env.LOG_FORMAT) } : {}),
     jwt: {
       ...(env.JWT_SECRET ? { secret: env.JWT_SECRET } : {}),
       ...(env.JWT_JWKS_URL ? { jwksUrl: env.JWT_JWKS_URL } : {}),

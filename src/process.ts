@@ -11,7 +11,7 @@ import { createLogger, type Logger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import type { RunningTarget, Runtime, TargetDefinition } from './runtime.ts';
 import { retryWithBackoff } from './retry.ts';
-import { openDb, type Db } from './store/db.ts';
+import { isPostgresUrl, openDb, type Db } from './store/db.ts';
 import { migrate } from './store/migrate.ts';
 import { errorMessage } from './error-text.ts';
 
@@ -34,12 +34,23 @@ export async function runTargets(
   targets: readonly TargetDefinition[],
   opts: RunOptions = {},
 ): Promise<RunningProcess> {
-  const log = opts.log ?? createLogger({ level: config.logLevel });
+  const log =
+    opts.log ??
+    createLogger({ level: config.logLevel, ...(config.logFormat ? { format: config.logFormat } : {}) });
   const metrics = new Metrics();
+  // Progress of a start (one line each on a terminal): database, migrations, bus, targets.
+  const since = (t: number) => Math.round(performance.now() - t);
+  let step = performance.now();
+  const database = isPostgresUrl(config.databaseUrl) ? 'PostgreSQL' : `PGlite ${config.databaseUrl}`;
+  if (!opts.db) log.info(`opening the database (${database})`);
   const db = opts.db ?? (await openDb(config.databaseUrl));
   metrics.trackStatements(db.statements);
   const applied = await migrate(db, (m) => log.info(m));
-  if (applied.length) log.info({ applied }, 'database migrated');
+  log.info(
+    { applied, ms: since(step) },
+    applied.length ? `database open, ${applied.length} migration(s) applied` : 'database open and up to date',
+  );
+  step = performance.now();
   // The HTTP server comes first: the Dapr bus adds its subscription routes to it.
   const http = await createHttpServer({
     log,
@@ -48,6 +59,7 @@ export async function runTargets(
     rateLimitPerMinute: config.rateLimitPerMinute,
   });
   const bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
+  log.info(`bus: ${config.bus}`);
   const provisioning = provisionTopics(config, bus, log);
   const runtime: Runtime = { config, db, bus, log, clock: opts.clock ?? systemClock, metrics, http };
   const running: { name: string; target: RunningTarget }[] = [];
@@ -56,6 +68,7 @@ export async function runTargets(
       running.push({ name: t.name, target: await t.start(runtime) });
       log.info({ target: t.name }, 'target started');
     }
+    log.info({ ms: since(step) }, `${targets.length} target(s) started`);
     if (opts.listen !== false) await http.app.listen({ host: config.host, port: config.port });
     else await http.app.ready();
   } catch (err) {

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** `taskflow`: one binary, many targets (the Loki/Mimir model), plus operations commands. */
+import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
@@ -19,9 +20,18 @@ const openDatabase = async (url: string) => {
   return { db, migrate: () => migrate(db) };
 };
 
+// A `.env` in the working directory sets what the environment does not (the environment wins); every
+// variable and its default is listed in .env.example.
+if (existsSync('.env')) process.loadEnvFile('.env');
+
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
 const program = new Command();
 program
   .name('taskflow')
+  .version(version, '-V, --version')
   .description('Event-driven task platform: Task API, outbox relay and event consumers in one binary.')
   .showHelpAfterError()
   .addHelpText(
@@ -30,6 +40,7 @@ program
   );
 
 async function serve(names: readonly string[], banner: boolean) {
+  const started = performance.now();
   const config = loadConfig();
   const targets = findTargets(names);
   const [{ initTracing, shutdownTracing }, { runTargets }, { signDevToken }] = await Promise.all([
@@ -48,7 +59,8 @@ async function serve(names: readonly string[], banner: boolean) {
     process.stderr.write(
       [
         '',
-        `  Taskflow is running at ${url}  (bus: ${config.bus}, database: ${config.databaseUrl})`,
+        `  Taskflow ${version} is running at ${url}  (bus: ${config.bus}, database: ${config.databaseUrl}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s)`,
+        `  Board:      ${url}/  (sign in with the token below)`,
         `  API docs:   ${url}/docs`,
         token ? `  Dev token for user "demo-user" (30 days):\n    export TOKEN=${token}` : '',
         `  Try:        curl -s -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`,
@@ -118,7 +130,11 @@ program
       import('../observability/tracing.ts'),
       import('../services/api/mcp.ts'),
     ]);
-    const log = createLogger({ level: process.env.LOG_LEVEL || 'warn', fd: 2 });
+    const log = createLogger({
+      level: process.env.LOG_LEVEL || 'warn',
+      fd: 2,
+      ...(config.logFormat ? { format: config.logFormat } : {}),
+    });
     await initTracing({ serviceName: 'taskflow-mcp' });
     await serveMcpStdio({ config, token, log });
     await shutdownTracing();
@@ -194,7 +210,7 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
     import('../observability/metrics.ts'),
     import('../bus/index.ts'),
   ]);
-  const log = createLogger({ level: 'warn' });
+  const log = createLogger({ level: 'warn', ...(config.logFormat ? { format: config.logFormat } : {}) });
   const opened = config.bus === 'embedded' ? await openDatabase(config.databaseUrl) : null;
   const db = opened?.db;
   try {

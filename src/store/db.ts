@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import type { PGliteSession } from './pglite-session.ts';
+import type { PGlite } from '@electric-sql/pglite';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -470,8 +471,16 @@ export async function openDb(
     await db.query('select 1');
     return db;
   }
-  const { openPGlite } = await import('./pglite-open.ts');
-  const { PGliteSession } = await import('./pglite-session.ts');
-  const { pglite, location, unlock } = await openPGlite(url);
+  const [{ openPGlite }, { PGliteSession }, { migrate, migrationsKey }] = await Promise.all([
+    import('./pglite-open.ts'),
+    import('./pglite-session.ts'),
+    import('./migrate.ts'),
+  ]);
+  // A new database starts from an image with every migration applied (made once, cached on disk).
+  const seed = {
+    key: `migrated-${migrationsKey()}`,
+    prepare: (pglite: PGlite) => migrate(new PGliteDb('memory://', new PGliteSession(pglite))).then(() => {}),
+  };
+  const { pglite, location, unlock } = await openPGlite(url, seed);
   return new PGliteDb(location, new PGliteSession(pglite, undefined, unlock), opts.backgroundMaxWaitMs);
 }

@@ -1,4 +1,5 @@
 /** Applies the numbered SQL files of ./migrations in order, once each, under an advisory lock. */
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +19,13 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     .filter((f) => /^\d+_.+\.sql$/.test(f))
     .sort()
     .map((f) => ({ version: Number.parseInt(f, 10), name: f, sql: readFileSync(join(dir, f), 'utf8') }));
+}
+
+/** Names the schema the migrations make: a hash of every migration's name and text. */
+export function migrationsKey(): string {
+  const hash = createHash('sha256');
+  for (const m of loadMigrations()) hash.update(`${m.name}\0${m.sql}\0`);
+  return hash.digest('hex').slice(0, 16);
 }
 
 /** Returns the names of the migrations it applied. Safe to run concurrently from several processes. */

@@ -5,7 +5,7 @@ import { createVerifier } from '../../auth.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
-import { registerMcp } from './mcp.ts';
+import { registerMcp } from './mcp-http.ts';
 import { registerTaskApi } from './routes.ts';
 import { registerWeb } from './web.ts';
 

@@ -8,13 +8,13 @@
  * running system publishes it. Failures are tool errors (`isError: true`) with a message naming the argument;
  * another user's task is "task not found".
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
-import { createVerifier, type Verifier } from '../../auth.ts';
+import { createVerifier } from '../../auth.ts';
 import type { Config } from '../../config.ts';
 import { systemClock } from '../../domain/clock.ts';
 import {
@@ -48,7 +48,6 @@ import { migrate } from '../../store/migrate.ts';
 import { TaskStore, type EventMeta } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
 import { EmbeddedLog } from '../../bus/embedded/log.ts';
-import { authenticatedScope } from '../../http/authenticated.ts';
 
 export const MCP_SOURCE = '/taskflow/mcp';
 const VERSION = '1.0.0';
@@ -578,56 +577,41 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Streamable HTTP at /mcp (stateless)
+// Streamable HTTP at /mcp (stateless): the route is registered by mcp-http.ts, which loads this module (and
+// the MCP SDK) at the first request.
 
-export interface McpHttpDeps extends McpDeps {
-  verify: Verifier;
-}
-
-const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
-  reply
-    .code(status)
-    .header('allow', 'POST')
-    .send({ jsonrpc: '2.0', error: { code: -32000, message }, id: null });
-
-export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
-  // The authenticated scope applies the per-user rate limit: an agent in a loop is throttled like a client.
-  await authenticatedScope(app, { verify: deps.verify }, (authed, userOf) => {
-    authed.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
-      const userId = userOf(req);
-      const server = createMcpServer(deps, {
-        userId,
-        clientIp: req.ip,
-        ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
-        ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
-      });
-      // Stateless: no session id, plain JSON answers; a new server and transport for every request.
-      const transport = new StreamableHTTPServerTransport({
-        sessionIdGenerator: undefined,
-        enableJsonResponse: true,
-      });
-      reply.hijack();
-      reply.raw.on('close', () => {
-        void transport.close().catch(() => undefined);
-        void server.close().catch(() => undefined);
-      });
-      try {
-        await server.connect(transport);
-        await transport.handleRequest(req.raw, reply.raw, req.body);
-      } catch (err) {
-        deps.log.error({ err }, 'MCP request failed');
-        if (!reply.raw.headersSent)
-          reply.raw
-            .writeHead(500, { 'content-type': 'application/json' })
-            .end(json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
-      }
-    });
+/** Answers one MCP request of `userId` with a new server and transport (stateless, plain JSON answers). */
+export async function handleMcpRequest(
+  deps: McpDeps,
+  userId: string,
+  req: FastifyRequest,
+  reply: FastifyReply,
+): Promise<void> {
+  const server = createMcpServer(deps, {
+    userId,
+    clientIp: req.ip,
+    ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
+    ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
   });
-  // No server-initiated streams or sessions in stateless mode.
-  const notAllowed = async (_req: FastifyRequest, reply: FastifyReply) =>
-    jsonRpcError(reply, 405, 'method not allowed: this MCP endpoint is stateless, use POST');
-  app.get('/mcp', { schema: { hide: true } }, notAllowed);
-  app.delete('/mcp', { schema: { hide: true } }, notAllowed);
+  const transport = new StreamableHTTPServerTransport({
+    sessionIdGenerator: undefined,
+    enableJsonResponse: true,
+  });
+  reply.hijack();
+  reply.raw.on('close', () => {
+    void transport.close().catch(() => undefined);
+    void server.close().catch(() => undefined);
+  });
+  try {
+    await server.connect(transport);
+    await transport.handleRequest(req.raw, reply.raw, req.body);
+  } catch (err) {
+    deps.log.error({ err }, 'MCP request failed');
+    if (!reply.raw.headersSent)
+      reply.raw
+        .writeHead(500, { 'content-type': 'application/json' })
+        .end(json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
  * loop retries. The in-app channel is a database write and lives in the delivery loop.
  */
 import type { Agent } from 'node:https';
-import { createTransport } from 'nodemailer';
-import webpush from 'web-push';
+import type { Transporter } from 'nodemailer';
+import type WebPush from 'web-push';
 import type { ReminderEventData } from '../../contracts/events.ts';
 import { webhookSignature } from '../../domain/notifications.ts';
 import { postJson } from './outbound.ts';
@@ -30,20 +30,23 @@ export function reminderContent(d: ReminderEventData, link?: string): MessageCon
 }
 
 export class EmailChannel {
-  private readonly transport;
-  constructor(
-    smtpUrl: string,
-    private readonly from: string,
-    timeoutMs: number,
-    private readonly link?: string,
-  ) {
-    this.transport = createTransport({
+  /** nodemailer is loaded only when email is configured (SMTP_URL). */
+  static async open(smtpUrl: string, from: string, timeoutMs: number, link?: string): Promise<EmailChannel> {
+    const { createTransport } = await import('nodemailer');
+    const transport = createTransport({
       url: smtpUrl,
       connectionTimeout: timeoutMs,
       greetingTimeout: timeoutMs,
       socketTimeout: timeoutMs,
     });
+    return new EmailChannel(transport, from, link);
   }
+
+  private constructor(
+    private readonly transport: Transporter,
+    private readonly from: string,
+    private readonly link?: string,
+  ) {}
 
   async send(to: string, d: ReminderEventData, deliveryId: string): Promise<void> {
     const c = reminderContent(d, this.link);
@@ -74,17 +77,23 @@ export interface PushTarget {
 }
 
 export class PushChannel {
-  constructor(
+  /** web-push is loaded only when push is configured (VAPID keys). */
+  static async open(vapid: VapidKeys, timeoutMs: number, agent?: Agent, link?: string): Promise<PushChannel> {
+    const { default: webpush } = await import('web-push');
+    // Fails fast on malformed keys (at startup, not at the first reminder).
+    webpush.setVapidDetails(vapid.subject, vapid.publicKey, vapid.privateKey);
+    return new PushChannel(webpush, vapid, timeoutMs, agent, link);
+  }
+
+  private constructor(
+    private readonly webpush: typeof WebPush,
     readonly vapid: VapidKeys,
     private readonly timeoutMs: number,
     /** A custom TLS agent (tests trust a local push service through it). */
     private readonly agent?: Agent,
     /** Where a click on the notification leads (PUBLIC_URL). */
     private readonly link?: string,
-  ) {
-    // Fails fast on malformed keys (at startup, not at the first reminder).
-    webpush.setVapidDetails(vapid.subject, vapid.publicKey, vapid.privateKey);
-  }
+  ) {}
 
   /**
    * Sends to one subscription. Resolves 'gone' when the push service says the subscription no longer exists
@@ -103,7 +112,7 @@ export class PushChannel {
       ...(this.link ? { url: this.link } : {}),
     });
     try {
-      await webpush.sendNotification(
+      await this.webpush.sendNotification(
         { endpoint: target.endpoint, keys: { p256dh: target.p256dh, auth: target.auth } },
         payload,
         {

@@ -45,8 +45,10 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
       const { timeoutMs } = opts;
       const log = rt.log.child({ component: 'notifications' });
       const link = rt.config.publicUrl ? `${rt.config.publicUrl}/` : undefined;
-      const email = opts.smtpUrl ? new EmailChannel(opts.smtpUrl, opts.smtpFrom, timeoutMs, link) : null;
-      const push = opts.vapid ? new PushChannel(opts.vapid, timeoutMs, opts.pushAgent, link) : null;
+      const email = opts.smtpUrl
+        ? await EmailChannel.open(opts.smtpUrl, opts.smtpFrom, timeoutMs, link)
+        : null;
+      const push = opts.vapid ? await PushChannel.open(opts.vapid, timeoutMs, opts.pushAgent, link) : null;
       if (!email) log.info('email notifications are off (set SMTP_URL)');
       if (!push) log.info('web push notifications are off (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY)');
       const worker = new DeliveryWorker(
