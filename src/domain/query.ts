@@ -116,6 +116,40 @@ const SORT_ALIASES: Record<string, SortField> = {
   title: 'title',
 };
 
+/**
+ * The query of a Phase II/III client (`GET /api/{user_id}/tasks`) in this API's terms: `search` is `q`, and
+ * `tags` is a comma list of which every tag must match (`tag` with `tag_mode=all`).
+ */
+export function fromCompatQuery(input: Record<string, unknown>): Result<Record<string, unknown>> {
+  const { search, tags, ...rest } = input;
+  const issues: FieldIssue[] = [];
+  if (search !== undefined && rest.q !== undefined)
+    issues.push({ path: 'search', message: 'use q or search, not both' });
+  if (tags !== undefined && rest.tag !== undefined)
+    issues.push({ path: 'tags', message: 'use tag or tags, not both' });
+  if (issues.length) return fail(issues);
+  return ok({
+    ...rest,
+    ...(search !== undefined ? { q: search } : {}),
+    ...(tags !== undefined ? { tag: tags, tag_mode: rest.tag_mode ?? 'all' } : {}),
+  });
+}
+
+/** `{"completed": true|false}` sets the state of `PATCH /api/{user_id}/tasks/{id}/complete`; no body toggles. */
+export function parseCompletionBody(body: unknown): Result<boolean | null> {
+  if (body === undefined || body === null || body === '') return ok(null);
+  const keys = typeof body === 'object' && !Array.isArray(body) ? Object.keys(body) : null;
+  const completed = (body as { completed?: unknown }).completed;
+  if (!keys || keys.some((k) => k !== 'completed') || typeof completed !== 'boolean')
+    return fail([
+      {
+        path: 'completed',
+        message: 'send {"completed": true} or {"completed": false}, or no body to toggle',
+      },
+    ]);
+  return ok(completed);
+}
+
 export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery> {
   const issues: FieldIssue[] = [];
   const issue = (path: string, message: string) => issues.push({ path, message });

@@ -121,6 +121,55 @@ for (const backend of backends) {
       assert.equal(del.previous.title, 'Write the report');
     });
 
+    it('answers Phase II/III clients in their terms: search, tags (all must match), paging headers, completed in the body', async () => {
+      const make = (title: string, tags: string[]) =>
+        app.call('dora', 'POST', '/api/dora/tasks', { title, tags }).then((r) => r.body.id as string);
+      const both = await make('monthly report', ['work', 'finance']);
+      await make('weekly report', ['work']);
+      await make('groceries', ['home']);
+      const titles = (r: { body: { title: string }[] }) => r.body.map((t) => t.title).sort();
+
+      const searched = await app.call('dora', 'GET', '/api/dora/tasks?status=pending&search=report');
+      assert.equal(searched.status, 200);
+      assert.ok(Array.isArray(searched.body));
+      assert.deepEqual(titles(searched), ['monthly report', 'weekly report']);
+      const tagged = await app.call('dora', 'GET', '/api/dora/tasks?tags=work,finance');
+      assert.deepEqual(titles(tagged), ['monthly report']);
+      const both400 = await app.call('dora', 'GET', '/api/dora/tasks?search=a&q=b');
+      assert.equal(both400.status, 400);
+
+      const first = await app.call('dora', 'GET', '/api/dora/tasks?limit=2&sort=title');
+      assert.equal(first.body.length, 2);
+      const cursor = first.headers.get('x-next-cursor');
+      assert.ok(cursor);
+      assert.match(
+        first.headers.get('link') ?? '',
+        /^<\/api\/dora\/tasks\?limit=2&sort=title&cursor=[^>]+>; rel="next"$/,
+      );
+      const next = first.headers.get('link')!.slice(1, first.headers.get('link')!.indexOf('>'));
+      const second = await app.call('dora', 'GET', next);
+      assert.deepEqual([...titles(first), ...titles(second)].sort(), [
+        'groceries',
+        'monthly report',
+        'weekly report',
+      ]);
+      assert.equal(second.headers.get('x-next-cursor'), null);
+
+      // {"completed": true} sets the state: a retried request leaves it completed (no body still toggles).
+      for (let i = 0; i < 2; i++) {
+        const done = await app.call('dora', 'PATCH', `/api/dora/tasks/${both}/complete`, { completed: true });
+        assert.equal(done.status, 200);
+        assert.equal(done.body.status, 'completed');
+      }
+      const undone = await app.call('dora', 'PATCH', `/api/dora/tasks/${both}/complete`, {
+        completed: false,
+      });
+      assert.equal(undone.body.status, 'pending');
+      const bad = await app.call('dora', 'PATCH', `/api/dora/tasks/${both}/complete`, { completed: 'yes' });
+      assert.equal(bad.status, 400);
+      assert.equal((await app.call('dora', 'GET', `/api/tasks/${both}`)).body.status, 'pending');
+    });
+
     it('serves the compatibility routes with the same results, and 403 on a foreign user id', async () => {
       const created = await app.call('carol', 'POST', '/api/carol/tasks', { title: 'compat' });
       assert.equal(created.status, 201);
@@ -130,7 +179,7 @@ for (const backend of backends) {
       assert.deepEqual(compat.body, canonical.body);
       const listCanonical = await app.call('carol', 'GET', '/api/tasks?status=all');
       const listCompat = await app.call('carol', 'GET', '/api/carol/tasks?status=all');
-      assert.deepEqual(listCompat.body, listCanonical.body);
+      assert.deepEqual(listCompat.body, listCanonical.body.items); // a JSON array, as those clients read it
 
       const put = await app.call('carol', 'PUT', `/api/carol/tasks/${id}`, {
         title: 'compat 2',

@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { dueWindowRange, parseTaskQuery } from '../../src/domain/query.ts';
+import {
+  dueWindowRange,
+  fromCompatQuery,
+  parseCompletionBody,
+  parseTaskQuery,
+} from '../../src/domain/query.ts';
 
 describe('dueWindowRange', () => {
   it("covers the user's local day, not the UTC day", () => {
@@ -47,5 +52,29 @@ describe('parseTaskQuery due', () => {
     const bad = parseTaskQuery({ due: 'someday' });
     assert.ok(!bad.ok);
     assert.deepEqual(bad.issues, [{ path: 'due', message: 'must be one of today, tomorrow, week' }]);
+  });
+});
+
+describe('Phase II/III query and body', () => {
+  it('maps search to q and tags to tag with every tag required, keeping the rest', () => {
+    assert.deepEqual(fromCompatQuery({ status: 'pending', search: 'report', tags: 'work,finance' }), {
+      ok: true,
+      value: { status: 'pending', q: 'report', tag: 'work,finance', tag_mode: 'all' },
+    });
+    assert.deepEqual(fromCompatQuery({ tags: 'a', tag_mode: 'any' }), {
+      ok: true,
+      value: { tag: 'a', tag_mode: 'any' },
+    });
+    assert.equal(fromCompatQuery({ search: 'a', q: 'b' }).ok, false);
+    assert.equal(fromCompatQuery({ tags: 'a', tag: 'b' }).ok, false);
+  });
+
+  it('reads {"completed": bool}, no body as a toggle, and refuses anything else', () => {
+    assert.deepEqual(parseCompletionBody({ completed: true }), { ok: true, value: true });
+    assert.deepEqual(parseCompletionBody({ completed: false }), { ok: true, value: false });
+    for (const none of [undefined, null, ''])
+      assert.deepEqual(parseCompletionBody(none), { ok: true, value: null });
+    for (const bad of [{ completed: 'yes' }, { completed: true, title: 'x' }, [true], 'true', {}])
+      assert.equal(parseCompletionBody(bad).ok, false, JSON.stringify(bad));
   });
 });

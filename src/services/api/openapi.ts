@@ -80,3 +80,16 @@ export const listQueryDoc = {
     cursor: { type: 'string' },
   },
 } as const;
+
+/** The list query of the Phase II/III route: this API's, plus the names those clients send. */
+export const compatListQueryDoc = {
+  type: 'object',
+  properties: {
+    ...listQueryDoc.properties,
+    search: { type: 'string', description: 'the same as q' },
+    tags: {
+      type: 'string',
+      description: 'comma-separated tags, every one must match (tag with tag_mode=all)',
+    },
+  },
+} as const;

@@ -7,7 +7,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
-import { parseTaskQuery } from '../../domain/query.ts';
+import { fromCompatQuery, parseCompletionBody, parseTaskQuery } from '../../domain/query.ts';
 import { isTimeZone } from '../../domain/time.ts';
 import {
   complete,
@@ -23,7 +23,7 @@ import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
-import { listQueryDoc, problemDoc, taskDoc, taskInputDoc } from './openapi.ts';
+import { compatListQueryDoc, listQueryDoc, problemDoc, taskDoc, taskInputDoc } from './openapi.ts';
 
 export interface ApiDeps {
   store: TaskStore;
@@ -90,11 +90,26 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         .header('etag', etag(task))
         .send(task);
     };
-    const list = async (req: FastifyRequest) => {
-      const parsed = parseTaskQuery(req.query as Record<string, unknown>);
+    const page = async (req: FastifyRequest, query: Record<string, unknown>) => {
+      const parsed = parseTaskQuery(query);
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       const user = userOf(req);
       return store.list(user, parsed.value, await settings.listOptions(user, parsed.value));
+    };
+    const list = (req: FastifyRequest) => page(req, req.query as Record<string, unknown>);
+    // Phase II/III clients read the list as a JSON array; the next page's cursor is in the headers.
+    const compatList = async (req: FastifyRequest, reply: FastifyReply) => {
+      const query = fromCompatQuery(req.query as Record<string, unknown>);
+      if (!query.ok) throw new ValidationError(query.issues);
+      const { items, next_cursor } = await page(req, query.value);
+      if (next_cursor) {
+        const next = new URL(req.url, 'http://host');
+        next.searchParams.set('cursor', next_cursor);
+        reply
+          .header('x-next-cursor', next_cursor)
+          .header('link', `<${next.pathname}${next.search}>; rel="next"`);
+      }
+      return reply.send(items);
     };
     const get = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const task = await store.get(userOf(req), req.params.id);
@@ -112,13 +127,20 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       await store.delete(userOf(req), req.params.id, meta(req), expected);
       return reply.code(204).send();
     };
+    /** A state change; `pick` chooses it from the request (the compat route reads its body). */
     const transition =
-      (fn: typeof complete) =>
+      (pick: (req: FastifyRequest) => typeof complete) =>
       async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
         const expected = parseIfMatch(req.headers['if-match']);
-        const task = await store.change(userOf(req), req.params.id, fn, meta(req), expected);
+        const task = await store.change(userOf(req), req.params.id, pick(req), meta(req), expected);
         return reply.header('etag', etag(task)).send(task);
       };
+    // `{"completed": bool}` sets the state (a retried request changes nothing more); no body toggles.
+    const completion = (req: FastifyRequest): typeof complete => {
+      const completed = parseCompletionBody(req.body);
+      if (!completed.ok) throw new ValidationError(completed.issues);
+      return completed.value === null ? toggle : completed.value ? complete : reopen;
+    };
 
     const doc = (summary: string, extra: object = {}) => ({
       schema: { tags: ['tasks'], summary, security, ...extra },
@@ -155,8 +177,16 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       doc('Delete a task', { params: idParam, response: { 204: { type: 'null' }, ...errors } }),
       remove,
     );
-    api.post('/api/tasks/:id/complete', doc('Mark a task completed', one), transition(complete));
-    api.post('/api/tasks/:id/reopen', doc('Reopen a completed task', one), transition(reopen));
+    api.post(
+      '/api/tasks/:id/complete',
+      doc('Mark a task completed', one),
+      transition(() => complete),
+    );
+    api.post(
+      '/api/tasks/:id/reopen',
+      doc('Reopen a completed task', one),
+      transition(() => reopen),
+    );
 
     const compat = (summary: string, extra: object = {}) => ({
       schema: {
@@ -167,12 +197,26 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         ...extra,
       },
     });
-    api.get('/api/:user_id/tasks', compat('List tasks', { querystring: listQueryDoc }), list);
+    api.get(
+      '/api/:user_id/tasks',
+      compat(
+        'List tasks as a JSON array (next page: X-Next-Cursor and Link headers; search = q, tags = every tag)',
+        {
+          querystring: compatListQueryDoc,
+          response: { 200: { type: 'array', items: taskDoc }, ...errors },
+        },
+      ),
+      compatList,
+    );
     api.post('/api/:user_id/tasks', compat('Create a task', { body: taskInputDoc }), create);
     api.get('/api/:user_id/tasks/:id', compat('Get a task'), get);
     api.put('/api/:user_id/tasks/:id', compat('Update a task', { body: taskInputDoc }), patch);
     api.delete('/api/:user_id/tasks/:id', compat('Delete a task'), remove);
-    api.patch('/api/:user_id/tasks/:id/complete', compat('Toggle completion'), transition(toggle));
+    api.patch(
+      '/api/:user_id/tasks/:id/complete',
+      compat('Set completion with {"completed": true|false}; no body toggles it'),
+      transition(completion),
+    );
 
     api.get(
       '/api/me/settings',
