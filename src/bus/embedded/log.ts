@@ -46,23 +46,31 @@ export async function ensureTopic(q: Queryable, name: string): Promise<number> {
   );
   if (existing.rows[0]) return existing.rows[0].partitions;
   const spec = topicSpec(name);
-  await createTopic(q, spec.name, spec.partitions, spec.retentionMs);
+  await createTopics(q, [spec]);
   const r = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [
     name,
   ]);
   return r.rows[0]!.partitions;
 }
 
-export async function createTopic(q: Queryable, name: string, partitions: number, retentionMs: number) {
+/** Creates or updates topics (partitions only grow) and their partitions: two statements for any number. */
+export async function createTopics(
+  q: Queryable,
+  topics: readonly { name: string; partitions: number; retentionMs: number }[],
+) {
+  const names = topics.map((t) => t.name);
   await q.query(
-    `INSERT INTO bus_topics (topic, partitions, retention_ms) VALUES ($1, $2, $3)
+    `INSERT INTO bus_topics (topic, partitions, retention_ms)
+     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
      ON CONFLICT (topic) DO UPDATE SET retention_ms = excluded.retention_ms,
        partitions = greatest(bus_topics.partitions, excluded.partitions)`,
-    [name, partitions, retentionMs],
+    [names, topics.map((t) => t.partitions), topics.map((t) => t.retentionMs)],
   );
   await q.query(
-    `INSERT INTO bus_partitions (topic, partition) SELECT $1, g FROM generate_series(0, $2 - 1) g ON CONFLICT DO NOTHING`,
-    [name, partitions],
+    `INSERT INTO bus_partitions (topic, partition)
+     SELECT t.topic, g FROM bus_topics t, generate_series(0, t.partitions - 1) g WHERE t.topic = ANY($1)
+     ON CONFLICT DO NOTHING`,
+    [names],
   );
 }
 
