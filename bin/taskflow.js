@@ -11,8 +11,22 @@ import { dirname, join } from 'node:path';
 module.enableCompileCache?.();
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const main = join(root, 'dist', 'cli', 'main.js');
 if (existsSync(join(root, 'src')) && existsSync(join(root, 'scripts', 'build.mjs'))) {
-  const { ensureBuilt } = await import(pathToFileURL(join(root, 'scripts', 'build.mjs')).href);
-  await ensureBuilt({ log: (line) => process.stderr.write(`taskflow: ${line}\n`) });
+  try {
+    const { ensureBuilt } = await import(pathToFileURL(join(root, 'scripts', 'build.mjs')).href);
+    await ensureBuilt({ log: (line) => process.stderr.write(`taskflow: ${line}\n`) });
+  } catch (err) {
+    // A read-only checkout, or one installed without dev dependencies (no esbuild): run the build there is.
+    if (!existsSync(main)) {
+      process.stderr.write(
+        `taskflow: cannot compile src/ to dist/ (${err.message}); run npm install, then npm run build\n`,
+      );
+      process.exit(1);
+    }
+    process.stderr.write(
+      `taskflow: running the existing dist/, which may be older than src/ (${err.message})\n`,
+    );
+  }
 }
-await import(pathToFileURL(join(root, 'dist', 'cli', 'main.js')).href);
+await import(pathToFileURL(main).href);
