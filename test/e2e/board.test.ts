@@ -53,17 +53,22 @@ function useBoard(targets: () => TargetDefinition[]) {
   return ctx;
 }
 
-/** A page in its own browser context (own storage), signed in by pasting the token, with its socket live. */
+/**
+ * A page in its own browser context (own storage), signed in by pasting the token, with its socket live;
+ * `frames`: what its WebSocket received, parsed.
+ */
 async function signedInPage(ctx: { app: TestApp; browser: Browser }, user: string) {
   const context = await ctx.browser.newContext({ viewport: { width: 1100, height: 700 } });
   const page = await context.newPage();
   const errors: string[] = [];
+  const frames: { type: string; notification?: { task_id: string } }[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  page.on('websocket', (ws) => ws.on('framereceived', (f) => frames.push(JSON.parse(String(f.payload)))));
   await page.goto(ctx.app.url + '/');
   await page.fill('#token', await ctx.app.token(user));
   await page.click('#signin-form button[type=submit]');
   await page.waitForSelector('#ws-status.live', { timeout: LIVE_MS });
-  return { page, errors };
+  return { page, errors, frames };
 }
 
 describe('real-time task board in Chromium', { skip }, () => {
@@ -126,7 +131,7 @@ describe('in-app notifications on the board in Chromium', { skip }, () => {
   ]);
 
   it('shows a reminder that fires while the page is open at once (pushed, not polled)', async () => {
-    const { page, errors } = await signedInPage(ctx, 'notified-user');
+    const { page, errors, frames } = await signedInPage(ctx, 'notified-user');
     await page.waitForSelector('#notifications:not([hidden])', { timeout: LIVE_MS });
 
     // Due in an hour and three seconds with a one-hour reminder: it fires about three seconds from now.
@@ -137,9 +142,14 @@ describe('in-app notifications on the board in Chromium', { skip }, () => {
       reminders: ['PT1H'],
     });
     assert.equal(created.status, 201);
-    // Well within the board's 30 s fallback poll: only the gateway's push can bring it this soon.
+    // Well within the board's 30 s fallback poll; and the page's socket received the gateway's frame for it
+    // (the page loads the inbox on that frame): pushed, whatever the poll did.
     const toast = page.locator('#toasts .toast', { hasText: 'Reminder: Water the plants' });
     await toast.waitFor({ timeout: 15_000 });
+    assert.ok(
+      frames.some((f) => f.type === 'notification' && f.notification?.task_id === created.body.id),
+      `the notification frame on the page's socket: ${JSON.stringify(frames.map((f) => f.type))}`,
+    );
     assert.equal(await page.locator('#notif-list li', { hasText: 'Reminder: Water the plants' }).count(), 1);
     assert.deepEqual(errors, []);
   });

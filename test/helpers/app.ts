@@ -120,6 +120,18 @@ export async function eventCount(q: Queryable): Promise<number> {
   return Number(r.rows[0]!.n);
 }
 
+/**
+ * Waits until every outbox row is on the bus (the relay marks a row published only once it is durable there).
+ * On the embedded bus writers append to its log directly and the outbox stays empty: nothing to wait for.
+ */
+export async function outboxRelayed(db: Queryable, timeoutMs = 30_000): Promise<void> {
+  await waitFor(
+    async () => (await db.query('SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1')).rows.length === 0,
+    timeoutMs,
+    'the outbox to be relayed',
+  );
+}
+
 export async function waitFor<T>(
   fn: () => Promise<T | undefined | false> | T | undefined | false,
   timeoutMs = 10_000,

@@ -12,6 +12,7 @@ import type { RetryPolicy } from '../../src/bus/consumer.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
+import { postgresBackend } from './db.ts';
 
 export const FAST_RETRY: RetryPolicy = { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 20 };
 
@@ -30,35 +31,51 @@ export interface TransportHarness {
   cleanup(): Promise<void>;
 }
 
-export type HarnessFactory = { name: string; create(): Promise<TransportHarness> };
+export interface HarnessFactory {
+  name: string;
+  /** Why its suites are skipped (the server it needs is not configured), or false. */
+  skip: string | false;
+  create(): Promise<TransportHarness>;
+}
 
 const suffix = () => randomBytes(4).toString('hex');
 
+/** A new embedded bus on `db`, as a process would make one (fast polls, heartbeats and retries). */
+const embeddedBus = (db: Db, retry?: RetryPolicy) =>
+  createEmbeddedBus(db, {
+    log: silentLogger,
+    retry: retry ?? FAST_RETRY,
+    pollIntervalMs: 20,
+    heartbeatIntervalMs: 100,
+    sessionTimeoutMs: 1_000,
+  });
+
+/** `unique` of a harness: names no other run shares. */
+const uniqueNames = () => {
+  const run = suffix();
+  let n = 0;
+  return (base: string) => `${base}-${run}-${++n}`;
+};
+
 export const embeddedHarness: HarnessFactory = {
-  name: 'embedded',
+  name: 'embedded on pglite',
+  skip: false,
   async create() {
-    // PGlite in a directory: a restart really closes the database and opens it again.
+    // PGlite in a directory: a restart really closes the database and opens it again. One process at a time
+    // can open the directory, so the "processes" alive at the same time share one Db.
     const dir = mkdtempSync(join(tmpdir(), 'taskflow-bus-'));
     let db: Db | null = null;
     let users = 0;
-    const run = suffix();
-    let n = 0;
     return {
-      name: 'embedded',
-      unique: (base) => `${base}-${run}-${++n}`,
+      name: 'embedded on pglite',
+      unique: uniqueNames(),
       async start(opts = {}) {
         if (!db) {
           db = await openDb(dir);
           await migrate(db);
         }
         users++;
-        const bus = createEmbeddedBus(db, {
-          log: silentLogger,
-          retry: opts.retry ?? FAST_RETRY,
-          pollIntervalMs: 20,
-          heartbeatIntervalMs: 100,
-          sessionTimeoutMs: 1_000,
-        });
+        const bus = embeddedBus(db, opts.retry);
         return {
           bus,
           close: async () => {
@@ -78,7 +95,34 @@ export const embeddedHarness: HarnessFactory = {
   },
 };
 
-export const harnesses: HarnessFactory[] = [embeddedHarness];
+/**
+ * The embedded bus on a real PostgreSQL server (TEST_DATABASE_URL): each "process" opens a connection pool
+ * of its own on one database, so members of a group are woken across pools by NOTIFY and contend for
+ * partitions with real concurrency, and a restart closes a pool and opens another.
+ */
+export const embeddedPostgresHarness: HarnessFactory = {
+  name: 'embedded on postgres',
+  skip: postgresBackend ? false : 'needs TEST_DATABASE_URL (scripts/test starts PostgreSQL)',
+  async create() {
+    const { url, drop } = await postgresBackend!.fresh();
+    return {
+      name: 'embedded on postgres',
+      unique: uniqueNames(),
+      async start(opts = {}) {
+        const db = await openDb(url);
+        const bus = embeddedBus(db, opts.retry);
+        return {
+          bus,
+          close: async () => {
+            await bus.close();
+            await db.close();
+          },
+        };
+      },
+      cleanup: drop,
+    };
+  },
+};
 
 /** A real Apache Kafka broker (scripts/kafka, started by scripts/test): TEST_KAFKA_BROKERS. */
 export const kafkaBrokers = process.env.TEST_KAFKA_BROKERS;
@@ -87,6 +131,7 @@ if (!kafkaBrokers && process.env.REQUIRE_KAFKA === '1')
 
 export const kafkaHarness: HarnessFactory = {
   name: 'kafka',
+  skip: kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS (scripts/test starts Kafka)',
   async create() {
     const { createKafkaBus } = await import('../../src/bus/kafka/index.ts');
     const run = suffix();
@@ -113,4 +158,5 @@ export const kafkaHarness: HarnessFactory = {
   },
 };
 
-if (kafkaBrokers) harnesses.push(kafkaHarness);
+/** Every transport; a suite per harness, skipped (with the reason) when its server is not configured. */
+export const harnesses: readonly HarnessFactory[] = [embeddedHarness, embeddedPostgresHarness, kafkaHarness];

@@ -1,7 +1,9 @@
 /**
  * The embedded bus and the relay on a real PostgreSQL server shared by two processes' connection pools: an
- * append in one wakes a consumer (or a commit wakes the relay) in the other through LISTEN/NOTIFY (its poll is set to a minute, so only the notification
- * can deliver in time), also after the listening connection was killed and re-established.
+ * append in one wakes a consumer (or an outbox write wakes the relay) in the other through LISTEN/NOTIFY, also
+ * after the listening connection was killed and re-established. Their polls are set to a minute, and each
+ * test first proves the consumer (the relay) has done its first read and waits: only the notification can
+ * deliver in time.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -9,6 +11,7 @@ import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import type { Subscription } from '../../src/bus/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb } from '../../src/store/db.ts';
+import { appendEvents } from '../../src/store/outbox.ts';
 import { startApp, waitFor } from '../helpers/app.ts';
 import { postgresBackend } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
@@ -36,8 +39,13 @@ describe(
           topics: ['task-events'],
           handler: async (m) => void got.push(titleOf(m.event)),
         });
-        // Let the consumer's workers reach their idle wait (the first fetch finds nothing).
-        await new Promise((r) => setTimeout(r, 1_000));
+        // Barrier: an event appended by the consumer's own process (it wakes its worker in-process) and
+        // handled shows the worker of u1's partition has done its reads; the next table read comes when a
+        // notification asks for it, or with the poll in a minute.
+        await consumerBus.publisher.publish([
+          { topic: 'task-events', key: 'u1', event: taskCreated('u1', 'warm-up') },
+        ]);
+        await waitFor(() => got.includes('warm-up'), 10_000, 'the warm-up event, appended in-process');
         await producerBus.publisher.publish([
           { topic: 'task-events', key: 'u1', event: taskCreated('u1', 'first') },
         ]);
@@ -71,27 +79,32 @@ describe(
       }
     });
 
-    it('wakes a relay in another pool at once when the api commits (outbox trigger NOTIFY)', async () => {
-      const { db: apiDb, url, drop } = await postgresBackend!.fresh();
+    it('wakes a relay in another pool at once when another process writes to the outbox (trigger NOTIFY)', async () => {
+      // The writer has no bus, so its events go to the outbox (an api process with the embedded bus appends
+      // to the bus's log itself and leaves the relay nothing to publish).
+      const { db: writerDb, url, drop } = await postgresBackend!.fresh();
       const relayDb = await openDb(url, { poolSize: 3 });
-      const slowRelay = { RELAY_POLL_MS: '60000', EMBEDDED_POLL_MS: '60000' };
-      const relay = await startApp(relayDb, { targets: ['relay'], env: slowRelay });
-      const api = await startApp(apiDb, { targets: ['api'], env: slowRelay });
+      const write = (title: string) =>
+        writerDb.transaction((tx) => appendEvents(tx, [taskCreated('far', title)]));
+      const published = async (title: string) =>
+        (
+          await writerDb.query(
+            `SELECT 1 FROM outbox WHERE published_at IS NOT NULL AND event->'data'->'task'->>'title' = $1`,
+            [title],
+          )
+        ).rows.length === 1;
+      // Barrier: an event written before the relay starts, published by its first round, shows the relay has
+      // read the outbox and now waits for the poll in a minute unless a notification wakes it.
+      await write('before');
+      const relay = await startApp(relayDb, {
+        targets: ['relay'],
+        env: { RELAY_POLL_MS: '60000', EMBEDDED_POLL_MS: '60000' },
+      });
       try {
-        await new Promise((r) => setTimeout(r, 1_000)); // the relay's first round found nothing and waits
-        assert.equal((await api.call('far', 'POST', '/api/tasks', { title: 'relay me' })).status, 201);
-        await waitFor(
-          async () =>
-            (
-              await apiDb.query<{ n: string }>(
-                'SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL',
-              )
-            ).rows[0]!.n === '0',
-          10_000,
-          'the event published long before the relay poll',
-        );
+        await waitFor(() => published('before'), 10_000, 'the first round to publish the backlog');
+        await write('relay me');
+        await waitFor(() => published('relay me'), 10_000, 'the event published long before the relay poll');
       } finally {
-        await api.stop();
         await relay.stop();
         await relayDb.close();
         await drop();

@@ -90,6 +90,8 @@ describe('group commit: admission control', () => {
         let release: () => void = () => undefined;
         const holding = db.transaction(() => new Promise<void>((r) => (release = r)));
         const queued = app.call('olga', 'POST', '/api/tasks', { title: 'waits' });
+        // Not a condition but the bound under test: longer than CREATE_QUEUE_MAX_MS (200 ms). Too short, the
+        // create below is accepted and the test fails; it cannot make a broken admission control pass.
         await new Promise((r) => setTimeout(r, 400));
         const refused = await app.call('olga', 'POST', '/api/tasks', { title: 'refused' });
         assert.equal(refused.status, 503);

@@ -12,13 +12,12 @@ import { TOPICS } from '../../src/contracts/topics.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { releaseLease, tryAcquireLease } from '../../src/store/lease.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
-import { TEST_SECRET, startApp, waitFor } from '../helpers/app.ts';
+import { TEST_SECRET, outboxRelayed, startApp, waitFor } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { harnesses, type TransportHarness } from '../helpers/transports.ts';
 
 const DAY = 86_400_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The task-events log as the bus holds it: per key, the titles in offset order, and each event id's count. */
 async function taskEventsLog(db: Db) {
@@ -72,7 +71,13 @@ for (const backend of backends) {
       assert.equal(await tryAcquireLease(db, 'relay-test', 'b', 60_000), false, "b's release of a's lease");
       await releaseLease(db, 'relay-test', 'a');
       assert.equal(await tryAcquireLease(db, 'relay-test', 'b', 1), true, 'b once a released it');
-      await sleep(30);
+      await waitFor(
+        async () =>
+          (await db.query(`SELECT 1 FROM leases WHERE name = 'relay-test' AND lease_until < now()`)).rows
+            .length,
+        5_000,
+        "b's lease of 1 ms to expire by the database clock",
+      );
       assert.equal(await tryAcquireLease(db, 'relay-test', 'a', 60_000), true, "a once b's lease expired");
       assert.equal(await tryAcquireLease(db, 'relay-test', 'b', 60_000), false, 'b, expired, is out');
     });
@@ -92,8 +97,9 @@ for (const backend of backends) {
       await writeBacklog(db, keys, 40);
       const app = await startApp(db, { targets: ['relay'], env: { RELAY_BATCH_SIZE: '16' } });
       try {
-        await waitFor(async () => (await taskEventsLog(db)).total >= 120, 20_000, '120 events on the bus');
-        await sleep(100);
+        // Every row marked published (in the transaction that put it on the bus); stopping the relay then ends
+        // its last round: nothing can be published after, so the log below is final.
+        await outboxRelayed(db, 20_000);
       } finally {
         await app.stop();
       }
@@ -116,6 +122,9 @@ for (const backend of backends) {
         await db.query('DELETE FROM bus_messages');
         await db.query('DELETE FROM outbox');
         const db2 = await openDb(url);
+        // The writer has no bus, so its events go to the outbox for the relays (a process with the embedded
+        // bus appends to the bus's log itself, and the relays would have nothing to publish).
+        const writer = await openDb(url);
         const env = { RELAY_BATCH_SIZE: '8', RELAY_POLL_MS: '5' };
         const [a, b] = [
           await startApp(db, { targets: ['relay'], env }),
@@ -124,14 +133,20 @@ for (const backend of backends) {
         const keys = ['dan', 'eve', 'fay', 'gus'];
         try {
           // Written while both relays run: each round is a race between them unless one holds the lease.
-          await writeBacklog(db, keys, 60);
-          await waitFor(async () => (await taskEventsLog(db)).total >= 240, 30_000, '240 events on the bus');
-          await sleep(300);
+          await writeBacklog(writer, keys, 60);
+          // Every row marked published; stopping both relays then ends their last rounds (a round that read
+          // rows before another marked them has published them by then), so the log below is final.
+          await outboxRelayed(db, 30_000);
         } finally {
           await a.stop();
           await b.stop();
           await db2.close();
+          await writer.close();
         }
+        const published = await db.query<{ n: string }>(
+          'SELECT count(*)::text AS n FROM outbox WHERE published_at IS NOT NULL',
+        );
+        assert.equal(published.rows[0]!.n, '240', 'the relays published the outbox');
         const log = await taskEventsLog(db);
         assert.equal(log.total, 240, 'each event once');
         for (const k of keys) assert.ok(inOrder(log.byKey.get(k)!), `${k} in commit order`);
@@ -160,7 +175,7 @@ for (const backend of backends) {
 }
 
 for (const factory of harnesses) {
-  describe(`consumer position on ${factory.name}`, () => {
+  describe(`consumer position on ${factory.name}`, { skip: factory.skip }, () => {
     let h: TransportHarness;
     before(async () => {
       h = await factory.create();

@@ -7,10 +7,12 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
+import { pino } from 'pino';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
 import type { Subscription } from '../../src/bus/types.ts';
 import { listDeadLetters } from '../../src/bus/dlq.ts';
@@ -20,7 +22,7 @@ import { migrate } from '../../src/store/migrate.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { TEST_SECRET, startApp, waitFor } from '../helpers/app.ts';
 import { createPgDatabase } from '../helpers/db.ts';
-import { taskCreated, titleOf } from '../helpers/events.ts';
+import { sentinelOf, taskCreated, titleOf } from '../helpers/events.ts';
 import { kafka } from '../helpers/kafka.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
@@ -263,6 +265,7 @@ describe('Taskflow on Kafka', { skip }, () => {
             }));
             await bus.publisher.publish(batch);
             produced.push(...batch.map((m) => m.event.id));
+            // The producer's pace, not a condition: the kill waits for a's hang and b's effects below.
             await new Promise((r) => setTimeout(r, 60));
           }
         })();
@@ -396,8 +399,17 @@ describe('Taskflow on Kafka', { skip }, () => {
       );
       assert.match(replay.stdout, /replayed 1 event/);
       await waitFor(() => handled.get(poison.id) === 1, 30_000, 'replayed poison handled');
-      await new Promise((r) => setTimeout(r, 500));
+      // Barrier: a sentinel after the replayed event in its partition; handled, whatever copy of the poison
+      // was to come has come. Then the positions: committed about once a second, awaited before `taskflow lag`.
+      const sentinel = sentinelOf(poison);
+      await bus.publisher.publish([{ topic: 'task-events', key: 'p1', event: sentinel }]);
+      await waitFor(() => handled.has(sentinel.id), 30_000, 'the sentinel after the replay');
       assert.equal(handled.get(poison.id), 1);
+      await waitFor(
+        async () => (await bus.admin.lag(group)).every((l) => l.lag === 0),
+        30_000,
+        'the positions committed',
+      );
       const lag = await execFileP(process.execPath, ['bin/taskflow.js', 'lag', '--group', group, '--json'], {
         env: cliEnv,
       });
@@ -413,12 +425,24 @@ describe('Taskflow on Kafka', { skip }, () => {
 
   it('lets a consumer start before its topics exist: it waits for them, then reads from the start', async () => {
     const p = prefix();
+    // The topic is created once the subscriber says it waits for it (no fixed head start).
+    let waiting!: () => void;
+    const waits = new Promise<void>((r) => (waiting = r));
+    const log = pino(
+      { level: 'warn' },
+      new Writable({
+        write(chunk, _enc, cb) {
+          if (String(chunk).includes('waiting for Kafka topics to exist')) waiting();
+          cb();
+        },
+      }),
+    );
     const bus = createKafkaBus(
       { brokers: kafkaBrokers!.split(','), clientId: 'early', topicPrefix: p },
-      { log: silentLogger, topicWaitMs: 30_000 },
+      { log, topicWaitMs: 30_000 },
     );
     const got: string[] = [];
-    const creating = new Promise((r) => setTimeout(r, 1500)).then(() =>
+    const creating = waits.then(() =>
       bus.admin.ensureTopics([{ name: 'late', partitions: 2, retentionMs: 3_600_000 }]),
     );
     let sub: Subscription | undefined;
@@ -432,6 +456,7 @@ describe('Taskflow on Kafka', { skip }, () => {
       await bus.publisher.publish([{ topic: 'late', key: 'u', event: taskCreated('u', 'first') }]);
       await waitFor(() => got.includes('first'), 30_000, 'the event on the late topic');
     } finally {
+      waiting(); // if the subscriber failed before saying so
       await creating.catch(() => undefined);
       await sub?.close();
       await bus.close();

@@ -5,13 +5,12 @@
  * problem+json 503 with Retry-After.
  */
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
-import { startApp } from '../helpers/app.ts';
+import { startApp, waitFor } from '../helpers/app.ts';
 
 async function limitedApp(perMinute: number) {
   const db = await openDb('memory://');
@@ -94,13 +93,17 @@ describe('limits without holes', () => {
     const { app, close } = await limitedApp(0);
     try {
       // A connection whose request has begun (headers not finished) is not idle: closing waits for it.
+      const fastify = app.proc.runtime.http.app;
+      const accepted = new Promise<Socket>((r) => fastify.server.once('connection', r));
       const { port } = new URL(app.url);
       const socket = connect(Number(port), '127.0.0.1');
-      await new Promise((r) => socket.once('connect', r));
-      socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
-      await sleep(50);
-      const stopping = app.proc.runtime.http.app.close();
-      await sleep(50);
+      const head = 'GET /healthz HTTP/1.1\r\nHost: x\r\n';
+      socket.write(head);
+      const serverSide = await accepted;
+      await waitFor(() => serverSide.bytesRead >= head.length, 5_000, 'the server to read the request begun');
+      const stopping = fastify.close();
+      // The server stops listening after the preClose hooks: the server is shutting down from then on.
+      await waitFor(() => !fastify.server.listening, 5_000, 'the server to begin closing');
       let answer = '';
       socket.on('data', (b: Buffer) => (answer += b.toString()));
       const ended = new Promise((r) => socket.once('close', r));

@@ -49,9 +49,18 @@ describe('consumers across outages', { skip: kafkaBrokers ? false : 'needs TEST_
           db.transaction(async (tx) => {
             const pid = (await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
             await db.query('SELECT pg_terminate_backend($1)', [pid]);
-            await new Promise((r) => setTimeout(r, 200)); // the server's FATAL reaches the idle client
+            // The backend sends its FATAL, then exits: once it is gone, the FATAL has reached the client idle
+            // in the transaction (an 'error' event there), not an answer to the next query.
+            await waitFor(
+              async () =>
+                (await db.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rows.length === 0,
+              10_000,
+              'the terminated backend to exit',
+            );
+            await new Promise((r) => setImmediate(r));
             await tx.query('SELECT 1');
           }),
+          /not queryable/, // the client had the connection error before this query: the path under test
         );
         await new Promise((r) => setImmediate(r));
         assert.deepEqual(uncaught, []);
@@ -96,9 +105,21 @@ describe('consumers across outages', { skip: kafkaBrokers ? false : 'needs TEST_
       await publish(0, 6);
       await waitFor(async () => (await audited()) === 6, 30_000, 'events before the outage');
 
+      const retries = async () =>
+        (await app!.proc.runtime.metrics.handlerRetries.get()).values
+          .filter((v) => v.labels.group === GROUPS.audit)
+          .reduce((n, v) => n + v.value, 0);
+      const retriedBefore = await retries();
       await postgres('stop', instance);
       await publish(6, 24);
-      await new Promise((r) => setTimeout(r, 3_000)); // many times the consumer's whole retry budget
+      // The outage lasts until the consumer has retried more often than the 24 events' retry budgets allow
+      // (CONSUMER_MAX_ATTEMPTS=3: 2 retries each), so at least one was retried past its budget instead of
+      // being dead-lettered.
+      await waitFor(
+        async () => (await retries()) - retriedBefore > 24 * 2,
+        60_000,
+        'the consumer to retry past the retry budgets',
+      );
       await postgres('start', instance);
 
       await waitFor(async () => (await audited()) === 30, 60_000, 'every event handled after the outage');
@@ -149,7 +170,9 @@ describe('consumers across outages', { skip: kafkaBrokers ? false : 'needs TEST_
         'the offsets committed',
       );
       await kafka('stop', 'consumer-outage');
-      await new Promise((r) => setTimeout(r, 20_000)); // longer than the client's own reconnect attempts
+      // Not a condition but the outage under test: longer than the client's own reconnect attempts. Nothing
+      // is decided by it; the events published after it decide.
+      await new Promise((r) => setTimeout(r, 20_000));
       await kafka('start', 'consumer-outage');
       await waitFor(
         async () =>

@@ -49,15 +49,22 @@ describe('outbox relay on the embedded bus', () => {
         await app.call(users[i % 3]!, 'POST', '/api/tasks', { title: `${users[i % 3]}-${i}` });
       sub = await collect(app);
       await waitFor(() => received.length >= 69, 30_000, 'events after the restart');
-      await new Promise((r) => setTimeout(r, 300));
+      // Barrier before "exactly once": one more task per user, after the events under test in that user's
+      // partition; once each has arrived, so has any event that was going to come again.
+      for (const user of users) await app.call(user, 'POST', '/api/tasks', { title: `${user}-sentinel` });
+      await waitFor(
+        () => users.every((u) => received.some((r) => r.title === `${u}-sentinel`)),
+        30_000,
+        'a sentinel task of each user',
+      );
       await sub.close();
       await app.stop();
       await db.close();
 
-      assert.equal(received.length, 69, 'exactly once');
-      assert.equal(new Set(received.map((r) => r.id)).size, 69);
+      assert.equal(received.length, 69 + users.length, 'exactly once');
+      assert.equal(new Set(received.map((r) => r.id)).size, 69 + users.length);
       for (const user of users) {
-        const mine = received.filter((r) => r.key === user);
+        const mine = received.filter((r) => r.key === user && !r.title.endsWith('-sentinel'));
         const order = mine.map((r) => Number(r.title.split('-')[1]));
         assert.deepEqual(
           order,

@@ -134,18 +134,18 @@ describe('PGlite session with prepared statements', () => {
   });
 
   it('runs a statement issued during a transaction after it, never inside it', async () => {
-    let inside!: () => void;
-    const started = new Promise<void>((resolve) => (inside = resolve));
+    let count: Promise<{ rows: { n: number }[] }> | undefined;
     const tx = db.transaction(async (t) => {
       await t.query(`INSERT INTO t (id) VALUES (20)`);
-      inside();
-      await sleep(50);
+      count = db.query<{ n: number }>(`SELECT count(*)::int AS n FROM t`); // not in the transaction
+      // A barrier instead of a pause: PGlite takes statements in the order they are issued, so had the count
+      // not been queued behind the transaction, it would have run inside it, before this statement's answer
+      // and the ROLLBACK.
+      await t.query(`SELECT 'issued after the count'`);
       throw new Error('rolled back');
     });
-    await started;
-    const count = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM t`); // queued behind the transaction
     await assert.rejects(tx, /rolled back/);
-    assert.equal(count.rows[0]!.n, 0);
+    assert.deepEqual((await count!).rows, [{ n: 0 }]);
   });
 
   it('answers with the new shape after DDL changed what a prepared statement returns', async () => {
@@ -213,7 +213,7 @@ describe('PGlite lanes: background work yields to foreground work, for a bounded
   it('runs background work that has waited its bound before foreground work', async () => {
     const order = await finishingOrder(30, async (db, record) => {
       record('background', db.background().query(`SELECT 'b'`));
-      await sleep(60);
+      await sleep(60); // not a condition: the background work must have waited longer than its bound, 30 ms
       record('foreground', db.query(`SELECT 'f'`));
     });
     assert.deepEqual(order, ['background', 'foreground']);

@@ -21,7 +21,7 @@ import { createNotificationsTarget } from '../../src/services/notifications/inde
 import { createRemindersTarget, type ReminderScheduler } from '../../src/services/reminders/index.ts';
 import { findTargets } from '../../src/services/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
-import { startApp, waitFor, writtenEvents, type TestApp } from '../helpers/app.ts';
+import { outboxRelayed, startApp, waitFor, writtenEvents, type TestApp } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
 import {
   startPushService,
@@ -53,18 +53,6 @@ const busEnv = (bus = 'embedded'): Record<string, string> =>
 const SECRET = 'webhook-secret-for-tests-0123456789';
 
 type ReminderCloudEvent = CloudEvent<ReminderEventData>;
-
-/**
- * Waits until every outbox row is on the bus (the relay marks a row published only once it is durable there).
- * On the embedded bus writers append to its log directly and the outbox stays empty: nothing to wait for.
- */
-async function outboxRelayed(db: Db): Promise<void> {
-  await waitFor(
-    async () => (await db.query('SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1')).rows.length === 0,
-    WAIT,
-    'the outbox to be relayed',
-  );
-}
 
 /** The reminder events on the bus (the `reminders` topic), optionally of one task. */
 async function reminderEvents(app: TestApp, taskId?: string): Promise<ReminderCloudEvent[]> {

@@ -40,6 +40,13 @@ interface NextCase {
   expected: string | null;
 }
 
+/** Feb 29 every 54 years from 2028: 2082 is no leap year, 2136 is one (108 years on), 2190 not, 2244 is. */
+const FEB29_EVERY_54_YEARS = {
+  input: { rrule: 'FREQ=YEARLY;INTERVAL=54;BYMONTH=2;BYMONTHDAY=29' },
+  tz: 'UTC',
+  anchor: '2028-02-29T09:00:00Z',
+};
+
 const nextCases: NextCase[] = [
   // Cases aimed at mutants that survived (docs/mutation-testing.md), UTC so the arithmetic is the calendar's.
   // COUNT: the anchor is occurrence #1; the series ends once COUNT occurred.
@@ -162,6 +169,89 @@ const nextCases: NextCase[] = [
     previousDue: '2026-03-10T09:00:00Z',
     completedAt: '2026-03-10T09:00:00Z',
     expected: '2026-03-11T09:00:00.000Z',
+  },
+  // More cases aimed at survivors of the whole-domain StrykerJS run (2026-12-03), UTC as above.
+  {
+    name: 'after_completion, several times a day: completed at 12:00 exactly → 18:00 the same day',
+    input: { rrule: 'FREQ=DAILY;BYHOUR=9,12,18', mode: 'after_completion' },
+    tz: 'UTC',
+    anchor: '2026-01-10T09:00:00Z',
+    completedAt: '2026-01-12T12:00:00Z',
+    expected: '2026-01-12T18:00:00.000Z',
+  },
+  {
+    name: 'after_completion with COUNT=3: the 3rd completed → none',
+    input: { preset: 'daily', count: 3, mode: 'after_completion' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    completedAt: '2026-01-05T12:00:00Z',
+    soFar: 3,
+    expected: null,
+  },
+  {
+    name: 'YEARLY;BYMONTH=3,9 keeps both months (the anchor month is only the default): Mar 10 → Sep 10',
+    input: { rrule: 'FREQ=YEARLY;BYMONTH=3,9' },
+    tz: 'UTC',
+    anchor: '2026-03-10T09:00:00Z',
+    expected: '2026-09-10T09:00:00.000Z',
+  },
+  {
+    name: 'BYMONTHDAY=1,15: either day matches: Jan 1 → Jan 15',
+    input: { rrule: 'FREQ=MONTHLY;BYMONTHDAY=1,15' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    expected: '2026-01-15T09:00:00.000Z',
+  },
+  {
+    name: 'YEARLY;BYDAY=20MO counts Mondays in the year: the 20th is May 18 (Jan 5 + 19 weeks)',
+    input: { rrule: 'FREQ=YEARLY;BYDAY=20MO' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    expected: '2026-05-18T09:00:00.000Z',
+  },
+  {
+    name: 'YEARLY;BYDAY=-1MO: the last Monday of the year, Dec 28 (Dec 31 is a Thursday)',
+    input: { rrule: 'FREQ=YEARLY;BYDAY=-1MO' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    expected: '2026-12-28T09:00:00.000Z',
+  },
+  {
+    name: 'every 3 days, long after the anchor: Jan 1, 4, 7, 10 → Jan 13',
+    input: { rrule: 'FREQ=DAILY;INTERVAL=3' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    previousDue: '2026-01-10T09:00:00Z',
+    expected: '2026-01-13T09:00:00.000Z',
+  },
+  {
+    name: 'every 2 years, long after the anchor: 2030 → 2032',
+    input: { rrule: 'FREQ=YEARLY;INTERVAL=2' },
+    tz: 'UTC',
+    anchor: '2026-03-01T09:00:00Z',
+    previousDue: '2030-03-01T09:00:00Z',
+    expected: '2032-03-01T09:00:00.000Z',
+  },
+  {
+    name: 'BYSETPOS=-6 of the Mondays: no month has 6 (a 4-Monday month must not wrap around) → none',
+    input: { rrule: 'FREQ=MONTHLY;BYDAY=MO;BYSETPOS=-6' },
+    tz: 'UTC',
+    anchor: '2026-01-05T09:00:00Z',
+    expected: null,
+  },
+  {
+    name: 'yearly into the year 9999 → Jun 1 9999',
+    input: 'yearly',
+    tz: 'UTC',
+    anchor: '9998-06-01T09:00:00Z',
+    expected: '9999-06-01T09:00:00.000Z',
+  },
+  {
+    name: 'nothing after 9999, also within a week that began in it: Fri Dec 31 9999, then Sat → none',
+    input: { rrule: 'FREQ=WEEKLY;BYDAY=FR,SA' },
+    tz: 'UTC',
+    anchor: '9999-12-31T09:00:00Z',
+    expected: null,
   },
   // presets (Berlin 09:00 CET = 08:00Z)
   {
@@ -642,6 +732,55 @@ const nextCases: NextCase[] = [
     anchor: '2026-01-05T09:00:00Z',
     expected: null,
   },
+  // The search limits: it gives up after 100 × 366 days without an occurrence, over at least 2 empty periods.
+  {
+    name: 'Feb 29 yearly from 2096: 2100 is no leap year, 8 empty years are within the limit → 2104',
+    input: { rrule: 'FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29' },
+    tz: 'UTC',
+    anchor: '2096-02-29T09:00:00Z',
+    expected: '2104-02-29T09:00:00.000Z',
+  },
+  {
+    name: 'every 150 years: one empty period (the anchor year) is not enough to give up → 2176',
+    input: { rrule: 'FREQ=YEARLY;INTERVAL=150' },
+    tz: 'UTC',
+    anchor: '2026-03-01T09:00:00Z',
+    expected: '2176-03-01T09:00:00.000Z',
+  },
+  {
+    name: 'Feb 29 every 54 years from 2028: 2082 has none, 2136 is 108 years on → none (search limit)',
+    ...FEB29_EVERY_54_YEARS,
+    expected: null,
+  },
+  {
+    name: 'the same rule after 2136 (an edited series): the search starts there, not at the anchor → 2244',
+    ...FEB29_EVERY_54_YEARS,
+    previousDue: '2136-02-29T09:00:00Z',
+    expected: '2244-02-29T09:00:00.000Z',
+  },
+  {
+    name: 'the same as every 648 months: the search starts at the month period of 2136 → 2244',
+    ...FEB29_EVERY_54_YEARS,
+    input: { rrule: 'FREQ=MONTHLY;INTERVAL=648;BYMONTH=2;BYMONTHDAY=29' },
+    previousDue: '2136-02-29T09:00:00Z',
+    expected: '2244-02-29T09:00:00.000Z',
+  },
+  {
+    name: 'every 18,300 days in March: 2076-02-08 empty, 2126-03-18 exactly 36,600 days on, not over → found',
+    input: { rrule: 'FREQ=DAILY;INTERVAL=18300;BYMONTH=3' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    expected: '2126-03-18T09:00:00.000Z',
+  },
+  {
+    name: 'Feb 29 with COUNT=40, #25 (2128) → #26 (2132): occurrences keep the search going past 100 years',
+    input: { rrule: 'FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;COUNT=40' },
+    tz: 'UTC',
+    anchor: '2028-02-29T09:00:00Z',
+    previousDue: '2128-02-29T09:00:00Z',
+    soFar: 25,
+    expected: '2132-02-29T09:00:00.000Z',
+  },
 ];
 
 describe('nextOccurrence', () => {
@@ -658,16 +797,36 @@ describe('nextOccurrence', () => {
     });
   }
 
-  it('throws RangeError on a malformed instant (programmer error, not client input)', () => {
+  it('throws RangeError on a malformed instant, naming it (programmer error, not client input)', () => {
+    const ok = '2026-01-01T00:00:00Z';
+    const series = { anchor: ok, previousDue: ok, completedAt: ok, occurrencesSoFar: 1 };
+    for (const name of ['anchor', 'previousDue', 'completedAt'] as const)
+      assert.throws(
+        () => nextOccurrence(rec('daily', BER), { ...series, [name]: 'yesterday' }),
+        { name: 'RangeError', message: `${name} must be an ISO-8601 instant with offset, got "yesterday"` },
+        name,
+      );
+  });
+
+  it('throws RangeError on a corrupt stored rule, naming what is wrong', () => {
+    const series = { anchor: '2026-01-01T09:00:00Z', previousDue: null, completedAt: '2026-01-01T09:00:00Z' };
+    const stored = (over: Partial<Recurrence>): Recurrence => ({ ...rec('daily', 'UTC'), ...over });
+    assert.throws(
+      () => nextOccurrence(stored({ timezone: 'Mars/Olympus' }), { ...series, occurrencesSoFar: 1 }),
+      {
+        name: 'RangeError',
+        message: 'invalid stored recurrence: unknown time zone Mars/Olympus',
+      },
+    );
     assert.throws(
       () =>
-        nextOccurrence(rec('daily', BER), {
-          anchor: 'yesterday',
-          previousDue: null,
-          completedAt: '2026-01-01T00:00:00Z',
-          occurrencesSoFar: 1,
-        }),
-      RangeError,
+        previewOccurrences(
+          stored({ rrule: 'FREQ=DAILY;INTERVAL=0;COUNT=0' }),
+          series.anchor,
+          series.anchor,
+          3,
+        ),
+      { name: 'RangeError', message: /^invalid stored recurrence rrule: [^;]+; [^;]+$/ },
     );
   });
 });
@@ -797,7 +956,51 @@ const previewCases: PreviewCase[] = [
     count: 0,
     expected: [],
   },
+  {
+    name: 'COUNT=5 long after the anchor: only #5 (Jan 5) is left after Jan 4 12:00',
+    input: { rrule: 'FREQ=DAILY;COUNT=5' },
+    tz: 'UTC',
+    anchor: '2026-01-01T09:00:00Z',
+    after: '2026-01-04T12:00:00Z',
+    count: 10,
+    expected: ['2026-01-05T09:00:00.000Z'],
+  },
+  {
+    name: 'Feb 29 every 54 years after 2136: the walk starts there (from the anchor it gives up at 2136)',
+    ...FEB29_EVERY_54_YEARS,
+    after: '2136-02-29T09:00:00Z',
+    count: 1,
+    expected: ['2244-02-29T09:00:00.000Z'],
+  },
+  {
+    name: '02:30 and 03:30 daily across the spring gap (Mar 29): 02:30 moves to 03:30 CEST, listed once',
+    input: { rrule: 'FREQ=DAILY;BYHOUR=2,3;BYMINUTE=30' },
+    tz: BER,
+    anchor: '2026-03-28T01:30:00Z', // 02:30 CET
+    after: '2026-03-28T01:30:00Z',
+    count: 4,
+    expected: [
+      '2026-03-28T02:30:00.000Z', // 03:30 CET
+      '2026-03-29T01:30:00.000Z', // 03:30 CEST (02:30 does not exist; 03:30 is the same instant)
+      '2026-03-30T00:30:00.000Z', // 02:30 CEST
+      '2026-03-30T01:30:00.000Z', // 03:30 CEST
+    ],
+  },
 ];
+
+describe('previewOccurrences: malformed instants', () => {
+  it('throws RangeError naming the argument', () => {
+    const rule = rec('daily', 'UTC');
+    for (const [anchor, after, name] of [
+      ['soon', '2026-01-01T00:00:00Z', 'anchor'],
+      ['2026-01-01T00:00:00Z', 'soon', 'after'],
+    ] as const)
+      assert.throws(() => previewOccurrences(rule, anchor, after, 3), {
+        name: 'RangeError',
+        message: `${name} must be an ISO-8601 instant with offset, got "soon"`,
+      });
+  });
+});
 
 describe('previewOccurrences', () => {
   for (const c of previewCases) {

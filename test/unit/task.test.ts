@@ -125,6 +125,18 @@ describe('validateCreate', () => {
     assert.equal(value(create({ description: '  kept as is ' })).description, '  kept as is ');
   });
 
+  it('refuses text the databases cannot store (NUL, an unpaired surrogate) in title, description and tags', () => {
+    const nul = 'must not contain NUL characters (U+0000)';
+    const surrogate = 'must be valid Unicode (it has an unpaired UTF-16 surrogate)';
+    assert.deepEqual(only({ title: 'a\u0000b' }), [`title: ${nul}`]);
+    assert.deepEqual(only({ description: 'x\uD800' }), [`description: ${surrogate}`]);
+    assert.deepEqual(only({ tags: ['ok', 'b\u0000'] }), [`tags[1]: ${nul}`]);
+    assert.deepEqual(
+      value(create({ title: 'Tee 🍵', description: '😀', tags: ['日本'] })),
+      fields({ title: 'Tee 🍵', description: '😀', tags: ['日本'] }),
+    );
+  });
+
   it('checks status and priority against their lists (priority case-insensitive)', () => {
     assert.equal(value(create({ status: 'pending' })).status, 'pending');
     for (const status of ['done', 'PENDING', 3])
@@ -262,6 +274,12 @@ describe('parseInstant', () => {
     assert.equal(long.length, 65);
     assert.equal(parseInstant(long), null);
     assert.equal(parseInstant(long.replace('.000000000', '.00000000')), '2026-01-10T09:00:00.000Z'); // 64
+  });
+  it('accepts years 0001 to 9999 (UTC) only, both ends included', () => {
+    assert.equal(parseInstant('0001-01-01T00:00:00Z'), '0001-01-01T00:00:00.000Z');
+    assert.equal(parseInstant('9999-12-31T23:59:59.999Z'), '9999-12-31T23:59:59.999Z');
+    for (const v of ['0000-12-31T23:59:59.999Z', '0001-01-01T00:30:00+01:00', '+010000-01-01T00:00:00Z'])
+      assert.equal(parseInstant(v), null, v);
   });
 });
 
