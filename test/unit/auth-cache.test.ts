@@ -8,20 +8,25 @@ import { SignJWT } from 'jose';
 import { AuthError, createVerifier } from '../../src/auth.ts';
 
 const SECRET = 'unit-secret-unit-secret-unit-secret-0123';
-const sign = (secret: string, expSeconds: number) =>
-  new SignJWT({})
+/** A token that expires at the returned `exp` (seconds), at least `minSeconds` from now. */
+const sign = async (secret: string, minSeconds: number) => {
+  const exp = Math.ceil(Date.now() / 1000) + minSeconds;
+  const token = await new SignJWT({})
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject('ann')
-    .setExpirationTime(Math.floor(Date.now() / 1000) + expSeconds)
+    .setExpirationTime(exp)
     .sign(new TextEncoder().encode(secret));
+  return { token, exp };
+};
 
 it('accepts a cached token until its exp, and refuses it after', async () => {
   const verify = createVerifier({ secret: SECRET });
-  const token = await sign(SECRET, 1);
+  // Two seconds of validity at least: a busy machine must not expire it before the first checks (with one,
+  // signed at x.95 s, it had 50 ms and failed under load).
+  const { token, exp } = await sign(SECRET, 2);
   assert.deepEqual(await verify(token), { userId: 'ann' });
   assert.deepEqual(await verify(token), { userId: 'ann' }, 'from the cache');
-  const expired = Date.parse(new Date(Math.ceil(Date.now() / 1000) * 1000 + 1000).toISOString());
-  await new Promise((r) => setTimeout(r, Math.max(0, expired - Date.now() + 50)));
+  await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 - Date.now() + 50)));
   await assert.rejects(
     verify(token),
     (err: unknown) => err instanceof AuthError && /expired/.test(err.message),
@@ -29,7 +34,7 @@ it('accepts a cached token until its exp, and refuses it after', async () => {
 });
 
 it('does not accept for one secret a token checked for another', async () => {
-  const token = await sign(SECRET, 60);
+  const { token } = await sign(SECRET, 60);
   assert.deepEqual(await createVerifier({ secret: SECRET })(token), { userId: 'ann' });
   await assert.rejects(createVerifier({ secret: `${SECRET}-other` })(token), /signature/);
 });
