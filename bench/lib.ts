@@ -116,7 +116,6 @@ export async function withFreshPgDb<T>(
   }
 }
 
-/** An integer environment knob of a bench, `def` when unset; anything else is a clear error. */
 /** A comma-separated list from the environment. */
 export const listEnv = (key: string, def: string) =>
   (process.env[key] ?? def)
@@ -139,6 +138,7 @@ export function benchServers(): { label: string; root: string }[] {
   return servers;
 }
 
+/** An integer environment knob of a bench, `def` when unset; anything else is a clear error. */
 export function intEnv(key: string, def: number, min = 1): number {
   const raw = process.env[key];
   if (raw === undefined || raw === '') return def;

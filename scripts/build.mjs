@@ -37,12 +37,15 @@ function filesUnder(dir) {
     .sort();
 }
 
-/** What the build depends on: every source file's path, size and mtime, this script, the compiler's version. */
+/**
+ * What the build depends on: the path, size and mtime of every source file, of this script and of
+ * package-lock.json (which pins the compiler's version).
+ */
 function sourceSignature() {
   const hash = createHash('sha256');
-  for (const file of [...filesUnder(SRC), fileURLToPath(import.meta.url)]) {
-    const s = statSync(file);
-    hash.update(`${relative(ROOT, file)}\0${s.size}\0${s.mtimeMs}\n`);
+  for (const file of [...filesUnder(SRC), fileURLToPath(import.meta.url), join(ROOT, 'package-lock.json')]) {
+    const s = statSync(file, { throwIfNoEntry: false }); // no lock file outside a checkout
+    if (s) hash.update(`${relative(ROOT, file)}\0${s.size}\0${s.mtimeMs}\n`);
   }
   return hash.digest('hex');
 }

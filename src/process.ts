@@ -34,9 +34,7 @@ export async function runTargets(
   targets: readonly TargetDefinition[],
   opts: RunOptions = {},
 ): Promise<RunningProcess> {
-  const log =
-    opts.log ??
-    createLogger({ level: config.logLevel, ...(config.logFormat ? { format: config.logFormat } : {}) });
+  const log = opts.log ?? createLogger({ level: config.logLevel, format: config.logFormat });
   const metrics = new Metrics();
   // Progress of a start (one line each on a terminal): database, migrations, bus, targets.
   const since = (t: number) => Math.round(performance.now() - t);

@@ -133,7 +133,7 @@ program
     const log = createLogger({
       level: process.env.LOG_LEVEL || 'warn',
       fd: 2,
-      ...(config.logFormat ? { format: config.logFormat } : {}),
+      format: config.logFormat,
     });
     await initTracing({ serviceName: 'taskflow-mcp' });
     await serveMcpStdio({ config, token, log });
@@ -210,7 +210,7 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
     import('../observability/metrics.ts'),
     import('../bus/index.ts'),
   ]);
-  const log = createLogger({ level: 'warn', ...(config.logFormat ? { format: config.logFormat } : {}) });
+  const log = createLogger({ level: 'warn', format: config.logFormat });
   const opened = config.bus === 'embedded' ? await openDatabase(config.databaseUrl) : null;
   const db = opened?.db;
   try {

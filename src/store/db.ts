@@ -478,7 +478,7 @@ export async function openDb(
   ]);
   // A new database starts from an image with every migration applied (made once, cached on disk).
   const seed = {
-    key: `migrated-${migrationsKey()}`,
+    key: () => `migrated-${migrationsKey()}`,
     prepare: (pglite: PGlite) => migrate(new PGliteDb('memory://', new PGliteSession(pglite))).then(() => {}),
   };
   const { pglite, location, unlock } = await openPGlite(url, seed);

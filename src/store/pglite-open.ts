@@ -45,7 +45,8 @@ function pgliteLocation(url: string): string {
  * every migration), so that a first start loads it instead of running the migrations (1-2 s of CPU).
  */
 export interface ClusterSeed {
-  key: string;
+  /** Asked only when a new database is made (it reads every migration file). */
+  key(): string;
   prepare(pglite: PGlite): Promise<void>;
 }
 
@@ -93,7 +94,7 @@ function clusterName(seed?: ClusterSeed): string {
   const pkg = JSON.parse(readFileSync(join(dirname(dirname(entry)), 'package.json'), 'utf8')) as {
     version: string;
   };
-  return `taskflow-pglite-${pkg.version}${seed ? `-${seed.key}` : ''}-cluster`;
+  return `taskflow-pglite-${pkg.version}${seed ? `-${seed.key()}` : ''}-cluster`;
 }
 
 /**
