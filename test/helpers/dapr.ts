@@ -4,7 +4,6 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -12,6 +11,7 @@ import type { Clock } from '../../src/domain/clock.ts';
 import type { TargetDefinition } from '../../src/runtime.ts';
 import type { Db } from '../../src/store/db.ts';
 import { startApp, waitFor, type TestApp } from './app.ts';
+import { freePorts } from './processes.ts';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -21,24 +21,6 @@ const script = join(root, 'scripts/dapr');
 export function daprdAvailable(): boolean {
   if (process.env.DAPRD) return existsSync(process.env.DAPRD);
   return existsSync(join(root, '.cache/dapr', process.env.DAPR_VERSION ?? '1.16.0', 'daprd'));
-}
-
-/** `n` distinct free TCP ports on 127.0.0.1 (all held at once, then released). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < n; i++) {
-      const s = createServer();
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', resolve);
-      });
-      servers.push(s);
-    }
-    return servers.map((s) => (s.address() as { port: number }).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  }
 }
 
 export interface Sidecar {

@@ -6,7 +6,6 @@
  * exactly one task.created event.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { signDevToken } from '../../src/auth.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
@@ -16,6 +15,7 @@ import { TaskStore } from '../../src/store/tasks.ts';
 import { TEST_SECRET, startApp, waitFor, writtenEvents } from '../helpers/app.ts';
 import { backends, createPgDatabase } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
+import { startServer, type ServerProcess } from '../helpers/processes.ts';
 import { migrate } from '../../src/store/migrate.ts';
 
 const GROUP_KIND = 'with task: insert tasks + events';
@@ -124,32 +124,16 @@ describe(
       const created = await createPgDatabase(pgUrl!);
       const db = await openDb(created.url);
       await migrate(db);
-      const port = 20_000 + Math.floor(Math.random() * 20_000);
-      const child = spawn(process.execPath, ['bin/taskflow.js', 'serve', 'api'], {
-        env: {
-          ...process.env,
+      let server: ServerProcess | undefined;
+      try {
+        server = await startServer(['api'], {
           DATABASE_URL: created.url,
-          PORT: String(port),
           LOG_LEVEL: 'warn',
           BUS: 'embedded',
           JWT_SECRET: TEST_SECRET,
           RATE_LIMIT_PER_MINUTE: '0',
-        },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      let stderr = '';
-      child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-      try {
-        const url = `http://127.0.0.1:${port}`;
-        await waitFor(
-          () =>
-            fetch(`${url}/readyz`).then(
-              (r) => r.ok,
-              () => false,
-            ),
-          60_000,
-          `the server (${stderr})`,
-        );
+        });
+        const { child, url } = server;
         const token = await signDevToken(TEST_SECRET, 'kim');
         const acknowledged: string[] = [];
         let sent = 0;
@@ -184,7 +168,7 @@ describe(
         for (const id of stored)
           assert.equal(events.filter((e) => e.event.subject === id).length, 1, `one event for task ${id}`);
       } finally {
-        child.kill('SIGKILL');
+        server?.child.kill('SIGKILL');
         await db.close();
         await created.drop();
       }
