@@ -46,6 +46,15 @@ export const MUTANTS: readonly Mutant[] = [
     replace: '  return true;',
     tests: ['test/integration/guarantees.test.ts#^lease on', 'test/integration/outbox-relay.test.ts'],
   },
+  {
+    id: 'relay-lease-trusted-after-pause',
+    breaks: 'relay fencing: a relay resumed after a pause longer than its lease asks again before it sends',
+    file: 'src/services/relay/index.ts',
+    find: '    if (this.leader && this.leaseUntil - performance.now() >= (2 * this.leaseMs) / 3) return true;',
+    replace: '    if (this.leader) return true;',
+    tests: ['test/integration/relay-failover.test.ts'],
+    needs: ['kafka'],
+  },
 
   // --- the tamper-evident audit trail -------------------------------------------------------------------
   {

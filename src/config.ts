@@ -34,7 +34,7 @@ export interface Config {
   ledgerRetentionMs: number;
   /** Fastify trustProxy: whose X-Forwarded-For to believe for the client IP (rate limits' fallback key, audit). */
   trustProxy: boolean | number | string;
-  relay: { batchSize: number; pollIntervalMs: number; batchIntervalMs: number };
+  relay: { batchSize: number; pollIntervalMs: number; batchIntervalMs: number; leaseMs: number };
   embedded: { pollIntervalMs: number; heartbeatIntervalMs: number; sessionTimeoutMs: number };
   /** Least time between two batches of a consumer's partition while busy (off the real-time path). */
   consumerBatchIntervalMs: number;
@@ -185,6 +185,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),
       pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1),
       batchIntervalMs: int(env, 'RELAY_BATCH_INTERVAL_MS', 10),
+      leaseMs: int(env, 'RELAY_LEASE_MS', 1500, 300),
     },
     embedded: {
       pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1),

@@ -1,11 +1,16 @@
 /**
  * The relay target: moves outbox rows onto the bus in id order (which, per user, is commit order; see
  * store/outbox.ts), marks them published, and backs off while the bus is unreachable. One relay is active at
- * a time (a lease); others stand by, so a key's events are never published out of order.
+ * a time (a lease, RELAY_LEASE_MS); others stand by and take over within a lease and a third after the active
+ * one dies. Fencing: a send starts only while the lease is surely held (measured on this process's monotonic
+ * clock, which keeps counting while the process is paused), the lease is renewed between the batches of a
+ * round, and marking rows published checks the holder, so a relay that lost the lease neither sends again nor
+ * marks. What it had sent before losing it may be sent again by the next one (at-least-once; per key, first
+ * deliveries stay in order: docs/adr/0010-relay-failover.md).
  */
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { EmbeddedAdmin, EmbeddedPublisher } from '../../bus/embedded/index.ts';
-import type { OutgoingMessage } from '../../bus/types.ts';
 import { producerSpans } from '../../bus/producer-spans.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
@@ -26,33 +31,36 @@ import { errorMessage } from '../../error-text.ts';
 import { pruneIdempotencyKeys, pruneProcessed } from '../../store/idempotency.ts';
 
 const LEASE = 'relay';
-const LEASE_TTL_MS = 10_000;
+/** The header naming the relay that published a message (failover forensics: who sent what, when). */
+export const RELAY_HEADER = 'taskflow-relay';
 const HOUSEKEEPING_MS = 60_000;
 const OUTBOX_KEEP_MS = 24 * 3_600_000;
 const LINGER_MS = 3;
 const STATS_INTERVAL_MS = 2_000;
 
-const toMessage = (r: OutboxRow): OutgoingMessage & { outboxId: string } => ({
-  topic: r.topic,
-  key: r.key,
-  event: r.event,
-  outboxId: r.id,
-});
-
 /** PRODUCER spans of a batch (bus/producer-spans.ts), naming each event's outbox row. */
-const tracedMessages = (rows: readonly OutboxRow[], system: string) =>
-  producerSpans(rows.map(toMessage), system, (m) => ({ 'taskflow.outbox.id': m.outboxId }));
+const tracedMessages = (rows: readonly OutboxRow[], system: string, headers: Record<string, string>) =>
+  producerSpans(
+    rows.map((r) => ({ topic: r.topic, key: r.key, event: r.event, outboxId: r.id, headers })),
+    system,
+    (m) => ({ 'taskflow.outbox.id': m.outboxId }),
+  );
 
 export class Relay {
-  private readonly holder = randomUUID();
+  /** Who holds the lease: host and pid for operators, and a random part for two relays of one process. */
+  readonly holder = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
+  private readonly holderHeader = { [RELAY_HEADER]: this.holder };
   private readonly loop: TickLoop;
   private readonly onSignal = () => this.loop.poke();
+  private readonly leaseMs: number;
   private leader = false;
-  private renewedAt = 0;
+  /** performance.now() until which the lease is surely held: when its renewal was asked, plus its length. */
+  private leaseUntil = 0;
   private statsAt = 0;
   private lastHousekeeping = 0;
 
   constructor(private readonly rt: Runtime) {
+    this.leaseMs = rt.config.relay.leaseMs;
     // After a commit signal, linger briefly so a burst of commits is published as one batch; while commits
     // keep coming, publish at most every RELAY_BATCH_INTERVAL_MS (one send and one mark for all of them).
     this.loop = new TickLoop({
@@ -75,17 +83,9 @@ export class Relay {
 
   /** Publishes a batch if this relay holds the lease; resolves how long to wait before the next round. */
   private async round(): Promise<number> {
-    const { db, log, config } = this.rt;
+    const { config } = this.rt;
     await this.updateStats();
-    // Renew the lease a few times per TTL, not per batch: a database round trip saved on the hot path.
-    if (!this.leader || Date.now() - this.renewedAt > LEASE_TTL_MS / 3) {
-      const isLeader = await tryAcquireLease(db, LEASE, this.holder, LEASE_TTL_MS);
-      if (isLeader) this.renewedAt = Date.now();
-      if (isLeader !== this.leader)
-        log.info({ holder: this.holder }, isLeader ? 'relay is active' : 'relay is standby');
-      this.leader = isLeader;
-    }
-    if (!this.leader) return LEASE_TTL_MS / 3;
+    if (!(await this.holdLease())) return this.leaseMs / 3;
     await this.housekeeping();
     const { published, drained } = await this.publishPending(config.relay.batchSize);
     // Drained: the last read found less than a batch. Commits since then poke the loop (TickLoop keeps a
@@ -95,6 +95,23 @@ export class Relay {
     return this.rt.bus.publisher instanceof EmbeddedPublisher
       ? Math.max(config.relay.pollIntervalMs, config.embedded.pollIntervalMs)
       : config.relay.pollIntervalMs;
+  }
+
+  /**
+   * Whether this relay holds the lease for at least two thirds of its length from now: renewed (one statement)
+   * once a third of it has passed, so a few times per lease and not per batch. The database sets the expiry
+   * after the renewal was asked, so the lease is surely held until the time of asking plus its length; after a
+   * pause longer than that (SIGSTOP, a stalled event loop) the relay asks again before it sends anything.
+   */
+  private async holdLease(): Promise<boolean> {
+    if (this.leader && this.leaseUntil - performance.now() >= (2 * this.leaseMs) / 3) return true;
+    const asked = performance.now();
+    const held = await tryAcquireLease(this.rt.db, LEASE, this.holder, this.leaseMs);
+    this.leaseUntil = held ? asked + this.leaseMs : 0;
+    if (held !== this.leader)
+      this.rt.log.info({ holder: this.holder }, held ? 'relay is active' : 'relay is standby');
+    this.leader = held;
+    return held;
   }
 
   /** Refreshes the outbox gauges every few seconds, also while publishing fails (the backlog grows then). */
@@ -128,7 +145,7 @@ export class Relay {
           );
           const rows = pending.filter((r) => marked.has(r.id));
           if (rows.length === 0) return 0;
-          traced = tracedMessages(rows, bus.kind);
+          traced = tracedMessages(rows, bus.kind, this.holderHeader);
           await publisher.publishIn(tx, traced.messages); // the log counts them (events produced)
           return rows.length;
         });
@@ -145,15 +162,14 @@ export class Relay {
     let rows = await pendingOutbox(db, limit);
     let published = 0;
     let marking: Promise<void> | undefined;
-    // A long backlog is sent over several rounds, so the lease is renewed between them.
-    const until = Date.now() + LEASE_TTL_MS / 3;
     try {
       while (rows.length > 0) {
-        if (Date.now() > until) {
+        // Fencing: no send starts unless the lease is surely held (renewed here within a long backlog).
+        if (!(await this.holdLease())) {
           await marking;
           return { published, drained: false };
         }
-        const traced = tracedMessages(rows, bus.kind);
+        const traced = tracedMessages(rows, bus.kind, this.holderHeader);
         const sending = publisher.publish(traced.messages);
         // A full batch: more may be pending. Read what follows it meanwhile (its own round trip, overlapped).
         const reading =
