@@ -170,6 +170,31 @@ export async function createHttpServer(opts: {
         : err.message;
     return sendProblem(reply, problem(status, detail));
   });
+  // A path that exists with other methods answers 405 with Allow (RFC 9110 15.5.6), not 404: what each
+  // route path accepts, collected as routes are added.
+  const methodsByPath: { pattern: RegExp; methods: Set<string> }[] = [];
+  app.addHook('onRoute', (route) => {
+    if (route.url.includes('*')) return;
+    const source = `^${route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:\w+/g, '[^/]+')}/?$`;
+    let entry = methodsByPath.find((e) => e.pattern.source === source);
+    if (!entry) methodsByPath.push((entry = { pattern: new RegExp(source), methods: new Set() }));
+    for (const m of [route.method].flat()) entry.methods.add(m);
+  });
+  /** The methods a path accepts, when it is a route path (for the 405 below). */
+  const allowedOn = (url: string) => {
+    const path = url.split('?')[0]!;
+    return new Set(methodsByPath.filter((e) => e.pattern.test(path)).flatMap((e) => [...e.methods]));
+  };
+  // Early, before the body is read: an unknown route's body is never parsed (Fastify would refuse a QUERY
+  // without a Content-Type with 400 first).
+  app.addHook('onRequest', async (req, reply) => {
+    if (!req.is404) return;
+    const path = req.url.split('?')[0]!;
+    const allowed = allowedOn(path);
+    if (allowed.size === 0) return sendProblem(reply, problem(404, `no route ${req.method} ${path}`));
+    reply.header('allow', [...allowed].sort().join(', '));
+    return sendProblem(reply, problem(405, `${req.method} is not allowed on ${path}`));
+  });
   app.setNotFoundHandler((req, reply) =>
     sendProblem(reply, problem(404, `no route ${req.method} ${req.url.split('?')[0]}`)),
   );

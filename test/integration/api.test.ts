@@ -608,6 +608,26 @@ for (const backend of backends) {
       assert.equal((await app.call(null, 'GET', '/readyz')).status, 200);
       const unknown = await app.call('alice', 'GET', '/api/nothing-here/x/y');
       assert.equal(unknown.status, 404);
+      // A route path with a method it does not take: 405 with Allow, before any body is read.
+      for (const method of ['PUT', 'DELETE', 'QUERY']) {
+        const res = await fetch(`${app.url}/api/tasks`, { method });
+        assert.equal(res.status, 405, method);
+        assert.equal(res.headers.get('allow'), 'GET, HEAD, POST');
+        assert.equal(res.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+      }
+      // Every operation declares its errors as problem+json, and a success.
+      for (const [path, ops] of Object.entries<Record<string, { responses: Record<string, any> }>>(
+        spec.body.paths,
+      ))
+        for (const [method, op] of Object.entries(ops)) {
+          const codes = Object.keys(op.responses);
+          assert.ok(
+            codes.some((c) => c.startsWith('2')),
+            `${method} ${path}: a success`,
+          );
+          for (const c of ['400', '401', '429', '503'])
+            assert.ok(op.responses[c]?.content['application/problem+json'], `${method} ${path}: ${c}`);
+        }
     });
   });
 }

@@ -42,21 +42,6 @@ export const taskInputDoc = {
   },
 } as const;
 
-export const problemDoc = {
-  type: 'object',
-  description: 'RFC 9457 problem details (application/problem+json)',
-  properties: {
-    type: { type: 'string' },
-    title: { type: 'string' },
-    status: { type: 'integer' },
-    detail: { type: 'string' },
-    errors: {
-      type: 'array',
-      items: { type: 'object', properties: { field: { type: 'string' }, message: { type: 'string' } } },
-    },
-  },
-} as const;
-
 export const listQueryDoc = {
   type: 'object',
   properties: {
@@ -90,6 +75,19 @@ export const compatListQueryDoc = {
     tags: {
       type: 'string',
       description: 'comma-separated tags, every one must match (tag with tag_mode=all)',
+    },
+  },
+} as const;
+
+export const settingsInputDoc = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    timezone: { type: 'string', description: 'an IANA time zone', example: 'Europe/Berlin' },
+    default_reminders: {
+      type: 'array',
+      maxItems: 10,
+      items: { type: 'string', description: 'a positive ISO 8601 duration', example: 'PT1H' },
     },
   },
 } as const;

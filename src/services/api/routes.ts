@@ -23,7 +23,8 @@ import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
-import { compatListQueryDoc, listQueryDoc, problemDoc, taskDoc, taskInputDoc } from './openapi.ts';
+import { noContent, ok, problemDoc } from '../../http/openapi.ts';
+import { compatListQueryDoc, listQueryDoc, settingsInputDoc, taskDoc, taskInputDoc } from './openapi.ts';
 
 export interface ApiDeps {
   store: TaskStore;
@@ -35,7 +36,8 @@ export interface ApiDeps {
 const security = [{ bearerAuth: [] }];
 const errors = { 400: problemDoc, 401: problemDoc, 404: problemDoc };
 const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } } as const;
-const compatParams = {
+const userParam = { type: 'object', properties: { user_id: { type: 'string' } } } as const;
+const userTaskParams = {
   type: 'object',
   properties: { user_id: { type: 'string' }, id: { type: 'string', format: 'uuid' } },
 } as const;
@@ -193,7 +195,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         tags: ['compatibility'],
         summary: `${summary} (Phase II/III route)`,
         security,
-        params: compatParams,
+        params: userTaskParams,
         ...extra,
       },
     });
@@ -202,31 +204,65 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       compat(
         'List tasks as a JSON array (next page: X-Next-Cursor and Link headers; search = q, tags = every tag)',
         {
+          params: userParam,
           querystring: compatListQueryDoc,
           response: { 200: { type: 'array', items: taskDoc }, ...errors },
         },
       ),
       compatList,
     );
-    api.post('/api/:user_id/tasks', compat('Create a task', { body: taskInputDoc }), create);
-    api.get('/api/:user_id/tasks/:id', compat('Get a task'), get);
-    api.put('/api/:user_id/tasks/:id', compat('Update a task', { body: taskInputDoc }), patch);
-    api.delete('/api/:user_id/tasks/:id', compat('Delete a task'), remove);
+    api.post(
+      '/api/:user_id/tasks',
+      compat('Create a task', {
+        params: userParam,
+        body: taskInputDoc,
+        headers: idempotencyHeaderDoc,
+        response: { 201: taskDoc, 422: problemDoc, 503: problemDoc },
+      }),
+      create,
+    );
+    api.get('/api/:user_id/tasks/:id', compat('Get a task', { response: { 200: taskDoc } }), get);
+    api.put(
+      '/api/:user_id/tasks/:id',
+      compat('Update a task', { body: taskInputDoc, response: { 200: taskDoc, 412: problemDoc } }),
+      patch,
+    );
+    api.delete(
+      '/api/:user_id/tasks/:id',
+      compat('Delete a task', { response: noContent('Deleted') }),
+      remove,
+    );
     api.patch(
       '/api/:user_id/tasks/:id/complete',
-      compat('Set completion with {"completed": true|false}; no body toggles it'),
+      compat('Set completion with {"completed": true|false}; no body toggles it', {
+        body: { type: 'object', additionalProperties: false, properties: { completed: { type: 'boolean' } } },
+        response: { 200: taskDoc, 412: problemDoc },
+      }),
       transition(completion),
     );
 
     api.get(
       '/api/me/settings',
-      { schema: { tags: ['settings'], summary: 'Your time zone and default reminders', security } },
+      {
+        schema: {
+          tags: ['settings'],
+          summary: 'Your time zone and default reminders',
+          security,
+          response: ok('Your settings'),
+        },
+      },
       async (req) => settings.get(userOf(req)),
     );
     api.put(
       '/api/me/settings',
       {
-        schema: { tags: ['settings'], summary: 'Set your time zone and default reminder offsets', security },
+        schema: {
+          tags: ['settings'],
+          summary: 'Set your time zone and default reminder offsets',
+          security,
+          body: settingsInputDoc,
+          response: ok('Your settings now'),
+        },
       },
       async (req) => {
         const body = req.body as Record<string, unknown> | null;

@@ -3,6 +3,7 @@
  * `GET /api/audit/export?format=ndjson|csv` (every matching record, oldest first, streamed in keyset pages:
  * memory stays flat whatever the size, and no database connection is held between pages).
  */
+import { ok } from '../../http/openapi.ts';
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { Verifier } from '../../auth.ts';
@@ -29,6 +30,17 @@ const DEFAULT_LIMIT = 50;
 const MAX_LIMIT = 200;
 const EXPORT_PAGE = 1000;
 const FILTER_KEYS = ['task_id', 'operation', 'from', 'to'];
+
+/** The filters of both audit routes, for the OpenAPI document. */
+const filterQueryDoc = {
+  task_id: { type: 'string', minLength: 1, maxLength: 100 },
+  operation: {
+    type: 'string',
+    description: 'comma-separated event types, e.g. task.updated,reminder.triggered',
+  },
+  from: { type: 'string', format: 'date-time' },
+  to: { type: 'string', format: 'date-time' },
+};
 
 const single = (v: unknown): string | undefined =>
   v === undefined ? undefined : Array.isArray(v) ? String(v[v.length - 1]) : String(v);
@@ -205,6 +217,15 @@ export async function registerAuditApi(app: FastifyInstance, deps: { db: Queryab
           tags: ['audit'],
           summary: 'Your audit records, newest first (filters: task_id, operation, from, to; cursor)',
           security,
+          querystring: {
+            type: 'object',
+            properties: {
+              ...filterQueryDoc,
+              limit: { type: 'integer', minimum: 1, maximum: MAX_LIMIT },
+              cursor: { type: 'string' },
+            },
+          },
+          response: ok('A page of audit records (next_cursor when there are more)'),
         },
       },
       async (req) => listAudit(deps.db, userOf(req), parseAuditQuery(req.query as Record<string, unknown>)),
@@ -216,6 +237,22 @@ export async function registerAuditApi(app: FastifyInstance, deps: { db: Queryab
           tags: ['audit'],
           summary: 'Export your audit records (format=ndjson|csv), streamed, oldest first',
           security,
+          querystring: {
+            type: 'object',
+            properties: {
+              ...filterQueryDoc,
+              format: { type: 'string', enum: ['ndjson', 'csv'], default: 'ndjson' },
+            },
+          },
+          response: {
+            200: {
+              description: 'The records, one per line (NDJSON) or row (CSV)',
+              content: {
+                'application/x-ndjson': { schema: { type: 'string' } },
+                'text/csv': { schema: { type: 'string' } },
+              },
+            },
+          },
         },
       },
       async (req, reply) => {

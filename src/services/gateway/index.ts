@@ -8,6 +8,7 @@
  * Every instance must see every update, so each subscribes with its own consumer group
  * (`taskflow-gateway-<GATEWAY_INSTANCE_ID or hostname>`, new groups start at the end): docs/adr/0005.
  */
+import { ok } from '../../http/openapi.ts';
 import websocket from '@fastify/websocket';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config.ts';
@@ -109,6 +110,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
               tags: ['realtime'],
               summary: 'A one-time 60 s ticket to open /ws?ticket=... (for clients that cannot set headers)',
               security: [{ bearerAuth: [] }],
+              response: ok('The ticket and when it expires'),
             },
           },
           async (req) => tickets.issue(userOf(req)),

@@ -8,6 +8,7 @@
  *   POST    /api/notifications/:id/read
  * The user comes from the bearer token; another user's notification is a 404.
  */
+import { created, noContent, ok, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -47,8 +48,10 @@ export async function registerNotificationRoutes(
   const { db, clock } = deps;
 
   await authenticatedScope(app, deps, async (scope, userOf) => {
-    scope.get('/api/notifications/preferences', doc('Your notification preferences'), async (req) =>
-      preferencesView(await getPreferences(db, await userOf(req))),
+    scope.get(
+      '/api/notifications/preferences',
+      doc('Your notification preferences', { response: ok('Your preferences') }),
+      async (req) => preferencesView(await getPreferences(db, await userOf(req))),
     );
 
     scope.put(
@@ -81,6 +84,7 @@ export async function registerNotificationRoutes(
               webhook_secret: { type: ['string', 'null'], minLength: 16 },
             },
           },
+          response: ok('The preferences now (a generated webhook_secret is shown once)'),
         },
       ),
       async (req) => {
@@ -96,7 +100,9 @@ export async function registerNotificationRoutes(
 
     scope.get(
       '/api/notifications/vapid-public-key',
-      doc('The VAPID public key for PushManager.subscribe'),
+      doc('The VAPID public key for PushManager.subscribe', {
+        response: { ...ok('The key'), 404: problemDoc }, // 404: web push is not configured
+      }),
       async (req) => {
         await userOf(req);
         if (!deps.vapidPublicKey) throw new NotFoundError('web push configuration');
@@ -106,7 +112,9 @@ export async function registerNotificationRoutes(
 
     scope.post(
       '/api/notifications/push-subscriptions',
-      doc('Register a browser push subscription (PushSubscription.toJSON())'),
+      doc('Register a browser push subscription (PushSubscription.toJSON())', {
+        response: created('The subscription'),
+      }),
       async (req, reply: FastifyReply) => {
         const userId = await userOf(req);
         const parsed = validatePushSubscription(req.body);
@@ -118,7 +126,7 @@ export async function registerNotificationRoutes(
 
     scope.delete(
       '/api/notifications/push-subscriptions/:id',
-      doc('Remove a push subscription'),
+      doc('Remove a push subscription', { response: noContent('Removed') }),
       async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
         const userId = await userOf(req);
         if (!isUuid(req.params.id) || !(await deletePushSubscription(db, userId, req.params.id)))
@@ -137,6 +145,7 @@ export async function registerNotificationRoutes(
             limit: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
           },
         },
+        response: ok('A page of notifications and the unread count'),
       }),
       async (req: FastifyRequest<{ Querystring: Record<string, string | undefined> }>) => {
         const userId = await userOf(req);
@@ -155,7 +164,7 @@ export async function registerNotificationRoutes(
 
     scope.post(
       '/api/notifications/:id/read',
-      doc('Mark an in-app notification read'),
+      doc('Mark an in-app notification read', { response: ok('The notification') }),
       async (req: FastifyRequest<{ Params: { id: string } }>) => {
         const userId = await userOf(req);
         const row = isUuid(req.params.id)

@@ -8,6 +8,7 @@
  * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series after
  *   the task's due date (the calendar schedule; see previewOccurrences).
  */
+import { ok, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
@@ -147,6 +148,7 @@ export async function registerRecurrenceRoutes(
           summary: 'Skip the current occurrence of a recurring task (its due date moves to the next one)',
           security,
           params: idParam,
+          response: { ...ok('The task with its next due date'), 409: problemDoc },
         },
       },
       skip,
@@ -165,6 +167,7 @@ export async function registerRecurrenceRoutes(
               count: { type: 'integer', minimum: 1, maximum: PREVIEW_MAX, default: PREVIEW_DEFAULT },
             },
           },
+          response: ok('The next due dates'),
         },
       },
       occurrences,

@@ -5,6 +5,7 @@
  *   POST /api/tasks/:id/reminders/:reminder_id/dismiss
  * The user comes from the bearer token; a task this service does not know for that user is a 404.
  */
+import { ok, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -42,6 +43,7 @@ export interface ReminderRoutesDeps {
 }
 
 const security = [{ bearerAuth: [] }];
+const taskParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } } as const;
 const params = {
   type: 'object',
   properties: {
@@ -96,7 +98,8 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
           tags: ['reminders'],
           summary: 'The reminders of a task (scheduled, fired, missed, dismissed)',
           security,
-          params,
+          params: taskParam,
+          response: ok("The task's reminders"),
         },
       },
       async (req: Req) => {
@@ -122,6 +125,7 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
               until: { type: 'string', format: 'date-time' },
             },
           },
+          response: { ...ok('The reminder, scheduled again'), 409: problemDoc },
         },
       },
       async (req: Req) => {
@@ -153,7 +157,13 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
     scope.post(
       '/api/tasks/:id/reminders/:reminder_id/dismiss',
       {
-        schema: { tags: ['reminders'], summary: 'Dismiss a reminder (it will not fire)', security, params },
+        schema: {
+          tags: ['reminders'],
+          summary: 'Dismiss a reminder (it will not fire)',
+          security,
+          params,
+          response: ok('The reminder, dismissed'),
+        },
       },
       async (req: Req) =>
         mutate(userOf(req), req, (row, now) => {

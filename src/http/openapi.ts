@@ -1,0 +1,77 @@
+/**
+ * What every route's OpenAPI description shares: the problem+json error shape, the error answers any
+ * operation can give (declared once, by `withErrorAnswers`), and the success answers routes declare.
+ * Documentation only: requests are validated by the domain (server.ts turns Fastify's validator off).
+ */
+
+export const problemDoc = {
+  type: 'object',
+  description: 'RFC 9457 problem details (application/problem+json)',
+  properties: {
+    type: { type: 'string' },
+    title: { type: 'string' },
+    status: { type: 'integer' },
+    detail: { type: 'string' },
+    errors: {
+      type: 'array',
+      items: { type: 'object', properties: { field: { type: 'string' }, message: { type: 'string' } } },
+    },
+  },
+} as const;
+
+/** A problem+json answer in the document. */
+const problemAnswer = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: problemDoc } },
+});
+
+/** Why each error status is answered, where a route does not say more. */
+const ERROR_REASONS: Record<number, string> = {
+  400: 'Invalid request: problem+json naming each invalid field',
+  401: 'Missing, invalid or expired bearer token',
+  403: "The user in the path is not the token's user",
+  404: 'No such resource for this user',
+  409: "Conflicts with the resource's state",
+  412: 'If-Match does not name the current version',
+  413: 'Body larger than the limit',
+  415: 'Body is not application/json',
+  422: 'Idempotency-Key reused with another body',
+  429: 'Over the rate limit; Retry-After says when to try again',
+  503: 'Unavailable (shutting down, overloaded or a dependency down); Retry-After says when to try again',
+};
+
+interface DocumentedRoute {
+  schema?: { hide?: boolean; response?: unknown };
+  url: string;
+  route: { method: string | string[] };
+}
+
+/**
+ * @fastify/swagger `transform`: the error answers every operation can give, declared once for the whole API
+ * as problem+json (the framework's own ones included: a bad token, the rate limit, a body too large or not
+ * JSON, a server shutting down), so each route declares only its success and its own conflicts.
+ */
+export function withErrorAnswers({ schema, url, route }: DocumentedRoute) {
+  if (!schema || schema.hide) return { schema: schema ?? {}, url };
+  const methods = [route.method].flat();
+  const response: Record<string, unknown> = {};
+  for (const [code, s] of Object.entries((schema.response ?? {}) as Record<string, unknown>))
+    response[code] = Number(code) >= 400 ? problemAnswer(ERROR_REASONS[Number(code)] ?? 'Error') : s;
+  const add = (code: number) => (response[code] ??= problemAnswer(ERROR_REASONS[code]!));
+  add(400);
+  add(401);
+  if (url.includes(':')) add(404);
+  if (url.includes(':user_id')) add(403);
+  if (methods.some((m) => m === 'POST' || m === 'PUT' || m === 'PATCH')) {
+    add(413);
+    add(415);
+  }
+  add(429);
+  add(503);
+  return { schema: { ...schema, response }, url };
+}
+
+/** Success answers for a route's `response`: what it sends, or only why (no body, or not described). */
+export const ok = (description: string, schema?: object) => ({ 200: { description, ...schema } });
+export const created = (description: string, schema?: object) => ({ 201: { description, ...schema } });
+export const noContent = (description: string) => ({ 204: { description, type: 'null' } });
