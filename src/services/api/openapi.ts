@@ -4,15 +4,26 @@ import { taskSchema } from '../../contracts/schemas.ts';
 const { $id: _id, ...taskShape } = taskSchema;
 export const taskDoc = { ...taskShape, additionalProperties: false } as const;
 
+/** Text the API stores: no NUL character (PostgreSQL refuses it). */
+const TEXT = '^[^\\u0000]*$';
+/** Text with something besides white space, and no NUL. */
+const NON_BLANK = '^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$';
+
 export const taskInputDoc = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    title: { type: 'string', minLength: 1, maxLength: 500 },
-    description: { type: 'string', maxLength: 10000 },
+    title: { type: 'string', minLength: 1, maxLength: 500, pattern: NON_BLANK },
+    description: { type: ['string', 'null'], maxLength: 10000, pattern: TEXT },
     status: { type: 'string', enum: ['pending', 'completed'] },
     priority: { type: 'string', enum: ['none', 'low', 'medium', 'high', 'urgent'] },
-    tags: { type: 'array', maxItems: 20, items: { type: 'string', minLength: 1, maxLength: 50 } },
+    tags: {
+      type: 'array',
+      maxItems: 20,
+      uniqueItems: true,
+      description: 'unique ignoring case',
+      items: { type: 'string', minLength: 1, maxLength: 50, pattern: NON_BLANK },
+    },
     due_date: { type: ['string', 'null'], format: 'date-time' },
     reminders: {
       type: ['array', 'null'],
@@ -26,9 +37,12 @@ export const taskInputDoc = {
         { type: 'string', enum: ['daily', 'weekdays', 'weekly', 'monthly', 'yearly'] },
         {
           type: 'object',
+          // One of rrule and preset; COUNT and UNTIL not both (RFC 5545).
+          oneOf: [{ required: ['rrule'] }, { required: ['preset'] }],
+          not: { required: ['count', 'until'] },
           properties: {
             rrule: { type: 'string', example: 'FREQ=MONTHLY;BYMONTHDAY=-1' },
-            preset: { type: 'string' },
+            preset: { type: 'string', enum: ['daily', 'weekdays', 'weekly', 'monthly', 'yearly'] },
             interval: { type: 'integer', minimum: 1 },
             mode: { type: 'string', enum: ['schedule', 'after_completion'] },
             timezone: { type: 'string', example: 'Europe/Berlin' },
@@ -46,8 +60,8 @@ export const listQueryDoc = {
   type: 'object',
   properties: {
     status: { type: 'string', enum: ['pending', 'completed', 'all'] },
-    priority: { type: 'string', description: 'comma-separated priorities' },
-    tag: { type: 'string', description: 'comma-separated tags (case-insensitive)' },
+    priority: { type: 'string', description: 'comma-separated priorities (none, low, medium, high, urgent)' },
+    tag: { type: 'string', pattern: TEXT, description: 'comma-separated tags (case-insensitive)' },
     tag_mode: { type: 'string', enum: ['any', 'all'] },
     due_before: { type: 'string', format: 'date-time' },
     due_after: { type: 'string', format: 'date-time' },
@@ -58,7 +72,7 @@ export const listQueryDoc = {
       description:
         "due today, tomorrow, or in the 7 days from today, in the user's time zone (PUT /api/me/settings)",
     },
-    q: { type: 'string', description: 'full-text search over title and description' },
+    q: { type: 'string', pattern: TEXT, description: 'full-text search over title and description' },
     sort: { type: 'string', enum: ['due', 'priority', 'created', 'updated', 'title'] },
     order: { type: 'string', enum: ['asc', 'desc'] },
     limit: { type: 'integer', minimum: 1, maximum: 200 },
@@ -70,11 +84,14 @@ export const listQueryDoc = {
 export const compatListQueryDoc = {
   type: 'object',
   properties: {
-    ...listQueryDoc.properties,
-    search: { type: 'string', description: 'the same as q' },
+    ...Object.fromEntries(
+      Object.entries(listQueryDoc.properties).filter(([k]) => !['q', 'tag', 'tag_mode'].includes(k)),
+    ),
+    search: { type: 'string', pattern: TEXT, description: 'full-text search (this API: q)' },
     tags: {
       type: 'string',
-      description: 'comma-separated tags, every one must match (tag with tag_mode=all)',
+      pattern: TEXT,
+      description: 'comma-separated tags, every one must match (this API: tag with tag_mode=all)',
     },
   },
 } as const;
@@ -83,11 +100,16 @@ export const settingsInputDoc = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    timezone: { type: 'string', description: 'an IANA time zone', example: 'Europe/Berlin' },
+    timezone: { type: 'string', enum: Intl.supportedValuesOf('timeZone'), description: 'an IANA time zone' },
     default_reminders: {
       type: 'array',
       maxItems: 10,
-      items: { type: 'string', description: 'a positive ISO 8601 duration', example: 'PT1H' },
+      items: {
+        type: 'string',
+        pattern: '^P(?=\\d|T\\d)(\\d+W)?(\\d+D)?(T(?=\\d)(\\d+H)?(\\d+M)?)?$',
+        description: 'a positive ISO 8601 duration of weeks, days, hours and minutes, at most 366 days',
+        example: 'PT1H',
+      },
     },
   },
 } as const;

@@ -235,7 +235,12 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     api.patch(
       '/api/:user_id/tasks/:id/complete',
       compat('Set completion with {"completed": true|false}; no body toggles it', {
-        body: { type: 'object', additionalProperties: false, properties: { completed: { type: 'boolean' } } },
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['completed'],
+          properties: { completed: { type: 'boolean' } },
+        },
         response: { 200: taskDoc, 412: problemDoc },
       }),
       transition(completion),

@@ -36,6 +36,7 @@ const filterQueryDoc = {
   task_id: { type: 'string', minLength: 1, maxLength: 100 },
   operation: {
     type: 'string',
+    pattern: '^[a-z]+(\\.[a-z_]+)+(,[a-z]+(\\.[a-z_]+)+)*$',
     description: 'comma-separated event types, e.g. task.updated,reminder.triggered',
   },
   from: { type: 'string', format: 'date-time' },

@@ -37,6 +37,7 @@ export interface NotificationRoutesDeps {
 }
 
 const security = [{ bearerAuth: [] }];
+const HH_MM = '^([01][0-9]|2[0-3]):[0-5][0-9]$';
 const doc = (summary: string, extra: object = {}) => ({
   schema: { tags: ['notifications'], summary, security, ...extra },
 });
@@ -62,7 +63,7 @@ export async function registerNotificationRoutes(
           body: {
             type: 'object',
             properties: {
-              email: { type: ['string', 'null'] },
+              email: { type: ['string', 'null'], format: 'email' },
               channels: {
                 type: 'object',
                 properties: {
@@ -75,12 +76,12 @@ export async function registerNotificationRoutes(
               quiet_hours: {
                 type: ['object', 'null'],
                 properties: {
-                  start: { type: 'string', examples: ['22:00'] },
-                  end: { type: 'string', examples: ['07:00'] },
+                  start: { type: 'string', pattern: HH_MM, examples: ['22:00'] },
+                  end: { type: 'string', pattern: HH_MM, examples: ['07:00'] },
                   timezone: { type: 'string', examples: ['Europe/Berlin'] },
                 },
               },
-              webhook_url: { type: ['string', 'null'] },
+              webhook_url: { type: ['string', 'null'], format: 'uri', pattern: '^https?://' },
               webhook_secret: { type: ['string', 'null'], minLength: 16 },
             },
           },
@@ -113,6 +114,21 @@ export async function registerNotificationRoutes(
     scope.post(
       '/api/notifications/push-subscriptions',
       doc('Register a browser push subscription (PushSubscription.toJSON())', {
+        body: {
+          type: 'object',
+          required: ['endpoint', 'keys'],
+          properties: {
+            endpoint: { type: 'string', format: 'uri', pattern: '^https://', maxLength: 2000 },
+            keys: {
+              type: 'object',
+              required: ['p256dh', 'auth'],
+              properties: {
+                p256dh: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
+                auth: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
+              },
+            },
+          },
+        },
         response: created('The subscription'),
       }),
       async (req, reply: FastifyReply) => {
