@@ -13,19 +13,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { backends } from '../helpers/db.ts';
 import { startApp } from '../helpers/app.ts';
+import { TARGETS } from '../../src/services/index.ts';
 
 const REQUESTS = Number(process.env.TEST_FUZZ_REQUESTS ?? 5_000);
 const SEED = Number(process.env.TEST_FUZZ_SEED ?? Date.now() % 1_000_000);
-const ALL_TARGETS = [
-  'api',
-  'relay',
-  'reminders',
-  'recurrence',
-  'notifications',
-  'audit',
-  'broadcaster',
-  'gateway',
-];
+const EVERY_TARGET = TARGETS.map((t) => t.name); // as `taskflow up`
 
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
 function prng(seed: number) {
@@ -220,7 +212,7 @@ for (const backend of backends) {
   describe(`hostile input on ${backend.name}`, () => {
     it('answers every hostile request below 500, in time, without leaking internals', async (t) => {
       const { db, drop } = await backend.fresh();
-      const app = await startApp(db, { targets: ALL_TARGETS });
+      const app = await startApp(db, { targets: EVERY_TARGET });
       try {
         const rand = prng(SEED);
         const doc = (await (await fetch(`${app.url}/openapi.json`)).json()) as {

@@ -21,27 +21,19 @@ import { describe, it } from 'node:test';
 import { signDevToken } from '../../src/auth.ts';
 import { TEST_SECRET } from '../helpers/app.ts';
 import { startServer } from '../helpers/processes.ts';
+import { TARGETS } from '../../src/services/index.ts';
 
 const st = process.env.SCHEMATHESIS ?? join(process.cwd(), '.cache/venv/bin/st');
 const available = existsSync(st);
 if (!available && process.env.REQUIRE_SCHEMATHESIS === '1')
   throw new Error(`REQUIRE_SCHEMATHESIS=1 but ${st} does not exist (scripts/test installs it)`);
 const EXCLUDED = ['positive_data_acceptance', 'negative_data_rejection', 'ensure_resource_availability'];
-const TARGETS = [
-  'api',
-  'relay',
-  'reminders',
-  'recurrence',
-  'notifications',
-  'audit',
-  'broadcaster',
-  'gateway',
-];
+const EVERY_TARGET = TARGETS.map((t) => t.name); // as `taskflow up`
 
 describe('the OpenAPI document, checked by schemathesis', { skip: !available && `needs ${st}` }, () => {
   it('finds no server error and no answer the document does not declare', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'taskflow-st-'));
-    const server = await startServer(TARGETS, {
+    const server = await startServer(EVERY_TARGET, {
       DATABASE_URL: join(dir, 'db'),
       BUS: 'embedded',
       JWT_SECRET: TEST_SECRET,
