@@ -24,6 +24,12 @@ export class NotFoundError extends Error {
   }
 }
 
+/** A request the resource's current state does not allow (409; the message says what to do instead). */
+export class ConflictError extends Error {
+  override name = 'ConflictError';
+  readonly statusCode = 409;
+}
+
 export class VersionConflictError extends Error {
   constructor(
     readonly expected: number,

@@ -7,6 +7,7 @@ import { makeEvent } from '../contracts/cloudevent.ts';
 import type { TaskEventData } from '../contracts/events.ts';
 import type { Clock } from '../domain/clock.ts';
 import {
+  ConflictError,
   IdempotencyMismatchError,
   NotFoundError,
   ValidationError,
@@ -331,6 +332,8 @@ export class TaskStore {
         throw new VersionConflictError(expectedVersion, before.version);
       const { task, changes, eventType } = unwrap(change(before, this.clock.now()));
       if (!eventType) return before;
+      if (eventType === 'task.reopened' && before.series_id)
+        await this.takeBackNextOccurrence(tx, before, meta);
       // The row and its event in one statement (the row lock above keeps the read-modify-write safe).
       const params = TaskStore.rowParams(task);
       const w = await eventWrite(tx, [this.event(eventType, task, before, changes, meta)], params.length + 1);
@@ -363,6 +366,39 @@ export class TaskStore {
       return task;
     });
     return result;
+  }
+
+  /**
+   * Reopening an occurrence of a recurring series takes its completion back, so a series never has two
+   * pending occurrences: the next occurrence that the completion created (pending, never changed since) is
+   * deleted with its `task.deleted` event in the same transaction. Refused (409) when that would lose or
+   * contradict something: the next occurrence was changed (edited, skipped), or a later occurrence was
+   * completed (only the latest completed occurrence can be reopened). Occurrences are ordered by due date.
+   * A completion not yet handled by the recurrence service creates nothing once the task is pending again.
+   */
+  private async takeBackNextOccurrence(tx: Tx, task: Task, meta: EventMeta): Promise<void> {
+    const r = await tx.query<TaskRow>(
+      `SELECT ${COLUMNS} FROM tasks
+        WHERE user_id = $1 AND series_id = $2 AND id <> $3
+          AND (status = 'pending' OR coalesce(due_date, '-infinity') > coalesce($4::timestamptz, '-infinity'))
+        ORDER BY due_date NULLS FIRST FOR UPDATE`,
+      [task.user_id, task.series_id, task.id, task.due_date],
+    );
+    const others = r.rows.map(toTask);
+    if (others.length === 0) return;
+    const later = others.find((t) => t.status === 'completed');
+    if (later)
+      throw new ConflictError(
+        `a later occurrence of this series (${later.id}) is completed; only the latest completed occurrence can be reopened`,
+      );
+    const [next, ...more] = others;
+    if (next!.version > 1 || more.length > 0)
+      throw new ConflictError(
+        `the next occurrence of this series (${next!.id}) was changed since it was created; complete or delete it, then reopen this one`,
+      );
+    await tx.query(`DELETE FROM tasks WHERE id = $1`, [next!.id]);
+    const deleted = { ...next!, updated_at: this.clock.now().toISOString() };
+    await appendEvents(tx, [this.event('task.deleted', deleted, next!, [], meta)]);
   }
 
   /** `timeZone`: the user's, needed when the query names a due window (`due=today`). */

@@ -205,6 +205,52 @@ for (const backend of backends) {
       }
     });
 
+    it('reopening an occurrence takes its completion back: a series never has two pending occurrences', async () => {
+      // The next occurrence, untouched since created, goes with the reopen (its task.deleted in the same
+      // transaction) and leaves the count; completed again, the occurrence gets a new one, due as before.
+      const c = await create('paul', { title: 'C', due_date: '2026-03-02T09:00:00Z', recurrence: 'daily' });
+      await complete('paul', c.id);
+      const [, next] = await waitForSeries('paul', c.id, 2);
+      assert.equal((await app.call('paul', 'POST', `/api/tasks/${c.id}/reopen`)).status, 200);
+      await settle();
+      assert.deepEqual(
+        (await seriesTasks('paul', c.id)).map((t) => [t.id, t.status]),
+        [[c.id, 'pending']],
+      );
+      assert.equal((await app.call('paul', 'GET', `/api/tasks/${next.id}`)).status, 404);
+      assert.equal((await series(c.id))!.occurrences, 1);
+      await complete('paul', c.id);
+      const again = await waitForSeries('paul', c.id, 2);
+      await settle();
+      assert.equal((await seriesTasks('paul', c.id)).length, 2);
+      assert.equal(again.filter((t) => t.status === 'pending').length, 1);
+      assert.equal(again.find((t) => t.id !== c.id).due_date, next.due_date);
+
+      // Reopened before the recurrence service handled the completion: the completion creates nothing.
+      const d = await create('paul', { title: 'D', due_date: '2026-03-02T10:00:00Z', recurrence: 'daily' });
+      await complete('paul', d.id);
+      assert.equal((await app.call('paul', 'POST', `/api/tasks/${d.id}/reopen`)).status, 200);
+      await settle();
+      assert.deepEqual(
+        (await seriesTasks('paul', d.id)).map((t) => [t.id, t.status]),
+        [[d.id, 'pending']],
+      );
+
+      // A next occurrence changed since it was created: the reopen is refused (409 naming it), nothing moves.
+      const e = await create('paul', { title: 'E', due_date: '2026-03-02T11:00:00Z', recurrence: 'daily' });
+      await complete('paul', e.id);
+      const [, eNext] = await waitForSeries('paul', e.id, 2);
+      assert.equal(
+        (await app.call('paul', 'PATCH', `/api/tasks/${eNext.id}`, { title: 'E, moved' })).status,
+        200,
+      );
+      const refused = await app.call('paul', 'POST', `/api/tasks/${e.id}/reopen`);
+      assert.equal(refused.status, 409);
+      assert.match(refused.body.detail, new RegExp(eNext.id));
+      assert.equal((await app.call('paul', 'GET', `/api/tasks/${e.id}`)).body.status, 'completed');
+      assert.equal((await app.call('paul', 'GET', `/api/tasks/${eNext.id}`)).body.title, 'E, moved');
+    });
+
     it('ends a series when COUNT is exhausted, and records the end', async () => {
       const root = await create('cora', {
         title: 'Three times',
@@ -263,13 +309,14 @@ for (const backend of backends) {
       const edited_ = await series(root.id);
       assert.equal(new Date(edited_!.anchor).toISOString(), '2026-03-03T09:00:00.000Z', 're-anchored');
 
-      // The old occurrence, reopened: it cannot be skipped (it has its next occurrence already), and
-      // completing it again neither creates a task nor takes the series back to the old rule.
-      assert.equal((await app.call('edda', 'POST', `/api/tasks/${root.id}/reopen`)).status, 200);
-      const skip = await app.call('edda', 'POST', `/api/tasks/${root.id}/skip`);
-      assert.equal(skip.status, 409);
-      assert.match(skip.body.detail, /already has its next occurrence/);
-      await complete('edda', root.id);
+      // The old occurrence cannot be reopened (a later one is completed: the series has moved on), and the
+      // series stays as it is.
+      const reopen = await app.call('edda', 'POST', `/api/tasks/${root.id}/reopen`);
+      assert.equal(reopen.status, 409);
+      assert.match(
+        reopen.body.detail,
+        new RegExp(`later occurrence of this series \\(${second.id}\\) is completed`),
+      );
       await settle();
       assert.equal((await seriesTasks('edda', root.id)).length, 3);
       const after_ = await series(root.id);

@@ -18,6 +18,7 @@ import { createVerifier } from '../../auth.ts';
 import type { Config } from '../../config.ts';
 import { systemClock } from '../../domain/clock.ts';
 import {
+  ConflictError,
   IdempotencyMismatchError,
   NotFoundError,
   ValidationError,
@@ -314,7 +315,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
               return toolError(
                 `the service is busy; the task was not created, retry in ${err.retryAfterSeconds} s`,
               );
-            if (err instanceof IdempotencyMismatchError) return toolError(err.message);
+            if (err instanceof IdempotencyMismatchError || err instanceof ConflictError)
+              return toolError(err.message);
             if (err instanceof VersionConflictError)
               return toolError(
                 `expected_version: ${err.message}; call get_task for the current version (${err.actual})`,

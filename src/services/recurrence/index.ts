@@ -35,7 +35,9 @@ import {
   occurrenceIndex,
   recordEnd,
   recordOccurrence,
+  removeOccurrence,
   successorOf,
+  taskStatus,
 } from './series.ts';
 
 export const RECURRENCE_SOURCE = '/taskflow/recurrence';
@@ -43,6 +45,7 @@ export const RECURRENCE_SOURCE = '/taskflow/recurrence';
 /** Handles one `task-events` message; exported for tests that drive it without a bus. */
 export function recurrenceHandler(rt: Runtime, store: TaskStore) {
   return async (message: BusMessage): Promise<void> => {
+    if (message.event.type === 'task.deleted') return forgetOccurrence(rt, message);
     if (message.event.type !== 'task.completed') return;
     const data = message.event.data as TaskEventData;
     const done: Task = data.task;
@@ -57,6 +60,8 @@ export function recurrenceHandler(rt: Runtime, store: TaskStore) {
       const anchor = done.due_date ?? completedAt;
       const locked = await lockSeries(tx, { seriesId, userId: done.user_id, rule, anchor });
       if (await successorOf(tx, done.id)) return null; // this occurrence already has its successor
+      // Reopened before this completion was handled: the completion was taken back, it creates nothing.
+      if ((await taskStatus(tx, done.id)) === 'pending') return null;
       const series = await adoptRule(tx, locked, rule, anchor);
       const index = await occurrenceIndex(tx, seriesId, done.id, done.due_date);
       let due: string | null;
@@ -104,6 +109,20 @@ export function recurrenceHandler(rt: Runtime, store: TaskStore) {
       log.info({ next_task_id: created.id, due_date: created.due_date }, 'next occurrence created');
     }
   };
+}
+
+/**
+ * A pending occurrence deleted (by its user, or taken back by a reopen of the occurrence before it, see
+ * TaskStore.change): it leaves the ledger and no longer counts against COUNT, so the occurrence it came from
+ * gets a successor again when it is completed again.
+ */
+async function forgetOccurrence(rt: Runtime, message: BusMessage): Promise<void> {
+  const task = (message.event.data as TaskEventData).task;
+  if (!task.series_id || task.status !== 'pending') return;
+  await rt.db.transaction(async (tx) => {
+    if (!(await firstTime(tx, GROUPS.recurrence, message.event.id))) return;
+    await removeOccurrence(tx, task.id);
+  });
 }
 
 export const recurrenceTarget = consumerTarget({

@@ -160,6 +160,24 @@ export async function recordOccurrence(
   );
 }
 
+/** Removes a successor from the ledger, and from its series' count (nothing when it is not a successor). */
+export async function removeOccurrence(tx: Queryable, taskId: string): Promise<void> {
+  await tx.query(
+    `WITH gone AS (
+       DELETE FROM recurrence_occurrences WHERE task_id = $1 AND source_task_id IS NOT NULL RETURNING series_id
+     )
+     UPDATE recurrence_series SET occurrences = greatest(occurrences - 1, 1), updated_at = now()
+      WHERE series_id IN (SELECT series_id FROM gone)`,
+    [taskId],
+  );
+}
+
+/** The task's status now (tasks are written by the API and by this service), or null when it is gone. */
+export async function taskStatus(tx: Queryable, taskId: string): Promise<string | null> {
+  const r = await tx.query<{ status: string }>('SELECT status FROM tasks WHERE id = $1', [taskId]);
+  return r.rows[0]?.status ?? null;
+}
+
 /** No further occurrence: the series has ended (idempotent; the first end time is kept). */
 export async function recordEnd(tx: Queryable, seriesId: string, taskId: string, at: string): Promise<void> {
   await tx.query(

@@ -11,7 +11,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Clock } from '../../domain/clock.ts';
-import { NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { parseSnooze } from '../../domain/reminders.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { Db } from '../../store/db.ts';
@@ -26,12 +26,6 @@ import {
   type ReminderRow,
   type ReminderView,
 } from './store.ts';
-
-/** A request that conflicts with the reminder's state (answered 409 by the shared error handler). */
-export class ConflictError extends Error {
-  override name = 'ConflictError';
-  readonly statusCode = 409;
-}
 
 export interface ReminderRoutesDeps {
   db: Db;
