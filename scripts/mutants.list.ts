@@ -56,6 +56,24 @@ export const MUTANTS: readonly Mutant[] = [
     needs: ['kafka'],
   },
 
+  // --- one pending occurrence per recurring series -------------------------------------------------------
+  {
+    id: 'reopen-keeps-next-occurrence',
+    breaks: 'a series never has two pending occurrences: reopening takes back the next one',
+    file: 'src/store/tasks.ts',
+    find: "      if (eventType === 'task.reopened' && before.series_id)\n        await this.takeBackNextOccurrence(tx, before, meta);",
+    replace: '',
+    tests: ['test/integration/recurrence.test.ts#reopening an occurrence'],
+  },
+  {
+    id: 'late-completion-after-reopen',
+    breaks: 'a completion handled after its task was reopened creates no next occurrence',
+    file: 'src/services/recurrence/index.ts',
+    find: "      if ((await taskStatus(tx, done.id)) === 'pending') return null;",
+    replace: '',
+    tests: ['test/integration/recurrence.test.ts#reopening an occurrence'],
+  },
+
   // --- the tamper-evident audit trail -------------------------------------------------------------------
   {
     id: 'audit-verify-no-gap-check',
