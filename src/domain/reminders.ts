@@ -17,6 +17,9 @@
  *   minutes does not produce a "1 day before" reminder). One within the grace window fires at once. A
  *   reminder that was live when planned but whose time has passed by more than the grace window when the
  *   scheduler looks at it (downtime) is marked missed by the scheduler, not fired.
+ * - "Never none": when every offset of a task is already past at the change (the task is due sooner than
+ *   its nearest offset: "due in 40 minutes" with the defaults 1 day and 1 hour before) and the task would
+ *   have no reminder at all, it gets one at its due time instead (`reconcileReminders`).
  */
 import { createHash } from 'node:crypto';
 import type { Temporal } from 'temporal-polyfill';
@@ -121,10 +124,11 @@ export interface Reconciliation {
  */
 export function reconcileReminders(
   existing: readonly StoredReminderState[],
-  desired: readonly PlannedReminder[],
-  opts: { asOf: Date; graceMs: number },
+  planned: readonly PlannedReminder[],
+  opts: { asOf: Date; graceMs: number; task?: Pick<Task, 'id' | 'due_date'> },
 ): Reconciliation {
   const byId = new Map(existing.map((r) => [r.id, r]));
+  const desired = [...planned, ...atDueInstead(planned, byId, opts)];
   const wanted = new Set(desired.map((d) => d.id));
   const out: Reconciliation = { schedule: [], reactivate: [], dismiss: [] };
   for (const d of desired) {
@@ -138,6 +142,29 @@ export function reconcileReminders(
   }
   for (const r of existing) if (r.status === 'scheduled' && !wanted.has(r.id)) out.dismiss.push(r);
   return out;
+}
+
+/**
+ * "Never none": a reminder at the due time when every planned reminder is an offset already past (more than
+ * the grace window) and none is stored, so the task would otherwise get no reminder; the due time must still
+ * be live. Stable across later changes of the task: the same due time gives the same reminder id.
+ */
+function atDueInstead(
+  planned: readonly PlannedReminder[],
+  stored: ReadonlyMap<string, StoredReminderState>,
+  opts: { asOf: Date; graceMs: number; task?: Pick<Task, 'id' | 'due_date'> },
+): PlannedReminder[] {
+  const due = opts.task?.due_date;
+  if (!due || planned.length === 0 || !isLive(due, opts.asOf, opts.graceMs)) return [];
+  const isOffset = (spec: string) => /^P/i.test(spec);
+  const missed = planned.every(
+    (p) => !stored.has(p.id) && !isLive(p.remind_at, opts.asOf, opts.graceMs) && p.specs.every(isOffset),
+  );
+  if (!missed) return [];
+  const remind_at = new Date(Date.parse(due)).toISOString();
+  const id = reminderId(opts.task!.id, remind_at);
+  if (planned.some((p) => p.id === id)) return [];
+  return [{ id, remind_at, specs: planned.flatMap((p) => p.specs) }];
 }
 
 /** The reason recorded on reminders dismissed because of a task event. */

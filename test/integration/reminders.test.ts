@@ -535,6 +535,21 @@ for (const BUS of BUSES) {
       assert.deepEqual(items.map((x: { status: string }) => x.status).sort(), ['missed', 'triggered']);
     });
 
+    it('gives a task due sooner than its nearest offset a reminder at its due time (never none), which fires then', async () => {
+      // "Remind me in 40 minutes": the default offsets (1 day and 1 hour before) are both long past.
+      const task = await createTask('otto', { title: 'Call back', due_date: at(40 * MIN) });
+      const [scheduled] = await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      assert.equal(scheduled!.data.remind_at, task.due_date);
+      const listed = await app.call('otto', 'GET', `/api/tasks/${task.id}/reminders`);
+      assert.deepEqual(
+        listed.body.items.map((r: { remind_at: string; specs: string[] }) => [r.remind_at, r.specs]),
+        [[task.due_date, ['P1D', 'PT1H']]],
+      );
+      clock.advance(40 * MIN + 1_000);
+      await firedUpToNow();
+      await waitForEvents(app, task.id, 'reminder.triggered', 1);
+    });
+
     it('does not schedule reminders already past the grace window when the task is created; fires those within it', async () => {
       const task = await createTask('nina', {
         title: 'Soon',

@@ -166,6 +166,50 @@ describe('reconcileReminders', () => {
     assert.equal(dismissReasonFor('task.completed', { status: 'completed' }), 'task_completed');
     assert.equal(dismissReasonFor('task.updated', { status: 'pending' }), 'rescheduled');
   });
+
+  describe('a task due sooner than its nearest offset gets a reminder at its due time', () => {
+    const now = new Date('2026-03-10T08:20:00Z'); // due 09:00: 40 minutes away
+    const soon = task({ reminders: ['P1D', 'PT1H'] });
+    const atDue = reminderId(TASK, soon.due_date!);
+    const reconcile = (stored: StoredReminderState[], t = soon, asOf = now) =>
+      reconcileReminders(stored, planReminders(t, []), { asOf, graceMs: GRACE, task: t });
+
+    it('instead of none: one reminder at the due time, naming the offsets it stands for', () => {
+      const r = reconcile([]);
+      assert.deepEqual(r.schedule, [{ id: atDue, remind_at: soon.due_date, specs: ['P1D', 'PT1H'] }]);
+      assert.deepEqual(r.dismiss, []);
+    });
+    it('not when an offset is still ahead (due in 3 h: the 1-hour one)', () => {
+      const r = reconcile([], soon, new Date('2026-03-10T06:00:00Z'));
+      assert.deepEqual(
+        r.schedule.map((p) => p.remind_at),
+        ['2026-03-10T08:00:00.000Z'],
+      );
+    });
+    it('keeps it through later changes of the task, and moves it with the due date', () => {
+      assert.deepEqual(reconcile([state(atDue, 'scheduled')]), { schedule: [], reactivate: [], dismiss: [] });
+      assert.deepEqual(reconcile([state(atDue, 'triggered')]), { schedule: [], reactivate: [], dismiss: [] });
+      const moved = task({ reminders: ['P1D', 'PT1H'], due_date: '2026-03-10T08:50:00.000Z' });
+      const r = reconcile([state(atDue, 'scheduled')], moved);
+      assert.deepEqual(
+        r.schedule.map((p) => p.remind_at),
+        [moved.due_date],
+      );
+      assert.deepEqual(
+        r.dismiss.map((d) => d.id),
+        [atDue],
+      );
+    });
+    it('not for a reminder the task already had at an offset, nor when the due time itself has passed', () => {
+      const hourBefore = reminderId(TASK, '2026-03-10T08:00:00.000Z');
+      assert.deepEqual(reconcile([state(hourBefore, 'triggered')]).schedule, []);
+      assert.deepEqual(reconcile([], soon, new Date('2026-03-10T09:30:00Z')).schedule, []);
+    });
+    it('not for instants the user chose in the past, nor without a due date', () => {
+      assert.deepEqual(reconcile([], task({ reminders: ['2026-03-10T07:00:00Z'] })).schedule, []);
+      assert.deepEqual(reconcile([], task({ reminders: ['PT1H'], due_date: null })).schedule, []);
+    });
+  });
 });
 
 describe('parseSnooze', () => {

@@ -207,7 +207,7 @@ export async function applyTaskEvents(
       ? []
       : planReminders(task, task.reminders === null ? (defaults.get(task.user_id) ?? DEFAULT_REMINDERS) : []);
     const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
-    const plan = reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs });
+    const plan = reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs, task });
     const reason: DismissReason = dismissReasonFor(input.type, task);
     const ctx: EventContext = { now: opts.now, channels: opts.channels, traceparent: input.traceparent };
     const due = task.due_date === null ? null : new Date(task.due_date);
