@@ -88,6 +88,16 @@ export class Metrics {
     help: 'Age of the oldest unpublished outbox row',
     registers: [this.registry],
   });
+  /** Where the create queue's age comes from (the api target's task store); none: 0. */
+  private createQueue: (() => number) | undefined;
+  readonly createQueueAge = new Gauge({
+    name: 'taskflow_create_queue_age_seconds',
+    help: 'How long the oldest task create not yet written has waited (admission control refuses new creates past CREATE_QUEUE_MAX_MS)',
+    registers: [this.registry],
+    collect: () => {
+      this.createQueueAge.set((this.createQueue?.() ?? 0) / 1000);
+    },
+  });
   readonly ledgerPruned = new Counter({
     name: 'taskflow_ledger_pruned_rows_total',
     help: "Rows of the consumers' dedupe ledger (processed_events) deleted past LEDGER_RETENTION_MS",
@@ -185,6 +195,11 @@ export class Metrics {
    */
   async exposition(): Promise<string> {
     return (await this.registry.metrics()).replace(/ Nan$/gm, ' NaN');
+  }
+
+  /** Reports the age of the oldest create not yet written (ms) on /metrics. */
+  trackCreateQueue(ageMs: () => number): void {
+    this.createQueue = ageMs;
   }
 
   /** Reports the statements counted by a database on /metrics. */

@@ -157,6 +157,11 @@ export class TaskStore {
     );
   }
 
+  /** How long the oldest create not yet written has waited (ms); 0 when none. */
+  createQueueAge(): number {
+    return this.group.queuedFor();
+  }
+
   private event(type: TaskEventType, task: Task, previous: Task | null, changes: string[], meta: EventMeta) {
     const extensions: Record<string, string> = {};
     if (meta.clientIp) extensions.clientip = meta.clientIp;

@@ -90,9 +90,16 @@ describe('group commit: admission control', () => {
         let release: () => void = () => undefined;
         const holding = db.transaction(() => new Promise<void>((r) => (release = r)));
         const queued = app.call('olga', 'POST', '/api/tasks', { title: 'waits' });
-        // Not a condition but the bound under test: longer than CREATE_QUEUE_MAX_MS (200 ms). Too short, the
-        // create below is accepted and the test fails; it cannot make a broken admission control pass.
-        await new Promise((r) => setTimeout(r, 400));
+        // The condition: the queued create has waited longer than CREATE_QUEUE_MAX_MS (200 ms), as /metrics
+        // reports it (however slow the machine is in getting the request there).
+        await waitFor(
+          async () => {
+            const text = await (await fetch(`${app.url}/metrics`)).text();
+            return Number(/^taskflow_create_queue_age_seconds (\S+)$/m.exec(text)?.[1] ?? 0) > 0.25;
+          },
+          20_000,
+          'the queued create to wait past CREATE_QUEUE_MAX_MS',
+        );
         const refused = await app.call('olga', 'POST', '/api/tasks', { title: 'refused' });
         assert.equal(refused.status, 503);
         assert.equal(refused.headers.get('retry-after'), '1');

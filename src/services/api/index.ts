@@ -30,6 +30,7 @@ export const apiTarget: TargetDefinition = {
       },
     });
     const store = new TaskStore(rt.db, rt.clock, { createQueueMaxMs: rt.config.createQueueMaxMs });
+    rt.metrics.trackCreateQueue(() => store.createQueueAge());
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
     const verify = createVerifier(rt.config.jwt);
     await registerTaskApi(app, { store, settings, verify });
