@@ -161,10 +161,9 @@ function atDueInstead(
     (p) => !stored.has(p.id) && !isLive(p.remind_at, opts.asOf, opts.graceMs) && p.specs.every(isOffset),
   );
   if (!missed) return [];
+  // Offsets are positive, so no planned reminder is at the due time itself.
   const remind_at = new Date(Date.parse(due)).toISOString();
-  const id = reminderId(opts.task!.id, remind_at);
-  if (planned.some((p) => p.id === id)) return [];
-  return [{ id, remind_at, specs: planned.flatMap((p) => p.specs) }];
+  return [{ id: reminderId(opts.task!.id, remind_at), remind_at, specs: planned.flatMap((p) => p.specs) }];
 }
 
 /** The reason recorded on reminders dismissed because of a task event. */

@@ -205,6 +205,13 @@ describe('reconcileReminders', () => {
       assert.deepEqual(reconcile([state(hourBefore, 'triggered')]).schedule, []);
       assert.deepEqual(reconcile([], soon, new Date('2026-03-10T09:30:00Z')).schedule, []);
     });
+    it('not when the task asks for no reminders, nor for an instant the user chose (even with an offset)', () => {
+      assert.deepEqual(reconcile([], task({ reminders: [] })).schedule, []);
+      // PT1H and an instant both at 08:00, past: the instant was the user's explicit choice.
+      const both = task({ reminders: ['PT1H', '2026-03-10T08:00:00Z'] });
+      assert.deepEqual(planReminders(both, [])[0]!.specs, ['PT1H', '2026-03-10T08:00:00Z']);
+      assert.deepEqual(reconcile([], both).schedule, []);
+    });
     it('not for instants the user chose in the past, nor without a due date', () => {
       assert.deepEqual(reconcile([], task({ reminders: ['2026-03-10T07:00:00Z'] })).schedule, []);
       assert.deepEqual(reconcile([], task({ reminders: ['PT1H'], due_date: null })).schedule, []);
