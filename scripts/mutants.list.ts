@@ -69,7 +69,7 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'late-completion-after-reopen',
     breaks: 'a completion handled after its task was reopened creates no next occurrence',
     file: 'src/services/recurrence/index.ts',
-    find: "      if ((await taskStatus(tx, done.id)) === 'pending') return null;",
+    find: "      if (current?.status === 'pending') return null;",
     replace: '',
     tests: ['test/integration/recurrence.test.ts#reopening an occurrence'],
   },

@@ -7,6 +7,8 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifyError,
   type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
 } from 'fastify';
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
 import { AuthError, AuthUnavailableError } from '../auth.ts';
@@ -180,24 +182,20 @@ export async function createHttpServer(opts: {
     if (!entry) methodsByPath.push((entry = { pattern: new RegExp(source), methods: new Set() }));
     for (const m of [route.method].flat()) entry.methods.add(m);
   });
-  /** The methods a path accepts, when it is a route path (for the 405 below). */
-  const allowedOn = (url: string) => {
-    const path = url.split('?')[0]!;
-    return new Set(methodsByPath.filter((e) => e.pattern.test(path)).flatMap((e) => [...e.methods]));
-  };
-  // Early, before the body is read: an unknown route's body is never parsed (Fastify would refuse a QUERY
-  // without a Content-Type with 400 first).
-  app.addHook('onRequest', async (req, reply) => {
-    if (!req.is404) return;
+  /** No route for this method: 405 with Allow when the path takes other methods, else 404. */
+  const noRoute = (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
-    const allowed = allowedOn(path);
+    const allowed = new Set(methodsByPath.filter((e) => e.pattern.test(path)).flatMap((e) => [...e.methods]));
     if (allowed.size === 0) return sendProblem(reply, problem(404, `no route ${req.method} ${path}`));
     reply.header('allow', [...allowed].sort().join(', '));
     return sendProblem(reply, problem(405, `${req.method} is not allowed on ${path}`));
+  };
+  // Answered early, before the body is read: an unknown route's body is never parsed (Fastify would refuse a
+  // QUERY without a Content-Type with 400 first). The not-found handler stays for what reaches it otherwise.
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.is404) return noRoute(req, reply);
   });
-  app.setNotFoundHandler((req, reply) =>
-    sendProblem(reply, problem(404, `no route ${req.method} ${req.url.split('?')[0]}`)),
-  );
+  app.setNotFoundHandler(noRoute);
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {

@@ -366,8 +366,7 @@ export class TaskStore {
       const task = toTask(r.rows[0]);
       if (expectedVersion !== undefined && expectedVersion !== task.version)
         throw new VersionConflictError(expectedVersion, task.version); // rolls the delete back
-      const deleted = { ...task, updated_at: this.clock.now().toISOString() };
-      await appendEvents(tx, [this.event('task.deleted', deleted, task, [], meta)]);
+      await appendEvents(tx, [this.deletedEvent(task, meta)]);
       return task;
     });
     return result;
@@ -402,8 +401,18 @@ export class TaskStore {
         `the next occurrence of this series (${next!.id}) was changed since it was created; complete or delete it, then reopen this one`,
       );
     await tx.query(`DELETE FROM tasks WHERE id = $1`, [next!.id]);
-    const deleted = { ...next!, updated_at: this.clock.now().toISOString() };
-    await appendEvents(tx, [this.event('task.deleted', deleted, next!, [], meta)]);
+    await appendEvents(tx, [this.deletedEvent(next!, meta)]);
+  }
+
+  /** The `task.deleted` of a task just deleted: the task as it was, stamped with the time of deletion. */
+  private deletedEvent(task: Task, meta: EventMeta) {
+    return this.event(
+      'task.deleted',
+      { ...task, updated_at: this.clock.now().toISOString() },
+      task,
+      [],
+      meta,
+    );
   }
 
   /** `timeZone`: the user's, needed when the query names a due window (`due=today`). */

@@ -20,6 +20,7 @@ import { PermanentError } from '../../bus/types.ts';
 import type { TaskEventData } from '../../contracts/events.ts';
 import { GROUPS, TOPICS } from '../../contracts/topics.ts';
 import { createVerifier } from '../../auth.ts';
+import { NotFoundError } from '../../domain/errors.ts';
 import { nextOccurrence } from '../../domain/recurrence.ts';
 import type { Task, TaskFields } from '../../domain/task.ts';
 import { childTraceparent } from '../../observability/trace.ts';
@@ -37,7 +38,6 @@ import {
   recordOccurrence,
   removeOccurrence,
   successorOf,
-  taskStatus,
 } from './series.ts';
 
 export const RECURRENCE_SOURCE = '/taskflow/recurrence';
@@ -61,7 +61,11 @@ export function recurrenceHandler(rt: Runtime, store: TaskStore) {
       const locked = await lockSeries(tx, { seriesId, userId: done.user_id, rule, anchor });
       if (await successorOf(tx, done.id)) return null; // this occurrence already has its successor
       // Reopened before this completion was handled: the completion was taken back, it creates nothing.
-      if ((await taskStatus(tx, done.id)) === 'pending') return null;
+      const current = await store.get(done.user_id, done.id, tx).catch((err: unknown) => {
+        if (err instanceof NotFoundError) return null; // deleted since: the series goes on
+        throw err;
+      });
+      if (current?.status === 'pending') return null;
       const series = await adoptRule(tx, locked, rule, anchor);
       const index = await occurrenceIndex(tx, seriesId, done.id, done.due_date);
       let due: string | null;

@@ -172,12 +172,6 @@ export async function removeOccurrence(tx: Queryable, taskId: string): Promise<v
   );
 }
 
-/** The task's status now (tasks are written by the API and by this service), or null when it is gone. */
-export async function taskStatus(tx: Queryable, taskId: string): Promise<string | null> {
-  const r = await tx.query<{ status: string }>('SELECT status FROM tasks WHERE id = $1', [taskId]);
-  return r.rows[0]?.status ?? null;
-}
-
 /** No further occurrence: the series has ended (idempotent; the first end time is kept). */
 export async function recordEnd(tx: Queryable, seriesId: string, taskId: string, at: string): Promise<void> {
   await tx.query(
