@@ -19,9 +19,16 @@ export function plainFields(title: string, overrides: Partial<TaskFields> = {}):
   };
 }
 
-/** A valid `task.created` event for `user` whose task title is `title` (tests put a sequence number in it). */
-export function taskCreated(user: string, title: string): CloudEvent<TaskEventData> {
-  const task = newTask(uuidv7(), user, plainFields(title), new Date('2026-03-01T12:00:00Z'));
+/**
+ * A valid `task.created` event for `user` whose task title is `title` (tests put a sequence number in it);
+ * `fields` overrides the plain task's other fields (a due date, reminders).
+ */
+export function taskCreated(
+  user: string,
+  title: string,
+  fields: Partial<TaskFields> = {},
+): CloudEvent<TaskEventData> {
+  const task = newTask(uuidv7(), user, plainFields(title, fields), new Date('2026-03-01T12:00:00Z'));
   return makeEvent<TaskEventData>({
     type: 'task.created',
     source: '/taskflow/test',

@@ -16,7 +16,7 @@ import { RELAY_HEADER } from '../../src/services/relay/index.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
-import { TEST_SECRET, waitFor } from '../helpers/app.ts';
+import { TEST_SECRET, outboxRelayed, waitFor } from '../helpers/app.ts';
 import { createPgDatabase } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { startServer, type ServerProcess } from '../helpers/processes.ts';
@@ -94,7 +94,7 @@ describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
       await waitFor(async () => written > 900, 60_000, 'writes after the kill');
       writing = false;
       await writer;
-      await waitFor(async () => (await pending()) === 0, 60_000, 'the outbox to drain');
+      await outboxRelayed(db, 60_000);
 
       const bus = createKafkaBus(
         { brokers: kafkaBrokers!.split(','), clientId: 'failover-check', topicPrefix: prefix },

@@ -12,32 +12,15 @@ import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
 import { outboxRelayed, startApp, waitFor } from '../helpers/app.ts';
-import { plainFields } from '../helpers/events.ts';
+import { taskCreated } from '../helpers/events.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
-import { newTask } from '../../src/domain/task.ts';
-import { makeEvent } from '../../src/contracts/cloudevent.ts';
-import type { TaskEventData } from '../../src/contracts/events.ts';
-import { uuidv7 } from 'uuidv7';
 
 const BACKLOG = 2_000;
 const USERS = 20;
 
 /** A task.created of a task due in a week with a reminder an hour before (the clock is 2026-03-01). */
-function dueTaskCreated(user: string, i: number) {
-  const task = newTask(
-    uuidv7(),
-    user,
-    plainFields(`backlog-${i}`, { due_date: '2026-03-08T09:00:00.000Z', reminders: ['PT1H'] }),
-    new Date('2026-03-01T12:00:00Z'),
-  );
-  return makeEvent<TaskEventData>({
-    type: 'task.created',
-    source: '/taskflow/test',
-    subject: task.id,
-    key: user,
-    data: { user_id: user, task, previous: null, changes: [] },
-  });
-}
+const dueTaskCreated = (user: string, i: number) =>
+  taskCreated(user, `backlog-${i}`, { due_date: '2026-03-08T09:00:00.000Z', reminders: ['PT1H'] });
 
 const transports: [string, Record<string, string>][] = [
   ['embedded', { BUS: 'embedded' }],
