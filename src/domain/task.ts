@@ -106,22 +106,31 @@ export const INSTANT_HINT =
   'must be an ISO 8601 date-time with an offset, in years 0001-9999 (UTC), e.g. 2026-01-10T09:00:00Z';
 
 /**
- * The canonical text of a valid offset (`pt1h` -> `PT1H`), memoized: `Temporal.Duration#toString` of the
- * polyfill costs ~0.1 ms, a noticeable share of a create, and offsets are a small vocabulary.
+ * Offsets parsed so far, with their canonical text: every write and every reminder plan parses the same few
+ * (P1D, PT1H...), and the Temporal polyfill's parse, total and toString cost about 0.05-0.1 ms each, a
+ * noticeable share of a create (a Temporal.Duration is immutable: safe to share). Cleared when full, so
+ * hostile input cannot grow it.
  */
-const canonicalOffsets = new Map<string, string>();
-function canonicalOffset(raw: string, d: Temporal.Duration): string {
-  let text = canonicalOffsets.get(raw);
-  if (text === undefined) {
-    text = d.toString();
-    if (canonicalOffsets.size >= 1_000) canonicalOffsets.clear();
-    canonicalOffsets.set(raw, text);
+const parsedOffsets = new Map<string, { duration: Temporal.Duration; text: string } | null>();
+const PARSED_OFFSETS_MAX = 1_000;
+
+function offsetOf(value: string): { duration: Temporal.Duration; text: string } | null {
+  let known = parsedOffsets.get(value);
+  if (known === undefined) {
+    const duration = parseOffset(value);
+    known = duration && { duration, text: duration.toString() };
+    if (parsedOffsets.size >= PARSED_OFFSETS_MAX) parsedOffsets.clear();
+    parsedOffsets.set(value, known);
   }
-  return text;
+  return known;
 }
 
 /** A reminder offset: a positive ISO 8601 duration of days/weeks/hours/minutes, at most a year. */
 export function parseReminderOffset(value: string): Temporal.Duration | null {
+  return offsetOf(value)?.duration ?? null;
+}
+
+function parseOffset(value: string): Temporal.Duration | null {
   if (!/^P/i.test(value)) return null;
   try {
     const d = Temporal.Duration.from(value);
@@ -207,7 +216,7 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
               `must be a positive ISO 8601 duration of weeks, days, hours or minutes up to ${LIMITS.reminderOffsetMaxDays} days (e.g. PT1H, P1D)`,
               path,
             );
-          out.push(canonicalOffset(raw, d));
+          out.push(offsetOf(raw)!.text);
         } else {
           const at = parseInstant(raw);
           if (at === null)
