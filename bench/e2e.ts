@@ -57,6 +57,7 @@ import {
   benchServers,
   log,
   percentile,
+  startNodeOptions,
   startService,
   type Service,
 } from './lib.ts';
@@ -435,11 +436,15 @@ async function startStack(server: { root: string }, mode: Mode, scope: string, i
   const nodeArgs = process.env.BENCH_CPU_PROF
     ? [`--cpu-prof`, `--cpu-prof-dir=${resolve(process.env.BENCH_CPU_PROF)}`]
     : [];
-  const child = spawn(process.execPath, [...nodeArgs, join(server.root, 'bin', 'taskflow.js'), ...args], {
-    cwd: server.root,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...startNodeOptions(server.root), ...nodeArgs, join(server.root, 'bin', 'taskflow.js'), ...args],
+    {
+      cwd: server.root,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   const keep = (b: Buffer) => {
     out = (out + b.toString()).slice(-20_000);

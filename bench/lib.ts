@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -136,6 +136,18 @@ export function benchServers(): { label: string; root: string }[] {
     if (!existsSync(join(s.root, 'bin', 'taskflow.js')))
       throw new Error(`no bin/taskflow.js under ${s.root}`);
   return servers;
+}
+
+/**
+ * The Node options a checkout's `npm start` passes before `bin/taskflow.js` (e.g. `--v8-pool-size=1`), so a
+ * bench starts Taskflow as a user does; none for a checkout whose script has none.
+ */
+export function startNodeOptions(root: string): string[] {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+    scripts?: { start?: string };
+  };
+  const m = /^node((?:\s+--\S+)*)\s+bin\/taskflow\.js\b/.exec(pkg.scripts?.start ?? '');
+  return m?.[1]?.trim().split(/\s+/).filter(Boolean) ?? [];
 }
 
 /** An integer environment knob of a bench, `def` when unset; anything else is a clear error. */

@@ -3,7 +3,8 @@
  *
  * For each checkout of BENCH_SERVERS (default `current=.`; e.g. `before=../old,after=.`), alternating run by
  * run so ratios come from the same minutes of a shared machine:
- * - ready, fresh: `node bin/taskflow.js up` on a new data directory until the first 200 on `/readyz`;
+ * - ready, fresh: `node bin/taskflow.js up` (with the Node options of the checkout's `npm start`) on a new data
+ *   directory until the first 200 on `/readyz`;
  * - ready, warm: the same on the data directory of an earlier run (migrations applied);
  * - idle RSS (after BENCH_IDLE_SECONDS, default 5) and peak RSS during start (VmHWM), summed over the process
  *   and its children (a TypeScript loader's esbuild service counts);
@@ -17,7 +18,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchServers, intEnv, loadNote, log, median } from './lib.ts';
+import { benchServers, intEnv, loadNote, log, median, startNodeOptions } from './lib.ts';
 
 const RUNS = intEnv('BENCH_RUNS', 5);
 const IDLE_SECONDS = intEnv('BENCH_IDLE_SECONDS', 5, 0);
@@ -66,7 +67,7 @@ interface UpRun {
 async function up(root: string, dataDir: string): Promise<UpRun> {
   const port = await freePort();
   const started = performance.now();
-  const child = spawn(process.execPath, [join(root, 'bin', 'taskflow.js'), 'up'], {
+  const child = spawn(process.execPath, [...startNodeOptions(root), join(root, 'bin', 'taskflow.js'), 'up'], {
     cwd: root,
     env: { ...ENV, PORT: String(port), DATABASE_URL: dataDir },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -102,11 +103,15 @@ async function up(root: string, dataDir: string): Promise<UpRun> {
 /** Runs a CLI command to its end: wall time and peak RSS (GNU time's %M covers the process only: /proc). */
 async function command(root: string, args: string[], dataDir: string): Promise<{ ms: number; mb: number }> {
   const started = performance.now();
-  const child = spawn(process.execPath, [join(root, 'bin', 'taskflow.js'), ...args], {
-    cwd: root,
-    env: { ...ENV, DATABASE_URL: dataDir },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...startNodeOptions(root), join(root, 'bin', 'taskflow.js'), ...args],
+    {
+      cwd: root,
+      env: { ...ENV, DATABASE_URL: dataDir },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let mb = 0;

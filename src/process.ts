@@ -2,7 +2,7 @@
  * Runs a set of targets in this process: opens the database (migrating it), the bus, one HTTP listener, then
  * starts each target; stops them in reverse order on SIGTERM/SIGINT, finishing in-flight work.
  */
-import { allTopics, createBus } from './bus/index.ts';
+import { allTopics, createBus, preloadBus } from './bus/index.ts';
 import type { Bus } from './bus/types.ts';
 import type { Config } from './config.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
@@ -40,22 +40,35 @@ export async function runTargets(
   const since = (t: number) => Math.round(performance.now() - t);
   let step = performance.now();
   const database = isPostgresUrl(config.databaseUrl) ? 'PostgreSQL' : `PGlite ${config.databaseUrl}`;
-  if (!opts.db) log.info(`opening the database (${database})`);
-  const db = opts.db ?? (await openDb(config.databaseUrl));
-  metrics.trackStatements(db.statements);
-  const applied = await migrate(db, (m) => log.info(m));
-  log.info(
-    { applied, ms: since(step) },
-    applied.length ? `database open, ${applied.length} migration(s) applied` : 'database open and up to date',
-  );
-  step = performance.now();
-  // The HTTP server comes first: the Dapr bus adds its subscription routes to it.
-  const http = await createHttpServer({
+  // The modules of the bus and of the targets load, and the HTTP server is made, while the database opens
+  // (PGlite's start waits on file reads and WebAssembly compilation); failures surface where they are used.
+  const preloading = Promise.all([preloadBus(config), ...targets.map((t) => t.preload?.())]);
+  preloading.catch(() => undefined);
+  // The HTTP server comes before the bus: the Dapr bus adds its subscription routes to it.
+  const httpMade = createHttpServer({
     log,
     metrics,
     trustProxy: config.trustProxy,
     rateLimitPerMinute: config.rateLimitPerMinute,
   });
+  if (!opts.db) log.info(`opening the database (${database})`);
+  let db: Db | undefined;
+  let applied: string[];
+  try {
+    db = opts.db ?? (await openDb(config.databaseUrl));
+    metrics.trackStatements(db.statements);
+    applied = await migrate(db, (m) => log.info(m));
+  } catch (err) {
+    await httpMade.then((h) => h.app.close()).catch(() => undefined);
+    if (db && !opts.db) await db.close().catch(() => undefined);
+    throw err;
+  }
+  log.info(
+    { applied, ms: since(step) },
+    applied.length ? `database open, ${applied.length} migration(s) applied` : 'database open and up to date',
+  );
+  step = performance.now();
+  const http = await httpMade;
   const bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
   log.info(`bus: ${config.bus}`);
   const provisioning = provisionTopics(config, bus, log);

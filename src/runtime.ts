@@ -24,4 +24,6 @@ export interface RunningTarget {
 export interface TargetDefinition {
   name: string;
   start(rt: Runtime): Promise<RunningTarget>;
+  /** Loads the target's modules ahead of `start`, while the database opens (start-up time). */
+  preload?(): Promise<unknown>;
 }

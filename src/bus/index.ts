@@ -37,6 +37,18 @@ export function kafkaSettings(config: Config): KafkaSettings {
   };
 }
 
+/** Each transport's module (and its client library), loaded only when chosen. */
+const loadTransport = {
+  embedded: () => import('./embedded/index.ts'),
+  kafka: () => import('./kafka/index.ts'),
+  dapr: () => import('./dapr/index.ts'),
+};
+
+/** Loads the transport's modules ahead of `createBus`, while the database opens (start-up time). */
+export function preloadBus(config: Config): Promise<unknown> {
+  return loadTransport[config.bus]();
+}
+
 export async function createBus(
   config: Config,
   db: Db,
@@ -48,9 +60,8 @@ export async function createBus(
   const busLog = log.child({ component: 'bus' });
   let bus: Bus;
   switch (config.bus) {
-    // Each transport (and its client library) is loaded only when chosen.
     case 'embedded': {
-      const { createEmbeddedBus } = await import('./embedded/index.ts');
+      const { createEmbeddedBus } = await loadTransport.embedded();
       bus = createEmbeddedBus(db, {
         log: busLog,
         retry: config.retry,
@@ -66,12 +77,12 @@ export async function createBus(
       break;
     }
     case 'kafka': {
-      const { createKafkaBus } = await import('./kafka/index.ts');
+      const { createKafkaBus } = await loadTransport.kafka();
       bus = createKafkaBus(kafkaSettings(config), { log: busLog, retry: config.retry });
       break;
     }
     case 'dapr': {
-      const { createDaprBus } = await import('./dapr/index.ts');
+      const { createDaprBus } = await loadTransport.dapr();
       // Topics/lag/dead letters go to the brokers behind the component, when the app knows them.
       bus = createDaprBus(
         {

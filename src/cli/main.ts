@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** `taskflow`: one binary, many targets (the Loki/Mimir model), plus operations commands. */
 import { existsSync, readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
@@ -28,8 +29,19 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
   version: string;
 };
 
+/** Commands that keep running: PGlite's hot functions are worth V8's optimizing WebAssembly compiler. */
+const LONG_RUNNING = new Set(['up', 'serve', 'mcp', 'tail']);
+
 const program = new Command();
 program
+  .hook('preAction', (_program, action) => {
+    // A one-shot command runs a few statements: PGlite's WebAssembly in V8's baseline compiler only. The
+    // optimizing tier-up otherwise starts at once and costs more than it saves: `taskflow lag` on PGlite
+    // took 1.0-1.2 s, and 0.73 s with this (docs/benchmarks.md). Set before PGlite compiles its module.
+    let command = action;
+    while (command.parent && command.parent !== program) command = command.parent;
+    if (!LONG_RUNNING.has(command.name())) setFlagsFromString('--liftoff-only');
+  })
   .name('taskflow')
   .version(version, '-V, --version')
   .description('Event-driven task platform: Task API, outbox relay and event consumers in one binary.')

@@ -10,7 +10,9 @@ export interface TargetEntry extends TargetDefinition {
 }
 
 function lazyTarget(name: string, description: string, load: () => Promise<TargetDefinition>): TargetEntry {
-  return { name, description, start: async (rt) => (await load()).start(rt) };
+  let loading: Promise<TargetDefinition> | undefined;
+  const preload = () => (loading ??= load());
+  return { name, description, preload, start: async (rt) => (await preload()).start(rt) };
 }
 
 export const TARGETS: readonly TargetEntry[] = [
