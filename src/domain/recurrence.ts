@@ -12,6 +12,8 @@ import { Temporal } from 'temporal-polyfill';
 // ---------------------------------------------------------------------------------------------------------
 // Public types
 
+/** The largest `interval` and `count` a rule may have (RRULE gives no bound; nine digits keep them exact). */
+export const RECURRENCE_NUMBER_MAX = 999_999_999;
 export type RecurrencePreset = 'daily' | 'weekdays' | 'weekly' | 'monthly' | 'yearly';
 export type RecurrenceMode = 'schedule' | 'after_completion';
 
@@ -604,7 +606,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
       typeof intervalInput === 'number' &&
       Number.isInteger(intervalInput) &&
       intervalInput >= 1 &&
-      intervalInput <= 999_999_999
+      intervalInput <= RECURRENCE_NUMBER_MAX
     )
       interval = intervalInput;
     else issue('interval', 'must be an integer >= 1');
@@ -616,7 +618,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
       typeof countInput === 'number' &&
       Number.isInteger(countInput) &&
       countInput >= 1 &&
-      countInput <= 999_999_999
+      countInput <= RECURRENCE_NUMBER_MAX
     )
       count = countInput;
     else issue('count', 'must be an integer >= 1');

@@ -22,6 +22,7 @@ const TOOLS = [
   'add_task',
   'complete_task',
   'delete_task',
+  'get_context',
   'get_task',
   'list_tasks',
   'reopen_task',
@@ -52,8 +53,26 @@ const ok = (r: ToolResult) => {
   return r.structuredContent;
 };
 
+/** Every `type: integer` schema under a JSON Schema, with its path. */
+function integerSchemas(schema: unknown, path = ''): [string, { minimum?: number; maximum?: number }][] {
+  if (!schema || typeof schema !== 'object') return [];
+  const s = schema as Record<string, unknown>;
+  const own: [string, { minimum?: number; maximum?: number }][] =
+    s.type === 'integer' ? [[path, s as { minimum?: number; maximum?: number }]] : [];
+  const children = Object.entries(s).flatMap(([k, v]) =>
+    k === 'properties' && v && typeof v === 'object'
+      ? Object.entries(v).flatMap(([name, sub]) => integerSchemas(sub, path ? `${path}.${name}` : name))
+      : Array.isArray(v)
+        ? v.flatMap((sub) => integerSchemas(sub, path))
+        : k === 'items' || k === 'anyOf'
+          ? integerSchemas(v, path)
+          : [],
+  );
+  return [...own, ...children];
+}
+
 /** The scenario both transports run: list tools, create, list, complete, delete; isolation; bad input. */
-async function scenario(client: Client, foreignTaskId: string): Promise<string> {
+async function scenario(client: Client, foreignTaskId: string, now?: string): Promise<string> {
   const { tools } = await client.listTools();
   assert.deepEqual(tools.map((t) => t.name).sort(), TOOLS);
   for (const t of tools) {
@@ -62,7 +81,23 @@ async function scenario(client: Client, foreignTaskId: string): Promise<string> 
     for (const [k, v] of Object.entries(t.inputSchema.properties ?? {}))
       assert.ok((v as { description?: string }).description, `${t.name}.${k} is described`);
     assert.ok(t.outputSchema, `${t.name} declares its output`);
+    // The user comes from the token: no tool asks for it; no other argument is accepted.
+    assert.ok(!('user_id' in (t.inputSchema.properties ?? {})), `${t.name} does not advertise user_id`);
+    assert.equal(t.inputSchema.additionalProperties, false, `${t.name} takes no other arguments`);
+    // Integer arguments have the bounds the tool takes (not +-2^53).
+    for (const [path, v] of integerSchemas(t.inputSchema)) {
+      assert.ok(v.minimum !== undefined && v.minimum >= 0, `${t.name}.${path} has a lower bound >= 0`);
+      assert.ok(v.maximum !== undefined, `${t.name}.${path} has an upper bound`);
+    }
   }
+  // What a model needs to turn "tomorrow at 9" into an instant: the time and the user's zone and defaults.
+  const context = ok(await call(client, 'get_context', {}));
+  if (now) assert.equal(context.now, now);
+  else assert.ok(Math.abs(Date.parse(context.now) - Date.now()) < 60_000, `now: ${context.now}`);
+  assert.equal(context.timezone, 'UTC');
+  assert.deepEqual(context.default_reminders, ['P1D', 'PT1H']);
+  assert.equal(context.local_time, context.now.slice(0, 19) + '+00:00');
+  assert.match(context.weekday, /^(Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day$/);
   const add = tools.find((t) => t.name === 'add_task')!;
   assert.deepEqual(add.inputSchema.required, ['title']);
 
@@ -143,6 +178,8 @@ async function scenario(client: Client, foreignTaskId: string): Promise<string> 
   );
   assert.equal(errorText(await call(client, 'get_task', { task_id: 'not-a-uuid' })), 'task not found');
   assert.match(errorText(await call(client, 'list_tasks', { user_id: 'somebody-else' })), /^user_id: /);
+  // A client of the seed's Phase III tools sends its own user id: accepted silently.
+  ok(await call(client, 'get_task', { task_id: id, user_id: created.task.user_id }));
 
   // Malformed arguments: a tool error naming the argument (schema checks and the domain's own validation).
   const bad: [string, Record<string, unknown>, RegExp][] = [
@@ -158,7 +195,8 @@ async function scenario(client: Client, foreignTaskId: string): Promise<string> 
     ['add_task', { title: 'x', colour: 'red' }, /colour/],
     ['update_task', { task_id: id }, /at least one field/],
     ['complete_task', {}, /task_id/],
-    ['list_tasks', { limit: 0 }, /limit: must be an integer 1-200/],
+    ['list_tasks', { limit: 0 }, /expected number to be >=1 at limit/],
+    ['list_tasks', { limit: 201 }, /expected number to be <=200 at limit/],
     ['list_tasks', { due_before: 'soon' }, /due_before/],
     ['list_tasks', { due: 'someday' }, /due/],
     ['list_tasks', { cursor: 'garbage' }, /cursor/],
@@ -217,7 +255,7 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     assert.equal(foreign.status, 201);
     const client = await connect('alice');
     try {
-      const id = await scenario(client, foreign.body.id);
+      const id = await scenario(client, foreign.body.id, '2026-03-01T12:00:00.000Z');
       const onBus = await waitFor(
         async () => {
           const msgs = (await app.proc.runtime.bus.admin.read('task-events')).filter(
@@ -245,6 +283,27 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
       );
       const bobTask = await app.call('bob', 'GET', `/api/tasks/${foreign.body.id}`);
       assert.equal(bobTask.body.title, 'bob’s secret');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('get_context gives the time in the user’s zone and their default reminders, as set over REST', async () => {
+    const set = await app.call('carol', 'PUT', '/api/me/settings', {
+      timezone: 'Europe/Berlin',
+      default_reminders: ['PT30M'],
+    });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    const client = await connect('carol');
+    try {
+      const context = ok(await call(client, 'get_context', {}));
+      assert.deepEqual(context, {
+        now: '2026-03-01T12:00:00.000Z',
+        local_time: '2026-03-01T13:00:00+01:00',
+        weekday: 'Sunday',
+        timezone: 'Europe/Berlin',
+        default_reminders: ['PT30M'],
+      });
     } finally {
       await client.close();
     }
@@ -340,6 +399,15 @@ describe(
       await drop?.();
     });
 
+    /** The environment of `taskflow mcp` for alice, writing into this test's database. */
+    const mcpEnv = async (): Promise<Record<string, string>> => ({
+      ...(process.env as Record<string, string>),
+      DATABASE_URL: url,
+      JWT_SECRET: TEST_SECRET,
+      TASKFLOW_TOKEN: await signDevToken(TEST_SECRET, 'alice'),
+      LOG_LEVEL: 'warn',
+    });
+
     it('serves the same tools to a child process, writing into the outbox', async () => {
       const store = new TaskStore(db, new ManualClock('2026-03-01T12:00:00Z'));
       const foreign = await store.create('bob', plainFields('bob’s'), { source: '/test' });
@@ -348,13 +416,7 @@ describe(
         command: process.execPath,
         args: ['bin/taskflow.js', 'mcp'],
         cwd: root,
-        env: {
-          ...(process.env as Record<string, string>),
-          DATABASE_URL: url,
-          JWT_SECRET: TEST_SECRET,
-          TASKFLOW_TOKEN: await signDevToken(TEST_SECRET, 'alice'),
-          LOG_LEVEL: 'warn',
-        },
+        env: await mcpEnv(),
         stderr: 'pipe',
       });
       transport.stderr?.on('data', (d: Buffer) => stderr.push(d.toString()));
@@ -374,6 +436,36 @@ describe(
       } finally {
         await client.close();
       }
+    });
+
+    it('exits cleanly, with nothing on stderr, when its client closes stdin', async () => {
+      const { spawn } = await import('node:child_process');
+      const child = spawn(process.execPath, ['bin/taskflow.js', 'mcp'], {
+        cwd: root,
+        env: await mcpEnv(),
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      child.stdin.write(
+        `${JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'initialize',
+          params: {
+            protocolVersion: '2025-06-18',
+            capabilities: {},
+            clientInfo: { name: 'taskflow-test', version: '1' },
+          },
+        })}\n`,
+      );
+      await waitFor(() => stdout.includes('"id":1'), 30_000, 'the initialize answer');
+      child.stdin.end();
+      assert.equal(await exited, 0, stderr);
+      assert.equal(stderr, '', 'stderr after stdin closed');
     });
 
     it('refuses to start without a valid TASKFLOW_TOKEN', async () => {

@@ -39,6 +39,7 @@ export const apiTarget: TargetDefinition = {
       store,
       settings,
       verify,
+      clock: rt.clock,
       log: rt.log.child({ component: 'mcp' }),
     });
     await app.register(swaggerUi, { routePrefix: '/docs' });

@@ -16,7 +16,8 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
 import { createVerifier } from '../../auth.ts';
 import type { Config } from '../../config.ts';
-import { systemClock } from '../../domain/clock.ts';
+import { systemClock, type Clock } from '../../domain/clock.ts';
+import { Temporal } from 'temporal-polyfill';
 import {
   ConflictError,
   IdempotencyMismatchError,
@@ -28,7 +29,7 @@ import {
 } from '../../domain/errors.ts';
 import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
-import { RECURRENCE_MODES, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
+import { RECURRENCE_MODES, RECURRENCE_NUMBER_MAX, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
 import {
   LIMITS,
   PRIORITIES,
@@ -58,6 +59,8 @@ export interface McpDeps {
   settings: UserSettingsStore;
   log: Logger;
   source?: string;
+  /** What get_context calls now (the system clock by default). */
+  clock?: Clock;
 }
 
 /** Who is calling: the user is always the token's subject. */
@@ -72,12 +75,26 @@ export interface McpCaller {
 // ---------------------------------------------------------------------------------------------------------
 // Argument schemas (JSON Schema for the model; the domain validation below is the one that decides)
 
-const userIdArg = z
-  .string()
-  .optional()
-  .describe(
-    'Optional, for Phase III clients that send it: must be the authenticated user (the user always comes from the token).',
-  );
+/**
+ * A tool's arguments: these and no others, except `user_id`, which clients written for the seed's Phase III
+ * tools send with every call. It is not advertised (the user comes from the token) and is accepted only when
+ * it names the authenticated user (checked in `run`). The JSON Schema says `additionalProperties: false`.
+ */
+function toolArgs<S extends z.ZodRawShape>(shape: S) {
+  return z
+    .looseObject(shape)
+    .check((ctx) => {
+      for (const key of Object.keys(ctx.value))
+        if (!(key in shape) && key !== 'user_id')
+          ctx.issues.push({
+            code: 'custom',
+            message: `unknown argument ${key}; the arguments are ${Object.keys(shape).join(', ')}`,
+            input: ctx.value,
+            path: [key],
+          });
+    })
+    .meta({ additionalProperties: false });
+}
 /** A string argument whose schema errors say "is required" / "must be a string". */
 const str = () =>
   z.string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') });
@@ -88,7 +105,8 @@ const taskIdArg = str().describe(
 const versionArg = z
   .number()
   .int()
-  .positive()
+  .min(1)
+  .max(Number.MAX_SAFE_INTEGER)
   .optional()
   .describe('Optional optimistic concurrency: apply only if the task still has this version.');
 
@@ -99,7 +117,13 @@ const recurrenceObject = z
       .string()
       .optional()
       .describe('An RFC 5545 RRULE such as FREQ=WEEKLY;BYDAY=MO,WE (no RRULE: prefix).'),
-    interval: z.number().int().optional().describe('Repeat every n periods of the preset (default 1).'),
+    interval: z
+      .number()
+      .int()
+      .min(1)
+      .max(RECURRENCE_NUMBER_MAX)
+      .optional()
+      .describe('Repeat every n periods of the preset (default 1).'),
     mode: z
       .enum(RECURRENCE_MODES as [string, ...string[]])
       .optional()
@@ -111,7 +135,13 @@ const recurrenceObject = z
       .optional()
       .describe('IANA time zone of the rule, e.g. Europe/Berlin (default: the user’s).'),
     until: z.string().optional().describe('Last possible occurrence, ISO 8601 date-time.'),
-    count: z.number().int().optional().describe('Number of occurrences in total.'),
+    count: z
+      .number()
+      .int()
+      .min(1)
+      .max(RECURRENCE_NUMBER_MAX)
+      .optional()
+      .describe('Number of occurrences in total.'),
   })
   .describe('A recurrence rule: a preset or an RRULE, with options.');
 const recurrenceArg = z
@@ -171,6 +201,8 @@ const filterArgs = {
   limit: z
     .number()
     .int()
+    .min(1)
+    .max(MAX_LIMIT)
     .optional()
     .describe(`Page size 1-${MAX_LIMIT} (default 50); pass next_cursor as cursor for the next page.`),
   cursor: z.string().optional().describe('next_cursor of the previous page (keep sort and order).'),
@@ -206,6 +238,14 @@ const listOut = {
 // ---------------------------------------------------------------------------------------------------------
 
 const json = (value: unknown) => JSON.stringify(value);
+
+const contextOut = z.strictObject({
+  now: z.string(),
+  local_time: z.string(),
+  weekday: z.string(),
+  timezone: z.string(),
+  default_reminders: z.array(z.string()),
+});
 
 function ok(structured: Record<string, unknown>): CallToolResult {
   return { content: [{ type: 'text', text: json(structured) }], structuredContent: structured };
@@ -275,7 +315,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     { name: 'taskflow', title: 'Taskflow tasks', version: VERSION },
     {
       instructions:
-        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence. Task ids are UUIDs from add_task/list_tasks. Dates are ISO 8601 with an offset.',
+        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence. Call get_context first to learn the current time, the user’s time zone and default reminders: dates are ISO 8601 with an offset (work out "tomorrow at 9" in the user’s zone from it). Task ids are UUIDs from add_task/list_tasks.',
     },
   );
 
@@ -329,6 +369,31 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       );
 
   const change = (status: string) => (task: Task) => changeResult(status, task);
+  const clock = deps.clock ?? systemClock;
+
+  server.registerTool(
+    'get_context',
+    {
+      title: 'Current time and the user’s settings',
+      description:
+        'The current date and time, in UTC and in the user’s time zone (with its offset and weekday), the time zone (IANA name) and the reminders a task gets when it names none (ISO 8601 durations before its due date). Call it before working out a date such as "tomorrow at 9am" or "in 30 minutes": due dates and reminders must be ISO 8601 date-times with an offset.',
+      inputSchema: toolArgs({}),
+      outputSchema: contextOut,
+      annotations: { readOnlyHint: true },
+    },
+    run('get_context', {}, async () => {
+      const user = await settings.get(caller.userId);
+      const now = clock.now();
+      const local = Temporal.Instant.fromEpochMilliseconds(now.getTime()).toZonedDateTimeISO(user.timezone);
+      return ok({
+        now: now.toISOString(),
+        local_time: local.toString({ timeZoneName: 'never', smallestUnit: 'second' }),
+        weekday: local.toLocaleString('en-US', { weekday: 'long' }),
+        timezone: user.timezone,
+        default_reminders: user.default_reminders,
+      });
+    }),
+  );
 
   server.registerTool(
     'add_task',
@@ -336,8 +401,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       title: 'Add a task',
       description:
         'Create a task for the user. Only title is required. Answers {task_id, status: "created", title, task}.',
-      inputSchema: z.strictObject({
-        user_id: userIdArg,
+      inputSchema: toolArgs({
         title: taskFields.title,
         description: taskFields.description.optional(),
         priority: taskFields.priority.optional(),
@@ -375,7 +439,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       title: 'List tasks',
       description:
         'List the user’s tasks, filtered and sorted. Answers {tasks: [{task_id, status, title, ...}], count, next_cursor}.',
-      inputSchema: z.strictObject({ user_id: userIdArg, ...filterArgs }),
+      inputSchema: toolArgs({ ...filterArgs }),
       outputSchema: listOut,
       annotations: { readOnlyHint: true },
     },
@@ -397,8 +461,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       title: 'Search tasks',
       description:
         'Full-text search in titles and descriptions (words, "phrases", -excluded), with the list_tasks filters. Answers like list_tasks.',
-      inputSchema: z.strictObject({
-        user_id: userIdArg,
+      inputSchema: toolArgs({
         query: str().describe('What to look for, up to 200 characters.'),
         ...filterArgs,
       }),
@@ -423,7 +486,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Get a task',
       description: 'One task by id. Answers {task_id, status (the task status), title, task}.',
-      inputSchema: z.strictObject({ user_id: userIdArg, task_id: taskIdArg }),
+      inputSchema: toolArgs({ task_id: taskIdArg }),
       outputSchema: changeOut,
       annotations: { readOnlyHint: true },
     },
@@ -439,8 +502,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       title: 'Update a task',
       description:
         'Change fields of a task; only the given fields change. Answers {task_id, status: "updated", title, task}.',
-      inputSchema: z.strictObject({
-        user_id: userIdArg,
+      inputSchema: toolArgs({
         task_id: taskIdArg,
         title: taskFields.title.optional(),
         description: taskFields.description.optional(),
@@ -489,7 +551,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       {
         title,
         description,
-        inputSchema: z.strictObject({ user_id: userIdArg, task_id: taskIdArg, expected_version: versionArg }),
+        inputSchema: toolArgs({ task_id: taskIdArg, expected_version: versionArg }),
         outputSchema: changeOut,
         annotations: { idempotentHint: true },
       },
@@ -517,7 +579,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Delete a task',
       description: 'Delete a task for good. Answers {task_id, status: "deleted", title, task (as it was)}.',
-      inputSchema: z.strictObject({ user_id: userIdArg, task_id: taskIdArg, expected_version: versionArg }),
+      inputSchema: toolArgs({ task_id: taskIdArg, expected_version: versionArg }),
       outputSchema: changeOut,
       annotations: { destructiveHint: true },
     },
@@ -532,8 +594,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       title: 'Set reminders',
       description:
         'Replace the reminders of a task (e.g. ["PT1H"] = one hour before due). Answers {task_id, status: "updated", title, task}.',
-      inputSchema: z.strictObject({
-        user_id: userIdArg,
+      inputSchema: toolArgs({
         task_id: taskIdArg,
         reminders: remindersArg,
         expected_version: versionArg,
@@ -556,8 +617,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       title: 'Set recurrence',
       description:
         'Make a task repeat (daily, weekdays, weekly, monthly, yearly or an RRULE) or stop repeating (null). Answers {task_id, status: "updated", title, task}.',
-      inputSchema: z.strictObject({
-        user_id: userIdArg,
+      inputSchema: toolArgs({
         task_id: taskIdArg,
         recurrence: recurrenceArg,
         expected_version: versionArg,
@@ -643,11 +703,13 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
   );
   const transport = new StdioServerTransport();
   let closing: Promise<void> | undefined;
+  // Once only, and never re-entered: server.close() closes the transport, whose onclose calls this again
+  // (synchronously: before `closing` was set, that recursed until the stack overflowed).
   const close = () =>
-    (closing ??= (async () => {
+    (closing ??= Promise.resolve().then(async () => {
       await server.close().catch(() => undefined);
       await db.close().catch(() => undefined);
-    })());
+    }));
   await new Promise<void>((resolve) => {
     transport.onclose = () => void close().then(resolve);
     process.stdin.once('end', () => void close().then(resolve));
