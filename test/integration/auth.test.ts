@@ -94,6 +94,63 @@ describe('JWT verification with a JWKS URL', () => {
   });
 });
 
+describe('OAuth 2.0 protected resource metadata for MCP clients (RFC 9728)', () => {
+  it('names the issuer when a JWKS issuer is configured, and every 401 of /mcp points to it', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const issuer = 'https://idp.example.test/realms/taskflow';
+    const app = await startApp(db, {
+      env: { JWT_SECRET: '', JWT_JWKS_URL: 'http://127.0.0.1:9/jwks.json', JWT_ISSUER: issuer },
+    });
+    try {
+      for (const path of [
+        '/.well-known/oauth-protected-resource',
+        '/.well-known/oauth-protected-resource/mcp',
+      ]) {
+        const r = await fetch(`${app.url}${path}`);
+        assert.equal(r.status, 200, path);
+        assert.deepEqual(await r.json(), {
+          resource: `${app.url}/mcp`,
+          authorization_servers: [issuer],
+          bearer_methods_supported: ['header'],
+          resource_name: 'Taskflow',
+          resource_documentation: `${app.url}/docs`,
+        });
+      }
+      const unauthenticated = await fetch(`${app.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+      });
+      assert.equal(unauthenticated.status, 401);
+      assert.match(
+        unauthenticated.headers.get('www-authenticate') ?? '',
+        new RegExp(`^Bearer .*resource_metadata="${app.url}/\\.well-known/oauth-protected-resource/mcp"$`),
+      );
+      // Other routes keep their plain challenge.
+      const rest = await fetch(`${app.url}/api/tasks`);
+      assert.equal(rest.status, 401);
+      assert.doesNotMatch(rest.headers.get('www-authenticate') ?? '', /resource_metadata/);
+    } finally {
+      await app.stop();
+      await db.close();
+    }
+  });
+
+  it('serves no metadata with a shared secret (no issuer to send clients to)', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db);
+    try {
+      assert.equal((await fetch(`${app.url}/openapi.json`)).status, 200, 'the api target runs');
+      assert.equal((await fetch(`${app.url}/.well-known/oauth-protected-resource`)).status, 404);
+    } finally {
+      await app.stop();
+      await db.close();
+    }
+  });
+});
+
 describe('JWT claims with an HS256 secret', () => {
   const ISSUER = 'https://auth.taskflow.test';
   const AUDIENCE = 'taskflow-api';

@@ -41,6 +41,9 @@ export const apiTarget: TargetDefinition = {
       verify,
       clock: rt.clock,
       log: rt.log.child({ component: 'mcp' }),
+      ...(rt.config.jwt.jwksUrl && rt.config.jwt.issuer
+        ? { oauth: { issuer: rt.config.jwt.issuer, publicUrl: rt.config.publicUrl } }
+        : {}),
     });
     await app.register(swaggerUi, { routePrefix: '/docs' });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -9,7 +9,15 @@ import type { McpDeps, handleMcpRequest } from './mcp.ts';
 
 export interface McpHttpDeps extends McpDeps {
   verify: Verifier;
+  /**
+   * Where MCP clients get tokens (JWT_ISSUER, with JWT_JWKS_URL): served as OAuth 2.0 Protected Resource
+   * Metadata (RFC 9728) and named on every 401 of /mcp, as the MCP authorization spec asks. Unset: neither.
+   */
+  oauth?: { issuer: string; publicUrl: string | null };
 }
+
+/** The metadata document's path for the resource `/mcp` (RFC 9728 section 3: the well-known prefix + path). */
+export const PROTECTED_RESOURCE_PATH = '/.well-known/oauth-protected-resource';
 
 const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
   reply
@@ -19,6 +27,30 @@ const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
 
 export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
   let mcp: Promise<{ handleMcpRequest: typeof handleMcpRequest }> | undefined;
+  // Before the /mcp route: its scope takes the hooks the app has when it is registered.
+  if (deps.oauth) {
+    const { issuer, publicUrl } = deps.oauth;
+    // PUBLIC_URL when set; otherwise the address the client used (Host, or X-Forwarded-* with TRUST_PROXY).
+    const base = (req: FastifyRequest) => publicUrl ?? `${req.protocol}://${req.host}`;
+    const metadata = async (req: FastifyRequest) => ({
+      resource: `${base(req)}/mcp`,
+      authorization_servers: [issuer],
+      bearer_methods_supported: ['header'],
+      resource_name: 'Taskflow',
+      resource_documentation: `${base(req)}/docs`,
+    });
+    app.get(PROTECTED_RESOURCE_PATH, { schema: { hide: true } }, metadata);
+    app.get(`${PROTECTED_RESOURCE_PATH}/mcp`, { schema: { hide: true } }, metadata);
+    app.addHook('onSend', async (req, reply) => {
+      if (reply.statusCode !== 401 || req.routeOptions.url !== '/mcp') return;
+      const challenge = reply.getHeader('www-authenticate');
+      const resource = `resource_metadata="${base(req)}${PROTECTED_RESOURCE_PATH}/mcp"`;
+      reply.header(
+        'www-authenticate',
+        challenge ? `${String(challenge)}, ${resource}` : `Bearer ${resource}`,
+      );
+    });
+  }
   // The authenticated scope applies the per-user rate limit: an agent in a loop is throttled like a client.
   await authenticatedScope(app, { verify: deps.verify }, (authed, userOf) => {
     authed.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
