@@ -187,7 +187,7 @@ async function scenario(client: Client, foreignTaskId: string, now?: string): Pr
     ['add_task', { title: 42 }, /title/],
     ['add_task', { title: '   ' }, /title: must not be empty/],
     ['add_task', { title: 'x', priority: 'extreme' }, /priority/],
-    ['add_task', { title: 'x', due_date: 'tomorrow' }, /due_date: must be an ISO 8601 date-time/],
+    ['add_task', { title: 'x', due_date: 'someday soon' }, /due_date: must be an ISO 8601 date-time/],
     ['add_task', { title: 'x', tags: ['a', 'A'] }, /tags\[1\]: duplicates another tag/],
     ['add_task', { title: 'x', reminders: ['PT1H'] }, /reminders: offsets before due .* need a due_date/],
     ['add_task', { title: 'x', recurrence: 'fortnightly' }, /recurrence/],
@@ -288,7 +288,7 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     }
   });
 
-  it('get_context gives the time in the user’s zone and their default reminders, as set over REST', async () => {
+  it('get_context gives the time in the user’s zone and their defaults; dates in words are read in that zone', async () => {
     const set = await app.call('carol', 'PUT', '/api/me/settings', {
       timezone: 'Europe/Berlin',
       default_reminders: ['PT30M'],
@@ -304,6 +304,47 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
         timezone: 'Europe/Berlin',
         default_reminders: ['PT30M'],
       });
+      // Dates and reminders in words, read in carol's zone and said back.
+      const dentist = ok(
+        await call(client, 'add_task', {
+          title: 'Dentist',
+          due_date: 'tomorrow 9am',
+          reminders: ['1 hour before', 'tomorrow 7:30'],
+        }),
+      );
+      assert.equal(dentist.task.due_date, '2026-03-02T08:00:00.000Z');
+      assert.deepEqual(dentist.task.reminders, ['PT1H', '2026-03-02T06:30:00.000Z']);
+      assert.deepEqual(dentist.resolved, [
+        {
+          argument: 'due_date',
+          said: 'tomorrow 9am',
+          as: '2026-03-02T08:00:00.000Z',
+          local: '2026-03-02T09:00:00+01:00',
+        },
+        { argument: 'reminders[0]', said: '1 hour before', as: 'PT1H', local: 'PT1H before the due date' },
+        {
+          argument: 'reminders[1]',
+          said: 'tomorrow 7:30',
+          as: '2026-03-02T06:30:00.000Z',
+          local: '2026-03-02T07:30:00+01:00',
+        },
+      ]);
+      const moved = ok(
+        await call(client, 'update_task', { task_id: dentist.task_id, due_date: 'next Friday at 17:00' }),
+      );
+      assert.equal(moved.task.due_date, '2026-03-06T16:00:00.000Z');
+      const iso = ok(
+        await call(client, 'update_task', { task_id: dentist.task_id, due_date: '2026-03-07T10:00:00Z' }),
+      );
+      assert.equal(iso.resolved, undefined, 'nothing to say back for an ISO instant');
+      const reminded = ok(
+        await call(client, 'set_reminder', { task_id: dentist.task_id, reminders: ['in 30 minutes'] }),
+      );
+      assert.deepEqual(reminded.task.reminders, ['2026-03-01T12:30:00.000Z']);
+      assert.match(
+        errorText(await call(client, 'add_task', { title: 'x', due_date: 'when pigs fly' })),
+        /due_date: must be an ISO 8601 date-time/,
+      );
     } finally {
       await client.close();
     }

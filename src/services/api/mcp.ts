@@ -17,7 +17,6 @@ import * as z from 'zod';
 import { createVerifier } from '../../auth.ts';
 import type { Config } from '../../config.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
-import { Temporal } from 'temporal-polyfill';
 import {
   ConflictError,
   IdempotencyMismatchError,
@@ -28,6 +27,7 @@ import {
   type FieldIssue,
 } from '../../domain/errors.ts';
 import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
+import { localTime, resolveReminder, resolveWhen, type Resolved } from '../../domain/natural-time.ts';
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
 import { RECURRENCE_MODES, RECURRENCE_NUMBER_MAX, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
 import {
@@ -36,6 +36,7 @@ import {
   STATUSES,
   complete,
   needsTimeZone,
+  parseInstant,
   reopen,
   validateCreate,
   validatePatch,
@@ -157,7 +158,7 @@ const remindersArg = z
   .max(LIMITS.remindersMax)
   .nullable()
   .describe(
-    'When to remind: offsets before the due date as ISO 8601 durations (PT15M, PT1H, P1D; need a due_date) or absolute ISO 8601 date-times; null = the user’s default reminders, [] = none.',
+    'When to remind: offsets before the due date (PT15M, PT1H, P1D, or "30 minutes before"; need a due_date), or times (ISO 8601 date-times, or words: "in 30 minutes", "tomorrow 8am"); null = the user’s default reminders, [] = none. A task due sooner than every offset is reminded at its due time.',
   );
 const taskFields = {
   title: str().describe(`Short title, 1-${LIMITS.titleMax} characters.`),
@@ -170,7 +171,9 @@ const taskFields = {
   due_date: z
     .string()
     .nullable()
-    .describe('Due date-time, ISO 8601 with offset, e.g. 2026-01-10T09:00:00Z; null clears it.'),
+    .describe(
+      'Due date-time: ISO 8601 with an offset (2026-01-10T09:00:00Z), or words read in the user’s time zone ("tomorrow 9am", "next Friday at 17:00", "in 2 hours"; a day without a time is noon). The answer’s resolved says how words were read. null clears it.',
+    ),
   reminders: remindersArg,
   recurrence: recurrenceArg,
 };
@@ -227,6 +230,10 @@ const changeOut = {
     .describe('What happened: created, updated, completed, reopened or deleted (get_task: the task status).'),
   title: z.string(),
   task: taskOut,
+  resolved: z
+    .array(z.object({ argument: z.string(), said: z.string(), as: z.string(), local: z.string() }))
+    .optional()
+    .describe('How dates and reminders given in words were read, in the user’s time zone: confirm them.'),
 };
 const listItemOut = z.looseObject({ task_id: z.string(), status: z.enum(STATUSES), title: z.string() });
 const listOut = {
@@ -268,8 +275,10 @@ function describeIssues(issues: FieldIssue[], rename: Rename = {}): string {
     .join('; ');
 }
 
-const changeResult = (status: string, task: Task) =>
-  ok({ task_id: task.id, status, title: task.title, task });
+const changeResult = (status: string, task: Task, resolved: readonly WordsRead[] = []) =>
+  ok({ task_id: task.id, status, title: task.title, task, ...(resolved.length ? { resolved } : {}) });
+
+type WordsRead = Resolved & { argument: string };
 
 const listItem = (t: Task) => {
   const { id, ...rest } = t;
@@ -329,6 +338,35 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   const zoneFor = async (input: unknown): Promise<ValidationContext> =>
     needsTimeZone(input) ? { timezone: (await settings.get(caller.userId)).timezone } : {};
 
+  /**
+   * `due_date` and `reminders` given in words ("tomorrow 9am", "in 30 minutes", "1 hour before") read in the
+   * user's time zone (natural-time.ts); the user's settings are read only then. A text that is no date is
+   * left as it is: validation names the argument.
+   */
+  const readWords = async (
+    fields: Record<string, unknown>,
+  ): Promise<{ fields: Record<string, unknown>; resolved: WordsRead[] }> => {
+    const words = (v: unknown): v is string => typeof v === 'string' && !/^P/i.test(v) && !parseInstant(v);
+    const reminders = Array.isArray(fields.reminders) ? (fields.reminders as unknown[]) : [];
+    if (!words(fields.due_date) && !reminders.some(words)) return { fields, resolved: [] };
+    const ctx = { now: clock.now(), timeZone: (await settings.get(caller.userId)).timezone };
+    const resolved: WordsRead[] = [];
+    const out = { ...fields };
+    if (words(fields.due_date)) {
+      const when = resolveWhen(fields.due_date, ctx);
+      if (when?.resolved) resolved.push({ argument: 'due_date', ...when.resolved });
+      if (when) out.due_date = when.instant;
+    }
+    if (reminders.some(words))
+      out.reminders = reminders.map((r, i) => {
+        if (!words(r)) return r;
+        const read = resolveReminder(r, ctx);
+        if (read?.resolved) resolved.push({ argument: `reminders[${i}]`, ...read.resolved });
+        return read ? read.value : r;
+      });
+    return { fields: out, resolved };
+  };
+
   /** Wraps a tool: span, user check, and every failure as a tool error (never a crash). */
   const run =
     <A extends Record<string, unknown>>(
@@ -383,12 +421,15 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     run('get_context', {}, async () => {
       const user = await settings.get(caller.userId);
-      const now = clock.now();
-      const local = Temporal.Instant.fromEpochMilliseconds(now.getTime()).toZonedDateTimeISO(user.timezone);
+      const now = clock.now().toISOString();
+      const local = localTime(now, user.timezone);
       return ok({
-        now: now.toISOString(),
-        local_time: local.toString({ timeZoneName: 'never', smallestUnit: 'second' }),
-        weekday: local.toLocaleString('en-US', { weekday: 'long' }),
+        now,
+        local_time: local,
+        weekday: new Date(`${local.slice(0, 10)}T00:00:00Z`).toLocaleDateString('en-US', {
+          weekday: 'long',
+          timeZone: 'UTC',
+        }),
         timezone: user.timezone,
         default_reminders: user.default_reminders,
       });
@@ -419,7 +460,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       outputSchema: changeOut,
     },
     run('add_task', {}, async (args) => {
-      const fields = fieldsOf(args, ['user_id', 'idempotency_key']);
+      const { fields, resolved } = await readWords(fieldsOf(args, ['user_id', 'idempotency_key']));
       const parsed = validateCreate(fields, await zoneFor(fields));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       const key = parseIdempotencyKey(args.idempotency_key, 'idempotency_key');
@@ -429,7 +470,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
             requestHash: requestHash(fields),
           })
         : { task: await store.create(caller.userId, parsed.value, meta()) };
-      return change('created')(task);
+      return changeResult('created', task, resolved);
     }),
   );
 
@@ -520,7 +561,9 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       outputSchema: changeOut,
     },
     run('update_task', {}, async (args) => {
-      const fields = fieldsOf(args, ['user_id', 'task_id', 'expected_version']);
+      const { fields, resolved } = await readWords(
+        fieldsOf(args, ['user_id', 'task_id', 'expected_version']),
+      );
       const parsed = validatePatch(fields, await zoneFor(fields));
       if (!parsed.ok)
         throw new ValidationError(
@@ -535,7 +578,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         meta(),
         args.expected_version,
       );
-      return change('updated')(task);
+      return changeResult('updated', task, resolved);
     }),
   );
 
@@ -603,10 +646,13 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { idempotentHint: true },
     },
     run('set_reminder', {}, async (args) => {
-      const parsed = validatePatch({ reminders: args.reminders }, {});
+      const { fields, resolved } = await readWords({ reminders: args.reminders });
+      const parsed = validatePatch(fields, {});
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      return change('updated')(
+      return changeResult(
+        'updated',
         await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version),
+        resolved,
       );
     }),
   );

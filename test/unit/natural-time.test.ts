@@ -1,0 +1,69 @@
+/** Dates and reminders in words (pure): read on the user's wall clock, placed in the user's zone. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { localTime, resolveReminder, resolveWhen } from '../../src/domain/natural-time.ts';
+
+// Sunday 1 March 2026, 13:00 in Berlin (CET, +01:00); Berlin moves to CEST (+02:00) on 29 March at 02:00.
+const berlin = { now: new Date('2026-03-01T12:00:00Z'), timeZone: 'Europe/Berlin' };
+// 07:00 in New York (EST, -05:00); New York moves to EDT (-04:00) on 8 March.
+const newYork = { now: new Date('2026-03-01T12:00:00Z'), timeZone: 'America/New_York' };
+
+describe('resolveWhen', () => {
+  const cases: [string, typeof berlin, string | null][] = [
+    ['tomorrow 9am', berlin, '2026-03-02T08:00:00.000Z'],
+    ['tomorrow at 9', berlin, '2026-03-02T08:00:00.000Z'],
+    ['in 30 minutes', berlin, '2026-03-01T12:30:00.000Z'],
+    ['in 2 hours', newYork, '2026-03-01T14:00:00.000Z'],
+    ['next friday at 5pm', berlin, '2026-03-06T16:00:00.000Z'],
+    ['next Friday', berlin, '2026-03-06T11:00:00.000Z'], // a day without a time: noon
+    ['tonight', newYork, '2026-03-02T03:00:00.000Z'], // 22:00 EST
+    // Across a daylight-saving change: the offset of the day named, not today's.
+    ['March 30 9:00', berlin, '2026-03-30T07:00:00.000Z'],
+    ['March 10 9am', newYork, '2026-03-10T13:00:00.000Z'],
+    // A wall time in the spring-forward gap moves forward (as recurrence does, ADR 0003).
+    ['March 29 2:30am', berlin, '2026-03-29T01:30:00.000Z'],
+    // A written offset is the text's own.
+    ['tomorrow 9:00 +02:00', berlin, '2026-03-02T07:00:00.000Z'],
+    ['2026-03-05T09:00:00Z', berlin, '2026-03-05T09:00:00.000Z'],
+    // Not a date, or more than a date: nothing.
+    ['soon', berlin, null],
+    ['buy milk tomorrow', berlin, null],
+    ['', berlin, null],
+    ['tomorrow '.repeat(20), berlin, null],
+  ];
+  for (const [text, ctx, expected] of cases)
+    it(`${JSON.stringify(text)} in ${ctx.timeZone} -> ${expected}`, () => {
+      assert.equal(resolveWhen(text, ctx)?.instant ?? null, expected);
+    });
+
+  it('says how words were read, on the user’s wall clock; not for an ISO instant', () => {
+    assert.deepEqual(resolveWhen('tomorrow 9am', berlin)?.resolved, {
+      said: 'tomorrow 9am',
+      as: '2026-03-02T08:00:00.000Z',
+      local: '2026-03-02T09:00:00+01:00',
+    });
+    assert.equal(resolveWhen('2026-03-05T09:00:00Z', berlin)?.resolved, undefined);
+  });
+});
+
+describe('resolveReminder', () => {
+  it('reads "n units before" as an offset before the due date', () => {
+    assert.equal(resolveReminder('30 minutes before', berlin)?.value, 'PT30M');
+    assert.equal(resolveReminder('1 hour before', berlin)?.value, 'PT1H');
+    assert.equal(resolveReminder('2 days before', berlin)?.value, 'P2D');
+    assert.equal(resolveReminder('1 week ahead', berlin)?.value, 'P1W');
+  });
+
+  it('reads a time as an instant, and passes ISO 8601 as it is', () => {
+    assert.equal(resolveReminder('in 30 minutes', berlin)?.value, '2026-03-01T12:30:00.000Z');
+    assert.equal(resolveReminder('tomorrow 8am', newYork)?.value, '2026-03-02T13:00:00.000Z');
+    assert.deepEqual(resolveReminder('PT1H', berlin), { value: 'PT1H' });
+    assert.equal(resolveReminder('2026-03-05T09:00:00Z', berlin)?.value, '2026-03-05T09:00:00.000Z');
+    assert.equal(resolveReminder('whenever', berlin), null);
+  });
+});
+
+it('localTime writes an instant on a zone’s wall clock with its offset', () => {
+  assert.equal(localTime('2026-07-01T12:00:00Z', 'Europe/Berlin'), '2026-07-01T14:00:00+02:00');
+  assert.equal(localTime('2026-03-01T12:00:00.000Z', 'UTC'), '2026-03-01T12:00:00+00:00');
+});
