@@ -100,3 +100,146 @@ export function localTime(instant: string, timeZone: string): string {
     .toZonedDateTimeISO(timeZone)
     .toString({ timeZoneName: 'never', smallestUnit: 'second' });
 }
+
+const DAYS: Record<string, string> = {
+  mo: 'MO',
+  tu: 'TU',
+  we: 'WE',
+  th: 'TH',
+  fr: 'FR',
+  sa: 'SA',
+  su: 'SU',
+};
+const DAY_NAME = '(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day|nesday|sday|rsday|urday)?s?';
+const TIME = '(\\d{1,2}(?::\\d{2})?\\s*(?:am|pm)?|noon|midnight)';
+const INTERVAL = '(?:(other|second|2nd|third|3rd|fourth|4th|\\d{1,3})\\s+)?';
+const EVERY_PERIOD = new RegExp(
+  `^(?:every|each)\\s+${INTERVAL}(day|week|month|year|weekday)s?(?:\\s+on\\s+the\\s+(\\d{1,2})(?:st|nd|rd|th)?)?(?:\\s+at\\s+(?:${TIME}))?$`,
+  'i',
+);
+const EVERY_DAYS = new RegExp(
+  `^(?:every|each)\\s+${INTERVAL}(${DAY_NAME}(?:\\s*(?:,|and|&|,\\s*and)\\s*${DAY_NAME})*)(?:\\s+at\\s+(?:${TIME}))?$`,
+  'i',
+);
+const PRESET_AT = new RegExp(`^(daily|weekly|monthly|yearly|weekdays)\\s+at\\s+(?:${TIME})$`, 'i');
+const INTERVAL_WORDS: Record<string, number> = {
+  other: 2,
+  second: 2,
+  '2nd': 2,
+  third: 3,
+  '3rd': 3,
+  fourth: 4,
+  '4th': 4,
+};
+const WEEKDAYS = ['MO', 'TU', 'WE', 'TH', 'FR'];
+/** The time of day when a rule in words names none. */
+const DEFAULT_HOUR = 9;
+
+/**
+ * A repeat rule in words: "every day at 8", "every other Monday at 9", "every Tuesday and Thursday at 18:30",
+ * "every weekday", "every month on the 1st", "every 3 weeks", "weekly at 7pm". The RRULE, and the first
+ * occurrence on or after now in the user's zone at the time named (9:00 when none): the due date of a task
+ * that names none. Null when the text is not such a rule.
+ */
+export function resolveRecurrence(
+  text: string,
+  ctx: TimeContext,
+): { rrule: string; first: string; resolved: Resolved } | null {
+  const said = text.trim().replace(/\s+/g, ' ');
+  if (said.length > MAX_TEXT) return null;
+  let freq: string;
+  let interval = 1;
+  let byDay: string[] = [];
+  let monthDay: number | null = null;
+  let time: string | undefined;
+  let m: RegExpExecArray | null;
+  if ((m = EVERY_PERIOD.exec(said))) {
+    interval = intervalOf(m[1]);
+    const unit = m[2]!.toLowerCase();
+    freq =
+      unit === 'weekday'
+        ? 'WEEKLY'
+        : { day: 'DAILY', week: 'WEEKLY', month: 'MONTHLY', year: 'YEARLY' }[unit]!;
+    if (unit === 'weekday') byDay = WEEKDAYS;
+    if (m[3] !== undefined) {
+      if (freq !== 'MONTHLY') return null;
+      monthDay = Number(m[3]);
+      if (monthDay < 1 || monthDay > 31) return null;
+    }
+    time = m[4];
+  } else if ((m = EVERY_DAYS.exec(said))) {
+    interval = intervalOf(m[1]);
+    freq = 'WEEKLY';
+    byDay = [
+      ...new Set(
+        m[2]!
+          .split(/\s*(?:,|and|&)\s*/i)
+          .filter(Boolean)
+          .map((d) => DAYS[d.slice(0, 2).toLowerCase()]!),
+      ),
+    ];
+    time = m[3];
+  } else if ((m = PRESET_AT.exec(said))) {
+    const preset = m[1]!.toLowerCase();
+    freq = { daily: 'DAILY', weekly: 'WEEKLY', monthly: 'MONTHLY', yearly: 'YEARLY', weekdays: 'WEEKLY' }[
+      preset
+    ]!;
+    if (preset === 'weekdays') byDay = WEEKDAYS;
+    time = m[2];
+  } else return null;
+  const at = timeOf(time);
+  if (!at || interval < 1) return null;
+  const parts = [`FREQ=${freq}`];
+  if (interval > 1) parts.push(`INTERVAL=${interval}`);
+  if (byDay.length) parts.push(`BYDAY=${byDay.join(',')}`);
+  if (monthDay !== null) parts.push(`BYMONTHDAY=${monthDay}`);
+  const rrule = parts.join(';');
+  const first = firstOccurrence(ctx, at, byDay, monthDay);
+  return {
+    rrule,
+    first,
+    resolved: { said: text, as: rrule, local: `first ${localTime(first, ctx.timeZone)}` },
+  };
+}
+
+const intervalOf = (word: string | undefined) =>
+  word === undefined ? 1 : (INTERVAL_WORDS[word.toLowerCase()] ?? Number(word));
+
+/** Hour and minute of "9", "9:30", "7pm", "noon", "midnight"; 9:00 when none; null when out of range. */
+function timeOf(text: string | undefined): { hour: number; minute: number } | null {
+  if (text === undefined) return { hour: DEFAULT_HOUR, minute: 0 };
+  if (/^noon$/i.test(text)) return { hour: 12, minute: 0 };
+  if (/^midnight$/i.test(text)) return { hour: 0, minute: 0 };
+  const [, h, min, meridiem] = /^(\d{1,2})(?::(\d{2}))?\s*(am|pm)?$/i.exec(text)!;
+  let hour = Number(h);
+  const minute = min === undefined ? 0 : Number(min);
+  if (meridiem) {
+    if (hour < 1 || hour > 12) return null;
+    hour = (hour % 12) + (meridiem.toLowerCase() === 'pm' ? 12 : 0);
+  }
+  return hour <= 23 && minute <= 59 ? { hour, minute } : null;
+}
+
+/** The first day from today (in the zone) whose time `at` is still ahead and that the rule's days allow. */
+function firstOccurrence(
+  ctx: TimeContext,
+  at: { hour: number; minute: number },
+  byDay: readonly string[],
+  monthDay: number | null,
+): string {
+  const today = Temporal.Instant.fromEpochMilliseconds(ctx.now.getTime())
+    .toZonedDateTimeISO(ctx.timeZone)
+    .toPlainDate();
+  const codes = ['MO', 'TU', 'WE', 'TH', 'FR', 'SA', 'SU'];
+  for (let i = 0; i < 400; i++) {
+    const day = today.add({ days: i });
+    if (byDay.length && !byDay.includes(codes[day.dayOfWeek - 1]!)) continue;
+    if (monthDay !== null && day.day !== monthDay) continue;
+    const due = day.toZonedDateTime({
+      timeZone: ctx.timeZone,
+      plainTime: { hour: at.hour, minute: at.minute },
+    });
+    if (due.epochMilliseconds > ctx.now.getTime()) return new Date(due.epochMilliseconds).toISOString();
+  }
+  throw new RangeError('no occurrence within 400 days'); // unreachable: every rule here matches within a year
+}

@@ -530,7 +530,7 @@ const OBJECT_KEYS = ['rrule', 'preset', 'interval', 'mode', 'timezone', 'until',
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const isPreset = (v: unknown): v is RecurrencePreset =>
+export const isRecurrencePreset = (v: unknown): v is RecurrencePreset =>
   typeof v === 'string' && (RECURRENCE_PRESETS as readonly string[]).includes(v);
 
 /**
@@ -554,7 +554,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
   const presetList = RECURRENCE_PRESETS.join(', ');
 
   if (typeof input === 'string') {
-    if (!isPreset(input)) {
+    if (!isRecurrencePreset(input)) {
       issue('', `unknown preset ${JSON.stringify(input)}; expected one of ${presetList} or an object`);
       return { ok: false, issues };
     }
@@ -643,7 +643,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
   if (rruleInput !== undefined && presetInput !== undefined) {
     issue('', 'set either rrule or preset, not both');
   } else if (presetInput !== undefined) {
-    if (isPreset(presetInput)) {
+    if (isRecurrencePreset(presetInput)) {
       preset = presetInput;
       source = PRESET_RRULES[presetInput];
     } else issue('preset', `unknown preset ${JSON.stringify(presetInput)}; expected one of ${presetList}`);

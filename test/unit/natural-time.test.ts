@@ -1,7 +1,7 @@
 /** Dates and reminders in words (pure): read on the user's wall clock, placed in the user's zone. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { localTime, resolveReminder, resolveWhen } from '../../src/domain/natural-time.ts';
+import { localTime, resolveRecurrence, resolveReminder, resolveWhen } from '../../src/domain/natural-time.ts';
 
 // Sunday 1 March 2026, 13:00 in Berlin (CET, +01:00); Berlin moves to CEST (+02:00) on 29 March at 02:00.
 const berlin = { now: new Date('2026-03-01T12:00:00Z'), timeZone: 'Europe/Berlin' };
@@ -66,4 +66,32 @@ describe('resolveReminder', () => {
 it('localTime writes an instant on a zone’s wall clock with its offset', () => {
   assert.equal(localTime('2026-07-01T12:00:00Z', 'Europe/Berlin'), '2026-07-01T14:00:00+02:00');
   assert.equal(localTime('2026-03-01T12:00:00.000Z', 'UTC'), '2026-03-01T12:00:00+00:00');
+});
+
+describe('resolveRecurrence', () => {
+  // Sunday 1 March 2026, 13:00 in Berlin.
+  const cases: [string, string, string][] = [
+    ['every other Monday at 9', 'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO', '2026-03-02T09:00:00+01:00'],
+    ['every Tuesday and Thursday at 18:30', 'FREQ=WEEKLY;BYDAY=TU,TH', '2026-03-03T18:30:00+01:00'],
+    ['every mon, wed and fri at 7am', 'FREQ=WEEKLY;BYDAY=MO,WE,FR', '2026-03-02T07:00:00+01:00'],
+    ['every weekday', 'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR', '2026-03-02T09:00:00+01:00'],
+    ['every day at noon', 'FREQ=DAILY', '2026-03-02T12:00:00+01:00'],
+    ['every 2 days at midnight', 'FREQ=DAILY;INTERVAL=2', '2026-03-02T00:00:00+01:00'],
+    ['every month on the 1st', 'FREQ=MONTHLY;BYMONTHDAY=1', '2026-04-01T09:00:00+02:00'],
+    ['every 3 weeks', 'FREQ=WEEKLY;INTERVAL=3', '2026-03-02T09:00:00+01:00'],
+    ['weekly at 7pm', 'FREQ=WEEKLY', '2026-03-01T19:00:00+01:00'], // later today
+    ['every Sunday at 12', 'FREQ=WEEKLY;BYDAY=SU', '2026-03-08T12:00:00+01:00'], // today's is past
+  ];
+  for (const [text, rrule, first] of cases)
+    it(`${JSON.stringify(text)} -> ${rrule}, first ${first}`, () => {
+      const r = resolveRecurrence(text, berlin);
+      assert.equal(r?.rrule, rrule);
+      assert.equal(localTime(r!.first, 'Europe/Berlin'), first);
+      assert.deepEqual(r!.resolved, { said: text, as: rrule, local: `first ${first}` });
+    });
+
+  it('is null for what it cannot read', () => {
+    for (const text of ['every blue moon', 'every day at 25', 'every week on the 3rd', 'daily', 'sometimes'])
+      assert.equal(resolveRecurrence(text, berlin), null, text);
+  });
 });

@@ -27,9 +27,20 @@ import {
   type FieldIssue,
 } from '../../domain/errors.ts';
 import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
-import { localTime, resolveReminder, resolveWhen, type Resolved } from '../../domain/natural-time.ts';
+import {
+  localTime,
+  resolveRecurrence,
+  resolveReminder,
+  resolveWhen,
+  type Resolved,
+} from '../../domain/natural-time.ts';
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
-import { RECURRENCE_MODES, RECURRENCE_NUMBER_MAX, RECURRENCE_PRESETS } from '../../domain/recurrence.ts';
+import {
+  RECURRENCE_MODES,
+  RECURRENCE_NUMBER_MAX,
+  RECURRENCE_PRESETS,
+  isRecurrencePreset,
+} from '../../domain/recurrence.ts';
 import {
   LIMITS,
   PRIORITIES,
@@ -146,12 +157,12 @@ const recurrenceObject = z
   })
   .describe('A recurrence rule: a preset or an RRULE, with options.');
 const recurrenceArg = z
-  .union([z.enum(RECURRENCE_PRESETS as [string, ...string[]]), recurrenceObject], {
-    error: `must be a preset (${RECURRENCE_PRESETS.join(', ')}), an object with rrule or preset, or null`,
+  .union([z.string(), recurrenceObject], {
+    error: `must be a preset (${RECURRENCE_PRESETS.join(', ')}), a rule in words, an object with rrule or preset, or null`,
   })
   .nullable()
   .describe(
-    `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}) or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
+    `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}), words ("every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st", "every 3 weeks"; without a due_date the first occurrence becomes it), or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
   );
 const remindersArg = z
   .array(z.string())
@@ -348,7 +359,12 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   ): Promise<{ fields: Record<string, unknown>; resolved: WordsRead[] }> => {
     const words = (v: unknown): v is string => typeof v === 'string' && !/^P/i.test(v) && !parseInstant(v);
     const reminders = Array.isArray(fields.reminders) ? (fields.reminders as unknown[]) : [];
-    if (!words(fields.due_date) && !reminders.some(words)) return { fields, resolved: [] };
+    const rule =
+      typeof fields.recurrence === 'string' && !isRecurrencePreset(fields.recurrence)
+        ? fields.recurrence
+        : undefined;
+    if (!words(fields.due_date) && !reminders.some(words) && rule === undefined)
+      return { fields, resolved: [] };
     const ctx = { now: clock.now(), timeZone: (await settings.get(caller.userId)).timezone };
     const resolved: WordsRead[] = [];
     const out = { ...fields };
@@ -356,6 +372,15 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       const when = resolveWhen(fields.due_date, ctx);
       if (when?.resolved) resolved.push({ argument: 'due_date', ...when.resolved });
       if (when) out.due_date = when.instant;
+    }
+    if (rule !== undefined) {
+      // "every other Monday at 9": the rule, and (without a due date) its first occurrence as the due date.
+      const repeat = resolveRecurrence(rule, ctx);
+      if (repeat) {
+        out.recurrence = { rrule: repeat.rrule };
+        if (fields.due_date === undefined) out.due_date = repeat.first;
+        resolved.push({ argument: 'recurrence', ...repeat.resolved });
+      }
     }
     if (reminders.some(words))
       out.reminders = reminders.map((r, i) => {

@@ -1,0 +1,167 @@
+/**
+ * What an assistant does with the MCP tools when a user talks to it: each message becomes the tool calls a
+ * model could make from the tool descriptions alone (words for dates and rules, no user id, no arithmetic
+ * on time zones), against the running system (api, relay, reminders, recurrence and notifications targets,
+ * through the official MCP client SDK), and the test checks what ends up in the database: the tasks, the
+ * reminder schedule, the next occurrence and the in-app notification.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ManualClock } from '../../src/domain/clock.ts';
+import { findTargets } from '../../src/services/index.ts';
+import { createRemindersTarget, type ReminderScheduler } from '../../src/services/reminders/index.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { outboxRelayed, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+
+const WAIT = 30_000;
+const MIN = 60_000;
+
+type ToolResult = { isError?: boolean; content: { text?: string }[]; structuredContent?: any };
+
+describe('an assistant over MCP: what a user says, as tool calls, ends in the database', () => {
+  // Wednesday 4 March 2026, 10:00 UTC; the user's zone is UTC (the default).
+  const clock = new ManualClock('2026-03-04T10:00:00Z');
+  let db: Db;
+  let app: TestApp;
+  let scheduler: ReminderScheduler;
+  let client: Client;
+  const user = 'dana';
+
+  before(async () => {
+    db = await openDb('memory://');
+    await migrate(db);
+    app = await startApp(db, {
+      clock,
+      targets: [
+        ...findTargets(['api', 'relay', 'recurrence', 'notifications']),
+        createRemindersTarget({ tickMs: 20, onScheduler: (s) => (scheduler = s) }),
+      ],
+    });
+    client = new Client({ name: 'assistant', version: '1.0.0' });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${app.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${await app.token(user)}` } },
+      }),
+    );
+  });
+  after(async () => {
+    await client?.close();
+    await app?.stop();
+    await db?.close();
+  });
+
+  const call = async (name: string, args: Record<string, unknown>) => {
+    const r = (await client.callTool({ name, arguments: args })) as ToolResult;
+    assert.notEqual(r.isError, true, `${name}: ${r.content.map((c) => c.text).join()}`);
+    return r.structuredContent;
+  };
+  const row = async (sql: string, params: unknown[]) => (await db.query<any>(sql, params)).rows;
+
+  it('remind me, repeat, what is due, it fired, I did it', async () => {
+    // The model learns the time and the user's zone first, as the server's instructions say.
+    const context = await call('get_context', {});
+    assert.deepEqual(
+      [context.now, context.weekday, context.timezone],
+      ['2026-03-04T10:00:00.000Z', 'Wednesday', 'UTC'],
+    );
+
+    // "Remind me to call mom in 30 minutes."
+    const mom = await call('add_task', { title: 'Call mom', due_date: 'in 30 minutes' });
+    assert.equal(mom.task.due_date, '2026-03-04T10:30:00.000Z');
+    assert.deepEqual(mom.resolved[0], {
+      argument: 'due_date',
+      said: 'in 30 minutes',
+      as: '2026-03-04T10:30:00.000Z',
+      local: '2026-03-04T10:30:00+00:00',
+    });
+    // The default reminders (a day and an hour before) are both past: one reminder at the due time.
+    const scheduled = await waitFor(
+      async () => {
+        const r = await row(
+          `SELECT remind_at, status FROM reminder_schedule WHERE task_id = $1 ORDER BY remind_at`,
+          [mom.task_id],
+        );
+        return r.length > 0 && r;
+      },
+      WAIT,
+      'the reminder of "Call mom"',
+    );
+    assert.deepEqual(
+      scheduled.map((r: any) => [new Date(r.remind_at).toISOString(), r.status]),
+      [['2026-03-04T10:30:00.000Z', 'scheduled']],
+    );
+
+    // "Every other Monday at 9, water the plants."
+    const plants = await call('add_task', {
+      title: 'Water the plants',
+      recurrence: 'every other Monday at 9',
+    });
+    assert.equal(plants.task.recurrence.rrule, 'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO');
+    assert.equal(plants.task.due_date, '2026-03-09T09:00:00.000Z'); // the first occurrence
+    assert.equal(plants.resolved[0].local, 'first 2026-03-09T09:00:00+00:00');
+
+    // "What is due this week?"
+    const week = await call('list_tasks', { due: 'week', status: 'pending', sort: 'due' });
+    assert.deepEqual(
+      week.tasks.map((t: any) => t.title),
+      ['Call mom', 'Water the plants'],
+    );
+
+    // Half an hour later the reminder fires: an in-app notification.
+    clock.advance(31 * MIN);
+    await scheduler.tick();
+    await outboxRelayed(db);
+    const notes = await waitFor(
+      async () => {
+        const items = (await app.call(user, 'GET', '/api/notifications')).body.items as any[];
+        return items.length > 0 && items;
+      },
+      WAIT,
+      'the notification of the reminder',
+    );
+    assert.equal(notes.length, 1);
+    assert.equal(notes[0].task_id, mom.task_id);
+
+    // "I did it."
+    const done = await call('complete_task', { task_id: mom.task_id });
+    assert.equal(done.task.status, 'completed');
+
+    // Watering done too: the next occurrence is created two weeks on.
+    await call('complete_task', { task_id: plants.task_id });
+    const next = await waitFor(
+      async () => {
+        const r = await row(
+          `SELECT id::text AS id, due_date, status FROM tasks WHERE user_id = $1 AND title = 'Water the plants' AND status = 'pending'`,
+          [user],
+        );
+        return r.length > 0 && r;
+      },
+      WAIT,
+      'the next occurrence of "Water the plants"',
+    );
+    assert.equal(next.length, 1);
+    assert.equal(new Date(next[0].due_date).toISOString(), '2026-03-23T09:00:00.000Z');
+
+    // What the database holds for the user at the end.
+    const tasks = await row(
+      `SELECT title, status, due_date FROM tasks WHERE user_id = $1 ORDER BY due_date`,
+      [user],
+    );
+    assert.deepEqual(
+      tasks.map((t: any) => [t.title, t.status, new Date(t.due_date).toISOString()]),
+      [
+        ['Call mom', 'completed', '2026-03-04T10:30:00.000Z'],
+        ['Water the plants', 'completed', '2026-03-09T09:00:00.000Z'],
+        ['Water the plants', 'pending', '2026-03-23T09:00:00.000Z'],
+      ],
+    );
+    const fired = await row(`SELECT status FROM reminder_schedule WHERE task_id = $1`, [mom.task_id]);
+    assert.deepEqual(
+      fired.map((r: any) => r.status),
+      ['triggered'],
+    );
+  });
+});
