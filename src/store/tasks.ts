@@ -439,7 +439,9 @@ export class TaskStore {
     if (q.q) {
       const like = `%${q.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       where.push(
-        `(search @@ websearch_to_tsquery('simple', ${p(q.q)}) OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
+        // Words as written, their English stems (migration 010), or any part of a word.
+        `(search @@ websearch_to_tsquery('simple', ${p(q.q)}) OR search @@ websearch_to_tsquery('english', $${params.length})
+          OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
       );
     }
     const expr = SORT_EXPR[q.sort][q.order];

@@ -559,6 +559,9 @@ for (const backend of backends) {
       ]);
       assert.deepEqual(await titles('q=birthday'), ['Call mom']);
       assert.deepEqual(await titles('q=tax'), ['File taxes'], 'partial words match');
+      assert.deepEqual(await titles('q=milks'), ['Buy milk'], 'other forms of a word match (stems)');
+      assert.deepEqual(await titles('q=booking%20flight'), ['Book flights'], 'every word, by its stem');
+      assert.deepEqual(await titles('q=parties'), ['Call mom'], 'in the description too');
       assert.deepEqual(await titles('q=100%25'), []);
 
       // Pages of 2 over every sort concatenate to the full ordered list, without duplicates or gaps.
