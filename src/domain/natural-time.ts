@@ -243,3 +243,15 @@ function firstOccurrence(
   }
   throw new RangeError('no occurrence within 400 days'); // unreachable: every rule here matches within a year
 }
+
+const SPAN = /^\s*(an?|\d{1,4})\s*(m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)\s*$/i;
+
+/** A length of time: "10 minutes", "an hour", "2 days", or an ISO 8601 duration as it is (PT10M). */
+export function resolveDuration(text: string): string | null {
+  if (/^P/i.test(text.trim())) return text.trim();
+  const m = SPAN.exec(text);
+  if (!m) return null;
+  const n = /^an?$/i.test(m[1]!) ? 1 : Number(m[1]);
+  const unit = UNIT[m[2]!.charAt(0).toLowerCase()]!;
+  return unit === 'M' || unit === 'H' ? `PT${n}${unit}` : `P${n}${unit}`;
+}

@@ -60,7 +60,7 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
   };
   const row = async (sql: string, params: unknown[]) => (await db.query<any>(sql, params)).rows;
 
-  it('remind me, repeat, what is due, it fired, I did it', async () => {
+  it('remind me, repeat, what is due, it fired, snooze it, when next, I did it', async () => {
     // The model learns the time and the user's zone first, as the server's instructions say.
     const context = await call('get_context', {});
     assert.deepEqual(
@@ -125,6 +125,35 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
     assert.equal(notes.length, 1);
     assert.equal(notes[0].task_id, mom.task_id);
 
+    // "Snooze that reminder 10 minutes." (the reminder that fired: no id needed)
+    const snoozed = await call('snooze_reminder', { task_id: mom.task_id, for: '10 minutes' });
+    assert.deepEqual(
+      [snoozed.status, snoozed.remind_at, snoozed.snoozed],
+      ['scheduled', '2026-03-04T10:41:00.000Z', true],
+    );
+    clock.advance(11 * MIN);
+    await scheduler.tick();
+    await outboxRelayed(db);
+    const inbox = await waitFor(
+      async () => {
+        const r = await call('list_notifications', { unread_only: true });
+        return r.unread_count === 2 && r;
+      },
+      WAIT,
+      'the snoozed reminder firing again',
+    );
+    assert.ok(inbox.items.every((n: any) => n.task_id === mom.task_id));
+    await call('mark_notification_read', { notification_id: inbox.items[0].id });
+    assert.equal((await call('list_notifications', {})).unread_count, 1);
+
+    // "And after Monday, when do I water them?" (the rule, confirmed before relying on it)
+    const preview = await call('preview_occurrences', { task_id: plants.task_id, count: 3 });
+    assert.deepEqual(preview.occurrences, [
+      '2026-03-23T09:00:00.000Z',
+      '2026-04-06T09:00:00.000Z',
+      '2026-04-20T09:00:00.000Z',
+    ]);
+
     // "I did it."
     const done = await call('complete_task', { task_id: mom.task_id });
     assert.equal(done.task.status, 'completed');
@@ -158,10 +187,21 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
         ['Water the plants', 'pending', '2026-03-23T09:00:00.000Z'],
       ],
     );
-    const fired = await row(`SELECT status FROM reminder_schedule WHERE task_id = $1`, [mom.task_id]);
+    const fired = await row(`SELECT status, fire_count, snoozed FROM reminder_schedule WHERE task_id = $1`, [
+      mom.task_id,
+    ]);
     assert.deepEqual(
-      fired.map((r: any) => r.status),
-      ['triggered'],
+      fired.map((r: any) => [r.status, r.fire_count, r.snoozed]),
+      [['triggered', 2, true]],
     );
+    const notifications = await row(
+      `SELECT task_id::text AS task_id, read_at IS NOT NULL AS read FROM notifications WHERE user_id = $1 ORDER BY created_at`,
+      [user],
+    );
+    assert.deepEqual(
+      notifications.map((n: any) => n.task_id),
+      [mom.task_id, mom.task_id],
+    );
+    assert.equal(notifications.filter((n: any) => n.read).length, 1);
   });
 });

@@ -22,13 +22,21 @@ const TOOLS = [
   'add_task',
   'complete_task',
   'delete_task',
+  'dismiss_reminder',
   'get_context',
   'get_task',
+  'list_notifications',
+  'list_reminders',
   'list_tasks',
+  'mark_notification_read',
+  'preview_occurrences',
   'reopen_task',
   'search_tasks',
   'set_recurrence',
   'set_reminder',
+  'skip_occurrence',
+  'snooze_reminder',
+  'update_settings',
   'update_task',
 ];
 
@@ -178,6 +186,8 @@ async function scenario(client: Client, foreignTaskId: string, now?: string): Pr
   );
   assert.equal(errorText(await call(client, 'get_task', { task_id: 'not-a-uuid' })), 'task not found');
   assert.match(errorText(await call(client, 'list_tasks', { user_id: 'somebody-else' })), /^user_id: /);
+  // Reminders are the reminders target's: not running here (api and relay only), and no PUBLIC_URL.
+  assert.match(errorText(await call(client, 'list_reminders', { task_id: id })), /set PUBLIC_URL/);
   // A client of the seed's Phase III tools sends its own user id: accepted silently.
   ok(await call(client, 'get_task', { task_id: id, user_id: created.task.user_id }));
 

@@ -1,7 +1,13 @@
 /** Dates and reminders in words (pure): read on the user's wall clock, placed in the user's zone. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { localTime, resolveRecurrence, resolveReminder, resolveWhen } from '../../src/domain/natural-time.ts';
+import {
+  localTime,
+  resolveDuration,
+  resolveRecurrence,
+  resolveReminder,
+  resolveWhen,
+} from '../../src/domain/natural-time.ts';
 
 // Sunday 1 March 2026, 13:00 in Berlin (CET, +01:00); Berlin moves to CEST (+02:00) on 29 March at 02:00.
 const berlin = { now: new Date('2026-03-01T12:00:00Z'), timeZone: 'Europe/Berlin' };
@@ -94,4 +100,12 @@ describe('resolveRecurrence', () => {
     for (const text of ['every blue moon', 'every day at 25', 'every week on the 3rd', 'daily', 'sometimes'])
       assert.equal(resolveRecurrence(text, berlin), null, text);
   });
+});
+
+it('resolveDuration reads a length of time', () => {
+  assert.equal(resolveDuration('10 minutes'), 'PT10M');
+  assert.equal(resolveDuration('an hour'), 'PT1H');
+  assert.equal(resolveDuration('2 days'), 'P2D');
+  assert.equal(resolveDuration('PT15M'), 'PT15M');
+  assert.equal(resolveDuration('a while'), null);
 });

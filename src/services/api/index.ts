@@ -40,6 +40,7 @@ export const apiTarget: TargetDefinition = {
       settings,
       verify,
       clock: rt.clock,
+      publicUrl: rt.config.publicUrl,
       log: rt.log.child({ component: 'mcp' }),
       ...(rt.config.jwt.jwksUrl && rt.config.jwt.issuer
         ? { oauth: { issuer: rt.config.jwt.issuer, publicUrl: rt.config.publicUrl } }

@@ -27,8 +27,10 @@ import {
   type FieldIssue,
 } from '../../domain/errors.ts';
 import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
+import { RestUnavailableError, restClient, type RestClient } from './mcp-rest.ts';
 import {
   localTime,
+  resolveDuration,
   resolveRecurrence,
   resolveReminder,
   resolveWhen,
@@ -67,6 +69,8 @@ export const MCP_SOURCE = '/taskflow/mcp';
 const VERSION = '1.0.0';
 
 export interface McpDeps {
+  /** Where the deployment serves every target (PUBLIC_URL), for tools of targets not in this process. */
+  publicUrl?: string | null;
   store: TaskStore;
   settings: UserSettingsStore;
   log: Logger;
@@ -77,6 +81,8 @@ export interface McpDeps {
 
 /** Who is calling: the user is always the token's subject. */
 export interface McpCaller {
+  /** The REST API as this caller, for tools whose data other targets own (mcp-rest.ts). */
+  rest?: RestClient;
   userId: string;
   /** The caller's W3C trace context (HTTP `traceparent`), continued when tracing is off. */
   traceparent?: string;
@@ -269,6 +275,9 @@ function ok(structured: Record<string, unknown>): CallToolResult {
   return { content: [{ type: 'text', text: json(structured) }], structuredContent: structured };
 }
 
+/** A REST answer >= 400 to a tool's request: its problem detail goes back to the model. */
+class RestRefusedError extends Error {}
+
 function toolError(message: string): CallToolResult {
   return { isError: true, content: [{ type: 'text', text: message }] };
 }
@@ -335,7 +344,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     { name: 'taskflow', title: 'Taskflow tasks', version: VERSION },
     {
       instructions:
-        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence. Call get_context first to learn the current time, the user’s time zone and default reminders: dates are ISO 8601 with an offset (work out "tomorrow at 9" in the user’s zone from it). Task ids are UUIDs from add_task/list_tasks.',
+        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence; their reminders (list_reminders, snooze_reminder, dismiss_reminder), repeats (skip_occurrence, preview_occurrences), notifications (list_notifications, mark_notification_read) and settings (update_settings). Call get_context first to learn the current time, the user’s time zone and default reminders: dates are ISO 8601 with an offset (work out "tomorrow at 9" in the user’s zone from it). Task ids are UUIDs from add_task/list_tasks.',
     },
   );
 
@@ -419,6 +428,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
                 `the service is busy; the task was not created, retry in ${err.retryAfterSeconds} s`,
               );
             if (err instanceof IdempotencyMismatchError || err instanceof ConflictError)
+              return toolError(err.message);
+            if (err instanceof RestUnavailableError || err instanceof RestRefusedError)
               return toolError(err.message);
             if (err instanceof VersionConflictError)
               return toolError(
@@ -706,6 +717,198 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     }),
   );
 
+  // -------------------------------------------------------------------------------------------------------
+  // Tools whose data other targets own (reminders, recurrence, notifications): through the REST API as the
+  // caller (mcp-rest.ts), so they answer the same and check the same as REST.
+
+  const rest = async (method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown) => {
+    if (!caller.rest) throw new RestUnavailableError('this MCP server has no access to the REST API');
+    const r = await caller.rest({ method, url, ...(body === undefined ? {} : { body }) });
+    if (r.status >= 400)
+      throw new RestRefusedError(
+        String((r.body as { detail?: unknown } | null)?.detail ?? `the API answered ${r.status}`),
+      );
+    return r.body as Record<string, unknown>;
+  };
+  const taskPath = (taskId: string) => `/api/tasks/${encodeURIComponent(taskId)}`;
+  /** The reminder the user means by "that reminder": the one given, else the task's last one that fired. */
+  const reminderOf = async (taskId: string, reminderId: string | undefined) => {
+    if (reminderId) return reminderId;
+    const { items } = (await rest('GET', `${taskPath(taskId)}/reminders`)) as {
+      items: { id: string; status: string; triggered_at: string | null }[];
+    };
+    const fired = items
+      .filter((r) => r.status === 'triggered' && r.triggered_at)
+      .sort((a, b) => b.triggered_at!.localeCompare(a.triggered_at!));
+    if (fired[0]) return fired[0].id;
+    throw new RestRefusedError(
+      `reminder_id: the task has no reminder that fired; its reminders: ${items.map((r) => `${r.id} (${r.status})`).join(', ') || 'none'}`,
+    );
+  };
+  const reminderIdArg = z
+    .string()
+    .optional()
+    .describe('The reminder (an id from list_reminders); default: the task’s reminder that fired last.');
+  const passthrough = z.looseObject({});
+
+  server.registerTool(
+    'list_reminders',
+    {
+      title: 'List the reminders of a task',
+      description:
+        'The reminders of a task: when each fires (remind_at), its status (scheduled, triggered, missed, dismissed) and whether it was snoozed. Answers {items: [...]}.',
+      inputSchema: toolArgs({ task_id: taskIdArg }),
+      outputSchema: passthrough,
+      annotations: { readOnlyHint: true },
+    },
+    run('list_reminders', {}, async (args) => ok(await rest('GET', `${taskPath(args.task_id)}/reminders`))),
+  );
+
+  server.registerTool(
+    'snooze_reminder',
+    {
+      title: 'Snooze a reminder',
+      description:
+        'Fire a reminder again later: after a length of time ("10 minutes", "an hour", PT10M) or at a time ("tomorrow 8am", an ISO 8601 date-time). Without reminder_id, the task’s reminder that fired last. Answers the reminder with its new remind_at.',
+      inputSchema: toolArgs({
+        task_id: taskIdArg,
+        reminder_id: reminderIdArg,
+        for: z.string().optional().describe('How long to snooze: "10 minutes", "2 hours", PT10M.'),
+        until: z.string().optional().describe('Or until when: "tomorrow 8am", or an ISO 8601 date-time.'),
+      }),
+      outputSchema: passthrough,
+    },
+    run('snooze_reminder', {}, async (args) => {
+      const body: Record<string, string> = {};
+      if (args.for !== undefined) {
+        const duration = resolveDuration(args.for);
+        if (!duration)
+          throw new ValidationError([
+            { path: 'for', message: 'must be a length of time such as "10 minutes" or PT10M' },
+          ]);
+        body.duration = duration;
+      }
+      if (args.until !== undefined) {
+        const when = resolveWhen(args.until, {
+          now: clock.now(),
+          timeZone: (await settings.get(caller.userId)).timezone,
+        });
+        if (!when)
+          throw new ValidationError([{ path: 'until', message: 'must be a time such as "tomorrow 8am"' }]);
+        body.until = when.instant;
+      }
+      const id = await reminderOf(args.task_id, args.reminder_id);
+      return ok(
+        await rest('POST', `${taskPath(args.task_id)}/reminders/${encodeURIComponent(id)}/snooze`, body),
+      );
+    }),
+  );
+
+  server.registerTool(
+    'dismiss_reminder',
+    {
+      title: 'Dismiss a reminder',
+      description:
+        'Stop a reminder: it will not fire (again). Without reminder_id, the task’s reminder that fired last. Answers the reminder.',
+      inputSchema: toolArgs({ task_id: taskIdArg, reminder_id: reminderIdArg }),
+      outputSchema: passthrough,
+      annotations: { idempotentHint: true },
+    },
+    run('dismiss_reminder', {}, async (args) => {
+      const id = await reminderOf(args.task_id, args.reminder_id);
+      return ok(await rest('POST', `${taskPath(args.task_id)}/reminders/${encodeURIComponent(id)}/dismiss`));
+    }),
+  );
+
+  server.registerTool(
+    'skip_occurrence',
+    {
+      title: 'Skip an occurrence',
+      description:
+        'Skip the current occurrence of a repeating task: its due date moves to the next one of the rule (nothing is completed). Answers the task.',
+      inputSchema: toolArgs({ task_id: taskIdArg }),
+      outputSchema: passthrough,
+    },
+    run('skip_occurrence', {}, async (args) => ok(await rest('POST', `${taskPath(args.task_id)}/skip`))),
+  );
+
+  server.registerTool(
+    'preview_occurrences',
+    {
+      title: 'Preview the next due dates',
+      description:
+        'The due dates of a repeating task after its current one, to confirm a rule with the user before relying on it. Answers {occurrences: [ISO 8601 date-times], ...}.',
+      inputSchema: toolArgs({
+        task_id: taskIdArg,
+        count: z.number().int().min(1).max(50).optional().describe('How many (1-50, default 5).'),
+      }),
+      outputSchema: passthrough,
+      annotations: { readOnlyHint: true },
+    },
+    run('preview_occurrences', {}, async (args) =>
+      ok(await rest('GET', `${taskPath(args.task_id)}/occurrences?count=${args.count ?? 5}`)),
+    ),
+  );
+
+  server.registerTool(
+    'list_notifications',
+    {
+      title: 'List notifications',
+      description:
+        'The user’s in-app notifications (reminders that fired), newest first, and how many are unread. Answers {items: [{id, title, body, task_id, read_at, created_at}], unread_count}.',
+      inputSchema: toolArgs({
+        unread_only: z.boolean().optional().describe('Only unread ones (default false).'),
+        limit: z.number().int().min(1).max(200).optional().describe('At most this many (1-200, default 50).'),
+      }),
+      outputSchema: passthrough,
+      annotations: { readOnlyHint: true },
+    },
+    run('list_notifications', {}, async (args) =>
+      ok(
+        await rest('GET', `/api/notifications?unread=${args.unread_only === true}&limit=${args.limit ?? 50}`),
+      ),
+    ),
+  );
+
+  server.registerTool(
+    'mark_notification_read',
+    {
+      title: 'Mark a notification read',
+      description:
+        'Mark an in-app notification read (an id from list_notifications). Answers the notification.',
+      inputSchema: toolArgs({
+        notification_id: str().describe('The notification id, from list_notifications.'),
+      }),
+      outputSchema: passthrough,
+      annotations: { idempotentHint: true },
+    },
+    run('mark_notification_read', {}, async (args) =>
+      ok(await rest('POST', `/api/notifications/${encodeURIComponent(args.notification_id)}/read`)),
+    ),
+  );
+
+  server.registerTool(
+    'update_settings',
+    {
+      title: 'Change the user’s settings',
+      description:
+        'Set the user’s time zone (IANA name such as Europe/Berlin: dates in words and "today" are read in it) and/or default reminders (ISO 8601 durations before the due date, e.g. ["P1D", "PT1H"]; [] = none). Answers the settings.',
+      inputSchema: toolArgs({
+        timezone: z.string().optional().describe('IANA time zone, e.g. America/New_York.'),
+        default_reminders: z
+          .array(z.string())
+          .max(LIMITS.remindersMax)
+          .optional()
+          .describe('Offsets before the due date for tasks that name no reminders, e.g. ["PT30M"].'),
+      }),
+      outputSchema: passthrough,
+      annotations: { idempotentHint: true },
+    },
+    run('update_settings', {}, async (args) =>
+      ok(await rest('PUT', '/api/me/settings', fieldsOf(args, ['user_id']))),
+    ),
+  );
+
   return server;
 }
 
@@ -722,6 +925,11 @@ export async function handleMcpRequest(
 ): Promise<void> {
   const server = createMcpServer(deps, {
     userId,
+    rest: restClient({
+      app: req.server,
+      authorization: String(req.headers.authorization),
+      publicUrl: deps.publicUrl ?? null,
+    }),
     clientIp: req.ip,
     ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
     ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
@@ -770,7 +978,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
       settings: new UserSettingsStore(db, config.defaultTimezone),
       log,
     },
-    { userId },
+    { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, publicUrl: config.publicUrl }) },
   );
   const transport = new StdioServerTransport();
   let closing: Promise<void> | undefined;

@@ -1,0 +1,82 @@
+/**
+ * How MCP tools reach routes of other targets (mcp-rest.ts): through this process's server when it serves
+ * the route, else over HTTP to PUBLIC_URL with the caller's token, else a clear refusal.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { createHttpServer, type HttpServer } from '../../src/http/server.ts';
+import { Metrics } from '../../src/observability/metrics.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { RestUnavailableError, restClient } from '../../src/services/api/mcp-rest.ts';
+
+describe('the REST client of MCP tools', () => {
+  let local: HttpServer;
+  const seen: { method?: string; url?: string; headers: IncomingHttpHeaders; body: string }[] = [];
+  // The deployment behind PUBLIC_URL: answers every request with what it got.
+  const deployment = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      seen.push({ method: req.method, url: req.url, headers: req.headers, body });
+      res.writeHead(req.url?.startsWith('/missing') ? 404 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ detail: req.url?.startsWith('/missing') ? 'task not found' : 'remote' }));
+    });
+  });
+  let publicUrl: string;
+
+  before(async () => {
+    local = await createHttpServer({ log: silentLogger, metrics: new Metrics({ defaultMetrics: false }) });
+    local.app.get('/api/here', async (req) => ({ where: 'local', authorization: req.headers.authorization }));
+    await local.app.ready();
+    await new Promise<void>((resolve) => deployment.listen(0, '127.0.0.1', resolve));
+    publicUrl = `http://127.0.0.1:${(deployment.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await local.app.close();
+    await new Promise<void>((resolve) => deployment.close(() => resolve()));
+  });
+
+  it('serves a route of this process in-process, with the caller’s token', async () => {
+    const rest = restClient({ app: local.app, authorization: 'Bearer t1', publicUrl });
+    assert.deepEqual(await rest({ method: 'GET', url: '/api/here' }), {
+      status: 200,
+      body: { where: 'local', authorization: 'Bearer t1' },
+    });
+    assert.equal(seen.length, 0, 'nothing went over the network');
+  });
+
+  it('sends a route this process does not serve to PUBLIC_URL, with the token and the body', async () => {
+    const rest = restClient({ app: local.app, authorization: 'Bearer t2', publicUrl });
+    const r = await rest({
+      method: 'POST',
+      url: '/api/tasks/x/reminders/y/snooze',
+      body: { duration: 'PT10M' },
+    });
+    assert.deepEqual(r, { status: 200, body: { detail: 'remote' } });
+    const got = seen.at(-1)!;
+    assert.deepEqual(
+      [got.method, got.url, got.headers.authorization, got.headers['content-type'], got.body],
+      ['POST', '/api/tasks/x/reminders/y/snooze', 'Bearer t2', 'application/json', '{"duration":"PT10M"}'],
+    );
+    // A 404 of the deployment (the resource) comes back as it is.
+    assert.deepEqual(await rest({ method: 'GET', url: '/missing' }), {
+      status: 404,
+      body: { detail: 'task not found' },
+    });
+    // Without a server of its own (stdio), everything goes to PUBLIC_URL.
+    const stdio = restClient({ authorization: 'Bearer t3', publicUrl });
+    assert.equal((await stdio({ method: 'GET', url: '/api/here' })).status, 200);
+    assert.deepEqual([seen.at(-1)!.url, seen.at(-1)!.headers.authorization], ['/api/here', 'Bearer t3']);
+  });
+
+  it('refuses clearly when no server serves the route and PUBLIC_URL is not set', async () => {
+    const rest = restClient({ app: local.app, authorization: 'Bearer t4', publicUrl: null });
+    await assert.rejects(rest({ method: 'GET', url: '/api/notifications?limit=5' }), (err: unknown) => {
+      assert.ok(err instanceof RestUnavailableError);
+      assert.match(err.message, /GET \/api\/notifications is served by a target .*set PUBLIC_URL/);
+      return true;
+    });
+  });
+});
