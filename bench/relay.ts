@@ -77,7 +77,7 @@ const BATCH_SIZES = (process.env.BENCH_BATCH_SIZES ?? process.env.RELAY_BATCH_SI
 const CASES = (process.env.BENCH_CASES ?? 'raw,relay').split(',').map((s) => s.trim());
 const RUN_ID = randomBytes(3).toString('hex');
 const TOPIC = 'task-events';
-const PARTITIONS = 3; // the topic table of DESIGN.md section 3 (src/contracts/topics.ts)
+const PARTITIONS = 3; // the topic table of docs/architecture.md section 3 (src/contracts/topics.ts)
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');

@@ -1,6 +1,6 @@
 /**
  * The guarantee mutants that `scripts/mutants` applies to src/ one at a time (docs/mutation-testing.md).
- * Each one breaks a guarantee the README or DESIGN promises, in the smallest edit that does: `find` must occur
+ * Each one breaks a guarantee the README or docs/architecture.md promises, in the smallest edit that does: `find` must occur
  * exactly once in `file` (else the mutant is STALE: the code moved on, so rewrite the patch against it), and
  * at least one of `tests` must fail while it is applied (else it SURVIVED: a test is missing).
  *

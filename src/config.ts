@@ -101,7 +101,7 @@ function trustProxy(raw: string | undefined): boolean | number | string {
   );
 }
 
-/** `task-events=2592000000,dlq=604800000`: the topics of DESIGN.md section 3, and `dlq` for all DLQs. */
+/** `task-events=2592000000,dlq=604800000`: the topics of docs/architecture.md section 3, and `dlq` for all DLQs. */
 function retentionOverrides(raw: string | undefined): Record<string, number> {
   const out: Record<string, number> = {};
   const names = [...TOPIC_SPECS.map((t) => t.name), 'dlq'];

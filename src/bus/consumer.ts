@@ -1,5 +1,5 @@
 /**
- * Transport-independent consumer semantics (DESIGN.md section 4): validate the event, call the handler,
+ * Transport-independent consumer semantics (docs/architecture.md section 4): validate the event, call the handler,
  * retry transient failures with exponential backoff and full jitter, and after `maxAttempts` (or at once for
  * an invalid event / PermanentError) publish it to the group's dead-letter topic with failure headers. The
  * caller commits the position only after this resolves, so nothing is skipped silently.

@@ -1,4 +1,4 @@
-/** Picks the transport from `BUS` and provisions the topics of DESIGN.md section 3 when allowed. */
+/** Picks the transport from `BUS` and provisions the topics of docs/architecture.md section 3 when allowed. */
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
 import { DLQ_SPEC, GROUPS, TOPIC_SPECS, dlqTopic, type TopicSpec } from '../contracts/topics.ts';

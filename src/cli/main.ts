@@ -254,7 +254,7 @@ const table = (rows: Record<string, unknown>[]) => {
 
 const topics = program
   .command('topics')
-  .description('create and inspect the topics of DESIGN.md section 3 (and the DLQs)');
+  .description('create and inspect the topics of docs/architecture.md section 3 (and the DLQs)');
 topics
   .command('ensure')
   .description('create missing topics with their partitions and retention (KAFKA_TOPIC_PARTITIONS overrides)')

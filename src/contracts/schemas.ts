@@ -1,5 +1,5 @@
 /**
- * JSON Schemas (draft-07) of every event type of DESIGN.md section 3. Producers validate before writing,
+ * JSON Schemas (draft-07) of every event type of docs/architecture.md section 3. Producers validate before writing,
  * consumers validate on read. Evolve backward-compatibly: add optional fields, never remove or retype; a
  * breaking change is a new `schemaversion`.
  */

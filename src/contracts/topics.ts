@@ -1,5 +1,5 @@
 /**
- * The topic table of DESIGN.md section 3. KAFKA_TOPIC_PARTITIONS and KAFKA_TOPIC_RETENTION_MS override the
+ * The topic table of docs/architecture.md section 3. KAFKA_TOPIC_PARTITIONS and KAFKA_TOPIC_RETENTION_MS override the
  * partitions and retention of topics being created (config.ts, allTopics).
  */
 export const TOPICS = {

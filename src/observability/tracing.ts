@@ -1,5 +1,5 @@
 /**
- * OpenTelemetry tracing (DESIGN.md section 7). One trace follows a change from the API request through the
+ * OpenTelemetry tracing (docs/architecture.md section 7). One trace follows a change from the API request through the
  * outbox (the event's `traceparent` is the request span), the relay (a PRODUCER span per event, whose context
  * travels as the `traceparent` transport header: Kafka header / embedded log `headers`), each consumer's
  * handler (a CONSUMER span, child of that header) and into the events a handler produces

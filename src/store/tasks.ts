@@ -1,6 +1,6 @@
 /**
  * The task store: the only code that writes tasks. Every change writes its CloudEvent to the outbox in the
- * same transaction (DESIGN.md section 4). Used by the API (REST and MCP) and by the recurrence service.
+ * same transaction (docs/architecture.md section 2). Used by the API (REST and MCP) and by the recurrence service.
  */
 import { uuidv7 } from 'uuidv7';
 import { makeEvent } from '../contracts/cloudevent.ts';

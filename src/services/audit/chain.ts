@@ -1,6 +1,6 @@
 /**
  * The audit log's storage: append-only records, hash-chained per user so that tampering is detectable
- * (DESIGN.md section 6).
+ * (docs/architecture.md section 6).
  *
  *   hash = sha256_hex(prev_hash + canonicalJson(record without id, prev_hash, hash))
  *
