@@ -51,25 +51,29 @@ export async function runTargets(
     trustProxy: config.trustProxy,
     rateLimitPerMinute: config.rateLimitPerMinute,
   });
+  httpMade.catch(() => undefined); // awaited below; a failure surfaces there
   if (!opts.db) log.info(`opening the database (${database})`);
   let db: Db | undefined;
-  let applied: string[];
+  let http: Awaited<typeof httpMade> | undefined;
+  let bus: Bus;
   try {
     db = opts.db ?? (await openDb(config.databaseUrl));
     metrics.trackStatements(db.statements);
-    applied = await migrate(db, (m) => log.info(m));
+    const applied = await migrate(db, (m) => log.info(m));
+    log.info(
+      { applied, ms: since(step) },
+      applied.length
+        ? `database open, ${applied.length} migration(s) applied`
+        : 'database open and up to date',
+    );
+    step = performance.now();
+    http = await httpMade;
+    bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
   } catch (err) {
     await httpMade.then((h) => h.app.close()).catch(() => undefined);
     if (db && !opts.db) await db.close().catch(() => undefined);
     throw err;
   }
-  log.info(
-    { applied, ms: since(step) },
-    applied.length ? `database open, ${applied.length} migration(s) applied` : 'database open and up to date',
-  );
-  step = performance.now();
-  const http = await httpMade;
-  const bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
   log.info(`bus: ${config.bus}`);
   const provisioning = provisionTopics(config, bus, log);
   const runtime: Runtime = { config, db, bus, log, clock: opts.clock ?? systemClock, metrics, http };

@@ -25,8 +25,9 @@ export interface Resolved {
   local: string;
 }
 
-/** An offset or zone written in a date: +02:00, -0500, Z, UTC, GMT, CET, EST... */
-const ZONE_IN_TEXT = /(?:[+-]\d{2}:?\d{2}\b|\d[zZ]\b|\b(?:UTC|GMT|[A-Z]{2,4}T)\b)/;
+/** An offset or zone written in a date: +02:00, -0500, 9Z, UTC, GMT, or a zone abbreviation chrono knows. */
+const ZONE_IN_TEXT =
+  /(?:[+-]\d{2}:?\d{2}\b|\d[zZ]\b|\b(?:UTC|GMT|Z|CET|CEST|EET|EEST|WET|WEST|BST|IST|EST|EDT|CST|CDT|MST|MDT|PST|PDT|AKST|AKDT|HST|JST|KST|AEST|AEDT|ACST|AWST|NZST|NZDT)\b)/;
 
 /** At most this long: a due date in words is a short phrase. */
 const MAX_TEXT = 100;
@@ -49,6 +50,9 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   // chrono calls the offset certain for relative times too ("in 30 minutes": the reference's); only a zone
   // written in the text is the user's own.
   if (start.isCertain('timezoneOffset') && ZONE_IN_TEXT.test(found.text)) ms = start.date().getTime();
+  // "in 30 minutes", "2 hours from now": elapsed time from now, also across a daylight-saving change.
+  else if (found.tags().has('result/relativeDateAndTime'))
+    ms = ctx.now.getTime() + (start.date().getTime() - wallAsUtc.getTime());
   else {
     const wall = new Date(start.date().getTime()); // the user's wall time, as UTC fields
     ms = Temporal.ZonedDateTime.from(
@@ -69,8 +73,11 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   return { instant, resolved: { said: text, as: instant, local: localTime(instant, ctx.timeZone) } };
 }
 
-const BEFORE =
-  /^\s*(\d{1,4})\s*(m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)\s+(before|early|earlier|ahead)\s*$/i;
+const UNITS = '(m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)';
+const BEFORE = new RegExp(
+  `^\\s*(half an|an?|\\d{1,4})\\s*${UNITS}\\s+(?:before|early|earlier|ahead)\\s*$`,
+  'i',
+);
 const UNIT: Record<string, 'M' | 'H' | 'D' | 'W'> = { m: 'M', h: 'H', d: 'D', w: 'W' };
 
 /**
@@ -85,13 +92,23 @@ export function resolveReminder(
   if (/^P/i.test(text.trim())) return { value: text };
   const before = BEFORE.exec(text);
   if (before) {
-    const n = Number(before[1]);
-    const unit = UNIT[before[2]!.charAt(0).toLowerCase()]!;
-    const value = unit === 'M' || unit === 'H' ? `PT${n}${unit}` : `P${n}${unit}`;
-    return { value, resolved: { said: text, as: value, local: `${value} before the due date` } };
+    const value = isoDuration(before[1]!, before[2]!);
+    return value
+      ? { value, resolved: { said: text, as: value, local: `${value} before the due date` } }
+      : null;
   }
+  // A reminder in words is a time to come: "yesterday" or "5 minutes ago" is a mistake, not a reminder.
   const when = resolveWhen(text, ctx);
-  return when ? { value: when.instant, ...(when.resolved ? { resolved: when.resolved } : {}) } : null;
+  if (!when || Date.parse(when.instant) <= ctx.now.getTime()) return null;
+  return { value: when.instant, ...(when.resolved ? { resolved: when.resolved } : {}) };
+}
+
+/** `n` (digits, "a", "an", "half an") of a unit as an ISO 8601 duration; null for half a day or week. */
+function isoDuration(amount: string, unitText: string): string | null {
+  const unit = UNIT[unitText.charAt(0).toLowerCase()]!;
+  if (/^half/i.test(amount)) return unit === 'H' ? 'PT30M' : unit === 'M' ? 'PT30S' : null;
+  const n = /^an?$/i.test(amount) ? 1 : Number(amount);
+  return unit === 'M' || unit === 'H' ? `PT${n}${unit}` : `P${n}${unit}`;
 }
 
 /** An instant on the user's wall clock, with its offset: 2026-03-02T09:00:00+01:00. */
@@ -160,7 +177,10 @@ export function resolveRecurrence(
       unit === 'weekday'
         ? 'WEEKLY'
         : { day: 'DAILY', week: 'WEEKLY', month: 'MONTHLY', year: 'YEARLY' }[unit]!;
-    if (unit === 'weekday') byDay = WEEKDAYS;
+    if (unit === 'weekday') {
+      if (interval !== 1) return null; // "every other weekday" has no RRULE that says it
+      byDay = WEEKDAYS;
+    }
     if (m[3] !== undefined) {
       if (freq !== 'MONTHLY') return null;
       monthDay = Number(m[3]);
@@ -244,14 +264,11 @@ function firstOccurrence(
   throw new RangeError('no occurrence within 400 days'); // unreachable: every rule here matches within a year
 }
 
-const SPAN = /^\s*(an?|\d{1,4})\s*(m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)\s*$/i;
+const SPAN = new RegExp(`^\\s*(half an|an?|\\d{1,4})\\s*${UNITS}\\s*$`, 'i');
 
-/** A length of time: "10 minutes", "an hour", "2 days", or an ISO 8601 duration as it is (PT10M). */
+/** A length of time: "10 minutes", "an hour", "half an hour", "2 days", or an ISO 8601 duration (PT10M). */
 export function resolveDuration(text: string): string | null {
   if (/^P/i.test(text.trim())) return text.trim();
   const m = SPAN.exec(text);
-  if (!m) return null;
-  const n = /^an?$/i.test(m[1]!) ? 1 : Number(m[1]);
-  const unit = UNIT[m[2]!.charAt(0).toLowerCase()]!;
-  return unit === 'M' || unit === 'H' ? `PT${n}${unit}` : `P${n}${unit}`;
+  return m ? isoDuration(m[1]!, m[2]!) : null;
 }

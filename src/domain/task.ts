@@ -111,18 +111,18 @@ export const INSTANT_HINT =
  * noticeable share of a create (a Temporal.Duration is immutable: safe to share). Cleared when full, so
  * hostile input cannot grow it.
  */
-const parsedOffsets = new Map<string, { duration: Temporal.Duration; text: string } | null>();
+const parsedOffsets = new Map<string, { duration: Temporal.Duration; text: string }>();
 const PARSED_OFFSETS_MAX = 1_000;
 
 function offsetOf(value: string): { duration: Temporal.Duration; text: string } | null {
-  let known = parsedOffsets.get(value);
-  if (known === undefined) {
-    const duration = parseOffset(value);
-    known = duration && { duration, text: duration.toString() };
-    if (parsedOffsets.size >= PARSED_OFFSETS_MAX) parsedOffsets.clear();
-    parsedOffsets.set(value, known);
-  }
-  return known;
+  const known = parsedOffsets.get(value);
+  if (known) return known;
+  const duration = parseOffset(value);
+  if (!duration) return null; // failures are not kept: a client could fill the memo with long junk
+  const parsed = { duration, text: duration.toString() };
+  if (parsedOffsets.size >= PARSED_OFFSETS_MAX) parsedOffsets.clear();
+  parsedOffsets.set(value, parsed);
+  return parsed;
 }
 
 /** A reminder offset: a positive ISO 8601 duration of days/weeks/hours/minutes, at most a year. */

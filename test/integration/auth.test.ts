@@ -103,14 +103,15 @@ describe('OAuth 2.0 protected resource metadata for MCP clients (RFC 9728)', () 
       env: { JWT_SECRET: '', JWT_JWKS_URL: 'http://127.0.0.1:9/jwks.json', JWT_ISSUER: issuer },
     });
     try {
-      for (const path of [
-        '/.well-known/oauth-protected-resource',
-        '/.well-known/oauth-protected-resource/mcp',
-      ]) {
+      // RFC 9728 section 3: the well-known path + a resource's path describes that resource.
+      for (const [path, resource] of [
+        ['/.well-known/oauth-protected-resource', app.url],
+        ['/.well-known/oauth-protected-resource/mcp', `${app.url}/mcp`],
+      ] as const) {
         const r = await fetch(`${app.url}${path}`);
         assert.equal(r.status, 200, path);
         assert.deepEqual(await r.json(), {
-          resource: `${app.url}/mcp`,
+          resource,
           authorization_servers: [issuer],
           bearer_methods_supported: ['header'],
           resource_name: 'Taskflow',

@@ -174,6 +174,44 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
     assert.equal(next.length, 1);
     assert.equal(new Date(next[0].due_date).toISOString(), '2026-03-23T09:00:00.000Z');
 
+    // "Skip the next watering." The pending occurrence moves to the one after.
+    const pendingPlants = (await call('list_tasks', { status: 'pending' })).tasks.find(
+      (t: any) => t.title === 'Water the plants',
+    );
+    const skipped = await call('skip_occurrence', { task_id: pendingPlants.task_id });
+    assert.equal(skipped.due_date, '2026-04-06T09:00:00.000Z');
+    // "Don't remind me a day before." One of its reminders, by id from list_reminders.
+    const plantReminders = await waitFor(
+      async () => {
+        const r = await call('list_reminders', { task_id: pendingPlants.task_id });
+        return r.items.length > 0 && r.items;
+      },
+      WAIT,
+      'the reminders of the next watering',
+    );
+    const dismissed = await call('dismiss_reminder', {
+      task_id: pendingPlants.task_id,
+      reminder_id: plantReminders[0].id,
+    });
+    assert.equal(dismissed.status, 'dismissed');
+    // "Remind me 15 minutes before by default."
+    const settings = await call('update_settings', { default_reminders: ['PT15M'] });
+    assert.deepEqual(settings.default_reminders, ['PT15M']);
+    assert.deepEqual((await call('get_context', {})).default_reminders, ['PT15M']);
+    // A retried request says the same words: the same task, though "in an hour" now means another time.
+    const first = await call('add_task', {
+      title: 'Stretch',
+      due_date: 'in an hour',
+      idempotency_key: 'k-stretch',
+    });
+    clock.advance(MIN);
+    const retried = await call('add_task', {
+      title: 'Stretch',
+      due_date: 'in an hour',
+      idempotency_key: 'k-stretch',
+    });
+    assert.equal(retried.task_id, first.task_id);
+
     // What the database holds for the user at the end.
     const tasks = await row(
       `SELECT title, status, due_date FROM tasks WHERE user_id = $1 ORDER BY due_date`,
@@ -183,8 +221,9 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
       tasks.map((t: any) => [t.title, t.status, new Date(t.due_date).toISOString()]),
       [
         ['Call mom', 'completed', '2026-03-04T10:30:00.000Z'],
+        ['Stretch', 'pending', '2026-03-04T11:42:00.000Z'],
         ['Water the plants', 'completed', '2026-03-09T09:00:00.000Z'],
-        ['Water the plants', 'pending', '2026-03-23T09:00:00.000Z'],
+        ['Water the plants', 'pending', '2026-04-06T09:00:00.000Z'],
       ],
     );
     const fired = await row(`SELECT status, fire_count, snoozed FROM reminder_schedule WHERE task_id = $1`, [

@@ -20,6 +20,14 @@ describe('the REST client of MCP tools', () => {
     req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => {
       seen.push({ method: req.method, url: req.url, headers: req.headers, body });
+      if (req.url?.startsWith('/proxy-error')) {
+        res.writeHead(502, { 'content-type': 'text/html' });
+        return res.end('<html>Bad Gateway</html>');
+      }
+      if (req.url?.startsWith('/moved')) {
+        res.writeHead(302, { location: 'http://127.0.0.1:9/elsewhere' });
+        return res.end();
+      }
       res.writeHead(req.url?.startsWith('/missing') ? 404 : 200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ detail: req.url?.startsWith('/missing') ? 'task not found' : 'remote' }));
     });
@@ -69,6 +77,23 @@ describe('the REST client of MCP tools', () => {
     const stdio = restClient({ authorization: 'Bearer t3', publicUrl });
     assert.equal((await stdio({ method: 'GET', url: '/api/here' })).status, 200);
     assert.deepEqual([seen.at(-1)!.url, seen.at(-1)!.headers.authorization], ['/api/here', 'Bearer t3']);
+  });
+
+  it('says the API did not answer for a proxy’s page, a redirect or a refused connection', async () => {
+    const rest = restClient({ authorization: 'Bearer t5', publicUrl });
+    const unavailable = (pattern: RegExp) => (err: unknown) => {
+      assert.ok(err instanceof RestUnavailableError, String(err));
+      assert.match(err.message, pattern);
+      return true;
+    };
+    await assert.rejects(
+      rest({ method: 'GET', url: '/proxy-error' }),
+      unavailable(/answered 502 without JSON/),
+    );
+    // The token is not sent anywhere PUBLIC_URL redirects to.
+    await assert.rejects(rest({ method: 'GET', url: '/moved' }), unavailable(/at PUBLIC_URL failed/));
+    const down = restClient({ authorization: 'Bearer t6', publicUrl: 'http://127.0.0.1:9' });
+    await assert.rejects(down({ method: 'GET', url: '/api/here' }), unavailable(/at PUBLIC_URL failed/));
   });
 
   it('refuses clearly when no server serves the route and PUBLIC_URL is not set', async () => {

@@ -42,6 +42,14 @@ describe('resolveWhen', () => {
       assert.equal(resolveWhen(text, ctx)?.instant ?? null, expected);
     });
 
+  it('counts "in 30 minutes" as elapsed time, also across a daylight-saving change', () => {
+    // 01:45 EDT on the night New York falls back to EST (02:00 EDT -> 01:00 EST): 30 minutes later is
+    // 01:15 EST, 06:15 UTC (on the wall clock it would be an hour later).
+    const fallBack = { now: new Date('2026-11-01T05:45:00Z'), timeZone: 'America/New_York' };
+    assert.equal(resolveWhen('in 30 minutes', fallBack)?.instant, '2026-11-01T06:15:00.000Z');
+    assert.equal(resolveWhen('IN 30 MINUTES', berlin)?.instant, '2026-03-01T12:30:00.000Z');
+  });
+
   it('says how words were read, on the user’s wall clock; not for an ISO instant', () => {
     assert.deepEqual(resolveWhen('tomorrow 9am', berlin)?.resolved, {
       said: 'tomorrow 9am',
@@ -58,6 +66,8 @@ describe('resolveReminder', () => {
     assert.equal(resolveReminder('1 hour before', berlin)?.value, 'PT1H');
     assert.equal(resolveReminder('2 days before', berlin)?.value, 'P2D');
     assert.equal(resolveReminder('1 week ahead', berlin)?.value, 'P1W');
+    assert.equal(resolveReminder('an hour before', berlin)?.value, 'PT1H');
+    assert.equal(resolveReminder('half an hour before', berlin)?.value, 'PT30M');
   });
 
   it('reads a time as an instant, and passes ISO 8601 as it is', () => {
@@ -66,6 +76,9 @@ describe('resolveReminder', () => {
     assert.deepEqual(resolveReminder('PT1H', berlin), { value: 'PT1H' });
     assert.equal(resolveReminder('2026-03-05T09:00:00Z', berlin)?.value, '2026-03-05T09:00:00.000Z');
     assert.equal(resolveReminder('whenever', berlin), null);
+    // A time already past is no reminder.
+    assert.equal(resolveReminder('yesterday', berlin), null);
+    assert.equal(resolveReminder('5 minutes ago', berlin), null);
   });
 });
 
@@ -97,7 +110,14 @@ describe('resolveRecurrence', () => {
     });
 
   it('is null for what it cannot read', () => {
-    for (const text of ['every blue moon', 'every day at 25', 'every week on the 3rd', 'daily', 'sometimes'])
+    for (const text of [
+      'every blue moon',
+      'every day at 25',
+      'every week on the 3rd',
+      'daily',
+      'sometimes',
+      'every other weekday', // no RRULE says it
+    ])
       assert.equal(resolveRecurrence(text, berlin), null, text);
   });
 });
@@ -105,6 +125,7 @@ describe('resolveRecurrence', () => {
 it('resolveDuration reads a length of time', () => {
   assert.equal(resolveDuration('10 minutes'), 'PT10M');
   assert.equal(resolveDuration('an hour'), 'PT1H');
+  assert.equal(resolveDuration('half an hour'), 'PT30M');
   assert.equal(resolveDuration('2 days'), 'P2D');
   assert.equal(resolveDuration('PT15M'), 'PT15M');
   assert.equal(resolveDuration('a while'), null);

@@ -30,21 +30,29 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
   // Before the /mcp route: its scope takes the hooks the app has when it is registered.
   if (deps.oauth) {
     const { issuer, publicUrl } = deps.oauth;
-    // PUBLIC_URL when set; otherwise the address the client used (Host, or X-Forwarded-* with TRUST_PROXY).
-    const base = (req: FastifyRequest) => publicUrl ?? `${req.protocol}://${req.host}`;
-    const metadata = async (req: FastifyRequest) => ({
-      resource: `${base(req)}/mcp`,
-      authorization_servers: [issuer],
-      bearer_methods_supported: ['header'],
-      resource_name: 'Taskflow',
-      resource_documentation: `${base(req)}/docs`,
-    });
-    app.get(PROTECTED_RESOURCE_PATH, { schema: { hide: true } }, metadata);
-    app.get(`${PROTECTED_RESOURCE_PATH}/mcp`, { schema: { hide: true } }, metadata);
+    // PUBLIC_URL when set; otherwise the address the client used (Host, or X-Forwarded-* with TRUST_PROXY),
+    // when it is a host name or address and nothing else (it goes into a quoted header parameter).
+    const base = (req: FastifyRequest) =>
+      publicUrl ?? (/^[A-Za-z0-9.:[\]-]+$/.test(req.host) ? `${req.protocol}://${req.host}` : undefined);
+    // RFC 9728 section 3: the document at the well-known path + the resource's path describes that resource.
+    const metadata = (path: string) => async (req: FastifyRequest, reply: FastifyReply) => {
+      const origin = base(req);
+      if (!origin) return reply.code(400).send({ error: 'invalid Host header; set PUBLIC_URL' });
+      return {
+        resource: `${origin}${path}`,
+        authorization_servers: [issuer],
+        bearer_methods_supported: ['header'],
+        resource_name: 'Taskflow',
+        resource_documentation: `${origin}/docs`,
+      };
+    };
+    app.get(PROTECTED_RESOURCE_PATH, { schema: { hide: true } }, metadata(''));
+    app.get(`${PROTECTED_RESOURCE_PATH}/mcp`, { schema: { hide: true } }, metadata('/mcp'));
     app.addHook('onSend', async (req, reply) => {
-      if (reply.statusCode !== 401 || req.routeOptions.url !== '/mcp') return;
+      const origin = base(req);
+      if (reply.statusCode !== 401 || req.routeOptions.url !== '/mcp' || !origin) return;
       const challenge = reply.getHeader('www-authenticate');
-      const resource = `resource_metadata="${base(req)}${PROTECTED_RESOURCE_PATH}/mcp"`;
+      const resource = `resource_metadata="${origin}${PROTECTED_RESOURCE_PATH}/mcp"`;
       reply.header(
         'www-authenticate',
         challenge ? `${String(challenge)}, ${resource}` : `Bearer ${resource}`,

@@ -2,7 +2,8 @@
  * The REST API of the deployment as the calling user, for MCP tools whose data another target owns
  * (reminders, recurrence, notifications): targets talk through events and HTTP, never by importing each
  * other. When that target runs in this process (`taskflow up`) the request goes through this server
- * without a socket (Fastify `inject`); otherwise to PUBLIC_URL, where the deployment serves every target.
+ * without a socket (Fastify `inject`, from the caller's address); otherwise to PUBLIC_URL, where the
+ * deployment serves every target.
  */
 import type { FastifyInstance } from 'fastify';
 
@@ -17,48 +18,75 @@ export type RestClient = (req: {
   body?: unknown;
 }) => Promise<RestAnswer>;
 
-/** Raised when no server serves the route: the target is elsewhere and PUBLIC_URL is not set. */
+/** No server answered: the target is elsewhere and PUBLIC_URL is not set, or the deployment is unreachable. */
 export class RestUnavailableError extends Error {}
 
 const NO_ROUTE = /^no route /;
+const TIMEOUT_MS = 10_000;
 
 export function restClient(opts: {
   /** This process's server, when there is one. */
   app?: FastifyInstance;
   authorization: string;
   publicUrl: string | null;
+  /** Who is calling, passed on in-process: the routes see the MCP client's address, agent and trace. */
+  caller?: { ip: string; userAgent?: string; traceparent?: string };
 }): RestClient {
+  const requestOf = (req: Parameters<RestClient>[0]) => ({
+    headers: {
+      authorization: opts.authorization,
+      ...(opts.caller?.userAgent ? { 'user-agent': opts.caller.userAgent } : {}),
+      ...(opts.caller?.traceparent ? { traceparent: opts.caller.traceparent } : {}),
+      ...(req.body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    body: req.body === undefined ? undefined : JSON.stringify(req.body),
+  });
   const remote = async (req: Parameters<RestClient>[0]): Promise<RestAnswer> => {
+    const where = `${req.method} ${req.url.split('?')[0]}`;
     if (!opts.publicUrl)
       throw new RestUnavailableError(
-        `${req.method} ${req.url.split('?')[0]} is served by a target that does not run in this process; set PUBLIC_URL to the deployment's address`,
+        `${where} is served by a target that does not run in this process; set PUBLIC_URL to the deployment's address`,
       );
-    const r = await fetch(`${opts.publicUrl}${req.url}`, {
-      method: req.method,
-      headers: {
-        authorization: opts.authorization,
-        ...(req.body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(req.body === undefined ? {} : { body: JSON.stringify(req.body) }),
-      signal: AbortSignal.timeout(10_000),
-    });
-    const text = await r.text();
-    return { status: r.status, body: text ? (JSON.parse(text) as unknown) : null };
+    const { headers, body } = requestOf(req);
+    let r: Response;
+    try {
+      r = await fetch(`${opts.publicUrl}${req.url}`, {
+        method: req.method,
+        headers,
+        ...(body === undefined ? {} : { body }),
+        redirect: 'error', // the token goes to PUBLIC_URL and nowhere else
+        signal: AbortSignal.timeout(TIMEOUT_MS),
+      });
+    } catch (err) {
+      throw new RestUnavailableError(
+        `${where} at PUBLIC_URL failed: ${(err as Error).message}; try again later`,
+      );
+    }
+    return { status: r.status, body: parsed(await r.text(), r.status, where) };
   };
   return async (req) => {
     if (!opts.app) return remote(req);
+    const { headers, body } = requestOf(req);
     const r = await opts.app.inject({
       method: req.method,
       url: req.url,
-      headers: {
-        authorization: opts.authorization,
-        ...(req.body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(req.body === undefined ? {} : { payload: JSON.stringify(req.body) }),
+      headers,
+      ...(body === undefined ? {} : { payload: body }),
+      ...(opts.caller ? { remoteAddress: opts.caller.ip } : {}),
     });
-    const body = r.body ? (JSON.parse(r.body) as unknown) : null;
+    const answer = parsed(r.body, r.statusCode, req.url);
     const noRoute =
-      r.statusCode === 404 && NO_ROUTE.test(String((body as { detail?: unknown } | null)?.detail ?? ''));
-    return noRoute ? remote(req) : { status: r.statusCode, body };
+      r.statusCode === 404 && NO_ROUTE.test(String((answer as { detail?: unknown } | null)?.detail ?? ''));
+    return noRoute ? remote(req) : { status: r.statusCode, body: answer };
   };
+}
+
+/** A JSON answer; anything else (a proxy's HTML error page) means the API did not answer. */
+function parsed(text: string, status: number, where: string): unknown {
+  if (!text) return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new RestUnavailableError(`${where} answered ${status} without JSON; try again later`);
+  }
 }

@@ -27,6 +27,7 @@ import {
   type FieldIssue,
 } from '../../domain/errors.ts';
 import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
+import { isUuid } from '../../domain/text.ts';
 import { RestUnavailableError, restClient, type RestClient } from './mcp-rest.ts';
 import {
   localTime,
@@ -103,7 +104,7 @@ function toolArgs<S extends z.ZodRawShape>(shape: S) {
     .looseObject(shape)
     .check((ctx) => {
       for (const key of Object.keys(ctx.value))
-        if (!(key in shape) && key !== 'user_id')
+        if (!Object.hasOwn(shape, key) && key !== 'user_id')
           ctx.issues.push({
             code: 'custom',
             message: `unknown argument ${key}; the arguments are ${Object.keys(shape).join(', ')}`,
@@ -354,9 +355,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     ...(caller.clientIp ? { clientIp: caller.clientIp } : {}),
     ...(caller.userAgent ? { userAgent: caller.userAgent } : {}),
   });
-  // The user's settings are read only when the input has a recurrence rule (needsTimeZone).
+  // The user's time zone, read once per tool call at most, and only when needed (a recurrence rule, words).
+  let zone: Promise<string> | undefined;
+  const userZone = () => (zone ??= settings.get(caller.userId).then((u) => u.timezone));
   const zoneFor = async (input: unknown): Promise<ValidationContext> =>
-    needsTimeZone(input) ? { timezone: (await settings.get(caller.userId)).timezone } : {};
+    needsTimeZone(input) ? { timezone: await userZone() } : {};
 
   /**
    * `due_date` and `reminders` given in words ("tomorrow 9am", "in 30 minutes", "1 hour before") read in the
@@ -365,6 +368,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
    */
   const readWords = async (
     fields: Record<string, unknown>,
+    /** A rule in words sets the due date to its first occurrence when none is given (a new task only). */
+    opts: { firstOccurrenceDue?: boolean } = {},
   ): Promise<{ fields: Record<string, unknown>; resolved: WordsRead[] }> => {
     const words = (v: unknown): v is string => typeof v === 'string' && !/^P/i.test(v) && !parseInstant(v);
     const reminders = Array.isArray(fields.reminders) ? (fields.reminders as unknown[]) : [];
@@ -374,7 +379,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         : undefined;
     if (!words(fields.due_date) && !reminders.some(words) && rule === undefined)
       return { fields, resolved: [] };
-    const ctx = { now: clock.now(), timeZone: (await settings.get(caller.userId)).timezone };
+    const ctx = { now: clock.now(), timeZone: await userZone() };
     const resolved: WordsRead[] = [];
     const out = { ...fields };
     if (words(fields.due_date)) {
@@ -387,7 +392,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       const repeat = resolveRecurrence(rule, ctx);
       if (repeat) {
         out.recurrence = { rrule: repeat.rrule };
-        if (fields.due_date === undefined) out.due_date = repeat.first;
+        if (opts.firstOccurrenceDue && fields.due_date === undefined) out.due_date = repeat.first;
         resolved.push({ argument: 'recurrence', ...repeat.resolved });
       }
     }
@@ -496,14 +501,16 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       outputSchema: changeOut,
     },
     run('add_task', {}, async (args) => {
-      const { fields, resolved } = await readWords(fieldsOf(args, ['user_id', 'idempotency_key']));
+      // The retry of a request is the same words, not the instants they meant a moment ago.
+      const said = fieldsOf(args, ['user_id', 'idempotency_key']);
+      const { fields, resolved } = await readWords(said, { firstOccurrenceDue: true });
       const parsed = validateCreate(fields, await zoneFor(fields));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
       const key = parseIdempotencyKey(args.idempotency_key, 'idempotency_key');
       const { task } = key
         ? await store.createOnce(caller.userId, parsed.value, meta(), {
             key,
-            requestHash: requestHash(fields),
+            requestHash: requestHash(said),
           })
         : { task: await store.create(caller.userId, parsed.value, meta()) };
       return changeResult('created', task, resolved);
@@ -698,7 +705,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Set recurrence',
       description:
-        'Make a task repeat (daily, weekdays, weekly, monthly, yearly or an RRULE) or stop repeating (null). Answers {task_id, status: "updated", title, task}.',
+        'Make a task repeat (daily, weekdays, weekly, monthly, yearly, an RRULE, or words such as "every other Monday") or stop repeating (null). Its due date stays. Answers {task_id, status: "updated", title, task}.',
       inputSchema: toolArgs({
         task_id: taskIdArg,
         recurrence: recurrenceArg,
@@ -708,11 +715,13 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { idempotentHint: true },
     },
     run('set_recurrence', {}, async (args) => {
-      const input = { recurrence: args.recurrence };
-      const parsed = validatePatch(input, await zoneFor(input));
+      const { fields, resolved } = await readWords({ recurrence: args.recurrence });
+      const parsed = validatePatch(fields, await zoneFor(fields));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      return change('updated')(
+      return changeResult(
+        'updated',
         await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version),
+        resolved,
       );
     }),
   );
@@ -730,7 +739,12 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       );
     return r.body as Record<string, unknown>;
   };
-  const taskPath = (taskId: string) => `/api/tasks/${encodeURIComponent(taskId)}`;
+  /** An id in a path: a UUID or nothing found (never a path of its own, such as `..`). */
+  const idIn = (id: string, what: string) => {
+    if (!isUuid(id)) throw new RestRefusedError(`${what} not found`);
+    return id;
+  };
+  const taskPath = (taskId: string) => `/api/tasks/${idIn(taskId, 'task')}`;
   /** The reminder the user means by "that reminder": the one given, else the task's last one that fired. */
   const reminderOf = async (taskId: string, reminderId: string | undefined) => {
     if (reminderId) return reminderId;
@@ -789,17 +803,17 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         body.duration = duration;
       }
       if (args.until !== undefined) {
-        const when = resolveWhen(args.until, {
-          now: clock.now(),
-          timeZone: (await settings.get(caller.userId)).timezone,
-        });
-        if (!when)
-          throw new ValidationError([{ path: 'until', message: 'must be a time such as "tomorrow 8am"' }]);
+        const now = clock.now();
+        const when = resolveWhen(args.until, { now, timeZone: await userZone() });
+        if (!when || Date.parse(when.instant) <= now.getTime())
+          throw new ValidationError([
+            { path: 'until', message: 'must be a time to come, such as "tomorrow 8am"' },
+          ]);
         body.until = when.instant;
       }
       const id = await reminderOf(args.task_id, args.reminder_id);
       return ok(
-        await rest('POST', `${taskPath(args.task_id)}/reminders/${encodeURIComponent(id)}/snooze`, body),
+        await rest('POST', `${taskPath(args.task_id)}/reminders/${idIn(id, 'reminder')}/snooze`, body),
       );
     }),
   );
@@ -816,7 +830,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     run('dismiss_reminder', {}, async (args) => {
       const id = await reminderOf(args.task_id, args.reminder_id);
-      return ok(await rest('POST', `${taskPath(args.task_id)}/reminders/${encodeURIComponent(id)}/dismiss`));
+      return ok(await rest('POST', `${taskPath(args.task_id)}/reminders/${idIn(id, 'reminder')}/dismiss`));
     }),
   );
 
@@ -883,7 +897,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { idempotentHint: true },
     },
     run('mark_notification_read', {}, async (args) =>
-      ok(await rest('POST', `/api/notifications/${encodeURIComponent(args.notification_id)}/read`)),
+      ok(await rest('POST', `/api/notifications/${idIn(args.notification_id, 'notification')}/read`)),
     ),
   );
 
@@ -927,7 +941,12 @@ export async function handleMcpRequest(
     userId,
     rest: restClient({
       app: req.server,
-      authorization: String(req.headers.authorization),
+      authorization: req.headers.authorization ?? '',
+      caller: {
+        ip: req.ip,
+        ...(typeof req.headers['user-agent'] === 'string' ? { userAgent: req.headers['user-agent'] } : {}),
+        ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
+      },
       publicUrl: deps.publicUrl ?? null,
     }),
     clientIp: req.ip,
