@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import type { RetryPolicy } from './bus/consumer.ts';
+import type { RetryPolicy } from './retry.ts';
 import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
 import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl } from './store/db.ts';

@@ -1,10 +1,29 @@
 /**
- * Retrying one operation until it succeeds (subscribing, rejoining a consumer group, creating topics):
- * capped exponential backoff between failures (backoffDelay), each failure reported, and an abort signal
- * that ends the waiting at once. Rounds that run forever are a TickLoop instead.
+ * Backoff: the retry policy and its full-jitter delays, used by the consumer rules (bus/consumer.ts), the
+ * tick loops and the transports; and retrying one operation until it succeeds (subscribing, rejoining a
+ * consumer group, creating topics): capped exponential backoff between failures, each failure reported, and
+ * an abort signal that ends the waiting at once. Rounds that run forever are a TickLoop instead.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { backoffDelay, type RetryPolicy } from './bus/consumer.ts';
+
+/** How often to try (attempts in all) and the bounds of the exponential delay between tries. */
+export interface RetryPolicy {
+  maxAttempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
+
+/** Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(max, base * 2^(n-1))]. */
+export function backoffDelay(
+  attempt: number,
+  policy: RetryPolicy,
+  random: () => number = Math.random,
+): number {
+  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, attempt - 1));
+  return Math.round(cap * random());
+}
 
 export interface RetryOptions {
   policy: RetryPolicy;

@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { backoffDelay } from './bus/consumer.ts';
+import { backoffDelay } from './retry.ts';
 import { waitForEvent } from './wait.ts';
 import { errorMessage } from './error-text.ts';
 

@@ -27,14 +27,7 @@ import {
   type Publisher,
 } from './types.ts';
 import { errorText } from '../error-text.ts';
-
-export interface RetryPolicy {
-  maxAttempts: number;
-  baseDelayMs: number;
-  maxDelayMs: number;
-}
-
-export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
+import { backoffDelay, type RetryPolicy } from '../retry.ts';
 
 /**
  * Subscribers commit a partition's position at most this often while it is busy, and within this interval
@@ -84,16 +77,6 @@ export function isUnavailable(err: unknown, depth = 0): boolean {
   )
     return true;
   return isUnavailable(cause, depth + 1);
-}
-
-/** Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(max, base * 2^(n-1))]. */
-export function backoffDelay(
-  attempt: number,
-  policy: RetryPolicy,
-  random: () => number = Math.random,
-): number {
-  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, attempt - 1));
-  return Math.round(cap * random());
 }
 
 export const DLQ_HEADERS = {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import type { Bus } from '../../src/bus/types.ts';
-import type { RetryPolicy } from '../../src/bus/consumer.ts';
+import type { RetryPolicy } from '../../src/retry.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';

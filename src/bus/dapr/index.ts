@@ -26,7 +26,8 @@ import { eventProblems } from '../../contracts/schemas.ts';
 import { dlqTopic, isDlqTopic } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
-import { DLQ_HEADERS, backoffDelay, isUnavailable } from '../consumer.ts';
+import { DLQ_HEADERS, isUnavailable } from '../consumer.ts';
+import { backoffDelay } from '../../retry.ts';
 import { KafkaAdmin, type KafkaSettings } from '../kafka/index.ts';
 import {
   PermanentError,

@@ -19,11 +19,10 @@ import {
   COMMIT_INTERVAL_MS,
   consumeRun,
   DEFAULT_MAX_BATCH,
-  DEFAULT_RETRY,
   type ConsumeContext,
   type ConsumeHooks,
-  type RetryPolicy,
 } from '../consumer.ts';
+import { DEFAULT_RETRY, type RetryPolicy } from '../../retry.ts';
 import { EmbeddedLog, LOG_NOTIFY_CHANNEL, createTopics, ensureTopic, partitionId } from './log.ts';
 import type {
   Bus,

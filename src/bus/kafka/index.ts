@@ -25,14 +25,8 @@ import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import { fromBinary, toBinary, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { topicSpec } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
-import {
-  COMMIT_INTERVAL_MS,
-  consumeRun,
-  DEFAULT_MAX_BATCH,
-  DEFAULT_RETRY,
-  type ConsumeContext,
-  type RetryPolicy,
-} from '../consumer.ts';
+import { COMMIT_INTERVAL_MS, consumeRun, DEFAULT_MAX_BATCH, type ConsumeContext } from '../consumer.ts';
+import { DEFAULT_RETRY, type RetryPolicy } from '../../retry.ts';
 import type {
   Bus,
   BusAdmin,
