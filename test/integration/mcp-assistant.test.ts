@@ -181,10 +181,15 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
     const skipped = await call('skip_occurrence', { task_id: pendingPlants.task_id });
     assert.equal(skipped.due_date, '2026-04-06T09:00:00.000Z');
     // "Don't remind me a day before." One of its reminders, by id from list_reminders.
+    // The reminders target knows the new occurrence once its task.created has reached it: until then the
+    // tool answers "task not found", as REST does.
     const plantReminders = await waitFor(
       async () => {
-        const r = await call('list_reminders', { task_id: pendingPlants.task_id });
-        return r.items.length > 0 && r.items;
+        const r = (await client.callTool({
+          name: 'list_reminders',
+          arguments: { task_id: pendingPlants.task_id },
+        })) as ToolResult;
+        return !r.isError && r.structuredContent.items.length > 0 && r.structuredContent.items;
       },
       WAIT,
       'the reminders of the next watering',
