@@ -10,6 +10,7 @@
  */
 import * as chrono from 'chrono-node';
 import { Temporal } from 'temporal-polyfill';
+import { PRESET_RRULES, WEEKDAY_CODES, type RecurrencePreset } from './recurrence.ts';
 import { parseInstant } from './task.ts';
 
 export interface TimeContext {
@@ -40,8 +41,7 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   const exact = parseInstant(text);
   if (exact) return { instant: exact };
   if (text.length > MAX_TEXT || text.trim() === '') return null;
-  const nowLocal = Temporal.Instant.fromEpochMilliseconds(ctx.now.getTime()).toZonedDateTimeISO(ctx.timeZone);
-  const wallAsUtc = new Date(nowLocal.toPlainDateTime().toZonedDateTime('UTC').epochMilliseconds);
+  const wallAsUtc = new Date(zonedNow(ctx).toPlainDateTime().toZonedDateTime('UTC').epochMilliseconds);
   const [found] = chrono.parse(text, { instant: wallAsUtc, timezone: 0 }, { forwardDate: true });
   // The whole text must be a date: "buy milk tomorrow" is not a due date.
   if (!found || found.text.trim().length < text.trim().length) return null;
@@ -111,6 +111,10 @@ function isoDuration(amount: string, unitText: string): string | null {
   return unit === 'M' || unit === 'H' ? `PT${n}${unit}` : `P${n}${unit}`;
 }
 
+/** Now in the user's zone. */
+const zonedNow = (ctx: TimeContext) =>
+  Temporal.Instant.fromEpochMilliseconds(ctx.now.getTime()).toZonedDateTimeISO(ctx.timeZone);
+
 /** An instant on the user's wall clock, with its offset: 2026-03-02T09:00:00+01:00. */
 export function localTime(instant: string, timeZone: string): string {
   return Temporal.Instant.from(instant)
@@ -118,15 +122,6 @@ export function localTime(instant: string, timeZone: string): string {
     .toString({ timeZoneName: 'never', smallestUnit: 'second' });
 }
 
-const DAYS: Record<string, string> = {
-  mo: 'MO',
-  tu: 'TU',
-  we: 'WE',
-  th: 'TH',
-  fr: 'FR',
-  sa: 'SA',
-  su: 'SU',
-};
 const DAY_NAME = '(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day|nesday|sday|rsday|urday)?s?';
 const TIME = '(\\d{1,2}(?::\\d{2})?\\s*(?:am|pm)?|noon|midnight)';
 const INTERVAL = '(?:(other|second|2nd|third|3rd|fourth|4th|\\d{1,3})\\s+)?';
@@ -148,7 +143,7 @@ const INTERVAL_WORDS: Record<string, number> = {
   fourth: 4,
   '4th': 4,
 };
-const WEEKDAYS = ['MO', 'TU', 'WE', 'TH', 'FR'];
+const WEEKDAYS: readonly string[] = WEEKDAY_CODES.slice(0, 5);
 /** The time of day when a rule in words names none. */
 const DEFAULT_HOUR = 9;
 
@@ -164,9 +159,10 @@ export function resolveRecurrence(
 ): { rrule: string; first: string; resolved: Resolved } | null {
   const said = text.trim().replace(/\s+/g, ' ');
   if (said.length > MAX_TEXT) return null;
-  let freq: string;
+  let freq = '';
+  let presetRule: string | undefined;
   let interval = 1;
-  let byDay: string[] = [];
+  let byDay: readonly string[] = [];
   let monthDay: number | null = null;
   let time: string | undefined;
   let m: RegExpExecArray | null;
@@ -195,15 +191,14 @@ export function resolveRecurrence(
         m[2]!
           .split(/\s*(?:,|and|&)\s*/i)
           .filter(Boolean)
-          .map((d) => DAYS[d.slice(0, 2).toLowerCase()]!),
+          .map((d) => d.slice(0, 2).toUpperCase()), // the RFC 5545 code: MO, TU...
       ),
     ];
     time = m[3];
   } else if ((m = PRESET_AT.exec(said))) {
-    const preset = m[1]!.toLowerCase();
-    freq = { daily: 'DAILY', weekly: 'WEEKLY', monthly: 'MONTHLY', yearly: 'YEARLY', weekdays: 'WEEKLY' }[
-      preset
-    ]!;
+    // "weekly at 7pm": the preset's own rule, at that time.
+    const preset = m[1]!.toLowerCase() as RecurrencePreset;
+    presetRule = PRESET_RRULES[preset];
     if (preset === 'weekdays') byDay = WEEKDAYS;
     time = m[2];
   } else return null;
@@ -213,7 +208,7 @@ export function resolveRecurrence(
   if (interval > 1) parts.push(`INTERVAL=${interval}`);
   if (byDay.length) parts.push(`BYDAY=${byDay.join(',')}`);
   if (monthDay !== null) parts.push(`BYMONTHDAY=${monthDay}`);
-  const rrule = parts.join(';');
+  const rrule = presetRule ?? parts.join(';');
   const first = firstOccurrence(ctx, at, byDay, monthDay);
   return {
     rrule,
@@ -247,13 +242,10 @@ function firstOccurrence(
   byDay: readonly string[],
   monthDay: number | null,
 ): string {
-  const today = Temporal.Instant.fromEpochMilliseconds(ctx.now.getTime())
-    .toZonedDateTimeISO(ctx.timeZone)
-    .toPlainDate();
-  const codes = ['MO', 'TU', 'WE', 'TH', 'FR', 'SA', 'SU'];
+  const today = zonedNow(ctx).toPlainDate();
   for (let i = 0; i < 400; i++) {
     const day = today.add({ days: i });
-    if (byDay.length && !byDay.includes(codes[day.dayOfWeek - 1]!)) continue;
+    if (byDay.length && !byDay.includes(WEEKDAY_CODES[day.dayOfWeek - 1]!)) continue;
     if (monthDay !== null && day.day !== monthDay) continue;
     const due = day.toZonedDateTime({
       timeZone: ctx.timeZone,

@@ -78,7 +78,8 @@ type Freq = 'DAILY' | 'WEEKLY' | 'MONTHLY' | 'YEARLY';
 const FREQS: readonly Freq[] = ['DAILY', 'WEEKLY', 'MONTHLY', 'YEARLY'];
 
 /** ISO weekday numbers: 1 = Monday ... 7 = Sunday. */
-const WEEKDAY_CODES = ['MO', 'TU', 'WE', 'TH', 'FR', 'SA', 'SU'] as const;
+/** RFC 5545 day codes, Monday first (Temporal's dayOfWeek 1-7). */
+export const WEEKDAY_CODES = ['MO', 'TU', 'WE', 'TH', 'FR', 'SA', 'SU'] as const;
 
 interface ByDay {
   weekday: number;
@@ -129,7 +130,7 @@ const KNOWN_PARTS: readonly PartName[] = [
 ];
 const UNSUPPORTED_PARTS = ['BYSECOND', 'BYYEARDAY', 'BYWEEKNO'];
 
-const PRESET_RRULES: Record<RecurrencePreset, string> = {
+export const PRESET_RRULES: Record<RecurrencePreset, string> = {
   daily: 'FREQ=DAILY',
   weekdays: 'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR',
   weekly: 'FREQ=WEEKLY',

@@ -210,13 +210,13 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
         const path = `reminders[${i}]`;
         if (typeof raw !== 'string') return issue('must be a string', path);
         if (/^P/i.test(raw)) {
-          const d = parseReminderOffset(raw);
-          if (!d)
+          const offset = offsetOf(raw);
+          if (!offset)
             return issue(
               `must be a positive ISO 8601 duration of weeks, days, hours or minutes up to ${LIMITS.reminderOffsetMaxDays} days (e.g. PT1H, P1D)`,
               path,
             );
-          out.push(offsetOf(raw)!.text);
+          out.push(offset.text);
         } else {
           const at = parseInstant(raw);
           if (at === null)
