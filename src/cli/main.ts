@@ -37,7 +37,7 @@ program
   .hook('preAction', (_program, action) => {
     // A one-shot command runs a few statements: PGlite's WebAssembly in V8's baseline compiler only. The
     // optimizing tier-up otherwise starts at once and costs more than it saves: `taskflow lag` on PGlite
-    // took 1.0-1.2 s, and 0.73 s with this (docs/benchmarks.md). Set before PGlite compiles its module.
+    // took 1.0-1.2 s, and 0.58-0.69 s with this (docs/benchmarks.md). Set before PGlite compiles its module.
     let command = action;
     while (command.parent && command.parent !== program) command = command.parent;
     if (!LONG_RUNNING.has(command.name())) setFlagsFromString('--liftoff-only');
