@@ -42,20 +42,49 @@ export const DEFAULT_PREFERENCES: NotificationPreferences = {
   webhook_url: null,
 };
 
-const HHMM = /^([01]\d|2[0-3]):([0-5]\d)$/;
-const EMAIL = /^[^\s@<>()[\]\\,;:"]+@[^\s@<>()[\]\\,;:"]+\.[^\s@<>()[\]\\,;:"]+$/;
+/*
+ * The grammars of these fields, as JSON Schema patterns for the OpenAPI document and as the checks below, so
+ * the two cannot differ. Character classes are spelled out (no \s): ECMAScript and Python, which checks the
+ * document, disagree on what white space is.
+ */
+export const HHMM_PATTERN = '^(?:[01][0-9]|2[0-3]):[0-5][0-9]$';
+const EMAIL_ATOM =
+  '[^@<>()\\[\\]\\\\,;:"\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+';
+export const EMAIL_PATTERN = `^${EMAIL_ATOM}@${EMAIL_ATOM}\\.${EMAIL_ATOM}$`;
+/**
+ * A URL as the document states it and the checks below require: an IPv4 address or a host name of letters,
+ * digits and single hyphens ending in a label that starts with a letter (the WHATWG parser reads a numeric last
+ * label as an IPv4 address, and checks xn-- labels as punycode), a port, then a path, query and fragment of RFC 3986
+ * characters (percent signs only as %XX escapes).
+ */
+const URL_CHAR = "(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2})";
+const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])';
+const PORT = '(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])';
+// Labels of letters and digits joined by single hyphens: no punycode (xn--), which the parser checks further.
+const LABEL = '[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*';
+const LAST_LABEL = '[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*';
+const HOST = `(?:(?:${LABEL}\\.)*${LAST_LABEL}|${OCTET}(?:\\.${OCTET}){3})`;
+const URL_AFTER_SCHEME =
+  `${HOST}(?::${PORT})?` +
+  `(?:/(?:${URL_CHAR}|/)*)?(?:\\?(?:${URL_CHAR}|[/?])*)?(?:#(?:${URL_CHAR}|[/?])*)?$`;
+export const WEBHOOK_URL_PATTERN = `^https?://${URL_AFTER_SCHEME}`;
+export const PUSH_ENDPOINT_PATTERN = `^https://${URL_AFTER_SCHEME}`;
+/** A push subscription key (base64url, padding allowed). */
+export const PUSH_KEY_PATTERN = '^[A-Za-z0-9_-]+={0,2}$';
+export const PUSH_KEY_LENGTH = { min: 8, max: 200 } as const;
+
+const HHMM = new RegExp(HHMM_PATTERN);
+const EMAIL = new RegExp(EMAIL_PATTERN);
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
+const WEBHOOK_URL = new RegExp(WEBHOOK_URL_PATTERN);
+const PUSH_ENDPOINT = new RegExp(PUSH_ENDPOINT_PATTERN);
+
+/** An http(s) URL of the documented form that the URL parser reads too. */
 export function isWebhookUrl(v: unknown): v is string {
-  if (typeof v !== 'string' || v.length > 2000) return false;
-  try {
-    const u = new URL(v);
-    return (u.protocol === 'https:' || u.protocol === 'http:') && u.hostname.length > 0;
-  } catch {
-    return false;
-  }
+  return typeof v === 'string' && v.length <= 2000 && WEBHOOK_URL.test(v) && URL.canParse(v);
 }
 
 const PREF_FIELDS = ['email', 'channels', 'quiet_hours', 'webhook_url', 'webhook_secret'];
@@ -71,7 +100,7 @@ export function validatePreferencesPatch(input: unknown): Result<PreferencesPatc
   if (input.email !== undefined) {
     const e = input.email;
     if (e === null) out.email = null;
-    else if (typeof e === 'string' && e.length <= 254 && EMAIL.test(e.trim())) out.email = e.trim();
+    else if (typeof e === 'string' && e.length <= 254 && EMAIL.test(e)) out.email = e;
     else issues.push({ path: 'email', message: 'must be an email address or null' });
   }
   if (input.channels !== undefined) {
@@ -107,7 +136,6 @@ export function validatePreferencesPatch(input: unknown): Result<PreferencesPatc
         issues.push({ path: 'quiet_hours.start', message: 'must be a local time HH:MM (24 h)' });
       if (typeof q.end !== 'string' || !HHMM.test(q.end))
         issues.push({ path: 'quiet_hours.end', message: 'must be a local time HH:MM (24 h)' });
-      if (q.start === q.end) issues.push({ path: 'quiet_hours.end', message: 'must differ from start' });
       const tz = q.timezone ?? 'UTC';
       if (!isTimeZone(tz))
         issues.push({
@@ -181,27 +209,31 @@ export interface PushSubscriptionInput {
   keys: { p256dh: string; auth: string };
 }
 
-const B64URL = /^[A-Za-z0-9_-]+={0,2}$/;
+const B64URL = new RegExp(PUSH_KEY_PATTERN);
 
 /** The browser's `PushSubscription.toJSON()`: `{ endpoint, keys: { p256dh, auth } }` (https endpoint). */
 export function validatePushSubscription(input: unknown): Result<PushSubscriptionInput> {
   if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
   const issues: FieldIssue[] = [];
   const endpoint = input.endpoint;
-  let url: URL | null = null;
-  try {
-    url = typeof endpoint === 'string' && endpoint.length <= 2000 ? new URL(endpoint) : null;
-  } catch {
-    url = null;
-  }
-  if (!url || url.protocol !== 'https:')
+  if (
+    typeof endpoint !== 'string' ||
+    endpoint.length > 2000 ||
+    !PUSH_ENDPOINT.test(endpoint) ||
+    !URL.canParse(endpoint)
+  )
     issues.push({ path: 'endpoint', message: 'must be the https URL of the push service' });
   const keys = input.keys;
   if (!isObject(keys)) issues.push({ path: 'keys', message: 'must be { p256dh, auth }' });
   else {
     for (const k of ['p256dh', 'auth'] as const) {
       const v = keys[k];
-      if (typeof v !== 'string' || v.length < 8 || v.length > 200 || !B64URL.test(v))
+      if (
+        typeof v !== 'string' ||
+        v.length < PUSH_KEY_LENGTH.min ||
+        v.length > PUSH_KEY_LENGTH.max ||
+        !B64URL.test(v)
+      )
         issues.push({ path: `keys.${k}`, message: 'must be a base64url string' });
     }
   }

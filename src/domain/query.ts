@@ -137,9 +137,9 @@ export function fromCompatQuery(input: Record<string, unknown>): Result<Record<s
 
 /** `{"completed": true|false}` sets the state of `PATCH /api/{user_id}/tasks/{id}/complete`; no body toggles. */
 export function parseCompletionBody(body: unknown): Result<boolean | null> {
-  if (body === undefined || body === null || body === '') return ok(null);
-  const keys = typeof body === 'object' && !Array.isArray(body) ? Object.keys(body) : null;
-  const completed = (body as { completed?: unknown }).completed;
+  if (body === undefined || body === '') return ok(null); // no body (JSON null is a body, and not one of these)
+  const keys = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body) : null;
+  const completed = keys ? (body as { completed?: unknown }).completed : undefined;
   if (!keys || keys.some((k) => k !== 'completed') || typeof completed !== 'boolean')
     return fail([
       {
@@ -149,6 +149,11 @@ export function parseCompletionBody(body: unknown): Result<boolean | null> {
     ]);
   return ok(completed);
 }
+
+const PRIORITY = `(?:${PRIORITIES.join('|')})`;
+/** The `priority` filter: priorities joined by commas (also the OpenAPI pattern). */
+export const PRIORITY_LIST_PATTERN = `^${PRIORITY}(?:,${PRIORITY})*$`;
+const PRIORITY_LIST = new RegExp(PRIORITY_LIST_PATTERN);
 
 export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery> {
   const issues: FieldIssue[] = [];
@@ -161,10 +166,11 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   if (!['pending', 'completed', 'all'].includes(status))
     issue('status', 'must be one of pending, completed, all');
 
-  const priorities = list(input.priority ?? []).map((p) => p.toLowerCase());
-  for (const p of priorities)
-    if (!(PRIORITIES as readonly string[]).includes(p))
-      issue('priority', `must be among ${PRIORITIES.join(', ')}`);
+  // As the document states it: priorities joined by commas, nothing else (the parameter may repeat).
+  const rawPriorities = input.priority === undefined ? [] : [input.priority].flat().map(String);
+  if (rawPriorities.some((p) => !PRIORITY_LIST.test(p)))
+    issue('priority', `must be among ${PRIORITIES.join(', ')}, joined by commas`);
+  const priorities = rawPriorities.flatMap((p) => p.split(','));
 
   const tags = list(input.tag ?? []).map((t) => t.toLowerCase());
   if (tags.length > 20) issue('tag', 'at most 20 tags');

@@ -81,6 +81,30 @@ const FREQS: readonly Freq[] = ['DAILY', 'WEEKLY', 'MONTHLY', 'YEARLY'];
 /** RFC 5545 day codes, Monday first (Temporal's dayOfWeek 1-7). */
 export const WEEKDAY_CODES = ['MO', 'TU', 'WE', 'TH', 'FR', 'SA', 'SU'] as const;
 
+/**
+ * The RRULE grammar the API documents (OpenAPI `pattern`): FREQ first, then the BYxxx parts in the order
+ * this engine writes them back, each with values that always give a rule that occurs. INTERVAL, COUNT and
+ * UNTIL are documented as fields of the recurrence object. The parser accepts more (any part order, lower
+ * case, INTERVAL/COUNT/UNTIL/BYSETPOS inside the rule, days 29-31): every string of this grammar is accepted,
+ * so a client that keeps to the document is never refused (schemathesis checks it both ways).
+ */
+export const RRULE_DOC_PATTERN = (() => {
+  const list = (item: string) => `${item}(?:,${item})*`;
+  const day = `(?:${WEEKDAY_CODES.join('|')})`;
+  const byMonth = `(?:;BYMONTH=${list('(?:[1-9]|1[0-2])')})?`;
+  // 1-28 from either end of the month: every month has those days, so any BYMONTH combination occurs.
+  const byMonthDay = `;BYMONTHDAY=${list('-?(?:[1-9]|1[0-9]|2[0-8])')}`;
+  const byDay = `;BYDAY=${list(day)}`;
+  // Any, or the 1st-4th or last-4th, weekday of a month or year: every month has four of each weekday.
+  const byOrdinalDay = `;BYDAY=${list(`(?:-?[1-4])?${day}`)}`;
+  const tail = `(?:;BYHOUR=${list('(?:1?[0-9]|2[0-3])')})?(?:;BYMINUTE=${list('[1-5]?[0-9]')})?(?:;WKST=${day})?`;
+  return (
+    `^(?:FREQ=DAILY${byMonth}(?:${byMonthDay})?(?:${byDay})?${tail}` +
+    `|FREQ=WEEKLY${byMonth}(?:${byDay})?${tail}` +
+    `|FREQ=(?:MONTHLY|YEARLY)${byMonth}(?:${byMonthDay}(?:${byDay})?|${byOrdinalDay})?${tail})$`
+  );
+})();
+
 interface ByDay {
   weekday: number;
   /** e.g. 2 for 2TU, -1 for -1FR; null for a plain weekday. */

@@ -4,7 +4,7 @@
  */
 import { Temporal } from 'temporal-polyfill';
 import type { FieldIssue, Result } from './errors.ts';
-import { fail, ok } from './errors.ts';
+import { ConflictError, fail, ok } from './errors.ts';
 import { parseRecurrence, type Recurrence } from './recurrence.ts';
 import { textProblem } from './text.ts';
 
@@ -102,6 +102,13 @@ export function parseInstant(value: unknown): string | null {
   }
 }
 
+/**
+ * The instants the API documents (OpenAPI `pattern`, with `format: date-time`): written years 0002-9998, so
+ * that any offset keeps them within the years 0001-9999 UTC that parseInstant accepts.
+ */
+export const INSTANT_DOC_PATTERN =
+  '^(?:000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-';
+
 export const INSTANT_HINT =
   'must be an ISO 8601 date-time with an offset, in years 0001-9999 (UTC), e.g. 2026-01-10T09:00:00Z';
 
@@ -125,6 +132,16 @@ function offsetOf(value: string): { duration: Temporal.Duration; text: string } 
   return parsed;
 }
 
+/**
+ * The reminder offsets the API documents (OpenAPI `pattern`): weeks (up to 52), days (up to 365) with hours
+ * and minutes, or hours (up to 8,783) and minutes (up to 99,999): each one positive and at most a year, so
+ * every string of it is accepted. The parser takes any positive duration of up to 366 days.
+ */
+export const OFFSET_DOC_PATTERN =
+  '^P(?:(?:[1-9]|[1-4][0-9]|5[0-2])W' +
+  '|(?:[1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-5])D(?:T(?:(?:1?[0-9]|2[0-3])H(?:[1-5]?[0-9]M)?|[1-5]?[0-9]M))?' +
+  '|T(?:(?:[1-9][0-9]{0,2}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-3])H(?:[1-5]?[0-9]M)?|[1-9][0-9]{0,4}M))$';
+
 /** A reminder offset: a positive ISO 8601 duration of days/weeks/hours/minutes, at most a year. */
 export function parseReminderOffset(value: string): Temporal.Duration | null {
   return offsetOf(value)?.duration ?? null;
@@ -144,6 +161,13 @@ function parseOffset(value: string): Temporal.Duration | null {
   }
 }
 
+/** Length in Unicode code points, as JSON Schema's maxLength counts (an emoji is one, not two). */
+const codePoints = (s: string): number => {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+};
+
 function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationContext, issues: FieldIssue[]) {
   const issue = (message: string, path: string = key) => issues.push({ path, message });
   switch (key) {
@@ -153,7 +177,7 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
       if (bad) return issue(bad);
       const title = value.trim();
       if (title.length === 0) return issue('must not be empty');
-      if (title.length > LIMITS.titleMax) return issue(`must be at most ${LIMITS.titleMax} characters`);
+      if (codePoints(title) > LIMITS.titleMax) return issue(`must be at most ${LIMITS.titleMax} characters`);
       return title;
     }
     case 'description': {
@@ -161,7 +185,7 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
       if (typeof value !== 'string') return issue('must be a string');
       const bad = textProblem(value);
       if (bad) return issue(bad);
-      if (value.length > LIMITS.descriptionMax)
+      if (codePoints(value) > LIMITS.descriptionMax)
         return issue(`must be at most ${LIMITS.descriptionMax} characters`);
       return value;
     }
@@ -185,9 +209,12 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
         if (bad) return issue(bad, path);
         const tag = raw.trim();
         if (tag.length === 0) return issue('must not be empty', path);
-        if (tag.length > LIMITS.tagMax) return issue(`must be at most ${LIMITS.tagMax} characters`, path);
+        if (codePoints(tag) > LIMITS.tagMax)
+          return issue(`must be at most ${LIMITS.tagMax} characters`, path);
+        if (value.indexOf(raw) !== i) return issue('duplicates another tag', path);
+        // Tags are case-insensitive: "Work" after "work" is the same tag, kept once as first written.
         const k = tag.toLowerCase();
-        if (seen.has(k)) return issue(`duplicates another tag (tags are case-insensitive)`, path);
+        if (seen.has(k)) return;
         seen.add(k);
         tags.push(tag);
       });
@@ -338,6 +365,11 @@ export interface Transition {
 export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Transition> {
   const next: Task = { ...task, ...patch };
   const issues = checkInvariants(next);
+  // Offsets sent for a task whose stored due date is null: the request is fine, the task's state is not.
+  if (issues.length && patch.due_date === undefined)
+    throw new ConflictError(
+      'this task has no due_date: reminders before due (e.g. PT1H) need one; set it too',
+    );
   if (issues.length) return fail(issues);
   if (patch.recurrence !== undefined && next.recurrence && !next.series_id) next.series_id = task.id;
   if (task.status !== next.status) next.completed_at = next.status === 'completed' ? now.toISOString() : null;

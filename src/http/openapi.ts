@@ -3,6 +3,10 @@
  * operation can give (declared once, by `withErrorAnswers`), and the success answers routes declare.
  * Documentation only: requests are validated by the domain (server.ts turns Fastify's validator off).
  */
+import { INSTANT_DOC_PATTERN } from '../domain/task.ts';
+
+/** An instant: ISO 8601 with an offset, within the years both databases store exactly. */
+export const instantDoc = { type: 'string', format: 'date-time', pattern: INSTANT_DOC_PATTERN } as const;
 
 export const problemDoc = {
   type: 'object',
@@ -75,3 +79,58 @@ export function withErrorAnswers({ schema, url, route }: DocumentedRoute) {
 export const ok = (description: string) => ({ 200: { description } });
 export const created = (description: string) => ({ 201: { description } });
 export const noContent = (description: string) => ({ 204: { description, type: 'null' } });
+
+/** Marks a route whose body may be left out (the framework's document says every declared body is required). */
+export const BODY_OPTIONAL = 'x-body-optional';
+/**
+ * A route's OpenAPI links (which operations can use what an answer returns), by status code:
+ * `{ 201: { GetTask: { path: '/api/tasks/{id}', method: 'get', parameters: { id: '$response.body#/id' } } } }`.
+ */
+export const LINKS = 'x-links';
+
+export type RouteLinks = Record<
+  number,
+  Record<string, { path: string; method: string; parameters: Record<string, string> }>
+>;
+
+type Operation = {
+  requestBody?: { required?: boolean };
+  responses?: Record<string, { links?: unknown }>;
+  [key: string]: unknown;
+};
+
+/**
+ * @fastify/swagger `transformObject`: what its route schemas cannot say. `requestBody.required` false on the
+ * routes marked BODY_OPTIONAL, and each route's LINKS as `links` of its answers (by operationRef).
+ */
+export function finishDocument(document: { openapiObject: object } | { swaggerObject: object }) {
+  const spec = ('openapiObject' in document ? document.openapiObject : document.swaggerObject) as {
+    paths?: Record<string, Record<string, Operation>>;
+  };
+  for (const operations of Object.values(spec.paths ?? {}))
+    for (const op of Object.values(operations)) {
+      if (!op || typeof op !== 'object') continue;
+      if (BODY_OPTIONAL in op) {
+        delete op[BODY_OPTIONAL];
+        if (op.requestBody) op.requestBody.required = false;
+      }
+      const links = op[LINKS] as RouteLinks | undefined;
+      if (links) {
+        delete op[LINKS];
+        for (const [status, named] of Object.entries(links)) {
+          const answer = op.responses?.[status];
+          if (!answer) continue;
+          answer.links = Object.fromEntries(
+            Object.entries(named).map(([name, l]) => [
+              name,
+              {
+                operationRef: `#/paths/${l.path.replaceAll('~', '~0').replaceAll('/', '~1')}/${l.method}`,
+                parameters: l.parameters,
+              },
+            ]),
+          );
+        }
+      }
+    }
+  return spec;
+}

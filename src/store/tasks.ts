@@ -132,7 +132,9 @@ export interface IdempotencyKey {
 const REPLAY_SQL = `WITH expired AS (
      DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND created_at <= now() - interval '24 hours'
    )
-   SELECT request_hash, response FROM idempotency_keys
+   SELECT request_hash, response,
+          EXISTS (SELECT 1 FROM tasks t WHERE t.id = (k.response->>'id')::uuid AND t.user_id = $1) AS task_exists
+     FROM idempotency_keys k
     WHERE user_id = $1 AND key = $2 AND created_at > now() - interval '24 hours'`;
 
 type Create = { task: Task; event: CloudEvent; idempotency?: IdempotencyKey };
@@ -242,7 +244,8 @@ export class TaskStore {
 
   /**
    * `create` at most once per idempotency key and user within 24 hours: a repeated key with the same
-   * request answers the task the first one created (`replayed`), with another request IdempotencyMismatchError.
+   * request answers the task the first one created (`replayed`; ConflictError when it was deleted since), with
+   * another request IdempotencyMismatchError.
    * Two concurrent requests with one key: the key's row is written with the task, so one insert fails on
    * it and its request answers the other's task.
    */
@@ -266,13 +269,18 @@ export class TaskStore {
   }
 
   private async replay(userId: string, idempotency: IdempotencyKey): Promise<Task | null> {
-    const r = await this.db.query<{ request_hash: string; response: Task }>(REPLAY_SQL, [
-      userId,
-      idempotency.key,
-    ]);
+    const r = await this.db.query<{ request_hash: string; response: Task; task_exists: boolean }>(
+      REPLAY_SQL,
+      [userId, idempotency.key],
+    );
     const row = r.rows[0];
     if (!row) return null;
     if (row.request_hash !== idempotency.requestHash) throw new IdempotencyMismatchError(idempotency.key);
+    // The first answer named a task deleted since: answering it again would hand out an id that is gone.
+    if (!row.task_exists)
+      throw new ConflictError(
+        `the task Idempotency-Key "${idempotency.key}" created (${row.response.id}) was deleted since; send a new key to create another`,
+      );
     return row.response;
   }
 

@@ -293,7 +293,7 @@ for (const backend of backends) {
         ['POST', '/api/tasks', { title: 't', tags: Array.from({ length: 21 }, (_, i) => `t${i}`) }, 'tags'],
         ['POST', '/api/tasks', { title: 't', tags: ['ok', ''] }, 'tags[1]'],
         ['POST', '/api/tasks', { title: 't', tags: [long(51)] }, 'tags[0]'],
-        ['POST', '/api/tasks', { title: 't', tags: ['Work', 'work'] }, 'tags[1]'],
+        ['POST', '/api/tasks', { title: 't', tags: ['work', 'work'] }, 'tags[1]'],
         ['POST', '/api/tasks', { title: 't', tags: [7] }, 'tags[0]'],
         ['POST', '/api/tasks', { title: 't', due_date: 'tomorrow' }, 'due_date'],
         ['POST', '/api/tasks', { title: 't', due_date: '2026-03-05T09:00:00' }, 'due_date'],

@@ -691,7 +691,7 @@ for (const BUS of BUSES) {
     it('validates preferences and push subscriptions, and requires a token', async () => {
       const bad = await app.call('vic', 'PUT', '/api/notifications/preferences', {
         email: 'nope',
-        quiet_hours: { start: '22:00', end: '22:00' },
+        quiet_hours: { start: '22:00', end: '25:00' },
       });
       assert.equal(bad.status, 400);
       assert.deepEqual(bad.body.errors.map((e: { field: string }) => e.field).sort(), [

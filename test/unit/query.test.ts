@@ -69,12 +69,13 @@ describe('Phase II/III query and body', () => {
     assert.equal(fromCompatQuery({ tags: 'a', tag: 'b' }).ok, false);
   });
 
-  it('reads {"completed": bool}, no body as a toggle, and refuses anything else', () => {
+  it('reads {"completed": bool}, no body as a toggle, and refuses anything else (null too)', () => {
     assert.deepEqual(parseCompletionBody({ completed: true }), { ok: true, value: true });
     assert.deepEqual(parseCompletionBody({ completed: false }), { ok: true, value: false });
-    for (const none of [undefined, null, ''])
+    for (const none of [undefined, ''])
       assert.deepEqual(parseCompletionBody(none), { ok: true, value: null });
-    for (const bad of [{ completed: 'yes' }, { completed: true, title: 'x' }, [true], 'true', {}])
+    // A JSON null is a body, and not one of those the document allows.
+    for (const bad of [null, { completed: 'yes' }, { completed: true, title: 'x' }, [true], 'true', {}])
       assert.equal(parseCompletionBody(bad).ok, false, JSON.stringify(bad));
   });
 });

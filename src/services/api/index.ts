@@ -6,7 +6,7 @@ import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
 import { registerMcp } from './mcp-http.ts';
-import { withErrorAnswers } from '../../http/openapi.ts';
+import { finishDocument, withErrorAnswers } from '../../http/openapi.ts';
 import { registerTaskApi } from './routes.ts';
 import { registerWeb } from './web.ts';
 
@@ -16,6 +16,7 @@ export const apiTarget: TargetDefinition = {
     const { app, addReadinessCheck } = rt.http;
     await app.register(swagger, {
       transform: withErrorAnswers,
+      transformObject: finishDocument,
       openapi: {
         openapi: '3.1.0',
         info: {

@@ -1,15 +1,41 @@
 /** OpenAPI fragments for the route schemas (documentation; validation is the domain's). */
 import { taskSchema } from '../../contracts/schemas.ts';
+import {
+  RECURRENCE_MODES,
+  RECURRENCE_NUMBER_MAX,
+  RECURRENCE_PRESETS,
+  RRULE_DOC_PATTERN,
+} from '../../domain/recurrence.ts';
+import { PRIORITY_LIST_PATTERN } from '../../domain/query.ts';
+import { LIMITS, OFFSET_DOC_PATTERN } from '../../domain/task.ts';
+import { instantDoc } from '../../http/openapi.ts';
 
 const { $id: _id, ...taskShape } = taskSchema;
 export const taskDoc = { ...taskShape, additionalProperties: false } as const;
 
-/** Text the API stores: no NUL character (PostgreSQL refuses it). */
+/**
+ * Text the API stores: no NUL character (PostgreSQL refuses it). Unpaired surrogates are refused too (not
+ * Unicode), which a pattern cannot say in a form schemathesis generates from.
+ */
 const TEXT = '^[^\\u0000]*$';
-/** Text with something besides white space, and no NUL. */
-const NON_BLANK = '^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$';
+/** Such text with something besides white space as String.prototype.trim sees it (no \\s: Python's differs). */
+const NON_BLANK =
+  '^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff][^\\u0000]*$';
+/** A reminder offset before the due time. */
+export const offsetDoc = {
+  type: 'string',
+  pattern: OFFSET_DOC_PATTERN,
+  description: `a positive ISO 8601 duration of weeks, days, hours and minutes, at most ${LIMITS.reminderOffsetMaxDays} days`,
+  example: 'PT1H',
+} as const;
+/** Every IANA time zone this runtime knows. */
+const timeZoneDoc = {
+  type: 'string',
+  enum: Intl.supportedValuesOf('timeZone'),
+  description: 'an IANA time zone',
+};
 
-export const taskInputDoc = {
+const taskFieldsDoc = {
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -24,30 +50,53 @@ export const taskInputDoc = {
       description: 'unique ignoring case',
       items: { type: 'string', minLength: 1, maxLength: 50, pattern: NON_BLANK },
     },
-    due_date: { type: ['string', 'null'], format: 'date-time' },
+    due_date: { ...instantDoc, type: ['string', 'null'] },
     reminders: {
       type: ['array', 'null'],
-      items: { type: 'string' },
+      maxItems: LIMITS.remindersMax,
+      items: { anyOf: [offsetDoc, instantDoc] },
       description: 'Offsets before due (ISO 8601 durations: PT1H, P1D) or instants; null = your default',
     },
     recurrence: {
       description:
-        'A preset (daily, weekdays, weekly, monthly, yearly) or {rrule|preset, interval, mode, timezone, until, count}',
+        'A preset (daily, weekdays, weekly, monthly, yearly) or {rrule|preset, interval, mode, timezone, until, count}; null fields are left out',
       oneOf: [
-        { type: 'string', enum: ['daily', 'weekdays', 'weekly', 'monthly', 'yearly'] },
+        { type: 'string', enum: RECURRENCE_PRESETS },
         {
           type: 'object',
-          // One of rrule and preset; COUNT and UNTIL not both (RFC 5545).
-          oneOf: [{ required: ['rrule'] }, { required: ['preset'] }],
-          not: { required: ['count', 'until'] },
+          additionalProperties: false,
+          // One of rrule and preset; COUNT and UNTIL not both (RFC 5545). A null field counts as left out.
+          oneOf: [
+            { required: ['rrule'], properties: { rrule: { type: 'string' }, preset: { type: 'null' } } },
+            { required: ['preset'], properties: { preset: { type: 'string' }, rrule: { type: 'null' } } },
+          ],
+          not: {
+            required: ['count', 'until'],
+            properties: { count: { type: 'integer' }, until: { type: 'string' } },
+          },
           properties: {
-            rrule: { type: 'string', example: 'FREQ=MONTHLY;BYMONTHDAY=-1' },
-            preset: { type: 'string', enum: ['daily', 'weekdays', 'weekly', 'monthly', 'yearly'] },
-            interval: { type: 'integer', minimum: 1 },
-            mode: { type: 'string', enum: ['schedule', 'after_completion'] },
-            timezone: { type: 'string', example: 'Europe/Berlin' },
-            until: { type: 'string', format: 'date-time' },
-            count: { type: 'integer', minimum: 1 },
+            rrule: {
+              type: ['string', 'null'],
+              pattern: RRULE_DOC_PATTERN,
+              description:
+                'RFC 5545 RRULE: FREQ=DAILY|WEEKLY|MONTHLY|YEARLY, then BYMONTH, BYMONTHDAY (1-28 or -28..-1), BYDAY (MO..SU; with MONTHLY or YEARLY also 1MO..4MO, -1FR..), BYHOUR, BYMINUTE, WKST in that order. INTERVAL, COUNT and UNTIL are the fields interval, count and until. (Also accepted: any part order, INTERVAL/COUNT/UNTIL/BYSETPOS in the rule.)',
+              example: 'FREQ=MONTHLY;BYMONTHDAY=-1',
+            },
+            preset: { type: ['string', 'null'], enum: [...RECURRENCE_PRESETS, null] },
+            interval: { type: ['integer', 'null'], minimum: 1, maximum: RECURRENCE_NUMBER_MAX },
+            mode: { type: ['string', 'null'], enum: [...RECURRENCE_MODES, null] },
+            timezone: {
+              type: ['string', 'null'],
+              enum: [...Intl.supportedValuesOf('timeZone'), null],
+              description: "the rule's IANA time zone (default: yours)",
+            },
+            until: {
+              type: ['string', 'null'],
+              format: 'date-time',
+              pattern: '^(?:19[89][0-9]|[2-8][0-9]{3})-',
+              description: 'the last instant an occurrence may fall on (years 1980-8999)',
+            },
+            count: { type: ['integer', 'null'], minimum: 1, maximum: RECURRENCE_NUMBER_MAX },
           },
         },
         { type: 'null' },
@@ -56,15 +105,39 @@ export const taskInputDoc = {
   },
 } as const;
 
+/** Reminders holding an offset before due (an instant is not one). */
+const withOffsets = { type: 'array', contains: { type: 'string', pattern: '^P' } } as const;
+
+export const taskCreateDoc = {
+  ...taskFieldsDoc,
+  required: ['title'],
+  // Offsets before due need a due date.
+  if: { required: ['reminders'], properties: { reminders: withOffsets } },
+  then: { required: ['due_date'], properties: { due_date: { type: 'string' } } },
+} as const;
+
+export const taskPatchDoc = {
+  ...taskFieldsDoc,
+  minProperties: 1,
+  description:
+    'Fields to change. Reminders before due on a task without a due date answer 409 unless due_date is set too.',
+  if: { required: ['reminders', 'due_date'], properties: { reminders: withOffsets } },
+  then: { properties: { due_date: { type: 'string' } } },
+} as const;
+
 export const listQueryDoc = {
   type: 'object',
   properties: {
     status: { type: 'string', enum: ['pending', 'completed', 'all'] },
-    priority: { type: 'string', description: 'comma-separated priorities (none, low, medium, high, urgent)' },
+    priority: {
+      type: 'string',
+      pattern: PRIORITY_LIST_PATTERN,
+      description: 'comma-separated priorities (none, low, medium, high, urgent)',
+    },
     tag: { type: 'string', pattern: TEXT, description: 'comma-separated tags (case-insensitive)' },
     tag_mode: { type: 'string', enum: ['any', 'all'] },
-    due_before: { type: 'string', format: 'date-time' },
-    due_after: { type: 'string', format: 'date-time' },
+    due_before: instantDoc,
+    due_after: instantDoc,
     overdue: { type: 'boolean' },
     due: {
       type: 'string',
@@ -100,16 +173,7 @@ export const settingsInputDoc = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    timezone: { type: 'string', enum: Intl.supportedValuesOf('timeZone'), description: 'an IANA time zone' },
-    default_reminders: {
-      type: 'array',
-      maxItems: 10,
-      items: {
-        type: 'string',
-        pattern: '^P(?=\\d|T\\d)(\\d+W)?(\\d+D)?(T(?=\\d)(\\d+H)?(\\d+M)?)?$',
-        description: 'a positive ISO 8601 duration of weeks, days, hours and minutes, at most 366 days',
-        example: 'PT1H',
-      },
-    },
+    timezone: timeZoneDoc,
+    default_reminders: { type: 'array', maxItems: 10, items: offsetDoc },
   },
 } as const;

@@ -23,8 +23,15 @@ import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
-import { noContent, ok, problemDoc } from '../../http/openapi.ts';
-import { compatListQueryDoc, listQueryDoc, settingsInputDoc, taskDoc, taskInputDoc } from './openapi.ts';
+import { BODY_OPTIONAL, LINKS, noContent, ok, problemDoc, type RouteLinks } from '../../http/openapi.ts';
+import {
+  compatListQueryDoc,
+  listQueryDoc,
+  settingsInputDoc,
+  taskCreateDoc,
+  taskDoc,
+  taskPatchDoc,
+} from './openapi.ts';
 
 export interface ApiDeps {
   store: TaskStore;
@@ -35,6 +42,32 @@ export interface ApiDeps {
 
 const security = [{ bearerAuth: [] }];
 const errors = { 400: problemDoc, 401: problemDoc, 404: problemDoc };
+/** What a created task's id can be used with at once (the task API's own operations, read-your-writes). */
+const createdTaskLinks = (prefix: string, user: Record<string, string>, ops: [string, string, string][]) => ({
+  201: Object.fromEntries(
+    ops.map(([name, method, suffix]) => [
+      name,
+      { path: `${prefix}/{id}${suffix}`, method, parameters: { ...user, id: '$response.body#/id' } },
+    ]),
+  ),
+});
+const nativeLinks: RouteLinks = createdTaskLinks('/api/tasks', {}, [
+  ['GetTask', 'get', ''],
+  ['UpdateTask', 'patch', ''],
+  ['DeleteTask', 'delete', ''],
+  ['CompleteTask', 'post', '/complete'],
+  ['ReopenTask', 'post', '/reopen'],
+]);
+const compatLinks: RouteLinks = createdTaskLinks(
+  '/api/{user_id}/tasks',
+  { user_id: '$request.path.user_id' },
+  [
+    ['GetTask', 'get', ''],
+    ['ReplaceTask', 'put', ''],
+    ['DeleteTask', 'delete', ''],
+    ['SetCompletion', 'patch', '/complete'],
+  ],
+);
 const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } } as const;
 const userParam = { type: 'object', properties: { user_id: { type: 'string' } } } as const;
 const userTaskParams = {
@@ -49,7 +82,7 @@ const idempotencyHeaderDoc = {
       minLength: 1,
       maxLength: 255,
       description:
-        'Makes a retried create safe: the same key and body within 24 hours answers the first task (header Idempotent-Replayed: true) and creates nothing; the same key with another body answers 422',
+        'Makes a retried create safe: the same key and body within 24 hours answers the first task (header Idempotent-Replayed: true) and creates nothing; the same key with another body answers 422, and 409 once that task is deleted',
     },
   },
 } as const;
@@ -148,15 +181,19 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       schema: { tags: ['tasks'], summary, security, ...extra },
     });
     const one = { params: idParam, response: { 200: taskDoc, ...errors, 412: problemDoc } };
+    // 409: a recurring task's occurrence that cannot change state now (an earlier one reopened, say).
+    const withConflict = { ...one, response: { ...one.response, 409: problemDoc } };
 
     api.post(
       '/api/tasks',
       doc('Create a task', {
-        body: taskInputDoc,
+        [LINKS]: nativeLinks,
+        body: taskCreateDoc,
         headers: idempotencyHeaderDoc,
         // 422: an Idempotency-Key reused with another body. 503 + Retry-After: admission control
         // (CREATE_QUEUE_MAX_MS) while the database is behind.
-        response: { 201: taskDoc, ...errors, 422: problemDoc, 503: problemDoc },
+        // 409: the key's task was deleted since.
+        response: { 201: taskDoc, ...errors, 409: problemDoc, 422: problemDoc, 503: problemDoc },
       }),
       create,
     );
@@ -171,7 +208,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     api.get('/api/tasks/:id', doc('Get a task', one), get);
     api.patch(
       '/api/tasks/:id',
-      doc('Update fields of a task (If-Match: version)', { ...one, body: taskInputDoc }),
+      doc('Update fields of a task (If-Match: version)', { ...withConflict, body: taskPatchDoc }),
       patch,
     );
     api.delete(
@@ -181,12 +218,12 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     );
     api.post(
       '/api/tasks/:id/complete',
-      doc('Mark a task completed', one),
+      doc('Mark a task completed', withConflict),
       transition(() => complete),
     );
     api.post(
       '/api/tasks/:id/reopen',
-      doc('Reopen a completed task', one),
+      doc('Reopen a completed task', withConflict),
       transition(() => reopen),
     );
 
@@ -214,17 +251,21 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     api.post(
       '/api/:user_id/tasks',
       compat('Create a task', {
+        [LINKS]: compatLinks,
         params: userParam,
-        body: taskInputDoc,
+        body: taskCreateDoc,
         headers: idempotencyHeaderDoc,
-        response: { 201: taskDoc, 422: problemDoc, 503: problemDoc },
+        response: { 201: taskDoc, 409: problemDoc, 422: problemDoc, 503: problemDoc },
       }),
       create,
     );
     api.get('/api/:user_id/tasks/:id', compat('Get a task', { response: { 200: taskDoc } }), get);
     api.put(
       '/api/:user_id/tasks/:id',
-      compat('Update a task', { body: taskInputDoc, response: { 200: taskDoc, 412: problemDoc } }),
+      compat('Update a task', {
+        body: taskPatchDoc,
+        response: { 200: taskDoc, 409: problemDoc, 412: problemDoc },
+      }),
       patch,
     );
     api.delete(
@@ -235,13 +276,14 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     api.patch(
       '/api/:user_id/tasks/:id/complete',
       compat('Set completion with {"completed": true|false}; no body toggles it', {
+        [BODY_OPTIONAL]: true,
         body: {
           type: 'object',
           additionalProperties: false,
           required: ['completed'],
           properties: { completed: { type: 'boolean' } },
         },
-        response: { 200: taskDoc, 412: problemDoc },
+        response: { 200: taskDoc, 409: problemDoc, 412: problemDoc },
       }),
       transition(completion),
     );
@@ -278,10 +320,12 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
           if (k !== 'timezone' && k !== 'default_reminders')
             issues.push({ path: k, message: 'unknown field; allowed: timezone, default_reminders' });
         const current = await settings.get(userOf(req));
-        const timezone = body.timezone ?? current.timezone;
+        // A field left out keeps its value; null is not a value of either.
+        const timezone = body.timezone === undefined ? current.timezone : body.timezone;
         if (!isTimeZone(timezone))
           issues.push({ path: 'timezone', message: 'must be an IANA time zone such as Europe/Berlin' });
-        const reminders = body.default_reminders ?? current.default_reminders;
+        const reminders =
+          body.default_reminders === undefined ? current.default_reminders : body.default_reminders;
         if (!Array.isArray(reminders) || reminders.length > 10)
           issues.push({
             path: 'default_reminders',

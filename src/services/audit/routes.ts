@@ -3,7 +3,7 @@
  * `GET /api/audit/export?format=ndjson|csv` (every matching record, oldest first, streamed in keyset pages:
  * memory stays flat whatever the size, and no database connection is held between pages).
  */
-import { ok } from '../../http/openapi.ts';
+import { instantDoc, ok } from '../../http/openapi.ts';
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { Verifier } from '../../auth.ts';
@@ -30,17 +30,20 @@ const DEFAULT_LIMIT = 50;
 const MAX_LIMIT = 200;
 const EXPORT_PAGE = 1000;
 const FILTER_KEYS = ['task_id', 'operation', 'from', 'to'];
+const OPERATION = '[a-z]+(?:\\.[a-z_]+)+';
+const OPERATIONS_PATTERN = `^${OPERATION}(?:,${OPERATION})*$`;
+const OPERATIONS = new RegExp(OPERATIONS_PATTERN);
 
 /** The filters of both audit routes, for the OpenAPI document. */
 const filterQueryDoc = {
-  task_id: { type: 'string', minLength: 1, maxLength: 100 },
+  task_id: { type: 'string', minLength: 1, maxLength: 100, pattern: '^[^\\u0000]*$' },
   operation: {
     type: 'string',
-    pattern: '^[a-z]+(\\.[a-z_]+)+(,[a-z]+(\\.[a-z_]+)+)*$',
+    pattern: OPERATIONS_PATTERN,
     description: 'comma-separated event types, e.g. task.updated,reminder.triggered',
   },
-  from: { type: 'string', format: 'date-time' },
-  to: { type: 'string', format: 'date-time' },
+  from: instantDoc,
+  to: instantDoc,
 };
 
 const single = (v: unknown): string | undefined =>
@@ -51,19 +54,16 @@ function parseFilter(input: Record<string, unknown>, allowed: string[], issues: 
     if (!allowed.includes(k))
       issues.push({ path: k, message: `unknown query parameter; allowed: ${allowed.join(', ')}` });
   const taskId = single(input.task_id) ?? null;
-  if (taskId !== null && (taskId.length === 0 || taskId.length > 100 || textProblem(taskId)))
+  if (taskId !== null && (taskId.length === 0 || [...taskId].length > 100 || textProblem(taskId)))
     issues.push({ path: 'task_id', message: 'must be a task id' });
-  const rawOps = input.operation === undefined ? [] : [input.operation].flat();
-  const operations = rawOps
-    .flatMap((o) => String(o).split(','))
-    .map((o) => o.trim())
-    .filter(Boolean);
-  for (const o of operations)
-    if (!/^[a-z]+(\.[a-z_]+)+$/.test(o))
-      issues.push({
-        path: 'operation',
-        message: 'must be event types such as task.updated, reminder.triggered',
-      });
+  // Each value as the document states it: event types joined by commas (the parameter may repeat).
+  const rawOps = input.operation === undefined ? [] : [input.operation].flat().map(String);
+  if (rawOps.some((o) => !OPERATIONS.test(o)))
+    issues.push({
+      path: 'operation',
+      message: 'must be event types joined by commas, such as task.updated,reminder.triggered',
+    });
+  const operations = rawOps.flatMap((o) => o.split(','));
   const instant = (key: 'from' | 'to') => {
     const raw = single(input[key]);
     if (raw === undefined) return null;

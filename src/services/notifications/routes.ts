@@ -14,7 +14,16 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
-import { validatePreferencesPatch, validatePushSubscription } from '../../domain/notifications.ts';
+import {
+  EMAIL_PATTERN,
+  HHMM_PATTERN,
+  PUSH_ENDPOINT_PATTERN,
+  PUSH_KEY_LENGTH,
+  PUSH_KEY_PATTERN,
+  WEBHOOK_URL_PATTERN,
+  validatePreferencesPatch,
+  validatePushSubscription,
+} from '../../domain/notifications.ts';
 import type { Db } from '../../store/db.ts';
 import { isUuid } from '../../domain/text.ts';
 import {
@@ -37,7 +46,12 @@ export interface NotificationRoutesDeps {
 }
 
 const security = [{ bearerAuth: [] }];
-const HH_MM = '^([01][0-9]|2[0-3]):[0-5][0-9]$';
+const pushKeyDoc = {
+  type: 'string',
+  pattern: PUSH_KEY_PATTERN,
+  minLength: PUSH_KEY_LENGTH.min,
+  maxLength: PUSH_KEY_LENGTH.max,
+};
 const doc = (summary: string, extra: object = {}) => ({
   schema: { tags: ['notifications'], summary, security, ...extra },
 });
@@ -62,10 +76,18 @@ export async function registerNotificationRoutes(
         {
           body: {
             type: 'object',
+            additionalProperties: false,
             properties: {
-              email: { type: ['string', 'null'], format: 'email' },
+              // No format 'email': validators of it differ (some refuse non-ASCII); the pattern is the rule.
+              email: {
+                type: ['string', 'null'],
+                pattern: EMAIL_PATTERN,
+                maxLength: 254,
+                description: 'an e-mail address',
+              },
               channels: {
                 type: 'object',
+                additionalProperties: false,
                 properties: {
                   email: { type: 'boolean' },
                   push: { type: 'boolean' },
@@ -75,14 +97,26 @@ export async function registerNotificationRoutes(
               },
               quiet_hours: {
                 type: ['object', 'null'],
+                additionalProperties: false,
+                required: ['start', 'end'],
+                description: 'local times; start = end means no quiet hours',
                 properties: {
-                  start: { type: 'string', pattern: HH_MM, examples: ['22:00'] },
-                  end: { type: 'string', pattern: HH_MM, examples: ['07:00'] },
-                  timezone: { type: 'string', examples: ['Europe/Berlin'] },
+                  start: { type: 'string', pattern: HHMM_PATTERN, examples: ['22:00'] },
+                  end: { type: 'string', pattern: HHMM_PATTERN, examples: ['07:00'] },
+                  timezone: {
+                    type: ['string', 'null'],
+                    enum: [...Intl.supportedValuesOf('timeZone'), null],
+                    description: 'an IANA time zone (null or left out: UTC)',
+                  },
                 },
               },
-              webhook_url: { type: ['string', 'null'], format: 'uri', pattern: '^https?://' },
-              webhook_secret: { type: ['string', 'null'], minLength: 16 },
+              webhook_url: {
+                type: ['string', 'null'],
+                format: 'uri',
+                pattern: WEBHOOK_URL_PATTERN,
+                maxLength: 2000,
+              },
+              webhook_secret: { type: ['string', 'null'], minLength: 16, maxLength: 256 },
             },
           },
           response: ok('The preferences now (a generated webhook_secret is shown once)'),
@@ -118,14 +152,11 @@ export async function registerNotificationRoutes(
           type: 'object',
           required: ['endpoint', 'keys'],
           properties: {
-            endpoint: { type: 'string', format: 'uri', pattern: '^https://', maxLength: 2000 },
+            endpoint: { type: 'string', format: 'uri', pattern: PUSH_ENDPOINT_PATTERN, maxLength: 2000 },
             keys: {
               type: 'object',
               required: ['p256dh', 'auth'],
-              properties: {
-                p256dh: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
-                auth: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
-              },
+              properties: { p256dh: pushKeyDoc, auth: pushKeyDoc },
             },
           },
         },

@@ -91,6 +91,8 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
         schema: {
           tags: ['reminders'],
           summary: 'The reminders of a task (scheduled, fired, missed, dismissed)',
+          description:
+            "Reminders are planned from the task's events: until the reminders service has received a new task's first event (usually a few milliseconds) this answers 404, as it does after the task's deletion has reached it.",
           security,
           params: taskParam,
           response: ok("The task's reminders"),
