@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
 import { canonicalJson } from './canonical-json.ts';
 import { ValidationError } from './errors.ts';
 
-const KEY = /^[\x21-\x7e]{1,255}$/;
+/** 1-255 visible ASCII characters (also the OpenAPI pattern of the header). */
+export const IDEMPOTENCY_KEY_PATTERN = '^[!-~]{1,255}$';
+const KEY = new RegExp(IDEMPOTENCY_KEY_PATTERN);
 
 /** The key, or undefined when none was given; ValidationError naming `field` when it is malformed. */
 export function parseIdempotencyKey(raw: unknown, field: string): string | undefined {

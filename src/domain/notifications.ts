@@ -7,6 +7,7 @@ import { Temporal } from 'temporal-polyfill';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { isTimeZone } from './time.ts';
+import { codePoints } from './text.ts';
 
 export const CHANNELS = ['email', 'push', 'in_app', 'webhook'] as const;
 export type Channel = (typeof CHANNELS)[number];
@@ -154,7 +155,7 @@ export function validatePreferencesPatch(input: unknown): Result<PreferencesPatc
   if (input.webhook_secret !== undefined) {
     const s = input.webhook_secret;
     if (s === null) out.webhook_secret = null;
-    else if (typeof s === 'string' && s.length >= 16 && s.length <= 256) out.webhook_secret = s;
+    else if (typeof s === 'string' && codePoints(s) >= 16 && codePoints(s) <= 256) out.webhook_secret = s;
     else issues.push({ path: 'webhook_secret', message: 'must be a string of 16 to 256 characters' });
   }
   return issues.length ? fail(issues) : ok(out);

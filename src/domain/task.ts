@@ -6,7 +6,7 @@ import { Temporal } from 'temporal-polyfill';
 import type { FieldIssue, Result } from './errors.ts';
 import { ConflictError, fail, ok } from './errors.ts';
 import { parseRecurrence, type Recurrence } from './recurrence.ts';
-import { textProblem } from './text.ts';
+import { codePoints, textProblem } from './text.ts';
 
 export const PRIORITIES = ['none', 'low', 'medium', 'high', 'urgent'] as const;
 export type Priority = (typeof PRIORITIES)[number];
@@ -160,13 +160,6 @@ function parseOffset(value: string): Temporal.Duration | null {
     return null;
   }
 }
-
-/** Length in Unicode code points, as JSON Schema's maxLength counts (an emoji is one, not two). */
-const codePoints = (s: string): number => {
-  let n = 0;
-  for (const _ of s) n++;
-  return n;
-};
 
 function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationContext, issues: FieldIssue[]) {
   const issue = (message: string, path: string = key) => issues.push({ path, message });
@@ -365,12 +358,15 @@ export interface Transition {
 export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Transition> {
   const next: Task = { ...task, ...patch };
   const issues = checkInvariants(next);
-  // Offsets sent for a task whose stored due date is null: the request is fine, the task's state is not.
-  if (issues.length && patch.due_date === undefined)
+  if (issues.length) {
+    // The body alone breaks the rule (400), or only together with what the task already has (409: offsets
+    // for a task without a due date, or the due date taken from a task with offsets).
+    const inBody = checkInvariants({ due_date: patch.due_date ?? null, reminders: patch.reminders ?? null });
+    if (patch.due_date === null && inBody.length) return fail(issues);
     throw new ConflictError(
-      'this task has no due_date: reminders before due (e.g. PT1H) need one; set it too',
+      "reminders before due (e.g. PT1H) need a due_date, and this task's would have none; send both together",
     );
-  if (issues.length) return fail(issues);
+  }
   if (patch.recurrence !== undefined && next.recurrence && !next.series_id) next.series_id = task.id;
   if (task.status !== next.status) next.completed_at = next.status === 'completed' ? now.toISOString() : null;
   const changes = changedFields(task, next);

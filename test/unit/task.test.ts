@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Result } from '../../src/domain/errors.ts';
+import { ConflictError, type Result } from '../../src/domain/errors.ts';
 import {
   applyPatch,
   changedFields,
@@ -410,9 +410,14 @@ describe('task transitions', () => {
 
   it('refuses a patch that breaks the invariant, checked on the task as it would be', () => {
     const t = base({ due_date: '2026-04-01T09:00:00.000Z', reminders: ['PT1H'] });
-    assert.deepEqual(issues(applyPatch(t, { due_date: null }, LATER)), [
+    // The body alone breaks it: 400 naming the field.
+    assert.deepEqual(issues(applyPatch(t, { due_date: null, reminders: ['PT2H'] }, LATER)), [
       'reminders: offsets before due (e.g. PT1H) need a due_date',
     ]);
+    // Only with what the task has (its offsets, or its missing due date): a conflict with its state, 409.
+    assert.throws(() => applyPatch(t, { due_date: null }, LATER), ConflictError);
+    const undated = base({ due_date: null, reminders: [] });
+    assert.throws(() => applyPatch(undated, { reminders: ['PT1H'] }, LATER), ConflictError);
     assert.equal(value(applyPatch(t, { due_date: null, reminders: null }, LATER)).eventType, 'task.updated');
   });
 

@@ -120,7 +120,7 @@ export const taskPatchDoc = {
   ...taskFieldsDoc,
   minProperties: 1,
   description:
-    'Fields to change. Reminders before due on a task without a due date answer 409 unless due_date is set too.',
+    'Fields to change. Reminders before due need a due date: a change that leaves the task with offsets and no due date answers 409 (400 when the body itself sets both).',
   if: { required: ['reminders', 'due_date'], properties: { reminders: withOffsets } },
   then: { properties: { due_date: { type: 'string' } } },
 } as const;

@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
-import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
+import { IDEMPOTENCY_KEY_PATTERN, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { fromCompatQuery, parseCompletionBody, parseTaskQuery } from '../../domain/query.ts';
 import { isTimeZone } from '../../domain/time.ts';
 import {
@@ -79,8 +79,7 @@ const idempotencyHeaderDoc = {
   properties: {
     'idempotency-key': {
       type: 'string',
-      minLength: 1,
-      maxLength: 255,
+      pattern: IDEMPOTENCY_KEY_PATTERN,
       description:
         'Makes a retried create safe: the same key and body within 24 hours answers the first task (header Idempotent-Replayed: true) and creates nothing; the same key with another body answers 422, and 409 once that task is deleted',
     },

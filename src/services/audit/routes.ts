@@ -10,7 +10,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { ValidationError, type FieldIssue } from '../../domain/errors.ts';
 import { INSTANT_HINT, parseInstant } from '../../domain/task.ts';
-import { textProblem } from '../../domain/text.ts';
+import { codePoints, textProblem } from '../../domain/text.ts';
 import type { Queryable } from '../../store/db.ts';
 import { AUDIT_COLUMNS, toRecord, type AuditRecord, type AuditRow } from './chain.ts';
 
@@ -54,7 +54,7 @@ function parseFilter(input: Record<string, unknown>, allowed: string[], issues: 
     if (!allowed.includes(k))
       issues.push({ path: k, message: `unknown query parameter; allowed: ${allowed.join(', ')}` });
   const taskId = single(input.task_id) ?? null;
-  if (taskId !== null && (taskId.length === 0 || [...taskId].length > 100 || textProblem(taskId)))
+  if (taskId !== null && (taskId.length === 0 || codePoints(taskId) > 100 || textProblem(taskId)))
     issues.push({ path: 'task_id', message: 'must be a task id' });
   // Each value as the document states it: event types joined by commas (the parameter may repeat).
   const rawOps = input.operation === undefined ? [] : [input.operation].flat().map(String);
