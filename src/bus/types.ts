@@ -122,6 +122,11 @@ export interface BusAdmin {
   /** Messages of a topic from the beginning, for DLQ inspection and replay: the first `limit` (default 1,000; `Infinity`: all). */
   read(topic: string, opts?: { limit?: number }): Promise<StoredMessage[]>;
   listGroups(): Promise<string[]>;
+  /**
+   * The event ids among the last `lastPerPartition` messages of each partition of `topic`, where the bus keeps
+   * a log a publisher can read back (Kafka): the relay's check for what a lost predecessor sent.
+   */
+  publishedEventIds?(topic: string, lastPerPartition: number): Promise<Set<string>>;
   /** Messages currently retained in a topic over all partitions, 0 if it does not exist (DLQ-size metric). */
   messageCount?(topic: string): Promise<number>;
   /** Follows a topic without a consumer group (no positions are stored) until `signal` aborts. */

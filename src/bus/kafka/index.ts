@@ -654,6 +654,64 @@ export class KafkaAdmin implements BusAdmin {
     return out.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
   }
 
+  /**
+   * The CloudEvent ids among the last `lastPerPartition` messages of each partition of a topic (a relay taking
+   * over looks for what its predecessor sent and did not mark). One throw-away reader from those offsets.
+   */
+  async publishedEventIds(topic: string, lastPerPartition: number): Promise<Set<string>> {
+    const name = this.prefix + topic;
+    const ids = new Set<string>();
+    if (lastPerPartition <= 0 || !(await this.admin.listTopics()).includes(name)) return ids;
+    const [ends, starts] = await Promise.all([this.endOffsets([name]), this.endOffsets([name], -2n)]);
+    const remaining = new Map<number, bigint>(); // partition -> the last offset to read
+    const offsets: { topic: string; partition: number; offset: bigint }[] = [];
+    for (const [id, end] of ends) {
+      const partition = Number(id.split('\u0000')[1]);
+      const from = end - BigInt(lastPerPartition);
+      const start = starts.get(id) ?? 0n;
+      if (end <= start) continue;
+      offsets.push({ topic: name, partition, offset: from > start ? from : start });
+      remaining.set(partition, end - 1n);
+    }
+    if (offsets.length === 0) return ids;
+    const consumer = new Consumer<string, Buffer, string, string>({
+      ...connectionOptions(this.s),
+      groupId: `${this.prefix}taskflow-reader-${randomUUID()}`,
+      deserializers: {
+        key: stringDeserializer,
+        headerKey: stringDeserializer,
+        headerValue: stringDeserializer,
+      },
+      autocommit: false,
+      maxWaitTime: 100,
+    });
+    try {
+      const stream = await consumer.consume({ topics: [name], mode: 'manual', offsets, autocommit: false });
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () =>
+            reject(new Error(`reading the end of ${topic} timed out (${remaining.size} partitions left)`)),
+          15_000,
+        );
+        timer.unref();
+        stream.on('error', reject);
+        stream.on('data', (m: Message<string, Buffer, string, string>) => {
+          const id = m.headers.get('ce_id');
+          if (id) ids.add(id);
+          if (m.offset >= (remaining.get(m.partition) ?? -1n)) remaining.delete(m.partition);
+          if (remaining.size === 0) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      await stream.close().catch(() => undefined);
+    } finally {
+      await forceClose(consumer);
+    }
+    return ids;
+  }
+
   async tail(
     topic: string,
     opts: { fromBeginning: boolean; signal: AbortSignal },

@@ -5,8 +5,9 @@
  * one dies. Fencing: a send starts only while the lease is surely held (measured on this process's monotonic
  * clock, which keeps counting while the process is paused), the lease is renewed between the batches of a
  * round, and marking rows published checks the holder, so a relay that lost the lease neither sends again nor
- * marks. What it had sent before losing it may be sent again by the next one (at-least-once; per key, first
- * deliveries stay in order: docs/adr/0010-relay-failover.md).
+ * marks. What it had sent before losing it, the next one finds on the bus and marks instead of sending again
+ * (Kafka; on Dapr, which cannot be read back, it is sent again: at-least-once; per key, first deliveries stay
+ * in order: docs/adr/0010-relay-failover.md).
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -56,6 +57,8 @@ export class Relay {
   private leader = false;
   /** performance.now() until which the lease is surely held: when its renewal was asked, plus its length. */
   private leaseUntil = 0;
+  /** Whether, since taking the lease, this relay has looked on the bus for what a predecessor sent unmarked. */
+  private reconciled = false;
   private statsAt = 0;
   private lastHousekeeping = 0;
 
@@ -108,8 +111,10 @@ export class Relay {
     const asked = performance.now();
     const held = await tryAcquireLease(this.rt.db, LEASE, this.holder, this.leaseMs);
     this.leaseUntil = held ? asked + this.leaseMs : 0;
-    if (held !== this.leader)
+    if (held !== this.leader) {
       this.rt.log.info({ holder: this.holder }, held ? 'relay is active' : 'relay is standby');
+      this.reconciled = false;
+    }
     this.leader = held;
     return held;
   }
@@ -159,6 +164,7 @@ export class Relay {
     // Pipelined: while a batch is on its way to the broker the next one is read, and while a batch is being
     // marked the next one is sent. A batch is sent only after the previous one was acknowledged, so a key's
     // events reach the broker in order; a failed send stops the round, and what was not marked is sent again.
+    if (!this.reconciled) await this.markWhatWasSent(limit);
     let rows = await pendingOutbox(db, limit);
     let published = 0;
     let marking: Promise<void> | undefined;
@@ -206,6 +212,38 @@ export class Relay {
       throw err;
     }
     return { published, drained: true };
+  }
+
+  /**
+   * Taking over, before the first send: a predecessor that died or was paused after a send and before its
+   * marking left rows that are on the bus already. They are at most its last two batches (one sent while the
+   * previous one was being marked), so among the first 2 x `limit` pending rows, and among the last messages of
+   * their topic's partitions. Those found there are marked, not sent again: no copy on the broker after a
+   * failover. A bus that cannot be read back (Dapr) keeps at-least-once.
+   */
+  private async markWhatWasSent(limit: number): Promise<void> {
+    const { admin } = this.rt.bus;
+    if (!admin.publishedEventIds) {
+      this.reconciled = true;
+      return;
+    }
+    const pending = await pendingOutbox(this.rt.db, 2 * limit);
+    const perTopic = new Map<string, OutboxRow[]>();
+    for (const r of pending) perTopic.set(r.topic, [...(perTopic.get(r.topic) ?? []), r]);
+    const sent: OutboxRow[] = [];
+    for (const [topic, rows] of perTopic) {
+      // A partition holds at most all of these rows, so that many of its last messages suffice.
+      const ids = await admin.publishedEventIds(topic, rows.length);
+      sent.push(...rows.filter((r) => ids.has(r.event.id)));
+    }
+    if (sent.length > 0) {
+      await this.mark(sent);
+      this.rt.log.info(
+        { events: sent.length, holder: this.holder },
+        'events a previous relay had sent without marking them are marked, not sent again',
+      );
+    }
+    this.reconciled = true;
   }
 
   /** Marks sent rows published, fenced on this relay still holding the lease (a usurped relay steps down). */
