@@ -70,6 +70,15 @@ export interface Config {
   };
   /** retentionIntervalMs 0 turns the retention job off. */
   audit: { retentionDays: number; retentionIntervalMs: number };
+  /** The chat endpoint's model (any OpenAI-compatible chat-completions API); null without CHAT_BASE_URL and CHAT_MODEL. */
+  chat: {
+    baseUrl: string;
+    apiKey: string;
+    model: string;
+    timeoutMs: number;
+    maxToolCalls: number;
+    historyMessages: number;
+  } | null;
   gateway: {
     instanceId: string;
     replayPerUser: number;
@@ -234,6 +243,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       graceMs: int(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS),
       batchSize: int(env, 'REMINDER_BATCH_SIZE', 500, 1),
     },
+    chat:
+      env.CHAT_BASE_URL && env.CHAT_MODEL
+        ? {
+            baseUrl: env.CHAT_BASE_URL.replace(/\/+$/, ''),
+            apiKey: env.CHAT_API_KEY || 'unused',
+            model: env.CHAT_MODEL,
+            timeoutMs: int(env, 'CHAT_TIMEOUT_MS', 60_000, 1_000),
+            maxToolCalls: int(env, 'CHAT_MAX_TOOL_CALLS', 8, 1),
+            historyMessages: int(env, 'CHAT_HISTORY_MESSAGES', 40, 2),
+          }
+        : null,
     notifications: {
       smtpUrl: env.SMTP_URL || null,
       smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',

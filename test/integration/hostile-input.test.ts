@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { backends } from '../helpers/db.ts';
 import { startApp } from '../helpers/app.ts';
+import { startFakeModel } from '../helpers/openai-server.ts';
 import { TARGETS } from '../../src/services/index.ts';
 
 const REQUESTS = Number(process.env.TEST_FUZZ_REQUESTS ?? 5_000);
@@ -212,7 +213,12 @@ for (const backend of backends) {
   describe(`hostile input on ${backend.name}`, () => {
     it('answers every hostile request below 500, in time, without leaking internals', async (t) => {
       const { db, drop } = await backend.fresh();
-      const app = await startApp(db, { targets: EVERY_TARGET });
+      // The chat endpoint talks to a stand-in model that always answers in words.
+      const model = await startFakeModel({ fallback: { text: 'Noted.' } });
+      const app = await startApp(db, {
+        targets: EVERY_TARGET,
+        env: { CHAT_BASE_URL: model.url, CHAT_MODEL: 'fake-model' },
+      });
       try {
         const rand = prng(SEED);
         const doc = (await (await fetch(`${app.url}/openapi.json`)).json()) as {
@@ -415,6 +421,7 @@ for (const backend of backends) {
         assert.equal((await fetch(`${app.url}/readyz`)).status, 200, 'still ready afterwards');
       } finally {
         await app.stop();
+        await model.close();
         await drop();
       }
     });

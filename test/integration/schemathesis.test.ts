@@ -21,6 +21,7 @@ import { signDevToken } from '../../src/auth.ts';
 import { TEST_SECRET } from '../helpers/app.ts';
 import { startServer } from '../helpers/processes.ts';
 import { TARGETS } from '../../src/services/index.ts';
+import { startFakeModel } from '../helpers/openai-server.ts';
 
 const st = process.env.SCHEMATHESIS ?? join(process.cwd(), '.cache/venv/bin/st');
 const available = existsSync(st);
@@ -33,7 +34,11 @@ const EVERY_TARGET = TARGETS.map((t) => t.name); // as `taskflow up`
 describe('the OpenAPI document, checked by schemathesis', { skip: !available && `needs ${st}` }, () => {
   it('finds no server error and no answer the document does not declare', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'taskflow-st-'));
+    // The chat endpoint talks to a stand-in model that always answers in words.
+    const model = await startFakeModel({ fallback: { text: 'Noted.' } });
     const server = await startServer(EVERY_TARGET, {
+      CHAT_BASE_URL: model.url,
+      CHAT_MODEL: 'fake-model',
       DATABASE_URL: join(dir, 'db'),
       BUS: 'embedded',
       JWT_SECRET: TEST_SECRET,
@@ -77,6 +82,7 @@ describe('the OpenAPI document, checked by schemathesis', { skip: !available && 
     } finally {
       server.child.kill('SIGTERM');
       await new Promise((r) => server.child.once('exit', r));
+      await model.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -7,6 +7,7 @@ import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
 import { registerMcp } from './mcp-http.ts';
 import { finishDocument, withErrorAnswers } from '../../http/openapi.ts';
+import { registerChat } from './chat.ts';
 import { registerTaskApi } from './routes.ts';
 import { registerWeb } from './web.ts';
 
@@ -35,14 +36,28 @@ export const apiTarget: TargetDefinition = {
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
     const verify = createVerifier(rt.config.jwt);
     await registerTaskApi(app, { store, settings, verify });
-    // MCP tools for the AI chatbot (Streamable HTTP, stateless), same store and validation as REST.
-    await registerMcp(app, {
+    const mcpDeps = {
       store,
       settings,
-      verify,
       clock: rt.clock,
       publicUrl: rt.config.publicUrl,
       log: rt.log.child({ component: 'mcp' }),
+    };
+    // The chatbot: a language model calling the same MCP tools as the user (chat.ts).
+    await registerChat(app, {
+      db: rt.db,
+      mcp: mcpDeps,
+      settings,
+      verify,
+      chat: rt.config.chat,
+      publicUrl: rt.config.publicUrl,
+      clock: rt.clock,
+      log: rt.log.child({ component: 'chat' }),
+    });
+    // MCP tools for the AI chatbot (Streamable HTTP, stateless), same store and validation as REST.
+    await registerMcp(app, {
+      ...mcpDeps,
+      verify,
       ...(rt.config.jwt.jwksUrl && rt.config.jwt.issuer
         ? { oauth: { issuer: rt.config.jwt.issuer, publicUrl: rt.config.publicUrl } }
         : {}),

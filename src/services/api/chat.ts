@@ -1,0 +1,394 @@
+/**
+ * The chatbot: `POST /api/chat` runs a tool-calling conversation with any OpenAI-compatible chat-completions
+ * model (CHAT_BASE_URL, CHAT_MODEL, CHAT_API_KEY) over the MCP task tools. The tools are the MCP server's own
+ * (mcp.ts), reached in process through the MCP SDK's in-memory transport: one definition of each tool, the
+ * same validation, words for dates and answers as over /mcp, and each write a normal API write (outbox event,
+ * audit record) whose source is the chat. The tool loop is the official `openai` package's `runTools`.
+ * Conversations are stored per user (store/chat.ts), so any replica continues any conversation. With
+ * `Accept: text/event-stream` the reply streams as server-sent events: `token` (text as the model writes it),
+ * `tool_call` (each call with its arguments and result, as it happens), then `done` or `error`.
+ */
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+// Types only: the package is loaded when a model is configured (start-up of the default stays as it was).
+import type OpenAI from 'openai';
+import type * as OpenAISdk from 'openai';
+import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import type { RunnableToolFunctionWithParse } from 'openai/lib/RunnableFunction';
+import type { Verifier } from '../../auth.ts';
+import type { Config } from '../../config.ts';
+import { systemClock, type Clock } from '../../domain/clock.ts';
+import { NotFoundError, ValidationError, type FieldIssue } from '../../domain/errors.ts';
+import { codePoints, isUuid, textProblem } from '../../domain/text.ts';
+import { authenticatedScope } from '../../http/authenticated.ts';
+import { noContent, ok, problemDoc } from '../../http/openapi.ts';
+import { problem, sendProblem, type Problem } from '../../http/problem.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { ChatStore, type ChatMessage, type ChatToolCall } from '../../store/chat.ts';
+import type { Db } from '../../store/db.ts';
+import type { UserSettingsStore } from '../../store/user-settings.ts';
+import { systemPrompt } from './chat-prompt.ts';
+import { createMcpServer, type McpDeps } from './mcp.ts';
+import { restClient } from './mcp-rest.ts';
+
+export const CHAT_SOURCE = '/taskflow/chat';
+/** A user message, in code points. */
+export const MESSAGE_MAX = 8_000;
+/** A tool's answer as the model reads it, in characters (a long list is cut, and says so). */
+const TOOL_RESULT_MAX = 20_000;
+
+export interface ChatDeps {
+  db: Db;
+  mcp: McpDeps;
+  settings: UserSettingsStore;
+  verify: Verifier;
+  chat: Config['chat'];
+  publicUrl: string | null;
+  log: Logger;
+  clock?: Clock;
+}
+
+/** A tool call of this turn, as answered: what the model asked and what the tool said. */
+interface ToolCallRecord {
+  name: string;
+  arguments: unknown;
+  result: unknown;
+  is_error: boolean;
+}
+
+const chatBodyDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['message'],
+  properties: {
+    conversation_id: {
+      type: ['string', 'null'],
+      format: 'uuid',
+      description: 'continue this conversation (left out or null: a new one)',
+    },
+    message: { type: 'string', minLength: 1, maxLength: MESSAGE_MAX, pattern: '^[^\\u0000]*\\S[^\\u0000]*$' },
+  },
+} as const;
+
+function parseChatBody(body: unknown): { conversationId: string | null; message: string } {
+  const issues: FieldIssue[] = [];
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw new ValidationError([
+      { path: '', message: 'body must be a JSON object {conversation_id?, message}' },
+    ]);
+  const b = body as Record<string, unknown>;
+  for (const k of Object.keys(b))
+    if (k !== 'message' && k !== 'conversation_id')
+      issues.push({ path: k, message: 'unknown field; allowed: conversation_id, message' });
+  const message = b.message;
+  if (typeof message !== 'string' || message.trim() === '')
+    issues.push({ path: 'message', message: 'must be a non-empty string' });
+  else if (codePoints(message) > MESSAGE_MAX)
+    issues.push({ path: 'message', message: `must be at most ${MESSAGE_MAX} characters` });
+  else {
+    const bad = textProblem(message);
+    if (bad) issues.push({ path: 'message', message: bad });
+  }
+  const id = b.conversation_id;
+  if (id !== undefined && id !== null && (typeof id !== 'string' || !isUuid(id)))
+    issues.push({ path: 'conversation_id', message: 'must be the id of one of your conversations' });
+  if (issues.length) throw new ValidationError(issues);
+  return { conversationId: typeof id === 'string' ? id : null, message: message as string };
+}
+
+/**
+ * History sent to the model: the stored messages from the first user message on (a window that starts in the
+ * middle of a tool exchange would be refused by the provider), and no assistant tool call left without all its
+ * answers (a turn cut off by an error).
+ */
+function usableHistory(messages: readonly ChatMessage[]): ChatMessage[] {
+  const start = messages.findIndex((m) => m.role === 'user');
+  const out = start < 0 ? [] : messages.slice(start);
+  for (let i = out.length - 1; i >= 0; i--) {
+    const m = out[i]!;
+    if (m.role !== 'assistant' || !m.tool_calls?.length) continue;
+    const answered = new Set(out.slice(i + 1).flatMap((n) => (n.role === 'tool' ? [n.tool_call_id] : [])));
+    if (!m.tool_calls.every((c) => answered.has(c.id))) out.splice(i);
+  }
+  return out;
+}
+
+/** The runner's messages in the stored shape (system messages are not stored). */
+function toStored(m: ChatCompletionMessageParam): ChatMessage | null {
+  if (m.role === 'user') return { role: 'user', content: typeof m.content === 'string' ? m.content : '' };
+  if (m.role === 'tool')
+    return {
+      role: 'tool',
+      content: typeof m.content === 'string' ? m.content : '',
+      tool_call_id: m.tool_call_id,
+    };
+  if (m.role === 'assistant') {
+    const calls = (m.tool_calls ?? []).flatMap((c): ChatToolCall[] =>
+      c.type === 'function' ? [{ id: c.id, type: 'function', function: c.function }] : [],
+    );
+    return {
+      role: 'assistant',
+      content: typeof m.content === 'string' ? m.content : null,
+      ...(calls.length ? { tool_calls: calls } : {}),
+    };
+  }
+  return null;
+}
+
+/** What a provider's failure answers: 504 on a timeout, 503 + Retry-After on its rate limit, else 502. */
+function providerProblem(
+  err: unknown,
+  sdk: typeof OpenAISdk,
+): { problem: Problem; retryAfter?: string } | null {
+  const { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, RateLimitError } = sdk;
+  if (err instanceof APIConnectionTimeoutError || err instanceof APIUserAbortError)
+    return { problem: problem(504, 'the language model did not answer in time; try again') };
+  if (err instanceof RateLimitError) {
+    const retryAfter = err.headers?.get('retry-after') ?? undefined;
+    return {
+      problem: problem(503, 'the language model is rate limited; try again later'),
+      ...(retryAfter ? { retryAfter } : {}),
+    };
+  }
+  if (err instanceof APIConnectionError)
+    return { problem: problem(502, 'the language model cannot be reached') };
+  if (err instanceof APIError)
+    return {
+      problem: problem(
+        502,
+        `the language model answered ${err.status ?? 'an error'}: ${err.message.slice(0, 300)}`,
+      ),
+    };
+  return null;
+}
+
+export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promise<void> {
+  const store = new ChatStore(deps.db);
+  const clock = deps.clock ?? systemClock;
+  const chat = deps.chat;
+  const sdk = chat ? await import('openai') : null;
+  const openai: OpenAI | null =
+    chat && sdk
+      ? new sdk.default({
+          baseURL: chat.baseUrl,
+          apiKey: chat.apiKey,
+          timeout: chat.timeoutMs,
+          maxRetries: 0,
+        })
+      : null;
+  const security = [{ bearerAuth: [] }];
+  const doc = (summary: string, extra: object = {}) => ({
+    schema: { tags: ['chat'], summary, security, ...extra },
+  });
+
+  /** The MCP task tools for `userId`, in process: a client of a server made for this request. */
+  async function toolsFor(req: FastifyRequest, userId: string) {
+    const server = createMcpServer(
+      { ...deps.mcp, source: CHAT_SOURCE },
+      {
+        userId,
+        rest: restClient({
+          app: req.server,
+          authorization: req.headers.authorization ?? '',
+          caller: { ip: req.ip },
+          publicUrl: deps.publicUrl,
+        }),
+        clientIp: req.ip,
+        // The audit trail's user agent names the chat and its model: the writes' source.
+        userAgent: `taskflow-chat (${deps.chat?.model ?? 'no model'})`,
+      },
+    );
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    const client = new Client({ name: 'taskflow-chat', version: '1.0.0' });
+    await server.connect(serverSide);
+    await client.connect(clientSide);
+    const { tools } = await client.listTools();
+    return { client, tools, close: () => Promise.allSettled([client.close(), server.close()]) };
+  }
+
+  async function converse(req: FastifyRequest, reply: FastifyReply, userId: string) {
+    if (!chat || !openai || !sdk)
+      return sendProblem(
+        reply,
+        problem(
+          503,
+          'the chat endpoint has no language model: set CHAT_BASE_URL and CHAT_MODEL (and CHAT_API_KEY if the provider needs one)',
+        ),
+      );
+    const { conversationId, message } = parseChatBody(req.body);
+    const conversation = conversationId
+      ? await store.get(userId, conversationId)
+      : await store.create(userId, message.trim().slice(0, 80));
+    if (!conversation) throw new NotFoundError('conversation');
+    const history = usableHistory(await store.messages(conversation.id, chat.historyMessages));
+    const user = await deps.settings.get(userId);
+    const stream = /\btext\/event-stream\b/.test(req.headers.accept ?? '');
+    const send = (event: string, data: unknown) => {
+      if (!reply.raw.writableEnded) reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    };
+    if (stream) {
+      reply.hijack();
+      reply.raw.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        'x-accel-buffering': 'no',
+      });
+    }
+
+    const mcp = await toolsFor(req, userId);
+    const calls: ToolCallRecord[] = [];
+    // Tools run one at a time, in the order the model asked for them (writes depend on each other).
+    let queue: Promise<unknown> = Promise.resolve();
+    const tools: RunnableToolFunctionWithParse<Record<string, unknown>>[] = mcp.tools.map((t) => ({
+      type: 'function',
+      function: {
+        name: t.name,
+        description: t.description ?? '',
+        parameters: t.inputSchema as Record<string, unknown>,
+        // A call whose arguments are not JSON goes back to the model as the tool's answer (runTools).
+        parse: (raw: string) => {
+          const value: unknown = JSON.parse(raw || '{}');
+          if (typeof value !== 'object' || value === null || Array.isArray(value))
+            throw new Error('the arguments must be a JSON object');
+          return value as Record<string, unknown>;
+        },
+        function: (args: Record<string, unknown>) => {
+          const run = queue.then(async () => {
+            if (calls.length >= chat.maxToolCalls)
+              return `Not run: this message already used its ${chat.maxToolCalls} tool calls. Tell the user what was done and what is left.`;
+            const r = await mcp.client.callTool({ name: t.name, arguments: args });
+            const first = (r.content as { type: string; text?: string }[] | undefined)?.[0];
+            const result = r.structuredContent ?? first?.text ?? null;
+            const record = { name: t.name, arguments: args, result, is_error: r.isError === true };
+            calls.push(record);
+            if (stream) send('tool_call', record);
+            const text = typeof result === 'string' ? result : JSON.stringify(result);
+            return text.length > TOOL_RESULT_MAX ? `${text.slice(0, TOOL_RESULT_MAX)} [cut]` : text;
+          });
+          queue = run.catch(() => undefined);
+          return run;
+        },
+      },
+    }));
+
+    const userMessage: ChatMessage = { role: 'user', content: message };
+    const prefix: ChatCompletionMessageParam[] = [
+      {
+        role: 'system',
+        content: systemPrompt({
+          now: clock.now(),
+          timezone: user.timezone,
+          defaultReminders: user.default_reminders,
+        }),
+      },
+      ...(history as ChatCompletionMessageParam[]),
+    ];
+    const deadline = AbortSignal.timeout(chat.timeoutMs * 2);
+    const params = {
+      model: chat.model,
+      messages: [...prefix, userMessage as ChatCompletionMessageParam],
+      tools,
+    };
+    const options = { maxChatCompletions: chat.maxToolCalls + 2, signal: deadline };
+    let runner;
+    if (stream) {
+      const streaming = openai.chat.completions.runTools({ ...params, stream: true }, options);
+      streaming.on('content', (delta: string) => send('token', { text: delta }));
+      runner = streaming;
+    } else runner = openai.chat.completions.runTools(params, options);
+    let failure: unknown;
+    let replyText = '';
+    try {
+      replyText = (await runner.finalContent()) ?? '';
+    } catch (err) {
+      failure = err;
+    } finally {
+      await mcp.close();
+    }
+    // What happened is kept, a failed turn too: its tool calls may have written tasks.
+    const turn = runner.messages
+      .slice(prefix.length)
+      .map(toStored)
+      .filter((m): m is ChatMessage => m !== null);
+    await store.append(conversation.id, usableHistory(turn.length ? turn : [userMessage]));
+
+    if (failure !== undefined) {
+      const mapped = providerProblem(failure, sdk);
+      if (!mapped) throw failure;
+      deps.log.warn({ err: failure, conversation_id: conversation.id }, 'chat: the language model failed');
+      if (stream) {
+        send('error', { ...mapped.problem, conversation_id: conversation.id, tool_calls: calls });
+        reply.raw.end();
+        return reply;
+      }
+      if (mapped.retryAfter) reply.header('retry-after', mapped.retryAfter);
+      return sendProblem(reply, { ...mapped.problem, conversation_id: conversation.id } as Problem);
+    }
+    const answer = { conversation_id: conversation.id, reply: replyText, tool_calls: calls };
+    if (stream) {
+      send('done', answer);
+      reply.raw.end();
+      return reply;
+    }
+    return answer;
+  }
+
+  await authenticatedScope(app, deps, async (scope, userOf) => {
+    const chatDoc = {
+      body: chatBodyDoc,
+      response: {
+        200: {
+          description:
+            'The reply and the tool calls it made (application/json), or with Accept: text/event-stream the events token, tool_call, then done or error',
+          type: 'object',
+        },
+        404: problemDoc,
+        502: problemDoc,
+        503: problemDoc,
+        504: problemDoc,
+      },
+    };
+    scope.post(
+      '/api/chat',
+      doc('Talk to the task assistant (a language model calling the task tools as you)', chatDoc),
+      (req, reply) => converse(req, reply, userOf(req)),
+    );
+    scope.post(
+      '/api/:user_id/chat',
+      doc('Talk to the task assistant (Phase III route)', {
+        ...chatDoc,
+        params: { type: 'object', properties: { user_id: { type: 'string' } } },
+      }),
+      (req: FastifyRequest<{ Params: { user_id: string } }>, reply) => {
+        if (req.params.user_id !== userOf(req))
+          return sendProblem(reply, problem(403, 'the user in the path is not the authenticated user'));
+        return converse(req, reply, userOf(req));
+      },
+    );
+    scope.get(
+      '/api/chat/conversations',
+      doc('Your conversations, the most recently continued first', { response: ok('Conversations') }),
+      async (req) => ({ items: await store.list(userOf(req), 100) }),
+    );
+    const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } };
+    scope.get(
+      '/api/chat/conversations/:id',
+      doc('A conversation with its messages', { params: idParam, response: ok('The conversation') }),
+      async (req: FastifyRequest<{ Params: { id: string } }>) => {
+        const c = isUuid(req.params.id) ? await store.get(userOf(req), req.params.id) : null;
+        if (!c) throw new NotFoundError('conversation');
+        return { ...c, messages: await store.messages(c.id) };
+      },
+    );
+    scope.delete(
+      '/api/chat/conversations/:id',
+      doc('Delete a conversation', { params: idParam, response: noContent('Deleted') }),
+      async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+        if (!isUuid(req.params.id) || !(await store.delete(userOf(req), req.params.id)))
+          throw new NotFoundError('conversation');
+        return reply.code(204).send();
+      },
+    );
+  });
+}

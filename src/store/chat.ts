@@ -1,0 +1,116 @@
+/**
+ * Conversations of the chat endpoint (services/api/chat.ts): per user, messages in the chat-completions
+ * shape. A conversation is only ever read or changed through its owner's id, so another user's is "not found".
+ */
+import { uuidv7 } from 'uuidv7';
+import type { Db, Queryable } from './db.ts';
+
+export interface ChatToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+export type ChatMessage =
+  | { role: 'user'; content: string }
+  | { role: 'assistant'; content: string | null; tool_calls?: ChatToolCall[] }
+  | { role: 'tool'; content: string; tool_call_id: string };
+
+export interface Conversation {
+  id: string;
+  title: string;
+  created_at: string;
+  updated_at: string;
+}
+
+const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
+const conversation = (r: Record<string, unknown>): Conversation => ({
+  id: String(r.id),
+  title: String(r.title),
+  created_at: iso(r.created_at),
+  updated_at: iso(r.updated_at),
+});
+
+export class ChatStore {
+  constructor(private readonly db: Db) {}
+
+  async get(userId: string, id: string): Promise<Conversation | null> {
+    const r = await this.db.query(
+      'SELECT id, title, created_at, updated_at FROM chat_conversations WHERE id = $1 AND user_id = $2',
+      [id, userId],
+    );
+    return r.rows[0] ? conversation(r.rows[0]) : null;
+  }
+
+  async create(userId: string, title: string): Promise<Conversation> {
+    const r = await this.db.query(
+      `INSERT INTO chat_conversations (id, user_id, title) VALUES ($1, $2, $3)
+       RETURNING id, title, created_at, updated_at`,
+      [uuidv7(), userId, title],
+    );
+    return conversation(r.rows[0]!);
+  }
+
+  /** The user's conversations, the most recently continued first. */
+  async list(userId: string, limit: number): Promise<Conversation[]> {
+    const r = await this.db.query(
+      `SELECT id, title, created_at, updated_at FROM chat_conversations WHERE user_id = $1
+        ORDER BY updated_at DESC, id DESC LIMIT $2`,
+      [userId, limit],
+    );
+    return r.rows.map(conversation);
+  }
+
+  async delete(userId: string, id: string): Promise<boolean> {
+    const r = await this.db.query('DELETE FROM chat_conversations WHERE id = $1 AND user_id = $2', [
+      id,
+      userId,
+    ]);
+    return r.rowCount > 0;
+  }
+
+  /** The last `limit` messages of a conversation, oldest first (`limit` Infinity: all). */
+  async messages(conversationId: string, limit = Infinity): Promise<ChatMessage[]> {
+    const r = await this.db.query<{
+      role: string;
+      content: string | null;
+      tool_calls: ChatToolCall[] | null;
+      tool_call_id: string | null;
+    }>(
+      `SELECT role, content, tool_calls, tool_call_id FROM (
+         SELECT * FROM chat_messages WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2
+       ) last ORDER BY id`,
+      [conversationId, Number.isFinite(limit) ? limit : null],
+    );
+    return r.rows.map((m) =>
+      m.role === 'tool'
+        ? { role: 'tool', content: m.content ?? '', tool_call_id: m.tool_call_id ?? '' }
+        : m.role === 'assistant'
+          ? { role: 'assistant', content: m.content, ...(m.tool_calls ? { tool_calls: m.tool_calls } : {}) }
+          : { role: 'user', content: m.content ?? '' },
+    );
+  }
+
+  /** Appends a turn's messages and marks the conversation continued, in one transaction. */
+  async append(conversationId: string, messages: readonly ChatMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    await this.db.transaction(async (tx: Queryable) => {
+      const params: unknown[] = [conversationId];
+      const rows = messages.map((m) => {
+        const at = params.length + 1;
+        params.push(
+          m.role,
+          m.content,
+          m.role === 'assistant' && m.tool_calls ? JSON.stringify(m.tool_calls) : null,
+          m.role === 'tool' ? m.tool_call_id : null,
+        );
+        return `($1, $${at}, $${at + 1}, $${at + 2}::jsonb, $${at + 3})`;
+      });
+      await tx.query(
+        `INSERT INTO chat_messages (conversation_id, role, content, tool_calls, tool_call_id) VALUES ${rows.join(', ')}`,
+        params,
+      );
+      await tx.query('UPDATE chat_conversations SET updated_at = now() WHERE id = $1', [conversationId]);
+    });
+  }
+}

@@ -1,0 +1,317 @@
+/**
+ * The chat endpoint against a real HTTP server speaking the OpenAI chat-completions protocol
+ * (test/helpers/openai-server.ts), scripted per test: a conversation over several turns that creates a
+ * recurring task with a reminder, lists what is due, completes one task and deletes another, checked in the
+ * database, on the bus (the events' source) and in the audit trail; the same over server-sent events; a
+ * provider timeout, a 429, a 5xx, arguments that are not JSON, an unknown tool and the tool-call bound each
+ * give their documented answer; another user's conversation is not found; without a model, 503.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { startApp, waitFor, writtenEvents, type TestApp } from '../helpers/app.ts';
+import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
+
+/** The server-sent events of a streamed answer, in order. */
+async function sse(app: TestApp, user: string, body: unknown) {
+  const res = await fetch(`${app.url}/api/chat`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${await app.token(user)}`,
+      'content-type': 'application/json',
+      accept: 'text/event-stream',
+    },
+    body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+  const text = await res.text();
+  return text
+    .split('\n\n')
+    .filter(Boolean)
+    .map((frame) => {
+      const event = /^event: (.+)$/m.exec(frame)?.[1] ?? 'message';
+      const data = JSON.parse(/^data: (.+)$/m.exec(frame)?.[1] ?? 'null');
+      return { event, data };
+    });
+}
+
+describe('the chat endpoint (POST /api/chat)', () => {
+  let db: Db;
+  let model: FakeModel;
+  let app: TestApp;
+
+  before(async () => {
+    model = await startFakeModel();
+    db = await openDb('memory://');
+    await migrate(db);
+    app = await startApp(db, {
+      targets: ['api', 'audit'],
+      env: {
+        CHAT_BASE_URL: model.url,
+        CHAT_MODEL: 'fake-model',
+        CHAT_API_KEY: 'sk-test',
+        CHAT_TIMEOUT_MS: '1000',
+        CHAT_MAX_TOOL_CALLS: '3',
+        DEFAULT_TIMEZONE: 'Europe/Berlin',
+      },
+    });
+  });
+  after(async () => {
+    await app?.stop();
+    await model?.close();
+    await db?.close();
+  });
+
+  it('holds a conversation whose tool calls create, list, complete and delete tasks as the user', async () => {
+    // Turn 1: a recurring task with a reminder, in words.
+    model.script(
+      {
+        toolCalls: [
+          {
+            name: 'add_task',
+            arguments: {
+              title: 'Pay rent',
+              recurrence: 'every month on the 1st',
+              reminders: ['1 day before'],
+            },
+          },
+        ],
+      },
+      { text: 'Added "Pay rent", due on the 1st of every month, with a reminder a day before.' },
+    );
+    const first = await app.call('alice', 'POST', '/api/chat', {
+      message: 'add a task to pay rent every month on the 1st, remind me a day before',
+    });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.equal(
+      first.body.reply,
+      'Added "Pay rent", due on the 1st of every month, with a reminder a day before.',
+    );
+    assert.equal(first.body.tool_calls.length, 1);
+    const added = first.body.tool_calls[0];
+    assert.equal(added.name, 'add_task');
+    assert.equal(added.is_error, false, JSON.stringify(added.result));
+    const rentId: string = added.result.task_id;
+    const conversationId: string = first.body.conversation_id;
+
+    // What the model was given: the system prompt with the time, zone and default reminders, and the tools.
+    const [askFirst, afterTool] = model.requests.slice(-2);
+    assert.equal(askFirst.model, 'fake-model');
+    assert.equal(askFirst.messages[0].role, 'system');
+    assert.match(askFirst.messages[0].content, /2026-03-01T12:00:00\.000Z/);
+    assert.match(askFirst.messages[0].content, /Europe\/Berlin/);
+    assert.ok(askFirst.tools.some((t: any) => t.function.name === 'add_task'));
+    assert.ok(!JSON.stringify(askFirst.tools).includes('"user_id"'), 'no tool takes a user id');
+    const toolAnswer = afterTool.messages.at(-1);
+    assert.equal(toolAnswer.role, 'tool');
+    assert.equal(JSON.parse(toolAnswer.content).task_id, rentId);
+
+    // In the database, on the bus and in the audit trail, as any API write.
+    const rent = (await app.call('alice', 'GET', `/api/tasks/${rentId}`)).body;
+    assert.match(rent.recurrence.rrule, /FREQ=MONTHLY;BYMONTHDAY=1/);
+    assert.deepEqual(rent.reminders, ['P1D']);
+    const created = (await writtenEvents(db)).find(
+      (e) => e.event.type === 'task.created' && e.event.data.task.id === rentId,
+    );
+    assert.equal(created?.event.source, '/taskflow/chat');
+    const audited = await waitFor(
+      async () =>
+        (
+          await db.query<{ user_agent: string }>(
+            `SELECT user_agent FROM audit_log WHERE user_id = 'alice' AND task_id = $1`,
+            [rentId],
+          )
+        ).rows[0],
+      10_000,
+      'the audit record of the chat write',
+    );
+    assert.equal(audited.user_agent, 'taskflow-chat (fake-model)');
+
+    // Turn 2: what is due; the history goes with it.
+    const other = (
+      await app.call('alice', 'POST', '/api/tasks', { title: 'Old plan', due_date: '2026-03-02T09:00:00Z' })
+    ).body;
+    model.script(
+      { toolCalls: [{ name: 'list_tasks', arguments: { due: 'week', status: 'pending' } }] },
+      { text: 'Two tasks are due.' },
+    );
+    const second = await app.call('alice', 'POST', '/api/chat', {
+      conversation_id: conversationId,
+      message: 'what is due this week?',
+    });
+    assert.equal(second.status, 200);
+    assert.equal(second.body.conversation_id, conversationId);
+    const askSecond = model.requests.at(-2);
+    const roles = askSecond.messages.map((m: any) => m.role);
+    assert.deepEqual(roles.slice(0, 6), ['system', 'user', 'assistant', 'tool', 'assistant', 'user']);
+    assert.ok(second.body.tool_calls[0].result.tasks.some((t: any) => t.task_id === other.id));
+
+    // Turn 3: complete one; turn 4: delete the other.
+    model.script(
+      { toolCalls: [{ name: 'complete_task', arguments: { task_id: other.id } }] },
+      { text: 'Done.' },
+    );
+    assert.equal(
+      (
+        await app.call('alice', 'POST', '/api/chat', {
+          conversation_id: conversationId,
+          message: 'I did the old plan',
+        })
+      ).status,
+      200,
+    );
+    assert.equal((await app.call('alice', 'GET', `/api/tasks/${other.id}`)).body.status, 'completed');
+    model.script(
+      { toolCalls: [{ name: 'delete_task', arguments: { task_id: other.id } }] },
+      { text: 'Deleted.' },
+    );
+    assert.equal(
+      (
+        await app.call('alice', 'POST', '/api/chat', {
+          conversation_id: conversationId,
+          message: 'delete it',
+        })
+      ).status,
+      200,
+    );
+    assert.equal((await app.call('alice', 'GET', `/api/tasks/${other.id}`)).status, 404);
+
+    // The stored conversation, and no one else's.
+    const list = await app.call('alice', 'GET', '/api/chat/conversations');
+    assert.deepEqual(
+      list.body.items.map((c: any) => c.id),
+      [conversationId],
+    );
+    const stored = await app.call('alice', 'GET', `/api/chat/conversations/${conversationId}`);
+    assert.equal(stored.body.messages.filter((m: any) => m.role === 'user').length, 4);
+    assert.equal((await app.call('bob', 'GET', `/api/chat/conversations/${conversationId}`)).status, 404);
+    const foreign = await app.call('bob', 'POST', '/api/chat', {
+      conversation_id: conversationId,
+      message: 'hi',
+    });
+    assert.equal(foreign.status, 404);
+    assert.equal((await app.call('bob', 'POST', '/api/alice/chat', { message: 'hi' })).status, 403);
+    assert.equal(
+      (await app.call('alice', 'DELETE', `/api/chat/conversations/${conversationId}`)).status,
+      204,
+    );
+    assert.equal((await app.call('alice', 'GET', `/api/chat/conversations/${conversationId}`)).status, 404);
+  });
+
+  it('streams tool calls as they happen and the reply token by token (text/event-stream)', async () => {
+    model.script(
+      { toolCalls: [{ name: 'add_task', arguments: { title: 'Call mom', due_date: 'in 30 minutes' } }] },
+      { text: 'Reminder set for 13:30.' },
+    );
+    const events = await sse(app, 'carol', { message: 'remind me to call mom in 30 minutes' });
+    const kinds = events.map((e) => e.event);
+    assert.equal(kinds[0], 'tool_call');
+    assert.equal(events[0]!.data.name, 'add_task');
+    assert.equal(events[0]!.data.result.task.due_date, '2026-03-01T12:30:00.000Z');
+    assert.ok(kinds.filter((k) => k === 'token').length >= 2, kinds.join(','));
+    assert.equal(
+      events
+        .filter((e) => e.event === 'token')
+        .map((e) => e.data.text)
+        .join(''),
+      'Reminder set for 13:30.',
+    );
+    const done = events.at(-1)!;
+    assert.equal(done.event, 'done');
+    assert.equal(done.data.reply, 'Reminder set for 13:30.');
+    assert.ok(done.data.conversation_id);
+  });
+
+  it('gives tool errors, unparsable arguments and unknown tools back to the model, and bounds the calls', async () => {
+    model.script(
+      {
+        toolCalls: [
+          { name: 'add_task', arguments: '{"title": "x", ' },
+          { name: 'launch_rockets', arguments: {} },
+          { name: 'get_task', arguments: { task_id: '00000000-0000-4000-8000-000000000000' } },
+        ],
+      },
+      {
+        toolCalls: [
+          { name: 'get_context', arguments: {} },
+          { name: 'get_context', arguments: {} },
+          { name: 'get_context', arguments: {} },
+        ],
+      },
+      { text: 'Sorry, something went wrong.' },
+    );
+    const r = await app.call('dave', 'POST', '/api/chat', { message: 'do things' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const [, secondAsk, thirdAsk] = model.requests.slice(-3);
+    const answers = secondAsk.messages.filter((m: any) => m.role === 'tool').map((m: any) => m.content);
+    assert.match(answers[0], /JSON/);
+    assert.match(answers[1], /Invalid tool_call: "launch_rockets"/);
+    assert.match(answers[2], /task not found/);
+    // The bound (CHAT_MAX_TOOL_CALLS=3): get_task and two get_context ran; the third is refused to the model.
+    const bounded = thirdAsk.messages
+      .filter((m: any) => m.role === 'tool')
+      .slice(-3)
+      .map((m: any) => m.content);
+    assert.match(bounded[2], /Not run: this message already used its 3 tool calls/);
+    assert.deepEqual(
+      r.body.tool_calls.map((c: any) => [c.name, c.is_error]),
+      [
+        ['get_task', true],
+        ['get_context', false],
+        ['get_context', false],
+      ],
+    );
+  });
+
+  it('answers a provider timeout 504, its 429 503 with Retry-After, its 5xx 502, as problem+json', async () => {
+    model.script({ delayMs: 2_500, then: { text: 'too late' } });
+    const slow = await app.call('erin', 'POST', '/api/chat', { message: 'hello' });
+    assert.equal(slow.status, 504);
+    assert.match(slow.headers.get('content-type') ?? '', /application\/problem\+json/);
+    assert.ok(slow.body.conversation_id);
+
+    model.script({ status: 429, headers: { 'retry-after': '7' } });
+    const limited = await app.call('erin', 'POST', '/api/chat', { message: 'hello' });
+    assert.equal(limited.status, 503);
+    assert.equal(limited.headers.get('retry-after'), '7');
+
+    model.script({ status: 500 });
+    const broken = await app.call('erin', 'POST', '/api/chat', { message: 'hello' });
+    assert.equal(broken.status, 502);
+    assert.match(broken.body.detail, /500/);
+  });
+
+  it('refuses bad bodies with 400 naming the field', async () => {
+    for (const [body, field] of [
+      [{}, 'message'],
+      [{ message: '   ' }, 'message'],
+      [{ message: 'a\u0000b' }, 'message'],
+      [{ message: 'x'.repeat(8_001) }, 'message'],
+      [{ message: 'hi', conversation_id: 'nope' }, 'conversation_id'],
+      [{ message: 'hi', model: 'gpt-4' }, 'model'],
+    ] as const) {
+      const r = await app.call('frank', 'POST', '/api/chat', body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(r.body.errors[0].field, field);
+    }
+  });
+});
+
+describe('the chat endpoint without a model', () => {
+  it('answers 503 naming the variables to set; the rest of the API works', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, { targets: ['api'] });
+    try {
+      const r = await app.call('alice', 'POST', '/api/chat', { message: 'hello' });
+      assert.equal(r.status, 503);
+      assert.match(r.body.detail, /CHAT_BASE_URL and CHAT_MODEL/);
+      assert.equal((await app.call('alice', 'POST', '/api/tasks', { title: 'still works' })).status, 201);
+    } finally {
+      await app.stop();
+      await db.close();
+    }
+  });
+});
