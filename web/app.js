@@ -4,8 +4,10 @@
  *   user's sequence; on reconnect `?since=<last sequence>` replays what was missed, or the gateway answers
  *   {type:"resync"} and the list is reloaded.
  * - Notifications: loaded from /api/notifications at once when the gateway pushes {type:"notification"},
- *   and polled every 30 s as a fallback (a 404 turns polling off: no notifications service). */
-/* global document, window, localStorage, fetch, WebSocket, location, URLSearchParams, atob */
+ *   and polled every 30 s as a fallback (a 404 turns polling off: no notifications service).
+ * - Assistant: POST /api/chat with Accept: text/event-stream; its tool calls show as they run, the reply as
+ *   it is written, and their effect on the list arrives over the WebSocket like any change. */
+/* global document, window, localStorage, fetch, WebSocket, location, URLSearchParams, atob, TextDecoderStream */
 'use strict';
 
 const $ = (sel) => document.querySelector(sel);
@@ -25,6 +27,7 @@ const state = {
   notifLoaded: false,
   flash: new Set(),
   editing: false,
+  conversation: null, // the assistant's conversation id, once it has answered
 };
 
 function el(tag, props = {}, ...children) {
@@ -359,6 +362,89 @@ async function pollNotifications() {
   );
 }
 
+// ---- assistant ---------------------------------------------------------------------------------------
+
+/** One line for a tool call: what it did and to which task. */
+function toolLine(c) {
+  const r = c.result && typeof c.result === 'object' ? c.result : {};
+  const title = (r.task && r.task.title) || r.title || (c.arguments && c.arguments.title);
+  return `${c.name.replace(/_/g, ' ')}${title ? `: ${title}` : ''}${c.is_error ? ' (failed)' : ''}`;
+}
+
+function chatEvent(frame, answer) {
+  const event = (/^event: (.+)$/m.exec(frame) || [])[1];
+  const data = JSON.parse((/^data: (.+)$/m.exec(frame) || [])[1] || 'null');
+  if (event === 'token') answer.textContent += data.text;
+  else if (event === 'tool_call')
+    answer.before(el('li', { class: `chat-tool${data.is_error ? ' error' : ''}` }, toolLine(data)));
+  else if (event === 'done') {
+    state.conversation = data.conversation_id;
+    if (!answer.textContent) answer.textContent = data.reply;
+  } else if (event === 'error') {
+    state.conversation = data.conversation_id || state.conversation;
+    $('#chat-error').textContent = data.detail || 'The assistant failed';
+    if (!answer.textContent) answer.remove();
+  }
+}
+
+async function sendChat(e) {
+  e.preventDefault();
+  const input = $('#chat-input');
+  const message = input.value.trim();
+  if (!message) return;
+  const send = $('#chat-form button[type=submit]');
+  input.value = '';
+  $('#chat-error').textContent = '';
+  const log = $('#chat-log');
+  const answer = el('li', { class: 'chat-assistant' });
+  log.append(el('li', { class: 'chat-user' }, message), answer);
+  send.disabled = true;
+  try {
+    const res = await fetch('/api/chat', {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${state.token}`,
+        'content-type': 'application/json',
+        accept: 'text/event-stream',
+      },
+      body: JSON.stringify({
+        message,
+        ...(state.conversation ? { conversation_id: state.conversation } : {}),
+      }),
+    });
+    if (res.status === 401) return signOut('Your session expired; sign in again.');
+    if (!res.ok || !(res.headers.get('content-type') || '').startsWith('text/event-stream')) {
+      const problem = await res.json().catch(() => null);
+      answer.remove();
+      $('#chat-error').textContent = (problem && problem.detail) || `The assistant answered ${res.status}`;
+      return;
+    }
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      for (let i = buffer.indexOf('\n\n'); i >= 0; i = buffer.indexOf('\n\n')) {
+        chatEvent(buffer.slice(0, i), answer);
+        buffer = buffer.slice(i + 2);
+      }
+      log.scrollTop = log.scrollHeight;
+    }
+  } catch (err) {
+    $('#chat-error').textContent = `The assistant cannot be reached (${err.message})`;
+    if (!answer.textContent) answer.remove();
+  } finally {
+    send.disabled = false;
+  }
+}
+
+function newConversation() {
+  state.conversation = null;
+  $('#chat-log').replaceChildren();
+  $('#chat-error').textContent = '';
+}
+
 // ---- session -----------------------------------------------------------------------------------------
 
 function signIn(token) {
@@ -366,6 +452,7 @@ function signIn(token) {
   localStorage.setItem(TOKEN_KEY, state.token);
   $('#signin').hidden = true;
   $('#board').hidden = false;
+  $('#chat').hidden = false;
   $('#signout').hidden = false;
   $('#whoami').textContent = subjectOf(state.token) || '';
   state.sequence = null;
@@ -385,6 +472,8 @@ function signOut(reason) {
   disconnect();
   clearInterval(state.notifTimer);
   $('#board').hidden = true;
+  $('#chat').hidden = true;
+  newConversation();
   $('#notifications').hidden = true;
   $('#signout').hidden = true;
   $('#whoami').textContent = '';
@@ -400,6 +489,8 @@ function init() {
   });
   $('#signout').addEventListener('click', () => signOut());
   $('#create-form').addEventListener('submit', createTask);
+  $('#chat-form').addEventListener('submit', sendChat);
+  $('#chat-new').addEventListener('click', newConversation);
   $('#filters').addEventListener('submit', (e) => e.preventDefault());
   for (const id of ['#f-status', '#f-priority', '#f-sort']) $(id).addEventListener('change', loadTasks);
   for (const id of ['#f-tag', '#f-search']) $(id).addEventListener('input', scheduleReload);

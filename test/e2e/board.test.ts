@@ -19,6 +19,7 @@ import type { TargetDefinition } from '../../src/runtime.ts';
 import type { Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
+import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARGS = [
@@ -36,13 +37,13 @@ const skip =
   !existsSync(CHROMIUM) && process.env.REQUIRE_POSTGRES !== '1' ? `no Chromium at ${CHROMIUM}` : false;
 
 /** A fresh database, `targets` in this process and a Chromium, for the tests of one describe block. */
-function useBoard(targets: () => TargetDefinition[]) {
+function useBoard(targets: () => TargetDefinition[], env: () => Record<string, string> = () => ({})) {
   const ctx = {} as { app: TestApp; browser: Browser };
   let drop: (() => Promise<void>) | undefined;
   before(async () => {
     let db: Db;
     ({ db, drop } = await backends[0]!.fresh());
-    ctx.app = await startApp(db, { targets: targets(), clock: { now: () => new Date() } });
+    ctx.app = await startApp(db, { targets: targets(), clock: { now: () => new Date() }, env: env() });
     ctx.browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   });
   after(async () => {
@@ -152,5 +153,45 @@ describe('in-app notifications on the board in Chromium', { skip }, () => {
     );
     assert.equal(await page.locator('#notif-list li', { hasText: 'Reminder: Water the plants' }).count(), 1);
     assert.deepEqual(errors, []);
+  });
+});
+
+describe('the assistant on the board in Chromium', { skip }, () => {
+  let model: FakeModel;
+  before(async () => {
+    model = await startFakeModel();
+  });
+  after(() => model?.close());
+  const ctx = useBoard(
+    () => [apiTarget, relayTarget, broadcasterTarget, createGatewayTarget({ instanceId: 'board-chat' })],
+    () => ({ CHAT_BASE_URL: model.url, CHAT_MODEL: 'fake-model' }),
+  );
+
+  it('streams the reply and the tool calls, and the task it created appears in the list live', async () => {
+    const { page, errors } = await signedInPage(ctx, 'chat-user');
+    await page.waitForSelector('#chat:not([hidden])');
+    model.script(
+      { toolCalls: [{ name: 'add_task', arguments: { title: 'Call mom', due_date: 'in 30 minutes' } }] },
+      { text: 'Added "Call mom", due in 30 minutes.' },
+    );
+    await page.fill('#chat-input', 'remind me to call mom in 30 minutes');
+    await page.click('#chat-form button[type=submit]');
+    await page
+      .locator('#chat-log .chat-assistant', { hasText: 'Added "Call mom", due in 30 minutes.' })
+      .waitFor({ timeout: LIVE_MS });
+    assert.equal(await page.locator('#chat-log .chat-tool').textContent(), 'add task: Call mom');
+    await page.locator('#tasks li.task .title', { hasText: 'Call mom' }).waitFor({ timeout: LIVE_MS });
+
+    // The next message continues the conversation; a failing model shows its problem and keeps the page.
+    model.script({ status: 500 });
+    await page.fill('#chat-input', 'and buy milk');
+    await page.click('#chat-form button[type=submit]');
+    await page
+      .locator('#chat-error', { hasText: 'the language model answered 500' })
+      .waitFor({ timeout: LIVE_MS });
+    assert.equal(model.requests.at(-1).messages.filter((m: { role: string }) => m.role === 'user').length, 2);
+    assert.deepEqual(errors, []);
+    mkdirSync('test-results', { recursive: true });
+    await page.screenshot({ path: 'test-results/board-chat.png', fullPage: true });
   });
 });
