@@ -283,6 +283,15 @@ describe('the chat endpoint (POST /api/chat)', () => {
     assert.match(broken.body.detail, /500/);
   });
 
+  it('cuts a reply that runs on at 20,000 characters, as answered and as stored', async () => {
+    model.script({ text: 'y'.repeat(25_000) });
+    const r = await app.call('gina', 'POST', '/api/chat', { message: 'talk a lot' });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.reply, `${'y'.repeat(20_000)} [cut]`);
+    const stored = await app.call('gina', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
+    assert.equal(stored.body.messages.at(-1).content, r.body.reply);
+  });
+
   it('refuses bad bodies with 400 naming the field', async () => {
     for (const [body, field] of [
       [{}, 'message'],

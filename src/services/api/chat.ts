@@ -37,6 +37,9 @@ export const CHAT_SOURCE = '/taskflow/chat';
 export const MESSAGE_MAX = 8_000;
 /** A tool's answer as the model reads it, in characters (a long list is cut, and says so). */
 const TOOL_RESULT_MAX = 20_000;
+/** A reply as answered and stored, in characters (a model that runs on is cut, and says so). */
+export const REPLY_MAX = 20_000;
+const bounded = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)} [cut]` : text);
 
 export interface ChatDeps {
   db: Db;
@@ -263,8 +266,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
             const record = { name: t.name, arguments: args, result, is_error: r.isError === true };
             calls.push(record);
             if (stream) send('tool_call', record);
-            const text = typeof result === 'string' ? result : JSON.stringify(result);
-            return text.length > TOOL_RESULT_MAX ? `${text.slice(0, TOOL_RESULT_MAX)} [cut]` : text;
+            return bounded(typeof result === 'string' ? result : JSON.stringify(result), TOOL_RESULT_MAX);
           });
           queue = run.catch(() => undefined);
           return run;
@@ -300,7 +302,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     let failure: unknown;
     let replyText = '';
     try {
-      replyText = (await runner.finalContent()) ?? '';
+      replyText = bounded((await runner.finalContent()) ?? '', REPLY_MAX);
     } catch (err) {
       failure = err;
     } finally {
@@ -310,7 +312,10 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     const turn = runner.messages
       .slice(prefix.length)
       .map(toStored)
-      .filter((m): m is ChatMessage => m !== null);
+      .filter((m): m is ChatMessage => m !== null)
+      .map((m) =>
+        m.role === 'assistant' && m.content ? { ...m, content: bounded(m.content, REPLY_MAX) } : m,
+      );
     await store.append(conversation.id, usableHistory(turn.length ? turn : [userMessage]));
 
     if (failure !== undefined) {
