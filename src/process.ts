@@ -2,7 +2,7 @@
  * Runs a set of targets in this process: opens the database (migrating it), the bus, one HTTP listener, then
  * starts each target; stops them in reverse order on SIGTERM/SIGINT, finishing in-flight work.
  */
-import { allTopics, createBus, preloadBus } from './bus/index.ts';
+import { allTopics, createBus, preloadBus, provisionsTopics } from './bus/index.ts';
 import type { Bus } from './bus/types.ts';
 import type { Config } from './config.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
@@ -121,8 +121,7 @@ export async function runTargets(
  */
 function provisionTopics(config: Config, bus: Bus, log: Logger): AbortController {
   const stop = new AbortController();
-  if (config.bus !== 'embedded' && !config.kafka.ensureTopics) return stop;
-  if (config.bus === 'dapr' && !config.dapr.kafkaAdmin) return stop; // no broker access: the platform creates them
+  if (!provisionsTopics(config)) return stop;
   // 1 s, 2 s, 4 s ... 30 s without jitter; the waits do not keep the process alive.
   void retryWithBackoff(() => bus.admin.ensureTopics(allTopics(config)), {
     policy: { maxAttempts: 0, baseDelayMs: 1_000, maxDelayMs: 30_000 },

@@ -49,6 +49,15 @@ export function preloadBus(config: Config): Promise<unknown> {
   return loadTransport[config.bus]();
 }
 
+/**
+ * Whether Taskflow creates its topics: always on the embedded bus (its own log); on Kafka when
+ * KAFKA_ENSURE_TOPICS allows; behind Dapr only with broker access (KAFKA_BROKERS), else the platform does.
+ */
+export function provisionsTopics(config: Config): boolean {
+  if (config.bus === 'embedded') return true;
+  return config.kafka.ensureTopics && (config.bus === 'kafka' || config.dapr.kafkaAdmin);
+}
+
 export async function createBus(
   config: Config,
   db: Db,
@@ -95,11 +104,7 @@ export async function createBus(
       break;
     }
   }
-  if (
-    opts.ensureTopics !== false &&
-    (config.bus === 'embedded' ||
-      (config.kafka.ensureTopics && (config.bus === 'kafka' || config.dapr.kafkaAdmin)))
-  ) {
+  if (opts.ensureTopics !== false && provisionsTopics(config)) {
     try {
       await bus.admin.ensureTopics(allTopics(config));
     } catch (err) {

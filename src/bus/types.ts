@@ -3,6 +3,7 @@
  * the embedded log implement it; retry, dead-lettering and validation are shared around it (consumer.ts).
  */
 import type { CloudEvent } from '../contracts/cloudevent.ts';
+import type { Tx } from '../store/db.ts';
 
 /** Observers of a consumer's work (metrics): a message handled, retried, dead-lettered. */
 export interface ConsumeHooks {
@@ -37,6 +38,17 @@ export interface Publisher {
   publish(messages: readonly OutgoingMessage[]): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * A publisher whose bus is a log in the application's own database (the embedded bus): it can append inside
+ * a transaction of the caller, so moving outbox rows onto it is exactly once.
+ */
+export interface TransactionalPublisher extends Publisher {
+  publishIn(tx: Tx, messages: readonly OutgoingMessage[]): Promise<void>;
+}
+
+export const publishesInTransaction = (p: Publisher): p is TransactionalPublisher =>
+  typeof (p as Partial<TransactionalPublisher>).publishIn === 'function';
 
 /** A handler's failure that retrying cannot fix: the message goes to the dead-letter topic at once. */
 export class PermanentError extends Error {
@@ -127,6 +139,8 @@ export interface BusAdmin {
    * a log a publisher can read back (Kafka): the relay's check for what a lost predecessor sent.
    */
   publishedEventIds?(topic: string, lastPerPartition: number): Promise<Set<string>>;
+  /** Deletes what is past each topic's retention, where the bus keeps its log itself (the embedded bus). */
+  applyRetention?(): Promise<number>;
   /** Messages currently retained in a topic over all partitions, 0 if it does not exist (DLQ-size metric). */
   messageCount?(topic: string): Promise<number>;
   /** Follows a topic without a consumer group (no positions are stored) until `signal` aborts. */

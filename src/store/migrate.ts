@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Db } from './db.ts';
 
 const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'migrations');
 const LOCK_ID = 0x7a5bf10;
@@ -28,8 +27,23 @@ export function migrationsKey(): string {
   return hash.digest('hex').slice(0, 16);
 }
 
+/**
+ * What migrating needs of a database: store/db.ts's Db is one. Said here rather than imported, because db.ts
+ * runs these migrations to make its PGlite seed, and an import back would make the two modules a circle.
+ */
+export interface Migratable {
+  transaction<T>(
+    fn: (tx: {
+      query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<{ rows: R[] }>;
+    }) => Promise<T>,
+  ): Promise<T>;
+}
+
 /** Returns the names of the migrations it applied. Safe to run concurrently from several processes. */
-export async function migrate(db: Db, log: (msg: string) => void = () => undefined): Promise<string[]> {
+export async function migrate(
+  db: Migratable,
+  log: (msg: string) => void = () => undefined,
+): Promise<string[]> {
   const applied: string[] = [];
   await db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID]);

@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { EmbeddedAdmin, EmbeddedPublisher } from '../../bus/embedded/index.ts';
+import { publishesInTransaction } from '../../bus/types.ts';
 import { producerSpans } from '../../bus/producer-spans.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
@@ -95,7 +95,7 @@ export class Relay {
     // poke that comes during a round), so there is nothing to read again until then.
     if (published > 0 && !drained) return 0;
     // Embedded: nothing is written to the outbox in the normal course (see publishPending), so look rarely.
-    return this.rt.bus.publisher instanceof EmbeddedPublisher
+    return publishesInTransaction(this.rt.bus.publisher)
       ? Math.max(config.relay.pollIntervalMs, config.embedded.pollIntervalMs)
       : config.relay.pollIntervalMs;
   }
@@ -134,7 +134,7 @@ export class Relay {
   async publishPending(limit: number): Promise<{ published: number; drained: boolean }> {
     const { db, bus, metrics } = this.rt;
     const publisher = bus.publisher;
-    if (publisher instanceof EmbeddedPublisher) {
+    if (publishesInTransaction(publisher)) {
       // With the embedded bus, writers append to its log in their own transaction (bus/embedded/log.ts): the
       // outbox holds only what a process without the bus wrote, or rows from before an upgrade. Look first
       // (one statement), then move what is there into the log and mark it, in one transaction.
@@ -266,7 +266,7 @@ export class Relay {
     this.lastHousekeeping = now;
     const db = this.rt.db.background();
     await pruneOutbox(db, OUTBOX_KEEP_MS);
-    if (this.rt.bus.admin instanceof EmbeddedAdmin) await this.rt.bus.admin.applyRetention();
+    await this.rt.bus.admin.applyRetention?.();
     await pruneIdempotencyKeys(db);
     const pruned = await pruneProcessed(db, this.rt.config.ledgerRetentionMs);
     if (pruned > 0) {
