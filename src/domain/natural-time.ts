@@ -11,7 +11,7 @@
 import * as chrono from 'chrono-node';
 import { Temporal } from 'temporal-polyfill';
 import { PRESET_RRULES, WEEKDAY_CODES, type RecurrencePreset } from './recurrence.ts';
-import { parseInstant } from './task.ts';
+import { isOffsetSpec, parseInstant } from './task.ts';
 
 export interface TimeContext {
   now: Date;
@@ -89,7 +89,7 @@ export function resolveReminder(
   text: string,
   ctx: TimeContext,
 ): { value: string; resolved?: Resolved } | null {
-  if (/^P/i.test(text.trim())) return { value: text };
+  if (isOffsetSpec(text.trim())) return { value: text };
   const before = BEFORE.exec(text);
   if (before) {
     const value = isoDuration(before[1]!, before[2]!);
@@ -260,7 +260,7 @@ const SPAN = new RegExp(`^\\s*(half an|an?|\\d{1,4})\\s*${UNITS}\\s*$`, 'i');
 
 /** A length of time: "10 minutes", "an hour", "half an hour", "2 days", or an ISO 8601 duration (PT10M). */
 export function resolveDuration(text: string): string | null {
-  if (/^P/i.test(text.trim())) return text.trim();
+  if (isOffsetSpec(text.trim())) return text.trim();
   const m = SPAN.exec(text);
   return m ? isoDuration(m[1]!, m[2]!) : null;
 }

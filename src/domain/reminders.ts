@@ -25,7 +25,7 @@ import { createHash } from 'node:crypto';
 import type { Temporal } from 'temporal-polyfill';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
-import { INSTANT_HINT, parseInstant, parseReminderOffset, type Task } from './task.ts';
+import { INSTANT_HINT, isOffsetSpec, parseInstant, parseReminderOffset, type Task } from './task.ts';
 
 export const DEFAULT_REMINDER_GRACE_MS = 15 * 60_000;
 /** A snooze may move a reminder at most this far ahead. */
@@ -70,7 +70,7 @@ export function durationMs(d: Temporal.Duration): number {
 
 /** The instant a spec points at, or null (an offset without a due date, or an invalid spec). */
 export function remindAtOf(spec: string, dueDate: string | null): string | null {
-  if (/^P/i.test(spec)) {
+  if (isOffsetSpec(spec)) {
     if (dueDate === null) return null;
     const d = parseReminderOffset(spec);
     if (!d) return null;
@@ -156,9 +156,8 @@ function atDueInstead(
 ): PlannedReminder[] {
   const due = opts.task?.due_date;
   if (!due || planned.length === 0 || !isLive(due, opts.asOf, opts.graceMs)) return [];
-  const isOffset = (spec: string) => /^P/i.test(spec);
   const missed = planned.every(
-    (p) => !stored.has(p.id) && !isLive(p.remind_at, opts.asOf, opts.graceMs) && p.specs.every(isOffset),
+    (p) => !stored.has(p.id) && !isLive(p.remind_at, opts.asOf, opts.graceMs) && p.specs.every(isOffsetSpec),
   );
   if (!missed) return [];
   // Offsets are positive, so no planned reminder is at the due time itself.

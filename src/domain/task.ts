@@ -132,6 +132,9 @@ function offsetOf(value: string): { duration: Temporal.Duration; text: string } 
   return parsed;
 }
 
+/** Whether a reminder is written as an offset before due (an ISO 8601 duration, P...) rather than an instant. */
+export const isOffsetSpec = (spec: string): boolean => /^P/i.test(spec);
+
 /**
  * The reminder offsets the API documents (OpenAPI `pattern`): weeks (up to 52), days (up to 365) with hours
  * and minutes, or hours (up to 8,783) and minutes (up to 99,999): each one positive and at most a year, so
@@ -148,7 +151,7 @@ export function parseReminderOffset(value: string): Temporal.Duration | null {
 }
 
 function parseOffset(value: string): Temporal.Duration | null {
-  if (!/^P/i.test(value)) return null;
+  if (!isOffsetSpec(value)) return null;
   try {
     const d = Temporal.Duration.from(value);
     if (d.years !== 0 || d.months !== 0 || d.sign <= 0) return null;
@@ -229,7 +232,7 @@ function validateField(key: keyof TaskFields, value: unknown, ctx: ValidationCon
       value.forEach((raw, i) => {
         const path = `reminders[${i}]`;
         if (typeof raw !== 'string') return issue('must be a string', path);
-        if (/^P/i.test(raw)) {
+        if (isOffsetSpec(raw)) {
           const offset = offsetOf(raw);
           if (!offset)
             return issue(
@@ -287,7 +290,7 @@ function validateFields(
 /** Rules that involve several fields, checked on the task as it would be after a change. */
 export function checkInvariants(fields: Pick<TaskFields, 'due_date' | 'reminders'>): FieldIssue[] {
   const issues: FieldIssue[] = [];
-  if (fields.due_date === null && fields.reminders?.some((r) => r.startsWith('P')))
+  if (fields.due_date === null && fields.reminders?.some(isOffsetSpec))
     issues.push({ path: 'reminders', message: 'offsets before due (e.g. PT1H) need a due_date' });
   return issues;
 }

@@ -49,6 +49,7 @@ import {
   PRIORITIES,
   STATUSES,
   complete,
+  isOffsetSpec,
   needsTimeZone,
   parseInstant,
   reopen,
@@ -371,7 +372,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     /** A rule in words sets the due date to its first occurrence when none is given (a new task only). */
     opts: { firstOccurrenceDue?: boolean } = {},
   ): Promise<{ fields: Record<string, unknown>; resolved: WordsRead[] }> => {
-    const words = (v: unknown): v is string => typeof v === 'string' && !/^P/i.test(v) && !parseInstant(v);
+    const words = (v: unknown): v is string => typeof v === 'string' && !isOffsetSpec(v) && !parseInstant(v);
     const reminders = Array.isArray(fields.reminders) ? (fields.reminders as unknown[]) : [];
     const rule =
       typeof fields.recurrence === 'string' && !isRecurrencePreset(fields.recurrence)

@@ -2,6 +2,7 @@
  * The recurrence target's own tables (migration 003): per-series state and the occurrence ledger. Every
  * function runs inside the caller's transaction.
  */
+import { isOffsetSpec } from '../../domain/task.ts';
 import type { Recurrence } from '../../domain/recurrence.ts';
 import type { Queryable } from '../../store/db.ts';
 
@@ -208,7 +209,7 @@ export function carryReminders(
   if (reminders === null) return null;
   const shift = previousDue === null ? null : Date.parse(nextDue) - Date.parse(previousDue);
   return reminders.flatMap((r) => {
-    if (/^P/i.test(r)) return [r];
+    if (isOffsetSpec(r)) return [r];
     if (shift === null) return [];
     return [new Date(Date.parse(r) + shift).toISOString()];
   });
