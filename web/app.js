@@ -421,9 +421,11 @@ async function sendChat(e) {
     }
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = '';
+    const signedInAs = state.token;
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) break;
+      // Signed out (or in as someone else) meanwhile: this answer belongs to no one on the page now.
+      if (done || state.token !== signedInAs) break;
       buffer += value;
       for (let i = buffer.indexOf('\n\n'); i >= 0; i = buffer.indexOf('\n\n')) {
         chatEvent(buffer.slice(0, i), answer);

@@ -10,7 +10,9 @@ export type Step =
   | { text: string }
   | { toolCalls: { name: string; arguments: string | Record<string, unknown> }[] }
   | { status: number; headers?: Record<string, string>; body?: unknown }
-  | { delayMs: number; then: Step };
+  | { delayMs: number; then: Step }
+  /** Starts answering (streamed: these words first), then drops the connection. */
+  | { drop: string };
 
 export interface FakeModel {
   /** The base URL to give CHAT_BASE_URL. */
@@ -56,6 +58,15 @@ export async function startFakeModel(opts: { fallback?: Step } = {}): Promise<Fa
     if ('delayMs' in step) {
       await new Promise((r) => setTimeout(r, step.delayMs));
       if (!res.destroyed) await answer(step.then, stream, res);
+      return;
+    }
+    if ('drop' in step) {
+      if (stream) {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.write(`data: ${JSON.stringify(chunk({ role: 'assistant', content: step.drop }, null))}\n\n`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      res.destroy();
       return;
     }
     if ('status' in step) {

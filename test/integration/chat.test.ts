@@ -292,6 +292,62 @@ describe('the chat endpoint (POST /api/chat)', () => {
     assert.equal(stored.body.messages.at(-1).content, r.body.reply);
   });
 
+  it('ends a stream with an error event when the model drops the connection mid-answer', async () => {
+    model.script({ drop: 'Hel' });
+    const events = await sse(app, 'hank', { message: 'hello' });
+    assert.deepEqual(
+      events.map((e) => e.event),
+      ['token', 'error'],
+    );
+    assert.equal(events[1]!.data.status, 502);
+    assert.ok(events[1]!.data.conversation_id);
+    model.script({ drop: '' });
+    const plain = await app.call('hank', 'POST', '/api/chat', { message: 'hello again' });
+    assert.equal(plain.status, 502);
+  });
+
+  it('stops the turn when the client goes away: a tool call the model asks for afterwards is not run', async () => {
+    const before = model.requests.length;
+    model.script({
+      delayMs: 800,
+      then: { toolCalls: [{ name: 'add_task', arguments: { title: 'Never written' } }] },
+    });
+    const leaving = new AbortController();
+    const pending = fetch(`${app.url}/api/chat`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${await app.token('ivan')}`,
+        'content-type': 'application/json',
+        accept: 'text/event-stream',
+      },
+      body: JSON.stringify({ message: 'add a task' }),
+      signal: leaving.signal,
+    }).then((r) => r.text());
+    await waitFor(async () => model.requests.length > before, 5_000, 'the model to be asked');
+    leaving.abort();
+    await pending.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.equal(model.requests.length, before + 1, 'the model is not asked again');
+    const tasks = await app.call('ivan', 'GET', '/api/tasks');
+    assert.deepEqual(tasks.body.items, [], 'no tool ran after the client left');
+  });
+
+  it('keeps a conversation usable after an answer without words (a refusal)', async () => {
+    model.script({ text: '' });
+    const first = await app.call('judy', 'POST', '/api/chat', { message: 'something' });
+    assert.equal(first.status, 200);
+    model.script({ text: 'Fine.' });
+    const second = await app.call('judy', 'POST', '/api/chat', {
+      conversation_id: first.body.conversation_id,
+      message: 'and now?',
+    });
+    assert.equal(second.status, 200);
+    const sent = model.requests.at(-1).messages;
+    for (const m of sent)
+      if (m.role === 'assistant' && !m.tool_calls)
+        assert.equal(typeof m.content, 'string', JSON.stringify(m));
+  });
+
   it('refuses bad bodies with 400 naming the field', async () => {
     for (const [body, field] of [
       [{}, 'message'],

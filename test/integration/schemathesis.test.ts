@@ -9,7 +9,7 @@
  * Every check runs. The document states every rule a request must keep (patterns for RRULEs, durations,
  * instants, e-mail and URLs; enums; bounds), so no request it allows is refused and none it forbids is
  * accepted. What no JSON Schema can state, an opaque list cursor, is left to test/schemathesis/hooks.py;
- * links between operations come from Location headers (test/schemathesis/schemathesis.toml says why).
+ * links between operations are the document's own (test/schemathesis/schemathesis.toml says why).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -29,6 +29,7 @@ import { ChatStore, type ChatMessage, type ChatToolCall } from '../../store/chat
 import type { Db } from '../../store/db.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { systemPrompt } from './chat-prompt.ts';
+import { NON_BLANK } from './openapi.ts';
 import { createMcpServer, type McpDeps } from './mcp.ts';
 import { restClient } from './mcp-rest.ts';
 
@@ -37,6 +38,8 @@ export const CHAT_SOURCE = '/taskflow/chat';
 export const MESSAGE_MAX = 8_000;
 /** A tool's answer as the model reads it, in characters (a long list is cut, and says so). */
 const TOOL_RESULT_MAX = 20_000;
+/** The history sent with a message, in characters: the oldest messages go first (small local models). */
+export const HISTORY_MAX_CHARS = 60_000;
 /** A reply as answered and stored, in characters (a model that runs on is cut, and says so). */
 export const REPLY_MAX = 20_000;
 const bounded = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)} [cut]` : text);
@@ -70,7 +73,7 @@ const chatBodyDoc = {
       format: 'uuid',
       description: 'continue this conversation (left out or null: a new one)',
     },
-    message: { type: 'string', minLength: 1, maxLength: MESSAGE_MAX, pattern: '^[^\\u0000]*\\S[^\\u0000]*$' },
+    message: { type: 'string', minLength: 1, maxLength: MESSAGE_MAX, pattern: NON_BLANK },
   },
 } as const;
 
@@ -105,9 +108,18 @@ function parseChatBody(body: unknown): { conversationId: string | null; message:
  * middle of a tool exchange would be refused by the provider), and no assistant tool call left without all its
  * answers (a turn cut off by an error).
  */
-function usableHistory(messages: readonly ChatMessage[]): ChatMessage[] {
-  const start = messages.findIndex((m) => m.role === 'user');
-  const out = start < 0 ? [] : messages.slice(start);
+function usableHistory(messages: readonly ChatMessage[], maxChars = Infinity): ChatMessage[] {
+  // Within the budget, newest first: the oldest messages go when the window is too long for a model.
+  let from = messages.length;
+  for (let used = 0; from > 0; from--) {
+    const m = messages[from - 1]!;
+    used +=
+      (m.content?.length ?? 0) + (m.role === 'assistant' ? JSON.stringify(m.tool_calls ?? []).length : 0);
+    if (used > maxChars) break;
+  }
+  const recent = messages.slice(from);
+  const start = recent.findIndex((m) => m.role === 'user');
+  const out = start < 0 ? [] : recent.slice(start);
   for (let i = out.length - 1; i >= 0; i--) {
     const m = out[i]!;
     if (m.role !== 'assistant' || !m.tool_calls?.length) continue;
@@ -130,11 +142,12 @@ function toStored(m: ChatCompletionMessageParam): ChatMessage | null {
     const calls = (m.tool_calls ?? []).flatMap((c): ChatToolCall[] =>
       c.type === 'function' ? [{ id: c.id, type: 'function', function: c.function }] : [],
     );
-    return {
-      role: 'assistant',
-      content: typeof m.content === 'string' ? m.content : null,
-      ...(calls.length ? { tool_calls: calls } : {}),
-    };
+    // Without tool calls an assistant message needs text (a provider refuses a null one in the history):
+    // a refusal's words, or nothing.
+    const text = typeof m.content === 'string' ? m.content : null;
+    return calls.length
+      ? { role: 'assistant', content: text, tool_calls: calls }
+      : { role: 'assistant', content: text ?? m.refusal ?? '' };
   }
   return null;
 }
@@ -163,6 +176,9 @@ function providerProblem(
         `the language model answered ${err.status ?? 'an error'}: ${err.message.slice(0, 300)}`,
       ),
     };
+  // Anything else of the client (a connection dropped mid-answer, a chunk or answer it cannot read).
+  if (err instanceof sdk.OpenAIError)
+    return { problem: problem(502, `the language model's answer failed: ${err.message.slice(0, 300)}`) };
   return null;
 }
 
@@ -171,14 +187,18 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
   const clock = deps.clock ?? systemClock;
   const chat = deps.chat;
   const sdk = chat ? await import('openai') : null;
-  const openai: OpenAI | null =
+  const configured: { chat: NonNullable<Config['chat']>; openai: OpenAI; sdk: typeof OpenAISdk } | null =
     chat && sdk
-      ? new sdk.default({
-          baseURL: chat.baseUrl,
-          apiKey: chat.apiKey,
-          timeout: chat.timeoutMs,
-          maxRetries: 0,
-        })
+      ? {
+          chat,
+          sdk,
+          openai: new sdk.default({
+            baseURL: chat.baseUrl,
+            apiKey: chat.apiKey,
+            timeout: chat.timeoutMs,
+            maxRetries: 0,
+          }),
+        }
       : null;
   const security = [{ bearerAuth: [] }];
   const doc = (summary: string, extra: object = {}) => ({
@@ -211,7 +231,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
   }
 
   async function converse(req: FastifyRequest, reply: FastifyReply, userId: string) {
-    if (!chat || !openai || !sdk)
+    if (!configured)
       return sendProblem(
         reply,
         problem(
@@ -224,56 +244,68 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       ? await store.get(userId, conversationId)
       : await store.create(userId, message.trim().slice(0, 80));
     if (!conversation) throw new NotFoundError('conversation');
-    const history = usableHistory(await store.messages(conversation.id, chat.historyMessages));
-    const user = await deps.settings.get(userId);
+    const history = usableHistory(
+      await store.messages(conversation.id, configured.chat.historyMessages),
+      HISTORY_MAX_CHARS,
+    );
     const stream = /\btext\/event-stream\b/.test(req.headers.accept ?? '');
+    // The caller going away stops the turn: no more model requests, no more tool calls as the user.
+    const gone = new AbortController();
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) gone.abort();
+    });
+    if (!stream) {
+      const outcome = await turn(req, userId, conversation.id, history, message, gone.signal, null);
+      if ('answer' in outcome) return outcome.answer;
+      if (outcome.retryAfter) reply.header('retry-after', outcome.retryAfter);
+      return sendProblem(reply, outcome.problem);
+    }
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+    });
     const send = (event: string, data: unknown) => {
       if (!reply.raw.writableEnded) reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     };
-    if (stream) {
-      reply.hijack();
-      reply.raw.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
-        'x-accel-buffering': 'no',
+    // Whatever happens from here, the stream ends with `done` or `error`.
+    try {
+      const outcome = await turn(req, userId, conversation.id, history, message, gone.signal, send);
+      if ('answer' in outcome) send('done', outcome.answer);
+      else send('error', { ...outcome.problem, tool_calls: outcome.calls });
+    } catch (err) {
+      deps.log.error({ err, conversation_id: conversation.id }, 'chat: the turn failed');
+      send('error', {
+        ...problem(500, 'internal error; what the assistant did so far is in the conversation'),
+        conversation_id: conversation.id,
       });
+    } finally {
+      reply.raw.end();
     }
+    return reply;
+  }
 
+  /**
+   * One message of a conversation: the model and its tool calls until it answers in words, then the turn's
+   * messages stored (a failed turn too: its tool calls may have written tasks). `send` streams events.
+   */
+  async function turn(
+    req: FastifyRequest,
+    userId: string,
+    conversationId: string,
+    history: ChatMessage[],
+    message: string,
+    gone: AbortSignal,
+    send: ((event: string, data: unknown) => void) | null,
+  ): Promise<
+    | { answer: { conversation_id: string; reply: string; tool_calls: ToolCallRecord[] } }
+    | { problem: Problem; retryAfter?: string; calls: ToolCallRecord[] }
+  > {
+    const { chat: model, openai: client, sdk: lib } = configured!;
+    const user = await deps.settings.get(userId);
     const mcp = await toolsFor(req, userId);
     const calls: ToolCallRecord[] = [];
-    // Tools run one at a time, in the order the model asked for them (writes depend on each other).
-    let queue: Promise<unknown> = Promise.resolve();
-    const tools: RunnableToolFunctionWithParse<Record<string, unknown>>[] = mcp.tools.map((t) => ({
-      type: 'function',
-      function: {
-        name: t.name,
-        description: t.description ?? '',
-        parameters: t.inputSchema as Record<string, unknown>,
-        // A call whose arguments are not JSON goes back to the model as the tool's answer (runTools).
-        parse: (raw: string) => {
-          const value: unknown = JSON.parse(raw || '{}');
-          if (typeof value !== 'object' || value === null || Array.isArray(value))
-            throw new Error('the arguments must be a JSON object');
-          return value as Record<string, unknown>;
-        },
-        function: (args: Record<string, unknown>) => {
-          const run = queue.then(async () => {
-            if (calls.length >= chat.maxToolCalls)
-              return `Not run: this message already used its ${chat.maxToolCalls} tool calls. Tell the user what was done and what is left.`;
-            const r = await mcp.client.callTool({ name: t.name, arguments: args });
-            const first = (r.content as { type: string; text?: string }[] | undefined)?.[0];
-            const result = r.structuredContent ?? first?.text ?? null;
-            const record = { name: t.name, arguments: args, result, is_error: r.isError === true };
-            calls.push(record);
-            if (stream) send('tool_call', record);
-            return bounded(typeof result === 'string' ? result : JSON.stringify(result), TOOL_RESULT_MAX);
-          });
-          queue = run.catch(() => undefined);
-          return run;
-        },
-      },
-    }));
-
     const userMessage: ChatMessage = { role: 'user', content: message };
     const prefix: ChatCompletionMessageParam[] = [
       {
@@ -286,57 +318,88 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       },
       ...(history as ChatCompletionMessageParam[]),
     ];
-    const deadline = AbortSignal.timeout(chat.timeoutMs * 2);
-    const params = {
-      model: chat.model,
-      messages: [...prefix, userMessage as ChatCompletionMessageParam],
-      tools,
-    };
-    const options = { maxChatCompletions: chat.maxToolCalls + 2, signal: deadline };
-    let runner;
-    if (stream) {
-      const streaming = openai.chat.completions.runTools({ ...params, stream: true }, options);
-      streaming.on('content', (delta: string) => send('token', { text: delta }));
-      runner = streaming;
-    } else runner = openai.chat.completions.runTools(params, options);
+    let runner: { messages: ChatCompletionMessageParam[] } | undefined;
     let failure: unknown;
     let replyText = '';
     try {
-      replyText = bounded((await runner.finalContent()) ?? '', REPLY_MAX);
+      // Tools run one at a time, in the order the model asked for them (writes depend on each other).
+      let queue: Promise<unknown> = Promise.resolve();
+      const tools: RunnableToolFunctionWithParse<Record<string, unknown>>[] = mcp.tools.map((t) => ({
+        type: 'function',
+        function: {
+          name: t.name,
+          description: t.description ?? '',
+          parameters: t.inputSchema as Record<string, unknown>,
+          // A call whose arguments are not JSON goes back to the model as the tool's answer (runTools).
+          parse: (raw: string) => {
+            const value: unknown = JSON.parse(raw || '{}');
+            if (typeof value !== 'object' || value === null || Array.isArray(value))
+              throw new Error('the arguments must be a JSON object');
+            return value as Record<string, unknown>;
+          },
+          function: (args: Record<string, unknown>) => {
+            const run = queue.then(async () => {
+              if (gone.aborted) return 'Not run: the user left.';
+              if (calls.length >= model.maxToolCalls)
+                return `Not run: this message already used its ${model.maxToolCalls} tool calls. Tell the user what was done and what is left.`;
+              const r = await mcp.client.callTool({ name: t.name, arguments: args });
+              const first = (r.content as { type: string; text?: string }[] | undefined)?.[0];
+              const result = r.structuredContent ?? first?.text ?? null;
+              const record = { name: t.name, arguments: args, result, is_error: r.isError === true };
+              calls.push(record);
+              send?.('tool_call', record);
+              return bounded(typeof result === 'string' ? result : JSON.stringify(result), TOOL_RESULT_MAX);
+            });
+            queue = run.catch(() => undefined);
+            return run;
+          },
+        },
+      }));
+      const params = {
+        model: model.model,
+        messages: [...prefix, userMessage as ChatCompletionMessageParam],
+        tools,
+      };
+      const signal = AbortSignal.any([AbortSignal.timeout(model.timeoutMs * 2), gone]);
+      const options = { maxChatCompletions: model.maxToolCalls + 2, signal };
+      if (send) {
+        const streaming = client.chat.completions.runTools({ ...params, stream: true }, options);
+        runner = streaming;
+        let streamed = 0; // the reply streams up to REPLY_MAX characters, as it is answered and stored
+        streaming.on('content', (delta: string) => {
+          if (streamed >= REPLY_MAX) return;
+          const text = delta.slice(0, REPLY_MAX - streamed);
+          streamed += text.length;
+          send('token', { text });
+        });
+        replyText = bounded((await streaming.finalContent()) ?? '', REPLY_MAX);
+      } else {
+        const plain = client.chat.completions.runTools(params, options);
+        runner = plain;
+        replyText = bounded((await plain.finalContent()) ?? '', REPLY_MAX);
+      }
     } catch (err) {
       failure = err;
     } finally {
       await mcp.close();
     }
-    // What happened is kept, a failed turn too: its tool calls may have written tasks.
-    const turn = runner.messages
+    const messages = (runner?.messages ?? [])
       .slice(prefix.length)
       .map(toStored)
       .filter((m): m is ChatMessage => m !== null)
       .map((m) =>
         m.role === 'assistant' && m.content ? { ...m, content: bounded(m.content, REPLY_MAX) } : m,
       );
-    await store.append(conversation.id, usableHistory(turn.length ? turn : [userMessage]));
-
-    if (failure !== undefined) {
-      const mapped = providerProblem(failure, sdk);
-      if (!mapped) throw failure;
-      deps.log.warn({ err: failure, conversation_id: conversation.id }, 'chat: the language model failed');
-      if (stream) {
-        send('error', { ...mapped.problem, conversation_id: conversation.id, tool_calls: calls });
-        reply.raw.end();
-        return reply;
-      }
-      if (mapped.retryAfter) reply.header('retry-after', mapped.retryAfter);
-      return sendProblem(reply, { ...mapped.problem, conversation_id: conversation.id } as Problem);
-    }
-    const answer = { conversation_id: conversation.id, reply: replyText, tool_calls: calls };
-    if (stream) {
-      send('done', answer);
-      reply.raw.end();
-      return reply;
-    }
-    return answer;
+    await store.append(conversationId, usableHistory(messages.length ? messages : [userMessage]));
+    if (failure === undefined)
+      return { answer: { conversation_id: conversationId, reply: replyText, tool_calls: calls } };
+    // 499 (nginx's "client closed request"): nobody reads it; the log says why the turn stopped.
+    const mapped = gone.aborted
+      ? { problem: problem(499, 'the client went away') }
+      : providerProblem(failure, lib);
+    if (!mapped) throw failure;
+    deps.log.warn({ err: failure, conversation_id: conversationId }, 'chat: the language model failed');
+    return { ...mapped, problem: { ...mapped.problem, conversation_id: conversationId } as Problem, calls };
   }
 
   await authenticatedScope(app, deps, async (scope, userOf) => {

@@ -19,7 +19,7 @@ export const taskDoc = { ...taskShape, additionalProperties: false } as const;
  */
 const TEXT = '^[^\\u0000]*$';
 /** Such text with something besides white space as String.prototype.trim sees it (no \\s: Python's differs). */
-const NON_BLANK =
+export const NON_BLANK =
   '^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff][^\\u0000]*$';
 /** A reminder offset before the due time. */
 export const offsetDoc = {

@@ -109,12 +109,14 @@ export class Relay {
   private async holdLease(): Promise<boolean> {
     if (this.leader && this.leaseUntil - performance.now() >= (2 * this.leaseMs) / 3) return true;
     const asked = performance.now();
+    // A lease that ran out (a pause) may have been held by another relay meanwhile, which may have sent
+    // batches it did not mark: look on the bus again, as after any takeover.
+    const lapsed = this.leaseUntil < asked;
     const held = await tryAcquireLease(this.rt.db, LEASE, this.holder, this.leaseMs);
     this.leaseUntil = held ? asked + this.leaseMs : 0;
-    if (held !== this.leader) {
+    if (held !== this.leader)
       this.rt.log.info({ holder: this.holder }, held ? 'relay is active' : 'relay is standby');
-      this.reconciled = false;
-    }
+    if (held !== this.leader || lapsed) this.reconciled = false;
     this.leader = held;
     return held;
   }
