@@ -55,6 +55,15 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/relay-failover.test.ts'],
     needs: ['kafka'],
   },
+  {
+    id: 'relay-takeover-resends',
+    breaks: 'no copy after a failover on Kafka: a relay taking over marks what its predecessor sent unmarked',
+    file: 'src/services/relay/index.ts',
+    find: '    if (!this.reconciled) await this.markWhatWasSent(limit);',
+    replace: '',
+    tests: ['test/integration/relay-failover.test.ts#predecessor'],
+    needs: ['kafka'],
+  },
 
   // --- one pending occurrence per recurring series -------------------------------------------------------
   {
