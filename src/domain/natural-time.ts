@@ -122,6 +122,17 @@ export function localTime(instant: string, timeZone: string): string {
     .toString({ timeZoneName: 'never', smallestUnit: 'second' });
 }
 
+/** Now as a model needs it: the instant (UTC), the user's wall clock with its offset, and that day's weekday. */
+export function nowFor(now: Date, timeZone: string): { now: string; local: string; weekday: string } {
+  const iso = now.toISOString();
+  const local = localTime(iso, timeZone);
+  const weekday = new Date(`${local.slice(0, 10)}T00:00:00Z`).toLocaleDateString('en-US', {
+    weekday: 'long',
+    timeZone: 'UTC',
+  });
+  return { now: iso, local, weekday };
+}
+
 const DAY_NAME = '(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day|nesday|sday|rsday|urday)?s?';
 const TIME = '(\\d{1,2}(?::\\d{2})?\\s*(?:am|pm)?|noon|midnight)';
 const INTERVAL = '(?:(other|second|2nd|third|3rd|fourth|4th|\\d{1,3})\\s+)?';

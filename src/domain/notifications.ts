@@ -7,7 +7,7 @@ import { Temporal } from 'temporal-polyfill';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { isTimeZone } from './time.ts';
-import { codePoints } from './text.ts';
+import { TRIMMED_SPACE, codePoints } from './text.ts';
 
 export const CHANNELS = ['email', 'push', 'in_app', 'webhook'] as const;
 export type Channel = (typeof CHANNELS)[number];
@@ -49,8 +49,8 @@ export const DEFAULT_PREFERENCES: NotificationPreferences = {
  * document, disagree on what white space is.
  */
 export const HHMM_PATTERN = '^(?:[01][0-9]|2[0-3]):[0-5][0-9]$';
-const EMAIL_ATOM =
-  '[^@<>()\\[\\]\\\\,;:"\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+';
+// Neither white space (as trim sees it) nor any other control character.
+const EMAIL_ATOM = `[^@<>()\\[\\]\\\\,;:"\\u0000-\\u001f\\u007f-\\u009f${TRIMMED_SPACE}]+`;
 export const EMAIL_PATTERN = `^${EMAIL_ATOM}@${EMAIL_ATOM}\\.${EMAIL_ATOM}$`;
 /**
  * A URL as the document states it and the checks below require: an IPv4 address or a host name of letters,
@@ -154,8 +154,9 @@ export function validatePreferencesPatch(input: unknown): Result<PreferencesPatc
   }
   if (input.webhook_secret !== undefined) {
     const s = input.webhook_secret;
+    const length = typeof s === 'string' ? codePoints(s) : 0;
     if (s === null) out.webhook_secret = null;
-    else if (typeof s === 'string' && codePoints(s) >= 16 && codePoints(s) <= 256) out.webhook_secret = s;
+    else if (typeof s === 'string' && length >= 16 && length <= 256) out.webhook_secret = s;
     else issues.push({ path: 'webhook_secret', message: 'must be a string of 16 to 256 characters' });
   }
   return issues.length ? fail(issues) : ok(out);

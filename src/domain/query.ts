@@ -3,7 +3,7 @@ import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { Temporal } from 'temporal-polyfill';
 import { INSTANT_HINT, PRIORITIES, PRIORITY_RANK, type Priority, parseInstant } from './task.ts';
-import { isUuid, textProblem } from './text.ts';
+import { commaList, isUuid, textProblem } from './text.ts';
 
 export const SORT_FIELDS = ['due', 'priority', 'created', 'updated', 'title'] as const;
 
@@ -152,7 +152,7 @@ export function parseCompletionBody(body: unknown): Result<boolean | null> {
 
 const PRIORITY = `(?:${PRIORITIES.join('|')})`;
 /** The `priority` filter: priorities joined by commas (also the OpenAPI pattern). */
-export const PRIORITY_LIST_PATTERN = `^${PRIORITY}(?:,${PRIORITY})*$`;
+export const PRIORITY_LIST_PATTERN = `^${commaList(PRIORITY)}$`;
 const PRIORITY_LIST = new RegExp(PRIORITY_LIST_PATTERN);
 
 export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery> {

@@ -8,6 +8,7 @@
  * per-day rule matching cheap; Temporal is used only to map local date-times to instants in the rule's zone.
  */
 import { Temporal } from 'temporal-polyfill';
+import { commaList } from './text.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Public types
@@ -89,15 +90,14 @@ export const WEEKDAY_CODES = ['MO', 'TU', 'WE', 'TH', 'FR', 'SA', 'SU'] as const
  * so a client that keeps to the document is never refused (schemathesis checks it both ways).
  */
 export const RRULE_DOC_PATTERN = (() => {
-  const list = (item: string) => `${item}(?:,${item})*`;
   const day = `(?:${WEEKDAY_CODES.join('|')})`;
-  const byMonth = `(?:;BYMONTH=${list('(?:[1-9]|1[0-2])')})?`;
+  const byMonth = `(?:;BYMONTH=${commaList('(?:[1-9]|1[0-2])')})?`;
   // 1-28 from either end of the month: every month has those days, so any BYMONTH combination occurs.
-  const byMonthDay = `;BYMONTHDAY=${list('-?(?:[1-9]|1[0-9]|2[0-8])')}`;
-  const byDay = `;BYDAY=${list(day)}`;
+  const byMonthDay = `;BYMONTHDAY=${commaList('-?(?:[1-9]|1[0-9]|2[0-8])')}`;
+  const byDay = `;BYDAY=${commaList(day)}`;
   // Any, or the 1st-4th or last-4th, weekday of a month or year: every month has four of each weekday.
-  const byOrdinalDay = `;BYDAY=${list(`(?:-?[1-4])?${day}`)}`;
-  const tail = `(?:;BYHOUR=${list('(?:1?[0-9]|2[0-3])')})?(?:;BYMINUTE=${list('[1-5]?[0-9]')})?(?:;WKST=${day})?`;
+  const byOrdinalDay = `;BYDAY=${commaList(`(?:-?[1-4])?${day}`)}`;
+  const tail = `(?:;BYHOUR=${commaList('(?:1?[0-9]|2[0-3])')})?(?:;BYMINUTE=${commaList('[1-5]?[0-9]')})?(?:;WKST=${day})?`;
   return (
     `^(?:FREQ=DAILY${byMonth}(?:${byMonthDay})?(?:${byDay})?${tail}` +
     `|FREQ=WEEKLY${byMonth}(?:${byDay})?${tail}` +

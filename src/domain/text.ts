@@ -14,6 +14,16 @@ export function textProblem(s: string): string | null {
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const isUuid = (s: string) => UUID_RE.test(s);
 
+/**
+ * What String.prototype.trim removes, as the body of a regular-expression class, spelled out: ECMAScript's \s
+ * and Python's (schemathesis checks the OpenAPI patterns) differ.
+ */
+export const TRIMMED_SPACE =
+  '\\t\\n\\u000b\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff';
+
+/** A regular-expression source: `item` once or more, joined by commas. */
+export const commaList = (item: string): string => `${item}(?:,${item})*`;
+
 /** Length in Unicode code points, as JSON Schema's minLength and maxLength count (an emoji is one, not two). */
 export function codePoints(s: string): number {
   let n = 0;

@@ -30,20 +30,29 @@ const skip =
     : false;
 const USERS = ['ann', 'bob', 'cho', 'dan', 'eve', 'fay', 'gus', 'hal'];
 
+/**
+ * A fresh database whose events go to the outbox (no bus), for the relays, and what a `taskflow serve relay`
+ * process needs to publish them to topics of their own (`tag` and a random part).
+ */
+async function relaySetup(tag: string) {
+  const created = await createPgDatabase(pgUrl!);
+  const db = await openDb(created.url);
+  await migrate(db);
+  const prefix = `${tag}${randomBytes(3).toString('hex')}.`;
+  const env = {
+    DATABASE_URL: created.url,
+    BUS: 'kafka',
+    KAFKA_BROKERS: kafkaBrokers!,
+    KAFKA_TOPIC_PREFIX: prefix,
+    LOG_LEVEL: 'warn',
+    JWT_SECRET: TEST_SECRET,
+  };
+  return { created, db, prefix, env };
+}
+
 describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
   it('a standby takes over from a paused or killed relay; nothing is lost, order holds, a paused relay stays silent', async (t) => {
-    const created = await createPgDatabase(pgUrl!);
-    const db = await openDb(created.url); // no bus: events go to the outbox, for the relays
-    await migrate(db);
-    const prefix = `fo${randomBytes(3).toString('hex')}.`;
-    const env = {
-      DATABASE_URL: created.url,
-      BUS: 'kafka',
-      KAFKA_BROKERS: kafkaBrokers!,
-      KAFKA_TOPIC_PREFIX: prefix,
-      LOG_LEVEL: 'warn',
-      JWT_SECRET: TEST_SECRET,
-    };
+    const { created, db, prefix, env } = await relaySetup('fo');
     const relays: ServerProcess[] = [];
     let writing = true;
     let written = 0;
@@ -174,18 +183,7 @@ describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
     }
   });
   it('a relay taking over marks what its predecessor sent and did not mark, and sends it no second time', async (t) => {
-    const created = await createPgDatabase(pgUrl!);
-    const db = await openDb(created.url); // no bus: events go to the outbox, for the relays
-    await migrate(db);
-    const prefix = `fm${randomBytes(3).toString('hex')}.`;
-    const env = {
-      DATABASE_URL: created.url,
-      BUS: 'kafka',
-      KAFKA_BROKERS: kafkaBrokers!,
-      KAFKA_TOPIC_PREFIX: prefix,
-      LOG_LEVEL: 'warn',
-      JWT_SECRET: TEST_SECRET,
-    };
+    const { created, db, prefix, env } = await relaySetup('fm');
     const bus = createKafkaBus(
       { brokers: kafkaBrokers!.split(','), clientId: 'failover-mark', topicPrefix: prefix },
       { log: silentLogger },

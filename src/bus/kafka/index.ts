@@ -674,17 +674,7 @@ export class KafkaAdmin implements BusAdmin {
       remaining.set(partition, end - 1n);
     }
     if (offsets.length === 0) return ids;
-    const consumer = new Consumer<string, Buffer, string, string>({
-      ...connectionOptions(this.s),
-      groupId: `${this.prefix}taskflow-reader-${randomUUID()}`,
-      deserializers: {
-        key: stringDeserializer,
-        headerKey: stringDeserializer,
-        headerValue: stringDeserializer,
-      },
-      autocommit: false,
-      maxWaitTime: 100,
-    });
+    const consumer = this.reader(100);
     try {
       const stream = await consumer.consume({ topics: [name], mode: 'manual', offsets, autocommit: false });
       await new Promise<void>((resolve, reject) => {
@@ -720,13 +710,9 @@ export class KafkaAdmin implements BusAdmin {
     await this.follow(this.prefix + topic, opts, onMessage);
   }
 
-  private async follow(
-    physical: string,
-    opts: { fromBeginning: boolean; signal: AbortSignal },
-    onMessage: (m: StoredMessage) => void,
-    timeoutMs?: number,
-  ): Promise<void> {
-    const consumer = new Consumer<string, Buffer, string, string>({
+  /** A throw-away reader: a group of its own, nothing committed (no positions are stored). */
+  private reader(maxWaitTime: number) {
+    return new Consumer<string, Buffer, string, string>({
       ...connectionOptions(this.s),
       groupId: `${this.prefix}taskflow-reader-${randomUUID()}`,
       deserializers: {
@@ -735,8 +721,17 @@ export class KafkaAdmin implements BusAdmin {
         headerValue: stringDeserializer,
       },
       autocommit: false,
-      maxWaitTime: 300,
+      maxWaitTime,
     });
+  }
+
+  private async follow(
+    physical: string,
+    opts: { fromBeginning: boolean; signal: AbortSignal },
+    onMessage: (m: StoredMessage) => void,
+    timeoutMs?: number,
+  ): Promise<void> {
+    const consumer = this.reader(300);
     const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
     try {
       const stream = await consumer.consume({

@@ -3,7 +3,7 @@
  * and the user's zone and default reminders (what it needs to turn "tomorrow at 9" into a date), and the
  * conventions of the task tools it calls. Documented in the README (chat endpoint).
  */
-import { localTime } from '../../domain/natural-time.ts';
+import { nowFor } from '../../domain/natural-time.ts';
 
 export interface PromptContext {
   now: Date;
@@ -12,12 +12,7 @@ export interface PromptContext {
 }
 
 export function systemPrompt({ now, timezone, defaultReminders }: PromptContext): string {
-  const iso = now.toISOString();
-  const local = localTime(iso, timezone);
-  const weekday = new Date(`${local.slice(0, 10)}T00:00:00Z`).toLocaleDateString('en-US', {
-    weekday: 'long',
-    timeZone: 'UTC',
-  });
+  const { now: iso, local, weekday } = nowFor(now, timezone);
   return [
     'You are the assistant of a to-do app. You manage the user’s tasks with the tools you are given, and only with them.',
     `Now: ${iso} (UTC); for the user it is ${weekday} ${local} in ${timezone}.`,

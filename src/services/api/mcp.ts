@@ -30,7 +30,7 @@ import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { isUuid } from '../../domain/text.ts';
 import { RestUnavailableError, restClient, type RestClient } from './mcp-rest.ts';
 import {
-  localTime,
+  nowFor,
   resolveDuration,
   resolveRecurrence,
   resolveReminder,
@@ -463,15 +463,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     run('get_context', {}, async () => {
       const user = await settings.get(caller.userId);
-      const now = clock.now().toISOString();
-      const local = localTime(now, user.timezone);
+      const { now, local, weekday } = nowFor(clock.now(), user.timezone);
       return ok({
         now,
         local_time: local,
-        weekday: new Date(`${local.slice(0, 10)}T00:00:00Z`).toLocaleDateString('en-US', {
-          weekday: 'long',
-          timeZone: 'UTC',
-        }),
+        weekday,
         timezone: user.timezone,
         default_reminders: user.default_reminders,
       });

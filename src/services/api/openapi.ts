@@ -8,7 +8,8 @@ import {
 } from '../../domain/recurrence.ts';
 import { PRIORITY_LIST_PATTERN } from '../../domain/query.ts';
 import { LIMITS, OFFSET_DOC_PATTERN } from '../../domain/task.ts';
-import { instantDoc } from '../../http/openapi.ts';
+import { TRIMMED_SPACE } from '../../domain/text.ts';
+import { instantDoc, timeZoneDoc } from '../../http/openapi.ts';
 
 const { $id: _id, ...taskShape } = taskSchema;
 export const taskDoc = { ...taskShape, additionalProperties: false } as const;
@@ -19,8 +20,7 @@ export const taskDoc = { ...taskShape, additionalProperties: false } as const;
  */
 const TEXT = '^[^\\u0000]*$';
 /** Such text with something besides white space as String.prototype.trim sees it (no \\s: Python's differs). */
-export const NON_BLANK =
-  '^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff][^\\u0000]*$';
+export const NON_BLANK = `^[^\\u0000]*[^\\u0000${TRIMMED_SPACE}][^\\u0000]*$`;
 /** A reminder offset before the due time. */
 export const offsetDoc = {
   type: 'string',
@@ -28,12 +28,6 @@ export const offsetDoc = {
   description: `a positive ISO 8601 duration of weeks, days, hours and minutes, at most ${LIMITS.reminderOffsetMaxDays} days`,
   example: 'PT1H',
 } as const;
-/** Every IANA time zone this runtime knows. */
-const timeZoneDoc = {
-  type: 'string',
-  enum: Intl.supportedValuesOf('timeZone'),
-  description: 'an IANA time zone',
-};
 
 const taskFieldsDoc = {
   type: 'object',
@@ -85,11 +79,7 @@ const taskFieldsDoc = {
             preset: { type: ['string', 'null'], enum: [...RECURRENCE_PRESETS, null] },
             interval: { type: ['integer', 'null'], minimum: 1, maximum: RECURRENCE_NUMBER_MAX },
             mode: { type: ['string', 'null'], enum: [...RECURRENCE_MODES, null] },
-            timezone: {
-              type: ['string', 'null'],
-              enum: [...Intl.supportedValuesOf('timeZone'), null],
-              description: "the rule's IANA time zone (default: yours)",
-            },
+            timezone: timeZoneDoc("the rule's IANA time zone (default: yours)", true),
             until: {
               type: ['string', 'null'],
               format: 'date-time',
@@ -173,7 +163,7 @@ export const settingsInputDoc = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    timezone: timeZoneDoc,
+    timezone: timeZoneDoc('an IANA time zone'),
     default_reminders: { type: 'array', maxItems: 10, items: offsetDoc },
   },
 } as const;

@@ -10,7 +10,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { ValidationError, type FieldIssue } from '../../domain/errors.ts';
 import { INSTANT_HINT, parseInstant } from '../../domain/task.ts';
-import { codePoints, textProblem } from '../../domain/text.ts';
+import { codePoints, commaList, textProblem } from '../../domain/text.ts';
 import type { Queryable } from '../../store/db.ts';
 import { AUDIT_COLUMNS, toRecord, type AuditRecord, type AuditRow } from './chain.ts';
 
@@ -31,7 +31,7 @@ const MAX_LIMIT = 200;
 const EXPORT_PAGE = 1000;
 const FILTER_KEYS = ['task_id', 'operation', 'from', 'to'];
 const OPERATION = '[a-z]+(?:\\.[a-z_]+)+';
-const OPERATIONS_PATTERN = `^${OPERATION}(?:,${OPERATION})*$`;
+const OPERATIONS_PATTERN = `^${commaList(OPERATION)}$`;
 const OPERATIONS = new RegExp(OPERATIONS_PATTERN);
 
 /** The filters of both audit routes, for the OpenAPI document. */

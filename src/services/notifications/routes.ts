@@ -8,7 +8,7 @@
  *   POST    /api/notifications/:id/read
  * The user comes from the bearer token; another user's notification is a 404.
  */
-import { created, noContent, ok, problemDoc } from '../../http/openapi.ts';
+import { created, noContent, ok, problemDoc, timeZoneDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -103,11 +103,7 @@ export async function registerNotificationRoutes(
                 properties: {
                   start: { type: 'string', pattern: HHMM_PATTERN, examples: ['22:00'] },
                   end: { type: 'string', pattern: HHMM_PATTERN, examples: ['07:00'] },
-                  timezone: {
-                    type: ['string', 'null'],
-                    enum: [...Intl.supportedValuesOf('timeZone'), null],
-                    description: 'an IANA time zone (null or left out: UTC)',
-                  },
+                  timezone: timeZoneDoc('an IANA time zone (null or left out: UTC)', true),
                 },
               },
               webhook_url: {
