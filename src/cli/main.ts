@@ -7,7 +7,7 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
 import type { Db } from '../store/db.ts';
 import { GROUPS, dlqTopic } from '../contracts/topics.ts';
-import { TARGETS, findTargets } from '../services/index.ts';
+import { TARGETS, findTargets, retiredTargets } from '../services/index.ts';
 import { errorMessage } from '../error-text.ts';
 
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
@@ -55,6 +55,9 @@ async function serve(names: readonly string[], banner: boolean) {
   const started = performance.now();
   const config = loadConfig();
   const targets = findTargets(names);
+  for (const why of retiredTargets(names)) process.stderr.write(`taskflow: ${why}\n`);
+  if (targets.length === 0)
+    throw new ConfigError(`no target to run; targets: ${TARGETS.map((t) => t.name).join(', ')}`);
   const [{ initTracing, shutdownTracing }, { runTargets }, { signDevToken }] = await Promise.all([
     import('../observability/tracing.ts'),
     import('../process.ts'),

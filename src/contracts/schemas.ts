@@ -170,7 +170,11 @@ export const EVENT_TYPES = {
   'reminder.triggered': { topic: 'reminders', schema: envelope('reminder.triggered', reminderData) },
   'reminder.dismissed': { topic: 'reminders', schema: envelope('reminder.dismissed', reminderData) },
   'reminder.missed': { topic: 'reminders', schema: envelope('reminder.missed', reminderData) },
-  'task.changed': { topic: 'task-updates', schema: envelope('task.changed', taskChangedData) },
+  'task.changed': {
+    topic: 'task-updates',
+    schema: envelope('task.changed', taskChangedData),
+    keySequenced: true,
+  },
   'notification.created': {
     topic: 'task-updates',
     schema: envelope('notification.created', notificationCreatedData),
@@ -228,6 +232,17 @@ export function assertValidEvent(event: CloudEvent): void {
   const problems = eventProblems(event);
   if (problems.length) throw new EventValidationError(event.type, problems);
 }
+
+/**
+ * Whether events of `type` carry a `data.sequence` that the event sink assigns in the statement writing
+ * them: 1, 2, 3... per partition key and type, without gaps, in commit order (`keySequenceStream`).
+ */
+export function isKeySequenced(type: string): boolean {
+  return isEventType(type) && 'keySequenced' in EVENT_TYPES[type];
+}
+
+/** The `event_streams` row that numbers a key-sequenced event. */
+export const keySequenceStream = (type: string, key: string) => `${type}/${key}`;
 
 export function topicOf(type: EventType): string {
   return EVENT_TYPES[type].topic;

@@ -35,7 +35,6 @@ export const GROUPS = {
   recurrence: 'taskflow-recurrence',
   notifications: 'taskflow-notifications',
   audit: 'taskflow-audit',
-  broadcaster: 'taskflow-broadcaster',
   gateway: 'taskflow-gateway',
 } as const;
 

@@ -37,11 +37,6 @@ export const TARGETS: readonly TargetEntry[] = [
     async () => (await import('./audit/index.ts')).auditTarget,
   ),
   lazyTarget(
-    'broadcaster',
-    'task-events -> task.changed on task-updates, with a gap-free per-user sequence',
-    async () => (await import('./broadcaster/index.ts')).broadcasterTarget,
-  ),
-  lazyTarget(
     'gateway',
     'WebSocket /ws: pushes task.changed to the user, with resume (?since=) and heartbeats',
     async () => (await import('./gateway/index.ts')).gatewayTarget,
@@ -58,8 +53,23 @@ export const TARGETS: readonly TargetEntry[] = [
   ),
 ];
 
+/**
+ * Targets of earlier versions whose work moved elsewhere: naming one is not an error (a deployment written
+ * for an earlier version keeps starting), it runs nothing and `retiredTargets` says why.
+ */
+export const RETIRED_TARGETS: Readonly<Record<string, string>> = {
+  broadcaster:
+    'the broadcaster target was retired: the task.changed of every task change is written with the change itself (docs/adr/0011-task-changed-with-its-write.md); remove it from the targets you run',
+};
+
+/** Why each retired target among `names` runs nothing. */
+export const retiredTargets = (names: readonly string[]): string[] =>
+  names.filter((n) => Object.hasOwn(RETIRED_TARGETS, n)).map((n) => RETIRED_TARGETS[n]!);
+
 export function findTargets(names: readonly string[]): TargetEntry[] {
-  const unknown = names.filter((n) => !TARGETS.some((t) => t.name === n));
+  const unknown = names.filter(
+    (n) => !TARGETS.some((t) => t.name === n) && !Object.hasOwn(RETIRED_TARGETS, n),
+  );
   if (unknown.length)
     throw new Error(
       `unknown target(s) ${unknown.join(', ')}; available: ${TARGETS.map((t) => t.name).join(', ')}`,

@@ -5,7 +5,13 @@
  * Dapr, or, with the embedded bus, the bus's log itself (bus/embedded/log.ts, docs/adr/0008).
  */
 import type { CloudEvent } from '../contracts/cloudevent.ts';
-import { assertValidEvent, isEventType, topicOf } from '../contracts/schemas.ts';
+import {
+  assertValidEvent,
+  isEventType,
+  isKeySequenced,
+  keySequenceStream,
+  topicOf,
+} from '../contracts/schemas.ts';
 import { notifyEvent, type EventWrite, type Queryable, type Tx } from './db.ts';
 
 /** In-process wake-up of the relay after a commit that wrote events (other processes poll). */
@@ -63,10 +69,12 @@ export async function appendEvents(tx: Tx, events: readonly CloudEvent[]): Promi
 /**
  * The outbox write as SQL to compose: `WITH <ctes>, ... <insert>` with the parameters numbered from `$first`.
  * A state change written as one more data-modifying CTE of the same statement commits with its events
- * without an explicit transaction (TaskStore.create). It takes each key's stream row lock (held until commit;
- * rows locked in key order, so two transactions sharing keys cannot deadlock), advances the key's sequence,
- * and inserts the rows in the given order. Transactions of one key are serialized by that lock, so for a key
- * outbox ids and sequence numbers follow commit order (the relay publishes in id order).
+ * without an explicit transaction (TaskStore.create). It takes each stream's row lock (held until commit;
+ * rows locked in stream order, so two transactions sharing streams cannot deadlock), advances the stream's
+ * sequence, and inserts the rows in the given order. A stream is an event's key, or for a key-sequenced type
+ * (`isKeySequenced`: task.changed) its own `type/key` stream, whose sequence becomes the event's
+ * `data.sequence`. Transactions of one key are serialized by that lock, so for a key outbox ids and sequence
+ * numbers follow commit order (the relay publishes in id order).
  */
 export function outboxWrite(
   events: readonly CloudEvent[],
@@ -75,6 +83,8 @@ export function outboxWrite(
   const cols = {
     topic: [] as string[],
     key: [] as string[],
+    stream: [] as string[],
+    numbered: [] as boolean[],
     id: [] as string[],
     type: [] as string[],
     body: [] as string[],
@@ -83,8 +93,11 @@ export function outboxWrite(
     assertValidEvent(e);
     if (!isEventType(e.type)) throw new Error(`unknown event type ${e.type}`);
     if (!e.partitionkey) throw new Error(`event ${e.id} has no partitionkey`);
+    const numbered = isKeySequenced(e.type);
     cols.topic.push(topicOf(e.type));
     cols.key.push(e.partitionkey);
+    cols.stream.push(numbered ? keySequenceStream(e.type, e.partitionkey) : e.partitionkey);
+    cols.numbered.push(numbered);
     cols.id.push(e.id);
     cols.type.push(e.type);
     cols.body.push(JSON.stringify(e));
@@ -92,22 +105,26 @@ export function outboxWrite(
   const $ = (i: number) => `$${first + i}`;
   return {
     ctes: `ev AS (
-       SELECT topic, key, id, type, body, ord,
-              row_number() OVER (PARTITION BY key ORDER BY ord) AS rn,
-              count(*) OVER (PARTITION BY key) AS n
-         FROM unnest(${$(0)}::text[], ${$(1)}::text[], ${$(2)}::text[], ${$(3)}::text[], ${$(4)}::text[])
-              WITH ORDINALITY AS t(topic, key, id, type, body, ord)
+       SELECT topic, key, stream, numbered, id, type, body, ord,
+              row_number() OVER (PARTITION BY stream ORDER BY ord) AS rn,
+              count(*) OVER (PARTITION BY stream) AS n
+         FROM unnest(${$(0)}::text[], ${$(1)}::text[], ${$(2)}::text[], ${$(3)}::boolean[], ${$(4)}::text[],
+                     ${$(5)}::text[], ${$(6)}::text[])
+              WITH ORDINALITY AS t(topic, key, stream, numbered, id, type, body, ord)
      ), streams AS (
        INSERT INTO event_streams (stream_key, last_seq)
-       SELECT key, count(*) FROM ev GROUP BY key ORDER BY key
+       SELECT stream, count(*) FROM ev GROUP BY stream ORDER BY stream
        ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
        RETURNING stream_key, last_seq
      )`,
     insert: `INSERT INTO outbox (topic, key, stream_seq, event_id, event_type, event)
-     SELECT ev.topic, ev.key, streams.last_seq - ev.n + ev.rn, ev.id, ev.type, ev.body::jsonb
-       FROM ev JOIN streams ON streams.stream_key = ev.key
+     SELECT ev.topic, ev.key, streams.last_seq - ev.n + ev.rn, ev.id, ev.type,
+            CASE WHEN ev.numbered
+                 THEN jsonb_set(ev.body::jsonb, '{data,sequence}', to_jsonb(streams.last_seq - ev.n + ev.rn))
+                 ELSE ev.body::jsonb END
+       FROM ev JOIN streams ON streams.stream_key = ev.stream
       ORDER BY ev.ord`,
-    params: [cols.topic, cols.key, cols.id, cols.type, cols.body],
+    params: [cols.topic, cols.key, cols.stream, cols.numbered, cols.id, cols.type, cols.body],
   };
 }
 

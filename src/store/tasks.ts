@@ -28,6 +28,7 @@ import {
 } from '../domain/task.ts';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import type { Db, Queryable, Tx } from './db.ts';
+import { withTaskChanges } from '../contracts/task-changed.ts';
 import { GroupCommit } from './group-commit.ts';
 import { appendEvents, eventWrite, runWithEvents } from './outbox.ts';
 
@@ -299,11 +300,7 @@ export class TaskStore {
     const idem = keyRows.length
       ? `, idem AS (INSERT INTO idempotency_keys (user_id, key, request_hash, response) VALUES ${keyRows.join(', ')})`
       : '';
-    const w = await eventWrite(
-      q,
-      items.map((i) => i.event),
-      params.length + 1,
-    );
+    const w = await eventWrite(q, withTaskChanges(items.map((i) => i.event)), params.length + 1);
     await runWithEvents(
       q,
       w,
@@ -349,7 +346,11 @@ export class TaskStore {
         await this.takeBackNextOccurrence(tx, before, meta);
       // The row and its event in one statement (the row lock above keeps the read-modify-write safe).
       const params = TaskStore.rowParams(task);
-      const w = await eventWrite(tx, [this.event(eventType, task, before, changes, meta)], params.length + 1);
+      const w = await eventWrite(
+        tx,
+        withTaskChanges([this.event(eventType, task, before, changes, meta)]),
+        params.length + 1,
+      );
       await runWithEvents(tx, w, `WITH task AS (${TaskStore.UPDATE_SQL}), ${w.ctes} ${w.insert}`, [
         ...params,
         ...w.params,
@@ -374,7 +375,7 @@ export class TaskStore {
       const task = toTask(r.rows[0]);
       if (expectedVersion !== undefined && expectedVersion !== task.version)
         throw new VersionConflictError(expectedVersion, task.version); // rolls the delete back
-      await appendEvents(tx, [this.deletedEvent(task, meta)]);
+      await appendEvents(tx, withTaskChanges([this.deletedEvent(task, meta)]));
       return task;
     });
     return result;
@@ -409,7 +410,7 @@ export class TaskStore {
         `the next occurrence of this series (${next!.id}) was changed since it was created; complete or delete it, then reopen this one`,
       );
     await tx.query(`DELETE FROM tasks WHERE id = $1`, [next!.id]);
-    await appendEvents(tx, [this.deletedEvent(next!, meta)]);
+    await appendEvents(tx, withTaskChanges([this.deletedEvent(next!, meta)]));
   }
 
   /** The `task.deleted` of a task just deleted: the task as it was, stamped with the time of deletion. */

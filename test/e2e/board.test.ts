@@ -1,7 +1,7 @@
 /**
  * The task board in a real headless Chromium (Debian's `chromium`, driven by playwright-core): two pages of
  * the same user; a task created and then completed in one appears, then shows completed, in the other
- * without a reload (REST -> outbox -> relay -> broadcaster -> gateway -> WebSocket). Saves
+ * without a reload (REST -> outbox -> relay -> gateway -> WebSocket). Saves
  * test-results/board.png. And a reminder that fires while the board is open shows at once (reminders ->
  * notifications -> notification.created -> gateway -> the page's toast and inbox).
  */
@@ -10,7 +10,6 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { apiTarget } from '../../src/services/api/index.ts';
-import { broadcasterTarget } from '../../src/services/broadcaster/index.ts';
 import { createGatewayTarget } from '../../src/services/gateway/index.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
@@ -73,12 +72,7 @@ async function signedInPage(ctx: { app: TestApp; browser: Browser }, user: strin
 }
 
 describe('real-time task board in Chromium', { skip }, () => {
-  const ctx = useBoard(() => [
-    apiTarget,
-    relayTarget,
-    broadcasterTarget,
-    createGatewayTarget({ instanceId: 'board' }),
-  ]);
+  const ctx = useBoard(() => [apiTarget, relayTarget, createGatewayTarget({ instanceId: 'board' })]);
 
   const taskRow = (page: Page, title: string, extra = '') =>
     page.locator(`#tasks li.task${extra}`, { has: page.locator('.title', { hasText: title }) });
@@ -125,7 +119,6 @@ describe('in-app notifications on the board in Chromium', { skip }, () => {
   const ctx = useBoard(() => [
     apiTarget,
     relayTarget,
-    broadcasterTarget,
     createGatewayTarget({ instanceId: 'board-notify' }),
     createRemindersTarget({ tickMs: 100 }),
     createNotificationsTarget({ tickMs: 100 }),
@@ -163,7 +156,7 @@ describe('the assistant on the board in Chromium', { skip }, () => {
   });
   after(() => model?.close());
   const ctx = useBoard(
-    () => [apiTarget, relayTarget, broadcasterTarget, createGatewayTarget({ instanceId: 'board-chat' })],
+    () => [apiTarget, relayTarget, createGatewayTarget({ instanceId: 'board-chat' })],
     () => ({ CHAT_BASE_URL: model.url, CHAT_MODEL: 'fake-model' }),
   );
 

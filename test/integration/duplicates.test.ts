@@ -1,5 +1,5 @@
 /**
- * Duplicate delivery to every consumer (audit, recurrence, reminders, notifications, broadcaster) with the
+ * Duplicate delivery to every consumer (audit, recurrence, reminders, notifications) with the
  * whole system in one process on the embedded bus, on PGlite and PostgreSQL. Consumers are at-least-once, so
  * the same CloudEvent (same id) can arrive again: twice in one batch, then once more on its own. Each must
  * leave exactly one effect and dead-letter nothing.
@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
-import type { TaskChangedData, TaskEventData } from '../../src/contracts/events.ts';
+import type { TaskEventData } from '../../src/contracts/events.ts';
 import { GROUPS, TOPICS } from '../../src/contracts/topics.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { verifyChain } from '../../src/services/audit/chain.ts';
@@ -68,7 +68,6 @@ for (const backend of backends) {
     /** What shows that `group` has handled `sentinel` (its effect, in the transaction of its event id). */
     const handled: Record<string, (sentinel: CloudEvent<any>) => Promise<boolean>> = {
       [GROUPS.audit]: (s) => exists('SELECT 1 FROM audit_log WHERE event_id = $1', [s.id]),
-      [GROUPS.broadcaster]: async (s) => (await written('task.changed', s.data.task.id)).length > 0,
       [GROUPS.reminders]: (s) => exists('SELECT 1 FROM reminder_tasks WHERE task_id = $1', [s.data.task.id]),
       [GROUPS.recurrence]: (s) =>
         exists('SELECT 1 FROM recurrence_occurrences WHERE source_task_id = $1', [s.data.task.id]),
@@ -107,7 +106,7 @@ for (const backend of backends) {
       app = await startApp(db, {
         clock,
         env: { REMINDER_TICK_MS: '20', NOTIFY_TICK_MS: '20' },
-        targets: ['api', 'relay', 'reminders', 'recurrence', 'notifications', 'audit', 'broadcaster'],
+        targets: ['api', 'relay', 'reminders', 'recurrence', 'notifications', 'audit'],
       });
       // A recurring task with a reminder; the reminder fires (an in-app notification), then it is completed
       // (the next occurrence). Every consumer has handled its events once.
@@ -188,31 +187,6 @@ for (const backend of backends) {
       const chain = await verifyChain(db, { userId: USER });
       assert.equal(chain.ok, true, JSON.stringify(chain.broken));
       assert.deepEqual(await deadLetters(GROUPS.audit), []);
-    });
-
-    it('broadcaster: one task.changed per task event, sequences gap-free, nothing dead-lettered', async () => {
-      await redeliver(GROUPS.broadcaster, TOPICS.taskEvents, created);
-      await redeliver(GROUPS.broadcaster, TOPICS.taskEvents, completed);
-      const changes = (await written('task.changed', taskId)).map(
-        (e) => (e as CloudEvent<TaskChangedData>).data.change_type,
-      );
-      assert.deepEqual(changes, ['created', 'completed']);
-      // The counter first, then the events: a broadcast committing in between (the pipeline keeps running)
-      // only adds an event, while a burnt number would leave the counter ahead of the events.
-      const [last] = await rows<{ n: string }>(
-        'SELECT last_seq::text AS n FROM broadcaster_sequences WHERE user_id = $1',
-        [USER],
-      );
-      const sequences = (await written('task.changed')).map(
-        (e) => (e as CloudEvent<TaskChangedData>).data.sequence,
-      );
-      assert.deepEqual(
-        sequences,
-        sequences.map((_, i) => i + 1),
-        'no number burnt or repeated',
-      );
-      assert.ok(sequences.length >= Number(last!.n), `${sequences.length} events, counter at ${last!.n}`);
-      assert.deepEqual(await deadLetters(GROUPS.broadcaster), []);
     });
 
     it('reminders: the schedule and its events unchanged, nothing dead-lettered', async () => {

@@ -1,5 +1,5 @@
 /**
- * The real-time path with real components: API -> outbox -> relay -> embedded bus -> broadcaster ->
+ * The real-time path with real components: API -> outbox -> relay -> embedded bus ->
  * task-updates -> gateway -> WebSocket clients (the `ws` package). Per-user delivery, resume with
  * `?since=`, resync, slow and dead clients, tickets, two gateway instances over one database, and 1001 on
  * shutdown.
@@ -13,7 +13,6 @@ import type { TaskChangedData } from '../../src/contracts/events.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
 import { newTask } from '../../src/domain/task.ts';
 import { apiTarget } from '../../src/services/api/index.ts';
-import { broadcasterTarget } from '../../src/services/broadcaster/index.ts';
 import { createGatewayTarget, gatewayGroup } from '../../src/services/gateway/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
@@ -95,7 +94,7 @@ const backend = backends[0]!; // the embedded bus on PGlite: the gateway's logic
 describe('WebSocket gateway', () => {
   let db: Db;
   let drop: () => Promise<void>;
-  let app: TestApp; // api + relay + broadcaster + gateway "gw-a"
+  let app: TestApp; // api + relay + gateway "gw-a"
   let second: TestApp | undefined; // another process: gateway "gw-b" only, small replay buffer, fast heartbeats
   const clients: Client[] = [];
   const open = async (target: TestApp, user: string, opts: { since?: number } = {}) => {
@@ -110,7 +109,6 @@ describe('WebSocket gateway', () => {
       targets: [
         apiTarget,
         relayTarget,
-        broadcasterTarget,
         createGatewayTarget({ instanceId: 'gw-a', maxBufferedBytes: 256 * 1024 }),
       ],
       clock: { now: () => new Date() },
@@ -292,12 +290,7 @@ describe(
       const dbB = await openDb('memory://');
       const clock = { now: () => new Date() };
       const a = await startApp(dbA, {
-        targets: [
-          apiTarget,
-          relayTarget,
-          broadcasterTarget,
-          createGatewayTarget({ instanceId: 'kafka-gw-a' }),
-        ],
+        targets: [apiTarget, relayTarget, createGatewayTarget({ instanceId: 'kafka-gw-a' })],
         env,
         clock,
       });

@@ -1,7 +1,7 @@
 /**
  * One trace from an API request through the outbox, the relay, the bus and a consumer's handler, into the
- * event that consumer produces (the broadcaster's task.changed) and that event's own consumer; also for an
- * MCP tool call. Spans are collected with an in-memory exporter (the same SDK that exports over OTLP).
+ * event that consumer produces (the reminder scheduler's reminder.scheduled) and that event's own consumer;
+ * the task.changed written with the request's own event; also for an MCP tool call. Spans are collected with an in-memory exporter (the same SDK that exports over OTLP).
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -23,8 +23,8 @@ import {
 import { childTraceparent } from '../../src/observability/trace.ts';
 import { consumerTarget } from '../../src/services/consumer-target.ts';
 import { apiTarget } from '../../src/services/api/index.ts';
-import { broadcasterTarget } from '../../src/services/broadcaster/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
+import { remindersTarget } from '../../src/services/reminders/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { writtenEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
@@ -41,7 +41,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
   const probe = consumerTarget({
     name: 'trace-probe',
     group: 'taskflow-trace-probe',
-    topics: ['task-updates'],
+    topics: ['task-updates', 'reminders'],
     async setup() {
       return { handle: async (m) => void updates.push(m) };
     },
@@ -51,7 +51,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
     assert.equal(await initTracing({ serviceName: 'taskflow-test', exporter, simple: true }), true);
     db = await openDb('memory://');
     await migrate(db);
-    app = await startApp(db, { targets: [apiTarget, relayTarget, broadcasterTarget, probe] });
+    app = await startApp(db, { targets: [apiTarget, relayTarget, remindersTarget, probe] });
   });
   after(async () => {
     await app.stop();
@@ -59,12 +59,12 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
     await shutdownTracing();
   });
 
-  /** Waits for the probe to see the task.changed of `taskId`, then returns the finished spans of `traceId`. */
-  async function traceOf(taskId: string) {
+  /** Waits for the probe to see a `type` event of `taskId`, then returns the finished spans of its trace. */
+  async function traceOf(taskId: string, type: string) {
     const update = await waitFor(
-      () => updates.find((m) => m.event.subject === taskId),
+      () => updates.find((m) => m.event.subject === taskId && m.event.type === type),
       10_000,
-      'the task.changed at the probe',
+      `the ${type} at the probe`,
     );
     const traceId = update.event.traceparent!.split('-')[1]!;
     // The probe's span ends after its handler returned.
@@ -75,7 +75,8 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
           all.some(
             (s) =>
               s.kind === SpanKind.CONSUMER &&
-              s.attributes['messaging.consumer.group.name'] === 'taskflow-trace-probe',
+              s.attributes['messaging.consumer.group.name'] === 'taskflow-trace-probe' &&
+              s.attributes['messaging.message.id'] === update.event.id,
           ) && all
         );
       },
@@ -98,13 +99,13 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
       'alice',
       'POST',
       '/api/tasks',
-      { title: 'traced' },
+      { title: 'traced', due_date: '2099-01-01T09:00:00Z', reminders: ['PT1H'] },
       {
         traceparent: `00-${callerTrace}-${callerSpan}-01`,
       },
     );
     assert.equal(created.status, 201);
-    const { traceId, spans, update } = await traceOf(created.body.id);
+    const { traceId, spans, update } = await traceOf(created.body.id, 'reminder.scheduled');
     assert.equal(traceId, callerTrace, 'the caller’s trace continues');
 
     const server = one(spans, (s) => s.kind === SpanKind.SERVER, 'HTTP server span');
@@ -127,31 +128,44 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
     assert.equal(publishCreated.name, 'publish task-events');
     assert.equal(parentOf(publishCreated), server.spanContext().spanId);
 
-    // The broadcaster handles it in a CONSUMER span, child of the relay span (the bus header), linked to the event.
-    const broadcast = one(
+    // The task.changed written with it is in the request's trace too, and relayed in its own PRODUCER span.
+    const [changedEvent] = (await writtenEvents(db)).filter(
+      (e) => e.event_type === 'task.changed' && e.event.subject === created.body.id,
+    );
+    assert.equal(spanIdOf(changedEvent!.event.traceparent), server.spanContext().spanId);
+    const publishChange = one(
+      spans,
+      (s) => s.kind === SpanKind.PRODUCER && s.attributes['messaging.message.id'] === changedEvent!.event.id,
+      'relay span of task.changed',
+    );
+    assert.equal(parentOf(publishChange), server.spanContext().spanId);
+
+    // The reminder scheduler handles the task.created in a CONSUMER span, child of the relay span (the bus
+    // header), linked to the event.
+    const scheduled = one(
       spans,
       (s) =>
         s.kind === SpanKind.CONSUMER &&
-        s.attributes['messaging.consumer.group.name'] === 'taskflow-broadcaster',
-      'broadcaster span',
+        s.attributes['messaging.consumer.group.name'] === 'taskflow-reminders',
+      'reminder scheduler span',
     );
-    assert.equal(broadcast.name, 'process task-events');
-    assert.equal(parentOf(broadcast), publishCreated.spanContext().spanId);
-    assert.equal(broadcast.attributes['messaging.message.id'], createdEvent!.event.id);
-    assert.equal(broadcast.attributes['taskflow.outcome'], 'handled');
+    assert.equal(scheduled.name, 'process task-events');
+    assert.equal(parentOf(scheduled), publishCreated.spanContext().spanId);
+    assert.equal(scheduled.attributes['messaging.message.id'], createdEvent!.event.id);
+    assert.equal(scheduled.attributes['taskflow.outcome'], 'handled');
     assert.deepEqual(
-      broadcast.links.map((l) => l.context.spanId),
+      scheduled.links.map((l) => l.context.spanId),
       [server.spanContext().spanId],
     );
 
-    // The event the broadcaster produced continues from its handler span...
-    assert.equal(spanIdOf(update.event.traceparent), broadcast.spanContext().spanId);
+    // The event the scheduler produced continues from its handler span...
+    assert.equal(spanIdOf(update.event.traceparent), scheduled.spanContext().spanId);
     const publishChanged = one(
       spans,
       (s) => s.kind === SpanKind.PRODUCER && s.attributes['messaging.message.id'] === update.event.id,
-      'relay span of task.changed',
+      'relay span of reminder.scheduled',
     );
-    assert.equal(parentOf(publishChanged), broadcast.spanContext().spanId);
+    assert.equal(parentOf(publishChanged), scheduled.spanContext().spanId);
     // ...the bus carries the relay span as the transport header...
     assert.equal(spanIdOf(update.headers.traceparent), publishChanged.spanContext().spanId);
     // ...and its consumer's span is a child of that.
@@ -159,10 +173,11 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
       spans,
       (s) =>
         s.kind === SpanKind.CONSUMER &&
-        s.attributes['messaging.consumer.group.name'] === 'taskflow-trace-probe',
+        s.attributes['messaging.consumer.group.name'] === 'taskflow-trace-probe' &&
+        s.attributes['messaging.message.id'] === update.event.id,
       'probe span',
     );
-    assert.equal(consumed.name, 'process task-updates');
+    assert.equal(consumed.name, 'process reminders');
     assert.equal(parentOf(consumed), publishChanged.spanContext().spanId);
     assert.ok(spans.every((s) => s.spanContext().traceId === callerTrace));
   });
@@ -178,7 +193,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
       const result = (await client.callTool({ name: 'add_task', arguments: { title: 'via mcp' } })) as {
         structuredContent?: any;
       };
-      const { spans } = await traceOf(result.structuredContent.task_id);
+      const { spans } = await traceOf(result.structuredContent.task_id, 'task.changed');
       const server = one(spans, (s) => s.kind === SpanKind.SERVER, 'HTTP server span');
       assert.equal(server.name, 'POST /mcp');
       assert.equal(parentOf(server), undefined, 'a new trace: the request span is the root');

@@ -13,7 +13,13 @@
  */
 import { EventEmitter } from 'node:events';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
-import { assertValidEvent, isEventType, topicOf } from '../../contracts/schemas.ts';
+import {
+  assertValidEvent,
+  isEventType,
+  isKeySequenced,
+  keySequenceStream,
+  topicOf,
+} from '../../contracts/schemas.ts';
 import { topicSpec } from '../../contracts/topics.ts';
 import type { Db, EventSink, EventWrite, Queryable, Tx } from '../../store/db.ts';
 import { partitionFor } from '../partitioner.ts';
@@ -30,6 +36,10 @@ export const LOG_NOTIFY_CHANNEL = 'taskflow_bus';
  */
 const missingPartition = (name: string) =>
   `('embedded log: no partition ' || ${name} || left(random()::text, 0))::bigint`;
+
+/** What an append returns of each message; `sequence` when it numbers key-sequenced events. */
+const returning = (numbered: boolean) =>
+  `topic, partition, "offset"::text AS "offset", created_at${numbered ? `, value #>> '{data,sequence}' AS sequence` : ''}`;
 
 /** Up to this many messages an append is written with one row per message (`smallWrite`). */
 const SMALL_WRITE = 8;
@@ -102,7 +112,18 @@ export interface LogMessage {
   key: string;
   event: CloudEvent;
   headers?: Record<string, string> | undefined;
+  /**
+   * The `event_streams` row that numbers this event's `data.sequence` in the append (a new key-sequenced
+   * event, `compose`); re-appended messages (relayed, replayed) keep the sequence they have.
+   */
+  sequenceStream?: string | undefined;
 }
+
+/** A message's value in the append: its JSON, with `data.sequence` set to `sequence` when numbered. */
+const valueSql = (json: string, sequence: string | undefined) =>
+  sequence === undefined
+    ? `${json}::jsonb`
+    : `jsonb_set(${json}::jsonb, '{data,sequence}', to_jsonb(${sequence}))`;
 
 export class EmbeddedLog implements EventSink {
   /** Called for each message once its append committed (metrics). */
@@ -184,7 +205,12 @@ export class EmbeddedLog implements EventSink {
         assertValidEvent(e);
         if (!isEventType(e.type)) throw new Error(`unknown event type ${e.type}`);
         if (!e.partitionkey) throw new Error(`event ${e.id} has no partitionkey`);
-        return { topic: topicOf(e.type), key: e.partitionkey, event: e };
+        return {
+          topic: topicOf(e.type),
+          key: e.partitionkey,
+          event: e,
+          sequenceStream: isKeySequenced(e.type) ? keySequenceStream(e.type, e.partitionkey) : undefined,
+        };
       }),
       'embedded',
     );
@@ -208,6 +234,7 @@ export class EmbeddedLog implements EventSink {
     const key: string[] = [];
     const headers: string[] = [];
     const value: string[] = [];
+    const stream: (string | null)[] = [];
     const byPartition = new Map<string, LogMessage[]>();
     for (const m of messages) {
       const count = this.partitions.get(m.topic) ?? this.uncommitted.get(m.topic);
@@ -218,6 +245,7 @@ export class EmbeddedLog implements EventSink {
       key.push(m.key);
       headers.push(m.headers ? JSON.stringify(m.headers) : '{}');
       value.push(JSON.stringify(m.event));
+      stream.push(m.sequenceStream ?? null);
       const id = partitionId(m.topic, p);
       const list = byPartition.get(id);
       if (list) list.push(m);
@@ -226,7 +254,7 @@ export class EmbeddedLog implements EventSink {
     const sql =
       messages.length <= SMALL_WRITE
         ? this.smallWrite(byPartition, first)
-        : this.largeWrite(first, [topic, part, key, headers, value]);
+        : this.largeWrite(first, [topic, part, key, headers, value, stream]);
     return {
       ...sql,
       committed: (rows) => this.committed(byPartition, rows),
@@ -257,6 +285,7 @@ export class EmbeddedLog implements EventSink {
     };
     const ctes: string[] = [];
     const rows: string[] = [];
+    let numbered = false;
     const groups = [...byPartition].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     groups.forEach(([id, list], g) => {
       const topic = $(list[0]!.topic);
@@ -266,18 +295,38 @@ export class EmbeddedLog implements EventSink {
            WHERE topic = ${topic} AND partition = ${partition}
            RETURNING next_offset - ${list.length} AS first${this.notify('topic', 'partition::text')})`,
       );
-      list.forEach((m, i) =>
+      // Each sequence stream of the partition: its counter row, locked after the partition's (it reads ev_p).
+      const streams = new Map<string, { cte: string; count: number }>();
+      for (const m of list)
+        if (m.sequenceStream !== undefined) {
+          const s = streams.get(m.sequenceStream);
+          if (s) s.count++;
+          else streams.set(m.sequenceStream, { cte: `ev_s${g}_${streams.size}`, count: 1 });
+        }
+      for (const [name, s] of [...streams].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+        ctes.push(
+          `${s.cte} AS (INSERT INTO event_streams (stream_key, last_seq) SELECT ${$(name)}, ${s.count} FROM ev_p${g}
+             ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
+             RETURNING last_seq - ${s.count} AS first)`,
+        );
+      const taken = new Map<string, number>();
+      list.forEach((m, i) => {
+        const s = m.sequenceStream === undefined ? undefined : streams.get(m.sequenceStream);
+        const nth = s ? (taken.get(s.cte) ?? 0) + 1 : 0;
+        if (s) taken.set(s.cte, nth);
+        numbered ||= s !== undefined;
         rows.push(
           `SELECT ${topic}::text, ${partition}, coalesce(ev_p${g}.first, ${missingPartition(`${topic} || '/${partition}'`)}) + ${i},
-                  ${$(m.key)}::text, ${$(m.headers ? JSON.stringify(m.headers) : '{}')}::jsonb, ${$(JSON.stringify(m.event))}::jsonb
-             FROM (VALUES (1)) one LEFT JOIN ev_p${g} ON true`,
-        ),
-      );
+                  ${$(m.key)}::text, ${$(m.headers ? JSON.stringify(m.headers) : '{}')}::jsonb,
+                  ${valueSql($(JSON.stringify(m.event)), s ? `${s.cte}.first + ${nth}` : undefined)}
+             FROM (VALUES (1)) one LEFT JOIN ev_p${g} ON true${s ? ` LEFT JOIN ${s.cte} ON true` : ''}`,
+        );
+      });
     });
     return {
       ctes: ctes.join(', '),
       insert: `INSERT INTO bus_messages (topic, partition, "offset", key, headers, value) ${rows.join(' UNION ALL ')}
-       RETURNING topic, partition, "offset"::text AS "offset", created_at`,
+       RETURNING ${returning(numbered)}`,
       params,
     };
   }
@@ -287,8 +336,9 @@ export class EmbeddedLog implements EventSink {
     const $ = (i: number) => `$${first + i}`;
     return {
       ctes: `ev AS (
-         SELECT * FROM unnest(${$(0)}::text[], ${$(1)}::int[], ${$(2)}::text[], ${$(3)}::text[], ${$(4)}::text[])
-           WITH ORDINALITY AS t(topic, part, key, headers, value, ord)
+         SELECT * FROM unnest(${$(0)}::text[], ${$(1)}::int[], ${$(2)}::text[], ${$(3)}::text[], ${$(4)}::text[],
+                              ${$(5)}::text[])
+           WITH ORDINALITY AS t(topic, part, key, headers, value, stream, ord)
        ), ev_count AS (
          SELECT topic, part, count(*) AS n FROM ev GROUP BY topic, part
        ), ev_lock AS MATERIALIZED (
@@ -298,14 +348,23 @@ export class EmbeddedLog implements EventSink {
          UPDATE bus_partitions p SET next_offset = p.next_offset + c.n FROM ev_count c
           WHERE p.topic = c.topic AND p.partition = c.part AND (p.topic, p.partition) IN (SELECT topic, partition FROM ev_lock)
          RETURNING p.topic, p.partition, p.next_offset - c.n AS first${this.notify('p.topic', 'p.partition::text')}
+       ), ev_seq AS (
+         INSERT INTO event_streams (stream_key, last_seq)
+         SELECT stream, count(*) FROM ev WHERE stream IS NOT NULL AND EXISTS (SELECT 1 FROM ev_first)
+          GROUP BY stream ORDER BY stream
+         ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
+         RETURNING stream_key, last_seq
        )`,
       insert: `INSERT INTO bus_messages (topic, partition, "offset", key, headers, value)
        SELECT ev.topic, ev.part,
               coalesce(f.first, ${missingPartition(`ev.topic || '/' || ev.part`)})
                 + row_number() OVER (PARTITION BY ev.topic, ev.part ORDER BY ev.ord) - 1,
-              ev.key, ev.headers::jsonb, ev.value::jsonb
+              ev.key, ev.headers::jsonb,
+              CASE WHEN ev.stream IS NULL THEN ev.value::jsonb
+                   ELSE ${valueSql('ev.value', 's.last_seq - count(*) OVER (PARTITION BY ev.stream) + row_number() OVER (PARTITION BY ev.stream ORDER BY ev.ord)')} END
          FROM ev LEFT JOIN ev_first f ON f.topic = ev.topic AND f.partition = ev.part
-       RETURNING topic, partition, "offset"::text AS "offset", created_at`,
+                 LEFT JOIN ev_seq s ON s.stream_key = ev.stream
+       RETURNING ${returning(true)}`,
       params,
     };
   }
@@ -315,13 +374,14 @@ export class EmbeddedLog implements EventSink {
    * (the offsets were numbered in that order); they go to the tail and wake that partition's workers.
    */
   private committed(byPartition: Map<string, LogMessage[]>, rows: readonly Record<string, unknown>[]) {
-    const offsets = new Map<string, { offset: string; at: string }[]>();
+    const offsets = new Map<string, { offset: string; at: string; sequence: unknown }[]>();
     for (const r of rows) {
       const id = partitionId(String(r.topic), Number(r.partition));
       const at = r.created_at instanceof Date ? r.created_at.toISOString() : new Date().toISOString();
+      const entry = { offset: String(r.offset), at, sequence: r.sequence };
       const list = offsets.get(id);
-      if (list) list.push({ offset: String(r.offset), at });
-      else offsets.set(id, [{ offset: String(r.offset), at }]);
+      if (list) list.push(entry);
+      else offsets.set(id, [entry]);
     }
     for (const [id, written] of byPartition) {
       const got = offsets.get(id);
@@ -331,6 +391,9 @@ export class EmbeddedLog implements EventSink {
       if (!tail) this.tails.set(id, (tail = new Tail()));
       const partition = Number(id.slice(id.lastIndexOf('/') + 1));
       written.forEach((m, i) => {
+        // The event object the writer built gets the sequence the statement gave it.
+        if (m.sequenceStream !== undefined && got[i]!.sequence != null)
+          (m.event.data as { sequence: number }).sequence = Number(got[i]!.sequence);
         tail.add({
           topic: m.topic,
           partition,
