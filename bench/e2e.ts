@@ -4,7 +4,8 @@
  *
  * Server (a child process, `node bin/taskflow.js ...`, RATE_LIMIT_PER_MINUTE=0, LOG_LEVEL=warn), per scope
  * (BENCH_SCOPES, default `path,all`):
- * - path: `taskflow serve api relay broadcaster gateway`, the real-time path only;
+ * - path: `taskflow serve api relay broadcaster gateway`, the real-time path only (a checkout since ADR 0011
+ *   runs no broadcaster: it names the retired target and carries on, so older checkouts compare unchanged);
  * - all:  `taskflow up`, every target, so the reminder, recurrence, notification and audit consumers do their
  *   work for each write too.
  * Transports (BENCH_MODES, default `embedded,kafka`): `embedded` (PGlite in a fresh directory: `npm start`),
@@ -21,7 +22,8 @@
  * the users (request i is due at start + i/rate and sent then, whatever the answers so far; at most
  * BENCH_MAX_INFLIGHT = 256 unanswered). Latency = receipt of the task's `task.changed` on its user's socket
  * minus the send of its POST (one clock: performance.timeOrigin + now() in both threads), split at the
- * `time` of the task.changed (when the broadcaster handled the task event).
+ * `time` of the task.changed (the time of its task event since ADR 0011; when an older checkout's broadcaster
+ * handled the task event).
  *
  * Per stack: a warm-up (BENCH_WARMUP_SECONDS, 10 s at 100/s, deliveries awaited: PGlite's WebAssembly is
  * compiled to its optimized tier meanwhile), then:
@@ -922,7 +924,7 @@ function costTable(rs: CaseResult[]): string {
 
 function stepTable(rs: CaseResult[]): string {
   const lines = [
-    '| server | bus / database | scope | target w/s | answered w/s | missed + errors | delivered / written | HTTP p99 ms | e2e p50 ms | e2e p99 ms | e2e max ms | to broadcaster p50 / p99 | to client p50 / p99 | server CPU ms / write | machine CPU | sustained | load |',
+    '| server | bus / database | scope | target w/s | answered w/s | missed + errors | delivered / written | HTTP p99 ms | e2e p50 ms | e2e p99 ms | e2e max ms | to the event time p50 / p99 | to client p50 / p99 | server CPU ms / write | machine CPU | sustained | load |',
     '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|---:|',
   ];
   for (const r of rs)

@@ -183,7 +183,7 @@ const STATEMENT_KINDS: readonly [RegExp, string][] = [
   [/FROM user_settings/, 'api: user settings SELECT'],
   [/^\s*WITH ev AS \(/, 'outbox: appendEvents (stream seqs + rows, 1 statement)'],
   [/INSERT INTO processed_events/, 'consumer: idempotency INSERT'],
-  [/broadcaster_sequences/, 'broadcaster: sequence UPSERT'],
+  [/broadcaster_sequences/, 'broadcaster (before ADR 0011): sequence UPSERT'],
   [
     /FROM reminder_schedule\s+WHERE status = 'scheduled' AND remind_at <=/,
     'scheduler: claim SELECT ... FOR UPDATE SKIP LOCKED',

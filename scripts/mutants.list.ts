@@ -120,18 +120,36 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/audit-chain.test.ts', 'test/integration/audit.test.ts'],
   },
 
+  // --- task.changed numbered in the statement that writes it (docs/adr/0011) --------------------------------
+  {
+    id: 'task-changed-unnumbered-in-the-outbox',
+    breaks: "each user's task.changed are numbered 1, 2, 3... by the outbox write",
+    file: 'src/store/outbox.ts',
+    find: '            CASE WHEN ev.numbered',
+    replace: '            CASE WHEN false',
+    tests: ['test/integration/task-changed.test.ts'],
+  },
+  {
+    id: 'task-changed-small-append-numbered-once',
+    breaks: "a small append into the embedded log numbers each of a user's task.changed, not only the first",
+    file: 'src/bus/embedded/log.ts',
+    find: '        const nth = s ? (taken.get(s.cte) ?? 0) + 1 : 0;',
+    replace: '        const nth = s ? 1 : 0;',
+    tests: ['test/integration/task-changed.test.ts'],
+  },
+  {
+    id: 'task-changed-tail-unnumbered',
+    breaks: 'the task.changed handed to consumers in this process carries the number the database gave',
+    file: 'src/bus/embedded/log.ts',
+    find: '          (m.event.data as { sequence: number }).sequence = Number(got[i]!.sequence);',
+    replace: '          void got;',
+    tests: ['test/integration/task-changed.test.ts'],
+  },
+
   // --- idempotent consumers -----------------------------------------------------------------------------
   // Each consumer records the event ids it handled in the statement that starts its transaction; these
   // break that record where no second guard stands behind it (the audit log's unique event id, the
   // recurrence ledger and the notification deliveries' unique key are guards of their own).
-  {
-    id: 'broadcaster-dedupe-ignored',
-    breaks: 'a redelivered task event gets no second task.changed and burns no sequence number',
-    file: 'src/services/broadcaster/index.ts',
-    find: '  const todo = relevant.filter((i) => fresh.delete(i.event.id));',
-    replace: '  const todo = relevant;',
-    tests: ['test/integration/duplicates.test.ts#broadcaster', 'test/integration/broadcaster.test.ts'],
-  },
   {
     id: 'audit-dedupe-and-on-conflict-ignored',
     breaks: 'a redelivered event adds no second audit record (processed ids, then the unique event id)',

@@ -193,7 +193,10 @@ for (const backend of backends) {
 
     it('adds nothing for a duplicate delivery', async () => {
       const before = await count('alice');
-      const events = (await writtenEvents(db)).filter((e) => e.key === 'alice').map((e) => e.event);
+      // The events of alice's task-events (task.changed is on task-updates, which the audit does not read).
+      const events = (await writtenEvents(db))
+        .filter((e) => e.key === 'alice' && e.event_type !== 'task.changed')
+        .map((e) => e.event);
       assert.ok(events.length >= 5);
       await app.proc.runtime.bus.publisher.publish(
         events.map((event) => ({ topic: TOPICS.taskEvents, key: 'alice', event })),

@@ -21,7 +21,7 @@ import { TARGETS } from '../../src/services/index.ts';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CHART = join(ROOT, 'deploy', 'helm', 'taskflow');
 const TARGET_NAMES = TARGETS.map((t) => t.name);
-const CONSUMERS = ['reminders', 'recurrence', 'notifications', 'audit', 'broadcaster'];
+const CONSUMERS = ['reminders', 'recurrence', 'notifications', 'audit'];
 const RELEASE = 'taskflow';
 const NAMESPACE = 'taskflow';
 

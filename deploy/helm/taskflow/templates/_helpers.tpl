@@ -1,6 +1,6 @@
 {{/* The targets of the binary, in a fixed order (src/services/index.ts). */}}
 {{- define "taskflow.targetNames" -}}
-api relay reminders recurrence notifications audit broadcaster gateway
+api relay reminders recurrence notifications audit gateway
 {{- end -}}
 
 {{- define "taskflow.name" -}}
