@@ -107,13 +107,22 @@ for (const backend of backends) {
         assert.equal(e.event.subject, task.id);
         assert.match(e.event.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
       }
-      const seqs = events.map((e) => Number(e.seq));
+      const taskEvents = events.filter((e) => e.event_type !== 'task.changed');
+      const changes = events.filter((e) => e.event_type === 'task.changed');
+      for (const stream of [taskEvents, changes]) {
+        const seqs = stream.map((e) => Number(e.seq));
+        assert.deepEqual(
+          seqs,
+          seqs.map((_, i) => seqs[0]! + i),
+          "the user's events in commit order, nothing between them (stream sequence or partition offset)",
+        );
+      }
       assert.deepEqual(
-        seqs,
-        seqs.map((_, i) => seqs[0]! + i),
-        "the user's events in commit order, nothing between them (stream sequence or partition offset)",
+        changes.map((e) => e.event.data.sequence),
+        [1, 2, 3, 4, 5],
+        "task.changed numbered per user, in the task events' order",
       );
-      const [c, done, reopen, upd, del] = events.map((e) => e.event.data);
+      const [c, done, reopen, upd, del] = taskEvents.map((e) => e.event.data);
       assert.equal(c.previous, null);
       assert.deepEqual(done.changes, ['status']);
       assert.equal(done.previous.status, 'pending');
