@@ -90,6 +90,18 @@ for (const backend of backends) {
         }
       });
 
+      it('numbers several changes of one user in a small append', async () => {
+        // The first create is written alone; the three that arrive meanwhile are one group of six messages
+        // (the per-message append form) on PGlite, whose one connection writes one group at a time.
+        await Promise.all(
+          Array.from({ length: 4 }, (_, i) => store.create('zed', plainFields(`small-${i}`), META)),
+        );
+        assert.deepEqual(
+          (await changes('zed')).map((e) => e.data.sequence),
+          [1, 2, 3, 4],
+        );
+      });
+
       it('uses no number when the write rolls back', async () => {
         await assert.rejects(
           db.transaction(async (tx) => {
