@@ -53,11 +53,11 @@ program
 
 async function serve(names: readonly string[], banner: boolean) {
   const started = performance.now();
-  const config = loadConfig();
   const targets = findTargets(names);
   for (const why of retiredTargets(names)) process.stderr.write(`taskflow: ${why}\n`);
   if (targets.length === 0)
     throw new ConfigError(`no target to run; targets: ${TARGETS.map((t) => t.name).join(', ')}`);
+  const config = loadConfig();
   const [{ initTracing, shutdownTracing }, { runTargets }, { signDevToken }] = await Promise.all([
     import('../observability/tracing.ts'),
     import('../process.ts'),
