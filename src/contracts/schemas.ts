@@ -244,6 +244,16 @@ export function isKeySequenced(type: string): boolean {
 /** The `event_streams` row that numbers a key-sequenced event. */
 export const keySequenceStream = (type: string, key: string) => `${type}/${key}`;
 
+/** The stream that numbers `event` when its type is key-sequenced, else undefined. */
+export const sequenceStreamOf = (event: CloudEvent): string | undefined =>
+  isKeySequenced(event.type) && event.partitionkey
+    ? keySequenceStream(event.type, event.partitionkey)
+    : undefined;
+
+/** SQL: the jsonb event `value` with its `data.sequence` set to the SQL expression `sequence`. */
+export const numberedSql = (value: string, sequence: string) =>
+  `jsonb_set(${value}, '{data,sequence}', to_jsonb(${sequence}))`;
+
 export function topicOf(type: EventType): string {
   return EVENT_TYPES[type].topic;
 }

@@ -8,8 +8,8 @@ import type { CloudEvent } from '../contracts/cloudevent.ts';
 import {
   assertValidEvent,
   isEventType,
-  isKeySequenced,
-  keySequenceStream,
+  numberedSql,
+  sequenceStreamOf,
   topicOf,
 } from '../contracts/schemas.ts';
 import { notifyEvent, type EventWrite, type Queryable, type Tx } from './db.ts';
@@ -93,11 +93,11 @@ export function outboxWrite(
     assertValidEvent(e);
     if (!isEventType(e.type)) throw new Error(`unknown event type ${e.type}`);
     if (!e.partitionkey) throw new Error(`event ${e.id} has no partitionkey`);
-    const numbered = isKeySequenced(e.type);
+    const stream = sequenceStreamOf(e);
     cols.topic.push(topicOf(e.type));
     cols.key.push(e.partitionkey);
-    cols.stream.push(numbered ? keySequenceStream(e.type, e.partitionkey) : e.partitionkey);
-    cols.numbered.push(numbered);
+    cols.stream.push(stream ?? e.partitionkey);
+    cols.numbered.push(stream !== undefined);
     cols.id.push(e.id);
     cols.type.push(e.type);
     cols.body.push(JSON.stringify(e));
@@ -120,7 +120,7 @@ export function outboxWrite(
     insert: `INSERT INTO outbox (topic, key, stream_seq, event_id, event_type, event)
      SELECT ev.topic, ev.key, streams.last_seq - ev.n + ev.rn, ev.id, ev.type,
             CASE WHEN ev.numbered
-                 THEN jsonb_set(ev.body::jsonb, '{data,sequence}', to_jsonb(streams.last_seq - ev.n + ev.rn))
+                 THEN ${numberedSql('ev.body::jsonb', 'streams.last_seq - ev.n + ev.rn')}
                  ELSE ev.body::jsonb END
        FROM ev JOIN streams ON streams.stream_key = ev.stream
       ORDER BY ev.ord`,

@@ -91,6 +91,9 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
     assert.equal(found.length, 1, `exactly one ${what}: ${found.map((s) => s.name).join(', ')}`);
     return found[0]!;
   };
+  /** The PRODUCER span that put the event `eventId` on the bus. */
+  const published = (spans: ReadableSpan[], eventId: string, what: string) =>
+    one(spans, (s) => s.kind === SpanKind.PRODUCER && s.attributes['messaging.message.id'] === eventId, what);
 
   it('links request -> outbox event -> relay -> consumer -> produced event -> relay -> consumer', async () => {
     const callerTrace = randomBytes(16).toString('hex');
@@ -120,11 +123,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
     assert.equal(spanIdOf(createdEvent!.event.traceparent), server.spanContext().spanId);
 
     // The relay publishes it in a PRODUCER span, child of the request span.
-    const publishCreated = one(
-      spans,
-      (s) => s.kind === SpanKind.PRODUCER && s.attributes['messaging.message.id'] === createdEvent!.event.id,
-      'relay span of task.created',
-    );
+    const publishCreated = published(spans, createdEvent!.event.id, 'relay span of task.created');
     assert.equal(publishCreated.name, 'publish task-events');
     assert.equal(parentOf(publishCreated), server.spanContext().spanId);
 
@@ -133,11 +132,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
       (e) => e.event_type === 'task.changed' && e.event.subject === created.body.id,
     );
     assert.equal(spanIdOf(changedEvent!.event.traceparent), server.spanContext().spanId);
-    const publishChange = one(
-      spans,
-      (s) => s.kind === SpanKind.PRODUCER && s.attributes['messaging.message.id'] === changedEvent!.event.id,
-      'relay span of task.changed',
-    );
+    const publishChange = published(spans, changedEvent!.event.id, 'relay span of task.changed');
     assert.equal(parentOf(publishChange), server.spanContext().spanId);
 
     // The reminder scheduler handles the task.created in a CONSUMER span, child of the relay span (the bus
@@ -160,11 +155,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
 
     // The event the scheduler produced continues from its handler span...
     assert.equal(spanIdOf(update.event.traceparent), scheduled.spanContext().spanId);
-    const publishChanged = one(
-      spans,
-      (s) => s.kind === SpanKind.PRODUCER && s.attributes['messaging.message.id'] === update.event.id,
-      'relay span of reminder.scheduled',
-    );
+    const publishChanged = published(spans, update.event.id, 'relay span of reminder.scheduled');
     assert.equal(parentOf(publishChanged), scheduled.spanContext().spanId);
     // ...the bus carries the relay span as the transport header...
     assert.equal(spanIdOf(update.headers.traceparent), publishChanged.spanContext().spanId);
@@ -203,11 +194,7 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
         (e) => e.event_type === 'task.created' && e.event.subject === result.structuredContent.task_id,
       );
       assert.equal(spanIdOf(event!.event.traceparent), tool.spanContext().spanId);
-      const publish = one(
-        spans,
-        (s) => s.kind === SpanKind.PRODUCER && s.attributes['messaging.message.id'] === event!.event.id,
-        'relay span',
-      );
+      const publish = published(spans, event!.event.id, 'relay span');
       assert.equal(parentOf(publish), tool.spanContext().spanId);
     } finally {
       await client.close();

@@ -16,8 +16,8 @@ import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import {
   assertValidEvent,
   isEventType,
-  isKeySequenced,
-  keySequenceStream,
+  numberedSql,
+  sequenceStreamOf,
   topicOf,
 } from '../../contracts/schemas.ts';
 import { topicSpec } from '../../contracts/topics.ts';
@@ -121,9 +121,7 @@ export interface LogMessage {
 
 /** A message's value in the append: its JSON, with `data.sequence` set to `sequence` when numbered. */
 const valueSql = (json: string, sequence: string | undefined) =>
-  sequence === undefined
-    ? `${json}::jsonb`
-    : `jsonb_set(${json}::jsonb, '{data,sequence}', to_jsonb(${sequence}))`;
+  sequence === undefined ? `${json}::jsonb` : numberedSql(`${json}::jsonb`, sequence);
 
 export class EmbeddedLog implements EventSink {
   /** Called for each message once its append committed (metrics). */
@@ -209,7 +207,7 @@ export class EmbeddedLog implements EventSink {
           topic: topicOf(e.type),
           key: e.partitionkey,
           event: e,
-          sequenceStream: isKeySequenced(e.type) ? keySequenceStream(e.type, e.partitionkey) : undefined,
+          sequenceStream: sequenceStreamOf(e),
         };
       }),
       'embedded',
