@@ -128,11 +128,15 @@ describe('Taskflow on Kafka', { skip }, () => {
         const r = await app.call(users[i % 4]!, 'POST', '/api/tasks', { title: `outage-${i}` });
         assert.equal(r.status, 201, `request ${i} during the outage`);
       }
-      const pending = Number(
-        (await db.query<{ n: string }>('SELECT count(*)::text n FROM outbox WHERE published_at IS NULL'))
-          .rows[0]!.n,
+      // Each write waits in the outbox with its task.changed (ADR 0011).
+      const pending = await db.query<{ topic: string; n: string }>(
+        'SELECT topic, count(*)::text n FROM outbox WHERE published_at IS NULL GROUP BY topic ORDER BY topic',
       );
-      assert.equal(pending, 200, 'events wait in the outbox');
+      assert.deepEqual(
+        pending.rows.map((r) => `${r.topic}:${r.n}`),
+        ['task-events:200', 'task-updates:200'],
+        'events wait in the outbox',
+      );
       await kafka('start', 'outage');
       await waitFor(
         async () =>
@@ -150,7 +154,20 @@ describe('Taskflow on Kafka', { skip }, () => {
       const all = (await bus.admin.read('task-events', { limit: 1000 })).filter((m) =>
         titleOf(m.event).startsWith('outage-'),
       );
+      const changes = await bus.admin.read('task-updates', { limit: 1000 });
       await bus.close();
+      for (const u of users) {
+        const numbered = changes
+          .filter((m) => m.key === u)
+          .map((m) => (m.event.data as { sequence: number }).sequence);
+        // Numbered 1, 2, 3... per user (u0's warm-up write is its 1), no gap or repeat through the outage.
+        assert.deepEqual(
+          numbered,
+          Array.from({ length: numbered.length }, (_, i) => 1 + i),
+          `${u}: task.changed numbered in order`,
+        );
+        assert.equal(numbered.length, u === 'u0' ? 51 : 50, `${u}: one task.changed per write`);
+      }
       assert.equal(all.length, 200, 'none missing');
       assert.equal(new Set(all.map((m) => m.event.id)).size, 200);
       for (const u of users) {
