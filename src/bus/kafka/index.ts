@@ -240,6 +240,19 @@ export class KafkaPublisher implements Publisher {
   }
 }
 
+/**
+ * How long the broker may hold a group's fetch. A group that handles every message at once (batchIntervalMs 0)
+ * asks for whatever is there, waiting up to 500 ms only when nothing is. A batching group asks the broker to
+ * hold the fetch for its batch interval unless a megabyte is ready: one Fetch request per interval carries the
+ * interval's messages, where a fetch answered at the first byte costs a request (client and broker CPU) for
+ * almost every message at moderate rates, only for the batch to wait out the interval in the client anyway.
+ */
+export function fetchWait(batchIntervalMs: number): { maxWaitTime: number; minBytes: number } {
+  return batchIntervalMs > 0
+    ? { maxWaitTime: batchIntervalMs, minBytes: 1024 * 1024 }
+    : { maxWaitTime: 500, minBytes: 1 };
+}
+
 class KafkaGroupMember implements Subscription {
   private consumer!: Consumer<string, Buffer, string, string>;
   private stream!: MessagesStream<string, Buffer, string, string>;
@@ -249,8 +262,6 @@ class KafkaGroupMember implements Subscription {
   private readonly uncommitted = new Map<string, Message<string, Buffer, string, string>>();
   private readonly committedAt = new Map<string, number>();
   private readonly commitTimers = new Map<string, NodeJS.Timeout>();
-  /** Per partition: when its last batch began (batchIntervalMs). */
-  private readonly batchAt = new Map<string, number>();
   private buffered = 0;
   private readonly closing = new AbortController();
   private closed = false;
@@ -286,7 +297,7 @@ class KafkaGroupMember implements Subscription {
       sessionTimeout: this.cfg.sessionTimeoutMs,
       heartbeatInterval: this.cfg.heartbeatIntervalMs,
       rebalanceTimeout: this.cfg.sessionTimeoutMs,
-      maxWaitTime: 500,
+      ...fetchWait(this.opts.batchIntervalMs ?? 0),
     });
     const topics = this.opts.topics.map((t) => this.prefix + t);
     const deadline = Date.now() + this.cfg.topicWaitMs;
@@ -432,13 +443,9 @@ class KafkaGroupMember implements Subscription {
       signal: this.closing.signal,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
     };
-    const interval = this.opts.batchIntervalMs ?? 0;
     for (;;) {
+      // No wait here for SubscribeOptions.batchIntervalMs: the broker holds the group's fetches (fetchWait).
       while (q.length && !this.closing.signal.aborted) {
-        // A short run soon after the last batch: let more arrive (SubscribeOptions.batchIntervalMs).
-        const early = (this.batchAt.get(id) ?? 0) + interval - Date.now();
-        if (early > 0 && q.length < max) await sleep(early);
-        this.batchAt.set(id, Date.now());
         const run = q.slice(0, max);
         const done = await consumeRun(
           run.map((raw) => decode(raw, unprefix)),
