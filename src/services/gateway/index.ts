@@ -22,6 +22,12 @@ import { Hub } from './hub.ts';
 import { TicketIssuer } from './tickets.ts';
 
 export const SUBPROTOCOL = 'taskflow.v1';
+
+/**
+ * Lets socket I/O run after a delivery: with an in-process database (PGlite) the bus loop would otherwise
+ * chain microtasks only, and a burst would reach the clients' buffers before any read.
+ */
+const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
 const BEARER_PREFIX = 'bearer.';
 
 /** `config.gateway` (GATEWAY_* variables). */
@@ -125,9 +131,13 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         fromBeginning: false,
         handler: async (m) => {
           hub.ingest(m.event);
-          // Let socket I/O run between messages: with an in-process database (PGlite) the bus loop would
-          // otherwise chain microtasks only, and a burst would reach the clients' buffers before any read.
-          await new Promise<void>((resolve) => setImmediate(resolve));
+          await yieldToIo();
+        },
+        // A run at once, yielding once: a yield per message let the gateway fan out only one message per turn
+        // of a busy event loop (taskflow up on PGlite at 250 writes/s: 350 ms behind at p99).
+        batchHandler: async (items) => {
+          for (const { message } of items) hub.ingest(message.event);
+          await yieldToIo();
         },
         hooks: rt.metrics.consumerHooks(group),
       });
