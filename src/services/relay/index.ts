@@ -19,6 +19,7 @@ import {
   OUTBOX_NOTIFY_CHANNEL,
   OUTBOX_NOTIFY_EVENT,
   OUTBOX_SIGNAL,
+  markAndReadPending,
   markPublished,
   markUnpublished,
   outboxStats,
@@ -61,6 +62,12 @@ export class Relay {
   private reconciled = false;
   private statsAt = 0;
   private lastHousekeeping = 0;
+  /**
+   * The last batch of the last round: sent, and marked published by the statement that begins the next round
+   * (a round is poked by the next commit, or runs after RELAY_POLL_MS), or on stop. At most this batch and the
+   * one being marked are sent and unmarked at any time, as markWhatWasSent expects.
+   */
+  private sentUnmarked: OutboxRow[] = [];
 
   constructor(private readonly rt: Runtime) {
     this.leaseMs = rt.config.relay.leaseMs;
@@ -117,6 +124,7 @@ export class Relay {
     if (held !== this.leader)
       this.rt.log.info({ holder: this.holder }, held ? 'relay is active' : 'relay is standby');
     if (held !== this.leader || lapsed) this.reconciled = false;
+    if (!held) this.sentUnmarked = []; // the next holder finds them on the bus, or sends them again
     this.leader = held;
     return held;
   }
@@ -167,7 +175,7 @@ export class Relay {
     // marked the next one is sent. A batch is sent only after the previous one was acknowledged, so a key's
     // events reach the broker in order; a failed send stops the round, and what was not marked is sent again.
     if (!this.reconciled) await this.markWhatWasSent(limit);
-    let rows = await pendingOutbox(db, limit);
+    let rows = await this.markSentAndRead(limit);
     let published = 0;
     let marking: Promise<void> | undefined;
     try {
@@ -205,8 +213,10 @@ export class Relay {
         // The previous batch's marking must have succeeded before another batch goes out.
         await marking;
         const sent = rows;
-        marking = this.mark(sent);
+        marking = reading ? this.mark(sent) : undefined;
         rows = reading ? await reading : [];
+        // The round's last batch is marked by the read that begins the next round.
+        if (!reading) this.sentUnmarked = sent;
       }
       await marking;
     } catch (err) {
@@ -248,6 +258,26 @@ export class Relay {
     this.reconciled = true;
   }
 
+  /** Marks the last round's last batch published and reads what is pending, in one statement (fenced). */
+  private async markSentAndRead(limit: number): Promise<OutboxRow[]> {
+    if (this.sentUnmarked.length === 0) return pendingOutbox(this.rt.db, limit);
+    const { marked, rows } = await markAndReadPending(
+      this.rt.db,
+      this.sentUnmarked.map((r) => r.id),
+      limit,
+      { lease: LEASE, holder: this.holder },
+    );
+    if (!marked) this.steppedDown();
+    this.sentUnmarked = [];
+    return rows;
+  }
+
+  private steppedDown(): never {
+    this.leader = false;
+    this.sentUnmarked = [];
+    throw new Error('the relay lease moved to another relay; its rows stay for it to publish');
+  }
+
   /** Marks sent rows published, fenced on this relay still holding the lease (a usurped relay steps down). */
   private async mark(rows: readonly OutboxRow[]): Promise<void> {
     const marked = await markPublished(
@@ -255,10 +285,7 @@ export class Relay {
       rows.map((r) => r.id),
       { lease: LEASE, holder: this.holder },
     );
-    if (!marked) {
-      this.leader = false;
-      throw new Error('the relay lease moved to another relay; its rows stay for it to publish');
-    }
+    if (!marked) this.steppedDown();
   }
 
   /** Once a minute, by the active relay, yielding to other work (Db.background): old rows go. */
@@ -281,7 +308,13 @@ export class Relay {
     this.rt.db.signals.off(OUTBOX_SIGNAL, this.onSignal);
     this.rt.db.signals.off(OUTBOX_NOTIFY_EVENT, this.onSignal);
     await this.loop.stop();
-    if (this.leader) await releaseLease(this.rt.db, LEASE, this.holder).catch(() => undefined);
+    if (!this.leader) return;
+    if (this.sentUnmarked.length > 0)
+      await this.mark(this.sentUnmarked).catch((err: unknown) =>
+        this.rt.log.warn({ err }, 'could not mark the last batch published; the next relay checks it'),
+      );
+    this.sentUnmarked = [];
+    await releaseLease(this.rt.db, LEASE, this.holder).catch(() => undefined);
   }
 }
 
