@@ -242,14 +242,17 @@ export class KafkaPublisher implements Publisher {
 
 /**
  * How long the broker may hold a group's fetch. A group that handles every message at once (batchIntervalMs 0)
- * asks for whatever is there, waiting up to 500 ms only when nothing is. A batching group asks the broker to
- * hold the fetch for its batch interval unless a megabyte is ready: one Fetch request per interval carries the
- * interval's messages, where a fetch answered at the first byte costs a request (client and broker CPU) for
- * almost every message at moderate rates, only for the batch to wait out the interval in the client anyway.
+ * asks for whatever is there, waiting up to 500 ms only when nothing is. A batching group lets the broker hold
+ * its fetch for half its batch interval unless a megabyte is ready, and waits out the rest of the interval in
+ * the client (drain): a fetch answered at the first byte cost a Fetch request, client and broker CPU, for
+ * almost every message at moderate rates. Measured with 3 partitions at 80 messages/s and a 200 ms interval:
+ * a 100 ms hold gives the same 5 batches per partition per second as no hold, with consume latency p95
+ * 266 ms; a 200 ms hold without the client's wait gave twice the batches (answers came about every half
+ * hold), and with it p95 337 ms.
  */
 export function fetchWait(batchIntervalMs: number): { maxWaitTime: number; minBytes: number } {
   return batchIntervalMs > 0
-    ? { maxWaitTime: batchIntervalMs, minBytes: 1024 * 1024 }
+    ? { maxWaitTime: Math.max(1, Math.round(batchIntervalMs / 2)), minBytes: 1024 * 1024 }
     : { maxWaitTime: 500, minBytes: 1 };
 }
 
@@ -262,6 +265,8 @@ class KafkaGroupMember implements Subscription {
   private readonly uncommitted = new Map<string, Message<string, Buffer, string, string>>();
   private readonly committedAt = new Map<string, number>();
   private readonly commitTimers = new Map<string, NodeJS.Timeout>();
+  /** Per partition: when its last batch began (batchIntervalMs). */
+  private readonly batchAt = new Map<string, number>();
   private buffered = 0;
   private readonly closing = new AbortController();
   private closed = false;
@@ -443,9 +448,13 @@ class KafkaGroupMember implements Subscription {
       signal: this.closing.signal,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
     };
+    const interval = this.opts.batchIntervalMs ?? 0;
     for (;;) {
-      // No wait here for SubscribeOptions.batchIntervalMs: the broker holds the group's fetches (fetchWait).
       while (q.length && !this.closing.signal.aborted) {
+        // A short run soon after the last batch: let more arrive (SubscribeOptions.batchIntervalMs, fetchWait).
+        const early = (this.batchAt.get(id) ?? 0) + interval - Date.now();
+        if (early > 0 && q.length < max) await sleep(early);
+        this.batchAt.set(id, Date.now());
         const run = q.slice(0, max);
         const done = await consumeRun(
           run.map((raw) => decode(raw, unprefix)),
