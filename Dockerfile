@@ -34,6 +34,8 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY bin ./bin
 COPY web ./web
+# The published event schemas (`taskflow schemas check`, and what a registry or another team reads).
+COPY schemas ./schemas
 COPY --from=build /app/dist ./dist
 # The embedded default (PGlite, DATABASE_URL=.data/db) writes under /app/.data: the only writable path
 # besides /tmp. The code itself stays owned by root (read-only for the app user).

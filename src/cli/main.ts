@@ -311,6 +311,31 @@ program
     }),
   );
 
+const schemas = program
+  .command('schemas')
+  .description('the published versions of the event schemas (schemas/events/<type>/v<N>.json)');
+schemas
+  .command('check')
+  .description('check that every event schema is published and compatible with its last published version')
+  .action(async () => {
+    const { checkPublishedSchemas, PUBLISHED_DIR } = await import('../contracts/schema-versions.ts');
+    const problems = checkPublishedSchemas();
+    for (const p of problems) process.stderr.write(`${p}\n`);
+    if (problems.length) process.exitCode = 1;
+    else process.stdout.write(`every event schema is published and compatible (${PUBLISHED_DIR})\n`);
+  });
+schemas
+  .command('publish')
+  .description('write the schema file of each new version (after the check passes); never rewrites one')
+  .action(async () => {
+    const { publishSchemas } = await import('../contracts/schema-versions.ts');
+    const { written, problems } = publishSchemas();
+    for (const p of problems) process.stderr.write(`${p}\n`);
+    if (problems.length) process.exitCode = 1;
+    for (const f of written) process.stdout.write(`published ${f}\n`);
+    if (!problems.length && !written.length) process.stdout.write('nothing to publish\n');
+  });
+
 const dlq = program.command('dlq').description('inspect and replay dead letters (per consumer group)');
 const groupOption = () =>
   new Option(

@@ -3,6 +3,7 @@
  * `id` is the idempotency key of consumers, the Kafka/bus key is `partitionkey` (the user id).
  */
 import { uuidv7 } from 'uuidv7';
+import { dataschemaFor, isEventType, schemaVersionOf } from './schemas.ts';
 
 export interface CloudEvent<T = unknown> {
   specversion: '1.0';
@@ -13,7 +14,7 @@ export interface CloudEvent<T = unknown> {
   time: string;
   datacontenttype: 'application/json';
   dataschema?: string;
-  /** Extension: major version of the data schema. */
+  /** Extension: the version of the type's schema the event was written under (`dataschema` names it too). */
   schemaversion?: string;
   /** Extension (Distributed Tracing): W3C trace context of the producing operation. */
   traceparent?: string;
@@ -24,11 +25,6 @@ export interface CloudEvent<T = unknown> {
   useragent?: string;
   data: T;
 }
-
-export const SCHEMA_VERSION = '1';
-
-export const dataschemaFor = (type: string, version = SCHEMA_VERSION) =>
-  `urn:taskflow:schema:${type}:v${version}`;
 
 export interface NewEventInput<T> {
   type: string;
@@ -49,11 +45,15 @@ export function makeEvent<T>(input: NewEventInput<T>): CloudEvent<T> {
     type: input.type,
     time: (input.time ?? new Date()).toISOString(),
     datacontenttype: 'application/json',
-    dataschema: dataschemaFor(input.type),
-    schemaversion: SCHEMA_VERSION,
     partitionkey: input.key,
     data: input.data,
   };
+  // The schema and version it is written under (a type this build does not know fails validation anyway).
+  if (isEventType(input.type)) {
+    const version = schemaVersionOf(input.type);
+    event.dataschema = dataschemaFor(input.type, version);
+    event.schemaversion = String(version);
+  }
   if (input.subject) event.subject = input.subject;
   if (input.traceparent) event.traceparent = input.traceparent;
   for (const [k, v] of Object.entries(input.extensions ?? {})) {

@@ -1,11 +1,22 @@
 /**
  * JSON Schemas (draft-07) of every event type of docs/architecture.md section 3. Producers validate before writing,
- * consumers validate on read. Evolve backward-compatibly: add optional fields, never remove or retype; a
- * breaking change is a new `schemaversion`.
+ * consumers validate on read. Each type's schema has a version; every version is published under
+ * `schemas/events/<type>/v<N>.json` and a change must be compatible with the last published version as the
+ * type declares (`compatibility`, checked by `taskflow schemas check` and the test suite; see the README on
+ * evolving an event). Events name their schema and version in `dataschema` and `schemaversion`.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import * as formatsModule from 'ajv-formats';
-import type { CloudEvent } from './cloudevent.ts';
+import type { Compatibility } from './schema-compat.ts';
+
+/** What this module reads of an event (a CloudEvent; `cloudevent.ts` builds them with the versions here). */
+interface TypedEvent {
+  type: string;
+  partitionkey?: string | undefined;
+}
+
+/** The `dataschema` of events of `type` written under `version` of its schema. */
+export const dataschemaFor = (type: string, version: number) => `urn:taskflow:schema:${type}:v${version}`;
 
 const instant = { type: 'string', format: 'date-time' } as const;
 const nullableInstant = { anyOf: [instant, { type: 'null' }] } as const;
@@ -63,8 +74,8 @@ export const taskSchema = {
   },
 } as const;
 
-const envelope = (type: string, data: object) => ({
-  $id: `urn:taskflow:schema:${type}:v1`,
+const envelope = (type: string, data: object, version = 1) => ({
+  $id: dataschemaFor(type, version),
   type: 'object',
   required: ['specversion', 'id', 'source', 'type', 'time', 'data'],
   properties: {
@@ -160,23 +171,78 @@ const notificationCreatedData = {
   },
 };
 
+/**
+ * Every type is read by consumers of other targets, which upgrade at their own pace: a new version must be
+ * readable by consumers of the last one (forward) and read events written under it (backward).
+ */
+const FULL: Compatibility = 'full';
+
 export const EVENT_TYPES = {
-  'task.created': { topic: 'task-events', schema: envelope('task.created', taskEventData(false)) },
-  'task.updated': { topic: 'task-events', schema: envelope('task.updated', taskEventData(true)) },
-  'task.completed': { topic: 'task-events', schema: envelope('task.completed', taskEventData(true)) },
-  'task.reopened': { topic: 'task-events', schema: envelope('task.reopened', taskEventData(true)) },
-  'task.deleted': { topic: 'task-events', schema: envelope('task.deleted', taskEventData(true)) },
-  'reminder.scheduled': { topic: 'reminders', schema: envelope('reminder.scheduled', reminderData) },
-  'reminder.triggered': { topic: 'reminders', schema: envelope('reminder.triggered', reminderData) },
-  'reminder.dismissed': { topic: 'reminders', schema: envelope('reminder.dismissed', reminderData) },
-  'reminder.missed': { topic: 'reminders', schema: envelope('reminder.missed', reminderData) },
+  'task.created': {
+    topic: 'task-events',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('task.created', taskEventData(false)),
+  },
+  'task.updated': {
+    topic: 'task-events',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('task.updated', taskEventData(true)),
+  },
+  'task.completed': {
+    topic: 'task-events',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('task.completed', taskEventData(true)),
+  },
+  'task.reopened': {
+    topic: 'task-events',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('task.reopened', taskEventData(true)),
+  },
+  'task.deleted': {
+    topic: 'task-events',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('task.deleted', taskEventData(true)),
+  },
+  'reminder.scheduled': {
+    topic: 'reminders',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('reminder.scheduled', reminderData),
+  },
+  'reminder.triggered': {
+    topic: 'reminders',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('reminder.triggered', reminderData),
+  },
+  'reminder.dismissed': {
+    topic: 'reminders',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('reminder.dismissed', reminderData),
+  },
+  'reminder.missed': {
+    topic: 'reminders',
+    version: 1,
+    compatibility: FULL,
+    schema: envelope('reminder.missed', reminderData),
+  },
   'task.changed': {
     topic: 'task-updates',
+    version: 1,
+    compatibility: FULL,
     schema: envelope('task.changed', taskChangedData),
     keySequenced: true,
   },
   'notification.created': {
     topic: 'task-updates',
+    version: 1,
+    compatibility: FULL,
     schema: envelope('notification.created', notificationCreatedData),
   },
 } as const;
@@ -228,7 +294,7 @@ export function eventProblems(event: unknown): string[] {
   return validate(event) ? [] : describe(validate.errors);
 }
 
-export function assertValidEvent(event: CloudEvent): void {
+export function assertValidEvent(event: TypedEvent): void {
   const problems = eventProblems(event);
   if (problems.length) throw new EventValidationError(event.type, problems);
 }
@@ -245,7 +311,7 @@ export function isKeySequenced(type: string): boolean {
 export const keySequenceStream = (type: string, key: string) => `${type}/${key}`;
 
 /** The stream that numbers `event` when its type is key-sequenced, else undefined. */
-export const sequenceStreamOf = (event: CloudEvent): string | undefined =>
+export const sequenceStreamOf = (event: TypedEvent): string | undefined =>
   isKeySequenced(event.type) && event.partitionkey
     ? keySequenceStream(event.type, event.partitionkey)
     : undefined;
@@ -253,6 +319,27 @@ export const sequenceStreamOf = (event: CloudEvent): string | undefined =>
 /** SQL: the jsonb event `value` with its `data.sequence` set to the SQL expression `sequence`. */
 export const numberedSql = (value: string, sequence: string) =>
   `jsonb_set(${value}, '{data,sequence}', to_jsonb(${sequence}))`;
+
+/** The current version of `type`'s schema. */
+export const schemaVersionOf = (type: EventType): number => EVENT_TYPES[type].version;
+
+/**
+ * `type`'s schema as published: standalone, the task schema written out where it is referenced (a consumer
+ * elsewhere, a registry or a code generator needs no other file).
+ */
+export function publishedSchema(type: EventType): Record<string, unknown> {
+  const { $id: _, ...task } = taskSchema;
+  const inline = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(inline);
+    if (node === null || typeof node !== 'object') return node;
+    if ((node as { $ref?: unknown }).$ref === taskSchema.$id) return inline(task);
+    return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, inline(v)]));
+  };
+  return {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    ...(inline(EVENT_TYPES[type].schema) as object),
+  };
+}
 
 export function topicOf(type: EventType): string {
   return EVENT_TYPES[type].topic;

@@ -1,0 +1,101 @@
+/**
+ * The published versions of the event schemas, kept in the repository under `schemas/events/<type>/v<N>.json`
+ * (what consumers elsewhere, a schema registry or a code generator read), and the check that keeps them
+ * honest: each type's current schema is its published current version, and each version is compatible with
+ * the one before it as the type declares. `taskflow schemas check` and the test suite run the check;
+ * `taskflow schemas publish` writes the file of a new version.
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { compatibilityProblems } from './schema-compat.ts';
+import { EVENT_TYPES, publishedSchema, type EventType } from './schemas.ts';
+
+/** `schemas/events` of this checkout (from src/contracts or dist/contracts alike). */
+export const PUBLISHED_DIR = fileURLToPath(new URL('../../schemas/events/', import.meta.url));
+
+const fileOf = (dir: string, type: string, version: number) => join(dir, type, `v${version}.json`);
+const text = (schema: unknown) => `${JSON.stringify(schema, null, 2)}\n`;
+
+/** The versions of `type` published in `dir`, ascending. */
+export function publishedVersions(dir: string, type: string): number[] {
+  if (!existsSync(join(dir, type))) return [];
+  return readdirSync(join(dir, type))
+    .map((f) => /^v([1-9][0-9]*)\.json$/.exec(f)?.[1])
+    .filter((v): v is string => v !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+export function readPublished(dir: string, type: string, version: number): Record<string, unknown> {
+  return JSON.parse(readFileSync(fileOf(dir, type, version), 'utf8')) as Record<string, unknown>;
+}
+
+/** One line per problem, naming the type, the version, the field and the rule; empty when all is well. */
+export function checkPublishedSchemas(dir = PUBLISHED_DIR): string[] {
+  const out: string[] = [];
+  for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
+    const { version, compatibility } = EVENT_TYPES[type];
+    const versions = publishedVersions(dir, type);
+    const current = publishedSchema(type);
+    const latest = versions.at(-1) ?? 0;
+    if (version < latest)
+      out.push(`${type}: version ${version} is older than the published v${latest}; versions only go up`);
+    else if (version > latest + 1)
+      out.push(`${type}: version ${version} skips v${latest + 1} (the last published is v${latest})`);
+    else if (version === latest + 1) {
+      const hint = `run \`taskflow schemas publish\` to publish v${version}`;
+      const problems = latest ? compat(readPublished(dir, type, latest), current, compatibility) : [];
+      out.push(
+        ...(problems.length
+          ? problems.map((p) => `${type} v${latest} -> v${version}: ${p}`)
+          : [`${type}: v${version} is not published yet; ${hint}`]),
+      );
+    } else if (text(readPublished(dir, type, version)) !== text(current)) {
+      const problems = compat(readPublished(dir, type, version), current, compatibility);
+      out.push(
+        ...(problems.length
+          ? problems.map((p) => `${type} v${version} -> (changed): ${p}`)
+          : [
+              `${type}: the schema changed compatibly but is still called v${version}; set its version to ${version + 1} and run \`taskflow schemas publish\``,
+            ]),
+      );
+    }
+    // The history itself: every published version compatible with the one before it.
+    for (let i = 1; i < versions.length; i++) {
+      const [a, b] = [versions[i - 1]!, versions[i]!];
+      for (const p of compat(readPublished(dir, type, a), readPublished(dir, type, b), compatibility))
+        out.push(`${type} v${a} -> v${b} (published): ${p}`);
+    }
+  }
+  return out;
+}
+
+function compat(
+  before: Record<string, unknown>,
+  after: Record<string, unknown>,
+  mode: 'backward' | 'forward' | 'full',
+) {
+  return compatibilityProblems(before, after, mode).map(
+    (p) =>
+      `${p.path}: ${p.rule} (${p.direction === 'backward' ? 'new consumers reading old events' : 'consumers of the old version reading new events'}; ${mode} compatibility)`,
+  );
+}
+
+/**
+ * Writes the current version of every type that is not published yet, if the check passes otherwise;
+ * returns the files written. A published version is never rewritten.
+ */
+export function publishSchemas(dir = PUBLISHED_DIR): { written: string[]; problems: string[] } {
+  const problems = checkPublishedSchemas(dir).filter((p) => !p.includes('is not published yet'));
+  if (problems.length) return { written: [], problems };
+  const written: string[] = [];
+  for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
+    const file = fileOf(dir, type, EVENT_TYPES[type].version);
+    if (existsSync(file)) continue;
+    mkdirSync(join(dir, type), { recursive: true });
+    writeFileSync(file, text(publishedSchema(type)));
+    written.push(file);
+  }
+  return { written, problems: [] };
+}
