@@ -38,6 +38,19 @@ export const GROUPS = {
   gateway: 'taskflow-gateway',
 } as const;
 
+/**
+ * What each consuming target reads, as which group: the targets subscribe with these, and the AsyncAPI
+ * document lists them. The gateway's group is per instance (`taskflow-gateway-<GATEWAY_INSTANCE_ID>`: every
+ * instance sees every update) and dead-letters nothing (a client that missed an update resumes with ?since=).
+ */
+export const SUBSCRIPTIONS = {
+  reminders: { group: GROUPS.reminders, topics: [TOPICS.taskEvents], deadLetters: true },
+  recurrence: { group: GROUPS.recurrence, topics: [TOPICS.taskEvents], deadLetters: true },
+  notifications: { group: GROUPS.notifications, topics: [TOPICS.reminders], deadLetters: true },
+  audit: { group: GROUPS.audit, topics: [TOPICS.taskEvents, TOPICS.reminders], deadLetters: true },
+  gateway: { group: `${GROUPS.gateway}-<instance>`, topics: [TOPICS.taskUpdates], deadLetters: false },
+} as const;
+
 export function topicSpec(name: string): TopicSpec {
   const known = TOPIC_SPECS.find((t) => t.name === name);
   if (known) return known;

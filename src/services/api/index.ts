@@ -1,7 +1,9 @@
 /** The `api` target: the Task API (REST), its OpenAPI document and docs UI. */
+import { readFileSync } from 'node:fs';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { createVerifier } from '../../auth.ts';
+import { asyncApiDocument } from '../../contracts/asyncapi.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
@@ -10,6 +12,10 @@ import { finishDocument, withErrorAnswers } from '../../http/openapi.ts';
 import { registerChat } from './chat.ts';
 import { registerTaskApi } from './routes.ts';
 import { registerWeb } from './web.ts';
+
+const packageVersion = () =>
+  (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string })
+    .version;
 
 export const apiTarget: TargetDefinition = {
   name: 'api',
@@ -64,6 +70,9 @@ export const apiTarget: TargetDefinition = {
     });
     await app.register(swaggerUi, { routePrefix: '/docs' });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+    // The event side of the contract, from the same topic table, schemas and subscriptions (AsyncAPI 3.1).
+    const asyncApi = asyncApiDocument(packageVersion());
+    app.get('/asyncapi.json', { schema: { hide: true } }, async () => asyncApi);
     await registerWeb(app);
     addReadinessCheck('database', async () => {
       await rt.db.query('SELECT 1');

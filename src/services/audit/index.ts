@@ -5,7 +5,7 @@
  * default 365; a purge keeps an anchor so the chain stays verifiable).
  */
 import { createVerifier } from '../../auth.ts';
-import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import type { Runtime } from '../../runtime.ts';
 import { consumerTarget } from '../consumer-target.ts';
@@ -39,8 +39,8 @@ export async function runRetention(rt: Runtime, retentionDays: number) {
 export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
   return consumerTarget({
     name: 'audit',
-    group: GROUPS.audit,
-    topics: [TOPICS.taskEvents, TOPICS.reminders],
+    group: SUBSCRIPTIONS.audit.group,
+    topics: SUBSCRIPTIONS.audit.topics,
     async setup(rt) {
       const options = { ...rt.config.audit, ...opts };
       await registerAuditApi(rt.http.app, { db: rt.db, verify: createVerifier(rt.config.jwt) });

@@ -13,7 +13,7 @@ import websocket from '@fastify/websocket';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config.ts';
 import { AuthError, bearerToken, createVerifier } from '../../auth.ts';
-import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
@@ -127,7 +127,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
       hub.start();
       const subscription = await subscribeWhenReachable(rt, {
         group,
-        topics: [TOPICS.taskUpdates],
+        topics: SUBSCRIPTIONS.gateway.topics,
         fromBeginning: false,
         handler: async (m) => {
           hub.ingest(m.event);

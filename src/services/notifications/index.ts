@@ -13,7 +13,7 @@ import type { Agent } from 'node:https';
 import { createVerifier } from '../../auth.ts';
 import type { BusMessage } from '../../bus/types.ts';
 import type { ReminderEventData } from '../../contracts/events.ts';
-import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import { QUIET_CHANNELS, quietHoursEnd, type Channel } from '../../domain/notifications.ts';
 import type { Config } from '../../config.ts';
 import type { TargetDefinition } from '../../runtime.ts';
@@ -38,8 +38,8 @@ export interface NotificationsOptions extends Partial<Config['notifications']> {
 export function createNotificationsTarget(options?: NotificationsOptions): TargetDefinition {
   return consumerTarget({
     name: 'notifications',
-    group: GROUPS.notifications,
-    topics: [TOPICS.reminders],
+    group: SUBSCRIPTIONS.notifications.group,
+    topics: SUBSCRIPTIONS.notifications.topics,
     async setup(rt) {
       const opts = { ...rt.config.notifications, ...options };
       const { timeoutMs } = opts;

@@ -18,7 +18,7 @@
 import type { BusMessage } from '../../bus/types.ts';
 import { PermanentError } from '../../bus/types.ts';
 import type { TaskEventData } from '../../contracts/events.ts';
-import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import { createVerifier } from '../../auth.ts';
 import { NotFoundError } from '../../domain/errors.ts';
 import { nextOccurrence } from '../../domain/recurrence.ts';
@@ -131,8 +131,8 @@ async function forgetOccurrence(rt: Runtime, message: BusMessage): Promise<void>
 
 export const recurrenceTarget = consumerTarget({
   name: 'recurrence',
-  group: GROUPS.recurrence,
-  topics: [TOPICS.taskEvents],
+  group: SUBSCRIPTIONS.recurrence.group,
+  topics: SUBSCRIPTIONS.recurrence.topics,
   async setup(rt) {
     const store = new TaskStore(rt.db, rt.clock);
     await registerRecurrenceRoutes(rt.http.app, {

@@ -11,7 +11,7 @@ import { createVerifier } from '../../auth.ts';
 import type { BusMessage } from '../../bus/types.ts';
 import type { ReminderChannel, TaskEventData } from '../../contracts/events.ts';
 import { REMINDER_CHANNELS } from '../../contracts/schemas.ts';
-import { GROUPS, TOPICS } from '../../contracts/topics.ts';
+import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { TargetDefinition } from '../../runtime.ts';
@@ -37,8 +37,8 @@ export interface RemindersOptions extends Partial<Config['reminders']> {
 export function createRemindersTarget(options?: RemindersOptions): TargetDefinition {
   return consumerTarget({
     name: 'reminders',
-    group: GROUPS.reminders,
-    topics: [TOPICS.taskEvents],
+    group: SUBSCRIPTIONS.reminders.group,
+    topics: SUBSCRIPTIONS.reminders.topics,
     async setup(rt) {
       const opts = { ...rt.config.reminders, ...options };
       const { graceMs } = opts;

@@ -1,0 +1,168 @@
+/**
+ * The AsyncAPI 3.1 document of Taskflow's events, built from the same topic table, schemas and subscriptions
+ * the code runs on (served by the api target at /asyncapi.json). Messages are described as they travel on
+ * Kafka: CloudEvents in binary content mode, the attributes as `ce_*` headers, the event's `data` as the
+ * JSON body, keyed by user id. The embedded bus and Dapr carry the same events whole (structured mode).
+ */
+import { EVENT_TYPES, publishedSchema, type EventType } from './schemas.ts';
+import { DLQ_SPEC, SUBSCRIPTIONS, TOPIC_SPECS, dlqTopic } from './topics.ts';
+
+type Json = Record<string, unknown>;
+
+/** Which targets write each topic's events (the consumer groups are in SUBSCRIPTIONS). */
+const PRODUCERS: Record<string, string> = {
+  'task-events': 'api (REST, MCP, chat) and recurrence (next occurrences)',
+  reminders: 'reminders (scheduler and snooze / dismiss API)',
+  'task-updates': 'api and recurrence (task.changed, with the write), notifications (notification.created)',
+};
+
+const ref = (path: string) => ({ $ref: `#/${path}` });
+
+const EXAMPLE_STRINGS: Record<string, string> = {
+  'date-time': '2026-12-04T09:00:00.000Z',
+  uuid: '0193a1b2-7c4d-7e5f-8a9b-0c1d2e3f4a5b',
+};
+
+/** A value the schema accepts, built from it: the first of each choice, the required fields of an object. */
+export function exampleOf(schema: Json): unknown {
+  if ('const' in schema) return schema.const;
+  if (Array.isArray(schema.enum)) return schema.enum[0];
+  if (Array.isArray(schema.anyOf)) return exampleOf(schema.anyOf[0] as Json);
+  switch (schema.type) {
+    case 'string':
+      return EXAMPLE_STRINGS[schema.format as string] ?? 'user-1';
+    case 'integer':
+    case 'number':
+      return typeof schema.minimum === 'number' ? schema.minimum : 1;
+    case 'boolean':
+      return true;
+    case 'null':
+      return null;
+    case 'array':
+      return [];
+    case 'object': {
+      const props = (schema.properties ?? {}) as Record<string, Json>;
+      return Object.fromEntries(
+        ((schema.required ?? []) as string[]).map((k) => [k, exampleOf(props[k] ?? {})]),
+      );
+    }
+    default:
+      return {};
+  }
+}
+
+function headersOf(type: EventType, envelope: Json): Json {
+  const props = (envelope.properties ?? {}) as Record<string, Json>;
+  const headers: Record<string, Json> = {};
+  for (const [name, schema] of Object.entries(props)) {
+    if (name === 'data' || name === 'datacontenttype') continue;
+    headers[`ce_${name}`] = name === 'specversion' || name === 'type' ? schema : { type: 'string' };
+  }
+  headers.ce_type = { const: type };
+  headers['content-type'] = { const: 'application/json' };
+  headers.traceparent = props.traceparent ?? { type: 'string' };
+  const required = ((envelope.required ?? []) as string[]).filter((r) => r !== 'data').map((r) => `ce_${r}`);
+  return { type: 'object', required: [...required, 'content-type'], properties: headers };
+}
+
+export function asyncApiDocument(version: string): Json {
+  const messages: Record<string, Json> = {};
+  for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
+    const envelope = publishedSchema(type);
+    const { $schema: _, ...data } = (envelope.properties as Record<string, Json>).data!;
+    const headers = headersOf(type, envelope);
+    messages[type] = {
+      name: type,
+      title: type,
+      summary: `${type}, schema version ${EVENT_TYPES[type].version} (${envelope.$id as string})`,
+      contentType: 'application/json',
+      headers,
+      payload: data,
+      examples: [
+        {
+          name: `${type}-minimal`,
+          summary: 'the required fields',
+          headers: exampleOf(headers),
+          payload: exampleOf(data),
+        },
+      ],
+      bindings: {
+        kafka: {
+          key: { type: 'string', description: 'the user id (CloudEvents partitionkey)' },
+          bindingVersion: '0.5.0',
+        },
+      },
+    };
+  }
+  const typesOn = (topic: string) =>
+    (Object.keys(EVENT_TYPES) as EventType[]).filter((t) => EVENT_TYPES[t].topic === topic);
+  const kafkaTopic = (name: string, partitions: number, retentionMs: number) => ({
+    kafka: {
+      topic: name,
+      partitions,
+      topicConfiguration: { 'retention.ms': retentionMs, 'cleanup.policy': ['delete'] },
+      bindingVersion: '0.5.0',
+    },
+  });
+  const channels: Record<string, Json> = {};
+  const operations: Record<string, Json> = {};
+  for (const t of TOPIC_SPECS) {
+    const types = typesOn(t.name);
+    channels[t.name] = {
+      address: t.name,
+      title: t.name,
+      description: `Written by ${PRODUCERS[t.name] ?? 'the targets'}; keyed by user id, so one user's events are in order on one partition.`,
+      messages: Object.fromEntries(types.map((type) => [type, ref(`components/messages/${type}`)])),
+      bindings: kafkaTopic(t.name, t.partitions, t.retentionMs),
+    };
+    operations[`send-${t.name}`] = {
+      action: 'send',
+      channel: ref(`channels/${t.name}`),
+      summary: `The outbox relay (or the embedded bus) puts the events of ${PRODUCERS[t.name] ?? 'the targets'} here`,
+      messages: types.map((type) => ref(`channels/${t.name}/messages/${type}`)),
+    };
+  }
+  for (const [target, sub] of Object.entries(SUBSCRIPTIONS)) {
+    for (const topic of sub.topics) {
+      operations[`${target}-receives-${topic}`] = {
+        action: 'receive',
+        channel: ref(`channels/${topic}`),
+        summary: `${target} reads ${topic} as consumer group ${sub.group}`,
+        messages: typesOn(topic).map((type) => ref(`channels/${topic}/messages/${type}`)),
+        bindings: { kafka: { groupId: { type: 'string', const: sub.group }, bindingVersion: '0.5.0' } },
+      };
+    }
+    if (!sub.deadLetters) continue;
+    const dlq = dlqTopic(sub.group);
+    channels[dlq] = {
+      address: dlq,
+      title: dlq,
+      description: `What ${sub.group} could not handle, with failure headers (taskflow-dlq-*); inspect and replay with \`taskflow dlq\`.`,
+      messages: Object.fromEntries(
+        [...new Set(sub.topics.flatMap(typesOn))].map((type) => [type, ref(`components/messages/${type}`)]),
+      ),
+      bindings: kafkaTopic(dlq, DLQ_SPEC.partitions, DLQ_SPEC.retentionMs),
+    };
+  }
+  return {
+    asyncapi: '3.1.0',
+    info: {
+      title: 'Taskflow events',
+      version,
+      description:
+        'The topics, events and consumer groups of Taskflow. Every event is a CloudEvent 1.0 whose data has a versioned JSON Schema (schemas/events/<type>/v<N>.json, named in ce_dataschema); versions evolve with full compatibility (`taskflow schemas check`).',
+    },
+    defaultContentType: 'application/json',
+    servers: {
+      kafka: {
+        host: 'localhost:9092',
+        protocol: 'kafka',
+        description:
+          'Apache Kafka or Redpanda: set KAFKA_BROKERS; topic names get KAFKA_TOPIC_PREFIX in front',
+      },
+    },
+    channels,
+    operations,
+    components: { messages },
+  };
+}
