@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { RetryPolicy } from './retry.ts';
 import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
+import { COMPATIBILITY_LEVELS, type CompatibilityLevel } from './contracts/schema-compat.ts';
 import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl } from './store/db.ts';
 import type { LogFormat } from './observability/logger.ts';
@@ -49,6 +50,13 @@ export interface Config {
     /** KAFKA_TOPIC_RETENTION_MS: retention per topic name (`dlq`: every dead-letter topic), for new topics. */
     topicRetentionMs: Record<string, number>;
     replicationFactor: number;
+  };
+  /** SCHEMA_REGISTRY_*: a Confluent-compatible registry the event schemas are registered with at start-up. */
+  schemaRegistry?: {
+    url: string;
+    username?: string;
+    password?: string;
+    compatibility: CompatibilityLevel;
   };
   /** kafkaAdmin: KAFKA_BROKERS is set, so topics, lag and dead letters are read from the brokers behind Dapr. */
   dapr: { httpPort: number; pubsubName: string; kafkaAdmin: boolean };
@@ -146,6 +154,23 @@ function logFormat(raw: string): LogFormat {
   return format;
 }
 
+function schemaRegistryOf(env: NodeJS.ProcessEnv): NonNullable<Config['schemaRegistry']> {
+  const url = env.SCHEMA_REGISTRY_URL!;
+  if (!/^https?:\/\//.test(url))
+    throw new ConfigError(`SCHEMA_REGISTRY_URL must be an http(s) URL, got "${url}"`);
+  const compatibility = (env.SCHEMA_REGISTRY_COMPATIBILITY ?? 'FULL').toUpperCase();
+  if (!(COMPATIBILITY_LEVELS as readonly string[]).includes(compatibility))
+    throw new ConfigError(
+      `SCHEMA_REGISTRY_COMPATIBILITY must be one of ${COMPATIBILITY_LEVELS.join(', ')}, got "${env.SCHEMA_REGISTRY_COMPATIBILITY}"`,
+    );
+  return {
+    url,
+    ...(env.SCHEMA_REGISTRY_USERNAME ? { username: env.SCHEMA_REGISTRY_USERNAME } : {}),
+    ...(env.SCHEMA_REGISTRY_PASSWORD ? { password: env.SCHEMA_REGISTRY_PASSWORD } : {}),
+    compatibility: compatibility as CompatibilityLevel,
+  };
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const bus = (env.BUS || 'embedded') as BusKind;
@@ -202,6 +227,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50),
     },
     consumerBatchIntervalMs: int(env, 'CONSUMER_BATCH_INTERVAL_MS', 200),
+    ...(env.SCHEMA_REGISTRY_URL ? { schemaRegistry: schemaRegistryOf(env) } : {}),
     kafka: {
       brokers: (env.KAFKA_BROKERS || '127.0.0.1:9092')
         .split(',')

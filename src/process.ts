@@ -4,7 +4,7 @@
  */
 import { allTopics, createBus, preloadBus, provisionsTopics } from './bus/index.ts';
 import type { Bus } from './bus/types.ts';
-import type { Config } from './config.ts';
+import { ConfigError, type Config } from './config.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
 import { createHttpServer } from './http/server.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
@@ -67,6 +67,7 @@ export async function runTargets(
         : 'database open and up to date',
     );
     step = performance.now();
+    if (config.schemaRegistry) await registerSchemas(config.schemaRegistry, config.kafka.topicPrefix, log);
     http = await httpMade;
     bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
   } catch (err) {
@@ -113,6 +114,32 @@ export async function runTargets(
         if (!opts.db) await db.close();
       })()),
   };
+}
+
+/**
+ * Registers the event schemas with the registry (bus/schema-registry.ts) before any target can write an event:
+ * a schema the registry refuses, or a registry that cannot be reached, stops the start with one line.
+ */
+async function registerSchemas(
+  settings: NonNullable<Config['schemaRegistry']>,
+  prefix: string,
+  log: Logger,
+): Promise<void> {
+  const { SchemaRegistryClient, registerEventSchemas } = await import('./bus/schema-registry.ts');
+  const started = performance.now();
+  try {
+    const ids = await registerEventSchemas(
+      new SchemaRegistryClient(settings),
+      settings.compatibility,
+      prefix,
+    );
+    log.info(
+      { schemas: ids.size, ms: Math.round(performance.now() - started), registry: settings.url },
+      `event schemas registered (${settings.compatibility})`,
+    );
+  } catch (err) {
+    throw new ConfigError(errorMessage(err));
+  }
 }
 
 /**

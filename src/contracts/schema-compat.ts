@@ -13,6 +13,18 @@
 
 export type Compatibility = 'backward' | 'forward' | 'full';
 
+/** A schema registry's compatibility levels (Confluent's names; SCHEMA_REGISTRY_COMPATIBILITY). */
+export const COMPATIBILITY_LEVELS = [
+  'BACKWARD',
+  'BACKWARD_TRANSITIVE',
+  'FORWARD',
+  'FORWARD_TRANSITIVE',
+  'FULL',
+  'FULL_TRANSITIVE',
+  'NONE',
+] as const;
+export type CompatibilityLevel = (typeof COMPATIBILITY_LEVELS)[number];
+
 export interface CompatProblem {
   /** JSON pointer of the field in the event, e.g. `/data/task/title`. */
   path: string;

@@ -1,0 +1,164 @@
+/**
+ * A Confluent-compatible schema registry (Confluent Schema Registry, Redpanda's built-in registry, Apicurio's
+ * `ccompat` API, Karapace) over its REST API. With SCHEMA_REGISTRY_URL set, a process registers the current
+ * version of every event schema at start-up, under the subject `<prefix><topic>-<event type>` (the
+ * TopicRecordNameStrategy: a topic carries several event types), with the configured compatibility level; a
+ * schema the registry finds incompatible stops the start with one line naming the subject and the reason.
+ * Schemas are looked up by id with a cache (ids never change meaning in a registry).
+ */
+import type { CompatibilityLevel } from '../contracts/schema-compat.ts';
+import { EVENT_TYPES, publishedSchema, schemaVersionOf, type EventType } from '../contracts/schemas.ts';
+import { errorMessage } from '../error-text.ts';
+
+export interface RegistrySettings {
+  url: string;
+  username?: string | undefined;
+  password?: string | undefined;
+  compatibility: CompatibilityLevel;
+  /** Per request (default 10 s). */
+  timeoutMs?: number;
+}
+
+export class RegistryError extends Error {
+  constructor(
+    readonly status: number,
+    readonly errorCode: number | undefined,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RegistryError';
+  }
+}
+
+/** A schema the registry refuses (incompatible or invalid): the process does not start. */
+export class SchemaRefusedError extends Error {
+  override name = 'SchemaRefusedError';
+}
+
+const CONTENT_TYPE = 'application/vnd.schemaregistry.v1+json';
+
+export class SchemaRegistryClient {
+  private readonly byId = new Map<number, Promise<{ schema: string; schemaType: string }>>();
+  private readonly auth: string | undefined;
+
+  constructor(private readonly s: RegistrySettings) {
+    this.auth =
+      s.username !== undefined
+        ? `Basic ${Buffer.from(`${s.username}:${s.password ?? ''}`).toString('base64')}`
+        : undefined;
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = `${this.s.url.replace(/\/+$/, '')}${path}`;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: {
+          accept: CONTENT_TYPE,
+          ...(body === undefined ? {} : { 'content-type': CONTENT_TYPE }),
+          ...(this.auth ? { authorization: this.auth } : {}),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(this.s.timeoutMs ?? 10_000),
+      });
+    } catch (err) {
+      throw new RegistryError(0, undefined, `schema registry ${url} unreachable: ${errorMessage(err)}`);
+    }
+    const text = await res.text();
+    let json: Record<string, unknown> = {};
+    try {
+      json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+    } catch {
+      // a proxy's HTML error page: reported by status below
+    }
+    if (!res.ok) {
+      const code = typeof json.error_code === 'number' ? json.error_code : undefined;
+      const message = typeof json.message === 'string' ? json.message : text.slice(0, 200);
+      throw new RegistryError(
+        res.status,
+        code,
+        `schema registry ${method} ${path}: ${res.status} ${message}`,
+      );
+    }
+    return json as T;
+  }
+
+  setCompatibility(subject: string, level: CompatibilityLevel): Promise<unknown> {
+    return this.call('PUT', `/config/${encodeURIComponent(subject)}`, { compatibility: level });
+  }
+
+  /** Whether `schema` may be registered under `subject` (true for a subject with no version yet), and why not. */
+  async compatibility(subject: string, schema: string): Promise<{ compatible: boolean; messages: string[] }> {
+    try {
+      const r = await this.call<{ is_compatible: boolean; messages?: string[] }>(
+        'POST',
+        `/compatibility/subjects/${encodeURIComponent(subject)}/versions/latest?verbose=true`,
+        { schema, schemaType: 'JSON' },
+      );
+      return { compatible: r.is_compatible, messages: r.messages ?? [] };
+    } catch (err) {
+      // 40401 subject not found, 40402 version not found: nothing to be compatible with yet.
+      if (err instanceof RegistryError && err.status === 404) return { compatible: true, messages: [] };
+      throw err;
+    }
+  }
+
+  /** Registers `schema` under `subject` (or finds it registered): its id. */
+  async register(subject: string, schema: string): Promise<number> {
+    const r = await this.call<{ id: number }>('POST', `/subjects/${encodeURIComponent(subject)}/versions`, {
+      schema,
+      schemaType: 'JSON',
+    });
+    return r.id;
+  }
+
+  /** The schema with `id`, fetched once per process. */
+  schemaById(id: number): Promise<{ schema: string; schemaType: string }> {
+    let p = this.byId.get(id);
+    if (!p) {
+      p = this.call<{ schema: string; schemaType?: string }>('GET', `/schemas/ids/${id}`).then((r) => ({
+        schema: r.schema,
+        schemaType: r.schemaType ?? 'AVRO',
+      }));
+      p.catch(() => this.byId.delete(id)); // a failed lookup is tried again next time
+      this.byId.set(id, p);
+    }
+    return p;
+  }
+}
+
+/** The subject of an event type's schema (TopicRecordNameStrategy). */
+export const subjectOf = (type: EventType, prefix = '') => `${prefix}${EVENT_TYPES[type].topic}-${type}`;
+
+/**
+ * Registers the current version of every event schema, after setting each subject's compatibility level and
+ * asking whether the registry takes it; resolves the ids. Refuses (SchemaRefusedError, one line) on the first
+ * schema the registry finds incompatible or invalid.
+ */
+export async function registerEventSchemas(
+  client: SchemaRegistryClient,
+  level: CompatibilityLevel,
+  prefix = '',
+): Promise<Map<EventType, number>> {
+  const ids = new Map<EventType, number>();
+  for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
+    const subject = subjectOf(type, prefix);
+    const schema = JSON.stringify(publishedSchema(type));
+    const where = `${type} v${schemaVersionOf(type)} under subject ${subject}`;
+    await client.setCompatibility(subject, level);
+    const { compatible, messages } = await client.compatibility(subject, schema);
+    if (!compatible)
+      throw new SchemaRefusedError(
+        `the schema registry refuses ${where} (${level}): ${messages.join('; ') || 'incompatible with the registered versions'}`,
+      );
+    try {
+      ids.set(type, await client.register(subject, schema));
+    } catch (err) {
+      if (err instanceof RegistryError && (err.status === 409 || err.status === 422))
+        throw new SchemaRefusedError(`the schema registry refuses ${where}: ${err.message}`);
+      throw err;
+    }
+  }
+  return ids;
+}

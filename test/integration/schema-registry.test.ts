@@ -1,0 +1,97 @@
+/**
+ * Start-up with SCHEMA_REGISTRY_URL: every event schema is registered under `<prefix><topic>-<type>` with the
+ * configured compatibility; a restart registers nothing new; a schema the registry finds incompatible, or
+ * wrong credentials, stop the start with one line; schemas are looked up by id once. Against a server
+ * speaking the Confluent Schema Registry API (test/helpers/schema-registry.ts).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { SchemaRegistryClient, subjectOf } from '../../src/bus/schema-registry.ts';
+import { EVENT_TYPES, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { startApp } from '../helpers/app.ts';
+import { startFakeRegistry, type FakeRegistry } from '../helpers/schema-registry.ts';
+
+const AUTH = { username: 'taskflow', password: 's3cret' };
+const TYPES = Object.keys(EVENT_TYPES) as EventType[];
+
+describe('schema registry at start-up', () => {
+  let db: Db;
+  let registry: FakeRegistry;
+  before(async () => {
+    db = await openDb('memory://');
+    await migrate(db);
+    registry = await startFakeRegistry(AUTH);
+  });
+  after(async () => {
+    await registry.close();
+    await db.close();
+  });
+  const env = (extra: Record<string, string> = {}) => ({
+    SCHEMA_REGISTRY_URL: registry.url,
+    SCHEMA_REGISTRY_USERNAME: AUTH.username,
+    SCHEMA_REGISTRY_PASSWORD: AUTH.password,
+    KAFKA_TOPIC_PREFIX: 'acme.',
+    ...extra,
+  });
+
+  it('registers every event schema under its subject with the configured compatibility, once', async () => {
+    const app = await startApp(db, { targets: ['api'], env: env() });
+    await app.stop();
+    assert.deepEqual([...registry.subjects.keys()].sort(), TYPES.map((t) => subjectOf(t, 'acme.')).sort());
+    for (const t of TYPES) {
+      const versions = registry.subjects.get(`acme.${EVENT_TYPES[t].topic}-${t}`)!;
+      assert.equal(versions.length, 1, t);
+      assert.deepEqual(JSON.parse(versions[0]!.schema), publishedSchema(t));
+      assert.equal(versions[0]!.schemaType, 'JSON');
+      assert.equal(registry.config.get(subjectOf(t, 'acme.')), 'FULL');
+    }
+    // A restart finds them registered: same versions, nothing new.
+    const again = await startApp(db, { targets: ['api'], env: env() });
+    await again.stop();
+    for (const t of TYPES) assert.equal(registry.subjects.get(subjectOf(t, 'acme.'))!.length, 1);
+  });
+
+  it('refuses to start on a schema the registry finds incompatible, naming the subject and the field', async () => {
+    // Another producer registered a version whose readers need a field the current schema does not require.
+    const older = structuredClone(publishedSchema('task.deleted')) as Record<string, any>;
+    older.properties.data.required.push('reason');
+    older.properties.data.properties.reason = { type: 'string' };
+    registry.seed('other.task-events-task.deleted', older);
+    await assert.rejects(
+      startApp(db, { targets: ['api'], env: env({ KAFKA_TOPIC_PREFIX: 'other.' }) }),
+      (err: Error) => {
+        assert.equal(err.name, 'ConfigError');
+        assert.match(
+          err.message,
+          /^the schema registry refuses task\.deleted v1 under subject other\.task-events-task\.deleted \(FULL\): \/data\/reason: required by the reader/,
+        );
+        return true;
+      },
+    );
+    assert.equal(registry.subjects.get('other.task-events-task.deleted')!.length, 1, 'nothing registered');
+  });
+
+  it('refuses to start with wrong credentials or a bad compatibility level, in one line', async () => {
+    await assert.rejects(
+      startApp(db, { targets: ['api'], env: env({ SCHEMA_REGISTRY_PASSWORD: 'wrong' }) }),
+      /schema registry PUT \/config\/acme\.task-events-task\.created: 401 Unauthorized/,
+    );
+    await assert.rejects(
+      startApp(db, { targets: ['api'], env: env({ SCHEMA_REGISTRY_COMPATIBILITY: 'SOMETIMES' }) }),
+      /SCHEMA_REGISTRY_COMPATIBILITY must be one of BACKWARD, .*NONE, got "SOMETIMES"/,
+    );
+  });
+
+  it('looks a schema up by id once', async () => {
+    const client = new SchemaRegistryClient({ url: registry.url, ...AUTH, compatibility: 'FULL' });
+    const id = await client.register('lookup-task.created', JSON.stringify(publishedSchema('task.created')));
+    const before = registry.requests.filter((r) => r === `GET /schemas/ids/${id}`).length;
+    const [a, b] = await Promise.all([client.schemaById(id), client.schemaById(id)]);
+    assert.deepEqual(JSON.parse(a.schema), publishedSchema('task.created'));
+    assert.equal(b, a);
+    await client.schemaById(id);
+    assert.equal(registry.requests.filter((r) => r === `GET /schemas/ids/${id}`).length - before, 1);
+  });
+});
