@@ -88,8 +88,8 @@ export interface SubscribeOptions {
    * While messages keep coming, the least time between two batches of a partition (embedded bus, Kafka): a batch
    * then holds what arrived meanwhile, so a busy consumer runs one transaction for many messages instead of
    * one each. Embedded bus: the first message after a quiet spell is handled at once. Kafka: the broker holds
-   * the group's fetch for half the interval unless a megabyte is ready (fetchWait), so a message waits up to
-   * about the interval. Latency traded for cost: 0 (the default) handles every message as soon as it is there.
+   * the group's fetch until 8 KiB are ready or 500 ms have passed (fetchWait), so at low rates a message may
+   * wait up to that. Latency traded for cost: 0 (the default) handles every message as soon as it is there.
    */
   batchIntervalMs?: number;
   /** Where a new group starts: the oldest retained message (default) or only new ones. */
