@@ -132,8 +132,14 @@ const SCENARIOS: Scenario[] = [
     cloud: false,
   },
   {
-    name: 'values-cloud.yaml',
-    args: valueFile('values-cloud.yaml'),
+    name: 'values-cloud.yaml + a schema registry',
+    args: [
+      ...valueFile('values-cloud.yaml'),
+      '--set',
+      'schemaRegistry.url=https://registry.example:8081',
+      '--set',
+      'schemaRegistry.existingSecret=registry-credentials',
+    ],
     dapr: false,
     ingress: true,
     cloud: true,
@@ -235,6 +241,12 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
           assert.equal(env.get('KAFKA_SASL_MECHANISM')?.value, 'SCRAM-SHA-256');
           assert.ok(env.get('KAFKA_SASL_PASSWORD')?.valueFrom?.secretKeyRef);
         }
+        if (s.args.includes('schemaRegistry.url=https://registry.example:8081')) {
+          assert.equal(env.get('SCHEMA_REGISTRY_URL')?.value, 'https://registry.example:8081');
+          assert.equal(env.get('SCHEMA_REGISTRY_COMPATIBILITY')?.value, 'FULL');
+          for (const key of ['SCHEMA_REGISTRY_USERNAME', 'SCHEMA_REGISTRY_PASSWORD'])
+            assert.equal(env.get(key)?.valueFrom?.secretKeyRef?.name, 'registry-credentials', key);
+        } else assert.equal(env.get('SCHEMA_REGISTRY_URL'), undefined);
       }
 
       // Services for the HTTP targets the ingress routes to, at least api and gateway.

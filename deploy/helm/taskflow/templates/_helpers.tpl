@@ -233,6 +233,25 @@ variables, which win over .Values.env. The Job gets only what
 {{- end }}
 - name: KAFKA_REPLICATION_FACTOR
   value: {{ $v.kafka.replicationFactor | toString | quote }}
+{{- with $v.schemaRegistry }}
+{{- if .url }}
+- name: SCHEMA_REGISTRY_URL
+  value: {{ .url | quote }}
+- name: SCHEMA_REGISTRY_COMPATIBILITY
+  value: {{ .compatibility | quote }}
+{{- $registrySecret := .existingSecret }}
+{{- if $registrySecret }}
+{{- range $key := list "SCHEMA_REGISTRY_USERNAME" "SCHEMA_REGISTRY_PASSWORD" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $registrySecret }}
+      key: {{ $key }}
+      optional: true
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if $v.dapr.enabled }}
 - name: DAPR_PUBSUB_NAME
   value: {{ ternary (printf "%s-gateway" $v.dapr.pubsubName) $v.dapr.pubsubName (and (eq .target "gateway") $v.dapr.pubsub.gatewayFanout) | quote }}
