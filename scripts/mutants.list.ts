@@ -65,6 +65,32 @@ export const MUTANTS: readonly Mutant[] = [
     needs: ['kafka'],
   },
 
+  {
+    id: 'relay-resends-deferred-batch',
+    breaks: "each event on the broker once: the read that marks the last round's batch leaves that batch out",
+    file: 'src/store/outbox.ts',
+    find: '          WHERE published_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY outbox.id LIMIT $2',
+    replace: '          WHERE published_at IS NULL ORDER BY outbox.id LIMIT $2',
+    tests: ['test/integration/kafka-e2e.test.ts#broker is down'],
+    needs: ['kafka'],
+  },
+  {
+    id: 'relay-never-marks-deferred-batch',
+    breaks: 'each event on the broker once: the last batch of a round is marked published by the next round',
+    file: 'src/store/outbox.ts',
+    find: '       UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])\n          AND EXISTS',
+    replace:
+      '       UPDATE outbox SET published_at = now() WHERE false AND id = ANY($1::bigint[])\n          AND EXISTS',
+    also: [
+      {
+        find: '  return { marked: sent.length === 0 || (r.rows[0]?.marked ?? 0) > 0, rows };',
+        replace: '  return { marked: true, rows };',
+      },
+    ],
+    tests: ['test/integration/kafka-e2e.test.ts#broker is down'],
+    needs: ['kafka'],
+  },
+
   // --- one pending occurrence per recurring series -------------------------------------------------------
   {
     id: 'reopen-keeps-next-occurrence',
@@ -84,6 +110,15 @@ export const MUTANTS: readonly Mutant[] = [
   },
 
   // --- the tamper-evident audit trail -------------------------------------------------------------------
+  {
+    id: 'audit-run-ignores-recorded',
+    breaks:
+      'one audit record per event: a run skips the events already in the log instead of failing on them',
+    file: 'src/services/audit/chain.ts',
+    find: '    [users, GENESIS_HASH, skipRecorded ? inputs.map((i) => i.event_id) : []],',
+    replace: '    [users, GENESIS_HASH, []],',
+    tests: ['test/integration/audit-chain.test.ts'],
+  },
   {
     id: 'audit-verify-no-gap-check',
     breaks: 'audit verify reports records missing from the middle of a chain (sequence gap)',
@@ -152,7 +187,8 @@ export const MUTANTS: readonly Mutant[] = [
   // recurrence ledger and the notification deliveries' unique key are guards of their own).
   {
     id: 'audit-dedupe-and-on-conflict-ignored',
-    breaks: 'a redelivered event adds no second audit record (processed ids, then the unique event id)',
+    breaks:
+      'a redelivered event adds no second audit record (the ids the log holds, then the unique event id)',
     file: 'src/services/audit/chain.ts',
     find: [
       '    todo = inputs.filter((i) => fresh.delete(i.event_id)); // the first occurrence of an id wins',
@@ -289,6 +325,14 @@ export const MUTANTS: readonly Mutant[] = [
   },
 
   // --- authentication -----------------------------------------------------------------------------------
+  {
+    id: 'gateway-batch-drops-one',
+    breaks: "every task.changed reaches the user's socket: a run is fanned out whole",
+    file: 'src/services/gateway/index.ts',
+    find: '          for (const { message } of items) hub.ingest(message.event);',
+    replace: '          for (const { message } of items.slice(1)) hub.ingest(message.event);',
+    tests: ['test/integration/gateway.test.ts'],
+  },
   {
     id: 'jwt-exp-not-required',
     breaks: 'a token without exp (one that never expires) is refused',
