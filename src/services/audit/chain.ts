@@ -109,61 +109,67 @@ export function toRecord(r: AuditRow): AuditRecord {
 
 /**
  * Appends one record at the end of its user's chain, inside the caller's transaction. The chain head's row
- * lock serializes the appends of one user. Returns null when the event was already recorded.
+ * lock serializes the appends of one user. Returns null when the event was already recorded (in the log, or
+ * in the `dedupe` consumer's processed-event ledger, which it is then added to).
  */
-export async function appendAuditRecord(tx: Queryable, input: AuditInput): Promise<AuditRecord | null> {
-  return (await appendChained(tx, [input], true))?.[0] ?? null;
+export async function appendAuditRecord(
+  tx: Queryable,
+  input: AuditInput,
+  opts: { dedupe?: string } = {},
+): Promise<AuditRecord | null> {
+  return (await appendChained(tx, [input], opts.dedupe))?.[0] ?? null;
 }
 
 /**
- * `appendAuditRecord` for a run of records in two statements. Events already in the log are skipped (the
- * first statement looks their ids up), and the first occurrence of an id in the run wins; `skipRecorded:
- * false` when the caller has deduplicated the run. If a record is in the log by the time it is written (a
- * concurrent append of the same event, which the lookup's snapshot did not see) the run throws and its
- * transaction must roll back, so a chain is never computed past a record that was not written.
+ * `appendAuditRecord` for a run of records in two statements. The caller has deduplicated the run (one
+ * record per event id, none recorded before), or names the consumer whose processed-event ledger does it
+ * (`dedupe`): then the run's new event ids are recorded there by the first statement, and only their records
+ * are appended (the first occurrence of an id in the run wins). If a record is in the log already the run
+ * throws and its transaction must roll back, so a chain is never computed past a record that was not
+ * written.
  */
 export async function appendAuditRecords(
   tx: Queryable,
   inputs: readonly AuditInput[],
-  opts: { skipRecorded?: boolean } = {},
+  opts: { dedupe?: string } = {},
 ): Promise<AuditRecord[]> {
   if (inputs.length === 0) return [];
-  const records = await appendChained(tx, inputs, opts.skipRecorded ?? true);
+  const records = await appendChained(tx, inputs, opts.dedupe);
   if (!records)
     throw new Error('an audit record of the run is in the log already; the run is appended one by one');
   return records;
 }
 
 /**
- * Locks the users' chain heads in user order (creating missing ones) and reads them, with which of the run's
- * events the log holds already when asked, in one statement; chains each user's records in the given order;
- * writes the rows and the new heads in a second one. Null, with the heads untouched, when an event id is in
- * the log by then. The log's unique event id is the consumer's dedupe: no processed-event ledger row per
- * record (measured: a third of the audit's statement time on PGlite went to that ledger).
+ * Locks the users' chain heads in user order (creating missing ones) and reads them, with the run's dedupe
+ * when asked, in one statement; chains each user's records in the given order; writes the rows and the new
+ * heads in a second one. Null, with the heads untouched, when an event id is in the log already.
  */
 async function appendChained(
   tx: Queryable,
   inputs: readonly AuditInput[],
-  skipRecorded: boolean,
+  dedupe?: string,
 ): Promise<AuditRecord[] | null> {
   const users = [...new Set(inputs.map((r) => r.user_id))].sort();
   const first = await tx.query<{
     fresh: string[] | null;
     heads: { user_id: string; last_seq: number; last_hash: string }[];
   }>(
-    `WITH heads AS (
+    `WITH fresh AS (
+       INSERT INTO processed_events (consumer, event_id) SELECT $3, unnest($4::text[])
+        WHERE $3::text IS NOT NULL ON CONFLICT DO NOTHING RETURNING event_id
+     ), heads AS (
        INSERT INTO audit_chain_heads (user_id, last_seq, last_hash)
        SELECT u, 0, $2 FROM unnest($1::text[]) AS u ORDER BY u
        ON CONFLICT (user_id) DO UPDATE SET user_id = excluded.user_id
        RETURNING user_id, last_seq, last_hash
      )
-     SELECT (SELECT array_agg(e) FROM unnest($3::text[]) AS e
-              WHERE NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.event_id = e)) AS fresh,
+     SELECT (SELECT array_agg(event_id) FROM fresh) AS fresh,
             (SELECT json_agg(heads) FROM heads) AS heads`,
-    [users, GENESIS_HASH, skipRecorded ? inputs.map((i) => i.event_id) : []],
+    [users, GENESIS_HASH, dedupe ?? null, dedupe ? inputs.map((i) => i.event_id) : []],
   );
   let todo = inputs;
-  if (skipRecorded) {
+  if (dedupe) {
     const fresh = new Set(first.rows[0]?.fresh ?? []);
     todo = inputs.filter((i) => fresh.delete(i.event_id)); // the first occurrence of an id wins
     if (todo.length === 0) return [];

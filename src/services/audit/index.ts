@@ -1,6 +1,6 @@
 /**
  * The `audit` target: consumes `task-events` and `reminders` (group taskflow-audit) and appends one
- * hash-chained record per event; an event already in the log (its id is unique there) is a no-op.
+ * hash-chained record per event, in the same transaction as the processed-event id (duplicates are no-ops).
  * Serves `GET /api/audit` and `GET /api/audit/export`, and runs the retention job (AUDIT_RETENTION_DAYS,
  * default 365; a purge keeps an anchor so the chain stays verifiable).
  */
@@ -72,14 +72,18 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
         // Alone (a first delivery, or a run that failed): an event already in the log is simply done.
         async handle(message) {
           const input = auditInputOf(message.event, rt.clock.now());
-          const record = await rt.db.transaction((tx) => appendAuditRecord(tx, input));
+          const record = await rt.db.transaction((tx) =>
+            appendAuditRecord(tx, input, { dedupe: GROUPS.audit }),
+          );
           if (record) await recorded([record.operation]);
         },
         // A run of events in one transaction; each user's chain grows in the run's order.
         async handleBatch(items) {
           const now = rt.clock.now();
           const inputs = items.map((i) => auditInputOf(i.message.event, now));
-          const records = await rt.db.transaction((tx) => appendAuditRecords(tx, inputs));
+          const records = await rt.db.transaction((tx) =>
+            appendAuditRecords(tx, inputs, { dedupe: GROUPS.audit }),
+          );
           await recorded(records.map((r) => r.operation));
         },
         async stop() {
