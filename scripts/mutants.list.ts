@@ -111,15 +111,6 @@ export const MUTANTS: readonly Mutant[] = [
 
   // --- the tamper-evident audit trail -------------------------------------------------------------------
   {
-    id: 'audit-run-ignores-recorded',
-    breaks:
-      'one audit record per event: a run skips the events already in the log instead of failing on them',
-    file: 'src/services/audit/chain.ts',
-    find: '    [users, GENESIS_HASH, skipRecorded ? inputs.map((i) => i.event_id) : []],',
-    replace: '    [users, GENESIS_HASH, []],',
-    tests: ['test/integration/audit-chain.test.ts'],
-  },
-  {
     id: 'audit-verify-no-gap-check',
     breaks: 'audit verify reports records missing from the middle of a chain (sequence gap)',
     file: 'src/services/audit/chain.ts',
@@ -187,8 +178,7 @@ export const MUTANTS: readonly Mutant[] = [
   // recurrence ledger and the notification deliveries' unique key are guards of their own).
   {
     id: 'audit-dedupe-and-on-conflict-ignored',
-    breaks:
-      'a redelivered event adds no second audit record (the ids the log holds, then the unique event id)',
+    breaks: 'a redelivered event adds no second audit record (processed ids, then the unique event id)',
     file: 'src/services/audit/chain.ts',
     find: [
       '    todo = inputs.filter((i) => fresh.delete(i.event_id)); // the first occurrence of an id wins',

@@ -5,7 +5,7 @@
  * default 365; a purge keeps an anchor so the chain stays verifiable).
  */
 import { createVerifier } from '../../auth.ts';
-import { SUBSCRIPTIONS } from '../../contracts/topics.ts';
+import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import type { Runtime } from '../../runtime.ts';
 import { consumerTarget } from '../consumer-target.ts';
