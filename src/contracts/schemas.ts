@@ -252,7 +252,8 @@ export const isEventType = (t: string): t is EventType => Object.hasOwn(EVENT_TY
 // ajv-formats is CommonJS; depending on the loader its function arrives as `default` or `default.default`.
 type AddFormats = (ajv: Ajv) => Ajv;
 const formats = formatsModule as unknown as { default: AddFormats | { default: AddFormats } };
-const addFormats: AddFormats =
+/** ajv-formats' plugin function, whichever way the loader delivers it (also for validators in the tests). */
+export const addFormats: AddFormats =
   typeof formats.default === 'function' ? formats.default : formats.default.default;
 // Each event type's validator is compiled when the first event of that type is checked: compiling all of them
 // took about a second of every start-up (and every CLI command), most of it for types a process never sees.

@@ -6,18 +6,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Parser } from '@asyncapi/parser';
 import { Ajv } from 'ajv';
-import * as formatsModule from 'ajv-formats';
-import { EVENT_TYPES, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
+import { EVENT_TYPES, addFormats, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
 import { DLQ_SPEC, SUBSCRIPTIONS, TOPIC_SPECS, dlqTopic } from '../../src/contracts/topics.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
 
 type Json = Record<string, any>;
-type AddFormats = (ajv: Ajv) => Ajv;
-const formats = formatsModule as unknown as { default: AddFormats | { default: AddFormats } };
-const addFormats: AddFormats =
-  typeof formats.default === 'function' ? formats.default : formats.default.default;
 
 describe('AsyncAPI document', () => {
   let db: Db;

@@ -9,7 +9,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Ajv } from 'ajv';
-import * as formatsModule from 'ajv-formats';
 import { compatibilityProblems } from '../../src/contracts/schema-compat.ts';
 import {
   PUBLISHED_DIR,
@@ -17,17 +16,12 @@ import {
   publishSchemas,
   readPublished,
 } from '../../src/contracts/schema-versions.ts';
-import { EVENT_TYPES, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
+import { EVENT_TYPES, addFormats, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 type Schema = Record<string, any>;
 const clone = <T>(x: T): T => structuredClone(x);
 const taskOf = (s: Schema) => s.properties.data.properties.task;
-
-type AddFormats = (ajv: Ajv) => Ajv;
-const formats = formatsModule as unknown as { default: AddFormats | { default: AddFormats } };
-const addFormats: AddFormats =
-  typeof formats.default === 'function' ? formats.default : formats.default.default;
 
 describe('event schema versions', () => {
   it('the repository publishes every type at its current version, each compatible with the one before', () => {
