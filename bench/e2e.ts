@@ -9,9 +9,14 @@
  * - all:  `taskflow up`, every target, so the reminder, recurrence, notification and audit consumers do their
  *   work for each write too.
  * Transports (BENCH_MODES, default `embedded,kafka`): `embedded` (PGlite in a fresh directory: `npm start`),
- * `embedded-pg` (the embedded bus on PostgreSQL), `kafka` (Kafka + PostgreSQL). PostgreSQL comes from
+ * `embedded-pg` (the embedded bus on PostgreSQL), `kafka` (Kafka + PostgreSQL), `dapr` (Kafka + PostgreSQL
+ * behind daprd sidecars from `scripts/dapr`, which builds daprd on first use). PostgreSQL comes from
  * `scripts/postgres start --name bench-e2e --fast` (or BENCH_DATABASE_URL; a fresh database per stack), the
  * broker from `scripts/kafka start --name bench-e2e` (or BENCH_KAFKA_BROKERS; fresh topics per stack).
+ * On Dapr one app consumes as one group (its app id), so a stack is several processes, each with its sidecar,
+ * as the Helm chart deploys them: `serve api relay gateway`, and for `all` also `serve reminders`,
+ * `serve recurrence`, `serve notifications`, `serve audit`. Dapr's topics carry no prefix: each Dapr stack
+ * deletes Taskflow's topics and `taskflow-*` groups on the broker first (use a broker of its own).
  *
  * BENCH_SERVERS (default `current=.`) compares checkouts side by side in one run: `before=/path/to/old,after=.`
  * runs the same cases against each one's `bin/taskflow.js`, alternating, so before/after ratios come from one
@@ -38,7 +43,7 @@
  *    BENCH_DRAIN_SECONDS (default 20) after the load, and end-to-end p99 < 100 ms.
  * BENCH_SKIP_STEPS=1 / BENCH_SKIP_COST=1 skip a part.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -49,6 +54,7 @@ import { Worker } from 'node:worker_threads';
 import { Admin } from '@platformatic/kafka';
 import pg from 'pg';
 import { signDevToken } from '../src/auth.ts';
+import { GROUPS, TOPICS } from '../src/contracts/topics.ts';
 import {
   ROOT,
   freshPgDatabase,
@@ -358,6 +364,18 @@ function treeCpu(root: number | undefined): number {
   return s;
 }
 
+const sumOver = <T>(xs: readonly T[], f: (x: T) => number) => xs.reduce((a, x) => a + f(x), 0);
+
+/** CPU seconds so far of the stack's processes, PostgreSQL, the broker and the sidecars. */
+function stackCpu(stack: Stack, mode: Mode) {
+  return {
+    server: sumOver(stack.processes, (p) => treeCpu(p.child.pid)),
+    postgres: treeCpu(mode.postgresPid),
+    kafka: mode.kafkaPid ? procCpu(mode.kafkaPid) : NaN,
+    dapr: mode.dapr ? sumOver(stack.processes, (p) => (p.sidecar?.pid ? procCpu(p.sidecar.pid) : 0)) : NaN,
+  };
+}
+
 // ------------------------------------------------------------------------------------------------ server
 
 interface Mode {
@@ -370,14 +388,46 @@ interface Mode {
   /** The postmaster's pid (PostgreSQL modes). */
   postgresPid?: number;
   kafkaPid?: number;
+  /** BUS=dapr: each process gets a daprd sidecar (scripts/dapr) with app id = the group it consumes as. */
+  dapr?: boolean;
+}
+
+/** One `taskflow` process of a stack (and its sidecar on Dapr). */
+interface StackProcess {
+  url: string;
+  child: ChildProcess;
+  sidecar?: { name: string; pid: number | undefined };
 }
 
 interface Stack {
+  /** The process that serves the API and the WebSockets. */
   url: string;
-  child: ChildProcess;
+  processes: StackProcess[];
   env: Record<string, string>;
   databaseUrl: string;
   stop(): Promise<void>;
+}
+
+/**
+ * The processes of a stack: one on the embedded bus and Kafka (`taskflow up`, or the path's targets in one);
+ * on Dapr, where one app consumes as one group (its app id), one process per consuming target, as the Helm
+ * chart deploys them: api + relay + gateway together (the gateway's group), and reminders, recurrence,
+ * notifications and audit each with its own sidecar.
+ */
+function stackLayout(mode: Mode, scope: string, gatewayGroup: string): { args: string[]; appId?: string }[] {
+  if (scope !== 'all' && scope !== 'path') throw new Error(`unknown scope ${scope} (path, all)`);
+  const path = ['serve', 'api', 'relay', 'broadcaster', 'gateway'];
+  if (!mode.dapr) return [{ args: scope === 'all' ? ['up'] : path }];
+  // A checkout since ADR 0011 names the retired broadcaster and carries on; on Dapr only current checkouts run.
+  const front = { args: ['serve', 'api', 'relay', 'gateway'], appId: gatewayGroup };
+  if (scope === 'path') return [front];
+  return [
+    front,
+    ...(['reminders', 'recurrence', 'notifications', 'audit'] as const).map((t) => ({
+      args: ['serve', t],
+      appId: GROUPS[t],
+    })),
+  ];
 }
 
 function freePort(): Promise<number> {
@@ -409,14 +459,12 @@ async function waitReady(url: string, child: ChildProcess, output: () => string)
 
 async function startStack(server: { root: string }, mode: Mode, scope: string, id: string): Promise<Stack> {
   const fresh = await mode.freshDb();
-  const port = await freePort();
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
     HOME: process.env.HOME ?? '',
     DATABASE_URL: fresh.url,
     JWT_SECRET: SECRET,
     HOST: '127.0.0.1',
-    PORT: String(port),
     RATE_LIMIT_PER_MINUTE: '0',
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
     GATEWAY_INSTANCE_ID: `bench-${id}`,
@@ -425,57 +473,133 @@ async function startStack(server: { root: string }, mode: Mode, scope: string, i
     ...Object.fromEntries(
       listEnv('BENCH_SERVER_ENV', '').map((kv) => [kv.split('=')[0]!, kv.slice(kv.indexOf('=') + 1)]),
     ),
-    ...(mode.kafka ? { KAFKA_TOPIC_PREFIX: `bench-e2e-${RUN_ID}-${id}.` } : {}),
+    ...(mode.kafka && !mode.dapr ? { KAFKA_TOPIC_PREFIX: `bench-e2e-${RUN_ID}-${id}.` } : {}),
   };
-  const args =
-    scope === 'all'
-      ? ['up']
-      : scope === 'path'
-        ? ['serve', 'api', 'relay', 'broadcaster', 'gateway']
-        : (() => {
-            throw new Error(`unknown scope ${scope} (path, all)`);
-          })();
   const nodeArgs = process.env.BENCH_CPU_PROF
     ? [`--cpu-prof`, `--cpu-prof-dir=${resolve(process.env.BENCH_CPU_PROF)}`]
     : [];
-  const child = spawn(
-    process.execPath,
-    [...startNodeOptions(server.root), ...nodeArgs, join(server.root, 'bin', 'taskflow.js'), ...args],
-    {
-      cwd: server.root,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let out = '';
-  const keep = (b: Buffer) => {
-    out = (out + b.toString()).slice(-20_000);
+  const processes: StackProcess[] = [];
+  const stopAll = async () => {
+    for (const p of processes) {
+      if (p.sidecar) daprScript(['stop', '--name', p.sidecar.name]);
+      if (p.child.exitCode !== null || p.child.signalCode !== null) continue;
+      const exited = new Promise((r) => p.child.once('exit', r));
+      p.child.kill('SIGTERM');
+      const t = setTimeout(() => p.child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(t);
+    }
   };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const url = `http://127.0.0.1:${port}`;
+  const launch = async (layout: { args: string[]; appId?: string }, n: number): Promise<StackProcess> => {
+    const port = await freePort();
+    const own: Record<string, string> = { ...env, PORT: String(port) };
+    let sidecar: StackProcess['sidecar'];
+    if (layout.appId) {
+      // The sidecar first, told the app's port: daprd reads /dapr/subscribe once that port opens.
+      const name = `bench-e2e-${id}-${n}`;
+      const out = daprScript(
+        ['start', '--app-id', layout.appId, '--name', name, '--app-port', String(port)],
+        {
+          KAFKA_BROKERS: mode.kafka!,
+        },
+      );
+      own.DAPR_HTTP_PORT = /^DAPR_HTTP_PORT=(\d+)$/m.exec(out)?.[1] ?? '';
+      const pidFile = join(ROOT, '.cache', 'dapr', 'run', name, 'daprd.pid');
+      sidecar = { name, pid: existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : undefined };
+    }
+    const child = spawn(
+      process.execPath,
+      [
+        ...startNodeOptions(server.root),
+        ...nodeArgs,
+        join(server.root, 'bin', 'taskflow.js'),
+        ...layout.args,
+      ],
+      { cwd: server.root, env: own, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const p: StackProcess = { url: `http://127.0.0.1:${port}`, child, ...(sidecar ? { sidecar } : {}) };
+    processes.push(p);
+    let out = '';
+    const keep = (b: Buffer) => {
+      out = (out + b.toString()).slice(-20_000);
+    };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+    await waitReady(p.url, child, () => out);
+    if (sidecar) await waitSidecarReady(Number(own.DAPR_HTTP_PORT), () => out);
+    return p;
+  };
   try {
-    await waitReady(url, child, () => out);
+    if (mode.dapr) await resetDaprTopics(mode.kafka!);
+    const [first, ...rest] = stackLayout(mode, scope, `${GROUPS.gateway}-bench-${id}`);
+    // The first process migrates the database; the others start after it, together.
+    await launch(first!, 0);
+    await Promise.all(rest.map((l, i) => launch(l, i + 1)));
   } catch (err) {
-    child.kill('SIGKILL');
+    await stopAll();
     await fresh.drop().catch(() => undefined);
     throw err;
   }
   return {
-    url,
-    child,
+    url: processes[0]!.url,
+    processes,
     env,
     databaseUrl: fresh.url,
     stop: async () => {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      await exited;
-      clearTimeout(t);
-      if (mode.kafka) await deleteTopics(mode.kafka, env.KAFKA_TOPIC_PREFIX!);
+      await stopAll();
+      if (mode.kafka && !mode.dapr) await deleteTopics(mode.kafka, env.KAFKA_TOPIC_PREFIX!);
       await fresh.drop().catch(() => undefined);
     },
   };
+}
+
+/** scripts/dapr of this checkout (it builds daprd on first use, ~10 min); its stdout. */
+function daprScript(args: string[], extraEnv: Record<string, string> = {}): string {
+  try {
+    return execFileSync(join(ROOT, 'scripts', 'dapr'), args, {
+      encoding: 'utf8',
+      env: { ...process.env, ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 900_000,
+    });
+  } catch (err) {
+    if (args[0] === 'stop') return '';
+    throw new Error(
+      `scripts/dapr ${args.join(' ')} failed: ${String((err as { stderr?: string }).stderr ?? err)}`,
+    );
+  }
+}
+
+/** daprd answers /v1.0/healthz with 204 once it reached the app and loaded its subscriptions. */
+async function waitSidecarReady(httpPort: number, output: () => string): Promise<void> {
+  const t0 = performance.now();
+  for (;;) {
+    const r = await fetch(`http://127.0.0.1:${httpPort}/v1.0/healthz`).catch(() => null);
+    if (r?.status === 204) return;
+    if (performance.now() - t0 > 60_000)
+      throw new Error(`sidecar on ${httpPort} not ready within 60 s:\n${output()}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+/**
+ * Dapr's Kafka component names topics without a prefix and its groups are the app ids: each Dapr stack starts
+ * from no Taskflow topics and no Taskflow groups on the bench's broker (a stack must not read the last one's
+ * events), and its first process creates the topics (KAFKA_ENSURE_TOPICS with KAFKA_BROKERS).
+ */
+async function resetDaprTopics(brokers: string): Promise<void> {
+  const admin = new Admin({ clientId: 'bench-e2e', bootstrapBrokers: brokers.split(',') });
+  try {
+    const ours = (await admin.listTopics()).filter(
+      (t) =>
+        (Object.values(TOPICS) as string[]).includes(t) || (t.startsWith('taskflow-') && t.endsWith('.dlq')),
+    );
+    if (ours.length) await admin.deleteTopics({ topics: ours });
+    const groups = [...(await admin.listGroups()).keys()].filter((g) => g.startsWith('taskflow-'));
+    if (groups.length) await admin.deleteGroups({ groups });
+  } finally {
+    await admin.close().catch(() => undefined);
+  }
 }
 
 async function deleteTopics(brokers: string, prefix: string): Promise<void> {
@@ -527,6 +651,14 @@ async function scrape(url: string): Promise<Samples> {
   } catch {
     /* no metrics */
   }
+  return out;
+}
+
+/** Every process's samples of a stack, summed series by series (counters and histogram buckets add up). */
+async function scrapeStack(stack: Stack): Promise<Samples> {
+  const out: Samples = new Map();
+  for (const samples of await Promise.all(stack.processes.map((p) => scrape(p.url))))
+    for (const [k, v] of samples) out.set(k, (out.get(k) ?? 0) + v);
   return out;
 }
 
@@ -584,10 +716,11 @@ const pct = (values: number[] | Float64Array): Pct => {
 };
 
 interface Cost {
-  /** ms of CPU per write. */
+  /** ms of CPU per write: the server processes, PostgreSQL, the broker, the Dapr sidecars. */
   server: number;
   postgres: number;
   kafka: number;
+  dapr: number;
   total: number;
   statementsPerWrite: number;
   /** Statements per write by kind, most first. */
@@ -664,15 +797,18 @@ async function runCase(
   const { stack, clients, tokens, mode } = r;
   const label = `${kind}${rate}`;
   const load = load1();
-  const m0 = kind === 'cost' ? await scrape(stack.url) : undefined;
-  const cpu0 = {
-    server: treeCpu(stack.child.pid),
-    postgres: treeCpu(mode.postgresPid),
-    kafka: mode.kafkaPid ? procCpu(mode.kafkaPid) : NaN,
-  };
+  const m0 = kind === 'cost' ? await scrapeStack(stack) : undefined;
+  const cpu0 = stackCpu(stack, mode);
   const machine0 = cpuTimes();
   let peakRss = 0;
-  const sampler = setInterval(() => (peakRss = Math.max(peakRss, procRss(stack.child.pid!))), 500);
+  const sampler = setInterval(
+    () =>
+      (peakRss = Math.max(
+        peakRss,
+        sumOver(stack.processes, (p) => procRss(p.child.pid!)),
+      )),
+    500,
+  );
   const res = await runLoad({ url: stack.url, tokens, rate, seconds, label });
   const machine1 = cpuTimes();
   // Committed writes: what the server answered 201 to, or (PostgreSQL) what its database holds.
@@ -681,11 +817,7 @@ async function runCase(
   if (Number.isFinite(counted)) written = Math.max(written, counted);
   const d = await waitDelivered(clients, label, written, DRAIN_MS);
   clearInterval(sampler);
-  const cpu1 = {
-    server: treeCpu(stack.child.pid),
-    postgres: treeCpu(mode.postgresPid),
-    kafka: mode.kafkaPid ? procCpu(mode.kafkaPid) : NaN,
-  };
+  const cpu1 = stackCpu(stack, mode);
   const c = await clients.collect(label);
   const total: number[] = [];
   const hop1: number[] = [];
@@ -708,16 +840,18 @@ async function runCase(
     achieved >= 0.95 * rate && failedShare <= 0.01 && d.n >= written && res.ok > 0 && e2e.p99 < P99_GOAL_MS;
   let cost: Cost | undefined;
   if (m0) {
-    const m1 = await scrape(stack.url);
+    const m1 = await scrapeStack(stack);
     const per = (a: number, b: number) => ((b - a) * 1000) / Math.max(1, written);
     const server = per(cpu0.server, cpu1.server);
     const postgres = per(cpu0.postgres, cpu1.postgres);
     const kafka = per(cpu0.kafka, cpu1.kafka);
+    const dapr = per(cpu0.dapr, cpu1.dapr);
     cost = {
       server,
       postgres,
       kafka,
-      total: [server, postgres, kafka].filter(Number.isFinite).reduce((a, b) => a + b, 0),
+      dapr,
+      total: [server, postgres, kafka, dapr].filter(Number.isFinite).reduce((a, b) => a + b, 0),
       statementsPerWrite: sumOf(m0, m1, 'taskflow_db_statements_total') / Math.max(1, written),
       statementKinds: [...m1.keys()]
         .filter((k) => k.startsWith('taskflow_db_statements_total{'))
@@ -765,7 +899,8 @@ async function runCase(
       `${res.missed} missed, ${res.errors} errors), HTTP p99 ${f1(result.http.p99)} ms; delivered ${d.n}/${written}; ` +
       `e2e p50 ${f1(e2e.p50)} p99 ${f1(e2e.p99)} max ${f1(e2e.max)} ms; machine ${(result.machineBusy * 100).toFixed(0)}%` +
       (cost
-        ? `; CPU/write ${f2(cost.total)} ms (server ${f2(cost.server)}, pg ${f2(cost.postgres)}, kafka ${f2(cost.kafka)}), ` +
+        ? `; CPU/write ${f2(cost.total)} ms (server ${f2(cost.server)}, pg ${f2(cost.postgres)}, kafka ${f2(cost.kafka)}` +
+          `${mode.dapr ? `, daprd ${f2(cost.dapr)}` : ''}), ` +
           `${f1(cost.statementsPerWrite)} stmts/write, publish p95 ${f1(cost.publishP95Ms)} ms, consume p95 ${f1(cost.consumeP95Ms)} ms`
         : '') +
       `; ${sustained ? 'SUSTAINED' : 'not sustained'} (${loadNote()})`,
@@ -851,6 +986,42 @@ async function modes(): Promise<{ list: Mode[]; services: Service[]; notes: stri
       const fresh = await freshPgDatabase(url, 'tf_bench_e2e');
       return { url: fresh.url, drop: () => fresh.drop() };
     };
+  let kafkaStarted: Mode | null | undefined;
+  /** Kafka + PostgreSQL, started once for the kafka and dapr modes. */
+  const kafkaMode = async (): Promise<Mode | null> => {
+    if (kafkaStarted !== undefined) return kafkaStarted;
+    let brokers = process.env.BENCH_KAFKA_BROKERS;
+    if (!brokers) {
+      const s = startService({
+        script: 'kafka',
+        name: 'bench-e2e',
+        envKey: 'KAFKA_BROKERS',
+        keep: process.env.BENCH_KEEP_KAFKA === '1',
+      });
+      if (s) {
+        services.push(s);
+        brokers = s.value;
+      }
+    }
+    const url = postgres();
+    if (!brokers || !url) {
+      notes.push('kafka and dapr skipped: the broker or PostgreSQL could not be started.');
+      return (kafkaStarted = null);
+    }
+    const pid = await pidOfPostgres(url);
+    const kpid = process.env.BENCH_KAFKA_BROKERS
+      ? pidListeningOn(process.env.BENCH_KAFKA_BROKERS)
+      : kafkaPid('bench-e2e');
+    return (kafkaStarted = {
+      name: 'kafka',
+      dbLabel: 'PostgreSQL',
+      freshDb: pgFresh(url),
+      env: { BUS: 'kafka', KAFKA_BROKERS: brokers, KAFKA_ENSURE_TOPICS: 'true' },
+      kafka: brokers,
+      ...(pid ? { postgresPid: pid } : {}),
+      ...(kpid ? { kafkaPid: kpid } : {}),
+    });
+  };
   for (const m of MODES) {
     if (m === 'embedded')
       list.push({ name: 'embedded', dbLabel: 'PGlite', freshDb: pglite, env: { BUS: 'embedded' } });
@@ -869,38 +1040,27 @@ async function modes(): Promise<{ list: Mode[]; services: Service[]; notes: stri
         ...(pid ? { postgresPid: pid } : {}),
       });
     } else if (m === 'kafka') {
-      let brokers = process.env.BENCH_KAFKA_BROKERS;
-      if (!brokers) {
-        const s = startService({
-          script: 'kafka',
-          name: 'bench-e2e',
-          envKey: 'KAFKA_BROKERS',
-          keep: process.env.BENCH_KEEP_KAFKA === '1',
-        });
-        if (s) {
-          services.push(s);
-          brokers = s.value;
-        }
-      }
-      const url = postgres();
-      if (!brokers || !url) {
-        notes.push('kafka skipped: the broker or PostgreSQL could not be started.');
+      const kafka = await kafkaMode();
+      if (kafka) list.push(kafka);
+    } else if (m === 'dapr') {
+      const kafka = await kafkaMode();
+      if (!kafka) continue;
+      try {
+        daprScript(['fetch']);
+      } catch (err) {
+        notes.push(
+          `dapr skipped: no daprd (${err instanceof Error ? err.message.split('\n')[0] : String(err)}).`,
+        );
         continue;
       }
-      const pid = await pidOfPostgres(url);
-      const kpid = process.env.BENCH_KAFKA_BROKERS
-        ? pidListeningOn(process.env.BENCH_KAFKA_BROKERS)
-        : kafkaPid('bench-e2e');
       list.push({
-        name: 'kafka',
-        dbLabel: 'PostgreSQL',
-        freshDb: pgFresh(url),
-        env: { BUS: 'kafka', KAFKA_BROKERS: brokers, KAFKA_ENSURE_TOPICS: 'true' },
-        kafka: brokers,
-        ...(pid ? { postgresPid: pid } : {}),
-        ...(kpid ? { kafkaPid: kpid } : {}),
+        ...kafka,
+        name: 'dapr',
+        dbLabel: 'PostgreSQL, Kafka',
+        env: { BUS: 'dapr', KAFKA_BROKERS: kafka.kafka!, KAFKA_ENSURE_TOPICS: 'true' },
+        dapr: true,
       });
-    } else throw new Error(`unknown mode "${m}" (embedded, embedded-pg, kafka)`);
+    } else throw new Error(`unknown mode "${m}" (embedded, embedded-pg, kafka, dapr)`);
   }
   return { list, services, notes };
 }
@@ -909,13 +1069,13 @@ async function modes(): Promise<{ list: Mode[]; services: Service[]; notes: stri
 
 function costTable(rs: CaseResult[]): string {
   const lines = [
-    `| server | bus / database | scope | CPU ms per write: total | server process | PostgreSQL | Kafka | SQL statements per write | publish p95 ms (commit -> on the bus) | consume p95 ms (on the bus -> handled) | delivery ratio | e2e p50 / p99 ms | server peak RSS MB | load |`,
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|',
+    `| server | bus / database | scope | CPU ms per write: total | server processes | PostgreSQL | Kafka | Dapr sidecars | SQL statements per write | publish p95 ms (commit -> on the bus) | consume p95 ms (on the bus -> handled) | delivery ratio | e2e p50 / p99 ms | server peak RSS MB | load |`,
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|',
   ];
   for (const r of rs) {
     const c = r.cost!;
     lines.push(
-      `| ${r.server} | ${r.mode} | ${r.scope} | **${f2(c.total)}** | ${f2(c.server)} | ${f2(c.postgres)} | ${f2(c.kafka)} | ${f1(c.statementsPerWrite)} | ` +
+      `| ${r.server} | ${r.mode} | ${r.scope} | **${f2(c.total)}** | ${f2(c.server)} | ${f2(c.postgres)} | ${f2(c.kafka)} | ${f2(c.dapr)} | ${f1(c.statementsPerWrite)} | ` +
         `${f1(c.publishP95Ms)} | ${f1(c.consumeP95Ms)} | ${c.deliveryRatio.toFixed(4)} | ${f1(r.e2e.p50)} / ${f1(r.e2e.p99)} | ${fmt(c.rssMb)} | ${r.load.toFixed(2)} |`,
     );
   }
@@ -1013,7 +1173,7 @@ async function main() {
   const date = new Date().toISOString().slice(0, 10);
   console.log(
     `\nEnd to end: POST /api/tasks send -> task.changed on the user's WebSocket — Node ${process.version}, ${cpu.length} CPUs, ${date}; ` +
-      `server in its own process (path: api relay broadcaster gateway; all: taskflow up), ${USERS} users x 1 WebSocket, ` +
+      `server in its own process (path: api relay broadcaster gateway; all: taskflow up; on Dapr one process and sidecar per group), ${USERS} users x 1 WebSocket, ` +
       `open-loop load (max ${MAX_INFLIGHT} in flight)\n`,
   );
   const costs = results.filter((r) => r.cost);
