@@ -104,6 +104,21 @@ export class SchemaRegistryClient {
     }
   }
 
+  /** The id of `schema` when it is registered under `subject`, else undefined (one request, no write). */
+  async lookup(subject: string, schema: string): Promise<number | undefined> {
+    try {
+      const r = await this.call<{ id: number }>('POST', `/subjects/${encodeURIComponent(subject)}`, {
+        schema,
+        schemaType: 'JSON',
+      });
+      return r.id;
+    } catch (err) {
+      // 40401 subject not found, 40403 schema not found under it
+      if (err instanceof RegistryError && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
   /** Registers `schema` under `subject` (or finds it registered): its id. */
   async register(subject: string, schema: string): Promise<number> {
     const r = await this.call<{ id: number }>('POST', `/subjects/${encodeURIComponent(subject)}/versions`, {
@@ -131,10 +146,14 @@ export class SchemaRegistryClient {
 /** The subject of an event type's schema (TopicRecordNameStrategy). */
 export const subjectOf = (type: EventType, prefix = '') => `${prefix}${EVENT_TYPES[type].topic}-${type}`;
 
+/** Subjects registered at once at start-up: a restart is one lookup per event type, a few at a time. */
+const CONCURRENT_SUBJECTS = 4;
+
 /**
- * Registers the current version of every event schema, after setting each subject's compatibility level and
- * asking whether the registry takes it; resolves the ids. Refuses (SchemaRefusedError, one line) on the first
- * schema the registry finds incompatible or invalid.
+ * Registers the current version of every event schema and resolves the ids. A schema already registered
+ * under its subject costs one lookup (every restart after the first); a new one sets the subject's
+ * compatibility level, asks whether the registry takes it, then registers it. Refuses (SchemaRefusedError,
+ * one line) on a schema the registry finds incompatible or invalid.
  */
 export async function registerEventSchemas(
   client: SchemaRegistryClient,
@@ -142,23 +161,42 @@ export async function registerEventSchemas(
   prefix = '',
 ): Promise<Map<EventType, number>> {
   const ids = new Map<EventType, number>();
-  for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
-    const subject = subjectOf(type, prefix);
-    const schema = JSON.stringify(publishedSchema(type));
-    const where = `${type} v${schemaVersionOf(type)} under subject ${subject}`;
-    await client.setCompatibility(subject, level);
-    const { compatible, messages } = await client.compatibility(subject, schema);
-    if (!compatible)
-      throw new SchemaRefusedError(
-        `the schema registry refuses ${where} (${level}): ${messages.join('; ') || 'incompatible with the registered versions'}`,
-      );
-    try {
-      ids.set(type, await client.register(subject, schema));
-    } catch (err) {
-      if (err instanceof RegistryError && (err.status === 409 || err.status === 422))
-        throw new SchemaRefusedError(`the schema registry refuses ${where}: ${err.message}`);
-      throw err;
-    }
-  }
+  const queue = Object.keys(EVENT_TYPES) as EventType[];
+  const worker = async () => {
+    for (let type = queue.shift(); type; type = queue.shift())
+      try {
+        ids.set(type, await registerOne(client, level, type, prefix));
+      } catch (err) {
+        queue.length = 0; // the start fails: the other workers take nothing more
+        throw err;
+      }
+  };
+  await Promise.all(Array.from({ length: CONCURRENT_SUBJECTS }, worker));
   return ids;
+}
+
+async function registerOne(
+  client: SchemaRegistryClient,
+  level: CompatibilityLevel,
+  type: EventType,
+  prefix: string,
+): Promise<number> {
+  const subject = subjectOf(type, prefix);
+  const schema = JSON.stringify(publishedSchema(type));
+  const known = await client.lookup(subject, schema);
+  if (known !== undefined) return known;
+  const where = `${type} v${schemaVersionOf(type)} under subject ${subject}`;
+  await client.setCompatibility(subject, level);
+  const { compatible, messages } = await client.compatibility(subject, schema);
+  if (!compatible)
+    throw new SchemaRefusedError(
+      `the schema registry refuses ${where} (${level}): ${messages.join('; ') || 'incompatible with the registered versions'}`,
+    );
+  try {
+    return await client.register(subject, schema);
+  } catch (err) {
+    if (err instanceof RegistryError && (err.status === 409 || err.status === 422))
+      throw new SchemaRefusedError(`the schema registry refuses ${where}: ${err.message}`);
+    throw err;
+  }
 }

@@ -31,41 +31,56 @@ export function readPublished(dir: string, type: string, version: number): Recor
   return JSON.parse(readFileSync(fileOf(dir, type, version), 'utf8')) as Record<string, unknown>;
 }
 
+/**
+ * What the check finds: `unpublished` (a new version not written yet: what `publish` is for) or `invalid`
+ * (a version that goes down or skips, an incompatible change, a change that kept its version, a published
+ * history that is not compatible).
+ */
+export interface SchemaProblem {
+  type: EventType;
+  kind: 'unpublished' | 'invalid';
+  message: string;
+}
+
 /** One line per problem, naming the type, the version, the field and the rule; empty when all is well. */
 export function checkPublishedSchemas(dir = PUBLISHED_DIR): string[] {
-  const out: string[] = [];
+  return schemaProblems(dir).map((p) => p.message);
+}
+
+export function schemaProblems(dir = PUBLISHED_DIR): SchemaProblem[] {
+  const out: SchemaProblem[] = [];
   for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
     const { version, compatibility } = EVENT_TYPES[type];
     const versions = publishedVersions(dir, type);
     const current = publishedSchema(type);
     const latest = versions.at(-1) ?? 0;
+    const invalid = (message: string) => out.push({ type, kind: 'invalid', message });
     if (version < latest)
-      out.push(`${type}: version ${version} is older than the published v${latest}; versions only go up`);
+      invalid(`${type}: version ${version} is older than the published v${latest}; versions only go up`);
     else if (version > latest + 1)
-      out.push(`${type}: version ${version} skips v${latest + 1} (the last published is v${latest})`);
+      invalid(`${type}: version ${version} skips v${latest + 1} (the last published is v${latest})`);
     else if (version === latest + 1) {
-      const hint = `run \`taskflow schemas publish\` to publish v${version}`;
       const problems = latest ? compat(readPublished(dir, type, latest), current, compatibility) : [];
-      out.push(
-        ...(problems.length
-          ? problems.map((p) => `${type} v${latest} -> v${version}: ${p}`)
-          : [`${type}: v${version} is not published yet; ${hint}`]),
-      );
+      for (const p of problems) invalid(`${type} v${latest} -> v${version}: ${p}`);
+      if (!problems.length)
+        out.push({
+          type,
+          kind: 'unpublished',
+          message: `${type}: v${version} is not published yet; run \`taskflow schemas publish\` to publish v${version}`,
+        });
     } else if (text(readPublished(dir, type, version)) !== text(current)) {
       const problems = compat(readPublished(dir, type, version), current, compatibility);
-      out.push(
-        ...(problems.length
-          ? problems.map((p) => `${type} v${version} -> (changed): ${p}`)
-          : [
-              `${type}: the schema changed compatibly but is still called v${version}; set its version to ${version + 1} and run \`taskflow schemas publish\``,
-            ]),
-      );
+      for (const p of problems) invalid(`${type} v${version} -> (changed): ${p}`);
+      if (!problems.length)
+        invalid(
+          `${type}: the schema changed compatibly but is still called v${version}; set its version to ${version + 1} and run \`taskflow schemas publish\``,
+        );
     }
     // The history itself: every published version compatible with the one before it.
     for (let i = 1; i < versions.length; i++) {
       const [a, b] = [versions[i - 1]!, versions[i]!];
       for (const p of compat(readPublished(dir, type, a), readPublished(dir, type, b), compatibility))
-        out.push(`${type} v${a} -> v${b} (published): ${p}`);
+        invalid(`${type} v${a} -> v${b} (published): ${p}`);
     }
   }
   return out;
@@ -87,7 +102,9 @@ function compat(
  * returns the files written. A published version is never rewritten.
  */
 export function publishSchemas(dir = PUBLISHED_DIR): { written: string[]; problems: string[] } {
-  const problems = checkPublishedSchemas(dir).filter((p) => !p.includes('is not published yet'));
+  const problems = schemaProblems(dir)
+    .filter((p) => p.kind === 'invalid')
+    .map((p) => p.message);
   if (problems.length) return { written: [], problems };
   const written: string[] = [];
   for (const type of Object.keys(EVENT_TYPES) as EventType[]) {

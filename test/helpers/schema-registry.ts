@@ -145,6 +145,16 @@ export async function startFakeRegistry(auth?: {
           return send(res, 200, { id });
         }
       }
+      if ((m = /^\/subjects\/([^/]+)$/.exec(path)) && req.method === 'POST') {
+        // Is this schema registered under the subject? (Confluent: 40401 no subject, 40403 no such schema.)
+        const subject = m[1]!;
+        const versions = subjects.get(subject);
+        if (!versions?.length) return error(res, 404, 40401, `Subject '${subject}' not found.`);
+        const { schema } = await bodyOf(req);
+        const i = versions.findIndex((v) => v.schema === schema);
+        if (i < 0) return error(res, 404, 40403, 'Schema not found');
+        return send(res, 200, { subject, id: versions[i]!.id, version: i + 1, schema });
+      }
       if ((m = /^\/schemas\/ids\/([0-9]+)$/.exec(path)) && req.method === 'GET') {
         const r = byId.get(Number(m[1]));
         return r

@@ -47,10 +47,15 @@ describe('schema registry at start-up', () => {
       assert.equal(versions[0]!.schemaType, 'JSON');
       assert.equal(registry.config.get(subjectOf(t, 'acme.')), 'FULL');
     }
-    // A restart finds them registered: same versions, nothing new.
+    // A restart finds them registered: same versions, nothing new, one lookup per event type.
+    const seen = registry.requests.length;
     const again = await startApp(db, { targets: ['api'], env: env() });
     await again.stop();
     for (const t of TYPES) assert.equal(registry.subjects.get(subjectOf(t, 'acme.'))!.length, 1);
+    assert.deepEqual(
+      registry.requests.slice(seen).sort(),
+      TYPES.map((t) => `POST /subjects/${subjectOf(t, 'acme.')}`).sort(),
+    );
   });
 
   it('refuses to start on a schema the registry finds incompatible, naming the subject and the field', async () => {
@@ -76,7 +81,7 @@ describe('schema registry at start-up', () => {
   it('refuses to start with wrong credentials or a bad compatibility level, in one line', async () => {
     await assert.rejects(
       startApp(db, { targets: ['api'], env: env({ SCHEMA_REGISTRY_PASSWORD: 'wrong' }) }),
-      /schema registry PUT \/config\/acme\.task-events-task\.created: 401 Unauthorized/,
+      /schema registry POST \/subjects\/acme\.[a-z-]+-[a-z.]+: 401 Unauthorized$/,
     );
     await assert.rejects(
       startApp(db, { targets: ['api'], env: env({ SCHEMA_REGISTRY_COMPATIBILITY: 'SOMETIMES' }) }),
