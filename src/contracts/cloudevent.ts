@@ -65,12 +65,26 @@ export function makeEvent<T>(input: NewEventInput<T>): CloudEvent<T> {
 
 /** Kafka binary content mode: attributes as `ce_*` headers, `data` as the JSON body. */
 export function toBinary(event: CloudEvent): { headers: Record<string, string>; body: string } {
-  const headers: Record<string, string> = { 'content-type': event.datacontenttype };
-  for (const [k, v] of Object.entries(event)) {
+  const { headers, body } = toBinaryRecord(event);
+  return { headers: Object.fromEntries(headers), body };
+}
+
+/**
+ * toBinary for a producer: the headers straight into the Map the Kafka client takes, with `extra` transport
+ * headers after them, in one pass (the relay builds one per event; no intermediate objects).
+ */
+export function toBinaryRecord(
+  event: CloudEvent,
+  extra?: Record<string, string>,
+): { headers: Map<string, string>; body: string } {
+  const headers = new Map<string, string>([['content-type', event.datacontenttype]]);
+  for (const k in event) {
+    const v = (event as unknown as Record<string, unknown>)[k];
     if (k === 'data' || k === 'datacontenttype' || v === undefined) continue;
-    headers[`ce_${k}`] = String(v);
+    headers.set(`ce_${k}`, String(v));
   }
-  if (event.traceparent) headers.traceparent = event.traceparent;
+  if (event.traceparent) headers.set('traceparent', event.traceparent);
+  if (extra) for (const k in extra) headers.set(k, extra[k]!);
   return { headers, body: JSON.stringify(event.data) };
 }
 

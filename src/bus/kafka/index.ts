@@ -22,7 +22,7 @@ import {
   type MessagesStream,
 } from '@platformatic/kafka';
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
-import { fromBinary, toBinary, type CloudEvent } from '../../contracts/cloudevent.ts';
+import { fromBinary, toBinaryRecord, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { topicSpec } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { COMMIT_INTERVAL_MS, consumeRun, DEFAULT_MAX_BATCH, type ConsumeContext } from '../consumer.ts';
@@ -214,14 +214,10 @@ export class KafkaPublisher implements Publisher {
       }
       for (const t of unknown) this.known.add(t);
     }
+    const prefix = this.s.topicPrefix ?? '';
     const records = messages.map((m) => {
-      const { headers, body } = toBinary(m.event);
-      return {
-        topic: (this.s.topicPrefix ?? '') + m.topic,
-        key: m.key,
-        value: Buffer.from(body),
-        headers: new Map(Object.entries({ ...headers, ...(m.headers ?? {}) })),
-      };
+      const { headers, body } = toBinaryRecord(m.event, m.headers);
+      return { topic: prefix + m.topic, key: m.key, value: Buffer.from(body), headers };
     });
     // Kafka refuses a request above ~1 MiB per partition; events are at most a few tens of KB, so sending in
     // chunks of bounded size keeps every request valid. Chunks go one after another: per-key order holds.
