@@ -324,6 +324,22 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/gateway.test.ts'],
   },
   {
+    id: 'overload-not-shed',
+    breaks: 'while the event loop lags, API requests are refused early with 503 + Retry-After',
+    file: 'src/http/server.ts',
+    find: '      sheddable(req.url)\n',
+    replace: '      false\n',
+    tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
+  },
+  {
+    id: 'overload-sheds-health',
+    breaks: 'under admission control, health, metrics and WebSockets are still served',
+    file: 'src/http/server.ts',
+    find: "  const sheddable = (url: string) => url.startsWith('/api/') || url === '/mcp' || url.startsWith('/mcp?');",
+    replace: '  const sheddable = (url: string) => url.length > 0;',
+    tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
+  },
+  {
     id: 'jwt-exp-not-required',
     breaks: 'a token without exp (one that never expires) is refused',
     file: 'src/auth.ts',

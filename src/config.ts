@@ -29,6 +29,8 @@ export interface Config {
   defaultTimezone: string;
   retry: RetryPolicy;
   rateLimitPerMinute: number;
+  /** Admission control of API requests by the process's event-loop delay (ms, mean over 250 ms); 0: none. */
+  maxEventLoopDelayMs: number;
   /** Admission control of creates: refuse (503) while one has waited this long unwritten; 0 = never. */
   createQueueMaxMs: number;
   /** How long consumers remember processed event ids (dedupe); past every topic's retention by default. */
@@ -212,6 +214,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000),
     },
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
+    maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 25),
     createQueueMaxMs: int(env, 'CREATE_QUEUE_MAX_MS', 500),
     ledgerRetentionMs: int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000),
     trustProxy: trustProxy(env.TRUST_PROXY),

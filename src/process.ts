@@ -50,6 +50,7 @@ export async function runTargets(
     metrics,
     trustProxy: config.trustProxy,
     rateLimitPerMinute: config.rateLimitPerMinute,
+    maxEventLoopDelayMs: config.maxEventLoopDelayMs,
   });
   httpMade.catch(() => undefined); // awaited below; a failure surfaces there
   if (!opts.db) log.info(`opening the database (${database})`);

@@ -49,6 +49,8 @@ export async function createHttpServer(opts: {
   trustProxy?: boolean | number | string;
   /** Per-user requests per minute over all authenticated routes (RATE_LIMIT_PER_MINUTE); 0: none. */
   rateLimitPerMinute?: number;
+  /** MAX_EVENT_LOOP_DELAY_MS: API requests are refused (503) while the event loop lags this much; 0: never. */
+  maxEventLoopDelayMs?: number;
 }): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'http' }) as FastifyBaseLogger,
@@ -81,6 +83,7 @@ export async function createHttpServer(opts: {
     );
   });
   setRateLimit(app, opts.rateLimitPerMinute ?? 0);
+  if (opts.maxEventLoopDelayMs) await shedWhenBehind(app, opts.maxEventLoopDelayMs);
   const checks = new Map<string, ReadinessCheck>();
 
   // Validation is done by the domain (one code path for REST and MCP); route schemas document the API.
@@ -217,4 +220,33 @@ export async function createHttpServer(opts: {
   );
 
   return { app, addReadinessCheck: (name, check) => checks.set(name, check) };
+}
+
+/** Sampled this often: how soon a lagging loop starts refusing, and stops once it caught up. */
+const PRESSURE_SAMPLE_MS = 250;
+
+/**
+ * Admission control by the event loop (`@fastify/under-pressure`): while its delay, averaged over the last
+ * sample, exceeds `maxDelayMs`, new API requests (`/api/...`, `/mcp`) are refused at once with a 503
+ * problem+json and `Retry-After: 1`, which costs far less than serving them. Refusing them early keeps the
+ * accepted writes' latency bounded and leaves the loop to what must not starve: the relay, the consumers,
+ * WebSocket fan-out, Dapr deliveries, health and metrics, which are never refused. Group commit's queue age
+ * (CREATE_QUEUE_MAX_MS) covers a database that is behind; this covers a process that is (2x its sustainable
+ * rate measured in docs/benchmarks.md).
+ */
+async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise<void> {
+  const { default: underPressure } = await import('@fastify/under-pressure');
+  const sheddable = (url: string) => url.startsWith('/api/') || url === '/mcp' || url.startsWith('/mcp?');
+  await app.register(underPressure, {
+    maxEventLoopDelay: maxDelayMs,
+    sampleInterval: PRESSURE_SAMPLE_MS,
+    pressureHandler: (req: FastifyRequest, _reply: FastifyReply, _type: string, value?: number) =>
+      sheddable(req.url)
+        ? Promise.reject(
+            new OverloadedError(
+              `the server is behind (event loop delay ${Math.round(value ?? 0)} ms > ${maxDelayMs} ms); retry shortly`,
+            ),
+          )
+        : undefined,
+  });
 }

@@ -2,7 +2,9 @@
  * Limits without holes: WebSocket tickets and upgrades count against the user's per-minute budget like any
  * request; failed authentication counts against the client address (401s, then 429); over the limit the
  * answer is problem+json with Retry-After; while the server shuts down, requests on open connections get a
- * problem+json 503 with Retry-After.
+ * problem+json 503 with Retry-After; while the event loop lags (MAX_EVENT_LOOP_DELAY_MS), API requests get a
+ * problem+json 503 with Retry-After and nothing of them is written, while health, metrics and WebSockets
+ * are still served, and once it caught up writes are taken again.
  */
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
@@ -117,5 +119,62 @@ describe('limits without holes', () => {
     } finally {
       await close().catch(() => undefined);
     }
+  });
+});
+
+describe('admission control by the event loop', () => {
+  it('refuses API requests while the loop lags, serves health, metrics and WebSockets, and recovers', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, { targets: ['api', 'gateway'], env: { MAX_EVENT_LOOP_DELAY_MS: '10' } });
+    // A busy process: every few ms, 40 ms of synchronous work.
+    const busy = setInterval(() => {
+      const until = performance.now() + 40;
+      while (performance.now() < until);
+    }, 5);
+    let accepted = 0; // alice's creates that got in anyway (a sample below the bound): they must be listed
+    try {
+      let refused: Awaited<ReturnType<typeof app.call>> | undefined;
+      await waitFor(
+        async () => {
+          const r = await app.call('alice', 'POST', '/api/tasks', { title: 'while busy' });
+          if (r.status === 201) accepted++;
+          if (r.status === 503) refused = r;
+          return refused !== undefined;
+        },
+        5_000,
+        'a 503 while the loop lags',
+      );
+      assert.equal(refused!.headers.get('retry-after'), '1');
+      assert.match(refused!.headers.get('content-type') ?? '', /^application\/problem\+json/);
+      assert.match(refused!.body.detail, /event loop delay \d+ ms > 10 ms/);
+      await waitFor(
+        async () => (await app.call('alice', 'GET', '/api/tasks')).status === 503,
+        5_000,
+        'reads of the API refused too',
+      );
+      assert.equal((await fetch(`${app.url}/healthz`)).status, 200);
+      assert.equal((await fetch(`${app.url}/metrics`)).status, 200);
+      assert.equal(
+        await upgradeStatus(`${app.url.replace('http', 'ws')}/ws`, [
+          'taskflow.v1',
+          `bearer.${await app.token('alice')}`,
+        ]),
+        101,
+      );
+    } finally {
+      clearInterval(busy);
+    }
+    // Caught up: the next sample lets writes in again, and only what was accepted was written.
+    await waitFor(
+      async () => (await app.call('bob', 'POST', '/api/tasks', { title: 'after' })).status === 201,
+      5_000,
+      'a 201 once caught up',
+    );
+    const listed = await app.call('alice', 'GET', '/api/tasks');
+    assert.equal(listed.status, 200);
+    assert.equal(listed.body.items.length, accepted, 'no refused create was written');
+    await app.stop();
+    await db.close();
   });
 });
