@@ -2,6 +2,7 @@
  * Runs a set of targets in this process: opens the database (migrating it), the bus, one HTTP listener, then
  * starts each target; stops them in reverse order on SIGTERM/SIGINT, finishing in-flight work.
  */
+import { createVerifier } from './auth.ts';
 import { allTopics, createBus, preloadBus, provisionsTopics } from './bus/index.ts';
 import type { Bus } from './bus/types.ts';
 import { ConfigError, type Config } from './config.ts';
@@ -78,7 +79,16 @@ export async function runTargets(
   }
   log.info(`bus: ${config.bus}`);
   const provisioning = provisionTopics(config, bus, log);
-  const runtime: Runtime = { config, db, bus, log, clock: opts.clock ?? systemClock, metrics, http };
+  const runtime: Runtime = {
+    config,
+    db,
+    bus,
+    log,
+    clock: opts.clock ?? systemClock,
+    metrics,
+    http,
+    verify: createVerifier(config.jwt),
+  };
   const running: { name: string; target: RunningTarget }[] = [];
   try {
     for (const t of targets) {

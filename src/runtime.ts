@@ -1,4 +1,5 @@
 /** What a target gets from the process that runs it, and what it must give back. */
+import type { Verifier } from './auth.ts';
 import type { Config } from './config.ts';
 import type { Bus } from './bus/types.ts';
 import type { Clock } from './domain/clock.ts';
@@ -15,6 +16,8 @@ export interface Runtime {
   clock: Clock;
   metrics: Metrics;
   http: HttpServer;
+  /** Checks a bearer token: one per process, so every target shares its token cache and key set. */
+  verify: Verifier;
 }
 
 export interface RunningTarget {

@@ -2,7 +2,6 @@
 import { readFileSync } from 'node:fs';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { createVerifier } from '../../auth.ts';
 import { asyncApiDocument } from '../../contracts/asyncapi.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { TaskStore } from '../../store/tasks.ts';
@@ -40,7 +39,7 @@ export const apiTarget: TargetDefinition = {
     const store = new TaskStore(rt.db, rt.clock, { createQueueMaxMs: rt.config.createQueueMaxMs });
     rt.metrics.trackCreateQueue(() => store.createQueueAge());
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
-    const verify = createVerifier(rt.config.jwt);
+    const verify = rt.verify;
     await registerTaskApi(app, { store, settings, verify });
     const mcpDeps = {
       store,

@@ -4,7 +4,6 @@
  * Serves `GET /api/audit` and `GET /api/audit/export`, and runs the retention job (AUDIT_RETENTION_DAYS,
  * default 365; a purge keeps an anchor so the chain stays verifiable).
  */
-import { createVerifier } from '../../auth.ts';
 import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import type { Runtime } from '../../runtime.ts';
@@ -43,7 +42,7 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
     topics: SUBSCRIPTIONS.audit.topics,
     async setup(rt) {
       const options = { ...rt.config.audit, ...opts };
-      await registerAuditApi(rt.http.app, { db: rt.db, verify: createVerifier(rt.config.jwt) });
+      await registerAuditApi(rt.http.app, { db: rt.db, verify: rt.verify });
       let timer: NodeJS.Timeout | undefined;
       let running: Promise<unknown> = Promise.resolve();
       let appended = 0;

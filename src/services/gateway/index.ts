@@ -12,7 +12,7 @@ import { ok } from '../../http/openapi.ts';
 import websocket from '@fastify/websocket';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config.ts';
-import { AuthError, bearerToken, createVerifier } from '../../auth.ts';
+import { AuthError, bearerToken } from '../../auth.ts';
 import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
@@ -46,7 +46,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
       const merged = { ...rt.config.gateway, ...overrides };
       const opts = { ...merged, instanceId: sanitizeInstanceId(merged.instanceId) };
       const log = rt.log.child({ component: 'gateway', instance: opts.instanceId });
-      const verify = createVerifier(rt.config.jwt);
+      const verify = rt.verify;
       const ticketSecret = opts.ticketSecret ?? rt.config.jwt.secret;
       if (!ticketSecret)
         log.warn(

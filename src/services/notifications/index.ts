@@ -10,7 +10,6 @@
  * NOTIFY_TIMEOUT_MS (10000), NOTIFY_BATCH_SIZE (50), NOTIFY_CLAIM_MS (120000).
  */
 import type { Agent } from 'node:https';
-import { createVerifier } from '../../auth.ts';
 import type { BusMessage } from '../../bus/types.ts';
 import type { ReminderEventData } from '../../contracts/events.ts';
 import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
@@ -59,7 +58,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
       await registerNotificationRoutes(rt.http.app, {
         db: rt.db,
         clock: rt.clock,
-        verify: createVerifier(rt.config.jwt),
+        verify: rt.verify,
         vapidPublicKey: opts.vapid?.publicKey ?? null,
       });
       worker.start();

@@ -19,7 +19,6 @@ import type { BusMessage } from '../../bus/types.ts';
 import { PermanentError } from '../../bus/types.ts';
 import type { TaskEventData } from '../../contracts/events.ts';
 import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
-import { createVerifier } from '../../auth.ts';
 import { NotFoundError } from '../../domain/errors.ts';
 import { nextOccurrence } from '../../domain/recurrence.ts';
 import type { Task, TaskFields } from '../../domain/task.ts';
@@ -139,7 +138,7 @@ export const recurrenceTarget = consumerTarget({
       db: rt.db,
       store,
       clock: rt.clock,
-      verify: createVerifier(rt.config.jwt),
+      verify: rt.verify,
       source: RECURRENCE_SOURCE,
     });
     return { handle: recurrenceHandler(rt, store) };

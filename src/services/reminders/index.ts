@@ -7,7 +7,6 @@
  * Environment (read in src/config.ts): REMINDER_TICK_MS (default 1000), REMINDER_GRACE_MS (default 900000 = 15 min),
  * REMINDER_BATCH_SIZE (default 500).
  */
-import { createVerifier } from '../../auth.ts';
 import type { BusMessage } from '../../bus/types.ts';
 import type { ReminderChannel, TaskEventData } from '../../contracts/events.ts';
 import { REMINDER_CHANNELS } from '../../contracts/schemas.ts';
@@ -53,7 +52,7 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
       await registerReminderRoutes(rt.http.app, {
         db: rt.db,
         clock: rt.clock,
-        verify: createVerifier(rt.config.jwt),
+        verify: rt.verify,
         channels,
         onRescheduled: () => scheduler.poke(),
       });
