@@ -13,7 +13,7 @@ import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
 import { createDaprBus } from '../../src/bus/dapr/index.ts';
 import { createKafkaBus, KafkaAdmin } from '../../src/bus/kafka/index.ts';
 import { allTopics } from '../../src/bus/index.ts';
-import { PermanentError, type Bus, type BusMessage } from '../../src/bus/types.ts';
+import { PermanentError, type BatchItem, type Bus, type BusMessage } from '../../src/bus/types.ts';
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
 import { eventProblems } from '../../src/contracts/schemas.ts';
@@ -49,6 +49,9 @@ const PROBE_TOPIC = 'dapr-e2e-probe-events';
 /** deploy/dapr/local/resiliency.yaml: maxRetries 5, so 6 deliveries before the dead-letter topic. */
 const DAPR_ATTEMPTS = 6;
 
+const BULK_GROUP = 'dapr-e2e-bulk-probe';
+const BULK_TOPIC = 'dapr-e2e-bulk-events';
+
 /** The probe consumer's handler, set by each test. */
 let probe: (m: BusMessage) => Promise<void> = async () => undefined;
 const probeTarget = consumerTarget({
@@ -58,11 +61,24 @@ const probeTarget = consumerTarget({
   setup: async () => ({ handle: (m) => probe(m) }),
 });
 
+/** A batching probe (batch handler, 200 ms interval): daprd delivers to it in bulk. Set by its test. */
+let bulkProbe: {
+  one(m: BusMessage): Promise<void>;
+  batch(items: readonly BatchItem[]): Promise<void>;
+} = { one: async () => undefined, batch: async () => undefined };
+const bulkProbeTarget = consumerTarget({
+  name: 'dapr-bulk-probe',
+  group: BULK_GROUP,
+  topics: [BULK_TOPIC],
+  batchIntervalMs: 200,
+  setup: async () => ({ handle: (m) => bulkProbe.one(m), handleBatch: (items) => bulkProbe.batch(items) }),
+});
+
 describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_000 }, () => {
   let brokers: string;
   let db: Db;
   const clock = new ManualClock(START);
-  const apps = {} as Record<'api' | 'recurrence' | 'reminders' | 'notifications' | 'probe', DaprApp>;
+  const apps = {} as Record<'api' | 'recurrence' | 'reminders' | 'notifications' | 'probe' | 'bulk', DaprApp>;
   let bus: Bus; // the api process's bus: its publisher goes through the api sidecar, its admin to Kafka
 
   before(async () => {
@@ -77,6 +93,8 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
       ...allTopics(testConfig()),
       { name: PROBE_TOPIC, partitions: 3, retentionMs: HOUR },
       { name: dlqTopic(PROBE_GROUP), ...DLQ_SPEC },
+      { name: BULK_TOPIC, partitions: 1, retentionMs: HOUR },
+      { name: dlqTopic(BULK_GROUP), ...DLQ_SPEC },
     ]);
     await admin.close();
     db = await openDb('memory://');
@@ -103,8 +121,9 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
         [TOPICS.reminders],
       ),
       start(PROBE_GROUP, 'dapr-e2e-probe', [probeTarget], [PROBE_TOPIC]),
+      start(BULK_GROUP, 'dapr-e2e-bulk', [bulkProbeTarget], [BULK_TOPIC]),
     ]);
-    const names = ['api', 'recurrence', 'reminders', 'notifications', 'probe'] as const;
+    const names = ['api', 'recurrence', 'reminders', 'notifications', 'probe', 'bulk'] as const;
     started.forEach((r, i) => {
       if (r.status === 'fulfilled') apps[names[i]!] = r.value;
     });
@@ -294,6 +313,62 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     assert.ok(times.at(-1)! - times[0]! >= 2_500, `backoff between attempts: ${gaps.join(', ')} ms`);
     assert.ok(gaps.at(-1)! > gaps[0]!, `growing gaps: ${gaps.join(', ')} ms`);
     assert.equal(letter.source.topic, PROBE_TOPIC);
+  });
+
+  it('delivers a batching group in bulk: one batch handler call for many events; a poison entry dead-lettered alone, the rest in order', async () => {
+    const subscribed = (await (await fetch(`${apps.bulk.app.url}/dapr/subscribe`)).json()) as {
+      bulkSubscribe?: unknown;
+    }[];
+    assert.deepEqual(subscribed[0]!.bulkSubscribe, {
+      enabled: true,
+      maxMessagesCount: 100,
+      maxAwaitDurationMs: 200,
+    });
+    const batches: string[][] = [];
+    const handled: string[] = [];
+    bulkProbe = {
+      batch: async (items) => {
+        const titles = items.map((i) => titleOf(i.message.event));
+        if (titles.includes('poison')) throw new Error('a poison event in the batch');
+        batches.push(titles);
+        handled.push(...titles);
+      },
+      one: async (m) => {
+        const t = titleOf(m.event);
+        if (t === 'poison') throw new PermanentError('never works');
+        handled.push(t);
+      },
+    };
+    const first = Array.from({ length: 20 }, (_, i) => taskCreated('u8', `a${i}`));
+    await bus.publisher.publish(first.map((event) => ({ topic: BULK_TOPIC, key: 'u8', event })));
+    await waitFor(() => handled.length === 20, 30_000, 'the first 20 handled');
+    assert.deepEqual(
+      handled,
+      first.map((e) => titleOf(e)),
+      'in order',
+    );
+    assert.ok(
+      batches.some((b) => b.length > 1),
+      `at least one batch of several events: ${JSON.stringify(batches.map((b) => b.length))}`,
+    );
+    handled.length = 0;
+    const poison = taskCreated('u8', 'poison');
+    const second = [taskCreated('u8', 'b0'), poison, taskCreated('u8', 'b1'), taskCreated('u8', 'b2')];
+    await bus.publisher.publish(second.map((event) => ({ topic: BULK_TOPIC, key: 'u8', event })));
+    await waitFor(() => handled.includes('b2'), 30_000, 'the events around the poison one handled');
+    assert.deepEqual(handled, ['b0', 'b1', 'b2']);
+    const letters = await waitFor(
+      async () => {
+        const l = await listDeadLetters(bus.admin, BULK_GROUP);
+        return l.length >= 1 ? l : undefined;
+      },
+      20_000,
+      'the poison event dead-lettered',
+    );
+    assert.deepEqual(
+      letters.map((l) => l.event.id),
+      [poison.id],
+    );
   });
 
   it('publishes batches through the bulk API in order per key, keeping each event (and its traceparent) intact', async () => {

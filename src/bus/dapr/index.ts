@@ -12,7 +12,10 @@
  *   targets first). Deliveries come to `POST /dapr/events/<group>/<topic>` and are answered with
  *   SUCCESS (handled), RETRY (transient error: daprd redelivers per its resiliency policy and sends the
  *   event to the dead-letter topic once the retries are used up) or DROP (invalid event or PermanentError:
- *   straight to the dead-letter topic). Our in-process retry (CONSUMER_*) is not used on Dapr.
+ *   straight to the dead-letter topic). Our in-process retry (CONSUMER_*) is not used on Dapr. A batching
+ *   group (a batch handler and a batch interval) subscribes in bulk (`bulkSubscribe`, alpha in 1.16): daprd
+ *   sends up to maxBatch events of a partition per request, at most the interval apart, and gets a status
+ *   per entry; the batch handler takes them in one transaction (deliverBulk).
  * - The Kafka consumer group is the Dapr app id (component `consumerGroup: '{appID}'`): run one consumer
  *   target per sidecar with app id = its group. Dapr allows one subscription per topic per app, so a second
  *   group on the same topic in one process is refused.
@@ -26,11 +29,12 @@ import { eventProblems } from '../../contracts/schemas.ts';
 import { dlqTopic, isDlqTopic } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
-import { DLQ_HEADERS, isUnavailable } from '../consumer.ts';
+import { DEFAULT_MAX_BATCH, DLQ_HEADERS, isUnavailable } from '../consumer.ts';
 import { backoffDelay } from '../../retry.ts';
 import { KafkaAdmin, type KafkaSettings } from '../kafka/index.ts';
 import {
   PermanentError,
+  type BatchHandler,
   type Bus,
   type BusAdmin,
   type BusMessage,
@@ -263,10 +267,26 @@ interface Registered {
   topic: string;
   path: string;
   handler: MessageHandler;
+  /** A batching group (batchHandler and batchIntervalMs): daprd delivers it in bulk. */
+  bulk?: { batchHandler: BatchHandler; maxMessagesCount: number; maxAwaitDurationMs: number };
   hooks?: ConsumeHooks;
   closed: boolean;
   inflight: Set<Promise<unknown>>;
 }
+
+/** One entry of a bulk delivery (Dapr's bulk subscribe, alpha in 1.16): the CloudEvent and Kafka's metadata. */
+interface BulkEntry {
+  entryId: string;
+  event: unknown;
+  metadata?: Record<string, string>;
+}
+interface BulkDelivery {
+  entries: BulkEntry[];
+}
+const isBulkDelivery = (body: unknown): body is BulkDelivery =>
+  isObject(body) &&
+  Array.isArray(body.entries) &&
+  body.entries.every((e: unknown) => isObject(e) && typeof e.entryId === 'string');
 
 /** HTTP headers that are not Kafka record headers. */
 const HTTP_ONLY = new Set([
@@ -310,6 +330,15 @@ export class DaprSubscriber implements Subscriber {
         routes: { default: r.path },
         deadLetterTopic: dlqTopic(r.group),
         metadata: { rawPayload: 'false' },
+        ...(r.bulk
+          ? {
+              bulkSubscribe: {
+                enabled: true,
+                maxMessagesCount: r.bulk.maxMessagesCount,
+                maxAwaitDurationMs: r.bulk.maxAwaitDurationMs,
+              },
+            }
+          : {}),
       }));
   }
 
@@ -334,6 +363,7 @@ export class DaprSubscriber implements Subscriber {
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.headers))
         if (typeof v === 'string' && !HTTP_ONLY.has(k)) headers[k] = v;
+      if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
       const status = await this.deliver(group, topic, req.body, headers);
       return { status };
     });
@@ -361,9 +391,76 @@ export class DaprSubscriber implements Subscriber {
     }
   }
 
-  private async handle(sub: Registered, body: unknown, headers: Record<string, string>): Promise<DaprStatus> {
+  /**
+   * A bulk delivery (a batching group's subscription): the entries of one partition, in order. The valid ones
+   * go to the batch handler at once (one transaction for all); if that fails, or for an invalid entry, each is
+   * handled alone as a single delivery would be. After the first entry that is not handled (RETRY), the rest
+   * are answered RETRY unhandled, so daprd redelivers them after it, in order, as it does one by one.
+   */
+  async deliverBulk(
+    group: string,
+    topic: string,
+    bulk: BulkDelivery,
+  ): Promise<{ entryId: string; status: DaprStatus }[]> {
+    const sub = this.byTopic.get(topic);
+    if (!sub || sub.group !== group || sub.closed) {
+      this.log.warn(
+        { group, topic },
+        'dapr bulk delivery for a subscription that is not open; answering RETRY',
+      );
+      return bulk.entries.map((e) => ({ entryId: e.entryId, status: 'RETRY' as const }));
+    }
+    const run = this.handleBulk(sub, bulk.entries);
+    sub.inflight.add(run);
+    try {
+      return await run;
+    } finally {
+      sub.inflight.delete(run);
+    }
+  }
+
+  private async handleBulk(
+    sub: Registered,
+    entries: BulkEntry[],
+  ): Promise<{ entryId: string; status: DaprStatus }[]> {
+    const statuses = new Map<string, DaprStatus>();
+    const parsed = entries.map((e) => ({
+      entry: e,
+      message: this.messageOf(sub, e.event, e.metadata ?? {}),
+    }));
+    const valid = parsed.filter((p) => eventProblems(p.message.event).length === 0);
+    if (sub.bulk && valid.length > 1 && valid.length === parsed.length) {
+      const started = performance.now();
+      try {
+        await sub.bulk.batchHandler(
+          valid.map((p) => ({ message: p.message, traceparent: p.message.event.traceparent })),
+        );
+        const each = (performance.now() - started) / valid.length;
+        for (const p of valid) {
+          sub.hooks?.onHandled?.(p.message, each);
+          statuses.set(p.entry.entryId, 'SUCCESS');
+        }
+      } catch (err) {
+        this.log.warn(
+          { group: sub.group, err: errorText(err), messages: valid.length },
+          'batch handler failed; handling the bulk delivery entry by entry',
+        );
+      }
+    }
+    let blocked = false;
+    for (const p of parsed) {
+      if (statuses.has(p.entry.entryId)) continue;
+      const status = blocked ? 'RETRY' : await this.handle(sub, p.entry.event, p.entry.metadata ?? {});
+      if (status === 'RETRY') blocked = true;
+      statuses.set(p.entry.entryId, status);
+    }
+    return entries.map((e) => ({ entryId: e.entryId, status: statuses.get(e.entryId) ?? 'RETRY' }));
+  }
+
+  /** A delivery as the bus message handlers see: the event without daprd's additions, Kafka's metadata. */
+  private messageOf(sub: Registered, body: unknown, headers: Record<string, string>): BusMessage {
     const event = eventFromDelivery(body, headers);
-    const message: BusMessage = {
+    return {
       topic: headers.__topic ?? sub.topic,
       partition: Number(headers.__partition ?? 0),
       offset: headers.__offset ?? '-1',
@@ -374,6 +471,11 @@ export class DaprSubscriber implements Subscriber {
         ? new Date(Number(headers.__timestamp)).toISOString()
         : new Date().toISOString(),
     };
+  }
+
+  private async handle(sub: Registered, body: unknown, headers: Record<string, string>): Promise<DaprStatus> {
+    const message = this.messageOf(sub, body, headers);
+    const event = message.event;
     const log = this.log.child({
       group: sub.group,
       topic: message.topic,
@@ -466,6 +568,15 @@ export class DaprSubscriber implements Subscriber {
       topic,
       path: `/dapr/events/${encodeURIComponent(opts.group)}/${encodeURIComponent(topic)}`,
       handler: opts.handler,
+      ...(opts.batchHandler && opts.batchIntervalMs
+        ? {
+            bulk: {
+              batchHandler: opts.batchHandler,
+              maxMessagesCount: opts.maxBatch ?? DEFAULT_MAX_BATCH,
+              maxAwaitDurationMs: opts.batchIntervalMs,
+            },
+          }
+        : {}),
       ...(opts.hooks ? { hooks: opts.hooks } : {}),
       closed: false,
       inflight: new Set(),
