@@ -595,8 +595,19 @@ async function resetDaprTopics(brokers: string): Promise<void> {
         (Object.values(TOPICS) as string[]).includes(t) || (t.startsWith('taskflow-') && t.endsWith('.dlq')),
     );
     if (ours.length) await admin.deleteTopics({ topics: ours });
-    const groups = [...(await admin.listGroups()).keys()].filter((g) => g.startsWith('taskflow-'));
-    if (groups.length) await admin.deleteGroups({ groups });
+    // The last stack's sidecars leave their groups only when their sessions time out: until then a group is
+    // not empty and cannot be deleted.
+    for (let attempt = 1; ; attempt++) {
+      const groups = [...(await admin.listGroups()).keys()].filter((g) => g.startsWith('taskflow-'));
+      if (groups.length === 0) break;
+      try {
+        await admin.deleteGroups({ groups });
+        break;
+      } catch (err) {
+        if (attempt >= 30) throw err;
+        await new Promise((r) => setTimeout(r, 2_000));
+      }
+    }
   } finally {
     await admin.close().catch(() => undefined);
   }
