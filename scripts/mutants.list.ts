@@ -327,8 +327,17 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'overload-not-shed',
     breaks: 'while the event loop lags, API requests are refused early with 503 + Retry-After',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url)\n',
+    find: '      sheddable(req.url) && performance.now() >= armedAt\n',
     replace: '      false\n',
+    tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
+  },
+  {
+    id: 'overload-sheds-at-start',
+    breaks:
+      'a process that has just become ready does not refuse its first requests (start-up lags the loop)',
+    file: 'src/http/server.ts',
+    find: '      sheddable(req.url) && performance.now() >= armedAt\n',
+    replace: '      sheddable(req.url)\n',
     tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
   },
   {

@@ -224,6 +224,13 @@ export async function createHttpServer(opts: {
 
 /** Sampled this often: how soon a lagging loop starts refusing, and stops once it caught up. */
 const PRESSURE_SAMPLE_MS = 250;
+/**
+ * Nothing is refused this long after the server is ready: starting lags the loop (modules compiled, PGlite's
+ * first statements, consumers catching up), and refusing the first requests of a process that has just said
+ * it is ready would be wrong. Measured: `npm start` on a new data directory refused 1-4 of the requests sent
+ * 50 ms apart in the first half second without it.
+ */
+const PRESSURE_GRACE_MS = 3_000;
 
 /**
  * Admission control by the event loop (`@fastify/under-pressure`): while its delay, averaged over the last
@@ -237,11 +244,15 @@ const PRESSURE_SAMPLE_MS = 250;
 async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise<void> {
   const { default: underPressure } = await import('@fastify/under-pressure');
   const sheddable = (url: string) => url.startsWith('/api/') || url === '/mcp' || url.startsWith('/mcp?');
+  let armedAt = Infinity;
+  app.addHook('onReady', async () => {
+    armedAt = performance.now() + PRESSURE_GRACE_MS;
+  });
   await app.register(underPressure, {
     maxEventLoopDelay: maxDelayMs,
     sampleInterval: PRESSURE_SAMPLE_MS,
     pressureHandler: (req: FastifyRequest, _reply: FastifyReply, _type: string, value?: number) =>
-      sheddable(req.url)
+      sheddable(req.url) && performance.now() >= armedAt
         ? Promise.reject(
             new OverloadedError(
               `the server is behind (event loop delay ${Math.round(value ?? 0)} ms > ${maxDelayMs} ms); retry shortly`,
