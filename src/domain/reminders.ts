@@ -165,6 +165,39 @@ function atDueInstead(
   return [{ id: reminderId(opts.task!.id, remind_at), remind_at, specs: planned.flatMap((p) => p.specs) }];
 }
 
+export interface ReminderPlan {
+  /** What the reminders target schedules for the new task, by instant. */
+  scheduled: { remind_at: string; specs: string[]; why: 'asked' | 'at_due_instead' }[];
+  /** What it asked for but is not scheduled: more than the grace window in the past at creation. */
+  skipped: { remind_at: string; specs: string[]; why: 'past' }[];
+}
+
+/**
+ * What creating `task` (at `asOf`, its creation time) schedules, as the reminders target decides it from the
+ * task's event by the same rules (reconcileReminders with nothing stored): for the create's answer, so a
+ * reminder that will not exist does not go unnoticed. `defaults`: the user's default offsets (used when
+ * `task.reminders` is null).
+ */
+export function newTaskReminderPlan(
+  task: Pick<Task, 'id' | 'status' | 'due_date' | 'reminders'>,
+  defaults: readonly string[],
+  opts: { asOf: Date; graceMs: number },
+): ReminderPlan {
+  const planned = planReminders(task, defaults);
+  const { schedule } = reconcileReminders([], planned, { ...opts, task });
+  const asked = new Set(planned.map((p) => p.id));
+  return {
+    scheduled: schedule.map((r) => ({
+      remind_at: r.remind_at,
+      specs: r.specs,
+      why: asked.has(r.id) ? ('asked' as const) : ('at_due_instead' as const),
+    })),
+    skipped: planned
+      .filter((p) => !schedule.some((r) => r.id === p.id))
+      .map((p) => ({ remind_at: p.remind_at, specs: p.specs, why: 'past' as const })),
+  };
+}
+
 /** The reason recorded on reminders dismissed because of a task event. */
 export function dismissReasonFor(eventType: string, task: Pick<Task, 'status'>): DismissReason {
   if (eventType === 'task.deleted') return 'task_deleted';

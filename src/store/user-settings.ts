@@ -10,7 +10,13 @@ export interface UserSettings {
 
 export const DEFAULT_REMINDERS = ['P1D', 'PT1H'];
 
+/** How long a user's default reminders are reused for create answers (a change in this process clears it). */
+const DEFAULTS_REUSE_MS = 5_000;
+const DEFAULTS_CACHED_USERS = 10_000;
+
 export class UserSettingsStore {
+  private readonly defaults = new Map<string, { value: string[]; until: number }>();
+
   constructor(
     private readonly db: Queryable,
     private readonly defaultTimezone: string,
@@ -26,7 +32,23 @@ export class UserSettingsStore {
     );
   }
 
+  /**
+   * The user's default reminders for the plan in a create's answer, read at most every DEFAULTS_REUSE_MS per
+   * user: a create costs no extra statement while a user keeps writing. A change made through another process
+   * shows within that time (the reminders target always reads them fresh).
+   */
+  async defaultReminders(userId: string): Promise<string[]> {
+    const hit = this.defaults.get(userId);
+    if (hit && Date.now() < hit.until) return hit.value;
+    const value = (await this.get(userId)).default_reminders;
+    this.defaults.delete(userId);
+    if (this.defaults.size >= DEFAULTS_CACHED_USERS) this.defaults.delete(this.defaults.keys().next().value!);
+    this.defaults.set(userId, { value, until: Date.now() + DEFAULTS_REUSE_MS });
+    return value;
+  }
+
   async put(s: UserSettings): Promise<UserSettings> {
+    this.defaults.delete(s.user_id);
     await this.db.query(
       `INSERT INTO user_settings (user_id, timezone, default_reminders, updated_at) VALUES ($1, $2, $3, now())
        ON CONFLICT (user_id) DO UPDATE SET timezone = excluded.timezone, default_reminders = excluded.default_reminders,

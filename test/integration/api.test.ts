@@ -50,7 +50,15 @@ for (const backend of backends) {
         recurrence: 'weekly',
       });
       assert.equal(created.status, 201);
-      const task = created.body;
+      const { reminder_plan, ...task } = created.body;
+      // The create's answer says which reminders the task gets (the reminders target schedules them).
+      assert.deepEqual(reminder_plan, {
+        scheduled: [
+          { remind_at: '2026-03-04T08:00:00.000Z', specs: ['P1D'], why: 'asked' },
+          { remind_at: '2026-03-05T07:00:00.000Z', specs: ['PT1H'], why: 'asked' },
+        ],
+        skipped: [],
+      });
       assert.equal(task.title, 'Write report');
       assert.equal(task.priority, 'high');
       assert.deepEqual(task.tags, ['Work', 'urgent']);

@@ -77,7 +77,18 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
       as: '2026-03-04T10:30:00.000Z',
       local: '2026-03-04T10:30:00+00:00',
     });
-    // The default reminders (a day and an hour before) are both past: one reminder at the due time.
+    // The default reminders (a day and an hour before) are both past: one reminder at the due time. The
+    // answer says so, for the model to tell the user.
+    assert.deepEqual(mom.reminder_plan.scheduled, [
+      { remind_at: '2026-03-04T10:30:00.000Z', specs: ['P1D', 'PT1H'], why: 'at_due_instead' },
+    ]);
+    assert.deepEqual(
+      mom.reminder_plan.skipped.map((r: { specs: string[]; why: string }) => [r.specs, r.why]),
+      [
+        [['P1D'], 'past'],
+        [['PT1H'], 'past'],
+      ],
+    );
     const scheduled = await waitFor(
       async () => {
         const r = await row(

@@ -6,6 +6,7 @@
  * a crash between claim and publish (an in-transaction hook everywhere; a SIGKILLed child process on
  * PostgreSQL), and catch-up after downtime.
  */
+import type { ReminderPlan } from '../../src/domain/reminders.ts';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
@@ -183,7 +184,7 @@ for (const BUS of BUSES) {
     async function createTask(user: string, body: object) {
       const r = await app.call(user, 'POST', '/api/tasks', body);
       assert.equal(r.status, 201, JSON.stringify(r.body));
-      return r.body as { id: string; due_date: string };
+      return r.body as { id: string; due_date: string; reminder_plan: ReminderPlan };
     }
 
     it('schedules, fires once, and notifies by email, in-app, web push and a signed webhook', async () => {
@@ -545,6 +546,17 @@ for (const BUS of BUSES) {
         listed.body.items.map((r: { remind_at: string; specs: string[] }) => [r.remind_at, r.specs]),
         [[task.due_date, ['P1D', 'PT1H']]],
       );
+      // The create's answer said so: the two defaults skipped as past, one at the due time instead.
+      assert.deepEqual(task.reminder_plan.scheduled, [
+        { remind_at: task.due_date, specs: ['P1D', 'PT1H'], why: 'at_due_instead' },
+      ]);
+      assert.deepEqual(
+        task.reminder_plan.skipped.map((r) => [r.specs, r.why]),
+        [
+          [['P1D'], 'past'],
+          [['PT1H'], 'past'],
+        ],
+      );
       clock.advance(40 * MIN + 1_000);
       await firedUpToNow();
       await waitForEvents(app, task.id, 'reminder.triggered', 1);
@@ -558,6 +570,16 @@ for (const BUS of BUSES) {
       });
       const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
       assert.equal(fired!.data.remind_at, new Date(Date.parse(task.due_date) - 30 * MIN).toISOString());
+      assert.deepEqual(task.reminder_plan, {
+        scheduled: [{ remind_at: fired!.data.remind_at, specs: ['PT30M'], why: 'asked' }],
+        skipped: [
+          {
+            remind_at: new Date(Date.parse(task.due_date) - 24 * 60 * MIN).toISOString(),
+            specs: ['P1D'],
+            why: 'past',
+          },
+        ],
+      });
       await firedUpToNow();
       assert.deepEqual(typesOf(await reminderEvents(app, task.id)), [
         'reminder.scheduled',

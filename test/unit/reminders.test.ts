@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Temporal } from 'temporal-polyfill';
 import {
+  newTaskReminderPlan,
   DEFAULT_REMINDER_GRACE_MS,
   dismissReasonFor,
   durationMs,
@@ -309,5 +310,68 @@ describe('reminder rules at their edges', () => {
     assert.deepEqual(snooze({ until: new Date(now.getTime() + 366 * DAY + 1).toISOString() }), [
       'until: must be at most 366 days ahead',
     ]);
+  });
+});
+
+describe('newTaskReminderPlan (the create answer)', () => {
+  const asOf = new Date('2026-03-01T12:00:00Z');
+  const graceMs = 15 * 60_000;
+  const task = (due_date: string | null, reminders: string[] | null) => ({
+    id: '0190f1b0-0000-7000-8000-000000000001',
+    status: 'pending' as const,
+    due_date,
+    reminders,
+  });
+
+  it('schedules the defaults of a task due tomorrow', () => {
+    const plan = newTaskReminderPlan(task('2026-03-02T12:00:00.000Z', null), ['P1D', 'PT1H'], {
+      asOf,
+      graceMs,
+    });
+    assert.deepEqual(plan, {
+      scheduled: [
+        { remind_at: '2026-03-01T12:00:00.000Z', specs: ['P1D'], why: 'asked' },
+        { remind_at: '2026-03-02T11:00:00.000Z', specs: ['PT1H'], why: 'asked' },
+      ],
+      skipped: [],
+    });
+  });
+
+  it('says which asked-for reminders are past, and the one at the due time that replaces them', () => {
+    // Due in 40 minutes: 1 day and 1 hour before are both more than 15 minutes past.
+    const plan = newTaskReminderPlan(task('2026-03-01T12:40:00.000Z', null), ['P1D', 'PT1H'], {
+      asOf,
+      graceMs,
+    });
+    assert.deepEqual(plan, {
+      scheduled: [{ remind_at: '2026-03-01T12:40:00.000Z', specs: ['P1D', 'PT1H'], why: 'at_due_instead' }],
+      skipped: [
+        { remind_at: '2026-02-28T12:40:00.000Z', specs: ['P1D'], why: 'past' },
+        { remind_at: '2026-03-01T11:40:00.000Z', specs: ['PT1H'], why: 'past' },
+      ],
+    });
+  });
+
+  it('keeps one within the grace window (it fires at once) and skips an instant long past', () => {
+    const plan = newTaskReminderPlan(
+      task('2026-03-01T12:50:00.000Z', ['PT1H', '2026-02-01T09:00:00Z']),
+      ['P1D'],
+      { asOf, graceMs },
+    );
+    assert.deepEqual(plan.scheduled, [
+      { remind_at: '2026-03-01T11:50:00.000Z', specs: ['PT1H'], why: 'asked' },
+    ]);
+    assert.deepEqual(plan.skipped, [
+      { remind_at: '2026-02-01T09:00:00.000Z', specs: ['2026-02-01T09:00:00Z'], why: 'past' },
+    ]);
+  });
+
+  it('plans nothing for defaults without a due date, or explicitly no reminders', () => {
+    const none = { scheduled: [], skipped: [] };
+    assert.deepEqual(newTaskReminderPlan(task(null, null), ['P1D'], { asOf, graceMs }), none);
+    assert.deepEqual(
+      newTaskReminderPlan(task('2026-03-02T12:00:00.000Z', []), ['P1D'], { asOf, graceMs }),
+      none,
+    );
   });
 });

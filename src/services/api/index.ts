@@ -9,6 +9,7 @@ import { UserSettingsStore } from '../../store/user-settings.ts';
 import { registerMcp } from './mcp-http.ts';
 import { finishDocument, withErrorAnswers } from '../../http/openapi.ts';
 import { registerChat } from './chat.ts';
+import { reminderPlanner } from './reminder-plan.ts';
 import { registerTaskApi } from './routes.ts';
 import { registerWeb } from './web.ts';
 
@@ -40,12 +41,14 @@ export const apiTarget: TargetDefinition = {
     rt.metrics.trackCreateQueue(() => store.createQueueAge());
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
     const verify = rt.verify;
-    await registerTaskApi(app, { store, settings, verify });
+    const planReminders = reminderPlanner(settings, rt.config.reminders.graceMs);
+    await registerTaskApi(app, { store, settings, verify, planReminders });
     const mcpDeps = {
       store,
       settings,
       clock: rt.clock,
       publicUrl: rt.config.publicUrl,
+      reminderGraceMs: rt.config.reminders.graceMs,
       log: rt.log.child({ component: 'mcp' }),
     };
     // The chatbot: a language model calling the same MCP tools as the user (chat.ts).

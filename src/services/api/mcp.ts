@@ -8,6 +8,8 @@
  * running system publishes it. Failures are tool errors (`isError: true`) with a message naming the argument;
  * another user's task is "task not found".
  */
+import { DEFAULT_REMINDER_GRACE_MS } from '../../domain/reminders.ts';
+import { reminderPlanner } from './reminder-plan.ts';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
@@ -79,6 +81,8 @@ export interface McpDeps {
   source?: string;
   /** What get_context calls now (the system clock by default). */
   clock?: Clock;
+  /** REMINDER_GRACE_MS, for the reminder plan in add_task's answer (the default when not given). */
+  reminderGraceMs?: number;
 }
 
 /** Who is calling: the user is always the token's subject. */
@@ -253,6 +257,23 @@ const changeOut = {
     .array(z.object({ argument: z.string(), said: z.string(), as: z.string(), local: z.string() }))
     .optional()
     .describe('How dates and reminders given in words were read, in the user’s time zone: confirm them.'),
+  reminder_plan: z
+    .object({
+      scheduled: z.array(
+        z.object({
+          remind_at: z.string(),
+          specs: z.array(z.string()),
+          why: z.enum(['asked', 'at_due_instead']),
+        }),
+      ),
+      skipped: z.array(
+        z.object({ remind_at: z.string(), specs: z.array(z.string()), why: z.literal('past') }),
+      ),
+    })
+    .optional()
+    .describe(
+      'add_task: the reminders the task gets (UTC instants) and those it asked for that are already past and will not exist; at_due_instead: one at the due time because every asked-for reminder was past. Tell the user about skipped ones.',
+    ),
 };
 const listItemOut = z.looseObject({ task_id: z.string(), status: z.enum(STATUSES), title: z.string() });
 const listOut = {
@@ -297,8 +318,20 @@ function describeIssues(issues: FieldIssue[], rename: Rename = {}): string {
     .join('; ');
 }
 
-const changeResult = (status: string, task: Task, resolved: readonly WordsRead[] = []) =>
-  ok({ task_id: task.id, status, title: task.title, task, ...(resolved.length ? { resolved } : {}) });
+const changeResult = (
+  status: string,
+  task: Task,
+  resolved: readonly WordsRead[] = [],
+  extra: Record<string, unknown> = {},
+) =>
+  ok({
+    task_id: task.id,
+    status,
+    title: task.title,
+    task,
+    ...(resolved.length ? { resolved } : {}),
+    ...extra,
+  });
 
 type WordsRead = Resolved & { argument: string };
 
@@ -341,6 +374,7 @@ const QUERY_RENAME: Rename = { tag: 'tags', q: 'query' };
 /** Creates the MCP server of one caller (HTTP: one per request; stdio: one per process). */
 export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   const { store, settings, log } = deps;
+  const planReminders = reminderPlanner(settings, deps.reminderGraceMs ?? DEFAULT_REMINDER_GRACE_MS);
   const source = deps.source ?? MCP_SOURCE;
   const server = new McpServer(
     { name: 'taskflow', title: 'Taskflow tasks', version: VERSION },
@@ -479,7 +513,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Add a task',
       description:
-        'Create a task for the user. Only title is required. Answers {task_id, status: "created", title, task}.',
+        'Create a task for the user. Only title is required. Answers {task_id, status: "created", title, task, reminder_plan}: reminder_plan says which reminders were scheduled and which were not (already past).',
       inputSchema: toolArgs({
         title: taskFields.title,
         description: taskFields.description.optional(),
@@ -510,7 +544,9 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
             requestHash: requestHash(said),
           })
         : { task: await store.create(caller.userId, parsed.value, meta()) };
-      return changeResult('created', task, resolved);
+      return changeResult('created', task, resolved, {
+        reminder_plan: await planReminders(caller.userId, task),
+      });
     }),
   );
 
@@ -992,6 +1028,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     {
       store: new TaskStore(db, systemClock),
       settings: new UserSettingsStore(db, config.defaultTimezone),
+      reminderGraceMs: config.reminders.graceMs,
       log,
     },
     { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, publicUrl: config.publicUrl }) },

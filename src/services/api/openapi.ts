@@ -14,6 +14,50 @@ import { instantDoc, timeZoneDoc } from '../../http/openapi.ts';
 const { $id: _id, ...taskShape } = taskSchema;
 export const taskDoc = { ...taskShape, additionalProperties: false } as const;
 
+const plannedReminderDoc = (why: readonly string[], description: string) =>
+  ({
+    type: 'object',
+    additionalProperties: false,
+    required: ['remind_at', 'specs', 'why'],
+    properties: {
+      remind_at: { type: 'string', format: 'date-time' },
+      specs: { type: 'array', items: { type: 'string' }, description: 'the offsets or instants behind it' },
+      why: { type: 'string', enum: why, description },
+    },
+  }) as const;
+
+/** The reminders the new task gets (domain/reminders.ts newTaskReminderPlan). */
+export const reminderPlanDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['scheduled', 'skipped'],
+  description:
+    'The reminders the reminders target schedules for the new task from its event, by the same rules: the task’s own specs, or the user’s default reminders when `reminders` is null (those need a due date)',
+  properties: {
+    scheduled: {
+      type: 'array',
+      items: plannedReminderDoc(
+        ['asked', 'at_due_instead'],
+        'asked: from a spec; at_due_instead: every asked-for reminder was already past, so one at the due time',
+      ),
+    },
+    skipped: {
+      type: 'array',
+      items: plannedReminderDoc(
+        ['past'],
+        'past: more than REMINDER_GRACE_MS in the past at creation (within it a reminder fires at once)',
+      ),
+    },
+  },
+} as const;
+
+/** A create's answer: the task and its reminder plan. */
+export const taskCreatedDoc = {
+  ...taskDoc,
+  required: [...taskDoc.required, 'reminder_plan'],
+  properties: { ...taskDoc.properties, reminder_plan: reminderPlanDoc },
+} as const;
+
 /**
  * Text the API stores: no NUL character (PostgreSQL refuses it). Unpaired surrogates are refused too (not
  * Unicode), which a pattern cannot say in a form schemathesis generates from.

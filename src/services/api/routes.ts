@@ -21,6 +21,7 @@ import {
 } from '../../domain/task.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
+import type { ReminderPlanner } from './reminder-plan.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
 import { BODY_OPTIONAL, LINKS, noContent, ok, problemDoc, type RouteLinks } from '../../http/openapi.ts';
@@ -29,6 +30,7 @@ import {
   listQueryDoc,
   settingsInputDoc,
   taskCreateDoc,
+  taskCreatedDoc,
   taskDoc,
   taskPatchDoc,
 } from './openapi.ts';
@@ -36,6 +38,8 @@ import {
 export interface ApiDeps {
   store: TaskStore;
   settings: UserSettingsStore;
+  /** The reminder plan of a create's answer. */
+  planReminders: ReminderPlanner;
   verify: Verifier;
   source?: string;
 }
@@ -122,7 +126,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         .code(201)
         .header('location', `/api/tasks/${task.id}`)
         .header('etag', etag(task))
-        .send(task);
+        .send({ ...task, reminder_plan: await deps.planReminders(userOf(req), task) });
     };
     const page = async (req: FastifyRequest, query: Record<string, unknown>) => {
       const parsed = parseTaskQuery(query);
@@ -192,7 +196,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         // 422: an Idempotency-Key reused with another body. 503 + Retry-After: admission control
         // (CREATE_QUEUE_MAX_MS) while the database is behind.
         // 409: the key's task was deleted since.
-        response: { 201: taskDoc, ...errors, 409: problemDoc, 422: problemDoc, 503: problemDoc },
+        response: { 201: taskCreatedDoc, ...errors, 409: problemDoc, 422: problemDoc, 503: problemDoc },
       }),
       create,
     );
@@ -254,7 +258,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         params: userParam,
         body: taskCreateDoc,
         headers: idempotencyHeaderDoc,
-        response: { 201: taskDoc, 409: problemDoc, 422: problemDoc, 503: problemDoc },
+        response: { 201: taskCreatedDoc, 409: problemDoc, 422: problemDoc, 503: problemDoc },
       }),
       create,
     );
