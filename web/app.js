@@ -80,6 +80,37 @@ async function api(method, path, body) {
 
 const showError = (msg) => ($('#board-error').textContent = msg || '');
 
+/** `PT1H` -> "1 hour before", an instant -> its local time: how a reminder spec reads to a person. */
+function describeSpec(spec) {
+  const m = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?$/.exec(spec);
+  if (!m) return new Date(spec).toLocaleString();
+  const parts = [
+    [m[1], 'week'],
+    [m[2], 'day'],
+    [m[3], 'hour'],
+    [m[4], 'minute'],
+  ]
+    .filter(([n]) => n && Number(n) > 0)
+    .map(([n, unit]) => `${Number(n)} ${unit}${Number(n) === 1 ? '' : 's'}`);
+  return `${parts.join(' ')} before`;
+}
+
+/**
+ * What a create's reminder plan means for the person who just created the task: the reminders it asked for
+ * that will not exist (already past), and the one at the due time that replaces them. Shown until the next
+ * create; nothing when every reminder was set.
+ */
+function showReminderPlan(plan) {
+  const notice = $('#board-notice');
+  const skipped = (plan && plan.skipped) || [];
+  const atDue = plan && plan.scheduled.some((r) => r.why === 'at_due_instead');
+  notice.textContent = skipped.length
+    ? `Reminder not set, already past: ${skipped.map((r) => r.specs.map(describeSpec).join(', ')).join('; ')}.` +
+      (atDue ? ' You will be reminded at the due time instead.' : '')
+    : '';
+  notice.hidden = !skipped.length;
+}
+
 // ---- tasks -------------------------------------------------------------------------------------------
 
 function query() {
@@ -231,7 +262,8 @@ async function createTask(e) {
   const due = $('#new-due').value;
   if (due) body.due_date = new Date(due).toISOString();
   await run(async () => {
-    await api('POST', '/api/tasks', body);
+    const created = await api('POST', '/api/tasks', body);
+    showReminderPlan(created.reminder_plan);
     $('#create-form').reset();
     await loadTasks(); // the live update would do it too; this is immediate
   });

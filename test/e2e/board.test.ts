@@ -115,6 +115,32 @@ describe('real-time task board in Chromium', { skip }, () => {
   });
 });
 
+describe('the reminder plan of a new task on the board in Chromium', { skip }, () => {
+  const ctx = useBoard(() => [apiTarget, relayTarget, createGatewayTarget({ instanceId: 'board-plan' })]);
+
+  it('says which default reminders are already past and that one at the due time replaces them', async () => {
+    const { page, errors } = await signedInPage(ctx, 'plan-user');
+    // Due in 40 minutes, in the browser's local time (datetime-local): a day and an hour before are past.
+    const due = new Date(Date.now() + 40 * 60_000);
+    const local = new Date(due.getTime() - due.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+    await page.fill('#new-title', 'Call back');
+    await page.fill('#new-due', local);
+    await page.click('#create-form button[type=submit]');
+    const notice = page.locator('#board-notice');
+    await notice.waitFor({ state: 'visible', timeout: LIVE_MS });
+    assert.equal(
+      await notice.textContent(),
+      'Reminder not set, already past: 1 day before; 1 hour before. You will be reminded at the due time instead.',
+    );
+    // A task whose reminders are all ahead clears it.
+    await page.fill('#new-title', 'Plan the trip');
+    await page.fill('#new-due', new Date(Date.now() + 3 * 86_400_000).toISOString().slice(0, 16));
+    await page.click('#create-form button[type=submit]');
+    await notice.waitFor({ state: 'hidden', timeout: LIVE_MS });
+    assert.deepEqual(errors, []);
+  });
+});
+
 describe('in-app notifications on the board in Chromium', { skip }, () => {
   const ctx = useBoard(() => [
     apiTarget,
