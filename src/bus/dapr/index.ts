@@ -360,10 +360,10 @@ export class DaprSubscriber implements Subscriber {
     });
     app.post('/dapr/events/:group/:topic', { schema: { hide: true } }, async (req) => {
       const { group, topic } = req.params as { group: string; topic: string };
+      if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.headers))
         if (typeof v === 'string' && !HTTP_ONLY.has(k)) headers[k] = v;
-      if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
       const status = await this.deliver(group, topic, req.body, headers);
       return { status };
     });
@@ -376,13 +376,31 @@ export class DaprSubscriber implements Subscriber {
     body: unknown,
     headers: Record<string, string>,
   ): Promise<DaprStatus> {
+    return this.inSubscription(
+      group,
+      topic,
+      () => 'RETRY',
+      (sub) => this.handle(sub, this.messageOf(sub, body, headers)),
+    );
+  }
+
+  /**
+   * Runs `work` for the open subscription of `group` on `topic`, counted in flight (close waits for it); with
+   * none (shutting down, or a stale subscription) answers `closed()`, a RETRY, so daprd redelivers rather
+   * than lose it.
+   */
+  private async inSubscription<T>(
+    group: string,
+    topic: string,
+    closed: () => T,
+    work: (sub: Registered) => Promise<T>,
+  ): Promise<T> {
     const sub = this.byTopic.get(topic);
     if (!sub || sub.group !== group || sub.closed) {
-      // Shutting down (or a stale subscription): let daprd redeliver rather than lose it.
       this.log.warn({ group, topic }, 'dapr delivery for a subscription that is not open; answering RETRY');
-      return 'RETRY';
+      return closed();
     }
-    const run = this.handle(sub, body, headers);
+    const run = work(sub);
     sub.inflight.add(run);
     try {
       return await run;
@@ -402,21 +420,12 @@ export class DaprSubscriber implements Subscriber {
     topic: string,
     bulk: BulkDelivery,
   ): Promise<{ entryId: string; status: DaprStatus }[]> {
-    const sub = this.byTopic.get(topic);
-    if (!sub || sub.group !== group || sub.closed) {
-      this.log.warn(
-        { group, topic },
-        'dapr bulk delivery for a subscription that is not open; answering RETRY',
-      );
-      return bulk.entries.map((e) => ({ entryId: e.entryId, status: 'RETRY' as const }));
-    }
-    const run = this.handleBulk(sub, bulk.entries);
-    sub.inflight.add(run);
-    try {
-      return await run;
-    } finally {
-      sub.inflight.delete(run);
-    }
+    return this.inSubscription(
+      group,
+      topic,
+      () => bulk.entries.map((e) => ({ entryId: e.entryId, status: 'RETRY' as const })),
+      (sub) => this.handleBulk(sub, bulk.entries),
+    );
   }
 
   private async handleBulk(
@@ -428,21 +437,20 @@ export class DaprSubscriber implements Subscriber {
       entry: e,
       message: this.messageOf(sub, e.event, e.metadata ?? {}),
     }));
-    const valid = parsed.filter((p) => eventProblems(p.message.event).length === 0);
-    if (sub.bulk && valid.length > 1 && valid.length === parsed.length) {
+    if (sub.bulk && parsed.length > 1 && parsed.every((p) => eventProblems(p.message.event).length === 0)) {
       const started = performance.now();
       try {
         await sub.bulk.batchHandler(
-          valid.map((p) => ({ message: p.message, traceparent: p.message.event.traceparent })),
+          parsed.map((p) => ({ message: p.message, traceparent: p.message.event.traceparent })),
         );
-        const each = (performance.now() - started) / valid.length;
-        for (const p of valid) {
+        const each = (performance.now() - started) / parsed.length;
+        for (const p of parsed) {
           sub.hooks?.onHandled?.(p.message, each);
           statuses.set(p.entry.entryId, 'SUCCESS');
         }
       } catch (err) {
         this.log.warn(
-          { group: sub.group, err: errorText(err), messages: valid.length },
+          { group: sub.group, err: errorText(err), messages: parsed.length },
           'batch handler failed; handling the bulk delivery entry by entry',
         );
       }
@@ -450,7 +458,7 @@ export class DaprSubscriber implements Subscriber {
     let blocked = false;
     for (const p of parsed) {
       if (statuses.has(p.entry.entryId)) continue;
-      const status = blocked ? 'RETRY' : await this.handle(sub, p.entry.event, p.entry.metadata ?? {});
+      const status = blocked ? 'RETRY' : await this.handle(sub, p.message);
       if (status === 'RETRY') blocked = true;
       statuses.set(p.entry.entryId, status);
     }
@@ -473,8 +481,7 @@ export class DaprSubscriber implements Subscriber {
     };
   }
 
-  private async handle(sub: Registered, body: unknown, headers: Record<string, string>): Promise<DaprStatus> {
-    const message = this.messageOf(sub, body, headers);
+  private async handle(sub: Registered, message: BusMessage): Promise<DaprStatus> {
     const event = message.event;
     const log = this.log.child({
       group: sub.group,
