@@ -41,14 +41,15 @@ export const apiTarget: TargetDefinition = {
     rt.metrics.trackCreateQueue(() => store.createQueueAge());
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
     const verify = rt.verify;
+    // One reminder planner for the answers of REST creates and of MCP add_task (its defaults read shared).
     const planReminders = reminderPlanner(settings, rt.config.reminders.graceMs);
     await registerTaskApi(app, { store, settings, verify, planReminders });
     const mcpDeps = {
       store,
       settings,
+      planReminders,
       clock: rt.clock,
       publicUrl: rt.config.publicUrl,
-      reminderGraceMs: rt.config.reminders.graceMs,
       log: rt.log.child({ component: 'mcp' }),
     };
     // The chatbot: a language model calling the same MCP tools as the user (chat.ts).

@@ -8,8 +8,6 @@
  * running system publishes it. Failures are tool errors (`isError: true`) with a message naming the argument;
  * another user's task is "task not found".
  */
-import { DEFAULT_REMINDER_GRACE_MS } from '../../domain/reminders.ts';
-import { reminderPlanner } from './reminder-plan.ts';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
@@ -67,6 +65,7 @@ import { openDb } from '../../store/db.ts';
 import { migrate } from '../../store/migrate.ts';
 import { TaskStore, type EventMeta } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
+import { reminderPlanner, type ReminderPlanner } from './reminder-plan.ts';
 import { EmbeddedLog } from '../../bus/embedded/log.ts';
 
 export const MCP_SOURCE = '/taskflow/mcp';
@@ -81,8 +80,8 @@ export interface McpDeps {
   source?: string;
   /** What get_context calls now (the system clock by default). */
   clock?: Clock;
-  /** REMINDER_GRACE_MS, for the reminder plan in add_task's answer (the default when not given). */
-  reminderGraceMs?: number;
+  /** The reminder plan of add_task's answer (the REST create's, shared). */
+  planReminders: ReminderPlanner;
 }
 
 /** Who is calling: the user is always the token's subject. */
@@ -374,7 +373,6 @@ const QUERY_RENAME: Rename = { tag: 'tags', q: 'query' };
 /** Creates the MCP server of one caller (HTTP: one per request; stdio: one per process). */
 export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   const { store, settings, log } = deps;
-  const planReminders = reminderPlanner(settings, deps.reminderGraceMs ?? DEFAULT_REMINDER_GRACE_MS);
   const source = deps.source ?? MCP_SOURCE;
   const server = new McpServer(
     { name: 'taskflow', title: 'Taskflow tasks', version: VERSION },
@@ -545,7 +543,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
           })
         : { task: await store.create(caller.userId, parsed.value, meta()) };
       return changeResult('created', task, resolved, {
-        reminder_plan: await planReminders(caller.userId, task),
+        reminder_plan: await deps.planReminders(caller.userId, task),
       });
     }),
   );
@@ -1024,11 +1022,12 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
   await migrate(db);
   // With the embedded bus, its log in this database is where the events go (as in the server).
   if (config.bus === 'embedded') EmbeddedLog.of(db);
+  const settings = new UserSettingsStore(db, config.defaultTimezone);
   const server = createMcpServer(
     {
       store: new TaskStore(db, systemClock),
-      settings: new UserSettingsStore(db, config.defaultTimezone),
-      reminderGraceMs: config.reminders.graceMs,
+      settings,
+      planReminders: reminderPlanner(settings, config.reminders.graceMs),
       log,
     },
     { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, publicUrl: config.publicUrl }) },
