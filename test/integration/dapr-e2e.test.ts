@@ -133,6 +133,17 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     assert.equal(bus.kind, 'dapr');
   });
 
+  /** The group's dead letters once there are at least `n`. */
+  const deadLetters = (group: string, n: number, what: string) =>
+    waitFor(
+      async () => {
+        const l = await listDeadLetters(bus.admin, group);
+        return l.length >= n ? l : undefined;
+      },
+      20_000,
+      what,
+    );
+
   after(async () => {
     await Promise.allSettled(Object.values(apps).map((a) => a.sidecar.stop()));
     await Promise.allSettled(Object.values(apps).map((a) => a.app.stop()));
@@ -251,14 +262,7 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     );
     await waitFor(() => calls.includes('fine'), 30_000, 'the event after them handled');
     assert.deepEqual(calls, ['permanent', 'fine'], 'the invalid event never reaches the handler');
-    const letters = await waitFor(
-      async () => {
-        const l = await listDeadLetters(bus.admin, PROBE_GROUP);
-        return l.length >= 2 ? l : undefined;
-      },
-      20_000,
-      'two dead letters',
-    );
+    const letters = await deadLetters(PROBE_GROUP, 2, 'two dead letters');
     assert.deepEqual(
       letters.map((l) => l.event.id),
       [invalid.id, permanent.id],
@@ -357,14 +361,7 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     await bus.publisher.publish(second.map((event) => ({ topic: BULK_TOPIC, key: 'u8', event })));
     await waitFor(() => handled.includes('b2'), 30_000, 'the events around the poison one handled');
     assert.deepEqual(handled, ['b0', 'b1', 'b2']);
-    const letters = await waitFor(
-      async () => {
-        const l = await listDeadLetters(bus.admin, BULK_GROUP);
-        return l.length >= 1 ? l : undefined;
-      },
-      20_000,
-      'the poison event dead-lettered',
-    );
+    const letters = await deadLetters(BULK_GROUP, 1, 'the poison event dead-lettered');
     assert.deepEqual(
       letters.map((l) => l.event.id),
       [poison.id],
