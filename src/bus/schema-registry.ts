@@ -8,6 +8,7 @@
  */
 import type { CompatibilityLevel } from '../contracts/schema-compat.ts';
 import { EVENT_TYPES, publishedSchema, schemaVersionOf, type EventType } from '../contracts/schemas.ts';
+import { eachLimited } from '../each-limited.ts';
 import { errorMessage } from '../error-text.ts';
 
 export interface RegistrySettings {
@@ -161,17 +162,9 @@ export async function registerEventSchemas(
   prefix = '',
 ): Promise<Map<EventType, number>> {
   const ids = new Map<EventType, number>();
-  const queue = Object.keys(EVENT_TYPES) as EventType[];
-  const worker = async () => {
-    for (let type = queue.shift(); type; type = queue.shift())
-      try {
-        ids.set(type, await registerOne(client, level, type, prefix));
-      } catch (err) {
-        queue.length = 0; // the start fails: the other workers take nothing more
-        throw err;
-      }
-  };
-  await Promise.all(Array.from({ length: CONCURRENT_SUBJECTS }, worker));
+  await eachLimited(Object.keys(EVENT_TYPES) as EventType[], CONCURRENT_SUBJECTS, async (type) => {
+    ids.set(type, await registerOne(client, level, type, prefix));
+  });
   return ids;
 }
 

@@ -31,6 +31,7 @@ import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
 import { DEFAULT_MAX_BATCH, DLQ_HEADERS, isUnavailable } from '../consumer.ts';
 import { backoffDelay } from '../../retry.ts';
+import { eachLimited } from '../../each-limited.ts';
 import { KafkaAdmin, type KafkaSettings } from '../kafka/index.ts';
 import {
   PermanentError,
@@ -155,20 +156,7 @@ export class DaprPublisher implements Publisher {
       if (this.bulk) return;
       // the sidecar has no bulk API: fall through and send this round one by one
     }
-    const queue = [...round];
-    let failure: { err: unknown } | undefined;
-    const worker = async () => {
-      for (let m = queue.shift(); m && !failure; m = queue.shift()) {
-        try {
-          await this.publishOne(m);
-        } catch (err) {
-          failure ??= { err };
-        }
-      }
-    };
-    const n = Math.max(1, Math.min(this.s.publishConcurrency ?? 4, queue.length));
-    await Promise.all(Array.from({ length: n }, worker));
-    if (failure) throw failure.err;
+    await eachLimited(round, this.s.publishConcurrency ?? 4, (m) => this.publishOne(m));
   }
 
   private async post(url: string, what: string, init: RequestInit): Promise<Response> {
