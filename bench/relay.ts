@@ -17,6 +17,11 @@
  * publisher's `publish` is wrapped; the Relay code itself is untouched), and the node CPU time is recorded.
  * After each case the broker's end offsets are checked to hold exactly BENCH_EVENTS messages.
  *
+ * Encodings (BENCH_ENCODINGS, default `json,avro`): each case runs with the event data as JSON and as Avro
+ * (EVENT_ENCODING=avro, Confluent framing, schema ids from the schema registry of the test suite, which speaks
+ * the Confluent REST API, started in-process); the raw producer sends the same pre-encoded records. The
+ * message line gives the value bytes per event of each encoding and the serial CPU of encoding one.
+ *
  * Env: BENCH_EVENTS (100000), RELAY_BATCH_SIZE (500) or BENCH_BATCH_SIZES (e.g. `100,500,2000`, overrides
  * it), BENCH_USERS (1000), BENCH_REPEAT (1, rounds; the summary shows medians), BENCH_CASES (`raw,relay`),
  * BENCH_PROGRESS (10000), BENCH_CASE_TIMEOUT_S (900).
@@ -34,8 +39,11 @@ import { join } from 'node:path';
 import { Admin, ProduceAcks, Producer, stringSerializer } from '@platformatic/kafka';
 import { pino } from 'pino';
 import { uuidv7 } from 'uuidv7';
+import { EventCodec, type EventEncoding } from '../src/bus/kafka/codec.ts';
 import { connectionOptions, type KafkaSettings } from '../src/bus/kafka/index.ts';
+import { SchemaRegistryClient } from '../src/bus/schema-registry.ts';
 import { makeEvent, toBinary, type CloudEvent } from '../src/contracts/cloudevent.ts';
+import { startFakeRegistry } from '../test/helpers/schema-registry.ts';
 import type { TaskEventData } from '../src/contracts/events.ts';
 import { assertValidEvent } from '../src/contracts/schemas.ts';
 import { newTask, validateCreate } from '../src/domain/task.ts';
@@ -75,6 +83,11 @@ const BATCH_SIZES = (process.env.BENCH_BATCH_SIZES ?? process.env.RELAY_BATCH_SI
     return n;
   });
 const CASES = (process.env.BENCH_CASES ?? 'raw,relay').split(',').map((s) => s.trim());
+const ENCODINGS = (process.env.BENCH_ENCODINGS ?? 'json,avro').split(',').map((s) => {
+  const e = s.trim();
+  if (e !== 'json' && e !== 'avro') throw new Error(`BENCH_ENCODINGS: json or avro, got "${e}"`);
+  return e as EventEncoding;
+});
 const RUN_ID = randomBytes(3).toString('hex');
 const TOPIC = 'task-events';
 const PARTITIONS = 3; // the topic table of docs/architecture.md section 3 (src/contracts/topics.ts)
@@ -100,7 +113,7 @@ interface RawMessage {
 
 interface Workload {
   seeds: OutboxSeed[];
-  raw: RawMessage[];
+  events: CloudEvent[];
   sizes: { key: number; value: number; headers: number; headerCount: number; eventJson: number };
   /** Per-event CPU costs of the relay's own data handling, measured serially (µs). */
   cpu: { parse: number; toMessage: number };
@@ -123,7 +136,7 @@ function buildWorkload(): Workload {
   const users = Array.from({ length: USERS }, (_, i) => `bench-user-${String(i + 1).padStart(4, '0')}`);
   const seqs = new Map<string, number>();
   const seeds: OutboxSeed[] = [];
-  const raw: RawMessage[] = [];
+  const events: CloudEvent[] = [];
   const sizes = { key: 0, value: 0, headers: 0, headerCount: 0, eventJson: 0 };
   const base = Date.parse('2026-03-01T12:00:00Z');
   for (let i = 0; i < EVENTS; i++) {
@@ -145,8 +158,8 @@ function buildWorkload(): Workload {
     seqs.set(user, seq);
     const json = JSON.stringify(event);
     seeds.push({ key: user, seq, id: event.id, json });
+    events.push(event);
     const m = toRawMessage(event);
-    raw.push(m);
     sizes.key += Buffer.byteLength(m.key);
     sizes.value += m.value.length;
     sizes.eventJson += Buffer.byteLength(json);
@@ -168,7 +181,31 @@ function buildWorkload(): Workload {
   t = performance.now();
   for (const e of objects) toRawMessage(e);
   const toMessage = ((performance.now() - t) * 1000) / sample.length;
-  return { seeds, raw, sizes, cpu: { parse, toMessage } };
+  return { seeds, events, sizes, cpu: { parse, toMessage } };
+}
+
+interface Encoded {
+  raw: RawMessage[];
+  /** Mean record value bytes per event. */
+  valueBytes: number;
+  /** Serial CPU of the publisher's encode per event (µs). */
+  encodeUs: number;
+}
+
+/** The workload's records as the publisher writes them in `encoding` (KafkaPublisher: codec.encode). */
+async function encodeWorkload(w: Workload, codec: EventCodec): Promise<Encoded> {
+  await codec.prepareEncode(w.events.slice(0, 1));
+  const sample = w.events.slice(0, Math.min(w.events.length, 20_000));
+  const t = performance.now();
+  for (const e of sample) codec.encode(e);
+  const encodeUs = ((performance.now() - t) * 1000) / sample.length;
+  let bytes = 0;
+  const raw = w.events.map((e) => {
+    const { headers, value } = codec.encode(e);
+    bytes += value.length;
+    return { key: e.partitionkey!, value, headers };
+  });
+  return { raw, valueBytes: bytes / w.events.length, encodeUs };
 }
 
 // ------------------------------------------------------------------------------------------------ database
@@ -278,6 +315,7 @@ async function dropTopics(s: KafkaSettings, names: string[]): Promise<void> {
 interface Result {
   round: number;
   database: string;
+  encoding: EventEncoding;
   case: 'raw' | 'relay';
   batch: number;
   events: number;
@@ -349,11 +387,17 @@ function finish(
   };
 }
 
-async function rawCase(kafka: KafkaSettings, w: Workload, batch: number, round: number): Promise<Result> {
-  const topic = `bench-relay-${RUN_ID}-r${round}-raw-b${batch}.${TOPIC}`;
+async function rawCase(
+  kafka: KafkaSettings,
+  encoded: Encoded,
+  encoding: EventEncoding,
+  batch: number,
+  round: number,
+): Promise<Result> {
+  const topic = `bench-relay-${RUN_ID}-r${round}-raw-${encoding}-b${batch}.${TOPIC}`;
   await createTopic(kafka, topic);
-  const messages = w.raw.map((m) => ({ ...m, topic }));
-  const label = `raw producer b=${batch}`;
+  const messages = encoded.raw.map((m) => ({ ...m, topic }));
+  const label = `raw producer ${encoding} b=${batch}`;
   log(`${label}: sending ${fmt(EVENTS)} messages to ${topic} (${loadNote()})`);
   const load = load1();
   const producer = new Producer<string, Buffer, string, string>({
@@ -375,7 +419,7 @@ async function rawCase(kafka: KafkaSettings, w: Workload, batch: number, round: 
     const cpu = process.cpuUsage(cpu0);
     const onTopic = await messagesOn(kafka, topic);
     return finish(
-      { round, database: '-', case: 'raw', batch, events: EVENTS, onTopic, load },
+      { round, database: '-', encoding, case: 'raw', batch, events: EVENTS, onTopic, load },
       t0,
       tEnd,
       progress.first,
@@ -391,13 +435,15 @@ async function relayCase(
   database: string,
   db: Db,
   kafka: KafkaSettings,
+  encoding: EventEncoding,
+  registryUrl: string | undefined,
   batch: number,
   round: number,
 ): Promise<Result> {
-  const prefix = `bench-relay-${RUN_ID}-r${round}-${database.toLowerCase()}-b${batch}.`;
+  const prefix = `bench-relay-${RUN_ID}-r${round}-${database.toLowerCase()}-${encoding}-b${batch}.`;
   await createTopic(kafka, prefix + TOPIC);
   await refillOutbox(db);
-  const label = `relay ${database} b=${batch}`;
+  const label = `relay ${database} ${encoding} b=${batch}`;
   log(`${label}: ${fmt(EVENTS)} pending outbox rows -> ${prefix}${TOPIC} (${loadNote()})`);
   const load = load1();
   const timings = new Timings();
@@ -433,6 +479,7 @@ async function relayCase(
     KAFKA_TOPIC_PREFIX: prefix,
     KAFKA_ENSURE_TOPICS: 'false', // created above; the publisher still checks its topics once
     RELAY_BATCH_SIZE: String(batch),
+    ...(encoding === 'avro' ? { EVENT_ENCODING: 'avro', SCHEMA_REGISTRY_URL: registryUrl! } : {}),
     HOST: '127.0.0.1',
     PORT: '0',
     LOG_LEVEL: 'warn',
@@ -460,7 +507,7 @@ async function relayCase(
   await dropTopics(kafka, [prefix + TOPIC]);
   return {
     ...finish(
-      { round, database, case: 'relay', batch, events: EVENTS, onTopic, load },
+      { round, database, encoding, case: 'relay', batch, events: EVENTS, onTopic, load },
       t0,
       tEnd,
       progress.first,
@@ -475,14 +522,16 @@ async function relayCase(
 
 function resultTable(results: Result[]): string {
   const lines = [
-    '| round | database | case | batch | events | on topic | seconds | events/s (incl. start) | events/s (steady) | relay/raw (steady) | node CPU s | load avg |',
-    '|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| round | database | encoding | case | batch | events | on topic | seconds | events/s (incl. start) | events/s (steady) | relay/raw (steady) | node CPU s | load avg |',
+    '|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
-    const raw = results.find((x) => x.case === 'raw' && x.batch === r.batch && x.round === r.round);
+    const raw = results.find(
+      (x) => x.case === 'raw' && x.batch === r.batch && x.round === r.round && x.encoding === r.encoding,
+    );
     const ratio = r.case === 'relay' && raw ? `${(r.steady / raw.steady).toFixed(2)}x` : '';
     lines.push(
-      `| ${r.round} | ${r.database} | ${r.case === 'raw' ? 'raw Producer' : 'Relay (runTargets)'} | ${r.batch} | ${fmt(r.events)} | ${fmt(r.onTopic)} | ${r.seconds.toFixed(2)} | ${fmt(r.rate)} | ${fmt(r.steady)} | ${ratio} | ${r.cpuSeconds.toFixed(1)} | ${r.load.toFixed(1)} |`,
+      `| ${r.round} | ${r.database} | ${r.encoding} | ${r.case === 'raw' ? 'raw Producer' : 'Relay (runTargets)'} | ${r.batch} | ${fmt(r.events)} | ${fmt(r.onTopic)} | ${r.seconds.toFixed(2)} | ${fmt(r.rate)} | ${fmt(r.steady)} | ${ratio} | ${r.cpuSeconds.toFixed(1)} | ${r.load.toFixed(1)} |`,
     );
   }
   return lines.join('\n');
@@ -490,21 +539,23 @@ function resultTable(results: Result[]): string {
 
 function summaryTable(results: Result[]): string {
   const lines = [
-    `| database | case | batch | median events/s (steady) over ${REPEAT} rounds | min | max | relay/raw (medians) |`,
-    '|---|---|---:|---:|---:|---:|---:|',
+    `| database | encoding | case | batch | median events/s (steady) over ${REPEAT} rounds | min | max | relay/raw (medians) |`,
+    '|---|---|---|---:|---:|---:|---:|---:|',
   ];
-  const keys = [...new Set(results.map((r) => `${r.case}\u0000${r.database}\u0000${r.batch}`))];
-  const med = (c: string, d: string, b: number) =>
-    median(results.filter((r) => r.case === c && r.database === d && r.batch === b).map((r) => r.steady));
-  for (const k of keys) {
-    const [c, d, b] = k.split('\u0000') as [string, string, string];
-    const rates = results
-      .filter((r) => r.case === c && r.database === d && r.batch === Number(b))
+  const keys = [
+    ...new Set(results.map((r) => `${r.case}\u0000${r.database}\u0000${r.encoding}\u0000${r.batch}`)),
+  ];
+  const rates = (c: string, d: string, e: string, b: number) =>
+    results
+      .filter((r) => r.case === c && r.database === d && r.encoding === e && r.batch === b)
       .map((r) => r.steady);
-    const m = median(rates);
-    const raw = med('raw', '-', Number(b));
+  for (const k of keys) {
+    const [c, d, e, b] = k.split('\u0000') as [string, string, string, string];
+    const all = rates(c, d, e, Number(b));
+    const m = median(all);
+    const raw = median(rates('raw', '-', e, Number(b)));
     lines.push(
-      `| ${d} | ${c} | ${b} | ${fmt(m)} | ${fmt(Math.min(...rates))} | ${fmt(Math.max(...rates))} | ${c === 'relay' && raw ? `${(m / raw).toFixed(2)}x` : ''} |`,
+      `| ${d} | ${e} | ${c} | ${b} | ${fmt(m)} | ${fmt(Math.min(...all))} | ${fmt(Math.max(...all))} | ${c === 'relay' && raw ? `${(m / raw).toFixed(2)}x` : ''} |`,
     );
   }
   return lines.join('\n');
@@ -522,8 +573,8 @@ function breakdownTable(results: Result[]): string {
     'relay: outbox stats count(*)',
   ];
   const lines = [
-    `| database | batch | round | ${labels.join(' | ')} | rest (start-up, JS) |`,
-    `|---|---:|---:|${labels.map(() => '---:').join('|')}|---:|`,
+    `| database | encoding | batch | round | ${labels.join(' | ')} | rest (start-up, JS) |`,
+    `|---|---|---:|---:|${labels.map(() => '---:').join('|')}|---:|`,
   ];
   for (const r of relay) {
     const wallMs = r.seconds * 1000;
@@ -536,7 +587,7 @@ function breakdownTable(results: Result[]): string {
     });
     const rest = wallMs - accounted;
     lines.push(
-      `| ${r.database} | ${r.batch} | ${r.round} | ${cells.join(' | ')} | ${(rest / 1000).toFixed(2)} s (${((100 * rest) / wallMs).toFixed(0)}%) |`,
+      `| ${r.database} | ${r.encoding} | ${r.batch} | ${r.round} | ${cells.join(' | ')} | ${(rest / 1000).toFixed(2)} s (${((100 * rest) / wallMs).toFixed(0)}%) |`,
     );
   }
   return lines.join('\n');
@@ -616,18 +667,37 @@ async function main() {
       }
     }
 
+    let registryUrl: string | undefined;
+    const encoded = new Map<EventEncoding, Encoded>();
+    for (const encoding of ENCODINGS) {
+      if (encoding === 'avro' && !registryUrl) {
+        const registry = await startFakeRegistry();
+        cleanups.push(() => registry.close());
+        registryUrl = registry.url;
+      }
+      const registry = registryUrl
+        ? new SchemaRegistryClient({ url: registryUrl, compatibility: 'FULL' })
+        : undefined;
+      encoded.set(encoding, await encodeWorkload(w, new EventCodec({ encoding, registry })));
+    }
+
     const results: Result[] = [];
     for (let round = 1; round <= REPEAT; round++)
-      for (const batch of BATCH_SIZES) {
-        if (CASES.includes('raw')) results.push(await rawCase(kafka, w, batch, round));
-        if (CASES.includes('relay'))
-          for (const d of databases) results.push(await relayCase(d.name, d.db, kafka, batch, round));
-        const last = results.filter((r) => r.round === round && r.batch === batch);
-        for (const r of last)
-          log(
-            `${r.case} ${r.database} b=${batch}: ${fmt(r.steady)} ev/s steady, ${fmt(r.rate)} ev/s incl. start-up, ${fmt(r.onTopic)} on topic`,
+      for (const batch of BATCH_SIZES)
+        for (const encoding of ENCODINGS) {
+          if (CASES.includes('raw'))
+            results.push(await rawCase(kafka, encoded.get(encoding)!, encoding, batch, round));
+          if (CASES.includes('relay'))
+            for (const d of databases)
+              results.push(await relayCase(d.name, d.db, kafka, encoding, registryUrl, batch, round));
+          const last = results.filter(
+            (r) => r.round === round && r.batch === batch && r.encoding === encoding,
           );
-      }
+          for (const r of last)
+            log(
+              `${r.case} ${r.database} ${encoding} b=${batch}: ${fmt(r.steady)} ev/s steady, ${fmt(r.rate)} ev/s incl. start-up, ${fmt(r.onTopic)} on topic`,
+            );
+        }
 
     const s = w.sizes;
     console.log(
@@ -635,8 +705,11 @@ async function main() {
         `${fmt(EVENTS)} task.created events, ${USERS} keys, ${PARTITIONS} partitions, idempotent + acks=all, ` +
         `one broker (scripts/kafka, Kafka 3.9.1, on the same machine)\n`,
     );
+    const values = [...encoded]
+      .map(([e, x]) => `${e} ${x.valueBytes.toFixed(0)} B (encoded in ${x.encodeUs.toFixed(1)} µs)`)
+      .join(', ');
     console.log(
-      `Message: key ${s.key.toFixed(0)} B, value (CloudEvents binary-mode data) ${s.value.toFixed(0)} B, ` +
+      `Message: key ${s.key.toFixed(0)} B, value (CloudEvents binary-mode data) ${values}, ` +
         `${s.headerCount.toFixed(0)} headers ${s.headers.toFixed(0)} B; outbox.event JSON ${s.eventJson.toFixed(0)} B.\n`,
     );
     console.log(resultTable(results));
@@ -648,7 +721,7 @@ async function main() {
       );
     console.log(
       `\nSerial CPU per event in the relay's own code: JSON.parse of the outbox.event JSON ${w.cpu.parse.toFixed(1)} µs, ` +
-        `toBinary + Buffer + header Map ${w.cpu.toMessage.toFixed(1)} µs.`,
+        `toBinary + Buffer + header Map ${w.cpu.toMessage.toFixed(1)} µs (the record encodings: see Message above).`,
     );
     for (const d of databases) console.log(`Outbox bulk load (${d.name}): ${fmt(d.loadRate)} rows/s.`);
     console.log(`Machine at the end: ${loadNote()} (2 cores shared with other work).`);

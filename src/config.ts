@@ -53,6 +53,11 @@ export interface Config {
     topicRetentionMs: Record<string, number>;
     replicationFactor: number;
   };
+  /**
+   * EVENT_ENCODING: how the Kafka transport writes event data, `json` (default) or `avro` (Confluent framing,
+   * needs BUS=kafka and SCHEMA_REGISTRY_URL). Readers take both whatever this says.
+   */
+  eventEncoding: 'json' | 'avro';
   /** SCHEMA_REGISTRY_*: a Confluent-compatible registry the event schemas are registered with at start-up. */
   schemaRegistry?: {
     url: string;
@@ -173,6 +178,21 @@ function schemaRegistryOf(env: NodeJS.ProcessEnv): NonNullable<Config['schemaReg
   };
 }
 
+function eventEncodingOf(env: NodeJS.ProcessEnv, bus: BusKind): Config['eventEncoding'] {
+  const encoding = (env.EVENT_ENCODING || 'json').toLowerCase();
+  if (encoding !== 'json' && encoding !== 'avro')
+    throw new ConfigError(`EVENT_ENCODING must be json or avro, got "${env.EVENT_ENCODING}"`);
+  if (encoding === 'avro' && bus !== 'kafka')
+    throw new ConfigError(
+      `EVENT_ENCODING=avro is for BUS=kafka (Dapr and the embedded bus carry JSON), got BUS=${bus}`,
+    );
+  if (encoding === 'avro' && !env.SCHEMA_REGISTRY_URL)
+    throw new ConfigError(
+      'EVENT_ENCODING=avro needs SCHEMA_REGISTRY_URL (the Avro schema ids come from the registry)',
+    );
+  return encoding;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const bus = (env.BUS || 'embedded') as BusKind;
@@ -230,6 +250,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50),
     },
     consumerBatchIntervalMs: int(env, 'CONSUMER_BATCH_INTERVAL_MS', 200),
+    eventEncoding: eventEncodingOf(env, bus),
     ...(env.SCHEMA_REGISTRY_URL ? { schemaRegistry: schemaRegistryOf(env) } : {}),
     kafka: {
       brokers: (env.KAFKA_BROKERS || '127.0.0.1:9092')

@@ -69,7 +69,7 @@ export async function runTargets(
         : 'database open and up to date',
     );
     step = performance.now();
-    if (config.schemaRegistry) await registerSchemas(config.schemaRegistry, config.kafka.topicPrefix, log);
+    if (config.schemaRegistry) await registerSchemas(config, log);
     http = await httpMade;
     bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
   } catch (err) {
@@ -131,22 +131,20 @@ export async function runTargets(
  * Registers the event schemas with the registry (bus/schema-registry.ts) before any target can write an event:
  * a schema the registry refuses, or a registry that cannot be reached, stops the start with one line.
  */
-async function registerSchemas(
-  settings: NonNullable<Config['schemaRegistry']>,
-  prefix: string,
-  log: Logger,
-): Promise<void> {
+async function registerSchemas(config: Config, log: Logger): Promise<void> {
+  const settings = config.schemaRegistry!;
   const { SchemaRegistryClient, registerEventSchemas } = await import('./bus/schema-registry.ts');
   const started = performance.now();
   try {
     const ids = await registerEventSchemas(
       new SchemaRegistryClient(settings),
       settings.compatibility,
-      prefix,
+      config.kafka.topicPrefix,
+      config.eventEncoding === 'avro',
     );
     log.info(
       { schemas: ids.size, ms: Math.round(performance.now() - started), registry: settings.url },
-      `event schemas registered (${settings.compatibility})`,
+      `event schemas registered (${settings.compatibility}${config.eventEncoding === 'avro' ? ', JSON and Avro' : ''})`,
     );
   } catch (err) {
     throw new ConfigError(errorMessage(err));

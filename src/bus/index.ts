@@ -58,6 +58,20 @@ export function provisionsTopics(config: Config): boolean {
   return config.kafka.ensureTopics && (config.bus === 'kafka' || config.dapr.kafkaAdmin);
 }
 
+/** With a registry, Kafka reads Avro values (and writes them with EVENT_ENCODING=avro). */
+async function eventCodec(config: Config, log: Logger) {
+  const [{ EventCodec }, { SchemaRegistryClient }] = await Promise.all([
+    import('./kafka/codec.ts'),
+    import('./schema-registry.ts'),
+  ]);
+  return new EventCodec({
+    encoding: config.eventEncoding,
+    registry: new SchemaRegistryClient(config.schemaRegistry!),
+    subjectPrefix: config.kafka.topicPrefix,
+    log,
+  });
+}
+
 export async function createBus(
   config: Config,
   db: Db,
@@ -87,7 +101,11 @@ export async function createBus(
     }
     case 'kafka': {
       const { createKafkaBus } = await loadTransport.kafka();
-      bus = createKafkaBus(kafkaSettings(config), { log: busLog, retry: config.retry });
+      bus = createKafkaBus(kafkaSettings(config), {
+        log: busLog,
+        retry: config.retry,
+        ...(config.schemaRegistry ? { codec: await eventCodec(config, busLog) } : {}),
+      });
       break;
     }
     case 'dapr': {

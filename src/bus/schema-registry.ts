@@ -4,9 +4,11 @@
  * version of every event schema at start-up, under the subject `<prefix><topic>-<event type>` (the
  * TopicRecordNameStrategy: a topic carries several event types), with the configured compatibility level; a
  * schema the registry finds incompatible stops the start with one line naming the subject and the reason.
- * Schemas are looked up by id with a cache (ids never change meaning in a registry).
+ * With EVENT_ENCODING=avro each type's Avro schema is registered too, under `<prefix><topic>-<record full
+ * name>` (ADR 0013). Schemas are looked up by id with a cache (ids never change meaning in a registry).
  */
 import type { CompatibilityLevel } from '../contracts/schema-compat.ts';
+import { avroFullName, avroSchemaOf } from '../contracts/avro.ts';
 import { EVENT_TYPES, publishedSchema, schemaVersionOf, type EventType } from '../contracts/schemas.ts';
 import { eachLimited } from '../each-limited.ts';
 import { errorMessage } from '../error-text.ts';
@@ -37,6 +39,9 @@ export class SchemaRefusedError extends Error {
 }
 
 const CONTENT_TYPE = 'application/vnd.schemaregistry.v1+json';
+
+/** The schema languages Taskflow registers: JSON Schema (the contract) and Avro (EVENT_ENCODING=avro). */
+export type SchemaType = 'JSON' | 'AVRO';
 
 export class SchemaRegistryClient {
   private readonly byId = new Map<number, Promise<{ schema: string; schemaType: string }>>();
@@ -90,12 +95,16 @@ export class SchemaRegistryClient {
   }
 
   /** Whether `schema` may be registered under `subject` (true for a subject with no version yet), and why not. */
-  async compatibility(subject: string, schema: string): Promise<{ compatible: boolean; messages: string[] }> {
+  async compatibility(
+    subject: string,
+    schema: string,
+    schemaType: SchemaType = 'JSON',
+  ): Promise<{ compatible: boolean; messages: string[] }> {
     try {
       const r = await this.call<{ is_compatible: boolean; messages?: string[] }>(
         'POST',
         `/compatibility/subjects/${encodeURIComponent(subject)}/versions/latest?verbose=true`,
-        { schema, schemaType: 'JSON' },
+        { schema, schemaType },
       );
       return { compatible: r.is_compatible, messages: r.messages ?? [] };
     } catch (err) {
@@ -106,11 +115,15 @@ export class SchemaRegistryClient {
   }
 
   /** The id of `schema` when it is registered under `subject`, else undefined (one request, no write). */
-  async lookup(subject: string, schema: string): Promise<number | undefined> {
+  async lookup(
+    subject: string,
+    schema: string,
+    schemaType: SchemaType = 'JSON',
+  ): Promise<number | undefined> {
     try {
       const r = await this.call<{ id: number }>('POST', `/subjects/${encodeURIComponent(subject)}`, {
         schema,
-        schemaType: 'JSON',
+        schemaType,
       });
       return r.id;
     } catch (err) {
@@ -121,10 +134,10 @@ export class SchemaRegistryClient {
   }
 
   /** Registers `schema` under `subject` (or finds it registered): its id. */
-  async register(subject: string, schema: string): Promise<number> {
+  async register(subject: string, schema: string, schemaType: SchemaType = 'JSON'): Promise<number> {
     const r = await this.call<{ id: number }>('POST', `/subjects/${encodeURIComponent(subject)}/versions`, {
       schema,
-      schemaType: 'JSON',
+      schemaType,
     });
     return r.id;
   }
@@ -144,26 +157,58 @@ export class SchemaRegistryClient {
   }
 }
 
-/** The subject of an event type's schema (TopicRecordNameStrategy). */
+/** The subject of an event type's JSON Schema (TopicRecordNameStrategy; the type names the record). */
 export const subjectOf = (type: EventType, prefix = '') => `${prefix}${EVENT_TYPES[type].topic}-${type}`;
+/** The subject of an event type's Avro schema: `<topic>-<record full name>`, as Confluent's serializers name it. */
+export const avroSubjectOf = (type: EventType, prefix = '') =>
+  `${prefix}${EVENT_TYPES[type].topic}-${avroFullName(type)}`;
 
-/** Subjects registered at once at start-up: a restart is one lookup per event type, a few at a time. */
+/** Subjects registered at once at start-up: a restart is one lookup per subject, a few at a time. */
 const CONCURRENT_SUBJECTS = 4;
 
+interface SchemaToRegister {
+  type: EventType;
+  subject: string;
+  schemaType: SchemaType;
+  schema: string;
+}
+
+/** What a process registers: every event type's JSON Schema, and its Avro schema when it writes Avro. */
+function schemasToRegister(prefix: string, avro: boolean): SchemaToRegister[] {
+  const types = Object.keys(EVENT_TYPES) as EventType[];
+  return [
+    ...types.map((type) => ({
+      type,
+      subject: subjectOf(type, prefix),
+      schemaType: 'JSON' as const,
+      schema: JSON.stringify(publishedSchema(type)),
+    })),
+    ...(avro
+      ? types.map((type) => ({
+          type,
+          subject: avroSubjectOf(type, prefix),
+          schemaType: 'AVRO' as const,
+          schema: JSON.stringify(avroSchemaOf(type)),
+        }))
+      : []),
+  ];
+}
+
 /**
- * Registers the current version of every event schema and resolves the ids. A schema already registered
- * under its subject costs one lookup (every restart after the first); a new one sets the subject's
- * compatibility level, asks whether the registry takes it, then registers it. Refuses (SchemaRefusedError,
- * one line) on a schema the registry finds incompatible or invalid.
+ * Registers the current version of every event schema (and of its Avro form with `avro`) and resolves the
+ * ids, by subject. A schema already registered under its subject costs one lookup (every restart after the
+ * first); a new one sets the subject's compatibility level, asks whether the registry takes it, then
+ * registers it. Refuses (SchemaRefusedError, one line) on a schema the registry finds incompatible or invalid.
  */
 export async function registerEventSchemas(
   client: SchemaRegistryClient,
   level: CompatibilityLevel,
   prefix = '',
-): Promise<Map<EventType, number>> {
-  const ids = new Map<EventType, number>();
-  await eachLimited(Object.keys(EVENT_TYPES) as EventType[], CONCURRENT_SUBJECTS, async (type) => {
-    ids.set(type, await registerOne(client, level, type, prefix));
+  avro = false,
+): Promise<Map<string, number>> {
+  const ids = new Map<string, number>();
+  await eachLimited(schemasToRegister(prefix, avro), CONCURRENT_SUBJECTS, async (s) => {
+    ids.set(s.subject, await registerOne(client, level, s));
   });
   return ids;
 }
@@ -171,22 +216,20 @@ export async function registerEventSchemas(
 async function registerOne(
   client: SchemaRegistryClient,
   level: CompatibilityLevel,
-  type: EventType,
-  prefix: string,
+  { type, subject, schemaType, schema }: SchemaToRegister,
 ): Promise<number> {
-  const subject = subjectOf(type, prefix);
-  const schema = JSON.stringify(publishedSchema(type));
-  const known = await client.lookup(subject, schema);
+  const known = await client.lookup(subject, schema, schemaType);
   if (known !== undefined) return known;
-  const where = `${type} v${schemaVersionOf(type)} under subject ${subject}`;
+  const form = schemaType === 'AVRO' ? ' (Avro)' : '';
+  const where = `${type} v${schemaVersionOf(type)}${form} under subject ${subject}`;
   await client.setCompatibility(subject, level);
-  const { compatible, messages } = await client.compatibility(subject, schema);
+  const { compatible, messages } = await client.compatibility(subject, schema, schemaType);
   if (!compatible)
     throw new SchemaRefusedError(
       `the schema registry refuses ${where} (${level}): ${messages.join('; ') || 'incompatible with the registered versions'}`,
     );
   try {
-    return await client.register(subject, schema);
+    return await client.register(subject, schema, schemaType);
   } catch (err) {
     if (err instanceof RegistryError && (err.status === 409 || err.status === 422))
       throw new SchemaRefusedError(`the schema registry refuses ${where}: ${err.message}`);

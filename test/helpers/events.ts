@@ -1,4 +1,5 @@
 /** Valid events for transport tests. */
+import { exampleOf } from '../../src/contracts/asyncapi.ts';
 import { makeEvent, type CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { TaskEventData } from '../../src/contracts/events.ts';
 import { newTask, type TaskFields } from '../../src/domain/task.ts';
@@ -60,4 +61,16 @@ export function sentinelOf<T>(event: CloudEvent<T>): CloudEvent<T> {
     data.reminder_id = uuidv7();
   }
   return copy as CloudEvent<T>;
+}
+
+/** A value with every property the schema names, the non-null branch of each choice, one item per array. */
+export function fullExampleOf(schema: Record<string, any>): unknown {
+  if (Array.isArray(schema.anyOf))
+    return fullExampleOf(schema.anyOf.find((b: { type?: string }) => b.type !== 'null'));
+  if (schema.type === 'array') return [fullExampleOf(schema.items)];
+  if (schema.type === 'object')
+    return Object.fromEntries(
+      Object.entries(schema.properties as Record<string, any>).map(([k, v]) => [k, fullExampleOf(v)]),
+    );
+  return exampleOf(schema);
 }

@@ -6,10 +6,12 @@
  * available from the reachable package registries runs here (Confluent's artifacts are not served, Karapace
  * is not on PyPI, Apicurio's Maven artifacts are incomplete): this stands in for them in the tests. JSON
  * Schema compatibility is judged with Taskflow's own checker (src/contracts/schema-compat.ts), which the
- * unit tests check on its own.
+ * unit tests check on its own; Avro compatibility with avsc's schema resolution (a reader resolves a writer),
+ * the rule of the Avro specification that Confluent's registry applies.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import avsc from 'avsc';
 import { compatibilityProblems, type Compatibility } from '../../src/contracts/schema-compat.ts';
 
 interface Registered {
@@ -25,11 +27,35 @@ export interface FakeRegistry {
   subjects: Map<string, Registered[]>;
   config: Map<string, string>;
   /** Registers a version directly (as another team's producer would have). */
-  seed(subject: string, schema: object): void;
+  seed(subject: string, schema: object, schemaType?: 'JSON' | 'AVRO'): void;
   close(): Promise<void>;
 }
 
 const CT = 'application/vnd.schemaregistry.v1+json';
+
+/** Avro compatibility of `schema` with a registered version: backward = it reads the old, forward = the reverse. */
+function avroProblems(
+  registered: Registered,
+  schema: object,
+  mode: Compatibility,
+  version: number,
+): string[] {
+  if (registered.schemaType !== 'AVRO')
+    return [`version ${version} is a ${registered.schemaType} schema, not Avro`];
+  const before = avsc.Type.forSchema(JSON.parse(registered.schema) as avsc.Schema);
+  const now = avsc.Type.forSchema(schema as avsc.Schema);
+  const problems: string[] = [];
+  const check = (reader: avsc.Type, writer: avsc.Type, direction: string) => {
+    try {
+      reader.createResolver(writer);
+    } catch (err) {
+      problems.push(`${(err as Error).message} (${direction}, against version ${version})`);
+    }
+  };
+  if (mode === 'backward' || mode === 'full') check(now, before, 'backward');
+  if (mode === 'forward' || mode === 'full') check(before, now, 'forward');
+  return problems;
+}
 
 export async function startFakeRegistry(auth?: {
   username: string;
@@ -49,12 +75,14 @@ export async function startFakeRegistry(auth?: {
     }
     return id;
   };
-  const problemsAgainst = (subject: string, schema: object): string[] => {
+  const problemsAgainst = (subject: string, schema: object, schemaType: string): string[] => {
     const level = config.get(subject) ?? config.get('') ?? 'BACKWARD';
     if (level === 'NONE') return [];
     const versions = subjects.get(subject) ?? [];
     const against = level.endsWith('_TRANSITIVE') ? versions : versions.slice(-1);
     const mode = level.replace('_TRANSITIVE', '').toLowerCase() as Compatibility;
+    if (schemaType === 'AVRO')
+      return against.flatMap((v) => avroProblems(v, schema, mode, versions.indexOf(v) + 1));
     return against.flatMap((v) =>
       compatibilityProblems(
         JSON.parse(v.schema) as Record<string, unknown>,
@@ -100,8 +128,8 @@ export async function startFakeRegistry(auth?: {
       if ((m = /^\/compatibility\/subjects\/(.+)\/versions\/latest$/.exec(path)) && req.method === 'POST') {
         const subject = m[1]!;
         if (!subjects.get(subject)?.length) return error(res, 404, 40401, `Subject '${subject}' not found.`);
-        const { schema } = await bodyOf(req);
-        const messages = problemsAgainst(subject, JSON.parse(String(schema)) as object);
+        const { schema, schemaType = 'AVRO' } = await bodyOf(req);
+        const messages = problemsAgainst(subject, JSON.parse(String(schema)) as object, String(schemaType));
         return send(res, 200, {
           is_compatible: messages.length === 0,
           ...(url.searchParams.get('verbose') === 'true' ? { messages } : {}),
@@ -131,7 +159,7 @@ export async function startFakeRegistry(auth?: {
           const versions = subjects.get(subject) ?? [];
           const same = versions.find((v) => v.schema === schema);
           if (same) return send(res, 200, { id: same.id });
-          const problems = problemsAgainst(subject, parsed);
+          const problems = problemsAgainst(subject, parsed, String(schemaType));
           if (problems.length)
             return error(
               res,
@@ -172,10 +200,10 @@ export async function startFakeRegistry(auth?: {
     requests,
     subjects,
     config,
-    seed(subject, schema) {
+    seed(subject, schema, schemaType = 'JSON') {
       const text = JSON.stringify(schema);
       const versions = subjects.get(subject) ?? [];
-      versions.push({ id: idOf(text, 'JSON'), schema: text, schemaType: 'JSON' });
+      versions.push({ id: idOf(text, schemaType), schema: text, schemaType });
       subjects.set(subject, versions);
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),

@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { SchemaRegistryClient, subjectOf } from '../../src/bus/schema-registry.ts';
+import { avroSubjectOf, SchemaRegistryClient, subjectOf } from '../../src/bus/schema-registry.ts';
+import { avroSchemaOf } from '../../src/contracts/avro.ts';
 import { EVENT_TYPES, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
@@ -76,6 +77,69 @@ describe('schema registry at start-up', () => {
       },
     );
     assert.equal(registry.subjects.get('other.task-events-task.deleted')!.length, 1, 'nothing registered');
+  });
+
+  // Avro is written by the Kafka transport only; the broker is never contacted by an API alone here.
+  const avro = (extra: Record<string, string> = {}) =>
+    env({
+      BUS: 'kafka',
+      KAFKA_BROKERS: '127.0.0.1:9',
+      KAFKA_ENSURE_TOPICS: 'false',
+      EVENT_ENCODING: 'avro',
+      ...extra,
+    });
+
+  it('with EVENT_ENCODING=avro registers the Avro schema of each type too, under <topic>-<record full name>', async () => {
+    const app = await startApp(db, { targets: ['api'], env: avro({ KAFKA_TOPIC_PREFIX: 'avro.' }) });
+    await app.stop();
+    for (const t of TYPES) {
+      const versions = registry.subjects.get(avroSubjectOf(t, 'avro.'))!;
+      assert.equal(versions.length, 1, t);
+      assert.equal(versions[0]!.schemaType, 'AVRO');
+      assert.deepEqual(JSON.parse(versions[0]!.schema), avroSchemaOf(t));
+      assert.equal(
+        registry.subjects.get(subjectOf(t, 'avro.'))![0]!.schemaType,
+        'JSON',
+        'and its JSON Schema',
+      );
+    }
+    assert.equal(avroSubjectOf('task.created', 'avro.'), 'avro.task-events-taskflow.events.TaskCreated');
+  });
+
+  it('refuses to start on an Avro schema the registry finds incompatible, naming the subject and the field', async () => {
+    // Another producer's version has a field without a default that the current schema lacks: not readable.
+    const older = structuredClone(avroSchemaOf('reminder.missed')) as Record<string, any>;
+    older.fields.push({ name: 'missed_by_ms', type: 'long' });
+    const subject = avroSubjectOf('reminder.missed', 'avro2.');
+    registry.seed(subject, older, 'AVRO');
+    await assert.rejects(
+      startApp(db, { targets: ['api'], env: avro({ KAFKA_TOPIC_PREFIX: 'avro2.' }) }),
+      (err: Error) => {
+        assert.equal(err.name, 'ConfigError');
+        assert.match(
+          err.message,
+          /^the schema registry refuses reminder\.missed v1 \(Avro\) under subject avro2\.reminders-taskflow\.events\.ReminderMissed \(FULL\): .*missed_by_ms/,
+        );
+        return true;
+      },
+    );
+    assert.equal(registry.subjects.get(subject)!.length, 1, 'nothing registered');
+  });
+
+  it('refuses EVENT_ENCODING=avro without a registry or off Kafka, in one line', async () => {
+    const { SCHEMA_REGISTRY_URL: _, ...noRegistry } = avro();
+    await assert.rejects(
+      startApp(db, { targets: ['api'], env: noRegistry }),
+      /^ConfigError: EVENT_ENCODING=avro needs SCHEMA_REGISTRY_URL/,
+    );
+    await assert.rejects(
+      startApp(db, { targets: ['api'], env: avro({ BUS: 'embedded' }) }),
+      /EVENT_ENCODING=avro is for BUS=kafka/,
+    );
+    await assert.rejects(
+      startApp(db, { targets: ['api'], env: avro({ EVENT_ENCODING: 'protobuf' }) }),
+      /EVENT_ENCODING must be json or avro, got "protobuf"/,
+    );
   });
 
   it('refuses to start with wrong credentials or a bad compatibility level, in one line', async () => {

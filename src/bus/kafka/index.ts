@@ -22,7 +22,7 @@ import {
   type MessagesStream,
 } from '@platformatic/kafka';
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
-import { fromBinary, toBinaryRecord, type CloudEvent } from '../../contracts/cloudevent.ts';
+import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import { topicSpec } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { COMMIT_INTERVAL_MS, consumeRun, DEFAULT_MAX_BATCH, type ConsumeContext } from '../consumer.ts';
@@ -42,6 +42,7 @@ import type {
 import { retryWithBackoff } from '../../retry.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
 import { errorMessage } from '../../error-text.ts';
+import { EventCodec, JSON_CODEC } from './codec.ts';
 
 export interface KafkaSettings {
   brokers: string[];
@@ -64,6 +65,8 @@ export interface KafkaBusOptions {
    * by `taskflow topics ensure`) before it fails.
    */
   topicWaitMs?: number;
+  /** How events become records and back (JSON, or Avro with a schema registry; ./codec.ts). */
+  codec?: EventCodec;
 }
 
 /** Closes a consumer even with a stream still open; never throws (shutdown paths). */
@@ -151,14 +154,26 @@ export function describeKafkaError(err: unknown): string {
   return walk(err) ?? (inner && inner !== outer ? `${outer}: ${inner}` : outer);
 }
 
+/** An undecodable value as text for its dead letter: UTF-8, or base64 for a binary (Avro) one. */
+const rawText = (value: Buffer | null | undefined, contentType: string | undefined) =>
+  value
+    ? value
+        .subarray(0, 10_000)
+        .toString(contentType === 'application/json' || !contentType ? 'utf8' : 'base64')
+    : '';
+
 const headersToRecord = (headers: Map<string, string>): Record<string, string> => Object.fromEntries(headers);
 
-function decode(m: Message<string, Buffer, string, string>, unprefix: (t: string) => string): BusMessage {
+/** A record as a bus message (after `codec.prepareDecode` for it). */
+function decode(
+  m: Message<string, Buffer, string, string>,
+  unprefix: (t: string) => string,
+  codec: EventCodec,
+): BusMessage {
   const headers = headersToRecord(m.headers);
-  const body = m.value ? m.value.toString('utf8') : '';
   let event: CloudEvent;
   try {
-    event = fromBinary(headers, body);
+    event = codec.decode(m, headers);
   } catch (err) {
     // Undecodable bytes still get a CloudEvent shape so the DLQ can hold them; validation rejects it.
     event = {
@@ -168,7 +183,7 @@ function decode(m: Message<string, Buffer, string, string>, unprefix: (t: string
       type: 'taskflow.undecodable',
       time: new Date().toISOString(),
       datacontenttype: 'application/json',
-      data: { raw: body.slice(0, 10_000), error: errorMessage(err) },
+      data: { raw: rawText(m.value, headers['content-type']), error: errorMessage(err) },
     };
   }
   return {
@@ -190,6 +205,7 @@ export class KafkaPublisher implements Publisher {
   constructor(
     private readonly s: KafkaSettings,
     private readonly log?: Logger,
+    readonly codec: EventCodec = JSON_CODEC,
   ) {
     this.producer = new Producer<string, Buffer, string, string>({
       ...connectionOptions(s),
@@ -215,9 +231,14 @@ export class KafkaPublisher implements Publisher {
       for (const t of unknown) this.known.add(t);
     }
     const prefix = this.s.topicPrefix ?? '';
+    try {
+      await this.codec.prepareEncode(messages.map((m) => m.event));
+    } catch (err) {
+      throw new Error(`Kafka publish failed: ${errorMessage(err)}`, { cause: err });
+    }
     const records = messages.map((m) => {
-      const { headers, body } = toBinaryRecord(m.event, m.headers);
-      return { topic: prefix + m.topic, key: m.key, value: Buffer.from(body), headers };
+      const { headers, value } = this.codec.encode(m.event, m.headers);
+      return { topic: prefix + m.topic, key: m.key, value, headers };
     });
     // Kafka refuses a request above ~1 MiB per partition; events are at most a few tens of KB, so sending in
     // chunks of bounded size keeps every request valid. Chunks go one after another: per-key order holds.
@@ -451,8 +472,10 @@ class KafkaGroupMember implements Subscription {
         if (early > 0 && q.length < max) await sleep(early);
         this.batchAt.set(id, Date.now());
         const run = q.slice(0, max);
+        await this.cfg.codec.prepareDecode(run, this.closing.signal, { hold: true });
+        if (this.closing.signal.aborted) break;
         const done = await consumeRun(
-          run.map((raw) => decode(raw, unprefix)),
+          run.map((raw) => decode(raw, unprefix, this.cfg.codec)),
           this.opts,
           ctx,
         );
@@ -512,6 +535,7 @@ export class KafkaAdmin implements BusAdmin {
   constructor(
     private readonly s: KafkaSettings,
     private readonly log?: Logger,
+    private readonly codec: EventCodec = JSON_CODEC,
   ) {
     this.admin = new Admin(connectionOptions(s));
   }
@@ -750,15 +774,29 @@ export class KafkaAdmin implements BusAdmin {
         mode: opts.fromBeginning ? 'earliest' : 'latest',
         autocommit: false,
       });
+      // Messages are handed on in order; an Avro one may first wait for its schema (codec.prepareDecode).
+      let handed = Promise.resolve();
+      let failure: { err: unknown } | undefined;
       await new Promise<void>((resolve) => {
         const done = () => resolve();
         if (opts.signal.aborted) return done();
         opts.signal.addEventListener('abort', done, { once: true });
         if (timeoutMs) setTimeout(done, timeoutMs).unref();
         stream.on('data', (m) => {
-          if (!opts.signal.aborted) onMessage(decode(m, unprefix));
+          handed = handed
+            .then(async () => {
+              if (failure) return;
+              await this.codec.prepareDecode([m], opts.signal);
+              if (!opts.signal.aborted) onMessage(decode(m, unprefix, this.codec));
+            })
+            .catch((err: unknown) => {
+              failure ??= { err };
+              done();
+            });
         });
       });
+      await handed;
+      if (failure) throw failure.err;
       await stream.close().catch(() => undefined);
     } finally {
       await forceClose(consumer);
@@ -778,10 +816,11 @@ export function createKafkaBus(s: KafkaSettings, opts: KafkaBusOptions): Bus {
     heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 1_000,
     maxBuffered: opts.maxBuffered ?? 1_000,
     topicWaitMs: opts.topicWaitMs ?? 60_000,
+    codec: opts.codec ?? new EventCodec({ encoding: 'json', log: opts.log }),
   };
-  const publisher = new KafkaPublisher(s, opts.log);
+  const publisher = new KafkaPublisher(s, opts.log, cfg.codec);
   const subscriber = new KafkaSubscriber(s, publisher, cfg);
-  const admin = new KafkaAdmin(s, opts.log);
+  const admin = new KafkaAdmin(s, opts.log, cfg.codec);
   return {
     kind: 'kafka',
     publisher,

@@ -1,0 +1,233 @@
+/**
+ * How an event becomes a Kafka record and back (CloudEvents Kafka binding, binary content mode: attributes as
+ * `ce_*` headers, `data` as the value). The value is JSON (`content-type: application/json`, the default) or,
+ * with EVENT_ENCODING=avro, Avro in Confluent framing (`content-type: application/avro`; magic byte 0, the
+ * schema id as a 4-byte big-endian integer, the Avro binary). Readers take both on every topic, so a topic is
+ * migrated by switching its producers; an Avro value is read with the writer's schema fetched from the
+ * registry by id (once per process) and resolved to this build's schema of the type, so a consumer reads
+ * events of a newer or older compatible version (a rolling upgrade).
+ */
+import type avsc from 'avsc';
+import { avroSchemaOf, jsonDataOf } from '../../contracts/avro.ts';
+import { fromBinary, toBinaryRecord, type CloudEvent } from '../../contracts/cloudevent.ts';
+import { isEventType, type EventType } from '../../contracts/schemas.ts';
+import { errorMessage } from '../../error-text.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { retryWithBackoff } from '../../retry.ts';
+import { avroSubjectOf, RegistryError, type SchemaRegistryClient } from '../schema-registry.ts';
+
+export type EventEncoding = 'json' | 'avro';
+export const AVRO_CONTENT_TYPE = 'application/avro';
+
+export interface EncodedRecord {
+  headers: Map<string, string>;
+  value: Buffer;
+}
+
+/** A Kafka record's value and headers as this module reads them. */
+export interface RawRecord {
+  headers: Map<string, string>;
+  value: Buffer | null | undefined;
+}
+
+/** Registry lookups of a codec: tried again with backoff while the registry cannot be reached. */
+const REGISTRY_RETRY = { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 10_000 };
+
+// avsc is loaded by the first Avro value written or read (about 13 ms of start-up a JSON process never pays).
+let avscModule: typeof avsc | undefined;
+const loadAvsc = async () => (avscModule ??= (await import('avsc')).default);
+const avroTypes = new Map<EventType, avsc.Type>();
+/** The avsc Type of `type`'s data, built once per process (after `loadAvsc`). */
+export function avroTypeOf(type: EventType): avsc.Type {
+  let t = avroTypes.get(type);
+  if (!t) {
+    if (!avscModule) throw new Error('avsc is not loaded');
+    t = avscModule.Type.forSchema(avroSchemaOf(type) as avsc.Schema);
+    avroTypes.set(type, t);
+  }
+  return t;
+}
+
+const isAvro = (r: RawRecord) => r.headers.get('content-type') === AVRO_CONTENT_TYPE;
+
+/** The schema id of a Confluent-framed value, or undefined when the value is not one. */
+function schemaIdOf(value: Buffer | null | undefined): number | undefined {
+  return value && value.length >= 5 && value[0] === 0 ? value.readInt32BE(1) : undefined;
+}
+
+export class EventCodec {
+  /** Writer schema ids of this process's own event types (EVENT_ENCODING=avro), registered on first use. */
+  private readonly writerIds = new Map<EventType, Promise<number>>();
+  private readonly resolvedIds = new Map<EventType, number>();
+  /** Writer schemas by id, or why an id cannot be read (not in the registry, not Avro). */
+  private readonly writers = new Map<number, avsc.Type | Error>();
+  private readonly resolvers = new Map<string, avsc.Resolver | Error>();
+
+  constructor(
+    private readonly opts: {
+      encoding: EventEncoding;
+      registry?: SchemaRegistryClient | undefined;
+      /** KAFKA_TOPIC_PREFIX, part of the subject names. */
+      subjectPrefix?: string;
+      log?: Logger | undefined;
+    },
+  ) {
+    if (opts.encoding === 'avro' && !opts.registry)
+      throw new Error('EVENT_ENCODING=avro needs a schema registry (SCHEMA_REGISTRY_URL)');
+  }
+
+  get encoding(): EventEncoding {
+    return this.opts.encoding;
+  }
+
+  /** Resolves the writer schema id of each event type about to be encoded as Avro (a request per new type). */
+  async prepareEncode(events: readonly CloudEvent[], signal?: AbortSignal): Promise<void> {
+    if (this.opts.encoding !== 'avro') return;
+    await loadAvsc();
+    for (const { type } of events) {
+      if (!isEventType(type) || this.resolvedIds.has(type)) continue;
+      let id = this.writerIds.get(type);
+      if (!id) {
+        const registry = this.opts.registry!;
+        // Registering is idempotent (the registered schema's id comes back); start-up already registered it.
+        id = registry.register(
+          avroSubjectOf(type, this.opts.subjectPrefix),
+          JSON.stringify(avroSchemaOf(type)),
+          'AVRO',
+        );
+        id.catch(() => this.writerIds.delete(type));
+        this.writerIds.set(type, id);
+      }
+      if (signal?.aborted) return;
+      this.resolvedIds.set(type, await id);
+    }
+  }
+
+  /**
+   * The record of `event`: Avro when this process writes Avro and the type's schema id is resolved
+   * (`prepareEncode`) and the data fits the schema, JSON otherwise (an invalid event on its way to a
+   * dead-letter topic, a type this build does not know).
+   */
+  encode(event: CloudEvent, extra?: Record<string, string>): EncodedRecord {
+    const { headers, body } = toBinaryRecord(event, extra);
+    const id =
+      this.opts.encoding === 'avro' && isEventType(event.type) ? this.resolvedIds.get(event.type) : undefined;
+    if (id !== undefined) {
+      let avro: Buffer | undefined;
+      try {
+        avro = avroTypeOf(event.type as EventType).toBuffer(event.data);
+      } catch {
+        // not representable: stays JSON, which every reader takes
+      }
+      if (avro) {
+        const value = Buffer.allocUnsafe(5 + avro.length);
+        value[0] = 0;
+        value.writeInt32BE(id, 1);
+        avro.copy(value, 5);
+        headers.set('content-type', AVRO_CONTENT_TYPE);
+        return { headers, value };
+      }
+    }
+    return { headers, value: Buffer.from(body) };
+  }
+
+  /**
+   * Fetches the writer schema of every Avro value not seen before, once per id. A registry that cannot be
+   * reached is tried again with backoff (the records wait: nothing is dead-lettered for an outage); an id the
+   * registry does not have makes those records undecodable. Without a registry, `hold` (a consumer) waits
+   * until `signal` aborts, logging why; otherwise (reading a topic to show it) the records are undecodable.
+   */
+  async prepareDecode(
+    records: readonly RawRecord[],
+    signal: AbortSignal,
+    opts: { hold?: boolean } = {},
+  ): Promise<void> {
+    for (const r of records) {
+      if (!isAvro(r)) continue;
+      const id = schemaIdOf(r.value);
+      if (id === undefined || this.writers.has(id)) continue;
+      const registry = this.opts.registry;
+      if (!registry) {
+        const why = `an Avro value (schema id ${id}) and no SCHEMA_REGISTRY_URL to read it with`;
+        // A consumer waits (nothing is lost; set the variable and restart); a reader of a topic shows it.
+        if (opts.hold) await this.holdUntilAborted(why, signal);
+        else this.writers.set(id, new Error(why));
+        continue;
+      }
+      await retryWithBackoff(
+        async () => {
+          try {
+            const { schema, schemaType } = await registry.schemaById(id);
+            const { Type } = await loadAvsc();
+            this.writers.set(
+              id,
+              schemaType === 'AVRO'
+                ? Type.forSchema(JSON.parse(schema) as avsc.Schema)
+                : new Error(`schema id ${id} is a ${schemaType} schema, not Avro`),
+            );
+          } catch (err) {
+            if (!(err instanceof RegistryError) || err.status !== 404) throw err;
+            this.writers.set(id, new Error(`schema id ${id} is not in the schema registry`));
+          }
+        },
+        {
+          policy: REGISTRY_RETRY,
+          signal,
+          onFailure: (err, attempt, wait) =>
+            this.opts.log?.warn(
+              { err: errorMessage(err), schema_id: id, attempt, retry_in_ms: wait },
+              'cannot read the schema of an Avro event yet',
+            ),
+        },
+      );
+    }
+  }
+
+  private async holdUntilAborted(why: string, signal: AbortSignal): Promise<void> {
+    await retryWithBackoff(() => Promise.reject(new Error(why)), {
+      policy: { ...REGISTRY_RETRY, maxDelayMs: 60_000 },
+      signal,
+      onFailure: (err, attempt, wait) =>
+        this.opts.log?.error(
+          { err: errorMessage(err), attempt, retry_in_ms: wait },
+          'cannot read an Avro event: this consumer waits until it is restarted with SCHEMA_REGISTRY_URL',
+        ),
+    });
+  }
+
+  /** The event of a record (after `prepareDecode` for Avro values); throws when it cannot be decoded. */
+  decode(r: RawRecord, headers: Record<string, string>): CloudEvent {
+    if (!isAvro(r)) return fromBinary(headers, r.value ? r.value.toString('utf8') : '');
+    const id = schemaIdOf(r.value);
+    if (id === undefined) throw new Error('an application/avro value without the Confluent framing');
+    const event = fromBinary(headers, '');
+    const data = this.readerOf(id, event.type).call(r.value!.subarray(5));
+    event.data = jsonDataOf(event.type, data);
+    event.datacontenttype = 'application/json'; // the event as it is held: data is JSON now
+    return event;
+  }
+
+  private readerOf(id: number, type: string): { call(b: Buffer): unknown } {
+    const writer = this.writers.get(id);
+    if (writer === undefined) throw new Error(`schema id ${id} was not loaded`);
+    if (writer instanceof Error) throw writer;
+    if (!isEventType(type)) return { call: (b) => writer.fromBuffer(b) };
+    const key = `${id}/${type}`;
+    let resolver = this.resolvers.get(key);
+    if (!resolver) {
+      try {
+        resolver = avroTypeOf(type).createResolver(writer);
+      } catch (err) {
+        resolver = new Error(`schema id ${id} cannot be read as ${type}: ${errorMessage(err)}`);
+      }
+      this.resolvers.set(key, resolver);
+    }
+    if (resolver instanceof Error) throw resolver;
+    const reader = avroTypeOf(type);
+    const r = resolver;
+    return { call: (b) => reader.fromBuffer(b, r) };
+  }
+}
+
+/** The codec of a process that neither writes Avro nor knows a registry: JSON, and Avro values refused. */
+export const JSON_CODEC = new EventCodec({ encoding: 'json' });
