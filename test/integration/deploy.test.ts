@@ -139,6 +139,8 @@ const SCENARIOS: Scenario[] = [
       'schemaRegistry.url=https://registry.example:8081',
       '--set',
       'schemaRegistry.existingSecret=registry-credentials',
+      '--set',
+      'schemaRegistry.eventEncoding=avro',
     ],
     dapr: false,
     ingress: true,
@@ -246,7 +248,11 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
           assert.equal(env.get('SCHEMA_REGISTRY_COMPATIBILITY')?.value, 'FULL');
           for (const key of ['SCHEMA_REGISTRY_USERNAME', 'SCHEMA_REGISTRY_PASSWORD'])
             assert.equal(env.get(key)?.valueFrom?.secretKeyRef?.name, 'registry-credentials', key);
-        } else assert.equal(env.get('SCHEMA_REGISTRY_URL'), undefined);
+          assert.equal(env.get('EVENT_ENCODING')?.value, 'avro');
+        } else {
+          assert.equal(env.get('SCHEMA_REGISTRY_URL'), undefined);
+          assert.equal(env.get('EVENT_ENCODING'), undefined, 'JSON, the default');
+        }
       }
 
       // Services for the HTTP targets the ingress routes to, at least api and gateway.
@@ -399,6 +405,18 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
       [['--set', 'image.tag=latest'], /image\/tag/],
       [['--set', 'kafka.sasl.mechanism=SCRAM-SHA-1'], /mechanism/],
       [['--set', 'secrets.jwtSecret=short'], /at least 32 bytes/],
+      [['--set', 'schemaRegistry.eventEncoding=protobuf'], /eventEncoding/],
+      [
+        [
+          '--set',
+          'dapr.enabled=true',
+          '--set',
+          'schemaRegistry.url=http://registry:8081',
+          '--set',
+          'schemaRegistry.eventEncoding=avro',
+        ],
+        /eventEncoding=avro is for the Kafka transport/,
+      ],
     ] as const) {
       const r = helm(['template', RELEASE, CHART, ...args]);
       assert.notEqual(r.status, 0, `helm template ${args.join(' ')} should fail`);
@@ -582,7 +600,23 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
       }
       assert.deepEqual(project.services.migrate.command, ['migrate']);
       assert.equal(project.services.migrate.depends_on.postgres.condition, 'service_healthy');
-      for (const name of ['postgres', 'kafka']) assert.ok(project.services[name].healthcheck.test, name);
+      for (const name of ['postgres', 'kafka', 'schema-registry'])
+        assert.ok(project.services[name].healthcheck.test, name);
+    });
+
+    it('registers the event schemas with a schema registry on the same broker; JSON unless EVENT_ENCODING says avro', () => {
+      const registry = project.services['schema-registry'];
+      assert.equal(
+        registry.environment.SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS,
+        'PLAINTEXT://kafka:9092',
+      );
+      assert.equal(registry.depends_on.kafka.condition, 'service_healthy');
+      for (const target of TARGET_NAMES) {
+        const svc = project.services[target];
+        assert.equal(svc.environment.SCHEMA_REGISTRY_URL, 'http://schema-registry:8081', target);
+        assert.equal(svc.environment.EVENT_ENCODING, 'json', target);
+        assert.equal(svc.depends_on['schema-registry'].condition, 'service_healthy', target);
+      }
     });
 
     it('waits on health, not on start, and keeps off the host network', () => {

@@ -239,6 +239,13 @@ variables, which win over .Values.env. The Job gets only what
   value: {{ .url | quote }}
 - name: SCHEMA_REGISTRY_COMPATIBILITY
   value: {{ .compatibility | quote }}
+{{- if eq (.eventEncoding | default "json") "avro" }}
+{{- if $v.dapr.enabled }}
+{{- fail "schemaRegistry.eventEncoding=avro is for the Kafka transport (dapr.enabled carries JSON)" }}
+{{- end }}
+- name: EVENT_ENCODING
+  value: avro
+{{- end }}
 {{- $registrySecret := .existingSecret }}
 {{- if $registrySecret }}
 {{- range $key := list "SCHEMA_REGISTRY_USERNAME" "SCHEMA_REGISTRY_PASSWORD" }}
