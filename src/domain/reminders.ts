@@ -25,7 +25,14 @@ import { createHash } from 'node:crypto';
 import type { Temporal } from 'temporal-polyfill';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
-import { INSTANT_HINT, isOffsetSpec, parseInstant, parseReminderOffset, type Task } from './task.ts';
+import {
+  INSTANT_HINT,
+  isOffsetSpec,
+  parseInstant,
+  parseReminderOffset,
+  type Task,
+  type Transition,
+} from './task.ts';
 
 export const DEFAULT_REMINDER_GRACE_MS = 15 * 60_000;
 /** A snooze may move a reminder at most this far ahead. */
@@ -166,19 +173,21 @@ function atDueInstead(
 }
 
 export interface ReminderPlan {
-  /** What the reminders target schedules for the new task, by instant. */
+  /** What the reminders target schedules for the task, by instant. */
   scheduled: { remind_at: string; specs: string[]; why: 'asked' | 'at_due_instead' }[];
-  /** What it asked for but is not scheduled: more than the grace window in the past at creation. */
+  /** What it asked for but is not scheduled: more than the grace window in the past at the change. */
   skipped: { remind_at: string; specs: string[]; why: 'past' }[];
 }
 
 /**
- * What creating `task` (at `asOf`, its creation time) schedules, as the reminders target decides it from the
- * task's event by the same rules (reconcileReminders with nothing stored): for the create's answer, so a
- * reminder that will not exist does not go unnoticed. `defaults`: the user's default offsets (used when
- * `task.reminders` is null).
+ * What the reminders target schedules for `task` from its event at `asOf` (the change's time), by its rules
+ * (reconcileReminders) with no reminder stored at the plan's instants: the case of a new task, and of a
+ * change that moves the reminders (a new due date or reminders, completing, reopening). For the answer of
+ * that create or change, so a reminder that will not exist does not go unnoticed. A stored reminder at the
+ * same instant keeps its state (dismissed by the user, snoozed, already fired). `defaults`: the user's
+ * default offsets (used when `task.reminders` is null).
  */
-export function newTaskReminderPlan(
+export function reminderPlanOf(
   task: Pick<Task, 'id' | 'status' | 'due_date' | 'reminders'>,
   defaults: readonly string[],
   opts: { asOf: Date; graceMs: number },
@@ -196,6 +205,12 @@ export function newTaskReminderPlan(
       .filter((p) => !schedule.some((r) => r.id === p.id))
       .map((p) => ({ remind_at: p.remind_at, specs: p.specs, why: 'past' as const })),
   };
+}
+
+/** Whether a task change moves its reminders, so its answer carries the new plan (reminderPlanOf). */
+export function changeMovesReminders(t: Pick<Transition, 'eventType' | 'changes'>): boolean {
+  if (t.eventType === 'task.completed' || t.eventType === 'task.reopened') return true;
+  return t.eventType !== null && t.changes.some((f) => f === 'due_date' || f === 'reminders');
 }
 
 /** The reason recorded on reminders dismissed because of a task event. */

@@ -324,7 +324,7 @@ export class TaskStore {
 
   /**
    * Loads the task under a row lock, applies `change`, writes the new row and its event. `expectedVersion`
-   * (from If-Match) makes it a compare-and-set.
+   * (from If-Match) makes it a compare-and-set. Answers the task as written.
    */
   async change(
     userId: string,
@@ -333,6 +333,17 @@ export class TaskStore {
     meta: EventMeta,
     expectedVersion?: number,
   ): Promise<Task> {
+    return (await this.transition(userId, id, change, meta, expectedVersion)).task;
+  }
+
+  /** `change`, answering what it did too: the event written (none when nothing changed) and the fields. */
+  async transition(
+    userId: string,
+    id: string,
+    change: (task: Task, now: Date) => Result<Transition>,
+    meta: EventMeta,
+    expectedVersion?: number,
+  ): Promise<Transition> {
     if (!isUuid(id)) throw new NotFoundError();
     const result = await this.db.transaction(async (tx) => {
       const r = await tx.query<TaskRow>(
@@ -343,8 +354,9 @@ export class TaskStore {
       const before = toTask(r.rows[0]);
       if (expectedVersion !== undefined && expectedVersion !== before.version)
         throw new VersionConflictError(expectedVersion, before.version);
-      const { task, changes, eventType } = unwrap(change(before, this.clock.now()));
-      if (!eventType) return before;
+      const done = unwrap(change(before, this.clock.now()));
+      const { task, changes, eventType } = done;
+      if (!eventType) return { task: before, changes: [], eventType: null };
       if (eventType === 'task.reopened' && before.series_id)
         await this.takeBackNextOccurrence(tx, before, meta);
       // The row and its event in one statement (the row lock above keeps the read-modify-write safe).
@@ -358,13 +370,18 @@ export class TaskStore {
         ...params,
         ...w.params,
       ]);
-      return task;
+      return done;
     });
     return result;
   }
 
   update(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: number) {
     return this.change(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion);
+  }
+
+  /** `update`, answering the transition (`transition`). */
+  updateTransition(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: number) {
+    return this.transition(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion);
   }
 
   async delete(userId: string, id: string, meta: EventMeta, expectedVersion?: number): Promise<Task> {

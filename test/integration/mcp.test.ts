@@ -148,6 +148,13 @@ async function scenario(client: Client, foreignTaskId: string, now?: string): Pr
   );
   const reminded = ok(await call(client, 'set_reminder', { task_id: id, reminders: ['P1D', 'PT15M'] }));
   assert.deepEqual(reminded.task.reminders, ['P1D', 'PT15M']);
+  assert.equal(updated.reminder_plan, undefined, 'a new title moves no reminder');
+  // New reminders: the answer accounts for each (scheduled, or past on a clock after the due date).
+  const plan = reminded.reminder_plan;
+  assert.deepEqual([...plan.scheduled, ...plan.skipped].map((r: any) => r.specs).sort(), [
+    ['P1D'],
+    ['PT15M'],
+  ]);
   const repeating = ok(await call(client, 'set_recurrence', { task_id: id, recurrence: 'weekly' }));
   assert.equal(repeating.task.recurrence.rrule, 'FREQ=WEEKLY');
   const inWords = ok(await call(client, 'set_recurrence', { task_id: id, recurrence: 'every other Monday' }));

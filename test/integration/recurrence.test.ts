@@ -339,6 +339,11 @@ for (const backend of backends) {
       assert.equal(skipped.body.due_date, '2026-03-09T09:00:00.000Z');
       assert.equal(skipped.body.version, 2);
       assert.equal(skipped.headers.get('etag'), '"2"');
+      // The due date moved, so the reminders did: the answer says where, as a PATCH's does.
+      assert.deepEqual(skipped.body.reminder_plan, {
+        scheduled: [{ remind_at: '2026-03-09T08:00:00.000Z', specs: ['PT1H'], why: 'asked' }],
+        skipped: [],
+      });
       const events = (await writtenEvents(db))
         .slice(eventsBefore)
         .filter((e) => e.event_type !== 'task.changed');

@@ -587,6 +587,58 @@ for (const BUS of BUSES) {
       ]);
     });
 
+    it('answers a change that moves the reminders with the new plan, as the reminders target then keeps them', async () => {
+      const task = await createTask('pia', { title: 'Move me', due_date: at(3 * 24 * 60 * MIN) });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 2);
+      const stored = async () =>
+        (await app.call('pia', 'GET', `/api/tasks/${task.id}/reminders`)).body.items
+          .filter((r: { status: string }) => r.status === 'scheduled')
+          .map((r: { remind_at: string; specs: string[] }) => [r.remind_at, r.specs]);
+      const planned = (plan: ReminderPlan) => plan.scheduled.map((r) => [r.remind_at, r.specs]);
+      // A change of other fields leaves the reminders as they are and says nothing of them.
+      const renamed = await app.call('pia', 'PATCH', `/api/tasks/${task.id}`, { title: 'Moved' });
+      assert.equal(renamed.status, 200);
+      assert.equal(renamed.body.reminder_plan, undefined);
+      // Due in 40 minutes now: both default offsets are past, one reminder at the due time instead.
+      const due = at(40 * MIN);
+      const moved = await app.call('pia', 'PATCH', `/api/tasks/${task.id}`, { due_date: due });
+      assert.equal(moved.status, 200, JSON.stringify(moved.body));
+      assert.deepEqual(moved.body.reminder_plan.scheduled, [
+        { remind_at: due, specs: ['P1D', 'PT1H'], why: 'at_due_instead' },
+      ]);
+      assert.deepEqual(
+        moved.body.reminder_plan.skipped.map((r: { specs: string[]; why: string }) => [r.specs, r.why]),
+        [
+          [['P1D'], 'past'],
+          [['PT1H'], 'past'],
+        ],
+      );
+      await waitFor(
+        async () => JSON.stringify(await stored()) === JSON.stringify(planned(moved.body.reminder_plan)),
+        WAIT,
+        'the reminders target to keep what the answer said',
+      );
+      // Completing dismisses them all, reopening brings the plan back: each answer says so.
+      const done = await app.call('pia', 'POST', `/api/tasks/${task.id}/complete`);
+      assert.deepEqual(done.body.reminder_plan, { scheduled: [], skipped: [] });
+      await waitFor(async () => (await stored()).length === 0, WAIT, 'reminders dismissed');
+      const reopened = await app.call('pia', 'POST', `/api/tasks/${task.id}/reopen`);
+      assert.deepEqual(planned(reopened.body.reminder_plan), [[due, ['P1D', 'PT1H']]]);
+      await waitFor(
+        async () => JSON.stringify(await stored()) === JSON.stringify(planned(reopened.body.reminder_plan)),
+        WAIT,
+        'the reminder back',
+      );
+      // The Phase II/III route answers the same.
+      const compat = await app.call('pia', 'PUT', `/api/pia/tasks/${task.id}`, { reminders: ['PT10M'] });
+      assert.deepEqual(compat.body.reminder_plan, {
+        scheduled: [
+          { remind_at: new Date(Date.parse(due) - 10 * MIN).toISOString(), specs: ['PT10M'], why: 'asked' },
+        ],
+        skipped: [],
+      });
+    });
+
     it('defers email and webhook during quiet hours (in-app at once), sends them when they end, drops dismissed ones', async () => {
       const now = clock.now();
       const hhmm = (d: Date) => d.toISOString().slice(11, 16);

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Temporal } from 'temporal-polyfill';
 import {
-  newTaskReminderPlan,
+  changeMovesReminders,
+  reminderPlanOf,
   DEFAULT_REMINDER_GRACE_MS,
   dismissReasonFor,
   durationMs,
@@ -15,6 +16,7 @@ import {
   remindAtOf,
   type StoredReminderState,
 } from '../../src/domain/reminders.ts';
+import type { TaskEventType } from '../../src/domain/task.ts';
 
 const TASK = '0195a3b2-0000-7000-8000-000000000001';
 const task = (over: Partial<Parameters<typeof planReminders>[0]> = {}) => ({
@@ -313,7 +315,7 @@ describe('reminder rules at their edges', () => {
   });
 });
 
-describe('newTaskReminderPlan (the create answer)', () => {
+describe('reminderPlanOf (the create answer)', () => {
   const asOf = new Date('2026-03-01T12:00:00Z');
   const graceMs = 15 * 60_000;
   const task = (due_date: string | null, reminders: string[] | null) => ({
@@ -324,7 +326,7 @@ describe('newTaskReminderPlan (the create answer)', () => {
   });
 
   it('schedules the defaults of a task due tomorrow', () => {
-    const plan = newTaskReminderPlan(task('2026-03-02T12:00:00.000Z', null), ['P1D', 'PT1H'], {
+    const plan = reminderPlanOf(task('2026-03-02T12:00:00.000Z', null), ['P1D', 'PT1H'], {
       asOf,
       graceMs,
     });
@@ -339,7 +341,7 @@ describe('newTaskReminderPlan (the create answer)', () => {
 
   it('says which asked-for reminders are past, and the one at the due time that replaces them', () => {
     // Due in 40 minutes: 1 day and 1 hour before are both more than 15 minutes past.
-    const plan = newTaskReminderPlan(task('2026-03-01T12:40:00.000Z', null), ['P1D', 'PT1H'], {
+    const plan = reminderPlanOf(task('2026-03-01T12:40:00.000Z', null), ['P1D', 'PT1H'], {
       asOf,
       graceMs,
     });
@@ -353,11 +355,10 @@ describe('newTaskReminderPlan (the create answer)', () => {
   });
 
   it('keeps one within the grace window (it fires at once) and skips an instant long past', () => {
-    const plan = newTaskReminderPlan(
-      task('2026-03-01T12:50:00.000Z', ['PT1H', '2026-02-01T09:00:00Z']),
-      ['P1D'],
-      { asOf, graceMs },
-    );
+    const plan = reminderPlanOf(task('2026-03-01T12:50:00.000Z', ['PT1H', '2026-02-01T09:00:00Z']), ['P1D'], {
+      asOf,
+      graceMs,
+    });
     assert.deepEqual(plan.scheduled, [
       { remind_at: '2026-03-01T11:50:00.000Z', specs: ['PT1H'], why: 'asked' },
     ]);
@@ -368,10 +369,20 @@ describe('newTaskReminderPlan (the create answer)', () => {
 
   it('plans nothing for defaults without a due date, or explicitly no reminders', () => {
     const none = { scheduled: [], skipped: [] };
-    assert.deepEqual(newTaskReminderPlan(task(null, null), ['P1D'], { asOf, graceMs }), none);
-    assert.deepEqual(
-      newTaskReminderPlan(task('2026-03-02T12:00:00.000Z', []), ['P1D'], { asOf, graceMs }),
-      none,
-    );
+    assert.deepEqual(reminderPlanOf(task(null, null), ['P1D'], { asOf, graceMs }), none);
+    assert.deepEqual(reminderPlanOf(task('2026-03-02T12:00:00.000Z', []), ['P1D'], { asOf, graceMs }), none);
+  });
+});
+
+describe('changeMovesReminders (which change answers carry a reminder plan)', () => {
+  const t = (eventType: TaskEventType | null, changes: string[]) =>
+    changeMovesReminders({ eventType, changes });
+  it('a new due date or reminders, completing and reopening move them; other fields and no change do not', () => {
+    assert.equal(t('task.updated', ['due_date']), true);
+    assert.equal(t('task.updated', ['title', 'reminders']), true);
+    assert.equal(t('task.completed', ['status', 'completed_at']), true);
+    assert.equal(t('task.reopened', ['status']), true);
+    assert.equal(t('task.updated', ['title', 'tags', 'recurrence']), false);
+    assert.equal(t(null, []), false);
   });
 });

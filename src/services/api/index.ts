@@ -9,7 +9,7 @@ import { UserSettingsStore } from '../../store/user-settings.ts';
 import { registerMcp } from './mcp-http.ts';
 import { finishDocument, withErrorAnswers } from '../../http/openapi.ts';
 import { registerChat } from './chat.ts';
-import { reminderPlanner } from './reminder-plan.ts';
+import { reminderPlanner } from '../../store/reminder-plan.ts';
 import { registerTaskApi } from './routes.ts';
 import { registerWeb } from './web.ts';
 

@@ -56,6 +56,7 @@ import {
   validateCreate,
   validatePatch,
   type Task,
+  type Transition,
   type ValidationContext,
 } from '../../domain/task.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -65,7 +66,7 @@ import { openDb } from '../../store/db.ts';
 import { migrate } from '../../store/migrate.ts';
 import { TaskStore, type EventMeta } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
-import { reminderPlanner, type ReminderPlanner } from './reminder-plan.ts';
+import { planOfChange, reminderPlanner, type ReminderPlanner } from '../../store/reminder-plan.ts';
 import { EmbeddedLog } from '../../bus/embedded/log.ts';
 
 export const MCP_SOURCE = '/taskflow/mcp';
@@ -271,7 +272,7 @@ const changeOut = {
     })
     .optional()
     .describe(
-      'add_task: the reminders the task gets (UTC instants) and those it asked for that are already past and will not exist; at_due_instead: one at the due time because every asked-for reminder was past. Tell the user about skipped ones.',
+      'add_task, and a change that moves the reminders (a new due date or reminders, complete, reopen): the reminders the task gets (UTC instants) and those it asked for that are already past and will not exist; at_due_instead: one at the due time because every asked-for reminder was past. Tell the user about skipped ones.',
     ),
 };
 const listItemOut = z.looseObject({ task_id: z.string(), status: z.enum(STATUSES), title: z.string() });
@@ -481,6 +482,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       );
 
   const change = (status: string) => (task: Task) => changeResult(status, task);
+  /** A change's answer, with the reminder plan when it moved the reminders. */
+  const changed = async (status: string, t: Transition, resolved: readonly WordsRead[] = []) => {
+    const reminder_plan = await planOfChange(deps.planReminders, caller.userId, t);
+    return changeResult(status, t.task, resolved, reminder_plan ? { reminder_plan } : {});
+  };
   const clock = deps.clock ?? systemClock;
 
   server.registerTool(
@@ -616,7 +622,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Update a task',
       description:
-        'Change fields of a task; only the given fields change. Answers {task_id, status: "updated", title, task}.',
+        'Change fields of a task; only the given fields change. Answers {task_id, status: "updated", title, task}, and reminder_plan when the due date or reminders changed.',
       inputSchema: toolArgs({
         task_id: taskIdArg,
         title: taskFields.title.optional(),
@@ -645,14 +651,14 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
             i.path === '' ? { path: '', message: 'set at least one field to change besides task_id' } : i,
           ),
         );
-      const task = await store.update(
+      const t = await store.updateTransition(
         caller.userId,
         args.task_id,
         parsed.value,
         meta(),
         args.expected_version,
       );
-      return changeResult('updated', task, resolved);
+      return changed('updated', t, resolved);
     }),
   );
 
@@ -673,20 +679,23 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         annotations: { idempotentHint: true },
       },
       run(name, {}, async (args) =>
-        change(status)(await store.change(caller.userId, args.task_id, fn, meta(), args.expected_version)),
+        changed(
+          status,
+          await store.transition(caller.userId, args.task_id, fn, meta(), args.expected_version),
+        ),
       ),
     );
   transition(
     'complete_task',
     'Complete a task',
-    'Mark a task completed (a repeating task then gets its next occurrence). Answers {task_id, status: "completed", title, task}.',
+    'Mark a task completed (a repeating task then gets its next occurrence). Answers {task_id, status: "completed", title, task, reminder_plan (empty: its reminders are dismissed)}.',
     complete,
     'completed',
   );
   transition(
     'reopen_task',
     'Reopen a task',
-    'Mark a completed task pending again. Answers {task_id, status: "reopened", title, task}.',
+    'Mark a completed task pending again. Answers {task_id, status: "reopened", title, task, reminder_plan}.',
     reopen,
     'reopened',
   );
@@ -710,7 +719,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Set reminders',
       description:
-        'Replace the reminders of a task (e.g. ["PT1H"] = one hour before due). Answers {task_id, status: "updated", title, task}.',
+        'Replace the reminders of a task (e.g. ["PT1H"] = one hour before due). Answers {task_id, status: "updated", title, task, reminder_plan}: tell the user about skipped ones.',
       inputSchema: toolArgs({
         task_id: taskIdArg,
         reminders: remindersArg,
@@ -723,9 +732,15 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       const { fields, resolved } = await readWords({ reminders: args.reminders });
       const parsed = validatePatch(fields, {});
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      return changeResult(
+      return changed(
         'updated',
-        await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version),
+        await store.updateTransition(
+          caller.userId,
+          args.task_id,
+          parsed.value,
+          meta(),
+          args.expected_version,
+        ),
         resolved,
       );
     }),

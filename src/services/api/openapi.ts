@@ -26,13 +26,13 @@ const plannedReminderDoc = (why: readonly string[], description: string) =>
     },
   }) as const;
 
-/** The reminders the new task gets (domain/reminders.ts newTaskReminderPlan). */
+/** The reminders the new task gets (domain/reminders.ts reminderPlanOf). */
 export const reminderPlanDoc = {
   type: 'object',
   additionalProperties: false,
   required: ['scheduled', 'skipped'],
   description:
-    'The reminders the reminders target schedules for the new task from its event, by the same rules: the task’s own specs, or the user’s default reminders when `reminders` is null (those need a due date)',
+    'The reminders the reminders target schedules for the task from its event, by the same rules: the task’s own specs, or the user’s default reminders when `reminders` is null (those need a due date)',
   properties: {
     scheduled: {
       type: 'array',
@@ -45,7 +45,7 @@ export const reminderPlanDoc = {
       type: 'array',
       items: plannedReminderDoc(
         ['past'],
-        'past: more than REMINDER_GRACE_MS in the past at creation (within it a reminder fires at once)',
+        'past: more than REMINDER_GRACE_MS in the past at the create or change (within it a reminder fires at once)',
       ),
     },
   },
@@ -56,6 +56,18 @@ export const taskCreatedDoc = {
   ...taskDoc,
   required: [...taskDoc.required, 'reminder_plan'],
   properties: { ...taskDoc.properties, reminder_plan: reminderPlanDoc },
+} as const;
+
+/** A change's answer: the task, and its reminder plan when the change moved its reminders. */
+export const taskChangedDoc = {
+  ...taskDoc,
+  properties: {
+    ...taskDoc.properties,
+    reminder_plan: {
+      ...reminderPlanDoc,
+      description: `Present when the change moved the reminders (a new due_date or reminders, completing, reopening). ${reminderPlanDoc.description}; a reminder already stored at the same instant keeps its state (dismissed by the user, snoozed, fired): GET /api/tasks/{id}/reminders has them`,
+    },
+  },
 } as const;
 
 /**

@@ -21,7 +21,7 @@ import {
 } from '../../domain/task.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
-import type { ReminderPlanner } from './reminder-plan.ts';
+import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
 import { BODY_OPTIONAL, LINKS, noContent, ok, problemDoc, type RouteLinks } from '../../http/openapi.ts';
@@ -30,6 +30,7 @@ import {
   listQueryDoc,
   settingsInputDoc,
   taskCreateDoc,
+  taskChangedDoc,
   taskCreatedDoc,
   taskDoc,
   taskPatchDoc,
@@ -157,8 +158,10 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       const expected = parseIfMatch(req.headers['if-match']);
       const parsed = validatePatch(req.body, await zoneFor(req));
       if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const task = await store.update(userOf(req), req.params.id, parsed.value, meta(req), expected);
-      return reply.header('etag', etag(task)).send(task);
+      const t = await store.updateTransition(userOf(req), req.params.id, parsed.value, meta(req), expected);
+      return reply
+        .header('etag', etag(t.task))
+        .send(await withPlanOfChange(deps.planReminders, userOf(req), t));
     };
     const remove = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const expected = parseIfMatch(req.headers['if-match']);
@@ -170,8 +173,10 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       (pick: (req: FastifyRequest) => typeof complete) =>
       async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
         const expected = parseIfMatch(req.headers['if-match']);
-        const task = await store.change(userOf(req), req.params.id, pick(req), meta(req), expected);
-        return reply.header('etag', etag(task)).send(task);
+        const t = await store.transition(userOf(req), req.params.id, pick(req), meta(req), expected);
+        return reply
+          .header('etag', etag(t.task))
+          .send(await withPlanOfChange(deps.planReminders, userOf(req), t));
       };
     // `{"completed": bool}` sets the state (a retried request changes nothing more); no body toggles.
     const completion = (req: FastifyRequest): typeof complete => {
@@ -184,8 +189,9 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       schema: { tags: ['tasks'], summary, security, ...extra },
     });
     const one = { params: idParam, response: { 200: taskDoc, ...errors, 412: problemDoc } };
+    // A change's answer: with reminder_plan when it moved the reminders.
+    const changed = { ...one, response: { ...one.response, 200: taskChangedDoc, 409: problemDoc } };
     // 409: a recurring task's occurrence that cannot change state now (an earlier one reopened, say).
-    const withConflict = { ...one, response: { ...one.response, 409: problemDoc } };
 
     api.post(
       '/api/tasks',
@@ -211,7 +217,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     api.get('/api/tasks/:id', doc('Get a task', one), get);
     api.patch(
       '/api/tasks/:id',
-      doc('Update fields of a task (If-Match: version)', { ...withConflict, body: taskPatchDoc }),
+      doc('Update fields of a task (If-Match: version)', { ...changed, body: taskPatchDoc }),
       patch,
     );
     api.delete(
@@ -221,12 +227,12 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     );
     api.post(
       '/api/tasks/:id/complete',
-      doc('Mark a task completed', withConflict),
+      doc('Mark a task completed', changed),
       transition(() => complete),
     );
     api.post(
       '/api/tasks/:id/reopen',
-      doc('Reopen a completed task', withConflict),
+      doc('Reopen a completed task', changed),
       transition(() => reopen),
     );
 
@@ -267,7 +273,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       '/api/:user_id/tasks/:id',
       compat('Update a task', {
         body: taskPatchDoc,
-        response: { 200: taskDoc, 409: problemDoc, 412: problemDoc },
+        response: { 200: taskChangedDoc, 409: problemDoc, 412: problemDoc },
       }),
       patch,
     );
@@ -286,7 +292,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
           required: ['completed'],
           properties: { completed: { type: 'boolean' } },
         },
-        response: { 200: taskDoc, 409: problemDoc, 412: problemDoc },
+        response: { 200: taskChangedDoc, 409: problemDoc, 412: problemDoc },
       }),
       transition(completion),
     );

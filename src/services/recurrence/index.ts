@@ -25,7 +25,9 @@ import type { Task, TaskFields } from '../../domain/task.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { Runtime } from '../../runtime.ts';
 import { firstTime } from '../../store/idempotency.ts';
+import { reminderPlanner } from '../../store/reminder-plan.ts';
 import { TaskStore } from '../../store/tasks.ts';
+import { UserSettingsStore } from '../../store/user-settings.ts';
 import { consumerTarget } from '../consumer-target.ts';
 import { registerRecurrenceRoutes } from './routes.ts';
 import {
@@ -140,6 +142,11 @@ export const recurrenceTarget = consumerTarget({
       clock: rt.clock,
       verify: rt.verify,
       source: RECURRENCE_SOURCE,
+      // A skip moves the due date: its answer says where the reminders went, as a PATCH's does.
+      planReminders: reminderPlanner(
+        new UserSettingsStore(rt.db, rt.config.defaultTimezone),
+        rt.config.reminders.graceMs,
+      ),
     });
     return { handle: recurrenceHandler(rt, store) };
   },

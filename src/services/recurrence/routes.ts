@@ -19,6 +19,7 @@ import type { Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
 import type { Db } from '../../store/db.ts';
+import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import {
   adoptRule,
@@ -36,6 +37,7 @@ export interface RecurrenceRouteDeps {
   clock: Clock;
   verify: Verifier;
   source: string;
+  planReminders: ReminderPlanner;
 }
 
 export const PREVIEW_DEFAULT = 5;
@@ -112,11 +114,13 @@ export async function registerRecurrenceRoutes(
         ...(JSON.stringify(reminders) !== JSON.stringify(task.reminders) ? { reminders } : {}),
       };
       // Compare-and-set on the version read above: a concurrent change (a completion) makes this a 412.
-      const updated = await store.update(userId, task.id, patch, meta(req), task.version);
+      const updated = await store.updateTransition(userId, task.id, patch, meta(req), task.version);
       await db.transaction((tx) =>
         recordSkip(tx, { seriesId, taskId: task.id, skippedDue: task.due_date, nextDue: next }),
       );
-      return reply.header('etag', etag(updated)).send(updated);
+      return reply
+        .header('etag', etag(updated.task))
+        .send(await withPlanOfChange(deps.planReminders, userId, updated));
     };
 
     const occurrences = async (req: FastifyRequest<{ Params: { id: string } }>) => {
