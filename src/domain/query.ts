@@ -7,8 +7,11 @@ import { commaList, isUuid, textProblem } from './text.ts';
 
 export const SORT_FIELDS = ['due', 'priority', 'created', 'updated', 'title'] as const;
 
-/** Named due-date windows, in the user's time zone: today, tomorrow, the 7 days from today. */
-export const DUE_WINDOWS = ['today', 'tomorrow', 'week'] as const;
+/**
+ * Named due-date windows, in the user's time zone: today, tomorrow, the 7 days from today, and upcoming (from
+ * tomorrow on, open-ended).
+ */
+export const DUE_WINDOWS = ['today', 'tomorrow', 'week', 'upcoming'] as const;
 export type DueWindow = (typeof DUE_WINDOWS)[number];
 export type SortField = (typeof SORT_FIELDS)[number];
 
@@ -256,13 +259,17 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
  * (today, or tomorrow) to the start of the day after the window, so a day is 23 or 25 hours long across a
  * DST change and a window always covers whole local days.
  */
-export function dueWindowRange(window: DueWindow, now: Date, timeZone: string): { from: string; to: string } {
+export function dueWindowRange(
+  window: DueWindow,
+  now: Date,
+  timeZone: string,
+): { from: string; to: string | null } {
   const today = Temporal.Instant.fromEpochMilliseconds(now.getTime())
     .toZonedDateTimeISO(timeZone)
     .toPlainDate();
-  const first = window === 'tomorrow' ? today.add({ days: 1 }) : today;
+  const first = window === 'tomorrow' || window === 'upcoming' ? today.add({ days: 1 }) : today;
   const end = first.add({ days: window === 'week' ? 7 : 1 });
   const startOf = (d: Temporal.PlainDate) =>
     new Date(d.toZonedDateTime({ timeZone }).epochMilliseconds).toISOString();
-  return { from: startOf(first), to: startOf(end) };
+  return { from: startOf(first), to: window === 'upcoming' ? null : startOf(end) };
 }

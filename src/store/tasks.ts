@@ -140,6 +140,16 @@ const REPLAY_SQL = `WITH expired AS (
 
 type Create = { task: Task; event: CloudEvent; idempotency?: IdempotencyKey };
 
+/** The sizes of the board's views (TaskStore.counts). */
+export interface TaskCounts {
+  total: number;
+  pending: number;
+  completed: number;
+  overdue: number;
+  today: number;
+  upcoming: number;
+}
+
 export class TaskStore {
   private readonly group: GroupCommit<Create>;
 
@@ -444,6 +454,26 @@ export class TaskStore {
     );
   }
 
+  /**
+   * How many of the user's tasks are in each view of the board: all, pending, completed, and of the pending
+   * ones those overdue, due today and upcoming (from tomorrow), days in the user's `timeZone`. One statement.
+   */
+  async counts(userId: string, timeZone: string): Promise<TaskCounts> {
+    const now = this.clock.now();
+    const today = dueWindowRange('today', now, timeZone);
+    const r = await this.db.query<TaskCounts>(
+      `SELECT count(*)::int AS total,
+              count(*) FILTER (WHERE status = 'pending')::int AS pending,
+              count(*) FILTER (WHERE status = 'completed')::int AS completed,
+              count(*) FILTER (WHERE status = 'pending' AND due_date < $2)::int AS overdue,
+              count(*) FILTER (WHERE status = 'pending' AND due_date >= $3 AND due_date < $4)::int AS today,
+              count(*) FILTER (WHERE status = 'pending' AND due_date >= $4)::int AS upcoming
+         FROM tasks WHERE user_id = $1`,
+      [userId, now.toISOString(), today.from, today.to],
+    );
+    return r.rows[0]!;
+  }
+
   /** `timeZone`: the user's, needed when the query names a due window (`due=today`). */
   async list(userId: string, q: TaskQuery, opts: { timeZone?: string } = {}): Promise<TaskPage> {
     const now = this.clock.now();
@@ -460,7 +490,8 @@ export class TaskStore {
     if (q.dueAfter) where.push(`due_date > ${p(q.dueAfter)}`);
     if (q.due) {
       const range = dueWindowRange(q.due, now, opts.timeZone ?? 'UTC');
-      where.push(`due_date >= ${p(range.from)} AND due_date < ${p(range.to)}`);
+      where.push(`due_date >= ${p(range.from)}`);
+      if (range.to) where.push(`due_date < ${p(range.to)}`);
     }
     if (q.overdue === true) where.push(`status = 'pending' AND due_date < ${p(now.toISOString())}`);
     if (q.overdue === false)

@@ -504,7 +504,7 @@ for (const backend of backends) {
       );
     });
 
-    it("lists what is due today, tomorrow or this week in the user's time zone", async () => {
+    it("lists what is due today, tomorrow, this week or upcoming in the user's time zone, and counts the views", async () => {
       // The clock reads 2026-03-01T12:00Z: in Tokyo (UTC+9) it is 21:00 on 1 March.
       const u = 'tokyo-tim';
       assert.equal((await app.call(u, 'PUT', '/api/me/settings', { timezone: 'Asia/Tokyo' })).status, 200);
@@ -525,6 +525,32 @@ for (const backend of backends) {
       assert.deepEqual(await titles('today'), ['early today', 'tonight']);
       assert.deepEqual(await titles('tomorrow'), ['tomorrow morning']);
       assert.deepEqual(await titles('week'), ['early today', 'tonight', 'tomorrow morning', 'in six days']);
+      assert.deepEqual(await titles('upcoming'), ['tomorrow morning', 'in six days', 'in seven days']);
+      // The board's views, counted in one request (pending only; one more, completed, for the totals).
+      const done = await app.call(u, 'POST', '/api/tasks', {
+        title: 'done',
+        status: 'completed',
+        due_date: dues.tonight,
+      });
+      assert.equal(done.status, 201);
+      const counts = await app.call(u, 'GET', '/api/tasks/counts');
+      assert.equal(counts.status, 200);
+      assert.deepEqual(counts.body, {
+        total: 7,
+        pending: 6,
+        completed: 1,
+        overdue: 2,
+        today: 2,
+        upcoming: 3,
+      });
+      assert.deepEqual((await app.call('nobody-yet', 'GET', '/api/tasks/counts')).body, {
+        total: 0,
+        pending: 0,
+        completed: 0,
+        overdue: 0,
+        today: 0,
+        upcoming: 0,
+      });
       const bad = await app.call(u, 'GET', '/api/tasks?due=someday');
       assert.equal(bad.status, 400);
       assert.equal(bad.body.errors[0].field, 'due');

@@ -40,8 +40,10 @@ describe('dueWindowRange', () => {
     const week = dueWindowRange('week', now, 'Asia/Kolkata');
     assert.equal(tomorrow.from, today.to);
     assert.equal(week.from, today.from);
-    assert.equal(new Date(week.to).getTime() - new Date(week.from).getTime(), 7 * 24 * 3_600_000);
+    assert.equal(new Date(week.to!).getTime() - new Date(week.from).getTime(), 7 * 24 * 3_600_000);
     assert.equal(today.from, '2026-02-28T18:30:00.000Z');
+    // Upcoming: from where today ends, open-ended.
+    assert.deepEqual(dueWindowRange('upcoming', now, 'Asia/Kolkata'), { from: today.to, to: null });
   });
 });
 
@@ -51,7 +53,9 @@ describe('parseTaskQuery due', () => {
     assert.ok(ok.ok && ok.value.due === 'week');
     const bad = parseTaskQuery({ due: 'someday' });
     assert.ok(!bad.ok);
-    assert.deepEqual(bad.issues, [{ path: 'due', message: 'must be one of today, tomorrow, week' }]);
+    assert.deepEqual(bad.issues, [
+      { path: 'due', message: 'must be one of today, tomorrow, week, upcoming' },
+    ]);
   });
 });
 

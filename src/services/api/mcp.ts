@@ -218,7 +218,9 @@ const filterArgs = {
   due: z
     .enum(DUE_WINDOWS)
     .optional()
-    .describe("Only tasks due today, tomorrow, or in the week from today (7 days), in the user's time zone."),
+    .describe(
+      "Only tasks due today, tomorrow, in the week from today (7 days), or upcoming (from tomorrow on), in the user's time zone.",
+    ),
   sort: z
     .enum(SORT_FIELDS)
     .optional()

@@ -51,6 +51,21 @@ export const reminderPlanDoc = {
   },
 } as const;
 
+/** GET /api/tasks/counts (TaskStore.counts). */
+export const countsDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['total', 'pending', 'completed', 'overdue', 'today', 'upcoming'],
+  description:
+    'Sizes of the board’s views: all tasks, pending, completed, and of the pending ones those overdue (due before now), due today and upcoming (due from tomorrow on), days in the user’s time zone',
+  properties: Object.fromEntries(
+    ['total', 'pending', 'completed', 'overdue', 'today', 'upcoming'].map((k) => [
+      k,
+      { type: 'integer', minimum: 0 },
+    ]),
+  ),
+} as const;
+
 /** A create's answer: the task and its reminder plan. */
 export const taskCreatedDoc = {
   ...taskDoc,
@@ -187,9 +202,9 @@ export const listQueryDoc = {
     overdue: { type: 'boolean' },
     due: {
       type: 'string',
-      enum: ['today', 'tomorrow', 'week'],
+      enum: ['today', 'tomorrow', 'week', 'upcoming'],
       description:
-        "due today, tomorrow, or in the 7 days from today, in the user's time zone (PUT /api/me/settings)",
+        "due today, tomorrow, in the 7 days from today, or upcoming (from tomorrow on), in the user's time zone (PUT /api/me/settings)",
     },
     q: { type: 'string', pattern: TEXT, description: 'full-text search over title and description' },
     sort: { type: 'string', enum: ['due', 'priority', 'created', 'updated', 'title'] },

@@ -30,6 +30,7 @@ import {
   listQueryDoc,
   settingsInputDoc,
   taskCreateDoc,
+  countsDoc,
   taskChangedDoc,
   taskCreatedDoc,
   taskDoc,
@@ -213,6 +214,16 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         response: { 200: pageDoc, ...errors },
       }),
       list,
+    );
+    api.get(
+      '/api/tasks/counts',
+      doc('How many tasks each view of the board holds', {
+        response: { 200: countsDoc, ...errors },
+      }),
+      async (req) => {
+        const user = userOf(req);
+        return store.counts(user, (await settings.get(user)).timezone);
+      },
     );
     api.get('/api/tasks/:id', doc('Get a task', one), get);
     api.patch(
