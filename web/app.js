@@ -12,6 +12,8 @@
 
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = 'taskflow.token';
+const VIEW_KEY = 'taskflow.view';
+const VIEWS = ['today', 'upcoming', 'overdue', 'all'];
 
 const state = {
   token: localStorage.getItem(TOKEN_KEY) || '',
@@ -27,6 +29,8 @@ const state = {
   notifLoaded: false,
   flash: new Set(),
   editing: false,
+  view: VIEWS.includes(localStorage.getItem(VIEW_KEY)) ? localStorage.getItem(VIEW_KEY) : 'all',
+  selected: null, // the id of the task the keys act on (j/k, x, e)
   conversation: null, // the assistant's conversation id, once it has answered
 };
 
@@ -78,7 +82,12 @@ async function api(method, path, body) {
   return data;
 }
 
-const showError = (msg) => ($('#board-error').textContent = msg || '');
+/** An error stays on the board until the person dismisses it (a reload does not wipe it). */
+function showError(msg) {
+  $('#board-error-text').textContent = msg;
+  $('#board-error').hidden = false;
+}
+const dismissError = () => ($('#board-error').hidden = true);
 
 /** `PT1H` -> "1 hour before", an instant -> its local time: how a reminder spec reads to a person. */
 function describeSpec(spec) {
@@ -113,10 +122,14 @@ function showReminderPlan(plan) {
 
 // ---- tasks -------------------------------------------------------------------------------------------
 
+/** The list query of the current view and filters: a view narrows to pending tasks by due date. */
 function query() {
   const q = new URLSearchParams();
-  const status = $('#f-status').value;
-  if (status !== 'all') q.set('status', status);
+  if (state.view === 'today' || state.view === 'upcoming') {
+    q.set('status', 'pending');
+    q.set('due', state.view);
+  } else if (state.view === 'overdue') q.set('overdue', 'true');
+  else if ($('#f-status').value !== 'all') q.set('status', $('#f-status').value);
   if ($('#f-priority').value) q.set('priority', $('#f-priority').value);
   const tag = $('#f-tag').value.trim();
   if (tag) q.set('tag', tag);
@@ -129,13 +142,26 @@ function query() {
 
 async function loadTasks() {
   try {
-    const page = await api('GET', `/api/tasks?${query()}`);
+    const [page, counts] = await Promise.all([
+      api('GET', `/api/tasks?${query()}`),
+      api('GET', '/api/tasks/counts'),
+    ]);
     state.tasks = page.items;
+    for (const span of document.querySelectorAll('#views [data-count]'))
+      span.textContent = String(counts[span.dataset.count] ?? '');
     if (!state.editing) render(); // an open edit form is not replaced under the user's hands
-    showError('');
   } catch (err) {
     if (err.message !== 'unauthorized') showError(err.message);
   }
+}
+
+function setView(view) {
+  state.view = view;
+  localStorage.setItem(VIEW_KEY, view);
+  for (const b of document.querySelectorAll('#views button'))
+    b.setAttribute('aria-pressed', String(b.dataset.view === view));
+  $('#f-status').disabled = view !== 'all'; // the other views are of pending tasks
+  loadTasks();
 }
 
 function scheduleReload() {
@@ -148,10 +174,16 @@ function formatDue(iso) {
   return `due ${new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })}`;
 }
 
+const PRESETS = ['daily', 'weekdays', 'weekly', 'monthly', 'yearly'];
+
+/** "repeats weekly" for a task's recurrence (its preset, else its rule). */
+const describeRecurrence = (r) => (r ? `repeats ${r.preset || r.rrule.toLowerCase()}` : null);
+
 function taskItem(t) {
   const li = el('li', {
-    class: `task ${t.status}${state.flash.has(t.id) ? ' flash' : ''}`,
+    class: `task ${t.status}${state.flash.has(t.id) ? ' flash' : ''}${state.selected === t.id ? ' selected' : ''}`,
     dataset: { id: t.id, status: t.status },
+    tabindex: '-1',
   });
   const toggle = el('input', {
     type: 'checkbox',
@@ -160,30 +192,75 @@ function taskItem(t) {
     onchange: () => run(() => api('POST', `/api/tasks/${t.id}/${toggle.checked ? 'complete' : 'reopen'}`)),
   });
   toggle.checked = t.status === 'completed';
-  const parts = [
-    toggle,
+  const main = el(
+    'div',
+    { class: 'main' },
     el('span', { class: 'title' }, t.title),
-    t.priority !== 'none' ? el('span', { class: `badge ${t.priority}` }, t.priority) : null,
-    ...t.tags.map((tag) => el('span', { class: 'tag' }, `#${tag}`)),
-    t.due_date ? el('span', { class: 'meta' }, formatDue(t.due_date)) : null,
-    el('button', { type: 'button', class: 'secondary edit', onclick: () => edit(li, t) }, 'Edit'),
+    t.description ? el('div', { class: 'description' }, t.description) : null,
     el(
-      'button',
-      {
-        type: 'button',
-        class: 'secondary delete',
-        onclick: () => run(() => api('DELETE', `/api/tasks/${t.id}`)),
-      },
-      'Delete',
+      'div',
+      { class: 'facts' },
+      t.priority !== 'none' ? el('span', { class: `badge ${t.priority}` }, t.priority) : null,
+      ...t.tags.map((tag) => el('span', { class: 'tag' }, `#${tag}`)),
+      t.due_date ? el('span', { class: 'meta due' }, formatDue(t.due_date)) : null,
+      t.recurrence ? el('span', { class: 'meta' }, describeRecurrence(t.recurrence)) : null,
     ),
-  ];
-  li.append(...parts.filter(Boolean));
+  );
+  const actions = el(
+    'div',
+    { class: 'actions' },
+    el('button', { type: 'button', class: 'secondary edit', onclick: () => edit(li, t) }, 'Edit'),
+    el('button', { type: 'button', class: 'secondary delete', onclick: () => removeTask(t) }, 'Delete'),
+  );
+  li.append(toggle, main, actions);
   return li;
 }
 
+/** Deletes at once and offers an undo for a few seconds: the task is created again with its fields. */
+async function removeTask(t) {
+  await run(async () => {
+    await api('DELETE', `/api/tasks/${t.id}`);
+    toast(`Deleted “${t.title}”.`, {
+      label: 'Undo',
+      onclick: () =>
+        run(async () => {
+          const again = {
+            title: t.title,
+            description: t.description,
+            priority: t.priority,
+            tags: t.tags,
+            due_date: t.due_date,
+            reminders: t.reminders,
+            status: t.status,
+          };
+          if (t.recurrence)
+            again.recurrence = {
+              rrule: t.recurrence.rrule,
+              mode: t.recurrence.mode,
+              timezone: t.recurrence.timezone,
+            };
+          await api('POST', '/api/tasks', again);
+          await loadTasks();
+        }),
+    });
+  });
+}
+
+/** `2026-03-01T12:00:00Z` as the value of a datetime-local input (the browser's zone). */
+function localInputValue(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+/** Every field of a task in one form; only what changed is sent. */
 function edit(li, t) {
   state.editing = true;
+  const field = (label, input) => el('label', { class: 'field' }, el('span', {}, label), input);
   const title = el('input', { class: 'edit-title', value: t.title, maxlength: '500', required: true });
+  const description = el('textarea', { class: 'edit-description', rows: '3', maxlength: '10000' });
+  description.value = t.description;
   const priority = el(
     'select',
     { class: 'edit-priority' },
@@ -192,42 +269,89 @@ function edit(li, t) {
     ),
   );
   const tags = el('input', { class: 'edit-tags', value: t.tags.join(', ') });
+  const due = el('input', { class: 'edit-due', type: 'datetime-local', value: localInputValue(t.due_date) });
+  const reminders = el('input', {
+    class: 'edit-reminders',
+    value: t.reminders === null ? '' : t.reminders.join(', '),
+    placeholder: 'your defaults; or e.g. PT1H, P1D',
+  });
+  const current = t.recurrence ? t.recurrence.preset || 'custom' : 'none';
+  const recurrence = el(
+    'select',
+    { class: 'edit-recurrence' },
+    el('option', { value: 'none', selected: current === 'none' }, 'does not repeat'),
+    PRESETS.map((p) => el('option', { value: p, selected: p === current }, p)),
+    current === 'custom' ? el('option', { value: 'custom', selected: true }, t.recurrence.rrule) : null,
+  );
+  const preview = el('p', { class: 'meta edit-preview', 'aria-live': 'polite' });
+  const showPreview = async () => {
+    if (recurrence.value !== current) return (preview.textContent = 'Save to see the next dates.');
+    if (current === 'none') return (preview.textContent = '');
+    try {
+      const r = await api('GET', `/api/tasks/${t.id}/occurrences?count=5`);
+      preview.textContent = r.occurrences.length
+        ? `Next: ${r.occurrences.map((o) => new Date(o).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })).join(' · ')}`
+        : 'No further occurrences.';
+    } catch {
+      preview.textContent = ''; // no recurrence service here
+    }
+  };
+  recurrence.addEventListener('change', showPreview);
+  const changes = () => {
+    const body = {};
+    if (title.value !== t.title) body.title = title.value;
+    if (description.value !== t.description) body.description = description.value;
+    if (priority.value !== t.priority) body.priority = priority.value;
+    const tagList = splitTags(tags.value);
+    if (tagList.join(',') !== t.tags.join(',')) body.tags = tagList;
+    // Compared as shown (to the minute): an untouched input keeps the task's exact instant.
+    if (due.value !== localInputValue(t.due_date))
+      body.due_date = due.value ? new Date(due.value).toISOString() : null;
+    const specs = reminders.value.trim() ? splitTags(reminders.value) : null;
+    if (JSON.stringify(specs) !== JSON.stringify(t.reminders)) body.reminders = specs;
+    if (recurrence.value !== current) body.recurrence = recurrence.value === 'none' ? null : recurrence.value;
+    return body;
+  };
+  const close = () => {
+    state.editing = false;
+    render();
+  };
   const form = el(
     'form',
     {
       class: 'edit-form',
       onsubmit: (e) => {
         e.preventDefault();
+        const body = changes();
         state.editing = false;
         run(async () => {
-          await api('PATCH', `/api/tasks/${t.id}`, {
-            title: title.value,
-            priority: priority.value,
-            tags: splitTags(tags.value),
-          });
+          if (Object.keys(body).length) {
+            const changed = await api('PATCH', `/api/tasks/${t.id}`, body);
+            if (changed.reminder_plan) showReminderPlan(changed.reminder_plan);
+          }
           await loadTasks();
         });
       },
-    },
-    title,
-    priority,
-    tags,
-    el('button', { type: 'submit' }, 'Save'),
-    el(
-      'button',
-      {
-        type: 'button',
-        class: 'secondary',
-        onclick: () => {
-          state.editing = false;
-          render();
-        },
+      onkeydown: (e) => {
+        if (e.key === 'Escape') close();
       },
-      'Cancel',
+    },
+    field('Title', title),
+    field('Description', description),
+    el('div', { class: 'row' }, field('Priority', priority), field('Tags', tags)),
+    el('div', { class: 'row' }, field('Due', due), field('Reminders', reminders)),
+    field('Repeats', recurrence),
+    preview,
+    el(
+      'div',
+      { class: 'row' },
+      el('button', { type: 'submit' }, 'Save'),
+      el('button', { type: 'button', class: 'secondary', onclick: close }, 'Cancel'),
     ),
   );
   li.replaceChildren(form);
   title.focus();
+  void showPreview();
 }
 
 function render() {
@@ -246,7 +370,6 @@ const splitTags = (s) =>
 async function run(fn) {
   try {
     await fn();
-    showError('');
     scheduleReload();
   } catch (err) {
     if (err.message !== 'unauthorized') showError(err.message);
@@ -351,10 +474,29 @@ function disconnect() {
 
 // ---- notifications (optional service) ----------------------------------------------------------------
 
-function toast(text) {
-  const t = el('div', { class: 'toast', role: 'status' }, text);
+/** A short message; with `action`, a button on it (an undo) for as long as it shows. */
+function toast(text, action) {
+  const t = el(
+    'div',
+    { class: 'toast', role: 'status' },
+    el('span', {}, text),
+    action
+      ? el(
+          'button',
+          {
+            type: 'button',
+            class: 'secondary',
+            onclick: () => {
+              t.remove();
+              action.onclick();
+            },
+          },
+          action.label,
+        )
+      : null,
+  );
   $('#toasts').append(t);
-  setTimeout(() => t.remove(), 6000);
+  setTimeout(() => t.remove(), action ? 8000 : 6000);
 }
 
 async function pollNotifications() {
@@ -385,13 +527,82 @@ async function pollNotifications() {
       const when = n.created_at || n.sent_at || n.time;
       return el(
         'li',
-        { class: n.read_at ? 'read' : 'unread' },
+        { class: n.read_at ? 'read' : 'unread', dataset: { id: n.id } },
         el('strong', {}, text),
         n.body && n.body !== text ? el('div', {}, n.body) : null,
         when ? el('div', { class: 'meta' }, new Date(when).toLocaleString()) : null,
+        notificationActions(n),
       );
     }),
   );
+}
+
+/**
+ * Mark read; snooze the reminder 10 minutes (it fires again then); dismiss it (no later delivery). Each marks
+ * the notification read too: it has been dealt with.
+ */
+function notificationActions(n) {
+  const reminder = `/api/tasks/${n.task_id}/reminders/${encodeURIComponent(n.reminder_id)}`;
+  const act = (label, cls, fn) =>
+    el(
+      'button',
+      {
+        type: 'button',
+        class: `secondary ${cls}`,
+        onclick: async () => {
+          try {
+            await fn();
+            if (!n.read_at) await api('POST', `/api/notifications/${n.id}/read`);
+          } catch (err) {
+            if (err.message !== 'unauthorized') showError(err.message);
+          }
+          await pollNotifications();
+        },
+      },
+      label,
+    );
+  return el(
+    'div',
+    { class: 'row' },
+    n.read_at ? null : act('Mark read', 'mark-read', async () => undefined),
+    act('Snooze 10 min', 'snooze', async () => {
+      await api('POST', `${reminder}/snooze`, { duration: 'PT10M' });
+      toast('Snoozed: you will be reminded again in 10 minutes.');
+    }),
+    act('Dismiss', 'dismiss', () => api('POST', `${reminder}/dismiss`)),
+  );
+}
+
+// ---- keyboard -----------------------------------------------------------------------------------------
+
+/** n: new task, /: search, j/k: move the selection, x: complete or reopen it, e: edit it; not while typing. */
+function onKey(e) {
+  const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName || '');
+  if (e.key === 'Escape' && typing) return document.activeElement.blur();
+  if (typing || e.ctrlKey || e.metaKey || e.altKey || $('#board').hidden) return;
+  const ids = state.tasks.map((t) => t.id);
+  const at = ids.indexOf(state.selected);
+  const select = (id) => {
+    state.selected = id;
+    for (const li of document.querySelectorAll('#tasks li.task'))
+      li.classList.toggle('selected', li.dataset.id === id);
+    document.querySelector(`#tasks li.task[data-id="${id}"]`)?.focus();
+  };
+  const selectedItem = () => document.querySelector(`#tasks li.task[data-id="${state.selected}"]`);
+  if (e.key === 'n') {
+    e.preventDefault();
+    $('#new-title').focus();
+  } else if (e.key === '/') {
+    e.preventDefault();
+    $('#f-search').focus();
+  } else if ((e.key === 'j' || e.key === 'k') && ids.length) {
+    const next = at < 0 ? 0 : Math.max(0, Math.min(ids.length - 1, at + (e.key === 'j' ? 1 : -1)));
+    select(ids[next]);
+  } else if (e.key === 'x' && selectedItem()) selectedItem().querySelector('.toggle').click();
+  else if (e.key === 'e' && selectedItem()) {
+    e.preventDefault();
+    selectedItem().querySelector('.edit').click();
+  }
 }
 
 // ---- assistant ---------------------------------------------------------------------------------------
@@ -493,7 +704,7 @@ function signIn(token) {
   state.wsAttempts = 0;
   state.notifLoaded = false;
   state.notifSeen.clear();
-  loadTasks();
+  setView(state.view); // loads the list
   connect();
   pollNotifications();
   clearInterval(state.notifTimer);
@@ -526,6 +737,10 @@ function init() {
   $('#chat-form').addEventListener('submit', sendChat);
   $('#chat-new').addEventListener('click', newConversation);
   $('#filters').addEventListener('submit', (e) => e.preventDefault());
+  $('#board-error-close').addEventListener('click', dismissError);
+  for (const b of document.querySelectorAll('#views button'))
+    b.addEventListener('click', () => setView(b.dataset.view));
+  document.addEventListener('keydown', onKey);
   for (const id of ['#f-status', '#f-priority', '#f-sort']) $(id).addEventListener('change', loadTasks);
   for (const id of ['#f-tag', '#f-search']) $(id).addEventListener('input', scheduleReload);
   window.addEventListener('online', () => state.ws === null && connect());
