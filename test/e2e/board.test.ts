@@ -13,6 +13,7 @@ import { apiTarget } from '../../src/services/api/index.ts';
 import { createGatewayTarget } from '../../src/services/gateway/index.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
+import { recurrenceTarget } from '../../src/services/recurrence/index.ts';
 import { createRemindersTarget } from '../../src/services/reminders/index.ts';
 import type { TargetDefinition } from '../../src/runtime.ts';
 import type { Db } from '../../src/store/db.ts';
@@ -44,6 +45,7 @@ function useBoard(targets: () => TargetDefinition[], env: () => Record<string, s
     ({ db, drop } = await backends[0]!.fresh());
     ctx.app = await startApp(db, { targets: targets(), clock: { now: () => new Date() }, env: env() });
     ctx.browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+    mkdirSync('test-results', { recursive: true }); // the screenshots, kept as CI artifacts
   });
   after(async () => {
     await ctx.browser?.close();
@@ -57,8 +59,12 @@ function useBoard(targets: () => TargetDefinition[], env: () => Record<string, s
  * A page in its own browser context (own storage), signed in by pasting the token, with its socket live;
  * `frames`: what its WebSocket received, parsed.
  */
-async function signedInPage(ctx: { app: TestApp; browser: Browser }, user: string) {
-  const context = await ctx.browser.newContext({ viewport: { width: 1100, height: 700 } });
+async function signedInPage(
+  ctx: { app: TestApp; browser: Browser },
+  user: string,
+  viewport = { width: 1100, height: 700 },
+) {
+  const context = await ctx.browser.newContext({ viewport });
   const page = await context.newPage();
   const errors: string[] = [];
   const frames: { type: string; notification?: { task_id: string } }[] = [];
@@ -170,7 +176,221 @@ describe('in-app notifications on the board in Chromium', { skip }, () => {
       frames.some((f) => f.type === 'notification' && f.notification?.task_id === created.body.id),
       `the notification frame on the page's socket: ${JSON.stringify(frames.map((f) => f.type))}`,
     );
-    assert.equal(await page.locator('#notif-list li', { hasText: 'Reminder: Water the plants' }).count(), 1);
+    const item = page.locator('#notif-list li', { hasText: 'Reminder: Water the plants' });
+    assert.equal(await item.count(), 1);
+
+    // Acting on it: mark read, snooze the reminder 10 minutes, dismiss it; each through the API it names.
+    const reminder = async () =>
+      (await ctx.app.call('notified-user', 'GET', `/api/tasks/${created.body.id}/reminders`)).body
+        .items[0] as {
+        status: string;
+        remind_at: string;
+      };
+    await item.locator('button.mark-read').click();
+    await page
+      .locator('#notif-list li.read', { hasText: 'Reminder: Water the plants' })
+      .waitFor({ timeout: LIVE_MS });
+    assert.equal(
+      await item.locator('button.mark-read').count(),
+      0,
+      'a read notification offers no mark read',
+    );
+    const snoozedAt = Date.now();
+    await item.locator('button.snooze').click();
+    await page.locator('#toasts .toast', { hasText: 'Snoozed' }).waitFor({ timeout: LIVE_MS });
+    const snoozed = await reminder();
+    assert.equal(snoozed.status, 'scheduled');
+    assert.ok(
+      Math.abs(Date.parse(snoozed.remind_at) - (snoozedAt + 10 * 60_000)) < 30_000,
+      snoozed.remind_at,
+    );
+    await item.locator('button.dismiss').click();
+    await waitUntil(async () => (await reminder()).status === 'dismissed', 'the reminder dismissed');
+    assert.deepEqual(errors, []);
+  });
+});
+
+/** Polls `check` until it holds (browser-driven changes land through the API a moment later). */
+async function waitUntil(check: () => Promise<boolean>, what: string, ms = LIVE_MS): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium', { skip }, () => {
+  const ctx = useBoard(() => [
+    apiTarget,
+    relayTarget,
+    createGatewayTarget({ instanceId: 'board-views' }),
+    recurrenceTarget,
+  ]);
+  const taskRow = (page: Page, title: string) =>
+    page.locator('#tasks li.task', { has: page.locator('.title', { hasText: title }) });
+  const HOUR = 3_600_000;
+  /** Strictly between now and the end of today (UTC, the users' zone here): due today, not overdue. */
+  const laterToday = () => {
+    const now = Date.now();
+    const midnight = Date.UTC(
+      new Date(now).getUTCFullYear(),
+      new Date(now).getUTCMonth(),
+      new Date(now).getUTCDate() + 1,
+    );
+    return new Date(now + (midnight - now) / 2).toISOString();
+  };
+
+  for (const width of [390, 1280]) {
+    it(`at ${width} px: Today / Upcoming / Overdue / All with counts, words wrapped, no sideways scrolling`, async () => {
+      const user = `views-${width}`;
+      const long = 'Renew the passport before the summer holidays start';
+      for (const body of [
+        { title: long, due_date: laterToday(), description: 'photos, old passport, the form' },
+        { title: 'Plan the trip', due_date: new Date(Date.now() + 3 * 24 * HOUR).toISOString() },
+        {
+          title: 'Pay the electricity bill',
+          due_date: new Date(Date.now() - 30 * HOUR).toISOString(),
+          priority: 'urgent',
+        },
+        { title: 'Someday: learn the cello', tags: ['music'] },
+      ])
+        assert.equal((await ctx.app.call(user, 'POST', '/api/tasks', body)).status, 201);
+      const { page, errors } = await signedInPage(ctx, user, { width, height: 844 });
+      await taskRow(page, long).waitFor({ timeout: LIVE_MS });
+      const count = (view: string) => page.locator(`#views [data-count="${view}"]`).textContent();
+      assert.deepEqual(
+        [await count('today'), await count('upcoming'), await count('overdue'), await count('total')],
+        ['1', '1', '1', '4'],
+      );
+      mkdirSync('test-results', { recursive: true });
+      const views: [string, string[]][] = [
+        ['today', [long]],
+        ['upcoming', ['Plan the trip']],
+        ['overdue', ['Pay the electricity bill']],
+        ['all', [long, 'Plan the trip', 'Pay the electricity bill', 'Someday: learn the cello']],
+      ];
+      for (const [view, titles] of views) {
+        await page.click(`#views button[data-view="${view}"]`);
+        const shown = async () => (await page.locator('#tasks li.task .title').allTextContents()).sort();
+        await waitUntil(
+          async () => JSON.stringify(await shown()) === JSON.stringify([...titles].sort()),
+          view,
+        );
+        assert.equal(
+          await page.locator(`#views button[data-view="${view}"]`).getAttribute('aria-pressed'),
+          'true',
+        );
+        await page.screenshot({ path: `test-results/board-${width}-${view}.png`, fullPage: true });
+      }
+      // Nothing wider than the screen, and a long title gets most of its width (words wrap, not letters).
+      assert.ok(
+        await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth'),
+        'no sideways scroll',
+      );
+      const text = await taskRow(page, long).locator('.main').boundingBox();
+      assert.ok(text && text.width > width * 0.5, `the task's text ${JSON.stringify(text)} at ${width} px`);
+      const title = (await taskRow(page, long).locator('.title').boundingBox())!;
+      const lineHeight = await taskRow(page, long)
+        .locator('.title')
+        .evaluate((e) => parseFloat((globalThis as any).getComputedStyle(e).lineHeight) || 20);
+      assert.ok(title.height < lineHeight * 4, `the title wraps by words: ${title.height} px high`);
+      // The view is remembered across a reload.
+      await page.click('#views button[data-view="overdue"]');
+      await page.reload();
+      await page.waitForSelector('#views button[data-view="overdue"][aria-pressed="true"]', {
+        timeout: LIVE_MS,
+      });
+      assert.deepEqual(errors, []);
+    });
+  }
+
+  it('edits every field, previews the next dates, and keeps an error until it is dismissed', async () => {
+    const user = 'editor';
+    const created = await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Water the plants' });
+    const { page, errors } = await signedInPage(ctx, user, { width: 390, height: 844 });
+    await taskRow(page, 'Water the plants').locator('button.edit').click();
+    const form = page.locator('form.edit-form');
+    await form.locator('.edit-description').fill('the ferns need less');
+    await form.locator('.edit-priority').selectOption('high');
+    await form.locator('.edit-tags').fill('home, garden');
+    await form.locator('.edit-due').fill('2030-05-06T09:00');
+    await form.locator('.edit-reminders').fill('PT30M');
+    await form.locator('.edit-recurrence').selectOption('weekly');
+    assert.equal(await form.locator('.edit-preview').textContent(), 'Save to see the next dates.');
+    await page.screenshot({ path: 'test-results/board-390-edit-form.png', fullPage: true });
+    await form.locator('button[type=submit]').click();
+    await waitUntil(
+      async () => (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body.version === 2,
+      'the change saved',
+    );
+    const task = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
+    const localDue = await page.evaluate(() => new Date('2030-05-06T09:00').toISOString());
+    assert.deepEqual(
+      [task.description, task.priority, task.tags, task.due_date, task.reminders, task.recurrence.preset],
+      ['the ferns need less', 'high', ['home', 'garden'], localDue, ['PT30M'], 'weekly'],
+    );
+    // Open again: the next dates of the saved rule, a week apart from the due date.
+    await taskRow(page, 'Water the plants').locator('button.edit').click();
+    const preview = page.locator('form.edit-form .edit-preview');
+    await preview.filter({ hasText: 'Next:' }).waitFor({ timeout: LIVE_MS });
+    assert.equal((await preview.textContent())!.split('·').length, 5);
+    await page.keyboard.press('Escape');
+    await page.locator('form.edit-form').waitFor({ state: 'detached', timeout: LIVE_MS });
+
+    // A blank title is refused by the API; the error stays through a live reload until dismissed.
+    await page.fill('#new-title', '   ');
+    await page.click('#create-form button[type=submit]');
+    const error = page.locator('#board-error');
+    await error.waitFor({ state: 'visible', timeout: LIVE_MS });
+    assert.match((await error.textContent())!, /title/);
+    await ctx.app.call(user, 'POST', '/api/tasks', { title: 'A change from elsewhere' });
+    await taskRow(page, 'A change from elsewhere').waitFor({ timeout: LIVE_MS });
+    assert.equal(await error.isVisible(), true, 'still shown after the reload');
+    await page.click('#board-error-close');
+    await error.waitFor({ state: 'hidden', timeout: LIVE_MS });
+    await page.screenshot({ path: 'test-results/board-390-edit.png', fullPage: true });
+    assert.deepEqual(errors, []);
+  });
+
+  it('undoes a delete, and works from the keyboard: n, Enter, j/k, x, /', async () => {
+    const user = 'keys';
+    const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 800 });
+    await page.keyboard.press('n');
+    assert.equal(await page.evaluate('document.activeElement?.id'), 'new-title');
+    await page.keyboard.type('Feed the cat');
+    await page.keyboard.press('Enter');
+    await taskRow(page, 'Feed the cat').waitFor({ timeout: LIVE_MS });
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('j');
+    await page.locator('#tasks li.task.selected', { hasText: 'Feed the cat' }).waitFor({ timeout: LIVE_MS });
+    await page.keyboard.press('x');
+    await page.locator('#tasks li.task.completed', { hasText: 'Feed the cat' }).waitFor({ timeout: LIVE_MS });
+    await page.keyboard.press('/');
+    assert.equal(await page.evaluate('document.activeElement?.id'), 'f-search');
+    await page.keyboard.press('Escape');
+
+    await ctx.app.call(user, 'POST', '/api/tasks', {
+      title: 'Return the books',
+      description: 'two of them',
+      tags: ['library'],
+    });
+    await taskRow(page, 'Return the books').locator('button.delete').click();
+    await taskRow(page, 'Return the books').waitFor({ state: 'detached', timeout: LIVE_MS });
+    await page
+      .locator('#toasts .toast', { hasText: 'Deleted' })
+      .locator('button', { hasText: 'Undo' })
+      .click();
+    await taskRow(page, 'Return the books').waitFor({ timeout: LIVE_MS });
+    const back = (await ctx.app.call(user, 'GET', '/api/tasks?q=books')).body.items;
+    assert.deepEqual(
+      back.map((t: { title: string; description: string; tags: string[] }) => [
+        t.title,
+        t.description,
+        t.tags,
+      ]),
+      [['Return the books', 'two of them', ['library']]],
+    );
+    await page.screenshot({ path: 'test-results/board-1280-keys.png', fullPage: true });
     assert.deepEqual(errors, []);
   });
 });
