@@ -711,6 +711,32 @@ function signIn(token) {
   state.notifTimer = setInterval(pollNotifications, 30_000);
 }
 
+/** On a development server (GET /api/dev/sign-in answers), "continue as <name>" mints a token. */
+async function offerDevSignIn() {
+  const res = await fetch('/api/dev/sign-in').catch(() => null);
+  $('#dev-signin').hidden = !(res && res.ok);
+}
+
+async function devSignIn(e) {
+  e.preventDefault();
+  const user = $('#dev-user').value.trim();
+  const res = await fetch('/api/dev/sign-in', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user }),
+  }).catch(() => null);
+  const data = res ? await res.json().catch(() => null) : null;
+  if (!res || !res.ok || !data || !data.token) {
+    $('#dev-signin-error').textContent =
+      res && res.status === 400
+        ? 'A name is letters, digits and . _ @ - (up to 100), starting with a letter or digit.'
+        : 'Development sign-in is not available.';
+    return;
+  }
+  $('#dev-signin-error').textContent = '';
+  signIn(data.token);
+}
+
 function signOut(reason) {
   state.token = '';
   localStorage.removeItem(TOKEN_KEY);
@@ -724,6 +750,7 @@ function signOut(reason) {
   $('#whoami').textContent = '';
   $('#signin').hidden = false;
   $('#signin-error').textContent = reason || '';
+  void offerDevSignIn();
 }
 
 function init() {
@@ -733,6 +760,11 @@ function init() {
     if (token) signIn(token);
   });
   $('#signout').addEventListener('click', () => signOut());
+  $('#dev-signin').addEventListener('submit', devSignIn);
+  $('#dev-user').addEventListener(
+    'input',
+    () => ($('#dev-user-label').textContent = $('#dev-user').value.trim()),
+  );
   $('#create-form').addEventListener('submit', createTask);
   $('#chat-form').addEventListener('submit', sendChat);
   $('#chat-new').addEventListener('click', newConversation);
@@ -745,6 +777,7 @@ function init() {
   for (const id of ['#f-tag', '#f-search']) $(id).addEventListener('input', scheduleReload);
   window.addEventListener('online', () => state.ws === null && connect());
   if (state.token) signIn(state.token);
+  else void offerDevSignIn();
 }
 
 init();

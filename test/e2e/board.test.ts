@@ -6,7 +6,9 @@
  * notifications -> notification.created -> gateway -> the page's toast and inbox).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { apiTarget } from '../../src/services/api/index.ts';
@@ -432,5 +434,41 @@ describe('the assistant on the board in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
     mkdirSync('test-results', { recursive: true });
     await page.screenshot({ path: 'test-results/board-chat.png', fullPage: true });
+  });
+});
+
+describe('development sign-in on the board in Chromium', { skip }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'taskflow-board-dev-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  // The embedded default: no JWT_SECRET, a data directory, so the generated development secret.
+  const ctx = useBoard(
+    () => [apiTarget, relayTarget, createGatewayTarget({ instanceId: 'board-dev' })],
+    () => ({ JWT_SECRET: '', DATABASE_URL: join(dir, 'db') }),
+  );
+
+  it('offers "continue as <name>" instead of a token, and the board works as that user', async () => {
+    const context = await ctx.browser.newContext({ viewport: { width: 390, height: 844 } });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(ctx.app.url + '/');
+    await page.waitForSelector('#dev-signin:not([hidden])', { timeout: LIVE_MS });
+    await page.fill('#dev-user', 'grace');
+    assert.equal(await page.locator('#dev-user-label').textContent(), 'grace');
+    await page.screenshot({ path: 'test-results/board-390-dev-sign-in.png', fullPage: true });
+    await page.click('#dev-signin button[type=submit]');
+    await page.waitForSelector('#ws-status.live', { timeout: LIVE_MS });
+    assert.equal(await page.locator('#whoami').textContent(), 'grace');
+    await page.fill('#new-title', 'Signed in without a token');
+    await page.click('#create-form button[type=submit]');
+    await page
+      .locator('#tasks li.task', { hasText: 'Signed in without a token' })
+      .waitFor({ timeout: LIVE_MS });
+    // A name that is not an id is refused with the rule.
+    await page.click('#signout');
+    await page.fill('#dev-user', '../admin');
+    await page.click('#dev-signin button[type=submit]');
+    await page.locator('#dev-signin-error', { hasText: 'letters, digits' }).waitFor({ timeout: LIVE_MS });
+    assert.deepEqual(errors, []);
   });
 });

@@ -10,6 +10,7 @@ import { registerMcp } from './mcp-http.ts';
 import { finishDocument, withErrorAnswers } from '../../http/openapi.ts';
 import { registerChat } from './chat.ts';
 import { reminderPlanner } from '../../store/reminder-plan.ts';
+import { registerDevSignIn } from './dev-sign-in.ts';
 import { registerTaskApi } from './routes.ts';
 import { registerWeb } from './web.ts';
 
@@ -77,6 +78,7 @@ export const apiTarget: TargetDefinition = {
     const asyncApi = asyncApiDocument(packageVersion());
     app.get('/asyncapi.json', { schema: { hide: true } }, async () => asyncApi);
     await registerWeb(app);
+    registerDevSignIn(app, rt.config.jwt);
     addReadinessCheck('database', async () => {
       await rt.db.query('SELECT 1');
     });

@@ -1,0 +1,66 @@
+/**
+ * Development sign-in for the board: "continue as <name>" instead of pasting a token. It exists only with
+ * the generated development secret (the embedded default: a PGlite data directory and neither JWT_SECRET nor
+ * JWT_JWKS_URL; never with PostgreSQL), and answers only requests from this machine (the socket's address is
+ * loopback; forwarded headers are not trusted): `GET /api/dev/sign-in` says it is there, `POST
+ * /api/dev/sign-in {"user": "<id>"}` answers a token as `taskflow token --user <id>` makes. Elsewhere both
+ * are 404, and production signs in through its identity provider (JWT_JWKS_URL).
+ */
+import { isIP } from 'node:net';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { signDevToken } from '../../auth.ts';
+import type { Config } from '../../config.ts';
+import { ValidationError } from '../../domain/errors.ts';
+import { problem, sendProblem } from '../../http/problem.ts';
+
+const USER = '^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$';
+const isUserId = (v: unknown): v is string => typeof v === 'string' && new RegExp(USER).test(v);
+const TOKEN_LIFETIME = '7d';
+
+const isLoopback = (address: string | undefined) => {
+  if (!address || !isIP(address)) return false;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return v4 === '::1' || v4.startsWith('127.');
+};
+
+export function registerDevSignIn(app: FastifyInstance, jwt: Config['jwt']): void {
+  const secret = jwt.devSecretFile ? jwt.secret : undefined;
+  if (!secret) return;
+  const local = (req: FastifyRequest) => isLoopback(req.socket.remoteAddress);
+  const notHere = problem(404, 'development sign-in is only for requests from this machine');
+  app.get('/api/dev/sign-in', { schema: { hide: true } }, async (req, reply) =>
+    local(req) ? { available: true, token_lifetime: TOKEN_LIFETIME } : sendProblem(reply, notHere),
+  );
+  app.post(
+    '/api/dev/sign-in',
+    {
+      schema: {
+        hide: true,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['user'],
+          properties: { user: { type: 'string', pattern: USER } },
+        },
+      },
+    },
+    async (req: FastifyRequest<{ Body: { user?: unknown } | null }>, reply) => {
+      if (!local(req)) return sendProblem(reply, notHere);
+      // The API's schemas document; its handlers validate (as every route here).
+      const user = req.body?.user;
+      if (!isUserId(user))
+        throw new ValidationError([
+          {
+            path: 'user',
+            message: 'must be 1-100 letters, digits or . _ @ -, starting with a letter or digit',
+          },
+        ]);
+      const claims = {
+        expiresIn: TOKEN_LIFETIME,
+        ...(jwt.issuer ? { issuer: jwt.issuer } : {}),
+        ...(jwt.audience ? { audience: jwt.audience } : {}),
+      };
+      return { user, token: await signDevToken(secret, user, claims) };
+    },
+  );
+}

@@ -1,0 +1,80 @@
+/**
+ * Development sign-in (src/services/api/dev-sign-in.ts): with the generated development secret a request from
+ * this machine gets a token for a name, which the API then accepts; from another address, with a configured
+ * JWT_SECRET, or for a name that is not an id, it is refused.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { apiTarget } from '../../src/services/api/index.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { startApp, type TestApp } from '../helpers/app.ts';
+
+const signIn = (url: string, user: string) =>
+  fetch(`${url}/api/dev/sign-in`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user }),
+  });
+
+describe('development sign-in', () => {
+  let dir: string;
+  let db: Db;
+  let dev: TestApp;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'taskflow-dev-sign-in-'));
+    db = await openDb('memory://');
+    await migrate(db);
+    // No JWT_SECRET, a data directory: the embedded default, with its generated secret.
+    dev = await startApp(db, {
+      targets: [apiTarget],
+      env: { JWT_SECRET: '', DATABASE_URL: join(dir, 'db') },
+    });
+  });
+  after(async () => {
+    await dev.stop();
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('mints a token for a name, for requests from this machine, that the API accepts', async () => {
+    assert.equal((await fetch(`${dev.url}/api/dev/sign-in`)).status, 200);
+    const res = await signIn(dev.url, 'ada@example.com');
+    assert.equal(res.status, 200);
+    const { user, token } = (await res.json()) as { user: string; token: string };
+    assert.equal(user, 'ada@example.com');
+    const tasks = await fetch(`${dev.url}/api/tasks`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(tasks.status, 200);
+    const bad = await signIn(dev.url, '../admin');
+    assert.equal(bad.status, 400);
+  });
+
+  it('is not there for a request from another address (no forwarded header is trusted)', async () => {
+    const app = dev.proc.runtime.http.app;
+    for (const method of ['GET', 'POST'] as const) {
+      const r = await app.inject({
+        method,
+        url: '/api/dev/sign-in',
+        remoteAddress: '10.1.2.3',
+        headers: { 'x-forwarded-for': '127.0.0.1' },
+        ...(method === 'POST' ? { payload: { user: 'mallory' } } : {}),
+      });
+      assert.equal(r.statusCode, 404, method);
+      assert.doesNotMatch(r.body, /token/);
+    }
+  });
+
+  it('does not exist with a configured JWT_SECRET', async () => {
+    const configured = await startApp(db, { targets: [apiTarget] });
+    try {
+      assert.equal((await fetch(`${configured.url}/api/dev/sign-in`)).status, 404);
+      const post = await signIn(configured.url, 'mallory');
+      assert.equal(post.status, 404);
+    } finally {
+      await configured.stop();
+    }
+  });
+});
