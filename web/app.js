@@ -284,19 +284,25 @@ function edit(li, t) {
     current === 'custom' ? el('option', { value: 'custom', selected: true }, t.recurrence.rrule) : null,
   );
   const preview = el('p', { class: 'meta edit-preview', 'aria-live': 'polite' });
+  const dateTime = (iso) => new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+  /** The next dates of the rule and due date as the form has them now (saved or not), from the server. */
   const showPreview = async () => {
-    if (recurrence.value !== current) return (preview.textContent = 'Save to see the next dates.');
-    if (current === 'none') return (preview.textContent = '');
+    const q = new URLSearchParams({ count: '5' });
+    if (recurrence.value === 'none') return (preview.textContent = '');
+    if (recurrence.value !== current) q.set('recurrence', recurrence.value);
+    if (!due.value) return (preview.textContent = 'A repeating task needs a due date.');
+    if (due.value !== localInputValue(t.due_date)) q.set('due', new Date(due.value).toISOString());
     try {
-      const r = await api('GET', `/api/tasks/${t.id}/occurrences?count=5`);
+      const r = await api('GET', `/api/tasks/${t.id}/occurrences?${q}`);
       preview.textContent = r.occurrences.length
-        ? `Next: ${r.occurrences.map((o) => new Date(o).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })).join(' · ')}`
+        ? `Next: ${r.occurrences.map(dateTime).join(' · ')}`
         : 'No further occurrences.';
-    } catch {
-      preview.textContent = ''; // no recurrence service here
+    } catch (err) {
+      preview.textContent = err.status === 404 ? '' : err.message; // 404: no recurrence service here
     }
   };
   recurrence.addEventListener('change', showPreview);
+  due.addEventListener('change', showPreview);
   const changes = () => {
     const body = {};
     if (title.value !== t.title) body.title = title.value;

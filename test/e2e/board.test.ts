@@ -318,7 +318,13 @@ describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium',
     await form.locator('.edit-due').fill('2030-05-06T09:00');
     await form.locator('.edit-reminders').fill('PT30M');
     await form.locator('.edit-recurrence').selectOption('weekly');
-    assert.equal(await form.locator('.edit-preview').textContent(), 'Save to see the next dates.');
+    // Before saving: the next dates of the chosen rule from the chosen due date, a week apart.
+    const preview = form.locator('.edit-preview');
+    await preview.filter({ hasText: 'Next:' }).waitFor({ timeout: LIVE_MS });
+    const firstNext = await page.evaluate(() =>
+      new Date('2030-05-13T09:00').toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }),
+    );
+    assert.equal((await preview.textContent())!.split(' · ')[0], `Next: ${firstNext}`);
     await page.screenshot({ path: 'test-results/board-390-edit-form.png', fullPage: true });
     await form.locator('button[type=submit]').click();
     await waitUntil(
@@ -331,11 +337,12 @@ describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium',
       [task.description, task.priority, task.tags, task.due_date, task.reminders, task.recurrence.preset],
       ['the ferns need less', 'high', ['home', 'garden'], localDue, ['PT30M'], 'weekly'],
     );
-    // Open again: the next dates of the saved rule, a week apart from the due date.
+    // Open again: the next dates of the saved rule.
     await taskRow(page, 'Water the plants').locator('button.edit').click();
-    const preview = page.locator('form.edit-form .edit-preview');
-    await preview.filter({ hasText: 'Next:' }).waitFor({ timeout: LIVE_MS });
-    assert.equal((await preview.textContent())!.split('·').length, 5);
+    const saved = page.locator('form.edit-form .edit-preview');
+    await saved.filter({ hasText: 'Next:' }).waitFor({ timeout: LIVE_MS });
+    assert.equal((await saved.textContent())!.split(' · ').length, 5);
+    assert.equal((await saved.textContent())!.split(' · ')[0], `Next: ${firstNext}`);
     await page.keyboard.press('Escape');
     await page.locator('form.edit-form').waitFor({ state: 'detached', timeout: LIVE_MS });
 

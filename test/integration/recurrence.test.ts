@@ -433,6 +433,34 @@ for (const backend of backends) {
       assert.deepEqual(p.body.occurrences, []);
     });
 
+    it('previews a rule and due date the task does not have yet (the editor), changing nothing', async () => {
+      const t = await create('pia', { title: 'Not yet repeating', due_date: '2026-03-02T09:00:00Z' });
+      const preview = (q: string) => app.call('pia', 'GET', `/api/tasks/${t.id}/occurrences?${q}`);
+      const weekly = await preview('recurrence=weekly&count=3');
+      assert.equal(weekly.status, 200, JSON.stringify(weekly.body));
+      assert.equal(weekly.body.proposed, true);
+      assert.deepEqual(weekly.body.occurrences, [
+        '2026-03-09T09:00:00.000Z',
+        '2026-03-16T09:00:00.000Z',
+        '2026-03-23T09:00:00.000Z',
+      ]);
+      const rule = encodeURIComponent('FREQ=DAILY;INTERVAL=2');
+      const moved = await preview(
+        `recurrence=${rule}&due=${encodeURIComponent('2026-03-04T09:00:00Z')}&count=2`,
+      );
+      assert.deepEqual(moved.body.occurrences, ['2026-03-06T09:00:00.000Z', '2026-03-08T09:00:00.000Z']);
+      const bad = await preview('recurrence=fortnightly');
+      assert.equal(bad.status, 400);
+      assert.match(JSON.stringify(bad.body.errors), /unknown preset/);
+      assert.equal((await preview('recurrence=weekly&due=tomorrow')).body.errors[0].field, 'due');
+      const undated = await create('pia', { title: 'no due date' });
+      const noDue = await app.call('pia', 'GET', `/api/tasks/${undated.id}/occurrences?recurrence=daily`);
+      assert.equal(noDue.status, 400);
+      assert.match(noDue.body.errors[0].message, /due date/);
+      const unchanged = (await app.call('pia', 'GET', `/api/tasks/${t.id}`)).body;
+      assert.deepEqual([unchanged.version, unchanged.recurrence], [1, null]);
+    });
+
     it("answers 404 for another user's task and 401 without a token", async () => {
       const t = await create('owner', {
         title: 'mine',

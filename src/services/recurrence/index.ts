@@ -136,6 +136,7 @@ export const recurrenceTarget = consumerTarget({
   topics: SUBSCRIPTIONS.recurrence.topics,
   async setup(rt) {
     const store = new TaskStore(rt.db, rt.clock);
+    const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
     await registerRecurrenceRoutes(rt.http.app, {
       db: rt.db,
       store,
@@ -143,10 +144,8 @@ export const recurrenceTarget = consumerTarget({
       verify: rt.verify,
       source: RECURRENCE_SOURCE,
       // A skip moves the due date: its answer says where the reminders went, as a PATCH's does.
-      planReminders: reminderPlanner(
-        new UserSettingsStore(rt.db, rt.config.defaultTimezone),
-        rt.config.reminders.graceMs,
-      ),
+      planReminders: reminderPlanner(settings, rt.config.reminders.graceMs),
+      settings,
     });
     return { handle: recurrenceHandler(rt, store) };
   },

@@ -14,12 +14,13 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { ValidationError, VersionConflictError } from '../../domain/errors.ts';
-import { nextOccurrence, previewOccurrences } from '../../domain/recurrence.ts';
-import type { Task } from '../../domain/task.ts';
+import { nextOccurrence, parseRecurrence, previewOccurrences } from '../../domain/recurrence.ts';
+import { parseInstant, type Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
 import type { Db } from '../../store/db.ts';
 import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
+import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import {
   adoptRule,
@@ -38,6 +39,8 @@ export interface RecurrenceRouteDeps {
   verify: Verifier;
   source: string;
   planReminders: ReminderPlanner;
+  /** The user's time zone, for a rule previewed before it is saved. */
+  settings: UserSettingsStore;
 }
 
 export const PREVIEW_DEFAULT = 5;
@@ -125,8 +128,22 @@ export async function registerRecurrenceRoutes(
 
     const occurrences = async (req: FastifyRequest<{ Params: { id: string } }>) => {
       const userId = userOf(req);
-      const count = parseCount((req.query as Record<string, unknown> | undefined)?.count);
+      const query = (req.query as Record<string, unknown> | undefined) ?? {};
+      const count = parseCount(query.count);
       const task = await store.get(userId, req.params.id);
+      // A rule (and due date) the task does not have yet: what a change to them would give (an editor's preview).
+      if (query.recurrence !== undefined || query.due !== undefined) {
+        const proposed = await proposal(userId, task, query);
+        return {
+          task_id: task.id,
+          series_id: task.series_id,
+          recurrence: proposed.rule,
+          anchor: proposed.due,
+          after: proposed.due,
+          occurrences: previewOccurrences(proposed.rule, proposed.due, proposed.due, count),
+          proposed: true,
+        };
+      }
       const rule = task.recurrence;
       if (!rule || !task.series_id)
         return { task_id: task.id, series_id: task.series_id, recurrence: null, occurrences: [] };
@@ -142,6 +159,28 @@ export async function registerRecurrenceRoutes(
         after,
         occurrences: previewOccurrences(rule, anchor, after, count),
       };
+    };
+
+    /** The `recurrence` (a preset or an RRULE) and `due` of a preview query, each the task's when not given. */
+    const proposal = async (userId: string, task: Task, query: Record<string, unknown>) => {
+      const issues: { path: string; message: string }[] = [];
+      let rule = task.recurrence;
+      if (query.recurrence !== undefined) {
+        const raw = String(query.recurrence);
+        const input = /^(RRULE:)?FREQ=/i.test(raw) ? { rrule: raw } : raw;
+        const parsed = parseRecurrence(input, (await deps.settings.get(userId)).timezone);
+        if (parsed.ok) rule = parsed.value;
+        else issues.push(...parsed.issues);
+      }
+      const due = query.due === undefined ? task.due_date : parseInstant(query.due);
+      if (query.due !== undefined && !due)
+        issues.push({ path: 'due', message: 'must be an ISO 8601 date-time with an offset' });
+      if (!rule && !issues.length)
+        issues.push({ path: 'recurrence', message: 'the task has no rule: give one' });
+      if (!due && !issues.length)
+        issues.push({ path: 'due', message: 'a rule repeats from a due date: give one' });
+      if (issues.length) throw new ValidationError(issues);
+      return { rule: rule!, due: due! };
     };
 
     scope.post(
@@ -169,6 +208,17 @@ export async function registerRecurrenceRoutes(
             type: 'object',
             properties: {
               count: { type: 'integer', minimum: 1, maximum: PREVIEW_MAX, default: PREVIEW_DEFAULT },
+              recurrence: {
+                type: 'string',
+                description:
+                  'preview this rule instead of the task’s: a preset (daily, weekdays, weekly, monthly, yearly) or an RRULE (FREQ=...)',
+              },
+              due: {
+                type: 'string',
+                format: 'date-time',
+                description:
+                  'preview from this due date instead of the task’s (with a rule: the editor’s preview)',
+              },
             },
           },
           response: ok('The next due dates'),
