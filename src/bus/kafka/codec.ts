@@ -7,6 +7,7 @@
  * registry by id (once per process) and resolved to this build's schema of the type, so a consumer reads
  * events of a newer or older compatible version (a rolling upgrade).
  */
+import type { Message } from '@platformatic/kafka';
 import type avsc from 'avsc';
 import { avroSchemaOf, jsonDataOf } from '../../contracts/avro.ts';
 import { fromBinary, toBinaryRecord, type CloudEvent } from '../../contracts/cloudevent.ts';
@@ -15,6 +16,7 @@ import { errorMessage } from '../../error-text.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { retryWithBackoff } from '../../retry.ts';
 import { avroSubjectOf, RegistryError, type SchemaRegistryClient } from '../schema-registry.ts';
+import type { BusMessage } from '../types.ts';
 
 export type EventEncoding = 'json' | 'avro';
 export const AVRO_CONTENT_TYPE = 'application/avro';
@@ -231,3 +233,46 @@ export class EventCodec {
 
 /** The codec of a process that neither writes Avro nor knows a registry: JSON, and Avro values refused. */
 export const JSON_CODEC = new EventCodec({ encoding: 'json' });
+
+/** An undecodable value as text for its dead letter: UTF-8, or base64 for a binary (Avro) one. */
+const rawText = (value: Buffer | null | undefined, contentType: string | undefined) =>
+  value
+    ? value
+        .subarray(0, 10_000)
+        .toString(contentType === 'application/json' || !contentType ? 'utf8' : 'base64')
+    : '';
+
+const headersToRecord = (headers: Map<string, string>): Record<string, string> => Object.fromEntries(headers);
+
+/** A record as a bus message (after `codec.prepareDecode` for it). */
+export function decodeRecord(
+  m: Message<string, Buffer, string, string>,
+  unprefix: (t: string) => string,
+  codec: EventCodec,
+): BusMessage {
+  const headers = headersToRecord(m.headers);
+  let event: CloudEvent;
+  try {
+    event = codec.decode(m, headers);
+  } catch (err) {
+    // Undecodable bytes still get a CloudEvent shape so the DLQ can hold them; validation rejects it.
+    event = {
+      specversion: '1.0',
+      id: `undecodable-${m.topic}-${m.partition}-${m.offset}`,
+      source: 'taskflow/kafka',
+      type: 'taskflow.undecodable',
+      time: new Date().toISOString(),
+      datacontenttype: 'application/json',
+      data: { raw: rawText(m.value, headers['content-type']), error: errorMessage(err) },
+    };
+  }
+  return {
+    topic: unprefix(m.topic),
+    partition: m.partition,
+    offset: m.offset.toString(),
+    key: m.key ?? '',
+    headers,
+    event,
+    timestamp: new Date(Number(m.timestamp)).toISOString(),
+  };
+}

@@ -1,0 +1,94 @@
+/** Connecting to Kafka: the settings, the options every client shares, and the errors it reports. */
+import { readFileSync } from 'node:fs';
+import type { Consumer } from '@platformatic/kafka';
+import type { ConnectionOptions as TlsOptions } from 'node:tls';
+import type { Logger } from '../../observability/logger.ts';
+import type { RetryPolicy } from '../../retry.ts';
+import { errorMessage } from '../../error-text.ts';
+import type { EventCodec } from './codec.ts';
+
+export interface KafkaSettings {
+  brokers: string[];
+  clientId: string;
+  sasl?: { mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string };
+  ssl?: { caFile?: string; certFile?: string; keyFile?: string; rejectUnauthorized: boolean };
+  topicPrefix?: string;
+  replicationFactor?: number;
+}
+
+export interface KafkaBusOptions {
+  log: Logger;
+  retry?: RetryPolicy;
+  sessionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  /** Messages buffered per subscription before the fetch stream is paused. */
+  maxBuffered?: number;
+  /**
+   * How long a subscribe waits for its topics to exist (they are created in the background at start-up, or
+   * by `taskflow topics ensure`) before it fails.
+   */
+  topicWaitMs?: number;
+  /** How events become records and back (JSON, or Avro with a schema registry; ./codec.ts). */
+  codec?: EventCodec;
+}
+
+/** Connection options shared by producer, consumers and admin. */
+export function connectionOptions(s: KafkaSettings) {
+  let tls: TlsOptions | undefined;
+  if (s.ssl) {
+    tls = { rejectUnauthorized: s.ssl.rejectUnauthorized };
+    if (s.ssl.caFile) tls.ca = readFileSync(s.ssl.caFile);
+    if (s.ssl.certFile) tls.cert = readFileSync(s.ssl.certFile);
+    if (s.ssl.keyFile) tls.key = readFileSync(s.ssl.keyFile);
+  }
+  return {
+    clientId: s.clientId,
+    bootstrapBrokers: s.brokers,
+    ...(tls ? { tls } : {}),
+    ...(s.sasl
+      ? { sasl: { mechanism: s.sasl.mechanism, username: s.sasl.username, password: s.sasl.password } }
+      : {}),
+    // Fail within seconds (a wrong password, an unreachable broker) and let our own loops retry with backoff.
+    timeout: 10_000,
+    retries: 2,
+    retryDelay: 250,
+  };
+}
+
+/** Closes a consumer even with a stream still open; never throws (shutdown paths). */
+export const forceClose = (c: Consumer<string, Buffer, string, string>) =>
+  new Promise<void>((resolve) => c.close(true, () => resolve()));
+
+/** Whether the broker does not know (yet) one of the topics asked for. */
+export function isUnknownTopic(err: unknown): boolean {
+  return /unknown topic/i.test(describeKafkaError(err));
+}
+
+/** Finds the most useful message in the library's nested errors (authentication first, else the innermost). */
+export function describeKafkaError(err: unknown): string {
+  const seen = new Set<unknown>();
+  const walk = (e: unknown): string | null => {
+    if (!e || typeof e !== 'object' || seen.has(e)) return null;
+    seen.add(e);
+    const x = e as { name?: string; message?: string; errors?: unknown[]; cause?: unknown; code?: string };
+    if (x.code === 'PLT_KFK_AUTHENTICATION' || x.name === 'AuthenticationError')
+      return `Kafka authentication failed (check KAFKA_SASL_MECHANISM/USERNAME/PASSWORD): ${x.message ?? ''}`.trim();
+    for (const inner of [...(x.errors ?? []), x.cause]) {
+      const found = walk(inner);
+      if (found) return found;
+    }
+    return null;
+  };
+  const innermost = (e: unknown, depth = 0): string | null => {
+    if (!e || typeof e !== 'object' || depth > 10) return null;
+    const x = e as { message?: string; errors?: unknown[]; cause?: unknown };
+    for (const inner of [...(x.errors ?? []), x.cause]) {
+      const found = innermost(inner, depth + 1);
+      if (found) return found;
+    }
+    return x.message ?? null;
+  };
+  const outer = errorMessage(err);
+  const inner = innermost(err);
+  return walk(err) ?? (inner && inner !== outer ? `${outer}: ${inner}` : outer);
+}
