@@ -1,0 +1,55 @@
+/** Topics, lag and dead letters behind Dapr: the Kafka brokers of the component, read as daprd writes. */
+import type { KafkaAdmin } from '../kafka/admin.ts';
+import { type BusAdmin, type PartitionLag, type StoredMessage } from '../types.ts';
+import { normalizeStored } from './wire.ts';
+
+/**
+ * Dapr's API has no topic, offset or dead-letter access: delegate to the Kafka brokers behind the component
+ * (KAFKA_BROKERS), and read what daprd writes: structured CloudEvents in the record value, and dead letters
+ * that carry the source position in `__topic`/`__partition`/`__offset` headers instead of our failure headers.
+ */
+export class DaprAdmin implements BusAdmin {
+  constructor(private readonly kafka: KafkaAdmin | null) {}
+
+  private need(what: string): KafkaAdmin {
+    if (!this.kafka)
+      throw new Error(
+        `${what} is not supported on BUS=dapr without KAFKA_BROKERS: Dapr's API has no topic, offset or dead-letter access; set KAFKA_BROKERS (and KAFKA_SASL_*/KAFKA_SSL*) to the brokers behind the pub/sub component`,
+      );
+    return this.kafka;
+  }
+
+  async ensureTopics(
+    topics: readonly { name: string; partitions: number; retentionMs: number }[],
+  ): Promise<void> {
+    await this.need('creating topics').ensureTopics(topics);
+  }
+
+  async describeTopics() {
+    return this.need('describing topics').describeTopics();
+  }
+
+  async lag(group?: string): Promise<PartitionLag[]> {
+    return this.need('consumer lag').lag(group);
+  }
+
+  async listGroups(): Promise<string[]> {
+    return this.need('listing consumer groups').listGroups();
+  }
+
+  async read(topic: string, opts?: { limit?: number }): Promise<StoredMessage[]> {
+    return (await this.need('reading a topic').read(topic, opts)).map(normalizeStored);
+  }
+
+  async tail(
+    topic: string,
+    opts: { fromBeginning: boolean; signal: AbortSignal },
+    onMessage: (m: StoredMessage) => void,
+  ): Promise<void> {
+    return this.need('tailing a topic').tail(topic, opts, (m) => onMessage(normalizeStored(m)));
+  }
+
+  async close(): Promise<void> {
+    await this.kafka?.close();
+  }
+}

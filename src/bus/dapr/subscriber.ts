@@ -1,0 +1,360 @@
+/**
+ * Subscribing through the sidecar: programmatic subscriptions listed at `GET /dapr/subscribe`, deliveries at
+ * `POST /dapr/events/<group>/<topic>` answered SUCCESS, RETRY or DROP (bulk deliveries with a status per entry).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { FastifyInstance } from 'fastify';
+import { eventProblems } from '../../contracts/schemas.ts';
+import { dlqTopic } from '../../contracts/topics.ts';
+import type { Logger } from '../../observability/logger.ts';
+import type { ConsumeHooks } from '../consumer.ts';
+import { DEFAULT_MAX_BATCH, isUnavailable } from '../consumer.ts';
+import { backoffDelay } from '../../retry.ts';
+import {
+  PermanentError,
+  type BatchHandler,
+  type BusMessage,
+  type MessageHandler,
+  type SubscribeOptions,
+  type Subscriber,
+  type Subscription,
+} from '../types.ts';
+import { errorText } from '../../error-text.ts';
+import type { DaprSettings } from './settings.ts';
+import {
+  eventFromDelivery,
+  isBulkDelivery,
+  type BulkDelivery,
+  type BulkEntry,
+  type DaprStatus,
+} from './wire.ts';
+
+interface Registered {
+  group: string;
+  topic: string;
+  path: string;
+  handler: MessageHandler;
+  /** A batching group (batchHandler and batchIntervalMs): daprd delivers it in bulk. */
+  bulk?: { batchHandler: BatchHandler; maxMessagesCount: number; maxAwaitDurationMs: number };
+  hooks?: ConsumeHooks;
+  closed: boolean;
+  inflight: Set<Promise<unknown>>;
+}
+
+/** HTTP headers that are not Kafka record headers. */
+const HTTP_ONLY = new Set([
+  'host',
+  'user-agent',
+  'content-length',
+  'content-type',
+  'accept-encoding',
+  'connection',
+  'traceparent',
+  'tracestate',
+]);
+
+const MAX_TRACKED_ATTEMPTS = 10_000;
+/** Backoff while a handler's dependency is unreachable (the delivery is held, not answered). */
+const HOLD_WHILE_UNAVAILABLE = { maxAttempts: 0, baseDelayMs: 500, maxDelayMs: 10_000 };
+
+export class DaprSubscriber implements Subscriber {
+  private readonly byTopic = new Map<string, Registered>();
+  /** Failed deliveries per message, for logs and metrics (daprd does the redelivering). */
+  private readonly attempts = new Map<string, number>();
+  private served = false;
+  /** Aborted when the HTTP server starts closing: held deliveries stop waiting and answer RETRY. */
+  private readonly stopping = new AbortController();
+
+  constructor(
+    private readonly s: DaprSettings,
+    private readonly log: Logger,
+    private readonly app?: FastifyInstance,
+  ) {
+    if (app) this.mount(app);
+  }
+
+  /** The subscription list daprd reads from GET /dapr/subscribe. */
+  subscriptions() {
+    return [...this.byTopic.values()]
+      .filter((r) => !r.closed)
+      .map((r) => ({
+        pubsubname: this.s.pubsubName,
+        topic: r.topic,
+        routes: { default: r.path },
+        deadLetterTopic: dlqTopic(r.group),
+        metadata: { rawPayload: 'false' },
+        ...(r.bulk
+          ? {
+              bulkSubscribe: {
+                enabled: true,
+                maxMessagesCount: r.bulk.maxMessagesCount,
+                maxAwaitDurationMs: r.bulk.maxAwaitDurationMs,
+              },
+            }
+          : {}),
+      }));
+  }
+
+  private mount(app: FastifyInstance) {
+    // Before the server waits for in-flight requests: a delivery held through a database outage would
+    // otherwise keep the shutdown waiting for as long as the outage lasts.
+    app.addHook('preClose', async () => this.stopping.abort());
+    if (!app.hasContentTypeParser('application/cloudevents+json'))
+      app.addContentTypeParser('application/cloudevents+json', { parseAs: 'string' }, (_req, body, done) => {
+        try {
+          done(null, JSON.parse(body as string));
+        } catch (err) {
+          done(err as Error, undefined);
+        }
+      });
+    app.get('/dapr/subscribe', { schema: { hide: true } }, async () => {
+      this.served = true;
+      return this.subscriptions();
+    });
+    app.post('/dapr/events/:group/:topic', { schema: { hide: true } }, async (req) => {
+      const { group, topic } = req.params as { group: string; topic: string };
+      if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(req.headers))
+        if (typeof v === 'string' && !HTTP_ONLY.has(k)) headers[k] = v;
+      const status = await this.deliver(group, topic, req.body, headers);
+      return { status };
+    });
+  }
+
+  /** Handles one delivery from daprd and says what daprd should do with it. */
+  async deliver(
+    group: string,
+    topic: string,
+    body: unknown,
+    headers: Record<string, string>,
+  ): Promise<DaprStatus> {
+    return this.inSubscription(
+      group,
+      topic,
+      () => 'RETRY',
+      (sub) => this.handle(sub, this.messageOf(sub, body, headers)),
+    );
+  }
+
+  /**
+   * Runs `work` for the open subscription of `group` on `topic`, counted in flight (close waits for it); with
+   * none (shutting down, or a stale subscription) answers `closed()`, a RETRY, so daprd redelivers rather
+   * than lose it.
+   */
+  private async inSubscription<T>(
+    group: string,
+    topic: string,
+    closed: () => T,
+    work: (sub: Registered) => Promise<T>,
+  ): Promise<T> {
+    const sub = this.byTopic.get(topic);
+    if (!sub || sub.group !== group || sub.closed) {
+      this.log.warn({ group, topic }, 'dapr delivery for a subscription that is not open; answering RETRY');
+      return closed();
+    }
+    const run = work(sub);
+    sub.inflight.add(run);
+    try {
+      return await run;
+    } finally {
+      sub.inflight.delete(run);
+    }
+  }
+
+  /**
+   * A bulk delivery (a batching group's subscription): the entries of one partition, in order. The valid ones
+   * go to the batch handler at once (one transaction for all); if that fails, or for an invalid entry, each is
+   * handled alone as a single delivery would be. After the first entry that is not handled (RETRY), the rest
+   * are answered RETRY unhandled, so daprd redelivers them after it, in order, as it does one by one.
+   */
+  async deliverBulk(
+    group: string,
+    topic: string,
+    bulk: BulkDelivery,
+  ): Promise<{ entryId: string; status: DaprStatus }[]> {
+    return this.inSubscription(
+      group,
+      topic,
+      () => bulk.entries.map((e) => ({ entryId: e.entryId, status: 'RETRY' as const })),
+      (sub) => this.handleBulk(sub, bulk.entries),
+    );
+  }
+
+  private async handleBulk(
+    sub: Registered,
+    entries: BulkEntry[],
+  ): Promise<{ entryId: string; status: DaprStatus }[]> {
+    const statuses = new Map<string, DaprStatus>();
+    const parsed = entries.map((e) => ({
+      entry: e,
+      message: this.messageOf(sub, e.event, e.metadata ?? {}),
+    }));
+    if (sub.bulk && parsed.length > 1 && parsed.every((p) => eventProblems(p.message.event).length === 0)) {
+      const started = performance.now();
+      try {
+        await sub.bulk.batchHandler(
+          parsed.map((p) => ({ message: p.message, traceparent: p.message.event.traceparent })),
+        );
+        const each = (performance.now() - started) / parsed.length;
+        for (const p of parsed) {
+          sub.hooks?.onHandled?.(p.message, each);
+          statuses.set(p.entry.entryId, 'SUCCESS');
+        }
+      } catch (err) {
+        this.log.warn(
+          { group: sub.group, err: errorText(err), messages: parsed.length },
+          'batch handler failed; handling the bulk delivery entry by entry',
+        );
+      }
+    }
+    let blocked = false;
+    for (const p of parsed) {
+      if (statuses.has(p.entry.entryId)) continue;
+      const status = blocked ? 'RETRY' : await this.handle(sub, p.message);
+      if (status === 'RETRY') blocked = true;
+      statuses.set(p.entry.entryId, status);
+    }
+    return entries.map((e) => ({ entryId: e.entryId, status: statuses.get(e.entryId) ?? 'RETRY' }));
+  }
+
+  /** A delivery as the bus message handlers see: the event without daprd's additions, Kafka's metadata. */
+  private messageOf(sub: Registered, body: unknown, headers: Record<string, string>): BusMessage {
+    const event = eventFromDelivery(body, headers);
+    return {
+      topic: headers.__topic ?? sub.topic,
+      partition: Number(headers.__partition ?? 0),
+      offset: headers.__offset ?? '-1',
+      key: headers.__key ?? event.partitionkey ?? '',
+      headers,
+      event,
+      timestamp: headers.__timestamp
+        ? new Date(Number(headers.__timestamp)).toISOString()
+        : new Date().toISOString(),
+    };
+  }
+
+  private async handle(sub: Registered, message: BusMessage): Promise<DaprStatus> {
+    const event = message.event;
+    const log = this.log.child({
+      group: sub.group,
+      topic: message.topic,
+      partition: message.partition,
+      offset: message.offset,
+      event_id: event?.id,
+      event_type: event?.type,
+      trace_id: event?.traceparent?.split('-')[1],
+    });
+    const problems = eventProblems(event);
+    if (problems.length) {
+      const error = `invalid event: ${problems.join('; ')}`;
+      log.warn({ error }, 'invalid event, dropping to the dead-letter topic');
+      sub.hooks?.onDeadLetter?.(message, error);
+      return 'DROP';
+    }
+    const id = `${message.topic}/${message.partition}/${message.offset}/${event.id}`;
+    const started = performance.now();
+    try {
+      await this.callHandler(sub, message, log);
+      sub.hooks?.onHandled?.(message, performance.now() - started);
+      this.attempts.delete(id);
+      return 'SUCCESS';
+    } catch (err) {
+      const attempt = (this.attempts.get(id) ?? 0) + 1;
+      if (err instanceof PermanentError) {
+        this.attempts.delete(id);
+        log.error({ err, attempt }, 'permanent failure, dropping to the dead-letter topic');
+        sub.hooks?.onDeadLetter?.(message, errorText(err));
+        return 'DROP';
+      }
+      this.attempts.delete(id); // re-insert: the map stays in least-recently-failed order
+      this.attempts.set(id, attempt);
+      if (this.attempts.size > MAX_TRACKED_ATTEMPTS)
+        this.attempts.delete(this.attempts.keys().next().value as string);
+      sub.hooks?.onRetry?.(message, attempt, err);
+      log.warn(
+        { err: errorText(err), attempt },
+        'handler failed; daprd redelivers per its resiliency policy (dead-letter topic when used up)',
+      );
+      return 'RETRY';
+    }
+  }
+
+  /**
+   * Calls the handler; while it fails because a dependency is unreachable (the database restarting), holds
+   * the delivery and retries, which pauses this partition, instead of answering RETRY: daprd's few
+   * redeliveries would otherwise dead-letter everything that arrives during the outage.
+   */
+  private async callHandler(sub: Registered, message: BusMessage, log: Logger): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await sub.handler(message);
+      } catch (err) {
+        if (!isUnavailable(err) || sub.closed || this.stopping.signal.aborted) throw err;
+        const delay = backoffDelay(attempt, HOLD_WHILE_UNAVAILABLE);
+        log.warn(
+          { err: errorText(err), attempt, retry_in_ms: delay },
+          'a dependency is unavailable; holding the delivery and retrying',
+        );
+        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+      }
+    }
+  }
+
+  async subscribe(opts: SubscribeOptions): Promise<Subscription> {
+    if (!this.app)
+      throw new Error(
+        'BUS=dapr: subscribing needs the process HTTP server (daprd delivers to /dapr/events/...); start the consumer through runTargets',
+      );
+    for (const topic of opts.topics) {
+      const other = this.byTopic.get(topic);
+      if (other && !other.closed)
+        throw new Error(
+          `BUS=dapr: topic ${topic} is already subscribed by group ${other.group} in this process; Dapr allows one subscription per topic per app (and the app id is the consumer group): run group ${opts.group} in its own process with its own sidecar (app id ${opts.group})`,
+        );
+    }
+    if (opts.fromBeginning === false)
+      this.log.info(
+        { group: opts.group },
+        'BUS=dapr: where a new group starts is the component initialOffset, not fromBeginning',
+      );
+    if (this.served)
+      this.log.warn(
+        { group: opts.group, topics: opts.topics },
+        'BUS=dapr: subscription added after daprd read /dapr/subscribe; the sidecar will not deliver it until it restarts',
+      );
+    const regs: Registered[] = opts.topics.map((topic) => ({
+      group: opts.group,
+      topic,
+      path: `/dapr/events/${encodeURIComponent(opts.group)}/${encodeURIComponent(topic)}`,
+      handler: opts.handler,
+      ...(opts.batchHandler && opts.batchIntervalMs
+        ? {
+            bulk: {
+              batchHandler: opts.batchHandler,
+              maxMessagesCount: opts.maxBatch ?? DEFAULT_MAX_BATCH,
+              maxAwaitDurationMs: opts.batchIntervalMs,
+            },
+          }
+        : {}),
+      ...(opts.hooks ? { hooks: opts.hooks } : {}),
+      closed: false,
+      inflight: new Set(),
+    }));
+    for (const r of regs) this.byTopic.set(r.topic, r);
+    return {
+      close: async () => {
+        for (const r of regs) r.closed = true;
+        await Promise.allSettled(regs.flatMap((r) => [...r.inflight]));
+        for (const r of regs) if (this.byTopic.get(r.topic) === r) this.byTopic.delete(r.topic);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.byTopic.values()];
+    for (const r of all) r.closed = true;
+    await Promise.allSettled(all.flatMap((r) => [...r.inflight]));
+    this.byTopic.clear();
+  }
+}
