@@ -177,18 +177,29 @@ export async function createHttpServer(opts: {
   });
   // A path that exists with other methods answers 405 with Allow (RFC 9110 15.5.6), not 404: what each
   // route path accepts, collected as routes are added.
-  const methodsByPath: { pattern: RegExp; methods: Set<string> }[] = [];
+  const methodsByPath: { pattern: RegExp; fixed: boolean; methods: Set<string> }[] = [];
+  // A route marked `methodNotAllowed` only answers 405 for its path: not a method the path takes.
   app.addHook('onRoute', (route) => {
-    if (route.url.includes('*')) return;
+    if (
+      route.url.includes('*') ||
+      (route.config as { methodNotAllowed?: boolean } | undefined)?.methodNotAllowed
+    )
+      return;
     const source = `^${route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:\w+/g, '[^/]+')}/?$`;
     let entry = methodsByPath.find((e) => e.pattern.source === source);
-    if (!entry) methodsByPath.push((entry = { pattern: new RegExp(source), methods: new Set() }));
+    if (!entry)
+      methodsByPath.push(
+        (entry = { pattern: new RegExp(source), fixed: !/:\w+/.test(route.url), methods: new Set() }),
+      );
     for (const m of [route.method].flat()) entry.methods.add(m);
   });
   /** No route for this method: 405 with Allow when the path takes other methods, else 404. */
   const noRoute = (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
-    const allowed = new Set(methodsByPath.filter((e) => e.pattern.test(path)).flatMap((e) => [...e.methods]));
+    // A fixed path is its own resource (the router prefers it): /api/tasks/counts is not /api/tasks/:id.
+    const matching = methodsByPath.filter((e) => e.pattern.test(path));
+    const fixed = matching.filter((e) => e.fixed);
+    const allowed = new Set((fixed.length ? fixed : matching).flatMap((e) => [...e.methods]));
     if (allowed.size === 0) return sendProblem(reply, problem(404, `no route ${req.method} ${path}`));
     reply.header('allow', [...allowed].sort().join(', '));
     return sendProblem(reply, problem(405, `${req.method} is not allowed on ${path}`));

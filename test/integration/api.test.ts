@@ -533,6 +533,12 @@ for (const backend of backends) {
         due_date: dues.tonight,
       });
       assert.equal(done.status, 201);
+      // A fixed path beside /api/tasks/:id: its other methods are refused, not taken as a task "counts".
+      const patch = await app.call(u, 'PATCH', '/api/tasks/counts', { title: 'x' });
+      assert.equal(patch.status, 405);
+      assert.equal(patch.headers.get('allow'), 'GET, HEAD');
+      const options = await app.call(u, 'OPTIONS', '/api/tasks/counts');
+      assert.deepEqual([options.status, options.headers.get('allow')], [405, 'GET, HEAD']);
       const counts = await app.call(u, 'GET', '/api/tasks/counts');
       assert.equal(counts.status, 200);
       assert.deepEqual(counts.body, {

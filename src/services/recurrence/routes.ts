@@ -8,13 +8,18 @@
  * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series after
  *   the task's due date (the calendar schedule; see previewOccurrences).
  */
-import { ok, problemDoc } from '../../http/openapi.ts';
+import { instantDoc, ok, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
-import { ValidationError, VersionConflictError } from '../../domain/errors.ts';
-import { nextOccurrence, parseRecurrence, previewOccurrences } from '../../domain/recurrence.ts';
+import { ConflictError, ValidationError, VersionConflictError } from '../../domain/errors.ts';
+import {
+  RECURRENCE_PRESETS,
+  nextOccurrence,
+  parseRecurrence,
+  previewOccurrences,
+} from '../../domain/recurrence.ts';
 import { parseInstant, type Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
@@ -161,25 +166,22 @@ export async function registerRecurrenceRoutes(
       };
     };
 
-    /** The `recurrence` (a preset or an RRULE) and `due` of a preview query, each the task's when not given. */
+    /** The `recurrence` (a preset) and `due` of a preview query, each the task's when not given. */
     const proposal = async (userId: string, task: Task, query: Record<string, unknown>) => {
       const issues: { path: string; message: string }[] = [];
       let rule = task.recurrence;
       if (query.recurrence !== undefined) {
-        const raw = String(query.recurrence);
-        const input = /^(RRULE:)?FREQ=/i.test(raw) ? { rrule: raw } : raw;
-        const parsed = parseRecurrence(input, (await deps.settings.get(userId)).timezone);
+        const parsed = parseRecurrence(String(query.recurrence), (await deps.settings.get(userId)).timezone);
         if (parsed.ok) rule = parsed.value;
         else issues.push(...parsed.issues);
       }
       const due = query.due === undefined ? task.due_date : parseInstant(query.due);
       if (query.due !== undefined && !due)
         issues.push({ path: 'due', message: 'must be an ISO 8601 date-time with an offset' });
-      if (!rule && !issues.length)
-        issues.push({ path: 'recurrence', message: 'the task has no rule: give one' });
-      if (!due && !issues.length)
-        issues.push({ path: 'due', message: 'a rule repeats from a due date: give one' });
       if (issues.length) throw new ValidationError(issues);
+      // Well-formed, but the task lacks what a preview needs: its state, not the request, is in the way.
+      if (!rule) throw new ConflictError('the task has no rule to preview: give recurrence');
+      if (!due) throw new ConflictError('a rule repeats from a due date, and the task has none: give due');
       return { rule: rule!, due: due! };
     };
 
@@ -210,18 +212,13 @@ export async function registerRecurrenceRoutes(
               count: { type: 'integer', minimum: 1, maximum: PREVIEW_MAX, default: PREVIEW_DEFAULT },
               recurrence: {
                 type: 'string',
-                description:
-                  'preview this rule instead of the task’s: a preset (daily, weekdays, weekly, monthly, yearly) or an RRULE (FREQ=...)',
+                enum: RECURRENCE_PRESETS,
+                description: 'preview this rule instead of the task’s (what a change to it would give)',
               },
-              due: {
-                type: 'string',
-                format: 'date-time',
-                description:
-                  'preview from this due date instead of the task’s (with a rule: the editor’s preview)',
-              },
+              due: { ...instantDoc, description: 'preview from this due date instead of the task’s' },
             },
           },
-          response: ok('The next due dates'),
+          response: { ...ok('The next due dates'), 409: problemDoc },
         },
       },
       occurrences,
