@@ -237,7 +237,7 @@ export const MUTANTS: readonly Mutant[] = [
   {
     id: 'embedded-commit-before-effect',
     breaks: 'at-least-once: a consumer commits its position only after the handler (or the DLQ) is done',
-    file: 'src/bus/embedded/index.ts',
+    file: 'src/bus/embedded/group-member.ts',
     find: [
       '          const run = messages.slice(from, from + max);',
       '          const done = await consumeRun(run, this.opts, ctx);',

@@ -1,0 +1,335 @@
+/**
+ * Consumer groups on the embedded bus: members heartbeat and split the partitions, own each through a lease,
+ * and handle a partition's messages in order (runs through consumeRun), committing fenced positions.
+ */
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { randomUUID } from 'node:crypto';
+import { notifyEvent, type Db } from '../../store/db.ts';
+import {
+  COMMIT_INTERVAL_MS,
+  consumeRun,
+  DEFAULT_MAX_BATCH,
+  type ConsumeContext,
+  type ConsumeHooks,
+} from '../consumer.ts';
+import { DEFAULT_RETRY } from '../../retry.ts';
+import type { EmbeddedLog } from './log.ts';
+import { LOG_NOTIFY_CHANNEL, ensureTopic, partitionId } from './log.ts';
+import type { SubscribeOptions, Subscriber, Subscription } from '../types.ts';
+import { LiveSubscriptions } from '../subscriptions.ts';
+import { waitForEvent } from '../../wait.ts';
+import { toMessage, type EmbeddedBusOptions, type MessageRow } from './options.ts';
+import type { EmbeddedPublisher } from './publisher.ts';
+/** The `signals` event a NOTIFY of another process's append becomes (payload `topic/partition`, or '*'). */
+const NOTIFY_EVENT = notifyEvent(LOG_NOTIFY_CHANNEL);
+
+interface OwnedPartition {
+  topic: string;
+  partition: number;
+  stop: AbortController;
+  done: Promise<void>;
+  leaseUntil: number;
+}
+
+class GroupMember implements Subscription {
+  readonly memberId = randomUUID();
+  /** Partitions this member works on; `leaseUntil` is when its ownership lapses unless renewed (local clock). */
+  private readonly owned = new Map<string, OwnedPartition>();
+  private readonly closing = new AbortController();
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private rebalancing: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly db: Db,
+    private readonly log: EmbeddedLog,
+    private readonly publisher: EmbeddedPublisher,
+    private readonly opts: SubscribeOptions,
+    private readonly cfg: Required<Omit<EmbeddedBusOptions, 'hooks'>> & { hooks?: ConsumeHooks },
+  ) {}
+
+  async start(): Promise<void> {
+    this.db.listen(LOG_NOTIFY_CHANNEL);
+    for (const t of this.opts.topics) await ensureTopic(this.db, t);
+    await this.rebalance();
+    this.heartbeatTimer = setInterval(() => {
+      this.rebalancing = this.rebalancing
+        .then(() => this.rebalance())
+        .catch((err: unknown) => {
+          this.cfg.log.warn({ err, group: this.opts.group }, 'embedded bus heartbeat failed');
+        });
+    }, this.cfg.heartbeatIntervalMs);
+    this.heartbeatTimer.unref();
+  }
+
+  /** Heartbeat, expire dead members, compute this member's share and claim/release partition leases. */
+  private async rebalance(): Promise<void> {
+    if (this.closed) return;
+    const { group, topics } = this.opts;
+    const sessionMs = this.cfg.sessionTimeoutMs;
+    // One statement: heartbeat, expire members silent for a session, and read the live ones (the SELECT sees
+    // the table as it was before the CTEs, so it adds this member and leaves out the expired ones itself).
+    const members = (
+      await this.db.query<{ member_id: string }>(
+        `WITH beat AS (
+           INSERT INTO bus_group_members (group_id, member_id, topics, heartbeat_at) VALUES ($1, $2, $3, now())
+           ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = now(), topics = excluded.topics
+           RETURNING member_id),
+         expired AS (
+           DELETE FROM bus_group_members
+            WHERE group_id = $1 AND member_id <> $2 AND heartbeat_at < now() - ($4::int * interval '1 millisecond')
+           RETURNING member_id)
+         SELECT member_id FROM bus_group_members
+          WHERE group_id = $1 AND member_id NOT IN (SELECT member_id FROM expired)
+         UNION SELECT member_id FROM beat
+         ORDER BY member_id`,
+        [group, this.memberId, topics, sessionMs],
+      )
+    ).rows.map((r) => r.member_id);
+    const me = members.indexOf(this.memberId);
+    const parts = (
+      await this.db.query<{ topic: string; partition: number }>(
+        'SELECT topic, partition FROM bus_partitions WHERE topic = ANY($1::text[]) ORDER BY topic, partition',
+        [topics],
+      )
+    ).rows;
+    const desired = parts.filter((_, i) => me >= 0 && i % members.length === me);
+    const desiredIds = new Set(desired.map((p) => `${p.topic}\u0000${p.partition}`));
+    // Release what is no longer ours first (after finishing the in-flight message), then claim.
+    for (const [id, w] of this.owned) {
+      if (desiredIds.has(id)) continue;
+      await this.stopWorker(id, w);
+    }
+    if (desired.length === 0 || this.closed) return;
+    const asked = Date.now(); // the leases run from (at the latest) now: a conservative local expiry
+    // Claim (or renew) every wanted partition in one statement; a lease another member still holds stays.
+    const claimed = await this.db.query<{ topic: string; partition: number }>(
+      `INSERT INTO bus_partition_owners (group_id, topic, partition, member_id, lease_until)
+       SELECT $1, w.topic, w.partition, $2, now() + ($3::int * interval '1 millisecond')
+         FROM unnest($4::text[], $5::int[]) AS w(topic, partition)
+       ON CONFLICT (group_id, topic, partition) DO UPDATE SET member_id = excluded.member_id, lease_until = excluded.lease_until
+       WHERE bus_partition_owners.member_id = excluded.member_id OR bus_partition_owners.lease_until < now()
+       RETURNING topic, partition`,
+      [group, this.memberId, sessionMs, desired.map((p) => p.topic), desired.map((p) => p.partition)],
+    );
+    if (this.closed) return;
+    for (const p of claimed.rows) {
+      const id = `${p.topic}\u0000${p.partition}`;
+      const owned = this.owned.get(id);
+      if (owned) owned.leaseUntil = asked + sessionMs;
+      else this.startWorker(id, p.topic, p.partition, asked + sessionMs);
+    }
+  }
+
+  private startWorker(id: string, topic: string, partition: number, leaseUntil: number) {
+    const stop = new AbortController();
+    const signal = AbortSignal.any([stop.signal, this.closing.signal]);
+    const owned: OwnedPartition = { topic, partition, stop, leaseUntil, done: Promise.resolve() };
+    owned.done = this.work(topic, partition, signal, () => owned.leaseUntil).catch((err: unknown) => {
+      this.cfg.log.error(
+        { err, group: this.opts.group, topic, partition },
+        'embedded partition worker failed',
+      );
+    });
+    this.owned.set(id, owned);
+    void owned.done.finally(() => {
+      if (this.owned.get(id) === owned) this.owned.delete(id);
+    });
+  }
+
+  private async stopWorker(id: string, w: OwnedPartition) {
+    w.stop.abort();
+    await w.done;
+    this.owned.delete(id);
+    await this.db.query(
+      'DELETE FROM bus_partition_owners WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $4',
+      [this.opts.group, w.topic, w.partition, this.memberId],
+    );
+  }
+
+  private async startOffset(topic: string, partition: number): Promise<number> {
+    const r = await this.db.query<{ committed: string | null; low: string | null; next: string }>(
+      `SELECT (SELECT "offset"::text FROM bus_group_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3) AS committed,
+              (SELECT min("offset")::text FROM bus_messages WHERE topic = $2 AND partition = $3) AS low,
+              (SELECT next_offset::text FROM bus_partitions WHERE topic = $2 AND partition = $3) AS next`,
+      [this.opts.group, topic, partition],
+    );
+    const row = r.rows[0]!;
+    const low = row.low === null ? Number(row.next) : Number(row.low);
+    if (row.committed !== null) return Math.max(Number(row.committed), low);
+    return this.opts.fromBeginning === false ? Number(row.next) : low;
+  }
+
+  /** Commits the next offset to read, only while this member still owns the partition. */
+  private async commit(topic: string, partition: number, next: number): Promise<boolean> {
+    const r = await this.db.query(
+      `INSERT INTO bus_group_offsets (group_id, topic, partition, "offset", updated_at)
+       SELECT $1, $2, $3, $4, now() WHERE EXISTS (
+         SELECT 1 FROM bus_partition_owners WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $5)
+       ON CONFLICT (group_id, topic, partition) DO UPDATE SET "offset" = excluded."offset", updated_at = now()`,
+      [this.opts.group, topic, partition, next, this.memberId],
+    );
+    return r.rowCount > 0;
+  }
+
+  /**
+   * Consumes one partition: takes what this process appended from the log's in-memory tail, and reads the
+   * table for the rest (a backlog at start, a gap, appends of other processes, the safety poll). The position
+   * is committed at most every COMMIT_INTERVAL_MS while busy, within COMMIT_INTERVAL_MS once idle, and when the
+   * worker stops: after a crash at most that much is redelivered (handlers are idempotent). Between commits
+   * the worker fences itself on its lease: it stops as soon as the lease may have lapsed (a stalled process
+   * whose partition another member may have claimed); the next heartbeat that renews the claim starts it again.
+   */
+  private async work(
+    topic: string,
+    partition: number,
+    signal: AbortSignal,
+    leaseUntil: () => number,
+  ): Promise<void> {
+    let position = await this.startOffset(topic, partition);
+    const hooks = this.opts.hooks ?? this.cfg.hooks;
+    const ctx: ConsumeContext = {
+      group: this.opts.group,
+      policy: this.cfg.retry,
+      publisher: this.publisher,
+      log: this.cfg.log,
+      signal,
+      ...(hooks ? { hooks } : {}),
+    };
+    const id = partitionId(topic, partition);
+    const wake = new EventEmitter();
+    // A wake-up during a read or a batch must not wait for the next poll: remember what it asked for.
+    let woken: 'tail' | 'table' | undefined;
+    const onAppend = () => {
+      woken ??= 'tail';
+      wake.emit('wake');
+    };
+    const onNotify = (payload: string) => {
+      if (payload !== id && payload !== '*') return;
+      woken = 'table';
+      wake.emit('wake');
+    };
+    this.log.appended.on(id, onAppend);
+    this.db.signals.on(NOTIFY_EVENT, onNotify);
+    const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
+    const interval = this.opts.batchIntervalMs ?? 0;
+    let batchAt = 0;
+    let committed = position;
+    let committedAt = Date.now();
+    let readTable = true; // at start the backlog is in the table
+    let tableReadAt = 0;
+    const commitNow = async () => {
+      if (!(await this.commit(topic, partition, position))) return false; // lost the partition
+      committed = position;
+      committedAt = Date.now();
+      return true;
+    };
+    try {
+      while (!signal.aborted && Date.now() < leaseUntil()) {
+        if (woken === 'table') readTable = true;
+        woken = undefined;
+        let messages = readTable ? [] : this.log.take(topic, partition, position, this.cfg.batchSize);
+        if (messages.length === 0 && (readTable || this.log.hasFrom(topic, partition, position))) {
+          tableReadAt = Date.now();
+          const rows = (
+            await this.db.query<MessageRow>(
+              `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
+               WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY bus_messages."offset" LIMIT $4`,
+              [topic, partition, position, this.cfg.batchSize],
+            )
+          ).rows;
+          messages = rows.map(toMessage);
+          readTable = rows.length === this.cfg.batchSize; // a full batch: more may be waiting there
+        }
+        if (messages.length === 0) {
+          const commitIn = position !== committed ? committedAt + COMMIT_INTERVAL_MS - Date.now() : Infinity;
+          if (commitIn <= 0) {
+            if (!(await commitNow())) return;
+            continue;
+          }
+          if (woken) continue;
+          const pollIn = tableReadAt + this.cfg.pollIntervalMs - Date.now();
+          if (pollIn > 0) await waitForEvent(wake, 'wake', Math.min(pollIn, commitIn), signal);
+          if (!woken && Date.now() - tableReadAt >= this.cfg.pollIntervalMs) readTable = true;
+          continue;
+        }
+        // A short run soon after the last batch: let more arrive until the interval is over (see
+        // SubscribeOptions.batchIntervalMs), then take whatever the tail has by then.
+        const early = batchAt + interval - Date.now();
+        if (early > 0 && messages.length < max) {
+          await sleep(early, undefined, { signal }).catch(() => undefined);
+          if (signal.aborted) return;
+          const more = this.log.take(topic, partition, position, this.cfg.batchSize);
+          if (more.length > messages.length) messages = more;
+        }
+        batchAt = Date.now();
+        for (let from = 0; from < messages.length; from += max) {
+          if (Date.now() >= leaseUntil()) return; // the uncommitted rest is redelivered to the owner
+          const run = messages.slice(from, from + max);
+          const done = await consumeRun(run, this.opts, ctx);
+          if (done > 0) position = Number(run[done - 1]!.offset) + 1;
+          if (done < run.length) return; // shutdown
+          if (Date.now() - committedAt >= COMMIT_INTERVAL_MS && !(await commitNow())) return;
+        }
+      }
+    } finally {
+      this.log.appended.off(id, onAppend);
+      this.db.signals.off(NOTIFY_EVENT, onNotify);
+      if (position !== committed)
+        await this.commit(topic, partition, position).catch((err: unknown) =>
+          this.cfg.log.warn(
+            { err, group: this.opts.group, topic, partition },
+            'could not commit the position on stop; the rest is redelivered',
+          ),
+        );
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeatTimer);
+    await this.rebalancing.catch(() => undefined);
+    this.closing.abort();
+    await Promise.all([...this.owned.values()].map((w) => w.done));
+    await this.db.query('DELETE FROM bus_partition_owners WHERE group_id = $1 AND member_id = $2', [
+      this.opts.group,
+      this.memberId,
+    ]);
+    await this.db.query('DELETE FROM bus_group_members WHERE group_id = $1 AND member_id = $2', [
+      this.opts.group,
+      this.memberId,
+    ]);
+  }
+}
+
+export class EmbeddedSubscriber implements Subscriber {
+  private readonly members = new LiveSubscriptions<GroupMember>();
+  private readonly cfg: Required<Omit<EmbeddedBusOptions, 'hooks'>> & { hooks?: ConsumeHooks };
+  constructor(
+    private readonly db: Db,
+    private readonly log: EmbeddedLog,
+    private readonly publisher: EmbeddedPublisher,
+    opts: EmbeddedBusOptions,
+  ) {
+    this.cfg = {
+      log: opts.log,
+      retry: opts.retry ?? DEFAULT_RETRY,
+      pollIntervalMs: opts.pollIntervalMs ?? 2_000,
+      heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 2_000,
+      sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
+      batchSize: opts.batchSize ?? 200,
+      onAppended: () => undefined,
+      ...(opts.hooks ? { hooks: opts.hooks } : {}),
+    };
+  }
+
+  async subscribe(opts: SubscribeOptions): Promise<Subscription> {
+    return this.members.add(new GroupMember(this.db, this.log, this.publisher, opts, this.cfg));
+  }
+
+  close(): Promise<void> {
+    return this.members.closeAll();
+  }
+}
