@@ -65,18 +65,15 @@ export function makeEvent<T>(input: NewEventInput<T>): CloudEvent<T> {
 
 /** Kafka binary content mode: attributes as `ce_*` headers, `data` as the JSON body. */
 export function toBinary(event: CloudEvent): { headers: Record<string, string>; body: string } {
-  const { headers, body } = toBinaryRecord(event);
-  return { headers: Object.fromEntries(headers), body };
+  return { headers: Object.fromEntries(toBinaryHeaders(event)), body: JSON.stringify(event.data) };
 }
 
 /**
- * toBinary for a producer: the headers straight into the Map the Kafka client takes, with `extra` transport
- * headers after them, in one pass (the relay builds one per event; no intermediate objects).
+ * The `ce_*` headers of `event` straight into the Map the Kafka client takes, with `extra` transport headers
+ * after them, in one pass (a producer builds one per event; no intermediate objects). `content-type` is the
+ * event's (a codec writing another encoding sets its own).
  */
-export function toBinaryRecord(
-  event: CloudEvent,
-  extra?: Record<string, string>,
-): { headers: Map<string, string>; body: string } {
+export function toBinaryHeaders(event: CloudEvent, extra?: Record<string, string>): Map<string, string> {
   const headers = new Map<string, string>([['content-type', event.datacontenttype]]);
   for (const k in event) {
     const v = (event as unknown as Record<string, unknown>)[k];
@@ -85,7 +82,7 @@ export function toBinaryRecord(
   }
   if (event.traceparent) headers.set('traceparent', event.traceparent);
   if (extra) for (const k in extra) headers.set(k, extra[k]!);
-  return { headers, body: JSON.stringify(event.data) };
+  return headers;
 }
 
 export function fromBinary(headers: Record<string, string>, body: string): CloudEvent {

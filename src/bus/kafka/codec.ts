@@ -10,7 +10,7 @@
 import type { Message } from '@platformatic/kafka';
 import type avsc from 'avsc';
 import { avroSchemaOf, jsonDataOf } from '../../contracts/avro.ts';
-import { fromBinary, toBinaryRecord, type CloudEvent } from '../../contracts/cloudevent.ts';
+import { fromBinary, toBinaryHeaders, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { isEventType, type EventType } from '../../contracts/schemas.ts';
 import { errorMessage } from '../../error-text.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -78,10 +78,6 @@ export class EventCodec {
       throw new Error('EVENT_ENCODING=avro needs a schema registry (SCHEMA_REGISTRY_URL)');
   }
 
-  get encoding(): EventEncoding {
-    return this.opts.encoding;
-  }
-
   /** Resolves the writer schema id of each event type about to be encoded as Avro (a request per new type). */
   async prepareEncode(events: readonly CloudEvent[], signal?: AbortSignal): Promise<void> {
     if (this.opts.encoding !== 'avro') return;
@@ -111,7 +107,7 @@ export class EventCodec {
    * dead-letter topic, a type this build does not know).
    */
   encode(event: CloudEvent, extra?: Record<string, string>): EncodedRecord {
-    const { headers, body } = toBinaryRecord(event, extra);
+    const headers = toBinaryHeaders(event, extra);
     const id =
       this.opts.encoding === 'avro' && isEventType(event.type) ? this.resolvedIds.get(event.type) : undefined;
     if (id !== undefined) {
@@ -130,7 +126,7 @@ export class EventCodec {
         return { headers, value };
       }
     }
-    return { headers, value: Buffer.from(body) };
+    return { headers, value: Buffer.from(JSON.stringify(event.data)) };
   }
 
   /**
