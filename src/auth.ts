@@ -2,6 +2,7 @@
  * JWT bearer authentication (jose): HS256 with a shared secret (as Better Auth issues) or any JWKS URL. The
  * user is the token's `sub`, never a path or body value.
  */
+import { LRUCache } from 'lru-cache';
 import { SignJWT, createRemoteJWKSet, errors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { Config } from './config.ts';
 import { errorMessage } from './error-text.ts';
@@ -37,18 +38,14 @@ const JWKS_RECHECK_MS = 5 * 60_000;
 
 export function createVerifier(jwt: Config['jwt']): Verifier {
   const verify = verifyToken(jwt);
-  // token -> its principal and until when (epoch ms) it may be used without checking it again: its `exp`.
-  const cache = new Map<string, { principal: Principal; until: number }>();
+  // token -> its principal, usable without checking it again until its `exp` (or the JWKS recheck).
+  const cache = new LRUCache<string, Principal>({ max: CACHE_SIZE });
   return async (token) => {
     const hit = cache.get(token);
-    if (hit) {
-      if (Date.now() < hit.until) return hit.principal;
-      cache.delete(token);
-    }
+    if (hit) return hit;
     const { principal, exp } = await verify(token);
-    const until = Math.min(exp * 1000, jwt.jwksUrl ? Date.now() + JWKS_RECHECK_MS : Infinity);
-    if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value!);
-    cache.set(token, { principal, until });
+    const ttl = Math.min(exp * 1000 - Date.now(), jwt.jwksUrl ? JWKS_RECHECK_MS : Infinity);
+    if (ttl > 0) cache.set(token, principal, { ttl });
     return principal;
   };
 }

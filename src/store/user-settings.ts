@@ -1,4 +1,5 @@
 /** Per-user settings: IANA time zone (recurrence, "today") and default reminder offsets. */
+import { LRUCache } from 'lru-cache';
 import type { TaskQuery } from '../domain/query.ts';
 import type { Queryable } from './db.ts';
 
@@ -15,7 +16,10 @@ const DEFAULTS_REUSE_MS = 5_000;
 const DEFAULTS_CACHED_USERS = 10_000;
 
 export class UserSettingsStore {
-  private readonly defaults = new Map<string, { value: string[]; until: number }>();
+  private readonly defaults = new LRUCache<string, string[]>({
+    max: DEFAULTS_CACHED_USERS,
+    ttl: DEFAULTS_REUSE_MS,
+  });
 
   constructor(
     private readonly db: Queryable,
@@ -39,11 +43,9 @@ export class UserSettingsStore {
    */
   async defaultReminders(userId: string): Promise<string[]> {
     const hit = this.defaults.get(userId);
-    if (hit && Date.now() < hit.until) return hit.value;
+    if (hit) return hit;
     const value = (await this.get(userId)).default_reminders;
-    this.defaults.delete(userId);
-    if (this.defaults.size >= DEFAULTS_CACHED_USERS) this.defaults.delete(this.defaults.keys().next().value!);
-    this.defaults.set(userId, { value, until: Date.now() + DEFAULTS_REUSE_MS });
+    this.defaults.set(userId, value);
     return value;
   }
 
