@@ -160,3 +160,22 @@ export interface Bus {
   admin: BusAdmin;
   close(): Promise<void>;
 }
+
+/**
+ * A transport's parts as a Bus. Closing it stops the subscriptions first (a message in hand may still
+ * publish a dead letter), then the publisher, then the admin.
+ */
+export function assembleBus<P extends Publisher, A extends BusAdmin>(
+  kind: Bus['kind'],
+  parts: { publisher: P; subscriber: Subscriber; admin: A },
+): Bus & { publisher: P; admin: A } {
+  return {
+    kind,
+    ...parts,
+    close: async () => {
+      await parts.subscriber.close();
+      await parts.publisher.close();
+      await parts.admin.close();
+    },
+  };
+}

@@ -25,7 +25,7 @@
  * admin.ts; this file puts them together as a Bus.
  */
 import { KafkaAdmin } from '../kafka/admin.ts';
-import type { Bus } from '../types.ts';
+import { assembleBus, type Bus } from '../types.ts';
 import { DaprAdmin } from './admin.ts';
 import { DaprPublisher } from './publisher.ts';
 import type { DaprBusOptions, DaprSettings } from './settings.ts';
@@ -41,15 +41,5 @@ export function createDaprBus(s: DaprSettings, opts: DaprBusOptions): Bus {
   const publisher = new DaprPublisher(s, opts.log);
   const subscriber = new DaprSubscriber(s, opts.log, opts.app);
   const admin = new DaprAdmin(s.kafka ? new KafkaAdmin({ ...s.kafka, topicPrefix: '' }, opts.log) : null);
-  return {
-    kind: 'dapr',
-    publisher,
-    subscriber,
-    admin,
-    close: async () => {
-      await subscriber.close();
-      await publisher.close();
-      await admin.close();
-    },
-  };
+  return assembleBus('dapr', { publisher, subscriber, admin });
 }

@@ -12,7 +12,7 @@
  */
 import type { Db } from '../../store/db.ts';
 import { EmbeddedLog } from './log.ts';
-import type { Bus } from '../types.ts';
+import { assembleBus, type Bus } from '../types.ts';
 import { EmbeddedAdmin } from './admin.ts';
 import { EmbeddedSubscriber } from './group-member.ts';
 import type { EmbeddedBusOptions } from './options.ts';
@@ -33,14 +33,5 @@ export function createEmbeddedBus(
   const publisher = new EmbeddedPublisher(db, log);
   const subscriber = new EmbeddedSubscriber(db, log, publisher, opts);
   const admin = new EmbeddedAdmin(db);
-  return {
-    kind: 'embedded',
-    publisher,
-    subscriber,
-    admin,
-    close: async () => {
-      await subscriber.close();
-      await publisher.close();
-    },
-  };
+  return assembleBus('embedded', { publisher, subscriber, admin });
 }

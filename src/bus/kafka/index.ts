@@ -11,7 +11,7 @@
  * puts them together as a Bus.
  */
 import { DEFAULT_RETRY } from '../../retry.ts';
-import type { Bus } from '../types.ts';
+import { assembleBus, type Bus } from '../types.ts';
 import { EventCodec } from './codec.ts';
 import { KafkaAdmin } from './admin.ts';
 import type { KafkaBusOptions, KafkaSettings } from './connection.ts';
@@ -41,15 +41,5 @@ export function createKafkaBus(s: KafkaSettings, opts: KafkaBusOptions): Bus {
   const publisher = new KafkaPublisher(s, opts.log, cfg.codec);
   const subscriber = new KafkaSubscriber(s, publisher, cfg);
   const admin = new KafkaAdmin(s, opts.log, cfg.codec);
-  return {
-    kind: 'kafka',
-    publisher,
-    subscriber,
-    admin,
-    close: async () => {
-      await subscriber.close();
-      await publisher.close();
-      await admin.close();
-    },
-  };
+  return assembleBus('kafka', { publisher, subscriber, admin });
 }

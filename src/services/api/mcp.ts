@@ -556,6 +556,18 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     }),
   );
 
+  /** list_tasks and search_tasks: the REST list's query, one page of list items. */
+  const listPage = async (args: Record<string, unknown>) => {
+    const parsed = parseTaskQuery(queryOf(args));
+    if (!parsed.ok) throw new ValidationError(parsed.issues);
+    const page = await store.list(
+      caller.userId,
+      parsed.value,
+      await settings.listOptions(caller.userId, parsed.value),
+    );
+    return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
+  };
+
   server.registerTool(
     'list_tasks',
     {
@@ -566,16 +578,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       outputSchema: listOut,
       annotations: { readOnlyHint: true },
     },
-    run('list_tasks', QUERY_RENAME, async (args) => {
-      const parsed = parseTaskQuery(queryOf(args));
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const page = await store.list(
-        caller.userId,
-        parsed.value,
-        await settings.listOptions(caller.userId, parsed.value),
-      );
-      return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
-    }),
+    run('list_tasks', QUERY_RENAME, (args) => listPage(args)),
   );
 
   server.registerTool(
@@ -593,14 +596,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     run('search_tasks', QUERY_RENAME, async (args) => {
       if (args.query.trim() === '') throw new ValidationError([{ path: 'q', message: 'must not be empty' }]);
-      const parsed = parseTaskQuery(queryOf(args));
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const page = await store.list(
-        caller.userId,
-        parsed.value,
-        await settings.listOptions(caller.userId, parsed.value),
-      );
-      return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
+      return listPage(args);
     }),
   );
 
