@@ -3,7 +3,7 @@
  * starts each target; stops them in reverse order on SIGTERM/SIGINT, finishing in-flight work.
  */
 import { createVerifier } from './auth.ts';
-import { allTopics, createBus, preloadBus, provisionsTopics } from './bus/index.ts';
+import { allTopics, createBus, preloadBus, provisionsTopics, type RegisteredSchemas } from './bus/index.ts';
 import type { Bus } from './bus/types.ts';
 import { ConfigError, type Config } from './config.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
@@ -69,9 +69,13 @@ export async function runTargets(
         : 'database open and up to date',
     );
     step = performance.now();
-    if (config.schemaRegistry) await registerSchemas(config, log);
+    const schemas = config.schemaRegistry ? await registerSchemas(config, log) : undefined;
     http = await httpMade;
-    bus = await createBus(config, db, log, metrics, { ensureTopics: false, http: http.app });
+    bus = await createBus(config, db, log, metrics, {
+      ensureTopics: false,
+      http: http.app,
+      ...(schemas ? { schemas } : {}),
+    });
   } catch (err) {
     await httpMade.then((h) => h.app.close()).catch(() => undefined);
     if (db && !opts.db) await db.close().catch(() => undefined);
@@ -131,13 +135,14 @@ export async function runTargets(
  * Registers the event schemas with the registry (bus/schema-registry.ts) before any target can write an event:
  * a schema the registry refuses, or a registry that cannot be reached, stops the start with one line.
  */
-async function registerSchemas(config: Config, log: Logger): Promise<void> {
+async function registerSchemas(config: Config, log: Logger): Promise<RegisteredSchemas> {
   const settings = config.schemaRegistry!;
   const { SchemaRegistryClient, registerEventSchemas } = await import('./bus/schema-registry.ts');
   const started = performance.now();
+  const client = new SchemaRegistryClient(settings);
   try {
     const ids = await registerEventSchemas(
-      new SchemaRegistryClient(settings),
+      client,
       settings.compatibility,
       config.kafka.topicPrefix,
       config.eventEncoding === 'avro',
@@ -146,6 +151,7 @@ async function registerSchemas(config: Config, log: Logger): Promise<void> {
       { schemas: ids.size, ms: Math.round(performance.now() - started), registry: settings.url },
       `event schemas registered (${settings.compatibility}${config.eventEncoding === 'avro' ? ', JSON and Avro' : ''})`,
     );
+    return { client, ids };
   } catch (err) {
     throw new ConfigError(errorMessage(err));
   }

@@ -6,6 +6,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Db } from '../store/db.ts';
 import type { KafkaSettings } from './kafka/index.ts';
+import type { SchemaRegistryClient } from './schema-registry.ts';
 import type { Bus } from './types.ts';
 
 /** Every topic the system uses: the three event topics and one dead-letter topic per consumer group. */
@@ -58,15 +59,25 @@ export function provisionsTopics(config: Config): boolean {
   return config.kafka.ensureTopics && (config.bus === 'kafka' || config.dapr.kafkaAdmin);
 }
 
-/** With a registry, Kafka reads Avro values (and writes them with EVENT_ENCODING=avro). */
-async function eventCodec(config: Config, log: Logger) {
+/** What start-up registered (process.ts): the client, and the schema id of each subject. */
+export interface RegisteredSchemas {
+  client: SchemaRegistryClient;
+  ids: ReadonlyMap<string, number>;
+}
+
+/**
+ * With a registry, Kafka reads Avro values (and writes them with EVENT_ENCODING=avro), through the client
+ * and with the ids of start-up's registration when there was one (a CLI command has none: it looks them up).
+ */
+async function eventCodec(config: Config, log: Logger, registered?: RegisteredSchemas) {
   const [{ EventCodec }, { SchemaRegistryClient }] = await Promise.all([
     import('./kafka/codec.ts'),
     import('./schema-registry.ts'),
   ]);
   return new EventCodec({
     encoding: config.eventEncoding,
-    registry: new SchemaRegistryClient(config.schemaRegistry!),
+    registry: registered?.client ?? new SchemaRegistryClient(config.schemaRegistry!),
+    ...(registered ? { registered: registered.ids } : {}),
     subjectPrefix: config.kafka.topicPrefix,
     log,
   });
@@ -77,8 +88,11 @@ export async function createBus(
   db: Db,
   log: Logger,
   metrics: Metrics,
-  /** `http`: the process HTTP server, where daprd delivers (BUS=dapr subscribers). */
-  opts: { ensureTopics?: boolean; http?: FastifyInstance } = {},
+  /**
+   * `http`: the process HTTP server, where daprd delivers (BUS=dapr subscribers). `schemas`: what start-up
+   * registered with the schema registry.
+   */
+  opts: { ensureTopics?: boolean; http?: FastifyInstance; schemas?: RegisteredSchemas } = {},
 ): Promise<Bus> {
   const busLog = log.child({ component: 'bus' });
   let bus: Bus;
@@ -104,7 +118,7 @@ export async function createBus(
       bus = createKafkaBus(kafkaSettings(config), {
         log: busLog,
         retry: config.retry,
-        ...(config.schemaRegistry ? { codec: await eventCodec(config, busLog) } : {}),
+        ...(config.schemaRegistry ? { codec: await eventCodec(config, busLog, opts.schemas) } : {}),
       });
       break;
     }

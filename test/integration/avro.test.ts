@@ -172,6 +172,13 @@ describe('Avro on Kafka', { skip }, () => {
         30_000,
         'the events relayed',
       );
+      // Registered once, at start-up: the publisher uses the ids start-up got, it does not register again.
+      const avroSubject = avroSubjectOf('task.created', p);
+      assert.equal(
+        registry.requests.filter((r) => r === `POST /subjects/${avroSubject}/versions`).length,
+        1,
+        'one registration of the Avro schema',
+      );
       await consumer.connect();
       await consumer.subscribe({ topic: `${p}task-events`, fromBeginning: true });
       const got = await new Promise<{ headers: Record<string, string>; value: Buffer }>((resolve) => {

@@ -69,6 +69,8 @@ export class EventCodec {
     private readonly opts: {
       encoding: EventEncoding;
       registry?: SchemaRegistryClient | undefined;
+      /** Schema ids by subject that start-up registered (no request for those). */
+      registered?: ReadonlyMap<string, number>;
       /** KAFKA_TOPIC_PREFIX, part of the subject names. */
       subjectPrefix?: string;
       log?: Logger | undefined;
@@ -86,13 +88,14 @@ export class EventCodec {
       if (!isEventType(type) || this.resolvedIds.has(type)) continue;
       let id = this.writerIds.get(type);
       if (!id) {
-        const registry = this.opts.registry!;
-        // Registering is idempotent (the registered schema's id comes back); start-up already registered it.
-        id = registry.register(
-          avroSubjectOf(type, this.opts.subjectPrefix),
-          JSON.stringify(avroSchemaOf(type)),
-          'AVRO',
-        );
+        const subject = avroSubjectOf(type, this.opts.subjectPrefix);
+        const known = this.opts.registered?.get(subject);
+        // Registering is idempotent (the registered schema's id comes back): for a process whose start-up
+        // did not register (a CLI command replaying dead letters).
+        id =
+          known !== undefined
+            ? Promise.resolve(known)
+            : this.opts.registry!.register(subject, JSON.stringify(avroSchemaOf(type)), 'AVRO');
         id.catch(() => this.writerIds.delete(type));
         this.writerIds.set(type, id);
       }
