@@ -178,24 +178,30 @@ export async function createHttpServer(opts: {
   // A path that exists with other methods answers 405 with Allow (RFC 9110 15.5.6), not 404: what each
   // route path accepts, collected as routes are added.
   const methodsByPath: { pattern: RegExp; fixed: boolean; methods: Set<string> }[] = [];
-  // A route marked `methodNotAllowed` only answers 405 for its path: not a method the path takes.
+  // The methods of each path without parameters (/api/tasks/counts), by path.
+  const fixedPaths = new Map<string, Set<string>>();
+  const pathOf = (url: string) => {
+    const path = url.split('?')[0]!;
+    return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+  };
   app.addHook('onRoute', (route) => {
-    if (
-      route.url.includes('*') ||
-      (route.config as { methodNotAllowed?: boolean } | undefined)?.methodNotAllowed
-    )
-      return;
+    if (route.url.includes('*')) return;
     const source = `^${route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:\w+/g, '[^/]+')}/?$`;
     let entry = methodsByPath.find((e) => e.pattern.source === source);
     if (!entry)
       methodsByPath.push(
         (entry = { pattern: new RegExp(source), fixed: !/:\w+/.test(route.url), methods: new Set() }),
       );
-    for (const m of [route.method].flat()) entry.methods.add(m);
+    const own = entry.fixed ? (fixedPaths.get(pathOf(route.url)) ?? new Set<string>()) : undefined;
+    if (own) fixedPaths.set(pathOf(route.url), own);
+    for (const m of [route.method].flat()) {
+      entry.methods.add(m);
+      own?.add(m);
+    }
   });
   /** No route for this method: 405 with Allow when the path takes other methods, else 404. */
   const noRoute = (req: FastifyRequest, reply: FastifyReply) => {
-    const path = req.url.split('?')[0]!;
+    const path = pathOf(req.url);
     // A fixed path is its own resource (the router prefers it): /api/tasks/counts is not /api/tasks/:id.
     const matching = methodsByPath.filter((e) => e.pattern.test(path));
     const fixed = matching.filter((e) => e.fixed);
@@ -206,8 +212,12 @@ export async function createHttpServer(opts: {
   };
   // Answered early, before the body is read: an unknown route's body is never parsed (Fastify would refuse a
   // QUERY without a Content-Type with 400 first). The not-found handler stays for what reaches it otherwise.
+  // A fixed path takes only its own methods: the router would hand PATCH /api/tasks/counts to the
+  // parameter route beside it (PATCH /api/tasks/:id, a task "counts").
   app.addHook('onRequest', async (req, reply) => {
     if (req.is404) return noRoute(req, reply);
+    const own = fixedPaths.get(pathOf(req.url));
+    if (own && !own.has(req.method)) return noRoute(req, reply);
   });
   app.setNotFoundHandler(noRoute);
 

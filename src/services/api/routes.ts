@@ -225,19 +225,6 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         return store.counts(user, (await settings.get(user)).timezone);
       },
     );
-    // A fixed path beside /api/tasks/:id would take that route's other methods (PATCH /api/tasks/counts
-    // updating a task "counts"): they answer 405 here.
-    api.route({
-      method: ['POST', 'PUT', 'PATCH', 'DELETE'],
-      url: '/api/tasks/counts',
-      schema: { hide: true },
-      config: { methodNotAllowed: true },
-      handler: (req, reply) =>
-        sendProblem(
-          reply.header('allow', 'GET, HEAD'),
-          problem(405, `${req.method} is not allowed on /api/tasks/counts`),
-        ),
-    });
     api.get('/api/tasks/:id', doc('Get a task', one), get);
     api.patch(
       '/api/tasks/:id',
