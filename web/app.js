@@ -169,9 +169,11 @@ function scheduleReload() {
   state.reloadTimer = setTimeout(loadTasks, 60);
 }
 
+/** An instant as the person reads it: their locale and zone, to the minute. */
+const dateTime = (iso) => new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+
 function formatDue(iso) {
-  if (!iso) return null;
-  return `due ${new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })}`;
+  return iso ? `due ${dateTime(iso)}` : null;
 }
 
 const PRESETS = ['daily', 'weekdays', 'weekly', 'monthly', 'yearly'];
@@ -284,7 +286,6 @@ function edit(li, t) {
     current === 'custom' ? el('option', { value: 'custom', selected: true }, t.recurrence.rrule) : null,
   );
   const preview = el('p', { class: 'meta edit-preview', 'aria-live': 'polite' });
-  const dateTime = (iso) => new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
   /** The next dates of the rule and due date as the form has them now (saved or not), from the server. */
   const showPreview = async () => {
     const q = new URLSearchParams({ count: '5' });

@@ -385,8 +385,8 @@ export class TaskStore {
     return result;
   }
 
-  update(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: number) {
-    return this.change(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion);
+  async update(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: number) {
+    return (await this.updateTransition(userId, id, patch, meta, expectedVersion)).task;
   }
 
   /** `update`, answering the transition (`transition`). */

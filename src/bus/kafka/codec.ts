@@ -202,17 +202,17 @@ export class EventCodec {
     const id = schemaIdOf(r.value);
     if (id === undefined) throw new Error('an application/avro value without the Confluent framing');
     const event = fromBinary(headers, '');
-    const data = this.readerOf(id, event.type).call(r.value!.subarray(5));
-    event.data = jsonDataOf(event.type, data);
+    event.data = jsonDataOf(event.type, this.readData(id, event.type, r.value!.subarray(5)));
     event.datacontenttype = 'application/json'; // the event as it is held: data is JSON now
     return event;
   }
 
-  private readerOf(id: number, type: string): { call(b: Buffer): unknown } {
+  /** Avro `bytes` written under schema `id`, read as this build's `type` (as written, for a type it does not know). */
+  private readData(id: number, type: string, bytes: Buffer): unknown {
     const writer = this.writers.get(id);
     if (writer === undefined) throw new Error(`schema id ${id} was not loaded`);
     if (writer instanceof Error) throw writer;
-    if (!isEventType(type)) return { call: (b) => writer.fromBuffer(b) };
+    if (!isEventType(type)) return writer.fromBuffer(bytes);
     const key = `${id}/${type}`;
     let resolver = this.resolvers.get(key);
     if (!resolver) {
@@ -224,9 +224,7 @@ export class EventCodec {
       this.resolvers.set(key, resolver);
     }
     if (resolver instanceof Error) throw resolver;
-    const reader = avroTypeOf(type);
-    const r = resolver;
-    return { call: (b) => reader.fromBuffer(b, r) };
+    return avroTypeOf(type).fromBuffer(bytes, resolver);
   }
 }
 

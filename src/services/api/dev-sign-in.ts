@@ -13,8 +13,8 @@ import type { Config } from '../../config.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 
-const USER = '^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$';
-const isUserId = (v: unknown): v is string => typeof v === 'string' && new RegExp(USER).test(v);
+const USER = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$/;
+const isUserId = (v: unknown): v is string => typeof v === 'string' && USER.test(v);
 const TOKEN_LIFETIME = '7d';
 
 const isLoopback = (address: string | undefined) => {
@@ -33,20 +33,10 @@ export function registerDevSignIn(app: FastifyInstance, jwt: Config['jwt']): voi
   );
   app.post(
     '/api/dev/sign-in',
-    {
-      schema: {
-        hide: true,
-        body: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['user'],
-          properties: { user: { type: 'string', pattern: USER } },
-        },
-      },
-    },
+    { schema: { hide: true } },
     async (req: FastifyRequest<{ Body: { user?: unknown } | null }>, reply) => {
       if (!local(req)) return sendProblem(reply, notHere);
-      // The API's schemas document; its handlers validate (as every route here).
+      // Handlers validate (the API's schemas only document, and this route is not documented).
       const user = req.body?.user;
       if (!isUserId(user))
         throw new ValidationError([

@@ -182,7 +182,7 @@ export async function registerRecurrenceRoutes(
       // Well-formed, but the task lacks what a preview needs: its state, not the request, is in the way.
       if (!rule) throw new ConflictError('the task has no rule to preview: give recurrence');
       if (!due) throw new ConflictError('a rule repeats from a due date, and the task has none: give due');
-      return { rule: rule!, due: due! };
+      return { rule, due };
     };
 
     scope.post(
