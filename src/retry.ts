@@ -1,5 +1,5 @@
 /**
- * Backoff: the retry policy and its full-jitter delays, used by the consumer rules (bus/consumer.ts), the
+ * Backoff: the retry policy and its full-jitter delays, used by the consumer rules (bus/middleware.ts), the
  * tick loops and the transports; and retrying one operation until it succeeds (subscribing, rejoining a
  * consumer group, creating topics): capped exponential backoff between failures, each failure reported, and
  * an abort signal that ends the waiting at once. Rounds that run forever are a TickLoop instead.

@@ -5,7 +5,7 @@
  */
 import { dlqTopic } from '../contracts/topics.ts';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
-import { DLQ_HEADERS } from './consumer.ts';
+import { DLQ_HEADERS } from './middleware.ts';
 import type { Bus, BusAdmin, StoredMessage } from './types.ts';
 
 export interface DeadLetter {

@@ -79,7 +79,7 @@ export interface SubscribeOptions {
   handler: MessageHandler;
   /**
    * Optional: runs of up to `maxBatch` messages already fetched from one partition go to it at once (Kafka,
-   * embedded bus; on Dapr with `batchIntervalMs` too, through daprd's bulk subscribe). See consumeRun.
+   * embedded bus; on Dapr with `batchIntervalMs` too, through daprd's bulk subscribe). See `consumer` in consumer.ts.
    */
   batchHandler?: BatchHandler;
   /** Most messages per `batchHandler` call (default 100). */

@@ -264,7 +264,7 @@ export class Metrics {
       collectDefaultMetrics({ register: this.registry, prefix: 'taskflow_' });
   }
 
-  /** Hooks for consumeWithRetry that feed the consumer metrics of one group. */
+  /** Hooks for the consumer pipeline (bus/middleware.ts) that feed the consumer metrics of one group. */
   consumerHooks(group: string) {
     return {
       onHandled: (m: { topic: string; event: { type: string }; timestamp: string }, ms: number) => {

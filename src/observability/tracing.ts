@@ -77,6 +77,11 @@ export function currentTraceparent(): string | undefined {
   return traceparentOf(trace.getActiveSpan());
 }
 
+/** Adds an event to the active span (a retry of a consumer handler, say); nothing when none is active. */
+export function addSpanEvent(name: string, attributes: Attributes): void {
+  trace.getActiveSpan()?.addEvent(name, attributes);
+}
+
 export interface SpanOptions {
   kind?: SpanKind;
   /** Parent: a `traceparent` string or a context; default the active context. */

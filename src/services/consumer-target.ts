@@ -4,7 +4,12 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BatchItem, BusMessage, SubscribeOptions, Subscription } from '../bus/types.ts';
+import type { CloudEvent } from '../contracts/cloudevent.ts';
 import { dlqTopic } from '../contracts/topics.ts';
+import { childTraceparent } from '../observability/trace.ts';
+import type { Db, Tx } from '../store/db.ts';
+import { firstTimeMany } from '../store/idempotency.ts';
+import { appendEvents } from '../store/outbox.ts';
 import type { ConsumerGroupSource } from '../observability/metrics.ts';
 import { retryWithBackoff } from '../retry.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../runtime.ts';
@@ -33,6 +38,71 @@ export interface ConsumerService {
   /** Optional: handles a run of messages at once, all or nothing (see BatchHandler). */
   handleBatch?(items: readonly BatchItem[]): Promise<void>;
   stop?(): Promise<void>;
+}
+
+/** An event handed to a transactional effect, with the `traceparent` the events it causes continue from. */
+export interface ConsumedEvent {
+  event: CloudEvent;
+  traceparent: string;
+}
+
+export interface TransactionalOptions {
+  db: Db;
+  /** The consumer group: its processed-event ledger deduplicates. */
+  group: string;
+  /** The events the effect is for; the others are done without a transaction. */
+  accepts(event: CloudEvent): boolean;
+  /**
+   * The target's effect, inside the transaction, on the new events in delivery order (an event already
+   * processed by the group is left out, and a run's repeat of an id counts once). It resolves the events it
+   * causes, appended in the same transaction (the relay or the bus is woken after commit); other wake-ups
+   * go through `tx.afterCommit`.
+   */
+  effect(tx: Tx, events: readonly ConsumedEvent[]): Promise<readonly CloudEvent[] | void>;
+  /**
+   * The effect records the event ids in the group's ledger itself, in its own first statement (one statement
+   * saved per transaction), and is handed every accepted event: reminders and audit do.
+   */
+  dedupesItself?: boolean;
+  /** Runs go to the effect whole (one transaction for many events) as well as one message at a time. */
+  batches?: boolean;
+}
+
+/**
+ * A consumer whose effect is written in the database: dedupe by event id, the effect and the events it causes
+ * commit in one transaction, so a redelivery (at least once) changes nothing twice. The handler of a target
+ * is then its effect only.
+ */
+export function transactional(opts: TransactionalOptions): ConsumerService {
+  const { db, group, accepts, effect } = opts;
+  const run = async (items: readonly { message: BusMessage; traceparent: string | undefined }[]) => {
+    const consumed: ConsumedEvent[] = [];
+    for (const { message, traceparent } of items)
+      if (accepts(message.event))
+        consumed.push({
+          event: message.event,
+          traceparent: traceparent ?? childTraceparent(message.event.traceparent),
+        });
+    if (consumed.length === 0) return;
+    await db.transaction(async (tx) => {
+      let todo = consumed;
+      if (!opts.dedupesItself) {
+        const fresh = await firstTimeMany(
+          tx,
+          group,
+          consumed.map((c) => c.event.id),
+        );
+        todo = consumed.filter((c) => fresh.delete(c.event.id)); // the first occurrence of an id wins
+        if (todo.length === 0) return;
+      }
+      const caused = await effect(tx, todo);
+      if (caused?.length) await appendEvents(tx, caused);
+    });
+  };
+  return {
+    handle: (message) => run([{ message, traceparent: undefined }]),
+    ...(opts.batches ? { handleBatch: run } : {}),
+  };
 }
 
 export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {

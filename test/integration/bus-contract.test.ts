@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { DLQ_HEADERS } from '../../src/bus/consumer.ts';
+import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
 import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
 import type { BusMessage, Subscription } from '../../src/bus/types.ts';
 import { PermanentError } from '../../src/bus/types.ts';

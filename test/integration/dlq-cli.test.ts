@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
-import { DLQ_HEADERS } from '../../src/bus/consumer.ts';
+import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
 import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
 import { silentLogger } from '../../src/observability/logger.ts';

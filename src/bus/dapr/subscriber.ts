@@ -2,19 +2,28 @@
  * Subscribing through the sidecar: programmatic subscriptions listed at `GET /dapr/subscribe`, deliveries at
  * `POST /dapr/events/<group>/<topic>` answered SUCCESS, RETRY or DROP (bulk deliveries with a status per entry).
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
-import { eventProblems } from '../../contracts/schemas.ts';
 import { dlqTopic } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
-import { DEFAULT_MAX_BATCH, isUnavailable } from '../consumer.ts';
-import { backoffDelay } from '../../retry.ts';
+import { batchable, DEFAULT_MAX_BATCH, handledAsBatch } from '../consumer.ts';
+import {
+  compose,
+  deadLettered,
+  handlerOf,
+  isUnavailable,
+  logOf,
+  measured,
+  newDelivery,
+  retried,
+  traced,
+  validated,
+  type Handle,
+} from '../middleware.ts';
 import {
   PermanentError,
   type BatchHandler,
   type BusMessage,
-  type MessageHandler,
   type SubscribeOptions,
   type Subscriber,
   type Subscription,
@@ -33,7 +42,8 @@ interface Registered {
   group: string;
   topic: string;
   path: string;
-  handler: MessageHandler;
+  /** The consumer rules up to the outcome (handled, dead-lettered, or a failure daprd redelivers). */
+  pipeline: Handle;
   /** A batching group (batchHandler and batchIntervalMs): daprd delivers it in bulk. */
   bulk?: { batchHandler: BatchHandler; maxMessagesCount: number; maxAwaitDurationMs: number };
   hooks?: ConsumeHooks;
@@ -190,23 +200,13 @@ export class DaprSubscriber implements Subscriber {
       entry: e,
       message: this.messageOf(sub, e.event, e.metadata ?? {}),
     }));
-    if (sub.bulk && parsed.length > 1 && parsed.every((p) => eventProblems(p.message.event).length === 0)) {
-      const started = performance.now();
-      try {
-        await sub.bulk.batchHandler(
-          parsed.map((p) => ({ message: p.message, traceparent: p.message.event.traceparent })),
-        );
-        const each = (performance.now() - started) / parsed.length;
-        for (const p of parsed) {
-          sub.hooks?.onHandled?.(p.message, each);
-          statuses.set(p.entry.entryId, 'SUCCESS');
-        }
-      } catch (err) {
-        this.log.warn(
-          { group: sub.group, err: errorText(err), messages: parsed.length },
-          'batch handler failed; handling the bulk delivery entry by entry',
-        );
-      }
+    const messages = parsed.map((p) => p.message);
+    if (
+      sub.bulk &&
+      batchable(messages) &&
+      (await handledAsBatch(messages, sub.bulk.batchHandler, { ...sub, log: this.log }))
+    ) {
+      for (const p of parsed) statuses.set(p.entry.entryId, 'SUCCESS');
     }
     let blocked = false;
     for (const p of parsed) {
@@ -234,71 +234,58 @@ export class DaprSubscriber implements Subscriber {
     };
   }
 
+  /**
+   * One message through the subscription's pipeline, and the answer daprd acts on: SUCCESS when handled,
+   * DROP when dead-lettered (daprd writes it to the dead-letter topic), RETRY when it failed (daprd
+   * redelivers per its resiliency policy, and dead-letters it when that is used up).
+   */
   private async handle(sub: Registered, message: BusMessage): Promise<DaprStatus> {
-    const event = message.event;
-    const log = this.log.child({
-      group: sub.group,
-      topic: message.topic,
-      partition: message.partition,
-      offset: message.offset,
-      event_id: event?.id,
-      event_type: event?.type,
-      trace_id: event?.traceparent?.split('-')[1],
-    });
-    const problems = eventProblems(event);
-    if (problems.length) {
-      const error = `invalid event: ${problems.join('; ')}`;
-      log.warn({ error }, 'invalid event, dropping to the dead-letter topic');
-      sub.hooks?.onDeadLetter?.(message, error);
-      return 'DROP';
-    }
-    const id = `${message.topic}/${message.partition}/${message.offset}/${event.id}`;
-    const started = performance.now();
+    const d = newDelivery(message, sub.group);
+    const id = `${message.topic}/${message.partition}/${message.offset}/${message.event?.id}`;
     try {
-      await this.callHandler(sub, message, log);
-      sub.hooks?.onHandled?.(message, performance.now() - started);
-      this.attempts.delete(id);
-      return 'SUCCESS';
+      await sub.pipeline(d);
     } catch (err) {
       const attempt = (this.attempts.get(id) ?? 0) + 1;
-      if (err instanceof PermanentError) {
-        this.attempts.delete(id);
-        log.error({ err, attempt }, 'permanent failure, dropping to the dead-letter topic');
-        sub.hooks?.onDeadLetter?.(message, errorText(err));
-        return 'DROP';
-      }
       this.attempts.delete(id); // re-insert: the map stays in least-recently-failed order
       this.attempts.set(id, attempt);
       if (this.attempts.size > MAX_TRACKED_ATTEMPTS)
         this.attempts.delete(this.attempts.keys().next().value as string);
       sub.hooks?.onRetry?.(message, attempt, err);
-      log.warn(
+      logOf(this.log, d).warn(
         { err: errorText(err), attempt },
         'handler failed; daprd redelivers per its resiliency policy (dead-letter topic when used up)',
       );
       return 'RETRY';
     }
+    this.attempts.delete(id);
+    return d.deadLettered === undefined ? 'SUCCESS' : 'DROP';
   }
 
   /**
-   * Calls the handler; while it fails because a dependency is unreachable (the database restarting), holds
-   * the delivery and retries, which pauses this partition, instead of answering RETRY: daprd's few
-   * redeliveries would otherwise dead-letter everything that arrives during the outage.
+   * Dapr's chain: a CONSUMER span, dead-lettering of what is poison at once (an invalid event, a
+   * PermanentError), validation, and while a dependency is unreachable (the database restarting) holding the
+   * delivery and retrying, which pauses this partition, instead of answering RETRY: daprd's few redeliveries
+   * would otherwise dead-letter everything that arrives during the outage.
    */
-  private async callHandler(sub: Registered, message: BusMessage, log: Logger): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await sub.handler(message);
-      } catch (err) {
-        if (!isUnavailable(err) || sub.closed || this.stopping.signal.aborted) throw err;
-        const delay = backoffDelay(attempt, HOLD_WHILE_UNAVAILABLE);
-        log.warn(
-          { err: errorText(err), attempt, retry_in_ms: delay },
-          'a dependency is unavailable; holding the delivery and retrying',
-        );
-        await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-      }
-    }
+  private pipeline(
+    reg: Pick<Registered, 'closed'>,
+    handler: SubscribeOptions['handler'],
+    hooks?: ConsumeHooks,
+  ): Handle {
+    const log = this.log;
+    return compose(
+      handlerOf(handler),
+      traced,
+      deadLettered({ log, hooks, isPoison: (err) => err instanceof PermanentError }),
+      validated,
+      retried({
+        policy: HOLD_WHILE_UNAVAILABLE,
+        signal: this.stopping.signal,
+        shouldRetry: (err) => isUnavailable(err) && !reg.closed,
+        log,
+      }),
+      measured(hooks),
+    );
   }
 
   async subscribe(opts: SubscribeOptions): Promise<Subscription> {
@@ -323,24 +310,26 @@ export class DaprSubscriber implements Subscriber {
         { group: opts.group, topics: opts.topics },
         'BUS=dapr: subscription added after daprd read /dapr/subscribe; the sidecar will not deliver it until it restarts',
       );
-    const regs: Registered[] = opts.topics.map((topic) => ({
-      group: opts.group,
-      topic,
-      path: `/dapr/events/${encodeURIComponent(opts.group)}/${encodeURIComponent(topic)}`,
-      handler: opts.handler,
-      ...(opts.batchHandler && opts.batchIntervalMs
-        ? {
-            bulk: {
-              batchHandler: opts.batchHandler,
-              maxMessagesCount: opts.maxBatch ?? DEFAULT_MAX_BATCH,
-              maxAwaitDurationMs: opts.batchIntervalMs,
-            },
-          }
-        : {}),
-      ...(opts.hooks ? { hooks: opts.hooks } : {}),
-      closed: false,
-      inflight: new Set(),
-    }));
+    const regs: Registered[] = opts.topics.map((topic) => {
+      const reg: Omit<Registered, 'pipeline'> = {
+        group: opts.group,
+        topic,
+        path: `/dapr/events/${encodeURIComponent(opts.group)}/${encodeURIComponent(topic)}`,
+        ...(opts.batchHandler && opts.batchIntervalMs
+          ? {
+              bulk: {
+                batchHandler: opts.batchHandler,
+                maxMessagesCount: opts.maxBatch ?? DEFAULT_MAX_BATCH,
+                maxAwaitDurationMs: opts.batchIntervalMs,
+              },
+            }
+          : {}),
+        ...(opts.hooks ? { hooks: opts.hooks } : {}),
+        closed: false,
+        inflight: new Set(),
+      };
+      return Object.assign(reg, { pipeline: this.pipeline(reg, opts.handler, opts.hooks) });
+    });
     for (const r of regs) this.byTopic.set(r.topic, r);
     return {
       close: async () => {

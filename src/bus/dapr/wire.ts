@@ -4,7 +4,7 @@
  */
 import { fromBinary, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { isDlqTopic } from '../../contracts/topics.ts';
-import { DLQ_HEADERS } from '../consumer.ts';
+import { DLQ_HEADERS } from '../middleware.ts';
 import type { StoredMessage } from '../types.ts';
 
 export type DaprStatus = 'SUCCESS' | 'RETRY' | 'DROP';

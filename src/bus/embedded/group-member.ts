@@ -1,18 +1,12 @@
 /**
  * Consumer groups on the embedded bus: members heartbeat and split the partitions, own each through a lease,
- * and handle a partition's messages in order (runs through consumeRun), committing fenced positions.
+ * and handle a partition's messages in order (runs through the consumer of consumer.ts), committing fenced positions.
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { notifyEvent, type Db } from '../../store/db.ts';
-import {
-  COMMIT_INTERVAL_MS,
-  consumeRun,
-  DEFAULT_MAX_BATCH,
-  type ConsumeContext,
-  type ConsumeHooks,
-} from '../consumer.ts';
+import { COMMIT_INTERVAL_MS, consumer, DEFAULT_MAX_BATCH, type ConsumeHooks } from '../consumer.ts';
 import { DEFAULT_RETRY } from '../../retry.ts';
 import type { EmbeddedLog } from './log.ts';
 import { LOG_NOTIFY_CHANNEL, ensureTopic, partitionId } from './log.ts';
@@ -189,14 +183,14 @@ class GroupMember implements Subscription {
   ): Promise<void> {
     let position = await this.startOffset(topic, partition);
     const hooks = this.opts.hooks ?? this.cfg.hooks;
-    const ctx: ConsumeContext = {
+    const consume = consumer(this.opts, {
       group: this.opts.group,
       policy: this.cfg.retry,
       publisher: this.publisher,
       log: this.cfg.log,
       signal,
       ...(hooks ? { hooks } : {}),
-    };
+    });
     const id = partitionId(topic, partition);
     const wake = new EventEmitter();
     // A wake-up during a read or a batch must not wait for the next poll: remember what it asked for.
@@ -267,7 +261,7 @@ class GroupMember implements Subscription {
         for (let from = 0; from < messages.length; from += max) {
           if (Date.now() >= leaseUntil()) return; // the uncommitted rest is redelivered to the owner
           const run = messages.slice(from, from + max);
-          const done = await consumeRun(run, this.opts, ctx);
+          const done = await consume(run);
           if (done > 0) position = Number(run[done - 1]!.offset) + 1;
           if (done < run.length) return; // shutdown
           if (Date.now() - committedAt >= COMMIT_INTERVAL_MS && !(await commitNow())) return;

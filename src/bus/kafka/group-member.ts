@@ -1,11 +1,11 @@
 /**
  * Consuming as a consumer group: a member per subscription; the messages of a partition are handled in order
- * (runs through consumeRun), partitions in parallel, and a partition's position is committed only after its
+ * (runs through the consumer of consumer.ts), partitions in parallel, and a partition's position is committed only after its
  * messages were handled or dead-lettered, at most once per COMMIT_INTERVAL_MS while busy.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Consumer, stringDeserializer, type Message, type MessagesStream } from '@platformatic/kafka';
-import { COMMIT_INTERVAL_MS, consumeRun, DEFAULT_MAX_BATCH, type ConsumeContext } from '../consumer.ts';
+import { COMMIT_INTERVAL_MS, consumer, DEFAULT_MAX_BATCH } from '../consumer.ts';
 import type { SubscribeOptions, Subscriber, Subscription } from '../types.ts';
 import { retryWithBackoff } from '../../retry.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
@@ -222,14 +222,14 @@ class KafkaGroupMember implements Subscription {
     const q = this.queues.get(id)!;
     const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
     const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
-    const ctx: ConsumeContext = {
+    const consume = consumer(this.opts, {
       group: this.opts.group,
       policy: this.cfg.retry,
       publisher: this.publisher,
       log: this.cfg.log,
       signal: this.closing.signal,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
-    };
+    });
     const interval = this.opts.batchIntervalMs ?? 0;
     for (;;) {
       while (q.length && !this.closing.signal.aborted) {
@@ -240,11 +240,7 @@ class KafkaGroupMember implements Subscription {
         const run = q.slice(0, max);
         await this.cfg.codec.prepareDecode(run, this.closing.signal, { hold: true });
         if (this.closing.signal.aborted) break;
-        const done = await consumeRun(
-          run.map((raw) => decodeRecord(raw, unprefix, this.cfg.codec)),
-          this.opts,
-          ctx,
-        );
+        const done = await consume(run.map((raw) => decodeRecord(raw, unprefix, this.cfg.codec)));
         if (done > 0) {
           q.splice(0, done);
           this.uncommitted.set(id, run[done - 1]!);

@@ -7,7 +7,7 @@
 import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
 import type { Runtime } from '../../runtime.ts';
-import { consumerTarget } from '../consumer-target.ts';
+import { consumerTarget, transactional } from '../consumer-target.ts';
 import { appendAuditRecord, appendAuditRecords, purgeAudit } from './chain.ts';
 import { auditInputOf } from './records.ts';
 import { registerAuditApi } from './routes.ts';
@@ -55,7 +55,7 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
         }, options.retentionIntervalMs);
         timer.unref();
       }
-      const recorded = async (operations: readonly string[]) => {
+      const recorded = (operations: readonly string[]) => {
         for (const operation of operations) rt.metrics.auditRecords.inc({ operation });
         // PGlite has no autovacuum: refresh the planner's statistics as the table grows, or the keyset pages
         // of the query and export API are planned as if the table were empty (a sort of the user's records).
@@ -64,27 +64,29 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
         appended += operations.length;
         if (rt.db.kind === 'pglite' && appended >= analyzeAt) {
           analyzeAt = appended * 2;
-          await rt.db.query(ANALYZE_SQL).catch(() => undefined);
+          void rt.db.query(ANALYZE_SQL).catch(() => undefined);
         }
       };
-      return {
-        // Alone (a first delivery, or a run that failed): an event already in the log is simply done.
-        async handle(message) {
-          const input = auditInputOf(message.event, rt.clock.now());
-          const record = await rt.db.transaction((tx) =>
-            appendAuditRecord(tx, input, { dedupe: GROUPS.audit }),
-          );
-          if (record) await recorded([record.operation]);
-        },
-        // A run of events in one transaction; each user's chain grows in the run's order.
-        async handleBatch(items) {
+      const service = transactional({
+        db: rt.db,
+        group: GROUPS.audit,
+        accepts: () => true,
+        dedupesItself: true,
+        batches: true,
+        // A run's records in one transaction, each user's chain growing in the run's order. Alone (a first
+        // delivery, or a run that failed) an event already in the log is simply done; in a run it fails the run.
+        async effect(tx, consumed) {
           const now = rt.clock.now();
-          const inputs = items.map((i) => auditInputOf(i.message.event, now));
-          const records = await rt.db.transaction((tx) =>
-            appendAuditRecords(tx, inputs, { dedupe: GROUPS.audit }),
-          );
-          await recorded(records.map((r) => r.operation));
+          const inputs = consumed.map((c) => auditInputOf(c.event, now));
+          const records =
+            inputs.length === 1
+              ? [await appendAuditRecord(tx, inputs[0]!, { dedupe: GROUPS.audit })].filter((r) => r !== null)
+              : await appendAuditRecords(tx, inputs, { dedupe: GROUPS.audit });
+          if (records.length) tx.afterCommit(() => recorded(records.map((r) => r.operation)));
         },
+      });
+      return {
+        ...service,
         async stop() {
           clearInterval(timer);
           await running;

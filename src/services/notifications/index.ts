@@ -10,14 +10,12 @@
  * NOTIFY_TIMEOUT_MS (10000), NOTIFY_BATCH_SIZE (50), NOTIFY_CLAIM_MS (120000).
  */
 import type { Agent } from 'node:https';
-import type { BusMessage } from '../../bus/types.ts';
 import type { ReminderEventData } from '../../contracts/events.ts';
 import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import { QUIET_CHANNELS, quietHoursEnd, type Channel } from '../../domain/notifications.ts';
 import type { Config } from '../../config.ts';
 import type { TargetDefinition } from '../../runtime.ts';
-import { firstTime } from '../../store/idempotency.ts';
-import { consumerTarget } from '../consumer-target.ts';
+import { consumerTarget, transactional } from '../consumer-target.ts';
 import { EmailChannel, PushChannel, WebhookChannel } from './channels.ts';
 import { DeliveryWorker } from './delivery.ts';
 import { registerNotificationRoutes } from './routes.ts';
@@ -63,24 +61,21 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
       });
       worker.start();
 
-      return {
-        async handle(message: BusMessage) {
-          const e = message.event;
-          const data = e.data as ReminderEventData;
-          if (e.type === 'reminder.dismissed') {
-            // Deliveries still waiting (quiet hours, retries) of a reminder the user dismissed are dropped.
-            await cancelPendingDeliveries(
-              rt.db,
-              data.user_id,
-              data.reminder_id,
-              'the reminder was dismissed',
-            );
-            return;
-          }
-          if (e.type !== 'reminder.triggered') return; // scheduled / missed: nothing to deliver
+      const service = transactional({
+        db: rt.db,
+        group: GROUPS.notifications,
+        // Scheduled and missed reminders have nothing to deliver.
+        accepts: (e) => e.type === 'reminder.triggered' || e.type === 'reminder.dismissed',
+        async effect(tx, consumed) {
           const now = rt.clock.now();
-          const added = await rt.db.transaction(async (tx) => {
-            if (!(await firstTime(tx, GROUPS.notifications, e.id))) return 0;
+          let added = 0;
+          for (const { event: e } of consumed) {
+            const data = e.data as ReminderEventData;
+            if (e.type === 'reminder.dismissed') {
+              // Deliveries still waiting (quiet hours, retries) of a reminder the user dismissed are dropped.
+              await cancelPendingDeliveries(tx, data.user_id, data.reminder_id, 'the reminder was dismissed');
+              continue;
+            }
             const prefs = await getPreferences(tx, data.user_id);
             const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours) : null;
             const wanted: { channel: Channel; at: Date }[] = [];
@@ -95,10 +90,14 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
                 continue;
               wanted.push({ channel, at: quietEnd && QUIET_CHANNELS.includes(channel) ? quietEnd : now });
             }
-            return enqueueDeliveries(tx, e.id, data, wanted);
-          });
-          if (added > 0) worker.poke();
+            added += await enqueueDeliveries(tx, e.id, data, wanted);
+          }
+          if (added > 0) tx.afterCommit(() => worker.poke());
         },
+      });
+
+      return {
+        ...service,
         async stop() {
           await worker.stop();
           email?.close();

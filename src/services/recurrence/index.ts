@@ -15,20 +15,19 @@
  *   an edited rule re-anchors the series at the edited task's due date: edits apply to future occurrences;
  * - when no next occurrence exists (COUNT/UNTIL exhausted) the series is recorded as ended.
  */
-import type { BusMessage } from '../../bus/types.ts';
 import { PermanentError } from '../../bus/types.ts';
+import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { TaskEventData } from '../../contracts/events.ts';
 import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import { NotFoundError } from '../../domain/errors.ts';
 import { nextOccurrence } from '../../domain/recurrence.ts';
 import type { Task, TaskFields } from '../../domain/task.ts';
-import { childTraceparent } from '../../observability/trace.ts';
 import type { Runtime } from '../../runtime.ts';
-import { firstTime } from '../../store/idempotency.ts';
+import type { Tx } from '../../store/db.ts';
 import { reminderPlanner } from '../../store/reminder-plan.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
-import { consumerTarget } from '../consumer-target.ts';
+import { consumerTarget, transactional, type ConsumedEvent } from '../consumer-target.ts';
 import { registerRecurrenceRoutes } from './routes.ts';
 import {
   adoptRule,
@@ -43,91 +42,95 @@ import {
 
 export const RECURRENCE_SOURCE = '/taskflow/recurrence';
 
-/** Handles one `task-events` message; exported for tests that drive it without a bus. */
-export function recurrenceHandler(rt: Runtime, store: TaskStore) {
-  return async (message: BusMessage): Promise<void> => {
-    if (message.event.type === 'task.deleted') return forgetOccurrence(rt, message);
-    if (message.event.type !== 'task.completed') return;
-    const data = message.event.data as TaskEventData;
-    const done: Task = data.task;
-    const rule = done.recurrence;
-    const seriesId = done.series_id;
-    if (!rule || !seriesId || done.status !== 'completed') return;
-    const completedAt = done.completed_at ?? message.event.time;
-    const log = rt.log.child({ event_id: message.event.id, task_id: done.id, series_id: seriesId });
+/** A completion that may have a next occurrence, or a deletion that may leave the occurrence ledger. */
+function accepts(event: CloudEvent): boolean {
+  if (event.type !== 'task.completed' && event.type !== 'task.deleted') return false;
+  const task = (event.data as TaskEventData).task;
+  if (!task.series_id) return false;
+  return event.type === 'task.deleted'
+    ? task.status === 'pending'
+    : !!task.recurrence && task.status === 'completed';
+}
 
-    const created = await rt.db.transaction(async (tx) => {
-      if (!(await firstTime(tx, GROUPS.recurrence, message.event.id))) return null;
-      const anchor = done.due_date ?? completedAt;
-      const locked = await lockSeries(tx, { seriesId, userId: done.user_id, rule, anchor });
-      if (await successorOf(tx, done.id)) return null; // this occurrence already has its successor
-      // Reopened before this completion was handled: the completion was taken back, it creates nothing.
-      const current = await store.get(done.user_id, done.id, tx).catch((err: unknown) => {
-        if (err instanceof NotFoundError) return null; // deleted since: the series goes on
-        throw err;
-      });
-      if (current?.status === 'pending') return null;
-      const series = await adoptRule(tx, locked, rule, anchor);
-      const index = await occurrenceIndex(tx, seriesId, done.id, done.due_date);
-      let due: string | null;
-      try {
-        due = nextOccurrence(rule, {
-          anchor: series.anchor,
-          previousDue: done.due_date,
-          completedAt,
-          occurrencesSoFar: series.occurrences,
-        });
-      } catch (err) {
-        throw new PermanentError(`cannot evaluate the recurrence of task ${done.id}`, { cause: err });
-      }
-      if (due === null) {
-        await recordEnd(tx, seriesId, done.id, rt.clock.now().toISOString());
-        log.info('series ended: no further occurrence');
-        return null;
-      }
-      const fields: TaskFields = {
-        title: done.title,
-        description: done.description,
-        status: 'pending',
-        priority: done.priority,
-        tags: done.tags,
-        due_date: due,
-        reminders: carryReminders(done.reminders, done.due_date, due),
-        recurrence: rule,
-      };
-      const next = await store.create(
-        done.user_id,
-        fields,
-        { source: RECURRENCE_SOURCE, traceparent: childTraceparent(message.event.traceparent) },
-        { seriesId, tx },
-      );
-      await recordOccurrence(tx, {
-        seriesId,
-        index: index + 1,
-        taskId: next.id,
-        sourceTaskId: done.id,
-        dueDate: due,
-      });
-      return next;
-    });
-    if (created) {
-      log.info({ next_task_id: created.id, due_date: created.due_date }, 'next occurrence created');
+/** What a new completion or deletion does to its series, in the consumer's transaction. */
+function seriesEffect(rt: Runtime, store: TaskStore) {
+  return async (tx: Tx, consumed: readonly ConsumedEvent[]): Promise<void> => {
+    for (const { event, traceparent } of consumed) {
+      const task = (event.data as TaskEventData).task;
+      // A pending occurrence deleted (by its user, or taken back by a reopen of the occurrence before it,
+      // see TaskStore.change) leaves the ledger and no longer counts against COUNT, so the occurrence it
+      // came from gets a successor again when it is completed again.
+      if (event.type === 'task.deleted') await removeOccurrence(tx, task.id);
+      else await nextOccurrenceOf(rt, store, tx, task, event.time, traceparent);
     }
   };
 }
 
-/**
- * A pending occurrence deleted (by its user, or taken back by a reopen of the occurrence before it, see
- * TaskStore.change): it leaves the ledger and no longer counts against COUNT, so the occurrence it came from
- * gets a successor again when it is completed again.
- */
-async function forgetOccurrence(rt: Runtime, message: BusMessage): Promise<void> {
-  const task = (message.event.data as TaskEventData).task;
-  if (!task.series_id || task.status !== 'pending') return;
-  await rt.db.transaction(async (tx) => {
-    if (!(await firstTime(tx, GROUPS.recurrence, message.event.id))) return;
-    await removeOccurrence(tx, task.id);
+async function nextOccurrenceOf(
+  rt: Runtime,
+  store: TaskStore,
+  tx: Tx,
+  done: Task,
+  eventTime: string,
+  traceparent: string,
+): Promise<void> {
+  const rule = done.recurrence!;
+  const seriesId = done.series_id!;
+  const completedAt = done.completed_at ?? eventTime;
+  const log = () => rt.log.child({ task_id: done.id, series_id: seriesId });
+  const anchor = done.due_date ?? completedAt;
+  const locked = await lockSeries(tx, { seriesId, userId: done.user_id, rule, anchor });
+  if (await successorOf(tx, done.id)) return; // this occurrence already has its successor
+  // Reopened before this completion was handled: the completion was taken back, it creates nothing.
+  const current = await store.get(done.user_id, done.id, tx).catch((err: unknown) => {
+    if (err instanceof NotFoundError) return null; // deleted since: the series goes on
+    throw err;
   });
+  if (current?.status === 'pending') return;
+  const series = await adoptRule(tx, locked, rule, anchor);
+  const index = await occurrenceIndex(tx, seriesId, done.id, done.due_date);
+  let due: string | null;
+  try {
+    due = nextOccurrence(rule, {
+      anchor: series.anchor,
+      previousDue: done.due_date,
+      completedAt,
+      occurrencesSoFar: series.occurrences,
+    });
+  } catch (err) {
+    throw new PermanentError(`cannot evaluate the recurrence of task ${done.id}`, { cause: err });
+  }
+  if (due === null) {
+    await recordEnd(tx, seriesId, done.id, rt.clock.now().toISOString());
+    tx.afterCommit(() => log().info('series ended: no further occurrence'));
+    return;
+  }
+  const fields: TaskFields = {
+    title: done.title,
+    description: done.description,
+    status: 'pending',
+    priority: done.priority,
+    tags: done.tags,
+    due_date: due,
+    reminders: carryReminders(done.reminders, done.due_date, due),
+    recurrence: rule,
+  };
+  const next = await store.create(
+    done.user_id,
+    fields,
+    { source: RECURRENCE_SOURCE, traceparent },
+    { seriesId, tx },
+  );
+  await recordOccurrence(tx, {
+    seriesId,
+    index: index + 1,
+    taskId: next.id,
+    sourceTaskId: done.id,
+    dueDate: due,
+  });
+  tx.afterCommit(() =>
+    log().info({ next_task_id: next.id, due_date: next.due_date }, 'next occurrence created'),
+  );
 }
 
 export const recurrenceTarget = consumerTarget({
@@ -147,6 +150,6 @@ export const recurrenceTarget = consumerTarget({
       planReminders: reminderPlanner(settings, rt.config.reminders.graceMs),
       settings,
     });
-    return { handle: recurrenceHandler(rt, store) };
+    return transactional({ db: rt.db, group: GROUPS.recurrence, accepts, effect: seriesEffect(rt, store) });
   },
 });

@@ -7,14 +7,12 @@
  * Environment (read in src/config.ts): REMINDER_TICK_MS (default 1000), REMINDER_GRACE_MS (default 900000 = 15 min),
  * REMINDER_BATCH_SIZE (default 500).
  */
-import type { BusMessage } from '../../bus/types.ts';
 import type { ReminderChannel, TaskEventData } from '../../contracts/events.ts';
 import { REMINDER_CHANNELS } from '../../contracts/schemas.ts';
 import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
 import type { Config } from '../../config.ts';
-import { childTraceparent } from '../../observability/trace.ts';
 import type { TargetDefinition } from '../../runtime.ts';
-import { consumerTarget } from '../consumer-target.ts';
+import { consumerTarget, transactional } from '../consumer-target.ts';
 import { registerReminderRoutes } from './routes.ts';
 import { ReminderScheduler, type SchedulerOptions } from './scheduler.ts';
 import { applyTaskEvents } from './store.ts';
@@ -63,42 +61,42 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
       const log = rt.log.child({ component: 'reminders' });
 
       /**
-       * A run of task events in one transaction: the new ones (by event id; the first occurrence of an id in
-       * the run wins) are applied in order, and the reminder events they cause are appended with them.
+       * Task events applied to the schedule in delivery order (a new event id's first occurrence wins; the
+       * dedupe is in applyTaskEvents' first statement), with the reminder events they cause.
        */
-      const run = async (items: readonly { message: BusMessage; traceparent: string | undefined }[]) => {
-        const tasks = items.filter((i) => i.message.event.type.startsWith('task.'));
-        if (tasks.length === 0) return;
-        const now = rt.clock.now();
-        const events = await rt.db.transaction((tx) =>
-          applyTaskEvents(
+      const service = transactional({
+        db: rt.db,
+        group: GROUPS.reminders,
+        accepts: (e) => e.type.startsWith('task.'),
+        dedupesItself: true,
+        batches: true,
+        async effect(tx, consumed) {
+          const now = rt.clock.now();
+          const events = await applyTaskEvents(
             tx,
-            tasks.map(({ message: { event: e }, traceparent }) => ({
+            consumed.map(({ event: e, traceparent }) => ({
               id: e.id,
               type: e.type,
               data: e.data as TaskEventData,
               eventTime: new Date(e.time),
-              traceparent: traceparent ?? childTraceparent(e.traceparent),
+              traceparent,
             })),
             { dedupe: GROUPS.reminders, graceMs, now, channels },
-          ),
-        );
-        if (events.length) {
+          );
           // A reminder due already fires without waiting for the tick (the tick finds the others).
           if (
             events.some(
               (e) => e.type === 'reminder.scheduled' && Date.parse(e.data.remind_at) <= now.getTime(),
             )
           )
-            scheduler.poke();
-          log.debug({ events: events.length, tasks: tasks.length }, 'reminders updated');
-        }
-      };
+            tx.afterCommit(() => scheduler.poke());
+          if (events.length)
+            log.debug({ events: events.length, tasks: consumed.length }, 'reminders updated');
+        },
+      });
 
       return {
-        // The handler runs in the message's CONSUMER span: the reminder events continue from it.
-        handle: (message: BusMessage) => run([{ message, traceparent: undefined }]),
-        handleBatch: (items) => run(items),
+        ...service,
         stop: () => (opts.scheduler !== false ? scheduler.stop() : Promise.resolve()),
       };
     },

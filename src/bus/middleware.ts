@@ -1,0 +1,320 @@
+/**
+ * The consumer rules as a pipeline of middlewares (as Watermill's router middleware): a `Handle` takes one
+ * delivery of a message, a `Middleware` wraps one. Each transport composes the chain it needs: Kafka and the
+ * embedded bus the whole of it (consumer.ts), Dapr the chain up to the outcome it answers daprd with
+ * (dapr/subscriber.ts). The rules themselves are written once, here.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { dlqTopic } from '../contracts/topics.ts';
+import { eventProblems } from '../contracts/schemas.ts';
+import type { Logger } from '../observability/logger.ts';
+import {
+  SpanKind,
+  SpanStatusCode,
+  addSpanEvent,
+  currentTraceparent,
+  recordError,
+  withSpan,
+  type SpanOptions,
+} from '../observability/tracing.ts';
+import { PermanentError, type BusMessage, type ConsumeHooks, type Publisher } from './types.ts';
+import { errorText } from '../error-text.ts';
+import { backoffDelay, type RetryPolicy } from '../retry.ts';
+
+/** One delivery of a message to a group, as it passes down the pipeline. */
+export interface Delivery {
+  readonly message: BusMessage;
+  readonly group: string;
+  /** When handling began: the dead letter's first-failure header. */
+  readonly startedAt: string;
+  /** Attempts that failed so far (`retried` counts them). */
+  attempts: number;
+  /** Set by `deadLettered`: why the message went (or, on Dapr, goes) to the dead-letter topic. */
+  deadLettered?: string;
+}
+
+export type Handle = (delivery: Delivery) => Promise<void>;
+export type Middleware = (next: Handle) => Handle;
+
+export const newDelivery = (message: BusMessage, group: string): Delivery => ({
+  message,
+  group,
+  startedAt: new Date().toISOString(),
+  attempts: 0,
+});
+
+/** `handle` wrapped in `middlewares`, the first one outermost. */
+export const compose = (handle: Handle, ...middlewares: readonly Middleware[]): Handle =>
+  middlewares.reduceRight((next, middleware) => middleware(next), handle);
+
+/** The terminal Handle: the target's handler, which sees only the message. */
+export const handlerOf =
+  (handler: (message: BusMessage) => Promise<void>): Handle =>
+  (d) =>
+    handler(d.message);
+
+/** Thrown down the pipeline when shutdown stops a delivery: nothing is decided, the message stays uncommitted. */
+export class Aborted extends Error {
+  constructor() {
+    super('aborted by shutdown');
+    this.name = 'Aborted';
+  }
+}
+
+/** An event that breaks its schema: dead-lettered at once, without reaching the handler. */
+export class InvalidEvent extends PermanentError {
+  constructor(problems: readonly string[]) {
+    super(`invalid event: ${problems.join('; ')}`);
+    this.name = 'InvalidEvent';
+  }
+}
+
+export const DLQ_HEADERS = {
+  error: 'x-dlq-error',
+  attempts: 'x-dlq-attempts',
+  firstFailure: 'x-dlq-first-failure',
+  lastFailure: 'x-dlq-last-failure',
+  sourceTopic: 'x-dlq-source-topic',
+  sourcePartition: 'x-dlq-source-partition',
+  sourceOffset: 'x-dlq-source-offset',
+  group: 'x-dlq-group',
+} as const;
+
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  '57P01', // admin_shutdown: the server is restarting
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now: starting up or in recovery
+  '53300', // too_many_connections
+]);
+
+/**
+ * Whether an error says a dependency is unreachable (the database or the network) rather than that the
+ * message cannot be handled: a socket error, a PostgreSQL connection-class SQLSTATE (08xxx, shutdown,
+ * recovery) or the `pg` driver's own connection errors. Follows `cause` chains.
+ */
+export function isUnavailable(err: unknown, depth = 0): boolean {
+  if (!err || typeof err !== 'object' || depth > 5) return false;
+  const { code, message, cause } = err as { code?: unknown; message?: unknown; cause?: unknown };
+  // Class 08 is connection trouble, except 08P01 (protocol_violation), which a statement can cause every time.
+  if (
+    typeof code === 'string' &&
+    (UNAVAILABLE_CODES.has(code) || (/^08[0-9A-Z]{3}$/.test(code) && code !== '08P01'))
+  )
+    return true;
+  if (
+    typeof message === 'string' &&
+    /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(
+      message,
+    )
+  )
+    return true;
+  return isUnavailable(cause, depth + 1);
+}
+
+/** The delivery's logger; build it only when something is logged: the happy path logs nothing. */
+export const logOf = (log: Logger, d: Delivery): Logger =>
+  log.child({
+    group: d.group,
+    topic: d.message.topic,
+    partition: d.message.partition,
+    offset: d.message.offset,
+    event_id: d.message.event?.id,
+    event_type: d.message.event?.type,
+    trace_id: d.message.event?.traceparent?.split('-')[1],
+  });
+
+/** The CONSUMER span options of a message: parent the transport header, else the event's traceparent. */
+export function consumerSpanOptions(message: BusMessage, group: string): SpanOptions {
+  const headerParent = message.headers?.traceparent;
+  const eventParent = message.event?.traceparent;
+  return {
+    kind: SpanKind.CONSUMER,
+    parent: headerParent ?? eventParent,
+    ...(headerParent && eventParent && headerParent !== eventParent ? { links: [eventParent] } : {}),
+    attributes: {
+      'messaging.operation.type': 'process',
+      'messaging.destination.name': message.topic,
+      'messaging.destination.partition.id': String(message.partition),
+      'messaging.consumer.group.name': group,
+      'messaging.message.id': String(message.event?.id ?? ''),
+      'taskflow.bus.offset': message.offset,
+      'cloudevents.event_type': String(message.event?.type ?? ''),
+    },
+  };
+}
+
+/**
+ * Runs the rest in a CONSUMER span whose parent is the transport's `traceparent` header (the relay's
+ * publish span) or else the event's own; events the handler produces continue the trace (tracing.ts). The
+ * span's `taskflow.outcome` says how the delivery ended: handled, dead-lettered, aborted or failed.
+ */
+export const traced: Middleware = (next) => async (d) => {
+  const failure = await withSpan(
+    `process ${d.message.topic}`,
+    consumerSpanOptions(d.message, d.group),
+    async (span) => {
+      try {
+        await next(d);
+      } catch (err) {
+        span.setAttribute('taskflow.outcome', err instanceof Aborted ? 'aborted' : 'failed');
+        if (!(err instanceof Aborted)) recordError(span, err);
+        return { err };
+      }
+      span.setAttribute('taskflow.outcome', d.deadLettered === undefined ? 'handled' : 'dead-lettered');
+      if (d.deadLettered !== undefined)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: 'dead-lettered' });
+      return undefined;
+    },
+  );
+  if (failure) throw failure.err;
+};
+
+/** Refuses an event that breaks its schema (InvalidEvent) before anything else sees it. */
+export const validated: Middleware = (next) => (d) => {
+  const problems = eventProblems(d.message.event);
+  return problems.length ? Promise.reject(new InvalidEvent(problems)) : next(d);
+};
+
+/** Tells `onHandled` how long a successful handling took. */
+export const measured =
+  (hooks: ConsumeHooks | undefined): Middleware =>
+  (next) => {
+    const onHandled = hooks?.onHandled;
+    if (!onHandled) return next;
+    return async (d) => {
+      const started = performance.now();
+      await next(d);
+      onHandled(d.message, performance.now() - started);
+    };
+  };
+
+/** Waits `ms`; an abort throws Aborted. */
+async function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await sleep(ms, undefined, signal ? { signal } : undefined);
+  } catch {
+    throw new Aborted();
+  }
+}
+
+export interface RetryOptions {
+  policy: RetryPolicy;
+  /** Shutdown: the wait ends and the delivery is Aborted (checked before every attempt too). */
+  signal?: AbortSignal | undefined;
+  /** Whether failed attempt number `attempt` is tried again; otherwise its error goes on up. */
+  shouldRetry(err: unknown, attempt: number): boolean;
+  log: Logger;
+  hooks?: ConsumeHooks | undefined;
+}
+
+/** Tries the rest again with exponential backoff and full jitter while `shouldRetry` says so. */
+export const retried =
+  (opts: RetryOptions): Middleware =>
+  (next) =>
+  async (d) => {
+    for (let attempt = 1; ; attempt++) {
+      if (opts.signal?.aborted) throw new Aborted();
+      try {
+        return await next(d);
+      } catch (err) {
+        d.attempts = attempt;
+        if (err instanceof Aborted || !opts.shouldRetry(err, attempt)) throw err;
+        opts.hooks?.onRetry?.(d.message, attempt, err);
+        addSpanEvent('retry', { attempt, error: errorText(err).slice(0, 500) });
+        const delay = backoffDelay(attempt, opts.policy);
+        logOf(opts.log, d).warn(
+          { err: errorText(err), attempt, retry_in_ms: delay },
+          isUnavailable(err) ? 'a dependency is unavailable; retrying' : 'handler failed, retrying',
+        );
+        await pause(delay, opts.signal);
+      }
+    }
+  };
+
+/**
+ * Kafka and the embedded bus: retry up to `policy.maxAttempts`, except a PermanentError (never) and a
+ * dependency outage (for as long as it lasts: it is no fault of the message, and dead-lettering everything
+ * that arrives while the database restarts would be wrong). Retrying pauses the partition.
+ */
+export const retryUpTo =
+  (policy: RetryPolicy) =>
+  (err: unknown, attempt: number): boolean =>
+    !(err instanceof PermanentError) && (attempt < policy.maxAttempts || isUnavailable(err));
+
+export interface DeadLetterOptions {
+  log: Logger;
+  hooks?: ConsumeHooks | undefined;
+  /** The failures that send a message to the dead-letter topic; the others go on up. */
+  isPoison(err: unknown): boolean;
+  /**
+   * Writes the dead letter and resolves once it is durable (the source position moves on after it). Without
+   * one the transport's caller does it (Dapr: daprd, told DROP).
+   */
+  send?(d: Delivery, error: string): Promise<void>;
+}
+
+/** Catches a poison failure: the message goes to the group's dead-letter topic and the delivery is done. */
+export const deadLettered =
+  (opts: DeadLetterOptions): Middleware =>
+  (next) =>
+  async (d) => {
+    try {
+      await next(d);
+    } catch (err) {
+      if (err instanceof Aborted || !opts.isPoison(err)) throw err;
+      const error = err instanceof InvalidEvent ? err.message : errorText(err);
+      if (err instanceof InvalidEvent) logOf(opts.log, d).warn({ error }, 'invalid event, dead-lettering');
+      else
+        logOf(opts.log, d).error(
+          { err, attempt: d.attempts },
+          err instanceof PermanentError
+            ? 'permanent failure, dead-lettering'
+            : 'retries exhausted, dead-lettering',
+        );
+      await opts.send?.(d, error);
+      opts.hooks?.onDeadLetter?.(d.message, error);
+      d.deadLettered = error;
+    }
+  };
+
+/**
+ * The dead letter on the same transport: `<group>.dlq` with the failure headers and the consumer span's
+ * `traceparent`, published again (backoff) until it is durable, or until shutdown (Aborted).
+ */
+export const publishDeadLetter =
+  (publisher: Publisher, policy: RetryPolicy, log: Logger, signal: AbortSignal | undefined) =>
+  async (d: Delivery, error: string): Promise<void> => {
+    const { message } = d;
+    const headers: Record<string, string> = {
+      [DLQ_HEADERS.error]: error.slice(0, 4000),
+      [DLQ_HEADERS.attempts]: String(d.attempts),
+      [DLQ_HEADERS.firstFailure]: d.startedAt,
+      [DLQ_HEADERS.lastFailure]: new Date().toISOString(),
+      [DLQ_HEADERS.sourceTopic]: message.topic,
+      [DLQ_HEADERS.sourcePartition]: String(message.partition),
+      [DLQ_HEADERS.sourceOffset]: message.offset,
+      [DLQ_HEADERS.group]: d.group,
+    };
+    const traceparent = currentTraceparent(); // the consumer span: the dead letter continues its trace
+    if (traceparent) headers.traceparent = traceparent;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await publisher.publish([
+          { topic: dlqTopic(d.group), key: message.key, event: message.event, headers },
+        ]);
+        return;
+      } catch (err) {
+        if (signal?.aborted) throw new Aborted();
+        log.error({ err: errorText(err), attempt }, 'could not publish dead letter, retrying');
+        await pause(backoffDelay(attempt, policy), signal);
+      }
+    }
+  };

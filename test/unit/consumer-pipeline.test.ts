@@ -1,0 +1,195 @@
+/**
+ * The consumer middlewares composed as the transports compose them (bus/consumer.ts for Kafka and the
+ * embedded bus, the Dapr chain up to its outcome): what reaches the handler, how often, and how a delivery
+ * ends. The transports themselves are covered on real brokers by test/integration/bus-contract.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { consumeWithRetry, type ConsumeContext } from '../../src/bus/consumer.ts';
+import {
+  Aborted,
+  compose,
+  deadLettered,
+  DLQ_HEADERS,
+  handlerOf,
+  newDelivery,
+  retried,
+  validated,
+} from '../../src/bus/middleware.ts';
+import { PermanentError, type BusMessage, type OutgoingMessage } from '../../src/bus/types.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { taskCreated } from '../helpers/events.ts';
+
+const log = createLogger({ level: 'silent' });
+const message = (event = taskCreated('ada', 'write tests')): BusMessage => ({
+  topic: 'task-events',
+  partition: 1,
+  offset: '41',
+  key: 'ada',
+  headers: {},
+  event,
+  timestamp: new Date().toISOString(),
+});
+const refused = (code: string) => Object.assign(new Error('connect ECONNREFUSED'), { code });
+
+function context(over: Partial<ConsumeContext> = {}) {
+  const letters: OutgoingMessage[] = [];
+  const seen = { retries: [] as number[], handled: 0, deadLetters: [] as string[] };
+  const ctx: ConsumeContext = {
+    group: 'g',
+    policy: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 2 },
+    publisher: { publish: async (m) => void letters.push(...m), close: async () => undefined },
+    log,
+    hooks: {
+      onRetry: (_m, attempt) => seen.retries.push(attempt),
+      onHandled: () => seen.handled++,
+      onDeadLetter: (_m, error) => seen.deadLetters.push(error),
+    },
+    ...over,
+  };
+  return { ctx, letters, seen };
+}
+
+describe('consumer pipeline (Kafka and embedded chain)', () => {
+  it('retries a failing handler and reports each retry, then the success', async () => {
+    const { ctx, letters, seen } = context();
+    let calls = 0;
+    const outcome = await consumeWithRetry(
+      message(),
+      async () => {
+        if (++calls < 3) throw new Error('flaky');
+      },
+      ctx,
+    );
+    assert.equal(outcome, 'handled');
+    assert.equal(calls, 3);
+    assert.deepEqual(seen.retries, [1, 2]);
+    assert.equal(seen.handled, 1);
+    assert.equal(letters.length, 0);
+  });
+
+  it('dead-letters after maxAttempts with the failure headers', async () => {
+    const { ctx, letters, seen } = context();
+    let calls = 0;
+    const m = message();
+    const outcome = await consumeWithRetry(
+      m,
+      async () => {
+        calls++;
+        throw new Error('always');
+      },
+      ctx,
+    );
+    assert.equal(outcome, 'dead-lettered');
+    assert.equal(calls, 3);
+    assert.equal(letters.length, 1);
+    const letter = letters[0]!;
+    assert.equal(letter.topic, 'g.dlq');
+    assert.equal(letter.key, 'ada');
+    assert.equal(letter.event.id, m.event.id);
+    assert.equal(letter.headers?.[DLQ_HEADERS.attempts], '3');
+    assert.equal(letter.headers?.[DLQ_HEADERS.error], 'Error: always');
+    assert.equal(letter.headers?.[DLQ_HEADERS.sourceOffset], '41');
+    assert.equal(letter.headers?.[DLQ_HEADERS.sourcePartition], '1');
+    assert.deepEqual(seen.deadLetters, ['Error: always']);
+    assert.equal(seen.handled, 0);
+  });
+
+  it('dead-letters an invalid event and a PermanentError at once, the invalid one without calling the handler', async () => {
+    const { ctx, letters } = context();
+    let calls = 0;
+    const invalid = message({ ...taskCreated('ada', 'x'), type: 'task.exploded' });
+    assert.equal(await consumeWithRetry(invalid, async () => void calls++, ctx), 'dead-lettered');
+    assert.equal(calls, 0);
+    assert.match(letters[0]!.headers![DLQ_HEADERS.error]!, /^invalid event: /);
+    assert.equal(letters[0]!.headers![DLQ_HEADERS.attempts], '0');
+    assert.equal(
+      await consumeWithRetry(
+        message(),
+        async () => {
+          calls++;
+          throw new PermanentError('cannot ever');
+        },
+        ctx,
+      ),
+      'dead-lettered',
+    );
+    assert.equal(calls, 1);
+    assert.equal(letters[1]!.headers![DLQ_HEADERS.attempts], '1');
+  });
+
+  it('keeps retrying past maxAttempts while a dependency is unavailable', async () => {
+    const { ctx, letters } = context();
+    let calls = 0;
+    const outcome = await consumeWithRetry(
+      message(),
+      async () => {
+        if (++calls < 7) throw refused('ECONNREFUSED');
+      },
+      ctx,
+    );
+    assert.equal(outcome, 'handled');
+    assert.equal(calls, 7);
+    assert.equal(letters.length, 0);
+  });
+
+  it('ends as aborted, publishing nothing, when shutdown interrupts the backoff', async () => {
+    const stop = new AbortController();
+    const { ctx, letters } = context({
+      signal: stop.signal,
+      policy: { maxAttempts: 5, baseDelayMs: 60_000, maxDelayMs: 60_000 },
+    });
+    const outcome = consumeWithRetry(
+      message(),
+      async () => {
+        setImmediate(() => stop.abort());
+        throw new Error('slow down');
+      },
+      ctx,
+    );
+    assert.equal(await outcome, 'aborted');
+    assert.equal(letters.length, 0);
+  });
+});
+
+describe('consumer pipeline (the Dapr chain: up to the outcome)', () => {
+  // As dapr/subscriber.ts composes it: poison is only what no redelivery can fix; other failures go up (RETRY).
+  const chain = (handler: (m: BusMessage) => Promise<void>) =>
+    compose(
+      handlerOf(handler),
+      deadLettered({ log, isPoison: (err) => err instanceof PermanentError }),
+      validated,
+      retried({ policy: { maxAttempts: 0, baseDelayMs: 1, maxDelayMs: 1 }, shouldRetry: () => false, log }),
+    );
+
+  it('marks a PermanentError dead-lettered without sending anything itself (daprd does, on DROP)', async () => {
+    const d = newDelivery(message(), 'g');
+    await chain(async () => {
+      throw new PermanentError('no');
+    })(d);
+    assert.equal(d.deadLettered, 'PermanentError: no');
+  });
+
+  it('lets a transient failure go up, for daprd to redeliver', async () => {
+    const d = newDelivery(message(), 'g');
+    await assert.rejects(
+      chain(async () => {
+        throw new Error('later');
+      })(d),
+      /later/,
+    );
+    assert.equal(d.deadLettered, undefined);
+    assert.equal(d.attempts, 1);
+  });
+
+  it('an abort is never taken for poison', async () => {
+    const d = newDelivery(message(), 'g');
+    await assert.rejects(
+      chain(async () => {
+        throw new Aborted();
+      })(d),
+      Aborted,
+    );
+    assert.equal(d.deadLettered, undefined);
+  });
+});
