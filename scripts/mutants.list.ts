@@ -235,20 +235,16 @@ export const MUTANTS: readonly Mutant[] = [
 
   // --- at-least-once: the position moves only after the effect -----------------------------------------
   {
-    id: 'embedded-commit-before-effect',
+    id: 'commit-before-effect',
     breaks: 'at-least-once: a consumer commits its position only after the handler (or the DLQ) is done',
-    file: 'src/bus/embedded/group-member.ts',
-    find: [
-      '          const run = messages.slice(from, from + max);',
-      '          const done = await consume(run);',
-      '          if (done > 0) position = Number(run[done - 1]!.offset) + 1;',
-    ].join('\n'),
+    file: 'src/bus/partition-worker.ts',
+    find: ['      const n = await this.o.consume(run);', '      if (n > 0) this.handled = run[n - 1];'].join(
+      '\n',
+    ),
     replace: [
-      '          const run = messages.slice(from, from + max);',
-      '          position = Number(run[run.length - 1]!.offset) + 1;',
-      '          if (!(await this.commit(topic, partition, position))) return;',
-      '          committed = position;',
-      '          const done = await consume(run);',
+      '      this.handled = run[run.length - 1];',
+      '      if (!(await this.commit())) break;',
+      '      const n = await this.o.consume(run);',
     ].join('\n'),
     tests: [
       'test/integration/guarantees.test.ts#^consumer position',

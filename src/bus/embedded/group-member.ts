@@ -6,11 +6,12 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { notifyEvent, type Db } from '../../store/db.ts';
-import { COMMIT_INTERVAL_MS, consumer, DEFAULT_MAX_BATCH, type ConsumeHooks } from '../consumer.ts';
+import { consumer, DEFAULT_MAX_BATCH, type ConsumeHooks } from '../consumer.ts';
+import { PartitionWorker } from '../partition-worker.ts';
 import { DEFAULT_RETRY } from '../../retry.ts';
 import type { EmbeddedLog } from './log.ts';
 import { LOG_NOTIFY_CHANNEL, ensureTopic, partitionId } from './log.ts';
-import type { SubscribeOptions, Subscriber, Subscription } from '../types.ts';
+import type { BusMessage, SubscribeOptions, Subscriber, Subscription } from '../types.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
 import { waitForEvent } from '../../wait.ts';
 import { toMessage, type EmbeddedBusOptions, type MessageRow } from './options.ts';
@@ -183,13 +184,19 @@ class GroupMember implements Subscription {
   ): Promise<void> {
     let position = await this.startOffset(topic, partition);
     const hooks = this.opts.hooks ?? this.cfg.hooks;
-    const consume = consumer(this.opts, {
-      group: this.opts.group,
-      policy: this.cfg.retry,
-      publisher: this.publisher,
-      log: this.cfg.log,
-      signal,
-      ...(hooks ? { hooks } : {}),
+    const worker = new PartitionWorker<BusMessage>({
+      consume: consumer(this.opts, {
+        group: this.opts.group,
+        policy: this.cfg.retry,
+        publisher: this.publisher,
+        log: this.cfg.log,
+        signal,
+        ...(hooks ? { hooks } : {}),
+      }),
+      commit: (last) => this.commit(topic, partition, Number(last.offset) + 1),
+      maxBatch: this.opts.maxBatch ?? DEFAULT_MAX_BATCH,
+      batchIntervalMs: this.opts.batchIntervalMs ?? 0,
+      owns: () => Date.now() < leaseUntil(),
     });
     const id = partitionId(topic, partition);
     const wake = new EventEmitter();
@@ -206,19 +213,8 @@ class GroupMember implements Subscription {
     };
     this.log.appended.on(id, onAppend);
     this.db.signals.on(NOTIFY_EVENT, onNotify);
-    const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
-    const interval = this.opts.batchIntervalMs ?? 0;
-    let batchAt = 0;
-    let committed = position;
-    let committedAt = Date.now();
     let readTable = true; // at start the backlog is in the table
     let tableReadAt = 0;
-    const commitNow = async () => {
-      if (!(await this.commit(topic, partition, position))) return false; // lost the partition
-      committed = position;
-      committedAt = Date.now();
-      return true;
-    };
     try {
       while (!signal.aborted && Date.now() < leaseUntil()) {
         if (woken === 'table') readTable = true;
@@ -237,9 +233,9 @@ class GroupMember implements Subscription {
           readTable = rows.length === this.cfg.batchSize; // a full batch: more may be waiting there
         }
         if (messages.length === 0) {
-          const commitIn = position !== committed ? committedAt + COMMIT_INTERVAL_MS - Date.now() : Infinity;
+          const commitIn = worker.commitDueIn();
           if (commitIn <= 0) {
-            if (!(await commitNow())) return;
+            if (!(await worker.commit())) return; // lost the partition
             continue;
           }
           if (woken) continue;
@@ -248,30 +244,24 @@ class GroupMember implements Subscription {
           if (!woken && Date.now() - tableReadAt >= this.cfg.pollIntervalMs) readTable = true;
           continue;
         }
-        // A short run soon after the last batch: let more arrive until the interval is over (see
-        // SubscribeOptions.batchIntervalMs), then take whatever the tail has by then.
-        const early = batchAt + interval - Date.now();
-        if (early > 0 && messages.length < max) {
-          await sleep(early, undefined, { signal }).catch(() => undefined);
+        // A short run soon after the last batch: let more arrive, then take whatever the tail has by then.
+        const wait = worker.waitBefore(messages.length);
+        if (wait > 0) {
+          await sleep(wait, undefined, { signal }).catch(() => undefined);
           if (signal.aborted) return;
           const more = this.log.take(topic, partition, position, this.cfg.batchSize);
           if (more.length > messages.length) messages = more;
         }
-        batchAt = Date.now();
-        for (let from = 0; from < messages.length; from += max) {
-          if (Date.now() >= leaseUntil()) return; // the uncommitted rest is redelivered to the owner
-          const run = messages.slice(from, from + max);
-          const done = await consume(run);
-          if (done > 0) position = Number(run[done - 1]!.offset) + 1;
-          if (done < run.length) return; // shutdown
-          if (Date.now() - committedAt >= COMMIT_INTERVAL_MS && !(await commitNow())) return;
-        }
+        const done = await worker.handle(messages);
+        if (done > 0) position = Number(messages[done - 1]!.offset) + 1;
+        if (done < messages.length) return; // shutdown, or the partition was lost
       }
     } finally {
       this.log.appended.off(id, onAppend);
       this.db.signals.off(NOTIFY_EVENT, onNotify);
-      if (position !== committed)
-        await this.commit(topic, partition, position).catch((err: unknown) =>
+      await worker
+        .commit()
+        .catch((err: unknown) =>
           this.cfg.log.warn(
             { err, group: this.opts.group, topic, partition },
             'could not commit the position on stop; the rest is redelivered',

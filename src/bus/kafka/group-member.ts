@@ -5,7 +5,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Consumer, stringDeserializer, type Message, type MessagesStream } from '@platformatic/kafka';
-import { COMMIT_INTERVAL_MS, consumer, DEFAULT_MAX_BATCH } from '../consumer.ts';
+import { consumer, DEFAULT_MAX_BATCH } from '../consumer.ts';
+import { PartitionWorker } from '../partition-worker.ts';
 import type { SubscribeOptions, Subscriber, Subscription } from '../types.ts';
 import { retryWithBackoff } from '../../retry.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
@@ -43,12 +44,9 @@ class KafkaGroupMember implements Subscription {
   private stream!: MessagesStream<string, Buffer, string, string>;
   private readonly queues = new Map<string, Message<string, Buffer, string, string>[]>();
   private readonly running = new Map<string, Promise<void>>();
-  /** Per partition: the last handled message not committed yet, and when the partition last committed. */
-  private readonly uncommitted = new Map<string, Message<string, Buffer, string, string>>();
-  private readonly committedAt = new Map<string, number>();
+  private readonly workers = new Map<string, PartitionWorker<Message<string, Buffer, string, string>>>();
+  /** Per partition: the commit of handled messages once COMMIT_INTERVAL_MS is over (PartitionWorker). */
   private readonly commitTimers = new Map<string, NodeJS.Timeout>();
-  /** Per partition: when its last batch began (batchIntervalMs). */
-  private readonly batchAt = new Map<string, number>();
   private buffered = 0;
   private readonly closing = new AbortController();
   private closed = false;
@@ -146,7 +144,7 @@ class KafkaGroupMember implements Subscription {
       const group = this.opts.group;
       this.cfg.log.warn({ group }, 'kafka consumer stream ended; reconnecting');
       await Promise.all(this.running.values());
-      await Promise.all([...this.uncommitted.keys()].map((id) => this.commitNow(id)));
+      await Promise.all([...this.workers.keys()].map((id) => this.commitNow(id)));
       await forceClose(this.consumer);
       await retryWithBackoff(
         async (attempt) => {
@@ -183,45 +181,13 @@ class KafkaGroupMember implements Subscription {
   }
 
   /**
-   * Commits the offset of the partition's last handled message (covering every earlier one), unless the
-   * partition committed less than COMMIT_INTERVAL_MS ago: then once that interval is over. An offset commit
-   * is a broker request, and committing whenever a queue runs dry meant one per message at moderate rates;
-   * after a crash at most COMMIT_INTERVAL_MS of handled messages are redelivered (handlers are idempotent).
+   * The worker of a partition: its messages are decoded (waiting for the registry while it is unreachable)
+   * and handled in runs; a commit is the offset of the last handled message, covering every earlier one.
    */
-  private commitSoon(id: string, now = false): Promise<void> | undefined {
-    const due = (this.committedAt.get(id) ?? 0) + COMMIT_INTERVAL_MS - Date.now();
-    if (now || due <= 0) return this.commitNow(id);
-    if (!this.commitTimers.has(id)) {
-      const timer = setTimeout(() => void this.commitNow(id), due);
-      timer.unref();
-      this.commitTimers.set(id, timer);
-    }
-    return undefined;
-  }
-
-  private async commitNow(id: string): Promise<void> {
-    clearTimeout(this.commitTimers.get(id));
-    this.commitTimers.delete(id);
-    const m = this.uncommitted.get(id);
-    if (!m) return;
-    this.uncommitted.delete(id);
-    this.committedAt.set(id, Date.now());
-    try {
-      await m.commit();
-    } catch (err) {
-      // Typically a rebalance moved the partition: the new owner re-reads from the last commit (idempotent).
-      this.cfg.log.warn(
-        { err: describeKafkaError(err), group: this.opts.group, topic: m.topic, partition: m.partition },
-        'offset commit failed',
-      );
-    }
-  }
-
-  /** Handles one partition's queue in order; offsets are committed by `commitSoon`. */
-  private async drain(id: string): Promise<void> {
-    const q = this.queues.get(id)!;
+  private workerOf(id: string) {
+    let worker = this.workers.get(id);
+    if (worker) return worker;
     const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
-    const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
     const consume = consumer(this.opts, {
       group: this.opts.group,
       policy: this.cfg.retry,
@@ -230,28 +196,72 @@ class KafkaGroupMember implements Subscription {
       signal: this.closing.signal,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
     });
-    const interval = this.opts.batchIntervalMs ?? 0;
+    worker = new PartitionWorker<Message<string, Buffer, string, string>>({
+      consume: async (run) => {
+        await this.cfg.codec.prepareDecode(run, this.closing.signal, { hold: true });
+        if (this.closing.signal.aborted) return 0;
+        return consume(run.map((raw) => decodeRecord(raw, unprefix, this.cfg.codec)));
+      },
+      commit: async (m) => {
+        try {
+          await m.commit();
+        } catch (err) {
+          // Typically a rebalance moved the partition: the new owner re-reads from the last commit (idempotent).
+          this.cfg.log.warn(
+            { err: describeKafkaError(err), group: this.opts.group, topic: m.topic, partition: m.partition },
+            'offset commit failed',
+          );
+        }
+        return true;
+      },
+      maxBatch: this.opts.maxBatch ?? DEFAULT_MAX_BATCH,
+      batchIntervalMs: this.opts.batchIntervalMs ?? 0,
+    });
+    this.workers.set(id, worker);
+    return worker;
+  }
+
+  /**
+   * Once COMMIT_INTERVAL_MS is over, commits what the partition handled since its last commit: an offset
+   * commit is a broker request, and committing whenever a queue runs dry meant one per message at moderate
+   * rates; after a crash at most COMMIT_INTERVAL_MS of handled messages are redelivered (idempotent handlers).
+   */
+  private commitLater(id: string, worker: PartitionWorker<unknown>): void {
+    const due = worker.commitDueIn();
+    if (due === Infinity || this.commitTimers.has(id)) return;
+    const timer = setTimeout(() => void this.commitNow(id), Math.max(0, due));
+    timer.unref();
+    this.commitTimers.set(id, timer);
+  }
+
+  private async commitNow(id: string): Promise<void> {
+    clearTimeout(this.commitTimers.get(id));
+    this.commitTimers.delete(id);
+    await this.workers.get(id)?.commit();
+  }
+
+  /** Handles one partition's queue in order, a run at a time (PartitionWorker commits). */
+  private async drain(id: string): Promise<void> {
+    const q = this.queues.get(id)!;
+    const worker = this.workerOf(id);
+    const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
     for (;;) {
       while (q.length && !this.closing.signal.aborted) {
         // A short run soon after the last batch: let more arrive (SubscribeOptions.batchIntervalMs, fetchWait).
-        const early = (this.batchAt.get(id) ?? 0) + interval - Date.now();
-        if (early > 0 && q.length < max) await sleep(early);
-        this.batchAt.set(id, Date.now());
+        const wait = worker.waitBefore(q.length);
+        if (wait > 0) await sleep(wait);
         const run = q.slice(0, max);
-        await this.cfg.codec.prepareDecode(run, this.closing.signal, { hold: true });
-        if (this.closing.signal.aborted) break;
-        const done = await consume(run.map((raw) => decodeRecord(raw, unprefix, this.cfg.codec)));
+        const done = await worker.handle(run);
         if (done > 0) {
           q.splice(0, done);
-          this.uncommitted.set(id, run[done - 1]!);
           this.buffered -= done;
           if (this.buffered < this.cfg.maxBuffered / 2 && this.stream.isPaused()) this.stream.resume();
         }
         if (done < run.length) break; // shutdown: the rest stays uncommitted
-        await this.commitSoon(id);
+        this.commitLater(id, worker);
       }
       // On shutdown commit what was handled now; otherwise a timer does it once the interval is over.
-      if (this.closing.signal.aborted) await this.commitSoon(id, true);
+      if (this.closing.signal.aborted) await this.commitNow(id);
       // Leave only with an empty queue (or on shutdown), and give up the slot synchronously so the next
       // message starts a new drain.
       if (q.length === 0 || this.closing.signal.aborted) {
@@ -269,7 +279,7 @@ class KafkaGroupMember implements Subscription {
     this.closing.abort();
     await this.reconnecting;
     await Promise.all(this.running.values());
-    await Promise.all([...this.uncommitted.keys()].map((id) => this.commitNow(id)));
+    await Promise.all([...this.workers.keys()].map((id) => this.commitNow(id)));
     await this.stream.close().catch(() => undefined);
     await forceClose(this.consumer);
   }
