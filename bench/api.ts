@@ -27,7 +27,7 @@ import { systemClock } from '../src/domain/clock.ts';
 import { newTask, validateCreate } from '../src/domain/task.ts';
 import { loadConfig } from '../src/config.ts';
 import { runTargets } from '../src/process.ts';
-import { findTargets } from '../src/services/index.ts';
+import { MANIFESTS, findTargets } from '../src/services/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
 import { TaskStore } from '../src/store/tasks.ts';
@@ -196,7 +196,7 @@ async function taskflowCase(database: string, db: Db): Promise<Figures> {
     RATE_LIMIT_PER_MINUTE: '0',
     LOG_LEVEL: 'warn',
   });
-  const proc = await runTargets(config, findTargets(TARGET_NAMES), { db });
+  const proc = await runTargets(config, findTargets(TARGET_NAMES), { db, catalog: MANIFESTS });
   try {
     const tokens = await Promise.all(users.map((u) => signDevToken(SECRET, u)));
     return await measure(database, `taskflow POST /api/tasks (${TARGET_NAMES.join(' + ')})`, {

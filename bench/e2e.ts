@@ -54,7 +54,8 @@ import { Worker } from 'node:worker_threads';
 import { Admin } from '@platformatic/kafka';
 import pg from 'pg';
 import { signDevToken } from '../src/auth.ts';
-import { GROUPS, TOPICS } from '../src/contracts/topics.ts';
+import { TOPICS } from '../src/contracts/topics.ts';
+import { GROUPS } from '../src/services/index.ts';
 import {
   ROOT,
   freshPgDatabase,

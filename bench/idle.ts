@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config.ts';
 import { runTargets } from '../src/process.ts';
-import { TARGETS } from '../src/services/index.ts';
+import { MANIFESTS, TARGETS } from '../src/services/index.ts';
 import { openDb, type Db } from '../src/store/db.ts';
 import { TimedDb, intEnv, loadNote, log, startService, withFreshPgDb, type Service } from './lib.ts';
 
@@ -41,7 +41,7 @@ async function measure(label: string, db: Db): Promise<void> {
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
     BUS: 'embedded',
   });
-  const proc = await runTargets(config, TARGETS, { db: counted });
+  const proc = await runTargets(config, TARGETS, { db: counted, catalog: MANIFESTS });
   try {
     log(`${label}: all ${TARGETS.length} targets up; warming up ${WARMUP_SECONDS} s`);
     await new Promise((r) => setTimeout(r, WARMUP_SECONDS * 1000));

@@ -80,6 +80,11 @@ async function compile(outdir) {
     logLevel: 'warning',
   });
   cpSync(join(SRC, 'store', 'migrations'), join(outdir, 'store', 'migrations'), { recursive: true });
+  // A target's own tables (src/store/migrate.ts migrationDirs).
+  for (const target of readdirSync(join(SRC, 'services'))) {
+    const own = join(SRC, 'services', target, 'migrations');
+    if (existsSync(own)) cpSync(own, join(outdir, 'services', target, 'migrations'), { recursive: true });
+  }
 }
 
 /** One build at a time per checkout (test files start the CLI in parallel): an exclusive lock file. */

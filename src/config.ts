@@ -4,7 +4,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { RetryPolicy } from './retry.ts';
 import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
@@ -31,13 +30,15 @@ export interface Config {
   rateLimitPerMinute: number;
   /** Admission control of API requests by the process's event-loop delay (ms, mean over 250 ms); 0: none. */
   maxEventLoopDelayMs: number;
-  /** Admission control of creates: refuse (503) while one has waited this long unwritten; 0 = never. */
-  createQueueMaxMs: number;
+  /**
+   * REMINDER_GRACE_MS: a reminder later than this is missed, not fired. Shared: the reminders target fires
+   * by it, and the api and recurrence targets tell where a change's reminders went by it.
+   */
+  reminderGraceMs: number;
   /** How long consumers remember processed event ids (dedupe); past every topic's retention by default. */
   ledgerRetentionMs: number;
   /** Fastify trustProxy: whose X-Forwarded-For to believe for the client IP (rate limits' fallback key, audit). */
   trustProxy: boolean | number | string;
-  relay: { batchSize: number; pollIntervalMs: number; batchIntervalMs: number; leaseMs: number };
   embedded: { pollIntervalMs: number; heartbeatIntervalMs: number; sessionTimeoutMs: number };
   /** Least time between two batches of a consumer's partition while busy (off the real-time path). */
   consumerBatchIntervalMs: number;
@@ -67,43 +68,15 @@ export interface Config {
   };
   /** kafkaAdmin: KAFKA_BROKERS is set, so topics, lag and dead letters are read from the brokers behind Dapr. */
   dapr: { httpPort: number; pubsubName: string; kafkaAdmin: boolean };
-  // Tuning of the service targets; each target reads only its own section.
-  reminders: { tickMs: number; graceMs: number; batchSize: number };
-  notifications: {
-    smtpUrl: string | null;
-    smtpFrom: string;
-    vapid: { publicKey: string; privateKey: string; subject: string } | null;
-    tickMs: number;
-    batchSize: number;
-    maxAttempts: number;
-    retryBaseMs: number;
-    retryMaxMs: number;
-    timeoutMs: number;
-    claimMs: number;
-    /** Webhooks may target private, loopback and link-local addresses (NOTIFY_WEBHOOK_ALLOW_PRIVATE). */
-    webhookAllowPrivate: boolean;
-  };
-  /** retentionIntervalMs 0 turns the retention job off. */
-  audit: { retentionDays: number; retentionIntervalMs: number };
-  /** The chat endpoint's model (any OpenAI-compatible chat-completions API); null without CHAT_BASE_URL and CHAT_MODEL. */
-  chat: {
-    baseUrl: string;
-    apiKey: string;
-    model: string;
-    timeoutMs: number;
-    maxToolCalls: number;
-    historyMessages: number;
-  } | null;
-  gateway: {
-    instanceId: string;
-    replayPerUser: number;
-    replayMaxBytes: number;
-    maxBufferedBytes: number;
-    heartbeatMs: number;
-    maxConnectionsPerUser: number;
-    ticketSecret?: string;
-  };
+  /**
+   * The environment this was read from: each target reads its own section from it (its manifest's
+   * `config`), checked at start-up with the rest.
+   */
+  env: Env;
 }
+
+/** Environment variables, as `process.env`. */
+export type Env = Readonly<Record<string, string | undefined>>;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -143,7 +116,8 @@ function retentionOverrides(raw: string | undefined): Record<string, number> {
   return out;
 }
 
-const int = (env: NodeJS.ProcessEnv, key: string, def: number, min = 0): number => {
+/** An integer variable: `def` when unset or empty, a ConfigError below `min` or not an integer. */
+export const int = (env: Env, key: string, def: number, min = 0): number => {
   const raw = env[key];
   if (raw === undefined || raw === '') return def;
   const n = Number(raw);
@@ -161,7 +135,7 @@ function logFormat(raw: string): LogFormat {
   return format;
 }
 
-function schemaRegistryOf(env: NodeJS.ProcessEnv): NonNullable<Config['schemaRegistry']> {
+function schemaRegistryOf(env: Env): NonNullable<Config['schemaRegistry']> {
   const url = env.SCHEMA_REGISTRY_URL!;
   if (!/^https?:\/\//.test(url))
     throw new ConfigError(`SCHEMA_REGISTRY_URL must be an http(s) URL, got "${url}"`);
@@ -178,7 +152,7 @@ function schemaRegistryOf(env: NodeJS.ProcessEnv): NonNullable<Config['schemaReg
   };
 }
 
-function eventEncodingOf(env: NodeJS.ProcessEnv, bus: BusKind): Config['eventEncoding'] {
+function eventEncodingOf(env: Env, bus: BusKind): Config['eventEncoding'] {
   const encoding = (env.EVENT_ENCODING || 'json').toLowerCase();
   if (encoding !== 'json' && encoding !== 'avro')
     throw new ConfigError(`EVENT_ENCODING must be json or avro, got "${env.EVENT_ENCODING}"`);
@@ -193,7 +167,7 @@ function eventEncodingOf(env: NodeJS.ProcessEnv, bus: BusKind): Config['eventEnc
   return encoding;
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(env: Env = process.env): Config {
   const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const bus = (env.BUS || 'embedded') as BusKind;
   if (!['embedded', 'kafka', 'dapr'].includes(bus))
@@ -235,15 +209,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
     maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 25),
-    createQueueMaxMs: int(env, 'CREATE_QUEUE_MAX_MS', 500),
+    reminderGraceMs: int(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS),
     ledgerRetentionMs: int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000),
     trustProxy: trustProxy(env.TRUST_PROXY),
-    relay: {
-      batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),
-      pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1),
-      batchIntervalMs: int(env, 'RELAY_BATCH_INTERVAL_MS', 10),
-      leaseMs: int(env, 'RELAY_LEASE_MS', 1500, 300),
-    },
     embedded: {
       pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1),
       heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10),
@@ -288,55 +256,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pubsubName: env.DAPR_PUBSUB_NAME || 'pubsub-kafka',
       kafkaAdmin: !!env.KAFKA_BROKERS,
     },
-    reminders: {
-      tickMs: int(env, 'REMINDER_TICK_MS', 1_000, 1),
-      graceMs: int(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS),
-      batchSize: int(env, 'REMINDER_BATCH_SIZE', 500, 1),
-    },
-    chat:
-      env.CHAT_BASE_URL && env.CHAT_MODEL
-        ? {
-            baseUrl: env.CHAT_BASE_URL.replace(/\/+$/, ''),
-            apiKey: env.CHAT_API_KEY || 'unused',
-            model: env.CHAT_MODEL,
-            timeoutMs: int(env, 'CHAT_TIMEOUT_MS', 60_000, 1_000),
-            maxToolCalls: int(env, 'CHAT_MAX_TOOL_CALLS', 8, 1),
-            historyMessages: int(env, 'CHAT_HISTORY_MESSAGES', 40, 2),
-          }
-        : null,
-    notifications: {
-      smtpUrl: env.SMTP_URL || null,
-      smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
-      vapid:
-        env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY
-          ? {
-              publicKey: env.VAPID_PUBLIC_KEY,
-              privateKey: env.VAPID_PRIVATE_KEY,
-              subject: env.VAPID_SUBJECT || 'mailto:admin@taskflow.invalid',
-            }
-          : null,
-      tickMs: int(env, 'NOTIFY_TICK_MS', 1_000, 1),
-      batchSize: int(env, 'NOTIFY_BATCH_SIZE', 50, 1),
-      maxAttempts: int(env, 'NOTIFY_MAX_ATTEMPTS', 8, 1),
-      retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000),
-      retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000),
-      timeoutMs: int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1),
-      claimMs: int(env, 'NOTIFY_CLAIM_MS', 120_000, 1),
-      webhookAllowPrivate: env.NOTIFY_WEBHOOK_ALLOW_PRIVATE === 'true',
-    },
-    audit: {
-      retentionDays: int(env, 'AUDIT_RETENTION_DAYS', 365),
-      retentionIntervalMs: int(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000),
-    },
-    gateway: {
-      instanceId: env.GATEWAY_INSTANCE_ID || hostname(),
-      replayPerUser: int(env, 'GATEWAY_REPLAY_PER_USER', 500, 1),
-      replayMaxBytes: int(env, 'GATEWAY_REPLAY_MAX_BYTES', 64 * 1024 * 1024, 1024),
-      maxBufferedBytes: int(env, 'GATEWAY_MAX_BUFFERED_BYTES', 1024 * 1024, 1024),
-      heartbeatMs: int(env, 'GATEWAY_HEARTBEAT_MS', 30_000, 10),
-      maxConnectionsPerUser: int(env, 'GATEWAY_MAX_CONNECTIONS_PER_USER', 50, 1),
-      ...(env.GATEWAY_TICKET_SECRET ? { ticketSecret: env.GATEWAY_TICKET_SECRET } : {}),
-    },
+    env,
   };
   if (!config.jwt.secret && !config.jwt.jwksUrl) {
     // Development default: a random secret kept next to the embedded database so `taskflow token` and the

@@ -10,7 +10,13 @@ import { systemClock, type Clock } from './domain/clock.ts';
 import { createHttpServer } from './http/server.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
-import type { RunningTarget, Runtime, TargetDefinition } from './runtime.ts';
+import {
+  deadLetterGroups,
+  type RunningTarget,
+  type Runtime,
+  type TargetDefinition,
+  type TargetManifest,
+} from './runtime.ts';
 import { retryWithBackoff } from './retry.ts';
 import { isPostgresUrl, openDb, type Db } from './store/db.ts';
 import { migrate } from './store/migrate.ts';
@@ -28,6 +34,11 @@ export interface RunOptions {
   /** Reuse an open database (tests); otherwise opened from config.databaseUrl and closed on stop. */
   db?: Db;
   listen?: boolean;
+  /**
+   * Every target of the binary, not only those this process runs: their dead-letter topics are provisioned
+   * here and the api target describes them all (AsyncAPI).
+   */
+  catalog?: readonly TargetManifest[];
 }
 
 export async function runTargets(
@@ -35,6 +46,9 @@ export async function runTargets(
   targets: readonly TargetDefinition[],
   opts: RunOptions = {},
 ): Promise<RunningProcess> {
+  // Every target's configuration section is checked before anything opens: a bad value is one line.
+  for (const t of targets) t.config?.(config.env);
+  const catalog = opts.catalog ?? [];
   const log = opts.log ?? createLogger({ level: config.logLevel, format: config.logFormat });
   const metrics = new Metrics();
   // Progress of a start (one line each on a terminal): database, migrations, bus, targets.
@@ -72,7 +86,6 @@ export async function runTargets(
     const schemas = config.schemaRegistry ? await registerSchemas(config, log) : undefined;
     http = await httpMade;
     bus = await createBus(config, db, log, metrics, {
-      ensureTopics: false,
       http: http.app,
       ...(schemas ? { schemas } : {}),
     });
@@ -82,7 +95,7 @@ export async function runTargets(
     throw err;
   }
   log.info(`bus: ${config.bus}`);
-  const provisioning = provisionTopics(config, bus, log);
+  const provisioning = provisionTopics(config, bus, log, deadLetterGroups(catalog));
   const runtime: Runtime = {
     config,
     db,
@@ -92,6 +105,7 @@ export async function runTargets(
     metrics,
     http,
     verify: createVerifier(config.jwt),
+    catalog,
   };
   const running: { name: string; target: RunningTarget }[] = [];
   try {
@@ -161,11 +175,16 @@ async function registerSchemas(config: Config, log: Logger): Promise<RegisteredS
  * Creates the topics (when allowed) without blocking start-up: with the broker down, the API still answers
  * and the relay keeps the events in the outbox; topics are created as soon as the broker is reachable.
  */
-function provisionTopics(config: Config, bus: Bus, log: Logger): AbortController {
+function provisionTopics(
+  config: Config,
+  bus: Bus,
+  log: Logger,
+  deadLetterGroups: readonly string[],
+): AbortController {
   const stop = new AbortController();
   if (!provisionsTopics(config)) return stop;
   // 1 s, 2 s, 4 s ... 30 s without jitter; the waits do not keep the process alive.
-  void retryWithBackoff(() => bus.admin.ensureTopics(allTopics(config)), {
+  void retryWithBackoff(() => bus.admin.ensureTopics(allTopics(config, deadLetterGroups)), {
     policy: { maxAttempts: 0, baseDelayMs: 1_000, maxDelayMs: 30_000 },
     random: () => 1,
     signal: stop.signal,

@@ -1,6 +1,9 @@
 /** What a target gets from the process that runs it, and what it must give back. */
 import type { Verifier } from './auth.ts';
-import type { Config } from './config.ts';
+import type { Registry } from 'prom-client';
+import type { Config, Env } from './config.ts';
+import type { EventType } from './contracts/schemas.ts';
+import type { TopicName } from './contracts/topics.ts';
 import type { Bus } from './bus/types.ts';
 import type { Clock } from './domain/clock.ts';
 import type { HttpServer } from './http/server.ts';
@@ -18,7 +21,13 @@ export interface Runtime {
   http: HttpServer;
   /** Checks a bearer token: one per process, so every target shares its token cache and key set. */
   verify: Verifier;
+  /** Every target of the binary, not only those this process runs (the AsyncAPI document). */
+  catalog: readonly TargetManifest[];
 }
+
+/** The consumer groups among `manifests` with a dead-letter topic (`<group>.dlq`). */
+export const deadLetterGroups = (manifests: readonly TargetManifest[]): string[] =>
+  manifests.flatMap((t) => (t.consumes?.deadLetters ? [t.consumes.group] : []));
 
 export interface RunningTarget {
   stop(): Promise<void>;
@@ -29,4 +38,53 @@ export interface TargetDefinition {
   start(rt: Runtime): Promise<RunningTarget>;
   /** Loads the target's modules ahead of `start`, while the database opens (start-up time). */
   preload?(): Promise<unknown>;
+  /** Reads and checks its configuration section (ConfigError): start-up runs it before it opens anything. */
+  config?(env: Env): unknown;
+}
+
+/** A consumer group of a target: what it reads, and whether what it cannot handle goes to `<group>.dlq`. */
+export interface ConsumerGroupSpec {
+  group: string;
+  topics: readonly TopicName[];
+  deadLetters: boolean;
+  /** One group per instance (`<group>-<instance id>`), so that every instance sees every message. */
+  perInstance?: boolean;
+}
+
+/**
+ * What a target is, in its own folder (`manifest.ts`): the one list of targets (services/index.ts) is made
+ * of these. The groups, the dead-letter topics, the AsyncAPI document and the README's table of targets are
+ * derived from them; `produces` is checked against what the target writes (test/integration/targets.test.ts).
+ */
+export interface TargetManifest<C = unknown, M = unknown> {
+  name: string;
+  description: string;
+  /** Its inputs other than the bus (HTTP routes, the outbox), for the table of targets. */
+  serves?: string;
+  consumes?: ConsumerGroupSpec;
+  /** The event types it writes. */
+  produces: readonly EventType[];
+  /** The CloudEvent `source` of the events it writes. */
+  sources?: readonly string[];
+  /** Its effects outside the bus (email, WebSocket frames, an API), for the table of targets. */
+  effects?: string;
+  /** The tables it owns. */
+  owns: readonly string[];
+  /** Its configuration section from the environment; a bad value is a ConfigError of one line. */
+  config?(env: Env): C;
+  /** Its Prometheus metrics, registered once per process (`Metrics.of`). */
+  metrics?(registry: Registry): M;
+}
+
+/**
+ * A target of the list: its manifest, and its modules loaded only by a process that runs it (`load`, the
+ * module's `start`), ahead of the start while the database opens.
+ */
+export function lazyTarget<const T extends TargetManifest>(
+  manifest: T,
+  load: () => Promise<{ start(rt: Runtime): Promise<RunningTarget> }>,
+): T & TargetDefinition {
+  let loading: ReturnType<typeof load> | undefined;
+  const preload = () => (loading ??= load());
+  return { ...manifest, preload, start: async (rt: Runtime) => (await preload()).start(rt) };
 }

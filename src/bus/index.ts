@@ -1,7 +1,7 @@
 /** Picks the transport from `BUS` and provisions the topics of docs/architecture.md section 3 when allowed. */
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
-import { DLQ_SPEC, GROUPS, TOPIC_SPECS, dlqTopic, type TopicSpec } from '../contracts/topics.ts';
+import { DLQ_SPEC, TOPIC_SPECS, dlqTopic, type TopicSpec } from '../contracts/topics.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Db } from '../store/db.ts';
@@ -9,8 +9,11 @@ import type { KafkaSettings } from './kafka/index.ts';
 import type { SchemaRegistryClient } from './schema-registry.ts';
 import type { Bus } from './types.ts';
 
-/** Every topic the system uses: the three event topics and one dead-letter topic per consumer group. */
-export function allTopics(config: Config): TopicSpec[] {
+/**
+ * Every topic the system uses: the three event topics and the dead-letter topic of each consumer group that
+ * dead-letters (`deadLetterGroups`, from the targets' manifests).
+ */
+export function allTopics(config: Config, deadLetterGroups: readonly string[]): TopicSpec[] {
   const partitions = config.kafka.topicPartitions;
   const retention = config.kafka.topicRetentionMs;
   return [
@@ -19,7 +22,7 @@ export function allTopics(config: Config): TopicSpec[] {
       ...(partitions ? { partitions } : {}),
       retentionMs: retention[t.name] ?? t.retentionMs,
     })),
-    ...Object.values(GROUPS).map((g) => ({
+    ...deadLetterGroups.map((g) => ({
       name: dlqTopic(g),
       ...DLQ_SPEC,
       retentionMs: retention.dlq ?? DLQ_SPEC.retentionMs,
@@ -92,7 +95,7 @@ export async function createBus(
    * `http`: the process HTTP server, where daprd delivers (BUS=dapr subscribers). `schemas`: what start-up
    * registered with the schema registry.
    */
-  opts: { ensureTopics?: boolean; http?: FastifyInstance; schemas?: RegisteredSchemas } = {},
+  opts: { http?: FastifyInstance; schemas?: RegisteredSchemas } = {},
 ): Promise<Bus> {
   const busLog = log.child({ component: 'bus' });
   let bus: Bus;
@@ -136,13 +139,6 @@ export async function createBus(
       break;
     }
   }
-  if (opts.ensureTopics !== false && provisionsTopics(config)) {
-    try {
-      await bus.admin.ensureTopics(allTopics(config));
-    } catch (err) {
-      await bus.close().catch(() => undefined);
-      throw err;
-    }
-  }
+
   return bus;
 }

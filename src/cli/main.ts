@@ -6,8 +6,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
 import type { Db } from '../store/db.ts';
-import { GROUPS, dlqTopic } from '../contracts/topics.ts';
-import { TARGETS, findTargets, retiredTargets } from '../services/index.ts';
+import { dlqTopic } from '../contracts/topics.ts';
+import { MANIFESTS, TARGETS, deadLetterGroups, findTargets, retiredTargets } from '../services/index.ts';
 import { errorMessage } from '../error-text.ts';
 
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
@@ -65,7 +65,7 @@ async function serve(names: readonly string[], banner: boolean) {
   ]);
   // OpenTelemetry traces when OTEL_EXPORTER_OTLP_ENDPOINT is set (otherwise a no-op, see tracing.ts).
   await initTracing({ serviceName: names.length === 1 ? `taskflow-${names[0]}` : 'taskflow' });
-  const proc = await runTargets(config, targets);
+  const proc = await runTargets(config, targets, { catalog: MANIFESTS });
   const log = proc.runtime.log;
   log.info({ url: proc.url, targets: targets.map((t) => t.name), bus: config.bus }, 'taskflow running');
   if (banner && names.includes('api')) {
@@ -230,9 +230,7 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
   const db = opened?.db;
   try {
     await opened?.migrate();
-    const bus = await createBus(config, db as Db, log, new Metrics({ defaultMetrics: false }), {
-      ensureTopics: false,
-    });
+    const bus = await createBus(config, db as Db, log, new Metrics({ defaultMetrics: false }));
     try {
       return await fn(bus, config);
     } finally {
@@ -264,7 +262,7 @@ topics
   .action(() =>
     withBus(async (bus, config) => {
       const { allTopics } = await import('../bus/index.ts');
-      const wanted = allTopics(config);
+      const wanted = allTopics(config, deadLetterGroups());
       await bus.admin.ensureTopics(wanted);
       console.log(`ensured ${wanted.length} topics on ${config.bus}`);
     }),
@@ -340,7 +338,7 @@ const dlq = program.command('dlq').description('inspect and replay dead letters 
 const groupOption = () =>
   new Option(
     '--group <group>',
-    `consumer group (${Object.values(GROUPS).join(', ')}, or a gateway instance group)`,
+    `consumer group (${deadLetterGroups().join(', ')}, or a gateway instance group)`,
   );
 const positiveInt = (name: string, v: string): number => {
   if (!/^\d+$/.test(v) || Number(v) < 1)
@@ -355,7 +353,7 @@ async function dlqGroups(bus: Bus, group: string | undefined): Promise<string[]>
     .map((t) => t.name)
     .filter((n) => n.endsWith('.dlq'))
     .map((n) => n.slice(0, -'.dlq'.length));
-  return [...new Set([...Object.values(GROUPS), ...withDlq])];
+  return [...new Set([...deadLetterGroups(), ...withDlq])];
 }
 
 dlq

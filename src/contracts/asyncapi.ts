@@ -5,16 +5,30 @@
  * JSON body, keyed by user id. The embedded bus and Dapr carry the same events whole (structured mode).
  */
 import { EVENT_TYPES, publishedSchema, type EventType } from './schemas.ts';
-import { DLQ_SPEC, SUBSCRIPTIONS, TOPIC_SPECS, dlqTopic } from './topics.ts';
+import { DLQ_SPEC, TOPIC_SPECS, dlqTopic, type TopicName } from './topics.ts';
 
 type Json = Record<string, unknown>;
 
-/** Which targets write each topic's events (the consumer groups are in SUBSCRIPTIONS). */
-const PRODUCERS: Record<string, string> = {
-  'task-events': 'api (REST, MCP, chat) and recurrence (next occurrences)',
-  reminders: 'reminders (scheduler and snooze / dismiss API)',
-  'task-updates': 'api and recurrence (task.changed, with the write), notifications (notification.created)',
-};
+/** A target as the event contract sees it: what it reads as which group, and what it writes (its manifest). */
+export interface EventParty {
+  name: string;
+  consumes?: {
+    group: string;
+    topics: readonly TopicName[];
+    deadLetters: boolean;
+    perInstance?: boolean;
+  };
+  produces: readonly EventType[];
+}
+
+/** `api (task.created, ...) and recurrence (...)`: who writes which events of a topic. */
+function producersOf(topic: string, parties: readonly EventParty[]): string {
+  const writers = parties.flatMap((p) => {
+    const types = p.produces.filter((t) => EVENT_TYPES[t].topic === topic);
+    return types.length ? [`${p.name} (${types.join(', ')})`] : [];
+  });
+  return writers.length ? writers.join(', ') : 'the targets';
+}
 
 const ref = (path: string) => ({ $ref: `#/${path}` });
 
@@ -65,7 +79,7 @@ function headersOf(type: EventType, envelope: Json): Json {
   return { type: 'object', required: [...required, 'content-type'], properties: headers };
 }
 
-export function asyncApiDocument(version: string): Json {
+export function asyncApiDocument(version: string, parties: readonly EventParty[]): Json {
   const messages: Record<string, Json> = {};
   for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
     const envelope = publishedSchema(type);
@@ -111,18 +125,23 @@ export function asyncApiDocument(version: string): Json {
     channels[t.name] = {
       address: t.name,
       title: t.name,
-      description: `Written by ${PRODUCERS[t.name] ?? 'the targets'}; keyed by user id, so one user's events are in order on one partition.`,
+      description: `Written by ${producersOf(t.name, parties)}; keyed by user id, so one user's events are in order on one partition.`,
       messages: Object.fromEntries(types.map((type) => [type, ref(`components/messages/${type}`)])),
       bindings: kafkaTopic(t.name, t.partitions, t.retentionMs),
     };
     operations[`send-${t.name}`] = {
       action: 'send',
       channel: ref(`channels/${t.name}`),
-      summary: `The outbox relay (or the embedded bus) puts the events of ${PRODUCERS[t.name] ?? 'the targets'} here`,
+      summary: `The outbox relay (or the embedded bus) puts the events of ${producersOf(t.name, parties)} here`,
       messages: types.map((type) => ref(`channels/${t.name}/messages/${type}`)),
     };
   }
-  for (const [target, sub] of Object.entries(SUBSCRIPTIONS)) {
+  for (const { name: target, consumes } of parties) {
+    if (!consumes) continue;
+    const sub = {
+      ...consumes,
+      group: consumes.perInstance ? `${consumes.group}-<instance>` : consumes.group,
+    };
     for (const topic of sub.topics) {
       operations[`${target}-receives-${topic}`] = {
         action: 'receive',

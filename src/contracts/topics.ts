@@ -29,28 +29,6 @@ export const dlqTopic = (group: string) => `${group}.dlq`;
 export const DLQ_SPEC = { partitions: 1, retentionMs: 30 * DAY } as const;
 export const isDlqTopic = (topic: string) => topic.endsWith('.dlq');
 
-/** The consumer groups of the services, one per target. */
-export const GROUPS = {
-  reminders: 'taskflow-reminders',
-  recurrence: 'taskflow-recurrence',
-  notifications: 'taskflow-notifications',
-  audit: 'taskflow-audit',
-  gateway: 'taskflow-gateway',
-} as const;
-
-/**
- * What each consuming target reads, as which group: the targets subscribe with these, and the AsyncAPI
- * document lists them. The gateway's group is per instance (`taskflow-gateway-<GATEWAY_INSTANCE_ID>`: every
- * instance sees every update) and dead-letters nothing (a client that missed an update resumes with ?since=).
- */
-export const SUBSCRIPTIONS = {
-  reminders: { group: GROUPS.reminders, topics: [TOPICS.taskEvents], deadLetters: true },
-  recurrence: { group: GROUPS.recurrence, topics: [TOPICS.taskEvents], deadLetters: true },
-  notifications: { group: GROUPS.notifications, topics: [TOPICS.reminders], deadLetters: true },
-  audit: { group: GROUPS.audit, topics: [TOPICS.taskEvents, TOPICS.reminders], deadLetters: true },
-  gateway: { group: `${GROUPS.gateway}-<instance>`, topics: [TOPICS.taskUpdates], deadLetters: false },
-} as const;
-
 export function topicSpec(name: string): TopicSpec {
   const known = TOPIC_SPECS.find((t) => t.name === name);
   if (known) return known;

@@ -78,78 +78,14 @@ export class Metrics {
     labelNames: ['group', 'topic'] as const,
     registers: [this.registry],
   });
-  readonly outboxPending = new Gauge({
-    name: 'taskflow_outbox_pending_events',
-    help: 'Outbox rows not yet published',
-    registers: [this.registry],
-  });
-  readonly outboxOldestAge = new Gauge({
-    name: 'taskflow_outbox_oldest_pending_age_seconds',
-    help: 'Age of the oldest unpublished outbox row',
-    registers: [this.registry],
-  });
-  /** Where the create queue's age comes from (the api target's task store); none: 0. */
-  private createQueue: (() => number) | undefined;
-  readonly createQueueAge = new Gauge({
-    name: 'taskflow_create_queue_age_seconds',
-    help: 'How long the oldest task create not yet written has waited (admission control refuses new creates past CREATE_QUEUE_MAX_MS)',
-    registers: [this.registry],
-    collect: () => {
-      this.createQueueAge.set((this.createQueue?.() ?? 0) / 1000);
-    },
-  });
-  readonly ledgerPruned = new Counter({
-    name: 'taskflow_ledger_pruned_rows_total',
-    help: "Rows of the consumers' dedupe ledger (processed_events) deleted past LEDGER_RETENTION_MS",
-    registers: [this.registry],
-  });
-  readonly auditRecords = new Counter({
-    name: 'taskflow_audit_records_total',
-    help: 'Audit records appended, by operation (event type)',
-    labelNames: ['operation'] as const,
-    registers: [this.registry],
-  });
-  readonly websocketConnections = new Gauge({
-    name: 'taskflow_websocket_connections',
-    help: 'Open WebSocket connections of the gateway',
-    registers: [this.registry],
-  });
-  readonly websocketMessages = new Counter({
-    name: 'taskflow_websocket_messages_sent_total',
-    help: 'Frames sent by the gateway, by type (task.changed, resync, hello)',
-    labelNames: ['type'] as const,
-    registers: [this.registry],
-  });
-  readonly websocketDisconnects = new Counter({
-    name: 'taskflow_websocket_disconnects_total',
-    help: 'WebSocket connections closed, by reason (client, slow, dead, shutdown)',
-    labelNames: ['reason'] as const,
-    registers: [this.registry],
-  });
-  readonly remindersPending = new Gauge({
-    name: 'taskflow_reminders_pending',
-    help: 'Reminders scheduled and not yet fired, missed or dismissed',
-    registers: [this.registry],
-  });
-  readonly reminderLateness = new Histogram({
-    name: 'taskflow_reminder_trigger_lateness_seconds',
-    help: 'How long after its time a reminder was fired (or found missed), by outcome',
-    labelNames: ['outcome'] as const,
-    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600],
-    registers: [this.registry],
-  });
-  readonly notificationDeliveries = new Counter({
-    name: 'taskflow_notification_deliveries_total',
-    help: 'Notification delivery attempts by channel and outcome (sent, failed, dead, skipped)',
-    labelNames: ['channel', 'outcome'] as const,
-    registers: [this.registry],
-  });
-  readonly notificationsDead = new Counter({
-    name: 'taskflow_notification_dead_total',
-    help: 'Notifications given up after the maximum number of attempts, by channel',
-    labelNames: ['channel'] as const,
-    registers: [this.registry],
-  });
+  /** The metrics of each target this process runs, made by its manifest (`of`). */
+  private readonly ofTargets = new Map<string, unknown>();
+
+  /** A target's own metrics, registered on first use: once per process however often it starts. */
+  of<M>(target: { name: string; metrics(registry: Registry): M }): M {
+    if (!this.ofTargets.has(target.name)) this.ofTargets.set(target.name, target.metrics(this.registry));
+    return this.ofTargets.get(target.name) as M;
+  }
 
   // --- Consumer lag and DLQ size: read from the bus when /metrics is scraped, for the groups this process
   // consumes (consumer targets register them with trackConsumerGroup). ---
@@ -195,11 +131,6 @@ export class Metrics {
    */
   async exposition(): Promise<string> {
     return (await this.registry.metrics()).replace(/ Nan$/gm, ' NaN');
-  }
-
-  /** Reports the age of the oldest create not yet written (ms) on /metrics. */
-  trackCreateQueue(ageMs: () => number): void {
-    this.createQueue = ageMs;
   }
 
   /** Reports the statements counted by a database on /metrics. */

@@ -12,13 +12,12 @@ import { firstTimeMany } from '../store/idempotency.ts';
 import { appendEvents } from '../store/outbox.ts';
 import type { ConsumerGroupSource } from '../observability/metrics.ts';
 import { retryWithBackoff } from '../retry.ts';
-import type { Runtime, RunningTarget, TargetDefinition } from '../runtime.ts';
+import type { ConsumerGroupSpec, Runtime, RunningTarget, TargetDefinition } from '../runtime.ts';
 import { errorMessage } from '../error-text.ts';
 
 export interface ConsumerTargetSpec {
-  name: string;
-  group: string;
-  topics: readonly string[];
+  /** The target's manifest: its name, and the group and topics it consumes. */
+  manifest: { name: string; consumes: Pick<ConsumerGroupSpec, 'group'> & { topics: readonly string[] } };
   /**
    * The least time between two batches of a partition while messages keep coming (SubscribeOptions): off
    * the real-time path a consumer can wait a little and handle many messages in one transaction.
@@ -107,19 +106,20 @@ export function transactional(opts: TransactionalOptions): ConsumerService {
 
 export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
   return {
-    name: spec.name,
+    name: spec.manifest.name,
     async start(rt: Runtime): Promise<RunningTarget> {
+      const { group, topics } = spec.manifest.consumes;
       const service = await spec.setup(spec.realTime ? rt : { ...rt, db: rt.db.background() });
       const batchHandler = service.handleBatch?.bind(service);
       const subscription = await subscribeWhenReachable(rt, {
-        group: spec.group,
-        topics: spec.topics,
+        group,
+        topics,
         handler: (m) => service.handle(m),
         ...(batchHandler ? { batchHandler } : {}),
         batchIntervalMs: spec.batchIntervalMs ?? rt.config.consumerBatchIntervalMs,
-        hooks: rt.metrics.consumerHooks(spec.group),
+        hooks: rt.metrics.consumerHooks(group),
       });
-      const untrack = rt.metrics.trackConsumerGroup(spec.group, consumerGroupSource(rt, spec.group));
+      const untrack = rt.metrics.trackConsumerGroup(group, consumerGroupSource(rt, group));
       return {
         stop: async () => {
           untrack();

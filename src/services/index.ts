@@ -3,55 +3,58 @@
  * modules, and the libraries only it uses (MCP SDK, Swagger UI, web-push, nodemailer...), are loaded when the
  * target starts: `taskflow serve relay` or `taskflow token` never load the API's.
  */
-import type { TargetDefinition } from '../runtime.ts';
+import { deadLetterGroups as groupsWithDeadLetters, lazyTarget, type TargetManifest } from '../runtime.ts';
+import { apiManifest } from './api/manifest.ts';
+import { auditManifest } from './audit/manifest.ts';
+import { gatewayManifest } from './gateway/manifest.ts';
+import { notificationsManifest } from './notifications/manifest.ts';
+import { recurrenceManifest } from './recurrence/manifest.ts';
+import { relayManifest } from './relay/manifest.ts';
+import { remindersManifest } from './reminders/manifest.ts';
 
-export interface TargetEntry extends TargetDefinition {
-  description: string;
-}
-
-function lazyTarget(name: string, description: string, load: () => Promise<TargetDefinition>): TargetEntry {
-  let loading: Promise<TargetDefinition> | undefined;
-  const preload = () => (loading ??= load());
-  return { name, description, preload, start: async (rt) => (await preload()).start(rt) };
-}
-
-export const TARGETS: readonly TargetEntry[] = [
+/** The one list of targets: a manifest (its folder's `manifest.ts`) and how its modules load. */
+export const TARGETS = [
+  lazyTarget(apiManifest, async () => (await import('./api/index.ts')).apiTarget),
+  lazyTarget(relayManifest, async () => (await import('./relay/index.ts')).relayTarget),
+  lazyTarget(recurrenceManifest, async () => (await import('./recurrence/index.ts')).recurrenceTarget),
+  lazyTarget(auditManifest, async () => (await import('./audit/index.ts')).auditTarget),
+  lazyTarget(gatewayManifest, async () => (await import('./gateway/index.ts')).gatewayTarget),
+  lazyTarget(remindersManifest, async () => (await import('./reminders/index.ts')).remindersTarget),
   lazyTarget(
-    'api',
-    'Task API: REST under /api, MCP at /mcp, OpenAPI at /openapi.json, docs at /docs',
-    async () => (await import('./api/index.ts')).apiTarget,
-  ),
-  lazyTarget(
-    'relay',
-    'publishes outbox rows to the bus (transactional outbox relay)',
-    async () => (await import('./relay/index.ts')).relayTarget,
-  ),
-  lazyTarget(
-    'recurrence',
-    'creates the next occurrence of a completed recurring task; serves /api/tasks/:id/skip and /occurrences',
-    async () => (await import('./recurrence/index.ts')).recurrenceTarget,
-  ),
-  lazyTarget(
-    'audit',
-    'audit trail: hash-chained records of every event; /api/audit query and export',
-    async () => (await import('./audit/index.ts')).auditTarget,
-  ),
-  lazyTarget(
-    'gateway',
-    'WebSocket /ws: pushes task.changed to the user, with resume (?since=) and heartbeats',
-    async () => (await import('./gateway/index.ts')).gatewayTarget,
-  ),
-  lazyTarget(
-    'reminders',
-    'reminder scheduler: task-events -> reminder schedule -> reminders topic; snooze/dismiss API',
-    async () => (await import('./reminders/index.ts')).remindersTarget,
-  ),
-  lazyTarget(
-    'notifications',
-    'notifications: reminder.triggered -> email / web push / in-app / webhook deliveries',
+    notificationsManifest,
     async () => (await import('./notifications/index.ts')).notificationsTarget,
   ),
-];
+] as const;
+
+export type TargetEntry = (typeof TARGETS)[number];
+
+type Consuming = Extract<TargetEntry, { consumes: object }>;
+
+/** The consumer group of each consuming target, by target name (the gateway's is the prefix of its instances'). */
+export const GROUPS = Object.fromEntries(
+  TARGETS.flatMap((t) => ('consumes' in t ? [[t.name, t.consumes.group]] : [])),
+) as { readonly [T in Consuming as T['name']]: T['consumes']['group'] };
+
+/** The manifests, as the runtime sees them (AsyncAPI, dead-letter topics). */
+export const MANIFESTS: readonly TargetManifest[] = TARGETS;
+
+/** The consumer groups with a dead-letter topic (`<group>.dlq`). */
+export const deadLetterGroups = (): string[] => groupsWithDeadLetters(MANIFESTS);
+
+const code = (s: string) => `\`${s}\``;
+
+/** The table of targets in the README and docs/architecture.md (between `targets` markers), from the manifests. */
+export function targetTable(manifests: readonly TargetManifest[] = MANIFESTS): string {
+  const rows = manifests.map((t) => {
+    const group =
+      t.consumes && (t.consumes.perInstance ? `${t.consumes.group}-<instance>` : t.consumes.group);
+    const consumes = [t.serves, t.consumes && `${t.consumes.topics.map(code).join(', ')} as ${code(group!)}`];
+    const produces = [t.produces.length ? t.produces.map(code).join(', ') : undefined, t.effects];
+    const cell = (parts: readonly (string | undefined)[]) => parts.filter(Boolean).join('; ') || '—';
+    return `| ${code(t.name)} | ${cell(consumes)} | ${cell(produces)} | ${t.owns.join(', ') || '—'} |`;
+  });
+  return ['| target | consumes | produces | owns |', '|---|---|---|---|', ...rows].join('\n');
+}
 
 /**
  * Targets of earlier versions whose work moved elsewhere: naming one is not an error (a deployment written

@@ -1,6 +1,10 @@
-/** Applies the numbered SQL files of ./migrations in order, once each, under an advisory lock. */
+/**
+ * Applies the numbered SQL files of ./migrations, and of each target's own folder
+ * (`services/<target>/migrations`), in the order of their numbers (one sequence), once each, under an
+ * advisory lock.
+ */
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,11 +17,33 @@ export interface Migration {
   sql: string;
 }
 
-export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
-  return readdirSync(dir)
-    .filter((f) => /^\d+_.+\.sql$/.test(f))
-    .sort()
-    .map((f) => ({ version: Number.parseInt(f, 10), name: f, sql: readFileSync(join(dir, f), 'utf8') }));
+/**
+ * Where migrations are: ./migrations, and the `migrations` folder of each target that brings tables of its
+ * own (found by path, as the build copies them: the store imports no target).
+ */
+export function migrationDirs(): string[] {
+  const targets = join(dirname(MIGRATIONS_DIR), '..', 'services');
+  const own = existsSync(targets)
+    ? readdirSync(targets, { withFileTypes: true })
+        .filter((e) => e.isDirectory() && existsSync(join(targets, e.name, 'migrations')))
+        .map((e) => join(targets, e.name, 'migrations'))
+    : [];
+  return [MIGRATIONS_DIR, ...own.sort()];
+}
+
+/** Every migration in number order; two with one number are refused (they would both claim it). */
+export function loadMigrations(dirs = migrationDirs()): Migration[] {
+  const all = dirs
+    .flatMap((dir) =>
+      readdirSync(dir)
+        .filter((f) => /^\d+_.+\.sql$/.test(f))
+        .map((f) => ({ version: Number.parseInt(f, 10), name: f, sql: readFileSync(join(dir, f), 'utf8') })),
+    )
+    .sort((a, b) => a.version - b.version);
+  for (let i = 1; i < all.length; i++)
+    if (all[i]!.version === all[i - 1]!.version)
+      throw new Error(`two migrations numbered ${all[i]!.version}: ${all[i - 1]!.name} and ${all[i]!.name}`);
+  return all;
 }
 
 /** Names the schema the migrations make: a hash of every migration's name and text. */

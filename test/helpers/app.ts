@@ -5,7 +5,7 @@ import { ManualClock, type Clock } from '../../src/domain/clock.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { runTargets, type RunningProcess } from '../../src/process.ts';
 import type { TargetDefinition } from '../../src/runtime.ts';
-import { findTargets } from '../../src/services/index.ts';
+import { MANIFESTS, findTargets } from '../../src/services/index.ts';
 import type { Db, Queryable } from '../../src/store/db.ts';
 
 export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256!';
@@ -60,7 +60,7 @@ export async function startApp(
       ? (opts.targets as TargetDefinition[])
       : findTargets((opts.targets as string[] | undefined) ?? ['api']);
   const clock = opts.clock ?? new ManualClock('2026-03-01T12:00:00Z');
-  const proc = await runTargets(config, targets, { db, log: silentLogger, clock });
+  const proc = await runTargets(config, targets, { db, log: silentLogger, clock, catalog: MANIFESTS });
   const tokens = new Map<string, string>();
   const token = async (user: string) => {
     if (!tokens.has(user)) tokens.set(user, await signDevToken(TEST_SECRET, user));

@@ -7,7 +7,13 @@ import { after, before, describe, it } from 'node:test';
 import { Parser } from '@asyncapi/parser';
 import { Ajv } from 'ajv';
 import { EVENT_TYPES, addFormats, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
-import { DLQ_SPEC, SUBSCRIPTIONS, TOPIC_SPECS, dlqTopic } from '../../src/contracts/topics.ts';
+import { DLQ_SPEC, TOPIC_SPECS, dlqTopic } from '../../src/contracts/topics.ts';
+import { MANIFESTS } from '../../src/services/index.ts';
+
+/** What each target consumes, from its manifest. */
+const SUBSCRIPTIONS = Object.fromEntries(
+  MANIFESTS.flatMap((m) => (m.consumes ? [[m.name, m.consumes]] : [])),
+);
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
@@ -91,7 +97,7 @@ describe('AsyncAPI document', () => {
       for (const topic of s.topics) {
         const op = doc.operations[`${target}-receives-${topic}`];
         assert.equal(op.action, 'receive');
-        assert.equal(op.bindings.kafka.groupId.const, s.group);
+        assert.equal(op.bindings.kafka.groupId.const, s.perInstance ? `${s.group}-<instance>` : s.group);
       }
   });
 });

@@ -17,12 +17,12 @@ import { PermanentError, type BatchItem, type Bus, type BusMessage } from '../..
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
 import { eventProblems } from '../../src/contracts/schemas.ts';
-import { DLQ_SPEC, GROUPS, TOPICS, dlqTopic } from '../../src/contracts/topics.ts';
+import { DLQ_SPEC, TOPICS, dlqTopic } from '../../src/contracts/topics.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { traceIdOf } from '../../src/observability/trace.ts';
 import { consumerTarget } from '../../src/services/consumer-target.ts';
-import { findTargets } from '../../src/services/index.ts';
+import { GROUPS, deadLetterGroups, findTargets } from '../../src/services/index.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
 import { createRemindersTarget } from '../../src/services/reminders/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
@@ -55,9 +55,7 @@ const BULK_TOPIC = 'dapr-e2e-bulk-events';
 /** The probe consumer's handler, set by each test. */
 let probe: (m: BusMessage) => Promise<void> = async () => undefined;
 const probeTarget = consumerTarget({
-  name: 'dapr-probe',
-  group: PROBE_GROUP,
-  topics: [PROBE_TOPIC],
+  manifest: { name: 'dapr-probe', consumes: { group: PROBE_GROUP, topics: [PROBE_TOPIC] } },
   setup: async () => ({ handle: (m) => probe(m) }),
 });
 
@@ -67,9 +65,10 @@ let bulkProbe: {
   batch(items: readonly BatchItem[]): Promise<void>;
 } = { one: async () => undefined, batch: async () => undefined };
 const bulkProbeTarget = consumerTarget({
-  name: 'dapr-bulk-probe',
-  group: BULK_GROUP,
-  topics: [BULK_TOPIC],
+  manifest: {
+    name: 'dapr-bulk-probe',
+    consumes: { group: BULK_GROUP, topics: [BULK_TOPIC] },
+  },
   batchIntervalMs: 200,
   setup: async () => ({ handle: (m) => bulkProbe.one(m), handleBatch: (items) => bulkProbe.batch(items) }),
 });
@@ -90,7 +89,7 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     // only sees it at the next metadata refresh).
     const admin = new KafkaAdmin({ brokers: brokers.split(','), clientId: 'dapr-e2e' }, silentLogger);
     await admin.ensureTopics([
-      ...allTopics(testConfig()),
+      ...allTopics(testConfig(), deadLetterGroups()),
       { name: PROBE_TOPIC, partitions: 3, retentionMs: HOUR },
       { name: dlqTopic(PROBE_GROUP), ...DLQ_SPEC },
       { name: BULK_TOPIC, partitions: 1, retentionMs: HOUR },

@@ -19,6 +19,7 @@ import { openDb, type Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { gatewayManifest } from '../../src/services/gateway/manifest.ts';
 
 const DEADLINE_MS = 8_000;
 
@@ -199,7 +200,7 @@ describe('WebSocket gateway', () => {
     await fast.seq(N, 120_000); // generous: on a loaded 2-core machine the embedded bus moves ~10-50 frames/s
     assert.equal(fast.changes().length, N);
     const slowDrops = async () =>
-      (await app.proc.runtime.metrics.websocketDisconnects.get()).values.find(
+      (await app.proc.runtime.metrics.of(gatewayManifest).disconnects.get()).values.find(
         (v) => v.labels.reason === 'slow',
       )?.value ?? 0;
     await waitFor(async () => (await slowDrops()) >= 1, 30_000, 'the slow client to be dropped');
@@ -265,7 +266,7 @@ describe('WebSocket gateway', () => {
     const alive = await open(gwB, 'eve');
     (dead.ws as unknown as { _socket: { pause(): void } })._socket.pause();
     const deadDrops = async () =>
-      (await gwB.proc.runtime.metrics.websocketDisconnects.get()).values.find(
+      (await gwB.proc.runtime.metrics.of(gatewayManifest).disconnects.get()).values.find(
         (v) => v.labels.reason === 'dead',
       )?.value ?? 0;
     await waitFor(async () => (await deadDrops()) >= 1, 5_000, 'the dead client to be dropped');

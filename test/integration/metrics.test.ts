@@ -176,9 +176,10 @@ describe('/metrics after a workload', () => {
   let gate: Promise<void> = Promise.resolve();
 
   const probe = consumerTarget({
-    name: 'metrics-probe',
-    group: GROUP,
-    topics: ['task-events'],
+    manifest: {
+      name: 'metrics-probe',
+      consumes: { group: GROUP, topics: ['task-events'] },
+    },
     async setup() {
       return {
         async handle(m: BusMessage) {
@@ -288,8 +289,11 @@ describe('/metrics after a workload', () => {
     }
     assert.equal(m.get('taskflow_consumer_lag_messages')?.type, 'gauge');
     assert.equal(m.get('taskflow_dlq_messages')?.type, 'gauge');
-    assert.ok(m.get('taskflow_websocket_connections'), 'WebSocket connections gauge is exposed');
-    assert.ok(m.get('taskflow_reminder_trigger_lateness_seconds'), 'reminder lateness is exposed');
+    // A target's own metrics are exposed by the processes that run it (its manifest makes them).
+    assert.ok(m.get('taskflow_create_queue_age_seconds'), 'the api target runs here');
+    assert.ok(m.get('taskflow_outbox_pending_events'), 'the relay target runs here');
+    assert.equal(m.get('taskflow_websocket_connections'), undefined, 'the gateway does not');
+    assert.equal(m.get('taskflow_reminder_trigger_lateness_seconds'), undefined, 'nor the reminders target');
   });
 
   it('shows consumer lag while a handler is stuck, and 0 again after it catches up', async () => {

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
-import { GROUPS } from '../../src/contracts/topics.ts';
+import { GROUPS } from '../../src/services/index.ts';
 import type { Subscription } from '../../src/bus/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb } from '../../src/store/db.ts';

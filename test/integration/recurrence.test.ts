@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { GROUPS, TOPICS } from '../../src/contracts/topics.ts';
+import { TOPICS } from '../../src/contracts/topics.ts';
+import { GROUPS } from '../../src/services/index.ts';
 import { eventProblems } from '../../src/contracts/schemas.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import type { Db } from '../../src/store/db.ts';

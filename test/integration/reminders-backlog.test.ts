@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { GROUPS } from '../../src/contracts/topics.ts';
+import { GROUPS } from '../../src/services/index.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { appendEvents } from '../../src/store/outbox.ts';

@@ -16,7 +16,8 @@ import webpush from 'web-push';
 import WebSocket from 'ws';
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
-import { GROUPS, TOPICS } from '../../src/contracts/topics.ts';
+import { TOPICS } from '../../src/contracts/topics.ts';
+import { GROUPS } from '../../src/services/index.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
 import { createRemindersTarget, type ReminderScheduler } from '../../src/services/reminders/index.ts';
@@ -32,6 +33,8 @@ import {
   type ReceivedMail,
   type ReceivedRequest,
 } from '../helpers/sinks.ts';
+import { notificationsManifest } from '../../src/services/notifications/manifest.ts';
+import { remindersManifest } from '../../src/services/reminders/manifest.ts';
 
 /** How long to wait for an asynchronous effect before failing (generous: CI machines are small and busy). */
 const WAIT = 30_000;
@@ -690,7 +693,7 @@ for (const BUS of BUSES) {
 
     it('retries a failing webhook with backoff and marks it dead after N attempts; other channels are not held back', async () => {
       const deadBefore =
-        (await app.proc.runtime.metrics.notificationsDead.get()).values.find(
+        (await app.proc.runtime.metrics.of(notificationsManifest).dead.get()).values.find(
           (v) => v.labels.channel === 'webhook',
         )?.value ?? 0;
       await setPrefs('fay', {
@@ -756,7 +759,7 @@ for (const BUS of BUSES) {
         ],
       );
       assert.match(rows.rows[0]!.last_error ?? '', /500/);
-      const deadAfter = (await app.proc.runtime.metrics.notificationsDead.get()).values.find(
+      const deadAfter = (await app.proc.runtime.metrics.of(notificationsManifest).dead.get()).values.find(
         (v) => v.labels.channel === 'webhook',
       )?.value;
       assert.equal(deadAfter, deadBefore + 1);
@@ -967,7 +970,7 @@ for (const backend of backends) {
         const byId = new Map(events.map((e) => [e.event.data.reminder_id, e.event_type]));
         assert.equal(byId.get(old!), 'reminder.missed');
         assert.equal(byId.get(recent!), 'reminder.triggered');
-        const lateness = await app.proc.runtime.metrics.reminderLateness.get();
+        const lateness = await app.proc.runtime.metrics.of(remindersManifest).lateness.get();
         const count = lateness.values.find(
           (v) =>
             v.metricName === 'taskflow_reminder_trigger_lateness_seconds_count' &&

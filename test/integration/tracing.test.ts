@@ -39,9 +39,10 @@ describe('tracing across the API, the outbox, the relay, the bus and consumers',
   let app: TestApp;
   const updates: BusMessage[] = [];
   const probe = consumerTarget({
-    name: 'trace-probe',
-    group: 'taskflow-trace-probe',
-    topics: ['task-updates', 'reminders'],
+    manifest: {
+      name: 'trace-probe',
+      consumes: { group: 'taskflow-trace-probe', topics: ['task-updates', 'reminders'] },
+    },
     async setup() {
       return { handle: async (m) => void updates.push(m) };
     },

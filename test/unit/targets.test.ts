@@ -20,7 +20,7 @@ describe('targets', () => {
     const [why] = retiredTargets(['api', 'broadcaster']);
     assert.match(why!, /broadcaster target was retired.*adr\/0011/);
     assert.deepEqual(retiredTargets(['api']), []);
-    assert.ok(!TARGETS.some((t) => t.name === 'broadcaster'));
+    assert.ok(!TARGETS.some((t) => (t.name as string) === 'broadcaster'));
     assert.throws(
       () => findTargets(['api', 'brodcaster']),
       /unknown target\(s\) brodcaster; available: api,/,

@@ -17,7 +17,7 @@ import type * as OpenAISdk from 'openai';
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import type { RunnableToolFunctionWithParse } from 'openai/lib/RunnableFunction';
 import type { Verifier } from '../../auth.ts';
-import type { Config } from '../../config.ts';
+import type { ChatConfig } from './manifest.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError, type FieldIssue } from '../../domain/errors.ts';
 import { codePoints, isUuid, textProblem } from '../../domain/text.ts';
@@ -49,7 +49,7 @@ export interface ChatDeps {
   mcp: McpDeps;
   settings: UserSettingsStore;
   verify: Verifier;
-  chat: Config['chat'];
+  chat: ChatConfig | null;
   publicUrl: string | null;
   log: Logger;
   clock?: Clock;
@@ -187,7 +187,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
   const clock = deps.clock ?? systemClock;
   const chat = deps.chat;
   const sdk = chat ? await import('openai') : null;
-  const configured: { chat: NonNullable<Config['chat']>; openai: OpenAI; sdk: typeof OpenAISdk } | null =
+  const configured: { chat: ChatConfig; openai: OpenAI; sdk: typeof OpenAISdk } | null =
     chat && sdk
       ? {
           chat,

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { asyncApiDocument } from '../../contracts/asyncapi.ts';
+import { apiManifest } from './manifest.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
@@ -38,12 +39,13 @@ export const apiTarget: TargetDefinition = {
         },
       },
     });
-    const store = new TaskStore(rt.db, rt.clock, { createQueueMaxMs: rt.config.createQueueMaxMs });
-    rt.metrics.trackCreateQueue(() => store.createQueueAge());
+    const options = apiManifest.config(rt.config.env);
+    const store = new TaskStore(rt.db, rt.clock, { createQueueMaxMs: options.createQueueMaxMs });
+    rt.metrics.of(apiManifest).trackCreateQueue(() => store.createQueueAge());
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
     const verify = rt.verify;
     // One reminder planner for the answers of REST creates and of MCP add_task (its defaults read shared).
-    const planReminders = reminderPlanner(settings, rt.config.reminders.graceMs);
+    const planReminders = reminderPlanner(settings, rt.config.reminderGraceMs);
     await registerTaskApi(app, { store, settings, verify, planReminders });
     const mcpDeps = {
       store,
@@ -59,7 +61,7 @@ export const apiTarget: TargetDefinition = {
       mcp: mcpDeps,
       settings,
       verify,
-      chat: rt.config.chat,
+      chat: options.chat,
       publicUrl: rt.config.publicUrl,
       clock: rt.clock,
       log: rt.log.child({ component: 'chat' }),
@@ -75,7 +77,7 @@ export const apiTarget: TargetDefinition = {
     await app.register(swaggerUi, { routePrefix: '/docs' });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
     // The event side of the contract, from the same topic table, schemas and subscriptions (AsyncAPI 3.1).
-    const asyncApi = asyncApiDocument(packageVersion());
+    const asyncApi = asyncApiDocument(packageVersion(), rt.catalog);
     app.get('/asyncapi.json', { schema: { hide: true } }, async () => asyncApi);
     await registerWeb(app);
     registerDevSignIn(app, rt.config.jwt);

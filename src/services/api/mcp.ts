@@ -1040,7 +1040,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     {
       store: new TaskStore(db, systemClock),
       settings,
-      planReminders: reminderPlanner(settings, config.reminders.graceMs),
+      planReminders: reminderPlanner(settings, config.reminderGraceMs),
       log,
     },
     { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, publicUrl: config.publicUrl }) },

@@ -4,8 +4,7 @@
  * Serves `GET /api/audit` and `GET /api/audit/export`, and runs the retention job (AUDIT_RETENTION_DAYS,
  * default 365; a purge keeps an anchor so the chain stays verifiable).
  */
-import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
-import type { Config } from '../../config.ts';
+import { auditManifest, type AuditOptions } from './manifest.ts';
 import type { Runtime } from '../../runtime.ts';
 import { consumerTarget, transactional } from '../consumer-target.ts';
 import { appendAuditRecord, appendAuditRecords, purgeAudit } from './chain.ts';
@@ -24,8 +23,7 @@ const DAY_MS = 86_400_000;
 const FIRST_ANALYZE = 1_000;
 const ANALYZE_SQL = 'ANALYZE audit_log (id, user_id, user_seq, task_id, operation, occurred_at)';
 
-/** `config.audit` (AUDIT_* variables). */
-export type AuditOptions = Config['audit'];
+export type { AuditOptions };
 
 /** Deletes the records older than the retention period; returns what it purged. */
 export async function runRetention(rt: Runtime, retentionDays: number) {
@@ -37,11 +35,10 @@ export async function runRetention(rt: Runtime, retentionDays: number) {
 
 export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
   return consumerTarget({
-    name: 'audit',
-    group: SUBSCRIPTIONS.audit.group,
-    topics: SUBSCRIPTIONS.audit.topics,
+    manifest: auditManifest,
     async setup(rt) {
-      const options = { ...rt.config.audit, ...opts };
+      const options = { ...auditManifest.config(rt.config.env), ...opts };
+      const metrics = rt.metrics.of(auditManifest);
       await registerAuditApi(rt.http.app, { db: rt.db, verify: rt.verify });
       let timer: NodeJS.Timeout | undefined;
       let running: Promise<unknown> = Promise.resolve();
@@ -56,7 +53,7 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
         timer.unref();
       }
       const recorded = (operations: readonly string[]) => {
-        for (const operation of operations) rt.metrics.auditRecords.inc({ operation });
+        for (const operation of operations) metrics.records.inc({ operation });
         // PGlite has no autovacuum: refresh the planner's statistics as the table grows, or the keyset pages
         // of the query and export API are planned as if the table were empty (a sort of the user's records).
         // Doubling intervals: the distributions it samples hardly change once there are some thousands of
@@ -69,7 +66,7 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
       };
       const service = transactional({
         db: rt.db,
-        group: GROUPS.audit,
+        group: auditManifest.consumes.group,
         accepts: () => true,
         dedupesItself: true,
         batches: true,
@@ -80,8 +77,10 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
           const inputs = consumed.map((c) => auditInputOf(c.event, now));
           const records =
             inputs.length === 1
-              ? [await appendAuditRecord(tx, inputs[0]!, { dedupe: GROUPS.audit })].filter((r) => r !== null)
-              : await appendAuditRecords(tx, inputs, { dedupe: GROUPS.audit });
+              ? [await appendAuditRecord(tx, inputs[0]!, { dedupe: auditManifest.consumes.group })].filter(
+                  (r) => r !== null,
+                )
+              : await appendAuditRecords(tx, inputs, { dedupe: auditManifest.consumes.group });
           if (records.length) tx.afterCommit(() => recorded(records.map((r) => r.operation)));
         },
       });

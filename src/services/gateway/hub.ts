@@ -15,15 +15,14 @@
  * unsent bytes exceed `maxBufferedBytes` is closed (1013) so one slow client cannot stall or bloat the rest.
  */
 import type { WebSocket } from 'ws';
-import type { Config } from '../../config.ts';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { NotificationCreatedData, TaskChangedData } from '../../contracts/events.ts';
 import type { Logger } from '../../observability/logger.ts';
-import type { Metrics } from '../../observability/metrics.ts';
+import type { GatewayMetrics, GatewayOptions } from './manifest.ts';
 import { ReplayBuffer } from './replay-buffer.ts';
 
-/** `config.gateway` (GATEWAY_* variables) without the ticket secret, which the hub never needs. */
-export type HubOptions = Omit<Config['gateway'], 'ticketSecret'>;
+/** The GATEWAY_* settings without the ticket secret, which the hub never needs. */
+export type HubOptions = Omit<GatewayOptions, 'ticketSecret'>;
 
 export const CLOSE = {
   goingAway: 1001,
@@ -50,7 +49,7 @@ export class Hub {
   constructor(
     private readonly opts: HubOptions,
     private readonly log: Logger,
-    private readonly metrics: Metrics,
+    private readonly metrics: GatewayMetrics,
   ) {
     this.buffer = new ReplayBuffer(opts.replayPerUser, opts.replayMaxBytes);
   }
@@ -118,7 +117,7 @@ export class Hub {
     this.byUser.set(user, mine);
     mine.add(c);
     this.all.add(c);
-    this.metrics.websocketConnections.inc();
+    this.metrics.connections.inc();
     ws.on('pong', () => (c.alive = true));
     ws.on('message', (data, isBinary) => {
       c.alive = true;
@@ -158,7 +157,7 @@ export class Hub {
       return;
     }
     c.ws.send(frame);
-    this.metrics.websocketMessages.inc({ type });
+    this.metrics.messages.inc({ type });
   }
 
   /** Closes a connection and stops sending to it; kills the socket if the close handshake does not finish. */
@@ -177,8 +176,8 @@ export class Hub {
     const mine = this.byUser.get(c.user);
     mine?.delete(c);
     if (mine && mine.size === 0) this.byUser.delete(c.user);
-    this.metrics.websocketConnections.dec();
-    this.metrics.websocketDisconnects.inc({ reason: why });
+    this.metrics.connections.dec();
+    this.metrics.disconnects.inc({ reason: why });
     if (why === 'slow') this.log.warn({ user_id: c.user }, 'dropped a slow WebSocket client');
   }
 

@@ -11,9 +11,8 @@
 import { ok } from '../../http/openapi.ts';
 import websocket from '@fastify/websocket';
 import type { FastifyRequest } from 'fastify';
-import type { Config } from '../../config.ts';
 import { AuthError, bearerToken } from '../../auth.ts';
-import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
+import { gatewayManifest, type GatewayOptions } from './manifest.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
@@ -30,20 +29,20 @@ export const SUBPROTOCOL = 'taskflow.v1';
 const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
 const BEARER_PREFIX = 'bearer.';
 
-/** `config.gateway` (GATEWAY_* variables). */
-export type GatewayOptions = Config['gateway'];
+export type { GatewayOptions };
 
 /** A consumer-group-safe id: letters, digits, dot, dash, underscore. */
 export const sanitizeInstanceId = (id: string) =>
   id.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 100) || 'gateway';
 
-export const gatewayGroup = (instanceId: string) => `${GROUPS.gateway}-${sanitizeInstanceId(instanceId)}`;
+export const gatewayGroup = (instanceId: string) =>
+  `${gatewayManifest.consumes.group}-${sanitizeInstanceId(instanceId)}`;
 
 export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): TargetDefinition {
   return {
     name: 'gateway',
     async start(rt): Promise<RunningTarget> {
-      const merged = { ...rt.config.gateway, ...overrides };
+      const merged: GatewayOptions = { ...gatewayManifest.config(rt.config.env), ...overrides };
       const opts = { ...merged, instanceId: sanitizeInstanceId(merged.instanceId) };
       const log = rt.log.child({ component: 'gateway', instance: opts.instanceId });
       const verify = rt.verify;
@@ -53,7 +52,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
           'no JWT_SECRET or GATEWAY_TICKET_SECRET: WebSocket tickets work only on the issuing instance',
         );
       const tickets = new TicketIssuer(ticketSecret, rt.clock);
-      const hub = new Hub(opts, log, rt.metrics);
+      const hub = new Hub(opts, log, rt.metrics.of(gatewayManifest));
       const { app } = rt.http;
 
       await app.register(websocket, {
@@ -127,7 +126,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
       hub.start();
       const subscription = await subscribeWhenReachable(rt, {
         group,
-        topics: SUBSCRIPTIONS.gateway.topics,
+        topics: gatewayManifest.consumes.topics,
         fromBeginning: false,
         handler: async (m) => {
           hub.ingest(m.event);

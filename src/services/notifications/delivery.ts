@@ -25,6 +25,7 @@ import type { NotificationCreatedData } from '../../contracts/events.ts';
 import { appendEvents } from '../../store/outbox.ts';
 import { TickLoop } from '../../tick-loop.ts';
 import { errorMessage } from '../../error-text.ts';
+import { notificationsManifest } from './manifest.ts';
 
 export interface DeliveryOptions {
   tickMs: number;
@@ -78,7 +79,8 @@ export class DeliveryWorker {
   }
 
   private async deliver(row: DeliveryRow): Promise<void> {
-    const { db, clock, metrics, log } = this.rt;
+    const { db, clock, log } = this.rt;
+    const metrics = this.rt.metrics.of(notificationsManifest);
     const now = clock.now();
     try {
       const prefs = await getPreferences(db, row.user_id);
@@ -101,7 +103,7 @@ export class DeliveryWorker {
             if (!(await finishDelivery(tx, row.id, this.holder, { status: 'sent', at: now })))
               throw new Error('lost the claim on the delivery');
           });
-          metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'sent' });
+          metrics.deliveries.inc({ channel: row.channel, outcome: 'sent' });
           return;
         }
         case 'email': {
@@ -138,21 +140,21 @@ export class DeliveryWorker {
         }
       }
       await finishDelivery(db, row.id, this.holder, { status: 'sent', at: clock.now() });
-      metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'sent' });
+      metrics.deliveries.inc({ channel: row.channel, outcome: 'sent' });
     } catch (err) {
       const error = errorMessage(err);
       if (err instanceof Skip) {
         await finishDelivery(db, row.id, this.holder, { status: 'skipped', at: now, error }).catch(
           () => false,
         );
-        metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'skipped' });
+        metrics.deliveries.inc({ channel: row.channel, outcome: 'skipped' });
         return;
       }
       // A webhook to a non-public address never becomes deliverable by retrying.
       if (row.attempts >= this.opts.maxAttempts || err instanceof BlockedAddressError) {
         await finishDelivery(db, row.id, this.holder, { status: 'dead', at: now, error }).catch(() => false);
-        metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'dead' });
-        metrics.notificationsDead.inc({ channel: row.channel });
+        metrics.deliveries.inc({ channel: row.channel, outcome: 'dead' });
+        metrics.dead.inc({ channel: row.channel });
         log.error(
           { delivery_id: row.id, channel: row.channel, attempts: row.attempts, error },
           'notification is dead',
@@ -167,7 +169,7 @@ export class DeliveryWorker {
         error,
         countAttempt: true,
       }).catch(() => false);
-      metrics.notificationDeliveries.inc({ channel: row.channel, outcome: 'failed' });
+      metrics.deliveries.inc({ channel: row.channel, outcome: 'failed' });
       log.warn(
         { delivery_id: row.id, channel: row.channel, attempts: row.attempts, retry_in_ms: delay, error },
         'notification delivery failed; will retry',

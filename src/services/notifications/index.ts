@@ -4,16 +4,15 @@
  * a delivery loop sends them with retries, quiet hours and dead-marking. Serves the preferences, push
  * subscription and in-app inbox API under /api/notifications.
  *
- * Environment (read in src/config.ts): SMTP_URL (e.g. smtp://user:pass@mail:587; email is off without it), SMTP_FROM,
+ * Environment (read in manifest.ts): SMTP_URL (e.g. smtp://user:pass@mail:587; email is off without it), SMTP_FROM,
  * VAPID_PUBLIC_KEY / VAPID_PRIVATE_KEY / VAPID_SUBJECT (web push is off without them), NOTIFY_TICK_MS
  * (1000), NOTIFY_MAX_ATTEMPTS (8), NOTIFY_RETRY_BASE_MS (30000), NOTIFY_RETRY_MAX_MS (3600000),
  * NOTIFY_TIMEOUT_MS (10000), NOTIFY_BATCH_SIZE (50), NOTIFY_CLAIM_MS (120000).
  */
 import type { Agent } from 'node:https';
 import type { ReminderEventData } from '../../contracts/events.ts';
-import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
+import { notificationsManifest, type NotificationsConfig } from './manifest.ts';
 import { QUIET_CHANNELS, quietHoursEnd, type Channel } from '../../domain/notifications.ts';
-import type { Config } from '../../config.ts';
 import type { TargetDefinition } from '../../runtime.ts';
 import { consumerTarget, transactional } from '../consumer-target.ts';
 import { EmailChannel, PushChannel, WebhookChannel } from './channels.ts';
@@ -26,19 +25,17 @@ import {
   listPushSubscriptions,
 } from './store.ts';
 
-/** Overrides of `config.notifications` (SMTP_*, VAPID_*, NOTIFY_* variables). */
-export interface NotificationsOptions extends Partial<Config['notifications']> {
+/** Overrides of the SMTP_*, VAPID_* and NOTIFY_* variables. */
+export interface NotificationsOptions extends Partial<NotificationsConfig> {
   /** TLS agent for the push service (tests: a local push service with a self-signed certificate). */
   pushAgent?: Agent;
 }
 
 export function createNotificationsTarget(options?: NotificationsOptions): TargetDefinition {
   return consumerTarget({
-    name: 'notifications',
-    group: SUBSCRIPTIONS.notifications.group,
-    topics: SUBSCRIPTIONS.notifications.topics,
+    manifest: notificationsManifest,
     async setup(rt) {
-      const opts = { ...rt.config.notifications, ...options };
+      const opts = { ...notificationsManifest.config(rt.config.env), ...options };
       const { timeoutMs } = opts;
       const log = rt.log.child({ component: 'notifications' });
       const link = rt.config.publicUrl ? `${rt.config.publicUrl}/` : undefined;
@@ -63,7 +60,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
 
       const service = transactional({
         db: rt.db,
-        group: GROUPS.notifications,
+        group: notificationsManifest.consumes.group,
         // Scheduled and missed reminders have nothing to deliver.
         accepts: (e) => e.type === 'reminder.triggered' || e.type === 'reminder.dismissed',
         async effect(tx, consumed) {

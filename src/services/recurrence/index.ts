@@ -18,7 +18,7 @@
 import { PermanentError } from '../../bus/types.ts';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { TaskEventData } from '../../contracts/events.ts';
-import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
+import { recurrenceManifest } from './manifest.ts';
 import { NotFoundError } from '../../domain/errors.ts';
 import { nextOccurrence } from '../../domain/recurrence.ts';
 import type { Task, TaskFields } from '../../domain/task.ts';
@@ -134,9 +134,7 @@ async function nextOccurrenceOf(
 }
 
 export const recurrenceTarget = consumerTarget({
-  name: 'recurrence',
-  group: SUBSCRIPTIONS.recurrence.group,
-  topics: SUBSCRIPTIONS.recurrence.topics,
+  manifest: recurrenceManifest,
   async setup(rt) {
     const store = new TaskStore(rt.db, rt.clock);
     const settings = new UserSettingsStore(rt.db, rt.config.defaultTimezone);
@@ -147,9 +145,14 @@ export const recurrenceTarget = consumerTarget({
       verify: rt.verify,
       source: RECURRENCE_SOURCE,
       // A skip moves the due date: its answer says where the reminders went, as a PATCH's does.
-      planReminders: reminderPlanner(settings, rt.config.reminders.graceMs),
+      planReminders: reminderPlanner(settings, rt.config.reminderGraceMs),
       settings,
     });
-    return transactional({ db: rt.db, group: GROUPS.recurrence, accepts, effect: seriesEffect(rt, store) });
+    return transactional({
+      db: rt.db,
+      group: recurrenceManifest.consumes.group,
+      accepts,
+      effect: seriesEffect(rt, store),
+    });
   },
 });

@@ -31,6 +31,7 @@ import {
 import { TickLoop } from '../../tick-loop.ts';
 import { errorMessage } from '../../error-text.ts';
 import { pruneIdempotencyKeys, pruneProcessed } from '../../store/idempotency.ts';
+import { relayManifest, type RelayOptions } from './manifest.ts';
 
 const LEASE = 'relay';
 /** The header naming the relay that published a message (failover forensics: who sent what, when). */
@@ -55,6 +56,8 @@ export class Relay {
   private readonly loop: TickLoop;
   private readonly onSignal = () => this.loop.poke();
   private readonly leaseMs: number;
+  private readonly options: RelayOptions;
+  private readonly metrics: ReturnType<typeof relayManifest.metrics>;
   private leader = false;
   /** performance.now() until which the lease is surely held: when its renewal was asked, plus its length. */
   private leaseUntil = 0;
@@ -70,7 +73,9 @@ export class Relay {
   private sentUnmarked: OutboxRow[] = [];
 
   constructor(private readonly rt: Runtime) {
-    this.leaseMs = rt.config.relay.leaseMs;
+    this.options = relayManifest.config(rt.config.env);
+    this.metrics = rt.metrics.of(relayManifest);
+    this.leaseMs = this.options.leaseMs;
     // After a commit signal, linger briefly so a burst of commits is published as one batch; while commits
     // keep coming, publish at most every RELAY_BATCH_INTERVAL_MS (one send and one mark for all of them).
     this.loop = new TickLoop({
@@ -78,7 +83,7 @@ export class Relay {
       log: rt.log,
       round: () => this.round(),
       lingerMs: LINGER_MS,
-      minIntervalMs: rt.config.relay.batchIntervalMs,
+      minIntervalMs: this.options.batchIntervalMs,
     });
   }
 
@@ -97,14 +102,14 @@ export class Relay {
     await this.updateStats();
     if (!(await this.holdLease())) return this.leaseMs / 3;
     await this.housekeeping();
-    const { published, drained } = await this.publishPending(config.relay.batchSize);
+    const { published, drained } = await this.publishPending(this.options.batchSize);
     // Drained: the last read found less than a batch. Commits since then poke the loop (TickLoop keeps a
     // poke that comes during a round), so there is nothing to read again until then.
     if (published > 0 && !drained) return 0;
     // Embedded: nothing is written to the outbox in the normal course (see publishPending), so look rarely.
     return publishesInTransaction(this.rt.bus.publisher)
-      ? Math.max(config.relay.pollIntervalMs, config.embedded.pollIntervalMs)
-      : config.relay.pollIntervalMs;
+      ? Math.max(this.options.pollIntervalMs, config.embedded.pollIntervalMs)
+      : this.options.pollIntervalMs;
   }
 
   /**
@@ -135,8 +140,8 @@ export class Relay {
     this.statsAt = Date.now();
     const stats = await outboxStats(this.rt.db).catch(() => null);
     if (stats) {
-      this.rt.metrics.outboxPending.set(stats.pending);
-      this.rt.metrics.outboxOldestAge.set(stats.oldestPendingAgeSeconds);
+      this.metrics.outboxPending.set(stats.pending);
+      this.metrics.outboxOldestAge.set(stats.oldestPendingAgeSeconds);
     }
   }
 
@@ -299,7 +304,7 @@ export class Relay {
     await pruneIdempotencyKeys(db);
     const pruned = await pruneProcessed(db, this.rt.config.ledgerRetentionMs);
     if (pruned > 0) {
-      this.rt.metrics.ledgerPruned.inc(pruned);
+      this.metrics.ledgerPruned.inc(pruned);
       this.rt.log.info({ rows: pruned }, 'dedupe ledger pruned');
     }
   }

@@ -4,13 +4,12 @@
  * due reminders (`reminder.triggered`, or `reminder.missed` when later than the grace window) from a ticker
  * loop. Serves snooze / dismiss / list under /api/tasks/:id/reminders.
  *
- * Environment (read in src/config.ts): REMINDER_TICK_MS (default 1000), REMINDER_GRACE_MS (default 900000 = 15 min),
+ * Environment (read in manifest.ts, and REMINDER_GRACE_MS in src/config.ts): REMINDER_TICK_MS (default 1000), REMINDER_GRACE_MS (default 900000 = 15 min),
  * REMINDER_BATCH_SIZE (default 500).
  */
 import type { ReminderChannel, TaskEventData } from '../../contracts/events.ts';
 import { REMINDER_CHANNELS } from '../../contracts/schemas.ts';
-import { GROUPS, SUBSCRIPTIONS } from '../../contracts/topics.ts';
-import type { Config } from '../../config.ts';
+import { remindersManifest, type RemindersConfig } from './manifest.ts';
 import type { TargetDefinition } from '../../runtime.ts';
 import { consumerTarget, transactional } from '../consumer-target.ts';
 import { registerReminderRoutes } from './routes.ts';
@@ -19,8 +18,8 @@ import { applyTaskEvents } from './store.ts';
 
 export { ReminderScheduler } from './scheduler.ts';
 
-/** Overrides of `config.reminders` (REMINDER_* variables), plus test hooks. */
-export interface RemindersOptions extends Partial<Config['reminders']> {
+/** Overrides of the REMINDER_* variables, plus test hooks. */
+export interface RemindersOptions extends Partial<RemindersConfig & { graceMs: number }> {
   /** Channels named on the reminder events (the notifications service applies the user's preferences). */
   channels?: readonly ReminderChannel[];
   /** Run the scheduler loop (default true); false leaves only the consumer and the HTTP API. */
@@ -33,11 +32,13 @@ export interface RemindersOptions extends Partial<Config['reminders']> {
 
 export function createRemindersTarget(options?: RemindersOptions): TargetDefinition {
   return consumerTarget({
-    name: 'reminders',
-    group: SUBSCRIPTIONS.reminders.group,
-    topics: SUBSCRIPTIONS.reminders.topics,
+    manifest: remindersManifest,
     async setup(rt) {
-      const opts = { ...rt.config.reminders, ...options };
+      const opts = {
+        ...remindersManifest.config(rt.config.env),
+        graceMs: rt.config.reminderGraceMs,
+        ...options,
+      };
       const { graceMs } = opts;
       const channels = opts.channels ?? REMINDER_CHANNELS;
       const scheduler = new ReminderScheduler(rt, {
@@ -66,7 +67,7 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
        */
       const service = transactional({
         db: rt.db,
-        group: GROUPS.reminders,
+        group: remindersManifest.consumes.group,
         accepts: (e) => e.type.startsWith('task.'),
         dedupesItself: true,
         batches: true,
@@ -81,7 +82,7 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
               eventTime: new Date(e.time),
               traceparent,
             })),
-            { dedupe: GROUPS.reminders, graceMs, now, channels },
+            { dedupe: remindersManifest.consumes.group, graceMs, now, channels },
           );
           // A reminder due already fires without waiting for the tick (the tick finds the others).
           if (

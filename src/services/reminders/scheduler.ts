@@ -11,6 +11,7 @@ import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Runtime } from '../../runtime.ts';
 import { appendEvents } from '../../store/outbox.ts';
 import { ROW_COLUMNS, pendingCount, reminderEvent, type ReminderRow } from './store.ts';
+import { remindersManifest } from './manifest.ts';
 import { TickLoop } from '../../tick-loop.ts';
 
 export interface SchedulerOptions {
@@ -62,7 +63,7 @@ export class ReminderScheduler {
   private async updateGauge(force = false) {
     if (!force && Date.now() - this.lastGauge < GAUGE_EVERY_MS) return;
     this.lastGauge = Date.now();
-    this.rt.metrics.remindersPending.set(await pendingCount(this.rt.db));
+    this.rt.metrics.of(remindersManifest).pending.set(await pendingCount(this.rt.db));
   }
 
   /** Fires everything due now, batch by batch; returns what it did. */
@@ -83,7 +84,8 @@ export class ReminderScheduler {
   }
 
   private async claimBatch(): Promise<TickResult> {
-    const { db, clock, metrics } = this.rt;
+    const { db, clock } = this.rt;
+    const metrics = this.rt.metrics.of(remindersManifest);
     const now = clock.now();
     const claimed = await db.transaction(async (tx) => {
       const rows = (
@@ -126,10 +128,7 @@ export class ReminderScheduler {
     let missed = 0;
     for (const c of claimed) {
       if (c.missed) missed++;
-      metrics.reminderLateness.observe(
-        { outcome: c.missed ? 'missed' : 'triggered' },
-        Math.max(0, c.late) / 1000,
-      );
+      metrics.lateness.observe({ outcome: c.missed ? 'missed' : 'triggered' }, Math.max(0, c.late) / 1000);
     }
     return { triggered: claimed.length - missed, missed };
   }

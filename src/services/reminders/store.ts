@@ -15,8 +15,9 @@ import {
 import type { Queryable, Tx } from '../../store/db.ts';
 import { eventWrite, runWithEvents } from '../../store/outbox.ts';
 import { DEFAULT_REMINDERS } from '../../store/user-settings.ts';
+import { remindersManifest } from './manifest.ts';
 
-export const SOURCE = '/taskflow/reminders';
+export const SOURCE = remindersManifest.sources[0];
 
 export type ReminderEventType =
   'reminder.scheduled' | 'reminder.triggered' | 'reminder.dismissed' | 'reminder.missed';

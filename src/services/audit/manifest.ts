@@ -1,0 +1,33 @@
+/** The `audit` target: what it is, its AUDIT_* settings and its metrics (the list of targets: services/index.ts). */
+import { Counter, type Registry } from 'prom-client';
+import { int, type Env } from '../../config.ts';
+import { TOPICS } from '../../contracts/topics.ts';
+import type { TargetManifest } from '../../runtime.ts';
+
+export const auditManifest = {
+  name: 'audit',
+  description: 'audit trail: hash-chained records of every event; /api/audit query and export',
+  consumes: {
+    group: 'taskflow-audit',
+    topics: [TOPICS.taskEvents, TOPICS.reminders],
+    deadLetters: true,
+  },
+  produces: [],
+  effects: 'the audit API and export',
+  owns: ['the audit log (hash chain)'],
+  /** retentionIntervalMs 0 turns the retention job off. */
+  config: (env: Env) => ({
+    retentionDays: int(env, 'AUDIT_RETENTION_DAYS', 365),
+    retentionIntervalMs: int(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000),
+  }),
+  metrics: (registry: Registry) => ({
+    records: new Counter({
+      name: 'taskflow_audit_records_total',
+      help: 'Audit records appended, by operation (event type)',
+      labelNames: ['operation'] as const,
+      registers: [registry],
+    }),
+  }),
+} as const satisfies TargetManifest;
+
+export type AuditOptions = ReturnType<typeof auditManifest.config>;

@@ -1,0 +1,53 @@
+/** The `notifications` target: what it is, its SMTP_*, VAPID_* and NOTIFY_* settings and its metrics. */
+import { Counter, type Registry } from 'prom-client';
+import { int, type Env } from '../../config.ts';
+import { TOPICS } from '../../contracts/topics.ts';
+import type { TargetManifest } from '../../runtime.ts';
+
+export const notificationsManifest = {
+  name: 'notifications',
+  description: 'notifications: reminder.triggered -> email / web push / in-app / webhook deliveries',
+  serves: 'preferences, push subscriptions and the in-app inbox under `/api/notifications`',
+  consumes: { group: 'taskflow-notifications', topics: [TOPICS.reminders], deadLetters: true },
+  produces: ['notification.created'],
+  sources: ['/taskflow/notifications'],
+  effects: 'email, web push, webhook; in-app',
+  owns: ['notifications', 'preferences', 'push subscriptions'],
+  config: (env: Env) => ({
+    smtpUrl: env.SMTP_URL || null,
+    smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
+    vapid:
+      env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY
+        ? {
+            publicKey: env.VAPID_PUBLIC_KEY,
+            privateKey: env.VAPID_PRIVATE_KEY,
+            subject: env.VAPID_SUBJECT || 'mailto:admin@taskflow.invalid',
+          }
+        : null,
+    tickMs: int(env, 'NOTIFY_TICK_MS', 1_000, 1),
+    batchSize: int(env, 'NOTIFY_BATCH_SIZE', 50, 1),
+    maxAttempts: int(env, 'NOTIFY_MAX_ATTEMPTS', 8, 1),
+    retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000),
+    retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000),
+    timeoutMs: int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1),
+    claimMs: int(env, 'NOTIFY_CLAIM_MS', 120_000, 1),
+    /** Webhooks may target private, loopback and link-local addresses. */
+    webhookAllowPrivate: env.NOTIFY_WEBHOOK_ALLOW_PRIVATE === 'true',
+  }),
+  metrics: (registry: Registry) => ({
+    deliveries: new Counter({
+      name: 'taskflow_notification_deliveries_total',
+      help: 'Notification delivery attempts by channel and outcome (sent, failed, dead, skipped)',
+      labelNames: ['channel', 'outcome'] as const,
+      registers: [registry],
+    }),
+    dead: new Counter({
+      name: 'taskflow_notification_dead_total',
+      help: 'Notifications given up after the maximum number of attempts, by channel',
+      labelNames: ['channel'] as const,
+      registers: [registry],
+    }),
+  }),
+} as const satisfies TargetManifest;
+
+export type NotificationsConfig = ReturnType<typeof notificationsManifest.config>;
