@@ -143,7 +143,7 @@ program
     const [{ createLogger }, { initTracing, shutdownTracing }, { serveMcpStdio }] = await Promise.all([
       import('../observability/logger.ts'),
       import('../observability/tracing.ts'),
-      import('../services/api/mcp.ts'),
+      import('./mcp-stdio.ts'),
     ]);
     const log = createLogger({
       level: process.env.LOG_LEVEL || 'warn',

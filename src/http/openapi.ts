@@ -3,18 +3,8 @@
  * operation can give (declared once, by `withErrorAnswers`), and the success answers routes declare.
  * Documentation only: requests are validated by the domain (server.ts turns Fastify's validator off).
  */
-import { INSTANT_DOC_PATTERN } from '../domain/task.ts';
-
-/** An instant: ISO 8601 with an offset, within the years both databases store exactly. */
-export const instantDoc = { type: 'string', format: 'date-time', pattern: INSTANT_DOC_PATTERN } as const;
-
-/** Every IANA time zone this runtime knows, listed once for every route that takes one. */
-const TIME_ZONES = Intl.supportedValuesOf('timeZone');
-/** A time zone field of the document, `null` allowed too when `nullable`. */
-export const timeZoneDoc = (description: string, nullable = false) =>
-  nullable
-    ? { type: ['string', 'null'], enum: [...TIME_ZONES, null], description }
-    : { type: 'string', enum: TIME_ZONES, description };
+/** An instant, and a time zone: documented with the task fields that take them. */
+export { instantDoc, timeZoneDoc } from '../domain/task-fields.ts';
 
 export const problemDoc = {
   type: 'object',

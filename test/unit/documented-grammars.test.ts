@@ -24,7 +24,7 @@ import {
   OFFSET_DOC_PATTERN,
   parseInstant,
   parseReminderOffset,
-} from '../../src/domain/task.ts';
+} from '../../src/domain/task-fields.ts';
 
 const RUNS = { numRuns: 2_000, seed: 20261203 };
 const matching = (pattern: string) => fc.stringMatching(new RegExp(pattern));

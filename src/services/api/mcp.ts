@@ -2,7 +2,7 @@
  * MCP tools for the AI chatbot (Model Context Protocol, official TypeScript SDK), served two ways:
  * - Streamable HTTP at `/mcp` on the api target (stateless: a server per request), bearer JWT, the user is the
  *   token's subject;
- * - stdio (`taskflow mcp`), the user from the token in TASKFLOW_TOKEN.
+ * - stdio (`taskflow mcp`, composed in src/cli/mcp-stdio.ts), the user from the token in TASKFLOW_TOKEN.
  * Both go through the same TaskStore and the same domain validation as REST (validateCreate / validatePatch /
  * parseTaskQuery): every change writes its event to the outbox in the same transaction, and the relay of the
  * running system publishes it. Failures are tool errors (`isError: true`) with a message naming the argument;
@@ -10,12 +10,9 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
-import { createVerifier } from '../../auth.ts';
-import type { Config } from '../../config.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import {
   ConflictError,
@@ -38,6 +35,7 @@ import {
   type Resolved,
 } from '../../domain/natural-time.ts';
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
+import { fieldJsonSchema, TASK_FIELDS } from '../../domain/task-fields.ts';
 import {
   RECURRENCE_MODES,
   RECURRENCE_NUMBER_MAX,
@@ -62,12 +60,9 @@ import {
 import type { Logger } from '../../observability/logger.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import { SpanKind, withSpan } from '../../observability/tracing.ts';
-import { openDb } from '../../store/db.ts';
-import { migrate } from '../../store/migrate.ts';
-import { TaskStore, type EventMeta } from '../../store/tasks.ts';
-import { UserSettingsStore } from '../../store/user-settings.ts';
-import { planOfChange, reminderPlanner, type ReminderPlanner } from '../../store/reminder-plan.ts';
-import { EmbeddedLog } from '../../bus/embedded/log.ts';
+import type { EventMeta, TaskStore } from '../../store/tasks.ts';
+import type { UserSettingsStore } from '../../store/user-settings.ts';
+import { planOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
 
 export const MCP_SOURCE = '/taskflow/mcp';
 const VERSION = '1.0.0';
@@ -183,14 +178,27 @@ const remindersArg = z
   .describe(
     'When to remind: offsets before the due date (PT15M, PT1H, P1D, or "30 minutes before"; need a due_date), or times (ISO 8601 date-times, or words: "in 30 minutes", "tomorrow 8am"); null = the user’s default reminders, [] = none. A task due sooner than every offset is reminded at its due time.',
   );
+/**
+ * An argument that is a task field, with that field's JSON Schema constraints (its limits and patterns, from
+ * the schema REST validates with: domain/task-fields.ts). It is read leniently: the tool validates it with
+ * that same schema (validateCreate / validatePatch) once words are read, whose messages name the argument.
+ */
+function taskField<T extends z.ZodType>(arg: T, field: z.ZodType): T {
+  const json = fieldJsonSchema(field);
+  const value = (json.anyOf as Record<string, unknown>[] | undefined)?.find((s) => s.type !== 'null') ?? json;
+  const { type: _type, anyOf: _anyOf, description: _description, ...constraints } = value;
+  return arg.meta(constraints);
+}
+
 const taskFields = {
-  title: str().describe(`Short title, 1-${LIMITS.titleMax} characters.`),
-  description: z.string().describe(`Details, up to ${LIMITS.descriptionMax} characters.`),
-  priority: z.enum(PRIORITIES).describe('Priority (default none).'),
-  tags: z
-    .array(z.string())
-    .max(LIMITS.tagsMax)
-    .describe(`Labels such as work, home; up to ${LIMITS.tagsMax}, case-insensitive unique.`),
+  title: taskField(str(), TASK_FIELDS.title).describe(`Short title, 1-${LIMITS.titleMax} characters.`),
+  description: taskField(z.string(), TASK_FIELDS.description).describe(
+    `Details, up to ${LIMITS.descriptionMax} characters.`,
+  ),
+  priority: taskField(z.enum(PRIORITIES), TASK_FIELDS.priority).describe('Priority (default none).'),
+  tags: taskField(z.array(z.string()).max(LIMITS.tagsMax), TASK_FIELDS.tags).describe(
+    `Labels such as work, home; up to ${LIMITS.tagsMax}, case-insensitive unique.`,
+  ),
   due_date: z
     .string()
     .nullable()
@@ -1016,49 +1024,4 @@ export async function handleMcpRequest(
         .writeHead(500, { 'content-type': 'application/json' })
         .end(json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
   }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// stdio (`taskflow mcp`)
-
-/**
- * Serves the tools over stdin/stdout until stdin closes. Writes go through TaskStore into the configured
- * database (DATABASE_URL), i.e. into its outbox: the relay of the running system publishes them. Use a
- * PostgreSQL DATABASE_URL shared with the running system. A PGlite directory belongs to one process at a time
- * (store/data-dir-lock.ts): while `taskflow up` runs on it this refuses, naming the server; use the server's
- * HTTP endpoint /mcp instead.
- */
-export async function serveMcpStdio(opts: { config: Config; token: string; log: Logger }): Promise<void> {
-  const { config, log } = opts;
-  const { userId } = await createVerifier(config.jwt)(opts.token);
-  const db = await openDb(config.databaseUrl);
-  await migrate(db);
-  // With the embedded bus, its log in this database is where the events go (as in the server).
-  if (config.bus === 'embedded') EmbeddedLog.of(db);
-  const settings = new UserSettingsStore(db, config.defaultTimezone);
-  const server = createMcpServer(
-    {
-      store: new TaskStore(db, systemClock),
-      settings,
-      planReminders: reminderPlanner(settings, config.reminderGraceMs),
-      log,
-    },
-    { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, publicUrl: config.publicUrl }) },
-  );
-  const transport = new StdioServerTransport();
-  let closing: Promise<void> | undefined;
-  // Once only, and never re-entered: server.close() closes the transport, whose onclose calls this again
-  // (synchronously: before `closing` was set, that recursed until the stack overflowed).
-  const close = () =>
-    (closing ??= Promise.resolve().then(async () => {
-      await server.close().catch(() => undefined);
-      await db.close().catch(() => undefined);
-    }));
-  await new Promise<void>((resolve) => {
-    transport.onclose = () => void close().then(resolve);
-    process.stdin.once('end', () => void close().then(resolve));
-    process.once('SIGTERM', () => void close().then(resolve));
-    process.once('SIGINT', () => void close().then(resolve));
-    void server.connect(transport).then(() => log.info({ user_id: userId }, 'MCP server on stdio'));
-  });
 }

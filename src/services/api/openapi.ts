@@ -1,15 +1,13 @@
-/** OpenAPI fragments for the route schemas (documentation; validation is the domain's). */
+/**
+ * OpenAPI fragments for the route schemas (documentation; validation is the domain's). The task fields are
+ * generated from their schemas (domain/task-fields.ts), the ones REST and MCP validate with.
+ */
 import { taskSchema } from '../../contracts/schemas.ts';
-import {
-  RECURRENCE_MODES,
-  RECURRENCE_NUMBER_MAX,
-  RECURRENCE_PRESETS,
-  RRULE_DOC_PATTERN,
-} from '../../domain/recurrence.ts';
 import { PRIORITY_LIST_PATTERN } from '../../domain/query.ts';
-import { LIMITS, OFFSET_DOC_PATTERN } from '../../domain/task.ts';
-import { TRIMMED_SPACE } from '../../domain/text.ts';
+import { fieldJsonSchema, NON_BLANK, offsetDoc, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
 import { instantDoc, timeZoneDoc } from '../../http/openapi.ts';
+
+export { NON_BLANK };
 
 const { $id: _id, ...taskShape } = taskSchema;
 export const taskDoc = { ...taskShape, additionalProperties: false } as const;
@@ -85,85 +83,13 @@ export const taskChangedDoc = {
   },
 } as const;
 
-/**
- * Text the API stores: no NUL character (PostgreSQL refuses it). Unpaired surrogates are refused too (not
- * Unicode), which a pattern cannot say in a form schemathesis generates from.
- */
-const TEXT = '^[^\\u0000]*$';
-/** Such text with something besides white space as String.prototype.trim sees it (no \\s: Python's differs). */
-export const NON_BLANK = `^[^\\u0000]*[^\\u0000${TRIMMED_SPACE}][^\\u0000]*$`;
-/** A reminder offset before the due time. */
-export const offsetDoc = {
-  type: 'string',
-  pattern: OFFSET_DOC_PATTERN,
-  description: `a positive ISO 8601 duration of weeks, days, hours and minutes, at most ${LIMITS.reminderOffsetMaxDays} days`,
-  example: 'PT1H',
-} as const;
-
+/** The task fields as a client sends them, one JSON Schema each, from the schemas the API validates with. */
 const taskFieldsDoc = {
   type: 'object',
   additionalProperties: false,
-  properties: {
-    title: { type: 'string', minLength: 1, maxLength: 500, pattern: NON_BLANK },
-    description: { type: ['string', 'null'], maxLength: 10000, pattern: TEXT },
-    status: { type: 'string', enum: ['pending', 'completed'] },
-    priority: { type: 'string', enum: ['none', 'low', 'medium', 'high', 'urgent'] },
-    tags: {
-      type: 'array',
-      maxItems: 20,
-      uniqueItems: true,
-      description: 'unique ignoring case',
-      items: { type: 'string', minLength: 1, maxLength: 50, pattern: NON_BLANK },
-    },
-    due_date: { ...instantDoc, type: ['string', 'null'] },
-    reminders: {
-      type: ['array', 'null'],
-      maxItems: LIMITS.remindersMax,
-      items: { anyOf: [offsetDoc, instantDoc] },
-      description: 'Offsets before due (ISO 8601 durations: PT1H, P1D) or instants; null = your default',
-    },
-    recurrence: {
-      description:
-        'A preset (daily, weekdays, weekly, monthly, yearly) or {rrule|preset, interval, mode, timezone, until, count}; null fields are left out',
-      oneOf: [
-        { type: 'string', enum: RECURRENCE_PRESETS },
-        {
-          type: 'object',
-          additionalProperties: false,
-          // One of rrule and preset; COUNT and UNTIL not both (RFC 5545). A null field counts as left out.
-          oneOf: [
-            { required: ['rrule'], properties: { rrule: { type: 'string' }, preset: { type: 'null' } } },
-            { required: ['preset'], properties: { preset: { type: 'string' }, rrule: { type: 'null' } } },
-          ],
-          not: {
-            required: ['count', 'until'],
-            properties: { count: { type: 'integer' }, until: { type: 'string' } },
-          },
-          properties: {
-            rrule: {
-              type: ['string', 'null'],
-              pattern: RRULE_DOC_PATTERN,
-              description:
-                'RFC 5545 RRULE: FREQ=DAILY|WEEKLY|MONTHLY|YEARLY, then BYMONTH, BYMONTHDAY (1-28 or -28..-1), BYDAY (MO..SU; with MONTHLY or YEARLY also 1MO..4MO, -1FR..), BYHOUR, BYMINUTE, WKST in that order. INTERVAL, COUNT and UNTIL are the fields interval, count and until. (Also accepted: any part order, INTERVAL/COUNT/UNTIL/BYSETPOS in the rule.)',
-              example: 'FREQ=MONTHLY;BYMONTHDAY=-1',
-            },
-            preset: { type: ['string', 'null'], enum: [...RECURRENCE_PRESETS, null] },
-            interval: { type: ['integer', 'null'], minimum: 1, maximum: RECURRENCE_NUMBER_MAX },
-            mode: { type: ['string', 'null'], enum: [...RECURRENCE_MODES, null] },
-            timezone: timeZoneDoc("the rule's IANA time zone (default: yours)", true),
-            until: {
-              type: ['string', 'null'],
-              format: 'date-time',
-              pattern: '^(?:19[89][0-9]|[2-8][0-9]{3})-',
-              description: 'the last instant an occurrence may fall on (years 1980-8999)',
-            },
-            count: { type: ['integer', 'null'], minimum: 1, maximum: RECURRENCE_NUMBER_MAX },
-          },
-        },
-        { type: 'null' },
-      ],
-    },
-  },
+  properties: Object.fromEntries(
+    Object.entries(TASK_FIELDS).map(([name, schema]) => [name, fieldJsonSchema(schema)]),
+  ) as Record<keyof typeof TASK_FIELDS, Record<string, unknown>>,
 } as const;
 
 /** Reminders holding an offset before due (an instant is not one). */
