@@ -11,6 +11,7 @@ import { systemClock } from '../domain/clock.ts';
 import type { Logger } from '../observability/logger.ts';
 import { createMcpServer } from '../services/api/mcp.ts';
 import { restClient } from '../services/api/mcp-rest.ts';
+import { TaskOperations } from '../services/api/task-operations.ts';
 import { openDb } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
 import { reminderPlanner } from '../store/reminder-plan.ts';
@@ -34,9 +35,12 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
   const settings = new UserSettingsStore(db, config.defaultTimezone);
   const server = createMcpServer(
     {
-      store: new TaskStore(db, systemClock),
+      tasks: new TaskOperations({
+        store: new TaskStore(db, systemClock),
+        settings,
+        planReminders: reminderPlanner(settings, config.reminderGraceMs),
+      }),
       settings,
-      planReminders: reminderPlanner(settings, config.reminderGraceMs),
       log,
     },
     { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, publicUrl: config.publicUrl }) },

@@ -4,6 +4,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { asyncApiDocument } from '../../contracts/asyncapi.ts';
 import { apiManifest } from './manifest.ts';
+import { TaskOperations } from './task-operations.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
@@ -46,11 +47,12 @@ export const apiTarget: TargetDefinition = {
     const verify = rt.verify;
     // One reminder planner for the answers of REST creates and of MCP add_task (its defaults read shared).
     const planReminders = reminderPlanner(settings, rt.config.reminderGraceMs);
-    await registerTaskApi(app, { store, settings, verify, planReminders });
+    // The task operations REST and MCP share (task-operations.ts).
+    const tasks = new TaskOperations({ store, settings, planReminders });
+    await registerTaskApi(app, { tasks, store, settings, verify });
     const mcpDeps = {
-      store,
+      tasks,
       settings,
-      planReminders,
       clock: rt.clock,
       publicUrl: rt.config.publicUrl,
       log: rt.log.child({ component: 'mcp' }),

@@ -34,7 +34,7 @@ import {
   resolveWhen,
   type Resolved,
 } from '../../domain/natural-time.ts';
-import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS, parseTaskQuery } from '../../domain/query.ts';
+import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS } from '../../domain/query.ts';
 import { fieldJsonSchema, TASK_FIELDS } from '../../domain/task-fields.ts';
 import {
   RECURRENCE_MODES,
@@ -51,33 +51,29 @@ import {
   needsTimeZone,
   parseInstant,
   reopen,
-  validateCreate,
-  validatePatch,
   type Task,
-  type Transition,
   type ValidationContext,
 } from '../../domain/task.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import { SpanKind, withSpan } from '../../observability/tracing.ts';
-import type { EventMeta, TaskStore } from '../../store/tasks.ts';
+import type { EventMeta } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
-import { planOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
+import type { TaskChange, TaskOperations } from './task-operations.ts';
 
 export const MCP_SOURCE = '/taskflow/mcp';
 const VERSION = '1.0.0';
 
 export interface McpDeps {
+  /** The task operations REST and MCP share. */
+  tasks: TaskOperations;
   /** Where the deployment serves every target (PUBLIC_URL), for tools of targets not in this process. */
   publicUrl?: string | null;
-  store: TaskStore;
   settings: UserSettingsStore;
   log: Logger;
   source?: string;
   /** What get_context calls now (the system clock by default). */
   clock?: Clock;
-  /** The reminder plan of add_task's answer (the REST create's, shared). */
-  planReminders: ReminderPlanner;
 }
 
 /** Who is calling: the user is always the token's subject. */
@@ -383,7 +379,7 @@ const QUERY_RENAME: Rename = { tag: 'tags', q: 'query' };
 
 /** Creates the MCP server of one caller (HTTP: one per request; stdio: one per process). */
 export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
-  const { store, settings, log } = deps;
+  const { tasks, settings, log } = deps;
   const source = deps.source ?? MCP_SOURCE;
   const server = new McpServer(
     { name: 'taskflow', title: 'Taskflow tasks', version: VERSION },
@@ -493,10 +489,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
 
   const change = (status: string) => (task: Task) => changeResult(status, task);
   /** A change's answer, with the reminder plan when it moved the reminders. */
-  const changed = async (status: string, t: Transition, resolved: readonly WordsRead[] = []) => {
-    const reminder_plan = await planOfChange(deps.planReminders, caller.userId, t);
-    return changeResult(status, t.task, resolved, reminder_plan ? { reminder_plan } : {});
-  };
+  const changed = (
+    status: string,
+    { task, reminder_plan }: TaskChange,
+    resolved: readonly WordsRead[] = [],
+  ) => changeResult(status, task, resolved, reminder_plan ? { reminder_plan } : {});
   const clock = deps.clock ?? systemClock;
 
   server.registerTool(
@@ -549,30 +546,19 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       // The retry of a request is the same words, not the instants they meant a moment ago.
       const said = fieldsOf(args, ['user_id', 'idempotency_key']);
       const { fields, resolved } = await readWords(said, { firstOccurrenceDue: true });
-      const parsed = validateCreate(fields, await zoneFor(fields));
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      const ctx = await zoneFor(fields);
       const key = parseIdempotencyKey(args.idempotency_key, 'idempotency_key');
-      const { task } = key
-        ? await store.createOnce(caller.userId, parsed.value, meta(), {
-            key,
-            requestHash: requestHash(said),
-          })
-        : { task: await store.create(caller.userId, parsed.value, meta()) };
-      return changeResult('created', task, resolved, {
-        reminder_plan: await deps.planReminders(caller.userId, task),
+      const { task, reminder_plan } = await tasks.create(caller.userId, fields, meta(), {
+        idempotency: key ? { key, requestHash: requestHash(said) } : undefined,
+        ctx,
       });
+      return changeResult('created', task, resolved, { reminder_plan });
     }),
   );
 
   /** list_tasks and search_tasks: the REST list's query, one page of list items. */
   const listPage = async (args: Record<string, unknown>) => {
-    const parsed = parseTaskQuery(queryOf(args));
-    if (!parsed.ok) throw new ValidationError(parsed.issues);
-    const page = await store.list(
-      caller.userId,
-      parsed.value,
-      await settings.listOptions(caller.userId, parsed.value),
-    );
+    const page = await tasks.list(caller.userId, queryOf(args));
     return ok({ tasks: page.items.map(listItem), count: page.items.length, next_cursor: page.next_cursor });
   };
 
@@ -618,7 +604,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { readOnlyHint: true },
     },
     run('get_task', {}, async (args) => {
-      const task = await store.get(caller.userId, args.task_id);
+      const task = await tasks.get(caller.userId, args.task_id);
       return changeResult(task.status, task);
     }),
   );
@@ -650,21 +636,18 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       const { fields, resolved } = await readWords(
         fieldsOf(args, ['user_id', 'task_id', 'expected_version']),
       );
-      const parsed = validatePatch(fields, await zoneFor(fields));
-      if (!parsed.ok)
-        throw new ValidationError(
-          parsed.issues.map((i) =>
-            i.path === '' ? { path: '', message: 'set at least one field to change besides task_id' } : i,
-          ),
-        );
-      const t = await store.updateTransition(
-        caller.userId,
-        args.task_id,
-        parsed.value,
-        meta(),
-        args.expected_version,
-      );
-      return changed('updated', t, resolved);
+      const ctx = await zoneFor(fields);
+      const change = await tasks
+        .update(caller.userId, args.task_id, fields, meta(), { expected: args.expected_version, ctx })
+        .catch((err: unknown) => {
+          if (!(err instanceof ValidationError)) throw err;
+          throw new ValidationError(
+            err.issues.map((i) =>
+              i.path === '' ? { path: '', message: 'set at least one field to change besides task_id' } : i,
+            ),
+          );
+        });
+      return changed('updated', change, resolved);
     }),
   );
 
@@ -687,7 +670,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       run(name, {}, async (args) =>
         changed(
           status,
-          await store.transition(caller.userId, args.task_id, fn, meta(), args.expected_version),
+          await tasks.transition(caller.userId, args.task_id, fn, meta(), args.expected_version),
         ),
       ),
     );
@@ -716,7 +699,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { destructiveHint: true },
     },
     run('delete_task', {}, async (args) =>
-      change('deleted')(await store.delete(caller.userId, args.task_id, meta(), args.expected_version)),
+      change('deleted')(await tasks.delete(caller.userId, args.task_id, meta(), args.expected_version)),
     ),
   );
 
@@ -736,17 +719,9 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     run('set_reminder', {}, async (args) => {
       const { fields, resolved } = await readWords({ reminders: args.reminders });
-      const parsed = validatePatch(fields, {});
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
       return changed(
         'updated',
-        await store.updateTransition(
-          caller.userId,
-          args.task_id,
-          parsed.value,
-          meta(),
-          args.expected_version,
-        ),
+        await tasks.update(caller.userId, args.task_id, fields, meta(), { expected: args.expected_version }),
         resolved,
       );
     }),
@@ -768,11 +743,13 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     run('set_recurrence', {}, async (args) => {
       const { fields, resolved } = await readWords({ recurrence: args.recurrence });
-      const parsed = validatePatch(fields, await zoneFor(fields));
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
-      return changeResult(
+      const ctx = await zoneFor(fields);
+      return changed(
         'updated',
-        await store.update(caller.userId, args.task_id, parsed.value, meta(), args.expected_version),
+        await tasks.update(caller.userId, args.task_id, fields, meta(), {
+          expected: args.expected_version,
+          ctx,
+        }),
         resolved,
       );
     }),

@@ -7,21 +7,12 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import { IDEMPOTENCY_KEY_PATTERN, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
-import { fromCompatQuery, parseCompletionBody, parseTaskQuery } from '../../domain/query.ts';
+import { fromCompatQuery, parseCompletionBody } from '../../domain/query.ts';
 import { isTimeZone } from '../../domain/time.ts';
-import {
-  complete,
-  needsTimeZone,
-  parseReminderOffset,
-  reopen,
-  toggle,
-  validateCreate,
-  validatePatch,
-  type ValidationContext,
-} from '../../domain/task.ts';
+import { complete, parseReminderOffset, reopen, toggle } from '../../domain/task.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
-import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
+import type { TaskChange, TaskOperations } from './task-operations.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, parseIfMatch } from '../../http/task-version.ts';
 import { BODY_OPTIONAL, LINKS, noContent, ok, problemDoc, type RouteLinks } from '../../http/openapi.ts';
@@ -38,10 +29,11 @@ import {
 } from './openapi.ts';
 
 export interface ApiDeps {
+  /** The task operations REST and MCP share. */
+  tasks: TaskOperations;
+  /** The board's counts. */
   store: TaskStore;
   settings: UserSettingsStore;
-  /** The reminder plan of a create's answer. */
-  planReminders: ReminderPlanner;
   verify: Verifier;
   source?: string;
 }
@@ -97,7 +89,7 @@ const pageDoc = {
 } as const;
 
 export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Promise<void> {
-  const { store, settings } = deps;
+  const { tasks, store, settings } = deps;
   const source = deps.source ?? '/taskflow/api';
 
   const meta = (req: FastifyRequest): EventMeta => eventMeta(req, source);
@@ -110,32 +102,22 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         return sendProblem(reply, problem(403, 'the user in the path is not the authenticated user'));
     });
 
-    // The user's settings are read only when the body has a recurrence rule (one query saved per write).
-    const zoneFor = async (req: FastifyRequest): Promise<ValidationContext> =>
-      needsTimeZone(req.body) ? { timezone: (await settings.get(userOf(req))).timezone } : {};
     const create = async (req: FastifyRequest, reply: FastifyReply) => {
-      const parsed = validateCreate(req.body, await zoneFor(req));
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
       const key = parseIdempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
-      const { task, replayed } = key
-        ? await store.createOnce(userOf(req), parsed.value, meta(req), {
-            key,
-            requestHash: requestHash(req.body),
-          })
-        : { task: await store.create(userOf(req), parsed.value, meta(req)), replayed: false };
+      const { task, replayed, reminder_plan } = await tasks.create(userOf(req), req.body, meta(req), {
+        idempotency: key ? { key, requestHash: requestHash(req.body) } : undefined,
+      });
       if (replayed) reply.header('idempotent-replayed', 'true');
       return reply
         .code(201)
         .header('location', `/api/tasks/${task.id}`)
         .header('etag', etag(task))
-        .send({ ...task, reminder_plan: await deps.planReminders(userOf(req), task) });
+        .send({ ...task, reminder_plan });
     };
-    const page = async (req: FastifyRequest, query: Record<string, unknown>) => {
-      const parsed = parseTaskQuery(query);
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const user = userOf(req);
-      return store.list(user, parsed.value, await settings.listOptions(user, parsed.value));
-    };
+    const page = (req: FastifyRequest, query: Record<string, unknown>) => tasks.list(userOf(req), query);
+    /** A change's answer: the task, with reminder_plan when the change moved its reminders. */
+    const sendChange = (reply: FastifyReply, { task, reminder_plan }: TaskChange) =>
+      reply.header('etag', etag(task)).send(reminder_plan ? { ...task, reminder_plan } : task);
     const list = (req: FastifyRequest) => page(req, req.query as Record<string, unknown>);
     // Phase II/III clients read the list as a JSON array; the next page's cursor is in the headers.
     const compatList = async (req: FastifyRequest, reply: FastifyReply) => {
@@ -152,21 +134,19 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       return reply.send(items);
     };
     const get = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
-      const task = await store.get(userOf(req), req.params.id);
+      const task = await tasks.get(userOf(req), req.params.id);
       return reply.header('etag', etag(task)).send(task);
     };
     const patch = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const expected = parseIfMatch(req.headers['if-match']);
-      const parsed = validatePatch(req.body, await zoneFor(req));
-      if (!parsed.ok) throw new ValidationError(parsed.issues);
-      const t = await store.updateTransition(userOf(req), req.params.id, parsed.value, meta(req), expected);
-      return reply
-        .header('etag', etag(t.task))
-        .send(await withPlanOfChange(deps.planReminders, userOf(req), t));
+      return sendChange(
+        reply,
+        await tasks.update(userOf(req), req.params.id, req.body, meta(req), { expected }),
+      );
     };
     const remove = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const expected = parseIfMatch(req.headers['if-match']);
-      await store.delete(userOf(req), req.params.id, meta(req), expected);
+      await tasks.delete(userOf(req), req.params.id, meta(req), expected);
       return reply.code(204).send();
     };
     /** A state change; `pick` chooses it from the request (the compat route reads its body). */
@@ -174,10 +154,10 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       (pick: (req: FastifyRequest) => typeof complete) =>
       async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
         const expected = parseIfMatch(req.headers['if-match']);
-        const t = await store.transition(userOf(req), req.params.id, pick(req), meta(req), expected);
-        return reply
-          .header('etag', etag(t.task))
-          .send(await withPlanOfChange(deps.planReminders, userOf(req), t));
+        return sendChange(
+          reply,
+          await tasks.transition(userOf(req), req.params.id, pick(req), meta(req), expected),
+        );
       };
     // `{"completed": bool}` sets the state (a retried request changes nothing more); no body toggles.
     const completion = (req: FastifyRequest): typeof complete => {
