@@ -15,6 +15,7 @@ import {
   RRULE_DOC_PATTERN,
 } from './recurrence.ts';
 import { codePoints, textProblem, TRIMMED_SPACE } from './text.ts';
+import { isTimeZone } from './time.ts';
 
 export const PRIORITIES = ['none', 'low', 'medium', 'high', 'urgent'] as const;
 export type Priority = (typeof PRIORITIES)[number];
@@ -306,6 +307,31 @@ export const TASK_FIELDS = {
       description: 'Offsets before due (ISO 8601 durations: PT1H, P1D) or instants; null = your default',
     }),
   recurrence: z.unknown().meta(recurrenceDoc),
+} as const;
+
+/**
+ * The fields of the user's settings (PUT /api/me/settings, the MCP tool update_settings): their time zone
+ * and the reminder offsets of tasks that name none.
+ */
+export const SETTINGS_FIELDS = {
+  timezone: z
+    .unknown()
+    .check((ctx) => {
+      if (!isTimeZone(ctx.value)) refuse(ctx, 'must be an IANA time zone such as Europe/Berlin');
+    })
+    .meta(timeZoneDoc('an IANA time zone')),
+  default_reminders: z
+    .unknown()
+    .check((ctx) => {
+      const value = ctx.value;
+      if (!Array.isArray(value) || value.length > LIMITS.remindersMax)
+        return refuse(ctx, `must be an array of up to ${LIMITS.remindersMax} ISO 8601 durations`);
+      value.forEach((r: unknown, i) => {
+        if (typeof r !== 'string' || !offsetOf(r))
+          refuse(ctx, 'must be a positive ISO 8601 duration such as PT1H', [i]);
+      });
+    })
+    .meta({ type: 'array', maxItems: LIMITS.remindersMax, items: offsetDoc }),
 } as const;
 
 /** A field's JSON Schema as a client sends it (OpenAPI, MCP tool arguments). */

@@ -5,7 +5,7 @@
 import type { FieldIssue, Result } from './errors.ts';
 import { ConflictError, fail, ok } from './errors.ts';
 import { parseRecurrence, type Recurrence } from './recurrence.ts';
-import { isOffsetSpec, TASK_FIELDS, type Priority, type TaskStatus } from './task-fields.ts';
+import { isOffsetSpec, SETTINGS_FIELDS, TASK_FIELDS, type Priority, type TaskStatus } from './task-fields.ts';
 
 export {
   INSTANT_HINT,
@@ -115,6 +115,30 @@ function validateFields(
 /** `tags[2]`: a field's name and the path below it, as FieldIssue paths are written. */
 const issuePath = (key: string, below: readonly PropertyKey[]) =>
   key + below.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
+
+/**
+ * A change of the user's settings (SETTINGS_FIELDS): a field left out keeps its `current` value; null is not
+ * a value of either.
+ */
+export function validateSettings(
+  input: unknown,
+  current: { timezone: string; default_reminders: string[] },
+): Result<{ timezone: string; default_reminders: string[] }> {
+  if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
+  const names = Object.keys(SETTINGS_FIELDS);
+  const issues: FieldIssue[] = Object.keys(input)
+    .filter((k) => !names.includes(k))
+    .map((k) => ({ path: k, message: `unknown field; allowed: ${names.join(', ')}` }));
+  const next = { ...current };
+  for (const key of ['timezone', 'default_reminders'] as const) {
+    const value = input[key] === undefined ? current[key] : input[key];
+    const parsed = SETTINGS_FIELDS[key].safeParse(value);
+    if (parsed.success) Object.assign(next, { [key]: value });
+    else
+      for (const i of parsed.error.issues) issues.push({ path: issuePath(key, i.path), message: i.message });
+  }
+  return issues.length ? fail(issues) : ok(next);
+}
 
 /** A recurrence rule in the user's time zone (TASK_FIELDS documents the field; this reads it). */
 function recurrenceOf(value: unknown, ctx: ValidationContext, issues: FieldIssue[]) {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { fieldJsonSchema, LIMITS, TASK_FIELDS } from '../../src/domain/task-fields.ts';
+import { fieldJsonSchema, LIMITS, SETTINGS_FIELDS, TASK_FIELDS } from '../../src/domain/task-fields.ts';
 import type { Db } from '../../src/store/db.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
@@ -22,6 +22,7 @@ const description = (fieldJsonSchema(TASK_FIELDS.description).anyOf as Json[]).f
 )!;
 const tags = fieldJsonSchema(TASK_FIELDS.tags) as Json;
 const reminders = fieldJsonSchema(TASK_FIELDS.reminders) as Json;
+const defaultReminders = fieldJsonSchema(SETTINGS_FIELDS.default_reminders) as Json;
 
 /** The branch of `schema` of one type (a nullable argument is `anyOf` it and null). */
 const ofType = (schema: Json, type: string): Json =>
@@ -58,6 +59,7 @@ describe('one schema per task field: validation, /openapi.json and the MCP tools
     assert.equal(tags.maxItems, LIMITS.tagsMax);
     assert.equal(tags.items.maxLength, LIMITS.tagMax);
     assert.equal(reminders.maxItems, LIMITS.remindersMax);
+    assert.equal(defaultReminders.maxItems, LIMITS.remindersMax);
   });
 
   it('/openapi.json documents them on the create and change bodies', () => {
@@ -75,6 +77,13 @@ describe('one schema per task field: validation, /openapi.json and the MCP tools
       assert.equal(body.tags.items.maxLength, tags.items.maxLength);
       assert.equal(body.reminders.maxItems, reminders.maxItems);
     }
+  });
+
+  it('and on the settings body', () => {
+    const body =
+      openapi.paths['/api/me/settings'].put.requestBody.content['application/json'].schema.properties;
+    assert.equal(body.default_reminders.maxItems, defaultReminders.maxItems);
+    assert.equal(tools.update_settings!.properties.default_reminders.maxItems, defaultReminders.maxItems);
   });
 
   it('the MCP tools advertise them', () => {
@@ -114,6 +123,10 @@ describe('one schema per task field: validation, /openapi.json and the MCP tools
       (await create({ title: 't', due_date: due, reminders: offsets(reminders.maxItems + 1) })).status,
       400,
     );
+
+    const settings = (body: Json) => app.call('ada', 'PUT', '/api/me/settings', body);
+    assert.equal((await settings({ default_reminders: offsets(defaultReminders.maxItems) })).status, 200);
+    assert.equal((await settings({ default_reminders: offsets(defaultReminders.maxItems + 1) })).status, 400);
 
     const client = new Client({ name: 'one-schema-test', version: '1.0.0' });
     await client.connect(

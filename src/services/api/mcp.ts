@@ -35,7 +35,7 @@ import {
   type Resolved,
 } from '../../domain/natural-time.ts';
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS } from '../../domain/query.ts';
-import { fieldJsonSchema, TASK_FIELDS } from '../../domain/task-fields.ts';
+import { fieldJsonSchema, SETTINGS_FIELDS, TASK_FIELDS } from '../../domain/task-fields.ts';
 import {
   RECURRENCE_MODES,
   RECURRENCE_NUMBER_MAX,
@@ -175,11 +175,12 @@ const remindersArg = z
     'When to remind: offsets before the due date (PT15M, PT1H, P1D, or "30 minutes before"; need a due_date), or times (ISO 8601 date-times, or words: "in 30 minutes", "tomorrow 8am"); null = the user’s default reminders, [] = none. A task due sooner than every offset is reminded at its due time.',
   );
 /**
- * An argument that is a task field, with that field's JSON Schema constraints (its limits and patterns, from
- * the schema REST validates with: domain/task-fields.ts). It is read leniently: the tool validates it with
- * that same schema (validateCreate / validatePatch) once words are read, whose messages name the argument.
+ * An argument that is a task or settings field, with that field's JSON Schema constraints (its limits and
+ * patterns, from the schema REST validates with: domain/task-fields.ts). It is read leniently: the tool
+ * validates it with that same schema (validateCreate, validatePatch, validateSettings) once words are read,
+ * with messages that name the argument.
  */
-function taskField<T extends z.ZodType>(arg: T, field: z.ZodType): T {
+function fieldArg<T extends z.ZodType>(arg: T, field: z.ZodType): T {
   const json = fieldJsonSchema(field);
   const value = (json.anyOf as Record<string, unknown>[] | undefined)?.find((s) => s.type !== 'null') ?? json;
   const { type: _type, anyOf: _anyOf, description: _description, ...constraints } = value;
@@ -187,12 +188,12 @@ function taskField<T extends z.ZodType>(arg: T, field: z.ZodType): T {
 }
 
 const taskFields = {
-  title: taskField(str(), TASK_FIELDS.title).describe(`Short title, 1-${LIMITS.titleMax} characters.`),
-  description: taskField(z.string(), TASK_FIELDS.description).describe(
+  title: fieldArg(str(), TASK_FIELDS.title).describe(`Short title, 1-${LIMITS.titleMax} characters.`),
+  description: fieldArg(z.string(), TASK_FIELDS.description).describe(
     `Details, up to ${LIMITS.descriptionMax} characters.`,
   ),
-  priority: taskField(z.enum(PRIORITIES), TASK_FIELDS.priority).describe('Priority (default none).'),
-  tags: taskField(z.array(z.string()).max(LIMITS.tagsMax), TASK_FIELDS.tags).describe(
+  priority: fieldArg(z.enum(PRIORITIES), TASK_FIELDS.priority).describe('Priority (default none).'),
+  tags: fieldArg(z.array(z.string()).max(LIMITS.tagsMax), TASK_FIELDS.tags).describe(
     `Labels such as work, home; up to ${LIMITS.tagsMax}, case-insensitive unique.`,
   ),
   due_date: z
@@ -938,9 +939,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         'Set the user’s time zone (IANA name such as Europe/Berlin: dates in words and "today" are read in it) and/or default reminders (ISO 8601 durations before the due date, e.g. ["P1D", "PT1H"]; [] = none). Answers the settings.',
       inputSchema: toolArgs({
         timezone: z.string().optional().describe('IANA time zone, e.g. America/New_York.'),
-        default_reminders: z
-          .array(z.string())
-          .max(LIMITS.remindersMax)
+        default_reminders: fieldArg(z.array(z.string()), SETTINGS_FIELDS.default_reminders)
           .optional()
           .describe('Offsets before the due date for tasks that name no reminders, e.g. ["PT30M"].'),
       }),

@@ -4,8 +4,8 @@
  */
 import { taskSchema } from '../../contracts/schemas.ts';
 import { PRIORITY_LIST_PATTERN } from '../../domain/query.ts';
-import { fieldJsonSchema, NON_BLANK, offsetDoc, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
-import { instantDoc, timeZoneDoc } from '../../http/openapi.ts';
+import { fieldJsonSchema, NON_BLANK, SETTINGS_FIELDS, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
+import { instantDoc } from '../../http/openapi.ts';
 
 export { NON_BLANK };
 
@@ -156,11 +156,11 @@ export const compatListQueryDoc = {
   },
 } as const;
 
+/** PUT /api/me/settings, from the settings' field schemas (domain/task-fields.ts). */
 export const settingsInputDoc = {
   type: 'object',
   additionalProperties: false,
-  properties: {
-    timezone: timeZoneDoc('an IANA time zone'),
-    default_reminders: { type: 'array', maxItems: 10, items: offsetDoc },
-  },
+  properties: Object.fromEntries(
+    Object.entries(SETTINGS_FIELDS).map(([name, schema]) => [name, fieldJsonSchema(schema)]),
+  ),
 } as const;

@@ -8,8 +8,7 @@ import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import { IDEMPOTENCY_KEY_PATTERN, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { fromCompatQuery, parseCompletionBody } from '../../domain/query.ts';
-import { isTimeZone } from '../../domain/time.ts';
-import { complete, parseReminderOffset, reopen, toggle } from '../../domain/task.ts';
+import { complete, reopen, toggle, validateSettings } from '../../domain/task.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { TaskChange, TaskOperations } from './task-operations.ts';
@@ -312,38 +311,13 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         },
       },
       async (req) => {
-        const body = req.body as Record<string, unknown> | null;
-        const issues = [];
-        if (typeof body !== 'object' || body === null || Array.isArray(body))
-          throw new ValidationError([{ path: '', message: 'body must be a JSON object' }]);
-        for (const k of Object.keys(body))
-          if (k !== 'timezone' && k !== 'default_reminders')
-            issues.push({ path: k, message: 'unknown field; allowed: timezone, default_reminders' });
-        const current = await settings.get(userOf(req));
-        // A field left out keeps its value; null is not a value of either.
-        const timezone = body.timezone === undefined ? current.timezone : body.timezone;
-        if (!isTimeZone(timezone))
-          issues.push({ path: 'timezone', message: 'must be an IANA time zone such as Europe/Berlin' });
-        const reminders =
-          body.default_reminders === undefined ? current.default_reminders : body.default_reminders;
-        if (!Array.isArray(reminders) || reminders.length > 10)
-          issues.push({
-            path: 'default_reminders',
-            message: 'must be an array of up to 10 ISO 8601 durations',
-          });
-        else
-          reminders.forEach((r, i) => {
-            if (typeof r !== 'string' || !parseReminderOffset(r))
-              issues.push({
-                path: `default_reminders[${i}]`,
-                message: 'must be a positive ISO 8601 duration such as PT1H',
-              });
-          });
-        if (issues.length) throw new ValidationError(issues);
+        const parsed = validateSettings(req.body, await settings.get(userOf(req)));
+        if (!parsed.ok) throw new ValidationError(parsed.issues);
+        const { timezone, default_reminders } = parsed.value;
         return settings.put({
           user_id: userOf(req),
-          timezone: timezone as string,
-          default_reminders: reminders as string[],
+          timezone,
+          default_reminders,
         });
       },
     );
