@@ -4,8 +4,11 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Temporal } from 'temporal-polyfill';
+import * as z from 'zod';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
+import { isObject, parseBody, parseField, refuse } from './fields.ts';
+import { timeZoneDoc } from './task-fields.ts';
 import { isTimeZone } from './time.ts';
 import { TRIMMED_SPACE, codePoints } from './text.ts';
 
@@ -77,89 +80,119 @@ export const PUSH_KEY_LENGTH = { min: 8, max: 200 } as const;
 const HHMM = new RegExp(HHMM_PATTERN);
 const EMAIL = new RegExp(EMAIL_PATTERN);
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
 const WEBHOOK_URL = new RegExp(WEBHOOK_URL_PATTERN);
 const PUSH_ENDPOINT = new RegExp(PUSH_ENDPOINT_PATTERN);
 
 /** An http(s) URL of the documented form that the URL parser reads too. */
 export function isWebhookUrl(v: unknown): v is string {
-  return typeof v === 'string' && v.length <= 2000 && WEBHOOK_URL.test(v) && URL.canParse(v);
+  return (
+    typeof v === 'string' && v.length <= PREFERENCE_LIMITS.urlMax && WEBHOOK_URL.test(v) && URL.canParse(v)
+  );
 }
 
-const PREF_FIELDS = ['email', 'channels', 'quiet_hours', 'webhook_url', 'webhook_secret'];
+/** The longest e-mail address (RFC 5321 path), URL, and the bounds of a webhook secret, in code points. */
+export const PREFERENCE_LIMITS = { emailMax: 254, urlMax: 2000, secretMin: 16, secretMax: 256 } as const;
 
-/** Validates a (partial) preferences body of `PUT /api/notifications/preferences`. */
-export function validatePreferencesPatch(input: unknown): Result<PreferencesPatch> {
-  if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
-  const issues: FieldIssue[] = [];
-  const out: PreferencesPatch = {};
-  for (const k of Object.keys(input))
-    if (!PREF_FIELDS.includes(k))
-      issues.push({ path: k, message: `unknown field; allowed: ${PREF_FIELDS.join(', ')}` });
-  if (input.email !== undefined) {
-    const e = input.email;
-    if (e === null) out.email = null;
-    else if (typeof e === 'string' && e.length <= 254 && EMAIL.test(e)) out.email = e;
-    else issues.push({ path: 'email', message: 'must be an email address or null' });
-  }
-  if (input.channels !== undefined) {
-    const c = input.channels;
-    if (!isObject(c))
-      issues.push({ path: 'channels', message: `must be an object of ${CHANNELS.join(', ')}` });
-    else {
+/**
+ * The fields of `PUT /api/notifications/preferences` (ADR 0014): each validates, and documents itself for
+ * the OpenAPI body. A field left out keeps its value; null clears the ones that can be cleared.
+ */
+export const PREFERENCE_FIELDS = {
+  // No format 'email': validators of it differ (some refuse non-ASCII); the pattern is the rule.
+  email: z
+    .unknown()
+    .check((ctx) => {
+      const e = ctx.value;
+      if (e !== null && !(typeof e === 'string' && e.length <= PREFERENCE_LIMITS.emailMax && EMAIL.test(e)))
+        refuse(ctx, 'must be an email address or null');
+    })
+    .meta({
+      type: ['string', 'null'],
+      pattern: EMAIL_PATTERN,
+      maxLength: PREFERENCE_LIMITS.emailMax,
+      description: 'an e-mail address',
+    }),
+  channels: z
+    .unknown()
+    .transform((c, ctx) => {
+      if (!isObject(c)) return refuse(ctx, `must be an object of ${CHANNELS.join(', ')}`);
       const channels: Partial<Record<Channel, boolean>> = {};
       for (const [k, v] of Object.entries(c)) {
         if (!(CHANNELS as readonly string[]).includes(k))
-          issues.push({ path: `channels.${k}`, message: `unknown channel; allowed: ${CHANNELS.join(', ')}` });
-        else if (typeof v !== 'boolean')
-          issues.push({ path: `channels.${k}`, message: 'must be true or false' });
+          refuse(ctx, `unknown channel; allowed: ${CHANNELS.join(', ')}`, [k]);
+        else if (typeof v !== 'boolean') refuse(ctx, 'must be true or false', [k]);
         else channels[k as Channel] = v;
       }
-      out.channels = channels;
-    }
-  }
-  if (input.quiet_hours !== undefined) {
-    const q = input.quiet_hours;
-    if (q === null) out.quiet_hours = null;
-    else if (!isObject(q))
-      issues.push({
-        path: 'quiet_hours',
-        message: 'must be { start: "HH:MM", end: "HH:MM", timezone } or null',
-      });
-    else {
-      const before = issues.length;
+      return channels;
+    })
+    .meta({
+      type: 'object',
+      additionalProperties: false,
+      properties: Object.fromEntries(CHANNELS.map((c) => [c, { type: 'boolean' }])),
+    }),
+  quiet_hours: z
+    .unknown()
+    .transform((q, ctx): QuietHours | null | undefined => {
+      if (q === null) return null;
+      if (!isObject(q)) {
+        refuse(ctx, 'must be { start: "HH:MM", end: "HH:MM", timezone } or null');
+        return undefined;
+      }
+      const before = ctx.issues.length;
       for (const k of Object.keys(q))
         if (!['start', 'end', 'timezone'].includes(k))
-          issues.push({ path: `quiet_hours.${k}`, message: 'unknown field; allowed: start, end, timezone' });
-      if (typeof q.start !== 'string' || !HHMM.test(q.start))
-        issues.push({ path: 'quiet_hours.start', message: 'must be a local time HH:MM (24 h)' });
-      if (typeof q.end !== 'string' || !HHMM.test(q.end))
-        issues.push({ path: 'quiet_hours.end', message: 'must be a local time HH:MM (24 h)' });
+          refuse(ctx, 'unknown field; allowed: start, end, timezone', [k]);
+      for (const k of ['start', 'end'] as const)
+        if (typeof q[k] !== 'string' || !HHMM.test(q[k]))
+          refuse(ctx, 'must be a local time HH:MM (24 h)', [k]);
       const tz = q.timezone ?? 'UTC';
-      if (!isTimeZone(tz))
-        issues.push({
-          path: 'quiet_hours.timezone',
-          message: 'must be an IANA time zone such as Europe/Berlin',
-        });
-      if (issues.length === before)
-        out.quiet_hours = { start: q.start as string, end: q.end as string, timezone: tz as string };
-    }
-  }
-  if (input.webhook_url !== undefined) {
-    if (input.webhook_url === null) out.webhook_url = null;
-    else if (isWebhookUrl(input.webhook_url)) out.webhook_url = input.webhook_url;
-    else issues.push({ path: 'webhook_url', message: 'must be an http(s) URL or null' });
-  }
-  if (input.webhook_secret !== undefined) {
-    const s = input.webhook_secret;
-    const length = typeof s === 'string' ? codePoints(s) : 0;
-    if (s === null) out.webhook_secret = null;
-    else if (typeof s === 'string' && length >= 16 && length <= 256) out.webhook_secret = s;
-    else issues.push({ path: 'webhook_secret', message: 'must be a string of 16 to 256 characters' });
-  }
-  return issues.length ? fail(issues) : ok(out);
+      if (!isTimeZone(tz)) refuse(ctx, 'must be an IANA time zone such as Europe/Berlin', ['timezone']);
+      if (ctx.issues.length !== before) return undefined;
+      return { start: q.start as string, end: q.end as string, timezone: tz as string };
+    })
+    .meta({
+      type: ['object', 'null'],
+      additionalProperties: false,
+      required: ['start', 'end'],
+      description: 'local times; start = end means no quiet hours',
+      properties: {
+        start: { type: 'string', pattern: HHMM_PATTERN, examples: ['22:00'] },
+        end: { type: 'string', pattern: HHMM_PATTERN, examples: ['07:00'] },
+        timezone: timeZoneDoc('an IANA time zone (null or left out: UTC)', true),
+      },
+    }),
+  webhook_url: z
+    .unknown()
+    .check((ctx) => {
+      if (ctx.value !== null && !isWebhookUrl(ctx.value)) refuse(ctx, 'must be an http(s) URL or null');
+    })
+    .meta({
+      type: ['string', 'null'],
+      format: 'uri',
+      pattern: WEBHOOK_URL_PATTERN,
+      maxLength: PREFERENCE_LIMITS.urlMax,
+    }),
+  webhook_secret: z
+    .unknown()
+    .check((ctx) => {
+      const s = ctx.value;
+      const length = typeof s === 'string' ? codePoints(s) : 0;
+      if (s !== null && !(length >= PREFERENCE_LIMITS.secretMin && length <= PREFERENCE_LIMITS.secretMax))
+        refuse(
+          ctx,
+          `must be a string of ${PREFERENCE_LIMITS.secretMin} to ${PREFERENCE_LIMITS.secretMax} characters`,
+        );
+    })
+    .meta({
+      type: ['string', 'null'],
+      minLength: PREFERENCE_LIMITS.secretMin,
+      maxLength: PREFERENCE_LIMITS.secretMax,
+    }),
+} as const;
+
+/** Validates a (partial) preferences body of `PUT /api/notifications/preferences`. */
+export function validatePreferencesPatch(input: unknown): Result<PreferencesPatch> {
+  return parseBody(input, PREFERENCE_FIELDS) as Result<PreferencesPatch>;
 }
 
 const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
@@ -212,34 +245,65 @@ export interface PushSubscriptionInput {
 }
 
 const B64URL = new RegExp(PUSH_KEY_PATTERN);
+const pushKeyDoc = {
+  type: 'string',
+  pattern: PUSH_KEY_PATTERN,
+  minLength: PUSH_KEY_LENGTH.min,
+  maxLength: PUSH_KEY_LENGTH.max,
+};
 
-/** The browser's `PushSubscription.toJSON()`: `{ endpoint, keys: { p256dh, auth } }` (https endpoint). */
+/** The fields of a push subscription, the browser's `PushSubscription.toJSON()` (ADR 0014). */
+export const PUSH_SUBSCRIPTION_FIELDS = {
+  endpoint: z
+    .unknown()
+    .check((ctx) => {
+      const e = ctx.value;
+      if (
+        typeof e !== 'string' ||
+        e.length > PREFERENCE_LIMITS.urlMax ||
+        !PUSH_ENDPOINT.test(e) ||
+        !URL.canParse(e)
+      )
+        refuse(ctx, 'must be the https URL of the push service');
+    })
+    .meta({
+      type: 'string',
+      format: 'uri',
+      pattern: PUSH_ENDPOINT_PATTERN,
+      maxLength: PREFERENCE_LIMITS.urlMax,
+    }),
+  keys: z
+    .unknown()
+    .transform((keys, ctx) => {
+      if (!isObject(keys)) return refuse(ctx, 'must be { p256dh, auth }');
+      for (const k of ['p256dh', 'auth'] as const) {
+        const v = keys[k];
+        if (
+          typeof v !== 'string' ||
+          v.length < PUSH_KEY_LENGTH.min ||
+          v.length > PUSH_KEY_LENGTH.max ||
+          !B64URL.test(v)
+        )
+          refuse(ctx, 'must be a base64url string', [k]);
+      }
+      return { p256dh: keys.p256dh as string, auth: keys.auth as string };
+    })
+    .meta({
+      type: 'object',
+      required: ['p256dh', 'auth'],
+      properties: { p256dh: pushKeyDoc, auth: pushKeyDoc },
+    }),
+} as const;
+
+/**
+ * `{ endpoint, keys: { p256dh, auth } }` (https endpoint). Other fields of the browser's object
+ * (expirationTime) are let through unread.
+ */
 export function validatePushSubscription(input: unknown): Result<PushSubscriptionInput> {
   if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
   const issues: FieldIssue[] = [];
-  const endpoint = input.endpoint;
-  if (
-    typeof endpoint !== 'string' ||
-    endpoint.length > 2000 ||
-    !PUSH_ENDPOINT.test(endpoint) ||
-    !URL.canParse(endpoint)
-  )
-    issues.push({ path: 'endpoint', message: 'must be the https URL of the push service' });
-  const keys = input.keys;
-  if (!isObject(keys)) issues.push({ path: 'keys', message: 'must be { p256dh, auth }' });
-  else {
-    for (const k of ['p256dh', 'auth'] as const) {
-      const v = keys[k];
-      if (
-        typeof v !== 'string' ||
-        v.length < PUSH_KEY_LENGTH.min ||
-        v.length > PUSH_KEY_LENGTH.max ||
-        !B64URL.test(v)
-      )
-        issues.push({ path: `keys.${k}`, message: 'must be a base64url string' });
-    }
-  }
+  const endpoint = parseField('endpoint', PUSH_SUBSCRIPTION_FIELDS.endpoint, input.endpoint, issues);
+  const keys = parseField('keys', PUSH_SUBSCRIPTION_FIELDS.keys, input.keys, issues);
   if (issues.length) return fail(issues);
-  const k = keys as { p256dh: string; auth: string };
-  return ok({ endpoint: endpoint as string, keys: { p256dh: k.p256dh, auth: k.auth } });
+  return ok({ endpoint: endpoint as string, keys: keys as PushSubscriptionInput['keys'] });
 }

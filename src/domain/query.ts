@@ -1,4 +1,5 @@
 /** Validation of task list queries (filters, sort, cursor pagination), shared by REST and MCP. */
+import * as z from 'zod';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { Temporal } from 'temporal-polyfill';
@@ -138,19 +139,24 @@ export function fromCompatQuery(input: Record<string, unknown>): Result<Record<s
   });
 }
 
+/** The one field of the completion body (ADR 0014). */
+export const COMPLETION_FIELDS = { completed: z.boolean() };
+
 /** `{"completed": true|false}` sets the state of `PATCH /api/{user_id}/tasks/{id}/complete`; no body toggles. */
 export function parseCompletionBody(body: unknown): Result<boolean | null> {
   if (body === undefined || body === '') return ok(null); // no body (JSON null is a body, and not one of these)
   const keys = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body) : null;
-  const completed = keys ? (body as { completed?: unknown }).completed : undefined;
-  if (!keys || keys.some((k) => k !== 'completed') || typeof completed !== 'boolean')
+  const completed = COMPLETION_FIELDS.completed.safeParse(
+    keys ? (body as { completed?: unknown }).completed : undefined,
+  );
+  if (!keys || keys.some((k) => k !== 'completed') || !completed.success)
     return fail([
       {
         path: 'completed',
         message: 'send {"completed": true} or {"completed": false}, or no body to toggle',
       },
     ]);
-  return ok(completed);
+  return ok(completed.data);
 }
 
 const PRIORITY = `(?:${PRIORITIES.join('|')})`;

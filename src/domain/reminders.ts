@@ -23,8 +23,10 @@
  */
 import { createHash } from 'node:crypto';
 import type { Temporal } from 'temporal-polyfill';
-import type { FieldIssue, Result } from './errors.ts';
+import type { Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
+import { parseBody, refuse } from './fields.ts';
+import * as z from 'zod';
 import {
   INSTANT_HINT,
   isOffsetSpec,
@@ -220,38 +222,39 @@ export function dismissReasonFor(eventType: string, task: Pick<Task, 'status'>):
   return 'rescheduled';
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+/** The fields of a snooze request (ADR 0014): each validates, and documents itself for the OpenAPI body. */
+export const SNOOZE_FIELDS = {
+  duration: z
+    .unknown()
+    .transform((v, ctx) => {
+      const d = typeof v === 'string' ? parseReminderOffset(v) : null;
+      if (!d) refuse(ctx, 'must be a positive ISO 8601 duration such as PT10M or PT1H');
+      return d ?? undefined;
+    })
+    .meta({ type: 'string', examples: ['PT10M'] }),
+  until: z
+    .unknown()
+    .transform((v, ctx) => {
+      const until = parseInstant(v);
+      if (until === null) refuse(ctx, INSTANT_HINT);
+      return until ?? undefined;
+    })
+    .meta({ type: 'string', format: 'date-time' }),
+};
 
 /**
  * A snooze request: `{ "duration": "PT10M" }` (from now) or `{ "until": "<instant>" }`. Returns the new
  * instant of the reminder, in the future and at most a year ahead.
  */
 export function parseSnooze(body: unknown, now: Date): Result<Date> {
-  const issues: FieldIssue[] = [];
-  if (!isObject(body)) return fail([{ path: '', message: 'body must be a JSON object' }]);
-  for (const k of Object.keys(body))
-    if (k !== 'duration' && k !== 'until')
-      issues.push({ path: k, message: 'unknown field; allowed: duration, until' });
-  const hasDuration = body.duration !== undefined;
-  const hasUntil = body.until !== undefined;
-  if (hasDuration === hasUntil)
-    issues.push({ path: '', message: 'set exactly one of duration (e.g. PT10M) or until (an instant)' });
-  if (issues.length) return fail(issues);
-  let at: number;
-  if (hasDuration) {
-    const d = typeof body.duration === 'string' ? parseReminderOffset(body.duration) : null;
-    if (!d)
-      return fail([
-        { path: 'duration', message: 'must be a positive ISO 8601 duration such as PT10M or PT1H' },
-      ]);
-    at = now.getTime() + durationMs(d);
-  } else {
-    const until = parseInstant(body.until);
-    if (until === null) return fail([{ path: 'until', message: INSTANT_HINT }]);
-    at = Date.parse(until);
-    if (at <= now.getTime()) return fail([{ path: 'until', message: 'must be in the future' }]);
-  }
+  const parsed = parseBody(body, SNOOZE_FIELDS);
+  if (!parsed.ok) return parsed;
+  const { duration, until } = parsed.value;
+  const hasDuration = duration !== undefined;
+  if (hasDuration === (until !== undefined))
+    return fail([{ path: '', message: 'set exactly one of duration (e.g. PT10M) or until (an instant)' }]);
+  const at = duration ? now.getTime() + durationMs(duration) : Date.parse(until!);
+  if (!hasDuration && at <= now.getTime()) return fail([{ path: 'until', message: 'must be in the future' }]);
   if (at - now.getTime() > MAX_SNOOZE_MS)
     return fail([{ path: hasDuration ? 'duration' : 'until', message: 'must be at most 366 days ahead' }]);
   return ok(new Date(at));

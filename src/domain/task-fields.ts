@@ -16,6 +16,7 @@ import {
 } from './recurrence.ts';
 import { codePoints, textProblem, TRIMMED_SPACE } from './text.ts';
 import { isTimeZone } from './time.ts';
+import { fieldJsonSchema, refuse } from './fields.ts';
 
 export const PRIORITIES = ['none', 'low', 'medium', 'high', 'urgent'] as const;
 export type Priority = (typeof PRIORITIES)[number];
@@ -136,15 +137,6 @@ function parseOffset(value: string): Temporal.Duration | null {
     return null;
   }
 }
-
-/** One issue of a field, at `path` below it (a tag's index). */
-const refuse = (
-  ctx: { issues: unknown[]; value: unknown },
-  message: string,
-  path: PropertyKey[] = [],
-): void => {
-  (ctx.issues as z.core.$ZodRawIssue[]).push({ code: 'custom', message, input: ctx.value, path });
-};
 
 /** The first thing wrong with a text of at most `max` code points (trimmed first when `trim`), or null. */
 function textIssue(value: string, max: number, trim: boolean): string | null {
@@ -334,11 +326,4 @@ export const SETTINGS_FIELDS = {
     .meta({ type: 'array', maxItems: LIMITS.remindersMax, items: offsetDoc }),
 } as const;
 
-/** A field's JSON Schema as a client sends it (OpenAPI, MCP tool arguments). */
-export function fieldJsonSchema(schema: z.ZodType): Record<string, unknown> {
-  const { $schema: _, ...json } = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Record<
-    string,
-    unknown
-  >;
-  return json;
-}
+export { fieldJsonSchema };

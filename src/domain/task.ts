@@ -4,6 +4,7 @@
  */
 import type { FieldIssue, Result } from './errors.ts';
 import { ConflictError, fail, ok } from './errors.ts';
+import { isObject, parseField } from './fields.ts';
 import { parseRecurrence, type Recurrence } from './recurrence.ts';
 import { isOffsetSpec, SETTINGS_FIELDS, TASK_FIELDS, type Priority, type TaskStatus } from './task-fields.ts';
 
@@ -75,9 +76,6 @@ export interface ValidationContext {
   timezone?: string;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** Whether validating `input` reads the user's time zone: only a recurrence rule does. */
 export const needsTimeZone = (input: unknown): boolean =>
   isObject(input) && input.recurrence !== undefined && input.recurrence !== null;
@@ -104,17 +102,12 @@ function validateFields(
       if (value !== undefined) patch[key] = value;
       continue;
     }
-    const parsed = TASK_FIELDS[key].safeParse(input[key]);
-    if (parsed.success) patch[key] = parsed.data;
-    else
-      for (const i of parsed.error.issues) issues.push({ path: issuePath(key, i.path), message: i.message });
+    const before = issues.length;
+    const value = parseField(key, TASK_FIELDS[key], input[key], issues);
+    if (issues.length === before) patch[key] = value;
   }
   return issues.length ? fail(issues) : ok(patch as TaskPatch);
 }
-
-/** `tags[2]`: a field's name and the path below it, as FieldIssue paths are written. */
-const issuePath = (key: string, below: readonly PropertyKey[]) =>
-  key + below.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
 
 /**
  * A change of the user's settings (SETTINGS_FIELDS): a field left out keeps its `current` value; null is not
@@ -132,10 +125,9 @@ export function validateSettings(
   const next = { ...current };
   for (const key of ['timezone', 'default_reminders'] as const) {
     const value = input[key] === undefined ? current[key] : input[key];
-    const parsed = SETTINGS_FIELDS[key].safeParse(value);
-    if (parsed.success) Object.assign(next, { [key]: value });
-    else
-      for (const i of parsed.error.issues) issues.push({ path: issuePath(key, i.path), message: i.message });
+    const before = issues.length;
+    parseField(key, SETTINGS_FIELDS[key], value, issues);
+    if (issues.length === before) Object.assign(next, { [key]: value });
   }
   return issues.length ? fail(issues) : ok(next);
 }

@@ -11,6 +11,7 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import * as z from 'zod';
 // Types only: the package is loaded when a model is configured (start-up of the default stays as it was).
 import type OpenAI from 'openai';
 import type * as OpenAISdk from 'openai';
@@ -19,7 +20,8 @@ import type { RunnableToolFunctionWithParse } from 'openai/lib/RunnableFunction'
 import type { Verifier } from '../../auth.ts';
 import type { ChatConfig } from './manifest.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
-import { NotFoundError, ValidationError, type FieldIssue } from '../../domain/errors.ts';
+import { NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
 import { codePoints, isUuid, textProblem } from '../../domain/text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { noContent, ok, problemDoc } from '../../http/openapi.ts';
@@ -29,7 +31,7 @@ import { ChatStore, type ChatMessage, type ChatToolCall } from '../../store/chat
 import type { Db } from '../../store/db.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { systemPrompt } from './chat-prompt.ts';
-import { NON_BLANK } from './openapi.ts';
+import { NON_BLANK } from '../../domain/task-fields.ts';
 import { createMcpServer, type McpDeps } from './mcp.ts';
 import { restClient } from './mcp-rest.ts';
 
@@ -63,44 +65,42 @@ interface ToolCallRecord {
   is_error: boolean;
 }
 
-const chatBodyDoc = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['message'],
-  properties: {
-    conversation_id: {
+/** The fields of a chat request (ADR 0014): each validates, and documents itself for the OpenAPI body. */
+const CHAT_FIELDS = {
+  conversation_id: z
+    .unknown()
+    .check((ctx) => {
+      const id = ctx.value;
+      if (id !== null && (typeof id !== 'string' || !isUuid(id)))
+        refuse(ctx, 'must be the id of one of your conversations');
+    })
+    .meta({
       type: ['string', 'null'],
       format: 'uuid',
       description: 'continue this conversation (left out or null: a new one)',
-    },
-    message: { type: 'string', minLength: 1, maxLength: MESSAGE_MAX, pattern: NON_BLANK },
-  },
-} as const;
+    }),
+  message: z
+    .unknown()
+    .check((ctx) => {
+      const message = ctx.value;
+      if (typeof message !== 'string' || message.trim() === '')
+        return refuse(ctx, 'must be a non-empty string');
+      if (codePoints(message) > MESSAGE_MAX) return refuse(ctx, `must be at most ${MESSAGE_MAX} characters`);
+      const bad = textProblem(message);
+      if (bad) refuse(ctx, bad);
+    })
+    .meta({ type: 'string', minLength: 1, maxLength: MESSAGE_MAX, pattern: NON_BLANK }),
+};
+const chatBodyDoc = bodyJsonSchema(CHAT_FIELDS, { required: ['message'] });
 
 function parseChatBody(body: unknown): { conversationId: string | null; message: string } {
-  const issues: FieldIssue[] = [];
-  if (typeof body !== 'object' || body === null || Array.isArray(body))
-    throw new ValidationError([
-      { path: '', message: 'body must be a JSON object {conversation_id?, message}' },
-    ]);
-  const b = body as Record<string, unknown>;
-  for (const k of Object.keys(b))
-    if (k !== 'message' && k !== 'conversation_id')
-      issues.push({ path: k, message: 'unknown field; allowed: conversation_id, message' });
-  const message = b.message;
-  if (typeof message !== 'string' || message.trim() === '')
-    issues.push({ path: 'message', message: 'must be a non-empty string' });
-  else if (codePoints(message) > MESSAGE_MAX)
-    issues.push({ path: 'message', message: `must be at most ${MESSAGE_MAX} characters` });
-  else {
-    const bad = textProblem(message);
-    if (bad) issues.push({ path: 'message', message: bad });
-  }
-  const id = b.conversation_id;
-  if (id !== undefined && id !== null && (typeof id !== 'string' || !isUuid(id)))
-    issues.push({ path: 'conversation_id', message: 'must be the id of one of your conversations' });
-  if (issues.length) throw new ValidationError(issues);
-  return { conversationId: typeof id === 'string' ? id : null, message: message as string };
+  const parsed = parseBody(body, CHAT_FIELDS, {
+    required: ['message'],
+    message: 'body must be a JSON object {conversation_id?, message}',
+  });
+  if (!parsed.ok) throw new ValidationError(parsed.issues);
+  const id = parsed.value.conversation_id;
+  return { conversationId: typeof id === 'string' ? id : null, message: parsed.value.message as string };
 }
 
 /**

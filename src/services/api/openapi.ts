@@ -4,10 +4,9 @@
  */
 import { taskSchema } from '../../contracts/schemas.ts';
 import { PRIORITY_LIST_PATTERN } from '../../domain/query.ts';
-import { fieldJsonSchema, NON_BLANK, SETTINGS_FIELDS, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
+import { bodyJsonSchema } from '../../domain/fields.ts';
+import { SETTINGS_FIELDS, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
 import { instantDoc } from '../../http/openapi.ts';
-
-export { NON_BLANK };
 
 const { $id: _id, ...taskShape } = taskSchema;
 export const taskDoc = { ...taskShape, additionalProperties: false } as const;
@@ -84,13 +83,7 @@ export const taskChangedDoc = {
 } as const;
 
 /** The task fields as a client sends them, one JSON Schema each, from the schemas the API validates with. */
-const taskFieldsDoc = {
-  type: 'object',
-  additionalProperties: false,
-  properties: Object.fromEntries(
-    Object.entries(TASK_FIELDS).map(([name, schema]) => [name, fieldJsonSchema(schema)]),
-  ) as Record<keyof typeof TASK_FIELDS, Record<string, unknown>>,
-} as const;
+const taskFieldsDoc = bodyJsonSchema(TASK_FIELDS);
 
 /** Reminders holding an offset before due (an instant is not one). */
 const withOffsets = { type: 'array', contains: { type: 'string', pattern: '^P' } } as const;
@@ -157,10 +150,4 @@ export const compatListQueryDoc = {
 } as const;
 
 /** PUT /api/me/settings, from the settings' field schemas (domain/task-fields.ts). */
-export const settingsInputDoc = {
-  type: 'object',
-  additionalProperties: false,
-  properties: Object.fromEntries(
-    Object.entries(SETTINGS_FIELDS).map(([name, schema]) => [name, fieldJsonSchema(schema)]),
-  ),
-} as const;
+export const settingsInputDoc = bodyJsonSchema(SETTINGS_FIELDS);

@@ -7,7 +7,8 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import { IDEMPOTENCY_KEY_PATTERN, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
-import { fromCompatQuery, parseCompletionBody } from '../../domain/query.ts';
+import { bodyJsonSchema } from '../../domain/fields.ts';
+import { COMPLETION_FIELDS, fromCompatQuery, parseCompletionBody } from '../../domain/query.ts';
 import { complete, reopen, toggle, validateSettings } from '../../domain/task.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
@@ -276,12 +277,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       '/api/:user_id/tasks/:id/complete',
       compat('Set completion with {"completed": true|false}; no body toggles it', {
         [BODY_OPTIONAL]: true,
-        body: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['completed'],
-          properties: { completed: { type: 'boolean' } },
-        },
+        body: bodyJsonSchema(COMPLETION_FIELDS, { required: ['completed'] }),
         response: { 200: taskChangedDoc, 409: problemDoc, 412: problemDoc },
       }),
       transition(completion),

@@ -8,19 +8,16 @@
  *   POST    /api/notifications/:id/read
  * The user comes from the bearer token; another user's notification is a 404.
  */
-import { created, noContent, ok, problemDoc, timeZoneDoc } from '../../http/openapi.ts';
+import { created, noContent, ok, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { bodyJsonSchema, fieldJsonSchema } from '../../domain/fields.ts';
 import {
-  EMAIL_PATTERN,
-  HHMM_PATTERN,
-  PUSH_ENDPOINT_PATTERN,
-  PUSH_KEY_LENGTH,
-  PUSH_KEY_PATTERN,
-  WEBHOOK_URL_PATTERN,
+  PREFERENCE_FIELDS,
+  PUSH_SUBSCRIPTION_FIELDS,
   validatePreferencesPatch,
   validatePushSubscription,
 } from '../../domain/notifications.ts';
@@ -46,12 +43,6 @@ export interface NotificationRoutesDeps {
 }
 
 const security = [{ bearerAuth: [] }];
-const pushKeyDoc = {
-  type: 'string',
-  pattern: PUSH_KEY_PATTERN,
-  minLength: PUSH_KEY_LENGTH.min,
-  maxLength: PUSH_KEY_LENGTH.max,
-};
 const doc = (summary: string, extra: object = {}) => ({
   schema: { tags: ['notifications'], summary, security, ...extra },
 });
@@ -74,47 +65,7 @@ export async function registerNotificationRoutes(
       doc(
         'Set notification preferences (fields left out keep their value): email, channels, quiet_hours, webhook_url, webhook_secret',
         {
-          body: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              // No format 'email': validators of it differ (some refuse non-ASCII); the pattern is the rule.
-              email: {
-                type: ['string', 'null'],
-                pattern: EMAIL_PATTERN,
-                maxLength: 254,
-                description: 'an e-mail address',
-              },
-              channels: {
-                type: 'object',
-                additionalProperties: false,
-                properties: {
-                  email: { type: 'boolean' },
-                  push: { type: 'boolean' },
-                  in_app: { type: 'boolean' },
-                  webhook: { type: 'boolean' },
-                },
-              },
-              quiet_hours: {
-                type: ['object', 'null'],
-                additionalProperties: false,
-                required: ['start', 'end'],
-                description: 'local times; start = end means no quiet hours',
-                properties: {
-                  start: { type: 'string', pattern: HHMM_PATTERN, examples: ['22:00'] },
-                  end: { type: 'string', pattern: HHMM_PATTERN, examples: ['07:00'] },
-                  timezone: timeZoneDoc('an IANA time zone (null or left out: UTC)', true),
-                },
-              },
-              webhook_url: {
-                type: ['string', 'null'],
-                format: 'uri',
-                pattern: WEBHOOK_URL_PATTERN,
-                maxLength: 2000,
-              },
-              webhook_secret: { type: ['string', 'null'], minLength: 16, maxLength: 256 },
-            },
-          },
+          body: bodyJsonSchema(PREFERENCE_FIELDS),
           response: ok('The preferences now (a generated webhook_secret is shown once)'),
         },
       ),
@@ -148,12 +99,8 @@ export async function registerNotificationRoutes(
           type: 'object',
           required: ['endpoint', 'keys'],
           properties: {
-            endpoint: { type: 'string', format: 'uri', pattern: PUSH_ENDPOINT_PATTERN, maxLength: 2000 },
-            keys: {
-              type: 'object',
-              required: ['p256dh', 'auth'],
-              properties: { p256dh: pushKeyDoc, auth: pushKeyDoc },
-            },
+            endpoint: fieldJsonSchema(PUSH_SUBSCRIPTION_FIELDS.endpoint),
+            keys: fieldJsonSchema(PUSH_SUBSCRIPTION_FIELDS.keys),
           },
         },
         response: created('The subscription'),

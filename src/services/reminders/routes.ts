@@ -12,7 +12,8 @@ import { authenticatedScope } from '../../http/authenticated.ts';
 import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../../domain/errors.ts';
-import { parseSnooze } from '../../domain/reminders.ts';
+import { bodyJsonSchema } from '../../domain/fields.ts';
+import { parseSnooze, SNOOZE_FIELDS } from '../../domain/reminders.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { Db } from '../../store/db.ts';
 import { isUuid } from '../../domain/text.ts';
@@ -114,13 +115,7 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
           summary: 'Snooze a reminder: fire it again after a duration or at an instant',
           security,
           params,
-          body: {
-            type: 'object',
-            properties: {
-              duration: { type: 'string', examples: ['PT10M'] },
-              until: { type: 'string', format: 'date-time' },
-            },
-          },
+          body: bodyJsonSchema(SNOOZE_FIELDS),
           response: { ...ok('The reminder, scheduled again'), 409: problemDoc },
         },
       },
