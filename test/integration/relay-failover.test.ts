@@ -84,8 +84,10 @@ describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
       await waitFor(async () => written > 150 && (await pending()) < 20, 30_000, 'events flowing');
 
       // 1. Pause the active relay past its lease: the standby takes over; the paused one, resumed, stands by.
-      const pausedAt = Date.now();
+      // Each instant is taken once its signal is sent: what the relay built before it stopped carries an
+      // earlier record time (taken before, a record stamped in the moment between counted as sent after).
       first.child.kill('SIGSTOP');
+      const pausedAt = Date.now();
       await waitFor(async () => (await activePid()) === second.child.pid, 30_000, 'the standby to take over');
       const pauseTakeoverMs = Date.now() - pausedAt;
       await new Promise((r) => setTimeout(r, 1_000));
@@ -93,8 +95,8 @@ describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
       await waitFor(async () => written > 600, 60_000, 'more writes after the resume');
 
       // 2. Kill the active relay: the one that was paused takes over.
-      const killedAt = Date.now();
       second.child.kill('SIGKILL');
+      const killedAt = Date.now();
       await waitFor(
         async () => (await activePid()) === first.child.pid,
         30_000,
