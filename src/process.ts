@@ -48,7 +48,9 @@ export async function runTargets(
 ): Promise<RunningProcess> {
   // Every target's configuration section is checked before anything opens: a bad value is one line.
   for (const t of targets) t.config?.(config.env);
-  const catalog = opts.catalog ?? [];
+  // Without a catalog, the targets run here that have a manifest.
+  const catalog =
+    opts.catalog ?? targets.filter((t): t is TargetDefinition & TargetManifest => 'produces' in t);
   const log = opts.log ?? createLogger({ level: config.logLevel, format: config.logFormat });
   const metrics = new Metrics();
   // Progress of a start (one line each on a terminal): database, migrations, bus, targets.

@@ -77,7 +77,7 @@ export async function deliver(pipeline: Handle, message: BusMessage, group: stri
     await pipeline(d);
   } catch (err) {
     if (err instanceof Aborted) return 'aborted';
-    throw err; // not reached: the pipeline dead-letters every other failure
+    throw err; // the pipeline dead-letters every handler failure: this is a fault of the rules (a hook)
   }
   return d.deadLettered === undefined ? 'handled' : 'dead-lettered';
 }

@@ -42,6 +42,7 @@ export class PartitionWorker<M> {
    * how many are done. Fewer than all: shutdown, or the partition was lost (`lost`).
    */
   async handle(messages: readonly M[]): Promise<number> {
+    if (this.lost) return 0;
     this.batchAt = Date.now();
     let done = 0;
     while (done < messages.length) {
@@ -70,7 +71,14 @@ export class PartitionWorker<M> {
     if (last === undefined) return !this.lost;
     this.handled = undefined;
     this.committedAt = Date.now();
-    if (await this.o.commit(last)) return true;
+    let committed: boolean;
+    try {
+      committed = await this.o.commit(last);
+    } catch (err) {
+      this.handled ??= last; // still to commit (on stop, say), unless a later message is handled since
+      throw err;
+    }
+    if (committed) return true;
     this.lost = true;
     return false;
   }

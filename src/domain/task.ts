@@ -4,7 +4,7 @@
  */
 import type { FieldIssue, Result } from './errors.ts';
 import { ConflictError, fail, ok } from './errors.ts';
-import { isObject, parseField } from './fields.ts';
+import { isObject, parseBody } from './fields.ts';
 import { parseRecurrence, type Recurrence } from './recurrence.ts';
 import { isOffsetSpec, SETTINGS_FIELDS, TASK_FIELDS, type Priority, type TaskStatus } from './task-fields.ts';
 
@@ -85,26 +85,15 @@ function validateFields(
   ctx: ValidationContext,
   required: readonly (keyof TaskFields)[],
 ): Result<TaskPatch> {
-  if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
-  const issues: FieldIssue[] = [];
-  for (const key of Object.keys(input)) {
-    if (!(MUTABLE_FIELDS as readonly string[]).includes(key))
-      issues.push({ path: key, message: `unknown field; allowed: ${MUTABLE_FIELDS.join(', ')}` });
-  }
-  for (const key of required) {
-    if (input[key] === undefined) issues.push({ path: key, message: 'is required' });
-  }
-  const patch: Record<string, unknown> = {};
-  for (const key of MUTABLE_FIELDS) {
-    if (!(key in input) || input[key] === undefined) continue;
-    if (key === 'recurrence') {
-      const value = recurrenceOf(input[key], ctx, issues);
-      if (value !== undefined) patch[key] = value;
-      continue;
-    }
-    const before = issues.length;
-    const value = parseField(key, TASK_FIELDS[key], input[key], issues);
-    if (issues.length === before) patch[key] = value;
+  const parsed = parseBody(input, TASK_FIELDS, { required });
+  if (!isObject(input)) return parsed as Result<TaskPatch>;
+  const issues = parsed.ok ? [] : [...parsed.issues];
+  const patch: Record<string, unknown> = parsed.ok ? { ...parsed.value } : {};
+  // The rule is read in the user's time zone (TASK_FIELDS only documents it).
+  if (input.recurrence !== undefined) {
+    delete patch.recurrence;
+    const value = recurrenceOf(input.recurrence, ctx, issues);
+    if (value !== undefined) patch.recurrence = value;
   }
   return issues.length ? fail(issues) : ok(patch as TaskPatch);
 }
@@ -117,19 +106,13 @@ export function validateSettings(
   input: unknown,
   current: { timezone: string; default_reminders: string[] },
 ): Result<{ timezone: string; default_reminders: string[] }> {
-  if (!isObject(input)) return fail([{ path: '', message: 'body must be a JSON object' }]);
-  const names = Object.keys(SETTINGS_FIELDS);
-  const issues: FieldIssue[] = Object.keys(input)
-    .filter((k) => !names.includes(k))
-    .map((k) => ({ path: k, message: `unknown field; allowed: ${names.join(', ')}` }));
-  const next = { ...current };
-  for (const key of ['timezone', 'default_reminders'] as const) {
-    const value = input[key] === undefined ? current[key] : input[key];
-    const before = issues.length;
-    parseField(key, SETTINGS_FIELDS[key], value, issues);
-    if (issues.length === before) Object.assign(next, { [key]: value });
-  }
-  return issues.length ? fail(issues) : ok(next);
+  const parsed = parseBody(input, SETTINGS_FIELDS);
+  if (!parsed.ok) return parsed;
+  const { timezone, default_reminders } = parsed.value as Partial<typeof current>;
+  return ok({
+    timezone: timezone ?? current.timezone,
+    default_reminders: default_reminders ?? current.default_reminders,
+  });
 }
 
 /** A recurrence rule in the user's time zone (TASK_FIELDS documents the field; this reads it). */

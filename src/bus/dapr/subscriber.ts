@@ -8,6 +8,7 @@ import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
 import { batchable, DEFAULT_MAX_BATCH, handledAsBatch } from '../consumer.ts';
 import {
+  Aborted,
   compose,
   deadLettered,
   handlerOf,
@@ -245,6 +246,8 @@ export class DaprSubscriber implements Subscriber {
     try {
       await sub.pipeline(d);
     } catch (err) {
+      // Shutdown stopped it: nothing was decided, daprd delivers it again (no failure to count).
+      if (err instanceof Aborted) return 'RETRY';
       const attempt = (this.attempts.get(id) ?? 0) + 1;
       this.attempts.delete(id); // re-insert: the map stays in least-recently-failed order
       this.attempts.set(id, attempt);

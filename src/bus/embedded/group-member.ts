@@ -254,7 +254,7 @@ class GroupMember implements Subscription {
         }
         const done = await worker.handle(messages);
         if (done > 0) position = Number(messages[done - 1]!.offset) + 1;
-        if (done < messages.length) return; // shutdown, or the partition was lost
+        if (done < messages.length || worker.lost) return; // shutdown, or the partition was lost
       }
     } finally {
       this.log.appended.off(id, onAppend);

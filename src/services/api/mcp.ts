@@ -548,9 +548,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       const said = fieldsOf(args, ['user_id', 'idempotency_key']);
       const { fields, resolved } = await readWords(said, { firstOccurrenceDue: true });
       const ctx = await zoneFor(fields);
-      const key = parseIdempotencyKey(args.idempotency_key, 'idempotency_key');
       const { task, reminder_plan } = await tasks.create(caller.userId, fields, meta(), {
-        idempotency: key ? { key, requestHash: requestHash(said) } : undefined,
+        idempotency: () => {
+          const key = parseIdempotencyKey(args.idempotency_key, 'idempotency_key');
+          return key ? { key, requestHash: requestHash(said) } : undefined;
+        },
         ctx,
       });
       return changeResult('created', task, resolved, { reminder_plan });

@@ -103,9 +103,11 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     });
 
     const create = async (req: FastifyRequest, reply: FastifyReply) => {
-      const key = parseIdempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
       const { task, replayed, reminder_plan } = await tasks.create(userOf(req), req.body, meta(req), {
-        idempotency: key ? { key, requestHash: requestHash(req.body) } : undefined,
+        idempotency: () => {
+          const key = parseIdempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
+          return key ? { key, requestHash: requestHash(req.body) } : undefined;
+        },
       });
       if (replayed) reply.header('idempotent-replayed', 'true');
       return reply

@@ -28,8 +28,11 @@ export interface TaskChange {
 }
 
 export interface CreateOptions {
-  /** Makes a retry safe: the same key and request within 24 hours answer the first task. */
-  idempotency?: { key: string; requestHash: string } | undefined;
+  /**
+   * Makes a retry safe: the same key and request within 24 hours answer the first task. Read once the body
+   * is valid (a bad body is answered before a bad key).
+   */
+  idempotency?: () => { key: string; requestHash: string } | undefined;
   /** The validation context when the caller has it already (MCP read the time zone for words). */
   ctx?: ValidationContext;
 }
@@ -58,8 +61,9 @@ export class TaskOperations {
     const parsed = validateCreate(input, opts.ctx ?? (await this.contextFor(userId, input)));
     if (!parsed.ok) throw new ValidationError(parsed.issues);
     const { store } = this.deps;
-    const { task, replayed } = opts.idempotency
-      ? await store.createOnce(userId, parsed.value, meta, opts.idempotency)
+    const idempotency = opts.idempotency?.();
+    const { task, replayed } = idempotency
+      ? await store.createOnce(userId, parsed.value, meta, idempotency)
       : { task: await store.create(userId, parsed.value, meta), replayed: false };
     return { task, replayed, reminder_plan: await this.deps.planReminders(userId, task) };
   }

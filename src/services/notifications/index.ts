@@ -35,6 +35,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
   return consumerTarget({
     manifest: notificationsManifest,
     async setup(rt) {
+      rt.metrics.of(notificationsManifest); // on /metrics from the start, before the first delivery
       const opts = { ...notificationsManifest.config(rt.config.env), ...options };
       const { timeoutMs } = opts;
       const log = rt.log.child({ component: 'notifications' });

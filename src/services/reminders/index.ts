@@ -34,6 +34,7 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
   return consumerTarget({
     manifest: remindersManifest,
     async setup(rt) {
+      rt.metrics.of(remindersManifest); // on /metrics from the start, with or without the scheduler
       const opts = {
         ...remindersManifest.config(rt.config.env),
         graceMs: rt.config.reminderGraceMs,
