@@ -252,6 +252,16 @@ export const MUTANTS: readonly Mutant[] = [
     ],
   },
 
+  {
+    id: 'lost-partition-keeps-working',
+    breaks:
+      "fencing: a member whose commit was refused (the partition is another member's) handles nothing more",
+    file: 'src/bus/partition-worker.ts',
+    find: '    if (this.lost) return 0;\n',
+    replace: '',
+    tests: ['test/unit/partition-worker.test.ts'],
+  },
+
   // --- retries and dead letters -------------------------------------------------------------------------
   {
     id: 'dead-letter-not-published',
