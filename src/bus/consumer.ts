@@ -87,14 +87,16 @@ export const consumeWithRetry = (message: BusMessage, handler: MessageHandler, c
   deliver(consumerPipeline(handler, ctx), message, ctx.group);
 
 /**
- * Hands a run of valid messages to the batch handler at once, one CONSUMER span per message (each handed to
- * it as the message's `traceparent`). True when it took effect; false when it threw, and nothing of it did.
+ * Hands a run of more than one message, all valid, to the batch handler at once, one CONSUMER span per
+ * message (each handed to it as the message's `traceparent`). True when it took effect; false when the run
+ * is not one for a batch, or the handler threw and nothing of it took effect.
  */
 export async function handledAsBatch(
   messages: readonly BusMessage[],
   batchHandler: BatchHandler,
   ctx: { group: string; log: Logger; hooks?: ConsumeHooks | undefined },
 ): Promise<boolean> {
+  if (messages.length < 2 || messages.some((m) => eventProblems(m.event).length > 0)) return false;
   const spans = messages.map((m) => startSpan(`process ${m.topic}`, consumerSpanOptions(m, ctx.group)));
   const started = performance.now();
   try {
@@ -121,10 +123,6 @@ export async function handledAsBatch(
   return true;
 }
 
-/** Whether a run goes to the batch handler first: more than one message, all of them valid. */
-export const batchable = (messages: readonly BusMessage[]): boolean =>
-  messages.length > 1 && messages.every((m) => eventProblems(m.event).length === 0);
-
 /**
  * The consumer of one subscription: `run` handles consecutive messages of one partition in order and
  * resolves how many of them are done (handled or dead-lettered), all of them unless shutdown aborted it.
@@ -139,9 +137,8 @@ export function consumer(
   const pipeline = consumerPipeline(handlers.handler, ctx);
   const { batchHandler } = handlers;
   return async (messages) => {
-    if (batchHandler && !ctx.signal?.aborted && batchable(messages)) {
-      if (await handledAsBatch(messages, batchHandler, ctx)) return messages.length;
-    }
+    if (batchHandler && !ctx.signal?.aborted && (await handledAsBatch(messages, batchHandler, ctx)))
+      return messages.length;
     for (let i = 0; i < messages.length; i++) {
       if ((await deliver(pipeline, messages[i]!, ctx.group)) === 'aborted') return i;
     }

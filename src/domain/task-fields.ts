@@ -1,9 +1,8 @@
 /**
  * The fields of a task as clients send them, one zod schema each: the one definition of each field's rules
  * (type, limits, what is refused with which message, how it is normalized), from which the REST validation
- * (task.ts validateCreate / validatePatch, used by the MCP tools too), the OpenAPI request bodies
- * (`taskFieldsJsonSchema`) and the MCP tool arguments (`fieldJsonSchema`) are made
- * (docs/adr/0014-one-schema-per-body.md). A rule JSON Schema cannot say (a length in code points after
+ * (task.ts validateCreate / validatePatch, used by the MCP tools too), the OpenAPI request bodies and the
+ * MCP tool arguments (both through `fieldJsonSchema` of fields.ts) are made (docs/adr/0014-one-schema-per-body.md). A rule JSON Schema cannot say (a length in code points after
  * trimming, tags unique ignoring case) is checked by the schema and documented beside it with `meta`.
  */
 import { Temporal } from 'temporal-polyfill';
@@ -16,7 +15,7 @@ import {
 } from './recurrence.ts';
 import { codePoints, textProblem, TRIMMED_SPACE } from './text.ts';
 import { isTimeZone } from './time.ts';
-import { fieldJsonSchema, refuse } from './fields.ts';
+import { refuse } from './fields.ts';
 
 export const PRIORITIES = ['none', 'low', 'medium', 'high', 'urgent'] as const;
 export type Priority = (typeof PRIORITIES)[number];
@@ -325,5 +324,3 @@ export const SETTINGS_FIELDS = {
     })
     .meta({ type: 'array', maxItems: LIMITS.remindersMax, items: offsetDoc }),
 } as const;
-
-export { fieldJsonSchema };

@@ -57,16 +57,10 @@ export interface TaskFields {
 }
 export type TaskPatch = Partial<TaskFields>;
 
-export const MUTABLE_FIELDS = [
-  'title',
-  'description',
-  'status',
-  'priority',
-  'tags',
-  'due_date',
-  'reminders',
-  'recurrence',
-] as const satisfies readonly (keyof TaskFields)[];
+/** The fields a client may set, in the order their schemas are listed (TASK_FIELDS). */
+export const MUTABLE_FIELDS = Object.keys(TASK_FIELDS) as (keyof typeof TASK_FIELDS)[];
+// Every field of TaskFields has a schema (and MUTABLE_FIELDS indexes a Task, so no schema is extra).
+TASK_FIELDS satisfies Record<keyof TaskFields, unknown>;
 
 export interface ValidationContext {
   /**
@@ -99,20 +93,15 @@ function validateFields(
 }
 
 /**
- * A change of the user's settings (SETTINGS_FIELDS): a field left out keeps its `current` value; null is not
- * a value of either.
+ * A change of the user's settings (SETTINGS_FIELDS): the fields it sets (a field left out keeps its value;
+ * null is not a value of either).
  */
 export function validateSettings(
   input: unknown,
-  current: { timezone: string; default_reminders: string[] },
-): Result<{ timezone: string; default_reminders: string[] }> {
-  const parsed = parseBody(input, SETTINGS_FIELDS);
-  if (!parsed.ok) return parsed;
-  const { timezone, default_reminders } = parsed.value as Partial<typeof current>;
-  return ok({
-    timezone: timezone ?? current.timezone,
-    default_reminders: default_reminders ?? current.default_reminders,
-  });
+): Result<Partial<{ timezone: string; default_reminders: string[] }>> {
+  return parseBody(input, SETTINGS_FIELDS) as Result<
+    Partial<{ timezone: string; default_reminders: string[] }>
+  >;
 }
 
 /** A recurrence rule in the user's time zone (TASK_FIELDS documents the field; this reads it). */

@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { dlqTopic } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
-import { batchable, DEFAULT_MAX_BATCH, handledAsBatch } from '../consumer.ts';
+import { DEFAULT_MAX_BATCH, handledAsBatch } from '../consumer.ts';
 import {
   Aborted,
   compose,
@@ -202,11 +202,7 @@ export class DaprSubscriber implements Subscriber {
       message: this.messageOf(sub, e.event, e.metadata ?? {}),
     }));
     const messages = parsed.map((p) => p.message);
-    if (
-      sub.bulk &&
-      batchable(messages) &&
-      (await handledAsBatch(messages, sub.bulk.batchHandler, { ...sub, log: this.log }))
-    ) {
+    if (sub.bulk && (await handledAsBatch(messages, sub.bulk.batchHandler, { ...sub, log: this.log }))) {
       for (const p of parsed) statuses.set(p.entry.entryId, 'SUCCESS');
     }
     let blocked = false;

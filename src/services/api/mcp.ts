@@ -35,7 +35,8 @@ import {
   type Resolved,
 } from '../../domain/natural-time.ts';
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS } from '../../domain/query.ts';
-import { fieldJsonSchema, SETTINGS_FIELDS, TASK_FIELDS } from '../../domain/task-fields.ts';
+import { fieldJsonSchema } from '../../domain/fields.ts';
+import { SETTINGS_FIELDS, TASK_FIELDS } from '../../domain/task-fields.ts';
 import {
   RECURRENCE_MODES,
   RECURRENCE_NUMBER_MAX,

@@ -309,9 +309,9 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         },
       },
       async (req) => {
-        const parsed = validateSettings(req.body, await settings.get(userOf(req)));
+        const parsed = validateSettings(req.body);
         if (!parsed.ok) throw new ValidationError(parsed.issues);
-        const { timezone, default_reminders } = parsed.value;
+        const { timezone, default_reminders } = { ...(await settings.get(userOf(req))), ...parsed.value };
         return settings.put({
           user_id: userOf(req),
           timezone,
