@@ -54,9 +54,10 @@ export interface ConsumerGroupSpec {
 /**
  * What a target is, in its own folder (`manifest.ts`): the one list of targets (services/index.ts) is made
  * of these. The groups, the dead-letter topics, the AsyncAPI document and the README's table of targets are
- * derived from them; `produces` is checked against what the target writes (test/integration/targets.test.ts).
+ * derived from them; `produces` is checked against what the target writes
+ * (test/integration/target-manifests.test.ts).
  */
-export interface TargetManifest<C = unknown, M = unknown> {
+export interface TargetManifest {
   name: string;
   description: string;
   /** Its inputs other than the bus (HTTP routes, the outbox), for the table of targets. */
@@ -71,9 +72,9 @@ export interface TargetManifest<C = unknown, M = unknown> {
   /** The tables it owns. */
   owns: readonly string[];
   /** Its configuration section from the environment; a bad value is a ConfigError of one line. */
-  config?(env: Env): C;
+  config?(env: Env): unknown;
   /** Its Prometheus metrics, registered once per process (`Metrics.of`). */
-  metrics?(registry: Registry): M;
+  metrics?(registry: Registry): unknown;
 }
 
 /**

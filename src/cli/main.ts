@@ -7,7 +7,8 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
 import type { Db } from '../store/db.ts';
 import { dlqTopic } from '../contracts/topics.ts';
-import { MANIFESTS, TARGETS, deadLetterGroups, findTargets, retiredTargets } from '../services/index.ts';
+import { deadLetterGroups } from '../runtime.ts';
+import { MANIFESTS, TARGETS, findTargets, retiredTargets } from '../services/index.ts';
 import { errorMessage } from '../error-text.ts';
 
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
@@ -262,7 +263,7 @@ topics
   .action(() =>
     withBus(async (bus, config) => {
       const { allTopics } = await import('../bus/index.ts');
-      const wanted = allTopics(config, deadLetterGroups());
+      const wanted = allTopics(config, deadLetterGroups(MANIFESTS));
       await bus.admin.ensureTopics(wanted);
       console.log(`ensured ${wanted.length} topics on ${config.bus}`);
     }),
@@ -338,7 +339,7 @@ const dlq = program.command('dlq').description('inspect and replay dead letters 
 const groupOption = () =>
   new Option(
     '--group <group>',
-    `consumer group (${deadLetterGroups().join(', ')}, or a gateway instance group)`,
+    `consumer group (${deadLetterGroups(MANIFESTS).join(', ')}, or a gateway instance group)`,
   );
 const positiveInt = (name: string, v: string): number => {
   if (!/^\d+$/.test(v) || Number(v) < 1)
@@ -353,7 +354,7 @@ async function dlqGroups(bus: Bus, group: string | undefined): Promise<string[]>
     .map((t) => t.name)
     .filter((n) => n.endsWith('.dlq'))
     .map((n) => n.slice(0, -'.dlq'.length));
-  return [...new Set([...deadLetterGroups(), ...withDlq])];
+  return [...new Set([...deadLetterGroups(MANIFESTS), ...withDlq])];
 }
 
 dlq

@@ -3,7 +3,7 @@
  * modules, and the libraries only it uses (MCP SDK, Swagger UI, web-push, nodemailer...), are loaded when the
  * target starts: `taskflow serve relay` or `taskflow token` never load the API's.
  */
-import { deadLetterGroups as groupsWithDeadLetters, lazyTarget, type TargetManifest } from '../runtime.ts';
+import { lazyTarget, type TargetManifest } from '../runtime.ts';
 import { apiManifest } from './api/manifest.ts';
 import { auditManifest } from './audit/manifest.ts';
 import { gatewayManifest } from './gateway/manifest.ts';
@@ -37,9 +37,6 @@ export const GROUPS = Object.fromEntries(
 
 /** The manifests, as the runtime sees them (AsyncAPI, dead-letter topics). */
 export const MANIFESTS: readonly TargetManifest[] = TARGETS;
-
-/** The consumer groups with a dead-letter topic (`<group>.dlq`). */
-export const deadLetterGroups = (): string[] => groupsWithDeadLetters(MANIFESTS);
 
 const code = (s: string) => `\`${s}\``;
 

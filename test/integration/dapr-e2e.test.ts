@@ -22,7 +22,8 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { traceIdOf } from '../../src/observability/trace.ts';
 import { consumerTarget } from '../../src/services/consumer-target.ts';
-import { GROUPS, deadLetterGroups, findTargets } from '../../src/services/index.ts';
+import { deadLetterGroups } from '../../src/runtime.ts';
+import { GROUPS, MANIFESTS, findTargets } from '../../src/services/index.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
 import { createRemindersTarget } from '../../src/services/reminders/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
@@ -89,7 +90,7 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     // only sees it at the next metadata refresh).
     const admin = new KafkaAdmin({ brokers: brokers.split(','), clientId: 'dapr-e2e' }, silentLogger);
     await admin.ensureTopics([
-      ...allTopics(testConfig(), deadLetterGroups()),
+      ...allTopics(testConfig(), deadLetterGroups(MANIFESTS)),
       { name: PROBE_TOPIC, partitions: 3, retentionMs: HOUR },
       { name: dlqTopic(PROBE_GROUP), ...DLQ_SPEC },
       { name: BULK_TOPIC, partitions: 1, retentionMs: HOUR },

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { allTopics } from '../../src/bus/index.ts';
 import { ConfigError, loadConfig } from '../../src/config.ts';
-import { deadLetterGroups } from '../../src/services/index.ts';
+import { deadLetterGroups } from '../../src/runtime.ts';
+import { MANIFESTS } from '../../src/services/index.ts';
 
 const base = { DATABASE_URL: 'memory://', JWT_SECRET: 'x'.repeat(32) };
 
@@ -13,7 +14,7 @@ describe('topic settings from the environment', () => {
       KAFKA_TOPIC_PARTITIONS: '6',
       KAFKA_TOPIC_RETENTION_MS: 'task-events=86400000, dlq=604800000',
     });
-    const byName = new Map(allTopics(config, deadLetterGroups()).map((t) => [t.name, t]));
+    const byName = new Map(allTopics(config, deadLetterGroups(MANIFESTS)).map((t) => [t.name, t]));
     assert.deepEqual(byName.get('task-events'), {
       name: 'task-events',
       partitions: 6,
