@@ -86,8 +86,31 @@ export function toBinaryHeaders(event: CloudEvent, extra?: Record<string, string
 }
 
 export function fromBinary(headers: Record<string, string>, body: string): CloudEvent {
-  const event: Record<string, unknown> = { datacontenttype: headers['content-type'] ?? 'application/json' };
-  for (const [k, v] of Object.entries(headers)) if (k.startsWith('ce_')) event[k.slice(3)] = v;
-  event.data = body.length ? (JSON.parse(body) as unknown) : null;
+  return withData(envelopeOf(Object.entries(headers), headers['content-type']), body);
+}
+
+/**
+ * A Kafka record's headers as an object, and the event's attributes from its `ce_*` ones (`data` null), in
+ * one pass over the client's Map: each consumer group decodes every record of its topics.
+ */
+export function fromBinaryHeaders(entries: Map<string, string>): {
+  headers: Record<string, string>;
+  envelope: CloudEvent;
+} {
+  const headers: Record<string, string> = {};
+  for (const [k, v] of entries) headers[k] = v;
+  return { headers, envelope: envelopeOf(entries, entries.get('content-type')) };
+}
+
+function envelopeOf(entries: Iterable<[string, string]>, contentType: string | undefined): CloudEvent {
+  const event: Record<string, unknown> = { datacontenttype: contentType ?? 'application/json' };
+  for (const [k, v] of entries) if (k.startsWith('ce_')) event[k.slice(3)] = v;
+  event.data = null;
   return event as unknown as CloudEvent;
+}
+
+/** `envelope` with its `data` parsed from a JSON body (null when the body is empty). */
+export function withData(envelope: CloudEvent, body: string): CloudEvent {
+  envelope.data = body.length ? (JSON.parse(body) as unknown) : null;
+  return envelope;
 }

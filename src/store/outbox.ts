@@ -87,8 +87,11 @@ export function outboxWrite(
     numbered: [] as boolean[],
     id: [] as string[],
     type: [] as string[],
-    body: [] as string[],
   };
+  // The bodies go as one JSON array (one jsonb parameter), not a text[]: node-postgres would escape every
+  // quote of every body into an array literal for PostgreSQL to unescape (4 % of the server's CPU at 800
+  // writes/s with every target, in a profile), and the text would still be parsed as jsonb after that.
+  const bodies: string[] = [];
   for (const e of events) {
     assertValidEvent(e);
     if (!isEventType(e.type)) throw new Error(`unknown event type ${e.type}`);
@@ -100,7 +103,7 @@ export function outboxWrite(
     cols.numbered.push(stream !== undefined);
     cols.id.push(e.id);
     cols.type.push(e.type);
-    cols.body.push(JSON.stringify(e));
+    bodies.push(JSON.stringify(e));
   }
   const $ = (i: number) => `$${first + i}`;
   return {
@@ -108,8 +111,9 @@ export function outboxWrite(
        SELECT topic, key, stream, numbered, id, type, body, ord,
               row_number() OVER (PARTITION BY stream ORDER BY ord) AS rn,
               count(*) OVER (PARTITION BY stream) AS n
-         FROM unnest(${$(0)}::text[], ${$(1)}::text[], ${$(2)}::text[], ${$(3)}::boolean[], ${$(4)}::text[],
-                     ${$(5)}::text[], ${$(6)}::text[])
+         FROM ROWS FROM (unnest(${$(0)}::text[]), unnest(${$(1)}::text[]), unnest(${$(2)}::text[]),
+                         unnest(${$(3)}::boolean[]), unnest(${$(4)}::text[]), unnest(${$(5)}::text[]),
+                         jsonb_array_elements(${$(6)}::jsonb))
               WITH ORDINALITY AS t(topic, key, stream, numbered, id, type, body, ord)
      ), streams AS (
        INSERT INTO event_streams (stream_key, last_seq)
@@ -120,11 +124,11 @@ export function outboxWrite(
     insert: `INSERT INTO outbox (topic, key, stream_seq, event_id, event_type, event)
      SELECT ev.topic, ev.key, streams.last_seq - ev.n + ev.rn, ev.id, ev.type,
             CASE WHEN ev.numbered
-                 THEN ${numberedSql('ev.body::jsonb', 'streams.last_seq - ev.n + ev.rn')}
-                 ELSE ev.body::jsonb END
+                 THEN ${numberedSql('ev.body', 'streams.last_seq - ev.n + ev.rn')}
+                 ELSE ev.body END
        FROM ev JOIN streams ON streams.stream_key = ev.stream
       ORDER BY ev.ord`,
-    params: [cols.topic, cols.key, cols.stream, cols.numbered, cols.id, cols.type, cols.body],
+    params: [cols.topic, cols.key, cols.stream, cols.numbered, cols.id, cols.type, `[${bodies.join(',')}]`],
   };
 }
 

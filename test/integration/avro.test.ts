@@ -17,7 +17,7 @@ import { createKafkaBus } from '../../src/bus/kafka/index.ts';
 import { avroSubjectOf, SchemaRegistryClient } from '../../src/bus/schema-registry.ts';
 import type { Subscription } from '../../src/bus/types.ts';
 import { avroSchemaOf } from '../../src/contracts/avro.ts';
-import { makeEvent, type CloudEvent } from '../../src/contracts/cloudevent.ts';
+import { fromBinaryHeaders, makeEvent, type CloudEvent } from '../../src/contracts/cloudevent.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
 import { EVENT_TYPES, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
@@ -48,7 +48,7 @@ function fullEvent(type: EventType): CloudEvent {
 const asRaw = (r: { headers: Map<string, string>; value: Buffer }): RawRecord => r;
 const decoded = async (codec: EventCodec, r: RawRecord) => {
   await codec.prepareDecode([r], AbortSignal.timeout(10_000));
-  return codec.decode(r, Object.fromEntries(r.headers));
+  return codec.decode(r, fromBinaryHeaders(r.headers).envelope);
 };
 
 describe('Avro record codec (Confluent framing, schema ids from the registry)', () => {

@@ -252,7 +252,15 @@ export class EmbeddedLog implements EventSink {
     const sql =
       messages.length <= SMALL_WRITE
         ? this.smallWrite(byPartition, first)
-        : this.largeWrite(first, [topic, part, key, headers, value, stream]);
+        : // Headers and values as JSON arrays (one jsonb parameter each), not text[]: see outboxWrite.
+          this.largeWrite(first, [
+            topic,
+            part,
+            key,
+            `[${headers.join(',')}]`,
+            `[${value.join(',')}]`,
+            stream,
+          ]);
     return {
       ...sql,
       committed: (rows) => this.committed(byPartition, rows),
@@ -334,8 +342,9 @@ export class EmbeddedLog implements EventSink {
     const $ = (i: number) => `$${first + i}`;
     return {
       ctes: `ev AS (
-         SELECT * FROM unnest(${$(0)}::text[], ${$(1)}::int[], ${$(2)}::text[], ${$(3)}::text[], ${$(4)}::text[],
-                              ${$(5)}::text[])
+         SELECT * FROM ROWS FROM (unnest(${$(0)}::text[]), unnest(${$(1)}::int[]), unnest(${$(2)}::text[]),
+                                  jsonb_array_elements(${$(3)}::jsonb), jsonb_array_elements(${$(4)}::jsonb),
+                                  unnest(${$(5)}::text[]))
            WITH ORDINALITY AS t(topic, part, key, headers, value, stream, ord)
        ), ev_count AS (
          SELECT topic, part, count(*) AS n FROM ev GROUP BY topic, part

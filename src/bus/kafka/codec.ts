@@ -10,7 +10,7 @@
 import type { Message } from '@platformatic/kafka';
 import type avsc from 'avsc';
 import { avroSchemaOf, jsonDataOf } from '../../contracts/avro.ts';
-import { fromBinary, toBinaryHeaders, type CloudEvent } from '../../contracts/cloudevent.ts';
+import { fromBinaryHeaders, toBinaryHeaders, withData, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { isEventType, type EventType } from '../../contracts/schemas.ts';
 import { errorMessage } from '../../error-text.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -196,12 +196,15 @@ export class EventCodec {
     });
   }
 
-  /** The event of a record (after `prepareDecode` for Avro values); throws when it cannot be decoded. */
-  decode(r: RawRecord, headers: Record<string, string>): CloudEvent {
-    if (!isAvro(r)) return fromBinary(headers, r.value ? r.value.toString('utf8') : '');
+  /**
+   * The event of a record, given its attributes read from the headers (`fromBinaryHeaders`; after
+   * `prepareDecode` for Avro values); throws when it cannot be decoded.
+   */
+  decode(r: RawRecord, envelope: CloudEvent): CloudEvent {
+    if (!isAvro(r)) return withData(envelope, r.value ? r.value.toString('utf8') : '');
     const id = schemaIdOf(r.value);
     if (id === undefined) throw new Error('an application/avro value without the Confluent framing');
-    const event = fromBinary(headers, '');
+    const event = envelope;
     event.data = jsonDataOf(event.type, this.readData(id, event.type, r.value!.subarray(5)));
     event.datacontenttype = 'application/json'; // the event as it is held: data is JSON now
     return event;
@@ -239,18 +242,16 @@ const rawText = (value: Buffer | null | undefined, contentType: string | undefin
         .toString(contentType === 'application/json' || !contentType ? 'utf8' : 'base64')
     : '';
 
-const headersToRecord = (headers: Map<string, string>): Record<string, string> => Object.fromEntries(headers);
-
 /** A record as a bus message (after `codec.prepareDecode` for it). */
 export function decodeRecord(
   m: Message<string, Buffer, string, string>,
   unprefix: (t: string) => string,
   codec: EventCodec,
 ): BusMessage {
-  const headers = headersToRecord(m.headers);
+  const { headers, envelope } = fromBinaryHeaders(m.headers);
   let event: CloudEvent;
   try {
-    event = codec.decode(m, headers);
+    event = codec.decode(m, envelope);
   } catch (err) {
     // Undecodable bytes still get a CloudEvent shape so the DLQ can hold them; validation rejects it.
     event = {

@@ -192,10 +192,12 @@ async function appendChained(
     `WITH ins AS (
        INSERT INTO audit_log (event_id, user_id, user_seq, task_id, operation, occurred_at, recorded_at, change,
          trace_id, client_ip, user_agent, prev_hash, hash)
-       SELECT event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change::jsonb, trace_id,
+       SELECT event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change, trace_id,
               client_ip, user_agent, prev_hash, hash
-         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
-                     $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+         FROM ROWS FROM (unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
+                                $7::timestamptz[]),
+                         jsonb_array_elements($8::jsonb),
+                         unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[]))
               WITH ORDINALITY AS t(event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change,
                                    trace_id, client_ip, user_agent, prev_hash, hash, ord)
         ORDER BY ord
@@ -214,7 +216,7 @@ async function appendChained(
       column('operation'),
       column('occurred_at'),
       column('recorded_at'),
-      chained.map((r) => JSON.stringify(r.change)),
+      JSON.stringify(chained.map((r) => r.change)), // one jsonb parameter: see outboxWrite (store/outbox.ts)
       column('trace_id'),
       column('client_ip'),
       column('user_agent'),
