@@ -34,8 +34,8 @@
  * compiled to its optimized tier meanwhile), then:
  * 1. the cost case: BENCH_CPU_RATE (default 100) writes/s for BENCH_CPU_SECONDS (default 10): CPU time per write
  *    of the server process (all its threads), PostgreSQL (postmaster and backends) and the Kafka broker, from
- *    /proc, over the load and its drain; SQL statements per write (taskflow_db_statements_total, when the
- *    server has it); the seed's metrics: publish latency p95 (commit -> on the bus), consume latency p95 (on the
+ *    /proc, over the load and its drain; SQL statements and Kafka requests per write, by kind
+ *    (taskflow_db_statements_total, taskflow_kafka_requests_total, when the server has them); the seed's metrics: publish latency p95 (commit -> on the bus), consume latency p95 (on the
  *    bus -> handled, over every group), delivery ratio (task.changed received / tasks written);
  * 2. a step search: BENCH_STEPS (default 100,200,300,400,500,700,1000,1500,2000) writes/s for
  *    BENCH_STEP_SECONDS (default 8) each, ascending on the same stack, stopping at the first one not sustained.
@@ -688,6 +688,23 @@ function sumOf(a: Samples, b: Samples, name: string): number {
   return seen ? s : NaN;
 }
 
+/** A counter's increase per write by the value of its `label`, most first (those of at least 0.01). */
+function perWriteBy(
+  a: Samples,
+  b: Samples,
+  name: string,
+  label: string,
+  written: number,
+): [string, number][] {
+  const byValue = new Map<string, number>();
+  for (const k of b.keys()) {
+    if (!k.startsWith(`${name}{`)) continue;
+    const value = new RegExp(`${label}="([^"]*)"`).exec(k)?.[1] ?? k;
+    byValue.set(value, (byValue.get(value) ?? 0) + delta(a, b, k) / Math.max(1, written));
+  }
+  return [...byValue].filter(([, n]) => n >= 0.01).sort((x, y) => y[1] - x[1]);
+}
+
 /** p-quantile (seconds) of the histogram `name` over the window a -> b, all label sets merged. */
 function histQuantile(a: Samples, b: Samples, name: string, q: number, labels = ''): number {
   const buckets = new Map<number, number>();
@@ -737,6 +754,9 @@ interface Cost {
   statementsPerWrite: number;
   /** Statements per write by kind, most first. */
   statementKinds: [string, number][];
+  /** Requests the server processes sent to Kafka per write (taskflow_kafka_requests_total), and by API. */
+  kafkaRequestsPerWrite: number;
+  kafkaRequestKinds: [string, number][];
   /** Seed metrics. */
   publishP95Ms: number;
   consumeP95Ms: number;
@@ -871,14 +891,9 @@ async function runCase(
       dapr,
       total: [server, postgres, kafka, dapr].filter(Number.isFinite).reduce((a, b) => a + b, 0),
       statementsPerWrite: sumOf(m0, m1, 'taskflow_db_statements_total') / Math.max(1, written),
-      statementKinds: [...m1.keys()]
-        .filter((k) => k.startsWith('taskflow_db_statements_total{'))
-        .map((k): [string, number] => [
-          /kind="([^"]*)"/.exec(k)?.[1] ?? k,
-          delta(m0, m1, k) / Math.max(1, written),
-        ])
-        .filter(([, n]) => n >= 0.01)
-        .sort((a, b) => b[1] - a[1]),
+      statementKinds: perWriteBy(m0, m1, 'taskflow_db_statements_total', 'kind', written),
+      kafkaRequestsPerWrite: sumOf(m0, m1, 'taskflow_kafka_requests_total') / Math.max(1, written),
+      kafkaRequestKinds: perWriteBy(m0, m1, 'taskflow_kafka_requests_total', 'api', written),
       publishP95Ms: histQuantile(m0, m1, 'taskflow_event_publish_latency_seconds', 0.95) * 1000,
       consumeP95Ms: histQuantile(m0, m1, 'taskflow_event_consume_latency_seconds', 0.95) * 1000,
       deliveryRatio: d.n / Math.max(1, written),
@@ -920,7 +935,7 @@ async function runCase(
       (cost
         ? `; CPU/write ${f2(cost.total)} ms (server ${f2(cost.server)}, pg ${f2(cost.postgres)}, kafka ${f2(cost.kafka)}` +
           `${mode.dapr ? `, daprd ${f2(cost.dapr)}` : ''}), ` +
-          `${f1(cost.statementsPerWrite)} stmts/write, publish p95 ${f1(cost.publishP95Ms)} ms, consume p95 ${f1(cost.consumeP95Ms)} ms`
+          `${f1(cost.statementsPerWrite)} stmts/write, ${f1(cost.kafkaRequestsPerWrite)} Kafka requests/write, publish p95 ${f1(cost.publishP95Ms)} ms, consume p95 ${f1(cost.consumeP95Ms)} ms`
         : '') +
       `; ${sustained ? 'SUSTAINED' : 'not sustained'} (${loadNote()})`,
   );
@@ -1088,13 +1103,13 @@ async function modes(): Promise<{ list: Mode[]; services: Service[]; notes: stri
 
 function costTable(rs: CaseResult[]): string {
   const lines = [
-    `| server | bus / database | scope | CPU ms per write: total | server processes | PostgreSQL | Kafka | Dapr sidecars | SQL statements per write | publish p95 ms (commit -> on the bus) | consume p95 ms (on the bus -> handled) | delivery ratio | e2e p50 / p99 ms | server peak RSS MB | load |`,
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|',
+    `| server | bus / database | scope | CPU ms per write: total | server processes | PostgreSQL | Kafka | Dapr sidecars | SQL statements per write | Kafka requests per write | publish p95 ms (commit -> on the bus) | consume p95 ms (on the bus -> handled) | delivery ratio | e2e p50 / p99 ms | server peak RSS MB | load |`,
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|',
   ];
   for (const r of rs) {
     const c = r.cost!;
     lines.push(
-      `| ${r.server} | ${r.mode} | ${r.scope} | **${f2(c.total)}** | ${f2(c.server)} | ${f2(c.postgres)} | ${f2(c.kafka)} | ${f2(c.dapr)} | ${f1(c.statementsPerWrite)} | ` +
+      `| ${r.server} | ${r.mode} | ${r.scope} | **${f2(c.total)}** | ${f2(c.server)} | ${f2(c.postgres)} | ${f2(c.kafka)} | ${f2(c.dapr)} | ${f1(c.statementsPerWrite)} | ${f1(c.kafkaRequestsPerWrite)} | ` +
         `${f1(c.publishP95Ms)} | ${f1(c.consumeP95Ms)} | ${c.deliveryRatio.toFixed(4)} | ${f1(r.e2e.p50)} / ${f1(r.e2e.p99)} | ${fmt(c.rssMb)} | ${r.load.toFixed(2)} |`,
     );
   }
@@ -1206,6 +1221,11 @@ async function main() {
     console.log(
       `\nSQL statements per write, ${r.server} ${r.mode}/${r.scope}: ` +
         r.cost!.statementKinds.map(([k, n]) => `${k} ${n.toFixed(2)}`).join('; '),
+    );
+  for (const r of costs.filter((c) => c.cost!.kafkaRequestKinds.length))
+    console.log(
+      `\nKafka requests per write, ${r.server} ${r.mode}/${r.scope}: ` +
+        r.cost!.kafkaRequestKinds.map(([k, n]) => `${k} ${n.toFixed(2)}`).join('; '),
     );
   const steps = results.filter((r) => r.kind === 'step');
   if (steps.length) {

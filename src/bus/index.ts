@@ -117,12 +117,13 @@ export async function createBus(
       break;
     }
     case 'kafka': {
-      const { createKafkaBus } = await loadTransport.kafka();
+      const { createKafkaBus, kafkaRequestCounts } = await loadTransport.kafka();
       bus = createKafkaBus(kafkaSettings(config), {
         log: busLog,
         retry: config.retry,
         ...(config.schemaRegistry ? { codec: await eventCodec(config, busLog, opts.schemas) } : {}),
       });
+      metrics.trackKafkaRequests(kafkaRequestCounts());
       break;
     }
     case 'dapr': {

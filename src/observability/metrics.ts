@@ -16,6 +16,9 @@ interface StatementSource {
   readonly byKind: ReadonlyMap<string, number>;
 }
 
+/** Requests sent to Kafka brokers, by API (bus/kafka/connection.ts). */
+type KafkaRequestSource = ReadonlyMap<string, number>;
+
 export class Metrics {
   readonly registry = new Registry();
   readonly httpRequests = new Counter({
@@ -124,6 +127,18 @@ export class Metrics {
     },
   });
 
+  private kafkaRequestSource: KafkaRequestSource | undefined;
+  readonly kafkaRequests = new Counter({
+    name: 'taskflow_kafka_requests_total',
+    help: 'Requests this process sent to Kafka brokers, by API (Produce, Fetch, OffsetCommit...): with the SQL statements, what a write costs in round trips',
+    labelNames: ['api'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.kafkaRequests.reset();
+      for (const [api, n] of this.kafkaRequestSource ?? []) this.kafkaRequests.inc({ api }, n);
+    },
+  });
+
   /**
    * The registry in the text exposition format. prom-client writes a NaN value as `Nan`, which the format
    * (and Prometheus' parser) does not accept; the event-loop lag mean is NaN when the loop recorded no delay
@@ -136,6 +151,11 @@ export class Metrics {
   /** Reports the statements counted by a database on /metrics. */
   trackStatements(source: StatementSource): void {
     if (!this.statementSources.includes(source)) this.statementSources.push(source);
+  }
+
+  /** Reports the requests counted by the Kafka client on /metrics. */
+  trackKafkaRequests(source: KafkaRequestSource): void {
+    this.kafkaRequestSource = source;
   }
 
   /** Reports lag and DLQ size of `group` on /metrics until the returned function is called. */

@@ -97,6 +97,14 @@ describe('Taskflow on Kafka', { skip }, () => {
       for (const [k, v] of Object.entries(got.headers)) if (k.startsWith('ce_')) envelope[k.slice(3)] = v;
       assert.deepEqual(eventProblems(envelope), []);
       assert.equal((envelope.data as { task: { title: string } }).task.title, 'read me elsewhere');
+      // The round trips a write costs on the broker side are on /metrics, by API (bench:e2e reads them).
+      const metrics = String((await app.call(null, 'GET', '/metrics')).body);
+      const requests = (api: string) =>
+        Number(
+          new RegExp(`^taskflow_kafka_requests_total\\{api="${api}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0,
+        );
+      assert.ok(requests('Produce') >= 1, 'the relay produced the event');
+      assert.ok(requests('Metadata') >= 1, 'the producer looked its topic up');
     } finally {
       await app.stop();
       await db.close();

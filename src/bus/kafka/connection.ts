@@ -1,6 +1,6 @@
 /** Connecting to Kafka: the settings, the options every client shares, and the errors it reports. */
 import { readFileSync } from 'node:fs';
-import type { Consumer } from '@platformatic/kafka';
+import { connectionsApiChannel, protocolAPIsById, type Consumer } from '@platformatic/kafka';
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import type { Logger } from '../../observability/logger.ts';
 import type { RetryPolicy } from '../../retry.ts';
@@ -91,4 +91,24 @@ export function describeKafkaError(err: unknown): string {
   const outer = errorMessage(err);
   const inner = innermost(err);
   return walk(err) ?? (inner && inner !== outer ? `${outer}: ${inner}` : outer);
+}
+
+const requests = new Map<string, number>();
+let counting = false;
+
+/**
+ * The requests this process has sent to Kafka brokers, by API (Produce, Fetch, OffsetCommit...), counted from
+ * the client's diagnostics channel from the first call on: with the SQL statements, what a write costs in
+ * round trips (`taskflow_kafka_requests_total`).
+ */
+export function kafkaRequestCounts(): ReadonlyMap<string, number> {
+  if (!counting) {
+    counting = true;
+    connectionsApiChannel.start.subscribe((message) => {
+      const key = (message as { apiKey?: number }).apiKey ?? -1;
+      const api = protocolAPIsById[key as keyof typeof protocolAPIsById] ?? `api-${key}`;
+      requests.set(api, (requests.get(api) ?? 0) + 1);
+    });
+  }
+  return requests;
 }

@@ -22,6 +22,7 @@ export { KafkaAdmin } from './admin.ts';
 export {
   connectionOptions,
   describeKafkaError,
+  kafkaRequestCounts,
   type KafkaBusOptions,
   type KafkaSettings,
 } from './connection.ts';
