@@ -21,7 +21,7 @@
  *   its nearest offset: "due in 40 minutes" with the defaults 1 day and 1 hour before) and the task would
  *   have no reminder at all, it gets one at its due time instead (`reconcileReminders`).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Temporal } from 'temporal-polyfill';
 import type { Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
@@ -57,8 +57,8 @@ const NAMESPACE = Buffer.from('8f6d4a2e5b1c4e7f9a3d2c1b0e9f8a7d', 'hex');
 
 /** A name-based UUID (RFC 9562 version 5 layout: SHA-1 of namespace + name). */
 export function reminderId(taskId: string, remindAt: string): string {
-  const hash = createHash('sha1').update(NAMESPACE).update(`${taskId.toLowerCase()}|${remindAt}`).digest();
-  const b = Buffer.from(hash.subarray(0, 16));
+  const name = Buffer.from(`${taskId.toLowerCase()}|${remindAt}`);
+  const b = hash('sha1', Buffer.concat([NAMESPACE, name]), 'buffer').subarray(0, 16);
   b[6] = (b[6]! & 0x0f) | 0x50;
   b[8] = (b[8]! & 0x3f) | 0x80;
   const hex = b.toString('hex');
