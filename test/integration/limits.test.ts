@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
@@ -134,7 +135,9 @@ describe('admission control by the event loop', () => {
     }, 5);
     let accepted = 0; // alice's creates that got in anyway (a sample below the bound): they must be listed
     try {
-      // Just ready: start-up lags every loop, so nothing is refused for the first seconds.
+      // Just ready: start-up lags every loop, so nothing is refused for the first seconds, even after the
+      // lag was sampled (250 ms samples): without the wait the first request could beat the first sample.
+      await sleep(700);
       const early = await app.call('alice', 'POST', '/api/tasks', { title: 'just started' });
       assert.equal(early.status, 201, 'not refused right after start');
       accepted++;
