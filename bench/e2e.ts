@@ -20,7 +20,10 @@
  *
  * BENCH_SERVERS (default `current=.`) compares checkouts side by side in one run: `before=/path/to/old,after=.`
  * runs the same cases against each one's `bin/taskflow.js`, alternating, so before/after ratios come from one
- * machine state.
+ * machine state. BENCH_ROUNDS (default 1) repeats the alternation; with several rounds the cost case's
+ * ratios to the first server are printed per round and as their median. On a shared machine whose speed
+ * changes for minutes at a time (docs/benchmarks.md, 2026-12-04 fifth), one pair can straddle a change and
+ * read as a large effect either way; the median of several pairs does not.
  *
  * Clients (worker threads of this process): BENCH_USERS (default 50) users, each with one WebSocket open
  * (token in Sec-WebSocket-Protocol); an open-loop load generator posts tasks at a fixed rate, round-robin over
@@ -82,6 +85,7 @@ const MAX_INFLIGHT = intEnv('BENCH_MAX_INFLIGHT', 256);
 const MODES = listEnv('BENCH_MODES', 'embedded,kafka');
 const SCOPES = listEnv('BENCH_SCOPES', 'path,all');
 const SERVERS = benchServers();
+const ROUNDS = intEnv('BENCH_ROUNDS', 1);
 const LATE_MS = 10;
 const P99_GOAL_MS = 100;
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
@@ -793,6 +797,8 @@ interface CaseResult {
   serverCpu: number;
   sustained: boolean;
   cost?: Cost;
+  /** Which repetition of the servers' alternation (BENCH_ROUNDS) this case ran in, from 1. */
+  round: number;
 }
 
 function cpuTimes(): { busy: number; total: number } {
@@ -902,6 +908,7 @@ async function runCase(
   }
   const result: CaseResult = {
     server: r.server,
+    round: 1, // set by main once the stack's cases are done
     mode: mode.name,
     scope: r.scope,
     kind,
@@ -1101,6 +1108,39 @@ async function modes(): Promise<{ list: Mode[]; services: Service[]; notes: stri
 
 // ------------------------------------------------------------------------------------------------ output
 
+/** Per stack and server after the first: its cost case's CPU per write over the first server's, per round. */
+function roundRatios(costs: CaseResult[]): string[] {
+  if (SERVERS.length < 2) return [];
+  const base = SERVERS[0]!.label;
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const mid = s.length / 2;
+    return Number.isInteger(mid) ? (s[mid - 1]! + s[mid]!) / 2 : s[Math.floor(mid)]!;
+  };
+  const lines: string[] = [];
+  for (const key of new Set(costs.map((c) => `${c.mode}/${c.scope}`)))
+    for (const other of SERVERS.slice(1)) {
+      const total: number[] = [];
+      const server: number[] = [];
+      for (let round = 1; round <= ROUNDS; round++) {
+        const pick = (label: string) =>
+          costs.find((c) => `${c.mode}/${c.scope}` === key && c.round === round && c.server === label)?.cost;
+        const a = pick(base);
+        const b = pick(other.label);
+        if (!a || !b) continue;
+        total.push(b.total / a.total);
+        server.push(b.server / a.server);
+      }
+      if (!total.length) continue;
+      const list = (xs: number[]) =>
+        `${xs.map((x) => x.toFixed(2)).join(', ')} (median **${median(xs).toFixed(2)}**)`;
+      lines.push(
+        `- ${other.label} / ${base}, ${key}: total ${list(total)}; server processes ${list(server)}`,
+      );
+    }
+  return lines;
+}
+
 function costTable(rs: CaseResult[]): string {
   const lines = [
     `| server | bus / database | scope | CPU ms per write: total | server processes | PostgreSQL | Kafka | Dapr sidecars | SQL statements per write | Kafka requests per write | publish p95 ms (commit -> on the bus) | consume p95 ms (on the bus -> handled) | delivery ratio | e2e p50 / p99 ms | server peak RSS MB | load |`,
@@ -1193,14 +1233,17 @@ async function main() {
   try {
     for (const mode of list)
       for (const scope of SCOPES)
-        for (const server of SERVERS) {
-          const rate = await runStack(server, mode, scope, results);
-          if (process.env.BENCH_SKIP_STEPS !== '1')
-            best.push(
-              `- ${server.label}, ${mode.name} / ${mode.dbLabel}, ${scope}: highest sustained rate with e2e p99 < ${P99_GOAL_MS} ms: ` +
-                (rate ? `**${rate} writes/s**` : `none of ${STEPS.join(', ')}`),
-            );
-        }
+        for (let round = 1; round <= ROUNDS; round++)
+          for (const server of SERVERS) {
+            const first = results.length;
+            const rate = await runStack(server, mode, scope, results);
+            for (const r of results.slice(first)) r.round = round;
+            if (process.env.BENCH_SKIP_STEPS !== '1')
+              best.push(
+                `- ${server.label}, ${mode.name} / ${mode.dbLabel}, ${scope}: highest sustained rate with e2e p99 < ${P99_GOAL_MS} ms: ` +
+                  (rate ? `**${rate} writes/s**` : `none of ${STEPS.join(', ')}`),
+              );
+          }
   } finally {
     for (const s of services.reverse()) s.stop();
   }
@@ -1227,6 +1270,9 @@ async function main() {
       `\nKafka requests per write, ${r.server} ${r.mode}/${r.scope}: ` +
         r.cost!.kafkaRequestKinds.map(([k, n]) => `${k} ${n.toFixed(2)}`).join('; '),
     );
+  const ratios = roundRatios(costs);
+  if (ratios.length)
+    console.log(`\nCPU per write, ratio to ${SERVERS[0]!.label} in each round:\n\n${ratios.join('\n')}`);
   const steps = results.filter((r) => r.kind === 'step');
   if (steps.length) {
     console.log(
