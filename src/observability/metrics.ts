@@ -19,6 +19,29 @@ interface StatementSource {
 /** Requests sent to Kafka brokers, by API (bus/kafka/connection.ts). */
 type KafkaRequestSource = ReadonlyMap<string, number>;
 
+/**
+ * A counter whose values are counted elsewhere (by the value of its one label) and copied from `sources` at
+ * scrape time: a database's statements, the Kafka client's requests.
+ */
+function countedElsewhere(
+  registry: Registry,
+  opts: { name: string; help: string; label: string },
+  sources: () => Iterable<ReadonlyMap<string, number>>,
+): Counter<string> {
+  const counter: Counter<string> = new Counter({
+    name: opts.name,
+    help: opts.help,
+    labelNames: [opts.label],
+    registers: [registry],
+    collect: () => {
+      counter.reset();
+      for (const counts of sources())
+        for (const [value, n] of counts) counter.inc({ [opts.label]: value }, n);
+    },
+  });
+  return counter;
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly httpRequests = new Counter({
@@ -115,29 +138,26 @@ export class Metrics {
   });
 
   private readonly statementSources: StatementSource[] = [];
-  readonly dbStatements = new Counter({
-    name: 'taskflow_db_statements_total',
-    help: 'SQL statements run by this process, by kind (verb and table, BEGIN, COMMIT): what a write costs in round trips',
-    labelNames: ['kind'] as const,
-    registers: [this.registry],
-    collect: () => {
-      this.dbStatements.reset();
-      for (const source of this.statementSources)
-        for (const [kind, n] of source.byKind) this.dbStatements.inc({ kind }, n);
+  readonly dbStatements = countedElsewhere(
+    this.registry,
+    {
+      name: 'taskflow_db_statements_total',
+      help: 'SQL statements run by this process, by kind (verb and table, BEGIN, COMMIT): what a write costs in round trips',
+      label: 'kind',
     },
-  });
+    () => this.statementSources.map((s) => s.byKind),
+  );
 
   private kafkaRequestSource: KafkaRequestSource | undefined;
-  readonly kafkaRequests = new Counter({
-    name: 'taskflow_kafka_requests_total',
-    help: 'Requests this process sent to Kafka brokers, by API (Produce, Fetch, OffsetCommit...): with the SQL statements, what a write costs in round trips',
-    labelNames: ['api'] as const,
-    registers: [this.registry],
-    collect: () => {
-      this.kafkaRequests.reset();
-      for (const [api, n] of this.kafkaRequestSource ?? []) this.kafkaRequests.inc({ api }, n);
+  readonly kafkaRequests = countedElsewhere(
+    this.registry,
+    {
+      name: 'taskflow_kafka_requests_total',
+      help: 'Requests this process sent to Kafka brokers, by API (Produce, Fetch, OffsetCommit...): with the SQL statements, what a write costs in round trips',
+      label: 'api',
     },
-  });
+    () => (this.kafkaRequestSource ? [this.kafkaRequestSource] : []),
+  );
 
   /**
    * The registry in the text exposition format. prom-client writes a NaN value as `Nan`, which the format

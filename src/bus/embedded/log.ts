@@ -21,7 +21,14 @@ import {
   topicOf,
 } from '../../contracts/schemas.ts';
 import { topicSpec } from '../../contracts/topics.ts';
-import type { Db, EventSink, EventWrite, Queryable, Tx } from '../../store/db.ts';
+import {
+  jsonArrayParam,
+  type Db,
+  type EventSink,
+  type EventWrite,
+  type Queryable,
+  type Tx,
+} from '../../store/db.ts';
 import { partitionFor } from '../partitioner.ts';
 import { producerSpans } from '../producer-spans.ts';
 import type { BusMessage } from '../types.ts';
@@ -252,15 +259,7 @@ export class EmbeddedLog implements EventSink {
     const sql =
       messages.length <= SMALL_WRITE
         ? this.smallWrite(byPartition, first)
-        : // Headers and values as JSON arrays (one jsonb parameter each), not text[]: see outboxWrite.
-          this.largeWrite(first, [
-            topic,
-            part,
-            key,
-            `[${headers.join(',')}]`,
-            `[${value.join(',')}]`,
-            stream,
-          ]);
+        : this.largeWrite(first, [topic, part, key, jsonArrayParam(headers), jsonArrayParam(value), stream]);
     return {
       ...sql,
       committed: (rows) => this.committed(byPartition, rows),

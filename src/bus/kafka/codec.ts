@@ -204,10 +204,9 @@ export class EventCodec {
     if (!isAvro(r)) return withData(envelope, r.value ? r.value.toString('utf8') : '');
     const id = schemaIdOf(r.value);
     if (id === undefined) throw new Error('an application/avro value without the Confluent framing');
-    const event = envelope;
-    event.data = jsonDataOf(event.type, this.readData(id, event.type, r.value!.subarray(5)));
-    event.datacontenttype = 'application/json'; // the event as it is held: data is JSON now
-    return event;
+    envelope.data = jsonDataOf(envelope.type, this.readData(id, envelope.type, r.value!.subarray(5)));
+    envelope.datacontenttype = 'application/json'; // the event as it is held: data is JSON now
+    return envelope;
   }
 
   /** Avro `bytes` written under schema `id`, read as this build's `type` (as written, for a type it does not know). */

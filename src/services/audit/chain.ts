@@ -215,7 +215,7 @@ async function appendChained(
       column('operation'),
       column('occurred_at'),
       column('recorded_at'),
-      JSON.stringify(chained.map((r) => r.change)), // one jsonb parameter: see outboxWrite (store/outbox.ts)
+      JSON.stringify(chained.map((r) => r.change)), // one jsonb parameter, as jsonArrayParam (store/db.ts)
       column('trace_id'),
       column('client_ip'),
       column('user_agent'),
