@@ -20,7 +20,8 @@
  *
  * BENCH_SERVERS (default `current=.`) compares checkouts side by side in one run: `before=/path/to/old,after=.`
  * runs the same cases against each one's `bin/taskflow.js`, alternating, so before/after ratios come from one
- * machine state. BENCH_ROUNDS (default 1) repeats the alternation; with several rounds the cost case's
+ * machine state; BENCH_SERVER_ENV_<label>="K=V,K=V" sets a server's own settings (`a=.,b=.` compares one checkout
+ * with itself under two settings). BENCH_ROUNDS (default 1) repeats the alternation; with several rounds the cost case's
  * ratios to the first server are printed per round and as their median. On a shared machine whose speed
  * changes for minutes at a time (docs/benchmarks.md, 2026-12-04 fifth), one pair can straddle a change and
  * read as a large effect either way; the median of several pairs does not.
@@ -65,6 +66,7 @@ import {
   intEnv,
   load1,
   loadNote,
+  envPairs,
   listEnv,
   benchServers,
   log,
@@ -462,7 +464,12 @@ async function waitReady(url: string, child: ChildProcess, output: () => string)
   }
 }
 
-async function startStack(server: { root: string }, mode: Mode, scope: string, id: string): Promise<Stack> {
+async function startStack(
+  server: { root: string; env: Record<string, string> },
+  mode: Mode,
+  scope: string,
+  id: string,
+): Promise<Stack> {
   const fresh = await mode.freshDb();
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
@@ -475,9 +482,8 @@ async function startStack(server: { root: string }, mode: Mode, scope: string, i
     GATEWAY_INSTANCE_ID: `bench-${id}`,
     ...mode.env,
     // BENCH_SERVER_ENV="K=V,K=V": extra settings of the server (e.g. EMBEDDED_BATCH_INTERVAL_MS=200).
-    ...Object.fromEntries(
-      listEnv('BENCH_SERVER_ENV', '').map((kv) => [kv.split('=')[0]!, kv.slice(kv.indexOf('=') + 1)]),
-    ),
+    ...envPairs('BENCH_SERVER_ENV'),
+    ...server.env,
     ...(mode.kafka && !mode.dapr ? { KAFKA_TOPIC_PREFIX: `bench-e2e-${RUN_ID}-${id}.` } : {}),
   };
   const nodeArgs = process.env.BENCH_CPU_PROF
@@ -1172,12 +1178,7 @@ function stepTable(rs: CaseResult[]): string {
 
 // ------------------------------------------------------------------------------------------------ main
 
-async function runStack(
-  server: { label: string; root: string },
-  mode: Mode,
-  scope: string,
-  results: CaseResult[],
-) {
+async function runStack(server: (typeof SERVERS)[number], mode: Mode, scope: string, results: CaseResult[]) {
   const id = `${server.label}-${mode.name}-${scope}`.replace(/[^a-z0-9-]/gi, '-');
   const stack = await startStack(server, mode, scope, id);
   const tokens = await Promise.all(

@@ -127,10 +127,12 @@ export const listEnv = (key: string, def: string) =>
  * The checkouts to compare (BENCH_SERVERS, `label=dir,...`, default `current=.`): each case runs against each
  * one's `bin/taskflow.js`, alternating, so before/after ratios come from one run on one machine.
  */
-export function benchServers(): { label: string; root: string }[] {
+export function benchServers(): { label: string; root: string; env: Record<string, string> }[] {
   const servers = listEnv('BENCH_SERVERS', 'current=.').map((s) => {
     const [label, dir] = s.includes('=') ? s.split('=') : [s, s];
-    return { label: label!, root: resolve(ROOT, dir!) };
+    // BENCH_SERVER_ENV_<label>="K=V,K=V": settings of that server only, so one checkout can be compared
+    // with itself under another setting (`BENCH_SERVERS=a=.,b=.` and BENCH_SERVER_ENV_b=...).
+    return { label: label!, root: resolve(ROOT, dir!), env: envPairs(`BENCH_SERVER_ENV_${label!}`) };
   });
   for (const s of servers)
     if (!existsSync(join(s.root, 'bin', 'taskflow.js')))
@@ -148,6 +150,11 @@ export function startNodeOptions(root: string): string[] {
   };
   const m = /^node((?:\s+--\S+)*)\s+bin\/taskflow\.js\b/.exec(pkg.scripts?.start ?? '');
   return m?.[1]?.trim().split(/\s+/).filter(Boolean) ?? [];
+}
+
+/** `K=V,K=V` pairs of the environment variable `key` (none when unset). */
+export function envPairs(key: string): Record<string, string> {
+  return Object.fromEntries(listEnv(key, '').map((kv) => [kv.split('=')[0]!, kv.slice(kv.indexOf('=') + 1)]));
 }
 
 /** An integer environment knob of a bench, `def` when unset; anything else is a clear error. */

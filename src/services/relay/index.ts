@@ -77,7 +77,8 @@ export class Relay {
     this.metrics = rt.metrics.of(relayManifest);
     this.leaseMs = this.options.leaseMs;
     // After a commit signal, linger briefly so a burst of commits is published as one batch; while commits
-    // keep coming, publish at most every RELAY_BATCH_INTERVAL_MS (one send and one mark for all of them).
+    // keep coming, publish at most every RELAY_BATCH_INTERVAL_MS (one send and one mark for all of them). At
+    // 100 writes/s its 25 ms makes batches of about 2.5: a quarter less CPU per write than 10 ms (ADR 0008).
     this.loop = new TickLoop({
       name: 'relay',
       log: rt.log,

@@ -13,7 +13,7 @@ export const relayManifest = {
   config: (env: Env) => ({
     batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),
     pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1),
-    batchIntervalMs: int(env, 'RELAY_BATCH_INTERVAL_MS', 10),
+    batchIntervalMs: int(env, 'RELAY_BATCH_INTERVAL_MS', 25),
     leaseMs: int(env, 'RELAY_LEASE_MS', 1500, 300),
   }),
   metrics: (registry: Registry) => ({
