@@ -45,7 +45,8 @@
  *    BENCH_STEP_SECONDS (default 8) each, ascending on the same stack, stopping at the first one not sustained.
  *    Sustained: >= 95 % of the rate answered 201, <= 1 % missed or failed, every write delivered within
  *    BENCH_DRAIN_SECONDS (default 20) after the load, and end-to-end p99 < 100 ms.
- * BENCH_SKIP_STEPS=1 / BENCH_SKIP_COST=1 skip a part.
+ * BENCH_SKIP_STEPS=1 / BENCH_SKIP_COST=1 skip a part. Every case also prints the machine's CPU and this
+ * process's (the load generator and the WebSocket clients, which share the machine with the stack).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -799,6 +800,8 @@ interface CaseResult {
   hop1: Pct;
   hop2: Pct;
   machineBusy: number;
+  /** This process's CPU (the load generator and the WebSocket clients, all threads) in cores, over the load. */
+  generatorCores: number;
   /** CPU ms per write of the server process over the case (load and drain). */
   serverCpu: number;
   sustained: boolean;
@@ -846,6 +849,8 @@ async function runCase(
   const m0 = await scrapeStack(stack);
   const cpu0 = stackCpu(stack, mode);
   const machine0 = cpuTimes();
+  const generator0 = process.cpuUsage();
+  const loadStart = performance.now();
   let peakRss = 0;
   const sampler = setInterval(
     () =>
@@ -857,6 +862,8 @@ async function runCase(
   );
   const res = await runLoad({ url: stack.url, tokens, rate, seconds, label });
   const machine1 = cpuTimes();
+  const generator = process.cpuUsage(generator0);
+  const generatorCores = (generator.user + generator.system) / 1000 / (performance.now() - loadStart);
   // Committed writes: what the server answered 201 to, or (PostgreSQL) what its database holds.
   let written = res.ok;
   const counted = await countWritten(stack, label).catch(() => NaN);
@@ -937,6 +944,7 @@ async function runCase(
     hop1: pct(hop1),
     hop2: pct(hop2),
     machineBusy: (machine1.busy - machine0.busy) / (machine1.total - machine0.total),
+    generatorCores,
     serverCpu: ((cpu1.server - cpu0.server) * 1000) / Math.max(1, written),
     sustained,
     ...(cost ? { cost } : {}),
@@ -944,7 +952,7 @@ async function runCase(
   log(
     `${r.server} ${mode.name}/${r.scope} ${kind} ${rate}/s: ${fmt(achieved)} answered (${res.ok}/${res.total}, ` +
       `${res.missed} missed, ${res.errors} errors), HTTP p99 ${f1(result.http.p99)} ms (server ${f1(serverHttpP99)}); delivered ${d.n}/${written}; ` +
-      `e2e p50 ${f1(e2e.p50)} p99 ${f1(e2e.p99)} max ${f1(e2e.max)} ms; machine ${(result.machineBusy * 100).toFixed(0)}%` +
+      `e2e p50 ${f1(e2e.p50)} p99 ${f1(e2e.p99)} max ${f1(e2e.max)} ms; machine ${(result.machineBusy * 100).toFixed(0)}% (load generator ${(generatorCores * 100).toFixed(0)}% of a core)` +
       (cost
         ? `; CPU/write ${f2(cost.total)} ms (server ${f2(cost.server)}, pg ${f2(cost.postgres)}, kafka ${f2(cost.kafka)}` +
           `${mode.dapr ? `, daprd ${f2(cost.dapr)}` : ''}), ` +
@@ -1164,14 +1172,14 @@ function costTable(rs: CaseResult[]): string {
 
 function stepTable(rs: CaseResult[]): string {
   const lines = [
-    '| server | bus / database | scope | target w/s | answered w/s | missed + errors | delivered / written | HTTP p99 ms (in the server) | e2e p50 ms | e2e p99 ms | e2e max ms | to the event time p50 / p99 | to client p50 / p99 | server CPU ms / write | machine CPU | sustained | load |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|---:|',
+    '| server | bus / database | scope | target w/s | answered w/s | missed + errors | delivered / written | HTTP p99 ms (in the server) | e2e p50 ms | e2e p99 ms | e2e max ms | to the event time p50 / p99 | to client p50 / p99 | server CPU ms / write | machine CPU | load generator, cores | sustained | load |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|---:|',
   ];
   for (const r of rs)
     lines.push(
       `| ${r.server} | ${r.mode} | ${r.scope} | ${r.rate} | ${fmt(r.achieved)} | ${fmt(r.missed + r.errors)} | ${fmt(r.delivered)} / ${fmt(r.written)} | ` +
         `${f1(r.http.p99)} (${f1(r.serverHttpP99)}) | ${f1(r.e2e.p50)} | ${f1(r.e2e.p99)} | ${f1(r.e2e.max)} | ${f1(r.hop1.p50)} / ${f1(r.hop1.p99)} | ${f1(r.hop2.p50)} / ${f1(r.hop2.p99)} | ` +
-        `${f2(r.serverCpu)} | ${(r.machineBusy * 100).toFixed(0)}% | ${r.sustained ? 'yes' : 'no'} | ${r.load.toFixed(2)} |`,
+        `${f2(r.serverCpu)} | ${(r.machineBusy * 100).toFixed(0)}% | ${r.generatorCores.toFixed(2)} | ${r.sustained ? 'yes' : 'no'} | ${r.load.toFixed(2)} |`,
     );
   return lines.join('\n');
 }
