@@ -45,5 +45,5 @@ USER 1000:1000
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "--v8-pool-size=1", "bin/taskflow.js"]
+ENTRYPOINT ["node", "--v8-pool-size=1", "--max-semi-space-size=32", "bin/taskflow.js"]
 CMD ["up"]

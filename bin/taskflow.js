@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --v8-pool-size=1
+#!/usr/bin/env -S node --v8-pool-size=1 --max-semi-space-size=32
 // Runs the compiled CLI (dist/). In a checkout (src/ present) it first rebuilds dist/ when a source file changed
 // (scripts/build.mjs: esbuild, about 0.3 s, skipped in a few ms when current), so what runs is always what is
 // there, without a TypeScript loader at run time. The container image ships only dist/.

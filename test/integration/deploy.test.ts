@@ -511,7 +511,7 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
       assert.ok(runs.some((r: string) => /npm ci --omit=dev/.test(r)));
     });
 
-    it('runs as a non-root user with a HEALTHCHECK on /healthz, EXPOSE 3000, node --v8-pool-size=1 bin/taskflow.js up', () => {
+    it("runs as a non-root user with a HEALTHCHECK on /healthz, EXPOSE 3000, node with npm start's options, bin/taskflow.js up", () => {
       const final = df.stages[df.stages.length - 1];
       const users = commands(final, 'user');
       assert.ok(users.length > 0, 'USER in the final stage');
@@ -521,10 +521,15 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
       assert.equal(hc.length, 1);
       assert.match(hc[0].details.Health.Test.join(' '), /fetch\(.*\/healthz/);
       assert.deepEqual(commands(final, 'expose')[0].details.Ports, ['3000']);
-      // One V8 worker thread, as `npm start` (package.json): the small-footprint default (docs/benchmarks.md).
+      // The Node options of `npm start` (package.json): one V8 worker thread (ADR 0009) and a young generation
+      // of up to 32 MB (ADR 0008).
+      const start = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as any).scripts
+        .start as string;
+      assert.equal(start, 'node --v8-pool-size=1 --max-semi-space-size=32 bin/taskflow.js up');
       assert.deepEqual(commands(final, 'entrypoint')[0].details.CmdLine, [
         'node',
         '--v8-pool-size=1',
+        '--max-semi-space-size=32',
         'bin/taskflow.js',
       ]);
       assert.deepEqual(commands(final, 'cmd')[0].details.CmdLine, ['up']);
