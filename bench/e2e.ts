@@ -20,9 +20,10 @@
  *
  * BENCH_SERVERS (default `current=.`) compares checkouts side by side in one run: `before=/path/to/old,after=.`
  * runs the same cases against each one's `bin/taskflow.js`, alternating, so before/after ratios come from one
- * machine state; BENCH_SERVER_ENV_<label>="K=V,K=V" sets a server's own settings (`a=.,b=.` compares one checkout
- * with itself under two settings). BENCH_ROUNDS (default 1) repeats the alternation; with several rounds the cost case's
- * ratios to the first server are printed per round and as their median. On a shared machine whose speed
+ * machine state; BENCH_SERVER_ENV_<label>="K=V,K=V" sets a server's own settings and BENCH_SERVER_NODE_<label>
+ * its Node binary (`a=.,b=.` compares one checkout with itself under two settings or two Node versions).
+ * BENCH_ROUNDS (default 1) repeats the alternation; with several rounds the cost case's ratios to the first
+ * server are printed per round and as their median. On a shared machine whose speed
  * changes for minutes at a time (docs/benchmarks.md, 2026-12-04 fifth), one pair can straddle a change and
  * read as a large effect either way; the median of several pairs does not.
  *
@@ -466,7 +467,7 @@ async function waitReady(url: string, child: ChildProcess, output: () => string)
 }
 
 async function startStack(
-  server: { root: string; env: Record<string, string> },
+  server: { root: string; env: Record<string, string>; node: string },
   mode: Mode,
   scope: string,
   id: string,
@@ -520,7 +521,7 @@ async function startStack(
       sidecar = { name, pid: existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : undefined };
     }
     const child = spawn(
-      process.execPath,
+      server.node,
       [
         ...startNodeOptions(server.root),
         ...nodeArgs,

@@ -127,12 +127,15 @@ export const listEnv = (key: string, def: string) =>
  * The checkouts to compare (BENCH_SERVERS, `label=dir,...`, default `current=.`): each case runs against each
  * one's `bin/taskflow.js`, alternating, so before/after ratios come from one run on one machine.
  */
-export function benchServers(): { label: string; root: string; env: Record<string, string> }[] {
+export function benchServers(): { label: string; root: string; env: Record<string, string>; node: string }[] {
   const servers = listEnv('BENCH_SERVERS', 'current=.').map((s) => {
     const [label, dir] = s.includes('=') ? s.split('=') : [s, s];
     // BENCH_SERVER_ENV_<label>="K=V,K=V": settings of that server only, so one checkout can be compared
     // with itself under another setting (`BENCH_SERVERS=a=.,b=.` and BENCH_SERVER_ENV_b=...).
-    return { label: label!, root: resolve(ROOT, dir!), env: envPairs(`BENCH_SERVER_ENV_${label!}`) };
+    // BENCH_SERVER_NODE_<label>=/path/to/node: the Node binary that runs that server (another LTS line, say,
+    // from `npx -y node@24 -p process.execPath`); this process's by default.
+    const node = process.env[`BENCH_SERVER_NODE_${label!}`] || process.execPath;
+    return { label: label!, root: resolve(ROOT, dir!), env: envPairs(`BENCH_SERVER_ENV_${label!}`), node };
   });
   for (const s of servers)
     if (!existsSync(join(s.root, 'bin', 'taskflow.js')))
