@@ -75,6 +75,7 @@ import {
   percentile,
   startNodeOptions,
   startService,
+  type BenchServer,
   type Service,
 } from './lib.ts';
 
@@ -466,12 +467,7 @@ async function waitReady(url: string, child: ChildProcess, output: () => string)
   }
 }
 
-async function startStack(
-  server: { root: string; env: Record<string, string>; node: string },
-  mode: Mode,
-  scope: string,
-  id: string,
-): Promise<Stack> {
+async function startStack(server: BenchServer, mode: Mode, scope: string, id: string): Promise<Stack> {
   const fresh = await mode.freshDb();
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
@@ -1187,7 +1183,7 @@ function stepTable(rs: CaseResult[]): string {
 
 // ------------------------------------------------------------------------------------------------ main
 
-async function runStack(server: (typeof SERVERS)[number], mode: Mode, scope: string, results: CaseResult[]) {
+async function runStack(server: BenchServer, mode: Mode, scope: string, results: CaseResult[]) {
   const id = `${server.label}-${mode.name}-${scope}`.replace(/[^a-z0-9-]/gi, '-');
   const stack = await startStack(server, mode, scope, id);
   const tokens = await Promise.all(

@@ -127,7 +127,15 @@ export const listEnv = (key: string, def: string) =>
  * The checkouts to compare (BENCH_SERVERS, `label=dir,...`, default `current=.`): each case runs against each
  * one's `bin/taskflow.js`, alternating, so before/after ratios come from one run on one machine.
  */
-export function benchServers(): { label: string; root: string; env: Record<string, string>; node: string }[] {
+/** A checkout to run, with the settings and the Node binary of its label (benchServers). */
+export interface BenchServer {
+  label: string;
+  root: string;
+  env: Record<string, string>;
+  node: string;
+}
+
+export function benchServers(): BenchServer[] {
   const servers = listEnv('BENCH_SERVERS', 'current=.').map((s) => {
     const [label, dir] = s.includes('=') ? s.split('=') : [s, s];
     // BENCH_SERVER_ENV_<label>="K=V,K=V": settings of that server only, so one checkout can be compared

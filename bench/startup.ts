@@ -2,7 +2,8 @@
  * `npm run bench:startup`: what starting Taskflow costs a user, on the embedded default.
  *
  * For each checkout of BENCH_SERVERS (default `current=.`; e.g. `before=../old,after=.`), alternating run by
- * run so ratios come from the same minutes of a shared machine:
+ * run so ratios come from the same minutes of a shared machine (BENCH_SERVER_ENV_<label> and
+ * BENCH_SERVER_NODE_<label> give a label its own settings and Node binary, as in bench:e2e):
  * - ready, fresh: `node bin/taskflow.js up` (with the Node options of the checkout's `npm start`) on a new data
  *   directory until the first 200 on `/readyz`;
  * - ready, warm: the same on the data directory of an earlier run (migrations applied);
@@ -18,7 +19,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchServers, intEnv, loadNote, log, median, startNodeOptions } from './lib.ts';
+import { benchServers, intEnv, loadNote, log, median, startNodeOptions, type BenchServer } from './lib.ts';
 
 const RUNS = intEnv('BENCH_RUNS', 5);
 const IDLE_SECONDS = intEnv('BENCH_IDLE_SECONDS', 5, 0);
@@ -64,12 +65,13 @@ interface UpRun {
 }
 
 /** Starts `taskflow up` on `dataDir`, waits for /readyz, samples memory, stops it (SIGTERM). */
-async function up(root: string, dataDir: string): Promise<UpRun> {
+async function up(server: BenchServer, dataDir: string): Promise<UpRun> {
+  const { root } = server;
   const port = await freePort();
   const started = performance.now();
-  const child = spawn(process.execPath, [...startNodeOptions(root), join(root, 'bin', 'taskflow.js'), 'up'], {
+  const child = spawn(server.node, [...startNodeOptions(root), join(root, 'bin', 'taskflow.js'), 'up'], {
     cwd: root,
-    env: { ...ENV, PORT: String(port), DATABASE_URL: dataDir },
+    env: { ...ENV, ...server.env, PORT: String(port), DATABASE_URL: dataDir },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -101,17 +103,18 @@ async function up(root: string, dataDir: string): Promise<UpRun> {
 }
 
 /** Runs a CLI command to its end: wall time and peak RSS (GNU time's %M covers the process only: /proc). */
-async function command(root: string, args: string[], dataDir: string): Promise<{ ms: number; mb: number }> {
+async function command(
+  server: BenchServer,
+  args: string[],
+  dataDir: string,
+): Promise<{ ms: number; mb: number }> {
+  const { root } = server;
   const started = performance.now();
-  const child = spawn(
-    process.execPath,
-    [...startNodeOptions(root), join(root, 'bin', 'taskflow.js'), ...args],
-    {
-      cwd: root,
-      env: { ...ENV, DATABASE_URL: dataDir },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
+  const child = spawn(server.node, [...startNodeOptions(root), join(root, 'bin', 'taskflow.js'), ...args], {
+    cwd: root,
+    env: { ...ENV, ...server.env, DATABASE_URL: dataDir },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let mb = 0;
@@ -145,21 +148,21 @@ async function main() {
   try {
     // Outside the figures: a build of dist/ when src/ changed, and PGlite's cached cluster image.
     for (const s of SERVERS) {
-      spawnSync(process.execPath, [join(s.root, 'bin', 'taskflow.js'), '--help'], { cwd: s.root });
-      await up(s.root, join(scratch, `${s.label}-warm`));
+      spawnSync(s.node, [join(s.root, 'bin', 'taskflow.js'), '--help'], { cwd: s.root });
+      await up(s, join(scratch, `${s.label}-warm`));
     }
     for (let run = 1; run <= RUNS; run++)
       for (const s of SERVERS) {
-        const fresh = await up(s.root, join(scratch, `${s.label}-fresh-${run}`));
+        const fresh = await up(s, join(scratch, `${s.label}-fresh-${run}`));
         rmSync(join(scratch, `${s.label}-fresh-${run}`), { recursive: true, force: true });
-        const warm = await up(s.root, join(scratch, `${s.label}-warm`));
+        const warm = await up(s, join(scratch, `${s.label}-warm`));
         add(s.label, 'ready fresh ms', fresh.readyMs);
         add(s.label, 'ready warm ms', warm.readyMs);
         add(s.label, 'idle RSS MB', warm.idleMb);
         add(s.label, 'peak RSS MB (fresh)', fresh.peakMb);
         add(s.label, 'peak RSS MB (warm)', warm.peakMb);
         for (const c of COMMANDS) {
-          const r = await command(s.root, c.args, join(scratch, `${s.label}-warm`));
+          const r = await command(s, c.args, join(scratch, `${s.label}-warm`));
           add(s.label, `${c.label} ms`, r.ms);
           add(s.label, `${c.label} MB`, r.mb);
         }
