@@ -33,6 +33,23 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 /** Commands that keep running: PGlite's hot functions are worth V8's optimizing WebAssembly compiler. */
 const LONG_RUNNING = new Set(['up', 'serve', 'mcp', 'tail']);
 
+/**
+ * V8's baseline WebAssembly compiler (Liftoff) only. Set at run time, `--liftoff-only` alone works on Node 20
+ * but not on Node 24 (PGlite's hot functions were still compiled with TurboFan); without dynamic and eager
+ * tier-up nothing is, on both.
+ */
+const BASELINE_WASM_ONLY = '--liftoff-only --no-wasm-dynamic-tiering --no-wasm-tier-up';
+
+/**
+ * V8 13.6 (Node 24) and 14.1 (Node 25) compile one of PGlite's hot functions, PostgreSQL's SQL parser
+ * (`raw_parser`, 105 KB of WebAssembly), with a 600 MB compiler zone for 0.3 s (V8 11.3 of Node 20: 8 MB,
+ * V8 14.6 of Node 26: 27 MB): `taskflow up` peaked at 715 MB RSS on Node 24 against 223 MB on Node 20, more
+ * than a 512 MiB pod allows. No V8 flag spares that one function, so there servers run PGlite in the
+ * baseline compiler too: 200 MB peak, start no slower, about 10 % more server CPU per task create.
+ */
+const [v8Major = 0, v8Minor = 0] = process.versions.v8.split('.').map(Number);
+const OPTIMIZING_WASM_PEAKS = v8Major === 13 || (v8Major === 14 && v8Minor < 6);
+
 const program = new Command();
 program
   .hook('preAction', (_program, action) => {
@@ -41,7 +58,7 @@ program
     // took 1.0-1.2 s, and 0.58-0.69 s with this (docs/benchmarks.md). Set before PGlite compiles its module.
     let command = action;
     while (command.parent && command.parent !== program) command = command.parent;
-    if (!LONG_RUNNING.has(command.name())) setFlagsFromString('--liftoff-only');
+    if (!LONG_RUNNING.has(command.name()) || OPTIMIZING_WASM_PEAKS) setFlagsFromString(BASELINE_WASM_ONLY);
   })
   .name('taskflow')
   .version(version, '-V, --version')
