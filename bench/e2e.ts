@@ -30,7 +30,8 @@
  * Clients (worker threads of this process): BENCH_USERS (default 50) users, each with one WebSocket open
  * (token in Sec-WebSocket-Protocol); an open-loop load generator posts tasks at a fixed rate, round-robin over
  * the users (request i is due at start + i/rate and sent then, whatever the answers so far; at most
- * BENCH_MAX_INFLIGHT = 256 unanswered). Latency = receipt of the task's `task.changed` on its user's socket
+ * BENCH_MAX_INFLIGHT = 256 unanswered; the connections a pool would hold at the rate, a quarter second of
+ * requests, are opened first). Latency = receipt of the task's `task.changed` on its user's socket
  * minus the send of its POST (one clock: performance.timeOrigin + now() in both threads), split at the
  * `time` of the task.changed (the time of its task event since ADR 0011; when an older checkout's broadcaster
  * handled the task event).
@@ -43,7 +44,9 @@
  *    (taskflow_db_statements_total, taskflow_kafka_requests_total, when the server has them); the seed's metrics: publish latency p95 (commit -> on the bus), consume latency p95 (on the
  *    bus -> handled, over every group), delivery ratio (task.changed received / tasks written);
  * 2. a step search: BENCH_STEPS (default 100,200,300,400,500,700,1000,1500,2000) writes/s for
- *    BENCH_STEP_SECONDS (default 8) each, ascending on the same stack, stopping at the first one not sustained.
+ *    BENCH_STEP_SECONDS (default 8) each, ascending on the same stack, stopping at the first one not sustained
+ *    (BENCH_STEP_ALL=1 runs every step: to see what an overload does; BENCH_TIMELINE=1 prints each case's
+ *    HTTP latency by half second of sending).
  *    Sustained: >= 95 % of the rate answered 201, <= 1 % missed or failed, every write delivered within
  *    BENCH_DRAIN_SECONDS (default 20) after the load, and end-to-end p99 < 100 ms.
  * BENCH_SKIP_STEPS=1 / BENCH_SKIP_COST=1 skip a part. Every case also prints the machine's CPU and this
@@ -91,6 +94,10 @@ const MODES = listEnv('BENCH_MODES', 'embedded,kafka');
 const SCOPES = listEnv('BENCH_SCOPES', 'path,all');
 const SERVERS = benchServers();
 const ROUNDS = intEnv('BENCH_ROUNDS', 1);
+/** BENCH_STEP_ALL=1: run every step even past one not sustained (overload: what happens at 2x). */
+const STEP_ALL = process.env.BENCH_STEP_ALL === '1';
+/** BENCH_TIMELINE=1: each case's HTTP latency by half second of sending. */
+const TIMELINE = process.env.BENCH_TIMELINE === '1';
 const LATE_MS = 10;
 const P99_GOAL_MS = 100;
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
@@ -126,6 +133,7 @@ interface LoadResult {
   latencies: Float64Array;
   /** Per request n: absolute send time (ms, timeOrigin + now), NaN when not sent. */
   sentAt: Float64Array;
+  doneAt: Float64Array;
   /** Per request n: 1 when answered 201. */
   created: Uint8Array;
 }
@@ -141,17 +149,18 @@ const total = Math.max(1, Math.round(rate * seconds));
 const interval = 1000 / rate;
 const latencies = [];
 const sentAt = new Float64Array(total).fill(NaN);
+const doneAt = new Float64Array(total).fill(NaN);
 const created = new Uint8Array(total);
 const statuses = {};
 let ok = 0, errors = 0, missed = 0, late = 0, inflight = 0, sent = 0, i = 0, pumping = true, lastAnswer = 0;
-const start = performance.now() + 20;
+let start = performance.now() + 20;
 function done() {
   if (pumping || inflight > 0) return;
   agent.destroy();
   const lat = Float64Array.from(latencies);
   parentPort.postMessage(
-    { total, sent, ok, errors, missed, late, statuses, elapsedMs: Math.max(lastAnswer, performance.now()) - start, latencies: lat, sentAt, created },
-    [lat.buffer, sentAt.buffer, created.buffer],
+    { total, sent, ok, errors, missed, late, statuses, elapsedMs: Math.max(lastAnswer, performance.now()) - start, latencies: lat, sentAt, doneAt, created },
+    [lat.buffer, sentAt.buffer, doneAt.buffer, created.buffer],
   );
 }
 function answered(status) {
@@ -173,6 +182,7 @@ function send(n, due) {
     (res) => {
       res.resume();
       res.on('end', () => {
+        doneAt[n] = performance.timeOrigin + performance.now();
         if (res.statusCode === 201) { ok++; created[n] = 1; latencies.push(performance.now() - due); } else errors++;
         answered(res.statusCode);
       });
@@ -197,7 +207,20 @@ function pump() {
   if (i < total) setTimeout(pump, Math.max(0, start + i * interval - performance.now()));
   else { pumping = false; done(); }
 }
-setTimeout(pump, 20);
+// The connections a client's pool would already hold at this rate (a quarter second of requests, at most
+// maxInflight) are opened before the first request is due: hundreds of connections opened at once on a
+// saturated machine stall ~1 % of the first second's requests for seconds in TCP's connection set-up (measured
+// at 2,400/s), which is the kernel's and the client's cost, not the server's answer.
+const preconnect = Math.min(maxInflight, Math.ceil(rate / 4));
+let opened = 0;
+for (let k = 0; k < preconnect; k++) {
+  const req = http.request({ host: target.hostname, port: target.port, path: '/healthz', agent }, (res) => {
+    res.resume();
+    res.on('end', () => { if (++opened === preconnect) { start = performance.now() + 20; setTimeout(pump, 20); } });
+  });
+  req.on('error', () => { if (++opened === preconnect) { start = performance.now() + 20; setTimeout(pump, 20); } });
+  req.end();
+}
 `;
 
 function runLoad(opts: {
@@ -858,6 +881,27 @@ async function runCase(
     500,
   );
   const res = await runLoad({ url: stack.url, tokens, rate, seconds, label });
+  if (TIMELINE) {
+    // HTTP latency (send to answer, every status) by half second of sending: a start-up transient and a
+    // standing queue look alike in one p99, not here.
+    const t0 = res.sentAt.find(Number.isFinite) ?? 0;
+    const bySlot = new Map<number, number[]>();
+    for (let n = 0; n < res.total; n++) {
+      const sent = res.sentAt[n]!;
+      const done = res.doneAt[n]!;
+      if (!Number.isFinite(done)) continue;
+      const slot = Math.floor((sent - t0) / 500);
+      (bySlot.get(slot) ?? bySlot.set(slot, []).get(slot)!).push(done - sent);
+    }
+    for (const [slot, l] of [...bySlot].sort((x, y) => x[0] - y[0])) {
+      l.sort((x, y) => x - y);
+      log(
+        `  sent at ${(slot / 2).toFixed(1)} s: ${l.length} answered, HTTP p50 ${f1(l[Math.floor(l.length / 2)]!)} ` +
+          `p99 ${f1(l[Math.floor(l.length * 0.99)]!)} max ${f1(l.at(-1)!)} ms`,
+      );
+    }
+  }
+
   const machine1 = cpuTimes();
   const generator = process.cpuUsage(generator0);
   const generatorCores = (generator.user + generator.system) / 1000 / (performance.now() - loadStart);
@@ -948,7 +992,7 @@ async function runCase(
   };
   log(
     `${r.server} ${mode.name}/${r.scope} ${kind} ${rate}/s: ${fmt(achieved)} answered (${res.ok}/${res.total}, ` +
-      `${res.missed} missed, ${res.errors} errors), HTTP p99 ${f1(result.http.p99)} ms (server ${f1(serverHttpP99)}); delivered ${d.n}/${written}; ` +
+      `${res.missed} missed, ${res.errors} errors${res.errors ? ` ${JSON.stringify(res.statuses)}` : ''}, ${res.late} sent late), HTTP p99 ${f1(result.http.p99)} ms (server ${f1(serverHttpP99)}); delivered ${d.n}/${written}; ` +
       `e2e p50 ${f1(e2e.p50)} p99 ${f1(e2e.p99)} max ${f1(e2e.max)} ms; machine ${(result.machineBusy * 100).toFixed(0)}% (load generator ${(generatorCores * 100).toFixed(0)}% of a core)` +
       (cost
         ? `; CPU/write ${f2(cost.total)} ms (server ${f2(cost.server)}, pg ${f2(cost.postgres)}, kafka ${f2(cost.kafka)}` +
@@ -1192,7 +1236,7 @@ async function runStack(server: BenchServer, mode: Mode, scope: string, results:
     ),
   );
   const clients = new Clients(stack.url, tokens);
-  const best = { rate: 0 };
+  const best = { rate: 0, failed: false };
   try {
     await clients.whenReady();
     const running: Running = { server: server.label, mode, scope, stack, clients, tokens };
@@ -1216,8 +1260,9 @@ async function runStack(server: BenchServer, mode: Mode, scope: string, results:
       for (const rate of STEPS) {
         const r = await runCase(running, 'step', rate, STEP_SECONDS);
         results.push(r);
-        if (!r.sustained) break;
-        best.rate = rate;
+        if (!r.sustained) best.failed = true;
+        if (!best.failed) best.rate = rate;
+        else if (!STEP_ALL) break;
       }
   } finally {
     await clients.close();

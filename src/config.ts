@@ -30,6 +30,8 @@ export interface Config {
   rateLimitPerMinute: number;
   /** Admission control of API requests by the process's event-loop delay (ms, mean over 250 ms); 0: none. */
   maxEventLoopDelayMs: number;
+  /** Admission control of API requests by how many are being served at once; 0: none. */
+  maxRequestsInFlight: number;
   /**
    * REMINDER_GRACE_MS: a reminder later than this is missed, not fired. Shared: the reminders target fires
    * by it, and the api and recurrence targets tell where a change's reminders went by it.
@@ -209,6 +211,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
     maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 25),
+    maxRequestsInFlight: int(env, 'MAX_REQUESTS_IN_FLIGHT', 64),
     reminderGraceMs: int(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS),
     ledgerRetentionMs: int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000),
     trustProxy: trustProxy(env.TRUST_PROXY),

@@ -22,6 +22,14 @@ import { isPostgresUrl, openDb, type Db } from './store/db.ts';
 import { migrate } from './store/migrate.ts';
 import { errorMessage } from './error-text.ts';
 
+/**
+ * Connections waiting to be accepted (Node's default 511; the kernel caps it at net.core.somaxconn). A
+ * thread busy for 100-300 ms at a time under overload let hundreds of new connections overflow 511
+ * (TcpExtListenOverflows 848 in one 8 s step at 2,400 writes/s), and each overflowed one is retried by the
+ * client's TCP only after a second or more.
+ */
+const LISTEN_BACKLOG = 4096;
+
 export interface RunningProcess {
   runtime: Runtime;
   url: string;
@@ -68,6 +76,7 @@ export async function runTargets(
     trustProxy: config.trustProxy,
     rateLimitPerMinute: config.rateLimitPerMinute,
     maxEventLoopDelayMs: config.maxEventLoopDelayMs,
+    maxRequestsInFlight: config.maxRequestsInFlight,
   });
   httpMade.catch(() => undefined); // awaited below; a failure surfaces there
   if (!opts.db) log.info(`opening the database (${database})`);
@@ -116,7 +125,8 @@ export async function runTargets(
       log.info({ target: t.name }, 'target started');
     }
     log.info({ ms: since(step) }, `${targets.length} target(s) started`);
-    if (opts.listen !== false) await http.app.listen({ host: config.host, port: config.port });
+    if (opts.listen !== false)
+      await http.app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
     else await http.app.ready();
   } catch (err) {
     for (const r of running.reverse()) await r.target.stop().catch(() => undefined);

@@ -19,6 +19,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
     // A loaded test machine lags the event loop; tests of behaviour must not meet admission control's 503s
     // (limits.test.ts turns it on where it is the subject).
     MAX_EVENT_LOOP_DELAY_MS: '0',
+    MAX_REQUESTS_IN_FLIGHT: '0',
     EMBEDDED_POLL_MS: '20',
     EMBEDDED_HEARTBEAT_MS: '100',
     EMBEDDED_SESSION_TIMEOUT_MS: '1000',

@@ -4,7 +4,9 @@
  * answer is problem+json with Retry-After; while the server shuts down, requests on open connections get a
  * problem+json 503 with Retry-After; while the event loop lags (MAX_EVENT_LOOP_DELAY_MS), API requests get a
  * problem+json 503 with Retry-After and nothing of them is written, while health, metrics and WebSockets
- * are still served, and once it caught up writes are taken again.
+ * are still served, and once it caught up writes are taken again; past MAX_REQUESTS_IN_FLIGHT API requests
+ * in flight (standing, not a burst), API requests get the same 503 until a slot is free, and a request cut
+ * off by its client frees its slot.
  */
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
@@ -183,5 +185,95 @@ describe('admission control by the event loop', () => {
     assert.equal(listed.body.items.length, accepted, 'no refused create was written');
     await app.stop();
     await db.close();
+  });
+});
+
+describe('admission control by the requests in flight', () => {
+  it('refuses API requests past MAX_REQUESTS_IN_FLIGHT while they stand, never leaks a slot, and recovers', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, { targets: ['api'], env: { MAX_REQUESTS_IN_FLIGHT: '3' } });
+    const token = await app.token('alice');
+    const create = (title: string, signal?: AbortSignal) =>
+      fetch(`${app.url}/api/tasks`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ title }),
+        signal,
+      });
+    let releaseHeld = async () => {};
+    /** Holds PGlite's one connection in a transaction until released: every statement waits behind it. */
+    const holdDatabase = async () => {
+      let release!: () => void;
+      let held!: () => void;
+      const isHeld = new Promise<void>((r) => (held = r));
+      const done = db.transaction(async (tx) => {
+        await tx.query('SELECT 1');
+        held();
+        await new Promise<void>((r) => (release = r));
+      });
+      await isHeld;
+      releaseHeld = async () => {
+        release();
+        await done;
+      };
+      return releaseHeld;
+    };
+    try {
+      // Three creates cut off by their clients while they wait: each one's slot comes back.
+      let release = await holdDatabase();
+      const aborts = [1, 2, 3].map(() => new AbortController());
+      const cut = aborts.map((a, i) => create(`cut ${i}`, a.signal).catch(() => 'aborted'));
+      await sleep(100);
+      for (const a of aborts) a.abort();
+      assert.deepEqual(await Promise.all(cut), ['aborted', 'aborted', 'aborted']);
+      // Three in flight again, standing: the fourth is refused at once, reads of the API too.
+      const waiting = [1, 2, 3].map((i) => create(`waiting ${i}`));
+      await sleep(100);
+      // At once: admitted, it would wait behind the held database (and fail on the timeout).
+      const refused = await create('one too many', AbortSignal.timeout(5_000));
+      assert.equal(refused.status, 503);
+      assert.equal(refused.headers.get('retry-after'), '1');
+      assert.match(refused.headers.get('content-type') ?? '', /^application\/problem\+json/);
+      assert.match(
+        ((await refused.json()) as { detail: string }).detail,
+        /serving 3 requests already \(MAX_REQUESTS_IN_FLIGHT\)/,
+      );
+      const read = await fetch(`${app.url}/api/tasks/counts`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(5_000),
+      });
+      assert.equal(read.status, 503, 'reads of the API are refused too');
+      assert.equal((await fetch(`${app.url}/healthz`)).status, 200, 'health is never refused');
+      await release();
+      assert.deepEqual(
+        (await Promise.all(waiting)).map((r) => r.status),
+        [201, 201, 201],
+        'what was accepted is written',
+      );
+      // All slots free again: three more wait without a refusal.
+      release = await holdDatabase();
+      const again = [1, 2, 3].map((i) => create(`again ${i}`));
+      await sleep(50);
+      await release();
+      assert.deepEqual(
+        (await Promise.all(again)).map((r) => r.status),
+        [201, 201, 201],
+      );
+      // (A create cut off by its client after its body was read is still written: the client cannot tell.)
+      const listed = await app.call('alice', 'GET', '/api/tasks?limit=100');
+      assert.deepEqual(
+        listed.body.items
+          .map((t: { title: string }) => t.title)
+          .filter((t: string) => !t.startsWith('cut'))
+          .sort(),
+        ['again 1', 'again 2', 'again 3', 'waiting 1', 'waiting 2', 'waiting 3'],
+        'the refused create was not written',
+      );
+    } finally {
+      await releaseHeld();
+      await app.stop();
+      await db.close();
+    }
   });
 });
