@@ -45,7 +45,8 @@ const BASELINE_WASM_ONLY = '--liftoff-only --no-wasm-dynamic-tiering --no-wasm-t
  * (`raw_parser`, 105 KB of WebAssembly), with a 600 MB compiler zone for 0.3 s (V8 11.3 of Node 20: 8 MB,
  * V8 14.6 of Node 26: 27 MB): `taskflow up` peaked at 715 MB RSS on Node 24 against 223 MB on Node 20, more
  * than a 512 MiB pod allows. No V8 flag spares that one function, so there servers run PGlite in the
- * baseline compiler too: 200 MB peak, start no slower, about 10 % more server CPU per task create.
+ * baseline compiler too: 200 MB peak, start no slower, about 10 % more server CPU per task create and a
+ * fifth more per write with every target (ADR 0009 item 10).
  */
 const [v8Major = 0, v8Minor = 0] = process.versions.v8.split('.').map(Number);
 const OPTIMIZING_WASM_PEAKS = v8Major === 13 || (v8Major === 14 && v8Minor < 6);
