@@ -8,7 +8,9 @@
  *
  * Load: a closed-loop client in a worker thread (node:http, keep-alive): BENCH_CONCURRENCY connections
  * (default 16), each sending its next request as soon as the previous answer arrives, each as its own user;
- * BENCH_WARMUP_SECONDS (default 2) of warm-up, then BENCH_SECONDS (default 10) measured per case.
+ * BENCH_WARMUP_SECONDS (default 2) of warm-up, then BENCH_SECONDS (default 10) measured per case. Per case
+ * also where the time goes: µs per request that the server's thread (this process's main thread) was busy,
+ * and of PostgreSQL's CPU (its postmaster and backends, from /proc, when it runs on this machine).
  *
  * PostgreSQL: `scripts/postgres start --name bench --fast` (stopped again at the end if this run started
  * it), or BENCH_DATABASE_URL=postgres://... to use a running server; a fresh database is created and
@@ -32,7 +34,16 @@ import { openDb, type Db } from '../src/store/db.ts';
 import { migrate } from '../src/store/migrate.ts';
 import { TaskStore } from '../src/store/tasks.ts';
 import { UserSettingsStore } from '../src/store/user-settings.ts';
-import { TASK_BODY, log, percentile, startService, withFreshPgDb, type Service } from './lib.ts';
+import {
+  TASK_BODY,
+  log,
+  percentile,
+  pidOfPostgres,
+  startService,
+  treeCpu,
+  withFreshPgDb,
+  type Service,
+} from './lib.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
@@ -147,7 +158,14 @@ interface Figures {
   statuses: Record<string, number>;
   /** 1-minute load average of the machine when the case started (other work on the 2 cores skews results). */
   load: number;
+  /** µs per answered request that this process's main thread (the server; the client is a worker) was busy. */
+  threadUs: number;
+  /** µs of PostgreSQL's CPU (postmaster and backends) per answered request; NaN on PGlite or a remote server. */
+  postgresUs: number;
 }
+
+/** The postmaster of the PostgreSQL server in use, when it runs on this machine (its CPU per request). */
+let postgresPid: number | undefined;
 
 async function measure(
   database: string,
@@ -159,7 +177,11 @@ async function measure(
   );
   if (WARMUP_SECONDS > 0) await load({ ...opts, seconds: WARMUP_SECONDS });
   const loadAtStart = loadavg()[0]!;
+  const pg0 = database === 'PostgreSQL' ? treeCpu(postgresPid) : NaN;
+  const elu0 = performance.eventLoopUtilization();
   const r = await load({ ...opts, seconds: SECONDS });
+  const busyMs = performance.eventLoopUtilization(elu0).active;
+  const pg1 = database === 'PostgreSQL' ? treeCpu(postgresPid) : NaN;
   const sorted = Float64Array.from(r.latencies).sort();
   const f: Figures = {
     database,
@@ -171,9 +193,12 @@ async function measure(
     errors: r.errors,
     statuses: r.statuses,
     load: loadAtStart,
+    threadUs: (busyMs * 1000) / Math.max(1, r.ok),
+    postgresUs: ((pg1 - pg0) * 1e6) / Math.max(1, r.ok),
   };
   log(
-    `${database} / ${name}: ${f.reqPerSec.toFixed(0)} req/s, p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms` +
+    `${database} / ${name}: ${f.reqPerSec.toFixed(0)} req/s, p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms, ` +
+      `server thread ${us(f.threadUs)} µs/request, PostgreSQL ${us(f.postgresUs)} µs/request` +
       (f.errors ? `, ${f.errors} errors ${JSON.stringify(f.statuses)}` : ''),
   );
   return f;
@@ -321,22 +346,24 @@ function startPostgres(): Service | null {
 
 // ------------------------------------------------------------------------------------------------ main
 
+const us = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : 'n/a');
+
 function table(results: Figures[]): string {
   const lines = [
-    '| database | case | req/s | p50 ms | p99 ms | requests | errors | load avg |',
-    '|---|---|---:|---:|---:|---:|---:|---:|',
+    '| database | case | req/s | p50 ms | p99 ms | server thread µs/req | PostgreSQL µs/req | requests | errors | load avg |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   const dbs = [...new Set(results.map((r) => r.database))];
   for (const d of dbs) {
     const rows = results.filter((r) => r.database === d);
     for (const r of rows)
       lines.push(
-        `| ${d} | ${r.case} | ${r.reqPerSec.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.requests} | ${r.errors} | ${r.load.toFixed(1)} |`,
+        `| ${d} | ${r.case} | ${r.reqPerSec.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${us(r.threadUs)} | ${us(r.postgresUs)} | ${r.requests} | ${r.errors} | ${r.load.toFixed(1)} |`,
       );
     const [tf, bare] = rows;
     if (tf && bare)
       lines.push(
-        `| ${d} | **ratio taskflow/bare** | ${(tf.reqPerSec / bare.reqPerSec).toFixed(2)}x | ${(tf.p50 / bare.p50).toFixed(2)}x | ${(tf.p99 / bare.p99).toFixed(2)}x | | | |`,
+        `| ${d} | **ratio taskflow/bare** | ${(tf.reqPerSec / bare.reqPerSec).toFixed(2)}x | ${(tf.p50 / bare.p50).toFixed(2)}x | ${(tf.p99 / bare.p99).toFixed(2)}x | ${(tf.threadUs / bare.threadUs).toFixed(2)}x | ${(tf.postgresUs / bare.postgresUs).toFixed(2)}x | | | |`,
       );
   }
   return lines.join('\n');
@@ -384,6 +411,7 @@ async function main() {
 
   const server = startPostgres();
   if (server) {
+    postgresPid = await pidOfPostgres(server.value);
     try {
       results.push(
         ...(await withFreshPgDb(server.value, 'tf_bench', (db) => runBackend('PostgreSQL', db, steps))),

@@ -76,7 +76,10 @@ import {
   benchServers,
   log,
   percentile,
+  pidOfPostgres,
+  procCpu,
   startNodeOptions,
+  treeCpu,
   startService,
   type BenchServer,
   type Service,
@@ -102,7 +105,6 @@ const LATE_MS = 10;
 const P99_GOAL_MS = 100;
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
 const RUN_ID = randomBytes(3).toString('hex');
-const TICKS = 100; // USER_HZ: /proc times are in 1/100 s on Linux
 
 const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
 const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
@@ -348,19 +350,6 @@ class Clients {
 
 // ------------------------------------------------------------------------------------------------ /proc
 
-/** utime + stime (+ the waited-for children's) of a process, in seconds; 0 when it is gone. */
-function procCpu(pid: number, withChildren = false): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
-    const own = Number(f[11]) + Number(f[12]);
-    return (withChildren ? own + Number(f[13]) + Number(f[14]) : own) / TICKS;
-  } catch {
-    return 0;
-  }
-}
-
 function procRss(pid: number): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -368,33 +357,6 @@ function procRss(pid: number): number {
   } catch {
     return NaN;
   }
-}
-
-/** Children of `pid` (one level), from /proc. */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
-
-/**
- * CPU seconds so far of a process tree: the root's own and reaped children's time plus its live children's
- * (PostgreSQL: the postmaster reaps its backends, so a backend that exits moves from one term to the other).
- */
-function treeCpu(root: number | undefined): number {
-  if (!root) return NaN;
-  let s = procCpu(root, true);
-  for (const c of childrenOf(root)) s += procCpu(c, true);
-  return s;
 }
 
 const sumOver = <T>(xs: readonly T[], f: (x: T) => number) => xs.reduce((a, x) => a + f(x), 0);
@@ -1005,19 +967,6 @@ async function runCase(
 }
 
 // ------------------------------------------------------------------------------------------------ modes
-
-function pidOfPostgres(url: string): Promise<number | undefined> {
-  const c = new pg.Client({ connectionString: url });
-  return c
-    .connect()
-    .then(() => c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))
-    .then((r) => {
-      const stat = readFileSync(`/proc/${r.rows[0]!.pid}/stat`, 'utf8');
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    })
-    .catch(() => undefined)
-    .finally(() => c.end().catch(() => undefined));
-}
 
 function kafkaPid(name: string): number | undefined {
   const file = join(ROOT, '.cache', 'kafka', 'run', name, 'pid');

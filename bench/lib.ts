@@ -5,7 +5,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import pg from 'pg';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -320,4 +321,62 @@ export class TimedDb implements Db {
   close() {
     return this.inner.close();
   }
+}
+
+// ------------------------------------------------------------------------------------------------ /proc
+
+const TICKS = 100; // USER_HZ: /proc times are in 1/100 s on Linux
+
+/** utime + stime (+ the waited-for children's) of a process, in seconds; 0 when it is gone. */
+export function procCpu(pid: number, withChildren = false): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    const own = Number(f[11]) + Number(f[12]);
+    return (withChildren ? own + Number(f[13]) + Number(f[14]) : own) / TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+/** Children of `pid` (one level), from /proc. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU seconds so far of a process tree: the root's own and reaped children's time plus its live children's
+ * (PostgreSQL: the postmaster reaps its backends, so a backend that exits moves from one term to the other).
+ */
+export function treeCpu(root: number | undefined): number {
+  if (!root) return NaN;
+  let s = procCpu(root, true);
+  for (const c of childrenOf(root)) s += procCpu(c, true);
+  return s;
+}
+
+/** The postmaster's pid of the PostgreSQL server at `url` when it runs on this machine (its backend's parent). */
+export function pidOfPostgres(url: string): Promise<number | undefined> {
+  const c = new pg.Client({ connectionString: url });
+  return c
+    .connect()
+    .then(() => c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))
+    .then((r) => {
+      const stat = readFileSync(`/proc/${r.rows[0]!.pid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    })
+    .catch(() => undefined)
+    .finally(() => c.end().catch(() => undefined));
 }
