@@ -11,6 +11,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
+import { Socket } from 'node:net';
 import { AuthError, AuthUnavailableError } from '../auth.ts';
 import { setRateLimit } from './authenticated.ts';
 import {
@@ -33,6 +34,7 @@ import {
 import type { Span } from '@opentelemetry/api';
 import { problem, sendProblem, validationProblem } from './problem.ts';
 import { errorMessage } from '../error-text.ts';
+import { InFlightLimit } from './in-flight.ts';
 
 export type ReadinessCheck = () => Promise<void>;
 
@@ -51,7 +53,7 @@ export async function createHttpServer(opts: {
   rateLimitPerMinute?: number;
   /** MAX_EVENT_LOOP_DELAY_MS: API requests are refused (503) while the event loop lags this much; 0: never. */
   maxEventLoopDelayMs?: number;
-  /** MAX_REQUESTS_IN_FLIGHT: API requests beyond this many being served are refused (503); 0: never. */
+  /** MAX_REQUESTS_IN_FLIGHT: while this many API requests have been in flight for 50 ms, new ones get 503; 0: never. */
   maxRequestsInFlight?: number;
 }): Promise<HttpServer> {
   const app = Fastify({
@@ -59,6 +61,10 @@ export async function createHttpServer(opts: {
     // One line per request would drown the event logs; metrics count requests instead.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimit ?? 256 * 1024,
+    // A request (headers and body) must arrive within this: a client that announces a body and never sends
+    // it is cut off instead of holding its connection and its handler's turn forever (Fastify's default is
+    // no limit). Responses are not bound by it (chat's server-sent events run longer).
+    requestTimeout: 30_000,
     // A hop count as proxy-addr's trust function: the nearest `n` addresses are proxies.
     trustProxy:
       typeof opts.trustProxy === 'number'
@@ -86,7 +92,7 @@ export async function createHttpServer(opts: {
   });
   setRateLimit(app, opts.rateLimitPerMinute ?? 0);
   if (opts.maxEventLoopDelayMs) await shedWhenBehind(app, opts.maxEventLoopDelayMs);
-  if (opts.maxRequestsInFlight) limitInFlight(app, opts.maxRequestsInFlight);
+  if (opts.maxRequestsInFlight) limitInFlight(app, opts.maxRequestsInFlight, opts.metrics);
   const checks = new Map<string, ReadinessCheck>();
 
   // Validation is done by the domain (one code path for REST and MCP); route schemas document the API.
@@ -251,7 +257,7 @@ export async function createHttpServer(opts: {
  * sockets at once after a busy stretch of the thread is answered within a group commit or two and refused
  * nothing, a standing queue is. The real-time path at 2,000 writes/s (sustained, p99 < 100 ms) had 0-152 of
  * 16,000 writes refused in five runs with 25 ms, 0-21 in three with 50 ms; at 2x with every target the
- * accepted writes' e2e p99 was 250-291 ms with 25, 300-347 ms with 50 (docs/benchmarks.md).
+ * accepted writes' e2e p99 was 220-291 ms with 25, 300-347 ms with 50 (docs/benchmarks.md).
  */
 const IN_FLIGHT_STANDING_MS = 50;
 
@@ -262,33 +268,48 @@ const sheddable = (url: string) => url.startsWith('/api/') || url === '/mcp' || 
 const LONG_LIVED = /^\/api\/(?:[^/?]+\/)?chat(?:[/?]|$)|^\/api\/audit\/export(?:[/?]|$)/;
 
 /**
- * Admission control by the requests being served: while `max` API requests (`/api/...`, `/mcp`) or more have
- * been in flight for IN_FLIGHT_STANDING_MS, a new one is refused at once with a 503 problem+json and
- * `Retry-After: 1`, before its body is read or its token checked. Past its capacity a process only queues what it cannot serve yet: each request
- * beyond what it completes in the time of one (Little's law) waits, its answer and its events later and
- * later, and the one thread it shares with the relay and the consumers spends itself on the backlog. A
- * bound on what is in flight bounds that wait (at 2x the sustainable rate of `taskflow up` on Kafka, the
- * accepted writes' p99 inside the server stayed near 100 ms instead of growing to seconds:
- * docs/benchmarks.md) and costs nothing below capacity. Chat turns and audit exports (seconds each) are
- * not counted; the event-loop check still covers them.
+ * Admission control by the requests being served (`InFlightLimit`): while `max` API requests (`/api/...`,
+ * `/mcp`) or more have been in flight for IN_FLIGHT_STANDING_MS, a new one is refused at once with a 503
+ * problem+json and `Retry-After: 1`, before its body is read or its token checked. At 2x the sustainable
+ * rate of `taskflow up` on Kafka the accepted writes' e2e p99 stayed at 0.25-0.35 s instead of growing to
+ * seconds (docs/benchmarks.md), and nothing is refused below capacity.
+ *
+ * A request takes its slot once it is ready for its handler (body read, token checked: a client that never
+ * sends the body it announced holds none) and frees it when its response closes or its connection does,
+ * whichever comes first (pipelined requests behind a reset connection never see their response close).
+ * Not counted: chat turns and audit exports (seconds each; the event-loop check still covers them),
+ * WebSocket upgrades, and the requests the process makes to itself (`inject`, MCP tools over the REST
+ * routes), which would otherwise take a second slot for one call.
  */
-function limitInFlight(app: FastifyInstance, max: number): void {
-  let inFlight = 0;
-  /** Since when `max` or more have been in flight without a break (NaN: fewer now). */
-  let fullSince = NaN;
-  app.addHook('onRequest', async (req, reply) => {
+function limitInFlight(app: FastifyInstance, max: number, metrics: Metrics): void {
+  const limit = new InFlightLimit(max, IN_FLIGHT_STANDING_MS);
+  const counted = new WeakSet<FastifyRequest>();
+  app.addHook('onRequest', async (req) => {
     const url = req.url;
-    if (!sheddable(url) || LONG_LIVED.test(url)) return;
-    if (inFlight >= max && performance.now() - fullSince > IN_FLIGHT_STANDING_MS)
+    if (!sheddable(url) || LONG_LIVED.test(url) || req.headers.upgrade) return;
+    if (!(req.raw.socket instanceof Socket)) return; // inject: the outer request holds the slot
+    if (!limit.admits(performance.now()))
       throw new OverloadedError(
         `the server is serving ${max} requests already (MAX_REQUESTS_IN_FLIGHT); retry shortly`,
       );
-    if (++inFlight === max) fullSince = performance.now();
-    // 'close' follows every response, sent or cut off (an aborted request, a destroyed socket): the count
-    // cannot leak.
-    reply.raw.once('close', () => {
-      if (--inFlight < max) fullSince = NaN;
-    });
+    counted.add(req);
+  });
+  app.addHook('preHandler', async (req, reply) => {
+    if (!counted.delete(req)) return;
+    limit.enter(performance.now());
+    metrics.httpInFlight.set(limit.count);
+    const socket = req.raw.socket;
+    let freed = false;
+    const free = () => {
+      if (freed) return;
+      freed = true;
+      reply.raw.off('close', free);
+      socket.off('close', free);
+      limit.leave();
+      metrics.httpInFlight.set(limit.count);
+    };
+    reply.raw.once('close', free);
+    socket.once('close', free);
   });
 }
 

@@ -104,6 +104,11 @@ export class Metrics {
     labelNames: ['group', 'topic'] as const,
     registers: [this.registry],
   });
+  readonly httpInFlight = new Gauge({
+    name: 'taskflow_http_requests_in_flight',
+    help: 'API requests being served, as MAX_REQUESTS_IN_FLIGHT counts them',
+    registers: [this.registry],
+  });
   /** The metrics of each target this process runs, made by its manifest (`of`). */
   private readonly ofTargets = new Map<string, unknown>();
 
