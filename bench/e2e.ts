@@ -135,6 +135,7 @@ interface LoadResult {
   latencies: Float64Array;
   /** Per request n: absolute send time (ms, timeOrigin + now), NaN when not sent. */
   sentAt: Float64Array;
+  /** Per request n: absolute time its answer ended (ms, timeOrigin + now), NaN when not answered. */
   doneAt: Float64Array;
   /** Per request n: 1 when answered 201. */
   created: Uint8Array;
@@ -215,12 +216,17 @@ function pump() {
 // at 2,400/s), which is the kernel's and the client's cost, not the server's answer.
 const preconnect = Math.min(maxInflight, Math.ceil(rate / 4));
 let opened = 0;
+function connected() {
+  if (++opened < preconnect) return;
+  start = performance.now() + 20;
+  setTimeout(pump, 20);
+}
 for (let k = 0; k < preconnect; k++) {
   const req = http.request({ host: target.hostname, port: target.port, path: '/healthz', agent }, (res) => {
     res.resume();
-    res.on('end', () => { if (++opened === preconnect) { start = performance.now() + 20; setTimeout(pump, 20); } });
+    res.on('end', connected);
   });
-  req.on('error', () => { if (++opened === preconnect) { start = performance.now() + 20; setTimeout(pump, 20); } });
+  req.on('error', connected);
   req.end();
 }
 `;
@@ -819,6 +825,29 @@ interface Running {
   tokens: string[];
 }
 
+/**
+ * HTTP latency (send to answer, every status) by half second of sending (BENCH_TIMELINE=1): a start-up transient
+ * and a standing queue look alike in one p99, not here.
+ */
+function logTimeline(res: LoadResult): void {
+  const t0 = res.sentAt.find(Number.isFinite) ?? 0;
+  const bySlot = new Map<number, number[]>();
+  for (let n = 0; n < res.total; n++) {
+    const sent = res.sentAt[n]!;
+    const done = res.doneAt[n]!;
+    if (!Number.isFinite(done)) continue;
+    const slot = Math.floor((sent - t0) / 500);
+    (bySlot.get(slot) ?? bySlot.set(slot, []).get(slot)!).push(done - sent);
+  }
+  for (const [slot, l] of [...bySlot].sort((x, y) => x[0] - y[0])) {
+    l.sort((x, y) => x - y);
+    log(
+      `  sent at ${(slot / 2).toFixed(1)} s: ${l.length} answered, HTTP p50 ${f1(l[Math.floor(l.length / 2)]!)} ` +
+        `p99 ${f1(l[Math.floor(l.length * 0.99)]!)} max ${f1(l.at(-1)!)} ms`,
+    );
+  }
+}
+
 async function runCase(
   r: Running,
   kind: 'cost' | 'step',
@@ -843,27 +872,7 @@ async function runCase(
     500,
   );
   const res = await runLoad({ url: stack.url, tokens, rate, seconds, label });
-  if (TIMELINE) {
-    // HTTP latency (send to answer, every status) by half second of sending: a start-up transient and a
-    // standing queue look alike in one p99, not here.
-    const t0 = res.sentAt.find(Number.isFinite) ?? 0;
-    const bySlot = new Map<number, number[]>();
-    for (let n = 0; n < res.total; n++) {
-      const sent = res.sentAt[n]!;
-      const done = res.doneAt[n]!;
-      if (!Number.isFinite(done)) continue;
-      const slot = Math.floor((sent - t0) / 500);
-      (bySlot.get(slot) ?? bySlot.set(slot, []).get(slot)!).push(done - sent);
-    }
-    for (const [slot, l] of [...bySlot].sort((x, y) => x[0] - y[0])) {
-      l.sort((x, y) => x - y);
-      log(
-        `  sent at ${(slot / 2).toFixed(1)} s: ${l.length} answered, HTTP p50 ${f1(l[Math.floor(l.length / 2)]!)} ` +
-          `p99 ${f1(l[Math.floor(l.length * 0.99)]!)} max ${f1(l.at(-1)!)} ms`,
-      );
-    }
-  }
-
+  if (TIMELINE) logTimeline(res);
   const machine1 = cpuTimes();
   const generator = process.cpuUsage(generator0);
   const generatorCores = (generator.user + generator.system) / 1000 / (performance.now() - loadStart);

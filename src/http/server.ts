@@ -283,6 +283,7 @@ const LONG_LIVED = /^\/api\/(?:[^/?]+\/)?chat(?:[/?]|$)|^\/api\/audit\/export(?:
  */
 function limitInFlight(app: FastifyInstance, max: number, metrics: Metrics): void {
   const limit = new InFlightLimit(max, IN_FLIGHT_STANDING_MS);
+  metrics.countInFlight(() => limit.count);
   const counted = new WeakSet<FastifyRequest>();
   app.addHook('onRequest', async (req) => {
     const url = req.url;
@@ -297,7 +298,6 @@ function limitInFlight(app: FastifyInstance, max: number, metrics: Metrics): voi
   app.addHook('preHandler', async (req, reply) => {
     if (!counted.delete(req)) return;
     limit.enter(performance.now());
-    metrics.httpInFlight.set(limit.count);
     const socket = req.raw.socket;
     let freed = false;
     const free = () => {
@@ -306,7 +306,6 @@ function limitInFlight(app: FastifyInstance, max: number, metrics: Metrics): voi
       reply.raw.off('close', free);
       socket.off('close', free);
       limit.leave();
-      metrics.httpInFlight.set(limit.count);
     };
     reply.raw.once('close', free);
     socket.once('close', free);

@@ -104,11 +104,21 @@ export class Metrics {
     labelNames: ['group', 'topic'] as const,
     registers: [this.registry],
   });
+  /** Where `httpInFlight` reads its count at scrape time (the HTTP server's in-flight limit, when on). */
+  private inFlightCount: (() => number) | undefined;
   readonly httpInFlight = new Gauge({
     name: 'taskflow_http_requests_in_flight',
     help: 'API requests being served, as MAX_REQUESTS_IN_FLIGHT counts them',
     registers: [this.registry],
+    // Read when scraped, not set per request: the count changes twice per request on the hot path.
+    collect: () => {
+      if (this.inFlightCount) this.httpInFlight.set(this.inFlightCount());
+    },
   });
+  /** The count `taskflow_http_requests_in_flight` reports. */
+  countInFlight(count: () => number): void {
+    this.inFlightCount = count;
+  }
   /** The metrics of each target this process runs, made by its manifest (`of`). */
   private readonly ofTargets = new Map<string, unknown>();
 
