@@ -1,7 +1,8 @@
 /**
  * Group commit (src/store/group-commit.ts): what arrives while a group is written goes in the next one; a
  * lone item is written at once; a failing group is written again item by item, so only the item that cannot
- * be written fails; at most `inFlight` groups are written at once.
+ * be written fails; at most `inFlight` groups are written at once; the next group is written before the callers
+ * of the previous one resume.
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
@@ -26,6 +27,26 @@ it('writes a lone item at once, and what arrives during a write as the next grou
   release();
   await Promise.all([first, ...rest]);
   assert.deepEqual(groups, [[1], [2, 3, 4]]);
+});
+
+it("sends the next group to the database before the previous group's callers resume", async () => {
+  const order: string[] = [];
+  let release: () => void = () => undefined;
+  const g = new GroupCommit<number>(async (items) => {
+    // As node-postgres's pool: the statement leaves on a later tick (process.nextTick), after every promise
+    // callback queued before it.
+    await new Promise<void>((r) => process.nextTick(r));
+    order.push(`sent ${items.join(',')}`);
+    if (items[0] === 1) await new Promise<void>((r) => (release = r));
+  });
+  const first = g.submit(1).then(() => order.push('resolved 1'));
+  await tick();
+  const rest = [2, 3].map((n) => g.submit(n).then(() => order.push(`resolved ${n}`)));
+  release();
+  await Promise.all([first, ...rest]);
+  // The database works on the next group while the answers of the previous one are written; callers resume
+  // in the order of their groups.
+  assert.deepEqual(order, ['sent 1', 'sent 2,3', 'resolved 1', 'resolved 2', 'resolved 3']);
 });
 
 it('fails only the item that cannot be written; the others of its group succeed', async () => {
