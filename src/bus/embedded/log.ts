@@ -241,25 +241,28 @@ export class EmbeddedLog implements EventSink {
     const value: string[] = [];
     const stream: (string | null)[] = [];
     const byPartition = new Map<string, LogMessage[]>();
+    // A small write renders each message into its own rows (smallWrite); only the set-based form takes arrays.
+    const large = messages.length > SMALL_WRITE;
     for (const m of messages) {
       const count = this.partitions.get(m.topic) ?? this.uncommitted.get(m.topic);
       if (count === undefined) throw new Error(`embedded log: topic ${m.topic} is not ready`);
       const p = partitionFor(m.key, count);
-      topic.push(m.topic);
-      part.push(p);
-      key.push(m.key);
-      headers.push(m.headers ? JSON.stringify(m.headers) : '{}');
-      value.push(JSON.stringify(m.event));
-      stream.push(m.sequenceStream ?? null);
+      if (large) {
+        topic.push(m.topic);
+        part.push(p);
+        key.push(m.key);
+        headers.push(m.headers ? JSON.stringify(m.headers) : '{}');
+        value.push(JSON.stringify(m.event));
+        stream.push(m.sequenceStream ?? null);
+      }
       const id = partitionId(m.topic, p);
       const list = byPartition.get(id);
       if (list) list.push(m);
       else byPartition.set(id, [m]);
     }
-    const sql =
-      messages.length <= SMALL_WRITE
-        ? this.smallWrite(byPartition, first)
-        : this.largeWrite(first, [topic, part, key, jsonArrayParam(headers), jsonArrayParam(value), stream]);
+    const sql = large
+      ? this.largeWrite(first, [topic, part, key, jsonArrayParam(headers), jsonArrayParam(value), stream])
+      : this.smallWrite(byPartition, first);
     return {
       ...sql,
       committed: (rows) => this.committed(byPartition, rows),
