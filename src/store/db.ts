@@ -76,8 +76,9 @@ export interface Db extends Tx {
   readonly signals: EventEmitter;
   /**
    * Also emits `notifyEvent(channel)` on `signals`, with the payload, for each NOTIFY other processes send on
-   * `channel` (PostgreSQL; a dedicated connection, reconnected with backoff; after a reconnect, once with the
-   * payload '*', as notifications may have been missed). A no-op on PGlite, which only this process opens.
+   * `channel`, not those of this database's own connections (PostgreSQL; a dedicated connection, reconnected
+   * with backoff; after a reconnect, once with the payload '*', as notifications may have been missed). A
+   * no-op on PGlite, which only this process opens.
    */
   listen(channel: string): void;
   close(): Promise<void>;
@@ -129,6 +130,12 @@ export const jsonArrayParam = (texts: readonly string[]): string => `[${texts.jo
 
 /** The `signals` event a NOTIFY on `channel` becomes (Db.listen). */
 export const notifyEvent = (channel: string) => `notify:${channel}`;
+
+/** The server process id of a node-postgres connection (`processID`, untyped), once connected. */
+const backendPid = (client: pg.PoolClient): number | undefined => {
+  const pid = (client as unknown as { processID?: unknown }).processID;
+  return typeof pid === 'number' ? pid : undefined;
+};
 
 /** TCP keep-alive probes after 10 s idle: a peer that vanished in a network partition is noticed. */
 const KEEP_ALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } as const;
@@ -201,7 +208,23 @@ class PostgresDb extends DbBase {
     });
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
+    this.pool.on('connect', (client) => {
+      const pid = backendPid(client);
+      if (pid !== undefined) this.backends.add(pid);
+    });
+    this.pool.on('remove', (client) => {
+      const pid = backendPid(client);
+      if (pid !== undefined) this.backends.delete(pid);
+    });
   }
+  /**
+   * Server processes of this pool's connections. A NOTIFY one of them sent is this process's own write,
+   * whose commit already signalled in-process (the embedded log's tail, the relay's poke): `listen` passes on
+   * only the others'. Passed on, each of its own appends made every partition worker of the process read the
+   * table besides taking the tail (embedded bus on PostgreSQL, every target: 1.88 SELECTs of bus_messages per
+   * write; docs/benchmarks.md).
+   */
+  private readonly backends = new Set<number>();
   /**
    * Server-side prepared statements: each SQL text gets a name, so each connection parses and plans it once
    * and then only binds and executes it (node-postgres keeps the names a connection has prepared). Texts
@@ -295,7 +318,9 @@ class PostgresDb extends DbBase {
         client.on('error', () => resolve());
         client.on('end', () => resolve());
       });
-      client.on('notification', (n) => this.signals.emit(notifyEvent(n.channel), n.payload ?? ''));
+      client.on('notification', (n) => {
+        if (!this.backends.has(n.processId)) this.signals.emit(notifyEvent(n.channel), n.payload ?? '');
+      });
       const onClose = () => void client.end().catch(() => undefined);
       this.closing.signal.addEventListener('abort', onClose, { once: true });
       try {

@@ -3,14 +3,14 @@
  * append in one wakes a consumer (or an outbox write wakes the relay) in the other through LISTEN/NOTIFY, also
  * after the listening connection was killed and re-established. Their polls are set to a minute, and each
  * test first proves the consumer (the relay) has done its first read and waits: only the notification can
- * deliver in time.
+ * deliver in time. A process is not told of its own NOTIFYs: its commits signal in-process.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import type { Subscription } from '../../src/bus/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
-import { openDb } from '../../src/store/db.ts';
+import { notifyEvent, openDb } from '../../src/store/db.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
 import { startApp, waitFor } from '../helpers/app.ts';
 import { postgresBackend } from '../helpers/db.ts';
@@ -107,6 +107,38 @@ describe(
       } finally {
         await relay.stop();
         await relayDb.close();
+        await drop();
+      }
+    });
+
+    it("passes on other processes' NOTIFYs, not those its own connections sent (their commits signal in-process)", async () => {
+      const { db, url, drop } = await postgresBackend!.fresh();
+      const other = await openDb(url, { poolSize: 1 });
+      const heard: string[] = [];
+      db.signals.on(notifyEvent('taskflow_test'), (payload: string) => heard.push(payload));
+      try {
+        db.listen('taskflow_test');
+        // The listener is up once a NOTIFY of another pool comes through.
+        await waitFor(
+          async () => {
+            await other.query(`SELECT pg_notify('taskflow_test', 'ready')`);
+            return heard.includes('ready');
+          },
+          10_000,
+          'the listener',
+        );
+        await db.query(`SELECT pg_notify('taskflow_test', 'own')`);
+        await db.transaction((tx) => tx.query(`SELECT pg_notify('taskflow_test', 'own in a transaction')`));
+        await other.query(`SELECT pg_notify('taskflow_test', 'theirs')`);
+        // Notifications reach the listener in commit order: once "theirs" is heard, the own ones would have been.
+        await waitFor(() => heard.includes('theirs'), 10_000, "the other pool's notification");
+        // ('*' is the listener's own signal after it connected: notifications may have been missed.)
+        assert.deepEqual(
+          heard.filter((p) => p !== 'ready' && p !== '*'),
+          ['theirs'],
+        );
+      } finally {
+        await other.close();
         await drop();
       }
     });
