@@ -34,7 +34,17 @@ export class GroupCommit<T> {
 
   constructor(
     private readonly write: (items: readonly T[]) => Promise<void>,
-    private readonly opts: { inFlight: number; maxGroup: number; maxWaitMs?: number } = {
+    private readonly opts: {
+      inFlight: number;
+      maxGroup: number;
+      maxWaitMs?: number;
+      /**
+       * Whether a group's callers resume only once the next group has gone to the database (see drain): for
+       * a database in another process, which works on it meanwhile. In-process (PGlite) it would only delay
+       * them behind the next statement.
+       */
+      overlap?: boolean;
+    } = {
       inFlight: 1,
       maxGroup: 64,
     },
@@ -85,12 +95,12 @@ export class GroupCommit<T> {
         // it while their answers are written. Its statement leaves on a later tick (the pool hands a client
         // over in process.nextTick, which waits for every promise callback queued before it), so the callers
         // resume after that, in setImmediate. With its answers written first the database waited for them:
-        // +11-12 % creates per second on PostgreSQL, the same on PGlite (bench:api, docs/benchmarks.md).
+        // +7-9 % creates per second on PostgreSQL (bench:api, docs/benchmarks.md).
         const done = group;
         ({ group, written } = this.writeNext());
         this.writing.delete(done);
         // Groups' callers resume in the order their groups were written.
-        if (written || this.deferred > 0) {
+        if ((written && this.opts.overlap) || this.deferred > 0) {
           this.deferred++;
           setImmediate(() => {
             this.deferred--;

@@ -168,6 +168,7 @@ export class TaskStore {
       {
         inFlight: 1,
         maxGroup: 64,
+        overlap: db.kind === 'postgres',
         ...(opts.createQueueMaxMs ? { maxWaitMs: opts.createQueueMaxMs } : {}),
       },
     );

@@ -32,13 +32,16 @@ it('writes a lone item at once, and what arrives during a write as the next grou
 it("sends the next group to the database before the previous group's callers resume", async () => {
   const order: string[] = [];
   let release: () => void = () => undefined;
-  const g = new GroupCommit<number>(async (items) => {
-    // As node-postgres's pool: the statement leaves on a later tick (process.nextTick), after every promise
-    // callback queued before it.
-    await new Promise<void>((r) => process.nextTick(r));
-    order.push(`sent ${items.join(',')}`);
-    if (items[0] === 1) await new Promise<void>((r) => (release = r));
-  });
+  const g = new GroupCommit<number>(
+    async (items) => {
+      // As node-postgres's pool: the statement leaves on a later tick (process.nextTick), after every promise
+      // callback queued before it.
+      await new Promise<void>((r) => process.nextTick(r));
+      order.push(`sent ${items.join(',')}`);
+      if (items[0] === 1) await new Promise<void>((r) => (release = r));
+    },
+    { inFlight: 1, maxGroup: 64, overlap: true },
+  );
   const first = g.submit(1).then(() => order.push('resolved 1'));
   await tick();
   const rest = [2, 3].map((n) => g.submit(n).then(() => order.push(`resolved ${n}`)));
