@@ -76,7 +76,7 @@ export class GroupCommit<T> {
     const group = this.queue.splice(0, this.opts.maxGroup);
     if (group.length === 0) return { group, written: undefined };
     this.writing.add(group);
-    return { group, written: this.write(group.map((g) => g.item)) };
+    return { group, written: this.attempt(group.map((g) => g.item)) };
   }
 
   private async drain(): Promise<void> {
@@ -113,12 +113,21 @@ export class GroupCommit<T> {
     }
   }
 
+  /** `write`, with a writer that throws before returning its promise failing the same way. */
+  private attempt(items: T[]): Promise<void> {
+    try {
+      return this.write(items);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
   /** A group that failed, written again one item at a time: an item that cannot be written fails alone. */
   private async oneByOne(group: Item<T>[], err: unknown): Promise<void> {
     try {
       if (group.length === 1) return group[0]!.reject(err);
       for (const g of group)
-        await this.write([g.item]).then(
+        await this.attempt([g.item]).then(
           () => g.resolve(),
           (e: unknown) => g.reject(e),
         );

@@ -73,6 +73,18 @@ it('fails only the item that cannot be written; the others of its group succeed'
   assert.match(String((results[3] as PromiseRejectedResult).reason), /bad item in 13$/);
 });
 
+it('fails only the item a writer refuses by throwing at once, before returning a promise', async () => {
+  const g = new GroupCommit<number>((items) => {
+    if (items.includes(13)) throw new Error('refused at once');
+    return new Promise((r) => setTimeout(r, 5));
+  });
+  const results = await Promise.allSettled([1, 13, 14].map((n) => g.submit(n)));
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ['fulfilled', 'rejected', 'fulfilled'],
+  );
+});
+
 it('writes at most inFlight groups at once, each at most maxGroup items', async () => {
   let active = 0;
   let most = 0;
