@@ -222,8 +222,10 @@ class PostgresDb extends DbBase {
    * whose commit already signalled in-process (the embedded log's tail, the relay's poke): `listen` passes on
    * only the others'. Passed on, each of its own appends made every partition worker of the process read the
    * table besides taking the tail (embedded bus on PostgreSQL, every target: 1.88 SELECTs of bus_messages per
-   * write; docs/benchmarks.md). Behind a pooler that gives out ids of its own, none match and every
-   * notification is passed on, as before (an own one then costs a table read, never a lost message).
+   * write; docs/benchmarks.md). Behind a pooler that gives out ids of its own, they do not match and every
+   * notification is passed on, as before (an own one then costs a table read), unless one happens to equal
+   * another process's server id. A notification left out that way, or a commit whose reply was lost (its
+   * in-process signal never ran), is picked up at the next poll: later, never lost.
    */
   private readonly backends = new Set<number>();
   /**

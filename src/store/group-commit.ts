@@ -99,7 +99,7 @@ export class GroupCommit<T> {
         const done = group;
         ({ group, written } = this.writeNext());
         this.writing.delete(done);
-        // Groups' callers resume in the order their groups were written.
+        // The callers of groups written whole resume in the order of their groups.
         if ((written && this.opts.overlap) || this.deferred > 0) {
           this.deferred++;
           setImmediate(() => {

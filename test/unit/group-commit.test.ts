@@ -85,6 +85,18 @@ it('fails only the item a writer refuses by throwing at once, before returning a
   );
 });
 
+it('counts no wait once a failed group has settled: admission is not left refusing', async () => {
+  const g = new GroupCommit<number>(
+    async (items) => {
+      await new Promise((r) => setTimeout(r, 5));
+      if (items.includes(13)) throw new Error('bad item');
+    },
+    { inFlight: 1, maxGroup: 64, maxWaitMs: 1_000 },
+  );
+  await Promise.allSettled([1, 13, 14].map((n) => g.submit(n)));
+  assert.equal(g.queuedFor(), 0);
+});
+
 it('writes at most inFlight groups at once, each at most maxGroup items', async () => {
   let active = 0;
   let most = 0;

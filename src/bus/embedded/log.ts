@@ -23,6 +23,7 @@ import {
 import { topicSpec } from '../../contracts/topics.ts';
 import {
   jsonArrayParam,
+  notifyEvent,
   type Db,
   type EventSink,
   type EventWrite,
@@ -394,7 +395,12 @@ export class EmbeddedLog implements EventSink {
     }
     for (const [id, written] of byPartition) {
       const got = offsets.get(id);
-      if (!got || got.length !== written.length) continue; // cannot pair them: the workers read the table
+      if (!got || got.length !== written.length) {
+        // Cannot pair them: the partition's workers in this process read the table instead (a process does
+        // not hear its own NOTIFY, so it is told here, as a NOTIFY would).
+        this.db.signals.emit(notifyEvent(LOG_NOTIFY_CHANNEL), id);
+        continue;
+      }
       got.sort((a, b) => Number(a.offset) - Number(b.offset));
       let tail = this.tails.get(id);
       if (!tail) this.tails.set(id, (tail = new Tail()));
