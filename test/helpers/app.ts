@@ -2,7 +2,7 @@
 import { signDevToken } from '../../src/auth.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { ManualClock, type Clock } from '../../src/domain/clock.ts';
-import { silentLogger } from '../../src/observability/logger.ts';
+import { pino } from 'pino';
 import { runTargets, type RunningProcess } from '../../src/process.ts';
 import type { TargetDefinition } from '../../src/runtime.ts';
 import { MANIFESTS, findTargets } from '../../src/services/index.ts';
@@ -61,7 +61,11 @@ export async function startApp(
       ? (opts.targets as TargetDefinition[])
       : findTargets((opts.targets as string[] | undefined) ?? ['api']);
   const clock = opts.clock ?? new ManualClock('2026-03-01T12:00:00Z');
-  const proc = await runTargets(config, targets, { db, log: silentLogger, clock, catalog: MANIFESTS });
+  // Errors the server logs are kept, and printed when an answer is a 500: a server failure in a test shows
+  // its cause (the answer itself only says "internal error").
+  const errors: string[] = [];
+  const log = pino({ level: 'error' }, { write: (line: string) => void errors.push(line) });
+  const proc = await runTargets(config, targets, { db, log, clock, catalog: MANIFESTS });
   const tokens = new Map<string, string>();
   const token = async (user: string) => {
     if (!tokens.has(user)) tokens.set(user, await signDevToken(TEST_SECRET, user));
@@ -86,6 +90,8 @@ export async function startApp(
         ...(payload !== undefined ? { body: payload } : {}),
       });
       const text = await res.text();
+      if (res.status === 500)
+        console.error(`${method} ${path} answered ${res.status}; server errors so far:\n${errors.join('')}`);
       let parsed: unknown = text;
       try {
         parsed = text ? JSON.parse(text) : null;
