@@ -9,8 +9,9 @@
  * Load: a closed-loop client in a worker thread (node:http, keep-alive): BENCH_CONCURRENCY connections
  * (default 16), each sending its next request as soon as the previous answer arrives, each as its own user;
  * BENCH_WARMUP_SECONDS (default 2) of warm-up, then BENCH_SECONDS (default 10) measured per case. Per case
- * also where the time goes: µs per request that the server's thread (this process's main thread) was busy,
- * and of PostgreSQL's CPU (its postmaster and backends, from /proc, when it runs on this machine).
+ * also where the time goes: µs per request that the server's thread (this process's main thread) and the
+ * client's thread were busy, of PostgreSQL's CPU (its postmaster and backends, from /proc, when it runs on this
+ * machine), and how busy the whole machine was: on two cores the three share, a rate is bounded by their sum.
  *
  * PostgreSQL: `scripts/postgres start --name bench --fast` (stopped again at the end if this run started
  * it), or BENCH_DATABASE_URL=postgres://... to use a running server; a fresh database is created and
@@ -37,6 +38,7 @@ import { UserSettingsStore } from '../src/store/user-settings.ts';
 import {
   TASK_BODY,
   log,
+  machineCpu,
   percentile,
   pidOfPostgres,
   startService,
@@ -62,6 +64,8 @@ interface LoadResult {
   statuses: Record<string, number>;
   elapsedMs: number;
   latencies: Float64Array;
+  /** How long the client's thread was busy (its event-loop utilization): its share of the machine. */
+  clientActiveMs: number;
 }
 
 /** The load generator, as plain CommonJS for an `eval` worker (no loader needed in the thread). */
@@ -113,11 +117,13 @@ async function connection(headers) {
   while (performance.now() < deadline) await once(headers);
 }
 const start = performance.now();
+const elu0 = performance.eventLoopUtilization();
 Promise.all(connections.map(connection)).then(() => {
   const elapsedMs = performance.now() - start;
+  const clientActiveMs = performance.eventLoopUtilization(elu0).active;
   agent.destroy();
   const arr = Float64Array.from(latencies);
-  parentPort.postMessage({ ok, errors, statuses, elapsedMs, latencies: arr }, [arr.buffer]);
+  parentPort.postMessage({ ok, errors, statuses, elapsedMs, latencies: arr, clientActiveMs }, [arr.buffer]);
 });
 `;
 
@@ -162,6 +168,10 @@ interface Figures {
   threadUs: number;
   /** µs of PostgreSQL's CPU (postmaster and backends) per answered request; NaN on PGlite or a remote server. */
   postgresUs: number;
+  /** µs per answered request that the load generator's thread was busy. */
+  clientUs: number;
+  /** Share of the whole machine (every core) that was busy while the case ran, in %. */
+  machineBusy: number;
 }
 
 /** The postmaster of the PostgreSQL server in use, when it runs on this machine (its CPU per request). */
@@ -179,8 +189,10 @@ async function measure(
   const loadAtStart = loadavg()[0]!;
   const pg0 = database === 'PostgreSQL' ? treeCpu(postgresPid) : NaN;
   const elu0 = performance.eventLoopUtilization();
+  const machine0 = machineCpu();
   const r = await load({ ...opts, seconds: SECONDS });
   const busyMs = performance.eventLoopUtilization(elu0).active;
+  const machine1 = machineCpu();
   const pg1 = database === 'PostgreSQL' ? treeCpu(postgresPid) : NaN;
   const sorted = Float64Array.from(r.latencies).sort();
   const f: Figures = {
@@ -195,10 +207,13 @@ async function measure(
     load: loadAtStart,
     threadUs: (busyMs * 1000) / Math.max(1, r.ok),
     postgresUs: ((pg1 - pg0) * 1e6) / Math.max(1, r.ok),
+    clientUs: (r.clientActiveMs * 1000) / Math.max(1, r.ok),
+    machineBusy: (100 * (machine1.busy - machine0.busy)) / Math.max(1, machine1.total - machine0.total),
   };
   log(
     `${database} / ${name}: ${f.reqPerSec.toFixed(0)} req/s, p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms, ` +
-      `server thread ${us(f.threadUs)} µs/request, PostgreSQL ${us(f.postgresUs)} µs/request` +
+      `server thread ${us(f.threadUs)} µs/request, PostgreSQL ${us(f.postgresUs)} µs/request, ` +
+      `client thread ${us(f.clientUs)} µs/request, machine ${f.machineBusy.toFixed(0)} % busy` +
       (f.errors ? `, ${f.errors} errors ${JSON.stringify(f.statuses)}` : ''),
   );
   return f;
@@ -350,20 +365,20 @@ const us = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : 'n/a');
 
 function table(results: Figures[]): string {
   const lines = [
-    '| database | case | req/s | p50 ms | p99 ms | server thread µs/req | PostgreSQL µs/req | requests | errors | load avg |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| database | case | req/s | p50 ms | p99 ms | server thread µs/req | PostgreSQL µs/req | client thread µs/req | machine busy | requests | errors | load avg |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   const dbs = [...new Set(results.map((r) => r.database))];
   for (const d of dbs) {
     const rows = results.filter((r) => r.database === d);
     for (const r of rows)
       lines.push(
-        `| ${d} | ${r.case} | ${r.reqPerSec.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${us(r.threadUs)} | ${us(r.postgresUs)} | ${r.requests} | ${r.errors} | ${r.load.toFixed(1)} |`,
+        `| ${d} | ${r.case} | ${r.reqPerSec.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${us(r.threadUs)} | ${us(r.postgresUs)} | ${us(r.clientUs)} | ${r.machineBusy.toFixed(0)} % | ${r.requests} | ${r.errors} | ${r.load.toFixed(1)} |`,
       );
     const [tf, bare] = rows;
     if (tf && bare)
       lines.push(
-        `| ${d} | **ratio taskflow/bare** | ${(tf.reqPerSec / bare.reqPerSec).toFixed(2)}x | ${(tf.p50 / bare.p50).toFixed(2)}x | ${(tf.p99 / bare.p99).toFixed(2)}x | ${(tf.threadUs / bare.threadUs).toFixed(2)}x | ${(tf.postgresUs / bare.postgresUs).toFixed(2)}x | | | |`,
+        `| ${d} | **ratio taskflow/bare** | ${(tf.reqPerSec / bare.reqPerSec).toFixed(2)}x | ${(tf.p50 / bare.p50).toFixed(2)}x | ${(tf.p99 / bare.p99).toFixed(2)}x | ${(tf.threadUs / bare.threadUs).toFixed(2)}x | ${(tf.postgresUs / bare.postgresUs).toFixed(2)}x | ${(tf.clientUs / bare.clientUs).toFixed(2)}x | | | | |`,
       );
   }
   return lines.join('\n');

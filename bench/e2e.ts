@@ -76,6 +76,7 @@ import {
   benchServers,
   log,
   percentile,
+  machineCpu,
   pidOfPostgres,
   procCpu,
   startNodeOptions,
@@ -798,13 +799,6 @@ interface CaseResult {
   round: number;
 }
 
-function cpuTimes(): { busy: number; total: number } {
-  const v = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const idle = (v[3] ?? 0) + (v[4] ?? 0);
-  const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
-
 async function waitDelivered(clients: Clients, label: string, expected: number, timeoutMs: number) {
   const t0 = performance.now();
   let n = 0;
@@ -859,7 +853,7 @@ async function runCase(
   const load = load1();
   const m0 = await scrapeStack(stack);
   const cpu0 = stackCpu(stack, mode);
-  const machine0 = cpuTimes();
+  const machine0 = machineCpu();
   const generator0 = process.cpuUsage();
   const loadStart = performance.now();
   let peakRss = 0;
@@ -873,7 +867,7 @@ async function runCase(
   );
   const res = await runLoad({ url: stack.url, tokens, rate, seconds, label });
   if (TIMELINE) logTimeline(res);
-  const machine1 = cpuTimes();
+  const machine1 = machineCpu();
   const generator = process.cpuUsage(generator0);
   const generatorCores = (generator.user + generator.system) / 1000 / (performance.now() - loadStart);
   // Committed writes: what the server answered 201 to, or (PostgreSQL) what its database holds.

@@ -327,6 +327,14 @@ export class TimedDb implements Db {
 
 const TICKS = 100; // USER_HZ: /proc times are in 1/100 s on Linux
 
+/** The machine's CPU time, busy and in all, over every core, in ticks (/proc/stat): busy share = Δbusy / Δtotal. */
+export function machineCpu(): { busy: number; total: number } {
+  const v = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
 /** utime + stime (+ the waited-for children's) of a process, in seconds; 0 when it is gone. */
 export function procCpu(pid: number, withChildren = false): number {
   try {
