@@ -833,11 +833,11 @@ function logTimeline(res: LoadResult): void {
     const slot = Math.floor((sent - t0) / 500);
     (bySlot.get(slot) ?? bySlot.set(slot, []).get(slot)!).push(done - sent);
   }
-  for (const [slot, l] of [...bySlot].sort((x, y) => x[0] - y[0])) {
-    l.sort((x, y) => x - y);
+  for (const [slot, list] of [...bySlot].sort((x, y) => x[0] - y[0])) {
+    const l = Float64Array.from(list).sort();
     log(
-      `  sent at ${(slot / 2).toFixed(1)} s: ${l.length} answered, HTTP p50 ${f1(l[Math.floor(l.length / 2)]!)} ` +
-        `p99 ${f1(l[Math.floor(l.length * 0.99)]!)} max ${f1(l.at(-1)!)} ms`,
+      `  sent at ${(slot / 2).toFixed(1)} s: ${l.length} answered, HTTP p50 ${f1(percentile(l, 50))} ` +
+        `p99 ${f1(percentile(l, 99))} max ${f1(l.at(-1)!)} ms`,
     );
   }
 }

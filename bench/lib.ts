@@ -335,12 +335,19 @@ export function machineCpu(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+/**
+ * The fields of /proc/<pid>/stat after the process's name (which may hold spaces and parentheses): state(0)
+ * ppid(1) ... utime(11) stime(12) cutime(13) cstime(14). Throws when the process is gone.
+ */
+function statFields(pid: number | string): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** utime + stime (+ the waited-for children's) of a process, in seconds; 0 when it is gone. */
 export function procCpu(pid: number, withChildren = false): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    const f = statFields(pid);
     const own = Number(f[11]) + Number(f[12]);
     return (withChildren ? own + Number(f[13]) + Number(f[14]) : own) / TICKS;
   } catch {
@@ -354,9 +361,7 @@ function childrenOf(pid: number): number[] {
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(d));
+      if (Number(statFields(d)[1]) === pid) out.push(Number(d));
     } catch {
       /* gone */
     }
@@ -381,10 +386,7 @@ export function pidOfPostgres(url: string): Promise<number | undefined> {
   return c
     .connect()
     .then(() => c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))
-    .then((r) => {
-      const stat = readFileSync(`/proc/${r.rows[0]!.pid}/stat`, 'utf8');
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    })
+    .then((r) => Number(statFields(r.rows[0]!.pid)[1]))
     .catch(() => undefined)
     .finally(() => c.end().catch(() => undefined));
 }
