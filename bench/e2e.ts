@@ -54,7 +54,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -77,6 +77,7 @@ import {
   log,
   percentile,
   machineCpu,
+  pidListeningOn,
   pidOfPostgres,
   procCpu,
   startNodeOptions,
@@ -971,41 +972,6 @@ async function runCase(
 
 // ------------------------------------------------------------------------------------------------ modes
 
-function kafkaPid(name: string): number | undefined {
-  const file = join(ROOT, '.cache', 'kafka', 'run', name, 'pid');
-  return existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) || undefined : undefined;
-}
-
-/**
- * The local process listening on the first broker's port (BENCH_KAFKA_BROKERS on this machine), from
- * /proc/net/tcp{,6} (the socket's inode) and /proc/<pid>/fd; undefined for a remote or unreadable broker.
- */
-function pidListeningOn(brokers: string): number | undefined {
-  const [host, port] = (brokers.split(',')[0] ?? '').split(':');
-  if (!port || !['127.0.0.1', 'localhost', '::1', '0.0.0.0'].includes(host ?? '')) return undefined;
-  const hexPort = Number(port).toString(16).toUpperCase().padStart(4, '0');
-  const inodes = new Set<string>();
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    if (!existsSync(table)) continue;
-    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      // local_address is f[1] (addr:PORT), st is f[3] ('0A' = LISTEN), inode is f[9]
-      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A' && f[9]) inodes.add(`socket:[${f[9]}]`);
-    }
-  }
-  if (inodes.size === 0) return undefined;
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      for (const fd of readdirSync(`/proc/${d}/fd`))
-        if (inodes.has(readlinkSync(`/proc/${d}/fd/${fd}`))) return Number(d);
-    } catch {
-      /* gone or not ours */
-    }
-  }
-  return undefined;
-}
-
 async function modes(): Promise<{ list: Mode[]; services: Service[]; notes: string[] }> {
   const list: Mode[] = [];
   const services: Service[] = [];
@@ -1057,9 +1023,7 @@ async function modes(): Promise<{ list: Mode[]; services: Service[]; notes: stri
       return (kafkaStarted = null);
     }
     const pid = await pidOfPostgres(url);
-    const kpid = process.env.BENCH_KAFKA_BROKERS
-      ? pidListeningOn(process.env.BENCH_KAFKA_BROKERS)
-      : kafkaPid('bench-e2e');
+    const kpid = pidListeningOn(brokers);
     return (kafkaStarted = {
       name: 'kafka',
       dbLabel: 'PostgreSQL',

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import pg from 'pg';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -210,8 +210,11 @@ const STATEMENT_KINDS: readonly [RegExp, string][] = [
   [/^\s*UPDATE reminder_schedule\s+SET status = CASE/, 'scheduler: mark UPDATE'],
   [/count\(\*\)::text AS n FROM reminder_schedule/, 'scheduler: pending gauge count(*)'],
   [/FROM outbox WHERE published_at IS NULL ORDER BY/, 'relay: pending outbox SELECT'],
-  [/^\s*UPDATE outbox SET published_at/, 'relay: mark published UPDATE'],
-  [/^\s*WITH marked AS \(UPDATE outbox SET published_at/, 'relay: mark published + next pending SELECT'],
+  [
+    /^\s*WITH held AS .*marked AS \(DELETE FROM outbox.*\bLEFT JOIN LATERAL/s,
+    'relay: mark published + next pending SELECT',
+  ],
+  [/^\s*WITH held AS .*marked AS \(DELETE FROM outbox/s, 'relay: mark published DELETE'],
   [/^\s*INSERT INTO leases/, 'relay: lease UPSERT'],
   [/count\(\*\)::text AS pending/, 'relay: outbox stats count(*)'],
   [/^\s*DELETE FROM outbox/, 'relay: prune DELETE'],
@@ -378,6 +381,36 @@ export function treeCpu(root: number | undefined): number {
   let s = procCpu(root, true);
   for (const c of childrenOf(root)) s += procCpu(c, true);
   return s;
+}
+
+/**
+ * The local process listening on the first broker's port (BENCH_KAFKA_BROKERS on this machine), from
+ * /proc/net/tcp{,6} (the socket's inode) and /proc/<pid>/fd; undefined for a remote or unreadable broker.
+ */
+export function pidListeningOn(brokers: string): number | undefined {
+  const [host, port] = (brokers.split(',')[0] ?? '').split(':');
+  if (!port || !['127.0.0.1', 'localhost', '::1', '0.0.0.0'].includes(host ?? '')) return undefined;
+  const hexPort = Number(port).toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    if (!existsSync(table)) continue;
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is f[1] (addr:PORT), st is f[3] ('0A' = LISTEN), inode is f[9]
+      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A' && f[9]) inodes.add(`socket:[${f[9]}]`);
+    }
+  }
+  if (inodes.size === 0) return undefined;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      for (const fd of readdirSync(`/proc/${d}/fd`))
+        if (inodes.has(readlinkSync(`/proc/${d}/fd/${fd}`))) return Number(d);
+    } catch {
+      /* gone or not ours */
+    }
+  }
+  return undefined;
 }
 
 /** The postmaster's pid of the PostgreSQL server at `url` when it runs on this machine (its backend's parent). */

@@ -60,12 +60,16 @@ import {
   load1,
   loadNote,
   log,
+  machineCpu,
   median,
+  pidListeningOn,
+  pidOfPostgres,
   startService,
   type Service,
   TimedDb,
   intEnv,
   TASK_BODY,
+  treeCpu,
 } from './lib.ts';
 
 const EVENTS = intEnv('BENCH_EVENTS', 100_000);
@@ -266,7 +270,7 @@ class MarkCountingDb extends TimedDb {
     super(inner, timings);
   }
   protected override observe(sql: string, params: readonly unknown[] | undefined) {
-    if (/^\s*(WITH marked AS \()?UPDATE outbox SET published_at/.test(sql))
+    if (/^\s*WITH held AS .*marked AS \(DELETE FROM outbox/s.test(sql))
       this.onMarked((params?.[0] as unknown[]).length);
   }
 }
@@ -326,6 +330,11 @@ interface Result {
   /** Events/s after the first batch was acknowledged. */
   steady: number;
   cpuSeconds: number;
+  /** CPU seconds of the broker's and PostgreSQL's processes over the case (NaN when not on this machine). */
+  brokerCpuSeconds: number;
+  postgresCpuSeconds: number;
+  /** Share of the machine's CPU time that was busy over the case. */
+  machineBusy: number;
   load: number;
   /** Relay only: per-statement timings. */
   timings?: Map<string, { count: number; totalMs: number }>;
@@ -369,21 +378,43 @@ function timeout(ms: number, what: string): { promise: Promise<never>; cancel():
   return { promise, cancel: () => clearTimeout(timer) };
 }
 
+/** The broker's and PostgreSQL's processes on this machine (set in main), whose CPU each case reports. */
+const others: { brokerPid?: number; postgresPid?: number } = {};
+
+/** CPU so far of this process, the broker, PostgreSQL and the machine: a case reports the difference. */
+function cpuMark() {
+  return {
+    node: process.cpuUsage(),
+    broker: treeCpu(others.brokerPid),
+    postgres: treeCpu(others.postgresPid),
+    machine: machineCpu(),
+  };
+}
+
 function finish(
-  base: Omit<Result, 'seconds' | 'rate' | 'steady' | 'cpuSeconds'>,
+  base: Omit<
+    Result,
+    'seconds' | 'rate' | 'steady' | 'cpuSeconds' | 'brokerCpuSeconds' | 'postgresCpuSeconds' | 'machineBusy'
+  >,
   t0: number,
   tEnd: number,
   first: { at: number; count: number } | undefined,
-  cpu: NodeJS.CpuUsage,
+  mark: ReturnType<typeof cpuMark>,
+  usesPostgres: boolean,
 ): Result {
   const seconds = (tEnd - t0) / 1000;
   const steadySeconds = first ? (tEnd - first.at) / 1000 : NaN;
+  const cpu = process.cpuUsage(mark.node);
+  const machine = machineCpu();
   return {
     ...base,
     seconds,
     rate: base.events / seconds,
     steady: first && steadySeconds > 0 ? (base.events - first.count) / steadySeconds : NaN,
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    brokerCpuSeconds: treeCpu(others.brokerPid) - mark.broker,
+    postgresCpuSeconds: usesPostgres ? treeCpu(others.postgresPid) - mark.postgres : NaN,
+    machineBusy: (machine.busy - mark.machine.busy) / (machine.total - mark.machine.total),
   };
 }
 
@@ -407,7 +438,7 @@ async function rawCase(
     serializers: { key: stringSerializer, headerKey: stringSerializer, headerValue: stringSerializer },
   });
   try {
-    const cpu0 = process.cpuUsage();
+    const mark = cpuMark();
     const t0 = performance.now();
     const progress = tracker(label, EVENTS, t0);
     for (let i = 0; i < messages.length; i += batch) {
@@ -416,15 +447,15 @@ async function rawCase(
       progress.add(slice.length);
     }
     const tEnd = await progress.done;
-    const cpu = process.cpuUsage(cpu0);
-    const onTopic = await messagesOn(kafka, topic);
-    return finish(
-      { round, database: '-', encoding, case: 'raw', batch, events: EVENTS, onTopic, load },
+    const result = finish(
+      { round, database: '-', encoding, case: 'raw', batch, events: EVENTS, onTopic: 0, load },
       t0,
       tEnd,
       progress.first,
-      cpu,
+      mark,
+      false,
     );
+    return { ...result, onTopic: await messagesOn(kafka, topic) };
   } finally {
     await producer.close().catch(() => undefined);
     await dropTopics(kafka, [topic]);
@@ -485,16 +516,25 @@ async function relayCase(
     LOG_LEVEL: 'warn',
   });
   const logger = pino({ level: 'warn', base: { bench: label } }, pino.destination(2));
-  const cpu0 = process.cpuUsage();
+  const mark = cpuMark();
   const t0 = performance.now();
   progress.start(t0);
   const guard = timeout(CASE_TIMEOUT_MS, label);
   const proc = await runTargets(config, [target], { db: timedDb, log: logger, listen: false });
-  let tEnd: number;
-  let cpu: NodeJS.CpuUsage;
+  let result: Result;
   try {
-    tEnd = await Promise.race([progress.done, guard.promise]);
-    cpu = process.cpuUsage(cpu0);
+    const tEnd = await Promise.race([progress.done, guard.promise]);
+    const base = {
+      round,
+      database,
+      encoding,
+      case: 'relay' as const,
+      batch,
+      events: EVENTS,
+      onTopic: 0,
+      load,
+    };
+    result = finish(base, t0, tEnd, progress.first, mark, database === 'PostgreSQL');
   } finally {
     guard.cancel();
     await proc.stop();
@@ -506,13 +546,8 @@ async function relayCase(
   const onTopic = await messagesOn(kafka, prefix + TOPIC);
   await dropTopics(kafka, [prefix + TOPIC]);
   return {
-    ...finish(
-      { round, database, encoding, case: 'relay', batch, events: EVENTS, onTopic, load },
-      t0,
-      tEnd,
-      progress.first,
-      cpu,
-    ),
+    ...result,
+    onTopic,
     timings: new Map(timings.entries),
     batches,
   };
@@ -520,10 +555,19 @@ async function relayCase(
 
 // ------------------------------------------------------------------------------------------------ output
 
+const cpuCell = (s: number) => (Number.isFinite(s) ? s.toFixed(1) : '-');
+
+/** Node, broker and PostgreSQL CPU per event (µs; PGlite runs in Node, the raw producer uses no database). */
+const perEvent = (r: Result) => {
+  if (!Number.isFinite(r.brokerCpuSeconds)) return '-';
+  const db = Number.isFinite(r.postgresCpuSeconds) ? r.postgresCpuSeconds : 0;
+  return ((1e6 * (r.cpuSeconds + r.brokerCpuSeconds + db)) / r.events).toFixed(0);
+};
+
 function resultTable(results: Result[]): string {
   const lines = [
-    '| round | database | encoding | case | batch | events | on topic | seconds | events/s (incl. start) | events/s (steady) | relay/raw (steady) | node CPU s | load avg |',
-    '|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| round | database | encoding | case | batch | events | on topic | seconds | events/s (incl. start) | events/s (steady) | relay/raw (steady) | node CPU s | broker CPU s | PostgreSQL CPU s | CPU µs/event (all three) | machine busy | load avg |',
+    '|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     const raw = results.find(
@@ -531,7 +575,7 @@ function resultTable(results: Result[]): string {
     );
     const ratio = r.case === 'relay' && raw ? `${(r.steady / raw.steady).toFixed(2)}x` : '';
     lines.push(
-      `| ${r.round} | ${r.database} | ${r.encoding} | ${r.case === 'raw' ? 'raw Producer' : 'Relay (runTargets)'} | ${r.batch} | ${fmt(r.events)} | ${fmt(r.onTopic)} | ${r.seconds.toFixed(2)} | ${fmt(r.rate)} | ${fmt(r.steady)} | ${ratio} | ${r.cpuSeconds.toFixed(1)} | ${r.load.toFixed(1)} |`,
+      `| ${r.round} | ${r.database} | ${r.encoding} | ${r.case === 'raw' ? 'raw Producer' : 'Relay (runTargets)'} | ${r.batch} | ${fmt(r.events)} | ${fmt(r.onTopic)} | ${r.seconds.toFixed(2)} | ${fmt(r.rate)} | ${fmt(r.steady)} | ${ratio} | ${r.cpuSeconds.toFixed(1)} | ${cpuCell(r.brokerCpuSeconds)} | ${cpuCell(r.postgresCpuSeconds)} | ${perEvent(r)} | ${(100 * r.machineBusy).toFixed(0)} % | ${r.load.toFixed(1)} |`,
     );
   }
   return lines.join('\n');
@@ -568,7 +612,7 @@ function breakdownTable(results: Result[]): string {
     'relay: lease UPSERT',
     'relay: pending outbox SELECT',
     'publish: toBinary + Kafka send (acks=all)',
-    'relay: mark published UPDATE',
+    'relay: mark published DELETE',
     'relay: mark published + next pending SELECT',
     'relay: outbox stats count(*)',
   ];
@@ -628,6 +672,8 @@ async function main() {
       brokers = k.value;
     }
     const kafka: KafkaSettings = { brokers: brokers.split(','), clientId: 'taskflow-bench-raw' };
+    const brokerPid = pidListeningOn(brokers);
+    if (brokerPid) others.brokerPid = brokerPid;
     log(`Kafka at ${brokers}`);
 
     const w = buildWorkload();
@@ -658,6 +704,8 @@ async function main() {
           }
         }
         if (url) {
+          const postgresPid = await pidOfPostgres(url);
+          if (postgresPid) others.postgresPid = postgresPid;
           const fresh = await freshPgDatabase(url, 'tf_bench_relay');
           cleanups.push(() => fresh.drop());
           const db = await openDb(fresh.url);

@@ -78,15 +78,9 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'relay-never-marks-deferred-batch',
     breaks: 'each event on the broker once: the last batch of a round is marked published by the next round',
     file: 'src/store/outbox.ts',
-    find: '       UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])\n          AND EXISTS',
+    find: '          marked AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND (SELECT held FROM held))\n     SELECT h.held',
     replace:
-      '       UPDATE outbox SET published_at = now() WHERE false AND id = ANY($1::bigint[])\n          AND EXISTS',
-    also: [
-      {
-        find: '  return { marked: sent.length === 0 || (r.rows[0]?.marked ?? 0) > 0, rows };',
-        replace: '  return { marked: true, rows };',
-      },
-    ],
+      '          marked AS (DELETE FROM outbox WHERE false AND id = ANY($1::bigint[]))\n     SELECT h.held',
     tests: ['test/integration/kafka-e2e.test.ts#broker is down'],
     needs: ['kafka'],
   },

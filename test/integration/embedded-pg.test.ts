@@ -86,10 +86,12 @@ describe(
       const relayDb = await openDb(url, { poolSize: 3 });
       const write = (title: string) =>
         writerDb.transaction((tx) => appendEvents(tx, [taskCreated('far', title)]));
+      // Published: on the bus's log, and gone from the outbox (the relay deletes what it published).
       const published = async (title: string) =>
         (
           await writerDb.query(
-            `SELECT 1 FROM outbox WHERE published_at IS NOT NULL AND event->'data'->'task'->>'title' = $1`,
+            `SELECT 1 FROM bus_messages WHERE topic = 'task-events' AND value->'data'->'task'->>'title' = $1
+                AND NOT EXISTS (SELECT 1 FROM outbox WHERE event->'data'->'task'->>'title' = $1)`,
             [title],
           )
         ).rows.length === 1;
