@@ -2,7 +2,7 @@
  * CloudEvents 1.0 envelope (https://github.com/cloudevents/spec). Every event of every topic is one of these;
  * `id` is the idempotency key of consumers, the Kafka/bus key is `partitionkey` (the user id).
  */
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../ids.ts';
 import { dataschemaFor, isEventType, schemaVersionOf } from './schemas.ts';
 
 export interface CloudEvent<T = unknown> {

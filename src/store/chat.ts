@@ -2,7 +2,7 @@
  * Conversations of the chat endpoint (services/api/chat.ts): per user, messages in the chat-completions
  * shape. A conversation is only ever read or changed through its owner's id, so another user's is "not found".
  */
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../ids.ts';
 import type { Db, Queryable } from './db.ts';
 
 export interface ChatToolCall {

@@ -2,7 +2,7 @@
  * The task store: the only code that writes tasks. Every change writes its CloudEvent to the outbox in the
  * same transaction (docs/architecture.md section 2). Used by the API (REST and MCP) and by the recurrence service.
  */
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../ids.ts';
 import { makeEvent } from '../contracts/cloudevent.ts';
 import type { TaskEventData } from '../contracts/events.ts';
 import type { Clock } from '../domain/clock.ts';

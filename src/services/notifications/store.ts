@@ -3,7 +3,7 @@
  * per-(event, channel) deliveries and the in-app inbox.
  */
 import { randomBytes } from 'node:crypto';
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../../ids.ts';
 import type { InAppNotification, ReminderEventData } from '../../contracts/events.ts';
 import {
   DEFAULT_PREFERENCES,
