@@ -211,10 +211,10 @@ const STATEMENT_KINDS: readonly [RegExp, string][] = [
   [/count\(\*\)::text AS n FROM reminder_schedule/, 'scheduler: pending gauge count(*)'],
   [/FROM outbox WHERE published_at IS NULL ORDER BY/, 'relay: pending outbox SELECT'],
   [
-    /^\s*WITH held AS .*marked AS \(DELETE FROM outbox.*\bLEFT JOIN LATERAL/s,
+    /^\s*WITH marked AS \(\s*DELETE FROM outbox.*\bLEFT JOIN LATERAL/s,
     'relay: mark published + next pending SELECT',
   ],
-  [/^\s*WITH held AS .*marked AS \(DELETE FROM outbox/s, 'relay: mark published DELETE'],
+  [/^\s*WITH marked AS \(\s*DELETE FROM outbox/, 'relay: mark published DELETE'],
   [/^\s*INSERT INTO leases/, 'relay: lease UPSERT'],
   [/count\(\*\)::text AS pending/, 'relay: outbox stats count(*)'],
   [/^\s*DELETE FROM outbox/, 'relay: prune DELETE'],

@@ -270,7 +270,7 @@ class MarkCountingDb extends TimedDb {
     super(inner, timings);
   }
   protected override observe(sql: string, params: readonly unknown[] | undefined) {
-    if (/^\s*WITH held AS .*marked AS \(DELETE FROM outbox/s.test(sql))
+    if (/^\s*WITH marked AS \(\s*DELETE FROM outbox/.test(sql))
       this.onMarked((params?.[0] as unknown[]).length);
   }
 }

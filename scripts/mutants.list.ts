@@ -78,9 +78,9 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'relay-never-marks-deferred-batch',
     breaks: 'each event on the broker once: the last batch of a round is marked published by the next round',
     file: 'src/store/outbox.ts',
-    find: '          marked AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND (SELECT held FROM held))\n     SELECT h.held',
+    find: '       DELETE FROM outbox WHERE id = ANY($1::bigint[])\n          AND EXISTS (SELECT 1 FROM leases WHERE name = $3',
     replace:
-      '          marked AS (DELETE FROM outbox WHERE false AND id = ANY($1::bigint[]))\n     SELECT h.held',
+      '       DELETE FROM outbox WHERE false AND id = ANY($1::bigint[])\n          AND EXISTS (SELECT 1 FROM leases WHERE name = $3',
     tests: ['test/integration/kafka-e2e.test.ts#broker is down'],
     needs: ['kafka'],
   },

@@ -151,7 +151,8 @@ export async function pendingOutbox(db: Queryable, limit: number, after = '0'): 
 /**
  * Marks rows published, i.e. deletes them (a DELETE writes no new row version and no index entry: a seventh of
  * the CPU and a twenty-fifth of the WAL of an UPDATE of `published_at`, docs/benchmarks.md), if `holder` still
- * holds the lease `lease` (fencing: a relay that lost it marks nothing); resolves whether it held it.
+ * holds the lease `lease` (fencing: a relay that lost it marks nothing); resolves whether it held it (both
+ * read in the statement's one snapshot).
  */
 export async function markPublished(
   db: Queryable,
@@ -160,9 +161,11 @@ export async function markPublished(
 ): Promise<boolean> {
   if (ids.length === 0) return true;
   const r = await db.query<{ held: boolean }>(
-    `WITH held AS (SELECT EXISTS (SELECT 1 FROM leases WHERE name = $2 AND holder = $3) AS held),
-          marked AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND (SELECT held FROM held))
-     SELECT held FROM held`,
+    `WITH marked AS (
+       DELETE FROM outbox WHERE id = ANY($1::bigint[])
+          AND EXISTS (SELECT 1 FROM leases WHERE name = $2 AND holder = $3)
+     )
+     SELECT EXISTS (SELECT 1 FROM leases WHERE name = $2 AND holder = $3) AS held`,
     [ids, fence.lease, fence.holder],
   );
   return r.rows[0]?.held === true;
@@ -180,10 +183,12 @@ export async function markAndReadPending(
   fence: { lease: string; holder: string },
 ): Promise<{ marked: boolean; rows: OutboxRow[] }> {
   const r = await db.query<Omit<OutboxRow, 'id'> & { id: string | null; held: boolean }>(
-    `WITH held AS (SELECT EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4) AS held),
-          marked AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND (SELECT held FROM held))
+    `WITH marked AS (
+       DELETE FROM outbox WHERE id = ANY($1::bigint[])
+          AND EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4)
+     )
      SELECT h.held, o.id, o.topic, o.key, o.event, o.attempts
-       FROM held h
+       FROM (SELECT EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4) AS held) h
        LEFT JOIN LATERAL (
          SELECT id::text AS id, topic, key, event, attempts FROM outbox
           WHERE published_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY outbox.id LIMIT $2
