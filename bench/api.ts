@@ -43,6 +43,7 @@ import {
   pidOfPostgres,
   startService,
   treeCpu,
+  v8FlagsNote,
   withFreshPgDb,
   type Service,
 } from './lib.ts';
@@ -404,7 +405,7 @@ async function main() {
   log(
     `Node ${process.version}, ${cpu.length} CPUs (${cpu[0]?.model.trim() ?? 'unknown'}), concurrency ${CONCURRENCY} ` +
       `(${Math.min(USERS, CONCURRENCY)} users), ` +
-      `${WARMUP_SECONDS}s warm-up + ${SECONDS}s per case`,
+      `${WARMUP_SECONDS}s warm-up + ${SECONDS}s per case; ${v8FlagsNote()}`,
   );
   const results: Figures[] = [];
   const steps: Step[] = [];
@@ -438,7 +439,8 @@ async function main() {
 
   console.log(
     `\nAPI: task create — Node ${process.version}, ${cpu.length} CPUs, ${new Date().toISOString().slice(0, 10)}, ` +
-      `concurrency ${CONCURRENCY} (${Math.min(USERS, CONCURRENCY)} users), ${SECONDS}s per case after ${WARMUP_SECONDS}s warm-up\n`,
+      `concurrency ${CONCURRENCY} (${Math.min(USERS, CONCURRENCY)} users), ${SECONDS}s per case after ${WARMUP_SECONDS}s warm-up; ` +
+      `${v8FlagsNote()}\n`,
   );
   console.log(table(results));
   if (steps.length) console.log(`\n${stepTable(steps)}`);

@@ -164,6 +164,20 @@ export function startNodeOptions(root: string): string[] {
   return m?.[1]?.trim().split(/\s+/).filter(Boolean) ?? [];
 }
 
+/**
+ * The benches that run taskflow in their own process (api, relay, reminders) say whether it has the V8 flags
+ * `npm start` gives taskflow (startNodeOptions): their npm scripts pass them. Without them the young
+ * generation is V8's default, and the relay, whose batches outlive a scavenge, spends about a third more CPU
+ * per event (docs/benchmarks.md).
+ */
+export function v8FlagsNote(): string {
+  const wanted = startNodeOptions(ROOT);
+  const missing = wanted.filter((f) => !process.execArgv.includes(f));
+  return missing.length === 0
+    ? `V8 flags of npm start (${wanted.join(' ')})`
+    : `WITHOUT the V8 flags of npm start (${missing.join(' ')}): run it with npm run, or figures differ from what taskflow runs with`;
+}
+
 /** `K=V,K=V` pairs of the environment variable `key` (none when unset). */
 export function envPairs(key: string): Record<string, string> {
   return Object.fromEntries(listEnv(key, '').map((kv) => [kv.split('=')[0]!, kv.slice(kv.indexOf('=') + 1)]));

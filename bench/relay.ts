@@ -70,6 +70,7 @@ import {
   intEnv,
   TASK_BODY,
   treeCpu,
+  v8FlagsNote,
 } from './lib.ts';
 
 const EVENTS = intEnv('BENCH_EVENTS', 100_000);
@@ -644,7 +645,7 @@ async function main() {
   const cpu = cpus();
   log(
     `Node ${process.version}, ${cpu.length} CPUs (${cpu[0]?.model.trim() ?? 'unknown'}), ${fmt(EVENTS)} events, ` +
-      `${USERS} users, batch sizes ${BATCH_SIZES.join('/')}, ${REPEAT} round(s), ${loadNote()}`,
+      `${USERS} users, batch sizes ${BATCH_SIZES.join('/')}, ${REPEAT} round(s), ${loadNote()}; ${v8FlagsNote()}`,
   );
   const services: Service[] = [];
   const cleanups: (() => Promise<void> | void)[] = [];
@@ -751,7 +752,7 @@ async function main() {
     console.log(
       `\nRelay: outbox -> Kafka — Node ${process.version}, ${cpu.length} CPUs, ${new Date().toISOString().slice(0, 10)}, ` +
         `${fmt(EVENTS)} task.created events, ${USERS} keys, ${PARTITIONS} partitions, idempotent + acks=all, ` +
-        `one broker (scripts/kafka, Kafka 3.9.1, on the same machine)\n`,
+        `one broker (scripts/kafka, Kafka 3.9.1, on the same machine); ${v8FlagsNote()}\n`,
     );
     const values = [...encoded]
       .map(([e, x]) => `${e} ${x.valueBytes.toFixed(0)} B (encoded in ${x.encodeUs.toFixed(1)} µs)`)

@@ -54,6 +54,7 @@ import {
   log,
   percentile,
   startService,
+  v8FlagsNote,
   withFreshPgDb,
   type Service,
 } from './lib.ts';
@@ -465,7 +466,9 @@ function report(r: Result, note: string): string {
 async function main() {
   const startedAt = Date.now();
   const cpu = cpus();
-  log(`Node ${process.version}, ${cpu.length} CPUs (${cpu[0]?.model.trim() ?? 'unknown'}), ${loadNote()}`);
+  log(
+    `Node ${process.version}, ${cpu.length} CPUs (${cpu[0]?.model.trim() ?? 'unknown'}), ${loadNote()}; ${v8FlagsNote()}`,
+  );
   let server: Service | null = null;
   let note = '';
   let result: Result;
@@ -507,7 +510,7 @@ async function main() {
   console.log(
     `\nReminders: ${fmt(result.reminders)} due over ${result.windowS}s, ${fmt(result.users)} users — ` +
       `Node ${process.version}, ${cpu.length} CPUs, ${new Date().toISOString().slice(0, 10)}, ` +
-      `tick ${result.tickMs} ms, batch ${result.batch}, reminders + relay targets, embedded bus\n`,
+      `tick ${result.tickMs} ms, batch ${result.batch}, reminders + relay targets, embedded bus; ${v8FlagsNote()}\n`,
   );
   console.log(report(result, note));
   log(`done in ${((Date.now() - startedAt) / 1000).toFixed(0)}s`);
