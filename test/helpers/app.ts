@@ -106,8 +106,9 @@ export async function startApp(
 
 /**
  * The events the application wrote, in commit order: the outbox's rows (BUS=kafka or dapr, or written by a
- * process without the bus) and the embedded bus's log (BUS=embedded, where writers append to it directly),
- * dead letters left out. `seq` increases in commit order per key: the outbox's per-key stream sequence, or
+ * process without the bus; only those not yet published: the relay deletes what it published, read those
+ * from the bus) and the embedded bus's log (BUS=embedded, where writers append to it directly), dead letters
+ * left out. `seq` increases in commit order per key: the outbox's per-key stream sequence, or
  * the log offset within the key's partition.
  */
 export async function writtenEvents(db: Queryable) {
