@@ -22,7 +22,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Fastify from 'fastify';
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../src/ids.ts';
 import { createVerifier, signDevToken } from '../src/auth.ts';
 import { makeEvent } from '../src/contracts/cloudevent.ts';
 import { assertValidEvent } from '../src/contracts/schemas.ts';

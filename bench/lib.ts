@@ -231,6 +231,7 @@ const STATEMENT_KINDS: readonly [RegExp, string][] = [
   [/^\s*WITH marked AS \(\s*DELETE FROM outbox/, 'relay: mark published DELETE'],
   [/^\s*INSERT INTO leases/, 'relay: lease UPSERT'],
   [/count\(\*\)::text AS pending/, 'relay: outbox stats count(*)'],
+  [/^\s*DELETE FROM outbox WHERE id = ANY/, 'relay (embedded bus): mark moved rows DELETE'],
   [/^\s*DELETE FROM outbox/, 'relay: prune DELETE'],
   [/^\s*UPDATE bus_partitions/, 'embedded bus: partition offset UPDATE'],
   [/^\s*INSERT INTO bus_messages/, 'embedded bus: INSERT messages'],

@@ -38,7 +38,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Admin, ProduceAcks, Producer, stringSerializer } from '@platformatic/kafka';
 import { pino } from 'pino';
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../src/ids.ts';
 import { EventCodec, type EventEncoding } from '../src/bus/kafka/codec.ts';
 import { connectionOptions, type KafkaSettings } from '../src/bus/kafka/index.ts';
 import { SchemaRegistryClient } from '../src/bus/schema-registry.ts';

@@ -3,7 +3,7 @@ import { exampleOf } from '../../src/contracts/asyncapi.ts';
 import { makeEvent, type CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { TaskEventData } from '../../src/contracts/events.ts';
 import { newTask, type TaskFields } from '../../src/domain/task.ts';
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../../src/ids.ts';
 
 /** The fields of a plain pending task: no due date, tags, reminders or recurrence. */
 export function plainFields(title: string, overrides: Partial<TaskFields> = {}): TaskFields {

@@ -191,13 +191,19 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
 
     // The trace continues across the sidecars: daprd keeps the event's own traceparent. Read back from Kafka:
     // the relay deletes the outbox rows it published.
-    const onKafka = await bus.admin.read(TOPICS.taskEvents);
-    const completed = onKafka.find(
-      (m) => m.event.type === 'task.completed' && m.event.subject === created.body.id,
+    // The next occurrence's event is committed with it and relayed a little later: wait for both.
+    const { completed, next } = await waitFor(
+      async () => {
+        const onKafka = await bus.admin.read(TOPICS.taskEvents);
+        const completed = onKafka.find(
+          (m) => m.event.type === 'task.completed' && m.event.subject === created.body.id,
+        );
+        const next = onKafka.find((m) => m.event.type === 'task.created' && m.event.subject === series[1].id);
+        return completed && next ? { completed, next } : undefined;
+      },
+      10_000,
+      "task.completed and the next occurrence's task.created on Kafka",
     );
-    const next = onKafka.find((m) => m.event.type === 'task.created' && m.event.subject === series[1].id);
-    assert.ok(completed, 'task.completed on Kafka');
-    assert.ok(next, "the next occurrence's task.created on Kafka");
     assert.equal(next.event.source, '/taskflow/recurrence');
     assert.equal(traceIdOf(next.event.traceparent), traceIdOf(completed.event.traceparent));
 

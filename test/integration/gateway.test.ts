@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../../src/ids.ts';
 import WebSocket from 'ws';
 import { makeEvent } from '../../src/contracts/cloudevent.ts';
 import type { TaskChangedData } from '../../src/contracts/events.ts';

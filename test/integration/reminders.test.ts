@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { uuidv7 } from 'uuidv7';
+import { uuidv7 } from '../../src/ids.ts';
 import webpush from 'web-push';
 import WebSocket from 'ws';
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
