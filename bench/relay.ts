@@ -36,11 +36,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Admin, ProduceAcks, Producer, stringSerializer } from '@platformatic/kafka';
+import { Admin, ProduceAcks, Producer } from '@platformatic/kafka';
 import { pino } from 'pino';
 import { uuidv7 } from '../src/ids.ts';
 import { EventCodec, type EventEncoding } from '../src/bus/kafka/codec.ts';
 import { connectionOptions, type KafkaSettings } from '../src/bus/kafka/index.ts';
+import { PUBLISHER_SERIALIZERS } from '../src/bus/kafka/publisher.ts';
 import { SchemaRegistryClient } from '../src/bus/schema-registry.ts';
 import { makeEvent, toBinary, type CloudEvent } from '../src/contracts/cloudevent.ts';
 import { startFakeRegistry } from '../test/helpers/schema-registry.ts';
@@ -436,7 +437,7 @@ async function rawCase(
     ...connectionOptions(kafka),
     idempotent: true,
     acks: ProduceAcks.ALL,
-    serializers: { key: stringSerializer, headerKey: stringSerializer, headerValue: stringSerializer },
+    serializers: PUBLISHER_SERIALIZERS,
   });
   try {
     const mark = cpuMark();

@@ -13,6 +13,29 @@ import { KafkaAdmin } from './admin.ts';
 
 const MAX_REQUEST_BYTES = 512 * 1024;
 
+/**
+ * Header names as Buffers, each encoded once: a record carries about 13 of them (CloudEvents binary mode),
+ * and encoding every name of every record cost about 1.1 µs per record (1,161-1,411 against 97-161 ns for
+ * 13 names, cached). The client only reads them. Beyond 256 distinct names, a name is encoded each time.
+ */
+const headerNames = new Map<string, Buffer>();
+function headerNameSerializer(name?: string): Buffer | undefined {
+  if (typeof name !== 'string') return undefined;
+  let encoded = headerNames.get(name);
+  if (encoded === undefined) {
+    encoded = Buffer.from(name, 'utf-8');
+    if (headerNames.size < 256) headerNames.set(name, encoded);
+  }
+  return encoded;
+}
+
+/** The publisher's serializers (bench:relay's raw producer uses them too). */
+export const PUBLISHER_SERIALIZERS = {
+  key: stringSerializer,
+  headerKey: headerNameSerializer,
+  headerValue: stringSerializer,
+};
+
 /** Splits items, in order, into chunks whose estimated encoded size (`sizeOf`) stays under `limit` bytes. */
 export function chunkBySize<T>(messages: readonly T[], limit: number, sizeOf: (m: T) => number): T[][] {
   const chunks: T[][] = [];
@@ -49,7 +72,7 @@ export class KafkaPublisher implements Publisher {
       // Java's partitioner (murmur2 of the key), as the embedded bus uses: a key lands on the same partition
       // number whichever client or transport produced it.
       partitioner: compatibilityPartitioner,
-      serializers: { key: stringSerializer, headerKey: stringSerializer, headerValue: stringSerializer },
+      serializers: PUBLISHER_SERIALIZERS,
     });
   }
 
