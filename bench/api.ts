@@ -38,6 +38,7 @@ import { UserSettingsStore } from '../src/store/user-settings.ts';
 import {
   TASK_BODY,
   log,
+  busyShare,
   machineCpu,
   percentile,
   pidOfPostgres,
@@ -209,7 +210,7 @@ async function measure(
     threadUs: (busyMs * 1000) / Math.max(1, r.ok),
     postgresUs: ((pg1 - pg0) * 1e6) / Math.max(1, r.ok),
     clientUs: (r.clientActiveMs * 1000) / Math.max(1, r.ok),
-    machineBusy: (100 * (machine1.busy - machine0.busy)) / Math.max(1, machine1.total - machine0.total),
+    machineBusy: 100 * busyShare(machine0, machine1),
   };
   log(
     `${database} / ${name}: ${f.reqPerSec.toFixed(0)} req/s, p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms, ` +

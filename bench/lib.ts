@@ -353,6 +353,14 @@ export function machineCpu(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+/** The share (0-1) of the machine's CPU time that was busy between two `machineCpu` readings. */
+export function busyShare(
+  from: { busy: number; total: number },
+  to: { busy: number; total: number },
+): number {
+  return (to.busy - from.busy) / Math.max(1, to.total - from.total);
+}
+
 /**
  * The fields of /proc/<pid>/stat after the process's name (which may hold spaces and parentheses): state(0)
  * ppid(1) ... utime(11) stime(12) cutime(13) cstime(14). Throws when the process is gone.

@@ -61,6 +61,7 @@ import {
   load1,
   loadNote,
   log,
+  busyShare,
   machineCpu,
   median,
   pidListeningOn,
@@ -416,7 +417,7 @@ function finish(
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
     brokerCpuSeconds: treeCpu(others.brokerPid) - mark.broker,
     postgresCpuSeconds: usesPostgres ? treeCpu(others.postgresPid) - mark.postgres : NaN,
-    machineBusy: (machine.busy - mark.machine.busy) / (machine.total - mark.machine.total),
+    machineBusy: busyShare(mark.machine, machine),
   };
 }
 
