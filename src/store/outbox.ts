@@ -5,7 +5,7 @@
  * Dapr, or, with the embedded bus, the bus's log itself (bus/embedded/log.ts, docs/adr/0008). A row the relay
  * published is deleted (the bus keeps the event): the table holds what is pending.
  */
-import type { CloudEvent } from '../contracts/cloudevent.ts';
+import { withDataJson, type CloudEvent } from '../contracts/cloudevent.ts';
 import {
   assertValidEvent,
   isEventType,
@@ -138,14 +138,37 @@ export interface OutboxRow {
   attempts: number;
 }
 
+/**
+ * An outbox row's columns as the relay reads them: the event's attributes as JSON (parsed by the driver) and its
+ * data as JSON text, which a JSON codec writes as the record's value without parsing it (withDataJson).
+ */
+const ROW_COLUMNS = `id::text AS id, topic, key, event - 'data' AS envelope, (event -> 'data')::text AS data, attempts`;
+
+interface OutboxColumns {
+  id: string;
+  topic: string;
+  key: string;
+  envelope: Omit<CloudEvent, 'data'>;
+  data: string | null;
+  attempts: number;
+}
+
+const outboxRowOf = (r: OutboxColumns): OutboxRow => ({
+  id: r.id,
+  topic: r.topic,
+  key: r.key,
+  event: r.data === null ? (r.envelope as CloudEvent) : withDataJson(r.envelope, r.data),
+  attempts: r.attempts,
+});
+
 /** The first `limit` unpublished rows (after row `after`), in id order. */
 export async function pendingOutbox(db: Queryable, limit: number, after = '0'): Promise<OutboxRow[]> {
-  const r = await db.query<OutboxRow>(
-    `SELECT id::text AS id, topic, key, event, attempts FROM outbox
+  const r = await db.query<OutboxColumns>(
+    `SELECT ${ROW_COLUMNS} FROM outbox
       WHERE published_at IS NULL AND id > $2::bigint ORDER BY outbox.id LIMIT $1`,
     [limit, after],
   );
-  return r.rows;
+  return r.rows.map(outboxRowOf);
 }
 
 /**
@@ -182,21 +205,22 @@ export async function markAndReadPending(
   limit: number,
   fence: { lease: string; holder: string },
 ): Promise<{ marked: boolean; rows: OutboxRow[] }> {
-  const r = await db.query<Omit<OutboxRow, 'id'> & { id: string | null; held: boolean }>(
+  const r = await db.query<Omit<OutboxColumns, 'id'> & { id: string | null; held: boolean }>(
     `WITH marked AS (
        DELETE FROM outbox WHERE id = ANY($1::bigint[])
           AND EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4)
      )
-     SELECT h.held, o.id, o.topic, o.key, o.event, o.attempts
+     SELECT h.held, o.id, o.topic, o.key, o.envelope, o.data, o.attempts
        FROM (SELECT EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4) AS held) h
        LEFT JOIN LATERAL (
-         SELECT id::text AS id, topic, key, event, attempts FROM outbox
+         SELECT ${ROW_COLUMNS} FROM outbox
           WHERE published_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY outbox.id LIMIT $2
        ) o ON true
       ORDER BY o.id::bigint`,
     [sent, limit, fence.lease, fence.holder],
   );
-  const rows = r.rows.filter((x) => x.id !== null).map(({ held: _, ...row }) => row as OutboxRow);
+  const rows: OutboxRow[] = [];
+  for (const x of r.rows) if (x.id !== null) rows.push(outboxRowOf(x as OutboxColumns));
   return { marked: sent.length === 0 || r.rows[0]?.held === true, rows };
 }
 

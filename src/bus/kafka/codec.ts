@@ -10,7 +10,13 @@
 import type { Message } from '@platformatic/kafka';
 import type avsc from 'avsc';
 import { avroSchemaOf, jsonDataOf } from '../../contracts/avro.ts';
-import { fromBinaryHeaders, toBinaryHeaders, withData, type CloudEvent } from '../../contracts/cloudevent.ts';
+import {
+  fromBinaryHeaders,
+  toBinaryHeaders,
+  unreadDataJson,
+  withData,
+  type CloudEvent,
+} from '../../contracts/cloudevent.ts';
 import { isEventType, type EventType } from '../../contracts/schemas.ts';
 import { errorMessage } from '../../error-text.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -129,7 +135,7 @@ export class EventCodec {
         return { headers, value };
       }
     }
-    return { headers, value: Buffer.from(JSON.stringify(event.data)) };
+    return { headers, value: Buffer.from(unreadDataJson(event) ?? JSON.stringify(event.data)) };
   }
 
   /**
