@@ -135,14 +135,13 @@ export interface OutboxRow {
   topic: string;
   key: string;
   event: CloudEvent;
-  attempts: number;
 }
 
 /**
  * An outbox row's columns as the relay reads them: the event's attributes as JSON (parsed by the driver) and its
  * data as JSON text, which a JSON codec writes as the record's value without parsing it (withDataJson).
  */
-const ROW_COLUMNS = `id::text AS id, topic, key, event - 'data' AS envelope, (event -> 'data')::text AS data, attempts`;
+const ROW_COLUMNS = `id::text AS id, topic, key, event - 'data' AS envelope, (event -> 'data')::text AS data`;
 
 interface OutboxColumns {
   id: string;
@@ -150,7 +149,6 @@ interface OutboxColumns {
   key: string;
   envelope: Omit<CloudEvent, 'data'>;
   data: string | null;
-  attempts: number;
 }
 
 const outboxRowOf = (r: OutboxColumns): OutboxRow => ({
@@ -158,7 +156,6 @@ const outboxRowOf = (r: OutboxColumns): OutboxRow => ({
   topic: r.topic,
   key: r.key,
   event: r.data === null ? (r.envelope as CloudEvent) : withDataJson(r.envelope, r.data),
-  attempts: r.attempts,
 });
 
 /** The first `limit` unpublished rows (after row `after`), in id order. */
@@ -210,7 +207,7 @@ export async function markAndReadPending(
        DELETE FROM outbox WHERE id = ANY($1::bigint[])
           AND EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4)
      )
-     SELECT h.held, o.id, o.topic, o.key, o.envelope, o.data, o.attempts
+     SELECT h.held, o.id, o.topic, o.key, o.envelope, o.data
        FROM (SELECT EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4) AS held) h
        LEFT JOIN LATERAL (
          SELECT ${ROW_COLUMNS} FROM outbox
