@@ -9,7 +9,8 @@
  * - raw: a @platformatic/kafka Producer with the publisher's settings (idempotent, acks=all, the same
  *   connection options and serializers) sends the same messages (same key, CloudEvents binary-mode headers
  *   and body as the relay produces, built before the clock starts) one awaited batch at a time, like the
- *   relay does.
+ *   relay does. The relay's JSON bodies are PostgreSQL's print of the data (a space after each `:` and `,`:
+ *   535 against 498 bytes for this event), so it sends about 4 % more bytes than the raw producer.
  *
  * Figures: events/s including start-up (producer connect, idempotent producer id, metadata) and "steady"
  * events/s (after the first batch). relay/raw is the ratio of the steady rates at the same batch size.
@@ -39,11 +40,11 @@ import { join } from 'node:path';
 import { Admin, ProduceAcks, Producer } from '@platformatic/kafka';
 import { pino } from 'pino';
 import { uuidv7 } from '../src/ids.ts';
-import { EventCodec, type EventEncoding } from '../src/bus/kafka/codec.ts';
+import { EventCodec, JSON_CODEC, type EventEncoding } from '../src/bus/kafka/codec.ts';
 import { connectionOptions, type KafkaSettings } from '../src/bus/kafka/index.ts';
 import { PUBLISHER_SERIALIZERS } from '../src/bus/kafka/publisher.ts';
 import { SchemaRegistryClient } from '../src/bus/schema-registry.ts';
-import { makeEvent, toBinary, type CloudEvent } from '../src/contracts/cloudevent.ts';
+import { makeEvent, toBinary, withDataJson, type CloudEvent } from '../src/contracts/cloudevent.ts';
 import { startFakeRegistry } from '../test/helpers/schema-registry.ts';
 import type { TaskEventData } from '../src/contracts/events.ts';
 import { assertValidEvent } from '../src/contracts/schemas.ts';
@@ -179,14 +180,20 @@ function buildWorkload(): Workload {
     `built ${fmt(EVENTS)} valid task.created events in ${((performance.now() - started) / 1000).toFixed(1)}s`,
   );
 
-  // What the relay does per row besides SQL and the network: the driver's JSON.parse of the jsonb column,
-  // then toBinary + Buffer + header Map in KafkaPublisher.publish. Serial, single-threaded.
-  const sample = seeds.slice(0, Math.min(EVENTS, 20_000));
+  // What the relay does per row besides SQL and the network: the driver's JSON.parse of the event's
+  // attributes (the outbox row's `event - 'data'`), then the publisher's encode of the event whose data is
+  // the row's JSON text (withDataJson: headers, the text as the value). Serial, single-threaded.
+  const sample = events.slice(0, Math.min(EVENTS, 20_000)).map(({ data, ...envelope }) => ({
+    envelope: JSON.stringify(envelope),
+    data: JSON.stringify(data),
+  }));
   let t = performance.now();
-  const objects = sample.map((s) => JSON.parse(s.json) as CloudEvent);
+  const envelopes = sample.map((s) => JSON.parse(s.envelope) as Omit<CloudEvent, 'data'>);
   const parse = ((performance.now() - t) * 1000) / sample.length;
+  const extra = { 'taskflow-relay': 'bench' };
   t = performance.now();
-  for (const e of objects) toRawMessage(e);
+  for (let i = 0; i < sample.length; i++)
+    JSON_CODEC.encode(withDataJson(envelopes[i]!, sample[i]!.data), extra);
   const toMessage = ((performance.now() - t) * 1000) / sample.length;
   return { seeds, events, sizes, cpu: { parse, toMessage } };
 }
@@ -771,8 +778,8 @@ async function main() {
         `\nRelay time per batch (mean per call, share of the case's wall time; statements run one after another):\n\n${breakdown}`,
       );
     console.log(
-      `\nSerial CPU per event in the relay's own code: JSON.parse of the outbox.event JSON ${w.cpu.parse.toFixed(1)} µs, ` +
-        `toBinary + Buffer + header Map ${w.cpu.toMessage.toFixed(1)} µs (the record encodings: see Message above).`,
+      `\nSerial CPU per event in the relay's own code: JSON.parse of the event's attributes ${w.cpu.parse.toFixed(1)} µs, ` +
+        `encode (headers, the data's JSON text as the value) ${w.cpu.toMessage.toFixed(1)} µs.`,
     );
     for (const d of databases) console.log(`Outbox bulk load (${d.name}): ${fmt(d.loadRate)} rows/s.`);
     console.log(`Machine at the end: ${loadNote()} (2 cores shared with other work).`);
