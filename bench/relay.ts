@@ -187,15 +187,19 @@ function buildWorkload(): Workload {
     envelope: JSON.stringify(envelope),
     data: JSON.stringify(data),
   }));
-  let t = performance.now();
-  const envelopes = sample.map((s) => JSON.parse(s.envelope) as Omit<CloudEvent, 'data'>);
-  const parse = ((performance.now() - t) * 1000) / sample.length;
   const extra = { 'taskflow-relay': 'bench' };
-  t = performance.now();
-  for (let i = 0; i < sample.length; i++)
-    JSON_CODEC.encode(withDataJson(envelopes[i]!, sample[i]!.data), extra);
-  const toMessage = ((performance.now() - t) * 1000) / sample.length;
-  return { seeds, events, sizes, cpu: { parse, toMessage } };
+  const cpu = { parse: 0, toMessage: 0 };
+  // Twice, the second pass counted: the relay runs this code hot.
+  for (let pass = 0; pass < 2; pass++) {
+    let t = performance.now();
+    const envelopes = sample.map((s) => JSON.parse(s.envelope) as Omit<CloudEvent, 'data'>);
+    cpu.parse = ((performance.now() - t) * 1000) / sample.length;
+    t = performance.now();
+    for (let i = 0; i < sample.length; i++)
+      JSON_CODEC.encode(withDataJson(envelopes[i]!, sample[i]!.data), extra);
+    cpu.toMessage = ((performance.now() - t) * 1000) / sample.length;
+  }
+  return { seeds, events, sizes, cpu };
 }
 
 interface Encoded {

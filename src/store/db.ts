@@ -128,6 +128,12 @@ export function statementKind(sql: string): string {
  */
 export const jsonArrayParam = (texts: readonly string[]): string => `[${texts.join(',')}]`;
 
+/**
+ * Row ids (decimal strings, as `id::text` reads them) as one `bigint[]` literal, `{1,2,3}`: node-postgres
+ * would escape each element of a JS array (the relay marks 500 per statement).
+ */
+export const bigintArrayParam = (ids: readonly string[]): string => `{${ids.join(',')}}`;
+
 /** The `signals` event a NOTIFY on `channel` becomes (Db.listen). */
 export const notifyEvent = (channel: string) => `notify:${channel}`;
 

@@ -13,7 +13,14 @@ import {
   sequenceStreamOf,
   topicOf,
 } from '../contracts/schemas.ts';
-import { jsonArrayParam, notifyEvent, type EventWrite, type Queryable, type Tx } from './db.ts';
+import {
+  bigintArrayParam,
+  jsonArrayParam,
+  notifyEvent,
+  type EventWrite,
+  type Queryable,
+  type Tx,
+} from './db.ts';
 
 /** In-process wake-up of the relay after a commit that wrote events (other processes poll). */
 export const OUTBOX_SIGNAL = 'outbox-append';
@@ -186,7 +193,7 @@ export async function markPublished(
           AND EXISTS (SELECT 1 FROM leases WHERE name = $2 AND holder = $3)
      )
      SELECT EXISTS (SELECT 1 FROM leases WHERE name = $2 AND holder = $3) AS held`,
-    [ids, fence.lease, fence.holder],
+    [bigintArrayParam(ids), fence.lease, fence.holder],
   );
   return r.rows[0]?.held === true;
 }
@@ -214,7 +221,7 @@ export async function markAndReadPending(
           WHERE published_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY outbox.id LIMIT $2
        ) o ON true
       ORDER BY o.id::bigint`,
-    [sent, limit, fence.lease, fence.holder],
+    [bigintArrayParam(sent), limit, fence.lease, fence.holder],
   );
   const rows: OutboxRow[] = [];
   for (const x of r.rows) if (x.id !== null) rows.push(outboxRowOf(x as OutboxColumns));
@@ -225,7 +232,7 @@ export async function markAndReadPending(
 export async function markUnpublished(db: Queryable, ids: readonly string[]): Promise<Set<string>> {
   const r = await db.query<{ id: string }>(
     `DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND published_at IS NULL RETURNING id::text AS id`,
-    [ids],
+    [bigintArrayParam(ids)],
   );
   return new Set(r.rows.map((x) => x.id));
 }
@@ -238,7 +245,7 @@ export async function recordPublishFailure(
   if (ids.length)
     await db.query(
       `UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1::bigint[])`,
-      [ids, error.slice(0, 2000)],
+      [bigintArrayParam(ids), error.slice(0, 2000)],
     );
 }
 
