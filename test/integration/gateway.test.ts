@@ -35,6 +35,8 @@ class Client {
   readonly frames: Frame[] = [];
   readonly closed: Promise<{ code: number; reason: string }>;
   private waiters: (() => void)[] = [];
+  /** The close code and reason, once the server closed the connection. */
+  private closedWith: string | undefined;
   constructor(readonly ws: WebSocket) {
     ws.on('message', (data) => {
       this.frames.push(JSON.parse(String(data)) as Frame);
@@ -42,7 +44,11 @@ class Client {
     });
     ws.on('error', () => undefined);
     this.closed = new Promise((resolve) =>
-      ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
+      ws.on('close', (code, reason) => {
+        this.closedWith = `${code} ${String(reason)}`;
+        for (const w of this.waiters.splice(0)) w(); // a wait ends at once, saying so
+        resolve({ code, reason: String(reason) });
+      }),
     );
   }
 
@@ -73,7 +79,10 @@ class Client {
       const found = this.frames.find(pred);
       if (found) return found;
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no matching frame within ${timeoutMs} ms; got ${this.frames.length}`);
+      if (left <= 0 || this.closedWith)
+        throw new Error(
+          `no matching frame ${this.closedWith ? `before the close (${this.closedWith})` : `within ${timeoutMs} ms`}; got ${this.frames.length}`,
+        );
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.waiters.push(() => {
