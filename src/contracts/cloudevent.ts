@@ -94,7 +94,7 @@ const DATA_ACCESSOR: PropertyDescriptor & ThisType<WithDataJsonState> = {
 /**
  * `envelope` (an event without `data`) with its `data` given as JSON text, parsed only when first read: the
  * relay reads an outbox row's data as text and a JSON codec writes that text as the record's value unparsed
- * (`unreadDataJson`), which saves about half of the relay's own CPU per event (docs/benchmarks.md). Reading
+ * (`unreadDataJson`), which halves the CPU of the relay's read and encode per event (docs/benchmarks.md). Reading
  * `data` (JSON.stringify, a spread, a codec writing Avro) parses it; from then on, or once `data` is set, the
  * event is an ordinary one and the text is not used again (the parsed value may be changed in place).
  */

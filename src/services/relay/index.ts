@@ -54,6 +54,7 @@ const tracedMessages = (rows: readonly OutboxRow[], system: string, headers: Rec
  * of rows of one topic and type (a batch is mostly one run), not per row.
  */
 function countPublished(metrics: Runtime['metrics'], rows: readonly OutboxRow[]): void {
+  if (rows.length === 0) return;
   const now = Date.now();
   let run = 0;
   let latency = metrics.publishLatency.labels({ topic: rows[0]!.topic });
