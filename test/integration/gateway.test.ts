@@ -35,18 +35,18 @@ class Client {
   readonly frames: Frame[] = [];
   readonly closed: Promise<{ code: number; reason: string }>;
   private waiters: (() => void)[] = [];
-  /** The close code and reason, once the server closed the connection. */
+  /** The close code and reason, once the connection closed (either side). */
   private closedWith: string | undefined;
   constructor(readonly ws: WebSocket) {
     ws.on('message', (data) => {
       this.frames.push(JSON.parse(String(data)) as Frame);
-      for (const w of this.waiters.splice(0)) w();
+      this.wake();
     });
     ws.on('error', () => undefined);
     this.closed = new Promise((resolve) =>
       ws.on('close', (code, reason) => {
         this.closedWith = `${code} ${String(reason)}`;
-        for (const w of this.waiters.splice(0)) w(); // a wait ends at once, saying so
+        this.wake(); // a wait ends at once, saying so
         resolve({ code, reason: String(reason) });
       }),
     );
@@ -91,6 +91,10 @@ class Client {
         });
       });
     }
+  }
+
+  private wake() {
+    for (const w of this.waiters.splice(0)) w();
   }
 
   close() {
