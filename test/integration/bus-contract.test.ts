@@ -10,6 +10,7 @@ import type { BusMessage, Subscription } from '../../src/bus/types.ts';
 import { PermanentError } from '../../src/bus/types.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
+import { kafkaRequestCounts } from '../../src/bus/kafka/index.ts';
 import { waitFor } from '../helpers/app.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { harnesses, type BusProcess, type TransportHarness } from '../helpers/transports.ts';
@@ -380,6 +381,41 @@ for (const factory of harnesses) {
       const union = new Set([...byMember[0].keys(), ...byMember[1].keys()]);
       assert.equal(union.size, 100);
       assert.equal(other.size, 100);
+    });
+
+    it("takes one key's batch of 2 MB with multi-byte headers in one publish, in order", async () => {
+      // Over the broker's 1 MiB record batch limit for one partition, with headers whose UTF-8 bytes are three
+      // times their characters: a publisher that sized its requests by characters, or not at all, is refused.
+      const topic = await topicWith(2);
+      const p = await h.start();
+      const key = 'big-batch';
+      const messages = Array.from({ length: 800 }, (_, i) => {
+        const event = taskCreated(key, String(i));
+        event.useragent = `日本語のブラウザ ${'字'.repeat(480)}`;
+        return { topic, key, event };
+      });
+      const produced = kafkaRequestCounts().get('Produce') ?? 0;
+      await p.bus.publisher.publish(messages);
+      const requests = (kafkaRequestCounts().get('Produce') ?? 0) - produced;
+      const got: number[] = [];
+      const sub = await p.bus.subscriber.subscribe({
+        group: h.unique('big'),
+        topics: [topic],
+        handler: async (m) => {
+          assert.equal(m.event.useragent, messages[0]!.event.useragent);
+          got.push(Number(titleOf(m.event)));
+        },
+      });
+      await waitFor(() => got.length >= 800, 30_000, '800 messages');
+      await sub.close();
+      await p.close();
+      assert.deepEqual(
+        got,
+        Array.from({ length: 800 }, (_, i) => i),
+        'each once, in order',
+      );
+      // Kafka: no more requests than the bytes need (about 1.7 MB of records: two of at most 1,000,000 B).
+      if (h.name === 'kafka') assert.equal(requests, 2, 'Produce requests for the batch');
     });
 
     it('keeps committed positions across a restart', async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { chunkBySize } from '../../src/bus/kafka/index.ts';
+import { JSON_CODEC } from '../../src/bus/kafka/codec.ts';
+import { MAX_REQUEST_BYTES, chunkBySize, recordSizeBound } from '../../src/bus/kafka/index.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 it('splits a batch into ordered chunks under the size limit', () => {
@@ -22,4 +23,20 @@ it('splits a batch into ordered chunks under the size limit', () => {
     1,
     'an event larger than the limit still goes, alone',
   );
+});
+
+it("sends a relay batch of 500 task events in one request, and counts a header's UTF-8 bytes", () => {
+  const records = Array.from({ length: 500 }, (_, i) => {
+    const event = taskCreated(`user-${i % 50}`, `task ${i}`, { description: 'd'.repeat(200) });
+    return {
+      key: event.partitionkey!,
+      ...JSON_CODEC.encode(event, { 'taskflow-relay': 'host/1234/0a1b2c3d' }),
+    };
+  });
+  assert.equal(chunkBySize(records, MAX_REQUEST_BYTES, recordSizeBound).length, 1);
+
+  const ascii = { key: 'k', value: Buffer.alloc(10), headers: new Map([['ce_useragent', 'a'.repeat(100)]]) };
+  const cjk = { key: 'k', value: Buffer.alloc(10), headers: new Map([['ce_useragent', '日'.repeat(100)]]) };
+  assert.equal(recordSizeBound(cjk) - recordSizeBound(ascii), 200, 'three bytes a character, not one');
+  assert.ok(recordSizeBound(ascii) >= 1 + 10 + 12 + 100, 'key, value, header name and value');
 });

@@ -27,7 +27,7 @@ export {
   type KafkaSettings,
 } from './connection.ts';
 export { fetchWait, KafkaSubscriber } from './group-member.ts';
-export { chunkBySize, KafkaPublisher } from './publisher.ts';
+export { chunkBySize, KafkaPublisher, MAX_REQUEST_BYTES, recordSizeBound } from './publisher.ts';
 
 export function createKafkaBus(s: KafkaSettings, opts: KafkaBusOptions): Bus {
   const cfg: Required<KafkaBusOptions> = {
