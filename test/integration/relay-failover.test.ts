@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
 import type { StoredMessage } from '../../src/bus/types.ts';
@@ -29,6 +30,10 @@ const skip =
     ? 'needs TEST_DATABASE_URL and TEST_KAFKA_BROKERS (scripts/test starts both)'
     : false;
 const USERS = ['ann', 'bob', 'cho', 'dan', 'eve', 'fay', 'gus', 'hal'];
+
+/** Whether process `pid` is stopped (SIGSTOP took effect): its state in /proc is `T`. */
+const stopped = (pid: number): boolean =>
+  readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] === 'T';
 
 /**
  * A fresh database whose events go to the outbox (no bus), for the relays, and what a `taskflow serve relay`
@@ -84,9 +89,11 @@ describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
       await waitFor(async () => written > 150 && (await pending()) < 20, 30_000, 'events flowing');
 
       // 1. Pause the active relay past its lease: the standby takes over; the paused one, resumed, stands by.
-      // Each instant is taken once its signal is sent: what the relay built before it stopped carries an
-      // earlier record time (taken before, a record stamped in the moment between counted as sent after).
+      // The pause's instant is taken once the process is seen stopped (a signal takes effect a moment after
+      // kill returns), so each send it began before carries an earlier record time: the publisher stamps a
+      // record when it is asked to send it, not when the client later encodes it.
       first.child.kill('SIGSTOP');
+      await waitFor(() => stopped(first.child.pid!), 5_000, 'the active relay to stop');
       const pausedAt = Date.now();
       await waitFor(async () => (await activePid()) === second.child.pid, 30_000, 'the standby to take over');
       const pauseTakeoverMs = Date.now() - pausedAt;

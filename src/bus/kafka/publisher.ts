@@ -102,6 +102,10 @@ export class KafkaPublisher implements Publisher {
 
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
     if (messages.length === 0) return;
+    // A record's time (CreateTime) is when it was asked to go, as Java's producer stamps it in send(): under
+    // the caller's checks (the relay's lease), not when the client gets to encoding it, which can come later
+    // (a topic to create, a schema to fetch, metadata, a retry, a pause of the process).
+    const timestamp = BigInt(Date.now());
     const unknown = [...new Set(messages.map((m) => m.topic))].filter((t) => !this.known.has(t));
     if (unknown.length) {
       this.admin ??= new KafkaAdmin(this.s, this.log);
@@ -120,7 +124,7 @@ export class KafkaPublisher implements Publisher {
     }
     const records = messages.map((m) => {
       const { headers, value } = this.codec.encode(m.event, m.headers);
-      return { topic: prefix + m.topic, key: m.key, value, headers };
+      return { topic: prefix + m.topic, key: m.key, value, headers, timestamp };
     });
     // Kafka refuses a record batch above ~1 MiB per partition; events are at most a few tens of KB, so sending
     // in chunks of bounded size keeps every request valid. Chunks go one after another: per-key order holds.
