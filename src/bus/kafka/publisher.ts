@@ -39,8 +39,8 @@ function headerNameSerializer(name?: string): Buffer | undefined {
  * header of CJK text takes three bytes a character), and the varints around them, at most 5 bytes each (10 for
  * the timestamp delta). It replaced the value's length plus 512, which was both too much and too little: it
  * split each relay batch of 500 of bench:relay's task events (555-byte values) into two requests (the second
- * of about ten records: a broker round trip more), and one user's burst of events with long non-ASCII headers (a user agent) went out as one
- * batch that the broker refused on every retry, stopping the relay.
+ * of about ten records: a broker round trip more), and one user's burst of events with long non-ASCII headers
+ * (a user agent) went out as one batch that the broker refused on every retry, stopping the relay.
  */
 export function recordSizeBound(record: {
   key: string;
