@@ -31,9 +31,11 @@ const skip =
     : false;
 const USERS = ['ann', 'bob', 'cho', 'dan', 'eve', 'fay', 'gus', 'hal'];
 
-/** Whether process `pid` is stopped (SIGSTOP took effect): its state in /proc is `T`. */
-const stopped = (pid: number): boolean =>
-  readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] === 'T';
+/** Whether process `pid` is stopped (SIGSTOP took effect): its state in /proc, after the command name, is `T`. */
+function stopped(pid: number): boolean {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat[stat.lastIndexOf(')') + 2] === 'T';
+}
 
 /**
  * A fresh database whose events go to the outbox (no bus), for the relays, and what a `taskflow serve relay`
