@@ -10,7 +10,6 @@ import type { BusMessage, Subscription } from '../../src/bus/types.ts';
 import { PermanentError } from '../../src/bus/types.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
-import { kafkaRequestCounts } from '../../src/bus/kafka/index.ts';
 import { waitFor } from '../helpers/app.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { harnesses, type BusProcess, type TransportHarness } from '../helpers/transports.ts';
@@ -385,24 +384,25 @@ for (const factory of harnesses) {
 
     it("takes one key's batch of 1.8 MB with multi-byte headers in one publish, in order", async () => {
       // Over the broker's 1 MiB record batch limit for one partition, with headers whose UTF-8 bytes are three
-      // times their characters: a publisher that sized its requests by characters, or not at all, is refused.
+      // times their characters: a publisher that sized its requests by characters, or not at all, is refused
+      // (on Kafka it goes as two requests: test/unit/kafka-chunks.test.ts).
       const topic = await topicWith(2);
       const p = await h.start();
       const key = 'big-batch';
+      const userAgent = `日本語のブラウザ ${'字'.repeat(480)}`;
       const messages = Array.from({ length: 800 }, (_, i) => {
         const event = taskCreated(key, String(i));
-        event.useragent = `日本語のブラウザ ${'字'.repeat(480)}`;
+        event.useragent = userAgent;
         return { topic, key, event };
       });
-      const produced = kafkaRequestCounts().get('Produce') ?? 0;
       await p.bus.publisher.publish(messages);
-      const requests = (kafkaRequestCounts().get('Produce') ?? 0) - produced;
       const got: number[] = [];
+      const otherAgents: string[] = [];
       const sub = await p.bus.subscriber.subscribe({
         group: h.unique('big'),
         topics: [topic],
         handler: async (m) => {
-          assert.equal(m.event.useragent, messages[0]!.event.useragent);
+          if (m.event.useragent !== userAgent) otherAgents.push(String(m.event.useragent));
           got.push(Number(titleOf(m.event)));
         },
       });
@@ -414,8 +414,7 @@ for (const factory of harnesses) {
         Array.from({ length: 800 }, (_, i) => i),
         'each once, in order',
       );
-      // Kafka: no more requests than the bytes need (1.85 MB by recordSizeBound: two of at most 1,000,000).
-      if (h.name === 'kafka') assert.equal(requests, 2, 'Produce requests for the batch');
+      assert.deepEqual(otherAgents, [], 'the header arrives as it was sent');
     });
 
     it('keeps committed positions across a restart', async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
+import { createRecord, createRecordsBatch } from '@platformatic/kafka';
 import { JSON_CODEC } from '../../src/bus/kafka/codec.ts';
 import { MAX_REQUEST_BYTES, chunkBySize, recordSizeBound } from '../../src/bus/kafka/index.ts';
 import { taskCreated } from '../helpers/events.ts';
@@ -38,5 +39,46 @@ it("sends a relay batch of 500 task events in one request, and counts a header's
   const ascii = { key: 'k', value: Buffer.alloc(10), headers: new Map([['ce_useragent', 'a'.repeat(100)]]) };
   const cjk = { key: 'k', value: Buffer.alloc(10), headers: new Map([['ce_useragent', '日'.repeat(100)]]) };
   assert.equal(recordSizeBound(cjk) - recordSizeBound(ascii), 200, 'three bytes a character, not one');
-  assert.ok(recordSizeBound(ascii) >= 1 + 10 + 12 + 100, 'key, value, header name and value');
+});
+
+/** A record as the client encodes it: key, header names and values as UTF-8 (the publisher's serializers). */
+const encoded = (r: { key: string; value: Buffer; headers: Map<string, string> }, timestamp: bigint) => ({
+  topic: 't',
+  key: Buffer.from(r.key),
+  value: r.value,
+  headers: new Map([...r.headers].map(([k, v]) => [Buffer.from(k), Buffer.from(v)])),
+  timestamp,
+});
+
+it('bounds the bytes the Kafka client writes for each record, and keeps every record batch under 1 MiB', () => {
+  const odd = (i: number) => ({
+    key: i % 3 ? `user-${i}` : `ユーザー${'名'.repeat(i % 40)}`,
+    value: Buffer.alloc((i * 997) % 20_000),
+    headers: new Map(
+      Array.from({ length: 1 + (i % 20) }, (_, h) => [`ce_x${h}`, h % 2 ? '字'.repeat(i % 300) : '']),
+    ),
+  });
+  const records = Array.from({ length: 2_000 }, (_, i) => odd(i));
+  // Far-apart timestamps and large offsets: the varints at their longest.
+  for (let i = 0; i < records.length; i += 97) {
+    const r = records[i]!;
+    const record = createRecord(encoded(r, BigInt(-(2 ** 50))), 2 ** 30, BigInt(2 ** 50));
+    assert.ok(
+      recordSizeBound(r) >= record.length,
+      `record ${i}: bound ${recordSizeBound(r)} < ${record.length}`,
+    );
+  }
+  for (const chunk of chunkBySize(records, MAX_REQUEST_BYTES, recordSizeBound)) {
+    const batch = createRecordsBatch(chunk.map((r, i) => encoded(r, BigInt(Date.now() + i))));
+    assert.ok(batch.length <= 1_048_588, `a record batch of ${batch.length} bytes`);
+  }
+});
+
+it("splits the contract test's 1.8 MB batch of one key into two requests", () => {
+  const records = Array.from({ length: 800 }, (_, i) => {
+    const event = taskCreated('big-batch', String(i));
+    event.useragent = `日本語のブラウザ ${'字'.repeat(480)}`;
+    return { key: 'big-batch', ...JSON_CODEC.encode(event) };
+  });
+  assert.equal(chunkBySize(records, MAX_REQUEST_BYTES, recordSizeBound).length, 2);
 });

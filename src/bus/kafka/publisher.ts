@@ -14,7 +14,9 @@ import { KafkaAdmin } from './admin.ts';
 /**
  * The most bytes of records one produce request carries. The broker refuses a partition's record batch above
  * `message.max.bytes` (1,048,588 by default; Redpanda's `kafka_batch_max_bytes`, 1 MiB) with error 10, and the
- * records of a request bound each of its partitions' batches, so a request under this is always accepted.
+ * records of a request bound each of its partitions' batches (plus a 61-byte header), so a request under this
+ * is accepted. A record larger than this would go alone; the API's field limits keep an event under about
+ * 150 KB (an update carrying two tasks of escaped text at their limits).
  */
 export const MAX_REQUEST_BYTES = 1_000_000;
 
@@ -39,7 +41,7 @@ function headerNameSerializer(name?: string): Buffer | undefined {
  * header of CJK text takes three bytes a character), and the varints around them, at most 5 bytes each (10 for
  * the timestamp delta). It replaced the value's length plus 512, which was both too much and too little: it
  * split each relay batch of 500 of bench:relay's task events (555-byte values) into two requests (the second
- * of about ten records: a broker round trip more), and one user's burst of events with long non-ASCII headers
+ * of nine or ten records: a broker round trip more), and one user's burst of events with long non-ASCII headers
  * (a user agent) went out as one batch that the broker refused on every retry, stopping the relay.
  */
 export function recordSizeBound(record: {
@@ -130,8 +132,8 @@ export class KafkaPublisher implements Publisher {
       const { headers, value } = this.codec.encode(m.event, m.headers);
       return { topic: prefix + m.topic, key: m.key, value, headers, timestamp };
     });
-    // Kafka refuses a record batch above ~1 MiB per partition; events are at most a few tens of KB, so sending
-    // in chunks of bounded size keeps every request valid. Chunks go one after another: per-key order holds.
+    // Chunks of bounded size keep every request valid (MAX_REQUEST_BYTES). They go one after another: per-key
+    // order holds.
     for (const chunk of chunkBySize(records, MAX_REQUEST_BYTES, recordSizeBound)) {
       try {
         await this.producer.send({ messages: chunk });
