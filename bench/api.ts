@@ -13,6 +13,10 @@
  * client's thread were busy, of PostgreSQL's CPU (its postmaster and backends, from /proc, when it runs on this
  * machine), and how busy the whole machine was: on two cores the three share, a rate is bounded by their sum.
  *
+ * BENCH_REPEAT (default 1) runs the cases that many rounds, alternating (taskflow, bare, taskflow, bare...):
+ * this machine's speed changes from minute to minute, so one pair's ratio says little. With more than one
+ * round a summary gives each case's median and range and the median of the rounds' ratios.
+ *
  * PostgreSQL: `scripts/postgres start --name bench --fast` (stopped again at the end if this run started
  * it), or BENCH_DATABASE_URL=postgres://... to use a running server; a fresh database is created and
  * dropped. BENCH_SKIP_POSTGRES=1 skips it.
@@ -39,6 +43,8 @@ import {
   TASK_BODY,
   log,
   busyShare,
+  intEnv,
+  median,
   machineCpu,
   percentile,
   pidOfPostgres,
@@ -57,6 +63,8 @@ const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
 const TARGET_NAMES = (process.env.BENCH_TARGETS ?? 'api,relay').split(',').map((s) => s.trim());
 /** Which cases to run: `taskflow,bare` (default). */
 const CASES = (process.env.BENCH_CASES ?? 'taskflow,bare').split(',').map((s) => s.trim());
+/** Rounds of the cases, alternating (see the header). */
+const REPEAT = intEnv('BENCH_REPEAT', 1);
 
 // ------------------------------------------------------------------------------------------------ client
 
@@ -157,6 +165,8 @@ function load(opts: {
 
 interface Figures {
   database: string;
+  /** Which round of BENCH_REPEAT, from 1. */
+  round: number;
   case: string;
   reqPerSec: number;
   p50: number;
@@ -181,11 +191,13 @@ let postgresPid: number | undefined;
 
 async function measure(
   database: string,
+  round: number,
   name: string,
   opts: Omit<Parameters<typeof load>[0], 'seconds'>,
 ): Promise<Figures> {
+  const label = REPEAT > 1 ? `${database} / round ${round} / ${name}` : `${database} / ${name}`;
   log(
-    `${database} / ${name}: warm-up ${WARMUP_SECONDS}s, measuring ${SECONDS}s with ${opts.connections.length} connections ...`,
+    `${label}: warm-up ${WARMUP_SECONDS}s, measuring ${SECONDS}s with ${opts.connections.length} connections ...`,
   );
   if (WARMUP_SECONDS > 0) await load({ ...opts, seconds: WARMUP_SECONDS });
   const loadAtStart = loadavg()[0]!;
@@ -199,6 +211,7 @@ async function measure(
   const sorted = Float64Array.from(r.latencies).sort();
   const f: Figures = {
     database,
+    round,
     case: name,
     reqPerSec: r.ok / (r.elapsedMs / 1000),
     p50: percentile(sorted, 50),
@@ -213,7 +226,7 @@ async function measure(
     machineBusy: 100 * busyShare(machine0, machine1),
   };
   log(
-    `${database} / ${name}: ${f.reqPerSec.toFixed(0)} req/s, p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms, ` +
+    `${label}: ${f.reqPerSec.toFixed(0)} req/s, p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms, ` +
       `server thread ${us(f.threadUs)} µs/request, PostgreSQL ${us(f.postgresUs)} µs/request, ` +
       `client thread ${us(f.clientUs)} µs/request, machine ${f.machineBusy.toFixed(0)} % busy` +
       (f.errors ? `, ${f.errors} errors ${JSON.stringify(f.statuses)}` : ''),
@@ -229,7 +242,7 @@ const TASK_BODY_JSON = JSON.stringify(TASK_BODY);
 const USERS = Number(process.env.BENCH_USERS ?? CONCURRENCY);
 const users = Array.from({ length: CONCURRENCY }, (_, i) => `bench-user-${(i % USERS) + 1}`);
 
-async function taskflowCase(database: string, db: Db): Promise<Figures> {
+async function taskflowCase(database: string, db: Db, round: number): Promise<Figures> {
   const config = loadConfig({
     DATABASE_URL: db.url,
     JWT_SECRET: SECRET,
@@ -241,7 +254,7 @@ async function taskflowCase(database: string, db: Db): Promise<Figures> {
   const proc = await runTargets(config, findTargets(TARGET_NAMES), { db, catalog: MANIFESTS });
   try {
     const tokens = await Promise.all(users.map((u) => signDevToken(SECRET, u)));
-    return await measure(database, `taskflow POST /api/tasks (${TARGET_NAMES.join(' + ')})`, {
+    return await measure(database, round, `taskflow POST /api/tasks (${TARGET_NAMES.join(' + ')})`, {
       url: proc.url,
       path: '/api/tasks',
       body: TASK_BODY_JSON,
@@ -255,7 +268,7 @@ async function taskflowCase(database: string, db: Db): Promise<Figures> {
 const BARE_INSERT =
   'INSERT INTO bench_bare (id, user_id, title) VALUES ($1, $2, $3) RETURNING id::text AS id, user_id, title, created_at';
 
-async function bareCase(database: string, db: Db): Promise<Figures> {
+async function bareCase(database: string, db: Db, round: number): Promise<Figures> {
   const app = Fastify({ logger: false });
   app.post('/bare', async (req, reply) => {
     const body = req.body as { title?: unknown };
@@ -266,7 +279,7 @@ async function bareCase(database: string, db: Db): Promise<Figures> {
   try {
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : 0;
-    return await measure(database, 'bare Fastify + 1 INSERT', {
+    return await measure(database, round, 'bare Fastify + 1 INSERT', {
       url: `http://127.0.0.1:${port}`,
       path: '/bare',
       body: TASK_BODY_JSON,
@@ -335,8 +348,10 @@ async function runBackend(database: string, db: Db, steps: Step[]): Promise<Figu
   await db.exec(`CREATE TABLE IF NOT EXISTS bench_bare (
     id uuid PRIMARY KEY, user_id text NOT NULL, title text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`);
   const out: Figures[] = [];
-  if (CASES.includes('taskflow')) out.push(await taskflowCase(database, db));
-  if (CASES.includes('bare')) out.push(await bareCase(database, db));
+  for (let round = 1; round <= REPEAT; round++) {
+    if (CASES.includes('taskflow')) out.push(await taskflowCase(database, db, round));
+    if (CASES.includes('bare')) out.push(await bareCase(database, db, round));
+  }
   const rows = await db.query<{ n: string }>('SELECT count(*)::text AS n FROM tasks');
   log(`${database}: ${rows.rows[0]!.n} tasks written (incl. warm-up)`);
   if (process.env.BENCH_SKIP_STEPS !== '1') steps.push(...(await breakdown(database, db)));
@@ -365,23 +380,60 @@ function startPostgres(): Service | null {
 
 const us = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : 'n/a');
 
+const isTaskflow = (f: Figures) => f.case.startsWith('taskflow');
+
+/** Each database's rounds: the taskflow and bare figures of one round, when both ran. */
+function pairs(results: Figures[], database: string): { round: number; tf: Figures; bare: Figures }[] {
+  const out: { round: number; tf: Figures; bare: Figures }[] = [];
+  for (let round = 1; round <= REPEAT; round++) {
+    const rows = results.filter((r) => r.database === database && r.round === round);
+    const tf = rows.find(isTaskflow);
+    const bare = rows.find((r) => !isTaskflow(r));
+    if (tf && bare) out.push({ round, tf, bare });
+  }
+  return out;
+}
+
 function table(results: Figures[]): string {
   const lines = [
-    '| database | case | req/s | p50 ms | p99 ms | server thread µs/req | PostgreSQL µs/req | client thread µs/req | machine busy | requests | errors | load avg |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| database | round | case | req/s | p50 ms | p99 ms | server thread µs/req | PostgreSQL µs/req | client thread µs/req | machine busy | requests | errors | load avg |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  const dbs = [...new Set(results.map((r) => r.database))];
-  for (const d of dbs) {
-    const rows = results.filter((r) => r.database === d);
-    for (const r of rows)
-      lines.push(
-        `| ${d} | ${r.case} | ${r.reqPerSec.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${us(r.threadUs)} | ${us(r.postgresUs)} | ${us(r.clientUs)} | ${r.machineBusy.toFixed(0)} % | ${r.requests} | ${r.errors} | ${r.load.toFixed(1)} |`,
-      );
-    const [tf, bare] = rows;
-    if (tf && bare)
-      lines.push(
-        `| ${d} | **ratio taskflow/bare** | ${(tf.reqPerSec / bare.reqPerSec).toFixed(2)}x | ${(tf.p50 / bare.p50).toFixed(2)}x | ${(tf.p99 / bare.p99).toFixed(2)}x | ${(tf.threadUs / bare.threadUs).toFixed(2)}x | ${(tf.postgresUs / bare.postgresUs).toFixed(2)}x | ${(tf.clientUs / bare.clientUs).toFixed(2)}x | | | | |`,
-      );
+  for (const d of [...new Set(results.map((r) => r.database))]) {
+    for (let round = 1; round <= REPEAT; round++) {
+      for (const r of results.filter((x) => x.database === d && x.round === round))
+        lines.push(
+          `| ${d} | ${round} | ${r.case} | ${r.reqPerSec.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${us(r.threadUs)} | ${us(r.postgresUs)} | ${us(r.clientUs)} | ${r.machineBusy.toFixed(0)} % | ${r.requests} | ${r.errors} | ${r.load.toFixed(1)} |`,
+        );
+      const pair = pairs(results, d).find((p) => p.round === round);
+      if (pair) {
+        const { tf, bare } = pair;
+        lines.push(
+          `| ${d} | ${round} | **ratio taskflow/bare** | ${(tf.reqPerSec / bare.reqPerSec).toFixed(2)}x | ${(tf.p50 / bare.p50).toFixed(2)}x | ${(tf.p99 / bare.p99).toFixed(2)}x | ${(tf.threadUs / bare.threadUs).toFixed(2)}x | ${(tf.postgresUs / bare.postgresUs).toFixed(2)}x | ${(tf.clientUs / bare.clientUs).toFixed(2)}x | | | | |`,
+        );
+      }
+    }
+  }
+  return lines.join('\n');
+}
+
+/** With several rounds: each case's median req/s and range, and the rounds' taskflow/bare ratios. */
+function summaryTable(results: Figures[]): string {
+  const range = (xs: number[]) =>
+    `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)})`;
+  const lines = [
+    `| database | rounds | taskflow req/s, median (range) | bare req/s, median (range) | taskflow/bare per round, median (range) | server thread µs/req, taskflow / bare (medians) |`,
+    '|---|---:|---:|---:|---:|---:|',
+  ];
+  for (const d of [...new Set(results.map((r) => r.database))]) {
+    const ps = pairs(results, d);
+    if (ps.length === 0) continue;
+    const ratios = ps.map((p) => p.tf.reqPerSec / p.bare.reqPerSec);
+    lines.push(
+      `| ${d} | ${ps.length} | ${range(ps.map((p) => p.tf.reqPerSec))} | ${range(ps.map((p) => p.bare.reqPerSec))} | ` +
+        `**${median(ratios).toFixed(2)}x** (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}) | ` +
+        `${us(median(ps.map((p) => p.tf.threadUs)))} / ${us(median(ps.map((p) => p.bare.threadUs)))} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -440,10 +492,12 @@ async function main() {
 
   console.log(
     `\nAPI: task create — Node ${process.version}, ${cpu.length} CPUs, ${new Date().toISOString().slice(0, 10)}, ` +
-      `concurrency ${CONCURRENCY} (${Math.min(USERS, CONCURRENCY)} users), ${SECONDS}s per case after ${WARMUP_SECONDS}s warm-up; ` +
+      `concurrency ${CONCURRENCY} (${Math.min(USERS, CONCURRENCY)} users), ${SECONDS}s per case after ${WARMUP_SECONDS}s warm-up` +
+      `${REPEAT > 1 ? `, ${REPEAT} alternating rounds` : ''}; ` +
       `${v8FlagsNote()}\n`,
   );
   console.log(table(results));
+  if (REPEAT > 1) console.log(`\n${summaryTable(results)}`);
   if (steps.length) console.log(`\n${stepTable(steps)}`);
   if (!server) console.log('\nPostgreSQL: skipped (see the message above).');
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)}s`);
