@@ -400,12 +400,13 @@ function table(results: Figures[]): string {
     '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const d of [...new Set(results.map((r) => r.database))]) {
+    const rounds = pairs(results, d);
     for (let round = 1; round <= REPEAT; round++) {
       for (const r of results.filter((x) => x.database === d && x.round === round))
         lines.push(
           `| ${d} | ${round} | ${r.case} | ${r.reqPerSec.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${us(r.threadUs)} | ${us(r.postgresUs)} | ${us(r.clientUs)} | ${r.machineBusy.toFixed(0)} % | ${r.requests} | ${r.errors} | ${r.load.toFixed(1)} |`,
         );
-      const pair = pairs(results, d).find((p) => p.round === round);
+      const pair = rounds.find((p) => p.round === round);
       if (pair) {
         const { tf, bare } = pair;
         lines.push(
