@@ -118,15 +118,8 @@ export interface PartitionLag {
   lag: number;
 }
 
-export interface StoredMessage {
-  topic: string;
-  partition: number;
-  offset: string;
-  key: string;
-  headers: Record<string, string>;
-  event: CloudEvent;
-  timestamp: string;
-}
+/** A message as an admin read returns it (`taskflow dlq`, the DLQ replay): the same as a consumer gets it. */
+export type StoredMessage = BusMessage;
 
 export interface BusAdmin {
   ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void>;

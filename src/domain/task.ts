@@ -25,9 +25,8 @@ export {
 /** Rank used for sorting by priority (higher is more urgent). */
 export const PRIORITY_RANK: Record<Priority, number> = { none: 0, low: 1, medium: 2, high: 3, urgent: 4 };
 
-export interface Task {
-  id: string;
-  user_id: string;
+/** The fields a client may set. */
+export interface TaskFields {
   title: string;
   description: string;
   status: TaskStatus;
@@ -37,6 +36,12 @@ export interface Task {
   /** Offsets before due (ISO 8601 durations such as `PT1H`) or absolute instants; null = the user's default. */
   reminders: string[] | null;
   recurrence: Recurrence | null;
+}
+
+/** A task: the fields a client sets and those the service keeps. */
+export interface Task extends TaskFields {
+  id: string;
+  user_id: string;
   series_id: string | null;
   created_at: string;
   updated_at: string;
@@ -44,17 +49,6 @@ export interface Task {
   version: number;
 }
 
-/** The fields a client may set. */
-export interface TaskFields {
-  title: string;
-  description: string;
-  status: TaskStatus;
-  priority: Priority;
-  tags: string[];
-  due_date: string | null;
-  reminders: string[] | null;
-  recurrence: Recurrence | null;
-}
 export type TaskPatch = Partial<TaskFields>;
 
 /** The fields a client may set, in the order their schemas are listed (TASK_FIELDS). */

@@ -3,7 +3,7 @@ import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
 import type { RetryPolicy } from '../../retry.ts';
-import type { BusMessage, StoredMessage } from '../types.ts';
+import type { BusMessage } from '../types.ts';
 export interface EmbeddedBusOptions {
   log: Logger;
   retry?: RetryPolicy;
@@ -31,7 +31,7 @@ export interface MessageRow {
   created_at: Date;
 }
 
-export const toMessage = (r: MessageRow): BusMessage & StoredMessage => ({
+export const toMessage = (r: MessageRow): BusMessage => ({
   topic: r.topic,
   partition: r.partition,
   offset: r.offset,
