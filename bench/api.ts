@@ -17,6 +17,9 @@
  * this machine's speed changes from minute to minute, so one pair's ratio says little. With more than one
  * round a summary gives each case's median and range and the median of the rounds' ratios.
  *
+ * The taskflow case runs with taskflow's defaults; MAX_EVENT_LOOP_DELAY_MS, MAX_REQUESTS_IN_FLIGHT and
+ * CREATE_QUEUE_MAX_MS set in this environment are passed to it (its admission control, e.g. `0` for off).
+ *
  * PostgreSQL: `scripts/postgres start --name bench --fast` (stopped again at the end if this run started
  * it), or BENCH_DATABASE_URL=postgres://... to use a running server; a fresh database is created and
  * dropped. BENCH_SKIP_POSTGRES=1 skips it.
@@ -242,6 +245,13 @@ const TASK_BODY_JSON = JSON.stringify(TASK_BODY);
 const USERS = Number(process.env.BENCH_USERS ?? CONCURRENCY);
 const users = Array.from({ length: CONCURRENCY }, (_, i) => `bench-user-${(i % USERS) + 1}`);
 
+/** The admission-control settings of the taskflow case, when set in this environment (defaults otherwise). */
+const ADMISSION_ENV = Object.fromEntries(
+  ['MAX_EVENT_LOOP_DELAY_MS', 'MAX_REQUESTS_IN_FLIGHT', 'CREATE_QUEUE_MAX_MS'].flatMap((k) =>
+    process.env[k] === undefined ? [] : [[k, process.env[k]!]],
+  ),
+);
+
 async function taskflowCase(database: string, db: Db, round: number): Promise<Figures> {
   const config = loadConfig({
     DATABASE_URL: db.url,
@@ -250,6 +260,7 @@ async function taskflowCase(database: string, db: Db, round: number): Promise<Fi
     PORT: '0',
     RATE_LIMIT_PER_MINUTE: '0',
     LOG_LEVEL: 'warn',
+    ...ADMISSION_ENV,
   });
   const proc = await runTargets(config, findTargets(TARGET_NAMES), { db, catalog: MANIFESTS });
   try {
