@@ -234,7 +234,8 @@ describe('WebSocket gateway', () => {
     assert.equal(fast.changes().length, sent);
     // Others go on: a change of another user arrives promptly after the flood.
     await create('ann', 'after the flood');
-    await bystander.next((f) => f.task?.title === 'after the flood');
+    // (A gateway that waited on the slow socket would never deliver it; 30 s allows for a loaded CI host.)
+    await bystander.next((f) => f.task?.title === 'after the flood', 30_000);
     (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
     const closed = await slow.closed;
     assert.ok([1013, 1006].includes(closed.code), `closed with ${closed.code}`);
