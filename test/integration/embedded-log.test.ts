@@ -7,9 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { EmbeddedAdmin } from '../../src/bus/embedded/admin.ts';
 import { EmbeddedLog } from '../../src/bus/embedded/log.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
-import { TOPICS } from '../../src/contracts/topics.ts';
+import { TOPICS, topicSpec } from '../../src/contracts/topics.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
 import { backends } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
@@ -141,6 +142,29 @@ for (const backend of backends) {
           [topic, partitionFor('zed', 3)],
         );
       }
+    });
+
+    it('keeps a topic ready while its topics are provisioned again, and learns a grown partition count', async () => {
+      // Topics are provisioned in the background while the API already writes (process.ts): a writer
+      // between its `ready` and its `compose` must still find the topic's partitions.
+      await log.ready([topic]);
+      const admin = new EmbeddedAdmin(db);
+      const provisioning = admin.ensureTopics([topicSpec(topic)]);
+      const writes = Array.from({ length: 20 }, (_, i) =>
+        db.transaction((tx) => appendEvents(tx, [taskCreated(`p${i}`, `during provisioning ${i}`)])),
+      );
+      await provisioning;
+      const known = log.partitionCount(topic);
+      for (const w of await Promise.allSettled(writes)) if (w.status === 'rejected') throw w.reason;
+      assert.equal(known, topicSpec(topic).partitions, 'still known after provisioning');
+      const grow = { name: 'provisioning-test.events', partitions: 2, retentionMs: 60_000 };
+      await admin.ensureTopics([grow]);
+      await log.ready([grow.name]);
+      assert.equal(log.partitionCount(grow.name), 2);
+      await admin.ensureTopics([{ ...grow, partitions: 5 }]);
+      assert.equal(log.partitionCount(grow.name), 5, 'the grown count, without a read in between');
+      await admin.ensureTopics([{ ...grow, partitions: 4 }]);
+      assert.equal(log.partitionCount(grow.name), 5, 'partitions only grow');
     });
 
     it('takes concurrent multi-partition writers without deadlocks or gaps', async () => {

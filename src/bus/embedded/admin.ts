@@ -10,8 +10,9 @@ export class EmbeddedAdmin implements BusAdmin {
     topics: readonly { name: string; partitions: number; retentionMs: number }[],
   ): Promise<void> {
     // One transaction for all of them (it was one per topic: about 40 statements at every start).
-    await this.db.transaction((tx) => createTopics(tx, topics));
-    for (const t of topics) EmbeddedLog.of(this.db).forget(t.name); // its partition count may have grown
+    const counts = await this.db.transaction((tx) => createTopics(tx, topics));
+    const log = EmbeddedLog.of(this.db);
+    for (const t of counts) log.grown(t.topic, t.partitions); // its partition count may have grown
   }
 
   async describeTopics() {

@@ -64,24 +64,25 @@ export async function ensureTopic(q: Queryable, name: string): Promise<number> {
   );
   if (existing.rows[0]) return existing.rows[0].partitions;
   const spec = topicSpec(name);
-  await createTopics(q, [spec]);
-  const r = await q.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [
-    name,
-  ]);
-  return r.rows[0]!.partitions;
+  const [created] = await createTopics(q, [spec]);
+  return created!.partitions;
 }
 
-/** Creates or updates topics (partitions only grow) and their partitions: two statements for any number. */
+/**
+ * Creates or updates topics (partitions only grow) and their partitions, two statements for any number;
+ * resolves the partition count of each.
+ */
 export async function createTopics(
   q: Queryable,
   topics: readonly { name: string; partitions: number; retentionMs: number }[],
 ) {
   const names = topics.map((t) => t.name);
-  await q.query(
+  const counts = await q.query<{ topic: string; partitions: number }>(
     `INSERT INTO bus_topics (topic, partitions, retention_ms)
      SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
      ON CONFLICT (topic) DO UPDATE SET retention_ms = excluded.retention_ms,
-       partitions = greatest(bus_topics.partitions, excluded.partitions)`,
+       partitions = greatest(bus_topics.partitions, excluded.partitions)
+     RETURNING topic, partitions`,
     [names, topics.map((t) => t.partitions), topics.map((t) => t.retentionMs)],
   );
   await q.query(
@@ -90,6 +91,7 @@ export async function createTopics(
      ON CONFLICT DO NOTHING`,
     [names],
   );
+  return counts.rows;
 }
 
 /** The last messages of one partition committed by this process, by offset. */
@@ -179,7 +181,7 @@ export class EmbeddedLog implements EventSink {
     let p = this.loading.get(topic);
     if (!p) {
       p = ensureTopic(this.db, topic).then(
-        (n) => void this.partitions.set(topic, n),
+        (n) => this.grown(topic, n),
         (err: unknown) => {
           this.loading.delete(topic);
           throw err;
@@ -194,14 +196,17 @@ export class EmbeddedLog implements EventSink {
     const r = await tx.query<{ partitions: number }>('SELECT partitions FROM bus_topics WHERE topic = $1', [
       topic,
     ]);
-    if (r.rows[0]) this.partitions.set(topic, r.rows[0].partitions);
+    if (r.rows[0]) this.grown(topic, r.rows[0].partitions);
     else this.uncommitted.set(topic, await ensureTopic(tx, topic));
   }
 
-  /** Forgets a topic's partition count (after its partitions changed). */
-  forget(topic: string): void {
-    this.partitions.delete(topic);
-    this.loading.delete(topic);
+  /**
+   * Records a topic's partition count after its partitions may have grown (partitions only grow, so a smaller
+   * count read earlier never replaces it). The count is replaced, never dropped: a writer between its `ready`
+   * and its `compose` must find it (topics are provisioned while the API already serves).
+   */
+  grown(topic: string, partitions: number): void {
+    this.partitions.set(topic, Math.max(partitions, this.partitions.get(topic) ?? 0));
   }
 
   /** The events of a state change; with tracing on, each is put on the bus in a PRODUCER span. */
