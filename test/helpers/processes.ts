@@ -1,10 +1,13 @@
 /**
- * Taskflow as a user runs it, in a child process: `bin/taskflow.js serve <targets>` on a port picked free
- * beforehand. Everything the child prints (JSON logs on stdout, Node's own errors on stderr) is kept, so a
+ * Taskflow as a user runs it, in a child process: `bin/taskflow.js serve <targets>` on a port of its own
+ * (PORT=0, reported by report-port.mjs). Everything the child prints (JSON logs on stdout, Node's own errors on stderr) is kept, so a
  * server that fails to start fails the test at once with its own words instead of a bare timeout.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+const REPORT_PORT = fileURLToPath(new URL('./report-port.mjs', import.meta.url));
 
 /** `n` distinct free TCP ports on 127.0.0.1 (all held at once, then released). */
 export async function freePorts(n: number): Promise<number[]> {
@@ -24,6 +27,17 @@ export async function freePorts(n: number): Promise<number[]> {
   }
 }
 
+/**
+ * Sends `signal` to a child and resolves once it has exited; at once when it had exited already (an
+ * `exit` listener added then would wait forever).
+ */
+export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await exited;
+}
+
 export interface ServerProcess {
   child: ChildProcess;
   url: string;
@@ -40,16 +54,14 @@ export async function startServer(
   env: Record<string, string>,
   timeoutMs = 60_000,
 ): Promise<ServerProcess> {
-  const [port] = await freePorts(1);
-  const child = spawn(process.execPath, ['bin/taskflow.js', 'serve', ...targets], {
-    env: { ...process.env, ...env, PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const child = spawn(process.execPath, ['--import', REPORT_PORT, 'bin/taskflow.js', 'serve', ...targets], {
+    env: { ...process.env, ...env, PORT: '0' },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   let out = '';
   const keep = (b: Buffer) => (out += b.toString());
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
-  const url = `http://127.0.0.1:${port}`;
   const exited = new Promise<never>((_, reject) =>
     child.once('exit', (code, signal) =>
       reject(
@@ -60,8 +72,22 @@ export async function startServer(
     ),
   );
   exited.catch(() => {}); // observed below; an exit after readiness is the test's business
+  const listening = new Promise<number>((resolve) =>
+    child.on('message', (m: { listening?: number }) => {
+      if (typeof m.listening === 'number') resolve(m.listening);
+    }),
+  );
   const deadline = Date.now() + timeoutMs;
+  const timeout = new Promise<never>((_, reject) =>
+    setTimeout(
+      () =>
+        reject(new Error(`taskflow serve ${targets.join(' ')} not ready within ${timeoutMs} ms:\n${out}`)),
+      timeoutMs,
+    ).unref(),
+  );
+  timeout.catch(() => {}); // raced below; once the server listens nothing awaits it
   try {
+    const url = `http://127.0.0.1:${await Promise.race([exited, timeout, listening])}`;
     for (;;) {
       const ready = await Promise.race([
         exited,

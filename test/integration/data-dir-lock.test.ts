@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DataDirectoryInUseError, LOCK_FILE } from '../../src/store/data-dir-lock.ts';
 import { openDb } from '../../src/store/db.ts';
+import { stopChild } from '../helpers/processes.ts';
 
 const dirs: string[] = [];
 const freshDir = () => {
@@ -98,8 +99,7 @@ describe('PGlite data directory lock', () => {
         assert.ok(r.stderr.trim().split('\n').length <= 2, `one clear line, not a stack:\n${r.stderr}`);
       }
       assert.equal((await fetch(`${url}/readyz`)).status, 200); // the server went on undisturbed
-      server.kill('SIGKILL');
-      await new Promise((r) => server.once('exit', r));
+      await stopChild(server, 'SIGKILL');
       const migrate = cli('migrate');
       assert.equal(migrate.status, 0, migrate.stderr);
       assert.match(migrate.stdout, /up to date/);

@@ -21,7 +21,7 @@ import { appendEvents, pendingOutbox } from '../../src/store/outbox.ts';
 import { TEST_SECRET, outboxRelayed, waitFor } from '../helpers/app.ts';
 import { createPgDatabase } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
-import { startServer, type ServerProcess } from '../helpers/processes.ts';
+import { startServer, stopChild, type ServerProcess } from '../helpers/processes.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
 const pgUrl = process.env.TEST_DATABASE_URL;
@@ -209,8 +209,7 @@ describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
       await write(0, 20);
       relay = await startServer(['relay'], env);
       await outboxRelayed(db, 30_000);
-      relay.child.kill('SIGKILL');
-      await new Promise((r) => relay!.child.once('exit', r));
+      await stopChild(relay.child, 'SIGKILL');
       // The state a relay leaves when it dies between a send and its marking: 40 more events committed, the
       // first 25 of them on the broker (sent by it), none marked.
       await write(20, 40);
