@@ -1,7 +1,8 @@
 /**
  * Taskflow as a user runs it, in a child process: `bin/taskflow.js serve <targets>` on a port of its own
- * (PORT=0, reported by report-port.mjs). Everything the child prints (JSON logs on stdout, Node's own errors on stderr) is kept, so a
- * server that fails to start fails the test at once with its own words instead of a bare timeout.
+ * (PORT=0, reported by report-port.mjs). Everything the child prints (JSON logs on stdout, Node's own errors
+ * on stderr) is kept, so a server that fails to start fails the test at once with its own words instead of a
+ * bare timeout.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
@@ -77,32 +78,33 @@ export async function startServer(
       if (typeof m.listening === 'number') resolve(m.listening);
     }),
   );
-  const deadline = Date.now() + timeoutMs;
-  const timeout = new Promise<never>((_, reject) =>
-    setTimeout(
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(
       () =>
         reject(new Error(`taskflow serve ${targets.join(' ')} not ready within ${timeoutMs} ms:\n${out}`)),
       timeoutMs,
-    ).unref(),
-  );
-  timeout.catch(() => {}); // raced below; once the server listens nothing awaits it
+    );
+  });
+  timedOut.catch(() => {}); // raced below, and left alone once the server is ready
+  // Whichever comes first ends each wait: the child's exit, the deadline, or what is awaited.
+  const orExitOrDeadline = <T>(p: Promise<T>) => Promise.race([exited, timedOut, p]);
   try {
-    const url = `http://127.0.0.1:${await Promise.race([exited, timeout, listening])}`;
+    const url = `http://127.0.0.1:${await orExitOrDeadline(listening)}`;
     for (;;) {
-      const ready = await Promise.race([
-        exited,
+      const ready = await orExitOrDeadline(
         fetch(`${url}/readyz`).then(
           (r) => r.ok,
           () => false,
         ),
-      ]);
+      );
       if (ready) return { child, url, output: () => out };
-      if (Date.now() > deadline)
-        throw new Error(`taskflow serve ${targets.join(' ')} not ready within ${timeoutMs} ms:\n${out}`);
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 50))]);
+      await orExitOrDeadline(new Promise((r) => setTimeout(r, 50)));
     }
   } catch (err) {
     child.kill('SIGKILL');
     throw err;
+  } finally {
+    clearTimeout(timer);
   }
 }
