@@ -165,12 +165,21 @@ const outboxRowOf = (r: OutboxColumns): OutboxRow => ({
   event: r.data === null ? (r.envelope as CloudEvent) : withDataJson(r.envelope, r.data),
 });
 
-/** The first `limit` unpublished rows (after row `after`), in id order. */
-export async function pendingOutbox(db: Queryable, limit: number, after = '0'): Promise<OutboxRow[]> {
+/**
+ * The first `limit` unpublished rows but those of `except` (sent, their marking maybe not yet committed), in
+ * id order. Always from the lowest id, never after the last row read: a transaction that took a smaller id may
+ * commit after a larger one was read, and its key's next event, whose transaction waited for it on the stream
+ * lock, has a larger id still; reading on from the last id would send that one first.
+ */
+export async function pendingOutbox(
+  db: Queryable,
+  limit: number,
+  except: readonly string[] = [],
+): Promise<OutboxRow[]> {
   const r = await db.query<OutboxColumns>(
     `SELECT ${ROW_COLUMNS} FROM outbox
-      WHERE published_at IS NULL AND id > $2::bigint ORDER BY outbox.id LIMIT $1`,
-    [limit, after],
+      WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY outbox.id LIMIT $1`,
+    [limit, bigintArrayParam(except)],
   );
   return r.rows.map(outboxRowOf);
 }

@@ -207,16 +207,21 @@ export class Relay {
     let rows = await this.markSentAndRead(limit);
     let published = 0;
     let marking: Promise<void> | undefined;
+    /** The previous batch's ids while its marking may not have committed: the read-ahead leaves them out. */
+    let beingMarked: readonly string[] = [];
     try {
       while (rows.length > 0) {
-        // Fencing: no send starts unless the lease is surely held (renewed here within a long backlog).
-        if (!(await this.holdLease())) {
+        // Fencing: no send starts unless the lease is surely held (renewed here within a long backlog). A lease
+        // that lapsed meanwhile (a pause) and was taken again may have been another relay's in between, which
+        // may have sent these rows: the round ends, and the next one looks on the bus first (markWhatWasSent).
+        if (!(await this.holdLease()) || !this.reconciled) {
           await marking;
           return { published, drained: false };
         }
+        const ids = rows.map((r) => r.id);
         // A full batch: more may be pending. Read what follows it meanwhile (its own round trip, overlapped).
         const reading =
-          rows.length === limit ? pendingOutbox(db, limit, rows[rows.length - 1]!.id) : undefined;
+          rows.length === limit ? pendingOutbox(db, limit, [...beingMarked, ...ids]) : undefined;
         reading?.catch(() => undefined); // awaited below; a send failure must not leave it unhandled
         // node-postgres writes a query out in a process.nextTick, which runs only after every promise callback
         // queued before it: without this yield the read (and the previous batch's marking) would leave only
@@ -230,11 +235,7 @@ export class Relay {
           await sending;
         } catch (err) {
           traced.end(err);
-          await recordPublishFailure(
-            db,
-            rows.map((r) => r.id),
-            errorMessage(err),
-          ).catch(() => undefined);
+          await recordPublishFailure(db, ids, errorMessage(err)).catch(() => undefined);
           throw err;
         }
         traced.end();
@@ -242,16 +243,21 @@ export class Relay {
         published += rows.length;
         // The previous batch's marking must have succeeded before another batch goes out.
         await marking;
-        // Only the ids outlive the send (for the marking).
-        const sent = rows.map((r) => r.id);
-        marking = reading ? this.mark(sent) : undefined;
+        marking = reading ? this.mark(ids) : undefined;
+        // Awaited after the next send, which takes a while: a failure meanwhile must not be unhandled (it would
+        // end the process); the await still throws it.
+        marking?.catch(() => undefined);
+        beingMarked = reading ? ids : [];
         rows = reading ? await reading : [];
         // The round's last batch is marked by the read that begins the next round.
-        if (!reading) this.sentUnmarked = sent;
+        if (!reading) this.sentUnmarked = ids;
       }
       await marking;
     } catch (err) {
       await marking?.catch(() => undefined);
+      // Up to two batches may be on the bus unmarked (one whose marking failed, the one sent meanwhile; or the
+      // chunks of a send that failed part way): the next round looks there first, as after a takeover.
+      this.reconciled = false;
       throw err;
     }
     return { published, drained: true };

@@ -1,0 +1,216 @@
+/**
+ * The relay's pipelined loop (a batch is sent while the next one is read and the previous one marked) under
+ * the interleavings that are rare in a run but must not break its guarantees: a transaction that took a
+ * smaller outbox id commits after a larger one was read; the relay is paused past its lease between reading a
+ * batch and sending it, while another relay takes over and leaves; the database fails a marking while the
+ * next batch is on its way. PostgreSQL and a real Kafka broker; each interleaving is forced by a hook on the
+ * relay's database handle that runs just before one of its statements, and the broker's topic is read back.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import { createKafkaBus } from '../../src/bus/kafka/index.ts';
+import type { Bus } from '../../src/bus/types.ts';
+import { loadConfig } from '../../src/config.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { Metrics } from '../../src/observability/metrics.ts';
+import type { Runtime } from '../../src/runtime.ts';
+import { Relay } from '../../src/services/relay/index.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { appendEvents } from '../../src/store/outbox.ts';
+import { TEST_SECRET } from '../helpers/app.ts';
+import { createPgDatabase } from '../helpers/db.ts';
+import { taskCreated, titleOf } from '../helpers/events.ts';
+import { kafkaBrokers } from '../helpers/transports.ts';
+
+const pgUrl = process.env.TEST_DATABASE_URL;
+const skip =
+  !pgUrl || !kafkaBrokers
+    ? 'needs TEST_DATABASE_URL and TEST_KAFKA_BROKERS (scripts/test starts both)'
+    : false;
+
+/** A relay's reads of pending rows (a batch, the read-ahead, the read of a round's start). */
+const READS_PENDING = /FROM outbox\s+WHERE published_at IS NULL[\s\S]*ORDER BY outbox\.id/;
+/** The fenced marking of a sent batch. */
+const MARKS = /^\s*WITH marked AS \(\s*DELETE FROM outbox WHERE id = ANY/;
+
+/**
+ * `db` whose statements go through `around(sql, run)`: it may do anything before or after running the statement
+ * (commit other transactions, pause) or fail it instead (throw).
+ */
+function hooked(db: Db, around: (sql: string, run: () => Promise<unknown>) => Promise<unknown>): Db {
+  const wrapped = Object.create(db) as Db;
+  wrapped.query = ((sql: string, params?: readonly unknown[]) =>
+    around(sql, () => db.query(sql, params))) as Db['query'];
+  return wrapped;
+}
+
+/** A fresh database whose events go to the outbox, a Kafka bus on topics of its own, and relays on both. */
+async function setup(tag: string, env: Record<string, string> = {}) {
+  const created = await createPgDatabase(pgUrl!);
+  const db = await openDb(created.url);
+  await migrate(db);
+  const prefix = `${tag}${randomBytes(3).toString('hex')}.`;
+  const bus: Bus = createKafkaBus(
+    { brokers: kafkaBrokers!.split(','), clientId: `relay-${tag}`, topicPrefix: prefix },
+    { log: silentLogger },
+  );
+  const config = loadConfig({
+    DATABASE_URL: created.url,
+    JWT_SECRET: TEST_SECRET,
+    BUS: 'kafka',
+    KAFKA_BROKERS: kafkaBrokers!,
+    KAFKA_TOPIC_PREFIX: prefix,
+    ...env,
+  });
+  // What the relay uses of a runtime: its configuration, database, bus, log and metrics.
+  const relayOn = (relayDb: Db) =>
+    new Relay({ config, db: relayDb, bus, log: silentLogger, metrics: new Metrics() } as unknown as Runtime);
+  /** Runs the relay's rounds as its loop does (the lease first) until the outbox is empty. */
+  const drain = async (relay: Relay) => {
+    const hold = () => (relay as unknown as { holdLease(): Promise<boolean> }).holdLease();
+    for (let round = 0; round < 20; round++) {
+      if (!(await hold())) throw new Error('the relay does not hold the lease');
+      await relay.publishPending(3);
+      const left = await db.query('SELECT 1 FROM outbox LIMIT 1');
+      if (left.rows.length === 0) return;
+    }
+    throw new Error('the outbox was not drained in 20 rounds');
+  };
+  const onBroker = async () =>
+    (await bus.admin.read('task-events', { limit: Infinity })).map((m) => titleOf(m.event));
+  const close = async () => {
+    await bus.close();
+    await db.close();
+    await created.drop();
+  };
+  return { db, bus, relayOn, drain, onBroker, close };
+}
+
+describe('relay interleavings on PostgreSQL and Kafka', { skip }, () => {
+  it('keeps per-key order when a smaller outbox id commits after a larger one was read', async () => {
+    const s = await setup('ri');
+    try {
+      // The relay reads the full batch [2, 3, 4] below. Before its next read, ann's first write commits, and
+      // her second one (which waited for it on her stream's lock) commits too, with id 5.
+      const armed: { beforeSecondRead?: () => Promise<void> } = {};
+      let reads = 0;
+      const relay = s.relayOn(
+        hooked(s.db, async (sql, run) => {
+          if (armed.beforeSecondRead && READS_PENDING.test(sql) && ++reads === 2)
+            await armed.beforeSecondRead();
+          return run();
+        }),
+      );
+      await s.drain(relay); // active, and has looked on the bus (nothing pending yet)
+
+      // ann's first write takes outbox id 1 and stays uncommitted; bob, cid and dan commit ids 2-4.
+      let commitX!: () => void;
+      const xMayCommit = new Promise<void>((resolve) => (commitX = resolve));
+      let xWrote!: () => void;
+      const xHasItsId = new Promise<void>((resolve) => (xWrote = resolve));
+      const x = s.db.transaction(async (tx) => {
+        await appendEvents(tx, [taskCreated('ann', 'ann-1')]);
+        xWrote();
+        await xMayCommit;
+      });
+      await xHasItsId;
+      for (const user of ['bob', 'cid', 'dan']) await appendEvents(s.db, [taskCreated(user, `${user}-1`)]);
+      armed.beforeSecondRead = async () => {
+        const y = appendEvents(s.db, [taskCreated('ann', 'ann-2')]);
+        commitX();
+        await x;
+        await y;
+      };
+      await s.drain(relay);
+      await relay.stop();
+
+      const titles = await s.onBroker();
+      assert.deepEqual(
+        titles.filter((t) => t.startsWith('ann-')),
+        ['ann-1', 'ann-2'],
+        `ann's events in commit order on the broker (all: ${titles.join(', ')})`,
+      );
+      assert.equal(titles.length, 5, 'each event once');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('does not send a batch read before a pause past its lease, which another relay published meanwhile', async () => {
+    const leaseMs = 300;
+    const s = await setup('rl', { RELAY_LEASE_MS: String(leaseMs) });
+    try {
+      const b = s.relayOn(s.db);
+      let pause: (() => Promise<void>) | undefined;
+      const a = s.relayOn(
+        hooked(s.db, async (sql, run) => {
+          const result = await run();
+          if (pause && READS_PENDING.test(sql)) {
+            const paused = pause;
+            pause = undefined;
+            await paused(); // A resumes holding rows it read before the pause
+          }
+          return result;
+        }),
+      );
+      // A is active and has looked on the bus (nothing pending yet).
+      await s.drain(a);
+      for (const user of ['ann', 'bob', 'cid']) await appendEvents(s.db, [taskCreated(user, `${user}-1`)]);
+      pause = async () => {
+        await sleep(leaseMs + 200); // A is stopped past its lease
+        await s.drain(b); // B takes over, publishes and marks the three rows
+        await b.stop(); // and leaves (its lease released)
+      };
+      await a.publishPending(3);
+      await s.drain(a);
+      await a.stop();
+
+      const titles = await s.onBroker();
+      assert.deepEqual(
+        [...titles].sort(),
+        ['ann-1', 'bob-1', 'cid-1'],
+        `each event once on the broker (all: ${titles.join(', ')})`,
+      );
+    } finally {
+      await s.close();
+    }
+  });
+  it('survives a marking that fails while the next batch is on its way, and sends nothing twice after', async () => {
+    const s = await setup('rm');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown) => void unhandled.push(err);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      for (let i = 0; i < 9; i++) await appendEvents(s.db, [taskCreated(`u${i % 4}`, `u${i % 4}-${i}`)]);
+      // The connection drops under the first marking (PostgreSQL restarting, say), while the relay is already
+      // reading and sending the next batch.
+      let failed = false;
+      const relay = s.relayOn(
+        hooked(s.db, async (sql, run) => {
+          if (!failed && MARKS.test(sql)) {
+            failed = true;
+            throw new Error('Connection terminated unexpectedly');
+          }
+          return run();
+        }),
+      );
+      const hold = () => (relay as unknown as { holdLease(): Promise<boolean> }).holdLease();
+      assert.equal(await hold(), true);
+      await assert.rejects(relay.publishPending(3), /Connection terminated unexpectedly/);
+      await sleep(100);
+      assert.deepEqual(unhandled.map(String), [], 'no unhandled rejection (it would end the process)');
+      // The next rounds find on the broker what was sent and not marked, and mark it instead of sending it again.
+      await s.drain(relay);
+      await relay.stop();
+      const titles = await s.onBroker();
+      assert.equal(titles.length, 9, `each event once on the broker (all: ${titles.join(', ')})`);
+      assert.equal(new Set(titles).size, 9);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await s.close();
+    }
+  });
+});
