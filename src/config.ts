@@ -21,6 +21,12 @@ export interface Config {
   port: number;
   /** PUBLIC_URL without a trailing slash, or null when unset (then nothing links to a guessed address). */
   publicUrl: string | null;
+  /**
+   * Where this process reaches the deployment's HTTP API, for MCP tools whose target runs in another process:
+   * INTERNAL_URL, else PUBLIC_URL (a split deployment whose public address does not resolve inside it, as
+   * compose's `localhost`, sets INTERNAL_URL to its router).
+   */
+  apiUrl: string | null;
   logLevel: string;
   /** LOG_FORMAT; unset: pretty on a terminal, JSON otherwise (observability/logger.ts). */
   logFormat?: LogFormat;
@@ -195,6 +201,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     port,
     publicUrl: env.PUBLIC_URL ? env.PUBLIC_URL.replace(/\/+$/, '') : null,
+    apiUrl: (env.INTERNAL_URL || env.PUBLIC_URL || '').replace(/\/+$/, '') || null,
     logLevel: env.LOG_LEVEL || 'info',
     ...(env.LOG_FORMAT ? { logFormat: logFormat(env.LOG_FORMAT) } : {}),
     jwt: {

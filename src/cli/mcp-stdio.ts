@@ -43,7 +43,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
       settings,
       log,
     },
-    { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, publicUrl: config.publicUrl }) },
+    { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, apiUrl: config.apiUrl }) },
   );
   const transport = new StdioServerTransport();
   let closing: Promise<void> | undefined;

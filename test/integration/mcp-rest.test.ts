@@ -47,7 +47,7 @@ describe('the REST client of MCP tools', () => {
   });
 
   it('serves a route of this process in-process, with the caller’s token', async () => {
-    const rest = restClient({ app: local.app, authorization: 'Bearer t1', publicUrl });
+    const rest = restClient({ app: local.app, authorization: 'Bearer t1', apiUrl: publicUrl });
     assert.deepEqual(await rest({ method: 'GET', url: '/api/here' }), {
       status: 200,
       body: { where: 'local', authorization: 'Bearer t1' },
@@ -56,7 +56,7 @@ describe('the REST client of MCP tools', () => {
   });
 
   it('sends a route this process does not serve to PUBLIC_URL, with the token and the body', async () => {
-    const rest = restClient({ app: local.app, authorization: 'Bearer t2', publicUrl });
+    const rest = restClient({ app: local.app, authorization: 'Bearer t2', apiUrl: publicUrl });
     const r = await rest({
       method: 'POST',
       url: '/api/tasks/x/reminders/y/snooze',
@@ -74,13 +74,13 @@ describe('the REST client of MCP tools', () => {
       body: { detail: 'task not found' },
     });
     // Without a server of its own (stdio), everything goes to PUBLIC_URL.
-    const stdio = restClient({ authorization: 'Bearer t3', publicUrl });
+    const stdio = restClient({ authorization: 'Bearer t3', apiUrl: publicUrl });
     assert.equal((await stdio({ method: 'GET', url: '/api/here' })).status, 200);
     assert.deepEqual([seen.at(-1)!.url, seen.at(-1)!.headers.authorization], ['/api/here', 'Bearer t3']);
   });
 
   it('says the API did not answer for a proxy’s page, a redirect or a refused connection', async () => {
-    const rest = restClient({ authorization: 'Bearer t5', publicUrl });
+    const rest = restClient({ authorization: 'Bearer t5', apiUrl: publicUrl });
     const unavailable = (pattern: RegExp) => (err: unknown) => {
       assert.ok(err instanceof RestUnavailableError, String(err));
       assert.match(err.message, pattern);
@@ -91,13 +91,19 @@ describe('the REST client of MCP tools', () => {
       unavailable(/answered 502 without JSON/),
     );
     // The token is not sent anywhere PUBLIC_URL redirects to.
-    await assert.rejects(rest({ method: 'GET', url: '/moved' }), unavailable(/at PUBLIC_URL failed/));
-    const down = restClient({ authorization: 'Bearer t6', publicUrl: 'http://127.0.0.1:9' });
-    await assert.rejects(down({ method: 'GET', url: '/api/here' }), unavailable(/at PUBLIC_URL failed/));
+    await assert.rejects(
+      rest({ method: 'GET', url: '/moved' }),
+      unavailable(/at http:\/\/127\.0\.0\.1:\d+ failed/),
+    );
+    const down = restClient({ authorization: 'Bearer t6', apiUrl: 'http://127.0.0.1:9' });
+    await assert.rejects(
+      down({ method: 'GET', url: '/api/here' }),
+      unavailable(/at http:\/\/127\.0\.0\.1:\d+ failed/),
+    );
   });
 
   it('refuses clearly when no server serves the route and PUBLIC_URL is not set', async () => {
-    const rest = restClient({ app: local.app, authorization: 'Bearer t4', publicUrl: null });
+    const rest = restClient({ app: local.app, authorization: 'Bearer t4', apiUrl: null });
     await assert.rejects(rest({ method: 'GET', url: '/api/notifications?limit=5' }), (err: unknown) => {
       assert.ok(err instanceof RestUnavailableError);
       assert.match(err.message, /GET \/api\/notifications is served by a target .*set PUBLIC_URL/);

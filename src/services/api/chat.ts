@@ -52,7 +52,7 @@ export interface ChatDeps {
   settings: UserSettingsStore;
   verify: Verifier;
   chat: ChatConfig | null;
-  publicUrl: string | null;
+  apiUrl: string | null;
   log: Logger;
   clock?: Clock;
 }
@@ -215,7 +215,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
           app: req.server,
           authorization: req.headers.authorization ?? '',
           caller: { ip: req.ip },
-          publicUrl: deps.publicUrl,
+          apiUrl: deps.apiUrl,
         }),
         clientIp: req.ip,
         // The audit trail's user agent names the chat and its model: the writes' source.

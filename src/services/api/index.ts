@@ -54,7 +54,7 @@ export const apiTarget: TargetDefinition = {
       tasks,
       settings,
       clock: rt.clock,
-      publicUrl: rt.config.publicUrl,
+      apiUrl: rt.config.apiUrl,
       log: rt.log.child({ component: 'mcp' }),
     };
     // The chatbot: a language model calling the same MCP tools as the user (chat.ts).
@@ -64,7 +64,7 @@ export const apiTarget: TargetDefinition = {
       settings,
       verify,
       chat: options.chat,
-      publicUrl: rt.config.publicUrl,
+      apiUrl: rt.config.apiUrl,
       clock: rt.clock,
       log: rt.log.child({ component: 'chat' }),
     });

@@ -2,8 +2,8 @@
  * The REST API of the deployment as the calling user, for MCP tools whose data another target owns
  * (reminders, recurrence, notifications): targets talk through events and HTTP, never by importing each
  * other. When that target runs in this process (`taskflow up`) the request goes through this server
- * without a socket (Fastify `inject`, from the caller's address); otherwise to PUBLIC_URL, where the
- * deployment serves every target.
+ * without a socket (Fastify `inject`, from the caller's address); otherwise to the deployment's address
+ * (INTERNAL_URL or PUBLIC_URL), where every target is served.
  */
 import type { FastifyInstance } from 'fastify';
 
@@ -18,7 +18,7 @@ export type RestClient = (req: {
   body?: unknown;
 }) => Promise<RestAnswer>;
 
-/** No server answered: the target is elsewhere and PUBLIC_URL is not set, or the deployment is unreachable. */
+/** No server answered: the target is elsewhere and no address is set, or the deployment is unreachable. */
 export class RestUnavailableError extends Error {}
 
 const NO_ROUTE = /^no route /;
@@ -28,7 +28,8 @@ export function restClient(opts: {
   /** This process's server, when there is one. */
   app?: FastifyInstance;
   authorization: string;
-  publicUrl: string | null;
+  /** The deployment's address (Config.apiUrl). */
+  apiUrl: string | null;
   /** Who is calling, passed on in-process: the routes see the MCP client's address, agent and trace. */
   caller?: { ip: string; userAgent?: string; traceparent?: string };
 }): RestClient {
@@ -43,23 +44,23 @@ export function restClient(opts: {
   });
   const remote = async (req: Parameters<RestClient>[0]): Promise<RestAnswer> => {
     const where = `${req.method} ${req.url.split('?')[0]}`;
-    if (!opts.publicUrl)
+    if (!opts.apiUrl)
       throw new RestUnavailableError(
-        `${where} is served by a target that does not run in this process; set PUBLIC_URL to the deployment's address`,
+        `${where} is served by a target that does not run in this process; set PUBLIC_URL (or INTERNAL_URL) to the deployment's address`,
       );
     const { headers, body } = requestOf(req);
     let r: Response;
     try {
-      r = await fetch(`${opts.publicUrl}${req.url}`, {
+      r = await fetch(`${opts.apiUrl}${req.url}`, {
         method: req.method,
         headers,
         ...(body === undefined ? {} : { body }),
-        redirect: 'error', // the token goes to PUBLIC_URL and nowhere else
+        redirect: 'error', // the token goes to that address and nowhere else
         signal: AbortSignal.timeout(TIMEOUT_MS),
       });
     } catch (err) {
       throw new RestUnavailableError(
-        `${where} at PUBLIC_URL failed: ${(err as Error).message}; try again later`,
+        `${where} at ${opts.apiUrl} failed: ${(err as Error).message}; try again later`,
       );
     }
     return { status: r.status, body: parsed(await r.text(), r.status, where) };

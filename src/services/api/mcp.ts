@@ -68,8 +68,8 @@ const VERSION = '1.0.0';
 export interface McpDeps {
   /** The task operations REST and MCP share. */
   tasks: TaskOperations;
-  /** Where the deployment serves every target (PUBLIC_URL), for tools of targets not in this process. */
-  publicUrl?: string | null;
+  /** Where the deployment serves every target (Config.apiUrl), for tools of targets not in this process. */
+  apiUrl?: string | null;
   settings: UserSettingsStore;
   log: Logger;
   source?: string;
@@ -978,7 +978,7 @@ export async function handleMcpRequest(
         ...(typeof req.headers['user-agent'] === 'string' ? { userAgent: req.headers['user-agent'] } : {}),
         ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
       },
-      publicUrl: deps.publicUrl ?? null,
+      apiUrl: deps.apiUrl ?? null,
     }),
     clientIp: req.ip,
     ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),

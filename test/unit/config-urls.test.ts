@@ -1,0 +1,30 @@
+/**
+ * PUBLIC_URL is the address people and MCP clients use (links, OAuth metadata); INTERNAL_URL, when set, is
+ * where this process reaches the deployment's API for MCP tools of targets that run elsewhere (compose: its
+ * router, since `localhost` inside a container is the container).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { loadConfig } from '../../src/config.ts';
+
+const base = { DATABASE_URL: 'memory://', JWT_SECRET: 'x'.repeat(32) };
+
+describe('the deployment addresses', () => {
+  it('reaches the API at PUBLIC_URL when INTERNAL_URL is not set', () => {
+    const c = loadConfig({ ...base, PUBLIC_URL: 'https://tasks.example.test/' });
+    assert.equal(c.publicUrl, 'https://tasks.example.test');
+    assert.equal(c.apiUrl, 'https://tasks.example.test');
+  });
+
+  it('reaches the API at INTERNAL_URL when set, and keeps PUBLIC_URL for links', () => {
+    const c = loadConfig({ ...base, PUBLIC_URL: 'http://localhost:8080', INTERNAL_URL: 'http://edge:8080/' });
+    assert.equal(c.publicUrl, 'http://localhost:8080');
+    assert.equal(c.apiUrl, 'http://edge:8080');
+  });
+
+  it('has neither when neither is set (tools of targets elsewhere refuse clearly)', () => {
+    const c = loadConfig(base);
+    assert.equal(c.publicUrl, null);
+    assert.equal(c.apiUrl, null);
+  });
+});
