@@ -15,10 +15,12 @@ import {
   compose,
   consumerSpanOptions,
   deadLettered,
+  forThisGroup,
   handlerOf,
   measured,
   newDelivery,
   publishDeadLetter,
+  replayedForAnother,
   retried,
   retryUpTo,
   traced,
@@ -57,6 +59,7 @@ export function consumerPipeline(handler: MessageHandler, ctx: ConsumeContext): 
   const { log, hooks, policy, signal } = ctx;
   return compose(
     handlerOf(handler),
+    forThisGroup,
     traced,
     deadLettered({
       log,
@@ -96,7 +99,11 @@ export async function handledAsBatch(
   batchHandler: BatchHandler,
   ctx: { group: string; log: Logger; hooks?: ConsumeHooks | undefined },
 ): Promise<boolean> {
-  if (messages.length < 2 || messages.some((m) => eventProblems(m.event).length > 0)) return false;
+  if (
+    messages.length < 2 ||
+    messages.some((m) => eventProblems(m.event).length > 0 || replayedForAnother(m, ctx.group))
+  )
+    return false;
   const spans = messages.map((m) => startSpan(`process ${m.topic}`, consumerSpanOptions(m, ctx.group)));
   const started = performance.now();
   try {

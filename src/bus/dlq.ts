@@ -1,11 +1,12 @@
 /**
  * Dead-letter inspection and replay, the same for every transport (`taskflow dlq list|show|replay`).
- * Replay publishes the original event, unchanged (same id), back to its source topic: the failed group
- * handles it again, and groups that had handled it already skip it by its id (consumers are idempotent).
+ * Replay publishes the original event, unchanged (same id), back to its source topic with a header naming the
+ * group (REPLAY_FOR_HEADER): that group handles it again, the others pass it by (and would skip it by its id
+ * anyway while their dedupe ledgers remember it: consumers are idempotent).
  */
 import { dlqTopic } from '../contracts/topics.ts';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
-import { DLQ_HEADERS } from './middleware.ts';
+import { DLQ_HEADERS, REPLAY_FOR_HEADER } from './middleware.ts';
 import type { Bus, BusAdmin, StoredMessage } from './types.ts';
 
 export interface DeadLetter {
@@ -54,6 +55,13 @@ export async function replayDeadLetters(
   );
   const seen = new Set<string>();
   const unique = letters.filter((d) => d.source.topic && !seen.has(d.event.id) && seen.add(d.event.id));
-  await bus.publisher.publish(unique.map((d) => ({ topic: d.source.topic, key: d.key, event: d.event })));
+  await bus.publisher.publish(
+    unique.map((d) => ({
+      topic: d.source.topic,
+      key: d.key,
+      event: d.event,
+      headers: { [REPLAY_FOR_HEADER]: group },
+    })),
+  );
   return unique;
 }

@@ -47,6 +47,23 @@ export const newDelivery = (message: BusMessage, group: string): Delivery => ({
 export const compose = (handle: Handle, ...middlewares: readonly Middleware[]): Handle =>
   middlewares.reduceRight((next, middleware) => middleware(next), handle);
 
+/**
+ * The header a dead letter's replay carries (`taskflow dlq replay`): the group it is for. The event goes back
+ * to its source topic, so every group reads it again; the others pass it by here, without relying on their
+ * dedupe ledgers still remembering it (a dead letter can outlive them).
+ */
+export const REPLAY_FOR_HEADER = 'taskflow-replay-for';
+
+/** Whether `message` is a replay for another group than `group`. */
+export const replayedForAnother = (message: BusMessage, group: string): boolean => {
+  const target = message.headers[REPLAY_FOR_HEADER];
+  return target !== undefined && target !== group;
+};
+
+/** Passes by, as done, a replay meant for another group (outermost: nothing is measured or traced). */
+export const forThisGroup: Middleware = (next) => (d) =>
+  replayedForAnother(d.message, d.group) ? Promise.resolve() : next(d);
+
 /** The terminal Handle: the target's handler, which sees only the message. */
 export const handlerOf =
   (handler: (message: BusMessage) => Promise<void>): Handle =>

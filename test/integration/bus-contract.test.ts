@@ -142,7 +142,7 @@ for (const factory of harnesses) {
       assert.equal(attempts.get('b'), 3);
     });
 
-    it('dead-letters after the configured attempts with failure headers, then moves on; replay handles it once', async () => {
+    it('dead-letters after the configured attempts with failure headers, then moves on; replay handles it once, in that group only', async () => {
       const topic = await topicWith(1);
       const group = h.unique('dlq');
       const p = await h.start({ retry: { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 10 } });
@@ -166,6 +166,17 @@ for (const factory of harnesses) {
             if (broken) throw new Error('cannot handle poison');
           }
           effects.set(m.event.id, (effects.get(m.event.id) ?? 0) + 1);
+        },
+      });
+      // Another group on the topic, which handles everything: a replay is not for it.
+      const bystander = new Map<string, number>();
+      const bystanderTitles: string[] = [];
+      const other = await p.bus.subscriber.subscribe({
+        group: h.unique('bystander'),
+        topics: [topic],
+        handler: async (m) => {
+          bystanderTitles.push(titleOf(m.event));
+          bystander.set(m.event.id, (bystander.get(m.event.id) ?? 0) + 1);
         },
       });
       await waitFor(() => effects.size >= 2, 20_000, 'messages around the poison');
@@ -195,10 +206,17 @@ for (const factory of harnesses) {
       assert.equal(replayed.length, 1);
       await waitFor(() => effects.get(poison.id) === 1, 20_000, 'replayed poison handled');
       await sentinels.pass(p, topic, 1);
+      await waitFor(
+        () => bystanderTitles.some((t) => t.startsWith('sentinel ')),
+        20_000,
+        'the sentinel at the other group (after the replay in the partition)',
+      );
       await sub.close();
+      await other.close();
       await p.close();
       assert.equal(effects.get(poison.id), 1, 'handled once after replay');
       assert.equal(effects.size, 3);
+      assert.equal(bystander.get(poison.id), 1, 'the other group does not handle the replay again');
     });
 
     it('dead-letters invalid events and PermanentError at once, without calling the handler again', async () => {

@@ -11,6 +11,7 @@ import {
   Aborted,
   compose,
   deadLettered,
+  forThisGroup,
   handlerOf,
   isUnavailable,
   logOf,
@@ -274,6 +275,7 @@ export class DaprSubscriber implements Subscriber {
     const log = this.log;
     return compose(
       handlerOf(handler),
+      forThisGroup,
       traced,
       deadLettered({ log, hooks, isPoison: (err) => err instanceof PermanentError }),
       validated,
