@@ -7,13 +7,30 @@ import type { Task } from '../domain/task.ts';
 
 export const etag = (task: Task) => `"${task.version}"`;
 
-/** Parses If-Match: `"3"`, `W/"3"` or `3`; `*` or absent means any version. */
+/** If-Match as the routes take it: `"3"`, `W/"3"` or `3` (the version), or `*` (any). */
+export const IF_MATCH_PATTERN = '^\\s*(?:\\*|(?:W/)?"?(\\d{1,9})"?)\\s*$';
+const IF_MATCH = new RegExp(IF_MATCH_PATTERN);
+
+/** The If-Match request header of a task's writes, for their OpenAPI document (from the same pattern). */
+export const ifMatchHeaderDoc = {
+  type: 'object',
+  properties: {
+    'if-match': {
+      type: 'string',
+      pattern: IF_MATCH_PATTERN,
+      description:
+        'The version the task must have (its ETag, e.g. "3"): otherwise 412 and nothing changes; absent or * takes any version',
+    },
+  },
+} as const;
+
+/** Parses If-Match (IF_MATCH_PATTERN); absent or `*` means any version. */
 export function parseIfMatch(header: string | undefined): number | undefined {
-  if (header === undefined || header.trim() === '*') return undefined;
-  const m = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(header);
+  if (header === undefined) return undefined;
+  const m = IF_MATCH.exec(header);
   if (!m)
     throw new ValidationError([
       { path: 'If-Match', message: 'must be the task version as an ETag, e.g. "3"' },
     ]);
-  return Number(m[1]);
+  return m[1] === undefined ? undefined : Number(m[1]);
 }

@@ -14,7 +14,7 @@ import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { TaskChange, TaskOperations } from './task-operations.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { etag, parseIfMatch } from '../../http/task-version.ts';
+import { etag, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
 import { BODY_OPTIONAL, LINKS, noContent, ok, problemDoc, type RouteLinks } from '../../http/openapi.ts';
 import {
   compatListQueryDoc,
@@ -172,8 +172,12 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       schema: { tags: ['tasks'], summary, security, ...extra },
     });
     const one = { params: idParam, response: { 200: taskDoc, ...errors, 412: problemDoc } };
-    // A change's answer: with reminder_plan when it moved the reminders.
-    const changed = { ...one, response: { ...one.response, 200: taskChangedDoc, 409: problemDoc } };
+    // A change's answer: with reminder_plan when it moved the reminders; If-Match makes it compare-and-set.
+    const changed = {
+      ...one,
+      headers: ifMatchHeaderDoc,
+      response: { ...one.response, 200: taskChangedDoc, 409: problemDoc },
+    };
     // 409: a recurring task's occurrence that cannot change state now (an earlier one reopened, say).
 
     api.post(
@@ -215,7 +219,11 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     );
     api.delete(
       '/api/tasks/:id',
-      doc('Delete a task', { params: idParam, response: { 204: { type: 'null' }, ...errors } }),
+      doc('Delete a task', {
+        params: idParam,
+        headers: ifMatchHeaderDoc,
+        response: { 204: { type: 'null' }, ...errors, 412: problemDoc },
+      }),
       remove,
     );
     api.post(
@@ -266,13 +274,17 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       '/api/:user_id/tasks/:id',
       compat('Update a task', {
         body: taskPatchDoc,
+        headers: ifMatchHeaderDoc,
         response: { 200: taskChangedDoc, 409: problemDoc, 412: problemDoc },
       }),
       patch,
     );
     api.delete(
       '/api/:user_id/tasks/:id',
-      compat('Delete a task', { response: noContent('Deleted') }),
+      compat('Delete a task', {
+        headers: ifMatchHeaderDoc,
+        response: { ...noContent('Deleted'), 412: problemDoc },
+      }),
       remove,
     );
     api.patch(
@@ -280,6 +292,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       compat('Set completion with {"completed": true|false}; no body toggles it', {
         [BODY_OPTIONAL]: true,
         body: bodyJsonSchema(COMPLETION_FIELDS, { required: ['completed'] }),
+        headers: ifMatchHeaderDoc,
         response: { 200: taskChangedDoc, 409: problemDoc, 412: problemDoc },
       }),
       transition(completion),

@@ -22,7 +22,7 @@ import {
 } from '../../domain/recurrence.ts';
 import { parseInstant, type Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { etag, parseIfMatch } from '../../http/task-version.ts';
+import { etag, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
 import type { Db } from '../../store/db.ts';
 import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
@@ -193,7 +193,8 @@ export async function registerRecurrenceRoutes(
           summary: 'Skip the current occurrence of a recurring task (its due date moves to the next one)',
           security,
           params: idParam,
-          response: { ...ok('The task with its next due date'), 409: problemDoc },
+          headers: ifMatchHeaderDoc,
+          response: { ...ok('The task with its next due date'), 409: problemDoc, 412: problemDoc },
         },
       },
       skip,
