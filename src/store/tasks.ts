@@ -116,7 +116,9 @@ function cursorValue(task: Task, sort: TaskQuery['sort'], order: TaskQuery['orde
     case 'updated':
       return task.updated_at;
     case 'title':
-      return task.title.toLowerCase();
+      // As written: the query lowers it as it lowers the column (JavaScript's toLowerCase differs from the
+      // database's lower() for some letters, İ and a final Σ among them, and the pages then looped).
+      return task.title;
   }
 }
 
@@ -508,8 +510,13 @@ export class TaskStore {
     const expr = SORT_EXPR[q.sort][q.order];
     const cmp = q.order === 'asc' ? '>' : '<';
     if (q.cursor) {
-      const cast = q.sort === 'priority' ? '::smallint' : q.sort === 'title' ? '::text' : '::timestamptz';
-      where.push(`(${expr}, id) ${cmp} (${p(q.cursor.v)}${cast}, ${p(q.cursor.id)}::uuid)`);
+      const value =
+        q.sort === 'priority'
+          ? `${p(q.cursor.v)}::smallint`
+          : q.sort === 'title'
+            ? `lower(${p(q.cursor.v)}::text)`
+            : `${p(q.cursor.v)}::timestamptz`;
+      where.push(`(${expr}, id) ${cmp} (${value}, ${p(q.cursor.id)}::uuid)`);
     }
     const sql = `SELECT ${COLUMNS} FROM tasks WHERE ${where.join(' AND ')}
       ORDER BY ${expr} ${q.order}, tasks.id ${q.order} LIMIT ${p(q.limit + 1)}`;

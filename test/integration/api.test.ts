@@ -638,6 +638,30 @@ for (const backend of backends) {
       }
     });
 
+    it('pages by title through letters whose lower case differs between JavaScript and the database', async () => {
+      const u = 'gail';
+      // JavaScript lowers İ to i + a dot and a final Σ to ς; the database's lower() does neither.
+      const all = ['ad', 'İx', 'iy', 'Zc', 'ße', 'ÅE', 'Éa', 'éb', 'ΟΔΟΣ', 'οδοσα', 'ωa', 'Ωz'];
+      for (const title of all) assert.equal((await app.call(u, 'POST', '/api/tasks', { title })).status, 201);
+      for (const order of ['asc', 'desc']) {
+        const onePage = await app.call(u, 'GET', `/api/tasks?sort=title&order=${order}&limit=200`);
+        const expected = onePage.body.items.map((t: { title: string }) => t.title);
+        assert.equal(expected.length, all.length);
+        const paged: string[] = [];
+        let cursor: string | null = null;
+        do {
+          const r = await app.call(
+            u,
+            'GET',
+            `/api/tasks?sort=title&order=${order}&limit=1${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+          );
+          paged.push(...r.body.items.map((t: { title: string }) => t.title));
+          cursor = r.body.next_cursor;
+        } while (cursor && paged.length <= all.length);
+        assert.deepEqual(paged, expected, `${order}: one task a page, each once, in the one page's order`);
+      }
+    });
+
     it('writes no task and no event when the transaction rolls back', async () => {
       const store = new TaskStore(db, new ManualClock());
       const rows = await count('tasks');
