@@ -71,6 +71,14 @@ const MIN_EMPTY_PERIODS = 2;
 const MAX_YEAR = 9999;
 /** previewOccurrences returns at most this many instants. */
 export const MAX_PREVIEW = 1000;
+/**
+ * ...and walks at most this many days from where its search starts (200 years: twice the longest gap the
+ * search accepts between two occurrences). The search walks the calendar day by day (about 0.4 µs a day), so
+ * a rule that occurs once in decades (a Monday that is 29 February) made a preview of 100 occurrences walk
+ * 2,700 years: 0.4 s of the event loop per call. Bounded, a preview costs at most about 30 ms; a sparse
+ * rule previews what falls within the 200 years.
+ */
+export const PREVIEW_HORIZON_DAYS = 2 * MAX_EMPTY_DAYS;
 
 // ---------------------------------------------------------------------------------------------------------
 // Parsed rule
@@ -819,7 +827,8 @@ function periods(rule: ParsedRule, start: LocalDateTime): Periods {
 
 /**
  * Occurrences of `rule` with DTSTART = `start` (local) / `startMs`, strictly after DTSTART, ascending, up to
- * UNTIL (inclusive), beginning with period `fromPeriod`. Stops when the search limits are hit.
+ * UNTIL (inclusive), beginning with period `fromPeriod`. Stops when the search limits are hit, or after
+ * `maxDays` days from the first period scanned.
  */
 function* ruleOccurrences(
   rule: ParsedRule,
@@ -827,6 +836,7 @@ function* ruleOccurrences(
   start: LocalDateTime,
   startMs: number,
   fromPeriod: number,
+  maxDays = Infinity,
 ): Generator<number, void, undefined> {
   const eff = effectiveParts(rule, start);
   const hours = rule.byHour ?? [start.hour];
@@ -837,9 +847,11 @@ function* ruleOccurrences(
   let lastHitDay: number | null = null;
   let emptyPeriods = 0;
   let lastYielded = -Infinity;
+  const scanStart = per.span(Math.max(0, fromPeriod))[0];
 
   for (let k = Math.max(0, fromPeriod); ; k++) {
     const [first, length] = per.span(k);
+    if (first - scanStart > maxDays) return;
     lastHitDay ??= first;
     if (emptyPeriods >= MIN_EMPTY_PERIODS && first - lastHitDay > MAX_EMPTY_DAYS) return;
     if (civilFromDays(first).y > MAX_YEAR) return;
@@ -941,8 +953,8 @@ export function nextOccurrence(rule: Recurrence, series: RecurrenceSeries): stri
 
 /**
  * The next `count` (at most MAX_PREVIEW) due instants of the series anchored at `anchor` strictly after
- * `after`: the calendar schedule (the anchor itself is occurrence #1), honoring COUNT and UNTIL.
- * Throws RangeError only for malformed arguments.
+ * `after`, within PREVIEW_HORIZON_DAYS of where the search starts: the calendar schedule (the anchor itself is
+ * occurrence #1), honoring COUNT and UNTIL. Throws RangeError only for malformed arguments.
  */
 export function previewOccurrences(rule: Recurrence, anchor: string, after: string, count: number): string[] {
   const { rule: parsed, tz } = compile(rule);
@@ -955,7 +967,7 @@ export function previewOccurrences(rule: Recurrence, anchor: string, after: stri
   const start = toLocal(anchorMs, tz);
   const from = parsed.count === null ? periodBefore(parsed, tz, start, Math.max(afterMs, anchorMs)) : 0;
   let index = 1;
-  for (const ms of ruleOccurrences(parsed, tz, start, anchorMs, from)) {
+  for (const ms of ruleOccurrences(parsed, tz, start, anchorMs, from, PREVIEW_HORIZON_DAYS)) {
     if (out.length >= wanted) break;
     if (parsed.count !== null && ++index > parsed.count) break;
     if (ms > afterMs) out.push(toIso(ms));

@@ -14,6 +14,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
+import { MAX_MCP_BATCH } from '../../src/services/api/mcp-http.ts';
 import { TEST_SECRET, writtenEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
 import { plainFields } from '../helpers/events.ts';
 import { createPgDatabase } from '../helpers/db.ts';
@@ -403,6 +404,37 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
       headers: { authorization: `Bearer ${await app.token('alice')}`, accept: 'text/event-stream' },
     });
     assert.equal(get.status, 405);
+  });
+
+  it('takes a batch of a few messages and refuses a larger one whole, with nothing done', async () => {
+    const post = async (messages: unknown[]) =>
+      fetch(`${app.url}/mcp`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          authorization: `Bearer ${await app.token('batcher')}`,
+        },
+        body: JSON.stringify(messages),
+      });
+    const add = (i: number) => ({
+      jsonrpc: '2.0',
+      id: i,
+      method: 'tools/call',
+      params: { name: 'add_task', arguments: { title: `batched ${i}` } },
+    });
+    const small = await post([add(1), add(2)]);
+    assert.equal(small.status, 200);
+    assert.equal(((await small.json()) as unknown[]).length, 2);
+    const large = await post(Array.from({ length: MAX_MCP_BATCH + 1 }, (_, i) => add(10 + i)));
+    assert.equal(large.status, 400);
+    const refused = (await large.json()) as { error: { code: number; message: string } };
+    assert.equal(refused.error.code, -32600);
+    assert.match(refused.error.message, /a batch takes at most 10 messages \(11 sent\)/);
+    const titles = (await app.call('batcher', 'GET', '/api/tasks?limit=200')).body.items.map(
+      (t: { title: string }) => t.title,
+    );
+    assert.deepEqual(titles.sort(), ['batched 1', 'batched 2'], 'nothing of the refused batch was done');
   });
 
   it('applies the per-user rate limit to MCP requests, one budget with REST (429 once it is used up)', async () => {

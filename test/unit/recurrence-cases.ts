@@ -912,6 +912,23 @@ export const previewCases: PreviewCase[] = [
     expected: ['2244-02-29T09:00:00.000Z'],
   },
   {
+    name: 'a Monday that is Feb 29 (daily rule): 100 asked, those of the 200 years the preview walks (PREVIEW_HORIZON_DAYS)',
+    input: { rrule: 'FREQ=DAILY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO' },
+    tz: 'UTC',
+    anchor: '2026-12-07T09:00:00Z',
+    after: '2026-12-07T09:00:00Z',
+    count: 100,
+    expected: [
+      '2044-02-29T09:00:00.000Z',
+      '2072-02-29T09:00:00.000Z',
+      '2112-02-29T09:00:00.000Z', // 2100 is no leap year
+      '2140-02-29T09:00:00.000Z',
+      '2168-02-29T09:00:00.000Z',
+      '2196-02-29T09:00:00.000Z',
+      '2208-02-29T09:00:00.000Z',
+    ],
+  },
+  {
     name: '02:30 and 03:30 daily across the spring gap (Mar 29): 02:30 moves to 03:30 CEST, listed once',
     input: { rrule: 'FREQ=DAILY;BYHOUR=2,3;BYMINUTE=30' },
     tz: BER,

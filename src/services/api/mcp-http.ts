@@ -25,6 +25,14 @@ const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
     .header('allow', 'POST')
     .send({ jsonrpc: '2.0', error: { code: -32000, message }, id: null });
 
+/**
+ * The most JSON-RPC messages a POST may carry. The rate limit counts a request, not its messages, so the
+ * transport's own bound (100) let one request do a hundred tool calls, each a write or a recurrence preview
+ * of up to about 30 ms, on the event loop in one go. MCP since 2025-06-18 has no batches; older clients send
+ * few.
+ */
+export const MAX_MCP_BATCH = 10;
+
 export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
   let mcp: Promise<{ handleMcpRequest: typeof handleMcpRequest }> | undefined;
   // Before the /mcp route: its scope takes the hooks the app has when it is registered.
@@ -63,6 +71,15 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
   await authenticatedScope(app, { verify: deps.verify }, (authed, userOf) => {
     authed.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
       const userId = userOf(req);
+      if (Array.isArray(req.body) && req.body.length > MAX_MCP_BATCH)
+        return reply.code(400).send({
+          jsonrpc: '2.0',
+          error: {
+            code: -32600,
+            message: `Invalid Request: a batch takes at most ${MAX_MCP_BATCH} messages (${req.body.length} sent); send them in several requests`,
+          },
+          id: null,
+        });
       const { handleMcpRequest } = await (mcp ??= import('./mcp.ts'));
       await handleMcpRequest(deps, userId, req, reply);
     });
