@@ -1,14 +1,16 @@
 /**
  * Webhook requests to a real HTTP receiver: signed, and refused when the URL's host is not a public address
- * (server-side request forgery), whether it is written as an IP or resolves to one through DNS.
+ * (server-side request forgery), whether it is written as an IP or resolves to one through DNS. A web-push
+ * subscription's endpoint is the user's to give too: refused the same way, before anything is sent.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
 import { webhookSignature } from '../../src/domain/notifications.ts';
-import { WebhookChannel } from '../../src/services/notifications/channels.ts';
+import webpush from 'web-push';
+import { PushChannel, WebhookChannel } from '../../src/services/notifications/channels.ts';
 import { BlockedAddressError, isNonPublicAddress } from '../../src/services/notifications/outbound.ts';
-import { startWebhookSink } from '../helpers/sinks.ts';
+import { startPushService, startWebhookSink } from '../helpers/sinks.ts';
 
 const reminder: ReminderEventData = {
   reminder_id: '00000000-0000-4000-8000-000000000001',
@@ -80,5 +82,36 @@ describe('webhook channel', () => {
       channel.send(`http://127.0.0.1:${port()}/fail`, 'secret-secret-secret', reminder, meta),
       /webhook answered 500/,
     );
+  });
+});
+
+describe('web-push endpoints', () => {
+  let service: Awaited<ReturnType<typeof startPushService>>;
+  before(async () => {
+    service = await startPushService();
+  });
+  after(() => service.close());
+  const vapid = { ...webpush.generateVAPIDKeys(), subject: 'mailto:ops@taskflow.test' };
+  const pushReminder = { ...reminder, channels: ['push' as const] };
+
+  it('refuses an endpoint on a loopback address, written as one or through DNS, without connecting', async () => {
+    const client = service.subscribe('victim');
+    const target = { endpoint: client.endpoint, p256dh: client.keys.p256dh, auth: client.keys.auth };
+    // As an IP (the test's agent trusts the service's certificate, so only the address check stands between).
+    const trusting = await PushChannel.open(vapid, 2_000, { agent: service.agent });
+    await assert.rejects(trusting.send(target, pushReminder, 'd-1'), BlockedAddressError);
+    // Through DNS: localhost resolves to a loopback address, which the default agent's lookup refuses.
+    const byName = await PushChannel.open(vapid, 2_000);
+    const named = { ...target, endpoint: client.endpoint.replace('127.0.0.1', 'localhost') };
+    await assert.rejects(byName.send(named, pushReminder, 'd-2'), (err: unknown) => {
+      assert.ok(err instanceof BlockedAddressError, String(err));
+      assert.match(err.message, /localhost resolves to .*not a public address/);
+      return true;
+    });
+    assert.equal(service.calls.length, 0, 'nothing reached the address');
+    // Allowed (development, tests), it is delivered.
+    const allowed = await PushChannel.open(vapid, 2_000, { agent: service.agent, allowPrivate: true });
+    assert.equal(await allowed.send(target, pushReminder, 'd-3'), 'sent');
+    assert.equal(service.calls.length, 1);
   });
 });

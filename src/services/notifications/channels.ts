@@ -3,12 +3,12 @@
  * (node:http, public addresses only: outbound.ts). Each `send` resolves when the other side accepted the message and throws otherwise; the delivery
  * loop retries. The in-app channel is a database write and lives in the delivery loop.
  */
-import type { Agent } from 'node:https';
+import { Agent } from 'node:https';
 import type { Transporter } from 'nodemailer';
 import type WebPush from 'web-push';
 import type { ReminderEventData } from '../../contracts/events.ts';
 import { webhookSignature } from '../../domain/notifications.ts';
-import { postJson } from './outbound.ts';
+import { assertPublicHost, blockedCause, postJson, publicOnlyLookup } from './outbound.ts';
 import { errorMessage } from '../../error-text.ts';
 
 export interface MessageContent {
@@ -77,19 +77,29 @@ export interface PushTarget {
 }
 
 export class PushChannel {
-  /** web-push is loaded only when push is configured (VAPID keys). */
-  static async open(vapid: VapidKeys, timeoutMs: number, agent?: Agent, link?: string): Promise<PushChannel> {
+  /**
+   * web-push is loaded only when push is configured (VAPID keys). A subscription's endpoint is the user's to
+   * give, so, as a webhook, it must be a public address (`allowPrivate`: development and tests); `agent`: a
+   * custom TLS agent (tests trust a local push service through it).
+   */
+  static async open(
+    vapid: VapidKeys,
+    timeoutMs: number,
+    opts: { agent?: Agent; link?: string; allowPrivate?: boolean } = {},
+  ): Promise<PushChannel> {
     const { default: webpush } = await import('web-push');
     // Fails fast on malformed keys (at startup, not at the first reminder).
     webpush.setVapidDetails(vapid.subject, vapid.publicKey, vapid.privateKey);
-    return new PushChannel(webpush, vapid, timeoutMs, agent, link);
+    const allowPrivate = opts.allowPrivate ?? false;
+    const agent = opts.agent ?? (allowPrivate ? undefined : new Agent({ lookup: publicOnlyLookup as never }));
+    return new PushChannel(webpush, vapid, timeoutMs, allowPrivate, agent, opts.link);
   }
 
   private constructor(
     private readonly webpush: typeof WebPush,
     readonly vapid: VapidKeys,
     private readonly timeoutMs: number,
-    /** A custom TLS agent (tests trust a local push service through it). */
+    private readonly allowPrivate: boolean,
     private readonly agent?: Agent,
     /** Where a click on the notification leads (PUBLIC_URL). */
     private readonly link?: string,
@@ -111,6 +121,8 @@ export class PushChannel {
       due_at: d.due_at,
       ...(this.link ? { url: this.link } : {}),
     });
+    // An endpoint written as a private address is refused here; a name that resolves to one, by the agent.
+    if (!this.allowPrivate) assertPublicHost(new URL(target.endpoint));
     try {
       await this.webpush.sendNotification(
         { endpoint: target.endpoint, keys: { p256dh: target.p256dh, auth: target.auth } },
@@ -125,6 +137,8 @@ export class PushChannel {
       );
       return 'sent';
     } catch (err) {
+      const blocked = blockedCause(err);
+      if (blocked) throw blocked;
       const status = (err as { statusCode?: number }).statusCode;
       if (status === 404 || status === 410) return 'gone';
       const body = (err as { body?: string }).body;

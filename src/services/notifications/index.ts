@@ -43,7 +43,13 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
       const email = opts.smtpUrl
         ? await EmailChannel.open(opts.smtpUrl, opts.smtpFrom, timeoutMs, link)
         : null;
-      const push = opts.vapid ? await PushChannel.open(opts.vapid, timeoutMs, opts.pushAgent, link) : null;
+      const push = opts.vapid
+        ? await PushChannel.open(opts.vapid, timeoutMs, {
+            ...(opts.pushAgent ? { agent: opts.pushAgent } : {}),
+            ...(link ? { link } : {}),
+            allowPrivate: opts.webhookAllowPrivate,
+          })
+        : null;
       if (!email) log.info('email notifications are off (set SMTP_URL)');
       if (!push) log.info('web push notifications are off (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY)');
       const worker = new DeliveryWorker(

@@ -1,5 +1,5 @@
 /**
- * Outbound HTTP to user-supplied URLs (webhooks) without server-side request forgery: a user's webhook must
+ * Outbound HTTP to user-supplied URLs (webhooks, web-push endpoints) without server-side request forgery: a user's webhook must
  * not reach the cluster's own services or the cloud metadata endpoint. The check runs on the addresses the
  * connection actually uses (a DNS lookup hook on node:http), so a name that resolves to a private address,
  * or re-resolves to one after a check (DNS rebinding), is refused too. Hand-written: fetch (undici) takes no
@@ -52,7 +52,7 @@ export class BlockedAddressError extends Error {
   override name = 'BlockedAddressError';
   constructor(host: string, address: string) {
     super(
-      `${host} resolves to ${address}, which is not a public address (NOTIFY_WEBHOOK_ALLOW_PRIVATE=true allows it)`,
+      `${host} resolves to ${address}, which is not a public address (NOTIFY_WEBHOOK_ALLOW_PRIVATE=true allows it for webhooks and push endpoints)`,
     );
   }
 }
@@ -64,7 +64,11 @@ type LookupCallback = (
 ) => void;
 
 /** dns.lookup that fails when any address of the name is not public. */
-function publicOnlyLookup(hostname: string, options: LookupAllOptions | object, callback: LookupCallback) {
+export function publicOnlyLookup(
+  hostname: string,
+  options: LookupAllOptions | object,
+  callback: LookupCallback,
+) {
   const wantsAll = (options as { all?: boolean }).all === true;
   dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
     if (err) return callback(err, wantsAll ? [] : '');
@@ -80,6 +84,12 @@ export interface PostResult {
   status: number;
 }
 
+/** Refuses a URL whose host is written as an address that is not public (a name is checked as it resolves). */
+export function assertPublicHost(url: URL): void {
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isNonPublicAddress(host)) throw new BlockedAddressError(host, host);
+}
+
 /**
  * POSTs `body` to `url` (http or https, no redirects followed) and resolves with the status once the answer
  * is read; rejects with BlockedAddressError when the host is not public, unless `allowPrivate`.
@@ -90,9 +100,12 @@ export function postJson(
   opts: { headers: Record<string, string>; timeoutMs: number; allowPrivate: boolean },
 ): Promise<PostResult> {
   const target = new URL(url);
-  const host = target.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (!opts.allowPrivate && isNonPublicAddress(host))
-    return Promise.reject(new BlockedAddressError(host, host));
+  if (!opts.allowPrivate)
+    try {
+      assertPublicHost(target);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
   const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
   const options: RequestOptions = {
     method: 'POST',
@@ -112,7 +125,7 @@ export function postJson(
 }
 
 /** The BlockedAddressError behind a connection error, if any (net wraps lookup errors). */
-function blockedCause(err: unknown): BlockedAddressError | undefined {
+export function blockedCause(err: unknown): BlockedAddressError | undefined {
   for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
     if (e instanceof BlockedAddressError) return e;
     e = (e as { cause?: unknown }).cause;
