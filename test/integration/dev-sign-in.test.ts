@@ -1,7 +1,7 @@
 /**
  * Development sign-in (src/services/api/dev-sign-in.ts): with the generated development secret a request from
- * this machine gets a token for a name, which the API then accepts; from another address, with a configured
- * JWT_SECRET, or for a name that is not an id, it is refused.
+ * this machine gets a token for a name, which the API then accepts; from another address, under another
+ * site's name, with a configured JWT_SECRET, or for a name that is not an id, it is refused.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -65,6 +65,35 @@ describe('development sign-in', () => {
       assert.equal(r.statusCode, 404, method);
       assert.doesNotMatch(r.body, /token/);
     }
+  });
+
+  it('is not there for a page of another site whose name resolves to this machine (DNS rebinding)', async () => {
+    const app = dev.proc.runtime.http.app;
+    const post = (headers: Record<string, string>) =>
+      app.inject({
+        method: 'POST',
+        url: '/api/dev/sign-in',
+        remoteAddress: '127.0.0.1',
+        headers,
+        payload: { user: 'mallory' },
+      });
+    const port = new URL(dev.url).port;
+    for (const headers of [
+      { host: `attacker.example:${port}`, origin: `http://attacker.example:${port}` },
+      { host: `attacker.example:${port}` },
+      { host: `127.0.0.1:${port}`, origin: `http://attacker.example:${port}` },
+      { host: `127.0.0.1:${port}`, origin: 'null' },
+    ]) {
+      const r = await post(headers);
+      assert.equal(r.statusCode, 404, JSON.stringify(headers));
+      assert.doesNotMatch(r.body, /token/);
+    }
+    for (const headers of [
+      { host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}` },
+      { host: `localhost:${port}` },
+      { host: `[::1]:${port}`, origin: `http://[::1]:${port}` },
+    ])
+      assert.equal((await post(headers)).statusCode, 200, JSON.stringify(headers));
   });
 
   it('does not exist with a configured JWT_SECRET', async () => {

@@ -2,7 +2,9 @@
  * Development sign-in for the board: "continue as <name>" instead of pasting a token. It exists only with
  * the generated development secret (the embedded default: a PGlite data directory and neither JWT_SECRET nor
  * JWT_JWKS_URL; never with PostgreSQL), and answers only requests from this machine (the socket's address is
- * loopback; forwarded headers are not trusted): `GET /api/dev/sign-in` says it is there, `POST
+ * loopback; forwarded headers are not trusted) made to a loopback name (Host, and Origin when sent: a page
+ * of another site that rebinds its DNS name to 127.0.0.1 reaches the socket from this machine, but under
+ * its own name): `GET /api/dev/sign-in` says it is there, `POST
  * /api/dev/sign-in {"user": "<id>"}` answers a token as `taskflow token --user <id>` makes. Elsewhere both
  * are 404, and production signs in through its identity provider (JWT_JWKS_URL).
  */
@@ -23,10 +25,25 @@ const isLoopback = (address: string | undefined) => {
   return v4 === '::1' || v4.startsWith('127.');
 };
 
+/** Whether a Host (`name[:port]`) or an Origin (`scheme://name[:port]`) names this machine. */
+const namesLoopback = (value: string | undefined, isOrigin: boolean) => {
+  if (!value) return false;
+  let name: string;
+  try {
+    name = new URL(isOrigin ? value : `http://${value}`).hostname;
+  } catch {
+    return false;
+  }
+  return name === 'localhost' || name.endsWith('.localhost') || isLoopback(name.replace(/^\[(.*)\]$/, '$1'));
+};
+
 export function registerDevSignIn(app: FastifyInstance, jwt: Config['jwt']): void {
   const secret = jwt.devSecretFile ? jwt.secret : undefined;
   if (!secret) return;
-  const local = (req: FastifyRequest) => isLoopback(req.socket.remoteAddress);
+  const local = (req: FastifyRequest) =>
+    isLoopback(req.socket.remoteAddress) &&
+    namesLoopback(req.headers.host, false) &&
+    (req.headers.origin === undefined || namesLoopback(req.headers.origin, true));
   const notHere = problem(404, 'development sign-in is only for requests from this machine');
   app.get('/api/dev/sign-in', { schema: { hide: true } }, async (req, reply) =>
     local(req) ? { available: true, token_lifetime: TOKEN_LIFETIME } : sendProblem(reply, notHere),
