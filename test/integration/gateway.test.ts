@@ -272,6 +272,13 @@ describe('WebSocket gateway', () => {
     await back.seq(last + 51);
     assert.equal(back.changes().length, 51);
 
+    // A client ahead of the stream (its state is from another one, a reset database say): a resync to where the
+    // stream is, then live changes (not silence until the stream passes what the client claimed).
+    const ahead = await open(app, 'cat', { since: 999_999_999 });
+    assert.equal((await ahead.next((f) => f.type === 'resync')).sequence, last + 51);
+    await create('cat', 'after the resync');
+    await ahead.seq(last + 52);
+
     // The other instance keeps only 20 per user: resuming from that far back there is a resync.
     const far = await open(await ensureSecond(), 'cat', { since: last });
     const resync = await far.next((f) => f.type === 'resync');

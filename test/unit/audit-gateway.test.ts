@@ -74,7 +74,9 @@ describe('gateway replay buffer', () => {
       latest: 25,
     });
     assert.deepEqual(b.plan('u', 14), { kind: 'resync', latest: 25 });
-    assert.deepEqual(b.plan('u', 30), { kind: 'replay', frames: [], latest: 25 });
+    assert.deepEqual(b.plan('u', 25), { kind: 'replay', frames: [], latest: 25 });
+    // A client ahead of the stream (its state is from another one): resync, not silence until 30 is passed.
+    assert.deepEqual(b.plan('u', 30), { kind: 'resync', latest: 25 });
     assert.deepEqual(b.plan('nobody', 3), { kind: 'resync', latest: null });
   });
 

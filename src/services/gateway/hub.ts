@@ -142,7 +142,8 @@ export class Hub {
     // Replay and registration happen in the same tick as the buffer read: nothing can slip in between.
     const plan = this.buffer.plan(user, since);
     if (plan.kind === 'resync') {
-      c.lastSent = Math.max(since, plan.latest ?? 0);
+      // From the stream's latest on (the client reloads); with nothing known of the user yet, from `since`.
+      c.lastSent = plan.latest ?? since;
       this.send(c, JSON.stringify({ type: 'resync', sequence: plan.latest }), 'resync');
       return;
     }

@@ -59,12 +59,17 @@ export class ReplayBuffer {
     return true;
   }
 
-  /** What a client that has seen everything up to `since` needs: the frames after it, or a resync. */
+  /**
+   * What a client that has seen everything up to `since` needs: the frames after it, or a resync (also when
+   * `since` is past the latest sequence: the client's state is not from this stream, a reset database say,
+   * and waiting for the stream to pass it would leave it without updates).
+   */
   plan(user: string, since: number): ReplayPlan {
     const b = this.users.get(user);
     const latest = this.latest(user);
     if (!b || latest === null) return { kind: 'resync', latest: null };
-    if (since >= latest) return { kind: 'replay', frames: [], latest };
+    if (since > latest) return { kind: 'resync', latest };
+    if (since === latest) return { kind: 'replay', frames: [], latest };
     const first = b.frames[b.start]!.seq;
     if (since + 1 < first) return { kind: 'resync', latest };
     return { kind: 'replay', frames: b.frames.slice(b.start + (since + 1 - first)), latest };
