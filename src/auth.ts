@@ -27,6 +27,8 @@ function isKeySetUnavailable(err: unknown): boolean {
 
 export interface Principal {
   userId: string;
+  /** When the token expires (ms since the epoch, its `exp`): what it opened (a WebSocket) ends then too. */
+  expiresAt: number;
 }
 
 export type Verifier = (token: string) => Promise<Principal>;
@@ -67,7 +69,7 @@ function verifyToken(jwt: Config['jwt']): (token: string) => Promise<{ principal
         : await jwtVerify(token, secret!, { ...options, algorithms: ['HS256'] });
       if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200)
         throw new AuthError('token has no usable subject (sub)');
-      return { principal: { userId: payload.sub }, exp: payload.exp! };
+      return { principal: { userId: payload.sub, expiresAt: payload.exp! * 1000 }, exp: payload.exp! };
     } catch (err) {
       if (err instanceof AuthError) throw err;
       if (jwks && isKeySetUnavailable(err))

@@ -18,7 +18,8 @@ import { relayTarget } from '../../src/services/relay/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
-import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { TEST_SECRET, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { signDevToken } from '../../src/auth.ts';
 import { gatewayManifest } from '../../src/services/gateway/manifest.ts';
 
 const DEADLINE_MS = 8_000;
@@ -294,6 +295,26 @@ describe('WebSocket gateway', () => {
     for (const c of [onA, onB]) assert.equal((await c.next((f) => f.type === 'task.changed')).sequence, 1);
     const groups = await app.proc.runtime.bus.admin.listGroups();
     assert.ok(groups.includes(gatewayGroup('gw-a')) && groups.includes(gatewayGroup('gw-b')), String(groups));
+  });
+
+  it('closes a socket once its token expires (1008), also one opened with a ticket', async () => {
+    const gwB = await ensureSecond(); // heartbeats every 250 ms
+    const short = await signDevToken(TEST_SECRET, 'fay', { expiresIn: '3s' });
+    const byToken = await Client.open(gwB.url, { token: short });
+    const issued = await fetch(`${gwB.url}/api/ws-ticket`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${short}` },
+    });
+    assert.equal(issued.status, 200);
+    const { ticket } = (await issued.json()) as { ticket: string };
+    const byTicket = await Client.open(gwB.url, { ticket }); // the ticket alone would last 60 s
+    const opened = Date.now();
+    for (const c of [byToken, byTicket]) {
+      const closed = await c.closed;
+      assert.equal(closed.code, 1008);
+      assert.match(closed.reason, /token expired/);
+    }
+    assert.ok(Date.now() - opened < 10_000, "closed at the token's expiry, not the ticket's");
   });
 
   it('terminates dead connections (no pong) and sends 1001 on shutdown', async () => {

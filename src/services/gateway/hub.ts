@@ -37,6 +37,8 @@ interface Connection {
   user: string;
   lastSent: number;
   alive: boolean;
+  /** When the token that opened it expires (ms): the heartbeat closes it then (1008). */
+  expiresAt: number;
 }
 
 export class Hub {
@@ -101,8 +103,11 @@ export class Hub {
     for (const c of [...conns]) this.send(c, frame, 'notification');
   }
 
-  /** A new authenticated socket; `since`: the last sequence the client has (resume), if any. */
-  accept(ws: WebSocket, user: string, since: number | undefined): void {
+  /**
+   * A new authenticated socket; `since`: the last sequence the client has (resume), if any; `expiresAt`: when
+   * its token expires (ms), after which it is closed with 1008 within a heartbeat.
+   */
+  accept(ws: WebSocket, user: string, since: number | undefined, expiresAt = Infinity): void {
     if (this.closing) {
       ws.close(CLOSE.goingAway, 'server shutting down');
       return;
@@ -113,7 +118,7 @@ export class Hub {
       return;
     }
     const latest = this.buffer.latest(user);
-    const c: Connection = { ws, user, lastSent: latest ?? 0, alive: true };
+    const c: Connection = { ws, user, lastSent: latest ?? 0, alive: true, expiresAt };
     this.byUser.set(user, mine);
     mine.add(c);
     this.all.add(c);
@@ -183,7 +188,12 @@ export class Hub {
   }
 
   private beat(): void {
+    const now = Date.now();
     for (const c of [...this.all]) {
+      if (c.expiresAt <= now) {
+        this.drop(c, CLOSE.policy, 'token expired; reconnect with a fresh token', 'expired');
+        continue;
+      }
       if (!c.alive) {
         this.remove(c, 'dead');
         c.ws.terminate();

@@ -11,7 +11,7 @@
 import { ok } from '../../http/openapi.ts';
 import websocket from '@fastify/websocket';
 import type { FastifyRequest } from 'fastify';
-import { AuthError, bearerToken } from '../../auth.ts';
+import { AuthError, bearerToken, type Principal } from '../../auth.ts';
 import { gatewayManifest, type GatewayOptions } from './manifest.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
@@ -64,21 +64,21 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         preClose: async () => hub.shutdown(),
       });
 
-      const authenticate = async (req: FastifyRequest): Promise<string> => {
+      const authenticate = async (req: FastifyRequest): Promise<Principal> => {
         const offered = String(req.headers['sec-websocket-protocol'] ?? '')
           .split(',')
           .map((p) => p.trim());
         const bearer = offered.find((p) => p.startsWith(BEARER_PREFIX));
-        if (bearer) return (await verify(bearer.slice(BEARER_PREFIX.length))).userId;
+        if (bearer) return verify(bearer.slice(BEARER_PREFIX.length));
         const ticket = (req.query as Record<string, unknown>).ticket;
         if (typeof ticket === 'string' && ticket) return tickets.verify(ticket);
         const header = bearerToken(req.headers.authorization);
-        if (header) return (await verify(header)).userId;
+        if (header) return verify(header);
         throw new AuthError(
           'missing credentials: Sec-WebSocket-Protocol "taskflow.v1, bearer.<jwt>" or ?ticket= (POST /api/ws-ticket)',
         );
       };
-      const users = new WeakMap<FastifyRequest, { user: string; since: number | undefined }>();
+      const users = new WeakMap<FastifyRequest, { user: Principal; since: number | undefined }>();
 
       await app.register(async (scope) => {
         scope.get(
@@ -95,14 +95,14 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
                   throw new ValidationError([{ path: 'since', message: 'must be a sequence number' }]);
               }
               const user = await authenticateOrCharge(app, req, () => authenticate(req));
-              chargeRequest(app, user); // an upgrade counts against the user's budget like a request
+              chargeRequest(app, user.userId); // an upgrade counts against the user's budget like a request
               users.set(req, { user, since });
             },
           },
           (socket, req) => {
             const auth = users.get(req);
             if (!auth) return socket.close(1008, 'not authenticated');
-            hub.accept(socket, auth.user, auth.since);
+            hub.accept(socket, auth.user.userId, auth.since, auth.user.expiresAt);
           },
         );
       });
@@ -118,7 +118,12 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
               response: ok('The ticket and when it expires'),
             },
           },
-          async (req) => tickets.issue(userOf(req)),
+          // The principal again (the verifier's cache answers it): the ticket carries the token's expiry.
+          async (req) => {
+            const principal = await verify(bearerToken(req.headers.authorization) ?? '');
+            if (principal.userId !== userOf(req)) throw new AuthError('not authenticated');
+            return tickets.issue(principal);
+          },
         );
       });
 

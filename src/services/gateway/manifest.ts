@@ -41,7 +41,7 @@ export const gatewayManifest = {
     }),
     disconnects: new Counter({
       name: 'taskflow_websocket_disconnects_total',
-      help: 'WebSocket connections closed, by reason (client, slow, dead, shutdown)',
+      help: 'WebSocket connections closed, by reason (client, slow, dead, expired, shutdown)',
       labelNames: ['reason'] as const,
       registers: [registry],
     }),

@@ -6,7 +6,7 @@
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
-import { AuthError } from '../../auth.ts';
+import { AuthError, type Principal } from '../../auth.ts';
 import type { Clock } from '../../domain/clock.ts';
 
 export const TICKET_TTL_S = 60;
@@ -27,11 +27,15 @@ export class TicketIssuer {
       : randomBytes(32);
   }
 
-  async issue(userId: string): Promise<{ ticket: string; expires_in: number }> {
+  /**
+   * A ticket for `user`; the socket it opens ends when the user's token does (`token_exp`, in seconds, as
+   * `exp`), not when the ticket does.
+   */
+  async issue(user: Principal): Promise<{ ticket: string; expires_in: number }> {
     const now = Math.floor(this.clock.now().getTime() / 1000);
-    const ticket = await new SignJWT({})
+    const ticket = await new SignJWT({ token_exp: Math.floor(user.expiresAt / 1000) })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-      .setSubject(userId)
+      .setSubject(user.userId)
       .setAudience(AUDIENCE)
       .setIssuer(ISSUER)
       .setJti(randomUUID())
@@ -41,7 +45,7 @@ export class TicketIssuer {
     return { ticket, expires_in: TICKET_TTL_S };
   }
 
-  async verify(ticket: string): Promise<string> {
+  async verify(ticket: string): Promise<Principal> {
     const now = this.clock.now();
     let payload;
     try {
@@ -54,10 +58,12 @@ export class TicketIssuer {
     } catch {
       throw new AuthError('ticket is invalid or expired');
     }
-    if (typeof payload.sub !== 'string' || !payload.jti) throw new AuthError('ticket is invalid');
+    const tokenExp = payload.token_exp;
+    if (typeof payload.sub !== 'string' || !payload.jti || typeof tokenExp !== 'number')
+      throw new AuthError('ticket is invalid');
     for (const [jti, exp] of this.used) if (exp * 1000 < now.getTime()) this.used.delete(jti);
     if (this.used.has(payload.jti)) throw new AuthError('ticket was already used');
     this.used.set(payload.jti, payload.exp ?? 0);
-    return payload.sub;
+    return { userId: payload.sub, expiresAt: tokenExp * 1000 };
   }
 }
