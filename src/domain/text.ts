@@ -24,6 +24,17 @@ export const TRIMMED_SPACE =
 /** A regular-expression source: `item` once or more, joined by commas. */
 export const commaList = (item: string): string => `${item}(?:,${item})*`;
 
+/** The first `max` code points of `s`: never half of a surrogate pair (an emoji cut in two). */
+export function firstCodePoints(s: string, max: number): string {
+  let out = '';
+  let n = 0;
+  for (const c of s) {
+    if (n++ === max) break;
+    out += c;
+  }
+  return out;
+}
+
 /** Length in Unicode code points, as JSON Schema's minLength and maxLength count (an emoji is one, not two). */
 export function codePoints(s: string): number {
   let n = 0;

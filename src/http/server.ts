@@ -11,6 +11,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
+import { STATUS_CODES } from 'node:http';
 import { Socket } from 'node:net';
 import { AuthError, AuthUnavailableError } from '../auth.ts';
 import { setRateLimit } from './authenticated.ts';
@@ -65,6 +66,34 @@ export async function createHttpServer(opts: {
     // it is cut off instead of holding its connection and its handler's turn forever (Fastify's default is
     // no limit). Responses are not bound by it (chat's server-sent events run longer).
     requestTimeout: 30_000,
+    // What Node's HTTP parser refuses (headers over its 16 KB, a malformed request, a request too slow to
+    // arrive) is answered as problem+json too, on the socket, which then closes (as Fastify's own handler does).
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const [status, detail] =
+        err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'the request did not arrive in time']
+          : err.code === 'HPE_HEADER_OVERFLOW'
+            ? [431, 'the request line and headers are larger than the server accepts (16 KB)']
+            : [400, 'the request is not valid HTTP'];
+      const body = JSON.stringify(problem(status, detail));
+      if (socket.writable)
+        socket.write(
+          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+            `Content-Type: application/problem+json\r\nConnection: close\r\n\r\n${body}`,
+        );
+      socket.destroy(err);
+    },
+    // What the router refuses before any route runs (a malformed URL, a path parameter over 100 characters)
+    // is problem+json too, as every other error.
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.statusCode ?? 400;
+      const detail =
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? 'a path parameter is longer than 100 characters'
+          : 'the URL is not valid (bad percent-encoding)';
+      void sendProblem(reply, problem(status, detail));
+    },
     // A hop count as proxy-addr's trust function: the nearest `n` addresses are proxies.
     trustProxy:
       typeof opts.trustProxy === 'number'

@@ -382,6 +382,10 @@ for (const backend of backends) {
             const text = await res.text();
             statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
             if (res.status >= 500) failures.push(`${res.status} for ${what}: ${text.slice(0, 300)}`);
+            // Every refusal is problem+json (MCP answers JSON-RPC errors), the router's own ones too.
+            const type = res.headers.get('content-type') ?? '';
+            if (res.status >= 400 && c.op.path !== '/mcp' && !type.startsWith('application/problem+json'))
+              failures.push(`${res.status} as ${type || 'no content type'} for ${what}: ${text.slice(0, 300)}`);
             const leak = LEAKS.find((re) => re.test(text));
             if (leak && c.op.path !== '/openapi.json' && c.op.path !== '/')
               failures.push(`${res.status} leaks ${leak} for ${what}: ${text.slice(0, 300)}`);

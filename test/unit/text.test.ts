@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isUuid, textProblem } from '../../src/domain/text.ts';
+import { firstCodePoints, isUuid, textProblem } from '../../src/domain/text.ts';
 import { isTimeZone } from '../../src/domain/time.ts';
 
 describe('textProblem', () => {
@@ -28,6 +28,18 @@ describe('textProblem', () => {
       '\uD83D\uDE00\uDE00', // low, after a complete pair
     ])
       assert.equal(textProblem(s), message, JSON.stringify(s));
+  });
+});
+
+describe('firstCodePoints', () => {
+  it('cuts at a code point, never inside a surrogate pair, and leaves shorter text whole', () => {
+    const title = `a${'😀'.repeat(45)}`; // 91 UTF-16 units: .slice(0, 80) ended in half an emoji
+    assert.equal(firstCodePoints(title, 80), title, '46 code points: whole');
+    const cut = firstCodePoints(`a${'😀'.repeat(100)}`, 80);
+    assert.equal(cut, `a${'😀'.repeat(79)}`);
+    assert.equal(textProblem(cut), null);
+    assert.equal(firstCodePoints('short', 80), 'short');
+    assert.equal(firstCodePoints('', 3), '');
   });
 });
 

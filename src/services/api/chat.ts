@@ -22,7 +22,7 @@ import type { ChatConfig } from './manifest.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
-import { codePoints, isUuid, textProblem } from '../../domain/text.ts';
+import { codePoints, firstCodePoints, isUuid, textProblem } from '../../domain/text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { noContent, ok, problemDoc } from '../../http/openapi.ts';
 import { problem, sendProblem, type Problem } from '../../http/problem.ts';
@@ -242,7 +242,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     const { conversationId, message } = parseChatBody(req.body);
     const conversation = conversationId
       ? await store.get(userId, conversationId)
-      : await store.create(userId, message.trim().slice(0, 80));
+      : await store.create(userId, firstCodePoints(message.trim(), 80));
     if (!conversation) throw new NotFoundError('conversation');
     const history = usableHistory(
       await store.messages(conversation.id, configured.chat.historyMessages),
