@@ -385,7 +385,9 @@ for (const backend of backends) {
             // Every refusal is problem+json (MCP answers JSON-RPC errors), the router's own ones too.
             const type = res.headers.get('content-type') ?? '';
             if (res.status >= 400 && c.op.path !== '/mcp' && !type.startsWith('application/problem+json'))
-              failures.push(`${res.status} as ${type || 'no content type'} for ${what}: ${text.slice(0, 300)}`);
+              failures.push(
+                `${res.status} as ${type || 'no content type'} for ${what}: ${text.slice(0, 300)}`,
+              );
             const leak = LEAKS.find((re) => re.test(text));
             if (leak && c.op.path !== '/openapi.json' && c.op.path !== '/')
               failures.push(`${res.status} leaks ${leak} for ${what}: ${text.slice(0, 300)}`);
