@@ -9,6 +9,7 @@
  */
 import { Temporal } from 'temporal-polyfill';
 import { commaList } from './text.ts';
+import { canonicalTimeZone } from './time.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Public types
@@ -223,11 +224,7 @@ const ZONE_SHAPE = /^[A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*$/;
 /** The canonical id of an IANA zone name (case-normalized), or null. Offsets like `+05:30` are rejected. */
 function normalizeTimeZone(tz: unknown): string | null {
   if (typeof tz !== 'string' || tz.length > 64 || !ZONE_SHAPE.test(tz)) return null;
-  try {
-    return new Temporal.ZonedDateTime(0n, tz).timeZoneId;
-  } catch {
-    return null;
-  }
+  return canonicalTimeZone(tz);
 }
 
 /** A wall-clock date-time with its epoch day. */

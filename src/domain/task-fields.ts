@@ -14,7 +14,7 @@ import {
   RRULE_DOC_PATTERN,
 } from './recurrence.ts';
 import { codePoints, textProblem, TRIMMED_SPACE } from './text.ts';
-import { isTimeZone } from './time.ts';
+import { canonicalTimeZone, isTimeZone } from './time.ts';
 import { refuse } from './fields.ts';
 
 export const PRIORITIES = ['none', 'low', 'medium', 'high', 'urgent'] as const;
@@ -310,6 +310,7 @@ export const SETTINGS_FIELDS = {
     .check((ctx) => {
       if (!isTimeZone(ctx.value)) refuse(ctx, 'must be an IANA time zone such as Europe/Berlin');
     })
+    .transform((v) => canonicalTimeZone(v as string) ?? (v as string)) // stored as IANA spells it
     .meta(timeZoneDoc('an IANA time zone')),
   default_reminders: z
     .unknown()

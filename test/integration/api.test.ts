@@ -447,8 +447,11 @@ for (const backend of backends) {
     });
 
     it("interprets a recurrence rule without a zone in the user's time zone, on create and on patch", async () => {
-      const put = await app.call('fay', 'PUT', '/api/me/settings', { timezone: 'Europe/Berlin' });
+      // Written in another case, the zone is stored as IANA spells it.
+      const put = await app.call('fay', 'PUT', '/api/me/settings', { timezone: 'europe/berlin' });
       assert.equal(put.status, 200, JSON.stringify(put.body));
+      assert.equal(put.body.timezone, 'Europe/Berlin');
+      assert.equal((await app.call('fay', 'GET', '/api/me/settings')).body.timezone, 'Europe/Berlin');
       const created = await app.call('fay', 'POST', '/api/tasks', {
         title: 'standup',
         due_date: '2026-03-02T08:00:00Z',

@@ -239,7 +239,7 @@ describe('JWT issuer and audience', () => {
     });
     const sign = (opts: { issuer?: string; audience?: string }) => signDevToken(TEST_SECRET, 'ivy', opts);
     const good = await sign({ issuer: 'https://idp.example', audience: 'taskflow' });
-    assert.deepEqual(await verify(good), { userId: 'ivy' });
+    assert.equal((await verify(good)).userId, 'ivy');
     for (const [name, opts] of [
       ['another issuer', { issuer: 'https://evil.example', audience: 'taskflow' }],
       ['no issuer', { audience: 'taskflow' }],
@@ -248,8 +248,6 @@ describe('JWT issuer and audience', () => {
     ] as const)
       await assert.rejects(verify(await sign(opts)), AuthError, name);
     // Unset, neither is checked.
-    assert.deepEqual(await createVerifier({ secret: TEST_SECRET })(await sign({ issuer: 'x' })), {
-      userId: 'ivy',
-    });
+    assert.equal((await createVerifier({ secret: TEST_SECRET })(await sign({ issuer: 'x' }))).userId, 'ivy');
   });
 });

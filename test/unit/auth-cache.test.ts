@@ -24,8 +24,8 @@ it('accepts a cached token until its exp, and refuses it after', async () => {
   // Two seconds of validity at least: a busy machine must not expire it before the first checks (with one,
   // signed at x.95 s, it had 50 ms and failed under load).
   const { token, exp } = await sign(SECRET, 2);
-  assert.deepEqual(await verify(token), { userId: 'ann' });
-  assert.deepEqual(await verify(token), { userId: 'ann' }, 'from the cache');
+  assert.deepEqual(await verify(token), { userId: 'ann', expiresAt: exp * 1000 });
+  assert.deepEqual(await verify(token), { userId: 'ann', expiresAt: exp * 1000 }, 'from the cache');
   await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 - Date.now() + 50)));
   await assert.rejects(
     verify(token),
@@ -34,7 +34,7 @@ it('accepts a cached token until its exp, and refuses it after', async () => {
 });
 
 it('does not accept for one secret a token checked for another', async () => {
-  const { token } = await sign(SECRET, 60);
-  assert.deepEqual(await createVerifier({ secret: SECRET })(token), { userId: 'ann' });
+  const { token, exp } = await sign(SECRET, 60);
+  assert.deepEqual(await createVerifier({ secret: SECRET })(token), { userId: 'ann', expiresAt: exp * 1000 });
   await assert.rejects(createVerifier({ secret: `${SECRET}-other` })(token), /signature/);
 });

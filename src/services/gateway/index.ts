@@ -62,6 +62,16 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
           handleProtocols: (protocols: Set<string>) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
         },
         preClose: async () => hub.shutdown(),
+        // A client's protocol error (a frame over maxPayload, invalid UTF-8, a dropped connection) is the
+        // client's: ws has already closed the socket with the right code (1009, 1007); one debug line, not
+        // an error with a stack per misbehaving client.
+        errorHandler: (err, socket, req) => {
+          const code = (err as { code?: string }).code ?? '';
+          if (code.startsWith('WS_ERR_') || code === 'ECONNRESET' || code === 'EPIPE')
+            req.log.debug({ err: err.message, code }, 'WebSocket client error');
+          else req.log.error({ err }, 'WebSocket handler failed');
+          socket.terminate();
+        },
       });
 
       const authenticate = async (req: FastifyRequest): Promise<Principal> => {
