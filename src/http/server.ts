@@ -11,6 +11,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI fields
+import { isUtf8 } from 'node:buffer';
 import { STATUS_CODES } from 'node:http';
 import { Socket } from 'node:net';
 import { AuthError, AuthUnavailableError } from '../auth.ts';
@@ -127,6 +128,24 @@ export async function createHttpServer(opts: {
   // Validation is done by the domain (one code path for REST and MCP); route schemas document the API.
   app.setValidatorCompiler(() => () => true);
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+
+  // JSON bodies are UTF-8 (RFC 8259 8.1): bytes that are not are refused, not stored as U+FFFD, and a body
+  // that says it is another charset is refused as such; then Fastify's own parser (prototype poisoning).
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(String(req.headers['content-type']))?.[1];
+    if (charset && !/^utf-?8$/i.test(charset))
+      return done(
+        Object.assign(new Error(`a JSON body is UTF-8; charset ${charset} is not taken`), {
+          statusCode: 415,
+        }),
+        undefined,
+      );
+    if (!isUtf8(body as Buffer))
+      return done(Object.assign(new Error('body is not valid UTF-8'), { statusCode: 400 }), undefined);
+    parseJson(req, (body as Buffer).toString('utf8'), done);
+  });
 
   // Tracing (only when switched on): a SERVER span per request, child of the caller's `traceparent`, active
   // for the hooks and the handler (re-entered after body parsing, which runs outside the request's context).

@@ -413,10 +413,28 @@ for (const backend of backends) {
         else assert.ok(typeof r.body.detail === 'string' && r.body.detail.length > 0, label);
       }
       assert.ok(cases.length >= 20);
+      // Bytes that are not UTF-8, or a body in another charset, are refused, not stored as U+FFFD.
+      const raw = async (body: Buffer, type: string) => {
+        const r = await fetch(`${app.url}/api/tasks`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${await app.token('dave')}`, 'content-type': type },
+          body,
+        });
+        return { status: r.status, body: (await r.json()) as { detail?: string } };
+      };
+      const notUtf8 = await raw(Buffer.from('{"title":"\xff\xfe bad"}', 'latin1'), 'application/json');
+      assert.equal(notUtf8.status, 400);
+      assert.match(notUtf8.body.detail ?? '', /not valid UTF-8/);
+      const utf16 = await raw(Buffer.from('{"title":"a"}'), 'application/json; charset=utf-16');
+      assert.equal(utf16.status, 415);
+      assert.match(utf16.body.detail ?? '', /charset utf-16/);
       assert.equal(await count('tasks'), rows, 'no row written');
       assert.equal(await eventCount(db), events, 'no event written');
       const unchanged = await app.call('dave', 'GET', `/api/tasks/${existing.id}`);
       assert.equal(unchanged.body.version, 1);
+      // UTF-8 said outright is taken, in either spelling and case.
+      for (const type of ['application/json; charset=utf-8', 'application/json;charset="UTF8"'])
+        assert.equal((await raw(Buffer.from('{"title":"grüße"}'), type)).status, 201, type);
     });
 
     it('keeps due dates of years 0001 through 9999 exactly through create, PATCH and GET', async () => {
