@@ -639,7 +639,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
       intervalInput <= RECURRENCE_NUMBER_MAX
     )
       interval = intervalInput;
-    else issue('interval', 'must be an integer >= 1');
+    else issue('interval', 'must be an integer from 1 to 999,999,999');
   }
   const countInput = field('count');
   let count: number | null = null;
@@ -651,7 +651,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
       countInput <= RECURRENCE_NUMBER_MAX
     )
       count = countInput;
-    else issue('count', 'must be an integer >= 1');
+    else issue('count', 'must be an integer from 1 to 999,999,999');
   }
   const untilInput = field('until');
   let untilMs: number | null = null;

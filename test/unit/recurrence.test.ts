@@ -204,9 +204,14 @@ const invalidCases: Array<{ input: unknown; path: string; message: RegExp; tz?: 
     path: 'recurrence.mode',
     message: /schedule, after_completion/,
   },
-  { input: { preset: 'daily', interval: 0 }, path: 'recurrence.interval', message: />= 1/ },
-  { input: { preset: 'daily', interval: 1.5 }, path: 'recurrence.interval', message: />= 1/ },
-  { input: { preset: 'daily', count: 0 }, path: 'recurrence.count', message: />= 1/ },
+  { input: { preset: 'daily', interval: 0 }, path: 'recurrence.interval', message: /from 1 to 999,999,999/ },
+  {
+    input: { preset: 'daily', interval: 1.5 },
+    path: 'recurrence.interval',
+    message: /from 1 to 999,999,999/,
+  },
+  { input: { preset: 'daily', count: 0 }, path: 'recurrence.count', message: /from 1 to 999,999,999/ },
+  { input: { preset: 'daily', count: 1e9 }, path: 'recurrence.count', message: /from 1 to 999,999,999/ },
   {
     input: { preset: 'daily', count: 3, until: '2026-12-31T00:00:00Z' },
     path: 'recurrence.until',
