@@ -147,6 +147,9 @@ export function consumer(
     if (batchHandler && !ctx.signal?.aborted && (await handledAsBatch(messages, batchHandler, ctx)))
       return messages.length;
     for (let i = 0; i < messages.length; i++) {
+      // Stopped (shutdown, or the partition went to another member): the rest stays uncommitted, for the
+      // partition's next reader.
+      if (ctx.signal?.aborted) return i;
       if ((await deliver(pipeline, messages[i]!, ctx.group)) === 'aborted') return i;
     }
     return messages.length;

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { COMMIT_INTERVAL_MS } from '../../src/bus/consumer.ts';
 import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
 import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
 import type { BusMessage, Subscription } from '../../src/bus/types.ts';
@@ -398,6 +399,79 @@ for (const factory of harnesses) {
       const union = new Set([...byMember[0].keys(), ...byMember[1].keys()]);
       assert.equal(union.size, 100);
       assert.equal(other.size, 100);
+    });
+
+    it('stops handling a partition the group gives to another member, its queued messages included', async () => {
+      const topic = await topicWith(2);
+      const group = h.unique('handover');
+      const pa = await h.start();
+      const pb = await h.start();
+      const keys = keyPerPartition(2, 'ho');
+      const titles = keys.flatMap((key) => Array.from({ length: 10 }, (_, i) => `${key} ${i}`));
+      await pa.bus.publisher.publish(
+        titles.map((title) => {
+          const key = title.split(' ')[0]!;
+          return { topic, key, event: taskCreated(key, title) };
+        }),
+      );
+      // A takes both partitions, handles (and commits) the first three messages of each, then holds the fourth
+      // of each in hand until B has joined the group. After a join Kafka's client fetches a partition again
+      // from its last commit: what A has queued past it must not come twice.
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      const entered = new Set<number>();
+      const byA: string[] = [];
+      const byB: string[] = [];
+      const subA = await pa.bus.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => {
+          if (Number(titleOf(m.event).split(' ')[1]) >= 3) {
+            entered.add(m.partition);
+            await gate;
+          }
+          byA.push(titleOf(m.event));
+        },
+      });
+      await waitFor(
+        () => entered.size === 2,
+        30_000,
+        'member A with the fourth message of each partition in hand',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 2 * COMMIT_INTERVAL_MS)); // the first three committed
+      const subB = await pb.bus.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => void byB.push(titleOf(m.event)),
+      });
+      // The group has rebalanced once B handles something (Kafka: B reads its partition at once), or once A
+      // has let one go (embedded: A releases it after the message in hand, so B cannot read it before the gate
+      // opens; a few heartbeats are enough for A to decide).
+      await waitFor(() => byB.length > 0, 3_000, 'B').catch(() => undefined);
+      open();
+      try {
+        await waitFor(
+          () => titles.every((t) => byA.includes(t) || byB.includes(t)),
+          60_000,
+          'every message handled by one member or the other',
+        );
+        await new Promise((resolve) => setTimeout(resolve, 1_000)); // what A still had queued would come now
+      } finally {
+        await subA.close();
+        await subB.close();
+        await pa.close();
+        await pb.close();
+      }
+      assert.ok(byB.length > 0, 'B took a partition');
+      for (const key of keys) {
+        const ofKey = (list: string[]) => list.filter((t) => t.startsWith(`${key} `));
+        if (ofKey(byB).length === 0) continue; // A kept it
+        assert.ok(
+          ofKey(byA).every((t) => Number(t.split(' ')[1]) <= 3),
+          `${key}: A handled only what it had in hand when the partition went to B, not its queue: ${ofKey(byA).join(', ')}`,
+        );
+      }
+      assert.equal(new Set(byA).size, byA.length, `A handled nothing twice: ${byA.join(', ')}`);
     });
 
     it("takes one key's batch of 1.8 MB with multi-byte headers in one publish, in order", async () => {

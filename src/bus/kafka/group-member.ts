@@ -49,6 +49,19 @@ class KafkaGroupMember implements Subscription {
   private readonly commitTimers = new Map<string, NodeJS.Timeout>();
   private buffered = 0;
   private readonly closing = new AbortController();
+  /**
+   * The partitions the group gave this member at its last join (`topic\u0000partition`); null until the
+   * first. A partition taken away is stopped at once (its worker's signal): its queued messages are not
+   * handled here, and nothing more of it is committed here; the new owner reads on from the last commit.
+   */
+  private assigned: Set<string> | null = null;
+  private readonly revoke = new Map<string, AbortController>();
+  /**
+   * Per partition, the offset of the last message queued here. After every join the client fetches each
+   * assigned partition again from its last commit, so what is queued or was handled since comes a second time:
+   * skipped, so a kept partition is neither handled twice nor committed backwards.
+   */
+  private readonly lastQueued = new Map<string, bigint>();
   private closed = false;
   private reconnecting: Promise<void> | undefined;
 
@@ -120,6 +133,8 @@ class KafkaGroupMember implements Subscription {
 
   private attach(): void {
     const stream = this.stream;
+    this.consumer.on('consumer:group:join', () => this.onAssignment());
+    this.onAssignment();
     stream.on('data', (m) => this.enqueue(m));
     stream.on('error', (err) =>
       this.cfg.log.error(
@@ -165,19 +180,45 @@ class KafkaGroupMember implements Subscription {
     return this.reconnecting;
   }
 
+  /** After a (re)join: stops the workers of partitions the group gave to another member. */
+  private onAssignment(): void {
+    const assignments = this.consumer.assignments;
+    if (!assignments) return; // not joined yet
+    this.assigned = new Set(assignments.flatMap((a) => a.partitions.map((p) => `${a.topic}\u0000${p}`)));
+    for (const [id, ctl] of this.revoke)
+      if (!this.assigned.has(id)) {
+        ctl.abort();
+        this.revoke.delete(id);
+        // A later assignment starts afresh, from the committed position, in a queue of its own (the stopped
+        // drain empties the old one).
+        this.workers.delete(id);
+        this.queues.set(id, []);
+        this.lastQueued.delete(id);
+        clearTimeout(this.commitTimers.get(id));
+        this.commitTimers.delete(id);
+      }
+  }
+
   private enqueue(m: Message<string, Buffer, string, string>) {
     if (this.closed) return;
     const id = `${m.topic}\u0000${m.partition}`;
+    if (this.assigned && !this.assigned.has(id)) return; // fetched before a rebalance took it away
+    const last = this.lastQueued.get(id);
+    if (last !== undefined && m.offset <= last) return; // fetched again after a join: queued already
+    this.lastQueued.set(id, m.offset);
     const q = this.queues.get(id) ?? [];
     q.push(m);
     this.queues.set(id, q);
     if (++this.buffered >= this.cfg.maxBuffered) this.stream.pause();
-    if (!this.running.has(id)) {
-      const run: Promise<void> = this.drain(id).finally(() => {
-        if (this.running.get(id) === run) this.running.delete(id);
-      });
-      this.running.set(id, run);
-    }
+    this.startDrain(id);
+  }
+
+  private startDrain(id: string): void {
+    if (this.running.has(id)) return;
+    const run: Promise<void> = this.drain(id).finally(() => {
+      if (this.running.get(id) === run) this.running.delete(id);
+    });
+    this.running.set(id, run);
   }
 
   /**
@@ -188,21 +229,25 @@ class KafkaGroupMember implements Subscription {
     let worker = this.workers.get(id);
     if (worker) return worker;
     const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
+    const revoked = new AbortController();
+    this.revoke.set(id, revoked);
+    const signal = AbortSignal.any([this.closing.signal, revoked.signal]);
     const consume = consumer(this.opts, {
       group: this.opts.group,
       policy: this.cfg.retry,
       publisher: this.publisher,
       log: this.cfg.log,
-      signal: this.closing.signal,
+      signal,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
     });
     worker = new PartitionWorker<Message<string, Buffer, string, string>>({
       consume: async (run) => {
-        await this.cfg.codec.prepareDecode(run, this.closing.signal, { hold: true });
-        if (this.closing.signal.aborted) return 0;
+        await this.cfg.codec.prepareDecode(run, signal, { hold: true });
+        if (signal.aborted) return 0;
         return consume(run.map((raw) => decodeRecord(raw, unprefix, this.cfg.codec)));
       },
       commit: async (m) => {
+        if (revoked.signal.aborted) return false; // another member's now: it reads on from the last commit
         try {
           await m.commit();
         } catch (err) {
@@ -245,8 +290,9 @@ class KafkaGroupMember implements Subscription {
     const q = this.queues.get(id)!;
     const worker = this.workerOf(id);
     const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
+    const taken = () => this.workers.get(id) !== worker; // a rebalance gave the partition to another member
     for (;;) {
-      while (q.length && !this.closing.signal.aborted) {
+      while (q.length && !this.closing.signal.aborted && !taken()) {
         // A short run soon after the last batch: let more arrive (SubscribeOptions.batchIntervalMs, fetchWait).
         const wait = worker.waitBefore(q.length);
         if (wait > 0) await sleep(wait);
@@ -259,6 +305,16 @@ class KafkaGroupMember implements Subscription {
         }
         if (done < run.length) break; // shutdown: the rest stays uncommitted
         this.commitLater(id, worker);
+      }
+      if (taken()) {
+        // Its queued messages are the new owner's to read (from the last commit), not this member's.
+        this.buffered -= q.length;
+        q.length = 0;
+        if (this.buffered < this.cfg.maxBuffered / 2 && this.stream.isPaused()) this.stream.resume();
+        this.running.delete(id);
+        // Given back meanwhile: what arrived for it since is in a queue of its own.
+        if (this.queues.get(id)?.length) this.startDrain(id);
+        return;
       }
       // On shutdown commit what was handled now; otherwise a timer does it once the interval is over.
       if (this.closing.signal.aborted) await this.commitNow(id);
