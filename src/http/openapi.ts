@@ -75,6 +75,8 @@ export function withErrorAnswers({ schema, url, route }: DocumentedRoute) {
 
 /** Success answers for a route's `response`, described in words (routes that send a schema declare it). */
 export const ok = (description: string) => ({ 200: { description } });
+/** A 200 answer with its body's schema (documentation and schemathesis's conformance check; not a filter). */
+export const okWith = (description: string, schema: object) => ({ 200: { description, ...schema } });
 export const created = (description: string) => ({ 201: { description } });
 export const noContent = (description: string) => ({ 204: { description, type: 'null' } });
 

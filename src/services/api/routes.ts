@@ -15,7 +15,7 @@ import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { TaskChange, TaskOperations } from './task-operations.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
-import { BODY_OPTIONAL, LINKS, noContent, ok, problemDoc, type RouteLinks } from '../../http/openapi.ts';
+import { BODY_OPTIONAL, LINKS, noContent, okWith, problemDoc, type RouteLinks } from '../../http/openapi.ts';
 import {
   compatListQueryDoc,
   listQueryDoc,
@@ -86,6 +86,21 @@ const idempotencyHeaderDoc = {
 const pageDoc = {
   type: 'object',
   properties: { items: { type: 'array', items: taskDoc }, next_cursor: { type: ['string', 'null'] } },
+} as const;
+
+/** A user's settings as GET and PUT /api/me/settings answer them. */
+const settingsDoc = {
+  type: 'object',
+  required: ['user_id', 'timezone', 'default_reminders'],
+  properties: {
+    user_id: { type: 'string' },
+    timezone: { type: 'string', description: 'IANA time zone' },
+    default_reminders: {
+      type: 'array',
+      items: { type: 'string' },
+      description: 'reminder offsets (ISO 8601 durations) of tasks that name none',
+    },
+  },
 } as const;
 
 export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Promise<void> {
@@ -305,7 +320,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
           tags: ['settings'],
           summary: 'Your time zone and default reminders',
           security,
-          response: ok('Your settings'),
+          response: okWith('Your settings', settingsDoc),
         },
       },
       async (req) => settings.get(userOf(req)),
@@ -318,7 +333,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
           summary: 'Set your time zone and default reminder offsets',
           security,
           body: settingsInputDoc,
-          response: ok('Your settings now'),
+          response: okWith('Your settings now', settingsDoc),
         },
       },
       async (req) => {

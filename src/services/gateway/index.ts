@@ -8,7 +8,7 @@
  * Every instance must see every update, so each subscribes with its own consumer group
  * (`taskflow-gateway-<GATEWAY_INSTANCE_ID or hostname>`, new groups start at the end): docs/adr/0005.
  */
-import { ok } from '../../http/openapi.ts';
+import { okWith } from '../../http/openapi.ts';
 import websocket from '@fastify/websocket';
 import type { FastifyRequest } from 'fastify';
 import { AuthError, bearerToken, type Principal } from '../../auth.ts';
@@ -125,7 +125,14 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
               tags: ['realtime'],
               summary: 'A one-time 60 s ticket to open /ws?ticket=... (for clients that cannot set headers)',
               security: [{ bearerAuth: [] }],
-              response: ok('The ticket and when it expires'),
+              response: okWith('The ticket and when it expires', {
+                type: 'object',
+                required: ['ticket', 'expires_in'],
+                properties: {
+                  ticket: { type: 'string', description: 'for /ws?ticket=; once' },
+                  expires_in: { type: 'integer', description: 'seconds' },
+                },
+              }),
             },
           },
           // The principal again (the verifier's cache answers it): the ticket carries the token's expiry.

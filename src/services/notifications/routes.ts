@@ -8,7 +8,7 @@
  *   POST    /api/notifications/:id/read
  * The user comes from the bearer token; another user's notification is a 404.
  */
-import { created, noContent, ok, problemDoc } from '../../http/openapi.ts';
+import { created, noContent, ok, okWith, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -83,7 +83,15 @@ export async function registerNotificationRoutes(
     scope.get(
       '/api/notifications/vapid-public-key',
       doc('The VAPID public key for PushManager.subscribe', {
-        response: { ...ok('The key'), 404: problemDoc }, // 404: web push is not configured
+        // 404: web push is not configured
+        response: {
+          ...okWith('The key', {
+            type: 'object',
+            required: ['public_key'],
+            properties: { public_key: { type: 'string', description: 'applicationServerKey, base64url' } },
+          }),
+          404: problemDoc,
+        },
       }),
       async (req) => {
         await userOf(req);

@@ -8,7 +8,7 @@
  * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series after
  *   the task's due date (the calendar schedule; see previewOccurrences).
  */
-import { instantDoc, ok, problemDoc } from '../../http/openapi.ts';
+import { instantDoc, ok, okWith, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
@@ -219,7 +219,26 @@ export async function registerRecurrenceRoutes(
               due: { ...instantDoc, description: 'preview from this due date instead of the task’s' },
             },
           },
-          response: { ...ok('The next due dates'), 409: problemDoc },
+          response: {
+            ...okWith('The next due dates', {
+              type: 'object',
+              required: ['task_id', 'series_id', 'recurrence', 'occurrences'],
+              properties: {
+                task_id: { type: 'string' },
+                series_id: { type: ['string', 'null'] },
+                recurrence: { type: ['object', 'null'], description: 'the rule previewed' },
+                anchor: { type: 'string', description: 'the series start the dates are counted from' },
+                after: { type: 'string' },
+                occurrences: {
+                  type: 'array',
+                  items: { type: 'string' },
+                  description: 'due instants (ISO 8601), within 200 years of the search start',
+                },
+                proposed: { type: 'boolean', description: 'a change previewed (recurrence= or due=)' },
+              },
+            }),
+            409: problemDoc,
+          },
         },
       },
       occurrences,
