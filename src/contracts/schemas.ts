@@ -138,36 +138,29 @@ const taskChangedData = {
   },
 };
 
+/** An in-app notification: in `notification.created` and as the notification routes answer it. */
+export const inAppNotificationSchema = {
+  type: 'object',
+  required: ['id', 'reminder_id', 'task_id', 'title', 'body', 'due_at', 'remind_at', 'created_at', 'read_at'],
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    reminder_id: { type: 'string', minLength: 1 },
+    task_id: { type: 'string', format: 'uuid' },
+    title: { type: 'string' },
+    body: { type: 'string' },
+    due_at: nullableInstant,
+    remind_at: instant,
+    created_at: instant,
+    read_at: nullableInstant,
+  },
+};
+
 const notificationCreatedData = {
   type: 'object',
   required: ['user_id', 'notification'],
   properties: {
     user_id: { type: 'string', minLength: 1 },
-    notification: {
-      type: 'object',
-      required: [
-        'id',
-        'reminder_id',
-        'task_id',
-        'title',
-        'body',
-        'due_at',
-        'remind_at',
-        'created_at',
-        'read_at',
-      ],
-      properties: {
-        id: { type: 'string', format: 'uuid' },
-        reminder_id: { type: 'string', minLength: 1 },
-        task_id: { type: 'string', format: 'uuid' },
-        title: { type: 'string' },
-        body: { type: 'string' },
-        due_at: nullableInstant,
-        remind_at: instant,
-        created_at: instant,
-        read_at: nullableInstant,
-      },
-    },
+    notification: inAppNotificationSchema,
   },
 };
 

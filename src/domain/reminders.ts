@@ -26,6 +26,7 @@ import type { Temporal } from 'temporal-polyfill';
 import type { Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { parseBody, refuse } from './fields.ts';
+import { instantDoc, offsetDoc } from './task-fields.ts';
 import * as z from 'zod';
 import {
   INSTANT_HINT,
@@ -231,7 +232,7 @@ export const SNOOZE_FIELDS = {
       if (!d) refuse(ctx, 'must be a positive ISO 8601 duration such as PT10M or PT1H');
       return d ?? undefined;
     })
-    .meta({ type: 'string', examples: ['PT10M'] }),
+    .meta({ ...offsetDoc, example: 'PT10M' }),
   until: z
     .unknown()
     .transform((v, ctx) => {
@@ -239,7 +240,7 @@ export const SNOOZE_FIELDS = {
       if (until === null) refuse(ctx, INSTANT_HINT);
       return until ?? undefined;
     })
-    .meta({ type: 'string', format: 'date-time' }),
+    .meta({ ...instantDoc, description: 'an instant in the next 366 days' }),
 };
 
 /**

@@ -23,6 +23,7 @@ import {
 } from '../../domain/notifications.ts';
 import type { Db } from '../../store/db.ts';
 import { isUuid } from '../../domain/text.ts';
+import { inAppNotificationSchema } from '../../contracts/schemas.ts';
 import {
   addPushSubscription,
   deletePushSubscription,
@@ -143,7 +144,14 @@ export async function registerNotificationRoutes(
             limit: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
           },
         },
-        response: ok('A page of notifications and the unread count'),
+        response: okWith('A page of notifications and the unread count', {
+          type: 'object',
+          required: ['items', 'unread_count'],
+          properties: {
+            items: { type: 'array', items: inAppNotificationSchema },
+            unread_count: { type: 'integer' },
+          },
+        }),
       }),
       async (req: FastifyRequest<{ Querystring: Record<string, string | undefined> }>) => {
         const userId = await userOf(req);
@@ -162,7 +170,9 @@ export async function registerNotificationRoutes(
 
     scope.post(
       '/api/notifications/:id/read',
-      doc('Mark an in-app notification read', { response: ok('The notification') }),
+      doc('Mark an in-app notification read', {
+        response: okWith('The notification', inAppNotificationSchema),
+      }),
       async (req: FastifyRequest<{ Params: { id: string } }>) => {
         const userId = await userOf(req);
         const row = isUuid(req.params.id)

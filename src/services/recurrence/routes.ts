@@ -8,7 +8,7 @@
  * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series after
  *   the task's due date (the calendar schedule; see previewOccurrences).
  */
-import { instantDoc, ok, okWith, problemDoc } from '../../http/openapi.ts';
+import { instantDoc, okWith, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
@@ -24,6 +24,7 @@ import { parseInstant, type Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import { etag, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
 import type { Db } from '../../store/db.ts';
+import { taskSchema } from '../../contracts/schemas.ts';
 import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
@@ -63,6 +64,7 @@ function parseCount(raw: unknown): number {
 }
 
 const security = [{ bearerAuth: [] }];
+const { $id: _taskSchemaId, ...taskAnswerDoc } = taskSchema;
 const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } } as const;
 
 export async function registerRecurrenceRoutes(
@@ -194,7 +196,12 @@ export async function registerRecurrenceRoutes(
           security,
           params: idParam,
           headers: ifMatchHeaderDoc,
-          response: { ...ok('The task with its next due date'), 409: problemDoc, 412: problemDoc },
+          // The task (the event contract's schema), with reminder_plan when the skip moved its reminders.
+          response: {
+            ...okWith('The task with its next due date', taskAnswerDoc),
+            409: problemDoc,
+            412: problemDoc,
+          },
         },
       },
       skip,

@@ -5,7 +5,7 @@
  *   POST /api/tasks/:id/reminders/:reminder_id/dismiss
  * The user comes from the bearer token; a task this service does not know for that user is a 404.
  */
-import { ok, problemDoc } from '../../http/openapi.ts';
+import { okWith, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -85,6 +85,33 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
     return view;
   };
 
+  /** A reminder as the routes answer it (ReminderView). */
+  const reminderDoc = {
+    type: 'object',
+    required: ['id', 'task_id', 'title', 'specs', 'due_at', 'planned_at', 'remind_at', 'status', 'snoozed'],
+    properties: {
+      id: { type: 'string' },
+      task_id: { type: 'string' },
+      title: { type: 'string' },
+      specs: {
+        type: 'array',
+        items: { type: 'string' },
+        description: 'the offsets or instants it came from',
+      },
+      due_at: { type: ['string', 'null'] },
+      planned_at: { type: 'string', description: 'when it was planned to fire' },
+      remind_at: { type: 'string', description: 'when it fires (later when snoozed)' },
+      status: { type: 'string', enum: ['scheduled', 'triggered', 'missed', 'dismissed'] },
+      dismiss_reason: {
+        type: ['string', 'null'],
+        enum: ['user', 'task_completed', 'task_deleted', 'rescheduled', null],
+      },
+      snoozed: { type: 'boolean' },
+      fire_count: { type: 'integer' },
+      triggered_at: { type: ['string', 'null'] },
+    },
+  } as const;
+
   await authenticatedScope(app, deps, async (scope, userOf) => {
     scope.get(
       '/api/tasks/:id/reminders',
@@ -96,7 +123,11 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
             "Reminders are planned from the task's events: until the reminders service has received a new task's first event (usually a few milliseconds) this answers 404, as it does after the task's deletion has reached it.",
           security,
           params: taskParam,
-          response: ok("The task's reminders"),
+          response: okWith("The task's reminders", {
+            type: 'object',
+            required: ['items'],
+            properties: { items: { type: 'array', items: reminderDoc } },
+          }),
         },
       },
       async (req: Req) => {
@@ -115,8 +146,9 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
           summary: 'Snooze a reminder: fire it again after a duration or at an instant',
           security,
           params,
-          body: bodyJsonSchema(SNOOZE_FIELDS),
-          response: { ...ok('The reminder, scheduled again'), 409: problemDoc },
+          // Exactly one of duration and until (the body has no other property).
+          body: bodyJsonSchema(SNOOZE_FIELDS, { minProperties: 1, maxProperties: 1 }),
+          response: { ...okWith('The reminder, scheduled again', reminderDoc), 409: problemDoc },
         },
       },
       async (req: Req) => {
@@ -153,7 +185,7 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
           summary: 'Dismiss a reminder (it will not fire)',
           security,
           params,
-          response: ok('The reminder, dismissed'),
+          response: okWith('The reminder, dismissed', reminderDoc),
         },
       },
       async (req: Req) =>
