@@ -4,7 +4,7 @@
  */
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AuthError, bearerToken, type Verifier } from '../auth.ts';
+import { AuthError, bearerToken, type Principal, type Verifier } from '../auth.ts';
 import { childTraceparent } from '../observability/trace.ts';
 import type { EventMeta } from '../store/tasks.ts';
 import { RateLimitedError } from '../domain/errors.ts';
@@ -15,6 +15,8 @@ export interface AuthScopeOptions {
 
 /** The authenticated user of a request inside an authenticated scope. */
 export type UserOf = (req: FastifyRequest) => string;
+/** The whole principal of that request: the user and when the token expires. */
+export type PrincipalOf = (req: FastifyRequest) => Principal;
 
 const WINDOW_MS = 60_000;
 
@@ -105,17 +107,17 @@ export async function authenticateOrCharge<T>(
 export async function authenticatedScope(
   app: FastifyInstance,
   opts: AuthScopeOptions,
-  routes: (scope: FastifyInstance, userOf: UserOf) => Promise<void> | void,
+  routes: (scope: FastifyInstance, userOf: UserOf, principalOf: PrincipalOf) => Promise<void> | void,
 ): Promise<void> {
   await app.register(async (scope) => {
-    const users = new WeakMap<FastifyRequest, string>();
+    const principals = new WeakMap<FastifyRequest, Principal>();
     scope.addHook('onRequest', async (req) => {
-      const user = await authenticateOrCharge(app, req, async () => {
+      const principal = await authenticateOrCharge(app, req, async () => {
         const token = bearerToken(req.headers.authorization);
         if (!token) throw new AuthError('missing bearer token (Authorization: Bearer <jwt>)');
-        return (await opts.verify(token)).userId;
+        return opts.verify(token);
       });
-      users.set(req, user);
+      principals.set(req, principal);
     });
     const limit = limits.get(app);
     if (limit && limit.perMinute > 0)
@@ -124,7 +126,7 @@ export async function authenticatedScope(
         timeWindow: WINDOW_MS,
         store: limit.Store,
         hook: 'preHandler',
-        keyGenerator: (req) => users.get(req) ?? req.ip,
+        keyGenerator: (req) => principals.get(req)?.userId ?? req.ip,
         // Thrown by the plugin, so it reaches the shared error handler as problem+json with this detail.
         errorResponseBuilder: (_req, ctx) =>
           Object.assign(
@@ -132,12 +134,13 @@ export async function authenticatedScope(
             { statusCode: 429 },
           ),
       });
-    const userOf: UserOf = (req) => {
-      const user = users.get(req);
-      if (!user) throw new AuthError('not authenticated');
-      return user;
+    const principalOf: PrincipalOf = (req) => {
+      const principal = principals.get(req);
+      if (!principal) throw new AuthError('not authenticated');
+      return principal;
     };
-    await routes(scope, userOf);
+    const userOf: UserOf = (req) => principalOf(req).userId;
+    await routes(scope, userOf, principalOf);
   });
 }
 

@@ -117,7 +117,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         );
       });
       // The ticket route is an authenticated route like any other: bearer token, the user's rate limit.
-      await authenticatedScope(app, { verify }, (scope, userOf) => {
+      await authenticatedScope(app, { verify }, (scope, _userOf, principalOf) => {
         scope.post(
           '/api/ws-ticket',
           {
@@ -135,12 +135,8 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
               }),
             },
           },
-          // The principal again (the verifier's cache answers it): the ticket carries the token's expiry.
-          async (req) => {
-            const principal = await verify(bearerToken(req.headers.authorization) ?? '');
-            if (principal.userId !== userOf(req)) throw new AuthError('not authenticated');
-            return tickets.issue(principal);
-          },
+          // The ticket carries the token's expiry: the socket it opens ends with the token.
+          async (req) => tickets.issue(principalOf(req)),
         );
       });
 
