@@ -175,6 +175,9 @@ function eventEncodingOf(env: Env, bus: BusKind): Config['eventEncoding'] {
   return encoding;
 }
 
+/** A base URL without its trailing slashes; null when unset or empty. */
+const baseUrl = (v: string | undefined): string | null => (v ? v.replace(/\/+$/, '') : null);
+
 export function loadConfig(env: Env = process.env): Config {
   const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const bus = (env.BUS || 'embedded') as BusKind;
@@ -200,8 +203,8 @@ export function loadConfig(env: Env = process.env): Config {
     bus,
     host,
     port,
-    publicUrl: env.PUBLIC_URL ? env.PUBLIC_URL.replace(/\/+$/, '') : null,
-    apiUrl: (env.INTERNAL_URL || env.PUBLIC_URL || '').replace(/\/+$/, '') || null,
+    publicUrl: baseUrl(env.PUBLIC_URL),
+    apiUrl: baseUrl(env.INTERNAL_URL) ?? baseUrl(env.PUBLIC_URL),
     logLevel: env.LOG_LEVEL || 'info',
     ...(env.LOG_FORMAT ? { logFormat: logFormat(env.LOG_FORMAT) } : {}),
     jwt: {

@@ -16,6 +16,8 @@ import { canonicalTimeZone } from './time.ts';
 
 /** The largest `interval` and `count` a rule may have (RRULE gives no bound; nine digits keep them exact). */
 export const RECURRENCE_NUMBER_MAX = 999_999_999;
+/** What INTERVAL and COUNT may be, as an error says it. */
+const NUMBER_RANGE = `must be an integer from 1 to ${RECURRENCE_NUMBER_MAX.toLocaleString('en-US')}`;
 export type RecurrencePreset = 'daily' | 'weekdays' | 'weekly' | 'monthly' | 'yearly';
 export type RecurrenceMode = 'schedule' | 'after_completion';
 
@@ -639,7 +641,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
       intervalInput <= RECURRENCE_NUMBER_MAX
     )
       interval = intervalInput;
-    else issue('interval', 'must be an integer from 1 to 999,999,999');
+    else issue('interval', NUMBER_RANGE);
   }
   const countInput = field('count');
   let count: number | null = null;
@@ -651,7 +653,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
       countInput <= RECURRENCE_NUMBER_MAX
     )
       count = countInput;
-    else issue('count', 'must be an integer from 1 to 999,999,999');
+    else issue('count', NUMBER_RANGE);
   }
   const untilInput = field('until');
   let untilMs: number | null = null;

@@ -41,9 +41,11 @@ export const DEFAULT_REMINDER_GRACE_MS = 15 * 60_000;
 /** A snooze may move a reminder at most this far ahead. */
 export const MAX_SNOOZE_MS = 366 * 86_400_000;
 
-export type ReminderStatus = 'scheduled' | 'triggered' | 'missed' | 'dismissed';
+export const REMINDER_STATUSES = ['scheduled', 'triggered', 'missed', 'dismissed'] as const;
+export type ReminderStatus = (typeof REMINDER_STATUSES)[number];
 /** Why a reminder was dismissed: only a user's dismissal is final; the others may be re-activated. */
-export type DismissReason = 'user' | 'task_completed' | 'task_deleted' | 'rescheduled';
+export const DISMISS_REASONS = ['user', 'task_completed', 'task_deleted', 'rescheduled'] as const;
+export type DismissReason = (typeof DISMISS_REASONS)[number];
 
 export interface PlannedReminder {
   id: string;

@@ -19,11 +19,8 @@ export interface McpHttpDeps extends McpDeps {
 /** The metadata document's path for the resource `/mcp` (RFC 9728 section 3: the well-known prefix + path). */
 export const PROTECTED_RESOURCE_PATH = '/.well-known/oauth-protected-resource';
 
-const jsonRpcError = (reply: FastifyReply, status: number, message: string) =>
-  reply
-    .code(status)
-    .header('allow', 'POST')
-    .send({ jsonrpc: '2.0', error: { code: -32000, message }, id: null });
+const jsonRpcError = (reply: FastifyReply, status: number, code: number, message: string) =>
+  reply.code(status).send({ jsonrpc: '2.0', error: { code, message }, id: null });
 
 /**
  * The most JSON-RPC messages a POST may carry. The rate limit counts a request, not its messages, so the
@@ -72,21 +69,24 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
     authed.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
       const userId = userOf(req);
       if (Array.isArray(req.body) && req.body.length > MAX_MCP_BATCH)
-        return reply.code(400).send({
-          jsonrpc: '2.0',
-          error: {
-            code: -32600,
-            message: `Invalid Request: a batch takes at most ${MAX_MCP_BATCH} messages (${req.body.length} sent); send them in several requests`,
-          },
-          id: null,
-        });
+        return jsonRpcError(
+          reply,
+          400,
+          -32600,
+          `Invalid Request: a batch takes at most ${MAX_MCP_BATCH} messages (${req.body.length} sent); send them in several requests`,
+        );
       const { handleMcpRequest } = await (mcp ??= import('./mcp.ts'));
       await handleMcpRequest(deps, userId, req, reply);
     });
   });
   // No server-initiated streams or sessions in stateless mode.
   const notAllowed = async (_req: FastifyRequest, reply: FastifyReply) =>
-    jsonRpcError(reply, 405, 'method not allowed: this MCP endpoint is stateless, use POST');
+    jsonRpcError(
+      reply.header('allow', 'POST'),
+      405,
+      -32000,
+      'method not allowed: this MCP endpoint is stateless, use POST',
+    );
   app.get('/mcp', { schema: { hide: true } }, notAllowed);
   app.delete('/mcp', { schema: { hide: true } }, notAllowed);
 }

@@ -94,18 +94,13 @@ export function assertPublicHost(url: URL): void {
  * POSTs `body` to `url` (http or https, no redirects followed) and resolves with the status once the answer
  * is read; rejects with BlockedAddressError when the host is not public, unless `allowPrivate`.
  */
-export function postJson(
+export async function postJson(
   url: string,
   body: string,
   opts: { headers: Record<string, string>; timeoutMs: number; allowPrivate: boolean },
 ): Promise<PostResult> {
   const target = new URL(url);
-  if (!opts.allowPrivate)
-    try {
-      assertPublicHost(target);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
+  if (!opts.allowPrivate) assertPublicHost(target);
   const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
   const options: RequestOptions = {
     method: 'POST',

@@ -13,7 +13,7 @@ import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema } from '../../domain/fields.ts';
-import { parseSnooze, SNOOZE_FIELDS } from '../../domain/reminders.ts';
+import { DISMISS_REASONS, parseSnooze, REMINDER_STATUSES, SNOOZE_FIELDS } from '../../domain/reminders.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { Db } from '../../store/db.ts';
 import { isUuid } from '../../domain/text.ts';
@@ -44,6 +44,30 @@ const params = {
   properties: {
     id: { type: 'string', format: 'uuid' },
     reminder_id: { type: 'string', format: 'uuid' },
+  },
+} as const;
+
+/** A reminder as the routes answer it (ReminderView). */
+const reminderDoc = {
+  type: 'object',
+  required: ['id', 'task_id', 'title', 'specs', 'due_at', 'planned_at', 'remind_at', 'status', 'snoozed'],
+  properties: {
+    id: { type: 'string' },
+    task_id: { type: 'string' },
+    title: { type: 'string' },
+    specs: {
+      type: 'array',
+      items: { type: 'string' },
+      description: 'the offsets or instants it came from',
+    },
+    due_at: { type: ['string', 'null'] },
+    planned_at: { type: 'string', description: 'when it was planned to fire' },
+    remind_at: { type: 'string', description: 'when it fires (later when snoozed)' },
+    status: { type: 'string', enum: REMINDER_STATUSES },
+    dismiss_reason: { type: ['string', 'null'], enum: [...DISMISS_REASONS, null] },
+    snoozed: { type: 'boolean' },
+    fire_count: { type: 'integer' },
+    triggered_at: { type: ['string', 'null'] },
   },
 } as const;
 
@@ -84,33 +108,6 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
     });
     return view;
   };
-
-  /** A reminder as the routes answer it (ReminderView). */
-  const reminderDoc = {
-    type: 'object',
-    required: ['id', 'task_id', 'title', 'specs', 'due_at', 'planned_at', 'remind_at', 'status', 'snoozed'],
-    properties: {
-      id: { type: 'string' },
-      task_id: { type: 'string' },
-      title: { type: 'string' },
-      specs: {
-        type: 'array',
-        items: { type: 'string' },
-        description: 'the offsets or instants it came from',
-      },
-      due_at: { type: ['string', 'null'] },
-      planned_at: { type: 'string', description: 'when it was planned to fire' },
-      remind_at: { type: 'string', description: 'when it fires (later when snoozed)' },
-      status: { type: 'string', enum: ['scheduled', 'triggered', 'missed', 'dismissed'] },
-      dismiss_reason: {
-        type: ['string', 'null'],
-        enum: ['user', 'task_completed', 'task_deleted', 'rescheduled', null],
-      },
-      snoozed: { type: 'boolean' },
-      fire_count: { type: 'integer' },
-      triggered_at: { type: ['string', 'null'] },
-    },
-  } as const;
 
   await authenticatedScope(app, deps, async (scope, userOf) => {
     scope.get(
