@@ -237,6 +237,39 @@ export async function markAndReadPending(
   return { marked: sent.length === 0 || r.rows[0]?.held === true, rows };
 }
 
+/** The topics that have unpublished rows (a relay taking over reads back what is on each of them). */
+export async function pendingTopics(db: Queryable): Promise<string[]> {
+  const r = await db.query<{ topic: string }>(
+    `SELECT DISTINCT topic FROM outbox WHERE published_at IS NULL ORDER BY topic`,
+  );
+  return r.rows.map((x) => x.topic);
+}
+
+/**
+ * Marks the unpublished rows of `topic` whose event is one of `eventIds` (found on the bus) published, i.e.
+ * deletes them, if `holder` still holds the lease (fencing, as markPublished); resolves whether it held it and
+ * how many rows it marked.
+ */
+export async function markPublishedEvents(
+  db: Queryable,
+  topic: string,
+  eventIds: readonly string[],
+  fence: { lease: string; holder: string },
+): Promise<{ held: boolean; marked: number }> {
+  if (eventIds.length === 0) return { held: true, marked: 0 };
+  const r = await db.query<{ held: boolean; marked: number }>(
+    `WITH marked AS (
+       DELETE FROM outbox WHERE event_id = ANY($1::text[]) AND topic = $2 AND published_at IS NULL
+          AND EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4)
+       RETURNING 1
+     )
+     SELECT EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4) AS held,
+            (SELECT count(*)::int FROM marked) AS marked`,
+    [eventIds, topic, fence.lease, fence.holder],
+  );
+  return { held: r.rows[0]?.held === true, marked: r.rows[0]?.marked ?? 0 };
+}
+
 /** Marks those of `ids` still unpublished as published (deletes them); resolves the ones it marked. */
 export async function markUnpublished(db: Queryable, ids: readonly string[]): Promise<Set<string>> {
   const r = await db.query<{ id: string }>(

@@ -178,6 +178,52 @@ describe('relay interleavings on PostgreSQL and Kafka', { skip }, () => {
       await s.close();
     }
   });
+  it('after a takeover, finds what its predecessor sent unmarked behind any number of late commits', async () => {
+    const leaseMs = 300;
+    const s = await setup('rt', { RELAY_LEASE_MS: String(leaseMs) });
+    // A transaction takes the outbox's first seven ids and stays open; three writes after it commit.
+    let commitLate!: () => void;
+    const lateMayCommit = new Promise<void>((resolve) => (commitLate = resolve));
+    try {
+      let lateWrote!: () => void;
+      const lateHasItsIds = new Promise<void>((resolve) => (lateWrote = resolve));
+      const late = s.db.transaction(async (tx) => {
+        await appendEvents(
+          tx,
+          Array.from({ length: 7 }, (_, i) => taskCreated(`late${i}`, `late-${i}`)),
+        );
+        lateWrote();
+        await lateMayCommit;
+      });
+      await lateHasItsIds;
+      for (const user of ['ann', 'bob', 'cid']) await appendEvents(s.db, [taskCreated(user, `${user}-1`)]);
+      // Relay A sends those three and dies before marking them (its marking fails; it is never used again).
+      const a = s.relayOn(
+        hooked(s.db, async (sql, run) => {
+          if (MARKS.test(sql)) throw new Error('Connection terminated unexpectedly');
+          return run();
+        }),
+      );
+      assert.equal(await (a as unknown as { holdLease(): Promise<boolean> }).holdLease(), true);
+      await assert.rejects(a.publishPending(3), /Connection terminated unexpectedly/);
+      assert.deepEqual((await s.onBroker()).sort(), ['ann-1', 'bob-1', 'cid-1']);
+      // The late transaction commits: its seven rows now come first among the pending ones, more than the
+      // two batches a relay can leave unmarked.
+      commitLate();
+      await late;
+      await sleep(leaseMs + 100); // A's lease runs out
+      const b = s.relayOn(s.db);
+      await s.drain(b);
+      await b.stop();
+      const titles = await s.onBroker();
+      assert.equal(titles.length, 10, `each event once on the broker (all: ${titles.join(', ')})`);
+      assert.equal(new Set(titles).size, 10);
+    } finally {
+      commitLate(); // a failed assertion must not leave the transaction holding a connection
+      await s.close();
+    }
+  });
+
   it('survives a marking that fails while the next batch is on its way, and sends nothing twice after', async () => {
     const s = await setup('rm');
     const unhandled: unknown[] = [];

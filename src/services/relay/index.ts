@@ -21,9 +21,11 @@ import {
   OUTBOX_SIGNAL,
   markAndReadPending,
   markPublished,
+  markPublishedEvents,
   markUnpublished,
   outboxStats,
   pendingOutbox,
+  pendingTopics,
   pruneOutbox,
   recordPublishFailure,
   type OutboxRow,
@@ -266,9 +268,11 @@ export class Relay {
   /**
    * Taking over, before the first send: a predecessor that died or was paused after a send and before its
    * marking left rows that are on the bus already. They are at most its last two batches (one sent while the
-   * previous one was being marked), so among the first 2 x `limit` pending rows, and among the last messages of
-   * their topic's partitions. Those found there are marked, not sent again: no copy on the broker after a
-   * failover. A bus that cannot be read back (Dapr) keeps at-least-once.
+   * previous one was being marked), so among the last 2 x `limit` messages of each partition of their topic.
+   * The pending rows whose events are found there are marked, not sent again: no copy on the broker after a
+   * failover. Found by event id, not by position among the pending rows: transactions that took smaller ids
+   * and committed after the predecessor read its batches come before those rows now, in any number. A bus
+   * that cannot be read back (Dapr) keeps at-least-once.
    */
   private async markWhatWasSent(limit: number): Promise<void> {
     const { admin } = this.rt.bus;
@@ -276,22 +280,21 @@ export class Relay {
       this.reconciled = true;
       return;
     }
-    const pending = await pendingOutbox(this.rt.db, 2 * limit);
-    const perTopic = new Map<string, OutboxRow[]>();
-    for (const r of pending) perTopic.set(r.topic, [...(perTopic.get(r.topic) ?? []), r]);
-    const sent: OutboxRow[] = [];
-    for (const [topic, rows] of perTopic) {
-      // A partition holds at most all of these rows, so that many of its last messages suffice.
-      const ids = await admin.publishedEventIds(topic, rows.length);
-      sent.push(...rows.filter((r) => ids.has(r.event.id)));
+    let found = 0;
+    for (const topic of await pendingTopics(this.rt.db)) {
+      const ids = await admin.publishedEventIds(topic, 2 * limit);
+      const { held, marked } = await markPublishedEvents(this.rt.db, topic, [...ids], {
+        lease: LEASE,
+        holder: this.holder,
+      });
+      if (!held) this.steppedDown();
+      found += marked;
     }
-    if (sent.length > 0) {
-      await this.mark(sent.map((r) => r.id));
+    if (found > 0)
       this.rt.log.info(
-        { events: sent.length, holder: this.holder },
+        { events: found, holder: this.holder },
         'events a previous relay had sent without marking them are marked, not sent again',
       );
-    }
     this.reconciled = true;
   }
 
