@@ -437,6 +437,54 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     assert.deepEqual(titles.sort(), ['batched 1', 'batched 2'], 'nothing of the refused batch was done');
   });
 
+  it("refuses an empty batch and a tool call whose arguments are not an object, as the client's errors", async () => {
+    const post = async (body: unknown) => {
+      const r = await fetch(`${app.url}/mcp`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          authorization: `Bearer ${await app.token('strict')}`,
+        },
+        body: JSON.stringify(body),
+      });
+      return {
+        status: r.status,
+        body: (await r.json()) as { id: unknown; error: { code: number; message: string } },
+      };
+    };
+    const empty = await post([]);
+    assert.equal(empty.status, 400);
+    assert.equal(empty.body.error.code, -32600);
+    assert.match(empty.body.error.message, /empty batch/);
+    const call = (id: number, params: unknown) => ({ jsonrpc: '2.0', id, method: 'tools/call', params });
+    for (const [params, why] of [
+      [{ name: 'add_task', arguments: 'buy milk' }, /arguments must be an object/],
+      [{ name: 'add_task', arguments: [{ title: 'x' }] }, /arguments must be an object/],
+      [{ name: 'add_task', arguments: null }, /arguments must be an object/],
+      [{ name: 42 }, /name must be a string/],
+      ['add_task', /params must be an object/],
+    ] as const) {
+      const r = await post(call(7, params));
+      assert.equal(r.status, 400, JSON.stringify(params));
+      assert.equal(r.body.error.code, -32602, JSON.stringify(params));
+      assert.match(r.body.error.message, why);
+      assert.equal(r.body.id, 7, 'the answer names the request');
+    }
+    // In a batch, one bad call refuses the batch before anything is done.
+    const batch = await post([
+      call(1, { name: 'add_task', arguments: { title: 'not done' } }),
+      call(2, { name: 'add_task', arguments: 'x' }),
+    ]);
+    assert.equal(batch.status, 400);
+    assert.match(batch.body.error.message, /message 2 of the batch; nothing was done/);
+    const listed = await app.call('strict', 'GET', '/api/tasks');
+    assert.deepEqual(listed.body.items, []);
+    // Without arguments a call is still valid (a tool that takes none).
+    const none = await post(call(3, { name: 'list_tasks' }));
+    assert.equal(none.status, 200);
+  });
+
   it('applies the per-user rate limit to MCP requests, one budget with REST (429 once it is used up)', async () => {
     const db = await openDb('memory://');
     await migrate(db);

@@ -19,8 +19,32 @@ export interface McpHttpDeps extends McpDeps {
 /** The metadata document's path for the resource `/mcp` (RFC 9728 section 3: the well-known prefix + path). */
 export const PROTECTED_RESOURCE_PATH = '/.well-known/oauth-protected-resource';
 
-const jsonRpcError = (reply: FastifyReply, status: number, code: number, message: string) =>
-  reply.code(status).send({ jsonrpc: '2.0', error: { code, message }, id: null });
+const jsonRpcError = (
+  reply: FastifyReply,
+  status: number,
+  code: number,
+  message: string,
+  id: string | number | null = null,
+) => reply.code(status).send({ jsonrpc: '2.0', error: { code, message }, id });
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * What is wrong with a `tools/call` message's params, if anything: its `name` must be a string and its
+ * `arguments`, when given, an object. The SDK answers those with -32603 (internal error), as if the server had
+ * failed; they are the client's invalid params (-32602).
+ */
+function toolCallProblem(message: unknown): { id: string | number | null; problem: string } | undefined {
+  if (!isPlainObject(message) || message.method !== 'tools/call') return undefined;
+  const id = typeof message.id === 'string' || typeof message.id === 'number' ? message.id : null;
+  const params = message.params;
+  if (!isPlainObject(params)) return { id, problem: 'params must be an object' };
+  if (typeof params.name !== 'string') return { id, problem: 'params.name must be a string (the tool)' };
+  if (params.arguments !== undefined && !isPlainObject(params.arguments))
+    return { id, problem: "params.arguments must be an object (the tool's arguments by name)" };
+  return undefined;
+}
 
 /**
  * The most JSON-RPC messages a POST may carry. The rate limit counts a request, not its messages, so the
@@ -75,6 +99,21 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
           -32600,
           `Invalid Request: a batch takes at most ${MAX_MCP_BATCH} messages (${req.body.length} sent); send them in several requests`,
         );
+      // JSON-RPC 2.0 section 6: an empty batch is one Invalid Request.
+      if (Array.isArray(req.body) && req.body.length === 0)
+        return jsonRpcError(reply, 400, -32600, 'Invalid Request: an empty batch');
+      const messages: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
+      for (const [i, m] of messages.entries()) {
+        const bad = toolCallProblem(m);
+        if (bad)
+          return jsonRpcError(
+            reply,
+            400,
+            -32602,
+            `Invalid params: ${bad.problem}${messages.length > 1 ? ` (message ${i + 1} of the batch; nothing was done)` : ''}`,
+            bad.id,
+          );
+      }
       const { handleMcpRequest } = await (mcp ??= import('./mcp.ts'));
       await handleMcpRequest(deps, userId, req, reply);
     });
