@@ -44,7 +44,14 @@ class KafkaGroupMember implements Subscription {
   private stream!: MessagesStream<string, Buffer, string, string>;
   private readonly queues = new Map<string, Message<string, Buffer, string, string>[]>();
   private readonly running = new Map<string, Promise<void>>();
-  private readonly workers = new Map<string, PartitionWorker<Message<string, Buffer, string, string>>>();
+  /**
+   * Per partition handled here: its worker, and what stops it when a rebalance gives the partition to another
+   * member (see `assigned`).
+   */
+  private readonly partitions = new Map<
+    string,
+    { worker: PartitionWorker<Message<string, Buffer, string, string>>; revoked: AbortController }
+  >();
   /** Per partition: the commit of handled messages once COMMIT_INTERVAL_MS is over (PartitionWorker). */
   private readonly commitTimers = new Map<string, NodeJS.Timeout>();
   private buffered = 0;
@@ -55,7 +62,6 @@ class KafkaGroupMember implements Subscription {
    * handled here, and nothing more of it is committed here; the new owner reads on from the last commit.
    */
   private assigned: Set<string> | null = null;
-  private readonly revoke = new Map<string, AbortController>();
   /**
    * Per partition, the offset of the last message queued here. After every join the client fetches each
    * assigned partition again from its last commit, so what is queued or was handled since comes a second time:
@@ -159,7 +165,7 @@ class KafkaGroupMember implements Subscription {
       const group = this.opts.group;
       this.cfg.log.warn({ group }, 'kafka consumer stream ended; reconnecting');
       await Promise.all(this.running.values());
-      await Promise.all([...this.workers.keys()].map((id) => this.commitNow(id)));
+      await Promise.all([...this.partitions.keys()].map((id) => this.commitNow(id)));
       await forceClose(this.consumer);
       await retryWithBackoff(
         async (attempt) => {
@@ -185,13 +191,12 @@ class KafkaGroupMember implements Subscription {
     const assignments = this.consumer.assignments;
     if (!assignments) return; // not joined yet
     this.assigned = new Set(assignments.flatMap((a) => a.partitions.map((p) => `${a.topic}\u0000${p}`)));
-    for (const [id, ctl] of this.revoke)
+    for (const [id, { revoked }] of this.partitions)
       if (!this.assigned.has(id)) {
-        ctl.abort();
-        this.revoke.delete(id);
+        revoked.abort();
         // A later assignment starts afresh, from the committed position, in a queue of its own (the stopped
         // drain empties the old one).
-        this.workers.delete(id);
+        this.partitions.delete(id);
         this.queues.set(id, []);
         this.lastQueued.delete(id);
         clearTimeout(this.commitTimers.get(id));
@@ -226,11 +231,10 @@ class KafkaGroupMember implements Subscription {
    * and handled in runs; a commit is the offset of the last handled message, covering every earlier one.
    */
   private workerOf(id: string) {
-    let worker = this.workers.get(id);
-    if (worker) return worker;
+    const handled = this.partitions.get(id);
+    if (handled) return handled.worker;
     const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
     const revoked = new AbortController();
-    this.revoke.set(id, revoked);
     const signal = AbortSignal.any([this.closing.signal, revoked.signal]);
     const consume = consumer(this.opts, {
       group: this.opts.group,
@@ -240,7 +244,7 @@ class KafkaGroupMember implements Subscription {
       signal,
       ...(this.opts.hooks ? { hooks: this.opts.hooks } : {}),
     });
-    worker = new PartitionWorker<Message<string, Buffer, string, string>>({
+    const worker = new PartitionWorker<Message<string, Buffer, string, string>>({
       consume: async (run) => {
         await this.cfg.codec.prepareDecode(run, signal, { hold: true });
         if (signal.aborted) return 0;
@@ -262,7 +266,7 @@ class KafkaGroupMember implements Subscription {
       maxBatch: this.opts.maxBatch ?? DEFAULT_MAX_BATCH,
       batchIntervalMs: this.opts.batchIntervalMs ?? 0,
     });
-    this.workers.set(id, worker);
+    this.partitions.set(id, { worker, revoked });
     return worker;
   }
 
@@ -282,7 +286,7 @@ class KafkaGroupMember implements Subscription {
   private async commitNow(id: string): Promise<void> {
     clearTimeout(this.commitTimers.get(id));
     this.commitTimers.delete(id);
-    await this.workers.get(id)?.commit();
+    await this.partitions.get(id)?.worker.commit();
   }
 
   /** Handles one partition's queue in order, a run at a time (PartitionWorker commits). */
@@ -290,7 +294,7 @@ class KafkaGroupMember implements Subscription {
     const q = this.queues.get(id)!;
     const worker = this.workerOf(id);
     const max = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
-    const taken = () => this.workers.get(id) !== worker; // a rebalance gave the partition to another member
+    const taken = () => this.partitions.get(id)?.worker !== worker; // a rebalance gave the partition to another member
     for (;;) {
       while (q.length && !this.closing.signal.aborted && !taken()) {
         // A short run soon after the last batch: let more arrive (SubscribeOptions.batchIntervalMs, fetchWait).
@@ -335,7 +339,7 @@ class KafkaGroupMember implements Subscription {
     this.closing.abort();
     await this.reconnecting;
     await Promise.all(this.running.values());
-    await Promise.all([...this.workers.keys()].map((id) => this.commitNow(id)));
+    await Promise.all([...this.partitions.keys()].map((id) => this.commitNow(id)));
     await this.stream.close().catch(() => undefined);
     await forceClose(this.consumer);
   }
