@@ -31,6 +31,11 @@ class GroupMember implements Subscription {
   readonly memberId = randomUUID();
   /** Partitions this member works on; `leaseUntil` is when its ownership lapses unless renewed (local clock). */
   private readonly owned = new Map<string, OwnedPartition>();
+  /**
+   * Partitions given up and not yet released: their worker finishes the message in hand, then their lease row
+   * is deleted. Not claimed again until then (two workers of one partition would break its order).
+   */
+  private readonly releasing = new Map<string, Promise<void>>();
   private readonly closing = new AbortController();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private rebalancing: Promise<void> = Promise.resolve();
@@ -91,12 +96,13 @@ class GroupMember implements Subscription {
     ).rows;
     const desired = parts.filter((_, i) => me >= 0 && i % members.length === me);
     const desiredIds = new Set(desired.map((p) => `${p.topic}\u0000${p.partition}`));
-    // Release what is no longer ours first (after finishing the in-flight message), then claim.
-    for (const [id, w] of this.owned) {
-      if (desiredIds.has(id)) continue;
-      await this.stopWorker(id, w);
-    }
-    if (desired.length === 0 || this.closed) return;
+    // Release what is no longer ours, each after the message in hand. Not awaited: a handler can outlast the
+    // session, and the heartbeats and the renewal of the partitions kept must go on meanwhile (else the group
+    // would take those away too). A partition given up is not renewed, so another member can claim it at the
+    // latest when its lease runs out.
+    for (const [id, w] of this.owned) if (!desiredIds.has(id)) this.release(id, w);
+    const claimable = desired.filter((p) => !this.releasing.has(`${p.topic}\u0000${p.partition}`));
+    if (claimable.length === 0 || this.closed) return;
     const asked = Date.now(); // the leases run from (at the latest) now: a conservative local expiry
     // Claim (or renew) every wanted partition in one statement; a lease another member still holds stays.
     const claimed = await this.db.query<{ topic: string; partition: number }>(
@@ -106,7 +112,7 @@ class GroupMember implements Subscription {
        ON CONFLICT (group_id, topic, partition) DO UPDATE SET member_id = excluded.member_id, lease_until = excluded.lease_until
        WHERE bus_partition_owners.member_id = excluded.member_id OR bus_partition_owners.lease_until < now()
        RETURNING topic, partition`,
-      [group, this.memberId, sessionMs, desired.map((p) => p.topic), desired.map((p) => p.partition)],
+      [group, this.memberId, sessionMs, claimable.map((p) => p.topic), claimable.map((p) => p.partition)],
     );
     if (this.closed) return;
     for (const p of claimed.rows) {
@@ -133,14 +139,28 @@ class GroupMember implements Subscription {
     });
   }
 
-  private async stopWorker(id: string, w: OwnedPartition) {
+  /** Stops a partition's worker (after the message in hand), then gives up its lease; see `releasing`. */
+  private release(id: string, w: OwnedPartition): void {
     w.stop.abort();
-    await w.done;
     this.owned.delete(id);
-    await this.db.query(
-      'DELETE FROM bus_partition_owners WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $4',
-      [this.opts.group, w.topic, w.partition, this.memberId],
-    );
+    const released: Promise<void> = w.done
+      .then(async () => {
+        await this.db.query(
+          'DELETE FROM bus_partition_owners WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $4',
+          [this.opts.group, w.topic, w.partition, this.memberId],
+        );
+      })
+      .catch((err: unknown) =>
+        // Its lease runs out instead: another member claims the partition then.
+        this.cfg.log.warn(
+          { err, group: this.opts.group, topic: w.topic, partition: w.partition },
+          'could not release a partition',
+        ),
+      )
+      .finally(() => {
+        if (this.releasing.get(id) === released) this.releasing.delete(id);
+      });
+    this.releasing.set(id, released);
   }
 
   private async startOffset(topic: string, partition: number): Promise<number> {
@@ -277,6 +297,7 @@ class GroupMember implements Subscription {
     await this.rebalancing.catch(() => undefined);
     this.closing.abort();
     await Promise.all([...this.owned.values()].map((w) => w.done));
+    await Promise.all(this.releasing.values());
     await this.db.query('DELETE FROM bus_partition_owners WHERE group_id = $1 AND member_id = $2', [
       this.opts.group,
       this.memberId,
