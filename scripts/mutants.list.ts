@@ -66,6 +66,17 @@ export const MUTANTS: readonly Mutant[] = [
   },
 
   {
+    id: 'relay-takeover-looks-at-first-rows-only',
+    breaks:
+      'no copy after a failover on Kafka: what a predecessor sent unmarked is found by event id, behind any number of late commits',
+    file: 'src/services/relay/index.ts',
+    find: '      const ids = await admin.publishedEventIds(topic, 2 * limit);',
+    replace:
+      '      const first = new Set((await pendingOutbox(this.rt.db, 2 * limit)).filter((r) => r.topic === topic).map((r) => r.event.id));\n      const ids = new Set([...(await admin.publishedEventIds(topic, 2 * limit))].filter((id) => first.has(id)));',
+    tests: ['test/integration/relay-interleavings.test.ts#takeover'],
+    needs: ['kafka'],
+  },
+  {
     id: 'relay-resends-deferred-batch',
     breaks: "each event on the broker once: the read that marks the last round's batch leaves that batch out",
     file: 'src/store/outbox.ts',
@@ -207,6 +218,16 @@ export const MUTANTS: readonly Mutant[] = [
   },
 
   // --- order per key ------------------------------------------------------------------------------------
+  {
+    id: 'embedded-release-blocks-heartbeat',
+    breaks:
+      'a consumer group member keeps its partitions while one it gives up finishes a slow handler (heartbeats go on)',
+    file: 'src/bus/embedded/group-member.ts',
+    find: '    for (const [id, w] of this.owned) if (!desiredIds.has(id)) this.release(id, w);',
+    replace:
+      '    for (const [id, w] of this.owned) if (!desiredIds.has(id)) {\n      this.release(id, w);\n      await this.releasing.get(id);\n    }',
+    tests: ['test/integration/embedded-group.test.ts'],
+  },
   {
     id: 'embedded-partition-not-by-key',
     breaks: 'order per key: every message of a key goes to the partition murmur2(key) picks',
