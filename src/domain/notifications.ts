@@ -9,7 +9,7 @@ import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { isObject, parseBody, parseField, refuse } from './fields.ts';
 import { timeZoneDoc } from './task-fields.ts';
-import { isTimeZone } from './time.ts';
+import { canonicalTimeZone, isTimeZone } from './time.ts';
 import { TRIMMED_SPACE, codePoints } from './text.ts';
 
 export const CHANNELS = ['email', 'push', 'in_app', 'webhook'] as const;
@@ -148,7 +148,12 @@ export const PREFERENCE_FIELDS = {
       const tz = q.timezone ?? 'UTC';
       if (!isTimeZone(tz)) refuse(ctx, 'must be an IANA time zone such as Europe/Berlin', ['timezone']);
       if (ctx.issues.length !== before) return undefined;
-      return { start: q.start as string, end: q.end as string, timezone: tz as string };
+      // Stored as IANA spells it (`europe/berlin` is `Europe/Berlin`), as the user's own zone is.
+      return {
+        start: q.start as string,
+        end: q.end as string,
+        timezone: canonicalTimeZone(tz as string) ?? (tz as string),
+      };
     })
     .meta({
       type: ['object', 'null'],

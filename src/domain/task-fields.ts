@@ -65,8 +65,11 @@ export const offsetDoc = {
   example: 'PT1H',
 } as const;
 
-/** Every IANA time zone this runtime knows, listed once for every route that takes one. */
-const TIME_ZONES = Intl.supportedValuesOf('timeZone');
+/**
+ * Every IANA time zone this runtime knows, listed once for every route that takes one; with `UTC`, the default
+ * of every zone field, which Node's list leaves out (it names only the zones of places).
+ */
+const TIME_ZONES = [...new Set(['UTC', ...Intl.supportedValuesOf('timeZone')])];
 /** A time zone field of the document, `null` allowed too when `nullable`. */
 export const timeZoneDoc = (description: string, nullable = false) =>
   nullable

@@ -79,6 +79,13 @@ describe('validatePreferencesPatch', () => {
     assert.ok(r.ok);
     assert.deepEqual(r.value.quiet_hours, { start: '01:00', end: '02:00', timezone: 'UTC' });
   });
+  it('stores the quiet-hours zone as IANA spells it', () => {
+    const r = validatePreferencesPatch({
+      quiet_hours: { start: '22:00', end: '07:00', timezone: 'europe/berlin' },
+    });
+    assert.ok(r.ok);
+    assert.equal(r.value.quiet_hours?.timezone, 'Europe/Berlin');
+  });
   it('reports each invalid field', () => {
     const r = validatePreferencesPatch({
       email: 'not-an-address',
