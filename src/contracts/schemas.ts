@@ -18,7 +18,8 @@ interface TypedEvent {
 /** The `dataschema` of events of `type` written under `version` of its schema. */
 export const dataschemaFor = (type: string, version: number) => `urn:taskflow:schema:${type}:v${version}`;
 
-const instant = { type: 'string', format: 'date-time' } as const;
+/** An instant as events and answers carry it (ISO 8601, UTC); the HTTP answers' documents use it too. */
+export const instant = { type: 'string', format: 'date-time' } as const;
 const nullableInstant = { anyOf: [instant, { type: 'null' }] } as const;
 
 export const taskSchema = {

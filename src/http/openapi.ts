@@ -21,9 +21,45 @@ export const problemDoc = {
   },
 } as const;
 
-/** A problem+json answer in the document. */
-const problemAnswer = (description: string) => ({
+/**
+ * Marks a response header the answer always carries (`{ type, description, [REQUIRED_HEADER]: true }`):
+ * @fastify/swagger copies a header's fields into its schema, so `finishDocument` moves it to `required`.
+ */
+export const REQUIRED_HEADER = 'x-required';
+
+/** A response header: its value's schema and, in `description`, what it holds and what a client does with it. */
+export interface HeaderDoc {
+  type: string;
+  description: string;
+  [keyword: string]: unknown;
+}
+
+/**
+ * An answer of a route's `response` with the headers it sends. They belong to the answer, not to its body
+ * schema: a body schema is shared (a task is also an array's items), and @fastify/swagger reads `headers` only
+ * at the answer's level.
+ */
+export const withHeaders = <A extends object>(answer: A, headers: Record<string, HeaderDoc>) => ({
+  ...answer,
+  headers,
+});
+
+const retryAfterDoc: HeaderDoc = {
+  type: 'string',
+  description:
+    'Seconds to wait (or, from a language model provider, an HTTP date) before sending the request again',
+};
+
+/** The headers of error answers, by status: the rate limit and every 503 say when to try again. */
+const ERROR_HEADERS: Record<number, Record<string, HeaderDoc>> = {
+  429: { 'Retry-After': retryAfterDoc },
+  503: { 'Retry-After': retryAfterDoc },
+};
+
+/** A problem+json answer in the document, with the headers of its status. */
+const problemAnswer = (code: number, description: string) => ({
   description,
+  ...(ERROR_HEADERS[code] ? { headers: ERROR_HEADERS[code] } : {}),
   content: { 'application/problem+json': { schema: problemDoc } },
 });
 
@@ -58,8 +94,9 @@ export function withErrorAnswers({ schema, url, route }: DocumentedRoute) {
   const methods = [route.method].flat();
   const response: Record<string, unknown> = {};
   for (const [code, s] of Object.entries((schema.response ?? {}) as Record<string, unknown>))
-    response[code] = Number(code) >= 400 ? problemAnswer(ERROR_REASONS[Number(code)] ?? 'Error') : s;
-  const add = (code: number) => (response[code] ??= problemAnswer(ERROR_REASONS[code]!));
+    response[code] =
+      Number(code) >= 400 ? problemAnswer(Number(code), ERROR_REASONS[Number(code)] ?? 'Error') : s;
+  const add = (code: number) => (response[code] ??= problemAnswer(code, ERROR_REASONS[code]!));
   add(400);
   add(401);
   if (url.includes(':')) add(404);
@@ -73,10 +110,13 @@ export function withErrorAnswers({ schema, url, route }: DocumentedRoute) {
   return { schema: { ...schema, response }, url };
 }
 
-/** Success answers for a route's `response`, described in words (routes that send a schema declare it). */
-export const ok = (description: string) => ({ 200: { description } });
-/** A 200 answer with its body's schema (documentation and schemathesis's conformance check; not a filter). */
-export const okWith = (description: string, schema: object) => ({ 200: { description, ...schema } });
+/**
+ * A 200 answer with its body's schema (documentation and schemathesis's conformance check; not a filter), and
+ * the headers it sends.
+ */
+export const okWith = (description: string, schema: object, headers?: Record<string, HeaderDoc>) => ({
+  200: headers ? withHeaders({ description, ...schema }, headers) : { description, ...schema },
+});
 export const created = (description: string) => ({ 201: { description } });
 export const noContent = (description: string) => ({ 204: { description, type: 'null' } });
 
@@ -95,13 +135,17 @@ export type RouteLinks = Record<
 
 type Operation = {
   requestBody?: { required?: boolean };
-  responses?: Record<string, { links?: unknown }>;
+  responses?: Record<
+    string,
+    { links?: unknown; headers?: Record<string, { required?: boolean; schema?: Record<string, unknown> }> }
+  >;
   [key: string]: unknown;
 };
 
 /**
  * @fastify/swagger `transformObject`: what its route schemas cannot say. `requestBody.required` false on the
- * routes marked BODY_OPTIONAL, and each route's LINKS as `links` of its answers (by operationRef).
+ * routes marked BODY_OPTIONAL, `required` on the response headers marked REQUIRED_HEADER, and each route's
+ * LINKS as `links` of its answers (by operationRef).
  */
 export function finishDocument(document: { openapiObject: object } | { swaggerObject: object }) {
   const spec = ('openapiObject' in document ? document.openapiObject : document.swaggerObject) as {
@@ -114,6 +158,12 @@ export function finishDocument(document: { openapiObject: object } | { swaggerOb
         delete op[BODY_OPTIONAL];
         if (op.requestBody) op.requestBody.required = false;
       }
+      for (const answer of Object.values(op.responses ?? {}))
+        for (const header of Object.values(answer.headers ?? {}))
+          if (header.schema && REQUIRED_HEADER in header.schema) {
+            delete header.schema[REQUIRED_HEADER];
+            header.required = true;
+          }
       const links = op[LINKS] as RouteLinks | undefined;
       if (links) {
         delete op[LINKS];

@@ -4,8 +4,18 @@
  */
 import { ValidationError } from '../domain/errors.ts';
 import type { Task } from '../domain/task.ts';
+import { REQUIRED_HEADER, type HeaderDoc } from './openapi.ts';
 
 export const etag = (task: Task) => `"${task.version}"`;
+
+/** The ETag response header of an answer that is a task (`etag`), for its OpenAPI document. */
+export const etagHeaderDoc: HeaderDoc = {
+  type: 'string',
+  pattern: '^"[1-9][0-9]*"$',
+  description:
+    'The task\'s version ("3"): send it as If-Match so a write applies only if no one changed the task since',
+  [REQUIRED_HEADER]: true,
+};
 
 /** If-Match as the routes take it: `"3"`, `W/"3"` or `3` (the version), or `*` (any). */
 export const IF_MATCH_PATTERN = '^\\s*(?:\\*|(?:W/)?"?(\\d{1,9})"?)\\s*$';

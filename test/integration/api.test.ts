@@ -1,11 +1,13 @@
 /**
  * The Task API against the real HTTP stack and a real database (PGlite and PostgreSQL): CRUD, the
- * compatibility routes, per-user isolation, auth, validation, optimistic concurrency and the outbox.
+ * compatibility routes, per-user isolation, auth, validation, optimistic concurrency and the outbox; the answers
+ * as /openapi.json declares them.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { Ajv } from 'ajv';
 import { SignJWT } from 'jose';
-import { eventProblems } from '../../src/contracts/schemas.ts';
+import { addFormats, eventProblems } from '../../src/contracts/schemas.ts';
 import { backends } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
 import {
@@ -14,12 +16,14 @@ import {
   writtenEvents,
   startApp,
   testConfig,
+  waitFor,
   type TestApp,
 } from '../helpers/app.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
+import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
 
 for (const backend of backends) {
   describe(`Task API on ${backend.name}`, () => {
@@ -728,7 +732,16 @@ for (const backend of backends) {
           );
           for (const c of ['400', '401', '429', '503'])
             assert.ok(op.responses[c]?.content['application/problem+json'], `${method} ${path}: ${c}`);
+          // ...and when to try again after the rate limit or an outage.
+          for (const c of ['429', '503'])
+            assert.ok(
+              op.responses[c].headers?.['Retry-After']?.schema,
+              `${method} ${path}: ${c} Retry-After`,
+            );
         }
+      // UTC, every zone field's default, is among the zones the document lists (Node's list leaves it out).
+      const settings = spec.body.paths['/api/me/settings'].put.requestBody.content['application/json'].schema;
+      assert.ok(settings.properties.timezone.enum.includes('UTC'));
     });
   });
 }
@@ -769,5 +782,134 @@ describe('client IP behind proxies (TRUST_PROXY)', () => {
 
   it('refuses a malformed TRUST_PROXY at start-up', () => {
     assert.throws(() => testConfig({ TRUST_PROXY: 'yes please' }), /TRUST_PROXY must be/);
+  });
+});
+
+/**
+ * The answers' bodies and headers as /openapi.json declares them, checked against real answers of every target
+ * that declares them (schemathesis checks them too, where it is installed).
+ */
+describe('the OpenAPI document declares the answers as they are sent', () => {
+  let db: Db;
+  let drop: () => Promise<void>;
+  let model: FakeModel;
+  let app: TestApp;
+  let doc: any;
+  const ajv = new Ajv({ strict: false, allowUnionTypes: true });
+  addFormats(ajv);
+  before(async () => {
+    ({ db, drop } = await backends[0]!.fresh());
+    model = await startFakeModel({ fallback: { text: 'Noted.' } });
+    app = await startApp(db, {
+      targets: ['api', 'relay', 'recurrence', 'notifications', 'audit'],
+      env: { CHAT_BASE_URL: model.url, CHAT_MODEL: 'fake-model' },
+    });
+    doc = (await app.call(null, 'GET', '/openapi.json')).body;
+  });
+  after(async () => {
+    await app?.stop();
+    await model?.close();
+    await drop?.();
+  });
+
+  /** Checks an answer against its declaration: the body's schema, every required header, each header's schema. */
+  const conforms = (
+    path: string,
+    method: string,
+    res: { status: number; body: unknown; headers: Headers },
+    opts: { headers?: string[] } = {},
+  ) => {
+    const what = `${method.toUpperCase()} ${path} ${res.status}`;
+    const declared = doc.paths[path]?.[method]?.responses?.[res.status];
+    assert.ok(declared, `${what} is declared`);
+    const schema = declared.content?.['application/json']?.schema;
+    assert.ok(schema?.type || schema?.oneOf, `${what}: a body schema`);
+    const body = ajv.compile(schema);
+    assert.ok(body(res.body), `${what}: ${ajv.errorsText(body.errors)}\n${JSON.stringify(res.body)}`);
+    for (const name of opts.headers ?? []) assert.ok(declared.headers?.[name], `${what} declares ${name}`);
+    for (const [name, h] of Object.entries<any>(declared.headers ?? {})) {
+      const value = res.headers.get(name);
+      if (value === null) {
+        assert.ok(!h.required, `${what}: the required header ${name} is missing`);
+        continue;
+      }
+      const header = ajv.compile(h.schema);
+      assert.ok(header(value), `${what}: ${name}: ${value}: ${ajv.errorsText(header.errors)}`);
+    }
+  };
+
+  it("the task answers: ETag, Location, Idempotent-Replayed, and the compatibility list's next page", async () => {
+    const body = { title: 'Gym', due_date: '2026-03-02T09:00:00Z', recurrence: 'weekly' };
+    const key = { 'idempotency-key': 'openapi-answers-1' };
+    const created = await app.call('olga', 'POST', '/api/tasks', body, key);
+    conforms('/api/tasks', 'post', created, { headers: ['Location', 'ETag', 'Idempotent-Replayed'] });
+    const replayed = await app.call('olga', 'POST', '/api/tasks', body, key);
+    assert.equal(replayed.headers.get('idempotent-replayed'), 'true');
+    conforms('/api/tasks', 'post', replayed);
+    const id = created.body.id as string;
+    conforms('/api/tasks/{id}', 'get', await app.call('olga', 'GET', `/api/tasks/${id}`), {
+      headers: ['ETag'],
+    });
+    const patched = await app.call('olga', 'PATCH', `/api/tasks/${id}`, { priority: 'high' });
+    conforms('/api/tasks/{id}', 'patch', patched, { headers: ['ETag'] });
+    const skipped = await app.call('olga', 'POST', `/api/tasks/${id}/skip`);
+    conforms('/api/tasks/{id}/skip', 'post', skipped, { headers: ['ETag'] });
+    for (const [route, suffix] of [
+      ['/api/tasks/{id}/complete', 'complete'],
+      ['/api/tasks/{id}/reopen', 'reopen'],
+    ] as const)
+      conforms(route, 'post', await app.call('olga', 'POST', `/api/tasks/${id}/${suffix}`), {
+        headers: ['ETag'],
+      });
+    const compat = await app.call('olga', 'POST', '/api/olga/tasks', { title: 'Second' });
+    conforms('/api/{user_id}/tasks', 'post', compat, { headers: ['Location', 'ETag'] });
+    const first = await app.call('olga', 'GET', '/api/olga/tasks?limit=1');
+    assert.ok(first.headers.get('x-next-cursor') && first.headers.get('link'), 'a next page');
+    conforms('/api/{user_id}/tasks', 'get', first, { headers: ['X-Next-Cursor', 'Link'] });
+  });
+
+  it('the chat answers: a reply, the conversations, one conversation with its messages; events when asked', async () => {
+    const reply = await app.call('olga', 'POST', '/api/chat', { message: 'What is due today?' });
+    conforms('/api/chat', 'post', reply);
+    assert.ok(doc.paths['/api/chat'].post.responses['200'].content['text/event-stream'].schema);
+    conforms('/api/chat/conversations', 'get', await app.call('olga', 'GET', '/api/chat/conversations'));
+    const one = await app.call('olga', 'GET', `/api/chat/conversations/${reply.body.conversation_id}`);
+    assert.deepEqual(
+      one.body.messages.map((m: { role: string }) => m.role),
+      ['user', 'assistant'],
+    );
+    conforms('/api/chat/conversations/{id}', 'get', one);
+  });
+
+  it('the notification preferences and the audit records', async () => {
+    conforms(
+      '/api/notifications/preferences',
+      'get',
+      await app.call('olga', 'GET', '/api/notifications/preferences'),
+    );
+    const put = await app.call('olga', 'PUT', '/api/notifications/preferences', {
+      email: 'olga@example.com',
+      webhook_url: 'https://example.com/hook',
+      quiet_hours: { start: '22:00', end: '07:00' },
+    });
+    assert.ok(put.body.webhook_secret, 'a generated secret');
+    conforms('/api/notifications/preferences', 'put', put);
+    conforms(
+      '/api/notifications/preferences',
+      'get',
+      await app.call('olga', 'GET', '/api/notifications/preferences'),
+    );
+    // A task's writes, for records of both kinds of change (before and after).
+    const task = await app.call('olga', 'POST', '/api/tasks', { title: 'Audited' });
+    await app.call('olga', 'PATCH', `/api/tasks/${task.body.id}`, { title: 'Audited twice' });
+    const page = await waitFor(
+      async () => {
+        const r = await app.call('olga', 'GET', '/api/audit?limit=2');
+        return r.body.next_cursor ? r : undefined;
+      },
+      10_000,
+      'audit records of the task writes',
+    );
+    conforms('/api/audit', 'get', page);
   });
 });

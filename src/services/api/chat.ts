@@ -24,7 +24,8 @@ import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
 import { codePoints, firstCodePoints, isUuid, textProblem } from '../../domain/text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
-import { noContent, ok, problemDoc } from '../../http/openapi.ts';
+import { instant } from '../../contracts/schemas.ts';
+import { noContent, okWith, problemDoc } from '../../http/openapi.ts';
 import { problem, sendProblem, type Problem } from '../../http/problem.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { ChatStore, type ChatMessage, type ChatToolCall } from '../../store/chat.ts';
@@ -44,7 +45,11 @@ const TOOL_RESULT_MAX = 20_000;
 export const HISTORY_MAX_CHARS = 60_000;
 /** A reply as answered and stored, in characters (a model that runs on is cut, and says so). */
 export const REPLY_MAX = 20_000;
-const bounded = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)} [cut]` : text);
+/** What a cut text ends with. */
+const CUT = ' [cut]';
+const bounded = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}${CUT}` : text);
+/** The conversations listed, the most recently continued first. */
+const CONVERSATIONS_LISTED = 100;
 
 export interface ChatDeps {
   db: Db;
@@ -64,6 +69,101 @@ interface ToolCallRecord {
   result: unknown;
   is_error: boolean;
 }
+
+/*
+ * The answers' schemas, from the code that builds them: `turn` (the reply), store/chat.ts (conversations and
+ * their messages, as `toStored` writes them).
+ */
+const toolCallRecordDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'arguments', 'result', 'is_error'],
+  properties: {
+    name: { type: 'string', description: 'the MCP tool' },
+    arguments: { type: 'object', description: 'as the model gave them' },
+    result: {
+      type: ['object', 'string', 'null'],
+      description: "the tool's structured answer, else its text",
+    },
+    is_error: { type: 'boolean' },
+  },
+} as const;
+
+/** A turn's answer (`turn`), and the data of the streamed `done` event. */
+const chatAnswerDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['conversation_id', 'reply', 'tool_calls'],
+  properties: {
+    conversation_id: { type: 'string', format: 'uuid', description: 'send it back to continue' },
+    reply: { type: 'string', maxLength: REPLY_MAX + CUT.length },
+    tool_calls: { type: 'array', items: toolCallRecordDoc, description: 'in the order they ran' },
+  },
+} as const;
+
+const conversationDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'title', 'created_at', 'updated_at'],
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    title: { type: 'string', description: 'the start of its first message' },
+    created_at: instant,
+    updated_at: { ...instant, description: 'when it was last continued' },
+  },
+} as const;
+
+/** An assistant's tool call as the chat-completions API writes it (ChatToolCall). */
+const storedToolCallDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'type', 'function'],
+  properties: {
+    id: { type: 'string' },
+    type: { const: 'function' },
+    // The provider's object, as it came (the SDK may add fields).
+    function: {
+      type: 'object',
+      required: ['name', 'arguments'],
+      properties: {
+        name: { type: 'string' },
+        arguments: { type: 'string', description: 'JSON, as the model wrote it' },
+      },
+    },
+  },
+} as const;
+
+/** A stored message (ChatMessage): one shape per role. */
+const chatMessageDoc = {
+  oneOf: [
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['role', 'content'],
+      properties: { role: { const: 'user' }, content: { type: 'string' } },
+    },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['role', 'content'],
+      properties: {
+        role: { const: 'assistant' },
+        content: { type: ['string', 'null'], description: 'null beside tool calls' },
+        tool_calls: { type: 'array', items: storedToolCallDoc },
+      },
+    },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['role', 'content', 'tool_call_id'],
+      properties: {
+        role: { const: 'tool' },
+        content: { type: 'string', description: "the tool's answer as the model read it" },
+        tool_call_id: { type: 'string' },
+      },
+    },
+  ],
+} as const;
 
 /** The fields of a chat request (ADR 0014): each validates, and documents itself for the OpenAPI body. */
 const CHAT_FIELDS = {
@@ -405,12 +505,20 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
   await authenticatedScope(app, deps, async (scope, userOf) => {
     const chatDoc = {
       body: chatBodyDoc,
+      // 503 carries the provider's Retry-After when it is rate limited (withErrorAnswers declares it).
       response: {
-        200: {
-          description:
-            'The reply and the tool calls it made (application/json), or with Accept: text/event-stream the events token, tool_call, then done or error',
-          type: 'object',
-        },
+        ...okWith('The reply and the tool calls it made, or with Accept: text/event-stream as they happen', {
+          content: {
+            'application/json': { schema: chatAnswerDoc },
+            'text/event-stream': {
+              schema: {
+                type: 'string',
+                description:
+                  'Server-sent events: `token` {text} as the model writes, `tool_call` (a tool call, as in tool_calls) as each runs, then `done` (the JSON answer) or `error` (problem details with conversation_id and the tool_calls so far)',
+              },
+            },
+          },
+        }),
         404: problemDoc,
         502: problemDoc,
         503: problemDoc,
@@ -436,13 +544,27 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     );
     scope.get(
       '/api/chat/conversations',
-      doc('Your conversations, the most recently continued first', { response: ok('Conversations') }),
-      async (req) => ({ items: await store.list(userOf(req), 100) }),
+      doc('Your conversations, the most recently continued first', {
+        response: okWith(`Your ${CONVERSATIONS_LISTED} most recently continued conversations`, {
+          type: 'object',
+          additionalProperties: false,
+          required: ['items'],
+          properties: { items: { type: 'array', maxItems: CONVERSATIONS_LISTED, items: conversationDoc } },
+        }),
+      }),
+      async (req) => ({ items: await store.list(userOf(req), CONVERSATIONS_LISTED) }),
     );
     const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } };
     scope.get(
       '/api/chat/conversations/:id',
-      doc('A conversation with its messages', { params: idParam, response: ok('The conversation') }),
+      doc('A conversation with its messages', {
+        params: idParam,
+        response: okWith('The conversation and its messages, oldest first', {
+          ...conversationDoc,
+          required: [...conversationDoc.required, 'messages'],
+          properties: { ...conversationDoc.properties, messages: { type: 'array', items: chatMessageDoc } },
+        }),
+      }),
       async (req: FastifyRequest<{ Params: { id: string } }>) => {
         const c = isUuid(req.params.id) ? await store.get(userOf(req), req.params.id) : null;
         if (!c) throw new NotFoundError('conversation');

@@ -14,8 +14,17 @@ import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { TaskChange, TaskOperations } from './task-operations.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { etag, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
-import { BODY_OPTIONAL, LINKS, noContent, okWith, problemDoc, type RouteLinks } from '../../http/openapi.ts';
+import { etag, etagHeaderDoc, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
+import {
+  BODY_OPTIONAL,
+  LINKS,
+  REQUIRED_HEADER,
+  noContent,
+  okWith,
+  problemDoc,
+  withHeaders,
+  type RouteLinks,
+} from '../../http/openapi.ts';
 import {
   compatListQueryDoc,
   listQueryDoc,
@@ -83,6 +92,45 @@ const idempotencyHeaderDoc = {
     },
   },
 } as const;
+/** A task as `get` answers it, and as a change answers it (`sendChange`): with its version as the ETag. */
+const taskAnswer = withHeaders({ ...taskDoc, description: 'The task' }, { ETag: etagHeaderDoc });
+const changedAnswer = withHeaders(
+  { ...taskChangedDoc, description: 'The task now' },
+  { ETag: etagHeaderDoc },
+);
+/** A create's answer (`create` below): the task, where it lives, and whether a retry was answered. */
+const createdAnswer = withHeaders(
+  { ...taskCreatedDoc, description: 'The task created, with its reminder plan' },
+  {
+    Location: {
+      type: 'string',
+      format: 'uri-reference',
+      description: "The task's URL (/api/tasks/{id}, on either create route): where to read or change it",
+      [REQUIRED_HEADER]: true,
+    },
+    ETag: etagHeaderDoc,
+    'Idempotent-Replayed': {
+      type: 'string',
+      enum: ['true'],
+      description:
+        'Present when the Idempotency-Key was seen before: the task is the one the first request created, and nothing was created now',
+    },
+  },
+);
+/** The compatibility list's answer (`compatList` below): the next page is named in headers, not the body. */
+const compatPageAnswer = withHeaders(
+  { type: 'array', items: taskDoc, description: 'A page of tasks' },
+  {
+    'X-Next-Cursor': {
+      type: 'string',
+      description: "The next page's cursor, absent on the last page: send it back as cursor=",
+    },
+    Link: {
+      type: 'string',
+      description: 'The next page\'s URL as an RFC 8288 link (<...>; rel="next"), absent on the last page',
+    },
+  },
+);
 const pageDoc = {
   type: 'object',
   properties: { items: { type: 'array', items: taskDoc }, next_cursor: { type: ['string', 'null'] } },
@@ -186,12 +234,12 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     const doc = (summary: string, extra: object = {}) => ({
       schema: { tags: ['tasks'], summary, security, ...extra },
     });
-    const one = { params: idParam, response: { 200: taskDoc, ...errors, 412: problemDoc } };
+    const one = { params: idParam, response: { 200: taskAnswer, ...errors, 412: problemDoc } };
     // A change's answer: with reminder_plan when it moved the reminders; If-Match makes it compare-and-set.
     const changed = {
       ...one,
       headers: ifMatchHeaderDoc,
-      response: { ...one.response, 200: taskChangedDoc, 409: problemDoc },
+      response: { ...one.response, 200: changedAnswer, 409: problemDoc },
     };
     // 409: a recurring task's occurrence that cannot change state now (an earlier one reopened, say).
 
@@ -204,7 +252,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         // 422: an Idempotency-Key reused with another body. 503 + Retry-After: admission control
         // (CREATE_QUEUE_MAX_MS) while the database is behind.
         // 409: the key's task was deleted since.
-        response: { 201: taskCreatedDoc, ...errors, 409: problemDoc, 422: problemDoc, 503: problemDoc },
+        response: { 201: createdAnswer, ...errors, 409: problemDoc, 422: problemDoc, 503: problemDoc },
       }),
       create,
     );
@@ -268,7 +316,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         {
           params: userParam,
           querystring: compatListQueryDoc,
-          response: { 200: { type: 'array', items: taskDoc }, ...errors },
+          response: { 200: compatPageAnswer, ...errors },
         },
       ),
       compatList,
@@ -280,17 +328,17 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         params: userParam,
         body: taskCreateDoc,
         headers: idempotencyHeaderDoc,
-        response: { 201: taskCreatedDoc, 409: problemDoc, 422: problemDoc, 503: problemDoc },
+        response: { 201: createdAnswer, 409: problemDoc, 422: problemDoc, 503: problemDoc },
       }),
       create,
     );
-    api.get('/api/:user_id/tasks/:id', compat('Get a task', { response: { 200: taskDoc } }), get);
+    api.get('/api/:user_id/tasks/:id', compat('Get a task', { response: { 200: taskAnswer } }), get);
     api.put(
       '/api/:user_id/tasks/:id',
       compat('Update a task', {
         body: taskPatchDoc,
         headers: ifMatchHeaderDoc,
-        response: { 200: taskChangedDoc, 409: problemDoc, 412: problemDoc },
+        response: { 200: changedAnswer, 409: problemDoc, 412: problemDoc },
       }),
       patch,
     );
@@ -308,7 +356,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         [BODY_OPTIONAL]: true,
         body: bodyJsonSchema(COMPLETION_FIELDS, { required: ['completed'] }),
         headers: ifMatchHeaderDoc,
-        response: { 200: taskChangedDoc, 409: problemDoc, 412: problemDoc },
+        response: { 200: changedAnswer, 409: problemDoc, 412: problemDoc },
       }),
       transition(completion),
     );

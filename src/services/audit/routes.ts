@@ -3,7 +3,7 @@
  * `GET /api/audit/export?format=ndjson|csv` (every matching record, oldest first, streamed in keyset pages:
  * memory stays flat whatever the size, and no database connection is held between pages).
  */
-import { instantDoc, ok } from '../../http/openapi.ts';
+import { instantDoc, okWith } from '../../http/openapi.ts';
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { Verifier } from '../../auth.ts';
@@ -12,7 +12,9 @@ import { ValidationError, type FieldIssue } from '../../domain/errors.ts';
 import { INSTANT_HINT, parseInstant } from '../../domain/task.ts';
 import { codePoints, commaList, textProblem } from '../../domain/text.ts';
 import type { Queryable } from '../../store/db.ts';
+import { EVENT_TYPES, instant, type EventType } from '../../contracts/schemas.ts';
 import { AUDIT_COLUMNS, toRecord, type AuditRecord, type AuditRow } from './chain.ts';
+import { auditManifest } from './manifest.ts';
 
 export interface AuditFilter {
   taskId: string | null;
@@ -45,6 +47,62 @@ const filterQueryDoc = {
   from: instantDoc,
   to: instantDoc,
 };
+
+/** A record's fields, in the order of an export's CSV columns (and of toRecord). */
+export const CSV_COLUMNS = [
+  'id',
+  'seq',
+  'event_id',
+  'user_id',
+  'task_id',
+  'operation',
+  'occurred_at',
+  'recorded_at',
+  'change',
+  'trace_id',
+  'client_ip',
+  'user_agent',
+  'prev_hash',
+  'hash',
+] as const;
+
+const hashDoc = { type: 'string', pattern: '^[0-9a-f]{64}$', description: 'SHA-256, hex' } as const;
+/** A record as the API answers it (chain.ts toRecord; an export's NDJSON line is one too). */
+const auditRecordDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: CSV_COLUMNS,
+  properties: {
+    id: { type: 'string', pattern: '^[0-9]+$' },
+    seq: { type: 'integer', minimum: 1, description: "its place in the user's chain" },
+    event_id: { type: 'string', minLength: 1 },
+    user_id: { type: 'string', minLength: 1 },
+    task_id: { type: ['string', 'null'] },
+    operation: {
+      type: 'string',
+      // The event types of the topics the audit target consumes (anything else is refused before it).
+      enum: (Object.keys(EVENT_TYPES) as EventType[]).filter((t) =>
+        (auditManifest.consumes.topics as readonly string[]).includes(EVENT_TYPES[t].topic),
+      ),
+      description: 'the event type',
+    },
+    occurred_at: instant,
+    recorded_at: instant,
+    change: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['before', 'after'],
+      description:
+        'the fields that changed, before and after (a create or a reminder: after only; a delete: before only)',
+      properties: { before: { type: ['object', 'null'] }, after: { type: ['object', 'null'] } },
+    },
+    trace_id: { type: ['string', 'null'] },
+    client_ip: { type: ['string', 'null'] },
+    user_agent: { type: ['string', 'null'] },
+    prev_hash: { ...hashDoc, description: "the previous record's hash (zeros for a user's first)" },
+    hash: hashDoc,
+  },
+} as const;
 
 const single = (v: unknown): string | undefined =>
   v === undefined ? undefined : Array.isArray(v) ? String(v[v.length - 1]) : String(v);
@@ -162,23 +220,6 @@ export async function* auditPages(
   }
 }
 
-export const CSV_COLUMNS = [
-  'id',
-  'seq',
-  'event_id',
-  'user_id',
-  'task_id',
-  'operation',
-  'occurred_at',
-  'recorded_at',
-  'change',
-  'trace_id',
-  'client_ip',
-  'user_agent',
-  'prev_hash',
-  'hash',
-] as const;
-
 /** RFC 4180 field; a leading = + - @ is neutralised so spreadsheets do not evaluate it (CSV injection). */
 export function csvField(v: unknown): string {
   let s = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
@@ -226,7 +267,15 @@ export async function registerAuditApi(app: FastifyInstance, deps: { db: Queryab
               cursor: { type: 'string' },
             },
           },
-          response: ok('A page of audit records (next_cursor when there are more)'),
+          response: okWith('A page of audit records (next_cursor when there are more)', {
+            type: 'object',
+            additionalProperties: false,
+            required: ['items', 'next_cursor'],
+            properties: {
+              items: { type: 'array', maxItems: MAX_LIMIT, items: auditRecordDoc },
+              next_cursor: { type: ['string', 'null'], description: 'send it as cursor= for the next page' },
+            },
+          }),
         },
       },
       async (req) => listAudit(deps.db, userOf(req), parseAuditQuery(req.query as Record<string, unknown>)),

@@ -8,7 +8,7 @@
  *   POST    /api/notifications/:id/read
  * The user comes from the bearer token; another user's notification is a 404.
  */
-import { created, noContent, ok, okWith, problemDoc } from '../../http/openapi.ts';
+import { created, noContent, okWith, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -16,6 +16,7 @@ import type { Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema, fieldJsonSchema } from '../../domain/fields.ts';
 import {
+  CHANNELS,
   PREFERENCE_FIELDS,
   PUSH_SUBSCRIPTION_FIELDS,
   validatePreferencesPatch,
@@ -44,6 +45,38 @@ export interface NotificationRoutesDeps {
 }
 
 const security = [{ bearerAuth: [] }];
+
+const quietHoursDoc = fieldJsonSchema(PREFERENCE_FIELDS.quiet_hours) as {
+  required: readonly string[];
+  properties: Record<string, unknown>;
+};
+/**
+ * The preferences as the routes answer them (store.ts preferencesView): the fields of the PUT body, each always
+ * present (every channel, and quiet hours' time zone), and whether a webhook secret is set.
+ */
+const preferencesDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['email', 'channels', 'quiet_hours', 'webhook_url', 'webhook_secret_set'],
+  properties: {
+    email: fieldJsonSchema(PREFERENCE_FIELDS.email),
+    channels: { ...fieldJsonSchema(PREFERENCE_FIELDS.channels), required: CHANNELS },
+    quiet_hours: {
+      ...quietHoursDoc,
+      required: [...quietHoursDoc.required, 'timezone'],
+      // Any zone the runtime takes, links such as Asia/Calcutta too (the document's list names only canonical ones).
+      properties: {
+        ...quietHoursDoc.properties,
+        timezone: { type: 'string', description: 'an IANA time zone (UTC when none was given)' },
+      },
+    },
+    webhook_url: fieldJsonSchema(PREFERENCE_FIELDS.webhook_url),
+    webhook_secret_set: {
+      type: 'boolean',
+      description: 'whether a webhook secret is stored (it signs webhook deliveries; never shown again)',
+    },
+  },
+} as const;
 const doc = (summary: string, extra: object = {}) => ({
   schema: { tags: ['notifications'], summary, security, ...extra },
 });
@@ -57,7 +90,7 @@ export async function registerNotificationRoutes(
   await authenticatedScope(app, deps, async (scope, userOf) => {
     scope.get(
       '/api/notifications/preferences',
-      doc('Your notification preferences', { response: ok('Your preferences') }),
+      doc('Your notification preferences', { response: okWith('Your preferences', preferencesDoc) }),
       async (req) => preferencesView(await getPreferences(db, await userOf(req))),
     );
 
@@ -67,7 +100,17 @@ export async function registerNotificationRoutes(
         'Set notification preferences (fields left out keep their value): email, channels, quiet_hours, webhook_url, webhook_secret',
         {
           body: bodyJsonSchema(PREFERENCE_FIELDS),
-          response: ok('The preferences now (a generated webhook_secret is shown once)'),
+          response: okWith('The preferences now (a generated webhook_secret is shown once)', {
+            ...preferencesDoc,
+            properties: {
+              ...preferencesDoc.properties,
+              webhook_secret: {
+                type: 'string',
+                description:
+                  'generated for a webhook_url set without a secret: verifies X-Taskflow-Signature; shown in this answer only',
+              },
+            },
+          }),
         },
       ),
       async (req) => {

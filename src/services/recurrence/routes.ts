@@ -22,7 +22,7 @@ import {
 } from '../../domain/recurrence.ts';
 import { parseInstant, type Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { etag, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
+import { etag, etagHeaderDoc, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
 import type { Db } from '../../store/db.ts';
 import { taskSchema } from '../../contracts/schemas.ts';
 import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
@@ -198,7 +198,7 @@ export async function registerRecurrenceRoutes(
           headers: ifMatchHeaderDoc,
           // The task (the event contract's schema), with reminder_plan when the skip moved its reminders.
           response: {
-            ...okWith('The task with its next due date', taskAnswerDoc),
+            ...okWith('The task with its next due date', taskAnswerDoc, { ETag: etagHeaderDoc }),
             409: problemDoc,
             412: problemDoc,
           },
