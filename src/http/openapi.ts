@@ -50,8 +50,18 @@ const retryAfterDoc: HeaderDoc = {
     'Seconds to wait (or, from a language model provider, an HTTP date) before sending the request again',
 };
 
-/** The headers of error answers, by status: the rate limit and every 503 say when to try again. */
+/**
+ * The headers of error answers, by status: a refused token says why, the rate limit and every 503 say when to
+ * try again.
+ */
 const ERROR_HEADERS: Record<number, Record<string, HeaderDoc>> = {
+  401: {
+    'WWW-Authenticate': {
+      type: 'string',
+      description:
+        'Bearer, with why the token was refused (RFC 6750): get a new token and send the request again',
+    },
+  },
   429: { 'Retry-After': retryAfterDoc },
   503: { 'Retry-After': retryAfterDoc },
 };
@@ -117,7 +127,8 @@ export function withErrorAnswers({ schema, url, route }: DocumentedRoute) {
 export const okWith = (description: string, schema: object, headers?: Record<string, HeaderDoc>) => ({
   200: headers ? withHeaders({ description, ...schema }, headers) : { description, ...schema },
 });
-export const created = (description: string) => ({ 201: { description } });
+/** A 201 answer with its body's schema (see okWith). */
+export const createdWith = (description: string, schema: object) => ({ 201: { description, ...schema } });
 export const noContent = (description: string) => ({ 204: { description, type: 'null' } });
 
 /** Marks a route whose body may be left out (the framework's document says every declared body is required). */

@@ -912,4 +912,16 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
     );
     conforms('/api/audit', 'get', page);
   });
+
+  it('a push subscription, and a refused token with WWW-Authenticate', async () => {
+    const endpoint = 'https://push.example.com/send/olga-1';
+    const keys = { p256dh: 'B'.repeat(87), auth: 'A'.repeat(22) };
+    const added = await app.call('olga', 'POST', '/api/notifications/push-subscriptions', { endpoint, keys });
+    assert.equal(added.status, 201, JSON.stringify(added.body));
+    conforms('/api/notifications/push-subscriptions', 'post', added);
+    const refused = await fetch(`${app.url}/api/tasks`, { headers: { authorization: 'Bearer not-a-token' } });
+    assert.equal(refused.status, 401);
+    assert.match(refused.headers.get('www-authenticate') ?? '', /^Bearer /);
+    assert.ok(doc.paths['/api/tasks'].get.responses['401'].headers['WWW-Authenticate']);
+  });
 });

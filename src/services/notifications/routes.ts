@@ -8,7 +8,8 @@
  *   POST    /api/notifications/:id/read
  * The user comes from the bearer token; another user's notification is a 404.
  */
-import { created, noContent, okWith, problemDoc } from '../../http/openapi.ts';
+import { createdWith, noContent, okWith, problemDoc } from '../../http/openapi.ts';
+import { instant } from '../../contracts/schemas.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -155,7 +156,16 @@ export async function registerNotificationRoutes(
             keys: fieldJsonSchema(PUSH_SUBSCRIPTION_FIELDS.keys),
           },
         },
-        response: created('The subscription'),
+        response: createdWith('The subscription (the same one again for an endpoint registered before)', {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'endpoint', 'created_at'],
+          properties: {
+            id: { type: 'string', format: 'uuid', description: 'to remove it' },
+            endpoint: fieldJsonSchema(PUSH_SUBSCRIPTION_FIELDS.endpoint),
+            created_at: instant,
+          },
+        }),
       }),
       async (req, reply: FastifyReply) => {
         const userId = await userOf(req);
