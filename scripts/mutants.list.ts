@@ -42,8 +42,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'lease-always-granted',
     breaks: 'one active relay: a second holder is refused the lease while the first one renews it',
     file: 'src/store/lease.ts',
-    find: '  return r.rowCount > 0;',
-    replace: '  return true;',
+    find: '  return { held: row !== undefined, continued: row?.previous === holder };',
+    replace: '  return { held: true, continued: row?.previous === holder };',
     tests: ['test/integration/guarantees.test.ts#^lease on', 'test/integration/outbox-relay.test.ts'],
   },
   {
@@ -240,8 +240,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'relay-not-in-id-order',
     breaks: 'order per key: the relay publishes outbox rows in id (commit) order',
     file: 'src/store/outbox.ts',
-    find: '      WHERE published_at IS NULL AND id > $2::bigint ORDER BY outbox.id LIMIT $1`,',
-    replace: '      WHERE published_at IS NULL AND id > $2::bigint ORDER BY outbox.id DESC LIMIT $1`,',
+    find: '      WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY outbox.id LIMIT $1`,',
+    replace: '      WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY outbox.id DESC LIMIT $1`,',
     tests: [
       'test/integration/guarantees.test.ts#^outbox relay order',
       'test/integration/outbox-relay.test.ts',

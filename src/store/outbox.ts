@@ -237,10 +237,12 @@ export async function markAndReadPending(
   return { marked: sent.length === 0 || r.rows[0]?.held === true, rows };
 }
 
-/** The topics that have unpublished rows (a relay taking over reads back what is on each of them). */
-export async function pendingTopics(db: Queryable): Promise<string[]> {
+/** The topics of the first `scan` unpublished rows (a relay taking over reads back what is on each of them). */
+export async function pendingTopics(db: Queryable, scan: number): Promise<string[]> {
   const r = await db.query<{ topic: string }>(
-    `SELECT DISTINCT topic FROM outbox WHERE published_at IS NULL ORDER BY topic`,
+    `SELECT DISTINCT topic FROM (SELECT topic FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1) first
+      ORDER BY topic`,
+    [scan],
   );
   return r.rows.map((x) => x.topic);
 }

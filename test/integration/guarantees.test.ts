@@ -62,24 +62,46 @@ for (const backend of backends) {
     after(() => drop());
 
     it('has one holder at a time: refused to others while renewed, handed over on release or expiry', async () => {
-      assert.equal(await tryAcquireLease(db, 'relay-test', 'a', 60_000), true, 'a takes the free lease');
-      assert.equal(await tryAcquireLease(db, 'relay-test', 'b', 60_000), false, 'b while a holds it');
-      assert.equal(await tryAcquireLease(db, 'relay-test', 'a', 60_000), true, 'a renews');
-      assert.equal(await tryAcquireLease(db, 'relay-test', 'b', 60_000), false, 'b after the renewal');
-      assert.equal(await tryAcquireLease(db, 'other', 'b', 60_000), true, 'another lease is independent');
-      await releaseLease(db, 'relay-test', 'b'); // not b's: changes nothing
-      assert.equal(await tryAcquireLease(db, 'relay-test', 'b', 60_000), false, "b's release of a's lease");
-      await releaseLease(db, 'relay-test', 'a');
-      assert.equal(await tryAcquireLease(db, 'relay-test', 'b', 1), true, 'b once a released it');
-      await waitFor(
-        async () =>
-          (await db.query(`SELECT 1 FROM leases WHERE name = 'relay-test' AND lease_until < now()`)).rows
-            .length,
-        5_000,
-        "b's lease of 1 ms to expire by the database clock",
+      const take = (name: string, holder: string, ttlMs: number) => tryAcquireLease(db, name, holder, ttlMs);
+      assert.deepEqual(
+        await take('relay-test', 'a', 60_000),
+        { held: true, continued: false },
+        'a takes the free lease',
       );
-      assert.equal(await tryAcquireLease(db, 'relay-test', 'a', 60_000), true, "a once b's lease expired");
-      assert.equal(await tryAcquireLease(db, 'relay-test', 'b', 60_000), false, 'b, expired, is out');
+      assert.equal((await take('relay-test', 'b', 60_000)).held, false, 'b while a holds it');
+      assert.deepEqual(await take('relay-test', 'a', 60_000), { held: true, continued: true }, 'a renews');
+      assert.equal((await take('relay-test', 'b', 60_000)).held, false, 'b after the renewal');
+      assert.equal((await take('other', 'b', 60_000)).held, true, 'another lease is independent');
+      await releaseLease(db, 'relay-test', 'b'); // not b's: changes nothing
+      assert.equal((await take('relay-test', 'b', 60_000)).held, false, "b's release of a's lease");
+      await releaseLease(db, 'relay-test', 'a');
+      assert.deepEqual(
+        await take('relay-test', 'b', 1),
+        { held: true, continued: false },
+        'b once a released it',
+      );
+      const expired = () =>
+        waitFor(
+          async () =>
+            (await db.query(`SELECT 1 FROM leases WHERE name = 'relay-test' AND lease_until < now()`)).rows
+              .length,
+          5_000,
+          'the lease of 1 ms to expire by the database clock',
+        );
+      await expired();
+      // Renewed after it ran out, with no one holding it meanwhile: continued (nothing to look for on the bus).
+      assert.deepEqual(
+        await take('relay-test', 'b', 1),
+        { held: true, continued: true },
+        'b again, after a lapse',
+      );
+      await expired();
+      assert.deepEqual(
+        await take('relay-test', 'a', 60_000),
+        { held: true, continued: false },
+        "a once b's lease expired: held by another since a's",
+      );
+      assert.equal((await take('relay-test', 'b', 60_000)).held, false, 'b, expired, is out');
     });
   });
 

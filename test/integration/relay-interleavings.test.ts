@@ -66,8 +66,14 @@ async function setup(tag: string, env: Record<string, string> = {}) {
     ...env,
   });
   // What the relay uses of a runtime: its configuration, database, bus, log and metrics.
-  const relayOn = (relayDb: Db) =>
-    new Relay({ config, db: relayDb, bus, log: silentLogger, metrics: new Metrics() } as unknown as Runtime);
+  const relayOn = (relayDb: Db, relayBus: Bus = bus) =>
+    new Relay({
+      config,
+      db: relayDb,
+      bus: relayBus,
+      log: silentLogger,
+      metrics: new Metrics(),
+    } as unknown as Runtime);
   /** Runs the relay's rounds as its loop does (the lease first) until the outbox is empty. */
   const drain = async (relay: Relay) => {
     const hold = () => (relay as unknown as { holdLease(): Promise<boolean> }).holdLease();
@@ -220,6 +226,55 @@ describe('relay interleavings on PostgreSQL and Kafka', { skip }, () => {
       assert.equal(new Set(titles).size, 10);
     } finally {
       commitLate(); // a failed assertion must not leave the transaction holding a connection
+      await s.close();
+    }
+  });
+
+  it('goes on sending after a read-back that outlasts its lease, and a standby does not take over meanwhile', async () => {
+    const leaseMs = 300;
+    const s = await setup('rs', { RELAY_LEASE_MS: String(leaseMs) });
+    try {
+      for (const user of ['ann', 'bob', 'cid', 'dan'])
+        await appendEvents(s.db, [taskCreated(user, `${user}-1`)]);
+      // Each read of the bus takes twice the lease (a broker that delays a new group's join, say).
+      const admin = Object.create(s.bus.admin) as Bus['admin'];
+      let readingBack = false;
+      admin.publishedEventIds = async (topic, last) => {
+        readingBack = true;
+        try {
+          await sleep(2 * leaseMs);
+          return await s.bus.admin.publishedEventIds!(topic, last);
+        } finally {
+          readingBack = false;
+        }
+      };
+      const slowBus = Object.create(s.bus) as Bus;
+      Object.defineProperty(slowBus, 'admin', { value: admin });
+      const a = s.relayOn(s.db, slowBus);
+      const standby = s.relayOn(s.db);
+      const holdOf = (r: Relay) => () => (r as unknown as { holdLease(): Promise<boolean> }).holdLease();
+      assert.equal(await holdOf(a)(), true, 'a is active');
+      let standbyHeld = false;
+      let polling = true;
+      const poll = (async () => {
+        // A standby asks for the lease as often as a relay's loop does, while the read-back runs (after it, a
+        // first send that outlasts this short lease may rightly lose it).
+        while (polling) {
+          if (readingBack && (await holdOf(standby)())) standbyHeld = true;
+          await sleep(leaseMs / 3);
+        }
+      })();
+      try {
+        await s.drain(a); // 20 rounds at most: a relay that starts its read-back over at every round fails here
+      } finally {
+        polling = false;
+        await poll;
+      }
+      assert.equal(standbyHeld, false, 'the standby never held the lease during the read-back');
+      await a.stop();
+      const titles = await s.onBroker();
+      assert.deepEqual([...titles].sort(), ['ann-1', 'bob-1', 'cid-1', 'dan-1'], 'each event once');
+    } finally {
       await s.close();
     }
   });

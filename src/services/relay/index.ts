@@ -42,6 +42,13 @@ const HOUSEKEEPING_MS = 60_000;
 const OUTBOX_KEEP_MS = 24 * 3_600_000;
 const LINGER_MS = 3;
 const STATS_INTERVAL_MS = 2_000;
+/**
+ * A takeover reads back the topics of the first this-many batches of pending rows: the rows a predecessor left
+ * unmarked (two batches) come first, but for those of transactions that took smaller ids and committed after
+ * it read them (as many as were in flight then). Bounded, so a takeover during a backlog of millions of rows
+ * does not scan them all.
+ */
+const PENDING_TOPICS_SCAN = 100;
 
 /** PRODUCER spans of a batch (bus/producer-spans.ts), naming each event's outbox row. */
 const tracedMessages = (rows: readonly OutboxRow[], system: string, headers: Record<string, string>) =>
@@ -88,6 +95,8 @@ export class Relay {
   private leaseUntil = 0;
   /** Whether, since taking the lease, this relay has looked on the bus for what a predecessor sent unmarked. */
   private reconciled = false;
+  /** How many times the lease was found held by another relay since this one last held it (see holdLease). */
+  private handovers = 0;
   private statsAt = 0;
   private lastHousekeeping = 0;
   /**
@@ -147,14 +156,18 @@ export class Relay {
   private async holdLease(): Promise<boolean> {
     if (this.leader && this.leaseUntil - performance.now() >= (2 * this.leaseMs) / 3) return true;
     const asked = performance.now();
-    // A lease that ran out (a pause) may have been held by another relay meanwhile, which may have sent
-    // batches it did not mark: look on the bus again, as after any takeover.
-    const lapsed = this.leaseUntil < asked;
-    const held = await tryAcquireLease(this.rt.db, LEASE, this.holder, this.leaseMs);
+    const { held, continued } = await tryAcquireLease(this.rt.db, LEASE, this.holder, this.leaseMs);
     this.leaseUntil = held ? asked + this.leaseMs : 0;
     if (held !== this.leader)
       this.rt.log.info({ holder: this.holder }, held ? 'relay is active' : 'relay is standby');
-    if (held !== this.leader || lapsed) this.reconciled = false;
+    // Another relay held the lease since this one last did (a takeover; or a pause past the lease, which another
+    // one used): it may have sent batches it did not mark, so look on the bus first. A lapse no other relay
+    // used (this one's own read-back or send outlasting the lease) changes nothing: treating it as a takeover
+    // made a read-back slower than the lease start over at every round, and the relay never sent again.
+    if (!held || !continued) {
+      this.reconciled = false;
+      this.handovers++;
+    }
     if (!held) this.sentUnmarked = []; // the next holder finds them on the bus, or sends them again
     this.leader = held;
     return held;
@@ -280,22 +293,32 @@ export class Relay {
       this.reconciled = true;
       return;
     }
+    const handovers = this.handovers;
+    // The read-back can outlast the lease (each topic's reader joins a group of its own, which a broker delays
+    // by its group.initial.rebalance.delay.ms, 3 s by default): the lease is renewed meanwhile, so a standby
+    // relay does not take over and start a read-back of its own.
+    const renewal = setInterval(() => void this.holdLease().catch(() => undefined), this.leaseMs / 3);
     let found = 0;
-    for (const topic of await pendingTopics(this.rt.db)) {
-      const ids = await admin.publishedEventIds(topic, 2 * limit);
-      const { held, marked } = await markPublishedEvents(this.rt.db, topic, [...ids], {
-        lease: LEASE,
-        holder: this.holder,
-      });
-      if (!held) this.steppedDown();
-      found += marked;
+    try {
+      for (const topic of await pendingTopics(this.rt.db, PENDING_TOPICS_SCAN * limit)) {
+        const ids = await admin.publishedEventIds(topic, 2 * limit);
+        const { held, marked } = await markPublishedEvents(this.rt.db, topic, [...ids], {
+          lease: LEASE,
+          holder: this.holder,
+        });
+        if (!held) this.steppedDown();
+        found += marked;
+      }
+    } finally {
+      clearInterval(renewal);
     }
     if (found > 0)
       this.rt.log.info(
         { events: found, holder: this.holder },
         'events a previous relay had sent without marking them are marked, not sent again',
       );
-    this.reconciled = true;
+    // Unless another relay held the lease during the read-back: then it starts over.
+    if (this.handovers === handovers) this.reconciled = true;
   }
 
   /** Marks the last round's last batch published and reads what is pending, in one statement (fenced). */
