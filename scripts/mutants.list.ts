@@ -241,7 +241,8 @@ export const MUTANTS: readonly Mutant[] = [
     breaks: 'order per key: the relay publishes outbox rows in id (commit) order',
     file: 'src/store/outbox.ts',
     find: '      WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY outbox.id LIMIT $1`,',
-    replace: '      WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY outbox.id DESC LIMIT $1`,',
+    replace:
+      '      WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY outbox.id DESC LIMIT $1`,',
     tests: [
       'test/integration/guarantees.test.ts#^outbox relay order',
       'test/integration/outbox-relay.test.ts',
