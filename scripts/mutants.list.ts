@@ -225,8 +225,26 @@ export const MUTANTS: readonly Mutant[] = [
     file: 'src/bus/embedded/group-member.ts',
     find: '    for (const [id, w] of this.owned) if (!desiredIds.has(id)) this.release(id, w);',
     replace:
-      '    for (const [id, w] of this.owned) if (!desiredIds.has(id)) {\n      this.release(id, w);\n      await this.releasing.get(id);\n    }',
+      '    for (const [id, w] of this.owned) if (!desiredIds.has(id)) {\n      this.release(id, w);\n      await this.releasing.get(id)?.done;\n    }',
     tests: ['test/integration/embedded-group.test.ts'],
+  },
+  {
+    id: 'embedded-reclaims-while-releasing',
+    breaks:
+      'one worker per partition: a partition given up is not claimed again while its handler is in hand',
+    file: 'src/bus/embedded/group-member.ts',
+    find: '    const claimable = desired.filter((p) => !this.releasing.has(`${p.topic}\\u0000${p.partition}`));',
+    replace: '    const claimable = desired;',
+    tests: ['test/integration/embedded-group.test.ts#one worker at a time'],
+  },
+  {
+    id: 'embedded-release-not-held',
+    breaks:
+      "no message handled by two members: a partition given up stays this member's while the handler in hand there finishes",
+    file: 'src/bus/embedded/group-member.ts',
+    find: '    await this.renewReleasing(sessionMs);',
+    replace: '',
+    tests: ['test/integration/embedded-group.test.ts#keeps its other partitions'],
   },
   {
     id: 'embedded-partition-not-by-key',

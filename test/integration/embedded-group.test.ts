@@ -62,12 +62,13 @@ for (const factory of [embeddedHarness, embeddedPostgresHarness]) {
           handler: async (m) => void byB.push(titleOf(m.event)),
         });
         // B joins: A gives up half the partitions, each once its handler returns, three sessions from now.
-        // Meanwhile B may claim those once their leases run out (the message in hand there is then handled
-        // by both: at-least-once), but not the ones A keeps, whose handlers are as slow.
+        // Meanwhile A keeps the leases of all of them: those it keeps, and those it gives up until the message
+        // in hand there is handled, so B starts on nothing yet (no message handled by both).
         await sleep(3 * SESSION_MS);
-        assert.ok(
-          byB.length <= partitions / 2,
-          `B took only what A gave up, not the partitions A keeps heartbeating for (B handled ${byB.join(', ')})`,
+        assert.equal(
+          byB.length,
+          0,
+          `B started on no partition while A had a message in hand there: ${byB.join(', ')}`,
         );
       } finally {
         open();
@@ -82,6 +83,62 @@ for (const factory of [embeddedHarness, embeddedPostgresHarness]) {
       await pa.close();
       await pb.close();
       assert.equal(new Set(byA).size, byA.length, `A handled nothing twice: ${byA.join(', ')}`);
+      assert.equal(byA.length + byB.length, partitions, 'each message handled once by the group');
+    });
+
+    it('works a partition it gave up and wants back with one worker at a time', async () => {
+      const partitions = 4;
+      const topic = h.unique('back');
+      const group = h.unique('back-group');
+      const pa = await h.start();
+      const pb = await h.start();
+      await pa.bus.admin.ensureTopics([{ name: topic, partitions, retentionMs: 86_400_000 }]);
+      const keys = Array.from({ length: partitions }, (_, part) => {
+        for (let n = 0; ; n++) if (partitionFor(`back-${n}`, partitions) === part) return `back-${n}`;
+      });
+      const publish = (round: number) =>
+        pa.bus.publisher.publish(
+          keys.map((key) => ({ topic, key, event: taskCreated(key, `${key} ${round}`) })),
+        );
+      await publish(1);
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      const inHand = new Map<number, number>();
+      let most = 0;
+      const byA: string[] = [];
+      const subA = await pa.bus.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => {
+          const now = (inHand.get(m.partition) ?? 0) + 1;
+          inHand.set(m.partition, now);
+          most = Math.max(most, now);
+          try {
+            await gate;
+            byA.push(titleOf(m.event));
+          } finally {
+            inHand.set(m.partition, now - 1);
+          }
+        },
+      });
+      try {
+        await waitFor(() => inHand.size === partitions, 30_000, 'A with a message in hand on each partition');
+        // B joins (A gives up half the partitions, whose handlers are still running) and leaves again: A
+        // wants them back while their first worker is still in hand.
+        const subB = await pb.bus.subscriber.subscribe({ group, topics: [topic], handler: async () => {} });
+        await sleep(2 * SESSION_MS);
+        await subB.close();
+        await sleep(2 * SESSION_MS);
+      } finally {
+        open();
+      }
+      await publish(2);
+      await waitFor(() => byA.length === 2 * partitions, 30_000, 'A handled both rounds on every partition');
+      await subA.close();
+      await pa.close();
+      await pb.close();
+      assert.equal(most, 1, 'never two handlers in hand on one partition');
+      assert.equal(new Set(byA).size, byA.length, `nothing handled twice: ${byA.join(', ')}`);
     });
   });
 }

@@ -18,6 +18,8 @@ import { toMessage, type EmbeddedBusOptions, type MessageRow } from './options.t
 import type { EmbeddedPublisher } from './publisher.ts';
 /** The `signals` event a NOTIFY of another process's append becomes (payload `topic/partition`, or '*'). */
 const NOTIFY_EVENT = notifyEvent(LOG_NOTIFY_CHANNEL);
+/** How long a member keeps a partition it gave up while a handler there finishes (Kafka's max.poll.interval.ms). */
+const RELEASE_HOLD_MS = 300_000;
 
 interface OwnedPartition {
   topic: string;
@@ -33,9 +35,14 @@ class GroupMember implements Subscription {
   private readonly owned = new Map<string, OwnedPartition>();
   /**
    * Partitions given up and not yet released: their worker finishes the message in hand, then their lease row
-   * is deleted. Not claimed again until then (two workers of one partition would break its order).
+   * is deleted. Their leases are renewed meanwhile (for RELEASE_HOLD_MS at most), so no other member starts on
+   * them while that message is in hand here; and they are not claimed again here until released (two workers
+   * of one partition would break its order).
    */
-  private readonly releasing = new Map<string, Promise<void>>();
+  private readonly releasing = new Map<
+    string,
+    { topic: string; partition: number; since: number; done: Promise<void> }
+  >();
   private readonly closing = new AbortController();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private rebalancing: Promise<void> = Promise.resolve();
@@ -98,9 +105,9 @@ class GroupMember implements Subscription {
     const desiredIds = new Set(desired.map((p) => `${p.topic}\u0000${p.partition}`));
     // Release what is no longer ours, each after the message in hand. Not awaited: a handler can outlast the
     // session, and the heartbeats and the renewal of the partitions kept must go on meanwhile (else the group
-    // would take those away too). A partition given up is not renewed, so another member can claim it at the
-    // latest when its lease runs out.
+    // would take those away too).
     for (const [id, w] of this.owned) if (!desiredIds.has(id)) this.release(id, w);
+    await this.renewReleasing(sessionMs);
     const claimable = desired.filter((p) => !this.releasing.has(`${p.topic}\u0000${p.partition}`));
     if (claimable.length === 0 || this.closed) return;
     const asked = Date.now(); // the leases run from (at the latest) now: a conservative local expiry
@@ -139,6 +146,22 @@ class GroupMember implements Subscription {
     });
   }
 
+  /**
+   * Renews the leases of the partitions being released that are still this member's, until RELEASE_HOLD_MS
+   * after they were given up: a handler that hangs longer lets another member take the partition (it may then
+   * handle that message too: at-least-once), as Kafka's rebalance timeout does.
+   */
+  private async renewReleasing(sessionMs: number): Promise<void> {
+    const held = [...this.releasing.values()].filter((r) => Date.now() - r.since < RELEASE_HOLD_MS);
+    if (held.length === 0 || this.closed) return;
+    await this.db.query(
+      `UPDATE bus_partition_owners o SET lease_until = now() + ($3::int * interval '1 millisecond')
+         FROM unnest($4::text[], $5::int[]) AS r(topic, partition)
+        WHERE o.group_id = $1 AND o.member_id = $2 AND o.topic = r.topic AND o.partition = r.partition`,
+      [this.opts.group, this.memberId, sessionMs, held.map((r) => r.topic), held.map((r) => r.partition)],
+    );
+  }
+
   /** Stops a partition's worker (after the message in hand), then gives up its lease; see `releasing`. */
   private release(id: string, w: OwnedPartition): void {
     w.stop.abort();
@@ -158,9 +181,9 @@ class GroupMember implements Subscription {
         ),
       )
       .finally(() => {
-        if (this.releasing.get(id) === released) this.releasing.delete(id);
+        if (this.releasing.get(id)?.done === released) this.releasing.delete(id);
       });
-    this.releasing.set(id, released);
+    this.releasing.set(id, { topic: w.topic, partition: w.partition, since: Date.now(), done: released });
   }
 
   private async startOffset(topic: string, partition: number): Promise<number> {
@@ -297,7 +320,7 @@ class GroupMember implements Subscription {
     await this.rebalancing.catch(() => undefined);
     this.closing.abort();
     await Promise.all([...this.owned.values()].map((w) => w.done));
-    await Promise.all(this.releasing.values());
+    await Promise.all([...this.releasing.values()].map((r) => r.done));
     await this.db.query('DELETE FROM bus_partition_owners WHERE group_id = $1 AND member_id = $2', [
       this.opts.group,
       this.memberId,
