@@ -843,6 +843,11 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
     const key = { 'idempotency-key': 'openapi-answers-1' };
     const created = await app.call('olga', 'POST', '/api/tasks', body, key);
     conforms('/api/tasks', 'post', created, { headers: ['Location', 'ETag', 'Idempotent-Replayed'] });
+    // Marked required in the document (finishDocument), so a missing one fails the check below.
+    const createdHeaders = doc.paths['/api/tasks'].post.responses['201'].headers;
+    assert.equal(createdHeaders.Location.required, true);
+    assert.equal(createdHeaders.ETag.required, true);
+    assert.equal(doc.paths['/api/tasks/{id}'].get.responses['200'].headers.ETag.required, true);
     const replayed = await app.call('olga', 'POST', '/api/tasks', body, key);
     assert.equal(replayed.headers.get('idempotent-replayed'), 'true');
     conforms('/api/tasks', 'post', replayed);
@@ -904,7 +909,8 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
     await app.call('olga', 'PATCH', `/api/tasks/${task.body.id}`, { title: 'Audited twice' });
     const page = await waitFor(
       async () => {
-        const r = await app.call('olga', 'GET', '/api/audit?limit=2');
+        // The task's two records, one to a page: the page answered has the next one's cursor.
+        const r = await app.call('olga', 'GET', `/api/audit?task_id=${task.body.id}&limit=1`);
         return r.body.next_cursor ? r : undefined;
       },
       10_000,
