@@ -70,9 +70,9 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'no copy after a failover on Kafka: what a predecessor sent unmarked is found by event id, behind any number of late commits',
     file: 'src/services/relay/index.ts',
-    find: '      const ids = await admin.publishedEventIds(topic, 2 * limit);',
+    find: '        const { held, marked } = await markPublishedEvents(this.rt.db, topic, [...onBus[i]!], {',
     replace:
-      '      const first = new Set((await pendingOutbox(this.rt.db, 2 * limit)).filter((r) => r.topic === topic).map((r) => r.event.id));\n      const ids = new Set([...(await admin.publishedEventIds(topic, 2 * limit))].filter((id) => first.has(id)));',
+      '        const first = new Set((await pendingOutbox(this.rt.db, 2 * limit)).map((r) => r.event.id));\n        const { held, marked } = await markPublishedEvents(this.rt.db, topic, [...onBus[i]!].filter((id) => first.has(id)), {',
     tests: ['test/integration/relay-interleavings.test.ts#takeover'],
     needs: ['kafka'],
   },

@@ -289,7 +289,8 @@ export class Relay {
    */
   private async markWhatWasSent(limit: number): Promise<void> {
     const { admin } = this.rt.bus;
-    if (!admin.publishedEventIds) {
+    const readBack = admin.publishedEventIds?.bind(admin);
+    if (!readBack) {
       this.reconciled = true;
       return;
     }
@@ -300,9 +301,11 @@ export class Relay {
     const renewal = setInterval(() => void this.holdLease().catch(() => undefined), this.leaseMs / 3);
     let found = 0;
     try {
-      for (const topic of await pendingTopics(this.rt.db, PENDING_TOPICS_SCAN * limit)) {
-        const ids = await admin.publishedEventIds(topic, 2 * limit);
-        const { held, marked } = await markPublishedEvents(this.rt.db, topic, [...ids], {
+      const topics = await pendingTopics(this.rt.db, PENDING_TOPICS_SCAN * limit);
+      // The topics are read at once: each reader's group join waits for the broker's rebalance delay.
+      const onBus = await Promise.all(topics.map((topic) => readBack(topic, 2 * limit)));
+      for (const [i, topic] of topics.entries()) {
+        const { held, marked } = await markPublishedEvents(this.rt.db, topic, [...onBus[i]!], {
           lease: LEASE,
           holder: this.holder,
         });
