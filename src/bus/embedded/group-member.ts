@@ -153,13 +153,31 @@ class GroupMember implements Subscription {
    */
   private async renewReleasing(sessionMs: number): Promise<void> {
     const held = [...this.releasing.values()].filter((r) => Date.now() - r.since < RELEASE_HOLD_MS);
-    if (held.length === 0 || this.closed) return;
-    await this.db.query(
-      `UPDATE bus_partition_owners o SET lease_until = now() + ($3::int * interval '1 millisecond')
-         FROM unnest($4::text[], $5::int[]) AS r(topic, partition)
-        WHERE o.group_id = $1 AND o.member_id = $2 AND o.topic = r.topic AND o.partition = r.partition`,
-      [this.opts.group, this.memberId, sessionMs, held.map((r) => r.topic), held.map((r) => r.partition)],
+    await this.renew(held, sessionMs);
+  }
+
+  /**
+   * Renews the leases of `rows` that are still this member's, one statement each, in (topic, partition) order:
+   * a statement locking several rows could deadlock with another member's claim, which locks them in that
+   * order and holds them to its commit. A failure leaves the lease to run out (logged).
+   */
+  private async renew(rows: readonly { topic: string; partition: number }[], sessionMs: number) {
+    const sorted = [...rows].sort((a, b) =>
+      a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition,
     );
+    for (const r of sorted)
+      await this.db
+        .query(
+          `UPDATE bus_partition_owners SET lease_until = now() + ($5::int * interval '1 millisecond')
+            WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $4`,
+          [this.opts.group, r.topic, r.partition, this.memberId, sessionMs],
+        )
+        .catch((err: unknown) =>
+          this.cfg.log.warn(
+            { err, group: this.opts.group, topic: r.topic, partition: r.partition },
+            'could not renew a partition lease',
+          ),
+        );
   }
 
   /** Stops a partition's worker (after the message in hand), then gives up its lease; see `releasing`. */
@@ -319,8 +337,18 @@ class GroupMember implements Subscription {
     clearInterval(this.heartbeatTimer);
     await this.rebalancing.catch(() => undefined);
     this.closing.abort();
-    await Promise.all([...this.owned.values()].map((w) => w.done));
-    await Promise.all([...this.releasing.values()].map((r) => r.done));
+    // The handlers in hand finish first; the partitions stay this member's meanwhile, as in a release.
+    const sessionMs = this.cfg.sessionTimeoutMs;
+    const renewal = setInterval(
+      () => void this.renew([...this.owned.values(), ...this.releasing.values()], sessionMs),
+      this.cfg.heartbeatIntervalMs,
+    );
+    try {
+      await Promise.all([...this.owned.values()].map((w) => w.done));
+      await Promise.all([...this.releasing.values()].map((r) => r.done));
+    } finally {
+      clearInterval(renewal);
+    }
     await this.db.query('DELETE FROM bus_partition_owners WHERE group_id = $1 AND member_id = $2', [
       this.opts.group,
       this.memberId,

@@ -43,12 +43,17 @@ const OUTBOX_KEEP_MS = 24 * 3_600_000;
 const LINGER_MS = 3;
 const STATS_INTERVAL_MS = 2_000;
 /**
- * A takeover reads back the topics of the first this-many batches of pending rows: the rows a predecessor left
- * unmarked (two batches) come first, but for those of transactions that took smaller ids and committed after
- * it read them (as many as were in flight then). Bounded, so a takeover during a backlog of millions of rows
- * does not scan them all.
+ * A takeover reads back the topics of the first this-many pending rows (100 batches, at least 50,000): the rows
+ * a predecessor left unmarked (two batches) come first, but for those of transactions that took smaller ids and
+ * committed after it read them (as many as were in flight then). Bounded, so a takeover during a backlog of
+ * millions of rows does not scan them all.
  */
-const PENDING_TOPICS_SCAN = 100;
+const pendingTopicsScan = (batch: number) => Math.max(100 * batch, 50_000);
+/**
+ * The longest a read-back keeps the lease renewed: a read that hangs (a broker that never answers the reader's
+ * group join) must not hold the lease from a standby forever.
+ */
+const READ_BACK_MAX_MS = 60_000;
 
 /** PRODUCER spans of a batch (bus/producer-spans.ts), naming each event's outbox row. */
 const tracedMessages = (rows: readonly OutboxRow[], system: string, headers: Record<string, string>) =>
@@ -298,12 +303,26 @@ export class Relay {
     // The read-back can outlast the lease (each topic's reader joins a group of its own, which a broker delays
     // by its group.initial.rebalance.delay.ms, 3 s by default): the lease is renewed meanwhile, so a standby
     // relay does not take over and start a read-back of its own.
-    const renewal = setInterval(() => void this.holdLease().catch(() => undefined), this.leaseMs / 3);
+    // One renewal at a time, none after the read-back (stop() releases the lease after it), and none past
+    // READ_BACK_MAX_MS.
+    const started = performance.now();
+    let renewing: Promise<unknown> | undefined;
+    const renewal = setInterval(() => {
+      if (renewing || performance.now() - started > READ_BACK_MAX_MS) return;
+      renewing = this.holdLease()
+        .catch(() => undefined)
+        .finally(() => (renewing = undefined));
+    }, this.leaseMs / 3);
     let found = 0;
     try {
-      const topics = await pendingTopics(this.rt.db, PENDING_TOPICS_SCAN * limit);
-      // The topics are read at once: each reader's group join waits for the broker's rebalance delay.
-      const onBus = await Promise.all(topics.map((topic) => readBack(topic, 2 * limit)));
+      const topics = await pendingTopics(this.rt.db, pendingTopicsScan(limit));
+      // The topics are read at once: each reader's group join waits for the broker's rebalance delay. All
+      // settle before the round goes on (a failed one ends it), so no reader outlives it.
+      const reads = await Promise.allSettled(topics.map((topic) => readBack(topic, 2 * limit)));
+      const onBus = reads.map((r) => {
+        if (r.status === 'rejected') throw r.reason;
+        return r.value;
+      });
       for (const [i, topic] of topics.entries()) {
         const { held, marked } = await markPublishedEvents(this.rt.db, topic, [...onBus[i]!], {
           lease: LEASE,
@@ -314,6 +333,7 @@ export class Relay {
       }
     } finally {
       clearInterval(renewal);
+      await renewing;
     }
     if (found > 0)
       this.rt.log.info(
