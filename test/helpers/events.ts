@@ -4,6 +4,7 @@ import { makeEvent, type CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { TaskEventData } from '../../src/contracts/events.ts';
 import { newTask, type TaskFields } from '../../src/domain/task.ts';
 import { uuidv7 } from '../../src/ids.ts';
+import { partitionFor } from '../../src/bus/partitioner.ts';
 
 /** The fields of a plain pending task: no due date, tags, reminders or recurrence. */
 export function plainFields(title: string, overrides: Partial<TaskFields> = {}): TaskFields {
@@ -40,6 +41,12 @@ export function taskCreated(
 }
 
 export const titleOf = (e: CloudEvent) => (e.data as TaskEventData).task.title;
+
+/** One key for each partition of a topic of `partitions` partitions (`<prefix>-<n>`), in partition order. */
+export const keyPerPartition = (partitions: number, prefix: string) =>
+  Array.from({ length: partitions }, (_, part) => {
+    for (let n = 0; ; n++) if (partitionFor(`${prefix}-${n}`, partitions) === part) return `${prefix}-${n}`;
+  });
 
 /**
  * A copy of `event` under a new event id that every consumer of its topic handles as a new event, for use as a

@@ -12,16 +12,10 @@ import { PermanentError } from '../../src/bus/types.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
 import { waitFor } from '../helpers/app.ts';
-import { taskCreated, titleOf } from '../helpers/events.ts';
+import { keyPerPartition, taskCreated, titleOf } from '../helpers/events.ts';
 import { harnesses, type BusProcess, type TransportHarness } from '../helpers/transports.ts';
 
 const DAY = 86_400_000;
-
-/** One key for each partition of a topic of `partitions` partitions (`<prefix>-<n>`), in partition order. */
-const keyPerPartition = (partitions: number, prefix: string) =>
-  Array.from({ length: partitions }, (_, part) => {
-    for (let n = 0; ; n++) if (partitionFor(`${prefix}-${n}`, partitions) === part) return `${prefix}-${n}`;
-  });
 
 /**
  * The barrier of a "nothing more happened" check, instead of a pause: a sentinel published to every partition

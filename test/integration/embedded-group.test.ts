@@ -6,9 +6,8 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { partitionFor } from '../../src/bus/partitioner.ts';
 import { waitFor } from '../helpers/app.ts';
-import { taskCreated, titleOf } from '../helpers/events.ts';
+import { keyPerPartition, taskCreated, titleOf } from '../helpers/events.ts';
 import { embeddedHarness, embeddedPostgresHarness, type TransportHarness } from '../helpers/transports.ts';
 
 const SESSION_MS = 1_000;
@@ -30,9 +29,7 @@ for (const factory of [embeddedHarness, embeddedPostgresHarness]) {
       const pa = await h.start();
       const pb = await h.start();
       await pa.bus.admin.ensureTopics([{ name: topic, partitions, retentionMs: 86_400_000 }]);
-      const keys = Array.from({ length: partitions }, (_, part) => {
-        for (let n = 0; ; n++) if (partitionFor(`slow-${n}`, partitions) === part) return `slow-${n}`;
-      });
+      const keys = keyPerPartition(partitions, 'slow');
       await pa.bus.publisher.publish(keys.map((key) => ({ topic, key, event: taskCreated(key, key) })));
       // A takes every partition and holds a message in hand on each until the gate opens.
       let open!: () => void;
@@ -93,9 +90,7 @@ for (const factory of [embeddedHarness, embeddedPostgresHarness]) {
       const pa = await h.start();
       const pb = await h.start();
       await pa.bus.admin.ensureTopics([{ name: topic, partitions, retentionMs: 86_400_000 }]);
-      const keys = Array.from({ length: partitions }, (_, part) => {
-        for (let n = 0; ; n++) if (partitionFor(`back-${n}`, partitions) === part) return `back-${n}`;
-      });
+      const keys = keyPerPartition(partitions, 'back');
       const publish = (round: number) =>
         pa.bus.publisher.publish(
           keys.map((key) => ({ topic, key, event: taskCreated(key, `${key} ${round}`) })),
