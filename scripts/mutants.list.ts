@@ -233,7 +233,7 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'one worker per partition: a partition given up is not claimed again while its handler is in hand',
     file: 'src/bus/embedded/group-member.ts',
-    find: '    const claimable = desired.filter((p) => !this.releasing.has(`${p.topic}\\u0000${p.partition}`));',
+    find: '    const claimable = desired.filter((p) => !this.releasing.has(ownedId(p)));',
     replace: '    const claimable = desired;',
     tests: ['test/integration/embedded-group.test.ts#one worker at a time'],
   },

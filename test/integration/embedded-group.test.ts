@@ -22,14 +22,19 @@ for (const factory of [embeddedHarness, embeddedPostgresHarness]) {
       await h.cleanup();
     });
 
-    it('keeps its other partitions while one it gives up finishes a handler slower than the session', async () => {
+    /** Two "processes" of the group `<name>-group`, and a topic of four partitions with a key for each. */
+    async function groupOf(name: string) {
       const partitions = 4;
-      const topic = h.unique('slow');
-      const group = h.unique('slow-group');
+      const topic = h.unique(name);
+      const group = h.unique(`${name}-group`);
       const pa = await h.start();
       const pb = await h.start();
       await pa.bus.admin.ensureTopics([{ name: topic, partitions, retentionMs: 86_400_000 }]);
-      const keys = keyPerPartition(partitions, 'slow');
+      return { partitions, topic, group, pa, pb, keys: keyPerPartition(partitions, name) };
+    }
+
+    it('keeps its other partitions while one it gives up finishes a handler slower than the session', async () => {
+      const { partitions, topic, group, pa, pb, keys } = await groupOf('slow');
       await pa.bus.publisher.publish(keys.map((key) => ({ topic, key, event: taskCreated(key, key) })));
       // A takes every partition and holds a message in hand on each until the gate opens.
       let open!: () => void;
@@ -84,13 +89,7 @@ for (const factory of [embeddedHarness, embeddedPostgresHarness]) {
     });
 
     it('works a partition it gave up and wants back with one worker at a time', async () => {
-      const partitions = 4;
-      const topic = h.unique('back');
-      const group = h.unique('back-group');
-      const pa = await h.start();
-      const pb = await h.start();
-      await pa.bus.admin.ensureTopics([{ name: topic, partitions, retentionMs: 86_400_000 }]);
-      const keys = keyPerPartition(partitions, 'back');
+      const { partitions, topic, group, pa, pb, keys } = await groupOf('back');
       const publish = (round: number) =>
         pa.bus.publisher.publish(
           keys.map((key) => ({ topic, key, event: taskCreated(key, `${key} ${round}`) })),

@@ -20,6 +20,8 @@ import type { EmbeddedPublisher } from './publisher.ts';
 const NOTIFY_EVENT = notifyEvent(LOG_NOTIFY_CHANNEL);
 /** How long a member keeps a partition it gave up while a handler there finishes (Kafka's max.poll.interval.ms). */
 const RELEASE_HOLD_MS = 300_000;
+/** A partition's key in `owned` and `releasing`. */
+const ownedId = (p: { topic: string; partition: number }) => `${p.topic}\u0000${p.partition}`;
 
 interface OwnedPartition {
   topic: string;
@@ -102,13 +104,13 @@ class GroupMember implements Subscription {
       )
     ).rows;
     const desired = parts.filter((_, i) => me >= 0 && i % members.length === me);
-    const desiredIds = new Set(desired.map((p) => `${p.topic}\u0000${p.partition}`));
+    const desiredIds = new Set(desired.map(ownedId));
     // Release what is no longer ours, each after the message in hand. Not awaited: a handler can outlast the
     // session, and the heartbeats and the renewal of the partitions kept must go on meanwhile (else the group
     // would take those away too).
     for (const [id, w] of this.owned) if (!desiredIds.has(id)) this.release(id, w);
     await this.renewReleasing(sessionMs);
-    const claimable = desired.filter((p) => !this.releasing.has(`${p.topic}\u0000${p.partition}`));
+    const claimable = desired.filter((p) => !this.releasing.has(ownedId(p)));
     if (claimable.length === 0 || this.closed) return;
     const asked = Date.now(); // the leases run from (at the latest) now: a conservative local expiry
     // Claim (or renew) every wanted partition in one statement; a lease another member still holds stays.
@@ -123,7 +125,7 @@ class GroupMember implements Subscription {
     );
     if (this.closed) return;
     for (const p of claimed.rows) {
-      const id = `${p.topic}\u0000${p.partition}`;
+      const id = ownedId(p);
       const owned = this.owned.get(id);
       if (owned) owned.leaseUntil = asked + sessionMs;
       else this.startWorker(id, p.topic, p.partition, asked + sessionMs);
