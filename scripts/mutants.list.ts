@@ -66,6 +66,17 @@ export const MUTANTS: readonly Mutant[] = [
   },
 
   {
+    id: 'kafka-read-back-skips-a-batch',
+    breaks:
+      'no copy after a failover on Kafka: the read-back (fetched without a consumer group) sees every message of its window',
+    file: 'src/bus/kafka/admin.ts',
+    find: 'for (const batch of records ?? []) {',
+    replace: 'for (const batch of (records ?? []).slice(1)) {',
+    tests: ['test/integration/kafka-admin.test.ts'],
+    needs: ['kafka'],
+  },
+
+  {
     id: 'relay-takeover-looks-at-first-rows-only',
     breaks:
       'no copy after a failover on Kafka: what a predecessor sent unmarked is found by event id, behind any number of late commits',

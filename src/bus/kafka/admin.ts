@@ -1,10 +1,62 @@
-/** Kafka administration: topics, lag, groups, and reading a topic (dead letters, `tail`) without a group. */
+/**
+ * Kafka administration: topics, lag, groups, and reading a topic: dead letters and a relay's read-back fetched
+ * without a consumer group, `tail` with a throw-away one.
+ */
 import { randomUUID } from 'node:crypto';
-import { Admin, Consumer, stringDeserializer, type Message } from '@platformatic/kafka';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  Admin,
+  Consumer,
+  IS_CONTROL,
+  stringDeserializer,
+  type fetchV17,
+  type KafkaRecord,
+} from '@platformatic/kafka';
 import type { Logger } from '../../observability/logger.ts';
 import type { BusAdmin, PartitionLag, StoredMessage } from '../types.ts';
-import { decodeRecord, JSON_CODEC, type EventCodec } from './codec.ts';
+import { decodeRecord, JSON_CODEC, type EventCodec, type StoredRecord } from './codec.ts';
 import { connectionOptions, describeKafkaError, forceClose, type KafkaSettings } from './connection.ts';
+
+/** The longest a bounded read of a topic (dead letters, a relay's read-back) keeps trying. */
+const READ_TIMEOUT_MS = 15_000;
+
+/** Per partition, from `from(end)` (not before the earliest retained offset) to the end offset. */
+function rangesOf(
+  ends: Map<string, bigint>,
+  starts: Map<string, bigint>,
+  from: (end: bigint) => bigint,
+): Map<number, { from: bigint; end: bigint }> {
+  const ranges = new Map<number, { from: bigint; end: bigint }>();
+  for (const [id, end] of ends) {
+    const start = starts.get(id) ?? 0n;
+    const wanted = from(end);
+    ranges.set(Number(id.split('\u0000')[1]), { from: wanted > start ? wanted : start, end });
+  }
+  return ranges;
+}
+
+const text = (b: Buffer | null) => (b === null ? '' : b.toString('utf8'));
+
+/** A fetched record as a consumer's message: string key and headers, the value's bytes. */
+function recordOf(
+  topic: string,
+  partition: number,
+  offset: bigint,
+  firstTimestamp: bigint,
+  r: KafkaRecord,
+): StoredRecord {
+  const headers = new Map<string, string>();
+  for (const [k, v] of r.headers) headers.set(text(k), text(v));
+  return {
+    topic,
+    partition,
+    offset,
+    key: r.key === null ? '' : r.key.toString('utf8'),
+    value: r.value ?? Buffer.alloc(0),
+    headers,
+    timestamp: firstTimestamp + r.timestampDelta,
+  };
+}
 
 export class KafkaAdmin implements BusAdmin {
   private readonly admin: Admin;
@@ -142,75 +194,139 @@ export class KafkaAdmin implements BusAdmin {
     return out;
   }
 
-  /** Reads a topic from the beginning up to its current end with a throw-away reader group. */
+  /** Reads a topic from the beginning up to its current end (the first `limit` messages, 1,000 by default). */
   async read(topic: string, opts: { limit?: number } = {}): Promise<StoredMessage[]> {
     const name = this.prefix + topic;
-    if (!(await this.admin.listTopics()).includes(name)) return [];
-    const ends = await this.endOffsets([name]);
-    const remaining = new Map([...ends].filter(([, end]) => end > 0n));
-    const out: StoredMessage[] = [];
-    if (remaining.size === 0) return out;
-    const stop = new AbortController();
-    await this.follow(
+    const limit = opts.limit ?? 1000;
+    if (limit <= 0 || !(await this.admin.listTopics()).includes(name)) return [];
+    const [ends, starts] = await Promise.all([this.endOffsets([name]), this.endOffsets([name], -2n)]);
+    const records: StoredRecord[] = [];
+    await this.readRanges(
       name,
-      { fromBeginning: true, signal: stop.signal },
+      rangesOf(ends, starts, () => 0n),
       (m) => {
-        if (out.length < (opts.limit ?? 1000)) out.push(m);
-        const id = `${name}\u0000${m.partition}`;
-        if (BigInt(m.offset) + 1n >= (remaining.get(id) ?? 0n)) remaining.delete(id);
-        if (remaining.size === 0 || out.length >= (opts.limit ?? 1000)) stop.abort();
+        records.push(m);
+        return records.length < limit;
       },
-      15_000,
     );
-    return out.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+    // Messages are decoded in order; an Avro one may first wait for its schema (codec.prepareDecode).
+    const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
+    await this.codec.prepareDecode(records, AbortSignal.timeout(READ_TIMEOUT_MS));
+    return records
+      .map((m) => decodeRecord(m, unprefix, this.codec))
+      .sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
   }
 
   /**
    * The CloudEvent ids among the last `lastPerPartition` messages of each partition of a topic (a relay taking
-   * over looks for what its predecessor sent and did not mark). One throw-away reader from those offsets.
+   * over looks for what its predecessor sent and did not mark).
    */
   async publishedEventIds(topic: string, lastPerPartition: number): Promise<Set<string>> {
     const name = this.prefix + topic;
     const ids = new Set<string>();
     if (lastPerPartition <= 0 || !(await this.admin.listTopics()).includes(name)) return ids;
     const [ends, starts] = await Promise.all([this.endOffsets([name]), this.endOffsets([name], -2n)]);
-    const remaining = new Map<number, bigint>(); // partition -> the last offset to read
-    const offsets: { topic: string; partition: number; offset: bigint }[] = [];
-    for (const [id, end] of ends) {
-      const partition = Number(id.split('\u0000')[1]);
-      const from = end - BigInt(lastPerPartition);
-      const start = starts.get(id) ?? 0n;
-      if (end <= start) continue;
-      offsets.push({ topic: name, partition, offset: from > start ? from : start });
-      remaining.set(partition, end - 1n);
-    }
-    if (offsets.length === 0) return ids;
+    await this.readRanges(
+      name,
+      rangesOf(ends, starts, (end) => end - BigInt(lastPerPartition)),
+      (m) => {
+        const id = m.headers.get('ce_id');
+        if (id) ids.add(id);
+      },
+    );
+    return ids;
+  }
+
+  /**
+   * Reads the records of each partition of `physical` from `from` up to `end` (exclusive), in offset order per
+   * partition, with Fetch requests to each partition's leader. No consumer group: a new group's first join waits
+   * `group.initial.rebalance.delay.ms` on the broker (3 s by default), which a relay's takeover would add to
+   * every failover. `onRecord` returning false stops the read. A partition error (a leader that moved, records
+   * deleted by retention meanwhile) refreshes the metadata and the earliest offsets and tries again, for
+   * READ_TIMEOUT_MS at most.
+   */
+  private async readRanges(
+    physical: string,
+    ranges: Map<number, { from: bigint; end: bigint }>,
+    onRecord: (m: StoredRecord) => boolean | void,
+  ): Promise<void> {
+    const next = new Map<number, bigint>();
+    for (const [partition, r] of ranges) if (r.from < r.end) next.set(partition, r.from);
+    if (next.size === 0) return;
     const consumer = this.reader(100);
+    const deadline = Date.now() + READ_TIMEOUT_MS;
+    let attempt = 0;
     try {
-      const stream = await consumer.consume({ topics: [name], mode: 'manual', offsets, autocommit: false });
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(
-          () =>
-            reject(new Error(`reading the end of ${topic} timed out (${remaining.size} partitions left)`)),
-          15_000,
-        );
-        timer.unref();
-        stream.on('error', reject);
-        stream.on('data', (m: Message<string, Buffer, string, string>) => {
-          const id = m.headers.get('ce_id');
-          if (id) ids.add(id);
-          if (m.offset >= (remaining.get(m.partition) ?? -1n)) remaining.delete(m.partition);
-          if (remaining.size === 0) {
-            clearTimeout(timer);
-            resolve();
+      while (next.size > 0) {
+        if (Date.now() > deadline)
+          throw new Error(`reading the end of ${physical} timed out (${next.size} partitions left)`);
+        let stopped = false;
+        try {
+          const meta = await consumer.metadata({ topics: [physical] });
+          const t = meta.topics.get(physical);
+          if (!t) throw new Error(`topic ${physical} is not in the cluster's metadata`);
+          const byLeader = new Map<number, fetchV17.FetchRequestPartition[]>();
+          for (const [partition, fetchOffset] of next) {
+            const leader = t.partitions[partition]?.leader ?? -1;
+            const partitions = byLeader.get(leader) ?? [];
+            partitions.push({
+              partition,
+              fetchOffset,
+              partitionMaxBytes: 1024 * 1024,
+              currentLeaderEpoch: -1,
+              lastFetchedEpoch: -1,
+            });
+            byLeader.set(leader, partitions);
           }
-        });
-      });
-      await stream.close().catch(() => undefined);
+          const responses = await Promise.all(
+            [...byLeader].map(([node, partitions]) =>
+              consumer.fetch({ node, topics: [{ topicId: t.id, partitions }], maxWaitTime: 0, minBytes: 0 }),
+            ),
+          );
+          for (const response of responses)
+            for (const { partitions } of response.responses)
+              for (const { partitionIndex: partition, records } of partitions) {
+                const from = next.get(partition);
+                const end = ranges.get(partition)?.end;
+                if (from === undefined || end === undefined) continue;
+                let at = from;
+                for (const batch of records ?? []) {
+                  const last = batch.firstOffset + BigInt(batch.lastOffsetDelta);
+                  if (!stopped && (batch.attributes & IS_CONTROL) === 0)
+                    for (const record of batch.records) {
+                      const offset = batch.firstOffset + BigInt(record.offsetDelta);
+                      if (offset < from || offset >= end) continue;
+                      if (
+                        onRecord(recordOf(physical, partition, offset, batch.firstTimestamp, record)) ===
+                        false
+                      ) {
+                        stopped = true;
+                        break;
+                      }
+                    }
+                  if (last + 1n > at) at = last + 1n;
+                }
+                if (at >= end) next.delete(partition);
+                else next.set(partition, at);
+              }
+          attempt = 0;
+        } catch (err) {
+          // A moved leader or records gone from under the range: fresh metadata and earliest offsets, then again.
+          this.log?.debug({ topic: physical, err: describeKafkaError(err) }, 'reading a topic: trying again');
+          consumer.clearMetadata();
+          const starts = await this.endOffsets([physical], -2n);
+          for (const [partition, at] of next) {
+            const start = starts.get(`${physical}\u0000${partition}`) ?? 0n;
+            if (start >= (ranges.get(partition)?.end ?? 0n)) next.delete(partition);
+            else if (start > at) next.set(partition, start);
+          }
+          await sleep(Math.min(1000, 50 * 2 ** attempt++));
+        }
+        if (stopped) return;
+      }
     } finally {
       await forceClose(consumer);
     }
-    return ids;
   }
 
   async tail(
@@ -221,7 +337,10 @@ export class KafkaAdmin implements BusAdmin {
     await this.follow(this.prefix + topic, opts, onMessage);
   }
 
-  /** A throw-away reader: a group of its own, nothing committed (no positions are stored). */
+  /**
+   * A throw-away reader: a group of its own when it follows a topic (`tail`), none for `readRanges` (which only
+   * fetches), nothing committed (no positions are stored).
+   */
   private reader(maxWaitTime: number) {
     return new Consumer<string, Buffer, string, string>({
       ...connectionOptions(this.s),

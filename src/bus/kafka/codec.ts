@@ -248,8 +248,14 @@ const rawText = (value: Buffer | null | undefined, contentType: string | undefin
     : '';
 
 /** A record as a bus message (after `codec.prepareDecode` for it). */
+/** What `decodeRecord` reads of a Kafka record: a consumer's message, or one fetched without a group. */
+export type StoredRecord = Pick<
+  Message<string, Buffer, string, string>,
+  'topic' | 'partition' | 'offset' | 'key' | 'value' | 'headers' | 'timestamp'
+>;
+
 export function decodeRecord(
-  m: Message<string, Buffer, string, string>,
+  m: StoredRecord,
   unprefix: (t: string) => string,
   codec: EventCodec,
 ): BusMessage {

@@ -300,9 +300,8 @@ export class Relay {
       return;
     }
     const handovers = this.handovers;
-    // The read-back can outlast the lease (each topic's reader joins a group of its own, which a broker delays
-    // by its group.initial.rebalance.delay.ms, 3 s by default): the lease is renewed meanwhile, so a standby
-    // relay does not take over and start a read-back of its own.
+    // The read-back can outlast the lease (a slow broker, a large backlog of topics): the lease is renewed
+    // meanwhile, so a standby relay does not take over and start a read-back of its own.
     // One renewal at a time, none after the read-back (stop() releases the lease after it), and none past
     // READ_BACK_MAX_MS.
     const started = performance.now();
@@ -316,8 +315,8 @@ export class Relay {
     let found = 0;
     try {
       const topics = await pendingTopics(this.rt.db, pendingTopicsScan(limit));
-      // The topics are read at once: each reader's group join waits for the broker's rebalance delay. All
-      // settle before the round goes on (a failed one ends it), so no reader outlives it.
+      // The topics are read at once. All settle before the round goes on (a failed one ends it), so no reader
+      // outlives it.
       const reads = await Promise.allSettled(topics.map((topic) => readBack(topic, 2 * limit)));
       const onBus = reads.map((r) => {
         if (r.status === 'rejected') throw r.reason;

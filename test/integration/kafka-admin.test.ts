@@ -1,0 +1,88 @@
+/**
+ * Bounded reads of a Kafka topic, on a real broker: the dead letters' listing (`read`) and a relay's read-back
+ * after a takeover (`publishedEventIds`). They fetch from each partition's leader without a consumer group: a
+ * new group's first join waits `group.initial.rebalance.delay.ms` on the broker (3 s by default), which a
+ * takeover would add to every failover.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { Admin } from '@platformatic/kafka';
+import { createKafkaBus } from '../../src/bus/kafka/index.ts';
+import { connectionOptions, type KafkaSettings } from '../../src/bus/kafka/connection.ts';
+import type { Bus } from '../../src/bus/types.ts';
+import { partitionFor } from '../../src/bus/partitioner.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { keyPerPartition, taskCreated, titleOf } from '../helpers/events.ts';
+import { kafkaBrokers } from '../helpers/transports.ts';
+
+const skip = kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS (scripts/test starts Kafka)';
+const PARTITIONS = 3;
+
+describe('Kafka admin: bounded reads without a consumer group', { skip }, () => {
+  let settings: KafkaSettings;
+  let bus: Bus;
+  let raw: Admin;
+  const topic = 'reads';
+  /** Per partition, the titles published, in order. */
+  const titles = new Map<number, string[]>();
+
+  before(async () => {
+    settings = {
+      brokers: kafkaBrokers!.split(','),
+      clientId: 'taskflow-test',
+      topicPrefix: `a${randomBytes(4).toString('hex')}.`,
+    };
+    bus = createKafkaBus(settings, { log: silentLogger });
+    raw = new Admin(connectionOptions(settings));
+    await bus.admin.ensureTopics([{ name: topic, partitions: PARTITIONS, retentionMs: 86_400_000 }]);
+    const keys = keyPerPartition(PARTITIONS, 'reader');
+    const messages = [];
+    for (let i = 0; i < 10; i++)
+      for (const key of keys) {
+        const title = `${key} ${i}`;
+        const partition = partitionFor(key, PARTITIONS);
+        titles.set(partition, [...(titles.get(partition) ?? []), title]);
+        messages.push({ topic, key, event: taskCreated(key, title) });
+      }
+    await bus.publisher.publish(messages);
+  });
+
+  after(async () => {
+    await raw.close().catch(() => undefined);
+    await bus.close();
+  });
+
+  /** The groups on the broker whose names carry this run's topic prefix. */
+  const ourGroups = async () =>
+    [...(await raw.listGroups()).keys()].filter((g) => g.startsWith(settings.topicPrefix!)).sort();
+
+  it('reads every message of a topic in order, and no more than a limit', async () => {
+    const all = await bus.admin.read(topic);
+    assert.equal(all.length, 30);
+    for (let p = 0; p < PARTITIONS; p++)
+      assert.deepEqual(
+        all.filter((m) => m.partition === p).map((m) => titleOf(m.event)),
+        titles.get(p),
+        `partition ${p}, in offset order`,
+      );
+    assert.equal((await bus.admin.read(topic, { limit: 4 })).length, 4);
+    assert.deepEqual(await bus.admin.read('no-such-topic'), []);
+  });
+
+  it("finds the ids of each partition's last messages", async () => {
+    const all = await bus.admin.read(topic);
+    const lastTwo = new Set<string>();
+    for (let p = 0; p < PARTITIONS; p++)
+      for (const m of all.filter((x) => x.partition === p).slice(-2)) lastTwo.add(m.event.id);
+    assert.deepEqual(await bus.admin.publishedEventIds!(topic, 2), lastTwo);
+    assert.equal((await bus.admin.publishedEventIds!(topic, 100)).size, 30, 'a window past the start');
+  });
+
+  it('joins no consumer group to do it', async () => {
+    const before = await ourGroups();
+    await bus.admin.read(topic);
+    await bus.admin.publishedEventIds!(topic, 5);
+    assert.deepEqual(await ourGroups(), before);
+  });
+});
