@@ -839,7 +839,12 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
   };
 
   it("the task answers: ETag, Location, Idempotent-Replayed, and the compatibility list's next page", async () => {
-    const body = { title: 'Gym', due_date: '2026-03-02T09:00:00Z', recurrence: 'weekly' };
+    const body = {
+      title: 'Gym',
+      due_date: '2026-03-02T09:00:00Z',
+      recurrence: 'weekly',
+      reminders: ['PT1H'],
+    };
     const key = { 'idempotency-key': 'openapi-answers-1' };
     const created = await app.call('olga', 'POST', '/api/tasks', body, key);
     conforms('/api/tasks', 'post', created, { headers: ['Location', 'ETag', 'Idempotent-Replayed'] });
@@ -859,6 +864,11 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
     conforms('/api/tasks/{id}', 'patch', patched, { headers: ['ETag'] });
     const skipped = await app.call('olga', 'POST', `/api/tasks/${id}/skip`);
     conforms('/api/tasks/{id}/skip', 'post', skipped, { headers: ['ETag'] });
+    // The skip moved the due date and so the reminder: its plan is in the answer, and declared.
+    assert.ok(skipped.body.reminder_plan, 'a skip that moves the reminders answers their plan');
+    const skipSchema =
+      doc.paths['/api/tasks/{id}/skip'].post.responses['200'].content['application/json'].schema;
+    assert.ok(skipSchema.properties.reminder_plan, "the skip's answer declares reminder_plan");
     for (const [route, suffix] of [
       ['/api/tasks/{id}/complete', 'complete'],
       ['/api/tasks/{id}/reopen', 'reopen'],

@@ -2,51 +2,10 @@
  * OpenAPI fragments for the route schemas (documentation; validation is the domain's). The task fields are
  * generated from their schemas (domain/task-fields.ts), the ones REST and MCP validate with.
  */
-import { taskSchema } from '../../contracts/schemas.ts';
 import { PRIORITY_LIST_PATTERN } from '../../domain/query.ts';
 import { bodyJsonSchema } from '../../domain/fields.ts';
 import { SETTINGS_FIELDS, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
 import { instantDoc } from '../../http/openapi.ts';
-
-const { $id: _id, ...taskShape } = taskSchema;
-export const taskDoc = { ...taskShape, additionalProperties: false } as const;
-
-const plannedReminderDoc = (why: readonly string[], description: string) =>
-  ({
-    type: 'object',
-    additionalProperties: false,
-    required: ['remind_at', 'specs', 'why'],
-    properties: {
-      remind_at: { type: 'string', format: 'date-time' },
-      specs: { type: 'array', items: { type: 'string' }, description: 'the offsets or instants behind it' },
-      why: { type: 'string', enum: why, description },
-    },
-  }) as const;
-
-/** The reminders the new task gets (domain/reminders.ts reminderPlanOf). */
-export const reminderPlanDoc = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['scheduled', 'skipped'],
-  description:
-    'The reminders the reminders target schedules for the task from its event, by the same rules: the task’s own specs, or the user’s default reminders when `reminders` is null (those need a due date)',
-  properties: {
-    scheduled: {
-      type: 'array',
-      items: plannedReminderDoc(
-        ['asked', 'at_due_instead'],
-        'asked: from a spec; at_due_instead: every asked-for reminder was already past, so one at the due time',
-      ),
-    },
-    skipped: {
-      type: 'array',
-      items: plannedReminderDoc(
-        ['past'],
-        'past: more than REMINDER_GRACE_MS in the past at the create or change (within it a reminder fires at once)',
-      ),
-    },
-  },
-} as const;
 
 /** GET /api/tasks/counts (TaskStore.counts). */
 export const countsDoc = {
@@ -61,25 +20,6 @@ export const countsDoc = {
       { type: 'integer', minimum: 0 },
     ]),
   ),
-} as const;
-
-/** A create's answer: the task and its reminder plan. */
-export const taskCreatedDoc = {
-  ...taskDoc,
-  required: [...taskDoc.required, 'reminder_plan'],
-  properties: { ...taskDoc.properties, reminder_plan: reminderPlanDoc },
-} as const;
-
-/** A change's answer: the task, and its reminder plan when the change moved its reminders. */
-export const taskChangedDoc = {
-  ...taskDoc,
-  properties: {
-    ...taskDoc.properties,
-    reminder_plan: {
-      ...reminderPlanDoc,
-      description: `Present when the change moved the reminders (a new due_date or reminders, completing, reopening). ${reminderPlanDoc.description}; a reminder already stored at the same instant keeps its state (dismissed by the user, snoozed, fired): GET /api/tasks/{id}/reminders has them`,
-    },
-  },
 } as const;
 
 /** The task fields as a client sends them, one JSON Schema each, from the schemas the API validates with. */

@@ -31,11 +31,9 @@ import {
   settingsInputDoc,
   taskCreateDoc,
   countsDoc,
-  taskChangedDoc,
-  taskCreatedDoc,
-  taskDoc,
   taskPatchDoc,
 } from './openapi.ts';
+import { changedAnswer, taskCreatedDoc, taskDoc } from '../../http/task-answers.ts';
 
 export interface ApiDeps {
   /** The task operations REST and MCP share. */
@@ -94,10 +92,6 @@ const idempotencyHeaderDoc = {
 } as const;
 /** A task as `get` answers it, and as a change answers it (`sendChange`): with its version as the ETag. */
 const taskAnswer = withHeaders({ ...taskDoc, description: 'The task' }, { ETag: etagHeaderDoc });
-const changedAnswer = withHeaders(
-  { ...taskChangedDoc, description: 'The task now' },
-  { ETag: etagHeaderDoc },
-);
 /** A create's answer (`create` below): the task, where it lives, and whether a retry was answered. */
 const createdAnswer = withHeaders(
   { ...taskCreatedDoc, description: 'The task created, with its reminder plan' },

@@ -22,9 +22,9 @@ import {
 } from '../../domain/recurrence.ts';
 import { parseInstant, type Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { etag, etagHeaderDoc, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
+import { etag, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
 import type { Db } from '../../store/db.ts';
-import { taskSchema } from '../../contracts/schemas.ts';
+import { changedAnswer } from '../../http/task-answers.ts';
 import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-plan.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
@@ -64,7 +64,6 @@ function parseCount(raw: unknown): number {
 }
 
 const security = [{ bearerAuth: [] }];
-const { $id: _taskSchemaId, ...taskAnswerDoc } = taskSchema;
 const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } } as const;
 
 export async function registerRecurrenceRoutes(
@@ -196,9 +195,9 @@ export async function registerRecurrenceRoutes(
           security,
           params: idParam,
           headers: ifMatchHeaderDoc,
-          // The task (the event contract's schema), with reminder_plan when the skip moved its reminders.
+          // The task with its next due date, and reminder_plan when the skip moved its reminders.
           response: {
-            ...okWith('The task with its next due date', taskAnswerDoc, { ETag: etagHeaderDoc }),
+            200: changedAnswer,
             409: problemDoc,
             412: problemDoc,
           },
