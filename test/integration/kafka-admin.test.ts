@@ -1,8 +1,8 @@
 /**
- * Bounded reads of a Kafka topic, on a real broker: the dead letters' listing (`read`) and a relay's read-back
- * after a takeover (`publishedEventIds`). They fetch from each partition's leader without a consumer group: a
- * new group's first join waits `group.initial.rebalance.delay.ms` on the broker (3 s by default), which a
- * takeover would add to every failover.
+ * Reads of a Kafka topic, on a real broker: the dead letters' listing (`read`), a relay's read-back after a
+ * takeover (`publishedEventIds`) and `taskflow tail`. They fetch from each partition's leader without a consumer
+ * group: a new group's first join waits `group.initial.rebalance.delay.ms` on the broker (3 s by default), which
+ * a takeover would add to every failover.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -19,7 +19,7 @@ import { kafkaBrokers } from '../helpers/transports.ts';
 const skip = kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS (scripts/test starts Kafka)';
 const PARTITIONS = 3;
 
-describe('Kafka admin: bounded reads without a consumer group', { skip }, () => {
+describe('Kafka admin: reading a topic without a consumer group', { skip }, () => {
   let settings: KafkaSettings;
   let bus: Bus;
   let raw: Admin;
@@ -79,10 +79,57 @@ describe('Kafka admin: bounded reads without a consumer group', { skip }, () => 
     assert.equal((await bus.admin.publishedEventIds!(topic, 100)).size, 30, 'a window past the start');
   });
 
+  /** Follows `topic` until `until` holds of what it got (20 s at most), then stops it. */
+  async function tailUntil(
+    fromBeginning: boolean,
+    until: (titles: string[]) => boolean,
+    meanwhile?: () => Promise<void>,
+  ) {
+    const titles: string[] = [];
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(), 20_000).unref(); // then the caller's assertions say what was missing
+    const tailing = bus.admin.tail(topic, { fromBeginning, signal: stop.signal }, (m) => {
+      titles.push(titleOf(m.event));
+      if (until(titles)) stop.abort();
+    });
+    while (meanwhile && !stop.signal.aborted) await meanwhile();
+    await tailing;
+    return titles;
+  }
+
+  it('tails a topic from the beginning, in order per partition, until stopped', async () => {
+    const titlesNow = [...titles.values()].flat();
+    const got = await tailUntil(true, (t) => t.length >= titlesNow.length);
+    assert.deepEqual(new Set(got), new Set(titlesNow));
+    for (const [p, inOrder] of titles)
+      assert.deepEqual(
+        got.filter((t) => inOrder.includes(t)),
+        inOrder,
+        `partition ${p}, in offset order`,
+      );
+  });
+
+  it('tails a topic from its end: only what is published after it started', async () => {
+    const before = new Set([...titles.values()].flat());
+    let n = 0;
+    const key = keyPerPartition(PARTITIONS, 'reader')[0]!;
+    // Published until the tail has one: it starts at the end at some point after it was called.
+    const got = await tailUntil(
+      false,
+      (t) => t.length > 0,
+      async () => {
+        await bus.publisher.publish([{ topic, key, event: taskCreated(key, `late ${++n}`) }]);
+        await new Promise((r) => setTimeout(r, 100));
+      },
+    );
+    assert.ok(got.length > 0 && got.every((t) => t.startsWith('late ') && !before.has(t)), got.join(', '));
+  });
+
   it('joins no consumer group to do it', async () => {
     const before = await ourGroups();
     await bus.admin.read(topic);
     await bus.admin.publishedEventIds!(topic, 5);
+    await tailUntil(true, (t) => t.length >= 3);
     assert.deepEqual(await ourGroups(), before);
   });
 });

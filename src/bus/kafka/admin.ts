@@ -1,17 +1,10 @@
 /**
- * Kafka administration: topics, lag, groups, and reading a topic: dead letters and a relay's read-back fetched
- * without a consumer group, `tail` with a throw-away one.
+ * Kafka administration: topics, lag, groups, and reading a topic (dead letters, a relay's read-back, `tail`)
+ * with Fetch requests, without a consumer group.
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  Admin,
-  Consumer,
-  IS_CONTROL,
-  stringDeserializer,
-  type fetchV17,
-  type KafkaRecord,
-} from '@platformatic/kafka';
+import { Admin, Consumer, IS_CONTROL, type fetchV17, type KafkaRecord } from '@platformatic/kafka';
 import type { Logger } from '../../observability/logger.ts';
 import type { BusAdmin, PartitionLag, StoredMessage } from '../types.ts';
 import { decodeRecord, JSON_CODEC, type EventCodec, type StoredRecord } from './codec.ts';
@@ -238,12 +231,8 @@ export class KafkaAdmin implements BusAdmin {
   }
 
   /**
-   * Reads the records of each partition of `physical` from `from` up to `end` (exclusive), in offset order per
-   * partition, with Fetch requests to each partition's leader. No consumer group: a new group's first join waits
-   * `group.initial.rebalance.delay.ms` on the broker (3 s by default), which a relay's takeover would add to
-   * every failover. `onRecord` returning false stops the read. A partition error (a leader that moved, records
-   * deleted by retention meanwhile) refreshes the metadata and the earliest offsets and tries again, for
-   * READ_TIMEOUT_MS at most.
+   * Reads the records of each partition of `physical` from `from` up to `end` (exclusive). `onRecord` returning
+   * false stops the read. Gives up after READ_TIMEOUT_MS.
    */
   private async readRanges(
     physical: string,
@@ -251,82 +240,17 @@ export class KafkaAdmin implements BusAdmin {
     onRecord: (m: StoredRecord) => boolean | void,
   ): Promise<void> {
     const next = new Map<number, bigint>();
-    for (const [partition, r] of ranges) if (r.from < r.end) next.set(partition, r.from);
-    if (next.size === 0) return;
-    const consumer = this.reader(100);
-    const deadline = Date.now() + READ_TIMEOUT_MS;
-    let attempt = 0;
-    try {
-      while (next.size > 0) {
-        if (Date.now() > deadline)
-          throw new Error(`reading the end of ${physical} timed out (${next.size} partitions left)`);
-        let stopped = false;
-        try {
-          const meta = await consumer.metadata({ topics: [physical] });
-          const t = meta.topics.get(physical);
-          if (!t) throw new Error(`topic ${physical} is not in the cluster's metadata`);
-          const byLeader = new Map<number, fetchV17.FetchRequestPartition[]>();
-          for (const [partition, fetchOffset] of next) {
-            const leader = t.partitions[partition]?.leader ?? -1;
-            const partitions = byLeader.get(leader) ?? [];
-            partitions.push({
-              partition,
-              fetchOffset,
-              partitionMaxBytes: 1024 * 1024,
-              currentLeaderEpoch: -1,
-              lastFetchedEpoch: -1,
-            });
-            byLeader.set(leader, partitions);
-          }
-          const responses = await Promise.all(
-            [...byLeader].map(([node, partitions]) =>
-              consumer.fetch({ node, topics: [{ topicId: t.id, partitions }], maxWaitTime: 0, minBytes: 0 }),
-            ),
-          );
-          for (const response of responses)
-            for (const { partitions } of response.responses)
-              for (const { partitionIndex: partition, records } of partitions) {
-                const from = next.get(partition);
-                const end = ranges.get(partition)?.end;
-                if (from === undefined || end === undefined) continue;
-                let at = from;
-                for (const batch of records ?? []) {
-                  const last = batch.firstOffset + BigInt(batch.lastOffsetDelta);
-                  if (!stopped && (batch.attributes & IS_CONTROL) === 0)
-                    for (const record of batch.records) {
-                      const offset = batch.firstOffset + BigInt(record.offsetDelta);
-                      if (offset < from || offset >= end) continue;
-                      if (
-                        onRecord(recordOf(physical, partition, offset, batch.firstTimestamp, record)) ===
-                        false
-                      ) {
-                        stopped = true;
-                        break;
-                      }
-                    }
-                  if (last + 1n > at) at = last + 1n;
-                }
-                if (at >= end) next.delete(partition);
-                else next.set(partition, at);
-              }
-          attempt = 0;
-        } catch (err) {
-          // A moved leader or records gone from under the range: fresh metadata and earliest offsets, then again.
-          this.log?.debug({ topic: physical, err: describeKafkaError(err) }, 'reading a topic: trying again');
-          consumer.clearMetadata();
-          const starts = await this.endOffsets([physical], -2n);
-          for (const [partition, at] of next) {
-            const start = starts.get(`${physical}\u0000${partition}`) ?? 0n;
-            if (start >= (ranges.get(partition)?.end ?? 0n)) next.delete(partition);
-            else if (start > at) next.set(partition, start);
-          }
-          await sleep(Math.min(1000, 50 * 2 ** attempt++));
-        }
-        if (stopped) return;
+    const ends = new Map<number, bigint>();
+    for (const [partition, r] of ranges)
+      if (r.from < r.end) {
+        next.set(partition, r.from);
+        ends.set(partition, r.end);
       }
-    } finally {
-      await forceClose(consumer);
-    }
+    const deadline = Date.now() + READ_TIMEOUT_MS;
+    await this.fetchLoop(physical, next, { ends, maxWaitTime: 0, deadline }, (records) => {
+      for (const m of records) if (onRecord(m) === false) return false;
+      return true;
+    });
   }
 
   async tail(
@@ -334,68 +258,136 @@ export class KafkaAdmin implements BusAdmin {
     opts: { fromBeginning: boolean; signal: AbortSignal },
     onMessage: (m: StoredMessage) => void,
   ): Promise<void> {
-    await this.follow(this.prefix + topic, opts, onMessage);
-  }
-
-  /**
-   * A throw-away reader: a group of its own when it follows a topic (`tail`), none for `readRanges` (which only
-   * fetches), nothing committed (no positions are stored).
-   */
-  private reader(maxWaitTime: number) {
-    return new Consumer<string, Buffer, string, string>({
-      ...connectionOptions(this.s),
-      groupId: `${this.prefix}taskflow-reader-${randomUUID()}`,
-      deserializers: {
-        key: stringDeserializer,
-        headerKey: stringDeserializer,
-        headerValue: stringDeserializer,
-      },
-      autocommit: false,
-      maxWaitTime,
+    const physical = this.prefix + topic;
+    const [ends, starts] = await Promise.all([this.endOffsets([physical]), this.endOffsets([physical], -2n)]);
+    const next = new Map<number, bigint>();
+    for (const [id, end] of ends)
+      next.set(Number(id.split('\u0000')[1]), opts.fromBeginning ? (starts.get(id) ?? 0n) : end);
+    const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
+    await this.fetchLoop(physical, next, { maxWaitTime: 300, signal: opts.signal }, async (records) => {
+      // Handed on in order; an Avro one may first wait for its schema (codec.prepareDecode).
+      await this.codec.prepareDecode(records, opts.signal);
+      for (const m of records) {
+        if (opts.signal.aborted) return false;
+        onMessage(decodeRecord(m, unprefix, this.codec));
+      }
+      return true;
     });
   }
 
-  private async follow(
+  /**
+   * Reads partitions of `physical` from the offsets in `next` with Fetch requests to their leaders, and hands each
+   * round's records to `onRecords` (in offset order per partition) until it returns false, `signal` aborts, or
+   * every partition reached its offset in `ends` (when given: a bounded read).
+   *
+   * No consumer group: a new group's first join waits `group.initial.rebalance.delay.ms` on the broker (3 s by
+   * default), which a relay's takeover would add to every failover, and `tail` to its start. A failed round (a
+   * leader that moved, records deleted by retention meanwhile) refreshes the metadata and moves a partition
+   * whose records are gone to its earliest offset, then tries again with backoff (until `deadline`).
+   */
+  private async fetchLoop(
     physical: string,
-    opts: { fromBeginning: boolean; signal: AbortSignal },
-    onMessage: (m: StoredMessage) => void,
-    timeoutMs?: number,
+    next: Map<number, bigint>,
+    opts: { ends?: Map<number, bigint>; maxWaitTime: number; signal?: AbortSignal; deadline?: number },
+    onRecords: (records: StoredRecord[]) => boolean | Promise<boolean>,
   ): Promise<void> {
-    const consumer = this.reader(300);
-    const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
+    const { ends, signal, deadline } = opts;
+    // The client asks for a group id; fetching never joins it.
+    const consumer = new Consumer<string, Buffer, string, string>({
+      ...connectionOptions(this.s),
+      groupId: `${this.prefix}taskflow-reader-${randomUUID()}`,
+    });
+    let attempt = 0;
     try {
-      const stream = await consumer.consume({
-        topics: [physical],
-        mode: opts.fromBeginning ? 'earliest' : 'latest',
-        autocommit: false,
-      });
-      // Messages are handed on in order; an Avro one may first wait for its schema (codec.prepareDecode).
-      let handed = Promise.resolve();
-      let failure: { err: unknown } | undefined;
-      await new Promise<void>((resolve) => {
-        const done = () => resolve();
-        if (opts.signal.aborted) return done();
-        opts.signal.addEventListener('abort', done, { once: true });
-        if (timeoutMs) setTimeout(done, timeoutMs).unref();
-        stream.on('data', (m) => {
-          handed = handed
-            .then(async () => {
-              if (failure) return;
-              await this.codec.prepareDecode([m], opts.signal);
-              if (!opts.signal.aborted) onMessage(decodeRecord(m, unprefix, this.codec));
-            })
-            .catch((err: unknown) => {
-              failure ??= { err };
-              done();
-            });
-        });
-      });
-      await handed;
-      if (failure) throw failure.err;
-      await stream.close().catch(() => undefined);
+      while (next.size > 0 && !signal?.aborted) {
+        if (deadline !== undefined && Date.now() > deadline)
+          throw new Error(`reading ${physical} timed out (${next.size} partitions left)`);
+        let records: StoredRecord[];
+        try {
+          records = await this.fetchRound(consumer, physical, next, ends, opts.maxWaitTime);
+          attempt = 0;
+        } catch (err) {
+          // Said once it keeps failing (a broker down): a `tail` would otherwise wait in silence.
+          this.log?.[attempt === 3 ? 'warn' : 'debug'](
+            { topic: physical, err: describeKafkaError(err) },
+            'reading a topic: trying again',
+          );
+          consumer.clearMetadata();
+          const starts = await this.endOffsets([physical], -2n);
+          for (const [partition, at] of next) {
+            const start = starts.get(`${physical}\u0000${partition}`) ?? 0n;
+            if (ends && start >= (ends.get(partition) ?? 0n)) next.delete(partition);
+            else if (start > at) next.set(partition, start);
+          }
+          await sleep(Math.min(1000, 50 * 2 ** attempt++));
+          continue;
+        }
+        if (records.length > 0 && !(await onRecords(records))) return;
+      }
     } finally {
       await forceClose(consumer);
     }
+  }
+
+  /**
+   * One Fetch per leader for the partitions in `next`: their records from those offsets (up to `ends`), and
+   * `next` moved past what came back (a partition that reached its end leaves it).
+   */
+  private async fetchRound(
+    consumer: Consumer<string, Buffer, string, string>,
+    physical: string,
+    next: Map<number, bigint>,
+    ends: Map<number, bigint> | undefined,
+    maxWaitTime: number,
+  ): Promise<StoredRecord[]> {
+    const meta = await consumer.metadata({ topics: [physical] });
+    const t = meta.topics.get(physical);
+    if (!t) throw new Error(`topic ${physical} is not in the cluster's metadata`);
+    const byLeader = new Map<number, fetchV17.FetchRequestPartition[]>();
+    for (const [partition, fetchOffset] of next) {
+      const leader = t.partitions[partition]?.leader ?? -1;
+      const partitions = byLeader.get(leader) ?? [];
+      partitions.push({
+        partition,
+        fetchOffset,
+        partitionMaxBytes: 1024 * 1024,
+        currentLeaderEpoch: -1,
+        lastFetchedEpoch: -1,
+      });
+      byLeader.set(leader, partitions);
+    }
+    const responses = await Promise.all(
+      [...byLeader].map(([node, partitions]) =>
+        consumer.fetch({
+          node,
+          topics: [{ topicId: t.id, partitions }],
+          maxWaitTime,
+          minBytes: maxWaitTime > 0 ? 1 : 0,
+        }),
+      ),
+    );
+    const out: StoredRecord[] = [];
+    for (const response of responses)
+      for (const { partitions } of response.responses)
+        for (const { partitionIndex: partition, records } of partitions) {
+          const from = next.get(partition);
+          if (from === undefined) continue;
+          const end = ends?.get(partition);
+          let at = from;
+          for (const batch of records ?? []) {
+            if ((batch.attributes & IS_CONTROL) === 0)
+              for (const record of batch.records) {
+                const offset = batch.firstOffset + BigInt(record.offsetDelta);
+                if (offset < from || (end !== undefined && offset >= end)) continue;
+                out.push(recordOf(physical, partition, offset, batch.firstTimestamp, record));
+              }
+            const last = batch.firstOffset + BigInt(batch.lastOffsetDelta);
+            if (last + 1n > at) at = last + 1n;
+          }
+          if (end !== undefined && at >= end) next.delete(partition);
+          else next.set(partition, at);
+        }
+    return out;
   }
 
   async close(): Promise<void> {
