@@ -86,6 +86,66 @@ describe('previewOccurrences', () => {
   }
 });
 
+describe('rules with many times a day', () => {
+  const list = (from: number, to: number) =>
+    Array.from({ length: to - from + 1 }, (_, i) => from + i).join(',');
+  // Stored before MAX_TIMES_A_DAY (the API now refuses 1,440 times a day): still evaluated, the candidates of a
+  // year (days x hours x minutes, half a million) picked by position without being listed.
+  const everyMinuteOfTheYear = (setPos: string): Recurrence => ({
+    rrule: `FREQ=YEARLY;BYMONTH=${list(1, 12)};BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR=${list(0, 23)};BYMINUTE=${list(0, 59)};BYSETPOS=${setPos}`,
+    mode: 'schedule',
+    timezone: 'UTC',
+  });
+
+  it('BYSETPOS counts from either end of days x hours x minutes', () => {
+    const anchor = '2026-06-01T00:00:00Z';
+    assert.deepEqual(previewOccurrences(everyMinuteOfTheYear('-1'), anchor, anchor, 2), [
+      '2026-12-31T23:59:00.000Z',
+      '2027-12-31T23:59:00.000Z',
+    ]);
+    // 2 is Jan 1 00:01, 62 Jan 1 01:01 (hour and minute both move on), -61 Dec 31 22:59.
+    assert.deepEqual(previewOccurrences(everyMinuteOfTheYear('2,62,-61'), anchor, anchor, 3), [
+      '2026-12-31T22:59:00.000Z',
+      '2027-01-01T00:01:00.000Z',
+      '2027-01-01T01:01:00.000Z',
+    ]);
+  });
+
+  it('hourly across the DST changes: a missing hour once, a repeated one once', () => {
+    const hourly = rec({ rrule: `FREQ=DAILY;BYHOUR=${list(0, 23)}` }, BER);
+    // Berlin, Mar 29 2026: 02:00 CET does not exist (it is 03:00 CEST, which the rule has anyway).
+    assert.deepEqual(previewOccurrences(hourly, '2026-03-28T22:00:00Z', '2026-03-28T22:30:00Z', 4), [
+      '2026-03-28T23:00:00.000Z',
+      '2026-03-29T00:00:00.000Z',
+      '2026-03-29T01:00:00.000Z',
+      '2026-03-29T02:00:00.000Z',
+    ]);
+    // Oct 25 2026: 02:00 happens twice; the rule takes the first (CEST), then 03:00 CET.
+    assert.deepEqual(previewOccurrences(hourly, '2026-10-24T21:00:00Z', '2026-10-24T21:30:00Z', 4), [
+      '2026-10-24T22:00:00.000Z',
+      '2026-10-24T23:00:00.000Z',
+      '2026-10-25T00:00:00.000Z',
+      '2026-10-25T02:00:00.000Z',
+    ]);
+  });
+
+  it('with COUNT, counts every occurrence since an anchor decades back', () => {
+    const hourly = rec({ rrule: `FREQ=DAILY;BYHOUR=${list(0, 23)}`, count: 100_000_000 }, 'UTC');
+    const series = (completedAt: string) => ({
+      anchor: '1990-01-01T00:00:00Z',
+      previousDue: null,
+      completedAt,
+      occurrencesSoFar: 1,
+    });
+    assert.equal(nextOccurrence(hourly, series('2026-12-05T10:30:00Z')), '2026-12-05T11:00:00.000Z');
+    // Occurrence 1 is the anchor; 24 a day after it, so the 200,000th is 199,999 hours later.
+    const short = rec({ rrule: `FREQ=DAILY;BYHOUR=${list(0, 23)}`, count: 200_000 }, 'UTC');
+    const last = new Date(Date.parse('1990-01-01T00:00:00Z') + 199_999 * 3_600_000).toISOString();
+    assert.equal(nextOccurrence(short, series(new Date(Date.parse(last) - 1).toISOString())), last);
+    assert.equal(nextOccurrence(short, series(last)), null);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // parseRecurrence: normalization
 
@@ -188,6 +248,11 @@ describe('parseRecurrence normalizes', () => {
 
 const invalidCases: Array<{ input: unknown; path: string; message: RegExp; tz?: string }> = [
   { input: 'hourly', path: 'recurrence', message: /unknown preset "hourly"/ },
+  {
+    input: { rrule: 'FREQ=DAILY;BYHOUR=9,10,11,12,13,14,15,16,17;BYMINUTE=0,20,40' },
+    path: 'recurrence.rrule',
+    message: /give 27 times a day; a task recurs at most 24 times a day/,
+  },
   { input: 'Daily', path: 'recurrence', message: /unknown preset/ },
   { input: 42, path: 'recurrence', message: /preset string/ },
   { input: null, path: 'recurrence', message: /preset string/ },
