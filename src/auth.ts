@@ -6,6 +6,7 @@ import { LRUCache } from 'lru-cache';
 import { SignJWT, createRemoteJWKSet, errors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { Config } from './config.ts';
 import { errorMessage } from './error-text.ts';
+import { textProblem } from './domain/text.ts';
 
 export class AuthError extends Error {
   override name = 'AuthError';
@@ -67,7 +68,13 @@ function verifyToken(jwt: Config['jwt']): (token: string) => Promise<{ principal
       const { payload } = jwks
         ? await jwtVerify(token, jwks, options)
         : await jwtVerify(token, secret!, { ...options, algorithms: ['HS256'] });
-      if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 200)
+      // The subject is stored as the user's id: text the database takes (textProblem), as any other field.
+      if (
+        typeof payload.sub !== 'string' ||
+        payload.sub.length === 0 ||
+        payload.sub.length > 200 ||
+        textProblem(payload.sub) !== null
+      )
         throw new AuthError('token has no usable subject (sub)');
       return { principal: { userId: payload.sub, expiresAt: payload.exp! * 1000 }, exp: payload.exp! };
     } catch (err) {

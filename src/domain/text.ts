@@ -4,6 +4,15 @@
  */
 const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
+const UNPAIRED_SURROGATES = new RegExp(UNPAIRED_SURROGATE.source, 'g');
+
+/**
+ * `s` with what `textProblem` refuses replaced by U+FFFD: for text no one can be asked to send again (what a
+ * language model answered, after its tool calls ran).
+ */
+export const storableText = (s: string): string =>
+  s.replaceAll('\u0000', '\uFFFD').replace(UNPAIRED_SURROGATES, '\uFFFD');
+
 /** Why `s` cannot be stored as text, or null when it can. */
 export function textProblem(s: string): string | null {
   if (s.includes('\u0000')) return 'must not contain NUL characters (U+0000)';

@@ -213,12 +213,13 @@ export async function createHttpServer(opts: {
       return sendProblem(reply, problem(401, err.message));
     }
     // Safety net behind the edge validation: a value the database refuses as data (SQLSTATE class 22: out
-    // of range, invalid text, ...) is the client's, not a server failure; its statement did not commit.
+    // of range, invalid text, ...) is the client's, not a server failure; its statement did not commit (a
+    // request of several steps, a chat turn, may have made earlier ones: the answer does not say otherwise).
     if (typeof err.code === 'string' && /^22[0-9A-Z]{3}$/.test(err.code)) {
       req.log.warn({ sqlstate: err.code, err: err.message }, 'database refused a value of the request');
       return sendProblem(
         reply,
-        problem(400, `a value of the request cannot be stored (SQLSTATE ${err.code}); nothing was changed`),
+        problem(400, `a value of the request cannot be stored (SQLSTATE ${err.code})`),
       );
     }
     const status = typeof err.statusCode === 'number' ? err.statusCode : 500;

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 
 export type Step =
   | { text: string }
-  | { toolCalls: { name: string; arguments: string | Record<string, unknown> }[] }
+  | { toolCalls: { name: string; arguments: string | Record<string, unknown>; id?: string }[] }
   | { status: number; headers?: Record<string, string>; body?: unknown }
   | { delayMs: number; then: Step }
   /** Starts answering (streamed: these words first), then drops the connection. */
@@ -46,7 +46,7 @@ export async function startFakeModel(opts: { fallback?: Step } = {}): Promise<Fa
   });
   const toolCalls = (step: Extract<Step, { toolCalls: unknown }>) =>
     step.toolCalls.map((c, i) => ({
-      id: `call_${++callSeq}_${i}`,
+      id: c.id ?? `call_${++callSeq}_${i}`,
       type: 'function',
       function: {
         name: c.name,

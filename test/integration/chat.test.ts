@@ -283,6 +283,30 @@ describe('the chat endpoint (POST /api/chat)', () => {
     assert.match(broken.body.detail, /500/);
   });
 
+  it('keeps a turn whose model answered NUL or half a surrogate pair, after its tool ran', async () => {
+    model.script(
+      {
+        toolCalls: [
+          { id: 'call\u0000nul', name: 'add_task', arguments: { title: 'Written before the NUL' } },
+        ],
+      },
+      { text: 'Done\u0000 \ud800.' },
+    );
+    const r = await app.call('nora', 'POST', '/api/chat', { message: 'add it' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.reply, 'Done\ufffd \ufffd.');
+    const tasks = await app.call('nora', 'GET', '/api/tasks');
+    assert.deepEqual(
+      tasks.body.items.map((t: any) => t.title),
+      ['Written before the NUL'],
+    );
+    const stored = await app.call('nora', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
+    const [, asked, answered, reply] = stored.body.messages;
+    assert.equal(asked.tool_calls[0].id, 'call\ufffdnul');
+    assert.equal(answered.tool_call_id, 'call\ufffdnul');
+    assert.equal(reply.content, r.body.reply);
+  });
+
   it('cuts a reply that runs on at 20,000 characters, as answered and as stored', async () => {
     model.script({ text: 'y'.repeat(25_000) });
     const r = await app.call('gina', 'POST', '/api/chat', { message: 'talk a lot' });

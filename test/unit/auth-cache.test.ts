@@ -38,3 +38,18 @@ it('does not accept for one secret a token checked for another', async () => {
   assert.deepEqual(await createVerifier({ secret: SECRET })(token), { userId: 'ann', expiresAt: exp * 1000 });
   await assert.rejects(createVerifier({ secret: `${SECRET}-other` })(token), /signature/);
 });
+
+it('refuses a subject the database cannot store as a user id: NUL, half a surrogate pair', async () => {
+  const verify = createVerifier({ secret: SECRET });
+  for (const sub of ['a\u0000b', 'a\ud800b']) {
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(sub)
+      .setExpirationTime('10m')
+      .sign(new TextEncoder().encode(SECRET));
+    await assert.rejects(
+      verify(token),
+      (err: unknown) => err instanceof AuthError && /usable subject/.test(err.message),
+    );
+  }
+});

@@ -22,7 +22,7 @@ import type { ChatConfig } from './manifest.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
-import { codePoints, firstCodePoints, isUuid, textProblem } from '../../domain/text.ts';
+import { codePoints, firstCodePoints, isUuid, storableText, textProblem } from '../../domain/text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { instant } from '../../contracts/schemas.ts';
 import { noContent, okWith, problemDoc } from '../../http/openapi.ts';
@@ -252,6 +252,24 @@ function toStored(m: ChatCompletionMessageParam): ChatMessage | null {
   return null;
 }
 
+/**
+ * A message the model wrote, made storable (`storableText`): a model may answer NUL or half a surrogate pair,
+ * which the database refuses, and by then the tools it asked for have run; the turn is kept, not refused.
+ */
+function storable(m: ChatMessage): ChatMessage {
+  if (m.role === 'tool')
+    return { ...m, content: storableText(m.content), tool_call_id: storableText(m.tool_call_id) };
+  if (m.role !== 'assistant') return m;
+  const out: ChatMessage = { ...m, content: m.content === null ? null : storableText(m.content) };
+  if (m.tool_calls)
+    out.tool_calls = m.tool_calls.map((c) => ({
+      ...c,
+      id: storableText(c.id),
+      function: { name: storableText(c.function.name), arguments: storableText(c.function.arguments) },
+    }));
+  return out;
+}
+
 /** What a provider's failure answers: 504 on a timeout, 503 + Retry-After on its rate limit, else 502. */
 function providerProblem(
   err: unknown,
@@ -472,11 +490,11 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
           streamed += text.length;
           send('token', { text });
         });
-        replyText = bounded((await streaming.finalContent()) ?? '', REPLY_MAX);
+        replyText = storableText(bounded((await streaming.finalContent()) ?? '', REPLY_MAX));
       } else {
         const plain = client.chat.completions.runTools(params, options);
         runner = plain;
-        replyText = bounded((await plain.finalContent()) ?? '', REPLY_MAX);
+        replyText = storableText(bounded((await plain.finalContent()) ?? '', REPLY_MAX));
       }
     } catch (err) {
       failure = err;
@@ -487,6 +505,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       .slice(prefix.length)
       .map(toStored)
       .filter((m): m is ChatMessage => m !== null)
+      .map(storable)
       .map((m) =>
         m.role === 'assistant' && m.content ? { ...m, content: bounded(m.content, REPLY_MAX) } : m,
       );
