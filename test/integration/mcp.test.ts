@@ -437,7 +437,7 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     assert.deepEqual(titles.sort(), ['batched 1', 'batched 2'], 'nothing of the refused batch was done');
   });
 
-  it("refuses an empty batch and a tool call whose arguments are not an object, as the client's errors", async () => {
+  it("refuses an empty batch, a repeated id and a tool call whose arguments are not an object, as the client's errors", async () => {
     const post = async (body: unknown) => {
       const r = await fetch(`${app.url}/mcp`, {
         method: 'POST',
@@ -478,6 +478,14 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     ]);
     assert.equal(batch.status, 400);
     assert.match(batch.body.error.message, /message 2 of the batch; nothing was done/);
+    // Two requests of a batch with one id: one answer would be lost (the write's, here).
+    const twice = await post([
+      { jsonrpc: '2.0', id: 1, method: 'ping' },
+      call(1, { name: 'add_task', arguments: { title: 'not done either' } }),
+    ]);
+    assert.equal(twice.status, 400);
+    assert.equal(twice.body.error.code, -32600);
+    assert.match(twice.body.error.message, /the id 1 is used by two requests of the batch/);
     const listed = await app.call('strict', 'GET', '/api/tasks');
     assert.deepEqual(listed.body.items, []);
     // Without arguments a call is still valid (a tool that takes none).

@@ -47,6 +47,20 @@ function toolCallProblem(message: unknown): { id: string | number | null; proble
 }
 
 /**
+ * An id two requests of a batch share (a notification has none): each answer is matched to its request by
+ * id, so one of the two answers would be lost, a write's included. MCP says an id is never used twice.
+ */
+function repeatedId(messages: readonly unknown[]): string | number | undefined {
+  const seen = new Set<string | number>();
+  for (const m of messages) {
+    if (!isPlainObject(m) || (typeof m.id !== 'string' && typeof m.id !== 'number')) continue;
+    if (seen.has(m.id)) return m.id;
+    seen.add(m.id);
+  }
+  return undefined;
+}
+
+/**
  * The most JSON-RPC messages a POST may carry. The rate limit counts a request, not its messages, so the
  * transport's own bound (100) let one request do a hundred tool calls, each a write or a recurrence preview
  * of up to about 30 ms, on the event loop in one go. MCP since 2025-06-18 has no batches; older clients send
@@ -103,6 +117,14 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
       if (Array.isArray(req.body) && req.body.length === 0)
         return jsonRpcError(reply, 400, -32600, 'Invalid Request: an empty batch');
       const messages: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
+      const repeated = repeatedId(messages);
+      if (repeated !== undefined)
+        return jsonRpcError(
+          reply,
+          400,
+          -32600,
+          `Invalid Request: the id ${JSON.stringify(repeated)} is used by two requests of the batch (each needs its own); nothing was done`,
+        );
       for (const [i, m] of messages.entries()) {
         const bad = toolCallProblem(m);
         if (bad)
