@@ -144,7 +144,29 @@ export async function createHttpServer(opts: {
       );
     if (!isUtf8(body as Buffer))
       return done(Object.assign(new Error('body is not valid UTF-8'), { statusCode: 400 }), undefined);
-    parseJson(req, (body as Buffer).toString('utf8'), done);
+    const text = (body as Buffer).toString('utf8');
+    parseJson(req, text, (err, value) => {
+      if (!err) return done(null, value);
+      // JSON.parse takes it: valid JSON that the parser refused for a prototype-polluting key.
+      let valid = false;
+      try {
+        JSON.parse(text);
+        valid = true;
+      } catch {
+        // not JSON
+      }
+      done(
+        valid
+          ? Object.assign(
+              new Error('body has a "__proto__" or "constructor.prototype" key, which is refused'),
+              {
+                statusCode: 400,
+              },
+            )
+          : err,
+        undefined,
+      );
+    });
   });
 
   // Tracing (only when switched on): a SERVER span per request, child of the caller's `traceparent`, active
@@ -393,7 +415,8 @@ async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise
       sheddable(req.url) && performance.now() >= armedAt
         ? Promise.reject(
             new OverloadedError(
-              `the server is behind (event loop delay ${Math.round(value ?? 0)} ms > ${maxDelayMs} ms); retry shortly`,
+              // The delay is Infinity while a long task still holds the loop (under-pressure's sample).
+              `the server is behind (event loop delay ${Number.isFinite(value) ? `${Math.round(value!)} ms` : 'over a sample'} > ${maxDelayMs} ms); retry shortly`,
             ),
           )
         : undefined,

@@ -838,6 +838,21 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
     }
   };
 
+  it('says why a valid JSON body with a prototype-polluting key is refused', async () => {
+    for (const body of [
+      '{"title":"x","__proto__":{"a":1}}',
+      '{"title":"x","constructor":{"prototype":{}}}',
+    ]) {
+      const r = await app.call('olga', 'POST', '/api/tasks', body);
+      assert.equal(r.status, 400, body);
+      assert.match(r.body.detail, /"__proto__" or "constructor.prototype" key/, body);
+    }
+    assert.match(
+      (await app.call('olga', 'POST', '/api/tasks', '{"title": "t"')).body.detail,
+      /not valid JSON/,
+    );
+  });
+
   it("the task answers: ETag, Location, Idempotent-Replayed, and the compatibility list's next page", async () => {
     const body = {
       title: 'Gym',

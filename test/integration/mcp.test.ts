@@ -216,6 +216,7 @@ async function scenario(client: Client, foreignTaskId: string, now?: string): Pr
     ['add_task', { title: 'x', recurrence: { rrule: 'FREQ=SOMETIMES' } }, /recurrence\.rrule/],
     ['add_task', { title: 'x', colour: 'red' }, /colour/],
     ['add_task', { title: 'x', constructor: 'y' }, /unknown argument constructor/],
+    ['get_context', { extra: 1 }, /unknown argument extra; this tool takes no arguments/],
     ['update_task', { task_id: id }, /at least one field/],
     ['complete_task', {}, /task_id/],
     ['list_tasks', { limit: 0 }, /expected number to be >=1 at limit/],

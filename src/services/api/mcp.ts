@@ -104,7 +104,10 @@ function toolArgs<S extends z.ZodRawShape>(shape: S) {
         if (!Object.hasOwn(shape, key) && key !== 'user_id')
           ctx.issues.push({
             code: 'custom',
-            message: `unknown argument ${key}; the arguments are ${Object.keys(shape).join(', ')}`,
+            message:
+              Object.keys(shape).length === 0
+                ? `unknown argument ${key}; this tool takes no arguments`
+                : `unknown argument ${key}; the arguments are ${Object.keys(shape).join(', ')}`,
             input: ctx.value,
             path: [key],
           });

@@ -82,6 +82,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         if (bearer) return verify(bearer.slice(BEARER_PREFIX.length));
         const ticket = (req.query as Record<string, unknown>).ticket;
         if (typeof ticket === 'string' && ticket) return tickets.verify(ticket);
+        if (Array.isArray(ticket)) throw new AuthError('one ticket only: ?ticket= appears more than once');
         const header = bearerToken(req.headers.authorization);
         if (header) return verify(header);
         throw new AuthError(
