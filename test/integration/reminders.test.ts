@@ -789,6 +789,11 @@ for (const BUS of BUSES) {
       });
       assert.equal(sub.status, 400);
       assert.equal((await app.call(null, 'GET', '/api/notifications')).status, 401);
+      const misspelt = await app.call('vic', 'GET', '/api/notifications?unread_only=true');
+      assert.equal(misspelt.status, 400);
+      assert.deepEqual(misspelt.body.errors, [
+        { field: 'unread_only', message: 'unknown query parameter; allowed: unread, limit' },
+      ]);
       const key = await app.call('vic', 'GET', '/api/notifications/vapid-public-key');
       assert.equal(key.body.public_key, vapid.publicKey);
     });

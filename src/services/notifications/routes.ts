@@ -210,6 +210,10 @@ export async function registerNotificationRoutes(
         const userId = await userOf(req);
         const { unread, limit } = req.query;
         const issues = [];
+        // As the other lists: a misspelt parameter (unread_only) is refused, not ignored.
+        for (const key of Object.keys(req.query))
+          if (key !== 'unread' && key !== 'limit')
+            issues.push({ path: key, message: 'unknown query parameter; allowed: unread, limit' });
         if (unread !== undefined && unread !== 'true' && unread !== 'false')
           issues.push({ path: 'unread', message: 'must be true or false' });
         const n = limit === undefined ? 50 : Number(limit);
