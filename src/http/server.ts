@@ -147,10 +147,11 @@ export async function createHttpServer(opts: {
     const text = (body as Buffer).toString('utf8');
     parseJson(req, text, (err, value) => {
       if (!err) return done(null, value);
-      // JSON.parse takes it: valid JSON that the parser refused for a prototype-polluting key.
+      // JSON.parse takes it: valid JSON that the parser refused for a prototype-polluting key (the parser
+      // takes a leading byte order mark, JSON.parse does not).
       let valid = false;
       try {
-        JSON.parse(text);
+        JSON.parse(text.replace(/^\uFEFF/, ''));
         valid = true;
       } catch {
         // not JSON

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { Admin } from '@platformatic/kafka';
+import { Admin, Producer, stringSerializer } from '@platformatic/kafka';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
 import { connectionOptions, type KafkaSettings } from '../../src/bus/kafka/connection.ts';
 import type { Bus } from '../../src/bus/types.ts';
@@ -123,6 +123,45 @@ describe('Kafka admin: reading a topic without a consumer group', { skip }, () =
       },
     );
     assert.ok(got.length > 0 && got.every((t) => t.startsWith('late ') && !before.has(t)), got.join(', '));
+  });
+
+  it("reads what is committed when another producer's transaction is open, then what it committed", async () => {
+    const txTopic = 'open-transaction';
+    await bus.admin.ensureTopics([{ name: txTopic, partitions: 1, retentionMs: 86_400_000 }]);
+    const send = (title: string) =>
+      bus.publisher.publish([{ topic: txTopic, key: 'k', event: taskCreated('k', title) }]);
+    await send('before');
+    const producer = new Producer({
+      ...connectionOptions(settings),
+      idempotent: true,
+      transactionalId: `t-${randomBytes(4).toString('hex')}`,
+      serializers: {
+        key: stringSerializer,
+        value: stringSerializer,
+        headerKey: stringSerializer,
+        headerValue: stringSerializer,
+      },
+    });
+    try {
+      const tx = await producer.beginTransaction();
+      await tx.send({ messages: [{ topic: settings.topicPrefix + txTopic, key: 'k', value: '{}' }] });
+      await send('after'); // beyond the open transaction: not committed reading until it ends
+      // The end offset counts the open transaction; the read ends where committed records end.
+      const open = await bus.admin.read(txTopic);
+      assert.deepEqual(
+        open.map((m) => titleOf(m.event)),
+        ['before'],
+      );
+      await tx.abort();
+      const ended = await bus.admin.read(txTopic);
+      assert.deepEqual(
+        ended.map((m) => titleOf(m.event)),
+        ['before', 'after'],
+        'the aborted record is not read',
+      );
+    } finally {
+      await producer.close().catch(() => undefined);
+    }
   });
 
   it('joins no consumer group to do it', async () => {

@@ -297,15 +297,23 @@ export class KafkaAdmin implements BusAdmin {
       ...connectionOptions(this.s),
       groupId: `${this.prefix}taskflow-reader-${randomUUID()}`,
     });
+    // An abort ends the read at once, not after a fetch in flight or a backoff (closing the client ends them).
+    const aborted = signal
+      ? new Promise<'aborted'>((resolve) => {
+          if (signal.aborted) resolve('aborted');
+          signal.addEventListener('abort', () => resolve('aborted'), { once: true });
+        })
+      : undefined;
+    const unlessAborted = <T>(p: Promise<T>): Promise<T | 'aborted'> =>
+      aborted ? Promise.race([p, aborted]) : p;
     let attempt = 0;
     try {
       while (next.size > 0 && !signal?.aborted) {
         if (deadline !== undefined && Date.now() > deadline)
           throw new Error(`reading ${physical} timed out (${next.size} partitions left)`);
-        let records: StoredRecord[];
+        let round: { records: StoredRecord[]; progressed: boolean } | 'aborted';
         try {
-          records = await this.fetchRound(consumer, physical, next, ends, opts.maxWaitTime);
-          attempt = 0;
+          round = await unlessAborted(this.fetchRound(consumer, physical, next, ends, opts.maxWaitTime));
         } catch (err) {
           // Said once it keeps failing (a broker down): a `tail` would otherwise wait in silence.
           this.log?.[attempt === 3 ? 'warn' : 'debug'](
@@ -313,19 +321,48 @@ export class KafkaAdmin implements BusAdmin {
             'reading a topic: trying again',
           );
           consumer.clearMetadata();
-          const starts = await this.endOffsets([physical], -2n);
-          for (const [partition, at] of next) {
-            const start = starts.get(`${physical}\u0000${partition}`) ?? 0n;
-            if (ends && start >= (ends.get(partition) ?? 0n)) next.delete(partition);
-            else if (start > at) next.set(partition, start);
-          }
-          await sleep(Math.min(1000, 50 * 2 ** attempt++));
+          await this.clampToRetained(physical, next, ends);
+          if ((await unlessAborted(sleep(Math.min(1000, 50 * 2 ** attempt++)))) === 'aborted') return;
           continue;
         }
-        if (records.length > 0 && !(await onRecords(records))) return;
+        if (round === 'aborted') return;
+        if (round.records.length > 0 && !(await onRecords(round.records))) return;
+        // A broker that waits (maxWaitTime) paces the rounds; a fetch that does not wait and found nothing new
+        // is not sent again at once.
+        if (round.progressed || opts.maxWaitTime > 0) attempt = 0;
+        else if ((await unlessAborted(sleep(Math.min(1000, 50 * 2 ** attempt++)))) === 'aborted') return;
       }
     } finally {
       await forceClose(consumer);
+    }
+  }
+
+  /**
+   * After a failed round: each partition of `next` moved into what the partition retains (records deleted by
+   * retention, or a topic made anew whose end is before the position), and a bounded read's partition whose
+   * range is gone dropped. The positions stay as they are when the broker cannot say (it is down: the next round
+   * fails and backs off again).
+   */
+  private async clampToRetained(
+    physical: string,
+    next: Map<number, bigint>,
+    ends: Map<number, bigint> | undefined,
+  ): Promise<void> {
+    let starts: Map<string, bigint>;
+    let lasts: Map<string, bigint>;
+    try {
+      [starts, lasts] = await Promise.all([this.endOffsets([physical], -2n), this.endOffsets([physical])]);
+    } catch {
+      return;
+    }
+    for (const [partition, at] of next) {
+      const id = `${physical}\u0000${partition}`;
+      const start = starts.get(id) ?? 0n;
+      const last = lasts.get(id) ?? at;
+      const end = ends?.get(partition);
+      if (end !== undefined && (start >= end || at >= last)) next.delete(partition);
+      else if (start > at) next.set(partition, start);
+      else if (at > last) next.set(partition, last);
     }
   }
 
@@ -339,7 +376,7 @@ export class KafkaAdmin implements BusAdmin {
     next: Map<number, bigint>,
     ends: Map<number, bigint> | undefined,
     maxWaitTime: number,
-  ): Promise<StoredRecord[]> {
+  ): Promise<{ records: StoredRecord[]; progressed: boolean }> {
     const meta = await consumer.metadata({ topics: [physical] });
     const t = meta.topics.get(physical);
     if (!t) throw new Error(`topic ${physical} is not in the cluster's metadata`);
@@ -367,12 +404,19 @@ export class KafkaAdmin implements BusAdmin {
       ),
     );
     const out: StoredRecord[] = [];
+    let progressed = false;
     for (const response of responses)
       for (const { partitions } of response.responses)
-        for (const { partitionIndex: partition, records } of partitions) {
+        for (const { partitionIndex: partition, records, lastStableOffset } of partitions) {
           const from = next.get(partition);
           if (from === undefined) continue;
-          const end = ends?.get(partition);
+          // A bounded read ends where the committed records end now: the end offset counts records of open
+          // transactions (the high watermark), which a read of committed records does not get until they end.
+          const bound = ends?.get(partition);
+          const end =
+            bound !== undefined && lastStableOffset >= 0n && lastStableOffset < bound
+              ? lastStableOffset
+              : bound;
           let at = from;
           for (const batch of records ?? []) {
             if ((batch.attributes & IS_CONTROL) === 0)
@@ -384,10 +428,11 @@ export class KafkaAdmin implements BusAdmin {
             const last = batch.firstOffset + BigInt(batch.lastOffsetDelta);
             if (last + 1n > at) at = last + 1n;
           }
+          if (at > from || (end !== undefined && at >= end)) progressed = true;
           if (end !== undefined && at >= end) next.delete(partition);
           else next.set(partition, at);
         }
-    return out;
+    return { records: out, progressed };
   }
 
   async close(): Promise<void> {

@@ -247,13 +247,13 @@ const rawText = (value: Buffer | null | undefined, contentType: string | undefin
         .toString(contentType === 'application/json' || !contentType ? 'utf8' : 'base64')
     : '';
 
-/** A record as a bus message (after `codec.prepareDecode` for it). */
 /** What `decodeRecord` reads of a Kafka record: a consumer's message, or one fetched without a group. */
 export type StoredRecord = Pick<
   Message<string, Buffer, string, string>,
   'topic' | 'partition' | 'offset' | 'key' | 'value' | 'headers' | 'timestamp'
 >;
 
+/** A record as a bus message (after `codec.prepareDecode` for it). */
 export function decodeRecord(
   m: StoredRecord,
   unprefix: (t: string) => string,
