@@ -66,6 +66,17 @@ export const MUTANTS: readonly Mutant[] = [
   },
 
   {
+    id: 'relay-read-back-by-own-batch',
+    breaks:
+      "no copy after a failover on Kafka: the read-back covers two of the predecessor's batches, whatever this relay's size",
+    file: 'src/services/relay/index.ts',
+    find: 'const window = 2 * Math.max(limit, this.predecessorBatch);',
+    replace: 'const window = 2 * limit;',
+    tests: ['test/integration/relay-interleavings.test.ts#rolling deploy'],
+    needs: ['kafka'],
+  },
+
+  {
     id: 'kafka-read-back-skips-a-batch',
     breaks:
       'no copy after a failover on Kafka: the read-back (fetched without a consumer group) sees every message of its window',

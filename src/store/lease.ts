@@ -6,14 +6,14 @@ import type { Queryable } from './db.ts';
  * holder's now. `continued`: the lease was this holder's before the statement too, expired or not, so no one
  * else held it since this holder last did (another holder's acquisition writes its own name; its release
  * deletes the row). Both read in the statement's one snapshot: an acquisition by another holder after it
- * leaves the lease to that holder (`held` false).
+ * leaves the lease to that holder (`held` false). `previous`: who held it before, when this holder got it.
  */
 export async function tryAcquireLease(
   db: Queryable,
   name: string,
   holder: string,
   ttlMs: number,
-): Promise<{ held: boolean; continued: boolean }> {
+): Promise<{ held: boolean; continued: boolean; previous: string | null }> {
   const r = await db.query<{ previous: string | null }>(
     `WITH previous AS (SELECT holder FROM leases WHERE name = $1)
      INSERT INTO leases (name, holder, lease_until) VALUES ($1, $2, now() + ($3::int * interval '1 millisecond'))
@@ -23,7 +23,7 @@ export async function tryAcquireLease(
     [name, holder, ttlMs],
   );
   const row = r.rows[0];
-  return { held: row !== undefined, continued: row?.previous === holder };
+  return { held: row !== undefined, continued: row?.previous === holder, previous: row?.previous ?? null };
 }
 
 export async function releaseLease(db: Queryable, name: string, holder: string): Promise<void> {

@@ -65,11 +65,15 @@ for (const backend of backends) {
       const take = (name: string, holder: string, ttlMs: number) => tryAcquireLease(db, name, holder, ttlMs);
       assert.deepEqual(
         await take('relay-test', 'a', 60_000),
-        { held: true, continued: false },
+        { held: true, continued: false, previous: null },
         'a takes the free lease',
       );
       assert.equal((await take('relay-test', 'b', 60_000)).held, false, 'b while a holds it');
-      assert.deepEqual(await take('relay-test', 'a', 60_000), { held: true, continued: true }, 'a renews');
+      assert.deepEqual(
+        await take('relay-test', 'a', 60_000),
+        { held: true, continued: true, previous: 'a' },
+        'a renews',
+      );
       assert.equal((await take('relay-test', 'b', 60_000)).held, false, 'b after the renewal');
       assert.equal((await take('other', 'b', 60_000)).held, true, 'another lease is independent');
       await releaseLease(db, 'relay-test', 'b'); // not b's: changes nothing
@@ -77,7 +81,7 @@ for (const backend of backends) {
       await releaseLease(db, 'relay-test', 'a');
       assert.deepEqual(
         await take('relay-test', 'b', 1),
-        { held: true, continued: false },
+        { held: true, continued: false, previous: null },
         'b once a released it',
       );
       const expired = () =>
@@ -92,14 +96,14 @@ for (const backend of backends) {
       // Renewed after it ran out, with no one holding it meanwhile: continued (nothing to look for on the bus).
       assert.deepEqual(
         await take('relay-test', 'b', 1),
-        { held: true, continued: true },
+        { held: true, continued: true, previous: 'b' },
         'b again, after a lapse',
       );
       await expired();
       assert.deepEqual(
         await take('relay-test', 'a', 60_000),
-        { held: true, continued: false },
-        "a once b's lease expired: held by another since a's",
+        { held: true, continued: false, previous: 'b' },
+        "a once b's lease expired: held by another since a's (b, whose batch size a reads back by)",
       );
       assert.equal((await take('relay-test', 'b', 60_000)).held, false, 'b, expired, is out');
     });

@@ -57,18 +57,20 @@ async function setup(tag: string, env: Record<string, string> = {}) {
     { brokers: kafkaBrokers!.split(','), clientId: `relay-${tag}`, topicPrefix: prefix },
     { log: silentLogger },
   );
-  const config = loadConfig({
-    DATABASE_URL: created.url,
-    JWT_SECRET: TEST_SECRET,
-    BUS: 'kafka',
-    KAFKA_BROKERS: kafkaBrokers!,
-    KAFKA_TOPIC_PREFIX: prefix,
-    ...env,
-  });
+  const configOf = (more: Record<string, string> = {}) =>
+    loadConfig({
+      DATABASE_URL: created.url,
+      JWT_SECRET: TEST_SECRET,
+      BUS: 'kafka',
+      KAFKA_BROKERS: kafkaBrokers!,
+      KAFKA_TOPIC_PREFIX: prefix,
+      ...env,
+      ...more,
+    });
   // What the relay uses of a runtime: its configuration, database, bus, log and metrics.
-  const relayOn = (relayDb: Db, relayBus: Bus = bus) =>
+  const relayOn = (relayDb: Db, relayBus: Bus = bus, relayEnv?: Record<string, string>) =>
     new Relay({
-      config,
+      config: configOf(relayEnv),
       db: relayDb,
       bus: relayBus,
       log: silentLogger,
@@ -226,6 +228,42 @@ describe('relay interleavings on PostgreSQL and Kafka', { skip }, () => {
       assert.equal(new Set(titles).size, 10);
     } finally {
       commitLate(); // a failed assertion must not leave the transaction holding a connection
+      await s.close();
+    }
+  });
+
+  it("after a takeover, reads back by its predecessor's batch size when a rolling deploy lowered it", async () => {
+    const leaseMs = 300;
+    const s = await setup('rb', { RELAY_LEASE_MS: String(leaseMs) });
+    try {
+      // One user, so one partition: eight events a relay of batch 8 sends in one batch.
+      await appendEvents(
+        s.db,
+        Array.from({ length: 8 }, (_, i) => taskCreated('ann', `ann-${i}`)),
+      );
+      const a = s.relayOn(
+        hooked(s.db, async (sql, run) => {
+          if (MARKS.test(sql)) throw new Error('Connection terminated unexpectedly');
+          return run();
+        }),
+        s.bus,
+        { RELAY_BATCH_SIZE: '8' },
+      );
+      assert.equal(await (a as unknown as { holdLease(): Promise<boolean> }).holdLease(), true);
+      await assert.rejects(a.publishPending(8), /Connection terminated unexpectedly/);
+      assert.equal((await s.onBroker()).length, 8);
+      await sleep(leaseMs + 100); // A's lease runs out
+      // B sends batches of 3 (drain): two of them cover six of the partition's last messages, not eight.
+      const b = s.relayOn(s.db, s.bus, { RELAY_BATCH_SIZE: '3' });
+      await s.drain(b);
+      await b.stop();
+      const titles = await s.onBroker();
+      assert.deepEqual(
+        titles,
+        Array.from({ length: 8 }, (_, i) => `ann-${i}`),
+        'each event once on the broker, in order',
+      );
+    } finally {
       await s.close();
     }
   });

@@ -86,10 +86,19 @@ function countPublished(metrics: Runtime['metrics'], rows: readonly OutboxRow[])
   }
 }
 
+/** The batch size a relay's holder name ends with (`.../batch=500`), or 0 when it names none. */
+const batchOfHolder = (holder: string | null): number =>
+  Number(/\/batch=(\d{1,9})$/.exec(holder ?? '')?.[1] ?? 0);
+
 export class Relay {
-  /** Who holds the lease: host and pid for operators, and a random part for two relays of one process. */
-  readonly holder = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
-  private readonly holderHeader = { [RELAY_HEADER]: this.holder };
+  /**
+   * Who holds the lease: host and pid for operators, a random part for two relays of one process, and the batch
+   * size, which a relay taking over from this one reads back by (markWhatWasSent).
+   */
+  readonly holder: string;
+  private readonly holderHeader: Record<string, string>;
+  /** The batch size of the relay this one took the lease from, from its holder name (markWhatWasSent). */
+  private predecessorBatch = 0;
   private readonly loop: TickLoop;
   private readonly onSignal = () => this.loop.poke();
   private readonly leaseMs: number;
@@ -113,6 +122,8 @@ export class Relay {
 
   constructor(private readonly rt: Runtime) {
     this.options = relayManifest.config(rt.config.env);
+    this.holder = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}/batch=${this.options.batchSize}`;
+    this.holderHeader = { [RELAY_HEADER]: this.holder };
     this.metrics = rt.metrics.of(relayManifest);
     this.leaseMs = this.options.leaseMs;
     // After a commit signal, linger briefly so a burst of commits is published as one batch; while commits
@@ -161,7 +172,7 @@ export class Relay {
   private async holdLease(): Promise<boolean> {
     if (this.leader && this.leaseUntil - performance.now() >= (2 * this.leaseMs) / 3) return true;
     const asked = performance.now();
-    const { held, continued } = await tryAcquireLease(this.rt.db, LEASE, this.holder, this.leaseMs);
+    const { held, continued, previous } = await tryAcquireLease(this.rt.db, LEASE, this.holder, this.leaseMs);
     this.leaseUntil = held ? asked + this.leaseMs : 0;
     if (held !== this.leader)
       this.rt.log.info({ holder: this.holder }, held ? 'relay is active' : 'relay is standby');
@@ -173,6 +184,7 @@ export class Relay {
       this.reconciled = false;
       this.handovers++;
     }
+    if (held && !continued) this.predecessorBatch = batchOfHolder(previous);
     if (!held) this.sentUnmarked = []; // the next holder finds them on the bus, or sends them again
     this.leader = held;
     return held;
@@ -286,7 +298,8 @@ export class Relay {
   /**
    * Taking over, before the first send: a predecessor that died or was paused after a send and before its
    * marking left rows that are on the bus already. They are at most its last two batches (one sent while the
-   * previous one was being marked), so among the last 2 x `limit` messages of each partition of their topic.
+   * previous one was being marked), so among the last 2 x its batch size messages of each partition of their
+   * topic (its holder name says the size; this relay's own when it says none or less).
    * The pending rows whose events are found there are marked, not sent again: no copy on the broker after a
    * failover. Found by event id, not by position among the pending rows: transactions that took smaller ids
    * and committed after the predecessor read its batches come before those rows now, in any number. A bus
@@ -317,7 +330,10 @@ export class Relay {
       const topics = await pendingTopics(this.rt.db, pendingTopicsScan(limit));
       // The topics are read at once. All settle before the round goes on (a failed one ends it), so no reader
       // outlives it.
-      const reads = await Promise.allSettled(topics.map((topic) => readBack(topic, 2 * limit)));
+      // Two batches of the predecessor's size, which a rolling deploy may have changed (an older relay's
+      // holder names none: then this one's).
+      const window = 2 * Math.max(limit, this.predecessorBatch);
+      const reads = await Promise.allSettled(topics.map((topic) => readBack(topic, window)));
       const onBus = reads.map((r) => {
         if (r.status === 'rejected') throw r.reason;
         return r.value;
