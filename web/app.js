@@ -56,7 +56,8 @@ function subjectOf(token) {
 }
 
 async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${state.token}` };
+  const sentAs = state.token;
+  const headers = { authorization: `Bearer ${sentAs}` };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(path, {
     method,
@@ -70,6 +71,9 @@ async function api(method, path, body) {
   } catch {
     data = text;
   }
+  // The answer of a session that ended meanwhile (signed out, or in as someone else) is dropped, as a 401's is:
+  // it is not shown to the next user.
+  if (state.token !== sentAs) throw new Error('unauthorized');
   if (res.status === 401) {
     signOut((data && data.detail) || 'the token was not accepted');
     throw new Error('unauthorized');
@@ -260,9 +264,14 @@ function localInputValue(iso) {
 function edit(li, t) {
   state.editing = true;
   const field = (label, input) => el('label', { class: 'field' }, el('span', {}, label), input);
-  const title = el('input', { class: 'edit-title', value: t.title, maxlength: '500', required: true });
-  const description = el('textarea', { class: 'edit-description', rows: '3', maxlength: '10000' });
+  // maxlength counts UTF-16 units, the API code points (an emoji is two of the one, one of the other): twice the
+  // API's limits, and the API says when a text is too long.
+  const title = el('input', { class: 'edit-title', value: t.title, maxlength: '1000', required: true });
+  const description = el('textarea', { class: 'edit-description', rows: '3', maxlength: '20000' });
   description.value = t.description;
+  // The fields as the form shows them: an input drops line breaks and a textarea writes CRLF as LF, so a title
+  // or description left alone differs from the task's and must not be sent (it would rewrite the text).
+  const shown = { title: title.value, description: description.value };
   const priority = el(
     'select',
     { class: 'edit-priority' },
@@ -306,8 +315,8 @@ function edit(li, t) {
   due.addEventListener('change', showPreview);
   const changes = () => {
     const body = {};
-    if (title.value !== t.title) body.title = title.value;
-    if (description.value !== t.description) body.description = description.value;
+    if (title.value !== shown.title) body.title = title.value;
+    if (description.value !== shown.description) body.description = description.value;
     if (priority.value !== t.priority) body.priority = priority.value;
     const tagList = splitTags(tags.value);
     if (tagList.join(',') !== t.tags.join(',')) body.tags = tagList;

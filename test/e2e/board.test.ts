@@ -121,6 +121,32 @@ describe('real-time task board in Chromium', { skip }, () => {
     mkdirSync('test-results', { recursive: true });
     await b.screenshot({ path: 'test-results/board.png', fullPage: true });
   });
+
+  it('never shows the next user answers that were on their way to the one who signed out', async () => {
+    assert.equal(
+      (await ctx.app.call('leaver', 'POST', '/api/tasks', { title: "The leaver's secret" })).status,
+      201,
+    );
+    const { page, errors } = await signedInPage(ctx, 'leaver');
+    await taskRow(page, "The leaver's secret").waitFor({ timeout: LIVE_MS });
+    // From now on the leaver's answers are late: the sign-out and the next sign-in come before them.
+    const leaverToken = await ctx.app.token('leaver');
+    await page.route('**/api/**', async (route) => {
+      if (route.request().headers().authorization === `Bearer ${leaverToken}`)
+        await new Promise((r) => setTimeout(r, 1_500));
+      await route.continue().catch(() => undefined);
+    });
+    await page.click('#views button[data-view="all"]'); // a list request of the leaver's, answered late
+    await page.click('#signout');
+    await page.fill('#token', await ctx.app.token('next-user'));
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForSelector('#ws-status.live', { timeout: LIVE_MS });
+    await new Promise((r) => setTimeout(r, 2_500)); // the late answers have arrived
+    assert.equal(await page.locator('#whoami').textContent(), 'next-user');
+    assert.deepEqual(await page.locator('#tasks li.task .title').allTextContents(), []);
+    assert.equal(await page.locator('#views [data-count="total"]').textContent(), '0');
+    assert.deepEqual(errors, []);
+  });
 });
 
 describe('the reminder plan of a new task on the board in Chromium', { skip }, () => {
@@ -164,8 +190,10 @@ describe('in-app notifications on the board in Chromium', { skip }, () => {
 
     // Due in an hour and three seconds with a one-hour reminder: it fires about three seconds from now.
     const due = new Date(Date.now() + 3_600_000 + 3_000).toISOString();
+    // A long word in the title (a URL, say) wraps in the toast and the inbox instead of widening the page.
+    const url = `https://example.com/${'garden/'.repeat(40)}plants?utm_source=newsletter`;
     const created = await ctx.app.call('notified-user', 'POST', '/api/tasks', {
-      title: 'Water the plants',
+      title: `Water the plants ${url}`,
       due_date: due,
       reminders: ['PT1H'],
     });
@@ -180,6 +208,10 @@ describe('in-app notifications on the board in Chromium', { skip }, () => {
     );
     const item = page.locator('#notif-list li', { hasText: 'Reminder: Water the plants' });
     assert.equal(await item.count(), 1);
+    assert.ok(
+      await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth'),
+      'no sideways scroll with the long word shown',
+    );
 
     // Acting on it: mark read, snooze the reminder 10 minutes, dismiss it; each through the API it names.
     const reminder = async () =>
@@ -358,6 +390,31 @@ describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium',
     await page.click('#board-error-close');
     await error.waitFor({ state: 'hidden', timeout: LIVE_MS });
     await page.screenshot({ path: 'test-results/board-390-edit.png', fullPage: true });
+    assert.deepEqual(errors, []);
+  });
+
+  it('saves only what was changed: a multi-line title and a CRLF description stay as they are', async () => {
+    const user = 'multi-line';
+    const title = 'Groceries:\nmilk\neggs';
+    const created = await ctx.app.call(user, 'POST', '/api/tasks', {
+      title,
+      description: 'first line\r\nsecond line',
+    });
+    assert.equal(created.status, 201);
+    const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 844 });
+    const row = page.locator('#tasks li.task').first();
+    await row.waitFor({ timeout: LIVE_MS });
+    await row.locator('button.edit').click();
+    const form = page.locator('form.edit-form');
+    await form.locator('.edit-priority').selectOption('high');
+    await form.locator('button[type=submit]').click();
+    await waitUntil(
+      async () => (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body.priority === 'high',
+      'the priority saved',
+    );
+    const task = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
+    assert.equal(task.title, title);
+    assert.equal(task.description, 'first line\r\nsecond line');
     assert.deepEqual(errors, []);
   });
 
