@@ -536,3 +536,24 @@ describe('development sign-in on the board in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 });
+
+describe('the API docs page in Chromium', { skip }, () => {
+  const ctx = useBoard(() => [apiTarget]);
+
+  it('renders under its content security policy, which no other site may frame', async () => {
+    const res = await fetch(`${ctx.app.url}/docs/`);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.doesNotMatch(csp, /upgrade-insecure-requests/, 'plain http (a development server) keeps working');
+    assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+    const page = await (await ctx.browser.newContext()).newPage();
+    const problems: string[] = [];
+    page.on('pageerror', (e) => problems.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(m.text());
+    });
+    await page.goto(`${ctx.app.url}/docs/`);
+    await page.locator('.opblock').first().waitFor({ timeout: LIVE_MS });
+    assert.deepEqual(problems, []);
+  });
+});

@@ -76,7 +76,25 @@ export const apiTarget: TargetDefinition = {
         ? { oauth: { issuer: rt.config.jwt.issuer, publicUrl: rt.config.publicUrl } }
         : {}),
     });
-    await app.register(swaggerUi, { routePrefix: '/docs' });
+    // The docs page takes a pasted bearer token ("Authorize"): the plugin's CSP with hashes of its own inline
+    // scripts, not to be framed by another site (clickjacking), and no upgrade of plain-http requests (a
+    // development server on http://localhost would lose its own scripts). Swagger UI sets style attributes,
+    // which style hashes would block: inline styles are allowed.
+    await app.register(swaggerUi, {
+      routePrefix: '/docs',
+      staticCSP: true,
+      transformStaticCSP: (csp) =>
+        csp
+          .replace("frame-ancestors 'self'", "frame-ancestors 'none'")
+          .replace(/style-src [^;]*;/, "style-src 'self' 'unsafe-inline';")
+          .replace(/\s*upgrade-insecure-requests;?/, ''),
+      uiHooks: {
+        onRequest: (_req, reply, done) => {
+          reply.header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
+          done();
+        },
+      },
+    });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
     // The event side of the contract, from the same topic table, schemas and subscriptions (AsyncAPI 3.1).
     const asyncApi = asyncApiDocument(packageVersion(), rt.catalog);
