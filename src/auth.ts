@@ -8,6 +8,15 @@ import type { Config } from './config.ts';
 import { errorMessage } from './error-text.ts';
 import { textProblem } from './domain/text.ts';
 
+/**
+ * Why `sub` cannot be a user id, or null: 1 to 200 UTF-16 units of text the database takes (textProblem), as
+ * any other field. The verifier refuses such a token and `taskflow token` does not sign one.
+ */
+export function subjectProblem(sub: string): string | null {
+  if (sub.length === 0 || sub.length > 200) return 'must be 1 to 200 characters';
+  return textProblem(sub);
+}
+
 export class AuthError extends Error {
   override name = 'AuthError';
 }
@@ -68,13 +77,7 @@ function verifyToken(jwt: Config['jwt']): (token: string) => Promise<{ principal
       const { payload } = jwks
         ? await jwtVerify(token, jwks, options)
         : await jwtVerify(token, secret!, { ...options, algorithms: ['HS256'] });
-      // The subject is stored as the user's id: text the database takes (textProblem), as any other field.
-      if (
-        typeof payload.sub !== 'string' ||
-        payload.sub.length === 0 ||
-        payload.sub.length > 200 ||
-        textProblem(payload.sub) !== null
-      )
+      if (typeof payload.sub !== 'string' || subjectProblem(payload.sub) !== null)
         throw new AuthError('token has no usable subject (sub)');
       return { principal: { userId: payload.sub, expiresAt: payload.exp! * 1000 }, exp: payload.exp! };
     } catch (err) {

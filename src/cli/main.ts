@@ -195,14 +195,22 @@ program
     const config = loadConfig();
     if (!config.jwt.secret)
       throw new ConfigError('tokens can only be signed with JWT_SECRET (not with JWT_JWKS_URL)');
-    const { signDevToken } = await import('../auth.ts');
-    console.log(
-      await signDevToken(config.jwt.secret, opts.user, {
-        expiresIn: opts.expires,
-        ...(config.jwt.issuer ? { issuer: config.jwt.issuer } : {}),
-        ...(config.jwt.audience ? { audience: config.jwt.audience } : {}),
-      }),
-    );
+    const { signDevToken, subjectProblem } = await import('../auth.ts');
+    // Not a token the server would refuse: a subject it cannot take, a lifetime that is over already.
+    const subject = subjectProblem(opts.user);
+    if (subject) throw new InvalidArgumentError(`--user ${subject}`);
+    if (!/^\d+\s*[a-z]+$/i.test(opts.expires))
+      throw new InvalidArgumentError(
+        `--expires must be a positive span like 30m, 12h or 7d, got ${opts.expires}`,
+      );
+    const token = await signDevToken(config.jwt.secret, opts.user, {
+      expiresIn: opts.expires,
+      ...(config.jwt.issuer ? { issuer: config.jwt.issuer } : {}),
+      ...(config.jwt.audience ? { audience: config.jwt.audience } : {}),
+    }).catch((err: unknown) => {
+      throw new InvalidArgumentError(`--expires: ${errorMessage(err)} (e.g. 30m, 12h, 7d)`);
+    });
+    console.log(token);
   });
 
 program
@@ -210,9 +218,15 @@ program
   .description('print events of a topic as they arrive (one JSON line each)')
   .argument('<topic>', 'topic, e.g. task-events, reminders, task-updates, <group>.dlq')
   .option('--from-beginning', 'start with the oldest retained event')
-  .addOption(new Option('--limit <n>', 'exit after n events').argParser((v) => Number.parseInt(v, 10)))
+  .addOption(new Option('--limit <n>', 'exit after n events').argParser((v) => positiveInt('--limit', v)))
   .action((topic: string, opts: { fromBeginning?: boolean; limit?: number }) =>
     withBus(async (bus) => {
+      // A misspelt topic is named, not made (the embedded bus makes a topic it is asked to read) and waited on.
+      const topics = (await bus.admin.describeTopics()).map((t) => t.name);
+      if (!topics.includes(topic))
+        throw new Error(
+          `no topic ${JSON.stringify(topic)}; the topics are ${topics.join(', ') || '(none yet)'}`,
+        );
       const stop = new AbortController();
       process.on('SIGINT', () => stop.abort());
       process.on('SIGTERM', () => stop.abort());
@@ -435,6 +449,9 @@ dlq
   .option('--id <eventId...>', 'only these event ids (default: all of the group)')
   .action((opts: { group: string; id?: string[] }) =>
     withBus(async (bus) => {
+      const groups = await dlqGroups(bus, undefined);
+      if (!groups.includes(opts.group))
+        throw new Error(`no dead-letter topic for group ${opts.group}; the groups are ${groups.join(', ')}`);
       const { replayDeadLetters } = await import('../bus/dlq.ts');
       const replayed = await replayDeadLetters(bus, opts.group, opts.id ? { ids: opts.id } : {});
       if (opts.id && replayed.length < opts.id.length) {
@@ -452,6 +469,8 @@ program
   .description('recompute the hash chains of the audit log; names the first broken record (exit code 1)')
   .option('--user <id>', 'verify only this user')
   .action(async (opts: { user?: string }) => {
+    if (opts.user === '')
+      throw new InvalidArgumentError('--user must name a user (leave it out for every user)');
     const { verifyChain } = await import('../services/audit/chain.ts');
     const { db, migrate } = await openDatabase(loadConfig().databaseUrl);
     await migrate();
@@ -461,9 +480,12 @@ program
       console.log(
         `BROKEN user=${b.user_id} seq=${b.seq} id=${b.id ?? '-'} event_id=${b.event_id ?? '-'}: ${b.reason}`,
       );
-    console.log(
-      `${result.ok ? 'ok' : 'FAILED'}: ${result.users} user chain(s), ${result.records} record(s) verified`,
-    );
+    if (opts.user !== undefined && result.records === 0)
+      console.log(`ok: no audit records for user ${JSON.stringify(opts.user)} (nothing to verify)`);
+    else
+      console.log(
+        `${result.ok ? 'ok' : 'FAILED'}: ${result.users} user chain(s), ${result.records} record(s) verified`,
+      );
     if (!result.ok) process.exitCode = 1;
   });
 

@@ -1,7 +1,8 @@
 /**
  * `taskflow dlq` on a dead-letter topic longer than one page (the embedded bus on PostgreSQL, the CLI as a
  * separate process): a letter past the first 1,000 can be shown and replayed, `list --limit` says how many
- * it left out, and gateway instance groups are included when no group is named.
+ * it left out, and gateway instance groups are included when no group is named. And the operations commands
+ * refuse, naming why, what they cannot do (a misspelt topic or group, a bad limit, a token the server refuses).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -16,6 +17,13 @@ import { postgresBackend } from '../helpers/db.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 const run = promisify(execFile);
+
+/** The CLI as a separate process, on the embedded bus in the database at `url`. */
+const taskflow = (url: string, ...args: string[]) =>
+  run(process.execPath, ['bin/taskflow.js', ...args], {
+    env: { ...process.env, BUS: 'embedded', DATABASE_URL: url, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'warn' },
+    timeout: 120_000,
+  });
 
 describe(
   'taskflow dlq on a long dead-letter topic',
@@ -34,14 +42,7 @@ describe(
         [DLQ_HEADERS.sourceOffset]: String(i),
         [DLQ_HEADERS.group]: group,
       });
-      const env = {
-        ...process.env,
-        BUS: 'embedded',
-        DATABASE_URL: url,
-        JWT_SECRET: TEST_SECRET,
-        LOG_LEVEL: 'warn',
-      };
-      const cli = (...args: string[]) => run(process.execPath, ['bin/taskflow.js', 'dlq', ...args], { env });
+      const cli = (...args: string[]) => taskflow(url, 'dlq', ...args);
       try {
         await bus.publisher.publish(
           letters.map((event, i) => ({ topic: dlqTopic(group), key: 'u-dlq', event, headers: headers(i) })),
@@ -77,6 +78,40 @@ describe(
         assert.equal(republished.length, 1);
       } finally {
         await bus.close();
+        await drop();
+      }
+    });
+
+    it('refuses what it cannot do, naming why: unknown topics and groups, bad limits, tokens the server refuses', async () => {
+      const { url, drop } = await postgresBackend!.fresh();
+      const cli = (...args: string[]) => taskflow(url, ...args);
+      try {
+        await cli('topics', 'ensure');
+        await assert.rejects(
+          cli('tail', 'task-event', '--limit', '1'),
+          /no topic "task-event"; the topics are .*task-events/,
+        );
+        const topics = await cli('topics', 'describe', '--json');
+        assert.doesNotMatch(topics.stdout, /"task-event"/, 'a misspelt topic is not made');
+        await assert.rejects(cli('tail', 'task-events', '--limit', 'abc'), /--limit must be a whole number/);
+        await assert.rejects(
+          cli('dlq', 'replay', '--group', 'taskflow-audti'),
+          /no dead-letter topic for group taskflow-audti; the groups are .*taskflow-audit/,
+        );
+        await assert.rejects(cli('token', '--user', ''), /--user must be 1 to 200 characters/);
+        await assert.rejects(cli('token', '--user', 'x'.repeat(201)), /--user must be 1 to 200 characters/);
+        await assert.rejects(
+          cli('token', '--user', 'ann', '--expires', '-5m'),
+          /--expires must be a positive span/,
+        );
+        await assert.rejects(cli('token', '--user', 'ann', '--expires', 'soon'), /--expires/);
+        assert.match((await cli('token', '--user', 'ann', '--expires', '2h')).stdout, /^ey/);
+        await assert.rejects(cli('audit', 'verify', '--user', ''), /--user must name a user/);
+        assert.match(
+          (await cli('audit', 'verify', '--user', 'nobody')).stdout,
+          /ok: no audit records for user "nobody"/,
+        );
+      } finally {
         await drop();
       }
     });
