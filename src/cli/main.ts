@@ -274,16 +274,28 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
   }
 }
 
+/**
+ * A value as a terminal shows it: control characters (a user id or key from a token or an event: an ESC would
+ * drive the operator's terminal) written as \u escapes.
+ */
+const printable = (v: unknown) =>
+  String(v ?? '').replace(
+    // eslint-disable-next-line no-control-regex -- control characters are what it looks for
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+
 const table = (rows: Record<string, unknown>[]) => {
   if (rows.length === 0) return '(none)';
   const cols = Object.keys(rows[0]!);
-  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
+  const cells = rows.map((r) => cols.map((c) => printable(r[c])));
+  const width = cols.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
   const line = (vals: string[]) =>
     vals
       .map((v, i) => v.padEnd(width[i]!))
       .join('  ')
       .trimEnd();
-  return [line(cols), ...rows.map((r) => line(cols.map((c) => String(r[c] ?? ''))))].join('\n');
+  return [line(cols), ...cells.map(line)].join('\n');
 };
 
 const topics = program
@@ -478,7 +490,7 @@ program
     await db.close();
     for (const b of result.broken)
       console.log(
-        `BROKEN user=${b.user_id} seq=${b.seq} id=${b.id ?? '-'} event_id=${b.event_id ?? '-'}: ${b.reason}`,
+        `BROKEN user=${printable(b.user_id)} seq=${b.seq} id=${b.id ?? '-'} event_id=${printable(b.event_id ?? '-')}: ${printable(b.reason)}`,
       );
     if (opts.user !== undefined && result.records === 0)
       console.log(`ok: no audit records for user ${JSON.stringify(opts.user)} (nothing to verify)`);

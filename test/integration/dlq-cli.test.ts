@@ -50,7 +50,7 @@ describe(
         await bus.publisher.publish([
           {
             topic: dlqTopic('taskflow-gateway-pod-7'),
-            key: 'u-gw',
+            key: 'u-gw\u001b[31m',
             event: taskCreated('u-gw', 'gw'),
             headers: headers(0),
           },
@@ -63,6 +63,9 @@ describe(
         const listed = await cli('list', '--group', group, '--limit', '2', '--json');
         assert.equal((JSON.parse(listed.stdout) as unknown[]).length, 2);
         assert.match(listed.stderr, /showing the first 2 of 1005 dead letters/);
+        // A key from an event reaches the table as text, not as an escape sequence for the terminal.
+        const gateway = (await cli('list', '--group', 'taskflow-gateway-pod-7')).stdout;
+        assert.ok(gateway.includes('u-gw\\u001b[31m') && !gateway.includes('\u001b'), gateway);
         const all = JSON.parse((await cli('list', '--limit', '1', '--json')).stdout) as { group: string }[];
         assert.ok(
           all.some((d) => d.group === 'taskflow-gateway-pod-7'),
