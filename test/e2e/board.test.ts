@@ -554,6 +554,9 @@ describe('the API docs page in Chromium', { skip }, () => {
     });
     await page.goto(`${ctx.app.url}/docs/`);
     await page.locator('.opblock').first().waitFor({ timeout: LIVE_MS });
+    // A link with a query string (a newsletter's utm_source) shows the document too.
+    await page.goto(`${ctx.app.url}/docs?utm_source=mail`);
+    await page.locator('.opblock').first().waitFor({ timeout: LIVE_MS });
     assert.deepEqual(problems, []);
   });
 });

@@ -89,9 +89,12 @@ export const apiTarget: TargetDefinition = {
           .replace(/style-src [^;]*;/, "style-src 'self' 'unsafe-inline';")
           .replace(/\s*upgrade-insecure-requests;?/, ''),
       uiHooks: {
-        onRequest: (_req, reply, done) => {
+        onRequest: async (req, reply) => {
           reply.header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
-          done();
+          // The page finds its document at ./json from its whole address, query string included (a link
+          // with ?utm_source=... showed no document): the page is sent to its address without one.
+          const [path, query] = req.url.split('?', 2);
+          if (query !== undefined && (path === '/docs' || path === '/docs/')) return reply.redirect(path);
         },
       },
     });
