@@ -187,6 +187,18 @@ describe('WebSocket gateway', () => {
     const reuse = new WebSocket(`${app.url.replace('http', 'ws')}/ws?ticket=${issued.body.ticket}`);
     assert.match((await new Promise<Error>((resolve) => reuse.on('error', resolve))).message, /401/);
     assert.equal((await app.call(null, 'POST', '/api/ws-ticket')).status, 401);
+    // Two tickets: the answer says so (not "missing credentials").
+    const twice = new WebSocket(`${app.url.replace('http', 'ws')}/ws?ticket=a&ticket=b`);
+    twice.on('error', () => undefined);
+    const refusal = await new Promise<{ status: number; body: string }>((resolve) =>
+      twice.on('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      }),
+    );
+    assert.equal(refusal.status, 401);
+    assert.match(refusal.body, /one ticket only/);
   });
 
   it('drops a slow client (1013) without stalling the others', async () => {
