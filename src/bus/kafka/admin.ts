@@ -13,21 +13,6 @@ import { connectionOptions, describeKafkaError, forceClose, type KafkaSettings }
 /** The longest a bounded read of a topic (dead letters, a relay's read-back) keeps trying. */
 const READ_TIMEOUT_MS = 15_000;
 
-/** Per partition, from `from(end)` (not before the earliest retained offset) to the end offset. */
-function rangesOf(
-  ends: Map<string, bigint>,
-  starts: Map<string, bigint>,
-  from: (end: bigint) => bigint,
-): Map<number, { from: bigint; end: bigint }> {
-  const ranges = new Map<number, { from: bigint; end: bigint }>();
-  for (const [id, end] of ends) {
-    const start = starts.get(id) ?? 0n;
-    const wanted = from(end);
-    ranges.set(Number(id.split('\u0000')[1]), { from: wanted > start ? wanted : start, end });
-  }
-  return ranges;
-}
-
 const text = (b: Buffer | null) => (b === null ? '' : b.toString('utf8'));
 
 /** A fetched record as a consumer's message: string key and headers, the value's bytes. */
@@ -139,11 +124,22 @@ export class KafkaAdmin implements BusAdmin {
   async messageCount(topic: string): Promise<number> {
     const name = this.prefix + topic;
     if (!(await this.admin.listTopics()).includes(name)) return 0;
-    const [end, start] = await Promise.all([this.endOffsets([name]), this.endOffsets([name], -2n)]);
     let n = 0n;
-    for (const [id, e] of end) n += e - (start.get(id) ?? 0n);
+    for (const { start, end } of (await this.bounds(name)).values()) n += end - start;
     return Number(n);
   }
+
+  /** Each partition's earliest retained offset and its end (the next offset), for one topic. */
+  private async bounds(physical: string): Promise<Map<number, { start: bigint; end: bigint }>> {
+    const [ends, starts] = await Promise.all([this.endOffsets([physical]), this.endOffsets([physical], -2n)]);
+    const out = new Map<number, { start: bigint; end: bigint }>();
+    for (const [id, end] of ends)
+      out.set(Number(id.split('\u0000')[1]), { start: starts.get(id) ?? 0n, end });
+    return out;
+  }
+
+  /** A physical topic name as the bus names it (without KAFKA_TOPIC_PREFIX). */
+  private readonly unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
 
   /** Offsets per partition at `timestamp`: -1 = the end (next offset), -2 = the earliest retained. */
   private async endOffsets(topics: string[], timestamp = -1n): Promise<Map<string, bigint>> {
@@ -191,22 +187,20 @@ export class KafkaAdmin implements BusAdmin {
   async read(topic: string, opts: { limit?: number } = {}): Promise<StoredMessage[]> {
     const name = this.prefix + topic;
     const limit = opts.limit ?? 1000;
-    if (limit <= 0 || !(await this.admin.listTopics()).includes(name)) return [];
-    const [ends, starts] = await Promise.all([this.endOffsets([name]), this.endOffsets([name], -2n)]);
+    if (limit <= 0) return [];
     const records: StoredRecord[] = [];
-    await this.readRanges(
+    await this.readBounded(
       name,
-      rangesOf(ends, starts, () => 0n),
+      () => 0n,
       (m) => {
         records.push(m);
         return records.length < limit;
       },
     );
     // Messages are decoded in order; an Avro one may first wait for its schema (codec.prepareDecode).
-    const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
     await this.codec.prepareDecode(records, AbortSignal.timeout(READ_TIMEOUT_MS));
     return records
-      .map((m) => decodeRecord(m, unprefix, this.codec))
+      .map((m) => decodeRecord(m, this.unprefix, this.codec))
       .sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
   }
 
@@ -217,11 +211,10 @@ export class KafkaAdmin implements BusAdmin {
   async publishedEventIds(topic: string, lastPerPartition: number): Promise<Set<string>> {
     const name = this.prefix + topic;
     const ids = new Set<string>();
-    if (lastPerPartition <= 0 || !(await this.admin.listTopics()).includes(name)) return ids;
-    const [ends, starts] = await Promise.all([this.endOffsets([name]), this.endOffsets([name], -2n)]);
-    await this.readRanges(
+    if (lastPerPartition <= 0) return ids;
+    await this.readBounded(
       name,
-      rangesOf(ends, starts, (end) => end - BigInt(lastPerPartition)),
+      (end) => end - BigInt(lastPerPartition),
       (m) => {
         const id = m.headers.get('ce_id');
         if (id) ids.add(id);
@@ -231,21 +224,25 @@ export class KafkaAdmin implements BusAdmin {
   }
 
   /**
-   * Reads the records of each partition of `physical` from `from` up to `end` (exclusive). `onRecord` returning
-   * false stops the read. Gives up after READ_TIMEOUT_MS.
+   * Reads each partition of `physical` from `from(its end)` (not before its earliest retained record) up to its
+   * end now; nothing when the topic does not exist. `onRecord` returning false stops the read. Gives up after
+   * READ_TIMEOUT_MS.
    */
-  private async readRanges(
+  private async readBounded(
     physical: string,
-    ranges: Map<number, { from: bigint; end: bigint }>,
+    from: (end: bigint) => bigint,
     onRecord: (m: StoredRecord) => boolean | void,
   ): Promise<void> {
+    if (!(await this.admin.listTopics()).includes(physical)) return;
     const next = new Map<number, bigint>();
     const ends = new Map<number, bigint>();
-    for (const [partition, r] of ranges)
-      if (r.from < r.end) {
-        next.set(partition, r.from);
-        ends.set(partition, r.end);
-      }
+    for (const [partition, { start, end }] of await this.bounds(physical)) {
+      const wanted = from(end);
+      const at = wanted > start ? wanted : start;
+      if (at >= end) continue;
+      next.set(partition, at);
+      ends.set(partition, end);
+    }
     const deadline = Date.now() + READ_TIMEOUT_MS;
     await this.fetchLoop(physical, next, { ends, maxWaitTime: 0, deadline }, (records) => {
       for (const m of records) if (onRecord(m) === false) return false;
@@ -259,17 +256,15 @@ export class KafkaAdmin implements BusAdmin {
     onMessage: (m: StoredMessage) => void,
   ): Promise<void> {
     const physical = this.prefix + topic;
-    const [ends, starts] = await Promise.all([this.endOffsets([physical]), this.endOffsets([physical], -2n)]);
     const next = new Map<number, bigint>();
-    for (const [id, end] of ends)
-      next.set(Number(id.split('\u0000')[1]), opts.fromBeginning ? (starts.get(id) ?? 0n) : end);
-    const unprefix = (t: string) => (t.startsWith(this.prefix) ? t.slice(this.prefix.length) : t);
+    for (const [partition, { start, end }] of await this.bounds(physical))
+      next.set(partition, opts.fromBeginning ? start : end);
     await this.fetchLoop(physical, next, { maxWaitTime: 300, signal: opts.signal }, async (records) => {
       // Handed on in order; an Avro one may first wait for its schema (codec.prepareDecode).
       await this.codec.prepareDecode(records, opts.signal);
       for (const m of records) {
         if (opts.signal.aborted) return false;
-        onMessage(decodeRecord(m, unprefix, this.codec));
+        onMessage(decodeRecord(m, this.unprefix, this.codec));
       }
       return true;
     });
@@ -307,6 +302,9 @@ export class KafkaAdmin implements BusAdmin {
     const unlessAborted = <T>(p: Promise<T>): Promise<T | 'aborted'> =>
       aborted ? Promise.race([p, aborted]) : p;
     let attempt = 0;
+    /** Waits before the next round, longer each time in a row; whether the read was aborted meanwhile. */
+    const backOff = async () =>
+      (await unlessAborted(sleep(Math.min(1000, 50 * 2 ** attempt++)))) === 'aborted';
     try {
       while (next.size > 0 && !signal?.aborted) {
         if (deadline !== undefined && Date.now() > deadline)
@@ -322,7 +320,7 @@ export class KafkaAdmin implements BusAdmin {
           );
           consumer.clearMetadata();
           await this.clampToRetained(physical, next, ends);
-          if ((await unlessAborted(sleep(Math.min(1000, 50 * 2 ** attempt++)))) === 'aborted') return;
+          if (await backOff()) return;
           continue;
         }
         if (round === 'aborted') return;
@@ -330,7 +328,7 @@ export class KafkaAdmin implements BusAdmin {
         // A broker that waits (maxWaitTime) paces the rounds; a fetch that does not wait and found nothing new
         // is not sent again at once.
         if (round.progressed || opts.maxWaitTime > 0) attempt = 0;
-        else if ((await unlessAborted(sleep(Math.min(1000, 50 * 2 ** attempt++)))) === 'aborted') return;
+        else if (await backOff()) return;
       }
     } finally {
       await forceClose(consumer);
@@ -348,17 +346,15 @@ export class KafkaAdmin implements BusAdmin {
     next: Map<number, bigint>,
     ends: Map<number, bigint> | undefined,
   ): Promise<void> {
-    let starts: Map<string, bigint>;
-    let lasts: Map<string, bigint>;
+    let bounds: Map<number, { start: bigint; end: bigint }>;
     try {
-      [starts, lasts] = await Promise.all([this.endOffsets([physical], -2n), this.endOffsets([physical])]);
+      bounds = await this.bounds(physical);
     } catch {
       return;
     }
     for (const [partition, at] of next) {
-      const id = `${physical}\u0000${partition}`;
-      const start = starts.get(id) ?? 0n;
-      const last = lasts.get(id) ?? at;
+      const start = bounds.get(partition)?.start ?? 0n;
+      const last = bounds.get(partition)?.end ?? at;
       const end = ends?.get(partition);
       if (end !== undefined && (start >= end || at >= last)) next.delete(partition);
       else if (start > at) next.set(partition, start);
