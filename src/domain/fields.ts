@@ -20,6 +20,13 @@ export const refuse = (
 export const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** An issue for each key of a query string that is not `allowed`: a misspelt parameter is refused, not ignored. */
+export function unknownParameters(query: Record<string, unknown>, allowed: readonly string[]): FieldIssue[] {
+  return Object.keys(query)
+    .filter((key) => !allowed.includes(key))
+    .map((key) => ({ path: key, message: `unknown query parameter; allowed: ${allowed.join(', ')}` }));
+}
+
 /** `tags[2]`, `keys.auth`: a field's name and the path below it, as FieldIssue paths are written. */
 export const issuePath = (key: string, below: readonly PropertyKey[]): string =>
   key + below.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');

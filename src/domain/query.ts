@@ -5,6 +5,7 @@ import { fail, ok } from './errors.ts';
 import { Temporal } from 'temporal-polyfill';
 import { INSTANT_HINT, PRIORITIES, PRIORITY_RANK, type Priority, parseInstant } from './task.ts';
 import { commaList, isUuid, textProblem } from './text.ts';
+import { unknownParameters } from './fields.ts';
 
 export const SORT_FIELDS = ['due', 'priority', 'created', 'updated', 'title'] as const;
 
@@ -165,11 +166,8 @@ export const PRIORITY_LIST_PATTERN = `^${commaList(PRIORITY)}$`;
 const PRIORITY_LIST = new RegExp(PRIORITY_LIST_PATTERN);
 
 export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery> {
-  const issues: FieldIssue[] = [];
+  const issues: FieldIssue[] = unknownParameters(input, QUERY_KEYS);
   const issue = (path: string, message: string) => issues.push({ path, message });
-  for (const key of Object.keys(input))
-    if (!(QUERY_KEYS as readonly string[]).includes(key))
-      issue(key, `unknown query parameter; allowed: ${QUERY_KEYS.join(', ')}`);
 
   const status = single(input.status) ?? 'all';
   if (!['pending', 'completed', 'all'].includes(status))

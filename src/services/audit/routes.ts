@@ -11,6 +11,7 @@ import { authenticatedScope } from '../../http/authenticated.ts';
 import { ValidationError, type FieldIssue } from '../../domain/errors.ts';
 import { INSTANT_HINT, parseInstant } from '../../domain/task.ts';
 import { codePoints, commaList, textProblem } from '../../domain/text.ts';
+import { unknownParameters } from '../../domain/fields.ts';
 import type { Queryable } from '../../store/db.ts';
 import { EVENT_TYPES, instant, type EventType } from '../../contracts/schemas.ts';
 import { AUDIT_COLUMNS, toRecord, type AuditRecord, type AuditRow } from './chain.ts';
@@ -108,9 +109,7 @@ const single = (v: unknown): string | undefined =>
   v === undefined ? undefined : Array.isArray(v) ? String(v[v.length - 1]) : String(v);
 
 function parseFilter(input: Record<string, unknown>, allowed: string[], issues: FieldIssue[]): AuditFilter {
-  for (const k of Object.keys(input))
-    if (!allowed.includes(k))
-      issues.push({ path: k, message: `unknown query parameter; allowed: ${allowed.join(', ')}` });
+  issues.push(...unknownParameters(input, allowed));
   const taskId = single(input.task_id) ?? null;
   if (taskId !== null && (taskId.length === 0 || codePoints(taskId) > 100 || textProblem(taskId)))
     issues.push({ path: 'task_id', message: 'must be a task id' });

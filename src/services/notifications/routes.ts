@@ -15,7 +15,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
-import { bodyJsonSchema, fieldJsonSchema } from '../../domain/fields.ts';
+import { bodyJsonSchema, fieldJsonSchema, unknownParameters } from '../../domain/fields.ts';
 import {
   CHANNELS,
   PREFERENCE_FIELDS,
@@ -209,11 +209,7 @@ export async function registerNotificationRoutes(
       async (req: FastifyRequest<{ Querystring: Record<string, string | undefined> }>) => {
         const userId = await userOf(req);
         const { unread, limit } = req.query;
-        const issues = [];
-        // As the other lists: a misspelt parameter (unread_only) is refused, not ignored.
-        for (const key of Object.keys(req.query))
-          if (key !== 'unread' && key !== 'limit')
-            issues.push({ path: key, message: 'unknown query parameter; allowed: unread, limit' });
+        const issues = unknownParameters(req.query, ['unread', 'limit']);
         if (unread !== undefined && unread !== 'true' && unread !== 'false')
           issues.push({ path: 'unread', message: 'must be true or false' });
         const n = limit === undefined ? 50 : Number(limit);
