@@ -51,6 +51,8 @@ describe('audit helpers', () => {
     assert.equal(csvField('a,b'), '"a,b"');
     assert.equal(csvField('say "hi"'), '"say ""hi"""');
     assert.equal(csvField('=HYPERLINK("x")'), `"'=HYPERLINK(""x"")"`);
+    // Split at the `;` by a spreadsheet whose list separator is `;`, the rest would be a formula cell.
+    assert.equal(csvField('x;=1+1'), '"x;=1+1"');
     assert.equal(csvField(null), '');
     assert.equal(csvField({ a: 1 }), '"{""a"":1}"');
   });

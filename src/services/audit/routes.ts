@@ -219,11 +219,15 @@ export async function* auditPages(
   }
 }
 
-/** RFC 4180 field; a leading = + - @ is neutralised so spreadsheets do not evaluate it (CSV injection). */
+/**
+ * RFC 4180 field; a leading = + - @ is neutralised so spreadsheets do not evaluate it (CSV injection). A field
+ * with a semicolon is quoted too: a spreadsheet whose locale separates lists with `;` splits an unquoted one
+ * there, and the part after it (`x;=1+1`) would be a cell of its own, evaluated.
+ */
 export function csvField(v: unknown): string {
   let s = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
   if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  return /[",;\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 export function exportStream(
