@@ -395,6 +395,13 @@ const PRESSURE_SAMPLE_MS = 250;
 const PRESSURE_GRACE_MS = 3_000;
 
 /**
+ * The 503's detail while the event loop lags. The delay is Infinity (no sample in the last interval) while a
+ * long task still holds the loop: that is said in words, not as "Infinity ms".
+ */
+export const behindDetail = (delayMs: number | undefined, maxDelayMs: number): string =>
+  `the server is behind (event loop delay ${delayMs !== undefined && Number.isFinite(delayMs) ? `${Math.round(delayMs)} ms` : 'over a sample'} > ${maxDelayMs} ms); retry shortly`;
+
+/**
  * Admission control by the event loop (`@fastify/under-pressure`): while its delay, averaged over the last
  * sample, exceeds `maxDelayMs`, new API requests (`/api/...`, `/mcp`) are refused at once with a 503
  * problem+json and `Retry-After: 1`, which costs far less than serving them. Refusing them early keeps the
@@ -414,12 +421,7 @@ async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise
     sampleInterval: PRESSURE_SAMPLE_MS,
     pressureHandler: (req: FastifyRequest, _reply: FastifyReply, _type: string, value?: number) =>
       sheddable(req.url) && performance.now() >= armedAt
-        ? Promise.reject(
-            new OverloadedError(
-              // The delay is Infinity while a long task still holds the loop (under-pressure's sample).
-              `the server is behind (event loop delay ${Number.isFinite(value) ? `${Math.round(value!)} ms` : 'over a sample'} > ${maxDelayMs} ms); retry shortly`,
-            ),
-          )
+        ? Promise.reject(new OverloadedError(behindDetail(value, maxDelayMs)))
         : undefined,
   });
 }
