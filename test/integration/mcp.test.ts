@@ -407,7 +407,7 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     assert.equal(get.status, 405);
   });
 
-  it('takes a batch of a few messages and refuses a larger one whole, with nothing done', async () => {
+  it('takes a batch of a few messages (one message: answered as an array) and refuses a larger one whole, with nothing done', async () => {
     const post = async (messages: unknown[]) =>
       fetch(`${app.url}/mcp`, {
         method: 'POST',
@@ -427,6 +427,10 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     const small = await post([add(1), add(2)]);
     assert.equal(small.status, 200);
     assert.equal(((await small.json()) as unknown[]).length, 2);
+    // JSON-RPC 2.0 section 6: a batch is answered with an array, a batch of one too.
+    const one = await post([{ jsonrpc: '2.0', id: 'solo', method: 'ping' }]);
+    assert.equal(one.status, 200);
+    assert.deepEqual(await one.json(), [{ jsonrpc: '2.0', id: 'solo', result: {} }]);
     const large = await post(Array.from({ length: MAX_MCP_BATCH + 1 }, (_, i) => add(10 + i)));
     assert.equal(large.status, 400);
     const refused = (await large.json()) as { error: { code: number; message: string } };

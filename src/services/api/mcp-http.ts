@@ -137,7 +137,7 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
           );
       }
       const { handleMcpRequest } = await (mcp ??= import('./mcp.ts'));
-      await handleMcpRequest(deps, userId, req, reply);
+      return handleMcpRequest(deps, userId, req, reply);
     });
   });
   // No server-initiated streams or sessions in stateless mode.

@@ -10,7 +10,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
 import { systemClock, type Clock } from '../../domain/clock.ts';
@@ -970,7 +970,7 @@ export async function handleMcpRequest(
   userId: string,
   req: FastifyRequest,
   reply: FastifyReply,
-): Promise<void> {
+): Promise<FastifyReply> {
   const server = createMcpServer(deps, {
     userId,
     rest: restClient({
@@ -987,23 +987,38 @@ export async function handleMcpRequest(
     ...(typeof req.headers.traceparent === 'string' ? { traceparent: req.headers.traceparent } : {}),
     ...(req.headers['user-agent'] ? { userAgent: String(req.headers['user-agent']) } : {}),
   });
-  const transport = new StreamableHTTPServerTransport({
+  // The SDK's web-standard transport answers with a Response that this route sends: the Node adapter wrote to the
+  // socket itself, and answered a batch of one message with a bare object, where JSON-RPC 2.0 (section 6)
+  // answers a batch with an array.
+  const transport = new WebStandardStreamableHTTPServerTransport({
     sessionIdGenerator: undefined,
     enableJsonResponse: true,
   });
-  reply.hijack();
   reply.raw.on('close', () => {
     void transport.close().catch(() => undefined);
     void server.close().catch(() => undefined);
   });
   try {
     await server.connect(transport);
-    await transport.handleRequest(req.raw, reply.raw, req.body);
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(req.headers))
+      if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+    const answer = await transport.handleRequest(
+      new Request(`http://localhost${req.url}`, { method: req.method, headers }),
+      { parsedBody: req.body },
+    );
+    let body = await answer.text();
+    if (Array.isArray(req.body) && answer.ok && body.startsWith('{')) body = `[${body}]`;
+    reply.code(answer.status);
+    answer.headers.forEach((value, name) => {
+      if (name !== 'content-length') reply.header(name, value);
+    });
+    return reply.send(body.length ? body : undefined);
   } catch (err) {
     deps.log.error({ err }, 'MCP request failed');
-    if (!reply.raw.headersSent)
-      reply.raw
-        .writeHead(500, { 'content-type': 'application/json' })
-        .end(json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
+    return reply
+      .code(500)
+      .type('application/json')
+      .send(json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null }));
   }
 }
