@@ -442,7 +442,7 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     assert.deepEqual(titles.sort(), ['batched 1', 'batched 2'], 'nothing of the refused batch was done');
   });
 
-  it("refuses an empty batch, a repeated id and a tool call whose arguments are not an object, as the client's errors", async () => {
+  it("refuses an empty batch, a repeated id, a tool call whose arguments are not an object and what is not a JSON-RPC message, as the client's errors", async () => {
     const post = async (body: unknown) => {
       const r = await fetch(`${app.url}/mcp`, {
         method: 'POST',
@@ -491,6 +491,21 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
     assert.equal(twice.status, 400);
     assert.equal(twice.body.error.code, -32600);
     assert.match(twice.body.error.message, /the id 1 is used by two requests of the batch/);
+    // Valid JSON that is not a JSON-RPC message is an Invalid Request, alone or in a batch.
+    for (const [body, where] of [
+      [{ method: 'ping', id: 1 }, /the body is not a JSON-RPC 2\.0 message/],
+      [{ jsonrpc: '2.0', method: 'ping', id: null }, /the body is not a JSON-RPC 2\.0 message/],
+      [[{ foo: 1 }], /the body is not a JSON-RPC 2\.0 message/],
+      [
+        [call(4, { name: 'add_task', arguments: { title: 'not done, third' } }), 42],
+        /message 2 of the batch is not a JSON-RPC 2\.0 message.*; nothing was done/,
+      ],
+    ] as const) {
+      const r = await post(body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(r.body.error.code, -32600, JSON.stringify(body));
+      assert.match(r.body.error.message, where);
+    }
     const listed = await app.call('strict', 'GET', '/api/tasks');
     assert.deepEqual(listed.body.items, []);
     // Without arguments a call is still valid (a tool that takes none).

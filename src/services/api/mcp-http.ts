@@ -5,7 +5,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
-import type { McpDeps, handleMcpRequest } from './mcp.ts';
+import type { McpDeps, handleMcpRequest, isJsonRpcMessage } from './mcp.ts';
 
 export interface McpHttpDeps extends McpDeps {
   verify: Verifier;
@@ -69,7 +69,9 @@ function repeatedId(messages: readonly unknown[]): string | number | undefined {
 export const MAX_MCP_BATCH = 10;
 
 export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
-  let mcp: Promise<{ handleMcpRequest: typeof handleMcpRequest }> | undefined;
+  let mcp:
+    | Promise<{ handleMcpRequest: typeof handleMcpRequest; isJsonRpcMessage: typeof isJsonRpcMessage }>
+    | undefined;
   // Before the /mcp route: its scope takes the hooks the app has when it is registered.
   if (deps.oauth) {
     const { issuer, publicUrl } = deps.oauth;
@@ -136,7 +138,17 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
             bad.id,
           );
       }
-      const { handleMcpRequest } = await (mcp ??= import('./mcp.ts'));
+      const { handleMcpRequest, isJsonRpcMessage } = await (mcp ??= import('./mcp.ts'));
+      // JSON-RPC 2.0 section 5.1: what is valid JSON but not a message is an Invalid Request (-32600); the SDK
+      // called it a parse error (-32700), and a batch of one such message got no array.
+      const invalid = messages.findIndex((m) => !isJsonRpcMessage(m));
+      if (invalid >= 0)
+        return jsonRpcError(
+          reply,
+          400,
+          -32600,
+          `Invalid Request: ${messages.length > 1 ? `message ${invalid + 1} of the batch` : 'the body'} is not a JSON-RPC 2.0 message: an object with "jsonrpc": "2.0" and a "method" (and an "id", a string or an integer, for a request); "params", when given, an object${messages.length > 1 ? '; nothing was done' : ''}`,
+        );
       return handleMcpRequest(deps, userId, req, reply);
     });
   });
