@@ -608,17 +608,27 @@ export const isRecurrencePreset = (v: unknown): v is RecurrencePreset =>
 /**
  * Validates and normalizes a client's `recurrence` value (a preset string or an object, see the ADR).
  * `null` fields in the object count as absent. Never throws; all problems are reported as issues.
+ * `timesADayMax`: the most times a day the rule may give (MAX_TIMES_A_DAY; a rule stored before that limit is
+ * read back with none).
  */
-export function parseRecurrence(input: unknown, defaultTimezone: string): ParseRecurrenceResult {
+export function parseRecurrence(
+  input: unknown,
+  defaultTimezone: string,
+  opts: { timesADayMax?: number } = {},
+): ParseRecurrenceResult {
   try {
-    return parseRecurrenceUnchecked(input, defaultTimezone);
+    return parseRecurrenceUnchecked(input, defaultTimezone, opts.timesADayMax ?? MAX_TIMES_A_DAY);
   } catch (err) {
     // Defensive: nothing above is expected to throw, but bad input must never escape as an exception.
     return { ok: false, issues: [{ path: 'recurrence', message: `is invalid: ${(err as Error).message}` }] };
   }
 }
 
-function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): ParseRecurrenceResult {
+function parseRecurrenceUnchecked(
+  input: unknown,
+  defaultTimezone: string,
+  timesADayMax: number,
+): ParseRecurrenceResult {
   const issues: RecurrenceIssue[] = [];
   const issue = (path: string, message: string): void => {
     issues.push({ path: path === '' ? 'recurrence' : `recurrence.${path}`, message });
@@ -732,7 +742,7 @@ function parseRecurrenceUnchecked(input: unknown, defaultTimezone: string): Pars
     for (const message of parsed.errors) issue('rrule', message);
     rule = parsed.rule;
     const timesADay = rule ? (rule.byHour?.length ?? 1) * (rule.byMinute?.length ?? 1) : 0;
-    if (timesADay > MAX_TIMES_A_DAY) {
+    if (timesADay > timesADayMax) {
       issue(
         'rrule',
         `BYHOUR and BYMINUTE give ${timesADay} times a day; a task recurs at most ${MAX_TIMES_A_DAY} times a day (e.g. BYHOUR=9,13,17;BYMINUTE=0)`,

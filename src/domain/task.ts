@@ -62,6 +62,11 @@ export interface ValidationContext {
    * when `needsTimeZone(input)` (callers skip the settings lookup otherwise).
    */
   timezone?: string;
+  /**
+   * The recurrence of the task being changed, when validating a change of it failed: the same rule sent back
+   * (a client that sends the whole task) is taken even past today's limits, which it was stored before.
+   */
+  storedRecurrence?: Recurrence | null;
 }
 
 /** Whether validating `input` reads the user's time zone: only a recurrence rule does. */
@@ -98,6 +103,10 @@ export function validateSettings(
   >;
 }
 
+/** Whether two recurrences are the same rule (the preset, kept for display, aside). */
+const sameRecurrence = (a: Recurrence, b: Recurrence): boolean =>
+  a.rrule === b.rrule && a.mode === b.mode && a.timezone === b.timezone;
+
 /** A recurrence rule in the user's time zone (TASK_FIELDS documents the field; this reads it). */
 function recurrenceOf(value: unknown, ctx: ValidationContext, issues: FieldIssue[]) {
   if (value === null) return null;
@@ -105,6 +114,10 @@ function recurrenceOf(value: unknown, ctx: ValidationContext, issues: FieldIssue
     throw new Error('validating a recurrence needs the time zone (needsTimeZone)');
   const parsed = parseRecurrence(value, ctx.timezone);
   if (parsed.ok) return parsed.value;
+  if (ctx.storedRecurrence) {
+    const unlimited = parseRecurrence(value, ctx.timezone, { timesADayMax: Infinity });
+    if (unlimited.ok && sameRecurrence(unlimited.value, ctx.storedRecurrence)) return unlimited.value;
+  }
   issues.push(...parsed.issues);
   return undefined;
 }

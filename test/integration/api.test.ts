@@ -23,6 +23,7 @@ import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
+import { parseRecurrence } from '../../src/domain/recurrence.ts';
 import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
 
 for (const backend of backends) {
@@ -489,6 +490,66 @@ for (const backend of backends) {
       assert.equal(patched.body.recurrence.timezone, 'America/New_York');
       const plain = await app.call('fay', 'PATCH', `/api/tasks/${created.body.id}`, { title: 'standup!' });
       assert.equal(plain.body.recurrence.timezone, 'America/New_York', 'a patch without a rule keeps it');
+    });
+
+    it('takes back a rule stored before the limit of 24 times a day, sent back unchanged, and no other past it', async () => {
+      const created = await app.call('gus', 'POST', '/api/tasks', {
+        title: 'every half hour',
+        due_date: '2026-03-02T08:00:00Z',
+        recurrence: { rrule: 'FREQ=DAILY;BYHOUR=8;BYMINUTE=0', timezone: 'UTC' },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      // 48 times a day: what the API took before MAX_TIMES_A_DAY, written as it stored it.
+      const old = parseRecurrence(
+        { rrule: `FREQ=DAILY;BYHOUR=${Array.from({ length: 24 }, (_, h) => h).join(',')};BYMINUTE=0,30` },
+        'UTC',
+        { timesADayMax: Infinity },
+      );
+      assert.ok(old.ok);
+      await db.query('UPDATE tasks SET recurrence = $1::jsonb WHERE id = $2', [
+        JSON.stringify(old.value),
+        created.body.id,
+      ]);
+      const stored = (await app.call('gus', 'GET', `/api/tasks/${created.body.id}`)).body;
+      // A client that sends the whole task back, its rule unchanged.
+      const {
+        id: _id,
+        user_id: _user,
+        created_at: _c,
+        updated_at: _u,
+        completed_at: _d,
+        version: _v,
+        series_id: _s,
+        ...fields
+      } = stored;
+      const renamed = await app.call('gus', 'PATCH', `/api/tasks/${stored.id}`, {
+        ...fields,
+        title: 'every half hour!',
+      });
+      assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
+      assert.equal(renamed.body.title, 'every half hour!');
+      assert.equal(renamed.body.recurrence.rrule, old.value.rrule);
+      const compat = await app.call('gus', 'PUT', `/api/gus/tasks/${stored.id}`, {
+        ...fields,
+        title: 'again',
+      });
+      assert.equal(compat.status, 200, JSON.stringify(compat.body));
+      // Another rule past the limit is refused as before, on this task and on a new one.
+      const other = { ...old.value, rrule: old.value.rrule.replace('BYMINUTE=0,30', 'BYMINUTE=0,20,40') };
+      for (const [method, path] of [
+        ['PATCH', `/api/tasks/${stored.id}`],
+        ['POST', '/api/tasks'],
+      ] as const) {
+        const refused = await app.call('gus', method, path, { title: 'x', recurrence: other });
+        assert.equal(refused.status, 400, `${method} ${JSON.stringify(refused.body)}`);
+        assert.match(
+          refused.body.errors[0].message,
+          /give 72 times a day; a task recurs at most 24 times a day/,
+        );
+      }
+      // The stored rule is this task's own: another task cannot be given it.
+      const copied = await app.call('gus', 'POST', '/api/tasks', { title: 'copy', recurrence: old.value });
+      assert.equal(copied.status, 400, JSON.stringify(copied.body));
     });
 
     it('answers 412 on a stale If-Match and applies a fresh one', async () => {

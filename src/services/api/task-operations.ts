@@ -6,7 +6,7 @@
  * instants first) and results.
  */
 import type { ReminderPlan } from '../../domain/reminders.ts';
-import { ValidationError } from '../../domain/errors.ts';
+import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { parseTaskQuery } from '../../domain/query.ts';
 import {
   needsTimeZone,
@@ -76,7 +76,17 @@ export class TaskOperations {
     meta: EventMeta,
     opts: { expected?: number | undefined; ctx?: ValidationContext } = {},
   ): Promise<TaskChange> {
-    const parsed = validatePatch(input, opts.ctx ?? (await this.contextFor(userId, input)));
+    const ctx = opts.ctx ?? (await this.contextFor(userId, input));
+    let parsed = validatePatch(input, ctx);
+    // A refused rule may be the task's own, sent back by a client that sends the whole task, stored before a
+    // limit of today's: read the task (only then) and validate again, taking that rule as it is.
+    if (!parsed.ok && needsTimeZone(input)) {
+      const stored = await this.deps.store.get(userId, id).catch((err: unknown) => {
+        if (err instanceof NotFoundError) return undefined; // the refusal says what is wrong with the body
+        throw err;
+      });
+      if (stored?.recurrence) parsed = validatePatch(input, { ...ctx, storedRecurrence: stored.recurrence });
+    }
     if (!parsed.ok) throw new ValidationError(parsed.issues);
     return this.answer(
       userId,
