@@ -232,7 +232,10 @@ export async function createHttpServer(opts: {
       return sendProblem(reply, problem(503, err.message));
     }
     if (err instanceof AuthError) {
-      reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${err.message}"`);
+      reply.header(
+        'www-authenticate',
+        `Bearer error="invalid_token", error_description=${quotedString(err.message)}`,
+      );
       return sendProblem(reply, problem(401, err.message));
     }
     // Safety net behind the edge validation: a value the database refuses as data (SQLSTATE class 22: out
@@ -393,6 +396,14 @@ const PRESSURE_SAMPLE_MS = 250;
  * 50 ms apart in the first half second without it.
  */
 const PRESSURE_GRACE_MS = 3_000;
+
+/**
+ * A header parameter's quoted-string (RFC 9110 section 5.6.4): `"` and `\` escaped, control characters dropped
+ * (an error's text may quote what the client sent).
+ */
+export const quotedString = (text: string): string =>
+  // eslint-disable-next-line no-control-regex
+  `"${text.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '').replace(/["\\]/g, '\\$&')}"`;
 
 /**
  * The 503's detail while the event loop lags. The delay is Infinity (no sample in the last interval) while a

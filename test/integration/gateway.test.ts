@@ -173,8 +173,18 @@ describe('WebSocket gateway', () => {
 
   it('rejects unauthenticated upgrades; accepts a one-time ticket', async () => {
     const noToken = new WebSocket(`${app.url.replace('http', 'ws')}/ws`);
-    const err = await new Promise<Error>((resolve) => noToken.on('error', resolve));
-    assert.match(err.message, /401/);
+    noToken.on('error', () => undefined);
+    const challenge = await new Promise<string>((resolve) =>
+      noToken.on('unexpected-response', (_req, res) => {
+        res.resume();
+        resolve(`${res.statusCode} ${String(res.headers['www-authenticate'])}`);
+      }),
+    );
+    // A well-formed challenge: its description is one quoted-string (RFC 9110), the subprotocols named in it.
+    assert.match(
+      challenge,
+      /^401 Bearer error="invalid_token", error_description="(?:[^"\\]|\\.)*taskflow\.v1(?:[^"\\]|\\.)*"$/,
+    );
     const bad = new WebSocket(`${app.url.replace('http', 'ws')}/ws`, ['taskflow.v1', 'bearer.not-a-jwt']);
     assert.match((await new Promise<Error>((resolve) => bad.on('error', resolve))).message, /401/);
 

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { problem } from '../../src/http/problem.ts';
-import { behindDetail } from '../../src/http/server.ts';
+import { behindDetail, quotedString } from '../../src/http/server.ts';
 
 describe('problem details', () => {
   it('titles every status the server answers with, not a generic "Error"', () => {
@@ -28,5 +28,11 @@ describe('problem details', () => {
         behindDetail(held, 10),
         'the server is behind (event loop delay over a sample > 10 ms); retry shortly',
       );
+  });
+
+  it('writes a header parameter as one quoted-string whatever the text', () => {
+    assert.equal(quotedString('plain'), '"plain"');
+    assert.equal(quotedString('say "hi" \\ bye'), '"say \\"hi\\" \\\\ bye"');
+    assert.equal(quotedString('line\r\nbreak\u0000'), '"linebreak"');
   });
 });

@@ -86,7 +86,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         const header = bearerToken(req.headers.authorization);
         if (header) return verify(header);
         throw new AuthError(
-          'missing credentials: Sec-WebSocket-Protocol "taskflow.v1, bearer.<jwt>" or ?ticket= (POST /api/ws-ticket)',
+          'missing credentials: the subprotocols taskflow.v1 and bearer.<jwt> (Sec-WebSocket-Protocol: taskflow.v1, bearer.<jwt>), or ?ticket= (POST /api/ws-ticket)',
         );
       };
       const users = new WeakMap<FastifyRequest, { user: Principal; since: number | undefined }>();
