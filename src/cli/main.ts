@@ -338,6 +338,14 @@ program
   .action((opts: { group?: string; json?: boolean }) =>
     withBus(async (bus) => {
       const lag = await bus.admin.lag(opts.group);
+      if (opts.group !== undefined && lag.length === 0) {
+        // A misspelt group would read as one without lag: say which groups there are.
+        const groups = [
+          ...new Set([...deadLetterGroups(MANIFESTS), ...(await bus.admin.lag()).map((l) => l.group)]),
+        ];
+        if (!groups.includes(opts.group))
+          throw new Error(`no consumer group ${opts.group}; the groups are ${groups.join(', ')}`);
+      }
       if (opts.json) return console.log(JSON.stringify(lag, null, 2));
       console.log(
         table(
@@ -391,14 +399,20 @@ const positiveInt = (name: string, v: string): number => {
   return Number(v);
 };
 
-/** The group asked for, or every group that has a DLQ topic (the fixed ones, and gateway instance groups). */
+/**
+ * The group asked for, or every group that has a DLQ topic (the fixed ones, and gateway instance groups). A
+ * group with none is refused, naming them: a misspelt group would read as one without dead letters.
+ */
 async function dlqGroups(bus: Bus, group: string | undefined): Promise<string[]> {
-  if (group) return [group];
   const withDlq = (await bus.admin.describeTopics().catch(() => []))
     .map((t) => t.name)
     .filter((n) => n.endsWith('.dlq'))
     .map((n) => n.slice(0, -'.dlq'.length));
-  return [...new Set([...deadLetterGroups(MANIFESTS), ...withDlq])];
+  const groups = [...new Set([...deadLetterGroups(MANIFESTS), ...withDlq])];
+  if (group === undefined) return groups;
+  if (!groups.includes(group))
+    throw new Error(`no dead-letter topic for group ${group}; the groups are ${groups.join(', ')}`);
+  return [group];
 }
 
 dlq
@@ -461,9 +475,7 @@ dlq
   .option('--id <eventId...>', 'only these event ids (default: all of the group)')
   .action((opts: { group: string; id?: string[] }) =>
     withBus(async (bus) => {
-      const groups = await dlqGroups(bus, undefined);
-      if (!groups.includes(opts.group))
-        throw new Error(`no dead-letter topic for group ${opts.group}; the groups are ${groups.join(', ')}`);
+      await dlqGroups(bus, opts.group);
       const { replayDeadLetters } = await import('../bus/dlq.ts');
       const replayed = await replayDeadLetters(bus, opts.group, opts.id ? { ids: opts.id } : {});
       if (opts.id && replayed.length < opts.id.length) {

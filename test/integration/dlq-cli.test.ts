@@ -101,6 +101,20 @@ describe(
           cli('dlq', 'replay', '--group', 'taskflow-audti'),
           /no dead-letter topic for group taskflow-audti; the groups are .*taskflow-audit/,
         );
+        // Listed or shown, a misspelt group read as one without dead letters; its lag as one without lag.
+        await assert.rejects(
+          cli('dlq', 'list', '--group', 'taskflow-audti'),
+          /no dead-letter topic for group taskflow-audti; the groups are .*taskflow-audit/,
+        );
+        await assert.rejects(
+          cli('dlq', 'show', '--id', 'x', '--group', 'taskflow-audti'),
+          /no dead-letter topic for group taskflow-audti/,
+        );
+        assert.equal((await cli('dlq', 'list', '--group', 'taskflow-audit')).stdout.trim(), '(none)');
+        await assert.rejects(
+          cli('lag', '--group', 'taskflow-audti'),
+          /no consumer group taskflow-audti; the groups are .*taskflow-audit/,
+        );
         await assert.rejects(cli('token', '--user', ''), /--user must be 1 to 200 characters/);
         await assert.rejects(cli('token', '--user', 'x'.repeat(201)), /--user must be 1 to 200 characters/);
         await assert.rejects(
