@@ -30,7 +30,14 @@ export interface Config {
   logLevel: string;
   /** LOG_FORMAT; unset: pretty on a terminal, JSON otherwise (observability/logger.ts). */
   logFormat?: LogFormat;
-  jwt: { secret?: string; jwksUrl?: string; issuer?: string; audience?: string; devSecretFile?: string };
+  jwt: {
+    secret?: string;
+    jwksUrl?: string;
+    issuer?: string;
+    audience?: string;
+    /** The development secret's file (next to the PGlite data); null: made for this process (memory://). */
+    devSecretFile?: string | null;
+  };
   defaultTimezone: string;
   retry: RetryPolicy;
   rateLimitPerMinute: number;
@@ -273,11 +280,16 @@ export function loadConfig(env: Env = process.env): Config {
   };
   if (!config.jwt.secret && !config.jwt.jwksUrl) {
     // Development default: a random secret kept next to the embedded database so `taskflow token` and the
-    // server agree across restarts. Production sets JWT_SECRET or JWT_JWKS_URL.
-    if (isPostgresUrl(databaseUrl) || databaseUrl === 'memory://')
+    // server agree across restarts; for a database in memory, one for this process, gone with its data.
+    // Production sets JWT_SECRET or JWT_JWKS_URL.
+    if (isPostgresUrl(databaseUrl))
       throw new ConfigError('set JWT_SECRET (HS256 shared secret) or JWT_JWKS_URL');
-    config.jwt.devSecretFile = join(dirname(resolve(databaseUrl)), 'dev-jwt-secret');
-    config.jwt.secret = devSecret(config.jwt.devSecretFile);
+    config.jwt.devSecretFile =
+      databaseUrl === 'memory://' ? null : join(dirname(resolve(databaseUrl)), 'dev-jwt-secret');
+    config.jwt.secret =
+      config.jwt.devSecretFile === null
+        ? randomBytes(32).toString('base64url')
+        : devSecret(config.jwt.devSecretFile);
   }
   if (config.jwt.secret && Buffer.byteLength(config.jwt.secret) < 32)
     throw new ConfigError('JWT_SECRET must be at least 32 bytes for HS256');

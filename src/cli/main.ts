@@ -99,7 +99,9 @@ async function serve(names: readonly string[], banner: boolean) {
         token ? `  Dev token for user "demo-user" (30 days):\n    export TOKEN=${token}` : '',
         `  Try:        curl -s -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`,
         `                -d '{"title":"Buy milk","priority":"high"}' ${url}/api/tasks`,
-        `  More tokens: npm run taskflow -- token --user <id>`,
+        config.jwt.devSecretFile === null
+          ? ''
+          : `  More tokens: ${config.jwt.devSecretFile && config.env.DATABASE_URL ? `DATABASE_URL=${shellWord(config.databaseUrl)} ` : ''}npm run taskflow -- token --user <id>`,
         '',
       ]
         .filter(Boolean)
@@ -195,6 +197,10 @@ program
     const config = loadConfig();
     if (!config.jwt.secret)
       throw new ConfigError('tokens can only be signed with JWT_SECRET (not with JWT_JWKS_URL)');
+    if (config.jwt.devSecretFile === null)
+      throw new ConfigError(
+        'DATABASE_URL=memory:// keeps its development secret in the server process: use the token it printed, or set the same JWT_SECRET for both',
+      );
     const { signDevToken, subjectProblem } = await import('../auth.ts');
     // Not a token the server would refuse: a subject it cannot take, a lifetime that is over already.
     const subject = subjectProblem(opts.user);
@@ -273,6 +279,10 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
     await db?.close();
   }
 }
+
+/** `text` as one word of a POSIX shell command line (single-quoted unless it needs no quoting). */
+const shellWord = (text: string) =>
+  /^[\w./:@%+=,-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
 
 /**
  * A value as a terminal shows it: control characters (a user id or key from a token or an event: an ESC would

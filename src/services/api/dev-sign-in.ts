@@ -38,7 +38,7 @@ const namesLoopback = (value: string | undefined, isOrigin: boolean) => {
 };
 
 export function registerDevSignIn(app: FastifyInstance, jwt: Config['jwt']): void {
-  const secret = jwt.devSecretFile ? jwt.secret : undefined;
+  const secret = jwt.devSecretFile !== undefined ? jwt.secret : undefined;
   if (!secret) return;
   const local = (req: FastifyRequest) =>
     isLoopback(req.socket.remoteAddress) &&
