@@ -205,8 +205,9 @@ async function scenario(client: Client, foreignTaskId: string, now?: string): Pr
 
   // Malformed arguments: a tool error naming the argument (schema checks and the domain's own validation).
   const bad: [string, Record<string, unknown>, RegExp][] = [
-    ['add_task', {}, /title/],
-    ['add_task', { title: 42 }, /title/],
+    // As the SDK writes a schema error, `<message> at <argument>`.
+    ['add_task', {}, /: a required argument is missing at title$/],
+    ['add_task', { title: 42 }, /: expected a string at title$/],
     ['add_task', { title: '   ' }, /title: must not be empty/],
     ['add_task', { title: 'x', priority: 'extreme' }, /priority/],
     ['add_task', { title: 'x', due_date: 'someday soon' }, /due_date: must be an ISO 8601 date-time/],
@@ -218,7 +219,7 @@ async function scenario(client: Client, foreignTaskId: string, now?: string): Pr
     ['add_task', { title: 'x', constructor: 'y' }, /unknown argument constructor/],
     ['get_context', { extra: 1 }, /unknown argument extra; this tool takes no arguments/],
     ['update_task', { task_id: id }, /at least one field/],
-    ['complete_task', {}, /task_id/],
+    ['complete_task', {}, /a required argument is missing at task_id$/],
     ['list_tasks', { limit: 0 }, /expected number to be >=1 at limit/],
     ['list_tasks', { limit: 201 }, /expected number to be <=200 at limit/],
     ['list_tasks', { due_before: 'soon' }, /due_before/],

@@ -114,9 +114,14 @@ function toolArgs<S extends z.ZodRawShape>(shape: S) {
     })
     .meta({ additionalProperties: false });
 }
-/** A string argument whose schema errors say "is required" / "must be a string". */
+/**
+ * A string argument whose schema errors read well as the SDK writes them, `<message> at <argument>`: "a required
+ * argument is missing at task_id", "expected a string at task_id".
+ */
 const str = () =>
-  z.string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') });
+  z.string({
+    error: (issue) => (issue.input === undefined ? 'a required argument is missing' : 'expected a string'),
+  });
 
 const taskIdArg = str().describe(
   'The task id (a UUID), as returned by add_task, list_tasks or search_tasks.',
