@@ -19,7 +19,7 @@ import {
 } from '../observability/tracing.ts';
 import { PermanentError, type BusMessage, type ConsumeHooks, type Publisher } from './types.ts';
 import { errorText } from '../error-text.ts';
-import { backoffDelay, type RetryPolicy } from '../retry.ts';
+import { backoffDelay, isUnavailable, type RetryPolicy } from '../retry.ts';
 
 /** One delivery of a message to a group, as it passes down the pipeline. */
 export interface Delivery {
@@ -96,45 +96,6 @@ export const DLQ_HEADERS = {
   sourceOffset: 'x-dlq-source-offset',
   group: 'x-dlq-group',
 } as const;
-
-const UNAVAILABLE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  '57P01', // admin_shutdown: the server is restarting
-  '57P02', // crash_shutdown
-  '57P03', // cannot_connect_now: starting up or in recovery
-  '53300', // too_many_connections
-]);
-
-/**
- * Whether an error says a dependency is unreachable (the database or the network) rather than that the
- * message cannot be handled: a socket error, a PostgreSQL connection-class SQLSTATE (08xxx, shutdown,
- * recovery) or the `pg` driver's own connection errors. Follows `cause` chains.
- */
-export function isUnavailable(err: unknown, depth = 0): boolean {
-  if (!err || typeof err !== 'object' || depth > 5) return false;
-  const { code, message, cause } = err as { code?: unknown; message?: unknown; cause?: unknown };
-  // Class 08 is connection trouble, except 08P01 (protocol_violation), which a statement can cause every time.
-  if (
-    typeof code === 'string' &&
-    (UNAVAILABLE_CODES.has(code) || (/^08[0-9A-Z]{3}$/.test(code) && code !== '08P01'))
-  )
-    return true;
-  if (
-    typeof message === 'string' &&
-    /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(
-      message,
-    )
-  )
-    return true;
-  return isUnavailable(cause, depth + 1);
-}
 
 /** The delivery's logger; build it only when something is logged: the happy path logs nothing. */
 export const logOf = (log: Logger, d: Delivery): Logger =>

@@ -36,6 +36,7 @@ import {
 import type { Span } from '@opentelemetry/api';
 import { problem, sendProblem, validationProblem } from './problem.ts';
 import { errorMessage } from '../error-text.ts';
+import { isUnavailable } from '../retry.ts';
 import { InFlightLimit } from './in-flight.ts';
 
 export type ReadinessCheck = () => Promise<void>;
@@ -246,6 +247,15 @@ export async function createHttpServer(opts: {
       return sendProblem(
         reply,
         problem(400, `a value of the request cannot be stored (SQLSTATE ${err.code})`),
+      );
+    }
+    // The database (or another dependency) unreachable: nothing was applied, and retrying later is the answer.
+    if (isUnavailable(err)) {
+      req.log.warn({ err: errorMessage(err) }, 'request not served: a dependency is unavailable');
+      reply.header('retry-after', '5');
+      return sendProblem(
+        reply,
+        problem(503, 'a dependency is unavailable (the database or the network); retry shortly'),
       );
     }
     const status = typeof err.statusCode === 'number' ? err.statusCode : 500;

@@ -120,6 +120,11 @@ describe('consumers across outages', { skip: kafkaBrokers ? false : 'needs TEST_
         60_000,
         'the consumer to retry past the retry budgets',
       );
+      // Meanwhile a request that needs the database is a 503 to retry, not a 500.
+      const during = await app.call('ua', 'GET', '/api/audit');
+      assert.equal(during.status, 503, JSON.stringify(during.body));
+      assert.equal(during.headers.get('retry-after'), '5');
+      assert.match(during.body.detail, /a dependency is unavailable/);
       await postgres('start', instance);
 
       await waitFor(async () => (await audited()) === 30, 60_000, 'every event handled after the outage');

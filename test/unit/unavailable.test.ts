@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isUnavailable } from '../../src/bus/middleware.ts';
+import { isUnavailable } from '../../src/retry.ts';
 
 const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code });
 

@@ -13,7 +13,6 @@ import {
   deadLettered,
   forThisGroup,
   handlerOf,
-  isUnavailable,
   logOf,
   measured,
   newDelivery,
@@ -22,6 +21,7 @@ import {
   validated,
   type Handle,
 } from '../middleware.ts';
+import { isUnavailable } from '../../retry.ts';
 import {
   PermanentError,
   type BatchHandler,
