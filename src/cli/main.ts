@@ -5,7 +5,7 @@ import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
-import type { Db } from '../store/db.ts';
+import { isPostgresUrl, type Db } from '../store/db.ts';
 import { dlqTopic } from '../contracts/topics.ts';
 import { deadLetterGroups } from '../runtime.ts';
 import { MANIFESTS, TARGETS, findTargets, retiredTargets } from '../services/index.ts';
@@ -89,17 +89,24 @@ async function serve(names: readonly string[], banner: boolean) {
   log.info({ url: proc.url, targets: targets.map((t) => t.name), bus: config.bus }, 'taskflow running');
   if (banner && names.includes('api')) {
     const url = config.publicUrl ?? proc.url;
-    const token = config.jwt.secret ? await signDevToken(config.jwt.secret, 'demo-user') : null;
+    // A token only with the development secret: one signed with a deployment's JWT_SECRET would be a
+    // 30-day credential in its logs.
+    const token =
+      config.jwt.secret && config.jwt.devSecretFile !== undefined
+        ? await signDevToken(config.jwt.secret, 'demo-user')
+        : null;
     process.stderr.write(
       [
         '',
-        `  Taskflow ${version} is running at ${url}  (bus: ${config.bus}, database: ${config.databaseUrl}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s)`,
-        `  Board:      ${url}/  (sign in with the token below)`,
+        `  Taskflow ${version} is running at ${url}  (bus: ${config.bus}, database: ${withoutPassword(config.databaseUrl)}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s)`,
+        `  Board:      ${url}/  (sign in with ${token ? 'the token below' : 'a token of your identity provider'})`,
         `  API docs:   ${url}/docs`,
         token ? `  Dev token for user "demo-user" (30 days):\n    export TOKEN=${token}` : '',
-        `  Try:        curl -s -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`,
-        `                -d '{"title":"Buy milk","priority":"high"}' ${url}/api/tasks`,
-        config.jwt.devSecretFile === null
+        token
+          ? `  Try:        curl -s -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`
+          : '',
+        token ? `                -d '{"title":"Buy milk","priority":"high"}' ${url}/api/tasks` : '',
+        config.jwt.devSecretFile == null
           ? ''
           : `  More tokens: ${config.jwt.devSecretFile && config.env.DATABASE_URL ? `DATABASE_URL=${shellWord(config.databaseUrl)} ` : ''}npm run taskflow -- token --user <id>`,
         '',
@@ -279,6 +286,18 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
     await db?.close();
   }
 }
+
+/** A database URL as it may be shown: its password (PostgreSQL) replaced. */
+const withoutPassword = (url: string): string => {
+  if (!isPostgresUrl(url)) return url;
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return 'PostgreSQL';
+  }
+};
 
 /** `text` as one word of a POSIX shell command line (single-quoted unless it needs no quoting). */
 const shellWord = (text: string) =>
