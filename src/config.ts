@@ -185,7 +185,11 @@ function eventEncodingOf(env: Env, bus: BusKind): Config['eventEncoding'] {
 /** A base URL without its trailing slashes; null when unset or empty. */
 const baseUrl = (v: string | undefined): string | null => (v ? v.replace(/\/+$/, '') : null);
 
-export function loadConfig(env: Env = process.env): Config {
+export function loadConfig(
+  env: Env = process.env,
+  /** `auth: false`: a command that verifies and signs no token (migrate, the bus's operations) needs no secret. */
+  opts: { auth?: boolean } = {},
+): Config {
   const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const bus = (env.BUS || 'embedded') as BusKind;
   if (!['embedded', 'kafka', 'dapr'].includes(bus))
@@ -278,7 +282,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     env,
   };
-  if (!config.jwt.secret && !config.jwt.jwksUrl) {
+  if (!config.jwt.secret && !config.jwt.jwksUrl && opts.auth !== false) {
     // Development default: a random secret kept next to the embedded database so `taskflow token` and the
     // server agree across restarts; for a database in memory, one for this process, gone with its data.
     // Production sets JWT_SECRET or JWT_JWKS_URL.

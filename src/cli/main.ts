@@ -188,7 +188,7 @@ program
   .command('migrate')
   .description('apply database migrations and exit')
   .action(async () => {
-    const config = loadConfig();
+    const config = loadConfig(process.env, { auth: false });
     const { db, migrate } = await openDatabase(config.databaseUrl);
     const applied = await migrate();
     console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
@@ -265,7 +265,7 @@ program
  * embedded bus needs the database; Kafka commands talk to the brokers alone.
  */
 async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise<T> {
-  const config = loadConfig();
+  const config = loadConfig(process.env, { auth: false });
   const [{ createLogger }, { Metrics }, { createBus }] = await Promise.all([
     import('../observability/logger.ts'),
     import('../observability/metrics.ts'),
@@ -525,7 +525,7 @@ program
     if (opts.user === '')
       throw new InvalidArgumentError('--user must name a user (leave it out for every user)');
     const { verifyChain } = await import('../services/audit/chain.ts');
-    const { db, migrate } = await openDatabase(loadConfig().databaseUrl);
+    const { db, migrate } = await openDatabase(loadConfig(process.env, { auth: false }).databaseUrl);
     await migrate();
     const result = await verifyChain(db, opts.user ? { userId: opts.user } : {});
     await db.close();

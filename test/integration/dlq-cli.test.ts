@@ -90,6 +90,21 @@ describe(
       const cli = (...args: string[]) => taskflow(url, ...args);
       try {
         await cli('topics', 'ensure');
+        // The operations commands verify and sign no token: no JWT_SECRET needed (PostgreSQL has no dev secret).
+        const noSecret = (...args: string[]) =>
+          run(process.execPath, ['bin/taskflow.js', ...args], {
+            env: { ...process.env, BUS: 'embedded', DATABASE_URL: url, JWT_SECRET: '', LOG_LEVEL: 'warn' },
+            timeout: 120_000,
+          });
+        for (const args of [
+          ['migrate'],
+          ['topics', 'describe'],
+          ['lag'],
+          ['dlq', 'list'],
+          ['audit', 'verify'],
+        ])
+          await noSecret(...args);
+        await assert.rejects(noSecret('token', '--user', 'ann'), /set JWT_SECRET/);
         await assert.rejects(
           cli('tail', 'task-event', '--limit', '1'),
           /no topic "task-event"; the topics are .*task-events/,
