@@ -96,6 +96,11 @@ export async function runTargets(
     step = performance.now();
     const schemas = config.schemaRegistry ? await registerSchemas(config, log) : undefined;
     http = await httpMade;
+    // Every target reads or writes the database: a process that cannot reach it is not ready (503 on /readyz).
+    const opened = db;
+    http.addReadinessCheck('database', async () => {
+      await opened.query('SELECT 1');
+    });
     bus = await createBus(config, db, log, metrics, {
       http: http.app,
       ...(schemas ? { schemas } : {}),

@@ -125,9 +125,14 @@ describe('consumers across outages', { skip: kafkaBrokers ? false : 'needs TEST_
       assert.equal(during.status, 503, JSON.stringify(during.body));
       assert.equal(during.headers.get('retry-after'), '5');
       assert.match(during.body.detail, /a dependency is unavailable/);
+      // And the process (a consumer target, no API) says it is not ready, naming the database.
+      const notReady = await fetch(`${app.url}/readyz`);
+      assert.equal(notReady.status, 503);
+      assert.notEqual(((await notReady.json()) as { checks: Record<string, string> }).checks.database, 'ok');
       await postgres('start', instance);
 
       await waitFor(async () => (await audited()) === 30, 60_000, 'every event handled after the outage');
+      assert.equal((await fetch(`${app.url}/readyz`)).status, 200, 'ready again');
       // Read without swallowing errors: a failure to read the DLQ fails the test instead of passing as empty.
       assert.deepEqual(await deadLetterLines(bus.admin, GROUPS.audit), [], 'nothing dead-lettered');
       const perUser = await db.query<{ user_id: string; n: string; max: string }>(

@@ -23,7 +23,7 @@ const packageVersion = () =>
 export const apiTarget: TargetDefinition = {
   name: 'api',
   async start(rt): Promise<RunningTarget> {
-    const { app, addReadinessCheck } = rt.http;
+    const { app } = rt.http;
     await app.register(swagger, {
       transform: withErrorAnswers,
       transformObject: finishDocument,
@@ -104,9 +104,6 @@ export const apiTarget: TargetDefinition = {
     app.get('/asyncapi.json', { schema: { hide: true } }, async () => asyncApi);
     await registerWeb(app);
     registerDevSignIn(app, rt.config.jwt);
-    addReadinessCheck('database', async () => {
-      await rt.db.query('SELECT 1');
-    });
     return { stop: async () => undefined };
   },
 };
