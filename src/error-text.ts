@@ -6,3 +6,22 @@ export const errorMessage = (err: unknown): string => (err instanceof Error ? er
 /** `Name: message`, for failure records where the kind of error matters (dead-letter headers, spans). */
 export const errorText = (err: unknown): string =>
   err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+
+/**
+ * The error's message and, when different, its innermost cause's (through `cause` and an aggregate's
+ * `errors`): a client that gives up after retries says "metadata failed 3 times.", the cause says why.
+ */
+export function errorWithCause(err: unknown): string {
+  const innermost = (e: unknown, depth: number): string | null => {
+    if (!e || typeof e !== 'object' || depth > 10) return null;
+    const x = e as { message?: unknown; errors?: unknown; cause?: unknown };
+    for (const inner of [...(Array.isArray(x.errors) ? x.errors : []), x.cause]) {
+      const found = innermost(inner, depth + 1);
+      if (found) return found;
+    }
+    return typeof x.message === 'string' ? x.message : null;
+  };
+  const outer = errorMessage(err);
+  const inner = innermost(err, 0);
+  return inner && inner !== outer && !outer.endsWith(inner) ? `${outer}: ${inner}` : outer;
+}

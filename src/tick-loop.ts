@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { backoffDelay } from './retry.ts';
 import { waitForEvent } from './wait.ts';
-import { errorMessage } from './error-text.ts';
+import { errorWithCause } from './error-text.ts';
 
 export interface TickLoopOptions {
   /** Names the loop in its log lines ("relay", "reminder scheduler"). */
@@ -72,7 +72,7 @@ export class TickLoop {
       } catch (err) {
         failures++;
         const delay = backoffDelay(failures, RETRY);
-        log.warn({ err: errorMessage(err), failures, retry_in_ms: delay }, `${name} failed; will retry`);
+        log.warn({ err: errorWithCause(err), failures, retry_in_ms: delay }, `${name} failed; will retry`);
         await this.pause(delay);
         continue;
       }

@@ -4,7 +4,7 @@ import { connectionsApiChannel, protocolAPIsById, type Consumer } from '@platfor
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import type { Logger } from '../../observability/logger.ts';
 import type { RetryPolicy } from '../../retry.ts';
-import { errorMessage } from '../../error-text.ts';
+import { errorWithCause } from '../../error-text.ts';
 import type { EventCodec } from './codec.ts';
 
 export interface KafkaSettings {
@@ -79,18 +79,7 @@ export function describeKafkaError(err: unknown): string {
     }
     return null;
   };
-  const innermost = (e: unknown, depth = 0): string | null => {
-    if (!e || typeof e !== 'object' || depth > 10) return null;
-    const x = e as { message?: string; errors?: unknown[]; cause?: unknown };
-    for (const inner of [...(x.errors ?? []), x.cause]) {
-      const found = innermost(inner, depth + 1);
-      if (found) return found;
-    }
-    return x.message ?? null;
-  };
-  const outer = errorMessage(err);
-  const inner = innermost(err);
-  return walk(err) ?? (inner && inner !== outer ? `${outer}: ${inner}` : outer);
+  return walk(err) ?? errorWithCause(err);
 }
 
 const requests = new Map<string, number>();
