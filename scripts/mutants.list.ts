@@ -42,8 +42,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'lease-always-granted',
     breaks: 'one active relay: a second holder is refused the lease while the first one renews it',
     file: 'src/store/lease.ts',
-    find: '  return { held: row !== undefined, continued: row?.previous === holder };',
-    replace: '  return { held: true, continued: row?.previous === holder };',
+    find: '  return { held: row !== undefined, continued: row?.previous === holder, previous: row?.previous ?? null };',
+    replace: '  return { held: true, continued: row?.previous === holder, previous: row?.previous ?? null };',
     tests: ['test/integration/guarantees.test.ts#^lease on', 'test/integration/outbox-relay.test.ts'],
   },
   {
