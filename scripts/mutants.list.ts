@@ -8,6 +8,9 @@
  * only the tests whose name (or whose suite's name) matches the regular expression `pattern`
  * (node --test-name-pattern): a suite matched by name runs whole, e.g. `#on postgres$`.
  */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
 export interface Mutant {
   /** Short unique name, used on the command line (`scripts/mutants <id>...`). */
   id: string;
@@ -468,3 +471,40 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/guarantees.test.ts#^JWT issuer', 'test/integration/auth.test.ts'],
   },
 ];
+
+// --------------------------------------------------------------------------------------------------------
+
+/** A test spec's file and name pattern (`file#pattern`). */
+export interface Selection {
+  file: string;
+  pattern: string | undefined;
+  key: string;
+}
+
+export const selection = (spec: string): Selection => {
+  const at = spec.indexOf('#');
+  return at < 0
+    ? { file: spec, pattern: undefined, key: spec }
+    : { file: spec.slice(0, at), pattern: spec.slice(at + 1), key: spec };
+};
+
+const occurrences = (text: string, find: string) => {
+  let n = 0;
+  for (let at = text.indexOf(find); at >= 0; at = text.indexOf(find, at + 1)) n++;
+  return n;
+};
+
+/** Why a mutant cannot be applied to the current code, or undefined when it can. */
+export function staleness(m: Mutant, dir: string): string | undefined {
+  const path = join(dir, m.file);
+  if (!existsSync(path)) return `${m.file} does not exist`;
+  const text = readFileSync(path, 'utf8');
+  for (const find of [m.find, ...(m.also ?? []).map((e) => e.find)]) {
+    const n = occurrences(text, find);
+    if (n === 0) return `its search text is no longer in ${m.file}: ${JSON.stringify(find.slice(0, 60))}`;
+    if (n > 1) return `its search text occurs ${n} times in ${m.file} (must be once)`;
+  }
+  const missing = m.tests.map((t) => selection(t).file).filter((f) => !existsSync(join(dir, f)));
+  if (missing.length) return `test file(s) ${missing.join(', ')} do not exist`;
+  return undefined;
+}

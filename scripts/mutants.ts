@@ -27,7 +27,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MUTANTS, type Mutant } from './mutants.list.ts';
+import { MUTANTS, selection, staleness, type Mutant, type Selection } from './mutants.list.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -66,19 +66,6 @@ function usage(message: string): never {
 }
 
 /** One test file, optionally narrowed to the tests whose name matches `pattern`. */
-interface Selection {
-  file: string;
-  pattern: string | undefined;
-  key: string;
-}
-
-const selection = (spec: string): Selection => {
-  const at = spec.indexOf('#');
-  return at < 0
-    ? { file: spec, pattern: undefined, key: spec }
-    : { file: spec.slice(0, at), pattern: spec.slice(at + 1), key: spec };
-};
-
 type Verdict = 'killed' | 'SURVIVED' | 'STALE' | 'ERROR';
 
 interface RunResult {
@@ -130,27 +117,6 @@ function makeScratch(): string {
   }
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
   return dir;
-}
-
-const occurrences = (text: string, find: string) => {
-  let n = 0;
-  for (let at = text.indexOf(find); at >= 0; at = text.indexOf(find, at + 1)) n++;
-  return n;
-};
-
-/** Why a mutant cannot be applied to the current code, or undefined when it can. */
-function staleness(m: Mutant, dir: string): string | undefined {
-  const path = join(dir, m.file);
-  if (!existsSync(path)) return `${m.file} does not exist`;
-  const text = readFileSync(path, 'utf8');
-  for (const find of [m.find, ...(m.also ?? []).map((e) => e.find)]) {
-    const n = occurrences(text, find);
-    if (n === 0) return `its search text is no longer in ${m.file}: ${JSON.stringify(find.slice(0, 60))}`;
-    if (n > 1) return `its search text occurs ${n} times in ${m.file} (must be once)`;
-  }
-  const missing = m.tests.map((t) => selection(t).file).filter((f) => !existsSync(join(dir, f)));
-  if (missing.length) return `test file(s) ${missing.join(', ')} do not exist`;
-  return undefined;
 }
 
 function testEnv(m: Mutant | undefined): NodeJS.ProcessEnv {
