@@ -13,6 +13,7 @@ import { connectionOptions, type KafkaSettings } from '../../src/bus/kafka/conne
 import type { Bus } from '../../src/bus/types.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
+import { waitFor } from '../helpers/app.ts';
 import { keyPerPartition, taskCreated, titleOf } from '../helpers/events.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
@@ -153,7 +154,14 @@ describe('Kafka admin: reading a topic without a consumer group', { skip }, () =
         ['before'],
       );
       await tx.abort();
-      const ended = await bus.admin.read(txTopic);
+      // The coordinator writes the abort's marker to the partition after it answers EndTxn: the last stable
+      // offset moves past the transaction shortly after abort() returns (a read at once can still end before).
+      let ended: Awaited<ReturnType<typeof bus.admin.read>> = [];
+      await waitFor(
+        async () => (ended = await bus.admin.read(txTopic)).length >= 2,
+        10_000,
+        'the aborted transaction to end on its partition',
+      );
       assert.deepEqual(
         ended.map((m) => titleOf(m.event)),
         ['before', 'after'],
