@@ -97,22 +97,23 @@ async function serve(names: readonly string[], banner: boolean) {
         : null;
     process.stderr.write(
       [
-        '',
         `  Taskflow ${version} is running at ${url}  (bus: ${config.bus}, database: ${withoutPassword(config.databaseUrl)}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s)`,
         `  Board:      ${url}/  (sign in with ${token ? 'the token below' : 'a token of your identity provider'})`,
         `  API docs:   ${url}/docs`,
-        token ? `  Dev token for user "demo-user" (30 days):\n    export TOKEN=${token}` : '',
-        token
-          ? `  Try:        curl -s -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`
-          : '',
-        token ? `                -d '{"title":"Buy milk","priority":"high"}' ${url}/api/tasks` : '',
-        config.jwt.devSecretFile == null
-          ? ''
-          : `  More tokens: ${config.jwt.devSecretFile && config.env.DATABASE_URL ? `DATABASE_URL=${shellWord(config.databaseUrl)} ` : ''}npm run taskflow -- token --user <id>`,
-        '',
-      ]
-        .filter(Boolean)
-        .join('\n') + '\n',
+        ...(token
+          ? [
+              `  Dev token for user "demo-user" (30 days):\n    export TOKEN=${token}`,
+              `  Try:        curl -s -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`,
+              `                -d '{"title":"Buy milk","priority":"high"}' ${url}/api/tasks`,
+            ]
+          : []),
+        // The development secret's file is next to the data: `token` finds it with the same DATABASE_URL.
+        ...(config.jwt.devSecretFile
+          ? [
+              `  More tokens: ${config.env.DATABASE_URL ? `DATABASE_URL=${shellWord(config.databaseUrl)} ` : ''}npm run taskflow -- token --user <id>`,
+            ]
+          : []),
+      ].join('\n') + '\n',
     );
   }
   let stopping = false;

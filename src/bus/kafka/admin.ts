@@ -353,8 +353,9 @@ export class KafkaAdmin implements BusAdmin {
       return;
     }
     for (const [partition, at] of next) {
-      const start = bounds.get(partition)?.start ?? 0n;
-      const last = bounds.get(partition)?.end ?? at;
+      const known = bounds.get(partition);
+      const start = known?.start ?? 0n;
+      const last = known?.end ?? at;
       const end = ends?.get(partition);
       if (end !== undefined && (start >= end || at >= last)) next.delete(partition);
       else if (start > at) next.set(partition, start);

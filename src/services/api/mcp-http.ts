@@ -5,7 +5,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
-import type { McpDeps, handleMcpRequest, isJsonRpcMessage } from './mcp.ts';
+import type * as McpModule from './mcp.ts';
+import type { McpDeps } from './mcp.ts';
 
 export interface McpHttpDeps extends McpDeps {
   verify: Verifier;
@@ -69,9 +70,7 @@ function repeatedId(messages: readonly unknown[]): string | number | undefined {
 export const MAX_MCP_BATCH = 10;
 
 export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
-  let mcp:
-    | Promise<{ handleMcpRequest: typeof handleMcpRequest; isJsonRpcMessage: typeof isJsonRpcMessage }>
-    | undefined;
+  let mcp: Promise<typeof McpModule> | undefined;
   // Before the /mcp route: its scope takes the hooks the app has when it is registered.
   if (deps.oauth) {
     const { issuer, publicUrl } = deps.oauth;
