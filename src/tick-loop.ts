@@ -14,8 +14,12 @@ export interface TickLoopOptions {
   /** Names the loop in its log lines ("relay", "reminder scheduler"). */
   name: string;
   log: Logger;
-  /** One round of work. Resolves how long to wait before the next round: 0 runs it at once. */
-  round: () => Promise<number>;
+  /**
+   * One round of work. Resolves how long to wait before the next round (0 runs it at once), or an idle round's
+   * wait: a round that did not do the work (a relay standing by), which says nothing of whether the work would
+   * now succeed, so it neither logs a recovery nor resets the backoff of the failures before it.
+   */
+  round: () => Promise<number | IdleRound>;
   /** After a poke, wait this long before the round, so a burst of pokes is served by one round. */
   lingerMs?: number;
   /**
@@ -23,6 +27,12 @@ export interface TickLoopOptions {
    * coming (a busy writer), rounds come at most this often and each takes what arrived meanwhile.
    */
   minIntervalMs?: number;
+}
+
+/** A round that did not do the loop's work (see TickLoopOptions.round). */
+export interface IdleRound {
+  idle: true;
+  waitMs: number;
 }
 
 const RETRY = { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 };
@@ -66,9 +76,12 @@ export class TickLoop {
       this.poked = false;
       roundAt = Date.now();
       try {
-        waitMs = await round();
-        if (failures > 0) log.info({ after_failures: failures }, `${name} recovered`);
-        failures = 0;
+        const result = await round();
+        if (typeof result === 'number') {
+          waitMs = result;
+          if (failures > 0) log.info({ after_failures: failures }, `${name} recovered`);
+          failures = 0;
+        } else waitMs = result.waitMs;
       } catch (err) {
         failures++;
         const delay = backoffDelay(failures, RETRY);

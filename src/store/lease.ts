@@ -29,3 +29,14 @@ export async function tryAcquireLease(
 export async function releaseLease(db: Queryable, name: string, holder: string): Promise<void> {
   await db.query('DELETE FROM leases WHERE name = $1 AND holder = $2', [name, holder]);
 }
+
+/**
+ * Ends `holder`'s lease now but keeps its name on it: the next holder learns whom it took over from (the
+ * relay reads its predecessor's batch size from it), which a release would erase.
+ */
+export async function expireLease(db: Queryable, name: string, holder: string): Promise<void> {
+  await db.query(
+    `UPDATE leases SET lease_until = now() - interval '1 millisecond' WHERE name = $1 AND holder = $2`,
+    [name, holder],
+  );
+}

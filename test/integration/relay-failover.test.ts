@@ -57,6 +57,19 @@ async function relaySetup(tag: string) {
   return { created, db, prefix, env };
 }
 
+/** Every message on the `task-events` topic of `prefix`, per partition in offset order. */
+async function readTaskEvents(prefix: string, clientId: string): Promise<StoredMessage[]> {
+  const bus = createKafkaBus(
+    { brokers: kafkaBrokers!.split(','), clientId, topicPrefix: prefix },
+    { log: silentLogger },
+  );
+  try {
+    return await bus.admin.read('task-events', { limit: Infinity });
+  } finally {
+    await bus.close();
+  }
+}
+
 describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
   it('a standby takes over from a paused or killed relay; nothing is lost, order holds, a paused relay stays silent', async (t) => {
     const { created, db, prefix, env } = await relaySetup('fo');
@@ -117,16 +130,7 @@ describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
       await writer;
       await outboxRelayed(db, 60_000);
 
-      const bus = createKafkaBus(
-        { brokers: kafkaBrokers!.split(','), clientId: 'failover-check', topicPrefix: prefix },
-        { log: silentLogger },
-      );
-      let messages: StoredMessage[];
-      try {
-        messages = await bus.admin.read('task-events', { limit: Infinity });
-      } finally {
-        await bus.close();
-      }
+      const messages = await readTaskEvents(prefix, 'failover-check');
       const seq = (m: StoredMessage) => Number(titleOf(m.event).slice('fo-'.length));
       const sender = (m: StoredMessage) => Number(m.headers[RELAY_HEADER]?.split('/')[1]);
       const sentAt = (m: StoredMessage) => Date.parse(m.timestamp);
@@ -189,6 +193,61 @@ describe('relay failover on PostgreSQL and Kafka', { skip }, () => {
         r.child.kill('SIGCONT');
         r.child.kill('SIGKILL');
       }
+      await db.close();
+      await created.drop();
+    }
+  });
+  it('a relay that cannot reach the broker leaves the lease to one that can', async (t) => {
+    const { created, db, prefix, env } = await relaySetup('fb');
+    // A lease longer than the retries' longest backoff (15 s): a failing relay renewed it between its retries, so
+    // it never lapsed and nothing was published while a relay that could publish stood by.
+    const lease = { RELAY_LEASE_MS: '30000' };
+    const holderPid = async () => {
+      const r = await db.query<{ holder: string }>(
+        `SELECT holder FROM leases WHERE name = 'relay' AND lease_until > now()`,
+      );
+      return r.rows[0] ? Number(r.rows[0].holder.split('/')[1]) : undefined;
+    };
+    const relays: ServerProcess[] = [];
+    try {
+      // Port 1 of the loopback refuses connections: this relay reaches PostgreSQL, not the broker.
+      const cut = await startServer(['relay'], {
+        ...env,
+        ...lease,
+        KAFKA_BROKERS: '127.0.0.1:1',
+        LOG_LEVEL: 'info',
+      });
+      relays.push(cut);
+      await waitFor(
+        async () => (await holderPid()) === cut.child.pid,
+        30_000,
+        'the cut-off relay to take the lease',
+      );
+      const good = await startServer(['relay'], { ...env, ...lease });
+      relays.push(good);
+      for (let i = 0; i < 20; i++)
+        await db.transaction((tx) => appendEvents(tx, [taskCreated(USERS[i % USERS.length]!, `fb-${i}`)]));
+      const writtenAt = Date.now();
+      // The standby asks every 10 s (a third of the lease); the cut-off relay leaves the lease for 15 s.
+      await outboxRelayed(db, 45_000);
+      const relayedMs = Date.now() - writtenAt;
+      const messages = await readTaskEvents(prefix, 'failover-cut');
+      assert.deepEqual(
+        messages.map((m) => titleOf(m.event)).sort(),
+        Array.from({ length: 20 }, (_, i) => `fb-${i}`).sort(),
+        'every event is on the broker once',
+      );
+      assert.ok(
+        messages.every((m) => Number(m.headers[RELAY_HEADER]?.split('/')[1]) === good.child.pid),
+        'the relay that can reach the broker sent them',
+      );
+      const log = cut.output();
+      assert.match(log, /a round failed, so the lease is left to another relay/);
+      // Standing by is not a recovery: the cut-off relay still cannot publish.
+      assert.doesNotMatch(log, /relay recovered/);
+      t.diagnostic(`relayed ${relayedMs} ms after the writes, by the relay that can reach the broker`);
+    } finally {
+      for (const r of relays) r.child.kill('SIGKILL');
       await db.close();
       await created.drop();
     }

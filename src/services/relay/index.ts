@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import { publishesInTransaction } from '../../bus/types.ts';
 import { producerSpans } from '../../bus/producer-spans.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
-import { releaseLease, tryAcquireLease } from '../../store/lease.ts';
+import { expireLease, releaseLease, tryAcquireLease } from '../../store/lease.ts';
 import {
   OUTBOX_NOTIFY_CHANNEL,
   OUTBOX_NOTIFY_EVENT,
@@ -30,7 +30,7 @@ import {
   recordPublishFailure,
   type OutboxRow,
 } from '../../store/outbox.ts';
-import { TickLoop } from '../../tick-loop.ts';
+import { TickLoop, type IdleRound } from '../../tick-loop.ts';
 import { errorMessage } from '../../error-text.ts';
 import { pruneIdempotencyKeys, pruneProcessed } from '../../store/idempotency.ts';
 import { relayManifest, type RelayOptions } from './manifest.ts';
@@ -111,6 +111,11 @@ export class Relay {
   private reconciled = false;
   /** How many times the lease was found held by another relay since this one last held it (see holdLease). */
   private handovers = 0;
+  /**
+   * performance.now() until which this relay leaves the lease to others: after a round failed while it was the
+   * active one (see standAside).
+   */
+  private standAsideUntil = 0;
   private statsAt = 0;
   private lastHousekeeping = 0;
   /**
@@ -148,12 +153,20 @@ export class Relay {
   }
 
   /** Publishes a batch if this relay holds the lease; resolves how long to wait before the next round. */
-  private async round(): Promise<number> {
+  private async round(): Promise<number | IdleRound> {
     const { config } = this.rt;
     await this.updateStats();
-    if (!(await this.holdLease())) return this.leaseMs / 3;
-    await this.housekeeping();
-    const { published, drained } = await this.publishPending(this.options.batchSize);
+    const standby: IdleRound = { idle: true, waitMs: this.leaseMs / 3 };
+    if (performance.now() < this.standAsideUntil || !(await this.holdLease())) return standby;
+    let published: number;
+    let drained: boolean;
+    try {
+      await this.housekeeping();
+      ({ published, drained } = await this.publishPending(this.options.batchSize));
+    } catch (err) {
+      await this.standAside();
+      throw err;
+    }
     // Drained: the last read found less than a batch. Commits since then poke the loop (TickLoop keeps a
     // poke that comes during a round), so there is nothing to read again until then.
     if (published > 0 && !drained) return 0;
@@ -188,6 +201,29 @@ export class Relay {
     if (!held) this.sentUnmarked = []; // the next holder finds them on the bus, or sends them again
     this.leader = held;
     return held;
+  }
+
+  /**
+   * After a failed round as the active relay (a broker this process cannot reach, while another relay may):
+   * the lease is ended at once and not asked for again for half its length, in which every standby asks for it
+   * at least once (each asks every third of it). Without this a failing relay kept renewing the lease between
+   * its retries, which back off to 15 s: with RELAY_LEASE_MS above that it held the lease for good, and no
+   * event was published while a standby that could was waiting. Alone, it takes the lease again after that
+   * half. The batches it may have sent unmarked are the next holder's to look for on the bus, as after any
+   * takeover: the lease keeps this relay's name (expireLease), so the next holder reads back by its batch size.
+   */
+  private async standAside(): Promise<void> {
+    if (!this.leader) return;
+    this.leader = false;
+    this.leaseUntil = 0;
+    this.reconciled = false;
+    this.sentUnmarked = [];
+    this.standAsideUntil = performance.now() + this.leaseMs / 2;
+    this.rt.log.info(
+      { holder: this.holder, for_ms: this.leaseMs / 2 },
+      'relay is standby: a round failed, so the lease is left to another relay for a while',
+    );
+    await expireLease(this.rt.db, LEASE, this.holder).catch(() => undefined);
   }
 
   /** Refreshes the outbox gauges every few seconds, also while publishing fails (the backlog grows then). */
