@@ -4,6 +4,7 @@
  * a bus consumer.
  */
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { createVerifier } from '../auth.ts';
 import { EmbeddedLog } from '../bus/embedded/log.ts';
 import type { Config } from '../config.ts';
@@ -11,6 +12,7 @@ import { systemClock } from '../domain/clock.ts';
 import type { Logger } from '../observability/logger.ts';
 import { createMcpServer } from '../services/api/mcp.ts';
 import { restClient } from '../services/api/mcp-rest.ts';
+import { requestId, toolCallProblem } from '../services/api/mcp-messages.ts';
 import { TaskOperations } from '../services/api/task-operations.ts';
 import { openDb } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
@@ -27,7 +29,7 @@ import { UserSettingsStore } from '../store/user-settings.ts';
  */
 export async function serveMcpStdio(opts: { config: Config; token: string; log: Logger }): Promise<void> {
   const { config, log } = opts;
-  const { userId } = await createVerifier(config.jwt)(opts.token);
+  const { userId, expiresAt } = await createVerifier(config.jwt)(opts.token);
   const db = await openDb(config.databaseUrl);
   await migrate(db);
   // With the embedded bus, its log in this database is where the events go (as in the server).
@@ -59,6 +61,46 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     process.stdin.once('end', () => void close().then(resolve));
     process.once('SIGTERM', () => void close().then(resolve));
     process.once('SIGINT', () => void close().then(resolve));
-    void server.connect(transport).then(() => log.info({ user_id: userId }, 'MCP server on stdio'));
+    void server.connect(transport).then(() => {
+      guard(transport, expiresAt);
+      log.info({ user_id: userId }, 'MCP server on stdio');
+    });
   });
+}
+
+/**
+ * Answers, before the SDK sees them, what it would answer wrongly or not at all: a line that is not JSON
+ * (-32700, id null; the SDK answered nothing) or not a JSON-RPC message (-32600), a `tools/call` with invalid
+ * params (-32602; the SDK said internal error, -32603, with its validator's dump), and, once the token has
+ * expired, every request (-32001): HTTP checks a token at each request, this process was checking it once.
+ */
+function guard(transport: StdioServerTransport, tokenExpiresAt: number): void {
+  const deliver = transport.onmessage;
+  const reported = transport.onerror;
+  const refuse = (id: string | number | null, code: number, message: string) =>
+    void transport
+      .send({ jsonrpc: '2.0', id, error: { code, message } } as JSONRPCMessage)
+      .catch(() => undefined);
+  transport.onmessage = (message) => {
+    const id = requestId(message);
+    if (Date.now() >= tokenExpiresAt && id !== null)
+      return refuse(
+        id,
+        -32001,
+        `Unauthorized: TASKFLOW_TOKEN expired at ${new Date(tokenExpiresAt).toISOString()}; make a new one (taskflow token) and start taskflow mcp again`,
+      );
+    const bad = toolCallProblem(message);
+    if (bad) return refuse(bad.id, -32602, `Invalid params: ${bad.problem}`);
+    deliver?.(message);
+  };
+  transport.onerror = (err) => {
+    if (err instanceof SyntaxError) refuse(null, -32700, `Parse error: a line is not JSON (${err.message})`);
+    else if (err.name === 'ZodError')
+      refuse(
+        null,
+        -32600,
+        'Invalid Request: a line is not a JSON-RPC 2.0 message: an object with "jsonrpc": "2.0" and a "method" (and an "id", a string or an integer, for a request)',
+      );
+    reported?.(err);
+  };
 }

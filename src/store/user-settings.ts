@@ -60,6 +60,15 @@ export class UserSettingsStore {
     return s;
   }
 
+  /** Sets the fields `change` names, keeping the others (PUT /api/me/settings, the MCP tool update_settings). */
+  async update(
+    userId: string,
+    change: Partial<Pick<UserSettings, 'timezone' | 'default_reminders'>>,
+  ): Promise<UserSettings> {
+    const { timezone, default_reminders } = { ...(await this.get(userId)), ...change };
+    return this.put({ user_id: userId, timezone, default_reminders });
+  }
+
   /** What listing `query` needs of the user's settings: their zone for a due window (due=today), else nothing. */
   async listOptions(userId: string, query: TaskQuery): Promise<{ timeZone?: string }> {
     return query.due ? { timeZone: (await this.get(userId)).timezone } : {};

@@ -648,6 +648,75 @@ describe(
       assert.doesNotMatch(stderr, /Error|Exception|^\s+at /m, 'stderr after stdin closed');
     });
 
+    it('answers what is not a valid request with its JSON-RPC error, sets settings, and refuses requests once the token expired', async () => {
+      const { spawn } = await import('node:child_process');
+      const child = spawn(process.execPath, ['bin/taskflow.js', 'mcp'], {
+        cwd: root,
+        env: {
+          ...(await mcpEnv()),
+          TASKFLOW_TOKEN: await signDevToken(TEST_SECRET, 'alice', { expiresIn: '6s' }),
+        },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      const startedAt = Date.now();
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      const answers = () =>
+        stdout
+          .split('\n')
+          .filter(Boolean)
+          .map(
+            (l) =>
+              JSON.parse(l) as { id: unknown; result?: unknown; error?: { code: number; message: string } },
+          );
+      const answerTo = (id: unknown) =>
+        waitFor(() => answers().find((a) => a.id === id), 30_000, `answer ${String(id)}`);
+      const send = (m: unknown) => child.stdin.write(`${typeof m === 'string' ? m : JSON.stringify(m)}\n`);
+      try {
+        send({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'initialize',
+          params: {
+            protocolVersion: '2025-06-18',
+            capabilities: {},
+            clientInfo: { name: 't', version: '1' },
+          },
+        });
+        await answerTo(1);
+        send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+        // Settings are the api target's data: written by this process, not through REST (no PUBLIC_URL here).
+        send({
+          jsonrpc: '2.0',
+          id: 2,
+          method: 'tools/call',
+          params: { name: 'update_settings', arguments: { timezone: 'Europe/Berlin' } },
+        });
+        const settings = (await answerTo(2)) as { result: { isError?: boolean; structuredContent: unknown } };
+        assert.notEqual(settings.result.isError, true, JSON.stringify(settings));
+        assert.equal((settings.result.structuredContent as { timezone: string }).timezone, 'Europe/Berlin');
+        assert.equal(
+          (await db.query<{ timezone: string }>(`SELECT timezone FROM user_settings WHERE user_id = 'alice'`))
+            .rows[0]?.timezone,
+          'Europe/Berlin',
+        );
+        send({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'get_context', arguments: [] } });
+        assert.equal((await answerTo(3)).error?.code, -32602);
+        send({ jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 5 } });
+        assert.match((await answerTo(4)).error?.message ?? '', /params\.name must be a string/);
+        send('{bad json');
+        assert.equal((await answerTo(null)).error?.code, -32700);
+        // Past the token's expiry every request is refused, naming why.
+        await new Promise((r) => setTimeout(r, Math.max(0, startedAt + 7_000 - Date.now())));
+        send({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'get_context', arguments: {} } });
+        const expired = await answerTo(5);
+        assert.equal(expired.error?.code, -32001);
+        assert.match(expired.error?.message ?? '', /TASKFLOW_TOKEN expired/);
+      } finally {
+        child.kill();
+      }
+    });
+
     it('refuses to start without a valid TASKFLOW_TOKEN', async () => {
       const { execFile } = await import('node:child_process');
       const run = (token: string | undefined) =>

@@ -7,6 +7,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import type * as McpModule from './mcp.ts';
 import type { McpDeps } from './mcp.ts';
+import { isPlainObject, toolCallProblem } from './mcp-messages.ts';
 
 export interface McpHttpDeps extends McpDeps {
   verify: Verifier;
@@ -27,25 +28,6 @@ const jsonRpcError = (
   message: string,
   id: string | number | null = null,
 ) => reply.code(status).send({ jsonrpc: '2.0', error: { code, message }, id });
-
-const isPlainObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
-/**
- * What is wrong with a `tools/call` message's params, if anything: its `name` must be a string and its
- * `arguments`, when given, an object. The SDK answers those with -32603 (internal error), as if the server had
- * failed; they are the client's invalid params (-32602).
- */
-function toolCallProblem(message: unknown): { id: string | number | null; problem: string } | undefined {
-  if (!isPlainObject(message) || message.method !== 'tools/call') return undefined;
-  const id = typeof message.id === 'string' || typeof message.id === 'number' ? message.id : null;
-  const params = message.params;
-  if (!isPlainObject(params)) return { id, problem: 'params must be an object' };
-  if (typeof params.name !== 'string') return { id, problem: 'params.name must be a string (the tool)' };
-  if (params.arguments !== undefined && !isPlainObject(params.arguments))
-    return { id, problem: "params.arguments must be an object (the tool's arguments by name)" };
-  return undefined;
-}
 
 /**
  * An id two requests of a batch share (a notification has none): each answer is matched to its request by

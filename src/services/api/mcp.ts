@@ -54,6 +54,7 @@ import {
   reopen,
   type Task,
   type ValidationContext,
+  validateSettings,
 } from '../../domain/task.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { childTraceparent } from '../../observability/trace.ts';
@@ -957,9 +958,12 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       outputSchema: passthrough,
       annotations: { idempotentHint: true },
     },
-    run('update_settings', {}, async (args) =>
-      ok(await rest('PUT', '/api/me/settings', fieldsOf(args, ['user_id']))),
-    ),
+    // Settings are the api target's own data, as the tasks are: written here, in any process with the database.
+    run('update_settings', {}, async (args) => {
+      const parsed = validateSettings(fieldsOf(args, ['user_id']));
+      if (!parsed.ok) throw new ValidationError(parsed.issues);
+      return ok({ ...(await settings.update(caller.userId, parsed.value)) });
+    }),
   );
 
   return server;

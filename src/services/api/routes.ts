@@ -381,12 +381,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       async (req) => {
         const parsed = validateSettings(req.body);
         if (!parsed.ok) throw new ValidationError(parsed.issues);
-        const { timezone, default_reminders } = { ...(await settings.get(userOf(req))), ...parsed.value };
-        return settings.put({
-          user_id: userOf(req),
-          timezone,
-          default_reminders,
-        });
+        return settings.update(userOf(req), parsed.value);
       },
     );
   });
