@@ -20,6 +20,8 @@ export interface FakeModel {
   /** The bodies of the requests received, in order. */
   requests: any[];
   script(...steps: Step[]): void;
+  /** Drops the steps not used yet (a turn that ended before it asked for them). */
+  unscript(): void;
   close(): Promise<void>;
 }
 
@@ -154,6 +156,7 @@ export async function startFakeModel(opts: { fallback?: Step } = {}): Promise<Fa
     url: `http://127.0.0.1:${port}/v1`,
     requests,
     script: (...s) => steps.push(...s),
+    unscript: () => steps.splice(0),
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();

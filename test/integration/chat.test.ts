@@ -372,6 +372,73 @@ describe('the chat endpoint (POST /api/chat)', () => {
         assert.equal(typeof m.content, 'string', JSON.stringify(m));
   });
 
+  it('keeps a turn whose model sent a tool call without a name (null), answered to it as invalid', async () => {
+    model.script(
+      { toolCalls: [{ name: null as unknown as string, arguments: {} }] },
+      { text: 'Sorry, I could not do that.' },
+    );
+    const r = await app.call('olga', 'POST', '/api/chat', { message: 'do it' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const answered = model.requests.at(-1).messages.find((m: any) => m.role === 'tool');
+    assert.match(answered.content, /Invalid tool_call: null/);
+    const stored = await app.call('olga', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
+    assert.deepEqual(
+      stored.body.messages.map((m: any) => m.role),
+      ['user', 'assistant', 'tool', 'assistant'],
+    );
+  });
+
+  it('answers 409 with the tool calls when the conversation is deleted while the model answers', async () => {
+    model.script({ text: 'First.' });
+    const first = await app.call('pete', 'POST', '/api/chat', { message: 'hello' });
+    const id = first.body.conversation_id;
+    model.script(
+      { toolCalls: [{ name: 'add_task', arguments: { title: 'Written before the delete' } }] },
+      { delayMs: 500, then: { text: 'Added.' } },
+    );
+    const asked = model.requests.length;
+    const turn = app.call('pete', 'POST', '/api/chat', { conversation_id: id, message: 'add one' });
+    await waitFor(() => model.requests.length >= asked + 2, 5_000, 'the second model request');
+    assert.equal((await app.call('pete', 'DELETE', `/api/chat/conversations/${id}`)).status, 204);
+    const r = await turn;
+    assert.equal(r.status, 409, JSON.stringify(r.body));
+    assert.equal(r.body.conversation_id, id);
+    assert.deepEqual(
+      r.body.tool_calls.map((c: any) => c.name),
+      ['add_task'],
+    );
+    const tasks = await app.call('pete', 'GET', '/api/tasks');
+    assert.deepEqual(
+      tasks.body.items.map((t: any) => t.title),
+      ['Written before the delete'],
+    );
+  });
+
+  it('ends a message at twice CHAT_TIMEOUT_MS however many requests it takes (504, with what ran)', async () => {
+    // CHAT_TIMEOUT_MS=1000: each request answers within it, the four together do not.
+    const step = { delayMs: 700, then: { toolCalls: [{ name: 'get_context', arguments: {} }] } };
+    model.script(step, step, step, step, { text: 'Done.' });
+    const started = Date.now();
+    const r = await app.call('quinn', 'POST', '/api/chat', { message: 'slowly' });
+    const ms = Date.now() - started;
+    assert.equal(r.status, 504, JSON.stringify(r.body));
+    assert.ok(ms < 2_600, `answered after ${ms} ms`);
+    assert.ok(r.body.tool_calls.length >= 1 && r.body.tool_calls.length <= 3, JSON.stringify(r.body));
+    model.unscript(); // what the turn did not ask for
+  });
+
+  it('says so in the reply when the model never stops calling tools', async () => {
+    // CHAT_MAX_TOOL_CALLS=3: at most five model requests, each asking for another tool call.
+    const step = { toolCalls: [{ name: 'get_context', arguments: {} }] };
+    model.script(step, step, step, step, step, { text: 'never asked for' });
+    const r = await app.call('rita', 'POST', '/api/chat', { message: 'loop' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.match(r.body.reply, /I stopped before finishing: this message reached its limit of 3 tool calls/);
+    const stored = await app.call('rita', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
+    assert.equal(stored.body.messages.at(-1).content, r.body.reply);
+    model.unscript();
+  });
+
   it('refuses bad bodies with 400 naming the field', async () => {
     for (const [body, field] of [
       [{}, 'message'],

@@ -101,6 +101,16 @@ const chatAnswerDoc = {
   },
 } as const;
 
+/** A turn that failed (the model's error, its time, a conversation deleted meanwhile): what it did still stands. */
+const turnProblemDoc = {
+  ...problemDoc,
+  properties: {
+    ...problemDoc.properties,
+    conversation_id: { type: 'string', format: 'uuid' },
+    tool_calls: { type: 'array', items: toolCallRecordDoc, description: 'the tool calls that ran before it' },
+  },
+} as const;
+
 const conversationDoc = {
   type: 'object',
   additionalProperties: false,
@@ -203,23 +213,37 @@ function parseChatBody(body: unknown): { conversationId: string | null; message:
   return { conversationId: typeof id === 'string' ? id : null, message: parsed.value.message as string };
 }
 
+/** What a message costs of the history's budget, in characters. */
+const historySize = (m: ChatMessage) =>
+  (m.content?.length ?? 0) + (m.role === 'assistant' ? JSON.stringify(m.tool_calls ?? []).length : 0);
+
 /**
- * History sent to the model: the stored messages from the first user message on (a window that starts in the
- * middle of a tool exchange would be refused by the provider), and no assistant tool call left without all its
- * answers (a turn cut off by an error).
+ * History sent to the model: whole turns (a user message and what followed it), the newest first while they fit
+ * in `maxChars`, so a window never starts in the middle of a tool exchange (a provider refuses that). A newest
+ * turn too long alone (tool answers of a large list) is kept as its words: the user's message and the reply,
+ * without the tool exchange; before, the whole history went and the model lost what "the second one" meant.
+ * No assistant tool call is left without all its answers (a turn cut off by an error).
  */
-function usableHistory(messages: readonly ChatMessage[], maxChars = Infinity): ChatMessage[] {
-  // Within the budget, newest first: the oldest messages go when the window is too long for a model.
-  let from = messages.length;
-  for (let used = 0; from > 0; from--) {
-    const m = messages[from - 1]!;
-    used +=
-      (m.content?.length ?? 0) + (m.role === 'assistant' ? JSON.stringify(m.tool_calls ?? []).length : 0);
-    if (used > maxChars) break;
+export function usableHistory(messages: readonly ChatMessage[], maxChars = Infinity): ChatMessage[] {
+  let out: ChatMessage[] = [];
+  let used = 0;
+  for (let end = messages.length; end > 0;) {
+    let start = end - 1;
+    while (start > 0 && messages[start]!.role !== 'user') start--;
+    if (messages[start]!.role !== 'user') break; // messages before the first user message: no turn
+    let turn = messages.slice(start, end);
+    let cost = turn.reduce((n, m) => n + historySize(m), 0);
+    if (used + cost > maxChars) {
+      if (out.length > 0) break;
+      const reply = turn.findLast((m) => m.role === 'assistant' && !m.tool_calls?.length && m.content);
+      turn = reply ? [turn[0]!, reply] : [turn[0]!];
+      cost = turn.reduce((n, m) => n + historySize(m), 0);
+      if (cost > maxChars) break;
+    }
+    out = [...turn, ...out];
+    used += cost;
+    end = start;
   }
-  const recent = messages.slice(from);
-  const start = recent.findIndex((m) => m.role === 'user');
-  const out = start < 0 ? [] : recent.slice(start);
   for (let i = out.length - 1; i >= 0; i--) {
     const m = out[i]!;
     if (m.role !== 'assistant' || !m.tool_calls?.length) continue;
@@ -261,11 +285,14 @@ function storable(m: ChatMessage): ChatMessage {
     return { ...m, content: storableText(m.content), tool_call_id: storableText(m.tool_call_id) };
   if (m.role !== 'assistant') return m;
   const out: ChatMessage = { ...m, content: m.content === null ? null : storableText(m.content) };
+  // A model may also send a tool call whose id, name or arguments are not strings (null): the runner answered
+  // it as an invalid call, and it is stored as text.
+  const text = (v: unknown) => storableText(typeof v === 'string' ? v : String(v));
   if (m.tool_calls)
     out.tool_calls = m.tool_calls.map((c) => ({
       ...c,
-      id: storableText(c.id),
-      function: { name: storableText(c.function.name), arguments: storableText(c.function.arguments) },
+      id: text(c.id),
+      function: { name: text(c.function.name), arguments: text(c.function.arguments) },
     }));
   return out;
 }
@@ -376,7 +403,8 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       const outcome = await turn(req, userId, conversation.id, history, message, gone.signal, null);
       if ('answer' in outcome) return outcome.answer;
       if (outcome.retryAfter) reply.header('retry-after', outcome.retryAfter);
-      return sendProblem(reply, outcome.problem);
+      // As the stream's `error` event: the tool calls that ran before the failure (tasks they wrote stand).
+      return sendProblem(reply, { ...outcome.problem, tool_calls: outcome.calls } as Problem);
     }
     reply.hijack();
     reply.raw.writeHead(200, {
@@ -438,6 +466,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     ];
     let runner: { messages: ChatCompletionMessageParam[] } | undefined;
     let failure: unknown;
+    let timer: NodeJS.Timeout | undefined;
     let replyText = '';
     try {
       // Tools run one at a time, in the order the model asked for them (writes depend on each other).
@@ -450,7 +479,14 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
           parameters: t.inputSchema as Record<string, unknown>,
           // A call whose arguments are not JSON goes back to the model as the tool's answer (runTools).
           parse: (raw: string) => {
-            const value: unknown = JSON.parse(raw || '{}');
+            let value: unknown;
+            try {
+              value = JSON.parse(raw || '{}');
+            } catch (err) {
+              throw new Error(
+                `the arguments are not valid JSON (${(err as Error).message}); send them as a JSON object`,
+              );
+            }
             if (typeof value !== 'object' || value === null || Array.isArray(value))
               throw new Error('the arguments must be a JSON object');
             return value as Record<string, unknown>;
@@ -478,8 +514,12 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
         messages: [...prefix, userMessage as ChatCompletionMessageParam],
         tools,
       };
-      const signal = AbortSignal.any([AbortSignal.timeout(model.timeoutMs * 2), gone]);
-      const options = { maxChatCompletions: model.maxToolCalls + 2, signal };
+      // The whole message's bound: a timer of its own, cleared below (a timeout signal combined with
+      // AbortSignal.any did not fire: a turn of four 3 s requests ran 12 s against a bound of 10).
+      const deadline = new AbortController();
+      timer = setTimeout(() => deadline.abort(), model.timeoutMs * 2);
+      gone.addEventListener('abort', () => deadline.abort(), { once: true });
+      const options = { maxChatCompletions: model.maxToolCalls + 2, signal: deadline.signal };
       if (send) {
         const streaming = client.chat.completions.runTools({ ...params, stream: true }, options);
         runner = streaming;
@@ -499,6 +539,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     } catch (err) {
       failure = err;
     } finally {
+      clearTimeout(timer);
       await mcp.close();
     }
     const messages = (runner?.messages ?? [])
@@ -509,7 +550,29 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       .map((m) =>
         m.role === 'assistant' && m.content ? { ...m, content: bounded(m.content, REPLY_MAX) } : m,
       );
-    await store.append(conversationId, usableHistory(messages.length ? messages : [userMessage]));
+    // The model asked for tools until the bound of requests (maxChatCompletions) and never answered in words:
+    // the user is told so, in the reply and in the conversation, rather than given an empty one.
+    if (failure === undefined && replyText === '' && messages.at(-1)?.role === 'tool') {
+      replyText = `I stopped before finishing: this message reached its limit of ${model.maxToolCalls} tool calls. What ran is listed with this reply; ask me to go on.`;
+      messages.push({ role: 'assistant', content: replyText });
+      send?.('token', { text: replyText });
+    }
+    try {
+      await store.append(conversationId, usableHistory(messages.length ? messages : [userMessage]));
+    } catch (err) {
+      // Deleted while the model answered (DELETE /api/chat/conversations/{id}): what the tools did stands.
+      if ((err as { code?: string }).code !== '23503') throw err;
+      return {
+        problem: {
+          ...problem(
+            409,
+            'the conversation was deleted while this message was answered: nothing of it is stored, and the tool calls it made (tool_calls) stand',
+          ),
+          conversation_id: conversationId,
+        } as Problem,
+        calls,
+      };
+    }
     if (failure === undefined)
       return { answer: { conversation_id: conversationId, reply: replyText, tool_calls: calls } };
     // 499 (nginx's "client closed request"): nobody reads it; the log says why the turn stopped.
@@ -539,9 +602,10 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
           },
         }),
         404: problemDoc,
-        502: problemDoc,
-        503: problemDoc,
-        504: problemDoc,
+        409: turnProblemDoc,
+        502: turnProblemDoc,
+        503: turnProblemDoc,
+        504: turnProblemDoc,
       },
     };
     scope.post(
