@@ -315,6 +315,11 @@ async function writeRun(
     updated.map((r) => r.title),
     updated.map((r) => isoOrNull(r.due_at)),
     updated.map((r) => JSON.stringify(r.specs)),
+    // A row inserted by this run is written as the run left it: a later event of the run may have dismissed it
+    // (touch leaves inserted rows to this insert).
+    inserted.map((r) => r.status),
+    inserted.map((r) => r.dismiss_reason),
+    inserted.map((r) => r.snoozed),
   ];
   const schedule = `applied AS (
        INSERT INTO reminder_tasks (task_id, user_id, version, deleted, updated_at)
@@ -322,11 +327,13 @@ async function writeRun(
          FROM unnest($1::uuid[], $2::text[], $3::int[], $4::boolean[]) AS t(task_id, user_id, version, deleted)
        ON CONFLICT (task_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, updated_at = now()
      ), added AS (
-       INSERT INTO reminder_schedule (id, task_id, user_id, title, specs, due_at, planned_at, remind_at, status)
-       SELECT r.id, r.task_id, r.user_id, r.title, r.specs::jsonb, r.due_at, r.planned_at, r.remind_at, 'scheduled'
+       INSERT INTO reminder_schedule (id, task_id, user_id, title, specs, due_at, planned_at, remind_at, status,
+                                      dismiss_reason, snoozed)
+       SELECT r.id, r.task_id, r.user_id, r.title, r.specs::jsonb, r.due_at, r.planned_at, r.remind_at, r.status,
+              r.dismiss_reason, r.snoozed
          FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[], $10::timestamptz[],
-                     $11::timestamptz[], $12::timestamptz[])
-              AS r(id, task_id, user_id, title, specs, due_at, planned_at, remind_at)
+                     $11::timestamptz[], $12::timestamptz[], $22::text[], $23::text[], $24::boolean[])
+              AS r(id, task_id, user_id, title, specs, due_at, planned_at, remind_at, status, dismiss_reason, snoozed)
      ), changed AS (
        UPDATE reminder_schedule s SET status = u.status, dismiss_reason = u.dismiss_reason, snoozed = u.snoozed,
               remind_at = u.remind_at, planned_at = u.planned_at, title = u.title, due_at = u.due_at,
