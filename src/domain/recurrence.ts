@@ -16,8 +16,16 @@ import { canonicalTimeZone } from './time.ts';
 
 /** The largest `interval` and `count` a rule may have (RRULE gives no bound; nine digits keep them exact). */
 export const RECURRENCE_NUMBER_MAX = 999_999_999;
-/** What INTERVAL and COUNT may be, as an error says it. */
+/** What INTERVAL may be, as an error says it. */
 const NUMBER_RANGE = `must be an integer from 1 to ${RECURRENCE_NUMBER_MAX.toLocaleString('en-US')}`;
+/**
+ * The largest COUNT a new rule may have (27 years of a daily task). The next occurrence of a COUNT rule is found
+ * by counting the occurrences from its anchor, so COUNT bounds that work: a rule of 24 times a day anchored in
+ * year 1 with COUNT=999999999 counted 17.5 million occurrences, and held the event loop 8 s at each skip and
+ * completion. A rule stored before this limit is read back without it.
+ */
+export const RECURRENCE_COUNT_MAX = 10_000;
+const COUNT_RANGE = `must be an integer from 1 to ${RECURRENCE_COUNT_MAX.toLocaleString('en-US')}`;
 export type RecurrencePreset = 'daily' | 'weekdays' | 'weekly' | 'monthly' | 'yearly';
 export type RecurrenceMode = 'schedule' | 'after_completion';
 
@@ -608,16 +616,21 @@ export const isRecurrencePreset = (v: unknown): v is RecurrencePreset =>
 /**
  * Validates and normalizes a client's `recurrence` value (a preset string or an object, see the ADR).
  * `null` fields in the object count as absent. Never throws; all problems are reported as issues.
- * `timesADayMax`: the most times a day the rule may give (MAX_TIMES_A_DAY; a rule stored before that limit is
- * read back with none).
+ * `stored`: the rule was stored before the limits of a new one (MAX_TIMES_A_DAY, RECURRENCE_COUNT_MAX) and is
+ * read back without them.
  */
 export function parseRecurrence(
   input: unknown,
   defaultTimezone: string,
-  opts: { timesADayMax?: number } = {},
+  opts: { stored?: boolean } = {},
 ): ParseRecurrenceResult {
   try {
-    return parseRecurrenceUnchecked(input, defaultTimezone, opts.timesADayMax ?? MAX_TIMES_A_DAY);
+    return parseRecurrenceUnchecked(
+      input,
+      defaultTimezone,
+      opts.stored ? Infinity : MAX_TIMES_A_DAY,
+      opts.stored ? RECURRENCE_NUMBER_MAX : RECURRENCE_COUNT_MAX,
+    );
   } catch (err) {
     // Defensive: nothing above is expected to throw, but bad input must never escape as an exception.
     return { ok: false, issues: [{ path: 'recurrence', message: `is invalid: ${(err as Error).message}` }] };
@@ -628,6 +641,7 @@ function parseRecurrenceUnchecked(
   input: unknown,
   defaultTimezone: string,
   timesADayMax: number,
+  countMax: number,
 ): ParseRecurrenceResult {
   const issues: RecurrenceIssue[] = [];
   const issue = (path: string, message: string): void => {
@@ -700,10 +714,10 @@ function parseRecurrenceUnchecked(
       typeof countInput === 'number' &&
       Number.isInteger(countInput) &&
       countInput >= 1 &&
-      countInput <= RECURRENCE_NUMBER_MAX
+      countInput <= countMax
     )
       count = countInput;
-    else issue('count', NUMBER_RANGE);
+    else issue('count', COUNT_RANGE);
   }
   const untilInput = field('until');
   let untilMs: number | null = null;
@@ -747,6 +761,10 @@ function parseRecurrenceUnchecked(
         'rrule',
         `BYHOUR and BYMINUTE give ${timesADay} times a day; a task recurs at most ${MAX_TIMES_A_DAY} times a day (e.g. BYHOUR=9,13,17;BYMINUTE=0)`,
       );
+      rule = null;
+    }
+    if (rule !== null && rule.count !== null && rule.count > countMax) {
+      issue('rrule', `COUNT ${COUNT_RANGE}`);
       rule = null;
     }
     if (rule !== null) {

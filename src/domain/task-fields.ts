@@ -9,6 +9,7 @@ import { Temporal } from 'temporal-polyfill';
 import * as z from 'zod';
 import {
   RECURRENCE_MODES,
+  RECURRENCE_COUNT_MAX,
   RECURRENCE_NUMBER_MAX,
   RECURRENCE_PRESETS,
   RRULE_DOC_PATTERN,
@@ -192,7 +193,7 @@ const recurrenceDoc = {
           pattern: '^(?:19[89][0-9]|[2-8][0-9]{3})-',
           description: 'the last instant an occurrence may fall on (years 1980-8999)',
         },
-        count: { type: ['integer', 'null'], minimum: 1, maximum: RECURRENCE_NUMBER_MAX },
+        count: { type: ['integer', 'null'], minimum: 1, maximum: RECURRENCE_COUNT_MAX },
       },
     },
     { type: 'null' },

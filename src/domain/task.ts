@@ -115,7 +115,7 @@ function recurrenceOf(value: unknown, ctx: ValidationContext, issues: FieldIssue
   const parsed = parseRecurrence(value, ctx.timezone);
   if (parsed.ok) return parsed.value;
   if (ctx.storedRecurrence) {
-    const unlimited = parseRecurrence(value, ctx.timezone, { timesADayMax: Infinity });
+    const unlimited = parseRecurrence(value, ctx.timezone, { stored: true });
     if (unlimited.ok && sameRecurrence(unlimited.value, ctx.storedRecurrence)) return unlimited.value;
   }
   issues.push(...parsed.issues);

@@ -10,8 +10,8 @@ import {
 
 import { BER, NY, nextCases, previewCases } from './recurrence-cases.ts';
 
-function rec(input: unknown, tz: string): Recurrence {
-  const parsed = parseRecurrence(input, tz);
+function rec(input: unknown, tz: string, opts: { stored?: boolean } = {}): Recurrence {
+  const parsed = parseRecurrence(input, tz, opts);
   if (!parsed.ok) assert.fail(`expected ${JSON.stringify(input)} to parse: ${JSON.stringify(parsed.issues)}`);
   return parsed.value;
 }
@@ -129,8 +129,10 @@ describe('rules with many times a day', () => {
     ]);
   });
 
-  it('with COUNT, counts every occurrence since an anchor decades back', () => {
-    const hourly = rec({ rrule: `FREQ=DAILY;BYHOUR=${list(0, 23)}`, count: 100_000_000 }, 'UTC');
+  it('with COUNT, counts every occurrence since an anchor decades back (a rule stored before the COUNT limit)', () => {
+    const hourly = rec({ rrule: `FREQ=DAILY;BYHOUR=${list(0, 23)}`, count: 100_000_000 }, 'UTC', {
+      stored: true,
+    });
     const series = (completedAt: string) => ({
       anchor: '1990-01-01T00:00:00Z',
       previousDue: null,
@@ -139,7 +141,7 @@ describe('rules with many times a day', () => {
     });
     assert.equal(nextOccurrence(hourly, series('2026-12-05T10:30:00Z')), '2026-12-05T11:00:00.000Z');
     // Occurrence 1 is the anchor; 24 a day after it, so the 200,000th is 199,999 hours later.
-    const short = rec({ rrule: `FREQ=DAILY;BYHOUR=${list(0, 23)}`, count: 200_000 }, 'UTC');
+    const short = rec({ rrule: `FREQ=DAILY;BYHOUR=${list(0, 23)}`, count: 200_000 }, 'UTC', { stored: true });
     const last = new Date(Date.parse('1990-01-01T00:00:00Z') + 199_999 * 3_600_000).toISOString();
     assert.equal(nextOccurrence(short, series(new Date(Date.parse(last) - 1).toISOString())), last);
     assert.equal(nextOccurrence(short, series(last)), null);
@@ -275,8 +277,15 @@ const invalidCases: Array<{ input: unknown; path: string; message: RegExp; tz?: 
     path: 'recurrence.interval',
     message: /from 1 to 999,999,999/,
   },
-  { input: { preset: 'daily', count: 0 }, path: 'recurrence.count', message: /from 1 to 999,999,999/ },
-  { input: { preset: 'daily', count: 1e9 }, path: 'recurrence.count', message: /from 1 to 999,999,999/ },
+  { input: { preset: 'daily', count: 0 }, path: 'recurrence.count', message: /from 1 to 10,000/ },
+  // COUNT bounds the work of finding the next occurrence (RECURRENCE_COUNT_MAX), in the field and in the rule.
+  { input: { preset: 'daily', count: 10_001 }, path: 'recurrence.count', message: /from 1 to 10,000/ },
+  { input: { preset: 'daily', count: 1e9 }, path: 'recurrence.count', message: /from 1 to 10,000/ },
+  {
+    input: { rrule: 'FREQ=DAILY;COUNT=10001' },
+    path: 'recurrence.rrule',
+    message: /COUNT must be .* 10,000/,
+  },
   {
     input: { preset: 'daily', count: 3, until: '2026-12-31T00:00:00Z' },
     path: 'recurrence.until',
@@ -365,5 +374,13 @@ describe('parseRecurrence rejects', () => {
       assert.doesNotThrow(() => parseRecurrence(input, BER), `threw on weird input #${i}`);
       assert.doesNotThrow(() => parseRecurrence(input, 'not a zone'), `threw on weird input #${i}`);
     });
+  });
+});
+
+describe('the COUNT limit', () => {
+  it('takes 10,000, and a stored rule past it when read back as stored', () => {
+    assert.ok(parseRecurrence({ preset: 'daily', count: 10_000 }, 'UTC').ok);
+    assert.ok(parseRecurrence({ rrule: 'FREQ=DAILY;COUNT=10000' }, 'UTC').ok);
+    assert.ok(parseRecurrence({ preset: 'daily', count: 100_000 }, 'UTC', { stored: true }).ok);
   });
 });
