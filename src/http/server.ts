@@ -133,6 +133,9 @@ export async function createHttpServer(opts: {
   // JSON bodies are UTF-8 (RFC 8259 8.1): bytes that are not are refused, not stored as U+FFFD, and a body
   // that says it is another charset is refused as such; then Fastify's own parser (prototype poisoning).
   const parseJson = app.getDefaultJsonParser('error', 'error');
+  // No route takes text: a JSON text sent as text/plain is refused as the media type it says it is (415),
+  // not read as a string and refused as "not a JSON object" (400).
+  app.removeContentTypeParser('text/plain');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
     const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(String(req.headers['content-type']))?.[1];

@@ -433,6 +433,9 @@ for (const backend of backends) {
       const utf16 = await raw(Buffer.from('{"title":"a"}'), 'application/json; charset=utf-16');
       assert.equal(utf16.status, 415);
       assert.match(utf16.body.detail ?? '', /charset utf-16/);
+      // JSON text sent as text/plain is refused as that media type (it was read as a string: a 400).
+      const text = await raw(Buffer.from('{"title":"a"}'), 'text/plain');
+      assert.equal(text.status, 415, JSON.stringify(text.body));
       assert.equal(await count('tasks'), rows, 'no row written');
       assert.equal(await eventCount(db), events, 'no event written');
       const unchanged = await app.call('dave', 'GET', `/api/tasks/${existing.id}`);
