@@ -132,6 +132,13 @@ function retentionOverrides(raw: string | undefined): Record<string, number> {
 }
 
 /** An integer variable: `def` when unset or empty, a ConfigError below `min` or not an integer. */
+/** A TCP port (`min` 0 lets the system pick one). */
+const port = (env: Env, key: string, def: number, min = 0): number => {
+  const n = int(env, key, def, min);
+  if (n > 65_535) throw new ConfigError(`${key} must be a TCP port from ${min} to 65535, got "${env[key]}"`);
+  return n;
+};
+
 export const int = (env: Env, key: string, def: number, min = 0): number => {
   const raw = env[key];
   if (raw === undefined || raw === '') return def;
@@ -194,7 +201,7 @@ export function loadConfig(
   const bus = (env.BUS || 'embedded') as BusKind;
   if (!['embedded', 'kafka', 'dapr'].includes(bus))
     throw new ConfigError(`BUS must be embedded, kafka or dapr, got "${bus}"`);
-  const port = int(env, 'PORT', 3000);
+  const listenPort = port(env, 'PORT', 3000);
   const host = env.HOST || '127.0.0.1';
   const mech = env.KAFKA_SASL_MECHANISM?.toUpperCase();
   if (mech && !['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'].includes(mech))
@@ -213,7 +220,7 @@ export function loadConfig(
     databaseUrl,
     bus,
     host,
-    port,
+    port: listenPort,
     publicUrl: baseUrl(env.PUBLIC_URL),
     apiUrl: baseUrl(env.INTERNAL_URL) ?? baseUrl(env.PUBLIC_URL),
     logLevel: env.LOG_LEVEL || 'info',
@@ -276,7 +283,7 @@ export function loadConfig(
       replicationFactor: int(env, 'KAFKA_REPLICATION_FACTOR', 1, 1),
     },
     dapr: {
-      httpPort: int(env, 'DAPR_HTTP_PORT', 3500, 1),
+      httpPort: port(env, 'DAPR_HTTP_PORT', 3500, 1),
       pubsubName: env.DAPR_PUBSUB_NAME || 'pubsub-kafka',
       kafkaAdmin: !!env.KAFKA_BROKERS,
     },

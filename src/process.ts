@@ -56,6 +56,7 @@ export async function runTargets(
 ): Promise<RunningProcess> {
   // Every target's configuration section is checked before anything opens: a bad value is one line.
   for (const t of targets) t.config?.(config.env);
+  if (config.bus === 'dapr') refuseSharedDaprTopics(targets);
   // Without a catalog, the targets run here that have a manifest.
   const catalog =
     opts.catalog ?? targets.filter((t): t is TargetDefinition & TargetManifest => 'produces' in t);
@@ -210,4 +211,24 @@ function provisionTopics(
       log.warn({ err: errorMessage(err), retry_in_ms: delay }, 'could not ensure topics yet'),
   });
   return stop;
+}
+
+/**
+ * BUS=dapr: a sidecar holds one subscription per topic for its app, whose app id is the consumer group, so two
+ * groups that read one topic cannot run in one process. Refused before anything opens: started, the second
+ * group retried its subscribe for good while the banner said the system ran.
+ */
+function refuseSharedDaprTopics(targets: readonly TargetDefinition[]): void {
+  const groupOf = new Map<string, string>();
+  for (const t of targets) {
+    const consumes = 'consumes' in t ? (t as Partial<TargetManifest>).consumes : undefined;
+    for (const topic of consumes?.topics ?? []) {
+      const other = groupOf.get(topic);
+      if (other)
+        throw new ConfigError(
+          `BUS=dapr: targets ${other} and ${t.name} both read ${topic}, and a Dapr sidecar delivers a topic to one group per app; run each consuming target in its own process with its own sidecar (taskflow serve ${t.name}, app id ${consumes!.group}), as the Helm chart does`,
+        );
+      groupOf.set(topic, t.name);
+    }
+  }
 }

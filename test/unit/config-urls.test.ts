@@ -1,7 +1,7 @@
 /**
  * PUBLIC_URL is the address people and MCP clients use (links, OAuth metadata); INTERNAL_URL, when set, is
  * where this process reaches the deployment's API for MCP tools of targets that run elsewhere (compose: its
- * router, since `localhost` inside a container is the container).
+ * router, since `localhost` inside a container is the container). Ports are TCP ports.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -26,5 +26,16 @@ describe('the deployment addresses', () => {
     const c = loadConfig(base);
     assert.equal(c.publicUrl, null);
     assert.equal(c.apiUrl, null);
+  });
+});
+
+describe('ports', () => {
+  it('refuses PORT and DAPR_HTTP_PORT past 65535, naming the variable', () => {
+    assert.throws(() => loadConfig({ ...base, PORT: '70000' }), /PORT must be a TCP port from 0 to 65535/);
+    assert.throws(
+      () => loadConfig({ ...base, BUS: 'dapr', DAPR_HTTP_PORT: '70000' }),
+      /DAPR_HTTP_PORT must be a TCP port from 1 to 65535, got "70000"/,
+    );
+    assert.equal(loadConfig({ ...base, PORT: '65535' }).port, 65_535);
   });
 });

@@ -39,3 +39,17 @@ describe('targets', () => {
     assert.match(failed.stderr, /no target to run; targets: api, relay, /);
   });
 });
+
+describe('BUS=dapr', () => {
+  it('refuses, before anything opens, two consuming targets that read one topic in one process', async () => {
+    const failed = await run(process.execPath, ['bin/taskflow.js', 'up'], {
+      env: { ...process.env, BUS: 'dapr', DATABASE_URL: 'memory://', PORT: '0', LOG_LEVEL: 'warn' },
+    }).then(
+      () => assert.fail('taskflow up on Dapr started'),
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.equal(failed.code, 2);
+    assert.match(failed.stderr, /BUS=dapr: targets recurrence and audit both read task-events/);
+    assert.match(failed.stderr, /taskflow serve audit, app id taskflow-audit/);
+  });
+});
