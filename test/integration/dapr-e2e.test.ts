@@ -342,13 +342,15 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     bulkProbe = {
       batch: async (items) => {
         const titles = items.map((i) => titleOf(i.message.event));
-        if (titles.includes('poison')) throw new Error('a poison event in the batch');
+        if (titles.includes('poison') || titles.includes('stuck'))
+          throw new Error('a poison event in the batch');
         batches.push(titles);
         handled.push(...titles);
       },
       one: async (m) => {
         const t = titleOf(m.event);
         if (t === 'poison') throw new PermanentError('never works');
+        if (t === 'stuck') throw new Error('fails every time, with an error that may be transient');
         handled.push(t);
       },
     };
@@ -374,6 +376,19 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     assert.deepEqual(
       letters.map((l) => l.event.id),
       [poison.id],
+    );
+    // An entry that keeps failing with an error that is not permanent: retried here, then dead-lettered alone;
+    // the entries after it are handled. (Answered RETRY, daprd dead-lettered it with every entry after it.)
+    handled.length = 0;
+    const stuck = taskCreated('u8', 'stuck');
+    const third = [taskCreated('u8', 'c0'), stuck, taskCreated('u8', 'c1'), taskCreated('u8', 'c2')];
+    await bus.publisher.publish(third.map((event) => ({ topic: BULK_TOPIC, key: 'u8', event })));
+    await waitFor(() => handled.includes('c2'), 60_000, 'the events after the failing one handled');
+    assert.deepEqual(handled, ['c0', 'c1', 'c2']);
+    const all = await deadLetters(BULK_GROUP, 2, 'the failing event dead-lettered');
+    assert.deepEqual(
+      all.map((l) => l.event.id),
+      [poison.id, stuck.id],
     );
   });
 

@@ -17,11 +17,12 @@ import {
   measured,
   newDelivery,
   retried,
+  retryUpTo,
   traced,
   validated,
   type Handle,
 } from '../middleware.ts';
-import { isUnavailable } from '../../retry.ts';
+import { DEFAULT_RETRY, isUnavailable } from '../../retry.ts';
 import {
   PermanentError,
   type BatchHandler,
@@ -46,6 +47,8 @@ interface Registered {
   path: string;
   /** The consumer rules up to the outcome (handled, dead-lettered, or a failure daprd redelivers). */
   pipeline: Handle;
+  /** The entries of a bulk delivery: retried here, then dead-lettered alone (see handleBulk). */
+  entryPipeline: Handle;
   /** A batching group (batchHandler and batchIntervalMs): daprd delivers it in bulk. */
   bulk?: { batchHandler: BatchHandler; maxMessagesCount: number; maxAwaitDurationMs: number };
   hooks?: ConsumeHooks;
@@ -177,8 +180,11 @@ export class DaprSubscriber implements Subscriber {
   /**
    * A bulk delivery (a batching group's subscription): the entries of one partition, in order. The valid ones
    * go to the batch handler at once (one transaction for all); if that fails, or for an invalid entry, each is
-   * handled alone as a single delivery would be. After the first entry that is not handled (RETRY), the rest
-   * are answered RETRY unhandled, so daprd redelivers them after it, in order, as it does one by one.
+   * handled alone, in order, with its retries here (DEFAULT_RETRY, as on Kafka) and then dead-lettered alone
+   * (DROP): answered RETRY, an entry that kept failing was dead-lettered by daprd together with every entry
+   * after it, which were answered RETRY unhandled (a NUL in one event's title sent five valid events to the
+   * dead-letter topic). Only a stop answers RETRY: then the rest are answered RETRY unhandled, so daprd
+   * redelivers them after it, in order.
    */
   async deliverBulk(
     group: string,
@@ -209,7 +215,7 @@ export class DaprSubscriber implements Subscriber {
     let blocked = false;
     for (const p of parsed) {
       if (statuses.has(p.entry.entryId)) continue;
-      const status = blocked ? 'RETRY' : await this.handle(sub, p.message);
+      const status = blocked ? 'RETRY' : await this.handle(sub, p.message, sub.entryPipeline);
       if (status === 'RETRY') blocked = true;
       statuses.set(p.entry.entryId, status);
     }
@@ -237,11 +243,11 @@ export class DaprSubscriber implements Subscriber {
    * DROP when dead-lettered (daprd writes it to the dead-letter topic), RETRY when it failed (daprd
    * redelivers per its resiliency policy, and dead-letters it when that is used up).
    */
-  private async handle(sub: Registered, message: BusMessage): Promise<DaprStatus> {
+  private async handle(sub: Registered, message: BusMessage, pipeline = sub.pipeline): Promise<DaprStatus> {
     const d = newDelivery(message, sub.group);
     const id = `${message.topic}/${message.partition}/${message.offset}/${message.event?.id}`;
     try {
-      await sub.pipeline(d);
+      await pipeline(d);
     } catch (err) {
       // Shutdown stopped it: nothing was decided, daprd delivers it again (no failure to count).
       if (err instanceof Aborted) return 'RETRY';
@@ -271,18 +277,28 @@ export class DaprSubscriber implements Subscriber {
     reg: Pick<Registered, 'closed'>,
     handler: SubscribeOptions['handler'],
     hooks?: ConsumeHooks,
+    opts: { retryHere?: boolean } = {},
   ): Handle {
     const log = this.log;
+    // retryHere (the entries of a bulk delivery): a failure is retried here, as on Kafka (DEFAULT_RETRY; an
+    // outage for as long as it lasts), and then the entry alone is dead-lettered (DROP).
+    const retryUpToDefault = retryUpTo(DEFAULT_RETRY);
     return compose(
       handlerOf(handler),
       forThisGroup,
       traced,
-      deadLettered({ log, hooks, isPoison: (err) => err instanceof PermanentError }),
+      deadLettered({
+        log,
+        hooks,
+        isPoison: (err) =>
+          err instanceof PermanentError || (opts.retryHere === true && !(err instanceof Aborted)),
+      }),
       validated,
       retried({
-        policy: HOLD_WHILE_UNAVAILABLE,
+        policy: opts.retryHere ? DEFAULT_RETRY : HOLD_WHILE_UNAVAILABLE,
         signal: this.stopping.signal,
-        shouldRetry: (err) => isUnavailable(err) && !reg.closed,
+        shouldRetry: (err, attempt) =>
+          !reg.closed && (opts.retryHere ? retryUpToDefault(err, attempt) : isUnavailable(err)),
         log,
       }),
       measured(hooks),
@@ -312,7 +328,7 @@ export class DaprSubscriber implements Subscriber {
         'BUS=dapr: subscription added after daprd read /dapr/subscribe; the sidecar will not deliver it until it restarts',
       );
     const regs: Registered[] = opts.topics.map((topic) => {
-      const reg: Omit<Registered, 'pipeline'> = {
+      const reg: Omit<Registered, 'pipeline' | 'entryPipeline'> = {
         group: opts.group,
         topic,
         path: `/dapr/events/${encodeURIComponent(opts.group)}/${encodeURIComponent(topic)}`,
@@ -329,7 +345,10 @@ export class DaprSubscriber implements Subscriber {
         closed: false,
         inflight: new Set(),
       };
-      return Object.assign(reg, { pipeline: this.pipeline(reg, opts.handler, opts.hooks) });
+      return Object.assign(reg, {
+        pipeline: this.pipeline(reg, opts.handler, opts.hooks),
+        entryPipeline: this.pipeline(reg, opts.handler, opts.hooks, { retryHere: true }),
+      });
     });
     for (const r of regs) this.byTopic.set(r.topic, r);
     return {
