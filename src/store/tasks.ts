@@ -502,8 +502,9 @@ export class TaskStore {
     if (q.q) {
       const like = `%${q.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       where.push(
-        // Words as written, their English stems (migration 010), or any part of a word.
-        `(search @@ websearch_to_tsquery('simple', ${p(q.q)}) OR search @@ websearch_to_tsquery('english', $${params.length})
+        // Words as written, their English stems (migration 010), or any part of a word. Every word of the text,
+        // with no operators: websearch_to_tsquery read "-bar" as NOT bar, which matched every task without it.
+        `(search @@ plainto_tsquery('simple', ${p(q.q)}) OR search @@ plainto_tsquery('english', $${params.length})
           OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
       );
     }

@@ -705,6 +705,9 @@ for (const backend of backends) {
       assert.deepEqual(await titles('q=booking%20flight'), ['Book flights'], 'every word, by its stem');
       assert.deepEqual(await titles('q=parties'), ['Call mom'], 'in the description too');
       assert.deepEqual(await titles('q=100%25'), []);
+      // Text, not a query language: a leading "-" is not NOT (it matched every task without the word).
+      assert.deepEqual(await titles('q=-milk'), ['Buy milk']);
+      assert.deepEqual(await titles('q=%22buy%20milk%22%20or%20-tax'), []);
 
       // Pages of 2 over every sort concatenate to the full ordered list, without duplicates or gaps.
       for (const sort of ['due', 'priority', 'created', 'updated', 'title']) {
