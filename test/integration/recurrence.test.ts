@@ -163,6 +163,19 @@ for (const backend of backends) {
       assert.equal(next.due_date, '2026-03-02T12:00:00.000Z');
     });
 
+    it('creates the next occurrence of a recurring task created completed', async () => {
+      const root = await create('olga', {
+        title: 'Water plants',
+        status: 'completed',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: 'daily',
+      });
+      const tasks = await waitForSeries('olga', root.id, 2);
+      const next = tasks.find((t) => t.id !== root.id);
+      assert.equal(next.status, 'pending');
+      assert.equal(next.due_date, '2026-03-03T09:00:00.000Z');
+    });
+
     it('creates one next occurrence when the same completion event is delivered twice', async () => {
       const root = await create('dora', {
         title: 'Standup notes',

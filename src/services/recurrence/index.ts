@@ -42,9 +42,13 @@ import {
 
 export const RECURRENCE_SOURCE = '/taskflow/recurrence';
 
-/** A completion that may have a next occurrence, or a deletion that may leave the occurrence ledger. */
+/**
+ * A completion that may have a next occurrence (a recurring task completed, or created completed), or a
+ * deletion that may leave the occurrence ledger.
+ */
 function accepts(event: CloudEvent): boolean {
-  if (event.type !== 'task.completed' && event.type !== 'task.deleted') return false;
+  if (event.type !== 'task.completed' && event.type !== 'task.deleted' && event.type !== 'task.created')
+    return false;
   const task = (event.data as TaskEventData).task;
   if (!task.series_id) return false;
   return event.type === 'task.deleted'
