@@ -55,15 +55,22 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
     ms = ctx.now.getTime() + (start.date().getTime() - wallAsUtc.getTime());
   else {
     const wall = new Date(start.date().getTime()); // the user's wall time, as UTC fields
+    // A day without a time of day is noon: chrono gives "next Friday" noon but "tomorrow", "today" and "in
+    // 2 days" the time it is now. A part of the day ("tonight", "tomorrow morning") keeps chrono's hour for it.
+    const dayOnly =
+      !start.isCertain('hour') &&
+      !found.tags().has('parser/ENCasualTimeParser') &&
+      wall.getUTCHours() === wallAsUtc.getUTCHours() &&
+      wall.getUTCMinutes() === wallAsUtc.getUTCMinutes();
     ms = Temporal.ZonedDateTime.from(
       {
         timeZone: ctx.timeZone,
         year: wall.getUTCFullYear(),
         month: wall.getUTCMonth() + 1,
         day: wall.getUTCDate(),
-        hour: wall.getUTCHours(),
-        minute: wall.getUTCMinutes(),
-        second: wall.getUTCSeconds(),
+        hour: dayOnly ? 12 : wall.getUTCHours(),
+        minute: dayOnly ? 0 : wall.getUTCMinutes(),
+        second: dayOnly ? 0 : wall.getUTCSeconds(),
       },
       { disambiguation: 'compatible' }, // a wall time in a daylight-saving gap moves forward
     ).epochMilliseconds;

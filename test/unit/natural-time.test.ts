@@ -22,6 +22,11 @@ describe('resolveWhen', () => {
     ['in 2 hours', newYork, '2026-03-01T14:00:00.000Z'],
     ['next friday at 5pm', berlin, '2026-03-06T16:00:00.000Z'],
     ['next Friday', berlin, '2026-03-06T11:00:00.000Z'], // a day without a time: noon
+    // ... also a day relative to today (chrono gave these the time it was now).
+    ['tomorrow', berlin, '2026-03-02T11:00:00.000Z'],
+    ['today', newYork, '2026-03-01T17:00:00.000Z'],
+    ['in 2 days', berlin, '2026-03-03T11:00:00.000Z'],
+    ['tomorrow morning', berlin, '2026-03-02T05:00:00.000Z'], // a part of the day keeps its hour (06:00)
     ['tonight', newYork, '2026-03-02T03:00:00.000Z'], // 22:00 EST
     // Across a daylight-saving change: the offset of the day named, not today's.
     ['March 30 9:00', berlin, '2026-03-30T07:00:00.000Z'],

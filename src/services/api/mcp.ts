@@ -396,7 +396,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     { name: 'taskflow', title: 'Taskflow tasks', version: VERSION },
     {
       instructions:
-        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence; their reminders (list_reminders, snooze_reminder, dismiss_reminder), repeats (skip_occurrence, preview_occurrences), notifications (list_notifications, mark_notification_read) and settings (update_settings). Call get_context first to learn the current time, the user’s time zone and default reminders: dates are ISO 8601 with an offset (work out "tomorrow at 9" in the user’s zone from it). Task ids are UUIDs from add_task/list_tasks.',
+        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence; their reminders (list_reminders, snooze_reminder, dismiss_reminder), repeats (skip_occurrence, preview_occurrences), notifications (list_notifications, mark_notification_read) and settings (update_settings). Dates (due_date, reminders, snooze) take the user’s words as they said them ("tomorrow at 9", "in 30 minutes", "next Friday"), read in the user’s time zone, or ISO 8601 date-times with an offset; each answer’s resolved says how words were read, to confirm with the user. get_context gives the current time, the user’s time zone and default reminders. Task ids are UUIDs from add_task/list_tasks.',
     },
   );
 
@@ -512,7 +512,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Current time and the user’s settings',
       description:
-        'The current date and time, in UTC and in the user’s time zone (with its offset and weekday), the time zone (IANA name) and the reminders a task gets when it names none (ISO 8601 durations before its due date). Call it before working out a date such as "tomorrow at 9am" or "in 30 minutes": due dates and reminders must be ISO 8601 date-times with an offset.',
+        'The current date and time, in UTC and in the user’s time zone (with its offset and weekday), the time zone (IANA name) and the reminders a task gets when it names none (ISO 8601 durations before its due date). Call it to answer questions about the date or to work out a date yourself; the date arguments of the other tools also take the user’s words ("tomorrow at 9am", "in 30 minutes") and read them in the user’s time zone.',
       inputSchema: toolArgs({}),
       outputSchema: contextOut,
       annotations: { readOnlyHint: true },
