@@ -193,7 +193,7 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
     assert.equal(skipped.due_date, '2026-04-06T09:00:00.000Z');
     // "Don't remind me a day before." One of its reminders, by id from list_reminders.
     // The reminders target knows the new occurrence once its task.created has reached it: until then the
-    // tool answers "task not found", as REST does.
+    // tool answers that they are not known yet (REST: 404).
     const plantReminders = await waitFor(
       async () => {
         const r = (await client.callTool({
@@ -258,5 +258,28 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
       [mom.task_id, mom.task_id],
     );
     assert.equal(notifications.filter((n: any) => n.read).length, 1);
+  });
+
+  it('says the reminders of a task are not known yet, not "task not found", when the reminders target has not seen it', async () => {
+    // A task in the API's table whose event the reminders target has not consumed (here: never written).
+    const id = '0190a000-0000-7000-8000-00000000abcd';
+    await db.query(
+      `INSERT INTO tasks (id, user_id, title, description, status, priority, priority_rank, tags, tag_keys,
+         created_at, updated_at, version)
+       VALUES ($1, $2, 'Unseen', '', 'pending', 'none', 0, '{}', '{}', now(), now(), 1)`,
+      [id, user],
+    );
+    const r = (await client.callTool({ name: 'list_reminders', arguments: { task_id: id } })) as ToolResult;
+    assert.equal(r.isError, true);
+    assert.match(
+      r.content[0]!.text ?? '',
+      /the task exists, but its reminders and repeats are not known yet/,
+    );
+    // A task that does not exist is still not found.
+    const gone = (await client.callTool({
+      name: 'list_reminders',
+      arguments: { task_id: '0190a000-0000-7000-8000-00000000dcba' },
+    })) as ToolResult;
+    assert.match(gone.content[0]!.text ?? '', /task not found/);
   });
 });

@@ -775,11 +775,29 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   const rest = async (method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown) => {
     if (!caller.rest) throw new RestUnavailableError('this MCP server has no access to the REST API');
     const r = await caller.rest({ method, url, ...(body === undefined ? {} : { body }) });
+    if (r.status === 404) await notYetSeen(url);
     if (r.status >= 400)
       throw new RestRefusedError(
         String((r.body as { detail?: unknown } | null)?.detail ?? `the API answered ${r.status}`),
       );
     return r.body as Record<string, unknown>;
+  };
+  /**
+   * A task's reminders and repeats are known to their targets once they have consumed its event, a moment
+   * after its write: until then their routes answer "task not found", which a model took for a task that does
+   * not exist (and made it again). When the task exists, the answer says to try again.
+   */
+  const notYetSeen = async (url: string) => {
+    const taskId = /^\/api\/tasks\/([0-9a-f-]{36})\//.exec(url)?.[1];
+    if (!taskId) return;
+    const exists = await tasks.get(caller.userId, taskId).then(
+      () => true,
+      () => false,
+    );
+    if (exists)
+      throw new RestRefusedError(
+        'the task exists, but its reminders and repeats are not known yet: it was written a moment ago and the service that keeps them has not seen it; try again in a second',
+      );
   };
   /** An id in a path: a UUID or nothing found (never a path of its own, such as `..`). */
   const idIn = (id: string, what: string) => {
