@@ -168,8 +168,14 @@ const PRIORITY_LIST = new RegExp(PRIORITY_LIST_PATTERN);
 export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery> {
   const issues: FieldIssue[] = unknownParameters(input, QUERY_KEYS);
   const issue = (path: string, message: string) => issues.push({ path, message });
+  // A parameter of one value given twice is refused: which one to take is a guess (the last was taken).
+  const one = (key: string): string | undefined => {
+    const value = input[key];
+    if (Array.isArray(value) && value.length > 1) issue(key, 'must be given once');
+    return single(value);
+  };
 
-  const status = single(input.status) ?? 'all';
+  const status = one('status') ?? 'all';
   if (!['pending', 'completed', 'all'].includes(status))
     issue('status', 'must be one of pending, completed, all');
 
@@ -186,11 +192,11 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     if (bad) issue('tag', bad);
     else if (t.length > 50) issue('tag', 'must be at most 50 characters');
   }
-  const tagMode = single(input.tag_mode) ?? 'any';
+  const tagMode = one('tag_mode') ?? 'any';
   if (tagMode !== 'any' && tagMode !== 'all') issue('tag_mode', 'must be any or all');
 
   const instant = (key: 'due_before' | 'due_after') => {
-    const raw = single(input[key]);
+    const raw = one(key);
     if (raw === undefined) return null;
     const v = parseInstant(raw);
     if (v === null) issue(key, INSTANT_HINT);
@@ -200,31 +206,31 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   const dueAfter = instant('due_after');
 
   let overdue: boolean | null = null;
-  const rawOverdue = single(input.overdue);
+  const rawOverdue = one('overdue');
   if (rawOverdue !== undefined) {
     if (rawOverdue === 'true' || rawOverdue === '1') overdue = true;
     else if (rawOverdue === 'false' || rawOverdue === '0') overdue = false;
     else issue('overdue', 'must be true or false');
   }
 
-  const due = single(input.due) ?? null;
+  const due = one('due') ?? null;
   if (due !== null && !(DUE_WINDOWS as readonly string[]).includes(due))
     issue('due', `must be one of ${DUE_WINDOWS.join(', ')}`);
 
-  const q = single(input.q)?.trim() || null;
+  const q = one('q')?.trim() || null;
   if (q !== null && q.length > 200) issue('q', 'must be at most 200 characters');
   else if (q !== null && textProblem(q)) issue('q', textProblem(q)!);
 
-  const rawSort = single(input.sort) ?? 'created';
+  const rawSort = one('sort') ?? 'created';
   const sort = SORT_ALIASES[rawSort.replace(/^-/, '')];
   if (!sort) issue('sort', `must be one of ${SORT_FIELDS.join(', ')}`);
   const defaultOrder =
     rawSort.startsWith('-') || sort === 'priority' ? 'desc' : sort === 'due' ? 'asc' : 'desc';
-  const order = single(input.order) ?? defaultOrder;
+  const order = one('order') ?? defaultOrder;
   if (order !== 'asc' && order !== 'desc') issue('order', 'must be asc or desc');
 
   let limit = DEFAULT_LIMIT;
-  const rawLimit = single(input.limit);
+  const rawLimit = one('limit');
   if (rawLimit !== undefined) {
     limit = Number(rawLimit);
     if (!/^\d+$/.test(rawLimit) || limit < 1 || limit > MAX_LIMIT)
@@ -232,7 +238,7 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   }
 
   let cursor: Cursor | null = null;
-  const rawCursor = single(input.cursor);
+  const rawCursor = one('cursor');
   if (rawCursor !== undefined && rawCursor !== '') {
     cursor = decodeCursor(rawCursor);
     if (!cursor) issue('cursor', 'is not a cursor this API returned');

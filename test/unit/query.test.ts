@@ -83,3 +83,25 @@ describe('Phase II/III query and body', () => {
       assert.equal(parseCompletionBody(bad).ok, false, JSON.stringify(bad));
   });
 });
+
+describe('parseTaskQuery: a parameter of one value given twice', () => {
+  it('is refused, naming it, whatever the order of the values', () => {
+    for (const input of [
+      { status: ['pending', 'completed'] },
+      { limit: ['abc', '5'] },
+      { limit: ['5', 'abc'] },
+      { sort: ['due', 'title'] },
+    ]) {
+      const r = parseTaskQuery(input);
+      assert.equal(r.ok, false, JSON.stringify(input));
+      if (!r.ok)
+        assert.ok(
+          r.issues.some((i) => /given once/.test(i.message)),
+          JSON.stringify(r.issues),
+        );
+    }
+    // Given once, or a list parameter repeated, it is taken.
+    assert.equal(parseTaskQuery({ status: ['pending'] }).ok, true);
+    assert.equal(parseTaskQuery({ tag: ['a', 'b'], priority: ['high', 'low'] }).ok, true);
+  });
+});
