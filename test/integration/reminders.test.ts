@@ -431,6 +431,18 @@ for (const BUS of BUSES) {
       );
     });
 
+    it('never brings a reminder that has not fired forward with a snooze (409), only delays it', async () => {
+      const task = await createTask('tess', { title: 'Later', due_date: at(3 * HOUR), reminders: ['PT1H'] });
+      const [planned] = await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      const path = `/api/tasks/${task.id}/reminders/${planned!.data.reminder_id}/snooze`;
+      const earlier = await app.call('tess', 'POST', path, { duration: 'PT10M' });
+      assert.equal(earlier.status, 409, JSON.stringify(earlier.body));
+      assert.match(earlier.body.detail, /only delays/);
+      const later = await app.call('tess', 'POST', path, { duration: 'PT2H30M' });
+      assert.equal(later.status, 200, JSON.stringify(later.body));
+      assert.equal(later.body.remind_at, at(2 * HOUR + 30 * MIN));
+    });
+
     it('snoozes a fired reminder (it fires again) and a pending one; dismisses by API', async () => {
       await setPrefs('sam', { email: 'sam@example.com' });
       const task = await createTask('sam', {

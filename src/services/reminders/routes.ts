@@ -155,6 +155,11 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
           if (row.status === 'dismissed')
             throw new ConflictError('the reminder was dismissed; it cannot be snoozed');
           const at = parsed.value;
+          // A snooze delays: a planned reminder that has not fired is not brought forward by one (it was).
+          if (row.status === 'scheduled' && !row.snoozed && at.getTime() < new Date(row.remind_at).getTime())
+            throw new ConflictError(
+              `the reminder has not fired yet and fires at ${new Date(row.remind_at).toISOString()}, before the snooze would end; a snooze only delays a reminder (to be reminded earlier, change the task's reminders)`,
+            );
           return {
             sql: [
               `UPDATE reminder_schedule SET status = 'scheduled', remind_at = $2, snoozed = true, updated_at = now()
