@@ -373,6 +373,13 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
         errorText(await call(client, 'add_task', { title: 'x', due_date: 'when pigs fly' })),
         /due_date: must be an ISO 8601 date-time/,
       );
+      // A repeat in words it cannot read says how to say one (not "unknown preset"); a preset in capitals is one.
+      assert.match(
+        errorText(await call(client, 'add_task', { title: 'x', recurrence: 'every hour' })),
+        /recurrence: could not read "every hour" as a repeat; say it as "every day"/,
+      );
+      const daily = ok(await call(client, 'add_task', { title: 'y', recurrence: 'Daily' }));
+      assert.equal(daily.task.recurrence.preset, 'daily');
     } finally {
       await client.close();
     }

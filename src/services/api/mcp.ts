@@ -441,11 +441,19 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     if (rule !== undefined) {
       // "every other Monday at 9": the rule, and (without a due date) its first occurrence as the due date.
       const repeat = resolveRecurrence(rule, ctx);
+      const preset = rule.trim().toLowerCase();
       if (repeat) {
         out.recurrence = { rrule: repeat.rrule };
         if (opts.firstOccurrenceDue && fields.due_date === undefined) out.due_date = repeat.first;
         resolved.push({ argument: 'recurrence', ...repeat.resolved });
-      }
+      } else if (isRecurrencePreset(preset)) out.recurrence = preset; // "Daily", "WEEKLY"
+      else
+        throw new ValidationError([
+          {
+            path: 'recurrence',
+            message: `could not read ${JSON.stringify(rule)} as a repeat; say it as "every day", "every weekday at 9", "every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st" or "every 3 weeks", or give a preset (daily, weekdays, weekly, monthly, yearly) or an RRULE object. A task repeats at most daily (a few times a day with an RRULE's BYHOUR)`,
+          },
+        ]);
     }
     if (reminders.some(words))
       out.reminders = reminders.map((r, i) => {
