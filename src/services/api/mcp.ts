@@ -446,7 +446,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         out.recurrence = { rrule: repeat.rrule };
         if (opts.firstOccurrenceDue && fields.due_date === undefined) out.due_date = repeat.first;
         resolved.push({ argument: 'recurrence', ...repeat.resolved });
-      } else if (isRecurrencePreset(preset)) out.recurrence = preset; // "Daily", "WEEKLY"
+      } else if (isRecurrencePreset(preset))
+        out.recurrence = preset; // "Daily", "WEEKLY"
       else
         throw new ValidationError([
           {
