@@ -227,6 +227,17 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
       idempotency_key: 'k-stretch',
     });
     assert.equal(retried.task_id, first.task_id);
+    assert.deepEqual([first.status, retried.status], ['created', 'replayed']);
+    // The same key with other arguments: refused in the tool's words, not HTTP's.
+    const other = (await client.callTool({
+      name: 'add_task',
+      arguments: { title: 'Stretch more', idempotency_key: 'k-stretch' },
+    })) as ToolResult;
+    assert.equal(other.isError, true);
+    assert.match(
+      other.content[0]!.text ?? '',
+      /^idempotency_key "k-stretch" was used in the last 24 hours with other arguments/,
+    );
 
     // What the database holds for the user at the end.
     const tasks = await row(

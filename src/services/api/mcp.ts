@@ -267,7 +267,9 @@ const changeOut = {
   task_id: z.string(),
   status: z
     .string()
-    .describe('What happened: created, updated, completed, reopened or deleted (get_task: the task status).'),
+    .describe(
+      'What happened: created, updated, completed, reopened or deleted (get_task: the task status); add_task with an idempotency_key used before: replayed (the task that call created, not a new one).',
+    ),
   title: z.string(),
   task: taskOut,
   resolved: z
@@ -492,8 +494,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
               return toolError(
                 `the service is busy; the task was not created, retry in ${err.retryAfterSeconds} s`,
               );
-            if (err instanceof IdempotencyMismatchError || err instanceof ConflictError)
-              return toolError(err.message);
+            if (err instanceof IdempotencyMismatchError)
+              return toolError(
+                `idempotency_key "${err.key}" was used in the last 24 hours with other arguments; use a new key for a new task`,
+              );
+            if (err instanceof ConflictError) return toolError(err.message);
             if (err instanceof RestUnavailableError || err instanceof RestRefusedError)
               return toolError(err.message);
             if (err instanceof VersionConflictError)
@@ -567,14 +572,14 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       const said = fieldsOf(args, ['user_id', 'idempotency_key']);
       const { fields, resolved } = await readWords(said, { firstOccurrenceDue: true });
       const ctx = await zoneFor(fields);
-      const { task, reminder_plan } = await tasks.create(caller.userId, fields, meta(), {
+      const { task, replayed, reminder_plan } = await tasks.create(caller.userId, fields, meta(), {
         idempotency: () => {
           const key = parseIdempotencyKey(args.idempotency_key, 'idempotency_key');
           return key ? { key, requestHash: requestHash(said) } : undefined;
         },
         ctx,
       });
-      return changeResult('created', task, resolved, { reminder_plan });
+      return changeResult(replayed ? 'replayed' : 'created', task, resolved, { reminder_plan });
     }),
   );
 
