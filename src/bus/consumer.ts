@@ -17,6 +17,7 @@ import {
   deadLettered,
   forThisGroup,
   handlerOf,
+  logOf,
   measured,
   newDelivery,
   publishDeadLetter,
@@ -54,8 +55,15 @@ export interface ConsumeContext {
 
 export type ConsumeOutcome = 'handled' | 'dead-lettered' | 'aborted';
 
-/** The whole chain around `handler`: span, dead-lettering, validation, retries, metrics. */
-export function consumerPipeline(handler: MessageHandler, ctx: ConsumeContext): Handle {
+/**
+ * The whole chain around `handler`: span, dead-lettering, validation, retries, metrics. `deadLetters: false`
+ * (SubscribeOptions): what would be dead-lettered is dropped, with a warning.
+ */
+export function consumerPipeline(
+  handler: MessageHandler,
+  ctx: ConsumeContext,
+  opts: { deadLetters?: boolean | undefined } = {},
+): Handle {
   const { log, hooks, policy, signal } = ctx;
   return compose(
     handlerOf(handler),
@@ -65,7 +73,11 @@ export function consumerPipeline(handler: MessageHandler, ctx: ConsumeContext): 
       log,
       hooks,
       isPoison: () => true,
-      send: publishDeadLetter(ctx.publisher, policy, log, signal),
+      send:
+        opts.deadLetters === false
+          ? async (d, error) =>
+              logOf(log, d).warn({ error }, 'dropped: this group keeps no dead-letter topic')
+          : publishDeadLetter(ctx.publisher, policy, log, signal),
     }),
     validated,
     retried({ policy, signal, shouldRetry: retryUpTo(policy), log, hooks }),
@@ -138,10 +150,14 @@ export async function handledAsBatch(
  * try.
  */
 export function consumer(
-  handlers: { handler: MessageHandler; batchHandler?: BatchHandler | undefined },
+  handlers: {
+    handler: MessageHandler;
+    batchHandler?: BatchHandler | undefined;
+    deadLetters?: boolean | undefined;
+  },
   ctx: ConsumeContext,
 ): (messages: readonly BusMessage[]) => Promise<number> {
-  const pipeline = consumerPipeline(handlers.handler, ctx);
+  const pipeline = consumerPipeline(handlers.handler, ctx, { deadLetters: handlers.deadLetters });
   const { batchHandler } = handlers;
   return async (messages) => {
     if (batchHandler && !ctx.signal?.aborted && (await handledAsBatch(messages, batchHandler, ctx)))

@@ -94,6 +94,11 @@ export interface SubscribeOptions {
   batchIntervalMs?: number;
   /** Where a new group starts: the oldest retained message (default) or only new ones. */
   fromBeginning?: boolean;
+  /**
+   * false: a message this group cannot handle (invalid, or failing past its retries) is dropped with a warning,
+   * not written to a dead-letter topic (the gateway: a per-instance group, whose clients resume by sequence).
+   */
+  deadLetters?: boolean;
   /** Observers of handling, retries and dead letters (metrics). */
   hooks?: ConsumeHooks;
 }

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { consumeWithRetry, type ConsumeContext } from '../../src/bus/consumer.ts';
+import { consumeWithRetry, consumer, type ConsumeContext } from '../../src/bus/consumer.ts';
 import {
   Aborted,
   compose,
@@ -93,6 +93,18 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
     assert.equal(letter.headers?.[DLQ_HEADERS.sourcePartition], '1');
     assert.deepEqual(seen.deadLetters, ['Error: always']);
     assert.equal(seen.handled, 0);
+  });
+
+  it('drops what it would dead-letter for a group without dead letters (the gateway), writing nothing', async () => {
+    const { ctx, letters } = context();
+    const invalid = message({ ...taskCreated('ada', 'x'), type: 'task.exploded' });
+    const failing = async () => {
+      throw new PermanentError('never works');
+    };
+    assert.equal(await consumer({ handler: failing, deadLetters: false }, ctx)([invalid, message()]), 2);
+    assert.deepEqual(letters, []);
+    assert.equal(await consumer({ handler: failing }, ctx)([invalid]), 1);
+    assert.equal(letters.length, 1, 'others keep their dead-letter topic');
   });
 
   it('dead-letters an invalid event and a PermanentError at once, the invalid one without calling the handler', async () => {

@@ -47,6 +47,8 @@ interface Registered {
   path: string;
   /** The consumer rules up to the outcome (handled, dead-lettered, or a failure daprd redelivers). */
   pipeline: Handle;
+  /** false: no dead-letter topic (SubscribeOptions.deadLetters). */
+  deadLetters?: false;
   /** The entries of a bulk delivery: retried here, then dead-lettered alone (see handleBulk). */
   entryPipeline: Handle;
   /** A batching group (batchHandler and batchIntervalMs): daprd delivers it in bulk. */
@@ -96,7 +98,8 @@ export class DaprSubscriber implements Subscriber {
         pubsubname: this.s.pubsubName,
         topic: r.topic,
         routes: { default: r.path },
-        deadLetterTopic: dlqTopic(r.group),
+        // A group without dead letters (the gateway) names none: daprd drops what it is answered DROP for.
+        ...(r.deadLetters === false ? {} : { deadLetterTopic: dlqTopic(r.group) }),
         metadata: { rawPayload: 'false' },
         ...(r.bulk
           ? {
@@ -342,6 +345,7 @@ export class DaprSubscriber implements Subscriber {
             }
           : {}),
         ...(opts.hooks ? { hooks: opts.hooks } : {}),
+        ...(opts.deadLetters === false ? { deadLetters: false } : {}),
         closed: false,
         inflight: new Set(),
       };

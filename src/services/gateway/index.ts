@@ -147,6 +147,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         group,
         topics: gatewayManifest.consumes.topics,
         fromBeginning: false,
+        deadLetters: gatewayManifest.consumes.deadLetters,
         handler: async (m) => {
           hub.ingest(m.event);
           await yieldToIo();
