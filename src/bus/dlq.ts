@@ -7,7 +7,7 @@
 import { dlqTopic } from '../contracts/topics.ts';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import { DLQ_HEADERS, REPLAY_FOR_HEADER } from './middleware.ts';
-import type { Bus, BusAdmin, StoredMessage } from './types.ts';
+import { UNDECODABLE_EVENT_TYPE, type Bus, type BusAdmin, type StoredMessage } from './types.ts';
 
 export interface DeadLetter {
   group: string;
@@ -44,17 +44,28 @@ export async function listDeadLetters(admin: BusAdmin, group: string, limit = 10
   return (await admin.read(dlqTopic(group), { limit })).map((m) => toDeadLetter(group, m));
 }
 
-/** Republishes dead letters of `group` (all, or those whose event id is in `ids`); returns them. */
+/**
+ * Republishes dead letters of `group` (all, or those whose event id is in `ids`): `replayed`. Those whose bytes
+ * are not an event (`notEvents`, UNDECODABLE_EVENT_TYPE) stay: replayed, their stand-in event went to the
+ * source topic as if it were one, and came back to the dead-letter topic.
+ */
 export async function replayDeadLetters(
   bus: Bus,
   group: string,
   opts: { ids?: readonly string[] } = {},
-): Promise<DeadLetter[]> {
+): Promise<{ replayed: DeadLetter[]; notEvents: DeadLetter[] }> {
   const letters = (await listDeadLetters(bus.admin, group, Infinity)).filter(
     (d) => !opts.ids || opts.ids.includes(d.event.id),
   );
+  const notEvents = letters.filter((d) => d.event.type === UNDECODABLE_EVENT_TYPE);
   const seen = new Set<string>();
-  const unique = letters.filter((d) => d.source.topic && !seen.has(d.event.id) && seen.add(d.event.id));
+  const unique = letters.filter(
+    (d) =>
+      d.source.topic &&
+      d.event.type !== UNDECODABLE_EVENT_TYPE &&
+      !seen.has(d.event.id) &&
+      seen.add(d.event.id),
+  );
   await bus.publisher.publish(
     unique.map((d) => ({
       topic: d.source.topic,
@@ -63,5 +74,5 @@ export async function replayDeadLetters(
       headers: { [REPLAY_FOR_HEADER]: group },
     })),
   );
-  return unique;
+  return { replayed: unique, notEvents };
 }

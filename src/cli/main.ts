@@ -507,12 +507,24 @@ dlq
     withBus(async (bus) => {
       await dlqGroups(bus, opts.group);
       const { replayDeadLetters } = await import('../bus/dlq.ts');
-      const replayed = await replayDeadLetters(bus, opts.group, opts.id ? { ids: opts.id } : {});
-      if (opts.id && replayed.length < opts.id.length) {
-        const missing = opts.id.filter((id) => !replayed.some((d) => d.event.id === id));
-        throw new Error(`not found in ${opts.group}.dlq: ${missing.join(', ')}`);
+      const { replayed, notEvents } = await replayDeadLetters(
+        bus,
+        opts.group,
+        opts.id ? { ids: opts.id } : {},
+      );
+      const kept = [...new Set(notEvents.map((d) => d.event.id))];
+      if (opts.id) {
+        const missing = opts.id.filter(
+          (id) => !replayed.some((d) => d.event.id === id) && !kept.includes(id),
+        );
+        if (missing.length) throw new Error(`not found in ${opts.group}.dlq: ${missing.join(', ')}`);
       }
       console.log(`replayed ${replayed.length} event(s) of ${opts.group}`);
+      if (kept.length)
+        console.log(
+          `kept ${kept.length} whose bytes are not an event (see them with taskflow dlq show --group ${opts.group} --id <id>; replayed, they would only come back): ${kept.join(', ')}`,
+        );
+      if (opts.id && kept.length && replayed.length === 0) process.exitCode = 1;
     }),
   );
 

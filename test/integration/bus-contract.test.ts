@@ -197,7 +197,7 @@ for (const factory of harnesses) {
       assert.equal(raw[0]!.headers[DLQ_HEADERS.group], group);
 
       broken = false;
-      const replayed = await replayDeadLetters(p.bus, group, { ids: [poison.id] });
+      const { replayed } = await replayDeadLetters(p.bus, group, { ids: [poison.id] });
       assert.equal(replayed.length, 1);
       await waitFor(() => effects.get(poison.id) === 1, 20_000, 'replayed poison handled');
       await sentinels.pass(p, topic, 1);

@@ -285,7 +285,7 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     assert.deepEqual(letters[1]!.event, permanent, 'the dead letter is the original event');
 
     fixed = true;
-    const replayed = await replayDeadLetters(bus, PROBE_GROUP, { ids: [permanent.id] });
+    const { replayed } = await replayDeadLetters(bus, PROBE_GROUP, { ids: [permanent.id] });
     assert.equal(replayed.length, 1);
     await waitFor(
       () => calls.filter((c) => c === 'permanent').length === 2,

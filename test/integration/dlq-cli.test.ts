@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
+import { UNDECODABLE_EVENT_TYPE } from '../../src/bus/types.ts';
 import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
@@ -79,6 +80,30 @@ describe(
           (m) => m.event.id === last.id,
         );
         assert.equal(republished.length, 1);
+
+        // A letter whose bytes were not an event (its stand-in, as the Kafka codec makes it) is not replayed:
+        // it went to the source topic as if it were an event, and came back.
+        const undecodable = {
+          ...taskCreated('u-dlq', 'x'),
+          id: 'undecodable-task-events-0-17',
+          type: UNDECODABLE_EVENT_TYPE,
+          data: { raw: 'this is not json', error: 'Unexpected token' },
+        };
+        await bus.publisher.publish([
+          { topic: dlqTopic(group), key: 'u-dlq', event: undecodable as never, headers: headers(17) },
+        ]);
+        const refused = await cli('replay', '--group', group, '--id', undecodable.id).then(
+          () => assert.fail('replaying only a letter that is not an event succeeded'),
+          (err: { code: number; stdout: string }) => err,
+        );
+        assert.equal(refused.code, 1);
+        assert.match(refused.stdout, /replayed 0 event\(s\)[\s\S]*kept 1 whose bytes are not an event/);
+        assert.deepEqual(
+          (await bus.admin.read('task-events', { limit: Infinity })).filter(
+            (m) => m.event.id === undecodable.id,
+          ),
+          [],
+        );
       } finally {
         await bus.close();
         await drop();

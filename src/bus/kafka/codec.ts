@@ -22,7 +22,7 @@ import { errorMessage } from '../../error-text.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { retryWithBackoff } from '../../retry.ts';
 import { avroSubjectOf, RegistryError, type SchemaRegistryClient } from '../schema-registry.ts';
-import type { BusMessage } from '../types.ts';
+import { UNDECODABLE_EVENT_TYPE, type BusMessage } from '../types.ts';
 
 export type EventEncoding = 'json' | 'avro';
 export const AVRO_CONTENT_TYPE = 'application/avro';
@@ -269,7 +269,7 @@ export function decodeRecord(
       specversion: '1.0',
       id: `undecodable-${m.topic}-${m.partition}-${m.offset}`,
       source: 'taskflow/kafka',
-      type: 'taskflow.undecodable',
+      type: UNDECODABLE_EVENT_TYPE,
       time: new Date().toISOString(),
       datacontenttype: 'application/json',
       data: { raw: rawText(m.value, headers['content-type']), error: errorMessage(err) },
