@@ -417,6 +417,10 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
         ],
         /eventEncoding=avro is for the Kafka transport/,
       ],
+      [
+        ['--set', 'dapr.enabled=true', '--set', 'kafka.topicPrefix=team1.'],
+        /topicPrefix is for the Kafka transport/,
+      ],
     ] as const) {
       const r = helm(['template', RELEASE, CHART, ...args]);
       assert.notEqual(r.status, 0, `helm template ${args.join(' ')} should fail`);

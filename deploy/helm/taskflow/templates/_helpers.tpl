@@ -224,6 +224,9 @@ variables, which win over .Values.env. The Job gets only what
 - name: KAFKA_ENSURE_TOPICS
   value: {{ $v.kafka.ensureTopics | toString | quote }}
 {{- with $v.kafka.topicPrefix }}
+{{- if $v.dapr.enabled }}
+{{- fail "kafka.topicPrefix is for the Kafka transport: with dapr.enabled the topics and consumer groups are the Dapr component's (set them there), and a prefix would be ignored" }}
+{{- end }}
 - name: KAFKA_TOPIC_PREFIX
   value: {{ . | quote }}
 {{- end }}
