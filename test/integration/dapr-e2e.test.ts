@@ -283,6 +283,10 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
       assert.match(l.error, /daprd/);
     }
     assert.deepEqual(letters[1]!.event, permanent, 'the dead letter is the original event');
+    // What daprd dead-letters is counted for the DLQ alerts (taskflow_dlq_messages), read from the brokers
+    // behind the component: it was counted nowhere.
+    const exposition = await (await fetch(`${apps.probe.app.url}/metrics`)).text();
+    assert.match(exposition, new RegExp(`taskflow_dlq_messages\\{group="${PROBE_GROUP}"\\} [1-9]`));
 
     fixed = true;
     const { replayed } = await replayDeadLetters(bus, PROBE_GROUP, { ids: [permanent.id] });

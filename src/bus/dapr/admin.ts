@@ -9,7 +9,15 @@ import { normalizeStored } from './wire.ts';
  * that carry the source position in `__topic`/`__partition`/`__offset` headers instead of our failure headers.
  */
 export class DaprAdmin implements BusAdmin {
-  constructor(private readonly kafka: KafkaAdmin | null) {}
+  /**
+   * The messages on a topic (a group's dead letters, for taskflow_dlq_messages and its alert), when the
+   * brokers are known: without it the dead letters daprd writes were counted nowhere.
+   */
+  readonly messageCount?: (topic: string) => Promise<number>;
+
+  constructor(private readonly kafka: KafkaAdmin | null) {
+    if (kafka) this.messageCount = (topic) => kafka.messageCount(topic);
+  }
 
   private need(what: string): KafkaAdmin {
     if (!this.kafka)
