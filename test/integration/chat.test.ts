@@ -276,6 +276,12 @@ describe('the chat endpoint (POST /api/chat)', () => {
     const limited = await app.call('erin', 'POST', '/api/chat', { message: 'hello' });
     assert.equal(limited.status, 503);
     assert.equal(limited.headers.get('retry-after'), '7');
+    // Streamed, the headers are gone by then: the error event carries it.
+    model.script({ status: 429, headers: { 'retry-after': '7' } });
+    const events = await sse(app, 'erin', { message: 'hello' });
+    const error = events.find((e) => e.event === 'error')!;
+    assert.equal(error.data.status, 503);
+    assert.equal(error.data.retry_after, '7');
 
     model.script({ status: 500 });
     const broken = await app.call('erin', 'POST', '/api/chat', { message: 'hello' });

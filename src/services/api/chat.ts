@@ -419,7 +419,13 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     try {
       const outcome = await turn(req, userId, conversation.id, history, message, gone.signal, send);
       if ('answer' in outcome) send('done', outcome.answer);
-      else send('error', { ...outcome.problem, tool_calls: outcome.calls });
+      // The headers are sent: a rate limit's Retry-After goes in the event (seconds, or an HTTP date).
+      else
+        send('error', {
+          ...outcome.problem,
+          tool_calls: outcome.calls,
+          ...(outcome.retryAfter ? { retry_after: outcome.retryAfter } : {}),
+        });
     } catch (err) {
       deps.log.error({ err, conversation_id: conversation.id }, 'chat: the turn failed');
       send('error', {
@@ -596,7 +602,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
               schema: {
                 type: 'string',
                 description:
-                  'Server-sent events: `token` {text} as the model writes, `tool_call` (a tool call, as in tool_calls) as each runs, then `done` (the JSON answer) or `error` (problem details with conversation_id and the tool_calls so far)',
+                  'Server-sent events: `token` {text} as the model writes, `tool_call` (a tool call, as in tool_calls) as each runs, then `done` (the JSON answer) or `error` (problem details with conversation_id and the tool_calls so far, and retry_after when the model is rate limited)',
               },
             },
           },
