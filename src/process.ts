@@ -102,8 +102,10 @@ export async function runTargets(
     http.addReadinessCheck('database', async () => {
       await opened.query('SELECT 1');
     });
+    const server = http;
     bus = await createBus(config, db, log, metrics, {
       http: http.app,
+      readiness: (name, check) => server.addReadinessCheck(name, check),
       ...(schemas ? { schemas } : {}),
     });
   } catch (err) {

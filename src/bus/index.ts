@@ -95,7 +95,12 @@ export async function createBus(
    * `http`: the process HTTP server, where daprd delivers (BUS=dapr subscribers). `schemas`: what start-up
    * registered with the schema registry.
    */
-  opts: { http?: FastifyInstance; schemas?: RegisteredSchemas } = {},
+  opts: {
+    http?: FastifyInstance;
+    schemas?: RegisteredSchemas;
+    /** Adds a check of the process's /readyz (BUS=dapr: the sidecar and its pub/sub component). */
+    readiness?: (name: string, check: () => Promise<void>) => void;
+  } = {},
 ): Promise<Bus> {
   const busLog = log.child({ component: 'bus' });
   let bus: Bus;
@@ -127,16 +132,15 @@ export async function createBus(
       break;
     }
     case 'dapr': {
-      const { createDaprBus } = await loadTransport.dapr();
+      const { createDaprBus, checkDaprComponent } = await loadTransport.dapr();
       // Topics/lag/dead letters go to the brokers behind the component, when the app knows them.
-      bus = createDaprBus(
-        {
-          httpPort: config.dapr.httpPort,
-          pubsubName: config.dapr.pubsubName,
-          ...(config.dapr.kafkaAdmin ? { kafka: kafkaSettings(config) } : {}),
-        },
-        { log: busLog, ...(opts.http ? { app: opts.http } : {}) },
-      );
+      const settings = {
+        httpPort: config.dapr.httpPort,
+        pubsubName: config.dapr.pubsubName,
+        ...(config.dapr.kafkaAdmin ? { kafka: kafkaSettings(config) } : {}),
+      };
+      bus = createDaprBus(settings, { log: busLog, ...(opts.http ? { app: opts.http } : {}) });
+      opts.readiness?.('dapr pub/sub component', () => checkDaprComponent(settings));
       break;
     }
   }

@@ -30,6 +30,7 @@ import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { testConfig, waitFor } from '../helpers/app.ts';
 import { daprdAvailable, startDaprApp, type DaprApp } from '../helpers/dapr.ts';
+import { checkDaprComponent } from '../../src/bus/dapr/index.ts';
 import { freePorts } from '../helpers/processes.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { kafka } from '../helpers/kafka.ts';
@@ -444,5 +445,20 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     );
     await assert.rejects(dead.admin.lag(), /not supported on BUS=dapr without KAFKA_BROKERS/);
     await dead.close();
+    await assert.rejects(
+      checkDaprComponent({ httpPort: port!, pubsubName: 'pubsub-kafka' }),
+      /the Dapr sidecar does not answer at http:\/\/127\.0\.0\.1:\d+\/v1\.0\/metadata \(DAPR_HTTP_PORT\)/,
+    );
+  });
+
+  it('is not ready while its sidecar has no pub/sub component of the name it was given (DAPR_PUBSUB_NAME)', async () => {
+    const { httpPort } = apps.api.sidecar;
+    await checkDaprComponent({ httpPort, pubsubName: 'pubsub-kafka' });
+    await assert.rejects(
+      checkDaprComponent({ httpPort, pubsubName: 'pubsub-kafak' }),
+      /no pub\/sub component named "pubsub-kafak" \(DAPR_PUBSUB_NAME\); it has "pubsub-kafka"/,
+    );
+    // The check is in every Dapr process's /readyz.
+    assert.equal((await fetch(`${apps.api.app.url}/readyz`)).status, 200);
   });
 });

@@ -34,6 +34,7 @@ import { DaprSubscriber } from './subscriber.ts';
 export { DaprAdmin } from './admin.ts';
 export { DaprPublisher } from './publisher.ts';
 export type { DaprBusOptions, DaprSettings } from './settings.ts';
+export { checkDaprComponent } from './settings.ts';
 export { DaprSubscriber } from './subscriber.ts';
 export { cleanDaprEvent, eventFromDelivery, normalizeStored, type DaprStatus } from './wire.ts';
 

@@ -24,3 +24,22 @@ export interface DaprBusOptions {
   /** The process HTTP server that daprd delivers to; needed to subscribe (not to publish). */
   app?: FastifyInstance;
 }
+
+/**
+ * Readiness of a process on BUS=dapr: its sidecar answers and has the pub/sub component DAPR_PUBSUB_NAME
+ * names. A misspelt name was silent: daprd subscribed the app "through" a component it does not have, and
+ * nothing was delivered while /readyz said ready.
+ */
+export async function checkDaprComponent(s: DaprSettings): Promise<void> {
+  const url = `http://${s.host ?? '127.0.0.1'}:${s.httpPort}/v1.0/metadata`;
+  const r = await fetch(url, { signal: AbortSignal.timeout(2_000) }).catch((err: unknown) => {
+    throw new Error(`the Dapr sidecar does not answer at ${url} (DAPR_HTTP_PORT)`, { cause: err });
+  });
+  if (!r.ok) throw new Error(`the Dapr sidecar answered ${r.status} at ${url}`);
+  const { components = [] } = (await r.json()) as { components?: { name?: string; type?: string }[] };
+  const pubsubs = components.filter((c) => c.type?.startsWith('pubsub.')).map((c) => c.name);
+  if (!pubsubs.includes(s.pubsubName))
+    throw new Error(
+      `the Dapr sidecar has no pub/sub component named "${s.pubsubName}" (DAPR_PUBSUB_NAME); it has ${pubsubs.length ? pubsubs.map((n) => `"${n}"`).join(', ') : 'none'}`,
+    );
+}
