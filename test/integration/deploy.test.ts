@@ -228,6 +228,8 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
           assert.equal(ann['dapr.io/config'], 'taskflow');
           assert.equal(ann['dapr.io/enable-app-health-check'], 'true');
           assert.equal(ann['dapr.io/app-health-check-path'], '/healthz');
+          assert.equal(ann['dapr.io/app-health-probe-interval'], '1');
+          assert.equal(ann['dapr.io/app-health-threshold'], '2');
           assert.equal(
             env.get('DAPR_PUBSUB_NAME')?.value,
             target === 'gateway' ? 'pubsub-kafka-gateway' : 'pubsub-kafka',
@@ -333,7 +335,7 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
         assert.deepEqual(res.spec.policies.retries.pubsubInbound, {
           policy: 'exponential',
           maxInterval: '10s',
-          maxRetries: 5,
+          maxRetries: 12,
         });
         assert.equal(res.spec.targets.components['pubsub-kafka'].inbound.retry, 'pubsubInbound');
         assert.equal(named(objs, 'Configuration', 'taskflow').spec.tracing.samplingRate, '1');
@@ -467,7 +469,7 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
     }
     const dapr = readFileSync(join(ROOT, 'deploy/dapr/k8s/resiliency.yaml'), 'utf8');
     const badDapr: [string, RegExp][] = [
-      [dapr.replace('maxRetries: 5', 'maxRetrys: 5'), /unknown field.*maxRetrys/],
+      [dapr.replace('maxRetries: 12', 'maxRetrys: 12'), /unknown field.*maxRetrys/],
       [dapr.replace('policy: exponential', 'policy: exponentail'), /constant or exponential/],
       [dapr.replace('retry: pubsubInbound', 'retry: pubsubInbond'), /no retry policy named "pubsubInbond"/],
       [
