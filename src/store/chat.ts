@@ -61,6 +61,23 @@ export class ChatStore {
     return r.rows.map(conversation);
   }
 
+  /**
+   * Takes the conversation for one turn, for at most `ms` (then another may take it: a replica that died
+   * mid-turn lets go); false while another turn holds it.
+   */
+  async claimTurn(userId: string, id: string, ms: number): Promise<boolean> {
+    const r = await this.db.query(
+      `UPDATE chat_conversations SET turn_until = now() + $3 * interval '1 millisecond'
+        WHERE id = $1 AND user_id = $2 AND (turn_until IS NULL OR turn_until < now())`,
+      [id, userId, ms],
+    );
+    return r.rowCount > 0;
+  }
+
+  async releaseTurn(id: string): Promise<void> {
+    await this.db.query('UPDATE chat_conversations SET turn_until = NULL WHERE id = $1', [id]);
+  }
+
   async delete(userId: string, id: string): Promise<boolean> {
     const r = await this.db.query('DELETE FROM chat_conversations WHERE id = $1 AND user_id = $2', [
       id,

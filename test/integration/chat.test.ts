@@ -445,6 +445,31 @@ describe('the chat endpoint (POST /api/chat)', () => {
     model.unscript();
   });
 
+  it('answers one message of a conversation at a time: another sent meanwhile is refused 409', async () => {
+    model.script({ text: 'First.' });
+    const first = await app.call('vera', 'POST', '/api/chat', { message: 'hello' });
+    const id = first.body.conversation_id;
+    model.script({ delayMs: 500, then: { text: 'Slow answer.' } });
+    const asked = model.requests.length;
+    const slow = app.call('vera', 'POST', '/api/chat', { conversation_id: id, message: 'slowly' });
+    await waitFor(() => model.requests.length > asked, 5_000, 'the model to be asked');
+    const meanwhile = await app.call('vera', 'POST', '/api/chat', { conversation_id: id, message: 'and?' });
+    assert.equal(meanwhile.status, 409, JSON.stringify(meanwhile.body));
+    assert.equal(meanwhile.body.conversation_id, id);
+    assert.equal((await slow).status, 200);
+    // Once that answer has come, the next message is taken; its history has both earlier turns, in order.
+    model.script({ text: 'Third.' });
+    const next = await app.call('vera', 'POST', '/api/chat', { conversation_id: id, message: 'now' });
+    assert.equal(next.status, 200, JSON.stringify(next.body));
+    assert.deepEqual(
+      model.requests
+        .at(-1)
+        .messages.filter((m: any) => m.role !== 'system')
+        .map((m: any) => m.content),
+      ['hello', 'First.', 'slowly', 'Slow answer.', 'now'],
+    );
+  });
+
   it('refuses bad bodies with 400 naming the field', async () => {
     for (const [body, field] of [
       [{}, 'message'],

@@ -389,8 +389,32 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       ? await store.get(userId, conversationId)
       : await store.create(userId, firstCodePoints(message.trim(), 80));
     if (!conversation) throw new NotFoundError('conversation');
+    // One turn at a time: a second one would read the same history, and their messages would interleave. Held
+    // for at most the whole message's bound and the tools' time after it.
+    if (!(await store.claimTurn(userId, conversation.id, configured.chat.timeoutMs * 2 + 60_000)))
+      return sendProblem(reply, {
+        ...problem(
+          409,
+          'a message of this conversation is being answered; send this one once that answer has come',
+        ),
+        conversation_id: conversation.id,
+      } as Problem);
+    try {
+      return await answerTurn(req, reply, userId, conversation.id, message);
+    } finally {
+      await store.releaseTurn(conversation.id).catch(() => undefined);
+    }
+  }
+
+  async function answerTurn(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    userId: string,
+    conversationId: string,
+    message: string,
+  ) {
     const history = usableHistory(
-      await store.messages(conversation.id, configured.chat.historyMessages),
+      await store.messages(conversationId, configured!.chat.historyMessages),
       HISTORY_MAX_CHARS,
     );
     const stream = /\btext\/event-stream\b/.test(req.headers.accept ?? '');
@@ -400,7 +424,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       if (!reply.raw.writableFinished) gone.abort();
     });
     if (!stream) {
-      const outcome = await turn(req, userId, conversation.id, history, message, gone.signal, null);
+      const outcome = await turn(req, userId, conversationId, history, message, gone.signal, null);
       if ('answer' in outcome) return outcome.answer;
       if (outcome.retryAfter) reply.header('retry-after', outcome.retryAfter);
       // As the stream's `error` event: the tool calls that ran before the failure (tasks they wrote stand).
@@ -417,7 +441,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     };
     // Whatever happens from here, the stream ends with `done` or `error`.
     try {
-      const outcome = await turn(req, userId, conversation.id, history, message, gone.signal, send);
+      const outcome = await turn(req, userId, conversationId, history, message, gone.signal, send);
       if ('answer' in outcome) send('done', outcome.answer);
       // The headers are sent: a rate limit's Retry-After goes in the event (seconds, or an HTTP date).
       else
@@ -427,10 +451,10 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
           ...(outcome.retryAfter ? { retry_after: outcome.retryAfter } : {}),
         });
     } catch (err) {
-      deps.log.error({ err, conversation_id: conversation.id }, 'chat: the turn failed');
+      deps.log.error({ err, conversation_id: conversationId }, 'chat: the turn failed');
       send('error', {
         ...problem(500, 'internal error; what the assistant did so far is in the conversation'),
-        conversation_id: conversation.id,
+        conversation_id: conversationId,
       });
     } finally {
       reply.raw.end();
