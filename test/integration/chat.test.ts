@@ -334,6 +334,12 @@ describe('the chat endpoint (POST /api/chat)', () => {
     model.script({ drop: '' });
     const plain = await app.call('hank', 'POST', '/api/chat', { message: 'hello again' });
     assert.equal(plain.status, 502);
+    // An answer that is JSON but no chat completion: said so, not in the client's internal words.
+    model.script({ status: 200, body: {} });
+    const empty = await app.call('hank', 'POST', '/api/chat', { message: 'and now' });
+    assert.equal(empty.status, 502);
+    assert.match(empty.body.detail, /could not be read: it was cut off, or is not a chat-completions answer/);
+    assert.doesNotMatch(empty.body.detail, /Cannot read properties/);
   });
 
   it('stops the turn when the client goes away: a tool call the model asks for afterwards is not run', async () => {

@@ -321,9 +321,16 @@ function providerProblem(
         `the language model answered ${err.status ?? 'an error'}: ${err.message.slice(0, 300)}`,
       ),
     };
-  // Anything else of the client (a connection dropped mid-answer, a chunk or answer it cannot read).
+  // Anything else of the client (a connection dropped mid-answer, a chunk or answer it cannot read). Its
+  // message can be the SDK's own internals ("Cannot read properties of undefined (reading 'map')" for an
+  // answer without choices): the detail says what happened, the log has the message.
   if (err instanceof sdk.OpenAIError)
-    return { problem: problem(502, `the language model's answer failed: ${err.message.slice(0, 300)}`) };
+    return {
+      problem: problem(
+        502,
+        "the language model's answer could not be read: it was cut off, or is not a chat-completions answer",
+      ),
+    };
   return null;
 }
 
