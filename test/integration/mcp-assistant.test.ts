@@ -190,7 +190,8 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
       (t: any) => t.title === 'Water the plants',
     );
     const skipped = await call('skip_occurrence', { task_id: pendingPlants.task_id });
-    assert.equal(skipped.due_date, '2026-04-06T09:00:00.000Z');
+    assert.equal(skipped.status, 'skipped');
+    assert.equal(skipped.task.due_date, '2026-04-06T09:00:00.000Z');
     // "Don't remind me a day before." One of its reminders, by id from list_reminders.
     // The reminders target knows the new occurrence once its task.created has reached it: until then the
     // tool answers that they are not known yet (REST: 404).

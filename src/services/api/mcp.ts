@@ -268,7 +268,7 @@ const changeOut = {
   status: z
     .string()
     .describe(
-      'What happened: created, updated, completed, reopened or deleted (get_task: the task status); add_task with an idempotency_key used before: replayed (the task that call created, not a new one).',
+      'What happened: created, updated, completed, reopened, skipped or deleted (get_task: the task status); add_task with an idempotency_key used before: replayed (the task that call created, not a new one).',
     ),
   title: z.string(),
   task: taskOut,
@@ -913,11 +913,15 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Skip an occurrence',
       description:
-        'Skip the current occurrence of a repeating task: its due date moves to the next one of the rule (nothing is completed). Answers the task.',
+        'Skip the current occurrence of a repeating task: its due date moves to the next one of the rule (nothing is completed). Answers {task_id, status: "skipped", title, task}, and reminder_plan when its reminders moved.',
       inputSchema: toolArgs({ task_id: taskIdArg }),
-      outputSchema: passthrough,
+      outputSchema: changeOut,
     },
-    run('skip_occurrence', {}, async (args) => ok(await rest('POST', `${taskPath(args.task_id)}/skip`))),
+    // The REST answer is the task (with reminder_plan beside its fields): answered as the other writes are.
+    run('skip_occurrence', {}, async (args) => {
+      const { reminder_plan, ...task } = await rest('POST', `${taskPath(args.task_id)}/skip`);
+      return changeResult('skipped', task as unknown as Task, [], reminder_plan ? { reminder_plan } : {});
+    }),
   );
 
   server.registerTool(
