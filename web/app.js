@@ -29,6 +29,9 @@ const state = {
   notifLoaded: false,
   flash: new Set(),
   editing: false,
+  loads: 0, // list loads started: an answer to an older one (a search typed since) is dropped
+  nextCursor: null, // the list's next page, when it has one
+  lastMessageAt: 0, // when the socket last heard from the server (a pong counts): a silent one is dead
   view: VIEWS.includes(localStorage.getItem(VIEW_KEY)) ? localStorage.getItem(VIEW_KEY) : 'all',
   selected: null, // the id of the task the keys act on (j/k, x, e)
   conversation: null, // the assistant's conversation id, once it has answered
@@ -55,9 +58,9 @@ function subjectOf(token) {
   }
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, extraHeaders = {}) {
   const sentAs = state.token;
-  const headers = { authorization: `Bearer ${sentAs}` };
+  const headers = { authorization: `Bearer ${sentAs}`, ...extraHeaders };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(path, {
     method,
@@ -81,6 +84,7 @@ async function api(method, path, body) {
   if (!res.ok) {
     const err = new Error((data && data.detail) || `${method} ${path} failed (${res.status})`);
     err.status = res.status;
+    err.retryAfter = Number(res.headers.get('retry-after')) || 1;
     throw err;
   }
   return data;
@@ -140,23 +144,45 @@ function query() {
   const search = $('#f-search').value.trim();
   if (search) q.set('q', search);
   q.set('sort', $('#f-sort').value);
+  if ($('#f-sort').value === 'title') q.set('order', 'asc'); // A to Z (the API's default order is descending)
   q.set('limit', '200');
   return q.toString();
 }
 
 async function loadTasks() {
+  const load = ++state.loads;
   try {
     const [page, counts] = await Promise.all([
       api('GET', `/api/tasks?${query()}`),
       api('GET', '/api/tasks/counts'),
     ]);
+    if (load !== state.loads) return; // a newer load (another search, view or filter) has been asked for
     state.tasks = page.items;
+    state.nextCursor = page.next_cursor;
     for (const span of document.querySelectorAll('#views [data-count]'))
       span.textContent = String(counts[span.dataset.count] ?? '');
     if (!state.editing) render(); // an open edit form is not replaced under the user's hands
   } catch (err) {
-    if (err.message !== 'unauthorized') showError(err.message);
+    if (load !== state.loads || err.message === 'unauthorized') return;
+    // The server is busy (503 + Retry-After): load again then, rather than leave the list stale with an error.
+    if (err.status === 503) state.reloadTimer = setTimeout(loadTasks, err.retryAfter * 1000);
+    else showError(err.message);
   }
+}
+
+/** The list's next page (the list shows 200 at a time). */
+async function loadMore() {
+  if (!state.nextCursor) return;
+  const q = new URLSearchParams(query());
+  q.set('cursor', state.nextCursor);
+  const load = state.loads;
+  await run(async () => {
+    const page = await api('GET', `/api/tasks?${q}`);
+    if (load !== state.loads) return;
+    state.tasks = [...state.tasks, ...page.items];
+    state.nextCursor = page.next_cursor;
+    if (!state.editing) render();
+  });
 }
 
 function setView(view) {
@@ -262,6 +288,12 @@ function localInputValue(iso) {
 
 /** Every field of a task in one form; only what changed is sent. */
 function edit(li, t) {
+  // One form at a time: a second would be lost with the first when either closes (the list is drawn again).
+  const open = document.querySelector('#tasks .edit-form');
+  if (open) {
+    open.querySelector('.edit-title')?.focus();
+    return;
+  }
   state.editing = true;
   const field = (label, input) => el('label', { class: 'field' }, el('span', {}, label), input);
   // maxlength counts UTF-16 units, the API code points (an emoji is two of the one, one of the other): twice the
@@ -332,21 +364,33 @@ function edit(li, t) {
     state.editing = false;
     render();
   };
+  const problem = el('p', { class: 'error edit-error', role: 'alert' });
   const form = el(
     'form',
     {
       class: 'edit-form',
-      onsubmit: (e) => {
+      // The form stays open until the change is saved: a refusal (a field the API does not take, a version
+      // another tab or device saved meanwhile) is shown in it, and nothing typed is lost.
+      onsubmit: async (e) => {
         e.preventDefault();
         const body = changes();
-        state.editing = false;
-        run(async () => {
+        problem.textContent = '';
+        try {
           if (Object.keys(body).length) {
-            const changed = await api('PATCH', `/api/tasks/${t.id}`, body);
+            const changed = await api('PATCH', `/api/tasks/${t.id}`, body, { 'if-match': `"${t.version}"` });
             if (changed.reminder_plan) showReminderPlan(changed.reminder_plan);
           }
+          state.editing = false;
           await loadTasks();
-        });
+        } catch (err) {
+          if (err.message === 'unauthorized') return;
+          problem.textContent =
+            err.status === 412
+              ? 'This task was changed elsewhere since you opened it. Copy what you typed, then Cancel to see the new version.'
+              : err.status === 404
+                ? 'This task was deleted elsewhere. Copy what you typed, then Cancel.'
+                : err.message;
+        }
       },
       onkeydown: (e) => {
         if (e.key === 'Escape') close();
@@ -358,6 +402,7 @@ function edit(li, t) {
     el('div', { class: 'row' }, field('Due', due), field('Reminders', reminders)),
     field('Repeats', recurrence),
     preview,
+    problem,
     el(
       'div',
       { class: 'row' },
@@ -374,6 +419,7 @@ function render() {
   const list = $('#tasks');
   list.replaceChildren(...state.tasks.map(taskItem));
   $('#empty').hidden = state.tasks.length > 0;
+  $('#more').hidden = !state.nextCursor;
   state.flash.clear();
 }
 
@@ -438,6 +484,7 @@ function connect() {
     } catch {
       return;
     }
+    state.lastMessageAt = Date.now();
     if (msg.type === 'hello') {
       state.wsAttempts = 0;
       setStatus('live');
@@ -458,9 +505,8 @@ function connect() {
   };
   ws.onopen = () => {
     clearInterval(state.pingTimer);
-    state.pingTimer = setInterval(() => {
-      if (ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}');
-    }, 25_000);
+    state.lastMessageAt = Date.now();
+    state.pingTimer = setInterval(() => checkAlive(ws), PING_MS);
   };
   ws.onclose = () => {
     clearInterval(state.pingTimer);
@@ -470,6 +516,46 @@ function connect() {
       scheduleReconnect();
     }
   };
+}
+
+/** A ping every PING_MS; a socket that has not answered anything for PONG_WAIT_MS after one is dead. */
+const PING_MS = 25_000;
+const PONG_WAIT_MS = 10_000;
+
+/**
+ * Pings the server; a socket silent since well before the last ping is given up and a new one opened (it
+ * resumes from the last sequence). A dropped network (sleep, a lost Wi-Fi or NAT entry) closes nothing: the
+ * board said "live" and missed every update.
+ */
+function checkAlive(ws) {
+  if (state.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+  if (Date.now() - state.lastMessageAt > PING_MS + PONG_WAIT_MS) {
+    clearInterval(state.pingTimer);
+    state.ws = null;
+    ws.close();
+    setStatus('offline');
+    return connect();
+  }
+  ws.send('{"type":"ping"}');
+}
+
+/** Back online, or the page shown again: check the socket now rather than at the next ping. */
+function wakeUp() {
+  if (!state.token) return;
+  if (state.ws === null) return connect();
+  const ws = state.ws;
+  if (ws.readyState !== WebSocket.OPEN) return;
+  const asked = Date.now();
+  ws.send('{"type":"ping"}');
+  setTimeout(() => {
+    if (state.ws === ws && state.lastMessageAt < asked) {
+      clearInterval(state.pingTimer);
+      state.ws = null;
+      ws.close();
+      setStatus('offline');
+      connect();
+    }
+  }, PONG_WAIT_MS);
 }
 
 function scheduleReconnect() {
@@ -614,8 +700,8 @@ function onKey(e) {
   } else if ((e.key === 'j' || e.key === 'k') && ids.length) {
     const next = at < 0 ? 0 : Math.max(0, Math.min(ids.length - 1, at + (e.key === 'j' ? 1 : -1)));
     select(ids[next]);
-  } else if (e.key === 'x' && selectedItem()) selectedItem().querySelector('.toggle').click();
-  else if (e.key === 'e' && selectedItem()) {
+  } else if (e.key === 'x' && selectedItem()) selectedItem().querySelector('.toggle')?.click();
+  else if (e.key === 'e' && selectedItem()?.querySelector('.edit')) {
     e.preventDefault();
     selectedItem().querySelector('.edit').click();
   }
@@ -656,7 +742,8 @@ async function sendChat(e) {
   $('#chat-error').textContent = '';
   const log = $('#chat-log');
   const answer = el('li', { class: 'chat-assistant' });
-  log.append(el('li', { class: 'chat-user' }, message), answer);
+  const question = el('li', { class: 'chat-user' }, message);
+  log.append(question, answer);
   send.disabled = true;
   try {
     const res = await fetch('/api/chat', {
@@ -675,6 +762,9 @@ async function sendChat(e) {
     if (!res.ok || !(res.headers.get('content-type') || '').startsWith('text/event-stream')) {
       const problem = await res.json().catch(() => null);
       answer.remove();
+      // Not taken (busy, rate limited, refused): the message goes back in the box, to send again.
+      question.remove();
+      if (!input.value) input.value = message;
       $('#chat-error').textContent = (problem && problem.detail) || `The assistant answered ${res.status}`;
       return;
     }
@@ -791,7 +881,17 @@ function init() {
   document.addEventListener('keydown', onKey);
   for (const id of ['#f-status', '#f-priority', '#f-sort']) $(id).addEventListener('change', loadTasks);
   for (const id of ['#f-tag', '#f-search']) $(id).addEventListener('input', scheduleReload);
-  window.addEventListener('online', () => state.ws === null && connect());
+  window.addEventListener('online', wakeUp);
+  document.addEventListener('visibilitychange', () => document.visibilityState === 'visible' && wakeUp());
+  // Signed out, or in as someone else, in another tab: this one follows (it must not go on as the old user).
+  window.addEventListener('storage', (e) => {
+    if (e.key !== TOKEN_KEY || (e.newValue || '') === state.token) return;
+    if (!e.newValue) return signOut('Signed out in another tab.');
+    disconnect(); // the socket and the conversation were the other user's
+    newConversation();
+    signIn(e.newValue);
+  });
+  $('#more').addEventListener('click', loadMore);
   if (state.token) signIn(state.token);
   else void offerDevSignIn();
 }

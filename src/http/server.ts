@@ -423,7 +423,11 @@ export const quotedString = (text: string): string =>
  * long task still holds the loop: that is said in words, not as "Infinity ms".
  */
 export const behindDetail = (delayMs: number | undefined, maxDelayMs: number): string =>
-  `the server is behind (event loop delay ${delayMs !== undefined && Number.isFinite(delayMs) ? `${Math.round(delayMs)} ms` : 'over a sample'} > ${maxDelayMs} ms); retry shortly`;
+  `the server is behind (event loop delay ${delayMs !== undefined && Number.isFinite(delayMs) ? `${delayText(delayMs, maxDelayMs)} ms` : 'over a sample'} > ${maxDelayMs} ms); retry shortly`;
+
+/** A delay just over the bound keeps a decimal: 25.4 rounded read "25 ms > 25 ms". */
+const delayText = (delayMs: number, maxDelayMs: number) =>
+  Math.round(delayMs) > maxDelayMs ? String(Math.round(delayMs)) : delayMs.toFixed(1);
 
 /**
  * Admission control by the event loop (`@fastify/under-pressure`): while its delay, averaged over the last

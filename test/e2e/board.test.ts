@@ -393,6 +393,43 @@ describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium',
     assert.deepEqual(errors, []);
   });
 
+  it('keeps the edit form and what was typed when a save is refused, or lost a race with another tab (412)', async () => {
+    const user = 'careful-editor';
+    const created = await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Write the report' });
+    const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 900 });
+    await taskRow(page, 'Write the report').locator('button.edit').click();
+    const form = page.locator('form.edit-form');
+    await form.locator('.edit-description').fill('the long notes I typed');
+    await form.locator('.edit-reminders').fill('one hour before'); // words: REST takes ISO 8601 only
+    await form.locator('button[type=submit]').click();
+    await form.locator('.edit-error').filter({ hasText: 'reminders' }).waitFor({ timeout: LIVE_MS });
+    assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
+    // Another tab saves meanwhile: this save does not overwrite it, and says so.
+    await form.locator('.edit-reminders').fill('PT1H');
+    assert.equal(
+      (await ctx.app.call(user, 'PATCH', `/api/tasks/${created.body.id}`, { description: 'from elsewhere' }))
+        .status,
+      200,
+    );
+    await form.locator('button[type=submit]').click();
+    await form.locator('.edit-error').filter({ hasText: 'changed elsewhere' }).waitFor({ timeout: LIVE_MS });
+    assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
+    const stored = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
+    assert.equal(stored.description, 'from elsewhere', 'the other save stands');
+    await page.keyboard.press('Escape');
+    // Sorted by title, A to Z.
+    for (const title of ['b second', 'a first', 'c third'])
+      await ctx.app.call(user, 'POST', '/api/tasks', { title });
+    await page.selectOption('#f-sort', 'title');
+    await waitUntil(
+      async () =>
+        JSON.stringify(await page.locator('#tasks li.task .title').allTextContents()) ===
+        JSON.stringify(['a first', 'b second', 'c third', 'Write the report']),
+      'sorted by title A to Z',
+    );
+    assert.deepEqual(errors, []);
+  });
+
   it('saves only what was changed: a multi-line title and a CRLF description stay as they are', async () => {
     const user = 'multi-line';
     const title = 'Groceries:\nmilk\neggs';

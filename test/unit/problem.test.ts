@@ -22,6 +22,11 @@ describe('problem details', () => {
       behindDetail(42.4, 10),
       'the server is behind (event loop delay 42 ms > 10 ms); retry shortly',
     );
+    // Just over the bound: a decimal, not "25 ms > 25 ms".
+    assert.equal(
+      behindDetail(25.4, 25),
+      'the server is behind (event loop delay 25.4 ms > 25 ms); retry shortly',
+    );
     // under-pressure reports Infinity when no delay was sampled in the interval (the loop was held throughout)
     for (const held of [Infinity, NaN, undefined])
       assert.equal(
