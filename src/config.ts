@@ -132,6 +132,9 @@ function retentionOverrides(raw: string | undefined): Record<string, number> {
 }
 
 /** An integer variable: `def` when unset or empty, a ConfigError below `min` or not an integer. */
+/** The longest delay a Node timer takes (2^31 - 1 ms). */
+export const TIMER_MAX_MS = 2_147_483_647;
+
 /** A TCP port (`min` 0 lets the system pick one). */
 const port = (env: Env, key: string, def: number, min = 0): number => {
   const n = int(env, key, def, min);
@@ -139,12 +142,21 @@ const port = (env: Env, key: string, def: number, min = 0): number => {
   return n;
 };
 
-export const int = (env: Env, key: string, def: number, min = 0): number => {
+/**
+ * An integer setting of at least `min` (and at most `max`). A delay in ms that becomes a timer's passes
+ * TIMER_MAX_MS as its `max`: Node runs a longer timer at once, so a retention interval of 3,000,000,000 purged in
+ * a tight loop.
+ */
+export const int = (env: Env, key: string, def: number, min = 0, max = Infinity): number => {
   const raw = env[key];
   if (raw === undefined || raw === '') return def;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min)
     throw new ConfigError(`${key} must be an integer >= ${min}, got "${raw}"`);
+  if (n > max)
+    throw new ConfigError(
+      `${key} must be at most ${max}${max === TIMER_MAX_MS ? ' (about 24.8 days, the longest timer)' : ''}, got "${raw}"`,
+    );
   return n;
 };
 
@@ -234,8 +246,8 @@ export function loadConfig(
     defaultTimezone: env.DEFAULT_TIMEZONE || 'UTC',
     retry: {
       maxAttempts: int(env, 'CONSUMER_MAX_ATTEMPTS', 5, 1),
-      baseDelayMs: int(env, 'CONSUMER_RETRY_BASE_MS', 200),
-      maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000),
+      baseDelayMs: int(env, 'CONSUMER_RETRY_BASE_MS', 200, 0, TIMER_MAX_MS),
+      maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000, 0, TIMER_MAX_MS),
     },
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
     maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 25),
@@ -244,11 +256,11 @@ export function loadConfig(
     ledgerRetentionMs: int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000),
     trustProxy: trustProxy(env.TRUST_PROXY),
     embedded: {
-      pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1),
-      heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10),
-      sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50),
+      pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1, TIMER_MAX_MS),
+      heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10, TIMER_MAX_MS),
+      sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50, TIMER_MAX_MS),
     },
-    consumerBatchIntervalMs: int(env, 'CONSUMER_BATCH_INTERVAL_MS', 200),
+    consumerBatchIntervalMs: int(env, 'CONSUMER_BATCH_INTERVAL_MS', 200, 0, TIMER_MAX_MS),
     eventEncoding: eventEncodingOf(env, bus),
     ...(env.SCHEMA_REGISTRY_URL ? { schemaRegistry: schemaRegistryOf(env) } : {}),
     kafka: {

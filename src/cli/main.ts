@@ -213,7 +213,7 @@ program
     // Not a token the server would refuse: a subject it cannot take, a lifetime that is over already.
     const subject = subjectProblem(opts.user);
     if (subject) throw new InvalidArgumentError(`--user ${subject}`);
-    if (!/^\d+\s*[a-z]+$/i.test(opts.expires))
+    if (!/^\d+\s*[a-z]+$/i.test(opts.expires) || /^0+\s*[a-z]/i.test(opts.expires))
       throw new InvalidArgumentError(
         `--expires must be a positive span like 30m, 12h or 7d, got ${opts.expires}`,
       );
@@ -546,7 +546,7 @@ program
       console.log(
         `BROKEN user=${printable(b.user_id)} seq=${b.seq} id=${b.id ?? '-'} event_id=${printable(b.event_id ?? '-')}: ${printable(b.reason)}`,
       );
-    if (opts.user !== undefined && result.records === 0)
+    if (opts.user !== undefined && result.records === 0 && result.ok)
       console.log(`ok: no audit records for user ${JSON.stringify(opts.user)} (nothing to verify)`);
     else
       console.log(

@@ -111,7 +111,7 @@ describe(
     });
 
     it('refuses what it cannot do, naming why: unknown topics and groups, bad limits, tokens the server refuses', async () => {
-      const { url, drop } = await postgresBackend!.fresh();
+      const { db, url, drop } = await postgresBackend!.fresh();
       const cli = (...args: string[]) => taskflow(url, ...args);
       try {
         await cli('topics', 'ensure');
@@ -162,12 +162,28 @@ describe(
           /--expires must be a positive span/,
         );
         await assert.rejects(cli('token', '--user', 'ann', '--expires', 'soon'), /--expires/);
+        // A lifetime of nothing: a token expired as it is printed.
+        await assert.rejects(
+          cli('token', '--user', 'ann', '--expires', '0s'),
+          /--expires must be a positive span/,
+        );
         assert.match((await cli('token', '--user', 'ann', '--expires', '2h')).stdout, /^ey/);
         await assert.rejects(cli('audit', 'verify', '--user', ''), /--user must name a user/);
         assert.match(
           (await cli('audit', 'verify', '--user', 'nobody')).stdout,
           /ok: no audit records for user "nobody"/,
         );
+        // A user whose records are all gone while the chain's head remains is broken, and only that is said.
+        await db.query(
+          `INSERT INTO audit_chain_heads (user_id, last_seq, last_hash) VALUES ('ghost', 3, 'x')`,
+        );
+        const ghost = await cli('audit', 'verify', '--user', 'ghost').then(
+          () => assert.fail('a broken chain verified'),
+          (err: { code: number; stdout: string }) => err,
+        );
+        assert.equal(ghost.code, 1);
+        assert.match(ghost.stdout, /^BROKEN user=ghost/m);
+        assert.doesNotMatch(ghost.stdout, /^ok/m);
       } finally {
         await drop();
       }

@@ -39,3 +39,18 @@ describe('ports', () => {
     assert.equal(loadConfig({ ...base, PORT: '65535' }).port, 65_535);
   });
 });
+
+describe('timer settings', () => {
+  it('refuses a delay longer than a Node timer takes (it fired at once, in a loop), naming the variable', async () => {
+    const { auditManifest } = await import('../../src/services/audit/manifest.ts');
+    assert.throws(
+      () => auditManifest.config({ AUDIT_RETENTION_INTERVAL_MS: '3000000000' }),
+      /AUDIT_RETENTION_INTERVAL_MS must be at most 2147483647 \(about 24.8 days, the longest timer\)/,
+    );
+    assert.throws(
+      () => loadConfig({ ...base, EMBEDDED_POLL_MS: '2147483648' }),
+      /EMBEDDED_POLL_MS must be at most/,
+    );
+    assert.equal(auditManifest.config({ AUDIT_RETENTION_INTERVAL_MS: '0' }).retentionIntervalMs, 0);
+  });
+});

@@ -1,6 +1,6 @@
 /** The `api` target: what it is, its CREATE_QUEUE_MAX_MS and CHAT_* settings and its metrics. */
 import { Gauge, type Registry } from 'prom-client';
-import { int, type Env } from '../../config.ts';
+import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
 export const apiManifest = {
@@ -28,7 +28,7 @@ export const apiManifest = {
             baseUrl: env.CHAT_BASE_URL.replace(/\/+$/, ''),
             apiKey: env.CHAT_API_KEY || 'unused',
             model: env.CHAT_MODEL,
-            timeoutMs: int(env, 'CHAT_TIMEOUT_MS', 60_000, 1_000),
+            timeoutMs: int(env, 'CHAT_TIMEOUT_MS', 60_000, 1_000, TIMER_MAX_MS / 2),
             maxToolCalls: int(env, 'CHAT_MAX_TOOL_CALLS', 8, 1),
             historyMessages: int(env, 'CHAT_HISTORY_MESSAGES', 40, 2),
           }

@@ -1,6 +1,6 @@
 /** The `audit` target: what it is, its AUDIT_* settings and its metrics (the list of targets: services/index.ts). */
 import { Counter, type Registry } from 'prom-client';
-import { int, type Env } from '../../config.ts';
+import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -18,7 +18,7 @@ export const auditManifest = {
   /** retentionIntervalMs 0 turns the retention job off. */
   config: (env: Env) => ({
     retentionDays: int(env, 'AUDIT_RETENTION_DAYS', 365),
-    retentionIntervalMs: int(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000),
+    retentionIntervalMs: int(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000, 0, TIMER_MAX_MS),
   }),
   metrics: (registry: Registry) => ({
     records: new Counter({

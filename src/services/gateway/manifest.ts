@@ -1,7 +1,7 @@
 /** The `gateway` target: what it is, its GATEWAY_* settings and its metrics (the list of targets: services/index.ts). */
 import { hostname } from 'node:os';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { int, type Env } from '../../config.ts';
+import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -23,7 +23,7 @@ export const gatewayManifest = {
     replayPerUser: int(env, 'GATEWAY_REPLAY_PER_USER', 500, 1),
     replayMaxBytes: int(env, 'GATEWAY_REPLAY_MAX_BYTES', 64 * 1024 * 1024, 1024),
     maxBufferedBytes: int(env, 'GATEWAY_MAX_BUFFERED_BYTES', 1024 * 1024, 1024),
-    heartbeatMs: int(env, 'GATEWAY_HEARTBEAT_MS', 30_000, 10),
+    heartbeatMs: int(env, 'GATEWAY_HEARTBEAT_MS', 30_000, 10, TIMER_MAX_MS),
     maxConnectionsPerUser: int(env, 'GATEWAY_MAX_CONNECTIONS_PER_USER', 50, 1),
     ...(env.GATEWAY_TICKET_SECRET ? { ticketSecret: env.GATEWAY_TICKET_SECRET } : {}),
   }),

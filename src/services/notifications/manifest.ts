@@ -1,6 +1,6 @@
 /** The `notifications` target: what it is, its SMTP_*, VAPID_* and NOTIFY_* settings and its metrics. */
 import { Counter, type Registry } from 'prom-client';
-import { int, type Env } from '../../config.ts';
+import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -24,13 +24,13 @@ export const notificationsManifest = {
             subject: env.VAPID_SUBJECT || 'mailto:admin@taskflow.invalid',
           }
         : null,
-    tickMs: int(env, 'NOTIFY_TICK_MS', 1_000, 1),
+    tickMs: int(env, 'NOTIFY_TICK_MS', 1_000, 1, TIMER_MAX_MS),
     batchSize: int(env, 'NOTIFY_BATCH_SIZE', 50, 1),
     maxAttempts: int(env, 'NOTIFY_MAX_ATTEMPTS', 8, 1),
-    retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000),
-    retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000),
-    timeoutMs: int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1),
-    claimMs: int(env, 'NOTIFY_CLAIM_MS', 120_000, 1),
+    retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000, 0, TIMER_MAX_MS),
+    retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000, 0, TIMER_MAX_MS),
+    timeoutMs: int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1, TIMER_MAX_MS),
+    claimMs: int(env, 'NOTIFY_CLAIM_MS', 120_000, 1, TIMER_MAX_MS),
     /** Webhooks may target private, loopback and link-local addresses. */
     webhookAllowPrivate: env.NOTIFY_WEBHOOK_ALLOW_PRIVATE === 'true',
   }),

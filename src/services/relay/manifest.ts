@@ -1,6 +1,6 @@
 /** The `relay` target: what it is, its RELAY_* settings and its metrics (the list of targets: services/index.ts). */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { int, type Env } from '../../config.ts';
+import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
 export const relayManifest = {
@@ -12,9 +12,9 @@ export const relayManifest = {
   owns: ['the relay lease'],
   config: (env: Env) => ({
     batchSize: int(env, 'RELAY_BATCH_SIZE', 500, 1),
-    pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1),
-    batchIntervalMs: int(env, 'RELAY_BATCH_INTERVAL_MS', 25),
-    leaseMs: int(env, 'RELAY_LEASE_MS', 1500, 300),
+    pollIntervalMs: int(env, 'RELAY_POLL_MS', 200, 1, TIMER_MAX_MS),
+    batchIntervalMs: int(env, 'RELAY_BATCH_INTERVAL_MS', 25, 0, TIMER_MAX_MS),
+    leaseMs: int(env, 'RELAY_LEASE_MS', 1500, 300, TIMER_MAX_MS),
   }),
   metrics: (registry: Registry) => ({
     outboxPending: new Gauge({

@@ -1,6 +1,6 @@
 /** The `reminders` target: what it is and its REMINDER_* settings (the list of targets: services/index.ts). */
 import { Gauge, Histogram, type Registry } from 'prom-client';
-import { int, type Env } from '../../config.ts';
+import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -14,7 +14,7 @@ export const remindersManifest = {
   owns: ['reminder schedule'],
   // REMINDER_GRACE_MS is shared with the api and recurrence targets: Config.reminderGraceMs.
   config: (env: Env) => ({
-    tickMs: int(env, 'REMINDER_TICK_MS', 1_000, 1),
+    tickMs: int(env, 'REMINDER_TICK_MS', 1_000, 1, TIMER_MAX_MS),
     batchSize: int(env, 'REMINDER_BATCH_SIZE', 500, 1),
   }),
   metrics: (registry: Registry) => ({
