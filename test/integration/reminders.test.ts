@@ -654,6 +654,28 @@ for (const BUS of BUSES) {
       });
     });
 
+    it('sends what quiet hours held back once they are turned off, without waiting for their end', async () => {
+      const now = clock.now();
+      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
+      await setPrefs('ursula', {
+        email: 'ursula@example.com',
+        quiet_hours: {
+          start: hhmm(new Date(now.getTime() - HOUR)),
+          end: hhmm(new Date(now.getTime() + 6 * HOUR)),
+          timezone: 'UTC',
+        },
+      });
+      const task = await createTask('ursula', { title: 'Held back', reminders: [at(MIN)] });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      await waitForEvents(app, task.id, 'reminder.triggered', 1);
+      await waitFor(async () => (await inboxFor('ursula', task.id)).length === 1, WAIT, 'the in-app one');
+      await deliveriesIdle('ursula');
+      assert.equal(mailsTo('ursula@example.com').length, 0, 'held during quiet hours');
+      await setPrefs('ursula', { quiet_hours: null });
+      await waitFor(() => mailsTo('ursula@example.com').length === 1, WAIT, 'the email, quiet hours off');
+    });
+
     it('defers email and webhook during quiet hours (in-app at once), sends them when they end, drops dismissed ones', async () => {
       const now = clock.now();
       const hhmm = (d: Date) => d.toISOString().slice(11, 16);

@@ -119,7 +119,7 @@ export async function registerNotificationRoutes(
         const parsed = validatePreferencesPatch(req.body);
         if (!parsed.ok) throw new ValidationError(parsed.issues);
         const { prefs, generatedSecret } = await db.transaction((tx) =>
-          putPreferences(tx, userId, parsed.value),
+          putPreferences(tx, userId, parsed.value, clock.now()),
         );
         return { ...preferencesView(prefs), ...(generatedSecret ? { webhook_secret: generatedSecret } : {}) };
       },

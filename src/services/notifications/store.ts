@@ -69,8 +69,20 @@ export async function putPreferences(
   q: Queryable,
   userId: string,
   patch: PreferencesPatch,
+  now: Date,
 ): Promise<{ prefs: StoredPreferences; generatedSecret: string | null }> {
   const current = await getPreferences(q, userId);
+  // Quiet hours changed: what they held back is looked at again now, under the new ones (sent, or held until
+  // their end). It waited for the old window's end: turned off, quiet hours still held it for hours.
+  if (
+    patch.quiet_hours !== undefined &&
+    JSON.stringify(patch.quiet_hours) !== JSON.stringify(current.quiet_hours)
+  )
+    await q.query(
+      `UPDATE notification_deliveries SET next_attempt_at = $2
+        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND next_attempt_at > $2`,
+      [userId, now.toISOString()],
+    );
   const next: StoredPreferences = {
     email: patch.email !== undefined ? patch.email : current.email,
     channels: { ...current.channels, ...patch.channels },
