@@ -214,8 +214,17 @@ export function quietHoursEnd(now: Date, q: QuietHours): Date | null {
   const m = local.hour * 60 + local.minute;
   const inside = start < end ? m >= start && m < end : m >= start || m < end;
   if (!inside) return null;
-  let endAt = local.withPlainTime({ hour: Math.floor(end / 60), minute: end % 60 });
-  if (Temporal.ZonedDateTime.compare(endAt, local) <= 0) endAt = endAt.add({ days: 1 });
+  const endTime = { hour: Math.floor(end / 60), minute: end % 60 };
+  let endAt = local.withPlainTime(endTime);
+  if (Temporal.ZonedDateTime.compare(endAt, local) <= 0) {
+    // On a fall-back day the end's wall time comes twice: in the repeated hour, its second instant is still
+    // ahead (taking the first, already past, held notifications a day too long).
+    const later = local
+      .toPlainDateTime()
+      .withPlainTime(endTime)
+      .toZonedDateTime(q.timezone, { disambiguation: 'later' });
+    endAt = Temporal.ZonedDateTime.compare(later, local) > 0 ? later : endAt.add({ days: 1 });
+  }
   return new Date(endAt.epochMilliseconds);
 }
 
