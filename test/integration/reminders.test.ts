@@ -725,6 +725,32 @@ for (const BUS of BUSES) {
       assert.notEqual(JSON.parse(hooksAt('/quinn')[0]!.body).data.reminder_id, second!.data.reminder_id);
     });
 
+    it('retries a push only to the device that failed: the others get it once', async () => {
+      const ok = pushService.subscribe('wendy-phone');
+      const broken = pushService.subscribe('wendy-laptop', 500);
+      for (const s of [ok, broken])
+        assert.equal(
+          (await app.call('wendy', 'POST', '/api/notifications/push-subscriptions', s)).status,
+          201,
+        );
+      const task = await createTask('wendy', { title: 'Two devices', reminders: [at(MIN)] });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      const calls = (name: string) => pushService.calls.filter((c) => c.path === `/push/${name}`).length;
+      clock.advance(MIN + 1_000);
+      await waitFor(() => calls('wendy-laptop') === 1 && calls('wendy-phone') === 1, WAIT, 'first attempts');
+      for (const [advance, attempts] of [
+        [1_000, 2],
+        [2_000, 3],
+      ] as const) {
+        clock.advance(advance);
+        await waitFor(() => calls('wendy-laptop') === attempts, WAIT, `attempt ${attempts} to the laptop`);
+      }
+      clock.advance(HOUR);
+      await deliveriesIdle('wendy');
+      assert.equal(calls('wendy-phone'), 1, 'the phone got it once, not once per retry');
+      assert.equal(calls('wendy-laptop'), 3, 'the laptop was retried up to the bound');
+    });
+
     it('retries a failing webhook with backoff and marks it dead after N attempts; other channels are not held back', async () => {
       const deadBefore =
         (await app.proc.runtime.metrics.of(notificationsManifest).dead.get()).values.find(

@@ -16,6 +16,7 @@ import {
   getPreferences,
   insertInApp,
   listPushSubscriptions,
+  markPushSent,
   notificationView,
   type DeliveryRow,
   type NotificationRow,
@@ -125,12 +126,15 @@ export class DeliveryWorker {
         case 'push': {
           const push = this.channels.push;
           if (!push) throw new Skip('web push is not configured (VAPID_* keys)');
-          const subs = await listPushSubscriptions(db, row.user_id);
+          // Each subscription once: a retry (one device failing) goes only to those not reached yet.
+          const reached = new Set(row.push_sent_to);
+          const subs = (await listPushSubscriptions(db, row.user_id)).filter((s) => !reached.has(s.id));
           let failed: unknown = null;
           for (const s of subs) {
             try {
               if ((await push.send(s, row.payload, row.id)) === 'gone')
                 await db.query('DELETE FROM push_subscriptions WHERE id = $1', [s.id]);
+              else await markPushSent(db, row.id, s.id);
             } catch (err) {
               failed = err;
             }

@@ -183,6 +183,8 @@ export interface DeliveryRow {
   user_id: string;
   payload: ReminderEventData;
   attempts: number;
+  /** Push: the subscriptions (ids) this delivery has reached already. */
+  push_sent_to: string[];
 }
 
 /** One pending delivery per (event, channel); a duplicate event inserts nothing. Returns how many it added. */
@@ -221,10 +223,18 @@ export async function claimDeliveries(
       WHERE id IN (SELECT id FROM notification_deliveries
                     WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz
                     ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-      RETURNING id::text AS id, event_id, channel, user_id, payload, attempts`,
+      RETURNING id::text AS id, event_id, channel, user_id, payload, attempts, push_sent_to`,
     [now.toISOString(), limit, holder, claimMs],
   );
   return r.rows;
+}
+
+/** Records that a push delivery reached subscription `subscriptionId` (a retry does not send it there again). */
+export async function markPushSent(q: Queryable, id: string, subscriptionId: string): Promise<void> {
+  await q.query(
+    `UPDATE notification_deliveries SET push_sent_to = array_append(push_sent_to, $2) WHERE id = $1`,
+    [id, subscriptionId],
+  );
 }
 
 /** Marks a claimed delivery done; false when the claim was lost (another instance took it over). */
