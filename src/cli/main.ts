@@ -13,11 +13,19 @@ import { errorMessage } from '../error-text.ts';
 
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
 // heavy ones are imported inside the actions.
-const openDatabase = async (url: string) => {
-  const [{ openDb }, { migrate }] = await Promise.all([
+const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
+  const [{ openDb, isPostgresUrl }, { migrate }, { pgliteLocation }] = await Promise.all([
     import('../store/db.ts'),
     import('../store/migrate.ts'),
+    import('../store/pglite-open.ts'),
   ]);
+  // A command that reads what a running system wrote (audit verify, dlq, lag, tail) does not make a database:
+  // a misspelt directory made a new, empty one there and reported "ok".
+  const location = isPostgresUrl(url) ? null : pgliteLocation(url);
+  if (opts.existing && location && location !== 'memory://' && !existsSync(location))
+    throw new ConfigError(
+      `no database at ${location} (DATABASE_URL): check the path, or start taskflow there first`,
+    );
   const db = await openDb(url);
   return { db, migrate: () => migrate(db) };
 };
@@ -273,7 +281,8 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
     import('../bus/index.ts'),
   ]);
   const log = createLogger({ level: 'warn', format: config.logFormat });
-  const opened = config.bus === 'embedded' ? await openDatabase(config.databaseUrl) : null;
+  const opened =
+    config.bus === 'embedded' ? await openDatabase(config.databaseUrl, { existing: true }) : null;
   const db = opened?.db;
   try {
     await opened?.migrate();
@@ -538,7 +547,9 @@ program
     if (opts.user === '')
       throw new InvalidArgumentError('--user must name a user (leave it out for every user)');
     const { verifyChain } = await import('../services/audit/chain.ts');
-    const { db, migrate } = await openDatabase(loadConfig(process.env, { auth: false }).databaseUrl);
+    const { db, migrate } = await openDatabase(loadConfig(process.env, { auth: false }).databaseUrl, {
+      existing: true,
+    });
     await migrate();
     const result = await verifyChain(db, opts.user ? { userId: opts.user } : {});
     await db.close();

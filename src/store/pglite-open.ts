@@ -36,7 +36,7 @@ const SHARED_BUFFERS = '16MB';
 const startParams = () => [...PGlite.defaultStartParams, '-c', `shared_buffers=${SHARED_BUFFERS}`];
 
 /** `memory://` (or empty) for a database in memory, else the directory's absolute path. */
-function pgliteLocation(url: string): string {
+export function pgliteLocation(url: string): string {
   return url === 'memory://' || url === '' ? 'memory://' : resolve(url.replace(/^file:\/\//, ''));
 }
 

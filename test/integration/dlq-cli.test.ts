@@ -7,6 +7,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
 import { UNDECODABLE_EVENT_TYPE } from '../../src/bus/types.ts';
@@ -162,6 +165,17 @@ describe(
           /--expires must be a positive span/,
         );
         await assert.rejects(cli('token', '--user', 'ann', '--expires', 'soon'), /--expires/);
+        // A misspelt data directory is not made into a new, empty database that verifies "ok".
+        const typo = join(tmpdir(), `taskflow-no-such-dir-${process.pid}`);
+        for (const args of [
+          ['audit', 'verify'],
+          ['dlq', 'list'],
+        ])
+          await assert.rejects(
+            taskflow(typo, ...args),
+            /no database at .*taskflow-no-such-dir.* \(DATABASE_URL\)/,
+          );
+        assert.equal(existsSync(typo), false, 'no directory made');
         // A lifetime of nothing: a token expired as it is printed.
         await assert.rejects(
           cli('token', '--user', 'ann', '--expires', '0s'),
