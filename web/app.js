@@ -13,6 +13,8 @@
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = 'taskflow.token';
 const VIEW_KEY = 'taskflow.view';
+/** `<this>.<user>`: the browser zone the user chose not to take (the offer is not made again for it). */
+const ZONE_KEPT_KEY = 'taskflow.zone-kept';
 const VIEWS = ['today', 'upcoming', 'overdue', 'all'];
 
 const state = {
@@ -265,7 +267,9 @@ async function removeTask(t) {
             reminders: t.reminders,
             status: t.status,
           };
-          if (t.recurrence)
+          // A completed occurrence of a series comes back without its rule: the series went on with the next
+          // occurrence already, and with the rule a completed task would make another one.
+          if (t.recurrence && t.status !== 'completed')
             again.recurrence = {
               rrule: t.recurrence.rrule,
               mode: t.recurrence.mode,
@@ -811,10 +815,43 @@ function signIn(token) {
   state.notifLoaded = false;
   state.notifSeen.clear();
   setView(state.view); // loads the list
+  void offerZone();
   connect();
   pollNotifications();
   clearInterval(state.notifTimer);
   state.notifTimer = setInterval(pollNotifications, 30_000);
+}
+
+/**
+ * Today, Upcoming, "tomorrow" and repeats are read in the zone of the user's settings (UTC until set): when
+ * this browser is in another, the board offers it (until taken or kept). Unset, a person in Los Angeles saw
+ * tomorrow's 6 am task under Today.
+ */
+async function offerZone() {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const offer = $('#zone-offer');
+  offer.hidden = true;
+  if (!zone || localStorage.getItem(`${ZONE_KEPT_KEY}.${subjectOf(state.token)}`) === zone) return;
+  try {
+    const settings = await api('GET', '/api/me/settings');
+    if (settings.timezone === zone) return;
+    $('#zone-offer-text').textContent =
+      `Today, Upcoming and repeats are read in ${settings.timezone}, and this browser is in ${zone}.`;
+    $('#zone-use').textContent = `Use ${zone}`;
+    $('#zone-use').onclick = () =>
+      run(async () => {
+        await api('PUT', '/api/me/settings', { timezone: zone });
+        offer.hidden = true;
+        await loadTasks();
+      });
+    $('#zone-keep').onclick = () => {
+      localStorage.setItem(`${ZONE_KEPT_KEY}.${subjectOf(state.token)}`, zone);
+      offer.hidden = true;
+    };
+    offer.hidden = false;
+  } catch {
+    // settings not served here (the api target runs elsewhere): nothing to offer
+  }
 }
 
 /** On a development server (GET /api/dev/sign-in answers), "continue as <name>" mints a token. */

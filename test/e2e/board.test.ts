@@ -65,8 +65,9 @@ async function signedInPage(
   ctx: { app: TestApp; browser: Browser },
   user: string,
   viewport = { width: 1100, height: 700 },
+  timezoneId?: string,
 ) {
-  const context = await ctx.browser.newContext({ viewport });
+  const context = await ctx.browser.newContext({ viewport, ...(timezoneId ? { timezoneId } : {}) });
   const page = await context.newPage();
   const errors: string[] = [];
   const frames: { type: string; notification?: { task_id: string } }[] = [];
@@ -427,6 +428,36 @@ describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium',
         JSON.stringify(['a first', 'b second', 'c third', 'Write the report']),
       'sorted by title A to Z',
     );
+    assert.deepEqual(errors, []);
+  });
+
+  it("offers the browser's time zone when the settings have another, and Today follows it once taken", async () => {
+    const user = 'traveller';
+    // 06:00 tomorrow in Los Angeles: tomorrow there, though possibly still today in UTC.
+    const now = new Date();
+    const la = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Los_Angeles' }).format(now); // YYYY-MM-DD
+    const tomorrow6 = new Date(`${la}T06:00:00-08:00`);
+    tomorrow6.setUTCDate(tomorrow6.getUTCDate() + 1);
+    await ctx.app.call(user, 'POST', '/api/tasks', {
+      title: 'Early call',
+      due_date: tomorrow6.toISOString(),
+    });
+    const { page, errors } = await signedInPage(
+      ctx,
+      user,
+      { width: 1100, height: 700 },
+      'America/Los_Angeles',
+    );
+    const offer = page.locator('#zone-offer');
+    await offer.waitFor({ state: 'visible', timeout: LIVE_MS });
+    assert.match((await offer.textContent())!, /read in UTC, and this browser is in America\/Los_Angeles/);
+    await page.click('#zone-use');
+    await offer.waitFor({ state: 'hidden', timeout: LIVE_MS });
+    assert.equal((await ctx.app.call(user, 'GET', '/api/me/settings')).body.timezone, 'America/Los_Angeles');
+    await page.click('#views button[data-view="today"]');
+    await waitUntil(async () => (await page.locator('#tasks li.task').count()) === 0, 'not due today there');
+    await page.click('#views button[data-view="upcoming"]');
+    await taskRow(page, 'Early call').waitFor({ timeout: LIVE_MS });
     assert.deepEqual(errors, []);
   });
 
