@@ -9,7 +9,8 @@ import { isPostgresUrl, type Db } from '../store/db.ts';
 import { dlqTopic } from '../contracts/topics.ts';
 import { deadLetterGroups } from '../runtime.ts';
 import { MANIFESTS, TARGETS, findTargets, retiredTargets } from '../services/index.ts';
-import { errorMessage } from '../error-text.ts';
+import { errorMessage, errorWithCause } from '../error-text.ts';
+import { isUnavailable } from '../retry.ts';
 
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
 // heavy ones are imported inside the actions.
@@ -26,8 +27,13 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
     throw new ConfigError(
       `no database at ${location} (DATABASE_URL): check the path, or start taskflow there first`,
     );
-  const db = await openDb(url);
-  return { db, migrate: () => migrate(db) };
+  // Which dependency failed: "connect ECONNREFUSED 127.0.0.1:5432" alone did not say.
+  const named = (err: unknown): never => {
+    if (!isUnavailable(err)) throw err;
+    throw new Error(`cannot reach the database (DATABASE_URL): ${errorMessage(err)}`, { cause: err });
+  };
+  const db = await openDb(url).catch(named);
+  return { db, migrate: () => migrate(db).catch(named) };
 };
 
 // A `.env` in the working directory sets what the environment does not (the environment wins); every
@@ -289,6 +295,19 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
     const bus = await createBus(config, db as Db, log, new Metrics({ defaultMetrics: false }));
     try {
       return await fn(bus, config);
+    } catch (err) {
+      // Which dependency failed: "metadata failed 3 times." alone did not say.
+      if (
+        config.bus === 'kafka' &&
+        /metadata failed|ECONNREFUSED|ENOTFOUND|ETIMEDOUT/.test(errorWithCause(err))
+      )
+        throw new Error(
+          `cannot reach Kafka (KAFKA_BROKERS=${config.kafka.brokers.join(',')}): ${errorWithCause(err)}`,
+          {
+            cause: err,
+          },
+        );
+      throw err;
     } finally {
       await bus.close();
     }

@@ -176,6 +176,18 @@ describe(
             /no database at .*taskflow-no-such-dir.* \(DATABASE_URL\)/,
           );
         assert.equal(existsSync(typo), false, 'no directory made');
+        // An unreachable dependency is named.
+        await assert.rejects(
+          taskflow('postgres://postgres@127.0.0.1:1/x', 'migrate'),
+          /cannot reach the database \(DATABASE_URL\): connect ECONNREFUSED/,
+        );
+        await assert.rejects(
+          run(process.execPath, ['bin/taskflow.js', 'lag'], {
+            env: { ...process.env, BUS: 'kafka', KAFKA_BROKERS: '127.0.0.1:1', DATABASE_URL: 'memory://' },
+            timeout: 60_000,
+          }),
+          /cannot reach Kafka \(KAFKA_BROKERS=127\.0\.0\.1:1\)/,
+        );
         // A lifetime of nothing: a token expired as it is printed.
         await assert.rejects(
           cli('token', '--user', 'ann', '--expires', '0s'),
