@@ -470,6 +470,31 @@ export const MUTANTS: readonly Mutant[] = [
     replace: '',
     tests: ['test/integration/guarantees.test.ts#^JWT issuer', 'test/integration/auth.test.ts'],
   },
+  {
+    id: 'relay-keeps-lease-while-failing',
+    breaks: 'relay failover: a relay that cannot reach the broker leaves the lease to one that can',
+    file: 'src/services/relay/index.ts',
+    find: '    } catch (err) {\n      await this.standAside();\n      throw err;\n    }',
+    replace: '    } catch (err) {\n      throw err;\n    }',
+    tests: ['test/integration/relay-failover.test.ts#cannot reach the broker'],
+    needs: ['kafka'],
+  },
+  {
+    id: 'reminder-run-inserts-scheduled',
+    breaks: 'no reminder for a task deleted, completed or moved right after its write (one consumer run)',
+    file: 'src/services/reminders/store.ts',
+    find: 'r.remind_at, r.status,\n              r.dismiss_reason, r.snoozed',
+    replace: "r.remind_at, 'scheduled',\n              NULL, false",
+    tests: ['test/integration/reminder-runs.test.ts'],
+  },
+  {
+    id: 'push-retry-to-every-device',
+    breaks: 'a push retry goes only to the devices it has not reached',
+    file: 'src/services/notifications/delivery.ts',
+    find: '.filter((s) => !reached.has(s.id));',
+    replace: ';',
+    tests: ['test/integration/reminders.test.ts#only to the device'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------
