@@ -41,6 +41,12 @@ describe('isNonPublicAddress', () => {
       'fe80::1',
       '::ffff:10.0.0.1',
       '::ffff:127.0.0.1',
+      // IPv4-compatible, site-local, local-use NAT64 and 6to4 forms that reach inside too
+      '::127.0.0.1',
+      '::7f00:1',
+      'fec0::1',
+      '64:ff9b:1::a00:1',
+      '2002:7f00:1::1',
     ])
       assert.equal(isNonPublicAddress(a), true, a);
     for (const a of ['93.184.216.34', '8.8.8.8', '172.32.0.1', '2606:4700::1111', '::ffff:8.8.8.8'])

@@ -27,11 +27,13 @@ for (const [net, bits] of [
 ] as const)
   NON_PUBLIC.addSubnet(net, bits, 'ipv4');
 for (const [net, bits] of [
-  ['::', 128],
-  ['::1', 128],
+  ['::', 96], // the unspecified and loopback addresses, and the deprecated IPv4-compatible ::a.b.c.d (::7f00:1)
   ['64:ff9b::', 96], // NAT64 of any IPv4 address
+  ['64:ff9b:1::', 48], // local-use NAT64 (RFC 8215)
+  ['2002::', 16], // 6to4: an IPv4 address inside (2002:7f00:1::)
   ['fc00::', 7],
   ['fe80::', 10],
+  ['fec0::', 10], // deprecated site-local
   ['ff00::', 8],
 ] as const)
   NON_PUBLIC.addSubnet(net, bits, 'ipv6');
