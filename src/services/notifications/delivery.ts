@@ -17,6 +17,7 @@ import {
   insertInApp,
   listPushSubscriptions,
   markPushSent,
+  pruneNotifications,
   notificationView,
   type DeliveryRow,
   type NotificationRow,
@@ -36,7 +37,11 @@ export interface DeliveryOptions {
   retryMaxMs: number;
   /** How long a claim lasts before another instance may retry the row (a sender that died mid-send). */
   claimMs: number;
+  /** Days finished deliveries and read in-app notifications are kept (pruneNotifications, hourly). */
+  retentionDays: number;
 }
+
+const PRUNE_EVERY_MS = 3_600_000;
 
 export interface Channels {
   email: EmailChannel | null;
@@ -74,9 +79,25 @@ export class DeliveryWorker {
   /** Claims and delivers one batch; returns how many rows it claimed. */
   async processBatch(): Promise<number> {
     const now = this.rt.clock.now();
+    await this.prune(now);
     const rows = await claimDeliveries(this.rt.db, this.holder, now, this.opts.batchSize, this.opts.claimMs);
     await Promise.all(rows.map((r) => this.deliver(r)));
     return rows.length;
+  }
+
+  private prunedAt = 0;
+
+  /**
+   * Hourly, on the database's background connection: finished deliveries and read in-app notifications older
+   * than the retention go (both tables grew without bound). Every instance does it; the statement is idempotent.
+   */
+  private async prune(now: Date): Promise<void> {
+    if (now.getTime() - this.prunedAt < PRUNE_EVERY_MS) return;
+    this.prunedAt = now.getTime();
+    const before = new Date(now.getTime() - this.opts.retentionDays * 86_400_000);
+    const pruned = await pruneNotifications(this.rt.db.background(), before);
+    if (pruned.deliveries + pruned.notifications > 0)
+      this.rt.log.info({ ...pruned, before: before.toISOString() }, 'notification history pruned');
   }
 
   private async deliver(row: DeliveryRow): Promise<void> {

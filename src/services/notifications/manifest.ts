@@ -31,6 +31,8 @@ export const notificationsManifest = {
     retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000, 0, TIMER_MAX_MS),
     timeoutMs: int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1, TIMER_MAX_MS),
     claimMs: int(env, 'NOTIFY_CLAIM_MS', 120_000, 1, TIMER_MAX_MS),
+    /** Finished deliveries and read in-app notifications older than this many days are deleted, hourly. */
+    retentionDays: int(env, 'NOTIFY_RETENTION_DAYS', 30, 1),
     /** Webhooks may target private, loopback and link-local addresses. */
     webhookAllowPrivate: env.NOTIFY_WEBHOOK_ALLOW_PRIVATE === 'true',
   }),

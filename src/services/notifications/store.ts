@@ -229,6 +229,23 @@ export async function claimDeliveries(
   return r.rows;
 }
 
+/**
+ * Deletes the deliveries that are finished (sent, dead, skipped) and the in-app notifications that were read,
+ * created before `before`; pending deliveries and unread notifications stay, whatever their age.
+ */
+export async function pruneNotifications(
+  q: Queryable,
+  before: Date,
+): Promise<{ deliveries: number; notifications: number }> {
+  const r = await q.query<{ deliveries: string; notifications: string }>(
+    `WITH d AS (DELETE FROM notification_deliveries WHERE status <> 'pending' AND created_at < $1 RETURNING 1),
+          n AS (DELETE FROM notifications WHERE read_at IS NOT NULL AND created_at < $1 RETURNING 1)
+     SELECT (SELECT count(*) FROM d)::text AS deliveries, (SELECT count(*) FROM n)::text AS notifications`,
+    [before.toISOString()],
+  );
+  return { deliveries: Number(r.rows[0]!.deliveries), notifications: Number(r.rows[0]!.notifications) };
+}
+
 /** Records that a push delivery reached subscription `subscriptionId` (a retry does not send it there again). */
 export async function markPushSent(q: Queryable, id: string, subscriptionId: string): Promise<void> {
   await q.query(
