@@ -727,10 +727,10 @@ function chatEvent(frame, answer) {
   else if (event === 'tool_call')
     answer.before(el('li', { class: `chat-tool${data.is_error ? ' error' : ''}` }, toolLine(data)));
   else if (event === 'done') {
-    state.conversation = data.conversation_id;
+    rememberConversation(data.conversation_id);
     if (!answer.textContent) answer.textContent = data.reply;
   } else if (event === 'error') {
-    state.conversation = data.conversation_id || state.conversation;
+    rememberConversation(data.conversation_id || state.conversation);
     $('#chat-error').textContent = data.detail || 'The assistant failed';
     if (!answer.textContent) answer.remove();
   }
@@ -795,9 +795,38 @@ async function sendChat(e) {
 }
 
 function newConversation() {
-  state.conversation = null;
+  rememberConversation(null);
   $('#chat-log').replaceChildren();
   $('#chat-error').textContent = '';
+}
+
+/** `<this>.<user>`: the assistant's conversation, continued after a reload. */
+const CONVERSATION_KEY = 'taskflow.conversation';
+const conversationKey = () => `${CONVERSATION_KEY}.${subjectOf(state.token)}`;
+
+function rememberConversation(id) {
+  state.conversation = id;
+  if (!state.token) return;
+  if (id) localStorage.setItem(conversationKey(), id);
+  else localStorage.removeItem(conversationKey());
+}
+
+/** After a reload: the conversation that was open, its words shown again (a new one when it is gone). */
+async function restoreConversation() {
+  const id = localStorage.getItem(conversationKey());
+  if (!id) return;
+  try {
+    const { messages } = await api('GET', `/api/chat/conversations/${id}`);
+    state.conversation = id;
+    const log = $('#chat-log');
+    for (const m of messages)
+      if (m.role === 'user') log.append(el('li', { class: 'chat-user' }, m.content));
+      else if (m.role === 'assistant' && m.content)
+        log.append(el('li', { class: 'chat-assistant' }, m.content));
+    log.scrollTop = log.scrollHeight;
+  } catch (err) {
+    if (err.status === 404) localStorage.removeItem(conversationKey()); // deleted, or no chat served here
+  }
 }
 
 // ---- session -----------------------------------------------------------------------------------------
@@ -816,6 +845,7 @@ function signIn(token) {
   state.notifSeen.clear();
   setView(state.view); // loads the list
   void offerZone();
+  void restoreConversation();
   connect();
   pollNotifications();
   clearInterval(state.notifTimer);
@@ -925,7 +955,8 @@ function init() {
     if (e.key !== TOKEN_KEY || (e.newValue || '') === state.token) return;
     if (!e.newValue) return signOut('Signed out in another tab.');
     disconnect(); // the socket and the conversation were the other user's
-    newConversation();
+    state.conversation = null;
+    $('#chat-log').replaceChildren();
     signIn(e.newValue);
   });
   $('#more').addEventListener('click', loadMore);

@@ -566,6 +566,26 @@ describe('the assistant on the board in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
     mkdirSync('test-results', { recursive: true });
     await page.screenshot({ path: 'test-results/board-chat.png', fullPage: true });
+    // A reload continues the conversation: its words are shown again, and the next message goes on with it.
+    await page.reload();
+    await page
+      .locator('#chat-log .chat-assistant', { hasText: 'Added "Call mom", due in 30 minutes.' })
+      .waitFor({ timeout: LIVE_MS });
+    assert.equal(
+      await page.locator('#chat-log .chat-user').first().textContent(),
+      'remind me to call mom in 30 minutes',
+    );
+    model.script({ text: 'Done.' });
+    await page.fill('#chat-input', 'thanks');
+    await page.click('#chat-form button[type=submit]');
+    await page.locator('#chat-log .chat-assistant', { hasText: 'Done.' }).waitFor({ timeout: LIVE_MS });
+    assert.ok(
+      model.requests
+        .at(-1)
+        .messages.some((m: { content?: string }) => m.content === 'remind me to call mom in 30 minutes'),
+      'the reloaded page continued the conversation',
+    );
+    assert.deepEqual(errors, []);
   });
 });
 
