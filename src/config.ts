@@ -131,7 +131,6 @@ function retentionOverrides(raw: string | undefined): Record<string, number> {
   return out;
 }
 
-/** An integer variable: `def` when unset or empty, a ConfigError below `min` or not an integer. */
 /** The longest delay a Node timer takes (2^31 - 1 ms). */
 export const TIMER_MAX_MS = 2_147_483_647;
 
@@ -143,9 +142,9 @@ const port = (env: Env, key: string, def: number, min = 0): number => {
 };
 
 /**
- * An integer setting of at least `min` (and at most `max`). A delay in ms that becomes a timer's passes
- * TIMER_MAX_MS as its `max`: Node runs a longer timer at once, so a retention interval of 3,000,000,000 purged in
- * a tight loop.
+ * An integer variable: `def` when unset or empty, a ConfigError below `min`, above `max` or not an integer.
+ * A delay in ms that becomes a timer's passes TIMER_MAX_MS as its `max`: Node runs a longer timer at once, so a
+ * retention interval of 3,000,000,000 purged in a tight loop.
  */
 export const int = (env: Env, key: string, def: number, min = 0, max = Infinity): number => {
   const raw = env[key];

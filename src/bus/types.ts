@@ -50,13 +50,13 @@ export interface TransactionalPublisher extends Publisher {
 export const publishesInTransaction = (p: Publisher): p is TransactionalPublisher =>
   typeof (p as Partial<TransactionalPublisher>).publishIn === 'function';
 
-/** A handler's failure that retrying cannot fix: the message goes to the dead-letter topic at once. */
 /**
  * The type of the stand-in event of a record whose bytes are not an event (kafka/codec.ts): it can be
  * dead-lettered and shown, not handled or replayed.
  */
 export const UNDECODABLE_EVENT_TYPE = 'taskflow.undecodable';
 
+/** A handler's failure that retrying cannot fix: the message goes to the dead-letter topic at once. */
 export class PermanentError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);

@@ -15,7 +15,7 @@ import { isUnavailable } from '../retry.ts';
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
 // heavy ones are imported inside the actions.
 const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
-  const [{ openDb, isPostgresUrl }, { migrate }, { pgliteLocation }] = await Promise.all([
+  const [{ openDb }, { migrate }, { pgliteLocation }] = await Promise.all([
     import('../store/db.ts'),
     import('../store/migrate.ts'),
     import('../store/pglite-open.ts'),

@@ -581,6 +581,18 @@ describe(
       await drop?.();
     });
 
+    /** The first request of a session on stdio (id 1). */
+    const INITIALIZE = {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: {
+        protocolVersion: '2025-06-18',
+        capabilities: {},
+        clientInfo: { name: 'taskflow-test', version: '1' },
+      },
+    };
+
     /** The environment of `taskflow mcp` for alice, writing into this test's database. */
     const mcpEnv = async (): Promise<Record<string, string>> => ({
       ...(process.env as Record<string, string>),
@@ -635,18 +647,7 @@ describe(
       child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-      child.stdin.write(
-        `${JSON.stringify({
-          jsonrpc: '2.0',
-          id: 1,
-          method: 'initialize',
-          params: {
-            protocolVersion: '2025-06-18',
-            capabilities: {},
-            clientInfo: { name: 'taskflow-test', version: '1' },
-          },
-        })}\n`,
-      );
+      child.stdin.write(`${JSON.stringify(INITIALIZE)}\n`);
       await waitFor(() => stdout.includes('"id":1'), 30_000, 'the initialize answer');
       child.stdin.end();
       assert.equal(await exited, 0, stderr);
@@ -680,16 +681,7 @@ describe(
         waitFor(() => answers().find((a) => a.id === id), 30_000, `answer ${String(id)}`);
       const send = (m: unknown) => child.stdin.write(`${typeof m === 'string' ? m : JSON.stringify(m)}\n`);
       try {
-        send({
-          jsonrpc: '2.0',
-          id: 1,
-          method: 'initialize',
-          params: {
-            protocolVersion: '2025-06-18',
-            capabilities: {},
-            clientInfo: { name: 't', version: '1' },
-          },
-        });
+        send(INITIALIZE);
         await answerTo(1);
         send({ jsonrpc: '2.0', method: 'notifications/initialized' });
         // Settings are the api target's data: written by this process, not through REST (no PUBLIC_URL here).

@@ -35,33 +35,20 @@ describe('quietHoursEnd', () => {
     );
   });
   it('ends in the repeated hour of a fall-back day, not a day later', () => {
-    // 01:10 EST, the second pass of 01:00-02:00 on 7 November 2027: ends at 01:30 EST (06:30Z) that night.
-    assert.equal(
-      quietHoursEnd(new Date('2027-11-07T06:10:00Z'), {
-        start: '22:00',
-        end: '01:30',
-        timezone: 'America/New_York',
-      })?.toISOString(),
-      '2027-11-07T06:30:00.000Z',
-    );
-    // 02:10 CET, the second pass of 02:00-03:00 on 31 October 2027: ends at 02:30 CET (01:30Z).
-    assert.equal(
-      quietHoursEnd(new Date('2027-10-31T01:10:00Z'), {
-        start: '22:00',
-        end: '02:30',
-        timezone: 'Europe/Berlin',
-      })?.toISOString(),
-      '2027-10-31T01:30:00.000Z',
-    );
-    // Its first pass ends at the first 02:30 (CEST, 00:30Z).
-    assert.equal(
-      quietHoursEnd(new Date('2027-10-31T00:10:00Z'), {
-        start: '22:00',
-        end: '02:30',
-        timezone: 'Europe/Berlin',
-      })?.toISOString(),
-      '2027-10-31T00:30:00.000Z',
-    );
+    const cases: [now: string, end: string, timezone: string, expected: string][] = [
+      // 01:10 EST, the second pass of 01:00-02:00 on 7 November 2027: ends at 01:30 EST (06:30Z) that night.
+      ['2027-11-07T06:10:00Z', '01:30', 'America/New_York', '2027-11-07T06:30:00.000Z'],
+      // 02:10 CET, the second pass of 02:00-03:00 on 31 October 2027: ends at 02:30 CET (01:30Z).
+      ['2027-10-31T01:10:00Z', '02:30', 'Europe/Berlin', '2027-10-31T01:30:00.000Z'],
+      // Its first pass ends at the first 02:30 (CEST, 00:30Z).
+      ['2027-10-31T00:10:00Z', '02:30', 'Europe/Berlin', '2027-10-31T00:30:00.000Z'],
+    ];
+    for (const [now, end, timezone, expected] of cases)
+      assert.equal(
+        quietHoursEnd(new Date(now), { start: '22:00', end, timezone })?.toISOString(),
+        expected,
+        `${now} in ${timezone}`,
+      );
   });
 
   it('handles a same-day window and the zone offset in summer', () => {

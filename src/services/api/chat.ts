@@ -213,9 +213,13 @@ function parseChatBody(body: unknown): { conversationId: string | null; message:
   return { conversationId: typeof id === 'string' ? id : null, message: parsed.value.message as string };
 }
 
-/** What a message costs of the history's budget, in characters. */
-const historySize = (m: ChatMessage) =>
-  (m.content?.length ?? 0) + (m.role === 'assistant' ? JSON.stringify(m.tool_calls ?? []).length : 0);
+/** What messages cost of the history's budget, in characters. */
+const historySize = (messages: readonly ChatMessage[]) =>
+  messages.reduce(
+    (n, m) =>
+      n + (m.content?.length ?? 0) + (m.role === 'assistant' ? JSON.stringify(m.tool_calls ?? []).length : 0),
+    0,
+  );
 
 /**
  * History sent to the model: whole turns (a user message and what followed it), the newest first while they fit
@@ -232,12 +236,12 @@ export function usableHistory(messages: readonly ChatMessage[], maxChars = Infin
     while (start > 0 && messages[start]!.role !== 'user') start--;
     if (messages[start]!.role !== 'user') break; // messages before the first user message: no turn
     let turn = messages.slice(start, end);
-    let cost = turn.reduce((n, m) => n + historySize(m), 0);
+    let cost = historySize(turn);
     if (used + cost > maxChars) {
       if (out.length > 0) break;
       const reply = turn.findLast((m) => m.role === 'assistant' && !m.tool_calls?.length && m.content);
       turn = reply ? [turn[0]!, reply] : [turn[0]!];
-      cost = turn.reduce((n, m) => n + historySize(m), 0);
+      cost = historySize(turn);
       if (cost > maxChars) break;
     }
     out = [...turn, ...out];
