@@ -33,6 +33,8 @@ const state = {
   editing: false,
   loads: 0, // list loads started: an answer to an older one (a search typed since) is dropped
   nextCursor: null, // the list's next page, when it has one
+  pages: 1, // how many pages of the list are shown ("Show more")
+  listQuery: '', // the query those pages are of
   lastMessageAt: 0, // when the socket last heard from the server (a pong counts): a silent one is dead
   view: VIEWS.includes(localStorage.getItem(VIEW_KEY)) ? localStorage.getItem(VIEW_KEY) : 'all',
   selected: null, // the id of the task the keys act on (j/k, x, e)
@@ -153,14 +155,27 @@ function query() {
 
 async function loadTasks() {
   const load = ++state.loads;
+  const q = query();
+  if (q !== state.listQuery) {
+    state.listQuery = q;
+    state.pages = 1; // another view, filter or search starts at its first page
+  }
   try {
-    const [page, counts] = await Promise.all([
-      api('GET', `/api/tasks?${query()}`),
+    const [first, counts] = await Promise.all([
+      api('GET', `/api/tasks?${q}`),
       api('GET', '/api/tasks/counts'),
     ]);
+    let items = first.items;
+    let cursor = first.next_cursor;
+    // The pages "Show more" added are read again too: a live update must not cut the list back to its first.
+    for (let shown = 1; shown < state.pages && cursor; shown++) {
+      const next = await api('GET', `/api/tasks?${q}&cursor=${encodeURIComponent(cursor)}`);
+      items = [...items, ...next.items];
+      cursor = next.next_cursor;
+    }
     if (load !== state.loads) return; // a newer load (another search, view or filter) has been asked for
-    state.tasks = page.items;
-    state.nextCursor = page.next_cursor;
+    state.tasks = items;
+    state.nextCursor = cursor;
     for (const span of document.querySelectorAll('#views [data-count]'))
       span.textContent = String(counts[span.dataset.count] ?? '');
     if (!state.editing) render(); // an open edit form is not replaced under the user's hands
@@ -172,19 +187,11 @@ async function loadTasks() {
   }
 }
 
-/** The list's next page (the list shows 200 at a time). */
-async function loadMore() {
+/** One page more (the list reads 200 tasks a page), kept through later reloads of the list. */
+function loadMore() {
   if (!state.nextCursor) return;
-  const q = new URLSearchParams(query());
-  q.set('cursor', state.nextCursor);
-  const load = state.loads;
-  await run(async () => {
-    const page = await api('GET', `/api/tasks?${q}`);
-    if (load !== state.loads) return;
-    state.tasks = [...state.tasks, ...page.items];
-    state.nextCursor = page.next_cursor;
-    if (!state.editing) render();
-  });
+  state.pages++;
+  return loadTasks();
 }
 
 function setView(view) {
@@ -533,14 +540,17 @@ const PONG_WAIT_MS = 10_000;
  */
 function checkAlive(ws) {
   if (state.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
-  if (Date.now() - state.lastMessageAt > PING_MS + PONG_WAIT_MS) {
-    clearInterval(state.pingTimer);
-    state.ws = null;
-    ws.close();
-    setStatus('offline');
-    return connect();
-  }
+  if (Date.now() - state.lastMessageAt > PING_MS + PONG_WAIT_MS) return reopen(ws);
   ws.send('{"type":"ping"}');
+}
+
+/** Gives up a silent socket (its close may never come) and opens another, which resumes from the sequence. */
+function reopen(ws) {
+  clearInterval(state.pingTimer);
+  state.ws = null;
+  ws.close();
+  setStatus('offline');
+  connect();
 }
 
 /** Back online, or the page shown again: check the socket now rather than at the next ping. */
@@ -552,13 +562,7 @@ function wakeUp() {
   const asked = Date.now();
   ws.send('{"type":"ping"}');
   setTimeout(() => {
-    if (state.ws === ws && state.lastMessageAt < asked) {
-      clearInterval(state.pingTimer);
-      state.ws = null;
-      ws.close();
-      setStatus('offline');
-      connect();
-    }
+    if (state.ws === ws && state.lastMessageAt < asked) reopen(ws);
   }, PONG_WAIT_MS);
 }
 

@@ -431,6 +431,26 @@ describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium',
     assert.deepEqual(errors, []);
   });
 
+  it('shows more than 200 tasks with "Show more", and a live update keeps them shown', async () => {
+    const user = 'hoarder';
+    for (let i = 0; i < 205; i++)
+      assert.equal(
+        (await ctx.app.call(user, 'POST', '/api/tasks', { title: `Item ${String(i).padStart(3, '0')}` }))
+          .status,
+        201,
+      );
+    const { page, errors } = await signedInPage(ctx, user);
+    const rows = () => page.locator('#tasks li.task').count();
+    await waitUntil(async () => (await rows()) === 200, 'the first page');
+    await page.click('#more');
+    await waitUntil(async () => (await rows()) === 205, 'the second page');
+    assert.equal(await page.locator('#more').isVisible(), false, 'nothing more to show');
+    await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Item 205' });
+    await taskRow(page, 'Item 205').waitFor({ timeout: LIVE_MS });
+    await waitUntil(async () => (await rows()) === 206, 'all 206 after the live update');
+    assert.deepEqual(errors, []);
+  });
+
   it("offers the browser's time zone when the settings have another, and Today follows it once taken", async () => {
     const user = 'traveller';
     // 06:00 tomorrow in Los Angeles: tomorrow there, though possibly still today in UTC.
