@@ -21,7 +21,8 @@ export interface QuietHours {
   /** Local wall-clock times `HH:MM`; a window that ends before it starts spans midnight. */
   start: string;
   end: string;
-  timezone: string;
+  /** IANA zone of those times; null: the user's own zone (GET /api/me/settings) when it is evaluated. */
+  timezone: string | null;
 }
 
 export interface NotificationPreferences {
@@ -145,14 +146,15 @@ export const PREFERENCE_FIELDS = {
       for (const k of ['start', 'end'] as const)
         if (typeof q[k] !== 'string' || !HHMM.test(q[k]))
           refuse(ctx, 'must be a local time HH:MM (24 h)', [k]);
-      const tz = q.timezone ?? 'UTC';
-      if (!isTimeZone(tz)) refuse(ctx, 'must be an IANA time zone such as Europe/Berlin', ['timezone']);
+      const tz = q.timezone ?? null;
+      if (tz !== null && !isTimeZone(tz))
+        refuse(ctx, 'must be an IANA time zone such as Europe/Berlin, or null', ['timezone']);
       if (ctx.issues.length !== before) return undefined;
       // Stored as IANA spells it (`europe/berlin` is `Europe/Berlin`), as the user's own zone is.
       return {
         start: q.start as string,
         end: q.end as string,
-        timezone: canonicalTimeZone(tz as string) ?? (tz as string),
+        timezone: tz === null ? null : (canonicalTimeZone(tz as string) ?? (tz as string)),
       };
     })
     .meta({
@@ -163,7 +165,10 @@ export const PREFERENCE_FIELDS = {
       properties: {
         start: { type: 'string', pattern: HHMM_PATTERN, examples: ['22:00'] },
         end: { type: 'string', pattern: HHMM_PATTERN, examples: ['07:00'] },
-        timezone: timeZoneDoc('an IANA time zone (null or left out: UTC)', true),
+        timezone: timeZoneDoc(
+          "an IANA time zone (null or left out: the user's own, from /api/me/settings)",
+          true,
+        ),
       },
     }),
   webhook_url: z
@@ -204,13 +209,15 @@ const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.
 
 /**
  * When `now` falls in the quiet hours, the instant they end (the next local `end` time); otherwise null.
- * Local times are evaluated in the window's zone; on a DST gap the end moves later (Temporal "compatible").
+ * Local times are evaluated in the window's zone, or `userZone` when it names none; on a DST gap the end moves
+ * later (Temporal "compatible").
  */
-export function quietHoursEnd(now: Date, q: QuietHours): Date | null {
+export function quietHoursEnd(now: Date, q: QuietHours, userZone = 'UTC'): Date | null {
   const start = minutesOf(q.start);
   const end = minutesOf(q.end);
   if (start === end) return null;
-  const local = Temporal.Instant.fromEpochMilliseconds(now.getTime()).toZonedDateTimeISO(q.timezone);
+  const zone = q.timezone ?? userZone;
+  const local = Temporal.Instant.fromEpochMilliseconds(now.getTime()).toZonedDateTimeISO(zone);
   const m = local.hour * 60 + local.minute;
   const inside = start < end ? m >= start && m < end : m >= start || m < end;
   if (!inside) return null;
@@ -222,7 +229,7 @@ export function quietHoursEnd(now: Date, q: QuietHours): Date | null {
     const later = local
       .toPlainDateTime()
       .withPlainTime(endTime)
-      .toZonedDateTime(q.timezone, { disambiguation: 'later' });
+      .toZonedDateTime(zone, { disambiguation: 'later' });
     endAt = Temporal.ZonedDateTime.compare(later, local) > 0 ? later : endAt.add({ days: 1 });
   }
   return new Date(endAt.epochMilliseconds);

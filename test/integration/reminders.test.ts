@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { uuidv7 } from '../../src/ids.ts';
 import webpush from 'web-push';
 import WebSocket from 'ws';
+import { Temporal } from 'temporal-polyfill';
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
@@ -674,6 +675,42 @@ for (const BUS of BUSES) {
       assert.equal(mailsTo('ursula@example.com').length, 0, 'held during quiet hours');
       await setPrefs('ursula', { quiet_hours: null });
       await waitFor(() => mailsTo('ursula@example.com').length === 1, WAIT, 'the email, quiet hours off');
+    });
+
+    it("reads quiet hours without a zone, and says the due time, in the user's own zone", async () => {
+      const zone = 'America/Los_Angeles';
+      const put = await app.call('lena', 'PUT', '/api/me/settings', { timezone: zone });
+      assert.equal(put.status, 200, JSON.stringify(put.body));
+      const local = (ms: number) =>
+        Temporal.Instant.fromEpochMilliseconds(clock.now().getTime() + ms).toZonedDateTimeISO(zone);
+      const hhmm = (ms: number) => local(ms).toPlainTime().toString({ smallestUnit: 'minute' });
+      // Quiet from an hour ago to six hours ahead on Lena's clock: in UTC (eight hours ahead) not quiet now.
+      const prefs = await setPrefs('lena', {
+        email: 'lena@example.com',
+        quiet_hours: { start: hhmm(-HOUR), end: hhmm(6 * HOUR) },
+      });
+      assert.equal(prefs.quiet_hours.timezone, null, 'no zone given: the user’s own, whatever it becomes');
+      const task = await createTask('lena', {
+        title: 'Call mum',
+        due_date: at(2 * HOUR),
+        reminders: [at(MIN)],
+      });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      await waitForEvents(app, task.id, 'reminder.triggered', 1);
+      const due = local(2 * HOUR - MIN - 1_000);
+      const dueText = `Due ${due.toPlainDate()} ${due.toPlainTime().toString({ smallestUnit: 'minute' })} ${zone}`;
+      const [inApp] = await waitFor(
+        async () => ((await inboxFor('lena', task.id)).length === 1 ? inboxFor('lena', task.id) : false),
+        WAIT,
+        'the in-app one',
+      );
+      assert.ok(inApp.body.includes(dueText), `the in-app text: ${inApp.body}`);
+      await deliveriesIdle('lena');
+      assert.equal(mailsTo('lena@example.com').length, 0, 'held: quiet on her clock');
+      await setPrefs('lena', { quiet_hours: null });
+      await waitFor(() => mailsTo('lena@example.com').length === 1, WAIT, 'the email, quiet hours off');
+      assert.ok(mailsTo('lena@example.com')[0]!.raw.includes(dueText), 'the email text');
     });
 
     it('defers email and webhook during quiet hours (in-app at once), sends them when they end, drops dismissed ones', async () => {

@@ -53,6 +53,20 @@ describe('quietHoursEnd', () => {
 
   it('handles a same-day window and the zone offset in summer', () => {
     const lunch = { start: '12:00', end: '13:30', timezone: 'America/New_York' };
+    // Without a zone of its own, the window is read in the user's.
+    assert.equal(
+      quietHoursEnd(
+        new Date('2026-07-01T16:15:00Z'),
+        { ...lunch, timezone: null },
+        'America/New_York',
+      )?.toISOString(),
+      '2026-07-01T17:30:00.000Z',
+    );
+    assert.equal(
+      quietHoursEnd(new Date('2026-07-01T16:15:00Z'), { ...lunch, timezone: null }),
+      null,
+      'UTC: 16:15',
+    );
     // 12:15 EDT (UTC-4) in July
     assert.equal(
       quietHoursEnd(new Date('2026-07-01T16:15:00Z'), lunch)?.toISOString(),
@@ -87,14 +101,14 @@ describe('validatePreferencesPatch', () => {
       webhook_secret: '0123456789abcdef',
     });
   });
-  it('accepts nulls to clear and defaults the quiet-hours zone to UTC', () => {
+  it("accepts nulls to clear; quiet hours without a zone follow the user's own (null)", () => {
     const r = validatePreferencesPatch({
       email: null,
       webhook_url: null,
       quiet_hours: { start: '01:00', end: '02:00' },
     });
     assert.ok(r.ok);
-    assert.deepEqual(r.value.quiet_hours, { start: '01:00', end: '02:00', timezone: 'UTC' });
+    assert.deepEqual(r.value.quiet_hours, { start: '01:00', end: '02:00', timezone: null });
   });
   it('stores the quiet-hours zone as IANA spells it', () => {
     const r = validatePreferencesPatch({

@@ -4,6 +4,7 @@
  * loop retries. The in-app channel is a database write and lives in the delivery loop.
  */
 import { Agent } from 'node:https';
+import { Temporal } from 'temporal-polyfill';
 import type { Transporter } from 'nodemailer';
 import type WebPush from 'web-push';
 import type { ReminderEventData } from '../../contracts/events.ts';
@@ -16,11 +17,27 @@ export interface MessageContent {
   text: string;
 }
 
-/** What a reminder says, on every channel; `link` (PUBLIC_URL) points the reader at the task board. */
-export function reminderContent(d: ReminderEventData, link?: string): MessageContent {
-  const due = d.due_at
-    ? `Due ${d.due_at.replace('T', ' ').replace(/:\d\d\.\d{3}Z$/, ' UTC')}`
-    : 'No due date';
+/** `2026-12-05 09:00 Europe/Paris`: an instant as a reader in `timeZone` reads it (UTC if that is not a zone). */
+function localTime(iso: string, timeZone: string): string {
+  let at: Temporal.ZonedDateTime;
+  try {
+    at = Temporal.Instant.from(iso).toZonedDateTimeISO(timeZone);
+  } catch {
+    at = Temporal.Instant.from(iso).toZonedDateTimeISO('UTC');
+  }
+  return `${at.toPlainDate().toString()} ${at.toPlainTime().toString({ smallestUnit: 'minute' })} ${at.timeZoneId}`;
+}
+
+/**
+ * What a reminder says, on every channel: the due time in the user's own zone (`timeZone`); `link`
+ * (PUBLIC_URL) points the reader at the task board.
+ */
+export function reminderContent(
+  d: ReminderEventData,
+  opts: { timeZone?: string; link?: string | undefined } = {},
+): MessageContent {
+  const link = opts.link;
+  const due = d.due_at ? `Due ${localTime(d.due_at, opts.timeZone ?? 'UTC')}` : 'No due date';
   return {
     subject: `Reminder: ${d.title}`,
     text:
@@ -48,8 +65,8 @@ export class EmailChannel {
     private readonly link?: string,
   ) {}
 
-  async send(to: string, d: ReminderEventData, deliveryId: string): Promise<void> {
-    const c = reminderContent(d, this.link);
+  async send(to: string, d: ReminderEventData, deliveryId: string, timeZone = 'UTC'): Promise<void> {
+    const c = reminderContent(d, { timeZone, link: this.link });
     await this.transport.sendMail({
       from: this.from,
       to,
@@ -109,8 +126,13 @@ export class PushChannel {
    * Sends to one subscription. Resolves 'gone' when the push service says the subscription no longer exists
    * (404/410): the caller deletes it.
    */
-  async send(target: PushTarget, d: ReminderEventData, deliveryId: string): Promise<'sent' | 'gone'> {
-    const c = reminderContent(d);
+  async send(
+    target: PushTarget,
+    d: ReminderEventData,
+    deliveryId: string,
+    timeZone = 'UTC',
+  ): Promise<'sent' | 'gone'> {
+    const c = reminderContent(d, { timeZone });
     const payload = JSON.stringify({
       type: 'reminder',
       delivery_id: deliveryId,

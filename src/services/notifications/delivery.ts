@@ -107,8 +107,9 @@ export class DeliveryWorker {
     try {
       const prefs = await getPreferences(db, row.user_id);
       if (!prefs.channels[row.channel]) throw new Skip(`channel ${row.channel} is turned off`);
+      const timeZone = prefs.user_timezone ?? this.rt.config.defaultTimezone;
       if (QUIET_CHANNELS.includes(row.channel) && prefs.quiet_hours) {
-        const end = quietHoursEnd(now, prefs.quiet_hours);
+        const end = quietHoursEnd(now, prefs.quiet_hours, timeZone);
         if (end) {
           await deferDelivery(db, row.id, this.holder, end, { countAttempt: false });
           return;
@@ -116,7 +117,7 @@ export class DeliveryWorker {
       }
       switch (row.channel) {
         case 'in_app': {
-          const c = reminderContent(row.payload);
+          const c = reminderContent(row.payload, { timeZone });
           // The inbox row, its live push to the user's clients (an outbox event) and "sent" commit together:
           // exactly one in-app notification per delivery.
           await db.transaction(async (tx) => {
@@ -131,7 +132,7 @@ export class DeliveryWorker {
         case 'email': {
           if (!this.channels.email) throw new Skip('email is not configured (SMTP_URL)');
           if (!prefs.email) throw new Skip('no email address in the preferences');
-          await this.channels.email.send(prefs.email, row.payload, row.id);
+          await this.channels.email.send(prefs.email, row.payload, row.id, timeZone);
           break;
         }
         case 'webhook': {
@@ -153,7 +154,7 @@ export class DeliveryWorker {
           let failed: unknown = null;
           for (const s of subs) {
             try {
-              if ((await push.send(s, row.payload, row.id)) === 'gone')
+              if ((await push.send(s, row.payload, row.id, timeZone)) === 'gone')
                 await db.query('DELETE FROM push_subscriptions WHERE id = $1', [s.id]);
               else await markPushSent(db, row.id, s.id);
             } catch (err) {

@@ -18,32 +18,47 @@ const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOS
 
 export interface StoredPreferences extends NotificationPreferences {
   webhook_secret: string | null;
+  /**
+   * The user's own zone (user_settings, GET /api/me/settings), null when never set: quiet hours without a zone
+   * and the due time a message shows are read in it.
+   */
+  user_timezone: string | null;
 }
 
-interface PrefRow {
-  email: string | null;
-  email_enabled: boolean;
-  push_enabled: boolean;
-  in_app_enabled: boolean;
-  webhook_enabled: boolean;
-  webhook_url: string | null;
-  webhook_secret: string | null;
-  quiet_start: string | null;
-  quiet_end: string | null;
-  quiet_timezone: string | null;
-}
+type PrefRow = { user_timezone: string | null } & (
+  | {
+      email: string | null;
+      email_enabled: boolean;
+      push_enabled: boolean;
+      in_app_enabled: boolean;
+      webhook_enabled: boolean;
+      webhook_url: string | null;
+      webhook_secret: string | null;
+      quiet_start: string | null;
+      quiet_end: string | null;
+      quiet_timezone: string | null;
+    }
+  | { email_enabled: null }
+);
 
 export async function getPreferences(q: Queryable, userId: string): Promise<StoredPreferences> {
   const r = (
     await q.query<PrefRow>(
-      `SELECT email, email_enabled, push_enabled, in_app_enabled, webhook_enabled, webhook_url, webhook_secret,
-              quiet_start, quiet_end, quiet_timezone
-         FROM notification_preferences WHERE user_id = $1`,
+      `SELECT p.email, p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
+              p.webhook_secret, p.quiet_start, p.quiet_end, p.quiet_timezone, s.timezone AS user_timezone
+         FROM (SELECT $1::text AS user_id) u
+         LEFT JOIN notification_preferences p ON p.user_id = u.user_id
+         LEFT JOIN user_settings s ON s.user_id = u.user_id`,
       [userId],
     )
-  ).rows[0];
-  if (!r)
-    return { ...DEFAULT_PREFERENCES, channels: { ...DEFAULT_PREFERENCES.channels }, webhook_secret: null };
+  ).rows[0]!;
+  if (r.email_enabled === null)
+    return {
+      ...DEFAULT_PREFERENCES,
+      channels: { ...DEFAULT_PREFERENCES.channels },
+      webhook_secret: null,
+      user_timezone: r.user_timezone,
+    };
   return {
     email: r.email,
     channels: {
@@ -54,10 +69,11 @@ export async function getPreferences(q: Queryable, userId: string): Promise<Stor
     },
     quiet_hours:
       r.quiet_start && r.quiet_end
-        ? { start: r.quiet_start, end: r.quiet_end, timezone: r.quiet_timezone ?? 'UTC' }
+        ? { start: r.quiet_start, end: r.quiet_end, timezone: r.quiet_timezone }
         : null,
     webhook_url: r.webhook_url,
     webhook_secret: r.webhook_secret,
+    user_timezone: r.user_timezone,
   };
 }
 
@@ -89,6 +105,7 @@ export async function putPreferences(
     quiet_hours: patch.quiet_hours !== undefined ? patch.quiet_hours : current.quiet_hours,
     webhook_url: patch.webhook_url !== undefined ? patch.webhook_url : current.webhook_url,
     webhook_secret: patch.webhook_secret !== undefined ? patch.webhook_secret : current.webhook_secret,
+    user_timezone: current.user_timezone,
   };
   let generatedSecret: string | null = null;
   if (next.webhook_url && !next.webhook_secret) {
