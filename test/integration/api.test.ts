@@ -1023,4 +1023,29 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
     assert.match(refused.headers.get('www-authenticate') ?? '', /^Bearer /);
     assert.ok(doc.paths['/api/tasks'].get.responses['401'].headers['WWW-Authenticate']);
   });
+
+  it('refuses a webhook or push endpoint that can never be delivered to (not a public address) when saved', async () => {
+    for (const url of [
+      'http://127.0.0.1:8080/hook',
+      'http://localhost/hook',
+      'https://192.168.0.5/x',
+      'http://10.1.2.3/x',
+    ]) {
+      const r = await app.call('olga', 'PUT', '/api/notifications/preferences', { webhook_url: url });
+      assert.equal(r.status, 400, `${url}: ${JSON.stringify(r.body)}`);
+      assert.match(JSON.stringify(r.body), /webhook_url.*not a public address/, url);
+    }
+    const keys = { p256dh: 'B'.repeat(87), auth: 'A'.repeat(22) };
+    const push = await app.call('olga', 'POST', '/api/notifications/push-subscriptions', {
+      endpoint: 'https://169.254.169.254/latest',
+      keys,
+    });
+    assert.equal(push.status, 400, JSON.stringify(push.body));
+    assert.match(JSON.stringify(push.body), /endpoint.*not a public address/);
+    const prefs = await app.call('olga', 'GET', '/api/notifications/preferences');
+    assert.ok(
+      !/127\.0\.0\.1|localhost|192\.168\.0\.5|10\.1\.2\.3/.test(String(prefs.body.webhook_url)),
+      'nothing saved',
+    );
+  });
 });

@@ -62,6 +62,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
         clock: rt.clock,
         verify: rt.verify,
         vapidPublicKey: opts.vapid?.publicKey ?? null,
+        allowPrivateTargets: opts.webhookAllowPrivate,
       });
       worker.start();
 

@@ -5,7 +5,12 @@
  * or re-resolves to one after a check (DNS rebinding), is refused too. Hand-written: fetch (undici) takes no
  * lookup hook without the separate undici package, and node:http does.
  */
-import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
+import {
+  lookup as dnsLookup,
+  promises as dnsPromises,
+  type LookupAddress,
+  type LookupAllOptions,
+} from 'node:dns';
 import { request as httpRequest, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP } from 'node:net';
@@ -80,6 +85,26 @@ export function publicOnlyLookup(
     const first = addresses[0]!;
     callback(null, first.address, first.family);
   });
+}
+
+/** How long `nonPublicTarget` waits for DNS before it lets the URL through (the send checks again). */
+const TARGET_LOOKUP_MS = 2_000;
+
+/**
+ * Why a URL a user gives (a webhook, a push endpoint) can never be delivered to, or null: its host is written
+ * as, or resolves only now to, an address that is not public. Answered when the URL is saved, so the user
+ * hears of it then and not as a dead delivery hours later; a name that does not resolve, or not in time,
+ * passes (the send's own check is the guard, against DNS changes too).
+ */
+export async function nonPublicTarget(url: URL): Promise<string | null> {
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(host)) return isNonPublicAddress(host) ? `${host} is not a public address` : null;
+  const addresses = await Promise.race([
+    dnsPromises.lookup(host, { all: true }).catch(() => []),
+    new Promise<LookupAddress[]>((resolve) => setTimeout(resolve, TARGET_LOOKUP_MS, []).unref()),
+  ]);
+  const blocked = addresses.find((a) => isNonPublicAddress(a.address));
+  return blocked ? `${host} resolves to ${blocked.address}, which is not a public address` : null;
 }
 
 export interface PostResult {

@@ -37,12 +37,15 @@ import {
   pushSubscriptionView,
   putPreferences,
 } from './store.ts';
+import { nonPublicTarget } from './outbound.ts';
 
 export interface NotificationRoutesDeps {
   db: Db;
   clock: Clock;
   verify: Verifier;
   vapidPublicKey: string | null;
+  /** NOTIFY_WEBHOOK_ALLOW_PRIVATE: webhooks and push endpoints may name private addresses (development). */
+  allowPrivateTargets: boolean;
 }
 
 const security = [{ bearerAuth: [] }];
@@ -68,7 +71,11 @@ const preferencesDoc = {
       // Any zone the runtime takes, links such as Asia/Calcutta too (the document's list names only canonical ones).
       properties: {
         ...quietHoursDoc.properties,
-        timezone: { type: 'string', description: 'an IANA time zone (UTC when none was given)' },
+        timezone: {
+          type: ['string', 'null'],
+          description:
+            "an IANA time zone; null: the user's own (GET /api/me/settings), UTC when that is unset",
+        },
       },
     },
     webhook_url: fieldJsonSchema(PREFERENCE_FIELDS.webhook_url),
@@ -87,6 +94,18 @@ export async function registerNotificationRoutes(
   deps: NotificationRoutesDeps,
 ): Promise<void> {
   const { db, clock } = deps;
+  /** A URL that could never be delivered to is a 400 when it is saved (outbound.ts nonPublicTarget). */
+  const refuseNonPublic = async (url: string | null | undefined, path: string) => {
+    if (!url || deps.allowPrivateTargets) return;
+    const problem = await nonPublicTarget(new URL(url));
+    if (problem)
+      throw new ValidationError([
+        {
+          path,
+          message: `${problem}: it must reach the public internet (NOTIFY_WEBHOOK_ALLOW_PRIVATE=true allows it)`,
+        },
+      ]);
+  };
 
   await authenticatedScope(app, deps, async (scope, userOf) => {
     scope.get(
@@ -118,6 +137,7 @@ export async function registerNotificationRoutes(
         const userId = await userOf(req);
         const parsed = validatePreferencesPatch(req.body);
         if (!parsed.ok) throw new ValidationError(parsed.issues);
+        await refuseNonPublic(parsed.value.webhook_url, 'webhook_url');
         const { prefs, generatedSecret } = await db.transaction((tx) =>
           putPreferences(tx, userId, parsed.value, clock.now()),
         );
@@ -171,6 +191,7 @@ export async function registerNotificationRoutes(
         const userId = await userOf(req);
         const parsed = validatePushSubscription(req.body);
         if (!parsed.ok) throw new ValidationError(parsed.issues);
+        await refuseNonPublic(parsed.value.endpoint, 'endpoint');
         const row = await addPushSubscription(db, userId, parsed.value);
         return reply.code(201).send(pushSubscriptionView(row));
       },
