@@ -20,7 +20,7 @@ export const dataschemaFor = (type: string, version: number) => `urn:taskflow:sc
 
 /** An instant as events and answers carry it (ISO 8601, UTC); the HTTP answers' documents use it too. */
 export const instant = { type: 'string', format: 'date-time' } as const;
-const nullableInstant = { anyOf: [instant, { type: 'null' }] } as const;
+export const nullableInstant = { anyOf: [instant, { type: 'null' }] } as const;
 
 export const taskSchema = {
   $id: 'urn:taskflow:schema:task:v1',

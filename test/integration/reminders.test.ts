@@ -862,6 +862,59 @@ for (const BUS of BUSES) {
       assert.equal(deadAfter, deadBefore + 1);
     });
 
+    it('lists a user’s deliveries with why one died, and sends a dead one again once the user fixed the cause', async () => {
+      await setPrefs('dora', { webhook_url: `${hooks.url}/fail/dora`, webhook_secret: SECRET });
+      const task = await createTask('dora', { title: 'Dead letter', reminders: [at(MIN)] });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        await waitFor(() => hooksAt('/fail/dora').length === attempt, WAIT, `attempt ${attempt}`);
+        clock.advance(2_000);
+      }
+      await deliveriesIdle('dora');
+      const dead = await app.call('dora', 'GET', '/api/notifications/deliveries?status=dead');
+      assert.equal(dead.status, 200, JSON.stringify(dead.body));
+      assert.equal(dead.body.items.length, 1);
+      const [d] = dead.body.items;
+      assert.deepEqual(
+        [d.channel, d.status, d.attempts, d.task_id, d.title, d.next_attempt_at],
+        ['webhook', 'dead', 3, task.id, 'Dead letter', null],
+      );
+      assert.match(d.last_error, /500/);
+      const all = await app.call('dora', 'GET', '/api/notifications/deliveries?channel=in_app');
+      assert.deepEqual(
+        all.body.items.map((x: { status: string }) => x.status),
+        ['sent'],
+      );
+      // Another user sees none of it and cannot retry it; a bad filter is named.
+      assert.deepEqual(
+        (await app.call('bob', 'GET', '/api/notifications/deliveries?status=dead')).body.items,
+        [],
+      );
+      assert.equal(
+        (await app.call('bob', 'POST', `/api/notifications/deliveries/${d.id}/retry`)).status,
+        404,
+      );
+      const bad = await app.call('dora', 'GET', '/api/notifications/deliveries?status=lost&limit=0');
+      assert.equal(bad.status, 400);
+      assert.deepEqual(bad.body.errors.map((e: { field: string }) => e.field).sort(), ['limit', 'status']);
+
+      await setPrefs('dora', { webhook_url: `${hooks.url}/dora` });
+      const retried = await app.call('dora', 'POST', `/api/notifications/deliveries/${d.id}/retry`);
+      assert.equal(retried.status, 200, JSON.stringify(retried.body));
+      assert.deepEqual([retried.body.status, retried.body.attempts], ['pending', 0]);
+      await waitFor(() => hooksAt('/dora').length === 1, WAIT, 'the retried webhook');
+      await deliveriesIdle('dora');
+      const sent = await app.call('dora', 'GET', `/api/notifications/deliveries?channel=webhook`);
+      assert.deepEqual(
+        sent.body.items.map((x: { id: string; status: string }) => [x.id, x.status]),
+        [[d.id, 'sent']],
+      );
+      const again = await app.call('dora', 'POST', `/api/notifications/deliveries/${d.id}/retry`);
+      assert.equal(again.status, 409, 'only a dead one');
+      assert.equal(hooksAt('/dora').length, 1);
+    });
+
     it('validates preferences and push subscriptions, and requires a token', async () => {
       const bad = await app.call('vic', 'PUT', '/api/notifications/preferences', {
         email: 'nope',

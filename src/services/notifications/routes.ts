@@ -9,14 +9,15 @@
  * The user comes from the bearer token; another user's notification is a 404.
  */
 import { createdWith, noContent, okWith, problemDoc } from '../../http/openapi.ts';
-import { instant } from '../../contracts/schemas.ts';
+import { instant, nullableInstant } from '../../contracts/schemas.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
-import { NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema, fieldJsonSchema, unknownParameters } from '../../domain/fields.ts';
 import {
+  type Channel,
   CHANNELS,
   PREFERENCE_FIELDS,
   PUSH_SUBSCRIPTION_FIELDS,
@@ -36,6 +37,10 @@ import {
   preferencesView,
   pushSubscriptionView,
   putPreferences,
+  listDeliveries,
+  retryDeadDelivery,
+  DELIVERY_STATUSES,
+  type DeliveryStatus,
 } from './store.ts';
 import { nonPublicTarget } from './outbound.ts';
 
@@ -49,6 +54,43 @@ export interface NotificationRoutesDeps {
 }
 
 const security = [{ bearerAuth: [] }];
+
+/** A delivery as the deliveries routes answer it (store.ts DeliveryView). */
+const deliveryDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: [
+    'id',
+    'channel',
+    'status',
+    'reminder_id',
+    'task_id',
+    'title',
+    'attempts',
+    'last_error',
+    'next_attempt_at',
+    'sent_at',
+    'created_at',
+  ],
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    channel: { type: 'string', enum: [...CHANNELS] },
+    status: {
+      type: 'string',
+      enum: [...DELIVERY_STATUSES],
+      description:
+        'pending (to be sent, or retried at next_attempt_at), sent, dead (gave up: last_error says why), skipped',
+    },
+    reminder_id: { type: 'string' },
+    task_id: { type: 'string', format: 'uuid' },
+    title: { type: 'string', description: "the task's title when the reminder fired" },
+    attempts: { type: 'integer', minimum: 0 },
+    last_error: { type: ['string', 'null'] },
+    next_attempt_at: { ...nullableInstant, description: 'when a pending delivery is tried next' },
+    sent_at: nullableInstant,
+    created_at: instant,
+  },
+} as const;
 
 const quietHoursDoc = fieldJsonSchema(PREFERENCE_FIELDS.quiet_hours) as {
   required: readonly string[];
@@ -239,6 +281,67 @@ export async function registerNotificationRoutes(
         if (issues.length) throw new ValidationError(issues);
         const r = await listNotifications(db, userId, { unreadOnly: unread === 'true', limit: n });
         return { items: r.items.map(notificationView), unread_count: r.unread_count };
+      },
+    );
+
+    scope.get(
+      '/api/notifications/deliveries',
+      doc(
+        'Your notification deliveries, newest first: each reminder on each channel, and how it went (a dead one says why)',
+        {
+          querystring: {
+            type: 'object',
+            properties: {
+              status: { type: 'string', enum: [...DELIVERY_STATUSES] },
+              channel: { type: 'string', enum: [...CHANNELS] },
+              limit: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
+            },
+          },
+          response: okWith('A page of deliveries', {
+            type: 'object',
+            required: ['items'],
+            properties: { items: { type: 'array', items: deliveryDoc } },
+          }),
+        },
+      ),
+      async (req: FastifyRequest<{ Querystring: Record<string, string | undefined> }>) => {
+        const userId = await userOf(req);
+        const { status, channel, limit } = req.query;
+        const issues = unknownParameters(req.query, ['status', 'channel', 'limit']);
+        if (status !== undefined && !(DELIVERY_STATUSES as readonly string[]).includes(status))
+          issues.push({ path: 'status', message: `must be one of ${DELIVERY_STATUSES.join(', ')}` });
+        if (channel !== undefined && !(CHANNELS as readonly string[]).includes(channel))
+          issues.push({ path: 'channel', message: `must be one of ${CHANNELS.join(', ')}` });
+        const n = limit === undefined ? 50 : Number(limit);
+        if (!Number.isInteger(n) || n < 1 || n > 200)
+          issues.push({ path: 'limit', message: 'must be an integer from 1 to 200' });
+        if (issues.length) throw new ValidationError(issues);
+        const items = await listDeliveries(db, userId, {
+          status: status as DeliveryStatus | undefined,
+          channel: channel as Channel | undefined,
+          limit: n,
+        });
+        return { items };
+      },
+    );
+
+    scope.post(
+      '/api/notifications/deliveries/:id/retry',
+      doc(
+        'Send a dead delivery again (its attempts start over; a push goes only to the devices not reached)',
+        {
+          response: { ...okWith('The delivery, pending', deliveryDoc), 409: problemDoc },
+        },
+      ),
+      async (req: FastifyRequest<{ Params: { id: string } }>) => {
+        const userId = await userOf(req);
+        const r = isUuid(req.params.id)
+          ? await retryDeadDelivery(db, userId, req.params.id, clock.now())
+          : undefined;
+        if (!r) throw new NotFoundError('delivery');
+        if (r === 'not dead')
+          throw new ConflictError('only a dead delivery can be retried; this one is not dead');
+        return r;
       },
     );
 

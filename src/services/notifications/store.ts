@@ -410,3 +410,74 @@ export async function markRead(
   );
   return r.rows[0];
 }
+
+export const DELIVERY_STATUSES = ['pending', 'sent', 'dead', 'skipped'] as const;
+export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
+
+/** A delivery as GET /api/notifications/deliveries shows it: one reminder on one channel, and how it went. */
+export interface DeliveryView {
+  id: string;
+  channel: Channel;
+  status: DeliveryStatus;
+  reminder_id: string;
+  task_id: string;
+  title: string;
+  attempts: number;
+  last_error: string | null;
+  next_attempt_at: string | null;
+  sent_at: string | null;
+  created_at: string;
+}
+
+const DELIVERY_VIEW_COLUMNS = `id::text AS id, channel, status, payload->>'reminder_id' AS reminder_id,
+  payload->>'task_id' AS task_id, payload->>'title' AS title, attempts, last_error,
+  CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at, sent_at, created_at`;
+
+type DeliveryViewRow = Omit<DeliveryView, 'next_attempt_at' | 'sent_at' | 'created_at'> &
+  Record<'next_attempt_at' | 'sent_at', Date | null> & { created_at: Date };
+
+const deliveryView = (r: DeliveryViewRow): DeliveryView => ({
+  ...r,
+  next_attempt_at: iso(r.next_attempt_at),
+  sent_at: iso(r.sent_at),
+  created_at: iso(r.created_at)!,
+});
+
+/** A user's deliveries, newest first, of one status and channel when given. */
+export async function listDeliveries(
+  q: Queryable,
+  userId: string,
+  opts: { status?: DeliveryStatus | undefined; channel?: Channel | undefined; limit: number },
+): Promise<DeliveryView[]> {
+  const r = await q.query<DeliveryViewRow>(
+    `SELECT ${DELIVERY_VIEW_COLUMNS} FROM notification_deliveries
+      WHERE user_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR channel = $3)
+      ORDER BY created_at DESC, id DESC LIMIT $4`,
+    [userId, opts.status ?? null, opts.channel ?? null, opts.limit],
+  );
+  return r.rows.map(deliveryView);
+}
+
+/**
+ * Sends a dead delivery again: pending, due now, its attempts counted from zero (a push goes only to the
+ * devices it has not reached). Resolves the delivery, 'not dead' when it is another status, or undefined when
+ * the user has none with that id.
+ */
+export async function retryDeadDelivery(
+  q: Queryable,
+  userId: string,
+  id: string,
+  now: Date,
+): Promise<DeliveryView | 'not dead' | undefined> {
+  const r = await q.query<DeliveryViewRow>(
+    `UPDATE notification_deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3, claimed_by = NULL
+      WHERE id = $1 AND user_id = $2 AND status = 'dead' RETURNING ${DELIVERY_VIEW_COLUMNS}`,
+    [id, userId, now.toISOString()],
+  );
+  if (r.rows[0]) return deliveryView(r.rows[0]);
+  const exists = await q.query('SELECT 1 FROM notification_deliveries WHERE id = $1 AND user_id = $2', [
+    id,
+    userId,
+  ]);
+  return exists.rows.length ? 'not dead' : undefined;
+}
