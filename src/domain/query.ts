@@ -185,7 +185,7 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     issue('priority', `must be among ${PRIORITIES.join(', ')}, joined by commas`);
   const priorities = rawPriorities.flatMap((p) => p.split(','));
 
-  const tags = list(input.tag ?? []).map((t) => t.toLowerCase());
+  const tags = list(input.tag ?? []).map((t) => t.normalize('NFC').toLowerCase());
   if (tags.length > 20) issue('tag', 'at most 20 tags');
   for (const t of tags) {
     const bad = textProblem(t);
@@ -217,7 +217,7 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   if (due !== null && !(DUE_WINDOWS as readonly string[]).includes(due))
     issue('due', `must be one of ${DUE_WINDOWS.join(', ')}`);
 
-  const q = one('q')?.trim() || null;
+  const q = one('q')?.trim().normalize('NFC') || null;
   if (q !== null && q.length > 200) issue('q', 'must be at most 200 characters');
   else if (q !== null && textProblem(q)) issue('q', textProblem(q)!);
 

@@ -212,7 +212,7 @@ export const TASK_FIELDS = {
       if (issue) refuse(ctx, issue);
     })
     .meta({ minLength: 1, maxLength: LIMITS.titleMax, pattern: NON_BLANK })
-    .transform((v) => v.trim()),
+    .transform((v) => v.trim().normalize('NFC')),
   description: z
     .string(mustBe('a string'))
     .check((ctx) => {
@@ -221,7 +221,7 @@ export const TASK_FIELDS = {
     })
     .meta({ maxLength: LIMITS.descriptionMax, pattern: TEXT })
     .nullable()
-    .transform((v) => v ?? ''),
+    .transform((v) => (v ?? '').normalize('NFC')),
   status: z.enum(STATUSES, { error: oneOf(STATUSES) }),
   // Any case is taken; the document names the canonical spelling.
   priority: z
@@ -256,7 +256,7 @@ export const TASK_FIELDS = {
       const seen = new Set<string>();
       const tags: string[] = [];
       for (const raw of value as string[]) {
-        const tag = raw.trim();
+        const tag = raw.trim().normalize('NFC');
         if (seen.has(tag.toLowerCase())) continue;
         seen.add(tag.toLowerCase());
         tags.push(tag);

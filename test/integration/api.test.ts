@@ -754,6 +754,33 @@ for (const backend of backends) {
       }
     });
 
+    it('finds text and tags however their accents were encoded (stored and searched as NFC)', async () => {
+      const u = 'noel';
+      const decomposed = 'Cafe\u0301 cre\u0300me'; // "Café crème" as macOS keyboards and some pastes send it
+      const created = await app.call(u, 'POST', '/api/tasks', {
+        title: decomposed,
+        tags: ['re\u0301sume\u0301'],
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.equal(created.body.title, 'Café crème', 'stored composed');
+      assert.deepEqual(created.body.tags, ['résumé']);
+      const dup = await app.call(u, 'POST', '/api/tasks', { title: 't', tags: ['Café', 'Cafe\u0301'] });
+      assert.deepEqual(dup.body.tags, ['Café'], 'one tag, however encoded');
+      for (const q of ['café', 'Cafe\u0301', 'crème']) {
+        const r = await app.call(u, 'GET', `/api/tasks?q=${encodeURIComponent(q)}`);
+        assert.deepEqual(
+          r.body.items.map((t: { title: string }) => t.title),
+          ['Café crème'],
+          `q=${JSON.stringify(q)}`,
+        );
+      }
+      const byTag = await app.call(u, 'GET', `/api/tasks?tag=${encodeURIComponent('résumé')}`);
+      assert.deepEqual(
+        byTag.body.items.map((t: { title: string }) => t.title),
+        ['Café crème'],
+      );
+    });
+
     it('writes no task and no event when the transaction rolls back', async () => {
       const store = new TaskStore(db, new ManualClock());
       const rows = await count('tasks');
