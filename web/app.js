@@ -724,15 +724,77 @@ function toolLine(c) {
   return `${c.name.replace(/_/g, ' ')}${title ? `: ${title}` : ''}${c.is_error ? ' (failed)' : ''}`;
 }
 
+/** `**bold**`, `*emphasis*` and `` `code` `` of one line, as nodes (text stays text: nothing is parsed as HTML). */
+function inlineMarkdown(line) {
+  const nodes = [];
+  let rest = line;
+  for (let m = INLINE.exec(rest); m; m = INLINE.exec(rest)) {
+    if (m.index > 0) nodes.push(rest.slice(0, m.index));
+    const [whole, bold, code, em] = m;
+    nodes.push(
+      bold !== undefined
+        ? el('strong', {}, bold)
+        : code !== undefined
+          ? el('code', {}, code)
+          : el('em', {}, em),
+    );
+    rest = rest.slice(m.index + whole.length);
+  }
+  if (rest) nodes.push(rest);
+  return nodes;
+}
+const INLINE = /\*\*([^*\n]+)\*\*|`([^`\n]+)`|\*([^*\s](?:[^*\n]*[^*\s])?)\*/;
+
+/**
+ * The markdown a model's reply uses, as DOM nodes built from text (never innerHTML): paragraphs, line
+ * breaks, `-`/`*` and numbered lists, `#` headings (bold lines), and the inline marks above.
+ */
+function markdown(text) {
+  const blocks = [];
+  let list = null;
+  let para = null;
+  for (const raw of text.split('\n')) {
+    const line = raw.trimEnd();
+    const item = /^\s*(?:[-*•]|(\d+)[.)])\s+(.*)$/.exec(line);
+    if (item) {
+      const tag = item[1] === undefined ? 'ul' : 'ol';
+      if (!list || list.tagName.toLowerCase() !== tag) blocks.push((list = el(tag)));
+      list.append(el('li', {}, inlineMarkdown(item[2])));
+      para = null;
+      continue;
+    }
+    list = null;
+    if (!line.trim()) {
+      para = null;
+      continue;
+    }
+    const heading = /^#{1,6}\s+(.*)$/.exec(line);
+    if (heading) {
+      blocks.push(el('p', {}, el('strong', {}, inlineMarkdown(heading[1]))));
+      para = null;
+      continue;
+    }
+    if (para) para.append(el('br'), ...inlineMarkdown(line));
+    else blocks.push((para = el('p', {}, inlineMarkdown(line))));
+  }
+  return blocks;
+}
+
+/** Shows `text` (the reply so far) in `answer`, drawn as markdown. */
+function showReply(answer, text) {
+  answer.dataset.text = text;
+  answer.replaceChildren(...markdown(text));
+}
+
 function chatEvent(frame, answer) {
   const event = (/^event: (.+)$/m.exec(frame) || [])[1];
   const data = JSON.parse((/^data: (.+)$/m.exec(frame) || [])[1] || 'null');
-  if (event === 'token') answer.textContent += data.text;
+  if (event === 'token') showReply(answer, (answer.dataset.text || '') + data.text);
   else if (event === 'tool_call')
     answer.before(el('li', { class: `chat-tool${data.is_error ? ' error' : ''}` }, toolLine(data)));
   else if (event === 'done') {
     rememberConversation(data.conversation_id);
-    if (!answer.textContent) answer.textContent = data.reply;
+    if (!answer.textContent) showReply(answer, data.reply);
   } else if (event === 'error') {
     rememberConversation(data.conversation_id || state.conversation);
     $('#chat-error').textContent = data.detail || 'The assistant failed';
@@ -825,8 +887,11 @@ async function restoreConversation() {
     const log = $('#chat-log');
     for (const m of messages)
       if (m.role === 'user') log.append(el('li', { class: 'chat-user' }, m.content));
-      else if (m.role === 'assistant' && m.content)
-        log.append(el('li', { class: 'chat-assistant' }, m.content));
+      else if (m.role === 'assistant' && m.content) {
+        const answer = el('li', { class: 'chat-assistant' });
+        showReply(answer, m.content);
+        log.append(answer);
+      }
     log.scrollTop = log.scrollHeight;
   } catch (err) {
     if (err.status === 404) localStorage.removeItem(conversationKey()); // deleted, or no chat served here

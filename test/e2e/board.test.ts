@@ -607,6 +607,44 @@ describe('the assistant on the board in Chromium', { skip }, () => {
     );
     assert.deepEqual(errors, []);
   });
+
+  it('draws the markdown of a reply (lists, bold, code) as it streams and after a reload, never its HTML', async () => {
+    const { page, errors } = await signedInPage(ctx, 'chat-md');
+    await page.waitForSelector('#chat:not([hidden])');
+    const reply =
+      'This week:\n\n- **Pay rent** on `Friday`\n- Call <b>mom</b> *soon*\n\n1. first\n2. second\nsnake_case_name stays';
+    model.script({ text: reply });
+    await page.fill('#chat-input', 'what is due this week?');
+    await page.click('#chat-form button[type=submit]');
+    const answer = page.locator('#chat-log .chat-assistant').last();
+    for (const pass of ['streamed', 'reloaded']) {
+      await answer.locator('ol li').nth(1).waitFor({ timeout: LIVE_MS });
+      const drawn = await answer.evaluate((li) => ({
+        bullets: [...li.querySelectorAll('ul > li')].map((x) => x.textContent),
+        strong: li.querySelector('ul strong')?.textContent,
+        code: li.querySelector('ul code')?.textContent,
+        em: li.querySelector('ul em')?.textContent,
+        numbered: [...li.querySelectorAll('ol > li')].map((x) => x.textContent),
+        html: li.querySelector('b') !== null,
+        last: li.querySelector('p:last-child')?.textContent,
+      }));
+      assert.deepEqual(
+        drawn,
+        {
+          bullets: ['Pay rent on Friday', 'Call <b>mom</b> soon'],
+          strong: 'Pay rent',
+          code: 'Friday',
+          em: 'soon',
+          numbered: ['first', 'second'],
+          html: false,
+          last: 'snake_case_name stays',
+        },
+        pass,
+      );
+      if (pass === 'streamed') await page.reload();
+    }
+    assert.deepEqual(errors, []);
+  });
 });
 
 describe('development sign-in on the board in Chromium', { skip }, () => {
