@@ -178,7 +178,7 @@ async function loadTasks() {
     state.nextCursor = cursor;
     for (const span of document.querySelectorAll('#views [data-count]'))
       span.textContent = String(counts[span.dataset.count] ?? '');
-    if (!state.editing) render(); // an open edit form is not replaced under the user's hands
+    render();
   } catch (err) {
     if (load !== state.loads || err.message === 'unauthorized') return;
     // The server is busy (503 + Retry-After): load again then, rather than leave the list stale with an error.
@@ -426,9 +426,20 @@ function edit(li, t) {
   void showPreview();
 }
 
+/**
+ * Draws the list. An open edit form stays as it is, where it is (not moved: that would take the focus and
+ * what is being typed), and the other tasks are drawn around it, live updates included.
+ */
 function render() {
   const list = $('#tasks');
-  list.replaceChildren(...state.tasks.map(taskItem));
+  const open = state.editing ? list.querySelector('.edit-form')?.closest('li') : null;
+  if (!open) list.replaceChildren(...state.tasks.map(taskItem));
+  else {
+    const at = state.tasks.findIndex((t) => t.id === open.dataset.id);
+    for (const node of [...list.children]) if (node !== open) node.remove();
+    open.before(...state.tasks.slice(0, Math.max(at, 0)).map(taskItem));
+    open.after(...state.tasks.slice(at + 1).map(taskItem));
+  }
   $('#empty').hidden = state.tasks.length > 0;
   $('#more').hidden = !state.nextCursor;
   state.flash.clear();

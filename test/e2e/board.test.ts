@@ -405,6 +405,17 @@ describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium',
     await form.locator('button[type=submit]').click();
     await form.locator('.edit-error').filter({ hasText: 'reminders' }).waitFor({ timeout: LIVE_MS });
     assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
+    // The rest of the list keeps following live updates around the open form, which keeps its text and focus.
+    await form.locator('.edit-description').focus();
+    await ctx.app.call(user, 'POST', '/api/tasks', { title: 'd arrived while editing' });
+    await taskRow(page, 'd arrived while editing').waitFor({ timeout: LIVE_MS });
+    assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
+    assert.equal(await page.evaluate('document.activeElement?.className'), 'edit-description');
+    assert.match(
+      (await form.locator('.edit-error').textContent()) ?? '',
+      /reminders/,
+      'the refusal still shown',
+    );
     // Another tab saves meanwhile: this save does not overwrite it, and says so.
     await form.locator('.edit-reminders').fill('PT1H');
     assert.equal(
@@ -425,7 +436,7 @@ describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium',
     await waitUntil(
       async () =>
         JSON.stringify(await page.locator('#tasks li.task .title').allTextContents()) ===
-        JSON.stringify(['a first', 'b second', 'c third', 'Write the report']),
+        JSON.stringify(['a first', 'b second', 'c third', 'd arrived while editing', 'Write the report']),
       'sorted by title A to Z',
     );
     assert.deepEqual(errors, []);
