@@ -339,6 +339,55 @@ describe('WebSocket gateway', () => {
     assert.ok(Date.now() - opened < 10_000, "closed at the token's expiry, not the ticket's");
   });
 
+  it(
+    'sends nothing once the token expired, between heartbeats too, and a ticket outliving its token opens nothing',
+    { timeout: 20_000 },
+    async () => {
+      // gw-a beats every 30 s (the default): the close must come from the token's own expiry, not a beat.
+      const short = await signDevToken(TEST_SECRET, 'gil', { expiresIn: '2s' });
+      const socket = await Client.open(app.url, { token: short });
+      const issued = await fetch(`${app.url}/api/ws-ticket`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${short}` },
+      });
+      const { ticket } = (await issued.json()) as { ticket: string };
+      const closed = await Promise.race([
+        socket.closed,
+        new Promise<{ code: number; reason: string }>((r) =>
+          setTimeout(r, 5_000, { code: 0, reason: 'open' }),
+        ),
+      ]);
+      assert.deepEqual([closed.code, closed.reason], [1008, 'token expired; reconnect with a fresh token']);
+      await create('gil', 'written after the token expired');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(socket.changes().length, 0);
+      const late = new WebSocket(`${app.url.replace('http', 'ws')}/ws?ticket=${ticket}`);
+      late.on('error', () => undefined);
+      const refusal = await new Promise<{ status: number; body: string }>((resolve) => {
+        late.on('open', () => resolve({ status: 101, body: 'opened' }));
+        late.on('unexpected-response', (_req, res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+      });
+      late.close();
+      assert.equal(refusal.status, 401);
+      assert.match(refusal.body, /token this ticket was made with has expired/);
+    },
+  );
+
+  it(
+    'resyncs a client ahead of a stream it knows nothing of, then sends what comes (a restored database)',
+    { timeout: 20_000 },
+    async () => {
+      const ahead = await open(app, 'hal', { since: 999 });
+      assert.equal((await ahead.next((f) => f.type === 'resync')).sequence, null);
+      await create('hal', 'after the restore');
+      await ahead.seq(1);
+    },
+  );
+
   it('terminates dead connections (no pong) and sends 1001 on shutdown', async () => {
     const gwB = await ensureSecond();
     const dead = await open(gwB, 'eve');

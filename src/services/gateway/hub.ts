@@ -37,9 +37,15 @@ interface Connection {
   user: string;
   lastSent: number;
   alive: boolean;
-  /** When the token that opened it expires (ms): the heartbeat closes it then (1008). */
+  /** When the token that opened it expires (ms): closed then (1008), and nothing is sent to it after. */
   expiresAt: number;
+  /** Closes it at `expiresAt` (the heartbeat does for tokens longer than a timer can wait). */
+  expiry?: NodeJS.Timeout;
 }
+
+/** The longest a Node.js timer waits (2^31 - 1 ms, about 24.8 days). */
+const TIMER_MAX_MS = 2 ** 31 - 1;
+const EXPIRED = 'token expired; reconnect with a fresh token';
 
 export class Hub {
   private readonly byUser = new Map<string, Set<Connection>>();
@@ -112,6 +118,10 @@ export class Hub {
       ws.close(CLOSE.goingAway, 'server shutting down');
       return;
     }
+    if (expiresAt <= Date.now()) {
+      ws.close(CLOSE.policy, EXPIRED);
+      return;
+    }
     const mine = this.byUser.get(user) ?? new Set<Connection>();
     if (mine.size >= this.opts.maxConnectionsPerUser) {
       ws.close(CLOSE.policy, 'too many connections for this user');
@@ -123,6 +133,10 @@ export class Hub {
     mine.add(c);
     this.all.add(c);
     this.metrics.connections.inc();
+    if (expiresAt - Date.now() < TIMER_MAX_MS) {
+      c.expiry = setTimeout(() => this.drop(c, CLOSE.policy, EXPIRED, 'expired'), expiresAt - Date.now());
+      c.expiry.unref();
+    }
     ws.on('pong', () => (c.alive = true));
     ws.on('message', (data, isBinary) => {
       c.alive = true;
@@ -147,8 +161,9 @@ export class Hub {
     // Replay and registration happen in the same tick as the buffer read: nothing can slip in between.
     const plan = this.buffer.plan(user, since);
     if (plan.kind === 'resync') {
-      // From the stream's latest on (the client reloads); with nothing known of the user yet, from `since`.
-      c.lastSent = plan.latest ?? since;
+      // From the stream's latest on (the client reloads); with nothing known of the user yet, whatever comes
+      // (from `since` on, a client ahead of the stream, after a database restore say, got nothing again).
+      c.lastSent = plan.latest ?? 0;
       this.send(c, JSON.stringify({ type: 'resync', sequence: plan.latest }), 'resync');
       return;
     }
@@ -158,6 +173,8 @@ export class Hub {
 
   private send(c: Connection, frame: string, type: string): void {
     if (c.ws.readyState !== OPEN) return;
+    // Its token expired and its timer has not run yet (a busy loop): nothing more for it.
+    if (c.expiresAt <= Date.now()) return this.drop(c, CLOSE.policy, EXPIRED, 'expired');
     if (c.ws.bufferedAmount > this.opts.maxBufferedBytes) {
       this.drop(c, CLOSE.tryAgainLater, 'client too slow; reconnect with ?since=<sequence>', 'slow');
       return;
@@ -179,6 +196,7 @@ export class Hub {
 
   private remove(c: Connection, why: string): void {
     if (!this.all.delete(c)) return;
+    clearTimeout(c.expiry);
     const mine = this.byUser.get(c.user);
     mine?.delete(c);
     if (mine && mine.size === 0) this.byUser.delete(c.user);
@@ -191,7 +209,7 @@ export class Hub {
     const now = Date.now();
     for (const c of [...this.all]) {
       if (c.expiresAt <= now) {
-        this.drop(c, CLOSE.policy, 'token expired; reconnect with a fresh token', 'expired');
+        this.drop(c, CLOSE.policy, EXPIRED, 'expired');
         continue;
       }
       if (!c.alive) {

@@ -61,6 +61,9 @@ export class TicketIssuer {
     const tokenExp = payload.token_exp;
     if (typeof payload.sub !== 'string' || !payload.jti || typeof tokenExp !== 'number')
       throw new AuthError('ticket is invalid');
+    // The socket ends with the token: a ticket outliving it opens none.
+    if (tokenExp * 1000 <= now.getTime())
+      throw new AuthError('the token this ticket was made with has expired; sign in again');
     for (const [jti, exp] of this.used) if (exp * 1000 < now.getTime()) this.used.delete(jti);
     if (this.used.has(payload.jti)) throw new AuthError('ticket was already used');
     this.used.set(payload.jti, payload.exp ?? 0);
