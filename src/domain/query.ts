@@ -4,7 +4,8 @@ import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
 import { Temporal } from 'temporal-polyfill';
 import { INSTANT_HINT, PRIORITIES, PRIORITY_RANK, type Priority, parseInstant } from './task.ts';
-import { commaList, isUuid, textProblem } from './text.ts';
+import { codePoints, commaList, isUuid, textProblem } from './text.ts';
+import { LIMITS } from './task-fields.ts';
 import { unknownParameters } from './fields.ts';
 
 export const SORT_FIELDS = ['due', 'priority', 'created', 'updated', 'title'] as const;
@@ -58,6 +59,8 @@ export const QUERY_KEYS = [
 ] as const;
 
 export const DEFAULT_LIMIT = 50;
+/** The longest search text `q`, in code points. */
+export const SEARCH_MAX = 200;
 export const MAX_LIMIT = 200;
 
 export function encodeCursor(c: Cursor): string {
@@ -186,11 +189,12 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   const priorities = rawPriorities.flatMap((p) => p.split(','));
 
   const tags = list(input.tag ?? []).map((t) => t.normalize('NFC').toLowerCase());
-  if (tags.length > 20) issue('tag', 'at most 20 tags');
+  if (tags.length > LIMITS.tagsMax) issue('tag', `at most ${LIMITS.tagsMax} tags`);
   for (const t of tags) {
     const bad = textProblem(t);
     if (bad) issue('tag', bad);
-    else if (t.length > 50) issue('tag', 'must be at most 50 characters');
+    // In code points, as a stored tag's length (an emoji is one).
+    else if (codePoints(t) > LIMITS.tagMax) issue('tag', `must be at most ${LIMITS.tagMax} characters`);
   }
   const tagMode = one('tag_mode') ?? 'any';
   if (tagMode !== 'any' && tagMode !== 'all') issue('tag_mode', 'must be any or all');
@@ -218,7 +222,7 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     issue('due', `must be one of ${DUE_WINDOWS.join(', ')}`);
 
   const q = one('q')?.trim().normalize('NFC') || null;
-  if (q !== null && q.length > 200) issue('q', 'must be at most 200 characters');
+  if (q !== null && codePoints(q) > SEARCH_MAX) issue('q', `must be at most ${SEARCH_MAX} characters`);
   else if (q !== null && textProblem(q)) issue('q', textProblem(q)!);
 
   const rawSort = one('sort') ?? 'created';

@@ -39,6 +39,8 @@ export const LIMITS = {
 export const TEXT = '^[^\\u0000]*$';
 /** Such text with something besides white space as String.prototype.trim sees it (no \\s: Python's differs). */
 export const NON_BLANK = `^[^\\u0000]*[^\\u0000${TRIMMED_SPACE}][^\\u0000]*$`;
+/** A tag: such text without a comma (tag filters, `?tag=a,b`, separate tags with commas). */
+export const TAG = `^[^\\u0000,]*[^\\u0000,${TRIMMED_SPACE}][^\\u0000,]*$`;
 
 /**
  * The instants the API documents (OpenAPI `pattern`, with `format: date-time`): written years 0002-9998, so
@@ -242,14 +244,16 @@ export const TASK_FIELDS = {
         if (typeof raw !== 'string') return refuse(ctx, 'must be a string', [i]);
         const issue = textIssue(raw, LIMITS.tagMax, true);
         if (issue) return refuse(ctx, issue, [i]);
+        if (raw.includes(','))
+          return refuse(ctx, 'must not contain a comma (a tag filter separates tags with commas)', [i]);
         if (value.indexOf(raw) !== i) refuse(ctx, 'duplicates another tag', [i]);
       });
     })
     .meta({
       maxItems: LIMITS.tagsMax,
       uniqueItems: true,
-      description: 'unique ignoring case',
-      items: { type: 'string', minLength: 1, maxLength: LIMITS.tagMax, pattern: NON_BLANK },
+      description: 'unique ignoring case; no commas',
+      items: { type: 'string', minLength: 1, maxLength: LIMITS.tagMax, pattern: TAG },
     })
     // Tags are case-insensitive: "Work" after "work" is the same tag, kept once as first written.
     .transform((value) => {

@@ -2,6 +2,7 @@
  * The task aggregate: its shape on the wire (snake_case, as the seed clients use), validation of what clients
  * send, and the pure state transitions. No I/O here: the store persists what these functions decide.
  */
+import { canonicalJson } from './canonical-json.ts';
 import type { FieldIssue, Result } from './errors.ts';
 import { ConflictError, fail, ok } from './errors.ts';
 import { isObject, parseBody } from './fields.ts';
@@ -175,7 +176,8 @@ export function newTask(
   };
 }
 
-const sameValue = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+// Key order aside: a recurrence read back from jsonb has its keys in another order than one just parsed.
+const sameValue = (a: unknown, b: unknown) => canonicalJson(a) === canonicalJson(b);
 
 /** The names of the client-visible fields that differ. */
 export function changedFields(before: Task, after: Task): string[] {
@@ -209,6 +211,11 @@ export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Tran
   if (task.status !== next.status) next.completed_at = next.status === 'completed' ? now.toISOString() : null;
   const changes = changedFields(task, next);
   if (changes.length === 0) return ok({ task, changes, eventType: null });
+  // A completed occurrence's series goes on in its next occurrence: a rule changed here would reach nothing.
+  if (task.status === 'completed' && next.status === 'completed' && changes.includes('recurrence'))
+    throw new ConflictError(
+      'this task is completed: its repeat rule is no longer read (a repeating series goes on in its next occurrence); change the pending occurrence, or reopen this one in the same request',
+    );
   next.updated_at = now.toISOString();
   next.version = task.version + 1;
   let eventType: TaskEventType = 'task.updated';

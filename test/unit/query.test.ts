@@ -105,3 +105,14 @@ describe('parseTaskQuery: a parameter of one value given twice', () => {
     assert.equal(parseTaskQuery({ tag: ['a', 'b'], priority: ['high', 'low'] }).ok, true);
   });
 });
+
+describe('parseTaskQuery lengths', () => {
+  it('counts a tag and a search in code points, as a stored tag is counted (an emoji is one)', () => {
+    assert.equal(parseTaskQuery({ tag: '😀'.repeat(50), q: '😀'.repeat(150) }).ok, true);
+    const long = parseTaskQuery({ tag: '😀'.repeat(51), q: 'a'.repeat(201) });
+    assert.deepEqual(long.ok ? [] : long.issues.map((i) => `${i.path}: ${i.message}`), [
+      'tag: must be at most 50 characters',
+      'q: must be at most 200 characters',
+    ]);
+  });
+});

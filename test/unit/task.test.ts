@@ -172,6 +172,10 @@ describe('validateCreate', () => {
       'tags[4]: duplicates another tag',
     ]);
     assert.deepEqual(value(create({ tags: ['y'.repeat(LIMITS.tagMax), 'a'] })).tags, ['y'.repeat(50), 'a']);
+    // A comma could never be filtered on (?tag=a,b is two tags).
+    assert.deepEqual(only({ tags: ['ok', 'a,b'] }), [
+      'tags[1]: must not contain a comma (a tag filter separates tags with commas)',
+    ]);
   });
 
   it('checks due_date: an ISO 8601 instant with an offset, canonical in UTC; null is none', () => {
@@ -432,6 +436,29 @@ describe('task transitions', () => {
       value(applyPatch(base({ recurrence: rec }), { recurrence: null }, LATER)).task.series_id,
       t.id,
     );
+  });
+
+  it('reads a recurrence sent again in another key order (as jsonb gives it back) as no change', () => {
+    const stored = base({ recurrence: { timezone: 'UTC', rrule: 'FREQ=DAILY', mode: 'schedule' } });
+    const r = value(
+      applyPatch(stored, { recurrence: { rrule: 'FREQ=DAILY', mode: 'schedule', timezone: 'UTC' } }, LATER),
+    );
+    assert.deepEqual([r.eventType, r.changes, r.task.version], [null, [], 1]);
+  });
+
+  it("refuses to change a completed task's repeat rule unless it is reopened with it (409)", () => {
+    const rec = { rrule: 'FREQ=DAILY', mode: 'schedule' as const, timezone: 'UTC' };
+    const done = value(complete(base({ recurrence: rec, due_date: '2026-04-01T09:00:00.000Z' }), NOW)).task;
+    const weekly = { ...rec, rrule: 'FREQ=WEEKLY' };
+    assert.throws(() => applyPatch(done, { recurrence: weekly }, LATER), /change the pending occurrence/);
+    assert.throws(() => applyPatch(done, { recurrence: null }, LATER), ConflictError);
+    assert.equal(
+      value(applyPatch(done, { recurrence: weekly, status: 'pending' }, LATER)).eventType,
+      'task.reopened',
+    );
+    assert.deepEqual(value(applyPatch(done, { title: 'renamed', recurrence: rec }, LATER)).changes, [
+      'title',
+    ]);
   });
 
   it('changedFields compares values, not references, over the client-visible fields', () => {

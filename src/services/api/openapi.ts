@@ -2,9 +2,9 @@
  * OpenAPI fragments for the route schemas (documentation; validation is the domain's). The task fields are
  * generated from their schemas (domain/task-fields.ts), the ones REST and MCP validate with.
  */
-import { PRIORITY_LIST_PATTERN } from '../../domain/query.ts';
+import { PRIORITY_LIST_PATTERN, SEARCH_MAX } from '../../domain/query.ts';
 import { bodyJsonSchema } from '../../domain/fields.ts';
-import { SETTINGS_FIELDS, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
+import { LIMITS, SETTINGS_FIELDS, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
 import { instantDoc } from '../../http/openapi.ts';
 
 /** GET /api/tasks/counts (TaskStore.counts). */
@@ -54,7 +54,11 @@ export const listQueryDoc = {
       pattern: PRIORITY_LIST_PATTERN,
       description: 'comma-separated priorities (none, low, medium, high, urgent)',
     },
-    tag: { type: 'string', pattern: TEXT, description: 'comma-separated tags (case-insensitive)' },
+    tag: {
+      type: 'string',
+      pattern: TEXT,
+      description: `comma-separated tags (case-insensitive), at most ${LIMITS.tagsMax}, each at most ${LIMITS.tagMax} characters`,
+    },
     tag_mode: { type: 'string', enum: ['any', 'all'] },
     due_before: instantDoc,
     due_after: instantDoc,
@@ -65,7 +69,12 @@ export const listQueryDoc = {
       description:
         "due today, tomorrow, in the 7 days from today, or upcoming (from tomorrow on), in the user's time zone (PUT /api/me/settings)",
     },
-    q: { type: 'string', pattern: TEXT, description: 'full-text search over title and description' },
+    q: {
+      type: 'string',
+      pattern: TEXT,
+      maxLength: SEARCH_MAX,
+      description: 'full-text search over title and description',
+    },
     sort: { type: 'string', enum: ['due', 'priority', 'created', 'updated', 'title'] },
     order: { type: 'string', enum: ['asc', 'desc'] },
     limit: { type: 'integer', minimum: 1, maximum: 200 },
@@ -80,11 +89,16 @@ export const compatListQueryDoc = {
     ...Object.fromEntries(
       Object.entries(listQueryDoc.properties).filter(([k]) => !['q', 'tag', 'tag_mode'].includes(k)),
     ),
-    search: { type: 'string', pattern: TEXT, description: 'full-text search (this API: q)' },
+    search: {
+      type: 'string',
+      pattern: TEXT,
+      maxLength: SEARCH_MAX,
+      description: 'full-text search (this API: q)',
+    },
     tags: {
       type: 'string',
       pattern: TEXT,
-      description: 'comma-separated tags, every one must match (this API: tag with tag_mode=all)',
+      description: `comma-separated tags, every one must match (this API: tag with tag_mode=all); at most ${LIMITS.tagsMax}, each at most ${LIMITS.tagMax} characters`,
     },
   },
 } as const;
