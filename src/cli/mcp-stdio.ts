@@ -48,6 +48,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, apiUrl: config.apiUrl }) },
   );
   const transport = new StdioServerTransport();
+  let inFlight: InFlight | undefined;
   let closing: Promise<void> | undefined;
   // Once only, and never re-entered: server.close() closes the transport, whose onclose calls this again
   // (synchronously: before `closing` was set, that recursed until the stack overflowed).
@@ -58,14 +59,61 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     }));
   await new Promise<void>((resolve) => {
     transport.onclose = () => void close().then(resolve);
-    process.stdin.once('end', () => void close().then(resolve));
+    // A client that writes its requests and closes stdin (a pipe) still gets every answer: what is in flight
+    // finishes first (closing the database under it lost the answer, or the write itself).
+    process.stdin.once(
+      'end',
+      () => void (inFlight?.idle(DRAIN_MS) ?? Promise.resolve()).then(close).then(resolve),
+    );
     process.once('SIGTERM', () => void close().then(resolve));
     process.once('SIGINT', () => void close().then(resolve));
     void server.connect(transport).then(() => {
       guard(transport, expiresAt);
+      inFlight = trackRequests(transport);
       log.info({ user_id: userId }, 'MCP server on stdio');
     });
   });
+}
+
+/** How long a closed stdin waits for the requests in flight (a tool call is a few statements). */
+const DRAIN_MS = 30_000;
+
+interface InFlight {
+  /** Resolves once no request is waiting for its answer, or after `maxMs`. */
+  idle(maxMs: number): Promise<void>;
+}
+
+/** Counts the requests read and not answered yet (by their id). */
+function trackRequests(transport: StdioServerTransport): InFlight {
+  const waiting = new Set<string | number>();
+  let onIdle: (() => void) | undefined;
+  const deliver = transport.onmessage;
+  transport.onmessage = (message: JSONRPCMessage) => {
+    const id = requestId(message);
+    if (id !== null && 'method' in message) waiting.add(id);
+    deliver?.(message);
+  };
+  const send = transport.send.bind(transport);
+  transport.send = async (message: JSONRPCMessage) => {
+    try {
+      await send(message);
+    } finally {
+      const id = requestId(message);
+      if (id !== null && !('method' in message) && waiting.delete(id) && waiting.size === 0) onIdle?.();
+    }
+  };
+  return {
+    idle: (maxMs) =>
+      waiting.size === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, maxMs);
+            onIdle = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          }),
+  };
 }
 
 /**

@@ -656,6 +656,47 @@ describe(
       assert.doesNotMatch(stderr, /Error|Exception|^\s+at /m, 'stderr after stdin closed');
     });
 
+    it('answers every request written before stdin closed, as a pipe does (`printf … | taskflow mcp`)', async () => {
+      const { spawn } = await import('node:child_process');
+      const child = spawn(process.execPath, ['bin/taskflow.js', 'mcp'], {
+        cwd: root,
+        env: await mcpEnv(),
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      const call = (id: number, name: string, args: object) =>
+        JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
+      child.stdin.end(
+        [
+          JSON.stringify(INITIALIZE),
+          JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+          call(2, 'add_task', { title: 'piped in' }),
+          call(3, 'list_tasks', {}),
+        ].join('\n') + '\n',
+      );
+      assert.equal(await exited, 0, stderr);
+      const answers = stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { id: number; result?: { isError?: boolean } });
+      assert.deepEqual(
+        answers.map((a) => [a.id, a.result !== undefined && a.result.isError !== true]).sort(),
+        [
+          [1, true],
+          [2, true],
+          [3, true],
+        ],
+        stderr,
+      );
+      const stored = await db.query(`SELECT 1 FROM tasks WHERE user_id = 'alice' AND title = 'piped in'`);
+      assert.equal(stored.rows.length, 1);
+      assert.doesNotMatch(stderr, /Error|Exception|^\s+at /m);
+    });
+
     it('answers what is not a valid request with its JSON-RPC error, sets settings, and refuses requests once the token expired', async () => {
       const { spawn } = await import('node:child_process');
       const child = spawn(process.execPath, ['bin/taskflow.js', 'mcp'], {
