@@ -1,7 +1,13 @@
 /** Picks the transport from `BUS` and provisions the topics of docs/architecture.md section 3 when allowed. */
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
-import { DLQ_SPEC, TOPIC_SPECS, dlqTopic, type TopicSpec } from '../contracts/topics.ts';
+import {
+  TOPIC_SPECS,
+  dlqTopic,
+  topicSpec,
+  type TopicOverrides,
+  type TopicSpec,
+} from '../contracts/topics.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Db } from '../store/db.ts';
@@ -14,21 +20,16 @@ import type { Bus } from './types.ts';
  * dead-letters (`deadLetterGroups`, from the targets' manifests).
  */
 export function allTopics(config: Config, deadLetterGroups: readonly string[]): TopicSpec[] {
-  const partitions = config.kafka.topicPartitions;
-  const retention = config.kafka.topicRetentionMs;
-  return [
-    ...TOPIC_SPECS.map((t) => ({
-      ...t,
-      ...(partitions ? { partitions } : {}),
-      retentionMs: retention[t.name] ?? t.retentionMs,
-    })),
-    ...deadLetterGroups.map((g) => ({
-      name: dlqTopic(g),
-      ...DLQ_SPEC,
-      retentionMs: retention.dlq ?? DLQ_SPEC.retentionMs,
-    })),
-  ];
+  const overrides = topicOverrides(config);
+  return [...TOPIC_SPECS.map((t) => t.name), ...deadLetterGroups.map(dlqTopic)].map((name) =>
+    topicSpec(name, overrides),
+  );
 }
+
+const topicOverrides = (config: Config): TopicOverrides => ({
+  partitions: config.kafka.topicPartitions,
+  retentionMs: config.kafka.topicRetentionMs,
+});
 
 export function kafkaSettings(config: Config): KafkaSettings {
   return {
@@ -38,6 +39,8 @@ export function kafkaSettings(config: Config): KafkaSettings {
     ...(config.kafka.ssl ? { ssl: config.kafka.ssl } : {}),
     topicPrefix: config.kafka.topicPrefix,
     replicationFactor: config.kafka.replicationFactor,
+    ensureTopics: config.kafka.ensureTopics,
+    topicOverrides: topicOverrides(config),
   };
 }
 

@@ -29,9 +29,22 @@ export const dlqTopic = (group: string) => `${group}.dlq`;
 export const DLQ_SPEC = { partitions: 1, retentionMs: 30 * DAY } as const;
 export const isDlqTopic = (topic: string) => topic.endsWith('.dlq');
 
-export function topicSpec(name: string): TopicSpec {
+/** KAFKA_TOPIC_PARTITIONS (the event topics) and KAFKA_TOPIC_RETENTION_MS (by topic name, or `dlq`). */
+export interface TopicOverrides {
+  partitions?: number | undefined;
+  retentionMs?: Readonly<Record<string, number>>;
+}
+
+/** How a topic is created: its table entry, a dead-letter topic's, or one partition for 7 days, overridden. */
+export function topicSpec(name: string, overrides: TopicOverrides = {}): TopicSpec {
+  const retention = overrides.retentionMs ?? {};
   const known = TOPIC_SPECS.find((t) => t.name === name);
-  if (known) return known;
-  if (isDlqTopic(name)) return { name, ...DLQ_SPEC };
+  if (known)
+    return {
+      name,
+      partitions: overrides.partitions ?? known.partitions,
+      retentionMs: retention[name] ?? known.retentionMs,
+    };
+  if (isDlqTopic(name)) return { name, ...DLQ_SPEC, retentionMs: retention.dlq ?? DLQ_SPEC.retentionMs };
   return { name, partitions: 1, retentionMs: 7 * DAY };
 }

@@ -180,3 +180,42 @@ describe('Kafka admin: reading a topic without a consumer group', { skip }, () =
     assert.deepEqual(await ourGroups(), before);
   });
 });
+
+describe('Kafka publisher: a topic missing at the first send', { skip }, () => {
+  const sizesOf = async (settings: KafkaSettings) => {
+    const bus = createKafkaBus(settings, { log: silentLogger });
+    try {
+      await bus.publisher.publish([{ topic: 'task-events', key: 'k', event: taskCreated('k', 'first') }]);
+      return (await bus.admin.describeTopics()).find((t) => t.name === 'task-events');
+    } finally {
+      await bus.close();
+    }
+  };
+  const fresh = () => ({
+    brokers: kafkaBrokers!.split(','),
+    clientId: 'taskflow-test',
+    topicPrefix: `p${randomBytes(4).toString('hex')}.`,
+  });
+
+  it('is created with the configured partitions and retention (KAFKA_TOPIC_PARTITIONS, KAFKA_TOPIC_RETENTION_MS)', async () => {
+    const topic = await sizesOf({
+      ...fresh(),
+      topicOverrides: { partitions: 5, retentionMs: { 'task-events': 86_400_000 } },
+    });
+    assert.deepEqual([topic?.partitions, topic?.retentionMs], [5, 86_400_000]);
+  });
+
+  it('is not created with KAFKA_ENSURE_TOPICS=false: the send fails, saying so', async () => {
+    const settings = { ...fresh(), ensureTopics: false };
+    const bus = createKafkaBus(settings, { log: silentLogger });
+    try {
+      await assert.rejects(
+        bus.publisher.publish([{ topic: 'task-events', key: 'k', event: taskCreated('k', 'first') }]),
+        /Unknown topic .*task-events.*KAFKA_ENSURE_TOPICS=false/,
+      );
+      assert.deepEqual(await bus.admin.describeTopics(), []);
+    } finally {
+      await bus.close();
+    }
+  });
+});

@@ -6,6 +6,7 @@ import type { Logger } from '../../observability/logger.ts';
 import type { RetryPolicy } from '../../retry.ts';
 import { errorWithCause } from '../../error-text.ts';
 import type { EventCodec } from './codec.ts';
+import type { TopicOverrides } from '../../contracts/topics.ts';
 
 export interface KafkaSettings {
   brokers: string[];
@@ -14,6 +15,10 @@ export interface KafkaSettings {
   ssl?: { caFile?: string; certFile?: string; keyFile?: string; rejectUnauthorized: boolean };
   topicPrefix?: string;
   replicationFactor?: number;
+  /** KAFKA_ENSURE_TOPICS: false, the platform creates the topics and a send never does (default true). */
+  ensureTopics?: boolean;
+  /** The sizes a topic created on first send gets (KAFKA_TOPIC_PARTITIONS, KAFKA_TOPIC_RETENTION_MS). */
+  topicOverrides?: TopicOverrides;
 }
 
 export interface KafkaBusOptions {

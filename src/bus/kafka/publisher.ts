@@ -113,10 +113,11 @@ export class KafkaPublisher implements Publisher {
     // (a topic to create, a schema to fetch, metadata, a retry, a pause of the process).
     const timestamp = BigInt(Date.now());
     const unknown = [...new Set(messages.map((m) => m.topic))].filter((t) => !this.known.has(t));
-    if (unknown.length) {
+    // KAFKA_ENSURE_TOPICS=false: the topics are the platform's to create; a missing one fails the send.
+    if (unknown.length && this.s.ensureTopics !== false) {
       this.admin ??= new KafkaAdmin(this.s, this.log);
       try {
-        await this.admin.ensureTopics(unknown.map((t) => topicSpec(t)));
+        await this.admin.ensureTopics(unknown.map((t) => topicSpec(t, this.s.topicOverrides)));
       } catch (err) {
         throw new Error(`Kafka publish failed: ${describeKafkaError(err)}`, { cause: err });
       }
@@ -138,7 +139,12 @@ export class KafkaPublisher implements Publisher {
       try {
         await this.producer.send({ messages: chunk });
       } catch (err) {
-        throw new Error(`Kafka publish failed: ${describeKafkaError(err)}`, { cause: err });
+        const described = describeKafkaError(err);
+        const hint =
+          this.s.ensureTopics === false && /unknown topic/i.test(described)
+            ? ' (KAFKA_ENSURE_TOPICS=false: Taskflow creates no topic; create it, e.g. with `taskflow topics ensure` run with it true)'
+            : '';
+        throw new Error(`Kafka publish failed: ${described}${hint}`, { cause: err });
       }
     }
   }
