@@ -10,6 +10,7 @@ import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
 import { COMPATIBILITY_LEVELS, type CompatibilityLevel } from './contracts/schema-compat.ts';
 import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl } from './store/db.ts';
+import { canonicalTimeZone } from './domain/time.ts';
 import type { LogFormat } from './observability/logger.ts';
 
 export type BusKind = 'embedded' | 'kafka' | 'dapr';
@@ -159,6 +160,62 @@ export const int = (env: Env, key: string, def: number, min = 0, max = Infinity)
   return n;
 };
 
+/** A `true`/`false` variable: `def` when unset or empty, a ConfigError for anything else (`yes` read as false). */
+export const bool = (env: Env, key: string, def: boolean): boolean => {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  if (raw === 'true' || raw === 'false') return raw === 'true';
+  throw new ConfigError(`${key} must be true or false, got "${raw}"`);
+};
+
+/** KAFKA_BROKERS: `host:port` pairs joined by commas (an IPv6 host in brackets). */
+function kafkaBrokers(raw: string | undefined): string[] {
+  const brokers = (raw || '127.0.0.1:9092')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const b of brokers) {
+    const m = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(b);
+    if (!m || Number(m[1]) < 1 || Number(m[1]) > 65_535)
+      throw new ConfigError(
+        `KAFKA_BROKERS must be host:port pairs joined by commas (e.g. kafka-0:9092,kafka-1:9092), got "${b}"`,
+      );
+  }
+  if (brokers.length === 0)
+    throw new ConfigError(`KAFKA_BROKERS must name at least one host:port, got "${raw}"`);
+  return brokers;
+}
+
+/**
+ * KAFKA_TOPIC_PREFIX: what Kafka takes in a topic name (letters, digits, `.`, `_`, `-`), short enough for the
+ * longest topic it prefixes (a consumer group's dead-letter topic) to stay within Kafka's 249 characters.
+ */
+function topicPrefix(raw: string | undefined): string {
+  const prefix = raw ?? '';
+  if (!/^[A-Za-z0-9._-]*$/.test(prefix) || prefix.length > 100)
+    throw new ConfigError(
+      `KAFKA_TOPIC_PREFIX may hold only letters, digits, ".", "_" and "-" (at most 100), got "${prefix}"`,
+    );
+  return prefix;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+function logLevel(raw: string | undefined): string {
+  if (!raw) return 'info';
+  if (!LOG_LEVELS.includes(raw))
+    throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${raw}"`);
+  return raw;
+}
+
+/** DEFAULT_TIMEZONE: an IANA zone, as IANA spells it (`europe/paris` is `Europe/Paris`). */
+function defaultTimeZone(raw: string | undefined): string {
+  if (!raw) return 'UTC';
+  const zone = canonicalTimeZone(raw);
+  if (!zone)
+    throw new ConfigError(`DEFAULT_TIMEZONE must be an IANA time zone such as Europe/Paris, got "${raw}"`);
+  return zone;
+}
+
 export const DEFAULT_DATABASE_URL = '.data/db';
 
 const LOG_FORMATS = ['json', 'pretty'] as const satisfies readonly LogFormat[];
@@ -219,7 +276,8 @@ export function loadConfig(
     throw new ConfigError(
       `KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got "${mech}"`,
     );
-  const sslOn = env.KAFKA_SSL === 'true' || !!env.KAFKA_SSL_CA_FILE || !!mech;
+  // Unset: on when a CA file or SASL asks for it; `false` turns it off even then.
+  const sslOn = bool(env, 'KAFKA_SSL', !!env.KAFKA_SSL_CA_FILE || !!mech);
   const topicRetentionMs = retentionOverrides(env.KAFKA_TOPIC_RETENTION_MS);
   // A processed event id is needed as long as a copy of the event can be delivered: its topic's retention
   // (a dead letter replayed goes back to its topic), plus a day.
@@ -234,7 +292,7 @@ export function loadConfig(
     port: listenPort,
     publicUrl: baseUrl(env.PUBLIC_URL),
     apiUrl: baseUrl(env.INTERNAL_URL) ?? baseUrl(env.PUBLIC_URL),
-    logLevel: env.LOG_LEVEL || 'info',
+    logLevel: logLevel(env.LOG_LEVEL),
     ...(env.LOG_FORMAT ? { logFormat: logFormat(env.LOG_FORMAT) } : {}),
     jwt: {
       ...(env.JWT_SECRET ? { secret: env.JWT_SECRET } : {}),
@@ -242,7 +300,7 @@ export function loadConfig(
       ...(env.JWT_ISSUER ? { issuer: env.JWT_ISSUER } : {}),
       ...(env.JWT_AUDIENCE ? { audience: env.JWT_AUDIENCE } : {}),
     },
-    defaultTimezone: env.DEFAULT_TIMEZONE || 'UTC',
+    defaultTimezone: defaultTimeZone(env.DEFAULT_TIMEZONE),
     retry: {
       maxAttempts: int(env, 'CONSUMER_MAX_ATTEMPTS', 5, 1),
       baseDelayMs: int(env, 'CONSUMER_RETRY_BASE_MS', 200, 0, TIMER_MAX_MS),
@@ -263,10 +321,7 @@ export function loadConfig(
     eventEncoding: eventEncodingOf(env, bus),
     ...(env.SCHEMA_REGISTRY_URL ? { schemaRegistry: schemaRegistryOf(env) } : {}),
     kafka: {
-      brokers: (env.KAFKA_BROKERS || '127.0.0.1:9092')
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean),
+      brokers: kafkaBrokers(env.KAFKA_BROKERS),
       clientId: env.KAFKA_CLIENT_ID || 'taskflow',
       ...(mech
         ? {
@@ -277,18 +332,18 @@ export function loadConfig(
             },
           }
         : {}),
-      ...(sslOn && env.KAFKA_SSL !== 'false'
+      ...(sslOn
         ? {
             ssl: {
               ...(env.KAFKA_SSL_CA_FILE ? { caFile: env.KAFKA_SSL_CA_FILE } : {}),
               ...(env.KAFKA_SSL_CERT_FILE ? { certFile: env.KAFKA_SSL_CERT_FILE } : {}),
               ...(env.KAFKA_SSL_KEY_FILE ? { keyFile: env.KAFKA_SSL_KEY_FILE } : {}),
-              rejectUnauthorized: env.KAFKA_SSL_REJECT_UNAUTHORIZED !== 'false',
+              rejectUnauthorized: bool(env, 'KAFKA_SSL_REJECT_UNAUTHORIZED', true),
             },
           }
         : {}),
-      ensureTopics: env.KAFKA_ENSURE_TOPICS !== 'false',
-      topicPrefix: env.KAFKA_TOPIC_PREFIX ?? '',
+      ensureTopics: bool(env, 'KAFKA_ENSURE_TOPICS', true),
+      topicPrefix: topicPrefix(env.KAFKA_TOPIC_PREFIX),
       ...(env.KAFKA_TOPIC_PARTITIONS ? { topicPartitions: int(env, 'KAFKA_TOPIC_PARTITIONS', 3, 1) } : {}),
       topicRetentionMs,
       replicationFactor: int(env, 'KAFKA_REPLICATION_FACTOR', 1, 1),

@@ -17,7 +17,7 @@ import {
   type TargetDefinition,
   type TargetManifest,
 } from './runtime.ts';
-import { retryWithBackoff } from './retry.ts';
+import { nameUnreachable, retryWithBackoff } from './retry.ts';
 import { isPostgresUrl, openDb, type Db } from './store/db.ts';
 import { migrate } from './store/migrate.ts';
 import { errorMessage } from './error-text.ts';
@@ -85,7 +85,7 @@ export async function runTargets(
   let http: Awaited<typeof httpMade> | undefined;
   let bus: Bus;
   try {
-    db = opts.db ?? (await openDb(config.databaseUrl));
+    db = opts.db ?? (await openDb(config.databaseUrl).catch(nameUnreachable('the database (DATABASE_URL)')));
     metrics.trackStatements(db.statements);
     const applied = await migrate(db, (m) => log.info(m));
     log.info(
@@ -134,7 +134,16 @@ export async function runTargets(
     }
     log.info({ ms: since(step) }, `${targets.length} target(s) started`);
     if (opts.listen !== false)
-      await http.app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
+      await http.app
+        .listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG })
+        .catch((err: unknown) => {
+          throw new Error(
+            `cannot listen on ${config.host}:${config.port} (HOST, PORT): ${errorMessage(err)}`,
+            {
+              cause: err,
+            },
+          );
+        });
     else await http.app.ready();
   } catch (err) {
     for (const r of running.reverse()) await r.target.stop().catch(() => undefined);

@@ -103,3 +103,15 @@ export function isUnavailable(err: unknown, depth = 0): boolean {
     return true;
   return isUnavailable(cause, depth + 1);
 }
+
+/**
+ * For a `.catch` of a dependency's first use: an error of it being unreachable is rethrown naming it and the
+ * variable that points at it ("connect ECONNREFUSED 127.0.0.1:5432" alone did not say which); others as they are.
+ */
+export const nameUnreachable =
+  (what: string) =>
+  (err: unknown): never => {
+    if (!isUnavailable(err)) throw err;
+    const message = err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot reach ${what}: ${message}`, { cause: err });
+  };

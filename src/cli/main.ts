@@ -10,7 +10,7 @@ import { dlqTopic } from '../contracts/topics.ts';
 import { deadLetterGroups } from '../runtime.ts';
 import { MANIFESTS, TARGETS, findTargets, retiredTargets } from '../services/index.ts';
 import { errorMessage, errorWithCause } from '../error-text.ts';
-import { isUnavailable } from '../retry.ts';
+import { nameUnreachable } from '../retry.ts';
 
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
 // heavy ones are imported inside the actions.
@@ -27,11 +27,7 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
     throw new ConfigError(
       `no database at ${location} (DATABASE_URL): check the path, or start taskflow there first`,
     );
-  // Which dependency failed: "connect ECONNREFUSED 127.0.0.1:5432" alone did not say.
-  const named = (err: unknown): never => {
-    if (!isUnavailable(err)) throw err;
-    throw new Error(`cannot reach the database (DATABASE_URL): ${errorMessage(err)}`, { cause: err });
-  };
+  const named = nameUnreachable('the database (DATABASE_URL)');
   const db = await openDb(url).catch(named);
   return { db, migrate: () => migrate(db).catch(named) };
 };

@@ -177,9 +177,24 @@ describe(
           );
         assert.equal(existsSync(typo), false, 'no directory made');
         // An unreachable dependency is named.
+        for (const command of [['migrate'], ['serve', 'relay']])
+          await assert.rejects(
+            taskflow('postgres://postgres@127.0.0.1:1/x', ...command),
+            /cannot reach the database \(DATABASE_URL\): connect ECONNREFUSED/,
+            command.join(' '),
+          );
         await assert.rejects(
-          taskflow('postgres://postgres@127.0.0.1:1/x', 'migrate'),
-          /cannot reach the database \(DATABASE_URL\): connect ECONNREFUSED/,
+          run(process.execPath, ['bin/taskflow.js', 'serve', 'api'], {
+            env: {
+              ...process.env,
+              HOST: '999.1.1.1',
+              PORT: '0',
+              DATABASE_URL: 'memory://',
+              JWT_SECRET: TEST_SECRET,
+            },
+            timeout: 60_000,
+          }),
+          /cannot listen on 999\.1\.1\.1:0 \(HOST, PORT\): getaddrinfo ENOTFOUND/,
         );
         await assert.rejects(
           run(process.execPath, ['bin/taskflow.js', 'lag'], {

@@ -1,6 +1,6 @@
 /** The `notifications` target: what it is, its SMTP_*, VAPID_* and NOTIFY_* settings and its metrics. */
 import { Counter, type Registry } from 'prom-client';
-import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
+import { bool, int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -34,7 +34,7 @@ export const notificationsManifest = {
     /** Finished deliveries and read in-app notifications older than this many days are deleted, hourly. */
     retentionDays: int(env, 'NOTIFY_RETENTION_DAYS', 30, 1),
     /** Webhooks may target private, loopback and link-local addresses. */
-    webhookAllowPrivate: env.NOTIFY_WEBHOOK_ALLOW_PRIVATE === 'true',
+    webhookAllowPrivate: bool(env, 'NOTIFY_WEBHOOK_ALLOW_PRIVATE', false),
   }),
   metrics: (registry: Registry) => ({
     deliveries: new Counter({

@@ -1,0 +1,76 @@
+/**
+ * Settings an operator gets wrong are refused at start, naming the variable and the form it takes: a value
+ * taken as it was got a target that started and then retried forever (a malformed broker list, a topic prefix
+ * Kafka refuses), a 500 at the first request (an unknown default time zone), or another meaning (`KAFKA_SSL=yes`
+ * read as plaintext).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { loadConfig } from '../../src/config.ts';
+
+const base = { DATABASE_URL: 'memory://', JWT_SECRET: 'x'.repeat(32) };
+
+describe('settings refused at start', () => {
+  it('KAFKA_BROKERS: host:port pairs joined by commas', () => {
+    for (const brokers of [
+      'kafka://127.0.0.1:9092',
+      '127.0.0.1:9092;127.0.0.1:9093',
+      ' , ',
+      'kafka',
+      'k:0',
+      'k:70000',
+    ])
+      assert.throws(
+        () => loadConfig({ ...base, KAFKA_BROKERS: brokers }),
+        /KAFKA_BROKERS must .*host:port/,
+        brokers,
+      );
+    assert.deepEqual(
+      loadConfig({ ...base, KAFKA_BROKERS: 'kafka-0:9092, 10.0.0.2:9093,[::1]:9094' }).kafka.brokers,
+      ['kafka-0:9092', '10.0.0.2:9093', '[::1]:9094'],
+    );
+  });
+
+  it('KAFKA_TOPIC_PREFIX: what Kafka takes in a topic name', () => {
+    assert.throws(
+      () => loadConfig({ ...base, KAFKA_TOPIC_PREFIX: 'walk ops/' }),
+      /KAFKA_TOPIC_PREFIX may hold only/,
+    );
+    assert.equal(loadConfig({ ...base, KAFKA_TOPIC_PREFIX: 'staging_1.' }).kafka.topicPrefix, 'staging_1.');
+  });
+
+  it('DEFAULT_TIMEZONE: an IANA zone, spelt as IANA does', () => {
+    assert.throws(
+      () => loadConfig({ ...base, DEFAULT_TIMEZONE: 'Mars/Olympus' }),
+      /DEFAULT_TIMEZONE must be an IANA/,
+    );
+    assert.equal(loadConfig({ ...base, DEFAULT_TIMEZONE: 'europe/paris' }).defaultTimezone, 'Europe/Paris');
+    assert.equal(loadConfig(base).defaultTimezone, 'UTC');
+  });
+
+  it('LOG_LEVEL: one of the logger levels', () => {
+    assert.throws(
+      () => loadConfig({ ...base, LOG_LEVEL: 'verbose' }),
+      /LOG_LEVEL must be one of fatal, error/,
+    );
+    assert.equal(loadConfig({ ...base, LOG_LEVEL: 'debug' }).logLevel, 'debug');
+  });
+
+  it('true/false switches: anything else is refused, not read as false', () => {
+    for (const key of ['KAFKA_SSL', 'KAFKA_ENSURE_TOPICS', 'KAFKA_SSL_REJECT_UNAUTHORIZED'])
+      assert.throws(
+        () => loadConfig({ ...base, KAFKA_SSL_CA_FILE: '/ca.pem', [key]: 'yes' }),
+        new RegExp(`${key} must be true or false`),
+      );
+    assert.ok(loadConfig({ ...base, KAFKA_SSL: 'true' }).kafka.ssl);
+    assert.equal(
+      loadConfig({ ...base, KAFKA_SASL_MECHANISM: 'PLAIN', KAFKA_SSL: 'false' }).kafka.ssl,
+      undefined,
+    );
+    assert.ok(
+      loadConfig({ ...base, KAFKA_SASL_MECHANISM: 'PLAIN' }).kafka.ssl,
+      'SASL turns TLS on by default',
+    );
+    assert.equal(loadConfig({ ...base, KAFKA_ENSURE_TOPICS: 'false' }).kafka.ensureTopics, false);
+  });
+});
