@@ -346,7 +346,7 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'consumer-skips-validation',
     breaks: 'consumers validate on read: an invalid event goes to the DLQ without reaching the handler',
     file: 'src/bus/middleware.ts',
-    find: '  const problems = eventProblems(d.message.event);',
+    find: '  const problems = eventProblems(event);',
     replace: '  const problems: string[] = [];',
     tests: ['test/integration/bus-contract.test.ts#invalid events'],
   },

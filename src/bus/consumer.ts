@@ -17,7 +17,6 @@ import {
   deadLettered,
   forThisGroup,
   handlerOf,
-  logOf,
   measured,
   newDelivery,
   publishDeadLetter,
@@ -73,11 +72,8 @@ export function consumerPipeline(
       log,
       hooks,
       isPoison: () => true,
-      send:
-        opts.deadLetters === false
-          ? async (d, error) =>
-              logOf(log, d).warn({ error }, 'dropped: this group keeps no dead-letter topic')
-          : publishDeadLetter(ctx.publisher, policy, log, signal),
+      dropsInstead: opts.deadLetters === false,
+      send: publishDeadLetter(ctx.publisher, policy, log, signal),
     }),
     validated,
     retried({ policy, signal, shouldRetry: retryUpTo(policy), log, hooks }),

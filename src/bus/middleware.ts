@@ -17,7 +17,13 @@ import {
   withSpan,
   type SpanOptions,
 } from '../observability/tracing.ts';
-import { PermanentError, type BusMessage, type ConsumeHooks, type Publisher } from './types.ts';
+import {
+  PermanentError,
+  UNDECODABLE_EVENT_TYPE,
+  type BusMessage,
+  type ConsumeHooks,
+  type Publisher,
+} from './types.ts';
 import { errorText } from '../error-text.ts';
 import { backoffDelay, isUnavailable, type RetryPolicy } from '../retry.ts';
 
@@ -157,7 +163,13 @@ export const traced: Middleware = (next) => async (d) => {
 
 /** Refuses an event that breaks its schema (InvalidEvent) before anything else sees it. */
 export const validated: Middleware = (next) => (d) => {
-  const problems = eventProblems(d.message.event);
+  const { event } = d.message;
+  // Bytes that were no event: the reason they were not, rather than "unknown event type".
+  if (event.type === UNDECODABLE_EVENT_TYPE)
+    return Promise.reject(
+      new InvalidEvent([`not an event (${(event.data as { error?: string }).error ?? 'undecodable'})`]),
+    );
+  const problems = eventProblems(event);
   return problems.length ? Promise.reject(new InvalidEvent(problems)) : next(d);
 };
 
@@ -237,6 +249,8 @@ export interface DeadLetterOptions {
    * one the transport's caller does it (Dapr: daprd, told DROP).
    */
   send?(d: Delivery, error: string): Promise<void>;
+  /** The group keeps no dead-letter topic (the gateway's): what would go there is dropped, and logged so. */
+  dropsInstead?: boolean;
 }
 
 /** Catches a poison failure: the message goes to the group's dead-letter topic and the delivery is done. */
@@ -249,15 +263,14 @@ export const deadLettered =
     } catch (err) {
       if (err instanceof Aborted || !opts.isPoison(err)) throw err;
       const error = err instanceof InvalidEvent ? err.message : errorText(err);
-      if (err instanceof InvalidEvent) logOf(opts.log, d).warn({ error }, 'invalid event, dead-lettering');
+      const outcome = opts.dropsInstead ? 'dropped: this group keeps no dead-letter topic' : 'dead-lettering';
+      if (err instanceof InvalidEvent) logOf(opts.log, d).warn({ error }, `invalid event, ${outcome}`);
       else
         logOf(opts.log, d).error(
           { err, attempt: d.attempts },
-          err instanceof PermanentError
-            ? 'permanent failure, dead-lettering'
-            : 'retries exhausted, dead-lettering',
+          `${err instanceof PermanentError ? 'permanent failure' : 'retries exhausted'}, ${outcome}`,
         );
-      await opts.send?.(d, error);
+      if (!opts.dropsInstead) await opts.send?.(d, error);
       opts.hooks?.onDeadLetter?.(d.message, error);
       d.deadLettered = error;
     }

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { Admin, Producer, stringSerializer } from '@platformatic/kafka';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
 import { connectionOptions, type KafkaSettings } from '../../src/bus/kafka/connection.ts';
-import type { Bus } from '../../src/bus/types.ts';
+import { UNDECODABLE_EVENT_TYPE, type Bus } from '../../src/bus/types.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { waitFor } from '../helpers/app.ts';
@@ -170,6 +170,34 @@ describe('Kafka admin: reading a topic without a consumer group', { skip }, () =
     } finally {
       await producer.close().catch(() => undefined);
     }
+  });
+
+  it('reads a record that is not an event (plain JSON, no ce_* headers) as undecodable, with an id', async () => {
+    const plainTopic = 'plain-json';
+    await bus.admin.ensureTopics([{ name: plainTopic, partitions: 1, retentionMs: 86_400_000 }]);
+    const producer = new Producer({
+      ...connectionOptions(settings),
+      serializers: {
+        key: stringSerializer,
+        value: stringSerializer,
+        headerKey: stringSerializer,
+        headerValue: stringSerializer,
+      },
+    });
+    try {
+      await producer.send({
+        messages: [{ topic: settings.topicPrefix + plainTopic, key: 'k', value: '{"hello":"world"}' }],
+      });
+    } finally {
+      await producer.close().catch(() => undefined);
+    }
+    const [m] = await bus.admin.read(plainTopic);
+    assert.equal(m?.event.type, UNDECODABLE_EVENT_TYPE);
+    assert.equal(m?.event.id, `undecodable-${settings.topicPrefix}${plainTopic}-0-0`);
+    assert.deepEqual(m?.event.data, {
+      raw: '{"hello":"world"}',
+      error: 'not a CloudEvent: no id or type (ce_id and ce_type headers, or a structured event)',
+    });
   });
 
   it('joins no consumer group to do it', async () => {

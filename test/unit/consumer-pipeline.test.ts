@@ -16,7 +16,13 @@ import {
   retried,
   validated,
 } from '../../src/bus/middleware.ts';
-import { PermanentError, type BusMessage, type OutgoingMessage } from '../../src/bus/types.ts';
+import {
+  PermanentError,
+  UNDECODABLE_EVENT_TYPE,
+  type BusMessage,
+  type OutgoingMessage,
+} from '../../src/bus/types.ts';
+import { pino } from 'pino';
 import { createLogger } from '../../src/observability/logger.ts';
 import { taskCreated } from '../helpers/events.ts';
 
@@ -101,10 +107,40 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
     const failing = async () => {
       throw new PermanentError('never works');
     };
-    assert.equal(await consumer({ handler: failing, deadLetters: false }, ctx)([invalid, message()]), 2);
+    const lines: string[] = [];
+    const captured = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    assert.equal(
+      await consumer(
+        { handler: failing, deadLetters: false },
+        { ...ctx, log: captured },
+      )([invalid, message()]),
+      2,
+    );
     assert.deepEqual(letters, []);
+    // Said once, as what happened: not "dead-lettering" and then "dropped".
+    assert.deepEqual(
+      lines.map((l) => (JSON.parse(l) as { msg: string }).msg),
+      [
+        'invalid event, dropped: this group keeps no dead-letter topic',
+        'permanent failure, dropped: this group keeps no dead-letter topic',
+      ],
+    );
     assert.equal(await consumer({ handler: failing }, ctx)([invalid]), 1);
     assert.equal(letters.length, 1, 'others keep their dead-letter topic');
+  });
+
+  it('dead-letters bytes that were no event with the reason they were not', async () => {
+    const { ctx, letters } = context();
+    const bytes = message({
+      ...taskCreated('ada', 'x'),
+      type: UNDECODABLE_EVENT_TYPE,
+      data: { raw: '{"hello":"world"}', error: 'not a CloudEvent: no id or type' },
+    });
+    assert.equal(await consumeWithRetry(bytes, async () => undefined, ctx), 'dead-lettered');
+    assert.equal(
+      letters[0]?.headers?.[DLQ_HEADERS.error],
+      'invalid event: not an event (not a CloudEvent: no id or type)',
+    );
   });
 
   it('dead-letters an invalid event and a PermanentError at once, the invalid one without calling the handler', async () => {

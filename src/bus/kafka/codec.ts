@@ -263,6 +263,10 @@ export function decodeRecord(
   let event: CloudEvent;
   try {
     event = codec.decode(m, envelope);
+    // A record without an event's id and type (a plain JSON value, no ce_* headers) cannot be addressed,
+    // deduplicated or replayed as an event: it is kept as bytes, as an undecodable one is.
+    if (typeof event.id !== 'string' || !event.id || typeof event.type !== 'string' || !event.type)
+      throw new Error('not a CloudEvent: no id or type (ce_id and ce_type headers, or a structured event)');
   } catch (err) {
     // Undecodable bytes still get a CloudEvent shape so the DLQ can hold them; validation rejects it.
     event = {
