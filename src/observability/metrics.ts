@@ -233,12 +233,16 @@ export class Metrics {
           lag.forEach((l, i) => this.consumerLag.set(series[i]!, l.lag));
           this.lagSeries.set(group, series);
         } catch {
+          // Unknown now: no series rather than the last one read (a lag of 0 through a broker outage).
+          this.lagSeries.get(group)?.forEach((labels) => this.consumerLag.remove(labels));
+          this.lagSeries.delete(group);
           this.busReadErrors.inc({ group });
         }
         if (!source.deadLetters) return;
         try {
           this.deadLetterMessages.set({ group }, await timeout(source.deadLetters()));
         } catch {
+          this.deadLetterMessages.remove({ group });
           this.busReadErrors.inc({ group });
         }
       }),

@@ -134,7 +134,7 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
     const bytes = message({
       ...taskCreated('ada', 'x'),
       type: UNDECODABLE_EVENT_TYPE,
-      data: { raw: '{"hello":"world"}', error: 'not a CloudEvent: no id or type' },
+      data: { raw: '{"hello":"world"}', error: 'not a CloudEvent: no id or type' } as never,
     });
     assert.equal(await consumeWithRetry(bytes, async () => undefined, ctx), 'dead-lettered');
     assert.equal(

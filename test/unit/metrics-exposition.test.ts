@@ -11,3 +11,27 @@ it('writes a NaN sample as NaN', async () => {
   assert.match(text, /^taskflow_outbox_oldest_pending_age_seconds NaN$/m);
   assert.doesNotMatch(text, / Nan$/m);
 });
+
+it('shows no lag or dead-letter series of a group while the bus cannot be read, not the last ones read', async () => {
+  const m = new Metrics({ defaultMetrics: false });
+  let reachable = true;
+  m.trackConsumerGroup('taskflow-audit', {
+    lag: async () => {
+      if (!reachable) throw new Error('broker down');
+      return [{ topic: 'task-events', partition: 0, lag: 0 }];
+    },
+    deadLetters: async () => {
+      if (!reachable) throw new Error('broker down');
+      return 0;
+    },
+  });
+  const before = await m.exposition();
+  assert.match(before, /^taskflow_consumer_lag_messages\{group="taskflow-audit".*\} 0$/m);
+  assert.match(before, /^taskflow_dlq_messages\{group="taskflow-audit"\} 0$/m);
+  reachable = false;
+  await m.exposition(); // the error counter is written before the gauges' read in a scrape: it shows next time
+  const during = await m.exposition();
+  assert.doesNotMatch(during, /^taskflow_consumer_lag_messages\{/m);
+  assert.doesNotMatch(during, /^taskflow_dlq_messages\{/m);
+  assert.match(during, /^taskflow_metrics_bus_read_errors_total\{group="taskflow-audit"\} [1-9]\d*$/m);
+});

@@ -231,10 +231,9 @@ export class Relay {
     if (Date.now() - this.statsAt <= STATS_INTERVAL_MS) return;
     this.statsAt = Date.now();
     const stats = await outboxStats(this.rt.db).catch(() => null);
-    if (stats) {
-      this.metrics.outboxPending.set(stats.pending);
-      this.metrics.outboxOldestAge.set(stats.oldestPendingAgeSeconds);
-    }
+    // Unknown while the database cannot be read: NaN, not the last figures (0 pending through an outage).
+    this.metrics.outboxPending.set(stats?.pending ?? NaN);
+    this.metrics.outboxOldestAge.set(stats?.oldestPendingAgeSeconds ?? NaN);
   }
 
   /** Publishes what is pending, batch by batch; resolves how many rows, and whether the last read was short. */
