@@ -362,8 +362,28 @@ topics
     withBus(async (bus, config) => {
       const { allTopics } = await import('../bus/index.ts');
       const wanted = allTopics(config, deadLetterGroups(MANIFESTS));
+      const before = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
       await bus.admin.ensureTopics(wanted);
-      console.log(`ensured ${wanted.length} topics on ${config.bus}`);
+      const created = wanted.filter((t) => !before.has(t.name));
+      // A topic that exists is left as it is: say where it differs from what is asked (it is not changed).
+      const differing = wanted.flatMap((t) => {
+        const has = before.get(t.name);
+        if (!has) return [];
+        const diffs = [
+          has.partitions !== t.partitions ? `${has.partitions} partitions (asked ${t.partitions})` : '',
+          has.retentionMs !== null && has.retentionMs !== t.retentionMs
+            ? `retention ${has.retentionMs} ms (asked ${t.retentionMs})`
+            : '',
+        ].filter(Boolean);
+        return diffs.length ? [`${t.name}: ${diffs.join(', ')}`] : [];
+      });
+      console.log(
+        `ensured ${wanted.length} topics on ${config.bus}: ${created.length} created${created.length ? ` (${created.map((t) => t.name).join(', ')})` : ''}, ${wanted.length - created.length} existed`,
+      );
+      if (differing.length)
+        console.log(
+          `existing topics are not changed; these differ from the settings (change them with the broker's tools, e.g. kafka-topics --alter / kafka-configs):\n  ${differing.join('\n  ')}`,
+        );
     }),
   );
 topics
@@ -445,7 +465,7 @@ const dlq = program.command('dlq').description('inspect and replay dead letters 
 const groupOption = () =>
   new Option(
     '--group <group>',
-    `consumer group (${deadLetterGroups(MANIFESTS).join(', ')}, or a gateway instance group)`,
+    `consumer group (${deadLetterGroups(MANIFESTS).join(', ')}; the gateway's keep no dead letters)`,
   );
 const positiveInt = (name: string, v: string): number => {
   if (!/^\d+$/.test(v) || Number(v) < 1)
@@ -454,8 +474,9 @@ const positiveInt = (name: string, v: string): number => {
 };
 
 /**
- * The group asked for, or every group that has a DLQ topic (the fixed ones, and gateway instance groups). A
- * group with none is refused, naming them: a misspelt group would read as one without dead letters.
+ * The group asked for, or every group that has a DLQ topic (the fixed ones, and any other with a `.dlq` topic on
+ * the broker, one an older version left say). A group with none is refused, naming them: a misspelt group
+ * would read as one without dead letters.
  */
 async function dlqGroups(bus: Bus, group: string | undefined): Promise<string[]> {
   const withDlq = (await bus.admin.describeTopics().catch(() => []))

@@ -117,7 +117,23 @@ describe(
       const { db, url, drop } = await postgresBackend!.fresh();
       const cli = (...args: string[]) => taskflow(url, ...args);
       try {
-        await cli('topics', 'ensure');
+        assert.match(
+          (await cli('topics', 'ensure')).stdout,
+          /: \d+ created \(task-events, reminders, task-updates/,
+        );
+        // An existing topic is not changed: where it differs from the settings is said, not passed over.
+        const resized = await run(process.execPath, ['bin/taskflow.js', 'topics', 'ensure'], {
+          env: {
+            ...process.env,
+            BUS: 'embedded',
+            DATABASE_URL: url,
+            KAFKA_TOPIC_PARTITIONS: '6',
+            LOG_LEVEL: 'warn',
+          },
+          timeout: 120_000,
+        });
+        assert.match(resized.stdout, /: 0 created, \d+ existed\nexisting topics are not changed;/);
+        assert.match(resized.stdout, /^ {2}task-events: 3 partitions \(asked 6\)$/m);
         // The operations commands verify and sign no token: no JWT_SECRET needed (PostgreSQL has no dev secret).
         const noSecret = (...args: string[]) =>
           run(process.execPath, ['bin/taskflow.js', ...args], {

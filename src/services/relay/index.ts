@@ -219,11 +219,18 @@ export class Relay {
     this.reconciled = false;
     this.sentUnmarked = [];
     this.standAsideUntil = performance.now() + this.leaseMs / 2;
+    // Given up in the database when it can be reached; otherwise it runs out (another relay cannot reach the
+    // database either then).
+    const released = await expireLease(this.rt.db, LEASE, this.holder).then(
+      () => true,
+      () => false,
+    );
     this.rt.log.info(
       { holder: this.holder, for_ms: this.leaseMs / 2 },
-      'relay is standby: a round failed, so the lease is left to another relay for a while',
+      released
+        ? 'relay is standby: a round failed, so the lease is left to another relay for a while'
+        : 'relay is standby: a round failed and the database cannot be reached; the lease runs out by itself',
     );
-    await expireLease(this.rt.db, LEASE, this.holder).catch(() => undefined);
   }
 
   /** Refreshes the outbox gauges every few seconds, also while publishing fails (the backlog grows then). */
