@@ -55,6 +55,8 @@ export interface Config {
   ledgerRetentionMs: number;
   /** Fastify trustProxy: whose X-Forwarded-For to believe for the client IP (rate limits' fallback key, audit). */
   trustProxy: boolean | number | string;
+  /** CORS_ORIGINS: browser origins of other sites allowed to call the API (empty: none). */
+  corsOrigins: string[];
   embedded: { pollIntervalMs: number; heartbeatIntervalMs: number; sessionTimeoutMs: number };
   /** Least time between two batches of a consumer's partition while busy (off the real-time path). */
   consumerBatchIntervalMs: number;
@@ -112,6 +114,30 @@ function trustProxy(raw: string | undefined): boolean | number | string {
   throw new ConfigError(
     `TRUST_PROXY must be true, false, a hop count or a comma-separated list of addresses/CIDRs, got "${v}"`,
   );
+}
+
+/**
+ * CORS_ORIGINS: origins (`https://app.example.com`, scheme, host and port, no path) joined by commas. A browser
+ * app served from another site calls the API with a bearer token; `*` is refused (say which sites may).
+ */
+function corsOrigins(raw: string | undefined): string[] {
+  const origins = (raw ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
+  for (const o of origins) {
+    let url: URL | null = null;
+    try {
+      url = new URL(o);
+    } catch {
+      /* refused below */
+    }
+    if (!url || !/^https?:$/.test(url.protocol) || url.origin !== o.replace(/\/$/, ''))
+      throw new ConfigError(
+        `CORS_ORIGINS must be origins such as https://app.example.com (scheme, host, port; no path; no *), joined by commas, got "${o}"`,
+      );
+  }
+  return origins.map((o) => o.replace(/\/$/, ''));
 }
 
 /** `task-events=2592000000,dlq=604800000`: the topics of docs/architecture.md section 3, and `dlq` for all DLQs. */
@@ -312,6 +338,7 @@ export function loadConfig(
     reminderGraceMs: int(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS),
     ledgerRetentionMs: int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000),
     trustProxy: trustProxy(env.TRUST_PROXY),
+    corsOrigins: corsOrigins(env.CORS_ORIGINS),
     embedded: {
       pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1, TIMER_MAX_MS),
       heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10, TIMER_MAX_MS),

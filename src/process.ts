@@ -78,6 +78,7 @@ export async function runTargets(
     rateLimitPerMinute: config.rateLimitPerMinute,
     maxEventLoopDelayMs: config.maxEventLoopDelayMs,
     maxRequestsInFlight: config.maxRequestsInFlight,
+    corsOrigins: config.corsOrigins,
   });
   httpMade.catch(() => undefined); // awaited below; a failure surfaces there
   if (!opts.db) log.info(`opening the database (${database})`);

@@ -2,6 +2,7 @@
  * The HTTP listener every target process has: health, readiness, metrics and uniform problem+json errors.
  * Targets add their routes (the API, the gateway's WebSocket, Dapr subscription routes) to it.
  */
+import fastifyCors from '@fastify/cors';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
@@ -58,6 +59,8 @@ export async function createHttpServer(opts: {
   maxEventLoopDelayMs?: number;
   /** MAX_REQUESTS_IN_FLIGHT: while this many API requests have been in flight for 50 ms, new ones get 503; 0: never. */
   maxRequestsInFlight?: number;
+  /** CORS_ORIGINS: the browser origins that may call the API from another site (none: same origin only). */
+  corsOrigins?: readonly string[];
 }): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'http' }) as FastifyBaseLogger,
@@ -121,6 +124,16 @@ export async function createHttpServer(opts: {
       problem(503, 'the server is shutting down; retry (another instance may answer)'),
     );
   });
+  const cors = (opts.corsOrigins?.length ?? 0) > 0;
+  if (cors)
+    await app.register(fastifyCors, {
+      origin: [...opts.corsOrigins!],
+      methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowedHeaders: ['authorization', 'content-type', 'if-match', 'idempotency-key', 'accept'],
+      // What a client of another origin must be able to read: the version, the paging and the back-off.
+      exposedHeaders: ['etag', 'location', 'link', 'x-next-cursor', 'retry-after'],
+      maxAge: 600,
+    });
   setRateLimit(app, opts.rateLimitPerMinute ?? 0);
   if (opts.maxEventLoopDelayMs) await shedWhenBehind(app, opts.maxEventLoopDelayMs);
   if (opts.maxRequestsInFlight) limitInFlight(app, opts.maxRequestsInFlight, opts.metrics);
@@ -312,6 +325,8 @@ export async function createHttpServer(opts: {
   // A fixed path takes only its own methods: the router would hand PATCH /api/tasks/counts to the
   // parameter route beside it (PATCH /api/tasks/:id, a task "counts").
   app.addHook('onRequest', async (req, reply) => {
+    // A CORS preflight is the CORS plugin's to answer (its own OPTIONS route), on any path.
+    if (cors && req.method === 'OPTIONS' && req.headers['access-control-request-method']) return;
     if (req.is404) return noRoute(req, reply);
     const own = fixedPaths.get(pathOf(req.url));
     if (own && !own.has(req.method)) return noRoute(req, reply);

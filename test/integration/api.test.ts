@@ -1076,3 +1076,64 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
     );
   });
 });
+
+describe('browsers of other sites (CORS_ORIGINS)', () => {
+  const withApp = async (env: Record<string, string>, fn: (app: TestApp) => Promise<void>) => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, { env });
+    try {
+      await fn(app);
+    } finally {
+      await app.stop();
+      await db.close();
+    }
+  };
+  const preflight = (app: TestApp, origin: string) =>
+    fetch(`${app.url}/api/tasks/0195a3b2-0000-7000-8000-0000000000aa`, {
+      method: 'OPTIONS',
+      headers: {
+        origin,
+        'access-control-request-method': 'PATCH',
+        'access-control-request-headers': 'authorization, content-type, if-match',
+      },
+    });
+
+  it('answers the preflight of an allowed origin, and lets it read the version and the paging', async () => {
+    await withApp({ CORS_ORIGINS: 'https://app.example.com' }, async (app) => {
+      const ok = await preflight(app, 'https://app.example.com');
+      assert.equal(ok.status, 204);
+      assert.equal(ok.headers.get('access-control-allow-origin'), 'https://app.example.com');
+      assert.match(ok.headers.get('access-control-allow-methods') ?? '', /PATCH/);
+      assert.match(ok.headers.get('access-control-allow-headers') ?? '', /if-match/);
+      const created = await fetch(`${app.url}/api/tasks`, {
+        method: 'POST',
+        headers: {
+          origin: 'https://app.example.com',
+          authorization: `Bearer ${await app.token('cors')}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({ title: 'from another site' }),
+      });
+      assert.equal(created.status, 201);
+      assert.equal(created.headers.get('access-control-allow-origin'), 'https://app.example.com');
+      assert.match(created.headers.get('access-control-expose-headers') ?? '', /etag/);
+      // Another origin gets no allowance (the browser then refuses the answer to its page).
+      const other = await preflight(app, 'https://evil.example');
+      assert.equal(other.headers.get('access-control-allow-origin'), null);
+    });
+  });
+
+  it('allows no other origin by default (an OPTIONS is refused as before)', async () => {
+    await withApp({}, async (app) => {
+      const r = await preflight(app, 'https://app.example.com');
+      assert.equal(r.status, 405);
+      assert.equal(r.headers.get('access-control-allow-origin'), null);
+    });
+    assert.throws(() => testConfig({ CORS_ORIGINS: '*' }), /CORS_ORIGINS must be origins/);
+    assert.throws(
+      () => testConfig({ CORS_ORIGINS: 'https://app.example.com/path' }),
+      /CORS_ORIGINS must be origins/,
+    );
+  });
+});
