@@ -44,3 +44,28 @@ export function parseIfMatch(header: string | undefined): number | undefined {
     ]);
   return m[1] === undefined ? undefined : Number(m[1]);
 }
+
+/** The If-None-Match request header of a task's read, for its OpenAPI document. */
+export const ifNoneMatchHeaderDoc = {
+  type: 'object',
+  properties: {
+    'if-none-match': {
+      type: 'string',
+      description:
+        'ETags the client has (e.g. "3", or several joined by commas): 304 without a body when one is the current version',
+    },
+  },
+} as const;
+
+/**
+ * Whether If-None-Match names the task's current version (RFC 9110 13.1.2: a list of entity tags compared
+ * weakly, or `*`): the client's copy is current and the answer is 304.
+ */
+export function noneMatchHits(header: string | undefined, task: Task): boolean {
+  if (header === undefined) return false;
+  if (header.trim() === '*') return true;
+  return header
+    .split(',')
+    .map((t) => t.trim().replace(/^W\//, ''))
+    .includes(etag(task));
+}

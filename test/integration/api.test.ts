@@ -587,6 +587,17 @@ for (const backend of backends) {
       );
       assert.equal(await eventCount(db), events, 'no event for refused writes');
       assert.equal((await app.call('erin', 'GET', `/api/tasks/${t.id}`)).body.title, 'v2');
+      // A read with the current ETag: 304 and no body; with an old one, the task.
+      for (const tags of ['"2"', '"1", W/"2"', '*']) {
+        const same = await app.call('erin', 'GET', `/api/tasks/${t.id}`, undefined, {
+          'if-none-match': tags,
+        });
+        assert.deepEqual([same.status, same.headers.get('etag'), same.body], [304, '"2"', null], tags);
+      }
+      const changed = await app.call('erin', 'GET', `/api/tasks/${t.id}`, undefined, {
+        'if-none-match': '"1"',
+      });
+      assert.deepEqual([changed.status, changed.body.title], [200, 'v2']);
       assert.equal(
         (await app.call('erin', 'DELETE', `/api/tasks/${t.id}`, undefined, { 'if-match': '"2"' })).status,
         204,

@@ -14,7 +14,14 @@ import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { TaskChange, TaskOperations } from './task-operations.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { etag, etagHeaderDoc, ifMatchHeaderDoc, parseIfMatch } from '../../http/task-version.ts';
+import {
+  etag,
+  etagHeaderDoc,
+  ifMatchHeaderDoc,
+  ifNoneMatchHeaderDoc,
+  noneMatchHits,
+  parseIfMatch,
+} from '../../http/task-version.ts';
 import {
   BODY_OPTIONAL,
   LINKS,
@@ -194,7 +201,10 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     };
     const get = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const task = await tasks.get(userOf(req), req.params.id);
-      return reply.header('etag', etag(task)).send(task);
+      reply.header('etag', etag(task));
+      // The client's copy is current: no body to send again (a poll costs a 304).
+      if (noneMatchHits(req.headers['if-none-match'], task)) return reply.code(304).send();
+      return reply.send(task);
     };
     const patch = async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const expected = parseIfMatch(req.headers['if-match']);
@@ -228,12 +238,12 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     const doc = (summary: string, extra: object = {}) => ({
       schema: { tags: ['tasks'], summary, security, ...extra },
     });
-    const one = { params: idParam, response: { 200: taskAnswer, ...errors, 412: problemDoc } };
+    const one = { params: idParam, response: { 200: taskAnswer, ...errors } };
     // A change's answer: with reminder_plan when it moved the reminders; If-Match makes it compare-and-set.
     const changed = {
       ...one,
       headers: ifMatchHeaderDoc,
-      response: { ...one.response, 200: changedAnswer, 409: problemDoc },
+      response: { ...one.response, 200: changedAnswer, 409: problemDoc, 412: problemDoc },
     };
     // 409: a recurring task's occurrence that cannot change state now (an earlier one reopened, say).
 
@@ -268,7 +278,18 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         return store.counts(user, (await settings.get(user)).timezone);
       },
     );
-    api.get('/api/tasks/:id', doc('Get a task', one), get);
+    api.get(
+      '/api/tasks/:id',
+      doc('Get a task (If-None-Match: 304 when unchanged)', {
+        ...one,
+        headers: ifNoneMatchHeaderDoc,
+        response: {
+          ...one.response,
+          304: { type: 'null', description: 'Not modified: the ETag sent is current' },
+        },
+      }),
+      get,
+    );
     api.patch(
       '/api/tasks/:id',
       doc('Update fields of a task (If-Match: version)', { ...changed, body: taskPatchDoc }),
