@@ -28,6 +28,10 @@ describe('the REST client of MCP tools', () => {
         res.writeHead(302, { location: 'http://127.0.0.1:9/elsewhere' });
         return res.end();
       }
+      if (req.url?.startsWith('/unrouted')) {
+        res.writeHead(404, { 'content-type': 'application/problem+json' });
+        return res.end(JSON.stringify({ status: 404, detail: `no route ${req.method} ${req.url}` }));
+      }
       res.writeHead(req.url?.startsWith('/missing') ? 404 : 200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ detail: req.url?.startsWith('/missing') ? 'task not found' : 'remote' }));
     });
@@ -94,6 +98,11 @@ describe('the REST client of MCP tools', () => {
     await assert.rejects(
       rest({ method: 'GET', url: '/moved' }),
       unavailable(/at http:\/\/127\.0\.0\.1:\d+ failed/),
+    );
+    // The address is one process without the target (INTERNAL_URL at an API process): said so.
+    await assert.rejects(
+      rest({ method: 'GET', url: '/unrouted/notifications' }),
+      unavailable(/is not served at http:\/\/127\.0\.0\.1:\d+: set INTERNAL_URL .*every target/),
     );
     const down = restClient({ authorization: 'Bearer t6', apiUrl: 'http://127.0.0.1:9' });
     await assert.rejects(

@@ -63,7 +63,14 @@ export function restClient(opts: {
         `${where} at ${opts.apiUrl} failed: ${(err as Error).message}; try again later`,
       );
     }
-    return { status: r.status, body: parsed(await r.text(), r.status, where) };
+    const answer = parsed(await r.text(), r.status, where);
+    // The address answers, but not with that route: it is a process without the target (INTERNAL_URL set
+    // to one API process, say), not the deployment's router.
+    if (r.status === 404 && NO_ROUTE.test(String((answer as { detail?: unknown } | null)?.detail ?? '')))
+      throw new RestUnavailableError(
+        `${where} is not served at ${opts.apiUrl}: set INTERNAL_URL (or PUBLIC_URL) to an address that reaches every target (the deployment's router), not one process`,
+      );
+    return { status: r.status, body: answer };
   };
   return async (req) => {
     if (!opts.app) return remote(req);
