@@ -19,7 +19,8 @@ function readInSource(): Set<string> {
   for (const f of files) {
     const text = readFileSync(join(ROOT, 'src', f), 'utf8');
     for (const m of text.matchAll(/\benv\.([A-Z][A-Z0-9_]+)/g)) names.add(m[1]!);
-    for (const m of text.matchAll(/\b(?:int|port|bool|\w+Env)\(\s*env,\s*'([A-Z][A-Z0-9_]+)'/g)) names.add(m[1]!);
+    for (const m of text.matchAll(/\b(?:int|port|bool|\w+Env)\(\s*env,\s*'([A-Z][A-Z0-9_]+)'/g))
+      names.add(m[1]!);
   }
   return names;
 }

@@ -86,6 +86,17 @@ function countPublished(metrics: Runtime['metrics'], rows: readonly OutboxRow[])
   }
 }
 
+/** Where a relay publishes, as its holder name says it (`kafka:staging.`): the bus, and its topic namespace. */
+function destinationOf(config: Runtime['config']): string {
+  if (config.bus === 'kafka') return `kafka:${config.kafka.topicPrefix}`;
+  if (config.bus === 'dapr') return `dapr:${config.dapr.pubsubName}`;
+  return 'embedded';
+}
+
+/** The destination a relay's holder name carries (`.../to=kafka:staging./batch=500`), or null (an older one). */
+const destinationOfHolder = (holder: string | null): string | null =>
+  /\/to=([^/]*)\/batch=\d{1,9}$/.exec(holder ?? '')?.[1] ?? null;
+
 /** The batch size a relay's holder name ends with (`.../batch=500`), or 0 when it names none. */
 const batchOfHolder = (holder: string | null): number =>
   Number(/\/batch=(\d{1,9})$/.exec(holder ?? '')?.[1] ?? 0);
@@ -96,6 +107,8 @@ export class Relay {
    * size, which a relay taking over from this one reads back by (markWhatWasSent).
    */
   readonly holder: string;
+  /** Where this relay publishes (destinationOf); in its holder name, so a takeover can compare. */
+  private readonly destination: string;
   private readonly holderHeader: Record<string, string>;
   /** The batch size of the relay this one took the lease from, from its holder name (markWhatWasSent). */
   private predecessorBatch = 0;
@@ -127,7 +140,8 @@ export class Relay {
 
   constructor(private readonly rt: Runtime) {
     this.options = relayManifest.config(rt.config.env);
-    this.holder = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}/batch=${this.options.batchSize}`;
+    this.destination = destinationOf(rt.config);
+    this.holder = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}/to=${this.destination}/batch=${this.options.batchSize}`;
     this.holderHeader = { [RELAY_HEADER]: this.holder };
     this.metrics = rt.metrics.of(relayManifest);
     this.leaseMs = this.options.leaseMs;
@@ -197,7 +211,17 @@ export class Relay {
       this.reconciled = false;
       this.handovers++;
     }
-    if (held && !continued) this.predecessorBatch = batchOfHolder(previous);
+    if (held && !continued) {
+      this.predecessorBatch = batchOfHolder(previous);
+      // The outbox of one database goes to one place: a relay set up for another (a topic prefix or bus of
+      // another environment) drains it there, and that environment's consumers never see those events.
+      const before = destinationOfHolder(previous);
+      if (before !== null && before !== this.destination)
+        this.rt.log.warn(
+          { holder: this.holder, previous },
+          `relay took over from one that published to ${before}; this one publishes to ${this.destination}: if that is not a deliberate move, stop it (BUS, KAFKA_TOPIC_PREFIX or DAPR_PUBSUB_NAME differ)`,
+        );
+    }
     if (!held) this.sentUnmarked = []; // the next holder finds them on the bus, or sends them again
     this.leader = held;
     return held;
