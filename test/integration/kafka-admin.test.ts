@@ -19,6 +19,13 @@ import { kafkaBrokers } from '../helpers/transports.ts';
 
 const skip = kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS (scripts/test starts Kafka)';
 const PARTITIONS = 3;
+/** A raw producer's serializers: records written as another client would, not as the bus does. */
+const STRINGS = {
+  key: stringSerializer,
+  value: stringSerializer,
+  headerKey: stringSerializer,
+  headerValue: stringSerializer,
+};
 
 describe('Kafka admin: reading a topic without a consumer group', { skip }, () => {
   let settings: KafkaSettings;
@@ -136,12 +143,7 @@ describe('Kafka admin: reading a topic without a consumer group', { skip }, () =
       ...connectionOptions(settings),
       idempotent: true,
       transactionalId: `t-${randomBytes(4).toString('hex')}`,
-      serializers: {
-        key: stringSerializer,
-        value: stringSerializer,
-        headerKey: stringSerializer,
-        headerValue: stringSerializer,
-      },
+      serializers: STRINGS,
     });
     try {
       const tx = await producer.beginTransaction();
@@ -177,12 +179,7 @@ describe('Kafka admin: reading a topic without a consumer group', { skip }, () =
     await bus.admin.ensureTopics([{ name: plainTopic, partitions: 1, retentionMs: 86_400_000 }]);
     const producer = new Producer({
       ...connectionOptions(settings),
-      serializers: {
-        key: stringSerializer,
-        value: stringSerializer,
-        headerKey: stringSerializer,
-        headerValue: stringSerializer,
-      },
+      serializers: STRINGS,
     });
     try {
       await producer.send({

@@ -635,42 +635,37 @@ describe(
       }
     });
 
-    it('exits cleanly, with nothing on stderr, when its client closes stdin', async () => {
+    /** `taskflow mcp` as a child process: its stdin, what it wrote so far, and its exit code once it exits. */
+    const startMcp = async () => {
       const { spawn } = await import('node:child_process');
       const child = spawn(process.execPath, ['bin/taskflow.js', 'mcp'], {
         cwd: root,
         env: await mcpEnv(),
         stdio: ['pipe', 'pipe', 'pipe'],
       });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const out = { stdout: '', stderr: '' };
+      child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
       const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-      child.stdin.write(`${JSON.stringify(INITIALIZE)}\n`);
-      await waitFor(() => stdout.includes('"id":1'), 30_000, 'the initialize answer');
-      child.stdin.end();
-      assert.equal(await exited, 0, stderr);
+      return { stdin: child.stdin, out, exited };
+    };
+
+    it('exits cleanly, with nothing on stderr, when its client closes stdin', async () => {
+      const { stdin, out, exited } = await startMcp();
+      stdin.write(`${JSON.stringify(INITIALIZE)}\n`);
+      await waitFor(() => out.stdout.includes('"id":1'), 30_000, 'the initialize answer');
+      stdin.end();
+      assert.equal(await exited, 0, out.stderr);
       // Nothing went wrong on the way out (it used to print 882 lines of RangeError); Node's own warnings may
       // differ between versions, so only errors and stack frames count.
-      assert.doesNotMatch(stderr, /Error|Exception|^\s+at /m, 'stderr after stdin closed');
+      assert.doesNotMatch(out.stderr, /Error|Exception|^\s+at /m, 'stderr after stdin closed');
     });
 
     it('answers every request written before stdin closed, as a pipe does (`printf … | taskflow mcp`)', async () => {
-      const { spawn } = await import('node:child_process');
-      const child = spawn(process.execPath, ['bin/taskflow.js', 'mcp'], {
-        cwd: root,
-        env: await mcpEnv(),
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      const { stdin, out, exited } = await startMcp();
       const call = (id: number, name: string, args: object) =>
         JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
-      child.stdin.end(
+      stdin.end(
         [
           JSON.stringify(INITIALIZE),
           JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
@@ -678,8 +673,8 @@ describe(
           call(3, 'list_tasks', {}),
         ].join('\n') + '\n',
       );
-      assert.equal(await exited, 0, stderr);
-      const answers = stdout
+      assert.equal(await exited, 0, out.stderr);
+      const answers = out.stdout
         .split('\n')
         .filter(Boolean)
         .map((l) => JSON.parse(l) as { id: number; result?: { isError?: boolean } });
@@ -690,11 +685,11 @@ describe(
           [2, true],
           [3, true],
         ],
-        stderr,
+        out.stderr,
       );
       const stored = await db.query(`SELECT 1 FROM tasks WHERE user_id = 'alice' AND title = 'piped in'`);
       assert.equal(stored.rows.length, 1);
-      assert.doesNotMatch(stderr, /Error|Exception|^\s+at /m);
+      assert.doesNotMatch(out.stderr, /Error|Exception|^\s+at /m);
     });
 
     it('answers what is not a valid request with its JSON-RPC error, sets settings, and refuses requests once the token expired', async () => {
