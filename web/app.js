@@ -498,7 +498,6 @@ function connect() {
     return scheduleReconnect();
   }
   state.ws = ws;
-  const reconnected = state.wsAttempts > 0;
   ws.onmessage = (e) => {
     let msg;
     try {
@@ -510,8 +509,9 @@ function connect() {
     if (msg.type === 'hello') {
       state.wsAttempts = 0;
       setStatus('live');
-      // Without a sequence to resume from, what happened while offline is unknown: reload.
-      if (!resume && reconnected) loadTasks();
+      // Without a sequence to resume from, what happened before this socket is unknown: reload. At sign-in
+      // too: a change between the list's read and this hello is in neither (its frame went to no socket).
+      if (!resume) loadTasks();
       if (state.sequence === null && msg.sequence !== null) state.sequence = msg.sequence;
     } else if (msg.type === 'task.changed') {
       if (state.sequence !== null && msg.sequence <= state.sequence) return;

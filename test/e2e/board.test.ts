@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import WebSocket from 'ws';
 import { apiTarget } from '../../src/services/api/index.ts';
 import { createGatewayTarget } from '../../src/services/gateway/index.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
@@ -85,6 +86,33 @@ describe('real-time task board in Chromium', { skip }, () => {
 
   const taskRow = (page: Page, title: string, extra = '') =>
     page.locator(`#tasks li.task${extra}`, { has: page.locator('.title', { hasText: title }) });
+
+  it('shows a task written between the list load and the socket opening (its frame went to no socket)', async () => {
+    const user = 'slow-socket';
+    const context = await ctx.browser.newContext({ viewport: { width: 1100, height: 700 } });
+    const page = await context.newPage();
+    let open: () => void = () => undefined;
+    const opened = new Promise<void>((resolve) => (open = resolve));
+    // The socket reaches the server only when the test says so: after the list was read and the task written.
+    await page.routeWebSocket(/\/ws/, async (ws) => {
+      await opened;
+      const server = ws.connectToServer();
+      server.onMessage((m) => ws.send(m));
+      ws.onMessage((m) => server.send(m));
+    });
+    await page.goto(ctx.app.url + '/');
+    await page.fill('#token', await ctx.app.token(user));
+    await page.click('#signin-form button[type=submit]');
+    await page.locator('#empty').waitFor({ timeout: LIVE_MS });
+    const created = await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Slipped in' });
+    assert.equal(created.status, 201);
+    // The gateway has the change (a socket opened now is told its sequence) before the board's socket opens.
+    await waitUntil(async () => (await helloSequence(ctx.app, user)) === 1, 'the gateway to have the change');
+    open();
+    await page.waitForSelector('#ws-status.live', { timeout: LIVE_MS });
+    await taskRow(page, 'Slipped in').waitFor({ timeout: LIVE_MS });
+    await context.close();
+  });
 
   it('shows a task created and completed in one page in the other, without reload', async () => {
     const { page: a, errors: aErrors } = await signedInPage(ctx, 'board-user');
@@ -246,6 +274,25 @@ describe('in-app notifications on the board in Chromium', { skip }, () => {
 });
 
 /** Polls `check` until it holds (browser-driven changes land through the API a moment later). */
+/** The sequence a new socket of `user` is told in its hello: the latest change the gateway has of theirs. */
+async function helloSequence(app: TestApp, user: string): Promise<number | null> {
+  const ws = new WebSocket(`${app.url.replace(/^http/, 'ws')}/ws`, [
+    'taskflow.v1',
+    `bearer.${await app.token(user)}`,
+  ]);
+  try {
+    return await new Promise<number | null>((resolve, reject) => {
+      ws.on('error', reject);
+      ws.on('message', (data) => {
+        const frame = JSON.parse(String(data)) as { type: string; sequence: number | null };
+        if (frame.type === 'hello') resolve(frame.sequence);
+      });
+    });
+  } finally {
+    ws.close();
+  }
+}
+
 async function waitUntil(check: () => Promise<boolean>, what: string, ms = LIVE_MS): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
