@@ -972,7 +972,7 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
     // Marked required in the document (finishDocument), so a missing one fails the check below.
     const createdHeaders = doc.paths['/api/tasks'].post.responses['201'].headers;
     assert.equal(createdHeaders.Location.required, true);
-    assert.equal(createdHeaders.ETag.required, true);
+    assert.notEqual(createdHeaders.ETag.required, true, 'a replay has none');
     assert.equal(doc.paths['/api/tasks/{id}'].get.responses['200'].headers.ETag.required, true);
     const replayed = await app.call('olga', 'POST', '/api/tasks', body, key);
     assert.equal(replayed.headers.get('idempotent-replayed'), 'true');

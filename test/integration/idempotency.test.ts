@@ -38,6 +38,12 @@ for (const backend of backends)
       const again = await post('ann', { tags: ['home'], priority: 'high', title: 'Pay rent' }, 'k-1');
       assert.equal(again.status, 201);
       assert.equal(again.headers.get('idempotent-replayed'), 'true');
+      assert.equal(
+        again.headers.get('etag'),
+        null,
+        'no ETag: the task may have changed since the first answer',
+      );
+      assert.equal(first.headers.get('etag'), '"1"');
       assert.deepEqual(again.body, first.body);
       assert.equal(again.headers.get('location'), `/api/tasks/${first.body.id}`);
       const other = await post('ann', { title: 'Pay the rent' }, 'k-1');

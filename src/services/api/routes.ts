@@ -109,7 +109,12 @@ const createdAnswer = withHeaders(
       description: "The task's URL (/api/tasks/{id}, on either create route): where to read or change it",
       [REQUIRED_HEADER]: true,
     },
-    ETag: etagHeaderDoc,
+    // Not on a replay: the first answer's version may be stale by then.
+    ETag: {
+      type: etagHeaderDoc.type,
+      pattern: etagHeaderDoc.pattern,
+      description: `${etagHeaderDoc.description}; absent on a replay (Idempotent-Replayed), whose task may have changed since`,
+    },
     'Idempotent-Replayed': {
       type: 'string',
       enum: ['true'],
@@ -173,11 +178,13 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
           return key ? { key, requestHash: requestHash(req.body) } : undefined;
         },
       });
+      // A replay answers what the first request was answered; the task may have changed since, so no ETag
+      // (a stale one made the client's next If-Match a 412): GET the task for its current version.
       if (replayed) reply.header('idempotent-replayed', 'true');
+      else reply.header('etag', etag(task));
       return reply
         .code(201)
         .header('location', `/api/tasks/${task.id}`)
-        .header('etag', etag(task))
         .send({ ...task, reminder_plan });
     };
     const page = (req: FastifyRequest, query: Record<string, unknown>) => tasks.list(userOf(req), query);
