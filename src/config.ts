@@ -10,7 +10,7 @@ import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
 import { COMPATIBILITY_LEVELS, type CompatibilityLevel } from './contracts/schema-compat.ts';
 import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl } from './store/db.ts';
-import { canonicalTimeZone } from './domain/time.ts';
+import { canonicalTimeZone, isTimeZone } from './domain/time.ts';
 import type { LogFormat } from './observability/logger.ts';
 
 export type BusKind = 'embedded' | 'kafka' | 'dapr';
@@ -236,7 +236,8 @@ function logLevel(raw: string | undefined): string {
 /** DEFAULT_TIMEZONE: an IANA zone, as IANA spells it (`europe/paris` is `Europe/Paris`). */
 function defaultTimeZone(raw: string | undefined): string {
   if (!raw) return 'UTC';
-  const zone = canonicalTimeZone(raw);
+  // An offset (+02:00) is no zone a user could set (it follows no daylight saving time): refused as there.
+  const zone = isTimeZone(raw) ? canonicalTimeZone(raw) : null;
   if (!zone)
     throw new ConfigError(`DEFAULT_TIMEZONE must be an IANA time zone such as Europe/Paris, got "${raw}"`);
   return zone;

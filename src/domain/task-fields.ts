@@ -143,11 +143,14 @@ function parseOffset(value: string): Temporal.Duration | null {
   }
 }
 
-/** The first thing wrong with a text of at most `max` code points (trimmed first when `trim`), or null. */
+/**
+ * The first thing wrong with a text of at most `max` code points (trimmed first when `trim`), or null. Counted
+ * as stored, in NFC: a few letters take more code points composed (U+FB2C is three).
+ */
 function textIssue(value: string, max: number, trim: boolean): string | null {
   const bad = textProblem(value);
   if (bad) return bad;
-  const text = trim ? value.trim() : value;
+  const text = trim ? value.normalize('NFC').trim() : value.normalize('NFC');
   if (trim && text.length === 0) return 'must not be empty';
   if (codePoints(text) > max) return `must be at most ${max} characters`;
   return null;

@@ -711,6 +711,18 @@ for (const BUS of BUSES) {
       await setPrefs('lena', { quiet_hours: null });
       await waitFor(() => mailsTo('lena@example.com').length === 1, WAIT, 'the email, quiet hours off');
       assert.ok(mailsTo('lena@example.com')[0]!.raw.includes(dueText), 'the email text');
+
+      // The other way round: quiet in UTC now, not on Nico's clock (New York): sent at once, not held.
+      await app.call('nico', 'PUT', '/api/me/settings', { timezone: 'America/New_York' });
+      const utc = (ms: number) => new Date(clock.now().getTime() + ms).toISOString().slice(11, 16);
+      await setPrefs('nico', {
+        email: 'nico@example.com',
+        quiet_hours: { start: utc(-HOUR), end: utc(2 * HOUR) },
+      });
+      const nicos = await createTask('nico', { title: 'Not quiet here', reminders: [at(MIN)] });
+      await waitForEvents(app, nicos.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      await waitFor(() => mailsTo('nico@example.com').length === 1, WAIT, 'the email, not quiet in New York');
     });
 
     it('defers email and webhook during quiet hours (in-app at once), sends them when they end, drops dismissed ones', async () => {

@@ -40,10 +40,12 @@ describe('settings refused at start', () => {
   });
 
   it('DEFAULT_TIMEZONE: an IANA zone, spelt as IANA does', () => {
-    assert.throws(
-      () => loadConfig({ ...base, DEFAULT_TIMEZONE: 'Mars/Olympus' }),
-      /DEFAULT_TIMEZONE must be an IANA/,
-    );
+    for (const zone of ['Mars/Olympus', '+02:00'])
+      assert.throws(
+        () => loadConfig({ ...base, DEFAULT_TIMEZONE: zone }),
+        /DEFAULT_TIMEZONE must be an IANA/,
+        zone,
+      );
     assert.equal(loadConfig({ ...base, DEFAULT_TIMEZONE: 'europe/paris' }).defaultTimezone, 'Europe/Paris');
     assert.equal(loadConfig(base).defaultTimezone, 'UTC');
   });

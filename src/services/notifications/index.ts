@@ -82,7 +82,8 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
               continue;
             }
             const prefs = await getPreferences(tx, data.user_id);
-            const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours) : null;
+            const zone = prefs.user_timezone ?? rt.config.defaultTimezone;
+            const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours, zone) : null;
             const wanted: { channel: Channel; at: Date }[] = [];
             for (const channel of new Set(data.channels)) {
               if (!prefs.channels[channel]) continue;
