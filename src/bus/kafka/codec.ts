@@ -253,6 +253,14 @@ export type StoredRecord = Pick<
   'topic' | 'partition' | 'offset' | 'key' | 'value' | 'headers' | 'timestamp'
 >;
 
+const hasIdAndType = (e: unknown): boolean =>
+  typeof e === 'object' &&
+  e !== null &&
+  typeof (e as CloudEvent).id === 'string' &&
+  (e as CloudEvent).id !== '' &&
+  typeof (e as CloudEvent).type === 'string' &&
+  (e as CloudEvent).type !== '';
+
 /** A record as a bus message (after `codec.prepareDecode` for it). */
 export function decodeRecord(
   m: StoredRecord,
@@ -264,8 +272,9 @@ export function decodeRecord(
   try {
     event = codec.decode(m, envelope);
     // A record without an event's id and type (a plain JSON value, no ce_* headers) cannot be addressed,
-    // deduplicated or replayed as an event: it is kept as bytes, as an undecodable one is.
-    if (typeof event.id !== 'string' || !event.id || typeof event.type !== 'string' || !event.type)
+    // deduplicated or replayed as an event: it is kept as bytes, as an undecodable one is. A structured
+    // CloudEvent in the value (what daprd writes) is one: the Dapr transport unwraps it (dapr/wire.ts).
+    if (!hasIdAndType(event) && !hasIdAndType(event.data))
       throw new Error('not a CloudEvent: no id or type (ce_id and ce_type headers, or a structured event)');
   } catch (err) {
     // Undecodable bytes still get a CloudEvent shape so the DLQ can hold them; validation rejects it.

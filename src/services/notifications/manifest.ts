@@ -7,7 +7,7 @@ import type { TargetManifest } from '../../runtime.ts';
 export const notificationsManifest = {
   name: 'notifications',
   description: 'notifications: reminder.triggered -> email / web push / in-app / webhook deliveries',
-  serves: 'preferences, push subscriptions and the in-app inbox under `/api/notifications`',
+  serves: 'preferences, push subscriptions, deliveries and the in-app inbox under `/api/notifications`',
   consumes: { group: 'taskflow-notifications', topics: [TOPICS.reminders], deadLetters: true },
   produces: ['notification.created'],
   sources: ['/taskflow/notifications'],
