@@ -769,7 +769,9 @@ function markdown(text) {
     const item = /^\s*(?:[-*•]|(\d+)[.)])\s+(.*)$/.exec(line);
     if (item) {
       const tag = item[1] === undefined ? 'ul' : 'ol';
-      if (!list || list.tagName.toLowerCase() !== tag) blocks.push((list = el(tag)));
+      // A numbered list split by blank lines (as models write them) goes on at its own number.
+      if (!list || list.tagName.toLowerCase() !== tag)
+        blocks.push((list = el(tag, tag === 'ol' && item[1] !== '1' ? { start: item[1] } : {})));
       list.append(el('li', {}, inlineMarkdown(item[2])));
       para = null;
       continue;

@@ -91,6 +91,11 @@ function trackRequests(transport: StdioServerTransport): InFlight {
   transport.onmessage = (message: JSONRPCMessage) => {
     const id = requestId(message);
     if (id !== null && 'method' in message) waiting.add(id);
+    // A request the client cancelled is never answered (the SDK drops it): waited for, it held the exit 30 s.
+    if ('method' in message && message.method === 'notifications/cancelled') {
+      const cancelled = requestId({ id: (message.params as { requestId?: unknown } | undefined)?.requestId });
+      if (cancelled !== null && waiting.delete(cancelled) && waiting.size === 0) onIdle?.();
+    }
     deliver?.(message);
   };
   const send = transport.send.bind(transport);

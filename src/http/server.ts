@@ -129,9 +129,27 @@ export async function createHttpServer(opts: {
     await app.register(fastifyCors, {
       origin: [...opts.corsOrigins!],
       methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-      allowedHeaders: ['authorization', 'content-type', 'if-match', 'idempotency-key', 'accept'],
-      // What a client of another origin must be able to read: the version, the paging and the back-off.
-      exposedHeaders: ['etag', 'location', 'link', 'x-next-cursor', 'retry-after'],
+      allowedHeaders: [
+        'authorization',
+        'content-type',
+        'accept',
+        'if-match',
+        'if-none-match',
+        'idempotency-key',
+        'mcp-session-id',
+        'mcp-protocol-version',
+        'last-event-id',
+      ],
+      // What a client of another origin must be able to read: the version, the paging, the back-off, a replay.
+      exposedHeaders: [
+        'etag',
+        'location',
+        'link',
+        'x-next-cursor',
+        'retry-after',
+        'idempotent-replayed',
+        'mcp-session-id',
+      ],
       maxAge: 600,
     });
   setRateLimit(app, opts.rateLimitPerMinute ?? 0);

@@ -670,19 +670,20 @@ describe('the assistant on the board in Chromium', { skip }, () => {
     const { page, errors } = await signedInPage(ctx, 'chat-md');
     await page.waitForSelector('#chat:not([hidden])');
     const reply =
-      'This week:\n\n- **Pay rent** on `Friday`\n- Call <b>mom</b> *soon*\n\n1. first\n2. second\nsnake_case_name stays';
+      'This week:\n\n- **Pay rent** on `Friday`\n- Call <b>mom</b> *soon*\n\n1. first\n2. second\n\n3. third\nsnake_case_name stays';
     model.script({ text: reply });
     await page.fill('#chat-input', 'what is due this week?');
     await page.click('#chat-form button[type=submit]');
     const answer = page.locator('#chat-log .chat-assistant').last();
     for (const pass of ['streamed', 'reloaded']) {
-      await answer.locator('ol li').nth(1).waitFor({ timeout: LIVE_MS });
+      await answer.locator('ol li').nth(2).waitFor({ timeout: LIVE_MS });
       const drawn = await answer.evaluate((li) => ({
         bullets: [...li.querySelectorAll('ul > li')].map((x) => x.textContent),
         strong: li.querySelector('ul strong')?.textContent,
         code: li.querySelector('ul code')?.textContent,
         em: li.querySelector('ul em')?.textContent,
         numbered: [...li.querySelectorAll('ol > li')].map((x) => x.textContent),
+        starts: [...li.querySelectorAll('ol')].map((x) => Number(x.getAttribute('start') ?? 1)),
         html: li.querySelector('b') !== null,
         last: li.querySelector('p:last-child')?.textContent,
       }));
@@ -693,7 +694,8 @@ describe('the assistant on the board in Chromium', { skip }, () => {
           strong: 'Pay rent',
           code: 'Friday',
           em: 'soon',
-          numbered: ['first', 'second'],
+          numbered: ['first', 'second', 'third'],
+          starts: [1, 3],
           html: false,
           last: 'snake_case_name stays',
         },

@@ -1106,7 +1106,8 @@ describe('browsers of other sites (CORS_ORIGINS)', () => {
       headers: {
         origin,
         'access-control-request-method': 'PATCH',
-        'access-control-request-headers': 'authorization, content-type, if-match',
+        'access-control-request-headers':
+          'authorization, content-type, if-match, if-none-match, idempotency-key',
       },
     });
 
@@ -1116,7 +1117,8 @@ describe('browsers of other sites (CORS_ORIGINS)', () => {
       assert.equal(ok.status, 204);
       assert.equal(ok.headers.get('access-control-allow-origin'), 'https://app.example.com');
       assert.match(ok.headers.get('access-control-allow-methods') ?? '', /PATCH/);
-      assert.match(ok.headers.get('access-control-allow-headers') ?? '', /if-match/);
+      for (const header of ['if-match', 'if-none-match', 'idempotency-key', 'mcp-session-id'])
+        assert.match(ok.headers.get('access-control-allow-headers') ?? '', new RegExp(header));
       const created = await fetch(`${app.url}/api/tasks`, {
         method: 'POST',
         headers: {
@@ -1128,7 +1130,7 @@ describe('browsers of other sites (CORS_ORIGINS)', () => {
       });
       assert.equal(created.status, 201);
       assert.equal(created.headers.get('access-control-allow-origin'), 'https://app.example.com');
-      assert.match(created.headers.get('access-control-expose-headers') ?? '', /etag/);
+      assert.match(created.headers.get('access-control-expose-headers') ?? '', /etag.*idempotent-replayed/);
       // Another origin gets no allowance (the browser then refuses the answer to its page).
       const other = await preflight(app, 'https://evil.example');
       assert.equal(other.headers.get('access-control-allow-origin'), null);

@@ -692,6 +692,29 @@ describe(
       assert.doesNotMatch(out.stderr, /Error|Exception|^\s+at /m);
     });
 
+    it('exits at once when stdin closes after a request the client cancelled (never answered)', async () => {
+      const { stdin, out, exited } = await startMcp();
+      const started = Date.now();
+      stdin.end(
+        [
+          JSON.stringify(INITIALIZE),
+          JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+          JSON.stringify({
+            jsonrpc: '2.0',
+            id: 2,
+            method: 'tools/call',
+            params: { name: 'list_tasks', arguments: {} },
+          }),
+          JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 2 } }),
+        ].join('\n') + '\n',
+      );
+      assert.equal(await exited, 0, out.stderr);
+      assert.ok(
+        Date.now() - started < 15_000,
+        `exited after ${Date.now() - started} ms (the drain waits 30 s)`,
+      );
+    });
+
     it('answers what is not a valid request with its JSON-RPC error, sets settings, and refuses requests once the token expired', async () => {
       const { spawn } = await import('node:child_process');
       const child = spawn(process.execPath, ['bin/taskflow.js', 'mcp'], {
