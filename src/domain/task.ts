@@ -214,7 +214,7 @@ export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Tran
   // A completed occurrence's series goes on in its next occurrence: a rule changed here would reach nothing.
   if (task.status === 'completed' && next.status === 'completed' && changes.includes('recurrence'))
     throw new ConflictError(
-      'this task is completed: its repeat rule is no longer read (a repeating series goes on in its next occurrence); change the pending occurrence, or reopen this one in the same request',
+      'this task is completed: its repeat rule is no longer read (a repeating series goes on in its next occurrence); change the pending occurrence, or reopen this one first',
     );
   next.updated_at = now.toISOString();
   next.version = task.version + 1;

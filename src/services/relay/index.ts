@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import { publishesInTransaction } from '../../bus/types.ts';
 import { producerSpans } from '../../bus/producer-spans.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
-import { expireLease, releaseLease, tryAcquireLease } from '../../store/lease.ts';
+import { expireLease, tryAcquireLease } from '../../store/lease.ts';
 import {
   OUTBOX_NOTIFY_CHANNEL,
   OUTBOX_NOTIFY_EVENT,
@@ -475,7 +475,8 @@ export class Relay {
         this.rt.log.warn({ err }, 'could not mark the last batch published; the next relay checks it'),
       );
     this.sentUnmarked = [];
-    await releaseLease(this.rt.db, LEASE, this.holder).catch(() => undefined);
+    // Ended, not deleted: the next holder learns whom it follows (its batch size, where it published).
+    await expireLease(this.rt.db, LEASE, this.holder).catch(() => undefined);
   }
 }
 
