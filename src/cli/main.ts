@@ -364,10 +364,16 @@ topics
       const wanted = allTopics(config, deadLetterGroups(MANIFESTS));
       const before = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
       await bus.admin.ensureTopics(wanted);
+      const after = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
       const created = wanted.filter((t) => !before.has(t.name));
-      // A topic that exists is left as it is: say where it differs from what is asked (it is not changed).
+      const sizes = (t?: { partitions: number; retentionMs: number | null }) =>
+        t ? `${t.partitions} partitions, retention ${t.retentionMs ?? '?'} ms` : 'none';
+      // The embedded bus grows an existing topic to the settings; Kafka leaves it as it is.
+      const updated = wanted.filter(
+        (t) => before.has(t.name) && sizes(before.get(t.name)) !== sizes(after.get(t.name)),
+      );
       const differing = wanted.flatMap((t) => {
-        const has = before.get(t.name);
+        const has = after.get(t.name);
         if (!has) return [];
         const diffs = [
           has.partitions !== t.partitions ? `${has.partitions} partitions (asked ${t.partitions})` : '',
@@ -380,9 +386,11 @@ topics
       console.log(
         `ensured ${wanted.length} topics on ${config.bus}: ${created.length} created${created.length ? ` (${created.map((t) => t.name).join(', ')})` : ''}, ${wanted.length - created.length} existed`,
       );
+      for (const t of updated)
+        console.log(`  ${t.name} updated: ${sizes(before.get(t.name))} -> ${sizes(after.get(t.name))}`);
       if (differing.length)
         console.log(
-          `existing topics are not changed; these differ from the settings (change them with the broker's tools, e.g. kafka-topics --alter / kafka-configs):\n  ${differing.join('\n  ')}`,
+          `these existing topics differ from the settings and were not changed (change them with the broker's tools, e.g. kafka-topics --alter / kafka-configs):\n  ${differing.join('\n  ')}`,
         );
     }),
   );
