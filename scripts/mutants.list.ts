@@ -495,6 +495,32 @@ export const MUTANTS: readonly Mutant[] = [
     replace: ';',
     tests: ['test/integration/reminders.test.ts#only to the device'],
   },
+  {
+    id: 'gateway-waits-for-heartbeat-to-expire',
+    breaks:
+      'per-user isolation in time: a socket is closed when its token expires, not up to a heartbeat later',
+    file: 'src/services/gateway/hub.ts',
+    find: '    if (expiresAt - Date.now() < TIMER_MAX_MS) {',
+    replace: '    if (false) {',
+    tests: ['test/integration/gateway.test.ts#sends nothing once the token expired'],
+  },
+  {
+    id: 'mcp-stdio-closes-under-requests',
+    breaks: 'no write applied without its answer: taskflow mcp answers what was written before stdin closed',
+    file: 'src/cli/mcp-stdio.ts',
+    find: '(inFlight?.idle(DRAIN_MS) ?? Promise.resolve())',
+    replace: 'Promise.resolve()',
+    tests: ['test/integration/mcp.test.ts#before stdin closed'],
+  },
+  {
+    id: 'publisher-creates-topics-when-told-not-to',
+    breaks: 'KAFKA_ENSURE_TOPICS=false: the platform creates the topics, a send never does',
+    file: 'src/bus/kafka/publisher.ts',
+    find: 'if (unknown.length && this.s.ensureTopics !== false) {',
+    replace: 'if (unknown.length) {',
+    tests: ['test/integration/kafka-admin.test.ts#KAFKA_ENSURE_TOPICS=false'],
+    needs: ['kafka'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------
