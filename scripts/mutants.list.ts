@@ -500,7 +500,7 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'per-user isolation in time: a socket is closed when its token expires, not up to a heartbeat later',
     file: 'src/services/gateway/hub.ts',
-    find: '    if (expiresAt - Date.now() < TIMER_MAX_MS) {',
+    find: '    if (lifetime < TIMER_MAX_MS) {',
     replace: '    if (false) {',
     tests: ['test/integration/gateway.test.ts#sends nothing once the token expired'],
   },

@@ -15,6 +15,7 @@
  * unsent bytes exceed `maxBufferedBytes` is closed (1013) so one slow client cannot stall or bloat the rest.
  */
 import type { WebSocket } from 'ws';
+import { TIMER_MAX_MS } from '../../config.ts';
 import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { NotificationCreatedData, TaskChangedData } from '../../contracts/events.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -43,8 +44,6 @@ interface Connection {
   expiry?: NodeJS.Timeout;
 }
 
-/** The longest a Node.js timer waits (2^31 - 1 ms, about 24.8 days). */
-const TIMER_MAX_MS = 2 ** 31 - 1;
 const EXPIRED = 'token expired; reconnect with a fresh token';
 
 export class Hub {
@@ -133,8 +132,9 @@ export class Hub {
     mine.add(c);
     this.all.add(c);
     this.metrics.connections.inc();
-    if (expiresAt - Date.now() < TIMER_MAX_MS) {
-      c.expiry = setTimeout(() => this.drop(c, CLOSE.policy, EXPIRED, 'expired'), expiresAt - Date.now());
+    const lifetime = expiresAt - Date.now();
+    if (lifetime < TIMER_MAX_MS) {
+      c.expiry = setTimeout(() => this.drop(c, CLOSE.policy, EXPIRED, 'expired'), lifetime);
       c.expiry.unref();
     }
     ws.on('pong', () => (c.alive = true));

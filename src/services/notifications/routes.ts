@@ -14,7 +14,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
-import { ConflictError, NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { ConflictError, NotFoundError, ValidationError, type FieldIssue } from '../../domain/errors.ts';
 import { bodyJsonSchema, fieldJsonSchema, unknownParameters } from '../../domain/fields.ts';
 import {
   type Channel,
@@ -54,6 +54,14 @@ export interface NotificationRoutesDeps {
 }
 
 const security = [{ bearerAuth: [] }];
+
+/** A list's `limit` query parameter (1-200, 50 when left out); a bad one is added to `issues`. */
+function pageLimit(raw: string | undefined, issues: FieldIssue[]): number {
+  const n = raw === undefined ? 50 : Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 200)
+    issues.push({ path: 'limit', message: 'must be an integer from 1 to 200' });
+  return n;
+}
 
 /** A delivery as the deliveries routes answer it (store.ts DeliveryView). */
 const deliveryDoc = {
@@ -275,9 +283,7 @@ export async function registerNotificationRoutes(
         const issues = unknownParameters(req.query, ['unread', 'limit']);
         if (unread !== undefined && unread !== 'true' && unread !== 'false')
           issues.push({ path: 'unread', message: 'must be true or false' });
-        const n = limit === undefined ? 50 : Number(limit);
-        if (!Number.isInteger(n) || n < 1 || n > 200)
-          issues.push({ path: 'limit', message: 'must be an integer from 1 to 200' });
+        const n = pageLimit(limit, issues);
         if (issues.length) throw new ValidationError(issues);
         const r = await listNotifications(db, userId, { unreadOnly: unread === 'true', limit: n });
         return { items: r.items.map(notificationView), unread_count: r.unread_count };
@@ -312,9 +318,7 @@ export async function registerNotificationRoutes(
           issues.push({ path: 'status', message: `must be one of ${DELIVERY_STATUSES.join(', ')}` });
         if (channel !== undefined && !(CHANNELS as readonly string[]).includes(channel))
           issues.push({ path: 'channel', message: `must be one of ${CHANNELS.join(', ')}` });
-        const n = limit === undefined ? 50 : Number(limit);
-        if (!Number.isInteger(n) || n < 1 || n > 200)
-          issues.push({ path: 'limit', message: 'must be an integer from 1 to 200' });
+        const n = pageLimit(limit, issues);
         if (issues.length) throw new ValidationError(issues);
         const items = await listDeliveries(db, userId, {
           status: status as DeliveryStatus | undefined,
