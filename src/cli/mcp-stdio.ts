@@ -87,14 +87,17 @@ interface InFlight {
 function trackRequests(transport: StdioServerTransport): InFlight {
   const waiting = new Set<string | number>();
   let onIdle: (() => void) | undefined;
+  /** The request `id` needs no answer any more (answered, or cancelled by the client). */
+  const settle = (id: string | number | null) => {
+    if (id !== null && waiting.delete(id) && waiting.size === 0) onIdle?.();
+  };
   const deliver = transport.onmessage;
   transport.onmessage = (message: JSONRPCMessage) => {
     const id = requestId(message);
     if (id !== null && 'method' in message) waiting.add(id);
     // A request the client cancelled is never answered (the SDK drops it): waited for, it held the exit 30 s.
     if ('method' in message && message.method === 'notifications/cancelled') {
-      const cancelled = requestId({ id: (message.params as { requestId?: unknown } | undefined)?.requestId });
-      if (cancelled !== null && waiting.delete(cancelled) && waiting.size === 0) onIdle?.();
+      settle(requestId({ id: (message.params as { requestId?: unknown } | undefined)?.requestId }));
     }
     deliver?.(message);
   };
@@ -103,8 +106,7 @@ function trackRequests(transport: StdioServerTransport): InFlight {
     try {
       await send(message);
     } finally {
-      const id = requestId(message);
-      if (id !== null && !('method' in message) && waiting.delete(id) && waiting.size === 0) onIdle?.();
+      if (!('method' in message)) settle(requestId(message));
     }
   };
   return {

@@ -13,7 +13,7 @@ import {
   claimDeliveries,
   deferDelivery,
   finishDelivery,
-  getPreferences,
+  getRecipient,
   insertInApp,
   listPushSubscriptions,
   markPushSent,
@@ -105,9 +105,9 @@ export class DeliveryWorker {
     const metrics = this.rt.metrics.of(notificationsManifest);
     const now = clock.now();
     try {
-      const prefs = await getPreferences(db, row.user_id);
+      const prefs = await getRecipient(db, row.user_id, this.rt.config.defaultTimezone);
       if (!prefs.channels[row.channel]) throw new Skip(`channel ${row.channel} is turned off`);
-      const timeZone = prefs.user_timezone ?? this.rt.config.defaultTimezone;
+      const timeZone = prefs.timezone;
       if (QUIET_CHANNELS.includes(row.channel) && prefs.quiet_hours) {
         const end = quietHoursEnd(now, prefs.quiet_hours, timeZone);
         if (end) {

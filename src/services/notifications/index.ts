@@ -18,12 +18,7 @@ import { consumerTarget, transactional } from '../consumer-target.ts';
 import { EmailChannel, PushChannel, WebhookChannel } from './channels.ts';
 import { DeliveryWorker } from './delivery.ts';
 import { registerNotificationRoutes } from './routes.ts';
-import {
-  cancelPendingDeliveries,
-  enqueueDeliveries,
-  getPreferences,
-  listPushSubscriptions,
-} from './store.ts';
+import { cancelPendingDeliveries, enqueueDeliveries, getRecipient, listPushSubscriptions } from './store.ts';
 
 /** Overrides of the SMTP_*, VAPID_* and NOTIFY_* variables. */
 export interface NotificationsOptions extends Partial<NotificationsConfig> {
@@ -81,8 +76,8 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
               await cancelPendingDeliveries(tx, data.user_id, data.reminder_id, 'the reminder was dismissed');
               continue;
             }
-            const prefs = await getPreferences(tx, data.user_id);
-            const zone = prefs.user_timezone ?? rt.config.defaultTimezone;
+            const prefs = await getRecipient(tx, data.user_id, rt.config.defaultTimezone);
+            const zone = prefs.timezone;
             const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours, zone) : null;
             const wanted: { channel: Channel; at: Date }[] = [];
             for (const channel of new Set(data.channels)) {

@@ -18,11 +18,15 @@ const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOS
 
 export interface StoredPreferences extends NotificationPreferences {
   webhook_secret: string | null;
+}
+
+/** What a reminder's delivery needs to know of its user: the preferences, and the zone it is read in. */
+export interface Recipient extends StoredPreferences {
   /**
-   * The user's own zone (user_settings, GET /api/me/settings), null when never set: quiet hours without a zone
-   * and the due time a message shows are read in it.
+   * The user's own zone (user_settings, GET /api/me/settings), or the deployment's DEFAULT_TIMEZONE when never
+   * set: quiet hours without a zone and the due time a message shows are read in it.
    */
-  user_timezone: string | null;
+  timezone: string;
 }
 
 type PrefRow = { user_timezone: string | null } & (
@@ -42,6 +46,27 @@ type PrefRow = { user_timezone: string | null } & (
 );
 
 export async function getPreferences(q: Queryable, userId: string): Promise<StoredPreferences> {
+  const { user_timezone: _zone, ...prefs } = await readPreferences(q, userId);
+  return prefs;
+}
+
+/**
+ * The preferences with the user's effective zone, for the consumer that queues deliveries and the worker that
+ * sends them: both must read quiet hours and due times in the same zone, so the fallback lives here, once.
+ */
+export async function getRecipient(
+  q: Queryable,
+  userId: string,
+  defaultTimezone: string,
+): Promise<Recipient> {
+  const { user_timezone, ...prefs } = await readPreferences(q, userId);
+  return { ...prefs, timezone: user_timezone ?? defaultTimezone };
+}
+
+async function readPreferences(
+  q: Queryable,
+  userId: string,
+): Promise<StoredPreferences & { user_timezone: string | null }> {
   const r = (
     await q.query<PrefRow>(
       `SELECT p.email, p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
@@ -105,7 +130,6 @@ export async function putPreferences(
     quiet_hours: patch.quiet_hours !== undefined ? patch.quiet_hours : current.quiet_hours,
     webhook_url: patch.webhook_url !== undefined ? patch.webhook_url : current.webhook_url,
     webhook_secret: patch.webhook_secret !== undefined ? patch.webhook_secret : current.webhook_secret,
-    user_timezone: current.user_timezone,
   };
   let generatedSecret: string | null = null;
   if (next.webhook_url && !next.webhook_secret) {
