@@ -32,12 +32,22 @@ export class ConflictError extends Error {
 
 export class VersionConflictError extends Error {
   constructor(
-    readonly expected: number,
+    readonly expected: ExpectedVersion,
     readonly actual: number,
   ) {
-    super(`version mismatch: If-Match ${expected}, current ${actual}`);
+    super(`version mismatch: If-Match ${[expected].flat().join(', ')}, current ${actual}`);
     this.name = 'VersionConflictError';
   }
+}
+
+/** The version a conditional write requires: one, or any of a list (an If-Match with several ETags). */
+export type ExpectedVersion = number | readonly number[];
+
+/** Throws VersionConflictError unless `actual` is (one of) the expected version(s); none expected takes any. */
+export function assertVersion(expected: ExpectedVersion | undefined, actual: number): void {
+  if (expected === undefined) return;
+  if (typeof expected === 'number' ? expected !== actual : !expected.includes(actual))
+    throw new VersionConflictError(expected, actual);
 }
 
 /** The service refuses new work for now (writes queue longer than it accepts); retry after a moment. */

@@ -17,8 +17,12 @@ export const etagHeaderDoc: HeaderDoc = {
   [REQUIRED_HEADER]: true,
 };
 
-/** If-Match as the routes take it: `"3"`, `W/"3"` or `3` (the version), or `*` (any). */
-export const IF_MATCH_PATTERN = '^\\s*(?:\\*|(?:W/)?"?(\\d{1,9})"?)\\s*$';
+/**
+ * If-Match as the routes take it: the version as an ETag (`"3"`, `W/"3"` or `3`), a list of them separated by
+ * commas (RFC 9110 13.1.1: any of them; at most 20), or `*` (any version).
+ */
+const ONE_VERSION = '(?:W/)?"?\\d{1,9}"?';
+export const IF_MATCH_PATTERN = `^\\s*(?:\\*|${ONE_VERSION}(?:\\s*,\\s*${ONE_VERSION}){0,19})\\s*$`;
 const IF_MATCH = new RegExp(IF_MATCH_PATTERN);
 
 /** The If-Match request header of a task's writes, for their OpenAPI document (from the same pattern). */
@@ -29,20 +33,23 @@ export const ifMatchHeaderDoc = {
       type: 'string',
       pattern: IF_MATCH_PATTERN,
       description:
-        'The version the task must have (its ETag, e.g. "3"): otherwise 412 and nothing changes; absent or * takes any version',
+        'The version the task must have (its ETag, e.g. "3", or several separated by commas: any of them): otherwise 412 and nothing changes; absent or * takes any version',
     },
   },
 } as const;
 
-/** Parses If-Match (IF_MATCH_PATTERN); absent or `*` means any version. */
-export function parseIfMatch(header: string | undefined): number | undefined {
+/** Parses If-Match (IF_MATCH_PATTERN) into the versions it accepts; absent or `*` means any version. */
+export function parseIfMatch(header: string | undefined): readonly number[] | undefined {
   if (header === undefined) return undefined;
-  const m = IF_MATCH.exec(header);
-  if (!m)
+  if (!IF_MATCH.test(header))
     throw new ValidationError([
-      { path: 'If-Match', message: 'must be the task version as an ETag, e.g. "3"' },
+      {
+        path: 'If-Match',
+        message: 'must be the task version as an ETag, e.g. "3" (or several separated by commas, or *)',
+      },
     ]);
-  return m[1] === undefined ? undefined : Number(m[1]);
+  if (header.trim() === '*') return undefined;
+  return header.split(',').map((tag) => Number(/\d+/.exec(tag)![0]));
 }
 
 /** The If-None-Match request header of a task's read, for its OpenAPI document. */

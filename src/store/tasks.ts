@@ -11,7 +11,8 @@ import {
   IdempotencyMismatchError,
   NotFoundError,
   ValidationError,
-  VersionConflictError,
+  assertVersion,
+  type ExpectedVersion,
   type Result,
 } from '../domain/errors.ts';
 import { dueWindowRange, encodeCursor, type TaskQuery } from '../domain/query.ts';
@@ -344,7 +345,7 @@ export class TaskStore {
     id: string,
     change: (task: Task, now: Date) => Result<Transition>,
     meta: EventMeta,
-    expectedVersion?: number,
+    expectedVersion?: ExpectedVersion,
   ): Promise<Task> {
     return (await this.transition(userId, id, change, meta, expectedVersion)).task;
   }
@@ -355,7 +356,7 @@ export class TaskStore {
     id: string,
     change: (task: Task, now: Date) => Result<Transition>,
     meta: EventMeta,
-    expectedVersion?: number,
+    expectedVersion?: ExpectedVersion,
   ): Promise<Transition> {
     if (!isUuid(id)) throw new NotFoundError();
     const result = await this.db.transaction(async (tx) => {
@@ -365,8 +366,7 @@ export class TaskStore {
       );
       if (!r.rows[0]) throw new NotFoundError();
       const before = toTask(r.rows[0]);
-      if (expectedVersion !== undefined && expectedVersion !== before.version)
-        throw new VersionConflictError(expectedVersion, before.version);
+      assertVersion(expectedVersion, before.version);
       const done = unwrap(change(before, this.clock.now()));
       const { task, changes, eventType } = done;
       if (!eventType) return { task: before, changes: [], eventType: null };
@@ -388,16 +388,16 @@ export class TaskStore {
     return result;
   }
 
-  async update(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: number) {
+  async update(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: ExpectedVersion) {
     return (await this.updateTransition(userId, id, patch, meta, expectedVersion)).task;
   }
 
   /** `update`, answering the transition (`transition`). */
-  updateTransition(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: number) {
+  updateTransition(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: ExpectedVersion) {
     return this.transition(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion);
   }
 
-  async delete(userId: string, id: string, meta: EventMeta, expectedVersion?: number): Promise<Task> {
+  async delete(userId: string, id: string, meta: EventMeta, expectedVersion?: ExpectedVersion): Promise<Task> {
     if (!isUuid(id)) throw new NotFoundError();
     const result = await this.db.transaction(async (tx) => {
       const r = await tx.query<TaskRow>(
@@ -406,8 +406,7 @@ export class TaskStore {
       );
       if (!r.rows[0]) throw new NotFoundError();
       const task = toTask(r.rows[0]);
-      if (expectedVersion !== undefined && expectedVersion !== task.version)
-        throw new VersionConflictError(expectedVersion, task.version); // rolls the delete back
+      assertVersion(expectedVersion, task.version); // a conflict rolls the delete back
       await appendEvents(tx, withTaskChanges([this.deletedEvent(task, meta)]));
       return task;
     });

@@ -367,6 +367,8 @@ for (const backend of backends) {
         ['PATCH', `/api/tasks/${existing.id}`, { title: null }, 'title'],
         ['PATCH', `/api/tasks/${existing.id}`, { due_date: null, reminders: ['PT1H'] }, 'reminders'],
         ['PATCH', `/api/tasks/${existing.id}`, { title: 'x' }, 'If-Match', { 'if-match': 'yesterday' }],
+        ['PATCH', `/api/tasks/${existing.id}`, { title: 'x' }, 'If-Match', { 'if-match': '"1", soon' }],
+        ['PATCH', `/api/tasks/${existing.id}`, { title: 'x' }, 'If-Match', { 'if-match': '*, "1"' }],
         ['GET', '/api/tasks?sort=colour', undefined, 'sort'],
         ['GET', '/api/tasks?limit=0', undefined, 'limit'],
         ['GET', '/api/tasks?limit=abc', undefined, 'limit'],
@@ -585,8 +587,33 @@ for (const backend of backends) {
           .status,
         412,
       );
+      // A list of ETags (RFC 9110: any of them) is a condition too, not a 400.
+      const staleList = await app.call(
+        'erin',
+        'PATCH',
+        `/api/tasks/${t.id}`,
+        { title: 'v3' },
+        {
+          'if-match': '"1", "3"',
+        },
+      );
+      assert.deepEqual([staleList.status, staleList.body.current_version], [412, 2]);
       assert.equal(await eventCount(db), events, 'no event for refused writes');
       assert.equal((await app.call('erin', 'GET', `/api/tasks/${t.id}`)).body.title, 'v2');
+      const anyOf = await app.call(
+        'erin',
+        'PATCH',
+        `/api/tasks/${t.id}`,
+        { title: 'v2' },
+        {
+          'if-match': '"1","2"',
+        },
+      );
+      assert.deepEqual(
+        [anyOf.status, anyOf.headers.get('etag')],
+        [200, '"2"'],
+        'unchanged title: same version',
+      );
       // A read with the current ETag: 304 and no body; with an old one, the task.
       for (const tags of ['"2"', '"1", W/"2"', '*']) {
         const same = await app.call('erin', 'GET', `/api/tasks/${t.id}`, undefined, {

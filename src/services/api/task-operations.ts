@@ -6,7 +6,7 @@
  * instants first) and results.
  */
 import type { ReminderPlan } from '../../domain/reminders.ts';
-import { NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { NotFoundError, ValidationError, type ExpectedVersion } from '../../domain/errors.ts';
 import { parseTaskQuery } from '../../domain/query.ts';
 import {
   needsTimeZone,
@@ -74,7 +74,7 @@ export class TaskOperations {
     id: string,
     input: unknown,
     meta: EventMeta,
-    opts: { expected?: number | undefined; ctx?: ValidationContext } = {},
+    opts: { expected?: ExpectedVersion | undefined; ctx?: ValidationContext } = {},
   ): Promise<TaskChange> {
     const ctx = opts.ctx ?? (await this.contextFor(userId, input));
     let parsed = validatePatch(input, ctx);
@@ -100,12 +100,12 @@ export class TaskOperations {
     id: string,
     change: typeof complete,
     meta: EventMeta,
-    expected?: number,
+    expected?: ExpectedVersion,
   ): Promise<TaskChange> {
     return this.answer(userId, await this.deps.store.transition(userId, id, change, meta, expected));
   }
 
-  delete(userId: string, id: string, meta: EventMeta, expected?: number): Promise<Task> {
+  delete(userId: string, id: string, meta: EventMeta, expected?: ExpectedVersion): Promise<Task> {
     return this.deps.store.delete(userId, id, meta, expected);
   }
 

@@ -13,7 +13,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
-import { ConflictError, ValidationError, VersionConflictError } from '../../domain/errors.ts';
+import { ConflictError, ValidationError, assertVersion } from '../../domain/errors.ts';
 import {
   RECURRENCE_PRESETS,
   nextOccurrence,
@@ -78,8 +78,7 @@ export async function registerRecurrenceRoutes(
       const userId = userOf(req);
       const expected = parseIfMatch(req.headers['if-match']);
       const task: Task = await store.get(userId, req.params.id);
-      if (expected !== undefined && expected !== task.version)
-        throw new VersionConflictError(expected, task.version);
+      assertVersion(expected, task.version);
       if (!task.recurrence || !task.series_id)
         return sendProblem(
           reply,
