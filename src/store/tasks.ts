@@ -388,16 +388,33 @@ export class TaskStore {
     return result;
   }
 
-  async update(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: ExpectedVersion) {
+  async update(
+    userId: string,
+    id: string,
+    patch: TaskPatch,
+    meta: EventMeta,
+    expectedVersion?: ExpectedVersion,
+  ) {
     return (await this.updateTransition(userId, id, patch, meta, expectedVersion)).task;
   }
 
   /** `update`, answering the transition (`transition`). */
-  updateTransition(userId: string, id: string, patch: TaskPatch, meta: EventMeta, expectedVersion?: ExpectedVersion) {
+  updateTransition(
+    userId: string,
+    id: string,
+    patch: TaskPatch,
+    meta: EventMeta,
+    expectedVersion?: ExpectedVersion,
+  ) {
     return this.transition(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion);
   }
 
-  async delete(userId: string, id: string, meta: EventMeta, expectedVersion?: ExpectedVersion): Promise<Task> {
+  async delete(
+    userId: string,
+    id: string,
+    meta: EventMeta,
+    expectedVersion?: ExpectedVersion,
+  ): Promise<Task> {
     if (!isUuid(id)) throw new NotFoundError();
     const result = await this.db.transaction(async (tx) => {
       const r = await tx.query<TaskRow>(
