@@ -285,7 +285,26 @@ function eventEncodingOf(env: Env, bus: BusKind): Config['eventEncoding'] {
 }
 
 /** A base URL without its trailing slashes; null when unset or empty. */
-const baseUrl = (v: string | undefined): string | null => (v ? v.replace(/\/+$/, '') : null);
+/**
+ * An http(s) base URL without its trailing slash, or null when unset. `{target}` (INTERNAL_URL only) stands for
+ * the name of the target that serves a route (mcp-rest.ts): checked with a name in its place.
+ */
+function baseUrl(env: Env, name: string, opts: { target?: boolean } = {}): string | null {
+  const value = env[name];
+  if (!value) return null;
+  let url: URL | undefined;
+  try {
+    url = new URL(opts.target ? value.replaceAll('{target}', 'reminders') : value);
+  } catch {
+    url = undefined;
+  }
+  const placeholder = !opts.target && value.includes('{target}');
+  if (!url || !['http:', 'https:'].includes(url.protocol) || url.search || url.hash || placeholder)
+    throw new ConfigError(
+      `${name} must be an http(s) base URL such as https://tasks.example.com${opts.target ? ' (or http://taskflow-{target}:3000 for each target its own)' : ''}, got "${value}"`,
+    );
+  return value.replace(/\/+$/, '');
+}
 
 export function loadConfig(
   env: Env = process.env,
@@ -317,8 +336,8 @@ export function loadConfig(
     bus,
     host,
     port: listenPort,
-    publicUrl: baseUrl(env.PUBLIC_URL),
-    apiUrl: baseUrl(env.INTERNAL_URL) ?? baseUrl(env.PUBLIC_URL),
+    publicUrl: baseUrl(env, 'PUBLIC_URL'),
+    apiUrl: baseUrl(env, 'INTERNAL_URL', { target: true }) ?? baseUrl(env, 'PUBLIC_URL'),
     logLevel: logLevel(env.LOG_LEVEL),
     ...(env.LOG_FORMAT ? { logFormat: logFormat(env.LOG_FORMAT) } : {}),
     jwt: {

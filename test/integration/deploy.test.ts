@@ -105,6 +105,7 @@ const named = (objs: any[], kind: string, name: string) => {
   assert.ok(o, `${kind}/${name} is rendered`);
   return o;
 };
+const workloadKind = (target: string) => (target === 'gateway' ? 'StatefulSet' : 'Deployment');
 const envOf = (container: any) => new Map<string, any>(container.env.map((e: any) => [e.name, e]));
 const valueFile = (name: string) => ['-f', join(CHART, name)];
 
@@ -115,8 +116,10 @@ interface Scenario {
   ingress: boolean;
   cloud: boolean;
 }
+/** The one value the default values lack (the chart refuses to render without a database). */
+const DATABASE = ['--set', 'secrets.databaseUrl=postgres://taskflow:secret@postgres:5432/taskflow'];
 const SCENARIOS: Scenario[] = [
-  { name: 'default values', args: [], dapr: false, ingress: false, cloud: false },
+  { name: 'default values', args: DATABASE, dapr: false, ingress: false, cloud: false },
   {
     name: 'values-minikube.yaml',
     args: valueFile('values-minikube.yaml'),
@@ -177,15 +180,24 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
   });
 
   for (const s of SCENARIOS) {
-    it(`helm template (${s.name}) renders valid objects: a Deployment per target with probes, resources, security`, () => {
+    it(`helm template (${s.name}) renders valid objects: a Deployment per target (the gateway a StatefulSet) with probes, resources, security`, () => {
       const objs = validManifests(helmTemplate(s.args), s.name);
       const deployments = byKind(objs, 'Deployment');
       assert.deepEqual(
         deployments.map((d) => d.metadata.name).sort(),
-        TARGET_NAMES.map((t) => `${RELEASE}-${t}`).sort(),
+        TARGET_NAMES.filter((t) => t !== 'gateway')
+          .map((t) => `${RELEASE}-${t}`)
+          .sort(),
       );
+      // The gateway's consumer group is its pod's name: stable names keep the groups across rollouts.
+      const gateway = named(objs, 'StatefulSet', `${RELEASE}-gateway`);
+      assert.equal(gateway.spec.podManagementPolicy, 'Parallel');
+      assert.equal(gateway.spec.updateStrategy.type, 'RollingUpdate');
+      const governing = named(objs, 'Service', gateway.spec.serviceName);
+      assert.equal(governing.spec.clusterIP, 'None');
+      assert.equal(governing.spec.selector['app.kubernetes.io/component'], 'gateway');
       for (const target of TARGET_NAMES) {
-        const d = named(objs, 'Deployment', `${RELEASE}-${target}`);
+        const d = named(objs, workloadKind(target), `${RELEASE}-${target}`);
         const pod = d.spec.template;
         assert.equal(pod.spec.containers.length, 1);
         const c = pod.spec.containers[0];
@@ -194,7 +206,13 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
         const env = envOf(c);
         const port = Number(env.get('PORT')?.value);
         assert.equal(env.get('HOST')?.value, '0.0.0.0');
-        assert.equal(env.get('TRUST_PROXY')?.value, '1');
+        // X-Forwarded-For is trusted only from the chart's ingress: without it any pod could set it.
+        assert.equal(env.get('TRUST_PROXY')?.value, s.ingress ? '1' : undefined);
+        // The MCP tools and the chat of the api reach the other targets' Services directly.
+        assert.equal(
+          env.get('INTERNAL_URL')?.value,
+          target === 'api' ? `http://${RELEASE}-{target}.${NAMESPACE}.svc:80` : undefined,
+        );
         assert.deepEqual(c.ports, [{ name: 'http', containerPort: port, protocol: 'TCP' }]);
         assert.deepEqual(c.livenessProbe.httpGet, { path: '/healthz', port: 'http' }, `${target} liveness`);
         assert.deepEqual(c.readinessProbe.httpGet, { path: '/readyz', port: 'http' }, `${target} readiness`);
@@ -284,9 +302,12 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
         for (const target of CONSUMERS) {
           const hpa = named(objs, 'HorizontalPodAutoscaler', `${RELEASE}-${target}`);
           assert.equal(hpa.spec.scaleTargetRef.name, `${RELEASE}-${target}`);
+          assert.equal(hpa.spec.scaleTargetRef.kind, 'Deployment');
           const d = named(objs, 'Deployment', `${RELEASE}-${target}`);
           assert.equal(d.spec.replicas, undefined, `${target}: replicas are left to the HPA`);
         }
+        const gatewayHpa = named(objs, 'HorizontalPodAutoscaler', `${RELEASE}-gateway`);
+        assert.equal(gatewayHpa.spec.scaleTargetRef.kind, 'StatefulSet');
         assert.ok(byKind(objs, 'PodDisruptionBudget').length >= TARGET_NAMES.length);
       } else {
         assert.equal(hpas.length, 0);
@@ -307,6 +328,8 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
         if (s.cloud) {
           assert.equal(main.metadata.annotations['cert-manager.io/cluster-issuer'], 'letsencrypt-prod');
           assert.equal(main.spec.tls[0].hosts[0], main.spec.rules[0].host);
+          // One Certificate for the shared TLS Secret: cert-manager refuses a second owner.
+          assert.equal(regex.metadata.annotations['cert-manager.io/cluster-issuer'], undefined);
         }
       } else {
         assert.equal(ingresses.length, 0);
@@ -424,10 +447,60 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
         /topicPrefix is for the Kafka transport/,
       ],
     ] as const) {
-      const r = helm(['template', RELEASE, CHART, ...args]);
+      const r = helm(['template', RELEASE, CHART, ...DATABASE, ...args]);
       assert.notEqual(r.status, 0, `helm template ${args.join(' ')} should fail`);
       assert.match(r.stderr, message);
     }
+    // No database: refused at once, naming the values (it was a migrate Job stuck until helm's timeout).
+    const r = helm(['template', RELEASE, CHART]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /secrets\.databaseUrl is required .*secrets\.existingSecret/);
+    assert.equal(helm(['template', RELEASE, CHART, '--set', 'secrets.existingSecret=mine']).status, 0);
+  });
+
+  it('Kafka: replicated topics by default, TLS as the process decides unless set, a ticket key with a JWKS', () => {
+    const containerEnv = (objs: any[], target: string) =>
+      envOf(named(objs, workloadKind(target), `${RELEASE}-${target}`).spec.template.spec.containers[0]);
+    const plain = validManifests(helmTemplate(DATABASE), 'default');
+    const env = containerEnv(plain, 'relay');
+    assert.equal(env.get('KAFKA_REPLICATION_FACTOR')?.value, '3');
+    assert.equal(env.get('KAFKA_SSL'), undefined, 'unset: on with SASL or a CA, as the process decides');
+    assert.equal(
+      containerEnv(validManifests(helmTemplate(valueFile('values-minikube.yaml')), 'minikube'), 'relay').get(
+        'KAFKA_REPLICATION_FACTOR',
+      )?.value,
+      '1',
+    );
+    // SASL without tls.enabled: TLS in the process (KAFKA_SSL unset) and in the Dapr component alike.
+    const sasl = validManifests(
+      helmTemplate([...DATABASE, '--set', 'kafka.sasl.mechanism=PLAIN', '--set', 'dapr.enabled=true']),
+      'sasl',
+    );
+    assert.equal(containerEnv(sasl, 'relay').get('KAFKA_SSL'), undefined);
+    const meta = new Map<string, any>(
+      named(sasl, 'Component', 'pubsub-kafka').spec.metadata.map((m: any) => [m.name, m.value]),
+    );
+    assert.equal(meta.get('disableTls'), 'false');
+    const off = helmTemplate([
+      ...DATABASE,
+      '--set',
+      'kafka.sasl.mechanism=PLAIN',
+      '--set',
+      'kafka.tls.enabled=false',
+    ]);
+    assert.equal(containerEnv(validManifests(off, 'tls off'), 'relay').get('KAFKA_SSL')?.value, 'false');
+    // JWKS without an HS256 secret: WebSocket tickets need a key every gateway replica shares.
+    const jwks = validManifests(
+      helmTemplate([...DATABASE, '--set', 'auth.jwksUrl=https://idp.example/jwks']),
+      'jwks',
+    );
+    const secret = named(jwks, 'Secret', RELEASE);
+    assert.ok((secret.stringData.GATEWAY_TICKET_SECRET ?? '').length >= 32);
+    assert.equal(secret.stringData.JWT_SECRET, undefined);
+    assert.equal(
+      containerEnv(jwks, 'gateway').get('GATEWAY_TICKET_SECRET')?.valueFrom?.secretKeyRef?.name,
+      RELEASE,
+    );
   });
 
   it('kubevalidate rejects misspelled fields, wrong types and broken references (it is not a rubber stamp)', () => {

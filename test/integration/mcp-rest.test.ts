@@ -28,7 +28,7 @@ describe('the REST client of MCP tools', () => {
         res.writeHead(302, { location: 'http://127.0.0.1:9/elsewhere' });
         return res.end();
       }
-      if (req.url?.startsWith('/unrouted')) {
+      if (req.url?.includes('/unrouted')) {
         res.writeHead(404, { 'content-type': 'application/problem+json' });
         return res.end(JSON.stringify({ status: 404, detail: `no route ${req.method} ${req.url}` }));
       }
@@ -52,7 +52,7 @@ describe('the REST client of MCP tools', () => {
 
   it('serves a route of this process in-process, with the caller’s token', async () => {
     const rest = restClient({ app: local.app, authorization: 'Bearer t1', apiUrl: publicUrl });
-    assert.deepEqual(await rest({ method: 'GET', url: '/api/here' }), {
+    assert.deepEqual(await rest({ target: 'notifications', method: 'GET', url: '/api/here' }), {
       status: 200,
       body: { where: 'local', authorization: 'Bearer t1' },
     });
@@ -62,6 +62,7 @@ describe('the REST client of MCP tools', () => {
   it('sends a route this process does not serve to PUBLIC_URL, with the token and the body', async () => {
     const rest = restClient({ app: local.app, authorization: 'Bearer t2', apiUrl: publicUrl });
     const r = await rest({
+      target: 'reminders',
       method: 'POST',
       url: '/api/tasks/x/reminders/y/snooze',
       body: { duration: 'PT10M' },
@@ -73,13 +74,13 @@ describe('the REST client of MCP tools', () => {
       ['POST', '/api/tasks/x/reminders/y/snooze', 'Bearer t2', 'application/json', '{"duration":"PT10M"}'],
     );
     // A 404 of the deployment (the resource) comes back as it is.
-    assert.deepEqual(await rest({ method: 'GET', url: '/missing' }), {
+    assert.deepEqual(await rest({ target: 'notifications', method: 'GET', url: '/missing' }), {
       status: 404,
       body: { detail: 'task not found' },
     });
     // Without a server of its own (stdio), everything goes to PUBLIC_URL.
     const stdio = restClient({ authorization: 'Bearer t3', apiUrl: publicUrl });
-    assert.equal((await stdio({ method: 'GET', url: '/api/here' })).status, 200);
+    assert.equal((await stdio({ target: 'notifications', method: 'GET', url: '/api/here' })).status, 200);
     assert.deepEqual([seen.at(-1)!.url, seen.at(-1)!.headers.authorization], ['/api/here', 'Bearer t3']);
   });
 
@@ -91,32 +92,53 @@ describe('the REST client of MCP tools', () => {
       return true;
     };
     await assert.rejects(
-      rest({ method: 'GET', url: '/proxy-error' }),
+      rest({ target: 'notifications', method: 'GET', url: '/proxy-error' }),
       unavailable(/answered 502 without JSON/),
     );
     // The token is not sent anywhere PUBLIC_URL redirects to.
     await assert.rejects(
-      rest({ method: 'GET', url: '/moved' }),
+      rest({ target: 'notifications', method: 'GET', url: '/moved' }),
       unavailable(/at http:\/\/127\.0\.0\.1:\d+ failed/),
     );
     // The address is one process without the target (INTERNAL_URL at an API process): said so.
     await assert.rejects(
-      rest({ method: 'GET', url: '/unrouted/notifications' }),
+      rest({ target: 'notifications', method: 'GET', url: '/unrouted/notifications' }),
       unavailable(/is not served at http:\/\/127\.0\.0\.1:\d+: set INTERNAL_URL .*every target/),
     );
     const down = restClient({ authorization: 'Bearer t6', apiUrl: 'http://127.0.0.1:9' });
     await assert.rejects(
-      down({ method: 'GET', url: '/api/here' }),
+      down({ target: 'notifications', method: 'GET', url: '/api/here' }),
       unavailable(/at http:\/\/127\.0\.0\.1:\d+ failed/),
+    );
+  });
+
+  it('sends each route to its target’s own address when INTERNAL_URL has {target} in it', async () => {
+    const rest = restClient({ authorization: 'Bearer t7', apiUrl: `${publicUrl}/{target}` });
+    for (const [target, url] of [
+      ['reminders', '/api/tasks/x/reminders'],
+      ['recurrence', '/api/tasks/x/occurrences?count=2'],
+      ['notifications', '/api/notifications?limit=5'],
+    ] as const) {
+      assert.equal((await rest({ target, method: 'GET', url })).status, 200);
+      assert.equal(seen.at(-1)!.url, `/${target}${url}`);
+    }
+    await assert.rejects(
+      rest({ target: 'recurrence', method: 'GET', url: '/unrouted' }),
+      (err: unknown) =>
+        err instanceof RestUnavailableError &&
+        err.message.includes(`is not served at ${publicUrl}/recurrence:`),
     );
   });
 
   it('refuses clearly when no server serves the route and PUBLIC_URL is not set', async () => {
     const rest = restClient({ app: local.app, authorization: 'Bearer t4', apiUrl: null });
-    await assert.rejects(rest({ method: 'GET', url: '/api/notifications?limit=5' }), (err: unknown) => {
-      assert.ok(err instanceof RestUnavailableError);
-      assert.match(err.message, /GET \/api\/notifications is served by a target .*set PUBLIC_URL/);
-      return true;
-    });
+    await assert.rejects(
+      rest({ target: 'notifications', method: 'GET', url: '/api/notifications?limit=5' }),
+      (err: unknown) => {
+        assert.ok(err instanceof RestUnavailableError);
+        assert.match(err.message, /GET \/api\/notifications is served by a target .*set PUBLIC_URL/);
+        return true;
+      },
+    );
   });
 });

@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
-/** Names read in src/: `env.X`, `process.env.X`, `int(env, 'X', ...)`, `port(env, 'X', ...)` and `bool(env, 'X', ...)`. */
+/** Names read in src/: `env.X`, `process.env.X`, `int(env, 'X', ...)`, `port(env, 'X', ...)`, `bool(env, 'X', ...)` and `baseUrl(env, 'X')`. */
 function readInSource(): Set<string> {
   const names = new Set<string>();
   const files = readdirSync(join(ROOT, 'src'), { recursive: true, encoding: 'utf8' }).filter((f) =>
@@ -19,7 +19,7 @@ function readInSource(): Set<string> {
   for (const f of files) {
     const text = readFileSync(join(ROOT, 'src', f), 'utf8');
     for (const m of text.matchAll(/\benv\.([A-Z][A-Z0-9_]+)/g)) names.add(m[1]!);
-    for (const m of text.matchAll(/\b(?:int|port|bool|\w+Env)\(\s*env,\s*'([A-Z][A-Z0-9_]+)'/g))
+    for (const m of text.matchAll(/\b(?:int|port|bool|baseUrl|\w+Env)\(\s*env,\s*'([A-Z][A-Z0-9_]+)'/g))
       names.add(m[1]!);
   }
   return names;

@@ -22,6 +22,25 @@ describe('the deployment addresses', () => {
     assert.equal(c.apiUrl, 'http://edge:8080');
   });
 
+  it('takes {target} in INTERNAL_URL (each target its own address) and refuses what is no base URL', () => {
+    assert.equal(
+      loadConfig({ ...base, INTERNAL_URL: 'http://taskflow-{target}:80/' }).apiUrl,
+      'http://taskflow-{target}:80',
+    );
+    for (const [name, value] of [
+      ['INTERNAL_URL', 'taskflow-api:3000'],
+      ['INTERNAL_URL', 'ftp://edge'],
+      ['PUBLIC_URL', 'https://tasks.example.test/?x=1'],
+      ['PUBLIC_URL', 'http://{target}.example.test'],
+      ['PUBLIC_URL', 'tasks.example.test'],
+    ] as const)
+      assert.throws(
+        () => loadConfig({ ...base, [name]: value }),
+        new RegExp(`${name} must be an http\\(s\\) base URL`),
+        `${name}=${value}`,
+      );
+  });
+
   it('has neither when neither is set (tools of targets elsewhere refuse clearly)', () => {
     const c = loadConfig(base);
     assert.equal(c.publicUrl, null);

@@ -59,6 +59,7 @@ export class KafkaAdmin implements BusAdmin {
     } catch (err) {
       throw new Error(`could not list Kafka topics: ${describeKafkaError(err)}`, { cause: err });
     }
+    const replicas = this.s.replicationFactor ?? 1;
     for (const t of topics) {
       const name = this.prefix + t.name;
       if (existing.has(name)) continue;
@@ -66,10 +67,13 @@ export class KafkaAdmin implements BusAdmin {
         await this.admin.createTopics({
           topics: [name],
           partitions: t.partitions,
-          replicas: this.s.replicationFactor ?? 1,
+          replicas,
           configs: [
             { name: 'retention.ms', value: String(t.retentionMs) },
             { name: 'cleanup.policy', value: 'delete' },
+            // The broker holds the only copy of a published event (the outbox row is gone): with acks=all, a
+            // write is then on two replicas at least before it counts, so one lost broker loses nothing.
+            ...(replicas >= 3 ? [{ name: 'min.insync.replicas', value: '2' }] : []),
           ],
         });
         this.log?.info(

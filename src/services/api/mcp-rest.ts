@@ -3,7 +3,8 @@
  * (reminders, recurrence, notifications): targets talk through events and HTTP, never by importing each
  * other. When that target runs in this process (`taskflow up`) the request goes through this server
  * without a socket (Fastify `inject`, from the caller's address); otherwise to the deployment's address
- * (INTERNAL_URL or PUBLIC_URL), where every target is served.
+ * (INTERNAL_URL or PUBLIC_URL), where every target is served, or, with `{target}` in INTERNAL_URL, to that
+ * target's own address (a Kubernetes Service per target: `http://taskflow-{target}`).
  */
 import type { FastifyInstance } from 'fastify';
 
@@ -13,10 +14,18 @@ export interface RestAnswer {
 }
 
 export type RestClient = (req: {
+  /** The target that serves the route: `{target}` in the deployment's address is replaced by it. */
+  target: RestTarget;
   method: 'GET' | 'POST' | 'PUT';
   url: string;
   body?: unknown;
 }) => Promise<RestAnswer>;
+
+/** The targets whose routes MCP tools call (the data they own). */
+export type RestTarget = 'reminders' | 'recurrence' | 'notifications';
+
+/** The placeholder of a deployment address that is one per target (INTERNAL_URL). */
+export const TARGET_PLACEHOLDER = '{target}';
 
 /** No server answered: the target is elsewhere and no address is set, or the deployment is unreachable. */
 export class RestUnavailableError extends Error {}
@@ -49,9 +58,10 @@ export function restClient(opts: {
         `${where} is served by a target that does not run in this process; set PUBLIC_URL (or INTERNAL_URL) to the deployment's address`,
       );
     const { headers, body } = requestOf(req);
+    const base = opts.apiUrl.replaceAll(TARGET_PLACEHOLDER, req.target);
     let r: Response;
     try {
-      r = await fetch(`${opts.apiUrl}${req.url}`, {
+      r = await fetch(`${base}${req.url}`, {
         method: req.method,
         headers,
         ...(body === undefined ? {} : { body }),
@@ -60,7 +70,7 @@ export function restClient(opts: {
       });
     } catch (err) {
       throw new RestUnavailableError(
-        `${where} at ${opts.apiUrl} failed: ${(err as Error).message}; try again later`,
+        `${where} at ${base} failed: ${(err as Error).message}; try again later`,
       );
     }
     const answer = parsed(await r.text(), r.status, where);
@@ -68,7 +78,7 @@ export function restClient(opts: {
     // to one API process, say), not the deployment's router.
     if (r.status === 404 && NO_ROUTE.test(String((answer as { detail?: unknown } | null)?.detail ?? '')))
       throw new RestUnavailableError(
-        `${where} is not served at ${opts.apiUrl}: set INTERNAL_URL (or PUBLIC_URL) to an address that reaches every target (the deployment's router), not one process`,
+        `${where} is not served at ${base}: set INTERNAL_URL (or PUBLIC_URL) to an address that reaches every target (the deployment's router, or each target's own with ${TARGET_PLACEHOLDER} in it), not one process`,
       );
     return { status: r.status, body: answer };
   };

@@ -25,7 +25,7 @@ import {
 } from '../../domain/errors.ts';
 import { parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { isUuid } from '../../domain/text.ts';
-import { RestUnavailableError, restClient, type RestClient } from './mcp-rest.ts';
+import { RestUnavailableError, restClient, type RestClient, type RestTarget } from './mcp-rest.ts';
 import {
   nowFor,
   resolveDuration,
@@ -786,9 +786,9 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   // Tools whose data other targets own (reminders, recurrence, notifications): through the REST API as the
   // caller (mcp-rest.ts), so they answer the same and check the same as REST.
 
-  const rest = async (method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown) => {
+  const rest = async (target: RestTarget, method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown) => {
     if (!caller.rest) throw new RestUnavailableError('this MCP server has no access to the REST API');
-    const r = await caller.rest({ method, url, ...(body === undefined ? {} : { body }) });
+    const r = await caller.rest({ target, method, url, ...(body === undefined ? {} : { body }) });
     if (r.status === 404) await notYetSeen(url);
     if (r.status >= 400)
       throw new RestRefusedError(
@@ -822,7 +822,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   /** The reminder the user means by "that reminder": the one given, else the task's last one that fired. */
   const reminderOf = async (taskId: string, reminderId: string | undefined) => {
     if (reminderId) return reminderId;
-    const { items } = (await rest('GET', `${taskPath(taskId)}/reminders`)) as {
+    const { items } = (await rest('reminders', 'GET', `${taskPath(taskId)}/reminders`)) as {
       items: { id: string; status: string; triggered_at: string | null }[];
     };
     const fired = items
@@ -849,7 +849,9 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       outputSchema: passthrough,
       annotations: { readOnlyHint: true },
     },
-    run('list_reminders', {}, async (args) => ok(await rest('GET', `${taskPath(args.task_id)}/reminders`))),
+    run('list_reminders', {}, async (args) =>
+      ok(await rest('reminders', 'GET', `${taskPath(args.task_id)}/reminders`)),
+    ),
   );
 
   server.registerTool(
@@ -887,7 +889,12 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       }
       const id = await reminderOf(args.task_id, args.reminder_id);
       return ok(
-        await rest('POST', `${taskPath(args.task_id)}/reminders/${idIn(id, 'reminder')}/snooze`, body),
+        await rest(
+          'reminders',
+          'POST',
+          `${taskPath(args.task_id)}/reminders/${idIn(id, 'reminder')}/snooze`,
+          body,
+        ),
       );
     }),
   );
@@ -904,7 +911,13 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     run('dismiss_reminder', {}, async (args) => {
       const id = await reminderOf(args.task_id, args.reminder_id);
-      return ok(await rest('POST', `${taskPath(args.task_id)}/reminders/${idIn(id, 'reminder')}/dismiss`));
+      return ok(
+        await rest(
+          'reminders',
+          'POST',
+          `${taskPath(args.task_id)}/reminders/${idIn(id, 'reminder')}/dismiss`,
+        ),
+      );
     }),
   );
 
@@ -919,7 +932,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     // The REST answer is the task (with reminder_plan beside its fields): answered as the other writes are.
     run('skip_occurrence', {}, async (args) => {
-      const { reminder_plan, ...task } = await rest('POST', `${taskPath(args.task_id)}/skip`);
+      const { reminder_plan, ...task } = await rest('recurrence', 'POST', `${taskPath(args.task_id)}/skip`);
       return changeResult('skipped', task as unknown as Task, [], reminder_plan ? { reminder_plan } : {});
     }),
   );
@@ -938,7 +951,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { readOnlyHint: true },
     },
     run('preview_occurrences', {}, async (args) =>
-      ok(await rest('GET', `${taskPath(args.task_id)}/occurrences?count=${args.count ?? 5}`)),
+      ok(await rest('recurrence', 'GET', `${taskPath(args.task_id)}/occurrences?count=${args.count ?? 5}`)),
     ),
   );
 
@@ -957,7 +970,11 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     },
     run('list_notifications', {}, async (args) =>
       ok(
-        await rest('GET', `/api/notifications?unread=${args.unread_only === true}&limit=${args.limit ?? 50}`),
+        await rest(
+          'notifications',
+          'GET',
+          `/api/notifications?unread=${args.unread_only === true}&limit=${args.limit ?? 50}`,
+        ),
       ),
     ),
   );
@@ -975,7 +992,13 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       annotations: { idempotentHint: true },
     },
     run('mark_notification_read', {}, async (args) =>
-      ok(await rest('POST', `/api/notifications/${idIn(args.notification_id, 'notification')}/read`)),
+      ok(
+        await rest(
+          'notifications',
+          'POST',
+          `/api/notifications/${idIn(args.notification_id, 'notification')}/read`,
+        ),
+      ),
     ),
   );
 

@@ -86,7 +86,41 @@ app.kubernetes.io/component: {{ .target }}
 {{- end -}}
 
 {{- define "taskflow.kafkaCaEnabled" -}}
-{{- if and .Values.kafka.tls.enabled (or .Values.kafka.tls.caSecret .Values.kafka.tls.ca) -}}true{{- end -}}
+{{- if and (include "taskflow.kafkaTls" .) (or .Values.kafka.tls.caSecret .Values.kafka.tls.ca) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Whether the clients use TLS to Kafka: kafka.tls.enabled when set, else the process's own default (KAFKA_SSL
+unset: on with a SASL mechanism or a CA). Only a mechanism in the values is known here; one only in
+kafka.existingSecret turns TLS on in the process, not in the Dapr component (set sasl.mechanism for Dapr).
+*/}}
+{{- define "taskflow.kafkaTls" -}}
+{{- $tls := .Values.kafka.tls -}}
+{{- if kindIs "bool" $tls.enabled -}}
+{{- if $tls.enabled -}}true{{- end -}}
+{{- else if or .Values.kafka.sasl.mechanism $tls.caSecret $tls.ca -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+INTERNAL_URL of the api pods: each target's own Service (`{target}` stands for its name, mcp-rest.ts), so the
+MCP tools and the chat reach the reminders, recurrence and notifications routes without an ingress. Empty when
+one of them runs without a Service, or the names would be cut at 63 characters.
+*/}}
+{{- define "taskflow.internalUrl" -}}
+{{- $root := . -}}
+{{- $ok := le (len (printf "%s-notifications" (include "taskflow.fullname" .))) 63 -}}
+{{- range $name := list "reminders" "recurrence" "notifications" -}}
+{{- $t := include "taskflow.target" (dict "root" $root "target" $name) | fromYaml -}}
+{{- if and $t.enabled (not $t.service) -}}{{- $ok = false -}}{{- end -}}
+{{- end -}}
+{{- if $ok -}}
+{{- printf "http://%s-{target}.%s.svc:%v" (include "taskflow.fullname" .) .Release.Namespace .Values.service.port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The gateway's WebSocket tickets need one key on every replica: GATEWAY_TICKET_SECRET when there is no JWT_SECRET. */}}
+{{- define "taskflow.ticketSecret" -}}
+{{- if and .Values.auth.jwksUrl (not .Values.secrets.jwtSecret) (not (hasKey .Values.secrets.extra "GATEWAY_TICKET_SECRET")) (not (has "GATEWAY_TICKET_SECRET" .Values.secrets.extraKeys)) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "taskflow.saslEnabled" -}}
@@ -99,6 +133,11 @@ app.kubernetes.io/component: {{ .target }}
 {{- else if .Values.ingress.enabled -}}
 {{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The workload of a target: the gateway is a StatefulSet (templates/deployments.yaml), the others Deployments. */}}
+{{- define "taskflow.workloadKind" -}}
+{{- ternary "StatefulSet" "Deployment" (eq . "gateway") -}}
 {{- end -}}
 
 {{- define "taskflow.daprAppId" -}}
@@ -148,6 +187,16 @@ variables, which win over .Values.env. The Job gets only what
       optional: true
       {{- end }}
 {{- end }}
+{{- if include "taskflow.ticketSecret" .root }}
+- name: GATEWAY_TICKET_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: GATEWAY_TICKET_SECRET
+      {{- if $v.secrets.existingSecret }}
+      optional: true
+      {{- end }}
+{{- end }}
 {{- range $key := concat (keys $v.secrets.extra | sortAlpha) $v.secrets.extraKeys }}
 - name: {{ $key }}
   valueFrom:
@@ -167,7 +216,8 @@ variables, which win over .Values.env. The Job gets only what
 - name: JWT_AUDIENCE
   value: {{ . | quote }}
 {{- end }}
-{{- range $k, $val := merge (deepCopy (.env | default dict)) $v.env }}
+{{- $env := merge (deepCopy (.env | default dict)) $v.env }}
+{{- range $k, $val := $env }}
 - name: {{ $k }}
   value: {{ $val | toString | quote }}
 {{- end }}
@@ -180,7 +230,14 @@ variables, which win over .Values.env. The Job gets only what
 - name: PUBLIC_URL
   value: {{ . | quote }}
 {{- end }}
-{{- with $v.trustProxy }}
+{{- if and (eq .target "api") (not (hasKey $env "INTERNAL_URL")) }}
+{{- with include "taskflow.internalUrl" .root }}
+- name: INTERNAL_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- $trustProxy := ternary (ternary "1" "" $v.ingress.enabled) $v.trustProxy (eq $v.trustProxy "auto") }}
+{{- with $trustProxy }}
 - name: TRUST_PROXY
   value: {{ . | quote }}
 {{- end }}
@@ -213,8 +270,10 @@ variables, which win over .Values.env. The Job gets only what
       optional: {{ ne $v.kafka.existingSecret "" }}
 {{- end }}
 {{- end }}
+{{- if kindIs "bool" $v.kafka.tls.enabled }}
 - name: KAFKA_SSL
   value: {{ $v.kafka.tls.enabled | toString | quote }}
+{{- end }}
 {{- if include "taskflow.kafkaCaEnabled" .root }}
 - name: KAFKA_SSL_CA_FILE
   value: /etc/taskflow/kafka-ca/ca.crt
