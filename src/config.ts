@@ -85,7 +85,7 @@ export interface Config {
     compatibility: CompatibilityLevel;
   };
   /** kafkaAdmin: KAFKA_BROKERS is set, so topics, lag and dead letters are read from the brokers behind Dapr. */
-  dapr: { httpPort: number; pubsubName: string; kafkaAdmin: boolean };
+  dapr: { httpPort: number; pubsubName: string; kafkaAdmin: boolean; apiToken?: string; appToken?: string };
   /**
    * The environment this was read from: each target reads its own section from it (its manifest's
    * `config`), checked at start-up with the rest.
@@ -399,6 +399,8 @@ export function loadConfig(
       httpPort: port(env, 'DAPR_HTTP_PORT', 3500, 1),
       pubsubName: env.DAPR_PUBSUB_NAME || 'pubsub-kafka',
       kafkaAdmin: !!env.KAFKA_BROKERS,
+      ...(env.DAPR_API_TOKEN ? { apiToken: env.DAPR_API_TOKEN } : {}),
+      ...(env.APP_API_TOKEN ? { appToken: env.APP_API_TOKEN } : {}),
     },
     env,
   };

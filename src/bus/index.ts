@@ -141,6 +141,8 @@ export async function createBus(
         httpPort: config.dapr.httpPort,
         pubsubName: config.dapr.pubsubName,
         ...(config.dapr.kafkaAdmin ? { kafka: kafkaSettings(config) } : {}),
+        ...(config.dapr.apiToken ? { apiToken: config.dapr.apiToken } : {}),
+        ...(config.dapr.appToken ? { appToken: config.dapr.appToken } : {}),
       };
       bus = createDaprBus(settings, { log: busLog, ...(opts.http ? { app: opts.http } : {}) });
       opts.readiness?.('dapr pub/sub component', () => checkDaprComponent(settings));

@@ -43,7 +43,10 @@ export async function startSidecar(opts: {
   appPort?: number;
   httpPort?: number;
   logLevel?: string;
+  /** The API token both ways (daprd reads APP_API_TOKEN and DAPR_API_TOKEN, as the app does). */
+  apiToken?: string;
 }): Promise<Sidecar> {
+  const tokens = opts.apiToken ? { APP_API_TOKEN: opts.apiToken, DAPR_API_TOKEN: opts.apiToken } : {};
   const args = ['start', '--app-id', opts.appId, '--name', opts.name, '--log-level', opts.logLevel ?? 'info'];
   if (opts.appPort) args.push('--app-port', String(opts.appPort));
   if (opts.httpPort) args.push('--http-port', String(opts.httpPort));
@@ -53,7 +56,7 @@ export async function startSidecar(opts: {
   for (let attempt = 1; ; attempt++) {
     try {
       ({ stdout } = await run(script, args, {
-        env: { ...process.env, KAFKA_BROKERS: opts.kafkaBrokers },
+        env: { ...process.env, KAFKA_BROKERS: opts.kafkaBrokers, ...tokens },
         timeout: 90_000,
       }));
       break;
@@ -73,7 +76,9 @@ export async function startSidecar(opts: {
     url,
     ready: async () => (await fetch(`${url}/v1.0/healthz`).catch(() => null))?.status === 204,
     async subscribedTopics() {
-      const res = await fetch(`${url}/v1.0/metadata`);
+      const res = await fetch(`${url}/v1.0/metadata`, {
+        headers: opts.apiToken ? { 'dapr-api-token': opts.apiToken } : {},
+      });
       const body = (await res.json()) as { subscriptions?: { topic: string }[] };
       return (body.subscriptions ?? []).map((s) => s.topic).sort();
     },
@@ -104,6 +109,8 @@ export async function startDaprApp(
     kafkaBrokers: string;
     clock?: Clock;
     env?: Record<string, string>;
+    /** The API token between the app and its sidecar, both ways. */
+    apiToken?: string;
     /** Topics daprd must have subscribed before this resolves. */
     topics?: string[];
   },
@@ -115,6 +122,7 @@ export async function startDaprApp(
     kafkaBrokers: opts.kafkaBrokers,
     appPort: appPort!,
     httpPort: httpPort!,
+    ...(opts.apiToken ? { apiToken: opts.apiToken } : {}),
   });
   let app: TestApp;
   try {
@@ -126,6 +134,7 @@ export async function startDaprApp(
         PORT: String(appPort),
         DAPR_HTTP_PORT: String(sidecar.httpPort),
         KAFKA_BROKERS: opts.kafkaBrokers,
+        ...(opts.apiToken ? { APP_API_TOKEN: opts.apiToken, DAPR_API_TOKEN: opts.apiToken } : {}),
         ...opts.env,
       },
     });

@@ -46,6 +46,8 @@ const skip = !kafkaBrokers
 const BROKER = 'dapr-e2e';
 const HOUR = 3_600_000;
 const START = '2026-03-01T12:00:00Z';
+/** The API token of the apps that run with one (both ways, as the Helm chart runs every app). */
+const API_TOKEN = 'dapr-e2e-token-0123456789abcdef';
 const PROBE_GROUP = 'dapr-e2e-probe';
 const PROBE_TOPIC = 'dapr-e2e-probe-events';
 /** deploy/dapr/local/resiliency.yaml: maxRetries 5, so 6 deliveries before the dead-letter topic. */
@@ -105,10 +107,27 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
       name: string,
       targets: Parameters<typeof startDaprApp>[1]['targets'],
       topics: string[],
-    ) => startDaprApp(db, { appId, name, targets, topics, kafkaBrokers: brokers, clock });
+      apiToken?: string,
+    ) =>
+      startDaprApp(db, {
+        appId,
+        name,
+        targets,
+        topics,
+        kafkaBrokers: brokers,
+        clock,
+        ...(apiToken ? { apiToken } : {}),
+      });
     const started = await Promise.allSettled([
-      start('taskflow-api', 'dapr-e2e-api', findTargets(['api', 'relay']), []),
-      start(GROUPS.recurrence, 'dapr-e2e-recurrence', findTargets(['recurrence']), [TOPICS.taskEvents]),
+      // The api and recurrence apps with API tokens both ways (as the Helm chart runs them), the others without.
+      start('taskflow-api', 'dapr-e2e-api', findTargets(['api', 'relay']), [], API_TOKEN),
+      start(
+        GROUPS.recurrence,
+        'dapr-e2e-recurrence',
+        findTargets(['recurrence']),
+        [TOPICS.taskEvents],
+        API_TOKEN,
+      ),
       start(
         GROUPS.reminders,
         'dapr-e2e-reminders',
@@ -154,7 +173,9 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
   });
 
   it('serves /dapr/subscribe: one subscription per topic with the group dead-letter topic', async () => {
-    const res = await fetch(`${apps.recurrence.app.url}/dapr/subscribe`);
+    const res = await fetch(`${apps.recurrence.app.url}/dapr/subscribe`, {
+      headers: { 'dapr-api-token': API_TOKEN },
+    });
     assert.deepEqual(await res.json(), [
       {
         pubsubname: 'pubsub-kafka',
@@ -164,7 +185,40 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
         metadata: { rawPayload: 'false' },
       },
     ]);
-    assert.deepEqual(await (await fetch(`${apps.api.app.url}/dapr/subscribe`)).json(), []);
+    assert.deepEqual(
+      await (
+        await fetch(`${apps.api.app.url}/dapr/subscribe`, { headers: { 'dapr-api-token': API_TOKEN } })
+      ).json(),
+      [],
+    );
+  });
+
+  it('with APP_API_TOKEN, refuses (401) what does not come from its sidecar: no one else can post events to a consumer', async () => {
+    const url = `${apps.recurrence.app.url}/dapr/events/${GROUPS.recurrence}/${TOPICS.taskEvents}`;
+    const forged = JSON.stringify({
+      specversion: '1.0',
+      id: 'forged',
+      type: 'task.completed',
+      source: '/x',
+      data: {},
+    });
+    for (const headers of [
+      {},
+      { 'dapr-api-token': 'guess' },
+      { 'dapr-api-token': `${API_TOKEN}x` },
+    ] as Record<string, string>[]) {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/cloudevents+json', ...headers },
+        body: forged,
+      });
+      assert.equal(res.status, 401, JSON.stringify(headers));
+      assert.match(((await res.json()) as { detail: string }).detail, /dapr-api-token .*APP_API_TOKEN/);
+      const list = await fetch(`${apps.recurrence.app.url}/dapr/subscribe`, { headers });
+      assert.equal(list.status, 401);
+    }
+    // The app's sidecar, which has the token, delivers (test (1) goes through it) and reads the subscriptions.
+    assert.deepEqual(await apps.recurrence.sidecar.subscribedTopics(), [TOPICS.taskEvents]);
   });
 
   it('(1) a task completed through the API reaches the recurrence target through the sidecars; the next occurrence is created', async () => {
@@ -453,9 +507,14 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
 
   it('is not ready while its sidecar has no pub/sub component of the name it was given (DAPR_PUBSUB_NAME)', async () => {
     const { httpPort } = apps.api.sidecar;
-    await checkDaprComponent({ httpPort, pubsubName: 'pubsub-kafka' });
+    await checkDaprComponent({ httpPort, pubsubName: 'pubsub-kafka', apiToken: API_TOKEN });
+    // A sidecar that requires a token the process lacks: said so, not a bare 401.
     await assert.rejects(
-      checkDaprComponent({ httpPort, pubsubName: 'pubsub-kafak' }),
+      checkDaprComponent({ httpPort, pubsubName: 'pubsub-kafka' }),
+      /the Dapr sidecar refused .*\(401\): set DAPR_API_TOKEN/,
+    );
+    await assert.rejects(
+      checkDaprComponent({ httpPort, pubsubName: 'pubsub-kafak', apiToken: API_TOKEN }),
       /no pub\/sub component named "pubsub-kafak" \(DAPR_PUBSUB_NAME\); it has "pubsub-kafka"/,
     );
     // The check is in every Dapr process's /readyz.

@@ -248,6 +248,14 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
           assert.equal(ann['dapr.io/app-health-check-path'], '/healthz');
           assert.equal(ann['dapr.io/app-health-probe-interval'], '1');
           assert.equal(ann['dapr.io/app-health-threshold'], '2');
+          // The app and its sidecar authenticate each other: no other pod can post events to a consumer.
+          assert.equal(ann['dapr.io/app-token-secret'], `${RELEASE}-dapr-token`);
+          assert.equal(ann['dapr.io/api-token-secret'], `${RELEASE}-dapr-token`);
+          for (const key of ['APP_API_TOKEN', 'DAPR_API_TOKEN'])
+            assert.deepEqual(env.get(key)?.valueFrom?.secretKeyRef, {
+              name: `${RELEASE}-dapr-token`,
+              key: 'token',
+            });
           assert.equal(
             env.get('DAPR_PUBSUB_NAME')?.value,
             target === 'gateway' ? 'pubsub-kafka-gateway' : 'pubsub-kafka',
@@ -338,6 +346,7 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
       // Dapr objects rendered by the chart.
       const components = byKind(objs, 'Component');
       if (s.dapr) {
+        assert.ok(named(objs, 'Secret', `${RELEASE}-dapr-token`).stringData.token.length >= 32);
         const pubsub = named(objs, 'Component', 'pubsub-kafka');
         assert.equal(pubsub.spec.type, 'pubsub.kafka');
         const meta = new Map<string, any>(pubsub.spec.metadata.map((m: any) => [m.name, m]));

@@ -6,7 +6,7 @@ import type { Logger } from '../../observability/logger.ts';
 import { eachLimited } from '../../each-limited.ts';
 import { type OutgoingMessage, type Publisher } from '../types.ts';
 import { errorText } from '../../error-text.ts';
-import type { DaprSettings } from './settings.ts';
+import { sidecarHeaders, type DaprSettings } from './settings.ts';
 
 export class DaprPublisher implements Publisher {
   private readonly base: string;
@@ -65,7 +65,12 @@ export class DaprPublisher implements Publisher {
   private async post(url: string, what: string, init: RequestInit): Promise<Response> {
     const timeout = this.s.publishTimeoutMs ?? 10_000;
     try {
-      return await fetch(url, { method: 'POST', ...init, signal: AbortSignal.timeout(timeout) });
+      return await fetch(url, {
+        method: 'POST',
+        ...init,
+        headers: { ...(init.headers as Record<string, string>), ...sidecarHeaders(this.s) },
+        signal: AbortSignal.timeout(timeout),
+      });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const why =
@@ -91,7 +96,7 @@ export class DaprPublisher implements Publisher {
       /* not JSON */
     }
     const err: Error & { errorCode?: string } = new Error(
-      `Dapr publish to ${this.s.pubsubName}/${what} failed: HTTP ${res.status}${detail ? ` ${detail}` : ''}`,
+      `Dapr publish to ${this.s.pubsubName}/${what} failed: HTTP ${res.status}${detail ? ` ${detail}` : ''}${res.status === 401 ? ' (the sidecar wants an API token: set DAPR_API_TOKEN)' : ''}`,
     );
     if (errorCode) err.errorCode = errorCode;
     return err;

@@ -1,4 +1,5 @@
 /** How a process reaches its Dapr sidecar (DAPR_HTTP_PORT, DAPR_PUBSUB_NAME) and publishes through it. */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../../observability/logger.ts';
 import type { KafkaSettings } from '../kafka/connection.ts';
@@ -17,7 +18,29 @@ export interface DaprSettings {
   bulk?: boolean;
   /** Without bulk: how many messages (of distinct keys) are published concurrently. */
   publishConcurrency?: number;
+  /** DAPR_API_TOKEN: sent to the sidecar (`dapr-api-token`) when its API requires one (Kubernetes: dapr.io/api-token-secret). */
+  apiToken?: string;
+  /**
+   * APP_API_TOKEN: what the sidecar sends to this process (`dapr-api-token`; Kubernetes: dapr.io/app-token-secret).
+   * Set, the delivery routes refuse every request without it: without it any pod that reaches the port could
+   * post events to the consumers.
+   */
+  appToken?: string;
 }
+
+/** The header of the API tokens both ways (Dapr's name). */
+export const DAPR_TOKEN_HEADER = 'dapr-api-token';
+
+/** Whether a header carries `secret`, compared in constant time. */
+export function sameSecret(header: string | string[] | undefined, secret: string): boolean {
+  if (typeof header !== 'string') return false;
+  const got = createHash('sha256').update(header).digest();
+  return timingSafeEqual(got, createHash('sha256').update(secret).digest());
+}
+
+/** The headers of a request to the sidecar. */
+export const sidecarHeaders = (s: DaprSettings): Record<string, string> =>
+  s.apiToken ? { [DAPR_TOKEN_HEADER]: s.apiToken } : {};
 
 export interface DaprBusOptions {
   log: Logger;
@@ -32,9 +55,13 @@ export interface DaprBusOptions {
  */
 export async function checkDaprComponent(s: DaprSettings): Promise<void> {
   const url = `http://${s.host ?? '127.0.0.1'}:${s.httpPort}/v1.0/metadata`;
-  const r = await fetch(url, { signal: AbortSignal.timeout(2_000) }).catch((err: unknown) => {
-    throw new Error(`the Dapr sidecar does not answer at ${url} (DAPR_HTTP_PORT)`, { cause: err });
-  });
+  const r = await fetch(url, { headers: sidecarHeaders(s), signal: AbortSignal.timeout(2_000) }).catch(
+    (err: unknown) => {
+      throw new Error(`the Dapr sidecar does not answer at ${url} (DAPR_HTTP_PORT)`, { cause: err });
+    },
+  );
+  if (r.status === 401)
+    throw new Error(`the Dapr sidecar refused ${url} (401): set DAPR_API_TOKEN to its API token`);
   if (!r.ok) throw new Error(`the Dapr sidecar answered ${r.status} at ${url}`);
   const { components = [] } = (await r.json()) as { components?: { name?: string; type?: string }[] };
   const pubsubs = components.filter((c) => c.type?.startsWith('pubsub.')).map((c) => c.name);

@@ -2,7 +2,7 @@
  * Subscribing through the sidecar: programmatic subscriptions listed at `GET /dapr/subscribe`, deliveries at
  * `POST /dapr/events/<group>/<topic>` answered SUCCESS, RETRY or DROP (bulk deliveries with a status per entry).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { dlqTopic } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
@@ -32,7 +32,7 @@ import {
   type Subscription,
 } from '../types.ts';
 import { errorText } from '../../error-text.ts';
-import type { DaprSettings } from './settings.ts';
+import { DAPR_TOKEN_HEADER, sameSecret, type DaprSettings } from './settings.ts';
 import {
   eventFromDelivery,
   isBulkDelivery,
@@ -125,11 +125,30 @@ export class DaprSubscriber implements Subscriber {
           done(err as Error, undefined);
         }
       });
-    app.get('/dapr/subscribe', { schema: { hide: true } }, async () => {
+    // The sidecar's token (APP_API_TOKEN), when set, on every request of the sidecar: without it these routes
+    // are open to anyone who reaches the port, who could post events to the consumers.
+    const appToken = this.s.appToken;
+    const fromSidecar = appToken
+      ? {
+          onRequest: async (req: FastifyRequest, reply: FastifyReply) => {
+            if (!sameSecret(req.headers[DAPR_TOKEN_HEADER], appToken))
+              return reply
+                .code(401)
+                .type('application/problem+json')
+                .send({
+                  type: 'about:blank',
+                  title: 'Unauthorized',
+                  status: 401,
+                  detail: `the Dapr sidecar's ${DAPR_TOKEN_HEADER} header is missing or wrong (APP_API_TOKEN)`,
+                });
+          },
+        }
+      : {};
+    app.get('/dapr/subscribe', { schema: { hide: true }, ...fromSidecar }, async () => {
       this.served = true;
       return this.subscriptions();
     });
-    app.post('/dapr/events/:group/:topic', { schema: { hide: true } }, async (req) => {
+    app.post('/dapr/events/:group/:topic', { schema: { hide: true }, ...fromSidecar }, async (req) => {
       const { group, topic } = req.params as { group: string; topic: string };
       if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
       const headers: Record<string, string> = {};

@@ -140,6 +140,10 @@ one of them runs without a Service, or the names would be cut at 63 characters.
 {{- ternary "StatefulSet" "Deployment" (eq . "gateway") -}}
 {{- end -}}
 
+{{- define "taskflow.daprTokenSecret" -}}
+{{- default (printf "%s-dapr-token" (include "taskflow.fullname" .)) .Values.dapr.apiTokenSecret -}}
+{{- end -}}
+
 {{- define "taskflow.daprAppId" -}}
 {{- printf "taskflow-%s" . -}}
 {{- end -}}
@@ -322,6 +326,13 @@ variables, which win over .Values.env. The Job gets only what
 {{- end }}
 {{- end }}
 {{- if $v.dapr.enabled }}
+{{- range $key := list "APP_API_TOKEN" "DAPR_API_TOKEN" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "taskflow.daprTokenSecret" $.root }}
+      key: token
+{{- end }}
 - name: DAPR_PUBSUB_NAME
   value: {{ ternary (printf "%s-gateway" $v.dapr.pubsubName) $v.dapr.pubsubName (and (eq .target "gateway") $v.dapr.pubsub.gatewayFanout) | quote }}
 {{- end }}
