@@ -88,7 +88,7 @@ export async function runTargets(
   try {
     db = opts.db ?? (await openDb(config.databaseUrl).catch(nameUnreachable('the database (DATABASE_URL)')));
     metrics.trackStatements(db.statements);
-    const applied = await migrate(db, (m) => log.info(m));
+    const applied = await migrate(db, { log: (m) => log.info(m) });
     log.info(
       { applied, ms: since(step) },
       applied.length

@@ -65,31 +65,90 @@ export interface Migratable {
   ): Promise<T>;
 }
 
-/** Returns the names of the migrations it applied. Safe to run concurrently from several processes. */
-export async function migrate(
-  db: Migratable,
-  log: (msg: string) => void = () => undefined,
-): Promise<string[]> {
+export interface MigrateOptions {
+  log?: (msg: string) => void;
+  /**
+   * How long one statement may wait for a table's lock (lock_timeout). A migration's ALTER waiting behind a
+   * long query holds up every later query on that table while it waits: the old version's requests, during
+   * an upgrade. Past this it gives up, releases, and tries again after a pause.
+   */
+  lockTimeoutMs?: number;
+  /** How many times a migration that timed out on a lock is tried before migrate fails. */
+  attempts?: number;
+  /** The pause after the n-th lock timeout (ms). */
+  backoffMs?: (attempt: number) => number;
+  /** Where the migrations are (tests). */
+  dirs?: string[];
+}
+
+const CREATE_LEDGER =
+  'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())';
+
+/** PostgreSQL's lock_not_available: a statement waited lock_timeout. */
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/**
+ * Returns the names of the migrations it applied. Safe to run concurrently from several processes (an
+ * advisory lock). Each migration commits on its own, so one that fails leaves those before it applied.
+ */
+export async function migrate(db: Migratable, opts: MigrateOptions = {}): Promise<string[]> {
+  const log = opts.log ?? (() => undefined);
+  const lockTimeoutMs = opts.lockTimeoutMs ?? 5_000;
+  const attempts = opts.attempts ?? 10;
+  const backoffMs = opts.backoffMs ?? ((n: number) => Math.min(1_000 * 2 ** (n - 1), 15_000));
   const applied: string[] = [];
-  await db.transaction(async (tx) => {
+  // One read of what is applied (a start-up with nothing to do is one transaction), then each pending one.
+  const done = await db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID]);
-    await tx.query(
-      'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
-    );
-    const done = new Set(
+    await tx.query(CREATE_LEDGER);
+    return new Set(
       (await tx.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map(
         (r) => r.version,
       ),
     );
-    for (const m of loadMigrations()) {
-      if (done.has(m.version)) continue;
-      log(`applying migration ${m.name}`);
-      for (const statement of splitStatements(m.sql)) await tx.query(statement);
-      await tx.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
-      applied.push(m.name);
-    }
   });
+  for (const m of loadMigrations(opts.dirs).filter((m) => !done.has(m.version))) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (await applyOne(db, m, lockTimeoutMs, log)) applied.push(m.name);
+        break;
+      } catch (err) {
+        if ((err as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw err;
+        if (attempt >= attempts)
+          throw new Error(
+            `migration ${m.name} waited more than ${lockTimeoutMs} ms for a table's lock ${attempts} times (other sessions hold it: long queries or transactions); nothing of it was applied, try again`,
+            { cause: err },
+          );
+        const pause = backoffMs(attempt);
+        log(
+          `migration ${m.name} waited ${lockTimeoutMs} ms for a table's lock held by other sessions; trying again in ${pause} ms (attempt ${attempt + 1} of ${attempts})`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
+  }
   return applied;
+}
+
+/** Applies `m` in a transaction of its own unless it is applied already; whether it applied it. */
+async function applyOne(
+  db: Migratable,
+  m: Migration,
+  lockTimeoutMs: number,
+  log: (msg: string) => void,
+): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID]);
+    // Another process may have applied it since the read.
+    const done = await tx.query('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
+    if (done.rows.length > 0) return false;
+    // After the advisory lock, which may wait for another process's migrations as long as they take.
+    await tx.query(`SET LOCAL lock_timeout = ${Math.max(0, Math.trunc(lockTimeoutMs))}`);
+    log(`applying migration ${m.name}`);
+    for (const statement of splitStatements(m.sql)) await tx.query(statement);
+    await tx.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+    return true;
+  });
 }
 
 /** Splits a migration file on semicolons at line ends (a procedural body is written on one line). */

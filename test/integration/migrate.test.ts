@@ -1,0 +1,125 @@
+/**
+ * Migrations during an upgrade, on a real PostgreSQL server (store/migrate.ts): a migration that waits for a
+ * table's lock behind the running version's long transaction gives up after lock_timeout and tries again,
+ * instead of queueing every later query on that table behind it; each migration commits on its own.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import pg from 'pg';
+import { openDb } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { createPgDatabase } from '../helpers/db.ts';
+
+const baseUrl = process.env.TEST_DATABASE_URL;
+
+function dirWith(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'taskflow-migrate-'));
+  for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, name), sql);
+  return dir;
+}
+
+describe('migrate on PostgreSQL', { skip: baseUrl ? false : 'needs TEST_DATABASE_URL' }, () => {
+  it('gives up a lock wait after lock_timeout so the table stays usable, tries again, and applies once the lock is free', async () => {
+    const created = await createPgDatabase(baseUrl!, 'tf_migrate');
+    const db = await openDb(created.url);
+    const reader = new pg.Client({ connectionString: created.url });
+    const other = new pg.Client({ connectionString: created.url });
+    try {
+      const first = dirWith({
+        '001_items.sql': 'CREATE TABLE items (id int PRIMARY KEY);\nINSERT INTO items VALUES (1);',
+      });
+      assert.deepEqual(await migrate(db, { dirs: [first] }), ['001_items.sql']);
+
+      // The running version: a transaction that has read the table and stays open.
+      await reader.connect();
+      await reader.query('BEGIN');
+      await reader.query('SELECT * FROM items');
+
+      const next = dirWith({
+        '001_items.sql': 'CREATE TABLE items (id int PRIMARY KEY);\nINSERT INTO items VALUES (1);',
+        '002_tags.sql': 'CREATE TABLE tags (name text PRIMARY KEY);',
+        '003_items_note.sql': 'ALTER TABLE items ADD COLUMN note text;',
+      });
+      const said: string[] = [];
+      const upgrading = migrate(db, {
+        dirs: [next],
+        lockTimeoutMs: 300,
+        attempts: 50,
+        backoffMs: () => 100,
+        log: (m) => said.push(m),
+      });
+      // Meanwhile the running version's other queries on the table are answered: with no lock_timeout they
+      // queued behind the ALTER for as long as the reader's transaction lasted.
+      await other.connect();
+      await new Promise((r) => setTimeout(r, 500));
+      for (let i = 0; i < 3; i++) {
+        const started = Date.now();
+        await other.query('SELECT count(*) FROM items');
+        assert.ok(
+          Date.now() - started < 1_000,
+          `a read waited ${Date.now() - started} ms behind the migration`,
+        );
+      }
+      assert.ok(
+        said.some((m) => /003_items_note\.sql waited 300 ms for a table's lock .*trying again/.test(m)),
+        said.join('\n'),
+      );
+      // 002 committed on its own while 003 waits.
+      assert.deepEqual(
+        (await other.query('SELECT version FROM schema_migrations ORDER BY version')).rows.map(
+          (r) => r.version,
+        ),
+        [1, 2],
+      );
+      await reader.query('COMMIT');
+      assert.deepEqual(await upgrading, ['002_tags.sql', '003_items_note.sql']);
+      assert.deepEqual(
+        (
+          await other.query(
+            `SELECT column_name FROM information_schema.columns WHERE table_name = 'items' ORDER BY 1`,
+          )
+        ).rows.map((r) => r.column_name),
+        ['id', 'note'],
+      );
+      assert.deepEqual(await migrate(db, { dirs: [next] }), [], 'nothing left to apply');
+    } finally {
+      await reader.end().catch(() => undefined);
+      await other.end().catch(() => undefined);
+      await db.close();
+      await created.drop();
+    }
+  });
+
+  it('fails naming the migration and the lock after its attempts, with nothing of it applied', async () => {
+    const created = await createPgDatabase(baseUrl!, 'tf_migrate');
+    const db = await openDb(created.url);
+    const reader = new pg.Client({ connectionString: created.url });
+    try {
+      const first = dirWith({ '001_items.sql': 'CREATE TABLE items (id int PRIMARY KEY);' });
+      await migrate(db, { dirs: [first] });
+      await reader.connect();
+      await reader.query('BEGIN');
+      await reader.query('SELECT * FROM items');
+      const next = dirWith({
+        '001_items.sql': 'CREATE TABLE items (id int PRIMARY KEY);',
+        '002_items_note.sql': 'ALTER TABLE items ADD COLUMN note text;\nCREATE TABLE notes (id int);',
+      });
+      await assert.rejects(
+        migrate(db, { dirs: [next], lockTimeoutMs: 100, attempts: 2, backoffMs: () => 10 }),
+        /migration 002_items_note\.sql waited more than 100 ms for a table's lock 2 times .*nothing of it was applied/,
+      );
+      await reader.query('COMMIT');
+      const tables = await db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name = 'notes'`,
+      );
+      assert.equal(tables.rows[0]!.n, 0);
+    } finally {
+      await reader.end().catch(() => undefined);
+      await db.close();
+      await created.drop();
+    }
+  });
+});
