@@ -11,6 +11,7 @@ import { deadLetterGroups } from '../runtime.ts';
 import { MANIFESTS, TARGETS, findTargets, retiredTargets } from '../services/index.ts';
 import { errorMessage, errorWithCause } from '../error-text.ts';
 import { nameUnreachable } from '../retry.ts';
+import { exitOnStopSignals, onStopSignal } from './signals.ts';
 
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
 // heavy ones are imported inside the actions.
@@ -42,6 +43,8 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 
 /** Commands that keep running: PGlite's hot functions are worth V8's optimizing WebAssembly compiler. */
 const LONG_RUNNING = new Set(['up', 'serve', 'mcp', 'tail']);
+
+exitOnStopSignals();
 
 /**
  * V8's baseline WebAssembly compiler (Liftoff) only. Set at run time, `--liftoff-only` alone works on Node 20
@@ -147,8 +150,7 @@ async function serve(names: readonly string[], banner: boolean) {
         },
       );
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  onStopSignal(shutdown);
 }
 
 program
@@ -252,8 +254,7 @@ program
           `no topic ${JSON.stringify(topic)}; the topics are ${topics.join(', ') || '(none yet)'}`,
         );
       const stop = new AbortController();
-      process.on('SIGINT', () => stop.abort());
-      process.on('SIGTERM', () => stop.abort());
+      onStopSignal(() => stop.abort());
       let seen = 0;
       await bus.admin.tail(topic, { fromBeginning: !!opts.fromBeginning, signal: stop.signal }, (m) => {
         process.stdout.write(

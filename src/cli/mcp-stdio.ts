@@ -8,6 +8,7 @@ import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { createVerifier } from '../auth.ts';
 import { EmbeddedLog } from '../bus/embedded/log.ts';
 import type { Config } from '../config.ts';
+import { onStopSignal } from './signals.ts';
 import { systemClock } from '../domain/clock.ts';
 import type { Logger } from '../observability/logger.ts';
 import { createMcpServer } from '../services/api/mcp.ts';
@@ -65,8 +66,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
       'end',
       () => void (inFlight?.idle(DRAIN_MS) ?? Promise.resolve()).then(close).then(resolve),
     );
-    process.once('SIGTERM', () => void close().then(resolve));
-    process.once('SIGINT', () => void close().then(resolve));
+    onStopSignal(() => void close().then(resolve));
     void server.connect(transport).then(() => {
       guard(transport, expiresAt);
       inFlight = trackRequests(transport);
