@@ -840,6 +840,22 @@ for (const backend of backends) {
       assert.equal(spec.status, 200);
       assert.ok(spec.body.paths['/api/tasks'].post);
       assert.ok(spec.body.paths['/api/{user_id}/tasks/{id}/complete'].patch);
+      // Both reads of a task answer 304 to a current If-None-Match, and both say so.
+      for (const path of ['/api/tasks/{id}', '/api/{user_id}/tasks/{id}']) {
+        const read = spec.body.paths[path].get;
+        assert.ok(read.responses['304'], path);
+        assert.ok(
+          read.parameters.some(
+            (p: { in: string; name: string }) => p.in === 'header' && p.name === 'if-none-match',
+          ),
+          path,
+        );
+      }
+      const t = (await app.call('alice', 'POST', '/api/tasks', { title: 'polled' })).body;
+      const polled = await app.call('alice', 'GET', `/api/alice/tasks/${t.id}`, undefined, {
+        'if-none-match': '"1"',
+      });
+      assert.deepEqual([polled.status, polled.body], [304, null]);
       assert.equal((await fetch(`${app.url}/docs/`)).status, 200);
       assert.deepEqual((await app.call(null, 'GET', '/healthz')).body, { status: 'ok' });
       assert.equal((await app.call(null, 'GET', '/readyz')).status, 200);

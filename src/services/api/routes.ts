@@ -123,6 +123,9 @@ const createdAnswer = withHeaders(
     },
   },
 );
+/** A read answered 304: the client's copy (its If-None-Match) is current. */
+const NOT_MODIFIED = { type: 'null', description: 'Not modified: the ETag sent is current' } as const;
+
 /** The compatibility list's answer (`compatList` below): the next page is named in headers, not the body. */
 const compatPageAnswer = withHeaders(
   { type: 'array', items: taskDoc, description: 'A page of tasks' },
@@ -292,7 +295,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         headers: ifNoneMatchHeaderDoc,
         response: {
           ...one.response,
-          304: { type: 'null', description: 'Not modified: the ETag sent is current' },
+          304: NOT_MODIFIED,
         },
       }),
       get,
@@ -354,7 +357,14 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       }),
       create,
     );
-    api.get('/api/:user_id/tasks/:id', compat('Get a task', { response: { 200: taskAnswer } }), get);
+    api.get(
+      '/api/:user_id/tasks/:id',
+      compat('Get a task (If-None-Match: 304 when unchanged)', {
+        headers: ifNoneMatchHeaderDoc,
+        response: { 200: taskAnswer, 304: NOT_MODIFIED },
+      }),
+      get,
+    );
     api.put(
       '/api/:user_id/tasks/:id',
       compat('Update a task', {
