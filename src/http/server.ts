@@ -474,15 +474,49 @@ const delayText = (delayMs: number, maxDelayMs: number) =>
 async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise<void> {
   const { default: underPressure } = await import('@fastify/under-pressure');
   let armedAt = Infinity;
+  const busy = new ProcessBusy(PRESSURE_SAMPLE_MS);
   app.addHook('onReady', async () => {
     armedAt = performance.now() + PRESSURE_GRACE_MS;
+    busy.start();
   });
+  app.addHook('onClose', async () => busy.stop());
   await app.register(underPressure, {
     maxEventLoopDelay: maxDelayMs,
     sampleInterval: PRESSURE_SAMPLE_MS,
     pressureHandler: (req: FastifyRequest, _reply: FastifyReply, _type: string, value?: number) =>
-      sheddable(req.url) && performance.now() >= armedAt
+      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= BUSY_TO_SHED
         ? Promise.reject(new OverloadedError(behindDetail(value, maxDelayMs)))
         : undefined,
   });
+}
+
+/**
+ * The share of one core the process must have used over the last sample for a lagging loop to refuse
+ * requests. A loop lags also when the machine is busy with other processes and this one waits for a core:
+ * refusing then frees nothing here, and refused a lone client sending one request at a time (seen at load
+ * 3 on 2 cores). A process that is itself behind runs its thread flat out (about 1.0).
+ */
+const BUSY_TO_SHED = 0.5;
+
+/** How much CPU (of one core) the process used over the last interval, sampled on a timer. */
+class ProcessBusy {
+  fraction = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private last = { cpu: process.cpuUsage(), at: performance.now() };
+  constructor(private readonly intervalMs: number) {}
+
+  start(): void {
+    this.last = { cpu: process.cpuUsage(), at: performance.now() };
+    this.timer ??= setInterval(() => {
+      const now = { cpu: process.cpuUsage(), at: performance.now() };
+      const usedMs = (now.cpu.user - this.last.cpu.user + now.cpu.system - this.last.cpu.system) / 1_000;
+      this.fraction = usedMs / Math.max(1, now.at - this.last.at);
+      this.last = now;
+    }, this.intervalMs).unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
 }

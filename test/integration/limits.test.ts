@@ -15,7 +15,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
+import { signDevToken } from '../../src/auth.ts';
 import { startApp, waitFor } from '../helpers/app.ts';
+import { startServer, stopChild } from '../helpers/processes.ts';
 
 async function limitedApp(perMinute: number) {
   const db = await openDb('memory://');
@@ -305,6 +307,47 @@ describe('admission control by the requests in flight', () => {
       await releaseHeld();
       await app.stop();
       await db.close();
+    }
+  });
+});
+
+describe('admission control on a busy machine', () => {
+  it('does not refuse a lone client while the loop lags because the process waits for a core, not because it is busy', async () => {
+    // The process descheduled (SIGSTOP/SIGCONT, as on a machine busy with other processes): its loop lags by
+    // 80 ms in every sample, yet it uses almost no CPU of its own.
+    const server = await startServer(['api'], {
+      DATABASE_URL: 'memory://',
+      JWT_SECRET: 'limits-busy-machine-secret-0123456789',
+      MAX_EVENT_LOOP_DELAY_MS: '10',
+      LOG_LEVEL: 'warn',
+    });
+    const token = await signDevToken('limits-busy-machine-secret-0123456789', 'lone');
+    const create = (title: string) =>
+      fetch(`${server.url}/api/tasks`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ title }),
+      });
+    // Warm: the first creates compile what they use (hundreds of ms of the process's own work).
+    for (let i = 0; i < 5; i++) assert.equal((await create(`warm-up ${i}`)).status, 201);
+    let stalls = 0;
+    const stall = setInterval(() => {
+      server.child.kill('SIGSTOP');
+      setTimeout(() => server.child.kill('SIGCONT'), 80);
+      stalls++;
+    }, 120);
+    try {
+      await sleep(3_500); // past the start-up grace, with the lag sampled many times
+      const statuses: number[] = [];
+      for (let i = 0; i < 15; i++) {
+        statuses.push((await create(`one at a time ${i}`)).status);
+      }
+      assert.ok(stalls > 20);
+      assert.deepEqual(statuses, Array(15).fill(201), 'a lone client on a busy machine is served');
+    } finally {
+      clearInterval(stall);
+      server.child.kill('SIGCONT');
+      await stopChild(server.child);
     }
   });
 });
