@@ -392,7 +392,7 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'overload-not-shed',
     breaks: 'while the event loop lags, API requests are refused early with 503 + Retry-After',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url) && performance.now() >= armedAt\n',
+    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= BUSY_TO_SHED\n',
     replace: '      false\n',
     tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
   },
@@ -401,9 +401,27 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'a process that has just become ready does not refuse its first requests (start-up lags the loop)',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url) && performance.now() >= armedAt\n',
-    replace: '      sheddable(req.url)\n',
+    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= BUSY_TO_SHED\n',
+    replace: '      sheddable(req.url) && busy.fraction >= BUSY_TO_SHED\n',
     tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
+  },
+  {
+    id: 'overload-sheds-on-a-busy-machine',
+    breaks:
+      'a loop that lags because the machine is busy with other processes (the process itself idle) refuses nothing',
+    file: 'src/http/server.ts',
+    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= BUSY_TO_SHED\n',
+    replace: '      sheddable(req.url) && performance.now() >= armedAt\n',
+    tests: ['test/integration/limits.test.ts#^admission control on a busy machine'],
+  },
+  {
+    id: 'fired-reminder-not-retired',
+    breaks:
+      'what quiet hours or retries hold of a fired reminder is dropped once its task is completed, deleted or moved',
+    file: 'src/domain/reminders.ts',
+    find: "    else if (r.status === 'triggered' && r.dismiss_reason === null) out.retire.push(r);\n",
+    replace: '',
+    tests: ['test/integration/reminders.test.ts#drops what quiet hours hold'],
   },
   {
     id: 'overload-sheds-health',

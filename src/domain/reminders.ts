@@ -127,12 +127,17 @@ export interface Reconciliation {
   reactivate: PlannedReminder[];
   /** Scheduled reminders that are no longer wanted. */
   dismiss: StoredReminderState[];
+  /**
+   * Reminders that fired and are no longer wanted (the task completed, deleted, or moved): they stay fired,
+   * and what of them is not delivered yet (held by quiet hours, retrying) must not be any more.
+   */
+  retire: StoredReminderState[];
 }
 
 /**
  * Moves the stored reminders of a task to the `desired` plan. Reminders that fired or were missed are
- * history and stay as they are; a user's dismissal is final; a scheduled (or snoozed) reminder that is still
- * wanted is kept as it is.
+ * history and stay as they are (one that fired and is no longer wanted is retired, once); a user's dismissal
+ * is final; a scheduled (or snoozed) reminder that is still wanted is kept as it is.
  */
 export function reconcileReminders(
   existing: readonly StoredReminderState[],
@@ -142,7 +147,7 @@ export function reconcileReminders(
   const byId = new Map(existing.map((r) => [r.id, r]));
   const desired = [...planned, ...atDueInstead(planned, byId, opts)];
   const wanted = new Set(desired.map((d) => d.id));
-  const out: Reconciliation = { schedule: [], reactivate: [], dismiss: [] };
+  const out: Reconciliation = { schedule: [], reactivate: [], dismiss: [], retire: [] };
   for (const d of desired) {
     const row = byId.get(d.id);
     const live = isLive(d.remind_at, opts.asOf, opts.graceMs);
@@ -152,7 +157,11 @@ export function reconcileReminders(
       out.reactivate.push(d);
     }
   }
-  for (const r of existing) if (r.status === 'scheduled' && !wanted.has(r.id)) out.dismiss.push(r);
+  for (const r of existing) {
+    if (wanted.has(r.id)) continue;
+    if (r.status === 'scheduled') out.dismiss.push(r);
+    else if (r.status === 'triggered' && r.dismiss_reason === null) out.retire.push(r);
+  }
   return out;
 }
 

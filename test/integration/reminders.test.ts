@@ -774,6 +774,101 @@ for (const BUS of BUSES) {
       assert.notEqual(JSON.parse(hooksAt('/quinn')[0]!.body).data.reminder_id, second!.data.reminder_id);
     });
 
+    it('drops what quiet hours hold of a reminder once its task is completed, deleted or moved, and sends one message for a snoozed reminder that fired again', async () => {
+      const now = clock.now();
+      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
+      const end = new Date(now.getTime() + 2 * HOUR);
+      await setPrefs('holly', {
+        email: 'holly@example.com',
+        quiet_hours: { start: hhmm(new Date(now.getTime() - HOUR)), end: hhmm(end), timezone: 'UTC' },
+      });
+      const due = at(HOUR);
+      const done = await createTask('holly', {
+        title: 'Completed while held',
+        due_date: due,
+        reminders: [at(MIN)],
+      });
+      const gone = await createTask('holly', {
+        title: 'Deleted while held',
+        due_date: due,
+        reminders: [at(MIN)],
+      });
+      const moved = await createTask('holly', {
+        title: 'Moved while held',
+        due_date: due,
+        reminders: ['PT59M'],
+      });
+      const snoozed = await createTask('holly', {
+        title: 'Snoozed while held',
+        due_date: due,
+        reminders: [at(MIN)],
+      });
+      clock.advance(MIN + 1_000);
+      await firedUpToNow();
+      const fired = new Map<string, ReminderCloudEvent>();
+      for (const t of [done, gone, moved, snoozed])
+        fired.set(t.id, (await waitForEvents(app, t.id, 'reminder.triggered', 1))[0]!);
+      await waitFor(async () => (await inboxFor('holly', snoozed.id)).length === 1, WAIT, 'in-app at once');
+      await deliveriesIdle('holly');
+      assert.equal(mailsTo('holly@example.com').length, 0, 'every email held by the quiet hours');
+
+      assert.equal((await app.call('holly', 'POST', `/api/tasks/${done.id}/complete`)).status, 200);
+      assert.equal((await app.call('holly', 'DELETE', `/api/tasks/${gone.id}`)).status, 204);
+      const later = new Date(Date.parse(due) + 3 * 24 * HOUR).toISOString();
+      assert.equal(
+        (await app.call('holly', 'PATCH', `/api/tasks/${moved.id}`, { due_date: later })).status,
+        200,
+      );
+      // The snoozed one fires again, still in quiet hours: its earlier held email is replaced, not added to.
+      const rid = fired.get(snoozed.id)!.data.reminder_id;
+      const snooze = await app.call('holly', 'POST', `/api/tasks/${snoozed.id}/reminders/${rid}/snooze`, {
+        duration: 'PT5M',
+      });
+      assert.equal(snooze.status, 200, JSON.stringify(snooze.body));
+      clock.advance(5 * MIN + 1_000);
+      await firedUpToNow();
+      await waitForEvents(app, snoozed.id, 'reminder.triggered', 2);
+      const skipped = (taskId: string) =>
+        db.query<{ last_error: string }>(
+          `SELECT last_error FROM notification_deliveries
+            WHERE payload->>'task_id' = $1 AND channel = 'email' AND status = 'skipped'`,
+          [taskId],
+        );
+      for (const [t, why] of [
+        [done, 'the task was completed'],
+        [gone, 'the task was deleted'],
+        [moved, "the task's due date or reminders changed"],
+        [snoozed, 'the reminder fired again (snoozed) before this was sent'],
+      ] as const)
+        await waitFor(
+          async () => (await skipped(t.id)).rows.map((r) => r.last_error).join() === why,
+          WAIT,
+          `the held email of "${t.id}" dropped: ${why}`,
+        );
+      // The fired reminder of the completed task stays fired, marked as no longer applying: no snooze.
+      const reminders = (await app.call('holly', 'GET', `/api/tasks/${done.id}/reminders`)).body.items;
+      assert.deepEqual(
+        reminders.map((r: { status: string; dismiss_reason: string | null }) => [r.status, r.dismiss_reason]),
+        [['triggered', 'task_completed']],
+      );
+      const late = await app.call(
+        'holly',
+        'POST',
+        `/api/tasks/${done.id}/reminders/${fired.get(done.id)!.data.reminder_id}/snooze`,
+        { duration: 'PT5M' },
+      );
+      assert.equal(late.status, 409);
+      clock.set(new Date(Math.floor(end.getTime() / MIN) * MIN + 1_000));
+      await waitFor(() => mailsTo('holly@example.com').length >= 1, WAIT, 'the held emails that still apply');
+      await firedUpToNow();
+      await deliveriesIdle('holly');
+      assert.deepEqual(
+        mailsTo('holly@example.com').map((m) => /^Subject: Reminder: (.*)$/m.exec(m.raw)?.[1]?.trim()),
+        ['Snoozed while held'],
+        'one email, for the only task still as it was when its reminder fired',
+      );
+    });
+
     it('retries a push only to the device that failed: the others get it once', async () => {
       const ok = pushService.subscribe('wendy-phone');
       const broken = pushService.subscribe('wendy-laptop', 500);
@@ -925,6 +1020,35 @@ for (const BUS of BUSES) {
       const again = await app.call('dora', 'POST', `/api/notifications/deliveries/${d.id}/retry`);
       assert.equal(again.status, 409, 'only a dead one');
       assert.equal(hooksAt('/dora').length, 1);
+      assert.equal(
+        sent.body.items[0].last_error,
+        null,
+        'sent: the error of an earlier attempt is not its state',
+      );
+
+      // A dead delivery of a task deleted since: a retry would send a reminder of a task that is gone.
+      await setPrefs('dora', { webhook_url: `${hooks.url}/fail/dora` });
+      const gone = await createTask('dora', { title: 'Deleted after it died', reminders: [at(MIN)] });
+      await waitForEvents(app, gone.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        await waitFor(() => hooksAt('/fail/dora').length === 3 + attempt, WAIT, `attempt ${attempt}`);
+        clock.advance(2_000);
+      }
+      await deliveriesIdle('dora');
+      const [goneDead] = (await app.call('dora', 'GET', '/api/notifications/deliveries?status=dead')).body
+        .items;
+      assert.equal(goneDead.task_id, gone.id);
+      assert.equal((await app.call('dora', 'DELETE', `/api/tasks/${gone.id}`)).status, 204);
+      await waitFor(
+        async () =>
+          (await app.call('dora', 'GET', '/api/notifications/deliveries?status=dead')).body.items.length ===
+          0,
+        WAIT,
+        'the dead delivery of the deleted task dropped',
+      );
+      const refused = await app.call('dora', 'POST', `/api/notifications/deliveries/${goneDead.id}/retry`);
+      assert.equal(refused.status, 409);
     });
 
     it('validates preferences and push subscriptions, and requires a token', async () => {

@@ -143,9 +143,19 @@ describe('reconcileReminders', () => {
       plan,
       { asOf, graceMs: GRACE },
     );
-    assert.deepEqual(r, { schedule: [], reactivate: [], dismiss: [] });
+    assert.deepEqual(r, { schedule: [], reactivate: [], dismiss: [], retire: [] });
     const unwanted = reconcileReminders([state(oneHour!.id, 'triggered')], [], { asOf, graceMs: GRACE });
     assert.deepEqual(unwanted.dismiss, [], 'history is not dismissed');
+    // A fired reminder no longer wanted (the task completed, deleted, moved) is retired, once: what of it was
+    // not delivered yet must not be any more; it stays fired.
+    assert.deepEqual(unwanted.retire, [state(oneHour!.id, 'triggered')]);
+    const retired = { ...state(oneHour!.id, 'triggered'), dismiss_reason: 'task_completed' as const };
+    assert.deepEqual(reconcileReminders([retired], [], { asOf, graceMs: GRACE }).retire, [], 'once');
+    assert.deepEqual(
+      reconcileReminders([state(dayBefore!.id, 'missed')], [], { asOf, graceMs: GRACE }).retire,
+      [],
+      'a missed one sent nothing',
+    );
   });
   it('re-activates live reminders dismissed by completion or a reschedule (reopen, due date back)', () => {
     const existing = [
@@ -190,8 +200,8 @@ describe('reconcileReminders', () => {
       );
     });
     it('keeps it through later changes of the task, and moves it with the due date', () => {
-      assert.deepEqual(reconcile([state(atDue, 'scheduled')]), { schedule: [], reactivate: [], dismiss: [] });
-      assert.deepEqual(reconcile([state(atDue, 'triggered')]), { schedule: [], reactivate: [], dismiss: [] });
+      assert.deepEqual(reconcile([state(atDue, 'scheduled')]), { schedule: [], reactivate: [], dismiss: [], retire: [] });
+      assert.deepEqual(reconcile([state(atDue, 'triggered')]), { schedule: [], reactivate: [], dismiss: [], retire: [] });
       const moved = task({ reminders: ['P1D', 'PT1H'], due_date: '2026-03-10T08:50:00.000Z' });
       const r = reconcile([state(atDue, 'scheduled')], moved);
       assert.deepEqual(

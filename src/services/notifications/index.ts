@@ -21,6 +21,21 @@ import { registerNotificationRoutes } from './routes.ts';
 import { cancelPendingDeliveries, enqueueDeliveries, getRecipient, listPushSubscriptions } from './store.ts';
 
 /** Overrides of the SMTP_*, VAPID_* and NOTIFY_* variables. */
+
+/** The skipped delivery's reason for a reminder.dismissed event (its `reason`, from the reminders target). */
+function dismissedBecause(reason: string | undefined): string {
+  switch (reason) {
+    case 'task_completed':
+      return 'the task was completed';
+    case 'task_deleted':
+      return 'the task was deleted';
+    case 'rescheduled':
+      return "the task's due date or reminders changed";
+    default:
+      return 'the reminder was dismissed';
+  }
+}
+
 export interface NotificationsOptions extends Partial<NotificationsConfig> {
   /** TLS agent for the push service (tests: a local push service with a self-signed certificate). */
   pushAgent?: Agent;
@@ -72,10 +87,27 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
           for (const { event: e } of consumed) {
             const data = e.data as ReminderEventData;
             if (e.type === 'reminder.dismissed') {
-              // Deliveries still waiting (quiet hours, retries) of a reminder the user dismissed are dropped.
-              await cancelPendingDeliveries(tx, data.user_id, data.reminder_id, 'the reminder was dismissed');
+              // Deliveries still waiting (quiet hours, retries), and dead ones a retry would send, of a reminder
+              // dismissed by the user or by its task (completed, deleted, moved) are dropped.
+              await cancelPendingDeliveries(
+                tx,
+                data.user_id,
+                data.reminder_id,
+                dismissedBecause(data.reason),
+                {
+                  dead: true,
+                },
+              );
               continue;
             }
+            // A reminder that fires again (snoozed) replaces what of its earlier firing still waits: one message.
+            await cancelPendingDeliveries(
+              tx,
+              data.user_id,
+              data.reminder_id,
+              'the reminder fired again (snoozed) before this was sent',
+              { except: e.id },
+            );
             const prefs = await getRecipient(tx, data.user_id, rt.config.defaultTimezone);
             const zone = prefs.timezone;
             const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours, zone) : null;

@@ -304,7 +304,7 @@ export async function finishDelivery(
 ): Promise<boolean> {
   const r = await q.query(
     `UPDATE notification_deliveries SET status = $3, sent_at = CASE WHEN $3 = 'sent' THEN $4::timestamptz END,
-            last_error = coalesce($5, last_error), claimed_by = NULL
+            last_error = CASE WHEN $3 = 'sent' THEN NULL ELSE coalesce($5, last_error) END, claimed_by = NULL
       WHERE id = $1 AND claimed_by = $2 AND status = 'pending'`,
     [id, holder, outcome.status, outcome.at.toISOString(), outcome.error?.slice(0, 2000) ?? null],
   );
@@ -330,18 +330,23 @@ export async function deferDelivery(
 
 /**
  * Drops the deliveries of a reminder that have not been sent and are not being sent (a claimed row is
- * finished by its sender). Returns how many it dropped.
+ * finished by its sender): the reminder was dismissed, or its task completed, deleted or moved (then the
+ * dead ones too, so a retry does not send them), or it fired again (snoozed; `except` is that firing's
+ * event, whose own deliveries stay). Returns how many it dropped.
  */
 export async function cancelPendingDeliveries(
   q: Queryable,
   userId: string,
   reminderId: string,
   reason: string,
+  opts: { dead?: boolean; except?: string } = {},
 ): Promise<number> {
   const r = await q.query(
     `UPDATE notification_deliveries SET status = 'skipped', last_error = $3
-      WHERE user_id = $1 AND payload->>'reminder_id' = $2 AND status = 'pending' AND claimed_by IS NULL`,
-    [userId, reminderId, reason],
+      WHERE user_id = $1 AND payload->>'reminder_id' = $2 AND claimed_by IS NULL
+        AND (status = 'pending' OR ($4 AND status = 'dead'))
+        AND ($5::text IS NULL OR event_id <> $5::text)`,
+    [userId, reminderId, reason, opts.dead === true, opts.except ?? null],
   );
   return r.rowCount;
 }

@@ -154,6 +154,11 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
           if (!parsed.ok) throw new ValidationError(parsed.issues);
           if (row.status === 'dismissed')
             throw new ConflictError('the reminder was dismissed; it cannot be snoozed');
+          // Fired, then its task was completed, deleted or moved: it no longer applies.
+          if (row.dismiss_reason !== null)
+            throw new ConflictError(
+              `the reminder no longer applies (${row.dismiss_reason.replace('_', ' ')}); it cannot be snoozed`,
+            );
           const at = parsed.value;
           // A snooze delays: a planned reminder that has not fired is not brought forward by one (it was).
           if (row.status === 'scheduled' && !row.snoozed && at.getTime() < new Date(row.remind_at).getTime())

@@ -220,6 +220,14 @@ export async function applyTaskEvents(
       touch(row);
       events.push(reminderEvent('reminder.dismissed', { ...row, title: task.title }, ctx, { reason }));
     }
+    // Fired and no longer wanted: it stays fired (its history), with the reason; the dismissal tells the
+    // notifications target to drop what it still holds of it (quiet hours, retries, a dead delivery).
+    for (const p of plan.retire) {
+      const row = existing.find((e) => e.id === p.id)!;
+      row.dismiss_reason = reason;
+      touch(row);
+      events.push(reminderEvent('reminder.dismissed', { ...row, title: task.title }, ctx, { reason }));
+    }
     const base = { task_id: task.id, user_id: task.user_id, title: task.title, due_at: task.due_date };
     for (const p of plan.reactivate) {
       const row = existing.find((e) => e.id === p.id)!;
