@@ -200,8 +200,18 @@ describe('reconcileReminders', () => {
       );
     });
     it('keeps it through later changes of the task, and moves it with the due date', () => {
-      assert.deepEqual(reconcile([state(atDue, 'scheduled')]), { schedule: [], reactivate: [], dismiss: [], retire: [] });
-      assert.deepEqual(reconcile([state(atDue, 'triggered')]), { schedule: [], reactivate: [], dismiss: [], retire: [] });
+      assert.deepEqual(reconcile([state(atDue, 'scheduled')]), {
+        schedule: [],
+        reactivate: [],
+        dismiss: [],
+        retire: [],
+      });
+      assert.deepEqual(reconcile([state(atDue, 'triggered')]), {
+        schedule: [],
+        reactivate: [],
+        dismiss: [],
+        retire: [],
+      });
       const moved = task({ reminders: ['P1D', 'PT1H'], due_date: '2026-03-10T08:50:00.000Z' });
       const r = reconcile([state(atDue, 'scheduled')], moved);
       assert.deepEqual(
