@@ -1033,6 +1033,43 @@ export function nextOccurrence(rule: Recurrence, series: RecurrenceSeries): stri
 }
 
 /**
+ * The due dates a series will have from `now` on: the one completing the pending occurrence (due `due`) now
+ * creates, then each next one as completing the one before on its due date would give it. What a task's
+ * preview shows, so that it agrees with what completion and skip do: in `schedule` mode an overdue task's
+ * missed dates are skipped (the calendar after max(due, now)), in `after_completion` mode the rule restarts
+ * at the completion. At most MAX_PREVIEW; the series' COUNT counts `occurrencesSoFar` as created.
+ */
+export function upcomingOccurrences(
+  rule: Recurrence,
+  series: { anchor: string; due: string | null; occurrencesSoFar: number },
+  now: string,
+  count: number,
+): string[] {
+  if (rule.mode !== 'after_completion') {
+    const due = series.due === null ? requireInstant(now, 'now') : requireInstant(series.due, 'due');
+    const after = toIso(Math.max(due, requireInstant(now, 'now')));
+    return previewOccurrences(rule, series.anchor, after, count);
+  }
+  const wanted = Number.isFinite(count) ? Math.min(MAX_PREVIEW, Math.max(0, Math.floor(count))) : 0;
+  const out: string[] = [];
+  let previousDue = series.due;
+  let completedAt = now;
+  for (let so = Math.max(1, series.occurrencesSoFar); out.length < wanted; so++) {
+    const next = nextOccurrence(rule, {
+      anchor: series.anchor,
+      previousDue,
+      completedAt,
+      occurrencesSoFar: so,
+    });
+    if (next === null) break;
+    out.push(next);
+    previousDue = next;
+    completedAt = next;
+  }
+  return out;
+}
+
+/**
  * The next `count` (at most MAX_PREVIEW) due instants of the series anchored at `anchor` strictly after
  * `after`, within PREVIEW_HORIZON_DAYS of where the search starts: the calendar schedule (the anchor itself is
  * occurrence #1), honoring COUNT and UNTIL. Throws RangeError only for malformed arguments.

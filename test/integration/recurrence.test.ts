@@ -447,6 +447,52 @@ for (const backend of backends) {
       assert.deepEqual(p.body.occurrences, []);
     });
 
+    it('previews what completing and skipping create: an overdue task skips its missed dates; after_completion restarts now', async () => {
+      // The clock reads 2026-03-01T12:00Z.
+      const preview = async (id: string, n = 2) =>
+        (await app.call('pia', 'GET', `/api/tasks/${id}/occurrences?count=${n}`)).body;
+      const overdue = await create('pia', {
+        title: 'Overdue daily',
+        due_date: '2026-02-25T09:00:00Z',
+        recurrence: 'daily',
+      });
+      const shown = await preview(overdue.id);
+      assert.deepEqual(shown.occurrences, ['2026-03-02T09:00:00.000Z', '2026-03-03T09:00:00.000Z']);
+      assert.equal(shown.after, '2026-03-01T12:00:00.000Z');
+      await complete('pia', overdue.id);
+      const [, created] = await waitForSeries('pia', overdue.id, 2);
+      assert.equal(created.due_date, shown.occurrences[0], 'completion creates the first date shown');
+
+      const weekly = await create('pia', {
+        title: 'Overdue weekly',
+        due_date: '2026-02-10T09:00:00Z',
+        recurrence: 'weekly',
+      });
+      const weeklyShown = await preview(weekly.id, 1);
+      const skipped = await app.call('pia', 'POST', `/api/tasks/${weekly.id}/skip`);
+      assert.equal(skipped.status, 200, JSON.stringify(skipped.body));
+      assert.deepEqual(
+        [skipped.body.due_date],
+        weeklyShown.occurrences,
+        'skip moves to the first date shown',
+      );
+
+      const later = await create('pia', {
+        title: 'Every 3 days after done',
+        due_date: '2026-03-20T09:00:00Z',
+        recurrence: { preset: 'daily', interval: 3, mode: 'after_completion' },
+      });
+      const laterShown = await preview(later.id, 3);
+      assert.deepEqual(laterShown.occurrences, [
+        '2026-03-04T09:00:00.000Z',
+        '2026-03-07T09:00:00.000Z',
+        '2026-03-10T09:00:00.000Z',
+      ]);
+      await complete('pia', later.id);
+      const next = (await waitForSeries('pia', later.id, 2)).find((t) => t.status === 'pending');
+      assert.equal(next.due_date, laterShown.occurrences[0], 'before the due date it was completed ahead of');
+    });
+
     it('previews a rule and due date the task does not have yet (the editor), changing nothing', async () => {
       const t = await create('pia', { title: 'Not yet repeating', due_date: '2026-03-02T09:00:00Z' });
       const preview = (q: string) => app.call('pia', 'GET', `/api/tasks/${t.id}/occurrences?${q}`);

@@ -5,6 +5,7 @@ import {
   nextOccurrence,
   parseRecurrence,
   previewOccurrences,
+  upcomingOccurrences,
   type Recurrence,
 } from '../../src/domain/recurrence.ts';
 
@@ -382,5 +383,65 @@ describe('the COUNT limit', () => {
     assert.ok(parseRecurrence({ preset: 'daily', count: 10_000 }, 'UTC').ok);
     assert.ok(parseRecurrence({ rrule: 'FREQ=DAILY;COUNT=10000' }, 'UTC').ok);
     assert.ok(parseRecurrence({ preset: 'daily', count: 100_000 }, 'UTC', { stored: true }).ok);
+  });
+});
+
+describe("upcomingOccurrences (a task's preview: what completion creates)", () => {
+  const daily = (extra: object = {}) => rec({ preset: 'daily', ...extra }, BER);
+  it('each date shown is what completing the one before on its due date creates', () => {
+    const cases: [string, Recurrence, string][] = [
+      ['overdue, schedule', daily(), '2026-03-01T08:00:00.000Z'],
+      ['ahead, schedule', daily(), '2026-03-20T08:00:00.000Z'],
+      [
+        'ahead, every 3 days after completion',
+        daily({ interval: 3, mode: 'after_completion' }),
+        '2026-03-20T08:00:00.000Z',
+      ],
+      ['weekdays, schedule, COUNT 4', rec({ preset: 'weekdays', count: 4 }, BER), '2026-03-09T08:00:00.000Z'],
+    ];
+    const now = '2026-03-10T12:00:00.000Z';
+    for (const [name, rule, due] of cases) {
+      const shown = upcomingOccurrences(rule, { anchor: due, due, occurrencesSoFar: 1 }, now, 5);
+      assert.ok(shown.length > 0, name);
+      assert.ok(
+        shown.every((d) => d > now),
+        `${name}: nothing in the past`,
+      );
+      let previousDue = due;
+      let completedAt = now;
+      shown.forEach((date, i) => {
+        const created = nextOccurrence(rule, {
+          anchor: due,
+          previousDue,
+          completedAt,
+          occurrencesSoFar: i + 1,
+        });
+        assert.equal(date, created, `${name}: date ${i + 1}`);
+        previousDue = date;
+        completedAt = date;
+      });
+    }
+  });
+
+  it('an overdue task starts after now; after_completion counts from now, not from the due date', () => {
+    const now = '2026-03-10T12:00:00.000Z';
+    assert.deepEqual(
+      upcomingOccurrences(
+        daily(),
+        { anchor: '2026-03-01T08:00:00.000Z', due: '2026-03-01T08:00:00.000Z', occurrencesSoFar: 1 },
+        now,
+        2,
+      ),
+      ['2026-03-11T08:00:00.000Z', '2026-03-12T08:00:00.000Z'],
+    );
+    assert.deepEqual(
+      upcomingOccurrences(
+        daily({ interval: 3, mode: 'after_completion' }),
+        { anchor: '2026-03-20T08:00:00.000Z', due: '2026-03-20T08:00:00.000Z', occurrencesSoFar: 1 },
+        now,
+        2,
+      ),
+      ['2026-03-13T08:00:00.000Z', '2026-03-16T08:00:00.000Z'],
+    );
   });
 });

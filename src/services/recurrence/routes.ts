@@ -5,8 +5,8 @@
  *   to the next occurrence (a `task.updated` event through the task store) and the skipped date is recorded
  *   in the series. The skipped occurrence counts against COUNT. 409 when the task does not recur, is
  *   completed, or is the last occurrence of its series.
- * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series after
- *   the task's due date (the calendar schedule; see previewOccurrences).
+ * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series, as
+ *   completing the task now and each next one on its due date would create them (upcomingOccurrences).
  */
 import { instantDoc, okWith, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -18,6 +18,7 @@ import {
   RECURRENCE_PRESETS,
   nextOccurrence,
   parseRecurrence,
+  upcomingOccurrences,
   previewOccurrences,
 } from '../../domain/recurrence.ts';
 import { parseInstant, type Task } from '../../domain/task.ts';
@@ -154,15 +155,27 @@ export async function registerRecurrenceRoutes(
         return { task_id: task.id, series_id: task.series_id, recurrence: null, occurrences: [] };
       const now = clock.now().toISOString();
       const series = await readSeries(db, task.series_id);
-      const after = task.due_date ?? now;
-      const anchor = series && sameRule(series.rule, rule) ? series.anchor : after;
+      const same = series !== null && sameRule(series.rule, rule);
+      const anchor = same ? series.anchor : (task.due_date ?? now);
+      // The dates come after the completion (now) or, on the calendar, after the later of due and now.
+      const after =
+        rule.mode === 'after_completion' || !task.due_date || Date.parse(task.due_date) < Date.parse(now)
+          ? now
+          : task.due_date;
       return {
         task_id: task.id,
         series_id: task.series_id,
         recurrence: rule,
         anchor,
         after,
-        occurrences: previewOccurrences(rule, anchor, after, count),
+        // What completing it now, and each next one on its due date, would create (an overdue task's missed
+        // dates are skipped; after_completion restarts at the completion), as completion and skip do.
+        occurrences: upcomingOccurrences(
+          rule,
+          { anchor, due: task.due_date, occurrencesSoFar: same ? series.occurrences : 1 },
+          now,
+          count,
+        ),
       };
     };
 
@@ -233,7 +246,11 @@ export async function registerRecurrenceRoutes(
                 series_id: { type: ['string', 'null'] },
                 recurrence: { type: ['object', 'null'], description: 'the rule previewed' },
                 anchor: { type: 'string', description: 'the series start the dates are counted from' },
-                after: { type: 'string' },
+                after: {
+                  type: 'string',
+                  description:
+                    'the dates are after this instant: the due date, or now when the task is overdue or repeats after completion',
+                },
                 occurrences: {
                   type: 'array',
                   items: { type: 'string' },
