@@ -19,13 +19,13 @@ const HOUR = 3_600_000;
 const at = (ms: number) => new Date(NOW.getTime() + ms).toISOString();
 
 /** The input of a task event of `task` (a new version of it: the fields given, version + 1). */
-function input(type: string, task: Task): TaskEventInput {
+function input(type: string, task: Task, changes: string[] = []): TaskEventInput {
   const event = makeEvent<TaskEventData>({
     type,
     source: '/taskflow/test',
     subject: task.id,
     key: task.user_id,
-    data: { user_id: task.user_id, task, previous: null, changes: [] },
+    data: { user_id: task.user_id, task, previous: null, changes },
   });
   return { id: event.id, type, data: event.data, eventTime: NOW };
 }
@@ -82,8 +82,8 @@ for (const backend of backends) {
       const movedAgain = next(moved, { due_date: at(7 * HOUR) });
       const rows = await run([
         input('task.created', created),
-        input('task.updated', moved),
-        input('task.updated', movedAgain),
+        input('task.updated', moved, ['due_date']),
+        input('task.updated', movedAgain, ['due_date']),
       ]);
       assert.deepEqual(
         rows.filter((r) => r.status === 'scheduled').map((r) => new Date(r.due_at).toISOString()),

@@ -869,6 +869,41 @@ for (const BUS of BUSES) {
       );
     });
 
+    it("keeps a task's reminders through an edit of other fields after the user changed their defaults; a new due date takes the new defaults", async () => {
+      const task = await createTask('erin', { title: 'Follows the defaults', due_date: at(3 * 24 * HOUR) });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 2); // P1D and PT1H, the built-in defaults
+      const live = async () =>
+        (await app.call('erin', 'GET', `/api/tasks/${task.id}/reminders`)).body.items
+          .filter((r: { status: string }) => r.status === 'scheduled')
+          .map((r: { specs: string[] }) => r.specs.join())
+          .sort();
+      assert.deepEqual(await live(), ['P1D', 'PT1H']);
+      const settings = await app.call('erin', 'PUT', '/api/me/settings', { default_reminders: ['PT15M'] });
+      assert.equal(settings.status, 200);
+      const renamed = await app.call('erin', 'PATCH', `/api/tasks/${task.id}`, {
+        title: 'Renamed',
+        priority: 'high',
+      });
+      assert.equal(renamed.status, 200);
+      assert.equal(renamed.body.reminder_plan, undefined, 'a change of other fields answers no plan');
+      await waitCaughtUp(app, GROUPS.reminders);
+      assert.deepEqual(await live(), ['P1D', 'PT1H'], 'and moves no reminder');
+      const titles = (await app.call('erin', 'GET', `/api/tasks/${task.id}/reminders`)).body.items.map(
+        (r: { title: string }) => r.title,
+      );
+      assert.deepEqual([...new Set(titles)], ['Renamed'], 'they carry the new title');
+      const moved = await app.call('erin', 'PATCH', `/api/tasks/${task.id}`, { due_date: at(4 * 24 * HOUR) });
+      assert.deepEqual(
+        moved.body.reminder_plan.scheduled.map((p: { specs: string[] }) => p.specs.join()),
+        ['PT15M'],
+      );
+      await waitFor(
+        async () => (await live()).join() === 'PT15M',
+        WAIT,
+        'the new defaults at the new due date',
+      );
+    });
+
     it('retries a push only to the device that failed: the others get it once', async () => {
       const ok = pushService.subscribe('wendy-phone');
       const broken = pushService.subscribe('wendy-laptop', 500);

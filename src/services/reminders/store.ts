@@ -111,6 +111,15 @@ export function reminderEvent(
   });
 }
 
+/**
+ * Whether a task event can move its reminders: any but an update that names only other fields (an event
+ * without its list of changes, from an older producer, is taken as one that can).
+ */
+const movesReminders = (input: TaskEventInput) =>
+  input.type !== 'task.updated' ||
+  !Array.isArray(input.data.changes) ||
+  input.data.changes.some((field) => field === 'due_date' || field === 'reminders' || field === 'status');
+
 /** A task event as the schedule needs it. */
 export interface TaskEventInput {
   /** The event id (the run's dedupe). */
@@ -208,7 +217,11 @@ export async function applyTaskEvents(
       ? []
       : planReminders(task, task.reminders === null ? (defaults.get(task.user_id) ?? DEFAULT_REMINDERS) : []);
     const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
-    const plan = reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs, task });
+    // A change of other fields (a title, a priority) leaves the reminders as they are: replanned, a task
+    // following the user's default reminders took defaults changed since, at an edit that answered no plan.
+    const plan = movesReminders(input)
+      ? reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs, task })
+      : { schedule: [], reactivate: [], dismiss: [], retire: [] };
     const reason: DismissReason = dismissReasonFor(input.type, task);
     const ctx: EventContext = { now: opts.now, channels: opts.channels, traceparent: input.traceparent };
     const due = task.due_date === null ? null : new Date(task.due_date);
