@@ -113,7 +113,7 @@ export const WEEKDAY_CODES = ['MO', 'TU', 'WE', 'TH', 'FR', 'SA', 'SU'] as const
  * The RRULE grammar the API documents (OpenAPI `pattern`): FREQ first, then the BYxxx parts in the order
  * this engine writes them back, each with values that always give a rule that occurs. INTERVAL, COUNT and
  * UNTIL are documented as fields of the recurrence object. The parser accepts more (any part order, lower
- * case, INTERVAL/COUNT/UNTIL/BYSETPOS inside the rule, days 29-31, several BYMINUTE values within
+ * case, INTERVAL/COUNT/UNTIL/BYSETPOS inside the rule, days 29-31 with BYMONTH or YEARLY, several BYMINUTE values within
  * MAX_TIMES_A_DAY): every string of this grammar is accepted,
  * so a client that keeps to the document is never refused (schemathesis checks it both ways).
  */
@@ -122,6 +122,8 @@ export const RRULE_DOC_PATTERN = (() => {
   const byMonth = `(?:;BYMONTH=${commaList('(?:[1-9]|1[0-2])')})?`;
   // 1-28 from either end of the month: every month has those days, so any BYMONTH combination occurs.
   const byMonthDay = `;BYMONTHDAY=${commaList('-?(?:[1-9]|1[0-9]|2[0-8])')}`;
+  // Every month, any day: some month has each of 29-31 ("monthly on the 31st" skips the shorter months).
+  const anyMonthDay = `;BYMONTHDAY=${commaList('-?(?:[1-9]|[12][0-9]|3[01])')}`;
   const byDay = `;BYDAY=${commaList(day)}`;
   // Any, or the 1st-4th or last-4th, weekday of a month or year: every month has four of each weekday.
   const byOrdinalDay = `;BYDAY=${commaList(`(?:-?[1-4])?${day}`)}`;
@@ -130,6 +132,7 @@ export const RRULE_DOC_PATTERN = (() => {
   return (
     `^(?:FREQ=DAILY${byMonth}(?:${byMonthDay})?(?:${byDay})?${tail}` +
     `|FREQ=WEEKLY${byMonth}(?:${byDay})?${tail}` +
+    `|FREQ=MONTHLY${anyMonthDay}(?:${byDay})?${tail}` +
     `|FREQ=(?:MONTHLY|YEARLY)${byMonth}(?:${byMonthDay}(?:${byDay})?|${byOrdinalDay})?${tail})$`
   );
 })();
@@ -190,6 +193,16 @@ export const PRESET_RRULES: Record<RecurrencePreset, string> = {
   monthly: 'FREQ=MONTHLY',
   yearly: 'FREQ=YEARLY',
 };
+
+/** A rule without its INTERVAL, COUNT and UNTIL, upper case, to compare with a preset's (PRESET_RRULES). */
+function presetRuleOf(rrule: string): string {
+  return rrule
+    .toUpperCase()
+    .replace(/^RRULE:/, '')
+    .split(';')
+    .filter((part) => part !== '' && !/^(?:INTERVAL|COUNT|UNTIL)=/.test(part))
+    .join(';');
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Civil-date arithmetic (proleptic Gregorian, days since 1970-01-01)
@@ -737,7 +750,21 @@ function parseRecurrenceUnchecked(
   let preset: RecurrencePreset | undefined;
   let source: string | null = null;
   if (rruleInput !== undefined && presetInput !== undefined) {
-    issue('', 'set either rrule or preset, not both');
+    // The form a task is read in (its rule, and the preset it was made from) is taken back when the two agree:
+    // a client that sends a task back as it read it (a PUT of the whole task) was refused.
+    if (
+      typeof rruleInput === 'string' &&
+      rruleInput.length <= 1000 &&
+      isRecurrencePreset(presetInput) &&
+      presetRuleOf(rruleInput) === PRESET_RRULES[presetInput]
+    ) {
+      preset = presetInput;
+      source = rruleInput;
+    } else
+      issue(
+        '',
+        'set either rrule or preset, not both (both only as a task is read: the rule of that preset, with its interval, count or until)',
+      );
   } else if (presetInput !== undefined) {
     if (isRecurrencePreset(presetInput)) {
       preset = presetInput;

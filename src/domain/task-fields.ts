@@ -185,7 +185,7 @@ const recurrenceDoc = {
           type: ['string', 'null'],
           pattern: RRULE_DOC_PATTERN,
           description:
-            'RFC 5545 RRULE: FREQ=DAILY|WEEKLY|MONTHLY|YEARLY, then BYMONTH, BYMONTHDAY (1-28 or -28..-1), BYDAY (MO..SU; with MONTHLY or YEARLY also 1MO..4MO, -1FR..), BYHOUR, BYMINUTE, WKST in that order. INTERVAL, COUNT and UNTIL are the fields interval, count and until. (Also accepted: any part order, INTERVAL/COUNT/UNTIL/BYSETPOS in the rule, several BYMINUTE values as long as BYHOUR x BYMINUTE gives at most 24 times a day.)',
+            'RFC 5545 RRULE: FREQ=DAILY|WEEKLY|MONTHLY|YEARLY, then BYMONTH, BYMONTHDAY (1-28 or -28..-1; with MONTHLY and no BYMONTH 1-31 or -31..-1, a month without that day skipped), BYDAY (MO..SU; with MONTHLY or YEARLY also 1MO..4MO, -1FR..), BYHOUR, BYMINUTE, WKST in that order. INTERVAL, COUNT and UNTIL are the fields interval, count and until. (Also accepted: any part order, INTERVAL/COUNT/UNTIL/BYSETPOS in the rule, several BYMINUTE values as long as BYHOUR x BYMINUTE gives at most 24 times a day.)',
           example: 'FREQ=MONTHLY;BYMONTHDAY=-1',
         },
         preset: { type: ['string', 'null'], enum: [...RECURRENCE_PRESETS, null] },

@@ -6,7 +6,7 @@ import { canonicalJson } from './canonical-json.ts';
 import type { FieldIssue, Result } from './errors.ts';
 import { ConflictError, fail, ok } from './errors.ts';
 import { isObject, parseBody } from './fields.ts';
-import { parseRecurrence, type Recurrence } from './recurrence.ts';
+import { parseRecurrence, previewOccurrences, type Recurrence } from './recurrence.ts';
 import { isOffsetSpec, SETTINGS_FIELDS, TASK_FIELDS, type Priority, type TaskStatus } from './task-fields.ts';
 
 export {
@@ -131,6 +131,22 @@ export function checkInvariants(fields: Pick<TaskFields, 'due_date' | 'reminders
   return issues;
 }
 
+/**
+ * A rule being set that ends (UNTIL) before its first repeat after the due date: the task would never repeat
+ * (a preview of none, a skip refused as the last occurrence), which is a mistake, not a series.
+ */
+function ruleIssues(fields: Pick<TaskFields, 'due_date' | 'recurrence'>): FieldIssue[] {
+  const rule = fields.recurrence;
+  if (!rule || fields.due_date === null || !/(?:^|;)UNTIL=/.test(rule.rrule)) return [];
+  if (previewOccurrences(rule, fields.due_date, fields.due_date, 1).length > 0) return [];
+  return [
+    {
+      path: 'recurrence.until',
+      message: `ends before the first repeat after the due date (${fields.due_date}): the task would never repeat`,
+    },
+  ];
+}
+
 export function validateCreate(input: unknown, ctx: ValidationContext): Result<TaskFields> {
   const parsed = validateFields(input, ctx, ['title']);
   if (!parsed.ok) return parsed;
@@ -144,7 +160,7 @@ export function validateCreate(input: unknown, ctx: ValidationContext): Result<T
     reminders: parsed.value.reminders ?? null,
     recurrence: parsed.value.recurrence ?? null,
   };
-  const issues = checkInvariants(fields);
+  const issues = [...checkInvariants(fields), ...ruleIssues(fields)];
   return issues.length ? fail(issues) : ok(fields);
 }
 
@@ -207,6 +223,11 @@ export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Tran
       "reminders before due (e.g. PT1H) need a due_date, and this task's would have none; send both together",
     );
   }
+  // A rule set now that would never repeat. A rule sent back unchanged (a client's whole task, on the last
+  // occurrence of its series) and a due date moved past the end of a rule kept are not refused: that ends it.
+  const ruleChanged = !!patch.recurrence && !sameValue(task.recurrence, next.recurrence);
+  const ruleProblems = ruleChanged ? ruleIssues(next) : [];
+  if (ruleProblems.length) return fail(ruleProblems);
   if (patch.recurrence !== undefined && next.recurrence && !next.series_id) next.series_id = task.id;
   if (task.status !== next.status) next.completed_at = next.status === 'completed' ? now.toISOString() : null;
   const changes = changedFields(task, next);

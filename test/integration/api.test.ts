@@ -379,6 +379,26 @@ for (const backend of backends) {
         ['GET', '/api/tasks?colour=red', undefined, 'colour'],
         // hostile text and instants: 400 naming the field, never a database error
         ['POST', '/api/tasks', { title: 'a\u0000b' }, 'title'],
+        // A rule that ends before its first repeat: the task would never repeat.
+        [
+          'POST',
+          '/api/tasks',
+          {
+            title: 'never repeats',
+            due_date: '2027-01-10T09:00:00Z',
+            recurrence: { preset: 'daily', until: '2027-01-05T00:00:00Z' },
+          },
+          'recurrence.until',
+        ],
+        [
+          'PATCH',
+          `/api/tasks/${existing.id}`,
+          {
+            due_date: '2027-01-10T09:00:00Z',
+            recurrence: { rrule: 'FREQ=WEEKLY', until: '2027-01-12T00:00:00Z' },
+          },
+          'recurrence.until',
+        ],
         ['POST', '/api/tasks', { title: 'a\ud800b' }, 'title'],
         ['POST', '/api/tasks', { title: 'a\udc00b' }, 'title'],
         ['POST', '/api/tasks', { title: 't', description: 'a\u0000b' }, 'description'],

@@ -296,6 +296,14 @@ for (const backend of backends) {
       await complete('uma', root.id);
       const [, second] = await waitForSeries('uma', root.id, 2);
       assert.equal(second.due_date, '2026-03-09T09:00:00.000Z');
+      // The last occurrence sent back whole (a client's PUT, its rule unchanged) is no rule that never
+      // repeats: only a rule being set is checked against its due date.
+      const whole = await app.call('uma', 'PUT', `/api/uma/tasks/${second.id}`, {
+        title: 'Until (last)',
+        due_date: second.due_date,
+        recurrence: second.recurrence,
+      });
+      assert.equal(whole.status, 200, JSON.stringify(whole.body));
       await complete('uma', second.id);
       await settle();
       assert.equal((await seriesTasks('uma', root.id)).length, 2);

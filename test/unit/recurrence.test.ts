@@ -261,7 +261,9 @@ const invalidCases: Array<{ input: unknown; path: string; message: RegExp; tz?: 
   { input: null, path: 'recurrence', message: /preset string/ },
   { input: [], path: 'recurrence', message: /preset string/ },
   { input: {}, path: 'recurrence', message: /rrule or preset is required/ },
-  { input: { preset: 'daily', rrule: 'FREQ=DAILY' }, path: 'recurrence', message: /not both/ },
+  // Both only as a task is read (the preset's own rule): these disagree.
+  { input: { preset: 'daily', rrule: 'FREQ=WEEKLY' }, path: 'recurrence', message: /not both/ },
+  { input: { preset: 'weekdays', rrule: 'FREQ=WEEKLY;BYDAY=MO' }, path: 'recurrence', message: /not both/ },
   { input: { preset: 'biweekly' }, path: 'recurrence.preset', message: /unknown preset/ },
   { input: { preset: 'daily', color: 'red' }, path: 'recurrence.color', message: /unknown field/ },
   { input: { preset: 'daily', timezone: 'Mars/Olympus' }, path: 'recurrence.timezone', message: /IANA/ },
@@ -443,5 +445,18 @@ describe("upcomingOccurrences (a task's preview: what completion creates)", () =
       ),
       ['2026-03-13T08:00:00.000Z', '2026-03-16T08:00:00.000Z'],
     );
+  });
+});
+
+describe('a recurrence sent back as it is read', () => {
+  it('is the same rule: a client that PUTs the task it read is not refused', () => {
+    for (const input of [
+      'weekdays',
+      { preset: 'daily', interval: 2, until: '2027-01-01T00:00:00Z' },
+      { preset: 'monthly', count: 5, mode: 'after_completion' },
+    ]) {
+      const read = rec(input, BER);
+      assert.deepEqual(rec(JSON.parse(JSON.stringify(read)), NY), read, JSON.stringify(input));
+    }
   });
 });
