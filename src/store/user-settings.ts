@@ -27,13 +27,21 @@ export class UserSettingsStore {
   ) {}
 
   async get(userId: string): Promise<UserSettings> {
-    const r = await this.db.query<UserSettings>(
-      'SELECT user_id, timezone, default_reminders FROM user_settings WHERE user_id = $1',
+    const stored = await this.stored(userId);
+    return {
+      user_id: userId,
+      timezone: stored?.timezone ?? this.defaultTimezone,
+      default_reminders: stored?.default_reminders ?? DEFAULT_REMINDERS,
+    };
+  }
+
+  /** The row as stored: a zone the user never chose is null (they follow DEFAULT_TIMEZONE). */
+  private async stored(userId: string) {
+    const r = await this.db.query<{ timezone: string | null; default_reminders: string[] }>(
+      'SELECT timezone, default_reminders FROM user_settings WHERE user_id = $1',
       [userId],
     );
-    return (
-      r.rows[0] ?? { user_id: userId, timezone: this.defaultTimezone, default_reminders: DEFAULT_REMINDERS }
-    );
+    return r.rows[0];
   }
 
   /**
@@ -49,24 +57,34 @@ export class UserSettingsStore {
     return value;
   }
 
-  async put(s: UserSettings): Promise<UserSettings> {
-    this.defaults.delete(s.user_id);
+  /** Stores the settings; a null zone: the user follows DEFAULT_TIMEZONE. */
+  private async put(userId: string, timezone: string | null, defaultReminders: string[]): Promise<void> {
+    this.defaults.delete(userId);
     await this.db.query(
       `INSERT INTO user_settings (user_id, timezone, default_reminders, updated_at) VALUES ($1, $2, $3, now())
        ON CONFLICT (user_id) DO UPDATE SET timezone = excluded.timezone, default_reminders = excluded.default_reminders,
          updated_at = now()`,
-      [s.user_id, s.timezone, JSON.stringify(s.default_reminders)],
+      [userId, timezone, JSON.stringify(defaultReminders)],
     );
-    return s;
   }
 
-  /** Sets the fields `change` names, keeping the others (PUT /api/me/settings, the MCP tool update_settings). */
+  /**
+   * Sets the fields `change` names, keeping the others (PUT /api/me/settings, the MCP tool update_settings). A
+   * zone not given stays as it was: unset when never chosen, so the user keeps following DEFAULT_TIMEZONE.
+   */
   async update(
     userId: string,
     change: Partial<Pick<UserSettings, 'timezone' | 'default_reminders'>>,
   ): Promise<UserSettings> {
-    const { timezone, default_reminders } = { ...(await this.get(userId)), ...change };
-    return this.put({ user_id: userId, timezone, default_reminders });
+    const stored = await this.stored(userId);
+    const timezone = change.timezone ?? stored?.timezone ?? null;
+    const defaultReminders = change.default_reminders ?? stored?.default_reminders ?? DEFAULT_REMINDERS;
+    await this.put(userId, timezone, defaultReminders);
+    return {
+      user_id: userId,
+      timezone: timezone ?? this.defaultTimezone,
+      default_reminders: defaultReminders,
+    };
   }
 
   /** What listing `query` needs of the user's settings: their zone for a due window (due=today), else nothing. */

@@ -22,6 +22,7 @@ import {
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { TaskStore } from '../../src/store/tasks.ts';
+import { UserSettingsStore } from '../../src/store/user-settings.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { parseRecurrence } from '../../src/domain/recurrence.ts';
 import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
@@ -492,6 +493,22 @@ for (const backend of backends) {
       );
       assert.equal(next.status, 200);
       assert.equal(next.body.items[0].due_date, '0050-06-15T00:00:00.000Z');
+    });
+
+    it('keeps a user who never chose a zone on the deployment default, also after a change of their default reminders', async () => {
+      const put = await app.call('gus', 'PUT', '/api/me/settings', { default_reminders: ['PT15M'] });
+      assert.equal(put.status, 200, JSON.stringify(put.body));
+      assert.deepEqual(put.body.default_reminders, ['PT15M']);
+      // The zone of that day was stored with them: a later DEFAULT_TIMEZONE no longer reached the user.
+      const later = new UserSettingsStore(db, 'America/New_York');
+      assert.deepEqual(await later.get('gus'), {
+        user_id: 'gus',
+        timezone: 'America/New_York',
+        default_reminders: ['PT15M'],
+      });
+      await app.call('gus', 'PUT', '/api/me/settings', { timezone: 'Asia/Tokyo' });
+      await app.call('gus', 'PUT', '/api/me/settings', { default_reminders: ['PT1H'] });
+      assert.equal((await later.get('gus')).timezone, 'Asia/Tokyo', 'a zone chosen stays chosen');
     });
 
     it("interprets a recurrence rule without a zone in the user's time zone, on create and on patch", async () => {
