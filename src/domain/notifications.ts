@@ -197,6 +197,8 @@ export const PREFERENCE_FIELDS = {
       type: ['string', 'null'],
       minLength: PREFERENCE_LIMITS.secretMin,
       maxLength: PREFERENCE_LIMITS.secretMax,
+      description:
+        'the key of the webhook signature; null, or a webhook_url without a secret, gets a new generated one (shown once in the answer): a webhook is always signed',
     }),
 } as const;
 
