@@ -552,6 +552,34 @@ for (const BUS of BUSES) {
       assert.deepEqual(items.map((x: { status: string }) => x.status).sort(), ['missed', 'triggered']);
     });
 
+    it('fires a reminder found late after an outage while its task is still ahead; a missed one counts no firing', async () => {
+      await setPrefs('otto', { email: 'otto@example.com' });
+      const task = await createTask('otto', {
+        title: 'Still ahead',
+        due_date: at(3 * HOUR),
+        reminders: ['PT2H'],
+      });
+      const [scheduled] = await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      // The scheduler "down" for 1h40: the reminder is 40 min late (grace 15 min), the task due in 20 min.
+      clock.advance(HOUR + 40 * MIN);
+      const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
+      assert.equal(fired!.data.reminder_id, scheduled!.data.reminder_id);
+      await waitFor(() => mailsTo('otto@example.com').length === 1, WAIT, 'its email');
+      const [r] = (await app.call('otto', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
+      assert.deepEqual([r.status, r.fire_count], ['triggered', 1]);
+      // Already due: missed, and no firing counted.
+      const due = await createTask('otto', {
+        title: 'Due by now',
+        due_date: at(2 * HOUR),
+        reminders: ['PT1H'],
+      });
+      await waitForEvents(app, due.id, 'reminder.scheduled', 1);
+      clock.advance(2 * HOUR + MIN);
+      await waitForEvents(app, due.id, 'reminder.missed', 1);
+      const [m] = (await app.call('otto', 'GET', `/api/tasks/${due.id}/reminders`)).body.items;
+      assert.deepEqual([m.status, m.fire_count], ['missed', 0]);
+    });
+
     it('gives a task due sooner than its nearest offset a reminder at its due time (never none), which fires then', async () => {
       // "Remind me in 40 minutes": the default offsets (1 day and 1 hour before) are both long past.
       const task = await createTask('otto', { title: 'Call back', due_date: at(40 * MIN) });

@@ -98,12 +98,17 @@ export class ReminderScheduler {
       ).rows;
       if (rows.length === 0) return [];
       const late = (r: ReminderRow) => now.getTime() - new Date(r.remind_at).getTime();
-      const missed = rows.filter((r) => late(r) > this.opts.graceMs).map((r) => r.id);
+      // Later than the grace window (the scheduler was down), a reminder is stale only once its task is due:
+      // "due in 20 minutes" still helps after an outage, a reminder of a task already due does not.
+      const missed = rows
+        .filter((r) => late(r) > this.opts.graceMs && (r.due_at === null || new Date(r.due_at) <= now))
+        .map((r) => r.id);
       const ids = rows.map((r) => r.id);
       await tx.query(
         `UPDATE reminder_schedule
             SET status = CASE WHEN id = ANY($2::uuid[]) THEN 'missed' ELSE 'triggered' END,
-                triggered_at = $3, fire_count = fire_count + 1, updated_at = now()
+                triggered_at = $3, updated_at = now(),
+                fire_count = fire_count + CASE WHEN id = ANY($2::uuid[]) THEN 0 ELSE 1 END
           WHERE id = ANY($1::uuid[])`,
         [ids, missed, now.toISOString()],
       );
