@@ -237,9 +237,17 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'reminder-grace-ignored',
     breaks: 'a reminder later than the grace window (downtime) becomes reminder.missed instead of firing',
     file: 'src/services/reminders/scheduler.ts',
-    find: '      const missed = rows.filter((r) => late(r) > this.opts.graceMs).map((r) => r.id);',
-    replace: '      const missed = rows.filter(() => false).map((r) => r.id);',
+    find: '        .filter((r) => late(r) > this.opts.graceMs && (r.due_at === null || new Date(r.due_at) <= now))',
+    replace: '        .filter(() => false)',
     tests: ['test/integration/reminders.test.ts#after downtime'],
+  },
+  {
+    id: 'reminder-missed-while-task-ahead',
+    breaks: 'a reminder found late after an outage still fires while its task is ahead',
+    file: 'src/services/reminders/scheduler.ts',
+    find: '        .filter((r) => late(r) > this.opts.graceMs && (r.due_at === null || new Date(r.due_at) <= now))',
+    replace: '        .filter((r) => late(r) > this.opts.graceMs)',
+    tests: ['test/integration/reminders.test.ts#fires a reminder found late'],
   },
 
   // --- order per key ------------------------------------------------------------------------------------
