@@ -17,6 +17,17 @@ export class ValidationError extends Error {
   }
 }
 
+/**
+ * Fields each valid, together impossible (a repeat rule that ends before its first repeat): 422, as a request
+ * that conforms to the document but cannot be carried out (RFC 9110 15.5.21).
+ */
+export class UnprocessableError extends ValidationError {
+  constructor(issues: FieldIssue[]) {
+    super(issues);
+    this.name = 'UnprocessableError';
+  }
+}
+
 export class NotFoundError extends Error {
   constructor(what = 'task') {
     super(`${what} not found`);

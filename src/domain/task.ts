@@ -4,7 +4,7 @@
  */
 import { canonicalJson } from './canonical-json.ts';
 import type { FieldIssue, Result } from './errors.ts';
-import { ConflictError, fail, ok } from './errors.ts';
+import { ConflictError, UnprocessableError, fail, ok } from './errors.ts';
 import { isObject, parseBody } from './fields.ts';
 import { parseRecurrence, previewOccurrences, type Recurrence } from './recurrence.ts';
 import { isOffsetSpec, SETTINGS_FIELDS, TASK_FIELDS, type Priority, type TaskStatus } from './task-fields.ts';
@@ -160,8 +160,11 @@ export function validateCreate(input: unknown, ctx: ValidationContext): Result<T
     reminders: parsed.value.reminders ?? null,
     recurrence: parsed.value.recurrence ?? null,
   };
-  const issues = [...checkInvariants(fields), ...ruleIssues(fields)];
-  return issues.length ? fail(issues) : ok(fields);
+  const issues = checkInvariants(fields);
+  if (issues.length) return fail(issues);
+  const never = ruleIssues(fields);
+  if (never.length) throw new UnprocessableError(never);
+  return ok(fields);
 }
 
 export function validatePatch(input: unknown, ctx: ValidationContext): Result<TaskPatch> {
@@ -227,7 +230,7 @@ export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Tran
   // occurrence of its series) and a due date moved past the end of a rule kept are not refused: that ends it.
   const ruleChanged = !!patch.recurrence && !sameValue(task.recurrence, next.recurrence);
   const ruleProblems = ruleChanged ? ruleIssues(next) : [];
-  if (ruleProblems.length) return fail(ruleProblems);
+  if (ruleProblems.length) throw new UnprocessableError(ruleProblems);
   if (patch.recurrence !== undefined && next.recurrence && !next.series_id) next.series_id = task.id;
   if (task.status !== next.status) next.completed_at = next.status === 'completed' ? now.toISOString() : null;
   const changes = changedFields(task, next);

@@ -44,13 +44,13 @@ export function problem(status: number, detail?: string, extra: Partial<Problem>
   };
 }
 
-export function validationProblem(issues: FieldIssue[], instance?: string): Problem {
+export function validationProblem(issues: FieldIssue[], instance?: string, status = 400): Problem {
   const first = issues[0];
   const detail =
     issues.length === 1 && first
       ? `${first.path || 'body'}: ${first.message}`
       : `${issues.length} invalid fields: ${issues.map((i) => i.path || 'body').join(', ')}`;
-  return problem(400, detail, {
+  return problem(status, detail, {
     type: 'https://taskflow.dev/problems/validation',
     title: 'Invalid request',
     errors: issues.map((i) => ({ field: i.path, message: i.message })),

@@ -24,6 +24,7 @@ import {
   RateLimitedError,
   ValidationError,
   VersionConflictError,
+  UnprocessableError,
 } from '../domain/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -248,7 +249,11 @@ export async function createHttpServer(opts: {
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
-    if (err instanceof ValidationError) return sendProblem(reply, validationProblem(err.issues, req.url));
+    if (err instanceof ValidationError)
+      return sendProblem(
+        reply,
+        validationProblem(err.issues, req.url, err instanceof UnprocessableError ? 422 : 400),
+      );
     if (err instanceof NotFoundError) return sendProblem(reply, problem(404, err.message));
     if (err instanceof VersionConflictError)
       return sendProblem(reply, problem(412, err.message, { current_version: err.actual }));

@@ -380,26 +380,6 @@ for (const backend of backends) {
         ['GET', '/api/tasks?colour=red', undefined, 'colour'],
         // hostile text and instants: 400 naming the field, never a database error
         ['POST', '/api/tasks', { title: 'a\u0000b' }, 'title'],
-        // A rule that ends before its first repeat: the task would never repeat.
-        [
-          'POST',
-          '/api/tasks',
-          {
-            title: 'never repeats',
-            due_date: '2027-01-10T09:00:00Z',
-            recurrence: { preset: 'daily', until: '2027-01-05T00:00:00Z' },
-          },
-          'recurrence.until',
-        ],
-        [
-          'PATCH',
-          `/api/tasks/${existing.id}`,
-          {
-            due_date: '2027-01-10T09:00:00Z',
-            recurrence: { rrule: 'FREQ=WEEKLY', until: '2027-01-12T00:00:00Z' },
-          },
-          'recurrence.until',
-        ],
         ['POST', '/api/tasks', { title: 'a\ud800b' }, 'title'],
         ['POST', '/api/tasks', { title: 'a\udc00b' }, 'title'],
         ['POST', '/api/tasks', { title: 't', description: 'a\u0000b' }, 'description'],
@@ -493,6 +473,41 @@ for (const backend of backends) {
       );
       assert.equal(next.status, 200);
       assert.equal(next.body.items[0].due_date, '0050-06-15T00:00:00.000Z');
+    });
+
+    it('refuses (422, naming recurrence.until) a repeat rule set to end before its first repeat after the due date', async () => {
+      const t = (
+        await app.call('dave', 'POST', '/api/tasks', { title: 'to repeat', due_date: '2027-01-10T09:00:00Z' })
+      ).body;
+      for (const [method, path, body] of [
+        [
+          'POST',
+          '/api/tasks',
+          {
+            title: 'never repeats',
+            due_date: '2027-01-10T09:00:00Z',
+            recurrence: { preset: 'daily', until: '2027-01-05T00:00:00Z' },
+          },
+        ],
+        [
+          'PATCH',
+          `/api/tasks/${t.id}`,
+          { recurrence: { rrule: 'FREQ=WEEKLY', until: '2027-01-12T00:00:00Z' } },
+        ],
+      ] as const) {
+        const r = await app.call('dave', method, path, body);
+        assert.equal(r.status, 422, JSON.stringify(r.body));
+        assert.match(r.headers.get('content-type') ?? '', /^application\/problem\+json/);
+        assert.deepEqual(
+          r.body.errors.map((e: { field: string }) => e.field),
+          ['recurrence.until'],
+        );
+      }
+      assert.equal(
+        (await app.call('dave', 'GET', `/api/tasks/${t.id}`)).body.recurrence,
+        null,
+        'nothing changed',
+      );
     });
 
     it('keeps a user who never chose a zone on the deployment default, also after a change of their default reminders', async () => {

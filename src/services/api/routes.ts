@@ -302,7 +302,12 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
     );
     api.patch(
       '/api/tasks/:id',
-      doc('Update fields of a task (If-Match: version)', { ...changed, body: taskPatchDoc }),
+      doc('Update fields of a task (If-Match: version)', {
+        ...changed,
+        body: taskPatchDoc,
+        // 422: a repeat rule set that ends before its first repeat after the due date.
+        response: { ...changed.response, 422: problemDoc },
+      }),
       patch,
     );
     api.delete(
@@ -370,7 +375,7 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
       compat('Update a task', {
         body: taskPatchDoc,
         headers: ifMatchHeaderDoc,
-        response: { 200: changedAnswer, 409: problemDoc, 412: problemDoc },
+        response: { 200: changedAnswer, 409: problemDoc, 412: problemDoc, 422: problemDoc },
       }),
       patch,
     );
