@@ -132,6 +132,8 @@ export interface Reconciliation {
    * and what of them is not delivered yet (held by quiet hours, retrying) must not be any more.
    */
   retire: StoredReminderState[];
+  /** Fired reminders retired by an earlier change and wanted again (a reopen, a due date moved back). */
+  unretire: StoredReminderState[];
 }
 
 /**
@@ -147,7 +149,7 @@ export function reconcileReminders(
   const byId = new Map(existing.map((r) => [r.id, r]));
   const desired = [...planned, ...atDueInstead(planned, byId, opts)];
   const wanted = new Set(desired.map((d) => d.id));
-  const out: Reconciliation = { schedule: [], reactivate: [], dismiss: [], retire: [] };
+  const out: Reconciliation = { schedule: [], reactivate: [], dismiss: [], retire: [], unretire: [] };
   for (const d of desired) {
     const row = byId.get(d.id);
     const live = isLive(d.remind_at, opts.asOf, opts.graceMs);
@@ -155,6 +157,8 @@ export function reconcileReminders(
       if (live) out.schedule.push(d);
     } else if (row.status === 'dismissed' && row.dismiss_reason !== 'user' && live) {
       out.reactivate.push(d);
+    } else if (row.status === 'triggered' && row.dismiss_reason !== null) {
+      out.unretire.push(row);
     }
   }
   for (const r of existing) {

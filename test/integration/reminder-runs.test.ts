@@ -45,8 +45,8 @@ for (const backend of backends) {
           }),
         );
         return (
-          await db.query<{ status: string; dismiss_reason: string | null; due_at: Date }>(
-            `SELECT status, dismiss_reason, due_at FROM reminder_schedule ORDER BY planned_at`,
+          await db.query<{ status: string; dismiss_reason: string | null; due_at: Date; remind_at: Date }>(
+            `SELECT status, dismiss_reason, due_at, remind_at FROM reminder_schedule ORDER BY planned_at`,
           )
         ).rows;
       } finally {
@@ -90,6 +90,23 @@ for (const backend of backends) {
         [at(7 * HOUR)],
       );
       assert.equal(rows.length, 3);
+    });
+
+    it('an edit of the title handled before a due date change it follows (a late event): the due date still moves the reminder', async () => {
+      const moved = next(created, { due_date: at(5 * HOUR) });
+      const renamed = next(moved, { title: 'Call mom back' });
+      const rows = await run([
+        input('task.created', created),
+        input('task.updated', renamed, ['title']),
+        input('task.updated', moved, ['due_date']),
+      ]);
+      assert.deepEqual(
+        rows
+          .filter((r) => r.status === 'scheduled')
+          .map((r) => [new Date(r.remind_at).toISOString(), new Date(r.due_at).toISOString()]),
+        [[at(4 * HOUR), at(5 * HOUR)]],
+        'an hour before the newest due date, which the title edit carried',
+      );
     });
   });
 }

@@ -143,7 +143,7 @@ describe('reconcileReminders', () => {
       plan,
       { asOf, graceMs: GRACE },
     );
-    assert.deepEqual(r, { schedule: [], reactivate: [], dismiss: [], retire: [] });
+    assert.deepEqual(r, { schedule: [], reactivate: [], dismiss: [], retire: [], unretire: [] });
     const unwanted = reconcileReminders([state(oneHour!.id, 'triggered')], [], { asOf, graceMs: GRACE });
     assert.deepEqual(unwanted.dismiss, [], 'history is not dismissed');
     // A fired reminder no longer wanted (the task completed, deleted, moved) is retired, once: what of it was
@@ -151,6 +151,8 @@ describe('reconcileReminders', () => {
     assert.deepEqual(unwanted.retire, [state(oneHour!.id, 'triggered')]);
     const retired = { ...state(oneHour!.id, 'triggered'), dismiss_reason: 'task_completed' as const };
     assert.deepEqual(reconcileReminders([retired], [], { asOf, graceMs: GRACE }).retire, [], 'once');
+    // Wanted again (the task reopened, its due date moved back): it applies again.
+    assert.deepEqual(reconcileReminders([retired], plan, { asOf, graceMs: GRACE }).unretire, [retired]);
     assert.deepEqual(
       reconcileReminders([state(dayBefore!.id, 'missed')], [], { asOf, graceMs: GRACE }).retire,
       [],
@@ -205,12 +207,14 @@ describe('reconcileReminders', () => {
         reactivate: [],
         dismiss: [],
         retire: [],
+        unretire: [],
       });
       assert.deepEqual(reconcile([state(atDue, 'triggered')]), {
         schedule: [],
         reactivate: [],
         dismiss: [],
         retire: [],
+        unretire: [],
       });
       const moved = task({ reminders: ['P1D', 'PT1H'], due_date: '2026-03-10T08:50:00.000Z' });
       const r = reconcile([state(atDue, 'scheduled')], moved);

@@ -219,9 +219,13 @@ export async function applyTaskEvents(
     const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
     // A change of other fields (a title, a priority) leaves the reminders as they are: replanned, a task
     // following the user's default reminders took defaults changed since, at an edit that answered no plan.
-    const plan = movesReminders(input)
-      ? reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs, task })
-      : { schedule: [], reactivate: [], dismiss: [], retire: [] };
+    // Only when this event follows the version the schedule last planned from: after a gap (an earlier event
+    // arriving late, a replay), the newest version is planned from in full, or the gap's due date was lost.
+    const follows = k !== undefined && k.version === task.version - 1;
+    const plan =
+      movesReminders(input) || !follows
+        ? reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs, task })
+        : { schedule: [], reactivate: [], dismiss: [], retire: [], unretire: [] };
     const reason: DismissReason = dismissReasonFor(input.type, task);
     const ctx: EventContext = { now: opts.now, channels: opts.channels, traceparent: input.traceparent };
     const due = task.due_date === null ? null : new Date(task.due_date);
@@ -240,6 +244,13 @@ export async function applyTaskEvents(
       row.dismiss_reason = reason;
       touch(row);
       events.push(reminderEvent('reminder.dismissed', { ...row, title: task.title }, ctx, { reason }));
+    }
+    // Wanted again (reopened, its due date moved back): it applies again and can be snoozed. What of it was
+    // dropped when it was retired stays dropped.
+    for (const p of plan.unretire) {
+      const row = existing.find((e) => e.id === p.id)!;
+      row.dismiss_reason = null;
+      touch(row);
     }
     const base = { task_id: task.id, user_id: task.user_id, title: task.title, due_at: task.due_date };
     for (const p of plan.reactivate) {
