@@ -99,6 +99,29 @@ async function serve(names: readonly string[], banner: boolean) {
   await initTracing({ serviceName: names.length === 1 ? `taskflow-${names[0]}` : 'taskflow' });
   const proc = await runTargets(config, targets, { catalog: MANIFESTS });
   const log = proc.runtime.log;
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      log.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, 30_000);
+    force.unref();
+    proc
+      .stop()
+      .then(() => shutdownTracing())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+  };
+  // From here a signal stops the targets gracefully (the banner below awaits a token).
+  onStopSignal(shutdown);
   log.info({ url: proc.url, targets: targets.map((t) => t.name), bus: config.bus }, 'taskflow running');
   if (banner && names.includes('api')) {
     const url = config.publicUrl ?? proc.url;
@@ -129,28 +152,6 @@ async function serve(names: readonly string[], banner: boolean) {
       ].join('\n') + '\n',
     );
   }
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    const force = setTimeout(() => {
-      log.error('shutdown took too long; exiting');
-      process.exit(1);
-    }, 30_000);
-    force.unref();
-    proc
-      .stop()
-      .then(() => shutdownTracing())
-      .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          log.error({ err }, 'shutdown failed');
-          process.exit(1);
-        },
-      );
-  };
-  onStopSignal(shutdown);
 }
 
 program

@@ -15,10 +15,14 @@ export function exitOnStopSignals(): void {
   for (const signal of STOP_SIGNALS) process.on(signal, exitOnSignal);
 }
 
-/** Replaces the immediate exit on SIGTERM and SIGINT by the command's own stop (once per signal). */
+/**
+ * Replaces the immediate exit on SIGTERM and SIGINT by the command's own stop, called at each signal (`stop`
+ * ignores a repeat): with a handler left in place a second Ctrl-C or a re-sent SIGTERM does not cut the
+ * graceful stop short (`once` restored the default action after the first).
+ */
 export function onStopSignal(stop: (signal: NodeJS.Signals) => void): void {
   for (const signal of STOP_SIGNALS) {
     process.off(signal, exitOnSignal);
-    process.once(signal, () => stop(signal));
+    process.on(signal, () => stop(signal));
   }
 }

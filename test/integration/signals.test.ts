@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import pg from 'pg';
 import { createPgDatabase } from '../helpers/db.ts';
+import { startServer } from '../helpers/processes.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const baseUrl = process.env.TEST_DATABASE_URL;
@@ -79,3 +80,17 @@ describe(
     }
   },
 );
+
+describe('stop signals once a process serves', () => {
+  it('a second SIGTERM during the graceful stop does not cut it short', async () => {
+    const server = await startServer(['api'], { DATABASE_URL: 'memory://', LOG_LEVEL: 'info' });
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((done) =>
+      server.child.once('exit', (code, signal) => done([code, signal])),
+    );
+    server.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 20));
+    server.child.kill('SIGTERM');
+    assert.deepEqual(await exited, [0, null], server.output());
+    assert.match(server.output(), /shutting down/);
+  });
+});
