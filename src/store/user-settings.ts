@@ -35,10 +35,11 @@ export class UserSettingsStore {
     };
   }
 
-  /** The row as stored: a zone the user never chose is null (they follow DEFAULT_TIMEZONE). */
+  /** The row as stored; `timezone` null when the user never chose one (they follow DEFAULT_TIMEZONE). */
   private async stored(userId: string) {
     const r = await this.db.query<{ timezone: string | null; default_reminders: string[] }>(
-      'SELECT timezone, default_reminders FROM user_settings WHERE user_id = $1',
+      `SELECT CASE WHEN timezone_set THEN timezone END AS timezone, default_reminders
+         FROM user_settings WHERE user_id = $1`,
       [userId],
     );
     return r.rows[0];
@@ -57,14 +58,18 @@ export class UserSettingsStore {
     return value;
   }
 
-  /** Stores the settings; a null zone: the user follows DEFAULT_TIMEZONE. */
+  /**
+   * Stores the settings; a null zone: the user follows DEFAULT_TIMEZONE (timezone_set false; the column keeps
+   * today's default for processes of the previous version during a rolling upgrade).
+   */
   private async put(userId: string, timezone: string | null, defaultReminders: string[]): Promise<void> {
     this.defaults.delete(userId);
     await this.db.query(
-      `INSERT INTO user_settings (user_id, timezone, default_reminders, updated_at) VALUES ($1, $2, $3, now())
-       ON CONFLICT (user_id) DO UPDATE SET timezone = excluded.timezone, default_reminders = excluded.default_reminders,
-         updated_at = now()`,
-      [userId, timezone, JSON.stringify(defaultReminders)],
+      `INSERT INTO user_settings (user_id, timezone, timezone_set, default_reminders, updated_at)
+       VALUES ($1, $2, $3, $4, now())
+       ON CONFLICT (user_id) DO UPDATE SET timezone = excluded.timezone, timezone_set = excluded.timezone_set,
+         default_reminders = excluded.default_reminders, updated_at = now()`,
+      [userId, timezone ?? this.defaultTimezone, timezone !== null, JSON.stringify(defaultReminders)],
     );
   }
 

@@ -521,6 +521,11 @@ for (const backend of backends) {
         timezone: 'America/New_York',
         default_reminders: ['PT15M'],
       });
+      // The column keeps a zone, for processes of the previous version during a rolling upgrade.
+      const column = await db.query<{ timezone: string | null }>(
+        `SELECT timezone FROM user_settings WHERE user_id = 'gus'`,
+      );
+      assert.equal(column.rows[0]!.timezone, 'UTC');
       await app.call('gus', 'PUT', '/api/me/settings', { timezone: 'Asia/Tokyo' });
       await app.call('gus', 'PUT', '/api/me/settings', { default_reminders: ['PT1H'] });
       assert.equal((await later.get('gus')).timezone, 'Asia/Tokyo', 'a zone chosen stays chosen');

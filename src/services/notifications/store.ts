@@ -70,7 +70,8 @@ async function readPreferences(
   const r = (
     await q.query<PrefRow>(
       `SELECT p.email, p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
-              p.webhook_secret, p.quiet_start, p.quiet_end, p.quiet_timezone, s.timezone AS user_timezone
+              p.webhook_secret, p.quiet_start, p.quiet_end, p.quiet_timezone,
+              CASE WHEN s.timezone_set THEN s.timezone END AS user_timezone
          FROM (SELECT $1::text AS user_id) u
          LEFT JOIN notification_preferences p ON p.user_id = u.user_id
          LEFT JOIN user_settings s ON s.user_id = u.user_id`,
