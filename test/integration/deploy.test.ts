@@ -467,6 +467,33 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
     assert.equal(helm(['template', RELEASE, CHART, '--set', 'secrets.existingSecret=mine']).status, 0);
   });
 
+  it('refuses a gateway StatefulSet name too long for its pods; no INTERNAL_URL to a target that is not there', () => {
+    const long = helm([
+      'template',
+      RELEASE,
+      CHART,
+      ...DATABASE,
+      '--set',
+      `fullnameOverride=${'b'.repeat(46)}`,
+    ]);
+    assert.notEqual(long.status, 0);
+    assert.match(
+      long.stderr,
+      /longer than 52 characters: its pods would get no controller-revision-hash label/,
+    );
+    const fits = validManifests(
+      helmTemplate([...DATABASE, '--set', `fullnameOverride=${'b'.repeat(44)}`]),
+      '44',
+    );
+    assert.ok(named(fits, 'StatefulSet', `${'b'.repeat(44)}-gateway`));
+    const without = validManifests(
+      helmTemplate([...DATABASE, '--set', 'targets.reminders.enabled=false']),
+      'off',
+    );
+    const api = envOf(named(without, 'Deployment', `${RELEASE}-api`).spec.template.spec.containers[0]);
+    assert.equal(api.get('INTERNAL_URL'), undefined, 'reminders has no Service to reach');
+  });
+
   it('Kafka: replicated topics by default, TLS as the process decides unless set, a ticket key with a JWKS', () => {
     const containerEnv = (objs: any[], target: string) =>
       envOf(named(objs, workloadKind(target), `${RELEASE}-${target}`).spec.template.spec.containers[0]);

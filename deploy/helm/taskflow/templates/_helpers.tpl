@@ -104,14 +104,15 @@ kafka.existingSecret turns TLS on in the process, not in the Dapr component (set
 {{/*
 INTERNAL_URL of the api pods: each target's own Service (`{target}` stands for its name, mcp-rest.ts), so the
 MCP tools and the chat reach the reminders, recurrence and notifications routes without an ingress. Empty when
-one of them runs without a Service, or the names would be cut at 63 characters.
+one of them is disabled or runs without a Service (PUBLIC_URL then, if set), or the names would be cut at 63
+characters.
 */}}
 {{- define "taskflow.internalUrl" -}}
 {{- $root := . -}}
 {{- $ok := le (len (printf "%s-notifications" (include "taskflow.fullname" .))) 63 -}}
 {{- range $name := list "reminders" "recurrence" "notifications" -}}
 {{- $t := include "taskflow.target" (dict "root" $root "target" $name) | fromYaml -}}
-{{- if and $t.enabled (not $t.service) -}}{{- $ok = false -}}{{- end -}}
+{{- if not (and $t.enabled $t.service) -}}{{- $ok = false -}}{{- end -}}
 {{- end -}}
 {{- if $ok -}}
 {{- printf "http://%s-{target}.%s.svc:%v" (include "taskflow.fullname" .) .Release.Namespace .Values.service.port -}}
