@@ -132,17 +132,23 @@ export function checkInvariants(fields: Pick<TaskFields, 'due_date' | 'reminders
 }
 
 /**
- * A rule being set that ends (UNTIL) before its first repeat after the due date: the task would never repeat
- * (a preview of none, a skip refused as the last occurrence), which is a mistake, not a series.
+ * A rule being set that has no repeat after the due date: the task would never repeat (a preview of none, a
+ * skip refused as the last occurrence), which is a mistake, not a series. Its UNTIL ends it before the first
+ * repeat, or its days never come (monthly on the 31st every 12 months from April). Not checked: COUNT=1 (once,
+ * as asked) and `after_completion`, whose repeats count from the completion, which may come early.
  */
 function ruleIssues(fields: Pick<TaskFields, 'due_date' | 'recurrence'>): FieldIssue[] {
   const rule = fields.recurrence;
-  if (!rule || fields.due_date === null || !/(?:^|;)UNTIL=/.test(rule.rrule)) return [];
+  if (!rule || fields.due_date === null || rule.mode === 'after_completion') return [];
+  if (/(?:^|;)COUNT=1(?:;|$)/.test(rule.rrule)) return [];
   if (previewOccurrences(rule, fields.due_date, fields.due_date, 1).length > 0) return [];
+  const until = /(?:^|;)UNTIL=/.test(rule.rrule);
   return [
     {
-      path: 'recurrence.until',
-      message: `ends before the first repeat after the due date (${fields.due_date}): the task would never repeat`,
+      path: until ? 'recurrence.until' : 'recurrence',
+      message: until
+        ? `ends before the first repeat after the due date (${fields.due_date}): the task would never repeat`
+        : `has no repeat after the due date (${fields.due_date}) within 200 years: the task would never repeat`,
     },
   ];
 }

@@ -83,7 +83,7 @@ const ERROR_REASONS: Record<number, string> = {
   412: 'If-Match does not name the current version',
   413: 'Body larger than the limit',
   415: 'Body is not application/json',
-  422: 'Idempotency-Key reused with another body, or fields valid each but impossible together (a repeat rule that ends before its first repeat)',
+  422: 'Idempotency-Key reused with another body, or fields valid each but impossible together (a repeat rule with no repeat after the due date)',
   429: 'Over the rate limit; Retry-After says when to try again',
   503: 'Unavailable (shutting down, overloaded or a dependency down); Retry-After says when to try again',
 };

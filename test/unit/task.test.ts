@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConflictError, type Result } from '../../src/domain/errors.ts';
+import { ConflictError, UnprocessableError, type Result } from '../../src/domain/errors.ts';
 import {
   applyPatch,
   changedFields,
@@ -247,6 +247,35 @@ describe('validateCreate', () => {
     assert.match(only({ recurrence: 'fortnightly' })[0]!, /^recurrence/);
     assert.throws(() => validateCreate({ title: 'T', recurrence: 'daily' }, {}), /needs the time zone/);
     assert.deepEqual(value(validateCreate({ title: 'T', recurrence: null }, {})).recurrence, null);
+  });
+});
+
+describe('a repeat rule that would never repeat', () => {
+  const create = (recurrence: unknown) =>
+    validateCreate({ title: 'x', due_date: '2027-04-10T09:00:00Z', recurrence }, { timezone: 'UTC' });
+  const refusedOn = (recurrence: unknown) => {
+    try {
+      create(recurrence);
+    } catch (err) {
+      assert.ok(err instanceof UnprocessableError, String(err));
+      return err.issues.map((i) => i.path);
+    }
+    return [];
+  };
+  it('is refused (422) when its UNTIL comes before the first repeat, or its days never come', () => {
+    assert.deepEqual(refusedOn({ preset: 'daily', until: '2027-04-05T00:00:00Z' }), ['recurrence.until']);
+    assert.deepEqual(refusedOn({ rrule: 'FREQ=MONTHLY;BYMONTHDAY=31', interval: 12 }), ['recurrence']);
+    assert.deepEqual(refusedOn({ preset: 'yearly', interval: 500 }), ['recurrence'], 'past the 200 years');
+  });
+  it('is taken when it repeats, runs once (COUNT=1) or counts from the completion', () => {
+    for (const rule of [
+      'daily',
+      { preset: 'daily', until: '2027-04-11T09:00:00Z' },
+      { preset: 'daily', count: 1 },
+      { rrule: 'FREQ=MONTHLY;BYMONTHDAY=31' },
+      { preset: 'daily', until: '2027-04-05T00:00:00Z', mode: 'after_completion' },
+    ])
+      assert.equal(create(rule).ok, true, JSON.stringify(rule));
   });
 });
 
