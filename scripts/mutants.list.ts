@@ -400,7 +400,7 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'overload-not-shed',
     breaks: 'while the event loop lags, API requests are refused early with 503 + Retry-After',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= BUSY_TO_SHED\n',
+    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
     replace: '      false\n',
     tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
   },
@@ -409,8 +409,8 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'a process that has just become ready does not refuse its first requests (start-up lags the loop)',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= BUSY_TO_SHED\n',
-    replace: '      sheddable(req.url) && busy.fraction >= BUSY_TO_SHED\n',
+    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
+    replace: '      sheddable(req.url) && busy.fraction >= busyToShed\n',
     tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
   },
   {
@@ -418,7 +418,7 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'a loop that lags because the machine is busy with other processes (the process itself idle) refuses nothing',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= BUSY_TO_SHED\n',
+    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
     replace: '      sheddable(req.url) && performance.now() >= armedAt\n',
     tests: ['test/integration/limits.test.ts#^admission control on a busy machine'],
   },

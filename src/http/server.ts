@@ -2,6 +2,7 @@
  * The HTTP listener every target process has: health, readiness, metrics and uniform problem+json errors.
  * Targets add their routes (the API, the gateway's WebSocket, Dapr subscription routes) to it.
  */
+import { readFileSync } from 'node:fs';
 import fastifyCors from '@fastify/cors';
 import Fastify, {
   LogController,
@@ -480,6 +481,7 @@ async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise
   const { default: underPressure } = await import('@fastify/under-pressure');
   let armedAt = Infinity;
   const busy = new ProcessBusy(PRESSURE_SAMPLE_MS);
+  const busyToShed = BUSY_TO_SHED * cpuQuota();
   app.addHook('onReady', async () => {
     armedAt = performance.now() + PRESSURE_GRACE_MS;
     busy.start();
@@ -489,7 +491,7 @@ async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise
     maxEventLoopDelay: maxDelayMs,
     sampleInterval: PRESSURE_SAMPLE_MS,
     pressureHandler: (req: FastifyRequest, _reply: FastifyReply, _type: string, value?: number) =>
-      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= BUSY_TO_SHED
+      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= busyToShed
         ? Promise.reject(new OverloadedError(behindDetail(value, maxDelayMs)))
         : undefined,
   });
@@ -502,6 +504,21 @@ async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise
  * 3 on 2 cores). A process that is itself behind runs its thread flat out (about 1.0).
  */
 const BUSY_TO_SHED = 0.5;
+
+/**
+ * The cores the process may use (cgroup v2 `cpu.max`: a container's CPU limit), at most 1 (one thread serves);
+ * 1 without a limit. Under a limit of 0.3 cores a process flat out uses 0.3: the share that counts as busy
+ * is BUSY_TO_SHED of this, or a limited pod never refused anything.
+ */
+export function cpuQuota(read: (path: string) => string = (path) => readFileSync(path, 'utf8')): number {
+  try {
+    const [quota, period] = read('/sys/fs/cgroup/cpu.max').trim().split(/\s+/);
+    const cores = Number(quota) / Number(period);
+    return quota !== 'max' && Number.isFinite(cores) && cores > 0 ? Math.min(1, cores) : 1;
+  } catch {
+    return 1;
+  }
+}
 
 /** How much CPU (of one core) the process used over the last interval, sampled on a timer. */
 class ProcessBusy {
