@@ -284,7 +284,6 @@ function eventEncodingOf(env: Env, bus: BusKind): Config['eventEncoding'] {
   return encoding;
 }
 
-/** A base URL without its trailing slashes; null when unset or empty. */
 /**
  * An http(s) base URL without its trailing slash, or null when unset. `{target}` (INTERNAL_URL only) stands for
  * the name of the target that serves a route (mcp-rest.ts): checked with a name in its place.

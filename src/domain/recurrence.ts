@@ -1064,20 +1064,22 @@ export function nextOccurrence(rule: Recurrence, series: RecurrenceSeries): stri
  * creates, then each next one as completing the one before on its due date would give it. What a task's
  * preview shows, so that it agrees with what completion and skip do: in `schedule` mode an overdue task's
  * missed dates are skipped (the calendar after max(due, now)), in `after_completion` mode the rule restarts
- * at the completion. At most MAX_PREVIEW; the series' COUNT counts `occurrencesSoFar` as created.
+ * at the completion. At most MAX_PREVIEW; the series' COUNT counts `occurrencesSoFar` as created. `after`: the
+ * instant the dates come after (the later of due and now; now in `after_completion` mode).
  */
 export function upcomingOccurrences(
   rule: Recurrence,
   series: { anchor: string; due: string | null; occurrencesSoFar: number },
   now: string,
   count: number,
-): string[] {
+): { after: string; occurrences: string[] } {
+  const nowMs = requireInstant(now, 'now');
   if (rule.mode !== 'after_completion') {
-    const due = series.due === null ? requireInstant(now, 'now') : requireInstant(series.due, 'due');
-    const after = toIso(Math.max(due, requireInstant(now, 'now')));
-    return previewOccurrences(rule, series.anchor, after, count);
+    const due = series.due === null ? nowMs : requireInstant(series.due, 'due');
+    const after = toIso(Math.max(due, nowMs));
+    return { after, occurrences: previewOccurrences(rule, series.anchor, after, count) };
   }
-  const wanted = Number.isFinite(count) ? Math.min(MAX_PREVIEW, Math.max(0, Math.floor(count))) : 0;
+  const wanted = previewCount(count);
   const out: string[] = [];
   let previousDue = series.due;
   let completedAt = now;
@@ -1093,8 +1095,12 @@ export function upcomingOccurrences(
     previousDue = next;
     completedAt = next;
   }
-  return out;
+  return { after: toIso(nowMs), occurrences: out };
 }
+
+/** How many dates a preview gives for `count` asked: a whole number from 0 to MAX_PREVIEW. */
+const previewCount = (count: number) =>
+  Number.isFinite(count) ? Math.min(MAX_PREVIEW, Math.max(0, Math.floor(count))) : 0;
 
 /**
  * The next `count` (at most MAX_PREVIEW) due instants of the series anchored at `anchor` strictly after
@@ -1105,7 +1111,7 @@ export function previewOccurrences(rule: Recurrence, anchor: string, after: stri
   const { rule: parsed, tz } = compile(rule);
   const anchorMs = requireInstant(anchor, 'anchor');
   const afterMs = requireInstant(after, 'after');
-  const wanted = Number.isFinite(count) ? Math.min(MAX_PREVIEW, Math.max(0, Math.floor(count))) : 0;
+  const wanted = previewCount(count);
   const out: string[] = [];
   if (wanted === 0) return out;
   if (anchorMs > afterMs) out.push(toIso(anchorMs));

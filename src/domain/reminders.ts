@@ -136,6 +136,15 @@ export interface Reconciliation {
   unretire: StoredReminderState[];
 }
 
+/** A reconciliation that changes nothing. */
+export const noReconciliation = (): Reconciliation => ({
+  schedule: [],
+  reactivate: [],
+  dismiss: [],
+  retire: [],
+  unretire: [],
+});
+
 /**
  * Moves the stored reminders of a task to the `desired` plan. Reminders that fired or were missed are
  * history and stay as they are (one that fired and is no longer wanted is retired, once); a user's dismissal
@@ -149,7 +158,7 @@ export function reconcileReminders(
   const byId = new Map(existing.map((r) => [r.id, r]));
   const desired = [...planned, ...atDueInstead(planned, byId, opts)];
   const wanted = new Set(desired.map((d) => d.id));
-  const out: Reconciliation = { schedule: [], reactivate: [], dismiss: [], retire: [], unretire: [] };
+  const out = noReconciliation();
   for (const d of desired) {
     const row = byId.get(d.id);
     const live = isLive(d.remind_at, opts.asOf, opts.graceMs);

@@ -403,7 +403,7 @@ describe("upcomingOccurrences (a task's preview: what completion creates)", () =
     ];
     const now = '2026-03-10T12:00:00.000Z';
     for (const [name, rule, due] of cases) {
-      const shown = upcomingOccurrences(rule, { anchor: due, due, occurrencesSoFar: 1 }, now, 5);
+      const shown = upcomingOccurrences(rule, { anchor: due, due, occurrencesSoFar: 1 }, now, 5).occurrences;
       assert.ok(shown.length > 0, name);
       assert.ok(
         shown.every((d) => d > now),
@@ -434,7 +434,7 @@ describe("upcomingOccurrences (a task's preview: what completion creates)", () =
         now,
         2,
       ),
-      ['2026-03-11T08:00:00.000Z', '2026-03-12T08:00:00.000Z'],
+      { after: now, occurrences: ['2026-03-11T08:00:00.000Z', '2026-03-12T08:00:00.000Z'] },
     );
     assert.deepEqual(
       upcomingOccurrences(
@@ -443,7 +443,7 @@ describe("upcomingOccurrences (a task's preview: what completion creates)", () =
         now,
         2,
       ),
-      ['2026-03-13T08:00:00.000Z', '2026-03-16T08:00:00.000Z'],
+      { after: now, occurrences: ['2026-03-13T08:00:00.000Z', '2026-03-16T08:00:00.000Z'] },
     );
   });
 });

@@ -21,21 +21,6 @@ import { registerNotificationRoutes } from './routes.ts';
 import { cancelPendingDeliveries, enqueueDeliveries, getRecipient, listPushSubscriptions } from './store.ts';
 
 /** Overrides of the SMTP_*, VAPID_* and NOTIFY_* variables. */
-
-/** The skipped delivery's reason for a reminder.dismissed event (its `reason`, from the reminders target). */
-function dismissedBecause(reason: string | undefined): string {
-  switch (reason) {
-    case 'task_completed':
-      return 'the task was completed';
-    case 'task_deleted':
-      return 'the task was deleted';
-    case 'rescheduled':
-      return "the task's due date or reminders changed";
-    default:
-      return 'the reminder was dismissed';
-  }
-}
-
 export interface NotificationsOptions extends Partial<NotificationsConfig> {
   /** TLS agent for the push service (tests: a local push service with a self-signed certificate). */
   pushAgent?: Agent;
@@ -109,8 +94,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
               { except: e.id },
             );
             const prefs = await getRecipient(tx, data.user_id, rt.config.defaultTimezone);
-            const zone = prefs.timezone;
-            const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours, zone) : null;
+            const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours, prefs.timezone) : null;
             const wanted: { channel: Channel; at: Date }[] = [];
             for (const channel of new Set(data.channels)) {
               if (!prefs.channels[channel]) continue;
@@ -141,3 +125,17 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
 }
 
 export const notificationsTarget: TargetDefinition = createNotificationsTarget();
+
+/** The skipped delivery's reason for a reminder.dismissed event (its `reason`, from the reminders target). */
+function dismissedBecause(reason: string | undefined): string {
+  switch (reason) {
+    case 'task_completed':
+      return 'the task was completed';
+    case 'task_deleted':
+      return 'the task was deleted';
+    case 'rescheduled':
+      return "the task's due date or reminders changed";
+    default:
+      return 'the reminder was dismissed';
+  }
+}

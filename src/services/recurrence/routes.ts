@@ -157,20 +157,14 @@ export async function registerRecurrenceRoutes(
       const series = await readSeries(db, task.series_id);
       const same = series !== null && sameRule(series.rule, rule);
       const anchor = same ? series.anchor : (task.due_date ?? now);
-      // The dates come after the completion (now) or, on the calendar, after the later of due and now.
-      const after =
-        rule.mode === 'after_completion' || !task.due_date || Date.parse(task.due_date) < Date.parse(now)
-          ? now
-          : task.due_date;
       return {
         task_id: task.id,
         series_id: task.series_id,
         recurrence: rule,
         anchor,
-        after,
         // What completing it now, and each next one on its due date, would create (an overdue task's missed
         // dates are skipped; after_completion restarts at the completion), as completion and skip do.
-        occurrences: upcomingOccurrences(
+        ...upcomingOccurrences(
           rule,
           { anchor, due: task.due_date, occurrencesSoFar: same ? series.occurrences : 1 },
           now,

@@ -8,6 +8,7 @@ import type { ReminderChannel, ReminderEventData, TaskEventData } from '../../co
 import {
   dismissReasonFor,
   planReminders,
+  noReconciliation,
   reconcileReminders,
   type DismissReason,
   type ReminderStatus,
@@ -213,19 +214,22 @@ export async function applyTaskEvents(
     changedTasks.set(task.id, state);
     const existing = rowsOf.get(task.id) ?? [];
     rowsOf.set(task.id, existing);
-    const desired = deleted
-      ? []
-      : planReminders(task, task.reminders === null ? (defaults.get(task.user_id) ?? DEFAULT_REMINDERS) : []);
-    const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
     // A change of other fields (a title, a priority) leaves the reminders as they are: replanned, a task
     // following the user's default reminders took defaults changed since, at an edit that answered no plan.
     // Only when this event follows the version the schedule last planned from: after a gap (an earlier event
     // arriving late, a replay), the newest version is planned from in full, or the gap's due date was lost.
     const follows = k !== undefined && k.version === task.version - 1;
-    const plan =
-      movesReminders(input) || !follows
-        ? reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs, task })
-        : { schedule: [], reactivate: [], dismiss: [], retire: [], unretire: [] };
+    let plan = noReconciliation();
+    if (movesReminders(input) || !follows) {
+      const desired = deleted
+        ? []
+        : planReminders(
+            task,
+            task.reminders === null ? (defaults.get(task.user_id) ?? DEFAULT_REMINDERS) : [],
+          );
+      const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
+      plan = reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs, task });
+    }
     const reason: DismissReason = dismissReasonFor(input.type, task);
     const ctx: EventContext = { now: opts.now, channels: opts.channels, traceparent: input.traceparent };
     const due = task.due_date === null ? null : new Date(task.due_date);
