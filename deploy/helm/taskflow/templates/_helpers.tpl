@@ -141,6 +141,19 @@ characters.
 {{- ternary "StatefulSet" "Deployment" (eq . "gateway") -}}
 {{- end -}}
 
+{{/*
+A generated secret value kept across upgrades ({root, secret, key}): the key's value in the Secret as it is in
+the cluster, else 48 random characters (lookup is empty in `helm template` / `--dry-run`).
+*/}}
+{{- define "taskflow.keptRandom" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 48 -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "taskflow.daprTokenSecret" -}}
 {{- default (printf "%s-dapr-token" (include "taskflow.fullname" .)) .Values.dapr.apiTokenSecret -}}
 {{- end -}}
