@@ -240,6 +240,23 @@ export function changeMovesReminders(t: Pick<Transition, 'eventType' | 'changes'
   return t.eventType !== null && t.changes.some((f) => f === 'due_date' || f === 'reminders');
 }
 
+/**
+ * Why a reminder was dismissed, in words, from a reason (a DismissReason, or a reminder.dismissed event's
+ * `reason`): what a dropped delivery records and what a refused snooze says.
+ */
+export function dismissedBecause(reason: string | undefined): string {
+  switch (reason) {
+    case 'task_completed':
+      return 'the task was completed';
+    case 'task_deleted':
+      return 'the task was deleted';
+    case 'rescheduled':
+      return "the task's due date or reminders changed";
+    default:
+      return 'the reminder was dismissed';
+  }
+}
+
 /** The reason recorded on reminders dismissed because of a task event. */
 export function dismissReasonFor(eventType: string, task: Pick<Task, 'status'>): DismissReason {
   if (eventType === 'task.deleted') return 'task_deleted';

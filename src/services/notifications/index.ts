@@ -18,6 +18,7 @@ import { consumerTarget, transactional } from '../consumer-target.ts';
 import { EmailChannel, PushChannel, WebhookChannel } from './channels.ts';
 import { DeliveryWorker } from './delivery.ts';
 import { registerNotificationRoutes } from './routes.ts';
+import { dismissedBecause } from '../../domain/reminders.ts';
 import { cancelPendingDeliveries, enqueueDeliveries, getRecipient, listPushSubscriptions } from './store.ts';
 
 /** Overrides of the SMTP_*, VAPID_* and NOTIFY_* variables. */
@@ -125,17 +126,3 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
 }
 
 export const notificationsTarget: TargetDefinition = createNotificationsTarget();
-
-/** The skipped delivery's reason for a reminder.dismissed event (its `reason`, from the reminders target). */
-function dismissedBecause(reason: string | undefined): string {
-  switch (reason) {
-    case 'task_completed':
-      return 'the task was completed';
-    case 'task_deleted':
-      return 'the task was deleted';
-    case 'rescheduled':
-      return "the task's due date or reminders changed";
-    default:
-      return 'the reminder was dismissed';
-  }
-}

@@ -13,7 +13,13 @@ import type { ReminderChannel } from '../../contracts/events.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema } from '../../domain/fields.ts';
-import { DISMISS_REASONS, parseSnooze, REMINDER_STATUSES, SNOOZE_FIELDS } from '../../domain/reminders.ts';
+import {
+  DISMISS_REASONS,
+  dismissedBecause,
+  parseSnooze,
+  REMINDER_STATUSES,
+  SNOOZE_FIELDS,
+} from '../../domain/reminders.ts';
 import { childTraceparent } from '../../observability/trace.ts';
 import type { Db } from '../../store/db.ts';
 import { isUuid } from '../../domain/text.ts';
@@ -157,7 +163,7 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
           // Fired, then its task was completed, deleted or moved: it no longer applies.
           if (row.dismiss_reason !== null)
             throw new ConflictError(
-              `the reminder no longer applies (${row.dismiss_reason.replace('_', ' ')}); it cannot be snoozed`,
+              `the reminder no longer applies (${dismissedBecause(row.dismiss_reason)}); it cannot be snoozed`,
             );
           const at = parsed.value;
           // A snooze delays: a planned reminder that has not fired is not brought forward by one (it was).

@@ -8,6 +8,7 @@ import type { ReminderChannel, ReminderEventData, TaskEventData } from '../../co
 import {
   dismissReasonFor,
   planReminders,
+  changeMovesReminders,
   noReconciliation,
   reconcileReminders,
   type DismissReason,
@@ -113,13 +114,13 @@ export function reminderEvent(
 }
 
 /**
- * Whether a task event can move its reminders: any but an update that names only other fields (an event
- * without its list of changes, from an older producer, is taken as one that can).
+ * Whether a task event can move its reminders: any but an update that changes neither (changeMovesReminders,
+ * the rule the API's answer follows); an event without its list of changes, from an older producer, can.
  */
 const movesReminders = (input: TaskEventInput) =>
   input.type !== 'task.updated' ||
   !Array.isArray(input.data.changes) ||
-  input.data.changes.some((field) => field === 'due_date' || field === 'reminders' || field === 'status');
+  changeMovesReminders({ eventType: 'task.updated', changes: input.data.changes });
 
 /** A task event as the schedule needs it. */
 export interface TaskEventInput {
