@@ -4,22 +4,14 @@
  * instead of queueing every later query on that table behind it; each migration commits on its own.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import pg from 'pg';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { createPgDatabase } from '../helpers/db.ts';
+import { dirWith } from '../helpers/files.ts';
 
 const baseUrl = process.env.TEST_DATABASE_URL;
-
-function dirWith(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'taskflow-migrate-'));
-  for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, name), sql);
-  return dir;
-}
 
 describe('migrate on PostgreSQL', { skip: baseUrl ? false : 'needs TEST_DATABASE_URL' }, () => {
   it('gives up a lock wait after lock_timeout so the table stays usable, tries again, and applies once the lock is free', async () => {

@@ -1,17 +1,8 @@
 /** Migrations are one numbered sequence over ./migrations and the targets' own folders (store/migrate.ts). */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { loadMigrations, migrationDirs } from '../../src/store/migrate.ts';
-
-function dirWith(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'taskflow-migrations-'));
-  mkdirSync(dir, { recursive: true });
-  for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, name), sql);
-  return dir;
-}
+import { dirWith } from '../helpers/files.ts';
 
 describe('migrations', () => {
   it("orders the store's and a target's migrations by number, whatever folder they are in", () => {
