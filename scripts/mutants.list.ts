@@ -432,6 +432,15 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/reminders.test.ts#drops what quiet hours hold'],
   },
   {
+    id: 'stale-firing-replaces-newer',
+    breaks:
+      "a reminder's firing handled after a later one (a redelivery, a DLQ replay) does not replace the later one's message",
+    file: 'src/services/notifications/store.ts',
+    find: ' AND ${FIRED_AT} > $3::timestamptz LIMIT 1`,',
+    replace: ' AND ${FIRED_AT} > $3::timestamptz AND false LIMIT 1`,',
+    tests: ['test/integration/reminders.test.ts#drops what quiet hours hold'],
+  },
+  {
     id: 'overload-sheds-health',
     breaks: 'under admission control, health, metrics and WebSockets are still served',
     file: 'src/http/server.ts',

@@ -873,6 +873,27 @@ for (const BUS of BUSES) {
           WAIT,
           `the held email of "${t.id}" dropped: ${why}`,
         );
+      // The first firing handled again after the second (as a DLQ replay of it would be: a new id here, the
+      // ledger has the original's): out of date, it is recorded as skipped and the second's email stays held.
+      const first = fired.get(snoozed.id)!;
+      await app.proc.runtime.bus.publisher.publish([
+        { topic: TOPICS.reminders, key: first.data.user_id, event: { ...first, id: uuidv7() } },
+      ]);
+      await waitCaughtUp(app, GROUPS.notifications);
+      assert.deepEqual(
+        (
+          await db.query<{ status: string; last_error: string | null }>(
+            `SELECT status, last_error FROM notification_deliveries
+              WHERE payload->>'task_id' = $1 AND channel = 'email' ORDER BY id`,
+            [snoozed.id],
+          )
+        ).rows.map((r) => [r.status, r.last_error]),
+        [
+          ['skipped', 'the reminder fired again (snoozed) before this was sent'],
+          ['pending', null],
+          ['skipped', 'a later firing of the reminder was handled first'],
+        ],
+      );
       // The fired reminder of the completed task stays fired, marked as no longer applying: no snooze.
       const reminders = (await app.call('holly', 'GET', `/api/tasks/${done.id}/reminders`)).body.items;
       assert.deepEqual(

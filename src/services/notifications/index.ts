@@ -19,7 +19,14 @@ import { EmailChannel, PushChannel, WebhookChannel } from './channels.ts';
 import { DeliveryWorker } from './delivery.ts';
 import { registerNotificationRoutes } from './routes.ts';
 import { dismissedBecause } from '../../domain/reminders.ts';
-import { cancelPendingDeliveries, enqueueDeliveries, getRecipient, listPushSubscriptions } from './store.ts';
+import {
+  cancelPendingDeliveries,
+  enqueueDeliveries,
+  firedAt,
+  getRecipient,
+  laterFiringHandled,
+  listPushSubscriptions,
+} from './store.ts';
 
 /** Overrides of the SMTP_*, VAPID_* and NOTIFY_* variables. */
 export interface NotificationsOptions extends Partial<NotificationsConfig> {
@@ -74,25 +81,40 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
             const data = e.data as ReminderEventData;
             if (e.type === 'reminder.dismissed') {
               // Deliveries still waiting (quiet hours, retries), and dead ones a retry would send, of a reminder
-              // dismissed by the user or by its task (completed, deleted, moved) are dropped.
+              // dismissed by the user or by its task (completed, deleted, moved) are dropped: those of its
+              // firings up to the dismissal, not of one after it (the reminder wanted again, then fired).
               await cancelPendingDeliveries(
                 tx,
                 data.user_id,
                 data.reminder_id,
                 dismissedBecause(data.reason),
                 {
+                  upTo: e.time,
                   dead: true,
                 },
               );
               continue;
             }
             // A reminder that fires again (snoozed) replaces what of its earlier firing still waits: one message.
+            // A firing handled after a later one of the same reminder (a redelivery, a DLQ replay) is out of
+            // date: recorded as skipped, and the later firing's deliveries stay.
+            const fired = firedAt(data);
+            if (await laterFiringHandled(tx, data.user_id, data.reminder_id, fired)) {
+              await enqueueDeliveries(
+                tx,
+                e.id,
+                data,
+                data.channels.map((channel) => ({ channel, at: now })),
+                'a later firing of the reminder was handled first',
+              );
+              continue;
+            }
             await cancelPendingDeliveries(
               tx,
               data.user_id,
               data.reminder_id,
               'the reminder fired again (snoozed) before this was sent',
-              { except: e.id },
+              { upTo: fired, except: e.id },
             );
             const prefs = await getRecipient(tx, data.user_id, rt.config.defaultTimezone);
             const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours, prefs.timezone) : null;

@@ -229,19 +229,30 @@ export interface DeliveryRow {
   push_sent_to: string[];
 }
 
-/** One pending delivery per (event, channel); a duplicate event inserts nothing. Returns how many it added. */
+/** One delivery per (event, channel), pending unless `skippedBecause`; a duplicate event inserts nothing. Returns how many it added. */
 export async function enqueueDeliveries(
   q: Queryable,
   eventId: string,
   data: ReminderEventData,
   channels: readonly { channel: Channel; at: Date }[],
+  /** Why these are not to be sent: they are recorded `skipped` with it (a stale firing), not `pending`. */
+  skippedBecause?: string,
 ): Promise<number> {
   let added = 0;
   for (const c of channels) {
     const r = await q.query(
-      `INSERT INTO notification_deliveries (id, event_id, channel, user_id, payload, status, next_attempt_at)
-       VALUES ($1, $2, $3, $4, $5, 'pending', $6) ON CONFLICT (event_id, channel) DO NOTHING`,
-      [uuidv7(), eventId, c.channel, data.user_id, JSON.stringify(data), c.at.toISOString()],
+      `INSERT INTO notification_deliveries (id, event_id, channel, user_id, payload, status, next_attempt_at, last_error)
+       VALUES ($1, $2, $3, $4, $5, $7, $6, $8) ON CONFLICT (event_id, channel) DO NOTHING`,
+      [
+        uuidv7(),
+        eventId,
+        c.channel,
+        data.user_id,
+        JSON.stringify(data),
+        c.at.toISOString(),
+        skippedBecause === undefined ? 'pending' : 'skipped',
+        skippedBecause ?? null,
+      ],
     );
     added += r.rowCount;
   }
@@ -329,27 +340,49 @@ export async function deferDelivery(
   return r.rowCount > 0;
 }
 
+/** When a delivery's firing of its reminder happened (older events carry no `triggered_at`: when it was due). */
+const FIRED_AT = `coalesce(payload->>'triggered_at', payload->>'remind_at')::timestamptz`;
+
+/** When a firing happened, as `FIRED_AT` reads it from a delivery's payload. */
+export const firedAt = (data: ReminderEventData): string => data.triggered_at ?? data.remind_at;
+
 /**
- * Drops the deliveries of a reminder that have not been sent and are not being sent (a claimed row is
- * finished by its sender): the reminder was dismissed, or its task completed, deleted or moved (then the
- * dead ones too, so a retry does not send them), or it fired again (snoozed; `except` is that firing's
- * event, whose own deliveries stay). Returns how many it dropped.
+ * Drops the deliveries of a reminder's firings up to `upTo` that have not been sent and are not being sent
+ * (a claimed row is finished by its sender): the reminder was dismissed, or its task completed, deleted or
+ * moved (then the dead ones too, so a retry does not send them), or it fired again (snoozed; `except` is that
+ * firing's event, whose own deliveries stay). A later firing's deliveries stay: an event handled late (a
+ * redelivery, a DLQ replay) does not drop what came after it. Returns how many it dropped.
  */
 export async function cancelPendingDeliveries(
   q: Queryable,
   userId: string,
   reminderId: string,
   reason: string,
-  opts: { dead?: boolean; except?: string } = {},
+  opts: { upTo: string; dead?: boolean; except?: string },
 ): Promise<number> {
   const r = await q.query(
     `UPDATE notification_deliveries SET status = 'skipped', last_error = $3
       WHERE user_id = $1 AND payload->>'reminder_id' = $2 AND claimed_by IS NULL
         AND (status = 'pending' OR ($4 AND status = 'dead'))
-        AND ($5::text IS NULL OR event_id <> $5::text)`,
-    [userId, reminderId, reason, opts.dead === true, opts.except ?? null],
+        AND ($5::text IS NULL OR event_id <> $5::text) AND ${FIRED_AT} <= $6::timestamptz`,
+    [userId, reminderId, reason, opts.dead === true, opts.except ?? null, opts.upTo],
   );
   return r.rowCount;
+}
+
+/** Whether a firing of the reminder later than `after` already has deliveries (it was handled first). */
+export async function laterFiringHandled(
+  q: Queryable,
+  userId: string,
+  reminderId: string,
+  after: string,
+): Promise<boolean> {
+  const r = await q.query(
+    `SELECT 1 FROM notification_deliveries
+      WHERE user_id = $1 AND payload->>'reminder_id' = $2 AND ${FIRED_AT} > $3::timestamptz LIMIT 1`,
+    [userId, reminderId, after],
+  );
+  return r.rows.length > 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------
