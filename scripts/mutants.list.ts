@@ -441,6 +441,22 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/reminders.test.ts#drops what quiet hours hold'],
   },
   {
+    id: 'audit-plain-after-keyed',
+    breaks: 'a keyed audit record rewritten without the key (plain SHA-256) is refused',
+    file: 'src/services/audit/chain.ts',
+    find: "        if (keyedBefore) return broken(r, 'not keyed, after keyed records (rewritten without the key)');\n",
+    replace: '',
+    tests: ['test/integration/audit-chain.test.ts#rewritten and rehashed without the key'],
+  },
+  {
+    id: 'audit-anchor-unkeyed',
+    breaks: 'a made-up retention anchor is refused when the chain is keyed',
+    file: 'src/services/audit/chain.ts',
+    find: '      return anchorMac(key, { user_id: userId, seq: prevSeq, hash: prevHash }) === anchor.mac',
+    replace: '      return true',
+    tests: ['test/integration/audit-chain.test.ts#keys the retention anchor'],
+  },
+  {
     id: 'overload-sheds-health',
     breaks: 'under admission control, health, metrics and WebSockets are still served',
     file: 'src/http/server.ts',

@@ -589,15 +589,28 @@ program
   .command('verify')
   .description('recompute the hash chains of the audit log; names the first broken record (exit code 1)')
   .option('--user <id>', 'verify only this user')
-  .action(async (opts: { user?: string }) => {
+  .option(
+    '--require-keyed',
+    'every record must be keyed with AUDIT_CHAIN_KEY (or one of AUDIT_CHAIN_PREVIOUS_KEYS): a chain rewritten without the key fails',
+  )
+  .action(async (opts: { user?: string; requireKeyed?: boolean }) => {
     if (opts.user === '')
       throw new InvalidArgumentError('--user must name a user (leave it out for every user)');
     const { verifyChain } = await import('../services/audit/chain.ts');
+    const { auditManifest } = await import('../services/audit/manifest.ts');
+    const { chainKey, previousChainKeys } = auditManifest.config(process.env);
+    const keys = [...(chainKey ? [chainKey] : []), ...previousChainKeys];
+    if (opts.requireKeyed && keys.length === 0)
+      throw new InvalidArgumentError('--require-keyed needs the chain key: set AUDIT_CHAIN_KEY');
     const { db, migrate } = await openDatabase(loadConfig(process.env, { auth: false }).databaseUrl, {
       existing: true,
     });
     await migrate();
-    const result = await verifyChain(db, opts.user ? { userId: opts.user } : {});
+    const result = await verifyChain(db, {
+      ...(opts.user ? { userId: opts.user } : {}),
+      keys,
+      requireKeyed: opts.requireKeyed === true,
+    });
     await db.close();
     for (const b of result.broken)
       console.log(
@@ -607,7 +620,11 @@ program
       console.log(`ok: no audit records for user ${JSON.stringify(opts.user)} (nothing to verify)`);
     else
       console.log(
-        `${result.ok ? 'ok' : 'FAILED'}: ${result.users} user chain(s), ${result.records} record(s) verified`,
+        `${result.ok ? 'ok' : 'FAILED'}: ${result.users} user chain(s), ${result.records} record(s) verified${
+          result.unkeyed > 0
+            ? ` (${result.unkeyed} not keyed: written without AUDIT_CHAIN_KEY${keys.length ? '; --require-keyed refuses them' : ''})`
+            : ''
+        }`,
       );
     if (!result.ok) process.exitCode = 1;
   });

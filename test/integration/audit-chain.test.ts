@@ -13,6 +13,8 @@ import {
   GENESIS_HASH,
   appendAuditRecord,
   appendAuditRecords,
+  chainKey,
+  purgeAudit,
   recordHash,
   toRecord,
   verifyChain,
@@ -294,6 +296,184 @@ for (const backend of backends) {
         assert.ok(expectedBroken.size >= 15, `${expectedBroken.size} tampered chains`);
         assert.deepEqual(reported, expectedBroken, cli.stdout);
         assert.match(cli.stdout, /^FAILED: /m);
+      },
+    );
+  });
+}
+
+/**
+ * A keyed chain (AUDIT_CHAIN_KEY): whoever can write the database but lacks the key cannot make altered
+ * records or a made-up retention anchor verify; keys rotated out still verify the records they keyed.
+ */
+const KEY = chainKey('audit-chain-key-for-tests-0123456789abcdef');
+const NEXT_KEY = chainKey('audit-chain-key-after-rotation-0123456789');
+const THEIRS = chainKey('someone-elses-key-without-ours-0123456789');
+
+for (const backend of backends) {
+  describe(`keyed audit chain on ${backend.name}`, async () => {
+    const { db, url, drop } = await backend.fresh();
+    after(drop);
+    let users = 0;
+    const build = async (keys: readonly (typeof KEY | undefined)[]) => {
+      const user = `keyed-${++users}`;
+      for (const [i, key] of keys.entries())
+        await db.transaction((tx) =>
+          appendAuditRecord(
+            tx,
+            { ...input(user, 'task.updated'), occurred_at: `2026-03-01T12:00:0${i}.000Z` },
+            { key },
+          ),
+        );
+      return user;
+    };
+    const rows = async (user: string) =>
+      (
+        await db.query<AuditRow>(
+          `SELECT ${AUDIT_COLUMNS} FROM audit_log WHERE user_id = $1 ORDER BY user_seq`,
+          [user],
+        )
+      ).rows.map(toRecord);
+    const broken = async (user: string, opts: Parameters<typeof verifyChain>[1]) => {
+      const v = await verifyChain(db, { userId: user, ...opts });
+      return v.ok ? 'ok' : `${v.broken[0]!.seq}: ${v.broken[0]!.reason}`;
+    };
+    /** Records from `from` on rewritten (a forged change) and rehashed with `key` (none: plain), the head moved. */
+    const rewrite = async (user: string, from: number, key: typeof KEY | undefined, keyId = key?.id) => {
+      const r = await rows(user);
+      let prev = r[from - 2]?.hash ?? GENESIS_HASH;
+      for (const rec of r.slice(from - 1)) {
+        const forged = { ...rec, prev_hash: prev, change: { before: null, after: { title: 'forged' } } };
+        const h = recordHash(prev, forged, key);
+        await db.query(
+          'UPDATE audit_log SET change = $2, prev_hash = $3, hash = $4, key_id = $5 WHERE id = $1',
+          [rec.id, JSON.stringify(forged.change), prev, h, keyId ?? null],
+        );
+        prev = h;
+      }
+      await db.query('UPDATE audit_chain_heads SET last_hash = $2 WHERE user_id = $1', [user, prev]);
+    };
+
+    it('keys each record; verify needs the key and says so without it', async () => {
+      const user = await build([KEY, KEY, KEY]);
+      assert.equal(await broken(user, { keys: [KEY], requireKeyed: true }), 'ok');
+      const v = await verifyChain(db, { userId: user, keys: [KEY] });
+      assert.deepEqual([v.records, v.unkeyed], [3, 0]);
+      assert.equal(
+        await broken(user, {}),
+        `1: keyed with chain key ${KEY.id}, which verify was not given (AUDIT_CHAIN_KEY, AUDIT_CHAIN_PREVIOUS_KEYS)`,
+      );
+      // The same records hashed without the key do not match: the hash is the key's.
+      const r = await rows(user);
+      assert.notEqual(recordHash(r[0]!.prev_hash, r[0]!), r[0]!.hash);
+      assert.equal(recordHash(r[0]!.prev_hash, r[0]!, KEY), r[0]!.hash);
+    });
+
+    it('refuses records rewritten and rehashed without the key: plain, with another key, or under our key id', async () => {
+      const plain = await build([KEY, KEY, KEY, KEY]);
+      await rewrite(plain, 3, undefined);
+      assert.equal(
+        await broken(plain, { keys: [KEY] }),
+        '3: not keyed, after keyed records (rewritten without the key)',
+      );
+      const theirs = await build([KEY, KEY, KEY, KEY]);
+      await rewrite(theirs, 3, THEIRS);
+      assert.match(
+        await broken(theirs, { keys: [KEY] }),
+        new RegExp(`^3: keyed with chain key ${THEIRS.id},`),
+      );
+      const posing = await build([KEY, KEY, KEY, KEY]);
+      await rewrite(posing, 3, THEIRS, KEY.id);
+      assert.equal(
+        await broken(posing, { keys: [KEY] }),
+        '3: content does not match its hash (the record was altered)',
+      );
+      // The whole chain rewritten plain verifies as a plain chain; --require-keyed refuses it.
+      const whole = await build([KEY, KEY]);
+      await rewrite(whole, 1, undefined);
+      assert.equal(await broken(whole, { keys: [KEY] }), 'ok');
+      assert.equal(await broken(whole, { keys: [KEY], requireKeyed: true }), '1: not keyed');
+    });
+
+    it('verifies a chain keyed before and after a rotation with both keys, and continues a plain one', async () => {
+      const user = await build([undefined, KEY, KEY, NEXT_KEY, NEXT_KEY]);
+      const v = await verifyChain(db, { userId: user, keys: [NEXT_KEY, KEY] });
+      assert.equal(v.ok, true, JSON.stringify(v.broken));
+      assert.deepEqual([v.records, v.unkeyed], [5, 1]);
+      assert.match(
+        await broken(user, { keys: [NEXT_KEY] }),
+        new RegExp(`^2: keyed with chain key ${KEY.id},`),
+      );
+      assert.equal(await broken(user, { keys: [NEXT_KEY, KEY], requireKeyed: true }), '1: not keyed');
+    });
+
+    it('keys the retention anchor: a made-up one is refused, a plain one only with --require-keyed', async () => {
+      const user = await build([KEY, KEY, KEY, KEY]);
+      // Records occurred at 12:00:00..03: a purge before 12:00:02 keeps 3 and 4 behind an anchor at 2.
+      await purgeAudit(db, new Date('2026-03-01T12:00:02Z'), new Date(), KEY);
+      assert.deepEqual(
+        (await rows(user)).map((r) => r.seq),
+        [3, 4],
+      );
+      assert.equal(await broken(user, { keys: [KEY], requireKeyed: true }), 'ok');
+      const anchor = (
+        await db.query<{ key_id: string; mac: string }>(
+          'SELECT key_id, mac FROM audit_anchors WHERE user_id = $1',
+          [user],
+        )
+      ).rows[0]!;
+      assert.equal(anchor.key_id, KEY.id);
+      // Record 3 deleted and the anchor moved over it, its hash taken from record 4's prev_hash.
+      const r = await rows(user);
+      await db.query('DELETE FROM audit_log WHERE id = $1', [r[0]!.id]);
+      await db.query('UPDATE audit_anchors SET seq = 3, hash = $2 WHERE user_id = $1', [
+        user,
+        r[1]!.prev_hash,
+      ]);
+      assert.equal(
+        await broken(user, { keys: [KEY] }),
+        '4: the retention anchor before it does not match its key (the anchor was altered or made up)',
+      );
+      await db.query('UPDATE audit_anchors SET key_id = NULL, mac = NULL WHERE user_id = $1', [user]);
+      assert.equal(await broken(user, { keys: [KEY] }), 'ok');
+      assert.equal(
+        await broken(user, { keys: [KEY], requireKeyed: true }),
+        '4: the retention anchor before it is not keyed',
+      );
+    });
+
+    it(
+      '`taskflow audit verify` takes the keys from AUDIT_CHAIN_KEY and AUDIT_CHAIN_PREVIOUS_KEYS, and --require-keyed',
+      { skip: backend.name !== 'postgres' },
+      async () => {
+        await db.query('TRUNCATE audit_log, audit_chain_heads, audit_anchors');
+        await build([undefined, KEY, NEXT_KEY]);
+        const verify = (env: Record<string, string>, ...args: string[]) =>
+          spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'audit', 'verify', ...args], {
+            env: { ...process.env, DATABASE_URL: url, JWT_SECRET: TEST_SECRET, ...env },
+            encoding: 'utf8',
+          });
+        const both = { AUDIT_CHAIN_KEY: NEXT_KEY.secret, AUDIT_CHAIN_PREVIOUS_KEYS: ` ${KEY.secret} ` };
+        const ok = verify(both);
+        assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+        assert.match(
+          ok.stdout,
+          /^ok: 1 user chain\(s\), 3 record\(s\) verified \(1 not keyed: written without AUDIT_CHAIN_KEY; --require-keyed refuses them\)$/m,
+        );
+        const strict = verify(both, '--require-keyed');
+        assert.equal(strict.status, 1, strict.stdout + strict.stderr);
+        assert.match(strict.stdout, /^BROKEN user=\S+ seq=1 .*: not keyed$/m);
+        const rotatedOut = verify({ AUDIT_CHAIN_KEY: NEXT_KEY.secret });
+        assert.equal(rotatedOut.status, 1);
+        assert.match(
+          rotatedOut.stdout,
+          new RegExp(`seq=2 .*keyed with chain key ${KEY.id}, which verify was not given`),
+        );
+        const noKey = verify({}, '--require-keyed');
+        assert.notEqual(noKey.status, 0);
+        assert.match(noKey.stderr, /--require-keyed needs the chain key: set AUDIT_CHAIN_KEY/);
+        const short = verify({ AUDIT_CHAIN_KEY: 'short' });
+        assert.equal(short.status, 2, short.stderr);
+        assert.match(short.stderr, /AUDIT_CHAIN_KEY must be at least 32 bytes/);
       },
     );
   });

@@ -4,13 +4,16 @@
  *
  *   hash = sha256_hex(prev_hash + canonicalJson(record without id, prev_hash, hash))
  *
+ * or, with a chain key (AUDIT_CHAIN_KEY), HMAC-SHA256 keyed with it: then whoever can write the database but
+ * does not hold the key cannot recompute the hashes of records they altered, and each record names its key
+ * (`key_id`, a fingerprint) so that verify can use keys rotated out.
  * The first record of a user chains to GENESIS_HASH. canonicalJson sorts object keys (RFC 8785 style), so the
  * hash survives jsonb's key reordering. A retention purge deletes a prefix of a chain and keeps an anchor (the
  * last purged record's seq and hash), so what remains still verifies. `verifyChain` recomputes every chain and
  * names the first broken record of each user.
  */
 import { canonicalJson } from '../../domain/canonical-json.ts';
-import { hash } from 'node:crypto';
+import { createHmac, hash } from 'node:crypto';
 import type { Db, Queryable } from '../../store/db.ts';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -60,10 +63,31 @@ export function hashedContent(r: AuditInput & { seq: number }): string {
   });
 }
 
-export function recordHash(prevHash: string, r: AuditInput & { seq: number }): string {
+/** A chain key (AUDIT_CHAIN_KEY) and the fingerprint stored beside each record it keyed. */
+export interface ChainKey {
+  id: string;
+  secret: string;
+}
+
+export const chainKey = (secret: string): ChainKey => ({
+  id: createHmac('sha256', secret).update('taskflow audit chain key id').digest('hex').slice(0, 16),
+  secret,
+});
+
+export function recordHash(prevHash: string, r: AuditInput & { seq: number }, key?: ChainKey): string {
+  if (key)
+    return createHmac('sha256', key.secret)
+      .update(prevHash + hashedContent(r))
+      .digest('hex');
   // One-shot: no Hash object per record (its construction showed in profiles of the audit consumer).
   return hash('sha256', prevHash + hashedContent(r), 'hex');
 }
+
+/** What keys an anchor (a retention purge's mark) so that one cannot be made up without the key. */
+const anchorMac = (key: ChainKey, a: { user_id: string; seq: number; hash: string }) =>
+  createHmac('sha256', key.secret)
+    .update(canonicalJson({ anchor: { user_id: a.user_id, seq: a.seq, hash: a.hash } }))
+    .digest('hex');
 
 export const AUDIT_COLUMNS = `id::text AS id, event_id, user_id, user_seq::text AS seq, task_id, operation, occurred_at,
   recorded_at, change, trace_id, client_ip, user_agent, prev_hash, hash`;
@@ -114,9 +138,16 @@ export function toRecord(r: AuditRow): AuditRecord {
 export async function appendAuditRecord(
   tx: Queryable,
   input: AuditInput,
-  opts: { dedupe?: string } = {},
+  opts: AppendOptions = {},
 ): Promise<AuditRecord | null> {
-  return (await appendChained(tx, [input], opts.dedupe))?.[0] ?? null;
+  return (await appendChained(tx, [input], opts))?.[0] ?? null;
+}
+
+export interface AppendOptions {
+  /** The consumer whose processed-event ledger dedupes the records (see appendAuditRecords). */
+  dedupe?: string;
+  /** The chain key the new records' hashes are keyed with (none: plain SHA-256). */
+  key?: ChainKey | undefined;
 }
 
 /**
@@ -130,10 +161,10 @@ export async function appendAuditRecord(
 export async function appendAuditRecords(
   tx: Queryable,
   inputs: readonly AuditInput[],
-  opts: { dedupe?: string } = {},
+  opts: AppendOptions = {},
 ): Promise<AuditRecord[]> {
   if (inputs.length === 0) return [];
-  const records = await appendChained(tx, inputs, opts.dedupe);
+  const records = await appendChained(tx, inputs, opts);
   if (!records)
     throw new Error('an audit record of the run is in the log already; the run is appended one by one');
   return records;
@@ -147,7 +178,7 @@ export async function appendAuditRecords(
 async function appendChained(
   tx: Queryable,
   inputs: readonly AuditInput[],
-  dedupe?: string,
+  { dedupe, key }: AppendOptions,
 ): Promise<AuditRecord[] | null> {
   const users = [...new Set(inputs.map((r) => r.user_id))].sort();
   const first = await tx.query<{
@@ -180,7 +211,7 @@ async function appendChained(
     const rec = { ...input, occurred_at: iso(input.occurred_at), recorded_at: iso(input.recorded_at) };
     const head = heads.get(rec.user_id)!;
     const seq = head.seq + 1;
-    const hash = recordHash(head.hash, { ...rec, seq });
+    const hash = recordHash(head.hash, { ...rec, seq }, key);
     heads.set(rec.user_id, { seq, hash });
     return { ...rec, seq, prev_hash: head.hash, hash };
   });
@@ -190,9 +221,9 @@ async function appendChained(
   const inserted = await tx.query<{ id: string; event_id: string }>(
     `WITH ins AS (
        INSERT INTO audit_log (event_id, user_id, user_seq, task_id, operation, occurred_at, recorded_at, change,
-         trace_id, client_ip, user_agent, prev_hash, hash)
+         trace_id, client_ip, user_agent, prev_hash, hash, key_id)
        SELECT event_id, user_id, seq, task_id, operation, occurred_at, recorded_at, change, trace_id,
-              client_ip, user_agent, prev_hash, hash
+              client_ip, user_agent, prev_hash, hash, $18::text
          FROM ROWS FROM (unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
                                 $7::timestamptz[]),
                          jsonb_array_elements($8::jsonb),
@@ -225,6 +256,7 @@ async function appendChained(
       moved.map((u) => heads.get(u)!.seq),
       moved.map((u) => heads.get(u)!.hash),
       chained.length,
+      key?.id ?? null,
     ],
   );
   if (inserted.rows.length !== chained.length) return null;
@@ -246,8 +278,21 @@ export interface VerifyResult {
   ok: boolean;
   users: number;
   records: number;
+  /** How many of the verified records are not keyed (plain SHA-256). */
+  unkeyed: number;
   /** The first broken record of each user whose chain does not verify. */
   broken: BrokenRecord[];
+}
+
+export interface VerifyOptions {
+  userId?: string;
+  /** The keys records may be keyed with: the current AUDIT_CHAIN_KEY and those rotated out. */
+  keys?: readonly ChainKey[];
+  /**
+   * Every record and anchor must be keyed: a chain rewritten without keys by someone who cannot compute them
+   * is then refused, not only one keyed record made plain (which is refused always).
+   */
+  requireKeyed?: boolean;
 }
 
 const PAGE = 1000;
@@ -255,10 +300,12 @@ const PAGE = 1000;
 async function verifyUser(
   db: Queryable,
   userId: string,
-): Promise<{ records: number; broken: BrokenRecord | null }> {
+  opts: VerifyOptions,
+): Promise<{ records: number; unkeyed: number; broken: BrokenRecord | null }> {
+  const keys = new Map((opts.keys ?? []).map((k) => [k.id, k]));
   const anchor = (
-    await db.query<{ seq: string; hash: string }>(
-      'SELECT seq::text, hash FROM audit_anchors WHERE user_id = $1',
+    await db.query<{ seq: string; hash: string; key_id: string | null; mac: string | null }>(
+      'SELECT seq::text, hash, key_id, mac FROM audit_anchors WHERE user_id = $1',
       [userId],
     )
   ).rows[0];
@@ -271,25 +318,60 @@ async function verifyUser(
   let prevSeq = anchor ? Number(anchor.seq) : 0;
   let prevHash = anchor ? anchor.hash : GENESIS_HASH;
   let records = 0;
+  let unkeyed = 0;
+  /** Whether a keyed record or anchor came before: a plain one after it was rewritten without the key. */
+  let keyedBefore = false;
+  const missingKey = (id: string) =>
+    `keyed with chain key ${id}, which verify was not given (AUDIT_CHAIN_KEY, AUDIT_CHAIN_PREVIOUS_KEYS)`;
+  if (anchor) {
+    const reason = ((): string | null => {
+      if (anchor.mac === null || anchor.key_id === null)
+        return opts.requireKeyed ? 'the retention anchor before it is not keyed' : null;
+      const key = keys.get(anchor.key_id);
+      if (!key) return `the retention anchor before it is ${missingKey(anchor.key_id)}`;
+      keyedBefore = true;
+      return anchorMac(key, { user_id: userId, seq: prevSeq, hash: prevHash }) === anchor.mac
+        ? null
+        : 'the retention anchor before it does not match its key (the anchor was altered or made up)';
+    })();
+    if (reason)
+      return {
+        records,
+        unkeyed,
+        broken: { user_id: userId, seq: prevSeq + 1, id: null, event_id: null, reason },
+      };
+  }
   const broken = (r: AuditRecord, reason: string) => ({
     records,
+    unkeyed,
     broken: { user_id: userId, seq: r.seq, id: r.id, event_id: r.event_id, reason },
   });
   for (;;) {
     const rows = (
-      await db.query<AuditRow>(
-        `SELECT ${AUDIT_COLUMNS} FROM audit_log WHERE user_id = $1 AND user_seq > $2 ORDER BY user_seq LIMIT $3`,
+      await db.query<AuditRow & { key_id: string | null }>(
+        `SELECT ${AUDIT_COLUMNS}, key_id FROM audit_log WHERE user_id = $1 AND user_seq > $2 ORDER BY user_seq LIMIT $3`,
         [userId, prevSeq, PAGE],
       )
-    ).rows.map(toRecord);
-    for (const r of rows) {
+    ).rows;
+    for (const row of rows) {
+      const r = toRecord(row);
       if (r.seq !== prevSeq + 1)
         return broken(
           r,
           `record(s) ${prevSeq + 1}${r.seq - 1 > prevSeq + 1 ? `..${r.seq - 1}` : ''} missing before it`,
         );
       if (r.prev_hash !== prevHash) return broken(r, 'prev_hash does not match the previous record');
-      if (recordHash(r.prev_hash, r) !== r.hash)
+      let key: ChainKey | undefined;
+      if (row.key_id === null) {
+        if (keyedBefore) return broken(r, 'not keyed, after keyed records (rewritten without the key)');
+        if (opts.requireKeyed) return broken(r, 'not keyed');
+        unkeyed++;
+      } else {
+        key = keys.get(row.key_id);
+        if (!key) return broken(r, missingKey(row.key_id));
+        keyedBefore = true;
+      }
+      if (recordHash(r.prev_hash, r, key) !== r.hash)
         return broken(r, 'content does not match its hash (the record was altered)');
       prevSeq = r.seq;
       prevHash = r.hash;
@@ -300,11 +382,13 @@ async function verifyUser(
   if (!head && records > 0)
     return {
       records,
+      unkeyed,
       broken: { user_id: userId, seq: prevSeq, id: null, event_id: null, reason: 'chain head is missing' },
     };
   if (head && (Number(head.last_seq) !== prevSeq || head.last_hash !== prevHash))
     return {
       records,
+      unkeyed,
       broken: {
         user_id: userId,
         seq: prevSeq + 1,
@@ -313,7 +397,7 @@ async function verifyUser(
         reason: `chain head is record ${head.last_seq} but the last stored record is ${prevSeq} (records removed at the end)`,
       },
     };
-  return { records, broken: null };
+  return { records, unkeyed, broken: null };
 }
 
 /** Recomputes the chain of one user, or of every user; reads in pages (flat memory). */
@@ -330,7 +414,7 @@ function inSnapshot<T>(db: Queryable, fn: (q: Queryable) => Promise<T>): Promise
   });
 }
 
-export async function verifyChain(db: Queryable, opts: { userId?: string } = {}): Promise<VerifyResult> {
+export async function verifyChain(db: Queryable, opts: VerifyOptions = {}): Promise<VerifyResult> {
   const users = opts.userId
     ? [opts.userId]
     : (
@@ -338,10 +422,11 @@ export async function verifyChain(db: Queryable, opts: { userId?: string } = {})
           'SELECT user_id FROM audit_chain_heads UNION SELECT DISTINCT user_id FROM audit_log ORDER BY 1',
         )
       ).rows.map((r) => r.user_id);
-  const result: VerifyResult = { ok: true, users: users.length, records: 0, broken: [] };
+  const result: VerifyResult = { ok: true, users: users.length, records: 0, unkeyed: 0, broken: [] };
   for (const user of users) {
-    const r = await inSnapshot(db, (q) => verifyUser(q, user));
+    const r = await inSnapshot(db, (q) => verifyUser(q, user, opts));
     result.records += r.records;
+    result.unkeyed += r.unkeyed;
     if (r.broken) {
       result.ok = false;
       result.broken.push(r.broken);
@@ -358,6 +443,7 @@ export async function purgeAudit(
   db: Db,
   before: Date,
   now: Date,
+  key?: ChainKey,
 ): Promise<{ users: number; records: number }> {
   const users = (
     await db.query<{ user_id: string }>('SELECT DISTINCT user_id FROM audit_log WHERE occurred_at < $1', [
@@ -391,10 +477,20 @@ export async function purgeAudit(
         anchorRec.seq,
       ]);
       await tx.query(
-        `INSERT INTO audit_anchors (user_id, seq, hash, purged_records, purged_at) VALUES ($1, $2, $3, $4, $5)
+        `INSERT INTO audit_anchors (user_id, seq, hash, purged_records, purged_at, key_id, mac)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
-           purged_records = audit_anchors.purged_records + excluded.purged_records, purged_at = excluded.purged_at`,
-        [user, anchorRec.seq, anchorRec.hash, deleted.rowCount, now.toISOString()],
+           purged_records = audit_anchors.purged_records + excluded.purged_records, purged_at = excluded.purged_at,
+           key_id = excluded.key_id, mac = excluded.mac`,
+        [
+          user,
+          anchorRec.seq,
+          anchorRec.hash,
+          deleted.rowCount,
+          now.toISOString(),
+          key?.id ?? null,
+          key ? anchorMac(key, { user_id: user, seq: Number(anchorRec.seq), hash: anchorRec.hash }) : null,
+        ],
       );
       return deleted.rowCount;
     });

@@ -7,7 +7,7 @@
 import { auditManifest, type AuditOptions } from './manifest.ts';
 import type { Runtime } from '../../runtime.ts';
 import { consumerTarget, transactional } from '../consumer-target.ts';
-import { appendAuditRecord, appendAuditRecords, purgeAudit } from './chain.ts';
+import { appendAuditRecord, appendAuditRecords, purgeAudit, type ChainKey } from './chain.ts';
 import { auditInputOf } from './records.ts';
 import { registerAuditApi } from './routes.ts';
 
@@ -26,9 +26,9 @@ const ANALYZE_SQL = 'ANALYZE audit_log (id, user_id, user_seq, task_id, operatio
 export type { AuditOptions };
 
 /** Deletes the records older than the retention period; returns what it purged. */
-export async function runRetention(rt: Runtime, retentionDays: number) {
+export async function runRetention(rt: Runtime, retentionDays: number, key?: ChainKey) {
   const now = rt.clock.now();
-  const result = await purgeAudit(rt.db, new Date(now.getTime() - retentionDays * DAY_MS), now);
+  const result = await purgeAudit(rt.db, new Date(now.getTime() - retentionDays * DAY_MS), now, key);
   if (result.records > 0) rt.log.info({ ...result, retention_days: retentionDays }, 'audit records purged');
   return result;
 }
@@ -46,7 +46,7 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
       let analyzeAt = FIRST_ANALYZE;
       if (options.retentionIntervalMs > 0 && options.retentionDays > 0) {
         timer = setInterval(() => {
-          running = runRetention(rt, options.retentionDays).catch((err: unknown) =>
+          running = runRetention(rt, options.retentionDays, options.chainKey).catch((err: unknown) =>
             rt.log.error({ err }, 'audit retention failed'),
           );
         }, options.retentionIntervalMs);
@@ -75,12 +75,11 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
         async effect(tx, consumed) {
           const now = rt.clock.now();
           const inputs = consumed.map((c) => auditInputOf(c.event, now));
+          const append = { dedupe: auditManifest.consumes.group, key: options.chainKey };
           const records =
             inputs.length === 1
-              ? [await appendAuditRecord(tx, inputs[0]!, { dedupe: auditManifest.consumes.group })].filter(
-                  (r) => r !== null,
-                )
-              : await appendAuditRecords(tx, inputs, { dedupe: auditManifest.consumes.group });
+              ? [await appendAuditRecord(tx, inputs[0]!, append)].filter((r) => r !== null)
+              : await appendAuditRecords(tx, inputs, append);
           if (records.length) tx.afterCommit(() => recorded(records.map((r) => r.operation)));
         },
       });

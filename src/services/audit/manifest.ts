@@ -1,6 +1,7 @@
 /** The `audit` target: what it is, its AUDIT_* settings and its metrics (the list of targets: services/index.ts). */
 import { Counter, type Registry } from 'prom-client';
-import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
+import { ConfigError, int, type Env, TIMER_MAX_MS } from '../../config.ts';
+import { chainKey, type ChainKey } from './chain.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -19,6 +20,7 @@ export const auditManifest = {
   config: (env: Env) => ({
     retentionDays: int(env, 'AUDIT_RETENTION_DAYS', 365),
     retentionIntervalMs: int(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000, 0, TIMER_MAX_MS),
+    ...chainKeys(env),
   }),
   metrics: (registry: Registry) => ({
     records: new Counter({
@@ -31,3 +33,22 @@ export const auditManifest = {
 } as const satisfies TargetManifest;
 
 export type AuditOptions = ReturnType<typeof auditManifest.config>;
+
+/**
+ * AUDIT_CHAIN_KEY keys the hashes of new records (and anchors); AUDIT_CHAIN_PREVIOUS_KEYS, comma-separated,
+ * are keys rotated out, which verify still needs for the records they keyed. Each at least 32 bytes.
+ */
+function chainKeys(env: Env): { chainKey: ChainKey | undefined; previousChainKeys: ChainKey[] } {
+  const key = (name: string, secret: string) => {
+    if (Buffer.byteLength(secret) < 32) throw new ConfigError(`${name} must be at least 32 bytes`);
+    return chainKey(secret);
+  };
+  const previous = (env.AUDIT_CHAIN_PREVIOUS_KEYS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  return {
+    chainKey: env.AUDIT_CHAIN_KEY ? key('AUDIT_CHAIN_KEY', env.AUDIT_CHAIN_KEY) : undefined,
+    previousChainKeys: previous.map((s) => key('each of AUDIT_CHAIN_PREVIOUS_KEYS', s)),
+  };
+}

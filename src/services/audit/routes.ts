@@ -67,7 +67,11 @@ export const CSV_COLUMNS = [
   'hash',
 ] as const;
 
-const hashDoc = { type: 'string', pattern: '^[0-9a-f]{64}$', description: 'SHA-256, hex' } as const;
+const hashDoc = {
+  type: 'string',
+  pattern: '^[0-9a-f]{64}$',
+  description: "SHA-256, or HMAC-SHA256 keyed with the deployment's chain key (AUDIT_CHAIN_KEY), hex",
+} as const;
 /** A record as the API answers it (chain.ts toRecord; an export's NDJSON line is one too). */
 const auditRecordDoc = {
   type: 'object',
