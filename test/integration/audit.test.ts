@@ -12,7 +12,7 @@ import vm from 'node:vm';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
 import { GROUPS } from '../../src/services/index.ts';
-import { verifyChain } from '../../src/services/audit/chain.ts';
+import { chainKey, verifyChain } from '../../src/services/audit/chain.ts';
 import { runRetention } from '../../src/services/audit/index.ts';
 import type { Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
@@ -359,3 +359,39 @@ for (const backend of backends) {
     });
   });
 }
+
+describe('audit trail with AUDIT_CHAIN_KEY', () => {
+  const secret = 'audit-chain-key-of-the-target-0123456789';
+  it('keys the records the target appends and the anchor its retention job keeps', async () => {
+    const { db, drop } = await backends[0]!.fresh();
+    const clock = new ManualClock('2026-03-01T12:00:00Z');
+    const app = await startApp(db, {
+      targets: ['api', 'relay', 'audit'],
+      clock,
+      env: { AUDIT_CHAIN_KEY: secret },
+    });
+    try {
+      for (const title of ['one', 'two'])
+        assert.equal((await app.call('kim', 'POST', '/api/tasks', { title })).status, 201);
+      clock.advance(400 * DAY);
+      assert.equal((await app.call('kim', 'POST', '/api/tasks', { title: 'three' })).status, 201);
+      const keyIds = async () =>
+        (
+          await db.query<{ key_id: string | null }>(
+            `SELECT key_id FROM audit_log WHERE user_id = 'kim' ORDER BY user_seq`,
+          )
+        ).rows.map((r) => r.key_id);
+      await waitFor(async () => (await keyIds()).length === 3, 10_000, "kim's records");
+      const key = chainKey(secret);
+      assert.deepEqual(await keyIds(), [key.id, key.id, key.id]);
+      assert.equal((await runRetention(app.proc.runtime, 365)).records, 2); // the key from the environment
+      const strict = await verifyChain(db, { keys: [key], requireKeyed: true });
+      assert.equal(strict.ok, true, JSON.stringify(strict.broken));
+      assert.equal(strict.records, 1);
+      assert.equal((await verifyChain(db)).ok, false, 'without the key it cannot verify');
+    } finally {
+      await app.stop();
+      await drop();
+    }
+  });
+});

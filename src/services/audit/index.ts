@@ -7,7 +7,7 @@
 import { auditManifest, type AuditOptions } from './manifest.ts';
 import type { Runtime } from '../../runtime.ts';
 import { consumerTarget, transactional } from '../consumer-target.ts';
-import { appendAuditRecord, appendAuditRecords, purgeAudit, type ChainKey } from './chain.ts';
+import { appendAuditRecord, appendAuditRecords, purgeAudit } from './chain.ts';
 import { auditInputOf } from './records.ts';
 import { registerAuditApi } from './routes.ts';
 
@@ -25,8 +25,11 @@ const ANALYZE_SQL = 'ANALYZE audit_log (id, user_id, user_seq, task_id, operatio
 
 export type { AuditOptions };
 
-/** Deletes the records older than the retention period; returns what it purged. */
-export async function runRetention(rt: Runtime, retentionDays: number, key?: ChainKey) {
+/** The process's AUDIT_CHAIN_KEY. */
+const chainKeyOf = (rt: Runtime) => auditManifest.config(rt.config.env).chainKey;
+
+/** Deletes the records older than the retention period (anchors keyed with `key`); returns what it purged. */
+export async function runRetention(rt: Runtime, retentionDays: number, key = chainKeyOf(rt)) {
   const now = rt.clock.now();
   const result = await purgeAudit(rt.db, new Date(now.getTime() - retentionDays * DAY_MS), now, key);
   if (result.records > 0) rt.log.info({ ...result, retention_days: retentionDays }, 'audit records purged');
