@@ -113,16 +113,17 @@ function single(value: unknown): string | undefined {
   return Array.isArray(value) ? String(value[value.length - 1]) : String(value);
 }
 
-const SORT_ALIASES: Record<string, SortField> = {
-  due: 'due',
-  due_date: 'due',
-  priority: 'priority',
-  created: 'created',
-  created_at: 'created',
-  updated: 'updated',
-  updated_at: 'updated',
-  title: 'title',
-};
+/** A Map, not an object: `sort=constructor` must find nothing (an object's prototype answered it). */
+const SORT_ALIASES = new Map<string, SortField>([
+  ['due', 'due'],
+  ['due_date', 'due'],
+  ['priority', 'priority'],
+  ['created', 'created'],
+  ['created_at', 'created'],
+  ['updated', 'updated'],
+  ['updated_at', 'updated'],
+  ['title', 'title'],
+]);
 
 /**
  * The query of a Phase II/III client (`GET /api/{user_id}/tasks`) in this API's terms: `search` is `q`, and
@@ -188,12 +189,13 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     issue('priority', `must be among ${PRIORITIES.join(', ')}, joined by commas`);
   const priorities = rawPriorities.flatMap((p) => p.split(','));
 
-  const tags = list(input.tag ?? []).map((t) => t.normalize('NFC').toLowerCase());
+  const written = list(input.tag ?? []).map((t) => t.normalize('NFC'));
+  const tags = [...new Set(written.map((t) => t.toLowerCase()))]; // a tag given twice is one tag
   if (tags.length > LIMITS.tagsMax) issue('tag', `at most ${LIMITS.tagsMax} tags`);
-  for (const t of tags) {
+  for (const t of written) {
     const bad = textProblem(t);
     if (bad) issue('tag', bad);
-    // In code points, as a stored tag's length (an emoji is one).
+    // In code points, as a stored tag's length (an emoji is one), before lower-casing: "İ" becomes two.
     else if (codePoints(t) > LIMITS.tagMax) issue('tag', `must be at most ${LIMITS.tagMax} characters`);
   }
   const tagMode = one('tag_mode') ?? 'any';
@@ -202,7 +204,8 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   const instant = (key: 'due_before' | 'due_after') => {
     const raw = one(key);
     if (raw === undefined) return null;
-    const v = parseInstant(raw);
+    // `due_date < due_before`: a bound finer than a millisecond (due dates are stored to one) rounds up.
+    const v = parseInstant(raw, key === 'due_before' ? 'ceil' : 'floor');
     if (v === null) issue(key, INSTANT_HINT);
     return v;
   };
@@ -226,7 +229,7 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   else if (q !== null && textProblem(q)) issue('q', textProblem(q)!);
 
   const rawSort = one('sort') ?? 'created';
-  const sort = SORT_ALIASES[rawSort.replace(/^-/, '')];
+  const sort = SORT_ALIASES.get(rawSort.replace(/^-/, ''));
   if (!sort) issue('sort', `must be one of ${SORT_FIELDS.join(', ')}`);
   const defaultOrder =
     rawSort.startsWith('-') || sort === 'priority' ? 'desc' : sort === 'due' ? 'asc' : 'desc';

@@ -85,12 +85,16 @@ export const INSTANT_MAX_MS = Date.parse('9999-12-31T23:59:59.999Z');
 
 /**
  * Parses an ISO 8601 instant that carries an offset or `Z`, within years 0001-9999 (UTC); returns the
- * canonical UTC form.
+ * canonical UTC form, to the millisecond: a finer instant is taken at the millisecond before it, or after it
+ * with `ceil` (a bound that instants stored to the millisecond are compared with: `due < T` and `at >= T`
+ * keep the instant at T's millisecond when T is a little later).
  */
-export function parseInstant(value: unknown): string | null {
+export function parseInstant(value: unknown, round: 'floor' | 'ceil' = 'floor'): string | null {
   if (typeof value !== 'string' || value.length > 64) return null;
   try {
-    const ms = Temporal.Instant.from(value).epochMilliseconds;
+    const instant = Temporal.Instant.from(value);
+    const finer = round === 'ceil' && instant.epochNanoseconds % 1_000_000n !== 0n;
+    const ms = instant.epochMilliseconds + (finer ? 1 : 0);
     if (ms < INSTANT_MIN_MS || ms > INSTANT_MAX_MS) return null;
     return new Date(ms).toISOString();
   } catch {

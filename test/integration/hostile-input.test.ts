@@ -90,6 +90,12 @@ const HOSTILE_STRINGS = [
   '\\',
   '../../etc/passwd',
   '<script>alert(1)</script>',
+  // Names an object answers through its prototype: a lookup in a plain object found them (sort: a 500).
+  'constructor',
+  '__proto__',
+  'toString',
+  '-valueOf',
+  '9999-12-31T23:59:59.9999Z',
   '\u202e\u2028\u2029',
   ZERO_UUID,
   'nope',

@@ -116,3 +116,41 @@ describe('parseTaskQuery lengths', () => {
     ]);
   });
 });
+
+describe('parseTaskQuery: values a plain object or a rounding would get wrong', () => {
+  it("refuses a sort named after an object's prototype (it answered 500)", () => {
+    for (const sort of ['constructor', '__proto__', 'toString', '-valueOf', 'hasOwnProperty']) {
+      const r = parseTaskQuery({ sort });
+      assert.deepEqual(r.ok ? [] : r.issues.map((i) => i.path), ['sort'], sort);
+    }
+    const aliased = parseTaskQuery({ sort: '-due_date' });
+    assert.ok(aliased.ok);
+    if (aliased.ok) assert.deepEqual([aliased.value.sort, aliased.value.order], ['due', 'desc']);
+  });
+
+  it('takes a tag filter as long as a stored tag, whose lower case is longer ("İ" is two code points)', () => {
+    const r = parseTaskQuery({ tag: 'İ'.repeat(30) });
+    assert.ok(r.ok, JSON.stringify(r));
+    if (r.ok) assert.deepEqual(r.value.tags, ['i̇'.repeat(30)]);
+  });
+
+  it('counts a tag given twice once', () => {
+    assert.ok(parseTaskQuery({ tag: Array.from({ length: 21 }, () => 'a') }).ok);
+    assert.equal(parseTaskQuery({ tag: Array.from({ length: 21 }, (_, i) => `t${i}`) }).ok, false);
+  });
+
+  it('rounds a due_before finer than a millisecond up (due < it), and due_after down (due > it)', () => {
+    const r = parseTaskQuery({
+      due_before: '2027-05-05T05:30:00.0001Z',
+      due_after: '2027-05-05T05:29:59.9999Z',
+    });
+    assert.ok(r.ok, JSON.stringify(r));
+    if (r.ok)
+      assert.deepEqual(
+        [r.value.dueBefore, r.value.dueAfter],
+        ['2027-05-05T05:30:00.001Z', '2027-05-05T05:29:59.999Z'],
+      );
+    const exact = parseTaskQuery({ due_before: '2027-05-05T05:30:00Z' });
+    if (exact.ok) assert.equal(exact.value.dueBefore, '2027-05-05T05:30:00.000Z');
+  });
+});

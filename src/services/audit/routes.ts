@@ -128,7 +128,8 @@ function parseFilter(input: Record<string, unknown>, allowed: string[], issues: 
   const instant = (key: 'from' | 'to') => {
     const raw = single(input[key]);
     if (raw === undefined) return null;
-    const v = parseInstant(raw);
+    // `occurred_at >= from` and `< to`: a bound finer than a millisecond (records keep one) rounds up.
+    const v = parseInstant(raw, 'ceil');
     if (v === null) issues.push({ path: key, message: INSTANT_HINT });
     return v;
   };
