@@ -517,11 +517,19 @@ export class TaskStore {
       where.push(`NOT (status = 'pending' AND due_date IS NOT NULL AND due_date < ${p(now.toISOString())})`);
     if (q.q) {
       const like = `%${q.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      // Every word of the text, each as written or by its English stem (migration 010), or the text as any
+      // part of a word. No operators: websearch_to_tsquery read "-bar" as NOT bar, which matched every task
+      // without it. A word each: the stems of the whole text drop English stop words ("pay with" found "Pay
+      // bills"); a word's stem query is empty then, and `||` keeps the word as written.
+      const words = q.q.split(/\s+/).filter(Boolean);
+      const everyWord = words
+        .map((w) => {
+          const word = p(w);
+          return `(plainto_tsquery('simple', ${word}) || plainto_tsquery('english', ${word}))`;
+        })
+        .join(' && ');
       where.push(
-        // Words as written, their English stems (migration 010), or any part of a word. Every word of the text,
-        // with no operators: websearch_to_tsquery read "-bar" as NOT bar, which matched every task without it.
-        `(search @@ plainto_tsquery('simple', ${p(q.q)}) OR search @@ plainto_tsquery('english', $${params.length})
-          OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
+        `(search @@ (${everyWord}) OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
       );
     }
     const expr = SORT_EXPR[q.sort][q.order];

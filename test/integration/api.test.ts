@@ -799,6 +799,10 @@ for (const backend of backends) {
       assert.deepEqual(await titles('q=milks'), ['Buy milk'], 'other forms of a word match (stems)');
       assert.deepEqual(await titles('q=booking%20flight'), ['Book flights'], 'every word, by its stem');
       assert.deepEqual(await titles('q=parties'), ['Call mom'], 'in the description too');
+      // A stop word is a word too ("with", "of": the English stems of the whole text dropped them).
+      assert.deepEqual(await titles('q=buy%20with'), [], 'no task has "with"');
+      assert.deepEqual(await titles('q=milk%20of'), []);
+      assert.deepEqual(await titles('q=mom%20about'), ['Call mom'], '"about" is in its description');
       assert.deepEqual(await titles('q=100%25'), []);
       // Text, not a query language: a leading "-" is not NOT (it matched every task without the word).
       assert.deepEqual(await titles('q=-milk'), ['Buy milk']);
