@@ -22,6 +22,18 @@ import {
   type Tx,
 } from './db.ts';
 
+/**
+ * The last sequence number a key-sequenced stream (`keySequenceStream`) has given out and committed: 0 when it
+ * has given none.
+ */
+export async function streamHead(q: Queryable, stream: string): Promise<number> {
+  const r = await q.query<{ last_seq: string }>(
+    'SELECT last_seq::text AS last_seq FROM event_streams WHERE stream_key = $1',
+    [stream],
+  );
+  return r.rows[0] ? Number(r.rows[0].last_seq) : 0;
+}
+
 /** In-process wake-up of the relay after a commit that wrote events (other processes poll). */
 export const OUTBOX_SIGNAL = 'outbox-append';
 /** The channel of the outbox trigger's NOTIFY (migration 007), and the `signals` event it becomes. */

@@ -209,6 +209,57 @@ describe('WebSocket gateway', () => {
     );
     assert.equal(refusal.status, 401);
     assert.match(refusal.body, /one ticket only/);
+
+    // Who before what: no credentials and a malformed since is a 401; with credentials, an empty since is a
+    // 400 (taken as none, a client lost what changed while it was away); a plain GET is told to upgrade.
+    const answer = (url: string, protocols: string[] = []) =>
+      new Promise<{ status: number; body: string }>((resolve) => {
+        const ws = new WebSocket(`${app.url.replace('http', 'ws')}${url}`, protocols);
+        ws.on('error', () => undefined);
+        ws.on('open', () => resolve({ status: 101, body: '' }));
+        ws.on('unexpected-response', (_req, res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+      });
+    assert.equal((await answer('/ws?since=abc')).status, 401);
+    const token = await app.token('ann');
+    for (const since of ['', 'abc', '-1']) {
+      const r = await answer(`/ws?since=${since}`, ['taskflow.v1', `bearer.${token}`]);
+      assert.equal(r.status, 400, `since=${since}`);
+      assert.match(r.body, /must be a sequence number/);
+    }
+    const plain = await fetch(`${app.url}/ws`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(plain.status, 426);
+    assert.equal(plain.headers.get('upgrade'), 'websocket');
+    assert.match(String(plain.headers.get('content-type')), /application\/problem\+json/);
+  });
+
+  it('resumes a client on an instance that knows nothing of its user yet (restarted) from the stream as committed', async () => {
+    for (const title of ['one', 'two', 'three']) await create('ivy', title);
+    // A gateway that starts now (its group at the end) holds nothing of ivy, as one just restarted.
+    const fresh = await startApp(db, {
+      targets: [createGatewayTarget({ instanceId: 'gw-fresh' })],
+      clock: { now: () => new Date() },
+    });
+    try {
+      const caughtUp = await open(fresh, 'ivy', { since: 3 });
+      assert.equal(caughtUp.frames[0]!.sequence, 3, 'hello says the latest sequence');
+      const behind = await open(fresh, 'ivy', { since: 2 });
+      assert.equal((await behind.next((f) => f.type === 'resync')).sequence, 3);
+      const plain = await open(fresh, 'ivy');
+      assert.equal(plain.frames[0]!.sequence, 3);
+      await create('ivy', 'four');
+      for (const c of [caughtUp, behind, plain]) await c.seq(4);
+      assert.equal(caughtUp.frames.filter((f) => f.type === 'resync').length, 0, 'missed nothing: no reload');
+      assert.deepEqual(
+        caughtUp.changes().map((f) => f.sequence),
+        [4],
+      );
+    } finally {
+      await fresh.stop();
+    }
   });
 
   it('drops a slow client (1013) without stalling the others', async () => {
@@ -382,7 +433,7 @@ describe('WebSocket gateway', () => {
     { timeout: 20_000 },
     async () => {
       const ahead = await open(app, 'hal', { since: 999 });
-      assert.equal((await ahead.next((f) => f.type === 'resync')).sequence, null);
+      assert.equal((await ahead.next((f) => f.type === 'resync')).sequence, 0, 'the stream has none yet');
       await create('hal', 'after the restore');
       await ahead.seq(1);
     },

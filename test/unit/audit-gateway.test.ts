@@ -80,6 +80,11 @@ describe('gateway replay buffer', () => {
     // A client ahead of the stream (its state is from another one): resync, not silence until 30 is passed.
     assert.deepEqual(b.plan('u', 30), { kind: 'resync', latest: 25 });
     assert.deepEqual(b.plan('nobody', 3), { kind: 'resync', latest: null });
+    // Nothing held of the user, the stream's head as committed given: a client at it missed nothing.
+    assert.deepEqual(b.plan('nobody', 3, 3), { kind: 'replay', frames: [], latest: 3 });
+    assert.deepEqual(b.plan('nobody', 2, 3), { kind: 'resync', latest: 3 });
+    assert.deepEqual(b.plan('nobody', 4, 3), { kind: 'resync', latest: 3 });
+    assert.deepEqual(b.plan('u', 14, 25), { kind: 'resync', latest: 25 }, 'the buffer, when it holds the user');
   });
 
   it('ignores duplicates and restarts after a gap', () => {

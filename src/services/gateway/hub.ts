@@ -108,11 +108,23 @@ export class Hub {
     for (const c of [...conns]) this.send(c, frame, 'notification');
   }
 
+  /** Whether the replay buffer holds frames of `user` (else a resume needs the stream's head). */
+  knows(user: string): boolean {
+    return this.buffer.latest(user) !== null;
+  }
+
   /**
    * A new authenticated socket; `since`: the last sequence the client has (resume), if any; `expiresAt`: when
-   * its token expires (ms), after which it is closed with 1008 within a heartbeat.
+   * its token expires (ms), after which it is closed with 1008 within a heartbeat; `head`: the user's latest
+   * sequence as committed, read when the buffer holds nothing of the user (`knows`).
    */
-  accept(ws: WebSocket, user: string, since: number | undefined, expiresAt = Infinity): void {
+  accept(
+    ws: WebSocket,
+    user: string,
+    since: number | undefined,
+    expiresAt = Infinity,
+    head?: number,
+  ): void {
     if (this.closing) {
       ws.close(CLOSE.goingAway, 'server shutting down');
       return;
@@ -126,7 +138,7 @@ export class Hub {
       ws.close(CLOSE.policy, 'too many connections for this user');
       return;
     }
-    const latest = this.buffer.latest(user);
+    const latest = this.buffer.latest(user) ?? head ?? null;
     const c: Connection = { ws, user, lastSent: latest ?? 0, alive: true, expiresAt };
     this.byUser.set(user, mine);
     mine.add(c);
@@ -159,7 +171,7 @@ export class Hub {
     );
     if (since === undefined) return;
     // Replay and registration happen in the same tick as the buffer read: nothing can slip in between.
-    const plan = this.buffer.plan(user, since);
+    const plan = this.buffer.plan(user, since, head);
     if (plan.kind === 'resync') {
       // From the stream's latest on (the client reloads); with nothing known of the user yet, whatever comes
       // (from `since` on, a client ahead of the stream, after a database restore say, got nothing again).

@@ -18,6 +18,8 @@ import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
 import { authenticateOrCharge, authenticatedScope, chargeRequest } from '../../http/authenticated.ts';
 import { Hub } from './hub.ts';
+import { streamHead } from '../../store/outbox.ts';
+import { keySequenceStream } from '../../contracts/schemas.ts';
 import { TicketIssuer } from './tickets.ts';
 
 export const SUBPROTOCOL = 'taskflow.v1';
@@ -89,7 +91,10 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
           'missing credentials: the subprotocols taskflow.v1 and bearer.<jwt> (Sec-WebSocket-Protocol: taskflow.v1, bearer.<jwt>), or ?ticket= (POST /api/ws-ticket)',
         );
       };
-      const users = new WeakMap<FastifyRequest, { user: Principal; since: number | undefined }>();
+      const users = new WeakMap<
+        FastifyRequest,
+        { user: Principal; since: number | undefined; head: number | undefined }
+      >();
 
       await app.register(async (scope) => {
         scope.get(
@@ -97,23 +102,47 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
           {
             websocket: true,
             schema: { hide: true },
-            onRequest: async (req) => {
-              const raw = (req.query as Record<string, unknown>).since;
-              let since: number | undefined;
-              if (raw !== undefined && raw !== '') {
-                since = Number(raw);
-                if (typeof raw !== 'string' || !/^\d{1,15}$/.test(raw))
-                  throw new ValidationError([{ path: 'since', message: 'must be a sequence number' }]);
-              }
+            onRequest: async (req, reply) => {
+              if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket')
+                return reply
+                  .code(426)
+                  .header('upgrade', 'websocket')
+                  .type('application/problem+json')
+                  .send({
+                    type: 'about:blank',
+                    title: 'Upgrade Required',
+                    status: 426,
+                    detail: '/ws is a WebSocket: open it with an Upgrade: websocket request',
+                  });
+              // Who first (a 401 before anything about the request), then what it asks.
               const user = await authenticateOrCharge(app, req, () => authenticate(req));
               chargeRequest(app, user.userId); // an upgrade counts against the user's budget like a request
-              users.set(req, { user, since });
+              const raw = (req.query as Record<string, unknown>).since;
+              let since: number | undefined;
+              if (raw !== undefined) {
+                // An empty since is refused too: taken as none, a client lost what changed while it was away.
+                if (typeof raw !== 'string' || !/^\d{1,15}$/.test(raw))
+                  throw new ValidationError([{ path: 'since', message: 'must be a sequence number' }]);
+                since = Number(raw);
+              }
+              // Nothing of the user in the replay buffer (this instance restarted, or trimmed it): the user's
+              // latest sequence as committed tells a client that missed nothing so (hello), and lets it resume
+              // without a reload. Unreadable (the database down), the client resyncs as before.
+              const head = hub.knows(user.userId)
+                ? undefined
+                : await streamHead(rt.db, keySequenceStream('task.changed', user.userId)).catch(
+                    (err: unknown) => {
+                      log.warn({ err }, "could not read the user's latest sequence; a resume resyncs");
+                      return undefined;
+                    },
+                  );
+              users.set(req, { user, since, head });
             },
           },
           (socket, req) => {
             const auth = users.get(req);
             if (!auth) return socket.close(1008, 'not authenticated');
-            hub.accept(socket, auth.user.userId, auth.since, auth.user.expiresAt);
+            hub.accept(socket, auth.user.userId, auth.since, auth.user.expiresAt, auth.head);
           },
         );
       });

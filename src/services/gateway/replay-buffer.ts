@@ -62,12 +62,17 @@ export class ReplayBuffer {
   /**
    * What a client that has seen everything up to `since` needs: the frames after it, or a resync (also when
    * `since` is past the latest sequence: the client's state is not from this stream, a reset database say,
-   * and waiting for the stream to pass it would leave it without updates).
+   * and waiting for the stream to pass it would leave it without updates). With nothing of the user held (a
+   * restart, or trimmed for memory), `head`, the stream's latest as committed, says whether the client has
+   * missed anything; unknown, it resyncs.
    */
-  plan(user: string, since: number): ReplayPlan {
+  plan(user: string, since: number, head?: number): ReplayPlan {
     const b = this.users.get(user);
     const latest = this.latest(user);
-    if (!b || latest === null) return { kind: 'resync', latest: null };
+    if (!b || latest === null) {
+      if (head === undefined) return { kind: 'resync', latest: null };
+      return since === head ? { kind: 'replay', frames: [], latest: head } : { kind: 'resync', latest: head };
+    }
     if (since > latest) return { kind: 'resync', latest };
     if (since === latest) return { kind: 'replay', frames: [], latest };
     const first = b.frames[b.start]!.seq;
