@@ -84,7 +84,11 @@ describe('gateway replay buffer', () => {
     assert.deepEqual(b.plan('nobody', 3, 3), { kind: 'replay', frames: [], latest: 3 });
     assert.deepEqual(b.plan('nobody', 2, 3), { kind: 'resync', latest: 3 });
     assert.deepEqual(b.plan('nobody', 4, 3), { kind: 'resync', latest: 3 });
-    assert.deepEqual(b.plan('u', 14, 25), { kind: 'resync', latest: 25 }, 'the buffer, when it holds the user');
+    assert.deepEqual(
+      b.plan('u', 14, 25),
+      { kind: 'resync', latest: 25 },
+      'the buffer, when it holds the user',
+    );
   });
 
   it('ignores duplicates and restarts after a gap', () => {

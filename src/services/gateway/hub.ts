@@ -118,13 +118,7 @@ export class Hub {
    * its token expires (ms), after which it is closed with 1008 within a heartbeat; `head`: the user's latest
    * sequence as committed, read when the buffer holds nothing of the user (`knows`).
    */
-  accept(
-    ws: WebSocket,
-    user: string,
-    since: number | undefined,
-    expiresAt = Infinity,
-    head?: number,
-  ): void {
+  accept(ws: WebSocket, user: string, since: number | undefined, expiresAt = Infinity, head?: number): void {
     if (this.closing) {
       ws.close(CLOSE.goingAway, 'server shutting down');
       return;

@@ -104,16 +104,12 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
             schema: { hide: true },
             onRequest: async (req, reply) => {
               if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket')
-                return reply
-                  .code(426)
-                  .header('upgrade', 'websocket')
-                  .type('application/problem+json')
-                  .send({
-                    type: 'about:blank',
-                    title: 'Upgrade Required',
-                    status: 426,
-                    detail: '/ws is a WebSocket: open it with an Upgrade: websocket request',
-                  });
+                return reply.code(426).header('upgrade', 'websocket').type('application/problem+json').send({
+                  type: 'about:blank',
+                  title: 'Upgrade Required',
+                  status: 426,
+                  detail: '/ws is a WebSocket: open it with an Upgrade: websocket request',
+                });
               // Who first (a 401 before anything about the request), then what it asks.
               const user = await authenticateOrCharge(app, req, () => authenticate(req));
               chargeRequest(app, user.userId); // an upgrade counts against the user's budget like a request
