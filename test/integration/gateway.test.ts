@@ -368,6 +368,22 @@ describe('WebSocket gateway', () => {
     for (const c of [onA, onB]) assert.equal((await c.next((f) => f.type === 'task.changed')).sequence, 1);
     const groups = await app.proc.runtime.bus.admin.listGroups();
     assert.ok(groups.includes(gatewayGroup('gw-a')) && groups.includes(gatewayGroup('gw-b')), String(groups));
+    // A ticket opens one socket whichever instance it is shown to (each remembered its own uses).
+    const { ticket } = (await app.call('dan', 'POST', '/api/ws-ticket')).body as { ticket: string };
+    clients.push(await Client.open((await ensureSecond()).url, { ticket }));
+    const again = new WebSocket(`${app.url.replace('http', 'ws')}/ws?ticket=${ticket}`);
+    const refused = await new Promise<{ status: number; body: string }>((resolve) => {
+      again.on('error', () => undefined);
+      again.on('open', () => resolve({ status: 101, body: '' }));
+      again.on('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+    });
+    again.close();
+    assert.equal(refused.status, 401);
+    assert.match(refused.body, /ticket was already used/);
   });
 
   it('closes a socket once its token expires (1008), also one opened with a ticket', async () => {

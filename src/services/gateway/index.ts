@@ -53,7 +53,15 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         log.warn(
           'no JWT_SECRET or GATEWAY_TICKET_SECRET: WebSocket tickets work only on the issuing instance',
         );
-      const tickets = new TicketIssuer(ticketSecret, rt.clock);
+      // A ticket's use is recorded in the database, so it opens one socket on any instance, restarts included.
+      const tickets = new TicketIssuer(ticketSecret, rt.clock, async (jti, expiresAt, now) => {
+        const r = await rt.db.query(
+          `WITH expired AS (DELETE FROM gateway_spent_tickets WHERE expires_at < $3)
+           INSERT INTO gateway_spent_tickets (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING`,
+          [jti, expiresAt.toISOString(), now.toISOString()],
+        );
+        return r.rowCount > 0;
+      });
       const hub = new Hub(opts, log, rt.metrics.of(gatewayManifest));
       const { app } = rt.http;
 

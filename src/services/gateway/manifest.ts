@@ -17,7 +17,7 @@ export const gatewayManifest = {
   },
   produces: [],
   effects: 'WebSocket frames on `/ws` (`task.changed`, `notification`)',
-  owns: [],
+  owns: ['used WebSocket tickets'],
   config: (env: Env) => ({
     instanceId: env.GATEWAY_INSTANCE_ID || hostname(),
     replayPerUser: int(env, 'GATEWAY_REPLAY_PER_USER', 500, 1),

@@ -1,8 +1,8 @@
 /**
  * Short-lived WebSocket tickets (`POST /api/ws-ticket` -> `/ws?ticket=...`) for clients that cannot put the
  * JWT in `Sec-WebSocket-Protocol`. A ticket is an HS256 JWT (audience taskflow-ws, 60 s) signed with a key
- * derived from JWT_SECRET (or GATEWAY_TICKET_SECRET), so any gateway instance accepts it; an instance accepts a
- * ticket once.
+ * derived from JWT_SECRET (or GATEWAY_TICKET_SECRET), so any gateway instance accepts it, once: `spend` records
+ * its use where every instance sees it (the database; in memory for one instance alone).
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
@@ -13,14 +13,28 @@ export const TICKET_TTL_S = 60;
 const AUDIENCE = 'taskflow-ws';
 const ISSUER = 'taskflow-gateway';
 
+/** Records a ticket's use; false when it was used before. */
+export type SpendTicket = (jti: string, expiresAt: Date, now: Date) => Promise<boolean>;
+
+/** One process's memory of used tickets (tests; a single instance). */
+export function spendInMemory(): SpendTicket {
+  const used = new Map<string, number>();
+  return async (jti, expiresAt, now) => {
+    for (const [id, exp] of used) if (exp < now.getTime()) used.delete(id);
+    if (used.has(jti)) return false;
+    used.set(jti, expiresAt.getTime());
+    return true;
+  };
+}
+
 export class TicketIssuer {
   private readonly key: Uint8Array;
-  private readonly used = new Map<string, number>();
 
   /** `secret`: the JWT HS256 secret or GATEWAY_TICKET_SECRET; without one, tickets work on this instance only. */
   constructor(
     secret: string | undefined,
     private readonly clock: Clock,
+    private readonly spend: SpendTicket = spendInMemory(),
   ) {
     this.key = secret
       ? createHmac('sha256', secret).update('taskflow ws-ticket v1').digest()
@@ -64,9 +78,8 @@ export class TicketIssuer {
     // The socket ends with the token: a ticket outliving it opens none.
     if (tokenExp * 1000 <= now.getTime())
       throw new AuthError('the token this ticket was made with has expired; sign in again');
-    for (const [jti, exp] of this.used) if (exp * 1000 < now.getTime()) this.used.delete(jti);
-    if (this.used.has(payload.jti)) throw new AuthError('ticket was already used');
-    this.used.set(payload.jti, payload.exp ?? 0);
+    if (!(await this.spend(payload.jti, new Date((payload.exp ?? 0) * 1000), now)))
+      throw new AuthError('ticket was already used');
     return { userId: payload.sub, expiresAt: tokenExp * 1000 };
   }
 }
