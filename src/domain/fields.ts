@@ -24,7 +24,13 @@ export const isObject = (v: unknown): v is Record<string, unknown> =>
 export function unknownParameters(query: Record<string, unknown>, allowed: readonly string[]): FieldIssue[] {
   return Object.keys(query)
     .filter((key) => !allowed.includes(key))
-    .map((key) => ({ path: key, message: `unknown query parameter; allowed: ${allowed.join(', ')}` }));
+    .map((key) => ({
+      // A parameter with no name (`?=x`) is named as such, not left to read as the body.
+      path: key === '' ? '(empty name)' : key,
+      message: allowed.length
+        ? `unknown query parameter; allowed: ${allowed.join(', ')}`
+        : 'unknown query parameter; this route takes none',
+    }));
 }
 
 /** `tags[2]`, `keys.auth`: a field's name and the path below it, as FieldIssue paths are written. */

@@ -235,6 +235,8 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     rawSort.startsWith('-') || sort === 'priority' ? 'desc' : sort === 'due' ? 'asc' : 'desc';
   const order = one('order') ?? defaultOrder;
   if (order !== 'asc' && order !== 'desc') issue('order', 'must be asc or desc');
+  else if (rawSort.startsWith('-') && order === 'asc')
+    issue('order', 'asc contradicts the "-" (descending) of sort; give one of them');
 
   let limit = DEFAULT_LIMIT;
   const rawLimit = one('limit');

@@ -741,6 +741,18 @@ for (const backend of backends) {
         today: 0,
         upcoming: 0,
       });
+      // The counts take no filter: one asked for is refused, not answered unfiltered as if applied.
+      const filtered = await app.call(u, 'GET', '/api/tasks/counts?status=pending');
+      assert.equal(filtered.status, 400);
+      assert.deepEqual(filtered.body.errors, [
+        { field: 'status', message: 'unknown query parameter; this route takes none' },
+      ]);
+      const nameless = await app.call(u, 'GET', '/api/tasks?=x');
+      assert.equal(nameless.status, 400);
+      assert.match(nameless.body.detail, /^\(empty name\): unknown query parameter/);
+      const contradiction = await app.call(u, 'GET', '/api/tasks?sort=-title&order=asc');
+      assert.equal(contradiction.status, 400);
+      assert.equal(contradiction.body.errors[0].field, 'order');
       const bad = await app.call(u, 'GET', '/api/tasks?due=someday');
       assert.equal(bad.status, 400);
       assert.equal(bad.body.errors[0].field, 'due');

@@ -57,11 +57,14 @@ export const listQueryDoc = {
     tag: {
       type: 'string',
       pattern: TEXT,
-      description: `comma-separated tags (case-insensitive), at most ${LIMITS.tagsMax}, each at most ${LIMITS.tagMax} characters`,
+      description: `comma-separated tags (case-insensitive), at most ${LIMITS.tagsMax}, each at most ${LIMITS.tagMax} characters; empty: no filter`,
     },
-    tag_mode: { type: 'string', enum: ['any', 'all'] },
-    due_before: instantDoc,
-    due_after: instantDoc,
+    tag_mode: { type: 'string', enum: ['any', 'all'], description: 'any (the default) or all of the tags' },
+    due_before: {
+      ...instantDoc,
+      description: 'due strictly before this instant (tasks without a due date never match)',
+    },
+    due_after: { ...instantDoc, description: 'due strictly after this instant' },
     overdue: { type: 'boolean' },
     due: {
       type: 'string',
@@ -73,10 +76,21 @@ export const listQueryDoc = {
       type: 'string',
       pattern: TEXT,
       maxLength: SEARCH_MAX,
-      description: 'full-text search over title and description',
+      description:
+        'search in title and description: every word, as written or by its English stem, or the text as any part of a word; empty: no search',
     },
-    sort: { type: 'string', enum: ['due', 'priority', 'created', 'updated', 'title'] },
-    order: { type: 'string', enum: ['asc', 'desc'] },
+    sort: {
+      type: 'string',
+      enum: ['due', 'priority', 'created', 'updated', 'title'],
+      description:
+        'created (the default), updated, priority, due or title; ties by id. Tasks without a due date come last when sorting by due, in either order',
+    },
+    order: {
+      type: 'string',
+      enum: ['asc', 'desc'],
+      description:
+        'default: asc for due (soonest first), desc for the others (newest, highest priority first)',
+    },
     limit: { type: 'integer', minimum: 1, maximum: 200 },
     cursor: { type: 'string' },
   },

@@ -7,7 +7,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import { IDEMPOTENCY_KEY_PATTERN, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
-import { bodyJsonSchema } from '../../domain/fields.ts';
+import { bodyJsonSchema, unknownParameters } from '../../domain/fields.ts';
 import { COMPLETION_FIELDS, fromCompatQuery, parseCompletionBody } from '../../domain/query.ts';
 import { complete, reopen, toggle, validateSettings } from '../../domain/task.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
@@ -284,6 +284,9 @@ export async function registerTaskApi(app: FastifyInstance, deps: ApiDeps): Prom
         response: { 200: countsDoc, ...errors },
       }),
       async (req) => {
+        // It takes no filter: `?status=pending` answered the unfiltered counts as if it had applied.
+        const unknown = unknownParameters(req.query as Record<string, unknown>, []);
+        if (unknown.length) throw new ValidationError(unknown);
         const user = userOf(req);
         return store.counts(user, (await settings.get(user)).timezone);
       },
