@@ -1125,3 +1125,14 @@ export function previewOccurrences(rule: Recurrence, anchor: string, after: stri
   }
   return out;
 }
+
+/**
+ * Where a series starts (DTSTART): the task's due date, or for a task without one the instant it starts
+ * from (its first completion, a skip, a preview) to the minute: "every day" from 13:20:16.123 would be due
+ * at 13:20:16.123 each day.
+ */
+export function seriesAnchor(dueDate: string | null, at: string): string {
+  if (dueDate !== null) return dueDate;
+  const ms = Date.parse(at);
+  return new Date(ms - (((ms % 60_000) + 60_000) % 60_000)).toISOString();
+}

@@ -16,13 +16,14 @@ import { writtenEvents, startApp, waitFor, type TestApp } from '../helpers/app.t
 for (const backend of backends) {
   describe(`recurrence target on ${backend.name}`, () => {
     let app: TestApp;
+    const clock = new ManualClock('2026-03-01T12:00:00Z');
     let db: Db;
     let drop: () => Promise<void>;
     before(async () => {
       ({ db, drop } = await backend.fresh());
       app = await startApp(db, {
         targets: ['api', 'relay', 'recurrence'],
-        clock: new ManualClock('2026-03-01T12:00:00Z'),
+        clock,
       });
     });
     after(async () => {
@@ -155,9 +156,15 @@ for (const backend of backends) {
       );
     });
 
-    it('anchors a series without a due date on the completion time', async () => {
+    it('anchors a series without a due date on the completion time, to the minute', async () => {
       const root = await create('nadia', { title: 'Stretch', recurrence: 'daily' });
-      await complete('nadia', root.id);
+      const at = clock.now();
+      clock.set(new Date(at.getTime() + 16_123)); // completed at 12:00:16.123
+      try {
+        await complete('nadia', root.id);
+      } finally {
+        clock.set(at);
+      }
       const tasks = await waitForSeries('nadia', root.id, 2);
       const next = tasks.find((t) => t.id !== root.id); // a task without due date sorts last
       assert.equal(next.due_date, '2026-03-02T12:00:00.000Z');

@@ -5,6 +5,7 @@ import {
   nextOccurrence,
   parseRecurrence,
   previewOccurrences,
+  seriesAnchor,
   upcomingOccurrences,
   type Recurrence,
 } from '../../src/domain/recurrence.ts';
@@ -458,5 +459,16 @@ describe('a recurrence sent back as it is read', () => {
       const read = rec(input, BER);
       assert.deepEqual(rec(JSON.parse(JSON.stringify(read)), NY), read, JSON.stringify(input));
     }
+  });
+});
+
+describe('seriesAnchor', () => {
+  it('is the due date, or the instant without one to the minute', () => {
+    assert.equal(
+      seriesAnchor('2026-03-01T09:00:00.500Z', '2026-03-05T12:34:56.789Z'),
+      '2026-03-01T09:00:00.500Z',
+    );
+    assert.equal(seriesAnchor(null, '2026-03-05T12:34:56.789Z'), '2026-03-05T12:34:00.000Z');
+    assert.equal(seriesAnchor(null, '1969-12-31T23:59:30.000Z'), '1969-12-31T23:59:00.000Z');
   });
 });

@@ -11,7 +11,7 @@
  * - the next occurrence copies title, description, priority, tags, reminders (absolute reminder instants
  *   move with the due date), recurrence and series_id of the completed task; it is pending, due at
  *   nextOccurrence(rule of the completed task, series anchor, ...);
- * - the series anchor (DTSTART) is the first due date (the first completion time when there was none);
+ * - the series anchor (DTSTART) is the first due date (the first completion time, to the minute, when there was none);
  *   an edited rule re-anchors the series at the edited task's due date: edits apply to future occurrences;
  * - when no next occurrence exists (COUNT/UNTIL exhausted) the series is recorded as ended.
  */
@@ -20,7 +20,7 @@ import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { TaskEventData } from '../../contracts/events.ts';
 import { recurrenceManifest } from './manifest.ts';
 import { NotFoundError } from '../../domain/errors.ts';
-import { nextOccurrence } from '../../domain/recurrence.ts';
+import { nextOccurrence, seriesAnchor } from '../../domain/recurrence.ts';
 import type { Task, TaskFields } from '../../domain/task.ts';
 import type { Runtime } from '../../runtime.ts';
 import type { Tx } from '../../store/db.ts';
@@ -82,7 +82,7 @@ async function nextOccurrenceOf(
   const seriesId = done.series_id!;
   const completedAt = done.completed_at ?? eventTime;
   const log = () => rt.log.child({ task_id: done.id, series_id: seriesId });
-  const anchor = done.due_date ?? completedAt;
+  const anchor = seriesAnchor(done.due_date, completedAt);
   const locked = await lockSeries(tx, { seriesId, userId: done.user_id, rule, anchor });
   if (await successorOf(tx, done.id)) return; // this occurrence already has its successor
   // Reopened before this completion was handled: the completion was taken back, it creates nothing.

@@ -20,6 +20,7 @@ import {
   parseRecurrence,
   upcomingOccurrences,
   previewOccurrences,
+  seriesAnchor,
 } from '../../domain/recurrence.ts';
 import { parseInstant, type Task } from '../../domain/task.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
@@ -90,7 +91,7 @@ export async function registerRecurrenceRoutes(
       const { recurrence: rule, series_id: seriesId } = task;
       const now = clock.now().toISOString();
       const outcome = await db.transaction(async (tx) => {
-        const anchor = task.due_date ?? now;
+        const anchor = seriesAnchor(task.due_date, now);
         const locked = await lockSeries(tx, { seriesId, userId, rule, anchor });
         const successor = await successorOf(tx, task.id);
         if (successor) return { successor };
@@ -156,7 +157,7 @@ export async function registerRecurrenceRoutes(
       const now = clock.now().toISOString();
       const series = await readSeries(db, task.series_id);
       const same = series !== null && sameRule(series.rule, rule);
-      const anchor = same ? series.anchor : (task.due_date ?? now);
+      const anchor = same ? series.anchor : seriesAnchor(task.due_date, now);
       return {
         task_id: task.id,
         series_id: task.series_id,
