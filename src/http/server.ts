@@ -40,6 +40,7 @@ import type { Span } from '@opentelemetry/api';
 import { problem, sendProblem, validationProblem } from './problem.ts';
 import { errorMessage } from '../error-text.ts';
 import { isUnavailable } from '../retry.ts';
+import { cameThroughProxy } from './peer.ts';
 import { InFlightLimit } from './in-flight.ts';
 
 export type ReadinessCheck = () => Promise<void>;
@@ -358,7 +359,7 @@ export async function createHttpServer(opts: {
   app.setNotFoundHandler(noRoute);
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
+  app.get('/readyz', { schema: { hide: true } }, async (req, reply) => {
     const results: Record<string, string> = {};
     let ready = true;
     for (const [name, check] of checks) {
@@ -367,13 +368,21 @@ export async function createHttpServer(opts: {
         results[name] = 'ok';
       } catch (err) {
         ready = false;
-        results[name] = errorMessage(err);
+        // Through a proxy (an ingress's catch-all rule), which check fails, not its error (a host name, say).
+        results[name] = cameThroughProxy(req) ? 'failing' : errorMessage(err);
       }
     }
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: results });
   });
-  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
-    reply.type(opts.metrics.registry.contentType).send(await opts.metrics.exposition()),
+  // For the scraper, which reaches the pod itself: a request a proxy passed on (an ingress's catch-all rule)
+  // is not answered.
+  app.get('/metrics', { schema: { hide: true } }, async (req, reply) =>
+    cameThroughProxy(req)
+      ? sendProblem(
+          reply,
+          problem(404, 'metrics are served to scrapers of this process, not through a proxy'),
+        )
+      : reply.type(opts.metrics.registry.contentType).send(await opts.metrics.exposition()),
   );
 
   return { app, addReadinessCheck: (name, check) => checks.set(name, check) };

@@ -221,6 +221,34 @@ describe('Taskflow on Dapr: daprd 1.16 sidecars + Kafka', { skip, timeout: 170_0
     assert.deepEqual(await apps.recurrence.sidecar.subscribedTopics(), [TOPICS.taskEvents]);
   });
 
+  it('without APP_API_TOKEN, answers only its own machine, not through a proxy (403): an ingress reaches the same port', async () => {
+    const app = apps.reminders.app.proc.runtime.http.app;
+    const url = `/dapr/events/${GROUPS.reminders}/${TOPICS.taskEvents}`;
+    for (const [remoteAddress, headers] of [
+      ['10.1.2.3', {}],
+      ['127.0.0.1', { 'x-forwarded-for': '203.0.113.9' }],
+      ['127.0.0.1', { 'x-real-ip': '203.0.113.9' }],
+    ] as [string, Record<string, string>][]) {
+      const res = await app.inject({
+        method: 'POST',
+        url,
+        remoteAddress,
+        headers: { 'content-type': 'application/cloudevents+json', ...headers },
+        payload: JSON.stringify({
+          specversion: '1.0',
+          id: 'forged',
+          type: 'task.completed',
+          source: '/x',
+          data: {},
+        }),
+      });
+      assert.equal(res.statusCode, 403, `${remoteAddress} ${JSON.stringify(headers)}`);
+      assert.match(JSON.parse(res.body).detail, /set APP_API_TOKEN/);
+    }
+    // Its sidecar, on this machine, delivers (test (2) goes through it) and reads the subscriptions.
+    assert.deepEqual(await apps.reminders.sidecar.subscribedTopics(), [TOPICS.taskEvents]);
+  });
+
   it('(1) a task completed through the API reaches the recurrence target through the sidecars; the next occurrence is created', async () => {
     const { app } = apps.api;
     const created = await app.call('rita', 'POST', '/api/tasks', {

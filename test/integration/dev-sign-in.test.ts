@@ -98,6 +98,28 @@ describe('development sign-in', () => {
       assert.equal((await post(headers)).statusCode, 200, JSON.stringify(headers));
   });
 
+  it('is not there through a reverse proxy on this machine (it connects from loopback, to a loopback name)', async () => {
+    const app = dev.proc.runtime.http.app;
+    const host = `127.0.0.1:${new URL(dev.url).port}`;
+    for (const added of [
+      { 'x-forwarded-for': '203.0.113.9' },
+      { 'x-real-ip': '203.0.113.9' },
+      { forwarded: 'for=203.0.113.9' },
+      { 'x-forwarded-host': 'taskflow.example.com' },
+      { via: '1.1 proxy' },
+    ]) {
+      const r = await app.inject({
+        method: 'POST',
+        url: '/api/dev/sign-in',
+        remoteAddress: '127.0.0.1',
+        headers: { host, ...added },
+        payload: { user: 'victim' },
+      });
+      assert.equal(r.statusCode, 404, JSON.stringify(added));
+      assert.doesNotMatch(r.body, /token/);
+    }
+  });
+
   it('does not exist with a configured JWT_SECRET', async () => {
     const configured = await startApp(db, { targets: [apiTarget] });
     try {

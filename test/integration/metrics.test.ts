@@ -210,6 +210,13 @@ describe('/metrics after a workload', () => {
     return parseExposition(await res.text());
   };
 
+  it('answers a scraper of the process, not a request a proxy passed on (an ingress catch-all)', async () => {
+    const proxied = await fetch(`${app.url}/metrics`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+    assert.equal(proxied.status, 404);
+    assert.doesNotMatch(await proxied.text(), /taskflow_/);
+    await scrape();
+  });
+
   it('counts the work done and parses as Prometheus exposition format', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {

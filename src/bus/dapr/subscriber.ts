@@ -32,6 +32,7 @@ import {
   type Subscription,
 } from '../types.ts';
 import { errorText } from '../../error-text.ts';
+import { fromThisMachine } from '../../http/peer.ts';
 import { DAPR_TOKEN_HEADER, sameSecret, type DaprSettings } from './settings.ts';
 import {
   eventFromDelivery,
@@ -125,25 +126,36 @@ export class DaprSubscriber implements Subscriber {
           done(err as Error, undefined);
         }
       });
-    // The sidecar's token (APP_API_TOKEN), when set, on every request of the sidecar: without it these routes
-    // are open to anyone who reaches the port, who could post events to the consumers.
+    // The sidecar's token (APP_API_TOKEN), when set, on every request of the sidecar. Without it only the
+    // sidecar's own machine (its pod) is answered, and not through a proxy: these routes share the API's port,
+    // and whoever reaches them could post events to the consumers (emails, webhooks, audit records).
     const appToken = this.s.appToken;
-    const fromSidecar = appToken
-      ? {
-          onRequest: async (req: FastifyRequest, reply: FastifyReply) => {
-            if (!sameSecret(req.headers[DAPR_TOKEN_HEADER], appToken))
-              return reply
-                .code(401)
-                .type('application/problem+json')
-                .send({
-                  type: 'about:blank',
-                  title: 'Unauthorized',
-                  status: 401,
-                  detail: `the Dapr sidecar's ${DAPR_TOKEN_HEADER} header is missing or wrong (APP_API_TOKEN)`,
-                });
-          },
-        }
-      : {};
+    if (!appToken)
+      this.log.warn(
+        'no APP_API_TOKEN: the Dapr routes (/dapr/*) answer only requests from this machine; set APP_API_TOKEN (the Helm chart does) so that only the sidecar is',
+      );
+    const refuse = (reply: FastifyReply, status: number, detail: string) =>
+      reply
+        .code(status)
+        .type('application/problem+json')
+        .send({ type: 'about:blank', title: status === 401 ? 'Unauthorized' : 'Forbidden', status, detail });
+    const fromSidecar = {
+      onRequest: async (req: FastifyRequest, reply: FastifyReply) => {
+        if (appToken) {
+          if (!sameSecret(req.headers[DAPR_TOKEN_HEADER], appToken))
+            return refuse(
+              reply,
+              401,
+              `the Dapr sidecar's ${DAPR_TOKEN_HEADER} header is missing or wrong (APP_API_TOKEN)`,
+            );
+        } else if (!fromThisMachine(req))
+          return refuse(
+            reply,
+            403,
+            'without APP_API_TOKEN the Dapr routes answer only the sidecar on this machine (set APP_API_TOKEN)',
+          );
+      },
+    };
     app.get('/dapr/subscribe', { schema: { hide: true }, ...fromSidecar }, async () => {
       this.served = true;
       return this.subscriptions();

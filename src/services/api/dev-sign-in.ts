@@ -2,28 +2,22 @@
  * Development sign-in for the board: "continue as <name>" instead of pasting a token. It exists only with
  * the generated development secret (the embedded default: a PGlite data directory and neither JWT_SECRET nor
  * JWT_JWKS_URL; never with PostgreSQL), and answers only requests from this machine (the socket's address is
- * loopback; forwarded headers are not trusted) made to a loopback name (Host, and Origin when sent: a page
+ * loopback, and no proxy passed it on: http/peer.ts) made to a loopback name (Host, and Origin when sent: a page
  * of another site that rebinds its DNS name to 127.0.0.1 reaches the socket from this machine, but under
  * its own name): `GET /api/dev/sign-in` says it is there, `POST
  * /api/dev/sign-in {"user": "<id>"}` answers a token as `taskflow token --user <id>` makes. Elsewhere both
  * are 404, and production signs in through its identity provider (JWT_JWKS_URL).
  */
-import { isIP } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { signDevToken } from '../../auth.ts';
 import type { Config } from '../../config.ts';
 import { ValidationError } from '../../domain/errors.ts';
+import { fromThisMachine, isLoopbackAddress } from '../../http/peer.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 
 const USER = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$/;
 const isUserId = (v: unknown): v is string => typeof v === 'string' && USER.test(v);
 const TOKEN_LIFETIME = '7d';
-
-const isLoopback = (address: string | undefined) => {
-  if (!address || !isIP(address)) return false;
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return v4 === '::1' || v4.startsWith('127.');
-};
 
 /** Whether a Host (`name[:port]`) or an Origin (`scheme://name[:port]`) names this machine. */
 const namesLoopback = (value: string | undefined, isOrigin: boolean) => {
@@ -34,14 +28,16 @@ const namesLoopback = (value: string | undefined, isOrigin: boolean) => {
   } catch {
     return false;
   }
-  return name === 'localhost' || name.endsWith('.localhost') || isLoopback(name.replace(/^\[(.*)\]$/, '$1'));
+  return (
+    name === 'localhost' || name.endsWith('.localhost') || isLoopbackAddress(name.replace(/^\[(.*)\]$/, '$1'))
+  );
 };
 
 export function registerDevSignIn(app: FastifyInstance, jwt: Config['jwt']): void {
   const secret = jwt.devSecretFile !== undefined ? jwt.secret : undefined;
   if (!secret) return;
   const local = (req: FastifyRequest) =>
-    isLoopback(req.socket.remoteAddress) &&
+    fromThisMachine(req) &&
     namesLoopback(req.headers.host, false) &&
     (req.headers.origin === undefined || namesLoopback(req.headers.origin, true));
   const notHere = problem(404, 'development sign-in is only for requests from this machine');
