@@ -3,7 +3,7 @@
  * Secrets are never logged.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { RetryPolicy } from './retry.ts';
 import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
@@ -421,10 +421,34 @@ export function loadConfig(
   return config;
 }
 
+/**
+ * The development secret kept at `file`: made there if missing (O_EXCL: never written through a link someone
+ * put there), else read, once it is a regular file of this user that no other user can read or write. A
+ * secret someone else planted (a shared directory such as /tmp) would let them sign tokens for any user.
+ */
 function devSecret(file: string): string {
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
-  mkdirSync(dirname(file), { recursive: true });
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const secret = randomBytes(32).toString('base64url');
-  writeFileSync(file, secret + '\n', { mode: 0o600 });
-  return secret;
+  try {
+    writeFileSync(file, secret + '\n', { mode: 0o600, flag: 'wx' });
+    return secret;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = lstatSync(file);
+  const fix = `delete it to have a new one made, or set JWT_SECRET`;
+  if (!st.isFile())
+    throw new ConfigError(`the development secret ${file} is not a regular file (a link?): ${fix}`);
+  if (process.platform !== 'win32') {
+    if (typeof process.getuid === 'function' && st.uid !== process.getuid())
+      throw new ConfigError(`the development secret ${file} belongs to another user: ${fix}`);
+    if (st.mode & 0o077)
+      throw new ConfigError(
+        `the development secret ${file} can be read or written by other users (mode ${(st.mode & 0o777).toString(8)}): chmod 600 it, or ${fix}`,
+      );
+  }
+  const kept = readFileSync(file, 'utf8').trim();
+  if (Buffer.byteLength(kept) < 32)
+    throw new ConfigError(`the development secret ${file} is shorter than 32 bytes: ${fix}`);
+  return kept;
 }

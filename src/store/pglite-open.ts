@@ -5,7 +5,9 @@
 import {
   cpSync,
   existsSync,
+  chmodSync,
   mkdirSync,
+  statSync,
   readFileSync,
   readdirSync,
   renameSync,
@@ -70,7 +72,10 @@ export async function openPGlite(
       location,
       unlock: () => undefined,
     };
-  mkdirSync(location, { recursive: true });
+  // The data directory is this user's alone, as PostgreSQL requires of its own: PGlite writes its files
+  // readable and writable by everyone (0666 under the umask), the users' tasks among them.
+  mkdirSync(location, { recursive: true, mode: 0o700 });
+  if (process.platform !== 'win32' && statSync(location).mode & 0o077) chmodSync(location, 0o700);
   const lock = lockDataDirectory(location);
   try {
     // A new directory gets a copy of the cached cluster directory: a file copy by the operating system,

@@ -4,7 +4,7 @@
  * two databases made from the same cache share nothing.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -50,4 +50,22 @@ describe('new PGlite databases', () => {
     ]);
     await db.close();
   });
+
+  it(
+    "keeps the data directory its owner's alone (0700), also one that existed with wider permissions",
+    {
+      skip: process.platform === 'win32' ? 'POSIX modes' : false,
+    },
+    async () => {
+      const made = join(scratch, 'made');
+      const wide = join(scratch, 'wide');
+      mkdirSync(wide, { mode: 0o755 });
+      chmodSync(wide, 0o777);
+      for (const dir of [made, wide]) {
+        const db = await openDb(dir);
+        await db.close();
+        assert.equal(statSync(dir).mode & 0o777, 0o700, dir);
+      }
+    },
+  );
 });

@@ -1,0 +1,57 @@
+/**
+ * The development secret next to a PGlite data directory (config.ts devSecret): made once, readable by its
+ * owner only, and refused when someone else could have put it there or can read it (they could sign tokens
+ * for any user). Also the data directory itself: its owner's alone, as PostgreSQL requires of its own.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../../src/config.ts';
+
+const dirs: string[] = [];
+const fresh = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'taskflow-dev-secret-'));
+  dirs.push(dir);
+  return dir;
+};
+const configFor = (dir: string) => loadConfig({ DATABASE_URL: join(dir, 'db') });
+
+describe('development secret', { skip: process.platform === 'win32' ? 'POSIX modes' : false }, () => {
+  after(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('is made once, 0600, and read again', () => {
+    const dir = fresh();
+    const first = configFor(dir).jwt.secret;
+    const file = join(dir, 'dev-jwt-secret');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.equal(readFileSync(file, 'utf8').trim(), first);
+    assert.equal(configFor(dir).jwt.secret, first);
+  });
+
+  it('is refused when other users can read or write it, or it is a link, naming the way out', () => {
+    const open = fresh();
+    writeFileSync(join(open, 'dev-jwt-secret'), `${'k'.repeat(43)}\n`, { mode: 0o644 });
+    chmodSync(join(open, 'dev-jwt-secret'), 0o644);
+    assert.throws(
+      () => configFor(open),
+      (e: Error) => e instanceof ConfigError && /mode 644/.test(e.message),
+    );
+
+    const linked = fresh();
+    const planted = join(fresh(), 'planted');
+    writeFileSync(planted, `${'k'.repeat(43)}\n`, { mode: 0o600 });
+    symlinkSync(planted, join(linked, 'dev-jwt-secret'));
+    assert.throws(
+      () => configFor(linked),
+      (e: Error) => e instanceof ConfigError && /not a regular file/.test(e.message),
+    );
+
+    const short = fresh();
+    writeFileSync(join(short, 'dev-jwt-secret'), 'short\n', { mode: 0o600 });
+    assert.throws(() => configFor(short), /shorter than 32 bytes/);
+  });
+});
