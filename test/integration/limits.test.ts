@@ -161,7 +161,7 @@ describe('admission control by the event loop', () => {
       assert.match(refused!.body.detail, /event loop delay \d+ ms > 10 ms/);
       await waitFor(
         async () => (await app.call('alice', 'GET', '/api/tasks')).status === 503,
-        5_000,
+        15_000, // as long as the first: on a loaded machine the process gets its half core in fewer samples
         'reads of the API refused too',
       );
       assert.equal((await fetch(`${app.url}/healthz`)).status, 200);
