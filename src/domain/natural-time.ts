@@ -226,7 +226,13 @@ export function resolveRecurrence(
   if (interval > 1) parts.push(`INTERVAL=${interval}`);
   if (byDay.length) parts.push(`BYDAY=${byDay.join(',')}`);
   if (monthDay !== null) parts.push(`BYMONTHDAY=${monthDay}`);
-  const rrule = presetRule ?? parts.join(';');
+  // A time said is the rule's (BYHOUR, BYMINUTE), not only the first due date's: a task already due at
+  // another time kept that time for every repeat ("every Monday at 9" due Tuesday 17:00 ran Mondays at 17:00),
+  // and a first day whose 2:30 falls in a daylight-saving gap moved every later day to 3:30.
+  const rrule = [
+    presetRule ?? parts.join(';'),
+    ...(time === undefined ? [] : [`BYHOUR=${at.hour}`, `BYMINUTE=${at.minute}`]),
+  ].join(';');
   const first = firstOccurrence(ctx, at, byDay, monthDay);
   return {
     rrule,

@@ -110,7 +110,7 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
       title: 'Water the plants',
       recurrence: 'every other Monday at 9',
     });
-    assert.equal(plants.task.recurrence.rrule, 'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO');
+    assert.equal(plants.task.recurrence.rrule, 'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO;BYHOUR=9;BYMINUTE=0');
     assert.equal(plants.task.due_date, '2026-03-09T09:00:00.000Z'); // the first occurrence
     assert.equal(plants.resolved[0].local, 'first 2026-03-09T09:00:00+00:00');
 

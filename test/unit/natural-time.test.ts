@@ -8,6 +8,7 @@ import {
   resolveReminder,
   resolveWhen,
 } from '../../src/domain/natural-time.ts';
+import { parseRecurrence, previewOccurrences } from '../../src/domain/recurrence.ts';
 
 // Sunday 1 March 2026, 13:00 in Berlin (CET, +01:00); Berlin moves to CEST (+02:00) on 29 March at 02:00.
 const berlin = { now: new Date('2026-03-01T12:00:00Z'), timeZone: 'Europe/Berlin' };
@@ -95,16 +96,28 @@ it('localTime writes an instant on a zone’s wall clock with its offset', () =>
 describe('resolveRecurrence', () => {
   // Sunday 1 March 2026, 13:00 in Berlin.
   const cases: [string, string, string][] = [
-    ['every other Monday at 9', 'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO', '2026-03-02T09:00:00+01:00'],
-    ['every Tuesday and Thursday at 18:30', 'FREQ=WEEKLY;BYDAY=TU,TH', '2026-03-03T18:30:00+01:00'],
-    ['every mon, wed and fri at 7am', 'FREQ=WEEKLY;BYDAY=MO,WE,FR', '2026-03-02T07:00:00+01:00'],
+    [
+      'every other Monday at 9',
+      'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO;BYHOUR=9;BYMINUTE=0',
+      '2026-03-02T09:00:00+01:00',
+    ],
+    [
+      'every Tuesday and Thursday at 18:30',
+      'FREQ=WEEKLY;BYDAY=TU,TH;BYHOUR=18;BYMINUTE=30',
+      '2026-03-03T18:30:00+01:00',
+    ],
+    [
+      'every mon, wed and fri at 7am',
+      'FREQ=WEEKLY;BYDAY=MO,WE,FR;BYHOUR=7;BYMINUTE=0',
+      '2026-03-02T07:00:00+01:00',
+    ],
     ['every weekday', 'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR', '2026-03-02T09:00:00+01:00'],
-    ['every day at noon', 'FREQ=DAILY', '2026-03-02T12:00:00+01:00'],
-    ['every 2 days at midnight', 'FREQ=DAILY;INTERVAL=2', '2026-03-02T00:00:00+01:00'],
+    ['every day at noon', 'FREQ=DAILY;BYHOUR=12;BYMINUTE=0', '2026-03-02T12:00:00+01:00'],
+    ['every 2 days at midnight', 'FREQ=DAILY;INTERVAL=2;BYHOUR=0;BYMINUTE=0', '2026-03-02T00:00:00+01:00'],
     ['every month on the 1st', 'FREQ=MONTHLY;BYMONTHDAY=1', '2026-04-01T09:00:00+02:00'],
     ['every 3 weeks', 'FREQ=WEEKLY;INTERVAL=3', '2026-03-02T09:00:00+01:00'],
-    ['weekly at 7pm', 'FREQ=WEEKLY', '2026-03-01T19:00:00+01:00'], // later today
-    ['every Sunday at 12', 'FREQ=WEEKLY;BYDAY=SU', '2026-03-08T12:00:00+01:00'], // today's is past
+    ['weekly at 7pm', 'FREQ=WEEKLY;BYHOUR=19;BYMINUTE=0', '2026-03-01T19:00:00+01:00'], // later today
+    ['every Sunday at 12', 'FREQ=WEEKLY;BYDAY=SU;BYHOUR=12;BYMINUTE=0', '2026-03-08T12:00:00+01:00'], // today's is past
   ];
   for (const [text, rrule, first] of cases)
     it(`${JSON.stringify(text)} -> ${rrule}, first ${first}`, () => {
@@ -113,6 +126,25 @@ describe('resolveRecurrence', () => {
       assert.equal(localTime(r!.first, 'Europe/Berlin'), first);
       assert.deepEqual(r!.resolved, { said: text, as: rrule, local: `first ${first}` });
     });
+
+  it("keeps the time said for every repeat, whatever the task's due time or a daylight-saving gap on the first day", () => {
+    const ny = { ...berlin, timeZone: 'America/New_York' };
+    const rule = (text: string) => {
+      const p = parseRecurrence({ rrule: resolveRecurrence(text, ny)!.rrule }, 'America/New_York');
+      assert.ok(p.ok, JSON.stringify(p));
+      return p.value;
+    };
+    // Due Tuesday 17:00: that is the first; the repeats are Mondays at 9 (they were Mondays at 17:00).
+    assert.deepEqual(
+      previewOccurrences(rule('every Monday at 9'), '2026-12-08T22:00:00Z', '2026-12-08T22:00:00Z', 2),
+      ['2026-12-14T14:00:00.000Z', '2026-12-21T14:00:00.000Z'],
+    );
+    // First due on 14 March 2027 at 2:30, which does not exist (3:30 EDT): the next days are at 2:30 again.
+    assert.deepEqual(
+      previewOccurrences(rule('every day at 2:30'), '2027-03-14T07:30:00Z', '2027-03-14T07:30:00Z', 2),
+      ['2027-03-15T06:30:00.000Z', '2027-03-16T06:30:00.000Z'],
+    );
+  });
 
   it('is null for what it cannot read', () => {
     for (const text of [

@@ -175,7 +175,7 @@ const recurrenceArg = z
   })
   .nullable()
   .describe(
-    `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}), words ("every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st", "every 3 weeks"; without a due_date the first occurrence becomes it), or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
+    `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}), words ("every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st", "every 3 weeks"; a time said is the time of every repeat; without a due_date the first occurrence becomes it), or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
   );
 const remindersArg = z
   .array(z.string())
