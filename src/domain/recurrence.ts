@@ -74,8 +74,9 @@ export interface RecurrenceSeries {
 // ---------------------------------------------------------------------------------------------------------
 // Limits
 
-/** The search gives up (series ended) after this many days without any occurrence... */
-const MAX_EMPTY_DAYS = 100 * 366;
+/** The years without any occurrence after which the search gives up (the series ended)... */
+export const MAX_GAP_YEARS = 100;
+const MAX_EMPTY_DAYS = MAX_GAP_YEARS * 366;
 /** ...provided at least this many consecutive periods were empty (so rules with a huge INTERVAL still work). */
 const MIN_EMPTY_PERIODS = 2;
 /** No occurrence is produced after this year (keeps output in plain `YYYY-...Z` form). */

@@ -6,7 +6,7 @@ import { canonicalJson } from './canonical-json.ts';
 import type { FieldIssue, Result } from './errors.ts';
 import { ConflictError, UnprocessableError, fail, ok } from './errors.ts';
 import { isObject, parseBody } from './fields.ts';
-import { parseRecurrence, previewOccurrences, type Recurrence } from './recurrence.ts';
+import { MAX_GAP_YEARS, parseRecurrence, previewOccurrences, type Recurrence } from './recurrence.ts';
 import { isOffsetSpec, SETTINGS_FIELDS, TASK_FIELDS, type Priority, type TaskStatus } from './task-fields.ts';
 
 export {
@@ -148,7 +148,7 @@ function ruleIssues(fields: Pick<TaskFields, 'due_date' | 'recurrence'>): FieldI
       path: until ? 'recurrence.until' : 'recurrence',
       message: until
         ? `ends before the first repeat after the due date (${fields.due_date}): the task would never repeat`
-        : `has no repeat after the due date (${fields.due_date}) within 200 years: the task would never repeat`,
+        : `has no repeat after the due date (${fields.due_date}) within ${MAX_GAP_YEARS} years: the task would never repeat`,
     },
   ];
 }

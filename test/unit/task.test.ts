@@ -265,7 +265,9 @@ describe('a repeat rule that would never repeat', () => {
   it('is refused (422) when its UNTIL comes before the first repeat, or its days never come', () => {
     assert.deepEqual(refusedOn({ preset: 'daily', until: '2027-04-05T00:00:00Z' }), ['recurrence.until']);
     assert.deepEqual(refusedOn({ rrule: 'FREQ=MONTHLY;BYMONTHDAY=31', interval: 12 }), ['recurrence']);
-    assert.deepEqual(refusedOn({ preset: 'yearly', interval: 500 }), ['recurrence'], 'past the 200 years');
+    assert.deepEqual(refusedOn({ preset: 'yearly', interval: 500 }), ['recurrence'], 'past the 100 years');
+    // The message says the limit the search has: 100 years without a repeat (it said 200).
+    assert.throws(() => create({ preset: 'yearly', interval: 500 }), /within 100 years/);
   });
   it('is taken when it repeats, runs once (COUNT=1) or counts from the completion', () => {
     for (const rule of [
