@@ -979,19 +979,35 @@ function* ruleOccurrences(
       picks = [...set].sort((a, b) => a - b);
     }
 
+    // A day's times are yielded in the order of their instants: a time in a daylight-saving gap moves
+    // forward (ADR 0003), past a later time of the same day when the shift is longer than the two are apart
+    // (30 minutes at Lord Howe), which was then dropped as not after the last one yielded.
     let hit = false;
-    for (let j = 0, n = picks ? picks.length : total; j < n; j++) {
-      const i = picks ? picks[j]! : j;
-      const day = days[Math.floor(i / perDay)]!;
+    const sameDay: number[] = [];
+    let until = false;
+    for (let j = 0, n = picks ? picks.length : total; j <= n; j++) {
+      const i = j < n ? (picks ? picks[j]! : j) : -1;
+      const day = i < 0 ? -1 : days[Math.floor(i / perDay)]!;
+      if (sameDay.length && (i < 0 || day !== days[Math.floor((picks ? picks[j - 1]! : j - 1) / perDay)]))
+        for (const ms of sameDay.splice(0).sort((a, b) => a - b)) {
+          if (ms <= lastYielded) continue;
+          if (rule.untilMs !== null && ms > rule.untilMs) return;
+          hit = true;
+          lastYielded = ms;
+          yield ms;
+        }
+      if (i < 0 || until) break;
       const hour = hours[Math.floor((i % perDay) / minutes.length)]!;
       const minute = minutes[i % minutes.length]!;
       if (day > LAST_DAY) return;
+      // After DTSTART on the calendar (RFC 5545), not only as an instant: on the first day, a time before the
+      // start's that a gap moves past it is not an occurrence.
+      if (day < start.day || (day === start.day && hour * 60 + minute < start.hour * 60 + start.minute))
+        continue;
       const ms = clock.instant(day, hour, minute);
-      if (ms <= startMs || ms <= lastYielded) continue;
-      if (rule.untilMs !== null && ms > rule.untilMs) return;
-      hit = true;
-      lastYielded = ms;
-      yield ms;
+      if (ms <= startMs) continue;
+      if (rule.untilMs !== null && ms > rule.untilMs + DAY_MS) until = true;
+      sameDay.push(ms);
     }
     if (hit) {
       lastHitDay = first;

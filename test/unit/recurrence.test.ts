@@ -472,3 +472,32 @@ describe('seriesAnchor', () => {
     assert.equal(seriesAnchor(null, '1969-12-31T23:59:30.000Z'), '1969-12-31T23:59:00.000Z');
   });
 });
+
+describe('daylight-saving gaps with several times a day', () => {
+  const rule = (rrule: string, timezone: string) => {
+    const p = parseRecurrence({ rrule, timezone }, timezone);
+    assert.ok(p.ok, JSON.stringify(p));
+    return p.value;
+  };
+  it('a time of the first day before the start on the calendar is no occurrence, even moved past it by a gap', () => {
+    // New York, 14 March 2027: 02:30 does not exist (03:30 EDT); the series starts at 03:10 EDT.
+    const r = rule('FREQ=DAILY;BYHOUR=2,9;BYMINUTE=30', 'America/New_York');
+    assert.deepEqual(previewOccurrences(r, '2027-03-14T07:10:00Z', '2027-03-14T07:10:00Z', 3), [
+      '2027-03-14T13:30:00.000Z',
+      '2027-03-15T06:30:00.000Z',
+      '2027-03-15T13:30:00.000Z',
+    ]);
+  });
+  it("keeps a day's real time that a gap-moved earlier time passes (Lord Howe moves 30 minutes)", () => {
+    // 3 October 2027 at Lord Howe (+10:30 to +11): 02:00-02:30 does not exist; 02:20 moves to 02:50
+    // (15:50Z), and 02:35 exists (15:35Z): both, in that order (02:35 was dropped).
+    const r = rule('FREQ=DAILY;BYHOUR=2;BYMINUTE=20,35', 'Australia/Lord_Howe');
+    assert.deepEqual(previewOccurrences(r, '2027-10-01T15:20:00Z', '2027-10-01T15:20:00Z', 5), [
+      '2027-10-01T15:50:00.000Z', // 2 October, 02:20 and 02:35 (+10:30)
+      '2027-10-01T16:05:00.000Z',
+      '2027-10-02T15:35:00.000Z', // 3 October, 02:35 (+11), then 02:20 moved to 02:50
+      '2027-10-02T15:50:00.000Z',
+      '2027-10-03T15:20:00.000Z', // 4 October, 02:20 (+11)
+    ]);
+  });
+});
