@@ -76,6 +76,54 @@ describe('limits without holes', () => {
     }
   });
 
+  it('refuses a request over the limit before reading its body; counts each message of an MCP batch', async () => {
+    const { app, close } = await limitedApp(5);
+    try {
+      const post = (body: string) =>
+        fetch(`${app.url}/api/tasks`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${signed}`, 'content-type': 'application/json' },
+          body,
+        });
+      const signed = await app.token('dora');
+      const mcp = (n: number) =>
+        fetch(`${app.url}/mcp`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${signed}`,
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+          },
+          body: JSON.stringify(
+            Array.from({ length: n }, (_, i) => ({ jsonrpc: '2.0', id: i + 1, method: 'tools/list' })),
+          ),
+        });
+      assert.equal((await mcp(4)).status, 200); // four of dora's five
+      assert.equal((await post('{"title":"the fifth"}')).status, 201);
+      // Over the limit: refused as such (429), not as a body that is not JSON (400): it was not read.
+      const over = await post('{not json');
+      assert.equal(over.status, 429);
+      assert.match(await over.text(), /rate limit of 5 requests per minute/);
+    } finally {
+      await close();
+    }
+  });
+
+  it('refuses a body nested deeper than any request needs before parsing it (400)', async () => {
+    const { app, close } = await limitedApp(0);
+    try {
+      const deep = `{"title":"x","description":${'['.repeat(10_000)}${']'.repeat(10_000)}}`;
+      const r = await app.call('erin', 'POST', '/api/tasks', deep);
+      assert.equal(r.status, 400, JSON.stringify(r.body));
+      assert.match(r.body.detail, /nests deeper than 64 levels/);
+      // Deep but small, or large but flat: parsed and answered on their merits.
+      const flat = JSON.stringify({ title: 'long', description: 'd'.repeat(9_000) });
+      assert.equal((await app.call('erin', 'POST', '/api/tasks', JSON.parse(flat))).status, 201);
+    } finally {
+      await close();
+    }
+  });
+
   it('limits failed authentication per client address: 401 until the budget is spent, then 429', async () => {
     const { app, close } = await limitedApp(3);
     try {
