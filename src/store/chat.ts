@@ -65,13 +65,31 @@ export class ChatStore {
    * Takes the conversation for one turn, for at most `ms` (then another may take it: a replica that died
    * mid-turn lets go); false while another turn holds it.
    */
-  async claimTurn(userId: string, id: string, ms: number): Promise<boolean> {
-    const r = await this.db.query(
-      `UPDATE chat_conversations SET turn_until = now() + $3 * interval '1 millisecond'
-        WHERE id = $1 AND user_id = $2 AND (turn_until IS NULL OR turn_until < now())`,
-      [id, userId, ms],
+  /**
+   * Holds the conversation's turn for `ms` unless one of its messages is being answered ('conversation'), or
+   * `perUser` of the user's conversations are ('user': each turn costs the operator model calls, and one user
+   * could open conversations without end). Two claims at the same instant may both pass the count: a bound,
+   * not an exact one.
+   */
+  async claimTurn(
+    userId: string,
+    id: string,
+    ms: number,
+    perUser = Infinity,
+  ): Promise<'claimed' | 'conversation' | 'user'> {
+    const r = await this.db.query<{ claimed: boolean; busy: boolean }>(
+      `WITH claim AS (
+         UPDATE chat_conversations SET turn_until = now() + $3 * interval '1 millisecond'
+          WHERE id = $1 AND user_id = $2 AND (turn_until IS NULL OR turn_until < now())
+            AND (SELECT count(*) FROM chat_conversations WHERE user_id = $2 AND turn_until >= now()) < $4
+          RETURNING 1
+       )
+       SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
+              EXISTS (SELECT 1 FROM chat_conversations WHERE id = $1 AND turn_until >= now()) AS busy`,
+      [id, userId, ms, Number.isFinite(perUser) ? perUser : 2_147_483_647],
     );
-    return r.rowCount > 0;
+    const row = r.rows[0]!;
+    return row.claimed ? 'claimed' : row.busy ? 'conversation' : 'user';
   }
 
   async releaseTurn(id: string): Promise<void> {

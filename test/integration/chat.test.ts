@@ -368,6 +368,29 @@ describe('the chat endpoint (POST /api/chat)', () => {
     assert.deepEqual(tasks.body.items, [], 'no tool ran after the client left');
   });
 
+  it("answers at most CHAT_TURNS_PER_USER (2) of one user's messages at once, over all their conversations (429)", async () => {
+    model.script(
+      { delayMs: 800, then: { text: 'one' } },
+      { delayMs: 800, then: { text: 'two' } },
+      { text: 'three' },
+    );
+    const before = model.requests.length;
+    const first = app.call('pete', 'POST', '/api/chat', { message: 'first' });
+    const second = app.call('pete', 'POST', '/api/chat', { message: 'second' });
+    await waitFor(async () => model.requests.length >= before + 2, 5_000, 'both asked of the model');
+    const third = await app.call('pete', 'POST', '/api/chat', { message: 'third' });
+    assert.equal(third.status, 429, JSON.stringify(third.body));
+    assert.match(third.body.detail, /2 of your messages are being answered/);
+    assert.equal(third.headers.get('retry-after'), '5');
+    // Another user is not held back by pete's.
+    assert.equal((await app.call('quinn', 'POST', '/api/chat', { message: 'mine' })).status, 200);
+    assert.deepEqual([(await first).status, (await second).status], [200, 200]);
+    const listed = await app.call('pete', 'GET', '/api/chat/conversations');
+    assert.equal(listed.body.items.length, 2, 'the refused message made no conversation');
+    model.script({ text: 'now' });
+    assert.equal((await app.call('pete', 'POST', '/api/chat', { message: 'third again' })).status, 200);
+  });
+
   it('keeps a conversation usable after an answer without words (a refusal)', async () => {
     model.script({ text: '' });
     const first = await app.call('judy', 'POST', '/api/chat', { message: 'something' });

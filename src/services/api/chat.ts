@@ -402,7 +402,9 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     if (!conversation) throw new NotFoundError('conversation');
     // One turn at a time: a second one would read the same history, and their messages would interleave. Held
     // for at most the whole message's bound and the tools' time after it.
-    if (!(await store.claimTurn(userId, conversation.id, configured.chat.timeoutMs * 2 + 60_000)))
+    const { timeoutMs, turnsPerUser } = configured.chat;
+    const claim = await store.claimTurn(userId, conversation.id, timeoutMs * 2 + 60_000, turnsPerUser);
+    if (claim === 'conversation')
       return sendProblem(reply, {
         ...problem(
           409,
@@ -410,6 +412,16 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
         ),
         conversation_id: conversation.id,
       } as Problem);
+    if (claim === 'user') {
+      if (!conversationId) await store.delete(userId, conversation.id); // made for this message: not kept
+      return sendProblem(reply.header('retry-after', '5'), {
+        ...problem(
+          429,
+          `${turnsPerUser} of your messages are being answered (CHAT_TURNS_PER_USER); send this one once one of those answers has come`,
+        ),
+        conversation_id: conversation.id,
+      } as Problem);
+    }
     try {
       return await answerTurn(req, reply, userId, conversation.id, message);
     } finally {

@@ -31,6 +31,8 @@ export const apiManifest = {
             timeoutMs: int(env, 'CHAT_TIMEOUT_MS', 60_000, 1_000, TIMER_MAX_MS / 2),
             maxToolCalls: int(env, 'CHAT_MAX_TOOL_CALLS', 8, 1),
             historyMessages: int(env, 'CHAT_HISTORY_MESSAGES', 40, 2),
+            /** Messages of one user answered at once, over all their conversations (each costs model calls). */
+            turnsPerUser: int(env, 'CHAT_TURNS_PER_USER', 2, 1),
           }
         : null,
   }),
