@@ -47,6 +47,13 @@ describe('isNonPublicAddress', () => {
       'fec0::1',
       '64:ff9b:1::a00:1',
       '2002:7f00:1::1',
+      // IPv4-translated, discard-only, Teredo and documentation ranges
+      '::ffff:0:a00:1',
+      '::ffff:0:7f00:1',
+      '::ffff:0:10.0.0.1',
+      '100::1',
+      '2001:0:4136:e378:8000:63bf:3fff:fdd2',
+      '2001:db8::1',
     ])
       assert.equal(isNonPublicAddress(a), true, a);
     for (const a of ['93.184.216.34', '8.8.8.8', '172.32.0.1', '2606:4700::1111', '::ffff:8.8.8.8'])

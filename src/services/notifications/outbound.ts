@@ -36,6 +36,9 @@ for (const [net, bits] of [
   ['64:ff9b::', 96], // NAT64 of any IPv4 address
   ['64:ff9b:1::', 48], // local-use NAT64 (RFC 8215)
   ['2002::', 16], // 6to4: an IPv4 address inside (2002:7f00:1::)
+  ['100::', 64], // discard-only (RFC 6666)
+  ['2001::', 32], // Teredo: an IPv4 address inside
+  ['2001:db8::', 32], // documentation
   ['fc00::', 7],
   ['fe80::', 10],
   ['fec0::', 10], // deprecated site-local
@@ -50,6 +53,8 @@ export function isNonPublicAddress(address: string): boolean {
   if (family === 6) {
     const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
     if (mapped) return NON_PUBLIC.check(mapped[1]!, 'ipv4');
+    // IPv4-translated (RFC 2765, ::ffff:0:a.b.c.d): never a public destination (BlockList does not match it).
+    if (/^::ffff:0:/i.test(address)) return true;
     return NON_PUBLIC.check(address, 'ipv6');
   }
   return NON_PUBLIC.check(address, 'ipv4');
