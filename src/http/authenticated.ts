@@ -90,6 +90,15 @@ export function chargeRequest(app: FastifyInstance, key: string): void {
   }
 }
 
+/**
+ * A user's key in the rate limit's store, apart from the client addresses' (`ip:`): a user named "ip:1.2.3.4"
+ * shared that address's budget for failed authentication.
+ */
+const userKey = (userId: string) => `user:${userId}`;
+
+/** Counts one request against the user's budget; throws RateLimitedError (429) past it. */
+export const chargeUser = (app: FastifyInstance, userId: string): void => chargeRequest(app, userKey(userId));
+
 /** Verifies with `verify`; a failed authentication counts against the client address's limit (401, then 429). */
 export async function authenticateOrCharge<T>(
   app: FastifyInstance,
@@ -128,7 +137,10 @@ export async function authenticatedScope(
         // Before the body is read and parsed: a request over the limit costs no parse (a 256 KB body took
         // milliseconds of the one thread every user shares).
         hook: 'onRequest',
-        keyGenerator: (req) => principals.get(req)?.userId ?? req.ip,
+        keyGenerator: (req) => {
+          const principal = principals.get(req);
+          return principal ? userKey(principal.userId) : `ip:${req.ip}`;
+        },
         // Thrown by the plugin, so it reaches the shared error handler as problem+json with this detail.
         errorResponseBuilder: (_req, ctx) =>
           Object.assign(

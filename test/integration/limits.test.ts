@@ -137,8 +137,10 @@ describe('limits without holes', () => {
         await upgradeStatus(`${app.url.replace('http', 'ws')}/ws`, ['taskflow.v1', 'bearer.bad']),
         429,
       );
-      // A user with a valid token has a budget of their own.
+      // A user with a valid token has a budget of their own, also one whose name reads as an address's key.
       assert.equal((await app.call('carol', 'GET', '/api/tasks')).status, 200);
+      assert.equal((await app.call('ip:127.0.0.1', 'GET', '/api/tasks')).status, 200);
+      assert.equal((await app.call('ip:::ffff:127.0.0.1', 'GET', '/api/tasks')).status, 200);
     } finally {
       await close();
     }

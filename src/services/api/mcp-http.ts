@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
-import { authenticatedScope, chargeRequest } from '../../http/authenticated.ts';
+import { authenticatedScope, chargeUser } from '../../http/authenticated.ts';
 import type * as McpModule from './mcp.ts';
 import type { McpDeps } from './mcp.ts';
 import { isPlainObject, toolCallProblem } from './mcp-messages.ts';
@@ -102,7 +102,7 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
       const messages: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
       // Each message of a batch is a request for the user's rate limit (the POST counted one): a batch of
       // ten tool calls cost one of the 1,200 a minute.
-      for (let i = 1; i < messages.length; i++) chargeRequest(app, userId);
+      for (let i = 1; i < messages.length; i++) chargeUser(app, userId);
       const repeated = repeatedId(messages);
       if (repeated !== undefined)
         return jsonRpcError(

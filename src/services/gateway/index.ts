@@ -16,7 +16,7 @@ import { gatewayManifest, type GatewayOptions } from './manifest.ts';
 import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
-import { authenticateOrCharge, authenticatedScope, chargeRequest } from '../../http/authenticated.ts';
+import { authenticateOrCharge, authenticatedScope, chargeUser } from '../../http/authenticated.ts';
 import { Hub } from './hub.ts';
 import { streamHead } from '../../store/outbox.ts';
 import { keySequenceStream } from '../../contracts/schemas.ts';
@@ -120,7 +120,7 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
                 });
               // Who first (a 401 before anything about the request), then what it asks.
               const user = await authenticateOrCharge(app, req, () => authenticate(req));
-              chargeRequest(app, user.userId); // an upgrade counts against the user's budget like a request
+              chargeUser(app, user.userId); // an upgrade counts against the user's budget like a request
               const raw = (req.query as Record<string, unknown>).since;
               let since: number | undefined;
               if (raw !== undefined) {
