@@ -104,6 +104,23 @@ class Client {
   }
 }
 
+/** How an upgrade to `url` (ws://…) was answered: 101 when it opened (then closed), else the status and body. */
+function upgradeAnswer(url: string, protocols: string[] = []): Promise<{ status: number; body: string }> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, protocols);
+    ws.on('error', () => undefined);
+    ws.on('open', () => {
+      ws.close();
+      resolve({ status: 101, body: '' });
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+  });
+}
+
 const backend = backends[0]!; // the embedded bus on PGlite: the gateway's logic does not depend on the store
 
 describe('WebSocket gateway', () => {
@@ -198,31 +215,14 @@ describe('WebSocket gateway', () => {
     assert.match((await new Promise<Error>((resolve) => reuse.on('error', resolve))).message, /401/);
     assert.equal((await app.call(null, 'POST', '/api/ws-ticket')).status, 401);
     // Two tickets: the answer says so (not "missing credentials").
-    const twice = new WebSocket(`${app.url.replace('http', 'ws')}/ws?ticket=a&ticket=b`);
-    twice.on('error', () => undefined);
-    const refusal = await new Promise<{ status: number; body: string }>((resolve) =>
-      twice.on('unexpected-response', (_req, res) => {
-        let body = '';
-        res.on('data', (chunk: Buffer) => (body += chunk.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      }),
-    );
+    const refusal = await upgradeAnswer(`${app.url.replace('http', 'ws')}/ws?ticket=a&ticket=b`);
     assert.equal(refusal.status, 401);
     assert.match(refusal.body, /one ticket only/);
 
     // Who before what: no credentials and a malformed since is a 401; with credentials, an empty since is a
     // 400 (taken as none, a client lost what changed while it was away); a plain GET is told to upgrade.
     const answer = (url: string, protocols: string[] = []) =>
-      new Promise<{ status: number; body: string }>((resolve) => {
-        const ws = new WebSocket(`${app.url.replace('http', 'ws')}${url}`, protocols);
-        ws.on('error', () => undefined);
-        ws.on('open', () => resolve({ status: 101, body: '' }));
-        ws.on('unexpected-response', (_req, res) => {
-          let body = '';
-          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        });
-      });
+      upgradeAnswer(`${app.url.replace('http', 'ws')}${url}`, protocols);
     assert.equal((await answer('/ws?since=abc')).status, 401);
     const token = await app.token('ann');
     for (const since of ['', 'abc', '-1']) {
@@ -371,17 +371,7 @@ describe('WebSocket gateway', () => {
     // A ticket opens one socket whichever instance it is shown to (each remembered its own uses).
     const { ticket } = (await app.call('dan', 'POST', '/api/ws-ticket')).body as { ticket: string };
     clients.push(await Client.open((await ensureSecond()).url, { ticket }));
-    const again = new WebSocket(`${app.url.replace('http', 'ws')}/ws?ticket=${ticket}`);
-    const refused = await new Promise<{ status: number; body: string }>((resolve) => {
-      again.on('error', () => undefined);
-      again.on('open', () => resolve({ status: 101, body: '' }));
-      again.on('unexpected-response', (_req, res) => {
-        let body = '';
-        res.on('data', (chunk: Buffer) => (body += chunk.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      });
-    });
-    again.close();
+    const refused = await upgradeAnswer(`${app.url.replace('http', 'ws')}/ws?ticket=${ticket}`);
     assert.equal(refused.status, 401);
     assert.match(refused.body, /ticket was already used/);
   });
@@ -428,17 +418,7 @@ describe('WebSocket gateway', () => {
       await create('gil', 'written after the token expired');
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(socket.changes().length, 0);
-      const late = new WebSocket(`${app.url.replace('http', 'ws')}/ws?ticket=${ticket}`);
-      late.on('error', () => undefined);
-      const refusal = await new Promise<{ status: number; body: string }>((resolve) => {
-        late.on('open', () => resolve({ status: 101, body: 'opened' }));
-        late.on('unexpected-response', (_req, res) => {
-          let body = '';
-          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        });
-      });
-      late.close();
+      const refusal = await upgradeAnswer(`${app.url.replace('http', 'ws')}/ws?ticket=${ticket}`);
       assert.equal(refusal.status, 401);
       assert.match(refusal.body, /token this ticket was made with has expired/);
     },
