@@ -988,7 +988,12 @@ function* ruleOccurrences(
     for (let j = 0, n = picks ? picks.length : total; j <= n; j++) {
       const i = j < n ? (picks ? picks[j]! : j) : -1;
       const day = i < 0 ? -1 : days[Math.floor(i / perDay)]!;
-      if (sameDay.length && (i < 0 || day !== days[Math.floor((picks ? picks[j - 1]! : j - 1) / perDay)]))
+      // A day's times are flushed when the next pick is on another day, or there is none, or the search stops
+      // (one well past UNTIL): the day's earlier times may still be within it (a 25-hour day).
+      if (
+        sameDay.length &&
+        (i < 0 || until || day !== days[Math.floor((picks ? picks[j - 1]! : j - 1) / perDay)])
+      )
         for (const ms of sameDay.splice(0).sort((a, b) => a - b)) {
           if (ms <= lastYielded) continue;
           if (rule.untilMs !== null && ms > rule.untilMs) return;

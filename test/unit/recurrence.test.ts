@@ -501,3 +501,19 @@ describe('daylight-saving gaps with several times a day', () => {
     ]);
   });
 });
+
+describe('UNTIL on a 25-hour day', () => {
+  it("keeps the day's times within UNTIL when a later time of it is well past UNTIL", () => {
+    // New York, 2 November 2025 (fall back): 00:00 EDT is 04:00Z; 23:30 EST is 04:30Z the next day.
+    const p = parseRecurrence(
+      {
+        rrule: 'FREQ=DAILY;UNTIL=20251102T041000Z;BYHOUR=0,23;BYMINUTE=0,30,45',
+        timezone: 'America/New_York',
+      },
+      'America/New_York',
+    );
+    assert.ok(p.ok, JSON.stringify(p));
+    const got = previewOccurrences(p.value, '2025-11-01T04:00:00.000Z', '2025-11-01T00:00:00.000Z', 50);
+    assert.equal(got.at(-1), '2025-11-02T04:00:00.000Z');
+  });
+});
