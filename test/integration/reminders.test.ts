@@ -894,6 +894,9 @@ for (const BUS of BUSES) {
           ['skipped', 'a later firing of the reminder was handled first'],
         ],
       );
+      // Its dismissal names the firing it retires (the notifications target drops what that firing holds).
+      const retired = (await waitForEvents(app, done.id, 'reminder.dismissed', 1))[0]!;
+      assert.equal(retired.data.triggered_at, fired.get(done.id)!.data.triggered_at);
       // The fired reminder of the completed task stays fired, marked as no longer applying: no snooze.
       const reminders = (await app.call('holly', 'GET', `/api/tasks/${done.id}/reminders`)).body.items;
       assert.deepEqual(
@@ -915,6 +918,52 @@ for (const BUS of BUSES) {
         mailsTo('holly@example.com').map((m) => /^Subject: Reminder: (.*)$/m.exec(m.raw)?.[1]?.trim()),
         ['Snoozed while held'],
         'one email, for the only task still as it was when its reminder fired',
+      );
+    });
+
+    it("drops what a firing holds when a dismissal stamped a little before it names it (two processes' clocks)", async () => {
+      const now = clock.now();
+      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
+      await setPrefs('ida', {
+        email: 'ida@example.com',
+        quiet_hours: {
+          start: hhmm(new Date(now.getTime() - HOUR)),
+          end: hhmm(new Date(now.getTime() + 2 * HOUR)),
+          timezone: 'UTC',
+        },
+      });
+      const task = await createTask('ida', {
+        title: 'Held, then done',
+        due_date: at(HOUR),
+        reminders: [at(MIN)],
+      });
+      clock.advance(MIN + 1_000);
+      await firedUpToNow();
+      const fired = (await waitForEvents(app, task.id, 'reminder.triggered', 1))[0]!;
+      await deliveriesIdle('ida');
+      // The task completed on another process whose clock is a second behind the scheduler's: its dismissal
+      // is stamped before the firing it retires, and names that firing.
+      const dismissal = {
+        ...fired,
+        id: uuidv7(),
+        type: 'reminder.dismissed',
+        time: new Date(Date.parse(fired.data.triggered_at!) - 1_000).toISOString(),
+        data: { ...fired.data, reason: 'task_completed' },
+      };
+      await app.proc.runtime.bus.publisher.publish([
+        { topic: TOPICS.reminders, key: fired.data.user_id, event: dismissal as ReminderCloudEvent },
+      ]);
+      await waitFor(
+        async () =>
+          (
+            await db.query(
+              `SELECT 1 FROM notification_deliveries
+                WHERE payload->>'task_id' = $1 AND channel = 'email' AND status = 'skipped'`,
+              [task.id],
+            )
+          ).rows.length === 1,
+        WAIT,
+        'the held email dropped',
       );
     });
 

@@ -83,13 +83,16 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
               // Deliveries still waiting (quiet hours, retries), and dead ones a retry would send, of a reminder
               // dismissed by the user or by its task (completed, deleted, moved) are dropped: those of its
               // firings up to the dismissal, not of one after it (the reminder wanted again, then fired).
+              // Up to its last firing, which it names (a firing on another process's clock may be a little
+              // after the dismissal's time), or to the dismissal.
+              const upTo = data.triggered_at && data.triggered_at > e.time ? data.triggered_at : e.time;
               await cancelPendingDeliveries(
                 tx,
                 data.user_id,
                 data.reminder_id,
                 dismissedBecause(data.reason),
                 {
-                  upTo: e.time,
+                  upTo,
                   dead: true,
                 },
               );

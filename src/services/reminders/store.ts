@@ -87,6 +87,7 @@ export function reminderEvent(
   r: Pick<ReminderRow, 'id' | 'task_id' | 'user_id' | 'title'> & {
     due_at: Date | string | null;
     remind_at: Date | string;
+    triggered_at?: Date | string | null;
   },
   ctx: EventContext,
   extra: { reason?: string; triggered_at?: Date } = {},
@@ -101,7 +102,10 @@ export function reminderEvent(
     channels: [...ctx.channels],
   };
   if (extra.reason) data.reason = extra.reason;
-  if (extra.triggered_at) data.triggered_at = extra.triggered_at.toISOString();
+  // A dismissal says when the reminder last fired: the notifications target drops what that firing still
+  // holds by it, not by the clocks of two processes (a firing just before the dismissal was kept).
+  const fired = extra.triggered_at ?? (type === 'reminder.dismissed' ? r.triggered_at : null);
+  if (fired) data.triggered_at = iso(fired)!;
   return makeEvent<ReminderEventData>({
     type,
     source: SOURCE,
