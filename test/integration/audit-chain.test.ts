@@ -406,7 +406,7 @@ for (const backend of backends) {
       assert.equal(await broken(user, { keys: [NEXT_KEY, KEY], requireKeyed: true }), '1: not keyed');
     });
 
-    it('keys the retention anchor: a made-up one is refused, a plain one only with --require-keyed', async () => {
+    it('keys the retention anchor: a made-up one is refused, keyed or plain', async () => {
       const user = await build([KEY, KEY, KEY, KEY]);
       // Records occurred at 12:00:00..03: a purge before 12:00:02 keeps 3 and 4 behind an anchor at 2.
       await purgeAudit(db, new Date('2026-03-01T12:00:02Z'), new Date(), KEY);
@@ -433,12 +433,40 @@ for (const backend of backends) {
         await broken(user, { keys: [KEY] }),
         '4: the retention anchor before it does not match its key (the anchor was altered or made up)',
       );
+      // Made up plain: a purge never writes a plain anchor before a keyed record, so it is refused too.
       await db.query('UPDATE audit_anchors SET key_id = NULL, mac = NULL WHERE user_id = $1', [user]);
-      assert.equal(await broken(user, { keys: [KEY] }), 'ok');
+      assert.equal(
+        await broken(user, { keys: [KEY] }),
+        '4: keyed, after a retention anchor that is not (the anchor was made up)',
+      );
       assert.equal(
         await broken(user, { keys: [KEY], requireKeyed: true }),
         '4: the retention anchor before it is not keyed',
       );
+    });
+
+    it('purges without the key only chains whose kept part is plain; a keyed anchor may stand before plain records', async () => {
+      await db.query('TRUNCATE audit_log, audit_chain_heads, audit_anchors');
+      const keyed = await build([KEY, KEY, KEY, KEY]);
+      const plain = await build([undefined, undefined, undefined, undefined]);
+      await purgeAudit(db, new Date('2026-03-01T12:00:02Z'), new Date());
+      assert.deepEqual(
+        (await rows(keyed)).map((r) => r.seq),
+        [1, 2, 3, 4],
+        'left as it is: its anchor could not be keyed',
+      );
+      assert.deepEqual(
+        (await rows(plain)).map((r) => r.seq),
+        [3, 4],
+      );
+      // The key set later: records before it are plain, a purge with it keys the anchor before them.
+      const mixed = await build([undefined, undefined, undefined, KEY]);
+      await purgeAudit(db, new Date('2026-03-01T12:00:02Z'), new Date(), KEY);
+      assert.deepEqual(
+        (await rows(mixed)).map((r) => r.seq),
+        [3, 4],
+      );
+      assert.equal(await broken(mixed, { keys: [KEY] }), 'ok');
     });
 
     it(

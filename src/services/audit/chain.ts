@@ -319,7 +319,10 @@ async function verifyUser(
   let prevHash = anchor ? anchor.hash : GENESIS_HASH;
   let records = 0;
   let unkeyed = 0;
-  /** Whether a keyed record or anchor came before: a plain one after it was rewritten without the key. */
+  /**
+   * Whether a keyed record came before: a plain one after it was rewritten without the key. (A keyed anchor
+   * may come before plain records: a purge with the key of records written before it was set.)
+   */
   let keyedBefore = false;
   const missingKey = (id: string) =>
     `keyed with chain key ${id}, which verify was not given (AUDIT_CHAIN_KEY, AUDIT_CHAIN_PREVIOUS_KEYS)`;
@@ -329,7 +332,6 @@ async function verifyUser(
         return opts.requireKeyed ? 'the retention anchor before it is not keyed' : null;
       const key = keys.get(anchor.key_id);
       if (!key) return `the retention anchor before it is ${missingKey(anchor.key_id)}`;
-      keyedBefore = true;
       return anchorMac(key, { user_id: userId, seq: prevSeq, hash: prevHash }) === anchor.mac
         ? null
         : 'the retention anchor before it does not match its key (the anchor was altered or made up)';
@@ -367,6 +369,10 @@ async function verifyUser(
         if (opts.requireKeyed) return broken(r, 'not keyed');
         unkeyed++;
       } else {
+        // A plain anchor right before a keyed record: a purge never writes one (without the key it leaves such a
+        // chain alone), so it was made up over deleted records.
+        if (records === 0 && anchor?.mac === null)
+          return broken(r, 'keyed, after a retention anchor that is not (the anchor was made up)');
         key = keys.get(row.key_id);
         if (!key) return broken(r, missingKey(row.key_id));
         keyedBefore = true;
@@ -472,6 +478,15 @@ export async function purgeAudit(
         )
       ).rows[0];
       if (!anchorRec) return 0;
+      // Without the key, a chain whose kept part starts keyed is left as it is: its anchor could not be keyed,
+      // and verify refuses a plain anchor before a keyed record (what a made-up one looks like).
+      if (!key) {
+        const next = await tx.query<{ key_id: string | null }>(
+          'SELECT key_id FROM audit_log WHERE user_id = $1 AND user_seq > $2 ORDER BY user_seq LIMIT 1',
+          [user, anchorRec.seq],
+        );
+        if (next.rows[0]?.key_id) return 0;
+      }
       const deleted = await tx.query('DELETE FROM audit_log WHERE user_id = $1 AND user_seq <= $2', [
         user,
         anchorRec.seq,
