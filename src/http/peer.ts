@@ -1,8 +1,9 @@
 /**
  * Who sent a request, for the routes meant for this machine or this pod only (development sign-in, the Dapr
  * sidecar's routes without a token, metrics): the socket's address, never a header a client can write, and no
- * header a proxy adds. A reverse proxy on the same host connects from loopback: a request it passes on still
- * carries what it added (X-Forwarded-For, Forwarded, X-Real-IP, Via), and an ingress controller always does.
+ * header a proxy adds. A reverse proxy on the same host connects from loopback: a request it passes on carries
+ * what it added (X-Forwarded-For, Forwarded, X-Real-IP, Via) when it adds any, and ingress controllers do; one
+ * configured to add none (nginx's bare proxy_pass) is not told apart from a client on this machine.
  */
 import { isIP } from 'node:net';
 import type { FastifyRequest } from 'fastify';

@@ -56,7 +56,9 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
       // A ticket's use is recorded in the database, so it opens one socket on any instance, restarts included.
       const tickets = new TicketIssuer(ticketSecret, rt.clock, async (jti, expiresAt, now) => {
         const r = await rt.db.query(
-          `WITH expired AS (DELETE FROM gateway_spent_tickets WHERE expires_at < $3)
+          // Kept 5 minutes past the ticket's expiry: an instance whose clock is ahead must not forget a use
+          // while another, behind, still takes the ticket.
+          `WITH expired AS (DELETE FROM gateway_spent_tickets WHERE expires_at < $3::timestamptz - interval '5 minutes')
            INSERT INTO gateway_spent_tickets (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING`,
           [jti, expiresAt.toISOString(), now.toISOString()],
         );
