@@ -6,7 +6,9 @@ import {
   cpSync,
   existsSync,
   chmodSync,
+  lstatSync,
   mkdirSync,
+  mkdtempSync,
   statSync,
   readFileSync,
   readdirSync,
@@ -106,12 +108,26 @@ function clusterName(seed?: ClusterSeed): string {
  * The cluster of `clusterImage` as a data directory, cached beside the image (made once: the image loaded into
  * a new directory, then renamed into place).
  */
+/**
+ * Where the fresh cluster and its image are cached: a directory of this user's alone under the system's temp
+ * directory. A new data directory is a copy of what is there, so one that another user could write (a
+ * planted template would become every new database) is not used: a fresh private one is made instead.
+ */
+export function clusterCacheDir(): string {
+  const uid = process.getuid?.();
+  const dir = join(tmpdir(), `taskflow-cache${uid === undefined ? '' : `-${uid}`}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  const private_ = st.isDirectory() && (uid === undefined || (st.uid === uid && (st.mode & 0o022) === 0));
+  return private_ ? dir : mkdtempSync(join(tmpdir(), 'taskflow-cache-'));
+}
+
 function clusterDirectory(seed?: ClusterSeed): Promise<string> {
   const name = clusterName(seed);
   let made = clusterDirectories.get(name);
   if (!made) {
     made = (async () => {
-      const dir = join(tmpdir(), name);
+      const dir = join(clusterCacheDir(), name);
       if (existsSync(join(dir, 'PG_VERSION'))) return dir;
       const tmp = `${dir}.${process.pid}.tmp`;
       rmSync(tmp, { recursive: true, force: true });
@@ -144,7 +160,7 @@ function clusterImage(seed?: ClusterSeed): Promise<Blob> {
   let image = clusterImages.get(name);
   if (!image) {
     image = (async () => {
-      const file = join(tmpdir(), name);
+      const file = join(clusterCacheDir(), name);
       if (existsSync(file)) return new Blob([readFileSync(file)]);
       const pglite = await PGlite.create({ startParams: startParams() });
       await seed?.prepare(pglite);
