@@ -110,6 +110,8 @@ describe('OAuth 2.0 protected resource metadata for MCP clients (RFC 9728)', () 
       ] as const) {
         const r = await fetch(`${app.url}${path}`);
         assert.equal(r.status, 200, path);
+        // Without PUBLIC_URL it is built from the Host: a shared cache keeps one per Host.
+        assert.match(r.headers.get('vary') ?? '', /\bHost\b/);
         assert.deepEqual(await r.json(), {
           resource,
           authorization_servers: [issuer],

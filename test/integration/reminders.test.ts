@@ -185,6 +185,21 @@ for (const BUS of BUSES) {
       assert.equal(r.status, 200, JSON.stringify(r.body));
       return r.body;
     }
+    /**
+     * The user's email (`<user>@example.com`), and quiet hours (UTC) from an hour ago to `hours` from now, with
+     * `more` preferences: emails are held. Returns when the quiet hours end.
+     */
+    async function holdEmails(user: string, hours: number, more: object = {}) {
+      const now = clock.now();
+      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
+      const end = new Date(now.getTime() + hours * HOUR);
+      await setPrefs(user, {
+        email: `${user}@example.com`,
+        ...more,
+        quiet_hours: { start: hhmm(new Date(now.getTime() - HOUR)), end: hhmm(end), timezone: 'UTC' },
+      });
+      return end;
+    }
     async function createTask(user: string, body: object) {
       const r = await app.call(user, 'POST', '/api/tasks', body);
       assert.equal(r.status, 201, JSON.stringify(r.body));
@@ -684,16 +699,7 @@ for (const BUS of BUSES) {
     });
 
     it('sends what quiet hours held back once they are turned off, without waiting for their end', async () => {
-      const now = clock.now();
-      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
-      await setPrefs('ursula', {
-        email: 'ursula@example.com',
-        quiet_hours: {
-          start: hhmm(new Date(now.getTime() - HOUR)),
-          end: hhmm(new Date(now.getTime() + 6 * HOUR)),
-          timezone: 'UTC',
-        },
-      });
+      await holdEmails('ursula', 6);
       const task = await createTask('ursula', { title: 'Held back', reminders: [at(MIN)] });
       await waitForEvents(app, task.id, 'reminder.scheduled', 1);
       clock.advance(MIN + 1_000);
@@ -754,15 +760,7 @@ for (const BUS of BUSES) {
     });
 
     it('defers email and webhook during quiet hours (in-app at once), sends them when they end, drops dismissed ones', async () => {
-      const now = clock.now();
-      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
-      const end = new Date(now.getTime() + 2 * HOUR);
-      await setPrefs('quinn', {
-        email: 'quinn@example.com',
-        webhook_url: `${hooks.url}/quinn`,
-        webhook_secret: SECRET,
-        quiet_hours: { start: hhmm(new Date(now.getTime() - HOUR)), end: hhmm(end), timezone: 'UTC' },
-      });
+      const end = await holdEmails('quinn', 2, { webhook_url: `${hooks.url}/quinn`, webhook_secret: SECRET });
       const task = await createTask('quinn', { title: 'Quiet', reminders: [at(MIN), at(2 * MIN)] });
       await waitForEvents(app, task.id, 'reminder.scheduled', 2);
       clock.advance(2 * MIN + 1_000);
@@ -803,13 +801,7 @@ for (const BUS of BUSES) {
     });
 
     it('drops what quiet hours hold of a reminder once its task is completed, deleted or moved, and sends one message for a snoozed reminder that fired again', async () => {
-      const now = clock.now();
-      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
-      const end = new Date(now.getTime() + 2 * HOUR);
-      await setPrefs('holly', {
-        email: 'holly@example.com',
-        quiet_hours: { start: hhmm(new Date(now.getTime() - HOUR)), end: hhmm(end), timezone: 'UTC' },
-      });
+      const end = await holdEmails('holly', 2);
       const due = at(HOUR);
       const done = await createTask('holly', {
         title: 'Completed while held',
@@ -922,16 +914,7 @@ for (const BUS of BUSES) {
     });
 
     it("drops what a firing holds when a dismissal stamped a little before it names it (two processes' clocks)", async () => {
-      const now = clock.now();
-      const hhmm = (d: Date) => d.toISOString().slice(11, 16);
-      await setPrefs('ida', {
-        email: 'ida@example.com',
-        quiet_hours: {
-          start: hhmm(new Date(now.getTime() - HOUR)),
-          end: hhmm(new Date(now.getTime() + 2 * HOUR)),
-          timezone: 'UTC',
-        },
-      });
+      await holdEmails('ida', 2);
       const task = await createTask('ida', {
         title: 'Held, then done',
         due_date: at(HOUR),

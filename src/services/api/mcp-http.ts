@@ -44,10 +44,9 @@ function repeatedId(messages: readonly unknown[]): string | number | undefined {
 }
 
 /**
- * The most JSON-RPC messages a POST may carry. The rate limit counts a request, not its messages, so the
- * transport's own bound (100) let one request do a hundred tool calls, each a write or a recurrence preview
- * of up to about 30 ms, on the event loop in one go. MCP since 2025-06-18 has no batches; older clients send
- * few.
+ * The most JSON-RPC messages a POST may carry. Each counts against the user's rate limit, but the transport's
+ * own bound (100) let one request do a hundred tool calls, each a write or a recurrence preview of up to about
+ * 30 ms, on the event loop in one go. MCP since 2025-06-18 has no batches; older clients send few.
  */
 export const MAX_MCP_BATCH = 10;
 
@@ -64,6 +63,8 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
     const metadata = (path: string) => async (req: FastifyRequest, reply: FastifyReply) => {
       const origin = base(req);
       if (!origin) return reply.code(400).send({ error: 'invalid Host header; set PUBLIC_URL' });
+      // Built from the address the client used: a shared cache must not give one client's to another.
+      if (!publicUrl) reply.header('vary', 'Host, X-Forwarded-Host, X-Forwarded-Proto');
       return {
         resource: `${origin}${path}`,
         authorization_servers: [issuer],
