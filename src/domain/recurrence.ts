@@ -984,16 +984,14 @@ function* ruleOccurrences(
     // (30 minutes at Lord Howe), which was then dropped as not after the last one yielded.
     let hit = false;
     const sameDay: number[] = [];
+    let sameDayIs = -1; // the day of the times in sameDay
     let until = false;
     for (let j = 0, n = picks ? picks.length : total; j <= n; j++) {
       const i = j < n ? (picks ? picks[j]! : j) : -1;
       const day = i < 0 ? -1 : days[Math.floor(i / perDay)]!;
       // A day's times are flushed when the next pick is on another day, or there is none, or the search stops
       // (one well past UNTIL): the day's earlier times may still be within it (a 25-hour day).
-      if (
-        sameDay.length &&
-        (i < 0 || until || day !== days[Math.floor((picks ? picks[j - 1]! : j - 1) / perDay)])
-      )
+      if (sameDay.length && (i < 0 || until || day !== sameDayIs))
         for (const ms of sameDay.splice(0).sort((a, b) => a - b)) {
           if (ms <= lastYielded) continue;
           if (rule.untilMs !== null && ms > rule.untilMs) return;
@@ -1013,6 +1011,7 @@ function* ruleOccurrences(
       if (ms <= startMs) continue;
       if (rule.untilMs !== null && ms > rule.untilMs + DAY_MS) until = true;
       sameDay.push(ms);
+      sameDayIs = day;
     }
     if (hit) {
       lastHitDay = first;
@@ -1155,6 +1154,5 @@ export function previewOccurrences(rule: Recurrence, anchor: string, after: stri
  */
 export function seriesAnchor(dueDate: string | null, at: string): string {
   if (dueDate !== null) return dueDate;
-  const ms = Date.parse(at);
-  return new Date(ms - (((ms % 60_000) + 60_000) % 60_000)).toISOString();
+  return new Date(Math.floor(Date.parse(at) / 60_000) * 60_000).toISOString();
 }

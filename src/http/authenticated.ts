@@ -95,6 +95,7 @@ export function chargeRequest(app: FastifyInstance, key: string): void {
  * shared that address's budget for failed authentication.
  */
 const userKey = (userId: string) => `user:${userId}`;
+const ipKey = (req: FastifyRequest) => `ip:${req.ip}`;
 
 /** Counts one request against the user's budget; throws RateLimitedError (429) past it. */
 export const chargeUser = (app: FastifyInstance, userId: string): void => chargeRequest(app, userKey(userId));
@@ -108,7 +109,7 @@ export async function authenticateOrCharge<T>(
   try {
     return await verify();
   } catch (err) {
-    if (err instanceof AuthError) chargeRequest(app, `ip:${req.ip}`);
+    if (err instanceof AuthError) chargeRequest(app, ipKey(req));
     throw err;
   }
 }
@@ -139,7 +140,7 @@ export async function authenticatedScope(
         hook: 'onRequest',
         keyGenerator: (req) => {
           const principal = principals.get(req);
-          return principal ? userKey(principal.userId) : `ip:${req.ip}`;
+          return principal ? userKey(principal.userId) : ipKey(req);
         },
         // Thrown by the plugin, so it reaches the shared error handler as problem+json with this detail.
         errorResponseBuilder: (_req, ctx) =>

@@ -63,10 +63,7 @@ export class ChatStore {
 
   /**
    * Takes the conversation for one turn, for at most `ms` (then another may take it: a replica that died
-   * mid-turn lets go); false while another turn holds it.
-   */
-  /**
-   * Holds the conversation's turn for `ms` unless one of its messages is being answered ('conversation'), or
+   * mid-turn lets go), unless one of its messages is being answered ('conversation'), or
    * `perUser` of the user's conversations are ('user': each turn costs the operator model calls, and one user
    * could open conversations without end). Two claims at the same instant may both pass the count: a bound,
    * not an exact one.

@@ -33,6 +33,7 @@ import {
 } from '../types.ts';
 import { errorText } from '../../error-text.ts';
 import { fromThisMachine } from '../../http/peer.ts';
+import { problem, sendProblem } from '../../http/problem.ts';
 import { DAPR_TOKEN_HEADER, sameSecret, type DaprSettings } from './settings.ts';
 import {
   eventFromDelivery,
@@ -134,25 +135,24 @@ export class DaprSubscriber implements Subscriber {
       this.log.warn(
         'no APP_API_TOKEN: the Dapr routes (/dapr/*) answer only requests from this machine; set APP_API_TOKEN (the Helm chart does) so that only the sidecar is',
       );
-    const refuse = (reply: FastifyReply, status: number, detail: string) =>
-      reply
-        .code(status)
-        .type('application/problem+json')
-        .send({ type: 'about:blank', title: status === 401 ? 'Unauthorized' : 'Forbidden', status, detail });
     const fromSidecar = {
       onRequest: async (req: FastifyRequest, reply: FastifyReply) => {
         if (appToken) {
           if (!sameSecret(req.headers[DAPR_TOKEN_HEADER], appToken))
-            return refuse(
+            return sendProblem(
               reply,
-              401,
-              `the Dapr sidecar's ${DAPR_TOKEN_HEADER} header is missing or wrong (APP_API_TOKEN)`,
+              problem(
+                401,
+                `the Dapr sidecar's ${DAPR_TOKEN_HEADER} header is missing or wrong (APP_API_TOKEN)`,
+              ),
             );
         } else if (!fromThisMachine(req))
-          return refuse(
+          return sendProblem(
             reply,
-            403,
-            'without APP_API_TOKEN the Dapr routes answer only the sidecar on this machine (set APP_API_TOKEN)',
+            problem(
+              403,
+              'without APP_API_TOKEN the Dapr routes answer only the sidecar on this machine (set APP_API_TOKEN)',
+            ),
           );
       },
     };

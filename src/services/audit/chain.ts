@@ -75,12 +75,10 @@ export const chainKey = (secret: string): ChainKey => ({
 });
 
 export function recordHash(prevHash: string, r: AuditInput & { seq: number }, key?: ChainKey): string {
-  if (key)
-    return createHmac('sha256', key.secret)
-      .update(prevHash + hashedContent(r))
-      .digest('hex');
+  const content = prevHash + hashedContent(r);
+  if (key) return createHmac('sha256', key.secret).update(content).digest('hex');
   // One-shot: no Hash object per record (its construction showed in profiles of the audit consumer).
-  return hash('sha256', prevHash + hashedContent(r), 'hex');
+  return hash('sha256', content, 'hex');
 }
 
 /** What keys an anchor (a retention purge's mark) so that one cannot be made up without the key. */
@@ -324,6 +322,15 @@ async function verifyUser(
    * may come before plain records: a purge with the key of records written before it was set.)
    */
   let keyedBefore = false;
+  /** The answer that `at` (a record, or the place in the chain of one that is missing) is broken. */
+  const broken = (at: AuditRecord | number, reason: string) => ({
+    records,
+    unkeyed,
+    broken:
+      typeof at === 'number'
+        ? { user_id: userId, seq: at, id: null, event_id: null, reason }
+        : { user_id: userId, seq: at.seq, id: at.id, event_id: at.event_id, reason },
+  });
   const missingKey = (id: string) =>
     `keyed with chain key ${id}, which verify was not given (AUDIT_CHAIN_KEY, AUDIT_CHAIN_PREVIOUS_KEYS)`;
   if (anchor) {
@@ -336,18 +343,8 @@ async function verifyUser(
         ? null
         : 'the retention anchor before it does not match its key (the anchor was altered or made up)';
     })();
-    if (reason)
-      return {
-        records,
-        unkeyed,
-        broken: { user_id: userId, seq: prevSeq + 1, id: null, event_id: null, reason },
-      };
+    if (reason) return broken(prevSeq + 1, reason);
   }
-  const broken = (r: AuditRecord, reason: string) => ({
-    records,
-    unkeyed,
-    broken: { user_id: userId, seq: r.seq, id: r.id, event_id: r.event_id, reason },
-  });
   for (;;) {
     const rows = (
       await db.query<AuditRow & { key_id: string | null }>(
@@ -385,28 +382,15 @@ async function verifyUser(
     }
     if (rows.length < PAGE) break;
   }
-  if (!head && records > 0)
-    return {
-      records,
-      unkeyed,
-      broken: { user_id: userId, seq: prevSeq, id: null, event_id: null, reason: 'chain head is missing' },
-    };
+  if (!head && records > 0) return broken(prevSeq, 'chain head is missing');
   if (head && (Number(head.last_seq) !== prevSeq || head.last_hash !== prevHash))
-    return {
-      records,
-      unkeyed,
-      broken: {
-        user_id: userId,
-        seq: prevSeq + 1,
-        id: null,
-        event_id: null,
-        reason: `chain head is record ${head.last_seq} but the last stored record is ${prevSeq} (records removed at the end)`,
-      },
-    };
+    return broken(
+      prevSeq + 1,
+      `chain head is record ${head.last_seq} but the last stored record is ${prevSeq} (records removed at the end)`,
+    );
   return { records, unkeyed, broken: null };
 }
 
-/** Recomputes the chain of one user, or of every user; reads in pages (flat memory). */
 /**
  * Runs `fn` on one snapshot of the database (a read-only REPEATABLE READ transaction), so that appends
  * committing meanwhile (the audit consumer keeps running) cannot look like a chain whose head and records
@@ -420,6 +404,7 @@ function inSnapshot<T>(db: Queryable, fn: (q: Queryable) => Promise<T>): Promise
   });
 }
 
+/** Recomputes the chain of one user, or of every user; reads in pages (flat memory). */
 export async function verifyChain(db: Queryable, opts: VerifyOptions = {}): Promise<VerifyResult> {
   const users = opts.userId
     ? [opts.userId]

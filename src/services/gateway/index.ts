@@ -17,6 +17,7 @@ import { ValidationError } from '../../domain/errors.ts';
 import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
 import { authenticateOrCharge, authenticatedScope, chargeUser } from '../../http/authenticated.ts';
+import { problem, sendProblem } from '../../http/problem.ts';
 import { Hub } from './hub.ts';
 import { streamHead } from '../../store/outbox.ts';
 import { keySequenceStream } from '../../contracts/schemas.ts';
@@ -114,12 +115,10 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
             schema: { hide: true },
             onRequest: async (req, reply) => {
               if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket')
-                return reply.code(426).header('upgrade', 'websocket').type('application/problem+json').send({
-                  type: 'about:blank',
-                  title: 'Upgrade Required',
-                  status: 426,
-                  detail: '/ws is a WebSocket: open it with an Upgrade: websocket request',
-                });
+                return sendProblem(
+                  reply.header('upgrade', 'websocket'),
+                  problem(426, '/ws is a WebSocket: open it with an Upgrade: websocket request'),
+                );
               // Who first (a 401 before anything about the request), then what it asks.
               const user = await authenticateOrCharge(app, req, () => authenticate(req));
               chargeUser(app, user.userId); // an upgrade counts against the user's budget like a request

@@ -82,9 +82,8 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
             if (e.type === 'reminder.dismissed') {
               // Deliveries still waiting (quiet hours, retries), and dead ones a retry would send, of a reminder
               // dismissed by the user or by its task (completed, deleted, moved) are dropped: those of its
-              // firings up to the dismissal, not of one after it (the reminder wanted again, then fired).
-              // Up to its last firing, which it names (a firing on another process's clock may be a little
-              // after the dismissal's time), or to the dismissal.
+              // firings up to the dismissal or to the last firing it names (stamped by another process's clock,
+              // that one may be a little later), not of one after (the reminder wanted again, then fired).
               const upTo = data.triggered_at && data.triggered_at > e.time ? data.triggered_at : e.time;
               await cancelPendingDeliveries(
                 tx,

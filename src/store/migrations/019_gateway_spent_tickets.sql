@@ -1,5 +1,5 @@
 -- WebSocket tickets already used (the gateway target owns this): a ticket opens one socket across every gateway
--- instance and restart, not one per instance. Rows outlive their ticket by nothing: each use deletes the expired.
+-- instance and restart, not one per instance. Each use deletes the rows expired more than 5 minutes ago.
 CREATE TABLE gateway_spent_tickets (
   jti        text PRIMARY KEY,
   expires_at timestamptz NOT NULL
