@@ -441,6 +441,36 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/reminders.test.ts#drops what quiet hours hold'],
   },
   {
+    id: 'email-unconfirmed-queued',
+    breaks: 'a reminder is not mailed to an address whose owner has not confirmed it',
+    file: 'src/services/notifications/index.ts',
+    find: '(!email || !prefs.email || !prefs.email_confirmed)',
+    replace: '(!email || !prefs.email)',
+    tests: ['test/integration/reminders.test.ts#confirmed with the code'],
+  },
+  {
+    id: 'email-unconfirmed-sent',
+    breaks: 'a held email is not sent to an address changed (and not confirmed) since its reminder fired',
+    file: 'src/services/notifications/delivery.ts',
+    find: "          if (!prefs.email_confirmed) throw new Skip('the email address is not confirmed');\n",
+    replace: '',
+    tests: ['test/integration/reminders.test.ts#confirmed with the code'],
+  },
+  {
+    id: 'email-code-unbounded-guesses',
+    breaks: 'a code is void after five wrong guesses',
+    file: 'src/services/notifications/store.ts',
+    find: '[userId, attempts, attempts >= EMAIL_CONFIRMATION.maxAttempts],',
+    replace: '[userId, attempts, false],',
+    also: [
+      {
+        find: '  if (!row.code_hash || !row.expires_at || row.attempts >= EMAIL_CONFIRMATION.maxAttempts)',
+        replace: '  if (!row.code_hash || !row.expires_at)',
+      },
+    ],
+    tests: ['test/integration/reminders.test.ts#confirmed with the code'],
+  },
+  {
     id: 'audit-plain-after-keyed',
     breaks: 'a keyed audit record rewritten without the key (plain SHA-256) is refused',
     file: 'src/services/audit/chain.ts',

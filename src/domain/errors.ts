@@ -72,6 +72,11 @@ export class OverloadedError extends Error {
   }
 }
 
+/** A service the request needs refused it or did not answer (the mail server): 503, retry later. */
+export class DependencyFailedError extends OverloadedError {
+  override name = 'DependencyFailedError';
+}
+
 /** Too many requests from one user (or one client address, unauthenticated) in the current window. */
 export class RateLimitedError extends Error {
   constructor(

@@ -2,7 +2,7 @@
  * Notification rules (pure): preference validation, quiet hours, webhook signatures, retry delays and the
  * push-subscription shape. The notifications service persists and delivers what these functions decide.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { Temporal } from 'temporal-polyfill';
 import * as z from 'zod';
 import type { FieldIssue, Result } from './errors.ts';
@@ -246,6 +246,50 @@ export function webhookSignature(secret: string, body: string): string {
 export function verifyWebhookSignature(secret: string, body: string, signature: string): boolean {
   const expected = Buffer.from(webhookSignature(secret, body));
   const got = Buffer.from(signature);
+  return expected.length === got.length && timingSafeEqual(expected, got);
+}
+
+/**
+ * An email address is confirmed before a reminder is mailed to it (double opt-in): the user types back a code
+ * mailed to it. Without that, any user could make the operator's mail server send to any address.
+ */
+export const EMAIL_CONFIRMATION = {
+  /** A code lasts an hour. */
+  ttlMs: 3_600_000,
+  /** Wrong codes before a code is void (a new one must be asked for): 5 guesses in a million per code. */
+  maxAttempts: 5,
+  /** Codes mailed for one user in 24 hours, each a message to an address the user typed. */
+  perDay: 5,
+} as const;
+export const EMAIL_CODE_PATTERN = '^[0-9]{6}$';
+const EMAIL_CODE = new RegExp(EMAIL_CODE_PATTERN);
+
+/** The body of `POST /api/notifications/email/confirm`. */
+export const CONFIRM_EMAIL_FIELDS = {
+  code: z
+    .unknown()
+    .check((ctx) => {
+      if (typeof ctx.value !== 'string' || !EMAIL_CODE.test(ctx.value))
+        refuse(ctx, 'must be the 6 digits of the code mailed to the address');
+    })
+    .meta({ type: 'string', pattern: EMAIL_CODE_PATTERN, description: 'the code mailed to the address' }),
+} as const;
+
+export function validateEmailCode(input: unknown): Result<{ code: string }> {
+  return parseBody(input, CONFIRM_EMAIL_FIELDS, { required: ['code'] }) as Result<{ code: string }>;
+}
+
+/** A code as it is stored: bound to its user and address, so it confirms nothing else, and not readable back. */
+export function emailCodeHash(userId: string, email: string, code: string): string {
+  return createHash('sha256')
+    .update(JSON.stringify([userId, email, code]))
+    .digest('hex');
+}
+
+/** Whether `code` is the one whose hash is stored for this user and address (constant time). */
+export function emailCodeMatches(stored: string, userId: string, email: string, code: string): boolean {
+  const expected = Buffer.from(stored, 'hex');
+  const got = Buffer.from(emailCodeHash(userId, email, code), 'hex');
   return expected.length === got.length && timingSafeEqual(expected, got);
 }
 

@@ -5,9 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import pg from 'pg';
 import { openDb } from '../../src/store/db.ts';
-import { migrate } from '../../src/store/migrate.ts';
+import { migrate, migrationDirs } from '../../src/store/migrate.ts';
 import { createPgDatabase } from '../helpers/db.ts';
 import { dirWith } from '../helpers/files.ts';
 
@@ -80,6 +82,33 @@ describe('migrate on PostgreSQL', { skip: baseUrl ? false : 'needs TEST_DATABASE
     } finally {
       await reader.end().catch(() => undefined);
       await other.end().catch(() => undefined);
+      await db.close();
+      await created.drop();
+    }
+  });
+
+  it('020 keeps addresses saved before it confirmed: their reminders are still mailed after the upgrade', async () => {
+    const created = await createPgDatabase(baseUrl!, 'tf_migrate');
+    const db = await openDb(created.url);
+    try {
+      const [dir] = migrationDirs();
+      const files = readdirSync(dir!).filter((f) => f.endsWith('.sql'));
+      const before = Object.fromEntries(
+        files.filter((f) => f < '020').map((f) => [f, readFileSync(join(dir!, f), 'utf8')]),
+      );
+      await migrate(db, { dirs: [dirWith(before)] });
+      await db.query(
+        `INSERT INTO notification_preferences (user_id, email) VALUES ('had', 'had@example.com'), ('none', NULL)`,
+      );
+      assert.ok((await migrate(db, { dirs: [dir!] })).includes('020_email_confirmation.sql'));
+      const rows = await db.query<{ user_id: string; confirmed: boolean }>(
+        `SELECT user_id, email_confirmed_at IS NOT NULL AS confirmed FROM notification_preferences ORDER BY 1`,
+      );
+      assert.deepEqual(rows.rows, [
+        { user_id: 'had', confirmed: true },
+        { user_id: 'none', confirmed: false },
+      ]);
+    } finally {
       await db.close();
       await created.drop();
     }

@@ -173,16 +173,32 @@ for (const BUS of BUSES) {
         `no delivery of ${user} due or in flight`,
       );
 
-    const mailsTo = (addr: string): ReceivedMail[] => smtp.mails.filter((m) => m.to.includes(addr));
+    /** A mail with the code that confirms an address (POST /api/notifications/email/confirm). */
+    const isCode = (m: ReceivedMail) => /^X-Taskflow-Confirmation: email\r?$/im.test(m.raw);
+    /** The reminders mailed to `addr` (confirmation codes left out). */
+    const mailsTo = (addr: string): ReceivedMail[] =>
+      smtp.mails.filter((m) => m.to.includes(addr) && !isCode(m));
+    const codesTo = (addr: string): string[] =>
+      smtp.mails
+        .filter((m) => m.to.includes(addr) && isCode(m))
+        .map((m) => /^(\d{6}) is your code/m.exec(m.raw)![1]!);
     const hooksAt = (path: string): ReceivedRequest[] => hooks.calls.filter((c) => c.path === path);
     const inbox = async (user: string) => (await app.call(user, 'GET', '/api/notifications')).body;
     const inboxFor = async (user: string, taskId: string) =>
       (await inbox(user)).items.filter((n: { task_id: string }) => n.task_id === taskId);
     const at = (ms: number) => new Date(clock.now().getTime() + ms).toISOString();
 
-    async function setPrefs(user: string, body: object) {
+    /** Sets `user`'s preferences; a new email address is confirmed with the code mailed to it, as a user would. */
+    async function setPrefs(user: string, body: { email?: string; [field: string]: unknown }) {
       const r = await app.call(user, 'PUT', '/api/notifications/preferences', body);
       assert.equal(r.status, 200, JSON.stringify(r.body));
+      if (body.email && !r.body.email_confirmed) {
+        assert.equal(r.body.email_confirmation?.sent_to, body.email, JSON.stringify(r.body));
+        const code = codesTo(body.email).at(-1)!;
+        const confirmed = await app.call(user, 'POST', '/api/notifications/email/confirm', { code });
+        assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+        assert.equal(confirmed.body.email_confirmed, true);
+      }
       return r.body;
     }
     /**
@@ -233,6 +249,7 @@ for (const BUS of BUSES) {
         quiet_hours: null,
         webhook_url: `${hooks.url}/alice`,
         webhook_secret_set: true,
+        email_confirmed: true,
       });
 
       const task = await createTask('alice', {
@@ -1169,6 +1186,126 @@ for (const BUS of BUSES) {
       );
       const refused = await app.call('dora', 'POST', `/api/notifications/deliveries/${goneDead.id}/retry`);
       assert.equal(refused.status, 409);
+    });
+
+    it('mails reminders only to an address confirmed with the code mailed to it', async () => {
+      const confirm = (code: unknown) =>
+        app.call('cora', 'POST', '/api/notifications/email/confirm', { code });
+      const askCode = () => app.call('cora', 'POST', '/api/notifications/email/confirmation-code');
+      const codeSentAt = clock.now();
+      const put = await app.call('cora', 'PUT', '/api/notifications/preferences', {
+        email: 'cora@example.com',
+      });
+      assert.equal(put.status, 200, JSON.stringify(put.body));
+      assert.equal(put.body.email_confirmed, false);
+      assert.deepEqual(put.body.email_confirmation, { sent_to: 'cora@example.com', expires_at: at(HOUR) });
+      const [first] = codesTo('cora@example.com');
+      assert.ok(first, 'the code is mailed to the address');
+      const codeMail = smtp.mails.find((m) => m.raw.includes(`${first} is your code`))!;
+      assert.doesNotMatch(codeMail.raw, /cora(?!@example\.com)/, 'nothing the user typed but the address');
+
+      // A reminder fired before the address is confirmed: in the inbox, not mailed.
+      const unconfirmed = await createTask('cora', { title: 'Not mailed', reminders: [at(MIN)] });
+      await waitForEvents(app, unconfirmed.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      await waitForEvents(app, unconfirmed.id, 'reminder.triggered', 1);
+      await waitFor(async () => (await inboxFor('cora', unconfirmed.id)).length === 1, WAIT, 'in-app');
+      await deliveriesIdle('cora');
+      assert.equal(mailsTo('cora@example.com').length, 0, 'no reminder to an unconfirmed address');
+      const queued = await app.call('cora', 'GET', '/api/notifications/deliveries?channel=email');
+      assert.deepEqual(queued.body.items, [], 'no email delivery queued');
+
+      // Wrong codes count: the fifth voids the code, the right one then confirms nothing.
+      const wrong = first === '000000' ? '000001' : '000000';
+      for (let left = 4; left >= 0; left--) {
+        const r = await confirm(wrong);
+        assert.equal(r.status, 400, JSON.stringify(r.body));
+        assert.match(r.body.errors[0].message, left ? new RegExp(`${left} more tries`) : /now void/);
+      }
+      const voided = await confirm(first);
+      assert.equal(voided.status, 409, JSON.stringify(voided.body));
+      assert.match(voided.body.detail, /no code is waiting/);
+      for (const bad of ['12345', 123456, null, '１２３４５６'])
+        assert.equal((await confirm(bad)).status, 400, `code ${JSON.stringify(bad)}`);
+      const unknownField = await app.call('cora', 'POST', '/api/notifications/email/confirm', {
+        code: first,
+        email: 'x@example.com',
+      });
+      assert.equal(unknownField.status, 400);
+
+      // A code lasts an hour.
+      const second = await askCode();
+      assert.equal(second.status, 200, JSON.stringify(second.body));
+      assert.equal(second.body.sent_to, 'cora@example.com');
+      clock.advance(HOUR);
+      const expired = await confirm(codesTo('cora@example.com').at(-1));
+      assert.equal(expired.status, 400, JSON.stringify(expired.body));
+      assert.match(expired.body.errors[0].message, /expired/);
+
+      // Five codes in 24 hours; the sixth is refused until the first is a day old.
+      for (let n = 3; n <= 5; n++) assert.equal((await askCode()).status, 200, `code ${n}`);
+      const limited = await askCode();
+      assert.equal(limited.status, 429, JSON.stringify(limited.body));
+      assert.equal(
+        Number(limited.headers.get('retry-after')),
+        Math.ceil((codeSentAt.getTime() + 24 * HOUR - clock.now().getTime()) / 1000),
+      );
+      const codes = codesTo('cora@example.com');
+      assert.equal(codes.length, 5);
+      // Only the newest code confirms.
+      if (codes[3] !== codes[4]) assert.equal((await confirm(codes[3])).status, 400, 'an older code');
+      const confirmed = await confirm(codes[4]);
+      assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+      assert.equal(confirmed.body.email_confirmed, true);
+      assert.equal((await confirm(codes[4])).status, 200, 'confirming again (a lost answer) is fine');
+      const already = await askCode();
+      assert.equal(already.status, 409);
+      assert.match(already.body.detail, /confirmed already/);
+      assert.equal(
+        (await app.call('cora', 'GET', '/api/notifications/preferences')).body.email_confirmed,
+        true,
+      );
+
+      // Confirmed: reminders are mailed. One is held by quiet hours, then the address changes before it is sent.
+      const mailed = await createTask('cora', { title: 'Mailed', reminders: [at(MIN)] });
+      await waitForEvents(app, mailed.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      await waitFor(() => mailsTo('cora@example.com').length === 1, WAIT, 'the reminder, confirmed');
+      const hhmm = (ms: number) => new Date(clock.now().getTime() + ms).toISOString().slice(11, 16);
+      await setPrefs('cora', { quiet_hours: { start: hhmm(-HOUR), end: hhmm(2 * HOUR), timezone: 'UTC' } });
+      const held = await createTask('cora', { title: 'Held, then readdressed', reminders: [at(MIN)] });
+      await waitForEvents(app, held.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      await waitForEvents(app, held.id, 'reminder.triggered', 1);
+      await waitFor(async () => (await inboxFor('cora', held.id)).length === 1, WAIT, 'in-app, held one');
+      await deliveriesIdle('cora');
+      // Another address, the day's codes used up: saved unconfirmed, and the answer says why no code went.
+      const moved = await app.call('cora', 'PUT', '/api/notifications/preferences', {
+        email: 'someone-else@example.com',
+        quiet_hours: null,
+      });
+      assert.equal(moved.status, 200, JSON.stringify(moved.body));
+      assert.equal(moved.body.email_confirmed, false);
+      assert.match(moved.body.email_confirmation.not_sent, /codes were mailed in the last 24 hours/);
+      const skipped = await waitFor(
+        async () => {
+          const r = await app.call('cora', 'GET', '/api/notifications/deliveries?channel=email');
+          const d = r.body.items.find((x: { task_id: string }) => x.task_id === held.id);
+          return d?.status === 'skipped' ? d : undefined;
+        },
+        WAIT,
+        'the held email skipped',
+      );
+      assert.equal(skipped.last_error, 'the email address is not confirmed');
+      assert.equal(mailsTo('someone-else@example.com').length, 0);
+      assert.equal(mailsTo('cora@example.com').length, 1);
+
+      // A day after the first code, a new one may be mailed, to the new address.
+      clock.set(new Date(codeSentAt.getTime() + 24 * HOUR + 1_000));
+      const next = await askCode();
+      assert.equal(next.status, 200, JSON.stringify(next.body));
+      assert.equal(next.body.sent_to, 'someone-else@example.com');
+      assert.equal(codesTo('someone-else@example.com').length, 1);
     });
 
     it('validates preferences and push subscriptions, and requires a token', async () => {

@@ -76,6 +76,23 @@ export class EmailChannel {
     });
   }
 
+  /**
+   * The code that confirms `to` (EMAIL_CONFIRMATION). Nothing the user typed is in it but the address: a
+   * message to an address someone else typed says only what it is for.
+   */
+  async sendConfirmation(to: string, code: string, validMinutes: number): Promise<void> {
+    await this.transport.sendMail({
+      from: this.from,
+      to,
+      subject: `Taskflow confirmation code: ${code}`,
+      text:
+        `${code} is your code to confirm this address for Taskflow reminders. It is valid for ${validMinutes} minutes.\n\n` +
+        'If you did not ask for it, ignore this message: no reminder is sent to an address that was not confirmed.\n' +
+        (this.link ? `\nTaskflow: ${this.link}\n` : ''),
+      headers: { 'X-Taskflow-Confirmation': 'email' },
+    });
+  }
+
   close(): void {
     this.transport.close();
   }

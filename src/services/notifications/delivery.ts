@@ -132,6 +132,7 @@ export class DeliveryWorker {
         case 'email': {
           if (!this.channels.email) throw new Skip('email is not configured (SMTP_URL)');
           if (!prefs.email) throw new Skip('no email address in the preferences');
+          if (!prefs.email_confirmed) throw new Skip('the email address is not confirmed');
           await this.channels.email.send(prefs.email, row.payload, row.id, timeZone);
           break;
         }

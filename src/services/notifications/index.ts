@@ -65,6 +65,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
         clock: rt.clock,
         verify: rt.verify,
         vapidPublicKey: opts.vapid?.publicKey ?? null,
+        email,
         allowPrivateTargets: opts.webhookAllowPrivate,
       });
       worker.start();
@@ -123,7 +124,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
             const wanted: { channel: Channel; at: Date }[] = [];
             for (const channel of new Set(data.channels)) {
               if (!prefs.channels[channel]) continue;
-              if (channel === 'email' && (!email || !prefs.email)) continue;
+              if (channel === 'email' && (!email || !prefs.email || !prefs.email_confirmed)) continue;
               if (channel === 'webhook' && !prefs.webhook_url) continue;
               if (
                 channel === 'push' &&

@@ -1,6 +1,8 @@
 /**
  * The notifications HTTP API (served by the `notifications` target on the process's HTTP server):
  *   GET/PUT /api/notifications/preferences
+ *   POST    /api/notifications/email/confirmation-code   (mails a code to the address)
+ *   POST    /api/notifications/email/confirm             ({ code }: reminders are mailed from then on)
  *   GET     /api/notifications/vapid-public-key
  *   POST    /api/notifications/push-subscriptions        (the browser's PushSubscription JSON)
  *   DELETE  /api/notifications/push-subscriptions/:id
@@ -14,11 +16,21 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
-import { ConflictError, NotFoundError, ValidationError, type FieldIssue } from '../../domain/errors.ts';
+import {
+  ConflictError,
+  DependencyFailedError,
+  NotFoundError,
+  RateLimitedError,
+  ValidationError,
+  type FieldIssue,
+} from '../../domain/errors.ts';
 import { bodyJsonSchema, fieldJsonSchema, unknownParameters } from '../../domain/fields.ts';
 import {
   type Channel,
   CHANNELS,
+  CONFIRM_EMAIL_FIELDS,
+  EMAIL_CONFIRMATION,
+  validateEmailCode,
   PREFERENCE_FIELDS,
   PUSH_SUBSCRIPTION_FIELDS,
   validatePreferencesPatch,
@@ -29,6 +41,8 @@ import { isUuid } from '../../domain/text.ts';
 import { inAppNotificationSchema } from '../../contracts/schemas.ts';
 import {
   addPushSubscription,
+  confirmEmailCode,
+  issueEmailCode,
   deletePushSubscription,
   getPreferences,
   listNotifications,
@@ -43,12 +57,16 @@ import {
   type DeliveryStatus,
 } from './store.ts';
 import { nonPublicTarget } from './outbound.ts';
+import type { EmailChannel } from './channels.ts';
+import { errorMessage } from '../../error-text.ts';
 
 export interface NotificationRoutesDeps {
   db: Db;
   clock: Clock;
   verify: Verifier;
   vapidPublicKey: string | null;
+  /** The mail channel (SMTP_URL), which also mails the codes that confirm an address; null: email is off. */
+  email: EmailChannel | null;
   /** NOTIFY_WEBHOOK_ALLOW_PRIVATE: webhooks and push endpoints may name private addresses (development). */
   allowPrivateTargets: boolean;
 }
@@ -111,9 +129,14 @@ const quietHoursDoc = fieldJsonSchema(PREFERENCE_FIELDS.quiet_hours) as {
 const preferencesDoc = {
   type: 'object',
   additionalProperties: false,
-  required: ['email', 'channels', 'quiet_hours', 'webhook_url', 'webhook_secret_set'],
+  required: ['email', 'email_confirmed', 'channels', 'quiet_hours', 'webhook_url', 'webhook_secret_set'],
   properties: {
     email: fieldJsonSchema(PREFERENCE_FIELDS.email),
+    email_confirmed: {
+      type: 'boolean',
+      description:
+        'whether the code mailed to the address was typed back (POST /api/notifications/email/confirm): reminders are mailed only to a confirmed address',
+    },
     channels: { ...fieldJsonSchema(PREFERENCE_FIELDS.channels), required: CHANNELS },
     quiet_hours: {
       ...quietHoursDoc,
@@ -135,6 +158,14 @@ const preferencesDoc = {
     },
   },
 } as const;
+/** A code mailed to the address: where, and until when it can be typed back. */
+const codeSentDoc = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['sent_to', 'expires_at'],
+  properties: { sent_to: { type: 'string' }, expires_at: instant },
+} as const;
+
 const doc = (summary: string, extra: object = {}) => ({
   schema: { tags: ['notifications'], summary, security, ...extra },
 });
@@ -155,6 +186,34 @@ export async function registerNotificationRoutes(
           message: `${problem}: it must reach the public internet (NOTIFY_WEBHOOK_ALLOW_PRIVATE=true allows it)`,
         },
       ]);
+  };
+
+  /**
+   * Mails a new confirmation code to the user's unconfirmed address (the code is committed first: a code that
+   * arrives is always one the confirm route knows).
+   */
+  const mailCode = async (userId: string) => {
+    if (!deps.email) throw new ConflictError('email is not configured on this server (SMTP_URL)');
+    const issued = await db.transaction((tx) => issueEmailCode(tx, userId, clock.now()));
+    if (!issued.ok) {
+      if (issued.reason === 'limit')
+        throw new RateLimitedError(
+          `${EMAIL_CONFIRMATION.perDay} codes were mailed in the last 24 hours; ask again later`,
+          Math.max(1, Math.ceil((issued.retryAt.getTime() - clock.now().getTime()) / 1000)),
+        );
+      throw new ConflictError(
+        issued.reason === 'confirmed'
+          ? 'the address is confirmed already'
+          : 'no email address is set: PUT /api/notifications/preferences with one first',
+      );
+    }
+    try {
+      await deps.email.sendConfirmation(issued.email, issued.code, EMAIL_CONFIRMATION.ttlMs / 60_000);
+    } catch (err) {
+      app.log.warn({ err: errorMessage(err) }, 'the confirmation code was not mailed');
+      throw new DependencyFailedError('the mail server did not take the message; try again later', 60);
+    }
+    return { sent_to: issued.email, expires_at: issued.expiresAt.toISOString() };
   };
 
   await authenticatedScope(app, deps, async (scope, userOf) => {
@@ -179,6 +238,19 @@ export async function registerNotificationRoutes(
                 description:
                   'generated for a webhook_url set without a secret: verifies X-Taskflow-Signature; shown in this answer only',
               },
+              email_confirmation: {
+                description:
+                  'when the email address changed: the code mailed to it, or why none was (ask again with POST /api/notifications/email/confirmation-code)',
+                oneOf: [
+                  codeSentDoc,
+                  {
+                    type: 'object',
+                    additionalProperties: false,
+                    required: ['not_sent'],
+                    properties: { not_sent: { type: 'string' } },
+                  },
+                ],
+              },
             },
           }),
         },
@@ -188,10 +260,88 @@ export async function registerNotificationRoutes(
         const parsed = validatePreferencesPatch(req.body);
         if (!parsed.ok) throw new ValidationError(parsed.issues);
         await refuseNonPublic(parsed.value.webhook_url, 'webhook_url');
-        const { prefs, generatedSecret } = await db.transaction((tx) =>
+        const { prefs, generatedSecret, emailChanged } = await db.transaction((tx) =>
           putPreferences(tx, userId, parsed.value, clock.now()),
         );
-        return { ...preferencesView(prefs), ...(generatedSecret ? { webhook_secret: generatedSecret } : {}) };
+        const confirmation =
+          emailChanged && prefs.email
+            ? await mailCode(userId).catch((err: unknown) => {
+                // The preferences are saved: why no code went is part of the answer, not an error.
+                if (
+                  err instanceof ConflictError ||
+                  err instanceof RateLimitedError ||
+                  err instanceof DependencyFailedError
+                )
+                  return { not_sent: err.message };
+                throw err;
+              })
+            : undefined;
+        return {
+          ...preferencesView(prefs),
+          ...(generatedSecret ? { webhook_secret: generatedSecret } : {}),
+          ...(confirmation ? { email_confirmation: confirmation } : {}),
+        };
+      },
+    );
+
+    scope.post(
+      '/api/notifications/email/confirmation-code',
+      doc(
+        `Mail a new code to your email address (the one before it is void); reminders are mailed only to an address confirmed with it. At most ${EMAIL_CONFIRMATION.perDay} in 24 hours`,
+        {
+          response: {
+            ...okWith(
+              `The code was mailed; it is valid for ${EMAIL_CONFIRMATION.ttlMs / 60_000} minutes`,
+              codeSentDoc,
+            ),
+            409: problemDoc,
+          },
+        },
+      ),
+      async (req) => mailCode(await userOf(req)),
+    );
+
+    scope.post(
+      '/api/notifications/email/confirm',
+      doc('Confirm your email address with the code mailed to it', {
+        body: bodyJsonSchema(CONFIRM_EMAIL_FIELDS, { required: ['code'] }),
+        response: { ...okWith('Your preferences, the address confirmed', preferencesDoc), 409: problemDoc },
+      }),
+      async (req) => {
+        const userId = await userOf(req);
+        const parsed = validateEmailCode(req.body);
+        if (!parsed.ok) throw new ValidationError(parsed.issues);
+        const r = await db.transaction((tx) => confirmEmailCode(tx, userId, parsed.value.code, clock.now()));
+        switch (r.outcome) {
+          case 'confirmed':
+          case 'already confirmed':
+            return preferencesView(await getPreferences(db, userId));
+          case 'wrong':
+            throw new ValidationError([
+              {
+                path: 'code',
+                message:
+                  r.attemptsLeft > 0
+                    ? `is not the code mailed to the address (${r.attemptsLeft} more tries with this code)`
+                    : 'is not the code mailed to the address, and that code is now void: ask for a new one',
+              },
+            ]);
+          case 'expired':
+            throw new ValidationError([
+              {
+                path: 'code',
+                message: 'has expired: ask for a new one (POST /api/notifications/email/confirmation-code)',
+              },
+            ]);
+          case 'no code':
+            throw new ConflictError(
+              'no code is waiting for the address: ask for one (POST /api/notifications/email/confirmation-code)',
+            );
+          case 'no address':
+            throw new ConflictError(
+              'no email address is set: PUT /api/notifications/preferences with one first',
+            );
+        }
       },
     );
 

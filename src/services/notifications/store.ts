@@ -2,11 +2,14 @@
  * The notifications service's tables (migration 004_notifications.sql): preferences, push subscriptions,
  * per-(event, channel) deliveries and the in-app inbox.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { uuidv7 } from '../../ids.ts';
 import type { InAppNotification, ReminderEventData } from '../../contracts/events.ts';
 import {
   DEFAULT_PREFERENCES,
+  EMAIL_CONFIRMATION,
+  emailCodeHash,
+  emailCodeMatches,
   type Channel,
   type NotificationPreferences,
   type PreferencesPatch,
@@ -18,6 +21,8 @@ const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOS
 
 export interface StoredPreferences extends NotificationPreferences {
   webhook_secret: string | null;
+  /** The address's owner typed back the code mailed to it (EMAIL_CONFIRMATION): reminders are mailed to it. */
+  email_confirmed: boolean;
 }
 
 /** What a reminder's delivery needs to know of its user: the preferences, and the zone it is read in. */
@@ -32,6 +37,7 @@ export interface Recipient extends StoredPreferences {
 type PrefRow = { user_timezone: string | null } & (
   | {
       email: string | null;
+      email_confirmed: boolean;
       email_enabled: boolean;
       push_enabled: boolean;
       in_app_enabled: boolean;
@@ -69,7 +75,7 @@ async function readPreferences(
 ): Promise<StoredPreferences & { user_timezone: string | null }> {
   const r = (
     await q.query<PrefRow>(
-      `SELECT p.email, p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
+      `SELECT p.email, p.email_confirmed_at IS NOT NULL AS email_confirmed, p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
               p.webhook_secret, p.quiet_start, p.quiet_end, p.quiet_timezone,
               CASE WHEN s.timezone_set THEN s.timezone END AS user_timezone
          FROM (SELECT $1::text AS user_id) u
@@ -83,10 +89,12 @@ async function readPreferences(
       ...DEFAULT_PREFERENCES,
       channels: { ...DEFAULT_PREFERENCES.channels },
       webhook_secret: null,
+      email_confirmed: false,
       user_timezone: r.user_timezone,
     };
   return {
     email: r.email,
+    email_confirmed: r.email_confirmed,
     channels: {
       email: r.email_enabled,
       push: r.push_enabled,
@@ -112,7 +120,7 @@ export async function putPreferences(
   userId: string,
   patch: PreferencesPatch,
   now: Date,
-): Promise<{ prefs: StoredPreferences; generatedSecret: string | null }> {
+): Promise<{ prefs: StoredPreferences; generatedSecret: string | null; emailChanged: boolean }> {
   const current = await getPreferences(q, userId);
   // Quiet hours changed: what they held back is looked at again now, under the new ones (sent, or held until
   // their end). It waited for the old window's end: turned off, quiet hours still held it for hours.
@@ -125,8 +133,11 @@ export async function putPreferences(
         WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND next_attempt_at > $2`,
       [userId, now.toISOString()],
     );
+  const email = patch.email !== undefined ? patch.email : current.email;
   const next: StoredPreferences = {
-    email: patch.email !== undefined ? patch.email : current.email,
+    email,
+    // Another address is not confirmed yet, whatever the previous one was; a code mailed to it is void.
+    email_confirmed: email === current.email && current.email_confirmed,
     channels: { ...current.channels, ...patch.channels },
     quiet_hours: patch.quiet_hours !== undefined ? patch.quiet_hours : current.quiet_hours,
     webhook_url: patch.webhook_url !== undefined ? patch.webhook_url : current.webhook_url,
@@ -142,6 +153,10 @@ export async function putPreferences(
        webhook_enabled, webhook_url, webhook_secret, quiet_start, quiet_end, quiet_timezone, updated_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
      ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, email_enabled = excluded.email_enabled,
+       email_confirmed_at = CASE WHEN notification_preferences.email IS NOT DISTINCT FROM excluded.email
+                                 THEN notification_preferences.email_confirmed_at END,
+       email_code_hash = CASE WHEN notification_preferences.email IS NOT DISTINCT FROM excluded.email
+                              THEN notification_preferences.email_code_hash END,
        push_enabled = excluded.push_enabled, in_app_enabled = excluded.in_app_enabled,
        webhook_enabled = excluded.webhook_enabled, webhook_url = excluded.webhook_url,
        webhook_secret = excluded.webhook_secret, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end,
@@ -160,17 +175,112 @@ export async function putPreferences(
       next.quiet_hours?.timezone ?? null,
     ],
   );
-  return { prefs: next, generatedSecret };
+  return { prefs: next, generatedSecret, emailChanged: email !== current.email };
 }
 
 /** Preferences as the API shows them: the webhook secret is never shown again. */
 export const preferencesView = (p: StoredPreferences) => ({
   email: p.email,
+  email_confirmed: p.email_confirmed,
   channels: p.channels,
   quiet_hours: p.quiet_hours,
   webhook_url: p.webhook_url,
   webhook_secret_set: p.webhook_secret !== null,
 });
+
+type EmailCodeRow = {
+  email: string | null;
+  confirmed: boolean;
+  code_hash: string | null;
+  expires_at: Date | null;
+  attempts: number;
+  codes_since: Date | null;
+  codes_sent: number;
+};
+
+async function lockEmailCode(q: Queryable, userId: string): Promise<EmailCodeRow | undefined> {
+  return (
+    await q.query<EmailCodeRow>(
+      `SELECT email, email_confirmed_at IS NOT NULL AS confirmed, email_code_hash AS code_hash,
+              email_code_expires_at AS expires_at, email_code_attempts AS attempts,
+              email_codes_since AS codes_since, email_codes_sent AS codes_sent
+         FROM notification_preferences WHERE user_id = $1 FOR UPDATE`,
+      [userId],
+    )
+  ).rows[0];
+}
+
+export type IssuedEmailCode =
+  | { ok: true; email: string; code: string; expiresAt: Date }
+  | { ok: false; reason: 'no address' | 'confirmed' }
+  | { ok: false; reason: 'limit'; retryAt: Date };
+
+/**
+ * A new code for the user's unconfirmed address (the one before it is void), at most
+ * EMAIL_CONFIRMATION.perDay in 24 hours; the caller mails it once this has committed.
+ */
+export async function issueEmailCode(q: Queryable, userId: string, now: Date): Promise<IssuedEmailCode> {
+  const row = await lockEmailCode(q, userId);
+  if (!row?.email) return { ok: false, reason: 'no address' };
+  if (row.confirmed) return { ok: false, reason: 'confirmed' };
+  const day = 86_400_000;
+  const windowOpen = row.codes_since !== null && now.getTime() - row.codes_since.getTime() < day;
+  if (windowOpen && row.codes_sent >= EMAIL_CONFIRMATION.perDay)
+    return { ok: false, reason: 'limit', retryAt: new Date(row.codes_since!.getTime() + day) };
+  const code = String(randomInt(0, 1_000_000)).padStart(6, '0');
+  const expiresAt = new Date(now.getTime() + EMAIL_CONFIRMATION.ttlMs);
+  await q.query(
+    `UPDATE notification_preferences SET email_code_hash = $2, email_code_expires_at = $3, email_code_attempts = 0,
+            email_codes_since = $4, email_codes_sent = $5
+      WHERE user_id = $1`,
+    [
+      userId,
+      emailCodeHash(userId, row.email, code),
+      expiresAt.toISOString(),
+      windowOpen ? row.codes_since!.toISOString() : now.toISOString(),
+      windowOpen ? row.codes_sent + 1 : 1,
+    ],
+  );
+  return { ok: true, email: row.email, code, expiresAt };
+}
+
+export type EmailConfirmation =
+  | { outcome: 'confirmed' | 'already confirmed' | 'no address' | 'no code' | 'expired' }
+  | { outcome: 'wrong'; attemptsLeft: number };
+
+/**
+ * Confirms the user's address when `code` is its pending code, unexpired. A wrong code counts; after
+ * EMAIL_CONFIRMATION.maxAttempts the code is void. The caller commits whatever the outcome (the count).
+ */
+export async function confirmEmailCode(
+  q: Queryable,
+  userId: string,
+  code: string,
+  now: Date,
+): Promise<EmailConfirmation> {
+  const row = await lockEmailCode(q, userId);
+  if (!row?.email) return { outcome: 'no address' };
+  if (row.confirmed) return { outcome: 'already confirmed' };
+  if (!row.code_hash || !row.expires_at || row.attempts >= EMAIL_CONFIRMATION.maxAttempts)
+    return { outcome: 'no code' };
+  if (row.expires_at.getTime() <= now.getTime()) return { outcome: 'expired' };
+  if (emailCodeMatches(row.code_hash, userId, row.email, code)) {
+    await q.query(
+      `UPDATE notification_preferences SET email_confirmed_at = $2, email_code_hash = NULL, email_code_attempts = 0
+        WHERE user_id = $1`,
+      [userId, now.toISOString()],
+    );
+    return { outcome: 'confirmed' };
+  }
+  const attempts = row.attempts + 1;
+  await q.query(
+    `UPDATE notification_preferences SET email_code_attempts = $2,
+            email_code_hash = CASE WHEN $3 THEN NULL ELSE email_code_hash END
+      WHERE user_id = $1`,
+    [userId, attempts, attempts >= EMAIL_CONFIRMATION.maxAttempts],
+  );
+  return { outcome: 'wrong', attemptsLeft: EMAIL_CONFIRMATION.maxAttempts - attempts };
+}
 
 export interface PushSubscriptionRow {
   id: string;
