@@ -143,14 +143,33 @@ export function nowFor(now: Date, timeZone: string): { now: string; local: strin
 const DAY_NAME = '(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day|nesday|sday|rsday|urday)?s?';
 const TIME = '(\\d{1,2}(?::\\d{2})?\\s*(?:am|pm)?|noon|midnight)';
 const INTERVAL = '(?:(other|second|2nd|third|3rd|fourth|4th|\\d{1,3})\\s+)?';
+const DAY_LIST = `(${DAY_NAME}(?:\\s*(?:,|and|&|,\\s*and)\\s*${DAY_NAME})*)`;
 const EVERY_PERIOD = new RegExp(
-  `^(?:every|each)\\s+${INTERVAL}(day|week|month|year|weekday)s?(?:\\s+on\\s+the\\s+(\\d{1,2})(?:st|nd|rd|th)?)?(?:\\s+at\\s+(?:${TIME}))?$`,
+  `^(?:every|each)\\s+${INTERVAL}(day|week|month|year|weekday)s?(?:\\s+on\\s+(?:the\\s+(\\d{1,2})(?:st|nd|rd|th)?|${DAY_LIST}))?(?:\\s+at\\s+(?:${TIME}))?$`,
   'i',
 );
-const EVERY_DAYS = new RegExp(
-  `^(?:every|each)\\s+${INTERVAL}(${DAY_NAME}(?:\\s*(?:,|and|&|,\\s*and)\\s*${DAY_NAME})*)(?:\\s+at\\s+(?:${TIME}))?$`,
+const EVERY_DAYS = new RegExp(`^(?:every|each)\\s+${INTERVAL}${DAY_LIST}(?:\\s+at\\s+(?:${TIME}))?$`, 'i');
+/**
+ * A weekday of each month: "the last Friday of every month", "every first Monday", "every 2nd Tuesday of the
+ * month". Without "of the month", "every second Tuesday" is every other Tuesday (EVERY_DAYS), as it is usually
+ * meant; "first" and "last" have no such reading.
+ */
+const MONTH_WEEKDAY = new RegExp(
+  `^(?:(?:every|each)\\s+|(?:on\\s+)?the\\s+)?(first|1st|second|2nd|third|3rd|fourth|4th|last)\\s+(${DAY_NAME})` +
+    `(?:\\s+(?:of|in)\\s+(?:the|each|every|a)\\s+month)?(?:\\s+at\\s+(?:${TIME}))?$`,
   'i',
 );
+const ORDINALS: Record<string, number> = {
+  first: 1,
+  '1st': 1,
+  second: 2,
+  '2nd': 2,
+  third: 3,
+  '3rd': 3,
+  fourth: 4,
+  '4th': 4,
+  last: -1,
+};
 const PRESET_AT = new RegExp(`^(daily|weekly|monthly|yearly|weekdays)\\s+at\\s+(?:${TIME})$`, 'i');
 const INTERVAL_WORDS: Record<string, number> = {
   other: 2,
@@ -167,7 +186,8 @@ const DEFAULT_HOUR = 9;
 
 /**
  * A repeat rule in words: "every day at 8", "every other Monday at 9", "every Tuesday and Thursday at 18:30",
- * "every weekday", "every month on the 1st", "every 3 weeks", "weekly at 7pm". The RRULE, and the first
+ * "every weekday", "every month on the 1st", "the last Friday of every month", "every 2 weeks on Monday and
+ * Wednesday", "every 3 weeks", "weekly at 7pm". The RRULE, and the first
  * occurrence on or after now in the user's zone at the time named (9:00 when none): the due date of a task
  * that names none. Null when the text is not such a rule.
  */
@@ -182,6 +202,8 @@ export function resolveRecurrence(
   let interval = 1;
   let byDay: readonly string[] = [];
   let monthDay: number | null = null;
+  /** Which of the month's `byDay` weekdays: 2 for the second, -1 for the last; null for every one. */
+  let nth: number | null = null;
   let time: string | undefined;
   let m: RegExpExecArray | null;
   if ((m = EVERY_PERIOD.exec(said))) {
@@ -200,18 +222,23 @@ export function resolveRecurrence(
       monthDay = Number(m[3]);
       if (monthDay < 1 || monthDay > 31) return null;
     }
-    time = m[4];
+    if (m[4] !== undefined) {
+      // "every 2 weeks on Monday and Wednesday"
+      if (unit !== 'week') return null;
+      byDay = dayCodes(m[4]);
+    }
+    time = m[5];
   } else if ((m = EVERY_DAYS.exec(said))) {
     interval = intervalOf(m[1]);
     freq = 'WEEKLY';
-    byDay = [
-      ...new Set(
-        m[2]!
-          .split(/\s*(?:,|and|&)\s*/i)
-          .filter(Boolean)
-          .map((d) => d.slice(0, 2).toUpperCase()), // the RFC 5545 code: MO, TU...
-      ),
-    ];
+    byDay = dayCodes(m[2]!);
+    time = m[3];
+  } else if ((m = MONTH_WEEKDAY.exec(said))) {
+    // Unread: "every second Tuesday" (EVERY_DAYS took it) and "the first Monday" alone, without every/of the month.
+    if (!/^(?:every|each)\s/i.test(said) && !/\smonth\b/i.test(said)) return null;
+    freq = 'MONTHLY';
+    nth = ORDINALS[m[1]!.toLowerCase()]!;
+    byDay = dayCodes(m[2]!);
     time = m[3];
   } else if ((m = PRESET_AT.exec(said))) {
     // "weekly at 7pm": the preset's own rule, at that time.
@@ -224,7 +251,7 @@ export function resolveRecurrence(
   if (!at || interval < 1) return null;
   const parts = [`FREQ=${freq}`];
   if (interval > 1) parts.push(`INTERVAL=${interval}`);
-  if (byDay.length) parts.push(`BYDAY=${byDay.join(',')}`);
+  if (byDay.length) parts.push(`BYDAY=${byDay.map((d) => `${nth ?? ''}${d}`).join(',')}`);
   if (monthDay !== null) parts.push(`BYMONTHDAY=${monthDay}`);
   // A time said is the rule's (BYHOUR, BYMINUTE), not only the first due date's: a task already due at
   // another time kept that time for every repeat ("every Monday at 9" due Tuesday 17:00 ran Mondays at 17:00),
@@ -233,13 +260,29 @@ export function resolveRecurrence(
     presetRule ?? parts.join(';'),
     ...(time === undefined ? [] : [`BYHOUR=${at.hour}`, `BYMINUTE=${at.minute}`]),
   ].join(';');
-  const first = firstOccurrence(ctx, at, byDay, monthDay);
+  const first = firstOccurrence(ctx, at, (day) => {
+    if (byDay.length && !byDay.includes(WEEKDAY_CODES[day.dayOfWeek - 1]!)) return false;
+    if (monthDay !== null && day.day !== monthDay) return false;
+    if (nth !== null && (nth > 0 ? Math.ceil(day.day / 7) !== nth : day.day + 7 <= day.daysInMonth))
+      return false;
+    return true;
+  });
   return {
     rrule,
     first,
     resolved: { said: text, as: rrule, local: `first ${localTime(first, ctx.timeZone)}` },
   };
 }
+
+/** "Tuesday and Thursday", "mon, wed & fri": the RFC 5545 codes (TU, TH), each once. */
+const dayCodes = (list: string): string[] => [
+  ...new Set(
+    list
+      .split(/\s*(?:,|and|&)\s*/i)
+      .filter(Boolean)
+      .map((d) => d.slice(0, 2).toUpperCase()),
+  ),
+];
 
 const intervalOf = (word: string | undefined) =>
   word === undefined ? 1 : (INTERVAL_WORDS[word.toLowerCase()] ?? Number(word));
@@ -259,18 +302,16 @@ function timeOf(text: string | undefined): { hour: number; minute: number } | nu
   return hour <= 23 && minute <= 59 ? { hour, minute } : null;
 }
 
-/** The first day from today (in the zone) whose time `at` is still ahead and that the rule's days allow. */
+/** The first day from today (in the zone) whose time `at` is still ahead and that the rule allows (`allows`). */
 function firstOccurrence(
   ctx: TimeContext,
   at: { hour: number; minute: number },
-  byDay: readonly string[],
-  monthDay: number | null,
+  allows: (day: Temporal.PlainDate) => boolean,
 ): string {
   const today = zonedNow(ctx).toPlainDate();
   for (let i = 0; i < 400; i++) {
     const day = today.add({ days: i });
-    if (byDay.length && !byDay.includes(WEEKDAY_CODES[day.dayOfWeek - 1]!)) continue;
-    if (monthDay !== null && day.day !== monthDay) continue;
+    if (!allows(day)) continue;
     const due = day.toZonedDateTime({
       timeZone: ctx.timeZone,
       plainTime: { hour: at.hour, minute: at.minute },

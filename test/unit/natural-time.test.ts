@@ -118,6 +118,27 @@ describe('resolveRecurrence', () => {
     ['every 3 weeks', 'FREQ=WEEKLY;INTERVAL=3', '2026-03-02T09:00:00+01:00'],
     ['weekly at 7pm', 'FREQ=WEEKLY;BYHOUR=19;BYMINUTE=0', '2026-03-01T19:00:00+01:00'], // later today
     ['every Sunday at 12', 'FREQ=WEEKLY;BYDAY=SU;BYHOUR=12;BYMINUTE=0', '2026-03-08T12:00:00+01:00'], // today's is past
+    [
+      'every 2 weeks on mon, wed at 8',
+      'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE;BYHOUR=8;BYMINUTE=0',
+      '2026-03-02T08:00:00+01:00',
+    ],
+    ['every other week on Friday', 'FREQ=WEEKLY;INTERVAL=2;BYDAY=FR', '2026-03-06T09:00:00+01:00'],
+    ['every last Friday', 'FREQ=MONTHLY;BYDAY=-1FR', '2026-03-27T09:00:00+01:00'],
+    [
+      'the first Monday of every month at 10',
+      'FREQ=MONTHLY;BYDAY=1MO;BYHOUR=10;BYMINUTE=0',
+      '2026-03-02T10:00:00+01:00',
+    ],
+    ['every 2nd Tuesday of the month', 'FREQ=MONTHLY;BYDAY=2TU', '2026-03-10T09:00:00+01:00'],
+    // Without "of the month", every other Tuesday, as it is usually meant.
+    ['every 2nd Tuesday', 'FREQ=WEEKLY;INTERVAL=2;BYDAY=TU', '2026-03-03T09:00:00+01:00'],
+    // The last Sunday of March 2026 is the day Berlin moves to summer time.
+    [
+      'on the last Sunday of each month at 12',
+      'FREQ=MONTHLY;BYDAY=-1SU;BYHOUR=12;BYMINUTE=0',
+      '2026-03-29T12:00:00+02:00',
+    ],
   ];
   for (const [text, rrule, first] of cases)
     it(`${JSON.stringify(text)} -> ${rrule}, first ${first}`, () => {
@@ -125,7 +146,30 @@ describe('resolveRecurrence', () => {
       assert.equal(r?.rrule, rrule);
       assert.equal(localTime(r!.first, 'Europe/Berlin'), first);
       assert.deepEqual(r!.resolved, { said: text, as: rrule, local: `first ${first}` });
+      assert.ok(parseRecurrence({ rrule }, 'Europe/Berlin').ok, 'the engine takes the rule');
     });
+
+  it('a weekday of each month repeats on that weekday of the next months, the time said kept', () => {
+    const next = (text: string) => {
+      const r = resolveRecurrence(text, berlin)!;
+      const p = parseRecurrence({ rrule: r.rrule }, 'Europe/Berlin');
+      assert.ok(p.ok, JSON.stringify(p));
+      return previewOccurrences(p.value, r.first, r.first, 2).map((at) => localTime(at, 'Europe/Berlin'));
+    };
+    assert.deepEqual(next('every last Friday'), ['2026-04-24T09:00:00+02:00', '2026-05-29T09:00:00+02:00']);
+    assert.deepEqual(next('every 2nd Tuesday of the month'), [
+      '2026-04-14T09:00:00+02:00',
+      '2026-05-12T09:00:00+02:00',
+    ]);
+    assert.deepEqual(next('on the last Sunday of each month at 12'), [
+      '2026-04-26T12:00:00+02:00',
+      '2026-05-31T12:00:00+02:00',
+    ]);
+    assert.deepEqual(next('every 2 weeks on mon, wed at 8'), [
+      '2026-03-04T08:00:00+01:00',
+      '2026-03-16T08:00:00+01:00',
+    ]);
+  });
 
   it("keeps the time said for every repeat, whatever the task's due time or a daylight-saving gap on the first day", () => {
     const ny = { ...berlin, timeZone: 'America/New_York' };
@@ -154,6 +198,10 @@ describe('resolveRecurrence', () => {
       'daily',
       'sometimes',
       'every other weekday', // no RRULE says it
+      'the first Monday', // a day, not a repeat
+      'every day on Monday',
+      'every month on Monday',
+      'every fifth Friday of the month', // not every month has one
     ])
       assert.equal(resolveRecurrence(text, berlin), null, text);
   });

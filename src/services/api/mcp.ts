@@ -175,7 +175,7 @@ const recurrenceArg = z
   })
   .nullable()
   .describe(
-    `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}), words ("every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st", "every 3 weeks"; a time said is the time of every repeat; without a due_date the first occurrence becomes it), or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
+    `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}), words ("every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st", "the last Friday of every month", "every 2 weeks on Monday and Wednesday", "every 3 weeks"; a time said is the time of every repeat; without a due_date the first occurrence becomes it), or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
   );
 const remindersArg = z
   .array(z.string())
@@ -454,7 +454,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         throw new ValidationError([
           {
             path: 'recurrence',
-            message: `could not read ${JSON.stringify(rule)} as a repeat; say it as "every day", "every weekday at 9", "every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st" or "every 3 weeks", or give a preset (daily, weekdays, weekly, monthly, yearly) or an RRULE object. A task repeats at most daily (a few times a day with an RRULE's BYHOUR)`,
+            message: `could not read ${JSON.stringify(rule)} as a repeat; say it as "every day", "every weekday at 9", "every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st", "the last Friday of every month", "every 2 weeks on Monday and Wednesday" or "every 3 weeks", or give a preset (daily, weekdays, weekly, monthly, yearly) or an RRULE object. A task repeats at most daily (a few times a day with an RRULE's BYHOUR)`,
           },
         ]);
     }
