@@ -183,8 +183,10 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   if (!['pending', 'completed', 'all'].includes(status))
     issue('status', 'must be one of pending, completed, all');
 
-  // As the document states it: priorities joined by commas, nothing else (the parameter may repeat).
-  const rawPriorities = input.priority === undefined ? [] : [input.priority].flat().map(String);
+  // As the document states it: priorities joined by commas, nothing else (the parameter may repeat). Any case
+  // is taken, as a task's priority is ("HIGH" was a 400 here while a create took it).
+  const rawPriorities =
+    input.priority === undefined ? [] : [input.priority].flat().map((p) => String(p).toLowerCase());
   if (rawPriorities.some((p) => !PRIORITY_LIST.test(p)))
     issue('priority', `must be among ${PRIORITIES.join(', ')}, joined by commas`);
   const priorities = rawPriorities.flatMap((p) => p.split(','));

@@ -104,6 +104,12 @@ describe('parseTaskQuery: a parameter of one value given twice', () => {
     assert.equal(parseTaskQuery({ status: ['pending'] }).ok, true);
     assert.equal(parseTaskQuery({ tag: ['a', 'b'], priority: ['high', 'low'] }).ok, true);
   });
+
+  it('takes a priority in any case, as a task body does', () => {
+    const r = parseTaskQuery({ priority: 'HIGH,Low' });
+    assert.deepEqual(r.ok && r.value.priorities, ['high', 'low']);
+    assert.equal(parseTaskQuery({ priority: 'HIGHEST' }).ok, false);
+  });
 });
 
 describe('parseTaskQuery lengths', () => {

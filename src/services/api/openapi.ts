@@ -52,7 +52,7 @@ export const listQueryDoc = {
     priority: {
       type: 'string',
       pattern: PRIORITY_LIST_PATTERN,
-      description: 'comma-separated priorities (none, low, medium, high, urgent)',
+      description: 'comma-separated priorities (none, low, medium, high, urgent; another case is taken too)',
     },
     tag: {
       type: 'string',
