@@ -164,8 +164,10 @@ export function parseCompletionBody(body: unknown): Result<boolean | null> {
   return ok(completed.data);
 }
 
-const PRIORITY = `(?:${PRIORITIES.join('|')})`;
-/** The `priority` filter: priorities joined by commas (also the OpenAPI pattern). */
+// Each letter in either case ([hH][iI]...): the pattern says the same as the check's toLowerCase(), which no other
+// character of these words lower-cases to.
+const PRIORITY = `(?:${PRIORITIES.map((p) => [...p].map((c) => `[${c}${c.toUpperCase()}]`).join('')).join('|')})`;
+/** The `priority` filter: priorities in any case joined by commas (also the OpenAPI pattern). */
 export const PRIORITY_LIST_PATTERN = `^${commaList(PRIORITY)}$`;
 const PRIORITY_LIST = new RegExp(PRIORITY_LIST_PATTERN);
 
@@ -185,11 +187,10 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
 
   // As the document states it: priorities joined by commas, nothing else (the parameter may repeat). Any case
   // is taken, as a task's priority is ("HIGH" was a 400 here while a create took it).
-  const rawPriorities =
-    input.priority === undefined ? [] : [input.priority].flat().map((p) => String(p).toLowerCase());
+  const rawPriorities = input.priority === undefined ? [] : [input.priority].flat().map(String);
   if (rawPriorities.some((p) => !PRIORITY_LIST.test(p)))
     issue('priority', `must be among ${PRIORITIES.join(', ')}, joined by commas`);
-  const priorities = rawPriorities.flatMap((p) => p.split(','));
+  const priorities = rawPriorities.flatMap((p) => p.toLowerCase().split(','));
 
   const written = list(input.tag ?? []).map((t) => t.normalize('NFC'));
   const tags = [...new Set(written.map((t) => t.toLowerCase()))]; // a tag given twice is one tag

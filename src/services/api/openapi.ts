@@ -52,7 +52,7 @@ export const listQueryDoc = {
     priority: {
       type: 'string',
       pattern: PRIORITY_LIST_PATTERN,
-      description: 'comma-separated priorities (none, low, medium, high, urgent; another case is taken too)',
+      description: 'comma-separated priorities (none, low, medium, high, urgent; in any case)',
     },
     tag: {
       type: 'string',
