@@ -1098,7 +1098,11 @@ export function upcomingOccurrences(
   if (rule.mode !== 'after_completion') {
     const due = series.due === null ? nowMs : requireInstant(series.due, 'due');
     const after = toIso(Math.max(due, nowMs));
-    return { after, occurrences: previewOccurrences(rule, series.anchor, after, count) };
+    // Completion stops at COUNT tasks created (nextOccurrence), whatever the pending one's place on the calendar
+    // (a due date moved back puts it earlier).
+    const limit = compile(rule).rule.count;
+    const left = limit === null ? count : Math.min(count, Math.max(0, limit - series.occurrencesSoFar));
+    return { after, occurrences: previewOccurrences(rule, series.anchor, after, left) };
   }
   const wanted = previewCount(count);
   const out: string[] = [];

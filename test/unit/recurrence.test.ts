@@ -426,6 +426,28 @@ describe("upcomingOccurrences (a task's preview: what completion creates)", () =
     }
   });
 
+  it("counts the series' COUNT from the occurrences created so far, as completion does", () => {
+    // Three of four created, the pending one due on the anchor (its due date moved back): one more, not three.
+    const rule = rec({ preset: 'daily', count: 4 }, BER);
+    const due = '2026-03-20T08:00:00.000Z';
+    const now = '2026-03-10T12:00:00.000Z';
+    const shown = upcomingOccurrences(rule, { anchor: due, due, occurrencesSoFar: 3 }, now, 5).occurrences;
+    const chain: string[] = [];
+    for (let so = 3, previousDue = due; ; so++) {
+      const next = nextOccurrence(rule, {
+        anchor: due,
+        previousDue,
+        completedAt: previousDue,
+        occurrencesSoFar: so,
+      });
+      if (next === null) break;
+      chain.push(next);
+      previousDue = next;
+    }
+    assert.deepEqual(chain, ['2026-03-21T08:00:00.000Z']);
+    assert.deepEqual(shown, chain);
+  });
+
   it('an overdue task starts after now; after_completion counts from now, not from the due date', () => {
     const now = '2026-03-10T12:00:00.000Z';
     assert.deepEqual(
