@@ -21,6 +21,7 @@ import { plainFields } from '../helpers/events.ts';
 import { TEST_SECRET, startApp, waitFor, type TestApp } from '../helpers/app.ts';
 import { signDevToken } from '../../src/auth.ts';
 import { gatewayManifest } from '../../src/services/gateway/manifest.ts';
+import { MAX_CLIENT_MESSAGES } from '../../src/services/gateway/hub.ts';
 
 const DEADLINE_MS = 8_000;
 
@@ -260,6 +261,25 @@ describe('WebSocket gateway', () => {
     } finally {
       await fresh.stop();
     }
+  });
+
+  it('answers pings, and closes a socket that floods it with messages (1008)', async () => {
+    const calm = await open(app, 'pinger');
+    calm.ws.send('{"type":"ping"}');
+    await calm.next((f) => f.type === 'pong');
+    const flood = await open(app, 'pinger');
+    for (let i = 0; i < MAX_CLIENT_MESSAGES + 1; i++) flood.ws.send('{"type":"ping"}');
+    const closed = await flood.closed;
+    assert.equal(closed.code, 1008);
+    assert.match(closed.reason, /too many messages/);
+    assert.equal(
+      flood.frames.filter((f) => f.type === 'pong').length,
+      MAX_CLIENT_MESSAGES,
+      'every message within the bound answered',
+    );
+    // The user's other socket is not affected.
+    calm.ws.send('{"type":"ping"}');
+    await calm.next((f) => f.type === 'pong' && calm.frames.filter((x) => x.type === 'pong').length === 2);
   });
 
   it('drops a slow client (1013) without stalling the others', async () => {

@@ -42,7 +42,17 @@ interface Connection {
   expiresAt: number;
   /** Closes it at `expiresAt` (the heartbeat does for tokens longer than a timer can wait). */
   expiry?: NodeJS.Timeout;
+  /** The client's messages in the current window (MESSAGE_WINDOW_MS), from `windowStart` on. */
+  messages: number;
+  windowStart: number;
 }
+
+/**
+ * A client's messages allowed per window: a client pings every 25-30 s, so this is far above any real one, and
+ * each message (a parse, a pong) costs the instance as a request does; a socket over it is closed (1008).
+ */
+export const MAX_CLIENT_MESSAGES = 50;
+const MESSAGE_WINDOW_MS = 10_000;
 
 const EXPIRED = 'token expired; reconnect with a fresh token';
 
@@ -133,7 +143,15 @@ export class Hub {
       return;
     }
     const latest = this.buffer.latest(user) ?? head ?? null;
-    const c: Connection = { ws, user, lastSent: latest ?? 0, alive: true, expiresAt };
+    const c: Connection = {
+      ws,
+      user,
+      lastSent: latest ?? 0,
+      alive: true,
+      expiresAt,
+      messages: 0,
+      windowStart: Date.now(),
+    };
     this.byUser.set(user, mine);
     mine.add(c);
     this.all.add(c);
@@ -145,7 +163,20 @@ export class Hub {
     }
     ws.on('pong', () => (c.alive = true));
     ws.on('message', (data, isBinary) => {
+      if (!this.all.has(c)) return; // dropped, closing
       c.alive = true;
+      const now = Date.now();
+      if (now - c.windowStart >= MESSAGE_WINDOW_MS) {
+        c.windowStart = now;
+        c.messages = 0;
+      }
+      if (++c.messages > MAX_CLIENT_MESSAGES)
+        return this.drop(
+          c,
+          CLOSE.policy,
+          `too many messages: at most ${MAX_CLIENT_MESSAGES} in ${MESSAGE_WINDOW_MS / 1000} s`,
+          'flood',
+        );
       if (isBinary) return;
       let msg: unknown;
       try {
@@ -208,7 +239,8 @@ export class Hub {
     if (mine && mine.size === 0) this.byUser.delete(c.user);
     this.metrics.connections.dec();
     this.metrics.disconnects.inc({ reason: why });
-    if (why === 'slow') this.log.warn({ user_id: c.user }, 'dropped a slow WebSocket client');
+    if (why === 'slow' || why === 'flood')
+      this.log.warn({ user_id: c.user, reason: why }, 'dropped a WebSocket client');
   }
 
   private beat(): void {

@@ -41,7 +41,7 @@ export const gatewayManifest = {
     }),
     disconnects: new Counter({
       name: 'taskflow_websocket_disconnects_total',
-      help: 'WebSocket connections closed, by reason (client, slow, dead, expired, shutdown)',
+      help: 'WebSocket connections closed, by reason (client, slow, dead, expired, flood, shutdown)',
       labelNames: ['reason'] as const,
       registers: [registry],
     }),
