@@ -258,7 +258,10 @@ export const EMAIL_CONFIRMATION = {
   ttlMs: 3_600_000,
   /** Wrong codes before a code is void (a new one must be asked for): 5 guesses in a million per code. */
   maxAttempts: 5,
-  /** Codes mailed for one user in 24 hours, each a message to an address the user typed. */
+  /**
+   * Codes mailed in any 24 hours for one user, and to one address whatever the users (several accounts naming
+   * one victim): each is a message to an address someone typed.
+   */
   perDay: 5,
 } as const;
 export const EMAIL_CODE_PATTERN = '^[0-9]{6}$';

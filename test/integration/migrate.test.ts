@@ -87,7 +87,7 @@ describe('migrate on PostgreSQL', { skip: baseUrl ? false : 'needs TEST_DATABASE
     }
   });
 
-  it('020 keeps addresses saved before it confirmed: their reminders are still mailed after the upgrade', async () => {
+  it('020 keeps addresses saved before it confirmed without rewriting the table; any change of an address unconfirms it', async () => {
     const created = await createPgDatabase(baseUrl!, 'tf_migrate');
     const db = await openDb(created.url);
     try {
@@ -100,14 +100,35 @@ describe('migrate on PostgreSQL', { skip: baseUrl ? false : 'needs TEST_DATABASE
       await db.query(
         `INSERT INTO notification_preferences (user_id, email) VALUES ('had', 'had@example.com'), ('none', NULL)`,
       );
+      // Neither the table (its file) nor its rows (their versions: an UPDATE makes new ones) are rewritten.
+      const written = `SELECT pg_relation_filenode('notification_preferences')::text AS node,
+                              (SELECT string_agg(xmin::text, ',' ORDER BY user_id) FROM notification_preferences) AS rows`;
+      const was = (await db.query(written)).rows[0];
       assert.ok((await migrate(db, { dirs: [dir!] })).includes('020_email_confirmation.sql'));
-      const rows = await db.query<{ user_id: string; confirmed: boolean }>(
-        `SELECT user_id, email_confirmed_at IS NOT NULL AS confirmed FROM notification_preferences ORDER BY 1`,
+      assert.deepEqual((await db.query(written)).rows[0], was, 'nothing of the table rewritten');
+      const confirmed = async () =>
+        (
+          await db.query<{ user_id: string; confirmed: boolean }>(
+            `SELECT user_id, email IS NOT NULL AND email_confirmed_at IS NOT NULL AS confirmed
+               FROM notification_preferences ORDER BY 1`,
+          )
+        ).rows;
+      // A row written now, as a replica of the previous version writes it (it knows no confirmation).
+      await db.query(
+        `INSERT INTO notification_preferences (user_id, email) VALUES ('new', 'new@example.com')`,
       );
-      assert.deepEqual(rows.rows, [
+      assert.deepEqual(await confirmed(), [
         { user_id: 'had', confirmed: true },
+        { user_id: 'new', confirmed: false },
         { user_id: 'none', confirmed: false },
       ]);
+      // That replica's upsert of another address: unconfirmed; the same address written again: still confirmed.
+      const oldUpsert = `INSERT INTO notification_preferences (user_id, email) VALUES ($1, $2)
+                           ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, updated_at = now()`;
+      await db.query(oldUpsert, ['had', 'had@example.com']);
+      assert.equal((await confirmed())[0]!.confirmed, true);
+      await db.query(oldUpsert, ['had', 'victim@example.com']);
+      assert.equal((await confirmed())[0]!.confirmed, false);
     } finally {
       await db.close();
       await created.drop();

@@ -1,7 +1,8 @@
 /**
  * The notification history's retention (pruneNotifications, hourly in the delivery worker): finished
  * deliveries and read in-app notifications older than NOTIFY_RETENTION_DAYS go; pending deliveries and unread
- * notifications stay, whatever their age. Both tables grew without bound.
+ * notifications stay, whatever their age. Both tables grew without bound. The record of confirmation codes
+ * mailed is kept one day (the span of their limits).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -38,7 +39,15 @@ for (const backend of backends)
           await notification(read, OLD);
           await notification(read, NEW);
         }
-        assert.deepEqual(await pruneNotifications(db, CUTOFF), { deliveries: 3, notifications: 1 });
+        const now = new Date(NEW);
+        for (const hoursAgo of [25, 23])
+          await db.query(
+            `INSERT INTO email_code_sends (id, user_id, recipient, sent_at) VALUES ($1, 'ann', 'r', $2)`,
+            [uuidv7(), new Date(now.getTime() - hoursAgo * 3_600_000).toISOString()],
+          );
+        assert.deepEqual(await pruneNotifications(db, CUTOFF, now), { deliveries: 3, notifications: 1 });
+        const codes = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM email_code_sends');
+        assert.equal(codes.rows[0]!.n, 1, 'the code mailed 23 hours ago is kept, the other one is not');
         const left = await db.query<{ status: string; old: boolean }>(
           `SELECT status, created_at < $1 AS old FROM notification_deliveries ORDER BY status, created_at`,
           [CUTOFF.toISOString()],
@@ -55,7 +64,10 @@ for (const backend of backends)
           inbox.rows.map((r) => `${r.read ? 'read' : 'unread'}${r.old ? ' (old)' : ''}`),
           ['unread (old)', 'unread', 'read'],
         );
-        assert.deepEqual(await pruneNotifications(db, CUTOFF), { deliveries: 0, notifications: 0 });
+        assert.deepEqual(await pruneNotifications(db, CUTOFF, now), {
+          deliveries: 0,
+          notifications: 0,
+        });
       } finally {
         await drop();
       }

@@ -1286,7 +1286,7 @@ for (const BUS of BUSES) {
       });
       assert.equal(moved.status, 200, JSON.stringify(moved.body));
       assert.equal(moved.body.email_confirmed, false);
-      assert.match(moved.body.email_confirmation.not_sent, /codes were mailed in the last 24 hours/);
+      assert.match(moved.body.email_confirmation.not_sent, /codes were mailed for you in the last 24 hours/);
       const skipped = await waitFor(
         async () => {
           const r = await app.call('cora', 'GET', '/api/notifications/deliveries?channel=email');
@@ -1306,6 +1306,41 @@ for (const BUS of BUSES) {
       assert.equal(next.status, 200, JSON.stringify(next.body));
       assert.equal(next.body.sent_to, 'someone-else@example.com');
       assert.equal(codesTo('someone-else@example.com').length, 1);
+    });
+
+    it('counts no code the mail server refused, keeping the one before, and mails at most five to one address', async () => {
+      const askCode = (user: string) => app.call(user, 'POST', '/api/notifications/email/confirmation-code');
+      const put = (user: string, email: string) =>
+        app.call(user, 'PUT', '/api/notifications/preferences', { email });
+      // A refused mail: 503 with Retry-After, and the code mailed before still confirms.
+      assert.equal((await put('eve', 'eve@example.com')).body.email_confirmation.sent_to, 'eve@example.com');
+      smtp.refused.add('eve@example.com');
+      const refused = await askCode('eve');
+      assert.equal(refused.status, 503, JSON.stringify(refused.body));
+      assert.equal(refused.headers.get('retry-after'), '60');
+      smtp.refused.delete('eve@example.com');
+      const [evesCode] = codesTo('eve@example.com');
+      const confirmed = await app.call('eve', 'POST', '/api/notifications/email/confirm', { code: evesCode });
+      assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+
+      // Five codes mailed for dan (a refused one between them not counted), then 429.
+      const shared = 'shared@example.com';
+      assert.equal((await put('dan', shared)).body.email_confirmation.sent_to, shared);
+      assert.equal((await askCode('dan')).status, 200);
+      smtp.refused.add(shared);
+      assert.equal((await askCode('dan')).status, 503);
+      smtp.refused.delete(shared);
+      for (let n = 3; n <= 5; n++) assert.equal((await askCode('dan')).status, 200, `code ${n}`);
+      const limited = await askCode('dan');
+      assert.equal(limited.status, 429, JSON.stringify(limited.body));
+      assert.match(limited.body.detail, /for you/);
+      assert.equal(codesTo(shared).length, 5);
+      // Another account naming the same address: saved, and no sixth code to it.
+      const other = await put('mallory', shared);
+      assert.equal(other.status, 200, JSON.stringify(other.body));
+      assert.match(other.body.email_confirmation.not_sent, /to this address in the last 24 hours/);
+      assert.equal((await askCode('mallory')).status, 429);
+      assert.equal(codesTo(shared).length, 5);
     });
 
     it('validates preferences and push subscriptions, and requires a token', async () => {

@@ -95,7 +95,7 @@ export class DeliveryWorker {
     if (now.getTime() - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = now.getTime();
     const before = new Date(now.getTime() - this.opts.retentionDays * 86_400_000);
-    const pruned = await pruneNotifications(this.rt.db.background(), before);
+    const pruned = await pruneNotifications(this.rt.db.background(), before, now);
     if (pruned.deliveries + pruned.notifications > 0)
       this.rt.log.info({ ...pruned, before: before.toISOString() }, 'notification history pruned');
   }

@@ -42,7 +42,9 @@ import { inAppNotificationSchema } from '../../contracts/schemas.ts';
 import {
   addPushSubscription,
   confirmEmailCode,
-  issueEmailCode,
+  releaseEmailCode,
+  reserveEmailCode,
+  storeEmailCode,
   deletePushSubscription,
   getPreferences,
   listNotifications,
@@ -189,31 +191,36 @@ export async function registerNotificationRoutes(
   };
 
   /**
-   * Mails a new confirmation code to the user's unconfirmed address (the code is committed first: a code that
-   * arrives is always one the confirm route knows).
+   * Mails a new confirmation code to the user's unconfirmed address. The send is counted before the mail goes
+   * (the limits hold across requests at once), and the code replaces the one before only once the mail
+   * server took it; a refused mail is not counted and leaves the code before valid.
    */
   const mailCode = async (userId: string) => {
-    if (!deps.email) throw new ConflictError('email is not configured on this server (SMTP_URL)');
-    const issued = await db.transaction((tx) => issueEmailCode(tx, userId, clock.now()));
-    if (!issued.ok) {
-      if (issued.reason === 'limit')
+    const email = deps.email;
+    if (!email) throw new ConflictError('email is not configured on this server (SMTP_URL)');
+    const now = clock.now();
+    const code = await db.transaction((tx) => reserveEmailCode(tx, userId, now));
+    if (!code.ok) {
+      if (code.reason === 'user limit' || code.reason === 'address limit')
         throw new RateLimitedError(
-          `${EMAIL_CONFIRMATION.perDay} codes were mailed in the last 24 hours; ask again later`,
-          Math.max(1, Math.ceil((issued.retryAt.getTime() - clock.now().getTime()) / 1000)),
+          `${EMAIL_CONFIRMATION.perDay} codes were mailed ${code.reason === 'user limit' ? 'for you' : 'to this address'} in the last 24 hours; ask again after ${code.retryAt.toISOString()}`,
+          Math.max(1, Math.ceil((code.retryAt.getTime() - now.getTime()) / 1000)),
         );
       throw new ConflictError(
-        issued.reason === 'confirmed'
+        code.reason === 'confirmed'
           ? 'the address is confirmed already'
           : 'no email address is set: PUT /api/notifications/preferences with one first',
       );
     }
     try {
-      await deps.email.sendConfirmation(issued.email, issued.code, EMAIL_CONFIRMATION.ttlMs / 60_000);
+      await email.sendConfirmation(code.email, code.code, EMAIL_CONFIRMATION.ttlMs / 60_000);
     } catch (err) {
       app.log.warn({ err: errorMessage(err) }, 'the confirmation code was not mailed');
+      await releaseEmailCode(db, code.sendId).catch(() => undefined);
       throw new DependencyFailedError('the mail server did not take the message; try again later', 60);
     }
-    return { sent_to: issued.email, expires_at: issued.expiresAt.toISOString() };
+    await db.transaction((tx) => storeEmailCode(tx, userId, code));
+    return { sent_to: code.email, expires_at: code.expiresAt.toISOString() };
   };
 
   await authenticatedScope(app, deps, async (scope, userOf) => {

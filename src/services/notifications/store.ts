@@ -2,7 +2,7 @@
  * The notifications service's tables (migration 004_notifications.sql): preferences, push subscriptions,
  * per-(event, channel) deliveries and the in-app inbox.
  */
-import { randomBytes, randomInt } from 'node:crypto';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { uuidv7 } from '../../ids.ts';
 import type { InAppNotification, ReminderEventData } from '../../contracts/events.ts';
 import {
@@ -75,7 +75,7 @@ async function readPreferences(
 ): Promise<StoredPreferences & { user_timezone: string | null }> {
   const r = (
     await q.query<PrefRow>(
-      `SELECT p.email, p.email_confirmed_at IS NOT NULL AS email_confirmed, p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
+      `SELECT p.email, p.email IS NOT NULL AND p.email_confirmed_at IS NOT NULL AS email_confirmed, p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
               p.webhook_secret, p.quiet_start, p.quiet_end, p.quiet_timezone,
               CASE WHEN s.timezone_set THEN s.timezone END AS user_timezone
          FROM (SELECT $1::text AS user_id) u
@@ -121,6 +121,9 @@ export async function putPreferences(
   patch: PreferencesPatch,
   now: Date,
 ): Promise<{ prefs: StoredPreferences; generatedSecret: string | null; emailChanged: boolean }> {
+  // Locked while it is merged: two PUTs at once each answer what they wrote, whether the address changed
+  // and is confirmed included.
+  await q.query('SELECT 1 FROM notification_preferences WHERE user_id = $1 FOR UPDATE', [userId]);
   const current = await getPreferences(q, userId);
   // Quiet hours changed: what they held back is looked at again now, under the new ones (sent, or held until
   // their end). It waited for the old window's end: turned off, quiet hours still held it for hours.
@@ -136,7 +139,8 @@ export async function putPreferences(
   const email = patch.email !== undefined ? patch.email : current.email;
   const next: StoredPreferences = {
     email,
-    // Another address is not confirmed yet, whatever the previous one was; a code mailed to it is void.
+    // Another address is not confirmed yet, whatever the previous one was; a code mailed to it is void (the
+    // table's trigger, migration 020, clears both).
     email_confirmed: email === current.email && current.email_confirmed,
     channels: { ...current.channels, ...patch.channels },
     quiet_hours: patch.quiet_hours !== undefined ? patch.quiet_hours : current.quiet_hours,
@@ -153,10 +157,6 @@ export async function putPreferences(
        webhook_enabled, webhook_url, webhook_secret, quiet_start, quiet_end, quiet_timezone, updated_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
      ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, email_enabled = excluded.email_enabled,
-       email_confirmed_at = CASE WHEN notification_preferences.email IS NOT DISTINCT FROM excluded.email
-                                 THEN notification_preferences.email_confirmed_at END,
-       email_code_hash = CASE WHEN notification_preferences.email IS NOT DISTINCT FROM excluded.email
-                              THEN notification_preferences.email_code_hash END,
        push_enabled = excluded.push_enabled, in_app_enabled = excluded.in_app_enabled,
        webhook_enabled = excluded.webhook_enabled, webhook_url = excluded.webhook_url,
        webhook_secret = excluded.webhook_secret, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end,
@@ -194,54 +194,87 @@ type EmailCodeRow = {
   code_hash: string | null;
   expires_at: Date | null;
   attempts: number;
-  codes_since: Date | null;
-  codes_sent: number;
 };
 
 async function lockEmailCode(q: Queryable, userId: string): Promise<EmailCodeRow | undefined> {
   return (
     await q.query<EmailCodeRow>(
       `SELECT email, email_confirmed_at IS NOT NULL AS confirmed, email_code_hash AS code_hash,
-              email_code_expires_at AS expires_at, email_code_attempts AS attempts,
-              email_codes_since AS codes_since, email_codes_sent AS codes_sent
+              email_code_expires_at AS expires_at, email_code_attempts AS attempts
          FROM notification_preferences WHERE user_id = $1 FOR UPDATE`,
       [userId],
     )
   ).rows[0];
 }
 
-export type IssuedEmailCode =
-  | { ok: true; email: string; code: string; expiresAt: Date }
+const DAY_MS = 86_400_000;
+/** An address as the per-recipient limit counts it: one mailbox whatever its case, not kept in clear. */
+const recipientKey = (email: string) => createHash('sha256').update(email.toLowerCase()).digest('hex');
+
+export type ReservedEmailCode =
+  | { ok: true; email: string; code: string; expiresAt: Date; sendId: string }
   | { ok: false; reason: 'no address' | 'confirmed' }
-  | { ok: false; reason: 'limit'; retryAt: Date };
+  | { ok: false; reason: 'user limit' | 'address limit'; retryAt: Date };
 
 /**
- * A new code for the user's unconfirmed address (the one before it is void), at most
- * EMAIL_CONFIRMATION.perDay in 24 hours; the caller mails it once this has committed.
+ * A new code for the user's unconfirmed address, within EMAIL_CONFIRMATION.perDay codes in any 24 hours for
+ * the user and as many for the address whatever the user. The send is counted here; the caller mails the
+ * code, then stores it (storeEmailCode), or takes the count back when the mail server refused it
+ * (releaseEmailCode): until a new code is stored, the one before stays valid.
  */
-export async function issueEmailCode(q: Queryable, userId: string, now: Date): Promise<IssuedEmailCode> {
+export async function reserveEmailCode(q: Queryable, userId: string, now: Date): Promise<ReservedEmailCode> {
   const row = await lockEmailCode(q, userId);
   if (!row?.email) return { ok: false, reason: 'no address' };
   if (row.confirmed) return { ok: false, reason: 'confirmed' };
-  const day = 86_400_000;
-  const windowOpen = row.codes_since !== null && now.getTime() - row.codes_since.getTime() < day;
-  if (windowOpen && row.codes_sent >= EMAIL_CONFIRMATION.perDay)
-    return { ok: false, reason: 'limit', retryAt: new Date(row.codes_since!.getTime() + day) };
+  const recipient = recipientKey(row.email);
+  // Users naming one address take turns here (the preferences row lock is the user's alone).
+  await q.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`email-code:${recipient}`]);
+  const since = new Date(now.getTime() - DAY_MS).toISOString();
+  const sent = (
+    await q.query<{ mine: number; to_address: number; my_oldest: Date | null; address_oldest: Date | null }>(
+      `SELECT count(*) FILTER (WHERE user_id = $1)::int AS mine, count(*) FILTER (WHERE recipient = $2)::int AS to_address,
+              min(sent_at) FILTER (WHERE user_id = $1) AS my_oldest, min(sent_at) FILTER (WHERE recipient = $2) AS address_oldest
+         FROM email_code_sends WHERE (user_id = $1 OR recipient = $2) AND sent_at > $3`,
+      [userId, recipient, since],
+    )
+  ).rows[0]!;
+  if (sent.mine >= EMAIL_CONFIRMATION.perDay)
+    return { ok: false, reason: 'user limit', retryAt: new Date(sent.my_oldest!.getTime() + DAY_MS) };
+  if (sent.to_address >= EMAIL_CONFIRMATION.perDay)
+    return { ok: false, reason: 'address limit', retryAt: new Date(sent.address_oldest!.getTime() + DAY_MS) };
+  const sendId = uuidv7();
+  await q.query('INSERT INTO email_code_sends (id, user_id, recipient, sent_at) VALUES ($1, $2, $3, $4)', [
+    sendId,
+    userId,
+    recipient,
+    now.toISOString(),
+  ]);
   const code = String(randomInt(0, 1_000_000)).padStart(6, '0');
-  const expiresAt = new Date(now.getTime() + EMAIL_CONFIRMATION.ttlMs);
+  return {
+    ok: true,
+    email: row.email,
+    code,
+    expiresAt: new Date(now.getTime() + EMAIL_CONFIRMATION.ttlMs),
+    sendId,
+  };
+}
+
+/** The code mailed becomes the one that confirms the address, unless the address changed meanwhile. */
+export async function storeEmailCode(
+  q: Queryable,
+  userId: string,
+  c: { email: string; code: string; expiresAt: Date },
+): Promise<void> {
   await q.query(
-    `UPDATE notification_preferences SET email_code_hash = $2, email_code_expires_at = $3, email_code_attempts = 0,
-            email_codes_since = $4, email_codes_sent = $5
-      WHERE user_id = $1`,
-    [
-      userId,
-      emailCodeHash(userId, row.email, code),
-      expiresAt.toISOString(),
-      windowOpen ? row.codes_since!.toISOString() : now.toISOString(),
-      windowOpen ? row.codes_sent + 1 : 1,
-    ],
+    `UPDATE notification_preferences SET email_code_hash = $3, email_code_expires_at = $4, email_code_attempts = 0
+      WHERE user_id = $1 AND email = $2 AND email_confirmed_at IS NULL`,
+    [userId, c.email, emailCodeHash(userId, c.email, c.code), c.expiresAt.toISOString()],
   );
-  return { ok: true, email: row.email, code, expiresAt };
+}
+
+/** A code the mail server did not take is not counted against the limits. */
+export async function releaseEmailCode(q: Queryable, sendId: string): Promise<void> {
+  await q.query('DELETE FROM email_code_sends WHERE id = $1', [sendId]);
 }
 
 export type EmailConfirmation =
@@ -399,12 +432,15 @@ export async function claimDeliveries(
 export async function pruneNotifications(
   q: Queryable,
   before: Date,
+  now: Date,
 ): Promise<{ deliveries: number; notifications: number }> {
   const r = await q.query<{ deliveries: string; notifications: string }>(
     `WITH d AS (DELETE FROM notification_deliveries WHERE status <> 'pending' AND created_at < $1 RETURNING 1),
-          n AS (DELETE FROM notifications WHERE read_at IS NOT NULL AND created_at < $1 RETURNING 1)
+          n AS (DELETE FROM notifications WHERE read_at IS NOT NULL AND created_at < $1 RETURNING 1),
+          -- The confirmation codes' limits look back one day only.
+          c AS (DELETE FROM email_code_sends WHERE sent_at < $2)
      SELECT (SELECT count(*) FROM d)::text AS deliveries, (SELECT count(*) FROM n)::text AS notifications`,
-    [before.toISOString()],
+    [before.toISOString(), new Date(now.getTime() - DAY_MS).toISOString()],
   );
   return { deliveries: Number(r.rows[0]!.deliveries), notifications: Number(r.rows[0]!.notifications) };
 }
