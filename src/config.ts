@@ -3,8 +3,8 @@
  * Secrets are never logged.
  */
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { accessSync, constants, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { RetryPolicy } from './retry.ts';
 import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
 import { COMPATIBILITY_LEVELS, type CompatibilityLevel } from './contracts/schema-compat.ts';
@@ -305,12 +305,56 @@ function baseUrl(env: Env, name: string, opts: { target?: boolean } = {}): strin
   return value.replace(/\/+$/, '');
 }
 
+/**
+ * DATABASE_URL: `postgres://` or `postgresql://` (any case), `memory://`, `file://<dir>` or a directory. Any
+ * other `scheme://` (a typo, a leading space, another database) is refused: taken as a directory, it became a
+ * new, empty local database, and `migrate` said "up to date".
+ */
+function databaseUrlOf(env: Env): string {
+  const raw = env.DATABASE_URL;
+  if (!raw) return DEFAULT_DATABASE_URL;
+  const expected = 'DATABASE_URL must be postgres://…, memory://, or a directory (or file://<directory>)';
+  if (raw.trim() !== raw) throw new ConfigError(`${expected}, got "${raw}" (white space around it)`);
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw)?.[1];
+  if (scheme) {
+    const lower = scheme.toLowerCase();
+    const url = lower + raw.slice(scheme.length);
+    if (lower === 'postgres' || lower === 'postgresql') {
+      if (!URL.canParse(url)) throw new ConfigError(`DATABASE_URL is not a valid URL: "${raw}"`);
+      return url;
+    }
+    if (url === 'memory://') return url;
+    if (lower !== 'file') throw new ConfigError(`${expected}, got "${raw}"`);
+  }
+  const dir = resolve(raw.replace(/^file:\/\//i, ''));
+  let isDirectory: boolean | undefined;
+  try {
+    isDirectory = statSync(dir).isDirectory();
+  } catch {
+    // Not there yet: made at the first start.
+  }
+  if (isDirectory === false) throw new ConfigError(`DATABASE_URL names ${dir}, which is not a directory`);
+  return raw;
+}
+
+/** A file a variable names, readable by this process (a TLS certificate or key). */
+function readableFile(env: Env, key: string): string | undefined {
+  const file = env[key];
+  if (!file) return undefined;
+  try {
+    accessSync(file, constants.R_OK);
+  } catch (err) {
+    throw new ConfigError(`${key}: cannot read ${file} (${(err as { code?: string }).code ?? 'error'})`);
+  }
+  return file;
+}
+
 export function loadConfig(
   env: Env = process.env,
   /** `auth: false`: a command that verifies and signs no token (migrate, the bus's operations) needs no secret. */
   opts: { auth?: boolean } = {},
 ): Config {
-  const databaseUrl = env.DATABASE_URL || DEFAULT_DATABASE_URL;
+  const databaseUrl = databaseUrlOf(env);
   const bus = (env.BUS || 'embedded') as BusKind;
   if (!['embedded', 'kafka', 'dapr'].includes(bus))
     throw new ConfigError(`BUS must be embedded, kafka or dapr, got "${bus}"`);
@@ -381,9 +425,9 @@ export function loadConfig(
       ...(sslOn
         ? {
             ssl: {
-              ...(env.KAFKA_SSL_CA_FILE ? { caFile: env.KAFKA_SSL_CA_FILE } : {}),
-              ...(env.KAFKA_SSL_CERT_FILE ? { certFile: env.KAFKA_SSL_CERT_FILE } : {}),
-              ...(env.KAFKA_SSL_KEY_FILE ? { keyFile: env.KAFKA_SSL_KEY_FILE } : {}),
+              ...(env.KAFKA_SSL_CA_FILE ? { caFile: readableFile(env, 'KAFKA_SSL_CA_FILE') } : {}),
+              ...(env.KAFKA_SSL_CERT_FILE ? { certFile: readableFile(env, 'KAFKA_SSL_CERT_FILE') } : {}),
+              ...(env.KAFKA_SSL_KEY_FILE ? { keyFile: readableFile(env, 'KAFKA_SSL_KEY_FILE') } : {}),
               rejectUnauthorized: bool(env, 'KAFKA_SSL_REJECT_UNAUTHORIZED', true),
             },
           }
@@ -409,8 +453,7 @@ export function loadConfig(
     // Production sets JWT_SECRET or JWT_JWKS_URL.
     if (isPostgresUrl(databaseUrl))
       throw new ConfigError('set JWT_SECRET (HS256 shared secret) or JWT_JWKS_URL');
-    config.jwt.devSecretFile =
-      databaseUrl === 'memory://' ? null : join(dirname(resolve(databaseUrl)), 'dev-jwt-secret');
+    config.jwt.devSecretFile = databaseUrl === 'memory://' ? null : devSecretFile(databaseUrl);
     config.jwt.secret =
       config.jwt.devSecretFile === null
         ? randomBytes(32).toString('base64url')
@@ -419,6 +462,18 @@ export function loadConfig(
   if (config.jwt.secret && Buffer.byteLength(config.jwt.secret) < 32)
     throw new ConfigError('JWT_SECRET must be at least 32 bytes for HS256');
   return config;
+}
+
+/**
+ * Where the development secret of a data directory is kept: `<dir>.dev-jwt-secret` beside it, one per
+ * directory (directories side by side, in /tmp say, shared one: a token of one instance was good for the
+ * others). The default directory (.data/db) keeps `.data/dev-jwt-secret`, where earlier versions made it.
+ */
+function devSecretFile(databaseUrl: string): string {
+  const dir = resolve(databaseUrl.replace(/^file:\/\//i, ''));
+  return dir === resolve(DEFAULT_DATABASE_URL)
+    ? join(dirname(dir), 'dev-jwt-secret')
+    : join(dirname(dir), `${basename(dir)}.dev-jwt-secret`);
 }
 
 /**

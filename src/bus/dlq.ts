@@ -45,19 +45,24 @@ export async function listDeadLetters(admin: BusAdmin, group: string, limit = 10
 }
 
 /**
- * Republishes dead letters of `group` (all, or those whose event id is in `ids`): `replayed`. Those whose bytes
- * are not an event (`notEvents`, UNDECODABLE_EVENT_TYPE) stay: replayed, their stand-in event went to the
- * source topic as if it were one, and came back to the dead-letter topic.
+ * Republishes dead letters of `group` (all, or those whose event id is in `ids`): `replayed`. Kept back:
+ * those whose bytes are not an event (`notEvents`, UNDECODABLE_EVENT_TYPE: replayed, their stand-in event went
+ * to the source topic as if it were one, and came back to the dead-letter topic) and those that do not say
+ * their source topic (`noSource`: written by hand, or by another tool). When an id of `ids` is not among the
+ * letters (`missing`), nothing is published: a partial replay under an error was easy to run twice.
  */
 export async function replayDeadLetters(
   bus: Bus,
   group: string,
   opts: { ids?: readonly string[] } = {},
-): Promise<{ replayed: DeadLetter[]; notEvents: DeadLetter[] }> {
+): Promise<{ replayed: DeadLetter[]; notEvents: DeadLetter[]; noSource: DeadLetter[]; missing: string[] }> {
   const letters = (await listDeadLetters(bus.admin, group, Infinity)).filter(
     (d) => !opts.ids || opts.ids.includes(d.event.id),
   );
+  const missing = (opts.ids ?? []).filter((id) => !letters.some((d) => d.event.id === id));
   const notEvents = letters.filter((d) => d.event.type === UNDECODABLE_EVENT_TYPE);
+  const noSource = letters.filter((d) => d.event.type !== UNDECODABLE_EVENT_TYPE && !d.source.topic);
+  if (missing.length) return { replayed: [], notEvents, noSource, missing };
   const seen = new Set<string>();
   const unique = letters.filter(
     (d) =>
@@ -74,5 +79,5 @@ export async function replayDeadLetters(
       headers: { [REPLAY_FOR_HEADER]: group },
     })),
   );
-  return { replayed: unique, notEvents };
+  return { replayed: unique, notEvents, noSource, missing };
 }

@@ -16,7 +16,7 @@ import { exitOnStopSignals, onStopSignal } from './signals.ts';
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
 // heavy ones are imported inside the actions.
 const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
-  const [{ openDb }, { migrate }, { pgliteLocation }] = await Promise.all([
+  const [{ openDb }, { migrate, pendingMigrations }, { pgliteLocation }] = await Promise.all([
     import('../store/db.ts'),
     import('../store/migrate.ts'),
     import('../store/pglite-open.ts'),
@@ -30,7 +30,19 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
     );
   const named = nameUnreachable('the database (DATABASE_URL)');
   const db = await openDb(url).catch(named);
-  return { db, migrate: () => migrate(db).catch(named) };
+  return {
+    db,
+    /** Applies what is pending, saying each step (and each wait for a table's lock) on stderr. */
+    migrate: () => migrate(db, { log: (m) => process.stderr.write(`${m}\n`) }).catch(named),
+    /** A command that reads what a running system wrote migrates nothing: an older version may still use it. */
+    async requireCurrent() {
+      const pending = await pendingMigrations(db).catch(named);
+      if (pending.length)
+        throw new Error(
+          `the database's schema is older than this version of taskflow (${pending.length} migration(s) pending: ${pending.join(', ')}): run taskflow migrate (or start taskflow, which migrates) first`,
+        );
+    },
+  };
 };
 
 // A `.env` in the working directory sets what the environment does not (the environment wins); every
@@ -289,7 +301,7 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
     config.bus === 'embedded' ? await openDatabase(config.databaseUrl, { existing: true }) : null;
   const db = opened?.db;
   try {
-    await opened?.migrate();
+    await opened?.requireCurrent();
     const bus = await createBus(config, db as Db, log, new Metrics({ defaultMetrics: false }));
     try {
       return await fn(bus, config);
@@ -478,8 +490,8 @@ const groupOption = () =>
     `consumer group (${deadLetterGroups(MANIFESTS).join(', ')}; the gateway's keep no dead letters)`,
   );
 const positiveInt = (name: string, v: string): number => {
-  if (!/^\d+$/.test(v) || Number(v) < 1)
-    throw new InvalidArgumentError(`${name} must be a whole number >= 1`);
+  if (!/^\d+$/.test(v) || Number(v) < 1 || !Number.isSafeInteger(Number(v)))
+    throw new InvalidArgumentError(`${name} must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}`);
   return Number(v);
 };
 
@@ -562,24 +574,25 @@ dlq
     withBus(async (bus) => {
       await dlqGroups(bus, opts.group);
       const { replayDeadLetters } = await import('../bus/dlq.ts');
-      const { replayed, notEvents } = await replayDeadLetters(
+      const { replayed, notEvents, noSource, missing } = await replayDeadLetters(
         bus,
         opts.group,
         opts.id ? { ids: opts.id } : {},
       );
+      if (missing.length)
+        throw new Error(`not found in ${opts.group}.dlq: ${missing.join(', ')} (nothing was replayed)`);
       const kept = [...new Set(notEvents.map((d) => d.event.id))];
-      if (opts.id) {
-        const missing = opts.id.filter(
-          (id) => !replayed.some((d) => d.event.id === id) && !kept.includes(id),
-        );
-        if (missing.length) throw new Error(`not found in ${opts.group}.dlq: ${missing.join(', ')}`);
-      }
+      const sourceless = [...new Set(noSource.map((d) => d.event.id))];
       console.log(`replayed ${replayed.length} event(s) of ${opts.group}`);
       if (kept.length)
         console.log(
           `kept ${kept.length} whose bytes are not an event (see them with taskflow dlq show --group ${opts.group} --id <id>; replayed, they would only come back): ${kept.join(', ')}`,
         );
-      if (opts.id && kept.length && replayed.length === 0) process.exitCode = 1;
+      if (sourceless.length)
+        console.log(
+          `kept ${sourceless.length} that do not name their source topic (no x-dlq-source-topic header): ${sourceless.join(', ')}`,
+        );
+      if (opts.id && (kept.length || sourceless.length) && replayed.length === 0) process.exitCode = 1;
     }),
   );
 
@@ -602,10 +615,10 @@ program
     const keys = [...(chainKey ? [chainKey] : []), ...previousChainKeys];
     if (opts.requireKeyed && keys.length === 0)
       throw new InvalidArgumentError('--require-keyed needs the chain key: set AUDIT_CHAIN_KEY');
-    const { db, migrate } = await openDatabase(loadConfig(process.env, { auth: false }).databaseUrl, {
+    const { db, requireCurrent } = await openDatabase(loadConfig(process.env, { auth: false }).databaseUrl, {
       existing: true,
     });
-    await migrate();
+    await requireCurrent();
     const result = await verifyChain(db, {
       ...(opts.user ? { userId: opts.user } : {}),
       keys,

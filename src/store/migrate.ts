@@ -88,6 +88,27 @@ const CREATE_LEDGER =
 const LOCK_NOT_AVAILABLE = '55P03';
 
 /**
+ * The migrations not applied to `db` yet, by name, without changing anything: what a command that only reads
+ * (audit verify, dlq, lag, tail) checks, instead of migrating a database a running older version still uses.
+ */
+export async function pendingMigrations(db: Migratable, dirs?: string[]): Promise<string[]> {
+  const done = await db.transaction(async (tx) => {
+    const ledger = await tx.query<{ exists: boolean }>(
+      "SELECT to_regclass('schema_migrations') IS NOT NULL AS exists",
+    );
+    if (!ledger.rows[0]!.exists) return new Set<number>();
+    return new Set(
+      (await tx.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map(
+        (r) => r.version,
+      ),
+    );
+  });
+  return loadMigrations(dirs)
+    .filter((m) => !done.has(m.version))
+    .map((m) => m.name);
+}
+
+/**
  * Returns the names of the migrations it applied. Safe to run concurrently from several processes (an
  * advisory lock). Each migration commits on its own, so one that fails leaves those before it applied.
  */

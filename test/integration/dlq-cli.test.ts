@@ -17,7 +17,7 @@ import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { TEST_SECRET } from '../helpers/app.ts';
-import { postgresBackend } from '../helpers/db.ts';
+import { createPgDatabase, postgresBackend } from '../helpers/db.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 const run = promisify(execFile);
@@ -76,6 +76,17 @@ describe(
           'gateway instance groups are listed',
         );
         await assert.rejects(cli('list', '--limit', 'lots'), /--limit must be a whole number/);
+        await assert.rejects(
+          cli('list', '--limit', '99999999999999999999'),
+          /--limit must be a whole number from 1 to 9007199254740991/,
+        );
+        // One id of several unknown: nothing is replayed (a partial replay under an error was run twice).
+        const before = (await bus.admin.read('task-events', { limit: Infinity })).length;
+        await assert.rejects(
+          cli('replay', '--group', group, '--id', letters[0]!.id, '--id', 'no-such-id'),
+          /not found in taskflow-audit\.dlq: no-such-id \(nothing was replayed\)/,
+        );
+        assert.equal((await bus.admin.read('task-events', { limit: Infinity })).length, before);
 
         const replay = await cli('replay', '--group', group, '--id', last.id);
         assert.match(replay.stdout, /replayed 1 event/);
@@ -83,6 +94,19 @@ describe(
           (m) => m.event.id === last.id,
         );
         assert.equal(republished.length, 1);
+
+        // A letter that does not name its source topic is kept, and said so.
+        const sourceless = taskCreated('u-dlq', 'no source');
+        const { [DLQ_HEADERS.sourceTopic]: _topic, ...noTopic } = headers(18);
+        await bus.publisher.publish([
+          { topic: dlqTopic(group), key: 'u-dlq', event: sourceless, headers: noTopic },
+        ]);
+        const unsourced = await cli('replay', '--group', group, '--id', sourceless.id).then(
+          () => assert.fail('replaying only a letter without a source topic succeeded'),
+          (err: { code: number; stdout: string }) => err,
+        );
+        assert.equal(unsourced.code, 1);
+        assert.match(unsourced.stdout, /kept 1 that do not name their source topic/);
 
         // A letter whose bytes were not an event (its stand-in, as the Kafka codec makes it) is not replayed:
         // it went to the source topic as if it were an event, and came back.
@@ -185,6 +209,38 @@ describe(
           /--expires must be a positive span/,
         );
         await assert.rejects(cli('token', '--user', 'ann', '--expires', 'soon'), /--expires/);
+        // Commands that read migrate nothing: an older version may still use the database.
+        const [last] = (
+          await db.query<{ version: number; name: string }>(
+            'DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations) RETURNING version, name',
+          )
+        ).rows;
+        for (const args of [['audit', 'verify'], ['dlq', 'list'], ['lag']])
+          await assert.rejects(
+            cli(...args),
+            new RegExp(
+              `schema is older than this version of taskflow \\(1 migration\\(s\\) pending: ${last!.name}\\)`,
+            ),
+            args.join(' '),
+          );
+        assert.equal(
+          (await db.query('SELECT 1 FROM schema_migrations WHERE version = $1', [last!.version])).rows.length,
+          0,
+          'not migrated',
+        );
+        await db.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [
+          last!.version,
+          last!.name,
+        ]);
+        // migrate says each step on stderr (a wait for a table's lock too: a Job's log showed nothing for minutes).
+        const empty = await createPgDatabase(process.env.TEST_DATABASE_URL!, 'tf_cli_migrate');
+        try {
+          const migrated = await taskflow(empty.url, 'migrate');
+          assert.match(migrated.stderr, /applying migration 001_/);
+          assert.match(migrated.stdout, /applied: 001_/);
+        } finally {
+          await empty.drop();
+        }
         // A misspelt data directory is not made into a new, empty database that verifies "ok".
         const typo = join(tmpdir(), `taskflow-no-such-dir-${process.pid}`);
         for (const args of [

@@ -73,3 +73,43 @@ describe('timer settings', () => {
     assert.equal(auditManifest.config({ AUDIT_RETENTION_INTERVAL_MS: '0' }).retentionIntervalMs, 0);
   });
 });
+
+describe('DATABASE_URL', () => {
+  const jwt = { JWT_SECRET: 'x'.repeat(32) };
+  it('takes PostgreSQL in any case of its scheme, memory:// and a directory', () => {
+    assert.equal(loadConfig({ ...jwt, DATABASE_URL: 'POSTGRES://u@db/x' }).databaseUrl, 'postgres://u@db/x');
+    assert.equal(
+      loadConfig({ ...jwt, DATABASE_URL: 'postgresql://u@db/x' }).databaseUrl,
+      'postgresql://u@db/x',
+    );
+    assert.equal(loadConfig({ ...jwt, DATABASE_URL: 'memory://' }).databaseUrl, 'memory://');
+    assert.equal(
+      loadConfig({ ...jwt, DATABASE_URL: '/tmp/not-there-yet/db' }).databaseUrl,
+      '/tmp/not-there-yet/db',
+    );
+  });
+
+  it('refuses another scheme, white space, a bad URL or a file: each became a new local database', () => {
+    for (const [value, message] of [
+      ['postgress://u@db/x', /DATABASE_URL must be postgres/],
+      ['mysql://x@y/z', /DATABASE_URL must be postgres/],
+      [' postgres://u@db/x', /white space/],
+      ['postgres://x@[bad', /not a valid URL/],
+      ['/etc/passwd', /names \/etc\/passwd, which is not a directory/],
+    ] as const)
+      assert.throws(
+        () => loadConfig({ ...jwt, DATABASE_URL: value }),
+        (e: Error) => e.name === 'ConfigError' && message.test(e.message),
+        value,
+      );
+  });
+
+  it('names a TLS file it cannot read', () => {
+    assert.throws(
+      () => loadConfig({ ...jwt, DATABASE_URL: 'memory://', KAFKA_SSL_CA_FILE: '/nonexistent/ca.pem' }),
+      (e: Error) =>
+        e.name === 'ConfigError' &&
+        /KAFKA_SSL_CA_FILE: cannot read \/nonexistent\/ca.pem \(ENOENT\)/.test(e.message),
+    );
+  });
+});

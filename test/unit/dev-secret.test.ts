@@ -26,16 +26,38 @@ describe('development secret', { skip: process.platform === 'win32' ? 'POSIX mod
   it('is made once, 0600, and read again', () => {
     const dir = fresh();
     const first = configFor(dir).jwt.secret;
-    const file = join(dir, 'dev-jwt-secret');
+    const file = join(dir, 'db.dev-jwt-secret');
     assert.equal(statSync(file).mode & 0o777, 0o600);
     assert.equal(readFileSync(file, 'utf8').trim(), first);
     assert.equal(configFor(dir).jwt.secret, first);
   });
 
+  it('is one per data directory: two side by side do not share it; the default directory keeps its old place', () => {
+    const dir = fresh();
+    const a = loadConfig({ DATABASE_URL: join(dir, 'a') }).jwt;
+    const b = loadConfig({ DATABASE_URL: join(dir, 'b') }).jwt;
+    assert.equal(a.devSecretFile, join(dir, 'a.dev-jwt-secret'));
+    assert.equal(b.devSecretFile, join(dir, 'b.dev-jwt-secret'));
+    assert.notEqual(a.secret, b.secret);
+    assert.equal(loadConfig({ DATABASE_URL: `file://${join(dir, 'a')}` }).jwt.secret, a.secret);
+    const cwd = process.cwd();
+    try {
+      process.chdir(fresh());
+      assert.equal(loadConfig({}).jwt.devSecretFile, join(process.cwd(), '.data', 'dev-jwt-secret'));
+    } finally {
+      process.chdir(cwd);
+    }
+    assert.equal(
+      loadConfig({ DATABASE_URL: '.data/db', JWT_SECRET: 'x'.repeat(32) }).jwt.devSecretFile,
+      undefined,
+      'a JWT_SECRET set: no development secret',
+    );
+  });
+
   it('is refused when other users can read or write it, or it is a link, naming the way out', () => {
     const open = fresh();
-    writeFileSync(join(open, 'dev-jwt-secret'), `${'k'.repeat(43)}\n`, { mode: 0o644 });
-    chmodSync(join(open, 'dev-jwt-secret'), 0o644);
+    writeFileSync(join(open, 'db.dev-jwt-secret'), `${'k'.repeat(43)}\n`, { mode: 0o644 });
+    chmodSync(join(open, 'db.dev-jwt-secret'), 0o644);
     assert.throws(
       () => configFor(open),
       (e: Error) => e instanceof ConfigError && /mode 644/.test(e.message),
@@ -44,14 +66,14 @@ describe('development secret', { skip: process.platform === 'win32' ? 'POSIX mod
     const linked = fresh();
     const planted = join(fresh(), 'planted');
     writeFileSync(planted, `${'k'.repeat(43)}\n`, { mode: 0o600 });
-    symlinkSync(planted, join(linked, 'dev-jwt-secret'));
+    symlinkSync(planted, join(linked, 'db.dev-jwt-secret'));
     assert.throws(
       () => configFor(linked),
       (e: Error) => e instanceof ConfigError && /not a regular file/.test(e.message),
     );
 
     const short = fresh();
-    writeFileSync(join(short, 'dev-jwt-secret'), 'short\n', { mode: 0o600 });
+    writeFileSync(join(short, 'db.dev-jwt-secret'), 'short\n', { mode: 0o600 });
     assert.throws(() => configFor(short), /shorter than 32 bytes/);
   });
 });
