@@ -29,6 +29,14 @@ export interface Runtime {
 export const deadLetterGroups = (manifests: readonly TargetManifest[]): string[] =>
   manifests.flatMap((t) => (t.consumes?.deadLetters ? [t.consumes.group] : []));
 
+/** The topics each consumer group of `manifests` reads (not the per-instance ones: their names are the instances'). */
+export const subscribedTopics = (manifests: readonly TargetManifest[]): Map<string, readonly string[]> =>
+  new Map(
+    manifests.flatMap((t) =>
+      t.consumes && !t.consumes.perInstance ? [[t.consumes.group, t.consumes.topics] as const] : [],
+    ),
+  );
+
 export interface RunningTarget {
   stop(): Promise<void>;
 }

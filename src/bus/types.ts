@@ -124,10 +124,14 @@ export interface PartitionLag {
   group: string;
   topic: string;
   partition: number;
-  committed: string;
+  /** The next offset the group reads; null when it committed nothing there (its lag counts from the earliest). */
+  committed: string | null;
   end: string;
   lag: number;
 }
+
+/** Which topics each consumer group reads: lag lists every partition of them, committed on or not. */
+export type Subscribed = ReadonlyMap<string, readonly string[]>;
 
 /** A message as an admin read returns it (`taskflow dlq`, the DLQ replay): the same as a consumer gets it. */
 export type StoredMessage = BusMessage;
@@ -135,7 +139,11 @@ export type StoredMessage = BusMessage;
 export interface BusAdmin {
   ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void>;
   describeTopics(): Promise<{ name: string; partitions: number; retentionMs: number | null }[]>;
-  lag(group?: string): Promise<PartitionLag[]>;
+  /**
+   * The lag of each group (or of `group`) on every partition it committed on, and on every partition of the
+   * topics `subscribed` names for it where it committed nothing yet (a new or stuck group: all its lag).
+   */
+  lag(group?: string, subscribed?: Subscribed): Promise<PartitionLag[]>;
   /** Messages of a topic from the beginning, for DLQ inspection and replay: the first `limit` (default 1,000; `Infinity`: all). */
   read(topic: string, opts?: { limit?: number }): Promise<StoredMessage[]>;
   listGroups(): Promise<string[]>;

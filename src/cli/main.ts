@@ -7,7 +7,7 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
 import { isPostgresUrl, type Db } from '../store/db.ts';
 import { dlqTopic } from '../contracts/topics.ts';
-import { deadLetterGroups } from '../runtime.ts';
+import { deadLetterGroups, subscribedTopics } from '../runtime.ts';
 import { MANIFESTS, TARGETS, findTargets, retiredTargets } from '../services/index.ts';
 import { errorMessage, errorWithCause } from '../error-text.ts';
 import { nameUnreachable } from '../retry.ts';
@@ -433,7 +433,9 @@ program
   .option('--json', 'print JSON')
   .action((opts: { group?: string; json?: boolean }) =>
     withBus(async (bus) => {
-      const lag = await bus.admin.lag(opts.group);
+      // Every partition of the topics each group reads: one it never committed on (a new or stuck consumer)
+      // is listed with its whole lag, not left out.
+      const lag = await bus.admin.lag(opts.group, subscribedTopics(MANIFESTS));
       if (opts.group !== undefined && lag.length === 0) {
         // A misspelt group would read as one without lag: say which groups there are.
         const groups = [
@@ -449,7 +451,7 @@ program
             group: l.group,
             topic: l.topic,
             partition: l.partition,
-            committed: l.committed,
+            committed: l.committed ?? '-',
             end: l.end,
             lag: l.lag,
           })),

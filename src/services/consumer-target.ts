@@ -119,7 +119,7 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
         batchIntervalMs: spec.batchIntervalMs ?? rt.config.consumerBatchIntervalMs,
         hooks: rt.metrics.consumerHooks(group),
       });
-      const untrack = rt.metrics.trackConsumerGroup(group, consumerGroupSource(rt, group));
+      const untrack = rt.metrics.trackConsumerGroup(group, consumerGroupSource(rt, group, topics));
       return {
         stop: async () => {
           untrack();
@@ -131,11 +131,19 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
   };
 }
 
-/** Lag and DLQ size of a group as the bus admin reports them (for /metrics; every transport). */
-export function consumerGroupSource(rt: Runtime, group: string): ConsumerGroupSource {
+/**
+ * Lag and DLQ size of a group as the bus admin reports them (for /metrics; every transport): on every partition
+ * of the `topics` it reads, those it committed nothing on yet too.
+ */
+export function consumerGroupSource(
+  rt: Runtime,
+  group: string,
+  topics: readonly string[],
+): ConsumerGroupSource {
   const admin = rt.bus.admin;
+  const subscribed = new Map([[group, topics]]);
   return {
-    lag: () => admin.lag(group),
+    lag: () => admin.lag(group, subscribed),
     ...(admin.messageCount ? { deadLetters: () => admin.messageCount!(dlqTopic(group)) } : {}),
   };
 }

@@ -503,6 +503,42 @@ for (const factory of harnesses) {
       assert.deepEqual(otherAgents, [], 'the header arrives as it was sent');
     });
 
+    it('reports the lag of a group on every partition it reads, those it never committed on too', async () => {
+      const topic = await topicWith(2);
+      const group = h.unique('lagging');
+      const p = await h.start();
+      try {
+        // Keys that land on both partitions (the partitioner is the bus's own).
+        await p.bus.publisher.publish(
+          Array.from({ length: 12 }, (_, i) => ({
+            topic,
+            key: `k${i}`,
+            event: taskCreated(`k${i}`, `t${i}`),
+          })),
+        );
+        const lag = await p.bus.admin.lag(group, new Map([[group, [topic]]]));
+        assert.deepEqual(
+          lag.map((l) => [l.topic, l.partition, l.committed]),
+          [
+            [topic, 0, null],
+            [topic, 1, null],
+          ],
+        );
+        assert.equal(
+          lag.reduce((n, l) => n + l.lag, 0),
+          12,
+          'all of it',
+        );
+        assert.deepEqual(
+          await p.bus.admin.lag(group),
+          [],
+          'not said to read the topic: nothing committed, nothing listed',
+        );
+      } finally {
+        await p.close();
+      }
+    });
+
     it('keeps committed positions across a restart', async () => {
       const topic = await topicWith(2);
       const group = h.unique('restart');

@@ -1,6 +1,6 @@
 /** Topics, lag and dead letters behind Dapr: the Kafka brokers of the component, read as daprd writes. */
 import type { KafkaAdmin } from '../kafka/admin.ts';
-import { type BusAdmin, type PartitionLag, type StoredMessage } from '../types.ts';
+import { type BusAdmin, type PartitionLag, type StoredMessage, type Subscribed } from '../types.ts';
 import { normalizeStored } from './wire.ts';
 
 /**
@@ -37,8 +37,8 @@ export class DaprAdmin implements BusAdmin {
     return this.need('describing topics').describeTopics();
   }
 
-  async lag(group?: string): Promise<PartitionLag[]> {
-    return this.need('consumer lag').lag(group);
+  async lag(group?: string, subscribed?: Subscribed): Promise<PartitionLag[]> {
+    return this.need('consumer lag').lag(group, subscribed);
   }
 
   async listGroups(): Promise<string[]> {

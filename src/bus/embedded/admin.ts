@@ -1,7 +1,7 @@
 /** Topics, lag, groups and reading a topic on the embedded bus (its own tables). */
 import type { Db } from '../../store/db.ts';
 import { EmbeddedLog, createTopics, ensureTopic } from './log.ts';
-import type { BusAdmin, PartitionLag, StoredMessage } from '../types.ts';
+import type { BusAdmin, PartitionLag, StoredMessage, Subscribed } from '../types.ts';
 import { toMessage, type MessageRow } from './options.ts';
 export class EmbeddedAdmin implements BusAdmin {
   constructor(private readonly db: Db) {}
@@ -33,18 +33,32 @@ export class EmbeddedAdmin implements BusAdmin {
     return r.rows.map((x) => x.group_id);
   }
 
-  async lag(group?: string): Promise<PartitionLag[]> {
+  async lag(group?: string, subscribed: Subscribed = new Map()): Promise<PartitionLag[]> {
+    const expected = [...subscribed].flatMap(([g, topics]) => topics.map((t) => [g, t] as const));
     const r = await this.db.query<{
       group_id: string;
       topic: string;
       partition: number;
-      committed: string;
+      committed: string | null;
       end_offset: string;
+      low: string | null;
     }>(
-      `SELECT o.group_id, o.topic, o.partition, o."offset"::text AS committed, p.next_offset::text AS end_offset
-         FROM bus_group_offsets o JOIN bus_partitions p USING (topic, partition)
-        WHERE $1::text IS NULL OR o.group_id = $1 ORDER BY o.group_id, o.topic, o.partition`,
-      [group ?? null],
+      `WITH lagging AS (
+         SELECT group_id, topic, partition, "offset" AS committed FROM bus_group_offsets
+          WHERE $1::text IS NULL OR group_id = $1
+         UNION ALL
+         SELECT e.group_id, p.topic, p.partition, NULL
+           FROM unnest($2::text[], $3::text[]) AS e(group_id, topic) JOIN bus_partitions p ON p.topic = e.topic
+          WHERE ($1::text IS NULL OR e.group_id = $1)
+            AND NOT EXISTS (SELECT 1 FROM bus_group_offsets o
+                             WHERE o.group_id = e.group_id AND o.topic = p.topic AND o.partition = p.partition))
+       SELECT l.group_id, l.topic, l.partition, l.committed::text AS committed, p.next_offset::text AS end_offset,
+              CASE WHEN l.committed IS NULL THEN
+                (SELECT min("offset")::text FROM bus_messages m WHERE m.topic = p.topic AND m.partition = p.partition)
+              END AS low
+         FROM lagging l JOIN bus_partitions p USING (topic, partition)
+        ORDER BY l.group_id, l.topic, l.partition`,
+      [group ?? null, expected.map(([g]) => g), expected.map(([, t]) => t)],
     );
     return r.rows.map((x) => ({
       group: x.group_id,
@@ -52,7 +66,7 @@ export class EmbeddedAdmin implements BusAdmin {
       partition: x.partition,
       committed: x.committed,
       end: x.end_offset,
-      lag: Math.max(0, Number(x.end_offset) - Number(x.committed)),
+      lag: Math.max(0, Number(x.end_offset) - Number(x.committed ?? x.low ?? x.end_offset)),
     }));
   }
 

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Admin, Consumer, IS_CONTROL, type fetchV17, type KafkaRecord } from '@platformatic/kafka';
 import type { Logger } from '../../observability/logger.ts';
-import type { BusAdmin, PartitionLag, StoredMessage } from '../types.ts';
+import type { BusAdmin, PartitionLag, StoredMessage, Subscribed } from '../types.ts';
 import { decodeRecord, JSON_CODEC, type EventCodec, type StoredRecord } from './codec.ts';
 import { connectionOptions, describeKafkaError, forceClose, type KafkaSettings } from './connection.ts';
 
@@ -162,27 +162,43 @@ export class KafkaAdmin implements BusAdmin {
     return out;
   }
 
-  async lag(group?: string): Promise<PartitionLag[]> {
-    const groups = group ? [group] : await this.listGroups();
+  async lag(group?: string, subscribed: Subscribed = new Map()): Promise<PartitionLag[]> {
+    const groups = group ? [group] : [...new Set([...(await this.listGroups()), ...subscribed.keys()])];
     const out: PartitionLag[] = [];
     for (const g of groups) {
       const [res] = await this.admin.listConsumerGroupOffsets({ groups: [this.prefix + g] });
-      const topics = (res?.topics ?? []).map((t) => t.name);
-      if (topics.length === 0) continue;
-      const ends = await this.endOffsets(topics);
-      for (const t of res!.topics)
+      const committed = new Map<string, bigint>();
+      const listed = new Set<string>();
+      for (const t of res?.topics ?? [])
         for (const p of t.partitions) {
-          const end = ends.get(`${t.name}\u0000${p.partitionIndex}`) ?? 0n;
-          const committed = p.committedOffset < 0n ? 0n : p.committedOffset;
-          out.push({
-            group: g,
-            topic: t.name.slice(this.prefix.length),
-            partition: p.partitionIndex,
-            committed: committed.toString(),
-            end: end.toString(),
-            lag: Number(end > committed ? end - committed : 0n),
-          });
+          const id = `${t.name}\u0000${p.partitionIndex}`;
+          listed.add(id);
+          if (p.committedOffset >= 0n) committed.set(id, p.committedOffset);
         }
+      const existing = new Set(await this.admin.listTopics());
+      const topics = [
+        ...new Set([
+          ...(res?.topics ?? []).map((t) => t.name),
+          ...(subscribed.get(g) ?? []).map((t) => this.prefix + t).filter((t) => existing.has(t)),
+        ]),
+      ];
+      if (topics.length === 0) continue;
+      const [ends, starts] = await Promise.all([this.endOffsets(topics), this.endOffsets(topics, -2n)]);
+      for (const [id, end] of [...ends].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }))) {
+        const [topic, partition] = id.split('\u0000') as [string, string];
+        const mine = committed.get(id);
+        // Committed on, or a partition of a topic the group reads where it committed nothing yet.
+        if (!listed.has(id) && !(subscribed.get(g) ?? []).includes(this.unprefix(topic))) continue;
+        const from = mine ?? starts.get(id) ?? end;
+        out.push({
+          group: g,
+          topic: this.unprefix(topic),
+          partition: Number(partition),
+          committed: mine === undefined ? null : mine.toString(),
+          end: end.toString(),
+          lag: Number(end > from ? end - from : 0n),
+        });
+      }
     }
     return out;
   }

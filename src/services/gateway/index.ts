@@ -194,7 +194,8 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         },
         hooks: rt.metrics.consumerHooks(group),
       });
-      const untrack = rt.metrics.trackConsumerGroup(group, consumerGroupSource(rt, group));
+      // Its partitions it committed nothing on are not lag: a new instance starts at their end (fromBeginning).
+      const untrack = rt.metrics.trackConsumerGroup(group, consumerGroupSource(rt, group, []));
       log.info({ group }, 'gateway listening on /ws');
       return {
         stop: async () => {
