@@ -26,3 +26,16 @@ export function waitForEvent(
     stop?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/**
+ * `p`, or a rejection naming `what` once `ms` pass first (the work itself goes on: a query is not cancelled).
+ * The timer is cleared when `p` settles, and does not hold the process open.
+ */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}

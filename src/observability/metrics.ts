@@ -1,4 +1,5 @@
 /** Prometheus metrics (prom-client), one registry per process, served at `/metrics` by every target. */
+import { within } from '../wait.ts';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Where the lag and DLQ-size gauges read a consumer group's figures (the bus admin). */
@@ -216,13 +217,7 @@ export class Metrics {
   }
 
   private async collectConsumerGroups(): Promise<void> {
-    const timeout = <T>(p: Promise<T>) =>
-      Promise.race([
-        p,
-        new Promise<never>((_, reject) =>
-          setTimeout(() => reject(new Error('timed out')), BUS_READ_TIMEOUT_MS).unref(),
-        ),
-      ]);
+    const timeout = <T>(p: Promise<T>) => within(p, BUS_READ_TIMEOUT_MS, 'reading the bus');
     await Promise.all(
       [...this.consumerGroups].map(async ([group, source]) => {
         try {

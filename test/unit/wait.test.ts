@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { it } from 'node:test';
-import { waitForEvent } from '../../src/wait.ts';
+import { waitForEvent, within } from '../../src/wait.ts';
 
 it('waitForEvent resolves on the event, on the timeout and on abort, and cleans up its listener', async () => {
   const e = new EventEmitter();
@@ -27,3 +27,12 @@ it(
     assert.equal(await waiting, false);
   },
 );
+
+it('within answers what settles first: the work, or its deadline naming it', async () => {
+  assert.equal(await within(Promise.resolve(7), 1_000, 'the work'), 7);
+  await assert.rejects(within(Promise.reject(new Error('boom')), 1_000, 'the work'), /boom/);
+  const hung = new Promise<never>(() => undefined);
+  const alive = setTimeout(() => undefined, 1_000); // its own timer holds nothing open (unref)
+  await assert.rejects(within(hung, 20, 'reading the head'), /reading the head took longer than 20 ms/);
+  clearTimeout(alive);
+});

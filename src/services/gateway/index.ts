@@ -20,8 +20,13 @@ import { authenticateOrCharge, authenticatedScope, chargeUser } from '../../http
 import { problem, sendProblem } from '../../http/problem.ts';
 import { Hub } from './hub.ts';
 import { streamHead } from '../../store/outbox.ts';
+import { within } from '../../wait.ts';
+
 import { keySequenceStream } from '../../contracts/schemas.ts';
 import { TicketIssuer } from './tickets.ts';
+
+/** How long an upgrade waits for the user's latest sequence (a database that hangs): then the client resyncs. */
+const HEAD_READ_MS = 2_000;
 
 export const SUBPROTOCOL = 'taskflow.v1';
 
@@ -135,12 +140,14 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
               // without a reload. Unreadable (the database down), the client resyncs as before.
               const head = hub.knows(user.userId)
                 ? undefined
-                : await streamHead(rt.db, keySequenceStream('task.changed', user.userId)).catch(
-                    (err: unknown) => {
-                      log.warn({ err }, "could not read the user's latest sequence; a resume resyncs");
-                      return undefined;
-                    },
-                  );
+                : await within(
+                    streamHead(rt.db, keySequenceStream('task.changed', user.userId)),
+                    HEAD_READ_MS,
+                    "reading the user's latest sequence",
+                  ).catch((err: unknown) => {
+                    log.warn({ err }, "could not read the user's latest sequence; a resume resyncs");
+                    return undefined;
+                  });
               users.set(req, { user, since, head });
             },
           },
