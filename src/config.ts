@@ -316,17 +316,20 @@ function databaseUrlOf(env: Env): string {
   const expected = 'DATABASE_URL must be postgres://…, memory://, or a directory (or file://<directory>)';
   if (raw.trim() !== raw) throw new ConfigError(`${expected}, got "${raw}" (white space around it)`);
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw)?.[1];
+  // The scheme in lower case: the code after this compares it so.
+  const url = scheme ? scheme.toLowerCase() + raw.slice(scheme.length) : raw;
   if (scheme) {
     const lower = scheme.toLowerCase();
-    const url = lower + raw.slice(scheme.length);
     if (lower === 'postgres' || lower === 'postgresql') {
-      if (!URL.canParse(url)) throw new ConfigError(`DATABASE_URL is not a valid URL: "${raw}"`);
+      // libpq's socket form has no host (postgres://user@/db?host=/run/postgresql), which URL refuses.
+      if (!URL.canParse(url) && !URL.canParse(url.replace('@/', '@localhost/')))
+        throw new ConfigError(`DATABASE_URL is not a valid URL: "${raw}"`);
       return url;
     }
     if (url === 'memory://') return url;
     if (lower !== 'file') throw new ConfigError(`${expected}, got "${raw}"`);
   }
-  const dir = resolve(raw.replace(/^file:\/\//i, ''));
+  const dir = resolve(url.replace(/^file:\/\//, ''));
   let isDirectory: boolean | undefined;
   try {
     isDirectory = statSync(dir).isDirectory();
@@ -334,7 +337,7 @@ function databaseUrlOf(env: Env): string {
     // Not there yet: made at the first start.
   }
   if (isDirectory === false) throw new ConfigError(`DATABASE_URL names ${dir}, which is not a directory`);
-  return raw;
+  return url;
 }
 
 /** A file a variable names, readable by this process (a TLS certificate or key). */
@@ -465,15 +468,21 @@ export function loadConfig(
 }
 
 /**
- * Where the development secret of a data directory is kept: `<dir>.dev-jwt-secret` beside it, one per
- * directory (directories side by side, in /tmp say, shared one: a token of one instance was good for the
- * others). The default directory (.data/db) keeps `.data/dev-jwt-secret`, where earlier versions made it.
+ * Where the development secret of a data directory is kept: `<dir>.dev-jwt-secret` beside it, one per directory
+ * (directories side by side, in /tmp say, shared one: a token of one instance was good for the others). Where an
+ * earlier version made one in the parent (`dev-jwt-secret`, `.data/dev-jwt-secret` for the default) and it is
+ * this user's, that one is kept: its tokens and signed-in boards go on working. The path alone decides, not the
+ * working directory.
  */
 function devSecretFile(databaseUrl: string): string {
-  const dir = resolve(databaseUrl.replace(/^file:\/\//i, ''));
-  return dir === resolve(DEFAULT_DATABASE_URL)
-    ? join(dirname(dir), 'dev-jwt-secret')
-    : join(dirname(dir), `${basename(dir)}.dev-jwt-secret`);
+  const dir = resolve(databaseUrl.replace(/^file:\/\//, ''));
+  const earlier = join(dirname(dir), 'dev-jwt-secret');
+  try {
+    if (lstatSync(earlier).uid === process.getuid?.()) return earlier;
+  } catch {
+    // None made there.
+  }
+  return join(dirname(dir), `${basename(dir)}.dev-jwt-secret`);
 }
 
 /**

@@ -29,13 +29,13 @@ export function waitForEvent(
 
 /**
  * `p`, or a rejection naming `what` once `ms` pass first (the work itself goes on: a query is not cancelled).
- * The timer is cleared when `p` settles, and does not hold the process open.
+ * The timer is cleared when `p` settles: none is left behind a read that answered (a deadline of seconds
+ * holds the process no longer than the work it waits for would).
  */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
-    timer.unref();
   });
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

@@ -289,7 +289,14 @@ program
  * Opens the configured bus for an operations command (no consumers), runs `fn`, closes everything. Only the
  * embedded bus needs the database; Kafka commands talk to the brokers alone.
  */
-async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` with the configured bus. On the embedded bus a command that only reads (`writes` unset) migrates
+ * nothing and refuses an older schema; one that writes (topics ensure, dlq replay) migrates first, as before.
+ */
+async function withBus<T>(
+  fn: (bus: Bus, config: Config) => Promise<T>,
+  opts: { writes?: boolean } = {},
+): Promise<T> {
   const config = loadConfig(process.env, { auth: false });
   const [{ createLogger }, { Metrics }, { createBus }] = await Promise.all([
     import('../observability/logger.ts'),
@@ -301,7 +308,8 @@ async function withBus<T>(fn: (bus: Bus, config: Config) => Promise<T>): Promise
     config.bus === 'embedded' ? await openDatabase(config.databaseUrl, { existing: true }) : null;
   const db = opened?.db;
   try {
-    await opened?.requireCurrent();
+    if (opts.writes) await opened?.migrate();
+    else await opened?.requireCurrent();
     const bus = await createBus(config, db as Db, log, new Metrics({ defaultMetrics: false }));
     try {
       return await fn(bus, config);
@@ -373,40 +381,43 @@ topics
   .command('ensure')
   .description('create missing topics with their partitions and retention (KAFKA_TOPIC_PARTITIONS overrides)')
   .action(() =>
-    withBus(async (bus, config) => {
-      const { allTopics } = await import('../bus/index.ts');
-      const wanted = allTopics(config, deadLetterGroups(MANIFESTS));
-      const before = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
-      await bus.admin.ensureTopics(wanted);
-      const after = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
-      const created = wanted.filter((t) => !before.has(t.name));
-      const sizes = (t?: { partitions: number; retentionMs: number | null }) =>
-        t ? `${t.partitions} partitions, retention ${t.retentionMs ?? '?'} ms` : 'none';
-      // The embedded bus grows an existing topic to the settings; Kafka leaves it as it is.
-      const updated = wanted.filter(
-        (t) => before.has(t.name) && sizes(before.get(t.name)) !== sizes(after.get(t.name)),
-      );
-      const differing = wanted.flatMap((t) => {
-        const has = after.get(t.name);
-        if (!has) return [];
-        const diffs = [
-          has.partitions !== t.partitions ? `${has.partitions} partitions (asked ${t.partitions})` : '',
-          has.retentionMs !== null && has.retentionMs !== t.retentionMs
-            ? `retention ${has.retentionMs} ms (asked ${t.retentionMs})`
-            : '',
-        ].filter(Boolean);
-        return diffs.length ? [`${t.name}: ${diffs.join(', ')}`] : [];
-      });
-      console.log(
-        `ensured ${wanted.length} topics on ${config.bus}: ${created.length} created${created.length ? ` (${created.map((t) => t.name).join(', ')})` : ''}, ${wanted.length - created.length} existed`,
-      );
-      for (const t of updated)
-        console.log(`  ${t.name} updated: ${sizes(before.get(t.name))} -> ${sizes(after.get(t.name))}`);
-      if (differing.length)
-        console.log(
-          `these existing topics differ from the settings and were not changed (change them with the broker's tools, e.g. kafka-topics --alter / kafka-configs):\n  ${differing.join('\n  ')}`,
+    withBus(
+      async (bus, config) => {
+        const { allTopics } = await import('../bus/index.ts');
+        const wanted = allTopics(config, deadLetterGroups(MANIFESTS));
+        const before = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
+        await bus.admin.ensureTopics(wanted);
+        const after = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
+        const created = wanted.filter((t) => !before.has(t.name));
+        const sizes = (t?: { partitions: number; retentionMs: number | null }) =>
+          t ? `${t.partitions} partitions, retention ${t.retentionMs ?? '?'} ms` : 'none';
+        // The embedded bus grows an existing topic to the settings; Kafka leaves it as it is.
+        const updated = wanted.filter(
+          (t) => before.has(t.name) && sizes(before.get(t.name)) !== sizes(after.get(t.name)),
         );
-    }),
+        const differing = wanted.flatMap((t) => {
+          const has = after.get(t.name);
+          if (!has) return [];
+          const diffs = [
+            has.partitions !== t.partitions ? `${has.partitions} partitions (asked ${t.partitions})` : '',
+            has.retentionMs !== null && has.retentionMs !== t.retentionMs
+              ? `retention ${has.retentionMs} ms (asked ${t.retentionMs})`
+              : '',
+          ].filter(Boolean);
+          return diffs.length ? [`${t.name}: ${diffs.join(', ')}`] : [];
+        });
+        console.log(
+          `ensured ${wanted.length} topics on ${config.bus}: ${created.length} created${created.length ? ` (${created.map((t) => t.name).join(', ')})` : ''}, ${wanted.length - created.length} existed`,
+        );
+        for (const t of updated)
+          console.log(`  ${t.name} updated: ${sizes(before.get(t.name))} -> ${sizes(after.get(t.name))}`);
+        if (differing.length)
+          console.log(
+            `these existing topics differ from the settings and were not changed (change them with the broker's tools, e.g. kafka-topics --alter / kafka-configs):\n  ${differing.join('\n  ')}`,
+          );
+      },
+      { writes: true },
+    ),
   );
 topics
   .command('describe')
@@ -573,29 +584,32 @@ dlq
   .requiredOption('--group <group>', 'consumer group')
   .option('--id <eventId...>', 'only these event ids (default: all of the group)')
   .action((opts: { group: string; id?: string[] }) =>
-    withBus(async (bus) => {
-      await dlqGroups(bus, opts.group);
-      const { replayDeadLetters } = await import('../bus/dlq.ts');
-      const { replayed, notEvents, noSource, missing } = await replayDeadLetters(
-        bus,
-        opts.group,
-        opts.id ? { ids: opts.id } : {},
-      );
-      if (missing.length)
-        throw new Error(`not found in ${opts.group}.dlq: ${missing.join(', ')} (nothing was replayed)`);
-      const kept = [...new Set(notEvents.map((d) => d.event.id))];
-      const sourceless = [...new Set(noSource.map((d) => d.event.id))];
-      console.log(`replayed ${replayed.length} event(s) of ${opts.group}`);
-      if (kept.length)
-        console.log(
-          `kept ${kept.length} whose bytes are not an event (see them with taskflow dlq show --group ${opts.group} --id <id>; replayed, they would only come back): ${kept.join(', ')}`,
+    withBus(
+      async (bus) => {
+        await dlqGroups(bus, opts.group);
+        const { replayDeadLetters } = await import('../bus/dlq.ts');
+        const { replayed, notEvents, noSource, missing } = await replayDeadLetters(
+          bus,
+          opts.group,
+          opts.id ? { ids: opts.id } : {},
         );
-      if (sourceless.length)
-        console.log(
-          `kept ${sourceless.length} that do not name their source topic (no x-dlq-source-topic header): ${sourceless.join(', ')}`,
-        );
-      if (opts.id && (kept.length || sourceless.length) && replayed.length === 0) process.exitCode = 1;
-    }),
+        if (missing.length)
+          throw new Error(`not found in ${opts.group}.dlq: ${missing.join(', ')} (nothing was replayed)`);
+        const kept = [...new Set(notEvents.map((d) => d.event.id))];
+        const sourceless = [...new Set(noSource.map((d) => d.event.id))];
+        console.log(`replayed ${replayed.length} event(s) of ${opts.group}`);
+        if (kept.length)
+          console.log(
+            `kept ${kept.length} whose bytes are not an event (see them with taskflow dlq show --group ${opts.group} --id <id>; replayed, they would only come back): ${kept.join(', ')}`,
+          );
+        if (sourceless.length)
+          console.log(
+            `kept ${sourceless.length} that do not name their source topic (no x-dlq-source-topic header): ${sourceless.join(', ')}`,
+          );
+        if (opts.id && (kept.length || sourceless.length) && replayed.length === 0) process.exitCode = 1;
+      },
+      { writes: true },
+    ),
   );
 
 program

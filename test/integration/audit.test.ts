@@ -11,7 +11,8 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
-import { GROUPS } from '../../src/services/index.ts';
+import { GROUPS, MANIFESTS } from '../../src/services/index.ts';
+import { subscribedTopics } from '../../src/runtime.ts';
 import { chainKey, verifyChain } from '../../src/services/audit/chain.ts';
 import { runRetention } from '../../src/services/audit/index.ts';
 import type { Db } from '../../src/store/db.ts';
@@ -49,7 +50,10 @@ for (const backend of backends) {
       return r.body as { items: any[]; next_cursor: string | null };
     };
     const auditLag = async () =>
-      (await app.proc.runtime.bus.admin.lag(GROUPS.audit)).reduce((s, p) => s + p.lag, 0);
+      (await app.proc.runtime.bus.admin.lag(GROUPS.audit, subscribedTopics(MANIFESTS))).reduce(
+        (s, p) => s + p.lag,
+        0,
+      );
     const count = async (user: string) =>
       Number(
         (

@@ -241,6 +241,13 @@ describe(
         } finally {
           await empty.drop();
         }
+        // Commands that write (topics ensure, dlq replay) migrate a new database, as before.
+        const blank = await createPgDatabase(process.env.TEST_DATABASE_URL!, 'tf_cli_ensure');
+        try {
+          assert.match((await taskflow(blank.url, 'topics', 'ensure')).stdout, /: \d+ created/);
+        } finally {
+          await blank.drop();
+        }
         // A misspelt data directory is not made into a new, empty database that verifies "ok".
         const typo = join(tmpdir(), `taskflow-no-such-dir-${process.pid}`);
         for (const args of [

@@ -183,7 +183,8 @@ describe('consumers across outages', { skip: kafkaBrokers ? false : 'needs TEST_
       // Offsets are committed at most once a second: wait until these are, so that none is due again after
       // the outage (what was committed must not be re-read; the rest would be, at least once).
       await waitFor(
-        async () => (await bus.admin.lag('survivors')).every((l) => l.lag === 0),
+        async () =>
+          (await bus.admin.lag('survivors', new Map([['survivors', ['work']]]))).every((l) => l.lag === 0),
         30_000,
         'the offsets committed',
       );

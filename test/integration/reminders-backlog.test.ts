@@ -7,7 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { GROUPS } from '../../src/services/index.ts';
+import { GROUPS, MANIFESTS } from '../../src/services/index.ts';
+import { subscribedTopics } from '../../src/runtime.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
@@ -69,7 +70,10 @@ for (const [name, env] of transports) {
         await waitFor(async () => (await scheduled()) >= BACKLOG, 120_000, `${BACKLOG} reminders scheduled`);
         const drainedMs = performance.now() - started;
         await waitFor(
-          async () => (await app.proc.runtime.bus.admin.lag(GROUPS.reminders)).every((l) => l.lag === 0),
+          async () =>
+            (await app.proc.runtime.bus.admin.lag(GROUPS.reminders, subscribedTopics(MANIFESTS))).every(
+              (l) => l.lag === 0,
+            ),
           30_000,
           'the reminders group to commit its positions',
         );

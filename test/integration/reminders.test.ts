@@ -18,7 +18,8 @@ import { Temporal } from 'temporal-polyfill';
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
-import { GROUPS } from '../../src/services/index.ts';
+import { GROUPS, MANIFESTS } from '../../src/services/index.ts';
+import { subscribedTopics } from '../../src/runtime.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
 import { createRemindersTarget, type ReminderScheduler } from '../../src/services/reminders/index.ts';
@@ -87,7 +88,8 @@ async function waitForEvents(
 async function waitCaughtUp(app: TestApp, group: string): Promise<void> {
   await waitFor(
     async () => {
-      const lag = await app.proc.runtime.bus.admin.lag(group);
+      // Every partition the group reads: one it never committed on is lag too, not left out.
+      const lag = await app.proc.runtime.bus.admin.lag(group, subscribedTopics(MANIFESTS));
       return lag.length > 0 && lag.every((l) => l.lag === 0);
     },
     WAIT,
@@ -1335,12 +1337,12 @@ for (const BUS of BUSES) {
       assert.equal(limited.status, 429, JSON.stringify(limited.body));
       assert.match(limited.body.detail, /for you/);
       assert.equal(codesTo(shared).length, 5);
-      // Another account naming the same address: saved, and no sixth code to it.
-      const other = await put('mallory', shared);
+      // Another account naming the same mailbox (another case, a +tag): saved, and no sixth code to it.
+      const other = await put('mallory', 'Shared+again@example.com');
       assert.equal(other.status, 200, JSON.stringify(other.body));
       assert.match(other.body.email_confirmation.not_sent, /to this address in the last 24 hours/);
       assert.equal((await askCode('mallory')).status, 429);
-      assert.equal(codesTo(shared).length, 5);
+      assert.equal(codesTo(shared).length + codesTo('Shared+again@example.com').length, 5);
     });
 
     it('validates preferences and push subscriptions, and requires a token', async () => {

@@ -83,6 +83,13 @@ describe('DATABASE_URL', () => {
       'postgresql://u@db/x',
     );
     assert.equal(loadConfig({ ...jwt, DATABASE_URL: 'memory://' }).databaseUrl, 'memory://');
+    // libpq's socket form, without a host.
+    const socket = 'postgres://postgres@/tasks?host=/run/postgresql&port=5432';
+    assert.equal(loadConfig({ ...jwt, DATABASE_URL: socket }).databaseUrl, socket);
+    assert.equal(
+      loadConfig({ ...jwt, DATABASE_URL: 'FILE:///tmp/not-there-yet/db' }).databaseUrl,
+      'file:///tmp/not-there-yet/db',
+    );
     assert.equal(
       loadConfig({ ...jwt, DATABASE_URL: '/tmp/not-there-yet/db' }).databaseUrl,
       '/tmp/not-there-yet/db',

@@ -32,21 +32,26 @@ describe('development secret', { skip: process.platform === 'win32' ? 'POSIX mod
     assert.equal(configFor(dir).jwt.secret, first);
   });
 
-  it('is one per data directory: two side by side do not share it; the default directory keeps its old place', () => {
+  it('is one per data directory, decided by the path alone; one an earlier version made beside it is kept', () => {
     const dir = fresh();
     const a = loadConfig({ DATABASE_URL: join(dir, 'a') }).jwt;
     const b = loadConfig({ DATABASE_URL: join(dir, 'b') }).jwt;
     assert.equal(a.devSecretFile, join(dir, 'a.dev-jwt-secret'));
     assert.equal(b.devSecretFile, join(dir, 'b.dev-jwt-secret'));
     assert.notEqual(a.secret, b.secret);
-    assert.equal(loadConfig({ DATABASE_URL: `file://${join(dir, 'a')}` }).jwt.secret, a.secret);
+    assert.equal(loadConfig({ DATABASE_URL: `FILE://${join(dir, 'a')}` }).jwt.secret, a.secret);
+    // The same directory named from another working directory: the same secret (taskflow token and the server).
     const cwd = process.cwd();
     try {
-      process.chdir(fresh());
-      assert.equal(loadConfig({}).jwt.devSecretFile, join(process.cwd(), '.data', 'dev-jwt-secret'));
+      process.chdir(dir);
+      assert.equal(loadConfig({ DATABASE_URL: 'a' }).jwt.secret, a.secret);
+      assert.equal(loadConfig({}).jwt.devSecretFile, join(dir, '.data', 'db.dev-jwt-secret'));
     } finally {
       process.chdir(cwd);
     }
+    const earlier = fresh();
+    writeFileSync(join(earlier, 'dev-jwt-secret'), `${'e'.repeat(43)}\n`, { mode: 0o600 });
+    assert.equal(loadConfig({ DATABASE_URL: join(earlier, 'db') }).jwt.secret, 'e'.repeat(43));
     assert.equal(
       loadConfig({ DATABASE_URL: '.data/db', JWT_SECRET: 'x'.repeat(32) }).jwt.devSecretFile,
       undefined,

@@ -208,8 +208,14 @@ async function lockEmailCode(q: Queryable, userId: string): Promise<EmailCodeRow
 }
 
 const DAY_MS = 86_400_000;
-/** An address as the per-recipient limit counts it: one mailbox whatever its case, not kept in clear. */
-const recipientKey = (email: string) => createHash('sha256').update(email.toLowerCase()).digest('hex');
+/**
+ * An address as the per-recipient limit counts it, not kept in clear: one mailbox whatever its case and its
+ * `+tag` (victim+1@, victim+2@ reach one inbox).
+ */
+const recipientKey = (email: string) =>
+  createHash('sha256')
+    .update(email.toLowerCase().replace(/\+[^@]*@/, '@'))
+    .digest('hex');
 
 export type ReservedEmailCode =
   | { ok: true; email: string; code: string; expiresAt: Date; sendId: string }
