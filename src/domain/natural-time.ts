@@ -159,27 +159,12 @@ const MONTH_WEEKDAY = new RegExp(
     `(?:\\s+(?:of|in)\\s+(?:the|each|every|a)\\s+month)?(?:\\s+at\\s+(?:${TIME}))?$`,
   'i',
 );
-const ORDINALS: Record<string, number> = {
-  first: 1,
-  '1st': 1,
-  second: 2,
-  '2nd': 2,
-  third: 3,
-  '3rd': 3,
-  fourth: 4,
-  '4th': 4,
-  last: -1,
-};
+/** "second" is 2: a repeat's interval ("every second week") or a weekday of the month ("the second Monday"). */
+const NUMBER_WORDS: Record<string, number> = { second: 2, '2nd': 2, third: 3, '3rd': 3, fourth: 4, '4th': 4 };
+/** Which of the month's weekdays: -1 for the last. */
+const ORDINALS: Record<string, number> = { first: 1, '1st': 1, ...NUMBER_WORDS, last: -1 };
 const PRESET_AT = new RegExp(`^(daily|weekly|monthly|yearly|weekdays)\\s+at\\s+(?:${TIME})$`, 'i');
-const INTERVAL_WORDS: Record<string, number> = {
-  other: 2,
-  second: 2,
-  '2nd': 2,
-  third: 3,
-  '3rd': 3,
-  fourth: 4,
-  '4th': 4,
-};
+const INTERVAL_WORDS: Record<string, number> = { other: 2, ...NUMBER_WORDS };
 const WEEKDAYS: readonly string[] = WEEKDAY_CODES.slice(0, 5);
 /** The time of day when a rule in words names none. */
 const DEFAULT_HOUR = 9;

@@ -223,6 +223,23 @@ for (const BUS of BUSES) {
       assert.equal(r.status, 201, JSON.stringify(r.body));
       return r.body as { id: string; due_date: string; reminder_plan: ReminderPlan };
     }
+    /**
+     * A task of `user` whose one reminder, a minute from now, has fired: its in-app notification is there and no
+     * delivery of the user is due (what else it sends, or holds, is the caller's to check).
+     */
+    async function fireOne(user: string, title: string) {
+      const task = await createTask(user, { title, reminders: [at(MIN)] });
+      await waitForEvents(app, task.id, 'reminder.scheduled', 1);
+      clock.advance(MIN + 1_000);
+      await waitForEvents(app, task.id, 'reminder.triggered', 1);
+      await waitFor(
+        async () => (await inboxFor(user, task.id)).length === 1,
+        WAIT,
+        `the in-app one of ${title}`,
+      );
+      await deliveriesIdle(user);
+      return task;
+    }
 
     it('schedules, fires once, and notifies by email, in-app, web push and a signed webhook', async () => {
       await setPrefs('alice', {
@@ -719,12 +736,7 @@ for (const BUS of BUSES) {
 
     it('sends what quiet hours held back once they are turned off, without waiting for their end', async () => {
       await holdEmails('ursula', 6);
-      const task = await createTask('ursula', { title: 'Held back', reminders: [at(MIN)] });
-      await waitForEvents(app, task.id, 'reminder.scheduled', 1);
-      clock.advance(MIN + 1_000);
-      await waitForEvents(app, task.id, 'reminder.triggered', 1);
-      await waitFor(async () => (await inboxFor('ursula', task.id)).length === 1, WAIT, 'the in-app one');
-      await deliveriesIdle('ursula');
+      await fireOne('ursula', 'Held back');
       assert.equal(mailsTo('ursula@example.com').length, 0, 'held during quiet hours');
       await setPrefs('ursula', { quiet_hours: null });
       await waitFor(() => mailsTo('ursula@example.com').length === 1, WAIT, 'the email, quiet hours off');
@@ -1207,12 +1219,7 @@ for (const BUS of BUSES) {
       assert.doesNotMatch(codeMail.raw, /cora(?!@example\.com)/, 'nothing the user typed but the address');
 
       // A reminder fired before the address is confirmed: in the inbox, not mailed.
-      const unconfirmed = await createTask('cora', { title: 'Not mailed', reminders: [at(MIN)] });
-      await waitForEvents(app, unconfirmed.id, 'reminder.scheduled', 1);
-      clock.advance(MIN + 1_000);
-      await waitForEvents(app, unconfirmed.id, 'reminder.triggered', 1);
-      await waitFor(async () => (await inboxFor('cora', unconfirmed.id)).length === 1, WAIT, 'in-app');
-      await deliveriesIdle('cora');
+      await fireOne('cora', 'Not mailed');
       assert.equal(mailsTo('cora@example.com').length, 0, 'no reminder to an unconfirmed address');
       const queued = await app.call('cora', 'GET', '/api/notifications/deliveries?channel=email');
       assert.deepEqual(queued.body.items, [], 'no email delivery queued');
@@ -1275,12 +1282,7 @@ for (const BUS of BUSES) {
       await waitFor(() => mailsTo('cora@example.com').length === 1, WAIT, 'the reminder, confirmed');
       const hhmm = (ms: number) => new Date(clock.now().getTime() + ms).toISOString().slice(11, 16);
       await setPrefs('cora', { quiet_hours: { start: hhmm(-HOUR), end: hhmm(2 * HOUR), timezone: 'UTC' } });
-      const held = await createTask('cora', { title: 'Held, then readdressed', reminders: [at(MIN)] });
-      await waitForEvents(app, held.id, 'reminder.scheduled', 1);
-      clock.advance(MIN + 1_000);
-      await waitForEvents(app, held.id, 'reminder.triggered', 1);
-      await waitFor(async () => (await inboxFor('cora', held.id)).length === 1, WAIT, 'in-app, held one');
-      await deliveriesIdle('cora');
+      const held = await fireOne('cora', 'Held, then readdressed');
       // Another address, the day's codes used up: saved unconfirmed, and the answer says why no code went.
       const moved = await app.call('cora', 'PUT', '/api/notifications/preferences', {
         email: 'someone-else@example.com',
