@@ -22,6 +22,7 @@ import { TEST_SECRET, startApp, waitFor, type TestApp } from '../helpers/app.ts'
 import { signDevToken } from '../../src/auth.ts';
 import { gatewayManifest } from '../../src/services/gateway/manifest.ts';
 import { MAX_CLIENT_MESSAGES } from '../../src/services/gateway/hub.ts';
+import { within } from '../../src/wait.ts';
 
 const DEADLINE_MS = 8_000;
 
@@ -269,7 +270,7 @@ describe('WebSocket gateway', () => {
     await calm.next((f) => f.type === 'pong');
     const flood = await open(app, 'pinger');
     for (let i = 0; i < MAX_CLIENT_MESSAGES + 1; i++) flood.ws.send('{"type":"ping"}');
-    const closed = await flood.closed;
+    const closed = await within(flood.closed, 10_000, 'closing the flooding socket');
     assert.equal(closed.code, 1008);
     assert.match(closed.reason, /too many messages/);
     assert.equal(
