@@ -12,6 +12,8 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { ManualClock } from '../../src/domain/clock.ts';
 import { findTargets } from '../../src/services/index.ts';
 import { createRemindersTarget, type ReminderScheduler } from '../../src/services/reminders/index.ts';
+import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
+import { startSmtpSink } from '../helpers/sinks.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { outboxRelayed, startApp, waitFor, type TestApp } from '../helpers/app.ts';
@@ -28,15 +30,18 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
   let app: TestApp;
   let scheduler: ReminderScheduler;
   let client: Client;
+  let smtp: Awaited<ReturnType<typeof startSmtpSink>>;
   const user = 'dana';
 
   before(async () => {
+    smtp = await startSmtpSink();
     db = await openDb('memory://');
     await migrate(db);
     app = await startApp(db, {
       clock,
       targets: [
-        ...findTargets(['api', 'relay', 'recurrence', 'notifications']),
+        ...findTargets(['api', 'relay', 'recurrence']),
+        createNotificationsTarget({ smtpUrl: smtp.url, tickMs: 20 }),
         createRemindersTarget({ tickMs: 20, onScheduler: (s) => (scheduler = s) }),
       ],
     });
@@ -51,6 +56,7 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
     await client?.close();
     await app?.stop();
     await db?.close();
+    await smtp?.close();
   });
 
   const call = async (name: string, args: Record<string, unknown>) => {
@@ -211,6 +217,24 @@ describe('an assistant over MCP: what a user says, as tool calls, ends in the da
       reminder_id: plantReminders[0].id,
     });
     assert.equal(dismissed.status, 'dismissed');
+    // "Email my reminders to dana@example.com." A code goes there; the user reads it back.
+    const set = await call('set_notification_email', { email: 'dana@example.com' });
+    assert.equal(set.email_confirmed, false);
+    assert.equal(set.email_confirmation.sent_to, 'dana@example.com');
+    const codeMail = smtp.mails.find((m) => m.to.includes('dana@example.com'))!;
+    const code = /^(\d{6}) is your code/m.exec(codeMail.raw)![1]!;
+    const wrong = (await client.callTool({
+      name: 'confirm_email',
+      arguments: { code: code === '000000' ? '000001' : '000000' },
+    })) as ToolResult;
+    assert.equal(wrong.isError, true);
+    assert.match(wrong.content[0]!.text ?? '', /4 more tries/);
+    const again = await call('send_email_code', {});
+    assert.equal(again.sent_to, 'dana@example.com');
+    const newest = /^(\d{6}) is your code/m.exec(
+      smtp.mails.filter((m) => m.to.includes('dana@example.com')).at(-1)!.raw,
+    )![1]!;
+    assert.equal((await call('confirm_email', { code: newest })).email_confirmed, true);
     // "Remind me 15 minutes before by default."
     const settings = await call('update_settings', { default_reminders: ['PT15M'] });
     assert.deepEqual(settings.default_reminders, ['PT15M']);

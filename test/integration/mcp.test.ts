@@ -22,6 +22,7 @@ import { createPgDatabase } from '../helpers/db.ts';
 const TOOLS = [
   'add_task',
   'complete_task',
+  'confirm_email',
   'delete_task',
   'dismiss_reminder',
   'get_context',
@@ -33,6 +34,8 @@ const TOOLS = [
   'preview_occurrences',
   'reopen_task',
   'search_tasks',
+  'send_email_code',
+  'set_notification_email',
   'set_recurrence',
   'set_reminder',
   'skip_occurrence',

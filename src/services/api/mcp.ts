@@ -37,6 +37,7 @@ import {
 import { DUE_WINDOWS, MAX_LIMIT, SORT_FIELDS } from '../../domain/query.ts';
 import { fieldJsonSchema } from '../../domain/fields.ts';
 import { SETTINGS_FIELDS, TASK_FIELDS } from '../../domain/task-fields.ts';
+import { CONFIRM_EMAIL_FIELDS, EMAIL_CONFIRMATION, PREFERENCE_FIELDS } from '../../domain/notifications.ts';
 import {
   RECURRENCE_MODES,
   RECURRENCE_NUMBER_MAX,
@@ -398,7 +399,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     { name: 'taskflow', title: 'Taskflow tasks', version: VERSION },
     {
       instructions:
-        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence; their reminders (list_reminders, snooze_reminder, dismiss_reminder), repeats (skip_occurrence, preview_occurrences), notifications (list_notifications, mark_notification_read) and settings (update_settings). Dates (due_date, reminders, snooze) take the user’s words as they said them ("tomorrow at 9", "in 30 minutes", "next Friday"), read in the user’s time zone, or ISO 8601 date-times with an offset; each answer’s resolved says how words were read, to confirm with the user. get_context gives the current time, the user’s time zone and default reminders. Task ids are UUIDs from add_task/list_tasks.',
+        'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence; their reminders (list_reminders, snooze_reminder, dismiss_reminder), repeats (skip_occurrence, preview_occurrences), notifications (list_notifications, mark_notification_read; the address reminders are emailed to: set_notification_email, then confirm_email with the code the user reads to you, send_email_code for a new one) and settings (update_settings). Dates (due_date, reminders, snooze) take the user’s words as they said them ("tomorrow at 9", "in 30 minutes", "next Friday"), read in the user’s time zone, or ISO 8601 date-times with an offset; each answer’s resolved says how words were read, to confirm with the user. get_context gives the current time, the user’s time zone and default reminders. Task ids are UUIDs from add_task/list_tasks.',
     },
   );
 
@@ -999,6 +1000,55 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
           `/api/notifications/${idIn(args.notification_id, 'notification')}/read`,
         ),
       ),
+    ),
+  );
+
+  server.registerTool(
+    'set_notification_email',
+    {
+      title: 'Set the email address for reminders',
+      description:
+        'Set (or, with null, remove) the address reminders are emailed to. A new address gets a 6-digit code by email: reminders are mailed to it only once the user tells you the code and you pass it to confirm_email. Answers the notification preferences: email, email_confirmed, and email_confirmation (where the code went, or why none was sent).',
+      inputSchema: toolArgs({
+        email: fieldArg(z.string().nullable(), PREFERENCE_FIELDS.email).describe(
+          'The address, e.g. dana@example.com; null removes it.',
+        ),
+      }),
+      outputSchema: passthrough,
+      annotations: { idempotentHint: true },
+    },
+    run('set_notification_email', {}, async (args) =>
+      ok(await rest('notifications', 'PUT', '/api/notifications/preferences', { email: args.email })),
+    ),
+  );
+
+  server.registerTool(
+    'confirm_email',
+    {
+      title: 'Confirm the email address with its code',
+      description:
+        'Confirm the user’s email address with the 6-digit code mailed to it (the user reads it to you). A wrong code says how many tries are left. Answers the notification preferences, email_confirmed true.',
+      inputSchema: toolArgs({
+        code: fieldArg(str(), CONFIRM_EMAIL_FIELDS.code).describe('The 6 digits, e.g. "042917".'),
+      }),
+      outputSchema: passthrough,
+      annotations: { idempotentHint: true },
+    },
+    run('confirm_email', {}, async (args) =>
+      ok(await rest('notifications', 'POST', '/api/notifications/email/confirm', { code: args.code })),
+    ),
+  );
+
+  server.registerTool(
+    'send_email_code',
+    {
+      title: 'Mail a new confirmation code',
+      description: `Mail a new code to the user’s unconfirmed email address (the one before is void), when the user did not get it or it expired. At most ${EMAIL_CONFIRMATION.perDay} in 24 hours. Answers where it went and until when it is valid.`,
+      inputSchema: toolArgs({}),
+      outputSchema: passthrough,
+    },
+    run('send_email_code', {}, async () =>
+      ok(await rest('notifications', 'POST', '/api/notifications/email/confirmation-code')),
     ),
   );
 
