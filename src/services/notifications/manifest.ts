@@ -7,12 +7,13 @@ import type { TargetManifest } from '../../runtime.ts';
 export const notificationsManifest = {
   name: 'notifications',
   description: 'notifications: reminder.triggered -> email / web push / in-app / webhook deliveries',
-  serves: 'preferences, push subscriptions, deliveries and the in-app inbox under `/api/notifications`',
+  serves:
+    'preferences (an email address confirmed by a mailed code), push subscriptions, deliveries and the in-app inbox under `/api/notifications`',
   consumes: { group: 'taskflow-notifications', topics: [TOPICS.reminders], deadLetters: true },
   produces: ['notification.created'],
   sources: ['/taskflow/notifications'],
   effects: 'email, web push, webhook; in-app',
-  owns: ['notifications', 'preferences', 'push subscriptions'],
+  owns: ['notifications', 'preferences', 'push subscriptions', 'email confirmation codes'],
   config: (env: Env) => ({
     smtpUrl: env.SMTP_URL || null,
     smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
