@@ -4,12 +4,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { RetryPolicy } from './retry.ts';
 import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
 import { COMPATIBILITY_LEVELS, type CompatibilityLevel } from './contracts/schema-compat.ts';
 import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
-import { isPostgresUrl } from './store/db.ts';
+import { isPostgresUrl, pgliteLocation } from './store/database-url.ts';
 import { canonicalTimeZone, isTimeZone } from './domain/time.ts';
 import type { LogFormat } from './observability/logger.ts';
 
@@ -315,21 +315,18 @@ function databaseUrlOf(env: Env): string {
   if (!raw) return DEFAULT_DATABASE_URL;
   const expected = 'DATABASE_URL must be postgres://…, memory://, or a directory (or file://<directory>)';
   if (raw.trim() !== raw) throw new ConfigError(`${expected}, got "${raw}" (white space around it)`);
-  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw)?.[1];
   // The scheme in lower case: the code after this compares it so.
-  const url = scheme ? scheme.toLowerCase() + raw.slice(scheme.length) : raw;
-  if (scheme) {
-    const lower = scheme.toLowerCase();
-    if (lower === 'postgres' || lower === 'postgresql') {
-      // libpq's socket form has no host (postgres://user@/db?host=/run/postgresql), which URL refuses.
-      if (!URL.canParse(url) && !URL.canParse(url.replace('@/', '@localhost/')))
-        throw new ConfigError(`DATABASE_URL is not a valid URL: "${raw}"`);
-      return url;
-    }
-    if (url === 'memory://') return url;
-    if (lower !== 'file') throw new ConfigError(`${expected}, got "${raw}"`);
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw)?.[1]?.toLowerCase();
+  const url = scheme ? scheme + raw.slice(scheme.length) : raw;
+  if (scheme === 'postgres' || scheme === 'postgresql') {
+    // libpq's socket form has no host (postgres://user@/db?host=/run/postgresql), which URL refuses.
+    if (!URL.canParse(url) && !URL.canParse(url.replace('@/', '@localhost/')))
+      throw new ConfigError(`DATABASE_URL is not a valid URL: "${raw}"`);
+    return url;
   }
-  const dir = resolve(url.replace(/^file:\/\//, ''));
+  if (url === 'memory://') return url;
+  if (scheme && scheme !== 'file') throw new ConfigError(`${expected}, got "${raw}"`);
+  const dir = pgliteLocation(url);
   let isDirectory: boolean | undefined;
   try {
     isDirectory = statSync(dir).isDirectory();
@@ -475,7 +472,7 @@ export function loadConfig(
  * working directory.
  */
 function devSecretFile(databaseUrl: string): string {
-  const dir = resolve(databaseUrl.replace(/^file:\/\//, ''));
+  const dir = pgliteLocation(databaseUrl);
   const earlier = join(dirname(dir), 'dev-jwt-secret');
   try {
     if (lstatSync(earlier).uid === process.getuid?.()) return earlier;

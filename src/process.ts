@@ -18,7 +18,8 @@ import {
   type TargetManifest,
 } from './runtime.ts';
 import { nameUnreachable, retryWithBackoff } from './retry.ts';
-import { isPostgresUrl, openDb, type Db } from './store/db.ts';
+import { openDb, type Db } from './store/db.ts';
+import { isPostgresUrl } from './store/database-url.ts';
 import { migrate } from './store/migrate.ts';
 import { errorMessage } from './error-text.ts';
 

@@ -5,7 +5,8 @@ import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
-import { isPostgresUrl, type Db } from '../store/db.ts';
+import type { Db } from '../store/db.ts';
+import { isPostgresUrl, pgliteLocation } from '../store/database-url.ts';
 import { dlqTopic } from '../contracts/topics.ts';
 import { deadLetterGroups, subscribedTopics } from '../runtime.ts';
 import { MANIFESTS, TARGETS, findTargets, retiredTargets } from '../services/index.ts';
@@ -16,10 +17,9 @@ import { exitOnStopSignals, onStopSignal } from './signals.ts';
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
 // heavy ones are imported inside the actions.
 const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
-  const [{ openDb }, { migrate, pendingMigrations }, { pgliteLocation }] = await Promise.all([
+  const [{ openDb }, { migrate, pendingMigrations }] = await Promise.all([
     import('../store/db.ts'),
     import('../store/migrate.ts'),
-    import('../store/pglite-open.ts'),
   ]);
   // A command that reads what a running system wrote (audit verify, dlq, lag, tail) does not make a database:
   // a misspelt directory made a new, empty one there and reported "ok".
@@ -287,11 +287,9 @@ program
 
 /**
  * Opens the configured bus for an operations command (no consumers), runs `fn`, closes everything. Only the
- * embedded bus needs the database; Kafka commands talk to the brokers alone.
- */
-/**
- * Runs `fn` with the configured bus. On the embedded bus a command that only reads (`writes` unset) migrates
- * nothing and refuses an older schema; one that writes (topics ensure, dlq replay) migrates first, as before.
+ * embedded bus needs the database; Kafka commands talk to the brokers alone. There a command that only reads
+ * (`writes` unset) migrates nothing and refuses an older schema; one that writes (topics ensure, dlq replay)
+ * migrates first.
  */
 async function withBus<T>(
   fn: (bus: Bus, config: Config) => Promise<T>,

@@ -142,7 +142,12 @@ export function nowFor(now: Date, timeZone: string): { now: string; local: strin
 
 const DAY_NAME = '(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day|nesday|sday|rsday|urday)?s?';
 const TIME = '(\\d{1,2}(?::\\d{2})?\\s*(?:am|pm)?|noon|midnight)';
-const INTERVAL = '(?:(other|second|2nd|third|3rd|fourth|4th|\\d{1,3})\\s+)?';
+/** "second" is 2: a repeat's interval ("every second week") or a weekday of the month ("the second Monday"). */
+const NUMBER_WORDS: Record<string, number> = { second: 2, '2nd': 2, third: 3, '3rd': 3, fourth: 4, '4th': 4 };
+/** Which of the month's weekdays: -1 for the last. */
+const ORDINALS: Record<string, number> = { first: 1, '1st': 1, ...NUMBER_WORDS, last: -1 };
+const INTERVAL_WORDS: Record<string, number> = { other: 2, ...NUMBER_WORDS };
+const INTERVAL = `(?:(${Object.keys(INTERVAL_WORDS).join('|')}|\\d{1,3})\\s+)?`;
 const DAY_LIST = `(${DAY_NAME}(?:\\s*(?:,|and|&|,\\s*and)\\s*${DAY_NAME})*)`;
 const EVERY_PERIOD = new RegExp(
   `^(?:every|each)\\s+${INTERVAL}(day|week|month|year|weekday)s?(?:\\s+on\\s+(?:the\\s+(\\d{1,2})(?:st|nd|rd|th)?|${DAY_LIST}))?(?:\\s+at\\s+(?:${TIME}))?$`,
@@ -155,16 +160,11 @@ const EVERY_DAYS = new RegExp(`^(?:every|each)\\s+${INTERVAL}${DAY_LIST}(?:\\s+a
  * meant; "first" and "last" have no such reading.
  */
 const MONTH_WEEKDAY = new RegExp(
-  `^(?:(?:every|each)\\s+|(?:on\\s+)?the\\s+)?(first|1st|second|2nd|third|3rd|fourth|4th|last)\\s+(${DAY_NAME})` +
+  `^(?:(?:every|each)\\s+|(?:on\\s+)?the\\s+)?(${Object.keys(ORDINALS).join('|')})\\s+(${DAY_NAME})` +
     `(?:\\s+(?:of|in)\\s+(?:the|each|every|a)\\s+month)?(?:\\s+at\\s+(?:${TIME}))?$`,
   'i',
 );
-/** "second" is 2: a repeat's interval ("every second week") or a weekday of the month ("the second Monday"). */
-const NUMBER_WORDS: Record<string, number> = { second: 2, '2nd': 2, third: 3, '3rd': 3, fourth: 4, '4th': 4 };
-/** Which of the month's weekdays: -1 for the last. */
-const ORDINALS: Record<string, number> = { first: 1, '1st': 1, ...NUMBER_WORDS, last: -1 };
 const PRESET_AT = new RegExp(`^(daily|weekly|monthly|yearly|weekdays)\\s+at\\s+(?:${TIME})$`, 'i');
-const INTERVAL_WORDS: Record<string, number> = { other: 2, ...NUMBER_WORDS };
 const WEEKDAYS: readonly string[] = WEEKDAY_CODES.slice(0, 5);
 /** The time of day when a rule in words names none. */
 const DEFAULT_HOUR = 9;

@@ -244,10 +244,11 @@ export function webhookSignature(secret: string, body: string): string {
 
 /** Constant-time check of a received signature (what a webhook receiver does). */
 export function verifyWebhookSignature(secret: string, body: string, signature: string): boolean {
-  const expected = Buffer.from(webhookSignature(secret, body));
-  const got = Buffer.from(signature);
-  return expected.length === got.length && timingSafeEqual(expected, got);
+  return sameBytes(Buffer.from(webhookSignature(secret, body)), Buffer.from(signature));
 }
+
+/** `a` and `b` are equal, compared in constant time (timingSafeEqual throws on lengths that differ). */
+const sameBytes = (a: Buffer, b: Buffer) => a.length === b.length && timingSafeEqual(a, b);
 
 /**
  * An email address is confirmed before a reminder is mailed to it (double opt-in): the user types back a code
@@ -291,9 +292,7 @@ export function emailCodeHash(userId: string, email: string, code: string): stri
 
 /** Whether `code` is the one whose hash is stored for this user and address (constant time). */
 export function emailCodeMatches(stored: string, userId: string, email: string, code: string): boolean {
-  const expected = Buffer.from(stored, 'hex');
-  const got = Buffer.from(emailCodeHash(userId, email, code), 'hex');
-  return expected.length === got.length && timingSafeEqual(expected, got);
+  return sameBytes(Buffer.from(stored, 'hex'), Buffer.from(emailCodeHash(userId, email, code), 'hex'));
 }
 
 /**

@@ -9,6 +9,7 @@ import type pg from 'pg';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import type { PGliteSession } from './pglite-session.ts';
 import type { PGlite } from '@electric-sql/pglite';
+import { isPostgresUrl } from './database-url.ts';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -496,10 +497,6 @@ class BackgroundPGlite implements Db {
   close(): Promise<void> {
     return this.main.close();
   }
-}
-
-export function isPostgresUrl(url: string): boolean {
-  return /^postgres(ql)?:\/\//.test(url);
 }
 
 /** `backgroundMaxWaitMs` (PGlite): how long background work yields to foreground work (Db.background). */

@@ -18,10 +18,11 @@ import {
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import parsePostgresDate from 'postgres-date';
 import { PGlite } from '@electric-sql/pglite';
 import { LOCK_FILE, lockDataDirectory } from './data-dir-lock.ts';
+import { pgliteLocation } from './database-url.ts';
 
 /**
  * Timestamps as node-postgres reads them (postgres-date): PGlite's own parser hands `0050-06-15 ...` to
@@ -38,11 +39,6 @@ const SHARED_BUFFERS = '16MB';
 
 /** PGlite's own start parameters (its `defaultStartParams`) with the buffer cache above. */
 const startParams = () => [...PGlite.defaultStartParams, '-c', `shared_buffers=${SHARED_BUFFERS}`];
-
-/** `memory://` (or empty) for a database in memory, else the directory's absolute path. */
-export function pgliteLocation(url: string): string {
-  return url === 'memory://' || url === '' ? 'memory://' : resolve(url.replace(/^file:\/\//, ''));
-}
 
 /**
  * What a new database is made from: a cluster that `prepare` brought to the state `key` names (the schema of

@@ -165,7 +165,10 @@ export class KafkaAdmin implements BusAdmin {
   async lag(group?: string, subscribed: Subscribed = new Map()): Promise<PartitionLag[]> {
     const groups = group ? [group] : [...new Set([...(await this.listGroups()), ...subscribed.keys()])];
     const out: PartitionLag[] = [];
+    // A topic a group reads may not exist yet (nothing asked for its offsets then): read once for all groups.
+    const existing = subscribed.size ? new Set(await this.admin.listTopics()) : new Set<string>();
     for (const g of groups) {
+      const reads = subscribed.get(g) ?? [];
       const [res] = await this.admin.listConsumerGroupOffsets({ groups: [this.prefix + g] });
       const committed = new Map<string, bigint>();
       const listed = new Set<string>();
@@ -175,11 +178,10 @@ export class KafkaAdmin implements BusAdmin {
           listed.add(id);
           if (p.committedOffset >= 0n) committed.set(id, p.committedOffset);
         }
-      const existing = new Set(await this.admin.listTopics());
       const topics = [
         ...new Set([
           ...(res?.topics ?? []).map((t) => t.name),
-          ...(subscribed.get(g) ?? []).map((t) => this.prefix + t).filter((t) => existing.has(t)),
+          ...reads.map((t) => this.prefix + t).filter((t) => existing.has(t)),
         ]),
       ];
       if (topics.length === 0) continue;
@@ -188,7 +190,7 @@ export class KafkaAdmin implements BusAdmin {
         const [topic, partition] = id.split('\u0000') as [string, string];
         const mine = committed.get(id);
         // Committed on, or a partition of a topic the group reads where it committed nothing yet.
-        if (!listed.has(id) && !(subscribed.get(g) ?? []).includes(this.unprefix(topic))) continue;
+        if (!listed.has(id) && !reads.includes(this.unprefix(topic))) continue;
         const from = mine ?? starts.get(id) ?? end;
         out.push({
           group: g,

@@ -21,7 +21,6 @@ import { problem, sendProblem } from '../../http/problem.ts';
 import { Hub } from './hub.ts';
 import { streamHead } from '../../store/outbox.ts';
 import { within } from '../../wait.ts';
-
 import { keySequenceStream } from '../../contracts/schemas.ts';
 import { TicketIssuer } from './tickets.ts';
 

@@ -75,7 +75,8 @@ async function readPreferences(
 ): Promise<StoredPreferences & { user_timezone: string | null }> {
   const r = (
     await q.query<PrefRow>(
-      `SELECT p.email, p.email IS NOT NULL AND p.email_confirmed_at IS NOT NULL AS email_confirmed, p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
+      `SELECT p.email, p.email IS NOT NULL AND p.email_confirmed_at IS NOT NULL AS email_confirmed,
+              p.email_enabled, p.push_enabled, p.in_app_enabled, p.webhook_enabled, p.webhook_url,
               p.webhook_secret, p.quiet_start, p.quiet_end, p.quiet_timezone,
               CASE WHEN s.timezone_set THEN s.timezone END AS user_timezone
          FROM (SELECT $1::text AS user_id) u
