@@ -3,11 +3,23 @@
  * Replay publishes the original event, unchanged (same id), back to its source topic with a header naming the
  * group (REPLAY_FOR_HEADER): that group handles it again, the others pass it by (and would skip it by its id
  * anyway while their dedupe ledgers remember it: consumers are idempotent).
+ *
+ * The dead-letter topic is a log, so a replayed letter stays in it. How far a group's letters were replayed is a
+ * cursor on it: the positions of a consumer group no process consumes with (dlqReplayCursor), committed after the
+ * replayed events are on the bus. Letters before it are replayed: `list` leaves them out (unless `all`), a
+ * replay of all letters does not send them again, and the DLQ-size metric does not count them. A replay that
+ * dies before moving the cursor leaves its letters listed, and sends them again next time (at-least-once).
  */
-import { dlqTopic } from '../contracts/topics.ts';
+import { dlqReplayCursor, dlqTopic } from '../contracts/topics.ts';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import { DLQ_HEADERS, REPLAY_FOR_HEADER } from './middleware.ts';
-import { UNDECODABLE_EVENT_TYPE, type Bus, type BusAdmin, type StoredMessage } from './types.ts';
+import {
+  UNDECODABLE_EVENT_TYPE,
+  type Bus,
+  type BusAdmin,
+  type Offsets,
+  type StoredMessage,
+} from './types.ts';
 
 export interface DeadLetter {
   group: string;
@@ -20,9 +32,11 @@ export interface DeadLetter {
   firstFailure: string | null;
   lastFailure: string | null;
   source: { topic: string; partition: number; offset: string };
+  /** Before the group's replay cursor: replayed by `taskflow dlq replay` (or passed by it, kept). */
+  replayed: boolean;
 }
 
-const toDeadLetter = (group: string, m: StoredMessage): DeadLetter => ({
+const toDeadLetter = (group: string, m: StoredMessage, cursor: Offsets): DeadLetter => ({
   group,
   dlqOffset: m.offset,
   dlqPartition: m.partition,
@@ -37,28 +51,59 @@ const toDeadLetter = (group: string, m: StoredMessage): DeadLetter => ({
     partition: Number(m.headers[DLQ_HEADERS.sourcePartition] ?? 0),
     offset: m.headers[DLQ_HEADERS.sourceOffset] ?? '',
   },
+  replayed: BigInt(m.offset) < (cursor.get(m.partition) ?? 0n),
 });
 
-/** The first `limit` dead letters of `group` (oldest first per partition); `Infinity` reads them all. */
-export async function listDeadLetters(admin: BusAdmin, group: string, limit = 1000): Promise<DeadLetter[]> {
-  return (await admin.read(dlqTopic(group), { limit })).map((m) => toDeadLetter(group, m));
+/** How far the dead letters of `group` were replayed, by partition of its dead-letter topic. */
+export const replayCursor = (admin: BusAdmin, group: string): Promise<Offsets> =>
+  admin.committedOffsets(dlqReplayCursor(group), dlqTopic(group));
+
+/**
+ * The first `limit` dead letters of `group` not replayed yet (oldest first per partition), or with `all` the
+ * first `limit` retained; `limit` `Infinity` reads them all.
+ */
+export async function listDeadLetters(
+  admin: BusAdmin,
+  group: string,
+  opts: { limit?: number; all?: boolean } = {},
+): Promise<DeadLetter[]> {
+  const cursor = await replayCursor(admin, group);
+  const read = await admin.read(dlqTopic(group), {
+    limit: opts.limit ?? 1000,
+    ...(opts.all ? {} : { from: cursor }),
+  });
+  return read.map((m) => toDeadLetter(group, m, cursor));
+}
+
+/** Unreplayed dead letters of `group`, counted from the offsets alone (the DLQ-size metric). */
+export async function unreplayedCount(admin: BusAdmin, group: string): Promise<number> {
+  if (!admin.messageCount) return NaN;
+  return admin.messageCount(dlqTopic(group), await replayCursor(admin, group));
 }
 
 /**
- * Republishes dead letters of `group` (all, or those whose event id is in `ids`): `replayed`. Kept back:
- * those whose bytes are not an event (`notEvents`, UNDECODABLE_EVENT_TYPE: replayed, their stand-in event went
- * to the source topic as if it were one, and came back to the dead-letter topic) and those that do not say
- * their source topic (`noSource`: written by hand, or by another tool). When an id of `ids` is not among the
- * letters (`missing`), nothing is published: a partial replay under an error was easy to run twice.
+ * Republishes dead letters of `group`: those not replayed yet, or those whose event id is in `ids` (replayed
+ * before or not): `replayed`. Kept back: those whose bytes are not an event (`notEvents`,
+ * UNDECODABLE_EVENT_TYPE: replayed, their stand-in event went to the source topic as if it were one, and came
+ * back to the dead-letter topic) and those that do not say their source topic (`noSource`: written by hand, or by
+ * another tool). When an id of `ids` is not among the letters (`missing`), nothing is published: a partial replay
+ * under an error was easy to run twice.
+ *
+ * Then the replay cursor moves, per partition, over the letters from it on that this replay settled: all it read
+ * (kept ones too: they were reported, and `list --all` still shows them) when `ids` is not given; with `ids`, the
+ * run of them that starts at the cursor (a letter replayed out of order stays listed until those before it are).
  */
 export async function replayDeadLetters(
   bus: Bus,
   group: string,
   opts: { ids?: readonly string[] } = {},
 ): Promise<{ replayed: DeadLetter[]; notEvents: DeadLetter[]; noSource: DeadLetter[]; missing: string[] }> {
-  const letters = (await listDeadLetters(bus.admin, group, Infinity)).filter(
-    (d) => !opts.ids || opts.ids.includes(d.event.id),
-  );
+  const { admin } = bus;
+  const cursor = await replayCursor(admin, group);
+  const read = (
+    await admin.read(dlqTopic(group), { limit: Infinity, ...(opts.ids ? {} : { from: cursor }) })
+  ).map((m) => toDeadLetter(group, m, cursor));
+  const letters = read.filter((d) => !opts.ids || opts.ids.includes(d.event.id));
   const missing = (opts.ids ?? []).filter((id) => !letters.some((d) => d.event.id === id));
   const notEvents = letters.filter((d) => d.event.type === UNDECODABLE_EVENT_TYPE);
   const noSource = letters.filter((d) => d.event.type !== UNDECODABLE_EVENT_TYPE && !d.source.topic);
@@ -79,5 +124,29 @@ export async function replayDeadLetters(
       headers: { [REPLAY_FOR_HEADER]: group },
     })),
   );
+  // Without ids, all it read (kept ones were reported); with ids, the letters of the events it sent.
+  const sent = new Set(unique.map((d) => d.event.id));
+  const settled = new Set(
+    (opts.ids ? letters.filter((d) => sent.has(d.event.id)) : read).map(
+      (d) => `${d.dlqPartition}:${d.dlqOffset}`,
+    ),
+  );
+  await admin.commitOffsets(dlqReplayCursor(group), dlqTopic(group), advance(cursor, read, settled));
   return { replayed: unique, notEvents, noSource, missing };
+}
+
+/**
+ * The cursor moved, per partition, past the letters from it on that are `settled` (partition:offset), up to the
+ * first that is not: only the partitions where it moves.
+ */
+function advance(cursor: Offsets, read: readonly DeadLetter[], settled: ReadonlySet<string>): Offsets {
+  const moved = new Map<number, bigint>();
+  const blocked = new Set<number>();
+  for (const d of read) {
+    const offset = BigInt(d.dlqOffset);
+    if (blocked.has(d.dlqPartition) || offset < (cursor.get(d.dlqPartition) ?? 0n)) continue;
+    if (settled.has(`${d.dlqPartition}:${d.dlqOffset}`)) moved.set(d.dlqPartition, offset + 1n);
+    else blocked.add(d.dlqPartition);
+  }
+  return moved;
 }

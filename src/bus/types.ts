@@ -136,6 +136,9 @@ export type Subscribed = ReadonlyMap<string, readonly string[]>;
 /** A message as an admin read returns it (`taskflow dlq`, the DLQ replay): the same as a consumer gets it. */
 export type StoredMessage = BusMessage;
 
+/** Offsets in a topic, by partition. */
+export type Offsets = ReadonlyMap<number, bigint>;
+
 export interface BusAdmin {
   ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void>;
   describeTopics(): Promise<{ name: string; partitions: number; retentionMs: number | null }[]>;
@@ -144,8 +147,15 @@ export interface BusAdmin {
    * topics `subscribed` names for it where it committed nothing yet (a new or stuck group: all its lag).
    */
   lag(group?: string, subscribed?: Subscribed): Promise<PartitionLag[]>;
-  /** Messages of a topic from the beginning, for DLQ inspection and replay: the first `limit` (default 1,000; `Infinity`: all). */
-  read(topic: string, opts?: { limit?: number }): Promise<StoredMessage[]>;
+  /**
+   * Messages of a topic, for DLQ inspection and replay: the first `limit` (default 1,000; `Infinity`: all), from
+   * the beginning or, on the partitions `from` names, from its offset.
+   */
+  read(topic: string, opts?: { limit?: number; from?: Offsets }): Promise<StoredMessage[]>;
+  /** A group's committed positions on `topic` (the next offset it reads), by partition; none for a new group. */
+  committedOffsets(group: string, topic: string): Promise<Offsets>;
+  /** Sets a group's positions on `topic`: a group no process consumes with (the DLQ's replay cursor). */
+  commitOffsets(group: string, topic: string, offsets: Offsets): Promise<void>;
   listGroups(): Promise<string[]>;
   /**
    * The event ids among the last `lastPerPartition` messages of each partition of `topic`, where the bus keeps
@@ -154,8 +164,11 @@ export interface BusAdmin {
   publishedEventIds?(topic: string, lastPerPartition: number): Promise<Set<string>>;
   /** Deletes what is past each topic's retention, where the bus keeps its log itself (the embedded bus). */
   applyRetention?(): Promise<number>;
-  /** Messages currently retained in a topic over all partitions, 0 if it does not exist (DLQ-size metric). */
-  messageCount?(topic: string): Promise<number>;
+  /**
+   * Messages currently retained in a topic over all partitions (on the partitions `from` names, those from its
+   * offset), 0 if it does not exist (DLQ-size metric).
+   */
+  messageCount?(topic: string, from?: Offsets): Promise<number>;
   /** Follows a topic without a consumer group (no positions are stored) until `signal` aborts. */
   tail(
     topic: string,

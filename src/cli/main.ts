@@ -525,21 +525,28 @@ async function dlqGroups(bus: Bus, group: string | undefined): Promise<string[]>
 
 dlq
   .command('list')
-  .description('dead letters of one group (or all groups), oldest first')
+  .description('dead letters of one group (or all groups) not replayed yet, oldest first')
   .addOption(groupOption())
   .option('--limit <n>', 'at most this many per group', (v) => positiveInt('--limit', v), 1000)
+  .option('--all', 'also those replayed already (they stay in the topic for its retention)')
   .option('--json', 'print JSON')
-  .action((opts: { group?: string; json?: boolean; limit: number }) =>
+  .action((opts: { group?: string; json?: boolean; limit: number; all?: boolean }) =>
     withBus(async (bus) => {
-      const { listDeadLetters } = await import('../bus/dlq.ts');
+      const { listDeadLetters, unreplayedCount } = await import('../bus/dlq.ts');
       const groups = await dlqGroups(bus, opts.group);
-      const perGroup = await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g, opts.limit)));
+      const perGroup = await Promise.all(
+        groups.map((g) => listDeadLetters(bus.admin, g, { limit: opts.limit, all: opts.all === true })),
+      );
       const letters = perGroup.flat();
       for (const [i, found] of perGroup.entries()) {
-        const total =
-          found.length >= opts.limit ? await bus.admin.messageCount?.(dlqTopic(groups[i]!)) : undefined;
-        if (total !== undefined && total > found.length)
-          console.error(`${groups[i]}: showing the first ${found.length} of ${total} dead letters (--limit)`);
+        const group = groups[i]!;
+        if (!bus.admin.messageCount) break;
+        const retained = await bus.admin.messageCount(dlqTopic(group));
+        const shown = opts.all ? retained : await unreplayedCount(bus.admin, group);
+        if (shown > found.length)
+          console.error(`${group}: showing the first ${found.length} of ${shown} dead letters (--limit)`);
+        if (!opts.all && retained > shown)
+          console.error(`${group}: ${retained - shown} replayed dead letter(s) not shown (--all shows them)`);
       }
       if (opts.json) return console.log(JSON.stringify(letters, null, 2));
       console.log(
@@ -552,6 +559,7 @@ dlq
             attempts: d.attempts,
             failed_at: d.lastFailure ?? '',
             source: `${d.source.topic}/${d.source.partition}@${d.source.offset}`,
+            ...(opts.all ? { replayed: d.replayed ? 'yes' : 'no' } : {}),
             error: d.error.slice(0, 80),
           })),
         ),
@@ -567,7 +575,9 @@ dlq
     withBus(async (bus) => {
       const { listDeadLetters } = await import('../bus/dlq.ts');
       const groups = await dlqGroups(bus, opts.group);
-      const found = (await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g, Infinity))))
+      const found = (
+        await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g, { limit: Infinity, all: true })))
+      )
         .flat()
         .filter((d) => d.event.id === opts.id);
       if (found.length === 0) throw new Error(`no dead letter with event id ${opts.id}`);
@@ -577,10 +587,13 @@ dlq
 dlq
   .command('replay')
   .description(
-    'publish dead letters back to their source topic (consumers are idempotent: only the failed group acts)',
+    'publish dead letters back to their source topic (consumers are idempotent: only the failed group acts); replayed ones are no longer listed',
   )
   .requiredOption('--group <group>', 'consumer group')
-  .option('--id <eventId...>', 'only these event ids (default: all of the group)')
+  .option(
+    '--id <eventId...>',
+    'only these event ids, replayed before or not (default: all of the group not replayed yet)',
+  )
   .action((opts: { group: string; id?: string[] }) =>
     withBus(
       async (bus) => {

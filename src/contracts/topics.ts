@@ -28,6 +28,12 @@ export const TOPIC_SPECS: readonly TopicSpec[] = [
 export const dlqTopic = (group: string) => `${group}.dlq`;
 export const DLQ_SPEC = { partitions: 1, retentionMs: 30 * DAY } as const;
 export const isDlqTopic = (topic: string) => topic.endsWith('.dlq');
+/**
+ * The consumer group whose positions on `<group>.dlq` say how far its dead letters were replayed (`taskflow dlq
+ * replay`): a cursor no process consumes with, left out of the groups `taskflow lag` lists.
+ */
+export const dlqReplayCursor = (group: string) => `${group}.dlq-replayed`;
+export const isDlqReplayCursor = (group: string) => group.endsWith('.dlq-replayed');
 
 /** KAFKA_TOPIC_PARTITIONS (the event topics) and KAFKA_TOPIC_RETENTION_MS (by topic name, or `dlq`). */
 export interface TopicOverrides {

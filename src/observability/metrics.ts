@@ -5,7 +5,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 /** Where the lag and DLQ-size gauges read a consumer group's figures (the bus admin). */
 export interface ConsumerGroupSource {
   lag(): Promise<readonly { topic: string; partition: number; lag: number }[]>;
-  /** Messages in the group's dead-letter topic; absent when the transport cannot count them cheaply. */
+  /** Dead letters of the group not replayed yet; absent when the transport cannot count them cheaply. */
   deadLetters?(): Promise<number>;
 }
 
@@ -141,7 +141,7 @@ export class Metrics {
   });
   readonly deadLetterMessages = new Gauge({
     name: 'taskflow_dlq_messages',
-    help: 'Messages retained in a consumer group dead-letter topic (<group>.dlq), read at scrape time',
+    help: 'Dead letters of a consumer group not replayed yet (in <group>.dlq after its replay position), read at scrape time',
     labelNames: ['group'] as const,
     registers: [this.registry],
     collect: () => this.refreshConsumerGroups(),

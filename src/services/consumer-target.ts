@@ -3,9 +3,9 @@
  * metrics come from the bus layer; the service supplies only its handler.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { unreplayedCount } from '../bus/dlq.ts';
 import type { BatchItem, BusMessage, SubscribeOptions, Subscription } from '../bus/types.ts';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
-import { dlqTopic } from '../contracts/topics.ts';
 import { childTraceparent } from '../observability/trace.ts';
 import type { Db, Tx } from '../store/db.ts';
 import { firstTimeMany } from '../store/idempotency.ts';
@@ -144,7 +144,8 @@ export function consumerGroupSource(
   const subscribed = new Map([[group, topics]]);
   return {
     lag: () => admin.lag(group, subscribed),
-    ...(admin.messageCount ? { deadLetters: () => admin.messageCount!(dlqTopic(group)) } : {}),
+    // Those not replayed yet: a replayed letter stays in the topic (bus/dlq.ts).
+    ...(admin.messageCount ? { deadLetters: () => unreplayedCount(admin, group) } : {}),
   };
 }
 

@@ -199,6 +199,13 @@ for (const factory of harnesses) {
       broken = false;
       const { replayed } = await replayDeadLetters(p.bus, group, { ids: [poison.id] });
       assert.equal(replayed.length, 1);
+      // Replayed: no longer listed, not replayed again by a replay of all, kept in the topic.
+      assert.deepEqual(await listDeadLetters(p.bus.admin, group), []);
+      assert.equal((await replayDeadLetters(p.bus, group)).replayed.length, 0);
+      assert.deepEqual(
+        (await listDeadLetters(p.bus.admin, group, { all: true })).map((d) => [d.event.id, d.replayed]),
+        [[poison.id, true]],
+      );
       await waitFor(() => effects.get(poison.id) === 1, 20_000, 'replayed poison handled');
       await sentinels.pass(p, topic, 1);
       await waitFor(

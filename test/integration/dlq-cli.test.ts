@@ -137,6 +137,79 @@ describe(
       }
     });
 
+    it('lists what was not replayed yet: a replay moves the group past what it sent, a replay of all sends only the rest', async () => {
+      const { db, url, drop } = await postgresBackend!.fresh();
+      const bus = createEmbeddedBus(db, { log: silentLogger });
+      const group = 'taskflow-recurrence';
+      const letter = (event: { id: string }, i: number) => ({
+        topic: dlqTopic(group),
+        key: 'u-cursor',
+        event: event as never,
+        headers: {
+          [DLQ_HEADERS.error]: `boom ${i}`,
+          [DLQ_HEADERS.sourceTopic]: 'task-events',
+          [DLQ_HEADERS.sourcePartition]: '0',
+          [DLQ_HEADERS.sourceOffset]: String(i),
+        },
+      });
+      const first = taskCreated('u-cursor', 'first');
+      const undecodable = {
+        ...taskCreated('u-cursor', 'x'),
+        id: 'undecodable-task-events-0-1',
+        type: UNDECODABLE_EVENT_TYPE,
+        data: { raw: 'not json', error: 'Unexpected token' },
+      };
+      const third = taskCreated('u-cursor', 'third');
+      const cli = (...args: string[]) => taskflow(url, 'dlq', ...args);
+      const listed = async (...args: string[]) =>
+        (
+          JSON.parse((await cli('list', '--group', group, '--json', ...args)).stdout) as {
+            event: { id: string };
+            replayed: boolean;
+          }[]
+        ).map((d) => `${d.event.id}${d.replayed ? ' (replayed)' : ''}`);
+      const sentBack = async (id: string) =>
+        (await bus.admin.read('task-events', { limit: Infinity })).filter((m) => m.event.id === id).length;
+      try {
+        await bus.publisher.publish([letter(first, 0), letter(undecodable, 1), letter(third, 2)]);
+        assert.deepEqual(await listed(), [first.id, undecodable.id, third.id]);
+
+        // Out of order, by id: sent; still listed, behind a letter not replayed.
+        assert.match((await cli('replay', '--group', group, '--id', third.id)).stdout, /replayed 1 event/);
+        assert.deepEqual(await listed(), [first.id, undecodable.id, third.id]);
+
+        // All: what is listed (the letter that is not an event kept, and said so); then nothing is listed.
+        const all = await cli('replay', '--group', group);
+        assert.match(all.stdout, /replayed 2 event\(s\)[\s\S]*kept 1 whose bytes are not an event/);
+        assert.equal(await sentBack(first.id), 1);
+        const after = await cli('list', '--group', group);
+        assert.equal(after.stdout.trim(), '(none)');
+        assert.match(after.stderr, /3 replayed dead letter\(s\) not shown \(--all shows them\)/);
+        assert.deepEqual(await listed('--all'), [
+          `${first.id} (replayed)`,
+          `${undecodable.id} (replayed)`,
+          `${third.id} (replayed)`,
+        ]);
+        assert.match((await cli('list', '--group', group, '--all')).stdout, /replayed/);
+
+        // A replay of all again sends nothing; one by id sends it again.
+        assert.match((await cli('replay', '--group', group)).stdout, /replayed 0 event/);
+        assert.equal(await sentBack(first.id), 1);
+        assert.match((await cli('replay', '--group', group, '--id', first.id)).stdout, /replayed 1 event/);
+        assert.equal(await sentBack(first.id), 2);
+
+        // A letter that fails again comes back as a new one, listed alone.
+        await bus.publisher.publish([letter(first, 3)]);
+        assert.deepEqual(await listed(), [first.id]);
+        // The replay position is not a consumer group of `taskflow lag`.
+        const lag = await taskflow(url, 'lag');
+        assert.doesNotMatch(lag.stdout, /dlq-replayed/);
+      } finally {
+        await bus.close();
+        await drop();
+      }
+    });
+
     it('refuses what it cannot do, naming why: unknown topics and groups, bad limits, tokens the server refuses', async () => {
       const { db, url, drop } = await postgresBackend!.fresh();
       const cli = (...args: string[]) => taskflow(url, ...args);

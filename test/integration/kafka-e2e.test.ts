@@ -423,6 +423,18 @@ describe('Taskflow on Kafka', { skip }, () => {
         { env: cliEnv },
       );
       assert.match(replay.stdout, /replayed 1 event/);
+      // Replayed: no longer listed (the group's replay position on the broker), still in the topic.
+      const listAgain = (...more: string[]) =>
+        execFileP(process.execPath, ['bin/taskflow.js', 'dlq', 'list', '--group', group, '--json', ...more], {
+          env: cliEnv,
+        });
+      assert.deepEqual(JSON.parse((await listAgain()).stdout), []);
+      assert.deepEqual(
+        (JSON.parse((await listAgain('--all')).stdout) as { event: { id: string }; replayed: boolean }[]).map(
+          (d) => [d.event.id, d.replayed],
+        ),
+        [[poison.id, true]],
+      );
       await waitFor(() => handled.get(poison.id) === 1, 30_000, 'replayed poison handled');
       // Barrier: a sentinel after the replayed event in its partition; handled, whatever copy of the poison
       // was to come has come. Then the positions: committed about once a second, awaited before `taskflow lag`.

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
 import { PermanentError, type BusMessage } from '../../src/bus/types.ts';
 import type { TaskEventData } from '../../src/contracts/events.ts';
@@ -174,6 +175,7 @@ describe('/metrics after a workload', () => {
   const handled: string[] = [];
   let release: () => void = () => undefined;
   let gate: Promise<void> = Promise.resolve();
+  let poisoned = true;
 
   const probe = consumerTarget({
     manifest: {
@@ -184,7 +186,7 @@ describe('/metrics after a workload', () => {
       return {
         async handle(m: BusMessage) {
           const title = (m.event.data as TaskEventData).task.title;
-          if (title.includes('poison')) throw new PermanentError('poisoned event');
+          if (title.includes('poison') && poisoned) throw new PermanentError('poisoned event');
           if (title.includes('slow') && m.event.type === 'task.created') await gate;
           handled.push(m.event.id);
         },
@@ -335,6 +337,27 @@ describe('/metrics after a workload', () => {
       },
       10_000,
       'lag back to 0',
+    );
+  });
+
+  it('counts the dead letters not replayed yet: a replay takes them off taskflow_dlq_messages', async () => {
+    const [letter] = await listDeadLetters(app.proc.runtime.bus.admin, GROUP);
+    assert.ok(letter, 'the poison pill of the first test waits in the DLQ');
+    poisoned = false; // the cause fixed
+    const { replayed } = await replayDeadLetters(app.proc.runtime.bus, GROUP);
+    assert.deepEqual(
+      replayed.map((d) => d.event.id),
+      [letter.event.id],
+    );
+    await waitFor(() => handled.includes(letter.event.id), 10_000, 'the replayed letter handled');
+    const m = await scrape();
+    assert.equal(value(m, 'taskflow_dlq_messages', { group: GROUP }), 0);
+    assert.deepEqual(await listDeadLetters(app.proc.runtime.bus.admin, GROUP), []);
+    const all = await listDeadLetters(app.proc.runtime.bus.admin, GROUP, { all: true });
+    assert.deepEqual(
+      all.map((d) => [d.event.id, d.replayed]),
+      [[letter.event.id, true]],
+      'still in the topic, as replayed',
     );
   });
 });

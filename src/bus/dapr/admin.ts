@@ -1,6 +1,12 @@
 /** Topics, lag and dead letters behind Dapr: the Kafka brokers of the component, read as daprd writes. */
 import type { KafkaAdmin } from '../kafka/admin.ts';
-import { type BusAdmin, type PartitionLag, type StoredMessage, type Subscribed } from '../types.ts';
+import {
+  type BusAdmin,
+  type Offsets,
+  type PartitionLag,
+  type StoredMessage,
+  type Subscribed,
+} from '../types.ts';
 import { normalizeStored } from './wire.ts';
 
 /**
@@ -13,10 +19,10 @@ export class DaprAdmin implements BusAdmin {
    * The messages on a topic (a group's dead letters, for taskflow_dlq_messages and its alert), when the
    * brokers are known: without it the dead letters daprd writes were counted nowhere.
    */
-  readonly messageCount?: (topic: string) => Promise<number>;
+  readonly messageCount?: (topic: string, from?: Offsets) => Promise<number>;
 
   constructor(private readonly kafka: KafkaAdmin | null) {
-    if (kafka) this.messageCount = (topic) => kafka.messageCount(topic);
+    if (kafka) this.messageCount = (topic, from) => kafka.messageCount(topic, from);
   }
 
   private need(what: string): KafkaAdmin {
@@ -45,8 +51,16 @@ export class DaprAdmin implements BusAdmin {
     return this.need('listing consumer groups').listGroups();
   }
 
-  async read(topic: string, opts?: { limit?: number }): Promise<StoredMessage[]> {
+  async read(topic: string, opts?: { limit?: number; from?: Offsets }): Promise<StoredMessage[]> {
     return (await this.need('reading a topic').read(topic, opts)).map(normalizeStored);
+  }
+
+  async committedOffsets(group: string, topic: string): Promise<Offsets> {
+    return this.need('reading committed offsets').committedOffsets(group, topic);
+  }
+
+  async commitOffsets(group: string, topic: string, offsets: Offsets): Promise<void> {
+    await this.need('committing offsets').commitOffsets(group, topic, offsets);
   }
 
   async tail(

@@ -1,8 +1,15 @@
 /** Topics, lag, groups and reading a topic on the embedded bus (its own tables). */
 import type { Db } from '../../store/db.ts';
 import { EmbeddedLog, createTopics, ensureTopic } from './log.ts';
-import type { BusAdmin, PartitionLag, StoredMessage, Subscribed } from '../types.ts';
+import { isDlqReplayCursor } from '../../contracts/topics.ts';
+import type { BusAdmin, Offsets, PartitionLag, StoredMessage, Subscribed } from '../types.ts';
 import { toMessage, type MessageRow } from './options.ts';
+/** Offsets as two query parameters: the partitions and their offsets (as text: bigint has no JSON form). */
+const fromArrays = (offsets: Offsets): [number[], string[]] => [
+  [...offsets.keys()],
+  [...offsets.values()].map(String),
+];
+
 export class EmbeddedAdmin implements BusAdmin {
   constructor(private readonly db: Db) {}
 
@@ -30,7 +37,7 @@ export class EmbeddedAdmin implements BusAdmin {
     const r = await this.db.query<{ group_id: string }>(
       'SELECT DISTINCT group_id FROM bus_group_offsets UNION SELECT DISTINCT group_id FROM bus_group_members ORDER BY 1',
     );
-    return r.rows.map((x) => x.group_id);
+    return r.rows.map((x) => x.group_id).filter((g) => !isDlqReplayCursor(g));
   }
 
   async lag(group?: string, subscribed: Subscribed = new Map()): Promise<PartitionLag[]> {
@@ -60,31 +67,60 @@ export class EmbeddedAdmin implements BusAdmin {
         ORDER BY l.group_id, l.topic, l.partition`,
       [group ?? null, expected.map(([g]) => g), expected.map(([, t]) => t)],
     );
-    return r.rows.map((x) => ({
-      group: x.group_id,
-      topic: x.topic,
-      partition: x.partition,
-      committed: x.committed,
-      end: x.end_offset,
-      lag: Math.max(0, Number(x.end_offset) - Number(x.committed ?? x.low ?? x.end_offset)),
-    }));
+    // The DLQ replay cursors are no consumers: listed only when asked for by name.
+    return r.rows
+      .filter((x) => group !== undefined || !isDlqReplayCursor(x.group_id))
+      .map((x) => ({
+        group: x.group_id,
+        topic: x.topic,
+        partition: x.partition,
+        committed: x.committed,
+        end: x.end_offset,
+        lag: Math.max(0, Number(x.end_offset) - Number(x.committed ?? x.low ?? x.end_offset)),
+      }));
   }
 
-  async messageCount(topic: string): Promise<number> {
+  async messageCount(topic: string, from: Offsets = new Map()): Promise<number> {
     const r = await this.db.query<{ n: string }>(
-      'SELECT count(*)::text AS n FROM bus_messages WHERE topic = $1',
-      [topic],
+      `SELECT count(*)::text AS n FROM bus_messages m
+        WHERE m.topic = $1 AND m."offset" >= coalesce(
+          (SELECT f."offset" FROM unnest($2::int[], $3::bigint[]) AS f(partition, "offset") WHERE f.partition = m.partition), 0)`,
+      [topic, ...fromArrays(from)],
     );
     return Number(r.rows[0]?.n ?? 0);
   }
 
-  async read(topic: string, opts: { limit?: number } = {}): Promise<StoredMessage[]> {
+  async read(topic: string, opts: { limit?: number; from?: Offsets } = {}): Promise<StoredMessage[]> {
     const r = await this.db.query<MessageRow>(
-      `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages
-        WHERE topic = $1 ORDER BY bus_messages.partition, bus_messages."offset" LIMIT $2`,
-      [topic, Number.isFinite(opts.limit ?? 1000) ? (opts.limit ?? 1000) : null], // LIMIT NULL: all
+      `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages m
+        WHERE m.topic = $1 AND m."offset" >= coalesce(
+          (SELECT f."offset" FROM unnest($3::int[], $4::bigint[]) AS f(partition, "offset") WHERE f.partition = m.partition), 0)
+        ORDER BY m.partition, m."offset" LIMIT $2`,
+      [
+        topic,
+        Number.isFinite(opts.limit ?? 1000) ? (opts.limit ?? 1000) : null, // LIMIT NULL: all
+        ...fromArrays(opts.from ?? new Map()),
+      ],
     );
     return r.rows.map(toMessage);
+  }
+
+  async committedOffsets(group: string, topic: string): Promise<Offsets> {
+    const r = await this.db.query<{ partition: number; offset: string }>(
+      'SELECT partition, "offset"::text AS offset FROM bus_group_offsets WHERE group_id = $1 AND topic = $2',
+      [group, topic],
+    );
+    return new Map(r.rows.map((x) => [x.partition, BigInt(x.offset)]));
+  }
+
+  async commitOffsets(group: string, topic: string, offsets: Offsets): Promise<void> {
+    if (offsets.size === 0) return;
+    await this.db.query(
+      `INSERT INTO bus_group_offsets (group_id, topic, partition, "offset", updated_at)
+       SELECT $1, $2, o.partition, o."offset", now() FROM unnest($3::int[], $4::bigint[]) AS o(partition, "offset")
+       ON CONFLICT (group_id, topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset", updated_at = now()`,
+      [group, topic, ...fromArrays(offsets)],
+    );
   }
 
   async tail(

@@ -6,7 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Admin, Consumer, IS_CONTROL, type fetchV17, type KafkaRecord } from '@platformatic/kafka';
 import type { Logger } from '../../observability/logger.ts';
-import type { BusAdmin, PartitionLag, StoredMessage, Subscribed } from '../types.ts';
+import { isDlqReplayCursor } from '../../contracts/topics.ts';
+import type { BusAdmin, Offsets, PartitionLag, StoredMessage, Subscribed } from '../types.ts';
 import { decodeRecord, JSON_CODEC, type EventCodec, type StoredRecord } from './codec.ts';
 import { connectionOptions, describeKafkaError, forceClose, type KafkaSettings } from './connection.ts';
 
@@ -119,18 +120,44 @@ export class KafkaAdmin implements BusAdmin {
   async listGroups(): Promise<string[]> {
     const groups = await this.admin.listGroups();
     return [...groups.keys()]
-      .filter((g) => g.startsWith(this.prefix) && !g.includes('taskflow-reader-'))
+      .filter((g) => g.startsWith(this.prefix) && !g.includes('taskflow-reader-') && !isDlqReplayCursor(g))
       .map((g) => g.slice(this.prefix.length))
       .sort();
   }
 
-  /** Retained messages: the end offset minus the earliest offset, summed over the partitions. */
-  async messageCount(topic: string): Promise<number> {
+  /** Retained messages: the end offset minus the earliest offset (or `from`'s, if later), summed over the partitions. */
+  async messageCount(topic: string, from: Offsets = new Map()): Promise<number> {
     const name = this.prefix + topic;
     if (!(await this.admin.listTopics()).includes(name)) return 0;
     let n = 0n;
-    for (const { start, end } of (await this.bounds(name)).values()) n += end - start;
+    for (const [partition, { start, end }] of await this.bounds(name)) {
+      const at = from.get(partition) ?? start;
+      n += end - (at > start ? (at < end ? at : end) : start);
+    }
     return Number(n);
+  }
+
+  async committedOffsets(group: string, topic: string): Promise<Offsets> {
+    const [res] = await this.admin.listConsumerGroupOffsets({ groups: [this.prefix + group] });
+    const out = new Map<number, bigint>();
+    for (const t of res?.topics ?? [])
+      if (t.name === this.prefix + topic)
+        for (const p of t.partitions)
+          if (p.committedOffset >= 0n) out.set(p.partitionIndex, p.committedOffset);
+    return out;
+  }
+
+  async commitOffsets(group: string, topic: string, offsets: Offsets): Promise<void> {
+    if (offsets.size === 0) return;
+    await this.admin.alterConsumerGroupOffsets({
+      groupId: this.prefix + group,
+      topics: [
+        {
+          name: this.prefix + topic,
+          partitionOffsets: [...offsets].map(([partition, offset]) => ({ partition, offset })),
+        },
+      ],
+    });
   }
 
   /** Each partition's earliest retained offset and its end (the next offset), for one topic. */
@@ -206,14 +233,14 @@ export class KafkaAdmin implements BusAdmin {
   }
 
   /** Reads a topic from the beginning up to its current end (the first `limit` messages, 1,000 by default). */
-  async read(topic: string, opts: { limit?: number } = {}): Promise<StoredMessage[]> {
+  async read(topic: string, opts: { limit?: number; from?: Offsets } = {}): Promise<StoredMessage[]> {
     const name = this.prefix + topic;
     const limit = opts.limit ?? 1000;
     if (limit <= 0) return [];
     const records: StoredRecord[] = [];
     await this.readBounded(
       name,
-      () => 0n,
+      (partition) => opts.from?.get(partition) ?? 0n,
       (m) => {
         records.push(m);
         return records.length < limit;
@@ -236,7 +263,7 @@ export class KafkaAdmin implements BusAdmin {
     if (lastPerPartition <= 0) return ids;
     await this.readBounded(
       name,
-      (end) => end - BigInt(lastPerPartition),
+      (_partition, end) => end - BigInt(lastPerPartition),
       (m) => {
         const id = m.headers.get('ce_id');
         if (id) ids.add(id);
@@ -252,14 +279,14 @@ export class KafkaAdmin implements BusAdmin {
    */
   private async readBounded(
     physical: string,
-    from: (end: bigint) => bigint,
+    from: (partition: number, end: bigint) => bigint,
     onRecord: (m: StoredRecord) => boolean | void,
   ): Promise<void> {
     if (!(await this.admin.listTopics()).includes(physical)) return;
     const next = new Map<number, bigint>();
     const ends = new Map<number, bigint>();
     for (const [partition, { start, end }] of await this.bounds(physical)) {
-      const wanted = from(end);
+      const wanted = from(partition, end);
       const at = wanted > start ? wanted : start;
       if (at >= end) continue;
       next.set(partition, at);
