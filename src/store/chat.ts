@@ -127,20 +127,21 @@ export class ChatStore {
   async append(conversationId: string, messages: readonly ChatMessage[]): Promise<void> {
     if (messages.length === 0) return;
     await this.db.transaction(async (tx: Queryable) => {
-      const params: unknown[] = [conversationId];
-      const rows = messages.map((m) => {
-        const at = params.length + 1;
-        params.push(
-          m.role,
-          m.content,
-          m.role === 'assistant' && m.tool_calls ? JSON.stringify(m.tool_calls) : null,
-          m.role === 'tool' ? m.tool_call_id : null,
-        );
-        return `($1, $${at}, $${at + 1}, $${at + 2}::jsonb, $${at + 3})`;
-      });
+      // Arrays, not a VALUES row per message: a turn's messages are bounded by the model's tool calls, and 16,400
+      // of them (4 parameters each) passed PostgreSQL's 65,535 parameters.
       await tx.query(
-        `INSERT INTO chat_messages (conversation_id, role, content, tool_calls, tool_call_id) VALUES ${rows.join(', ')}`,
-        params,
+        `INSERT INTO chat_messages (conversation_id, role, content, tool_calls, tool_call_id)
+         SELECT $1::uuid, m.role, m.content, m.tool_calls::jsonb, m.tool_call_id
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
+                AS m(role, content, tool_calls, tool_call_id, n)
+          ORDER BY m.n`,
+        [
+          conversationId,
+          messages.map((m) => m.role),
+          messages.map((m) => m.content),
+          messages.map((m) => (m.role === 'assistant' && m.tool_calls ? JSON.stringify(m.tool_calls) : null)),
+          messages.map((m) => (m.role === 'tool' ? m.tool_call_id : null)),
+        ],
       );
       await tx.query('UPDATE chat_conversations SET updated_at = now() WHERE id = $1', [conversationId]);
     });

@@ -3,7 +3,7 @@
  * server-sent events when the request says `stream: true`), answering from a script: the stand-in for a
  * paid language model in the chat tests. Each request takes the next step; every request body is kept.
  */
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type Step =
@@ -12,7 +12,9 @@ export type Step =
   | { status: number; headers?: Record<string, string>; body?: unknown }
   | { delayMs: number; then: Step }
   /** Starts answering (streamed: these words first), then drops the connection. */
-  | { drop: string };
+  | { drop: string }
+  /** Writes the HTTP answer itself: a malformed body, a stall, an endless stream. */
+  | { raw: (res: ServerResponse, req: IncomingMessage) => void };
 
 export interface FakeModel {
   /** The base URL to give CHAT_BASE_URL. */
@@ -27,25 +29,33 @@ export interface FakeModel {
 
 let callSeq = 0;
 
+/** A chat-completions answer (JSON) with `message`. */
+export const completion = (message: Record<string, unknown>, finish: string) => ({
+  id: `chatcmpl-${++callSeq}`,
+  object: 'chat.completion',
+  created: Math.floor(Date.now() / 1000),
+  model: 'fake-model',
+  choices: [{ index: 0, message, finish_reason: finish, logprobs: null }],
+  usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+});
+
+/** A chunk of a streamed answer. */
+export const chunk = (delta: Record<string, unknown>, finish: string | null) => ({
+  id: `chatcmpl-${callSeq}`,
+  object: 'chat.completion.chunk',
+  created: Math.floor(Date.now() / 1000),
+  model: 'fake-model',
+  choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+});
+
+/** A chunk as a server-sent event. */
+export const event = (delta: Record<string, unknown>, finish: string | null = null) =>
+  `data: ${JSON.stringify(chunk(delta, finish))}\n\n`;
+
 /** `fallback`: the answer when the script is used up (else a 500 saying so). */
 export async function startFakeModel(opts: { fallback?: Step } = {}): Promise<FakeModel> {
   const steps: Step[] = [];
   const requests: any[] = [];
-  const completion = (message: Record<string, unknown>, finish: string) => ({
-    id: `chatcmpl-${++callSeq}`,
-    object: 'chat.completion',
-    created: Math.floor(Date.now() / 1000),
-    model: 'fake-model',
-    choices: [{ index: 0, message, finish_reason: finish, logprobs: null }],
-    usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
-  });
-  const chunk = (delta: Record<string, unknown>, finish: string | null) => ({
-    id: `chatcmpl-${callSeq}`,
-    object: 'chat.completion.chunk',
-    created: Math.floor(Date.now() / 1000),
-    model: 'fake-model',
-    choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
-  });
   const toolCalls = (step: Extract<Step, { toolCalls: unknown }>) =>
     step.toolCalls.map((c, i) => ({
       id: c.id ?? `call_${++callSeq}_${i}`,
@@ -56,10 +66,11 @@ export async function startFakeModel(opts: { fallback?: Step } = {}): Promise<Fa
       },
     }));
 
-  const answer = async (step: Step, stream: boolean, res: ServerResponse) => {
+  const answer = async (step: Step, stream: boolean, res: ServerResponse, req: IncomingMessage) => {
+    if ('raw' in step) return step.raw(res, req);
     if ('delayMs' in step) {
       await new Promise((r) => setTimeout(r, step.delayMs));
-      if (!res.destroyed) await answer(step.then, stream, res);
+      if (!res.destroyed) await answer(step.then, stream, res, req);
       return;
     }
     if ('drop' in step) {
@@ -147,7 +158,7 @@ export async function startFakeModel(opts: { fallback?: Step } = {}): Promise<Fa
         res.end(JSON.stringify({ error: { message: 'the test scripted no more answers' } }));
         return;
       }
-      void answer(step, body.stream === true, res);
+      void answer(step, body.stream === true, res, req);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

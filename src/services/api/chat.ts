@@ -10,6 +10,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as z from 'zod';
 // Types only: the package is loaded when a model is configured (start-up of the default stays as it was).
@@ -50,6 +51,90 @@ const CUT = ' [cut]';
 const bounded = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}${CUT}` : text);
 /** The conversations listed, the most recently continued first. */
 const CONVERSATIONS_LISTED = 100;
+/**
+ * The most bytes read of one model answer (a JSON body or a stream): a reply is cut at REPLY_MAX characters and
+ * eight tool calls' arguments are small, so a model that runs on is stopped, not held in memory until the
+ * message's deadline (117 MB in 2 s from a local server).
+ */
+const MODEL_ANSWER_MAX_BYTES = 4 * 1024 * 1024;
+
+/** A model answer over MODEL_ANSWER_MAX_BYTES. */
+class ModelAnswerTooLarge extends Error {}
+/** A model request that got no byte for CHAT_TIMEOUT_MS. */
+class ModelRequestTimedOut extends Error {}
+
+/**
+ * The text of a message's `content`: a string, or the text parts some providers answer instead (an array of
+ * `{type: 'text', text}`); null for anything else.
+ */
+function contentText(content: unknown): string | null {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return null;
+  return content
+    .map((p: unknown) =>
+      typeof p === 'string'
+        ? p
+        : typeof (p as { text?: unknown })?.text === 'string'
+          ? (p as { text: string }).text
+          : '',
+    )
+    .join('');
+}
+
+/**
+ * The fetch of the model client: a request ends when no byte of its answer (headers or body) came for
+ * `timeoutMs` (the client's own timeout covers only the headers: a model that stalled after them was waited for
+ * until the message's deadline), and when its body passes MODEL_ANSWER_MAX_BYTES.
+ */
+function modelFetch(timeoutMs: number): typeof fetch {
+  return async (input, init) => {
+    const idle = new AbortController();
+    let timer = setTimeout(() => idle.abort(new ModelRequestTimedOut()), timeoutMs);
+    const signal = init?.signal ? AbortSignal.any([init.signal, idle.signal]) : idle.signal;
+    let res: Response;
+    try {
+      res = await fetch(input, { ...init, signal });
+    } catch (err) {
+      clearTimeout(timer);
+      throw idle.signal.aborted ? idle.signal.reason : err;
+    }
+    if (!res.body) {
+      clearTimeout(timer);
+      return res;
+    }
+    let read = 0;
+    const body = res.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          read += chunk.byteLength;
+          if (read > MODEL_ANSWER_MAX_BYTES) {
+            clearTimeout(timer);
+            idle.abort(new ModelAnswerTooLarge());
+            controller.error(idle.signal.reason);
+            return;
+          }
+          clearTimeout(timer);
+          timer = setTimeout(() => {
+            idle.abort(new ModelRequestTimedOut());
+            controller.error(idle.signal.reason);
+          }, timeoutMs);
+          controller.enqueue(chunk);
+        },
+        flush() {
+          clearTimeout(timer);
+        },
+      }),
+    );
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+}
+
+/** `err` or one of its causes of class `type`. */
+function causedBy(err: unknown, type: new (...args: never[]) => Error): boolean {
+  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++)
+    if (e instanceof type) return true;
+  return false;
+}
 
 export interface ChatDeps {
   db: Db;
@@ -272,7 +357,7 @@ function toStored(m: ChatCompletionMessageParam): ChatMessage | null {
     );
     // Without tool calls an assistant message needs text (a provider refuses a null one in the history):
     // a refusal's words, or nothing.
-    const text = typeof m.content === 'string' ? m.content : null;
+    const text = contentText(m.content);
     return calls.length
       ? { role: 'assistant', content: text, tool_calls: calls }
       : { role: 'assistant', content: text ?? m.refusal ?? '' };
@@ -301,13 +386,34 @@ function storable(m: ChatMessage): ChatMessage {
   return out;
 }
 
+/**
+ * A provider's error text without the API key (a provider or proxy may quote the key it was sent: the text goes
+ * to every chat user), nor any bearer token.
+ */
+function withoutSecret(text: string, apiKey: string | undefined): string {
+  const out = apiKey && apiKey.length >= 8 ? text.replaceAll(apiKey, '[redacted]') : text;
+  return out.replace(/(bearer\s+)\S+/gi, '$1[redacted]');
+}
+
 /** What a provider's failure answers: 504 on a timeout, 503 + Retry-After on its rate limit, else 502. */
 function providerProblem(
   err: unknown,
   sdk: typeof OpenAISdk,
+  apiKey: string | undefined,
 ): { problem: Problem; retryAfter?: string } | null {
   const { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, RateLimitError } = sdk;
-  if (err instanceof APIConnectionTimeoutError || err instanceof APIUserAbortError)
+  if (causedBy(err, ModelAnswerTooLarge))
+    return {
+      problem: problem(
+        502,
+        `the language model's answer ran past ${MODEL_ANSWER_MAX_BYTES} bytes and was stopped`,
+      ),
+    };
+  if (
+    err instanceof APIConnectionTimeoutError ||
+    err instanceof APIUserAbortError ||
+    causedBy(err, ModelRequestTimedOut)
+  )
     return { problem: problem(504, 'the language model did not answer in time; try again') };
   if (err instanceof RateLimitError) {
     const retryAfter = err.headers?.get('retry-after') ?? undefined;
@@ -322,7 +428,7 @@ function providerProblem(
     return {
       problem: problem(
         502,
-        `the language model answered ${err.status ?? 'an error'}: ${err.message.slice(0, 300)}`,
+        `the language model answered ${err.status ?? 'an error'}: ${withoutSecret(err.message, apiKey).slice(0, 300)}`,
       ),
     };
   // Anything else of the client (a connection dropped mid-answer, a chunk or answer it cannot read). Its
@@ -352,6 +458,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
             baseURL: chat.baseUrl,
             apiKey: chat.apiKey,
             timeout: chat.timeoutMs,
+            fetch: modelFetch(chat.timeoutMs),
             maxRetries: 0,
           }),
         }
@@ -454,7 +561,9 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       return sendProblem(reply, { ...outcome.problem, tool_calls: outcome.calls } as Problem);
     }
     reply.hijack();
+    // With the headers set on the reply so far (CORS): hijacked, Fastify no longer writes them.
     reply.raw.writeHead(200, {
+      ...(reply.getHeaders() as OutgoingHttpHeaders),
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       'x-accel-buffering': 'no',
@@ -521,6 +630,14 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     let failure: unknown;
     let timer: NodeJS.Timeout | undefined;
     let replyText = '';
+    /** The reply, cut, when its stream was stopped at REPLY_MAX characters. */
+    let cut: string | null = null;
+    /** The final answer's text: a string or text parts; anything else is not a chat-completions answer. */
+    const replyOf = (content: unknown): string => {
+      const text = contentText(content ?? '');
+      if (text === null) throw new lib.OpenAIError('the reply is neither text nor text parts');
+      return storableText(bounded(text, REPLY_MAX));
+    };
     try {
       // Tools run one at a time, in the order the model asked for them (writes depend on each other).
       let queue: Promise<unknown> = Promise.resolve();
@@ -576,18 +693,30 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       if (send) {
         const streaming = client.chat.completions.runTools({ ...params, stream: true }, options);
         runner = streaming;
-        let streamed = 0; // the reply streams up to REPLY_MAX characters, as it is answered and stored
-        streaming.on('content', (delta: string) => {
-          if (streamed >= REPLY_MAX) return;
-          const text = delta.slice(0, REPLY_MAX - streamed);
-          streamed += text.length;
+        // The reply streams up to REPLY_MAX characters, as it is answered and stored; there the model's answer is
+        // no longer read (a model that runs on would be read to the message's deadline) and the reply is what
+        // came, cut.
+        let streamed = '';
+        streaming.on('content', (delta: unknown) => {
+          if (typeof delta !== 'string' || cut !== null) return;
+          const text = delta.slice(0, REPLY_MAX - streamed.length);
+          streamed += text;
           send('token', { text });
+          if (streamed.length >= REPLY_MAX) {
+            cut = storableText(bounded(streamed + CUT, REPLY_MAX));
+            streaming.abort();
+          }
         });
-        replyText = storableText(bounded((await streaming.finalContent()) ?? '', REPLY_MAX));
+        try {
+          replyText = replyOf(await streaming.finalContent());
+        } catch (err) {
+          if (cut === null) throw err;
+          replyText = cut;
+        }
       } else {
         const plain = client.chat.completions.runTools(params, options);
         runner = plain;
-        replyText = storableText(bounded((await plain.finalContent()) ?? '', REPLY_MAX));
+        replyText = replyOf(await plain.finalContent());
       }
     } catch (err) {
       failure = err;
@@ -603,6 +732,8 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       .map((m) =>
         m.role === 'assistant' && m.content ? { ...m, content: bounded(m.content, REPLY_MAX) } : m,
       );
+    // Stopped while the model wrote its reply: the runner has no message of it.
+    if (cut !== null) messages.push({ role: 'assistant', content: cut });
     // The model asked for tools until the bound of requests (maxChatCompletions) and never answered in words:
     // the user is told so, in the reply and in the conversation, rather than given an empty one.
     if (failure === undefined && replyText === '' && messages.at(-1)?.role === 'tool') {
@@ -631,7 +762,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     // 499 (nginx's "client closed request"): nobody reads it; the log says why the turn stopped.
     const mapped = gone.aborted
       ? { problem: problem(499, 'the client went away') }
-      : providerProblem(failure, lib);
+      : providerProblem(failure, lib, model.apiKey);
     if (!mapped) throw failure;
     deps.log.warn({ err: failure, conversation_id: conversationId }, 'chat: the language model failed');
     return { ...mapped, problem: { ...mapped.problem, conversation_id: conversationId } as Problem, calls };

@@ -1,0 +1,230 @@
+/**
+ * The chat endpoint against a language model that misbehaves in ways a real provider or proxy does: a reply
+ * whose content is text parts or not text at all, an error that quotes the API key, a reply that never ends, an
+ * answer that stalls after its headers, 16,400 tool calls at once. Each gets a bounded, clear answer with the tool
+ * calls that ran, never a 500; and a streamed answer carries the CORS headers a browser front end needs.
+ */
+import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import type { Db } from '../../src/store/db.ts';
+import { startApp, type TestApp } from '../helpers/app.ts';
+import { backends } from '../helpers/db.ts';
+import { completion, event, startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
+
+const KEY = 'sk-operator-secret-0123456789abcdef';
+const ORIGIN = 'https://app.example.com';
+const TIMEOUT_MS = 1_500;
+
+describe('chat: a model that misbehaves', () => {
+  let db: Db;
+  let drop: () => Promise<void>;
+  let app: TestApp;
+  let model: FakeModel;
+  before(async () => {
+    model = await startFakeModel();
+    ({ db, drop } = await backends[0]!.fresh());
+    app = await startApp(db, {
+      targets: ['api'],
+      env: {
+        CHAT_BASE_URL: model.url,
+        CHAT_MODEL: 'm',
+        CHAT_API_KEY: KEY,
+        CHAT_TIMEOUT_MS: String(TIMEOUT_MS),
+        CORS_ORIGINS: ORIGIN,
+      },
+    });
+  });
+  after(async () => {
+    await app?.stop();
+    await model?.close();
+    await drop?.();
+  });
+
+  /** POST /api/chat as `user`, streamed or not: the status, the body or the stream's last event, the time. */
+  const chat = async (user: string, stream: boolean, extra: Record<string, string> = {}) => {
+    const started = Date.now();
+    const res = await fetch(`${app.url}/api/chat`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${await app.token(user)}`,
+        'content-type': 'application/json',
+        ...(stream ? { accept: 'text/event-stream' } : {}),
+        ...extra,
+      },
+      body: JSON.stringify({ message: 'hi' }),
+    });
+    const text = await res.text();
+    const ms = Date.now() - started;
+    if (!stream) return { res, text, ms, event: null, body: JSON.parse(text) };
+    const last = text.split('\n\n').filter(Boolean).at(-1) ?? '';
+    return {
+      res,
+      text,
+      ms,
+      event: /^event: (.+)$/m.exec(last)?.[1] ?? null,
+      body: JSON.parse(/^data: (.+)$/m.exec(last)?.[1] ?? 'null'),
+    };
+  };
+
+  it('reads a reply of text parts as its text; a reply that is not text is a 502 with the tool calls that ran', async () => {
+    const add = (title: string) => ({ toolCalls: [{ name: 'add_task', arguments: { title } }] });
+    const reply = (content: unknown) => ({
+      raw: (res: ServerResponse) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(completion({ role: 'assistant', content }, 'stop')));
+      },
+    });
+    model.script(
+      add('parts'),
+      reply([
+        { type: 'text', text: 'Added ' },
+        { type: 'text', text: 'it.' },
+      ]),
+    );
+    const parts = await chat('parts', false);
+    assert.equal(parts.res.status, 200, parts.text);
+    assert.equal(parts.body.reply, 'Added it.');
+    const stored = await app.call('parts', 'GET', `/api/chat/conversations/${parts.body.conversation_id}`);
+    assert.equal(stored.body.messages.at(-1).content, 'Added it.');
+
+    model.script(add('number'), reply(42));
+    const number = await chat('number', false);
+    assert.equal(number.res.status, 502, number.text);
+    assert.deepEqual(
+      number.body.tool_calls.map((c: { name: string }) => c.name),
+      ['add_task'],
+    );
+    const tasks = await app.call('number', 'GET', '/api/tasks');
+    assert.deepEqual(
+      tasks.body.items.map((t: { title: string }) => t.title),
+      ['number'],
+      'the task the tool call wrote stands',
+    );
+  });
+
+  it('does not pass the API key on to the user when the provider quotes it', async () => {
+    for (const stream of [false, true]) {
+      model.script(
+        {
+          status: 401,
+          body: { error: { message: `Incorrect API key provided: ${KEY}`, type: 'invalid_request_error' } },
+        },
+        {
+          raw: (res, req) => {
+            res.writeHead(500, { 'content-type': 'text/plain' });
+            res.end(`upstream failed for request with authorization: ${req.headers.authorization}`);
+          },
+        },
+      );
+      for (let i = 0; i < 2; i++) {
+        const r = await chat(`keyed-${stream}-${i}`, stream);
+        assert.equal(stream ? r.body.status : r.res.status, 502, r.text);
+        assert.ok(!r.text.includes(KEY), `the answer carries the API key: ${r.text.slice(0, 300)}`);
+        assert.ok(!r.text.includes(KEY.slice(-16)), r.text.slice(0, 300));
+      }
+    }
+  });
+
+  it('stops reading a streamed reply that never ends at 20,000 characters, and answers it cut', async () => {
+    let written = 0;
+    model.script({
+      raw: (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(event({ role: 'assistant', content: '' }));
+        const piece = event({ content: 'z'.repeat(16_000) });
+        const timer = setInterval(() => {
+          if (res.destroyed || written > 64e6) return clearInterval(timer);
+          for (let i = 0; i < 4; i++) {
+            res.write(piece);
+            written += piece.length;
+          }
+        }, 2);
+        res.on('close', () => clearInterval(timer));
+      },
+    });
+    const r = await chat('chatty', true);
+    assert.equal(r.event, 'done', r.text.slice(-300));
+    assert.equal(r.body.reply, `${'z'.repeat(20_000)} [cut]`);
+    assert.ok(written < 4e6, `read ${written} bytes of the model's reply to answer 20,000 characters`);
+    const stored = await app.call('chatty', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
+    assert.equal(stored.body.messages.at(-1).content, r.body.reply);
+  });
+
+  it('ends a model request that sends nothing for CHAT_TIMEOUT_MS after its headers: 504', async () => {
+    // JSON: the headers, then the body after longer than the timeout.
+    model.script({
+      raw: (res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.flushHeaders();
+        setTimeout(
+          () =>
+            !res.destroyed &&
+            res.end(JSON.stringify(completion({ role: 'assistant', content: 'late' }, 'stop'))),
+          TIMEOUT_MS + 1_300,
+        );
+      },
+    });
+    const plain = await chat('stalled', false);
+    assert.equal(plain.res.status, 504, plain.text);
+    assert.ok(plain.ms < TIMEOUT_MS + 1_000, `answered after ${plain.ms} ms`);
+    // Streamed: a first token, then silence.
+    model.script({
+      raw: (res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(event({ role: 'assistant', content: 'Hel' }));
+      },
+    });
+    const streamed = await chat('stalled-stream', true);
+    assert.equal(streamed.event, 'error', streamed.text);
+    assert.equal(streamed.body.status, 504);
+    assert.ok(streamed.ms < TIMEOUT_MS + 1_000, `the stream ended after ${streamed.ms} ms`);
+  });
+
+  it('answers a streamed turn with the CORS headers of the JSON one', async () => {
+    for (const stream of [false, true]) {
+      model.script({ text: 'Hello.' });
+      const r = await chat(`cors-${stream}`, stream, { origin: ORIGIN });
+      assert.equal(r.res.status, 200, r.text);
+      assert.equal(r.res.headers.get('access-control-allow-origin'), ORIGIN, `stream: ${stream}`);
+    }
+  });
+});
+
+for (const backend of backends)
+  describe(`chat: a model asking for 16,400 tool calls at once (${backend.name})`, () => {
+    it('answers the turn (the calls past the bound not run) and stores it, not 500', async () => {
+      const model = await startFakeModel();
+      const { db, drop } = await backend.fresh();
+      const app = await startApp(db, {
+        targets: ['api'],
+        env: {
+          CHAT_BASE_URL: model.url,
+          CHAT_MODEL: 'm',
+          CHAT_TIMEOUT_MS: '20000',
+          CHAT_MAX_TOOL_CALLS: '3',
+        },
+      });
+      try {
+        model.script(
+          {
+            toolCalls: Array.from({ length: 16_400 }, (_, i) => ({
+              id: `c${i}`,
+              name: 'get_context',
+              arguments: {},
+            })),
+          },
+          { text: 'Done.' },
+        );
+        const r = await app.call('loop', 'POST', '/api/chat', { message: 'go' });
+        assert.equal(r.status, 200, `answered ${r.status}: ${JSON.stringify(r.body)}`);
+        assert.equal(r.body.tool_calls.length, 3);
+        const stored = await app.call('loop', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
+        assert.equal(stored.body.messages.at(-1).content, 'Done.');
+      } finally {
+        await app.stop();
+        await model.close();
+        await drop();
+      }
+    });
+  });
