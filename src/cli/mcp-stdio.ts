@@ -13,7 +13,7 @@ import { systemClock } from '../domain/clock.ts';
 import type { Logger } from '../observability/logger.ts';
 import { createMcpServer } from '../services/api/mcp.ts';
 import { restClient } from '../services/api/mcp-rest.ts';
-import { requestId, toolCallProblem } from '../services/api/mcp-messages.ts';
+import { requestId, paramsProblem } from '../services/api/mcp-messages.ts';
 import { TaskOperations } from '../services/api/task-operations.ts';
 import { openDb } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
@@ -144,7 +144,7 @@ function guard(transport: StdioServerTransport, tokenExpiresAt: number): void {
         -32001,
         `Unauthorized: TASKFLOW_TOKEN expired at ${new Date(tokenExpiresAt).toISOString()}; make a new one (taskflow token) and start taskflow mcp again`,
       );
-    const bad = toolCallProblem(message);
+    const bad = paramsProblem(message);
     if (bad) return refuse(bad.id, -32602, `Invalid params: ${bad.problem}`);
     deliver?.(message);
   };

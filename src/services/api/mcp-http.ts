@@ -7,7 +7,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, chargeUser } from '../../http/authenticated.ts';
 import type * as McpModule from './mcp.ts';
 import type { McpDeps } from './mcp.ts';
-import { isPlainObject, toolCallProblem } from './mcp-messages.ts';
+import { isPlainObject, paramsProblem } from './mcp-messages.ts';
 
 export interface McpHttpDeps extends McpDeps {
   verify: Verifier;
@@ -88,6 +88,13 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
   }
   // The authenticated scope applies the per-user rate limit: an agent in a loop is throttled like a client.
   await authenticatedScope(app, { verify: deps.verify }, (authed, userOf) => {
+    // A body that is not JSON is a JSON-RPC Parse error (section 5.1), which an MCP client reads; the server's
+    // problem document it cannot. Every other error goes to the server's handler.
+    authed.setErrorHandler((err: { code?: string }, _req, reply) => {
+      if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError)
+        return jsonRpcError(reply, 400, -32700, 'Parse error: the body is not valid JSON');
+      throw err;
+    });
     authed.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
       const userId = userOf(req);
       if (Array.isArray(req.body) && req.body.length > MAX_MCP_BATCH)
@@ -113,7 +120,7 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
           `Invalid Request: the id ${JSON.stringify(repeated)} is used by two requests of the batch (each needs its own); nothing was done`,
         );
       for (const [i, m] of messages.entries()) {
-        const bad = toolCallProblem(m);
+        const bad = paramsProblem(m);
         if (bad)
           return jsonRpcError(
             reply,

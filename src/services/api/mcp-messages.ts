@@ -2,6 +2,12 @@
  * Checks of incoming MCP messages that both transports make before the SDK sees them (mcp-http.ts, and
  * `taskflow mcp` on stdio), where the SDK's own answer would blame the server.
  */
+import {
+  CallToolRequestSchema,
+  InitializeRequestSchema,
+  ListToolsRequestSchema,
+  PingRequestSchema,
+} from '@modelcontextprotocol/sdk/types.js';
 
 export const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -12,20 +18,47 @@ export const requestId = (message: unknown): string | number | null =>
     ? message.id
     : null;
 
+/** The SDK's schemas of the requests this server answers, by method. */
+const REQUEST_SCHEMAS: Record<
+  string,
+  {
+    safeParse(v: unknown): {
+      success: boolean;
+      error?: { issues: { path: PropertyKey[]; message: string }[] };
+    };
+  }
+> = {
+  initialize: InitializeRequestSchema,
+  ping: PingRequestSchema,
+  'tools/list': ListToolsRequestSchema,
+  'tools/call': CallToolRequestSchema,
+};
+
 /**
- * What is wrong with a `tools/call` message's params, if anything: its `name` must be a string and its
- * `arguments`, when given, an object. The SDK answers those with -32603 (internal error), as if the server had
- * failed; they are the client's invalid params (-32602).
+ * What is wrong with a request's params, if anything, by the SDK's schema of its method (for `tools/call`,
+ * in words of our own: `name` the tool, `arguments` an object). The SDK answers those with -32603 (internal
+ * error) and the validator's raw issue list, as if the server had failed; they are the client's invalid params
+ * (-32602). Notifications and methods the server does not answer are left to the SDK.
  */
-export function toolCallProblem(
-  message: unknown,
-): { id: string | number | null; problem: string } | undefined {
-  if (!isPlainObject(message) || message.method !== 'tools/call') return undefined;
+export function paramsProblem(message: unknown): { id: string | number | null; problem: string } | undefined {
+  if (!isPlainObject(message) || !('id' in message) || typeof message.method !== 'string') return undefined;
+  const schema = Object.hasOwn(REQUEST_SCHEMAS, message.method) ? REQUEST_SCHEMAS[message.method] : undefined;
+  if (!schema) return undefined;
   const id = requestId(message);
   const params = message.params;
-  if (!isPlainObject(params)) return { id, problem: 'params must be an object' };
-  if (typeof params.name !== 'string') return { id, problem: 'params.name must be a string (the tool)' };
-  if (params.arguments !== undefined && !isPlainObject(params.arguments))
-    return { id, problem: "params.arguments must be an object (the tool's arguments by name)" };
-  return undefined;
+  if (message.method === 'tools/call') {
+    if (!isPlainObject(params)) return { id, problem: 'params must be an object' };
+    if (typeof params.name !== 'string') return { id, problem: 'params.name must be a string (the tool)' };
+    if (params.arguments !== undefined && !isPlainObject(params.arguments))
+      return { id, problem: "params.arguments must be an object (the tool's arguments by name)" };
+  }
+  const checked = schema.safeParse({ method: message.method, ...(params === undefined ? {} : { params }) });
+  const issue = checked.success ? undefined : checked.error?.issues[0];
+  if (checked.success) return undefined;
+  return {
+    id,
+    problem: issue
+      ? `${issue.path.map(String).join('.') || 'params'}: ${issue.message}`
+      : 'params do not fit the method',
+  };
 }

@@ -790,11 +790,10 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   const rest = async (target: RestTarget, method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown) => {
     if (!caller.rest) throw new RestUnavailableError('this MCP server has no access to the REST API');
     const r = await caller.rest({ target, method, url, ...(body === undefined ? {} : { body }) });
-    if (r.status === 404) await notYetSeen(url);
-    if (r.status >= 400)
-      throw new RestRefusedError(
-        String((r.body as { detail?: unknown } | null)?.detail ?? `the API answered ${r.status}`),
-      );
+    const detail = String((r.body as { detail?: unknown } | null)?.detail ?? `the API answered ${r.status}`);
+    // "reminder not found" and the like are what they say: only the task unknown there may be one not seen yet.
+    if (r.status === 404 && detail === 'task not found') await notYetSeen(url);
+    if (r.status >= 400) throw new RestRefusedError(detail);
     return r.body as Record<string, unknown>;
   };
   /**
