@@ -634,6 +634,48 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/kafka-admin.test.ts#KAFKA_ENSURE_TOPICS=false'],
     needs: ['kafka'],
   },
+  {
+    id: 'dlq-position-past-unreplayed',
+    breaks:
+      'a letter replayed by id ahead of older ones moves the replay position only over a run from it: the older ones stay listed',
+    file: 'src/bus/dlq.ts',
+    find: 'if (blocked.has(d.dlqPartition) || offset < (cursor.get(d.dlqPartition) ?? 0n)) continue;',
+    replace: 'if (offset < (cursor.get(d.dlqPartition) ?? 0n)) continue;',
+    tests: ['test/integration/dlq-cli.test.ts#lists what was not replayed yet'],
+  },
+  {
+    id: 'dlq-replay-all-sends-replayed-again',
+    breaks: "a replay of all of a group's dead letters sends only those not replayed yet",
+    file: 'src/bus/dlq.ts',
+    find: 'await admin.read(dlqTopic(group), { limit: Infinity, ...(opts.ids ? {} : { from: cursor }) })',
+    replace: 'await admin.read(dlqTopic(group), { limit: Infinity })',
+    tests: ['test/integration/bus-contract.test.ts#configured attempts'],
+  },
+  {
+    id: 'dlq-metric-counts-replayed',
+    breaks:
+      'taskflow_dlq_messages counts only dead letters not replayed yet, so its alert ends with the replay',
+    file: 'src/bus/dlq.ts',
+    find: 'return admin.messageCount(dlqTopic(group), await replayCursor(admin, group));',
+    replace: 'return admin.messageCount(dlqTopic(group));',
+    tests: ['test/integration/metrics.test.ts#counts the'],
+  },
+  {
+    id: 'chat-provider-error-keeps-key',
+    breaks: "a provider's error text reaches the chat user without the API key",
+    file: 'src/services/api/chat.ts',
+    find: 'withoutSecret(err.message, apiKey)',
+    replace: 'err.message',
+    tests: ['test/integration/chat-model-misbehaves.test.ts#API key'],
+  },
+  {
+    id: 'chat-model-answer-unbounded',
+    breaks: "a model's endless answer is no longer read past the reply's bound (nor held in memory)",
+    file: 'src/services/api/chat.ts',
+    find: '            streaming.abort();\n',
+    replace: '',
+    tests: ['test/integration/chat-model-misbehaves.test.ts#never ends'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------
