@@ -75,6 +75,18 @@ export async function listDeadLetters(
   return read.map((m) => toDeadLetter(group, m, cursor));
 }
 
+/**
+ * Commits the replay position of `group` again, unchanged. Kafka deletes the offsets of a group no consumer is a
+ * member of `offsets.retention.minutes` (7 days by default) after their last commit, while the dead-letter topic
+ * keeps its letters 30 days: without this, replayed letters would be listed and counted again a week after the
+ * replay. (A replay committing in the same moment can be undone by it: its letters are then listed again, and a
+ * replay of all sends them again, which consumers take as the duplicates they are.)
+ */
+export async function renewReplayCursor(admin: BusAdmin, group: string): Promise<void> {
+  const cursor = await replayCursor(admin, group);
+  if (cursor.size) await admin.commitOffsets(dlqReplayCursor(group), dlqTopic(group), cursor);
+}
+
 /** Unreplayed dead letters of `group`, counted from the offsets alone (the DLQ-size metric). */
 export async function unreplayedCount(admin: BusAdmin, group: string): Promise<number> {
   if (!admin.messageCount) return NaN;

@@ -3,7 +3,7 @@
  * metrics come from the bus layer; the service supplies only its handler.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { unreplayedCount } from '../bus/dlq.ts';
+import { renewReplayCursor, unreplayedCount } from '../bus/dlq.ts';
 import type { BatchItem, BusMessage, SubscribeOptions, Subscription } from '../bus/types.ts';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import { childTraceparent } from '../observability/trace.ts';
@@ -120,8 +120,14 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
         hooks: rt.metrics.consumerHooks(group),
       });
       const untrack = rt.metrics.trackConsumerGroup(group, consumerGroupSource(rt, group, topics));
+      // The DLQ's replay position, kept from expiring on Kafka (renewReplayCursor): at start, then daily.
+      const renew = () => void renewReplayCursor(rt.bus.admin, group).catch(() => undefined);
+      const renewal = setInterval(renew, REPLAY_POSITION_RENEW_MS).unref();
+      const first = setTimeout(renew, 60_000).unref();
       return {
         stop: async () => {
+          clearInterval(renewal);
+          clearTimeout(first);
           untrack();
           await subscription.close();
           await service.stop?.();
@@ -148,6 +154,9 @@ export function consumerGroupSource(
     ...(admin.messageCount ? { deadLetters: () => unreplayedCount(admin, group) } : {}),
   };
 }
+
+/** How often a consumer target commits its group's DLQ replay position again (Kafka expires idle ones). */
+const REPLAY_POSITION_RENEW_MS = 24 * 3_600_000;
 
 const RESUBSCRIBE = { maxAttempts: 0, baseDelayMs: 1_000, maxDelayMs: 30_000 };
 /** How long start-up waits for a first subscribe that is still trying (e.g. waiting for its topics). */

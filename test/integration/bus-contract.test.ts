@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { COMMIT_INTERVAL_MS } from '../../src/bus/consumer.ts';
 import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
-import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
+import { listDeadLetters, renewReplayCursor, replayCursor, replayDeadLetters } from '../../src/bus/dlq.ts';
 import type { BusMessage, Subscription } from '../../src/bus/types.ts';
 import { PermanentError } from '../../src/bus/types.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
@@ -202,6 +202,12 @@ for (const factory of harnesses) {
       // Replayed: no longer listed, not replayed again by a replay of all, kept in the topic.
       assert.deepEqual(await listDeadLetters(p.bus.admin, group), []);
       assert.equal((await replayDeadLetters(p.bus, group)).replayed.length, 0);
+      // Committed again as it is (Kafka expires an idle group's offsets); a group without one gets none.
+      const position = await replayCursor(p.bus.admin, group);
+      await renewReplayCursor(p.bus.admin, group);
+      assert.deepEqual(await replayCursor(p.bus.admin, group), position);
+      await renewReplayCursor(p.bus.admin, `${group}-never-replayed`);
+      assert.equal((await replayCursor(p.bus.admin, `${group}-never-replayed`)).size, 0);
       assert.deepEqual(
         (await listDeadLetters(p.bus.admin, group, { all: true })).map((d) => [d.event.id, d.replayed]),
         [[poison.id, true]],
