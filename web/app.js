@@ -39,6 +39,7 @@ const state = {
   view: VIEWS.includes(localStorage.getItem(VIEW_KEY)) ? localStorage.getItem(VIEW_KEY) : 'all',
   selected: null, // the id of the task the keys act on (j/k, x, e)
   conversation: null, // the assistant's conversation id, once it has answered
+  createKey: null, // {sent, id}: the Idempotency-Key of the create not known to have succeeded yet
 };
 
 function el(tag, props = {}, ...children) {
@@ -62,15 +63,29 @@ function subjectOf(token) {
   }
 }
 
+const SESSION_EXPIRED = 'Your session expired; sign in again.';
+const UNREACHABLE = 'The board cannot reach the server: check the connection and try again.';
+
 async function api(method, path, body, extraHeaders = {}) {
   const sentAs = state.token;
+  // Signed out: nothing is sent (a request without a token would replace why the session ended with its 401).
+  if (!sentAs) throw new Error('unauthorized');
   const headers = { authorization: `Bearer ${sentAs}`, ...extraHeaders };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(path, {
-    method,
-    headers,
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  } catch {
+    // Offline (fetch says only "Failed to fetch"): say so, and check an open socket, which may not have noticed.
+    if (state.ws) wakeUp();
+    const err = new Error(UNREACHABLE);
+    err.offline = true;
+    throw err;
+  }
   const text = await res.text();
   let data = null;
   try {
@@ -82,7 +97,8 @@ async function api(method, path, body, extraHeaders = {}) {
   // it is not shown to the next user.
   if (state.token !== sentAs) throw new Error('unauthorized');
   if (res.status === 401) {
-    signOut((data && data.detail) || 'the token was not accepted');
+    const detail = (data && data.detail) || 'the token was not accepted';
+    signOut(/expired/i.test(detail) ? SESSION_EXPIRED : detail);
     throw new Error('unauthorized');
   }
   if (!res.ok) {
@@ -174,6 +190,7 @@ async function loadTasks() {
       cursor = next.next_cursor;
     }
     if (load !== state.loads) return; // a newer load (another search, view or filter) has been asked for
+    showBusy(null);
     state.tasks = items;
     state.nextCursor = cursor;
     for (const span of document.querySelectorAll('#views [data-count]'))
@@ -181,10 +198,22 @@ async function loadTasks() {
     render();
   } catch (err) {
     if (load !== state.loads || err.message === 'unauthorized') return;
-    // The server is busy (503 + Retry-After): load again then, rather than leave the list stale with an error.
-    if (err.status === 503) state.reloadTimer = setTimeout(loadTasks, err.retryAfter * 1000);
-    else showError(err.message);
+    // The server is busy (503 + Retry-After): load again then, rather than leave the list stale with an error,
+    // and say so (a blank board with no word looks like no tasks).
+    if (err.status === 503) {
+      showBusy(err.retryAfter);
+      clearTimeout(state.reloadTimer);
+      state.reloadTimer = setTimeout(loadTasks, err.retryAfter * 1000);
+    } else showError(err.message);
   }
+}
+
+/** "The server is busy" while the list waits to be read again (`seconds`); null: the list was read. */
+function showBusy(seconds) {
+  const busy = $('#board-busy');
+  busy.textContent =
+    seconds === null ? '' : `The server is busy; the list is read again in ${Math.ceil(seconds)} s.`;
+  busy.hidden = seconds === null;
 }
 
 /** One page more (the list reads 200 tasks a page), kept through later reloads of the list. */
@@ -217,27 +246,103 @@ function formatDue(iso) {
 
 const PRESETS = ['daily', 'weekdays', 'weekly', 'monthly', 'yearly'];
 
-/** "repeats weekly" for a task's recurrence (its preset, else its rule). */
-const describeRecurrence = (r) => (r ? `repeats ${r.preset || r.rrule.toLowerCase()}` : null);
+/** "repeats every 2 weeks on Monday" for a task's recurrence: read from its rule (a preset has no interval). */
+const describeRecurrence = (r) => (r ? `repeats ${describeRule(r.rrule)}` : null);
+
+const FREQS = { DAILY: 'day', WEEKLY: 'week', MONTHLY: 'month', YEARLY: 'year' };
+const DAYS = {
+  MO: 'Monday',
+  TU: 'Tuesday',
+  WE: 'Wednesday',
+  TH: 'Thursday',
+  FR: 'Friday',
+  SA: 'Saturday',
+  SU: 'Sunday',
+};
+const MONTHS = 'January February March April May June July August September October November December'.split(
+  ' ',
+);
+const ORDINALS = {
+  1: 'first',
+  2: 'second',
+  3: 'third',
+  4: 'fourth',
+  5: 'fifth',
+  '-1': 'last',
+  '-2': 'second to last',
+};
+const nth = (n) => ORDINALS[n] || (Number(n) > 0 ? `${n}th` : `${-Number(n)}th to last`);
+const joined = (xs) => (xs.length > 1 ? `${xs.slice(0, -1).join(', ')} and ${xs.at(-1)}` : xs[0]);
+
+/** `-1FR` -> "the last Friday", `MO` -> "Monday". */
+function dayOf(spec) {
+  const [, n, day] = /^([+-]?\d+)?([A-Z]{2})$/.exec(spec) || [];
+  if (!DAYS[day]) return spec;
+  return n ? `the ${nth(Number(n))} ${DAYS[day]}` : DAYS[day];
+}
+
+/**
+ * An RRULE in words: "weekly", "every 2 weeks on Monday and Thursday", "monthly on the last Friday",
+ * "yearly in March on day 1, 5 times". Parts it has no words for are named as they are, in lower case.
+ */
+function describeRule(rrule) {
+  const parts = Object.fromEntries(rrule.split(';').map((p) => p.split('=')));
+  const { FREQ, INTERVAL, BYDAY, BYMONTHDAY, BYMONTH, BYHOUR, BYMINUTE, COUNT, UNTIL, ...rest } = parts;
+  const unit = FREQS[FREQ];
+  if (!unit) return rrule.toLowerCase().replace(/;/g, ', ').replace(/=/g, ' ');
+  const n = Number(INTERVAL || 1);
+  const words = [n > 1 ? `every ${n} ${unit}s` : FREQ === 'DAILY' ? 'daily' : `${unit}ly`];
+  if (FREQ === 'WEEKLY' && n === 1 && BYDAY === 'MO,TU,WE,TH,FR') words[0] = 'on weekdays';
+  else if (BYDAY) words.push(`on ${joined(BYDAY.split(',').map(dayOf))}`);
+  if (BYMONTH) words.push(`in ${joined(BYMONTH.split(',').map((m) => MONTHS[m - 1] || m))}`);
+  if (BYMONTHDAY)
+    words.push(
+      `on ${joined(BYMONTHDAY.split(',').map((d) => (Number(d) < 0 ? `the ${nth(d)} day` : `day ${d}`)))}`,
+    );
+  if (BYHOUR) {
+    const minutes = (BYMINUTE || '0').split(',').map((m) => m.padStart(2, '0'));
+    words.push(`at ${joined(BYHOUR.split(',').flatMap((h) => minutes.map((m) => `${h}:${m}`)))}`);
+  } else if (BYMINUTE) words.push(`at minute ${joined(BYMINUTE.split(','))}`);
+  for (const [k, v] of Object.entries(rest))
+    if (k !== 'WKST') words.push(`${k.toLowerCase()} ${v.toLowerCase()}`); // the week's first day: no words
+  let text = words.join(' ');
+  if (COUNT) text += `, ${COUNT} time${COUNT === '1' ? '' : 's'}`;
+  if (UNTIL) text += `, until ${untilDate(UNTIL)}`;
+  return text;
+}
+
+/** `20261231T235959Z` (UNTIL, always UTC) as the person's date. */
+function untilDate(until) {
+  const m = /^(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2})Z)?$/.exec(until);
+  if (!m) return until;
+  const [, y, mo, d, h = '0', mi = '0', se = '0'] = m;
+  return new Date(Date.UTC(y, mo - 1, d, h, mi, se)).toLocaleDateString([], { dateStyle: 'medium' });
+}
 
 function taskItem(t) {
   const li = el('li', {
     class: `task ${t.status}${state.flash.has(t.id) ? ' flash' : ''}${state.selected === t.id ? ' selected' : ''}`,
-    dataset: { id: t.id, status: t.status },
+    dataset: { id: t.id, status: t.status, drawn: JSON.stringify(t) },
     tabindex: '-1',
   });
+  const done = t.status === 'completed';
+  // Named by what a press does now, and to which task (a screen reader lists controls out of their row).
   const toggle = el('input', {
     type: 'checkbox',
     class: 'toggle',
-    'aria-label': `complete ${t.title}`,
-    onchange: () => run(() => api('POST', `/api/tasks/${t.id}/${toggle.checked ? 'complete' : 'reopen'}`)),
+    'aria-label': done ? `reopen ${t.title}` : `mark ${t.title} done`,
+    onchange: async () => {
+      const ok = await run(() => api('POST', `/api/tasks/${t.id}/${toggle.checked ? 'complete' : 'reopen'}`));
+      if (!ok) toggle.checked = done; // not changed: the box shows the task as it is
+    },
   });
-  toggle.checked = t.status === 'completed';
+  toggle.checked = done;
+  // dir="auto": a title or description in Hebrew or Arabic reads right to left, its punctuation at its end.
   const main = el(
     'div',
     { class: 'main' },
-    el('span', { class: 'title' }, t.title),
-    t.description ? el('div', { class: 'description' }, t.description) : null,
+    el('span', { class: 'title', dir: 'auto' }, t.title),
+    t.description ? el('div', { class: 'description', dir: 'auto' }, t.description) : null,
     el(
       'div',
       { class: 'facts' },
@@ -250,8 +355,26 @@ function taskItem(t) {
   const actions = el(
     'div',
     { class: 'actions' },
-    el('button', { type: 'button', class: 'secondary edit', onclick: () => edit(li, t) }, 'Edit'),
-    el('button', { type: 'button', class: 'secondary delete', onclick: () => removeTask(t) }, 'Delete'),
+    el(
+      'button',
+      {
+        type: 'button',
+        class: 'secondary edit',
+        'aria-label': `Edit ${t.title}`,
+        onclick: () => edit(li, t),
+      },
+      'Edit',
+    ),
+    el(
+      'button',
+      {
+        type: 'button',
+        class: 'secondary delete',
+        'aria-label': `Delete ${t.title}`,
+        onclick: () => removeTask(t),
+      },
+      'Delete',
+    ),
   );
   li.append(toggle, main, actions);
   return li;
@@ -275,13 +398,9 @@ async function removeTask(t) {
             status: t.status,
           };
           // A completed occurrence of a series comes back without its rule: the series went on with the next
-          // occurrence already, and with the rule a completed task would make another one.
-          if (t.recurrence && t.status !== 'completed')
-            again.recurrence = {
-              rrule: t.recurrence.rrule,
-              mode: t.recurrence.mode,
-              timezone: t.recurrence.timezone,
-            };
+          // occurrence already, and with the rule a completed task would make another one. Else the rule comes
+          // back as it was read (the API takes that object), its preset too.
+          if (t.recurrence && t.status !== 'completed') again.recurrence = { ...t.recurrence };
           await api('POST', '/api/tasks', again);
           await loadTasks();
         }),
@@ -324,11 +443,13 @@ function edit(li, t) {
   );
   const tags = el('input', { class: 'edit-tags', value: t.tags.join(', ') });
   const due = el('input', { class: 'edit-due', type: 'datetime-local', value: localInputValue(t.due_date) });
+  // Empty: the user's defaults (null); "none": no reminders ([]), which must not read as the defaults.
   const reminders = el('input', {
     class: 'edit-reminders',
-    value: t.reminders === null ? '' : t.reminders.join(', '),
-    placeholder: 'your defaults; or e.g. PT1H, P1D',
+    value: t.reminders === null ? '' : t.reminders.length ? t.reminders.join(', ') : 'none',
+    placeholder: 'your defaults; none; or e.g. PT1H, P1D',
   });
+  const shownReminders = reminders.value;
   const current = t.recurrence ? t.recurrence.preset || 'custom' : 'none';
   const recurrence = el(
     'select',
@@ -366,8 +487,7 @@ function edit(li, t) {
     // Compared as shown (to the minute): an untouched input keeps the task's exact instant.
     if (due.value !== localInputValue(t.due_date))
       body.due_date = due.value ? new Date(due.value).toISOString() : null;
-    const specs = reminders.value.trim() ? splitTags(reminders.value) : null;
-    if (JSON.stringify(specs) !== JSON.stringify(t.reminders)) body.reminders = specs;
+    if (reminders.value.trim() !== shownReminders) body.reminders = reminderSpecs(reminders.value);
     if (recurrence.value !== current) body.recurrence = recurrence.value === 'none' ? null : recurrence.value;
     return body;
   };
@@ -428,21 +548,48 @@ function edit(li, t) {
 
 /**
  * Draws the list. An open edit form stays as it is, where it is (not moved: that would take the focus and
- * what is being typed), and the other tasks are drawn around it, live updates included.
+ * what is being typed), and the other tasks are drawn around it, live updates included. A row whose task is
+ * unchanged is kept, not drawn again: the list is a live region, and one change is announced as one row.
  */
 function render() {
   const list = $('#tasks');
   const open = state.editing ? list.querySelector('.edit-form')?.closest('li') : null;
-  if (!open) list.replaceChildren(...state.tasks.map(taskItem));
-  else {
-    const at = state.tasks.findIndex((t) => t.id === open.dataset.id);
-    for (const node of [...list.children]) if (node !== open) node.remove();
-    open.before(...state.tasks.slice(0, Math.max(at, 0)).map(taskItem));
-    open.after(...state.tasks.slice(at + 1).map(taskItem));
+  // The task that had the focus (its row, or a field of its form) has it again when its row is redrawn.
+  const focused = list.contains(document.activeElement)
+    ? document.activeElement.closest('li')?.dataset.id
+    : null;
+  const drawn = new Map([...list.children].map((li) => [li.dataset.id, li]));
+  const rows = state.tasks.map((t) =>
+    open?.dataset.id === t.id ? open : keptRow(drawn.get(t.id), t) || taskItem(t),
+  );
+  if (open && !rows.includes(open)) rows.unshift(open); // deleted elsewhere: the form stays, on top
+  const keep = new Set(rows);
+  for (const node of [...list.children]) if (!keep.has(node)) node.remove();
+  let at = list.firstChild;
+  for (const row of rows) {
+    if (row === at) at = at.nextSibling;
+    else list.insertBefore(row, at);
   }
+  if (focused && !list.contains(document.activeElement))
+    list.querySelector(`li.task[data-id="${focused}"]`)?.focus();
   $('#empty').hidden = state.tasks.length > 0;
   $('#more').hidden = !state.nextCursor;
   state.flash.clear();
+}
+
+/** The reminders field: empty is the user's defaults (null), "none" is none ([]), else the specs. */
+function reminderSpecs(text) {
+  if (!text.trim()) return null;
+  return /^none$/i.test(text.trim()) ? [] : splitTags(text);
+}
+
+/** The row drawn before for `t` when it shows `t` as it is now (not an edit form, nothing to flash). */
+function keptRow(li, t) {
+  if (!li || li.dataset.drawn !== JSON.stringify(t) || state.flash.has(t.id) || li.querySelector('form'))
+    return null;
+  li.classList.toggle('selected', state.selected === t.id);
+  li.classList.remove('flash');
+  return li;
 }
 
 const splitTags = (s) =>
@@ -451,29 +598,62 @@ const splitTags = (s) =>
     .map((x) => x.trim())
     .filter(Boolean);
 
+/** Runs an action, then reloads the list; false when it failed (shown, unless the session ended). */
 async function run(fn) {
   try {
     await fn();
     scheduleReload();
+    return true;
   } catch (err) {
-    if (err.message !== 'unauthorized') showError(err.message);
-    await loadTasks();
+    if (err.message === 'unauthorized') return false; // signed out, with the reason: nothing more to send
+    showError(err.message);
+    if (!err.offline) await loadTasks();
+    return false;
   }
 }
 
 async function createTask(e) {
   e.preventDefault();
+  const add = $('#create-form button[type=submit]');
+  if (add.disabled) return; // a create is on its way: a second press would make the task twice
   const body = { title: $('#new-title').value, priority: $('#new-priority').value };
   const tags = splitTags($('#new-tags').value);
   if (tags.length) body.tags = tags;
   const due = $('#new-due').value;
   if (due) body.due_date = new Date(due).toISOString();
-  await run(async () => {
-    const created = await api('POST', '/api/tasks', body);
-    showReminderPlan(created.reminder_plan);
-    $('#create-form').reset();
-    await loadTasks(); // the live update would do it too; this is immediate
-  });
+  const key = createKey(body);
+  add.disabled = true;
+  try {
+    await run(async () => {
+      const created = await api('POST', '/api/tasks', body, { 'idempotency-key': key });
+      state.createKey = null;
+      showReminderPlan(created.reminder_plan);
+      $('#create-form').reset();
+      if (!created.due_date && state.view !== 'all') {
+        // Today, Upcoming and Overdue are of tasks with a due date: say where this one went.
+        toast(`Added “${created.title}” to All: it has no due date.`, {
+          label: 'Show All',
+          onclick: () => setView('all'),
+        });
+      }
+      await loadTasks(); // the live update would do it too; this is immediate
+    });
+  } finally {
+    add.disabled = false;
+  }
+}
+
+/**
+ * The Idempotency-Key of a create: the same for the same task sent again after a failure (an answer lost
+ * on the way may mean the first one was created: the API then answers it instead of making another).
+ */
+function createKey(body) {
+  const sent = JSON.stringify(body);
+  if (state.createKey?.sent !== sent) {
+    const id = window.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    state.createKey = { sent, id };
+  }
+  return state.createKey.id;
 }
 
 // ---- live updates ------------------------------------------------------------------------------------
@@ -530,13 +710,15 @@ function connect() {
     state.lastMessageAt = Date.now();
     state.pingTimer = setInterval(() => checkAlive(ws), PING_MS);
   };
-  ws.onclose = () => {
+  ws.onclose = (e) => {
     clearInterval(state.pingTimer);
-    if (state.ws === ws) {
-      state.ws = null;
-      setStatus('offline');
-      scheduleReconnect();
-    }
+    if (state.ws !== ws) return;
+    state.ws = null;
+    setStatus('offline');
+    // The gateway closes a socket whose token expired (1008): the session is over, and a reconnect with the
+    // same token would be refused forever.
+    if (e.code === 1008 && /expired|authenticated/i.test(e.reason)) return signOut(SESSION_EXPIRED);
+    scheduleReconnect();
   };
 }
 
@@ -579,6 +761,9 @@ function wakeUp() {
 
 function scheduleReconnect() {
   if (!state.token) return;
+  // A refused upgrade (401) reaches the page only as a close: after a failed attempt, ask the API, whose 401
+  // ends the session with its reason (an expired token). Offline, that fails too and the reconnects go on.
+  if (state.wsAttempts > 0) api('GET', '/api/tasks/counts').catch(() => undefined);
   state.wsAttempts++;
   const delay = Math.min(15_000, 500 * 2 ** Math.min(state.wsAttempts, 5)) * (0.5 + Math.random() / 2);
   state.reconnectTimer = setTimeout(connect, delay);
@@ -946,7 +1131,7 @@ async function offerZone() {
   if (!zone || localStorage.getItem(`${ZONE_KEPT_KEY}.${subjectOf(state.token)}`) === zone) return;
   try {
     const settings = await api('GET', '/api/me/settings');
-    if (settings.timezone === zone) return;
+    if (sameZone(settings.timezone, zone)) return;
     $('#zone-offer-text').textContent =
       `Today, Upcoming and repeats are read in ${settings.timezone}, and this browser is in ${zone}.`;
     $('#zone-use').textContent = `Use ${zone}`;
@@ -964,6 +1149,18 @@ async function offerZone() {
   } catch {
     // settings not served here (the api target runs elsewhere): nothing to offer
   }
+}
+
+/** Asia/Kolkata and Asia/Calcutta are one zone under two names: compared as the browser names them. */
+function sameZone(a, b) {
+  const canonical = (zone) => {
+    try {
+      return Intl.DateTimeFormat(undefined, { timeZone: zone }).resolvedOptions().timeZone;
+    } catch {
+      return zone; // a name this browser does not know
+    }
+  };
+  return canonical(a) === canonical(b);
 }
 
 /** On a development server (GET /api/dev/sign-in answers), "continue as <name>" mints a token. */
@@ -994,6 +1191,8 @@ async function devSignIn(e) {
 
 function signOut(reason) {
   state.token = '';
+  state.createKey = null;
+  showBusy(null);
   localStorage.removeItem(TOKEN_KEY);
   disconnect();
   clearInterval(state.notifTimer);
