@@ -6,63 +6,26 @@
  * titles, focus after editing, one change announced as one row, controls named by state and task, RTL titles.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { describe, it } from 'node:test';
+import type { BrowserContext, Page } from 'playwright-core';
 import { signDevToken } from '../../src/auth.ts';
 import { apiTarget } from '../../src/services/api/index.ts';
 import { createGatewayTarget } from '../../src/services/gateway/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
 import { recurrenceTarget } from '../../src/services/recurrence/index.ts';
-import { backends } from '../helpers/db.ts';
-import { startApp, TEST_SECRET, type TestApp } from '../helpers/app.ts';
-
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
-const LIVE_MS = 10_000;
-// scripts/test (REQUIRE_POSTGRES=1) installs Chromium, so there a missing browser is a failure, not a skip.
-const skip =
-  !existsSync(CHROMIUM) && process.env.REQUIRE_POSTGRES !== '1' ? `no Chromium at ${CHROMIUM}` : false;
+import { TEST_SECRET } from '../helpers/app.ts';
+import { LIVE_MS, skipWithoutChromium, taskRow, useBoard, waitUntil } from '../helpers/board.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitUntil(check: () => Promise<boolean>, what: string, ms = LIVE_MS): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-const taskRow = (page: Page, title: string, extra = '') =>
-  page.locator(`#tasks li.task${extra}`, { has: page.locator('.title', { hasText: title }) });
-
-describe('the board review: each defect fixed, in Chromium', { skip }, () => {
-  const ctx = {} as { app: TestApp; browser: Browser };
-  let drop: (() => Promise<void>) | undefined;
+describe('the board review: each defect fixed, in Chromium', { skip: skipWithoutChromium }, () => {
+  const ctx = useBoard(() => [
+    apiTarget,
+    relayTarget,
+    createGatewayTarget({ instanceId: 'review' }),
+    recurrenceTarget,
+  ]);
   const contexts: BrowserContext[] = [];
-  before(async () => {
-    const fresh = await backends[0]!.fresh();
-    drop = fresh.drop;
-    ctx.app = await startApp(fresh.db, {
-      targets: [apiTarget, relayTarget, createGatewayTarget({ instanceId: 'review' }), recurrenceTarget],
-      clock: { now: () => new Date() },
-    });
-    ctx.browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
-  });
-  after(async () => {
-    await ctx.browser?.close();
-    await ctx.app?.stop();
-    await drop?.();
-  });
 
   /** A page in its own context, not signed in yet; closed with the last test's. */
   async function newPage(opts: { viewport?: { width: number; height: number }; timezoneId?: string } = {}) {

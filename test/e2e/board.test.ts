@@ -6,11 +6,11 @@
  * notifications -> notification.created -> gateway -> the page's toast and inbox).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import WebSocket from 'ws';
 import { apiTarget } from '../../src/services/api/index.ts';
 import { createGatewayTarget } from '../../src/services/gateway/index.ts';
@@ -18,45 +18,9 @@ import { createNotificationsTarget } from '../../src/services/notifications/inde
 import { relayTarget } from '../../src/services/relay/index.ts';
 import { recurrenceTarget } from '../../src/services/recurrence/index.ts';
 import { createRemindersTarget } from '../../src/services/reminders/index.ts';
-import type { TargetDefinition } from '../../src/runtime.ts';
-import type { Db } from '../../src/store/db.ts';
-import { backends } from '../helpers/db.ts';
-import { startApp, type TestApp } from '../helpers/app.ts';
+import type { TestApp } from '../helpers/app.ts';
+import { LIVE_MS, skipWithoutChromium, taskRow, useBoard, waitUntil } from '../helpers/board.ts';
 import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
-
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
-const LIVE_MS = 10_000;
-// scripts/test (REQUIRE_POSTGRES=1) installs Chromium, so there a missing browser is a failure, not a skip.
-const skip =
-  !existsSync(CHROMIUM) && process.env.REQUIRE_POSTGRES !== '1' ? `no Chromium at ${CHROMIUM}` : false;
-
-/** A fresh database, `targets` in this process and a Chromium, for the tests of one describe block. */
-function useBoard(targets: () => TargetDefinition[], env: () => Record<string, string> = () => ({})) {
-  const ctx = {} as { app: TestApp; browser: Browser };
-  let drop: (() => Promise<void>) | undefined;
-  before(async () => {
-    let db: Db;
-    ({ db, drop } = await backends[0]!.fresh());
-    ctx.app = await startApp(db, { targets: targets(), clock: { now: () => new Date() }, env: env() });
-    ctx.browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
-    mkdirSync('test-results', { recursive: true }); // the screenshots, kept as CI artifacts
-  });
-  after(async () => {
-    await ctx.browser?.close();
-    await ctx.app?.stop();
-    await drop?.();
-  });
-  return ctx;
-}
 
 /**
  * A page in its own browser context (own storage), signed in by pasting the token, with its socket live;
@@ -81,11 +45,8 @@ async function signedInPage(
   return { page, errors, frames };
 }
 
-describe('real-time task board in Chromium', { skip }, () => {
+describe('real-time task board in Chromium', { skip: skipWithoutChromium }, () => {
   const ctx = useBoard(() => [apiTarget, relayTarget, createGatewayTarget({ instanceId: 'board' })]);
-
-  const taskRow = (page: Page, title: string, extra = '') =>
-    page.locator(`#tasks li.task${extra}`, { has: page.locator('.title', { hasText: title }) });
 
   it('shows a task written between the list load and the socket opening (its frame went to no socket)', async () => {
     const user = 'slow-socket';
@@ -178,7 +139,7 @@ describe('real-time task board in Chromium', { skip }, () => {
   });
 });
 
-describe('the reminder plan of a new task on the board in Chromium', { skip }, () => {
+describe('the reminder plan of a new task on the board in Chromium', { skip: skipWithoutChromium }, () => {
   const ctx = useBoard(() => [apiTarget, relayTarget, createGatewayTarget({ instanceId: 'board-plan' })]);
 
   it('says which default reminders are already past and that one at the due time replaces them', async () => {
@@ -204,7 +165,7 @@ describe('the reminder plan of a new task on the board in Chromium', { skip }, (
   });
 });
 
-describe('in-app notifications on the board in Chromium', { skip }, () => {
+describe('in-app notifications on the board in Chromium', { skip: skipWithoutChromium }, () => {
   const ctx = useBoard(() => [
     apiTarget,
     relayTarget,
@@ -293,321 +254,332 @@ async function helloSequence(app: TestApp, user: string): Promise<number | null>
   }
 }
 
-async function waitUntil(check: () => Promise<boolean>, what: string, ms = LIVE_MS): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-describe('the board at phone (390 px) and desktop (1280 px) widths in Chromium', { skip }, () => {
-  const ctx = useBoard(() => [
-    apiTarget,
-    relayTarget,
-    createGatewayTarget({ instanceId: 'board-views' }),
-    recurrenceTarget,
-  ]);
-  const taskRow = (page: Page, title: string) =>
-    page.locator('#tasks li.task', { has: page.locator('.title', { hasText: title }) });
-  const HOUR = 3_600_000;
-  /** Strictly between now and the end of today (UTC, the users' zone here): due today, not overdue. */
-  const laterToday = () => {
-    const now = Date.now();
-    const midnight = Date.UTC(
-      new Date(now).getUTCFullYear(),
-      new Date(now).getUTCMonth(),
-      new Date(now).getUTCDate() + 1,
-    );
-    return new Date(now + (midnight - now) / 2).toISOString();
-  };
-
-  for (const width of [390, 1280]) {
-    it(`at ${width} px: Today / Upcoming / Overdue / All with counts, words wrapped, no sideways scrolling`, async () => {
-      const user = `views-${width}`;
-      const long = 'Renew the passport before the summer holidays start';
-      for (const body of [
-        { title: long, due_date: laterToday(), description: 'photos, old passport, the form' },
-        { title: 'Plan the trip', due_date: new Date(Date.now() + 3 * 24 * HOUR).toISOString() },
-        {
-          title: 'Pay the electricity bill',
-          due_date: new Date(Date.now() - 30 * HOUR).toISOString(),
-          priority: 'urgent',
-        },
-        { title: 'Someday: learn the cello', tags: ['music'] },
-      ])
-        assert.equal((await ctx.app.call(user, 'POST', '/api/tasks', body)).status, 201);
-      const { page, errors } = await signedInPage(ctx, user, { width, height: 844 });
-      await taskRow(page, long).waitFor({ timeout: LIVE_MS });
-      const count = (view: string) => page.locator(`#views [data-count="${view}"]`).textContent();
-      assert.deepEqual(
-        [await count('today'), await count('upcoming'), await count('overdue'), await count('total')],
-        ['1', '1', '1', '4'],
+describe(
+  'the board at phone (390 px) and desktop (1280 px) widths in Chromium',
+  { skip: skipWithoutChromium },
+  () => {
+    const ctx = useBoard(() => [
+      apiTarget,
+      relayTarget,
+      createGatewayTarget({ instanceId: 'board-views' }),
+      recurrenceTarget,
+    ]);
+    const HOUR = 3_600_000;
+    /** Strictly between now and the end of today (UTC, the users' zone here): due today, not overdue. */
+    const laterToday = () => {
+      const now = Date.now();
+      const midnight = Date.UTC(
+        new Date(now).getUTCFullYear(),
+        new Date(now).getUTCMonth(),
+        new Date(now).getUTCDate() + 1,
       );
-      mkdirSync('test-results', { recursive: true });
-      const views: [string, string[]][] = [
-        ['today', [long]],
-        ['upcoming', ['Plan the trip']],
-        ['overdue', ['Pay the electricity bill']],
-        ['all', [long, 'Plan the trip', 'Pay the electricity bill', 'Someday: learn the cello']],
-      ];
-      for (const [view, titles] of views) {
-        await page.click(`#views button[data-view="${view}"]`);
-        const shown = async () => (await page.locator('#tasks li.task .title').allTextContents()).sort();
-        await waitUntil(
-          async () => JSON.stringify(await shown()) === JSON.stringify([...titles].sort()),
-          view,
+      return new Date(now + (midnight - now) / 2).toISOString();
+    };
+
+    for (const width of [390, 1280]) {
+      it(`at ${width} px: Today / Upcoming / Overdue / All with counts, words wrapped, no sideways scrolling`, async () => {
+        const user = `views-${width}`;
+        const long = 'Renew the passport before the summer holidays start';
+        for (const body of [
+          { title: long, due_date: laterToday(), description: 'photos, old passport, the form' },
+          { title: 'Plan the trip', due_date: new Date(Date.now() + 3 * 24 * HOUR).toISOString() },
+          {
+            title: 'Pay the electricity bill',
+            due_date: new Date(Date.now() - 30 * HOUR).toISOString(),
+            priority: 'urgent',
+          },
+          { title: 'Someday: learn the cello', tags: ['music'] },
+        ])
+          assert.equal((await ctx.app.call(user, 'POST', '/api/tasks', body)).status, 201);
+        const { page, errors } = await signedInPage(ctx, user, { width, height: 844 });
+        await taskRow(page, long).waitFor({ timeout: LIVE_MS });
+        const count = (view: string) => page.locator(`#views [data-count="${view}"]`).textContent();
+        assert.deepEqual(
+          [await count('today'), await count('upcoming'), await count('overdue'), await count('total')],
+          ['1', '1', '1', '4'],
         );
-        assert.equal(
-          await page.locator(`#views button[data-view="${view}"]`).getAttribute('aria-pressed'),
-          'true',
+        mkdirSync('test-results', { recursive: true });
+        const views: [string, string[]][] = [
+          ['today', [long]],
+          ['upcoming', ['Plan the trip']],
+          ['overdue', ['Pay the electricity bill']],
+          ['all', [long, 'Plan the trip', 'Pay the electricity bill', 'Someday: learn the cello']],
+        ];
+        for (const [view, titles] of views) {
+          await page.click(`#views button[data-view="${view}"]`);
+          const shown = async () => (await page.locator('#tasks li.task .title').allTextContents()).sort();
+          await waitUntil(
+            async () => JSON.stringify(await shown()) === JSON.stringify([...titles].sort()),
+            view,
+          );
+          assert.equal(
+            await page.locator(`#views button[data-view="${view}"]`).getAttribute('aria-pressed'),
+            'true',
+          );
+          await page.screenshot({ path: `test-results/board-${width}-${view}.png`, fullPage: true });
+        }
+        // Nothing wider than the screen, and a long title gets most of its width (words wrap, not letters).
+        assert.ok(
+          await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth'),
+          'no sideways scroll',
         );
-        await page.screenshot({ path: `test-results/board-${width}-${view}.png`, fullPage: true });
-      }
-      // Nothing wider than the screen, and a long title gets most of its width (words wrap, not letters).
-      assert.ok(
-        await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth'),
-        'no sideways scroll',
-      );
-      const text = await taskRow(page, long).locator('.main').boundingBox();
-      assert.ok(text && text.width > width * 0.5, `the task's text ${JSON.stringify(text)} at ${width} px`);
-      const title = (await taskRow(page, long).locator('.title').boundingBox())!;
-      const lineHeight = await taskRow(page, long)
-        .locator('.title')
-        .evaluate((e) => parseFloat((globalThis as any).getComputedStyle(e).lineHeight) || 20);
-      assert.ok(title.height < lineHeight * 4, `the title wraps by words: ${title.height} px high`);
-      // The view is remembered across a reload.
-      await page.click('#views button[data-view="overdue"]');
-      await page.reload();
-      await page.waitForSelector('#views button[data-view="overdue"][aria-pressed="true"]', {
-        timeout: LIVE_MS,
+        const text = await taskRow(page, long).locator('.main').boundingBox();
+        assert.ok(text && text.width > width * 0.5, `the task's text ${JSON.stringify(text)} at ${width} px`);
+        const title = (await taskRow(page, long).locator('.title').boundingBox())!;
+        const lineHeight = await taskRow(page, long)
+          .locator('.title')
+          .evaluate((e) => parseFloat((globalThis as any).getComputedStyle(e).lineHeight) || 20);
+        assert.ok(title.height < lineHeight * 4, `the title wraps by words: ${title.height} px high`);
+        // The view is remembered across a reload.
+        await page.click('#views button[data-view="overdue"]');
+        await page.reload();
+        await page.waitForSelector('#views button[data-view="overdue"][aria-pressed="true"]', {
+          timeout: LIVE_MS,
+        });
+        assert.deepEqual(errors, []);
       });
+    }
+
+    it('edits every field, previews the next dates, and keeps an error until it is dismissed', async () => {
+      const user = 'editor';
+      const created = await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Water the plants' });
+      const { page, errors } = await signedInPage(ctx, user, { width: 390, height: 844 });
+      await taskRow(page, 'Water the plants').locator('button.edit').click();
+      const form = page.locator('form.edit-form');
+      await form.locator('.edit-description').fill('the ferns need less');
+      await form.locator('.edit-priority').selectOption('high');
+      await form.locator('.edit-tags').fill('home, garden');
+      await form.locator('.edit-due').fill('2030-05-06T09:00');
+      await form.locator('.edit-reminders').fill('PT30M');
+      await form.locator('.edit-recurrence').selectOption('weekly');
+      // Before saving: the next dates of the chosen rule from the chosen due date, a week apart.
+      const preview = form.locator('.edit-preview');
+      await preview.filter({ hasText: 'Next:' }).waitFor({ timeout: LIVE_MS });
+      const firstNext = await page.evaluate(() =>
+        new Date('2030-05-13T09:00').toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }),
+      );
+      assert.equal((await preview.textContent())!.split(' · ')[0], `Next: ${firstNext}`);
+      await page.screenshot({ path: 'test-results/board-390-edit-form.png', fullPage: true });
+      await form.locator('button[type=submit]').click();
+      await waitUntil(
+        async () => (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body.version === 2,
+        'the change saved',
+      );
+      const task = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
+      const localDue = await page.evaluate(() => new Date('2030-05-06T09:00').toISOString());
+      assert.deepEqual(
+        [task.description, task.priority, task.tags, task.due_date, task.reminders, task.recurrence.preset],
+        ['the ferns need less', 'high', ['home', 'garden'], localDue, ['PT30M'], 'weekly'],
+      );
+      // Open again: the next dates of the saved rule.
+      await taskRow(page, 'Water the plants').locator('button.edit').click();
+      const saved = page.locator('form.edit-form .edit-preview');
+      await saved.filter({ hasText: 'Next:' }).waitFor({ timeout: LIVE_MS });
+      assert.equal((await saved.textContent())!.split(' · ').length, 5);
+      assert.equal((await saved.textContent())!.split(' · ')[0], `Next: ${firstNext}`);
+      await page.keyboard.press('Escape');
+      await page.locator('form.edit-form').waitFor({ state: 'detached', timeout: LIVE_MS });
+
+      // A blank title is refused by the API; the error stays through a live reload until dismissed.
+      await page.fill('#new-title', '   ');
+      await page.click('#create-form button[type=submit]');
+      const error = page.locator('#board-error');
+      await error.waitFor({ state: 'visible', timeout: LIVE_MS });
+      assert.match((await error.textContent())!, /title/);
+      await ctx.app.call(user, 'POST', '/api/tasks', { title: 'A change from elsewhere' });
+      await taskRow(page, 'A change from elsewhere').waitFor({ timeout: LIVE_MS });
+      assert.equal(await error.isVisible(), true, 'still shown after the reload');
+      await page.click('#board-error-close');
+      await error.waitFor({ state: 'hidden', timeout: LIVE_MS });
+      await page.screenshot({ path: 'test-results/board-390-edit.png', fullPage: true });
       assert.deepEqual(errors, []);
     });
-  }
 
-  it('edits every field, previews the next dates, and keeps an error until it is dismissed', async () => {
-    const user = 'editor';
-    const created = await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Water the plants' });
-    const { page, errors } = await signedInPage(ctx, user, { width: 390, height: 844 });
-    await taskRow(page, 'Water the plants').locator('button.edit').click();
-    const form = page.locator('form.edit-form');
-    await form.locator('.edit-description').fill('the ferns need less');
-    await form.locator('.edit-priority').selectOption('high');
-    await form.locator('.edit-tags').fill('home, garden');
-    await form.locator('.edit-due').fill('2030-05-06T09:00');
-    await form.locator('.edit-reminders').fill('PT30M');
-    await form.locator('.edit-recurrence').selectOption('weekly');
-    // Before saving: the next dates of the chosen rule from the chosen due date, a week apart.
-    const preview = form.locator('.edit-preview');
-    await preview.filter({ hasText: 'Next:' }).waitFor({ timeout: LIVE_MS });
-    const firstNext = await page.evaluate(() =>
-      new Date('2030-05-13T09:00').toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }),
-    );
-    assert.equal((await preview.textContent())!.split(' · ')[0], `Next: ${firstNext}`);
-    await page.screenshot({ path: 'test-results/board-390-edit-form.png', fullPage: true });
-    await form.locator('button[type=submit]').click();
-    await waitUntil(
-      async () => (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body.version === 2,
-      'the change saved',
-    );
-    const task = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
-    const localDue = await page.evaluate(() => new Date('2030-05-06T09:00').toISOString());
-    assert.deepEqual(
-      [task.description, task.priority, task.tags, task.due_date, task.reminders, task.recurrence.preset],
-      ['the ferns need less', 'high', ['home', 'garden'], localDue, ['PT30M'], 'weekly'],
-    );
-    // Open again: the next dates of the saved rule.
-    await taskRow(page, 'Water the plants').locator('button.edit').click();
-    const saved = page.locator('form.edit-form .edit-preview');
-    await saved.filter({ hasText: 'Next:' }).waitFor({ timeout: LIVE_MS });
-    assert.equal((await saved.textContent())!.split(' · ').length, 5);
-    assert.equal((await saved.textContent())!.split(' · ')[0], `Next: ${firstNext}`);
-    await page.keyboard.press('Escape');
-    await page.locator('form.edit-form').waitFor({ state: 'detached', timeout: LIVE_MS });
-
-    // A blank title is refused by the API; the error stays through a live reload until dismissed.
-    await page.fill('#new-title', '   ');
-    await page.click('#create-form button[type=submit]');
-    const error = page.locator('#board-error');
-    await error.waitFor({ state: 'visible', timeout: LIVE_MS });
-    assert.match((await error.textContent())!, /title/);
-    await ctx.app.call(user, 'POST', '/api/tasks', { title: 'A change from elsewhere' });
-    await taskRow(page, 'A change from elsewhere').waitFor({ timeout: LIVE_MS });
-    assert.equal(await error.isVisible(), true, 'still shown after the reload');
-    await page.click('#board-error-close');
-    await error.waitFor({ state: 'hidden', timeout: LIVE_MS });
-    await page.screenshot({ path: 'test-results/board-390-edit.png', fullPage: true });
-    assert.deepEqual(errors, []);
-  });
-
-  it('keeps the edit form and what was typed when a save is refused, or lost a race with another tab (412)', async () => {
-    const user = 'careful-editor';
-    const created = await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Write the report' });
-    const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 900 });
-    await taskRow(page, 'Write the report').locator('button.edit').click();
-    const form = page.locator('form.edit-form');
-    await form.locator('.edit-description').fill('the long notes I typed');
-    await form.locator('.edit-reminders').fill('one hour before'); // words: REST takes ISO 8601 only
-    await form.locator('button[type=submit]').click();
-    await form.locator('.edit-error').filter({ hasText: 'reminders' }).waitFor({ timeout: LIVE_MS });
-    assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
-    // The rest of the list keeps following live updates around the open form, which keeps its text and focus.
-    await form.locator('.edit-description').focus();
-    await ctx.app.call(user, 'POST', '/api/tasks', { title: 'd arrived while editing' });
-    await taskRow(page, 'd arrived while editing').waitFor({ timeout: LIVE_MS });
-    assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
-    assert.equal(await page.evaluate('document.activeElement?.className'), 'edit-description');
-    assert.match(
-      (await form.locator('.edit-error').textContent()) ?? '',
-      /reminders/,
-      'the refusal still shown',
-    );
-    // Another tab saves meanwhile: this save does not overwrite it, and says so.
-    await form.locator('.edit-reminders').fill('PT1H');
-    assert.equal(
-      (await ctx.app.call(user, 'PATCH', `/api/tasks/${created.body.id}`, { description: 'from elsewhere' }))
-        .status,
-      200,
-    );
-    await form.locator('button[type=submit]').click();
-    await form.locator('.edit-error').filter({ hasText: 'changed elsewhere' }).waitFor({ timeout: LIVE_MS });
-    assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
-    const stored = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
-    assert.equal(stored.description, 'from elsewhere', 'the other save stands');
-    await page.keyboard.press('Escape');
-    // Sorted by title, A to Z.
-    for (const title of ['b second', 'a first', 'c third'])
-      await ctx.app.call(user, 'POST', '/api/tasks', { title });
-    await page.selectOption('#f-sort', 'title');
-    await waitUntil(
-      async () =>
-        JSON.stringify(await page.locator('#tasks li.task .title').allTextContents()) ===
-        JSON.stringify(['a first', 'b second', 'c third', 'd arrived while editing', 'Write the report']),
-      'sorted by title A to Z',
-    );
-    assert.deepEqual(errors, []);
-  });
-
-  it('shows more than 200 tasks with "Show more", and a live update keeps them shown', async () => {
-    const user = 'hoarder';
-    for (let i = 0; i < 205; i++)
-      assert.equal(
-        (await ctx.app.call(user, 'POST', '/api/tasks', { title: `Item ${String(i).padStart(3, '0')}` }))
-          .status,
-        201,
+    it('keeps the edit form and what was typed when a save is refused, or lost a race with another tab (412)', async () => {
+      const user = 'careful-editor';
+      const created = await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Write the report' });
+      const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 900 });
+      await taskRow(page, 'Write the report').locator('button.edit').click();
+      const form = page.locator('form.edit-form');
+      await form.locator('.edit-description').fill('the long notes I typed');
+      await form.locator('.edit-reminders').fill('one hour before'); // words: REST takes ISO 8601 only
+      await form.locator('button[type=submit]').click();
+      await form.locator('.edit-error').filter({ hasText: 'reminders' }).waitFor({ timeout: LIVE_MS });
+      assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
+      // The rest of the list keeps following live updates around the open form, which keeps its text and focus.
+      await form.locator('.edit-description').focus();
+      await ctx.app.call(user, 'POST', '/api/tasks', { title: 'd arrived while editing' });
+      await taskRow(page, 'd arrived while editing').waitFor({ timeout: LIVE_MS });
+      assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
+      assert.equal(await page.evaluate('document.activeElement?.className'), 'edit-description');
+      assert.match(
+        (await form.locator('.edit-error').textContent()) ?? '',
+        /reminders/,
+        'the refusal still shown',
       );
-    const { page, errors } = await signedInPage(ctx, user);
-    const rows = () => page.locator('#tasks li.task').count();
-    await waitUntil(async () => (await rows()) === 200, 'the first page');
-    await page.click('#more');
-    await waitUntil(async () => (await rows()) === 205, 'the second page');
-    assert.equal(await page.locator('#more').isVisible(), false, 'nothing more to show');
-    await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Item 205' });
-    await taskRow(page, 'Item 205').waitFor({ timeout: LIVE_MS });
-    await waitUntil(async () => (await rows()) === 206, 'all 206 after the live update');
-    assert.deepEqual(errors, []);
-  });
-
-  it("offers the browser's time zone when the settings have another, and Today follows it once taken", async () => {
-    const user = 'traveller';
-    // 06:00 tomorrow in Los Angeles: tomorrow there, though possibly still today in UTC.
-    const now = new Date();
-    const la = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Los_Angeles' }).format(now); // YYYY-MM-DD
-    const tomorrow6 = new Date(`${la}T06:00:00-08:00`);
-    tomorrow6.setUTCDate(tomorrow6.getUTCDate() + 1);
-    await ctx.app.call(user, 'POST', '/api/tasks', {
-      title: 'Early call',
-      due_date: tomorrow6.toISOString(),
+      // Another tab saves meanwhile: this save does not overwrite it, and says so.
+      await form.locator('.edit-reminders').fill('PT1H');
+      assert.equal(
+        (
+          await ctx.app.call(user, 'PATCH', `/api/tasks/${created.body.id}`, {
+            description: 'from elsewhere',
+          })
+        ).status,
+        200,
+      );
+      await form.locator('button[type=submit]').click();
+      await form
+        .locator('.edit-error')
+        .filter({ hasText: 'changed elsewhere' })
+        .waitFor({ timeout: LIVE_MS });
+      assert.equal(await form.locator('.edit-description').inputValue(), 'the long notes I typed');
+      const stored = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
+      assert.equal(stored.description, 'from elsewhere', 'the other save stands');
+      await page.keyboard.press('Escape');
+      // Sorted by title, A to Z.
+      for (const title of ['b second', 'a first', 'c third'])
+        await ctx.app.call(user, 'POST', '/api/tasks', { title });
+      await page.selectOption('#f-sort', 'title');
+      await waitUntil(
+        async () =>
+          JSON.stringify(await page.locator('#tasks li.task .title').allTextContents()) ===
+          JSON.stringify(['a first', 'b second', 'c third', 'd arrived while editing', 'Write the report']),
+        'sorted by title A to Z',
+      );
+      assert.deepEqual(errors, []);
     });
-    const { page, errors } = await signedInPage(
-      ctx,
-      user,
-      { width: 1100, height: 700 },
-      'America/Los_Angeles',
-    );
-    const offer = page.locator('#zone-offer');
-    await offer.waitFor({ state: 'visible', timeout: LIVE_MS });
-    assert.match((await offer.textContent())!, /read in UTC, and this browser is in America\/Los_Angeles/);
-    await page.click('#zone-use');
-    await offer.waitFor({ state: 'hidden', timeout: LIVE_MS });
-    assert.equal((await ctx.app.call(user, 'GET', '/api/me/settings')).body.timezone, 'America/Los_Angeles');
-    await page.click('#views button[data-view="today"]');
-    await waitUntil(async () => (await page.locator('#tasks li.task').count()) === 0, 'not due today there');
-    await page.click('#views button[data-view="upcoming"]');
-    await taskRow(page, 'Early call').waitFor({ timeout: LIVE_MS });
-    assert.deepEqual(errors, []);
-  });
 
-  it('saves only what was changed: a multi-line title and a CRLF description stay as they are', async () => {
-    const user = 'multi-line';
-    const title = 'Groceries:\nmilk\neggs';
-    const created = await ctx.app.call(user, 'POST', '/api/tasks', {
-      title,
-      description: 'first line\r\nsecond line',
+    it('shows more than 200 tasks with "Show more", and a live update keeps them shown', async () => {
+      const user = 'hoarder';
+      for (let i = 0; i < 205; i++)
+        assert.equal(
+          (await ctx.app.call(user, 'POST', '/api/tasks', { title: `Item ${String(i).padStart(3, '0')}` }))
+            .status,
+          201,
+        );
+      const { page, errors } = await signedInPage(ctx, user);
+      const rows = () => page.locator('#tasks li.task').count();
+      await waitUntil(async () => (await rows()) === 200, 'the first page');
+      await page.click('#more');
+      await waitUntil(async () => (await rows()) === 205, 'the second page');
+      assert.equal(await page.locator('#more').isVisible(), false, 'nothing more to show');
+      await ctx.app.call(user, 'POST', '/api/tasks', { title: 'Item 205' });
+      await taskRow(page, 'Item 205').waitFor({ timeout: LIVE_MS });
+      await waitUntil(async () => (await rows()) === 206, 'all 206 after the live update');
+      assert.deepEqual(errors, []);
     });
-    assert.equal(created.status, 201);
-    const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 844 });
-    const row = page.locator('#tasks li.task').first();
-    await row.waitFor({ timeout: LIVE_MS });
-    await row.locator('button.edit').click();
-    const form = page.locator('form.edit-form');
-    await form.locator('.edit-priority').selectOption('high');
-    await form.locator('button[type=submit]').click();
-    await waitUntil(
-      async () => (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body.priority === 'high',
-      'the priority saved',
-    );
-    const task = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
-    assert.equal(task.title, title);
-    assert.equal(task.description, 'first line\r\nsecond line');
-    assert.deepEqual(errors, []);
-  });
 
-  it('undoes a delete, and works from the keyboard: n, Enter, j/k, x, /', async () => {
-    const user = 'keys';
-    const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 800 });
-    await page.keyboard.press('n');
-    assert.equal(await page.evaluate('document.activeElement?.id'), 'new-title');
-    await page.keyboard.type('Feed the cat');
-    await page.keyboard.press('Enter');
-    await taskRow(page, 'Feed the cat').waitFor({ timeout: LIVE_MS });
-    await page.keyboard.press('Escape');
-    await page.keyboard.press('j');
-    await page.locator('#tasks li.task.selected', { hasText: 'Feed the cat' }).waitFor({ timeout: LIVE_MS });
-    await page.keyboard.press('x');
-    await page.locator('#tasks li.task.completed', { hasText: 'Feed the cat' }).waitFor({ timeout: LIVE_MS });
-    await page.keyboard.press('/');
-    assert.equal(await page.evaluate('document.activeElement?.id'), 'f-search');
-    await page.keyboard.press('Escape');
-
-    await ctx.app.call(user, 'POST', '/api/tasks', {
-      title: 'Return the books',
-      description: 'two of them',
-      tags: ['library'],
+    it("offers the browser's time zone when the settings have another, and Today follows it once taken", async () => {
+      const user = 'traveller';
+      // 06:00 tomorrow in Los Angeles: tomorrow there, though possibly still today in UTC.
+      const now = new Date();
+      const la = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Los_Angeles' }).format(now); // YYYY-MM-DD
+      const tomorrow6 = new Date(`${la}T06:00:00-08:00`);
+      tomorrow6.setUTCDate(tomorrow6.getUTCDate() + 1);
+      await ctx.app.call(user, 'POST', '/api/tasks', {
+        title: 'Early call',
+        due_date: tomorrow6.toISOString(),
+      });
+      const { page, errors } = await signedInPage(
+        ctx,
+        user,
+        { width: 1100, height: 700 },
+        'America/Los_Angeles',
+      );
+      const offer = page.locator('#zone-offer');
+      await offer.waitFor({ state: 'visible', timeout: LIVE_MS });
+      assert.match((await offer.textContent())!, /read in UTC, and this browser is in America\/Los_Angeles/);
+      await page.click('#zone-use');
+      await offer.waitFor({ state: 'hidden', timeout: LIVE_MS });
+      assert.equal(
+        (await ctx.app.call(user, 'GET', '/api/me/settings')).body.timezone,
+        'America/Los_Angeles',
+      );
+      await page.click('#views button[data-view="today"]');
+      await waitUntil(
+        async () => (await page.locator('#tasks li.task').count()) === 0,
+        'not due today there',
+      );
+      await page.click('#views button[data-view="upcoming"]');
+      await taskRow(page, 'Early call').waitFor({ timeout: LIVE_MS });
+      assert.deepEqual(errors, []);
     });
-    await taskRow(page, 'Return the books').locator('button.delete').click();
-    await taskRow(page, 'Return the books').waitFor({ state: 'detached', timeout: LIVE_MS });
-    await page
-      .locator('#toasts .toast', { hasText: 'Deleted' })
-      .locator('button', { hasText: 'Undo' })
-      .click();
-    await taskRow(page, 'Return the books').waitFor({ timeout: LIVE_MS });
-    const back = (await ctx.app.call(user, 'GET', '/api/tasks?q=books')).body.items;
-    assert.deepEqual(
-      back.map((t: { title: string; description: string; tags: string[] }) => [
-        t.title,
-        t.description,
-        t.tags,
-      ]),
-      [['Return the books', 'two of them', ['library']]],
-    );
-    await page.screenshot({ path: 'test-results/board-1280-keys.png', fullPage: true });
-    assert.deepEqual(errors, []);
-  });
-});
 
-describe('the assistant on the board in Chromium', { skip }, () => {
+    it('saves only what was changed: a multi-line title and a CRLF description stay as they are', async () => {
+      const user = 'multi-line';
+      const title = 'Groceries:\nmilk\neggs';
+      const created = await ctx.app.call(user, 'POST', '/api/tasks', {
+        title,
+        description: 'first line\r\nsecond line',
+      });
+      assert.equal(created.status, 201);
+      const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 844 });
+      const row = page.locator('#tasks li.task').first();
+      await row.waitFor({ timeout: LIVE_MS });
+      await row.locator('button.edit').click();
+      const form = page.locator('form.edit-form');
+      await form.locator('.edit-priority').selectOption('high');
+      await form.locator('button[type=submit]').click();
+      await waitUntil(
+        async () =>
+          (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body.priority === 'high',
+        'the priority saved',
+      );
+      const task = (await ctx.app.call(user, 'GET', `/api/tasks/${created.body.id}`)).body;
+      assert.equal(task.title, title);
+      assert.equal(task.description, 'first line\r\nsecond line');
+      assert.deepEqual(errors, []);
+    });
+
+    it('undoes a delete, and works from the keyboard: n, Enter, j/k, x, /', async () => {
+      const user = 'keys';
+      const { page, errors } = await signedInPage(ctx, user, { width: 1280, height: 800 });
+      await page.keyboard.press('n');
+      assert.equal(await page.evaluate('document.activeElement?.id'), 'new-title');
+      await page.keyboard.type('Feed the cat');
+      await page.keyboard.press('Enter');
+      await taskRow(page, 'Feed the cat').waitFor({ timeout: LIVE_MS });
+      await page.keyboard.press('Escape');
+      await page.keyboard.press('j');
+      await page
+        .locator('#tasks li.task.selected', { hasText: 'Feed the cat' })
+        .waitFor({ timeout: LIVE_MS });
+      await page.keyboard.press('x');
+      await page
+        .locator('#tasks li.task.completed', { hasText: 'Feed the cat' })
+        .waitFor({ timeout: LIVE_MS });
+      await page.keyboard.press('/');
+      assert.equal(await page.evaluate('document.activeElement?.id'), 'f-search');
+      await page.keyboard.press('Escape');
+
+      await ctx.app.call(user, 'POST', '/api/tasks', {
+        title: 'Return the books',
+        description: 'two of them',
+        tags: ['library'],
+      });
+      await taskRow(page, 'Return the books').locator('button.delete').click();
+      await taskRow(page, 'Return the books').waitFor({ state: 'detached', timeout: LIVE_MS });
+      await page
+        .locator('#toasts .toast', { hasText: 'Deleted' })
+        .locator('button', { hasText: 'Undo' })
+        .click();
+      await taskRow(page, 'Return the books').waitFor({ timeout: LIVE_MS });
+      const back = (await ctx.app.call(user, 'GET', '/api/tasks?q=books')).body.items;
+      assert.deepEqual(
+        back.map((t: { title: string; description: string; tags: string[] }) => [
+          t.title,
+          t.description,
+          t.tags,
+        ]),
+        [['Return the books', 'two of them', ['library']]],
+      );
+      await page.screenshot({ path: 'test-results/board-1280-keys.png', fullPage: true });
+      assert.deepEqual(errors, []);
+    });
+  },
+);
+
+describe('the assistant on the board in Chromium', { skip: skipWithoutChromium }, () => {
   let model: FakeModel;
   before(async () => {
     model = await startFakeModel();
@@ -707,7 +679,7 @@ describe('the assistant on the board in Chromium', { skip }, () => {
   });
 });
 
-describe('development sign-in on the board in Chromium', { skip }, () => {
+describe('development sign-in on the board in Chromium', { skip: skipWithoutChromium }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'taskflow-board-dev-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
   // The embedded default: no JWT_SECRET, a data directory, so the generated development secret.
@@ -743,7 +715,7 @@ describe('development sign-in on the board in Chromium', { skip }, () => {
   });
 });
 
-describe('the API docs page in Chromium', { skip }, () => {
+describe('the API docs page in Chromium', { skip: skipWithoutChromium }, () => {
   const ctx = useBoard(() => [apiTarget]);
 
   it('renders under its content security policy, which no other site may frame', async () => {
