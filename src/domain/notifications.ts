@@ -74,9 +74,15 @@ const URL_AFTER_SCHEME =
   `(?:/(?:${URL_CHAR}|/)*)?(?:\\?(?:${URL_CHAR}|[/?])*)?(?:#(?:${URL_CHAR}|[/?])*)?$`;
 export const WEBHOOK_URL_PATTERN = `^https?://${URL_AFTER_SCHEME}`;
 export const PUSH_ENDPOINT_PATTERN = `^https://${URL_AFTER_SCHEME}`;
-/** A push subscription key (base64url, padding allowed). */
-export const PUSH_KEY_PATTERN = '^[A-Za-z0-9_-]+={0,2}$';
-export const PUSH_KEY_LENGTH = { min: 8, max: 200 } as const;
+/**
+ * A push subscription's keys, base64url (padding allowed) of what RFC 8291 says they are: `p256dh` the
+ * browser's P-256 public key, an uncompressed point (65 bytes, the first 0x04: the text begins with `B`), `auth`
+ * a 16-byte secret. Any other was taken, and every push to it failed until the delivery was dead.
+ */
+export const PUSH_KEY_PATTERNS = {
+  p256dh: '^B[A-Za-z0-9_-]{86}=?$',
+  auth: '^[A-Za-z0-9_-]{22}(?:==)?$',
+} as const;
 
 const HHMM = new RegExp(HHMM_PATTERN);
 const EMAIL = new RegExp(EMAIL_PATTERN);
@@ -313,12 +319,9 @@ export interface PushSubscriptionInput {
   keys: { p256dh: string; auth: string };
 }
 
-const B64URL = new RegExp(PUSH_KEY_PATTERN);
-const pushKeyDoc = {
-  type: 'string',
-  pattern: PUSH_KEY_PATTERN,
-  minLength: PUSH_KEY_LENGTH.min,
-  maxLength: PUSH_KEY_LENGTH.max,
+const PUSH_KEYS = {
+  p256dh: new RegExp(PUSH_KEY_PATTERNS.p256dh),
+  auth: new RegExp(PUSH_KEY_PATTERNS.auth),
 };
 
 /** The fields of a push subscription, the browser's `PushSubscription.toJSON()` (ADR 0014). */
@@ -347,20 +350,24 @@ export const PUSH_SUBSCRIPTION_FIELDS = {
       if (!isObject(keys)) return refuse(ctx, 'must be { p256dh, auth }');
       for (const k of ['p256dh', 'auth'] as const) {
         const v = keys[k];
-        if (
-          typeof v !== 'string' ||
-          v.length < PUSH_KEY_LENGTH.min ||
-          v.length > PUSH_KEY_LENGTH.max ||
-          !B64URL.test(v)
-        )
-          refuse(ctx, 'must be a base64url string', [k]);
+        if (typeof v !== 'string' || !PUSH_KEYS[k].test(v))
+          refuse(
+            ctx,
+            k === 'p256dh'
+              ? "must be the browser's P-256 public key: base64url of 65 bytes, the first 0x04 (87 characters, starting with B)"
+              : 'must be the 16-byte auth secret in base64url (22 characters)',
+            [k],
+          );
       }
       return { p256dh: keys.p256dh as string, auth: keys.auth as string };
     })
     .meta({
       type: 'object',
       required: ['p256dh', 'auth'],
-      properties: { p256dh: pushKeyDoc, auth: pushKeyDoc },
+      properties: {
+        p256dh: { type: 'string', pattern: PUSH_KEY_PATTERNS.p256dh },
+        auth: { type: 'string', pattern: PUSH_KEY_PATTERNS.auth },
+      },
     }),
 } as const;
 

@@ -205,4 +205,22 @@ describe('validatePushSubscription', () => {
       ['endpoint', 'keys.p256dh', 'keys.auth'],
     );
   });
+
+  it('refuses keys that are not what RFC 8291 says: every push to them would fail', () => {
+    const P256DH = 'BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM';
+    const AUTH = 'tBHItJI5svbpez7KI4CCXg';
+    const paths = (p256dh: string, auth: string) => {
+      const r = validatePushSubscription({
+        endpoint: 'https://push.example.com/abc',
+        keys: { p256dh, auth },
+      });
+      return r.ok ? [] : r.issues.map((i) => i.path);
+    };
+    assert.deepEqual(paths(P256DH, AUTH), []);
+    assert.deepEqual(paths(`${P256DH}=`, `${AUTH}==`), [], 'padded');
+    assert.deepEqual(paths(P256DH.slice(0, 43), AUTH), ['keys.p256dh'], 'not 65 bytes');
+    assert.deepEqual(paths(`A${P256DH.slice(1)}`, AUTH), ['keys.p256dh'], 'not an uncompressed point (0x04)');
+    assert.deepEqual(paths(P256DH, AUTH.slice(0, 20)), ['keys.auth'], 'not 16 bytes');
+    assert.deepEqual(paths(P256DH, `${AUTH}AAAA`), ['keys.auth'], 'not 16 bytes');
+  });
 });

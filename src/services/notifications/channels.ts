@@ -3,13 +3,13 @@
  * (node:http, public addresses only: outbound.ts). Each `send` resolves when the other side accepted the message and throws otherwise; the delivery
  * loop retries. The in-app channel is a database write and lives in the delivery loop.
  */
-import { Agent } from 'node:https';
+import type { Agent } from 'node:https';
 import { Temporal } from 'temporal-polyfill';
 import type { Transporter } from 'nodemailer';
 import type WebPush from 'web-push';
 import type { ReminderEventData } from '../../contracts/events.ts';
 import { webhookSignature } from '../../domain/notifications.ts';
-import { assertPublicHost, blockedCause, postJson, publicOnlyLookup } from './outbound.ts';
+import { BlockedAddressError, post } from './outbound.ts';
 import { errorMessage } from '../../error-text.ts';
 
 export interface MessageContent {
@@ -125,8 +125,8 @@ export class PushChannel {
     // Fails fast on malformed keys (at startup, not at the first reminder).
     webpush.setVapidDetails(vapid.subject, vapid.publicKey, vapid.privateKey);
     const allowPrivate = opts.allowPrivate ?? false;
-    const agent = opts.agent ?? (allowPrivate ? undefined : new Agent({ lookup: publicOnlyLookup as never }));
-    return new PushChannel(webpush, vapid, timeoutMs, allowPrivate, agent, opts.link);
+    // The public-only lookup is post's, whatever the agent.
+    return new PushChannel(webpush, vapid, timeoutMs, allowPrivate, opts.agent, opts.link);
   }
 
   private constructor(
@@ -160,31 +160,30 @@ export class PushChannel {
       due_at: d.due_at,
       ...(this.link ? { url: this.link } : {}),
     });
-    // An endpoint written as a private address is refused here; a name that resolves to one, by the agent.
-    if (!this.allowPrivate) assertPublicHost(new URL(target.endpoint));
+    // web-push encrypts and signs; the request is ours: bounded in total time (web-push's own timeout is the
+    // socket's idle time, which a push service answering a byte at a time renews for ever, holding the
+    // delivery loop of every user) and in what it keeps of the answer. A private address is refused.
+    const request = this.webpush.generateRequestDetails(
+      { endpoint: target.endpoint, keys: { p256dh: target.p256dh, auth: target.auth } },
+      payload,
+      { vapidDetails: this.vapid, TTL: 3600, urgency: 'high' },
+    );
+    const headers = Object.fromEntries(Object.entries(request.headers).map(([k, v]) => [k, String(v)]));
+    let answer: { status: number; text: string };
     try {
-      await this.webpush.sendNotification(
-        { endpoint: target.endpoint, keys: { p256dh: target.p256dh, auth: target.auth } },
-        payload,
-        {
-          vapidDetails: this.vapid,
-          TTL: 3600,
-          timeout: this.timeoutMs,
-          urgency: 'high',
-          ...(this.agent ? { agent: this.agent } : {}),
-        },
-      );
-      return 'sent';
+      answer = await post(request.endpoint, request.body ?? Buffer.alloc(0), {
+        headers,
+        timeoutMs: this.timeoutMs,
+        allowPrivate: this.allowPrivate,
+        ...(this.agent ? { agent: this.agent } : {}),
+      });
     } catch (err) {
-      const blocked = blockedCause(err);
-      if (blocked) throw blocked;
-      const status = (err as { statusCode?: number }).statusCode;
-      if (status === 404 || status === 410) return 'gone';
-      const body = (err as { body?: string }).body;
-      throw new Error(
-        `push service answered ${status ?? 'no status'}: ${errorMessage(err)}${body ? ` ${body.slice(0, 200)}` : ''}`,
-      );
+      if (err instanceof BlockedAddressError) throw err;
+      throw new Error(`push service answered no status: ${errorMessage(err)}`, { cause: err });
     }
+    if (answer.status >= 200 && answer.status < 300) return 'sent';
+    if (answer.status === 404 || answer.status === 410) return 'gone';
+    throw new Error(`push service answered ${answer.status}${answer.text ? `: ${answer.text}` : ''}`);
   }
 }
 
@@ -213,7 +212,7 @@ export class WebhookChannel {
       timestamp,
       data: d,
     });
-    const res = await postJson(url, body, {
+    const res = await post(url, body, {
       timeoutMs: this.timeoutMs,
       allowPrivate: this.allowPrivate,
       headers: {

@@ -1,7 +1,9 @@
 /**
  * The delivery loop: claims due per-(event, channel) delivery rows, sends each on its channel, and marks it
  * sent, or reschedules it with backoff, or after `maxAttempts` marks it dead. Channels are independent rows,
- * so a failing webhook never holds back the email or the consumer. Quiet hours are checked again at send
+ * so a failing webhook never holds back the email or the consumer; up to NOTIFY_BATCH_SIZE are sent at once,
+ * each freeing its slot when it ends, and one user takes at most a quarter of them (a user's slow receivers
+ * hold back only that user's deliveries). Quiet hours are checked again at send
  * time (they may have been set after the reminder fired) and defer without counting an attempt.
  */
 import { randomUUID } from 'node:crypto';
@@ -12,6 +14,7 @@ import { BlockedAddressError } from './outbound.ts';
 import {
   claimDeliveries,
   deferDelivery,
+  releaseClaim,
   finishDelivery,
   getRecipient,
   insertInApp,
@@ -64,7 +67,11 @@ export class DeliveryWorker {
     this.loop = new TickLoop({
       name: 'notification delivery loop',
       log: rt.log,
-      round: async () => ((await this.processBatch()) >= opts.batchSize ? 0 : opts.tickMs),
+      // Slots all taken: a finished delivery pokes the loop. Filled: more may be due at once.
+      round: async () => {
+        const free = opts.batchSize - this.inFlight.size;
+        return free > 0 && (await this.claimAndStart(free)) >= free ? 0 : opts.tickMs;
+      },
     });
   }
 
@@ -76,12 +83,38 @@ export class DeliveryWorker {
     this.loop.poke();
   }
 
-  /** Claims and delivers one batch; returns how many rows it claimed. */
-  async processBatch(): Promise<number> {
+  /** The most deliveries of one user in flight: a quarter of the slots, so others' go on beside them. */
+  private get perUser(): number {
+    return Math.max(1, Math.floor(this.opts.batchSize / 4));
+  }
+
+  /** Deliveries being sent (at most `batchSize`). */
+  private readonly inFlight = new Set<Promise<void>>();
+
+  /**
+   * Claims up to `free` due deliveries and starts them; returns how many it claimed. They are not awaited as a
+   * batch: a slot taken by a receiver that answers at the timeout holds only itself, and each that ends frees
+   * its slot at once (a batch waited for its slowest, so one user's slow webhooks delayed everyone's).
+   */
+  private async claimAndStart(free: number): Promise<number> {
     const now = this.rt.clock.now();
     await this.prune(now);
-    const rows = await claimDeliveries(this.rt.db, this.holder, now, this.opts.batchSize, this.opts.claimMs);
-    await Promise.all(rows.map((r) => this.deliver(r)));
+    const rows = await claimDeliveries(this.rt.db, this.holder, now, free, this.opts.claimMs, this.perUser);
+    for (const row of rows) {
+      const sending: Promise<void> = this.deliver(row)
+        .catch((err: unknown) =>
+          // Its claim runs out and another round takes it again (the database went away mid-send).
+          this.rt.log.warn(
+            { err, delivery_id: row.id },
+            'notification delivery failed; retried after its claim',
+          ),
+        )
+        .finally(() => {
+          this.inFlight.delete(sending);
+          this.loop.poke();
+        });
+      this.inFlight.add(sending);
+    }
     return rows.length;
   }
 
@@ -101,7 +134,7 @@ export class DeliveryWorker {
   }
 
   private async deliver(row: DeliveryRow): Promise<void> {
-    const { db, clock, log } = this.rt;
+    const { db, clock } = this.rt;
     const metrics = this.rt.metrics.of(notificationsManifest);
     const now = clock.now();
     try {
@@ -152,60 +185,69 @@ export class DeliveryWorker {
           // Each subscription once: a retry (one device failing) goes only to those not reached yet.
           const reached = new Set(row.push_sent_to);
           const subs = (await listPushSubscriptions(db, row.user_id)).filter((s) => !reached.has(s.id));
-          let failed: unknown = null;
-          for (const s of subs) {
-            try {
+          // All at once: a delivery takes one send's time however many devices, well within its claim.
+          const sends = await Promise.allSettled(
+            subs.map(async (s) => {
               if ((await push.send(s, row.payload, row.id, timeZone)) === 'gone')
                 await db.query('DELETE FROM push_subscriptions WHERE id = $1', [s.id]);
               else await markPushSent(db, row.id, s.id);
-            } catch (err) {
-              failed = err;
-            }
-          }
-          if (failed) throw failed;
+            }),
+          );
+          const failed = sends.find((r) => r.status === 'rejected');
+          if (failed) throw failed.reason;
           break;
         }
       }
       await finishDelivery(db, row.id, this.holder, { status: 'sent', at: clock.now() });
       metrics.deliveries.inc({ channel: row.channel, outcome: 'sent' });
     } catch (err) {
-      const error = errorMessage(err);
-      if (err instanceof Skip) {
-        await finishDelivery(db, row.id, this.holder, { status: 'skipped', at: now, error }).catch(
-          () => false,
-        );
-        metrics.deliveries.inc({ channel: row.channel, outcome: 'skipped' });
-        return;
-      }
-      // A webhook to a non-public address never becomes deliverable by retrying.
-      if (row.attempts >= this.opts.maxAttempts || err instanceof BlockedAddressError) {
-        await finishDelivery(db, row.id, this.holder, { status: 'dead', at: now, error }).catch(() => false);
-        metrics.deliveries.inc({ channel: row.channel, outcome: 'dead' });
-        metrics.dead.inc({ channel: row.channel });
-        log.error(
-          { delivery_id: row.id, channel: row.channel, attempts: row.attempts, error },
-          'notification is dead',
-        );
-        return;
-      }
-      const delay = retryDelayMs(row.attempts, {
-        baseMs: this.opts.retryBaseMs,
-        maxMs: this.opts.retryMaxMs,
-      });
-      await deferDelivery(db, row.id, this.holder, new Date(now.getTime() + delay), {
-        error,
-        countAttempt: true,
-      }).catch(() => false);
-      metrics.deliveries.inc({ channel: row.channel, outcome: 'failed' });
-      log.warn(
-        { delivery_id: row.id, channel: row.channel, attempts: row.attempts, retry_in_ms: delay, error },
-        'notification delivery failed; will retry',
-      );
+      await this.failed(row, now, err);
+      // Dropped while it was being sent (its task done): the row stays skipped, not retried; its claim goes.
+      await releaseClaim(db, row.id, this.holder).catch(() => undefined);
     }
   }
 
-  stop(): Promise<void> {
-    return this.loop.stop();
+  /** A failed attempt: skipped, dead, or put back with backoff. */
+  private async failed(row: DeliveryRow, now: Date, err: unknown): Promise<void> {
+    const { db, log } = this.rt;
+    const metrics = this.rt.metrics.of(notificationsManifest);
+    const error = errorMessage(err);
+    if (err instanceof Skip) {
+      await finishDelivery(db, row.id, this.holder, { status: 'skipped', at: now, error }).catch(() => false);
+      metrics.deliveries.inc({ channel: row.channel, outcome: 'skipped' });
+      return;
+    }
+    // A webhook to a non-public address never becomes deliverable by retrying.
+    if (row.attempts >= this.opts.maxAttempts || err instanceof BlockedAddressError) {
+      await finishDelivery(db, row.id, this.holder, { status: 'dead', at: now, error }).catch(() => false);
+      metrics.deliveries.inc({ channel: row.channel, outcome: 'dead' });
+      metrics.dead.inc({ channel: row.channel });
+      log.error(
+        { delivery_id: row.id, channel: row.channel, attempts: row.attempts, error },
+        'notification is dead',
+      );
+      return;
+    }
+    const delay = retryDelayMs(row.attempts, {
+      baseMs: this.opts.retryBaseMs,
+      maxMs: this.opts.retryMaxMs,
+    });
+    const deferred = await deferDelivery(db, row.id, this.holder, new Date(now.getTime() + delay), {
+      error,
+      countAttempt: true,
+    }).catch(() => false);
+    // Not put back: dropped meanwhile (its task done), or taken over by another instance.
+    if (!deferred) return;
+    metrics.deliveries.inc({ channel: row.channel, outcome: 'failed' });
+    log.warn(
+      { delivery_id: row.id, channel: row.channel, attempts: row.attempts, retry_in_ms: delay, error },
+      'notification delivery failed; will retry',
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.loop.stop();
+    await Promise.all(this.inFlight);
   }
 }
 

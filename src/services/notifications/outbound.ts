@@ -12,7 +12,7 @@ import {
   type LookupAllOptions,
 } from 'node:dns';
 import { request as httpRequest, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { request as httpsRequest, type Agent } from 'node:https';
 import { BlockList, isIP } from 'node:net';
 
 /** Loopback, private, link-local (cloud metadata), carrier-grade NAT, multicast and reserved ranges. */
@@ -114,7 +114,12 @@ export async function nonPublicTarget(url: URL): Promise<string | null> {
 
 export interface PostResult {
   status: number;
+  /** The answer's first POST_TEXT_MAX bytes, as text (for the error of a refusal); the rest is not kept. */
+  text: string;
 }
+
+/** What is kept of an answer's body: enough to say why it refused. */
+const POST_TEXT_MAX = 200;
 
 /** Refuses a URL whose host is written as an address that is not public (a name is checked as it resolves). */
 export function assertPublicHost(url: URL): void {
@@ -124,12 +129,14 @@ export function assertPublicHost(url: URL): void {
 
 /**
  * POSTs `body` to `url` (http or https, no redirects followed) and resolves with the status once the answer
- * is read; rejects with BlockedAddressError when the host is not public, unless `allowPrivate`.
+ * is read, all within `timeoutMs` (a receiver that trickles its answer is cut there, and only the first bytes of
+ * what it sends are kept); rejects with BlockedAddressError when the host is not public, unless `allowPrivate`.
+ * `agent`: the connection's agent (a test's trusted certificate); the public-only lookup applies unless allowed.
  */
-export async function postJson(
+export async function post(
   url: string,
-  body: string,
-  opts: { headers: Record<string, string>; timeoutMs: number; allowPrivate: boolean },
+  body: string | Buffer,
+  opts: { headers: Record<string, string>; timeoutMs: number; allowPrivate: boolean; agent?: Agent },
 ): Promise<PostResult> {
   const target = new URL(url);
   if (!opts.allowPrivate) assertPublicHost(target);
@@ -138,13 +145,21 @@ export async function postJson(
     method: 'POST',
     headers: { ...opts.headers, 'content-length': String(Buffer.byteLength(body)) },
     signal: AbortSignal.timeout(opts.timeoutMs),
+    ...(opts.agent ? { agent: opts.agent } : {}),
     ...(opts.allowPrivate ? {} : { lookup: publicOnlyLookup as unknown as RequestOptions['lookup'] }),
   };
   return new Promise((resolve, reject) => {
     const req = request(target, options, (res) => {
+      const kept: Buffer[] = [];
+      let size = 0;
+      res.on('data', (chunk: Buffer) => {
+        if (size < POST_TEXT_MAX) kept.push(chunk.subarray(0, POST_TEXT_MAX - size));
+        size += chunk.length;
+      });
       res.on('error', reject);
-      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
-      res.resume(); // the answer's body is not used
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(kept).toString('utf8') }),
+      );
     });
     req.on('error', (err) => reject(blockedCause(err) ?? err));
     req.end(body);

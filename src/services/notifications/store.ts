@@ -2,6 +2,7 @@
  * The notifications service's tables (migration 004_notifications.sql): preferences, push subscriptions,
  * per-(event, channel) deliveries and the in-app inbox.
  */
+import { domainToASCII } from 'node:url';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { uuidv7 } from '../../ids.ts';
 import type { InAppNotification, ReminderEventData } from '../../contracts/events.ts';
@@ -210,13 +211,18 @@ async function lockEmailCode(q: Queryable, userId: string): Promise<EmailCodeRow
 
 const DAY_MS = 86_400_000;
 /**
- * An address as the per-recipient limit counts it, not kept in clear: one mailbox whatever its case and its
- * `+tag` (victim+1@, victim+2@ reach one inbox).
+ * An address as the per-recipient limit counts it, not kept in clear: one mailbox whatever its case, its `+tag`
+ * (victim+1@, victim+2@ reach one inbox) and the spelling of its domain (bücher.example and its punycode,
+ * xn--bcher-kva.example, are one domain).
  */
-const recipientKey = (email: string) =>
-  createHash('sha256')
-    .update(email.toLowerCase().replace(/\+[^@]*@/, '@'))
+function recipientKey(email: string): string {
+  const at = email.lastIndexOf('@');
+  const local = email.slice(0, at).toLowerCase().replace(/\+.*$/, '');
+  const domain = email.slice(at + 1).toLowerCase();
+  return createHash('sha256')
+    .update(`${local}@${domainToASCII(domain) || domain}`)
     .digest('hex');
+}
 
 export type ReservedEmailCode =
   | { ok: true; email: string; code: string; expiresAt: Date; sendId: string }
@@ -331,6 +337,13 @@ export interface PushSubscriptionRow {
   created_at: Date;
 }
 
+/**
+ * The most push subscriptions a user keeps: a new one beyond them replaces the oldest. A browser subscribes
+ * again with a new endpoint now and then and the old one lingers until its service says it is gone, so they
+ * add up; each is sent to at every reminder (at once, each within NOTIFY_TIMEOUT_MS).
+ */
+export const PUSH_SUBSCRIPTIONS_MAX = 20;
+
 export async function addPushSubscription(
   q: Queryable,
   userId: string,
@@ -341,6 +354,11 @@ export async function addPushSubscription(
      ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = excluded.p256dh, auth = excluded.auth
      RETURNING id::text AS id, user_id, endpoint, p256dh, auth, created_at`,
     [uuidv7(), userId, s.endpoint, s.keys.p256dh, s.keys.auth],
+  );
+  await q.query(
+    `DELETE FROM push_subscriptions WHERE user_id = $1 AND id NOT IN (
+       SELECT id FROM push_subscriptions WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2)`,
+    [userId, PUSH_SUBSCRIPTIONS_MAX],
   );
   return r.rows[0]!;
 }
@@ -419,15 +437,21 @@ export async function claimDeliveries(
   now: Date,
   limit: number,
   claimMs: number,
+  perUser: number,
 ): Promise<DeliveryRow[]> {
+  // A user with `perUser` deliveries in flight (claimed, the claim not run out) is passed over: the scan goes on
+  // in due order to other users' rows, so one user's many slow receivers hold only their own slots.
   const r = await q.query<DeliveryRow>(
     `UPDATE notification_deliveries SET attempts = attempts + 1, claimed_by = $3,
             next_attempt_at = $1::timestamptz + ($4::int * interval '1 millisecond')
-      WHERE id IN (SELECT id FROM notification_deliveries
-                    WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz
-                    ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+      WHERE id IN (SELECT d.id FROM notification_deliveries d
+                    WHERE d.status = 'pending' AND d.next_attempt_at <= $1::timestamptz
+                      AND (SELECT count(*) FROM notification_deliveries f
+                            WHERE f.user_id = d.user_id AND f.status = 'pending' AND f.claimed_by IS NOT NULL
+                              AND f.next_attempt_at > $1::timestamptz) < $5
+                    ORDER BY d.next_attempt_at, d.id LIMIT $2 FOR UPDATE SKIP LOCKED)
       RETURNING id::text AS id, event_id, channel, user_id, payload, attempts, push_sent_to`,
-    [now.toISOString(), limit, holder, claimMs],
+    [now.toISOString(), limit, holder, claimMs, perUser],
   );
   return r.rows;
 }
@@ -470,10 +494,18 @@ export async function finishDelivery(
   const r = await q.query(
     `UPDATE notification_deliveries SET status = $3, sent_at = CASE WHEN $3 = 'sent' THEN $4::timestamptz END,
             last_error = CASE WHEN $3 = 'sent' THEN NULL ELSE coalesce($5, last_error) END, claimed_by = NULL
-      WHERE id = $1 AND claimed_by = $2 AND status = 'pending'`,
+      WHERE id = $1 AND claimed_by = $2 AND (status = 'pending' OR (status = 'skipped' AND $3 = 'sent'))`,
     [id, holder, outcome.status, outcome.at.toISOString(), outcome.error?.slice(0, 2000) ?? null],
   );
   return r.rowCount > 0;
+}
+
+/** Lets go of the claim on a delivery that is no longer pending (dropped while it was being sent). */
+export async function releaseClaim(q: Queryable, id: string, holder: string): Promise<void> {
+  await q.query(
+    `UPDATE notification_deliveries SET claimed_by = NULL WHERE id = $1 AND claimed_by = $2 AND status <> 'pending'`,
+    [id, holder],
+  );
 }
 
 /** Puts a claimed delivery back for `at`; `countAttempt` false undoes the claim's attempt (quiet hours). */
@@ -500,10 +532,11 @@ const FIRED_AT = `coalesce(payload->>'triggered_at', payload->>'remind_at')::tim
 export const firedAt = (data: ReminderEventData): string => data.triggered_at ?? data.remind_at;
 
 /**
- * Drops the deliveries of a reminder's firings up to `upTo` that have not been sent and are not being sent
- * (a claimed row is finished by its sender): the reminder was dismissed, or its task completed, deleted or
- * moved (then the dead ones too, so a retry does not send them), or it fired again (snoozed; `except` is that
- * firing's event, whose own deliveries stay). A later firing's deliveries stay: an event handled late (a
+ * Drops the deliveries of a reminder's firings up to `upTo` that have not been sent: the reminder was
+ * dismissed, or its task completed, deleted or moved (then the dead ones too, so a retry does not send them), or
+ * it fired again (snoozed; `except` is that firing's event, whose own deliveries stay). One being sent keeps its
+ * claim: a send that succeeds is still recorded as sent (finishDelivery), and one that fails is not retried (its
+ * retry would have gone out for a task already done). A later firing's deliveries stay: an event handled late (a
  * redelivery, a DLQ replay) does not drop what came after it. Returns how many it dropped.
  */
 export async function cancelPendingDeliveries(
@@ -515,7 +548,7 @@ export async function cancelPendingDeliveries(
 ): Promise<number> {
   const r = await q.query(
     `UPDATE notification_deliveries SET status = 'skipped', last_error = $3
-      WHERE user_id = $1 AND payload->>'reminder_id' = $2 AND claimed_by IS NULL
+      WHERE user_id = $1 AND payload->>'reminder_id' = $2
         AND (status = 'pending' OR ($4 AND status = 'dead'))
         AND ($5::text IS NULL OR event_id <> $5::text) AND ${FIRED_AT} <= $6::timestamptz`,
     [userId, reminderId, reason, opts.dead === true, opts.except ?? null, opts.upTo],
