@@ -79,12 +79,11 @@ export async function listDeadLetters(
  * Commits the replay position of `group` again, unchanged. Kafka deletes the offsets of a group no consumer is a
  * member of `offsets.retention.minutes` (7 days by default) after their last commit, while the dead-letter topic
  * keeps its letters 30 days: without this, replayed letters would be listed and counted again a week after the
- * replay. (A replay committing in the same moment can be undone by it: its letters are then listed again, and a
- * replay of all sends them again, which consumers take as the duplicates they are.)
+ * replay. The position only moves forward (advanceOffsets), so a replay committing meanwhile is not undone.
  */
 export async function renewReplayCursor(admin: BusAdmin, group: string): Promise<void> {
   const cursor = await replayCursor(admin, group);
-  if (cursor.size) await admin.commitOffsets(dlqReplayCursor(group), dlqTopic(group), cursor);
+  if (cursor.size) await admin.advanceOffsets(dlqReplayCursor(group), dlqTopic(group), cursor);
 }
 
 /** Unreplayed dead letters of `group`, counted from the offsets alone (the DLQ-size metric). */
@@ -143,7 +142,7 @@ export async function replayDeadLetters(
       (d) => `${d.dlqPartition}:${d.dlqOffset}`,
     ),
   );
-  await admin.commitOffsets(dlqReplayCursor(group), dlqTopic(group), advance(cursor, read, settled));
+  await admin.advanceOffsets(dlqReplayCursor(group), dlqTopic(group), advance(cursor, read, settled));
   return { replayed: unique, notEvents, noSource, missing };
 }
 

@@ -154,8 +154,11 @@ export interface BusAdmin {
   read(topic: string, opts?: { limit?: number; from?: Offsets }): Promise<StoredMessage[]>;
   /** A group's committed positions on `topic` (the next offset it reads), by partition; none for a new group. */
   committedOffsets(group: string, topic: string): Promise<Offsets>;
-  /** Sets a group's positions on `topic`: a group no process consumes with (the DLQ's replay cursor). */
-  commitOffsets(group: string, topic: string, offsets: Offsets): Promise<void>;
+  /**
+   * Moves a group's positions on `topic` forward to `offsets`, never back (a partition already past one keeps
+   * its own): a group no process consumes with (the DLQ's replay cursor), which two writers may move at once.
+   */
+  advanceOffsets(group: string, topic: string, offsets: Offsets): Promise<void>;
   listGroups(): Promise<string[]>;
   /**
    * The event ids among the last `lastPerPartition` messages of each partition of `topic`, where the bus keeps

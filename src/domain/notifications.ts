@@ -2,7 +2,7 @@
  * Notification rules (pure): preference validation, quiet hours, webhook signatures, retry delays and the
  * push-subscription shape. The notifications service persists and delivers what these functions decide.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, ECDH, timingSafeEqual } from 'node:crypto';
 import { Temporal } from 'temporal-polyfill';
 import * as z from 'zod';
 import type { FieldIssue, Result } from './errors.ts';
@@ -319,6 +319,16 @@ export interface PushSubscriptionInput {
   keys: { p256dh: string; auth: string };
 }
 
+/** Whether base64url `key` is a point of the P-256 curve (a 65-byte text of the right shape may not be). */
+function onP256(key: string): boolean {
+  try {
+    ECDH.convertKey(Buffer.from(key, 'base64url'), 'prime256v1');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const PUSH_KEYS = {
   p256dh: new RegExp(PUSH_KEY_PATTERNS.p256dh),
   auth: new RegExp(PUSH_KEY_PATTERNS.auth),
@@ -350,7 +360,7 @@ export const PUSH_SUBSCRIPTION_FIELDS = {
       if (!isObject(keys)) return refuse(ctx, 'must be { p256dh, auth }');
       for (const k of ['p256dh', 'auth'] as const) {
         const v = keys[k];
-        if (typeof v !== 'string' || !PUSH_KEYS[k].test(v))
+        if (typeof v !== 'string' || !PUSH_KEYS[k].test(v) || (k === 'p256dh' && !onP256(v)))
           refuse(
             ctx,
             k === 'p256dh'
@@ -365,7 +375,11 @@ export const PUSH_SUBSCRIPTION_FIELDS = {
       type: 'object',
       required: ['p256dh', 'auth'],
       properties: {
-        p256dh: { type: 'string', pattern: PUSH_KEY_PATTERNS.p256dh },
+        p256dh: {
+          type: 'string',
+          pattern: PUSH_KEY_PATTERNS.p256dh,
+          description: "the browser's P-256 public key, a point of the curve (uncompressed)",
+        },
         auth: { type: 'string', pattern: PUSH_KEY_PATTERNS.auth },
       },
     }),

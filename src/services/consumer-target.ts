@@ -123,7 +123,7 @@ export function consumerTarget(spec: ConsumerTargetSpec): TargetDefinition {
       // The DLQ's replay position, kept from expiring on Kafka (renewReplayCursor): at start, then daily.
       const renew = () => void renewReplayCursor(rt.bus.admin, group).catch(() => undefined);
       const renewal = setInterval(renew, REPLAY_POSITION_RENEW_MS).unref();
-      const first = setTimeout(renew, 60_000).unref();
+      const first = setTimeout(renew, 1_000).unref();
       return {
         stop: async () => {
           clearInterval(renewal);

@@ -9,7 +9,7 @@ import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
 import { listDeadLetters, renewReplayCursor, replayCursor, replayDeadLetters } from '../../src/bus/dlq.ts';
 import type { BusMessage, Subscription } from '../../src/bus/types.ts';
 import { PermanentError } from '../../src/bus/types.ts';
-import { dlqTopic } from '../../src/contracts/topics.ts';
+import { dlqReplayCursor, dlqTopic } from '../../src/contracts/topics.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
 import { waitFor } from '../helpers/app.ts';
 import { keyPerPartition, taskCreated, titleOf } from '../helpers/events.ts';
@@ -204,10 +204,20 @@ for (const factory of harnesses) {
       assert.equal((await replayDeadLetters(p.bus, group)).replayed.length, 0);
       // Committed again as it is (Kafka expires an idle group's offsets); a group without one gets none.
       const position = await replayCursor(p.bus.admin, group);
+      const committed: [string, string, [number, bigint][]][] = [];
+      const advance = p.bus.admin.advanceOffsets.bind(p.bus.admin);
+      p.bus.admin.advanceOffsets = (g, t, o) => {
+        committed.push([g, t, [...o]]);
+        return advance(g, t, o);
+      };
       await renewReplayCursor(p.bus.admin, group);
-      assert.deepEqual(await replayCursor(p.bus.admin, group), position);
       await renewReplayCursor(p.bus.admin, `${group}-never-replayed`);
+      assert.deepEqual(committed, [[dlqReplayCursor(group), dlqTopic(group), [...position]]]);
+      assert.deepEqual(await replayCursor(p.bus.admin, group), position);
       assert.equal((await replayCursor(p.bus.admin, `${group}-never-replayed`)).size, 0);
+      // The position never moves back (a replay by id of an earlier letter, a renewal racing a replay).
+      await p.bus.admin.advanceOffsets(dlqReplayCursor(group), dlqTopic(group), new Map([[0, 0n]]));
+      assert.deepEqual(await replayCursor(p.bus.admin, group), position);
       assert.deepEqual(
         (await listDeadLetters(p.bus.admin, group, { all: true })).map((d) => [d.event.id, d.replayed]),
         [[poison.id, true]],

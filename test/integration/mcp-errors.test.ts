@@ -40,7 +40,7 @@ describe('MCP: a client that is wrong is told so', () => {
   };
 
   it('answers a body that is not JSON with a JSON-RPC Parse error (-32700, id null)', async () => {
-    for (const body of ['{"jsonrpc": "2.0", "id": 1, "method": "tools/list"', '[{"jsonrpc": "2.0",']) {
+    for (const body of ['{"jsonrpc": "2.0", "id": 1, "method": "tools/list"', '[{"jsonrpc": "2.0",', '']) {
       const r = await post(body);
       assert.equal(r.status, 400);
       assert.equal(r.body.error?.code, -32700, r.text);

@@ -220,6 +220,15 @@ describe('validatePushSubscription', () => {
     assert.deepEqual(paths(`${P256DH}=`, `${AUTH}==`), [], 'padded');
     assert.deepEqual(paths(P256DH.slice(0, 43), AUTH), ['keys.p256dh'], 'not 65 bytes');
     assert.deepEqual(paths(`A${P256DH.slice(1)}`, AUTH), ['keys.p256dh'], 'not an uncompressed point (0x04)');
+    const point = (first: number, fill: number) =>
+      Buffer.concat([Buffer.from([first]), Buffer.alloc(64, fill)]).toString('base64url');
+    assert.deepEqual(paths(point(4, 1), AUTH), ['keys.p256dh'], 'not a point of the curve');
+    assert.deepEqual(paths(point(4, 0), AUTH), ['keys.p256dh'], 'not a point of the curve');
+    assert.deepEqual(
+      paths(`${P256DH.slice(0, 1)}R${P256DH.slice(2)}`, AUTH),
+      ['keys.p256dh'],
+      'first byte 0x05',
+    );
     assert.deepEqual(paths(P256DH, AUTH.slice(0, 20)), ['keys.auth'], 'not 16 bytes');
     assert.deepEqual(paths(P256DH, `${AUTH}AAAA`), ['keys.auth'], 'not 16 bytes');
   });

@@ -59,8 +59,8 @@ export class DaprAdmin implements BusAdmin {
     return this.need('reading committed offsets').committedOffsets(group, topic);
   }
 
-  async commitOffsets(group: string, topic: string, offsets: Offsets): Promise<void> {
-    await this.need('committing offsets').commitOffsets(group, topic, offsets);
+  async advanceOffsets(group: string, topic: string, offsets: Offsets): Promise<void> {
+    await this.need('committing offsets').advanceOffsets(group, topic, offsets);
   }
 
   async tail(

@@ -113,12 +113,13 @@ export class EmbeddedAdmin implements BusAdmin {
     return new Map(r.rows.map((x) => [x.partition, BigInt(x.offset)]));
   }
 
-  async commitOffsets(group: string, topic: string, offsets: Offsets): Promise<void> {
+  async advanceOffsets(group: string, topic: string, offsets: Offsets): Promise<void> {
     if (offsets.size === 0) return;
     await this.db.query(
       `INSERT INTO bus_group_offsets (group_id, topic, partition, "offset", updated_at)
        SELECT $1, $2, o.partition, o."offset", now() FROM unnest($3::int[], $4::bigint[]) AS o(partition, "offset")
-       ON CONFLICT (group_id, topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset", updated_at = now()`,
+       ON CONFLICT (group_id, topic, partition)
+       DO UPDATE SET "offset" = GREATEST(bus_group_offsets."offset", EXCLUDED."offset"), updated_at = now()`,
       [group, topic, ...fromArrays(offsets)],
     );
   }

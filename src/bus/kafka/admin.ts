@@ -147,8 +147,14 @@ export class KafkaAdmin implements BusAdmin {
     return out;
   }
 
-  async commitOffsets(group: string, topic: string, offsets: Offsets): Promise<void> {
-    if (offsets.size === 0) return;
+  async advanceOffsets(group: string, topic: string, wanted: Offsets): Promise<void> {
+    if (wanted.size === 0) return;
+    // Kafka sets what it is given: the positions read just before keep a partition from going back (only two
+    // writers within those few milliseconds can still cross).
+    const current = await this.committedOffsets(group, topic);
+    const offsets = new Map(
+      [...wanted].map(([p, offset]) => [p, (current.get(p) ?? -1n) > offset ? current.get(p)! : offset]),
+    );
     await this.admin.alterConsumerGroupOffsets({
       groupId: this.prefix + group,
       topics: [

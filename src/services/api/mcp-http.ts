@@ -91,6 +91,8 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
     // A body that is not JSON is a JSON-RPC Parse error (section 5.1), which an MCP client reads; the server's
     // problem document it cannot. Every other error goes to the server's handler.
     authed.setErrorHandler((err: { code?: string }, _req, reply) => {
+      if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY')
+        return jsonRpcError(reply, 400, -32700, 'Parse error: the body is empty');
       if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError)
         return jsonRpcError(reply, 400, -32700, 'Parse error: the body is not valid JSON');
       throw err;

@@ -45,6 +45,8 @@ export interface DeliveryOptions {
 }
 
 const PRUNE_EVERY_MS = 3_600_000;
+/** The least time between claims that found less than they could take, while deliveries are in flight. */
+const CLAIM_SHORT_MS = 250;
 
 export interface Channels {
   email: EmailChannel | null;
@@ -67,10 +69,18 @@ export class DeliveryWorker {
     this.loop = new TickLoop({
       name: 'notification delivery loop',
       log: rt.log,
-      // Slots all taken: a finished delivery pokes the loop. Filled: more may be due at once.
+      // Slots all taken: a finished delivery pokes the loop. Filled: more may be due at once. A claim that found
+      // less than it could take is not run again for CLAIM_SHORT_MS while deliveries are in flight (each that
+      // ends pokes the loop): a claim passes over the due rows of users at their bound, which costs.
       round: async () => {
         const free = opts.batchSize - this.inFlight.size;
-        return free > 0 && (await this.claimAndStart(free)) >= free ? 0 : opts.tickMs;
+        if (free <= 0) return opts.tickMs;
+        const since = performance.now() - this.shortClaimAt;
+        if (this.inFlight.size > 0 && since < CLAIM_SHORT_MS) return CLAIM_SHORT_MS - since;
+        const claimed = await this.claimAndStart(free);
+        if (claimed >= free) return 0;
+        this.shortClaimAt = performance.now();
+        return opts.tickMs;
       },
     });
   }
@@ -87,6 +97,9 @@ export class DeliveryWorker {
   private get perUser(): number {
     return Math.max(1, Math.floor(this.opts.batchSize / 4));
   }
+
+  /** When a claim last found fewer due deliveries than it had slots for (performance.now()). */
+  private shortClaimAt = -Infinity;
 
   /** Deliveries being sent (at most `batchSize`). */
   private readonly inFlight = new Set<Promise<void>>();

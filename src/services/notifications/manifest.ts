@@ -1,8 +1,22 @@
 /** The `notifications` target: what it is, its SMTP_*, VAPID_* and NOTIFY_* settings and its metrics. */
 import { Counter, type Registry } from 'prom-client';
-import { bool, int, type Env, TIMER_MAX_MS } from '../../config.ts';
+import { bool, ConfigError, int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
+
+/**
+ * NOTIFY_CLAIM_MS, at least twice NOTIFY_TIMEOUT_MS: a claim must outlast the send it covers (every device of a
+ * push at once, each within the timeout), or another instance, or this one's next round, takes the delivery
+ * again while it is being sent, and a device gets the reminder twice.
+ */
+function claimOf(env: Env, timeoutMs: number): number {
+  const claimMs = int(env, 'NOTIFY_CLAIM_MS', Math.max(120_000, 2 * timeoutMs), 1, TIMER_MAX_MS);
+  if (claimMs < 2 * timeoutMs)
+    throw new ConfigError(
+      `NOTIFY_CLAIM_MS (${claimMs}) must be at least twice NOTIFY_TIMEOUT_MS (${timeoutMs}): a delivery claimed for less than its send may take is sent twice`,
+    );
+  return claimMs;
+}
 
 export const notificationsManifest = {
   name: 'notifications',
@@ -14,29 +28,32 @@ export const notificationsManifest = {
   sources: ['/taskflow/notifications'],
   effects: 'email, web push, webhook; in-app',
   owns: ['notifications', 'preferences', 'push subscriptions', 'email confirmation codes'],
-  config: (env: Env) => ({
-    smtpUrl: env.SMTP_URL || null,
-    smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
-    vapid:
-      env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY
-        ? {
-            publicKey: env.VAPID_PUBLIC_KEY,
-            privateKey: env.VAPID_PRIVATE_KEY,
-            subject: env.VAPID_SUBJECT || 'mailto:admin@taskflow.invalid',
-          }
-        : null,
-    tickMs: int(env, 'NOTIFY_TICK_MS', 1_000, 1, TIMER_MAX_MS),
-    batchSize: int(env, 'NOTIFY_BATCH_SIZE', 50, 1),
-    maxAttempts: int(env, 'NOTIFY_MAX_ATTEMPTS', 8, 1),
-    retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000, 0, TIMER_MAX_MS),
-    retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000, 0, TIMER_MAX_MS),
-    timeoutMs: int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1, TIMER_MAX_MS),
-    claimMs: int(env, 'NOTIFY_CLAIM_MS', 120_000, 1, TIMER_MAX_MS),
-    /** Finished deliveries and read in-app notifications older than this many days are deleted, hourly. */
-    retentionDays: int(env, 'NOTIFY_RETENTION_DAYS', 30, 1),
-    /** Webhooks may target private, loopback and link-local addresses. */
-    webhookAllowPrivate: bool(env, 'NOTIFY_WEBHOOK_ALLOW_PRIVATE', false),
-  }),
+  config: (env: Env) => {
+    const timeoutMs = int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1, TIMER_MAX_MS);
+    return {
+      smtpUrl: env.SMTP_URL || null,
+      smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
+      vapid:
+        env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY
+          ? {
+              publicKey: env.VAPID_PUBLIC_KEY,
+              privateKey: env.VAPID_PRIVATE_KEY,
+              subject: env.VAPID_SUBJECT || 'mailto:admin@taskflow.invalid',
+            }
+          : null,
+      tickMs: int(env, 'NOTIFY_TICK_MS', 1_000, 1, TIMER_MAX_MS),
+      batchSize: int(env, 'NOTIFY_BATCH_SIZE', 50, 1),
+      maxAttempts: int(env, 'NOTIFY_MAX_ATTEMPTS', 8, 1),
+      retryBaseMs: int(env, 'NOTIFY_RETRY_BASE_MS', 30_000, 0, TIMER_MAX_MS),
+      retryMaxMs: int(env, 'NOTIFY_RETRY_MAX_MS', 3_600_000, 0, TIMER_MAX_MS),
+      timeoutMs,
+      claimMs: claimOf(env, timeoutMs),
+      /** Finished deliveries and read in-app notifications older than this many days are deleted, hourly. */
+      retentionDays: int(env, 'NOTIFY_RETENTION_DAYS', 30, 1),
+      /** Webhooks may target private, loopback and link-local addresses. */
+      webhookAllowPrivate: bool(env, 'NOTIFY_WEBHOOK_ALLOW_PRIVATE', false),
+    };
+  },
   metrics: (registry: Registry) => ({
     deliveries: new Counter({
       name: 'taskflow_notification_deliveries_total',

@@ -439,17 +439,26 @@ export async function claimDeliveries(
   claimMs: number,
   perUser: number,
 ): Promise<DeliveryRow[]> {
-  // A user with `perUser` deliveries in flight (claimed, the claim not run out) is passed over: the scan goes on
-  // in due order to other users' rows, so one user's many slow receivers hold only their own slots.
+  // At most `perUser` of one user's deliveries in flight, those this claim takes included: a user at the bound is
+  // passed over (a hashed set of them, read through the index of the rows in flight), and within the claim each
+  // user's rows are numbered after those in flight. One user's many slow receivers hold only their own slots.
   const r = await q.query<DeliveryRow>(
-    `UPDATE notification_deliveries SET attempts = attempts + 1, claimed_by = $3,
+    `WITH busy AS (
+       SELECT user_id, count(*) AS n FROM notification_deliveries
+        WHERE status = 'pending' AND claimed_by IS NOT NULL AND next_attempt_at > $1::timestamptz
+        GROUP BY user_id)
+     UPDATE notification_deliveries SET attempts = attempts + 1, claimed_by = $3,
             next_attempt_at = $1::timestamptz + ($4::int * interval '1 millisecond')
-      WHERE id IN (SELECT d.id FROM notification_deliveries d
-                    WHERE d.status = 'pending' AND d.next_attempt_at <= $1::timestamptz
-                      AND (SELECT count(*) FROM notification_deliveries f
-                            WHERE f.user_id = d.user_id AND f.status = 'pending' AND f.claimed_by IS NOT NULL
-                              AND f.next_attempt_at > $1::timestamptz) < $5
-                    ORDER BY d.next_attempt_at, d.id LIMIT $2 FOR UPDATE SKIP LOCKED)
+      WHERE id IN (
+        SELECT x.id FROM (
+          SELECT c.id,
+                 coalesce(b.n, 0) + row_number() OVER (PARTITION BY c.user_id ORDER BY c.next_attempt_at, c.id) AS taken
+            FROM (SELECT d.id, d.user_id, d.next_attempt_at FROM notification_deliveries d
+                   WHERE d.status = 'pending' AND d.next_attempt_at <= $1::timestamptz
+                     AND d.user_id NOT IN (SELECT user_id FROM busy WHERE n >= $5)
+                   ORDER BY d.next_attempt_at, d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) c
+            LEFT JOIN busy b ON b.user_id = c.user_id) x
+         WHERE x.taken <= $5)
       RETURNING id::text AS id, event_id, channel, user_id, payload, attempts, push_sent_to`,
     [now.toISOString(), limit, holder, claimMs, perUser],
   );
