@@ -676,6 +676,15 @@ export const MUTANTS: readonly Mutant[] = [
     replace: '',
     tests: ['test/integration/chat-model-misbehaves.test.ts#never ends'],
   },
+  {
+    id: 'dlq-position-moves-back',
+    breaks:
+      "the DLQ's replay position only moves forward: two replays, or a replay and the renewal, do not undo each other",
+    file: 'src/bus/embedded/admin.ts',
+    find: 'GREATEST(bus_group_offsets."offset", EXCLUDED."offset")',
+    replace: 'EXCLUDED."offset"',
+    tests: ['test/integration/bus-contract.test.ts#configured attempts'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------
