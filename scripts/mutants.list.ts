@@ -685,6 +685,24 @@ export const MUTANTS: readonly Mutant[] = [
     replace: 'EXCLUDED."offset"',
     tests: ['test/integration/bus-contract.test.ts#configured attempts'],
   },
+  {
+    id: 'delivery-one-user-takes-every-slot',
+    breaks:
+      "one user's deliveries take at most a quarter of the delivery loop's slots, so slow receivers hold back only that user",
+    file: 'src/services/notifications/delivery.ts',
+    find: 'this.opts.claimMs, this.perUser);',
+    replace: 'this.opts.claimMs, this.opts.batchSize);',
+    tests: ['test/integration/notifications-hostile.test.ts#take at most a quarter of the slots'],
+  },
+  {
+    id: 'push-request-unbounded',
+    breaks:
+      'a push request ends at NOTIFY_TIMEOUT_MS with its answer: a push service trickling bytes holds nothing',
+    file: 'src/services/notifications/outbound.ts',
+    find: '    signal: AbortSignal.timeout(opts.timeoutMs),\n',
+    replace: '',
+    tests: ['test/integration/notifications-hostile.test.ts#ends the push within about NOTIFY_TIMEOUT_MS'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------
