@@ -4,6 +4,7 @@
  * as /openapi.json declares them.
  */
 import assert from 'node:assert/strict';
+import { createECDH } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Ajv } from 'ajv';
 import { SignJWT } from 'jose';
@@ -1168,7 +1169,7 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
 
   it('a push subscription, and a refused token with WWW-Authenticate', async () => {
     const endpoint = 'https://push.example.com/send/olga-1';
-    const keys = { p256dh: 'B'.repeat(87), auth: 'A'.repeat(22) };
+    const keys = { p256dh: createECDH('prime256v1').generateKeys('base64url'), auth: 'A'.repeat(22) };
     const added = await app.call('olga', 'POST', '/api/notifications/push-subscriptions', { endpoint, keys });
     assert.equal(added.status, 201, JSON.stringify(added.body));
     conforms('/api/notifications/push-subscriptions', 'post', added);
@@ -1189,7 +1190,7 @@ describe('the OpenAPI document declares the answers as they are sent', () => {
       assert.equal(r.status, 400, `${url}: ${JSON.stringify(r.body)}`);
       assert.match(JSON.stringify(r.body), /webhook_url.*not a public address/, url);
     }
-    const keys = { p256dh: 'B'.repeat(87), auth: 'A'.repeat(22) };
+    const keys = { p256dh: createECDH('prime256v1').generateKeys('base64url'), auth: 'A'.repeat(22) };
     const push = await app.call('olga', 'POST', '/api/notifications/push-subscriptions', {
       endpoint: 'https://169.254.169.254/latest',
       keys,
