@@ -7,6 +7,13 @@ export const errorMessage = (err: unknown): string => (err instanceof Error ? er
 export const errorText = (err: unknown): string =>
   err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 
+/** `err`, or the first of its causes (through `cause`), that is a `type`; undefined when none is. */
+export function causeOf<T extends Error>(err: unknown, type: new (...args: never[]) => T): T | undefined {
+  for (let e = err, depth = 0; e && depth <= 10; e = (e as { cause?: unknown }).cause, depth++)
+    if (e instanceof type) return e;
+  return undefined;
+}
+
 /**
  * The error's message and, when different, its innermost cause's (through `cause` and an aggregate's
  * `errors`): a client that gives up after retries says "metadata failed 3 times.", the cause says why.

@@ -67,12 +67,21 @@ export async function listDeadLetters(
   group: string,
   opts: { limit?: number; all?: boolean } = {},
 ): Promise<DeadLetter[]> {
+  return (await readLetters(admin, group, { limit: opts.limit ?? 1000, all: opts.all === true })).letters;
+}
+
+/** The replay cursor of `group`, and its first `limit` dead letters from it on (`all`: from the beginning). */
+async function readLetters(
+  admin: BusAdmin,
+  group: string,
+  opts: { limit: number; all: boolean },
+): Promise<{ cursor: Offsets; letters: DeadLetter[] }> {
   const cursor = await replayCursor(admin, group);
   const read = await admin.read(dlqTopic(group), {
-    limit: opts.limit ?? 1000,
+    limit: opts.limit,
     ...(opts.all ? {} : { from: cursor }),
   });
-  return read.map((m) => toDeadLetter(group, m, cursor));
+  return { cursor, letters: read.map((m) => toDeadLetter(group, m, cursor)) };
 }
 
 /**
@@ -110,10 +119,11 @@ export async function replayDeadLetters(
   opts: { ids?: readonly string[] } = {},
 ): Promise<{ replayed: DeadLetter[]; notEvents: DeadLetter[]; noSource: DeadLetter[]; missing: string[] }> {
   const { admin } = bus;
-  const cursor = await replayCursor(admin, group);
-  const read = (
-    await admin.read(dlqTopic(group), { limit: Infinity, ...(opts.ids ? {} : { from: cursor }) })
-  ).map((m) => toDeadLetter(group, m, cursor));
+  // By id: any retained letter, replayed before or not.
+  const { cursor, letters: read } = await readLetters(admin, group, {
+    limit: Infinity,
+    all: opts.ids !== undefined,
+  });
   const letters = read.filter((d) => !opts.ids || opts.ids.includes(d.event.id));
   const missing = (opts.ids ?? []).filter((id) => !letters.some((d) => d.event.id === id));
   const notEvents = letters.filter((d) => d.event.type === UNDECODABLE_EVENT_TYPE);

@@ -10,6 +10,11 @@ const fromArrays = (offsets: Offsets): [number[], string[]] => [
   [...offsets.values()].map(String),
 ];
 
+/** A message `m` at or after its partition's offset in the parameters `$p`, `$p+1` (fromArrays); any, if none. */
+const atOrAfter = (p: number) =>
+  `m."offset" >= coalesce((SELECT f."offset" FROM unnest($${p}::int[], $${p + 1}::bigint[]) AS f(partition, "offset")
+                            WHERE f.partition = m.partition), 0)`;
+
 export class EmbeddedAdmin implements BusAdmin {
   constructor(private readonly db: Db) {}
 
@@ -82,9 +87,7 @@ export class EmbeddedAdmin implements BusAdmin {
 
   async messageCount(topic: string, from: Offsets = new Map()): Promise<number> {
     const r = await this.db.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM bus_messages m
-        WHERE m.topic = $1 AND m."offset" >= coalesce(
-          (SELECT f."offset" FROM unnest($2::int[], $3::bigint[]) AS f(partition, "offset") WHERE f.partition = m.partition), 0)`,
+      `SELECT count(*)::text AS n FROM bus_messages m WHERE m.topic = $1 AND ${atOrAfter(2)}`,
       [topic, ...fromArrays(from)],
     );
     return Number(r.rows[0]?.n ?? 0);
@@ -93,9 +96,7 @@ export class EmbeddedAdmin implements BusAdmin {
   async read(topic: string, opts: { limit?: number; from?: Offsets } = {}): Promise<StoredMessage[]> {
     const r = await this.db.query<MessageRow>(
       `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages m
-        WHERE m.topic = $1 AND m."offset" >= coalesce(
-          (SELECT f."offset" FROM unnest($3::int[], $4::bigint[]) AS f(partition, "offset") WHERE f.partition = m.partition), 0)
-        ORDER BY m.partition, m."offset" LIMIT $2`,
+        WHERE m.topic = $1 AND ${atOrAfter(3)} ORDER BY m.partition, m."offset" LIMIT $2`,
       [
         topic,
         Number.isFinite(opts.limit ?? 1000) ? (opts.limit ?? 1000) : null, // LIMIT NULL: all

@@ -24,6 +24,7 @@ import { systemClock, type Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
 import { codePoints, firstCodePoints, isUuid, storableText, textProblem } from '../../domain/text.ts';
+import { causeOf } from '../../error-text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { instant } from '../../contracts/schemas.ts';
 import { noContent, okWith, problemDoc } from '../../http/openapi.ts';
@@ -127,13 +128,6 @@ function modelFetch(timeoutMs: number): typeof fetch {
     );
     return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
   };
-}
-
-/** `err` or one of its causes of class `type`. */
-function causedBy(err: unknown, type: new (...args: never[]) => Error): boolean {
-  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++)
-    if (e instanceof type) return true;
-  return false;
 }
 
 export interface ChatDeps {
@@ -402,7 +396,7 @@ function providerProblem(
   apiKey: string | undefined,
 ): { problem: Problem; retryAfter?: string } | null {
   const { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, RateLimitError } = sdk;
-  if (causedBy(err, ModelAnswerTooLarge))
+  if (causeOf(err, ModelAnswerTooLarge))
     return {
       problem: problem(
         502,
@@ -412,7 +406,7 @@ function providerProblem(
   if (
     err instanceof APIConnectionTimeoutError ||
     err instanceof APIUserAbortError ||
-    causedBy(err, ModelRequestTimedOut)
+    causeOf(err, ModelRequestTimedOut)
   )
     return { problem: problem(504, 'the language model did not answer in time; try again') };
   if (err instanceof RateLimitError) {

@@ -53,8 +53,8 @@ export function paramsProblem(message: unknown): { id: string | number | null; p
       return { id, problem: "params.arguments must be an object (the tool's arguments by name)" };
   }
   const checked = schema.safeParse({ method: message.method, ...(params === undefined ? {} : { params }) });
-  const issue = checked.success ? undefined : checked.error?.issues[0];
   if (checked.success) return undefined;
+  const issue = checked.error?.issues[0];
   return {
     id,
     problem: issue

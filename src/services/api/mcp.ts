@@ -792,7 +792,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     const r = await caller.rest({ target, method, url, ...(body === undefined ? {} : { body }) });
     const detail = String((r.body as { detail?: unknown } | null)?.detail ?? `the API answered ${r.status}`);
     // "reminder not found" and the like are what they say: only the task unknown there may be one not seen yet.
-    if (r.status === 404 && detail === 'task not found') await notYetSeen(url);
+    if (r.status === 404 && detail === new NotFoundError('task').message) await notYetSeen(url);
     if (r.status >= 400) throw new RestRefusedError(detail);
     return r.body as Record<string, unknown>;
   };

@@ -14,6 +14,7 @@ import {
 import { request as httpRequest, type RequestOptions } from 'node:http';
 import { request as httpsRequest, type Agent } from 'node:https';
 import { BlockList, isIP } from 'node:net';
+import { causeOf } from '../../error-text.ts';
 
 /** Loopback, private, link-local (cloud metadata), carrier-grade NAT, multicast and reserved ranges. */
 const NON_PUBLIC = new BlockList();
@@ -161,16 +162,8 @@ export async function post(
         resolve({ status: res.statusCode ?? 0, text: Buffer.concat(kept).toString('utf8') }),
       );
     });
-    req.on('error', (err) => reject(blockedCause(err) ?? err));
+    // net wraps lookup errors: the BlockedAddressError of publicOnlyLookup is a cause.
+    req.on('error', (err) => reject(causeOf(err, BlockedAddressError) ?? err));
     req.end(body);
   });
-}
-
-/** The BlockedAddressError behind a connection error, if any (net wraps lookup errors). */
-export function blockedCause(err: unknown): BlockedAddressError | undefined {
-  for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
-    if (e instanceof BlockedAddressError) return e;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return undefined;
 }
