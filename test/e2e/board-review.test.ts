@@ -85,7 +85,9 @@ describe('the board review: each defect fixed, in Chromium', { skip: skipWithout
   });
 
   it('2: a token that expires on an idle board (the socket closed 1008) signs out and says the session expired', async () => {
-    const token = await signDevToken(TEST_SECRET, 'expiring', { expiresIn: '3s' });
+    // Long enough for a busy CI machine to sign in and open the socket first (exp is in whole seconds: a token
+    // of '3s' may live 2, and a sign-in that took longer never saw the socket live).
+    const token = await signDevToken(TEST_SECRET, 'expiring', { expiresIn: '8s' });
     const { page, errors } = await signedInPage('expiring', { token });
     await page.locator('#signin').waitFor({ state: 'visible', timeout: LIVE_MS });
     assert.match((await page.locator('#signin-error').textContent())!, /session expired/);
