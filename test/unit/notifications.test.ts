@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { recipientKey } from '../../src/services/notifications/store.ts';
 import {
   quietHoursEnd,
   retryDelayMs,
@@ -231,5 +232,21 @@ describe('validatePushSubscription', () => {
     );
     assert.deepEqual(paths(P256DH, AUTH.slice(0, 20)), ['keys.auth'], 'not 16 bytes');
     assert.deepEqual(paths(P256DH, `${AUTH}AAAA`), ['keys.auth'], 'not 16 bytes');
+  });
+});
+
+describe('recipientKey (the per-mailbox limit of confirmation codes)', () => {
+  it('is one key for the spellings of one mailbox: case, +tag, IDN or punycode, the root dot', () => {
+    const one = recipientKey('victim@bücher.example');
+    for (const spelling of [
+      'Victim@BÜCHER.example',
+      'victim+1@bücher.example',
+      'victim@xn--bcher-kva.example',
+      'victim@bücher.example.',
+      'victim+x@XN--BCHER-KVA.EXAMPLE.',
+    ])
+      assert.equal(recipientKey(spelling), one, spelling);
+    assert.notEqual(recipientKey('other@bücher.example'), one);
+    assert.notEqual(recipientKey('victim@bücher.example.org'), one);
   });
 });

@@ -213,12 +213,15 @@ const DAY_MS = 86_400_000;
 /**
  * An address as the per-recipient limit counts it, not kept in clear: one mailbox whatever its case, its `+tag`
  * (victim+1@, victim+2@ reach one inbox) and the spelling of its domain (bücher.example and its punycode,
- * xn--bcher-kva.example, are one domain).
+ * xn--bcher-kva.example, are one domain, and so is bücher.example. with the root's dot).
  */
-function recipientKey(email: string): string {
+export function recipientKey(email: string): string {
   const at = email.lastIndexOf('@');
   const local = email.slice(0, at).toLowerCase().replace(/\+.*$/, '');
-  const domain = email.slice(at + 1).toLowerCase();
+  const domain = email
+    .slice(at + 1)
+    .toLowerCase()
+    .replace(/\.+$/, '');
   return createHash('sha256')
     .update(`${local}@${domainToASCII(domain) || domain}`)
     .digest('hex');
