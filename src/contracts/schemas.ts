@@ -305,6 +305,13 @@ export function isKeySequenced(type: string): boolean {
 /** The `event_streams` row that numbers a key-sequenced event. */
 export const keySequenceStream = (type: string, key: string) => `${type}/${key}`;
 
+/**
+ * The `event_streams` row an outbox write of an event that is not key-sequenced takes for its key (the row
+ * lock that orders a key's transactions). It starts with '/', which no `type/key` row does (a type is never
+ * empty): named by the bare key, a user whose id is `task.changed/alice` counted in alice's task.changed.
+ */
+export const keyLockStream = (key: string) => `/${key}`;
+
 /** The stream that numbers `event` when its type is key-sequenced, else undefined. */
 export const sequenceStreamOf = (event: TypedEvent): string | undefined =>
   isKeySequenced(event.type) && event.partitionkey

@@ -9,6 +9,7 @@ import { withDataJson, type CloudEvent } from '../contracts/cloudevent.ts';
 import {
   assertValidEvent,
   isEventType,
+  keyLockStream,
   numberedSql,
   sequenceStreamOf,
   topicOf,
@@ -91,8 +92,8 @@ export async function appendEvents(tx: Tx, events: readonly CloudEvent[]): Promi
  * A state change written as one more data-modifying CTE of the same statement commits with its events
  * without an explicit transaction (TaskStore.create). It takes each stream's row lock (held until commit;
  * rows locked in stream order, so two transactions sharing streams cannot deadlock), advances the stream's
- * sequence, and inserts the rows in the given order. A stream is an event's key, or for a key-sequenced type
- * (`isKeySequenced`: task.changed) its own `type/key` stream, whose sequence becomes the event's
+ * sequence, and inserts the rows in the given order. A stream is an event's key (`keyLockStream`), or for a
+ * key-sequenced type (`isKeySequenced`: task.changed) its own `type/key` stream, whose sequence becomes the event's
  * `data.sequence`. Transactions of one key are serialized by that lock, so for a key outbox ids and sequence
  * numbers follow commit order (the relay publishes in id order).
  */
@@ -116,7 +117,7 @@ export function outboxWrite(
     const stream = sequenceStreamOf(e);
     cols.topic.push(topicOf(e.type));
     cols.key.push(e.partitionkey);
-    cols.stream.push(stream ?? e.partitionkey);
+    cols.stream.push(stream ?? keyLockStream(e.partitionkey));
     cols.numbered.push(stream !== undefined);
     cols.id.push(e.id);
     cols.type.push(e.type);
