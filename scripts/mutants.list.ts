@@ -201,6 +201,16 @@ export const MUTANTS: readonly Mutant[] = [
     replace: '          void got;',
     tests: ['test/integration/task-changed.test.ts'],
   },
+  {
+    id: 'key-lock-row-is-the-bare-key',
+    breaks:
+      "a user's task.changed sequence is theirs alone: a user whose id is `task.changed/alice` does not count in alice's",
+    file: 'src/contracts/schemas.ts',
+    find: 'export const keyLockStream = (key: string) => `/${key}`;',
+    replace: 'export const keyLockStream = (key: string) => key;',
+    tests: ['test/integration/isolation.test.ts#outbox, postgres'],
+    needs: ['kafka'],
+  },
 
   // --- idempotent consumers -----------------------------------------------------------------------------
   // Each consumer records the event ids it handled in the statement that starts its transaction; these
