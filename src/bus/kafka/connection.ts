@@ -35,6 +35,13 @@ export interface KafkaBusOptions {
   topicWaitMs?: number;
   /** How events become records and back (JSON, or Avro with a schema registry; ./codec.ts). */
   codec?: EventCodec;
+  /**
+   * How often a group member looks for partitions added to its topics (`kafka-topics --alter`): more than at
+   * its last look makes it rejoin, and the group's leader assigns them. Kafka's own consumers notice at their
+   * metadata refresh (metadata.max.age.ms, 5 minutes); this client does not by itself, so a running group
+   * never read an added partition until something else rebalanced it.
+   */
+  partitionCheckMs?: number;
 }
 
 /** Connection options shared by producer, consumers and admin. */

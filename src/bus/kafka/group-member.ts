@@ -70,6 +70,13 @@ class KafkaGroupMember implements Subscription {
   private readonly lastQueued = new Map<string, bigint>();
   private closed = false;
   private reconnecting: Promise<void> | undefined;
+  /**
+   * The partition count of each topic as last looked up, before the join it may have caused (watchPartitions):
+   * a join assigns from metadata at least as new, so a larger count later is a partition the group may not
+   * read yet (or, at worst, one more rebalance than needed).
+   */
+  private readonly partitionCounts = new Map<string, number>();
+  private partitionWatch: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly s: KafkaSettings,
@@ -85,6 +92,39 @@ class KafkaGroupMember implements Subscription {
   async start(): Promise<void> {
     await this.connect();
     this.attach();
+    this.partitionWatch = setInterval(() => void this.watchPartitions(), this.cfg.partitionCheckMs);
+    this.partitionWatch.unref();
+  }
+
+  /** Rejoins the group when a topic has more partitions than at the last look (see partitionCounts). */
+  private async watchPartitions(): Promise<void> {
+    if (this.closed || this.reconnecting) return;
+    try {
+      if (!(await this.partitionsGrew()) || this.closed || this.reconnecting) return;
+      this.cfg.log.info(
+        { group: this.opts.group, topics: this.opts.topics },
+        'partitions were added to a topic; rejoining the group',
+      );
+      await this.consumer.joinGroup({});
+    } catch (err) {
+      // Looked at again next time; a broker outage is the stream's to recover from (reconnect).
+      this.cfg.log.debug({ group: this.opts.group, err: describeKafkaError(err) }, 'partition check failed');
+    }
+  }
+
+  /** Looks up the topics' partition counts: whether one is larger than at the last look (and records them). */
+  private async partitionsGrew(): Promise<boolean> {
+    const topics = this.opts.topics.map((t) => this.prefix + t);
+    const meta = await this.consumer.metadata({ topics, forceUpdate: true });
+    let grown = false;
+    for (const t of topics) {
+      const count = meta.topics.get(t)?.partitionsCount;
+      if (count === undefined) continue;
+      const before = this.partitionCounts.get(t);
+      if (before !== undefined && count > before) grown = true;
+      this.partitionCounts.set(t, count);
+    }
+    return grown;
   }
 
   /** Creates the consumer and its stream, waiting (bounded) for topics that do not exist yet. */
@@ -107,6 +147,8 @@ class KafkaGroupMember implements Subscription {
     const deadline = Date.now() + this.cfg.topicWaitMs;
     for (let attempt = 1; ; attempt++) {
       try {
+        // Before the join: it assigns from metadata at least this new (partitionCounts).
+        await this.partitionsGrew();
         this.stream = await this.consumer.consume({
           topics,
           mode: 'committed',
@@ -334,6 +376,7 @@ class KafkaGroupMember implements Subscription {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.partitionWatch);
     // Stop fetching, let the message in hand finish (pending backoffs abort; they are redelivered later).
     this.stream.pause();
     this.closing.abort();

@@ -38,6 +38,7 @@ export function createKafkaBus(s: KafkaSettings, opts: KafkaBusOptions): Bus {
     maxBuffered: opts.maxBuffered ?? 1_000,
     topicWaitMs: opts.topicWaitMs ?? 60_000,
     codec: opts.codec ?? new EventCodec({ encoding: 'json', log: opts.log }),
+    partitionCheckMs: opts.partitionCheckMs ?? 30_000,
   };
   const publisher = new KafkaPublisher(s, opts.log, cfg.codec);
   const subscriber = new KafkaSubscriber(s, publisher, cfg);
