@@ -713,6 +713,60 @@ export const MUTANTS: readonly Mutant[] = [
     replace: '',
     tests: ['test/integration/notifications-hostile.test.ts#ends the push within about NOTIFY_TIMEOUT_MS'],
   },
+  {
+    id: 'webhook-signed-without-prefix',
+    breaks:
+      'a webhook is signed with an HMAC keyed with the whole webhook_secret (whsec_...), as receivers are told',
+    file: 'src/domain/notifications.ts',
+    find: "  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;",
+    replace:
+      "  return `sha256=${createHmac('sha256', secret.replace(/^whsec_/, '')).update(body).digest('hex')}`;",
+    tests: ['test/unit/notifications.test.ts#whsec_ prefix included'],
+  },
+  {
+    id: 'webhook-generated-secret-not-kept',
+    breaks:
+      'a webhook is always signed: a webhook_url saved without a secret is signed with the one generated',
+    file: 'src/services/notifications/store.ts',
+    find: '    next.webhook_secret = generatedSecret;\n',
+    replace: '',
+    tests: ['test/integration/notifications-hostile.test.ts#saved without a secret'],
+  },
+  {
+    id: 'blocked-address-retried',
+    breaks: 'a delivery to a webhook or push endpoint on a non-public address is marked dead at once',
+    file: 'src/services/notifications/delivery.ts',
+    find: '    if (row.attempts >= this.opts.maxAttempts || err instanceof BlockedAddressError) {',
+    replace: '    if (row.attempts >= this.opts.maxAttempts && BlockedAddressError) {',
+    tests: ['test/integration/notifications-hostile.test.ts#non-public address dead at its first attempt'],
+  },
+  {
+    id: 'idempotency-replays-deleted-task',
+    breaks:
+      'a retried create whose first task was deleted since answers 409, not the id of a task that is gone',
+    file: 'src/store/tasks.ts',
+    find: '    if (!row.task_exists)',
+    replace: '    if (false)',
+    tests: ['test/integration/idempotency.test.ts#was deleted since'],
+  },
+  {
+    id: 'datadir-lock-other-host-taken-over',
+    breaks:
+      'one process per PGlite data directory: a lock of a process on another host (a shared volume) is kept',
+    file: 'src/store/data-dir-lock.ts',
+    find: '  if (owner.host !== hostname()) return true;\n',
+    replace: '',
+    tests: ['test/integration/data-dir-lock.test.ts#another host'],
+  },
+  {
+    id: 'graceful-stop-closes-under-requests',
+    breaks:
+      'graceful shutdown: requests in flight at SIGTERM are answered before the targets and the database close',
+    file: 'src/process.ts',
+    find: '        await http.app.close(); // stop accepting, let in-flight requests finish',
+    replace: '        void http.app.close(); // stop accepting, let in-flight requests finish',
+    tests: ['test/integration/signals.test.ts#SIGTERM with a request in flight'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------

@@ -108,3 +108,23 @@ describe('PGlite data directory lock', () => {
     }
   });
 });
+
+describe('a lock naming a process on another host (a data directory on a shared volume)', () => {
+  const dirs: string[] = [];
+  after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  it('is not taken over, whatever its pid is here: that process may well run on its own host', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'taskflow-lock-host-'));
+    dirs.push(root);
+    const dir = join(root, 'db');
+    await (await openDb(dir)).close();
+    writeFileSync(
+      join(dir, LOCK_FILE),
+      JSON.stringify({ pid: 4_000_000, host: 'another-host.example', started: '1', command: 'taskflow up' }),
+    );
+    await assert.rejects(openDb(dir), (err: unknown) => {
+      assert.ok(err instanceof DataDirectoryInUseError, String(err));
+      assert.match(err.message, /in use by process 4000000 .* on another-host\.example/);
+      return true;
+    });
+  });
+});

@@ -124,3 +124,23 @@ for (const backend of backends)
       }
     });
   });
+
+describe('a retried create whose task was deleted since', () => {
+  it('answers 409, not the id of a task that is gone', async () => {
+    const { db, drop } = await backends[0]!.fresh();
+    const app = await startApp(db, { targets: ['api'] });
+    try {
+      const post = () =>
+        app.call('ida', 'POST', '/api/tasks', { title: 'Once' }, { 'idempotency-key': 'k-del' });
+      const first = await post();
+      assert.equal(first.status, 201);
+      assert.equal((await app.call('ida', 'DELETE', `/api/tasks/${first.body.id}`)).status, 204);
+      const again = await post();
+      assert.equal(again.status, 409, JSON.stringify(again.body));
+      assert.match(again.body.detail, /was deleted since/);
+    } finally {
+      await app.stop();
+      await drop();
+    }
+  });
+});

@@ -8,7 +8,7 @@
  * NOTIFY_TIMEOUT_MS. One user's receivers must hold back only that user's deliveries.
  */
 import assert from 'node:assert/strict';
-import { createECDH, randomBytes } from 'node:crypto';
+import { createECDH, createHmac, randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Agent, createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -607,5 +607,82 @@ describe('NOTIFY_CLAIM_MS', () => {
     assert.deepEqual([atBound.timeoutMs, atBound.claimMs], [1000, 2000]);
     // Unset, the claim follows a long timeout.
     assert.equal(notificationsManifest.config({ NOTIFY_TIMEOUT_MS: '100000' }).claimMs, 200_000);
+  });
+});
+
+describe('webhooks: the secret and the address', () => {
+  /** The status, attempts and last error of delivery `id`. */
+  async function delivery(db: Db, id: string) {
+    const r = await db.query<{ status: string; attempts: number; last_error: string | null }>(
+      'SELECT status, attempts, last_error FROM notification_deliveries WHERE id = $1',
+      [id],
+    );
+    return r.rows[0]!;
+  }
+
+  it('signs the webhooks of a webhook_url saved without a secret with the generated secret it answered', async () => {
+    const calls: { headers: IncomingMessage['headers']; body: string }[] = [];
+    const hooks = createHttpServer((req, res) => {
+      let body = '';
+      req.on('data', (b: Buffer) => (body += b.toString()));
+      req.on('end', () => {
+        calls.push({ headers: req.headers, body });
+        res.writeHead(204).end();
+      });
+    });
+    const url = (await listen(hooks, 'http')) + '/hook';
+    const { db, drop } = await backends[0]!.fresh();
+    const app = await startApp(db, {
+      clock: new ManualClock(START),
+      targets: [createNotificationsTarget({ webhookAllowPrivate: true, tickMs: 20 })],
+    });
+    try {
+      const saved = await app.call('vic', 'PUT', '/api/notifications/preferences', { webhook_url: url });
+      assert.equal(saved.status, 200, JSON.stringify(saved.body));
+      const secret = saved.body.webhook_secret as string;
+      assert.match(secret, /^whsec_/);
+      const [id] = await enqueue(db, 'vic', 'webhook');
+      await waitFor(
+        async () => (await delivery(db, id!)).status !== 'pending',
+        10_000,
+        'the delivery to end',
+      );
+      const d = await delivery(db, id!);
+      assert.equal(d.status, 'sent', `the webhook was not sent: ${d.last_error}`);
+      assert.equal(calls.length, 1);
+      const expected = `sha256=${createHmac('sha256', secret).update(calls[0]!.body).digest('hex')}`;
+      assert.equal(calls[0]!.headers['x-taskflow-signature'], expected);
+    } finally {
+      await app.stop();
+      await drop();
+      shut(hooks);
+    }
+  });
+
+  it('marks a delivery to a webhook on a non-public address dead at its first attempt (a name rebound to loopback)', async () => {
+    const { db, drop } = await backends[0]!.fresh();
+    const app = await startApp(db, {
+      clock: new ManualClock(START),
+      targets: [createNotificationsTarget({ webhookAllowPrivate: false, tickMs: 20, maxAttempts: 8 })],
+    });
+    try {
+      // Saved when its name resolved to a public address, loopback now: written directly (the API refuses it).
+      await db.query(
+        `INSERT INTO notification_preferences (user_id, webhook_url, webhook_secret)
+         VALUES ('rita', 'http://127.0.0.1:9/hook', 'whsec_0123456789abcdef0123456789')`,
+      );
+      const [id] = await enqueue(db, 'rita', 'webhook');
+      await waitFor(
+        async () => (await delivery(db, id!)).status !== 'pending',
+        10_000,
+        'the delivery to end',
+      );
+      const d = await delivery(db, id!);
+      assert.deepEqual([d.status, d.attempts], ['dead', 1]);
+      assert.match(d.last_error ?? '', /not a public address/);
+    } finally {
+      await app.stop();
+      await drop();
+    }
   });
 });

@@ -6,12 +6,16 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { signDevToken } from '../../src/auth.ts';
+import { TEST_SECRET } from '../helpers/app.ts';
 import { createPgDatabase } from '../helpers/db.ts';
-import { startServer } from '../helpers/processes.ts';
+import { startServer, stopChild } from '../helpers/processes.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const baseUrl = process.env.TEST_DATABASE_URL;
@@ -92,5 +96,43 @@ describe('stop signals once a process serves', () => {
     server.child.kill('SIGTERM');
     assert.deepEqual(await exited, [0, null], server.output());
     assert.match(server.output(), /shutting down/);
+  });
+});
+
+describe('SIGTERM with a request in flight', () => {
+  it('answers it (201) before the process stops: the targets and the database close after the server', async () => {
+    const server = await startServer(['api'], {
+      DATABASE_URL: 'memory://',
+      JWT_SECRET: TEST_SECRET,
+      LOG_LEVEL: 'warn',
+    });
+    try {
+      const token = await signDevToken(TEST_SECRET, 'gina');
+      const body = JSON.stringify({ title: 'written while the server stops' });
+      const { port } = new URL(server.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      let answer = '';
+      socket.on('data', (b: Buffer) => (answer += b.toString()));
+      const ended = new Promise((r) => socket.once('close', r));
+      await new Promise((r) => socket.once('connect', r));
+      socket.write(
+        `POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n` +
+          body.slice(0, 10),
+      );
+      await sleep(300); // the request has begun: the server read its head
+      server.child.kill('SIGTERM');
+      await sleep(500); // the graceful stop is under way
+      socket.write(body.slice(10));
+      await Promise.race([ended, sleep(15_000)]);
+      socket.destroy();
+      assert.match(
+        answer,
+        /^HTTP\/1\.1 201 /,
+        `answer: ${JSON.stringify(answer.slice(0, 300))}\n${server.output()}`,
+      );
+    } finally {
+      await stopChild(server.child);
+    }
   });
 });

@@ -148,6 +148,13 @@ describe('validatePreferencesPatch', () => {
 });
 
 describe('webhook signatures', () => {
+  it('is keyed with the whole webhook_secret, its whsec_ prefix included (as the README tells receivers)', () => {
+    const secret = 'whsec_Zm9vYmFyYmF6cXV4cXV1eGNvcmdl';
+    const body = '{"id":"d-1","type":"reminder.triggered"}';
+    const expected = createHmac('sha256', secret).update(body).digest('hex');
+    assert.equal(webhookSignature(secret, body), `sha256=${expected}`);
+  });
+
   it('is sha256=<hex HMAC-SHA256 of the raw body>', () => {
     const body = '{"a":1}';
     const expected = createHmac('sha256', 'topsecret-topsecret').update(body).digest('hex');
