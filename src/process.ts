@@ -89,7 +89,11 @@ export async function runTargets(
   try {
     db = opts.db ?? (await openDb(config.databaseUrl).catch(nameUnreachable('the database (DATABASE_URL)')));
     metrics.trackStatements(db.statements);
-    const applied = await migrate(db, { log: (m) => log.info(m) });
+    const applied = await migrate(db, {
+      log: (m) => log.info(m),
+      warn: (m) => log.warn(m),
+      newerSchema: db.kind === 'pglite' ? 'refuse' : 'warn',
+    });
     log.info(
       { applied, ms: since(step) },
       applied.length

@@ -33,7 +33,11 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
   return {
     db,
     /** Applies what is pending, saying each step (and each wait for a table's lock) on stderr. */
-    migrate: () => migrate(db, { log: (m) => process.stderr.write(`${m}\n`) }).catch(named),
+    migrate: () =>
+      migrate(db, {
+        log: (m) => process.stderr.write(`${m}\n`),
+        newerSchema: db.kind === 'pglite' ? 'refuse' : 'warn',
+      }).catch(named),
     /** A command that reads what a running system wrote migrates nothing: an older version may still use it. */
     async requireCurrent() {
       const pending = await pendingMigrations(db).catch(named);

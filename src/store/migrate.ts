@@ -79,10 +79,19 @@ export interface MigrateOptions {
   backoffMs?: (attempt: number) => number;
   /** Where the migrations are (tests). */
   dirs?: string[];
+  /**
+   * A database that has migrations this version does not know (a newer Taskflow migrated it): `warn` logs it
+   * and goes on, as the previous version does during a rolling upgrade (PostgreSQL, several processes);
+   * `refuse` fails, naming them (a PGlite data directory belongs to one process: a newer version ran on it,
+   * and this older one would fail on the first write the newer schema does not allow).
+   */
+  newerSchema?: 'warn' | 'refuse';
+  /** Where that warning goes (default: `log`). */
+  warn?: (msg: string) => void;
 }
 
 const CREATE_LEDGER =
-  'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())';
+  'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, appliedRowsat timestamptz NOT NULL DEFAULT now())';
 
 /** PostgreSQL's lock_not_available: a statement waited lock_timeout. */
 const LOCK_NOT_AVAILABLE = '55P03';
@@ -119,16 +128,28 @@ export async function migrate(db: Migratable, opts: MigrateOptions = {}): Promis
   const backoffMs = opts.backoffMs ?? ((n: number) => Math.min(1_000 * 2 ** (n - 1), 15_000));
   const applied: string[] = [];
   // One read of what is applied (a start-up with nothing to do is one transaction), then each pending one.
-  const done = await db.transaction(async (tx) => {
+  const appliedRows = await db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID]);
     await tx.query(CREATE_LEDGER);
-    return new Set(
-      (await tx.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map(
-        (r) => r.version,
-      ),
-    );
+    return (
+      await tx.query<{ version: number; name: string }>(
+        'SELECT version, name FROM schema_migrations ORDER BY version',
+      )
+    ).rows;
   });
-  for (const m of loadMigrations(opts.dirs).filter((m) => !done.has(m.version))) {
+  const done = new Set(appliedRows.map((r) => r.version));
+  const known = loadMigrations(opts.dirs);
+  const newest = known.at(-1)?.version ?? 0;
+  const newer = appliedRows.filter((r) => r.version > newest).map((r) => r.name);
+  if (newer.length) {
+    const what = `this database was migrated by a newer Taskflow: ${newer.join(', ')} ${newer.length === 1 ? 'is' : 'are'} not known to this version`;
+    if (opts.newerSchema === 'refuse')
+      throw new Error(
+        `${what}. Run that version (or a newer one) on it, or restore a copy made before the upgrade`,
+      );
+    (opts.warn ?? log)(`${what}; going on as the previous version does during a rolling upgrade`);
+  }
+  for (const m of known.filter((m) => !done.has(m.version))) {
     for (let attempt = 1; ; attempt++) {
       try {
         if (await applyOne(db, m, lockTimeoutMs, log)) applied.push(m.name);

@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { openDb } from '../../src/store/db.ts';
@@ -164,4 +166,53 @@ describe('migrate on PostgreSQL', { skip: baseUrl ? false : 'needs TEST_DATABASE
       await created.drop();
     }
   });
+});
+
+describe('a database migrated by a newer Taskflow', () => {
+  it('a PGlite data directory is refused by `taskflow up` and `migrate`, in one line naming the migration', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'taskflow-newer-'));
+    try {
+      const dir = join(root, 'db');
+      const db = await openDb(dir);
+      await migrate(db);
+      await db.query("INSERT INTO schema_migrations (version, name) VALUES (999, '999_workspaces.sql')");
+      await db.close();
+      for (const command of ['up', 'migrate']) {
+        const r = spawnSync(process.execPath, ['bin/taskflow.js', command], {
+          env: { ...process.env, DATABASE_URL: dir, PORT: '0', LOG_LEVEL: 'warn' },
+          encoding: 'utf8',
+          timeout: 60_000,
+        });
+        assert.equal(r.status, 1, `${command}: ${r.stdout}${r.stderr}`);
+        assert.match(
+          r.stderr,
+          /migrated by a newer Taskflow: 999_workspaces\.sql is not known to this version/,
+        );
+        assert.ok(r.stderr.trim().split('\n').length <= 2, `one clear line, not a stack:\n${r.stderr}`);
+      }
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it(
+    'on PostgreSQL is said and run on, as the previous version does during a rolling upgrade',
+    { skip: baseUrl ? false : 'needs TEST_DATABASE_URL' },
+    async () => {
+      const { url, drop } = await createPgDatabase(baseUrl!);
+      const db = await openDb(url);
+      try {
+        await migrate(db);
+        await db.query("INSERT INTO schema_migrations (version, name) VALUES (999, '999_workspaces.sql')");
+        const warned: string[] = [];
+        assert.deepEqual(await migrate(db, { warn: (m) => warned.push(m) }), []);
+        assert.equal(warned.length, 1);
+        assert.match(warned[0]!, /999_workspaces\.sql is not known to this version; going on/);
+        await assert.rejects(migrate(db, { newerSchema: 'refuse' }), /migrated by a newer Taskflow/);
+      } finally {
+        await db.close();
+        await drop();
+      }
+    },
+  );
 });
