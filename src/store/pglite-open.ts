@@ -77,9 +77,19 @@ export async function openPGlite(
   const lock = lockDataDirectory(location);
   try {
     // A new directory gets a copy of the cached cluster directory: a file copy by the operating system,
-    // where loading the image through PGlite's filesystem took about 2 s and 150 MB more at peak.
-    if (readdirSync(location).every((f) => f === LOCK_FILE))
+    // where loading the image through PGlite's filesystem took about 2 s and 150 MB more at peak. The copy is
+    // marked as under way until it is whole: one a kill cut short is made again (PGlite has not run on it),
+    // where the part copied passed for a database that failed to start for good.
+    const marker = join(location, COPYING_FILE);
+    if (existsSync(marker))
+      for (const f of readdirSync(location))
+        if (f !== LOCK_FILE && f !== COPYING_FILE)
+          rmSync(join(location, f), { recursive: true, force: true });
+    if (readdirSync(location).every((f) => f === LOCK_FILE || f === COPYING_FILE)) {
+      writeFileSync(marker, 'a new database is being copied here; an interrupted copy is made again\n');
       cpSync(await clusterDirectory(seed), location, { recursive: true });
+      rmSync(marker);
+    }
     const pglite = await PGlite.create(location, { parsers: PGLITE_PARSERS, startParams: startParams() });
     return { pglite, location, unlock: () => lock.release() };
   } catch (err) {
@@ -87,6 +97,9 @@ export async function openPGlite(
     throw err;
   }
 }
+
+/** In a data directory while a new database is copied into it (openPGlite). */
+export const COPYING_FILE = 'taskflow.copying';
 
 const clusterImages = new Map<string, Promise<Blob>>();
 const clusterDirectories = new Map<string, Promise<string>>();

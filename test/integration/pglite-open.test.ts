@@ -4,12 +4,13 @@
  * two databases made from the same cache share nothing.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { loadMigrations, migrate } from '../../src/store/migrate.ts';
+import { COPYING_FILE } from '../../src/store/pglite-open.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'taskflow-pglite-open-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -68,4 +69,24 @@ describe('new PGlite databases', () => {
       }
     },
   );
+});
+
+describe('a first start killed while it copied the new database in', () => {
+  it('is copied again at the next start (PGlite never ran on the part copied), not a directory that never starts', async () => {
+    const dir = join(scratch, 'cut-short');
+    mkdirSync(join(dir, 'pg_notify'), { recursive: true });
+    // What a kill -9 during the copy leaves: the marker, and the first entries of the cluster.
+    writeFileSync(join(dir, COPYING_FILE), '');
+    writeFileSync(join(dir, 'PG_VERSION'), '17\n');
+    const db = await openDb(dir);
+    try {
+      assert.deepEqual(
+        await appliedVersions(db),
+        loadMigrations().map((m) => m.version),
+      );
+      assert.equal(existsSync(join(dir, COPYING_FILE)), false);
+    } finally {
+      await db.close();
+    }
+  });
 });
