@@ -5,7 +5,7 @@
  * start time); a second opener refuses with one line naming the owner. A lock whose owner is gone (kill -9,
  * a crash, a reboot that reused its pid) is stale and taken over.
  */
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { linkSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
@@ -49,11 +49,14 @@ export function lockDataDirectory(dir: string): DataDirLock {
   };
   for (let attempt = 0; ; attempt++) {
     try {
-      const fd = openSync(file, 'wx'); // O_CREAT | O_EXCL: exactly one opener creates it
+      // Written whole, then linked into place: a link fails if the name exists, so exactly one process creates
+      // the lock, and no one ever reads it empty (created and not yet written, it passed for stale).
+      const written = `${file}.${process.pid}.new`;
+      writeFileSync(written, JSON.stringify(me));
       try {
-        writeSync(fd, JSON.stringify(me));
+        linkSync(written, file);
       } finally {
-        closeSync(fd);
+        rmSync(written, { force: true });
       }
       return {
         release: () => {
@@ -61,17 +64,49 @@ export function lockDataDirectory(dir: string): DataDirLock {
         },
       };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 2) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 5) throw err;
     }
-    const owner = readOwner(file);
+    const seen = readText(file);
+    if (seen === null) continue; // removed meanwhile: create it
+    const owner = parseOwner(seen);
     if (owner && alive(owner)) throw new DataDirectoryInUseError(dir, owner);
-    rmSync(file, { force: true }); // stale (or unreadable: a crash while writing it); take it over
+    // Stale (or unreadable: a crash while writing it): taken over by moving it aside, one atomic rename. Of two
+    // processes taking it over at once, one moves it; the other finds nothing to move, or moves the lock the
+    // first has just made, which it puts back (removing it, as before, let both create one and run).
+    const aside = `${file}.${process.pid}.stale`;
+    try {
+      renameSync(file, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    if (readText(aside) !== seen) {
+      try {
+        linkSync(aside, file); // fails if a third process created one meanwhile
+      } catch {
+        // that one holds it now
+      }
+    }
+    rmSync(aside, { force: true });
+  }
+}
+
+function readText(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return null;
   }
 }
 
 function readOwner(file: string): Owner | null {
+  const text = readText(file);
+  return text === null ? null : parseOwner(text);
+}
+
+function parseOwner(text: string): Owner | null {
   try {
-    const o = JSON.parse(readFileSync(file, 'utf8')) as Partial<Owner>;
+    const o = JSON.parse(text) as Partial<Owner>;
     if (typeof o.pid !== 'number' || typeof o.host !== 'string') return null;
     return { pid: o.pid, host: o.host, started: o.started ?? null, command: o.command ?? '?' };
   } catch {

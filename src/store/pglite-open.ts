@@ -83,9 +83,8 @@ export async function openPGlite(
     const marker = join(location, COPYING_FILE);
     if (existsSync(marker))
       for (const f of readdirSync(location))
-        if (f !== LOCK_FILE && f !== COPYING_FILE)
-          rmSync(join(location, f), { recursive: true, force: true });
-    if (readdirSync(location).every((f) => f === LOCK_FILE || f === COPYING_FILE)) {
+        if (!ours(f)) rmSync(join(location, f), { recursive: true, force: true });
+    if (readdirSync(location).every(ours)) {
       writeFileSync(marker, 'a new database is being copied here; an interrupted copy is made again\n');
       cpSync(await clusterDirectory(seed), location, { recursive: true });
       rmSync(marker);
@@ -100,6 +99,8 @@ export async function openPGlite(
 
 /** In a data directory while a new database is copied into it (openPGlite). */
 export const COPYING_FILE = 'taskflow.copying';
+/** Taskflow's own files in a data directory: the lock (and what taking it leaves if killed then), the marker. */
+const ours = (f: string) => f.startsWith(LOCK_FILE) || f === COPYING_FILE;
 
 const clusterImages = new Map<string, Promise<Blob>>();
 const clusterDirectories = new Map<string, Promise<string>>();

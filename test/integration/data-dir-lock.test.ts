@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -126,5 +126,65 @@ describe('a lock naming a process on another host (a data directory on a shared 
       assert.match(err.message, /in use by process 4000000 .* on another-host\.example/);
       return true;
     });
+  });
+});
+
+describe('two processes taking over one stale lock at the same moment', () => {
+  const dirs: string[] = [];
+  after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  it('give it to one of them, never both (the restart after a kill -9, by a supervisor and a user at once)', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'taskflow-lock-race-'));
+    dirs.push(root);
+    const module = new URL('../../src/store/data-dir-lock.ts', import.meta.url).href;
+    // Each child waits for the agreed instant, then takes the lock of the directory it is sent.
+    const child = `
+      const { lockDataDirectory } = await import(${JSON.stringify(module)});
+      process.on('message', ({ go, dir }) => {
+        while (Date.now() < go) {}
+        let got;
+        try { lockDataDirectory(dir); got = true; } catch (e) { got = e.name; }
+        process.send({ got });
+      });
+      process.send({ ready: true });`;
+    const kids = [0, 1].map(() =>
+      spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child], {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      }),
+    );
+    try {
+      await Promise.all(kids.map((k) => new Promise((r) => k.once('message', r))));
+      const dead = Number(
+        spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' }).stdout.trim(),
+      );
+      const outcomes = new Map<string, number>();
+      for (let round = 0; round < 60; round++) {
+        const dir = join(root, String(round));
+        mkdirSync(dir);
+        writeFileSync(
+          join(dir, LOCK_FILE),
+          JSON.stringify({ pid: dead, host: hostname(), started: '1', command: 'killed' }),
+        );
+        const go = Date.now() + 30;
+        const got = await Promise.all(
+          kids.map((k) => {
+            const answer = new Promise<{ got: true | string }>((r) => k.once('message', r));
+            k.send({ go, dir });
+            return answer;
+          }),
+        );
+        const key = got
+          .map((g) => String(g.got))
+          .sort()
+          .join(' + ');
+        outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+      }
+      assert.deepEqual(
+        [...outcomes.keys()],
+        ['DataDirectoryInUseError + true'],
+        JSON.stringify([...outcomes]),
+      );
+    } finally {
+      kids.forEach((k) => k.kill());
+    }
   });
 });
