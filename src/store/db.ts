@@ -137,6 +137,11 @@ export const bigintArrayParam = (ids: readonly string[]): string => `{${ids.join
 
 /** The `signals` event a NOTIFY on `channel` becomes (Db.listen). */
 export const notifyEvent = (channel: string) => `notify:${channel}`;
+/**
+ * Emitted on `signals` once, with the error, when the embedded database stopped (a PANIC, e.g. its log on a
+ * full disk): nothing more can be done with it, and the process that opened it ends (process.ts).
+ */
+export const DATABASE_STOPPED = 'database-stopped';
 
 /** The server process id of a node-postgres connection (`processID`, untyped), once connected. */
 const backendPid = (client: pg.PoolClient): number | undefined => {
@@ -521,5 +526,9 @@ export async function openDb(
     prepare: (pglite: PGlite) => migrate(new PGliteDb('memory://', new PGliteSession(pglite))).then(() => {}),
   };
   const { pglite, location, unlock } = await openPGlite(url, seed);
-  return new PGliteDb(location, new PGliteSession(pglite, undefined, unlock), opts.backgroundMaxWaitMs);
+  const session = new PGliteSession(pglite, undefined, unlock, (err) =>
+    db.signals.emit(DATABASE_STOPPED, err),
+  );
+  const db = new PGliteDb(location, session, opts.backgroundMaxWaitMs);
+  return db;
 }

@@ -10,6 +10,7 @@ import {
   mkdirSync,
   mkdtempSync,
   statSync,
+  statfsSync,
   readFileSync,
   readdirSync,
   renameSync,
@@ -89,12 +90,36 @@ export async function openPGlite(
       cpSync(await clusterDirectory(seed), location, { recursive: true });
       rmSync(marker);
     }
-    const pglite = await PGlite.create(location, { parsers: PGLITE_PARSERS, startParams: startParams() });
+    const pglite = await PGlite.create(location, {
+      parsers: PGLITE_PARSERS,
+      startParams: startParams(),
+    }).catch((err: unknown) => {
+      throw withFreeSpace(err, location);
+    });
     return { pglite, location, unlock: () => lock.release() };
   } catch (err) {
     lock.release();
     throw err;
   }
+}
+
+/**
+ * PGlite's start-up error (only 'PGlite failed to initialize properly' when its log cannot be written), saying
+ * so when the data directory's file system is (nearly) full: a full disk is the usual cause.
+ */
+function withFreeSpace(err: unknown, location: string): unknown {
+  let free: number;
+  try {
+    const fs = statfsSync(location);
+    free = fs.bavail * fs.bsize;
+  } catch {
+    return err;
+  }
+  if (free >= 64 * 1024 * 1024) return err;
+  return new Error(
+    `${(err as Error).message}: the file system of ${location} is full (${Math.round(free / 1024)} KB free; PostgreSQL needs room for its log): free some space and start again`,
+    { cause: err },
+  );
 }
 
 /** In a data directory while a new database is copied into it (openPGlite). */

@@ -37,16 +37,43 @@ interface Prepared {
 const CAPACITY = 256;
 const { serialize } = protocol;
 
+/**
+ * The embedded database stopped: PostgreSQL ended its session with a PANIC or FATAL error (a write of its log
+ * failed on a full disk, say). PostgreSQL's server restarts after one; in PGlite, the next statement never came
+ * back and held the thread.
+ */
+export class DatabaseStoppedError extends Error {
+  constructor(cause: unknown) {
+    super(`the embedded database stopped: ${(cause as Error).message}`, { cause });
+    this.name = 'DatabaseStoppedError';
+  }
+}
+
 export class PGliteSession {
   private readonly prepared = new Map<string, Prepared>();
   private named = 0;
+  /** Set once the database stopped (DatabaseStoppedError): every later call fails with it, at once. */
+  private stopped: DatabaseStoppedError | undefined;
 
   constructor(
     private readonly pglite: PGlite,
     private readonly capacity = CAPACITY,
     /** Runs once the instance is closed (the data directory's lock is released). */
     private readonly onClose: () => void = () => undefined,
+    /** Told once when the database stopped (the process ends: nothing more can be done with it). */
+    private readonly onStopped: (err: DatabaseStoppedError) => void = () => undefined,
   ) {}
+
+  /** `err`, or the DatabaseStoppedError it means (recorded, and told once). */
+  private stoppedBy(err: unknown): unknown {
+    const severity = (err as { severity?: string } | null)?.severity;
+    if (severity !== 'PANIC' && severity !== 'FATAL') return err;
+    if (!this.stopped) {
+      this.stopped = new DatabaseStoppedError(err);
+      this.onStopped(this.stopped);
+    }
+    return this.stopped;
+  }
 
   /**
    * Runs one statement. `sync` asks the filesystem to persist afterwards (a statement outside a transaction,
@@ -85,7 +112,10 @@ export class PGliteSession {
 
   /** Runs SQL scripts (DDL) and forgets every prepared statement: result shapes may have changed. */
   async exec(sql: string): Promise<void> {
-    await this.pglite.exec(sql);
+    if (this.stopped) throw this.stopped;
+    await this.pglite.exec(sql).catch((err: unknown) => {
+      throw this.stoppedBy(err);
+    });
     if (this.prepared.size === 0) return;
     this.prepared.clear();
     await this.pglite.exec('DEALLOCATE ALL');
@@ -98,7 +128,12 @@ export class PGliteSession {
   }
 
   private async execProtocol(message: Uint8Array, sync: boolean): Promise<Message[]> {
-    return (await this.pglite.execProtocol(message, { syncToFs: sync })).messages as Message[];
+    if (this.stopped) throw this.stopped;
+    try {
+      return (await this.pglite.execProtocol(message, { syncToFs: sync })).messages as Message[];
+    } catch (err) {
+      throw this.stoppedBy(err);
+    }
   }
 
   private async prepare(sql: string): Promise<Prepared> {
