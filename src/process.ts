@@ -228,7 +228,21 @@ function provisionTopics(
   const stop = new AbortController();
   if (!provisionsTopics(config)) return stop;
   // 1 s, 2 s, 4 s ... 30 s without jitter; the waits do not keep the process alive.
-  void retryWithBackoff(() => bus.admin.ensureTopics(allTopics(config, deadLetterGroups)), {
+  const wanted = allTopics(config, deadLetterGroups);
+  const ensure = async () => {
+    await bus.admin.ensureTopics(wanted);
+    // An existing topic keeps its partitions at a start (BusAdmin.ensureTopics): said, when the settings differ.
+    const has = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t.partitions]));
+    const fewer = wanted.filter((t) => (has.get(t.name) ?? t.partitions) < t.partitions);
+    if (fewer.length)
+      log.warn(
+        { topics: fewer.map((t) => `${t.name}: ${has.get(t.name)} partitions (asked ${t.partitions})`) },
+        bus.kind === 'embedded'
+          ? 'existing topics keep their partitions at a start; `taskflow topics ensure` adds them, once the consumers have caught up'
+          : "existing topics keep their partitions; add them with the broker's tools (kafka-topics --alter) once the consumers have caught up",
+      );
+  };
+  void retryWithBackoff(ensure, {
     policy: { maxAttempts: 0, baseDelayMs: 1_000, maxDelayMs: 30_000 },
     random: () => 1,
     signal: stop.signal,

@@ -140,7 +140,16 @@ export type StoredMessage = BusMessage;
 export type Offsets = ReadonlyMap<number, bigint>;
 
 export interface BusAdmin {
-  ensureTopics(topics: readonly { name: string; partitions: number; retentionMs: number }[]): Promise<void>;
+  /**
+   * Creates the missing topics. An existing one keeps its partitions unless `grow`, where the bus adds them
+   * itself (the embedded bus; Kafka's are added with the broker's tools): a key may then hash to another
+   * partition, and a user's events not consumed yet be handled after newer ones, so only `taskflow topics
+   * ensure` grows, and only a topic no group has a backlog on.
+   */
+  ensureTopics(
+    topics: readonly { name: string; partitions: number; retentionMs: number }[],
+    opts?: { grow?: boolean },
+  ): Promise<void>;
   describeTopics(): Promise<{ name: string; partitions: number; retentionMs: number | null }[]>;
   /**
    * The lag of each group (or of `group`) on every partition it committed on, and on every partition of the

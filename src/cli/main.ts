@@ -381,25 +381,47 @@ const topics = program
   .description('create and inspect the topics of docs/architecture.md section 3 (and the DLQs)');
 topics
   .command('ensure')
-  .description('create missing topics with their partitions and retention (KAFKA_TOPIC_PARTITIONS overrides)')
+  .description(
+    'create missing topics with their partitions and retention (KAFKA_TOPIC_PARTITIONS overrides); on the embedded bus, add the partitions asked for to a topic no group has a backlog on',
+  )
   .action(() =>
     withBus(
       async (bus, config) => {
         const { allTopics } = await import('../bus/index.ts');
         const wanted = allTopics(config, deadLetterGroups(MANIFESTS));
         const before = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
-        await bus.admin.ensureTopics(wanted);
+        // The embedded bus adds partitions itself, only to a topic no group has a backlog on: a key may hash
+        // to another partition, and a user's events not consumed yet would be overtaken by newer ones.
+        const backlogs = new Map<string, string>();
+        const growing = wanted.filter((t) => (before.get(t.name)?.partitions ?? t.partitions) < t.partitions);
+        if (bus.kind === 'embedded' && growing.length) {
+          const lag = await bus.admin.lag(undefined, subscribedTopics(MANIFESTS));
+          for (const t of growing) {
+            const behind = lag.filter((l) => l.topic === t.name && l.lag > 0);
+            if (behind.length)
+              backlogs.set(
+                t.name,
+                `${behind.reduce((n, l) => n + l.lag, 0)} event(s) not consumed yet by ${[...new Set(behind.map((l) => l.group))].join(', ')}`,
+              );
+          }
+        }
+        await bus.admin.ensureTopics(
+          wanted.map((t) =>
+            backlogs.has(t.name) ? { ...t, partitions: before.get(t.name)!.partitions } : t,
+          ),
+          { grow: true },
+        );
         const after = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
         const created = wanted.filter((t) => !before.has(t.name));
         const sizes = (t?: { partitions: number; retentionMs: number | null }) =>
           t ? `${t.partitions} partitions, retention ${t.retentionMs ?? '?'} ms` : 'none';
-        // The embedded bus grows an existing topic to the settings; Kafka leaves it as it is.
+        // The embedded bus grows an existing topic to the settings (with no backlog); Kafka leaves it as it is.
         const updated = wanted.filter(
           (t) => before.has(t.name) && sizes(before.get(t.name)) !== sizes(after.get(t.name)),
         );
         const differing = wanted.flatMap((t) => {
           const has = after.get(t.name);
-          if (!has) return [];
+          if (!has || backlogs.has(t.name)) return [];
           const diffs = [
             has.partitions !== t.partitions ? `${has.partitions} partitions (asked ${t.partitions})` : '',
             has.retentionMs !== null && has.retentionMs !== t.retentionMs
@@ -413,10 +435,21 @@ topics
         );
         for (const t of updated)
           console.log(`  ${t.name} updated: ${sizes(before.get(t.name))} -> ${sizes(after.get(t.name))}`);
+        if (updated.some((t) => before.get(t.name)!.partitions < after.get(t.name)!.partitions))
+          console.log(
+            "  restart every Taskflow process that runs on this database: each reads a topic's partitions at its start",
+          );
+        for (const [name, why] of backlogs)
+          console.log(
+            `  ${name} keeps ${before.get(name)!.partitions} partitions: ${why}; more now would let a user's newer events overtake them. Let the consumers catch up (taskflow lag), then run this again`,
+          );
         if (differing.length)
           console.log(
-            `these existing topics differ from the settings and were not changed (change them with the broker's tools, e.g. kafka-topics --alter / kafka-configs):\n  ${differing.join('\n  ')}`,
+            bus.kind === 'embedded'
+              ? `these existing topics differ from the settings and were not changed (a topic's partitions are never fewer):\n  ${differing.join('\n  ')}`
+              : `these existing topics differ from the settings and were not changed (change them with the broker's tools, e.g. kafka-topics --alter / kafka-configs):\n  ${differing.join('\n  ')}`,
           );
+        if (backlogs.size) process.exitCode = 1;
       },
       { writes: true },
     ),

@@ -1,6 +1,6 @@
 /**
  * Opening a PGlite database: `memory://` or a directory, a new one made from a cached fresh cluster image.
- * Used on the thread that owns the database (this one, or the worker of `pglite-thread.ts`).
+ * Used on the thread that owns the database.
  */
 import {
   cpSync,

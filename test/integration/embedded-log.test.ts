@@ -161,9 +161,12 @@ for (const backend of backends) {
       await admin.ensureTopics([grow]);
       await log.ready([grow.name]);
       assert.equal(log.partitionCount(grow.name), 2);
+      // A start's provisioning keeps an existing topic's partitions; `topics ensure` grows it (`grow`).
       await admin.ensureTopics([{ ...grow, partitions: 5 }]);
+      assert.equal(log.partitionCount(grow.name), 2, 'kept without grow');
+      await admin.ensureTopics([{ ...grow, partitions: 5 }], { grow: true });
       assert.equal(log.partitionCount(grow.name), 5, 'the grown count, without a read in between');
-      await admin.ensureTopics([{ ...grow, partitions: 4 }]);
+      await admin.ensureTopics([{ ...grow, partitions: 4 }], { grow: true });
       assert.equal(log.partitionCount(grow.name), 5, 'partitions only grow');
     });
 

@@ -1,15 +1,27 @@
 /**
- * Partitions added to an existing Kafka topic (`kafka-topics --alter --partitions`, as `taskflow topics ensure`
- * tells an operator to do): start-up leaves an existing topic as it is (KAFKA_TOPIC_PARTITIONS is for topics
- * being created); a running group is assigned an added partition and consumes it (this client does not notice
- * by itself: the group member looks every partitionCheckMs), `lag` and `read` see it, and so does the relay's
- * read-back on takeover.
+ * Partitions added to an existing topic. On Kafka (`kafka-topics --alter --partitions`, as `taskflow topics
+ * ensure` tells an operator to do): a start leaves an existing topic as it is (KAFKA_TOPIC_PARTITIONS is for
+ * topics being created); a running group is assigned an added partition and consumes it (this client does not
+ * notice by itself: the group member looks every partitionCheckMs), `lag` and `read` see it, and so does the
+ * relay's read-back on takeover. On the embedded bus: a start keeps them too (it grew them, and a user's newer
+ * events overtook a backlog on the old partition), and `taskflow topics ensure` adds them only to a topic no
+ * group has a backlog on.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Admin } from '@platformatic/kafka';
+import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import { createKafkaBus, KafkaAdmin } from '../../src/bus/kafka/index.ts';
+import { TOPICS } from '../../src/contracts/topics.ts';
+import { subscribedTopics } from '../../src/runtime.ts';
+import { MANIFESTS } from '../../src/services/index.ts';
+import { openDb } from '../../src/store/db.ts';
+import { backends } from '../helpers/db.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { waitFor } from '../helpers/app.ts';
@@ -109,3 +121,89 @@ describe(
     });
   },
 );
+
+/** A key on partition 0 of 1 that lands on another partition of `n`. */
+const movingKey = (n: number) => {
+  for (let i = 0; ; i++) if (partitionFor(`mover-${i}`, n) !== 0) return `mover-${i}`;
+};
+
+for (const backend of backends) {
+  describe(`partitions of an existing topic on the embedded bus (${backend.name})`, () => {
+    it("are kept at a start that asks for more, so a user's backlog is handled in order", async () => {
+      const { db, drop } = await backend.fresh();
+      const bus = createEmbeddedBus(db, { log: silentLogger, retry: FAST_RETRY, pollIntervalMs: 20 });
+      try {
+        const topic = 'kept-at-start';
+        await bus.admin.ensureTopics([{ name: topic, partitions: 1, retentionMs: DAY }]);
+        const key = movingKey(4);
+        await bus.publisher.publish(
+          Array.from({ length: 20 }, (_, i) => ({ topic, key, event: taskCreated(key, `old-${i}`) })),
+        );
+        // The operator raises KAFKA_TOPIC_PARTITIONS and restarts: a start's provisioning (no `grow`).
+        await bus.admin.ensureTopics([{ name: topic, partitions: 4, retentionMs: DAY }]);
+        assert.equal((await bus.admin.describeTopics()).find((t) => t.name === topic)?.partitions, 1);
+        await bus.publisher.publish([{ topic, key, event: taskCreated(key, 'new-0') }]);
+        const handled: string[] = [];
+        const sub = await bus.subscriber.subscribe({
+          group: 'kept-group',
+          topics: [topic],
+          handler: async (m) => void handled.push(titleOf(m.event)),
+        });
+        await waitFor(() => handled.length >= 21, 20_000, '21 messages');
+        await sub.close();
+        assert.deepEqual(handled, [...Array.from({ length: 20 }, (_, i) => `old-${i}`), 'new-0']);
+      } finally {
+        await bus.close();
+        await drop();
+      }
+    });
+  });
+}
+
+describe('`taskflow topics ensure` on the embedded bus', () => {
+  it('adds partitions only to a topic no group has a backlog on, saying which it kept and why', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'taskflow-topics-grow-'));
+    const dir = join(root, 'db');
+    const env = { ...process.env, DATABASE_URL: dir, BUS: 'embedded', LOG_LEVEL: 'warn', JWT_SECRET: '' };
+    const ensure = (partitions: string) =>
+      spawnSync(process.execPath, ['bin/taskflow.js', 'topics', 'ensure'], {
+        env: { ...env, KAFKA_TOPIC_PARTITIONS: partitions },
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+    try {
+      const db = await openDb(dir);
+      await db.close();
+      const made = ensure('3');
+      assert.equal(made.status, 0, made.stdout + made.stderr);
+      // One event of a user on task-events that no group consumed yet.
+      const written = await openDb(dir);
+      const bus = createEmbeddedBus(written, { log: silentLogger });
+      await bus.publisher.publish([
+        { topic: TOPICS.taskEvents, key: 'u', event: taskCreated('u', 'waiting') },
+      ]);
+      await bus.close();
+      await written.close();
+      const kept = ensure('6');
+      assert.equal(kept.status, 1, kept.stdout + kept.stderr);
+      assert.match(
+        kept.stdout,
+        /task-events keeps 3 partitions: \d+ event\(s\) not consumed yet by .*taskflow-audit/,
+      );
+      assert.match(kept.stdout, /^ {2}reminders updated: 3 partitions, .* -> 6 partitions/m);
+      assert.match(kept.stdout, /restart every Taskflow process/);
+      // The groups catch up: now it grows.
+      const caughtUp = await openDb(dir);
+      const admin = createEmbeddedBus(caughtUp, { log: silentLogger }).admin;
+      for (const [group, topics] of subscribedTopics(MANIFESTS))
+        if (topics.includes(TOPICS.taskEvents))
+          await admin.advanceOffsets(group, TOPICS.taskEvents, new Map([[partitionFor('u', 3), 1n]]));
+      await caughtUp.close();
+      const grown = ensure('6');
+      assert.equal(grown.status, 0, grown.stdout + grown.stderr);
+      assert.match(grown.stdout, /^ {2}task-events updated: 3 partitions, .* -> 6 partitions/m);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -20,9 +20,10 @@ export class EmbeddedAdmin implements BusAdmin {
 
   async ensureTopics(
     topics: readonly { name: string; partitions: number; retentionMs: number }[],
+    opts: { grow?: boolean } = {},
   ): Promise<void> {
     // One transaction for all of them (it was one per topic: about 40 statements at every start).
-    const counts = await this.db.transaction((tx) => createTopics(tx, topics));
+    const counts = await this.db.transaction((tx) => createTopics(tx, topics, opts.grow === true));
     const log = EmbeddedLog.of(this.db);
     for (const t of counts) log.grown(t.topic, t.partitions); // its partition count may have grown
   }

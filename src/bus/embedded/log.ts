@@ -69,21 +69,23 @@ export async function ensureTopic(q: Queryable, name: string): Promise<number> {
 }
 
 /**
- * Creates or updates topics (partitions only grow) and their partitions, two statements for any number;
- * resolves the partition count of each.
+ * Creates topics and their partitions, or updates existing ones (their retention; with `grow`, more partitions
+ * where more are asked: never fewer), two statements for any number; resolves the partition count of each.
  */
 export async function createTopics(
   q: Queryable,
   topics: readonly { name: string; partitions: number; retentionMs: number }[],
+  grow = false,
 ) {
   const names = topics.map((t) => t.name);
   const counts = await q.query<{ topic: string; partitions: number }>(
     `INSERT INTO bus_topics (topic, partitions, retention_ms)
      SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
      ON CONFLICT (topic) DO UPDATE SET retention_ms = excluded.retention_ms,
-       partitions = greatest(bus_topics.partitions, excluded.partitions)
+       partitions = CASE WHEN $4 THEN greatest(bus_topics.partitions, excluded.partitions)
+                         ELSE bus_topics.partitions END
      RETURNING topic, partitions`,
-    [names, topics.map((t) => t.partitions), topics.map((t) => t.retentionMs)],
+    [names, topics.map((t) => t.partitions), topics.map((t) => t.retentionMs), grow],
   );
   await q.query(
     `INSERT INTO bus_partitions (topic, partition)
