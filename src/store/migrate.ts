@@ -91,7 +91,7 @@ export interface MigrateOptions {
 }
 
 const CREATE_LEDGER =
-  'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, appliedRowsat timestamptz NOT NULL DEFAULT now())';
+  'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())';
 
 /** PostgreSQL's lock_not_available: a statement waited lock_timeout. */
 const LOCK_NOT_AVAILABLE = '55P03';
@@ -139,8 +139,8 @@ export async function migrate(db: Migratable, opts: MigrateOptions = {}): Promis
   });
   const done = new Set(appliedRows.map((r) => r.version));
   const known = loadMigrations(opts.dirs);
-  const newest = known.at(-1)?.version ?? 0;
-  const newer = appliedRows.filter((r) => r.version > newest).map((r) => r.name);
+  const knownVersions = new Set(known.map((m) => m.version));
+  const newer = appliedRows.filter((r) => !knownVersions.has(r.version)).map((r) => r.name);
   if (newer.length) {
     const what = `this database was migrated by a newer Taskflow: ${newer.join(', ')} ${newer.length === 1 ? 'is' : 'are'} not known to this version`;
     if (opts.newerSchema === 'refuse')

@@ -209,6 +209,16 @@ describe('a database migrated by a newer Taskflow', () => {
         assert.equal(warned.length, 1);
         assert.match(warned[0]!, /999_workspaces\.sql is not known to this version; going on/);
         await assert.rejects(migrate(db, { newerSchema: 'refuse' }), /migrated by a newer Taskflow/);
+        // One numbered between two this version knows (the newer version's, or a branch's) is unknown too.
+        const known = dirWith({ '101_a.sql': 'SELECT 1;', '103_c.sql': 'SELECT 1;' });
+        await db.query(
+          "INSERT INTO schema_migrations (version, name) VALUES (101, '101_a.sql'), (102, '102_b.sql'), (103, '103_c.sql')",
+        );
+        await assert.rejects(migrate(db, { dirs: [known], newerSchema: 'refuse' }), (err: Error) => {
+          assert.match(err.message, /\b102_b\.sql\b/);
+          assert.doesNotMatch(err.message, /101_a|103_c/);
+          return true;
+        });
       } finally {
         await db.close();
         await drop();

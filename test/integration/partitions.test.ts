@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { Admin } from '@platformatic/kafka';
+import { Admin, Consumer } from '@platformatic/kafka';
 import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import { createKafkaBus, KafkaAdmin } from '../../src/bus/kafka/index.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
@@ -117,6 +117,72 @@ describe(
       } finally {
         await sub.close();
         await bus.close();
+      }
+    });
+  },
+);
+
+describe(
+  'a rejoin for added partitions that fails once',
+  { skip: kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS' },
+  () => {
+    it('is tried again at the next look, and the group reads the added partition', async () => {
+      const settings = {
+        brokers: kafkaBrokers!.split(','),
+        clientId: 'taskflow-partitions-test',
+        topicPrefix: `prejoin${randomBytes(3).toString('hex')}.`,
+      };
+      const raw = new Admin({ clientId: 'partitions-test', bootstrapBrokers: settings.brokers });
+      const newBus = () =>
+        createKafkaBus(settings, {
+          log: silentLogger,
+          retry: FAST_RETRY,
+          sessionTimeoutMs: 6_000,
+          heartbeatIntervalMs: 500,
+          partitionCheckMs: 500,
+        });
+      const topic = 'grown';
+      const bus = newBus();
+      await bus.admin.ensureTopics([{ name: topic, partitions: 1, retentionMs: DAY }]);
+      const handled: string[] = [];
+      const sub = await bus.subscriber.subscribe({
+        group: 'grown-group',
+        topics: [topic],
+        handler: async (m) => void handled.push(titleOf(m.event)),
+      });
+      // The coordinator answering the watch's first rejoin with an error (a broker moving it, say): the client's
+      // own joinGroup, called by the watch without a callback, rejects once.
+      const client = Consumer.prototype as unknown as { joinGroup: (o: unknown, cb?: unknown) => unknown };
+      const join = client.joinGroup;
+      let failNext = false;
+      client.joinGroup = function (this: unknown, o: unknown, cb?: unknown) {
+        if (failNext && !cb) {
+          failNext = false;
+          return Promise.reject(new Error('coordinator not available'));
+        }
+        return join.call(this, o, cb);
+      };
+      try {
+        await bus.publisher.publish([{ topic, key: 'a', event: taskCreated('a', 'first') }]);
+        await waitFor(() => handled.includes('first'), 30_000, 'the group consuming');
+        failNext = true;
+        await raw.createPartitions({ topics: [{ name: settings.topicPrefix + topic, count: 2 }] });
+        const writer = newBus();
+        await waitFor(
+          async () => (await writer.admin.describeTopics()).find((t) => t.name === topic)?.partitions === 2,
+          15_000,
+          'two partitions in the metadata',
+        );
+        const key = keyOn(1, 2);
+        await writer.publisher.publish([{ topic, key, event: taskCreated(key, 'on-partition-1') }]);
+        await writer.close();
+        await waitFor(() => handled.includes('on-partition-1'), 20_000, 'the event on the added partition');
+        assert.equal(failNext, false, 'the failing rejoin happened');
+      } finally {
+        client.joinGroup = join;
+        await sub.close();
+        await bus.close();
+        await raw.close();
       }
     });
   },

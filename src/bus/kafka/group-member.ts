@@ -71,9 +71,9 @@ class KafkaGroupMember implements Subscription {
   private closed = false;
   private reconnecting: Promise<void> | undefined;
   /**
-   * The partition count of each topic as last looked up, before the join it may have caused (watchPartitions):
-   * a join assigns from metadata at least as new, so a larger count later is a partition the group may not
-   * read yet (or, at worst, one more rebalance than needed).
+   * The partition count of each topic as of the last join: looked up before each join of the stream (which
+   * assigns from metadata at least as new), and after a rejoin of the watch succeeded (watchPartitions). A
+   * larger count later is a partition the group may not read yet (or, at worst, one rebalance more).
    */
   private readonly partitionCounts = new Map<string, number>();
   private partitionWatch: NodeJS.Timeout | undefined;
@@ -100,31 +100,36 @@ class KafkaGroupMember implements Subscription {
   private async watchPartitions(): Promise<void> {
     if (this.closed || this.reconnecting) return;
     try {
-      if (!(await this.partitionsGrew()) || this.closed || this.reconnecting) return;
+      const counts = await this.lookUpPartitions();
+      const grown = [...counts].some(([t, n]) => n > (this.partitionCounts.get(t) ?? n));
+      if (!grown) {
+        for (const [t, n] of counts) this.partitionCounts.set(t, n);
+        return;
+      }
+      if (this.closed || this.reconnecting) return;
       this.cfg.log.info(
         { group: this.opts.group, topics: this.opts.topics },
         'partitions were added to a topic; rejoining the group',
       );
       await this.consumer.joinGroup({});
+      // Recorded once joined: a join that failed (or did not happen) is tried again at the next look.
+      for (const [t, n] of counts) this.partitionCounts.set(t, n);
     } catch (err) {
       // Looked at again next time; a broker outage is the stream's to recover from (reconnect).
       this.cfg.log.debug({ group: this.opts.group, err: describeKafkaError(err) }, 'partition check failed');
     }
   }
 
-  /** Looks up the topics' partition counts: whether one is larger than at the last look (and records them). */
-  private async partitionsGrew(): Promise<boolean> {
+  /** The partition count of each of the member's topics that exists, as the brokers say now. */
+  private async lookUpPartitions(): Promise<Map<string, number>> {
     const topics = this.opts.topics.map((t) => this.prefix + t);
     const meta = await this.consumer.metadata({ topics, forceUpdate: true });
-    let grown = false;
+    const counts = new Map<string, number>();
     for (const t of topics) {
       const count = meta.topics.get(t)?.partitionsCount;
-      if (count === undefined) continue;
-      const before = this.partitionCounts.get(t);
-      if (before !== undefined && count > before) grown = true;
-      this.partitionCounts.set(t, count);
+      if (count !== undefined) counts.set(t, count);
     }
-    return grown;
+    return counts;
   }
 
   /** Creates the consumer and its stream, waiting (bounded) for topics that do not exist yet. */
@@ -148,7 +153,7 @@ class KafkaGroupMember implements Subscription {
     for (let attempt = 1; ; attempt++) {
       try {
         // Before the join: it assigns from metadata at least this new (partitionCounts).
-        await this.partitionsGrew();
+        for (const [t, n] of await this.lookUpPartitions()) this.partitionCounts.set(t, n);
         this.stream = await this.consumer.consume({
           topics,
           mode: 'committed',
