@@ -18,7 +18,7 @@ import {
   type TargetManifest,
 } from './runtime.ts';
 import { nameUnreachable, retryWithBackoff } from './retry.ts';
-import { DATABASE_STOPPED, openDb, type Db } from './store/db.ts';
+import { exitWhenDatabaseStops, openDb, type Db } from './store/db.ts';
 import { isPostgresUrl } from './store/database-url.ts';
 import { migrate } from './store/migrate.ts';
 import { errorMessage } from './error-text.ts';
@@ -88,15 +88,7 @@ export async function runTargets(
   let bus: Bus;
   try {
     db = opts.db ?? (await openDb(config.databaseUrl).catch(nameUnreachable('the database (DATABASE_URL)')));
-    // The embedded database stopped (a PANIC): every statement fails from now on, and a supervisor restarts
-    // a process that ends, as PostgreSQL's server restarts its own after one.
-    if (!opts.db)
-      db.signals.once(DATABASE_STOPPED, (err: Error) => {
-        log.fatal(
-          `${err.message}; Taskflow stops (free what it lacked, e.g. space on its file system, and start it again)`,
-        );
-        process.exit(1);
-      });
+    if (!opts.db) exitWhenDatabaseStops(db, (m) => log.fatal(m));
     metrics.trackStatements(db.statements);
     const applied = await migrate(db, {
       log: (m) => log.info(m),

@@ -17,7 +17,7 @@ import { exitOnStopSignals, onStopSignal } from './signals.ts';
 // A command loads only the modules it uses (`taskflow token` needs neither the database nor the bus): the
 // heavy ones are imported inside the actions.
 const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
-  const [{ openDb }, { migrate, pendingMigrations }] = await Promise.all([
+  const [{ openDb, exitWhenDatabaseStops }, { migrate, pendingMigrations }] = await Promise.all([
     import('../store/db.ts'),
     import('../store/migrate.ts'),
   ]);
@@ -30,6 +30,7 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
     );
   const named = nameUnreachable('the database (DATABASE_URL)');
   const db = await openDb(url).catch(named);
+  exitWhenDatabaseStops(db);
   return {
     db,
     /** Applies what is pending, saying each step (and each wait for a table's lock) on stderr. */

@@ -15,7 +15,7 @@ import { createMcpServer } from '../services/api/mcp.ts';
 import { restClient } from '../services/api/mcp-rest.ts';
 import { requestId, paramsProblem } from '../services/api/mcp-messages.ts';
 import { TaskOperations } from '../services/api/task-operations.ts';
-import { openDb } from '../store/db.ts';
+import { exitWhenDatabaseStops, openDb } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
 import { reminderPlanner } from '../store/reminder-plan.ts';
 import { TaskStore } from '../store/tasks.ts';
@@ -32,6 +32,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
   const { config, log } = opts;
   const { userId, expiresAt } = await createVerifier(config.jwt)(opts.token);
   const db = await openDb(config.databaseUrl);
+  exitWhenDatabaseStops(db, (m) => log.fatal(m));
   await migrate(db);
   // With the embedded bus, its log in this database is where the events go (as in the server).
   if (config.bus === 'embedded') EmbeddedLog.of(db);

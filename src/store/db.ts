@@ -139,9 +139,25 @@ export const bigintArrayParam = (ids: readonly string[]): string => `{${ids.join
 export const notifyEvent = (channel: string) => `notify:${channel}`;
 /**
  * Emitted on `signals` once, with the error, when the embedded database stopped (a PANIC, e.g. its log on a
- * full disk): nothing more can be done with it, and the process that opened it ends (process.ts).
+ * full disk): nothing more can be done with it, and the process that opened it ends (exitWhenDatabaseStops).
  */
 export const DATABASE_STOPPED = 'database-stopped';
+
+/**
+ * Ends the process when the embedded database it opened stopped (a PANIC: DATABASE_STOPPED): every statement
+ * fails from then on, and a supervisor restarts a process that ends, as PostgreSQL's server restarts its own.
+ */
+export function exitWhenDatabaseStops(
+  db: Db,
+  say: (msg: string) => void = (m) => process.stderr.write(`taskflow: ${m}\n`),
+): void {
+  db.signals.once(DATABASE_STOPPED, (err: Error) => {
+    say(
+      `${err.message}; Taskflow stops (free what it lacked, e.g. space on its file system, and start it again)`,
+    );
+    process.exit(1);
+  });
+}
 
 /** The server process id of a node-postgres connection (`processID`, untyped), once connected. */
 const backendPid = (client: pg.PoolClient): number | undefined => {

@@ -104,8 +104,8 @@ export async function openPGlite(
 }
 
 /**
- * PGlite's start-up error (only 'PGlite failed to initialize properly' when its log cannot be written), saying
- * so when the data directory's file system is (nearly) full: a full disk is the usual cause.
+ * PGlite's start-up error (only 'PGlite failed to initialize properly' when its log cannot be written), with
+ * the free space of the data directory's file system when it is (nearly) full, the likely cause then.
  */
 function withFreeSpace(err: unknown, location: string): unknown {
   let free: number;
@@ -117,7 +117,7 @@ function withFreeSpace(err: unknown, location: string): unknown {
   }
   if (free >= 64 * 1024 * 1024) return err;
   return new Error(
-    `${(err as Error).message}: the file system of ${location} is full (${Math.round(free / 1024)} KB free; PostgreSQL needs room for its log): free some space and start again`,
+    `${(err as Error).message} (only ${Math.round(free / 1024)} KB free on the file system of ${location}: PostgreSQL needs room for its log; if that is the cause, free some space and start again)`,
     { cause: err },
   );
 }

@@ -250,6 +250,9 @@ describe('recipientKey (the per-mailbox limit of confirmation codes)', () => {
       'victim+1@bücher.example',
       'victim@xn--bcher-kva.example',
       'victim@bücher.example.',
+      'victim@bücher.example\u3002',
+      'victim@bücher.example\uff0e',
+      'victim@BÜCHER.EXAMPLE\uff61',
       'victim+x@XN--BCHER-KVA.EXAMPLE.',
     ])
       assert.equal(recipientKey(spelling), one, spelling);

@@ -218,13 +218,10 @@ const DAY_MS = 86_400_000;
 export function recipientKey(email: string): string {
   const at = email.lastIndexOf('@');
   const local = email.slice(0, at).toLowerCase().replace(/\+.*$/, '');
-  const domain = email
-    .slice(at + 1)
-    .toLowerCase()
-    .replace(/\.+$/, '');
-  return createHash('sha256')
-    .update(`${local}@${domainToASCII(domain) || domain}`)
-    .digest('hex');
+  const domain = email.slice(at + 1).toLowerCase();
+  // The root's dot taken off after IDNA mapping, which turns an ideographic or full-width one (。．｡) into '.'.
+  const ascii = (domainToASCII(domain) || domain).replace(/[.\u3002\uff0e\uff61]+$/, '');
+  return createHash('sha256').update(`${local}@${ascii}`).digest('hex');
 }
 
 export type ReservedEmailCode =
