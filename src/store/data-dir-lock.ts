@@ -5,6 +5,7 @@
  * start time); a second opener refuses with one line naming the owner. A lock whose owner is gone (kill -9,
  * a crash, a reboot that reused its pid) is stale and taken over.
  */
+import { randomBytes } from 'node:crypto';
 import { linkSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -38,58 +39,101 @@ export interface DataDirLock {
   release(): void;
 }
 
-/** Takes the lock of `dir` for this process, or throws DataDirectoryInUseError. */
+/**
+ * Takes the lock of `dir` for this process, or throws DataDirectoryInUseError. The lock file is created whole
+ * in one step (written aside, then linked: a link fails if the name exists), so exactly one process creates it
+ * and no one reads it half written. A stale one is replaced in one rename, by the process that holds the
+ * takeover marker (created the same way): of processes taking it over at once, the others find the marker,
+ * wait a moment and look again, finding the new owner's lock. The lock file itself is never moved or removed
+ * while it may be another's: moving it aside let a process paused in between put a live lock out of sight.
+ */
 export function lockDataDirectory(dir: string): DataDirLock {
   const file = join(dir, LOCK_FILE);
+  const marker = `${file}.takeover`;
   const me: Owner = {
     pid: process.pid,
     host: hostname(),
     started: startTime(process.pid),
     command: process.argv.slice(1, 4).join(' ').slice(0, 200) || 'node',
   };
-  for (let attempt = 0; ; attempt++) {
-    try {
-      // Written whole, then linked into place: a link fails if the name exists, so exactly one process creates
-      // the lock, and no one ever reads it empty (created and not yet written, it passed for stale).
-      const written = `${file}.${process.pid}.new`;
-      writeFileSync(written, JSON.stringify(me));
-      try {
-        linkSync(written, file);
-      } finally {
-        rmSync(written, { force: true });
-      }
-      return {
-        release: () => {
-          if (sameOwner(readOwner(file), me)) rmSync(file, { force: true });
-        },
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 5) throw err;
-    }
+  const text = JSON.stringify(me);
+  const held: DataDirLock = {
+    release: () => {
+      if (sameOwner(readOwner(file), me)) rmSync(file, { force: true });
+    },
+  };
+  for (let attempt = 0; attempt < 200; attempt++) {
+    if (createWhole(file, text)) return held;
     const seen = readText(file);
-    if (seen === null) continue; // removed meanwhile: create it
+    if (seen === null) continue; // released meanwhile: create it
     const owner = parseOwner(seen);
     if (owner && alive(owner)) throw new DataDirectoryInUseError(dir, owner);
-    // Stale (or unreadable: a crash while writing it): taken over by moving it aside, one atomic rename. Of two
-    // processes taking it over at once, one moves it; the other finds nothing to move, or moves the lock the
-    // first has just made, which it puts back (removing it, as before, let both create one and run).
-    const aside = `${file}.${process.pid}.stale`;
+    // Stale (or unreadable: written by an older version that crashed while writing it).
+    if (!takeMarker(marker, text)) {
+      pause(10);
+      continue;
+    }
     try {
-      renameSync(file, aside);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
-    }
-    if (readText(aside) !== seen) {
-      try {
-        linkSync(aside, file); // fails if a third process created one meanwhile
-      } catch {
-        // that one holds it now
+      if (readText(file) === seen) {
+        const replacement = uniqueName(file, 'new');
+        writeFileSync(replacement, text);
+        renameSync(replacement, file);
+        return held;
       }
+    } finally {
+      rmSync(marker, { force: true });
     }
-    rmSync(aside, { force: true });
+  }
+  throw new Error(`could not take the lock of the data directory ${dir}: it kept changing hands`);
+}
+
+/** A name beside `file` no other process uses (a container's pid is often 1: the host and a random part). */
+const uniqueName = (file: string, what: string) =>
+  `${file}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}.${what}`;
+
+/** Creates `file` with `text`, whole, unless it exists: whether it did. */
+function createWhole(file: string, text: string): boolean {
+  const written = uniqueName(file, 'new');
+  writeFileSync(written, text);
+  try {
+    linkSync(written, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    rmSync(written, { force: true });
   }
 }
+
+/**
+ * Takes the takeover marker; false while a live process holds it. One left by a process killed during its
+ * takeover (a few microseconds) is removed, by moving it aside and putting back what was not that one.
+ */
+function takeMarker(marker: string, text: string): boolean {
+  if (createWhole(marker, text)) return true;
+  const seen = readText(marker);
+  const owner = seen === null ? null : parseOwner(seen);
+  if (seen === null || (owner && alive(owner))) return false;
+  const aside = uniqueName(marker, 'stale');
+  try {
+    renameSync(marker, aside);
+  } catch {
+    return false;
+  }
+  if (readText(aside) !== seen) {
+    try {
+      linkSync(aside, marker);
+    } catch {
+      // another took it meanwhile
+    }
+  }
+  rmSync(aside, { force: true });
+  return false;
+}
+
+/** Blocks this thread for `ms` (the lock is taken before anything else runs). */
+const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
 function readText(file: string): string | null {
   try {

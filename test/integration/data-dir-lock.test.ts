@@ -6,11 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { DataDirectoryInUseError, LOCK_FILE } from '../../src/store/data-dir-lock.ts';
+import { DataDirectoryInUseError, LOCK_FILE, lockDataDirectory } from '../../src/store/data-dir-lock.ts';
 import { openDb } from '../../src/store/db.ts';
 import { stopChild } from '../helpers/processes.ts';
 
@@ -129,10 +130,10 @@ describe('a lock naming a process on another host (a data directory on a shared 
   });
 });
 
-describe('two processes taking over one stale lock at the same moment', () => {
+describe('processes taking over one stale lock at the same moment', () => {
   const dirs: string[] = [];
   after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-  it('give it to one of them, never both (the restart after a kill -9, by a supervisor and a user at once)', async () => {
+  it('give it to one of them, never two (the restart after a kill -9, by a supervisor and a user at once)', async () => {
     const root = mkdtempSync(join(tmpdir(), 'taskflow-lock-race-'));
     dirs.push(root);
     const module = new URL('../../src/store/data-dir-lock.ts', import.meta.url).href;
@@ -146,7 +147,7 @@ describe('two processes taking over one stale lock at the same moment', () => {
         process.send({ got });
       });
       process.send({ ready: true });`;
-    const kids = [0, 1].map(() =>
+    const kids = [0, 1, 2].map(() =>
       spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child], {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       }),
@@ -180,11 +181,60 @@ describe('two processes taking over one stale lock at the same moment', () => {
       }
       assert.deepEqual(
         [...outcomes.keys()],
-        ['DataDirectoryInUseError + true'],
+        ['DataDirectoryInUseError + DataDirectoryInUseError + true'],
         JSON.stringify([...outcomes]),
       );
     } finally {
       kids.forEach((k) => k.kill());
+    }
+  });
+});
+
+describe('a process paused while it takes over a stale lock', () => {
+  it('finds the lock another took meanwhile, and refuses: the other keeps it', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'taskflow-lock-paused-'));
+    const dir = join(root, 'db');
+    mkdirSync(dir);
+    const file = join(dir, LOCK_FILE);
+    writeFileSync(
+      file,
+      JSON.stringify({ pid: 4_000_000, host: hostname(), started: '1', command: 'killed' }),
+    );
+    const module = new URL('../../src/store/data-dir-lock.ts', import.meta.url).href;
+    const holder = `
+      const { lockDataDirectory } = await import(${JSON.stringify(module)});
+      try { lockDataDirectory(process.argv[1]); console.log('held'); } catch (e) { console.log('refused ' + e.name); }
+      setInterval(() => {}, 1000);`;
+    let a: ReturnType<typeof spawn> | undefined;
+    const lockedBy = () => {
+      try {
+        return (JSON.parse(readFileSync(file, 'utf8')) as { pid: number }).pid;
+      } catch {
+        return undefined;
+      }
+    };
+    // This process read the stale lock and is about to take the takeover marker when it is descheduled: another
+    // process takes the lock over meanwhile and runs.
+    const link = fs.linkSync;
+    fs.linkSync = ((existing: fs.PathLike, target: fs.PathLike) => {
+      if (!a && String(target) === `${file}.takeover`) {
+        a = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', holder, dir], {
+          stdio: 'ignore',
+        });
+        const end = Date.now() + 30_000;
+        while (lockedBy() !== a.pid && Date.now() < end) spawnSync('sleep', ['0.05']);
+      }
+      return link(existing, target);
+    }) as typeof fs.linkSync;
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => lockDataDirectory(dir), DataDirectoryInUseError);
+      assert.equal(lockedBy(), a?.pid, 'the other process keeps the lock');
+    } finally {
+      fs.linkSync = link;
+      syncBuiltinESMExports();
+      a?.kill();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
