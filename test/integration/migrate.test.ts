@@ -203,6 +203,14 @@ describe('a database migrated by a newer Taskflow', () => {
       const db = await openDb(url);
       try {
         await migrate(db);
+        // The ledger's columns, as every earlier version made them (a new name would differ by database).
+        const columns = await db.query<{ column_name: string }>(
+          "SELECT column_name FROM information_schema.columns WHERE table_name = 'schema_migrations' ORDER BY ordinal_position",
+        );
+        assert.deepEqual(
+          columns.rows.map((c) => c.column_name),
+          ['version', 'name', 'applied_at'],
+        );
         await db.query("INSERT INTO schema_migrations (version, name) VALUES (999, '999_workspaces.sql')");
         const warned: string[] = [];
         assert.deepEqual(await migrate(db, { warn: (m) => warned.push(m) }), []);
