@@ -29,6 +29,25 @@ import { taskCreated, titleOf } from '../helpers/events.ts';
 import { FAST_RETRY, kafkaBrokers } from '../helpers/transports.ts';
 
 const DAY = 86_400_000;
+
+/** Kafka settings under a topic prefix of their own, a raw admin client, and buses that look for partitions often. */
+function onKafka(prefix: string) {
+  const settings = {
+    brokers: kafkaBrokers!.split(','),
+    clientId: 'taskflow-partitions-test',
+    topicPrefix: `${prefix}${randomBytes(3).toString('hex')}.`,
+  };
+  const raw = new Admin({ clientId: 'partitions-test', bootstrapBrokers: settings.brokers });
+  const newBus = () =>
+    createKafkaBus(settings, {
+      log: silentLogger,
+      retry: FAST_RETRY,
+      sessionTimeoutMs: 6_000,
+      heartbeatIntervalMs: 500,
+      partitionCheckMs: 500,
+    });
+  return { settings, raw, newBus };
+}
 const keyOn = (partition: number, of: number) => {
   for (let i = 0; ; i++) if (partitionFor(`k-${i}`, of) === partition) return `k-${i}`;
 };
@@ -37,21 +56,8 @@ describe(
   'partitions added to a Kafka topic',
   { skip: kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS' },
   () => {
-    const settings = {
-      brokers: kafkaBrokers!.split(','),
-      clientId: 'taskflow-partitions-test',
-      topicPrefix: `pgrow${randomBytes(3).toString('hex')}.`,
-    };
-    const raw = new Admin({ clientId: 'partitions-test', bootstrapBrokers: settings.brokers });
+    const { settings, raw, newBus } = onKafka('pgrow');
     after(() => raw.close());
-    const newBus = () =>
-      createKafkaBus(settings, {
-        log: silentLogger,
-        retry: FAST_RETRY,
-        sessionTimeoutMs: 6_000,
-        heartbeatIntervalMs: 500,
-        partitionCheckMs: 500,
-      });
 
     it('start-up leaves an existing topic as it is when KAFKA_TOPIC_PARTITIONS asks for more (documented)', async () => {
       const bus = newBus();
@@ -127,20 +133,7 @@ describe(
   { skip: kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS' },
   () => {
     it('is tried again at the next look, and the group reads the added partition', async () => {
-      const settings = {
-        brokers: kafkaBrokers!.split(','),
-        clientId: 'taskflow-partitions-test',
-        topicPrefix: `prejoin${randomBytes(3).toString('hex')}.`,
-      };
-      const raw = new Admin({ clientId: 'partitions-test', bootstrapBrokers: settings.brokers });
-      const newBus = () =>
-        createKafkaBus(settings, {
-          log: silentLogger,
-          retry: FAST_RETRY,
-          sessionTimeoutMs: 6_000,
-          heartbeatIntervalMs: 500,
-          partitionCheckMs: 500,
-        });
+      const { settings, raw, newBus } = onKafka('prejoin');
       const topic = 'grown';
       const bus = newBus();
       await bus.admin.ensureTopics([{ name: topic, partitions: 1, retentionMs: DAY }]);
