@@ -144,7 +144,11 @@ export async function createBus(
         ...(config.dapr.apiToken ? { apiToken: config.dapr.apiToken } : {}),
         ...(config.dapr.appToken ? { appToken: config.dapr.appToken } : {}),
       };
-      bus = createDaprBus(settings, { log: busLog, ...(opts.http ? { app: opts.http } : {}) });
+      bus = createDaprBus(settings, {
+        log: busLog,
+        ...(opts.http ? { app: opts.http } : {}),
+        ...(opts.readiness ? { readiness: opts.readiness } : {}),
+      });
       opts.readiness?.('dapr pub/sub component', () => checkDaprComponent(settings));
       break;
     }

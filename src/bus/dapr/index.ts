@@ -41,6 +41,7 @@ export { cleanDaprEvent, eventFromDelivery, normalizeStored, type DaprStatus } f
 export function createDaprBus(s: DaprSettings, opts: DaprBusOptions): Bus {
   const publisher = new DaprPublisher(s, opts.log);
   const subscriber = new DaprSubscriber(s, opts.log, opts.app);
+  opts.readiness?.('dapr subscriptions', async () => subscriber.checkSubscriptions());
   const admin = new DaprAdmin(s.kafka ? new KafkaAdmin({ ...s.kafka, topicPrefix: '' }, opts.log) : null);
   return assembleBus('dapr', { publisher, subscriber, admin });
 }

@@ -46,6 +46,8 @@ export interface DaprBusOptions {
   log: Logger;
   /** The process HTTP server that daprd delivers to; needed to subscribe (not to publish). */
   app?: FastifyInstance;
+  /** Adds a check of the process's /readyz (the sidecar has read the subscriptions). */
+  readiness?: (name: string, check: () => Promise<void>) => void;
 }
 
 /**

@@ -81,6 +81,8 @@ export class DaprSubscriber implements Subscriber {
   /** Failed deliveries per message, for logs and metrics (daprd does the redelivering). */
   private readonly attempts = new Map<string, number>();
   private served = false;
+  /** The topics of the list daprd last read from GET /dapr/subscribe. */
+  private servedTopics = new Set<string>();
   /** Aborted when the HTTP server starts closing: held deliveries stop waiting and answer RETRY. */
   private readonly stopping = new AbortController();
 
@@ -158,17 +160,45 @@ export class DaprSubscriber implements Subscriber {
     };
     app.get('/dapr/subscribe', { schema: { hide: true }, ...fromSidecar }, async () => {
       this.served = true;
-      return this.subscriptions();
+      const list = this.subscriptions();
+      this.servedTopics = new Set(list.map((x) => x.topic));
+      return list;
     });
-    app.post('/dapr/events/:group/:topic', { schema: { hide: true }, ...fromSidecar }, async (req) => {
-      const { group, topic } = req.params as { group: string; topic: string };
-      if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers))
-        if (typeof v === 'string' && !HTTP_ONLY.has(k)) headers[k] = v;
-      const status = await this.deliver(group, topic, req.body, headers);
-      return { status };
-    });
+    // A bulk delivery carries up to maxBatch whole events (a task's description alone may be 10,000
+    // characters): over the server's body limit it was refused (413), redelivered, and dead-lettered whole.
+    const bulkBodyLimit = 64 * 1024 * 1024;
+    app.post(
+      '/dapr/events/:group/:topic',
+      { schema: { hide: true }, bodyLimit: bulkBodyLimit, ...fromSidecar },
+      async (req) => {
+        const { group, topic } = req.params as { group: string; topic: string };
+        if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(req.headers))
+          if (typeof v === 'string' && !HTTP_ONLY.has(k)) headers[k] = v;
+        const status = await this.deliver(group, topic, req.body, headers);
+        return { status };
+      },
+    );
+  }
+
+  /**
+   * Throws unless daprd has read this process's subscriptions (GET /dapr/subscribe) with each topic it
+   * subscribes: a sidecar refused there (a rotated APP_API_TOKEN) or started before a subscription subscribed
+   * nothing, and the process said ready while nothing was delivered.
+   */
+  checkSubscriptions(): void {
+    const topics = [...this.byTopic.values()].filter((r) => !r.closed).map((r) => r.topic);
+    if (topics.length === 0) return;
+    if (!this.served)
+      throw new Error(
+        "the Dapr sidecar has not read this app's subscriptions (GET /dapr/subscribe) yet: it delivers nothing until it does (a sidecar refused there has another APP_API_TOKEN)",
+      );
+    const missing = topics.filter((t) => !this.servedTopics.has(t));
+    if (missing.length)
+      throw new Error(
+        `the Dapr sidecar read this app's subscriptions before ${missing.join(', ')} subscribed: it delivers those only after it restarts`,
+      );
   }
 
   /** Handles one delivery from daprd and says what daprd should do with it. */

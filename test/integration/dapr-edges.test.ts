@@ -1,0 +1,140 @@
+/**
+ * Two edges of the Dapr transport, each with real daprd 1.16 sidecars on the suite's Kafka (a review found
+ * both): a bulk delivery larger than the server's body limit (30 valid events of 9,000-character descriptions,
+ * about 300 KiB in one request) was refused with 413, redelivered and dead-lettered whole; and a process whose
+ * sidecar was refused at GET /dapr/subscribe (a rotated APP_API_TOKEN) said ready on /readyz while nothing was
+ * subscribed or delivered.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { listDeadLetters } from '../../src/bus/dlq.ts';
+import { KafkaAdmin } from '../../src/bus/kafka/index.ts';
+import type { BatchItem, BusMessage } from '../../src/bus/types.ts';
+import { DLQ_SPEC, dlqTopic } from '../../src/contracts/topics.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { consumerTarget } from '../../src/services/consumer-target.ts';
+import { openDb } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { daprdAvailable, startDaprApp, startSidecar, type DaprApp, type Sidecar } from '../helpers/dapr.ts';
+import { taskCreated, titleOf } from '../helpers/events.ts';
+import { freePorts } from '../helpers/processes.ts';
+import { kafkaBrokers } from '../helpers/transports.ts';
+
+const skip = !kafkaBrokers
+  ? 'needs TEST_KAFKA_BROKERS'
+  : !daprdAvailable() && process.env.REQUIRE_DAPR !== '1'
+    ? 'needs daprd: run `scripts/dapr fetch` once (builds and caches daprd 1.16.0)'
+    : false;
+const id = randomBytes(3).toString('hex');
+
+/** Creates `topic` and the dead-letter topic of `group` on the suite's broker. */
+async function makeTopics(topic: string, group: string) {
+  const admin = new KafkaAdmin({ brokers: kafkaBrokers!.split(','), clientId: 'dapr-edges' }, silentLogger);
+  await admin.ensureTopics([
+    { name: topic, partitions: 1, retentionMs: 3_600_000 },
+    { name: dlqTopic(group), ...DLQ_SPEC },
+  ]);
+  await admin.close();
+}
+
+describe('Dapr edges', { skip, timeout: 180_000 }, () => {
+  it('hands a bulk delivery over 256 KiB to its batch handler: 30 events of 9,000-character descriptions, none dead-lettered', async () => {
+    const group = `dapr-edges-bulk-${id}`;
+    const topic = `dapr-edges-bulk-events-${id}`;
+    await makeTopics(topic, group);
+    const db = await openDb('memory://');
+    await migrate(db);
+    const handled: string[] = [];
+    let dapr: DaprApp | undefined;
+    try {
+      dapr = await startDaprApp(db, {
+        appId: group,
+        name: group,
+        targets: [
+          consumerTarget({
+            manifest: { name: 'edges-bulk', consumes: { group, topics: [topic] } },
+            batchIntervalMs: 500,
+            setup: async () => ({
+              handle: async (m: BusMessage) => void handled.push(titleOf(m.event)),
+              handleBatch: async (items: readonly BatchItem[]) =>
+                void handled.push(...items.map((i) => titleOf(i.message.event))),
+            }),
+          }),
+        ],
+        topics: [topic],
+        kafkaBrokers: kafkaBrokers!,
+      });
+      const events = Array.from({ length: 30 }, (_, i) =>
+        taskCreated(`user-${i}`, `big-${i}`, { description: 'x'.repeat(9_000) }),
+      );
+      const bus = dapr.app.proc.runtime.bus;
+      await bus.publisher.publish(events.map((event) => ({ topic, key: event.partitionkey!, event })));
+      const outcome = await waitFor(
+        async () => {
+          const letters = await listDeadLetters(bus.admin, group);
+          return handled.length + letters.length >= 30
+            ? { handled: handled.length, deadLettered: letters.length }
+            : undefined;
+        },
+        90_000,
+        'every event handled or dead-lettered',
+      );
+      assert.deepEqual(outcome, { handled: 30, deadLettered: 0 });
+    } finally {
+      await dapr?.stop();
+      await db.close();
+    }
+  });
+
+  it('is not ready while its sidecar has not read its subscriptions (refused: another APP_API_TOKEN)', async () => {
+    const group = `dapr-edges-ready-${id}`;
+    const topic = `dapr-edges-ready-events-${id}`;
+    await makeTopics(topic, group);
+    const db = await openDb('memory://');
+    await migrate(db);
+    let sidecar: Sidecar | undefined;
+    let app: TestApp | undefined;
+    let handled = 0;
+    try {
+      const [appPort, httpPort] = await freePorts(2);
+      sidecar = await startSidecar({
+        appId: group,
+        name: group,
+        kafkaBrokers: kafkaBrokers!,
+        appPort: appPort!,
+        httpPort: httpPort!,
+        apiToken: 'sidecar-token-0123456789abcdef-new',
+      });
+      app = await startApp(db, {
+        targets: [
+          consumerTarget({
+            manifest: { name: 'edges-ready', consumes: { group, topics: [topic] } },
+            setup: async () => ({ handle: async () => void handled++ }),
+          }),
+        ],
+        env: {
+          BUS: 'dapr',
+          PORT: String(appPort),
+          DAPR_HTTP_PORT: String(httpPort),
+          KAFKA_BROKERS: kafkaBrokers!,
+          APP_API_TOKEN: 'app-token-0123456789abcdef-old',
+          DAPR_API_TOKEN: 'sidecar-token-0123456789abcdef-new',
+        },
+      });
+      await app.proc.runtime.bus.publisher.publish([{ topic, key: 'u', event: taskCreated('u', 'x') }]);
+      await sleep(10_000); // daprd asked for the subscriptions and was refused
+      const readyz = await fetch(`${app.url}/readyz`);
+      const body = JSON.stringify(await readyz.json());
+      assert.equal(handled, 0, 'the premise: nothing delivered');
+      assert.equal(readyz.status, 503, body);
+      assert.match(body, /has not read this app's subscriptions/);
+    } finally {
+      await app?.stop();
+      await sidecar?.stop();
+      await db.close();
+    }
+  });
+});
