@@ -58,6 +58,8 @@ interface Registered {
   hooks?: ConsumeHooks;
   closed: boolean;
   inflight: Set<Promise<unknown>>;
+  /** The ids of the events being handled one at a time (deliver): a redelivery of one of them waits its turn. */
+  handling: Set<string>;
 }
 
 /** HTTP headers that are not Kafka record headers. */
@@ -212,7 +214,27 @@ export class DaprSubscriber implements Subscriber {
       group,
       topic,
       () => 'RETRY',
-      (sub) => this.handle(sub, this.messageOf(sub, body, headers)),
+      async (sub) => {
+        const message = this.messageOf(sub, body, headers);
+        // A sidecar that died while this event was being handled: the new one delivers it again, and the
+        // partition's next events after it, while the first handling runs on. Answered RETRY until that one
+        // ends (daprd holds the partition meanwhile), then the ledger passes it by: one user's handlings
+        // stay one at a time, in order.
+        const id = typeof message.event.id === 'string' ? message.event.id : '';
+        if (id && sub.handling.has(id)) {
+          this.log.warn(
+            { group, topic, event_id: id },
+            'dapr delivered an event still being handled here (its sidecar restarted); answering RETRY',
+          );
+          return 'RETRY';
+        }
+        if (id) sub.handling.add(id);
+        try {
+          return await this.handle(sub, message);
+        } finally {
+          if (id) sub.handling.delete(id);
+        }
+      },
     );
   }
 
@@ -409,6 +431,7 @@ export class DaprSubscriber implements Subscriber {
         ...(opts.deadLetters === false ? { deadLetters: false } : {}),
         closed: false,
         inflight: new Set(),
+        handling: new Set(),
       };
       return Object.assign(reg, {
         pipeline: this.pipeline(reg, opts.handler, opts.hooks),
