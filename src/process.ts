@@ -3,7 +3,14 @@
  * starts each target; stops them in reverse order on SIGTERM/SIGINT, finishing in-flight work.
  */
 import { createVerifier } from './auth.ts';
-import { allTopics, createBus, preloadBus, provisionsTopics, type RegisteredSchemas } from './bus/index.ts';
+import {
+  allTopics,
+  createBus,
+  preloadBus,
+  provisionsTopics,
+  shortOfPartitions,
+  type RegisteredSchemas,
+} from './bus/index.ts';
 import type { Bus } from './bus/types.ts';
 import { ConfigError, type Config } from './config.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
@@ -225,7 +232,7 @@ function provisionTopics(
     await bus.admin.ensureTopics(wanted);
     // An existing topic keeps its partitions at a start (BusAdmin.ensureTopics): said, when the settings differ.
     const has = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t.partitions]));
-    const fewer = wanted.filter((t) => (has.get(t.name) ?? t.partitions) < t.partitions);
+    const fewer = shortOfPartitions(wanted, (name) => has.get(name));
     if (fewer.length)
       log.warn(
         { topics: fewer.map((t) => `${t.name}: ${has.get(t.name)} partitions (asked ${t.partitions})`) },

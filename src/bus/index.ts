@@ -26,6 +26,15 @@ export function allTopics(config: Config, deadLetterGroups: readonly string[]): 
   );
 }
 
+/**
+ * The topics of `wanted` that exist with fewer partitions than asked (`partitionsOf`: an existing topic's
+ * count, undefined for one that does not exist): what a start leaves as it is, and `topics ensure` may grow.
+ */
+export const shortOfPartitions = (
+  wanted: readonly TopicSpec[],
+  partitionsOf: (topic: string) => number | undefined,
+): TopicSpec[] => wanted.filter((t) => (partitionsOf(t.name) ?? t.partitions) < t.partitions);
+
 const topicOverrides = (config: Config): TopicOverrides => ({
   partitions: config.kafka.topicPartitions,
   retentionMs: config.kafka.topicRetentionMs,

@@ -388,13 +388,13 @@ topics
   .action(() =>
     withBus(
       async (bus, config) => {
-        const { allTopics } = await import('../bus/index.ts');
+        const { allTopics, shortOfPartitions } = await import('../bus/index.ts');
         const wanted = allTopics(config, deadLetterGroups(MANIFESTS));
         const before = new Map((await bus.admin.describeTopics()).map((t) => [t.name, t]));
         // The embedded bus adds partitions itself, only to a topic no group has a backlog on: a key may hash
         // to another partition, and a user's events not consumed yet would be overtaken by newer ones.
         const backlogs = new Map<string, string>();
-        const growing = wanted.filter((t) => (before.get(t.name)?.partitions ?? t.partitions) < t.partitions);
+        const growing = shortOfPartitions(wanted, (name) => before.get(name)?.partitions);
         if (bus.kind === 'embedded' && growing.length) {
           const lag = await bus.admin.lag(undefined, subscribedTopics(MANIFESTS));
           for (const t of growing) {

@@ -101,17 +101,14 @@ class KafkaGroupMember implements Subscription {
     if (this.closed || this.reconnecting) return;
     try {
       const counts = await this.lookUpPartitions();
-      const grown = [...counts].some(([t, n]) => n > (this.partitionCounts.get(t) ?? n));
-      if (!grown) {
-        for (const [t, n] of counts) this.partitionCounts.set(t, n);
-        return;
+      if ([...counts].some(([t, n]) => n > (this.partitionCounts.get(t) ?? n))) {
+        if (this.closed || this.reconnecting) return;
+        this.cfg.log.info(
+          { group: this.opts.group, topics: this.opts.topics },
+          'partitions were added to a topic; rejoining the group',
+        );
+        await this.consumer.joinGroup({});
       }
-      if (this.closed || this.reconnecting) return;
-      this.cfg.log.info(
-        { group: this.opts.group, topics: this.opts.topics },
-        'partitions were added to a topic; rejoining the group',
-      );
-      await this.consumer.joinGroup({});
       // Recorded once joined: a join that failed (or did not happen) is tried again at the next look.
       for (const [t, n] of counts) this.partitionCounts.set(t, n);
     } catch (err) {
