@@ -194,8 +194,7 @@ describe('Dapr edges', { skip, timeout: 180_000 }, () => {
       await sidecar.stop();
       sidecar = await start();
       await waitFor(() => log.includes('end e3'), 60_000, 'e3 handled');
-      // Each start is followed by its end before the next start: one handling at a time, in order (this
-      // handler keeps no ledger, so e1 is handled a second time, after the first).
+      // Each start is followed by its end before the next start: one handling at a time, in order.
       for (let i = 0; i < log.length; i += 2)
         assert.equal(log[i + 1], log[i]!.replace('start', 'end'), log.join(', '));
       assert.deepEqual([...new Set(log.filter((l) => l.startsWith('end')))], ['end e1', 'end e2', 'end e3']);

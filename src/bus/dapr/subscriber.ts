@@ -58,8 +58,8 @@ interface Registered {
   hooks?: ConsumeHooks;
   closed: boolean;
   inflight: Set<Promise<unknown>>;
-  /** The ids of the events being handled one at a time (deliver): a redelivery of one of them waits its turn. */
-  handling: Set<string>;
+  /** The handlings of events delivered one at a time (deliver), by event id: a redelivery joins its own. */
+  handling: Map<string, Promise<DaprStatus>>;
 }
 
 /** HTTP headers that are not Kafka record headers. */
@@ -217,22 +217,26 @@ export class DaprSubscriber implements Subscriber {
       async (sub) => {
         const message = this.messageOf(sub, body, headers);
         // A sidecar that died while this event was being handled: the new one delivers it again, and the
-        // partition's next events after it, while the first handling runs on. Answered RETRY until that one
-        // ends (daprd holds the partition meanwhile), then the ledger passes it by: one user's handlings
-        // stay one at a time, in order.
+        // partition's next events after it, while the first handling runs on. The redelivery waits for that
+        // handling and answers its outcome (daprd holds the partition meanwhile, and its HTTP call has no
+        // deadline): one user's handlings stay one at a time, in order. Answered RETRY at once, the
+        // redeliveries ran out before a long handling ended, and the event was dead-lettered while handled.
         const id = typeof message.event.id === 'string' ? message.event.id : '';
-        if (id && sub.handling.has(id)) {
+        const running = id ? sub.handling.get(id) : undefined;
+        if (running) {
           this.log.warn(
             { group, topic, event_id: id },
-            'dapr delivered an event still being handled here (its sidecar restarted); answering RETRY',
+            'dapr delivered an event still being handled here (its sidecar restarted); answering when that ends',
           );
-          return 'RETRY';
+          return running;
         }
-        if (id) sub.handling.add(id);
+        const handled = this.handle(sub, message);
+        if (!id) return handled;
+        sub.handling.set(id, handled);
         try {
-          return await this.handle(sub, message);
+          return await handled;
         } finally {
-          if (id) sub.handling.delete(id);
+          sub.handling.delete(id);
         }
       },
     );
@@ -431,7 +435,7 @@ export class DaprSubscriber implements Subscriber {
         ...(opts.deadLetters === false ? { deadLetters: false } : {}),
         closed: false,
         inflight: new Set(),
-        handling: new Set(),
+        handling: new Map(),
       };
       return Object.assign(reg, {
         pipeline: this.pipeline(reg, opts.handler, opts.hooks),
