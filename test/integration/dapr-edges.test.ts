@@ -3,7 +3,8 @@
  * both): a bulk delivery larger than the server's body limit (30 valid events of 9,000-character descriptions,
  * about 300 KiB in one request) was refused with 413, redelivered and dead-lettered whole; and a process whose
  * sidecar was refused at GET /dapr/subscribe (a rotated APP_API_TOKEN) said ready on /readyz while nothing was
- * subscribed or delivered.
+ * subscribed or delivered. And a bulk group's dead letter that daprd 1.16 could not write (the dead-letter topic
+ * refusing the record) was committed past and lost: the process writes it, and holds the partition until it can.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +15,8 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { listDeadLetters } from '../../src/bus/dlq.ts';
 import { KafkaAdmin } from '../../src/bus/kafka/index.ts';
-import type { BatchItem, BusMessage } from '../../src/bus/types.ts';
+import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from '@platformatic/kafka';
+import { PermanentError, type BatchItem, type BusMessage } from '../../src/bus/types.ts';
 import { DLQ_SPEC, dlqTopic } from '../../src/contracts/topics.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { consumerTarget } from '../../src/services/consumer-target.ts';
@@ -202,6 +204,103 @@ describe('Dapr edges', { skip, timeout: 180_000 }, () => {
       await app?.stop();
       await sidecar?.stop();
       await db.close();
+    }
+  });
+  it("holds a bulk group's partition while its dead-letter topic refuses a letter, and writes it once it can: nothing committed past it", async () => {
+    const group = `dapr-edges-letter-${id}`;
+    const topic = `dapr-edges-letter-events-${id}`;
+    await makeTopics(topic, group);
+    const kafka = new Admin({ clientId: 'dapr-edges', bootstrapBrokers: kafkaBrokers!.split(',') });
+    /** The dead-letter topic's largest record: 200 bytes (refuses every letter), or the broker's default. */
+    const letterLimit = (limit: number | null) =>
+      kafka.incrementalAlterConfigs({
+        resources: [
+          {
+            resourceType: ConfigResourceTypes.TOPIC,
+            resourceName: dlqTopic(group),
+            configs: [
+              limit === null
+                ? { name: 'max.message.bytes', configOperation: IncrementalAlterConfigOperationTypes.DELETE }
+                : {
+                    name: 'max.message.bytes',
+                    configOperation: IncrementalAlterConfigOperationTypes.SET,
+                    value: String(limit),
+                  },
+            ],
+          },
+        ],
+      });
+    await letterLimit(200);
+    const db = await openDb('memory://');
+    await migrate(db);
+    const handled: string[] = [];
+    let dapr: DaprApp | undefined;
+    try {
+      dapr = await startDaprApp(db, {
+        appId: group,
+        name: group,
+        targets: [
+          consumerTarget({
+            manifest: { name: 'edges-letter', consumes: { group, topics: [topic] } },
+            batchIntervalMs: 200,
+            setup: async () => ({
+              handle: async (m: BusMessage) => {
+                if (titleOf(m.event) === 'poison') throw new PermanentError('never works');
+                handled.push(titleOf(m.event));
+              },
+              handleBatch: async (items: readonly BatchItem[]) => {
+                if (items.some((i) => titleOf(i.message.event) === 'poison'))
+                  throw new Error('poison in batch');
+                handled.push(...items.map((i) => titleOf(i.message.event)));
+              },
+            }),
+          }),
+        ],
+        topics: [topic],
+        kafkaBrokers: kafkaBrokers!,
+      });
+      const bus = dapr.app.proc.runtime.bus;
+      const lag = async () => (await bus.admin.lag(group)).reduce((n, p) => n + Number(p.lag), 0);
+      // One event handled first: the group has a committed position to be behind of.
+      await bus.publisher.publish([{ topic, key: 'u', event: taskCreated('u', 'before') }]);
+      await waitFor(async () => handled.includes('before') && (await lag()) === 0, 60_000, 'the first event');
+      const poison = taskCreated('u', 'poison');
+      await bus.publisher.publish([{ topic, key: 'u', event: poison }]);
+      await sleep(8_000);
+      assert.deepEqual(
+        await listDeadLetters(bus.admin, group),
+        [],
+        'the premise: the topic refuses the letter',
+      );
+      assert.equal(
+        await lag(),
+        1,
+        'the poison event is not committed past while its dead letter is not written',
+      );
+      const later = taskCreated('u', 'after the poison');
+      await bus.publisher.publish([{ topic, key: 'u', event: later }]);
+      await sleep(2_000);
+      assert.deepEqual(handled, ['before'], "the user's next event waits behind it");
+
+      await letterLimit(null);
+      const letters = await waitFor(
+        async () => {
+          const found = await listDeadLetters(bus.admin, group);
+          return found.length > 0 ? found : undefined;
+        },
+        60_000,
+        'the dead letter written once the topic takes it',
+      );
+      assert.equal(letters.length, 1);
+      assert.equal(letters[0]!.event.id, poison.id);
+      assert.match(letters[0]!.error, /never works/, 'the letter says why (x-dlq-error)');
+      assert.equal(letters[0]!.source.topic, topic);
+      await waitFor(() => handled.includes('after the poison'), 30_000, 'the next event handled after it');
+      assert.deepEqual(handled, ['before', 'after the poison']);
+    } finally {
+      await dapr?.stop();
+      await db.close();
+      await kafka.close();
     }
   });
 });

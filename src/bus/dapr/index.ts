@@ -15,7 +15,9 @@
  *   straight to the dead-letter topic). Our in-process retry (CONSUMER_*) is not used on Dapr. A batching
  *   group (a batch handler and a batch interval) subscribes in bulk (`bulkSubscribe`, alpha in 1.16): daprd
  *   sends up to maxBatch events of a partition per request, at most the interval apart, and gets a status
- *   per entry; the batch handler takes them in one transaction (deliverBulk).
+ *   per entry; the batch handler takes them in one transaction (deliverBulk), and an entry that fails alone
+ *   is retried here and dead-lettered by this process (through the sidecar, with the failure's headers), then
+ *   answered SUCCESS: daprd 1.16's bulk path commits past a DROP whose dead letter it could not write.
  * - The Kafka consumer group is the Dapr app id (component `consumerGroup: '{appID}'`): run one consumer
  *   target per sidecar with app id = its group. Dapr allows one subscription per topic per app, so a second
  *   group on the same topic in one process is refused.
@@ -40,7 +42,7 @@ export { cleanDaprEvent, eventFromDelivery, normalizeStored, type DaprStatus } f
 
 export function createDaprBus(s: DaprSettings, opts: DaprBusOptions): Bus {
   const publisher = new DaprPublisher(s, opts.log);
-  const subscriber = new DaprSubscriber(s, opts.log, opts.app);
+  const subscriber = new DaprSubscriber(s, opts.log, opts.app, publisher);
   opts.readiness?.('dapr subscriptions', async () => subscriber.checkSubscriptions());
   const admin = new DaprAdmin(s.kafka ? new KafkaAdmin({ ...s.kafka, topicPrefix: '' }, opts.log) : null);
   return assembleBus('dapr', { publisher, subscriber, admin });

@@ -16,6 +16,7 @@ import {
   logOf,
   measured,
   newDelivery,
+  publishDeadLetter,
   retried,
   retryUpTo,
   traced,
@@ -27,6 +28,7 @@ import {
   PermanentError,
   type BatchHandler,
   type BusMessage,
+  type Publisher,
   type SubscribeOptions,
   type Subscriber,
   type Subscription,
@@ -51,8 +53,13 @@ interface Registered {
   pipeline: Handle;
   /** false: no dead-letter topic (SubscribeOptions.deadLetters). */
   deadLetters?: false;
-  /** The entries of a bulk delivery: retried here, then dead-lettered alone (see handleBulk). */
+  /**
+   * The entries of a bulk delivery: retried here, then dead-lettered alone, by this process when it has the
+   * bus's publisher (see handleBulk).
+   */
   entryPipeline: Handle;
+  /** Whether entryPipeline writes its dead letters itself (answered SUCCESS once written, not DROP). */
+  entryLettersHere: boolean;
   /** A batching group (batchHandler and batchIntervalMs): daprd delivers it in bulk. */
   bulk?: { batchHandler: BatchHandler; maxMessagesCount: number; maxAwaitDurationMs: number };
   hooks?: ConsumeHooks;
@@ -92,6 +99,8 @@ export class DaprSubscriber implements Subscriber {
     private readonly s: DaprSettings,
     private readonly log: Logger,
     private readonly app?: FastifyInstance,
+    /** The sidecar's publisher: a bulk entry's dead letter is written through it (see handleBulk). */
+    private readonly publisher?: Publisher,
   ) {
     if (app) this.mount(app);
   }
@@ -270,11 +279,14 @@ export class DaprSubscriber implements Subscriber {
   /**
    * A bulk delivery (a batching group's subscription): the entries of one partition, in order. The valid ones
    * go to the batch handler at once (one transaction for all); if that fails, or for an invalid entry, each is
-   * handled alone, in order, with its retries here (DEFAULT_RETRY, as on Kafka) and then dead-lettered alone
-   * (DROP): answered RETRY, an entry that kept failing was dead-lettered by daprd together with every entry
-   * after it, which were answered RETRY unhandled (a NUL in one event's title sent five valid events to the
-   * dead-letter topic). Only a stop answers RETRY: then the rest are answered RETRY unhandled, so daprd
-   * redelivers them after it, in order.
+   * handled alone, in order, with its retries here (DEFAULT_RETRY, as on Kafka) and then dead-lettered alone:
+   * answered RETRY, an entry that kept failing was dead-lettered by daprd together with every entry after it,
+   * which were answered RETRY unhandled (a NUL in one event's title sent five valid events to the dead-letter
+   * topic). The dead letter is written here, through the sidecar, with the failure's headers, as on Kafka
+   * (tried again until it is written, holding the partition), and the entry answered SUCCESS: answered DROP,
+   * daprd 1.16's bulk path committed past an entry whose dead letter it could not write (a dead-letter topic
+   * refusing the record), and the event was lost. Only a stop answers RETRY: then the rest are answered RETRY
+   * unhandled, so daprd redelivers them after it, in order.
    */
   async deliverBulk(
     group: string,
@@ -305,7 +317,9 @@ export class DaprSubscriber implements Subscriber {
     let blocked = false;
     for (const p of parsed) {
       if (statuses.has(p.entry.entryId)) continue;
-      const status = blocked ? 'RETRY' : await this.handle(sub, p.message, sub.entryPipeline);
+      const status = blocked
+        ? 'RETRY'
+        : await this.handle(sub, p.message, sub.entryPipeline, sub.entryLettersHere);
       if (status === 'RETRY') blocked = true;
       statuses.set(p.entry.entryId, status);
     }
@@ -329,11 +343,17 @@ export class DaprSubscriber implements Subscriber {
   }
 
   /**
-   * One message through the subscription's pipeline, and the answer daprd acts on: SUCCESS when handled,
-   * DROP when dead-lettered (daprd writes it to the dead-letter topic), RETRY when it failed (daprd
-   * redelivers per its resiliency policy, and dead-letters it when that is used up).
+   * One message through the subscription's pipeline, and the answer daprd acts on: SUCCESS when handled (or
+   * dead-lettered by `pipeline` itself: `lettersHere`), DROP when dead-lettered (daprd writes it to the
+   * dead-letter topic), RETRY when it failed (daprd redelivers per its resiliency policy, and dead-letters it
+   * when that is used up).
    */
-  private async handle(sub: Registered, message: BusMessage, pipeline = sub.pipeline): Promise<DaprStatus> {
+  private async handle(
+    sub: Registered,
+    message: BusMessage,
+    pipeline = sub.pipeline,
+    lettersHere = false,
+  ): Promise<DaprStatus> {
     const d = newDelivery(message, sub.group);
     const id = `${message.topic}/${message.partition}/${message.offset}/${message.event?.id}`;
     try {
@@ -354,7 +374,7 @@ export class DaprSubscriber implements Subscriber {
       return 'RETRY';
     }
     this.attempts.delete(id);
-    return d.deadLettered === undefined ? 'SUCCESS' : 'DROP';
+    return d.deadLettered === undefined || lettersHere ? 'SUCCESS' : 'DROP';
   }
 
   /**
@@ -367,7 +387,7 @@ export class DaprSubscriber implements Subscriber {
     reg: Pick<Registered, 'closed'>,
     handler: SubscribeOptions['handler'],
     hooks?: ConsumeHooks,
-    opts: { retryHere?: boolean } = {},
+    opts: { retryHere?: boolean; lettersHere?: boolean } = {},
   ): Handle {
     const log = this.log;
     // retryHere (the entries of a bulk delivery): a failure is retried here, as on Kafka (DEFAULT_RETRY; an
@@ -382,6 +402,9 @@ export class DaprSubscriber implements Subscriber {
         hooks,
         isPoison: (err) =>
           err instanceof PermanentError || (opts.retryHere === true && !(err instanceof Aborted)),
+        ...(opts.lettersHere && this.publisher
+          ? { send: publishDeadLetter(this.publisher, DEFAULT_RETRY, log, this.stopping.signal) }
+          : {}),
       }),
       validated,
       retried({
@@ -418,7 +441,7 @@ export class DaprSubscriber implements Subscriber {
         'BUS=dapr: subscription added after daprd read /dapr/subscribe; the sidecar will not deliver it until it restarts',
       );
     const regs: Registered[] = opts.topics.map((topic) => {
-      const reg: Omit<Registered, 'pipeline' | 'entryPipeline'> = {
+      const reg: Omit<Registered, 'pipeline' | 'entryPipeline' | 'entryLettersHere'> = {
         group: opts.group,
         topic,
         path: `/dapr/events/${encodeURIComponent(opts.group)}/${encodeURIComponent(topic)}`,
@@ -437,9 +460,15 @@ export class DaprSubscriber implements Subscriber {
         inflight: new Set(),
         handling: new Map(),
       };
+      // A group with a dead-letter topic writes a bulk entry's dead letter itself (handleBulk).
+      const entryLettersHere = opts.deadLetters !== false && this.publisher !== undefined;
       return Object.assign(reg, {
         pipeline: this.pipeline(reg, opts.handler, opts.hooks),
-        entryPipeline: this.pipeline(reg, opts.handler, opts.hooks, { retryHere: true }),
+        entryPipeline: this.pipeline(reg, opts.handler, opts.hooks, {
+          retryHere: true,
+          lettersHere: entryLettersHere,
+        }),
+        entryLettersHere,
       });
     });
     for (const r of regs) this.byTopic.set(r.topic, r);
