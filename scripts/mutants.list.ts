@@ -23,7 +23,7 @@ export interface Mutant {
   also?: readonly { find: string; replace: string }[];
   tests: readonly string[];
   /** Components besides PostgreSQL that its tests need (scripts/mutants starts them). */
-  needs?: readonly 'kafka'[];
+  needs?: readonly ('kafka' | 'dapr')[];
 }
 
 /** The end of the field list in chain.ts `hashedContent`; each audit-hash mutant drops one field of it. */
@@ -766,6 +766,16 @@ export const MUTANTS: readonly Mutant[] = [
     find: '        await http.app.close(); // stop accepting, let in-flight requests finish',
     replace: '        void http.app.close(); // stop accepting, let in-flight requests finish',
     tests: ['test/integration/signals.test.ts#SIGTERM with a request in flight'],
+  },
+  {
+    id: 'dapr-bulk-letter-left-to-daprd',
+    breaks:
+      "nothing lost on Dapr: a bulk entry's dead letter is written by the app (held until written), not answered DROP",
+    file: 'src/bus/dapr/subscriber.ts',
+    find: '      const entryLettersHere = opts.deadLetters !== false && this.publisher !== undefined;',
+    replace: '      const entryLettersHere = false;',
+    tests: ['test/integration/dapr-edges.test.ts#dead-letter topic refuses'],
+    needs: ['kafka', 'dapr'],
   },
 ];
 
