@@ -768,6 +768,15 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/signals.test.ts#SIGTERM with a request in flight'],
   },
   {
+    id: 'audit-verify-skips-below-anchor',
+    breaks:
+      'audit verify recomputes every chain: a record put at or before a retention anchor (or below 1) is refused',
+    file: 'src/services/audit/chain.ts',
+    find: '  if (below)\n',
+    replace: '  if (below && false)\n',
+    tests: ['test/integration/audit-verify-edges.test.ts#numbered below 1'],
+  },
+  {
     id: 'dapr-bulk-letter-left-to-daprd',
     breaks:
       "nothing lost on Dapr: a bulk entry's dead letter is written by the app (held until written), not answered DROP",

@@ -333,6 +333,8 @@ async function verifyUser(
   });
   const missingKey = (id: string) =>
     `keyed with chain key ${id}, which verify was not given (AUDIT_CHAIN_KEY, AUDIT_CHAIN_PREVIOUS_KEYS)`;
+  /** An anchor without its key's id or its MAC is plain (one half alone is no keyed anchor either). */
+  const anchorPlain = anchor !== undefined && (anchor.mac === null || anchor.key_id === null);
   if (anchor) {
     const reason = ((): string | null => {
       if (anchor.mac === null || anchor.key_id === null)
@@ -345,6 +347,21 @@ async function verifyUser(
     })();
     if (reason) return broken(prevSeq + 1, reason);
   }
+  // Records numbered at or before the anchor (or below 1) are never read below, yet the API lists them: a
+  // purge leaves none there, so one was put there afterwards.
+  const below = (
+    await db.query<AuditRow & { key_id: string | null }>(
+      `SELECT ${AUDIT_COLUMNS}, key_id FROM audit_log WHERE user_id = $1 AND user_seq <= $2 ORDER BY user_seq LIMIT 1`,
+      [userId, prevSeq],
+    )
+  ).rows[0];
+  if (below)
+    return broken(
+      toRecord(below),
+      anchor
+        ? `numbered at or before the retention anchor (${prevSeq}), whose records were purged: put there afterwards`
+        : 'numbered below 1, where no chain starts: put there afterwards',
+    );
   for (;;) {
     const rows = (
       await db.query<AuditRow & { key_id: string | null }>(
@@ -368,7 +385,7 @@ async function verifyUser(
       } else {
         // A plain anchor right before a keyed record: a purge never writes one (without the key it leaves such a
         // chain alone), so it was made up over deleted records.
-        if (records === 0 && anchor?.mac === null)
+        if (records === 0 && anchorPlain)
           return broken(r, 'keyed, after a retention anchor that is not (the anchor was made up)');
         key = keys.get(row.key_id);
         if (!key) return broken(r, missingKey(row.key_id));
@@ -455,6 +472,19 @@ export async function purgeAudit(
       ).rows[0]!;
       if (bounds.last === null) return 0;
       const cut = bounds.keep_from === null ? Number(bounds.last) : Number(bounds.keep_from) - 1;
+      // Without the key, a whole chain past retention starts over (no anchor, the head back at the start): a plain
+      // anchor would stand right before the user's next record, keyed once AUDIT_CHAIN_KEY is set, which is what
+      // verify refuses as made up. A plain anchor with nothing after it guards nothing a keyless writer could
+      // not rewrite anyway.
+      if (!key && bounds.keep_from === null) {
+        const deleted = await tx.query('DELETE FROM audit_log WHERE user_id = $1', [user]);
+        await tx.query('DELETE FROM audit_anchors WHERE user_id = $1', [user]);
+        await tx.query('UPDATE audit_chain_heads SET last_seq = 0, last_hash = $2 WHERE user_id = $1', [
+          user,
+          GENESIS_HASH,
+        ]);
+        return deleted.rowCount;
+      }
       const anchorRec = (
         await tx.query<{ seq: string; hash: string }>(
           `SELECT user_seq::text AS seq, hash FROM audit_log WHERE user_id = $1 AND user_seq <= $2

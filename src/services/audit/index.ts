@@ -44,16 +44,20 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
       const metrics = rt.metrics.of(auditManifest);
       await registerAuditApi(rt.http.app, { db: rt.db, verify: rt.verify });
       let timer: NodeJS.Timeout | undefined;
-      let running: Promise<unknown> = Promise.resolve();
+      let first: NodeJS.Timeout | undefined;
+      let running: Promise<unknown> | undefined;
       let appended = 0;
       let analyzeAt = FIRST_ANALYZE;
       if (options.retentionIntervalMs > 0 && options.retentionDays > 0) {
-        timer = setInterval(() => {
-          running = runRetention(rt, options.retentionDays, options.chainKey).catch((err: unknown) =>
-            rt.log.error({ err }, 'audit retention failed'),
-          );
-        }, options.retentionIntervalMs);
-        timer.unref();
+        // One run at a time; the first a second after start, not an interval after it: a target restarted more
+        // often than the interval (a redeploy a day, 6 h by default) never purged.
+        const retain = () => {
+          running ??= runRetention(rt, options.retentionDays, options.chainKey)
+            .catch((err: unknown) => rt.log.error({ err }, 'audit retention failed'))
+            .finally(() => (running = undefined));
+        };
+        first = setTimeout(retain, Math.min(1_000, options.retentionIntervalMs)).unref();
+        timer = setInterval(retain, options.retentionIntervalMs).unref();
       }
       const recorded = (operations: readonly string[]) => {
         for (const operation of operations) metrics.records.inc({ operation });
@@ -89,6 +93,7 @@ export function createAuditTarget(opts: Partial<AuditOptions> = {}) {
       return {
         ...service,
         async stop() {
+          clearTimeout(first);
           clearInterval(timer);
           await running;
         },

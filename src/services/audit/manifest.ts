@@ -18,7 +18,8 @@ export const auditManifest = {
   owns: ['the audit log (hash chain)'],
   /** retentionIntervalMs 0 turns the retention job off. */
   config: (env: Env) => ({
-    retentionDays: int(env, 'AUDIT_RETENTION_DAYS', 365),
+    // 0 keeps records for good; at most a hundred years (a cutoff before year 1 fails every purge).
+    retentionDays: int(env, 'AUDIT_RETENTION_DAYS', 365, 0, 36_500),
     retentionIntervalMs: int(env, 'AUDIT_RETENTION_INTERVAL_MS', 6 * 3_600_000, 0, TIMER_MAX_MS),
     ...chainKeys(env),
   }),
