@@ -194,6 +194,14 @@ export const bool = (env: Env, key: string, def: boolean): boolean => {
   throw new ConfigError(`${key} must be true or false, got "${raw}"`);
 };
 
+/**
+ * `raw` as an error may quote it: the password of a `scheme://user:password@host` (or `user:password@host`)
+ * masked, as far as the last `@` (a password with an unescaped `@` or `/`, which is what makes a URL refused).
+ * The CLI prints these errors, and a platform's logs keep them.
+ */
+export const quotedSecretly = (raw: string): string =>
+  `"${raw.replace(/^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^:/?#@\s]*:)\S*@/, '$1***@')}"`;
+
 /** KAFKA_BROKERS: `host:port` pairs joined by commas (an IPv6 host in brackets). */
 function kafkaBrokers(raw: string | undefined): string[] {
   const brokers = (raw || '127.0.0.1:9092')
@@ -204,11 +212,11 @@ function kafkaBrokers(raw: string | undefined): string[] {
     const m = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(b);
     if (!m || Number(m[1]) < 1 || Number(m[1]) > 65_535)
       throw new ConfigError(
-        `KAFKA_BROKERS must be host:port pairs joined by commas (e.g. kafka-0:9092,kafka-1:9092), got "${b}"`,
+        `KAFKA_BROKERS must be host:port pairs joined by commas (e.g. kafka-0:9092,kafka-1:9092), got ${quotedSecretly(b)}`,
       );
   }
   if (brokers.length === 0)
-    throw new ConfigError(`KAFKA_BROKERS must name at least one host:port, got "${raw}"`);
+    throw new ConfigError(`KAFKA_BROKERS must name at least one host:port, got ${quotedSecretly(raw ?? '')}`);
   return brokers;
 }
 
@@ -255,7 +263,7 @@ function logFormat(raw: string): LogFormat {
 function schemaRegistryOf(env: Env): NonNullable<Config['schemaRegistry']> {
   const url = env.SCHEMA_REGISTRY_URL!;
   if (!/^https?:\/\//.test(url))
-    throw new ConfigError(`SCHEMA_REGISTRY_URL must be an http(s) URL, got "${url}"`);
+    throw new ConfigError(`SCHEMA_REGISTRY_URL must be an http(s) URL, got ${quotedSecretly(url)}`);
   const compatibility = (env.SCHEMA_REGISTRY_COMPATIBILITY ?? 'FULL').toUpperCase();
   if (!(COMPATIBILITY_LEVELS as readonly string[]).includes(compatibility))
     throw new ConfigError(
@@ -314,18 +322,19 @@ function databaseUrlOf(env: Env): string {
   const raw = env.DATABASE_URL;
   if (!raw) return DEFAULT_DATABASE_URL;
   const expected = 'DATABASE_URL must be postgres://…, memory://, or a directory (or file://<directory>)';
-  if (raw.trim() !== raw) throw new ConfigError(`${expected}, got "${raw}" (white space around it)`);
+  if (raw.trim() !== raw)
+    throw new ConfigError(`${expected}, got ${quotedSecretly(raw)} (white space around it)`);
   // The scheme in lower case: the code after this compares it so.
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw)?.[1]?.toLowerCase();
   const url = scheme ? scheme + raw.slice(scheme.length) : raw;
   if (scheme === 'postgres' || scheme === 'postgresql') {
     // libpq's socket form has no host (postgres://user@/db?host=/run/postgresql), which URL refuses.
     if (!URL.canParse(url) && !URL.canParse(url.replace('@/', '@localhost/')))
-      throw new ConfigError(`DATABASE_URL is not a valid URL: "${raw}"`);
+      throw new ConfigError(`DATABASE_URL is not a valid URL: ${quotedSecretly(raw)}`);
     return url;
   }
   if (url === 'memory://') return url;
-  if (scheme && scheme !== 'file') throw new ConfigError(`${expected}, got "${raw}"`);
+  if (scheme && scheme !== 'file') throw new ConfigError(`${expected}, got ${quotedSecretly(raw)}`);
   const dir = pgliteLocation(url);
   let isDirectory: boolean | undefined;
   try {

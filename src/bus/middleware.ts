@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dlqTopic } from '../contracts/topics.ts';
 import { eventProblems } from '../contracts/schemas.ts';
 import type { Logger } from '../observability/logger.ts';
+import { traceIdOf } from '../observability/trace.ts';
 import {
   SpanKind,
   SpanStatusCode,
@@ -112,13 +113,18 @@ export const logOf = (log: Logger, d: Delivery): Logger =>
     offset: d.message.offset,
     event_id: d.message.event?.id,
     event_type: d.message.event?.type,
-    trace_id: d.message.event?.traceparent?.split('-')[1],
+    // The event's own attribute, whatever a producer put there: only a well-formed one names a trace.
+    trace_id: traceIdOf(
+      typeof d.message.event?.traceparent === 'string' ? d.message.event.traceparent : undefined,
+    ),
   });
 
 /** The CONSUMER span options of a message: parent the transport header, else the event's traceparent. */
 export function consumerSpanOptions(message: BusMessage, group: string): SpanOptions {
-  const headerParent = message.headers?.traceparent;
-  const eventParent = message.event?.traceparent;
+  // Strings only: an event is data from the bus, and a parent that is not one was taken for a context.
+  const stringOr = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const headerParent = stringOr(message.headers?.traceparent);
+  const eventParent = stringOr(message.event?.traceparent);
   return {
     kind: SpanKind.CONSUMER,
     parent: headerParent ?? eventParent,

@@ -24,7 +24,7 @@ import { systemClock, type Clock } from '../../domain/clock.ts';
 import { NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
 import { codePoints, firstCodePoints, isUuid, storableText, textProblem } from '../../domain/text.ts';
-import { causeOf } from '../../error-text.ts';
+import { causeOf, errorText } from '../../error-text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { instant } from '../../contracts/schemas.ts';
 import { noContent, okWith, problemDoc } from '../../http/openapi.ts';
@@ -758,7 +758,11 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       ? { problem: problem(499, 'the client went away') }
       : providerProblem(failure, lib, model.apiKey);
     if (!mapped) throw failure;
-    deps.log.warn({ err: failure, conversation_id: conversationId }, 'chat: the language model failed');
+    // Its text without the key, as in the answer: the SDK's error quotes what the provider said, which may be it.
+    deps.log.warn(
+      { err: withoutSecret(errorText(failure), model.apiKey), conversation_id: conversationId },
+      'chat: the language model failed',
+    );
     return { ...mapped, problem: { ...mapped.problem, conversation_id: conversationId } as Problem, calls };
   }
 

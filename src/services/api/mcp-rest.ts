@@ -7,6 +7,7 @@
  * target's own address (a Kubernetes Service per target: `http://taskflow-{target}`).
  */
 import type { FastifyInstance } from 'fastify';
+import { childTraceparent } from '../../observability/trace.ts';
 
 export interface RestAnswer {
   status: number;
@@ -46,7 +47,8 @@ export function restClient(opts: {
     headers: {
       authorization: opts.authorization,
       ...(opts.caller?.userAgent ? { 'user-agent': opts.caller.userAgent } : {}),
-      ...(opts.caller?.traceparent ? { traceparent: opts.caller.traceparent } : {}),
+      // The tool's span when tracing is on (a child of it), else the caller's trace with a span of its own.
+      traceparent: childTraceparent(opts.caller?.traceparent),
       ...(req.body === undefined ? {} : { 'content-type': 'application/json' }),
     },
     body: req.body === undefined ? undefined : JSON.stringify(req.body),
