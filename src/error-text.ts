@@ -32,3 +32,19 @@ export function errorWithCause(err: unknown): string {
   const inner = innermost(err, 0);
   return inner && inner !== outer && !outer.endsWith(inner) ? `${outer}: ${inner}` : outer;
 }
+
+/**
+ * `text` as a record header may carry it anywhere: at most `max` UTF-16 units, cut between characters, with
+ * no NUL and no lone surrogate. The embedded log keeps headers as `jsonb`, which refuses both: a dead letter
+ * whose error quoted one, or was cut through an emoji, was refused on every try and held its partition.
+ */
+export function headerText(text: string, max: number): string {
+  let out = text.length > max ? text.slice(0, max) : text;
+  if (out.length === max && /[\uD800-\uDBFF]$/.test(out)) out = out.slice(0, -1);
+  return UNSAFE_IN_HEADER.test(out) ? out.replace(UNSAFE_IN_HEADER_ALL, '\uFFFD') : out;
+}
+
+/** A NUL, or a surrogate that is not half of a pair. */
+const UNSAFE = '\\u0000|[\\uD800-\\uDBFF](?![\\uDC00-\\uDFFF])|(?<![\\uD800-\\uDBFF])[\\uDC00-\\uDFFF]';
+const UNSAFE_IN_HEADER = new RegExp(UNSAFE);
+const UNSAFE_IN_HEADER_ALL = new RegExp(UNSAFE, 'g');

@@ -25,7 +25,7 @@ import {
   type ConsumeHooks,
   type Publisher,
 } from './types.ts';
-import { errorText } from '../error-text.ts';
+import { errorText, headerText } from '../error-text.ts';
 import { backoffDelay, isUnavailable, type RetryPolicy } from '../retry.ts';
 
 /** One delivery of a message to a group, as it passes down the pipeline. */
@@ -291,7 +291,7 @@ export const publishDeadLetter =
   async (d: Delivery, error: string): Promise<void> => {
     const { message } = d;
     const headers: Record<string, string> = {
-      [DLQ_HEADERS.error]: error.slice(0, 4000),
+      [DLQ_HEADERS.error]: headerText(error, 4000),
       [DLQ_HEADERS.attempts]: String(d.attempts),
       [DLQ_HEADERS.firstFailure]: d.startedAt,
       [DLQ_HEADERS.lastFailure]: new Date().toISOString(),

@@ -135,7 +135,7 @@ export function outboxWrite(
               WITH ORDINALITY AS t(topic, key, stream, numbered, id, type, body, ord)
      ), streams AS (
        INSERT INTO event_streams (stream_key, last_seq)
-       SELECT stream, count(*) FROM ev GROUP BY stream ORDER BY stream
+       SELECT stream, count(*) FROM ev GROUP BY stream ORDER BY stream COLLATE "C"
        ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
        RETURNING stream_key, last_seq
      )`,

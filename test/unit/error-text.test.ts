@@ -1,7 +1,7 @@
 /** Errors as logs write them: a client's give-up message with the cause that says why. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { errorWithCause } from '../../src/error-text.ts';
+import { errorWithCause, headerText } from '../../src/error-text.ts';
 
 describe('errorWithCause', () => {
   it('adds the innermost cause, through causes and an aggregate, once', () => {
@@ -17,4 +17,14 @@ describe('errorWithCause', () => {
     assert.equal(errorWithCause(new Error('plain')), 'plain');
     assert.equal(errorWithCause('a string'), 'a string');
   });
+});
+
+it('headerText: bounded, cut between characters, no NUL or lone surrogate', () => {
+  assert.equal(headerText('plain', 3), 'pla');
+  assert.equal(headerText('xxx😀', 4), 'xxx', 'an emoji at the bound is left out whole');
+  assert.equal(headerText('😀ok', 10), '😀ok');
+  assert.equal(headerText('a\u0000b', 10), 'a\uFFFDb');
+  assert.equal(headerText('\uDC00ok\uD800', 10), '\uFFFDok\uFFFD');
+  const text = 'nothing to change';
+  assert.equal(headerText(text, 100), text);
 });

@@ -33,6 +33,7 @@ import {
 import { partitionFor } from '../partitioner.ts';
 import { producerSpans } from '../producer-spans.ts';
 import type { BusMessage } from '../types.ts';
+import { headerText } from '../../error-text.ts';
 
 /** The NOTIFY channel appends announce themselves on (payload `topic/partition`), for other processes. */
 export const LOG_NOTIFY_CHANNEL = 'taskflow_bus';
@@ -56,6 +57,25 @@ const SMALL_WRITE = 8;
 const TAIL_SIZE = 256;
 
 export const partitionId = (topic: string, partition: number) => `${topic}/${partition}`;
+
+/** A message's headers as `jsonb` takes them: values that hold a NUL or a lone surrogate made safe (headerText). */
+function headersJson(headers: Record<string, string> | undefined): string {
+  if (!headers) return '{}';
+  let safe: Record<string, string> | undefined;
+  for (const k in headers) {
+    const v = headers[k]!;
+    const clean = headerText(v, v.length);
+    if (clean !== v) (safe ??= { ...headers })[k] = clean;
+  }
+  return JSON.stringify(safe ?? headers);
+}
+
+/**
+ * Text in code-unit order, as PostgreSQL's "C" collation orders it: rows locked in this order from JavaScript and
+ * in `ORDER BY … COLLATE "C"` from SQL come in one order (a database's default collation may put `task-updates`
+ * after `taskflow-x.dlq`, which code units put first).
+ */
+const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 export async function ensureTopic(q: Queryable, name: string): Promise<number> {
   const existing = await q.query<{ partitions: number }>(
@@ -259,7 +279,7 @@ export class EmbeddedLog implements EventSink {
         topic.push(m.topic);
         part.push(p);
         key.push(m.key);
-        headers.push(m.headers ? JSON.stringify(m.headers) : '{}');
+        headers.push(headersJson(m.headers));
         value.push(JSON.stringify(m.event));
         stream.push(m.sequenceStream ?? null);
       }
@@ -302,10 +322,13 @@ export class EmbeddedLog implements EventSink {
     const ctes: string[] = [];
     const rows: string[] = [];
     let numbered = false;
-    const groups = [...byPartition].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    groups.forEach(([id, list], g) => {
+    // In the order largeWrite locks them (a topic's partitions by number, not as text: `t/10` before `t/2` let
+    // a small and a large write each hold a row the other waited for, and PostgreSQL aborted one).
+    const groups = [...byPartition]
+      .map(([id, list]) => ({ list, partition: Number(id.slice(id.lastIndexOf('/') + 1)) }))
+      .sort((a, b) => byCodeUnits(a.list[0]!.topic, b.list[0]!.topic) || a.partition - b.partition);
+    groups.forEach(({ list, partition }, g) => {
       const topic = $(list[0]!.topic);
-      const partition = Number(id.slice(id.lastIndexOf('/') + 1));
       ctes.push(
         `ev_p${g} AS (UPDATE bus_partitions SET next_offset = next_offset + ${list.length}
            WHERE topic = ${topic} AND partition = ${partition}
@@ -319,7 +342,7 @@ export class EmbeddedLog implements EventSink {
           if (s) s.count++;
           else streams.set(m.sequenceStream, { cte: `ev_s${g}_${streams.size}`, count: 1 });
         }
-      for (const [name, s] of [...streams].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      for (const [name, s] of [...streams].sort(([a], [b]) => byCodeUnits(a, b)))
         ctes.push(
           `${s.cte} AS (INSERT INTO event_streams (stream_key, last_seq) SELECT ${$(name)}, ${s.count} FROM ev_p${g}
              ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
@@ -333,7 +356,7 @@ export class EmbeddedLog implements EventSink {
         numbered ||= s !== undefined;
         rows.push(
           `SELECT ${topic}::text, ${partition}, coalesce(ev_p${g}.first, ${missingPartition(`${topic} || '/${partition}'`)}) + ${i},
-                  ${$(m.key)}::text, ${$(m.headers ? JSON.stringify(m.headers) : '{}')}::jsonb,
+                  ${$(m.key)}::text, ${$(headersJson(m.headers))}::jsonb,
                   ${valueSql($(JSON.stringify(m.event)), s ? `${s.cte}.first + ${nth}` : undefined)}
              FROM (VALUES (1)) one LEFT JOIN ev_p${g} ON true${s ? ` LEFT JOIN ${s.cte} ON true` : ''}`,
         );
@@ -360,7 +383,7 @@ export class EmbeddedLog implements EventSink {
          SELECT topic, part, count(*) AS n FROM ev GROUP BY topic, part
        ), ev_lock AS MATERIALIZED (
          SELECT p.topic, p.partition FROM bus_partitions p JOIN ev_count c ON p.topic = c.topic AND p.partition = c.part
-          ORDER BY p.topic, p.partition FOR UPDATE OF p
+          ORDER BY p.topic COLLATE "C", p.partition FOR UPDATE OF p
        ), ev_first AS (
          UPDATE bus_partitions p SET next_offset = p.next_offset + c.n FROM ev_count c
           WHERE p.topic = c.topic AND p.partition = c.part AND (p.topic, p.partition) IN (SELECT topic, partition FROM ev_lock)
@@ -368,7 +391,7 @@ export class EmbeddedLog implements EventSink {
        ), ev_seq AS (
          INSERT INTO event_streams (stream_key, last_seq)
          SELECT stream, count(*) FROM ev WHERE stream IS NOT NULL AND EXISTS (SELECT 1 FROM ev_first)
-          GROUP BY stream ORDER BY stream
+          GROUP BY stream ORDER BY stream COLLATE "C"
          ON CONFLICT (stream_key) DO UPDATE SET last_seq = event_streams.last_seq + excluded.last_seq
          RETURNING stream_key, last_seq
        )`,

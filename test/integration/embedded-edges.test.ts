@@ -1,0 +1,151 @@
+/**
+ * Edges of the embedded log a review found, each failing before its fix:
+ * - a dead letter whose error text `jsonb` cannot hold (a NUL from upstream, or an emoji cut in half by the
+ *   header's 4,000-character bound) was refused on every try, and its partition (every later event of its
+ *   users) stood still: the text is made safe, on PGlite and PostgreSQL;
+ * - a small append (8 messages or fewer) locked a topic's partitions as text (`t/10` before `t/2`), the
+ *   set-based one by number: on a topic of more than 10 partitions the two deadlocked and PostgreSQL aborted
+ *   one. Two sessions holding one partition row each line the writers up.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
+import { listDeadLetters } from '../../src/bus/dlq.ts';
+import { PermanentError } from '../../src/bus/types.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import type { Db } from '../../src/store/db.ts';
+import { waitFor } from '../helpers/app.ts';
+import { postgresBackend } from '../helpers/db.ts';
+import { keyPerPartition, taskCreated, titleOf } from '../helpers/events.ts';
+import { embeddedHarness, embeddedPostgresHarness, type TransportHarness } from '../helpers/transports.ts';
+
+const cases: [string, string][] = [
+  // "PermanentError: " is 16 characters: the slice at 4,000 keeps the high half of the emoji at index 3999.
+  ['a long error whose 4,000th character is half an emoji', 'x'.repeat(4000 - 16 - 1) + '😀 and more'],
+  ['an error with a NUL from upstream', 'upstream answered "bad\u0000byte"'],
+];
+
+for (const factory of [embeddedHarness, embeddedPostgresHarness]) {
+  describe(`dead letter error text on ${factory.name}`, { skip: factory.skip }, () => {
+    let h: TransportHarness;
+    before(async () => {
+      h = await factory.create();
+    });
+    after(async () => {
+      await h.cleanup();
+    });
+    for (const [name, message] of cases)
+      it(`dead-letters ${name} and goes on with the user's next event`, async () => {
+        const topic = h.unique('dlqtext');
+        const group = h.unique('dlqtext-group');
+        const p = await h.start();
+        try {
+          await p.bus.admin.ensureTopics([{ name: topic, partitions: 1, retentionMs: 86_400_000 }]);
+          await p.bus.publisher.publish([
+            { topic, key: 'u1', event: taskCreated('u1', 'poison') },
+            { topic, key: 'u1', event: taskCreated('u1', 'next') },
+          ]);
+          const handled: string[] = [];
+          const sub = await p.bus.subscriber.subscribe({
+            group,
+            topics: [topic],
+            handler: async (m) => {
+              if (titleOf(m.event) === 'poison') throw new PermanentError(message);
+              handled.push(titleOf(m.event));
+            },
+          });
+          try {
+            await waitFor(
+              () => handled.includes('next'),
+              8_000,
+              "the user's next event after the poison one",
+            );
+            const letters = await listDeadLetters(p.bus.admin, group);
+            assert.equal(letters.length, 1);
+          } finally {
+            await Promise.race([sub.close(), new Promise((r) => setTimeout(r, 2_000))]);
+          }
+        } finally {
+          await Promise.race([p.close(), new Promise((r) => setTimeout(r, 2_000))]);
+        }
+      });
+  });
+}
+
+describe(
+  'embedded log lock order on a topic of 12 partitions',
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    let fresh: Awaited<ReturnType<NonNullable<typeof postgresBackend>['fresh']>>;
+    let db: Db;
+    before(async () => {
+      fresh = await postgresBackend!.fresh();
+      db = fresh.db;
+    });
+    after(async () => {
+      await fresh.drop();
+    });
+
+    it('a small and a large multi-partition append do not deadlock each other', async () => {
+      const topic = 'wide-topic';
+      const bus = createEmbeddedBus(db, { log: silentLogger });
+      await bus.admin.ensureTopics([{ name: topic, partitions: 12, retentionMs: 86_400_000 }]);
+      const keys = keyPerPartition(12, 'k');
+      const k2 = keys[2]!;
+      const k10 = keys[10]!;
+      // Two sessions, each holding one partition row in an open transaction.
+      const hold = async (partition: number) => {
+        const c = new pg.Client({ connectionString: fresh.url });
+        await c.connect();
+        await c.query('BEGIN');
+        await c.query('SELECT 1 FROM bus_partitions WHERE topic = $1 AND partition = $2 FOR UPDATE', [
+          topic,
+          partition,
+        ]);
+        return c;
+      };
+      const watcher = new pg.Client({ connectionString: fresh.url });
+      await watcher.connect();
+      /** The writers (texts starting WITH) waiting on a lock, by the event they wait on. */
+      const waiting = async () =>
+        (
+          await watcher.query(
+            `SELECT wait_event FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'WITH%' ORDER BY 1`,
+          )
+        ).rows.map((r) => r.wait_event as string);
+      const h2 = await hold(2);
+      const h10 = await hold(10);
+      try {
+        const msg = (key: string, i: number) => ({ topic, key, event: taskCreated(key, `t${i}`) });
+        const outcome = (p: Promise<void>) =>
+          p.then(
+            () => 'ok',
+            (e: Error & { code?: string }) => `${e.code}: ${e.message}`,
+          );
+        // The small form (2 messages) asks for partition 10 first; the set-based form (10) for partition 2.
+        const small = outcome(bus.publisher.publish([msg(k2, 0), msg(k10, 1)]));
+        const large = outcome(
+          bus.publisher.publish(Array.from({ length: 10 }, (_, i) => msg(i % 2 ? k10 : k2, i))),
+        );
+        await waitFor(async () => (await waiting()).length === 2, 10_000, 'both writers waiting');
+        // Partition 10 free: the small append takes it and then waits for partition 2 (behind the large one).
+        await h10.query('COMMIT');
+        await waitFor(
+          async () => (await waiting()).includes('tuple'),
+          10_000,
+          'the small append waiting for partition 2',
+        );
+        // Partition 2 free: the large append takes it, then needs partition 10, which the small one holds.
+        await h2.query('COMMIT');
+        assert.deepEqual({ small: await small, large: await large }, { small: 'ok', large: 'ok' });
+      } finally {
+        await h2.end();
+        await h10.end();
+        await watcher.end();
+        await bus.close();
+      }
+    });
+  },
+);
