@@ -5,16 +5,23 @@
  *   users) stood still: the text is made safe, on PGlite and PostgreSQL;
  * - a small append (8 messages or fewer) locked a topic's partitions as text (`t/10` before `t/2`), the
  *   set-based one by number: on a topic of more than 10 partitions the two deadlocked and PostgreSQL aborted
- *   one. Two sessions holding one partition row each line the writers up.
+ *   one. Two sessions holding one partition row each line the writers up;
+ * - a member whose lease lapsed (its heartbeats stuck behind the handler in hand) went on through the rest of
+ *   its run, which another member had claimed and handled: each event twice, the second time after the user's
+ *   later ones;
+ * - members of one group reading different topics (a rolling upgrade whose new version reads one more) left
+ *   partitions of the added topic to no one.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import { listDeadLetters } from '../../src/bus/dlq.ts';
 import { PermanentError } from '../../src/bus/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
-import type { Db } from '../../src/store/db.ts';
+import { openDb, type Db } from '../../src/store/db.ts';
+import { assignPartitions } from '../../src/bus/embedded/group-member.ts';
 import { waitFor } from '../helpers/app.ts';
 import { postgresBackend } from '../helpers/db.ts';
 import { keyPerPartition, taskCreated, titleOf } from '../helpers/events.ts';
@@ -149,3 +156,129 @@ describe(
     });
   },
 );
+
+const busOn = (db: Awaited<ReturnType<typeof openDb>>) =>
+  createEmbeddedBus(db, {
+    log: silentLogger,
+    pollIntervalMs: 20,
+    heartbeatIntervalMs: 100,
+    sessionTimeoutMs: 1_000,
+  });
+
+describe(
+  'a member whose lease lapsed in the middle of a run',
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    let fresh: Awaited<ReturnType<NonNullable<typeof postgresBackend>['fresh']>>;
+    before(async () => {
+      fresh = await postgresBackend!.fresh();
+    });
+    after(async () => {
+      await fresh.drop();
+    });
+
+    it('handles no message after the one in hand once another member has the partition', async () => {
+      const topic = 'lapse';
+      const group = 'lapse-group';
+      const dbA = await openDb(fresh.url, { poolSize: 1 });
+      const dbB = await openDb(fresh.url);
+      const busA = busOn(dbA);
+      const busB = busOn(dbB);
+      await busA.admin.ensureTopics([{ name: topic, partitions: 1, retentionMs: 86_400_000 }]);
+      await busA.publisher.publish(
+        Array.from({ length: 5 }, (_, i) => ({ topic, key: 'u1', event: taskCreated('u1', `m${i + 1}`) })),
+      );
+      const log: string[] = [];
+      let inHand = false;
+      const subA = await busA.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => {
+          const title = titleOf(m.event);
+          if (title === 'm1' && !inHand) {
+            inHand = true;
+            // The message in hand keeps A's one connection for 2.5 s: its heartbeats wait behind it.
+            await dbA.query('SELECT pg_sleep(2.5)');
+          } else await sleep(20); // an effect outside the database (a mail, a webhook)
+          log.push(`A ${title}`);
+        },
+      });
+      await waitFor(() => inHand, 10_000, 'A with m1 in hand');
+      const subB = await busB.subscriber.subscribe({
+        group,
+        topics: [topic],
+        handler: async (m) => {
+          log.push(`B ${titleOf(m.event)}`);
+        },
+      });
+      try {
+        await waitFor(() => log.includes('B m5'), 15_000, 'B to take the partition over and handle m1..m5');
+        await waitFor(() => log.includes('A m1'), 10_000, 'A to finish m1');
+        await sleep(1_000);
+        console.log(log.join(', '));
+        const byA = log.filter((l) => l.startsWith('A '));
+        assert.deepEqual(byA, ['A m1'], `A went on after its lease lapsed: ${log.join(', ')}`);
+      } finally {
+        await subB.close();
+        await subA.close();
+        await busA.close();
+        await busB.close();
+        await dbA.close();
+        await dbB.close();
+      }
+    });
+  },
+);
+
+describe('an embedded group whose members read different topics', () => {
+  let h: TransportHarness;
+  before(async () => {
+    h = await embeddedHarness.create();
+  });
+  after(async () => {
+    await h.cleanup();
+  });
+
+  it('has every partition of every subscribed topic consumed', async () => {
+    const x = h.unique('x');
+    const y = h.unique('y');
+    const group = h.unique('mixed');
+    const p = await h.start();
+    await p.bus.admin.ensureTopics([
+      { name: x, partitions: 3, retentionMs: 86_400_000 },
+      { name: y, partitions: 3, retentionMs: 86_400_000 },
+    ]);
+    const keys = keyPerPartition(3, 'k');
+    await p.bus.publisher.publish(
+      [x, y].flatMap((topic) => keys.map((key) => ({ topic, key, event: taskCreated(key, `${topic}`) }))),
+    );
+    const seen = new Set<string>();
+    const handler = async (m: { topic: string; partition: number }) =>
+      void seen.add(`${m.topic}/${m.partition}`);
+    const old = await p.bus.subscriber.subscribe({ group, topics: [x], handler }); // the old version
+    const upgraded = await p.bus.subscriber.subscribe({ group, topics: [x, y], handler }); // the new one
+    try {
+      await waitFor(
+        () => seen.size === 6,
+        8_000,
+        `all six partitions handled (got ${[...seen].sort().join(' ')})`,
+      ).catch((err: Error) => assert.fail(`${err.message}; handled: ${[...seen].sort().join(', ')}`));
+    } finally {
+      await old.close();
+      await upgraded.close();
+      await p.close();
+    }
+  });
+});
+
+it('assignPartitions: each partition to one member that reads its topic, round robin', () => {
+  const parts = ['x/0', 'x/1', 'x/2', 'y/0', 'y/1', 'y/2'].map((id) => ({ topic: id[0]!, id }));
+  const split = assignPartitions(parts, [
+    { member_id: 'a', topics: ['x'] },
+    { member_id: 'b', topics: ['x', 'y'] },
+  ]);
+  const ids = (m: string) => (split.get(m) ?? []).map((p) => p.id);
+  assert.deepEqual(ids('a'), ['x/0', 'x/2']);
+  assert.deepEqual(ids('b'), ['x/1', 'y/0', 'y/1', 'y/2']);
+  assert.equal(assignPartitions(parts, []).size, 0);
+});

@@ -80,30 +80,31 @@ class GroupMember implements Subscription {
     // One statement: heartbeat, expire members silent for a session, and read the live ones (the SELECT sees
     // the table as it was before the CTEs, so it adds this member and leaves out the expired ones itself).
     const members = (
-      await this.db.query<{ member_id: string }>(
+      await this.db.query<{ member_id: string; topics: string[] | null }>(
         `WITH beat AS (
            INSERT INTO bus_group_members (group_id, member_id, topics, heartbeat_at) VALUES ($1, $2, $3, now())
            ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = now(), topics = excluded.topics
-           RETURNING member_id),
+           RETURNING member_id, topics),
          expired AS (
            DELETE FROM bus_group_members
             WHERE group_id = $1 AND member_id <> $2 AND heartbeat_at < now() - ($4::int * interval '1 millisecond')
            RETURNING member_id)
-         SELECT member_id FROM bus_group_members
-          WHERE group_id = $1 AND member_id NOT IN (SELECT member_id FROM expired)
-         UNION SELECT member_id FROM beat
-         ORDER BY member_id`,
+         SELECT member_id, topics FROM bus_group_members
+          WHERE group_id = $1 AND member_id <> $2 AND member_id NOT IN (SELECT member_id FROM expired)
+         UNION ALL SELECT member_id, topics FROM beat`,
         [group, this.memberId, topics, sessionMs],
       )
-    ).rows.map((r) => r.member_id);
-    const me = members.indexOf(this.memberId);
+    ).rows
+      .map((m) => ({ member_id: m.member_id, topics: m.topics ?? topics }))
+      .sort((a, b) => (a.member_id < b.member_id ? -1 : a.member_id > b.member_id ? 1 : 0));
     const parts = (
       await this.db.query<{ topic: string; partition: number }>(
-        'SELECT topic, partition FROM bus_partitions WHERE topic = ANY($1::text[]) ORDER BY topic, partition',
-        [topics],
+        `SELECT topic, partition FROM bus_partitions WHERE topic = ANY($1::text[])
+          ORDER BY topic COLLATE "C", partition`,
+        [[...new Set(members.flatMap((m) => m.topics))]],
       )
     ).rows;
-    const desired = parts.filter((_, i) => me >= 0 && i % members.length === me);
+    const desired = assignPartitions(parts, members).get(this.memberId) ?? [];
     const desiredIds = new Set(desired.map(ownedId));
     // Release what is no longer ours, each after the message in hand. Not awaited: a handler can outlast the
     // session, and the heartbeats and the renewal of the partitions kept must go on meanwhile (else the group
@@ -247,13 +248,24 @@ class GroupMember implements Subscription {
   ): Promise<void> {
     let position = await this.startOffset(topic, partition);
     const hooks = this.opts.hooks ?? this.cfg.hooks;
+    // The run in hand stops between messages once the lease may have lapsed, not only before the next run: a
+    // member whose heartbeats could not reach the database went on through up to a run of 100 messages that
+    // another member had claimed and was handling (each twice, the second time after the user's later ones).
+    const lapsed = new AbortController();
+    let lapseTimer: NodeJS.Timeout | undefined;
+    const watchLease = () => {
+      const left = leaseUntil() - Date.now();
+      if (left <= 0) lapsed.abort();
+      else lapseTimer = setTimeout(watchLease, left).unref();
+    };
+    watchLease();
     const worker = new PartitionWorker<BusMessage>({
       consume: consumer(this.opts, {
         group: this.opts.group,
         policy: this.cfg.retry,
         publisher: this.publisher,
         log: this.cfg.log,
-        signal,
+        signal: AbortSignal.any([signal, lapsed.signal]),
         ...(hooks ? { hooks } : {}),
       }),
       commit: (last) => this.commit(topic, partition, Number(last.offset) + 1),
@@ -320,6 +332,7 @@ class GroupMember implements Subscription {
         if (done < messages.length || worker.lost) return; // shutdown, or the partition was lost
       }
     } finally {
+      clearTimeout(lapseTimer);
       this.log.appended.off(id, onAppend);
       this.db.signals.off(NOTIFY_EVENT, onNotify);
       await worker
@@ -390,4 +403,30 @@ export class EmbeddedSubscriber implements Subscriber {
   close(): Promise<void> {
     return this.members.closeAll();
   }
+}
+
+/**
+ * Each partition to one of the members that read its topic, round robin over the members in order (Kafka's
+ * round-robin assignor): every member computes the same split from the same rows. Members of one group may read
+ * different topics (a rolling upgrade whose new version reads one more): splitting every member's own topics
+ * among all members left partitions of a topic only some read to members that did not read it.
+ */
+export function assignPartitions<P extends { topic: string }>(
+  parts: readonly P[],
+  members: readonly { member_id: string; topics: readonly string[] }[],
+): Map<string, P[]> {
+  const out = new Map<string, P[]>();
+  let next = 0;
+  for (const p of parts) {
+    for (let tried = 0; tried < members.length; tried++) {
+      const m = members[(next + tried) % members.length]!;
+      if (!m.topics.includes(p.topic)) continue;
+      const list = out.get(m.member_id);
+      if (list) list.push(p);
+      else out.set(m.member_id, [p]);
+      next = (next + tried + 1) % members.length;
+      break;
+    }
+  }
+  return out;
 }
