@@ -3,7 +3,16 @@
  * Secrets are never logged.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { RetryPolicy } from './retry.ts';
 import { DLQ_SPEC, TOPIC_SPECS } from './contracts/topics.ts';
@@ -360,8 +369,12 @@ function readableFile(env: Env, key: string): string | undefined {
 
 export function loadConfig(
   env: Env = process.env,
-  /** `auth: false`: a command that verifies and signs no token (migrate, the bus's operations) needs no secret. */
-  opts: { auth?: boolean } = {},
+  /**
+   * `auth: false`: a command that verifies and signs no token (migrate, the bus's operations) needs no secret.
+   * `devSecret: 'existing'`: the development secret must be there already (`taskflow token`: one made now
+   * would sign tokens no server checks with).
+   */
+  opts: { auth?: boolean; devSecret?: 'existing' } = {},
 ): Config {
   const databaseUrl = databaseUrlOf(env);
   const bus = (env.BUS || 'embedded') as BusKind;
@@ -463,6 +476,10 @@ export function loadConfig(
     if (isPostgresUrl(databaseUrl))
       throw new ConfigError('set JWT_SECRET (HS256 shared secret) or JWT_JWKS_URL');
     config.jwt.devSecretFile = databaseUrl === 'memory://' ? null : devSecretFile(databaseUrl);
+    if (opts.devSecret === 'existing' && config.jwt.devSecretFile && !existsSync(config.jwt.devSecretFile))
+      throw new ConfigError(
+        `no development secret at ${config.jwt.devSecretFile}: taskflow makes it when it first starts on this DATABASE_URL (${pgliteLocation(databaseUrl)}), and a token signed with another would be refused. Check DATABASE_URL (and the directory you run this in), start taskflow there first, or set JWT_SECRET as the server has it`,
+      );
     config.jwt.secret =
       config.jwt.devSecretFile === null
         ? randomBytes(32).toString('base64url')

@@ -163,7 +163,7 @@ async function serve(names: readonly string[], banner: boolean) {
         // The development secret's file is next to the data: `token` finds it with the same DATABASE_URL.
         ...(config.jwt.devSecretFile
           ? [
-              `  More tokens: ${config.env.DATABASE_URL ? `DATABASE_URL=${shellWord(config.databaseUrl)} ` : ''}npm run taskflow -- token --user <id>`,
+              `  More tokens: ${config.env.DATABASE_URL ? `DATABASE_URL=${shellWord(config.databaseUrl)} ` : ''}npm run -s taskflow -- token --user <id>`,
             ]
           : []),
       ].join('\n') + '\n',
@@ -197,7 +197,7 @@ program
     const token = process.env.TASKFLOW_TOKEN;
     if (!token)
       throw new ConfigError(
-        'set TASKFLOW_TOKEN to a JWT of the user (npm run taskflow -- token --user <id>)',
+        'set TASKFLOW_TOKEN to a JWT of the user (npm run -s taskflow -- token --user <id>)',
       );
     const [{ createLogger }, { initTracing, shutdownTracing }, { serveMcpStdio }] = await Promise.all([
       import('../observability/logger.ts'),
@@ -220,9 +220,19 @@ program
   .description('apply database migrations and exit')
   .action(async () => {
     const config = loadConfig(process.env, { auth: false });
+    // A directory that is not there yet becomes a new database, already current: say so, not "up to date" (a
+    // misspelt DATABASE_URL looked like the real one).
+    const location = isPostgresUrl(config.databaseUrl) ? null : pgliteLocation(config.databaseUrl);
+    const made = location !== null && location !== 'memory://' && !existsSync(location);
     const { db, migrate } = await openDatabase(config.databaseUrl);
     const applied = await migrate();
-    console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
+    console.log(
+      made
+        ? `made a new database at ${location} (DATABASE_URL), its schema current`
+        : applied.length
+          ? `applied: ${applied.join(', ')}`
+          : 'database is up to date',
+    );
     await db.close();
   });
 
@@ -232,12 +242,12 @@ program
   .requiredOption('--user <id>', 'the user id (token subject)')
   .option('--expires <span>', 'lifetime, e.g. 1h, 7d', '30d')
   .action(async (opts: { user: string; expires: string }) => {
-    const config = loadConfig();
+    const config = loadConfig(process.env, { devSecret: 'existing' });
     if (!config.jwt.secret)
       throw new ConfigError('tokens can only be signed with JWT_SECRET (not with JWT_JWKS_URL)');
     if (config.jwt.devSecretFile === null)
       throw new ConfigError(
-        'DATABASE_URL=memory:// keeps its development secret in the server process: use the token it printed, or set the same JWT_SECRET for both',
+        'DATABASE_URL=memory:// keeps its development secret in the server process, whose own token only `taskflow up` (npm start) prints: use that one, or set the same JWT_SECRET for the server and this command',
       );
     const { signDevToken, subjectProblem } = await import('../auth.ts');
     // Not a token the server would refuse: a subject it cannot take, a lifetime that is over already.

@@ -71,7 +71,7 @@ it('`taskflow up` prints a URL and a token that work for create, list, complete 
     assert.equal((await call('DELETE', `/api/tasks/${created.body.id}`)).status, 204);
     assert.equal((await fetch(url + '/')).status, 200, 'the task board page');
     // The banner's command for more tokens names this database: the dev secret is kept next to it.
-    const more = /More tokens: DATABASE_URL=(\S+) npm run taskflow -- token --user <id>/.exec(banner());
+    const more = /More tokens: DATABASE_URL=(\S+) npm run -s taskflow -- token --user <id>/.exec(banner());
     assert.ok(more, banner());
     assert.equal(more[1], join(dir, 'db'));
     const { stdout } = await run(process.execPath, ['bin/taskflow.js', 'token', '--user', 'bob'], {

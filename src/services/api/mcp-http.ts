@@ -91,14 +91,14 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
     // A body that is not JSON is a JSON-RPC Parse error (section 5.1), which an MCP client reads; the server's
     // problem document it cannot. Every other error goes to the server's handler.
     authed.setErrorHandler((err: { code?: string }, _req, reply) => {
-      if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY')
-        return jsonRpcError(reply, 400, -32700, 'Parse error: the body is empty');
       if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError)
         return jsonRpcError(reply, 400, -32700, 'Parse error: the body is not valid JSON');
       throw err;
     });
     authed.post('/mcp', { schema: { hide: true } }, async (req: FastifyRequest, reply: FastifyReply) => {
       const userId = userOf(req);
+      // No body at all (the server's JSON parser takes an empty one as none): nothing to parse.
+      if (req.body === undefined) return jsonRpcError(reply, 400, -32700, 'Parse error: the body is empty');
       if (Array.isArray(req.body) && req.body.length > MAX_MCP_BATCH)
         return jsonRpcError(
           reply,

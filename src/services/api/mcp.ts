@@ -436,10 +436,26 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     const ctx = { now: clock.now(), timeZone: await userZone() };
     const resolved: WordsRead[] = [];
     const out = { ...fields };
+    // Words that read as no date are refused as words, not as a malformed ISO 8601 date-time: the model said
+    // what the user said, and is told how to say it.
+    const unread = (path: string, text: string, as: string, examples: string) =>
+      new ValidationError([
+        {
+          path,
+          message: `could not read ${JSON.stringify(text.slice(0, 200))} as ${as}; say it as ${examples}`,
+        },
+      ]);
     if (words(fields.due_date)) {
       const when = resolveWhen(fields.due_date, ctx);
-      if (when?.resolved) resolved.push({ argument: 'due_date', ...when.resolved });
-      if (when) out.due_date = when.instant;
+      if (!when)
+        throw unread(
+          'due_date',
+          fields.due_date,
+          'a date',
+          '"tomorrow at 9", "in 30 minutes", "next Friday 18:00", "Jan 10 at 9am", or an ISO 8601 date-time with an offset (2026-01-10T09:00:00Z)',
+        );
+      if (when.resolved) resolved.push({ argument: 'due_date', ...when.resolved });
+      out.due_date = when.instant;
     }
     if (rule !== undefined) {
       // "every other Monday at 9": the rule, and (without a due date) its first occurrence as the due date.
@@ -463,8 +479,15 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
       out.reminders = reminders.map((r, i) => {
         if (!words(r)) return r;
         const read = resolveReminder(r, ctx);
-        if (read?.resolved) resolved.push({ argument: `reminders[${i}]`, ...read.resolved });
-        return read ? read.value : r;
+        if (!read)
+          throw unread(
+            `reminders[${i}]`,
+            r,
+            'a reminder',
+            '"30 minutes before", "1 hour before", "1 day before", "tomorrow at 8am", "in 2 hours", an ISO 8601 duration before the due date (PT1H) or a date-time with an offset',
+          );
+        if (read.resolved) resolved.push({ argument: `reminders[${i}]`, ...read.resolved });
+        return read.value;
       });
     return { fields: out, resolved };
   };

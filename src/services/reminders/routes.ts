@@ -83,7 +83,9 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
   type Req = FastifyRequest<{ Params: { id: string; reminder_id?: string } }>;
   const ids = (req: Req) => {
     const { id, reminder_id } = req.params;
-    if (!isUuid(id) || (reminder_id !== undefined && !isUuid(reminder_id))) throw new NotFoundError();
+    if (!isUuid(id)) throw new NotFoundError();
+    // Not an id any reminder has: the reminder is not found (the task may well be).
+    if (reminder_id !== undefined && !isUuid(reminder_id)) throw new NotFoundError('reminder');
     return { taskId: id, reminderId: reminder_id ?? '' };
   };
 
