@@ -75,6 +75,10 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
       { disambiguation: 'compatible' }, // a wall time in a daylight-saving gap moves forward
     ).epochMilliseconds;
   }
+  // Words name whole minutes unless they say seconds: "in 30 minutes" at 10:00:50.2 is 10:31, not 10:30:50.2,
+  // whose seconds a repeat rule's occurrences carried on (RFC 5545 takes them from the due date). Up, never
+  // before the time said.
+  if (!/\d:\d\d:\d\d|\bsec(?:ond)?s?\b/i.test(found.text)) ms = Math.ceil(ms / 60_000) * 60_000;
   const instant = parseInstant(new Date(ms).toISOString());
   if (!instant) return null;
   return { instant, resolved: { said: text, as: instant, local: localTime(instant, ctx.timeZone) } };

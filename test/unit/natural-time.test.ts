@@ -56,6 +56,14 @@ describe('resolveWhen', () => {
     assert.equal(resolveWhen('IN 30 MINUTES', berlin)?.instant, '2026-03-01T12:30:00.000Z');
   });
 
+  it('names whole minutes unless the words say seconds (a repeat takes its seconds from the due date)', () => {
+    const at = { now: new Date('2026-12-07T10:00:50.233Z'), timeZone: 'Europe/Paris' };
+    assert.equal(resolveWhen('in 30 minutes', at)?.instant, '2026-12-07T10:31:00.000Z');
+    assert.equal(resolveWhen('2 hours from now', at)?.instant, '2026-12-07T12:01:00.000Z');
+    assert.equal(resolveWhen('in 5 seconds', at)?.instant, '2026-12-07T10:00:55.233Z');
+    assert.equal(resolveWhen('tomorrow 9:15:20', at)?.instant, '2026-12-08T08:15:20.000Z');
+  });
+
   it('says how words were read, on the user’s wall clock; not for an ISO instant', () => {
     assert.deepEqual(resolveWhen('tomorrow 9am', berlin)?.resolved, {
       said: 'tomorrow 9am',
