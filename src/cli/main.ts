@@ -52,7 +52,28 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
 
 // A `.env` in the working directory sets what the environment does not (the environment wins); every
 // variable and its default is listed in .env.example.
-if (existsSync('.env')) process.loadEnvFile('.env');
+if (existsSync('.env')) {
+  process.loadEnvFile('.env');
+  // Node skips a line that is not NAME=value without a word ("PORT 3922" left PORT unset): say which. The
+  // lines of a quoted value that spans several are its own.
+  let quote: string | undefined;
+  readFileSync('.env', 'utf8')
+    .split(/\r?\n/)
+    .forEach((line, i) => {
+      const text = line.trim();
+      if (quote) {
+        if (text.endsWith(quote)) quote = undefined;
+        return;
+      }
+      const assignment = /^(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*=\s*(.*)$/.exec(text);
+      if (assignment) {
+        const value = assignment[1]!;
+        const open = /^["'`]/.exec(value)?.[0];
+        if (open && (value.length === 1 || !value.slice(1).includes(open))) quote = open;
+      } else if (text && !text.startsWith('#'))
+        process.stderr.write(`taskflow: .env line ${i + 1} is not NAME=value; it is ignored\n`);
+    });
+}
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;

@@ -3,6 +3,7 @@
  * - `taskflow token` on a DATABASE_URL no server started on (a typo, another directory) made a new development
  *   secret and signed with it: the server refused the token as badly signed. It refuses, saying why;
  * - `taskflow migrate` on a directory that was not there said "database is up to date": it says it made one;
+ * - a `.env` line that is not NAME=value ("PORT 3922") was skipped without a word;
  * - curl's default body type (`-d` without a content-type) got "Unsupported Media Type" and no hint;
  * - a client that sends `content-type: application/json` on every request got Fastify's "Body cannot be empty"
  *   for a POST that takes no body (complete, skip);
@@ -12,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -45,6 +46,17 @@ describe('the CLI on a DATABASE_URL no server started on', () => {
     });
     assert.equal(existsSync(join(dir, 'db.dev-jwt-secret')), false, 'no secret made');
     assert.equal(existsSync(join(dir, 'db')), false, 'no database made');
+  });
+
+  it('says which .env line it ignores (not NAME=value), and takes the rest', async () => {
+    writeFileSync(join(dir, '.env'), 'PORT 3922\n# a comment\nLOG_LEVEL=warn\nNOTE="two\nlines"\n');
+    try {
+      const { stderr } = await cli(dir, '--help');
+      assert.match(stderr, /\.env line 1 is not NAME=value; it is ignored/);
+      assert.doesNotMatch(stderr, /\.env line [2-5]/);
+    } finally {
+      rmSync(join(dir, '.env'));
+    }
   });
 
   it('migrate says it made a new database, then that it is up to date', async () => {
