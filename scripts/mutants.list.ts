@@ -777,6 +777,23 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/audit-verify-edges.test.ts#numbered below 1'],
   },
   {
+    id: 'create-lost-answer-not-read-back',
+    breaks:
+      'a create committed whose answer was lost is answered with its task, not 503 (a retry made it twice)',
+    file: 'src/store/tasks.ts',
+    find: '      if (!committed) throw err;',
+    replace: '      throw err;',
+    tests: ['test/integration/lost-reply.test.ts#is answered 201'],
+  },
+  {
+    id: 'embedded-run-ignores-lapsed-lease',
+    breaks: 'one member per partition: a member whose lease lapsed stops its run in hand between messages',
+    file: 'src/bus/embedded/group-member.ts',
+    find: '        signal: AbortSignal.any([signal, lapsed.signal]),',
+    replace: '        signal,',
+    tests: ['test/integration/embedded-edges.test.ts#in the middle of a run'],
+  },
+  {
     id: 'dapr-bulk-letter-left-to-daprd',
     breaks:
       "nothing lost on Dapr: a bulk entry's dead letter is written by the app (held until written), not answered DROP",
