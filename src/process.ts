@@ -87,6 +87,7 @@ export async function runTargets(
     maxEventLoopDelayMs: config.maxEventLoopDelayMs,
     maxRequestsInFlight: config.maxRequestsInFlight,
     corsOrigins: config.corsOrigins,
+    servedElsewhere: servedElsewhere(catalog, targets),
   });
   httpMade.catch(() => undefined); // awaited below; a failure surfaces there
   if (!opts.db) log.info(`opening the database (${database})`);
@@ -270,4 +271,24 @@ function refuseSharedDaprTopics(targets: readonly TargetDefinition[]): void {
       groupOf.set(topic, t.name);
     }
   }
+}
+
+/**
+ * The target of `catalog` that serves a path and does not run among `targets`: the longest of their routes
+ * that the path is, or is under (`:name` any one segment).
+ */
+export function servedElsewhere(
+  catalog: readonly TargetManifest[],
+  targets: readonly { name: string }[],
+): (path: string) => string | undefined {
+  const here = new Set(targets.map((t) => t.name));
+  const routes = catalog
+    .filter((m) => !here.has(m.name))
+    .flatMap((m) => (m.routes ?? []).map((route) => ({ route, target: m.name })))
+    .sort((a, b) => b.route.length - a.route.length)
+    .map(({ route, target }) => ({
+      target,
+      pattern: new RegExp(`^${route.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:\w+/g, '[^/]+')}(?:/|$)`),
+    }));
+  return (path) => routes.find((r) => r.pattern.test(path))?.target;
 }

@@ -70,6 +70,11 @@ export interface TargetManifest {
   description: string;
   /** Its inputs other than the bus (HTTP routes, the outbox), for the table of targets. */
   serves?: string;
+  /**
+   * The paths it serves, each with what is under it (`:name` a segment): a process that does not run it answers
+   * a request there that this target serves it (process.ts, servedElsewhere).
+   */
+  routes?: readonly string[];
   consumes?: ConsumerGroupSpec;
   /** The event types it writes. */
   produces: readonly EventType[];

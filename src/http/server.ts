@@ -64,6 +64,8 @@ export async function createHttpServer(opts: {
   maxRequestsInFlight?: number;
   /** CORS_ORIGINS: the browser origins that may call the API from another site (none: same origin only). */
   corsOrigins?: readonly string[];
+  /** The target, not run by this process, that serves `path` (a 404 there says so); undefined when none. */
+  servedElsewhere?: (path: string) => string | undefined;
 }): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'http' }) as FastifyBaseLogger,
@@ -353,7 +355,18 @@ export async function createHttpServer(opts: {
     const matching = methodsByPath.filter((e) => e.pattern.test(path));
     const fixed = matching.filter((e) => e.fixed);
     const allowed = new Set((fixed.length ? fixed : matching).flatMap((e) => [...e.methods]));
-    if (allowed.size === 0) return sendProblem(reply, problem(404, `no route ${req.method} ${path}`));
+    if (allowed.size === 0) {
+      const owner = opts.servedElsewhere?.(path);
+      return sendProblem(
+        reply,
+        problem(
+          404,
+          owner
+            ? `no route ${req.method} ${path} in this process: the ${owner} target serves it, and it does not run here (taskflow serve ${owner}, or taskflow up)`
+            : `no route ${req.method} ${path}`,
+        ),
+      );
+    }
     reply.header('allow', [...allowed].sort().join(', '));
     return sendProblem(reply, problem(405, `${req.method} is not allowed on ${path}`));
   };

@@ -8,6 +8,8 @@
  * - a client that sends `content-type: application/json` on every request got Fastify's "Body cannot be empty"
  *   for a POST that takes no body (complete, skip);
  * - a reminder id of no reminder's form was answered "task not found" for a task that exists;
+ * - a route of a target that does not run in the process (`taskflow serve api`, then GET /api/audit) was "no
+ *   route", as for a path nobody serves: it names the target;
  * - MCP: a due date or reminder in words that read as none was refused as a malformed ISO 8601 date-time,
  *   telling the model the opposite of what the tools' descriptions say.
  */
@@ -21,9 +23,12 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { signDevToken } from '../../src/auth.ts';
+import { runTargets } from '../../src/process.ts';
+import { MANIFESTS, findTargets } from '../../src/services/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
-import { startApp, type TestApp } from '../helpers/app.ts';
+import { TEST_SECRET, startApp, testConfig, type TestApp } from '../helpers/app.ts';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -149,5 +154,36 @@ describe('MCP: dates in words that read as none', () => {
     assert.doesNotMatch(due, /must be an ISO 8601/);
     const reminder = await text({ title: 'x', due_date: 'tomorrow at 9', reminders: ['a bit before'] });
     assert.match(reminder, /could not read "a bit before" as a reminder; say it as "30 minutes before"/);
+  });
+});
+
+describe('a route of a target this process does not run', () => {
+  it('is answered 404 naming the target that serves it', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const proc = await runTargets(testConfig(), findTargets(['api']), { db, catalog: MANIFESTS });
+    try {
+      const get = async (path: string) => {
+        const res = await fetch(`${proc.url}${path}`, {
+          headers: { authorization: `Bearer ${await signDevToken(TEST_SECRET, 'ann')}` },
+        });
+        return { status: res.status, detail: String(((await res.json()) as { detail?: string }).detail) };
+      };
+      const audit = await get('/api/audit?limit=5');
+      assert.equal(audit.status, 404);
+      assert.match(
+        audit.detail,
+        /the audit target serves it, and it does not run here \(taskflow serve audit/,
+      );
+      assert.match(
+        (await get('/api/tasks/01a24e11-96ff-7518-b8ca-01aac0e14c66/reminders')).detail,
+        /the reminders target serves it/,
+      );
+      assert.match((await get('/api/notifications/preferences')).detail, /the notifications target/);
+      assert.equal((await get('/api/nothing-here')).detail, 'no route GET /api/nothing-here');
+    } finally {
+      await proc.stop();
+      await db.close();
+    }
   });
 });

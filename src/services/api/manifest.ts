@@ -5,6 +5,15 @@ import type { TargetManifest } from '../../runtime.ts';
 
 export const apiManifest = {
   name: 'api',
+  routes: [
+    '/api/tasks',
+    '/api/chat',
+    '/api/me',
+    '/api/:user_id/tasks',
+    '/api/:user_id/chat',
+    '/mcp',
+    '/openapi.json',
+  ],
   description: 'Task API: REST under /api, MCP at /mcp, OpenAPI at /openapi.json, docs at /docs',
   serves: 'HTTP: REST `/api`, MCP `/mcp`, the chat `/api/chat`, `/openapi.json`, the board',
   // Each task event with its task.changed on task-updates, in one statement (ADR 0011).

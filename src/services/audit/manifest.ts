@@ -7,6 +7,7 @@ import type { TargetManifest } from '../../runtime.ts';
 
 export const auditManifest = {
   name: 'audit',
+  routes: ['/api/audit'],
   description: 'audit trail: hash-chained records of every event; /api/audit query and export',
   consumes: {
     group: 'taskflow-audit',

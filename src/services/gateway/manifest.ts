@@ -7,6 +7,7 @@ import type { TargetManifest } from '../../runtime.ts';
 
 export const gatewayManifest = {
   name: 'gateway',
+  routes: ['/ws', '/api/ws-ticket'],
   description: 'WebSocket /ws: pushes task.changed to the user, with resume (?since=) and heartbeats',
   // Every instance sees every update, and dead-letters nothing: a client that missed one resumes with ?since=.
   consumes: {

@@ -20,6 +20,7 @@ function claimOf(env: Env, timeoutMs: number): number {
 
 export const notificationsManifest = {
   name: 'notifications',
+  routes: ['/api/notifications'],
   description: 'notifications: reminder.triggered -> email / web push / in-app / webhook deliveries',
   serves:
     'preferences (an email address confirmed by a mailed code), push subscriptions, deliveries and the in-app inbox under `/api/notifications`',

@@ -4,6 +4,7 @@ import type { TargetManifest } from '../../runtime.ts';
 
 export const recurrenceManifest = {
   name: 'recurrence',
+  routes: ['/api/tasks/:id/occurrences', '/api/tasks/:id/skip'],
   description:
     'creates the next occurrence of a completed recurring task; serves /api/tasks/:id/skip and /occurrences',
   serves: 'skip and occurrences under `/api/tasks/:id`',

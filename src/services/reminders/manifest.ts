@@ -6,6 +6,7 @@ import type { TargetManifest } from '../../runtime.ts';
 
 export const remindersManifest = {
   name: 'reminders',
+  routes: ['/api/tasks/:id/reminders'],
   description: 'reminder scheduler: task-events -> reminder schedule -> reminders topic; snooze/dismiss API',
   serves: 'snooze / dismiss under `/api/tasks/:id/reminders`',
   consumes: { group: 'taskflow-reminders', topics: [TOPICS.taskEvents], deadLetters: true },
