@@ -437,7 +437,7 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'what quiet hours or retries hold of a fired reminder is dropped once its task is completed, deleted or moved',
     file: 'src/domain/reminders.ts',
-    find: "    else if (r.status === 'triggered' && r.dismiss_reason === null) out.retire.push(r);\n",
+    find: "    else if ((r.status === 'triggered' || r.status === 'missed') && r.dismiss_reason === null)\n      out.retire.push(r);\n",
     replace: '',
     tests: ['test/integration/reminders.test.ts#drops what quiet hours hold'],
   },

@@ -166,17 +166,27 @@ export function reconcileReminders(
       if (live) out.schedule.push(d);
     } else if (row.status === 'dismissed' && row.dismiss_reason !== 'user' && live) {
       out.reactivate.push(d);
-    } else if (row.status === 'triggered' && row.dismiss_reason !== null) {
+    } else if ((row.status === 'triggered' || row.status === 'missed') && row.dismiss_reason !== null) {
       out.unretire.push(row);
     }
   }
   for (const r of existing) {
     if (wanted.has(r.id)) continue;
     if (r.status === 'scheduled') out.dismiss.push(r);
-    else if (r.status === 'triggered' && r.dismiss_reason === null) out.retire.push(r);
+    // A missed one too: no longer the task's, it can no more be snoozed (it fired for a completed task).
+    else if ((r.status === 'triggered' || r.status === 'missed') && r.dismiss_reason === null)
+      out.retire.push(r);
   }
   return out;
 }
+
+/**
+ * Whether a stored reminder stands for one the user has or had: scheduled (snoozed ahead), fired, or dismissed
+ * by the user. Not one a task change dismissed before it fired (completed, then reopened after its time), nor
+ * one missed while the scheduler was down: those never reached the user, and the task was left with none.
+ */
+const reachedUser = (r: StoredReminderState | undefined): boolean =>
+  r !== undefined && r.status !== 'missed' && !(r.status === 'dismissed' && r.dismiss_reason !== 'user');
 
 /**
  * "Never none": a reminder at the due time when every planned reminder is an offset already past (more than
@@ -191,7 +201,10 @@ function atDueInstead(
   const due = opts.task?.due_date;
   if (!due || planned.length === 0 || !isLive(due, opts.asOf, opts.graceMs)) return [];
   const missed = planned.every(
-    (p) => !stored.has(p.id) && !isLive(p.remind_at, opts.asOf, opts.graceMs) && p.specs.every(isOffsetSpec),
+    (p) =>
+      !reachedUser(stored.get(p.id)) &&
+      !isLive(p.remind_at, opts.asOf, opts.graceMs) &&
+      p.specs.every(isOffsetSpec),
   );
   if (!missed) return [];
   // Offsets are positive, so no planned reminder is at the due time itself.

@@ -846,10 +846,16 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
   const reminderOf = async (taskId: string, reminderId: string | undefined) => {
     if (reminderId) return reminderId;
     const { items } = (await rest('reminders', 'GET', `${taskPath(taskId)}/reminders`)) as {
-      items: { id: string; status: string; triggered_at: string | null }[];
+      items: { id: string; status: string; triggered_at: string | null; dismiss_reason?: string | null }[];
     };
+    // Fired: triggered, or snoozed since (scheduled again, its triggered_at kept); not one missed or put aside.
     const fired = items
-      .filter((r) => r.status === 'triggered' && r.triggered_at)
+      .filter(
+        (r) =>
+          r.triggered_at &&
+          (r.status === 'triggered' || r.status === 'scheduled') &&
+          (r.dismiss_reason ?? null) === null,
+      )
       .sort((a, b) => b.triggered_at!.localeCompare(a.triggered_at!));
     if (fired[0]) return fired[0].id;
     throw new RestRefusedError(

@@ -301,9 +301,14 @@ export async function applyTaskEvents(
       inserted.set(row.id, row);
       events.push(reminderEvent('reminder.scheduled', { ...base, id: p.id, remind_at: p.remind_at }, ctx));
     }
-    // Reminders that stay scheduled (same instant) carry the task's current title and due date.
+    // Reminders that stay the task's (scheduled, or fired and snoozable) carry its current title and due date: a
+    // fired one snoozed later fired again with the due date and title of when it first fired.
     for (const row of existing)
-      if (row.status === 'scheduled' && (row.title !== task.title || !sameInstant(row.due_at, due))) {
+      if (
+        row.status !== 'dismissed' &&
+        row.dismiss_reason === null &&
+        (row.title !== task.title || !sameInstant(row.due_at, due))
+      ) {
         row.title = task.title;
         row.due_at = due;
         touch(row);

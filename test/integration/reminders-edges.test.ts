@@ -1,0 +1,156 @@
+/**
+ * Reminders as a user meets them, each failing before its fix (a review found them); the api and reminders
+ * targets on PGlite, a manual clock:
+ * - "never none": a task completed before its reminder fired and reopened after that reminder's time, or one
+ *   whose due date moved away and back, answered a reminder at the due time and got none (the row its task
+ *   change had dismissed counted as a reminder the user had);
+ * - a reminder missed while the scheduler was down could be snoozed after its task was completed, and fired
+ *   for the completed task;
+ * - a fired reminder snoozed after its task's due date moved fired again naming the old due date;
+ * - MCP `dismiss_reminder` without an id, after `snooze_reminder`, dismissed an older reminder and the snoozed
+ *   one fired again.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { HOUR, MIN, harness, type Harness } from '../helpers/reminders-harness.ts';
+
+describe('reminders edges', () => {
+  let h: Harness;
+  before(async () => (h = await harness()));
+  after(async () => h?.stop());
+  const scheduledOf = async (taskId: string) =>
+    (await h.rows(taskId)).filter((r) => r.status === 'scheduled').map((r) => r.remind_at);
+
+  it('a task reopened when its never-fired reminder is past is reminded at the due time, as answered', async () => {
+    const task = await h.createTask('ann', {
+      title: 'Pay bill',
+      due_date: h.at(3 * HOUR),
+      reminders: ['PT1H'],
+    });
+    await h.applied(task.id, 1);
+    assert.equal((await h.app.call('ann', 'POST', `/api/tasks/${task.id}/complete`)).status, 200);
+    await h.applied(task.id, 2);
+    h.clock.advance(2 * HOUR + 30 * MIN); // due in 30 minutes: the 1-hour-before reminder is past
+    const reopened = await h.app.call('ann', 'POST', `/api/tasks/${task.id}/reopen`);
+    assert.equal(reopened.status, 200);
+    assert.deepEqual(reopened.body.reminder_plan.scheduled, [
+      { remind_at: task.due_date, specs: ['PT1H'], why: 'at_due_instead' },
+    ]);
+    await h.applied(task.id, 3);
+    assert.deepEqual(await scheduledOf(task.id), [task.due_date]);
+    h.clock.advance(30 * MIN + 1_000);
+    await h.scheduler().tick();
+    assert.equal((await h.events(task.id, 'reminder.triggered')).length, 1);
+  });
+
+  it('a due date moved away and back to where its never-fired reminder is past: reminded at the due time', async () => {
+    const due = h.at(3 * HOUR);
+    const t = await h.createTask('gus', { title: 'Meet', due_date: due, reminders: ['PT1H'] });
+    await h.applied(t.id, 1);
+    assert.equal(
+      (await h.app.call('gus', 'PATCH', `/api/tasks/${t.id}`, { due_date: h.at(48 * HOUR) })).status,
+      200,
+    );
+    await h.applied(t.id, 2);
+    h.clock.advance(2 * HOUR + 30 * MIN);
+    const back = await h.app.call('gus', 'PATCH', `/api/tasks/${t.id}`, { due_date: due });
+    assert.equal(back.status, 200);
+    await h.applied(t.id, 3);
+    assert.deepEqual(
+      back.body.reminder_plan.scheduled.map((s: { remind_at: string }) => s.remind_at),
+      [due],
+    );
+    assert.deepEqual(await scheduledOf(t.id), [due]);
+  });
+
+  it('a missed reminder of a completed task cannot be snoozed into firing for it', async () => {
+    const t = await h.createTask('dan', { title: 'Report', due_date: h.at(2 * HOUR), reminders: ['PT1H'] });
+    await h.applied(t.id, 1);
+    h.clock.advance(2 * HOUR + MIN); // the scheduler was down: found an hour late, the task due, missed
+    await h.scheduler().tick();
+    const [r] = await h.rows(t.id);
+    assert.equal(r!.status, 'missed');
+    assert.equal((await h.app.call('dan', 'POST', `/api/tasks/${t.id}/complete`)).status, 200);
+    await h.applied(t.id, 2);
+    const s = await h.app.call('dan', 'POST', `/api/tasks/${t.id}/reminders/${r!.id}/snooze`, {
+      duration: 'PT10M',
+    });
+    assert.equal(s.status, 409, JSON.stringify(s.body));
+    h.clock.advance(10 * MIN + 1_000);
+    await h.scheduler().tick();
+    assert.deepEqual(await h.events(t.id, 'reminder.triggered'), []);
+  });
+
+  it('a fired reminder snoozed after its due date moved fires naming the due date the task has now', async () => {
+    const t = await h.createTask('hal', {
+      title: 'Dinner',
+      due_date: h.at(3 * HOUR),
+      reminders: [h.at(HOUR)],
+    });
+    await h.applied(t.id, 1);
+    h.clock.advance(HOUR + 1_000);
+    await h.scheduler().tick();
+    const [r] = await h.rows(t.id);
+    assert.equal(r!.status, 'triggered');
+    const newDue = h.at(5 * HOUR);
+    assert.equal((await h.app.call('hal', 'PATCH', `/api/tasks/${t.id}`, { due_date: newDue })).status, 200);
+    await h.applied(t.id, 2);
+    const s = await h.app.call('hal', 'POST', `/api/tasks/${t.id}/reminders/${r!.id}/snooze`, {
+      duration: 'PT10M',
+    });
+    assert.equal(s.status, 200, JSON.stringify(s.body));
+    h.clock.advance(10 * MIN + 1_000);
+    await h.scheduler().tick();
+    const fired = await h.events(t.id, 'reminder.triggered');
+    assert.equal(fired.length, 2);
+    assert.equal(fired[1]!.data.due_at, newDue);
+  });
+});
+
+describe('MCP: "snooze it", then "dismiss it"', () => {
+  let h: Harness;
+  let client: Client;
+  before(async () => {
+    h = await harness();
+    client = new Client({ name: 'assistant', version: '1.0.0' });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${h.app.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${await h.app.token('eve')}` } },
+      }),
+    );
+  });
+  after(async () => {
+    await client?.close();
+    await h?.stop();
+  });
+  const call = async (name: string, args: Record<string, unknown>) =>
+    (await client.callTool({ name, arguments: args })) as {
+      isError?: boolean;
+      content: unknown[];
+      structuredContent?: { id?: string };
+    };
+
+  it('dismisses the reminder just snoozed (the one that fired last), which does not fire again', async () => {
+    const t = await h.createTask('eve', {
+      title: 'Stretch',
+      due_date: h.at(3 * HOUR),
+      reminders: ['PT2H', 'PT1H'],
+    });
+    await h.applied(t.id, 1);
+    h.clock.advance(HOUR + 1_000);
+    await h.scheduler().tick(); // the 2-hours-before one fires
+    h.clock.advance(HOUR);
+    await h.scheduler().tick(); // the 1-hour-before one fires: the one that fired last
+    assert.equal((await h.events(t.id, 'reminder.triggered')).length, 2);
+    const snoozed = await call('snooze_reminder', { task_id: t.id, for: '10 minutes' });
+    assert.notEqual(snoozed.isError, true, JSON.stringify(snoozed.content));
+    const dismissed = await call('dismiss_reminder', { task_id: t.id });
+    assert.notEqual(dismissed.isError, true, JSON.stringify(dismissed.content));
+    assert.equal(dismissed.structuredContent?.id, snoozed.structuredContent?.id);
+    h.clock.advance(10 * MIN + 1_000);
+    await h.scheduler().tick();
+    assert.equal((await h.events(t.id, 'reminder.triggered')).length, 2);
+  });
+});
