@@ -55,7 +55,8 @@ export class PartitionWorker<M> {
       if (n > 0) this.handled = run[n - 1];
       done += n;
       if (n < run.length) break; // shutdown: the rest stays uncommitted
-      if (this.commitDueIn() <= 0 && !(await this.commit())) break;
+      // A commit that failed keeps its message to commit (commit): the run goes on, and it is tried again.
+      if (this.commitDueIn() <= 0 && !(await this.commit().catch(() => true))) break;
     }
     return done;
   }

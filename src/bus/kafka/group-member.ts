@@ -4,7 +4,13 @@
  * messages were handled or dead-lettered, at most once per COMMIT_INTERVAL_MS while busy.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Consumer, stringDeserializer, type Message, type MessagesStream } from '@platformatic/kafka';
+import {
+  Consumer,
+  ListOffsetTimestamps,
+  stringDeserializer,
+  type Message,
+  type MessagesStream,
+} from '@platformatic/kafka';
 import { consumer, DEFAULT_MAX_BATCH } from '../consumer.ts';
 import { PartitionWorker } from '../partition-worker.ts';
 import type { SubscribeOptions, Subscriber, Subscription } from '../types.ts';
@@ -210,6 +216,7 @@ class KafkaGroupMember implements Subscription {
       this.cfg.log.warn({ group }, 'kafka consumer stream ended; reconnecting');
       await Promise.all(this.running.values());
       await Promise.all([...this.partitions.keys()].map((id) => this.commitNow(id)));
+      await this.moveLostPositions();
       await forceClose(this.consumer);
       await retryWithBackoff(
         async (attempt) => {
@@ -228,6 +235,47 @@ class KafkaGroupMember implements Subscription {
       );
     })().finally(() => (this.reconnecting = undefined));
     return this.reconnecting;
+  }
+
+  /**
+   * Positions of this member's partitions that the broker no longer keeps (retention deleted the records while
+   * the group was stopped: `task-updates` keeps an hour; or kafka-delete-records) are moved to the oldest record
+   * kept (the newest for a group that starts at the end), as Kafka's own consumers do (auto.offset.reset): every
+   * fetch from such a position was refused, the stream ended, and the member rejoined at the same position for
+   * good, handling nothing. Committed as the member (still in the group), so other members need not stop.
+   */
+  private async moveLostPositions(): Promise<void> {
+    const assigned = this.consumer.assignments ?? [];
+    if (assigned.length === 0) return;
+    const topics = assigned.map((a) => a.topic);
+    try {
+      const [committed, earliest, latest] = await Promise.all([
+        this.consumer.listCommittedOffsets({ topics: assigned }),
+        this.consumer.listOffsets({ topics, timestamp: ListOffsetTimestamps.EARLIEST }),
+        this.opts.fromBeginning === false
+          ? this.consumer.listOffsets({ topics, timestamp: ListOffsetTimestamps.LATEST })
+          : undefined,
+      ]);
+      const moves: { topic: string; partition: number; offset: bigint; leaderEpoch: number }[] = [];
+      for (const { topic, partitions } of assigned)
+        for (const partition of partitions) {
+          const at = committed.get(topic)?.[partition];
+          const start = earliest.get(topic)?.[partition];
+          if (at === undefined || start === undefined || at < 0n || at >= start) continue;
+          const to = latest?.get(topic)?.[partition] ?? start;
+          moves.push({ topic, partition, offset: to, leaderEpoch: -1 });
+          this.cfg.log.warn(
+            { group: this.opts.group, topic, partition, committed: String(at), log_start: String(start) },
+            `kafka: the group's position is no longer kept (retention deleted ${String(start - at)} record(s) while it was away); reading on from ${String(to)}`,
+          );
+        }
+      if (moves.length) await this.consumer.commit({ offsets: moves });
+    } catch (err) {
+      this.cfg.log.warn(
+        { group: this.opts.group, err: describeKafkaError(err) },
+        'kafka: could not check the group positions against what the broker keeps',
+      );
+    }
   }
 
   /** After a (re)join: stops the workers of partitions the group gave to another member. */
@@ -297,13 +345,20 @@ class KafkaGroupMember implements Subscription {
       commit: async (m) => {
         if (revoked.signal.aborted) return false; // another member's now: it reads on from the last commit
         try {
-          await m.commit();
+          // Through the consumer of now, not the one that fetched it: after a reconnect that one is closed.
+          await this.consumer.commit({
+            offsets: [{ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: -1 }],
+          });
         } catch (err) {
-          // Typically a rebalance moved the partition: the new owner re-reads from the last commit (idempotent).
+          // Moved by a rebalance: the new owner re-reads from the last commit (idempotent handlers).
+          if (revoked.signal.aborted) return false;
+          // Still this member's (a broker outage): tried again later and on close, or the position stayed one
+          // behind for good and the next owner handled the message again.
           this.cfg.log.warn(
             { err: describeKafkaError(err), group: this.opts.group, topic: m.topic, partition: m.partition },
-            'offset commit failed',
+            'offset commit failed; it is tried again',
           );
+          throw err;
         }
         return true;
       },
@@ -330,7 +385,11 @@ class KafkaGroupMember implements Subscription {
   private async commitNow(id: string): Promise<void> {
     clearTimeout(this.commitTimers.get(id));
     this.commitTimers.delete(id);
-    await this.partitions.get(id)?.worker.commit();
+    const worker = this.partitions.get(id)?.worker;
+    // A failed commit keeps what it was to commit (logged by the commit): due again in COMMIT_INTERVAL_MS.
+    await worker?.commit().catch(() => {
+      if (!this.closed) this.commitLater(id, worker);
+    });
   }
 
   /** Handles one partition's queue in order, a run at a time (PartitionWorker commits). */

@@ -86,7 +86,7 @@ export function chunkBySize<T>(messages: readonly T[], limit: number, sizeOf: (m
 }
 
 export class KafkaPublisher implements Publisher {
-  private readonly producer: Producer<string, Buffer, string, string>;
+  private producer: Producer<string, Buffer, string, string>;
   /** Topics known to exist; others (a new group's DLQ) are created with their spec before the first send. */
   private readonly known = new Set<string>();
   private admin: KafkaAdmin | undefined;
@@ -95,8 +95,12 @@ export class KafkaPublisher implements Publisher {
     private readonly log?: Logger,
     readonly codec: EventCodec = JSON_CODEC,
   ) {
-    this.producer = new Producer<string, Buffer, string, string>({
-      ...connectionOptions(s),
+    this.producer = this.newProducer();
+  }
+
+  private newProducer(): Producer<string, Buffer, string, string> {
+    return new Producer<string, Buffer, string, string>({
+      ...connectionOptions(this.s),
       idempotent: true,
       acks: ProduceAcks.ALL,
       // Java's partitioner (murmur2 of the key), as the embedded bus uses: a key lands on the same partition
@@ -136,9 +140,19 @@ export class KafkaPublisher implements Publisher {
     // Chunks of bounded size keep every request valid (MAX_REQUEST_BYTES). They go one after another: per-key
     // order holds.
     for (const chunk of chunkBySize(records, MAX_REQUEST_BYTES, recordSizeBound)) {
+      const producer = this.producer;
       try {
-        await this.producer.send({ messages: chunk });
+        await producer.send({ messages: chunk });
       } catch (err) {
+        // A send that failed may still be written (the broker stalled past the client's timeout and resumed),
+        // and the client does not move its sequence numbers past it: the next send of as many records was
+        // taken by the broker for a duplicate and dropped (acknowledged, never written), one of another count
+        // refused as out of order for good. The next send goes through a new producer, with a new producer id
+        // and its own sequence; what the failed one wrote, the relay finds on the bus (docs/adr/0010).
+        if (this.producer === producer) {
+          this.producer = this.newProducer();
+          void producer.close().catch(() => undefined);
+        }
         const described = describeKafkaError(err);
         const hint =
           this.s.ensureTopics === false && /unknown topic/i.test(described)
