@@ -161,8 +161,10 @@ export async function runTargets(
         });
     else await http.app.ready();
   } catch (err) {
-    for (const r of running.reverse()) await r.target.stop().catch(() => undefined);
+    // The server first, as stop() does: its preClose ends deliveries held on it (Dapr), which a target's stop
+    // waits for.
     await http.app.close().catch(() => undefined);
+    for (const r of running.reverse()) await r.target.stop().catch(() => undefined);
     await bus.close().catch(() => undefined);
     if (!opts.db) await db.close().catch(() => undefined);
     throw err;

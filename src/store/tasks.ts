@@ -318,7 +318,12 @@ export class TaskStore {
     try {
       await this.insert(this.db, items);
     } catch (err) {
-      if (!isUnavailable(err)) throw err;
+      // Written again one at a time after a group's connection went (GroupCommit), a create whose group had
+      // committed finds its own id taken: it is there.
+      const ownIdTaken =
+        (err as { code?: string; constraint?: string }).code === '23505' &&
+        (err as { constraint?: string }).constraint === 'tasks_pkey';
+      if (!isUnavailable(err) && !ownIdTaken) throw err;
       const committed = await this.db
         .query('SELECT 1 FROM tasks WHERE id = $1 AND user_id = $2', [
           items[0]!.task.id,

@@ -7,6 +7,8 @@
  *   never written, one of another count refused for good;
  * - an offset commit that failed in a broker outage was never tried again, not even on close: the partition
  *   stayed one message behind, and the next member handled it again.
+ * - (of that fix) a publish the broker refused (a record too large) replaced the producer under the publishes in
+ *   flight beside it, which failed too: only a send without an answer replaces it, closed once its sends end.
  * The last two stall and stop a broker of their own (scripts/kafka, instance `kafka-edges`).
  */
 import assert from 'node:assert/strict';
@@ -82,6 +84,49 @@ describe('a Kafka group whose committed position is no longer kept', { skip }, (
       await sub.close();
       await bus.close();
     }
+  });
+});
+
+describe('one Kafka publisher shared by the relay and the dead letters', { skip }, () => {
+  it('a publish the broker refuses does not fail another in flight beside it', async () => {
+    const s = {
+      brokers: kafkaBrokers!.split(','),
+      clientId: 'kafka-edges-swap',
+      topicPrefix: `swap-${randomBytes(3).toString('hex')}.`,
+    };
+    const admin = new KafkaAdmin(s, silentLogger);
+    const publisher = new KafkaPublisher(s, silentLogger);
+    const event = (title: string, pad: number) => {
+      const e = taskCreated('u1', title);
+      (e.data as unknown as { pad: string }).pad = 'x'.repeat(pad);
+      return e;
+    };
+    const failures: string[] = [];
+    try {
+      await admin.ensureTopics([
+        { name: 'ok', partitions: 1, retentionMs: DAY },
+        { name: 'small', partitions: 1, retentionMs: DAY },
+      ]);
+      await publisher.publish([{ topic: 'ok', key: 'u', event: event('warm', 0) }]);
+      for (let round = 0; round < 3; round++) {
+        // A record over the broker's size limit: refused, nothing of it written.
+        const refused = publisher.publish([{ topic: 'small', key: 'u', event: event('too big', 1_500_000) }]);
+        const beside = publisher.publish(
+          Array.from({ length: 50 }, (_, i) => ({
+            topic: 'ok',
+            key: `u${i % 7}`,
+            event: event(`g${i}`, 200),
+          })),
+        );
+        const [b, r] = await Promise.allSettled([beside, refused]);
+        if (b.status === 'rejected') failures.push(`round ${round}: ${String((b.reason as Error).message)}`);
+        if (r.status === 'fulfilled') failures.push(`round ${round}: the oversize record was taken`);
+      }
+    } finally {
+      await publisher.close();
+      await admin.close();
+    }
+    assert.deepEqual(failures, []);
   });
 });
 

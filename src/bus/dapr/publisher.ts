@@ -6,6 +6,7 @@ import type { Logger } from '../../observability/logger.ts';
 import { eachLimited } from '../../each-limited.ts';
 import { type OutgoingMessage, type Publisher } from '../types.ts';
 import { errorText } from '../../error-text.ts';
+import { isTraceparent } from '../../observability/trace.ts';
 import { sidecarHeaders, type DaprSettings } from './settings.ts';
 
 export class DaprPublisher implements Publisher {
@@ -111,7 +112,8 @@ export class DaprPublisher implements Publisher {
       m.topic,
     )}?${query}`;
     const headers: Record<string, string> = { 'content-type': 'application/cloudevents+json' };
-    if (m.event.traceparent) headers.traceparent = m.event.traceparent;
+    // Only a well-formed one: a header fetch cannot send (an invalid event's, dead-lettered) failed every try.
+    if (isTraceparent(m.event.traceparent)) headers.traceparent = m.event.traceparent;
     const res = await this.post(url, m.topic, { headers, body: JSON.stringify(m.event) });
     if (!res.ok) throw await this.failure(res, m.topic);
     await res.body?.cancel();

@@ -16,6 +16,7 @@ import { LiveSubscriptions } from '../subscriptions.ts';
 import { waitForEvent } from '../../wait.ts';
 import { toMessage, type EmbeddedBusOptions, type MessageRow } from './options.ts';
 import type { EmbeddedPublisher } from './publisher.ts';
+import { errorMessage } from '../../error-text.ts';
 /** The `signals` event a NOTIFY of another process's append becomes (payload `topic/partition`, or '*'). */
 const NOTIFY_EVENT = notifyEvent(LOG_NOTIFY_CHANNEL);
 /** How long a member keeps a partition it gave up while a handler there finishes (Kafka's max.poll.interval.ms). */
@@ -222,13 +223,22 @@ class GroupMember implements Subscription {
 
   /** Commits the next offset to read, only while this member still owns the partition. */
   private async commit(topic: string, partition: number, next: number): Promise<boolean> {
-    const r = await this.db.query(
-      `INSERT INTO bus_group_offsets (group_id, topic, partition, "offset", updated_at)
+    const r = await this.db
+      .query(
+        `INSERT INTO bus_group_offsets (group_id, topic, partition, "offset", updated_at)
        SELECT $1, $2, $3, $4, now() WHERE EXISTS (
          SELECT 1 FROM bus_partition_owners WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $5)
        ON CONFLICT (group_id, topic, partition) DO UPDATE SET "offset" = excluded."offset", updated_at = now()`,
-      [this.opts.group, topic, partition, next, this.memberId],
-    );
+        [this.opts.group, topic, partition, next, this.memberId],
+      )
+      .catch((err: unknown) => {
+        // Kept to commit and tried again (PartitionWorker.commit), as on Kafka; said here.
+        this.cfg.log.warn(
+          { err: errorMessage(err), group: this.opts.group, topic, partition },
+          'offset commit failed; it is tried again',
+        );
+        throw err;
+      });
     return r.rowCount > 0;
   }
 

@@ -269,7 +269,10 @@ class KafkaGroupMember implements Subscription {
             `kafka: the group's position is no longer kept (retention deleted ${String(start - at)} record(s) while it was away); reading on from ${String(to)}`,
           );
         }
-      if (moves.length) await this.consumer.commit({ offsets: moves });
+      // Only if no rebalance came meanwhile: a commit is checked by the member's generation, not by whose the
+      // partition is, and it would move another owner's position back.
+      if (moves.length && this.consumer.assignments === assigned)
+        await this.consumer.commit({ offsets: moves });
     } catch (err) {
       this.cfg.log.warn(
         { group: this.opts.group, err: describeKafkaError(err) },

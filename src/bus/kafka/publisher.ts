@@ -85,8 +85,16 @@ export function chunkBySize<T>(messages: readonly T[], limit: number, sizeOf: (m
   return chunks;
 }
 
+/** A failure after which the records may be on the broker all the same: no answer, or a lost connection. */
+const MAY_HAVE_BEEN_WRITTEN =
+  /timed? ?out|timeout|ECONNRESET|EPIPE|ECONNREFUSED|ETIMEDOUT|closed|disconnect|socket|network|out of order sequence/i;
+
 export class KafkaPublisher implements Publisher {
   private producer: Producer<string, Buffer, string, string>;
+  /** Sends under way, by producer; and the producers replaced, closed when their last send ends. */
+  private readonly inFlight = new Map<Producer<string, Buffer, string, string>, number>();
+  private readonly retired = new Set<Producer<string, Buffer, string, string>>();
+  private closed = false;
   /** Topics known to exist; others (a new group's DLQ) are created with their spec before the first send. */
   private readonly known = new Set<string>();
   private admin: KafkaAdmin | undefined;
@@ -141,30 +149,43 @@ export class KafkaPublisher implements Publisher {
     // order holds.
     for (const chunk of chunkBySize(records, MAX_REQUEST_BYTES, recordSizeBound)) {
       const producer = this.producer;
+      this.inFlight.set(producer, (this.inFlight.get(producer) ?? 0) + 1);
       try {
         await producer.send({ messages: chunk });
       } catch (err) {
-        // A send that failed may still be written (the broker stalled past the client's timeout and resumed),
-        // and the client does not move its sequence numbers past it: the next send of as many records was
-        // taken by the broker for a duplicate and dropped (acknowledged, never written), one of another count
-        // refused as out of order for good. The next send goes through a new producer, with a new producer id
-        // and its own sequence; what the failed one wrote, the relay finds on the bus (docs/adr/0010).
-        if (this.producer === producer) {
-          this.producer = this.newProducer();
-          void producer.close().catch(() => undefined);
-        }
         const described = describeKafkaError(err);
+        // A send that failed without an answer may still be written (the broker stalled past the client's
+        // timeout and resumed), and the client does not move its sequence numbers past it: the next send of as
+        // many records was taken by the broker for a duplicate and dropped (acknowledged, never written), one
+        // of another count refused as out of order for good. The next sends go through a new producer, with a
+        // new producer id and its own sequence; what the failed one wrote, the relay finds on the bus (docs/adr/
+        // 0010). Not for a refusal (a record too large, a topic unknown): nothing of it was written.
+        if (this.producer === producer && !this.closed && MAY_HAVE_BEEN_WRITTEN.test(described)) {
+          this.producer = this.newProducer();
+          this.retired.add(producer);
+        }
         const hint =
           this.s.ensureTopics === false && /unknown topic/i.test(described)
             ? ' (KAFKA_ENSURE_TOPICS=false: Taskflow creates no topic; create it, e.g. with `taskflow topics ensure` run with it true)'
             : '';
         throw new Error(`Kafka publish failed: ${described}${hint}`, { cause: err });
+      } finally {
+        // A producer replaced is closed once the sends still on it have ended (the relay's and a consumer's dead
+        // letter share it): closed at once, it failed them too.
+        const left = this.inFlight.get(producer)! - 1;
+        if (left > 0) this.inFlight.set(producer, left);
+        else {
+          this.inFlight.delete(producer);
+          if (this.retired.delete(producer)) void producer.close().catch(() => undefined);
+        }
       }
     }
   }
 
   async close(): Promise<void> {
-    await this.producer.close().catch(() => undefined);
+    this.closed = true;
+    await Promise.all([this.producer, ...this.retired].map((p) => p.close().catch(() => undefined)));
+    this.retired.clear();
     await this.admin?.close();
   }
 }

@@ -760,7 +760,11 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     if (!mapped) throw failure;
     // Its text without the key, as in the answer: the SDK's error quotes what the provider said, which may be it.
     deps.log.warn(
-      { err: withoutSecret(errorText(failure), model.apiKey), conversation_id: conversationId },
+      {
+        err: withoutSecret(errorText(failure), model.apiKey),
+        status: (failure as { status?: unknown }).status,
+        conversation_id: conversationId,
+      },
       'chat: the language model failed',
     );
     return { ...mapped, problem: { ...mapped.problem, conversation_id: conversationId } as Problem, calls };

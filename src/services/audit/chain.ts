@@ -445,7 +445,9 @@ export async function verifyChain(db: Queryable, opts: VerifyOptions = {}): Prom
 
 /**
  * Retention: deletes, per user, the longest prefix of the chain whose records all occurred before `before`,
- * and moves the user's anchor to the last deleted record. Returns how many records it deleted.
+ * and moves the user's anchor to the last deleted record; without the key, a chain purged whole starts over
+ * (no anchor, numbered from 1 again: an export from before has those numbers too). Returns how many records
+ * it deleted.
  */
 export async function purgeAudit(
   db: Db,

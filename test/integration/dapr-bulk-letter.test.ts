@@ -1,0 +1,60 @@
+/**
+ * A bulk entry whose event is invalid for its traceparent, a value fetch cannot send as a header (a newline),
+ * is dead-lettered by the app: the Dapr publisher copied the traceparent into the request's headers, fetch threw
+ * every time, and the dead letter was tried for good, holding the partition (a review of the change that has
+ * the app write bulk dead letters). A plain HTTP server stands for the sidecar's publish API.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { it } from 'node:test';
+import Fastify from 'fastify';
+import { DaprPublisher } from '../../src/bus/dapr/publisher.ts';
+import { DaprSubscriber } from '../../src/bus/dapr/subscriber.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+
+it('a bulk entry with a traceparent fetch cannot send is dead-lettered, not held for good', async () => {
+  const letters: string[] = [];
+  const sidecar = createServer((req, res) => {
+    letters.push(req.url ?? '');
+    req.resume();
+    req.on('end', () => res.writeHead(204).end());
+  });
+  await new Promise<void>((r) => sidecar.listen(0, '127.0.0.1', r));
+  const s = { httpPort: (sidecar.address() as AddressInfo).port, pubsubName: 'pubsub', bulk: false };
+  const log = createLogger({ level: 'silent' });
+  const app = Fastify();
+  const publisher = new DaprPublisher(s, log);
+  const subscriber = new DaprSubscriber(s, log, app, publisher);
+  await subscriber.subscribe({
+    group: 'g',
+    topics: ['t'],
+    handler: async () => undefined,
+    batchHandler: async () => undefined,
+    batchIntervalMs: 100,
+  });
+  const event = {
+    specversion: '1.0',
+    id: '6b0f4f9e-5d2b-4a53-9a47-0a3b0d3f6a11',
+    source: '/x',
+    type: 'task.created',
+    time: '2026-03-01T12:00:00Z',
+    traceparent: '00-bad\nvalue',
+    data: {},
+  };
+  const answer = subscriber.deliverBulk('g', 't', {
+    entries: [{ entryId: 'e1', event, metadata: { __key: 'u1', __partition: '0', __offset: '5' } }],
+  });
+  const outcome = await Promise.race([
+    answer,
+    new Promise((r) => setTimeout(() => r('still held after 8 s'), 8_000)),
+  ]);
+  await app.close(); // preClose aborts the dead letter's retries
+  await subscriber.close();
+  sidecar.close();
+  assert.deepEqual(
+    outcome,
+    [{ entryId: 'e1', status: 'SUCCESS' }],
+    `sidecar got ${letters.length} request(s)`,
+  );
+});
