@@ -118,7 +118,21 @@ export interface StoredReminderState {
   id: string;
   status: ReminderStatus;
   dismiss_reason: DismissReason | null;
+  /** Snoozed to `remind_at` (kept through a dismissal by a task change: a reopen brings the snooze back). */
+  snoozed?: boolean;
+  remind_at?: Date | string;
 }
+
+/** When a stored reminder snoozed and put aside by a task change would fire, if still live; else undefined. */
+export const snoozedAhead = (
+  r: StoredReminderState | undefined,
+  asOf: Date,
+  graceMs: number,
+): string | undefined => {
+  if (!r?.snoozed || r.remind_at === undefined) return undefined;
+  const at = new Date(r.remind_at).toISOString();
+  return isLive(at, asOf, graceMs) ? at : undefined;
+};
 
 export interface Reconciliation {
   /** New reminders to insert (and announce with `reminder.scheduled`). */
@@ -161,7 +175,10 @@ export function reconcileReminders(
   const out = noReconciliation();
   for (const d of desired) {
     const row = byId.get(d.id);
-    const live = isLive(d.remind_at, opts.asOf, opts.graceMs);
+    // A snooze that is still ahead keeps it live (completed and reopened: neither moved the reminders).
+    const live =
+      isLive(d.remind_at, opts.asOf, opts.graceMs) ||
+      snoozedAhead(row, opts.asOf, opts.graceMs) !== undefined;
     if (!row) {
       if (live) out.schedule.push(d);
     } else if (row.status === 'dismissed' && row.dismiss_reason !== 'user' && live) {

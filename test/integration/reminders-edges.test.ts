@@ -8,7 +8,8 @@
  *   for the completed task;
  * - a fired reminder snoozed after its task's due date moved fired again naming the old due date;
  * - MCP `dismiss_reminder` without an id, after `snooze_reminder`, dismissed an older reminder and the snoozed
- *   one fired again.
+ *   one fired again;
+ * - completing and reopening a task lost a snooze: the reminder came back at its planned instant.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -106,6 +107,50 @@ describe('reminders edges', () => {
     const fired = await h.events(t.id, 'reminder.triggered');
     assert.equal(fired.length, 2);
     assert.equal(fired[1]!.data.due_at, newDue);
+  });
+});
+
+describe('a snooze through completing and reopening the task', () => {
+  let h: Harness;
+  before(async () => (h = await harness()));
+  after(async () => h?.stop());
+  const completeReopen = async (user: string, id: string, version: number) => {
+    assert.equal((await h.app.call(user, 'POST', `/api/tasks/${id}/complete`)).status, 200);
+    await h.applied(id, version);
+    h.clock.advance(MIN);
+    assert.equal((await h.app.call(user, 'POST', `/api/tasks/${id}/reopen`)).status, 200);
+    await h.applied(id, version + 1);
+    await h.scheduler().tick();
+  };
+
+  it('a fired reminder snoozed for 30 minutes keeps its snooze (it fired again at once)', async () => {
+    const t = await h.createTask('bea', { title: 'Snoozed', due_date: h.at(2 * HOUR), reminders: ['PT1H'] });
+    await h.applied(t.id, 1);
+    h.clock.advance(HOUR + 1_000);
+    await h.scheduler().tick();
+    const [r] = await h.rows(t.id);
+    const s = await h.app.call('bea', 'POST', `/api/tasks/${t.id}/reminders/${r!.id}/snooze`, {
+      duration: 'PT30M',
+    });
+    assert.equal(s.status, 200, JSON.stringify(s.body));
+    await completeReopen('bea', t.id, 2);
+    assert.equal((await h.events(t.id, 'reminder.triggered')).length, 1);
+    assert.equal((await h.rows(t.id))[0]!.remind_at, s.body.remind_at);
+  });
+
+  it('a reminder delayed by a snooze is not brought back to its earlier time', async () => {
+    const t = await h.createTask('cid', { title: 'Later', due_date: h.at(3 * HOUR), reminders: ['PT2H'] });
+    await h.applied(t.id, 1);
+    const [r] = await h.rows(t.id);
+    const s = await h.app.call('cid', 'POST', `/api/tasks/${t.id}/reminders/${r!.id}/snooze`, {
+      duration: 'PT2H',
+    });
+    assert.equal(s.status, 200, JSON.stringify(s.body));
+    await completeReopen('cid', t.id, 2);
+    assert.equal((await h.rows(t.id))[0]!.remind_at, s.body.remind_at);
+    h.clock.advance(HOUR + MIN); // past the planned time, before the snooze ends
+    await h.scheduler().tick();
+    assert.deepEqual(await h.events(t.id, 'reminder.triggered'), []);
   });
 });
 

@@ -13,6 +13,7 @@ import {
   reconcileReminders,
   type DismissReason,
   type ReminderStatus,
+  snoozedAhead,
 } from '../../domain/reminders.ts';
 import type { Queryable, Tx } from '../../store/db.ts';
 import { eventWrite, runWithEvents } from '../../store/outbox.ts';
@@ -264,11 +265,18 @@ export async function applyTaskEvents(
     const base = { task_id: task.id, user_id: task.user_id, title: task.title, due_at: task.due_date };
     for (const p of plan.reactivate) {
       const row = existing.find((e) => e.id === p.id)!;
+      // Its snooze, when still ahead, comes back with it: completing and reopening moved no reminder.
+      const snoozed = snoozedAhead(
+        row,
+        new Date(Math.min(input.eventTime.getTime(), opts.now.getTime())),
+        opts.graceMs,
+      );
+      const remindAt = snoozed ?? p.remind_at;
       Object.assign(row, {
         status: 'scheduled',
         dismiss_reason: null,
-        snoozed: false,
-        remind_at: new Date(p.remind_at),
+        snoozed: snoozed !== undefined,
+        remind_at: new Date(remindAt),
         planned_at: new Date(p.remind_at),
         title: task.title,
         due_at: due,
@@ -276,7 +284,7 @@ export async function applyTaskEvents(
       } satisfies Partial<ReminderRow>);
       touch(row);
       events.push(
-        reminderEvent('reminder.scheduled', { ...base, id: p.id, remind_at: p.remind_at }, ctx, {
+        reminderEvent('reminder.scheduled', { ...base, id: p.id, remind_at: remindAt }, ctx, {
           reason: 'rescheduled',
         }),
       );
