@@ -211,6 +211,24 @@ export const bool = (env: Env, key: string, def: boolean): boolean => {
 export const quotedSecretly = (raw: string): string =>
   `"${raw.replace(/^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^:/?#@\s]*:)\S*@/, '$1***@')}"`;
 
+/**
+ * The embedded bus's consumer timings. A member's partition leases run a session from each heartbeat: a session
+ * under two heartbeats let them lapse between heartbeats, and the workers stopped and started over and over.
+ */
+function embeddedTimings(env: Env): Config['embedded'] {
+  const heartbeatIntervalMs = int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10, TIMER_MAX_MS);
+  const sessionTimeoutMs = int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50, TIMER_MAX_MS);
+  if (sessionTimeoutMs < 2 * heartbeatIntervalMs)
+    throw new ConfigError(
+      `EMBEDDED_SESSION_TIMEOUT_MS (${sessionTimeoutMs}) must be at least twice EMBEDDED_HEARTBEAT_MS (${heartbeatIntervalMs}): a consumer's partition leases would lapse between its heartbeats`,
+    );
+  return {
+    pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1, TIMER_MAX_MS),
+    heartbeatIntervalMs,
+    sessionTimeoutMs,
+  };
+}
+
 /** KAFKA_BROKERS: `host:port` pairs joined by commas (an IPv6 host in brackets). */
 function kafkaBrokers(raw: string | undefined): string[] {
   const brokers = (raw || '127.0.0.1:9092')
@@ -424,11 +442,7 @@ export function loadConfig(
     ledgerRetentionMs: int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000),
     trustProxy: trustProxy(env.TRUST_PROXY),
     corsOrigins: corsOrigins(env.CORS_ORIGINS),
-    embedded: {
-      pollIntervalMs: int(env, 'EMBEDDED_POLL_MS', 2000, 1, TIMER_MAX_MS),
-      heartbeatIntervalMs: int(env, 'EMBEDDED_HEARTBEAT_MS', 2000, 10, TIMER_MAX_MS),
-      sessionTimeoutMs: int(env, 'EMBEDDED_SESSION_TIMEOUT_MS', 10_000, 50, TIMER_MAX_MS),
-    },
+    embedded: embeddedTimings(env),
     consumerBatchIntervalMs: int(env, 'CONSUMER_BATCH_INTERVAL_MS', 200, 0, TIMER_MAX_MS),
     eventEncoding: eventEncodingOf(env, bus),
     ...(env.SCHEMA_REGISTRY_URL ? { schemaRegistry: schemaRegistryOf(env) } : {}),

@@ -31,6 +31,20 @@ describe('settings refused at start', () => {
     );
   });
 
+  it('EMBEDDED_SESSION_TIMEOUT_MS: at least two heartbeats (EMBEDDED_HEARTBEAT_MS)', () => {
+    assert.throws(
+      () => loadConfig({ ...base, EMBEDDED_HEARTBEAT_MS: '5000', EMBEDDED_SESSION_TIMEOUT_MS: '5000' }),
+      /EMBEDDED_SESSION_TIMEOUT_MS \(5000\) must be at least twice EMBEDDED_HEARTBEAT_MS \(5000\)/,
+    );
+    assert.throws(() => loadConfig({ ...base, EMBEDDED_HEARTBEAT_MS: '6000' }), /at least twice/);
+    const ok = loadConfig({ ...base, EMBEDDED_HEARTBEAT_MS: '5000', EMBEDDED_SESSION_TIMEOUT_MS: '10000' });
+    assert.deepEqual(ok.embedded, {
+      pollIntervalMs: 2000,
+      heartbeatIntervalMs: 5000,
+      sessionTimeoutMs: 10_000,
+    });
+  });
+
   it('KAFKA_TOPIC_PREFIX: what Kafka takes in a topic name', () => {
     assert.throws(
       () => loadConfig({ ...base, KAFKA_TOPIC_PREFIX: 'walk ops/' }),
