@@ -14,7 +14,7 @@ import {
 import type { Bus } from './bus/types.ts';
 import { ConfigError, type Config } from './config.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
-import { createHttpServer } from './http/server.ts';
+import { createHttpServer, routePattern } from './http/server.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import {
@@ -290,7 +290,7 @@ export function servedElsewhere(
     .sort((a, b) => b.route.length - a.route.length)
     .map(({ route, target }) => ({
       target,
-      pattern: new RegExp(`^${route.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:\w+/g, '[^/]+')}(?:/|$)`),
+      pattern: new RegExp(`^${routePattern(route)}(?:/|$)`),
     }));
   return (path) => routes.find((r) => r.pattern.test(path))?.target;
 }

@@ -335,7 +335,7 @@ export async function createHttpServer(opts: {
   };
   app.addHook('onRoute', (route) => {
     if (route.url.includes('*')) return;
-    const source = `^${route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:\w+/g, '[^/]+')}/?$`;
+    const source = `^${routePattern(route.url)}/?$`;
     let entry = methodsByPath.find((e) => e.pattern.source === source);
     if (!entry)
       methodsByPath.push(
@@ -487,6 +487,10 @@ const PRESSURE_GRACE_MS = 3_000;
  * A header parameter's quoted-string (RFC 9110 section 5.6.4): `"` and `\` escaped, control characters dropped
  * (an error's text may quote what the client sent).
  */
+/** A route path (`/api/tasks/:id`) as regular-expression source: literal text, each `:name` one segment. */
+export const routePattern = (route: string): string =>
+  route.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:\w+/g, '[^/]+');
+
 export const quotedString = (text: string): string =>
   // eslint-disable-next-line no-control-regex
   `"${text.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '').replace(/["\\]/g, '\\$&')}"`;

@@ -10,7 +10,7 @@ import { consumer, DEFAULT_MAX_BATCH, type ConsumeHooks } from '../consumer.ts';
 import { PartitionWorker } from '../partition-worker.ts';
 import { DEFAULT_RETRY } from '../../retry.ts';
 import type { EmbeddedLog } from './log.ts';
-import { LOG_NOTIFY_CHANNEL, ensureTopic, partitionId } from './log.ts';
+import { LOG_NOTIFY_CHANNEL, byCodeUnits, ensureTopic, partitionId } from './log.ts';
 import type { BusMessage, SubscribeOptions, Subscriber, Subscription } from '../types.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
 import { waitForEvent } from '../../wait.ts';
@@ -97,7 +97,7 @@ class GroupMember implements Subscription {
       )
     ).rows
       .map((m) => ({ member_id: m.member_id, topics: m.topics ?? topics }))
-      .sort((a, b) => (a.member_id < b.member_id ? -1 : a.member_id > b.member_id ? 1 : 0));
+      .sort((a, b) => byCodeUnits(a.member_id, b.member_id));
     const parts = (
       await this.db.query<{ topic: string; partition: number }>(
         `SELECT topic, partition FROM bus_partitions WHERE topic = ANY($1::text[])

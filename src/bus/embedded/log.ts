@@ -75,7 +75,7 @@ function headersJson(headers: Record<string, string> | undefined): string {
  * in `ORDER BY … COLLATE "C"` from SQL come in one order (a database's default collation may put `task-updates`
  * after `taskflow-x.dlq`, which code units put first).
  */
-const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+export const byCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 export async function ensureTopic(q: Queryable, name: string): Promise<number> {
   const existing = await q.query<{ partitions: number }>(

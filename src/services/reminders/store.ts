@@ -225,6 +225,8 @@ export async function applyTaskEvents(
     // Only when this event follows the version the schedule last planned from: after a gap (an earlier event
     // arriving late, a replay), the newest version is planned from in full, or the gap's due date was lost.
     const follows = k !== undefined && k.version === task.version - 1;
+    // The change's time, as far as this consumer has seen it: what is live is decided at it.
+    const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
     let plan = noReconciliation();
     if (movesReminders(input) || !follows) {
       const desired = deleted
@@ -233,7 +235,6 @@ export async function applyTaskEvents(
             task,
             task.reminders === null ? (defaults.get(task.user_id) ?? DEFAULT_REMINDERS) : [],
           );
-      const asOf = new Date(Math.min(input.eventTime.getTime(), opts.now.getTime()));
       plan = reconcileReminders(existing, desired, { asOf, graceMs: opts.graceMs, task });
     }
     const reason: DismissReason = dismissReasonFor(input.type, task);
@@ -266,11 +267,7 @@ export async function applyTaskEvents(
     for (const p of plan.reactivate) {
       const row = existing.find((e) => e.id === p.id)!;
       // Its snooze, when still ahead, comes back with it: completing and reopening moved no reminder.
-      const snoozed = snoozedAhead(
-        row,
-        new Date(Math.min(input.eventTime.getTime(), opts.now.getTime())),
-        opts.graceMs,
-      );
+      const snoozed = snoozedAhead(row, asOf, opts.graceMs);
       const remindAt = snoozed ?? p.remind_at;
       Object.assign(row, {
         status: 'scheduled',
