@@ -30,6 +30,7 @@ export interface BusMessage {
   headers: Record<string, string>;
   /** The CloudEvent as decoded from the wire; validated by the consumer wrapper before a handler sees it. */
   event: CloudEvent;
+  /** When the broker took the message (ISO 8601); empty when the transport does not say. */
   timestamp: string;
 }
 

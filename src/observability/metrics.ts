@@ -1,4 +1,5 @@
 /** Prometheus metrics (prom-client), one registry per process, served at `/metrics` by every target. */
+import { isEventType } from '../contracts/schemas.ts';
 import { within } from '../wait.ts';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -10,6 +11,13 @@ export interface ConsumerGroupSource {
 }
 
 const BUS_READ_TIMEOUT_MS = 3_000;
+
+/**
+ * An event's type as a metric label: a type of the contract, or `invalid` (a writer of the broker could otherwise
+ * add a series per made-up type, without bound).
+ */
+const typeLabel = (type: unknown): string =>
+  typeof type === 'string' && isEventType(type) ? type : type === undefined ? 'unknown' : 'invalid';
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /** Statement counts of a database (Db.statements). */
@@ -253,19 +261,20 @@ export class Metrics {
   consumerHooks(group: string) {
     return {
       onHandled: (m: { topic: string; event: { type: string }; timestamp: string }, ms: number) => {
-        this.eventsConsumed.inc({ group, topic: m.topic, type: m.event.type, outcome: 'handled' });
-        this.handlerDuration.observe({ group, type: m.event.type }, ms / 1000);
+        const type = typeLabel(m.event.type);
+        this.eventsConsumed.inc({ group, topic: m.topic, type, outcome: 'handled' });
+        this.handlerDuration.observe({ group, type }, ms / 1000);
         const at = Date.parse(m.timestamp);
         if (at > 0) this.consumeLatency.observe({ group }, Math.max(0, Date.now() - at) / 1000);
       },
       onRetry: (m: { event: { type: string } }) =>
-        this.handlerRetries.inc({ group, type: m.event?.type ?? 'unknown' }),
+        this.handlerRetries.inc({ group, type: typeLabel(m.event?.type) }),
       onDeadLetter: (m: { topic: string; event: { type: string } }) => {
         this.deadLetters.inc({ group, topic: m.topic });
         this.eventsConsumed.inc({
           group,
           topic: m.topic,
-          type: m.event?.type ?? 'unknown',
+          type: typeLabel(m.event?.type),
           outcome: 'dead_lettered',
         });
       },

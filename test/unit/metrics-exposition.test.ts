@@ -35,3 +35,20 @@ it('shows no lag or dead-letter series of a group while the bus cannot be read, 
   assert.doesNotMatch(during, /^taskflow_dlq_messages\{/m);
   assert.match(during, /^taskflow_metrics_bus_read_errors_total\{group="taskflow-audit"\} [1-9]\d*$/m);
 });
+
+it("labels a consumed event's type only with a type of the contract, whatever a writer of the broker made up", async () => {
+  const m = new Metrics({ defaultMetrics: false });
+  const hooks = m.consumerHooks('taskflow-audit');
+  for (let i = 0; i < 50; i++) {
+    const event = { type: `made-up-${i}` };
+    hooks.onRetry({ event });
+    hooks.onDeadLetter({ topic: 'task-events', event });
+  }
+  hooks.onHandled({ topic: 'task-events', event: { type: 'task.created' }, timestamp: '' }, 1);
+  hooks.onHandled({ topic: 'task-events', event: { type: 'made-up' }, timestamp: '' }, 1);
+  const text = await m.exposition();
+  assert.doesNotMatch(text, /made-up/);
+  assert.match(text, /^taskflow_events_consumed_total\{[^}]*type="invalid",outcome="dead_lettered"\} 50$/m);
+  assert.match(text, /^taskflow_events_consumed_total\{[^}]*type="task.created",outcome="handled"\} 1$/m);
+  assert.match(text, /^taskflow_handler_retries_total\{[^}]*type="invalid"\} 50$/m);
+});

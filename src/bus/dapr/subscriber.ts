@@ -82,6 +82,15 @@ const HTTP_ONLY = new Set([
 ]);
 
 const MAX_TRACKED_ATTEMPTS = 10_000;
+
+/**
+ * The Kafka record's time daprd passes in `__timestamp` (ms since the epoch) as ISO 8601; empty when it sends
+ * none or one that is not a time (the consume latency is then not observed, rather than observed as 0).
+ */
+const brokerTime = (ms: string | undefined): string => {
+  const at = Number(ms);
+  return ms && Number.isFinite(at) && at > 0 && at < 8.64e15 ? new Date(at).toISOString() : '';
+};
 /** Backoff while a handler's dependency is unreachable (the delivery is held, not answered). */
 const HOLD_WHILE_UNAVAILABLE = { maxAttempts: 0, baseDelayMs: 500, maxDelayMs: 10_000 };
 
@@ -336,9 +345,7 @@ export class DaprSubscriber implements Subscriber {
       key: headers.__key ?? event.partitionkey ?? '',
       headers,
       event,
-      timestamp: headers.__timestamp
-        ? new Date(Number(headers.__timestamp)).toISOString()
-        : new Date().toISOString(),
+      timestamp: brokerTime(headers.__timestamp),
     };
   }
 
