@@ -101,6 +101,16 @@ export async function unreplayedCount(admin: BusAdmin, group: string): Promise<n
   return admin.messageCount(dlqTopic(group), await replayCursor(admin, group));
 }
 
+/** Letters a replay of all reads, publishes and moves the cursor over at a time. */
+const REPLAY_PAGE = 1000;
+
+type ReplayOutcome = {
+  replayed: DeadLetter[];
+  notEvents: DeadLetter[];
+  noSource: DeadLetter[];
+  missing: string[];
+};
+
 /**
  * Republishes dead letters of `group`: those not replayed yet, or those whose event id is in `ids` (replayed
  * before or not): `replayed`. Kept back: those whose bytes are not an event (`notEvents`,
@@ -112,23 +122,49 @@ export async function unreplayedCount(admin: BusAdmin, group: string): Promise<n
  * Then the replay cursor moves, per partition, over the letters from it on that this replay settled: all it read
  * (kept ones too: they were reported, and `list --all` still shows them) when `ids` is not given; with `ids`, the
  * run of them that starts at the cursor (a letter replayed out of order stays listed until those before it are).
+ *
+ * A replay of all goes `pageSize` letters at a time (read, published, cursor moved; `onPage` after each), so a
+ * large dead-letter topic is neither read in one bounded read nor published in one request, and a replay that
+ * stops part way leaves only its last page to send again.
  */
 export async function replayDeadLetters(
   bus: Bus,
   group: string,
-  opts: { ids?: readonly string[] } = {},
-): Promise<{ replayed: DeadLetter[]; notEvents: DeadLetter[]; noSource: DeadLetter[]; missing: string[] }> {
+  opts: { ids?: readonly string[]; pageSize?: number; onPage?: (replayedSoFar: number) => void } = {},
+): Promise<ReplayOutcome> {
+  if (opts.ids) return replayPage(bus, group, opts.ids, Infinity);
+  const pageSize = opts.pageSize ?? REPLAY_PAGE;
+  const all: ReplayOutcome = { replayed: [], notEvents: [], noSource: [], missing: [] };
+  let last: string | undefined;
+  for (;;) {
+    const page = await replayPage(bus, group, undefined, pageSize);
+    // A full page read from where the last one began: the cursor did not move (it would replay it for good).
+    const from = [...page.cursor].join();
+    if (from === last) throw new Error(`the replay position of ${dlqTopic(group)} did not move`);
+    last = from;
+    all.replayed.push(...page.replayed);
+    all.notEvents.push(...page.notEvents);
+    all.noSource.push(...page.noSource);
+    if (page.read < pageSize) return all;
+    opts.onPage?.(all.replayed.length);
+  }
+}
+
+/** One read of letters (all retained with `ids`, else the first `limit` from the cursor), replayed. */
+async function replayPage(
+  bus: Bus,
+  group: string,
+  ids: readonly string[] | undefined,
+  limit: number,
+): Promise<ReplayOutcome & { read: number; cursor: Offsets }> {
   const { admin } = bus;
   // By id: any retained letter, replayed before or not.
-  const { cursor, letters: read } = await readLetters(admin, group, {
-    limit: Infinity,
-    all: opts.ids !== undefined,
-  });
-  const letters = read.filter((d) => !opts.ids || opts.ids.includes(d.event.id));
-  const missing = (opts.ids ?? []).filter((id) => !letters.some((d) => d.event.id === id));
+  const { cursor, letters: read } = await readLetters(admin, group, { limit, all: ids !== undefined });
+  const letters = read.filter((d) => !ids || ids.includes(d.event.id));
+  const missing = (ids ?? []).filter((id) => !letters.some((d) => d.event.id === id));
   const notEvents = letters.filter((d) => d.event.type === UNDECODABLE_EVENT_TYPE);
   const noSource = letters.filter((d) => d.event.type !== UNDECODABLE_EVENT_TYPE && !d.source.topic);
-  if (missing.length) return { replayed: [], notEvents, noSource, missing };
+  if (missing.length) return { replayed: [], notEvents, noSource, missing, read: read.length, cursor };
   const seen = new Set<string>();
   const unique = letters.filter(
     (d) =>
@@ -148,12 +184,10 @@ export async function replayDeadLetters(
   // Without ids, all it read (kept ones were reported); with ids, the letters of the events it sent.
   const sent = new Set(unique.map((d) => d.event.id));
   const settled = new Set(
-    (opts.ids ? letters.filter((d) => sent.has(d.event.id)) : read).map(
-      (d) => `${d.dlqPartition}:${d.dlqOffset}`,
-    ),
+    (ids ? letters.filter((d) => sent.has(d.event.id)) : read).map((d) => `${d.dlqPartition}:${d.dlqOffset}`),
   );
   await admin.advanceOffsets(dlqReplayCursor(group), dlqTopic(group), advance(cursor, read, settled));
-  return { replayed: unique, notEvents, noSource, missing };
+  return { replayed: unique, notEvents, noSource, missing, read: read.length, cursor };
 }
 
 /**

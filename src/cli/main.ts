@@ -671,7 +671,9 @@ dlq
         const { replayed, notEvents, noSource, missing } = await replayDeadLetters(
           bus,
           opts.group,
-          opts.id ? { ids: opts.id } : {},
+          opts.id
+            ? { ids: opts.id }
+            : { onPage: (n) => console.error(`${opts.group}: replayed ${n} event(s) so far ...`) },
         );
         if (missing.length)
           throw new Error(`not found in ${opts.group}.dlq: ${missing.join(', ')} (nothing was replayed)`);

@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { replayDeadLetters } from '../../src/bus/dlq.ts';
 import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
 import { UNDECODABLE_EVENT_TYPE } from '../../src/bus/types.ts';
 import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
@@ -205,6 +206,62 @@ describe(
         const lag = await taskflow(url, 'lag');
         assert.doesNotMatch(lag.stdout, /dlq-replayed/);
       } finally {
+        await bus.close();
+        await drop();
+      }
+    });
+
+    it('replays a long dead-letter topic a page at a time, saying how far it got', async () => {
+      const { db, url, drop } = await postgresBackend!.fresh();
+      const bus = createEmbeddedBus(db, { log: silentLogger });
+      const group = 'taskflow-notifications';
+      const letters = Array.from({ length: 2_100 }, (_, i) => taskCreated(`u-page-${i % 7}`, `letter ${i}`));
+      const published: number[] = [];
+      const publish = bus.publisher.publish.bind(bus.publisher);
+      try {
+        await bus.admin.ensureTopics([{ name: dlqTopic(group), partitions: 3, retentionMs: 86_400_000 }]);
+        await bus.publisher.publish(
+          letters.map((event, i) => ({
+            topic: dlqTopic(group),
+            key: event.partitionkey!,
+            event,
+            headers: {
+              [DLQ_HEADERS.error]: 'boom',
+              [DLQ_HEADERS.sourceTopic]: 'task-events',
+              [DLQ_HEADERS.sourcePartition]: '0',
+              [DLQ_HEADERS.sourceOffset]: String(i),
+            },
+          })),
+        );
+        const replay = await taskflow(url, 'dlq', 'replay', '--group', group);
+        assert.match(replay.stdout, /^replayed 2100 event\(s\) of taskflow-notifications$/m);
+        assert.match(replay.stderr, /replayed 1000 event\(s\) so far[\s\S]*replayed 2000 event\(s\) so far/);
+        const sent = (await bus.admin.read('task-events', { limit: Infinity })).map((m) => m.event.id);
+        assert.equal(sent.length, letters.length);
+        assert.deepEqual(new Set(sent), new Set(letters.map((e) => e.id)));
+        assert.equal((await taskflow(url, 'dlq', 'list', '--group', group)).stdout.trim(), '(none)');
+
+        // In the library: each page is published on its own, in pages of the size asked.
+        const more = Array.from({ length: 25 }, (_, i) => taskCreated(`u-page-${i % 5}`, `more ${i}`));
+        await bus.publisher.publish(
+          more.map((event) => ({
+            topic: dlqTopic(group),
+            key: event.partitionkey!,
+            event,
+            headers: { [DLQ_HEADERS.sourceTopic]: 'task-events' },
+          })),
+        );
+        bus.publisher.publish = (messages) => (published.push(messages.length), publish(messages));
+        const progress: number[] = [];
+        const { replayed } = await replayDeadLetters(bus, group, {
+          pageSize: 10,
+          onPage: (n) => progress.push(n),
+        });
+        assert.equal(replayed.length, 25);
+        assert.deepEqual(published, [10, 10, 5]);
+        assert.deepEqual(progress, [10, 20]);
+      } finally {
+        bus.publisher.publish = publish;
         await bus.close();
         await drop();
       }
