@@ -794,6 +794,14 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/embedded-edges.test.ts#in the middle of a run'],
   },
   {
+    id: 'embedded-retention-one-page',
+    breaks: "the embedded bus deletes everything older than its topic's retention, not only the first page of it",
+    file: 'src/bus/embedded/admin.ts',
+    find: '      if (r.rowCount === 0) return deleted;',
+    replace: '      if (r.rowCount >= 0) return deleted + r.rowCount;',
+    tests: ['test/integration/embedded-log.test.ts#older than its topic'],
+  },
+  {
     id: 'dapr-bulk-letter-left-to-daprd',
     breaks:
       "nothing lost on Dapr: a bulk entry's dead letter is written by the app (held until written), not answered DROP",

@@ -8,9 +8,11 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { EmbeddedAdmin } from '../../src/bus/embedded/admin.ts';
+import { createEmbeddedBus } from '../../src/bus/embedded/index.ts';
 import { EmbeddedLog } from '../../src/bus/embedded/log.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
 import { TOPICS, topicSpec } from '../../src/contracts/topics.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
 import { backends } from '../helpers/db.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
@@ -197,6 +199,49 @@ for (const backend of backends) {
           `partition ${p} gap-free`,
         );
       }
+    });
+
+    it("deletes what is older than its topic's retention, page after page, and nothing younger", async () => {
+      const admin = new EmbeddedAdmin(db);
+      await admin.ensureTopics([
+        { name: 'retention-hour', partitions: 2, retentionMs: 3_600_000 },
+        { name: 'retention-day', partitions: 1, retentionMs: 86_400_000 },
+      ]);
+      const bus = createEmbeddedBus(db, { log: silentLogger });
+      after(() => bus.close());
+      const publish = (topic: string, n: number, key: string) =>
+        bus.publisher.publish(
+          Array.from({ length: n }, (_, i) => ({ topic, key, event: taskCreated(key, `${topic} ${i}`) })),
+        );
+      const partitionOf = (key: string) => partitionFor(key, 2);
+      const [a, b] = ['ka', 'kb', 'kc', 'kd'].reduce<string[]>(
+        (keys, k) => (keys.some((x) => partitionOf(x) === partitionOf(k)) ? keys : [...keys, k]),
+        [],
+      );
+      // 2,500 old ones in one partition (more than a statement's page), 3 in the other, 5 in the day topic.
+      await publish('retention-hour', 2_500, a!);
+      await publish('retention-hour', 3, b!);
+      await publish('retention-day', 5, a!);
+      await db.query(
+        `UPDATE bus_messages SET created_at = now() - interval '2 hours' WHERE topic LIKE 'retention-%'`,
+      );
+      await publish('retention-hour', 4, a!);
+      await publish('retention-hour', 1, b!);
+      assert.equal(await admin.applyRetention(), 2_503);
+      const left = await db.query<{ topic: string; partition: number; n: number; first: string }>(
+        `SELECT topic, partition, count(*)::int AS n, min("offset")::text AS first FROM bus_messages
+          WHERE topic LIKE 'retention-%' GROUP BY topic, partition ORDER BY topic, partition`,
+      );
+      assert.deepEqual(
+        left.rows
+          .map(
+            (r) =>
+              `${r.topic}/${r.topic === 'retention-day' ? r.partition : r.partition === partitionOf(a!) ? 'a' : 'b'}: ${r.n} from ${r.first}`,
+          )
+          .sort(),
+        ['retention-day/0: 5 from 0', 'retention-hour/a: 4 from 2500', 'retention-hour/b: 1 from 3'],
+      );
+      assert.equal(await admin.applyRetention(), 0);
     });
   });
 }

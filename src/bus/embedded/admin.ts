@@ -15,6 +15,9 @@ const atOrAfter = (p: number) =>
   `m."offset" >= coalesce((SELECT f."offset" FROM unnest($${p}::int[], $${p + 1}::bigint[]) AS f(partition, "offset")
                             WHERE f.partition = m.partition), 0)`;
 
+/** Offsets of a partition that one retention statement looks at (applyRetention). */
+const RETENTION_PAGE = 2_000;
+
 export class EmbeddedAdmin implements BusAdmin {
   constructor(private readonly db: Db) {}
 
@@ -160,13 +163,36 @@ export class EmbeddedAdmin implements BusAdmin {
     }
   }
 
-  /** Deletes messages older than their topic's retention. */
+  /**
+   * Deletes messages older than their topic's retention: from the oldest of each partition on, up to
+   * RETENTION_PAGE offsets a statement, on the background lane (Db.background), until none is left. Offsets
+   * follow append time within a partition, so a partition whose oldest message is younger than its retention is
+   * passed by at the cost of one index lookup: it was one statement scanning every message of every topic, each
+   * minute, in front of the API's writes (55-90 ms on PGlite for 100,000 messages kept, none old).
+   */
   async applyRetention(): Promise<number> {
-    const r = await this.db.query(
-      `DELETE FROM bus_messages m USING bus_topics t
-        WHERE m.topic = t.topic AND m.created_at < now() - (t.retention_ms * interval '1 millisecond')`,
-    );
-    return r.rowCount;
+    const db = this.db.background();
+    let deleted = 0;
+    for (;;) {
+      const r = await db.query(
+        `WITH heads AS (
+           SELECT p.topic, p.partition, h."offset" AS first, h.created_at,
+                  now() - t.retention_ms * interval '1 millisecond' AS cutoff
+             FROM bus_partitions p JOIN bus_topics t ON t.topic = p.topic
+             CROSS JOIN LATERAL (
+               SELECT "offset", created_at FROM bus_messages m
+                WHERE m.topic = p.topic AND m.partition = p.partition ORDER BY "offset" LIMIT 1) h
+         )
+         DELETE FROM bus_messages m USING heads
+          WHERE heads.created_at < heads.cutoff
+            AND m.topic = heads.topic AND m.partition = heads.partition
+            AND m."offset" >= heads.first AND m."offset" < heads.first + $1
+            AND m.created_at < heads.cutoff`,
+        [RETENTION_PAGE],
+      );
+      if (r.rowCount === 0) return deleted;
+      deleted += r.rowCount;
+    }
   }
 
   async close(): Promise<void> {}
