@@ -795,7 +795,8 @@ export const MUTANTS: readonly Mutant[] = [
   },
   {
     id: 'embedded-retention-one-page',
-    breaks: "the embedded bus deletes everything older than its topic's retention, not only the first page of it",
+    breaks:
+      "the embedded bus deletes everything older than its topic's retention, not only the first page of it",
     file: 'src/bus/embedded/admin.ts',
     find: '      if (r.rowCount === 0) return deleted;',
     replace: '      if (r.rowCount >= 0) return deleted + r.rowCount;',
