@@ -345,7 +345,7 @@ function baseUrl(env: Env, name: string, opts: { target?: boolean } = {}): strin
  * other `scheme://` (a typo, a leading space, another database) is refused: taken as a directory, it became a
  * new, empty local database, and `migrate` said "up to date".
  */
-function databaseUrlOf(env: Env): string {
+export function databaseUrlOf(env: Env): string {
   const raw = env.DATABASE_URL;
   if (!raw) return DEFAULT_DATABASE_URL;
   const expected = 'DATABASE_URL must be postgres://…, memory://, or a directory (or file://<directory>)';

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { ConfigError, databaseUrlOf, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
 import type { Db } from '../store/db.ts';
 import { isPostgresUrl, pgliteLocation } from '../store/database-url.ts';
@@ -240,7 +240,10 @@ program
   .command('migrate')
   .description('apply database migrations and exit')
   .action(async () => {
-    const config = loadConfig(process.env, { auth: false });
+    // Only the database: a Job that migrates before an upgrade gets the targets' settings without their bus
+    // (the chart's), and a bus setting checked against it (EVENT_ENCODING=avro without BUS=kafka) failed the
+    // upgrade. The targets check the rest as they start.
+    const config = { databaseUrl: databaseUrlOf(process.env) };
     // A directory that is not there yet becomes a new database, already current: say so, not "up to date" (a
     // misspelt DATABASE_URL looked like the real one).
     const location = isPostgresUrl(config.databaseUrl) ? null : pgliteLocation(config.databaseUrl);

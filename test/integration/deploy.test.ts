@@ -400,6 +400,11 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
     for (const kind of ['Resiliency', 'Configuration']) {
       assert.deepEqual(byKind(rendered, kind)[0].spec, byKind(statics, kind)[0].spec, `${kind} spec`);
     }
+    // docs/deploy.md says what the Resiliency does (it said 5 retries after the chart's became 12).
+    const { maxRetries, maxInterval } = byKind(rendered, 'Resiliency')[0].spec.policies.retries.pubsubInbound;
+    const doc = readFileSync(join(ROOT, 'docs/deploy.md'), 'utf8').replace(/\s+/g, ' ');
+    assert.match(doc, new RegExp(`Resiliency \\(inbound retries: exponential, ${maxRetries} retries`));
+    assert.match(doc, new RegExp(`at most ${parseInt(maxInterval, 10)} s apart`));
     for (const name of ['pubsub-kafka', 'pubsub-kafka-gateway']) {
       // Same settings; the chart takes the brokers from the Kafka Secret, the static file names them.
       const strip = (c: any) =>
@@ -525,6 +530,24 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
       'kafka.tls.enabled=false',
     ]);
     assert.equal(containerEnv(validManifests(off, 'tls off'), 'relay').get('KAFKA_SSL')?.value, 'false');
+    // A CA inline with tls.enabled unset (TLS on, as a CA turns it on): the Secret every pod mounts is rendered
+    // (it was rendered only with tls.enabled: true, and the pods waited for it in ContainerCreating).
+    const caFile = join(scratch, 'kafka-ca.pem');
+    writeFileSync(caFile, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+    for (const dapr of [[], ['--set', 'dapr.enabled=true']]) {
+      const yaml = helmTemplate([...DATABASE, '--set-file', `kafka.tls.ca=${caFile}`, ...dapr]);
+      const { result } = kubevalidate(['k8s', '-'], yaml);
+      assert.deepEqual(
+        ((result.externalRefs ?? []) as string[]).filter((r) => r.includes('kafka-ca')),
+        [],
+        `the CA Secret the pods mount is rendered (dapr: ${dapr.length > 0})`,
+      );
+      const withCa = validManifests(yaml, 'inline CA');
+      const mounted = named(withCa, 'Deployment', `${RELEASE}-relay`).spec.template.spec.volumes.find(
+        (v: any) => v.name === 'kafka-ca',
+      );
+      assert.equal(named(withCa, 'Secret', mounted.secret.secretName).kind, 'Secret');
+    }
     // JWKS without an HS256 secret: WebSocket tickets need a key every gateway replica shares.
     const jwks = validManifests(
       helmTemplate([...DATABASE, '--set', 'auth.jwksUrl=https://idp.example/jwks']),
@@ -537,6 +560,33 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
       containerEnv(jwks, 'gateway').get('GATEWAY_TICKET_SECRET')?.valueFrom?.secretKeyRef?.name,
       RELEASE,
     );
+  });
+
+  it("the migrate Job's `taskflow migrate` runs with the targets' `env` (a bus setting in it too)", () => {
+    // The Job gets `env` but not the bus (BUS, Kafka): EVENT_ENCODING=avro there failed every install and upgrade.
+    const objs = validManifests(
+      helmTemplate([
+        ...DATABASE,
+        '--set',
+        'schemaRegistry.url=http://registry:8081',
+        '--set',
+        'env.EVENT_ENCODING=avro',
+      ]),
+      'avro in env',
+    );
+    const container = named(objs, 'Job', `${RELEASE}-migrate`).spec.template.spec.containers[0];
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '' };
+    for (const e of container.env as { name: string; value?: string }[])
+      env[e.name] = e.value ?? (e.name === 'DATABASE_URL' ? join(scratch, 'migrate-job-db') : 'x'.repeat(40));
+    assert.equal(env.EVENT_ENCODING, 'avro');
+    const r = spawnSync(process.execPath, [join(ROOT, 'bin/taskflow.js'), ...container.args], {
+      cwd: scratch,
+      env,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /made a new database/);
   });
 
   it('kubevalidate rejects misspelled fields, wrong types and broken references (it is not a rubber stamp)', () => {

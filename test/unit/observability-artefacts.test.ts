@@ -59,18 +59,53 @@ describe('observability artefacts', () => {
   });
 
   it('deploy/observability/grafana-dashboard.json: valid PromQL over registered metrics', async () => {
-    const exprs: string[] = [];
-    const walk = (v: unknown): void => {
-      if (Array.isArray(v)) v.forEach(walk);
-      else if (v && typeof v === 'object')
-        for (const [k, x] of Object.entries(v)) {
-          if (k === 'expr' && typeof x === 'string') exprs.push(x);
-          else walk(x);
-        }
-    };
-    walk(JSON.parse(readFileSync(new URL('grafana-dashboard.json', root), 'utf8')));
-    // Grafana's variables, as Grafana substitutes them.
-    const substituted = exprs.map((e) => e.replaceAll('$__rate_interval', '5m').replaceAll('$job', '.*'));
+    const substituted = dashboardExpressions().map((e) =>
+      e.replaceAll('$__rate_interval', '5m').replaceAll('$job', '.*'),
+    );
     checkExpressions(substituted, await registeredNames());
   });
+
+  it('never sums a gauge every replica reads from the same table or broker over the replicas', () => {
+    // Each replica of a target reports the whole figure (the reminders table, the outbox, a group's lag and
+    // dead letters): summed over replicas, a panel showed it 2-3 times over under the chart's autoscaler.
+    const shared = [
+      'taskflow_reminders_pending',
+      'taskflow_outbox_pending_events',
+      'taskflow_outbox_oldest_pending_age_seconds',
+      'taskflow_consumer_lag_messages',
+      'taskflow_dlq_messages',
+    ];
+    const rules = parseYaml(readFileSync(new URL('prometheus-rules.yaml', root), 'utf8')) as {
+      groups: { rules: { expr: string }[] }[];
+    };
+    const exprs = [...dashboardExpressions(), ...rules.groups.flatMap((g) => g.rules.map((r) => r.expr))];
+    let seen = 0;
+    for (const expr of exprs)
+      for (const m of expr.matchAll(/\btaskflow_[a-z0-9_]+/g)) {
+        if (!shared.includes(m[0])) continue;
+        seen++;
+        const before = expr.slice(0, m.index);
+        assert.doesNotMatch(
+          before,
+          /\bsum(\s+by\s*\([^)]*\))?\s*\(\s*$/,
+          `${m[0]} summed over replicas in: ${expr}`,
+        );
+      }
+    assert.ok(seen >= shared.length, 'found the gauges');
+  });
 });
+
+/** Every PromQL expression of the Grafana dashboard. */
+function dashboardExpressions(): string[] {
+  const exprs: string[] = [];
+  const walk = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object')
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'expr' && typeof x === 'string') exprs.push(x);
+        else walk(x);
+      }
+  };
+  walk(JSON.parse(readFileSync(new URL('grafana-dashboard.json', root), 'utf8')));
+  return exprs;
+}
