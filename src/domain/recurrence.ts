@@ -445,16 +445,32 @@ function parseUntil(raw: string, tz: string, errors: string[]): number | null {
   if (match[4] === undefined) {
     // Date form: inclusive through the end of that local day.
     const nextDay = civilFromDays(daysFromCivil(y, m, d) + 1);
-    return (
+    const ms =
       Temporal.PlainDate.from({ year: nextDay.y, month: nextDay.m, day: nextDay.d }).toZonedDateTime({
         timeZone: tz,
-      }).epochMilliseconds - 1000
-    );
+      }).epochMilliseconds - 1000;
+    return withinYears(ms, raw, tz, errors);
   }
   const [hh, mm, ss] = [Number(match[4]), Number(match[5]), Number(match[6])];
   if (hh > 23 || mm > 59 || ss > 59) return bad();
-  if (match[7] === 'Z') return Date.UTC(y, m - 1, d, hh, mm, ss);
-  return localToEpochMs(tz, y, m, d, hh, mm, ss, 0);
+  // By calendar arithmetic, not Date.UTC, which reads a year 0-99 as 1900-1999 (UNTIL=00991231 became 1999).
+  const ms =
+    match[7] === 'Z'
+      ? daysFromCivil(y, m, d) * DAY_MS + ((hh * 60 + mm) * 60 + ss) * 1000
+      : localToEpochMs(tz, y, m, d, hh, mm, ss, 0);
+  return withinYears(ms, raw, tz, errors);
+}
+
+/**
+ * UNTIL is stored in UTC (YYYYMMDDTHHMMSSZ), so one read in a zone west of UTC past 9999-12-31 would be stored
+ * as year 10000, a form no parser reads back (every later read of the task's rule failed).
+ */
+function withinYears(ms: number, raw: string, tz: string, errors: string[]): number | null {
+  if (new Date(ms).getUTCFullYear() <= MAX_YEAR) return ms;
+  errors.push(
+    `UNTIL ${raw} (in ${tz}) is after 9999-12-31T23:59:59Z; UNTIL is kept in UTC, so it must be at most that`,
+  );
+  return null;
 }
 
 function parseRRule(text: string, tz: string): RRuleParse {
@@ -846,22 +862,36 @@ interface EffectiveParts {
   byDay: ByDay[] | null;
   /** Whether BYDAY ordinals count within the month (else within the year). */
   monthScope: boolean;
+  /** A day of month past a month's end falls on its last day (the default day, after_completion only). */
+  clampDay: boolean;
 }
 
-function effectiveParts(rule: ParsedRule, start: LocalDateTime): EffectiveParts {
+/**
+ * `clampDefaultDay`: the day of month taken from the start (no BYDAY/BYMONTHDAY) falls on the last day of a
+ * shorter month instead of skipping it: in after_completion mode the start is the completion, and "monthly"
+ * done on Jan 31 is due about a month later (Feb 28), not on Mar 31; "yearly" done on Feb 29 in 2029, not 2032.
+ */
+function effectiveParts(rule: ParsedRule, start: LocalDateTime, clampDefaultDay = false): EffectiveParts {
   let { byMonth, byMonthDay, byDay } = rule;
+  let clampDay = false;
   if (rule.freq === 'WEEKLY' && byDay === null) byDay = [{ weekday: weekdayOf(start.day), ordinal: null }];
   if ((rule.freq === 'MONTHLY' || rule.freq === 'YEARLY') && byDay === null && byMonthDay === null) {
     byMonthDay = [start.d];
+    clampDay = clampDefaultDay;
     if (rule.freq === 'YEARLY' && byMonth === null) byMonth = [start.m];
   }
-  return { byMonth, byMonthDay, byDay, monthScope: rule.freq === 'MONTHLY' || byMonth !== null };
+  return { byMonth, byMonthDay, byDay, monthScope: rule.freq === 'MONTHLY' || byMonth !== null, clampDay };
 }
 
 function dayMatches(eff: EffectiveParts, day: number, c: CivilDate): boolean {
   if (eff.byMonth !== null && !eff.byMonth.includes(c.m)) return false;
   const dim = daysInMonth(c.y, c.m);
-  if (eff.byMonthDay !== null && !eff.byMonthDay.some((v) => (v > 0 ? c.d === v : c.d === dim + v + 1)))
+  if (
+    eff.byMonthDay !== null &&
+    !eff.byMonthDay.some((v) =>
+      v > 0 ? c.d === v || (eff.clampDay && v > dim && c.d === dim) : c.d === dim + v + 1,
+    )
+  )
     return false;
   if (eff.byDay !== null) {
     const wd = weekdayOf(day);
@@ -940,8 +970,9 @@ function* ruleOccurrences(
   startMs: number,
   fromPeriod: number,
   maxDays = Infinity,
+  clampDefaultDay = false,
 ): Generator<number, void, undefined> {
-  const eff = effectiveParts(rule, start);
+  const eff = effectiveParts(rule, start, clampDefaultDay);
   const hours = rule.byHour ?? [start.hour];
   const minutes = rule.byMinute ?? [start.minute];
   if (!monthDaysPossible(eff.byMonth, eff.byMonthDay)) return; // e.g. BYMONTH=2 with a default BYMONTHDAY=31
@@ -1033,7 +1064,8 @@ function periodBefore(rule: ParsedRule, tz: string, start: LocalDateTime, afterM
  *   max(previousDue ?? anchor, completedAt) — occurrences missed while the task was overdue are skipped.
  *   With COUNT, skipped occurrences are consumed: the result must be among the first COUNT occurrences.
  * - `after_completion`: the rule is restarted at the completion's local date with the anchor's local time of
- *   day; the result is its first occurrence strictly after that restart point and after completedAt.
+ *   day; the result is its first occurrence strictly after that restart point and after completedAt. A day of
+ *   month taken from the completion falls on the last day of a shorter month (Jan 31 + 1 month = Feb 28).
  *
  * Throws RangeError only for malformed arguments (bad ISO instants or a corrupt stored rule).
  */
@@ -1061,7 +1093,7 @@ export function nextOccurrence(rule: Recurrence, series: RecurrenceSeries): stri
     const restart: LocalDateTime = { ...anchor, day: done.day, y: done.y, m: done.m, d: done.d };
     const threshold = Math.max(restartMs, completedMs);
     const from = periodBefore(parsed, tz, restart, threshold);
-    for (const ms of ruleOccurrences(parsed, tz, restart, restartMs, from))
+    for (const ms of ruleOccurrences(parsed, tz, restart, restartMs, from, Infinity, true))
       if (ms > threshold) return toIso(ms);
     return null;
   }

@@ -539,3 +539,73 @@ describe('UNTIL on a 25-hour day', () => {
     assert.equal(got.at(-1), '2025-11-02T04:00:00.000Z');
   });
 });
+
+describe('after_completion at the end of a month (counted from the completion, clamped)', () => {
+  it('monthly done on Jan 31 is due on Feb 28, about a month later (it came back on Mar 31)', () => {
+    const rule = rec({ preset: 'monthly', mode: 'after_completion' }, 'UTC');
+    const series = {
+      anchor: '2026-01-15T09:00:00Z',
+      previousDue: '2026-01-15T09:00:00Z',
+      occurrencesSoFar: 1,
+    };
+    assert.equal(
+      nextOccurrence(rule, { ...series, completedAt: '2026-01-31T10:00:00Z' }),
+      '2026-02-28T09:00:00.000Z',
+    );
+    // A month long enough keeps the completion's day; the schedule (calendar) still skips, as RFC 5545 says.
+    assert.equal(
+      nextOccurrence(rule, { ...series, completedAt: '2026-03-31T10:00:00Z' }),
+      '2026-04-30T09:00:00.000Z',
+    );
+    assert.equal(
+      nextOccurrence(rule, { ...series, completedAt: '2026-04-30T10:00:00Z' }),
+      '2026-05-30T09:00:00.000Z',
+    );
+    assert.deepEqual(
+      previewOccurrences(rec('monthly', 'UTC'), '2026-01-31T09:00:00Z', '2026-01-31T09:00:00Z', 2),
+      ['2026-03-31T09:00:00.000Z', '2026-05-31T09:00:00.000Z'],
+    );
+  });
+
+  it('yearly done on Feb 29 is due on Feb 28 of the next year (it came back in 4 years)', () => {
+    const next = nextOccurrence(rec({ preset: 'yearly', mode: 'after_completion' }, 'UTC'), {
+      anchor: '2027-06-01T09:00:00Z',
+      previousDue: '2027-06-01T09:00:00Z',
+      completedAt: '2028-02-29T10:00:00Z',
+      occurrencesSoFar: 1,
+    });
+    assert.equal(next, '2029-02-28T09:00:00.000Z');
+  });
+});
+
+describe('UNTIL at the ends of the years a rule can hold', () => {
+  it('a year below 100 is read as written (Date.UTC read UNTIL=0099... as 1999)', () => {
+    const rule = rec({ rrule: 'FREQ=DAILY;UNTIL=00991231T235959Z' }, 'UTC');
+    assert.equal(rule.rrule, 'FREQ=DAILY;UNTIL=00991231T235959Z');
+    assert.ok(parseRecurrence({ rrule: rule.rrule, timezone: 'UTC' }, 'UTC', { stored: true }).ok);
+    // Ended long ago: no repeat after a due date of today.
+    assert.deepEqual(previewOccurrences(rule, '2026-03-01T09:00:00Z', '2026-03-01T09:00:00Z', 2), []);
+  });
+
+  it('past 9999-12-31 in UTC is refused, naming UNTIL (read west of UTC it was stored as year 10000, unreadable)', () => {
+    for (const [rrule, tz] of [
+      ['FREQ=DAILY;UNTIL=99991231', 'America/New_York'],
+      ['FREQ=DAILY;UNTIL=99991231T235959', 'America/Los_Angeles'],
+    ] as const) {
+      const parsed = parseRecurrence({ rrule }, tz);
+      assert.equal(parsed.ok, false, rrule);
+      assert.match(JSON.stringify(!parsed.ok && parsed.issues), /UNTIL .* is after 9999-12-31T23:59:59Z/);
+    }
+    // The same dates east of UTC, and the last second of 9999 in UTC, are within it and read back.
+    for (const [rrule, tz] of [
+      ['FREQ=DAILY;UNTIL=99991231', 'Asia/Tokyo'],
+      ['FREQ=DAILY;UNTIL=99991231T235959Z', 'America/New_York'],
+    ] as const) {
+      const stored = rec({ rrule }, tz);
+      assert.ok(
+        parseRecurrence({ rrule: stored.rrule, timezone: tz }, 'UTC', { stored: true }).ok,
+        stored.rrule,
+      );
+    }
+  });
+});
