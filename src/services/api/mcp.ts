@@ -374,7 +374,9 @@ function queryOf(args: Record<string, unknown>): Record<string, unknown> {
     if (v !== undefined) q[key] = v;
   };
   set('status', args.status);
-  set('priority', (args.priority as string[] | undefined)?.join(','));
+  // An empty list is no filter, as for tags (it was a priority filter of "", refused).
+  const priorities = args.priority as string[] | undefined;
+  if (priorities?.length) q.priority = priorities.join(',');
   if (Array.isArray(args.tags) && args.tags.length) q.tag = args.tags;
   set('tag_mode', args.tag_mode);
   set('due_before', args.due_before);
@@ -631,7 +633,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     {
       title: 'Search tasks',
       description:
-        'Full-text search in titles and descriptions (words, "phrases", -excluded), with the list_tasks filters. Answers like list_tasks.',
+        'Full-text search in titles and descriptions, with the list_tasks filters: a task matches when every word of the query is in it, as written or by its English stem, or the query is part of a word. No operators: quotes and a leading - are read as plain words (to leave tasks out, use the filters). Answers like list_tasks.',
       inputSchema: toolArgs({
         query: str().describe('What to look for, up to 200 characters.'),
         ...filterArgs,

@@ -2,7 +2,7 @@
  * OpenAPI fragments for the route schemas (documentation; validation is the domain's). The task fields are
  * generated from their schemas (domain/task-fields.ts), the ones REST and MCP validate with.
  */
-import { PRIORITY_LIST_PATTERN, SEARCH_MAX } from '../../domain/query.ts';
+import { DEFAULT_LIMIT, MAX_LIMIT, PRIORITY_LIST_PATTERN, SEARCH_MAX } from '../../domain/query.ts';
 import { bodyJsonSchema } from '../../domain/fields.ts';
 import { LIMITS, SETTINGS_FIELDS, TASK_FIELDS, TEXT } from '../../domain/task-fields.ts';
 import { instantDoc } from '../../http/openapi.ts';
@@ -48,7 +48,7 @@ export const taskPatchDoc = {
 export const listQueryDoc = {
   type: 'object',
   properties: {
-    status: { type: 'string', enum: ['pending', 'completed', 'all'] },
+    status: { type: 'string', enum: ['pending', 'completed', 'all'], default: 'all' },
     priority: {
       type: 'string',
       pattern: PRIORITY_LIST_PATTERN,
@@ -91,7 +91,7 @@ export const listQueryDoc = {
       description:
         'default: asc for due (soonest first), desc for the others (newest, highest priority first)',
     },
-    limit: { type: 'integer', minimum: 1, maximum: 200 },
+    limit: { type: 'integer', minimum: 1, maximum: MAX_LIMIT, default: DEFAULT_LIMIT },
     cursor: { type: 'string' },
   },
 } as const;

@@ -1,0 +1,110 @@
+/**
+ * Listing and search at their edges, each failing before its fix (a review of the list API found them):
+ * - MCP `list_tasks` / `search_tasks` take `priority: []` as no filter, as they take `tags: []` (it was a
+ *   priority filter of "", refused: models send empty lists);
+ * - `search_tasks` says what a query does: its description promised `"phrases"` and `-excluded` words, which
+ *   the search reads as plain words (a model asked for "milk but not oat" got exactly the oat ones);
+ * - the OpenAPI document states the defaults of `status` (all) and `limit` (50).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { DEFAULT_LIMIT } from '../../src/domain/query.ts';
+import { startApp, type TestApp } from '../helpers/app.ts';
+import { backends } from '../helpers/db.ts';
+
+type ToolResult = {
+  isError?: boolean;
+  structuredContent?: { count: number; tasks: { title: string }[] };
+  content: { text?: string }[];
+};
+
+for (const backend of backends)
+  describe(`listing and search at their edges on ${backend.name}`, () => {
+    let drop: () => Promise<void>;
+    let app: TestApp;
+    before(async () => {
+      const fresh = await backend.fresh();
+      drop = fresh.drop;
+      app = await startApp(fresh.db, { targets: ['api'] });
+    });
+    after(async () => {
+      await app.stop();
+      await drop();
+    });
+    const create = async (user: string, body: object) => {
+      const r = await app.call(user, 'POST', '/api/tasks', body);
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+    };
+    const mcp = async (user: string) => {
+      const client = new Client({ name: 'query-edges', version: '1.0.0' });
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${app.url}/mcp`), {
+          requestInit: { headers: { authorization: `Bearer ${await app.token(user)}` } },
+        }),
+      );
+      return {
+        call: async (name: string, args: Record<string, unknown>) =>
+          (await client.callTool({ name, arguments: args })) as ToolResult,
+        tools: async () => (await client.listTools()).tools,
+        close: () => client.close(),
+      };
+    };
+    const problem = (r: ToolResult) => r.content.map((x) => x.text).join(' ');
+
+    it('MCP list_tasks and search_tasks take priority: [] as no filter, as they take tags: []', async () => {
+      await create('mcp-priority', { title: 'Call the bank', priority: 'high' });
+      const c = await mcp('mcp-priority');
+      try {
+        for (const [tool, args] of [
+          ['list_tasks', {}],
+          ['search_tasks', { query: 'bank' }],
+        ] as const) {
+          const r = await c.call(tool, { ...args, priority: [], tags: [] });
+          assert.equal(r.isError, undefined, `${tool}: ${problem(r)}`);
+          assert.equal(r.structuredContent?.count, 1);
+          const high = await c.call(tool, { ...args, priority: ['high', 'urgent'] });
+          assert.equal(high.structuredContent?.count, 1);
+          assert.equal((await c.call(tool, { ...args, priority: ['low'] })).structuredContent?.count, 0);
+        }
+      } finally {
+        await c.close();
+      }
+    });
+
+    it('MCP search_tasks says what a query does: quotes and a leading - are plain words', async () => {
+      await create('mcp-search', { title: 'Buy milk' });
+      await create('mcp-search', { title: 'Buy oat milk' });
+      await create('mcp-search', { title: 'Milk the oat field' });
+      const c = await mcp('mcp-search');
+      try {
+        const description = (await c.tools()).find((t) => t.name === 'search_tasks')?.description ?? '';
+        assert.doesNotMatch(description, /-excluded|"phrases"/);
+        assert.match(description, /every word/);
+        assert.match(description, /quotes and a leading - are read as plain words/);
+        // As it says: every word, in any order; the minus and the quotes do not exclude or bind.
+        const titles = async (query: string) =>
+          (await c.call('search_tasks', { query })).structuredContent?.tasks.map((t) => t.title).sort();
+        assert.deepEqual(await titles('milk -oat'), ['Buy oat milk', 'Milk the oat field']);
+        assert.deepEqual(await titles('"oat milk"'), ['Buy oat milk', 'Milk the oat field']);
+      } finally {
+        await c.close();
+      }
+    });
+
+    it('the OpenAPI document states the defaults of status and limit the list applies', async () => {
+      const doc = (await (await fetch(`${app.url}/openapi.json`)).json()) as {
+        paths: Record<string, { get: { parameters: { name: string; schema: { default?: unknown } }[] } }>;
+      };
+      const param = (name: string) => doc.paths['/api/tasks']!.get.parameters.find((p) => p.name === name);
+      assert.equal(param('status')?.schema.default, 'all');
+      assert.equal(param('limit')?.schema.default, DEFAULT_LIMIT);
+      // What the list does without them: every status, DEFAULT_LIMIT tasks.
+      await create('defaults', { title: 'open' });
+      const done = await app.call('defaults', 'POST', '/api/tasks', { title: 'done', status: 'completed' });
+      assert.equal(done.status, 201);
+      const page = await app.call('defaults', 'GET', '/api/tasks');
+      assert.deepEqual(page.body.items.map((t: { title: string }) => t.title).sort(), ['done', 'open']);
+    });
+  });
