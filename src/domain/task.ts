@@ -6,7 +6,14 @@ import { canonicalJson } from './canonical-json.ts';
 import type { FieldIssue, Result } from './errors.ts';
 import { ConflictError, UnprocessableError, fail, ok } from './errors.ts';
 import { isObject, parseBody } from './fields.ts';
-import { MAX_GAP_YEARS, parseRecurrence, previewOccurrences, type Recurrence } from './recurrence.ts';
+import {
+  MAX_GAP_YEARS,
+  nextOccurrence,
+  parseRecurrence,
+  previewOccurrences,
+  seriesAnchor,
+  type Recurrence,
+} from './recurrence.ts';
 import { isOffsetSpec, SETTINGS_FIELDS, TASK_FIELDS, type Priority, type TaskStatus } from './task-fields.ts';
 
 export {
@@ -68,6 +75,11 @@ export interface ValidationContext {
    * (a client that sends the whole task) is taken even past today's limits, which it was stored before.
    */
   storedRecurrence?: Recurrence | null;
+  /**
+   * When the task is created: a rule that repeats after completion, or one of a task without a due date, has
+   * its first repeat counted from then at the earliest (without it, such a rule is checked from the due date).
+   */
+  now?: Date;
 }
 
 /** Whether validating `input` reads the user's time zone: only a recurrence rule does. */
@@ -132,23 +144,43 @@ export function checkInvariants(fields: Pick<TaskFields, 'due_date' | 'reminders
 }
 
 /**
- * A rule being set that has no repeat after the due date: the task would never repeat (a preview of none, a
- * skip refused as the last occurrence), which is a mistake, not a series. Its UNTIL ends it before the first
- * repeat, or its days never come (monthly on the 31st every 12 months from April). Not checked: COUNT=1 (once,
- * as asked) and `after_completion`, whose repeats count from the completion, which may come early.
+ * A rule being set that has no repeat: the task would never repeat (a preview of none, a skip refused as the
+ * last occurrence), which is a mistake, not a series. Its UNTIL ends it before the first repeat, or its days
+ * never come (monthly on the 31st every 12 months from April; every 999,999,999 days). In `schedule` mode the
+ * first repeat is the one after the due date (after `now` for a task without one: its series starts when it is
+ * first completed); in `after_completion` mode the one after a completion `now`, the earliest a completion can
+ * come (a later one only moves the repeat later). Not checked: COUNT=1 (once, as asked), and without `now`
+ * (a caller with no clock) `after_completion` rules and tasks without a due date.
  */
-function ruleIssues(fields: Pick<TaskFields, 'due_date' | 'recurrence'>): FieldIssue[] {
+function ruleIssues(fields: Pick<TaskFields, 'due_date' | 'recurrence'>, now?: Date): FieldIssue[] {
   const rule = fields.recurrence;
-  if (!rule || fields.due_date === null || rule.mode === 'after_completion') return [];
-  if (/(?:^|;)COUNT=1(?:;|$)/.test(rule.rrule)) return [];
-  if (previewOccurrences(rule, fields.due_date, fields.due_date, 1).length > 0) return [];
+  if (!rule || /(?:^|;)COUNT=1(?:;|$)/.test(rule.rrule)) return [];
+  const at = now?.toISOString();
+  const due = fields.due_date;
+  let after: string;
+  if (rule.mode === 'after_completion') {
+    if (at === undefined) return [];
+    const next = nextOccurrence(rule, {
+      anchor: seriesAnchor(due, at),
+      previousDue: due,
+      completedAt: at,
+      occurrencesSoFar: 1,
+    });
+    if (next !== null) return [];
+    after = `a completion now (${at})`;
+  } else {
+    const from = due ?? (at === undefined ? null : seriesAnchor(null, at));
+    if (from === null) return [];
+    if (previewOccurrences(rule, from, from, 1).length > 0) return [];
+    after = due === null ? `now (${from})` : `the due date (${due})`;
+  }
   const until = /(?:^|;)UNTIL=/.test(rule.rrule);
   return [
     {
       path: until ? 'recurrence.until' : 'recurrence',
       message: until
-        ? `ends before the first repeat after the due date (${fields.due_date}): the task would never repeat`
-        : `has no repeat after the due date (${fields.due_date}) within ${MAX_GAP_YEARS} years: the task would never repeat`,
+        ? `ends before the first repeat after ${after}: the task would never repeat`
+        : `has no repeat after ${after} within ${MAX_GAP_YEARS} years: the task would never repeat`,
     },
   ];
 }
@@ -168,7 +200,7 @@ export function validateCreate(input: unknown, ctx: ValidationContext): Result<T
   };
   const issues = checkInvariants(fields);
   if (issues.length) return fail(issues);
-  const never = ruleIssues(fields);
+  const never = ruleIssues(fields, ctx.now);
   if (never.length) throw new UnprocessableError(never);
   return ok(fields);
 }
@@ -235,7 +267,7 @@ export function applyPatch(task: Task, patch: TaskPatch, now: Date): Result<Tran
   // A rule set now that would never repeat. A rule sent back unchanged (a client's whole task, on the last
   // occurrence of its series) and a due date moved past the end of a rule kept are not refused: that ends it.
   const ruleChanged = !!patch.recurrence && !sameValue(task.recurrence, next.recurrence);
-  const ruleProblems = ruleChanged ? ruleIssues(next) : [];
+  const ruleProblems = ruleChanged ? ruleIssues(next, now) : [];
   if (ruleProblems.length) throw new UnprocessableError(ruleProblems);
   if (patch.recurrence !== undefined && next.recurrence && !next.series_id) next.series_id = task.id;
   if (task.status !== next.status) next.completed_at = next.status === 'completed' ? now.toISOString() : null;

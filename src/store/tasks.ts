@@ -440,6 +440,11 @@ export class TaskStore {
     return this.transition(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion);
   }
 
+  /** The store's clock: a new task's rule is checked against it (its first repeat comes after now). */
+  now(): Date {
+    return this.clock.now();
+  }
+
   async delete(
     userId: string,
     id: string,

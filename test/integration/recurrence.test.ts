@@ -535,6 +535,74 @@ for (const backend of backends) {
       assert.deepEqual([unchanged.version, unchanged.recurrence], [1, null]);
     });
 
+    it('refuses a rule that can never repeat, in after_completion mode and without a due date too', async () => {
+      // The clock reads 2026-03-01T12:00Z. after_completion and undated rules were taken (201) and never repeated.
+      const answers: Record<string, number> = {};
+      for (const [name, body] of [
+        [
+          'until past, schedule',
+          {
+            due_date: '2026-03-02T09:00:00Z',
+            recurrence: { preset: 'daily', until: '2026-02-01T00:00:00Z' },
+          },
+        ],
+        [
+          'until past, after_completion',
+          {
+            due_date: '2026-03-02T09:00:00Z',
+            recurrence: { preset: 'daily', until: '2026-02-01T00:00:00Z', mode: 'after_completion' },
+          },
+        ],
+        [
+          '999999999 days, schedule',
+          { due_date: '2026-03-02T09:00:00Z', recurrence: { preset: 'daily', interval: 999_999_999 } },
+        ],
+        [
+          '999999999 days, after_completion',
+          {
+            due_date: '2026-03-02T09:00:00Z',
+            recurrence: { preset: 'daily', interval: 999_999_999, mode: 'after_completion' },
+          },
+        ],
+        ['until past, no due date', { recurrence: { preset: 'daily', until: '2026-02-01T00:00:00Z' } }],
+      ] as const) {
+        const r = await app.call('never', 'POST', '/api/tasks', { title: name, ...body });
+        answers[name] = r.status;
+      }
+      assert.deepEqual(answers, {
+        'until past, schedule': 422,
+        'until past, after_completion': 422,
+        '999999999 days, schedule': 422,
+        '999999999 days, after_completion': 422,
+        'until past, no due date': 422,
+      });
+      // Set by a change, the same.
+      const t = await create('never', { title: 'later', due_date: '2026-03-02T09:00:00Z' });
+      const patched = await app.call('never', 'PATCH', `/api/tasks/${t.id}`, {
+        recurrence: { preset: 'daily', until: '2026-02-01T00:00:00Z', mode: 'after_completion' },
+      });
+      assert.equal(patched.status, 422);
+      assert.equal(patched.body.errors[0].field, 'recurrence.until');
+    });
+
+    it('refuses an UNTIL past 9999-12-31T23:59:59Z in UTC, as read in a zone west of UTC (a 500, or a rule stored unreadable)', async () => {
+      const dated = await app.call('y10k', 'POST', '/api/tasks', {
+        title: 'forever',
+        due_date: '2026-03-02T14:00:00Z',
+        recurrence: { rrule: 'FREQ=DAILY;UNTIL=99991231', timezone: 'America/New_York' },
+      });
+      const undated = await app.call('y10k', 'POST', '/api/tasks', {
+        title: 'forever, undated',
+        recurrence: { rrule: 'FREQ=DAILY;UNTIL=99991231T235959', timezone: 'America/Los_Angeles' },
+      });
+      for (const r of [dated, undated]) {
+        assert.equal(r.status, 400, JSON.stringify(r.body));
+        assert.equal(r.body.errors[0].field, 'recurrence.rrule');
+        assert.match(r.body.errors[0].message, /UNTIL .* is after 9999-12-31T23:59:59Z/);
+      }
+      assert.deepEqual((await app.call('y10k', 'GET', '/api/tasks')).body.items, []);
+    });
+
     it("answers 404 for another user's task and 401 without a token", async () => {
       const t = await create('owner', {
         title: 'mine',

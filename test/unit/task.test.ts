@@ -279,6 +279,58 @@ describe('a repeat rule that would never repeat', () => {
     ])
       assert.equal(create(rule).ok, true, JSON.stringify(rule));
   });
+  it('after completion, or without a due date, is refused when a completion now has no repeat (both were taken)', () => {
+    const now = new Date('2027-04-01T12:00:00Z');
+    const at = (fields: Record<string, unknown>) => {
+      try {
+        const r = validateCreate({ title: 'x', ...fields }, { timezone: 'UTC', now });
+        return r.ok ? 'ok' : r.issues.map((i) => i.path);
+      } catch (err) {
+        assert.ok(err instanceof UnprocessableError, String(err));
+        return err.issues.map((i) => `422 ${i.path}: ${i.message}`);
+      }
+    };
+    const due = '2027-04-10T09:00:00Z';
+    const ac = { mode: 'after_completion' } as const;
+    assert.deepEqual(
+      at({ due_date: due, recurrence: { preset: 'daily', until: '2027-03-01T00:00:00Z', ...ac } }),
+      [
+        '422 recurrence.until: ends before the first repeat after a completion now (2027-04-01T12:00:00.000Z): the task would never repeat',
+      ],
+    );
+    assert.deepEqual(at({ due_date: due, recurrence: { preset: 'daily', interval: 999_999_999, ...ac } }), [
+      '422 recurrence: has no repeat after a completion now (2027-04-01T12:00:00.000Z) within 100 years: the task would never repeat',
+    ]);
+    assert.deepEqual(at({ recurrence: { preset: 'daily', until: '2027-03-01T00:00:00Z' } }), [
+      '422 recurrence.until: ends before the first repeat after now (2027-04-01T12:00:00.000Z): the task would never repeat',
+    ]);
+    // Completed early, before its due date, it repeats before UNTIL: taken, as are COUNT=1 and a repeating rule.
+    for (const recurrence of [
+      { preset: 'daily', until: '2027-04-05T00:00:00Z', ...ac },
+      { preset: 'daily', count: 1, ...ac },
+      { preset: 'monthly', ...ac },
+    ])
+      assert.equal(at({ due_date: due, recurrence }), 'ok', JSON.stringify(recurrence));
+    assert.equal(at({ recurrence: { preset: 'daily', until: '2027-04-05T00:00:00Z' } }), 'ok');
+  });
+  it('set by a change is checked at the change, in after_completion mode too', () => {
+    const task = newTask(
+      't1',
+      'u',
+      { ...fields(), due_date: '2027-04-10T09:00:00Z' },
+      new Date('2027-04-01T00:00:00Z'),
+    );
+    const recurrence = value(
+      validatePatch(
+        { recurrence: { preset: 'daily', until: '2027-03-01T00:00:00Z', mode: 'after_completion' } },
+        CTX,
+      ),
+    ).recurrence;
+    assert.throws(
+      () => applyPatch(task, { recurrence }, new Date('2027-04-01T12:00:00Z')),
+      UnprocessableError,
+    );
+  });
 });
 
 describe('validatePatch', () => {

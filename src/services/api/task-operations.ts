@@ -58,9 +58,10 @@ export class TaskOperations {
     meta: EventMeta,
     opts: CreateOptions = {},
   ): Promise<{ task: Task; replayed: boolean; reminder_plan: ReminderPlan }> {
-    const parsed = validateCreate(input, opts.ctx ?? (await this.contextFor(userId, input)));
-    if (!parsed.ok) throw new ValidationError(parsed.issues);
     const { store } = this.deps;
+    const ctx = opts.ctx ?? (await this.contextFor(userId, input));
+    const parsed = validateCreate(input, { ...ctx, now: ctx.now ?? store.now() });
+    if (!parsed.ok) throw new ValidationError(parsed.issues);
     const idempotency = opts.idempotency?.();
     const { task, replayed } = idempotency
       ? await store.createOnce(userId, parsed.value, meta, idempotency)
