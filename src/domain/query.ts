@@ -1,4 +1,5 @@
 /** Validation of task list queries (filters, sort, cursor pagination), shared by REST and MCP. */
+import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import type { FieldIssue, Result } from './errors.ts';
 import { fail, ok } from './errors.ts';
@@ -7,6 +8,7 @@ import { INSTANT_HINT, PRIORITIES, PRIORITY_RANK, type Priority, parseInstant } 
 import { codePoints, commaList, isUuid, textProblem } from './text.ts';
 import { LIMITS } from './task-fields.ts';
 import { unknownParameters } from './fields.ts';
+import { canonicalJson } from './canonical-json.ts';
 
 export const SORT_FIELDS = ['due', 'priority', 'created', 'updated', 'title'] as const;
 
@@ -32,6 +34,8 @@ export interface TaskQuery {
   order: 'asc' | 'desc';
   limit: number;
   cursor: Cursor | null;
+  /** The filters as a cursor carries them (`Cursor.f`). */
+  filters: string;
 }
 
 /** Position after the last item of a page: the sort key's value and the id that breaks ties. */
@@ -40,6 +44,18 @@ export interface Cursor {
   id: string;
   s: SortField;
   o: 'asc' | 'desc';
+  /** A digest of the page's filters (filtersOf): a cursor used with others skipped tasks without a word. */
+  f?: string;
+}
+
+/** A short digest of a query's filters, the same whatever their order or spelling in the query string. */
+function filtersOf(q: Omit<TaskQuery, 'sort' | 'order' | 'limit' | 'cursor' | 'filters'>): string {
+  const canonical = canonicalJson({
+    ...q,
+    priorities: [...new Set(q.priorities)].sort(),
+    tags: [...q.tags].sort(),
+  });
+  return createHash('sha256').update(canonical).digest('base64url').slice(0, 12);
 }
 
 export const QUERY_KEYS = [
@@ -93,7 +109,8 @@ function decodeCursor(raw: string): Cursor | null {
     if (!(SORT_FIELDS as readonly unknown[]).includes(c.s)) return null;
     if (c.o !== 'asc' && c.o !== 'desc') return null;
     if (!cursorValueFits(c.s as SortField, c.v)) return null;
-    return { v: c.v as string | number, id: c.id, s: c.s as SortField, o: c.o };
+    if (c.f !== undefined && (typeof c.f !== 'string' || c.f.length > 64)) return null;
+    return { v: c.v as string | number, id: c.id, s: c.s as SortField, o: c.o, ...(c.f ? { f: c.f } : {}) };
   } catch {
     return null;
   }
@@ -249,17 +266,7 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
       issue('limit', `must be an integer 1-${MAX_LIMIT}`);
   }
 
-  let cursor: Cursor | null = null;
-  const rawCursor = one('cursor');
-  if (rawCursor !== undefined && rawCursor !== '') {
-    cursor = decodeCursor(rawCursor);
-    if (!cursor) issue('cursor', 'is not a cursor this API returned');
-    else if (cursor.s !== sort || cursor.o !== order)
-      issue('cursor', 'belongs to another sort order; keep sort and order when paging');
-  }
-
-  if (issues.length) return fail(issues);
-  return ok({
+  const filtered = {
     status: status as TaskQuery['status'],
     priorities: priorities as Priority[],
     tags,
@@ -269,10 +276,28 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
     overdue,
     due: due as DueWindow | null,
     q,
+  };
+  const filters = filtersOf(filtered);
+  let cursor: Cursor | null = null;
+  const rawCursor = one('cursor');
+  if (rawCursor !== undefined && rawCursor !== '') {
+    cursor = decodeCursor(rawCursor);
+    if (!cursor) issue('cursor', 'is not a cursor this API returned');
+    else if (cursor.s !== sort || cursor.o !== order)
+      issue('cursor', 'belongs to another sort order; keep sort and order when paging');
+    // A cursor of the version before (no `f`) is taken as it was.
+    else if (cursor.f !== undefined && cursor.f !== filters)
+      issue('cursor', 'belongs to other filters; keep the filters (and q) when paging');
+  }
+
+  if (issues.length) return fail(issues);
+  return ok({
+    ...filtered,
     sort: sort as SortField,
     order: order as 'asc' | 'desc',
     limit,
     cursor,
+    filters,
   });
 }
 

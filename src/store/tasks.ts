@@ -586,7 +586,13 @@ export class TaskStore {
     const last = items[items.length - 1];
     const next_cursor =
       rows.length > q.limit && last
-        ? encodeCursor({ v: cursorValue(last, q.sort, q.order), id: last.id, s: q.sort, o: q.order })
+        ? encodeCursor({
+            v: cursorValue(last, q.sort, q.order),
+            id: last.id,
+            s: q.sort,
+            o: q.order,
+            f: q.filters,
+          })
         : null;
     return { items, next_cursor };
   }

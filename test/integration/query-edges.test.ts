@@ -4,7 +4,9 @@
  *   priority filter of "", refused: models send empty lists);
  * - `search_tasks` says what a query does: its description promised `"phrases"` and `-excluded` words, which
  *   the search reads as plain words (a model asked for "milk but not oat" got exactly the oat ones);
- * - the OpenAPI document states the defaults of `status` (all) and `limit` (50).
+ * - the OpenAPI document states the defaults of `status` (all) and `limit` (50);
+ * - a cursor is refused with other filters than its page's (it was taken, and skipped tasks without a word: a
+ *   client or a model that changed `q` while paging lost the tasks before the cursor's position).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -106,5 +108,49 @@ for (const backend of backends)
       assert.equal(done.status, 201);
       const page = await app.call('defaults', 'GET', '/api/tasks');
       assert.deepEqual(page.body.items.map((t: { title: string }) => t.title).sort(), ['done', 'open']);
+    });
+
+    it('refuses a cursor with other filters than its page, and takes it with the same ones spelt otherwise', async () => {
+      const user = 'cursor-filters';
+      for (let i = 0; i < 4; i++) {
+        await create(user, { title: `milk ${i}`, tags: ['a', 'b'], priority: 'high' });
+        await create(user, { title: `bread ${i}`, tags: ['a', 'b'], priority: 'low' });
+      }
+      const titles = (r: { body: { items: { title: string }[] } }) => r.body.items.map((t) => t.title);
+      const first = await app.call(user, 'GET', '/api/tasks?q=bread&tag=a,b&priority=low,high&limit=2');
+      assert.deepEqual(titles(first), ['bread 3', 'bread 2']);
+      const cursor = first.body.next_cursor as string;
+      const other = await app.call(
+        user,
+        'GET',
+        `/api/tasks?q=milk&tag=a,b&priority=low,high&cursor=${cursor}`,
+      );
+      assert.equal(other.status, 400, JSON.stringify(other.body));
+      assert.match(JSON.stringify(other.body), /cursor.*belongs to other filters/);
+      const fewerTags = await app.call(
+        user,
+        'GET',
+        `/api/tasks?q=bread&tag=a&priority=low,high&cursor=${cursor}`,
+      );
+      assert.equal(fewerTags.status, 400);
+      // The same filters in another order and case: the next page.
+      const same = await app.call(
+        user,
+        'GET',
+        `/api/tasks?q=bread&tag=B&tag=a&priority=HIGH,low&limit=2&cursor=${cursor}`,
+      );
+      assert.equal(same.status, 200, JSON.stringify(same.body));
+      assert.deepEqual(titles(same), ['bread 1', 'bread 0']);
+      // A cursor of the version before, without the filters' digest, is taken as it was.
+      const old = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as Record<string, unknown>;
+      assert.equal(typeof old.f, 'string');
+      delete old.f;
+      const legacy = Buffer.from(JSON.stringify(old)).toString('base64url');
+      const page = await app.call(
+        user,
+        'GET',
+        `/api/tasks?q=bread&tag=a,b&priority=low,high&cursor=${legacy}`,
+      );
+      assert.deepEqual(titles(page), ['bread 1', 'bread 0']);
     });
   });
