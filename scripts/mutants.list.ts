@@ -803,6 +803,14 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/embedded-log.test.ts#older than its topic'],
   },
   {
+    id: 'cursor-ignores-filters',
+    breaks: "a list cursor is refused with other filters than its page's (it skipped tasks without a word)",
+    file: 'src/domain/query.ts',
+    find: '    else if (cursor.f !== undefined && cursor.f !== filters)',
+    replace: '    else if (cursor.f === undefined && cursor.f !== filters)',
+    tests: ['test/integration/query-edges.test.ts#cursor with other filters'],
+  },
+  {
     id: 'dapr-bulk-letter-left-to-daprd',
     breaks:
       "nothing lost on Dapr: a bulk entry's dead letter is written by the app (held until written), not answered DROP",
