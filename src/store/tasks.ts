@@ -381,16 +381,21 @@ export class TaskStore {
     return (await this.transition(userId, id, change, meta, expectedVersion)).task;
   }
 
-  /** `change`, answering what it did too: the event written (none when nothing changed) and the fields. */
+  /**
+   * `change`, answering what it did too: the event written (none when nothing changed) and the fields. In the
+   * caller's transaction when given (`tx`: a skip moves the task and its series together).
+   */
   async transition(
     userId: string,
     id: string,
     change: (task: Task, now: Date) => Result<Transition>,
     meta: EventMeta,
     expectedVersion?: ExpectedVersion,
+    inTx?: Tx,
   ): Promise<Transition> {
     if (!isUuid(id)) throw new NotFoundError();
-    const result = await this.db.transaction(async (tx) => {
+    const run = <T>(fn: (tx: Tx) => Promise<T>) => (inTx ? fn(inTx) : this.db.transaction(fn));
+    const result = await run(async (tx) => {
       const r = await tx.query<TaskRow>(
         `SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 FOR UPDATE`,
         [id, userId],
@@ -429,15 +434,16 @@ export class TaskStore {
     return (await this.updateTransition(userId, id, patch, meta, expectedVersion)).task;
   }
 
-  /** `update`, answering the transition (`transition`). */
+  /** `update`, answering the transition (`transition`); in the caller's transaction when given. */
   updateTransition(
     userId: string,
     id: string,
     patch: TaskPatch,
     meta: EventMeta,
     expectedVersion?: ExpectedVersion,
+    tx?: Tx,
   ) {
-    return this.transition(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion);
+    return this.transition(userId, id, (t, now) => applyPatch(t, patch, now), meta, expectedVersion, tx);
   }
 
   /** The store's clock: a new task's rule is checked against it (its first repeat comes after now). */

@@ -535,6 +535,148 @@ for (const backend of backends) {
       assert.deepEqual([unchanged.version, unchanged.recurrence], [1, null]);
     });
 
+    it('skips an after_completion occurrence not yet due: it moves one interval past its due date', async () => {
+      // The clock reads 2026-03-01T12:00Z. Counted from now, the next one was its own due date: the skip answered
+      // 200 without moving it, and recorded a skip that counted against COUNT.
+      const t = await create('ac', {
+        title: 'Water cactus',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'daily', mode: 'after_completion', timezone: 'UTC' },
+      });
+      const s = await app.call('ac', 'POST', `/api/tasks/${t.id}/skip`);
+      assert.equal(s.status, 200, JSON.stringify(s.body));
+      assert.equal(s.body.due_date, '2026-03-03T09:00:00.000Z');
+      assert.equal(s.body.version, 2);
+      const row = await series(t.id);
+      assert.deepEqual(
+        row!.skipped.map((d) => new Date(d).toISOString()),
+        ['2026-03-02T09:00:00.000Z'],
+      );
+      assert.equal(row!.occurrences, 2);
+    });
+
+    it('a skip is one transaction: one that fails moves nothing, and its retry skips one occurrence', async () => {
+      const t = await create('atomic', {
+        title: 'Gym',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'weekly', timezone: 'UTC' },
+      });
+      // The write of the series fails (a lost connection, a crash there): the task was moved all the same.
+      await db.query(`CREATE FUNCTION fail_skip() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.skipped IS DISTINCT FROM OLD.skipped THEN RAISE EXCEPTION 'injected failure'; END IF;
+        RETURN NEW; END $$`);
+      await db.query(
+        'CREATE TRIGGER fail_skip BEFORE UPDATE ON recurrence_series FOR EACH ROW EXECUTE FUNCTION fail_skip()',
+      );
+      let failed;
+      try {
+        failed = await app.call('atomic', 'POST', `/api/tasks/${t.id}/skip`);
+      } finally {
+        await db.query('DROP TRIGGER fail_skip ON recurrence_series');
+        await db.query('DROP FUNCTION fail_skip()');
+      }
+      assert.equal(failed.status, 500);
+      const untouched = (await app.call('atomic', 'GET', `/api/tasks/${t.id}`)).body;
+      assert.deepEqual([untouched.due_date, untouched.version], ['2026-03-02T09:00:00.000Z', 1]);
+      const retry = await app.call('atomic', 'POST', `/api/tasks/${t.id}/skip`, undefined, {
+        'if-match': '"1"',
+      });
+      assert.equal(retry.status, 200, JSON.stringify(retry.body));
+      assert.equal(retry.body.due_date, '2026-03-09T09:00:00.000Z');
+      const row = await series(t.id);
+      assert.deepEqual(
+        row!.skipped.map((d) => new Date(d).toISOString()),
+        ['2026-03-02T09:00:00.000Z'],
+      );
+      assert.equal(row!.occurrences, 2);
+    });
+
+    it('a due date moved by the user re-anchors the series on any occurrence; previews and completion agree', async () => {
+      // Occurrence #1 moved from Monday 09:00 to Wednesday 10:00 went on on Wednesdays; occurrence #2 went back
+      // to Mondays, while the editor's preview had shown Wednesdays.
+      const a = await create('ed', {
+        title: 'A',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'weekly', timezone: 'UTC' },
+      });
+      assert.equal(
+        (await app.call('ed', 'PATCH', `/api/tasks/${a.id}`, { due_date: '2026-03-04T10:00:00Z' })).status,
+        200,
+      );
+      await complete('ed', a.id);
+      const [, aNext] = await waitForSeries('ed', a.id, 2);
+      assert.equal(aNext.due_date, '2026-03-11T10:00:00.000Z');
+
+      const b = await create('ed', {
+        title: 'B',
+        due_date: '2026-02-23T09:00:00Z',
+        recurrence: { preset: 'weekly', timezone: 'UTC' },
+      });
+      await complete('ed', b.id);
+      const [, b2] = await waitForSeries('ed', b.id, 2);
+      assert.equal(b2.due_date, '2026-03-02T09:00:00.000Z');
+      const newDue = '2026-03-04T10:00:00.000Z';
+      const editor = await app.call(
+        'ed',
+        'GET',
+        `/api/tasks/${b2.id}/occurrences?due=${encodeURIComponent(newDue)}&count=2`,
+      );
+      assert.equal(editor.status, 200, JSON.stringify(editor.body));
+      assert.equal((await app.call('ed', 'PATCH', `/api/tasks/${b2.id}`, { due_date: newDue })).status, 200);
+      const own = await app.call('ed', 'GET', `/api/tasks/${b2.id}/occurrences?count=2`);
+      const wednesdays = ['2026-03-11T10:00:00.000Z', '2026-03-18T10:00:00.000Z'];
+      assert.deepEqual(
+        { editor: editor.body.occurrences, own: own.body.occurrences },
+        { editor: wednesdays, own: wednesdays },
+      );
+      await complete('ed', b2.id);
+      const b3 = (await waitForSeries('ed', b.id, 3)).find((t) => t.status === 'pending');
+      assert.equal(b3.due_date, wednesdays[0], 'completion creates the first date both previews showed');
+      assert.equal(new Date((await series(b.id))!.anchor).toISOString(), newDue);
+      // Skipping it goes on on Wednesdays too, and its skip is no move of the user's (the anchor stays).
+      const skipped = await app.call('ed', 'POST', `/api/tasks/${b3.id}/skip`);
+      assert.equal(skipped.body.due_date, wednesdays[1]);
+      await complete('ed', b3.id);
+      const b4 = (await waitForSeries('ed', b.id, 4)).find((t) => t.status === 'pending');
+      assert.equal(b4.due_date, '2026-03-25T10:00:00.000Z');
+      assert.equal(new Date((await series(b.id))!.anchor).toISOString(), newDue);
+
+      // Occurrence #1 skipped (its series made then), then moved: the move is the user's, the skip's is not.
+      const c = await create('ed', {
+        title: 'C',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'weekly', timezone: 'UTC' },
+      });
+      assert.equal(
+        (await app.call('ed', 'POST', `/api/tasks/${c.id}/skip`)).body.due_date,
+        '2026-03-09T09:00:00.000Z',
+      );
+      await app.call('ed', 'PATCH', `/api/tasks/${c.id}`, { due_date: '2026-03-11T10:00:00Z' });
+      await complete('ed', c.id);
+      const [, cNext] = await waitForSeries('ed', c.id, 2);
+      assert.equal(cNext.due_date, '2026-03-18T10:00:00.000Z');
+    });
+
+    it('a moved due date does not restart COUNT (an edited rule does)', async () => {
+      const root = await create('counted', {
+        title: 'Three sessions',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'weekly', count: 3, timezone: 'UTC' },
+      });
+      await complete('counted', root.id);
+      const [, second] = await waitForSeries('counted', root.id, 2);
+      await app.call('counted', 'PATCH', `/api/tasks/${second.id}`, { due_date: '2026-03-11T10:00:00Z' });
+      const preview = await app.call('counted', 'GET', `/api/tasks/${second.id}/occurrences?count=5`);
+      assert.deepEqual(preview.body.occurrences, ['2026-03-18T10:00:00.000Z'], 'one left of three');
+      await complete('counted', second.id);
+      const third = (await waitForSeries('counted', root.id, 3)).find((t) => t.status === 'pending');
+      assert.equal(third.due_date, '2026-03-18T10:00:00.000Z');
+      await complete('counted', third.id);
+      await settle();
+      assert.equal((await seriesTasks('counted', root.id)).length, 3);
+      assert.ok((await series(root.id))!.ended_at, 'ended after three');
+    });
+
     it('refuses a rule that can never repeat, in after_completion mode and without a due date too', async () => {
       // The clock reads 2026-03-01T12:00Z. after_completion and undated rules were taken (201) and never repeated.
       const answers: Record<string, number> = {};
@@ -618,6 +760,134 @@ for (const backend of backends) {
       const still = await app.call('owner', 'GET', `/api/tasks/${t.id}`);
       assert.equal(still.body.version, 1);
       assert.equal(still.body.due_date, '2026-03-02T09:00:00.000Z');
+    });
+  });
+
+  describe(`recurrence target on ${backend.name}: completions handled late`, () => {
+    const clock = new ManualClock('2026-03-01T12:00:00Z');
+    let db: Db;
+    let drop: () => Promise<void>;
+    let api: TestApp | undefined;
+    let rec: TestApp | undefined;
+    before(async () => {
+      ({ db, drop } = await backend.fresh());
+      // The recurrence consumer is behind (a restart, a lagging partition): not started until asked.
+      api = await startApp(db, { targets: ['api', 'relay'], clock });
+    });
+    after(async () => {
+      await rec?.stop();
+      await api?.stop();
+      await drop?.();
+    });
+    const call = (...args: Parameters<TestApp['call']>) => api!.call(...args);
+    const count = async (sql: string, params: unknown[] = []) =>
+      Number((await db.query<{ n: string }>(sql, params)).rows[0]!.n);
+    /** Every event relayed and consumed by the recurrence group (as the suite above waits). */
+    const settle = () =>
+      waitFor(
+        async () => {
+          const pending = 'SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL';
+          if ((await count(pending)) !== 0) return false;
+          const lag = await count(
+            `SELECT coalesce(sum(p.next_offset - coalesce(o."offset", 0)), 0)::text AS n
+               FROM bus_partitions p
+               LEFT JOIN bus_group_offsets o
+                 ON o.topic = p.topic AND o.partition = p.partition AND o.group_id = $1
+              WHERE p.topic = $2`,
+            [GROUPS.recurrence, TOPICS.taskEvents],
+          );
+          return lag === 0 && (await count(pending)) === 0;
+        },
+        15_000,
+        'outbox relayed and task-events consumed by the recurrence group',
+      );
+    const ok = async (method: string, path: string, body?: unknown) => {
+      const r = await call('lag', method, path, body);
+      assert.equal(r.status, method === 'POST' && path === '/api/tasks' ? 201 : 200, JSON.stringify(r.body));
+      return r.body;
+    };
+    const seriesOf = async (id: string) =>
+      ((await call('lag', 'GET', '/api/tasks?status=all&sort=due&order=asc&limit=200')).body.items as any[])
+        .filter((t) => t.series_id === id)
+        .map((t) => ({ status: t.status, due: t.due_date, rrule: t.recurrence?.rrule, title: t.title }));
+
+    it('the next occurrence is made from the last completion, of the task as it is', async () => {
+      // Completed, reopened, made weekly on Fridays, completed again: the first (taken back) completion made the
+      // next one daily, and the later one found it there and made nothing.
+      const t = await ok('POST', '/api/tasks', {
+        title: 'Report',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'daily', timezone: 'UTC' },
+      });
+      await ok('POST', `/api/tasks/${t.id}/complete`);
+      await ok('POST', `/api/tasks/${t.id}/reopen`);
+      await ok('PATCH', `/api/tasks/${t.id}`, {
+        recurrence: { rrule: 'FREQ=WEEKLY;BYDAY=FR', timezone: 'UTC' },
+      });
+      await ok('POST', `/api/tasks/${t.id}/complete`);
+      // Completed and then edited: its completion (of an older version) makes it from the task as it is.
+      const u = await ok('POST', '/api/tasks', {
+        title: 'Invoice',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'daily', timezone: 'UTC' },
+      });
+      await ok('POST', `/api/tasks/${u.id}/complete`);
+      await ok('PATCH', `/api/tasks/${u.id}`, { title: 'Invoice (sent)' });
+      // Once only (COUNT=1), completed and then edited twice: its series ends, and nothing is made.
+      const v = await ok('POST', '/api/tasks', {
+        title: 'Once',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'daily', count: 1, timezone: 'UTC' },
+      });
+      await ok('POST', `/api/tasks/${v.id}/complete`);
+      await ok('PATCH', `/api/tasks/${v.id}`, { title: 'Once (done)' });
+      await ok('PATCH', `/api/tasks/${v.id}`, { priority: 'low' });
+
+      rec = await startApp(db, { targets: ['recurrence'], clock });
+      const made = async (id: string) =>
+        waitFor(
+          async () => {
+            const all = await seriesOf(id);
+            return all.length >= 2 ? all : undefined;
+          },
+          15_000,
+          `the next occurrence of ${id}`,
+        );
+      assert.deepEqual(await made(t.id), [
+        {
+          status: 'completed',
+          due: '2026-03-02T09:00:00.000Z',
+          rrule: 'FREQ=WEEKLY;BYDAY=FR',
+          title: 'Report',
+        },
+        {
+          status: 'pending',
+          due: '2026-03-06T09:00:00.000Z',
+          rrule: 'FREQ=WEEKLY;BYDAY=FR',
+          title: 'Report',
+        },
+      ]);
+      assert.deepEqual(await made(u.id), [
+        {
+          status: 'completed',
+          due: '2026-03-02T09:00:00.000Z',
+          rrule: 'FREQ=DAILY',
+          title: 'Invoice (sent)',
+        },
+        { status: 'pending', due: '2026-03-03T09:00:00.000Z', rrule: 'FREQ=DAILY', title: 'Invoice (sent)' },
+      ]);
+      // Edited again once handled: still one next occurrence each.
+      await ok('PATCH', `/api/tasks/${u.id}`, { priority: 'high' });
+      await ok('PATCH', `/api/tasks/${t.id}`, { priority: 'high' });
+      await settle();
+      assert.equal((await seriesOf(v.id)).length, 1);
+      const ended = await db.query<{ ended_by: string }>(
+        'SELECT ended_by::text AS ended_by FROM recurrence_series WHERE series_id = $1 AND ended_at IS NOT NULL',
+        [v.id],
+      );
+      assert.deepEqual(ended.rows, [{ ended_by: v.id }]);
+      assert.equal((await seriesOf(t.id)).length, 2);
+      assert.equal((await seriesOf(u.id)).length, 2);
     });
   });
 }

@@ -12,7 +12,12 @@
  *   move with the due date), recurrence and series_id of the completed task; it is pending, due at
  *   nextOccurrence(rule of the completed task, series anchor, ...);
  * - the series anchor (DTSTART) is the first due date (the first completion time, to the minute, when there was none);
- *   an edited rule re-anchors the series at the edited task's due date: edits apply to future occurrences;
+ *   an edited rule, or a due date the user moved, re-anchors the series at the task's due date: edits apply to
+ *   future occurrences (seriesStart: an edited rule restarts COUNT, a moved due date does not);
+ * - a completion handled after the task changed again (reopened, its rule or due date edited, completed again
+ *   before this service caught up) creates the next occurrence of the task as it is now, the one read in the
+ *   transaction: its last completion, with the rule it was completed with last (the later completion's event
+ *   then finds it made);
  * - when no next occurrence exists (COUNT/UNTIL exhausted) the series is recorded as ended.
  */
 import { PermanentError } from '../../bus/types.ts';
@@ -30,7 +35,7 @@ import { UserSettingsStore } from '../../store/user-settings.ts';
 import { consumerTarget, transactional, type ConsumedEvent } from '../consumer-target.ts';
 import { registerRecurrenceRoutes } from './routes.ts';
 import {
-  adoptRule,
+  adoptSeries,
   carryReminders,
   lockSeries,
   occurrenceIndex,
@@ -74,25 +79,30 @@ async function nextOccurrenceOf(
   rt: Runtime,
   store: TaskStore,
   tx: Tx,
-  done: Task,
+  completed: Task,
   eventTime: string,
   traceparent: string,
 ): Promise<void> {
-  const rule = done.recurrence!;
-  const seriesId = done.series_id!;
+  const current = await store.get(completed.user_id, completed.id, tx).catch((err: unknown) => {
+    if (err instanceof NotFoundError) return null; // deleted since: the series goes on
+    throw err;
+  });
+  // Reopened before this completion was handled: the completion was taken back, it creates nothing.
+  if (current?.status === 'pending') return;
+  // Changed since (reopened, edited and completed again): the task as it is now goes on, not this event's
+  // older version (its rule and due date were taken back). The event of the later completion then finds the
+  // next occurrence made: one, made once.
+  const done = current ?? completed;
+  if (!done.recurrence || !done.series_id) return; // its rule removed before it was completed again
+  const rule = done.recurrence;
+  const seriesId = done.series_id;
   const completedAt = done.completed_at ?? eventTime;
   const log = () => rt.log.child({ task_id: done.id, series_id: seriesId });
   const anchor = seriesAnchor(done.due_date, completedAt);
   const locked = await lockSeries(tx, { seriesId, userId: done.user_id, rule, anchor });
   if (await successorOf(tx, done.id)) return; // this occurrence already has its successor
-  // Reopened before this completion was handled: the completion was taken back, it creates nothing.
-  const current = await store.get(done.user_id, done.id, tx).catch((err: unknown) => {
-    if (err instanceof NotFoundError) return null; // deleted since: the series goes on
-    throw err;
-  });
-  if (current?.status === 'pending') return;
-  const series = await adoptRule(tx, locked, rule, anchor);
   const index = await occurrenceIndex(tx, seriesId, done.id, done.due_date);
+  const series = await adoptSeries(tx, locked, { taskId: done.id, rule, due: done.due_date }, completedAt);
   let due: string | null;
   try {
     due = nextOccurrence(rule, {

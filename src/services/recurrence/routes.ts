@@ -3,10 +3,13 @@
  *
  * - `POST /api/tasks/:id/skip`: skips the current occurrence of a recurring task. The task's due date moves
  *   to the next occurrence (a `task.updated` event through the task store) and the skipped date is recorded
- *   in the series. The skipped occurrence counts against COUNT. 409 when the task does not recur, is
- *   completed, or is the last occurrence of its series.
+ *   in the series, in one transaction. The skipped occurrence counts against COUNT. In `after_completion`
+ *   mode the next one counts from the due date when that is still ahead (from now when overdue). 409 when
+ *   the task does not recur, is completed, or is the last occurrence of its series.
  * - `GET /api/tasks/:id/occurrences?count=N` (1..100, default 5): the next N due dates of the series, as
- *   completing the task now and each next one on its due date would create them (upcomingOccurrences).
+ *   completing the task now and each next one on its due date would create them (upcomingOccurrences);
+ *   with `recurrence=` or `due=`, the same for the task as that change would leave it (seriesStart: a moved
+ *   due date re-anchors the series, as completion does).
  */
 import { instantDoc, okWith, problemDoc } from '../../http/openapi.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -19,7 +22,6 @@ import {
   nextOccurrence,
   parseRecurrence,
   upcomingOccurrences,
-  previewOccurrences,
   seriesAnchor,
 } from '../../domain/recurrence.ts';
 import { parseInstant, type Task } from '../../domain/task.ts';
@@ -31,12 +33,14 @@ import { withPlanOfChange, type ReminderPlanner } from '../../store/reminder-pla
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { EventMeta, TaskStore } from '../../store/tasks.ts';
 import {
-  adoptRule,
+  adoptSeries,
   carryReminders,
   lockSeries,
+  occurrenceIndex,
+  plannedDue,
   readSeries,
   recordSkip,
-  sameRule,
+  seriesStart,
   successorOf,
 } from './series.ts';
 
@@ -90,44 +94,47 @@ export async function registerRecurrenceRoutes(
         return sendProblem(reply, problem(409, 'the task is completed; reopen it to skip this occurrence'));
       const { recurrence: rule, series_id: seriesId } = task;
       const now = clock.now().toISOString();
-      const outcome = await db.transaction(async (tx) => {
+      // One transaction: the task moved and the skip recorded in its series, or neither (a retry of a skip
+      // that failed half way skipped a second occurrence). A 409 thrown here rolls back what was written.
+      const updated = await db.transaction(async (tx) => {
         const anchor = seriesAnchor(task.due_date, now);
         const locked = await lockSeries(tx, { seriesId, userId, rule, anchor });
         const successor = await successorOf(tx, task.id);
-        if (successor) return { successor };
-        const series = await adoptRule(tx, locked, rule, anchor);
-        const due = nextOccurrence(rule, {
+        if (successor)
+          throw new ConflictError(
+            `this occurrence already has its next occurrence (task ${successor}); skip that one`,
+          );
+        // In the ledger (occurrence #1 is entered the first time it is seen), so that a later move of its due
+        // date by the user is told from this skip's.
+        await occurrenceIndex(tx, seriesId, task.id, task.due_date);
+        const series = await adoptSeries(tx, locked, { taskId: task.id, rule, due: task.due_date }, now);
+        // Skipping is completing it without doing it: after_completion counts from the due date when that is
+        // still ahead (counted from now, a task not yet due came back on its own due date: nothing moved).
+        const completedAt =
+          rule.mode === 'after_completion' && task.due_date !== null && task.due_date > now
+            ? task.due_date
+            : now;
+        const next = nextOccurrence(rule, {
           anchor: series.anchor,
           previousDue: task.due_date,
-          completedAt: now,
+          completedAt,
           occurrencesSoFar: series.occurrences,
         });
-        return { due };
+        if (next === null)
+          throw new ConflictError('this is the last occurrence of its series; complete or delete it instead');
+        const reminders = carryReminders(task.reminders, task.due_date, next);
+        const patch = {
+          due_date: next,
+          ...(JSON.stringify(reminders) !== JSON.stringify(task.reminders) ? { reminders } : {}),
+        };
+        // Compare-and-set on the version read above: a concurrent change (a completion) makes this a 412.
+        const moved = await store.updateTransition(userId, task.id, patch, meta(req), task.version, tx);
+        // Never a skip recorded that did not move the task (it would count against COUNT for nothing).
+        if (moved.eventType === null)
+          throw new ConflictError(`the next occurrence is due when this one is (${next}); nothing to skip`);
+        await recordSkip(tx, { seriesId, taskId: task.id, skippedDue: task.due_date, nextDue: next });
+        return moved;
       });
-      if ('successor' in outcome)
-        return sendProblem(
-          reply,
-          problem(
-            409,
-            `this occurrence already has its next occurrence (task ${outcome.successor}); skip that one`,
-          ),
-        );
-      const next = outcome.due;
-      if (next === null)
-        return sendProblem(
-          reply,
-          problem(409, 'this is the last occurrence of its series; complete or delete it instead'),
-        );
-      const reminders = carryReminders(task.reminders, task.due_date, next);
-      const patch = {
-        due_date: next,
-        ...(JSON.stringify(reminders) !== JSON.stringify(task.reminders) ? { reminders } : {}),
-      };
-      // Compare-and-set on the version read above: a concurrent change (a completion) makes this a 412.
-      const updated = await store.updateTransition(userId, task.id, patch, meta(req), task.version);
-      await db.transaction((tx) =>
-        recordSkip(tx, { seriesId, taskId: task.id, skippedDue: task.due_date, nextDue: next }),
-      );
       return reply
         .header('etag', etag(updated.task))
         .send(await withPlanOfChange(deps.planReminders, userId, updated));
@@ -138,39 +145,32 @@ export async function registerRecurrenceRoutes(
       const query = (req.query as Record<string, unknown> | undefined) ?? {};
       const count = parseCount(query.count);
       const task = await store.get(userId, req.params.id);
-      // A rule (and due date) the task does not have yet: what a change to them would give (an editor's preview).
-      if (query.recurrence !== undefined || query.due !== undefined) {
-        const proposed = await proposal(userId, task, query);
-        return {
-          task_id: task.id,
-          series_id: task.series_id,
-          recurrence: proposed.rule,
-          anchor: proposed.due,
-          after: proposed.due,
-          occurrences: previewOccurrences(proposed.rule, proposed.due, proposed.due, count),
-          proposed: true,
-        };
-      }
-      const rule = task.recurrence;
-      if (!rule || !task.series_id)
+      const proposed = query.recurrence !== undefined || query.due !== undefined;
+      // A rule (and due date) the task does not have yet: what the task's own preview would be once changed
+      // (an editor's preview), so that it shows what completing the changed task creates.
+      const { rule, due } = proposed
+        ? await proposal(userId, task, query)
+        : { rule: task.recurrence, due: task.due_date };
+      if (!rule || (!proposed && !task.series_id))
         return { task_id: task.id, series_id: task.series_id, recurrence: null, occurrences: [] };
       const now = clock.now().toISOString();
-      const series = await readSeries(db, task.series_id);
-      const same = series !== null && sameRule(series.rule, rule);
-      const anchor = same ? series.anchor : seriesAnchor(task.due_date, now);
+      const series = task.series_id ? await readSeries(db, task.series_id) : null;
+      const planned = series ? await plannedDue(db, task.id) : undefined;
+      const start = seriesStart(series, { taskId: task.id, rule, due }, planned, now);
       return {
         task_id: task.id,
         series_id: task.series_id,
         recurrence: rule,
-        anchor,
+        anchor: start.anchor,
         // What completing it now, and each next one on its due date, would create (an overdue task's missed
         // dates are skipped; after_completion restarts at the completion), as completion and skip do.
         ...upcomingOccurrences(
           rule,
-          { anchor, due: task.due_date, occurrencesSoFar: same ? series.occurrences : 1 },
+          { anchor: start.anchor, due, occurrencesSoFar: start.occurrences },
           now,
           count,
         ),
+        ...(proposed ? { proposed: true } : {}),
       };
     };
 
@@ -199,6 +199,8 @@ export async function registerRecurrenceRoutes(
         schema: {
           tags: ['recurrence'],
           summary: 'Skip the current occurrence of a recurring task (its due date moves to the next one)',
+          description:
+            'The next occurrence is the one completing it would create, counted in after_completion mode from the due date when that is still ahead; the skip counts against COUNT. The task and its series change together, or neither.',
           security,
           params: idParam,
           headers: ifMatchHeaderDoc,
@@ -218,6 +220,8 @@ export async function registerRecurrenceRoutes(
         schema: {
           tags: ['recurrence'],
           summary: 'Preview the next due dates of a recurring task',
+          description:
+            'What completing the task now, and each next one on its due date, would create. With recurrence= or due=, what that would be once the task is changed so (a due date moved goes on from its new day and time; a new rule restarts COUNT).',
           security,
           params: idParam,
           querystring: {

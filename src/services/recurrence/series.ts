@@ -3,7 +3,7 @@
  * function runs inside the caller's transaction.
  */
 import { isOffsetSpec } from '../../domain/task.ts';
-import type { Recurrence } from '../../domain/recurrence.ts';
+import { seriesAnchor, type Recurrence } from '../../domain/recurrence.ts';
 import type { Queryable } from '../../store/db.ts';
 
 export interface SeriesState {
@@ -85,24 +85,78 @@ export async function lockSeries(
   return toState(r.rows[0]!);
 }
 
+/** The occurrence of a series whose next due dates are wanted: the task as it is now. */
+export interface Occurrence {
+  taskId: string;
+  rule: Recurrence;
+  due: string | null;
+}
+
+/** Where a series goes on from an occurrence: its anchor and the occurrences used (checked against COUNT). */
+export interface SeriesStart {
+  anchor: string;
+  occurrences: number;
+  /** The stored series does not say this (none yet, an edited rule, a moved due date): it is rewritten. */
+  changed: boolean;
+}
+
+const sameInstant = (a: string | null, b: string | null) =>
+  a === null || b === null ? a === b : Date.parse(a) === Date.parse(b);
+
 /**
- * The series under `rule`: unchanged when it is the stored rule; otherwise (the user edited the rule) the
- * series is re-anchored at `anchor` and its occurrence count restarts at 1, so that the edit applies from
- * the current occurrence on. Call with the series locked, after checking the occurrence is not stale.
+ * Where the series goes on from `o`, given `planned`, the due date the series gave it (the ledger's; undefined
+ * when the ledger does not know the task). What completion, skip and every preview use, so they agree:
+ * - no series yet: anchored at the due date (`at`, to the minute, without one), occurrence 1;
+ * - the rule edited: re-anchored at the due date, and COUNT restarts (the edit applies from this one on);
+ * - the due date moved by the user (not the one the series gave it): re-anchored at it, so the next ones keep
+ *   its new weekday and time (an occurrence #1 moved before the series existed already did), but COUNT goes on:
+ *   the rule is the same, and moving one date does not make the series longer;
+ * - else the series as stored.
  */
-export async function adoptRule(
+export function seriesStart(
+  state: SeriesState | null,
+  o: Occurrence,
+  planned: string | null | undefined,
+  at: string,
+): SeriesStart {
+  const anchor = seriesAnchor(o.due, at);
+  if (state === null) return { anchor, occurrences: 1, changed: true };
+  if (!sameRule(state.rule, o.rule)) return { anchor, occurrences: 1, changed: true };
+  if (planned !== undefined && !sameInstant(planned, o.due))
+    return { anchor, occurrences: state.occurrences, changed: true };
+  return { anchor: state.anchor, occurrences: state.occurrences, changed: false };
+}
+
+/** The due date the series gave `taskId` (created with, or moved to by a skip); undefined: not in the ledger. */
+export async function plannedDue(q: Queryable, taskId: string): Promise<string | null | undefined> {
+  const r = await q.query<{ due_date: Date | null }>(
+    'SELECT due_date FROM recurrence_occurrences WHERE task_id = $1',
+    [taskId],
+  );
+  if (!r.rows[0]) return undefined;
+  return r.rows[0].due_date === null ? null : iso(r.rows[0].due_date);
+}
+
+/**
+ * The series as it goes on from `o` (seriesStart), written when that changed it: the rule, anchor and count,
+ * and the ledger's due date of `o`, which the series now starts from (a later move of it is the user's again).
+ * Call with the series locked, `o` in the ledger (occurrenceIndex), after checking the occurrence is not stale.
+ */
+export async function adoptSeries(
   tx: Queryable,
   state: SeriesState,
-  rule: Recurrence,
-  anchor: string,
+  o: Occurrence,
+  at: string,
 ): Promise<SeriesState> {
-  if (sameRule(state.rule, rule)) return state;
+  const start = seriesStart(state, o, await plannedDue(tx, o.taskId), at);
+  if (!start.changed) return state;
   const u = await tx.query<SeriesRow>(
-    `UPDATE recurrence_series SET rule = $2, anchor = $3, occurrences = 1, ended_at = NULL, ended_by = NULL,
+    `UPDATE recurrence_series SET rule = $2, anchor = $3, occurrences = $4, ended_at = NULL, ended_by = NULL,
        updated_at = now()
      WHERE series_id = $1 RETURNING ${COLUMNS}`,
-    [state.seriesId, JSON.stringify(ruleKey(rule)), anchor],
+    [state.seriesId, JSON.stringify(ruleKey(o.rule)), start.anchor, start.occurrences],
   );
+  await tx.query('UPDATE recurrence_occurrences SET due_date = $2 WHERE task_id = $1', [o.taskId, o.due]);
   return toState(u.rows[0]!);
 }
 
