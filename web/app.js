@@ -104,6 +104,7 @@ async function api(method, path, body, extraHeaders = {}) {
   if (!res.ok) {
     const err = new Error((data && data.detail) || `${method} ${path} failed (${res.status})`);
     err.status = res.status;
+    err.problem = data;
     err.retryAfter = Number(res.headers.get('retry-after')) || 1;
     throw err;
   }
@@ -401,7 +402,19 @@ async function removeTask(t) {
           // occurrence already, and with the rule a completed task would make another one. Else the rule comes
           // back as it was read (the API takes that object), its preset too.
           if (t.recurrence && t.status !== 'completed') again.recurrence = { ...t.recurrence };
-          await api('POST', '/api/tasks', again);
+          try {
+            await api('POST', '/api/tasks', again);
+          } catch (err) {
+            // The last occurrence of its series: created again it is a new series whose rule never repeats,
+            // which the API refuses (422 naming the rule). It comes back without it, which changes nothing:
+            // completed, it would make no next occurrence either way.
+            const fields = (err.problem && err.problem.errors) || [];
+            const ruleOnly =
+              fields.length > 0 && fields.every((e) => /^recurrence(\.|$)/.test(e.field || ''));
+            if (err.status !== 422 || !again.recurrence || !ruleOnly) throw err;
+            delete again.recurrence;
+            await api('POST', '/api/tasks', again);
+          }
           await loadTasks();
         }),
     });

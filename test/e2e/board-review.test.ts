@@ -2,7 +2,8 @@
  * The board's defects a review found, each proven in a real headless Chromium (failing on the board before
  * its fix): "no reminders" kept by an edit, an expired session said so (on the socket and on an action), a
  * create sent once, a failed complete not shown as done, a busy server said, a long tag wrapped, a task added
- * outside the view said where it went, zone aliases, the repeat in words, an undo with its preset, emoji
+ * outside the view said where it went, zone aliases, the repeat in words, an undo with its preset (and of a
+ * series' last occurrence), emoji
  * titles, focus after editing, one change announced as one row, controls named by state and task, RTL titles.
  */
 import assert from 'node:assert/strict';
@@ -287,6 +288,37 @@ describe('the board review: each defect fixed, in Chromium', { skip: skipWithout
       .click();
     await taskRow(page, 'Gym').waitFor({ timeout: LIVE_MS });
     assert.deepEqual((await get(user, '/api/tasks')).items[0].recurrence, c.body.recurrence);
+    assert.deepEqual(errors, []);
+  });
+
+  it('11b: the undo of the deleted last occurrence of a series ending at UNTIL brings it back (it was refused: 422)', async () => {
+    const user = 'undo-last';
+    const due = new Date(Math.ceil(Date.now() / 60_000) * 60_000 + 86_400_000);
+    const c = await ctx.app.call(user, 'POST', '/api/tasks', {
+      title: 'Course',
+      due_date: due.toISOString(),
+      recurrence: { preset: 'weekly', until: new Date(due.getTime() + 8 * 86_400_000).toISOString() },
+    });
+    assert.equal(c.status, 201, JSON.stringify(c.body));
+    assert.equal((await ctx.app.call(user, 'POST', `/api/tasks/${c.body.id}/complete`)).status, 200);
+    const pending = async () => (await get(user, '/api/tasks?status=pending')).items;
+    await waitUntil(async () => (await pending()).length === 1, 'the last occurrence made');
+    const [last] = await pending();
+    const { page, errors } = await signedInPage(user);
+    await taskRow(page, 'Course', '.pending').locator('button.delete').click();
+    await taskRow(page, 'Course', '.pending').waitFor({ state: 'detached', timeout: LIVE_MS });
+    await page
+      .locator('#toasts .toast', { hasText: 'Deleted' })
+      .locator('button', { hasText: 'Undo' })
+      .click();
+    await taskRow(page, 'Course', '.pending').waitFor({ timeout: LIVE_MS });
+    // Back as it was, but for its rule, which could not repeat any more (created again, it is a new series).
+    const [back] = await pending();
+    assert.deepEqual(
+      [back.title, back.due_date, back.reminders, back.recurrence],
+      [last.title, last.due_date, last.reminders, null],
+    );
+    assert.equal(await page.locator('#board-error').isHidden(), true, 'no error shown');
     assert.deepEqual(errors, []);
   });
 
