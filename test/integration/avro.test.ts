@@ -7,6 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import avsc from 'avsc';
@@ -130,6 +132,68 @@ describe('Avro record codec (Confluent framing, schema ids from the registry)', 
       /without the Confluent framing/,
     );
     assert.throws(() => new EventCodec({ encoding: 'avro' }), /EVENT_ENCODING=avro needs a schema registry/);
+  });
+
+  it('a writer schema avsc cannot build (Confluent schema references) is final for its id, not an outage', async () => {
+    // Another team's producer uses Confluent schema references: the schema GET /schemas/ids/N answers names a
+    // type defined in another subject. The id is valid, its bytes never readable by this build: the record
+    // is undecodable with the reason (dead-lettered), as an unknown id is; it was retried forever.
+    registry.seed(
+      'refs.task-events-com.other.Envelope',
+      {
+        type: 'record',
+        name: 'Envelope',
+        namespace: 'com.other',
+        fields: [{ name: 'payload', type: 'com.other.Payload' }],
+      },
+      'AVRO',
+    );
+    const id = registry.subjects.get('refs.task-events-com.other.Envelope')!.at(-1)!.id;
+    const value = Buffer.from([0, 0, 0, 0, 0, 1, 2, 3]);
+    value.writeInt32BE(id, 1);
+    const headers = new Map(JSON_CODEC.encode(taskCreated('u', 'x')).headers).set(
+      'content-type',
+      AVRO_CONTENT_TYPE,
+    );
+    const codec = new EventCodec({ encoding: 'json', registry: client });
+    const started = Date.now();
+    // A consumer's signal aborts only at shutdown: 8 s stands for "forever".
+    await codec.prepareDecode([{ headers, value }], AbortSignal.timeout(8_000));
+    assert.ok(
+      Date.now() - started < 5_000,
+      `waited ${Date.now() - started} ms for a schema that cannot be built`,
+    );
+    assert.throws(
+      () => codec.decode({ headers, value }, fromBinaryHeaders(headers).envelope),
+      new RegExp(`schema id ${id} cannot be read as an Avro schema: .*com\\.other\\.Payload`),
+    );
+    // An unreachable registry still holds the record (nothing decided) until shutdown.
+    const down = new EventCodec({
+      encoding: 'json',
+      registry: new SchemaRegistryClient({ url: 'http://127.0.0.1:9', compatibility: 'FULL' }),
+    });
+    await down.prepareDecode([{ headers, value }], AbortSignal.timeout(1_000));
+    assert.throws(
+      () => down.decode({ headers, value }, fromBinaryHeaders(headers).envelope),
+      /was not loaded/,
+    );
+    // So does one that answers 5xx.
+    const failing = createServer((_req, res) => res.writeHead(503).end('{"error_code":50301}'));
+    await new Promise<void>((resolve) => failing.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(failing.address() as AddressInfo).port}`;
+      const five = new EventCodec({
+        encoding: 'json',
+        registry: new SchemaRegistryClient({ url, compatibility: 'FULL' }),
+      });
+      await five.prepareDecode([{ headers, value }], AbortSignal.timeout(1_000));
+      assert.throws(
+        () => five.decode({ headers, value }, fromBinaryHeaders(headers).envelope),
+        /was not loaded/,
+      );
+    } finally {
+      await new Promise((resolve) => failing.close(resolve));
+    }
   });
 });
 
@@ -269,6 +333,75 @@ describe('Avro on Kafka', { skip }, () => {
     } finally {
       for (const sub of subs) await sub.close();
       await Promise.all([avroBus.close(), blindBus.close(), readerBus.close()]);
+    }
+  });
+
+  it('an Avro record whose writer schema cannot be built is dead-lettered with the reason, and the partition reads on', async () => {
+    const p = prefix();
+    registry.seed(
+      `${p}held-com.other.Envelope`,
+      {
+        type: 'record',
+        name: 'Envelope',
+        namespace: 'com.other',
+        fields: [{ name: 'payload', type: 'com.other.Payload' }], // a reference to another subject
+      },
+      'AVRO',
+    );
+    const id = registry.subjects.get(`${p}held-com.other.Envelope`)!.at(-1)!.id;
+    const client = new SchemaRegistryClient({ url: registry.url, compatibility: 'FULL' });
+    const bus = createKafkaBus(
+      { brokers: kafkaBrokers!.split(','), clientId: 'refs', topicPrefix: p },
+      {
+        log: silentLogger,
+        retry: { maxAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 },
+        codec: new EventCodec({ encoding: 'json', registry: client, subjectPrefix: p }),
+      },
+    );
+    const kafka = new Kafka({
+      clientId: 'other-team',
+      brokers: kafkaBrokers!.split(','),
+      logLevel: logLevel.NOTHING,
+    });
+    const producer = kafka.producer();
+    const got: CloudEvent[] = [];
+    let sub: Subscription | undefined;
+    try {
+      await bus.admin.ensureTopics([{ name: 'held', partitions: 1, retentionMs: 3_600_000 }]);
+      await producer.connect();
+      const value = Buffer.from([0, 0, 0, 0, 0, 2, 4, 6]);
+      value.writeInt32BE(id, 1);
+      const poison = JSON_CODEC.encode(taskCreated('u', 'poison'));
+      const next = taskCreated('u', 'after the poison');
+      const nextRecord = JSON_CODEC.encode(next);
+      await producer.send({
+        topic: `${p}held`,
+        messages: [
+          {
+            key: 'u',
+            value,
+            headers: Object.fromEntries(poison.headers.set('content-type', AVRO_CONTENT_TYPE)),
+          },
+          { key: 'u', value: nextRecord.value, headers: Object.fromEntries(nextRecord.headers) },
+        ],
+      });
+      sub = await bus.subscriber.subscribe({
+        group: 'refs-readers',
+        topics: ['held'],
+        handler: async (m) => void got.push(m.event),
+      });
+      await waitFor(() => got.length >= 1, 20_000, 'the event after the record (the partition was held)');
+      assert.deepEqual(got, [next]);
+      const letters = await bus.admin.read(dlqTopic('refs-readers'));
+      assert.equal(letters.length, 1);
+      assert.match(
+        letters[0]!.headers['x-dlq-error']!,
+        new RegExp(`schema id ${id} cannot be read as an Avro schema`),
+      );
+    } finally {
+      await sub?.close();
+      await producer.disconnect();
+      await bus.close();
     }
   });
 

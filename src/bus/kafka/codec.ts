@@ -56,6 +56,31 @@ export function avroTypeOf(type: EventType): avsc.Type {
   return t;
 }
 
+/**
+ * Whether a failed schema lookup is waited out (retried with backoff, the records held): the registry cannot
+ * be reached, fails (5xx), times out, limits the rate, or refuses this process's credentials (fixed by
+ * configuration, as a missing SCHEMA_REGISTRY_URL is). Any other answer (404: no such id) is final for the id.
+ */
+function registryWaits(err: unknown): boolean {
+  if (!(err instanceof RegistryError)) return true;
+  const { status } = err;
+  return status === 0 || status >= 500 || [401, 403, 408, 429].includes(status);
+}
+
+/** The avsc Type of a writer schema fetched by `id`, or why it cannot be one (not Avro, not buildable). */
+async function writerTypeOf(
+  id: number,
+  { schema, schemaType }: { schema: string; schemaType: string },
+): Promise<avsc.Type | Error> {
+  if (schemaType !== 'AVRO') return new Error(`schema id ${id} is a ${schemaType} schema, not Avro`);
+  const { Type } = await loadAvsc();
+  try {
+    return Type.forSchema(JSON.parse(schema) as avsc.Schema);
+  } catch (err) {
+    return new Error(`schema id ${id} cannot be read as an Avro schema: ${errorMessage(err)}`);
+  }
+}
+
 const isAvro = (r: RawRecord) => r.headers.get('content-type') === AVRO_CONTENT_TYPE;
 
 /** The schema id of a Confluent-framed value, or undefined when the value is not one. */
@@ -140,8 +165,9 @@ export class EventCodec {
 
   /**
    * Fetches the writer schema of every Avro value not seen before, once per id. A registry that cannot be
-   * reached is tried again with backoff (the records wait: nothing is dead-lettered for an outage); an id the
-   * registry does not have makes those records undecodable. Without a registry, `hold` (a consumer) waits
+   * reached is tried again with backoff (the records wait: nothing is dead-lettered for an outage; see
+   * `registryWaits`); an id the registry does not have, or a schema that is not Avro or that avsc cannot
+   * build, makes those records undecodable (dead-lettered with the reason, the partition reads on). Without a registry, `hold` (a consumer) waits
    * until `signal` aborts, logging why; otherwise (reading a topic to show it) the records are undecodable.
    */
   async prepareDecode(
@@ -161,20 +187,21 @@ export class EventCodec {
         else this.writers.set(id, new Error(why));
         continue;
       }
+      let fetched: { schema: string; schemaType: string } | undefined;
       await retryWithBackoff(
         async () => {
           try {
-            const { schema, schemaType } = await registry.schemaById(id);
-            const { Type } = await loadAvsc();
+            fetched = await registry.schemaById(id);
+          } catch (err) {
+            if (registryWaits(err)) throw err;
             this.writers.set(
               id,
-              schemaType === 'AVRO'
-                ? Type.forSchema(JSON.parse(schema) as avsc.Schema)
-                : new Error(`schema id ${id} is a ${schemaType} schema, not Avro`),
+              new Error(
+                err instanceof RegistryError && err.status === 404
+                  ? `schema id ${id} is not in the schema registry`
+                  : `schema id ${id} cannot be fetched: ${errorMessage(err)}`,
+              ),
             );
-          } catch (err) {
-            if (!(err instanceof RegistryError) || err.status !== 404) throw err;
-            this.writers.set(id, new Error(`schema id ${id} is not in the schema registry`));
           }
         },
         {
@@ -187,6 +214,10 @@ export class EventCodec {
             ),
         },
       );
+      // Building the writer schema is outside the retry: an id never changes meaning in a registry, so a
+      // schema avsc cannot build (one with Confluent schema references to other subjects, say) never will be.
+      // Retried as an outage, it held the partition for good; now its records are dead-lettered with the reason.
+      if (fetched) this.writers.set(id, await writerTypeOf(id, fetched));
     }
   }
 
