@@ -47,6 +47,12 @@ export type Verifier = (token: string) => Promise<Principal>;
 const CACHE_SIZE = 10_000;
 /** With a key set (JWT_JWKS_URL), a token is checked again at least this often: a removed key takes effect. */
 const JWKS_RECHECK_MS = 5 * 60_000;
+/**
+ * How far the identity provider's clock may be from this host's (seconds) for `exp` and `nbf`: a provider
+ * whose clock ran 3 s ahead minted tokens refused as not valid yet (`nbf`) until the clocks met. 30 s is the
+ * usual allowance; a token not valid for minutes yet (or expired minutes ago) is still refused.
+ */
+export const CLOCK_TOLERANCE_S = 30;
 
 export function createVerifier(jwt: Config['jwt']): Verifier {
   const verify = verifyToken(jwt);
@@ -69,6 +75,7 @@ function verifyToken(jwt: Config['jwt']): (token: string) => Promise<{ principal
     : undefined;
   const options = {
     requiredClaims: ['exp'], // a token that never expires is not accepted
+    clockTolerance: CLOCK_TOLERANCE_S,
     ...(jwt.issuer ? { issuer: jwt.issuer } : {}),
     ...(jwt.audience ? { audience: jwt.audience } : {}),
   };

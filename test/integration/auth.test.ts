@@ -226,6 +226,22 @@ describe('JWT claims with an HS256 secret', () => {
     });
   });
 
+  it('takes an identity provider whose clock is up to 30 s off (nbf and iat 3 s ahead, exp 10 s past)', async () => {
+    await withApp({}, async (list) => {
+      // A provider whose clock runs 3 s ahead of this host's mints tokens "from the future".
+      const ahead = NOW() + 3;
+      const skewed = await new SignJWT({ nbf: ahead, iat: ahead, exp: ahead + 600 })
+        .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+        .setSubject('claims-user')
+        .sign(new TextEncoder().encode(TEST_SECRET));
+      const r = await list(skewed);
+      assert.equal(r.status, 200, `fresh token refused: ${JSON.stringify(await r.json())}`);
+      assert.equal((await list(await token({ exp: NOW() - 10 }))).status, 200);
+      await refused(await list(await token({ nbf: NOW() + 40 })), /claim nbf is invalid/);
+      await refused(await list(await token({ exp: NOW() - 40 })), /expired/);
+    });
+  });
+
   it('does not consult the kid with one shared secret: any kid, or none, verifies by the secret', async () => {
     await withApp({}, async (list) => {
       assert.equal((await list(await token({}, { kid: 'unknown-kid' }))).status, 200);
