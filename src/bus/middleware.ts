@@ -305,7 +305,17 @@ export const publishDeadLetter =
     for (let attempt = 1; ; attempt++) {
       try {
         await publisher.publish([
-          { topic: dlqTopic(d.group), key: message.key, event: message.event, headers },
+          {
+            topic: dlqTopic(d.group),
+            key: message.key,
+            event: message.event,
+            headers,
+            // The record's bytes where decoding did not keep all of it (Avro of a newer version): the letter
+            // keeps the whole event for a replay after the upgrade.
+            ...(message.rawValue
+              ? { asReceived: { value: message.rawValue, headers: message.headers } }
+              : {}),
+          },
         ]);
         return;
       } catch (err) {

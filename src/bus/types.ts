@@ -19,6 +19,12 @@ export interface OutgoingMessage {
   event: CloudEvent;
   /** Extra transport headers (the dead-letter failure headers, for instance). */
   headers?: Record<string, string>;
+  /**
+   * The record as it was received (BusMessage.rawValue and its headers), which the Kafka publisher writes as
+   * it is, with `headers` added, instead of encoding `event`: a dead letter of an Avro record keeps the data
+   * of a newer version that this build read without its new fields. Other transports carry `event`.
+   */
+  asReceived?: { value: Buffer; headers: Record<string, string> };
 }
 
 export interface BusMessage {
@@ -32,6 +38,12 @@ export interface BusMessage {
   event: CloudEvent;
   /** When the broker took the message (ISO 8601); empty when the transport does not say. */
   timestamp: string;
+  /**
+   * The record's value as received, where decoding does not keep all of it: an Avro value (Kafka), read with
+   * this build's schema of the type, which leaves out the fields of a newer version. Its dead letter is
+   * these bytes (OutgoingMessage.asReceived), so a replay after the upgrade has the whole event.
+   */
+  rawValue?: Buffer;
 }
 
 export interface Publisher {

@@ -405,6 +405,93 @@ describe('Avro on Kafka', { skip }, () => {
     }
   });
 
+  it('a consumer of an older version dead-letters a newer Avro record as it was: the letter keeps the new fields', async () => {
+    // v2 of reminder.triggered adds an optional field; an upgraded producer writes it, a consumer of this (v1)
+    // build reads it resolved to v1 and fails. The dead letter was re-encoded from the trimmed v1 event
+    // (framed with the v1 id, headers still saying v2): a replay after the upgrade had lost the field.
+    const p = prefix();
+    const client = new SchemaRegistryClient({ url: registry.url, compatibility: 'FULL' });
+    const subject = avroSubjectOf('reminder.triggered', p);
+    const v1 = avroSchemaOf('reminder.triggered');
+    const v2 = structuredClone(v1);
+    (v2.fields as Json[]).push({ name: 'snoozed_until', type: ['null', 'string'], default: null });
+    await client.register(subject, JSON.stringify(v1), 'AVRO');
+    const v2id = await client.register(subject, JSON.stringify(v2), 'AVRO');
+    const event = fullEvent('reminder.triggered');
+    event.schemaversion = '2';
+    event.dataschema = 'urn:taskflow:schema:reminder.triggered:v2';
+    const v2data = { ...(event.data as Json), snoozed_until: '2026-03-01T13:00:00.000Z' };
+    const v2type = avsc.Type.forSchema(v2 as avsc.Schema);
+    const value = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), v2type.toBuffer(v2data)]);
+    value.writeInt32BE(v2id, 1);
+    const headers = Object.fromEntries(
+      new Map(JSON_CODEC.encode(event).headers).set('content-type', AVRO_CONTENT_TYPE),
+    );
+    const bus = createKafkaBus(
+      { brokers: kafkaBrokers!.split(','), clientId: 'v1', topicPrefix: p },
+      {
+        log: silentLogger,
+        retry: { maxAttempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
+        codec: new EventCodec({ encoding: 'avro', registry: client, subjectPrefix: p }),
+      },
+    );
+    const kafka = new Kafka({
+      clientId: 'v2',
+      brokers: kafkaBrokers!.split(','),
+      logLevel: logLevel.NOTHING,
+    });
+    const producer = kafka.producer();
+    const reader = kafka.consumer({ groupId: `v2-${randomBytes(3).toString('hex')}` });
+    const seen: CloudEvent[] = [];
+    let sub: Subscription | undefined;
+    try {
+      await bus.admin.ensureTopics([{ name: 'reminders', partitions: 1, retentionMs: 3_600_000 }]);
+      await producer.connect();
+      await producer.send({ topic: `${p}reminders`, messages: [{ key: 'user-1', value, headers }] });
+      sub = await bus.subscriber.subscribe({
+        group: 'v1-readers',
+        topics: ['reminders'],
+        handler: async (m) => {
+          seen.push(m.event);
+          throw new Error('handler bug');
+        },
+      });
+      await waitFor(
+        async () => (await bus.admin.read(dlqTopic('v1-readers')).catch(() => [])).length > 0,
+        30_000,
+        'the dead letter',
+      );
+      // After the upgrade: a v2 reader (any Confluent-style client) reads the dead letter.
+      await reader.connect();
+      await reader.subscribe({ topic: `${p}${dlqTopic('v1-readers')}`, fromBeginning: true });
+      const letter = await new Promise<{ headers: Record<string, string>; value: Buffer }>((resolve) => {
+        void reader.run({
+          eachMessage: async ({ message }) =>
+            resolve({
+              headers: Object.fromEntries(
+                Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)]),
+              ),
+              value: message.value!,
+            }),
+        });
+      });
+      assert.equal((seen[0]?.data as Json).snoozed_until, undefined, 'the v1 consumer read it as v1');
+      assert.equal(letter.headers['x-dlq-error'], 'Error: handler bug');
+      assert.equal(letter.headers.ce_schemaversion, '2');
+      assert.equal(letter.headers['content-type'], AVRO_CONTENT_TYPE);
+      const { schema } = await client.schemaById(letter.value.readInt32BE(1));
+      const writer = avsc.Type.forSchema(JSON.parse(schema) as avsc.Schema);
+      const replayed = v2type.fromBuffer(letter.value.subarray(5), v2type.createResolver(writer)) as Json;
+      assert.equal(replayed.snoozed_until, '2026-03-01T13:00:00.000Z', 'the letter keeps the v2 field');
+      assert.equal(letter.value.readInt32BE(1), v2id, 'framed with the v2 schema id');
+    } finally {
+      await sub?.close();
+      await reader.disconnect();
+      await producer.disconnect();
+      await bus.close();
+    }
+  });
+
   it('one consumer reads a topic mixing JSON and Avro records, in order, as the same events', async () => {
     const p = prefix();
     const settings = { brokers: kafkaBrokers!.split(','), clientId: 'mixed', topicPrefix: p };

@@ -164,6 +164,22 @@ export class EventCodec {
   }
 
   /**
+   * A record received before, written again as it was (OutgoingMessage.asReceived: a dead letter of an Avro
+   * record): its value, its `content-type`, `ce_*` and `traceparent` headers, then `extra`. Other transport
+   * headers of the received record (those of an earlier dead letter or replay) are not the event's.
+   */
+  encodeAsReceived(
+    received: { value: Buffer; headers: Record<string, string> },
+    extra?: Record<string, string>,
+  ): EncodedRecord {
+    const headers = new Map<string, string>();
+    for (const [k, v] of Object.entries(received.headers))
+      if (k === 'content-type' || k === 'traceparent' || k.startsWith('ce_')) headers.set(k, v);
+    if (extra) for (const k in extra) headers.set(k, extra[k]!);
+    return { headers, value: received.value };
+  }
+
+  /**
    * Fetches the writer schema of every Avro value not seen before, once per id. A registry that cannot be
    * reached is tried again with backoff (the records wait: nothing is dead-lettered for an outage; see
    * `registryWaits`); an id the registry does not have, or a schema that is not Avro or that avsc cannot
@@ -300,8 +316,12 @@ export function decodeRecord(
 ): BusMessage {
   const { headers, envelope } = fromBinaryHeaders(m.headers);
   let event: CloudEvent;
+  let rawValue: Buffer | undefined;
   try {
     event = codec.decode(m, envelope);
+    // Read with this build's schema, an Avro value of a newer version lost its new fields: its bytes are kept
+    // for its dead letter (BusMessage.rawValue). A JSON value is decoded whole.
+    if (isAvro(m) && m.value) rawValue = m.value;
     // A record without an event's id and type (a plain JSON value, no ce_* headers) cannot be addressed,
     // deduplicated or replayed as an event: it is kept as bytes, as an undecodable one is. A structured
     // CloudEvent in the value (what daprd writes) is one: the Dapr transport unwraps it (dapr/wire.ts).
@@ -327,5 +347,6 @@ export function decodeRecord(
     headers,
     event,
     timestamp: new Date(Number(m.timestamp)).toISOString(),
+    ...(rawValue ? { rawValue } : {}),
   };
 }

@@ -137,12 +137,14 @@ export class KafkaPublisher implements Publisher {
     }
     const prefix = this.s.topicPrefix ?? '';
     try {
-      await this.codec.prepareEncode(messages.map((m) => m.event));
+      await this.codec.prepareEncode(messages.flatMap((m) => (m.asReceived ? [] : [m.event])));
     } catch (err) {
       throw new Error(`Kafka publish failed: ${errorMessage(err)}`, { cause: err });
     }
     const records = messages.map((m) => {
-      const { headers, value } = this.codec.encode(m.event, m.headers);
+      const { headers, value } = m.asReceived
+        ? this.codec.encodeAsReceived(m.asReceived, m.headers)
+        : this.codec.encode(m.event, m.headers);
       return { topic: prefix + m.topic, key: m.key, value, headers, timestamp };
     });
     // Chunks of bounded size keep every request valid (MAX_REQUEST_BYTES). They go one after another: per-key
