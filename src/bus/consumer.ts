@@ -75,7 +75,7 @@ export function consumerPipeline(
       dropsInstead: opts.deadLetters === false,
       send: publishDeadLetter(ctx.publisher, policy, log, signal),
     }),
-    validated,
+    validated({ log, hooks }),
     retried({ policy, signal, shouldRetry: retryUpTo(policy), log, hooks }),
     measured(hooks),
   );

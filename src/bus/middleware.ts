@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dlqTopic } from '../contracts/topics.ts';
-import { eventProblems } from '../contracts/schemas.ts';
+import { eventProblems, isEventType } from '../contracts/schemas.ts';
 import type { Logger } from '../observability/logger.ts';
 import { traceIdOf } from '../observability/trace.ts';
 import {
@@ -38,6 +38,8 @@ export interface Delivery {
   attempts: number;
   /** Set by `deadLettered`: why the message went (or, on Dapr, goes) to the dead-letter topic. */
   deadLettered?: string;
+  /** Set by `validated`: why the message was passed by, as done, without reaching the handler. */
+  passedBy?: string;
 }
 
 export type Handle = (delivery: Delivery) => Promise<void>;
@@ -158,7 +160,10 @@ export const traced: Middleware = (next) => async (d) => {
         if (!(err instanceof Aborted)) recordError(span, err);
         return { err };
       }
-      span.setAttribute('taskflow.outcome', d.deadLettered === undefined ? 'handled' : 'dead-lettered');
+      span.setAttribute(
+        'taskflow.outcome',
+        d.deadLettered !== undefined ? 'dead-lettered' : d.passedBy !== undefined ? 'passed-by' : 'handled',
+      );
       if (d.deadLettered !== undefined)
         span.setStatus({ code: SpanStatusCode.ERROR, message: 'dead-lettered' });
       return undefined;
@@ -167,17 +172,40 @@ export const traced: Middleware = (next) => async (d) => {
   if (failure) throw failure.err;
 };
 
-/** Refuses an event that breaks its schema (InvalidEvent) before anything else sees it. */
-export const validated: Middleware = (next) => (d) => {
-  const { event } = d.message;
-  // Bytes that were no event: the reason they were not, rather than "unknown event type".
-  if (event.type === UNDECODABLE_EVENT_TYPE)
-    return Promise.reject(
-      new InvalidEvent([`not an event (${(event.data as { error?: string }).error ?? 'undecodable'})`]),
-    );
-  const problems = eventProblems(event);
-  return problems.length ? Promise.reject(new InvalidEvent(problems)) : next(d);
-};
+/** Event types passed by and logged so far (logged once each; bounded: any writer of a topic can make them up). */
+const passedByTypes = new Set<string>();
+const MAX_PASSED_BY_TYPES_LOGGED = 100;
+
+/**
+ * Refuses an event that breaks its schema (InvalidEvent) before anything else sees it, and passes by, as
+ * done, an event of a type this build does not know: a newer build's (ADR 0012: a breaking change is a new
+ * type, and targets upgrade in any order), which no handler of this one would act on. It was dead-lettered,
+ * by every consumer of the topic that was not upgraded yet. Logged once per type, counted (`onPassedBy`).
+ */
+export const validated =
+  (opts: { log: Logger; hooks?: ConsumeHooks | undefined }): Middleware =>
+  (next) =>
+  (d) => {
+    const { event } = d.message;
+    // Bytes that were no event: the reason they were not, rather than "unknown event type".
+    if (event.type === UNDECODABLE_EVENT_TYPE)
+      return Promise.reject(
+        new InvalidEvent([`not an event (${(event.data as { error?: string }).error ?? 'undecodable'})`]),
+      );
+    if (typeof event.type === 'string' && event.type !== '' && !isEventType(event.type)) {
+      d.passedBy = `unknown event type ${event.type}`;
+      opts.hooks?.onPassedBy?.(d.message);
+      if (!passedByTypes.has(event.type) && passedByTypes.size < MAX_PASSED_BY_TYPES_LOGGED) {
+        passedByTypes.add(event.type);
+        logOf(opts.log, d).info(
+          'an event of a type this build does not know (a newer build writes it): passed by, as will be the others of the type',
+        );
+      }
+      return Promise.resolve();
+    }
+    const problems = eventProblems(event);
+    return problems.length ? Promise.reject(new InvalidEvent(problems)) : next(d);
+  };
 
 /** Tells `onHandled` how long a successful handling took. */
 export const measured =

@@ -10,6 +10,8 @@ export interface ConsumeHooks {
   onHandled?(message: BusMessage, ms: number): void;
   onRetry?(message: BusMessage, attempt: number, error: unknown): void;
   onDeadLetter?(message: BusMessage, error: string): void;
+  /** A message passed by without reaching the handler: an event of a type this build does not know. */
+  onPassedBy?(message: BusMessage): void;
 }
 
 export interface OutgoingMessage {

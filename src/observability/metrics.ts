@@ -278,6 +278,9 @@ export class Metrics {
           outcome: 'dead_lettered',
         });
       },
+      // An event of a type this build does not know (a newer build's): its type is no label (bounded).
+      onPassedBy: (m: { topic: string }) =>
+        this.eventsConsumed.inc({ group, topic: m.topic, type: 'unknown', outcome: 'passed_by' }),
     };
   }
 }

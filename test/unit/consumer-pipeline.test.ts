@@ -24,6 +24,7 @@ import {
 } from '../../src/bus/types.ts';
 import { pino } from 'pino';
 import { createLogger } from '../../src/observability/logger.ts';
+import { Metrics } from '../../src/observability/metrics.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 const log = createLogger({ level: 'silent' });
@@ -103,7 +104,8 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
 
   it('drops what it would dead-letter for a group without dead letters (the gateway), writing nothing', async () => {
     const { ctx, letters } = context();
-    const invalid = message({ ...taskCreated('ada', 'x'), type: 'task.exploded' });
+    const invalid = message(taskCreated('ada', 'x'));
+    (invalid.event.data as { task: { status: string } }).task.status = 'archived';
     const failing = async () => {
       throw new PermanentError('never works');
     };
@@ -146,7 +148,8 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
   it('dead-letters an invalid event and a PermanentError at once, the invalid one without calling the handler', async () => {
     const { ctx, letters } = context();
     let calls = 0;
-    const invalid = message({ ...taskCreated('ada', 'x'), type: 'task.exploded' });
+    const invalid = message(taskCreated('ada', 'x'));
+    (invalid.event.data as { task: { status: string } }).task.status = 'archived';
     assert.equal(await consumeWithRetry(invalid, async () => void calls++, ctx), 'dead-lettered');
     assert.equal(calls, 0);
     assert.match(letters[0]!.headers![DLQ_HEADERS.error]!, /^invalid event: /);
@@ -164,6 +167,40 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
     );
     assert.equal(calls, 1);
     assert.equal(letters[1]!.headers![DLQ_HEADERS.attempts], '1');
+  });
+
+  it('passes by an event of a type this build does not know (a newer build writes it), logged once per type and counted', async () => {
+    // ADR 0012: a breaking change is a new type, and targets upgrade in any order. Consumers of the old build
+    // dead-lettered every event of it ("invalid event: unknown event type task.archived").
+    const lines: string[] = [];
+    const metrics = new Metrics({ defaultMetrics: false });
+    const { ctx, letters } = context({
+      log: pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }),
+      hooks: metrics.consumerHooks('g'),
+    });
+    let calls = 0;
+    const newer = (title: string) =>
+      message({
+        ...taskCreated('ada', title),
+        type: 'task.archived',
+        dataschema: 'urn:taskflow:schema:task.archived:v1',
+      });
+    for (const title of ['a', 'b', 'c'])
+      assert.equal(await consumeWithRetry(newer(title), async () => void calls++, ctx), 'handled');
+    assert.equal(calls, 0, 'the handler does not see it');
+    assert.equal(letters.length, 0, 'nothing dead-lettered');
+    const logged = lines.filter((l) => l.includes('task.archived'));
+    assert.equal(logged.length, 1, `logged once for the type: ${lines.join('')}`);
+    assert.equal((JSON.parse(logged[0]!) as { level: number }).level, 30, 'at info');
+    assert.match(
+      await metrics.exposition(),
+      /^taskflow_events_consumed_total\{group="g",topic="task-events",type="unknown",outcome="passed_by"\} 3$/m,
+    );
+    // A known type that breaks its schema is still dead-lettered.
+    const broken = message(taskCreated('ada', 'x'));
+    (broken.event.data as { task: { status: string } }).task.status = 'archived';
+    assert.equal(await consumeWithRetry(broken, async () => void calls++, ctx), 'dead-lettered');
+    assert.match(letters[0]!.headers![DLQ_HEADERS.error]!, /^invalid event: \/data\/task\/status/);
   });
 
   it('keeps retrying past maxAttempts while a dependency is unavailable', async () => {
@@ -206,7 +243,7 @@ describe('consumer pipeline (the Dapr chain: up to the outcome)', () => {
     compose(
       handlerOf(handler),
       deadLettered({ log, isPoison: (err) => err instanceof PermanentError }),
-      validated,
+      validated({ log }),
       retried({ policy: { maxAttempts: 0, baseDelayMs: 1, maxDelayMs: 1 }, shouldRetry: () => false, log }),
     );
 

@@ -413,7 +413,7 @@ export class DaprSubscriber implements Subscriber {
           ? { send: publishDeadLetter(this.publisher, DEFAULT_RETRY, log, this.stopping.signal) }
           : {}),
       }),
-      validated,
+      validated({ log, hooks }),
       retried({
         policy: opts.retryHere ? DEFAULT_RETRY : HOLD_WHILE_UNAVAILABLE,
         signal: this.stopping.signal,
