@@ -3,7 +3,16 @@
  * user is the token's `sub`, never a path or body value.
  */
 import { LRUCache } from 'lru-cache';
-import { SignJWT, createRemoteJWKSet, errors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import {
+  SignJWT,
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  errors,
+  jwksCache,
+  jwtVerify,
+  type ExportedJWKSCache,
+  type JWTVerifyGetKey,
+} from 'jose';
 import type { Config } from './config.ts';
 import { errorMessage } from './error-text.ts';
 import { textProblem } from './domain/text.ts';
@@ -21,18 +30,118 @@ export class AuthError extends Error {
   override name = 'AuthError';
 }
 
-/** The token could not be checked because the identity provider's keys (JWT_JWKS_URL) are unreachable. */
+/**
+ * The token could not be checked yet: the identity provider's keys (JWT_JWKS_URL) are unreachable, or its key
+ * is not among those fetched a moment ago (a key just published). 503 with Retry-After: the client retries.
+ */
 export class AuthUnavailableError extends Error {
   override name = 'AuthUnavailableError';
+  constructor(
+    message: string,
+    readonly retryAfterSeconds = 5,
+    /** The identity provider did not answer with its keys (logged); false: waiting for the next fetch. */
+    readonly providerUnreachable = true,
+  ) {
+    super(message);
+  }
 }
 
-/** Whether jose failed to fetch the key set (network, timeout, bad answer) rather than to accept the token. */
+/**
+ * Whether jose failed to get the key set (network, timeout, an answer that is not 200, not JSON, or JSON that
+ * is not a key set: a maintenance page served with 200) rather than to accept the token.
+ */
 function isKeySetUnavailable(err: unknown): boolean {
-  if (err instanceof errors.JWKSTimeout || err instanceof TypeError) return true; // fetch failed
+  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err instanceof TypeError)
+    return true; // fetch failed, or no key set in the answer
   return (
     err instanceof errors.JOSEError &&
     /^(Expected 200 OK from the JSON Web Key Set|Failed to parse the JSON Web Key Set)/.test(err.message)
   );
+}
+
+const unreachable = (err: unknown) =>
+  new AuthUnavailableError(
+    `cannot check the token: the identity provider's keys (JWT_JWKS_URL) are unreachable (${errorMessage(err)})`,
+  );
+
+/** How the key set of JWT_JWKS_URL is kept (createVerifier's second argument: tests shorten them). */
+export interface KeySetTiming {
+  /** The set is fetched again before a token is checked once it is this old (jose's cacheMaxAge). */
+  maxAgeMs: number;
+  /**
+   * After a fetch, and after a failed one, the provider is not asked again for this long: a token whose key
+   * (kid) is not in the set is answered 503 with Retry-After until then, not 401 (jose's cooldownDuration).
+   */
+  cooldownMs: number;
+}
+
+export const JWKS_TIMING: KeySetTiming = { maxAgeMs: 10 * 60_000, cooldownMs: 5_000 };
+
+/**
+ * The identity provider's key set (JWT_JWKS_URL), as jose's remote set fetches and caches it, with what jose
+ * does not do:
+ * - While the provider is unreachable (or answers no key set), tokens are checked with the last set it gave:
+ *   jose refetches a set older than its cache age and has no fallback, so after 10 minutes of an outage every
+ *   token got 503, its key known or not. 503 stays for a token whose key is not known (none fetched yet, or
+ *   its kid not in the last set), and a failed fetch is not tried again for `cooldownMs` (each request would
+ *   wait for it, up to its 5 s timeout).
+ * - A token whose kid is not in a set fetched less than `cooldownMs` ago gets 503 with Retry-After (the rest
+ *   of the cooldown), not 401: a provider that publishes a key and signs with it at once (rotation) had its
+ *   tokens refused with 401 ("log in again") for up to jose's 30 s cooldown. The retry fetches the set again
+ *   and is accepted, or refused (401) if the key is still not there. A short cooldown rather than a shorter
+ *   one alone: any cooldown leaves that window, and an answer the client retries closes it. Random kids still
+ *   make at most one fetch per cooldown (5 s: 12 a minute per process, nothing to an identity provider).
+ */
+function remoteKeySet(url: URL, timing: KeySetTiming): JWTVerifyGetKey {
+  const cache: Partial<ExportedJWKSCache> = {}; // jose keeps its last good set here, and when it got it (uat)
+  const remote = createRemoteJWKSet(url, {
+    cacheMaxAge: timing.maxAgeMs,
+    cooldownDuration: timing.cooldownMs,
+    [jwksCache]: cache as ExportedJWKSCache,
+  });
+  let lastGood: { uat: number; keys: JWTVerifyGetKey } | undefined;
+  const knownKeys = () => {
+    const { uat, jwks } = cache;
+    if (uat === undefined || !jwks) return undefined;
+    if (lastGood?.uat !== uat) lastGood = { uat, keys: createLocalJWKSet(jwks) };
+    return lastGood.keys;
+  };
+  /** The last failed fetch: it holds until the cooldown passed or a fetch succeeded since. */
+  let failed: { at: number; err: unknown } | undefined;
+  /** With the last good set while the provider is down: a kid it does not have is unknown, not refused. */
+  const withKnown = async (keys: JWTVerifyGetKey, args: Parameters<JWTVerifyGetKey>, err: unknown) => {
+    try {
+      return await keys(...args);
+    } catch (e) {
+      throw e instanceof errors.JWKSNoMatchingKey ? unreachable(err) : e;
+    }
+  };
+  return async (...args) => {
+    const keys = knownKeys();
+    if (keys && failed && failed.at > cache.uat! && Date.now() - failed.at < timing.cooldownMs)
+      return withKnown(keys, args, failed.err);
+    const fetchedAt = cache.uat;
+    try {
+      return await remote(...args);
+    } catch (err) {
+      if (isKeySetUnavailable(err)) {
+        failed = { at: Date.now(), err };
+        if (keys) return withKnown(keys, args, err);
+        throw err;
+      }
+      // No fetch for this token (jose's cooldown): it may be signed by a key published since the last one.
+      if (err instanceof errors.JWKSNoMatchingKey && fetchedAt !== undefined && cache.uat === fetchedAt) {
+        const waitMs = fetchedAt + timing.cooldownMs - Date.now();
+        if (waitMs > 0)
+          throw new AuthUnavailableError(
+            `the token's key (kid) is not among the identity provider's keys (JWT_JWKS_URL) fetched a moment ago; they are fetched again in ${Math.ceil(waitMs / 1000)} s (a key just published): retry then`,
+            Math.ceil(waitMs / 1000),
+            false,
+          );
+      }
+      throw err;
+    }
+  };
 }
 
 export interface Principal {
@@ -54,8 +163,8 @@ const JWKS_RECHECK_MS = 5 * 60_000;
  */
 export const CLOCK_TOLERANCE_S = 30;
 
-export function createVerifier(jwt: Config['jwt']): Verifier {
-  const verify = verifyToken(jwt);
+export function createVerifier(jwt: Config['jwt'], timing: KeySetTiming = JWKS_TIMING): Verifier {
+  const verify = verifyToken(jwt, timing);
   // token -> its principal, usable without checking it again until its `exp` (or the JWKS recheck).
   const cache = new LRUCache<string, Principal>({ max: CACHE_SIZE });
   return async (token) => {
@@ -68,11 +177,12 @@ export function createVerifier(jwt: Config['jwt']): Verifier {
   };
 }
 
-function verifyToken(jwt: Config['jwt']): (token: string) => Promise<{ principal: Principal; exp: number }> {
+function verifyToken(
+  jwt: Config['jwt'],
+  timing: KeySetTiming,
+): (token: string) => Promise<{ principal: Principal; exp: number }> {
   const secret = jwt.secret ? new TextEncoder().encode(jwt.secret) : undefined;
-  const jwks: JWTVerifyGetKey | undefined = jwt.jwksUrl
-    ? createRemoteJWKSet(new URL(jwt.jwksUrl))
-    : undefined;
+  const jwks = jwt.jwksUrl ? remoteKeySet(new URL(jwt.jwksUrl), timing) : undefined;
   const options = {
     requiredClaims: ['exp'], // a token that never expires is not accepted
     clockTolerance: CLOCK_TOLERANCE_S,
@@ -88,11 +198,8 @@ function verifyToken(jwt: Config['jwt']): (token: string) => Promise<{ principal
         throw new AuthError('token has no usable subject (sub)');
       return { principal: { userId: payload.sub, expiresAt: payload.exp! * 1000 }, exp: payload.exp! };
     } catch (err) {
-      if (err instanceof AuthError) throw err;
-      if (jwks && isKeySetUnavailable(err))
-        throw new AuthUnavailableError(
-          `cannot check the token: the identity provider's keys (JWT_JWKS_URL) are unreachable (${errorMessage(err)})`,
-        );
+      if (err instanceof AuthError || err instanceof AuthUnavailableError) throw err;
+      if (jwks && isKeySetUnavailable(err)) throw unreachable(err);
       if (err instanceof errors.JWTExpired) throw new AuthError('token expired');
       if (err instanceof errors.JWTClaimValidationFailed && err.claim === 'exp' && err.reason === 'missing')
         throw new AuthError('token has no expiry (exp)');

@@ -281,8 +281,10 @@ export async function createHttpServer(opts: {
       return sendProblem(reply, problem(503, err.message));
     }
     if (err instanceof AuthUnavailableError) {
-      req.log.warn({ err: err.message }, 'token not checked: identity provider unreachable');
-      reply.header('retry-after', '5');
+      // Not logged while a token waits for the next fetch of the keys: anyone can send an unknown kid.
+      if (err.providerUnreachable)
+        req.log.warn({ err: err.message }, 'token not checked: identity provider unreachable');
+      reply.header('retry-after', String(err.retryAfterSeconds));
       return sendProblem(reply, problem(503, err.message));
     }
     if (err instanceof AuthError) {

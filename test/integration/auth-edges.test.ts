@@ -1,0 +1,201 @@
+/**
+ * Authentication at its edges, against a real JWKS endpoint (a node:http server serving jose-made ES256 keys):
+ * an identity provider that answers 200 with no key set is unavailable (503), not a bad token (401); while it
+ * is down, tokens signed by keys fetched before are still accepted (after the key set's cache age too), and
+ * only a token whose key is not known gets 503; a key the provider publishes right after a fetch is taken
+ * on the retry the 503's Retry-After asks for, while random kids make at most one fetch per cooldown.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SignJWT, exportJWK, generateKeyPair, type JWK } from 'jose';
+import { AuthError, AuthUnavailableError, createVerifier, type Verifier } from '../../src/auth.ts';
+import { openDb } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
+import { startApp } from '../helpers/app.ts';
+
+const listen = (server: Server, port = 0) =>
+  new Promise<number>((resolve) =>
+    server.listen(port, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)),
+  );
+const close = (server: Server) =>
+  new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+
+type KeyPair = Awaited<ReturnType<typeof generateKeyPair>>;
+const publicJwk = async (key: KeyPair, kid: string): Promise<JWK> => ({
+  ...(await exportJWK(key.publicKey)),
+  kid,
+  alg: 'ES256',
+  use: 'sig',
+});
+let jti = 0;
+/** A token of `sub` signed by `key` with header kid `kid` (a new jti each: the verifier's cache never answers). */
+const sign = (key: KeyPair, kid: string, sub = 'jw-user') =>
+  new SignJWT({})
+    .setProtectedHeader({ alg: 'ES256', kid })
+    .setSubject(sub)
+    .setJti(String(++jti))
+    .setExpirationTime('1h')
+    .sign(key.privateKey);
+
+/** A JWKS endpoint: `state.keys` while `state.up`, a 500 otherwise; counts the requests it answers. */
+async function identityProvider(keys: JWK[]) {
+  const state = { keys, up: true, fetches: 0 };
+  const server = createServer((_req, res) => {
+    state.fetches++;
+    res.writeHead(state.up ? 200 : 500, { 'content-type': 'application/json' });
+    res.end(state.up ? JSON.stringify({ keys: state.keys }) : '{"error":"down"}');
+  });
+  const url = `http://127.0.0.1:${await listen(server)}/jwks.json`;
+  return { state, url, close: () => close(server) };
+}
+
+/** What the verifier made of a token: "user <sub>", "503 (retry in n s)" or "401 <reason>". */
+const outcome = (verify: Verifier, token: string) =>
+  verify(token).then(
+    (p) => `user ${p.userId}`,
+    (e: unknown) => {
+      if (e instanceof AuthUnavailableError) return `503 (retry in ${e.retryAfterSeconds} s)`;
+      if (e instanceof AuthError) return `401 ${e.message}`;
+      throw e;
+    },
+  );
+
+describe('JWKS identity provider misbehaving', () => {
+  it('answers 503 (retry), not 401 (log in again), while the JWKS URL answers 200 with JSON that is not a key set', async () => {
+    const key = await generateKeyPair('ES256');
+    // A maintenance page or a misrouted endpoint answering JSON with 200: the provider is not giving its keys.
+    const idp = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'temporarily_unavailable' }));
+    });
+    const port = await listen(idp);
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, {
+      env: { JWT_SECRET: '', JWT_JWKS_URL: `http://127.0.0.1:${port}/jwks.json` },
+    });
+    try {
+      const r = await fetch(`${app.url}/api/tasks`, {
+        headers: { authorization: `Bearer ${await sign(key, 'k1')}` },
+      });
+      const body = (await r.json()) as { detail: string };
+      assert.equal(r.status, 503, body.detail);
+      assert.equal(r.headers.get('retry-after'), '5');
+      assert.match(body.detail, /identity provider's keys .* unreachable/);
+    } finally {
+      await app.stop();
+      await db.close();
+      await close(idp);
+    }
+  });
+
+  it('keeps verifying with the keys it fetched while the provider is down past the key set cache age, and asks it once per cooldown', async () => {
+    const k1 = await generateKeyPair('ES256');
+    const idp = await identityProvider([await publicJwk(k1, 'k1')]);
+    // The key set's cache age (10 minutes in production) and the cooldown, shortened: the same code path.
+    const verify = createVerifier({ jwksUrl: idp.url }, { maxAgeMs: 300, cooldownMs: 600 });
+    try {
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user');
+      idp.state.up = false; // the identity provider fails (500) from now on
+      await sleep(400); // past the cache age: jose fetches the set again before checking a token
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user', 'a known key, provider down');
+      const fetches = idp.state.fetches;
+      assert.equal(fetches, 2, 'the failed fetch was made');
+      // Within the cooldown nothing asks the provider again, whatever the tokens.
+      for (let i = 0; i < 5; i++) assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user');
+      const k2 = await generateKeyPair('ES256');
+      // A key it does not know cannot be checked while the provider is down: 503, not 401.
+      assert.equal(await outcome(verify, await sign(k2, 'k2')), '503 (retry in 5 s)');
+      // A token whose signature is not by the key its kid names is still refused.
+      assert.match(await outcome(verify, await sign(k2, 'k1')), /^401 token signature is invalid/);
+      assert.equal(idp.state.fetches, fetches, 'no fetch within the cooldown after a failed one');
+      await sleep(650);
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user');
+      assert.equal(idp.state.fetches, fetches + 1, 'one fetch once the cooldown passed');
+
+      // Back with k1 removed: the removal takes effect once the set is fetched again.
+      idp.state.keys = [await publicJwk(k2, 'k2')];
+      idp.state.up = true;
+      await sleep(650);
+      assert.equal(await outcome(verify, await sign(k2, 'k2')), 'user jw-user');
+      // Its kid is not in the set fetched a moment ago: looked up again after the cooldown, then refused.
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), '503 (retry in 1 s)');
+      await sleep(650);
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), '401 token is malformed or not accepted');
+    } finally {
+      await idp.close();
+    }
+  });
+
+  it('with the production timing, still accepts a known key 11 minutes into an outage (the clock moved)', async () => {
+    const k1 = await generateKeyPair('ES256');
+    const idp = await identityProvider([await publicJwk(k1, 'k1')]);
+    const verify = createVerifier({ jwksUrl: idp.url }); // JWKS_TIMING: a 10-minute cache age
+    const realNow = Date.now;
+    try {
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user');
+      idp.state.up = false;
+      const start = realNow();
+      Date.now = () => realNow() + 11 * 60_000 + (realNow() - start);
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user');
+      assert.equal(idp.state.fetches, 2, 'the set was asked for again and the provider failed');
+    } finally {
+      Date.now = realNow;
+      await idp.close();
+    }
+  });
+
+  it('answers 503 while no key was ever fetched, and verifies once the provider answers', async () => {
+    const k1 = await generateKeyPair('ES256');
+    const idp = await identityProvider([await publicJwk(k1, 'k1')]);
+    idp.state.up = false;
+    const verify = createVerifier({ jwksUrl: idp.url }, { maxAgeMs: 300, cooldownMs: 200 });
+    try {
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), '503 (retry in 5 s)');
+      idp.state.up = true;
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user');
+    } finally {
+      await idp.close();
+    }
+  });
+});
+
+describe('JWKS key rotation', () => {
+  it('takes a key the provider published right after the last fetch on the retry its 503 asks for; random kids fetch once per cooldown', async () => {
+    const k1 = await generateKeyPair('ES256');
+    const k2 = await generateKeyPair('ES256');
+    const idp = await identityProvider([await publicJwk(k1, 'k1')]);
+    const verify = createVerifier({ jwksUrl: idp.url }, { maxAgeMs: 600_000, cooldownMs: 1_500 });
+    try {
+      assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user');
+      assert.equal(idp.state.fetches, 1);
+      // The provider rotates: publishes k2 and signs new tokens with it at once, within our cooldown.
+      idp.state.keys = [await publicJwk(k1, 'k1'), await publicJwk(k2, 'k2')];
+      const rotated = await sign(k2, 'k2');
+      assert.match(await outcome(verify, rotated), /^503 \(retry in [12] s\)$/, 'not 401: "log in again"');
+      // An attacker's random kids within the cooldown make no fetch.
+      for (let i = 0; i < 20; i++)
+        assert.match(await outcome(verify, await sign(k2, `random-${i}`)), /^503 /);
+      assert.equal(idp.state.fetches, 1);
+      await sleep(1_500); // the rest of the cooldown (Retry-After rounds it up)
+      assert.equal(await outcome(verify, rotated), 'user jw-user');
+      assert.equal(idp.state.fetches, 2, 'one fetch for the new kid');
+      // A kid the freshly fetched set does not have either is refused (401) once the set was fetched for it.
+      assert.match(await outcome(verify, await sign(k2, 'random-x')), /^503 \(retry in [12] s\)$/);
+      await sleep(1_500);
+      assert.equal(
+        await outcome(verify, await sign(k2, 'random-x')),
+        '401 token is malformed or not accepted',
+      );
+      assert.equal(idp.state.fetches, 3);
+    } finally {
+      await idp.close();
+    }
+  });
+});
