@@ -129,6 +129,54 @@ describe('event schema versions', () => {
     }
   });
 
+  it('checks a new version against every published version: a field removed, then re-added with another type', () => {
+    // task.deleted: v1 had an optional data.reason string, v2 removed it (compatible with v1: optional), and
+    // the build's v3 re-adds it as an integer (compatible with v2, which does not describe it). v1 events are
+    // still on task-events and in dead-letter topics (30 days) and fail v3: the check compared neighbours only.
+    const dir = mkdtempSync(join(tmpdir(), 'schemas-'));
+    const entry = EVENT_TYPES['task.deleted'] as unknown as { version: number; schema: Schema };
+    const saved = { version: entry.version, schema: entry.schema };
+    try {
+      cpSync(PUBLISHED_DIR, dir, { recursive: true });
+      const base = publishedSchema('task.deleted') as Schema;
+      const v1 = clone(base);
+      v1.properties.data.properties.reason = { type: 'string' };
+      const v2 = clone(base);
+      v2.$id = 'urn:taskflow:schema:task.deleted:v2';
+      writeFileSync(join(dir, 'task.deleted', 'v1.json'), `${JSON.stringify(v1, null, 2)}\n`);
+      writeFileSync(join(dir, 'task.deleted', 'v2.json'), `${JSON.stringify(v2, null, 2)}\n`);
+      assert.deepEqual(checkPublishedSchemas(dir), [
+        'task.deleted: version 1 is older than the published v2; versions only go up',
+      ]);
+      const v3 = clone(entry.schema);
+      v3.$id = 'urn:taskflow:schema:task.deleted:v3';
+      v3.properties.data.properties.reason = { type: 'integer' };
+      entry.version = 3;
+      entry.schema = v3;
+      const problems = checkPublishedSchemas(dir);
+      assert.ok(
+        problems.some((p) => p.startsWith('task.deleted v1 -> v3: /data/reason')),
+        `v3 checked against v1: ${JSON.stringify(problems)}`,
+      );
+      assert.ok(!problems.some((p) => p.startsWith('task.deleted v2 -> v3')), 'v2 -> v3 alone is compatible');
+      assert.equal(publishSchemas(dir).written.length, 0, 'not published');
+      // The same history published as files: v3 is checked against v1 there too.
+      writeFileSync(
+        join(dir, 'task.deleted', 'v3.json'),
+        `${JSON.stringify(publishedSchema('task.deleted'), null, 2)}\n`,
+      );
+      assert.ok(
+        checkPublishedSchemas(dir).some((p) =>
+          p.startsWith('task.deleted v1 -> v3 (published): /data/reason'),
+        ),
+      );
+    } finally {
+      entry.version = saved.version;
+      entry.schema = saved.schema;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a consumer built from the published version reads events of today and of a compatible next version', () => {
     const ajv = new Ajv({ allErrors: true, strict: false });
     addFormats(ajv);
