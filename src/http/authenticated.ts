@@ -4,10 +4,12 @@
  */
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
 import { AuthError, bearerToken, type Principal, type Verifier } from '../auth.ts';
 import { childTraceparent } from '../observability/trace.ts';
 import type { EventMeta } from '../store/tasks.ts';
 import { RateLimitedError } from '../domain/errors.ts';
+import { clientPrefix } from './peer.ts';
 
 export interface AuthScopeOptions {
   verify: Verifier;
@@ -21,12 +23,23 @@ export type PrincipalOf = (req: FastifyRequest) => Principal;
 const WINDOW_MS = 60_000;
 
 /**
+ * The most windows (users and client addresses) a server keeps. Past it the least recently counted one is
+ * forgotten (it starts a new window when it comes back): a flood of new keys (failed authentication from
+ * many addresses) costs bounded memory and constant time per request. The previous store scanned the whole
+ * map for every new key once 50,000 were live (2,000 new keys then held the event loop 934 ms) and had no cap.
+ * A key counted within the minute is recently used, so it is not what a flood of one-off keys pushes out
+ * first; a few MB at the cap.
+ */
+export const MAX_WINDOWS = 100_000;
+
+/**
  * One fixed one-minute window per user for a whole HTTP server: every service registers its own
  * authenticated scope (tasks, MCP, audit, recurrence, notifications), and the plugin's default store would
  * give each scope a counter of its own, multiplying the limit by the number of scopes.
  */
-class SharedMinuteWindows implements FastifyRateLimitStore {
-  private readonly windows = new Map<string, { count: number; start: number }>();
+export class SharedMinuteWindows implements FastifyRateLimitStore {
+  // An expired window is replaced when its key comes back, or pushed out by newer ones: no scan ever.
+  private readonly windows = new LRUCache<string, { count: number; start: number }>({ max: MAX_WINDOWS });
 
   incr(
     key: string,
@@ -40,7 +53,6 @@ class SharedMinuteWindows implements FastifyRateLimitStore {
     const now = Date.now();
     let w = this.windows.get(key);
     if (!w || now - w.start >= WINDOW_MS) {
-      if (!w && this.windows.size >= 50_000) this.prune(now);
       w = { count: 0, start: now };
       this.windows.set(key, w);
     }
@@ -48,12 +60,13 @@ class SharedMinuteWindows implements FastifyRateLimitStore {
     return { current: w.count, ttl: w.start + WINDOW_MS - now };
   }
 
-  child(): FastifyRateLimitStore {
-    return this;
+  /** How many windows are kept (live or not yet pushed out). */
+  get size(): number {
+    return this.windows.size;
   }
 
-  private prune(now: number): void {
-    for (const [key, w] of this.windows) if (now - w.start >= WINDOW_MS) this.windows.delete(key);
+  child(): FastifyRateLimitStore {
+    return this;
   }
 }
 
@@ -95,7 +108,8 @@ export function chargeRequest(app: FastifyInstance, key: string): void {
  * shared that address's budget for failed authentication.
  */
 const userKey = (userId: string) => `user:${userId}`;
-const ipKey = (req: FastifyRequest) => `ip:${req.ip}`;
+/** A client's key: its IPv4 address, or its IPv6 address's /64 (clientPrefix). */
+const ipKey = (req: FastifyRequest) => `ip:${clientPrefix(req.ip)}`;
 
 /** Counts one request against the user's budget; throws RateLimitedError (429) past it. */
 export const chargeUser = (app: FastifyInstance, userId: string): void => chargeRequest(app, userKey(userId));

@@ -30,3 +30,33 @@ export const cameThroughProxy = (req: FastifyRequest): boolean =>
 /** Whether the request comes from this machine itself, not through a proxy. */
 export const fromThisMachine = (req: FastifyRequest): boolean =>
   isLoopbackAddress(req.socket.remoteAddress) && !cameThroughProxy(req);
+
+/**
+ * The part of a client's address that names the client, for per-address limits: an IPv4 address as it is,
+ * an IPv6 address's /64 (`2001:db8:1:2::/64`), an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, as a
+ * dual-stack socket reports an IPv4 client) as its IPv4 address. A network is given a /64 and its hosts
+ * pick any address in it (privacy addresses change by the hour): keyed by the whole address, a client took a
+ * new one for each try and was never limited. Anything else (not an address) is returned as it is.
+ */
+export function clientPrefix(address: string): string {
+  const bare = address.split('%')[0]!; // a zone (fe80::1%eth0) is not part of the address
+  if (isIP(bare) !== 6) return address;
+  const groups = (part: string) =>
+    part === ''
+      ? []
+      : part.split(':').flatMap((g) => {
+          if (!g.includes('.')) return [parseInt(g, 16)];
+          const [a, b, c, d] = g.split('.').map(Number) as [number, number, number, number];
+          return [(a << 8) | b, (c << 8) | d];
+        });
+  const [head = '', tail] = bare.split('::');
+  const front = groups(head);
+  const back = tail === undefined ? [] : groups(tail);
+  const all = [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back];
+  if (all.slice(0, 5).every((g) => g === 0) && all[5] === 0xffff)
+    return [all[6]! >> 8, all[6]! & 0xff, all[7]! >> 8, all[7]! & 0xff].join('.');
+  return `${all
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`;
+}
