@@ -108,8 +108,10 @@ export function avroSchemaOf(type: EventType): Json {
 export function jsonDataOf(type: string, value: unknown): unknown {
   const walk = (node: Json | undefined, v: unknown): unknown => {
     if (v === null || typeof v !== 'object') return v;
-    if (node?.$ref === taskSchema.$id) node = taskSchema as unknown as Json;
+    // The union first, then the reference: `previous` is anyOf [$ref task, null], whose non-null branch is the
+    // $ref (resolved the other way round, a previous task lost its optional fields' nulls and was invalid).
     if (node && Array.isArray(node.anyOf)) node = (node.anyOf as Json[]).find((b) => !isNull(b));
+    if (node?.$ref === taskSchema.$id) node = taskSchema as unknown as Json;
     if (Array.isArray(v)) return v.map((item) => walk(node?.items as Json | undefined, item));
     const properties = (node?.properties ?? {}) as Record<string, Json>;
     const required = new Set((node?.required ?? []) as string[]);

@@ -21,12 +21,14 @@ import type { Subscription } from '../../src/bus/types.ts';
 import { avroSchemaOf } from '../../src/contracts/avro.ts';
 import { fromBinaryHeaders, makeEvent, type CloudEvent } from '../../src/contracts/cloudevent.ts';
 import { dlqTopic } from '../../src/contracts/topics.ts';
-import { EVENT_TYPES, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
+import { EVENT_TYPES, eventProblems, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
+import { newTask } from '../../src/domain/task.ts';
+import { uuidv7 } from '../../src/ids.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, waitFor } from '../helpers/app.ts';
-import { fullExampleOf, taskCreated } from '../helpers/events.ts';
+import { fullExampleOf, plainFields, taskCreated } from '../helpers/events.ts';
 import { startFakeRegistry, type FakeRegistry } from '../helpers/schema-registry.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
@@ -96,6 +98,28 @@ describe('Avro record codec (Confluent framing, schema ids from the registry)', 
     const headers = new Map(JSON_CODEC.encode(event).headers).set('content-type', AVRO_CONTENT_TYPE);
     const codec = new EventCodec({ encoding: 'json', registry: client });
     assert.deepEqual(await decoded(codec, { headers, value }), event);
+  });
+
+  it('task.created with a previous task (its schema allows one) round-trips through Avro as the same, valid event', async () => {
+    const writer = new EventCodec({ encoding: 'avro', registry: client, subjectPrefix: 'prev.' });
+    const reader = new EventCodec({ encoding: 'json', registry: client });
+    const when = new Date('2026-03-01T12:00:00Z');
+    const task = newTask(uuidv7(), 'u', plainFields('now'), when);
+    const previous = newTask(task.id, 'u', plainFields('before'), when);
+    const event = makeEvent({
+      type: 'task.created',
+      source: '/taskflow/test',
+      subject: task.id,
+      key: 'u',
+      data: { user_id: 'u', task, previous, changes: [] },
+    });
+    assert.deepEqual(eventProblems(event), [], 'valid before');
+    await writer.prepareEncode([event]);
+    const record = writer.encode(event);
+    assert.equal(record.headers.get('content-type'), AVRO_CONTENT_TYPE);
+    const back = await decoded(reader, record);
+    assert.deepEqual(eventProblems(back), [], 'valid after the Avro round trip');
+    assert.deepEqual(back, JSON.parse(JSON.stringify(event)));
   });
 
   it('falls back to JSON for data Avro cannot hold (an invalid event on its way to a dead-letter topic)', async () => {

@@ -11,7 +11,9 @@ import { avroFullName, avroSchemaOf, jsonDataOf } from '../../src/contracts/avro
 import { exampleOf } from '../../src/contracts/asyncapi.ts';
 import { makeEvent } from '../../src/contracts/cloudevent.ts';
 import { EVENT_TYPES, eventProblems, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
-import { fullExampleOf } from '../helpers/events.ts';
+import { newTask } from '../../src/domain/task.ts';
+import { uuidv7 } from '../../src/ids.ts';
+import { fullExampleOf, plainFields } from '../helpers/events.ts';
 
 type Json = Record<string, any>;
 const TYPES = Object.keys(EVENT_TYPES) as EventType[];
@@ -41,6 +43,20 @@ describe('Avro schemas of the events', () => {
     const avro = avsc.Type.forSchema(avroSchemaOf('task.created') as avsc.Schema);
     const data = { ...(fullExampleOf(dataSchema('task.created')) as Json), previous: null };
     assert.deepEqual(jsonDataOf('task.created', avro.fromBuffer(avro.toBuffer(data))), data);
+  });
+
+  it('a task created whose previous is a task (its schema allows one) comes back the same, and valid', () => {
+    // jsonDataOf resolved the task $ref before unwrapping previous's anyOf [task, null]: the previous task's
+    // null fields (due_date, recurrence...) were dropped as absent optional ones, and the event was invalid.
+    const avro = avsc.Type.forSchema(avroSchemaOf('task.created') as avsc.Schema);
+    const when = new Date('2026-03-01T12:00:00Z');
+    const task = newTask(uuidv7(), 'u', plainFields('now'), when);
+    const previous = newTask(task.id, 'u', plainFields('before'), when);
+    const data = { user_id: 'u', task, previous, changes: [] };
+    assert.deepEqual(eventProblems(eventWith('task.created', data)), [], 'valid before');
+    const back = jsonDataOf('task.created', avro.fromBuffer(avro.toBuffer(data)));
+    assert.deepEqual(back, JSON.parse(JSON.stringify(data)));
+    assert.deepEqual(eventProblems(eventWith('task.created', back)), [], 'valid after');
   });
 
   it('maps optional fields to [null, X] with a null default and the task to one named record', () => {
