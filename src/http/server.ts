@@ -424,8 +424,23 @@ export async function createHttpServer(opts: {
  */
 const IN_FLIGHT_STANDING_MS = 50;
 
+/**
+ * The path admission control decides by: the route the router matched (`/api/tasks/:id`), else (no route) the
+ * percent-decoded path. The raw URL let `/%61pi/tasks`, which the router takes for /api/tasks, past every
+ * check.
+ */
+const admissionPath = (req: FastifyRequest): string => {
+  if (req.routeOptions.url) return req.routeOptions.url;
+  const path = req.url.split('?')[0]!;
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return path;
+  }
+};
+
 /** The requests admission control may refuse: the API's. Health, metrics, WebSockets and Dapr never. */
-const sheddable = (url: string) => url.startsWith('/api/') || url === '/mcp' || url.startsWith('/mcp?');
+const sheddable = (path: string) => path.startsWith('/api/') || path === '/mcp';
 
 /** Routes whose requests last as long as a language model or a download takes: not counted in flight. */
 const LONG_LIVED = /^\/api\/(?:[^/?]+\/)?chat(?:[/?]|$)|^\/api\/audit\/export(?:[/?]|$)/;
@@ -449,8 +464,8 @@ function limitInFlight(app: FastifyInstance, max: number, metrics: Metrics): voi
   metrics.countInFlight(() => limit.count);
   const counted = new WeakSet<FastifyRequest>();
   app.addHook('onRequest', async (req) => {
-    const url = req.url;
-    if (!sheddable(url) || LONG_LIVED.test(url) || req.headers.upgrade) return;
+    const path = admissionPath(req);
+    if (!sheddable(path) || LONG_LIVED.test(path) || req.headers.upgrade) return;
     if (!(req.raw.socket instanceof Socket)) return; // inject: the outer request holds the slot
     if (!limit.admits(performance.now()))
       throw new OverloadedError(
@@ -531,7 +546,7 @@ async function shedWhenBehind(app: FastifyInstance, maxDelayMs: number): Promise
     maxEventLoopDelay: maxDelayMs,
     sampleInterval: PRESSURE_SAMPLE_MS,
     pressureHandler: (req: FastifyRequest, _reply: FastifyReply, _type: string, value?: number) =>
-      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= busyToShed
+      sheddable(admissionPath(req)) && performance.now() >= armedAt && busy.fraction >= busyToShed
         ? Promise.reject(new OverloadedError(behindDetail(value, maxDelayMs)))
         : undefined,
   });

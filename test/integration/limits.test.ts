@@ -6,8 +6,8 @@
  * problem+json 503 with Retry-After; while the event loop lags (MAX_EVENT_LOOP_DELAY_MS), API requests get a
  * problem+json 503 with Retry-After and nothing of them is written, while health, metrics and WebSockets
  * are still served, and once it caught up writes are taken again; past MAX_REQUESTS_IN_FLIGHT API requests
- * in flight (standing, not a burst), API requests get the same 503 until a slot is free, and a request cut
- * off by its client frees its slot.
+ * in flight (standing, not a burst), API requests get the same 503 until a slot is free (an API route by a
+ * percent-encoded path too), and a request cut off by its client frees its slot.
  */
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
@@ -395,6 +395,61 @@ describe('admission control by the requests in flight', () => {
     } finally {
       for (const s of sockets) s.destroy();
       await releaseHeld();
+      await app.stop();
+      await db.close();
+    }
+  });
+});
+
+describe('admission control by the route, not the raw URL', () => {
+  it('refuses a request to an API route however its path is percent-encoded (/%61pi/tasks is /api/tasks)', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, {
+      targets: ['api'],
+      env: { MAX_REQUESTS_IN_FLIGHT: '2', CREATE_QUEUE_MAX_MS: '0' },
+    });
+    const token = await app.token('alice');
+    const create = (path: string, title: string, signal?: AbortSignal) =>
+      fetch(`${app.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ title }),
+        ...(signal ? { signal } : {}),
+      });
+    // The database held: the two creates below stand in flight.
+    let release!: () => void;
+    let held!: () => void;
+    const isHeld = new Promise<void>((r) => (held = r));
+    const done = db.transaction(async (tx) => {
+      await tx.query('SELECT 1');
+      held();
+      await new Promise<void>((r) => (release = r));
+    });
+    await isHeld;
+    try {
+      const waiting = [1, 2].map((i) => create('/api/tasks', `waiting ${i}`));
+      const status = async (path: string) =>
+        (await fetch(`${app.url}${path}`, { headers: { authorization: 'Bearer nope' } })).status;
+      await waitFor(
+        async () => (await status('/api/tasks')) === 503,
+        5_000,
+        'a 503 once two stand in flight',
+      );
+      assert.equal(await status('/%61pi/tasks'), 503, 'the same route by an encoded path');
+      assert.equal(await status('/api/%74asks'), 503);
+      // A write by the encoded path is refused at once, not admitted to queue behind the held database.
+      const write = await create('/%61pi/tasks', 'sneaked in', AbortSignal.timeout(1_500)).then(
+        (r) => String(r.status),
+        (e: Error) => `no answer in 1.5 s (${e.name}): admitted, waiting in flight`,
+      );
+      assert.equal(write, '503');
+      assert.equal(await status('/healthz'), 200, 'health is never refused');
+      release();
+      for (const r of await Promise.all(waiting)) assert.equal(r.status, 201);
+    } finally {
+      release?.();
+      await done;
       await app.stop();
       await db.close();
     }
