@@ -164,8 +164,20 @@ export function fromBinaryHeaders(entries: Map<string, string>): {
   return { headers, envelope: envelopeOf(entries, entries.get('content-type')) };
 }
 
+/**
+ * A content type as its media type alone, lower case: `application/json; charset=utf-8` (parameters are
+ * allowed by RFC 2046 and CloudEvents, and other producers write them) is `application/json`, which is what
+ * events carry and their schema requires (a parameter dead-lettered the event).
+ */
+export const mediaTypeOf = (contentType: string): string =>
+  contentType.includes(';') || /[A-Z\s]/.test(contentType)
+    ? contentType.split(';', 1)[0]!.trim().toLowerCase()
+    : contentType;
+
 function envelopeOf(entries: Iterable<[string, string]>, contentType: string | undefined): CloudEvent {
-  const event: Record<string, unknown> = { datacontenttype: contentType ?? 'application/json' };
+  const event: Record<string, unknown> = {
+    datacontenttype: contentType === undefined ? 'application/json' : mediaTypeOf(contentType),
+  };
   for (const [k, v] of entries) if (k.startsWith('ce_')) event[k.slice(3)] = v;
   event.data = null;
   return event as unknown as CloudEvent;

@@ -2,7 +2,7 @@
  * What daprd sends and stores: the answers a delivery gets, the event of a delivery (structured, or Kafka binary
  * mode) without daprd's additions, bulk deliveries, and a stored record in the shape the other transports use.
  */
-import { fromBinary, type CloudEvent } from '../../contracts/cloudevent.ts';
+import { fromBinary, mediaTypeOf, type CloudEvent } from '../../contracts/cloudevent.ts';
 import { isDlqTopic } from '../../contracts/topics.ts';
 import { DLQ_HEADERS } from '../middleware.ts';
 import type { StoredMessage } from '../types.ts';
@@ -18,6 +18,8 @@ export function cleanDaprEvent(raw: Record<string, unknown>): CloudEvent {
   const event: Record<string, unknown> = { ...raw };
   for (const k of DAPR_ATTRIBUTES) delete event[k];
   if (typeof event.traceparent === 'string' && ZERO_TRACE.test(event.traceparent)) delete event.traceparent;
+  // `application/json; charset=utf-8` from another producer is the event's `application/json`.
+  if (typeof event.datacontenttype === 'string') event.datacontenttype = mediaTypeOf(event.datacontenttype);
   return event as unknown as CloudEvent;
 }
 

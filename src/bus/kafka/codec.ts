@@ -12,6 +12,7 @@ import type avsc from 'avsc';
 import { avroSchemaOf, jsonDataOf } from '../../contracts/avro.ts';
 import {
   fromBinaryHeaders,
+  mediaTypeOf,
   toBinaryHeaders,
   unreadDataJson,
   withData,
@@ -81,7 +82,10 @@ async function writerTypeOf(
   }
 }
 
-const isAvro = (r: RawRecord) => r.headers.get('content-type') === AVRO_CONTENT_TYPE;
+const isAvro = (r: RawRecord) => {
+  const contentType = r.headers.get('content-type');
+  return contentType !== undefined && mediaTypeOf(contentType) === AVRO_CONTENT_TYPE;
+};
 
 /** The schema id of a Confluent-framed value, or undefined when the value is not one. */
 function schemaIdOf(value: Buffer | null | undefined): number | undefined {
@@ -291,7 +295,7 @@ const rawText = (value: Buffer | null | undefined, contentType: string | undefin
   value
     ? value
         .subarray(0, 10_000)
-        .toString(contentType === 'application/json' || !contentType ? 'utf8' : 'base64')
+        .toString(!contentType || mediaTypeOf(contentType) === 'application/json' ? 'utf8' : 'base64')
     : '';
 
 /** What `decodeRecord` reads of a Kafka record: a consumer's message, or one fetched without a group. */
