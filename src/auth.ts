@@ -17,12 +17,16 @@ import type { Config } from './config.ts';
 import { errorMessage } from './error-text.ts';
 import { textProblem } from './domain/text.ts';
 
+/** The longest `sub` taken (UTF-16 units); the router takes path parameters as long (`/api/{user_id}/...`). */
+export const MAX_SUBJECT_LENGTH = 200;
+
 /**
  * Why `sub` cannot be a user id, or null: 1 to 200 UTF-16 units of text the database takes (textProblem), as
  * any other field. The verifier refuses such a token and `taskflow token` does not sign one.
  */
 export function subjectProblem(sub: string): string | null {
-  if (sub.length === 0 || sub.length > 200) return 'must be 1 to 200 characters';
+  if (sub.length === 0 || sub.length > MAX_SUBJECT_LENGTH)
+    return `must be 1 to ${MAX_SUBJECT_LENGTH} characters`;
   return textProblem(sub);
 }
 

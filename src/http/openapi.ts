@@ -3,8 +3,18 @@
  * operation can give (declared once, by `withErrorAnswers`), and the success answers routes declare.
  * Documentation only: requests are validated by the domain (server.ts turns Fastify's validator off).
  */
+import { MAX_SUBJECT_LENGTH } from '../auth.ts';
+
 /** An instant, and a time zone: documented with the task fields that take them. */
 export { instantDoc, timeZoneDoc } from '../domain/task-fields.ts';
+
+/** A path's user (`/api/{user_id}/...`): the token's subject, as long as the verifier takes one. */
+export const userIdParam = {
+  type: 'string',
+  minLength: 1,
+  maxLength: MAX_SUBJECT_LENGTH,
+  description: "the token's subject (sub); another user's is refused (403)",
+} as const;
 
 export const problemDoc = {
   type: 'object',

@@ -16,7 +16,7 @@ import type {} from '@fastify/swagger'; // route `schema.hide` and OpenAPI field
 import { isUtf8 } from 'node:buffer';
 import { STATUS_CODES } from 'node:http';
 import { Socket } from 'node:net';
-import { AuthError, AuthUnavailableError } from '../auth.ts';
+import { AuthError, AuthUnavailableError, MAX_SUBJECT_LENGTH } from '../auth.ts';
 import { setRateLimit } from './authenticated.ts';
 import {
   IdempotencyMismatchError,
@@ -44,6 +44,13 @@ import { cameThroughProxy } from './peer.ts';
 import { InFlightLimit } from './in-flight.ts';
 
 export type ReadinessCheck = () => Promise<void>;
+
+/**
+ * The longest path parameter the router takes, decoded (UTF-16 units): a user id (`/api/{user_id}/tasks`) is
+ * the token's subject, which may be as long as the verifier takes (subjectProblem: 200). At the router's
+ * default of 100, a user whose subject was 101-200 characters got 414 on their own routes.
+ */
+export const MAX_PARAM_LENGTH = MAX_SUBJECT_LENGTH;
 
 export interface HttpServer {
   app: FastifyInstance;
@@ -94,13 +101,13 @@ export async function createHttpServer(opts: {
         );
       socket.destroy(err);
     },
-    // What the router refuses before any route runs (a malformed URL, a path parameter over 100 characters)
-    // is problem+json too, as every other error.
+    // What the router refuses before any route runs (a malformed URL, a path parameter over MAX_PARAM_LENGTH
+    // characters) is problem+json too, as every other error.
     frameworkErrors: (err, _req, reply) => {
       const status = err.statusCode ?? 400;
       const detail =
         err.code === 'FST_ERR_MAX_PARAM_LENGTH'
-          ? 'a path parameter is longer than 100 characters'
+          ? `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`
           : 'the URL is not valid (bad percent-encoding)';
       void sendProblem(reply, problem(status, detail));
     },
@@ -112,7 +119,7 @@ export async function createHttpServer(opts: {
               hop < hops
           )(opts.trustProxy)
         : (opts.trustProxy ?? false),
-    routerOptions: { ignoreTrailingSlash: true },
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: MAX_PARAM_LENGTH },
     // While closing, requests still arriving on open connections get a problem+json 503 with Retry-After
     // (the hook below) instead of Fastify's own plain body.
     return503OnClosing: false,

@@ -199,3 +199,42 @@ describe('JWKS key rotation', () => {
     }
   });
 });
+
+describe('subjects on the routes that name the user (/api/{user_id}/tasks)', () => {
+  it('serves every subject the verifier takes at its own /api/{user_id}/tasks (up to 200 characters)', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db);
+    try {
+      const refused: string[] = [];
+      const subjects = [
+        'u'.repeat(200),
+        'u'.repeat(150),
+        'auth0|abc/def',
+        'a%b',
+        'a b',
+        'a?b#c',
+        'é'.repeat(200),
+      ];
+      for (const sub of subjects) {
+        const r = await app.call(sub, 'GET', `/api/${encodeURIComponent(sub)}/tasks`);
+        if (r.status !== 200)
+          refused.push(`${sub.slice(0, 12)} (${sub.length}): ${r.status} ${r.body?.detail}`);
+      }
+      assert.deepEqual(refused, [], 'subjects refused on their own path');
+      // Past what a subject may be: the router's 414, naming the bound.
+      const long = await app.call('u', 'GET', `/api/${'u'.repeat(201)}/tasks`);
+      assert.equal(long.status, 414);
+      assert.match(long.body.detail, /longer than 200 characters/);
+      // The API's description says the same bound.
+      const spec = (await app.call(null, 'GET', '/openapi.json')).body;
+      const param = spec.paths['/api/{user_id}/tasks'].get.parameters.find(
+        (p: { name: string }) => p.name === 'user_id',
+      );
+      assert.deepEqual([param.schema.minLength, param.schema.maxLength], [1, 200]);
+    } finally {
+      await app.stop();
+      await db.close();
+    }
+  });
+});

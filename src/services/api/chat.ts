@@ -27,7 +27,7 @@ import { codePoints, firstCodePoints, isUuid, storableText, textProblem } from '
 import { causeOf, errorText } from '../../error-text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
 import { instant } from '../../contracts/schemas.ts';
-import { noContent, okWith, problemDoc } from '../../http/openapi.ts';
+import { noContent, okWith, problemDoc, userIdParam } from '../../http/openapi.ts';
 import { problem, sendProblem, type Problem } from '../../http/problem.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { ChatStore, type ChatMessage, type ChatToolCall } from '../../store/chat.ts';
@@ -803,7 +803,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       '/api/:user_id/chat',
       doc('Talk to the task assistant (Phase III route)', {
         ...chatDoc,
-        params: { type: 'object', properties: { user_id: { type: 'string' } } },
+        params: { type: 'object', properties: { user_id: userIdParam } },
       }),
       (req: FastifyRequest<{ Params: { user_id: string } }>, reply) => {
         if (req.params.user_id !== userOf(req))

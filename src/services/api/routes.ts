@@ -29,6 +29,7 @@ import {
   noContent,
   okWith,
   problemDoc,
+  userIdParam,
   withHeaders,
   type RouteLinks,
 } from '../../http/openapi.ts';
@@ -81,10 +82,10 @@ const compatLinks: RouteLinks = createdTaskLinks(
   ],
 );
 const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } } as const;
-const userParam = { type: 'object', properties: { user_id: { type: 'string' } } } as const;
+const userParam = { type: 'object', properties: { user_id: userIdParam } } as const;
 const userTaskParams = {
   type: 'object',
-  properties: { user_id: { type: 'string' }, id: { type: 'string', format: 'uuid' } },
+  properties: { user_id: userIdParam, id: { type: 'string', format: 'uuid' } },
 } as const;
 const idempotencyHeaderDoc = {
   type: 'object',
