@@ -2,12 +2,29 @@
  * The AsyncAPI 3.1 document of Taskflow's events, built from the same topic table, schemas and subscriptions
  * the code runs on (served by the api target at /asyncapi.json). Messages are described as they travel on
  * Kafka: CloudEvents in binary content mode, the attributes as `ce_*` headers, the event's `data` as the
- * JSON body, keyed by user id. The embedded bus and Dapr carry the same events whole (structured mode).
+ * value, keyed by user id. The value is what this deployment writes: JSON described by the JSON Schema, or
+ * with EVENT_ENCODING=avro Avro in Confluent framing described by the Avro schema (schemaFormat Avro). The
+ * embedded bus and Dapr carry the same events whole, as JSON (structured mode).
  */
+import {
+  AVRO_CONTENT_TYPE,
+  AVRO_NAMESPACE,
+  AVRO_SCHEMA_FORMAT,
+  avroFullName,
+  avroSchemaOf,
+  type AvroSchema,
+} from './avro.ts';
 import { EVENT_TYPES, publishedSchema, type EventType } from './schemas.ts';
 import { DLQ_SPEC, TOPIC_SPECS, dlqTopic, type TopicName } from './topics.ts';
 
 type Json = Record<string, unknown>;
+
+/** How this deployment writes event data on Kafka (EVENT_ENCODING) and the registry subjects' prefix. */
+export interface WireFormat {
+  encoding: 'json' | 'avro';
+  /** KAFKA_TOPIC_PREFIX: part of the Avro subjects' names. */
+  subjectPrefix?: string;
+}
 
 /** A target as the event contract sees it: what it reads as which group, and what it writes (its manifest). */
 export interface EventParty {
@@ -65,7 +82,30 @@ export function exampleOf(schema: Json): unknown {
   }
 }
 
-function headersOf(type: EventType, envelope: Json): Json {
+/**
+ * `value` (an example of the JSON data) as an Avro datum of `schema`: an absent optional field is null (Avro
+ * has no absent field), named types resolved by name.
+ */
+function avroDatumOf(schema: AvroSchema, value: unknown, named = new Map<string, Json>()): unknown {
+  if (typeof schema === 'string') {
+    const type = named.get(schema) ?? named.get(`${AVRO_NAMESPACE}.${schema}`);
+    return type ? avroDatumOf(type, value, named) : value;
+  }
+  if (Array.isArray(schema)) {
+    if (value === null || value === undefined) return null;
+    return avroDatumOf(schema.find((b) => b !== 'null') ?? 'null', value, named);
+  }
+  if (typeof schema.name === 'string') named.set(schema.name, schema);
+  if (schema.type === 'array' && Array.isArray(value))
+    return value.map((v) => avroDatumOf(schema.items as AvroSchema, v, named));
+  if (schema.type !== 'record' || value === null || typeof value !== 'object') return value;
+  const fields = schema.fields as { name: string; type: AvroSchema }[];
+  return Object.fromEntries(
+    fields.map((f) => [f.name, avroDatumOf(f.type, (value as Json)[f.name] ?? null, named)]),
+  );
+}
+
+function headersOf(type: EventType, envelope: Json, contentType: string): Json {
   const props = (envelope.properties ?? {}) as Record<string, Json>;
   const headers: Record<string, Json> = {};
   for (const [name, schema] of Object.entries(props)) {
@@ -73,31 +113,45 @@ function headersOf(type: EventType, envelope: Json): Json {
     headers[`ce_${name}`] = name === 'specversion' || name === 'type' ? schema : { type: 'string' };
   }
   headers.ce_type = { const: type };
-  headers['content-type'] = { const: 'application/json' };
+  headers['content-type'] = { const: contentType };
   headers.traceparent = props.traceparent ?? { type: 'string' };
   const required = ((envelope.required ?? []) as string[]).filter((r) => r !== 'data').map((r) => `ce_${r}`);
   return { type: 'object', required: [...required, 'content-type'], properties: headers };
 }
 
-export function asyncApiDocument(version: string, parties: readonly EventParty[]): Json {
+export function asyncApiDocument(
+  version: string,
+  parties: readonly EventParty[],
+  wire: WireFormat = { encoding: 'json' },
+): Json {
+  const avro = wire.encoding === 'avro';
+  const contentType = avro ? AVRO_CONTENT_TYPE : 'application/json';
   const messages: Record<string, Json> = {};
   for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
     const envelope = publishedSchema(type);
     const { $schema: _, ...data } = (envelope.properties as Record<string, Json>).data!;
-    const headers = headersOf(type, envelope);
+    const headers = headersOf(type, envelope, contentType);
+    const avroSchema = avro ? avroSchemaOf(type) : undefined;
+    const subject = `${wire.subjectPrefix ?? ''}${EVENT_TYPES[type].topic}-${avroFullName(type)}`;
     messages[type] = {
       name: type,
       title: type,
       summary: `${type}, schema version ${EVENT_TYPES[type].version} (${envelope.$id as string})`,
-      contentType: 'application/json',
+      ...(avroSchema
+        ? {
+            description: `The value is Avro in Confluent framing: byte 0, the writer schema's id in the schema registry (4 bytes, big-endian; subject ${subject}), then the Avro binary of this schema, generated from the JSON Schema ${envelope.$id as string}. Data Avro cannot hold (an invalid event on its way to a dead-letter topic) is written as JSON (content-type application/json); readers take both.`,
+          }
+        : {}),
+      contentType,
       headers,
-      payload: data,
+      // AsyncAPI's Multi Format Schema Object for Avro; the JSON Schema is the payload otherwise.
+      payload: avroSchema ? { schemaFormat: AVRO_SCHEMA_FORMAT, schema: avroSchema } : data,
       examples: [
         {
           name: `${type}-minimal`,
           summary: 'the required fields',
           headers: exampleOf(headers),
-          payload: exampleOf(data),
+          payload: avroSchema ? avroDatumOf(avroSchema, exampleOf(data)) : exampleOf(data),
         },
       ],
       bindings: {
@@ -168,10 +222,13 @@ export function asyncApiDocument(version: string, parties: readonly EventParty[]
     info: {
       title: 'Taskflow events',
       version,
-      description:
-        'The topics, events and consumer groups of Taskflow. Every event is a CloudEvent 1.0 whose data has a versioned JSON Schema (schemas/events/<type>/v<N>.json, named in ce_dataschema); versions evolve with full compatibility (`taskflow schemas check`).',
+      description: `The topics, events and consumer groups of Taskflow. Every event is a CloudEvent 1.0 whose data has a versioned JSON Schema (schemas/events/<type>/v<N>.json, named in ce_dataschema); versions evolve with full compatibility (\`taskflow schemas check\`). ${
+        avro
+          ? 'This deployment writes data as Avro (EVENT_ENCODING=avro, content-type application/avro) in Confluent framing, with the Avro schemas generated from the JSON Schemas and registered in its schema registry; consumers read JSON and Avro records alike.'
+          : 'This deployment writes data as JSON (content-type application/json).'
+      }`,
     },
-    defaultContentType: 'application/json',
+    defaultContentType: contentType,
     servers: {
       kafka: {
         host: 'localhost:9092',

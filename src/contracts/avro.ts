@@ -12,6 +12,10 @@
 import { EVENT_TYPES, isEventType, taskSchema, type EventType } from './schemas.ts';
 
 export const AVRO_NAMESPACE = 'taskflow.events';
+/** The content-type of a Kafka record whose value is Avro in Confluent framing (ADR 0013). */
+export const AVRO_CONTENT_TYPE = 'application/avro';
+/** The AsyncAPI schemaFormat of an Avro schema (avsc reads Avro 1.x; 1.9.0 names the specification). */
+export const AVRO_SCHEMA_FORMAT = 'application/vnd.apache.avro+json;version=1.9.0';
 
 type Json = Record<string, unknown>;
 export type AvroSchema = string | Json | AvroSchema[];

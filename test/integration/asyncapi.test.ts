@@ -6,6 +6,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Parser } from '@asyncapi/parser';
 import { Ajv } from 'ajv';
+import avsc from 'avsc';
+import { AVRO_CONTENT_TYPE, EventCodec } from '../../src/bus/kafka/codec.ts';
+import { SchemaRegistryClient } from '../../src/bus/schema-registry.ts';
+import { avroSchemaOf } from '../../src/contracts/avro.ts';
+import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
 import { EVENT_TYPES, addFormats, publishedSchema, type EventType } from '../../src/contracts/schemas.ts';
 import { DLQ_SPEC, TOPIC_SPECS, dlqTopic } from '../../src/contracts/topics.ts';
 import { MANIFESTS } from '../../src/services/index.ts';
@@ -17,6 +22,8 @@ const SUBSCRIPTIONS = Object.fromEntries(
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
+import { startFakeRegistry, type FakeRegistry } from '../helpers/schema-registry.ts';
+import { kafkaBrokers } from '../helpers/transports.ts';
 
 type Json = Record<string, any>;
 
@@ -101,3 +108,90 @@ describe('AsyncAPI document', () => {
       }
   });
 });
+
+describe(
+  'AsyncAPI document of an EVENT_ENCODING=avro deployment',
+  { skip: kafkaBrokers ? false : 'needs TEST_KAFKA_BROKERS' },
+  () => {
+    // It said content-type application/json and a JSON Schema payload while the process wrote Avro in Confluent
+    // framing with content-type application/avro.
+    let registry: FakeRegistry;
+    let db: Db;
+    let app: TestApp;
+    let doc: Json;
+    before(async () => {
+      registry = await startFakeRegistry();
+      db = await openDb('memory://');
+      await migrate(db);
+      app = await startApp(db, {
+        targets: ['api'],
+        env: {
+          BUS: 'kafka',
+          KAFKA_BROKERS: kafkaBrokers!,
+          KAFKA_TOPIC_PREFIX: 'asyncapiavro.',
+          EVENT_ENCODING: 'avro',
+          SCHEMA_REGISTRY_URL: registry.url,
+        },
+      });
+      doc = (await (await fetch(`${app.url}/asyncapi.json`)).json()) as Json;
+    });
+    after(async () => {
+      await app?.stop();
+      await db?.close();
+      await registry?.close();
+    });
+
+    it('is valid for the AsyncAPI parser and describes each message as Avro, with its Avro schema and a valid example', async () => {
+      const { document, diagnostics } = await new Parser().parse(JSON.stringify(doc));
+      assert.deepEqual(
+        diagnostics.filter((d) => d.severity <= 1).map((d) => `${d.path.join('/')}: ${d.message}`),
+        [],
+      );
+      assert.ok(document);
+      assert.equal(doc.defaultContentType, AVRO_CONTENT_TYPE);
+      for (const type of Object.keys(EVENT_TYPES) as EventType[]) {
+        const message = doc.components.messages[type];
+        assert.equal(message.contentType, AVRO_CONTENT_TYPE, type);
+        assert.match(
+          message.payload.schemaFormat,
+          /^application\/vnd\.apache\.avro\+json;version=1\.\d+\.\d+$/,
+        );
+        assert.deepEqual(message.payload.schema, avroSchemaOf(type), type);
+        assert.match(message.description, new RegExp(`subject asyncapiavro\\.[a-z-]+-taskflow\\.events\\.`));
+        const avro = avsc.Type.forSchema(message.payload.schema as avsc.Schema);
+        assert.ok(
+          avro.isValid(message.examples[0].payload),
+          `${type}: the example is an Avro datum of the schema`,
+        );
+      }
+    });
+
+    it('the headers and payload it states match the records the process writes', async () => {
+      const message = doc.components.messages['task.created'];
+      const created = await app.call('u', 'POST', '/api/tasks', { title: 'x' });
+      assert.equal(created.status, 201);
+      const row = await db.query<{ value: string }>(
+        `SELECT event::text AS value FROM outbox ORDER BY id LIMIT 1`,
+      );
+      const event = JSON.parse(row.rows[0]!.value) as CloudEvent;
+      // What the process's publisher writes (its codec, the registry it registered with).
+      const client = new SchemaRegistryClient({ url: registry.url, compatibility: 'FULL' });
+      const codec = new EventCodec({ encoding: 'avro', registry: client, subjectPrefix: 'asyncapiavro.' });
+      await codec.prepareEncode([event]);
+      const record = codec.encode(event);
+      assert.equal(record.headers.get('content-type'), message.contentType);
+      const ajv = new Ajv({ strict: false });
+      addFormats(ajv);
+      assert.ok(
+        ajv.validate(message.headers, Object.fromEntries(record.headers)),
+        JSON.stringify(ajv.errors),
+      );
+      // The value after the Confluent frame is the Avro binary of the stated schema.
+      assert.equal(record.value[0], 0);
+      const data = avsc.Type.forSchema(message.payload.schema as avsc.Schema).fromBuffer(
+        record.value.subarray(5),
+      ) as Json;
+      assert.equal(data.task.title, 'x');
+    });
+  },
+);

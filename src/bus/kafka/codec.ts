@@ -9,7 +9,7 @@
  */
 import type { Message } from '@platformatic/kafka';
 import type avsc from 'avsc';
-import { avroSchemaOf, jsonDataOf } from '../../contracts/avro.ts';
+import { AVRO_CONTENT_TYPE, avroSchemaOf, jsonDataOf } from '../../contracts/avro.ts';
 import {
   fromBinaryHeaders,
   mediaTypeOf,
@@ -26,7 +26,7 @@ import { avroSubjectOf, RegistryError, type SchemaRegistryClient } from '../sche
 import { UNDECODABLE_EVENT_TYPE, type BusMessage } from '../types.ts';
 
 export type EventEncoding = 'json' | 'avro';
-export const AVRO_CONTENT_TYPE = 'application/avro';
+export { AVRO_CONTENT_TYPE };
 
 export interface EncodedRecord {
   headers: Map<string, string>;

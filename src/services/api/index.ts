@@ -100,7 +100,11 @@ export const apiTarget: TargetDefinition = {
     });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
     // The event side of the contract, from the same topic table, schemas and subscriptions (AsyncAPI 3.1).
-    const asyncApi = asyncApiDocument(packageVersion(), rt.catalog);
+    // As this deployment writes the records: EVENT_ENCODING=avro is Avro in Confluent framing.
+    const asyncApi = asyncApiDocument(packageVersion(), rt.catalog, {
+      encoding: rt.config.eventEncoding,
+      subjectPrefix: rt.config.kafka.topicPrefix,
+    });
     app.get('/asyncapi.json', { schema: { hide: true } }, async () => asyncApi);
     await registerWeb(app);
     registerDevSignIn(app, rt.config.jwt);
