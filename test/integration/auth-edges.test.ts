@@ -3,10 +3,13 @@
  * an identity provider that answers 200 with no key set is unavailable (503), not a bad token (401); while it
  * is down, tokens signed by keys fetched before are still accepted (after the key set's cache age too), and
  * only a token whose key is not known gets 503; a key the provider publishes right after a fetch is taken
- * on the retry the 503's Retry-After asks for, while random kids make at most one fetch per cooldown.
+ * on the retry the 503's Retry-After asks for, while random kids make at most one fetch per cooldown. A
+ * user whose subject the verifier takes (up to 200 characters) is served at its own /api/{user_id}/tasks.
+ * The OAuth protected-resource metadata of /mcp is described for any URI host (a Docker service name with
+ * `_`), and a Host that is not one is a problem+json 400.
  */
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -232,6 +235,80 @@ describe('subjects on the routes that name the user (/api/{user_id}/tasks)', () 
         (p: { name: string }) => p.name === 'user_id',
       );
       assert.deepEqual([param.schema.minLength, param.schema.maxLength], [1, 200]);
+    } finally {
+      await app.stop();
+      await db.close();
+    }
+  });
+});
+
+/** A request with the Host header `host` (fetch cannot set it): POST with an MCP call for /mcp, else GET. */
+const withHost = (url: string, host: string) =>
+  new Promise<{ status: number; type: string; body: string; challenge: string }>((resolve, reject) => {
+    const u = new URL(url);
+    const mcp = u.pathname === '/mcp';
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname,
+        method: mcp ? 'POST' : 'GET',
+        headers: { host, ...(mcp ? { 'content-type': 'application/json' } : {}) },
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            type: String(res.headers['content-type'] ?? ''),
+            body,
+            challenge: String(res.headers['www-authenticate'] ?? ''),
+          }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end(mcp ? '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' : undefined);
+  });
+
+describe('OAuth protected resource metadata and the Host', () => {
+  it('describes /mcp for any URI host, "_" included (Docker service names), and answers a Host that is not one with problem+json', async () => {
+    const db = await openDb('memory://');
+    await migrate(db);
+    const app = await startApp(db, {
+      env: {
+        JWT_SECRET: '',
+        JWT_JWKS_URL: 'http://127.0.0.1:9/jwks.json',
+        JWT_ISSUER: 'https://idp.example.test/realms/taskflow',
+      },
+    });
+    const metadata = `${app.url}/.well-known/oauth-protected-resource/mcp`;
+    try {
+      for (const host of ['taskflow_api:8080', 'my~host.internal', '[::1]:8080', 'h%C3%A9te']) {
+        const r = await withHost(metadata, host);
+        assert.equal(r.status, 200, `${host}: ${r.body}`);
+        assert.equal((JSON.parse(r.body) as { resource: string }).resource, `http://${host}/mcp`);
+        const mcp = await withHost(`${app.url}/mcp`, host);
+        assert.equal(mcp.status, 401);
+        assert.match(
+          mcp.challenge,
+          new RegExp(
+            `resource_metadata="http://${host.replace(/[.[\]]/g, '\\$&')}/\\.well-known/oauth-protected-resource/mcp"$`,
+          ),
+          host,
+        );
+      }
+      for (const host of ['a"b', 'user@host', 'a{b}']) {
+        const r = await withHost(metadata, host);
+        assert.equal(r.status, 400, host);
+        assert.match(r.type, /^application\/problem\+json/, `${host}: ${r.type} ${r.body}`);
+        assert.match((JSON.parse(r.body) as { detail: string }).detail, /PUBLIC_URL/);
+        // /mcp still answers 401, with its plain challenge: nothing of that Host goes into the header.
+        const mcp = await withHost(`${app.url}/mcp`, host);
+        assert.equal(mcp.status, 401);
+        assert.doesNotMatch(mcp.challenge, /resource_metadata/);
+      }
     } finally {
       await app.stop();
       await db.close();

@@ -5,6 +5,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, chargeUser } from '../../http/authenticated.ts';
+import { problem, sendProblem } from '../../http/problem.ts';
 import type * as McpModule from './mcp.ts';
 import type { McpDeps } from './mcp.ts';
 import { isPlainObject, paramsProblem } from './mcp-messages.ts';
@@ -20,6 +21,15 @@ export interface McpHttpDeps extends McpDeps {
 
 /** The metadata document's path for the resource `/mcp` (RFC 9728 section 3: the well-known prefix + path). */
 export const PROTECTED_RESOURCE_PATH = '/.well-known/oauth-protected-resource';
+
+/**
+ * A URI's host and optional port (RFC 3986 section 3.2.2): an IP literal in brackets, or a reg-name of
+ * unreserved characters (`_` and `~` too: Docker and compose service names have `_`), percent-encodings and
+ * sub-delims. None of them is `"`, `\`, a space or a control character, so it goes into a quoted header
+ * parameter as it is. Letters, digits, `.` `-` and `:` only refused `taskflow_api:8080` (400, and no
+ * resource_metadata on /mcp's 401).
+ */
+const URI_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[\w.~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+)(?::[0-9]*)?$/;
 
 const jsonRpcError = (
   reply: FastifyReply,
@@ -56,13 +66,20 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
   if (deps.oauth) {
     const { issuer, publicUrl } = deps.oauth;
     // PUBLIC_URL when set; otherwise the address the client used (Host, or X-Forwarded-* with TRUST_PROXY),
-    // when it is a host name or address and nothing else (it goes into a quoted header parameter).
+    // when it is a URI host and nothing else (it goes into a quoted header parameter).
     const base = (req: FastifyRequest) =>
-      publicUrl ?? (/^[A-Za-z0-9.:[\]-]+$/.test(req.host) ? `${req.protocol}://${req.host}` : undefined);
+      publicUrl ?? (URI_HOST.test(req.host) ? `${req.protocol}://${req.host}` : undefined);
     // RFC 9728 section 3: the document at the well-known path + the resource's path describes that resource.
     const metadata = (path: string) => async (req: FastifyRequest, reply: FastifyReply) => {
       const origin = base(req);
-      if (!origin) return reply.code(400).send({ error: 'invalid Host header; set PUBLIC_URL' });
+      if (!origin)
+        return sendProblem(
+          reply,
+          problem(
+            400,
+            'the Host header is not a URI host (RFC 3986); set PUBLIC_URL to describe the resource',
+          ),
+        );
       // Built from the address the client used: a shared cache must not give one client's to another.
       if (!publicUrl) reply.header('vary', 'Host, X-Forwarded-Host, X-Forwarded-Proto');
       return {
