@@ -1,5 +1,5 @@
 /**
- * Event schema versions: the published files match the code and each version is compatible with the one
+ * Event schema versions: the published files match the code and each version is compatible with every one
  * before it (the check `taskflow schemas check` runs), the compatibility rules name the field and the rule,
  * a consumer built from a published version reads today's events, and events name their schema version.
  */
