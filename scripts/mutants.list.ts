@@ -657,8 +657,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'dlq-replay-all-sends-replayed-again',
     breaks: "a replay of all of a group's dead letters sends only those not replayed yet",
     file: 'src/bus/dlq.ts',
-    find: '    all: opts.ids !== undefined,\n',
-    replace: '    all: true,\n',
+    find: '{ limit, all: ids !== undefined }',
+    replace: '{ limit, all: true }',
     tests: ['test/integration/bus-contract.test.ts#configured attempts'],
   },
   {
