@@ -161,9 +161,10 @@ const CACHE_SIZE = 10_000;
 /** With a key set (JWT_JWKS_URL), a token is checked again at least this often: a removed key takes effect. */
 const JWKS_RECHECK_MS = 5 * 60_000;
 /**
- * How far the identity provider's clock may be from this host's (seconds) for `exp` and `nbf`: a provider
- * whose clock ran 3 s ahead minted tokens refused as not valid yet (`nbf`) until the clocks met. 30 s is the
- * usual allowance; a token not valid for minutes yet (or expired minutes ago) is still refused.
+ * How far ahead of this host's the identity provider's clock may be (seconds): a provider whose clock ran 3 s
+ * ahead minted tokens refused as not valid yet (`nbf`) until the clocks met. 30 s is the usual allowance; a
+ * token not valid for minutes yet is still refused. Not for `exp`: a token is never taken past it (what it
+ * opened, a WebSocket, ends then, and the cache keeps it no longer); a clock behind only shortens a token.
  */
 export const CLOCK_TOLERANCE_S = 30;
 
@@ -198,6 +199,8 @@ function verifyToken(
       const { payload } = jwks
         ? await jwtVerify(token, jwks, options)
         : await jwtVerify(token, secret!, { ...options, algorithms: ['HS256'] });
+      // jose's clockTolerance covers exp too: past it the token is expired here whatever the tolerance.
+      if (payload.exp! * 1000 <= Date.now()) throw new AuthError('token expired');
       if (typeof payload.sub !== 'string' || subjectProblem(payload.sub) !== null)
         throw new AuthError('token has no usable subject (sub)');
       return { principal: { userId: payload.sub, expiresAt: payload.exp! * 1000 }, exp: payload.exp! };
