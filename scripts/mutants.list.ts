@@ -344,12 +344,12 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'dead-letter-not-published',
     breaks: 'a message that exhausted its retries is published to <group>.dlq before the position moves on',
     file: 'src/bus/middleware.ts',
-    find: [
-      '        await publisher.publish([',
-      '          { topic: dlqTopic(d.group), key: message.key, event: message.event, headers },',
-      '        ]);',
-    ].join('\n'),
-    replace: '        void headers;',
+    find: ['        await publisher.publish([', '          {', '            topic: dlqTopic(d.group),'].join(
+      '\n',
+    ),
+    replace: ['        await Promise.resolve([', '          {', '            topic: dlqTopic(d.group),'].join(
+      '\n',
+    ),
     tests: ['test/integration/bus-contract.test.ts#dead-letters'],
   },
   {
