@@ -112,12 +112,20 @@ function remoteKeySet(url: URL, timing: KeySetTiming): JWTVerifyGetKey {
   };
   /** The last failed fetch: it holds until the cooldown passed or a fetch succeeded since. */
   let failed: { at: number; err: unknown } | undefined;
+  /**
+   * Whether the token names a key (a kid) that the last set does not have: one the provider may have published
+   * since. A token without a kid, or whose kid is in the set with another algorithm, has no key to wait for.
+   */
+  const unknownKid = ([header, token]: Parameters<JWTVerifyGetKey>) => {
+    const { kid } = { ...header, ...token?.header };
+    return typeof kid === 'string' && !cache.jwks?.keys.some((k) => k.kid === kid);
+  };
   /** With the last good set while the provider is down: a kid it does not have is unknown, not refused. */
   const withKnown = async (keys: JWTVerifyGetKey, args: Parameters<JWTVerifyGetKey>, err: unknown) => {
     try {
       return await keys(...args);
     } catch (e) {
-      throw e instanceof errors.JWKSNoMatchingKey ? unreachable(err) : e;
+      throw e instanceof errors.JWKSNoMatchingKey && unknownKid(args) ? unreachable(err) : e;
     }
   };
   return async (...args) => {
@@ -134,7 +142,12 @@ function remoteKeySet(url: URL, timing: KeySetTiming): JWTVerifyGetKey {
         throw err;
       }
       // No fetch for this token (jose's cooldown): it may be signed by a key published since the last one.
-      if (err instanceof errors.JWKSNoMatchingKey && fetchedAt !== undefined && cache.uat === fetchedAt) {
+      if (
+        err instanceof errors.JWKSNoMatchingKey &&
+        fetchedAt !== undefined &&
+        cache.uat === fetchedAt &&
+        unknownKid(args)
+      ) {
         const waitMs = fetchedAt + timing.cooldownMs - Date.now();
         if (waitMs > 0)
           throw new AuthUnavailableError(

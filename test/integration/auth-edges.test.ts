@@ -185,6 +185,20 @@ describe('JWKS key rotation', () => {
       // An attacker's random kids within the cooldown make no fetch.
       for (let i = 0; i < 20; i++)
         assert.match(await outcome(verify, await sign(k2, `random-${i}`)), /^503 /);
+      // A kid the set has, used with another algorithm, or none: no key to wait for, refused at once.
+      const es384 = await generateKeyPair('ES384');
+      const otherAlg = await new SignJWT({})
+        .setProtectedHeader({ alg: 'ES384', kid: 'k1' })
+        .setSubject('jw-user')
+        .setExpirationTime('1h')
+        .sign(es384.privateKey);
+      assert.equal(await outcome(verify, otherAlg), '401 token is malformed or not accepted');
+      const noKid = await new SignJWT({})
+        .setProtectedHeader({ alg: 'ES384' })
+        .setSubject('jw-user')
+        .setExpirationTime('1h')
+        .sign(es384.privateKey);
+      assert.equal(await outcome(verify, noKid), '401 token is malformed or not accepted');
       assert.equal(idp.state.fetches, 1);
       await sleep(1_500); // the rest of the cooldown (Retry-After rounds it up)
       assert.equal(await outcome(verify, rotated), 'user jw-user');
