@@ -410,7 +410,7 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'overload-not-shed',
     breaks: 'while the event loop lags, API requests are refused early with 503 + Retry-After',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
+    find: '      sheddable(admissionPath(req)) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
     replace: '      false\n',
     tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
   },
@@ -419,8 +419,8 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'a process that has just become ready does not refuse its first requests (start-up lags the loop)',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
-    replace: '      sheddable(req.url) && busy.fraction >= busyToShed\n',
+    find: '      sheddable(admissionPath(req)) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
+    replace: '      sheddable(admissionPath(req)) && busy.fraction >= busyToShed\n',
     tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
   },
   {
@@ -428,8 +428,8 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'a loop that lags because the machine is busy with other processes (the process itself idle) refuses nothing',
     file: 'src/http/server.ts',
-    find: '      sheddable(req.url) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
-    replace: '      sheddable(req.url) && performance.now() >= armedAt\n',
+    find: '      sheddable(admissionPath(req)) && performance.now() >= armedAt && busy.fraction >= busyToShed\n',
+    replace: '      sheddable(admissionPath(req)) && performance.now() >= armedAt\n',
     tests: ['test/integration/limits.test.ts#^admission control on a busy machine'],
   },
   {
@@ -532,8 +532,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'overload-sheds-health',
     breaks: 'under admission control, health, metrics and WebSockets are still served',
     file: 'src/http/server.ts',
-    find: "const sheddable = (url: string) => url.startsWith('/api/') || url === '/mcp' || url.startsWith('/mcp?');",
-    replace: 'const sheddable = (url: string) => url.length > 0;',
+    find: "const sheddable = (path: string) => path.startsWith('/api/') || path === '/mcp';",
+    replace: 'const sheddable = (path: string) => path.length > 0;',
     tests: ['test/integration/limits.test.ts#^admission control by the event loop'],
   },
   {
