@@ -128,10 +128,28 @@ function remoteKeySet(url: URL, timing: KeySetTiming): JWTVerifyGetKey {
       throw e instanceof errors.JWKSNoMatchingKey && unknownKid(args) ? unreachable(err) : e;
     }
   };
+  /** One fetch at a time in the background; its failure holds as a failed fetch does. */
+  let refreshing: Promise<void> | undefined;
+  const refreshBeside = () => {
+    refreshing ??= remote
+      .reload()
+      .then(
+        () => void (failed = undefined),
+        (err: unknown) => void (failed = { at: Date.now(), err }),
+      )
+      .finally(() => (refreshing = undefined));
+  };
   return async (...args) => {
     const keys = knownKeys();
     if (keys && failed && failed.at > cache.uat! && Date.now() - failed.at < timing.cooldownMs)
       return withKnown(keys, args, failed.err);
+    // A set past its age that has the token's key: verified with it now, and fetched again beside. Awaited, a
+    // provider that hangs held each such verification for the fetch's timeout (5 s) after every cooldown. A
+    // key just published (a kid the set does not have) still waits for the fetch.
+    if (keys && Date.now() - cache.uat! >= timing.maxAgeMs && !unknownKid(args)) {
+      refreshBeside();
+      return withKnown(keys, args, failed?.err);
+    }
     const fetchedAt = cache.uat;
     try {
       return await remote(...args);
