@@ -975,7 +975,8 @@ function* ruleOccurrences(
   const eff = effectiveParts(rule, start, clampDefaultDay);
   const hours = rule.byHour ?? [start.hour];
   const minutes = rule.byMinute ?? [start.minute];
-  if (!monthDaysPossible(eff.byMonth, eff.byMonthDay)) return; // e.g. BYMONTH=2 with a default BYMONTHDAY=31
+  // e.g. BYMONTH=2 with a default BYMONTHDAY=31; a clamped default day falls in every month.
+  if (!eff.clampDay && !monthDaysPossible(eff.byMonth, eff.byMonthDay)) return;
   const per = periods(rule, start);
   const untilDay = rule.untilMs === null ? null : Math.floor(rule.untilMs / DAY_MS);
   let lastHitDay: number | null = null;

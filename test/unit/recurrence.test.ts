@@ -9,6 +9,7 @@ import {
   upcomingOccurrences,
   type Recurrence,
 } from '../../src/domain/recurrence.ts';
+import { validateCreate } from '../../src/domain/task.ts';
 
 import { BER, NY, nextCases, previewCases } from './recurrence-cases.ts';
 
@@ -575,6 +576,27 @@ describe('after_completion at the end of a month (counted from the completion, c
       occurrencesSoFar: 1,
     });
     assert.equal(next, '2029-02-28T09:00:00.000Z');
+  });
+
+  it('with an explicit BYMONTH too: yearly in February done on Jan 31 is due Feb 28 (the series ended)', () => {
+    const at = (rrule: string, completedAt: string) =>
+      nextOccurrence(rec({ rrule, mode: 'after_completion' }, 'UTC'), {
+        anchor: '2026-01-10T09:00:00Z',
+        previousDue: '2026-01-10T09:00:00Z',
+        completedAt,
+        occurrencesSoFar: 1,
+      });
+    assert.equal(at('FREQ=YEARLY;BYMONTH=2', '2026-01-15T10:00:00Z'), '2026-02-15T09:00:00.000Z');
+    assert.equal(at('FREQ=YEARLY;BYMONTH=2', '2026-01-31T10:00:00Z'), '2026-02-28T09:00:00.000Z');
+    assert.equal(at('FREQ=YEARLY;BYMONTH=4', '2026-03-31T10:00:00Z'), '2026-04-30T09:00:00.000Z');
+    // So a create of that rule is not refused on the 29th-31st as one that never repeats (it was a 422 then).
+    const body = {
+      title: 'Tax papers',
+      due_date: '2026-02-10T09:00:00Z',
+      recurrence: { rrule: 'FREQ=YEARLY;BYMONTH=2', mode: 'after_completion' },
+    };
+    for (const now of ['2026-01-15T10:00:00Z', '2026-01-31T10:00:00Z'])
+      assert.equal(validateCreate(body, { timezone: 'UTC', now: new Date(now) }).ok, true, now);
   });
 });
 
