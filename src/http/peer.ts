@@ -34,7 +34,7 @@ export const fromThisMachine = (req: FastifyRequest): boolean =>
 /**
  * The part of a client's address that names the client, for per-address limits: an IPv4 address as it is,
  * an IPv6 address's /64 (`2001:db8:1:2::/64`), an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, as a
- * dual-stack socket reports an IPv4 client) as its IPv4 address. A network is given a /64 and its hosts
+ * dual-stack socket reports an IPv4 client) and a NAT64 one (`64:ff9b::192.0.2.1`) as its IPv4 address. A network is given a /64 and its hosts
  * pick any address in it (privacy addresses change by the hour): keyed by the whole address, a client took a
  * new one for each try and was never limited. Anything else (not an address) is returned as it is.
  */
@@ -53,8 +53,11 @@ export function clientPrefix(address: string): string {
   const front = groups(head);
   const back = tail === undefined ? [] : groups(tail);
   const all = [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back];
-  if (all.slice(0, 5).every((g) => g === 0) && all[5] === 0xffff)
-    return [all[6]! >> 8, all[6]! & 0xff, all[7]! >> 8, all[7]! & 0xff].join('.');
+  const v4 = () => [all[6]! >> 8, all[6]! & 0xff, all[7]! >> 8, all[7]! & 0xff].join('.');
+  if (all.slice(0, 5).every((g) => g === 0) && all[5] === 0xffff) return v4(); // IPv4-mapped
+  // NAT64's well-known prefix (64:ff9b::/96, RFC 6052): an IPv4 client behind a translator, keyed as itself
+  // (by its /64 every such client shared one budget).
+  if (all[0] === 0x64 && all[1] === 0xff9b && all.slice(2, 6).every((g) => g === 0)) return v4();
   return `${all
     .slice(0, 4)
     .map((g) => g.toString(16))

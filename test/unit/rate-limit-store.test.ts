@@ -48,6 +48,10 @@ describe('clientPrefix', () => {
       ['2001:db8::', '2001:db8:0:0::/64'],
       ['fe80::1%eth0', 'fe80:0:0:0::/64'],
       ['::1', '0:0:0:0::/64'],
+      // NAT64 (64:ff9b::/96): each IPv4 client behind the translator is its own (they shared one /64).
+      ['64:ff9b::c000:201', '192.0.2.1'],
+      ['64:ff9b::198.51.100.7', '198.51.100.7'],
+      ['64:ff9b:1::c000:201', '64:ff9b:1:0::/64'],
       ['not an address', 'not an address'],
     ];
     for (const [address, key] of cases) assert.equal(clientPrefix(address), key, address);
