@@ -104,12 +104,14 @@ export async function createHttpServer(opts: {
     // What the router refuses before any route runs (a malformed URL, a path parameter over MAX_PARAM_LENGTH
     // characters) is problem+json too, as every other error.
     frameworkErrors: (err, _req, reply) => {
-      const status = err.statusCode ?? 400;
-      const detail =
-        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
-          ? `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`
-          : 'the URL is not valid (bad percent-encoding)';
-      void sendProblem(reply, problem(status, detail));
+      // A path parameter past its bound is a 400, as any parameter out of its documented bounds (the router's
+      // own 414 is an answer no operation documents).
+      if (err.code === 'FST_ERR_MAX_PARAM_LENGTH')
+        return void sendProblem(
+          reply,
+          problem(400, `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`),
+        );
+      void sendProblem(reply, problem(err.statusCode ?? 400, 'the URL is not valid (bad percent-encoding)'));
     },
     // A hop count as proxy-addr's trust function: the nearest `n` addresses are proxies.
     trustProxy:
