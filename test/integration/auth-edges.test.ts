@@ -17,7 +17,10 @@ import { SignJWT, exportJWK, generateKeyPair, type JWK } from 'jose';
 import { AuthError, AuthUnavailableError, createVerifier, type Verifier } from '../../src/auth.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
-import { startApp, waitFor } from '../helpers/app.ts';
+import { pino } from 'pino';
+import { runTargets } from '../../src/process.ts';
+import { MANIFESTS, findTargets } from '../../src/services/index.ts';
+import { startApp, testConfig, waitFor } from '../helpers/app.ts';
 
 const listen = (server: Server, port = 0) =>
   new Promise<number>((resolve) =>
@@ -366,5 +369,26 @@ describe('OAuth protected resource metadata and the Host', () => {
       await app.stop();
       await db.close();
     }
+  });
+});
+
+describe('a key set without an audience', () => {
+  it('is said at start: any token the provider signs, for any application, would be taken', async () => {
+    const started = async (env: Record<string, string>) => {
+      const lines: string[] = [];
+      const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+      const db = await openDb('memory://');
+      const proc = await runTargets(testConfig({ JWT_SECRET: '', ...env }), findTargets(['api']), {
+        db,
+        log,
+        catalog: MANIFESTS,
+      });
+      await proc.stop();
+      await db.close();
+      return lines.filter((l) => l.includes('JWT_AUDIENCE')).length;
+    };
+    const jwks = { JWT_JWKS_URL: 'http://127.0.0.1:9/jwks.json' };
+    assert.equal(await started(jwks), 1);
+    assert.equal(await started({ ...jwks, JWT_AUDIENCE: 'taskflow-api' }), 0);
   });
 });
