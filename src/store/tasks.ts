@@ -107,6 +107,32 @@ const SORT_EXPR = {
   title: { asc: 'lower(title)', desc: 'lower(title)' },
 } as const;
 
+/**
+ * A title's sort key: in ICU's root collation where the database has it (PGlite and PostgreSQL built with ICU),
+ * so "Äpfel" sorts with the a's and "École" with the e's, and case folds beyond ASCII; the database's own
+ * collation otherwise (in C, the byte order put every accented initial after "z").
+ */
+const titleKey = (icu: boolean) => (text: string) =>
+  icu ? `lower(${text} COLLATE "und-x-icu")` : `lower(${text})`;
+
+/** Whether each database has ICU's root collation, asked once (a failed ask is asked again next time). */
+const icuOf = new WeakMap<Db, Promise<boolean>>();
+function hasIcu(db: Db): Promise<boolean> {
+  let known = icuOf.get(db);
+  if (!known) {
+    known = db
+      .query<{ icu: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu') AS icu`,
+      )
+      .then(
+        (r) => r.rows[0]?.icu === true,
+        () => (icuOf.delete(db), false),
+      );
+    icuOf.set(db, known);
+  }
+  return known;
+}
+
 function cursorValue(task: Task, sort: TaskQuery['sort'], order: TaskQuery['order']): string | number {
   switch (sort) {
     case 'due':
@@ -574,14 +600,15 @@ export class TaskStore {
         `(search @@ (${everyWord}) OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
       );
     }
-    const expr = SORT_EXPR[q.sort][q.order];
+    const key = q.sort === 'title' ? titleKey(await hasIcu(this.db)) : undefined;
+    const expr = key ? key('title') : SORT_EXPR[q.sort][q.order];
     const cmp = q.order === 'asc' ? '>' : '<';
     if (q.cursor) {
       const value =
         q.sort === 'priority'
           ? `${p(q.cursor.v)}::smallint`
-          : q.sort === 'title'
-            ? `lower(${p(q.cursor.v)}::text)`
+          : key
+            ? key(`${p(q.cursor.v)}::text`)
             : `${p(q.cursor.v)}::timestamptz`;
       where.push(`(${expr}, id) ${cmp} (${value}, ${p(q.cursor.id)}::uuid)`);
     }

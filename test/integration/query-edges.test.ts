@@ -6,7 +6,9 @@
  *   the search reads as plain words (a model asked for "milk but not oat" got exactly the oat ones);
  * - the OpenAPI document states the defaults of `status` (all) and `limit` (50);
  * - a cursor is refused with other filters than its page's (it was taken, and skipped tasks without a word: a
- *   client or a model that changed `q` while paging lost the tasks before the cursor's position).
+ *   client or a model that changed `q` while paging lost the tasks before the cursor's position);
+ * - `sort=title` puts an accented initial with its letter, page after page (in the C collation of PGlite and
+ *   of a PostgreSQL made with --no-locale, "Äpfel" came after "Zahnarzt").
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -152,5 +154,25 @@ for (const backend of backends)
         `/api/tasks?q=bread&tag=a,b&priority=low,high&cursor=${legacy}`,
       );
       assert.deepEqual(titles(page), ['bread 1', 'bread 0']);
+    });
+
+    it('sorts titles with their accented initials among their letters, in both orders and across pages', async () => {
+      const user = 'title-sort';
+      const titles = ['Zahnarzt', 'Äpfel kaufen', 'Birnen', 'École', 'apfel', 'élan', 'Ångström'];
+      for (const title of titles) await create(user, { title });
+      const all = async (order: string) => {
+        const seen: string[] = [];
+        let cursor = '';
+        do {
+          const r = await app.call(user, 'GET', `/api/tasks?sort=title&order=${order}&limit=2${cursor}`);
+          assert.equal(r.status, 200, JSON.stringify(r.body));
+          seen.push(...r.body.items.map((t: { title: string }) => t.title));
+          cursor = r.body.next_cursor ? `&cursor=${r.body.next_cursor}` : '';
+        } while (cursor);
+        return seen;
+      };
+      const expected = ['Ångström', 'apfel', 'Äpfel kaufen', 'Birnen', 'École', 'élan', 'Zahnarzt'];
+      assert.deepEqual(await all('asc'), expected);
+      assert.deepEqual(await all('desc'), [...expected].reverse());
     });
   });
