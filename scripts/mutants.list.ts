@@ -811,6 +811,14 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/query-edges.test.ts#cursor with other filters'],
   },
   {
+    id: 'title-sort-byte-order',
+    breaks: 'sort=title puts an accented initial with its letter (ICU root collation), not after "z"',
+    file: 'src/store/tasks.ts',
+    find: '  icu ? `lower(${text} COLLATE "und-x-icu")` : `lower(${text})`;',
+    replace: '  `lower(${text})`;',
+    tests: ['test/integration/query-edges.test.ts#accented initials'],
+  },
+  {
     id: 'dapr-bulk-letter-left-to-daprd',
     breaks:
       "nothing lost on Dapr: a bulk entry's dead letter is written by the app (held until written), not answered DROP",
