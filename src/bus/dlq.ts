@@ -132,12 +132,14 @@ export async function replayDeadLetters(
   group: string,
   opts: { ids?: readonly string[]; pageSize?: number; onPage?: (replayedSoFar: number) => void } = {},
 ): Promise<ReplayOutcome> {
-  if (opts.ids) return replayPage(bus, group, opts.ids, Infinity);
+  // An event dead-lettered more than once is sent once, whichever pages its letters are in.
+  const sent = new Set<string>();
+  if (opts.ids) return replayPage(bus, group, opts.ids, Infinity, sent);
   const pageSize = opts.pageSize ?? REPLAY_PAGE;
   const all: ReplayOutcome = { replayed: [], notEvents: [], noSource: [], missing: [] };
   let last: string | undefined;
   for (;;) {
-    const page = await replayPage(bus, group, undefined, pageSize);
+    const page = await replayPage(bus, group, undefined, pageSize, sent);
     // A full page read from where the last one began: the cursor did not move (it would replay it for good).
     const from = [...page.cursor].join();
     if (from === last) throw new Error(`the replay position of ${dlqTopic(group)} did not move`);
@@ -156,6 +158,7 @@ async function replayPage(
   group: string,
   ids: readonly string[] | undefined,
   limit: number,
+  seen: Set<string>,
 ): Promise<ReplayOutcome & { read: number; cursor: Offsets }> {
   const { admin } = bus;
   // By id: any retained letter, replayed before or not.
@@ -165,7 +168,6 @@ async function replayPage(
   const notEvents = letters.filter((d) => d.event.type === UNDECODABLE_EVENT_TYPE);
   const noSource = letters.filter((d) => d.event.type !== UNDECODABLE_EVENT_TYPE && !d.source.topic);
   if (missing.length) return { replayed: [], notEvents, noSource, missing, read: read.length, cursor };
-  const seen = new Set<string>();
   const unique = letters.filter(
     (d) =>
       d.source.topic &&
