@@ -27,3 +27,7 @@ export function canonicalTimeZone(tz: string): string | null {
     return null;
   }
 }
+
+/** Whether two instants (a Date, or an ISO 8601 string) are the same moment; null only equals null. */
+export const sameInstant = (a: Date | string | null, b: Date | string | null): boolean =>
+  a === null || b === null ? a === b : new Date(a).getTime() === new Date(b).getTime();

@@ -4,6 +4,7 @@
  */
 import { isOffsetSpec } from '../../domain/task.ts';
 import { seriesAnchor, type Recurrence } from '../../domain/recurrence.ts';
+import { sameInstant } from '../../domain/time.ts';
 import type { Queryable } from '../../store/db.ts';
 
 export interface SeriesState {
@@ -99,9 +100,6 @@ export interface SeriesStart {
   /** The stored series does not say this (none yet, an edited rule, a moved due date): it is rewritten. */
   changed: boolean;
 }
-
-const sameInstant = (a: string | null, b: string | null) =>
-  a === null || b === null ? a === b : Date.parse(a) === Date.parse(b);
 
 /**
  * Where the series goes on from `o`, given `planned`, the due date the series gave it (the ledger's; undefined

@@ -15,6 +15,7 @@ import {
   type ReminderStatus,
   snoozedAhead,
 } from '../../domain/reminders.ts';
+import { sameInstant } from '../../domain/time.ts';
 import type { Queryable, Tx } from '../../store/db.ts';
 import { eventWrite, runWithEvents } from '../../store/outbox.ts';
 import { DEFAULT_REMINDERS } from '../../store/user-settings.ts';
@@ -329,9 +330,6 @@ interface KnownTask {
   version: number;
   deleted: boolean;
 }
-
-const sameInstant = (a: Date | string | null, b: Date | null) =>
-  a === null || b === null ? a === b : new Date(a).getTime() === b.getTime();
 
 const isoOrNull = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
 
