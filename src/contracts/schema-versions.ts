@@ -56,6 +56,19 @@ export function schemaProblems(dir = PUBLISHED_DIR): SchemaProblem[] {
     const current = publishedSchema(type);
     const latest = versions.at(-1) ?? 0;
     const invalid = (message: string) => out.push({ type, kind: 'invalid', message });
+    // Each published version read once (the checks below compare every pair).
+    const published = new Map(versions.map((v) => [v, readPublished(dir, type, v)]));
+    /** The current schema against each published version up to `upTo`; how many problems it reported. */
+    const againstPublished = (upTo: number, as: string) => {
+      let problems = 0;
+      for (const [v, schema] of published)
+        if (v <= upTo)
+          for (const p of compat(schema, current, compatibility)) {
+            invalid(`${type} v${v} -> ${as}: ${p}`);
+            problems++;
+          }
+      return problems;
+    };
     if (version < latest)
       invalid(`${type}: version ${version} is older than the published v${latest}; versions only go up`);
     else if (version > latest + 1)
@@ -64,35 +77,24 @@ export function schemaProblems(dir = PUBLISHED_DIR): SchemaProblem[] {
       // Against every published version, not only the last (transitive): events of each are still on the
       // topics and in dead-letter topics (30 days), and a field removed in one version and re-added with
       // another type in the next passed two checks of neighbours while the oldest events failed the newest.
-      let problems = 0;
-      for (const v of versions)
-        for (const p of compat(readPublished(dir, type, v), current, compatibility)) {
-          invalid(`${type} v${v} -> v${version}: ${p}`);
-          problems++;
-        }
-      if (!problems)
+      if (!againstPublished(latest, `v${version}`))
         out.push({
           type,
           kind: 'unpublished',
           message: `${type}: v${version} is not published yet; run \`taskflow schemas publish\` to publish v${version}`,
         });
-    } else if (text(readPublished(dir, type, version)) !== text(current)) {
-      let problems = 0;
-      for (const v of versions.filter((v) => v <= version))
-        for (const p of compat(readPublished(dir, type, v), current, compatibility)) {
-          invalid(`${type} v${v} -> (changed): ${p}`);
-          problems++;
-        }
-      if (!problems)
+    } else if (text(published.get(version)!) !== text(current)) {
+      if (!againstPublished(version, '(changed)'))
         invalid(
           `${type}: the schema changed compatibly but is still called v${version}; set its version to ${version + 1} and run \`taskflow schemas publish\``,
         );
     }
     // The history itself: every published version compatible with every one before it (transitive).
-    for (let j = 1; j < versions.length; j++)
+    const history = [...published];
+    for (let j = 1; j < history.length; j++)
       for (let i = 0; i < j; i++) {
-        const [a, b] = [versions[i]!, versions[j]!];
-        for (const p of compat(readPublished(dir, type, a), readPublished(dir, type, b), compatibility))
+        const [[a, older], [b, newer]] = [history[i]!, history[j]!];
+        for (const p of compat(older, newer, compatibility))
           invalid(`${type} v${a} -> v${b} (published): ${p}`);
       }
   }
