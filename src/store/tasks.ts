@@ -104,15 +104,15 @@ const SORT_EXPR = {
   priority: { asc: 'priority_rank', desc: 'priority_rank' },
   created: { asc: 'created_at', desc: 'created_at' },
   updated: { asc: 'updated_at', desc: 'updated_at' },
-  title: { asc: 'lower(title)', desc: 'lower(title)' },
 } as const;
 
 /**
- * A title's sort key: in ICU's root collation where the database has it (PGlite and PostgreSQL built with ICU),
- * so "Äpfel" sorts with the a's and "École" with the e's, and case folds beyond ASCII; the database's own
- * collation otherwise (in C, the byte order put every accented initial after "z").
+ * A title's sort key (`text`: the column or a cursor's value): in ICU's root collation where the database has
+ * it (PGlite and PostgreSQL built with ICU), so "Äpfel" sorts with the a's and "École" with the e's, and case
+ * folds beyond ASCII; the database's own collation otherwise (in C, the byte order put every accented initial
+ * after "z").
  */
-const titleKey = (icu: boolean) => (text: string) =>
+const titleKey = (text: string, icu: boolean) =>
   icu ? `lower(${text} COLLATE "und-x-icu")` : `lower(${text})`;
 
 /** Whether each database has ICU's root collation, asked once (a failed ask is asked again next time). */
@@ -600,15 +600,15 @@ export class TaskStore {
         `(search @@ (${everyWord}) OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
       );
     }
-    const key = q.sort === 'title' ? titleKey(await hasIcu(this.db)) : undefined;
-    const expr = key ? key('title') : SORT_EXPR[q.sort][q.order];
+    const icu = q.sort === 'title' && (await hasIcu(this.db));
+    const expr = q.sort === 'title' ? titleKey('title', icu) : SORT_EXPR[q.sort][q.order];
     const cmp = q.order === 'asc' ? '>' : '<';
     if (q.cursor) {
       const value =
         q.sort === 'priority'
           ? `${p(q.cursor.v)}::smallint`
-          : key
-            ? key(`${p(q.cursor.v)}::text`)
+          : q.sort === 'title'
+            ? titleKey(`${p(q.cursor.v)}::text`, icu)
             : `${p(q.cursor.v)}::timestamptz`;
       where.push(`(${expr}, id) ${cmp} (${value}, ${p(q.cursor.id)}::uuid)`);
     }
