@@ -133,13 +133,13 @@ export async function replayDeadLetters(
   opts: { ids?: readonly string[]; pageSize?: number; onPage?: (replayedSoFar: number) => void } = {},
 ): Promise<ReplayOutcome> {
   // An event dead-lettered more than once is sent once, whichever pages its letters are in.
-  const sent = new Set<string>();
-  if (opts.ids) return replayPage(bus, group, opts.ids, Infinity, sent);
+  const seen = new Set<string>();
+  if (opts.ids) return replayPage(bus, group, opts.ids, Infinity, seen);
   const pageSize = opts.pageSize ?? REPLAY_PAGE;
   const all: ReplayOutcome = { replayed: [], notEvents: [], noSource: [], missing: [] };
   let last: string | undefined;
   for (;;) {
-    const page = await replayPage(bus, group, undefined, pageSize, sent);
+    const page = await replayPage(bus, group, undefined, pageSize, seen);
     // A full page read from where the last one began: the cursor did not move (it would replay it for good).
     const from = [...page.cursor].join();
     if (from === last) throw new Error(`the replay position of ${dlqTopic(group)} did not move`);
@@ -158,6 +158,7 @@ async function replayPage(
   group: string,
   ids: readonly string[] | undefined,
   limit: number,
+  /** Event ids sent by the replay so far (a later page's letter of one is not sent again). */
   seen: Set<string>,
 ): Promise<ReplayOutcome & { read: number; cursor: Offsets }> {
   const { admin } = bus;

@@ -34,9 +34,10 @@ export const fromThisMachine = (req: FastifyRequest): boolean =>
 /**
  * The part of a client's address that names the client, for per-address limits: an IPv4 address as it is,
  * an IPv6 address's /64 (`2001:db8:1:2::/64`), an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, as a
- * dual-stack socket reports an IPv4 client) and a NAT64 one (`64:ff9b::192.0.2.1`) as its IPv4 address. A network is given a /64 and its hosts
- * pick any address in it (privacy addresses change by the hour): keyed by the whole address, a client took a
- * new one for each try and was never limited. Anything else (not an address) is returned as it is.
+ * dual-stack socket reports an IPv4 client) and a NAT64 one (`64:ff9b::192.0.2.1`) as its IPv4 address. A
+ * network is given a /64 and its hosts pick any address in it (privacy addresses change by the hour): keyed
+ * by the whole address, a client took a new one for each try and was never limited. Anything else (not an
+ * address) is returned as it is.
  */
 export function clientPrefix(address: string): string {
   const bare = address.split('%')[0]!; // a zone (fe80::1%eth0) is not part of the address

@@ -509,14 +509,14 @@ const PRESSURE_SAMPLE_MS = 250;
  */
 const PRESSURE_GRACE_MS = 3_000;
 
-/**
- * A header parameter's quoted-string (RFC 9110 section 5.6.4): `"` and `\` escaped, control characters dropped
- * (an error's text may quote what the client sent).
- */
 /** A route path (`/api/tasks/:id`) as regular-expression source: literal text, each `:name` one segment. */
 export const routePattern = (route: string): string =>
   route.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:\w+/g, '[^/]+');
 
+/**
+ * A header parameter's quoted-string (RFC 9110 section 5.6.4): `"` and `\` escaped, control characters dropped
+ * (an error's text may quote what the client sent).
+ */
 export const quotedString = (text: string): string =>
   // eslint-disable-next-line no-control-regex
   `"${text.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '').replace(/["\\]/g, '\\$&')}"`;

@@ -187,8 +187,9 @@ export class EventCodec {
    * Fetches the writer schema of every Avro value not seen before, once per id. A registry that cannot be
    * reached is tried again with backoff (the records wait: nothing is dead-lettered for an outage; see
    * `registryWaits`); an id the registry does not have, or a schema that is not Avro or that avsc cannot
-   * build, makes those records undecodable (dead-lettered with the reason, the partition reads on). Without a registry, `hold` (a consumer) waits
-   * until `signal` aborts, logging why; otherwise (reading a topic to show it) the records are undecodable.
+   * build, makes those records undecodable (dead-lettered with the reason, the partition reads on). Without a
+   * registry, `hold` (a consumer) waits until `signal` aborts, logging why; otherwise (reading a topic to show
+   * it) the records are undecodable.
    */
   async prepareDecode(
     records: readonly RawRecord[],
