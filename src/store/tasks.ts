@@ -383,12 +383,13 @@ export class TaskStore {
     );
   }
 
-  async get(userId: string, id: string, q: Queryable = this.db): Promise<Task> {
+  /** The user's task; `forUpdate` locks its row until `q`'s transaction ends. */
+  async get(userId: string, id: string, q: Queryable = this.db, forUpdate = false): Promise<Task> {
     if (!isUuid(id)) throw new NotFoundError();
-    const r = await q.query<TaskRow>(`SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2`, [
-      id,
-      userId,
-    ]);
+    const r = await q.query<TaskRow>(
+      `SELECT ${COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2${forUpdate ? ' FOR UPDATE' : ''}`,
+      [id, userId],
+    );
     if (!r.rows[0]) throw new NotFoundError();
     return toTask(r.rows[0]);
   }

@@ -272,6 +272,63 @@ for (const backend of backends) {
       assert.equal((await app.call('paul', 'GET', `/api/tasks/${eNext.id}`)).body.title, 'E, moved');
     });
 
+    it(
+      'a reopen committed while the service waits for the series: the completion it took back makes nothing',
+      { skip: backend.name === 'pglite' && 'PGlite has one connection: nothing interleaves' },
+      async () => {
+        const f = await create('quinn', {
+          title: 'F',
+          due_date: '2026-03-02T09:00:00Z',
+          recurrence: 'daily',
+        });
+        await complete('quinn', f.id);
+        const [, second] = await waitForSeries('quinn', f.id, 2);
+        await settle();
+        // The service reads the completed task, then waits here for the series (held by this test) while the
+        // reopen commits; then it goes on.
+        let release!: () => void;
+        const holding = new Promise<void>((resolve) => (release = resolve));
+        let held!: () => void;
+        const locked = new Promise<void>((resolve) => (held = resolve));
+        const holder = db.transaction(async (tx) => {
+          await tx.query('SELECT 1 FROM recurrence_series WHERE series_id = $1 FOR UPDATE', [f.id]);
+          held();
+          await holding;
+        });
+        try {
+          await locked;
+          await complete('quinn', second.id);
+          await waitFor(
+            async () =>
+              Number(
+                (
+                  await db.query<{ n: string }>(
+                    `SELECT count(*)::text AS n FROM pg_stat_activity
+                      WHERE wait_event_type = 'Lock' AND query LIKE '%FROM recurrence_series%FOR UPDATE%'
+                        AND pid <> pg_backend_pid()`,
+                  )
+                ).rows[0]!.n,
+              ) > 0,
+            15_000,
+            'the recurrence service waiting for the series',
+          );
+          assert.equal((await app.call('quinn', 'POST', `/api/tasks/${second.id}/reopen`)).status, 200);
+        } finally {
+          release();
+          await holder;
+        }
+        await settle();
+        assert.deepEqual(
+          (await seriesTasks('quinn', f.id)).map((t) => [t.id, t.status]),
+          [
+            [f.id, 'completed'],
+            [second.id, 'pending'],
+          ],
+          'the completion taken back by the reopen made nothing',
+        );
+      },
+    );
+
     it('ends a series when COUNT is exhausted, and records the end', async () => {
       const root = await create('cora', {
         title: 'Three times',

@@ -83,23 +83,37 @@ async function nextOccurrenceOf(
   eventTime: string,
   traceparent: string,
 ): Promise<void> {
-  const current = await store.get(completed.user_id, completed.id, tx).catch((err: unknown) => {
-    if (err instanceof NotFoundError) return null; // deleted since: the series goes on
-    throw err;
-  });
+  const read = (forUpdate: boolean) =>
+    store.get(completed.user_id, completed.id, tx, forUpdate).catch((err: unknown) => {
+      if (err instanceof NotFoundError) return null; // deleted since: the series goes on
+      throw err;
+    });
+  const seen = await read(false);
   // Reopened before this completion was handled: the completion was taken back, it creates nothing.
+  if (seen?.status === 'pending') return;
+  const first = seen ?? completed;
+  if (!first.recurrence || !first.series_id) return; // its rule removed before it was completed again
+  const seriesId = first.series_id; // set once, never changed
+  const locked = await lockSeries(tx, {
+    seriesId,
+    userId: first.user_id,
+    rule: first.recurrence,
+    anchor: seriesAnchor(first.due_date, first.completed_at ?? eventTime),
+  });
+  // Read again under the task's row lock, taken after the series' (the order a skip takes them in): a reopen
+  // that committed since the read above is seen here, and one that comes later waits for this transaction and
+  // then takes the next occurrence made here back. Unlocked, a reopen between the two reads left the series
+  // with two pending occurrences.
+  const current = seen ? await read(true) : null;
   if (current?.status === 'pending') return;
   // Changed since (reopened, edited and completed again): the task as it is now goes on, not this event's
   // older version (its rule and due date were taken back). The event of the later completion then finds the
   // next occurrence made: one, made once.
   const done = current ?? completed;
-  if (!done.recurrence || !done.series_id) return; // its rule removed before it was completed again
+  if (!done.recurrence) return; // its rule removed meanwhile
   const rule = done.recurrence;
-  const seriesId = done.series_id;
   const completedAt = done.completed_at ?? eventTime;
   const log = () => rt.log.child({ task_id: done.id, series_id: seriesId });
-  const anchor = seriesAnchor(done.due_date, completedAt);
-  const locked = await lockSeries(tx, { seriesId, userId: done.user_id, rule, anchor });
   if (await successorOf(tx, done.id)) return; // this occurrence already has its successor
   const index = await occurrenceIndex(tx, seriesId, done.id, done.due_date);
   const series = await adoptSeries(tx, locked, { taskId: done.id, rule, due: done.due_date }, completedAt);
