@@ -1,8 +1,18 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { createRecord, createRecordsBatch } from '@platformatic/kafka';
+import {
+  MultipleErrors,
+  NetworkError,
+  ProtocolError,
+  TimeoutError,
+  UnexpectedCorrelationIdError,
+  UserError,
+  createRecord,
+  createRecordsBatch,
+} from '@platformatic/kafka';
 import { JSON_CODEC } from '../../src/bus/kafka/codec.ts';
 import { MAX_REQUEST_BYTES, chunkBySize, recordSizeBound } from '../../src/bus/kafka/index.ts';
+import { mayHaveBeenWritten } from '../../src/bus/kafka/publisher.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 it('splits a batch into ordered chunks under the size limit', () => {
@@ -81,4 +91,39 @@ it("splits the contract test's 1.8 MB batch of one key into two requests", () =>
     return { key: 'big-batch', ...JSON_CODEC.encode(event) };
   });
   assert.equal(chunkBySize(records, MAX_REQUEST_BYTES, recordSizeBound).length, 2);
+});
+
+it('a failed send may have written its records unless every error in it is a refusal the broker answered', () => {
+  const refused = (id: string) => new ProtocolError(id);
+  // Refusals: nothing was written; the producer and its sequence numbers stay.
+  assert.equal(mayHaveBeenWritten(refused('MESSAGE_TOO_LARGE')), false);
+  assert.equal(mayHaveBeenWritten(refused('UNKNOWN_TOPIC_OR_PARTITION')), false);
+  assert.equal(
+    mayHaveBeenWritten(
+      new MultipleErrors('two partitions', [refused('NOT_LEADER_OR_FOLLOWER'), refused('INVALID_RECORD')]),
+    ),
+    false,
+  );
+  assert.equal(mayHaveBeenWritten(new UserError('Cannot close producer while producing messages.')), false);
+  // The leader appended, then answered an error (min.insync.replicas lost meanwhile): written, whatever its text.
+  assert.equal(mayHaveBeenWritten(refused('NOT_ENOUGH_REPLICAS_AFTER_APPEND')), true);
+  assert.equal(mayHaveBeenWritten(refused('REQUEST_TIMED_OUT')), true);
+  assert.equal(mayHaveBeenWritten(refused('OUT_OF_ORDER_SEQUENCE_NUMBER')), true);
+  // No answer, or one the client could not pair: may be written.
+  assert.equal(mayHaveBeenWritten(new TimeoutError('Request timed out after 30000ms')), true);
+  assert.equal(mayHaveBeenWritten(new UnexpectedCorrelationIdError('Unexpected correlation ID 17')), true);
+  assert.equal(mayHaveBeenWritten(new NetworkError('Connection to 127.0.0.1:9092 lost')), true);
+  assert.equal(
+    mayHaveBeenWritten(
+      new MultipleErrors('retried', [refused('NOT_LEADER_OR_FOLLOWER'), new TimeoutError('x')]),
+    ),
+    true,
+  );
+  // An error this code does not know: may be written (a new producer costs one request; a kept one, records).
+  assert.equal(mayHaveBeenWritten(new Error('something new')), true);
+  assert.equal(mayHaveBeenWritten('a string'), true);
+  assert.equal(
+    mayHaveBeenWritten(new Error('Kafka publish failed', { cause: refused('MESSAGE_TOO_LARGE') })),
+    false,
+  );
 });

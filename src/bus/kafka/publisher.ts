@@ -85,9 +85,49 @@ export function chunkBySize<T>(messages: readonly T[], limit: number, sizeOf: (m
   return chunks;
 }
 
-/** A failure after which the records may be on the broker all the same: no answer, or a lost connection. */
-const MAY_HAVE_BEEN_WRITTEN =
-  /timed? ?out|timeout|ECONNRESET|EPIPE|ECONNREFUSED|ETIMEDOUT|closed|disconnect|socket|network|out of order sequence/i;
+/**
+ * Produce errors the broker answered that wrote nothing of the request: the records were refused whole. Its
+ * own timeout (REQUEST_TIMED_OUT) and NOT_ENOUGH_REPLICAS_AFTER_APPEND are not here: both come after the
+ * leader appended.
+ */
+const REFUSALS = new Set([
+  'CORRUPT_MESSAGE',
+  'INVALID_RECORD',
+  'INVALID_REQUIRED_ACKS',
+  'INVALID_TIMESTAMP',
+  'INVALID_TOPIC_EXCEPTION',
+  'LEADER_NOT_AVAILABLE',
+  'MESSAGE_TOO_LARGE',
+  'NOT_ENOUGH_REPLICAS',
+  'NOT_LEADER_OR_FOLLOWER',
+  'RECORD_LIST_TOO_LARGE',
+  'TOPIC_AUTHORIZATION_FAILED',
+  'CLUSTER_AUTHORIZATION_FAILED',
+  'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
+  'UNKNOWN_TOPIC_OR_PARTITION',
+  'UNSUPPORTED_FOR_MESSAGE_FORMAT',
+]);
+
+/**
+ * Whether a failed send may have written its records all the same: unless every error in it is a refusal the
+ * broker answered (REFUSALS) or the client's own check before sending, it may (no answer, a lost connection,
+ * a sequence out of order, or an error this list does not know). Decided by the client's error codes, not
+ * their text: a failure told wrongly as a refusal would keep a producer whose next send the broker drops.
+ */
+export function mayHaveBeenWritten(err: unknown): boolean {
+  const seen = new Set<unknown>();
+  const walk = (e: unknown): boolean => {
+    if (!e || typeof e !== 'object') return true;
+    if (seen.has(e)) return false;
+    seen.add(e);
+    const x = e as { code?: unknown; apiId?: unknown; errors?: unknown; cause?: unknown };
+    if (x.code === 'PLT_KFK_PROTOCOL') return !REFUSALS.has(String(x.apiId));
+    if (x.code === 'PLT_KFK_USER' || x.code === 'PLT_KFK_UNSUPPORTED_FORMAT') return false;
+    const inner = [...(Array.isArray(x.errors) ? x.errors : []), ...(x.cause ? [x.cause] : [])];
+    return inner.length === 0 || inner.some(walk);
+  };
+  return walk(err);
+}
 
 export class KafkaPublisher implements Publisher {
   private producer: Producer<string, Buffer, string, string>;
@@ -162,7 +202,7 @@ export class KafkaPublisher implements Publisher {
         // of another count refused as out of order for good. The next sends go through a new producer, with a
         // new producer id and its own sequence; what the failed one wrote, the relay finds on the bus (docs/adr/
         // 0010). Not for a refusal (a record too large, a topic unknown): nothing of it was written.
-        if (this.producer === producer && !this.closed && MAY_HAVE_BEEN_WRITTEN.test(described)) {
+        if (this.producer === producer && !this.closed && mayHaveBeenWritten(err)) {
           this.producer = this.newProducer();
           this.retired.add(producer);
         }
