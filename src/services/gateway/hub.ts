@@ -55,10 +55,20 @@ export const MAX_CLIENT_MESSAGES = 50;
 const MESSAGE_WINDOW_MS = 10_000;
 
 const EXPIRED = 'token expired; reconnect with a fresh token';
+const SHUTTING_DOWN = 'server shutting down';
+const TOO_MANY = 'too many connections for this user';
+
+/** Why a socket is refused: the close code and reason it gets. */
+export interface Refusal {
+  code: number;
+  reason: string;
+}
 
 export class Hub {
   private readonly byUser = new Map<string, Set<Connection>>();
   private readonly all = new Set<Connection>();
+  /** Upgrades of each user admitted (`admit`) whose socket is not accepted yet: they count against the limit. */
+  private readonly admitted = new Map<string, number>();
   readonly buffer: ReplayBuffer;
   private heartbeat: NodeJS.Timeout | undefined;
   private closing = false;
@@ -124,13 +134,36 @@ export class Hub {
   }
 
   /**
+   * Holds one of `user`'s connections for an upgrade until `release` (idempotent), which the upgrade calls
+   * when its socket is accepted or it fails; else why `accept` would refuse the socket. What the upgrade
+   * spends meanwhile (a ticket) then buys a socket that concurrent upgrades of the user cannot take.
+   */
+  admit(user: string): { release: () => void } | Refusal {
+    if (this.closing) return { code: CLOSE.goingAway, reason: SHUTTING_DOWN };
+    const held = this.admitted.get(user) ?? 0;
+    if ((this.byUser.get(user)?.size ?? 0) + held >= this.opts.maxConnectionsPerUser)
+      return { code: CLOSE.policy, reason: TOO_MANY };
+    this.admitted.set(user, held + 1);
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        const left = (this.admitted.get(user) ?? 1) - 1;
+        if (left > 0) this.admitted.set(user, left);
+        else this.admitted.delete(user);
+      },
+    };
+  }
+
+  /**
    * A new authenticated socket; `since`: the last sequence the client has (resume), if any; `expiresAt`: when
    * its token expires (ms), after which it is closed with 1008 within a heartbeat; `head`: the user's latest
    * sequence as committed, read when the buffer holds nothing of the user (`knows`).
    */
   accept(ws: WebSocket, user: string, since: number | undefined, expiresAt = Infinity, head?: number): void {
     if (this.closing) {
-      ws.close(CLOSE.goingAway, 'server shutting down');
+      ws.close(CLOSE.goingAway, SHUTTING_DOWN);
       return;
     }
     if (expiresAt <= Date.now()) {
@@ -139,7 +172,7 @@ export class Hub {
     }
     const mine = this.byUser.get(user) ?? new Set<Connection>();
     if (mine.size >= this.opts.maxConnectionsPerUser) {
-      ws.close(CLOSE.policy, 'too many connections for this user');
+      ws.close(CLOSE.policy, TOO_MANY);
       return;
     }
     const latest = this.buffer.latest(user) ?? head ?? null;
@@ -285,7 +318,7 @@ export class Hub {
               resolve();
             });
             try {
-              ws.close(CLOSE.goingAway, 'server shutting down');
+              ws.close(CLOSE.goingAway, SHUTTING_DOWN);
             } catch {
               ws.terminate();
             }

@@ -18,11 +18,11 @@ import type { RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { consumerGroupSource, subscribeWhenReachable } from '../consumer-target.ts';
 import { authenticateOrCharge, authenticatedScope, chargeUser } from '../../http/authenticated.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { Hub } from './hub.ts';
+import { Hub, type Refusal } from './hub.ts';
 import { streamHead } from '../../store/outbox.ts';
 import { within } from '../../wait.ts';
 import { keySequenceStream } from '../../contracts/schemas.ts';
-import { TicketIssuer } from './tickets.ts';
+import { TicketIssuer, type VerifiedTicket } from './tickets.ts';
 
 /** How long an upgrade waits for the user's latest sequence (a database that hangs): then the client resyncs. */
 const HEAD_READ_MS = 2_000;
@@ -91,24 +91,28 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
         },
       });
 
-      const authenticate = async (req: FastifyRequest): Promise<Principal> => {
+      /** The user, and for a ticket how to use it up (the upgrade does last: see onRequest). */
+      const authenticate = async (
+        req: FastifyRequest,
+      ): Promise<{ user: Principal; spend?: VerifiedTicket['spend'] }> => {
         const offered = String(req.headers['sec-websocket-protocol'] ?? '')
           .split(',')
           .map((p) => p.trim());
         const bearer = offered.find((p) => p.startsWith(BEARER_PREFIX));
-        if (bearer) return verify(bearer.slice(BEARER_PREFIX.length));
+        if (bearer) return { user: await verify(bearer.slice(BEARER_PREFIX.length)) };
         const ticket = (req.query as Record<string, unknown>).ticket;
         if (typeof ticket === 'string' && ticket) return tickets.verify(ticket);
         if (Array.isArray(ticket)) throw new AuthError('one ticket only: ?ticket= appears more than once');
         const header = bearerToken(req.headers.authorization);
-        if (header) return verify(header);
+        if (header) return { user: await verify(header) };
         throw new AuthError(
           'missing credentials: the subprotocols taskflow.v1 and bearer.<jwt> (Sec-WebSocket-Protocol: taskflow.v1, bearer.<jwt>), or ?ticket= (POST /api/ws-ticket)',
         );
       };
-      const users = new WeakMap<
+      const upgrades = new WeakMap<
         FastifyRequest,
-        { user: Principal; since: number | undefined; head: number | undefined }
+        | { user: Principal; since: number | undefined; head: number | undefined; release: () => void }
+        | { refused: Refusal }
       >();
 
       await app.register(async (scope) => {
@@ -123,8 +127,9 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
                   reply.header('upgrade', 'websocket'),
                   problem(426, '/ws is a WebSocket: open it with an Upgrade: websocket request'),
                 );
-              // Who first (a 401 before anything about the request), then what it asks.
-              const user = await authenticateOrCharge(app, req, () => authenticate(req));
+              // Who first (a 401 before anything about the request), then what it asks. A ticket is only checked
+              // here and spent last, once nothing refuses the upgrade: a refused client retries with it.
+              const { user, spend } = await authenticateOrCharge(app, req, () => authenticate(req));
               chargeUser(app, user.userId); // an upgrade counts against the user's budget like a request
               const raw = (req.query as Record<string, unknown>).since;
               let since: number | undefined;
@@ -134,26 +139,45 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
                   throw new ValidationError([{ path: 'since', message: 'must be a sequence number' }]);
                 since = Number(raw);
               }
-              // Nothing of the user in the replay buffer (this instance restarted, or trimmed it): the user's
-              // latest sequence as committed tells a client that missed nothing so (hello), and lets it resume
-              // without a reload. Unreadable (the database down), the client resyncs as before.
-              const head = hub.knows(user.userId)
-                ? undefined
-                : await within(
-                    streamHead(rt.db, keySequenceStream('task.changed', user.userId)),
-                    HEAD_READ_MS,
-                    "reading the user's latest sequence",
-                  ).catch((err: unknown) => {
-                    log.warn({ err }, "could not read the user's latest sequence; a resume resyncs");
-                    return undefined;
-                  });
-              users.set(req, { user, since, head });
+              // The user's limit (or a shutdown) refuses with the close accept would send. Admitted, a connection
+              // is held for this upgrade until its socket is accepted: a concurrent upgrade of the user cannot
+              // take it while this one spends its ticket.
+              const admitted = hub.admit(user.userId);
+              if (!('release' in admitted)) return void upgrades.set(req, { refused: admitted });
+              const { release } = admitted;
+              // An upgrade that never reaches the handler (the client went) lets go when its socket closes.
+              req.raw.socket.once('close', release);
+              if (req.raw.socket.destroyed) release();
+              try {
+                // Nothing of the user in the replay buffer (this instance restarted, or trimmed it): the user's
+                // latest sequence as committed tells a client that missed nothing so (hello), and lets it
+                // resume without a reload. Unreadable (the database down), the client resyncs as before.
+                const head = hub.knows(user.userId)
+                  ? undefined
+                  : await within(
+                      streamHead(rt.db, keySequenceStream('task.changed', user.userId)),
+                      HEAD_READ_MS,
+                      "reading the user's latest sequence",
+                    ).catch((err: unknown) => {
+                      log.warn({ err }, "could not read the user's latest sequence; a resume resyncs");
+                      return undefined;
+                    });
+                // Last: nothing refuses the socket after it (a concurrent upgrade with the ticket spent it
+                // first: 401), so a ticket is used by the one upgrade it opens a socket for.
+                if (spend) await authenticateOrCharge(app, req, spend);
+                upgrades.set(req, { user, since, head, release });
+              } catch (err) {
+                release();
+                throw err;
+              }
             },
           },
           (socket, req) => {
-            const auth = users.get(req);
-            if (!auth) return socket.close(1008, 'not authenticated');
-            hub.accept(socket, auth.user.userId, auth.since, auth.user.expiresAt, auth.head);
+            const up = upgrades.get(req);
+            if (!up) return socket.close(1008, 'not authenticated');
+            if ('refused' in up) return socket.close(up.refused.code, up.refused.reason);
+            up.release(); // in the same tick as accept: the held connection becomes this socket
+            hub.accept(socket, up.user.userId, up.since, up.user.expiresAt, up.head);
           },
         );
       });

@@ -27,6 +27,12 @@ export function spendInMemory(): SpendTicket {
   };
 }
 
+/** A valid ticket not used yet: `spend` uses it (AuthError when another upgrade did first). */
+export interface VerifiedTicket {
+  user: Principal;
+  spend(): Promise<void>;
+}
+
 export class TicketIssuer {
   private readonly key: Uint8Array;
 
@@ -59,7 +65,11 @@ export class TicketIssuer {
     return { ticket, expires_in: TICKET_TTL_S };
   }
 
-  async verify(ticket: string): Promise<Principal> {
+  /**
+   * Checks `ticket` without using it: the caller spends it last, once nothing else refuses the upgrade, so a
+   * refused upgrade leaves the ticket to a retry within its 60 s.
+   */
+  async verify(ticket: string): Promise<VerifiedTicket> {
     const now = this.clock.now();
     let payload;
     try {
@@ -78,8 +88,13 @@ export class TicketIssuer {
     // The socket ends with the token: a ticket outliving it opens none.
     if (tokenExp * 1000 <= now.getTime())
       throw new AuthError('the token this ticket was made with has expired; sign in again');
-    if (!(await this.spend(payload.jti, new Date((payload.exp ?? 0) * 1000), now)))
-      throw new AuthError('ticket was already used');
-    return { userId: payload.sub, expiresAt: tokenExp * 1000 };
+    const { jti, exp = 0 } = payload;
+    return {
+      user: { userId: payload.sub, expiresAt: tokenExp * 1000 },
+      spend: async () => {
+        if (!(await this.spend(jti, new Date(exp * 1000), this.clock.now())))
+          throw new AuthError('ticket was already used');
+      },
+    };
   }
 }
