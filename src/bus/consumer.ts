@@ -98,20 +98,45 @@ export const consumeWithRetry = (message: BusMessage, handler: MessageHandler, c
   deliver(consumerPipeline(handler, ctx), message, ctx.group);
 
 /**
- * Hands a run of more than one message, all valid, to the batch handler at once, one CONSUMER span per
- * message (each handed to it as the message's `traceparent`). True when it took effect; false when the run
- * is not one for a batch, or the handler threw and nothing of it took effect.
+ * A delivery's messages as runs, in order: runs of two or more a batch handler can take at once (valid events
+ * of this group's), and each other message alone (one that breaks its schema, of a type this build does not
+ * know, replayed for another group), for the pipeline. A message that cannot go in a batch splits the batch
+ * around it: it sent the whole delivery one by one (a newer build's new type, during a rollout).
+ */
+export function batchRuns(
+  messages: readonly BusMessage[],
+  group: string,
+): { messages: readonly BusMessage[]; batch: boolean }[] {
+  const runs: { messages: readonly BusMessage[]; batch: boolean }[] = [];
+  let start = 0;
+  const close = (end: number) => {
+    if (end > start)
+      runs.push({
+        messages: start === 0 && end === messages.length ? messages : messages.slice(start, end),
+        batch: end - start >= 2,
+      });
+  };
+  messages.forEach((m, i) => {
+    if (eventProblems(m.event).length > 0 || replayedForAnother(m, group)) {
+      close(i);
+      runs.push({ messages: [m], batch: false });
+      start = i + 1;
+    }
+  });
+  close(messages.length);
+  return runs;
+}
+
+/**
+ * Hands a run of `batchRuns` to the batch handler at once, one CONSUMER span per message (each handed to it
+ * as the message's `traceparent`). True when it took effect; false when the handler threw and nothing of it
+ * took effect.
  */
 export async function handledAsBatch(
   messages: readonly BusMessage[],
   batchHandler: BatchHandler,
   ctx: { group: string; log: Logger; hooks?: ConsumeHooks | undefined },
 ): Promise<boolean> {
-  if (
-    messages.length < 2 ||
-    messages.some((m) => eventProblems(m.event).length > 0 || replayedForAnother(m, ctx.group))
-  )
-    return false;
   const spans = messages.map((m) => startSpan(`process ${m.topic}`, consumerSpanOptions(m, ctx.group)));
   const started = performance.now();
   try {
@@ -155,15 +180,28 @@ export function consumer(
 ): (messages: readonly BusMessage[]) => Promise<number> {
   const pipeline = consumerPipeline(handlers.handler, ctx, { deadLetters: handlers.deadLetters });
   const { batchHandler } = handlers;
-  return async (messages) => {
-    if (batchHandler && !ctx.signal?.aborted && (await handledAsBatch(messages, batchHandler, ctx)))
-      return messages.length;
-    for (let i = 0; i < messages.length; i++) {
+  /** The run's messages one at a time from `done` on: how many of the delivery are done after them. */
+  const oneByOne = async (run: readonly BusMessage[], done: number): Promise<number> => {
+    for (let i = 0; i < run.length; i++) {
       // Stopped (shutdown, or the partition went to another member): the rest stays uncommitted, for the
       // partition's next reader.
-      if (ctx.signal?.aborted) return i;
-      if ((await deliver(pipeline, messages[i]!, ctx.group)) === 'aborted') return i;
+      if (ctx.signal?.aborted) return done + i;
+      if ((await deliver(pipeline, run[i]!, ctx.group)) === 'aborted') return done + i;
     }
-    return messages.length;
+    return done + run.length;
+  };
+  return async (messages) => {
+    if (!batchHandler) return oneByOne(messages, 0);
+    let done = 0;
+    for (const run of batchRuns(messages, ctx.group)) {
+      if (run.batch && !ctx.signal?.aborted && (await handledAsBatch(run.messages, batchHandler, ctx))) {
+        done += run.messages.length;
+        continue;
+      }
+      const after = await oneByOne(run.messages, done);
+      if (after < done + run.messages.length) return after;
+      done = after;
+    }
+    return done;
   };
 }

@@ -12,6 +12,7 @@ import Fastify from 'fastify';
 import { DaprPublisher } from '../../src/bus/dapr/publisher.ts';
 import { DaprSubscriber } from '../../src/bus/dapr/subscriber.ts';
 import { createLogger } from '../../src/observability/logger.ts';
+import { taskCreated } from '../helpers/events.ts';
 
 it('a bulk entry with a traceparent fetch cannot send is dead-lettered, not held for good', async () => {
   const letters: string[] = [];
@@ -57,4 +58,43 @@ it('a bulk entry with a traceparent fetch cannot send is dead-lettered, not held
     [{ entryId: 'e1', status: 'SUCCESS' }],
     `sidecar got ${letters.length} request(s)`,
   );
+});
+
+it('a bulk entry a batch cannot take (a newer build type) splits the batch around it, every entry answered', async () => {
+  const s = { httpPort: 1, pubsubName: 'pubsub', bulk: false };
+  const log = createLogger({ level: 'silent' });
+  const app = Fastify();
+  const subscriber = new DaprSubscriber(s, log, app, new DaprPublisher(s, log));
+  const order: string[] = [];
+  const batches: number[] = [];
+  const title = (e: { data: unknown }) => (e.data as { task: { title: string } }).task.title;
+  await subscriber.subscribe({
+    group: 'g',
+    topics: ['task-events'],
+    handler: async (m) => void order.push(`alone ${title(m.event)}`),
+    batchHandler: async (items) => {
+      batches.push(items.length);
+      for (const { message } of items) order.push(`batch ${title(message.event)}`);
+    },
+    batchIntervalMs: 100,
+  });
+  const titles = ['a', 'b', 'newer', 'c', 'd', 'e'];
+  const answer = await subscriber.deliverBulk('g', 'task-events', {
+    entries: titles.map((t, i) => {
+      const event = taskCreated('u1', t);
+      return {
+        entryId: `e${i}`,
+        event: t === 'newer' ? { ...event, type: 'task.archived' } : event,
+        metadata: { __key: 'u1', __partition: '0', __offset: String(i) },
+      };
+    }),
+  });
+  await app.close();
+  await subscriber.close();
+  assert.deepEqual(
+    answer.map((a) => a.status),
+    titles.map(() => 'SUCCESS'),
+  );
+  assert.deepEqual(batches, [2, 3]);
+  assert.deepEqual(order, ['batch a', 'batch b', 'batch c', 'batch d', 'batch e']);
 });

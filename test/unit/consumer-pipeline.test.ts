@@ -203,6 +203,41 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
     assert.match(letters[0]!.headers![DLQ_HEADERS.error]!, /^invalid event: \/data\/task\/status/);
   });
 
+  it('a message a batch cannot take splits the batch around it, in order (it sent the whole run one by one)', async () => {
+    const { ctx, letters } = context();
+    const order: string[] = [];
+    const batches: number[] = [];
+    const titled = (title: string, type = 'task.created') =>
+      message({ ...taskCreated('ada', title), type, dataschema: `urn:taskflow:schema:${type}:v1` });
+    const broken = titled('x');
+    (broken.event.data as { task: { status: string } }).task.status = 'archived';
+    const run = [
+      titled('a'),
+      titled('b'),
+      titled('newer', 'task.archived'), // passed by
+      titled('c'),
+      titled('d'),
+      broken, // dead-lettered
+      titled('e'), // alone: a run of one
+    ];
+    const done = await consumer(
+      {
+        handler: async (m) =>
+          void order.push(`alone ${(m.event.data as { task: { title: string } }).task.title}`),
+        batchHandler: async (items) => {
+          batches.push(items.length);
+          for (const { message: m } of items)
+            order.push(`batch ${(m.event.data as { task: { title: string } }).task.title}`);
+        },
+      },
+      ctx,
+    )(run);
+    assert.equal(done, run.length);
+    assert.deepEqual(batches, [2, 2]);
+    assert.deepEqual(order, ['batch a', 'batch b', 'batch c', 'batch d', 'alone e']);
+    assert.equal(letters.length, 1, 'the broken one dead-lettered');
+  });
+
   it('keeps retrying past maxAttempts while a dependency is unavailable', async () => {
     const { ctx, letters } = context();
     let calls = 0;

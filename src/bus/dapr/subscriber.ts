@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { dlqTopic } from '../../contracts/topics.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ConsumeHooks } from '../consumer.ts';
-import { DEFAULT_MAX_BATCH, handledAsBatch } from '../consumer.ts';
+import { DEFAULT_MAX_BATCH, batchRuns, handledAsBatch } from '../consumer.ts';
 import {
   Aborted,
   compose,
@@ -315,22 +315,28 @@ export class DaprSubscriber implements Subscriber {
     entries: BulkEntry[],
   ): Promise<{ entryId: string; status: DaprStatus }[]> {
     const statuses = new Map<string, DaprStatus>();
-    const parsed = entries.map((e) => ({
-      entry: e,
-      message: this.messageOf(sub, e.event, e.metadata ?? {}),
-    }));
-    const messages = parsed.map((p) => p.message);
-    if (sub.bulk && (await handledAsBatch(messages, sub.bulk.batchHandler, { ...sub, log: this.log }))) {
-      for (const p of parsed) statuses.set(p.entry.entryId, 'SUCCESS');
-    }
+    const entryOf = new Map<BusMessage, string>();
+    for (const e of entries) entryOf.set(this.messageOf(sub, e.event, e.metadata ?? {}), e.entryId);
+    const messages = [...entryOf.keys()];
+    // In order: a run a batch takes at once, the others' messages (and a failed batch's) one by one; after a
+    // RETRY the rest is RETRY too, so daprd redelivers from there and the topic's order holds.
+    const runs = sub.bulk
+      ? batchRuns(messages, sub.group)
+      : messages.map((m) => ({ messages: [m], batch: false }));
     let blocked = false;
-    for (const p of parsed) {
-      if (statuses.has(p.entry.entryId)) continue;
-      const status = blocked
-        ? 'RETRY'
-        : await this.handle(sub, p.message, sub.entryPipeline, sub.entryLettersHere);
-      if (status === 'RETRY') blocked = true;
-      statuses.set(p.entry.entryId, status);
+    for (const run of runs) {
+      if (!blocked && run.batch && sub.bulk) {
+        const { batchHandler } = sub.bulk;
+        if (await handledAsBatch(run.messages, batchHandler, { ...sub, log: this.log })) {
+          for (const m of run.messages) statuses.set(entryOf.get(m)!, 'SUCCESS');
+          continue;
+        }
+      }
+      for (const m of run.messages) {
+        const status = blocked ? 'RETRY' : await this.handle(sub, m, sub.entryPipeline, sub.entryLettersHere);
+        if (status === 'RETRY') blocked = true;
+        statuses.set(entryOf.get(m)!, status);
+      }
     }
     return entries.map((e) => ({ entryId: e.entryId, status: statuses.get(e.entryId) ?? 'RETRY' }));
   }
