@@ -2,7 +2,10 @@
  * Dead-letter inspection and replay, the same for every transport (`taskflow dlq list|show|replay`).
  * Replay publishes the original event, unchanged (same id), back to its source topic with a header naming the
  * group (REPLAY_FOR_HEADER): that group handles it again, the others pass it by (and would skip it by its id
- * anyway while their dedupe ledgers remember it: consumers are idempotent).
+ * anyway while their dedupe ledgers remember it: consumers are idempotent). On Kafka it is the letter's record
+ * as received (value, content type and ce_* headers), not the event this build decoded from it: a build older
+ * than its producer reads an Avro value without the newer fields, and would write a JSON one as Avro of its own
+ * version. The embedded bus and Dapr keep the event whole (JSON) and publish it.
  *
  * The dead-letter topic is a log, so a replayed letter stays in it. How far a group's letters were replayed is a
  * cursor on it: the positions of a consumer group no process consumes with (dlqReplayCursor), committed after the
@@ -18,6 +21,7 @@ import {
   type Bus,
   type BusAdmin,
   type Offsets,
+  type OutgoingMessage,
   type StoredMessage,
 } from './types.ts';
 
@@ -54,6 +58,12 @@ const toDeadLetter = (group: string, m: StoredMessage, cursor: Offsets): DeadLet
   replayed: BigInt(m.offset) < (cursor.get(m.partition) ?? 0n),
 });
 
+/**
+ * The record of a letter as received, where the transport keeps it (StoredMessage.rawValue: Kafka), which a
+ * replay sends as it is. Beside DeadLetter, which `dlq list --json` and `dlq show` print.
+ */
+const received = new WeakMap<DeadLetter, NonNullable<OutgoingMessage['asReceived']>>();
+
 /** How far the dead letters of `group` were replayed, by partition of its dead-letter topic. */
 export const replayCursor = (admin: BusAdmin, group: string): Promise<Offsets> =>
   admin.committedOffsets(dlqReplayCursor(group), dlqTopic(group));
@@ -81,7 +91,12 @@ async function readLetters(
     limit: opts.limit,
     ...(opts.all ? {} : { from: cursor }),
   });
-  return { cursor, letters: read.map((m) => toDeadLetter(group, m, cursor)) };
+  const letters = read.map((m) => {
+    const d = toDeadLetter(group, m, cursor);
+    if (m.rawValue) received.set(d, { value: m.rawValue, headers: m.headers });
+    return d;
+  });
+  return { cursor, letters };
 }
 
 /**
@@ -177,12 +192,17 @@ async function replayPage(
       seen.add(d.event.id),
   );
   await bus.publisher.publish(
-    unique.map((d) => ({
-      topic: d.source.topic,
-      key: d.key,
-      event: d.event,
-      headers: { [REPLAY_FOR_HEADER]: group },
-    })),
+    unique.map((d) => {
+      // Its value and event headers (content type, schema id, ce_*) as written, without the failure headers.
+      const asReceived = received.get(d);
+      return {
+        topic: d.source.topic,
+        key: d.key,
+        event: d.event,
+        headers: { [REPLAY_FOR_HEADER]: group },
+        ...(asReceived ? { asReceived } : {}),
+      };
+    }),
   );
   // Without ids, all it read (kept ones were reported); with ids, the letters of the events it sent.
   const sent = new Set(unique.map((d) => d.event.id));

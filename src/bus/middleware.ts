@@ -338,8 +338,8 @@ export const publishDeadLetter =
             key: message.key,
             event: message.event,
             headers,
-            // The record's bytes where decoding did not keep all of it (Avro of a newer version): the letter
-            // keeps the whole event for a replay after the upgrade.
+            // The record's bytes where the transport keeps them (Kafka): the letter keeps the whole event (an
+            // Avro value of a newer version was read without its new fields) for a replay after the upgrade.
             ...(message.rawValue
               ? { asReceived: { value: message.rawValue, headers: message.headers } }
               : {}),

@@ -23,8 +23,9 @@ export interface OutgoingMessage {
   headers?: Record<string, string>;
   /**
    * The record as it was received (BusMessage.rawValue and its headers), which the Kafka publisher writes as
-   * it is, with `headers` added, instead of encoding `event`: a dead letter of an Avro record keeps the data
-   * of a newer version that this build read without its new fields. Other transports carry `event`.
+   * it is, with `headers` added, instead of encoding `event`: a dead letter, and its replay, keep the data of
+   * a newer version that this build read without its new fields (Avro) or would encode with its own schema.
+   * Other transports carry `event`.
    */
   asReceived?: { value: Buffer; headers: Record<string, string> };
 }
@@ -41,9 +42,10 @@ export interface BusMessage {
   /** When the broker took the message (ISO 8601); empty when the transport does not say. */
   timestamp: string;
   /**
-   * The record's value as received, where decoding does not keep all of it: an Avro value (Kafka), read with
-   * this build's schema of the type, which leaves out the fields of a newer version. Its dead letter is
-   * these bytes (OutgoingMessage.asReceived), so a replay after the upgrade has the whole event.
+   * The record's value as received (Kafka): an Avro value is read with this build's schema of the type, which
+   * leaves out the fields of a newer version, and a JSON one would be written as Avro of this build's version
+   * by a publisher with EVENT_ENCODING=avro. Its dead letter and that letter's replay are these bytes
+   * (OutgoingMessage.asReceived), so a replay after the upgrade has the whole event.
    */
   rawValue?: Buffer;
 }

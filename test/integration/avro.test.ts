@@ -14,8 +14,10 @@ import { after, before, describe, it } from 'node:test';
 import avsc from 'avsc';
 import { Kafka, logLevel } from 'kafkajs';
 import { pino } from 'pino';
+import { replayDeadLetters } from '../../src/bus/dlq.ts';
 import { AVRO_CONTENT_TYPE, EventCodec, JSON_CODEC, type RawRecord } from '../../src/bus/kafka/codec.ts';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
+import { REPLAY_FOR_HEADER } from '../../src/bus/middleware.ts';
 import { avroSubjectOf, SchemaRegistryClient } from '../../src/bus/schema-registry.ts';
 import type { Subscription } from '../../src/bus/types.ts';
 import { avroSchemaOf } from '../../src/contracts/avro.ts';
@@ -429,7 +431,7 @@ describe('Avro on Kafka', { skip }, () => {
     }
   });
 
-  it('a consumer of an older version dead-letters a newer Avro record as it was: the letter keeps the new fields', async () => {
+  it('a consumer of an older version dead-letters a newer Avro record as it was, and replays it so: the new fields are kept', async () => {
     // v2 of reminder.triggered adds an optional field; an upgraded producer writes it, a consumer of this (v1)
     // build reads it resolved to v1 and fails. The dead letter was re-encoded from the trimmed v1 event
     // (framed with the v1 id, headers still saying v2): a replay after the upgrade had lost the field.
@@ -508,11 +510,73 @@ describe('Avro on Kafka', { skip }, () => {
       const replayed = v2type.fromBuffer(letter.value.subarray(5), v2type.createResolver(writer)) as Json;
       assert.equal(replayed.snoozed_until, '2026-03-01T13:00:00.000Z', 'the letter keeps the v2 field');
       assert.equal(letter.value.readInt32BE(1), v2id, 'framed with the v2 schema id');
+
+      // Replayed by the same (older) build: the record goes back as it came, not the v1 event it read (which
+      // went out framed with the v1 id, without the field, under headers saying v2).
+      assert.equal((await replayDeadLetters(bus, 'v1-readers')).replayed.length, 1);
+      const again = (await bus.admin.read('reminders'))[1]!;
+      assert.equal(again.key, 'user-1', 'the user key: per-user order');
+      assert.deepEqual(again.rawValue, value, 'the bytes of the v2 producer');
+      assert.equal(again.headers['content-type'], AVRO_CONTENT_TYPE);
+      assert.equal(again.headers.ce_schemaversion, '2');
+      assert.equal(again.headers[REPLAY_FOR_HEADER], 'v1-readers');
+      assert.equal(again.headers['x-dlq-error'], undefined, 'no failure headers on the source topic');
     } finally {
       await sub?.close();
       await reader.disconnect();
       await producer.disconnect();
       await bus.close();
+    }
+  });
+
+  it('an older build that writes Avro dead-letters and replays a newer JSON record as it was: the new fields are kept', async () => {
+    // A topic written as JSON (a producer not on Avro yet) with v2 of reminder.triggered; the v1 build read it
+    // whole, but wrote its dead letter and the replay with its v1 Avro schema, which dropped the new field.
+    const p = prefix();
+    const settings = { brokers: kafkaBrokers!.split(','), clientId: 'v1-json', topicPrefix: p };
+    const client = new SchemaRegistryClient({ url: registry.url, compatibility: 'FULL' });
+    const event = fullEvent('reminder.triggered');
+    event.schemaversion = '2';
+    event.dataschema = 'urn:taskflow:schema:reminder.triggered:v2';
+    event.data = { ...(event.data as Json), snoozed_until: '2026-03-01T13:00:00.000Z' };
+    // Writes JSON, reads either.
+    const jsonBus = createKafkaBus(settings, {
+      log: silentLogger,
+      codec: new EventCodec({ encoding: 'json', registry: client, subjectPrefix: p }),
+    });
+    const v1Bus = createKafkaBus(settings, {
+      log: silentLogger,
+      retry: { maxAttempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
+      codec: new EventCodec({ encoding: 'avro', registry: client, subjectPrefix: p }),
+    });
+    let sub: Subscription | undefined;
+    try {
+      await jsonBus.admin.ensureTopics([{ name: 'reminders', partitions: 1, retentionMs: 3_600_000 }]);
+      await jsonBus.publisher.publish([{ topic: 'reminders', key: 'user-1', event }]);
+      sub = await v1Bus.subscriber.subscribe({
+        group: 'v1-json-readers',
+        topics: ['reminders'],
+        handler: async () => {
+          throw new Error('handler bug');
+        },
+      });
+      await waitFor(
+        async () => (await v1Bus.admin.read(dlqTopic('v1-json-readers')).catch(() => [])).length > 0,
+        30_000,
+        'the dead letter',
+      );
+      await sub.close();
+      sub = undefined;
+      const [letter] = await jsonBus.admin.read(dlqTopic('v1-json-readers'));
+      assert.deepEqual(letter?.event, event, 'the letter is the event as written');
+      assert.equal((await replayDeadLetters(v1Bus, 'v1-json-readers')).replayed.length, 1);
+      const again = (await jsonBus.admin.read('reminders'))[1]!;
+      assert.deepEqual(again.event, event, 'the replayed event as written');
+      assert.equal(again.headers['content-type'], 'application/json');
+      assert.equal(again.key, 'user-1');
+    } finally {
+      await sub?.close();
+      await Promise.all([jsonBus.close(), v1Bus.close()]);
     }
   });
 

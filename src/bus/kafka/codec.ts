@@ -325,13 +325,15 @@ export function decodeRecord(
   try {
     event = codec.decode(m, envelope);
     // Read with this build's schema, an Avro value of a newer version lost its new fields: its bytes are kept
-    // for its dead letter (BusMessage.rawValue). A JSON value is decoded whole.
+    // for its dead letter and a replay (BusMessage.rawValue).
     if (isAvro(m) && m.value) rawValue = m.value;
     // A record without an event's id and type (a plain JSON value, no ce_* headers) cannot be addressed,
     // deduplicated or replayed as an event: it is kept as bytes, as an undecodable one is. A structured
     // CloudEvent in the value (what daprd writes) is one: the Dapr transport unwraps it (dapr/wire.ts).
     if (!hasIdAndType(event) && !hasIdAndType(event.data))
       throw new Error('not a CloudEvent: no id or type (ce_id and ce_type headers, or a structured event)');
+    // A JSON value is decoded whole, but a build that writes Avro would encode it with its version's schema.
+    rawValue ??= m.value ?? undefined;
   } catch (err) {
     // Undecodable bytes still get a CloudEvent shape so the DLQ can hold them; validation rejects it.
     event = {
