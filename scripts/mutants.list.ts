@@ -121,6 +121,17 @@ export const MUTANTS: readonly Mutant[] = [
     needs: ['kafka'],
   },
 
+  {
+    id: 'kafka-producer-kept-after-a-write-without-answer',
+    breaks:
+      'nothing lost on Kafka: a send that may have written its records gets a new producer (its sequence numbers)',
+    file: 'src/bus/kafka/publisher.ts',
+    find: "    if (x.code === 'PLT_KFK_PROTOCOL') return !REFUSALS.has(String(x.apiId));",
+    replace:
+      "    if (x.code === 'PLT_KFK_PROTOCOL') return /timed out|out of order/i.test(String(x.message));",
+    tests: ['test/unit/kafka-chunks.test.ts'],
+  },
+
   // --- one pending occurrence per recurring series -------------------------------------------------------
   {
     id: 'reopen-keeps-next-occurrence',
@@ -136,7 +147,16 @@ export const MUTANTS: readonly Mutant[] = [
     file: 'src/services/recurrence/index.ts',
     find: "  if (current?.status === 'pending') return;",
     replace: '',
-    tests: ['test/integration/recurrence.test.ts#reopening an occurrence'],
+    tests: ['test/integration/recurrence.test.ts#reopen committed while'],
+  },
+  {
+    id: 'recurrence-reread-unlocked',
+    breaks:
+      'a reopen racing the completion it takes back leaves one pending occurrence (the service holds the task)',
+    file: 'src/services/recurrence/index.ts',
+    find: '  const current = seen ? await read(true) : null;',
+    replace: '  const current = seen ? await read(false) : null;',
+    tests: ['test/integration/recurrence.test.ts#reopen that comes while'],
   },
 
   // --- the tamper-evident audit trail -------------------------------------------------------------------

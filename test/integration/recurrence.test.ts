@@ -329,6 +329,74 @@ for (const backend of backends) {
       },
     );
 
+    it(
+      'a reopen that comes while the service makes the next occurrence waits for it, then takes it back',
+      { skip: backend.name === 'pglite' && 'PGlite has one connection: nothing interleaves' },
+      async () => {
+        const g = await create('rhea', { title: 'G', due_date: '2026-03-02T09:00:00Z', recurrence: 'daily' });
+        await complete('rhea', g.id);
+        const [, second] = await waitForSeries('rhea', g.id, 2);
+        await settle();
+        // The service's ledger row for the occurrence after `second` waits for this test's (same source task,
+        // unique), with `second` read under its lock by then; the reopen comes meanwhile.
+        let release!: () => void;
+        const holding = new Promise<void>((resolve) => (release = resolve));
+        let held!: () => void;
+        const inserted = new Promise<void>((resolve) => (held = resolve));
+        const holder = db
+          .transaction(async (tx) => {
+            await tx.query(
+              `INSERT INTO recurrence_occurrences (series_id, occurrence_index, task_id, source_task_id)
+               VALUES ($1, 1000, gen_random_uuid(), $2)`,
+              [g.id, second.id],
+            );
+            held();
+            await holding;
+            throw new Error('rolled back');
+          })
+          .catch(() => undefined);
+        let reopened: Promise<{ status: number }> | undefined;
+        try {
+          await inserted;
+          await complete('rhea', second.id);
+          const ledgerInsert = '%INSERT INTO recurrence_occurrences%';
+          const waiting = (sql: string) =>
+            db
+              .query<{ n: string }>(
+                `SELECT count(*)::text AS n FROM pg_stat_activity
+                  WHERE wait_event_type = 'Lock' AND ${sql} AND pid <> pg_backend_pid()`,
+                [ledgerInsert],
+              )
+              .then((r) => Number(r.rows[0]!.n) > 0);
+          await waitFor(() => waiting('query LIKE $1'), 15_000, 'the service making the next occurrence');
+          let answered = false;
+          reopened = app
+            .call('rhea', 'POST', `/api/tasks/${second.id}/reopen`)
+            .finally(() => (answered = true));
+          // The reopen waits for the task's row (were it not locked, for the user's event stream, after its
+          // take-back found nothing), or answers.
+          await waitFor(
+            async () => answered || (await waiting('query NOT LIKE $1')),
+            15_000,
+            'the reopen waiting or answered',
+          );
+        } finally {
+          release();
+          await holder;
+        }
+        assert.equal((await reopened!).status, 200);
+        await settle();
+        assert.deepEqual(
+          (await seriesTasks('rhea', g.id)).map((t) => [t.id, t.status]),
+          [
+            [g.id, 'completed'],
+            [second.id, 'pending'],
+          ],
+          'the next occurrence made meanwhile was taken back by the reopen',
+        );
+      },
+    );
+
     it('ends a series when COUNT is exhausted, and records the end', async () => {
       const root = await create('cora', {
         title: 'Three times',
