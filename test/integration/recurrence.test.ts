@@ -272,9 +272,44 @@ for (const backend of backends) {
       assert.equal((await app.call('paul', 'GET', `/api/tasks/${eNext.id}`)).body.title, 'E, moved');
     });
 
+    /** Runs `sql` in a transaction left open, holding its locks, until the function it answers is called. */
+    const heldOpen = async (sql: string, params: unknown[]) => {
+      let release!: () => void;
+      const holding = new Promise<void>((resolve) => (release = resolve));
+      let held!: () => void;
+      const ready = new Promise<void>((resolve) => (held = resolve));
+      const holder = db
+        .transaction(async (tx) => {
+          await tx.query(sql, params);
+          held();
+          await holding;
+          throw new Error('rolled back');
+        })
+        .catch(() => undefined);
+      await ready;
+      return async () => {
+        release();
+        await holder;
+      };
+    };
+    /** Whether another session waits for a lock in a statement `LIKE` (or, `unlike`, not like) `pattern`. */
+    const lockWait = async (pattern: string, unlike = false) =>
+      Number(
+        (
+          await db.query<{ n: string }>(
+            `SELECT count(*)::text AS n FROM pg_stat_activity
+              WHERE wait_event_type = 'Lock' AND query ${unlike ? 'NOT LIKE' : 'LIKE'} $1 AND pid <> pg_backend_pid()`,
+            [pattern],
+          )
+        ).rows[0]!.n,
+      ) > 0;
+    const reopenRaces = {
+      skip: backend.name === 'pglite' && 'PGlite has one connection: nothing interleaves',
+    };
+
     it(
       'a reopen committed while the service waits for the series: the completion it took back makes nothing',
-      { skip: backend.name === 'pglite' && 'PGlite has one connection: nothing interleaves' },
+      reopenRaces,
       async () => {
         const f = await create('quinn', {
           title: 'F',
@@ -286,36 +321,19 @@ for (const backend of backends) {
         await settle();
         // The service reads the completed task, then waits here for the series (held by this test) while the
         // reopen commits; then it goes on.
-        let release!: () => void;
-        const holding = new Promise<void>((resolve) => (release = resolve));
-        let held!: () => void;
-        const locked = new Promise<void>((resolve) => (held = resolve));
-        const holder = db.transaction(async (tx) => {
-          await tx.query('SELECT 1 FROM recurrence_series WHERE series_id = $1 FOR UPDATE', [f.id]);
-          held();
-          await holding;
-        });
+        const release = await heldOpen('SELECT 1 FROM recurrence_series WHERE series_id = $1 FOR UPDATE', [
+          f.id,
+        ]);
         try {
-          await locked;
           await complete('quinn', second.id);
           await waitFor(
-            async () =>
-              Number(
-                (
-                  await db.query<{ n: string }>(
-                    `SELECT count(*)::text AS n FROM pg_stat_activity
-                      WHERE wait_event_type = 'Lock' AND query LIKE '%FROM recurrence_series%FOR UPDATE%'
-                        AND pid <> pg_backend_pid()`,
-                  )
-                ).rows[0]!.n,
-              ) > 0,
+            () => lockWait('%FROM recurrence_series%FOR UPDATE%'),
             15_000,
             'the recurrence service waiting for the series',
           );
           assert.equal((await app.call('quinn', 'POST', `/api/tasks/${second.id}/reopen`)).status, 200);
         } finally {
-          release();
-          await holder;
+          await release();
         }
         await settle();
         assert.deepEqual(
@@ -331,7 +349,7 @@ for (const backend of backends) {
 
     it(
       'a reopen that comes while the service makes the next occurrence waits for it, then takes it back',
-      { skip: backend.name === 'pglite' && 'PGlite has one connection: nothing interleaves' },
+      reopenRaces,
       async () => {
         const g = await create('rhea', { title: 'G', due_date: '2026-03-02T09:00:00Z', recurrence: 'daily' });
         await complete('rhea', g.id);
@@ -339,36 +357,16 @@ for (const backend of backends) {
         await settle();
         // The service's ledger row for the occurrence after `second` waits for this test's (same source task,
         // unique), with `second` read under its lock by then; the reopen comes meanwhile.
-        let release!: () => void;
-        const holding = new Promise<void>((resolve) => (release = resolve));
-        let held!: () => void;
-        const inserted = new Promise<void>((resolve) => (held = resolve));
-        const holder = db
-          .transaction(async (tx) => {
-            await tx.query(
-              `INSERT INTO recurrence_occurrences (series_id, occurrence_index, task_id, source_task_id)
-               VALUES ($1, 1000, gen_random_uuid(), $2)`,
-              [g.id, second.id],
-            );
-            held();
-            await holding;
-            throw new Error('rolled back');
-          })
-          .catch(() => undefined);
+        const ledgerInsert = '%INSERT INTO recurrence_occurrences%';
+        const release = await heldOpen(
+          `INSERT INTO recurrence_occurrences (series_id, occurrence_index, task_id, source_task_id)
+           VALUES ($1, 1000, gen_random_uuid(), $2)`,
+          [g.id, second.id],
+        );
         let reopened: Promise<{ status: number }> | undefined;
         try {
-          await inserted;
           await complete('rhea', second.id);
-          const ledgerInsert = '%INSERT INTO recurrence_occurrences%';
-          const waiting = (sql: string) =>
-            db
-              .query<{ n: string }>(
-                `SELECT count(*)::text AS n FROM pg_stat_activity
-                  WHERE wait_event_type = 'Lock' AND ${sql} AND pid <> pg_backend_pid()`,
-                [ledgerInsert],
-              )
-              .then((r) => Number(r.rows[0]!.n) > 0);
-          await waitFor(() => waiting('query LIKE $1'), 15_000, 'the service making the next occurrence');
+          await waitFor(() => lockWait(ledgerInsert), 15_000, 'the service making the next occurrence');
           let answered = false;
           reopened = app
             .call('rhea', 'POST', `/api/tasks/${second.id}/reopen`)
@@ -376,13 +374,12 @@ for (const backend of backends) {
           // The reopen waits for the task's row (were it not locked, for the user's event stream, after its
           // take-back found nothing), or answers.
           await waitFor(
-            async () => answered || (await waiting('query NOT LIKE $1')),
+            async () => answered || (await lockWait(ledgerInsert, true)),
             15_000,
             'the reopen waiting or answered',
           );
         } finally {
-          release();
-          await holder;
+          await release();
         }
         assert.equal((await reopened!).status, 200);
         await settle();
