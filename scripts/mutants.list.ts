@@ -756,8 +756,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'blocked-address-retried',
     breaks: 'a delivery to a webhook or push endpoint on a non-public address is marked dead at once',
     file: 'src/services/notifications/delivery.ts',
-    find: '    if (row.attempts >= this.opts.maxAttempts || err instanceof BlockedAddressError) {',
-    replace: '    if (row.attempts >= this.opts.maxAttempts && BlockedAddressError) {',
+    find: '      err instanceof BlockedAddressError ||\n',
+    replace: '      (BlockedAddressError && false) ||\n',
     tests: ['test/integration/notifications-hostile.test.ts#non-public address dead at its first attempt'],
   },
   {

@@ -1,7 +1,7 @@
 /**
  * The outbound channels: email over SMTP (nodemailer), Web Push with VAPID (web-push) and signed webhooks
  * (node:http, public addresses only: outbound.ts). Each `send` resolves when the other side accepted the message and throws otherwise; the delivery
- * loop retries. The in-app channel is a database write and lives in the delivery loop.
+ * loop retries (not a RefusedError or a BlockedAddressError: those are dead at once). The in-app channel is a database write and lives in the delivery loop.
  */
 import type { Agent } from 'node:https';
 import { Temporal } from 'temporal-polyfill';
@@ -46,6 +46,15 @@ export function reminderContent(
   };
 }
 
+/**
+ * The receiver refused the message for good: an SMTP 5xx answer to the recipient or to the message (RFC 5321: a
+ * permanent failure, "user unknown", "mailbox disabled"). Sent again it is refused again, and a sender that
+ * keeps writing to a mailbox that does not exist loses its standing with mail providers: not retried.
+ */
+export class RefusedError extends Error {
+  override name = 'RefusedError';
+}
+
 export class EmailChannel {
   /** nodemailer is loaded only when email is configured (SMTP_URL). */
   static async open(smtpUrl: string, from: string, timeoutMs: number, link?: string): Promise<EmailChannel> {
@@ -59,21 +68,40 @@ export class EmailChannel {
     return new EmailChannel(transport, from, link);
   }
 
+  /** The right-hand side of the Message-IDs: SMTP_FROM's domain, as nodemailer's own are. */
+  private readonly idDomain: string;
+
   private constructor(
     private readonly transport: Transporter,
     private readonly from: string,
     private readonly link?: string,
-  ) {}
+  ) {
+    this.idDomain = /@([^@<>\s]+)>?\s*$/.exec(from)?.[1] ?? 'taskflow.invalid';
+  }
 
+  /**
+   * Mails a reminder. Its Message-ID is the delivery's: a retry of a message the server kept without saying so
+   * (the answer to it lost) is the same message, which mail systems and readers show once. A 5xx to the
+   * recipient or the message is a RefusedError; the login and the sender (MAIL FROM), the deployment's to fix,
+   * and 4xx answers fail as any error (retried).
+   */
   async send(to: string, d: ReminderEventData, deliveryId: string, timeZone = 'UTC'): Promise<void> {
     const c = reminderContent(d, { timeZone, link: this.link });
-    await this.transport.sendMail({
-      from: this.from,
-      to,
-      subject: c.subject,
-      text: c.text,
-      headers: { 'X-Taskflow-Reminder-Id': d.reminder_id, 'X-Taskflow-Delivery': deliveryId },
-    });
+    try {
+      await this.transport.sendMail({
+        from: this.from,
+        to,
+        subject: c.subject,
+        text: c.text,
+        messageId: `<${deliveryId}@${this.idDomain}>`,
+        headers: { 'X-Taskflow-Reminder-Id': d.reminder_id, 'X-Taskflow-Delivery': deliveryId },
+      });
+    } catch (err) {
+      const smtp = err as { permanent?: unknown; command?: unknown };
+      if (smtp.permanent === true && (smtp.command === 'RCPT TO' || smtp.command === 'DATA'))
+        throw new RefusedError(errorMessage(err), { cause: err });
+      throw err;
+    }
   }
 
   /**

@@ -9,7 +9,13 @@
 import { randomUUID } from 'node:crypto';
 import { QUIET_CHANNELS, quietHoursEnd, retryDelayMs } from '../../domain/notifications.ts';
 import type { Runtime } from '../../runtime.ts';
-import { reminderContent, type EmailChannel, type PushChannel, type WebhookChannel } from './channels.ts';
+import {
+  RefusedError,
+  reminderContent,
+  type EmailChannel,
+  type PushChannel,
+  type WebhookChannel,
+} from './channels.ts';
 import { BlockedAddressError } from './outbound.ts';
 import {
   claimDeliveries,
@@ -201,13 +207,17 @@ export class DeliveryWorker {
           // All at once: a delivery takes one send's time however many devices, well within its claim.
           const sends = await Promise.allSettled(
             subs.map(async (s) => {
-              if ((await push.send(s, row.payload, row.id, timeZone)) === 'gone')
-                await db.query('DELETE FROM push_subscriptions WHERE id = $1', [s.id]);
+              const outcome = await push.send(s, row.payload, row.id, timeZone);
+              if (outcome === 'gone') await db.query('DELETE FROM push_subscriptions WHERE id = $1', [s.id]);
               else await markPushSent(db, row.id, s.id);
+              return outcome;
             }),
           );
           const failed = sends.find((r) => r.status === 'rejected');
           if (failed) throw failed.reason;
+          // No device got it, and none is left to get it (each removed, or gone as its push service said): not sent.
+          if (reached.size === 0 && !sends.some((r) => r.status === 'fulfilled' && r.value === 'sent'))
+            throw new Skip('no push subscription is left (removed, or gone as its push service answered)');
           break;
         }
       }
@@ -230,8 +240,12 @@ export class DeliveryWorker {
       metrics.deliveries.inc({ channel: row.channel, outcome: 'skipped' });
       return;
     }
-    // A webhook to a non-public address never becomes deliverable by retrying.
-    if (row.attempts >= this.opts.maxAttempts || err instanceof BlockedAddressError) {
+    // A webhook to a non-public address never becomes deliverable by retrying, nor a mail the server refused for good.
+    if (
+      row.attempts >= this.opts.maxAttempts ||
+      err instanceof BlockedAddressError ||
+      err instanceof RefusedError
+    ) {
       await finishDelivery(db, row.id, this.holder, { status: 'dead', at: now, error }).catch(() => false);
       metrics.deliveries.inc({ channel: row.channel, outcome: 'dead' });
       metrics.dead.inc({ channel: row.channel });

@@ -1,0 +1,267 @@
+/**
+ * The notifications target against what real receivers answer, with real components (the target on the
+ * embedded bus and PGlite, a ManualClock, a real SMTP server and a real HTTPS push service on 127.0.0.1): a mail
+ * server that refuses the recipient for good (5xx) or for now (4xx); a mail server that kept a message whose
+ * acceptance the sender never heard, so the retry is a second copy; a push whose only device is gone.
+ */
+import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { SMTPServer } from 'smtp-server';
+import webpush from 'web-push';
+import type { ReminderEventData } from '../../src/contracts/events.ts';
+import { ManualClock } from '../../src/domain/clock.ts';
+import { uuidv7 } from '../../src/ids.ts';
+import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
+import type { Db } from '../../src/store/db.ts';
+import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { backends } from '../helpers/db.ts';
+import { startPushService, type PushServiceSink } from '../helpers/sinks.ts';
+
+const START = '2026-03-01T12:00:00Z';
+type DeliveryChannel = ReminderEventData['channels'][number];
+
+function reminder(user: string, channel: DeliveryChannel): ReminderEventData {
+  return {
+    reminder_id: uuidv7(),
+    task_id: uuidv7(),
+    user_id: user,
+    title: 'Pay rent',
+    remind_at: '2026-03-01T11:59:00.000Z',
+    triggered_at: '2026-03-01T11:59:00.000Z',
+    due_at: '2026-03-01T13:00:00.000Z',
+    reason: 'scheduled',
+    channels: [channel],
+  };
+}
+
+/** A pending delivery of `user` on `channel`, due a second before START, as the consumer enqueues it. */
+async function enqueue(db: Db, user: string, channel: DeliveryChannel): Promise<string> {
+  const id = uuidv7();
+  await db.query(
+    `INSERT INTO notification_deliveries (id, event_id, channel, user_id, payload, status, next_attempt_at)
+     VALUES ($1, $2, $3, $4, $5::jsonb, 'pending', $6::timestamptz)`,
+    [
+      id,
+      `ev-${id}`,
+      channel,
+      user,
+      JSON.stringify(reminder(user, channel)),
+      new Date(Date.parse(START) - 1_000),
+    ],
+  );
+  return id;
+}
+
+type DeliveryState = {
+  status: string;
+  attempts: number;
+  last_error: string | null;
+  claimed_by: string | null;
+};
+
+async function delivery(db: Db, id: string): Promise<DeliveryState> {
+  const r = await db.query<DeliveryState>(
+    'SELECT status, attempts, last_error, claimed_by FROM notification_deliveries WHERE id = $1',
+    [id],
+  );
+  return r.rows[0]!;
+}
+
+/** The delivery's attempt has ended: not claimed, and either finished or attempted `attempts` times. */
+const attemptEnded = (db: Db, id: string, attempts = 1) =>
+  waitFor(
+    async () => {
+      const d = await delivery(db, id);
+      return d.claimed_by === null && (d.status !== 'pending' || d.attempts >= attempts);
+    },
+    10_000,
+    `attempt ${attempts} of delivery ${id} to end`,
+  );
+
+/** A user with a confirmed address, as after POST /api/notifications/email/confirm. */
+async function confirmedEmail(db: Db, user: string, email: string): Promise<void> {
+  await db.query(
+    `INSERT INTO notification_preferences (user_id, email, email_confirmed_at) VALUES ($1, $2, $3)`,
+    [user, email, START],
+  );
+}
+
+/**
+ * A real SMTP server whose answer to each RCPT TO and each message (the final dot) the test picks; every
+ * message it kept is in `mails`, every RCPT TO in `rcpts`.
+ */
+async function startMailServer(opts: {
+  rcpt?: (address: string, nth: number) => number;
+  data?: (nth: number) => number;
+}) {
+  const mails: string[] = [];
+  const rcpts: string[] = [];
+  let messages = 0;
+  const refuse = (code: number) =>
+    Object.assign(new Error(code >= 500 ? 'mailbox unavailable' : 'try again later'), { responseCode: code });
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onRcptTo(address, _session, callback) {
+      rcpts.push(address.address);
+      const code = opts.rcpt?.(address.address, rcpts.filter((a) => a === address.address).length) ?? 250;
+      callback(code >= 400 ? refuse(code) : undefined);
+    },
+    onData(stream, _session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        // The message is kept whatever is answered: a server that stored it and then failed to say so.
+        mails.push(Buffer.concat(chunks).toString('utf8'));
+        const code = opts.data?.(++messages) ?? 250;
+        callback(code >= 400 ? refuse(code) : undefined);
+      });
+    },
+  });
+  const port = await new Promise<number>((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve((server.server.address() as AddressInfo).port)),
+  );
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    mails,
+    rcpts,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+const messageId = (raw: string) => /^message-id:\s*(.+)$/im.exec(raw)?.[1]?.trim();
+
+describe('a mail server that refuses the recipient', () => {
+  const clock = new ManualClock(START);
+  let smtp: Awaited<ReturnType<typeof startMailServer>>;
+  let app: TestApp;
+  let db: Db;
+  let drop: () => Promise<void>;
+  before(async () => {
+    smtp = await startMailServer({
+      rcpt: (address) => (address.startsWith('gone@') ? 550 : address.startsWith('busy@') ? 451 : 250),
+    });
+    ({ db, drop } = await backends[0]!.fresh());
+    app = await startApp(db, {
+      clock,
+      targets: [createNotificationsTarget({ smtpUrl: smtp.url, tickMs: 20, maxAttempts: 8 })],
+    });
+  });
+  after(async () => {
+    await app?.stop();
+    await drop?.();
+    await smtp?.close();
+  });
+
+  it('for good (5xx) marks the delivery dead at once, saying why; for now (4xx) retries it with backoff', async () => {
+    await confirmedEmail(db, 'gina', 'gone@mail.example');
+    await confirmedEmail(db, 'hank', 'busy@mail.example');
+    const permanent = await enqueue(db, 'gina', 'email');
+    const temporary = await enqueue(db, 'hank', 'email');
+    await attemptEnded(db, permanent);
+    await attemptEnded(db, temporary);
+
+    const t = await delivery(db, temporary);
+    assert.deepEqual([t.status, t.attempts], ['pending', 1], `the 451: ${JSON.stringify(t)}`);
+    assert.match(t.last_error ?? '', /451/);
+
+    const p = await delivery(db, permanent);
+    assert.deepEqual(
+      [p.status, p.attempts],
+      ['dead', 1],
+      `the mail server answered 550 to the recipient: ${JSON.stringify(p)}`,
+    );
+    assert.match(p.last_error ?? '', /550/);
+    // Past every backoff of the retries: the refused mailbox is not asked again.
+    clock.advance(3_600_000);
+    await attemptEnded(db, temporary, 2);
+    assert.equal(smtp.rcpts.filter((a) => a === 'gone@mail.example').length, 1, smtp.rcpts.join(', '));
+  });
+});
+
+describe('a mail server that kept a message it failed to acknowledge', () => {
+  const clock = new ManualClock(START);
+  let smtp: Awaited<ReturnType<typeof startMailServer>>;
+  let app: TestApp;
+  let db: Db;
+  let drop: () => Promise<void>;
+  before(async () => {
+    // The first message is stored, then answered 451: the sender retries, and the mailbox has two copies.
+    smtp = await startMailServer({ data: (nth) => (nth === 1 ? 451 : 250) });
+    ({ db, drop } = await backends[0]!.fresh());
+    app = await startApp(db, {
+      clock,
+      targets: [createNotificationsTarget({ smtpUrl: smtp.url, tickMs: 20 })],
+    });
+  });
+  after(async () => {
+    await app?.stop();
+    await drop?.();
+    await smtp?.close();
+  });
+
+  it("sends the retry with the first copy's Message-ID, which names the delivery (mail systems drop the duplicate)", async () => {
+    await confirmedEmail(db, 'iris', 'iris@mail.example');
+    const id = await enqueue(db, 'iris', 'email');
+    await attemptEnded(db, id);
+    clock.advance(3_600_000);
+    await waitFor(async () => (await delivery(db, id)).status === 'sent', 10_000, 'the retry to be sent');
+    assert.equal(smtp.mails.length, 2);
+    const [first, second] = smtp.mails.map(messageId);
+    assert.ok(first, smtp.mails[0]);
+    assert.equal(second, first, 'one message, one Message-ID');
+    assert.ok(first.includes(id), `${first} names delivery ${id}`);
+  });
+});
+
+describe("a push whose user's only device is gone", () => {
+  const clock = new ManualClock(START);
+  let service: PushServiceSink;
+  let app: TestApp;
+  let db: Db;
+  let drop: () => Promise<void>;
+  before(async () => {
+    service = await startPushService();
+    ({ db, drop } = await backends[0]!.fresh());
+    app = await startApp(db, {
+      clock,
+      targets: [
+        createNotificationsTarget({
+          vapid: { ...webpush.generateVAPIDKeys(), subject: 'mailto:ops@taskflow.test' },
+          pushAgent: service.agent,
+          webhookAllowPrivate: true,
+          tickMs: 20,
+        }),
+      ],
+    });
+  });
+  after(async () => {
+    await app?.stop();
+    await drop?.();
+    await service?.close();
+  });
+
+  it('is not reported sent: the delivery is skipped, saying no device was left, and the subscription is removed', async () => {
+    const browser = service.subscribe('jo-old-browser', 410);
+    const r = await app.call('jo', 'POST', '/api/notifications/push-subscriptions', browser);
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = await enqueue(db, 'jo', 'push');
+    await attemptEnded(db, id);
+    assert.equal(service.calls.length, 1);
+    assert.deepEqual(
+      (await db.query(`SELECT 1 FROM push_subscriptions WHERE user_id = 'jo'`)).rows,
+      [],
+      'the gone subscription is removed',
+    );
+    const d = await delivery(db, id);
+    assert.equal(d.status, 'skipped', `no device got the reminder: ${JSON.stringify(d)}`);
+    assert.match(d.last_error ?? '', /no push subscription/);
+    const listed = await app.call('jo', 'GET', '/api/notifications/deliveries?channel=push');
+    assert.deepEqual(
+      listed.body.items.map((x: { status: string }) => x.status),
+      ['skipped'],
+    );
+  });
+});
