@@ -181,6 +181,46 @@ describe('a mail server that refuses the recipient', () => {
   });
 });
 
+describe('a delivery whose sender stopped during each attempt', () => {
+  const clock = new ManualClock(START);
+  let smtp: Awaited<ReturnType<typeof startMailServer>>;
+  let app: TestApp;
+  let db: Db;
+  let drop: () => Promise<void>;
+  before(async () => {
+    smtp = await startMailServer({});
+    ({ db, drop } = await backends[0]!.fresh());
+    app = await startApp(db, {
+      clock,
+      targets: [createNotificationsTarget({ smtpUrl: smtp.url, tickMs: 20, maxAttempts: 3 })],
+    });
+  });
+  after(async () => {
+    await app?.stop();
+    await drop?.();
+    await smtp?.close();
+  });
+
+  it('is dead once claimed more often than it may be tried, not sent again (it was claimed for good)', async () => {
+    await confirmedEmail(db, 'kim', 'kim@mail.example');
+    await confirmedEmail(db, 'lou', 'lou@mail.example');
+    // Claimed three times by processes killed while sending (no outcome recorded), their claims run out.
+    const stopped = await enqueue(db, 'kim', 'email');
+    const once = await enqueue(db, 'lou', 'email');
+    await db.query(
+      `UPDATE notification_deliveries SET attempts = CASE WHEN user_id = 'kim' THEN 3 ELSE 2 END,
+              claimed_by = 'killed-process' WHERE id = ANY($1::uuid[])`,
+      [[stopped, once]],
+    );
+    await attemptEnded(db, stopped, 4);
+    await waitFor(async () => (await delivery(db, once)).status === 'sent', 10_000, 'the last try of lou');
+    const d = await delivery(db, stopped);
+    assert.deepEqual([d.status, d.attempts], ['dead', 4], JSON.stringify(d));
+    assert.match(d.last_error ?? '', /3 attempts never ended/);
+    assert.deepEqual(smtp.rcpts, ['lou@mail.example'], 'only the delivery with a try left is sent');
+  });
+});
+
 describe('a mail server that kept a message it failed to acknowledge', () => {
   const clock = new ManualClock(START);
   let smtp: Awaited<ReturnType<typeof startMailServer>>;

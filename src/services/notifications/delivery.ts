@@ -157,6 +157,13 @@ export class DeliveryWorker {
     const metrics = this.rt.metrics.of(notificationsManifest);
     const now = clock.now();
     try {
+      // Claimed more often than it may be tried (a claim counts the attempt): the attempts before never ended,
+      // the process sending it stopped each time (killed, out of memory), and none recorded a failure. Dead
+      // (by `failed`), as a message that takes its consumer down is: it was claimed again for good.
+      if (row.attempts > this.opts.maxAttempts)
+        throw new Error(
+          `${row.attempts - 1} attempts never ended (the process sending it stopped each time); not tried again`,
+        );
       const prefs = await getRecipient(db, row.user_id, this.rt.config.defaultTimezone);
       if (!prefs.channels[row.channel]) throw new Skip(`channel ${row.channel} is turned off`);
       const timeZone = prefs.timezone;
