@@ -171,7 +171,9 @@ function alive(owner: Owner): boolean {
   try {
     process.kill(owner.pid, 0);
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // exists, another user's
+    // EPERM: it exists and is another user's, which says nothing of whether it is the owner (a reboot gives a
+    // dead owner's pid to any user's process): the start time tells, as for a process of this user.
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
   const started = startTime(owner.pid);
   return owner.started === null || started === null || started === owner.started;

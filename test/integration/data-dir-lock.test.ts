@@ -6,10 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import fs, { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { DataDirectoryInUseError, LOCK_FILE, lockDataDirectory } from '../../src/store/data-dir-lock.ts';
 import { openDb } from '../../src/store/db.ts';
@@ -128,6 +129,43 @@ describe('a lock naming a process on another host (a data directory on a shared 
       return true;
     });
   });
+});
+
+describe("a lock whose pid a reboot gave to another user's process", () => {
+  const dirs: string[] = [];
+  after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  it(
+    'is taken over: the start time tells a reused pid, whoever runs it now',
+    { skip: process.platform === 'linux' ? false : 'needs /proc' },
+    () => {
+      const root = mkdtempSync(join(tmpdir(), 'taskflow-lock-user-'));
+      dirs.push(root);
+      const dir = join(root, 'db');
+      mkdirSync(dir);
+      // Pid 1 runs as root: the opener runs as another user (nobody) when this test runs as root.
+      const asRoot = process.getuid?.() === 0;
+      if (asRoot) for (const d of [root, dir]) chownSync(d, 65534, 65534);
+      writeFileSync(
+        join(dir, LOCK_FILE),
+        JSON.stringify({ pid: 1, host: hostname(), started: 'before the reboot', command: 'taskflow up' }),
+      );
+      const lockModule = fileURLToPath(new URL('../../src/store/data-dir-lock.ts', import.meta.url));
+      const opener = spawnSync(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          '--input-type=module',
+          '-e',
+          `import { lockDataDirectory } from ${JSON.stringify(lockModule)};
+           lockDataDirectory(${JSON.stringify(dir)}).release();
+           console.log('taken');`,
+        ],
+        { encoding: 'utf8', ...(asRoot ? { uid: 65534, gid: 65534 } : {}) },
+      );
+      assert.equal(opener.stdout.trim(), 'taken', opener.stderr);
+    },
+  );
 });
 
 describe('processes taking over one stale lock at the same moment', () => {

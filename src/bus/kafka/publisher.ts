@@ -109,10 +109,27 @@ const REFUSALS = new Set([
 ]);
 
 /**
+ * Whether a Produce response (the client's ResponseError carries it) has a partition the broker answered
+ * without an error: its records were written, whatever the other partitions of the request were refused.
+ */
+function wrotePartOf(response: unknown): boolean {
+  const topics = (response as { responses?: unknown } | undefined)?.responses;
+  if (!Array.isArray(topics)) return false;
+  return topics.some((t: { partitionResponses?: unknown }) =>
+    (Array.isArray(t?.partitionResponses) ? t.partitionResponses : []).some(
+      (p: { errorCode?: unknown }) => p?.errorCode === 0,
+    ),
+  );
+}
+
+/**
  * Whether a failed send may have written its records all the same: unless every error in it is a refusal the
  * broker answered (REFUSALS) or the client's own check before sending, it may (no answer, a lost connection,
  * a sequence out of order, or an error this list does not know). Decided by the client's error codes, not
  * their text: a failure told wrongly as a refusal would keep a producer whose next send the broker drops.
+ * A refusal is per partition: a request whose answer says another partition was written was written in part
+ * (the client then keeps that partition's sequence number, and the broker took the next send of as many
+ * records there for a duplicate and dropped it).
  */
 export function mayHaveBeenWritten(err: unknown): boolean {
   const seen = new Set<unknown>();
@@ -120,7 +137,8 @@ export function mayHaveBeenWritten(err: unknown): boolean {
     if (!e || typeof e !== 'object') return true;
     if (seen.has(e)) return false;
     seen.add(e);
-    const x = e as { code?: unknown; apiId?: unknown; errors?: unknown; cause?: unknown };
+    const x = e as { code?: unknown; apiId?: unknown; errors?: unknown; cause?: unknown; response?: unknown };
+    if (wrotePartOf(x.response)) return true;
     if (x.code === 'PLT_KFK_PROTOCOL') return !REFUSALS.has(String(x.apiId));
     if (x.code === 'PLT_KFK_USER' || x.code === 'PLT_KFK_UNSUPPORTED_FORMAT') return false;
     const inner = [...(Array.isArray(x.errors) ? x.errors : []), ...(x.cause ? [x.cause] : [])];

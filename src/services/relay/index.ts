@@ -224,7 +224,10 @@ export class Relay {
     }
     if (!held) this.sentUnmarked = []; // the next holder finds them on the bus, or sends them again
     this.leader = held;
-    return held;
+    // Held when the database answered, but an answer this process saw only after the lease it asked for ran out
+    // (a GC pause, a stalled event loop, SIGSTOP between the answer and here) says nothing of now: another relay
+    // may have taken it and sent these rows meanwhile. Not surely held: the next check asks again.
+    return held && performance.now() < this.leaseUntil;
   }
 
   /**
