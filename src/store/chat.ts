@@ -101,7 +101,11 @@ export class ChatStore {
     return r.rowCount > 0;
   }
 
-  /** The last `limit` messages of a conversation, oldest first (`limit` Infinity: all). */
+  /**
+   * The last `limit` messages of a conversation, oldest first (`limit` Infinity: all), and when they begin inside
+   * a turn, the user message that began it: a turn of more messages than `limit` (many tool calls at once) is
+   * still the history of the next message, as its words (usableHistory); without it there was none at all.
+   */
   async messages(conversationId: string, limit = Infinity): Promise<ChatMessage[]> {
     const r = await this.db.query<{
       role: string;
@@ -109,9 +113,15 @@ export class ChatStore {
       tool_calls: ChatToolCall[] | null;
       tool_call_id: string | null;
     }>(
-      `SELECT role, content, tool_calls, tool_call_id FROM (
-         SELECT * FROM chat_messages WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2
-       ) last ORDER BY id`,
+      `WITH last AS (SELECT * FROM chat_messages WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2)
+       SELECT role, content, tool_calls, tool_call_id FROM (
+         SELECT * FROM last
+         UNION ALL
+         (SELECT * FROM chat_messages
+           WHERE conversation_id = $1 AND role = 'user' AND id < (SELECT min(id) FROM last)
+             AND (SELECT role FROM last ORDER BY id LIMIT 1) <> 'user'
+           ORDER BY id DESC LIMIT 1)
+       ) window_ ORDER BY id`,
       [conversationId, Number.isFinite(limit) ? limit : null],
     );
     return r.rows.map((m) =>

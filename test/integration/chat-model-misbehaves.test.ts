@@ -181,6 +181,86 @@ describe('chat: a model that misbehaves', () => {
     assert.ok(streamed.ms < TIMEOUT_MS + 1_000, `the stream ended after ${streamed.ms} ms`);
   });
 
+  it('sends a tool call whose arguments are not a JSON object back to the model as {}: a provider refuses them (Ollama: 400), in that turn and every later one', async () => {
+    const isObject = (raw: unknown) => {
+      try {
+        const v = JSON.parse(raw as string);
+        return typeof v === 'object' && v !== null && !Array.isArray(v);
+      } catch {
+        return false;
+      }
+    };
+    /** As Ollama's OpenAI API answers: 400 to a request with such arguments in its messages, else `text`. */
+    const strict = (text: string) => ({
+      raw: (res: ServerResponse) => {
+        const asked = model.requests.at(-1);
+        if (
+          asked.messages.some((m: any) =>
+            (m.tool_calls ?? []).some((c: any) => !isObject(c.function.arguments)),
+          )
+        ) {
+          res.writeHead(400, { 'content-type': 'application/json' });
+          res.end(
+            JSON.stringify({
+              error: { message: 'invalid tool call arguments', type: 'invalid_request_error' },
+            }),
+          );
+        } else if (asked.stream) {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.end(`${event({ role: 'assistant', content: text })}${event({}, 'stop')}data: [DONE]\n\n`);
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(completion({ role: 'assistant', content: text }, 'stop')));
+        }
+      },
+    });
+    const post = async (body: Record<string, unknown>, stream: boolean) => {
+      const res = await fetch(`${app.url}/api/chat`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${await app.token('sloppy')}`,
+          'content-type': 'application/json',
+          ...(stream ? { accept: 'text/event-stream' } : {}),
+        },
+        body: JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, text };
+    };
+    // Streamed or not, then the other way for the next message.
+    for (const stream of [false, true]) {
+      model.script(
+        {
+          toolCalls: [
+            { name: 'add_task', arguments: '{"title": "Buy milk", ' },
+            { name: 'get_context', arguments: '[]' },
+          ],
+        },
+        strict('I could not read my own arguments; which task?'),
+      );
+      const first = await post({ message: 'add buy milk' }, stream);
+      assert.equal(first.status, 200, first.text);
+      assert.match(first.text, stream ? /event: done/ : /"reply"/, first.text);
+      const answers = model.requests
+        .at(-1)
+        .messages.filter((m: any) => m.role === 'tool')
+        .map((m: any) => m.content);
+      assert.match(answers[0], /not valid JSON/);
+      assert.match(answers[1], /must be a JSON object/);
+      const id = /"conversation_id":"([^"]+)"/.exec(first.text)![1];
+      // The conversation goes on, its history with the refused calls in it.
+      model.script(strict('Added.'));
+      const second = await post({ conversation_id: id, message: 'buy milk' }, !stream);
+      assert.equal(second.status, 200, second.text);
+      assert.match(second.text, stream ? /"reply":"Added\."/ : /event: done/, second.text);
+      const stored = await app.call('sloppy', 'GET', `/api/chat/conversations/${id}`);
+      assert.deepEqual(
+        stored.body.messages[1].tool_calls.map((c: any) => c.function.arguments),
+        ['{}', '{}'],
+      );
+    }
+  });
+
   it('answers a streamed turn with the CORS headers of the JSON one', async () => {
     for (const stream of [false, true]) {
       model.script({ text: 'Hello.' });

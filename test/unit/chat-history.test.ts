@@ -44,6 +44,28 @@ describe('usableHistory', () => {
     ]);
   });
 
+  it('sends a tool call whose arguments are not a JSON object with {} (a provider refuses the history otherwise)', () => {
+    const called = (args: string): ChatMessage => ({
+      role: 'assistant',
+      content: null,
+      tool_calls: [{ id: 'c1', type: 'function', function: { name: 'add_task', arguments: args } }],
+    });
+    for (const args of ['{"title": "x", ', '[]', 'null', '', '"x"'])
+      assert.deepEqual(usableHistory([user('u'), called(args), answer('c1', 'not JSON')]), [
+        user('u'),
+        called('{}'),
+        answer('c1', 'not JSON'),
+      ]);
+    const good = [user('u'), called('{"title":"x"}'), answer('c1', 'ok')];
+    assert.deepEqual(usableHistory(good), good);
+  });
+
+  it('keeps a newest turn the window began inside of as its words: no tool answer without its call', () => {
+    // The store's window: the turn's user message, then the last messages (its call is before them).
+    const cut = [user('do all five'), answer('c1', '{}'), answer('c2', '{}'), reply('Did two.')];
+    assert.deepEqual(usableHistory(cut), [user('do all five'), reply('Did two.')]);
+  });
+
   it('drops a tool call that was never answered (a turn cut off by an error)', () => {
     assert.deepEqual(usableHistory([user('u'), asks('c1')]), [user('u')]);
   });

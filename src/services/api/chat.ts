@@ -216,7 +216,10 @@ const storedToolCallDoc = {
       required: ['name', 'arguments'],
       properties: {
         name: { type: 'string' },
-        arguments: { type: 'string', description: 'JSON, as the model wrote it' },
+        arguments: {
+          type: 'string',
+          description: 'JSON, as the model wrote it; `{}` when that was not a JSON object (refused to it)',
+        },
       },
     },
   },
@@ -292,6 +295,22 @@ function parseChatBody(body: unknown): { conversationId: string | null; message:
   return { conversationId: typeof id === 'string' ? id : null, message: parsed.value.message as string };
 }
 
+/**
+ * A tool call's arguments as they go back to the model: as it wrote them when they are a JSON object, else `{}`
+ * (the tool's answer told it they were refused). A provider may refuse a request whose messages carry others:
+ * Ollama answers 400 "invalid tool call arguments", to the rest of that turn and to every later message of the
+ * conversation.
+ */
+function replayableArguments(raw: unknown): string {
+  try {
+    const value: unknown = typeof raw === 'string' ? JSON.parse(raw) : null;
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return raw as string;
+  } catch {
+    // not JSON: `{}`
+  }
+  return '{}';
+}
+
 /** What messages cost of the history's budget, in characters. */
 const historySize = (messages: readonly ChatMessage[]) =>
   messages.reduce(
@@ -301,11 +320,26 @@ const historySize = (messages: readonly ChatMessage[]) =>
   );
 
 /**
+ * Whether every tool answer of a turn follows the call it answers: a turn the history window began inside of
+ * (ChatStore.messages) is not whole, and its answers without their calls would be refused by a provider.
+ */
+function whole(turn: readonly ChatMessage[]): boolean {
+  const asked = new Set<string>();
+  for (const m of turn) {
+    if (m.role === 'assistant') for (const c of m.tool_calls ?? []) asked.add(c.id);
+    else if (m.role === 'tool' && !asked.has(m.tool_call_id)) return false;
+  }
+  return true;
+}
+
+/**
  * History sent to the model: whole turns (a user message and what followed it), the newest first while they fit
  * in `maxChars`, so a window never starts in the middle of a tool exchange (a provider refuses that). A newest
- * turn too long alone (tool answers of a large list) is kept as its words: the user's message and the reply,
- * without the tool exchange; before, the whole history went and the model lost what "the second one" meant.
- * No assistant tool call is left without all its answers (a turn cut off by an error).
+ * turn too long alone (tool answers of a large list), or not whole (more messages than the window: many tool calls
+ * at once), is kept as its words: the user's message and the reply, without the tool exchange; before, the whole
+ * history went and the model lost what "the second one" meant, or what "go on" was about.
+ * No assistant tool call is left without all its answers (a turn cut off by an error), and each call's arguments
+ * are a JSON object (replayableArguments).
  */
 export function usableHistory(messages: readonly ChatMessage[], maxChars = Infinity): ChatMessage[] {
   let out: ChatMessage[] = [];
@@ -316,7 +350,7 @@ export function usableHistory(messages: readonly ChatMessage[], maxChars = Infin
     if (messages[start]!.role !== 'user') break; // messages before the first user message: no turn
     let turn = messages.slice(start, end);
     let cost = historySize(turn);
-    if (used + cost > maxChars) {
+    if (used + cost > maxChars || !whole(turn)) {
       if (out.length > 0) break;
       const reply = turn.findLast((m) => m.role === 'assistant' && !m.tool_calls?.length && m.content);
       turn = reply ? [turn[0]!, reply] : [turn[0]!];
@@ -333,7 +367,17 @@ export function usableHistory(messages: readonly ChatMessage[], maxChars = Infin
     const answered = new Set(out.slice(i + 1).flatMap((n) => (n.role === 'tool' ? [n.tool_call_id] : [])));
     if (!m.tool_calls.every((c) => answered.has(c.id))) out.splice(i);
   }
-  return out;
+  return out.map((m) =>
+    m.role === 'assistant' && m.tool_calls
+      ? {
+          ...m,
+          tool_calls: m.tool_calls.map((c) => ({
+            ...c,
+            function: { ...c.function, arguments: replayableArguments(c.function.arguments) },
+          })),
+        }
+      : m,
+  );
 }
 
 /** The runner's messages in the stored shape (system messages are not stored). */
@@ -684,9 +728,21 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       timer = setTimeout(() => deadline.abort(), model.timeoutMs * 2);
       gone.addEventListener('abort', () => deadline.abort(), { once: true });
       const options = { maxChatCompletions: model.maxToolCalls + 2, signal: deadline.signal };
+      // Once the model's tool calls are answered (their arguments read), the runner sends them back with its next
+      // request as they came: arguments that are not a JSON object go as `{}` (replayableArguments), each call
+      // once, at its message's first answer.
+      let asked: ChatCompletionMessageParam | undefined;
+      const replayable = (m: ChatCompletionMessageParam) => {
+        if (m.role === 'assistant') asked = m;
+        if (m.role !== 'tool' || asked?.role !== 'assistant') return;
+        for (const c of asked.tool_calls ?? [])
+          if (c.type === 'function') c.function.arguments = replayableArguments(c.function.arguments);
+        asked = undefined;
+      };
       if (send) {
         const streaming = client.chat.completions.runTools({ ...params, stream: true }, options);
         runner = streaming;
+        streaming.on('message', replayable);
         // The reply streams up to REPLY_MAX characters, as it is answered and stored; there the model's answer is
         // no longer read (a model that runs on would be read to the message's deadline) and the reply is what
         // came, cut.
@@ -710,6 +766,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       } else {
         const plain = client.chat.completions.runTools(params, options);
         runner = plain;
+        plain.on('message', replayable);
         replyText = replyOf(await plain.finalContent());
       }
     } catch (err) {
