@@ -314,6 +314,19 @@ export function retryDelayMs(
   return Math.round(step / 2 + (step / 2) * random());
 }
 
+/**
+ * The wait a `Retry-After` header asks for (RFC 9110: delay-seconds, or an HTTP-date), in ms from `now`;
+ * undefined when there is none or it cannot be read.
+ */
+export function retryAfterMs(value: string | undefined, now: Date): number | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  // An HTTP-date starts with its day's name ("Sun, 01 Mar 2026 12:10:00 GMT"); Date.parse takes "-5" too.
+  const at = /^[A-Za-z]{3}/.test(v) ? Date.parse(v) : Number.NaN;
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now.getTime());
+}
+
 export interface PushSubscriptionInput {
   endpoint: string;
   keys: { p256dh: string; auth: string };

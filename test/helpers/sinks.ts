@@ -82,9 +82,13 @@ export interface ReceivedRequest {
   status: number;
 }
 
-/** An HTTP server that records every request; `respond(path, n)` picks the status of the n-th call (1-based). */
+/**
+ * An HTTP server that records every request; `respond(path, n)` picks the status of the n-th call (1-based),
+ * and headers of the answer if it likes.
+ */
 export async function startWebhookSink(
-  respond: (path: string, nth: number) => number = () => 200,
+  respond: (path: string, nth: number) => number | { status: number; headers: Record<string, string> } = () =>
+    200,
 ): Promise<{ url: string; calls: ReceivedRequest[]; close(): Promise<void> }> {
   const calls: ReceivedRequest[] = [];
   const counts = new Map<string, number>();
@@ -93,9 +97,10 @@ export async function startWebhookSink(
     const path = req.url ?? '/';
     const nth = (counts.get(path) ?? 0) + 1;
     counts.set(path, nth);
-    const status = respond(path, nth);
+    const answer = respond(path, nth);
+    const { status, headers } = typeof answer === 'number' ? { status: answer, headers: {} } : answer;
     calls.push({ path, headers: req.headers, body, status });
-    res.writeHead(status, { 'content-type': 'text/plain' }).end(status < 300 ? 'ok' : 'nope');
+    res.writeHead(status, { 'content-type': 'text/plain', ...headers }).end(status < 300 ? 'ok' : 'nope');
   });
   const port = await listen(server);
   return {

@@ -16,7 +16,7 @@ import { createNotificationsTarget } from '../../src/services/notifications/inde
 import type { Db } from '../../src/store/db.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
-import { startPushService, type PushServiceSink } from '../helpers/sinks.ts';
+import { startPushService, startWebhookSink, type PushServiceSink } from '../helpers/sinks.ts';
 
 const START = '2026-03-01T12:00:00Z';
 type DeliveryChannel = ReminderEventData['channels'][number];
@@ -218,6 +218,61 @@ describe('a delivery whose sender stopped during each attempt', () => {
     assert.deepEqual([d.status, d.attempts], ['dead', 4], JSON.stringify(d));
     assert.match(d.last_error ?? '', /3 attempts never ended/);
     assert.deepEqual(smtp.rcpts, ['lou@mail.example'], 'only the delivery with a try left is sent');
+  });
+});
+
+describe('a webhook receiver that says when to come back, or that it is gone', () => {
+  const clock = new ManualClock(START);
+  let sink: Awaited<ReturnType<typeof startWebhookSink>>;
+  let app: TestApp;
+  let db: Db;
+  let drop: () => Promise<void>;
+  before(async () => {
+    sink = await startWebhookSink((path) =>
+      path === '/busy' ? { status: 429, headers: { 'retry-after': '600' } } : path === '/gone' ? 410 : 200,
+    );
+    ({ db, drop } = await backends[0]!.fresh());
+    app = await startApp(db, {
+      clock,
+      targets: [
+        createNotificationsTarget({
+          webhookAllowPrivate: true,
+          tickMs: 20,
+          retryBaseMs: 1_000,
+          retryMaxMs: 3_600_000,
+        }),
+      ],
+    });
+  });
+  after(async () => {
+    await app?.stop();
+    await drop?.();
+    await sink?.close();
+  });
+
+  const webhookTo = (user: string, path: string) =>
+    db.query(
+      `INSERT INTO notification_preferences (user_id, webhook_enabled, webhook_url, webhook_secret)
+       VALUES ($1, true, $2, 'whsec_0123456789abcdef0123456789abcdef')`,
+      [user, `${sink.url}${path}`],
+    );
+
+  it("waits a 429's Retry-After before the next attempt; a 410 is dead at once", async () => {
+    await webhookTo('max', '/busy');
+    await webhookTo('ned', '/gone');
+    const busy = await enqueue(db, 'max', 'webhook');
+    const gone = await enqueue(db, 'ned', 'webhook');
+    await attemptEnded(db, busy);
+    await attemptEnded(db, gone);
+    const next = await db.query<{ wait_s: number }>(
+      `SELECT extract(epoch FROM next_attempt_at - $2::timestamptz)::int AS wait_s
+         FROM notification_deliveries WHERE id = $1`,
+      [busy, clock.now().toISOString()],
+    );
+    assert.ok(next.rows[0]!.wait_s >= 600, `the next attempt in ${next.rows[0]!.wait_s} s, asked 600`);
+    const g = await delivery(db, gone);
+    assert.deepEqual([g.status, g.attempts], ['dead', 1], JSON.stringify(g));
+    assert.match(g.last_error ?? '', /410/);
   });
 });
 

@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { recipientKey } from '../../src/services/notifications/store.ts';
 import {
   quietHoursEnd,
+  retryAfterMs,
   retryDelayMs,
   validatePreferencesPatch,
   validatePushSubscription,
@@ -259,4 +260,16 @@ describe('recipientKey (the per-mailbox limit of confirmation codes)', () => {
     assert.notEqual(recipientKey('other@bücher.example'), one);
     assert.notEqual(recipientKey('victim@bücher.example.org'), one);
   });
+});
+
+it('reads a Retry-After as seconds or an HTTP date, and nothing else', () => {
+  const now = new Date('2026-03-01T12:00:00Z');
+  assert.equal(retryAfterMs('600', now), 600_000);
+  assert.equal(retryAfterMs(' 0 ', now), 0);
+  assert.equal(retryAfterMs('Sun, 01 Mar 2026 12:10:00 GMT', now), 600_000);
+  assert.equal(retryAfterMs('Sun, 01 Mar 2026 11:00:00 GMT', now), 0, 'a date past is now');
+  assert.equal(retryAfterMs('soon', now), undefined);
+  assert.equal(retryAfterMs('-5', now), undefined);
+  assert.equal(retryAfterMs('', now), undefined);
+  assert.equal(retryAfterMs(undefined, now), undefined);
 });

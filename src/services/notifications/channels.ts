@@ -8,8 +8,8 @@ import { Temporal } from 'temporal-polyfill';
 import type { Transporter } from 'nodemailer';
 import type WebPush from 'web-push';
 import type { ReminderEventData } from '../../contracts/events.ts';
-import { webhookSignature } from '../../domain/notifications.ts';
-import { BlockedAddressError, post } from './outbound.ts';
+import { retryAfterMs, webhookSignature } from '../../domain/notifications.ts';
+import { BlockedAddressError, post, type PostResult } from './outbound.ts';
 import { errorMessage } from '../../error-text.ts';
 
 export interface MessageContent {
@@ -48,11 +48,35 @@ export function reminderContent(
 
 /**
  * The receiver refused the message for good: an SMTP 5xx answer to the recipient or to the message (RFC 5321: a
- * permanent failure, "user unknown", "mailbox disabled"). Sent again it is refused again, and a sender that
- * keeps writing to a mailbox that does not exist loses its standing with mail providers: not retried.
+ * permanent failure, "user unknown", "mailbox disabled"), a webhook's 410 Gone. Sent again it is refused again,
+ * and a sender that keeps writing to a mailbox that does not exist loses its standing with mail providers: not
+ * retried.
  */
 export class RefusedError extends Error {
   override name = 'RefusedError';
+}
+
+/**
+ * The receiver is there but asked to be tried later (429 or 503 with Retry-After): the next attempt is not
+ * before `afterMs` (bounded by the retry policy's longest wait: a reminder is worth little days late).
+ */
+export class RetryLaterError extends Error {
+  override name = 'RetryLaterError';
+  constructor(
+    message: string,
+    readonly afterMs: number,
+  ) {
+    super(message);
+  }
+}
+
+/** A failure for an answer of `status` that is not a success: RetryLaterError when it says when to come back. */
+function unanswered(what: string, res: PostResult, now: Date): Error {
+  const text = `${what} answered ${res.status}${res.text ? `: ${res.text}` : ''}`;
+  const after = res.status === 429 || res.status === 503 ? retryAfterMs(res.retryAfter, now) : undefined;
+  return after === undefined
+    ? new Error(text)
+    : new RetryLaterError(`${text} (Retry-After ${res.retryAfter})`, after);
 }
 
 export class EmailChannel {
@@ -211,7 +235,7 @@ export class PushChannel {
     }
     if (answer.status >= 200 && answer.status < 300) return 'sent';
     if (answer.status === 404 || answer.status === 410) return 'gone';
-    throw new Error(`push service answered ${answer.status}${answer.text ? `: ${answer.text}` : ''}`);
+    throw unanswered('push service', answer, new Date());
   }
 }
 
@@ -223,8 +247,9 @@ export class WebhookChannel {
   ) {}
 
   /**
-   * POSTs the JSON body signed with the user's secret; any non-2xx answer is a failure (retried). Receivers
-   * dedupe on X-Taskflow-Delivery (a retry after a lost answer repeats it) and may reject old timestamps.
+   * POSTs the JSON body signed with the user's secret; any non-2xx answer is a failure (retried; a 429 or 503
+   * with Retry-After is tried again no sooner, a 410 not at all). Receivers dedupe on X-Taskflow-Delivery (a
+   * retry after a lost answer repeats it) and may reject old timestamps.
    */
   async send(
     url: string,
@@ -253,6 +278,8 @@ export class WebhookChannel {
       },
     });
     if (res.status >= 200 && res.status < 300) return;
-    throw new Error(`webhook answered ${res.status}`);
+    // 410 Gone: the receiver says the endpoint is no more (a 404 may be a deploy in progress: retried).
+    if (res.status === 410) throw new RefusedError('webhook answered 410: the endpoint is gone for good');
+    throw unanswered('webhook', { ...res, text: '' }, meta.now);
   }
 }

@@ -11,6 +11,7 @@ import { QUIET_CHANNELS, quietHoursEnd, retryDelayMs } from '../../domain/notifi
 import type { Runtime } from '../../runtime.ts';
 import {
   RefusedError,
+  RetryLaterError,
   reminderContent,
   type EmailChannel,
   type PushChannel,
@@ -262,10 +263,15 @@ export class DeliveryWorker {
       );
       return;
     }
-    const delay = retryDelayMs(row.attempts, {
+    const backoff = retryDelayMs(row.attempts, {
       baseMs: this.opts.retryBaseMs,
       maxMs: this.opts.retryMaxMs,
     });
+    // A receiver that said when to come back (Retry-After) is not asked before then, up to the longest backoff.
+    const delay =
+      err instanceof RetryLaterError
+        ? Math.max(backoff, Math.min(err.afterMs, this.opts.retryMaxMs))
+        : backoff;
     const deferred = await deferDelivery(db, row.id, this.holder, new Date(now.getTime() + delay), {
       error,
       countAttempt: true,

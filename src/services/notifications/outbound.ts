@@ -117,6 +117,8 @@ export interface PostResult {
   status: number;
   /** The answer's first POST_TEXT_MAX bytes, as text (for the error of a refusal); the rest is not kept. */
   text: string;
+  /** Its Retry-After header, if any (a 429 or 503 says when to come back). */
+  retryAfter?: string;
 }
 
 /** What is kept of an answer's body: enough to say why it refused. */
@@ -158,9 +160,14 @@ export async function post(
         size += chunk.length;
       });
       res.on('error', reject);
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(kept).toString('utf8') }),
-      );
+      res.on('end', () => {
+        const retryAfter = res.headers['retry-after'];
+        resolve({
+          status: res.statusCode ?? 0,
+          text: Buffer.concat(kept).toString('utf8'),
+          ...(retryAfter ? { retryAfter } : {}),
+        });
+      });
     });
     // net wraps lookup errors: the BlockedAddressError of publicOnlyLookup is a cause.
     req.on('error', (err) => reject(causeOf(err, BlockedAddressError) ?? err));
