@@ -3,7 +3,9 @@
  * own beside runTargets: it opens the database and runs the api target's MCP server on it, without HTTP or
  * a bus consumer.
  */
+import { PassThrough, type Readable } from 'node:stream';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { STDIO_DEFAULT_MAX_BUFFER_SIZE } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { createVerifier } from '../auth.ts';
 import { EmbeddedLog } from '../bus/embedded/log.ts';
@@ -49,7 +51,16 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     },
     { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, apiUrl: config.apiUrl }) },
   );
-  const transport = new StdioServerTransport();
+  const input = lines(process.stdin, MAX_LINE_BYTES, (bytes) => {
+    log.warn({ bytes, max_bytes: MAX_LINE_BYTES }, 'MCP: a line longer than the most this server reads');
+    answerError(
+      transport,
+      null,
+      -32600,
+      `Invalid Request: a line is longer than ${MAX_LINE_BYTES} bytes (${bytes} read so far), the most this server reads; it was not read, send less in one message`,
+    );
+  });
+  const transport = new StdioServerTransport(input);
   let inFlight: InFlight | undefined;
   let closing: Promise<void> | undefined;
   // Once only, and never re-entered: server.close() closes the transport, whose onclose calls this again
@@ -63,10 +74,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     transport.onclose = () => void close().then(resolve);
     // A client that writes its requests and closes stdin (a pipe) still gets every answer: what is in flight
     // finishes first (closing the database under it lost the answer, or the write itself).
-    process.stdin.once(
-      'end',
-      () => void (inFlight?.idle(DRAIN_MS) ?? Promise.resolve()).then(close).then(resolve),
-    );
+    input.once('end', () => void (inFlight?.idle(DRAIN_MS) ?? Promise.resolve()).then(close).then(resolve));
     onStopSignal(() => void close().then(resolve));
     void server.connect(transport).then(() => {
       guard(transport, expiresAt);
@@ -75,6 +83,58 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     });
   });
 }
+
+/**
+ * The longest line read: the SDK's transport closes itself, and so this server, silently, when its buffer
+ * would go over its limit; each line is given to it alone, with its newline.
+ */
+const MAX_LINE_BYTES = STDIO_DEFAULT_MAX_BUFFER_SIZE - 1;
+
+/**
+ * `input` cut into lines, one chunk each with its newline, for the SDK's transport, which never read a last
+ * line without a newline, and closed itself on a line over its buffer. A line over `maxBytes` is dropped up to
+ * its newline, and reported once (`tooLong`) as soon as it goes over. An error of `input` ends the lines.
+ */
+function lines(input: Readable, maxBytes: number, tooLong: (bytes: number) => void): Readable {
+  // One 'data' event per line, however many lines wait while the reader is not attached yet.
+  const out = new PassThrough({ readableObjectMode: true });
+  let parts: Buffer[] = [];
+  let size = 0;
+  let dropping = false;
+  // An empty line is given on too (the SDK answers it as a line that is not JSON).
+  const line = () => {
+    if (!dropping) out.write(Buffer.concat([...parts, NEWLINE]));
+    parts = [];
+    size = 0;
+    dropping = false;
+  };
+  input.on('data', (chunk: Buffer) => {
+    for (let start = 0; ;) {
+      const nl = chunk.indexOf(0x0a, start);
+      const end = nl === -1 ? chunk.length : nl;
+      size += end - start;
+      if (!dropping && size > maxBytes) {
+        dropping = true;
+        parts = [];
+        tooLong(size);
+      } else if (!dropping) parts.push(chunk.subarray(start, end));
+      if (nl === -1) break;
+      line();
+      start = nl + 1;
+    }
+  });
+  const end = () => {
+    if (out.writableEnded) return;
+    // The last line without a newline is a line, unless it is only blanks (a trailing "\r", a space).
+    if (!dropping && Buffer.concat(parts).toString('utf8').trim() !== '') line();
+    out.end();
+  };
+  input.once('end', end);
+  input.on('error', end);
+  return out;
+}
+
+const NEWLINE = Buffer.from('\n');
 
 /** How long a closed stdin waits for the requests in flight (a tool call is a few statements). */
 const DRAIN_MS = 30_000;
@@ -124,6 +184,17 @@ function trackRequests(transport: StdioServerTransport): InFlight {
   };
 }
 
+/** Answers `id` (null: a line whose id could not be read) with a JSON-RPC error. */
+const answerError = (
+  transport: StdioServerTransport,
+  id: string | number | null,
+  code: number,
+  message: string,
+) =>
+  void transport
+    .send({ jsonrpc: '2.0', id, error: { code, message } } as JSONRPCMessage)
+    .catch(() => undefined);
+
 /**
  * Answers, before the SDK sees them, what it would answer wrongly or not at all: a line that is not JSON
  * (-32700, id null; the SDK answered nothing) or not a JSON-RPC message (-32600), a `tools/call` with invalid
@@ -134,9 +205,7 @@ function guard(transport: StdioServerTransport, tokenExpiresAt: number): void {
   const deliver = transport.onmessage;
   const reported = transport.onerror;
   const refuse = (id: string | number | null, code: number, message: string) =>
-    void transport
-      .send({ jsonrpc: '2.0', id, error: { code, message } } as JSONRPCMessage)
-      .catch(() => undefined);
+    answerError(transport, id, code, message);
   transport.onmessage = (message) => {
     const id = requestId(message);
     if (Date.now() >= tokenExpiresAt && id !== null)

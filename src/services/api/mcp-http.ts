@@ -140,10 +140,12 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
         );
       for (const [i, m] of messages.entries()) {
         const bad = paramsProblem(m);
+        // An unknown tool alone is answered as the SDK answers a request's protocol error (200): its client
+        // reads a 400 as the transport failing, not as the JSON-RPC error in the body.
         if (bad)
           return jsonRpcError(
             reply,
-            400,
+            bad.unknownTool && messages.length === 1 ? 200 : 400,
             -32602,
             `Invalid params: ${bad.problem}${messages.length > 1 ? ` (message ${i + 1} of the batch; nothing was done)` : ''}`,
             bad.id,

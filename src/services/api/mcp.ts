@@ -63,6 +63,7 @@ import { SpanKind, withSpan } from '../../observability/tracing.ts';
 import type { EventMeta } from '../../store/tasks.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import type { TaskChange, TaskOperations } from './task-operations.ts';
+import { MCP_TOOLS } from './mcp-messages.ts';
 
 export const MCP_SOURCE = '/taskflow/mcp';
 const VERSION = '1.0.0';
@@ -404,6 +405,15 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         'Manage the signed-in user’s tasks: add_task, list_tasks, search_tasks, get_task, update_task, complete_task, reopen_task, delete_task, set_reminder, set_recurrence; their reminders (list_reminders, snooze_reminder, dismiss_reminder), repeats (skip_occurrence, preview_occurrences), notifications (list_notifications, mark_notification_read; the address reminders are emailed to: set_notification_email, then confirm_email with the code the user reads to you, send_email_code for a new one) and settings (update_settings). Dates (due_date, reminders, snooze) take the user’s words as they said them ("tomorrow at 9", "in 30 minutes", "next Friday"), read in the user’s time zone, or ISO 8601 date-times with an offset; each answer’s resolved says how words were read, to confirm with the user. get_context gives the current time, the user’s time zone and default reminders. Task ids are UUIDs from add_task/list_tasks.',
     },
   );
+  // The guards refuse a tools/call of a name not in MCP_TOOLS before the SDK sees it (mcp-messages.ts): a tool
+  // registered here and not named there could never be called.
+  const registered = new Set<string>();
+  const register = server.registerTool.bind(server) as (name: string, ...rest: unknown[]) => unknown;
+  server.registerTool = ((name: string, ...rest: unknown[]) => {
+    if (!MCP_TOOLS.includes(name)) throw new Error(`MCP tool ${name} is not in MCP_TOOLS (mcp-messages.ts)`);
+    registered.add(name);
+    return register(name, ...rest);
+  }) as typeof server.registerTool;
 
   const meta = (): EventMeta => ({
     source,
@@ -1105,6 +1115,8 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     }),
   );
 
+  const missing = MCP_TOOLS.filter((name) => !registered.has(name));
+  if (missing.length) throw new Error(`MCP_TOOLS names tools not registered: ${missing.join(', ')}`);
   return server;
 }
 
