@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, databaseUrlOf, loadConfig, type Config } from '../config.ts';
 import type { Bus } from '../bus/types.ts';
 import type { Db } from '../store/db.ts';
+import type { OutboxStats } from '../store/outbox.ts';
 import { isPostgresUrl, pgliteLocation } from '../store/database-url.ts';
 import { dlqTopic } from '../contracts/topics.ts';
 import { deadLetterGroups, subscribedTopics } from '../runtime.ts';
@@ -331,7 +332,7 @@ program
  * migrates first.
  */
 async function withBus<T>(
-  fn: (bus: Bus, config: Config) => Promise<T>,
+  fn: (bus: Bus, config: Config, db: Db | undefined) => Promise<T>,
   opts: { writes?: boolean } = {},
 ): Promise<T> {
   const config = loadConfig(process.env, { auth: false });
@@ -349,7 +350,7 @@ async function withBus<T>(
     else await opened?.requireCurrent();
     const bus = await createBus(config, db as Db, log, new Metrics({ defaultMetrics: false }));
     try {
-      return await fn(bus, config);
+      return await fn(bus, config, db);
     } catch (err) {
       // Which dependency failed: "metadata failed 3 times." alone did not say.
       if (
@@ -507,13 +508,67 @@ topics
     }),
   );
 
+type OutboxView = OutboxStats | { error: string };
+
+/**
+ * The outbox as `lag` shows it: from the embedded bus's database, or (Kafka, Dapr) DATABASE_URL's, read only.
+ * Never throws: the consumer lag is still worth showing when the database cannot be read.
+ */
+async function outboxView(config: Config, busDb: Db | undefined): Promise<OutboxView> {
+  const { outboxStats } = await import('../store/outbox.ts');
+  if (busDb) return outboxStats(busDb).catch((err: unknown) => ({ error: errorWithCause(err) }));
+  if (config.databaseUrl === 'memory://')
+    return { error: "DATABASE_URL is memory://: another process's outbox cannot be read from here" };
+  try {
+    const opened = await openDatabase(config.databaseUrl, { existing: true });
+    try {
+      await opened.requireCurrent();
+      return await outboxStats(opened.db);
+    } finally {
+      await opened.db.close();
+    }
+  } catch (err) {
+    return { error: errorWithCause(err) };
+  }
+}
+
+/** A number of seconds as an operator reads it: 12.3 s, 4.5 min, 2.0 h. */
+const duration = (seconds: number) =>
+  seconds < 120
+    ? `${seconds.toFixed(1)} s`
+    : seconds < 7200
+      ? `${(seconds / 60).toFixed(1)} min`
+      : `${(seconds / 3600).toFixed(1)} h`;
+
+/**
+ * The outbox's lines of `lag`: what waits and, when the first row has failed sends, which event it is and the
+ * last error. The relay retries it until the bus takes it, and per-key order keeps every row behind it waiting
+ * (docs/adr/0010): this is how an operator sees a relay stuck on an event the broker refuses for good.
+ */
+function outboxLines(view: OutboxView): string[] {
+  if ('error' in view) return [`outbox: not read (${printable(view.error)})`];
+  if (view.pending === 0) return ['outbox: empty (every event is published)'];
+  const lines = [
+    `outbox: ${view.pending} ${view.pending === 1 ? 'event waits' : 'events wait'} to be published, the oldest for ${duration(view.oldestPendingAgeSeconds)}`,
+  ];
+  const head = view.head;
+  // A batch fails whole: the error may be any of its rows' (the head's alone when it is the only one failing).
+  if (head && head.attempts > 0)
+    lines.push(
+      `  the first, event ${printable(head.eventId)} (${printable(head.type)}, key ${printable(head.key)}, topic ${printable(head.topic)}), failed ${head.attempts} ${head.attempts === 1 ? 'time' : 'times'} to be sent${view.failing > 1 ? ` (as did ${view.failing - 1} more sent with it: the error may be any of theirs)` : ''}; the relay retries it, and the events behind it wait`,
+      `  last error: ${printable(head.lastError ?? '-')}`,
+    );
+  return lines;
+}
+
 program
   .command('lag')
-  .description('consumer lag per group and partition')
+  .description('the outbox (events waiting for the relay) and consumer lag per group and partition')
   .option('--group <group>', 'only this consumer group')
   .option('--json', 'print JSON')
   .action((opts: { group?: string; json?: boolean }) =>
-    withBus(async (bus) => {
+    withBus(async (bus, config, db) => {
+      const outbox = outboxView(config, db);
       // Every partition of the topics each group reads: one it never committed on (a new or stuck consumer)
       // is listed with its whole lag, not left out.
       const lag = await bus.admin.lag(opts.group, subscribedTopics(MANIFESTS));
@@ -525,7 +580,8 @@ program
         if (!groups.includes(opts.group))
           throw new Error(`no consumer group ${opts.group}; the groups are ${groups.join(', ')}`);
       }
-      if (opts.json) return console.log(JSON.stringify(lag, null, 2));
+      if (opts.json) return console.log(JSON.stringify({ outbox: await outbox, lag }, null, 2));
+      console.log(outboxLines(await outbox).join('\n') + '\n');
       console.log(
         table(
           lag.map((l) => ({

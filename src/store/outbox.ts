@@ -306,19 +306,69 @@ export async function recordPublishFailure(
     );
 }
 
+/** The first pending row: the relay sends nothing behind it until it goes (per-key order holds, see pendingOutbox). */
+export interface OutboxHead {
+  id: string;
+  eventId: string;
+  type: string;
+  key: string;
+  topic: string;
+  /** Sends of it that failed (each failed send counts for every row of its batch), and the last one's error. */
+  attempts: number;
+  lastError: string | null;
+}
+
 export interface OutboxStats {
   pending: number;
   oldestPendingAgeSeconds: number;
+  /** Pending rows with failed sends: a batch fails whole, and which of its records the bus refused, it does not say. */
+  failing: number;
+  head: OutboxHead | null;
 }
 
+/**
+ * How many rows wait, the age of the oldest, and the first of them, in one statement (the head is one probe of
+ * the pending index): what the relay's gauges and `taskflow lag` show.
+ */
 export async function outboxStats(db: Queryable): Promise<OutboxStats> {
-  const r = await db.query<{ pending: string; oldest: string | null }>(
-    `SELECT count(*)::text AS pending, extract(epoch FROM now() - min(created_at))::text AS oldest
-       FROM outbox WHERE published_at IS NULL`,
+  const r = await db.query<{
+    pending: string;
+    oldest: string | null;
+    failing: string;
+    id: string | null;
+    event_id: string;
+    event_type: string;
+    key: string;
+    topic: string;
+    attempts: number;
+    last_error: string | null;
+  }>(
+    `SELECT s.pending, s.oldest, s.failing, h.id, h.event_id, h.event_type, h.key, h.topic, h.attempts, h.last_error
+       FROM (SELECT count(*)::text AS pending, extract(epoch FROM now() - min(created_at))::text AS oldest,
+                    (count(*) FILTER (WHERE attempts > 0))::text AS failing
+               FROM outbox WHERE published_at IS NULL) s
+       LEFT JOIN LATERAL (
+         SELECT id::text AS id, event_id, event_type, key, topic, attempts, last_error
+           FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1
+       ) h ON true`,
   );
+  const x = r.rows[0];
   return {
-    pending: Number(r.rows[0]?.pending ?? 0),
-    oldestPendingAgeSeconds: Number(r.rows[0]?.oldest ?? 0),
+    pending: Number(x?.pending ?? 0),
+    oldestPendingAgeSeconds: Number(x?.oldest ?? 0),
+    failing: Number(x?.failing ?? 0),
+    head:
+      x && x.id !== null
+        ? {
+            id: x.id,
+            eventId: x.event_id,
+            type: x.event_type,
+            key: x.key,
+            topic: x.topic,
+            attempts: x.attempts,
+            lastError: x.last_error,
+          }
+        : null,
   };
 }
 

@@ -451,7 +451,7 @@ describe('Taskflow on Kafka', { skip }, () => {
         env: cliEnv,
       });
       assert.equal(
-        JSON.parse(lag.stdout).reduce((n: number, l: { lag: number }) => n + l.lag, 0),
+        (JSON.parse(lag.stdout) as { lag: { lag: number }[] }).lag.reduce((n, l) => n + l.lag, 0),
         0,
       );
     } finally {

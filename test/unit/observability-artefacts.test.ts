@@ -72,6 +72,7 @@ describe('observability artefacts', () => {
       'taskflow_reminders_pending',
       'taskflow_outbox_pending_events',
       'taskflow_outbox_oldest_pending_age_seconds',
+      'taskflow_outbox_head_attempts',
       'taskflow_consumer_lag_messages',
       'taskflow_dlq_messages',
     ];

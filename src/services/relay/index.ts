@@ -129,7 +129,8 @@ export class Relay {
    * active one (see standAside).
    */
   private standAsideUntil = 0;
-  private statsAt = 0;
+  private statsReading: Promise<void> | undefined;
+  private statsTimer: NodeJS.Timeout | undefined;
   private lastHousekeeping = 0;
   /**
    * The last batch of the last round: sent, and marked published by the statement that begins the next round
@@ -164,12 +165,13 @@ export class Relay {
     this.rt.db.signals.on(OUTBOX_NOTIFY_EVENT, this.onSignal);
     this.rt.db.listen(OUTBOX_NOTIFY_CHANNEL);
     this.loop.start();
+    this.updateStats();
+    this.statsTimer = setInterval(() => this.updateStats(), STATS_INTERVAL_MS).unref();
   }
 
   /** Publishes a batch if this relay holds the lease; resolves how long to wait before the next round. */
   private async round(): Promise<number | IdleRound> {
     const { config } = this.rt;
-    await this.updateStats();
     const standby: IdleRound = { idle: true, waitMs: this.leaseMs / 3 };
     if (performance.now() < this.standAsideUntil || !(await this.holdLease())) return standby;
     let published: number;
@@ -260,14 +262,20 @@ export class Relay {
     );
   }
 
-  /** Refreshes the outbox gauges every few seconds, also while publishing fails (the backlog grows then). */
-  private async updateStats() {
-    if (Date.now() - this.statsAt <= STATS_INTERVAL_MS) return;
-    this.statsAt = Date.now();
-    const stats = await outboxStats(this.rt.db).catch(() => null);
-    // Unknown while the database cannot be read: NaN, not the last figures (0 pending through an outage).
-    this.metrics.outboxPending.set(stats?.pending ?? NaN);
-    this.metrics.outboxOldestAge.set(stats?.oldestPendingAgeSeconds ?? NaN);
+  /**
+   * Refreshes the outbox gauges, on a timer of their own: read at the start of a round, they stood still through
+   * a long drain or a send that hangs. One read at a time (one that hangs keeps the last figures).
+   */
+  private updateStats(): void {
+    this.statsReading ??= outboxStats(this.rt.db)
+      .catch(() => null)
+      .then((stats) => {
+        this.statsReading = undefined;
+        // Unknown while the database cannot be read: NaN, not the last figures (0 pending through an outage).
+        this.metrics.outboxPending.set(stats?.pending ?? NaN);
+        this.metrics.outboxOldestAge.set(stats?.oldestPendingAgeSeconds ?? NaN);
+        this.metrics.outboxHeadAttempts.set(stats ? (stats.head?.attempts ?? 0) : NaN);
+      });
   }
 
   /** Publishes what is pending, batch by batch; resolves how many rows, and whether the last read was short. */
@@ -336,6 +344,7 @@ export class Relay {
           await sending;
         } catch (err) {
           traced.end(err);
+          this.metrics.publishFailures.inc();
           await recordPublishFailure(db, ids, errorMessage(err)).catch(() => undefined);
           throw err;
         }
@@ -471,7 +480,9 @@ export class Relay {
   async stop(): Promise<void> {
     this.rt.db.signals.off(OUTBOX_SIGNAL, this.onSignal);
     this.rt.db.signals.off(OUTBOX_NOTIFY_EVENT, this.onSignal);
+    clearInterval(this.statsTimer);
     await this.loop.stop();
+    await this.statsReading;
     if (!this.leader) return;
     if (this.sentUnmarked.length > 0)
       await this.mark(this.sentUnmarked).catch((err: unknown) =>

@@ -27,6 +27,18 @@ export const relayManifest = {
       help: 'Age of the oldest unpublished outbox row',
       registers: [registry],
     }),
+    // A record the bus refuses for good (too large for the topic) is retried for ever and every event behind it
+    // waits (per-key order): this says so, and `taskflow lag` which event and why.
+    outboxHeadAttempts: new Gauge({
+      name: 'taskflow_outbox_head_attempts',
+      help: 'Failed sends of the oldest unpublished outbox row, which every row behind it waits for (0: none failed)',
+      registers: [registry],
+    }),
+    publishFailures: new Counter({
+      name: 'taskflow_outbox_publish_failures_total',
+      help: 'Sends of a batch of outbox rows to the bus that failed (the relay retries them)',
+      registers: [registry],
+    }),
     ledgerPruned: new Counter({
       name: 'taskflow_ledger_pruned_rows_total',
       help: "Rows of the consumers' dedupe ledger (processed_events) deleted past LEDGER_RETENTION_MS",
