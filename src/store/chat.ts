@@ -23,6 +23,25 @@ export interface Conversation {
   updated_at: string;
 }
 
+/** What a message sent with an Idempotency-Key was answered: its status and body (the reply, or a problem). */
+export interface KeptAnswer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+/**
+ * A message's Idempotency-Key on arrival: taken for this request, answered before (`KeptAnswer`), being answered,
+ * or used for another body.
+ */
+export type KeyClaim = 'claimed' | 'running' | 'mismatch' | KeptAnswer;
+
+/*
+ * The keys of chat messages live with those of task creates (idempotency_keys: the same 24 hours, the same
+ * pruning) under a prefix no client's key has (a space is not a visible character). `response` is JSON null
+ * while the message is answered.
+ */
+const chatKey = (key: string) => `chat ${key}`;
+
 const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
 const conversation = (r: Record<string, unknown>): Conversation => ({
   id: String(r.id),
@@ -91,6 +110,48 @@ export class ChatStore {
 
   async releaseTurn(id: string): Promise<void> {
     await this.db.query('UPDATE chat_conversations SET turn_until = NULL WHERE id = $1', [id]);
+  }
+
+  /**
+   * Takes `key` for a message of `requestHash`, unless it was taken within 24 hours: then its answer, or that it
+   * is being answered (a claim older than `ms` is taken over: a replica that died mid-turn lets go), or that it
+   * named another body. Of two requests at once, one takes it and the other finds it being answered.
+   */
+  async claimKey(userId: string, key: string, requestHash: string, ms: number): Promise<KeyClaim> {
+    // The subqueries read the row as it was before this statement: the one that was there when none was taken.
+    const r = await this.db.query<{ claimed: boolean; request_hash: string | null; response: unknown }>(
+      `WITH claim AS (
+         INSERT INTO idempotency_keys AS k (user_id, key, request_hash, response) VALUES ($1, $2, $3, 'null')
+         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = $3, response = 'null', created_at = now()
+          WHERE k.created_at <= now() - interval '24 hours'
+             OR (k.response = 'null' AND k.created_at < now() - $4 * interval '1 millisecond')
+         RETURNING 1
+       )
+       SELECT EXISTS (SELECT 1 FROM claim) AS claimed, k.request_hash, k.response
+         FROM (SELECT 1) one LEFT JOIN idempotency_keys k ON k.user_id = $1 AND k.key = $2`,
+      [userId, chatKey(key), requestHash, ms],
+    );
+    const row = r.rows[0]!;
+    if (row.claimed) return 'claimed';
+    if (row.request_hash !== null && row.request_hash !== requestHash) return 'mismatch';
+    return row.response ? (row.response as KeptAnswer) : 'running';
+  }
+
+  /** Keeps the answer of the message `key` was taken for. */
+  async keepAnswer(userId: string, key: string, answer: KeptAnswer): Promise<void> {
+    await this.db.query('UPDATE idempotency_keys SET response = $3 WHERE user_id = $1 AND key = $2', [
+      userId,
+      chatKey(key),
+      JSON.stringify(answer),
+    ]);
+  }
+
+  /** Lets go of `key` without an answer: a retry runs the message again. */
+  async releaseKey(userId: string, key: string): Promise<void> {
+    await this.db.query(
+      `DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND response = 'null'`,
+      [userId, chatKey(key)],
+    );
   }
 
   async delete(userId: string, id: string): Promise<boolean> {

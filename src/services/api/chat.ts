@@ -21,7 +21,8 @@ import type { RunnableToolFunctionWithParse } from 'openai/lib/RunnableFunction'
 import type { Verifier } from '../../auth.ts';
 import type { ChatConfig } from './manifest.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
-import { NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { IdempotencyMismatchError, NotFoundError, ValidationError } from '../../domain/errors.ts';
+import { IDEMPOTENCY_KEY_PATTERN, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
 import { codePoints, firstCodePoints, isUuid, storableText, textProblem } from '../../domain/text.ts';
 import { causeOf, errorText } from '../../error-text.ts';
@@ -30,7 +31,7 @@ import { instant } from '../../contracts/schemas.ts';
 import { noContent, okWith, problemDoc, userIdParam } from '../../http/openapi.ts';
 import { problem, sendProblem, type Problem } from '../../http/problem.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { ChatStore, type ChatMessage, type ChatToolCall } from '../../store/chat.ts';
+import { ChatStore, type ChatMessage, type ChatToolCall, type KeptAnswer } from '../../store/chat.ts';
 import type { Db } from '../../store/db.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { systemPrompt } from './chat-prompt.ts';
@@ -189,6 +190,25 @@ const turnProblemDoc = {
     tool_calls: { type: 'array', items: toolCallRecordDoc, description: 'the tool calls that ran before it' },
   },
 } as const;
+
+/** The chat's Idempotency-Key, as on task creates (routes.ts), and the header of a replay. */
+const chatKeyDoc = {
+  type: 'object',
+  properties: {
+    'idempotency-key': {
+      type: 'string',
+      pattern: IDEMPOTENCY_KEY_PATTERN,
+      description:
+        'Makes a retried message safe: the same key and body within 24 hours answers the first answer (header Idempotent-Replayed: true) without asking the model or running a tool again, and the turn runs on when its client goes away; the same key while that message is answered is 409 with Retry-After, with another body 422. A failure is kept as the answer only once a tool that may write ran; before that a retry runs the message again',
+    },
+  },
+} as const;
+const replayedHeaderDoc = {
+  type: 'string',
+  enum: ['true'],
+  description:
+    "Present when the Idempotency-Key was seen before: this is the first message's answer (also on its error answers), and nothing ran now",
+};
 
 const conversationDoc = {
   type: 'object',
@@ -506,6 +526,43 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     schema: { tags: ['chat'], summary, security, ...extra },
   });
 
+  const wantsStream = (req: FastifyRequest) => /\btext\/event-stream\b/.test(req.headers.accept ?? '');
+
+  /** Answers with server-sent events: the reply's headers sent, and how to send an event. */
+  function openStream(reply: FastifyReply) {
+    reply.hijack();
+    // With the headers set on the reply so far (CORS): hijacked, Fastify no longer writes them.
+    reply.raw.writeHead(200, {
+      ...(reply.getHeaders() as OutgoingHttpHeaders),
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+    });
+    return (event: string, data: unknown) => {
+      if (!reply.raw.writableEnded && !reply.raw.destroyed)
+        reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    };
+  }
+
+  /**
+   * A message's kept answer to a retry with its Idempotency-Key: as JSON, or streamed in one piece (its tool
+   * calls, the reply as one `token`, then `done`; a failure's tool calls, then `error`).
+   */
+  function replay(req: FastifyRequest, reply: FastifyReply, kept: KeptAnswer) {
+    reply.header('idempotent-replayed', 'true');
+    if (!wantsStream(req)) return kept.status === 200 ? kept.body : sendProblem(reply, kept.body as Problem);
+    const send = openStream(reply);
+    const { tool_calls: calls, reply: text } = kept.body as { tool_calls?: unknown[]; reply?: string };
+    for (const call of calls ?? []) send('tool_call', call);
+    if (kept.status !== 200) send('error', kept.body);
+    else {
+      if (text) send('token', { text });
+      send('done', kept.body);
+    }
+    reply.raw.end();
+    return reply;
+  }
+
   /** The MCP task tools for `userId`, in process: a client of a server made for this request. */
   async function toolsFor(req: FastifyRequest, userId: string) {
     const server = createMcpServer(
@@ -541,14 +598,55 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
         ),
       );
     const { conversationId, message } = parseChatBody(req.body);
+    // Held for at most the whole message's bound and the tools' time after it.
+    const holdMs = configured.chat.timeoutMs * 2 + 60_000;
+    // Idempotency-Key, as on task creates: a retry of a message answers its first answer, and the model is not
+    // asked again. Before the conversation: a replay makes none.
+    const key = parseIdempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
+    if (key) {
+      const held = await store.claimKey(userId, key, requestHash(req.body), holdMs);
+      if (held === 'mismatch') throw new IdempotencyMismatchError(key);
+      if (held === 'running')
+        return sendProblem(
+          reply.header('retry-after', '5'),
+          problem(
+            409,
+            `a message with Idempotency-Key "${key}" is being answered; send it again after Retry-After for its answer`,
+          ),
+        );
+      if (held !== 'claimed') return replay(req, reply, held);
+    }
+    let kept = false;
+    const keep = key
+      ? async (answer: KeptAnswer) => {
+          await store.keepAnswer(userId, key, answer);
+          kept = true;
+        }
+      : null;
+    try {
+      return await claimAndAnswer(req, reply, userId, conversationId, message, holdMs, keep);
+    } finally {
+      // Not answered (refused, failed before any write, or an error): a retry runs the message again.
+      if (key && !kept) await store.releaseKey(userId, key).catch(() => undefined);
+    }
+  }
+
+  async function claimAndAnswer(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    userId: string,
+    conversationId: string | null,
+    message: string,
+    holdMs: number,
+    keep: ((answer: KeptAnswer) => Promise<void>) | null,
+  ) {
+    const { turnsPerUser } = configured!.chat;
     const conversation = conversationId
       ? await store.get(userId, conversationId)
       : await store.create(userId, firstCodePoints(message.trim(), 80));
     if (!conversation) throw new NotFoundError('conversation');
-    // One turn at a time: a second one would read the same history, and their messages would interleave. Held
-    // for at most the whole message's bound and the tools' time after it.
-    const { timeoutMs, turnsPerUser } = configured.chat;
-    const claim = await store.claimTurn(userId, conversation.id, timeoutMs * 2 + 60_000, turnsPerUser);
+    // One turn at a time: a second one would read the same history, and their messages would interleave.
+    const claim = await store.claimTurn(userId, conversation.id, holdMs, turnsPerUser);
     if (claim === 'conversation')
       return sendProblem(reply, {
         ...problem(
@@ -568,7 +666,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       } as Problem);
     }
     try {
-      return await answerTurn(req, reply, userId, conversation.id, message);
+      return await answerTurn(req, reply, userId, conversation.id, message, keep);
     } finally {
       await store.releaseTurn(conversation.id).catch(() => undefined);
     }
@@ -580,45 +678,49 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     userId: string,
     conversationId: string,
     message: string,
+    keep: ((answer: KeptAnswer) => Promise<void>) | null,
   ) {
     const history = usableHistory(
       await store.messages(conversationId, configured!.chat.historyMessages),
       HISTORY_MAX_CHARS,
     );
-    const stream = /\btext\/event-stream\b/.test(req.headers.accept ?? '');
-    // The caller going away stops the turn: no more model requests, no more tool calls as the user.
+    // The caller going away stops the turn: no more model requests, no more tool calls as the user. Not with an
+    // Idempotency-Key: its client retries for the answer (a flaky network), so the turn ends and keeps it.
     const gone = new AbortController();
     reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished) gone.abort();
+      if (!reply.raw.writableFinished && !keep) gone.abort();
     });
-    if (!stream) {
-      const outcome = await turn(req, userId, conversationId, history, message, gone.signal, null);
-      if ('answer' in outcome) return outcome.answer;
-      if (outcome.retryAfter) reply.header('retry-after', outcome.retryAfter);
-      // As the stream's `error` event: the tool calls that ran before the failure (tasks they wrote stand).
-      return sendProblem(reply, { ...outcome.problem, tool_calls: outcome.calls } as Problem);
-    }
-    reply.hijack();
-    // With the headers set on the reply so far (CORS): hijacked, Fastify no longer writes them.
-    reply.raw.writeHead(200, {
-      ...(reply.getHeaders() as OutgoingHttpHeaders),
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      'x-accel-buffering': 'no',
-    });
-    const send = (event: string, data: unknown) => {
-      if (!reply.raw.writableEnded) reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    /**
+     * The answer of the turn, or its failure (as the stream's `error` event: the tool calls that ran before it,
+     * whose writes stand), kept for the key before it is sent: a retry after it finds it. A failure is kept only
+     * when a tool may have written: else the key is let go and a retry runs the message again.
+     */
+    const finish = async (outcome: Awaited<ReturnType<typeof turn>>) => {
+      const answer: KeptAnswer =
+        'answer' in outcome
+          ? { status: 200, body: outcome.answer }
+          : { status: outcome.problem.status, body: { ...outcome.problem, tool_calls: outcome.calls } };
+      if ('answer' in outcome || outcome.wrote) await keep?.(answer);
+      return answer;
     };
+    if (!wantsStream(req)) {
+      const outcome = await turn(req, userId, conversationId, history, message, gone.signal, null);
+      const answer = await finish(outcome);
+      if (answer.status === 200) return answer.body;
+      if ('retryAfter' in outcome && outcome.retryAfter) reply.header('retry-after', outcome.retryAfter);
+      return sendProblem(reply, answer.body as Problem);
+    }
+    const send = openStream(reply);
     // Whatever happens from here, the stream ends with `done` or `error`.
     try {
       const outcome = await turn(req, userId, conversationId, history, message, gone.signal, send);
-      if ('answer' in outcome) send('done', outcome.answer);
+      const answer = await finish(outcome);
+      if (answer.status === 200) send('done', answer.body);
       // The headers are sent: a rate limit's Retry-After goes in the event (seconds, or an HTTP date).
       else
         send('error', {
-          ...outcome.problem,
-          tool_calls: outcome.calls,
-          ...(outcome.retryAfter ? { retry_after: outcome.retryAfter } : {}),
+          ...answer.body,
+          ...('retryAfter' in outcome && outcome.retryAfter ? { retry_after: outcome.retryAfter } : {}),
         });
     } catch (err) {
       deps.log.error({ err, conversation_id: conversationId }, 'chat: the turn failed');
@@ -646,12 +748,15 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     send: ((event: string, data: unknown) => void) | null,
   ): Promise<
     | { answer: { conversation_id: string; reply: string; tool_calls: ToolCallRecord[] } }
-    | { problem: Problem; retryAfter?: string; calls: ToolCallRecord[] }
+    | { problem: Problem; retryAfter?: string; calls: ToolCallRecord[]; wrote: boolean }
   > {
     const { chat: model, openai: client, sdk: lib } = configured!;
     const user = await deps.settings.get(userId);
     const mcp = await toolsFor(req, userId);
     const calls: ToolCallRecord[] = [];
+    // Whether a tool that may write ran (one not read-only, even if it answered an error).
+    const readOnly = new Set(mcp.tools.filter((t) => t.annotations?.readOnlyHint).map((t) => t.name));
+    const wrote = () => calls.some((c) => !readOnly.has(c.name));
     const userMessage: ChatMessage = { role: 'user', content: message };
     const prefix: ChatCompletionMessageParam[] = [
       {
@@ -806,6 +911,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
           conversation_id: conversationId,
         } as Problem,
         calls,
+        wrote: wrote(),
       };
     }
     if (failure === undefined)
@@ -824,28 +930,40 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       },
       'chat: the language model failed',
     );
-    return { ...mapped, problem: { ...mapped.problem, conversation_id: conversationId } as Problem, calls };
+    return {
+      ...mapped,
+      problem: { ...mapped.problem, conversation_id: conversationId } as Problem,
+      calls,
+      wrote: wrote(),
+    };
   }
 
   await authenticatedScope(app, deps, async (scope, userOf) => {
     const chatDoc = {
       body: chatBodyDoc,
+      headers: chatKeyDoc,
       // 503 carries the provider's Retry-After when it is rate limited (withErrorAnswers declares it).
       response: {
-        ...okWith('The reply and the tool calls it made, or with Accept: text/event-stream as they happen', {
-          content: {
-            'application/json': { schema: chatAnswerDoc },
-            'text/event-stream': {
-              schema: {
-                type: 'string',
-                description:
-                  'Server-sent events: `token` {text} as the model writes, `tool_call` (a tool call, as in tool_calls) as each runs, then `done` (the JSON answer) or `error` (problem details with conversation_id and the tool_calls so far, and retry_after when the model is rate limited)',
+        ...okWith(
+          'The reply and the tool calls it made, or with Accept: text/event-stream as they happen',
+          {
+            content: {
+              'application/json': { schema: chatAnswerDoc },
+              'text/event-stream': {
+                schema: {
+                  type: 'string',
+                  description:
+                    'Server-sent events: `token` {text} as the model writes, `tool_call` (a tool call, as in tool_calls) as each runs, then `done` (the JSON answer) or `error` (problem details with conversation_id and the tool_calls so far, and retry_after when the model is rate limited); a replay (Idempotent-Replayed) sends the kept answer in one piece: its tool calls, the reply as one `token`, then `done` (or `error`)',
+                },
               },
             },
           },
-        }),
+          { 'Idempotent-Replayed': replayedHeaderDoc },
+        ),
         404: problemDoc,
+        // Also a retry while its Idempotency-Key's message is answered, with Retry-After.
         409: turnProblemDoc,
+        422: problemDoc,
         502: turnProblemDoc,
         503: turnProblemDoc,
         504: turnProblemDoc,
