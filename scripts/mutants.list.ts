@@ -132,6 +132,24 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/unit/kafka-chunks.test.ts'],
   },
 
+  {
+    id: 'chat-retry-runs-again',
+    breaks: 'a chat message retried with its Idempotency-Key is answered its first answer, no tool run twice',
+    file: 'src/services/api/chat.ts',
+    find: "      if (held !== 'claimed') return replay(req, reply, held);",
+    replace: '',
+    tests: ['test/integration/chat-idempotency.test.ts#adds its task once'],
+  },
+  {
+    id: 'notification-claimed-for-good',
+    breaks:
+      'a delivery whose sender stopped during each attempt is dead after NOTIFY_MAX_ATTEMPTS, not sent again',
+    file: 'src/services/notifications/delivery.ts',
+    find: '      if (row.attempts > this.opts.maxAttempts)',
+    replace: '      if (row.attempts > Infinity)',
+    tests: ['test/integration/notifications-review.test.ts#claimed more often'],
+  },
+
   // --- one pending occurrence per recurring series -------------------------------------------------------
   {
     id: 'reopen-keeps-next-occurrence',
