@@ -40,6 +40,7 @@ const state = {
   selected: null, // the id of the task the keys act on (j/k, x, e)
   conversation: null, // the assistant's conversation id, once it has answered
   createKey: null, // {sent, id}: the Idempotency-Key of the create not known to have succeeded yet
+  chatKey: null, // {sent, id}: the same for the assistant's message not known to have been answered
 };
 
 function el(tag, props = {}, ...children) {
@@ -634,7 +635,7 @@ async function createTask(e) {
   if (tags.length) body.tags = tags;
   const due = $('#new-due').value;
   if (due) body.due_date = new Date(due).toISOString();
-  const key = createKey(body);
+  const key = idempotencyKey('createKey', body);
   add.disabled = true;
   try {
     await run(async () => {
@@ -657,16 +658,17 @@ async function createTask(e) {
 }
 
 /**
- * The Idempotency-Key of a create: the same for the same task sent again after a failure (an answer lost
- * on the way may mean the first one was created: the API then answers it instead of making another).
+ * The Idempotency-Key of a create (`slot` createKey) or an assistant's message (chatKey): the same for the same
+ * body sent again after a failure (an answer lost on the way may mean the first one was created, or answered:
+ * the API then answers it instead of doing it again).
  */
-function createKey(body) {
+function idempotencyKey(slot, body) {
   const sent = JSON.stringify(body);
-  if (state.createKey?.sent !== sent) {
+  if (state[slot]?.sent !== sent) {
     const id = window.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-    state.createKey = { sent, id };
+    state[slot] = { sent, id };
   }
-  return state.createKey.id;
+  return state[slot].id;
 }
 
 // ---- live updates ------------------------------------------------------------------------------------
@@ -1026,6 +1028,7 @@ async function sendChat(e) {
   const question = el('li', { class: 'chat-user' }, message);
   log.append(question, answer);
   send.disabled = true;
+  const body = { message, ...(state.conversation ? { conversation_id: state.conversation } : {}) };
   try {
     const res = await fetch('/api/chat', {
       method: 'POST',
@@ -1033,11 +1036,10 @@ async function sendChat(e) {
         authorization: `Bearer ${state.token}`,
         'content-type': 'application/json',
         accept: 'text/event-stream',
+        // Sent again after the answer was lost, the message is answered what it was, its tools not run again.
+        'idempotency-key': idempotencyKey('chatKey', body),
       },
-      body: JSON.stringify({
-        message,
-        ...(state.conversation ? { conversation_id: state.conversation } : {}),
-      }),
+      body: JSON.stringify(body),
     });
     if (res.status === 401) return signOut('Your session expired; sign in again.');
     if (!res.ok || !(res.headers.get('content-type') || '').startsWith('text/event-stream')) {
@@ -1063,9 +1065,13 @@ async function sendChat(e) {
       }
       log.scrollTop = log.scrollHeight;
     }
+    state.chatKey = null;
   } catch (err) {
-    $('#chat-error').textContent = `The assistant cannot be reached (${err.message})`;
+    $('#chat-error').textContent = `The assistant cannot be reached (${err.message}); send it again`;
     if (!answer.textContent) answer.remove();
+    // Not known to be answered: it goes back in the box, and sent again as it is, with its key.
+    if (!answer.isConnected) question.remove();
+    if (!input.value) input.value = message;
   } finally {
     send.disabled = false;
   }
@@ -1205,6 +1211,7 @@ async function devSignIn(e) {
 function signOut(reason) {
   state.token = '';
   state.createKey = null;
+  state.chatKey = null;
   showBusy(null);
   localStorage.removeItem(TOKEN_KEY);
   disconnect();

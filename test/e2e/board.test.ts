@@ -638,6 +638,41 @@ describe('the assistant on the board in Chromium', { skip: skipWithoutChromium }
     assert.deepEqual(errors, []);
   });
 
+  it('sends a message whose answer was lost again with its Idempotency-Key: answered, its task added once', async () => {
+    const { page, errors } = await signedInPage(ctx, 'chat-retry');
+    await page.waitForSelector('#chat:not([hidden])');
+    model.script(
+      { toolCalls: [{ name: 'add_task', arguments: { title: 'Water the plants' } }] },
+      { text: 'Added "Water the plants".' },
+    );
+    // The server answers the first send in full; the browser loses it (the connection reset on the way back).
+    await page.route(
+      '**/api/chat',
+      async (route) => {
+        await route.fetch();
+        await route.abort('connectionreset');
+      },
+      { times: 1 },
+    );
+    await page.fill('#chat-input', 'add water the plants');
+    await page.click('#chat-form button[type=submit]');
+    await page.locator('#chat-error', { hasText: 'cannot be reached' }).waitFor({ timeout: LIVE_MS });
+    assert.equal(
+      await page.inputValue('#chat-input'),
+      'add water the plants',
+      'the message is back in the box',
+    );
+    const asked = model.requests.length;
+    await page.click('#chat-form button[type=submit]');
+    await page
+      .locator('#chat-log .chat-assistant', { hasText: 'Added "Water the plants".' })
+      .waitFor({ timeout: LIVE_MS });
+    assert.equal(model.requests.length, asked, 'the model was not asked again');
+    const tasks = (await ctx.app.call('chat-retry', 'GET', '/api/tasks?q=plants')).body.items;
+    assert.equal(tasks.length, 1, JSON.stringify(tasks));
+    assert.deepEqual(errors, []);
+  });
+
   it('draws the markdown of a reply (lists, bold, code) as it streams and after a reload, never its HTML', async () => {
     const { page, errors } = await signedInPage(ctx, 'chat-md');
     await page.waitForSelector('#chat:not([hidden])');
