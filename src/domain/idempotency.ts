@@ -1,5 +1,5 @@
 /**
- * Idempotency keys of task creates (the IETF draft's `Idempotency-Key` header; MCP `idempotency_key`): a key
+ * Idempotency keys of task creates and chat messages (the IETF draft's `Idempotency-Key` header; MCP `idempotency_key`): a key
  * is 1-255 visible ASCII characters chosen by the client; a request is identified by the hash of its body
  * with object keys sorted, so the same body written in another key order is the same request.
  */
@@ -19,6 +19,13 @@ export function parseIdempotencyKey(raw: unknown, field: string): string | undef
     { path: field, message: 'must be 1-255 visible ASCII characters (e.g. a UUID), given once' },
   ]);
 }
+
+/** The OpenAPI headers object of a route taking an Idempotency-Key, its meaning there in `description`. */
+export const idempotencyKeyHeader = (description: string) =>
+  ({
+    type: 'object',
+    properties: { 'idempotency-key': { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN, description } },
+  }) as const;
 
 export function requestHash(body: unknown): string {
   return createHash('sha256').update(canonicalJson(body)).digest('hex');

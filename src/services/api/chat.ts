@@ -22,7 +22,7 @@ import type { Verifier } from '../../auth.ts';
 import type { ChatConfig } from './manifest.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import { IdempotencyMismatchError, NotFoundError, ValidationError } from '../../domain/errors.ts';
-import { IDEMPOTENCY_KEY_PATTERN, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
+import { idempotencyKeyHeader, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
 import { codePoints, firstCodePoints, isUuid, storableText, textProblem } from '../../domain/text.ts';
 import { causeOf, errorText } from '../../error-text.ts';
@@ -192,17 +192,9 @@ const turnProblemDoc = {
 } as const;
 
 /** The chat's Idempotency-Key, as on task creates (routes.ts), and the header of a replay. */
-const chatKeyDoc = {
-  type: 'object',
-  properties: {
-    'idempotency-key': {
-      type: 'string',
-      pattern: IDEMPOTENCY_KEY_PATTERN,
-      description:
-        'Makes a retried message safe: the same key and body within 24 hours answers the first answer (header Idempotent-Replayed: true) without asking the model or running a tool again, and the turn runs on when its client goes away; the same key while that message is answered is 409 with Retry-After, with another body 422. A failure is kept as the answer only once a tool that may write ran; before that a retry runs the message again',
-    },
-  },
-} as const;
+const chatKeyDoc = idempotencyKeyHeader(
+  'Makes a retried message safe: the same key and body within 24 hours answers the first answer (header Idempotent-Replayed: true) without asking the model or running a tool again, and the turn runs on when its client goes away; the same key while that message is answered is 409 with Retry-After, with another body 422. A failure is kept as the answer only once a tool that may write ran; before that a retry runs the message again',
+);
 const replayedHeaderDoc = {
   type: 'string',
   enum: ['true'],

@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import { ValidationError } from '../../domain/errors.ts';
-import { IDEMPOTENCY_KEY_PATTERN, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
+import { idempotencyKeyHeader, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
 import { bodyJsonSchema, unknownParameters } from '../../domain/fields.ts';
 import { COMPLETION_FIELDS, fromCompatQuery, parseCompletionBody } from '../../domain/query.ts';
 import { complete, reopen, toggle, validateSettings } from '../../domain/task.ts';
@@ -87,17 +87,9 @@ const userTaskParams = {
   type: 'object',
   properties: { user_id: userIdParam, id: { type: 'string', format: 'uuid' } },
 } as const;
-const idempotencyHeaderDoc = {
-  type: 'object',
-  properties: {
-    'idempotency-key': {
-      type: 'string',
-      pattern: IDEMPOTENCY_KEY_PATTERN,
-      description:
-        'Makes a retried create safe: the same key and body within 24 hours answers the first task (header Idempotent-Replayed: true) and creates nothing; the same key with another body answers 422, and 409 once that task is deleted',
-    },
-  },
-} as const;
+const idempotencyHeaderDoc = idempotencyKeyHeader(
+  'Makes a retried create safe: the same key and body within 24 hours answers the first task (header Idempotent-Replayed: true) and creates nothing; the same key with another body answers 422, and 409 once that task is deleted',
+);
 /** A task as `get` answers it, and as a change answers it (`sendChange`): with its version as the ETag. */
 const taskAnswer = withHeaders({ ...taskDoc, description: 'The task' }, { ETag: etagHeaderDoc });
 /** A create's answer (`create` below): the task, where it lives, and whether a retry was answered. */
