@@ -3,13 +3,15 @@
  * the interleavings that are rare in a run but must not break its guarantees: a transaction that took a
  * smaller outbox id commits after a larger one was read; the relay is paused past its lease between reading a
  * batch and sending it, while another relay takes over and leaves; the database fails a marking while the
- * next batch is on its way. PostgreSQL and a real Kafka broker; each interleaving is forced by a hook on the
- * relay's database handle that runs just before one of its statements, and the broker's topic is read back.
+ * next batch is on its way; a send the broker wrote in part; a lease renewal whose answer came after the lease
+ * ran out. PostgreSQL and a real Kafka broker; each interleaving is forced by a hook on the relay's database
+ * handle that runs just before (or after) one of its statements, and the broker's topic is read back.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
+import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from '@platformatic/kafka';
 import { createKafkaBus } from '../../src/bus/kafka/index.ts';
 import type { Bus } from '../../src/bus/types.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -22,7 +24,7 @@ import { migrate } from '../../src/store/migrate.ts';
 import { appendEvents } from '../../src/store/outbox.ts';
 import { TEST_SECRET } from '../helpers/app.ts';
 import { createPgDatabase } from '../helpers/db.ts';
-import { taskCreated, titleOf } from '../helpers/events.ts';
+import { keyPerPartition, taskCreated, titleOf } from '../helpers/events.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
 const pgUrl = process.env.TEST_DATABASE_URL;
@@ -35,6 +37,8 @@ const skip =
 const READS_PENDING = /FROM outbox\s+WHERE published_at IS NULL[\s\S]*ORDER BY outbox\.id/;
 /** The fenced marking of a sent batch. */
 const MARKS = /^\s*WITH marked AS \(\s*DELETE FROM outbox WHERE id = ANY/;
+/** The relay's lease statement (taken or renewed). */
+const ASKS_LEASE = /INSERT INTO leases/;
 
 /**
  * `db` whose statements go through `around(sql, run)`: it may do anything before or after running the statement
@@ -76,12 +80,16 @@ async function setup(tag: string, env: Record<string, string> = {}) {
       log: silentLogger,
       metrics: new Metrics(),
     } as unknown as Runtime);
-  /** Runs the relay's rounds as its loop does (the lease first) until the outbox is empty. */
-  const drain = async (relay: Relay) => {
-    const hold = () => (relay as unknown as { holdLease(): Promise<boolean> }).holdLease();
+  const holdLease = (relay: Relay) => (relay as unknown as { holdLease(): Promise<boolean> }).holdLease();
+  /**
+   * Runs the relay's rounds as its loop does (the lease first) until the outbox is empty; `retryFailed`: a
+   * round that fails is retried, as the loop does (else it fails the test).
+   */
+  const drain = async (relay: Relay, opts: { retryFailed?: boolean } = {}) => {
     for (let round = 0; round < 20; round++) {
-      if (!(await hold())) throw new Error('the relay does not hold the lease');
-      await relay.publishPending(3);
+      if (!(await holdLease(relay))) throw new Error('the relay does not hold the lease');
+      const published = relay.publishPending(3);
+      await (opts.retryFailed ? published.catch(() => undefined) : published);
       const left = await db.query('SELECT 1 FROM outbox LIMIT 1');
       if (left.rows.length === 0) return;
     }
@@ -94,7 +102,7 @@ async function setup(tag: string, env: Record<string, string> = {}) {
     await db.close();
     await created.drop();
   };
-  return { db, bus, relayOn, drain, onBroker, close };
+  return { db, bus, prefix, relayOn, holdLease, drain, onBroker, close };
 }
 
 describe('relay interleavings on PostgreSQL and Kafka', { skip }, () => {
@@ -349,6 +357,103 @@ describe('relay interleavings on PostgreSQL and Kafka', { skip }, () => {
       assert.equal(new Set(titles).size, 9);
     } finally {
       process.off('unhandledRejection', onUnhandled);
+      await s.close();
+    }
+  });
+});
+
+// Found by a review (2026-12-07), each failing before its fix: a send written in part, a renewal answered late.
+describe('relay sends that fail in part, renewals answered late, on PostgreSQL and Kafka', { skip }, () => {
+  it('loses no event after a send that one partition refused and another one wrote', async () => {
+    const s = await setup('rr');
+    const admin = new Admin({ clientId: 'relay-review', bootstrapBrokers: kafkaBrokers!.split(',') });
+    try {
+      // task-events with a record limit one event is above: the broker refuses that partition's part of a
+      // request and writes the others' (as NOT_ENOUGH_REPLICAS does for one partition whose replicas are behind).
+      const topic = `${s.prefix}task-events`;
+      await admin.createTopics({
+        topics: [topic],
+        partitions: 3,
+        replicas: 1,
+        configs: [{ name: 'max.message.bytes', value: '4000' }],
+      });
+      const [big, small] = keyPerPartition(3, 'rr');
+      await appendEvents(s.db, [
+        taskCreated(small!, 'small-1'),
+        taskCreated(big!, 'big-1', { description: 'x'.repeat(6000) }),
+      ]);
+      const relay = s.relayOn(s.db);
+      assert.equal(await s.holdLease(relay), true);
+      await assert.rejects(relay.publishPending(3), /larger than the max message size/);
+      assert.deepEqual(await s.onBroker(), ['small-1'], 'the other partition was written');
+
+      // The refusal ends (the limit raised; the replicas caught up), and the small user writes again.
+      await admin.incrementalAlterConfigs({
+        resources: [
+          {
+            resourceType: ConfigResourceTypes.TOPIC,
+            resourceName: topic,
+            configs: [
+              {
+                name: 'max.message.bytes',
+                configOperation: IncrementalAlterConfigOperationTypes.SET,
+                value: '1048588',
+              },
+            ],
+          },
+        ],
+      });
+      await appendEvents(s.db, [taskCreated(small!, 'small-2')]);
+      await s.drain(relay, { retryFailed: true });
+      await relay.stop();
+      const titles = await s.onBroker();
+      assert.deepEqual(
+        [...titles].sort(),
+        ['big-1', 'small-1', 'small-2'],
+        `every event on the broker, once (all: ${titles.join(', ')})`,
+      );
+    } finally {
+      await admin.close().catch(() => undefined);
+      await s.close();
+    }
+  });
+
+  it('sends nothing on a lease renewal whose answer came after the lease it asked for had run out', async () => {
+    const leaseMs = 300;
+    const s = await setup('rp', { RELAY_LEASE_MS: String(leaseMs) });
+    try {
+      const b = s.relayOn(s.db);
+      let pause: (() => Promise<void>) | undefined;
+      const a = s.relayOn(
+        hooked(s.db, async (sql, run) => {
+          const result = await run();
+          if (pause && ASKS_LEASE.test(sql)) {
+            const paused = pause;
+            pause = undefined;
+            await paused(); // the database renewed A's lease; A sees the answer only after this
+          }
+          return result;
+        }),
+      );
+      await s.drain(a, { retryFailed: true }); // A is active and has looked on the bus (nothing pending yet)
+      for (const user of ['ann', 'bob', 'cid']) await appendEvents(s.db, [taskCreated(user, `${user}-1`)]);
+      await sleep(leaseMs / 2); // less than two thirds of A's lease left: its next send renews it first
+      // A stalls (a GC pause, a blocked event loop, SIGSTOP) once the renewal is answered, past the lease:
+      // meanwhile B takes over, publishes the three events and marks them.
+      pause = async () => {
+        await sleep(leaseMs + 100);
+        await s.drain(b, { retryFailed: true });
+      };
+      await a.publishPending(3).catch(() => undefined);
+      assert.equal(pause, undefined, 'the renewal was paused');
+      await b.stop();
+      const titles = await s.onBroker();
+      assert.deepEqual(
+        [...titles].sort(),
+        ['ann-1', 'bob-1', 'cid-1'],
+        `each event once on the broker (all: ${titles.join(', ')})`,
+      );
+    } finally {
       await s.close();
     }
   });
