@@ -168,6 +168,15 @@ const backendPid = (client: pg.PoolClient): number | undefined => {
 /** TCP keep-alive probes after 10 s idle: a peer that vanished in a network partition is noticed. */
 const KEEP_ALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } as const;
 
+/**
+ * How long PostgreSQL lets a session of this process sit idle inside a transaction before it ends it (its
+ * `idle_in_transaction_session_timeout`). Every transaction here runs statements back to back, so only a
+ * process that stopped in the middle of one (SIGSTOP, a frozen VM, a debugger) sits there: its row locks (a
+ * user's event stream, a task, a consumer's ledger) held every other writer of them until it came back, for
+ * good if it never did. `?idle_in_transaction_session_timeout=0` in DATABASE_URL turns it off.
+ */
+const IDLE_IN_TRANSACTION_MS = 60_000;
+
 // int8 (bigint) and numeric come back as strings from pg; offsets fit in JS numbers for our purposes, but we
 // keep them as strings at the seams that need exactness. Timestamps parse to Date in both drivers.
 /** Runs the callbacks registered with `afterCommit` once the transaction committed; a failing one is logged. */
@@ -224,6 +233,7 @@ class PostgresDb extends DbBase {
     poolSize: number,
     /** node-postgres, loaded only when a PostgreSQL URL is opened. */
     private readonly driver: typeof pg,
+    idleInTransactionMs = IDLE_IN_TRANSACTION_MS,
   ) {
     super();
     // A bounded wait for a connection, so a database outage fails requests and loops (which retry) instead
@@ -232,6 +242,7 @@ class PostgresDb extends DbBase {
       connectionString: url,
       max: poolSize,
       connectionTimeoutMillis: 10_000,
+      idle_in_transaction_session_timeout: idleInTransactionMs,
       ...KEEP_ALIVE,
     });
     // An idle client error (server restart) must not crash the process; the next query reconnects.
@@ -523,11 +534,11 @@ class BackgroundPGlite implements Db {
 /** `backgroundMaxWaitMs` (PGlite): how long background work yields to foreground work (Db.background). */
 export async function openDb(
   url: string,
-  opts: { poolSize?: number; backgroundMaxWaitMs?: number } = {},
+  opts: { poolSize?: number; backgroundMaxWaitMs?: number; idleInTransactionMs?: number } = {},
 ): Promise<Db> {
   if (isPostgresUrl(url)) {
     const { default: driver } = await import('pg');
-    const db = new PostgresDb(url, opts.poolSize ?? 10, driver);
+    const db = new PostgresDb(url, opts.poolSize ?? 10, driver, opts.idleInTransactionMs);
     await db.query('select 1');
     return db;
   }

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openDb } from '../../src/store/db.ts';
 import { postgresBackend } from '../helpers/db.ts';
 
@@ -47,6 +48,57 @@ describe(
         assert.deepEqual((await read()).rows, [{ id: 1, extra: 'e', more: 2 }]);
       } finally {
         await db.close();
+        await drop();
+      }
+    });
+  },
+);
+
+describe(
+  'PostgreSQL sessions idle in a transaction',
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    it("end after the timeout, freeing their row locks for the others' writes (a stopped process held them)", async () => {
+      const { url, drop } = await postgresBackend!.fresh();
+      const stopped = await openDb(url, { poolSize: 1, idleInTransactionMs: 300 });
+      const other = await openDb(url, { poolSize: 1 });
+      try {
+        assert.deepEqual(
+          (
+            await other.query<{ t: string }>(
+              "SELECT current_setting('idle_in_transaction_session_timeout') AS t",
+            )
+          ).rows,
+          [{ t: '1min' }],
+          'the default',
+        );
+        await other.exec(`CREATE TABLE s (key text PRIMARY KEY, n int); INSERT INTO s VALUES ('ann', 0)`);
+        let locked!: () => void;
+        const holding = new Promise<void>((resolve) => (locked = resolve));
+        // A transaction that takes the row and then does nothing, as a process stopped in the middle of one.
+        const held = stopped.transaction(async (tx) => {
+          await tx.query(`UPDATE s SET n = n + 1 WHERE key = 'ann'`);
+          locked();
+          await sleep(3_000);
+        });
+        const ended = held.then(
+          () => 'committed',
+          (err: unknown) => String(err),
+        );
+        await holding;
+        const started = performance.now();
+        await other.query(`UPDATE s SET n = n + 10 WHERE key = 'ann'`);
+        const waited = performance.now() - started;
+        assert.ok(waited < 2_000, `the other write waited ${Math.round(waited)} ms`);
+        assert.notEqual(await ended, 'committed');
+        assert.deepEqual(
+          (await other.query('SELECT n FROM s')).rows,
+          [{ n: 10 }],
+          'the stopped one rolled back',
+        );
+      } finally {
+        await stopped.close().catch(() => undefined);
+        await other.close();
         await drop();
       }
     });
