@@ -74,6 +74,12 @@ class KafkaGroupMember implements Subscription {
    * skipped, so a kept partition is neither handled twice nor committed backwards.
    */
   private readonly lastQueued = new Map<string, bigint>();
+  /**
+   * Per partition taken away: the first offset this member had not handled of it (in hand, queued, or fetched
+   * after the rebalance and dropped). The client keeps where its own fetches of a partition ended and, when the
+   * group has no position on it, reads on from there once it is given back: what was dropped here was skipped.
+   */
+  private readonly resumeAt = new Map<string, bigint>();
   private closed = false;
   private reconnecting: Promise<void> | undefined;
   /**
@@ -190,6 +196,16 @@ class KafkaGroupMember implements Subscription {
   private attach(): void {
     const stream = this.stream;
     this.consumer.on('consumer:group:join', () => this.onAssignment());
+    // A rejoin the client's heartbeat started (a rebalance) that failed through its retries (the broker went
+    // meanwhile) is an 'error' event of the consumer: unheard, it ended the process. The member is out of the
+    // group (no more heartbeats) while its stream fetches on: end the stream, and rejoin as after an outage.
+    this.consumer.on('error', (err) => {
+      this.cfg.log.warn(
+        { err: describeKafkaError(err), group: this.opts.group },
+        'kafka consumer could not rejoin its group; reconnecting',
+      );
+      if (stream === this.stream) void stream.close().catch(() => undefined);
+    });
     this.onAssignment();
     stream.on('data', (m) => this.enqueue(m));
     stream.on('error', (err) =>
@@ -281,11 +297,32 @@ class KafkaGroupMember implements Subscription {
     }
   }
 
-  /** After a (re)join: stops the workers of partitions the group gave to another member. */
+  /**
+   * After a (re)join: stops the workers of partitions the group gave to another member, and reads one given
+   * back from no later than what was left unhandled here (resumeAt): the stream's refresh after the join, which
+   * runs after this, moves it to the group's position if there is one.
+   */
   private onAssignment(): void {
     const assignments = this.consumer.assignments;
     if (!assignments) return; // not joined yet
+    const before = this.assigned;
     this.assigned = new Set(assignments.flatMap((a) => a.partitions.map((p) => `${a.topic}\u0000${p}`)));
+    const fetchAt = this.stream.offsetsToFetch;
+    const keyOf = (id: string) => id.replace('\u0000', ':'); // the client's key of a partition
+    for (const id of before ?? [])
+      if (!this.assigned.has(id)) {
+        const last = this.lastQueued.get(id);
+        const at =
+          this.queues.get(id)?.[0]?.offset ?? (last === undefined ? fetchAt.get(keyOf(id)) : last + 1n);
+        if (at !== undefined) this.resumeAt.set(id, at);
+      }
+    for (const id of this.assigned) {
+      const at = this.resumeAt.get(id);
+      if (at === undefined) continue;
+      this.resumeAt.delete(id);
+      const fetching = fetchAt.get(keyOf(id));
+      if (fetching === undefined || fetching > at) fetchAt.set(keyOf(id), at);
+    }
     for (const [id, { revoked }] of this.partitions)
       if (!this.assigned.has(id)) {
         revoked.abort();
