@@ -60,8 +60,9 @@ export function connectionOptions(s: KafkaSettings) {
     ...(s.sasl
       ? { sasl: { mechanism: s.sasl.mechanism, username: s.sasl.username, password: s.sasl.password } }
       : {}),
-    // Fail within seconds (a wrong password, an unreachable broker) and let our own loops retry with backoff.
-    timeout: 10_000,
+    // Fail within seconds (a wrong password, an unreachable broker) and let our own loops retry with backoff. A
+    // request once connected keeps the client's 30 s (a JoinGroup waits for the rebalance it is part of).
+    connectTimeout: 5_000,
     retries: 2,
     retryDelay: 250,
   };
