@@ -1029,6 +1029,8 @@ async function sendChat(e) {
   log.append(question, answer);
   send.disabled = true;
   const body = { message, ...(state.conversation ? { conversation_id: state.conversation } : {}) };
+  // Whether its answer came (`done` or `error`): a stream that breaks after it lost nothing of it.
+  let answered = false;
   try {
     const res = await fetch('/api/chat', {
       method: 'POST',
@@ -1060,6 +1062,7 @@ async function sendChat(e) {
       if (done || state.token !== signedInAs) break;
       buffer += value;
       for (let i = buffer.indexOf('\n\n'); i >= 0; i = buffer.indexOf('\n\n')) {
+        if (/^event: (done|error)$/m.test(buffer.slice(0, i))) answered = true;
         chatEvent(buffer.slice(0, i), answer);
         buffer = buffer.slice(i + 2);
       }
@@ -1067,6 +1070,12 @@ async function sendChat(e) {
     }
     state.chatKey = null;
   } catch (err) {
+    // Answered, and only the stream's end was lost: the message is not sent again (with the conversation it
+    // made, it would be another body, another key: its tools run again).
+    if (answered) {
+      state.chatKey = null;
+      return;
+    }
     $('#chat-error').textContent = `The assistant cannot be reached (${err.message}); send it again`;
     if (!answer.textContent) answer.remove();
     // Not known to be answered: it goes back in the box, and sent again as it is, with its key.

@@ -673,6 +673,49 @@ describe('the assistant on the board in Chromium', { skip: skipWithoutChromium }
     assert.deepEqual(errors, []);
   });
 
+  it('keeps a message answered whose stream then broke: not back in the box, its key let go', async () => {
+    const { page, errors } = await signedInPage(ctx, 'chat-cut-after-done');
+    await page.waitForSelector('#chat:not([hidden])');
+    model.script(
+      { toolCalls: [{ name: 'add_task', arguments: { title: 'Feed the cat' } }] },
+      { text: 'Added "Feed the cat".' },
+    );
+    // The whole answer comes, `done` with it; the connection then fails before the stream's end (the network
+    // error a browser reads when a response is cut).
+    await page.evaluate(() => {
+      const page = globalThis as unknown as { fetch: typeof fetch };
+      const real = page.fetch;
+      page.fetch = async (...args: Parameters<typeof fetch>) => {
+        const res = await real(...args);
+        if (!String(args[0]).endsWith('/api/chat')) return res;
+        page.fetch = real;
+        const reader = res.body!.getReader();
+        const body = new ReadableStream<Uint8Array>({
+          async pull(c) {
+            const { value, done } = await reader.read();
+            if (!done) return c.enqueue(value);
+            await new Promise((r) => setTimeout(r, 300));
+            c.error(new TypeError('network error'));
+          },
+        });
+        return new Response(body, { status: res.status, headers: res.headers });
+      };
+    });
+    await page.fill('#chat-input', 'add feed the cat');
+    await page.click('#chat-form button[type=submit]');
+    await page
+      .locator('#chat-log .chat-assistant', { hasText: 'Added "Feed the cat".' })
+      .waitFor({ timeout: LIVE_MS });
+    await page.waitForSelector('#chat-form button[type=submit]:not([disabled])', { timeout: LIVE_MS });
+    // Answered: sent again it would be a new message (now with the conversation's id: another key), its task
+    // added twice.
+    assert.equal(await page.inputValue('#chat-input'), '', 'an answered message is not put back in the box');
+    assert.equal(await page.evaluate('document.querySelector("#chat-error").textContent'), '');
+    const tasks = (await ctx.app.call('chat-cut-after-done', 'GET', '/api/tasks?q=cat')).body.items;
+    assert.equal(tasks.length, 1, JSON.stringify(tasks));
+    assert.deepEqual(errors, []);
+  });
+
   it('draws the markdown of a reply (lists, bold, code) as it streams and after a reload, never its HTML', async () => {
     const { page, errors } = await signedInPage(ctx, 'chat-md');
     await page.waitForSelector('#chat:not([hidden])');
