@@ -12,11 +12,14 @@ import webpush from 'web-push';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { uuidv7 } from '../../src/ids.ts';
-import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
+import {
+  createNotificationsTarget,
+  type NotificationsOptions,
+} from '../../src/services/notifications/index.ts';
 import type { Db } from '../../src/store/db.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
-import { startPushService, startWebhookSink, type PushServiceSink } from '../helpers/sinks.ts';
+import { startPushService, startWebhookSink } from '../helpers/sinks.ts';
 
 const START = '2026-03-01T12:00:00Z';
 type DeliveryChannel = ReminderEventData['channels'][number];
@@ -133,41 +136,58 @@ async function startMailServer(opts: {
 
 const messageId = (raw: string) => /^message-id:\s*(.+)$/im.exec(raw)?.[1]?.trim();
 
-describe('a mail server that refuses the recipient', () => {
-  const clock = new ManualClock(START);
-  let smtp: Awaited<ReturnType<typeof startMailServer>>;
-  let app: TestApp;
-  let db: Db;
-  let drop: () => Promise<void>;
+/**
+ * The notifications target alone (ticking every 20 ms) on a fresh PGlite with a ManualClock at START, and
+ * `receiver` (a mail server, a push service, a webhook receiver) started before it and closed after it.
+ */
+function withTarget<R extends { close(): Promise<void> }>(
+  start: () => Promise<R>,
+  options: (receiver: R) => NotificationsOptions,
+) {
+  const t = { clock: new ManualClock(START) } as { clock: ManualClock; receiver: R; app: TestApp; db: Db };
+  let drop: (() => Promise<void>) | undefined;
   before(async () => {
-    smtp = await startMailServer({
-      rcpt: (address) => (address.startsWith('gone@') ? 550 : address.startsWith('busy@') ? 451 : 250),
-    });
-    ({ db, drop } = await backends[0]!.fresh());
-    app = await startApp(db, {
-      clock,
-      targets: [createNotificationsTarget({ smtpUrl: smtp.url, tickMs: 20, maxAttempts: 8 })],
+    t.receiver = await start();
+    ({ db: t.db, drop } = await backends[0]!.fresh());
+    t.app = await startApp(t.db, {
+      clock: t.clock,
+      targets: [createNotificationsTarget({ tickMs: 20, ...options(t.receiver) })],
     });
   });
   after(async () => {
-    await app?.stop();
+    await t.app?.stop();
     await drop?.();
-    await smtp?.close();
+    await t.receiver?.close();
   });
+  return t;
+}
+
+describe('a mail server that refuses the recipient', () => {
+  const t = withTarget(
+    () =>
+      startMailServer({
+        rcpt: (address) => (address.startsWith('gone@') ? 550 : address.startsWith('busy@') ? 451 : 250),
+      }),
+    (smtp) => ({ smtpUrl: smtp.url, maxAttempts: 8 }),
+  );
 
   it('for good (5xx) marks the delivery dead at once, saying why; for now (4xx) retries it with backoff', async () => {
-    await confirmedEmail(db, 'gina', 'gone@mail.example');
-    await confirmedEmail(db, 'hank', 'busy@mail.example');
-    const permanent = await enqueue(db, 'gina', 'email');
-    const temporary = await enqueue(db, 'hank', 'email');
-    await attemptEnded(db, permanent);
-    await attemptEnded(db, temporary);
+    await confirmedEmail(t.db, 'gina', 'gone@mail.example');
+    await confirmedEmail(t.db, 'hank', 'busy@mail.example');
+    const permanent = await enqueue(t.db, 'gina', 'email');
+    const temporary = await enqueue(t.db, 'hank', 'email');
+    await attemptEnded(t.db, permanent);
+    await attemptEnded(t.db, temporary);
 
-    const t = await delivery(db, temporary);
-    assert.deepEqual([t.status, t.attempts], ['pending', 1], `the 451: ${JSON.stringify(t)}`);
-    assert.match(t.last_error ?? '', /451/);
+    const retried = await delivery(t.db, temporary);
+    assert.deepEqual(
+      [retried.status, retried.attempts],
+      ['pending', 1],
+      `the 451: ${JSON.stringify(retried)}`,
+    );
+    assert.match(retried.last_error ?? '', /451/);
 
-    const p = await delivery(db, permanent);
+    const p = await delivery(t.db, permanent);
     assert.deepEqual(
       [p.status, p.attempts],
       ['dead', 1],
@@ -175,185 +195,121 @@ describe('a mail server that refuses the recipient', () => {
     );
     assert.match(p.last_error ?? '', /550/);
     // Past every backoff of the retries: the refused mailbox is not asked again.
-    clock.advance(3_600_000);
-    await attemptEnded(db, temporary, 2);
-    assert.equal(smtp.rcpts.filter((a) => a === 'gone@mail.example').length, 1, smtp.rcpts.join(', '));
+    t.clock.advance(3_600_000);
+    await attemptEnded(t.db, temporary, 2);
+    assert.equal(
+      t.receiver.rcpts.filter((a) => a === 'gone@mail.example').length,
+      1,
+      t.receiver.rcpts.join(', '),
+    );
   });
 });
 
 describe('a delivery whose sender stopped during each attempt', () => {
-  const clock = new ManualClock(START);
-  let smtp: Awaited<ReturnType<typeof startMailServer>>;
-  let app: TestApp;
-  let db: Db;
-  let drop: () => Promise<void>;
-  before(async () => {
-    smtp = await startMailServer({});
-    ({ db, drop } = await backends[0]!.fresh());
-    app = await startApp(db, {
-      clock,
-      targets: [createNotificationsTarget({ smtpUrl: smtp.url, tickMs: 20, maxAttempts: 3 })],
-    });
-  });
-  after(async () => {
-    await app?.stop();
-    await drop?.();
-    await smtp?.close();
-  });
+  const t = withTarget(
+    () => startMailServer({}),
+    (smtp) => ({ smtpUrl: smtp.url, maxAttempts: 3 }),
+  );
 
   it('is dead once claimed more often than it may be tried, not sent again (it was claimed for good)', async () => {
-    await confirmedEmail(db, 'kim', 'kim@mail.example');
-    await confirmedEmail(db, 'lou', 'lou@mail.example');
+    await confirmedEmail(t.db, 'kim', 'kim@mail.example');
+    await confirmedEmail(t.db, 'lou', 'lou@mail.example');
     // Claimed three times by processes killed while sending (no outcome recorded), their claims run out.
-    const stopped = await enqueue(db, 'kim', 'email');
-    const once = await enqueue(db, 'lou', 'email');
-    await db.query(
+    const stopped = await enqueue(t.db, 'kim', 'email');
+    const once = await enqueue(t.db, 'lou', 'email');
+    await t.db.query(
       `UPDATE notification_deliveries SET attempts = CASE WHEN user_id = 'kim' THEN 3 ELSE 2 END,
               claimed_by = 'killed-process' WHERE id = ANY($1::uuid[])`,
       [[stopped, once]],
     );
-    await attemptEnded(db, stopped, 4);
-    await waitFor(async () => (await delivery(db, once)).status === 'sent', 10_000, 'the last try of lou');
-    const d = await delivery(db, stopped);
+    await attemptEnded(t.db, stopped, 4);
+    await waitFor(async () => (await delivery(t.db, once)).status === 'sent', 10_000, 'the last try of lou');
+    const d = await delivery(t.db, stopped);
     assert.deepEqual([d.status, d.attempts], ['dead', 4], JSON.stringify(d));
     assert.match(d.last_error ?? '', /3 attempts never ended/);
-    assert.deepEqual(smtp.rcpts, ['lou@mail.example'], 'only the delivery with a try left is sent');
+    assert.deepEqual(t.receiver.rcpts, ['lou@mail.example'], 'only the delivery with a try left is sent');
   });
 });
 
 describe('a webhook receiver that says when to come back, or that it is gone', () => {
-  const clock = new ManualClock(START);
-  let sink: Awaited<ReturnType<typeof startWebhookSink>>;
-  let app: TestApp;
-  let db: Db;
-  let drop: () => Promise<void>;
-  before(async () => {
-    sink = await startWebhookSink((path) =>
-      path === '/busy' ? { status: 429, headers: { 'retry-after': '600' } } : path === '/gone' ? 410 : 200,
-    );
-    ({ db, drop } = await backends[0]!.fresh());
-    app = await startApp(db, {
-      clock,
-      targets: [
-        createNotificationsTarget({
-          webhookAllowPrivate: true,
-          tickMs: 20,
-          retryBaseMs: 1_000,
-          retryMaxMs: 3_600_000,
-        }),
-      ],
-    });
-  });
-  after(async () => {
-    await app?.stop();
-    await drop?.();
-    await sink?.close();
-  });
+  const t = withTarget(
+    () =>
+      startWebhookSink((path) =>
+        path === '/busy' ? { status: 429, headers: { 'retry-after': '600' } } : path === '/gone' ? 410 : 200,
+      ),
+    () => ({ webhookAllowPrivate: true, retryBaseMs: 1_000, retryMaxMs: 3_600_000 }),
+  );
 
   const webhookTo = (user: string, path: string) =>
-    db.query(
+    t.db.query(
       `INSERT INTO notification_preferences (user_id, webhook_enabled, webhook_url, webhook_secret)
        VALUES ($1, true, $2, 'whsec_0123456789abcdef0123456789abcdef')`,
-      [user, `${sink.url}${path}`],
+      [user, `${t.receiver.url}${path}`],
     );
 
   it("waits a 429's Retry-After before the next attempt; a 410 is dead at once", async () => {
     await webhookTo('max', '/busy');
     await webhookTo('ned', '/gone');
-    const busy = await enqueue(db, 'max', 'webhook');
-    const gone = await enqueue(db, 'ned', 'webhook');
-    await attemptEnded(db, busy);
-    await attemptEnded(db, gone);
-    const next = await db.query<{ wait_s: number }>(
+    const busy = await enqueue(t.db, 'max', 'webhook');
+    const gone = await enqueue(t.db, 'ned', 'webhook');
+    await attemptEnded(t.db, busy);
+    await attemptEnded(t.db, gone);
+    const next = await t.db.query<{ wait_s: number }>(
       `SELECT extract(epoch FROM next_attempt_at - $2::timestamptz)::int AS wait_s
          FROM notification_deliveries WHERE id = $1`,
-      [busy, clock.now().toISOString()],
+      [busy, t.clock.now().toISOString()],
     );
     assert.ok(next.rows[0]!.wait_s >= 600, `the next attempt in ${next.rows[0]!.wait_s} s, asked 600`);
-    const g = await delivery(db, gone);
+    const g = await delivery(t.db, gone);
     assert.deepEqual([g.status, g.attempts], ['dead', 1], JSON.stringify(g));
     assert.match(g.last_error ?? '', /410/);
   });
 });
 
 describe('a mail server that kept a message it failed to acknowledge', () => {
-  const clock = new ManualClock(START);
-  let smtp: Awaited<ReturnType<typeof startMailServer>>;
-  let app: TestApp;
-  let db: Db;
-  let drop: () => Promise<void>;
-  before(async () => {
-    // The first message is stored, then answered 451: the sender retries, and the mailbox has two copies.
-    smtp = await startMailServer({ data: (nth) => (nth === 1 ? 451 : 250) });
-    ({ db, drop } = await backends[0]!.fresh());
-    app = await startApp(db, {
-      clock,
-      targets: [createNotificationsTarget({ smtpUrl: smtp.url, tickMs: 20 })],
-    });
-  });
-  after(async () => {
-    await app?.stop();
-    await drop?.();
-    await smtp?.close();
-  });
+  // The first message is stored, then answered 451: the sender retries, and the mailbox has two copies.
+  const t = withTarget(
+    () => startMailServer({ data: (nth) => (nth === 1 ? 451 : 250) }),
+    (smtp) => ({ smtpUrl: smtp.url }),
+  );
 
   it("sends the retry with the first copy's Message-ID, which names the delivery (mail systems drop the duplicate)", async () => {
-    await confirmedEmail(db, 'iris', 'iris@mail.example');
-    const id = await enqueue(db, 'iris', 'email');
-    await attemptEnded(db, id);
-    clock.advance(3_600_000);
-    await waitFor(async () => (await delivery(db, id)).status === 'sent', 10_000, 'the retry to be sent');
-    assert.equal(smtp.mails.length, 2);
-    const [first, second] = smtp.mails.map(messageId);
-    assert.ok(first, smtp.mails[0]);
+    await confirmedEmail(t.db, 'iris', 'iris@mail.example');
+    const id = await enqueue(t.db, 'iris', 'email');
+    await attemptEnded(t.db, id);
+    t.clock.advance(3_600_000);
+    await waitFor(async () => (await delivery(t.db, id)).status === 'sent', 10_000, 'the retry to be sent');
+    assert.equal(t.receiver.mails.length, 2);
+    const [first, second] = t.receiver.mails.map(messageId);
+    assert.ok(first, t.receiver.mails[0]);
     assert.equal(second, first, 'one message, one Message-ID');
     assert.ok(first.includes(id), `${first} names delivery ${id}`);
   });
 });
 
 describe("a push whose user's only device is gone", () => {
-  const clock = new ManualClock(START);
-  let service: PushServiceSink;
-  let app: TestApp;
-  let db: Db;
-  let drop: () => Promise<void>;
-  before(async () => {
-    service = await startPushService();
-    ({ db, drop } = await backends[0]!.fresh());
-    app = await startApp(db, {
-      clock,
-      targets: [
-        createNotificationsTarget({
-          vapid: { ...webpush.generateVAPIDKeys(), subject: 'mailto:ops@taskflow.test' },
-          pushAgent: service.agent,
-          webhookAllowPrivate: true,
-          tickMs: 20,
-        }),
-      ],
-    });
-  });
-  after(async () => {
-    await app?.stop();
-    await drop?.();
-    await service?.close();
-  });
+  const t = withTarget(startPushService, (service) => ({
+    vapid: { ...webpush.generateVAPIDKeys(), subject: 'mailto:ops@taskflow.test' },
+    pushAgent: service.agent,
+    webhookAllowPrivate: true,
+  }));
 
   it('is not reported sent: the delivery is skipped, saying no device was left, and the subscription is removed', async () => {
-    const browser = service.subscribe('jo-old-browser', 410);
-    const r = await app.call('jo', 'POST', '/api/notifications/push-subscriptions', browser);
+    const browser = t.receiver.subscribe('jo-old-browser', 410);
+    const r = await t.app.call('jo', 'POST', '/api/notifications/push-subscriptions', browser);
     assert.equal(r.status, 201, JSON.stringify(r.body));
-    const id = await enqueue(db, 'jo', 'push');
-    await attemptEnded(db, id);
-    assert.equal(service.calls.length, 1);
+    const id = await enqueue(t.db, 'jo', 'push');
+    await attemptEnded(t.db, id);
+    assert.equal(t.receiver.calls.length, 1);
     assert.deepEqual(
-      (await db.query(`SELECT 1 FROM push_subscriptions WHERE user_id = 'jo'`)).rows,
+      (await t.db.query(`SELECT 1 FROM push_subscriptions WHERE user_id = 'jo'`)).rows,
       [],
       'the gone subscription is removed',
     );
-    const d = await delivery(db, id);
+    const d = await delivery(t.db, id);
     assert.equal(d.status, 'skipped', `no device got the reminder: ${JSON.stringify(d)}`);
     assert.match(d.last_error ?? '', /no push subscription/);
-    const listed = await app.call('jo', 'GET', '/api/notifications/deliveries?channel=push');
+    const listed = await t.app.call('jo', 'GET', '/api/notifications/deliveries?channel=push');
     assert.deepEqual(
       listed.body.items.map((x: { status: string }) => x.status),
       ['skipped'],
