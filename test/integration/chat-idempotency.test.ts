@@ -7,73 +7,38 @@
  * running, for its retry.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
-import type { Db } from '../../src/store/db.ts';
-import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
+import { beforeEach, describe, it } from 'node:test';
+import { waitFor } from '../helpers/app.ts';
+import { chatStream, useChatApp } from '../helpers/chat.ts';
 import { backends } from '../helpers/db.ts';
-import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
 
 for (const backend of backends)
   describe(`chat: Idempotency-Key (${backend.name})`, () => {
-    let db: Db;
-    let drop: () => Promise<void>;
-    let model: FakeModel;
-    let app: TestApp;
-    before(async () => {
-      model = await startFakeModel();
-      ({ db, drop } = await backend.fresh());
-      app = await startApp(db, {
-        targets: ['api'],
-        env: { CHAT_BASE_URL: model.url, CHAT_MODEL: 'm', CHAT_TIMEOUT_MS: '5000', CHAT_MAX_TOOL_CALLS: '3' },
-      });
-    });
-    after(async () => {
-      await app?.stop();
-      await model?.close();
-      await drop?.();
-    });
+    const t = useChatApp(backend);
     // A test that failed leaves no steps for the next.
-    beforeEach(() => model.unscript());
+    beforeEach(() => t.model.unscript());
 
     const chat = (user: string, body: unknown, key?: string) =>
-      app.call(user, 'POST', '/api/chat', body, key === undefined ? {} : { 'idempotency-key': key });
+      t.app.call(user, 'POST', '/api/chat', body, key === undefined ? {} : { 'idempotency-key': key });
     /** The same, streamed: the response and its events. */
-    const streamed = async (user: string, body: unknown, key: string) => {
-      const res = await fetch(`${app.url}/api/chat`, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${await app.token(user)}`,
-          'content-type': 'application/json',
-          accept: 'text/event-stream',
-          'idempotency-key': key,
-        },
-        body: JSON.stringify(body),
-      });
-      const events = (await res.text())
-        .split('\n\n')
-        .filter(Boolean)
-        .map((frame) => ({
-          event: /^event: (.+)$/m.exec(frame)?.[1],
-          data: JSON.parse(/^data: (.+)$/m.exec(frame)?.[1] ?? 'null'),
-        }));
-      return { res, events };
-    };
+    const streamed = (user: string, body: unknown, key: string) =>
+      chatStream(t.app, user, body, { 'idempotency-key': key });
     const titles = async (user: string) =>
-      ((await app.call(user, 'GET', '/api/tasks')).body.items as { title: string }[]).map((t) => t.title);
+      ((await t.app.call(user, 'GET', '/api/tasks')).body.items as { title: string }[]).map((t) => t.title);
     const add = (title: string) => ({ toolCalls: [{ name: 'add_task', arguments: { title } }] });
 
     it('a chat message retried with its Idempotency-Key adds its task once and answers the same reply', async () => {
-      model.script(add('Buy milk'), { text: 'Added "Buy milk".' });
+      t.model.script(add('Buy milk'), { text: 'Added "Buy milk".' });
       const body = { message: 'add buy milk' };
       const first = await chat('ann', body, 'msg-1');
       assert.equal(first.status, 200, JSON.stringify(first.body));
       assert.equal(first.headers.get('idempotent-replayed'), null);
-      const asked = model.requests.length;
+      const asked = t.model.requests.length;
       const again = await chat('ann', body, 'msg-1');
       assert.equal(again.status, 200, JSON.stringify(again.body));
       assert.equal(again.headers.get('idempotent-replayed'), 'true');
       assert.deepEqual(again.body, first.body);
-      assert.equal(model.requests.length, asked, 'the model is not asked again');
+      assert.equal(t.model.requests.length, asked, 'the model is not asked again');
       assert.deepEqual(await titles('ann'), ['Buy milk']);
       // Streamed, the stored answer comes as one piece in the stream's format: its tool calls, the reply, done.
       const { res, events } = await streamed('ann', body, 'msg-1');
@@ -87,15 +52,15 @@ for (const backend of backends)
       assert.deepEqual(events[1]!.data, { text: 'Added "Buy milk".' });
       assert.deepEqual(events[2]!.data, first.body);
       // One conversation, with the message once.
-      const conversations = (await app.call('ann', 'GET', '/api/chat/conversations')).body.items;
+      const conversations = (await t.app.call('ann', 'GET', '/api/chat/conversations')).body.items;
       assert.equal(conversations.length, 1);
-      const stored = await app.call('ann', 'GET', `/api/chat/conversations/${first.body.conversation_id}`);
+      const stored = await t.app.call('ann', 'GET', `/api/chat/conversations/${first.body.conversation_id}`);
       assert.equal(stored.body.messages.filter((m: { role: string }) => m.role === 'user').length, 1);
-      assert.equal(model.requests.length, asked);
+      assert.equal(t.model.requests.length, asked);
     });
 
     it('refuses the key with another body (422), a malformed key (400), and keeps keys per user', async () => {
-      model.script({ text: 'Hello.' });
+      t.model.script({ text: 'Hello.' });
       assert.equal((await chat('ben', { message: 'hi' }, 'k')).status, 200);
       const other = await chat('ben', { message: 'hello' }, 'k');
       assert.equal(other.status, 422, JSON.stringify(other.body));
@@ -105,7 +70,7 @@ for (const backend of backends)
       assert.equal(bad.status, 400);
       assert.match(JSON.stringify(bad.body), /Idempotency-Key/);
       // Another user's same key and body is their own message.
-      model.script(add('Cat food'), { text: 'Added.' });
+      t.model.script(add('Cat food'), { text: 'Added.' });
       const cat = await chat('cat', { message: 'hi' }, 'k');
       assert.equal(cat.status, 200, JSON.stringify(cat.body));
       assert.equal(cat.headers.get('idempotent-replayed'), null);
@@ -114,11 +79,11 @@ for (const backend of backends)
     });
 
     it('refuses a retry while the first is being answered (409, Retry-After), then answers its reply', async () => {
-      model.script({ delayMs: 1_000, then: add('Slow') }, { text: 'Added "Slow".' });
+      t.model.script({ delayMs: 1_000, then: add('Slow') }, { text: 'Added "Slow".' });
       const body = { message: 'add slow' };
-      const asked = model.requests.length;
+      const asked = t.model.requests.length;
       const first = chat('dan', body, 'slow');
-      await waitFor(() => model.requests.length > asked, 5_000, 'the first turn to ask the model');
+      await waitFor(() => t.model.requests.length > asked, 5_000, 'the first turn to ask the model');
       const during = await chat('dan', body, 'slow');
       assert.equal(during.status, 409, JSON.stringify(during.body));
       assert.match(during.headers.get('content-type') ?? '', /application\/problem\+json/);
@@ -134,22 +99,22 @@ for (const backend of backends)
 
     it('runs a retry of a turn that failed before any write again; answers the failure of one that wrote', async () => {
       // The model failed before any tool ran: nothing changed, so the key is not kept and a retry runs.
-      model.script({ status: 500 });
+      t.model.script({ status: 500 });
       const failed = await chat('eve', { message: 'add tea' }, 'tea');
       assert.equal(failed.status, 502);
       assert.deepEqual(failed.body.tool_calls, []);
-      model.script(add('Tea'), { text: 'Added "Tea".' });
+      t.model.script(add('Tea'), { text: 'Added "Tea".' });
       const retried = await chat('eve', { message: 'add tea' }, 'tea');
       assert.equal(retried.status, 200, JSON.stringify(retried.body));
       assert.equal(retried.headers.get('idempotent-replayed'), null);
       assert.deepEqual(await titles('eve'), ['Tea']);
       // The model failed after add_task ran: the task stands, and a retry answers that failure again (with the
       // tool call) rather than adding the task a second time.
-      model.script(add('Coffee'), { status: 500 });
+      t.model.script(add('Coffee'), { status: 500 });
       const wrote = await chat('eve', { message: 'add coffee' }, 'coffee');
       assert.equal(wrote.status, 502);
       assert.equal(wrote.body.tool_calls.length, 1);
-      const asked = model.requests.length;
+      const asked = t.model.requests.length;
       const again = await chat('eve', { message: 'add coffee' }, 'coffee');
       assert.equal(again.status, 502);
       assert.equal(again.headers.get('idempotent-replayed'), 'true');
@@ -160,26 +125,26 @@ for (const backend of backends)
         ['tool_call', 'error'],
       );
       assert.deepEqual(events[1]!.data, wrote.body);
-      assert.equal(model.requests.length, asked);
+      assert.equal(t.model.requests.length, asked);
       assert.deepEqual((await titles('eve')).sort(), ['Coffee', 'Tea']);
     });
 
     it('keeps a keyed turn running when its client goes away: the retry gets its answer', async () => {
-      model.script({ delayMs: 800, then: add('Bread') }, { text: 'Added "Bread".' });
+      t.model.script({ delayMs: 800, then: add('Bread') }, { text: 'Added "Bread".' });
       const body = { message: 'add bread' };
-      const asked = model.requests.length;
+      const asked = t.model.requests.length;
       const leaving = new AbortController();
-      const gone = fetch(`${app.url}/api/chat`, {
+      const gone = fetch(`${t.app.url}/api/chat`, {
         method: 'POST',
         headers: {
-          authorization: `Bearer ${await app.token('fay')}`,
+          authorization: `Bearer ${await t.app.token('fay')}`,
           'content-type': 'application/json',
           'idempotency-key': 'bread',
         },
         body: JSON.stringify(body),
         signal: leaving.signal,
       }).catch(() => null);
-      await waitFor(() => model.requests.length > asked, 5_000, 'the turn to ask the model');
+      await waitFor(() => t.model.requests.length > asked, 5_000, 'the turn to ask the model');
       leaving.abort();
       await gone;
       const answer = await waitFor(
@@ -197,7 +162,7 @@ for (const backend of backends)
     });
 
     it('stores a streamed answer for a JSON retry', async () => {
-      model.script(add('Jam'), { text: 'Added "Jam".' });
+      t.model.script(add('Jam'), { text: 'Added "Jam".' });
       const { events } = await streamed('gus', { message: 'add jam' }, 'jam');
       const done = events.at(-1)!;
       assert.equal(done.event, 'done');

@@ -11,30 +11,15 @@ import { after, before, describe, it } from 'node:test';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, waitFor, writtenEvents, type TestApp } from '../helpers/app.ts';
+import { chatStream } from '../helpers/chat.ts';
 import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
 
 /** The server-sent events of a streamed answer, in order. */
 async function sse(app: TestApp, user: string, body: unknown) {
-  const res = await fetch(`${app.url}/api/chat`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${await app.token(user)}`,
-      'content-type': 'application/json',
-      accept: 'text/event-stream',
-    },
-    body: JSON.stringify(body),
-  });
+  const { res, events } = await chatStream(app, user, body);
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
-  const text = await res.text();
-  return text
-    .split('\n\n')
-    .filter(Boolean)
-    .map((frame) => {
-      const event = /^event: (.+)$/m.exec(frame)?.[1] ?? 'message';
-      const data = JSON.parse(/^data: (.+)$/m.exec(frame)?.[1] ?? 'null');
-      return { event, data };
-    });
+  return events;
 }
 
 describe('the chat endpoint (POST /api/chat)', () => {
