@@ -50,6 +50,15 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/guarantees.test.ts#^lease on', 'test/integration/outbox-relay.test.ts'],
   },
   {
+    id: 'relay-late-renewal-trusted',
+    breaks: 'relay fencing: a renewal answered after the lease it asked for ran out does not count as held',
+    file: 'src/services/relay/index.ts',
+    find: '    return held && performance.now() < this.leaseUntil;',
+    replace: '    return held;',
+    tests: ['test/integration/relay-interleavings.test.ts#renewal whose answer'],
+    needs: ['kafka'],
+  },
+  {
     id: 'relay-lease-trusted-after-pause',
     breaks: 'relay fencing: a relay resumed after a pause longer than its lease asks again before it sends',
     file: 'src/services/relay/index.ts',

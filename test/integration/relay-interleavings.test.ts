@@ -51,6 +51,29 @@ function hooked(db: Db, around: (sql: string, run: () => Promise<unknown>) => Pr
   return wrapped;
 }
 
+/**
+ * `db` that stops once, after the next statement matching `pattern` was answered, for what `stall` is given
+ * (a process paused there: GC, a blocked event loop, SIGSTOP); `stalled` says whether it happened.
+ */
+function stallingAfter(db: Db, pattern: RegExp) {
+  let pause: (() => Promise<void>) | undefined;
+  let stalled = false;
+  return {
+    db: hooked(db, async (sql, run) => {
+      const result = await run();
+      if (pause && pattern.test(sql)) {
+        const paused = pause;
+        pause = undefined;
+        stalled = true;
+        await paused();
+      }
+      return result;
+    }),
+    stall: (during: () => Promise<void>) => void (pause = during),
+    stalled: () => stalled,
+  };
+}
+
 /** A fresh database whose events go to the outbox, a Kafka bus on topics of its own, and relays on both. */
 async function setup(tag: string, env: Record<string, string> = {}) {
   const created = await createPgDatabase(pgUrl!);
@@ -160,27 +183,19 @@ describe('relay interleavings on PostgreSQL and Kafka', { skip }, () => {
     const s = await setup('rl', { RELAY_LEASE_MS: String(leaseMs) });
     try {
       const b = s.relayOn(s.db);
-      let pause: (() => Promise<void>) | undefined;
-      const a = s.relayOn(
-        hooked(s.db, async (sql, run) => {
-          const result = await run();
-          if (pause && READS_PENDING.test(sql)) {
-            const paused = pause;
-            pause = undefined;
-            await paused(); // A resumes holding rows it read before the pause
-          }
-          return result;
-        }),
-      );
+      // A resumes holding rows it read before the pause.
+      const aDb = stallingAfter(s.db, READS_PENDING);
+      const a = s.relayOn(aDb.db);
       // A is active and has looked on the bus (nothing pending yet).
       await s.drain(a);
       for (const user of ['ann', 'bob', 'cid']) await appendEvents(s.db, [taskCreated(user, `${user}-1`)]);
-      pause = async () => {
+      aDb.stall(async () => {
         await sleep(leaseMs + 200); // A is stopped past its lease
         await s.drain(b); // B takes over, publishes and marks the three rows
         await b.stop(); // and leaves (its lease released)
-      };
+      });
       await a.publishPending(3);
+      assert.ok(aDb.stalled(), 'A was paused after its read');
       await s.drain(a);
       await a.stop();
 
@@ -423,29 +438,20 @@ describe('relay sends that fail in part, renewals answered late, on PostgreSQL a
     const s = await setup('rp', { RELAY_LEASE_MS: String(leaseMs) });
     try {
       const b = s.relayOn(s.db);
-      let pause: (() => Promise<void>) | undefined;
-      const a = s.relayOn(
-        hooked(s.db, async (sql, run) => {
-          const result = await run();
-          if (pause && ASKS_LEASE.test(sql)) {
-            const paused = pause;
-            pause = undefined;
-            await paused(); // the database renewed A's lease; A sees the answer only after this
-          }
-          return result;
-        }),
-      );
+      // The database renewed A's lease; A sees the answer only after the stall.
+      const aDb = stallingAfter(s.db, ASKS_LEASE);
+      const a = s.relayOn(aDb.db);
       await s.drain(a, { retryFailed: true }); // A is active and has looked on the bus (nothing pending yet)
       for (const user of ['ann', 'bob', 'cid']) await appendEvents(s.db, [taskCreated(user, `${user}-1`)]);
       await sleep(leaseMs / 2); // less than two thirds of A's lease left: its next send renews it first
       // A stalls (a GC pause, a blocked event loop, SIGSTOP) once the renewal is answered, past the lease:
       // meanwhile B takes over, publishes the three events and marks them.
-      pause = async () => {
+      aDb.stall(async () => {
         await sleep(leaseMs + 100);
         await s.drain(b, { retryFailed: true });
-      };
+      });
       await a.publishPending(3).catch(() => undefined);
-      assert.equal(pause, undefined, 'the renewal was paused');
+      assert.ok(aDb.stalled(), 'the renewal was paused');
       await b.stop();
       const titles = await s.onBroker();
       assert.deepEqual(
