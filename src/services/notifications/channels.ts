@@ -200,6 +200,8 @@ export class PushChannel {
     d: ReminderEventData,
     deliveryId: string,
     timeZone = 'UTC',
+    /** When the attempt began: a Retry-After date counts from it, as a webhook's does. */
+    now = new Date(),
   ): Promise<'sent' | 'gone'> {
     const c = reminderContent(d, { timeZone });
     const payload = JSON.stringify({
@@ -235,7 +237,7 @@ export class PushChannel {
     }
     if (answer.status >= 200 && answer.status < 300) return 'sent';
     if (answer.status === 404 || answer.status === 410) return 'gone';
-    throw unanswered('push service', answer, new Date());
+    throw unanswered('push service', answer, now);
   }
 }
 

@@ -215,7 +215,7 @@ export class DeliveryWorker {
           // All at once: a delivery takes one send's time however many devices, well within its claim.
           const sends = await Promise.allSettled(
             subs.map(async (s) => {
-              const outcome = await push.send(s, row.payload, row.id, timeZone);
+              const outcome = await push.send(s, row.payload, row.id, timeZone, now);
               if (outcome === 'gone') await db.query('DELETE FROM push_subscriptions WHERE id = $1', [s.id]);
               else await markPushSent(db, row.id, s.id);
               return outcome;
