@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { Db } from '../../src/store/db.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
@@ -67,6 +68,31 @@ describe('MCP: a client that is wrong is told so', () => {
       (await post(JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'ping' }))).body.error,
       undefined,
     );
+  });
+
+  it("answers a request's invalid params as a JSON-RPC error the SDK's client reads (200, not a transport failure)", async () => {
+    const client = new Client({ name: 't', version: '1' });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${app.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${await app.token('carol')}` } },
+      }),
+    );
+    try {
+      await assert.rejects(
+        client.callTool({ name: 'add_task', arguments: 'buy milk' as unknown as Record<string, unknown> }),
+        (err: unknown) =>
+          err instanceof McpError && err.code === -32602 && /arguments must be an object/.test(err.message),
+      );
+      await assert.rejects(
+        client.listTools({ cursor: 5 as unknown as string }),
+        (err: unknown) =>
+          err instanceof McpError && err.code === -32602 && /params\.cursor/.test(err.message),
+      );
+      // The connection is still good for the next request.
+      assert.ok((await client.listTools()).tools.length > 0);
+    } finally {
+      await client.close();
+    }
   });
 
   it('says "reminder not found" for a reminder id the task does not have, once its reminders are known', async () => {

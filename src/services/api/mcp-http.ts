@@ -140,12 +140,13 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
         );
       for (const [i, m] of messages.entries()) {
         const bad = paramsProblem(m);
-        // An unknown tool alone is answered as the SDK answers a request's protocol error (200): its client
-        // reads a 400 as the transport failing, not as the JSON-RPC error in the body.
+        // A request alone is answered as the SDK answers a request's protocol error (200, the spec's JSON-RPC
+        // response to a request): its client reads a 400 as the transport failing, not as the error in the body.
+        // A batch is refused whole (400): nothing of it was done.
         if (bad)
           return jsonRpcError(
             reply,
-            bad.unknownTool && messages.length === 1 ? 200 : 400,
+            messages.length === 1 ? 200 : 400,
             -32602,
             `Invalid params: ${bad.problem}${messages.length > 1 ? ` (message ${i + 1} of the batch; nothing was done)` : ''}`,
             bad.id,

@@ -71,9 +71,7 @@ const REQUEST_SCHEMAS: Record<
  * (internal error) and the validator's raw issue list, as if the server had failed; they are the client's
  * invalid params (-32602). Notifications and methods the server does not answer are left to the SDK.
  */
-export function paramsProblem(
-  message: unknown,
-): { id: string | number | null; problem: string; unknownTool?: true } | undefined {
+export function paramsProblem(message: unknown): { id: string | number | null; problem: string } | undefined {
   if (!isPlainObject(message) || !('id' in message) || typeof message.method !== 'string') return undefined;
   const schema = Object.hasOwn(REQUEST_SCHEMAS, message.method) ? REQUEST_SCHEMAS[message.method] : undefined;
   if (!schema) return undefined;
@@ -88,7 +86,6 @@ export function paramsProblem(
       return {
         id,
         problem: `unknown tool ${JSON.stringify(params.name.slice(0, 100))}; the ${MCP_TOOLS.length} tools are ${MCP_TOOLS.join(', ')} (tools/list describes them)`,
-        unknownTool: true,
       };
   }
   const checked = schema.safeParse({ method: message.method, ...(params === undefined ? {} : { params }) });
