@@ -5,7 +5,7 @@
  * acceptance the sender never heard, so the retry is a second copy; a push whose only device is gone.
  */
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { SMTPServer } from 'smtp-server';
 import webpush from 'web-push';
@@ -284,6 +284,71 @@ describe('a mail server that kept a message it failed to acknowledge', () => {
     assert.ok(first, t.receiver.mails[0]);
     assert.equal(second, first, 'one message, one Message-ID');
     assert.ok(first.includes(id), `${first} names delivery ${id}`);
+  });
+});
+
+/**
+ * A mail server that takes the message and then answers it a line at a time for ever ("250-" continuation
+ * lines, one every 100 ms): every wait is short, the answer never ends.
+ */
+async function startTricklingMailServer() {
+  const sockets = new Set<Socket>();
+  const server = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    socket.write('220 trickle ESMTP\r\n');
+    let inData = false;
+    let buffered = '';
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('latin1');
+      for (;;) {
+        const end = buffered.indexOf('\r\n');
+        if (end < 0) return;
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        if (inData) {
+          if (line !== '.') continue;
+          inData = false;
+          const timer = setInterval(() => socket.write('250-still thinking\r\n'), 100);
+          socket.on('close', () => clearInterval(timer));
+        } else if (/^(EHLO|HELO)/i.test(line)) socket.write('250 trickle\r\n');
+        else if (/^DATA/i.test(line)) {
+          inData = true;
+          socket.write('354 go ahead\r\n');
+        } else if (/^QUIT/i.test(line)) socket.end('221 bye\r\n');
+        else socket.write('250 ok\r\n');
+      }
+    });
+  });
+  const port = await new Promise<number>((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)),
+  );
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    /** Connections still open. */
+    sockets,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('a mail server that answers a line at a time for ever', () => {
+  const t = withTarget(startTricklingMailServer, (smtp) => ({ smtpUrl: smtp.url, timeoutMs: 500 }));
+
+  it('is given up on after NOTIFY_TIMEOUT_MS in all, its connection closed, and the delivery retried later', async () => {
+    await confirmedEmail(t.db, 'jack', 'jack@mail.example');
+    const id = await enqueue(t.db, 'jack', 'email');
+    // Each wait is short; before, the send never ended and the claim ran out under it (mailed again by
+    // whichever instance claimed it next, while this one still held the connection).
+    await attemptEnded(t.db, id);
+    const d = await delivery(t.db, id);
+    assert.deepEqual([d.status, d.attempts], ['pending', 1], JSON.stringify(d));
+    assert.match(d.last_error ?? '', /500 ms/);
+    await waitFor(async () => t.receiver.sockets.size === 0, 5_000, 'the connection closed');
   });
 });
 

@@ -89,7 +89,7 @@ export class EmailChannel {
       greetingTimeout: timeoutMs,
       socketTimeout: timeoutMs,
     });
-    return new EmailChannel(transport, from, link);
+    return new EmailChannel(transport, from, timeoutMs, link);
   }
 
   /** The right-hand side of the Message-IDs: SMTP_FROM's domain, as nodemailer's own are. */
@@ -98,6 +98,8 @@ export class EmailChannel {
   private constructor(
     private readonly transport: Transporter,
     private readonly from: string,
+    /** The longest a mail's whole SMTP conversation takes, as a webhook's or a push's request. */
+    private readonly timeoutMs: number,
     private readonly link?: string,
   ) {
     this.idDomain = /@([^@<>\s]+)>?\s*$/.exec(from)?.[1] ?? 'taskflow.invalid';
@@ -112,7 +114,7 @@ export class EmailChannel {
   async send(to: string, d: ReminderEventData, deliveryId: string, timeZone = 'UTC'): Promise<void> {
     const c = reminderContent(d, { timeZone, link: this.link });
     try {
-      await this.transport.sendMail({
+      await this.sendWithin({
         from: this.from,
         to,
         subject: c.subject,
@@ -129,11 +131,27 @@ export class EmailChannel {
   }
 
   /**
+   * sendMail bounded in total time, its connection closed at the bound: nodemailer's timeouts are each wait's,
+   * which a server answering a line at a time renews for ever, past the delivery's claim (then claimed and
+   * mailed again by another instance while this one still held the conversation).
+   */
+  private async sendWithin(mail: Parameters<Transporter['sendMail']>[0]): Promise<void> {
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    try {
+      await this.transport.sendMail({ ...mail, signal });
+    } catch (err) {
+      if (signal.aborted)
+        throw new Error(`mail server did not finish the message within ${this.timeoutMs} ms`, { cause: err });
+      throw err;
+    }
+  }
+
+  /**
    * The code that confirms `to` (EMAIL_CONFIRMATION). Nothing the user typed is in it but the address: a
    * message to an address someone else typed says only what it is for.
    */
   async sendConfirmation(to: string, code: string, validMinutes: number): Promise<void> {
-    await this.transport.sendMail({
+    await this.sendWithin({
       from: this.from,
       to,
       subject: `Taskflow confirmation code: ${code}`,
