@@ -129,6 +129,36 @@ for (const backend of backends)
       assert.deepEqual((await titles('eve')).sort(), ['Coffee', 'Tea']);
     });
 
+    it('answers the failure of a turn whose conversation could not be stored after a write, not running it again', async () => {
+      // The database refuses the turn's messages (as a full disk would) after add_task wrote its task.
+      await t.db.query(`CREATE FUNCTION refuse_soap() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.content LIKE '%Soap%' THEN RAISE EXCEPTION 'no room for soap'; END IF; RETURN NEW; END $$`);
+      await t.db.query(
+        'CREATE TRIGGER refuse_soap BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse_soap()',
+      );
+      try {
+        t.model.script(add('Soap'), { text: 'Added "Soap".' });
+        const failed = await chat('hal', { message: 'add soap' }, 'soap');
+        assert.equal(failed.status, 500, JSON.stringify(failed.body));
+        assert.equal(failed.body.tool_calls?.length, 1, JSON.stringify(failed.body));
+        assert.doesNotMatch(
+          JSON.stringify(failed.body),
+          /no room/,
+          'the database error is logged, not answered',
+        );
+        const asked = t.model.requests.length;
+        const again = await chat('hal', { message: 'add soap' }, 'soap');
+        assert.equal(again.status, 500, JSON.stringify(again.body));
+        assert.equal(again.headers.get('idempotent-replayed'), 'true');
+        assert.deepEqual(again.body, failed.body);
+        assert.equal(t.model.requests.length, asked, 'the model is not asked again');
+        assert.deepEqual(await titles('hal'), ['Soap']);
+      } finally {
+        await t.db.query('DROP TRIGGER refuse_soap ON chat_messages');
+        await t.db.query('DROP FUNCTION refuse_soap()');
+      }
+    });
+
     it('keeps a keyed turn running when its client goes away: the retry gets its answer', async () => {
       t.model.script({ delayMs: 800, then: add('Bread') }, { text: 'Added "Bread".' });
       const body = { message: 'add bread' };

@@ -761,6 +761,21 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       },
       ...(history as ChatCompletionMessageParam[]),
     ];
+    /**
+     * A failure of ours once tools may have run (the turn not stored, an error that is not the provider's): a
+     * 500 with the tool calls, which an Idempotency-Key keeps when one wrote, so a retry does not run them again.
+     */
+    const failedAfterTools = (err: unknown) => {
+      deps.log.error({ err, conversation_id: conversationId }, 'chat: the turn failed');
+      return {
+        problem: {
+          ...problem(500, 'internal error; the tool calls this message made (tool_calls) stand'),
+          conversation_id: conversationId,
+        } as Problem,
+        calls,
+        wrote: wrote(),
+      };
+    };
     let runner: { messages: ChatCompletionMessageParam[] } | undefined;
     let failure: unknown;
     let timer: NodeJS.Timeout | undefined;
@@ -893,7 +908,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       await store.append(conversationId, usableHistory(messages.length ? messages : [userMessage]));
     } catch (err) {
       // Deleted while the model answered (DELETE /api/chat/conversations/{id}): what the tools did stands.
-      if ((err as { code?: string }).code !== '23503') throw err;
+      if ((err as { code?: string }).code !== '23503') return failedAfterTools(err);
       return {
         problem: {
           ...problem(
@@ -912,7 +927,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     const mapped = gone.aborted
       ? { problem: problem(499, 'the client went away') }
       : providerProblem(failure, lib, model.apiKey);
-    if (!mapped) throw failure;
+    if (!mapped) return failedAfterTools(failure);
     // Its text without the key, as in the answer: the SDK's error quotes what the provider said, which may be it.
     deps.log.warn(
       {
