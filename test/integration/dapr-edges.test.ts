@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DaprPublisher } from '../../src/bus/dapr/publisher.ts';
 import { listDeadLetters } from '../../src/bus/dlq.ts';
 import { KafkaAdmin } from '../../src/bus/kafka/index.ts';
 import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from '@platformatic/kafka';
@@ -92,6 +93,30 @@ describe('Dapr edges', { skip, timeout: 180_000 }, () => {
     } finally {
       await dapr?.stop();
       await db.close();
+    }
+  });
+
+  it("publishes a relay batch whose round is over daprd's 4 MiB body limit: 450 events of 10,000-character descriptions", async () => {
+    const topic = `dapr-edges-size-${id}`;
+    await makeTopics(topic, `dapr-edges-size-${id}`);
+    const sidecar = await startSidecar({
+      appId: `dapr-edges-size-${id}`,
+      name: `dapr-edges-size-${id}`,
+      kafkaBrokers: kafkaBrokers!,
+    });
+    try {
+      const publisher = new DaprPublisher(
+        { httpPort: sidecar.httpPort, pubsubName: 'pubsub-kafka' },
+        silentLogger,
+      );
+      // Valid events of distinct users, one round: before, one bulk request of 4.7 MB, refused (400) every time,
+      // and the relay sent the same batch again for ever.
+      const events = Array.from({ length: 450 }, (_, i) =>
+        taskCreated(`user-${i}`, `t${i}`, { description: 'x'.repeat(10_000) }),
+      );
+      await publisher.publish(events.map((event) => ({ topic, key: event.partitionkey!, event })));
+    } finally {
+      await sidecar.stop();
     }
   });
 

@@ -49,12 +49,12 @@ export class DaprPublisher implements Publisher {
         if (list) list.push(m);
         else byTopic.set(m.topic, [m]);
       }
-      const chunks = [...byTopic.entries()].flatMap(([topic, list]) => {
-        const out: [string, OutgoingMessage[]][] = [];
-        for (let i = 0; i < list.length; i += MAX_BULK) out.push([topic, list.slice(i, i + MAX_BULK)]);
-        return out;
-      });
-      const results = await Promise.allSettled(chunks.map(([topic, list]) => this.publishBulk(topic, list)));
+      const chunks = [...byTopic.entries()].flatMap(([topic, list]) =>
+        bulkChunks(list).map((entries) => [topic, entries] as const),
+      );
+      const results = await Promise.allSettled(
+        chunks.map(([topic, entries]) => this.publishBulk(topic, entries)),
+      );
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw failed.reason;
       if (this.bulk) return;
@@ -119,23 +119,14 @@ export class DaprPublisher implements Publisher {
     await res.body?.cancel();
   }
 
-  /**
-   * Messages of one topic and distinct keys in one request (Dapr's bulk publish API, alpha in 1.16). Each
-   * entry carries `traceid` = its traceparent: the only way daprd keeps a per-entry traceparent there.
-   */
-  private async publishBulk(topic: string, list: OutgoingMessage[]): Promise<void> {
-    const entries = list.map((m, i) => ({
-      entryId: String(i),
-      event: m.event.traceparent ? { ...m.event, traceid: m.event.traceparent } : m.event,
-      contentType: 'application/cloudevents+json',
-      metadata: { ...(m.headers ?? {}), partitionKey: m.key },
-    }));
+  /** Serialized entries (bulkEntry) of one topic and distinct keys in one request (bulk publish API, alpha in 1.16). */
+  private async publishBulk(topic: string, entries: readonly string[]): Promise<void> {
     const url = `${this.base}/v1.0-alpha1/publish/bulk/${encodeURIComponent(
       this.s.pubsubName,
     )}/${encodeURIComponent(topic)}`;
     const res = await this.post(url, topic, {
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(entries),
+      body: `[${entries.join(',')}]`,
     });
     if (res.ok) {
       await res.body?.cancel();
@@ -157,3 +148,44 @@ export class DaprPublisher implements Publisher {
 
 /** Entries per bulk publish request. */
 const MAX_BULK = 500;
+/**
+ * Bytes of entries per bulk publish request: daprd refuses a body over its `--max-body-size` (4 MiB by default)
+ * with a 400, and the relay would send the same batch again for ever (450 events of 10,000-character
+ * descriptions are 4.7 MB). A quarter under it leaves room for a sidecar's own limits on what it forwards.
+ */
+const MAX_BULK_BYTES = 3 * 1024 * 1024;
+
+/**
+ * One bulk entry, serialized. It carries `traceid` = the event's traceparent: the only way daprd keeps a
+ * per-entry traceparent there.
+ */
+const bulkEntry = (m: OutgoingMessage, i: number): string =>
+  JSON.stringify({
+    entryId: String(i),
+    event: m.event.traceparent ? { ...m.event, traceid: m.event.traceparent } : m.event,
+    contentType: 'application/cloudevents+json',
+    metadata: { ...(m.headers ?? {}), partitionKey: m.key },
+  });
+
+/**
+ * A topic's messages of one round as the entries of bulk requests, each at most MAX_BULK entries and
+ * `maxBytes` (an entry id is its place in the round: unique within any request).
+ */
+export function bulkChunks(list: readonly OutgoingMessage[], maxBytes = MAX_BULK_BYTES): string[][] {
+  const chunks: string[][] = [];
+  let chunk: string[] = [];
+  let bytes = 0;
+  for (const [i, m] of list.entries()) {
+    const entry = bulkEntry(m, i);
+    const size = Buffer.byteLength(entry) + 1;
+    if (chunk.length > 0 && (chunk.length === MAX_BULK || bytes + size > maxBytes)) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(entry);
+    bytes += size;
+  }
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
+}

@@ -142,13 +142,7 @@ export class DaprSubscriber implements Subscriber {
     // otherwise keep the shutdown waiting for as long as the outage lasts.
     app.addHook('preClose', async () => this.stopping.abort());
     if (!app.hasContentTypeParser('application/cloudevents+json'))
-      app.addContentTypeParser('application/cloudevents+json', { parseAs: 'string' }, (_req, body, done) => {
-        try {
-          done(null, JSON.parse(body as string));
-        } catch (err) {
-          done(err as Error, undefined);
-        }
-      });
+      app.addContentTypeParser('application/cloudevents+json', { parseAs: 'string' }, parseDelivery);
     // The sidecar's token (APP_API_TOKEN), when set, on every request of the sidecar. Without it only the
     // sidecar's own machine (its pod) is answered, and not through a proxy: these routes share the API's port,
     // and whoever reaches them could post events to the consumers (emails, webhooks, audit records).
@@ -187,19 +181,27 @@ export class DaprSubscriber implements Subscriber {
     // A bulk delivery carries up to maxBatch whole events (a task's description alone may be 10,000
     // characters): over the server's body limit it was refused (413), redelivered, and dead-lettered whole.
     const bulkBodyLimit = 64 * 1024 * 1024;
-    app.post(
-      '/dapr/events/:group/:topic',
-      { schema: { hide: true }, bodyLimit: bulkBodyLimit, ...fromSidecar },
-      async (req) => {
-        const { group, topic } = req.params as { group: string; topic: string };
-        if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
-        const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(req.headers))
-          if (typeof v === 'string' && !HTTP_ONLY.has(k)) headers[k] = v;
-        const status = await this.deliver(group, topic, req.body, headers);
-        return { status };
-      },
-    );
+    // In a scope of their own, deliveries are parsed as the sidecar sent them (JSON.parse, as the single
+    // deliveries' cloudevents+json): the API's JSON parser refuses a whole body with a "__proto__" key anywhere
+    // (400), and daprd answers a bulk delivery's 400 by redelivering and then dead-lettering every entry, one
+    // odd event's neighbours unhandled. Each entry is checked by itself after (an invalid event is DROP).
+    void app.register(async (scope) => {
+      scope.removeContentTypeParser('application/json');
+      scope.addContentTypeParser('application/json', { parseAs: 'string' }, parseDelivery);
+      scope.post(
+        '/dapr/events/:group/:topic',
+        { schema: { hide: true }, bodyLimit: bulkBodyLimit, ...fromSidecar },
+        async (req) => {
+          const { group, topic } = req.params as { group: string; topic: string };
+          if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
+          const headers: Record<string, string> = {};
+          for (const [k, v] of Object.entries(req.headers))
+            if (typeof v === 'string' && !HTTP_ONLY.has(k)) headers[k] = v;
+          const status = await this.deliver(group, topic, req.body, headers);
+          return { status };
+        },
+      );
+    });
   }
 
   /**
@@ -499,5 +501,18 @@ export class DaprSubscriber implements Subscriber {
     for (const r of all) r.closed = true;
     await Promise.allSettled(all.flatMap((r) => [...r.inflight]));
     this.byTopic.clear();
+  }
+}
+
+/** A delivery's body as JSON.parse reads it: a "__proto__" key is an own property of the result, not a prototype. */
+function parseDelivery(
+  _req: FastifyRequest,
+  body: string | Buffer,
+  done: (err: Error | null, value?: unknown) => void,
+) {
+  try {
+    done(null, body === '' ? undefined : JSON.parse(body as string));
+  } catch (err) {
+    done(err as Error, undefined);
   }
 }
