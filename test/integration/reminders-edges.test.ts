@@ -9,7 +9,9 @@
  * - a fired reminder snoozed after its task's due date moved fired again naming the old due date;
  * - MCP `dismiss_reminder` without an id, after `snooze_reminder`, dismissed an older reminder and the snoozed
  *   one fired again;
- * - completing and reopening a task lost a snooze: the reminder came back at its planned instant.
+ * - completing and reopening a task lost a snooze: the reminder came back at its planned instant;
+ * - a reminder the user dismissed after completing its task (or moving its due date away) answered 200 but
+ *   stayed the task change's: reopening the task (moving the due date back) brought it back, and it fired.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -107,6 +109,58 @@ describe('reminders edges', () => {
     const fired = await h.events(t.id, 'reminder.triggered');
     assert.equal(fired.length, 2);
     assert.equal(fired[1]!.data.due_at, newDue);
+  });
+
+  /** The user dismisses the task's reminder, which a task change already set aside: recorded as the user's. */
+  const dismissSetAside = async (user: string, taskId: string, setAsideBecause: string) => {
+    const [r] = await h.rows(taskId);
+    assert.deepEqual([r!.status, r!.dismiss_reason], ['dismissed', setAsideBecause]);
+    const d = await h.app.call(user, 'POST', `/api/tasks/${taskId}/reminders/${r!.id}/dismiss`);
+    assert.equal(d.status, 200, JSON.stringify(d.body));
+    assert.deepEqual([d.body.status, d.body.dismiss_reason], ['dismissed', 'user']);
+    // As a fresh dismissal: its event says the user dismissed it.
+    const events = await h.events(taskId, 'reminder.dismissed');
+    assert.deepEqual(
+      events.map((e) => e.data.reason),
+      [setAsideBecause, 'dismissed_by_user'],
+    );
+    // Once the user's, a second dismissal changes nothing.
+    const again = await h.app.call(user, 'POST', `/api/tasks/${taskId}/reminders/${r!.id}/dismiss`);
+    assert.equal(again.status, 200);
+    assert.equal((await h.events(taskId, 'reminder.dismissed')).length, 2);
+    return r!;
+  };
+
+  it('a reminder the user dismissed while its task was completed does not come back when it is reopened', async () => {
+    const t = await h.createTask('ivy', { title: 'Pay rent', due_date: h.at(3 * HOUR), reminders: ['PT1H'] });
+    await h.applied(t.id, 1);
+    assert.equal((await h.app.call('ivy', 'POST', `/api/tasks/${t.id}/complete`)).status, 200);
+    await h.applied(t.id, 2);
+    await dismissSetAside('ivy', t.id, 'task_completed');
+    h.clock.advance(10 * MIN);
+    assert.equal((await h.app.call('ivy', 'POST', `/api/tasks/${t.id}/reopen`)).status, 200);
+    await h.applied(t.id, 3);
+    assert.deepEqual(await scheduledOf(t.id), []);
+    h.clock.advance(2 * HOUR); // the reminder's time (1 h before due)
+    await h.scheduler().tick();
+    assert.deepEqual(await h.events(t.id, 'reminder.triggered'), [], 'the reminder the user dismissed fired');
+  });
+
+  it('a reminder the user dismissed after its due date moved away does not come back when it moves back', async () => {
+    const due = h.at(3 * HOUR);
+    const t = await h.createTask('jon', { title: 'Dentist', due_date: due, reminders: ['PT1H'] });
+    await h.applied(t.id, 1);
+    const away = await h.app.call('jon', 'PATCH', `/api/tasks/${t.id}`, { due_date: h.at(48 * HOUR) });
+    assert.equal(away.status, 200);
+    await h.applied(t.id, 2);
+    await dismissSetAside('jon', t.id, 'rescheduled');
+    const back = await h.app.call('jon', 'PATCH', `/api/tasks/${t.id}`, { due_date: due });
+    assert.equal(back.status, 200);
+    await h.applied(t.id, 3);
+    assert.deepEqual(await scheduledOf(t.id), []);
+    h.clock.advance(2 * HOUR + 1_000);
+    await h.scheduler().tick();
+    assert.deepEqual(await h.events(t.id, 'reminder.triggered'), [], 'the reminder the user dismissed fired');
   });
 });
 

@@ -205,7 +205,10 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
       },
       async (req: Req) =>
         mutate(userOf(req), req, (row, now) => {
-          if (row.status === 'dismissed') return null; // idempotent
+          // Idempotent once the user has dismissed it. One a task change set aside (completed, moved) is
+          // dismissed by the user now: only a user's dismissal is final (reconcileReminders), so reopening
+          // the task, or moving its due date back, brought it back, and it fired.
+          if (row.status === 'dismissed' && row.dismiss_reason === 'user') return null;
           return {
             sql: [
               `UPDATE reminder_schedule SET status = 'dismissed', dismiss_reason = 'user', updated_at = now()
