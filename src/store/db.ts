@@ -248,6 +248,11 @@ class PostgresDb extends DbBase {
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
     this.pool.on('connect', (client) => {
+      // Instants rendered as text (json_agg of rows, ::text) in UTC, whatever zone the server was set up in
+      // (initdb takes the host's): before a zone's standard time its offset has seconds ("-04:56:02"), which
+      // Date cannot read (a task due in 1850 stopped the reminders consumer on its next event). A pooler keeps
+      // TimeZone for its client (a tracked parameter). Queued ahead of the client's first query.
+      client.query('SET TIME ZONE UTC').catch(() => undefined);
       const pid = backendPid(client);
       if (pid !== undefined) this.backends.add(pid);
     });
@@ -323,7 +328,11 @@ class PostgresDb extends DbBase {
       };
       const result = await fn(tx);
       this.statements.count('COMMIT');
-      await client.query('COMMIT');
+      // A statement that failed inside `fn` and was caught there aborted the transaction: COMMIT answers
+      // ROLLBACK, without an error. Its after-commit callbacks must not run (the embedded log would hand its
+      // consumers a message that was never written, and lose the next one written at its offset).
+      if ((await client.query('COMMIT')).command === 'ROLLBACK')
+        throw new Error('transaction aborted by an earlier failed statement; rolled back');
       runAfterCommit(committed);
       return result;
     } catch (err) {

@@ -1,12 +1,20 @@
 /**
  * PostgreSQL statements run as named prepared statements (store/db.ts), on a real server: each connection
- * prepares a text once, and a schema change by another process under a prepared statement is survived.
+ * prepares a text once, and a schema change by another process under a prepared statement is survived. And
+ * the sessions: idle in a transaction they end, instants are read in UTC whatever the server's zone, and a
+ * transaction a caught statement aborted fails at its COMMIT.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { makeEvent } from '../../src/contracts/cloudevent.ts';
+import type { TaskEventData } from '../../src/contracts/events.ts';
+import { newTask, type Task } from '../../src/domain/task.ts';
+import { uuidv7 } from '../../src/ids.ts';
+import { applyTaskEvents, type TaskEventInput } from '../../src/services/reminders/store.ts';
 import { openDb } from '../../src/store/db.ts';
 import { postgresBackend } from '../helpers/db.ts';
+import { plainFields } from '../helpers/events.ts';
 
 describe(
   'PostgreSQL prepared statements',
@@ -99,6 +107,95 @@ describe(
       } finally {
         await stopped.close().catch(() => undefined);
         await other.close();
+        await drop();
+      }
+    });
+  },
+);
+
+describe(
+  'PostgreSQL sessions of a server in another time zone',
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    it('read instants in UTC: a task due in 1850 is completed and its reminder dismissed', async () => {
+      const { url, drop, db: admin } = await postgresBackend!.fresh();
+      // As a server set up on a host in New York: its sessions start in that zone.
+      await admin.exec(
+        `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L', current_database(), 'America/New_York'); END $$`,
+      );
+      const db = await openDb(url, { poolSize: 1 });
+      try {
+        assert.deepEqual((await db.query('SHOW timezone')).rows, [{ TimeZone: 'UTC' }]);
+        const now = new Date('2026-03-01T12:00:00Z');
+        const input = (type: string, task: Task, changes: string[] = []): TaskEventInput => {
+          const event = makeEvent<TaskEventData>({
+            type,
+            source: '/taskflow/test',
+            subject: task.id,
+            key: task.user_id,
+            data: { user_id: task.user_id, task, previous: null, changes },
+          });
+          return { id: event.id, type, data: event.data, eventTime: now };
+        };
+        const apply = (inputs: TaskEventInput[]) =>
+          db.transaction((tx) =>
+            applyTaskEvents(tx, inputs, { dedupe: 'reminders', graceMs: 900_000, now, channels: ['in_app'] }),
+          );
+        // Read in New York's zone, its instants were written with a local-mean-time offset ("-04:56:02")
+        // that Date cannot read: the completion threw, was dead-lettered, and the reminder fired.
+        const created = newTask(
+          uuidv7(),
+          'ann',
+          plainFields('Old letter', {
+            due_date: '1850-01-01T00:00:00.000Z',
+            reminders: ['2026-03-02T09:00:00.000Z'],
+          }),
+          now,
+        );
+        await apply([input('task.created', created)]);
+        const done = {
+          ...created,
+          status: 'completed' as const,
+          completed_at: now.toISOString(),
+          version: 2,
+        };
+        await apply([input('task.completed', done, ['status', 'completed_at'])]);
+        assert.deepEqual((await db.query<{ status: string }>('SELECT status FROM reminder_schedule')).rows, [
+          { status: 'dismissed' },
+        ]);
+      } finally {
+        await db.close();
+        await drop();
+      }
+    });
+  },
+);
+
+describe(
+  'PostgreSQL transactions a caught statement aborted',
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    it('fail at COMMIT (which answers ROLLBACK), without running their after-commit callbacks', async () => {
+      const { url, drop } = await postgresBackend!.fresh();
+      const db = await openDb(url, { poolSize: 1 });
+      try {
+        await db.exec(`CREATE TABLE a (n int)`);
+        let ran = false;
+        await assert.rejects(
+          db.transaction(async (tx) => {
+            tx.afterCommit(() => (ran = true));
+            await tx.query(`INSERT INTO a VALUES (1)`);
+            await tx.query(`SELECT 1 / 0`).catch(() => undefined);
+          }),
+          /aborted by an earlier failed statement/,
+        );
+        assert.equal(ran, false, 'nothing committed, nothing to signal');
+        assert.deepEqual((await db.query('SELECT n FROM a')).rows, []);
+        // The connection is good for the next transaction.
+        await db.transaction((tx) => tx.query(`INSERT INTO a VALUES (2)`));
+        assert.deepEqual((await db.query('SELECT n FROM a')).rows, [{ n: 2 }]);
+      } finally {
+        await db.close();
         await drop();
       }
     });
