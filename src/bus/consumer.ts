@@ -49,6 +49,11 @@ export interface ConsumeContext {
   log: Logger;
   /** Aborted on shutdown: pending retries stop and the message stays uncommitted (redelivered later). */
   signal?: AbortSignal;
+  /**
+   * Whether the partition is still this member's, asked before each message and attempt (the embedded bus's
+   * lease): false stops the delivery as `signal` does.
+   */
+  stillOwned?: () => boolean;
   hooks?: ConsumeHooks;
 }
 
@@ -63,7 +68,7 @@ export function consumerPipeline(
   ctx: ConsumeContext,
   opts: { deadLetters?: boolean | undefined } = {},
 ): Handle {
-  const { log, hooks, policy, signal } = ctx;
+  const { log, hooks, policy, signal, stillOwned } = ctx;
   return compose(
     handlerOf(handler),
     forThisGroup,
@@ -76,10 +81,13 @@ export function consumerPipeline(
       send: publishDeadLetter(ctx.publisher, policy, log, signal),
     }),
     validated({ log, hooks }),
-    retried({ policy, signal, shouldRetry: retryUpTo(policy), log, hooks }),
+    retried({ policy, signal, stillOwned, shouldRetry: retryUpTo(policy), log, hooks }),
     measured(hooks),
   );
 }
+
+/** Shut down, or the partition no longer this member's: what is left stays uncommitted. */
+const stopped = (ctx: ConsumeContext) => ctx.signal?.aborted === true || ctx.stillOwned?.() === false;
 
 /** One message through the pipeline: how it ended. */
 export async function deliver(pipeline: Handle, message: BusMessage, group: string): Promise<ConsumeOutcome> {
@@ -185,7 +193,7 @@ export function consumer(
     for (let i = 0; i < run.length; i++) {
       // Stopped (shutdown, or the partition went to another member): the rest stays uncommitted, for the
       // partition's next reader.
-      if (ctx.signal?.aborted) return done + i;
+      if (stopped(ctx)) return done + i;
       if ((await deliver(pipeline, run[i]!, ctx.group)) === 'aborted') return done + i;
     }
     return done + run.length;
@@ -194,7 +202,7 @@ export function consumer(
     if (!batchHandler) return oneByOne(messages, 0);
     let done = 0;
     for (const run of batchRuns(messages, ctx.group)) {
-      if (run.batch && !ctx.signal?.aborted && (await handledAsBatch(run.messages, batchHandler, ctx))) {
+      if (run.batch && !stopped(ctx) && (await handledAsBatch(run.messages, batchHandler, ctx))) {
         done += run.messages.length;
         continue;
       }

@@ -233,6 +233,8 @@ export interface RetryOptions {
   policy: RetryPolicy;
   /** Shutdown: the wait ends and the delivery is Aborted (checked before every attempt too). */
   signal?: AbortSignal | undefined;
+  /** False once the partition is another member's: the delivery is Aborted before its next attempt. */
+  stillOwned?: (() => boolean) | undefined;
   /** Whether failed attempt number `attempt` is tried again; otherwise its error goes on up. */
   shouldRetry(err: unknown, attempt: number): boolean;
   log: Logger;
@@ -245,7 +247,7 @@ export const retried =
   (next) =>
   async (d) => {
     for (let attempt = 1; ; attempt++) {
-      if (opts.signal?.aborted) throw new Aborted();
+      if (opts.signal?.aborted || opts.stillOwned?.() === false) throw new Aborted();
       try {
         return await next(d);
       } catch (err) {

@@ -34,7 +34,7 @@ interface OwnedPartition {
 
 class GroupMember implements Subscription {
   readonly memberId = randomUUID();
-  /** Partitions this member works on; `leaseUntil` is when its ownership lapses unless renewed (local clock). */
+  /** Partitions this member works on; `leaseUntil` is when its ownership lapses unless renewed (performance.now()). */
   private readonly owned = new Map<string, OwnedPartition>();
   /**
    * Partitions given up and not yet released: their worker finishes the message in hand, then their lease row
@@ -114,7 +114,9 @@ class GroupMember implements Subscription {
     await this.renewReleasing(sessionMs);
     const claimable = desired.filter((p) => !this.releasing.has(ownedId(p)));
     if (claimable.length === 0 || this.closed) return;
-    const asked = Date.now(); // the leases run from (at the latest) now: a conservative local expiry
+    // The leases run from (at the latest) now: a conservative local expiry, on the monotonic clock (a wall clock
+    // stepped back, NTP or a resumed VM, kept a lease the database had given to another member).
+    const asked = performance.now();
     // Claim (or renew) every wanted partition in one statement; a lease another member still holds stays.
     const claimed = await this.db.query<{ topic: string; partition: number }>(
       `INSERT INTO bus_partition_owners (group_id, topic, partition, member_id, lease_until)
@@ -156,7 +158,7 @@ class GroupMember implements Subscription {
    * handle that message too: at-least-once), as Kafka's rebalance timeout does.
    */
   private async renewReleasing(sessionMs: number): Promise<void> {
-    const held = [...this.releasing.values()].filter((r) => Date.now() - r.since < RELEASE_HOLD_MS);
+    const held = [...this.releasing.values()].filter((r) => performance.now() - r.since < RELEASE_HOLD_MS);
     await this.renew(held, sessionMs);
   }
 
@@ -205,7 +207,12 @@ class GroupMember implements Subscription {
       .finally(() => {
         if (this.releasing.get(id)?.done === released) this.releasing.delete(id);
       });
-    this.releasing.set(id, { topic: w.topic, partition: w.partition, since: Date.now(), done: released });
+    this.releasing.set(id, {
+      topic: w.topic,
+      partition: w.partition,
+      since: performance.now(),
+      done: released,
+    });
   }
 
   private async startOffset(topic: string, partition: number): Promise<number> {
@@ -261,10 +268,11 @@ class GroupMember implements Subscription {
     // The run in hand stops between messages once the lease may have lapsed, not only before the next run: a
     // member whose heartbeats could not reach the database went on through up to a run of 100 messages that
     // another member had claimed and was handling (each twice, the second time after the user's later ones).
+    const stillOwned = () => performance.now() < leaseUntil();
     const lapsed = new AbortController();
     let lapseTimer: NodeJS.Timeout | undefined;
     const watchLease = () => {
-      const left = leaseUntil() - Date.now();
+      const left = leaseUntil() - performance.now();
       if (left <= 0) lapsed.abort();
       else lapseTimer = setTimeout(watchLease, left).unref();
     };
@@ -276,12 +284,15 @@ class GroupMember implements Subscription {
         publisher: this.publisher,
         log: this.cfg.log,
         signal: AbortSignal.any([signal, lapsed.signal]),
+        // The timer's abort can come after a database answer that resumes the handler (an event loop held past
+        // the session: CPU elsewhere in the process, a long GC pause): checked before each message too.
+        stillOwned,
         ...(hooks ? { hooks } : {}),
       }),
       commit: (last) => this.commit(topic, partition, Number(last.offset) + 1),
       maxBatch: this.opts.maxBatch ?? DEFAULT_MAX_BATCH,
       batchIntervalMs: this.opts.batchIntervalMs ?? 0,
-      owns: () => Date.now() < leaseUntil(),
+      owns: stillOwned,
     });
     const id = partitionId(topic, partition);
     const wake = new EventEmitter();
@@ -301,7 +312,7 @@ class GroupMember implements Subscription {
     let readTable = true; // at start the backlog is in the table
     let tableReadAt = 0;
     try {
-      while (!signal.aborted && Date.now() < leaseUntil()) {
+      while (!signal.aborted && stillOwned()) {
         if (woken === 'table') readTable = true;
         woken = undefined;
         let messages = readTable ? [] : this.log.take(topic, partition, position, this.cfg.batchSize);
