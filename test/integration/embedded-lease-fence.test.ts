@@ -4,7 +4,8 @@
  * event loop was held past its session while its handler awaited the database went on with the rest of its run
  * (the lapse was noticed by a timer, which runs after the database's answer resumes the handler); and a member
  * whose wall clock was stepped back kept a lease the database had given to another member. Both members then
- * handled the partition: each message twice, out of the user's order.
+ * handled the partition: each message twice, out of the user's order. And heartbeats missed in a database
+ * stall are not queued up to run back to back after it.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -167,6 +168,49 @@ describe(
         await busB.close();
         await dbA.close();
         await dbB.close();
+      }
+    });
+  },
+);
+
+describe(
+  'the embedded bus heartbeats through a database stall',
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    it('are not queued up: one runs when the database answers again, not one per tick missed', async () => {
+      const { url, drop } = await postgresBackend!.fresh();
+      const db = await openDb(url, { poolSize: 1 });
+      const bus = createEmbeddedBus(db, {
+        log: silentLogger,
+        pollIntervalMs: 1_000,
+        heartbeatIntervalMs: 50,
+        sessionTimeoutMs: 10_000,
+      });
+      const beats = () =>
+        [...db.statements.byKind]
+          .filter(([kind]) => kind.includes('bus_group_members'))
+          .reduce((n, [, c]) => n + c, 0);
+      try {
+        await bus.admin.ensureTopics([{ name: 'beats', partitions: 1, retentionMs: 86_400_000 }]);
+        const sub = await bus.subscriber.subscribe({
+          group: 'beats',
+          topics: ['beats'],
+          handler: async () => undefined,
+        });
+        try {
+          // The pool's one connection held for 2 s: 40 ticks of the heartbeat come and go.
+          await db.transaction((tx) => tx.query('SELECT pg_sleep(2)'));
+          const before = beats();
+          await sleep(300);
+          const ran = beats() - before;
+          assert.ok(ran <= 8, `${ran} heartbeats in the 300 ms after the stall (6 ticks)`);
+        } finally {
+          await sub.close();
+        }
+      } finally {
+        await bus.close();
+        await db.close();
+        await drop();
       }
     });
   },

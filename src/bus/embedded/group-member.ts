@@ -63,12 +63,18 @@ class GroupMember implements Subscription {
     this.db.listen(LOG_NOTIFY_CHANNEL);
     for (const t of this.opts.topics) await ensureTopic(this.db, t);
     await this.rebalance();
+    // A tick while the last heartbeat still waits (a database outage or stall) is skipped: queued, they all
+    // ran back to back once the database answered again.
+    let beating = false;
     this.heartbeatTimer = setInterval(() => {
+      if (beating) return;
+      beating = true;
       this.rebalancing = this.rebalancing
         .then(() => this.rebalance())
         .catch((err: unknown) => {
           this.cfg.log.warn({ err, group: this.opts.group }, 'embedded bus heartbeat failed');
-        });
+        })
+        .finally(() => (beating = false));
     }, this.cfg.heartbeatIntervalMs);
     this.heartbeatTimer.unref();
   }
