@@ -7,6 +7,12 @@
  * names, and would apply today's offset to a date across a daylight-saving change; so chrono reads the
  * user's wall clock (the reference is the user's local time written as UTC) and Temporal places the wall
  * time it found in the user's zone. A text with its own offset ("9:00 +02:00") keeps it.
+ *
+ * chrono does its arithmetic ("in 3 hours", "tomorrow", whether "9am" is past) with Date's local-time methods,
+ * in the process's zone, which the wall clock written as UTC is not: across that zone's daylight-saving
+ * change (a laptop in Europe/Berlin) "in 3 hours" was 4 hours, and in a process west of UTC "Friday 9am" said
+ * on Friday at 8 was the next Friday, whatever the user's zone. So chrono runs with a Date whose local time is
+ * UTC (parseOnWallClock): what it reads depends on the user's zone and now only.
  */
 import * as chrono from 'chrono-node';
 import { Temporal } from 'temporal-polyfill';
@@ -42,7 +48,7 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   if (exact) return { instant: exact };
   if (text.length > MAX_TEXT || text.trim() === '') return null;
   const wallAsUtc = new Date(zonedNow(ctx).toPlainDateTime().toZonedDateTime('UTC').epochMilliseconds);
-  const [found] = chrono.parse(text, { instant: wallAsUtc, timezone: 0 }, { forwardDate: true });
+  const [found] = parseOnWallClock(text, wallAsUtc);
   // The whole text must be a date: "buy milk tomorrow" is not a due date.
   if (!found || found.text.trim().length < text.trim().length) return null;
   const start = found.start;
@@ -82,6 +88,46 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   const instant = parseInstant(new Date(ms).toISOString());
   if (!instant) return null;
   return { instant, resolved: { said: text, as: instant, local: localTime(instant, ctx.timeZone) } };
+}
+
+/** Date with UTC as its local time: the local-time methods chrono calls are the UTC ones. */
+class UtcDate extends Date {
+  constructor(...args: unknown[]) {
+    // new Date(year, monthIndex, ...) reads local fields: here UTC ones.
+    if (args.length >= 2) super(Date.UTC(...(args as Parameters<typeof Date.UTC>)));
+    else if (args.length === 1) super(args[0] as number | string | Date);
+    else super();
+  }
+  override getTimezoneOffset() {
+    return 0;
+  }
+}
+for (const field of ['FullYear', 'Month', 'Date', 'Day', 'Hours', 'Minutes', 'Seconds', 'Milliseconds']) {
+  const proto = UtcDate.prototype as unknown as Record<string, unknown>;
+  const utc = Date.prototype as unknown as Record<string, unknown>;
+  proto[`get${field}`] = utc[`getUTC${field}`];
+  if (field !== 'Day') proto[`set${field}`] = utc[`setUTC${field}`];
+}
+
+/**
+ * chrono's reading of `text` at the wall clock `wallAsUtc` (the user's local time written as UTC), its
+ * arithmetic on that wall clock, not in the process's zone: chrono is run with UtcDate as the global Date
+ * (chrono is synchronous, so nothing else runs meanwhile). Its results' dates are computed from their fields
+ * with Date.UTC (the offset is 0), so they can be read after.
+ */
+function parseOnWallClock(text: string, wallAsUtc: Date): chrono.ParsedResult[] {
+  const global = globalThis as { Date: DateConstructor };
+  const saved = global.Date;
+  global.Date = UtcDate as DateConstructor;
+  try {
+    return chrono.parse(
+      text,
+      { instant: new UtcDate(wallAsUtc.getTime()), timezone: 0 },
+      { forwardDate: true },
+    );
+  } finally {
+    global.Date = saved;
+  }
 }
 
 const UNITS = '(m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)';

@@ -1,5 +1,6 @@
 /** Dates and reminders in words (pure): read on the user's wall clock, placed in the user's zone. */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import {
   localTime,
@@ -71,6 +72,79 @@ describe('resolveWhen', () => {
       local: '2026-03-02T09:00:00+01:00',
     });
     assert.equal(resolveWhen('2026-03-05T09:00:00Z', berlin)?.resolved, undefined);
+  });
+});
+
+/**
+ * resolveWhen in a child process whose own zone (TZ) is `processZone`: the zone of the process is read when
+ * Date is first used, so setting TZ here would not reliably take effect. Each case is [text, now, user's zone].
+ */
+function resolvedInProcessZone(processZone: string, cases: [string, string, string][]) {
+  const module = new URL('../../src/domain/natural-time.ts', import.meta.url).href;
+  const script = `
+    const { resolveWhen } = await import(${JSON.stringify(module)});
+    const cases = ${JSON.stringify(cases)};
+    console.log(JSON.stringify({
+      // The process's own offset on 1 July 2026: the child runs in the zone asked for.
+      julyOffset: new Date('2026-07-01T12:00:00Z').getTimezoneOffset(),
+      instants: cases.map(([text, now, timeZone]) => resolveWhen(text, { now: new Date(now), timeZone })?.instant ?? null),
+    }));`;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    env: { ...process.env, TZ: processZone },
+    encoding: 'utf8',
+  });
+  return JSON.parse(out) as { julyOffset: number; instants: (string | null)[] };
+}
+
+describe("resolveWhen does not depend on the server process's time zone", () => {
+  // Europe/Berlin (the process's zone, a laptop running `npm start`) moves to summer time on 29 March 2026
+  // at 01:00 UTC (02:00 -> 03:00): chrono did its arithmetic on Date's local time, in that zone. New York is
+  // on summer time (-04:00) from 8 March.
+  const cases: [string, string, string, string][] = [
+    // Hours, minutes and seconds are elapsed time from now.
+    ['in 3 hours', '2026-03-28T22:00:00Z', 'Europe/Berlin', '2026-03-29T01:00:00.000Z'], // 23:00 CET -> 03:00 CEST
+    ['in 3 hours', '2026-03-28T23:30:00Z', 'UTC', '2026-03-29T02:30:00.000Z'],
+    ['in 30 minutes', '2026-03-29T00:30:00Z', 'Europe/Berlin', '2026-03-29T01:00:00.000Z'],
+    ['2 hours from now', '2026-03-29T00:30:00Z', 'Asia/Tokyo', '2026-03-29T02:30:00.000Z'],
+    ['in an hour', '2026-03-29T01:30:00Z', 'Europe/London', '2026-03-29T02:30:00.000Z'],
+    ['in 90 minutes', '2026-03-28T23:30:00Z', 'Europe/Berlin', '2026-03-29T01:00:00.000Z'],
+    ['in 5 seconds', '2026-03-29T00:59:58Z', 'UTC', '2026-03-29T01:00:03.000Z'],
+    ['3 hours ago', '2026-03-29T01:30:00Z', 'Europe/London', '2026-03-28T22:30:00.000Z'],
+    // A day without a time of day is noon in the user's zone (it was the time it is now, when the process's
+    // zone skipped it).
+    ['tomorrow', '2026-03-29T01:30:00Z', 'Europe/London', '2026-03-30T11:00:00.000Z'],
+    ['in 2 days', '2026-03-29T01:30:00Z', 'Europe/London', '2026-03-31T11:00:00.000Z'],
+    ['in a week', '2026-03-29T01:30:00Z', 'Europe/London', '2026-04-05T11:00:00.000Z'],
+    ['today', '2026-03-29T01:30:00Z', 'Europe/London', '2026-03-29T11:00:00.000Z'],
+    // A time later today: chrono's forward-date rule compared it with now shifted by the process's offset, so
+    // west of UTC it was taken for past, and moved on to the next week or year.
+    ['friday 9am', '2026-03-06T07:00:00Z', 'Europe/Berlin', '2026-03-06T08:00:00.000Z'], // Friday 08:00 CET
+    ['March 2 9am', '2026-03-02T07:00:00Z', 'Europe/Berlin', '2026-03-02T08:00:00.000Z'],
+    // A wall time the process's zone skips, in a zone that has it.
+    ['March 29 2:30am', '2026-03-28T23:30:00Z', 'UTC', '2026-03-29T02:30:00.000Z'],
+    ['March 29 2:30am', '2026-03-28T23:30:00Z', 'Europe/London', '2026-03-29T01:30:00.000Z'],
+    // ... and in the user's own zone, which skips it too: forward, to 03:30 CEST.
+    ['March 29 2:30am', '2026-03-28T23:30:00Z', 'Europe/Berlin', '2026-03-29T01:30:00.000Z'],
+  ];
+  const julyOffsets: Record<string, number> = { 'Europe/Berlin': -120, 'America/New_York': 240, UTC: 0 };
+  for (const processZone of Object.keys(julyOffsets))
+    it(`in a process whose zone is ${processZone}`, () => {
+      const { julyOffset, instants } = resolvedInProcessZone(
+        processZone,
+        cases.map(([text, now, zone]) => [text, now, zone]),
+      );
+      assert.equal(julyOffset, julyOffsets[processZone]);
+      assert.deepEqual(
+        cases.map(([text, now, zone], i) => `${text} at ${now} in ${zone}: ${instants[i]}`),
+        cases.map(([text, now, zone, expected]) => `${text} at ${now} in ${zone}: ${expected}`),
+      );
+    });
+
+  it('leaves the global Date as it was', () => {
+    const before = globalThis.Date;
+    assert.equal(resolveWhen('in 3 hours', berlin)?.instant, '2026-03-01T15:00:00.000Z');
+    assert.equal(globalThis.Date, before);
+    assert.equal(new Date(2026, 2, 1).getTime(), new before(2026, 2, 1).getTime());
   });
 });
 
