@@ -115,20 +115,25 @@ const SORT_EXPR = {
 const titleKey = (text: string, icu: boolean) =>
   icu ? `lower(${text} COLLATE "und-x-icu")` : `lower(${text})`;
 
-/** Whether each database has ICU's root collation, asked once (a failed ask is asked again next time). */
-const icuOf = new WeakMap<Db, Promise<boolean>>();
-function hasIcu(db: Db): Promise<boolean> {
-  let known = icuOf.get(db);
+/**
+ * What each database's text functions do, asked once (a failed ask is asked again next time): whether it has
+ * ICU's root collation, and whether its own lower() folds letters beyond ASCII (not in the C locale, which
+ * `initdb` takes on a host without a UTF-8 locale: ILIKE there found "École" for "ÉCOLE" but not for "école").
+ */
+const textTraitsOf = new WeakMap<Db, Promise<{ icu: boolean; folds: boolean }>>();
+function textTraits(db: Db): Promise<{ icu: boolean; folds: boolean }> {
+  let known = textTraitsOf.get(db);
   if (!known) {
     known = db
-      .query<{ icu: boolean }>(
-        `SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu') AS icu`,
+      .query<{ icu: boolean; folds: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu') AS icu,
+                lower('ÉΣ') = 'éσ' AS folds`,
       )
       .then(
-        (r) => r.rows[0]?.icu === true,
-        () => (icuOf.delete(db), false),
+        (r) => ({ icu: r.rows[0]?.icu === true, folds: r.rows[0]?.folds === true }),
+        () => (textTraitsOf.delete(db), { icu: false, folds: true }),
       );
-    icuOf.set(db, known);
+    textTraitsOf.set(db, known);
   }
   return known;
 }
@@ -597,11 +602,19 @@ export class TaskStore {
           return `(plainto_tsquery('simple', ${word}) || plainto_tsquery('english', ${word}))`;
         })
         .join(' && ');
+      const traits = await textTraits(this.db);
+      // Where the database's lower() folds ASCII only, the text's part of a word is matched in ICU's folding.
+      const contains =
+        !traits.folds && traits.icu
+          ? (column: string, pattern: string) =>
+              `lower(${column} COLLATE "und-x-icu") LIKE lower(${pattern} COLLATE "und-x-icu")`
+          : (column: string, pattern: string) => `${column} ILIKE ${pattern}`;
+      const pattern = p(like);
       where.push(
-        `(search @@ (${everyWord}) OR title ILIKE ${p(like)} OR description ILIKE $${params.length})`,
+        `(search @@ (${everyWord}) OR ${contains('title', pattern)} OR ${contains('description', pattern)})`,
       );
     }
-    const icu = q.sort === 'title' && (await hasIcu(this.db));
+    const icu = q.sort === 'title' && (await textTraits(this.db)).icu;
     const expr = q.sort === 'title' ? titleKey('title', icu) : SORT_EXPR[q.sort][q.order];
     const cmp = q.order === 'asc' ? '>' : '<';
     if (q.cursor) {

@@ -8,15 +8,20 @@
  * - a cursor is refused with other filters than its page's (it was taken, and skipped tasks without a word: a
  *   client or a model that changed `q` while paging lost the tasks before the cursor's position);
  * - `sort=title` puts an accented initial with its letter, page after page (in the C collation of PGlite and
- *   of a PostgreSQL made with --no-locale, "Äpfel" came after "Zahnarzt").
+ *   of a PostgreSQL made with --no-locale, "Äpfel" came after "Zahnarzt");
+ * - on a PostgreSQL database in the C locale, `q` finds a title or description whatever the case of its
+ *   letters beyond ASCII (ILIKE folded ASCII only there: "école" did not find "École").
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import pg from 'pg';
 import { DEFAULT_LIMIT } from '../../src/domain/query.ts';
+import { openDb } from '../../src/store/db.ts';
+import { migrate } from '../../src/store/migrate.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
-import { backends } from '../helpers/db.ts';
+import { backends, createPgDatabase } from '../helpers/db.ts';
 
 type ToolResult = {
   isError?: boolean;
@@ -176,3 +181,53 @@ for (const backend of backends)
       assert.deepEqual(await all('desc'), [...expected].reverse());
     });
   });
+
+const pgUrl = process.env.TEST_DATABASE_URL;
+describe(
+  'search on a PostgreSQL database in the C locale',
+  { skip: pgUrl ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    it('finds a title or description whatever the case of its letters beyond ASCII', async () => {
+      const created = await createPgDatabase(pgUrl!, 'tf_test_c');
+      // Made again in the C locale, as initdb makes every database on a host without a UTF-8 locale.
+      const admin = new pg.Client({ connectionString: pgUrl });
+      await admin.connect();
+      const name = new URL(created.url).pathname.slice(1);
+      await admin.query(`DROP DATABASE ${name}`);
+      await admin.query(
+        `CREATE DATABASE ${name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'`,
+      );
+      await admin.end();
+      const db = await openDb(created.url);
+      await migrate(db);
+      const app = await startApp(db, { targets: ['api'] });
+      try {
+        assert.deepEqual(
+          (await db.query(`SELECT lower('É') AS l`)).rows,
+          [{ l: 'É' }],
+          "the database's own lower() folds ASCII only",
+        );
+        for (const body of [
+          { title: 'École primaire' },
+          { title: 'Summer', description: 'ÉTÉ à Paris' },
+          { title: 'Straße' },
+        ])
+          assert.equal((await app.call('c-user', 'POST', '/api/tasks', body)).status, 201);
+        const found = async (q: string) =>
+          (await app.call('c-user', 'GET', `/api/tasks?q=${encodeURIComponent(q)}`)).body.items
+            .map((t: { title: string }) => t.title)
+            .sort();
+        assert.deepEqual(await found('école'), ['École primaire']);
+        assert.deepEqual(await found('ÉCOLE'), ['École primaire']);
+        assert.deepEqual(await found('été'), ['Summer']);
+        assert.deepEqual(await found('STRASSE'), [], 'folding, not ß expanded');
+        assert.deepEqual(await found('straße'), ['Straße']);
+        assert.deepEqual(await found('a%b'), [], 'a % is a character, not a wildcard');
+      } finally {
+        await app.stop();
+        await db.close();
+        await created.drop();
+      }
+    });
+  },
+);
