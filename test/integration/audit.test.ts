@@ -2,7 +2,7 @@
  * The audit target against the real API, relay and embedded bus on PGlite and PostgreSQL: one record per
  * task operation with the right before/after, duplicate deliveries add nothing, tampering is detected (by
  * `verifyChain` and the `taskflow audit verify` CLI), a retention purge keeps the chain verifiable, and the
- * export streams 100,000 records with flat memory.
+ * export streams 100,000 records, or 2,000 of the largest the API makes, with flat memory.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -15,6 +15,7 @@ import { GROUPS, MANIFESTS } from '../../src/services/index.ts';
 import { subscribedTopics } from '../../src/runtime.ts';
 import { chainKey, verifyChain } from '../../src/services/audit/chain.ts';
 import { runRetention } from '../../src/services/audit/index.ts';
+import { auditPages } from '../../src/services/audit/routes.ts';
 import type { Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
 import { deadLetterLines } from '../helpers/dlq.ts';
@@ -299,6 +300,49 @@ for (const backend of backends) {
       assert.equal((await runRetention(app.proc.runtime, 365)).records, 0, 'a second run purges nothing');
     });
 
+    it('reads an export in pages bounded in bytes as well as in records: none skipped or repeated', async () => {
+      // Records of 1 to 40 KB, two tasks: a page ends at whichever bound comes first, its first record whatever
+      // its size.
+      const sizes = Array.from({ length: 60 }, (_, i) => [1, 40, 3, 12, 25, 2][i % 6]! * 1000);
+      await db.query(
+        `INSERT INTO audit_log (event_id, user_id, user_seq, task_id, operation, occurred_at, recorded_at, change,
+           prev_hash, hash)
+         SELECT 'paged-' || g, 'paged', g, 'task-' || (g % 2), 'task.updated', now(), now(),
+           jsonb_build_object('before', '{}'::jsonb, 'after', jsonb_build_object('description', repeat('x', s))),
+           lpad((g - 1)::text, 64, '0'), lpad(g::text, 64, '0')
+         FROM unnest($1::int[]) WITH ORDINALITY AS t(s, g)`,
+        [sizes],
+      );
+      const ids = async (taskId: string | null) =>
+        (
+          await db.query<{ id: string }>(
+            `SELECT id::text AS id FROM audit_log WHERE user_id = 'paged' AND ($1::text IS NULL OR task_id = $1)
+             ORDER BY audit_log.id`,
+            [taskId],
+          )
+        ).rows.map((r) => r.id);
+      for (const taskId of [null, 'task-1'])
+        for (const [pageSize, pageBytes] of [
+          [7, 30_000],
+          [1000, 50_000],
+          [3, 1],
+          [1000, 10 ** 9],
+        ] as const) {
+          const pages: string[][] = [];
+          const filter = { taskId, operations: [], from: null, to: null };
+          for await (const page of auditPages(db, 'paged', filter, pageSize, pageBytes))
+            pages.push(page.map((r) => r.id));
+          const at = `task ${taskId}, pages of ${pageSize} records, ${pageBytes} bytes`;
+          assert.deepEqual(pages.flat(), await ids(taskId), at);
+          assert.ok(
+            pages.every((p) => p.length >= 1 && p.length <= pageSize),
+            at,
+          );
+          if (taskId === null && pageBytes === 30_000)
+            assert.ok(pages.some((p) => p.length === 1) && pages.some((p) => p.length > 1), at);
+        }
+    });
+
     // Once per run: on PostgreSQL when the suite has it (scripts/test), else on PGlite.
     const onceOnly = backend.name === 'pglite' && backends.length > 1 ? 'runs on PostgreSQL' : false;
     it('streams an export of 100,000 records with flat memory', { skip: onceOnly }, async () => {
@@ -361,6 +405,89 @@ for (const backend of backends) {
       console.log(`# ${backend.name}: ${info}`);
       assert.ok(growthMb < 40, info);
     });
+
+    it(
+      'streams an export of 2,000 records of the largest description the API takes with flat memory',
+      { skip: onceOnly },
+      async () => {
+        // A description of 10,000 control characters (the API takes them, but NUL), each written \uXXXX: a
+        // task.updated record of one, before and after, is some 120 KB; pages of 1,000 such held hundreds of MB.
+        const d1 = '\u0001'.repeat(10_000);
+        const d2 = '\u0002'.repeat(10_000);
+        const created = await app.call('huge', 'POST', '/api/tasks', { title: 't', description: d1 });
+        assert.equal(created.status, 201, JSON.stringify(created.body));
+        const patched = await app.call('huge', 'PATCH', `/api/tasks/${created.body.id}`, { description: d2 });
+        assert.equal(patched.status, 200, JSON.stringify(patched.body));
+        await waitFor(async () => (await count('huge')) === 2, 10_000, 'the create and the update recorded');
+        const updated = (await audit('huge', '?operation=task.updated')).items[0];
+        assert.equal(updated.change.after.description, d2);
+        // 2,000 more of them (a user's PATCHes within minutes of the default rate limit), and among them runs of
+        // small records, loaded directly: pages are cut by bytes, and grow again past the small ones.
+        const N = 2_500;
+        const large = (g: number) => g % 500 < 400;
+        await db.query(
+          `INSERT INTO audit_log (event_id, user_id, user_seq, task_id, operation, occurred_at, recorded_at, change,
+           prev_hash, hash)
+         SELECT 'huge-' || g, 'huge', 2 + g, $3, 'task.updated', now(), now(),
+           CASE WHEN g % 500 < 400 THEN $2::jsonb ELSE '{"before": {"title": "a"}, "after": {"title": "b"}}' END,
+           lpad((g - 1)::text, 64, '0'), lpad(g::text, 64, '0')
+         FROM generate_series(1, $1::int) g`,
+          [N, JSON.stringify(updated.change), created.body.id],
+        );
+        assert.equal([...Array(N).keys()].filter((i) => large(i + 1)).length, 2_000);
+        gc();
+        const rssBefore = process.memoryUsage().rss;
+        const streamStart = Date.now();
+        let maxRss = rssBefore;
+        let sampledAt = 0;
+        const res = await fetch(`${app.url}/api/audit/export?format=ndjson`, {
+          headers: { authorization: `Bearer ${await app.token('huge')}` },
+        });
+        assert.equal(res.status, 200);
+        // Each line's start (`{"id":"…","event_id":"…","user_id":"huge","seq":…,`), and the first two lines whole.
+        const seqs: number[] = [];
+        const firstLines: Uint8Array[] = [];
+        let head = '';
+        let bytes = 0;
+        for await (const chunk of res.body!) {
+          bytes += chunk.byteLength;
+          for (let from = 0; ;) {
+            const nl = chunk.indexOf(10, from);
+            const end = nl === -1 ? chunk.byteLength : nl + 1;
+            if (seqs.length < 2) firstLines.push(chunk.subarray(from, end));
+            if (head.length < 128)
+              head += Buffer.from(chunk.subarray(from, Math.min(end, from + 128))).toString('latin1');
+            if (nl === -1) break;
+            seqs.push(
+              Number(/^\{"id":"\d+","event_id":"[^"]+","user_id":"huge","seq":(\d+),/.exec(head)?.[1]),
+            );
+            head = '';
+            from = nl + 1;
+          }
+          if (bytes - sampledAt > 4 * 2 ** 20) {
+            sampledAt = bytes;
+            gc();
+            maxRss = Math.max(maxRss, process.memoryUsage().rss);
+          }
+        }
+        assert.equal(head, '', 'the export ends with a whole line');
+        // Every record once, oldest first: none skipped or repeated where a page was cut.
+        assert.deepEqual(
+          seqs,
+          Array.from({ length: N + 2 }, (_, i) => i + 1),
+        );
+        // The lines as before: each record as the API answers it, JSON.
+        const [createdLine, updatedLine] = Buffer.concat(firstLines).toString('utf8').split('\n');
+        assert.equal(updatedLine, JSON.stringify(updated));
+        assert.equal(JSON.parse(createdLine!).change.after.description, d1);
+        const growthMb = (maxRss - rssBefore) / 2 ** 20;
+        const sizeMb = bytes / 2 ** 20;
+        assert.ok(sizeMb > 200, `export is ${sizeMb.toFixed(0)} MB`);
+        const info = `RSS grew ${growthMb.toFixed(0)} MB while streaming ${sizeMb.toFixed(0)} MB (stream ${Date.now() - streamStart} ms)`;
+        console.log(`# ${backend.name}: ${info}`);
+        assert.ok(growthMb < 40, info);
+      },
+    );
   });
 }
 

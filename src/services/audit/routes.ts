@@ -1,7 +1,8 @@
 /**
  * The audit API: `GET /api/audit` (the caller's records, newest first, filters and cursor pagination) and
- * `GET /api/audit/export?format=ndjson|csv` (every matching record, oldest first, streamed in keyset pages:
- * memory stays flat whatever the size, and no database connection is held between pages).
+ * `GET /api/audit/export?format=ndjson|csv` (every matching record, oldest first, streamed in keyset pages
+ * bounded in rows and in bytes, written out a chunk of lines at a time as the client reads: memory stays flat
+ * whatever the number and the size of the records, and no database connection is held between pages).
  */
 import { instantDoc, okWith } from '../../http/openapi.ts';
 import { Readable } from 'node:stream';
@@ -31,7 +32,19 @@ export interface AuditQuery extends AuditFilter {
 
 const DEFAULT_LIMIT = 50;
 const MAX_LIMIT = 200;
+/** An export page: at most this many records... */
 const EXPORT_PAGE = 1000;
+/**
+ * ...and about this many bytes of them (as the database renders them as text), the first record whatever its
+ * size: a record can be over 100 KB (a 10,000-character description of control characters, each written
+ * \uXXXX, before and after), and a page of 1,000 such held hundreds of MB in the process that records every
+ * user's audit.
+ */
+const EXPORT_PAGE_BYTES = 2 * 2 ** 20;
+/** The export's chunks: a record's line, or lines joined up to this size (each a write to the response). */
+const EXPORT_CHUNK = 64 * 1024;
+/** A record's columns other than its text ones (seq, times, hashes, key) and its JSON punctuation, in bytes. */
+const RECORD_OVERHEAD = 512;
 const FILTER_KEYS = ['task_id', 'operation', 'from', 'to'];
 const OPERATION = '[a-z]+(?:\\.[a-z_]+)+';
 const OPERATIONS_PATTERN = `^${commaList(OPERATION)}$`;
@@ -198,29 +211,56 @@ export async function listAudit(
   return { items, next_cursor: rows.length > q.limit && last ? encodeCursor(last.id) : null };
 }
 
-/** Every matching record, oldest first, one keyset page at a time. */
+/**
+ * Every matching record, oldest first, one keyset page at a time: at most `pageSize` records and, past the first,
+ * no more than `pageBytes` of them. One statement sizes the next `limit` records (their text as PostgreSQL
+ * renders it, which is what the driver receives and JSON.stringify gives back) and reads those that fit, so the
+ * page is one snapshot. `limit` follows what fitted last (a quarter more; twice as many after a page that was
+ * not cut, up to `pageSize`), so records that do not fit are not sized again and again.
+ */
 export async function* auditPages(
   db: Queryable,
   userId: string,
   f: AuditFilter,
   pageSize = EXPORT_PAGE,
+  pageBytes = EXPORT_PAGE_BYTES,
 ): AsyncGenerator<AuditRecord[]> {
   let after = '0';
+  let limit = pageSize;
   for (;;) {
     const { where, params } = whereOf(userId, f);
-    params.push(after);
-    where.push(`id > $${params.length}`);
-    params.push(pageSize);
+    const p = (v: unknown) => {
+      params.push(v);
+      return `$${params.length}`;
+    };
+    where.push(`id > ${p(after)}`);
     const rows = (
-      await db.query<AuditRow>(
-        `SELECT ${AUDIT_COLUMNS} FROM audit_log WHERE ${where.join(' AND ')} ORDER BY audit_log.id LIMIT $${params.length}`,
+      await db.query<AuditRow & { fetched: number }>(
+        `WITH sized AS (
+           SELECT id, sum(bytes) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - bytes AS bytes_before
+           FROM (
+             SELECT id, octet_length(change::text) + octet_length(event_id) + octet_length(user_id)
+               + coalesce(octet_length(task_id), 0) + coalesce(octet_length(trace_id), 0)
+               + coalesce(octet_length(client_ip), 0) + coalesce(octet_length(user_agent), 0)
+               + ${RECORD_OVERHEAD} AS bytes
+             FROM audit_log WHERE ${where.join(' AND ')} ORDER BY id LIMIT ${p(limit)}
+           ) next_records
+         )
+         SELECT ${AUDIT_COLUMNS}, (SELECT count(*) FROM sized)::int AS fetched
+         FROM audit_log
+         WHERE ${where.join(' AND ')}
+           AND audit_log.id <= (SELECT max(id) FROM sized WHERE bytes_before < ${p(pageBytes)})
+         ORDER BY audit_log.id`,
         params,
       )
     ).rows;
     if (rows.length === 0) return;
+    const fetched = Number(rows[0]!.fetched);
     yield rows.map(toRecord);
-    if (rows.length < pageSize) return;
+    const cut = rows.length < fetched;
+    if (!cut && fetched < limit) return;
     after = rows[rows.length - 1]!.id;
+    limit = Math.min(pageSize, cut ? rows.length + Math.ceil(rows.length / 4) : 2 * limit);
   }
 }
 
@@ -241,17 +281,24 @@ export function exportStream(
   f: AuditFilter,
   format: 'ndjson' | 'csv',
 ): Readable {
+  // Lines are rendered as the client reads: a chunk at a time (a record's line, or lines up to EXPORT_CHUNK),
+  // never a page's worth, and the next page is read only when the last chunk of this one has been taken.
   async function* chunks() {
     if (format === 'csv') yield Buffer.from(CSV_COLUMNS.join(',') + '\r\n');
+    let text = '';
     for await (const page of auditPages(db, userId, f)) {
-      let text = '';
-      for (const r of page)
+      for (const r of page) {
         text +=
           format === 'ndjson'
             ? JSON.stringify(r) + '\n'
             : CSV_COLUMNS.map((c) => csvField(r[c])).join(',') + '\r\n';
-      yield Buffer.from(text);
+        if (text.length >= EXPORT_CHUNK) {
+          yield Buffer.from(text);
+          text = '';
+        }
+      }
     }
+    if (text) yield Buffer.from(text);
   }
   return Readable.from(chunks(), { objectMode: false, highWaterMark: 64 * 1024 });
 }
