@@ -2,7 +2,8 @@
  * The audit chain written a run at a time (appendAuditRecords) on PGlite and PostgreSQL: it continues the
  * chains that single appends started, per user in the run's order, verifies, and a run that would skip a
  * record already in the log fails as a whole, leaving the chains as they were. Then tampering, one way at a
- * time, each detected by `verifyChain` and `taskflow audit verify`.
+ * time, each detected by `verifyChain` and `taskflow audit verify`. Keyed chains, and the keys read from
+ * AUDIT_CHAIN_KEY and AUDIT_CHAIN_PREVIOUS_KEYS the same way (a key rotated out is the key it was).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -21,6 +22,7 @@ import {
   type AuditInput,
   type AuditRow,
 } from '../../src/services/audit/chain.ts';
+import { auditManifest } from '../../src/services/audit/manifest.ts';
 import { TEST_SECRET } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
 
@@ -480,7 +482,10 @@ for (const backend of backends) {
             env: { ...process.env, DATABASE_URL: url, JWT_SECRET: TEST_SECRET, ...env },
             encoding: 'utf8',
           });
-        const both = { AUDIT_CHAIN_KEY: NEXT_KEY.secret, AUDIT_CHAIN_PREVIOUS_KEYS: ` ${KEY.secret} ` };
+        const both = {
+          AUDIT_CHAIN_KEY: NEXT_KEY.secret,
+          AUDIT_CHAIN_PREVIOUS_KEYS: `${THEIRS.secret},${KEY.secret}`,
+        };
         const ok = verify(both);
         assert.equal(ok.status, 0, ok.stdout + ok.stderr);
         assert.match(
@@ -502,7 +507,72 @@ for (const backend of backends) {
         const short = verify({ AUDIT_CHAIN_KEY: 'short' });
         assert.equal(short.status, 2, short.stderr);
         assert.match(short.stderr, /AUDIT_CHAIN_KEY must be at least 32 bytes/);
+        const spaced = verify({
+          AUDIT_CHAIN_KEY: NEXT_KEY.secret,
+          AUDIT_CHAIN_PREVIOUS_KEYS: ` ${KEY.secret}`,
+        });
+        assert.equal(spaced.status, 2, spaced.stderr);
+        assert.match(
+          spaced.stderr,
+          /each of AUDIT_CHAIN_PREVIOUS_KEYS \(key 1 of 1\) must have no white space/,
+        );
       },
     );
   });
 }
+
+/**
+ * A key is read the same way from AUDIT_CHAIN_KEY and from AUDIT_CHAIN_PREVIOUS_KEYS: rotated out as the README
+ * says, it is the same key, and the records it keyed still verify. One that could not be (white space around
+ * it, as a secret mounted from a file has a trailing newline; a comma, which separates the previous keys) is
+ * refused from either, naming the variable: read verbatim as the current key but trimmed and split as a
+ * previous one, it keyed records that failed verify once rotated.
+ */
+describe('audit chain keys from the environment', async () => {
+  const { db, drop } = await backends[0]!.fresh(); // PGlite: the keys are read from the configuration
+  after(drop);
+  /** The keys `taskflow audit verify` uses (src/cli/main.ts). */
+  const verifyKeys = (env: Record<string, string>) => {
+    const { chainKey, previousChainKeys } = auditManifest.config(env);
+    return [...(chainKey ? [chainKey] : []), ...previousChainKeys];
+  };
+  const OLD = 'k'.repeat(40);
+  const refused = (name: string, what: RegExp) => (e: Error) =>
+    e.name === 'ConfigError' && e.message.startsWith(name) && what.test(e.message);
+
+  it('verifies the records a key keyed after it is rotated into AUDIT_CHAIN_PREVIOUS_KEYS', async () => {
+    const user = randomUUID();
+    const before = { AUDIT_CHAIN_KEY: OLD };
+    const key = auditManifest.config(before).chainKey;
+    for (let i = 0; i < 2; i++)
+      await db.transaction((tx) => appendAuditRecord(tx, input(user, 'task.created'), { key }));
+    assert.equal(
+      (await verifyChain(db, { userId: user, keys: verifyKeys(before), requireKeyed: true })).ok,
+      true,
+    );
+    for (const previous of [OLD, `${'m'.repeat(40)},${OLD}`, `${OLD},`]) {
+      const rotated = { AUDIT_CHAIN_KEY: 'n'.repeat(40), AUDIT_CHAIN_PREVIOUS_KEYS: previous };
+      const v = await verifyChain(db, { userId: user, keys: verifyKeys(rotated), requireKeyed: true });
+      assert.equal(v.ok, true, `${previous}: ${JSON.stringify(v.broken)}`);
+    }
+  });
+
+  for (const [what, secret, message] of [
+    ['ending in a newline (a secret mounted from a file)', `${OLD}\n`, /must have no white space around it/],
+    ['with a space before it', ` ${OLD}`, /must have no white space around it/],
+    ['holding a comma', `${OLD},${'m'.repeat(40)}`, /must not hold a comma/],
+  ] as const) {
+    it(`refuses a key ${what} from either variable, naming it`, () => {
+      assert.throws(
+        () => auditManifest.config({ AUDIT_CHAIN_KEY: secret }),
+        refused('AUDIT_CHAIN_KEY', message),
+      );
+      // In the list a comma separates keys: one holding a comma cannot be told from two (each refused alone).
+      if (secret.includes(',')) return;
+      assert.throws(
+        () => auditManifest.config({ AUDIT_CHAIN_PREVIOUS_KEYS: `${'m'.repeat(40)},${secret}` }),
+        refused('each of AUDIT_CHAIN_PREVIOUS_KEYS (key 2 of 2)', message),
+      );
+    });
+  }
+});

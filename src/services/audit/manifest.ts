@@ -38,19 +38,31 @@ export type AuditOptions = ReturnType<typeof auditManifest.config>;
 
 /**
  * AUDIT_CHAIN_KEY keys the hashes of new records (and anchors); AUDIT_CHAIN_PREVIOUS_KEYS, comma-separated,
- * are keys rotated out, which verify still needs for the records they keyed. Each at least 32 bytes.
+ * are keys rotated out, which verify still needs for the records they keyed. Both are read the same way: each
+ * key exactly as given, at least 32 bytes, and refused with white space around it or a comma in it. Such a key
+ * could not be rotated: moved into the comma-separated list, it was split or trimmed into another key, and
+ * every record keyed before the rotation failed verify. Refused rather than trimmed: trimming would change the
+ * key that signs without a word (a secret file's trailing newline taken off on upgrade keys new records with
+ * another key), where a refusal stops the start-up and says which variable to fix.
  */
 function chainKeys(env: Env): { chainKey: ChainKey | undefined; previousChainKeys: ChainKey[] } {
   const key = (name: string, secret: string) => {
+    if (/^\s|\s$/.test(secret))
+      throw new ConfigError(
+        `${name} must have no white space around it (a secret file's trailing newline?): take it off, the key is used exactly as given`,
+      );
+    if (secret.includes(','))
+      throw new ConfigError(
+        `${name} must not hold a comma: AUDIT_CHAIN_PREVIOUS_KEYS separates keys with commas, so the key could not be rotated into it`,
+      );
     if (Buffer.byteLength(secret) < 32) throw new ConfigError(`${name} must be at least 32 bytes`);
     return chainKey(secret);
   };
-  const previous = (env.AUDIT_CHAIN_PREVIOUS_KEYS ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
+  const previous = (env.AUDIT_CHAIN_PREVIOUS_KEYS ?? '').split(',').filter((s) => s !== '');
   return {
     chainKey: env.AUDIT_CHAIN_KEY ? key('AUDIT_CHAIN_KEY', env.AUDIT_CHAIN_KEY) : undefined,
-    previousChainKeys: previous.map((s) => key('each of AUDIT_CHAIN_PREVIOUS_KEYS', s)),
+    previousChainKeys: previous.map((s, i) =>
+      key(`each of AUDIT_CHAIN_PREVIOUS_KEYS (key ${i + 1} of ${previous.length})`, s),
+    ),
   };
 }
