@@ -514,7 +514,7 @@ for (const backend of backends) {
         assert.equal(spaced.status, 2, spaced.stderr);
         assert.match(
           spaced.stderr,
-          /each of AUDIT_CHAIN_PREVIOUS_KEYS \(key 1 of 1\) must have no white space/,
+          /each of AUDIT_CHAIN_PREVIOUS_KEYS \(key 1 of 1\) has white space around it/,
         );
       },
     );
@@ -522,11 +522,10 @@ for (const backend of backends) {
 }
 
 /**
- * A key is read the same way from AUDIT_CHAIN_KEY and from AUDIT_CHAIN_PREVIOUS_KEYS: rotated out as the README
- * says, it is the same key, and the records it keyed still verify. One that could not be (white space around
- * it, as a secret mounted from a file has a trailing newline; a comma, which separates the previous keys) is
- * refused from either, naming the variable: read verbatim as the current key but trimmed and split as a
- * previous one, it keyed records that failed verify once rotated.
+ * A key rotated out of AUDIT_CHAIN_KEY into AUDIT_CHAIN_PREVIOUS_KEYS as the README says is the same key, and
+ * the records it keyed still verify. One with white space around it (a secret mounted from a file has a
+ * trailing newline) or a comma in it was trimmed or split into another key in the list, and every record it
+ * keyed failed verify once rotated: it goes in as base64:<its bytes>, and such an entry given plainly is refused.
  */
 describe('audit chain keys from the environment', async () => {
   const { db, drop } = await backends[0]!.fresh(); // PGlite: the keys are read from the configuration
@@ -557,22 +556,39 @@ describe('audit chain keys from the environment', async () => {
     }
   });
 
-  for (const [what, secret, message] of [
-    ['ending in a newline (a secret mounted from a file)', `${OLD}\n`, /must have no white space around it/],
-    ['with a space before it', ` ${OLD}`, /must have no white space around it/],
-    ['holding a comma', `${OLD},${'m'.repeat(40)}`, /must not hold a comma/],
-  ] as const) {
-    it(`refuses a key ${what} from either variable, naming it`, () => {
-      assert.throws(
-        () => auditManifest.config({ AUDIT_CHAIN_KEY: secret }),
-        refused('AUDIT_CHAIN_KEY', message),
+  for (const [what, secret] of [
+    ['ending in a newline (a secret mounted from a file)', `${OLD}\n`],
+    ['with a space before it', ` ${OLD}`],
+    ['holding a comma', `${OLD},${'m'.repeat(40)}`],
+  ] as const)
+    it(`keeps the records a key ${what} keyed verifiable after its rotation, given as base64:`, async () => {
+      const user = randomUUID();
+      // Taken as it is (an upgrade of a deployment keyed with it starts, and verifies what it keyed).
+      const before = { AUDIT_CHAIN_KEY: secret };
+      const key = auditManifest.config(before).chainKey;
+      await db.transaction((tx) => appendAuditRecord(tx, input(user, 'task.created'), { key }));
+      assert.equal(
+        (await verifyChain(db, { userId: user, keys: verifyKeys(before), requireKeyed: true })).ok,
+        true,
       );
-      // In the list a comma separates keys: one holding a comma cannot be told from two (each refused alone).
-      if (secret.includes(',')) return;
-      assert.throws(
-        () => auditManifest.config({ AUDIT_CHAIN_PREVIOUS_KEYS: `${'m'.repeat(40)},${secret}` }),
-        refused('each of AUDIT_CHAIN_PREVIOUS_KEYS (key 2 of 2)', message),
-      );
+      const rotated = {
+        AUDIT_CHAIN_KEY: 'n'.repeat(40),
+        AUDIT_CHAIN_PREVIOUS_KEYS: `${'m'.repeat(40)},base64:${Buffer.from(secret).toString('base64')}`,
+      };
+      const v = await verifyChain(db, { userId: user, keys: verifyKeys(rotated), requireKeyed: true });
+      assert.equal(v.ok, true, JSON.stringify(v.broken));
+      // Given plainly in the list it is another key, or two: an entry with white space around it is refused.
+      if (!secret.includes(','))
+        assert.throws(
+          () => auditManifest.config({ AUDIT_CHAIN_PREVIOUS_KEYS: `${'m'.repeat(40)},${secret}` }),
+          refused('each of AUDIT_CHAIN_PREVIOUS_KEYS (key 2 of 2)', /white space around it.*base64:/),
+        );
     });
-  }
+
+  it('refuses a list entry that says base64: and is not', () => {
+    assert.throws(
+      () => auditManifest.config({ AUDIT_CHAIN_PREVIOUS_KEYS: 'base64:not base64!' }),
+      refused('each of AUDIT_CHAIN_PREVIOUS_KEYS (key 1 of 1)', /not base64/),
+    );
+  });
 });

@@ -38,31 +38,34 @@ export type AuditOptions = ReturnType<typeof auditManifest.config>;
 
 /**
  * AUDIT_CHAIN_KEY keys the hashes of new records (and anchors); AUDIT_CHAIN_PREVIOUS_KEYS, comma-separated,
- * are keys rotated out, which verify still needs for the records they keyed. Both are read the same way: each
- * key exactly as given, at least 32 bytes, and refused with white space around it or a comma in it. Such a key
- * could not be rotated: moved into the comma-separated list, it was split or trimmed into another key, and
- * every record keyed before the rotation failed verify. Refused rather than trimmed: trimming would change the
- * key that signs without a word (a secret file's trailing newline taken off on upgrade keys new records with
- * another key), where a refusal stops the start-up and says which variable to fix.
+ * are keys rotated out, which verify still needs for the records they keyed. Each key is used exactly as given
+ * (the bytes that keyed records are the bytes configured: never trimmed), at least 32 bytes. `base64:<...>`
+ * gives a key by its bytes in base64 (either variable): the way to rotate a key with white space around it (a
+ * secret file's trailing newline) or a comma in it into the list, where it was split or trimmed into another key
+ * and every record it keyed failed verify. AUDIT_CHAIN_KEY is taken as it is, such a key too (refused, an
+ * upgrade would not start, and records already keyed with it); an entry of the list with white space around it
+ * or that is not valid base64 is refused (a typo, "k1, k2", is another key).
  */
 function chainKeys(env: Env): { chainKey: ChainKey | undefined; previousChainKeys: ChainKey[] } {
-  const key = (name: string, secret: string) => {
-    if (/^\s|\s$/.test(secret))
+  const key = (name: string, given: string, inList: boolean) => {
+    let secret = given;
+    if (given.startsWith('base64:')) {
+      const b64 = given.slice('base64:'.length);
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64) || b64.length % 4 !== 0)
+        throw new ConfigError(`${name} starts with "base64:" but the rest is not base64`);
+      secret = Buffer.from(b64, 'base64').toString('utf8');
+    } else if (inList && /^\s|\s$/.test(given))
       throw new ConfigError(
-        `${name} must have no white space around it (a secret file's trailing newline?): take it off, the key is used exactly as given`,
-      );
-    if (secret.includes(','))
-      throw new ConfigError(
-        `${name} must not hold a comma: AUDIT_CHAIN_PREVIOUS_KEYS separates keys with commas, so the key could not be rotated into it`,
+        `${name} has white space around it: keys are joined by commas alone and used exactly as given; a key that has white space around it goes in as base64:<its bytes in base64>`,
       );
     if (Buffer.byteLength(secret) < 32) throw new ConfigError(`${name} must be at least 32 bytes`);
     return chainKey(secret);
   };
   const previous = (env.AUDIT_CHAIN_PREVIOUS_KEYS ?? '').split(',').filter((s) => s !== '');
   return {
-    chainKey: env.AUDIT_CHAIN_KEY ? key('AUDIT_CHAIN_KEY', env.AUDIT_CHAIN_KEY) : undefined,
+    chainKey: env.AUDIT_CHAIN_KEY ? key('AUDIT_CHAIN_KEY', env.AUDIT_CHAIN_KEY, false) : undefined,
     previousChainKeys: previous.map((s, i) =>
-      key(`each of AUDIT_CHAIN_PREVIOUS_KEYS (key ${i + 1} of ${previous.length})`, s),
+      key(`each of AUDIT_CHAIN_PREVIOUS_KEYS (key ${i + 1} of ${previous.length})`, s, true),
     ),
   };
 }
