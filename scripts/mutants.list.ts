@@ -875,6 +875,75 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/dapr-edges.test.ts#dead-letter topic refuses'],
     needs: ['kafka', 'dapr'],
   },
+  {
+    id: 'embedded-lease-asked-by-timer-only',
+    breaks:
+      'one member per partition on the embedded bus: a run stops before its next message once the lease lapsed, not only when a timer notices',
+    file: 'src/bus/embedded/group-member.ts',
+    find: '        stillOwned,\n',
+    replace: '',
+    tests: ['test/integration/embedded-edges.test.ts#event loop was held'],
+  },
+  {
+    id: 'embedded-lease-on-wall-clock',
+    breaks:
+      'one member per partition on the embedded bus: a lease is held by the monotonic clock, not the wall clock',
+    file: 'src/bus/embedded/group-member.ts',
+    find: '    const stillOwned = () => performance.now() < leaseUntil();',
+    replace: '    const stillOwned = () => Date.now() < leaseUntil();',
+    also: [
+      { find: '    const asked = performance.now();', replace: '    const asked = Date.now();' },
+      {
+        find: '      const left = leaseUntil() - performance.now();',
+        replace: '      const left = leaseUntil() - Date.now();',
+      },
+    ],
+    tests: ['test/integration/embedded-edges.test.ts#wall clock stepped back'],
+  },
+  {
+    id: 'postgres-aborted-commit-taken',
+    breaks:
+      'nothing signalled that was not written: a transaction a caught statement aborted fails at COMMIT on PostgreSQL',
+    file: 'src/store/db.ts',
+    find: "      if ((await client.query('COMMIT')).command === 'ROLLBACK')",
+    replace: "      if ((await client.query('COMMIT')).command === 'NEVER')",
+    tests: ['test/integration/postgres-statements.test.ts#caught statement aborted'],
+  },
+  {
+    id: 'postgres-session-zone-kept',
+    breaks: "instants read the same whatever the server's zone: sessions run in UTC",
+    file: 'src/store/db.ts',
+    find: "      options: '-c TimeZone=UTC',",
+    replace: '',
+    tests: ['test/integration/postgres-statements.test.ts#another time zone'],
+  },
+  {
+    id: 'dapr-bulk-unbounded-bytes',
+    breaks: "nothing stuck on Dapr: a bulk publish request stays under daprd's body limit",
+    file: 'src/bus/dapr/publisher.ts',
+    find: '    if (chunk.length > 0 && (chunk.length === MAX_BULK || bytes + size > maxBytes)) {',
+    replace: '    if (chunk.length > 0 && chunk.length === MAX_BULK) {',
+    tests: ['test/integration/dapr-edges.test.ts#body limit'],
+    needs: ['kafka', 'dapr'],
+  },
+  {
+    id: 'email-send-unbounded',
+    breaks:
+      'a reminder mailed once: a mail conversation ends within NOTIFY_TIMEOUT_MS, before its claim can lapse',
+    file: 'src/services/notifications/channels.ts',
+    find: '      await this.transport.sendMail({ ...mail, signal });',
+    replace: '      await this.transport.sendMail(mail);',
+    tests: ['test/integration/notifications-review.test.ts#line at a time'],
+  },
+  {
+    id: 'chat-failure-after-tools-forgotten',
+    breaks:
+      "a chat message's tools run once per Idempotency-Key: a turn failing on our side after a write keeps its answer",
+    file: 'src/services/api/chat.ts',
+    find: "      if ((err as { code?: string }).code !== '23503') return failedAfterTools(err);",
+    replace: "      if ((err as { code?: string }).code !== '23503') throw err;",
+    tests: ['test/integration/chat-idempotency.test.ts#could not be stored'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------

@@ -243,16 +243,17 @@ class PostgresDb extends DbBase {
       max: poolSize,
       connectionTimeoutMillis: 10_000,
       idle_in_transaction_session_timeout: idleInTransactionMs,
+      // Instants rendered as text (json_agg of rows, ::text) in UTC, whatever zone the server was set up in
+      // (initdb takes the host's): before a zone's standard time its offset has seconds ("-04:56:02"), which
+      // Date cannot read (a task due in 1850 stopped the reminders consumer on its next event). A startup
+      // option, not a statement: nothing to run before each connection's first query. `options` in
+      // DATABASE_URL replaces it (add `-c TimeZone=UTC` there).
+      options: '-c TimeZone=UTC',
       ...KEEP_ALIVE,
     });
     // An idle client error (server restart) must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
     this.pool.on('connect', (client) => {
-      // Instants rendered as text (json_agg of rows, ::text) in UTC, whatever zone the server was set up in
-      // (initdb takes the host's): before a zone's standard time its offset has seconds ("-04:56:02"), which
-      // Date cannot read (a task due in 1850 stopped the reminders consumer on its next event). A pooler keeps
-      // TimeZone for its client (a tracked parameter). Queued ahead of the client's first query.
-      client.query('SET TIME ZONE UTC').catch(() => undefined);
       const pid = backendPid(client);
       if (pid !== undefined) this.backends.add(pid);
     });
