@@ -86,6 +86,16 @@ const LONG_RUNNING = new Set(['up', 'serve', 'mcp', 'tail']);
 exitOnStopSignals();
 
 /**
+ * Aborted when stdout's reader went away (`taskflow tail ... | head -1`): a command that writes on ends there,
+ * quietly. Unhandled, the write's EPIPE was Node's "Unhandled 'error' event" with a stack trace, exit 1.
+ */
+const stdoutGone = new AbortController();
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') process.stderr.write(`taskflow: cannot write to stdout: ${err.message}\n`);
+  stdoutGone.abort();
+});
+
+/**
  * V8's baseline WebAssembly compiler (Liftoff) only. Set at run time, `--liftoff-only` alone works on Node 20
  * but not on Node 24 (PGlite's hot functions were still compiled with TurboFan); without dynamic and eager
  * tier-up nothing is, on both.
@@ -308,8 +318,10 @@ program
         );
       const stop = new AbortController();
       onStopSignal(() => stop.abort());
+      const signal = AbortSignal.any([stop.signal, stdoutGone.signal]);
       let seen = 0;
-      await bus.admin.tail(topic, { fromBeginning: !!opts.fromBeginning, signal: stop.signal }, (m) => {
+      await bus.admin.tail(topic, { fromBeginning: !!opts.fromBeginning, signal }, (m) => {
+        if (stdoutGone.signal.aborted) return;
         process.stdout.write(
           JSON.stringify({
             topic: m.topic,
@@ -341,7 +353,8 @@ async function withBus<T>(
     import('../observability/metrics.ts'),
     import('../bus/index.ts'),
   ]);
-  const log = createLogger({ level: 'warn', format: config.logFormat });
+  // On stderr: stdout is the command's answer (--json, tail's lines), which a log line ahead of it broke.
+  const log = createLogger({ level: 'warn', fd: 2, format: config.logFormat });
   const opened =
     config.bus === 'embedded' ? await openDatabase(config.databaseUrl, { existing: true }) : null;
   const db = opened?.db;
@@ -355,7 +368,7 @@ async function withBus<T>(
       // Which dependency failed: "metadata failed 3 times." alone did not say.
       if (
         config.bus === 'kafka' &&
-        /metadata failed|ECONNREFUSED|ENOTFOUND|ETIMEDOUT/.test(errorWithCause(err))
+        /metadata failed|ECONNREFUSED|ENOTFOUND|ETIMEDOUT|timed out/i.test(errorWithCause(err))
       )
         throw new Error(
           `cannot reach Kafka (KAFKA_BROKERS=${config.kafka.brokers.join(',')}): ${errorWithCause(err)}`,
@@ -640,7 +653,14 @@ const positiveInt = (name: string, v: string): number => {
  * would read as one without dead letters.
  */
 async function dlqGroups(bus: Bus, group: string | undefined): Promise<string[]> {
-  const withDlq = (await bus.admin.describeTopics().catch(() => []))
+  // Only "not supported" is passed over (Dapr without KAFKA_BROKERS): a broker that does not answer failed
+  // the command after its second wait, twice as long, and the first failure said nothing.
+  const withDlq = (
+    await bus.admin.describeTopics().catch((err: unknown) => {
+      if (/is not supported/.test(errorMessage(err))) return [];
+      throw err;
+    })
+  )
     .map((t) => t.name)
     .filter((n) => n.endsWith('.dlq'))
     .map((n) => n.slice(0, -'.dlq'.length));
