@@ -80,16 +80,40 @@ export async function listDeadLetters(
   return (await readLetters(admin, group, { limit: opts.limit ?? 1000, all: opts.all === true })).letters;
 }
 
-/** The replay cursor of `group`, and its first `limit` dead letters from it on (`all`: from the beginning). */
+/** The letters a replay of all settles: those below each partition's end when it started. */
+type ReplayRange = {
+  /** The end of each partition (its next offset) when the replay started. */
+  ends: Offsets;
+  /** Partitions read up to their end (a letter at or past it was read): read no more. */
+  done: Set<number>;
+};
+
+/**
+ * The replay cursor of `group`, and its first `limit` dead letters from it on (`all`: from the beginning). With
+ * `range`, the read skips the partitions read up to their end in it (a letter written since does not take a
+ * page's room from the partitions not read yet), and nothing is read when none is left.
+ */
 async function readLetters(
   admin: BusAdmin,
   group: string,
-  opts: { limit: number; all: boolean },
+  opts: { limit: number; all: boolean; range?: ReplayRange },
 ): Promise<{ cursor: Offsets; letters: DeadLetter[] }> {
   const cursor = await replayCursor(admin, group);
+  let from: Offsets = cursor;
+  if (opts.range) {
+    const { ends, done } = opts.range;
+    // From past any offset on a partition: none of it (a partition the topic did not have then too, once read).
+    const bounded = new Map([...cursor.keys(), ...done].map((p) => [p, NOTHING] as const));
+    for (const [p, end] of ends) {
+      const at = cursor.get(p) ?? 0n;
+      bounded.set(p, done.has(p) || at >= end ? NOTHING : at);
+    }
+    if ([...ends.keys()].every((p) => bounded.get(p) === NOTHING)) return { cursor, letters: [] };
+    from = bounded;
+  }
   const read = await admin.read(dlqTopic(group), {
     limit: opts.limit,
-    ...(opts.all ? {} : { from: cursor }),
+    ...(opts.all ? {} : { from }),
   });
   const letters = read.map((m) => {
     const d = toDeadLetter(group, m, cursor);
@@ -97,6 +121,20 @@ async function readLetters(
     return d;
   });
   return { cursor, letters };
+}
+
+/** An offset no partition reaches (the largest a Kafka or PostgreSQL offset can be): read from it, nothing. */
+const NOTHING = 2n ** 63n - 1n;
+
+/**
+ * The end of each partition of the dead-letter topic of `group` (its next offset) now, from the lag of the
+ * replay cursor on it: it names every partition of the topic, those the cursor never moved on too.
+ */
+async function deadLetterEnds(admin: BusAdmin, group: string): Promise<Offsets> {
+  const cursor = dlqReplayCursor(group);
+  const topic = dlqTopic(group);
+  const lag = await admin.lag(cursor, new Map([[cursor, [topic]]]));
+  return new Map(lag.filter((l) => l.topic === topic).map((l) => [l.partition, BigInt(l.end)]));
 }
 
 /**
@@ -135,12 +173,16 @@ type ReplayOutcome = {
  * under an error was easy to run twice.
  *
  * Then the replay cursor moves, per partition, over the letters from it on that this replay settled: all it read
- * (kept ones too: they were reported, and `list --all` still shows them) when `ids` is not given; with `ids`, the
+ * of those there when it started (kept ones too: they were reported, and `list --all` still shows them; and a
+ * letter of an event it sent already) when `ids` is not given; with `ids`, the
  * run of them that starts at the cursor (a letter replayed out of order stays listed until those before it are).
  *
  * A replay of all goes `pageSize` letters at a time (read, published, cursor moved; `onPage` after each), so a
  * large dead-letter topic is neither read in one bounded read nor published in one request, and a replay that
- * stops part way leaves only its last page to send again.
+ * stops part way leaves only its last page to send again. It replays the letters written before it started (up
+ * to each partition's end then): a letter written while it runs (a replayed event the group failed again) is
+ * neither sent nor passed by, it stays listed and counted for the next replay. An event with several letters in
+ * that range is sent once.
  */
 export async function replayDeadLetters(
   bus: Bus,
@@ -151,12 +193,15 @@ export async function replayDeadLetters(
   const seen = new Set<string>();
   if (opts.ids) return replayPage(bus, group, opts.ids, Infinity, seen);
   const pageSize = opts.pageSize ?? REPLAY_PAGE;
+  const range: ReplayRange = { ends: await deadLetterEnds(bus.admin, group), done: new Set() };
   const all: ReplayOutcome = { replayed: [], notEvents: [], noSource: [], missing: [] };
   let last: string | undefined;
   for (;;) {
-    const page = await replayPage(bus, group, undefined, pageSize, seen);
-    // A full page read from where the last one began: the cursor did not move (it would replay it for good).
-    const from = [...page.cursor].join();
+    const done = [...range.done].join();
+    const page = await replayPage(bus, group, undefined, pageSize, seen, range);
+    // A full page read from where the last one began: the cursor did not move, and no partition was read to its
+    // end (it would replay it for good).
+    const from = `${[...page.cursor].join()} ${done}`;
     if (from === last) throw new Error(`the replay position of ${dlqTopic(group)} did not move`);
     last = from;
     all.replayed.push(...page.replayed);
@@ -167,7 +212,10 @@ export async function replayDeadLetters(
   }
 }
 
-/** One read of letters (all retained with `ids`, else the first `limit` from the cursor), replayed. */
+/**
+ * One read of letters (all retained with `ids`, else the first `limit` from the cursor), replayed; with `range`,
+ * those in it (the others are neither sent nor settled).
+ */
 async function replayPage(
   bus: Bus,
   group: string,
@@ -175,11 +223,20 @@ async function replayPage(
   limit: number,
   /** Event ids sent by the replay so far (a later page's letter of one is not sent again). */
   seen: Set<string>,
+  range?: ReplayRange,
 ): Promise<ReplayOutcome & { read: number; cursor: Offsets }> {
   const { admin } = bus;
   // By id: any retained letter, replayed before or not.
-  const { cursor, letters: read } = await readLetters(admin, group, { limit, all: ids !== undefined });
-  const letters = read.filter((d) => !ids || ids.includes(d.event.id));
+  const { cursor, letters: read } = await readLetters(admin, group, {
+    limit,
+    all: ids !== undefined,
+    ...(range ? { range } : {}),
+  });
+  // Letters read in order per partition: past one at or after the partition's end, none of it is in range.
+  const inRange = (d: DeadLetter) => BigInt(d.dlqOffset) < (range?.ends.get(d.dlqPartition) ?? 0n);
+  const current = range ? read.filter(inRange) : read;
+  if (range) for (const d of read) if (!inRange(d)) range.done.add(d.dlqPartition);
+  const letters = current.filter((d) => !ids || ids.includes(d.event.id));
   const missing = (ids ?? []).filter((id) => !letters.some((d) => d.event.id === id));
   const notEvents = letters.filter((d) => d.event.type === UNDECODABLE_EVENT_TYPE);
   const noSource = letters.filter((d) => d.event.type !== UNDECODABLE_EVENT_TYPE && !d.source.topic);
@@ -204,12 +261,15 @@ async function replayPage(
       };
     }),
   );
-  // Without ids, all it read (kept ones were reported); with ids, the letters of the events it sent.
+  // Without ids, all it read in range (sent, kept ones reported, or an event sent in the range before); with
+  // ids, the letters of the events it sent.
   const sent = new Set(unique.map((d) => d.event.id));
   const settled = new Set(
-    (ids ? letters.filter((d) => sent.has(d.event.id)) : read).map((d) => `${d.dlqPartition}:${d.dlqOffset}`),
+    (ids ? letters.filter((d) => sent.has(d.event.id)) : current).map(
+      (d) => `${d.dlqPartition}:${d.dlqOffset}`,
+    ),
   );
-  await admin.advanceOffsets(dlqReplayCursor(group), dlqTopic(group), advance(cursor, read, settled));
+  await admin.advanceOffsets(dlqReplayCursor(group), dlqTopic(group), advance(cursor, current, settled));
   return { replayed: unique, notEvents, noSource, missing, read: read.length, cursor };
 }
 

@@ -6,7 +6,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { COMMIT_INTERVAL_MS } from '../../src/bus/consumer.ts';
 import { DLQ_HEADERS } from '../../src/bus/middleware.ts';
-import { listDeadLetters, renewReplayCursor, replayCursor, replayDeadLetters } from '../../src/bus/dlq.ts';
+import {
+  listDeadLetters,
+  renewReplayCursor,
+  replayCursor,
+  replayDeadLetters,
+  unreplayedCount,
+} from '../../src/bus/dlq.ts';
 import type { BusMessage, Subscription } from '../../src/bus/types.ts';
 import { PermanentError } from '../../src/bus/types.ts';
 import { dlqReplayCursor, dlqTopic } from '../../src/contracts/topics.ts';
@@ -235,6 +241,67 @@ for (const factory of harnesses) {
       assert.equal(effects.get(poison.id), 1, 'handled once after replay');
       assert.equal(effects.size, 3);
       assert.equal(bystander.get(poison.id), 1, 'the other group does not handle the replay again');
+    });
+
+    it('a replay of all sends the letters there when it started, once per event; one written while it runs stays listed for the next', async () => {
+      const topic = await topicWith(1);
+      const group = h.unique('refailed');
+      const p = await h.start();
+      const publish = p.bus.publisher.publish.bind(p.bus.publisher);
+      try {
+        // Two partitions, and pages of one letter: the replay reads many times, each time up to the end then.
+        await p.bus.admin.ensureTopics([{ name: dlqTopic(group), partitions: 2, retentionMs: DAY }]);
+        const [k0, k1] = keyPerPartition(2, 'refail') as [string, string];
+        const x = taskCreated(k0, 'fails again');
+        const y = taskCreated(k1, 'other');
+        const letter = (event: typeof x, error: string) => ({
+          topic: dlqTopic(group),
+          key: event.partitionkey!,
+          event,
+          headers: {
+            [DLQ_HEADERS.error]: error,
+            [DLQ_HEADERS.sourceTopic]: topic,
+            [DLQ_HEADERS.sourcePartition]: '0',
+            [DLQ_HEADERS.sourceOffset]: '0',
+            [DLQ_HEADERS.group]: group,
+          },
+        });
+        // x dead-lettered twice before the replay (sent once), y once.
+        await publish([letter(x, 'boom 1'), letter(y, 'boom 2'), letter(x, 'boom 3')]);
+        // The group fails the replayed x again at once: a new letter of x, written during the replay (and a letter
+        // of another event with it), after the end the replay started from.
+        const z = taskCreated(k1, 'new failure');
+        let refailed = 0;
+        p.bus.publisher.publish = async (messages) => {
+          await publish(messages);
+          if (messages.some((m) => m.topic === topic && m.event.id === x.id) && !refailed++)
+            await publish([letter(x, 'boom again'), letter(z, 'boom z')]);
+        };
+        const sentOf = async (id: string) =>
+          (await p.bus.admin.read(topic, { limit: Infinity })).filter((m) => m.event.id === id).length;
+        const listed = async () =>
+          (await listDeadLetters(p.bus.admin, group, { limit: Infinity })).map(
+            (d) => `${titleOf(d.event)}: ${d.error}`,
+          );
+
+        const first = await replayDeadLetters(p.bus, group, { pageSize: 1 });
+        assert.equal(refailed, 1, 'x was dead-lettered again during the replay');
+        assert.deepEqual(first.replayed.map((d) => titleOf(d.event)).sort(), ['fails again', 'other']);
+        assert.equal(await sentOf(x.id), 1);
+        assert.equal(await sentOf(z.id), 0);
+        // Written after it started: neither sent nor passed by, listed (and counted) for the next replay.
+        assert.deepEqual((await listed()).sort(), ['fails again: boom again', 'new failure: boom z']);
+        if (p.bus.admin.messageCount) assert.equal(await unreplayedCount(p.bus.admin, group), 2);
+
+        const second = await replayDeadLetters(p.bus, group, { pageSize: 1 });
+        assert.deepEqual(second.replayed.map((d) => titleOf(d.event)).sort(), ['fails again', 'new failure']);
+        assert.equal(await sentOf(x.id), 2);
+        assert.equal(await sentOf(z.id), 1);
+        assert.deepEqual(await listed(), []);
+      } finally {
+        p.bus.publisher.publish = publish;
+        await p.close();
+      }
     });
 
     it('dead-letters invalid events and PermanentError at once, without calling the handler again', async () => {

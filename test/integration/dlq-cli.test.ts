@@ -276,6 +276,80 @@ describe(
       }
     });
 
+    it('replay of all over more than a page leaves a failure written while it runs listed, and replays it next time', async () => {
+      const { db, url, drop } = await postgresBackend!.fresh();
+      const bus = createEmbeddedBus(db, { log: silentLogger });
+      const group = 'taskflow-audit';
+      const headers = (i: number) => ({
+        [DLQ_HEADERS.error]: `boom ${i}`,
+        [DLQ_HEADERS.attempts]: '5',
+        [DLQ_HEADERS.sourceTopic]: 'task-events',
+        [DLQ_HEADERS.sourcePartition]: '0',
+        [DLQ_HEADERS.sourceOffset]: String(i),
+        [DLQ_HEADERS.group]: group,
+      });
+      try {
+        const letters = Array.from({ length: 1_001 }, (_, i) => taskCreated(`u-${i % 7}`, `letter ${i}`));
+        const x = letters[0]!;
+        await bus.publisher.publish(
+          letters.map((event, i) => ({
+            topic: dlqTopic(group),
+            key: event.partitionkey!,
+            event,
+            headers: headers(i),
+          })),
+        );
+        // Stands in for the group refusing the replayed x at once: as the replay's x is written to task-events, a
+        // new letter of x (error "boom again") is appended to the dead-letter topic, past the replay's first page.
+        await db.exec(`
+          CREATE FUNCTION refail() RETURNS trigger LANGUAGE plpgsql AS $$
+          DECLARE o bigint;
+          BEGIN
+            UPDATE bus_partitions SET next_offset = next_offset + 1
+             WHERE topic = '${dlqTopic(group)}' AND partition = 0 RETURNING next_offset - 1 INTO o;
+            INSERT INTO bus_messages (topic, partition, "offset", key, headers, value)
+            VALUES ('${dlqTopic(group)}', 0, o, NEW.key,
+                    jsonb_build_object('${DLQ_HEADERS.error}', 'boom again', '${DLQ_HEADERS.sourceTopic}', 'task-events',
+                                       '${DLQ_HEADERS.sourcePartition}', NEW.partition::text,
+                                       '${DLQ_HEADERS.sourceOffset}', NEW."offset"::text, '${DLQ_HEADERS.group}', '${group}'),
+                    NEW.value);
+            RETURN NULL;
+          END $$;
+          CREATE TRIGGER refail AFTER INSERT ON bus_messages FOR EACH ROW
+            WHEN (NEW.topic = 'task-events' AND NEW.value->>'id' = '${x.id}') EXECUTE FUNCTION refail();`);
+        const sentX = async () =>
+          (await bus.admin.read('task-events', { limit: Infinity })).filter((m) => m.event.id === x.id)
+            .length;
+        const listed = async () =>
+          (
+            JSON.parse((await taskflow(url, 'dlq', 'list', '--group', group, '--json')).stdout) as {
+              event: { id: string };
+              error: string;
+            }[]
+          ).map((d) => `${d.event.id} ${d.error}`);
+
+        const replay = await taskflow(url, 'dlq', 'replay', '--group', group);
+        assert.match(replay.stdout, /^replayed 1001 event\(s\)/m);
+        const dlq = (await bus.admin.read(dlqTopic(group), { limit: Infinity })).filter(
+          (m) => m.event.id === x.id,
+        );
+        assert.equal(dlq.length, 2, 'x was dead-lettered again during the replay');
+        assert.equal(await sentX(), 1);
+        assert.deepEqual(await listed(), [`${x.id} boom again`]);
+
+        await db.exec('DROP TRIGGER refail ON bus_messages');
+        assert.match(
+          (await taskflow(url, 'dlq', 'replay', '--group', group)).stdout,
+          /^replayed 1 event\(s\)/m,
+        );
+        assert.equal(await sentX(), 2);
+        assert.deepEqual(await listed(), []);
+      } finally {
+        await bus.close();
+        await drop();
+      }
+    });
+
     it('refuses what it cannot do, naming why: unknown topics and groups, bad limits, tokens the server refuses', async () => {
       const { db, url, drop } = await postgresBackend!.fresh();
       const cli = (...args: string[]) => taskflow(url, ...args);
