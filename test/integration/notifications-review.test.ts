@@ -288,8 +288,8 @@ describe('a mail server that kept a message it failed to acknowledge', () => {
 });
 
 /**
- * A mail server that takes the message and then answers it a line at a time for ever ("250-" continuation
- * lines, one every 100 ms): every wait is short, the answer never ends.
+ * A mail server that takes the message and then answers it a line at a time ("250-" continuation lines, one
+ * every 100 ms) until it drops the connection 5 s later: every wait is short, the answer never ends.
  */
 async function startTricklingMailServer() {
   const sockets = new Set<Socket>();
@@ -312,6 +312,9 @@ async function startTricklingMailServer() {
           inData = false;
           const timer = setInterval(() => socket.write('250-still thinking\r\n'), 100);
           socket.on('close', () => clearInterval(timer));
+          // For ever in effect: a sender without a bound of its own is cut off only here, after 5 s (so that
+          // the test of one ends, failing).
+          setTimeout(() => socket.destroy(), 5_000).unref();
         } else if (/^(EHLO|HELO)/i.test(line)) socket.write('250 trickle\r\n');
         else if (/^DATA/i.test(line)) {
           inData = true;
@@ -342,9 +345,12 @@ describe('a mail server that answers a line at a time for ever', () => {
   it('is given up on after NOTIFY_TIMEOUT_MS in all, its connection closed, and the delivery retried later', async () => {
     await confirmedEmail(t.db, 'jack', 'jack@mail.example');
     const id = await enqueue(t.db, 'jack', 'email');
+    const started = performance.now();
     // Each wait is short; before, the send never ended and the claim ran out under it (mailed again by
     // whichever instance claimed it next, while this one still held the connection).
     await attemptEnded(t.db, id);
+    const took = performance.now() - started;
+    assert.ok(took < 4_000, `the attempt ended after ${Math.round(took)} ms, when the server dropped it`);
     const d = await delivery(t.db, id);
     assert.deepEqual([d.status, d.attempts], ['pending', 1], JSON.stringify(d));
     assert.match(d.last_error ?? '', /500 ms/);
