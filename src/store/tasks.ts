@@ -590,18 +590,7 @@ export class TaskStore {
     if (q.overdue === false)
       where.push(`NOT (status = 'pending' AND due_date IS NOT NULL AND due_date < ${p(now.toISOString())})`);
     if (q.q) {
-      const like = `%${q.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-      // Every word of the text, each as written or by its English stem (migration 010), or the text as any
-      // part of a word. No operators: websearch_to_tsquery read "-bar" as NOT bar, which matched every task
-      // without it. A word each: the stems of the whole text drop English stop words ("pay with" found "Pay
-      // bills"); a word's stem query is empty then, and `||` keeps the word as written.
-      const words = q.q.split(/\s+/).filter(Boolean);
-      const everyWord = words
-        .map((w) => {
-          const word = p(w);
-          return `(plainto_tsquery('simple', ${word}) || plainto_tsquery('english', ${word}))`;
-        })
-        .join(' && ');
+      const likeOf = (text: string) => `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       const traits = await textTraits(this.db);
       // Where the database's lower() folds ASCII only, the text's part of a word is matched in ICU's folding.
       const contains =
@@ -609,10 +598,31 @@ export class TaskStore {
           ? (column: string, pattern: string) =>
               `lower(${column} COLLATE "und-x-icu") LIKE lower(${pattern} COLLATE "und-x-icu")`
           : (column: string, pattern: string) => `${column} ILIKE ${pattern}`;
-      const pattern = p(like);
-      where.push(
-        `(search @@ (${everyWord}) OR ${contains('title', pattern)} OR ${contains('description', pattern)})`,
-      );
+      const inText = (pattern: string) =>
+        `${contains('title', pattern)} OR ${contains('description', pattern)}`;
+      // Every word of the text, each as written or by its English stem (migration 010), or the text as any
+      // part of a word. No operators: websearch_to_tsquery read "-bar" as NOT bar, which matched every task
+      // without it. A word each: the stems of the whole text drop English stop words ("pay with" found "Pay
+      // bills"); a word's stem query is empty then, and `||` keeps the word as written. A word with a sign the
+      // text search drops (C++, C#, node.js, #home) is found as written, as part of the title or description:
+      // its lexemes alone ("c") found "C#" for "C++". Sentence punctuation around a word is not a sign.
+      const words = q.q
+        .split(/\s+/)
+        .map((w) => w.replace(/^[.,;:!?"'()]+|[.,;:!?"'()]+$/g, ''))
+        .filter(Boolean);
+      const signed = (w: string) => /[^\p{L}\p{N}\p{M}'’_-]/u.test(w);
+      const lexemes = words
+        .filter((w) => !signed(w))
+        .map((w) => {
+          const word = p(w);
+          return `(plainto_tsquery('simple', ${word}) || plainto_tsquery('english', ${word}))`;
+        });
+      const every = [
+        ...(lexemes.length ? [`search @@ (${lexemes.join(' && ')})`] : []),
+        ...words.filter(signed).map((w) => `(${inText(p(likeOf(w)))})`),
+      ];
+      const whole = inText(p(likeOf(q.q)));
+      where.push(every.length ? `((${every.join(' AND ')}) OR ${whole})` : `(${whole})`);
     }
     const icu = q.sort === 'title' && (await textTraits(this.db)).icu;
     const expr = q.sort === 'title' ? titleKey('title', icu) : SORT_EXPR[q.sort][q.order];

@@ -9,6 +9,7 @@
  *   client or a model that changed `q` while paging lost the tasks before the cursor's position);
  * - `sort=title` puts an accented initial with its letter, page after page (in the C collation of PGlite and
  *   of a PostgreSQL made with --no-locale, "Äpfel" came after "Zahnarzt");
+ * - a word of `q` with a sign the text search drops is found as written: "C++" found "C#" (both are "c");
  * - on a PostgreSQL database in the C locale, `q` finds a title or description whatever the case of its
  *   letters beyond ASCII (ILIKE folded ASCII only there: "école" did not find "École").
  */
@@ -159,6 +160,31 @@ for (const backend of backends)
         `/api/tasks?q=bread&tag=a,b&priority=low,high&cursor=${legacy}`,
       );
       assert.deepEqual(titles(page), ['bread 1', 'bread 0']);
+    });
+
+    it('finds a word with a sign as written (C++ is not C#), and a word by its letters when punctuation ends it', async () => {
+      const user = 'signs';
+      for (const title of [
+        'Learn C++',
+        'Learn C#',
+        'Node.js upgrade',
+        'Nodes and edges',
+        'Buy milk',
+        '#home chores',
+      ])
+        await create(user, { title });
+      const found = async (q: string) =>
+        (await app.call(user, 'GET', `/api/tasks?q=${encodeURIComponent(q)}`)).body.items
+          .map((t: { title: string }) => t.title)
+          .sort();
+      assert.deepEqual(await found('C++'), ['Learn C++']);
+      assert.deepEqual(await found('c#'), ['Learn C#']);
+      assert.deepEqual(await found('learn c++'), ['Learn C++']);
+      assert.deepEqual(await found('node.js'), ['Node.js upgrade']);
+      assert.deepEqual(await found('#home'), ['#home chores']);
+      assert.deepEqual(await found('milk,'), ['Buy milk'], 'a comma after a word is not a sign');
+      assert.deepEqual(await found('"milk"'), ['Buy milk']);
+      assert.deepEqual(await found('learn'), ['Learn C#', 'Learn C++']);
     });
 
     it('sorts titles with their accented initials among their letters, in both orders and across pages', async () => {
