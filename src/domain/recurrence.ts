@@ -83,6 +83,8 @@ const MIN_EMPTY_PERIODS = 2;
 const MAX_YEAR = 9999;
 /** The epoch day of MAX_YEAR's last day. */
 const LAST_DAY = daysFromCivil(MAX_YEAR, 12, 31);
+/** The last instant an occurrence may be (ADR 0003: nothing after year 9999, in UTC as it is stored). */
+const LAST_INSTANT = Date.UTC(MAX_YEAR, 11, 31, 23, 59, 59, 999);
 /** previewOccurrences returns at most this many instants. */
 export const MAX_PREVIEW = 1000;
 /**
@@ -463,12 +465,16 @@ function parseUntil(raw: string, tz: string, errors: string[]): number | null {
 
 /**
  * UNTIL is stored in UTC (YYYYMMDDTHHMMSSZ), so one read in a zone west of UTC past 9999-12-31 would be stored
- * as year 10000, a form no parser reads back (every later read of the task's rule failed).
+ * as year 10000, and one east of UTC before year 1 as a negative year ("00-1"): forms no parser reads back
+ * (every later read of the task's rule failed; the create's own check answered 500).
  */
 function withinYears(ms: number, raw: string, tz: string, errors: string[]): number | null {
-  if (new Date(ms).getUTCFullYear() <= MAX_YEAR) return ms;
+  const year = new Date(ms).getUTCFullYear();
+  if (year >= 1 && year <= MAX_YEAR) return ms;
   errors.push(
-    `UNTIL ${raw} (in ${tz}) is after 9999-12-31T23:59:59Z; UNTIL is kept in UTC, so it must be at most that`,
+    year < 1
+      ? `UNTIL ${raw} (in ${tz}) is before 0001-01-01T00:00:00Z; UNTIL is kept in UTC, so it must be at least that`
+      : `UNTIL ${raw} (in ${tz}) is after 9999-12-31T23:59:59Z; UNTIL is kept in UTC, so it must be at most that`,
   );
   return null;
 }
@@ -1040,7 +1046,8 @@ function* ruleOccurrences(
       if (day < start.day || (day === start.day && hour * 60 + minute < start.hour * 60 + start.minute))
         continue;
       const ms = clock.instant(day, hour, minute);
-      if (ms <= startMs) continue;
+      // West of UTC the last local day of 9999 ends in year 10000: not storable (the day's end ends the loop).
+      if (ms <= startMs || ms > LAST_INSTANT) continue;
       if (rule.untilMs !== null && ms > rule.untilMs + DAY_MS) until = true;
       sameDay.push(ms);
       sameDayIs = day;

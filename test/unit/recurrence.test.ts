@@ -630,4 +630,30 @@ describe('UNTIL at the ends of the years a rule can hold', () => {
       );
     }
   });
+
+  it('before 0001-01-01 in UTC is refused, naming UNTIL (read east of UTC it was stored as year -1, "00-1")', () => {
+    const parsed = parseRecurrence(
+      { rrule: 'FREQ=DAILY;UNTIL=00010101T000000', timezone: 'Asia/Tokyo' },
+      'UTC',
+    );
+    assert.equal(parsed.ok, false);
+    assert.match(JSON.stringify(!parsed.ok && parsed.issues), /UNTIL .* is before 0001-01-01T00:00:00Z/);
+    const zero = parseRecurrence(
+      { rrule: 'FREQ=DAILY;UNTIL=00000101T000000', timezone: 'Asia/Tokyo' },
+      'UTC',
+    );
+    assert.equal(zero.ok, false);
+  });
+
+  it('makes no occurrence past 9999-12-31T23:59:59Z in UTC, the last local day of 9999 west of UTC too', () => {
+    const rule = rec({ preset: 'daily', timezone: 'America/Los_Angeles' }, 'UTC');
+    // Daily at 18:00 in Los Angeles: 9999-12-30 18:00 is 9999-12-31T02:00Z; 9999-12-31 18:00 is in year 10000.
+    const next = nextOccurrence(rule, {
+      anchor: '9999-12-31T02:00:00Z',
+      previousDue: null,
+      completedAt: '9999-12-31T02:00:00Z',
+      occurrencesSoFar: 1,
+    });
+    assert.equal(next, null);
+  });
 });
