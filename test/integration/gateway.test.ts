@@ -15,6 +15,8 @@ import { newTask } from '../../src/domain/task.ts';
 import { apiTarget } from '../../src/services/api/index.ts';
 import { createGatewayTarget, gatewayGroup } from '../../src/services/gateway/index.ts';
 import { relayTarget } from '../../src/services/relay/index.ts';
+import type { TargetDefinition } from '../../src/runtime.ts';
+import type { SubscribeOptions } from '../../src/bus/types.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
@@ -121,6 +123,62 @@ function upgradeAnswer(url: string, protocols: string[] = []): Promise<{ status:
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
   });
+}
+
+/** A gate: while closed, whatever passes it waits (a consumer that lags, a bus that cannot be reached). */
+class Gate {
+  private open = true;
+  private waiters: (() => void)[] = [];
+  close() {
+    this.open = false;
+  }
+  release() {
+    this.open = true;
+    for (const w of this.waiters.splice(0)) w();
+  }
+  async pass() {
+    if (!this.open) await new Promise<void>((r) => this.waiters.push(r));
+  }
+}
+
+/**
+ * The gateway target with its bus subscriber wrapped (nothing else changed): `gate` in front of its consumer's
+ * handlers (`where: 'handler'`, a replica that lags) or of its subscription itself (`where: 'subscribe'`, a bus
+ * not reachable at start: the group then starts at the end of the topic, after what was published meanwhile).
+ */
+function gatedGateway(instanceId: string, gate: Gate, where: 'handler' | 'subscribe'): TargetDefinition {
+  const inner = createGatewayTarget({ instanceId });
+  return {
+    name: 'gateway',
+    start(rt) {
+      const sub = rt.bus.subscriber;
+      const gated = (opts: SubscribeOptions): SubscribeOptions => ({
+        ...opts,
+        handler: async (m) => {
+          await gate.pass();
+          return opts.handler(m);
+        },
+        ...(opts.batchHandler
+          ? {
+              batchHandler: async (items) => {
+                await gate.pass();
+                return opts.batchHandler!(items);
+              },
+            }
+          : {}),
+      });
+      const subscribe = async (opts: SubscribeOptions) => {
+        if (where === 'subscribe') {
+          await gate.pass();
+          return sub.subscribe(opts);
+        }
+        return sub.subscribe(gated(opts));
+      };
+      const subscriber = Object.create(sub, { subscribe: { value: subscribe } });
+      const bus = Object.create(rt.bus, { subscriber: { value: subscriber } });
+      return inner.start(Object.create(rt, { bus: { value: bus } }));
+    },
+  };
 }
 
 const backend = backends[0]!; // the embedded bus on PGlite: the gateway's logic does not depend on the store
@@ -261,6 +319,45 @@ describe('WebSocket gateway', () => {
       );
     } finally {
       await fresh.stop();
+    }
+  });
+
+  it('resumes a client on a replica behind the stream without a resync to an older sequence or a change it had', async () => {
+    // gw-lag saw zed's first change, then its consumer is held: a replica that lags (or one catching up after a
+    // restart, refilling its buffer from its committed position).
+    const gate = new Gate();
+    const lagging = await startApp(db, {
+      targets: [gatedGateway('gw-lag', gate, 'handler')],
+      clock: { now: () => new Date() },
+    });
+    try {
+      const onA = await open(app, 'zed');
+      const onLag = await open(lagging, 'zed');
+      const task = await create('zed', 'one');
+      await onA.seq(1);
+      await onLag.seq(1); // gw-lag holds zed's change 1 now
+      gate.close();
+      for (const title of ['two', 'three'])
+        assert.equal((await app.call('zed', 'PATCH', `/api/tasks/${task.id}`, { title })).status, 200);
+      await onA.seq(3);
+      // The client has 3 (the database's stream head is 3) and resumes on gw-lag, whose buffer ends at 1.
+      const back = await open(lagging, 'zed', { since: 3 });
+      gate.release();
+      assert.equal((await app.call('zed', 'PATCH', `/api/tasks/${task.id}`, { title: 'four' })).status, 200);
+      await back.seq(4);
+      const seen = back.frames.map((f) => `${f.type}:${f.sequence}`).join(' ');
+      assert.ok((back.frames[0]!.sequence ?? 0) >= 3, `hello below the client's own 3: ${seen}`);
+      assert.deepEqual(
+        back.frames.filter((f) => f.type !== 'hello').map((f) => `${f.type}:${f.sequence}`),
+        ['task.changed:4'],
+        `missed nothing: no resync, no change it had already (${seen})`,
+      );
+      // A client ahead of the stream itself (3 is the head) is still resynced, to the head.
+      const ahead = await open(lagging, 'zed', { since: 9 });
+      assert.equal((await ahead.next((f) => f.type === 'resync')).sequence, 4);
+    } finally {
+      gate.release();
+      await lagging.stop();
     }
   });
 

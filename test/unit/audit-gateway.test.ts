@@ -89,6 +89,15 @@ describe('gateway replay buffer', () => {
       { kind: 'resync', latest: 25 },
       'the buffer, when it holds the user',
     );
+    // Past what the buffer holds but not past the stream's head: this instance is behind, not the client,
+    // which keeps its own sequence (what it lacks comes live); past the head too, it resyncs to the head.
+    assert.deepEqual(b.plan('u', 30, 30), { kind: 'replay', frames: [], latest: 30 });
+    assert.deepEqual(b.plan('u', 28, 30), { kind: 'replay', frames: [], latest: 28 });
+    assert.deepEqual(b.plan('u', 31, 30), { kind: 'resync', latest: 30 });
+    assert.equal(b.needsHead('u', 25), false);
+    assert.equal(b.needsHead('u', undefined), false);
+    assert.equal(b.needsHead('u', 26), true);
+    assert.equal(b.needsHead('nobody', undefined), true);
   });
 
   it('ignores duplicates and restarts after a gap', () => {

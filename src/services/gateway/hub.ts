@@ -128,9 +128,13 @@ export class Hub {
     for (const c of [...conns]) this.send(c, frame, 'notification');
   }
 
-  /** Whether the replay buffer holds frames of `user` (else a resume needs the stream's head). */
-  knows(user: string): boolean {
-    return this.buffer.latest(user) !== null;
+  /**
+   * Whether a connection of `user` resuming from `since` (if any) needs the user's latest sequence as
+   * committed (`accept`'s `head`): the replay buffer holds nothing of the user, or less than `since` (this
+   * instance is behind the stream, or the client ahead of it).
+   */
+  needsHead(user: string, since: number | undefined): boolean {
+    return this.buffer.needsHead(user, since);
   }
 
   /**
@@ -159,7 +163,7 @@ export class Hub {
   /**
    * A new authenticated socket; `since`: the last sequence the client has (resume), if any; `expiresAt`: when
    * its token expires (ms), after which it is closed with 1008 within a heartbeat; `head`: the user's latest
-   * sequence as committed, read when the buffer holds nothing of the user (`knows`).
+   * sequence as committed, read when the buffer holds nothing of the user or less than `since` (`needsHead`).
    */
   accept(ws: WebSocket, user: string, since: number | undefined, expiresAt = Infinity, head?: number): void {
     if (this.closing) {
@@ -175,7 +179,9 @@ export class Hub {
       ws.close(CLOSE.policy, TOO_MANY);
       return;
     }
-    const latest = this.buffer.latest(user) ?? head ?? null;
+    // The latest known: this instance's, or the stream's as committed when read (an instance behind has less).
+    const held = this.buffer.latest(user);
+    const latest = held === null ? (head ?? null) : Math.max(held, head ?? held);
     const c: Connection = {
       ws,
       user,
@@ -237,6 +243,8 @@ export class Hub {
       this.send(c, JSON.stringify({ type: 'resync', sequence: plan.latest }), 'resync');
       return;
     }
+    // At `since` (or past it, by what is replayed): on an instance behind the stream, the changes after
+    // `since` come live as it catches up, and the ones the client has are not sent again.
     c.lastSent = Math.max(since, plan.latest);
     for (const f of plan.frames) this.send(c, f.frame, 'task.changed');
   }

@@ -149,10 +149,12 @@ export function createGatewayTarget(overrides: Partial<GatewayOptions> = {}): Ta
               req.raw.socket.once('close', release);
               if (req.raw.socket.destroyed) release();
               try {
-                // Nothing of the user in the replay buffer (this instance restarted, or trimmed it): the user's
-                // latest sequence as committed tells a client that missed nothing so (hello), and lets it
-                // resume without a reload. Unreadable (the database down), the client resyncs as before.
-                const head = hub.knows(user.userId)
+                // Nothing of the user in the replay buffer (this instance restarted, or trimmed it), or less
+                // than the client has (this instance is behind the stream): the user's latest sequence as
+                // committed tells a client that missed nothing so (hello), and lets it resume without a reload
+                // (or a resync to a sequence older than its own). Unreadable (the database down), the client
+                // resyncs as before.
+                const head = !hub.needsHead(user.userId, since)
                   ? undefined
                   : await within(
                       streamHead(rt.db, keySequenceStream('task.changed', user.userId)),

@@ -59,12 +59,21 @@ export class ReplayBuffer {
     return true;
   }
 
+  /** Whether a resume from `since` needs the user's stream head as committed (`plan`'s `head`). */
+  needsHead(user: string, since: number | undefined): boolean {
+    const latest = this.latest(user);
+    return latest === null || (since !== undefined && since > latest);
+  }
+
   /**
-   * What a client that has seen everything up to `since` needs: the frames after it, or a resync (also when
-   * `since` is past the latest sequence: the client's state is not from this stream, a reset database say,
-   * and waiting for the stream to pass it would leave it without updates). With nothing of the user held (a
-   * restart, or trimmed for memory), `head`, the stream's latest as committed, says whether the client has
-   * missed anything; unknown, it resyncs.
+   * What a client that has seen everything up to `since` needs: the frames after it, or a resync. With nothing
+   * of the user held (a restart, or trimmed for memory), `head`, the stream's latest as committed, says whether
+   * the client has missed anything; unknown, it resyncs. A `since` past the newest frame held is checked
+   * against `head` too: at or below it, this instance is behind the stream (a replica whose consumer lags, one
+   * refilling its buffer after a restart), not the client, which then has nothing to replay (`latest`: its
+   * own `since`; what it lacks comes live as the instance catches up). Past `head` (or `head` unknown), the
+   * client's state is not from this stream (a reset database say): a resync, as waiting for the stream to pass
+   * it would leave it without updates.
    */
   plan(user: string, since: number, head?: number): ReplayPlan {
     const b = this.users.get(user);
@@ -73,7 +82,10 @@ export class ReplayBuffer {
       if (head === undefined) return { kind: 'resync', latest: null };
       return since === head ? { kind: 'replay', frames: [], latest: head } : { kind: 'resync', latest: head };
     }
-    if (since > latest) return { kind: 'resync', latest };
+    if (since > latest) {
+      if (head !== undefined && since <= head) return { kind: 'replay', frames: [], latest: since };
+      return { kind: 'resync', latest: Math.max(latest, head ?? latest) };
+    }
     if (since === latest) return { kind: 'replay', frames: [], latest };
     const first = b.frames[b.start]!.seq;
     if (since + 1 < first) return { kind: 'resync', latest };
