@@ -232,13 +232,23 @@ describe('a delivery whose sender stopped during each attempt', () => {
 });
 
 describe('a webhook receiver that says when to come back, or that it is gone', () => {
+  // The target's clock, which a receiver's slow answer moves on.
+  let clock: ManualClock | undefined;
   const t = withTarget(
     () =>
       startWebhookSink((path) =>
-        path === '/busy' ? { status: 429, headers: { 'retry-after': '600' } } : path === '/gone' ? 410 : 200,
+        path === '/busy'
+          ? { status: 429, headers: { 'retry-after': '600' } }
+          : path === '/slow-busy'
+            ? // The answer comes 30 s into the attempt.
+              (clock?.advance(30_000), { status: 429, headers: { 'retry-after': '600' } })
+            : path === '/gone'
+              ? 410
+              : 200,
       ),
     () => ({ webhookAllowPrivate: true, retryBaseMs: 1_000, retryMaxMs: 3_600_000 }),
   );
+  clock = t.clock;
 
   const webhookTo = (user: string, path: string) =>
     t.db.query(
@@ -263,6 +273,21 @@ describe('a webhook receiver that says when to come back, or that it is gone', (
     const g = await delivery(t.db, gone);
     assert.deepEqual([g.status, g.attempts], ['dead', 1], JSON.stringify(g));
     assert.match(g.last_error ?? '', /410/);
+  });
+
+  it('counts the Retry-After from the answer, not from the start of the attempt', async () => {
+    await webhookTo('ola', '/slow-busy');
+    const slow = await enqueue(t.db, 'ola', 'webhook');
+    await attemptEnded(t.db, slow);
+    const next = await t.db.query<{ wait_s: number }>(
+      `SELECT extract(epoch FROM next_attempt_at - $2::timestamptz)::int AS wait_s
+         FROM notification_deliveries WHERE id = $1`,
+      [slow, t.clock.now().toISOString()],
+    );
+    assert.ok(
+      next.rows[0]!.wait_s >= 600,
+      `the next attempt ${next.rows[0]!.wait_s} s after the answer, asked 600`,
+    );
   });
 });
 

@@ -232,7 +232,9 @@ export class DeliveryWorker {
       await finishDelivery(db, row.id, this.holder, { status: 'sent', at: clock.now() });
       metrics.deliveries.inc({ channel: row.channel, outcome: 'sent' });
     } catch (err) {
-      await this.failed(row, now, err);
+      // The failure's time, not the attempt's: a backoff or a Retry-After counts from the answer (an attempt can
+      // take NOTIFY_TIMEOUT_MS; the receiver was asked again that much early).
+      await this.failed(row, clock.now(), err);
       // Dropped while it was being sent (its task done): the row stays skipped, not retried; its claim goes.
       await releaseClaim(db, row.id, this.holder).catch(() => undefined);
     }
