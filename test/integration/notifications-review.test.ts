@@ -233,7 +233,7 @@ describe('a delivery whose sender stopped during each attempt', () => {
 
 describe('a webhook receiver that says when to come back, or that it is gone', () => {
   // The target's clock, which a receiver's slow answer moves on.
-  let clock: ManualClock | undefined;
+  const target: { clock?: ManualClock } = {};
   const t = withTarget(
     () =>
       startWebhookSink((path) =>
@@ -241,14 +241,14 @@ describe('a webhook receiver that says when to come back, or that it is gone', (
           ? { status: 429, headers: { 'retry-after': '600' } }
           : path === '/slow-busy'
             ? // The answer comes 30 s into the attempt.
-              (clock?.advance(30_000), { status: 429, headers: { 'retry-after': '600' } })
+              (target.clock?.advance(30_000), { status: 429, headers: { 'retry-after': '600' } })
             : path === '/gone'
               ? 410
               : 200,
       ),
     () => ({ webhookAllowPrivate: true, retryBaseMs: 1_000, retryMaxMs: 3_600_000 }),
   );
-  clock = t.clock;
+  target.clock = t.clock;
 
   const webhookTo = (user: string, path: string) =>
     t.db.query(
