@@ -361,6 +361,41 @@ describe('WebSocket gateway', () => {
     }
   });
 
+  it('tells a connected client of a gap in what reaches the gateway (resync), never skips it silently', async () => {
+    // The bus cannot be reached when gw-late starts: it serves sockets without its subscription (after the
+    // start-up wait, ~5 s), which starts later at the end of the topic, past what was published meanwhile.
+    const gate = new Gate();
+    gate.close();
+    const late = await startApp(db, {
+      targets: [gatedGateway('gw-late', gate, 'subscribe')],
+      clock: { now: () => new Date() },
+    });
+    try {
+      const watcher = await open(app, 'gus');
+      const client = await open(late, 'gus');
+      assert.equal(client.frames[0]!.sequence, 0, 'hello: the stream has nothing of gus yet');
+      const task = await create('gus', 'one');
+      await watcher.seq(1); // published before gw-late subscribes: it never sees change 1
+      gate.release();
+      await waitFor(
+        async () => (await fetch(`${late.url}/readyz`)).status === 200,
+        10_000,
+        'gw-late to subscribe',
+      );
+      for (const title of ['two', 'three'])
+        assert.equal((await app.call('gus', 'PATCH', `/api/tasks/${task.id}`, { title })).status, 200);
+      await client.seq(3);
+      assert.deepEqual(
+        client.frames.filter((f) => f.type !== 'hello').map((f) => `${f.type}:${f.sequence}`),
+        ['resync:2', 'task.changed:3'],
+        'change 1 missed: a resync (the list reloaded holds 2), then live',
+      );
+    } finally {
+      gate.release();
+      await late.stop();
+    }
+  });
+
   it('answers pings, and closes a socket that floods it with messages (1008)', async () => {
     const calm = await open(app, 'pinger');
     calm.ws.send('{"type":"ping"}');

@@ -11,7 +11,8 @@
  *   client -> server  {type:"ping"}                                    (browsers cannot send ping frames)
  *
  * A frame is sent to a connection only when its sequence is above what that connection already has, so the
- * replay on resume and the live stream never duplicate or reorder. Sends never wait: a socket whose
+ * replay on resume and the live stream never duplicate or reorder; one that is not the next (a gap: changes that
+ * never reached this instance) is sent as a resync to its sequence instead. Sends never wait: a socket whose
  * unsent bytes exceed `maxBufferedBytes` is closed (1013) so one slow client cannot stall or bloat the rest.
  */
 import type { WebSocket } from 'ws';
@@ -107,10 +108,17 @@ export class Hub {
     if (!this.buffer.add(d.user_id, d.sequence, frame)) return; // duplicate delivery
     const conns = this.byUser.get(d.user_id);
     if (!conns) return;
+    let resync: string | undefined;
     for (const c of [...conns]) {
       if (d.sequence <= c.lastSent) continue;
+      const gap = d.sequence > c.lastSent + 1;
       c.lastSent = d.sequence;
-      this.send(c, frame, 'task.changed');
+      // Changes between what the connection has and this one never reached this instance (its subscription
+      // started late, at the end of the topic; the topic's retention passed its position): sent this one
+      // alone, the client would skip them silently. A resync instead: it reloads the list, which holds this
+      // change, and goes on from it.
+      if (gap) this.send(c, (resync ??= JSON.stringify({ type: 'resync', sequence: d.sequence })), 'resync');
+      else this.send(c, frame, 'task.changed');
     }
   }
 
