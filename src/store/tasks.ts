@@ -506,34 +506,61 @@ export class TaskStore {
 
   /**
    * Reopening an occurrence of a recurring series takes its completion back, so a series never has two
-   * pending occurrences: the next occurrence that the completion created (pending, never changed since) is
+   * pending occurrences: the next occurrence that this completion created (pending, never changed since) is
    * deleted with its `task.deleted` event in the same transaction. Refused (409) when that would lose or
-   * contradict something: the next occurrence was changed (edited, skipped), or a later occurrence was
-   * completed (only the latest completed occurrence can be reopened). Occurrences are ordered by due date.
+   * contradict something: the next occurrence was changed (edited, skipped), a later completion went on from
+   * it (only the latest completed occurrence can be reopened), or another occurrence of the series is pending.
    * A completion not yet handled by the recurrence service creates nothing once the task is pending again.
+   *
+   * Occurrences are ordered by completion, as the occurrence ledger (recurrence_occurrences, written with each
+   * next occurrence in the recurrence service's transaction) links them: each next occurrence to the task
+   * whose completion made it (`source_task_id`). Not by due date: in `after_completion` mode an occurrence
+   * completed early makes a next one due before its own due date, and the due order named the latest
+   * completion's predecessor as "later" (refusing its reopen) and let an older one delete the latest one's
+   * next occurrence, leaving the series with none.
    */
   private async takeBackNextOccurrence(tx: Tx, task: Task, meta: EventMeta): Promise<void> {
+    // The first task that still exists down this task's line of successors, through ones deleted since (a
+    // completed occurrence deleted keeps its ledger row): its next occurrence, or a later one.
+    const chain = await tx.query<{ id: string; depth: number }>(
+      `WITH RECURSIVE chain (task_id, depth) AS (
+         SELECT task_id, 1 FROM recurrence_occurrences WHERE source_task_id = $1
+         UNION ALL
+         SELECT o.task_id, c.depth + 1 FROM chain c JOIN recurrence_occurrences o ON o.source_task_id = c.task_id
+          WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.id = c.task_id)
+       )
+       SELECT c.task_id::text AS id, c.depth FROM chain c JOIN tasks t ON t.id = c.task_id AND t.user_id = $2
+        ORDER BY c.depth LIMIT 1`,
+      [task.id, task.user_id],
+    );
+    const after = chain.rows[0];
+    // That one, and every pending occurrence of the series, locked.
     const r = await tx.query<TaskRow>(
       `SELECT ${COLUMNS} FROM tasks
-        WHERE user_id = $1 AND series_id = $2 AND id <> $3
-          AND (status = 'pending' OR coalesce(due_date, '-infinity') > coalesce($4::timestamptz, '-infinity'))
-        ORDER BY due_date NULLS FIRST FOR UPDATE`,
-      [task.user_id, task.series_id, task.id, task.due_date],
+        WHERE user_id = $1 AND series_id = $2 AND id <> $3 AND (status = 'pending' OR id = $4)
+        ORDER BY due_date NULLS FIRST, id FOR UPDATE`,
+      [task.user_id, task.series_id, task.id, after?.id ?? null],
     );
     const others = r.rows.map(toTask);
-    if (others.length === 0) return;
-    const later = others.find((t) => t.status === 'completed');
+    const later = others.find((t) => t.id === after?.id && t.status === 'completed');
     if (later)
       throw new ConflictError(
         `a later occurrence of this series (${later.id}) is completed; only the latest completed occurrence can be reopened`,
       );
-    const [next, ...more] = others;
-    if (next!.version > 1 || more.length > 0)
+    const next =
+      after?.depth === 1 ? others.find((t) => t.id === after.id && t.status === 'pending') : undefined;
+    const other = others.find((t) => t.status === 'pending' && t.id !== next?.id);
+    if (other)
       throw new ConflictError(
-        `the next occurrence of this series (${next!.id}) was changed since it was created; complete or delete it, then reopen this one`,
+        `another occurrence of this series (${other.id}) is pending and was not created by this one's completion; complete or delete it, then reopen this one`,
       );
-    await tx.query(`DELETE FROM tasks WHERE id = $1`, [next!.id]);
-    await appendEvents(tx, withTaskChanges([this.deletedEvent(next!, meta)]));
+    if (!next) return;
+    if (next.version > 1)
+      throw new ConflictError(
+        `the next occurrence of this series (${next.id}) was changed since it was created; complete or delete it, then reopen this one`,
+      );
+    await tx.query(`DELETE FROM tasks WHERE id = $1`, [next.id]);
+    await appendEvents(tx, withTaskChanges([this.deletedEvent(next, meta)]));
   }
 
   /** The `task.deleted` of a task just deleted: the task as it was, stamped with the time of deletion. */

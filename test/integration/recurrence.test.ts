@@ -885,6 +885,109 @@ for (const backend of backends) {
     });
   });
 
+  describe(`recurrence target on ${backend.name}: reopen of an after_completion series completed early`, () => {
+    // Completed early, an after_completion occurrence makes a next one due BEFORE its own due date, so the due
+    // order of a series is not the order of its completions: reopen goes by the completions (the ledger).
+    const clock = new ManualClock('2026-03-01T12:00:00Z');
+    let db: Db;
+    let drop: () => Promise<void>;
+    let app: TestApp;
+    before(async () => {
+      ({ db, drop } = await backend.fresh());
+      app = await startApp(db, { targets: ['api', 'relay', 'recurrence'], clock });
+    });
+    after(async () => {
+      await app?.stop();
+      await drop?.();
+    });
+    const count = async (sql: string, params: unknown[] = []) =>
+      Number((await db.query<{ n: string }>(sql, params)).rows[0]!.n);
+    const settle = () =>
+      waitFor(
+        async () => {
+          const pending = 'SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL';
+          if ((await count(pending)) !== 0) return false;
+          const lag = await count(
+            `SELECT coalesce(sum(p.next_offset - coalesce(o."offset", 0)), 0)::text AS n
+               FROM bus_partitions p
+               LEFT JOIN bus_group_offsets o
+                 ON o.topic = p.topic AND o.partition = p.partition AND o.group_id = $1
+              WHERE p.topic = $2`,
+            [GROUPS.recurrence, TOPICS.taskEvents],
+          );
+          return lag === 0 && (await count(pending)) === 0;
+        },
+        15_000,
+        'outbox relayed and task-events consumed by the recurrence group',
+      );
+    const call = (method: string, path: string, body?: unknown) => app.call('early', method, path, body);
+    const tasks = async (seriesId: string) =>
+      ((await call('GET', '/api/tasks?status=all&sort=due&order=asc&limit=200')).body.items as any[]).filter(
+        (t) => t.series_id === seriesId,
+      );
+
+    /** #1 due Mar 10, done early on Mar 1 -> #2 due Mar 2; #2 done on Mar 2 -> #3 due Mar 3. */
+    const twoCompleted = async (title: string) => {
+      clock.set('2026-03-01T12:00:00Z');
+      const first = (
+        await call('POST', '/api/tasks', {
+          title,
+          due_date: '2026-03-10T09:00:00Z',
+          recurrence: { preset: 'daily', mode: 'after_completion', timezone: 'UTC' },
+        })
+      ).body;
+      assert.equal((await call('POST', `/api/tasks/${first.id}/complete`)).status, 200);
+      await settle();
+      const second = (await tasks(first.series_id)).find((t) => t.status === 'pending');
+      assert.equal(second.due_date, '2026-03-02T09:00:00.000Z');
+      clock.set('2026-03-02T10:00:00Z');
+      assert.equal((await call('POST', `/api/tasks/${second.id}/complete`)).status, 200);
+      await settle();
+      const third = (await tasks(first.series_id)).find((t) => t.status === 'pending');
+      assert.equal(third.due_date, '2026-03-03T09:00:00.000Z');
+      return { first, second, third };
+    };
+
+    it('the latest completion can be reopened: the next occurrence it made is taken back', async () => {
+      const { first, second, third } = await twoCompleted('latest');
+      const r = await call('POST', `/api/tasks/${second.id}/reopen`);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      await settle();
+      assert.deepEqual(
+        (await tasks(first.series_id)).map((t) => [t.id, t.status]),
+        [
+          [second.id, 'pending'],
+          [first.id, 'completed'],
+        ],
+      );
+      assert.equal((await call('GET', `/api/tasks/${third.id}`)).status, 404);
+      // Completed again, it makes its next occurrence again.
+      assert.equal((await call('POST', `/api/tasks/${second.id}/complete`)).status, 200);
+      await settle();
+      assert.deepEqual(
+        (await tasks(first.series_id)).filter((t) => t.status === 'pending').map((t) => t.due_date),
+        ['2026-03-03T09:00:00.000Z'],
+      );
+    });
+
+    it('an older completion cannot be reopened (409 naming the later one), and the series keeps its pending occurrence', async () => {
+      const { first, second, third } = await twoCompleted('older');
+      const r = await call('POST', `/api/tasks/${first.id}/reopen`);
+      assert.equal(r.status, 409, JSON.stringify(r.body));
+      assert.match(
+        r.body.detail,
+        new RegExp(`later occurrence of this series \\(${second.id}\\) is completed`),
+      );
+      await settle();
+      const pending = (await tasks(first.series_id)).filter((t) => t.status === 'pending');
+      assert.deepEqual(
+        pending.map((t) => t.id),
+        [third.id],
+        `the series has ${pending.length} pending occurrences`,
+      );
+    });
+  });
+
   describe(`recurrence target on ${backend.name}: completions handled late`, () => {
     const clock = new ManualClock('2026-03-01T12:00:00Z');
     let db: Db;
