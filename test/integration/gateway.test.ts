@@ -38,12 +38,15 @@ interface Frame {
 
 class Client {
   readonly frames: Frame[] = [];
+  /** Binary frames received: none, every frame is text (a browser would get a Blob, not a string). */
+  binary = 0;
   readonly closed: Promise<{ code: number; reason: string }>;
   private waiters: (() => void)[] = [];
   /** The close code and reason, once the connection closed (either side). */
   private closedWith: string | undefined;
   constructor(readonly ws: WebSocket) {
-    ws.on('message', (data) => {
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) this.binary++;
       this.frames.push(JSON.parse(String(data)) as Frame);
       this.wake();
     });
@@ -246,6 +249,7 @@ describe('WebSocket gateway', () => {
     assert.equal(first.task!.user_id, 'ben');
     assert.equal(b.changes().length, 1);
     assert.ok(a1.changes().every((f) => f.task!.user_id === 'ann'));
+    assert.deepEqual([a1.binary, a2.binary, b.binary], [0, 0, 0], 'text frames');
   });
 
   it('rejects unauthenticated upgrades; accepts a one-time ticket', async () => {
@@ -494,6 +498,7 @@ describe('WebSocket gateway', () => {
     );
     assert.equal(replayed[0]!.task!.title, 'changing');
     assert.equal(replayed[49]!.task!.title, 'change 49');
+    assert.equal(back.binary, 0, 'replayed as text frames');
     // Then live, without duplicates.
     await create('cat', 'live');
     await back.seq(last + 51);

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { GENESIS_HASH, canonicalJson, recordHash } from '../../src/services/audit/chain.ts';
 import { diffFields } from '../../src/services/audit/records.ts';
 import { csvField } from '../../src/services/audit/routes.ts';
-import { ReplayBuffer } from '../../src/services/gateway/replay-buffer.ts';
+import { encodeFrame, ReplayBuffer } from '../../src/services/gateway/replay-buffer.ts';
 
 describe('audit helpers', () => {
   it('canonical JSON sorts keys at every level and is stable across key order', () => {
@@ -58,9 +58,12 @@ describe('audit helpers', () => {
   });
 });
 
+/** A frame as the hub hands it to the buffer. */
+const asFrame = encodeFrame;
+
 describe('gateway replay buffer', () => {
   const fill = (b: ReplayBuffer, user: string, from: number, to: number) => {
-    for (let s = from; s <= to; s++) b.add(user, s, `f${s}`);
+    for (let s = from; s <= to; s++) b.add(user, s, asFrame(`f${s}`));
   };
 
   it('replays what follows `since`, resyncs when it does not reach back', () => {
@@ -72,7 +75,7 @@ describe('gateway replay buffer', () => {
     assert.deepEqual(plan.kind === 'replay' && plan.frames.map((f) => f.seq), [21, 22, 23, 24, 25]);
     assert.deepEqual(b.plan('u', 15), {
       kind: 'replay',
-      frames: [16, 17, 18, 19, 20, 21, 22, 23, 24, 25].map((s) => ({ seq: s, frame: `f${s}` })),
+      frames: [16, 17, 18, 19, 20, 21, 22, 23, 24, 25].map((s) => ({ seq: s, frame: asFrame(`f${s}`) })),
       latest: 25,
     });
     assert.deepEqual(b.plan('u', 14), { kind: 'resync', latest: 25 });
@@ -103,16 +106,42 @@ describe('gateway replay buffer', () => {
   it('ignores duplicates and restarts after a gap', () => {
     const b = new ReplayBuffer(100, 1_000_000);
     fill(b, 'u', 1, 5);
-    assert.equal(b.add('u', 3, 'dup'), false);
-    assert.equal(b.add('u', 9, 'f9'), true); // 6..8 never seen here
+    assert.equal(b.add('u', 3, asFrame('dup')), false);
+    assert.equal(b.add('u', 9, asFrame('f9')), true); // 6..8 never seen here
     assert.deepEqual(b.plan('u', 5), { kind: 'resync', latest: 9 });
     assert.equal(b.plan('u', 8).kind, 'replay');
   });
 
+  // GATEWAY_REPLAY_MAX_BYTES bounds what the buffer holds on to: no frame dropped by the per-user limit stays
+  // referenced, and a frame counts its bytes as sent (UTF-8), not its UTF-16 length. Measured through
+  // `retained` (what its structures reference), not the heap: deterministic on a loaded machine.
+  for (const wide of [false, true])
+    it(`holds at most GATEWAY_REPLAY_MAX_BYTES of frames (${wide ? 'Chinese titles' : 'ASCII'})`, () => {
+      const PER_USER = 500; // the default
+      const USERS = 16;
+      const UNITS = 1_000; // code units of a frame
+      const BUDGET = USERS * PER_USER * UNITS; // every user's 500 latest fit, counted in code units
+      const frameOf = (u: number, s: number) => {
+        const head = `{"u":${u},"s":${s},"title":"`;
+        return asFrame(head + (wide ? '买' : 'g').repeat(UNITS - head.length));
+      };
+      const b = new ReplayBuffer(PER_USER, BUDGET);
+      for (let s = 1; s <= 1_000; s++) for (let u = 0; u < USERS; u++) b.add(`user-${u}`, s, frameOf(u, s));
+      const held = b.retained();
+      assert.ok(b.totalBytes <= BUDGET, `totalBytes ${b.totalBytes}`);
+      assert.ok(
+        held.bytes <= BUDGET,
+        `holds ${(held.bytes / BUDGET).toFixed(2)}x its byte budget (${held.frames} frames)`,
+      );
+      assert.equal(held.bytes, b.totalBytes, 'what it counts is what it holds');
+      assert.ok(held.frames <= USERS * PER_USER, `${held.frames} frames held`);
+      assert.equal(b.latest('user-15'), 1_000);
+    });
+
   it('stays within its byte budget, trimming the least recently updated users first', () => {
     const b = new ReplayBuffer(1000, 100);
     fill(b, 'old', 1, 10); // 10 x 2-3 bytes
-    for (let s = 1; s <= 40; s++) b.add('new', s, 'x'.repeat(5));
+    for (let s = 1; s <= 40; s++) b.add('new', s, asFrame('x'.repeat(5)));
     assert.ok(b.totalBytes <= 100, String(b.totalBytes));
     assert.equal(b.latest('old'), null);
     assert.equal(b.latest('new'), 40);

@@ -21,7 +21,7 @@ import type { CloudEvent } from '../../contracts/cloudevent.ts';
 import type { NotificationCreatedData, TaskChangedData } from '../../contracts/events.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { GatewayMetrics, GatewayOptions } from './manifest.ts';
-import { ReplayBuffer } from './replay-buffer.ts';
+import { encodeFrame, ReplayBuffer } from './replay-buffer.ts';
 
 /** The GATEWAY_* settings without the ticket secret, which the hub never needs. */
 export type HubOptions = Omit<GatewayOptions, 'ticketSecret'>;
@@ -95,16 +95,19 @@ export class Hub {
   ingest(event: CloudEvent): void {
     if (event.type === 'notification.created') return this.pushNotification(event);
     const d = event.data as TaskChangedData;
-    const frame = JSON.stringify({
-      type: 'task.changed',
-      sequence: d.sequence,
-      change_type: d.change_type,
-      task_id: d.task_id,
-      task: d.task,
-      changes: d.changes ?? [],
-      event_id: event.id,
-      time: event.time,
-    });
+    // Encoded once: the buffer keeps these bytes, and every connection is sent them (no encoding per send).
+    const frame = encodeFrame(
+      JSON.stringify({
+        type: 'task.changed',
+        sequence: d.sequence,
+        change_type: d.change_type,
+        task_id: d.task_id,
+        task: d.task,
+        changes: d.changes ?? [],
+        event_id: event.id,
+        time: event.time,
+      }),
+    );
     if (!this.buffer.add(d.user_id, d.sequence, frame)) return; // duplicate delivery
     const conns = this.byUser.get(d.user_id);
     if (!conns) return;
@@ -257,7 +260,8 @@ export class Hub {
     for (const f of plan.frames) this.send(c, f.frame, 'task.changed');
   }
 
-  private send(c: Connection, frame: string, type: string): void {
+  /** Sends a frame, a string or its UTF-8 bytes (a text frame either way). */
+  private send(c: Connection, frame: string | Uint8Array, type: string): void {
     if (c.ws.readyState !== OPEN) return;
     // Its token expired and its timer has not run yet (a busy loop): nothing more for it.
     if (c.expiresAt <= Date.now()) return this.drop(c, CLOSE.policy, EXPIRED, 'expired');
@@ -265,7 +269,7 @@ export class Hub {
       this.drop(c, CLOSE.tryAgainLater, 'client too slow; reconnect with ?since=<sequence>', 'slow');
       return;
     }
-    c.ws.send(frame);
+    c.ws.send(frame, { binary: false });
     this.metrics.messages.inc({ type });
   }
 

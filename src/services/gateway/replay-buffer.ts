@@ -1,21 +1,32 @@
 /**
  * The gateway's bounded per-user replay buffer: the latest `task.changed` frames of each user, contiguous in
  * sequence, so a client that reconnects with `?since=<sequence>` gets what it missed. Bounded per user
- * (`perUser` frames) and in total (`maxBytes` of frame text; the least recently updated users lose their
- * oldest frames first). A client whose `since` is older than what is kept is told to resync.
+ * (`perUser` frames) and in total (`maxBytes` of frames, their UTF-8 bytes; the least recently updated users
+ * lose their oldest frames first). A client whose `since` is older than what is kept is told to resync.
+ *
+ * The frames are held as their UTF-8 bytes, each in its own ArrayBuffer (not a slice of a shared pool, which a
+ * frame kept would keep whole), so the bytes counted are the bytes held: a string would take two bytes a
+ * character in V8 once it has one beyond Latin-1, and UTF-8 three for a Chinese one. A frame dropped (the
+ * per-user bound, the byte bound) is let go at once: its slot is cleared, not left for the compaction.
  */
 export interface BufferedFrame {
   seq: number;
-  /** The serialized frame, sent as is to every connection of the user. */
-  frame: string;
+  /** The serialized frame (UTF-8), sent as is (a text frame) to every connection of the user. */
+  frame: Uint8Array;
 }
+
+const encoder = new TextEncoder();
+
+/** A frame's text as the buffer keeps it and the sockets send it: UTF-8, in an ArrayBuffer of its own. */
+export const encodeFrame = (text: string): Uint8Array => encoder.encode(text);
 
 export type ReplayPlan =
   { kind: 'replay'; frames: BufferedFrame[]; latest: number } | { kind: 'resync'; latest: number | null };
 
 interface UserBuffer {
-  frames: BufferedFrame[];
-  /** Index of the first live frame in `frames` (frames before it are already trimmed; compacted lazily). */
+  /** The live frames from `start` on; the slots before it are cleared (trimmed) and compacted lazily. */
+  frames: (BufferedFrame | undefined)[];
+  /** Index of the first live frame in `frames`. */
   start: number;
 }
 
@@ -32,6 +43,19 @@ export class ReplayBuffer {
     return this.bytes;
   }
 
+  /** What the buffer holds on to (the frames it references and their UTF-8 bytes), dropped ones included. */
+  retained(): { frames: number; bytes: number } {
+    let frames = 0;
+    let bytes = 0;
+    for (const b of this.users.values())
+      for (const f of b.frames) {
+        if (!f) continue;
+        frames++;
+        bytes += f.frame.byteLength;
+      }
+    return { frames, bytes };
+  }
+
   latest(user: string): number | null {
     const b = this.users.get(user);
     if (!b || b.start >= b.frames.length) return null;
@@ -42,7 +66,7 @@ export class ReplayBuffer {
    * Adds a frame; returns false for a duplicate (sequence already seen). A gap (a frame newer than the next
    * expected one) restarts the user's buffer, so a resume across the gap resyncs instead of skipping.
    */
-  add(user: string, seq: number, frame: string): boolean {
+  add(user: string, seq: number, frame: Uint8Array): boolean {
     let b = this.users.get(user);
     const latest = this.latest(user);
     if (latest !== null && seq <= latest) return false;
@@ -52,7 +76,7 @@ export class ReplayBuffer {
     } else this.users.delete(user); // re-inserted below: Map order is least recently updated first
     this.users.set(user, b);
     b.frames.push({ seq, frame });
-    this.bytes += frame.length;
+    this.bytes += frame.byteLength;
     while (b.frames.length - b.start > this.perUser) this.trimOldest(b);
     this.compact(b);
     this.enforceBytes();
@@ -89,13 +113,18 @@ export class ReplayBuffer {
     if (since === latest) return { kind: 'replay', frames: [], latest };
     const first = b.frames[b.start]!.seq;
     if (since + 1 < first) return { kind: 'resync', latest };
-    return { kind: 'replay', frames: b.frames.slice(b.start + (since + 1 - first)), latest };
+    return {
+      kind: 'replay',
+      frames: b.frames.slice(b.start + (since + 1 - first)) as BufferedFrame[],
+      latest,
+    };
   }
 
   private trimOldest(b: UserBuffer) {
     const f = b.frames[b.start];
     if (!f) return;
-    this.bytes -= f.frame.length;
+    this.bytes -= f.frame.byteLength;
+    b.frames[b.start] = undefined; // let go of it now, not at the next compaction
     b.start++;
   }
 
@@ -107,7 +136,7 @@ export class ReplayBuffer {
   }
 
   private dropUser(user: string, b: UserBuffer) {
-    for (let i = b.start; i < b.frames.length; i++) this.bytes -= b.frames[i]!.frame.length;
+    for (let i = b.start; i < b.frames.length; i++) this.bytes -= b.frames[i]!.frame.byteLength;
     this.users.delete(user);
   }
 
