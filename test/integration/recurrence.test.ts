@@ -1114,5 +1114,85 @@ for (const backend of backends) {
       assert.equal((await seriesOf(t.id)).length, 2);
       assert.equal((await seriesOf(u.id)).length, 2);
     });
+
+    it('a completion taken back (reopen) before its task was deleted makes nothing; one that stood goes on', async () => {
+      // The consumer behind: it finds each task gone, and only the task.deleted after it says how it ended.
+      await rec?.stop();
+      rec = undefined;
+      const daily = (title: string) =>
+        ok('POST', '/api/tasks', {
+          title,
+          due_date: '2026-03-02T09:00:00Z',
+          recurrence: { preset: 'daily', timezone: 'UTC' },
+        });
+      const del = async (id: string) =>
+        assert.equal((await call('lag', 'DELETE', `/api/tasks/${id}`)).status, 204);
+      const rows = async (seriesId: string) =>
+        (
+          await db.query<{ id: string; status: string; due: Date }>(
+            'SELECT id::text AS id, status, due_date AS due FROM tasks WHERE series_id = $1 ORDER BY due_date',
+            [seriesId],
+          )
+        ).rows.map((r) => `${r.status} ${new Date(r.due).toISOString()}`);
+      // Ticked, unticked, deleted: the series is gone, and stays gone.
+      const t = await daily('Water plants');
+      await ok('POST', `/api/tasks/${t.id}/complete`);
+      await ok('POST', `/api/tasks/${t.id}/reopen`);
+      await del(t.id);
+      // Ticked, then the done task deleted: the series goes on.
+      const u = await daily('Stretch');
+      await ok('POST', `/api/tasks/${u.id}/complete`);
+      await del(u.id);
+      // Ticked, unticked, ticked again, deleted: the last completion stood, the series goes on once.
+      const w = await daily('Read');
+      await ok('POST', `/api/tasks/${w.id}/complete`);
+      await ok('POST', `/api/tasks/${w.id}/reopen`);
+      await ok('POST', `/api/tasks/${w.id}/complete`);
+      await del(w.id);
+
+      rec = await startApp(db, { targets: ['recurrence'], clock });
+      await settle();
+      const expected = {
+        [t.id]: [],
+        [u.id]: ['pending 2026-03-03T09:00:00.000Z'],
+        [w.id]: ['pending 2026-03-03T09:00:00.000Z'],
+      };
+      const state = async () =>
+        Object.fromEntries(await Promise.all([t, u, w].map(async (x) => [x.id, await rows(x.id)])));
+      assert.deepEqual(await state(), expected, 'a next occurrence was made of a completion taken back');
+
+      // Delivered again, the completions and deletions change nothing.
+      const again = (await writtenEvents(db)).filter(
+        (e) =>
+          (e.event_type === 'task.completed' || e.event_type === 'task.deleted') &&
+          [t.id, u.id, w.id].includes(e.event.subject),
+      );
+      assert.equal(again.length, 7);
+      await api!.proc.runtime.bus.publisher.publish(
+        again.map((e) => ({ topic: TOPICS.taskEvents, key: 'lag', event: e.event })),
+      );
+      await settle();
+      assert.deepEqual(await state(), expected);
+
+      // The consumer keeping up: the next occurrence deleted, then the done task: nothing comes back.
+      const x = await daily('Call mom');
+      await ok('POST', `/api/tasks/${x.id}/complete`);
+      await settle();
+      assert.deepEqual(await rows(x.id), [
+        'completed 2026-03-02T09:00:00.000Z',
+        'pending 2026-03-03T09:00:00.000Z',
+      ]);
+      const nextId = (
+        await db.query<{ id: string }>(
+          "SELECT id::text AS id FROM tasks WHERE series_id = $1 AND status = 'pending'",
+          [x.id],
+        )
+      ).rows[0]!.id;
+      await del(nextId);
+      await settle();
+      await del(x.id);
+      await settle();
+      assert.deepEqual(await rows(x.id), []);
+    });
   });
 }

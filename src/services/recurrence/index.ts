@@ -18,6 +18,10 @@
  *   before this service caught up) creates the next occurrence of the task as it is now, the one read in the
  *   transaction: its last completion, with the rule it was completed with last (the later completion's event
  *   then finds it made);
+ * - a completion handled after the task was deleted waits for its `task.deleted` (deferCompletion), which says
+ *   how the task ended: completed, the series goes on from it as it was deleted; pending, the completion was
+ *   taken back (reopened) before the delete and makes nothing. Going on with the completion's own copy made
+ *   a next occurrence of a series its user had unticked and deleted;
  * - when no next occurrence exists (COUNT/UNTIL exhausted) the series is recorded as ended.
  */
 import { PermanentError } from '../../bus/types.ts';
@@ -37,28 +41,29 @@ import { registerRecurrenceRoutes } from './routes.ts';
 import {
   adoptSeries,
   carryReminders,
+  deferCompletion,
   lockSeries,
   occurrenceIndex,
   recordEnd,
   recordOccurrence,
   removeOccurrence,
   successorOf,
+  takeDeferredCompletion,
 } from './series.ts';
 
 export const RECURRENCE_SOURCE = '/taskflow/recurrence';
 
 /**
  * A completion that may have a next occurrence (a recurring task completed, or created completed), or a
- * deletion that may leave the occurrence ledger.
+ * deletion that may leave the occurrence ledger or decide a completion handled after it (deferCompletion).
  */
 function accepts(event: CloudEvent): boolean {
   if (event.type !== 'task.completed' && event.type !== 'task.deleted' && event.type !== 'task.created')
     return false;
   const task = (event.data as TaskEventData).task;
   if (!task.series_id) return false;
-  return event.type === 'task.deleted'
-    ? task.status === 'pending'
-    : !!task.recurrence && task.status === 'completed';
+  if (event.type === 'task.deleted' && task.status === 'pending') return true;
+  return !!task.recurrence && task.status === 'completed';
 }
 
 /** What a new completion or deletion does to its series, in the consumer's transaction. */
@@ -69,8 +74,13 @@ function seriesEffect(rt: Runtime, store: TaskStore) {
       // A pending occurrence deleted (by its user, or taken back by a reopen of the occurrence before it,
       // see TaskStore.change) leaves the ledger and no longer counts against COUNT, so the occurrence it
       // came from gets a successor again when it is completed again.
-      if (event.type === 'task.deleted') await removeOccurrence(tx, task.id);
-      else await nextOccurrenceOf(rt, store, tx, task, event.time, traceparent);
+      // A deletion also decides a completion of the task handled after it was gone (deferCompletion): deleted
+      // pending, the completion was taken back; deleted completed, the series goes on from the task as it was.
+      if (event.type === 'task.deleted') {
+        const deferred = await takeDeferredCompletion(tx, task.id);
+        if (task.status === 'pending') await removeOccurrence(tx, task.id);
+        else if (deferred) await nextOccurrenceOf(rt, store, tx, task, event.time, traceparent, true);
+      } else await nextOccurrenceOf(rt, store, tx, task, event.time, traceparent);
     }
   };
 }
@@ -82,15 +92,19 @@ async function nextOccurrenceOf(
   completed: Task,
   eventTime: string,
   traceparent: string,
+  /** `completed` is the task as it was deleted, deciding a completion handled after that (deferCompletion). */
+  deleted = false,
 ): Promise<void> {
   const read = (forUpdate: boolean) =>
     store.get(completed.user_id, completed.id, tx, forUpdate).catch((err: unknown) => {
-      if (err instanceof NotFoundError) return null; // deleted since: the series goes on
+      if (err instanceof NotFoundError) return null; // deleted since: its task.deleted decides
       throw err;
     });
-  const seen = await read(false);
+  const seen = deleted ? null : await read(false);
   // Reopened before this completion was handled: the completion was taken back, it creates nothing.
   if (seen?.status === 'pending') return;
+  // Deleted before it was handled: whether it was taken back first, only the task.deleted after it says.
+  if (!seen && !deleted) return deferCompletion(tx, completed.id);
   const first = seen ?? completed;
   if (!first.recurrence || !first.series_id) return; // its rule removed before it was completed again
   const seriesId = first.series_id; // set once, never changed
@@ -106,6 +120,7 @@ async function nextOccurrenceOf(
   // with two pending occurrences.
   const current = seen ? await read(true) : null;
   if (current?.status === 'pending') return;
+  if (seen && !current) return deferCompletion(tx, completed.id); // deleted meanwhile
   // Changed since (reopened, edited and completed again): the task as it is now goes on, not this event's
   // older version (its rule and due date were taken back). The event of the later completion then finds the
   // next occurrence made: one, made once.

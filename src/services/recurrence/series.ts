@@ -225,6 +225,34 @@ export async function removeOccurrence(tx: Queryable, taskId: string): Promise<v
   );
 }
 
+/**
+ * A completion handled when its task was gone (deleted before this service caught up) is decided by the
+ * task's `task.deleted`, which comes after it on the task's partition and carries the task as it was last:
+ * completed, the completion stood and the series goes on from it; pending, it was taken back (reopened) before
+ * the delete and makes nothing. Until then the completion is remembered here, in the consumers' dedupe ledger
+ * (`processed_events`, under a consumer name of its own, keyed by the task id; pruned by age with the rest,
+ * LEDGER_RETENTION_MS, longer than any topic keeps the deletion that follows). Without it a task deleted
+ * completed would go on again after its next occurrence was deleted too.
+ */
+const DEFERRED = 'taskflow-recurrence/completion-of-a-deleted-task';
+
+/** Remembers that a completion of `taskId` was handled with the task gone (idempotent). */
+export async function deferCompletion(tx: Queryable, taskId: string): Promise<void> {
+  await tx.query('INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
+    DEFERRED,
+    taskId,
+  ]);
+}
+
+/** Whether a completion of `taskId` waits for its deletion (deferCompletion); forgets it. */
+export async function takeDeferredCompletion(tx: Queryable, taskId: string): Promise<boolean> {
+  const r = await tx.query('DELETE FROM processed_events WHERE consumer = $1 AND event_id = $2 RETURNING 1', [
+    DEFERRED,
+    taskId,
+  ]);
+  return r.rows.length > 0;
+}
+
 /** No further occurrence: the series has ended (idempotent; the first end time is kept). */
 export async function recordEnd(tx: Queryable, seriesId: string, taskId: string, at: string): Promise<void> {
   await tx.query(
