@@ -287,6 +287,21 @@ function logFormat(raw: string): LogFormat {
   return format;
 }
 
+/** Checked at start: a URL `new URL` refused was "Invalid URL" after the database was opened and migrated. */
+function jwksUrlOf(raw: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    // named below
+  }
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:'))
+    throw new ConfigError(
+      `JWT_JWKS_URL must be an http(s) URL such as https://idp.example.com/.well-known/jwks.json, got "${raw}"`,
+    );
+  return raw;
+}
+
 function schemaRegistryOf(env: Env): NonNullable<Config['schemaRegistry']> {
   const url = env.SCHEMA_REGISTRY_URL!;
   if (!/^https?:\/\//.test(url))
@@ -425,7 +440,7 @@ export function loadConfig(
     ...(env.LOG_FORMAT ? { logFormat: logFormat(env.LOG_FORMAT) } : {}),
     jwt: {
       ...(env.JWT_SECRET ? { secret: env.JWT_SECRET } : {}),
-      ...(env.JWT_JWKS_URL ? { jwksUrl: env.JWT_JWKS_URL } : {}),
+      ...(env.JWT_JWKS_URL ? { jwksUrl: jwksUrlOf(env.JWT_JWKS_URL) } : {}),
       ...(env.JWT_ISSUER ? { issuer: env.JWT_ISSUER } : {}),
       ...(env.JWT_AUDIENCE ? { audience: env.JWT_AUDIENCE } : {}),
     },

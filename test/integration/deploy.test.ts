@@ -589,6 +589,40 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
     assert.match(r.stdout, /made a new database/);
   });
 
+  it('extraEnv reaches the migrate Job as every target; its deadline fits the documented helm --timeout', () => {
+    // A password from an operator's Secret beside a password-less DATABASE_URL (node-postgres reads PGPASSWORD):
+    // the targets had it, the pre-install/pre-upgrade Job did not, and the install failed.
+    const objs = validManifests(
+      helmTemplate([
+        '--set',
+        'secrets.databaseUrl=postgres://taskflow@postgres:5432/taskflow',
+        '--set',
+        'extraEnv[0].name=PGPASSWORD',
+        '--set',
+        'extraEnv[0].valueFrom.secretKeyRef.name=taskflow-pg-app',
+        '--set',
+        'extraEnv[0].valueFrom.secretKeyRef.key=password',
+      ]),
+      'extraEnv',
+    );
+    const names = (kind: string, name: string) =>
+      (named(objs, kind, name).spec.template.spec.containers[0].env as { name: string }[]).map((e) => e.name);
+    assert.ok(names('Deployment', `${RELEASE}-api`).includes('PGPASSWORD'));
+    assert.ok(
+      names('Job', `${RELEASE}-migrate`).includes('PGPASSWORD'),
+      names('Job', `${RELEASE}-migrate`).join(),
+    );
+    // helm waits for a hook at most --timeout (5m by default) and then fails the release while the Job runs on.
+    const deadline = named(objs, 'Job', `${RELEASE}-migrate`).spec.activeDeadlineSeconds as number;
+    const doc = readFileSync(join(ROOT, 'docs/deploy.md'), 'utf8');
+    const commands = doc.split('\n').filter((l) => /^\s*helm (upgrade|install)/.test(l));
+    assert.ok(commands.length > 0);
+    for (const c of commands) {
+      const minutes = Number(/--timeout[= ](\d+)m/.exec(c)?.[1] ?? 5);
+      assert.ok(deadline < minutes * 60, `${c.trim()}: helm waits ${minutes}m for a Job of ${deadline} s`);
+    }
+  });
+
   it('kubevalidate rejects misspelled fields, wrong types and broken references (it is not a rubber stamp)', () => {
     const good = helmTemplate(valueFile('values-minikube.yaml'));
     const cases: [string, string, RegExp][] = [

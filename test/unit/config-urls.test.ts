@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.ts';
+import { gatewayManifest } from '../../src/services/gateway/manifest.ts';
 
 const base = { DATABASE_URL: 'memory://', JWT_SECRET: 'x'.repeat(32) };
 
@@ -117,6 +118,32 @@ describe('DATABASE_URL', () => {
       (e: Error) =>
         e.name === 'ConfigError' &&
         /KAFKA_SSL_CA_FILE: cannot read \/nonexistent\/ca.pem \(ENOENT\)/.test(e.message),
+    );
+  });
+
+  it('refuses a JWT_JWKS_URL that is not an http(s) URL at start, naming it (it was "Invalid URL" after migrating)', () => {
+    for (const value of ['keycloak.example.com/realms/app/protocol/openid-connect/certs', 'ftp://idp/jwks'])
+      assert.throws(
+        () => loadConfig({ DATABASE_URL: 'memory://', JWT_JWKS_URL: value }),
+        (e: Error) => e.name === 'ConfigError' && /JWT_JWKS_URL must be an http\(s\) URL/.test(e.message),
+        value,
+      );
+    assert.equal(
+      loadConfig({ DATABASE_URL: 'memory://', JWT_JWKS_URL: 'https://idp.example.test/jwks.json' }).jwt
+        .jwksUrl,
+      'https://idp.example.test/jwks.json',
+    );
+  });
+
+  it('holds GATEWAY_TICKET_SECRET to 32 bytes, as JWT_SECRET (both sign credentials)', () => {
+    assert.throws(
+      () => gatewayManifest.config({ GATEWAY_TICKET_SECRET: 'secret' }),
+      (e: Error) =>
+        e.name === 'ConfigError' && /GATEWAY_TICKET_SECRET must be at least 32 bytes/.test(e.message),
+    );
+    assert.equal(
+      gatewayManifest.config({ GATEWAY_TICKET_SECRET: 't'.repeat(32) }).ticketSecret,
+      't'.repeat(32),
     );
   });
 });

@@ -1,7 +1,7 @@
 /** The `gateway` target: what it is, its GATEWAY_* settings and its metrics (the list of targets: services/index.ts). */
 import { hostname } from 'node:os';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { int, type Env, TIMER_MAX_MS } from '../../config.ts';
+import { ConfigError, int, type Env, TIMER_MAX_MS } from '../../config.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -26,7 +26,7 @@ export const gatewayManifest = {
     maxBufferedBytes: int(env, 'GATEWAY_MAX_BUFFERED_BYTES', 1024 * 1024, 1024),
     heartbeatMs: int(env, 'GATEWAY_HEARTBEAT_MS', 30_000, 10, TIMER_MAX_MS),
     maxConnectionsPerUser: int(env, 'GATEWAY_MAX_CONNECTIONS_PER_USER', 50, 1),
-    ...(env.GATEWAY_TICKET_SECRET ? { ticketSecret: env.GATEWAY_TICKET_SECRET } : {}),
+    ...(env.GATEWAY_TICKET_SECRET ? { ticketSecret: ticketSecretOf(env.GATEWAY_TICKET_SECRET) } : {}),
   }),
   metrics: (registry: Registry) => ({
     connections: new Gauge({
@@ -51,3 +51,13 @@ export const gatewayManifest = {
 
 export type GatewayOptions = ReturnType<typeof gatewayManifest.config> & { ticketSecret?: string };
 export type GatewayMetrics = ReturnType<typeof gatewayManifest.metrics>;
+
+/**
+ * The HMAC key of WebSocket tickets, at least 32 bytes as JWT_SECRET (which signs the same kind of credential):
+ * a short one could be found offline from one ticket, and tickets forged to open /ws as any user.
+ */
+function ticketSecretOf(secret: string): string {
+  if (Buffer.byteLength(secret) < 32)
+    throw new ConfigError('GATEWAY_TICKET_SECRET must be at least 32 bytes');
+  return secret;
+}
