@@ -704,9 +704,12 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'dlq-replay-all-sends-replayed-again',
     breaks: "a replay of all of a group's dead letters sends only those not replayed yet",
     file: 'src/bus/dlq.ts',
-    find: '{ limit, all: ids !== undefined }',
-    replace: '{ limit, all: true }',
-    tests: ['test/integration/bus-contract.test.ts#configured attempts'],
+    find: '    all: ids !== undefined,',
+    replace: '    all: true,',
+    tests: [
+      'test/integration/bus-contract.test.ts#configured attempts',
+      'test/integration/bus-contract.test.ts#stays listed for the next',
+    ],
   },
   {
     id: 'dlq-metric-counts-replayed',
