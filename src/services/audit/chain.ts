@@ -66,10 +66,11 @@ export function hashedContent(r: AuditInput & { seq: number }): string {
 /** A chain key (AUDIT_CHAIN_KEY) and the fingerprint stored beside each record it keyed. */
 export interface ChainKey {
   id: string;
-  secret: string;
+  /** The key's bytes: a string's UTF-8, or bytes given in base64 (AUDIT_CHAIN_PREVIOUS_KEYS_BASE64). */
+  secret: string | Buffer;
 }
 
-export const chainKey = (secret: string): ChainKey => ({
+export const chainKey = (secret: string | Buffer): ChainKey => ({
   id: createHmac('sha256', secret).update('taskflow audit chain key id').digest('hex').slice(0, 16),
   secret,
 });

@@ -37,35 +37,34 @@ export const auditManifest = {
 export type AuditOptions = ReturnType<typeof auditManifest.config>;
 
 /**
- * AUDIT_CHAIN_KEY keys the hashes of new records (and anchors); AUDIT_CHAIN_PREVIOUS_KEYS, comma-separated,
- * are keys rotated out, which verify still needs for the records they keyed. Each key is used exactly as given
- * (the bytes that keyed records are the bytes configured: never trimmed), at least 32 bytes. `base64:<...>`
- * gives a key by its bytes in base64 (either variable): the way to rotate a key with white space around it (a
- * secret file's trailing newline) or a comma in it into the list, where it was split or trimmed into another key
- * and every record it keyed failed verify. AUDIT_CHAIN_KEY is taken as it is, such a key too (refused, an
- * upgrade would not start, and records already keyed with it); an entry of the list with white space around it
- * or that is not valid base64 is refused (a typo, "k1, k2", is another key).
+ * AUDIT_CHAIN_KEY keys the hashes of new records (and anchors), used exactly as given; AUDIT_CHAIN_PREVIOUS_KEYS,
+ * comma-separated and each trimmed, are keys rotated out, which verify still needs for the records they keyed;
+ * AUDIT_CHAIN_PREVIOUS_KEYS_BASE64, comma-separated, are such keys by their bytes in base64: the way to rotate out
+ * a key the plain list cannot hold as it was, with white space around it (a secret file's trailing newline) or a
+ * comma in it (the plain list split or trimmed it into another key, and every record it keyed failed verify).
+ * Each at least 32 bytes. A key is bytes: decoded base64 is never read as text (that made different keys one).
  */
 function chainKeys(env: Env): { chainKey: ChainKey | undefined; previousChainKeys: ChainKey[] } {
-  const key = (name: string, given: string, inList: boolean) => {
-    let secret = given;
-    if (given.startsWith('base64:')) {
-      const b64 = given.slice('base64:'.length);
-      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64) || b64.length % 4 !== 0)
-        throw new ConfigError(`${name} starts with "base64:" but the rest is not base64`);
-      secret = Buffer.from(b64, 'base64').toString('utf8');
-    } else if (inList && /^\s|\s$/.test(given))
-      throw new ConfigError(
-        `${name} has white space around it: keys are joined by commas alone and used exactly as given; a key that has white space around it goes in as base64:<its bytes in base64>`,
-      );
+  const key = (name: string, secret: string | Buffer) => {
     if (Buffer.byteLength(secret) < 32) throw new ConfigError(`${name} must be at least 32 bytes`);
     return chainKey(secret);
   };
-  const previous = (env.AUDIT_CHAIN_PREVIOUS_KEYS ?? '').split(',').filter((s) => s !== '');
+  const list = (value: string | undefined) =>
+    (value ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+  const previous = list(env.AUDIT_CHAIN_PREVIOUS_KEYS).map((s) =>
+    key('each of AUDIT_CHAIN_PREVIOUS_KEYS', s),
+  );
+  const encoded = list(env.AUDIT_CHAIN_PREVIOUS_KEYS_BASE64).map((b64, i, all) => {
+    const name = `each of AUDIT_CHAIN_PREVIOUS_KEYS_BASE64 (key ${i + 1} of ${all.length})`;
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64) || b64.length % 4 !== 0)
+      throw new ConfigError(`${name} must be base64 (the key's bytes), as \`base64 < keyfile\` writes it`);
+    return key(name, Buffer.from(b64, 'base64'));
+  });
   return {
-    chainKey: env.AUDIT_CHAIN_KEY ? key('AUDIT_CHAIN_KEY', env.AUDIT_CHAIN_KEY, false) : undefined,
-    previousChainKeys: previous.map((s, i) =>
-      key(`each of AUDIT_CHAIN_PREVIOUS_KEYS (key ${i + 1} of ${previous.length})`, s, true),
-    ),
+    chainKey: env.AUDIT_CHAIN_KEY ? key('AUDIT_CHAIN_KEY', env.AUDIT_CHAIN_KEY) : undefined,
+    previousChainKeys: [...previous, ...encoded],
   };
 }
