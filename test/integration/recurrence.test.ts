@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { listDeadLetters, replayDeadLetters } from '../../src/bus/dlq.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
 import { GROUPS } from '../../src/services/index.ts';
 import { eventProblems } from '../../src/contracts/schemas.ts';
@@ -12,6 +13,33 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import type { Db } from '../../src/store/db.ts';
 import { backends } from '../helpers/db.ts';
 import { writtenEvents, startApp, waitFor, type TestApp } from '../helpers/app.ts';
+
+/**
+ * Waits until every outbox row is on the bus and the recurrence group has consumed all of task-events. A
+ * consumer commits its effect (and the effect's outbox rows) before its position, so "outbox empty, no lag,
+ * outbox still empty" means every completion so far has been fully handled.
+ */
+async function settled(db: Db): Promise<void> {
+  const count = async (sql: string, params: unknown[] = []) =>
+    Number((await db.query<{ n: string }>(sql, params)).rows[0]!.n);
+  const pending = 'SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL';
+  await waitFor(
+    async () => {
+      if ((await count(pending)) !== 0) return false;
+      const lag = await count(
+        `SELECT coalesce(sum(p.next_offset - coalesce(o."offset", 0)), 0)::text AS n
+           FROM bus_partitions p
+           LEFT JOIN bus_group_offsets o
+             ON o.topic = p.topic AND o.partition = p.partition AND o.group_id = $1
+          WHERE p.topic = $2`,
+        [GROUPS.recurrence, TOPICS.taskEvents],
+      );
+      return lag === 0 && (await count(pending)) === 0;
+    },
+    15_000,
+    'outbox relayed and task-events consumed by the recurrence group',
+  );
+}
 
 for (const backend of backends) {
   describe(`recurrence target on ${backend.name}`, () => {
@@ -31,36 +59,7 @@ for (const backend of backends) {
       await drop?.();
     });
 
-    /**
-     * Waits until every outbox row is on the bus and the recurrence group has consumed all of task-events.
-     * A consumer commits its effect (and the effect's outbox rows) before its position, so "outbox empty,
-     * no lag, outbox still empty" means every completion so far has been fully handled.
-     */
-    const settle = async () => {
-      const pending = async () =>
-        Number(
-          (await db.query<{ n: string }>('SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL'))
-            .rows[0]!.n,
-        );
-      const lag = async () =>
-        Number(
-          (
-            await db.query<{ n: string }>(
-              `SELECT coalesce(sum(p.next_offset - coalesce(o."offset", 0)), 0)::text AS n
-                 FROM bus_partitions p
-                 LEFT JOIN bus_group_offsets o
-                   ON o.topic = p.topic AND o.partition = p.partition AND o.group_id = $1
-                WHERE p.topic = $2`,
-              [GROUPS.recurrence, TOPICS.taskEvents],
-            )
-          ).rows[0]!.n,
-        );
-      await waitFor(
-        async () => (await pending()) === 0 && (await lag()) === 0 && (await pending()) === 0,
-        15_000,
-        'outbox relayed and task-events consumed by the recurrence group',
-      );
-    };
+    const settle = () => settled(db);
 
     const seriesTasks = async (user: string, seriesId: string) => {
       const r = await app.call(user, 'GET', '/api/tasks?status=all&sort=due&order=asc&limit=200');
@@ -902,24 +901,7 @@ for (const backend of backends) {
     });
     const count = async (sql: string, params: unknown[] = []) =>
       Number((await db.query<{ n: string }>(sql, params)).rows[0]!.n);
-    const settle = () =>
-      waitFor(
-        async () => {
-          const pending = 'SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL';
-          if ((await count(pending)) !== 0) return false;
-          const lag = await count(
-            `SELECT coalesce(sum(p.next_offset - coalesce(o."offset", 0)), 0)::text AS n
-               FROM bus_partitions p
-               LEFT JOIN bus_group_offsets o
-                 ON o.topic = p.topic AND o.partition = p.partition AND o.group_id = $1
-              WHERE p.topic = $2`,
-            [GROUPS.recurrence, TOPICS.taskEvents],
-          );
-          return lag === 0 && (await count(pending)) === 0;
-        },
-        15_000,
-        'outbox relayed and task-events consumed by the recurrence group',
-      );
+    const settle = () => settled(db);
     const call = (method: string, path: string, body?: unknown) => app.call('early', method, path, body);
     const tasks = async (seriesId: string) =>
       ((await call('GET', '/api/tasks?status=all&sort=due&order=asc&limit=200')).body.items as any[]).filter(
@@ -1007,25 +989,7 @@ for (const backend of backends) {
     const call = (...args: Parameters<TestApp['call']>) => api!.call(...args);
     const count = async (sql: string, params: unknown[] = []) =>
       Number((await db.query<{ n: string }>(sql, params)).rows[0]!.n);
-    /** Every event relayed and consumed by the recurrence group (as the suite above waits). */
-    const settle = () =>
-      waitFor(
-        async () => {
-          const pending = 'SELECT count(*)::text AS n FROM outbox WHERE published_at IS NULL';
-          if ((await count(pending)) !== 0) return false;
-          const lag = await count(
-            `SELECT coalesce(sum(p.next_offset - coalesce(o."offset", 0)), 0)::text AS n
-               FROM bus_partitions p
-               LEFT JOIN bus_group_offsets o
-                 ON o.topic = p.topic AND o.partition = p.partition AND o.group_id = $1
-              WHERE p.topic = $2`,
-            [GROUPS.recurrence, TOPICS.taskEvents],
-          );
-          return lag === 0 && (await count(pending)) === 0;
-        },
-        15_000,
-        'outbox relayed and task-events consumed by the recurrence group',
-      );
+    const settle = () => settled(db);
     const ok = async (method: string, path: string, body?: unknown) => {
       const r = await call('lag', method, path, body);
       assert.equal(r.status, method === 'POST' && path === '/api/tasks' ? 201 : 200, JSON.stringify(r.body));
@@ -1193,6 +1157,59 @@ for (const backend of backends) {
       await del(x.id);
       await settle();
       assert.deepEqual(await rows(x.id), []);
+    });
+  });
+
+  describe(`recurrence target on ${backend.name}: a completion handled after its task's deletion`, () => {
+    const clock = new ManualClock('2026-03-01T12:00:00Z');
+    let db: Db;
+    let drop: () => Promise<void>;
+    let api: TestApp | undefined;
+    let rec: TestApp | undefined;
+    before(async () => {
+      ({ db, drop } = await backend.fresh());
+      api = await startApp(db, { targets: ['api', 'relay'], clock });
+    });
+    after(async () => {
+      await rec?.stop();
+      await api?.stop();
+      await drop?.();
+    });
+
+    it('goes on with the series of a task deleted completed when its dead letter is replayed', async () => {
+      const call = (m: string, p: string, b?: unknown) => api!.call('dl', m, p, b);
+      const t = (
+        await call('POST', '/api/tasks', {
+          title: 'Stretch',
+          due_date: '2026-03-02T09:00:00Z',
+          recurrence: { preset: 'daily', timezone: 'UTC' },
+        })
+      ).body;
+      assert.equal((await call('POST', `/api/tasks/${t.id}/complete`)).status, 200);
+      assert.equal((await call('DELETE', `/api/tasks/${t.id}`)).status, 204);
+      // The completion's handling fails once (a fault injected where it waits for the deletion) and is
+      // dead-lettered; the deletion after it is handled.
+      await db.query(`CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'injected transient failure'; END $$`);
+      await db.query(`CREATE TRIGGER fail_once BEFORE INSERT ON processed_events FOR EACH ROW
+        WHEN (NEW.consumer = 'taskflow-recurrence/completion-of-a-deleted-task') EXECUTE FUNCTION fail_once()`);
+      rec = await startApp(db, { targets: ['recurrence'], clock, env: { CONSUMER_MAX_ATTEMPTS: '1' } });
+      await settled(db);
+      const letters = await listDeadLetters(rec.proc.runtime.bus.admin, GROUPS.recurrence);
+      assert.deepEqual(
+        letters.map((l) => l.event.type),
+        ['task.completed'],
+      );
+      // The fault gone, the operator replays the letter: the deletion was handled before it, and said the task
+      // ended completed (it waited for that deletion for good, and the series ended without a word).
+      await db.query('DROP TRIGGER fail_once ON processed_events');
+      await replayDeadLetters(rec.proc.runtime.bus, GROUPS.recurrence);
+      await settled(db);
+      const pending = await db.query(
+        `SELECT due_date FROM tasks WHERE series_id = $1 AND status = 'pending'`,
+        [t.series_id],
+      );
+      assert.equal(pending.rows.length, 1, 'one next occurrence: the completion stood');
     });
   });
 }

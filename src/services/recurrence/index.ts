@@ -42,9 +42,11 @@ import {
   adoptSeries,
   carryReminders,
   deferCompletion,
+  deletedAs,
   lockSeries,
   occurrenceIndex,
   recordEnd,
+  recordDeletion,
   recordOccurrence,
   removeOccurrence,
   successorOf,
@@ -78,6 +80,7 @@ function seriesEffect(rt: Runtime, store: TaskStore) {
       // pending, the completion was taken back; deleted completed, the series goes on from the task as it was.
       if (event.type === 'task.deleted') {
         const deferred = await takeDeferredCompletion(tx, task.id);
+        await recordDeletion(tx, task.id, task.status);
         if (task.status === 'pending') await removeOccurrence(tx, task.id);
         else if (deferred) await nextOccurrenceOf(rt, store, tx, task, event.time, traceparent, true);
       } else await nextOccurrenceOf(rt, store, tx, task, event.time, traceparent);
@@ -103,8 +106,13 @@ async function nextOccurrenceOf(
   const seen = deleted ? null : await read(false);
   // Reopened before this completion was handled: the completion was taken back, it creates nothing.
   if (seen?.status === 'pending') return;
-  // Deleted before it was handled: whether it was taken back first, only the task.deleted after it says.
-  if (!seen && !deleted) return deferCompletion(tx, completed.id);
+  // Deleted before it was handled: whether it was taken back first, only its task.deleted says; handled
+  // already (out of order), it said how the task ended; else it comes after this completion.
+  if (!seen && !deleted) {
+    const ended = await deletedAs(tx, completed.id);
+    if (ended === null) return deferCompletion(tx, completed.id);
+    if (ended === 'pending') return;
+  }
   const first = seen ?? completed;
   if (!first.recurrence || !first.series_id) return; // its rule removed before it was completed again
   const seriesId = first.series_id; // set once, never changed

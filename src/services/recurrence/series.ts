@@ -253,6 +253,35 @@ export async function takeDeferredCompletion(tx: Queryable, taskId: string): Pro
   return r.rows.length > 0;
 }
 
+/**
+ * How a task ended, once its `task.deleted` was handled: deleted pending or completed. A completion handled
+ * after that (out of order: its dead letter replayed, a redelivery) reads it here rather than waiting for a
+ * deletion that was handled already (it waited for good, and a completion that stood made nothing). Kept in the
+ * same ledger, under consumer names of their own, keyed by the task id.
+ */
+const DELETED = {
+  pending: 'taskflow-recurrence/deleted-pending',
+  completed: 'taskflow-recurrence/deleted-completed',
+};
+
+/** Records how `taskId` ended (its task.deleted handled; idempotent). */
+export async function recordDeletion(tx: Queryable, taskId: string, status: string): Promise<void> {
+  await tx.query('INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
+    status === 'pending' ? DELETED.pending : DELETED.completed,
+    taskId,
+  ]);
+}
+
+/** How `taskId` ended, when its task.deleted was handled (recordDeletion); null when not (yet). */
+export async function deletedAs(tx: Queryable, taskId: string): Promise<'pending' | 'completed' | null> {
+  const r = await tx.query<{ consumer: string }>(
+    'SELECT consumer FROM processed_events WHERE consumer = ANY($1::text[]) AND event_id = $2',
+    [[DELETED.pending, DELETED.completed], taskId],
+  );
+  const consumer = r.rows[0]?.consumer;
+  return consumer === undefined ? null : consumer === DELETED.pending ? 'pending' : 'completed';
+}
+
 /** No further occurrence: the series has ended (idempotent; the first end time is kept). */
 export async function recordEnd(tx: Queryable, seriesId: string, taskId: string, at: string): Promise<void> {
   await tx.query(
