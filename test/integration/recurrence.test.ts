@@ -899,8 +899,6 @@ for (const backend of backends) {
       await app?.stop();
       await drop?.();
     });
-    const count = async (sql: string, params: unknown[] = []) =>
-      Number((await db.query<{ n: string }>(sql, params)).rows[0]!.n);
     const settle = () => settled(db);
     const call = (method: string, path: string, body?: unknown) => app.call('early', method, path, body);
     const tasks = async (seriesId: string) =>
@@ -987,8 +985,6 @@ for (const backend of backends) {
       await drop?.();
     });
     const call = (...args: Parameters<TestApp['call']>) => api!.call(...args);
-    const count = async (sql: string, params: unknown[] = []) =>
-      Number((await db.query<{ n: string }>(sql, params)).rows[0]!.n);
     const settle = () => settled(db);
     const ok = async (method: string, path: string, body?: unknown) => {
       const r = await call('lag', method, path, body);
