@@ -386,10 +386,13 @@ function taskItem(t) {
 async function removeTask(t) {
   await run(async () => {
     await api('DELETE', `/api/tasks/${t.id}`);
+    const deletedBy = state.token;
     toast(`Deleted “${t.title}”.`, {
       label: 'Undo',
       onclick: () =>
         run(async () => {
+          // Only in the session that deleted it: another user's Undo would create it in their account.
+          if (state.token !== deletedBy) return;
           const again = {
             title: t.title,
             description: t.description,
@@ -726,8 +729,10 @@ function connect() {
     state.pingTimer = setInterval(() => checkAlive(ws), PING_MS);
   };
   ws.onclose = (e) => {
-    clearInterval(state.pingTimer);
+    // A socket given up on (reopen) closes late, when the browser's closing handshake times out (60 s): by
+    // then its successor is live, and stopping the heartbeat here left the next drop unnoticed.
     if (state.ws !== ws) return;
+    clearInterval(state.pingTimer);
     state.ws = null;
     setStatus('offline');
     // The gateway closes a socket whose token expired (1008): the session is over, and a reconnect with the
@@ -1028,6 +1033,10 @@ async function sendChat(e) {
   const question = el('li', { class: 'chat-user' }, message);
   log.append(question, answer);
   send.disabled = true;
+  // Signed out (or in as someone else) while it was answered: its answer and its failure are no one's on the
+  // page now (a late answer gave the next user the last one's conversation, a failure put the message in
+  // their box).
+  const signedInAs = state.token;
   const body = { message, ...(state.conversation ? { conversation_id: state.conversation } : {}) };
   // Whether its answer came (`done` or `error`): a stream that breaks after it lost nothing of it.
   let answered = false;
@@ -1043,6 +1052,7 @@ async function sendChat(e) {
       },
       body: JSON.stringify(body),
     });
+    if (state.token !== signedInAs) return;
     if (res.status === 401) return signOut('Your session expired; sign in again.');
     if (!res.ok || !(res.headers.get('content-type') || '').startsWith('text/event-stream')) {
       const problem = await res.json().catch(() => null);
@@ -1055,7 +1065,6 @@ async function sendChat(e) {
     }
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = '';
-    const signedInAs = state.token;
     for (;;) {
       const { value, done } = await reader.read();
       // Signed out (or in as someone else) meanwhile: this answer belongs to no one on the page now.
@@ -1068,8 +1077,9 @@ async function sendChat(e) {
       }
       log.scrollTop = log.scrollHeight;
     }
-    state.chatKey = null;
+    if (state.token === signedInAs) state.chatKey = null;
   } catch (err) {
+    if (state.token !== signedInAs) return;
     // Answered, and only the stream's end was lost: the message is not sent again (with the conversation it
     // made, it would be another body, another key: its tools run again).
     if (answered) {
@@ -1221,6 +1231,7 @@ function signOut(reason) {
   state.token = '';
   state.createKey = null;
   state.chatKey = null;
+  forgetBoard();
   showBusy(null);
   localStorage.removeItem(TOKEN_KEY);
   disconnect();
@@ -1234,6 +1245,19 @@ function signOut(reason) {
   $('#signin').hidden = false;
   $('#signin-error').textContent = reason || '';
   void offerDevSignIn();
+}
+
+/**
+ * What was the signed-in user's on the board: the list and its counts, an open edit form, the toasts (an Undo
+ * among them). Kept, the next user in this tab was shown them, and an Undo pressed then wrote into their account.
+ */
+function forgetBoard() {
+  state.editing = false;
+  state.tasks = [];
+  state.nextCursor = null;
+  $('#tasks').replaceChildren();
+  for (const count of document.querySelectorAll('#views [data-count]')) count.textContent = '';
+  $('#toasts').replaceChildren();
 }
 
 function init() {
@@ -1267,6 +1291,7 @@ function init() {
     disconnect(); // the socket and the conversation were the other user's
     state.conversation = null;
     $('#chat-log').replaceChildren();
+    forgetBoard();
     signIn(e.newValue);
   });
   $('#more').addEventListener('click', loadMore);
