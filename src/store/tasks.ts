@@ -185,6 +185,16 @@ export interface TaskCounts {
   upcoming: number;
 }
 
+/**
+ * A create's own rows taken: its task id, or its event's id in the outbox (the statement's main INSERT, which
+ * PostgreSQL runs before the task's: a committed create written again failed there first, and was answered the
+ * error).
+ */
+function ownRowsTaken(err: unknown): boolean {
+  const e = err as { code?: string; constraint?: string };
+  return e.code === '23505' && (e.constraint === 'tasks_pkey' || e.constraint === 'outbox_event_id_key');
+}
+
 export class TaskStore {
   private readonly group: GroupCommit<Create>;
 
@@ -350,22 +360,36 @@ export class TaskStore {
       await this.insert(this.db, items);
     } catch (err) {
       // Written again one at a time after a group's connection went (GroupCommit), a create whose group had
-      // committed finds its own id taken: it is there.
-      const ownIdTaken =
-        (err as { code?: string; constraint?: string }).code === '23505' &&
-        (err as { constraint?: string }).constraint === 'tasks_pkey';
-      if (!isUnavailable(err) && !ownIdTaken) throw err;
-      const committed = await this.db
-        .query('SELECT 1 FROM tasks WHERE id = $1 AND user_id = $2', [
-          items[0]!.task.id,
-          items[0]!.task.user_id,
-        ])
-        .then(
-          (r) => r.rows.length > 0,
-          () => false, // still unreachable: not known, so not applied as far as the callers can tell
-        );
-      if (!committed) throw err;
+      // committed finds its own rows taken: it is there (a unique check waits for the row's writer to end).
+      if (ownRowsTaken(err)) return this.confirm(items, err);
+      if (!isUnavailable(err)) throw err;
+      // The connection went while the statement ran. PostgreSQL runs a statement on after its client has gone
+      // (waiting on a user's stream lock, say) and may commit it after any read of ours: a read found nothing,
+      // the creates were answered 503 "not applied", and committed a moment later (a client's retry made each
+      // twice). Written again with the same ids, the statement waits for the first and then writes (it did not
+      // commit) or finds its own rows (it did): one outcome either way.
+      try {
+        await this.insert(this.db, items);
+      } catch (again) {
+        if (ownRowsTaken(again)) return this.confirm(items, err);
+        if (isUnavailable(again)) throw err; // still unreachable: not known, so not applied as far as told
+        throw again;
+      }
     }
+  }
+
+  /** The group's first task is there (one statement: all of it or none), or `err` goes on. */
+  private async confirm(items: readonly Create[], err: unknown): Promise<void> {
+    const there = await this.db
+      .query('SELECT 1 FROM tasks WHERE id = $1 AND user_id = $2', [
+        items[0]!.task.id,
+        items[0]!.task.user_id,
+      ])
+      .then(
+        (r) => r.rows.length > 0,
+        () => false,
+      );
+    if (!there) throw err;
   }
 
   private async insert(q: Tx, items: readonly Create[]): Promise<void> {
