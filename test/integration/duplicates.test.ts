@@ -70,8 +70,14 @@ for (const backend of backends) {
     const handled: Record<string, (sentinel: CloudEvent<any>) => Promise<boolean>> = {
       [GROUPS.audit]: (s) => exists('SELECT 1 FROM audit_log WHERE event_id = $1', [s.id]),
       [GROUPS.reminders]: (s) => exists('SELECT 1 FROM reminder_tasks WHERE task_id = $1', [s.data.task.id]),
+      // The sentinel's task is in no store: its completion waits for the task's deletion (recurrence/series.ts).
       [GROUPS.recurrence]: (s) =>
-        exists('SELECT 1 FROM recurrence_occurrences WHERE source_task_id = $1', [s.data.task.id]),
+        exists(
+          `SELECT 1 FROM recurrence_occurrences WHERE source_task_id = $1
+           UNION ALL SELECT 1 FROM processed_events
+            WHERE consumer = 'taskflow-recurrence/completion-of-a-deleted-task' AND event_id = $2`,
+          [s.data.task.id, String(s.data.task.id)],
+        ),
       [GROUPS.notifications]: (s) =>
         exists('SELECT 1 FROM notification_deliveries WHERE event_id = $1', [s.id]),
     };

@@ -1072,7 +1072,9 @@ for (const BUS of BUSES) {
         WAIT,
         'first attempts',
       );
-      await deliveriesIdle('fay'); // the failed webhook waits for its backoff: nothing due, nothing in flight
+      // The failed webhooks wait for their backoff, counted from their failures: nothing due, nothing in flight.
+      await deliveriesIdle('fay');
+      await deliveriesIdle('flo');
       assert.equal(hooksAt('/fail/fay').length, 1, 'no retry before the backoff delay');
       clock.advance(1_000); // retry 1 after 0.5-1 s
       await waitFor(
@@ -1080,6 +1082,8 @@ for (const BUS of BUSES) {
         WAIT,
         'second attempts',
       );
+      await deliveriesIdle('fay');
+      await deliveriesIdle('flo');
       clock.advance(2_000); // retry 2 after 1-2 s
       await waitFor(
         () => hooksAt('/fail/fay').length === 3 && hooksAt('/flaky/flo').length === 3,
@@ -1127,6 +1131,7 @@ for (const BUS of BUSES) {
       clock.advance(MIN + 1_000);
       for (let attempt = 1; attempt <= 3; attempt++) {
         await waitFor(() => hooksAt('/fail/dora').length === attempt, WAIT, `attempt ${attempt}`);
+        await deliveriesIdle('dora'); // the failure recorded: its backoff counts from it
         clock.advance(2_000);
       }
       await deliveriesIdle('dora');
