@@ -831,9 +831,12 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       'a create committed whose answer was lost is answered with its task, not 503 (a retry made it twice)',
     file: 'src/store/tasks.ts',
-    find: '      if (!committed) throw err;',
-    replace: '      throw err;',
-    tests: ['test/integration/lost-reply.test.ts#is answered 201'],
+    find: '    if (!there) throw err;',
+    replace: '    throw err;',
+    tests: [
+      'test/integration/lost-reply.test.ts#is answered 201',
+      'test/integration/lost-reply.test.ts#committed after its lost answer',
+    ],
   },
   {
     id: 'embedded-run-ignores-lapsed-lease',
@@ -841,6 +844,8 @@ export const MUTANTS: readonly Mutant[] = [
     file: 'src/bus/embedded/group-member.ts',
     find: '        signal: AbortSignal.any([signal, lapsed.signal]),',
     replace: '        signal,',
+    // With the lease asked before each message as well (stillOwned), both fences go: either one holds it.
+    also: [{ find: '        stillOwned,\n', replace: '' }],
     tests: ['test/integration/embedded-edges.test.ts#in the middle of a run'],
   },
   {
@@ -946,6 +951,15 @@ export const MUTANTS: readonly Mutant[] = [
     find: "      if ((err as { code?: string }).code !== '23503') return failedAfterTools(err);",
     replace: "      if ((err as { code?: string }).code !== '23503') throw err;",
     tests: ['test/integration/chat-idempotency.test.ts#could not be stored'],
+  },
+  {
+    id: 'create-lost-answer-read-before-commit',
+    breaks:
+      'a create whose statement committed after its connection went is answered with its task (written again, not read back early)',
+    file: 'src/store/tasks.ts',
+    find: '      try {\n        await this.insert(this.db, items);\n      } catch (again) {',
+    replace: '      try {\n        return await this.confirm(items, err);\n      } catch (again) {',
+    tests: ['test/integration/lost-reply.test.ts#committed after its lost answer'],
   },
 ];
 
