@@ -2,7 +2,8 @@
 import { exampleOf } from '../../src/contracts/asyncapi.ts';
 import { makeEvent, type CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { TaskEventData } from '../../src/contracts/events.ts';
-import { newTask, type TaskFields } from '../../src/domain/task.ts';
+import { newTask, type Task, type TaskFields } from '../../src/domain/task.ts';
+import type { TaskEventInput } from '../../src/services/reminders/store.ts';
 import { uuidv7 } from '../../src/ids.ts';
 import { partitionFor } from '../../src/bus/partitioner.ts';
 
@@ -80,4 +81,21 @@ export function fullExampleOf(schema: Record<string, any>): unknown {
       Object.entries(schema.properties as Record<string, any>).map(([k, v]) => [k, fullExampleOf(v)]),
     );
   return exampleOf(schema);
+}
+
+/** The reminders store's input of a task event of `type` for `task` as it is now, at `eventTime`. */
+export function taskEventInput(
+  type: string,
+  task: Task,
+  eventTime: Date,
+  changes: string[] = [],
+): TaskEventInput {
+  const event = makeEvent<TaskEventData>({
+    type,
+    source: '/taskflow/test',
+    subject: task.id,
+    key: task.user_id,
+    data: { user_id: task.user_id, task, previous: null, changes },
+  });
+  return { id: event.id, type, data: event.data, eventTime };
 }

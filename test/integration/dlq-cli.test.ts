@@ -30,6 +30,16 @@ const taskflow = (url: string, ...args: string[]) =>
     timeout: 120_000,
   });
 
+/** The failure headers of the i-th dead letter of `group`, as the consumer writes them (task-events, partition 0). */
+const letterHeaders = (group: string, i: number) => ({
+  [DLQ_HEADERS.error]: `boom ${i}`,
+  [DLQ_HEADERS.attempts]: '5',
+  [DLQ_HEADERS.sourceTopic]: 'task-events',
+  [DLQ_HEADERS.sourcePartition]: '0',
+  [DLQ_HEADERS.sourceOffset]: String(i),
+  [DLQ_HEADERS.group]: group,
+});
+
 describe(
   'taskflow dlq on a long dead-letter topic',
   { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
@@ -39,14 +49,7 @@ describe(
       const bus = createEmbeddedBus(db, { log: silentLogger });
       const group = 'taskflow-audit';
       const letters = Array.from({ length: 1_005 }, (_, i) => taskCreated('u-dlq', `letter ${i}`));
-      const headers = (i: number) => ({
-        [DLQ_HEADERS.error]: `boom ${i}`,
-        [DLQ_HEADERS.attempts]: '5',
-        [DLQ_HEADERS.sourceTopic]: 'task-events',
-        [DLQ_HEADERS.sourcePartition]: '0',
-        [DLQ_HEADERS.sourceOffset]: String(i),
-        [DLQ_HEADERS.group]: group,
-      });
+      const headers = (i: number) => letterHeaders(group, i);
       const cli = (...args: string[]) => taskflow(url, 'dlq', ...args);
       try {
         await bus.publisher.publish(
@@ -280,14 +283,7 @@ describe(
       const { db, url, drop } = await postgresBackend!.fresh();
       const bus = createEmbeddedBus(db, { log: silentLogger });
       const group = 'taskflow-audit';
-      const headers = (i: number) => ({
-        [DLQ_HEADERS.error]: `boom ${i}`,
-        [DLQ_HEADERS.attempts]: '5',
-        [DLQ_HEADERS.sourceTopic]: 'task-events',
-        [DLQ_HEADERS.sourcePartition]: '0',
-        [DLQ_HEADERS.sourceOffset]: String(i),
-        [DLQ_HEADERS.group]: group,
-      });
+      const headers = (i: number) => letterHeaders(group, i);
       try {
         const letters = Array.from({ length: 1_001 }, (_, i) => taskCreated(`u-${i % 7}`, `letter ${i}`));
         const x = letters[0]!;

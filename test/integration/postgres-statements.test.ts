@@ -7,14 +7,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeEvent } from '../../src/contracts/cloudevent.ts';
-import type { TaskEventData } from '../../src/contracts/events.ts';
 import { newTask, type Task } from '../../src/domain/task.ts';
 import { uuidv7 } from '../../src/ids.ts';
 import { applyTaskEvents, type TaskEventInput } from '../../src/services/reminders/store.ts';
 import { openDb } from '../../src/store/db.ts';
 import { postgresBackend } from '../helpers/db.ts';
-import { plainFields } from '../helpers/events.ts';
+import { plainFields, taskEventInput } from '../helpers/events.ts';
 
 describe(
   'PostgreSQL prepared statements',
@@ -127,16 +125,8 @@ describe(
       try {
         assert.deepEqual((await db.query('SHOW timezone')).rows, [{ TimeZone: 'UTC' }]);
         const now = new Date('2026-03-01T12:00:00Z');
-        const input = (type: string, task: Task, changes: string[] = []): TaskEventInput => {
-          const event = makeEvent<TaskEventData>({
-            type,
-            source: '/taskflow/test',
-            subject: task.id,
-            key: task.user_id,
-            data: { user_id: task.user_id, task, previous: null, changes },
-          });
-          return { id: event.id, type, data: event.data, eventTime: now };
-        };
+        const input = (type: string, task: Task, changes: string[] = []) =>
+          taskEventInput(type, task, now, changes);
         const apply = (inputs: TaskEventInput[]) =>
           db.transaction((tx) =>
             applyTaskEvents(tx, inputs, { dedupe: 'reminders', graceMs: 900_000, now, channels: ['in_app'] }),

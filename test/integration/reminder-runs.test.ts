@@ -6,29 +6,19 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { makeEvent } from '../../src/contracts/cloudevent.ts';
-import type { TaskEventData } from '../../src/contracts/events.ts';
 import { newTask, type Task } from '../../src/domain/task.ts';
 import { uuidv7 } from '../../src/ids.ts';
 import { applyTaskEvents, type TaskEventInput } from '../../src/services/reminders/store.ts';
 import { backends } from '../helpers/db.ts';
-import { plainFields } from '../helpers/events.ts';
+import { plainFields, taskEventInput } from '../helpers/events.ts';
 
 const NOW = new Date('2026-03-01T12:00:00Z');
 const HOUR = 3_600_000;
 const at = (ms: number) => new Date(NOW.getTime() + ms).toISOString();
 
 /** The input of a task event of `task` (a new version of it: the fields given, version + 1). */
-function input(type: string, task: Task, changes: string[] = []): TaskEventInput {
-  const event = makeEvent<TaskEventData>({
-    type,
-    source: '/taskflow/test',
-    subject: task.id,
-    key: task.user_id,
-    data: { user_id: task.user_id, task, previous: null, changes },
-  });
-  return { id: event.id, type, data: event.data, eventTime: NOW };
-}
+const input = (type: string, task: Task, changes: string[] = []): TaskEventInput =>
+  taskEventInput(type, task, NOW, changes);
 const next = (task: Task, fields: Partial<Task>): Task => ({ ...task, ...fields, version: task.version + 1 });
 
 for (const backend of backends) {
