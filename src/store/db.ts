@@ -225,6 +225,25 @@ function isStalePlan(err: unknown): boolean {
   return e.code === '0A000' && /cached plan must not change result type/.test(e.message ?? '');
 }
 
+/**
+ * The pool's connection string and startup `options`: the URL's own `options` (node-postgres lets a URL's
+ * replace the pool's, which dropped UTC for a URL setting `-c statement_timeout=…`) followed by
+ * `-c TimeZone=UTC`, which wins over a zone named before it (the server applies them in order).
+ */
+export function withSessionOptions(url: string): { url: string; options: string } {
+  const utc = '-c TimeZone=UTC';
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url, options: utc };
+  }
+  const own = parsed.searchParams.get('options')?.trim();
+  if (!own) return { url, options: utc };
+  parsed.searchParams.delete('options');
+  return { url: parsed.toString(), options: `${own} ${utc}` };
+}
+
 class PostgresDb extends DbBase {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
@@ -238,17 +257,17 @@ class PostgresDb extends DbBase {
     super();
     // A bounded wait for a connection, so a database outage fails requests and loops (which retry) instead
     // of queueing them forever.
+    const session = withSessionOptions(url);
     this.pool = new driver.Pool({
-      connectionString: url,
+      connectionString: session.url,
       max: poolSize,
       connectionTimeoutMillis: 10_000,
       idle_in_transaction_session_timeout: idleInTransactionMs,
       // Instants rendered as text (json_agg of rows, ::text) in UTC, whatever zone the server was set up in
       // (initdb takes the host's): before a zone's standard time its offset has seconds ("-04:56:02"), which
       // Date cannot read (a task due in 1850 stopped the reminders consumer on its next event). A startup
-      // option, not a statement: nothing to run before each connection's first query. `options` in
-      // DATABASE_URL replaces it (add `-c TimeZone=UTC` there).
-      options: '-c TimeZone=UTC',
+      // option, not a statement: nothing to run before each connection's first query.
+      options: session.options,
       ...KEEP_ALIVE,
     });
     // An idle client error (server restart) must not crash the process; the next query reconnects.

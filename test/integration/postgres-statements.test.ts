@@ -158,6 +158,24 @@ describe(
         await drop();
       }
     });
+
+    it("run in UTC with the URL's own startup options too, which they keep", async () => {
+      const { url, drop, db: admin } = await postgresBackend!.fresh();
+      await admin.exec(
+        `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L', current_database(), 'America/New_York'); END $$`,
+      );
+      const withOptions = new URL(url);
+      // A zone named in the URL as well: the sessions' instants are read as UTC whatever it says.
+      withOptions.searchParams.set('options', '-c statement_timeout=4321 -c TimeZone=Asia/Tokyo');
+      const db = await openDb(withOptions.toString(), { poolSize: 1 });
+      try {
+        assert.deepEqual((await db.query('SHOW timezone')).rows, [{ TimeZone: 'UTC' }]);
+        assert.deepEqual((await db.query('SHOW statement_timeout')).rows, [{ statement_timeout: '4321ms' }]);
+      } finally {
+        await db.close();
+        await drop();
+      }
+    });
   },
 );
 
