@@ -332,26 +332,64 @@ export const publishDeadLetter =
     };
     const traceparent = currentTraceparent(); // the consumer span: the dead letter continues its trace
     if (traceparent) headers.traceparent = traceparent;
+    let cut = false;
     for (let attempt = 1; ; attempt++) {
       try {
         await publisher.publish([
-          {
-            topic: dlqTopic(d.group),
-            key: message.key,
-            event: message.event,
-            headers,
-            // The record's bytes where the transport keeps them (Kafka): the letter keeps the whole event (an
-            // Avro value of a newer version was read without its new fields) for a replay after the upgrade.
-            ...(message.rawValue
-              ? { asReceived: { value: message.rawValue, headers: message.headers } }
-              : {}),
-          },
+          cut
+            ? { topic: dlqTopic(d.group), key: message.key, event: cutLetterEvent(message), headers }
+            : {
+                topic: dlqTopic(d.group),
+                key: message.key,
+                event: message.event,
+                headers,
+                // The record's bytes where the transport keeps them (Kafka): the letter keeps the whole event
+                // (an Avro value of a newer version was read without its new fields) for a replay after the
+                // upgrade.
+                ...(message.rawValue
+                  ? { asReceived: { value: message.rawValue, headers: message.headers } }
+                  : {}),
+              },
         ]);
         return;
       } catch (err) {
         if (signal?.aborted) throw new Aborted();
+        // The source topic took the record, but not with the failure headers: refused on every try, the
+        // partition was stuck for good.
+        if (!cut && TOO_LARGE.test(errorText(err))) {
+          cut = true;
+          log.error(
+            { err: errorText(err) },
+            'dead letter too large for its topic; writing the first 10,000 characters of the event instead',
+          );
+          continue;
+        }
         log.error({ err: errorText(err), attempt }, 'could not publish dead letter, retrying');
         await pause(backoffDelay(attempt, policy), signal);
       }
     }
   };
+
+/** A refusal of a record for its size (Kafka's MESSAGE_TOO_LARGE and RECORD_LIST_TOO_LARGE): it never passes. */
+const TOO_LARGE = /MESSAGE_TOO_LARGE|RECORD_LIST_TOO_LARGE|larger than the max message size/i;
+
+/**
+ * What a letter too large for its topic holds instead of the event: its first 10,000 characters as JSON text,
+ * as an undecodable record's letter holds its bytes (`dlq list` shows it, `dlq replay` keeps it back). The
+ * record itself stays on its source topic, at the letter's x-dlq-source-* position, until retention.
+ */
+function cutLetterEvent(message: BusMessage): BusMessage['event'] {
+  const { event } = message;
+  return {
+    specversion: '1.0',
+    id: event.id,
+    source: event.source,
+    type: UNDECODABLE_EVENT_TYPE,
+    time: event.time ?? new Date().toISOString(),
+    datacontenttype: 'application/json',
+    data: {
+      raw: headerText(JSON.stringify(event), 10_000),
+      error: `too large for the dead-letter topic; the whole record is at ${message.topic}/${message.partition}/${message.offset}`,
+    },
+  };
+}

@@ -353,7 +353,17 @@ export function decodeRecord(
     key: m.key ?? '',
     headers,
     event,
-    timestamp: new Date(Number(m.timestamp)).toISOString(),
+    timestamp: recordTime(m.timestamp),
     ...(rawValue ? { rawValue } : {}),
   };
+}
+
+/**
+ * A record's timestamp as an instant. Any int64 is a valid CreateTime to the broker (a foreign producer's clock
+ * in microseconds, -1): one beyond what Date holds threw out of the decode and ended the process, at the same
+ * record again after every restart. Such a time reads as the epoch.
+ */
+function recordTime(timestamp: bigint): string {
+  const at = new Date(Number(timestamp));
+  return Number.isNaN(at.getTime()) ? new Date(0).toISOString() : at.toISOString();
 }

@@ -16,6 +16,7 @@ import { PartitionWorker } from '../partition-worker.ts';
 import type { SubscribeOptions, Subscriber, Subscription } from '../types.ts';
 import { retryWithBackoff } from '../../retry.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
+import { errorText } from '../../error-text.ts';
 import { decodeRecord } from './codec.ts';
 import {
   connectionOptions,
@@ -149,7 +150,9 @@ class KafkaGroupMember implements Subscription {
       deserializers: {
         key: stringDeserializer,
         headerKey: stringDeserializer,
-        headerValue: stringDeserializer,
+        // A header without a value (Java's `headers.add(k, null)`, Kafka Connect) reads as '' as in admin.ts: as
+        // undefined it went into the record's dead letter, whose send threw on it for ever (the partition stuck).
+        headerValue: (value?: Buffer) => value?.toString('utf8') ?? '',
       },
       autocommit: false,
       sessionTimeout: this.cfg.sessionTimeoutMs,
@@ -352,9 +355,23 @@ class KafkaGroupMember implements Subscription {
 
   private startDrain(id: string): void {
     if (this.running.has(id)) return;
-    const run: Promise<void> = this.drain(id).finally(() => {
-      if (this.running.get(id) === run) this.running.delete(id);
-    });
+    const run: Promise<void> = this.drain(id)
+      .catch((err: unknown) => {
+        // A fault of ours (the handlers' own failures are retried or dead-lettered inside): unhandled, it ended
+        // the process, and again at the same record after each restart. The partition stops here, said loudly,
+        // and its queue is tried again after a pause; the others go on.
+        this.cfg.log.error(
+          { err: errorText(err), group: this.opts.group, partition: id.replace('\u0000', '/') },
+          'partition stopped by an unexpected error; trying it again in 5 s',
+        );
+        const again = setTimeout(() => {
+          if (!this.closed && this.queues.get(id)?.length) this.startDrain(id);
+        }, 5_000);
+        again.unref();
+      })
+      .finally(() => {
+        if (this.running.get(id) === run) this.running.delete(id);
+      });
     this.running.set(id, run);
   }
 
