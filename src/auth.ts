@@ -88,7 +88,7 @@ export const JWKS_TIMING: KeySetTiming = { maxAgeMs: 10 * 60_000, cooldownMs: 5_
  *   jose refetches a set older than its cache age and has no fallback, so after 10 minutes of an outage every
  *   token got 503, its key known or not. 503 stays for a token whose key is not known (none fetched yet, or
  *   its kid not in the last set), and a failed fetch is not tried again for `cooldownMs` (each request would
- *   wait for it, up to its 5 s timeout).
+ *   wait for it, up to its 5 s timeout), a set fetched before or not.
  * - A token whose kid is not in a set fetched less than `cooldownMs` ago gets 503 with Retry-After (the rest
  *   of the cooldown), not 401: a provider that publishes a key and signs with it at once (rotation) had its
  *   tokens refused with 401 ("log in again") for up to jose's 30 s cooldown. The retry fetches the set again
@@ -150,6 +150,10 @@ function remoteKeySet(url: URL, timing: KeySetTiming): JWTVerifyGetKey {
       refreshBeside();
       return withKnown(keys, args, failed?.err);
     }
+    // No set yet (started while the provider was down) and a fetch failed within the cooldown: 503 at once.
+    // Each request made a fetch of its own (any well-formed token, unauthenticated, drove them at the provider
+    // as it came back), and with a provider that does not answer each waited for the fetch's 5 s timeout.
+    if (!keys && failed && Date.now() - failed.at < timing.cooldownMs) throw unreachable(failed.err);
     const fetchedAt = cache.uat;
     try {
       return await remote(...args);

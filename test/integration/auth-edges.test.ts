@@ -204,7 +204,23 @@ describe('JWKS identity provider misbehaving', () => {
     try {
       assert.equal(await outcome(verify, await sign(k1, 'k1')), '503 (retry in 5 s)');
       idp.state.up = true;
+      await sleep(250); // the cooldown after the failed fetch (the Retry-After the 503 asks for)
       assert.equal(await outcome(verify, await sign(k1, 'k1')), 'user jw-user');
+    } finally {
+      await idp.close();
+    }
+  });
+
+  it('asks a provider that was never reached once per cooldown, answering 503 at once meanwhile', async () => {
+    const k1 = await generateKeyPair('ES256');
+    const idp = await identityProvider([await publicJwk(k1, 'k1')]);
+    idp.state.up = false;
+    const verify = createVerifier({ jwksUrl: idp.url }, { maxAgeMs: 600_000, cooldownMs: 60_000 });
+    try {
+      // Forged tokens of any key: each made a fetch of its own (started while the provider was down).
+      for (let i = 0; i < 20; i++)
+        assert.equal(await outcome(verify, await sign(k1, `kid-${i}`)), '503 (retry in 5 s)');
+      assert.equal(idp.state.fetches, 1, 'fetches of the key set');
     } finally {
       await idp.close();
     }
