@@ -507,6 +507,7 @@ for (const BUS of BUSES) {
       clock.advance(HOUR + 1_000);
       await waitForEvents(app, task.id, 'reminder.triggered', 1);
       await waitFor(() => mailsTo('sam@example.com').length === 1, WAIT, 'the first email');
+      await deliveriesIdle('sam');
 
       const snoozed = await app.call('sam', 'POST', `${base}/${first!.data.reminder_id}/snooze`, {
         duration: 'PT10M',
@@ -530,6 +531,7 @@ for (const BUS of BUSES) {
       assert.equal(fired[1]!.data.reminder_id, first!.data.reminder_id);
       assert.equal(fired[1]!.data.reason, 'snoozed');
       await waitFor(() => mailsTo('sam@example.com').length === 2, WAIT, 'the snoozed email');
+      await deliveriesIdle('sam'); // written as sent before the clock moves past its claim
 
       clock.advance(20 * MIN); // past the original 30-min-before-due time, before the snooze
       await firedUpToNow();
@@ -580,11 +582,14 @@ for (const BUS of BUSES) {
       clock.advance(HOUR + 10 * MIN); // 10 min late: within the 15 min grace window -> fires
       const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
       assert.equal(fired!.data.reminder_id, early!.data.reminder_id);
+      // Its email sent and written as sent before the clock moves: moved past the attempt's claim (120 s) while
+      // the answer was on its way, the claim lapsed and the email went out again.
+      await waitFor(() => mailsTo('max@example.com').length === 1, WAIT, 'the email of the fired one');
+      await deliveriesIdle('max');
       clock.advance(2 * HOUR); // the 30-min reminder is now 1h40 late -> missed
       const [missed] = await waitForEvents(app, task.id, 'reminder.missed', 1);
       assert.equal(missed!.data.reminder_id, late!.data.reminder_id);
       assert.match(missed!.data.reason ?? '', /grace window/);
-      await waitFor(() => mailsTo('max@example.com').length === 1, WAIT, 'the email of the fired one');
       await firedUpToNow();
       await waitCaughtUp(app, GROUPS.notifications); // it has consumed the missed event too (same partition)
       await deliveriesIdle('max');
@@ -616,6 +621,7 @@ for (const BUS of BUSES) {
       const [fired] = await waitForEvents(app, task.id, 'reminder.triggered', 1);
       assert.equal(fired!.data.reminder_id, scheduled!.data.reminder_id);
       await waitFor(() => mailsTo('otto@example.com').length === 1, WAIT, 'its email');
+      await deliveriesIdle('otto'); // written as sent before the clock moves past its claim
       const [r] = (await app.call('otto', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
       assert.deepEqual([r.status, r.fire_count], ['triggered', 1]);
       // Already due: missed, and no firing counted.
@@ -1042,6 +1048,7 @@ for (const BUS of BUSES) {
         clock.advance(advance);
         await waitFor(() => calls('wendy-laptop') === attempts, WAIT, `attempt ${attempts} to the laptop`);
       }
+      await deliveriesIdle('wendy');
       clock.advance(HOUR);
       await deliveriesIdle('wendy');
       assert.equal(calls('wendy-phone'), 1, 'the phone got it once, not once per retry');
@@ -1092,6 +1099,9 @@ for (const BUS of BUSES) {
         WAIT,
         'third attempts',
       );
+      // The third answers written first: an hour past their claims, they were claimed again (a fourth attempt).
+      await deliveriesIdle('fay');
+      await deliveriesIdle('flo');
       clock.advance(HOUR);
       await deliveriesIdle('fay');
       await deliveriesIdle('flo');
@@ -1191,6 +1201,7 @@ for (const BUS of BUSES) {
       clock.advance(MIN + 1_000);
       for (let attempt = 1; attempt <= 3; attempt++) {
         await waitFor(() => hooksAt('/fail/dora').length === 3 + attempt, WAIT, `attempt ${attempt}`);
+        await deliveriesIdle('dora'); // the backoff counts from the failure written, not from the call seen
         clock.advance(2_000);
       }
       await deliveriesIdle('dora');
