@@ -134,6 +134,24 @@ describe('Avro record codec (Confluent framing, schema ids from the registry)', 
     assert.deepEqual(JSON.parse(record.value.toString()), bad.data);
   });
 
+  it('writes an event of a newer version than its own as JSON, with its new fields (a relay not upgraded yet)', async () => {
+    // A newer api wrote reminder.triggered v2 (a new optional field) to the outbox; this build's relay encoded it
+    // with its v1 Avro schema, which dropped the field from the event on the bus, for every consumer.
+    const writer = new EventCodec({ encoding: 'avro', registry: client, subjectPrefix: 'newer.' });
+    const reader = new EventCodec({ encoding: 'json', registry: client });
+    const event = fullEvent('reminder.triggered');
+    event.schemaversion = '2';
+    event.dataschema = 'urn:taskflow:schema:reminder.triggered:v2';
+    event.data = { ...(event.data as Json), snoozed_until: '2026-03-01T13:00:00.000Z' };
+    await writer.prepareEncode([event]);
+    const record = writer.encode(event);
+    assert.equal(record.headers.get('content-type'), 'application/json');
+    assert.deepEqual(await decoded(reader, record), event);
+    // Its own version still goes as Avro.
+    const own = fullEvent('reminder.triggered');
+    assert.equal(writer.encode(own).headers.get('content-type'), AVRO_CONTENT_TYPE);
+  });
+
   it('refuses an Avro record it cannot read, saying why: no registry, unknown id, not framed', async () => {
     const writer = new EventCodec({ encoding: 'avro', registry: client });
     const event = taskCreated('u', 'x');

@@ -18,7 +18,7 @@ import {
   withData,
   type CloudEvent,
 } from '../../contracts/cloudevent.ts';
-import { isEventType, type EventType } from '../../contracts/schemas.ts';
+import { isEventType, schemaVersionOf, type EventType } from '../../contracts/schemas.ts';
 import { errorMessage } from '../../error-text.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { retryWithBackoff } from '../../retry.ts';
@@ -146,8 +146,12 @@ export class EventCodec {
    */
   encode(event: CloudEvent, extra?: Record<string, string>): EncodedRecord {
     const headers = toBinaryHeaders(event, extra);
+    // An event of a newer version than this build's (a newer api wrote it to the outbox during a rolling
+    // upgrade, ADR 0012) goes as JSON: Avro of this build's schema dropped its new fields, for every consumer.
     const id =
-      this.opts.encoding === 'avro' && isEventType(event.type) ? this.resolvedIds.get(event.type) : undefined;
+      this.opts.encoding === 'avro' && isEventType(event.type) && !newerThanOurs(event)
+        ? this.resolvedIds.get(event.type)
+        : undefined;
     if (id !== undefined) {
       let avro: Buffer | undefined;
       try {
@@ -357,6 +361,10 @@ export function decodeRecord(
     ...(rawValue ? { rawValue } : {}),
   };
 }
+
+/** Whether `event` (of a known type) names a schema version above the one this build writes. */
+const newerThanOurs = (event: CloudEvent) =>
+  Number(event.schemaversion ?? 0) > schemaVersionOf(event.type as EventType);
 
 /**
  * A record's timestamp as an instant. Any int64 is a valid CreateTime to the broker (a foreign producer's clock
