@@ -137,37 +137,44 @@ const versionArg = z
   .optional()
   .describe('Optional optimistic concurrency: apply only if the task still has this version.');
 
+// Each field of a rule may be null, as REST takes it (null counts as left out: a rule sent back with `preset: null`
+// was refused). preset and mode are strings whose values are listed (`enum`) and checked by parseRecurrence,
+// which names the field (`recurrence.mode: must be one of ...`), where an enum here failed the whole union.
 const recurrenceObject = z
   .strictObject({
-    preset: z.enum(RECURRENCE_PRESETS as [string, ...string[]]).optional(),
+    preset: z
+      .string()
+      .meta({ enum: [...RECURRENCE_PRESETS] })
+      .nullish(),
     rrule: z
       .string()
-      .optional()
+      .nullish()
       .describe('An RFC 5545 RRULE such as FREQ=WEEKLY;BYDAY=MO,WE (no RRULE: prefix).'),
     interval: z
       .number()
       .int()
       .min(1)
       .max(RECURRENCE_NUMBER_MAX)
-      .optional()
+      .nullish()
       .describe('Repeat every n periods of the preset (default 1).'),
     mode: z
-      .enum(RECURRENCE_MODES as [string, ...string[]])
-      .optional()
+      .string()
+      .meta({ enum: [...RECURRENCE_MODES] })
+      .nullish()
       .describe(
         'schedule: next due follows the calendar; after_completion: counted from when it was completed.',
       ),
     timezone: z
       .string()
-      .optional()
+      .nullish()
       .describe('IANA time zone of the rule, e.g. Europe/Berlin (default: the user’s).'),
-    until: z.string().optional().describe('Last possible occurrence, ISO 8601 date-time.'),
+    until: z.string().nullish().describe('Last possible occurrence, ISO 8601 date-time.'),
     count: z
       .number()
       .int()
       .min(1)
       .max(RECURRENCE_NUMBER_MAX)
-      .optional()
+      .nullish()
       .describe('Number of occurrences in total.'),
   })
   .describe('A recurrence rule: a preset or an RRULE, with options.');
@@ -179,9 +186,10 @@ const recurrenceArg = z
   .describe(
     `Repeat the task: a preset (${RECURRENCE_PRESETS.join(', ')}), words ("every other Monday at 9", "every Tuesday and Thursday at 18:30", "every month on the 1st", "the last Friday of every month", "every 2 weeks on Monday and Wednesday", "every 3 weeks"; a time said is the time of every repeat; without a due_date the first occurrence becomes it), or an object with rrule/preset, mode, timezone, until, count; null stops repeating. Completing a repeating task creates the next occurrence.`,
   );
+// The limit is documented, not checked here: the field's validation says it ("must have at most 10 reminders").
 const remindersArg = z
   .array(z.string())
-  .max(LIMITS.remindersMax)
+  .meta({ maxItems: LIMITS.remindersMax })
   .nullable()
   .describe(
     'When to remind: offsets before the due date (PT15M, PT1H, P1D, or "30 minutes before"; need a due_date), or times (ISO 8601 date-times, or words: "in 30 minutes", "tomorrow 8am"); null = the user’s default reminders, [] = none. A task due sooner than every offset is reminded at its due time.',
@@ -199,13 +207,22 @@ function fieldArg<T extends z.ZodType>(arg: T, field: z.ZodType): T {
   return arg.meta(constraints);
 }
 
+/**
+ * The task fields, each taking at least what REST takes: the SDK refuses what the zod schema refuses before the
+ * tool runs, in words of its own (description: null, which clears it, and priority "High" were refused).
+ * priority and status are strings whose values the JSON Schema lists (`enum`, from the field), and the limits of
+ * tags and reminders are documented: the field's validation checks them, as REST's, naming the argument.
+ */
 const taskFields = {
   title: fieldArg(str(), TASK_FIELDS.title).describe(`Short title, 1-${LIMITS.titleMax} characters.`),
-  description: fieldArg(z.string(), TASK_FIELDS.description).describe(
-    `Details, up to ${LIMITS.descriptionMax} characters.`,
+  description: fieldArg(str().nullable(), TASK_FIELDS.description).describe(
+    `Details, up to ${LIMITS.descriptionMax} characters; null clears them.`,
   ),
-  priority: fieldArg(z.enum(PRIORITIES), TASK_FIELDS.priority).describe('Priority (default none).'),
-  tags: fieldArg(z.array(z.string()).max(LIMITS.tagsMax), TASK_FIELDS.tags).describe(
+  priority: fieldArg(str(), TASK_FIELDS.priority).describe('Priority (default none).'),
+  status: fieldArg(str(), TASK_FIELDS.status).describe(
+    'pending or completed (complete_task / reopen_task do the same).',
+  ),
+  tags: fieldArg(z.array(z.string()), TASK_FIELDS.tags).describe(
     `Labels such as work, home; up to ${LIMITS.tagsMax}, case-insensitive unique.`,
   ),
   due_date: z
@@ -223,7 +240,8 @@ const filterArgs = {
     .enum(['all', 'pending', 'completed'])
     .optional()
     .describe('Which tasks: all (default), pending or completed.'),
-  priority: z.array(z.enum(PRIORITIES)).optional().describe('Only these priorities.'),
+  // In any case, as the REST filter (?priority=High) and a task's priority take them.
+  priority: z.array(fieldArg(z.string(), TASK_FIELDS.priority)).optional().describe('Only these priorities.'),
   tags: z.array(z.string()).optional().describe('Only tasks with these tags (see tag_mode).'),
   tag_mode: z
     .enum(['any', 'all'])
@@ -682,10 +700,7 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
         task_id: taskIdArg,
         title: taskFields.title.optional(),
         description: taskFields.description.optional(),
-        status: z
-          .enum(STATUSES)
-          .optional()
-          .describe('pending or completed (complete_task / reopen_task do the same).'),
+        status: taskFields.status.optional(),
         priority: taskFields.priority.optional(),
         tags: taskFields.tags.optional(),
         due_date: taskFields.due_date.optional(),
