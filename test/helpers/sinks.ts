@@ -171,7 +171,8 @@ export async function startPushService(): Promise<PushServiceSink> {
   const server = createHttpsServer({ key, cert }, async (req, res) => {
     const raw = await readBody(req);
     const path = req.url ?? '/';
-    const status = statuses.get(path) ?? 201;
+    // As push services do (RFC 8030 section 7.2 sets 4096 bytes as the least they take; FCM and autopush no more).
+    const status = raw.length > 4096 ? 413 : (statuses.get(path) ?? 201);
     calls.push({ path, headers: req.headers, body: '', raw, status });
     res.writeHead(status).end();
   });

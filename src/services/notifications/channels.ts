@@ -11,6 +11,7 @@ import type { ReminderEventData } from '../../contracts/events.ts';
 import { retryAfterMs, webhookSignature } from '../../domain/notifications.ts';
 import { BlockedAddressError, post, type PostResult } from './outbound.ts';
 import { errorMessage } from '../../error-text.ts';
+import { firstCodePoints } from '../../domain/text.ts';
 
 export interface MessageContent {
   subject: string;
@@ -222,16 +223,16 @@ export class PushChannel {
     now = new Date(),
   ): Promise<'sent' | 'gone'> {
     const c = reminderContent(d, { timeZone });
-    const payload = JSON.stringify({
+    const payload = fittedPush(c.subject, c.text.trim(), d.title, (title, body) => ({
       type: 'reminder',
       delivery_id: deliveryId,
-      title: c.subject,
-      body: c.text.trim(),
+      title,
+      body,
       reminder_id: d.reminder_id,
       task_id: d.task_id,
       due_at: d.due_at,
       ...(this.link ? { url: this.link } : {}),
-    });
+    }));
     // web-push encrypts and signs; the request is ours: bounded in total time (web-push's own timeout is the
     // socket's idle time, which a push service answering a byte at a time renews for ever, holding the
     // delivery loop of every user) and in what it keeps of the answer. A private address is refused.
@@ -255,8 +256,39 @@ export class PushChannel {
     }
     if (answer.status >= 200 && answer.status < 300) return 'sent';
     if (answer.status === 404 || answer.status === 410) return 'gone';
+    // Too large for the push service: sent again it is refused again (retried, it went on for hours).
+    if (answer.status === 413) throw new RefusedError(`push service answered 413: ${answer.text}`);
     throw unanswered('push service', answer, now);
   }
+}
+
+/**
+ * The most plaintext a push carries: one aes128gcm record of 4096 bytes (RFC 8291 section 4; push services
+ * refuse more with 413), less its header (86 bytes), tag (16) and padding delimiter (1).
+ */
+export const PUSH_MAX_PLAINTEXT = 3993;
+
+/**
+ * The push's JSON within PUSH_MAX_PLAINTEXT bytes: a title the task API accepts (500 code points, up to 2,000
+ * bytes) is in both its title and its body, and went over. The body loses the title first (the due line stays),
+ * then the title is cut, at whole code points.
+ */
+function fittedPush(
+  title: string,
+  body: string,
+  taskTitle: string,
+  payloadOf: (title: string, body: string) => object,
+): string {
+  let payload = JSON.stringify(payloadOf(title, body));
+  if (Buffer.byteLength(payload) <= PUSH_MAX_PLAINTEXT) return payload;
+  const shortBody = body.startsWith(`${taskTitle}\n`) ? body.slice(taskTitle.length + 1) : body;
+  for (let keep = [...title].length; keep >= 0; keep = keep > 0 ? Math.floor(keep * 0.9) : -1) {
+    payload = JSON.stringify(
+      payloadOf(keep < [...title].length ? `${firstCodePoints(title, keep)}…` : title, shortBody),
+    );
+    if (Buffer.byteLength(payload) <= PUSH_MAX_PLAINTEXT) return payload;
+  }
+  return payload;
 }
 
 export class WebhookChannel {
