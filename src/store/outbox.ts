@@ -374,7 +374,8 @@ export async function outboxStats(db: Queryable): Promise<OutboxStats> {
 
 /**
  * Deletes rows marked published more than `olderThanMs` ago: versions before 2026-12-05 set `published_at` and
- * kept the row a day; a relay now deletes what it publishes.
+ * kept the row a day; a relay now deletes what it publishes. Found by their own index (migration 022), not by
+ * reading the pending rows, which are millions after a broker outage.
  */
 export async function pruneOutbox(db: Queryable, olderThanMs: number): Promise<number> {
   const r = await db.query(

@@ -132,6 +132,8 @@ export class Relay {
   private statsReading: Promise<void> | undefined;
   private statsTimer: NodeJS.Timeout | undefined;
   private lastHousekeeping = 0;
+  /** The housekeeping pass under way (startHousekeeping), which stop() waits for. */
+  private housekeeping: Promise<void> | undefined;
   /**
    * The last batch of the last round: sent, and marked published by the statement that begins the next round
    * (a round is poked by the next commit, or runs after RELAY_POLL_MS), or on stop. At most this batch and the
@@ -176,8 +178,8 @@ export class Relay {
     if (performance.now() < this.standAsideUntil || !(await this.holdLease())) return standby;
     let published: number;
     let drained: boolean;
+    this.startHousekeeping();
     try {
-      await this.housekeeping();
       ({ published, drained } = await this.publishPending(this.options.batchSize));
     } catch (err) {
       await this.standAside();
@@ -461,16 +463,36 @@ export class Relay {
     if (!marked) this.steppedDown();
   }
 
-  /** Once a minute, by the active relay, yielding to other work (Db.background): old rows go. */
-  private async housekeeping() {
+  /**
+   * Once a minute, by the active relay (and at its first round), a housekeeping pass, beside its rounds: a
+   * round starts it and does not wait for it. A round that awaited it published nothing meanwhile, and renewed
+   * no lease: with a million ledger rows past retention an event committed then went out 11 s later, and a
+   * standby took the lease after 1.5 s (and pruned in its first round too). One pass at a time.
+   */
+  private startHousekeeping(): void {
     const now = Date.now();
-    if (now - this.lastHousekeeping < HOUSEKEEPING_MS) return;
+    if (this.housekeeping || now - this.lastHousekeeping < HOUSEKEEPING_MS) return;
     this.lastHousekeeping = now;
+    this.housekeeping = this.housekeep()
+      .catch((err: unknown) =>
+        this.rt.log.warn({ err }, 'relay housekeeping failed; it runs again in a minute'),
+      )
+      .finally(() => (this.housekeeping = undefined));
+  }
+
+  /**
+   * Old rows go, yielding to other work (Db.background). The prunes delete in batches and end between two once
+   * the relay stops or has found the lease held by another relay, which prunes in its own passes.
+   */
+  private async housekeep(): Promise<void> {
+    const handovers = this.handovers;
+    const goOn = () => !this.loop.signal.aborted && this.handovers === handovers;
     const db = this.rt.db.background();
     await pruneOutbox(db, OUTBOX_KEEP_MS);
-    await this.rt.bus.admin.applyRetention?.();
-    await pruneIdempotencyKeys(db);
-    const pruned = await pruneProcessed(db, this.rt.config.ledgerRetentionMs);
+    if (goOn()) await this.rt.bus.admin.applyRetention?.();
+    if (goOn()) await pruneIdempotencyKeys(db, undefined, goOn);
+    if (!goOn()) return;
+    const pruned = await pruneProcessed(db, this.rt.config.ledgerRetentionMs, undefined, goOn);
     if (pruned > 0) {
       this.metrics.ledgerPruned.inc(pruned);
       this.rt.log.info({ rows: pruned }, 'dedupe ledger pruned');
@@ -482,6 +504,7 @@ export class Relay {
     this.rt.db.signals.off(OUTBOX_NOTIFY_EVENT, this.onSignal);
     clearInterval(this.statsTimer);
     await this.loop.stop();
+    await this.housekeeping; // ends after its current statement (the loop's signal is aborted)
     await this.statsReading;
     if (!this.leader) return;
     if (this.sentUnmarked.length > 0)
