@@ -302,10 +302,53 @@ function jwksUrlOf(raw: string): string {
   return raw;
 }
 
+/**
+ * SCHEMA_REGISTRY_URL, and the registry's Basic auth: SCHEMA_REGISTRY_USERNAME/PASSWORD, or the user and
+ * password of the URL (`https://user:secret@registry`, as hosted registries hand it out), moved out of it. fetch
+ * refuses a URL with credentials, and the start failed with the URL, password and all, in its message; the
+ * URL is also logged once the schemas are registered.
+ */
 function schemaRegistryOf(env: Env): NonNullable<Config['schemaRegistry']> {
-  const url = env.SCHEMA_REGISTRY_URL!;
-  if (!/^https?:\/\//.test(url))
-    throw new ConfigError(`SCHEMA_REGISTRY_URL must be an http(s) URL, got ${quotedSecretly(url)}`);
+  const raw = env.SCHEMA_REGISTRY_URL!;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    // named below
+  }
+  // A # or / in the password, not encoded, ends the host early; what follows, the password's end, is no path.
+  const misread = !!parsed && (parsed.hash !== '' || /@/.test(parsed.pathname + parsed.search));
+  if (!parsed || !/^https?:$/.test(parsed.protocol) || !/^https?:\/\//i.test(raw) || misread)
+    throw new ConfigError(
+      `SCHEMA_REGISTRY_URL must be an http(s) URL (characters such as @ : / # in its user or password percent-encoded, @ as %40), got ${quotedSecretly(raw)}`,
+    );
+  let username = env.SCHEMA_REGISTRY_USERNAME || undefined;
+  let password = env.SCHEMA_REGISTRY_PASSWORD || undefined;
+  let url = raw;
+  if (parsed.username || parsed.password) {
+    let inUrl: { username: string; password: string };
+    try {
+      inUrl = {
+        username: decodeURIComponent(parsed.username),
+        password: decodeURIComponent(parsed.password),
+      };
+    } catch {
+      throw new ConfigError(
+        `SCHEMA_REGISTRY_URL has a user or password that is not percent-encoded (a % must be written %25), got ${quotedSecretly(raw)}`,
+      );
+    }
+    const differs = (fromUrl: string, fromVariable: string | undefined) =>
+      !!fromUrl && fromVariable !== undefined && fromVariable !== fromUrl;
+    if (differs(inUrl.username, username) || differs(inUrl.password, password))
+      throw new ConfigError(
+        'SCHEMA_REGISTRY_URL holds a user and password, and SCHEMA_REGISTRY_USERNAME/SCHEMA_REGISTRY_PASSWORD other ones: give the credentials once',
+      );
+    username = inUrl.username || username;
+    password = inUrl.password || password;
+    parsed.username = '';
+    parsed.password = '';
+    url = parsed.href;
+  }
   const compatibility = (env.SCHEMA_REGISTRY_COMPATIBILITY ?? 'FULL').toUpperCase();
   if (!(COMPATIBILITY_LEVELS as readonly string[]).includes(compatibility))
     throw new ConfigError(
@@ -313,8 +356,8 @@ function schemaRegistryOf(env: Env): NonNullable<Config['schemaRegistry']> {
     );
   return {
     url,
-    ...(env.SCHEMA_REGISTRY_USERNAME ? { username: env.SCHEMA_REGISTRY_USERNAME } : {}),
-    ...(env.SCHEMA_REGISTRY_PASSWORD ? { password: env.SCHEMA_REGISTRY_PASSWORD } : {}),
+    ...(username !== undefined ? { username } : {}),
+    ...(password !== undefined ? { password } : {}),
     compatibility: compatibility as CompatibilityLevel,
   };
 }
@@ -420,6 +463,11 @@ export function loadConfig(
     throw new ConfigError(
       `KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got "${mech}"`,
     );
+  // Each of them signs in a user with a password: without them the client signed in as '' with '', the broker
+  // refused every connection, and the start had said nothing.
+  const saslMissing = mech ? ['KAFKA_SASL_USERNAME', 'KAFKA_SASL_PASSWORD'].filter((key) => !env[key]) : [];
+  if (saslMissing.length > 0)
+    throw new ConfigError(`KAFKA_SASL_MECHANISM=${mech} needs ${saslMissing.join(' and ')} (unset or empty)`);
   // Unset: on when a CA file or SASL asks for it; `false` turns it off even then.
   const sslOn = bool(env, 'KAFKA_SSL', !!env.KAFKA_SSL_CA_FILE || !!mech);
   const topicRetentionMs = retentionOverrides(env.KAFKA_TOPIC_RETENTION_MS);
@@ -468,8 +516,8 @@ export function loadConfig(
         ? {
             sasl: {
               mechanism: mech as 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512',
-              username: env.KAFKA_SASL_USERNAME ?? '',
-              password: env.KAFKA_SASL_PASSWORD ?? '',
+              username: env.KAFKA_SASL_USERNAME!,
+              password: env.KAFKA_SASL_PASSWORD!,
             },
           }
         : {}),

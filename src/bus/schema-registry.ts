@@ -43,19 +43,56 @@ const CONTENT_TYPE = 'application/vnd.schemaregistry.v1+json';
 /** The schema languages Taskflow registers: JSON Schema (the contract) and Avro (EVENT_ENCODING=avro). */
 export type SchemaType = 'JSON' | 'AVRO';
 
+/**
+ * The registry's base URL without a user and password, and its credentials: the settings', else the URL's
+ * (percent-decoded). fetch refuses a URL with credentials, and the errors below quote the URL: its password was
+ * printed at start, twice (loadConfig moves them out of SCHEMA_REGISTRY_URL; this holds for any caller).
+ */
+function endpointOf(s: RegistrySettings): { base: string; username?: string; password?: string } {
+  const base = s.url.replace(/\/+$/, '');
+  const given = {
+    ...(s.username !== undefined ? { username: s.username } : {}),
+    ...(s.password !== undefined ? { password: s.password } : {}),
+  };
+  let url: URL;
+  try {
+    url = new URL(base);
+  } catch {
+    return { base, ...given };
+  }
+  if (!url.username && !url.password) return { base, ...given };
+  const decoded = (part: string) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part;
+    }
+  };
+  const inUrl = { username: decoded(url.username), password: decoded(url.password) };
+  url.username = '';
+  url.password = '';
+  return {
+    base: url.href.replace(/\/+$/, ''),
+    ...(given.username !== undefined ? given : inUrl),
+  };
+}
+
 export class SchemaRegistryClient {
   private readonly byId = new Map<number, Promise<{ schema: string; schemaType: string }>>();
+  private readonly base: string;
   private readonly auth: string | undefined;
 
   constructor(private readonly s: RegistrySettings) {
+    const { base, username, password } = endpointOf(s);
+    this.base = base;
     this.auth =
-      s.username !== undefined
-        ? `Basic ${Buffer.from(`${s.username}:${s.password ?? ''}`).toString('base64')}`
+      username !== undefined
+        ? `Basic ${Buffer.from(`${username}:${password ?? ''}`).toString('base64')}`
         : undefined;
   }
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const url = `${this.s.url.replace(/\/+$/, '')}${path}`;
+    const url = `${this.base}${path}`;
     let res: Response;
     try {
       res = await fetch(url, {

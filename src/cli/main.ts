@@ -385,12 +385,20 @@ async function withBus<T>(
   }
 }
 
-/** A database URL as it may be shown: its password (PostgreSQL) replaced. */
+/**
+ * Query parameters of a PostgreSQL URL that hold a secret: node-postgres takes `?password=` (and the key's
+ * passphrase, `?sslpassword=`) as well as the URL's user-info, and the banner printed them as they were.
+ */
+const SECRET_PARAMETER = /pass(word|phrase)|secret|token/i;
+
+/** A database URL as it may be shown: its password (PostgreSQL), in the user-info or a parameter, replaced. */
 const withoutPassword = (url: string): string => {
   if (!isPostgresUrl(url)) return url;
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
+    for (const name of new Set(parsed.searchParams.keys()))
+      if (SECRET_PARAMETER.test(name)) parsed.searchParams.set(name, '***');
     return parsed.toString();
   } catch {
     return 'PostgreSQL';

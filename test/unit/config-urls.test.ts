@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.ts';
 import { gatewayManifest } from '../../src/services/gateway/manifest.ts';
+import { notificationsManifest } from '../../src/services/notifications/manifest.ts';
 
 const base = { DATABASE_URL: 'memory://', JWT_SECRET: 'x'.repeat(32) };
 
@@ -145,5 +146,67 @@ describe('DATABASE_URL', () => {
       gatewayManifest.config({ GATEWAY_TICKET_SECRET: 't'.repeat(32) }).ticketSecret,
       't'.repeat(32),
     );
+  });
+});
+
+describe('SMTP_URL', () => {
+  it('refuses what nodemailer misreads (another host, localhost, a password cut at its #) at start, naming it without the password', () => {
+    for (const value of [
+      'mail.example.com:587', // nodemailer: the host 0.0.2.75
+      'smtp//mail.example.com:587', // localhost:587
+      'http://mail.example.com',
+      'smtp://mailer:Smtp#S3cret@127.0.0.1:2525', // "Invalid URL" after migrating
+      'smtp://mailer:25#S3cret@mail.example.com', // the host "mailer", port 25
+      'smtp://mailer:25/S3cret@mail.example.com',
+    ])
+      assert.throws(
+        () => notificationsManifest.config({ SMTP_URL: value }),
+        (e: Error) =>
+          e.name === 'ConfigError' &&
+          /^SMTP_URL must be smtp:\/\/user:password@host:port or smtps:\/\/.*percent-encoded.*# as %23/.test(
+            e.message,
+          ) &&
+          !e.message.includes('S3cret'),
+        value,
+      );
+  });
+
+  it('takes smtp:// and smtps:// URLs, a password percent-encoded, nodemailer options after ?', () => {
+    for (const value of [
+      'smtp://mailer:Smtp%23S3cret@mail.example.com:587',
+      'smtps://mail.example.com',
+      'smtp://[::1]:2525/?pool=true',
+    ])
+      assert.equal(notificationsManifest.config({ SMTP_URL: value }).smtpUrl, value);
+    assert.equal(notificationsManifest.config({}).smtpUrl, null);
+  });
+});
+
+describe('SCHEMA_REGISTRY_URL', () => {
+  it('moves a user and password out of the URL into the Basic auth (fetch refuses them in the URL)', () => {
+    const registry = loadConfig({
+      ...base,
+      SCHEMA_REGISTRY_URL: 'https://svc-account:Registry%40S3cret@registry.example.test/ccompat/',
+    }).schemaRegistry!;
+    assert.equal(registry.url, 'https://registry.example.test/ccompat/');
+    assert.equal(registry.username, 'svc-account');
+    assert.equal(registry.password, 'Registry@S3cret');
+  });
+
+  it('refuses other credentials in SCHEMA_REGISTRY_USERNAME/PASSWORD, or a password cut at its #, without printing it', () => {
+    for (const env of [
+      { SCHEMA_REGISTRY_URL: 'https://svc:S3cret@registry.example.test', SCHEMA_REGISTRY_PASSWORD: 'other' },
+      { SCHEMA_REGISTRY_URL: 'https://svc:S3cret#x@registry.example.test' },
+      { SCHEMA_REGISTRY_URL: 'https://svc:8081#S3cret@registry.example.test' },
+      { SCHEMA_REGISTRY_URL: 'registry.example.test:8081' },
+    ])
+      assert.throws(
+        () => loadConfig({ ...base, ...env }),
+        (e: Error) =>
+          e.name === 'ConfigError' &&
+          /^SCHEMA_REGISTRY_URL /.test(e.message) &&
+          !e.message.includes('S3cret'),
+        env.SCHEMA_REGISTRY_URL,
+      );
   });
 });

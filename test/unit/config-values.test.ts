@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.ts';
 
 const base = { DATABASE_URL: 'memory://', JWT_SECRET: 'x'.repeat(32) };
+const sasl = { KAFKA_SASL_MECHANISM: 'PLAIN', KAFKA_SASL_USERNAME: 'app', KAFKA_SASL_PASSWORD: 'pw' };
 
 describe('settings refused at start', () => {
   it('KAFKA_BROKERS: host:port pairs joined by commas', () => {
@@ -72,6 +73,37 @@ describe('settings refused at start', () => {
     assert.equal(loadConfig({ ...base, LOG_LEVEL: 'debug' }).logLevel, 'debug');
   });
 
+  it('KAFKA_SASL_MECHANISM: with its KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (it signed in as "")', () => {
+    for (const mechanism of ['PLAIN', 'scram-sha-256', 'SCRAM-SHA-512']) {
+      assert.throws(
+        () => loadConfig({ ...base, KAFKA_SASL_MECHANISM: mechanism }),
+        /KAFKA_SASL_MECHANISM=[A-Z0-9-]+ needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD/,
+        mechanism,
+      );
+      assert.throws(
+        () => loadConfig({ ...base, KAFKA_SASL_MECHANISM: mechanism, KAFKA_SASL_PASSWORD: 'pw' }),
+        (e: Error) => e.name === 'ConfigError' && /needs KAFKA_SASL_USERNAME \(/.test(e.message),
+        mechanism,
+      );
+      assert.throws(
+        () =>
+          loadConfig({
+            ...base,
+            KAFKA_SASL_MECHANISM: mechanism,
+            KAFKA_SASL_USERNAME: 'app',
+            KAFKA_SASL_PASSWORD: '',
+          }),
+        /needs KAFKA_SASL_PASSWORD \(unset or empty\)/,
+        mechanism,
+      );
+    }
+    assert.deepEqual(loadConfig({ ...base, ...sasl }).kafka.sasl, {
+      mechanism: 'PLAIN',
+      username: 'app',
+      password: 'pw',
+    });
+  });
+
   it('true/false switches: anything else is refused, not read as false', () => {
     for (const key of ['KAFKA_SSL', 'KAFKA_ENSURE_TOPICS', 'KAFKA_SSL_REJECT_UNAUTHORIZED'])
       assert.throws(
@@ -79,14 +111,8 @@ describe('settings refused at start', () => {
         new RegExp(`${key} must be true or false`),
       );
     assert.ok(loadConfig({ ...base, KAFKA_SSL: 'true' }).kafka.ssl);
-    assert.equal(
-      loadConfig({ ...base, KAFKA_SASL_MECHANISM: 'PLAIN', KAFKA_SSL: 'false' }).kafka.ssl,
-      undefined,
-    );
-    assert.ok(
-      loadConfig({ ...base, KAFKA_SASL_MECHANISM: 'PLAIN' }).kafka.ssl,
-      'SASL turns TLS on by default',
-    );
+    assert.equal(loadConfig({ ...base, ...sasl, KAFKA_SSL: 'false' }).kafka.ssl, undefined);
+    assert.ok(loadConfig({ ...base, ...sasl }).kafka.ssl, 'SASL turns TLS on by default');
     assert.equal(loadConfig({ ...base, KAFKA_ENSURE_TOPICS: 'false' }).kafka.ensureTopics, false);
   });
 });

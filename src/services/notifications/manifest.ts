@@ -1,6 +1,6 @@
 /** The `notifications` target: what it is, its SMTP_*, VAPID_* and NOTIFY_* settings and its metrics. */
 import { Counter, type Registry } from 'prom-client';
-import { bool, ConfigError, int, type Env, TIMER_MAX_MS } from '../../config.ts';
+import { bool, ConfigError, int, quotedSecretly, type Env, TIMER_MAX_MS } from '../../config.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -18,6 +18,28 @@ function claimOf(env: Env, timeoutMs: number): number {
   return claimMs;
 }
 
+/**
+ * SMTP_URL, checked at start as the other addresses are: nodemailer took anything, `mail.example.com:587` as
+ * the host 0.0.2.75 and `smtp//mail` as localhost (every mail failed, retried, then dead, while the start said
+ * nothing), and a password with a `#` failed the start after migrating with `Invalid URL`, naming nothing (with
+ * a warning that printed the URL, password and all). Errors mask the password.
+ */
+function smtpUrlOf(raw: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    // named below
+  }
+  // An unencoded # / or ? in the password ends the host early: the rest is read as a fragment, path or query.
+  const misread = !!url && (url.hash !== '' || !['', '/'].includes(url.pathname) || url.search.includes('@'));
+  if (!url || !/^smtps?:\/\//i.test(raw) || !url.hostname || misread)
+    throw new ConfigError(
+      `SMTP_URL must be smtp://user:password@host:port or smtps://… (nodemailer's options may follow as ?name=value), the characters @ : / ? # % in the user or password percent-encoded (as encodeURIComponent does: # as %23, @ as %40, / as %2F), got ${quotedSecretly(raw)}`,
+    );
+  return raw;
+}
+
 export const notificationsManifest = {
   name: 'notifications',
   routes: ['/api/notifications'],
@@ -32,7 +54,7 @@ export const notificationsManifest = {
   config: (env: Env) => {
     const timeoutMs = int(env, 'NOTIFY_TIMEOUT_MS', 10_000, 1, TIMER_MAX_MS);
     return {
-      smtpUrl: env.SMTP_URL || null,
+      smtpUrl: env.SMTP_URL ? smtpUrlOf(env.SMTP_URL) : null,
       smtpFrom: env.SMTP_FROM || 'Taskflow <no-reply@taskflow.invalid>',
       vapid:
         env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY
