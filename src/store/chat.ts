@@ -2,6 +2,7 @@
  * Conversations of the chat endpoint (services/api/chat.ts): per user, messages in the chat-completions
  * shape. A conversation is only ever read or changed through its owner's id, so another user's is "not found".
  */
+import { storableText } from '../domain/text.ts';
 import { uuidv7 } from '../ids.ts';
 import type { Db, Queryable } from './db.ts';
 
@@ -41,6 +42,19 @@ export type KeyClaim = 'claimed' | 'running' | 'mismatch' | KeptAnswer;
  * while the message is answered.
  */
 const chatKey = (key: string) => `chat ${key}`;
+
+/**
+ * A JSON value with every string in it, keys too, as the database stores text (`storableText`): jsonb refuses a
+ * NUL and a lone surrogate (SQLSTATE 22P05, 22P02), and a model's tool arguments may hold either. A message
+ * whose answer could not be kept for its Idempotency-Key was answered 400 after its tools wrote, the key was let
+ * go, and its retry ran them again (a task added twice).
+ */
+export function storableJson(value: unknown): unknown {
+  if (typeof value === 'string') return storableText(value);
+  if (Array.isArray(value)) return value.map(storableJson);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [storableText(k), storableJson(v)]));
+}
 
 const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
 const conversation = (r: Record<string, unknown>): Conversation => ({
@@ -137,12 +151,12 @@ export class ChatStore {
     return row.response ? (row.response as KeptAnswer) : 'running';
   }
 
-  /** Keeps the answer of the message `key` was taken for. */
+  /** Keeps the answer of the message `key` was taken for (its text as the database stores it: storableJson). */
   async keepAnswer(userId: string, key: string, answer: KeptAnswer): Promise<void> {
     await this.db.query('UPDATE idempotency_keys SET response = $3 WHERE user_id = $1 AND key = $2', [
       userId,
       chatKey(key),
-      JSON.stringify(answer),
+      JSON.stringify(storableJson(answer)),
     ]);
   }
 
@@ -194,9 +208,13 @@ export class ChatStore {
     );
   }
 
-  /** Appends a turn's messages and marks the conversation continued, in one transaction. */
-  async append(conversationId: string, messages: readonly ChatMessage[]): Promise<void> {
-    if (messages.length === 0) return;
+  /**
+   * Appends a turn's messages and marks the conversation continued, in one transaction; their text as the
+   * database stores it (storableJson).
+   */
+  async append(conversationId: string, turn: readonly ChatMessage[]): Promise<void> {
+    if (turn.length === 0) return;
+    const messages = storableJson(turn) as ChatMessage[];
     await this.db.transaction(async (tx: Queryable) => {
       // Arrays, not a VALUES row per message: a turn's messages are bounded by the model's tool calls, and 16,400
       // of them (4 parameters each) passed PostgreSQL's 65,535 parameters.

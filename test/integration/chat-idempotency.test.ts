@@ -4,7 +4,7 @@
  * the model again or running its tools again; another body with the key is 422; a retry while the first is
  * answered is 409 with Retry-After; keys are per user; a turn that failed before any write is run again on a
  * retry, one that failed after a write answers the same failure; a client that goes away leaves a keyed turn
- * running, for its retry.
+ * running, for its retry; a turn whose tool arguments hold what jsonb refuses (NUL) is kept all the same.
  */
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
@@ -156,6 +156,38 @@ for (const backend of backends)
       } finally {
         await t.db.query('DROP TRIGGER refuse_soap ON chat_messages');
         await t.db.query('DROP FUNCTION refuse_soap()');
+      }
+    });
+
+    it('keeps the answer of a turn whose refused tool arguments hold a NUL or a lone surrogate: a retry adds nothing', async () => {
+      // The second call is refused by the tool, but its arguments are the model's, in the answer kept for the
+      // key (jsonb refuses both): the message was answered 400 after the first call wrote, and a retry wrote again.
+      for (const [user, title, kept] of [
+        ['nul', 'Pay rent\u0000', 'Pay rent\ufffd'],
+        ['surrogate', 'Pay rent \ud83d', 'Pay rent \ufffd'],
+      ] as const) {
+        const step = { toolCalls: [...add('Pay rent').toolCalls, ...add(title).toolCalls] };
+        const body = { message: 'add pay rent' };
+        t.model.script(step, { text: 'Added "Pay rent".' });
+        const first = await chat(user, body, 'rent');
+        assert.equal(first.status, 200, JSON.stringify(first.body));
+        assert.deepEqual(
+          first.body.tool_calls.map((c: { arguments: { title: string }; is_error: boolean }) => [
+            c.arguments.title,
+            c.is_error,
+          ]),
+          [
+            ['Pay rent', false],
+            [kept, true],
+          ],
+        );
+        const again = await chat(user, body, 'rent');
+        assert.equal(again.status, 200, JSON.stringify(again.body));
+        assert.equal(again.headers.get('idempotent-replayed'), 'true');
+        assert.deepEqual(again.body, first.body);
+        assert.deepEqual(await titles(user), ['Pay rent'], user);
+        const stored = await t.app.call(user, 'GET', `/api/chat/conversations/${first.body.conversation_id}`);
+        assert.equal(stored.body.messages.at(-1).content, 'Added "Pay rent".');
       }
     });
 

@@ -1,8 +1,9 @@
 /**
  * The chat endpoint against a language model that misbehaves in ways a real provider or proxy does: a reply
  * whose content is text parts or not text at all, an error that quotes the API key, a reply that never ends, an
- * answer that stalls after its headers, 16,400 tool calls at once. Each gets a bounded, clear answer with the tool
- * calls that ran, never a 500; and a streamed answer carries the CORS headers a browser front end needs.
+ * answer that stalls after its headers, 16,400 tool calls at once, thousands in each of its answers. Each gets a
+ * bounded, clear answer with the tool calls that ran, never a 500, at a bounded cost; and a streamed answer carries
+ * the CORS headers a browser front end needs.
  */
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
@@ -272,8 +273,12 @@ describe('chat: a model that misbehaves', () => {
 });
 
 for (const backend of backends)
-  describe(`chat: a model asking for 16,400 tool calls at once (${backend.name})`, () => {
-    it('answers the turn (the calls past the bound not run) and stores it, not 500', async () => {
+  describe(`chat: a model asking for thousands of tool calls (${backend.name})`, () => {
+    /** The api target against a fresh model and database, for `test`. */
+    async function withChat(
+      maxToolCalls: number,
+      test: (app: TestApp, model: FakeModel, db: Db) => Promise<void>,
+    ) {
       const model = await startFakeModel();
       const { db, drop } = await backend.fresh();
       const app = await startApp(db, {
@@ -282,29 +287,67 @@ for (const backend of backends)
           CHAT_BASE_URL: model.url,
           CHAT_MODEL: 'm',
           CHAT_TIMEOUT_MS: '20000',
-          CHAT_MAX_TOOL_CALLS: '3',
+          CHAT_MAX_TOOL_CALLS: String(maxToolCalls),
         },
       });
       try {
-        model.script(
-          {
-            toolCalls: Array.from({ length: 16_400 }, (_, i) => ({
-              id: `c${i}`,
-              name: 'get_context',
-              arguments: {},
-            })),
-          },
-          { text: 'Done.' },
-        );
-        const r = await app.call('loop', 'POST', '/api/chat', { message: 'go' });
-        assert.equal(r.status, 200, `answered ${r.status}: ${JSON.stringify(r.body)}`);
-        assert.equal(r.body.tool_calls.length, 3);
-        const stored = await app.call('loop', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
-        assert.equal(stored.body.messages.at(-1).content, 'Done.');
+        await test(app, model, db);
       } finally {
         await app.stop();
         await model.close();
         await drop();
       }
+    }
+    const manyCalls = (n: number, name: string) => ({
+      toolCalls: Array.from({ length: n }, (_, i) => ({ id: `c${i}`, name, arguments: {} })),
     });
+
+    it('answers 16,400 at once with the calls within the bound run, stops there and stores it, not 500', () =>
+      withChat(3, async (app, model) => {
+        model.script(manyCalls(16_400, 'get_context'), { text: 'never asked for' });
+        const r = await app.call('loop', 'POST', '/api/chat', { message: 'go' });
+        assert.equal(r.status, 200, `answered ${r.status}: ${JSON.stringify(r.body)}`);
+        assert.equal(r.body.tool_calls.length, 3);
+        assert.match(
+          r.body.reply,
+          /I stopped before finishing: this message reached its limit of 3 tool calls/,
+        );
+        assert.equal(model.requests.length, 1, 'the model is not asked again');
+        // The calls a message may ask for (twice CHAT_MAX_TOOL_CALLS): three ran, three answered "Not run".
+        const stored = await app.call('loop', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
+        const messages = stored.body.messages;
+        assert.deepEqual(
+          messages.map((m: any) => m.role),
+          ['user', 'assistant', ...Array(6).fill('tool'), 'assistant'],
+        );
+        assert.equal(messages[1].tool_calls.length, 6);
+        assert.match(messages[7].content, /Not run: this message already used its 3 tool calls/);
+        assert.equal(messages.at(-1).content, r.body.reply);
+      }));
+
+    it('costs a message a bounded multiple of what the model sent, however many calls each answer asks for', () =>
+      withChat(8, async (app, model, db) => {
+        // Each unknown tool's call is answered with the list of all tools (420 characters for a 40-byte call),
+        // which went back with every later request of the turn: 226 MB sent to the model, 80,012 messages stored.
+        const step = manyCalls(8_000, 'x');
+        for (let i = 0; i < 10; i++) model.script(step);
+        model.script({ text: 'Done.' });
+        const r = await app.call('flood', 'POST', '/api/chat', { message: 'go' });
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        assert.match(r.body.reply, /I stopped before finishing/);
+        const received = JSON.stringify(step).length; // about what the model's one answer was
+        const sent = model.requests.reduce((n, b) => n + JSON.stringify(b).length, 0);
+        const stored = (
+          await db.query<{ bytes: number; n: number }>(
+            `SELECT coalesce(sum(length(content) + coalesce(length(tool_calls::text), 0)), 0)::int AS bytes,
+                    count(*)::int AS n FROM chat_messages`,
+          )
+        ).rows[0]!;
+        assert.ok(sent < received, `sent ${sent} characters to the model for ${received} it answered`);
+        assert.ok(stored.bytes < 20_000, `stored ${stored.bytes} characters`);
+        assert.equal(model.requests.length, 1, 'the model is not asked again');
+        // The user's message, the answer with the 16 calls a message may ask for, their answers, the reply.
+        assert.equal(stored.n, 19);
+        model.unscript();
+      }));
   });

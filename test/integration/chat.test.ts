@@ -4,7 +4,8 @@
  * recurring task with a reminder, lists what is due, completes one task and deletes another, checked in the
  * database, on the bus (the events' source) and in the audit trail; the same over server-sent events; a
  * provider timeout, a 429, a 5xx, arguments that are not JSON, an unknown tool and the tool-call bound each
- * give their documented answer; another user's conversation is not found; without a model, 503.
+ * give their documented answer; a tool answer over the model's bound is still JSON (a list a shorter page with
+ * its next_cursor); another user's conversation is not found; without a model, 503.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -12,7 +13,7 @@ import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, waitFor, writtenEvents, type TestApp } from '../helpers/app.ts';
 import { chatStream } from '../helpers/chat.ts';
-import { startFakeModel, type FakeModel } from '../helpers/openai-server.ts';
+import { completion, startFakeModel, type FakeModel, type Step } from '../helpers/openai-server.ts';
 
 /** The server-sent events of a streamed answer, in order. */
 async function sse(app: TestApp, user: string, body: unknown) {
@@ -305,6 +306,84 @@ describe('the chat endpoint (POST /api/chat)', () => {
     assert.equal(r.body.reply, `${'y'.repeat(20_000)} [cut]`);
     const stored = await app.call('gina', 'GET', `/api/chat/conversations/${r.body.conversation_id}`);
     assert.equal(stored.body.messages.at(-1).content, r.body.reply);
+  });
+
+  it('gives the model a tool answer over 20,000 characters as JSON: a shorter page it pages on from, texts cut', async () => {
+    for (let i = 0; i < 60; i++)
+      await app.call('lena', 'POST', '/api/tasks', {
+        title: `Task number ${i}`,
+        description: 'Call the landlord about the heating, bring the papers',
+        due_date: '2026-03-10T09:00:00Z',
+      });
+    /** The tool answers in the model's latest request: what it read. */
+    const reads = (): string[] =>
+      model.requests
+        .at(-1)
+        .messages.filter((m: any) => m.role === 'tool')
+        .map((m: any) => m.content);
+    const json = (read: string) => {
+      try {
+        return JSON.parse(read);
+      } catch {
+        assert.fail(
+          `the model read no JSON: ${read.length} characters, ending ${JSON.stringify(read.slice(-40))}`,
+        );
+      }
+    };
+    // The model pages on with the next_cursor it read, if it read one (the step is written when it is asked).
+    const nextPage: Step = {
+      raw: (res) => {
+        let cursor: unknown;
+        try {
+          cursor = JSON.parse(reads().at(-1)!).next_cursor;
+        } catch {
+          // cut in the middle of its JSON: no cursor to page with
+        }
+        const call = {
+          id: 'page-2',
+          type: 'function',
+          function: { name: 'list_tasks', arguments: JSON.stringify({ cursor }) },
+        };
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify(
+            typeof cursor === 'string'
+              ? completion({ role: 'assistant', content: null, tool_calls: [call] }, 'tool_calls')
+              : completion({ role: 'assistant', content: 'I cannot see the rest.' }, 'stop'),
+          ),
+        );
+      },
+    };
+    model.script({ toolCalls: [{ name: 'list_tasks', arguments: {} }] }, nextPage, { text: 'You have 60.' });
+    const r = await app.call('lena', 'POST', '/api/chat', { message: 'what are my tasks?' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    // Cut in the middle of its JSON, the first page lost its count and next_cursor: the rest was out of reach.
+    const [first, second] = reads();
+    const page1 = json(first!);
+    assert.ok(first!.length <= 20_000, `the model read ${first!.length} characters`);
+    assert.ok(page1.tasks.length < 50 && page1.count === page1.tasks.length, `${page1.tasks.length} tasks`);
+    assert.match(page1.note, /shorter page .* next_cursor/);
+    assert.equal(typeof second, 'string', 'the model paged on');
+    const page2 = json(second!);
+    assert.equal(page2.next_cursor, null);
+    const titles = [...page1.tasks, ...page2.tasks].map((t: any) => t.title);
+    assert.equal(new Set(titles).size, 60, 'every task, once');
+    // The answer's tool call has the tool's page as it answered it.
+    assert.equal(r.body.tool_calls[0].result.tasks.length, 50);
+
+    // One task over the bound alone (10,000 quotes, escaped): its long texts are cut, its id is whole.
+    const big = await app.call('lena', 'POST', '/api/tasks', {
+      title: 'Quotes',
+      description: '"'.repeat(10_000),
+    });
+    model.script(
+      { toolCalls: [{ name: 'get_task', arguments: { task_id: big.body.id } }] },
+      { text: 'Got it.' },
+    );
+    assert.equal((await app.call('lena', 'POST', '/api/chat', { message: 'show it' })).status, 200);
+    const task = json(reads().at(-1)!);
+    assert.equal(task.task_id, big.body.id);
+    assert.match(task.task.description, /^"+ \[cut\]$/);
   });
 
   it('ends a stream with an error event when the model drops the connection mid-answer', async () => {

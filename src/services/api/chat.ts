@@ -31,7 +31,13 @@ import { instant } from '../../contracts/schemas.ts';
 import { noContent, okWith, problemDoc, userIdParam } from '../../http/openapi.ts';
 import { problem, sendProblem, type Problem } from '../../http/problem.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { ChatStore, type ChatMessage, type ChatToolCall, type KeptAnswer } from '../../store/chat.ts';
+import {
+  ChatStore,
+  storableJson,
+  type ChatMessage,
+  type ChatToolCall,
+  type KeptAnswer,
+} from '../../store/chat.ts';
 import type { Db } from '../../store/db.ts';
 import type { UserSettingsStore } from '../../store/user-settings.ts';
 import { systemPrompt } from './chat-prompt.ts';
@@ -42,7 +48,7 @@ import { restClient } from './mcp-rest.ts';
 export const CHAT_SOURCE = '/taskflow/chat';
 /** A user message, in code points. */
 export const MESSAGE_MAX = 8_000;
-/** A tool's answer as the model reads it, in characters (a long list is cut, and says so). */
+/** A tool's answer as the model reads it, in characters (still JSON: toolAnswerForModel). */
 const TOOL_RESULT_MAX = 20_000;
 /** The history sent with a message, in characters: the oldest messages go first (small local models). */
 export const HISTORY_MAX_CHARS = 60_000;
@@ -62,6 +68,8 @@ const MODEL_ANSWER_MAX_BYTES = 4 * 1024 * 1024;
 
 /** A model answer over MODEL_ANSWER_MAX_BYTES. */
 class ModelAnswerTooLarge extends Error {}
+/** Thrown to end the tool loop without asking the model again: it asked for too many tool calls. */
+class TooManyToolCalls extends Error {}
 /** A model request that got no byte for CHAT_TIMEOUT_MS. */
 class ModelRequestTimedOut extends Error {}
 
@@ -321,6 +329,112 @@ function replayableArguments(raw: unknown): string {
     // not JSON: `{}`
   }
   return '{}';
+}
+
+/** A page of list_tasks or search_tasks: tasks, their count, and the cursor of the next page. */
+interface ListPage {
+  tasks: unknown[];
+  count: number;
+  next_cursor: string | null;
+}
+const isListPage = (v: unknown): v is ListPage =>
+  typeof v === 'object' && v !== null && Array.isArray((v as ListPage).tasks) && 'next_cursor' in v;
+
+/** What a page asked again for fewer tasks says to the model. */
+const SHORTER_PAGE = `a shorter page than asked, to fit the ${TOOL_RESULT_MAX} characters of a tool answer: pass next_cursor as cursor for the rest`;
+
+/** How many of `items`, from the first, fit in `room` characters as the elements of a JSON array. */
+function itemsThatFit(items: readonly unknown[], room: number): number {
+  let used = 0;
+  for (let i = 0; i < items.length; i++) {
+    used += (JSON.stringify(items[i]) ?? 'null').length + (i > 0 ? 1 : 0);
+    if (used > room) return i;
+  }
+  return items.length;
+}
+
+/** `value` with its strings over `max` characters cut (marked), but not a cursor (the model pages with it). */
+function textsCut(value: unknown, max: number): unknown {
+  if (typeof value === 'string')
+    return value.length > max ? `${value.slice(0, max).replace(/[\uD800-\uDBFF]$/, '')}${CUT}` : value;
+  if (Array.isArray(value)) return value.map((v) => textsCut(v, max));
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([k, v]) => [k, k === 'next_cursor' ? v : textsCut(v, max)]),
+  );
+}
+
+/**
+ * A list page over TOOL_RESULT_MAX asked again (`relist`) for as many tasks as fit, so that its next_cursor goes
+ * on from the last task the model reads. The cursor of that page is not known before it comes: room for it is
+ * guessed from the one at hand, and the page asked again when the guess was short.
+ */
+async function shorterPage(
+  page: ListPage,
+  relist: (limit: number) => Promise<unknown>,
+): Promise<Record<string, unknown>> {
+  let current = page;
+  for (let asked = 0; asked < 3; asked++) {
+    const cursorRoom = Math.max(current.next_cursor?.length ?? 0, 200) + 500;
+    const shell = JSON.stringify({ ...current, tasks: [], next_cursor: '', note: SHORTER_PAGE }).length;
+    const fit = Math.max(1, itemsThatFit(current.tasks, TOOL_RESULT_MAX - shell - cursorRoom));
+    if (fit >= current.tasks.length) break;
+    const shorter = await relist(fit);
+    if (!isListPage(shorter)) break;
+    current = shorter;
+  }
+  return current.next_cursor === null ? { ...current } : { ...current, note: SHORTER_PAGE };
+}
+
+/**
+ * Another answer over TOOL_RESULT_MAX with its longest list shortened to the items that fit, saying how many were
+ * left out (list_notifications, up to 200 of them).
+ */
+function withItemsLeftOut(answer: Record<string, unknown>): Record<string, unknown> {
+  const lists = Object.entries(answer).filter((e): e is [string, unknown[]] => Array.isArray(e[1]));
+  const longest = lists.sort((a, b) => JSON.stringify(b[1]).length - JSON.stringify(a[1]).length)[0];
+  if (!longest) return answer;
+  const [key, items] = longest;
+  const leftOut = (n: number) =>
+    `${n} of the ${items.length} ${key} left out, to fit the ${TOOL_RESULT_MAX} characters of a tool answer`;
+  const shell = JSON.stringify({ ...answer, [key]: [], left_out: leftOut(items.length) }).length;
+  const fit = itemsThatFit(items, TOOL_RESULT_MAX - shell);
+  // A list that fits whole is not what makes the answer too long (a task's description is).
+  if (fit === items.length) return answer;
+  return { ...answer, [key]: items.slice(0, fit), left_out: leftOut(items.length - fit) };
+}
+
+/**
+ * A tool's answer as the model reads it: at most TOOL_RESULT_MAX characters, and JSON when the tool answered JSON.
+ * A list cut in the middle of its JSON lost its count and next_cursor (at its end): the model could neither see
+ * the rest nor page to it. A list page (`relist`: list_tasks, search_tasks) comes as a shorter page that goes on
+ * where it ends (shorterPage), another list without the items that do not fit (withItemsLeftOut), and what is
+ * still too long with its long texts cut (a task's description of 10,000 characters). Text is cut, marked.
+ */
+async function toolAnswerForModel(
+  result: unknown,
+  relist: ((limit: number) => Promise<unknown>) | null,
+): Promise<string> {
+  if (typeof result === 'string') return bounded(result, TOOL_RESULT_MAX);
+  const whole = JSON.stringify(result) ?? 'null';
+  if (
+    whole.length <= TOOL_RESULT_MAX ||
+    typeof result !== 'object' ||
+    result === null ||
+    Array.isArray(result)
+  )
+    return bounded(whole, TOOL_RESULT_MAX);
+  const fitted =
+    isListPage(result) && relist
+      ? await shorterPage(result, relist)
+      : withItemsLeftOut(result as Record<string, unknown>);
+  for (const max of [Infinity, 1_000, 100]) {
+    const text = JSON.stringify(textsCut(fitted, max));
+    if (text.length <= TOOL_RESULT_MAX) return text;
+  }
+  return JSON.stringify({
+    error: `the answer was over ${TOOL_RESULT_MAX} characters, too long to read even with its texts cut`,
+  });
 }
 
 /** What messages cost of the history's budget, in characters. */
@@ -780,6 +894,8 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
     let failure: unknown;
     let timer: NodeJS.Timeout | undefined;
     let replyText = '';
+    /** Whether an answer of the model asked for more tool calls than the message may (boundCalls). */
+    let flooded = false;
     /** The reply, cut, when its stream was stopped at REPLY_MAX characters. */
     let cut: string | null = null;
     /** The final answer's text: a string or text parts; anything else is not a chat-completions answer. */
@@ -819,10 +935,25 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
               const r = await mcp.client.callTool({ name: t.name, arguments: args });
               const first = (r.content as { type: string; text?: string }[] | undefined)?.[0];
               const result = r.structuredContent ?? first?.text ?? null;
-              const record = { name: t.name, arguments: args, result, is_error: r.isError === true };
+              // As it is answered, stored and kept for an Idempotency-Key: arguments the tool refused (a NUL, a lone
+              // surrogate) are the model's, and jsonb refuses them (storableJson).
+              const record = storableJson({
+                name: t.name,
+                arguments: args,
+                result,
+                is_error: r.isError === true,
+              }) as ToolCallRecord;
               calls.push(record);
               send?.('tool_call', record);
-              return bounded(typeof result === 'string' ? result : JSON.stringify(result), TOOL_RESULT_MAX);
+              // A tool that pages (a `limit` argument) is asked again for a page that fits the model's bound.
+              const relist =
+                'limit' in (t.inputSchema.properties ?? {})
+                  ? async (limit: number) => {
+                      const page = await mcp.client.callTool({ name: t.name, arguments: { ...args, limit } });
+                      return page.isError ? null : page.structuredContent;
+                    }
+                  : null;
+              return toolAnswerForModel(result, relist);
             });
             queue = run.catch(() => undefined);
             return run;
@@ -839,7 +970,36 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       const deadline = new AbortController();
       timer = setTimeout(() => deadline.abort(), model.timeoutMs * 2);
       gone.addEventListener('abort', () => deadline.abort(), { once: true });
-      const options = { maxChatCompletions: model.maxToolCalls + 2, signal: deadline.signal };
+      const options = {
+        maxChatCompletions: model.maxToolCalls + 2,
+        signal: deadline.signal,
+        // An answer that asked for too many tool calls (boundCalls): the turn ends, the model is not asked again.
+        afterCompletion: () => {
+          if (flooded) throw new TooManyToolCalls();
+        },
+      };
+      /*
+       * Every tool call the model asks for is answered with a message (an unknown tool's lists all the tools, 420
+       * characters), sent back with each later request of the turn and stored: 8,000 unknown-tool calls an answer,
+       * ten answers, sent 226 MB to the model and stored 80,012 messages. A message may ask for twice the calls
+       * that run (CHAT_MAX_TOOL_CALLS), run or not, so a model that asks for a few too many is answered "Not run"
+       * and can tell the user what is left; the calls of an answer past that are dropped from it (neither run, nor
+       * answered, sent or stored), and the turn ends with the reply that says it stopped.
+       */
+      const callsAskedMax = model.maxToolCalls * 2;
+      let callsAsked = 0;
+      const boundCalls = (m: ChatCompletionMessageParam) => {
+        if (m.role !== 'assistant' || !m.tool_calls?.length) return;
+        const room = Math.max(0, callsAskedMax - callsAsked);
+        callsAsked += m.tool_calls.length;
+        if (m.tool_calls.length <= room) return;
+        deps.log.warn(
+          { conversation_id: conversationId, asked: callsAsked, bound: callsAskedMax },
+          'chat: the model asked for more tool calls than a message may; the turn stops',
+        );
+        m.tool_calls.splice(room);
+        flooded = true;
+      };
       // Once the model's tool calls are answered (their arguments read), the runner sends them back with its next
       // request as they came: arguments that are not a JSON object go as `{}` (replayableArguments), each call
       // once, at its message's first answer.
@@ -854,6 +1014,7 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       if (send) {
         const streaming = client.chat.completions.runTools({ ...params, stream: true }, options);
         runner = streaming;
+        streaming.on('message', boundCalls);
         streaming.on('message', replayable);
         // The reply streams up to REPLY_MAX characters, as it is answered and stored; there the model's answer is
         // no longer read (a model that runs on would be read to the message's deadline) and the reply is what
@@ -878,11 +1039,12 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       } else {
         const plain = client.chat.completions.runTools(params, options);
         runner = plain;
+        plain.on('message', boundCalls);
         plain.on('message', replayable);
         replyText = replyOf(await plain.finalContent());
       }
     } catch (err) {
-      failure = err;
+      if (!causeOf(err, TooManyToolCalls)) failure = err;
     } finally {
       clearTimeout(timer);
       await mcp.close();
@@ -897,9 +1059,13 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       );
     // Stopped while the model wrote its reply: the runner has no message of it.
     if (cut !== null) messages.push({ role: 'assistant', content: cut });
-    // The model asked for tools until the bound of requests (maxChatCompletions) and never answered in words:
-    // the user is told so, in the reply and in the conversation, rather than given an empty one.
-    if (failure === undefined && replyText === '' && messages.at(-1)?.role === 'tool') {
+    // An answer whose tool calls were all past the bound (boundCalls) is not kept: none of them ran.
+    const last = messages.at(-1);
+    if (flooded && last?.role === 'assistant' && !last.tool_calls?.length) messages.pop();
+    // The model asked for tools until the bound of requests (maxChatCompletions), or for too many at once, and
+    // never answered in words: the user is told so, in the reply and in the conversation, rather than given an
+    // empty one.
+    if (failure === undefined && replyText === '' && (flooded || messages.at(-1)?.role === 'tool')) {
       replyText = `I stopped before finishing: this message reached its limit of ${model.maxToolCalls} tool calls. What ran is listed with this reply; ask me to go on.`;
       messages.push({ role: 'assistant', content: replyText });
       send?.('token', { text: replyText });
