@@ -171,7 +171,7 @@ export class DeliveryWorker {
       if (QUIET_CHANNELS.includes(row.channel) && prefs.quiet_hours) {
         const end = quietHoursEnd(now, prefs.quiet_hours, timeZone);
         if (end) {
-          await deferDelivery(db, row.id, this.holder, end, { countAttempt: false });
+          await deferDelivery(db, row.id, this.holder, end, { countAttempt: false, heldByQuietHours: true });
           return;
         }
       }

@@ -121,7 +121,7 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
             );
             const prefs = await getRecipient(tx, data.user_id, rt.config.defaultTimezone);
             const quietEnd = prefs.quiet_hours ? quietHoursEnd(now, prefs.quiet_hours, prefs.timezone) : null;
-            const wanted: { channel: Channel; at: Date }[] = [];
+            const wanted: { channel: Channel; at: Date; heldByQuietHours: boolean }[] = [];
             for (const channel of new Set(data.channels)) {
               if (!prefs.channels[channel]) continue;
               if (channel === 'email' && (!email || !prefs.email || !prefs.email_confirmed)) continue;
@@ -131,7 +131,8 @@ export function createNotificationsTarget(options?: NotificationsOptions): Targe
                 (!push || (await listPushSubscriptions(tx, data.user_id)).length === 0)
               )
                 continue;
-              wanted.push({ channel, at: quietEnd && QUIET_CHANNELS.includes(channel) ? quietEnd : now });
+              const held = quietEnd !== null && QUIET_CHANNELS.includes(channel);
+              wanted.push({ channel, at: held ? quietEnd : now, heldByQuietHours: held });
             }
             added += await enqueueDeliveries(tx, e.id, data, wanted);
           }

@@ -134,8 +134,9 @@ export async function putPreferences(
     JSON.stringify(patch.quiet_hours) !== JSON.stringify(current.quiet_hours)
   )
     await q.query(
-      `UPDATE notification_deliveries SET next_attempt_at = $2
-        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND next_attempt_at > $2`,
+      `UPDATE notification_deliveries SET next_attempt_at = $2, held_by_quiet_hours = false
+        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND held_by_quiet_hours
+          AND next_attempt_at > $2`,
       [userId, now.toISOString()],
     );
   const email = patch.email !== undefined ? patch.email : current.email;
@@ -402,15 +403,17 @@ export async function enqueueDeliveries(
   q: Queryable,
   eventId: string,
   data: ReminderEventData,
-  channels: readonly { channel: Channel; at: Date }[],
+  /** `heldByQuietHours`: `at` is the end of the user's quiet hours (a change of them looks at it again). */
+  channels: readonly { channel: Channel; at: Date; heldByQuietHours?: boolean }[],
   /** Why these are not to be sent: they are recorded `skipped` with it (a stale firing), not `pending`. */
   skippedBecause?: string,
 ): Promise<number> {
   let added = 0;
   for (const c of channels) {
     const r = await q.query(
-      `INSERT INTO notification_deliveries (id, event_id, channel, user_id, payload, status, next_attempt_at, last_error)
-       VALUES ($1, $2, $3, $4, $5, $7, $6, $8) ON CONFLICT (event_id, channel) DO NOTHING`,
+      `INSERT INTO notification_deliveries (id, event_id, channel, user_id, payload, status, next_attempt_at, last_error,
+         held_by_quiet_hours)
+       VALUES ($1, $2, $3, $4, $5, $7, $6, $8, $9) ON CONFLICT (event_id, channel) DO NOTHING`,
       [
         uuidv7(),
         eventId,
@@ -420,6 +423,7 @@ export async function enqueueDeliveries(
         c.at.toISOString(),
         skippedBecause === undefined ? 'pending' : 'skipped',
         skippedBecause ?? null,
+        (skippedBecause === undefined && c.heldByQuietHours) ?? false,
       ],
     );
     added += r.rowCount;
@@ -523,13 +527,22 @@ export async function deferDelivery(
   id: string,
   holder: string,
   at: Date,
-  opts: { error?: string; countAttempt: boolean },
+  /** `heldByQuietHours`: `at` is the end of the user's quiet hours; otherwise a retry's time. */
+  opts: { error?: string; countAttempt: boolean; heldByQuietHours?: boolean },
 ): Promise<boolean> {
   const r = await q.query(
     `UPDATE notification_deliveries SET next_attempt_at = $3, claimed_by = NULL,
-            attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END, last_error = coalesce($5, last_error)
+            attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END, last_error = coalesce($5, last_error),
+            held_by_quiet_hours = $6
       WHERE id = $1 AND claimed_by = $2 AND status = 'pending'`,
-    [id, holder, at.toISOString(), opts.countAttempt, opts.error?.slice(0, 2000) ?? null],
+    [
+      id,
+      holder,
+      at.toISOString(),
+      opts.countAttempt,
+      opts.error?.slice(0, 2000) ?? null,
+      opts.heldByQuietHours ?? false,
+    ],
   );
   return r.rowCount > 0;
 }
