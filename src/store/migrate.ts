@@ -1,7 +1,8 @@
 /**
  * Applies the numbered SQL files of ./migrations, and of each target's own folder
  * (`services/<target>/migrations`), in the order of their numbers (one sequence), once each, under an
- * advisory lock.
+ * advisory lock. Each runs in a transaction of its own, unless its first line is `-- taskflow:no-transaction`
+ * (CREATE INDEX CONCURRENTLY): then its statements run one by one, and it is recorded once they all succeeded.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -10,11 +11,22 @@ import { fileURLToPath } from 'node:url';
 
 const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'migrations');
 const LOCK_ID = 0x7a5bf10;
+/** How often a process waiting for another's migrations tries their lock again. */
+const LOCK_POLL_MS = 200;
+/** The first line of a migration that runs outside a transaction. */
+const NO_TRANSACTION = /^--\s*taskflow:no-transaction\s*$/;
 
 export interface Migration {
   version: number;
   name: string;
   sql: string;
+  /**
+   * False for one marked `-- taskflow:no-transaction`: PostgreSQL refuses CREATE INDEX CONCURRENTLY in a
+   * transaction, and a plain CREATE INDEX blocks the table's writes (the running version's, during an
+   * upgrade) until its build ends. Such a migration must be idempotent: a failure or a kill leaves the
+   * statements before it applied, and it runs again from its start.
+   */
+  transactional: boolean;
 }
 
 /**
@@ -37,7 +49,11 @@ export function loadMigrations(dirs = migrationDirs()): Migration[] {
     .flatMap((dir) =>
       readdirSync(dir)
         .filter((f) => /^\d+_.+\.sql$/.test(f))
-        .map((f) => ({ version: Number.parseInt(f, 10), name: f, sql: readFileSync(join(dir, f), 'utf8') })),
+        .map((f) => {
+          const sql = readFileSync(join(dir, f), 'utf8');
+          const transactional = !NO_TRANSACTION.test(sql.split('\n', 1)[0]!.trim());
+          return { version: Number.parseInt(f, 10), name: f, sql, transactional };
+        }),
     )
     .sort((a, b) => a.version - b.version);
   for (let i = 1; i < all.length; i++)
@@ -53,16 +69,20 @@ export function migrationsKey(): string {
   return hash.digest('hex').slice(0, 16);
 }
 
+/** Runs statements: a transaction's, a database's (each in a transaction of its own), a connection's. */
+interface Queries {
+  query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<{ rows: R[] }>;
+}
+
 /**
  * What migrating needs of a database: store/db.ts's Db is one. Said here rather than imported, because db.ts
  * runs these migrations to make its PGlite seed, and an import back would make the two modules a circle.
  */
-export interface Migratable {
-  transaction<T>(
-    fn: (tx: {
-      query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<{ rows: R[] }>;
-    }) => Promise<T>,
-  ): Promise<T>;
+export interface Migratable extends Queries {
+  readonly kind: 'postgres' | 'pglite';
+  /** Where a migration that runs outside a transaction opens a connection of its own (PostgreSQL). */
+  readonly url: string;
+  transaction<T>(fn: (tx: Queries) => Promise<T>): Promise<T>;
 }
 
 export interface MigrateOptions {
@@ -95,23 +115,31 @@ const CREATE_LEDGER =
 
 /** PostgreSQL's lock_not_available: a statement waited lock_timeout. */
 const LOCK_NOT_AVAILABLE = '55P03';
+/** PostgreSQL's active_sql_transaction: a statement that cannot run in a transaction block ran in one. */
+const IN_A_TRANSACTION = '25001';
+
+interface AppliedRow {
+  version: number;
+  name: string;
+}
+
+/** What the ledger records, read without any lock; undefined when there is no ledger yet. */
+async function readLedger(db: Migratable): Promise<AppliedRow[] | undefined> {
+  return db.transaction(async (tx) => {
+    const ledger = await tx.query<{ exists: boolean }>(
+      "SELECT to_regclass('schema_migrations') IS NOT NULL AS exists",
+    );
+    if (!ledger.rows[0]!.exists) return undefined;
+    return (await tx.query<AppliedRow>('SELECT version, name FROM schema_migrations ORDER BY version')).rows;
+  });
+}
 
 /**
  * The migrations not applied to `db` yet, by name, without changing anything: what a command that only reads
  * (audit verify, dlq, lag, tail) checks, instead of migrating a database a running older version still uses.
  */
 export async function pendingMigrations(db: Migratable, dirs?: string[]): Promise<string[]> {
-  const done = await db.transaction(async (tx) => {
-    const ledger = await tx.query<{ exists: boolean }>(
-      "SELECT to_regclass('schema_migrations') IS NOT NULL AS exists",
-    );
-    if (!ledger.rows[0]!.exists) return new Set<number>();
-    return new Set(
-      (await tx.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map(
-        (r) => r.version,
-      ),
-    );
-  });
+  const done = new Set((await readLedger(db))?.map((r) => r.version));
   return loadMigrations(dirs)
     .filter((m) => !done.has(m.version))
     .map((m) => m.name);
@@ -127,16 +155,17 @@ export async function migrate(db: Migratable, opts: MigrateOptions = {}): Promis
   const attempts = opts.attempts ?? 10;
   const backoffMs = opts.backoffMs ?? ((n: number) => Math.min(1_000 * 2 ** (n - 1), 15_000));
   const applied: string[] = [];
-  // One read of what is applied (a start-up with nothing to do is one transaction), then each pending one.
-  const appliedRows = await db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID]);
-    await tx.query(CREATE_LEDGER);
-    return (
-      await tx.query<{ version: number; name: string }>(
-        'SELECT version, name FROM schema_migrations ORDER BY version',
-      )
-    ).rows;
-  });
+  // What is applied, read without the lock: a start with nothing to do takes no lock and needs no CREATE
+  // privilege (a role that only reads and writes the tables of a schema its owner migrated). What the ledger
+  // records has committed, so nothing recorded is missing; what is not is applied under the lock, which
+  // looks again. The ledger is made under the lock (two processes making it at once: one fails).
+  const appliedRows =
+    (await readLedger(db)) ??
+    (await underMigrationsLock(db, log, async (tx) => {
+      await tx.query(CREATE_LEDGER);
+      return (await tx.query<AppliedRow>('SELECT version, name FROM schema_migrations ORDER BY version'))
+        .rows;
+    }));
   const done = new Set(appliedRows.map((r) => r.version));
   const known = loadMigrations(opts.dirs);
   const knownVersions = new Set(known.map((m) => m.version));
@@ -152,45 +181,172 @@ export async function migrate(db: Migratable, opts: MigrateOptions = {}): Promis
   for (const m of known.filter((m) => !done.has(m.version))) {
     for (let attempt = 1; ; attempt++) {
       try {
-        if (await applyOne(db, m, lockTimeoutMs, log)) applied.push(m.name);
+        const apply = m.transactional ? applyInTransaction : applyOutsideTransaction;
+        if (await apply(db, m, lockTimeoutMs, log)) applied.push(m.name);
         break;
       } catch (err) {
+        if ((err as { code?: string }).code === IN_A_TRANSACTION && m.transactional)
+          throw new Error(
+            `migration ${m.name}: ${(err as Error).message}: a migration that must run outside a transaction says so on its first line, -- taskflow:no-transaction (docs/deploy.md)`,
+            { cause: err },
+          );
         if ((err as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw err;
         if (attempt >= attempts)
           throw new Error(
-            `migration ${m.name} waited more than ${lockTimeoutMs} ms for a table's lock ${attempts} times (other sessions hold it: long queries or transactions); nothing of it was applied, try again`,
+            `migration ${m.name} waited more than ${lockTimeoutMs} ms for a table's lock ${attempts} times (other sessions hold it: long queries or transactions); ${m.transactional ? 'nothing of it was applied' : 'its statements before that one stay applied (it runs outside a transaction), and it runs again from its start'}, try again`,
             { cause: err },
           );
         const pause = backoffMs(attempt);
         log(
           `migration ${m.name} waited ${lockTimeoutMs} ms for a table's lock held by other sessions; trying again in ${pause} ms (attempt ${attempt + 1} of ${attempts})`,
         );
-        await new Promise((resolve) => setTimeout(resolve, pause));
+        await sleep(pause);
       }
     }
   }
   return applied;
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs `fn` in a transaction holding the migrations' lock, once no other process holds it. The lock is tried
+ * (pg_try_advisory_xact_lock), again every LOCK_POLL_MS, rather than waited for: a session waiting in
+ * pg_advisory_xact_lock holds a snapshot all that time, and CREATE INDEX CONCURRENTLY (run by the process
+ * holding the lock) waits for every transaction with an older snapshot to end: each waits for the other, and
+ * PostgreSQL ends one of them as a deadlock (the waiting process's start fails, or the build).
+ * The transaction has no statement_timeout (one in DATABASE_URL's options, or the role's, would cancel a
+ * migration's long statement, an index build, on every try: a migration is not a request).
+ */
+async function underMigrationsLock<T>(
+  db: Migratable,
+  log: (msg: string) => void,
+  fn: (tx: Queries) => Promise<T>,
+): Promise<T> {
+  for (let tries = 0; ; tries++) {
+    const outcome = await db.transaction(async (tx) => {
+      await tx.query('SET LOCAL statement_timeout = 0');
+      if (!(await tryMigrationsLock(tx, 'pg_try_advisory_xact_lock'))) return undefined;
+      return { value: await fn(tx) };
+    });
+    if (outcome) return outcome.value;
+    if (tries === 0) log("waiting for the migrations' lock: another process is migrating");
+    await sleep(LOCK_POLL_MS);
+  }
+}
+
+async function tryMigrationsLock(
+  q: Queries,
+  fn: 'pg_try_advisory_xact_lock' | 'pg_try_advisory_lock',
+): Promise<boolean> {
+  return (await q.query<{ locked: boolean }>(`SELECT ${fn}($1) AS locked`, [LOCK_ID])).rows[0]!.locked;
+}
+
+async function isRecorded(q: Queries, m: Migration): Promise<boolean> {
+  return (await q.query('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version])).rows.length > 0;
+}
+
 /** Applies `m` in a transaction of its own unless it is applied already; whether it applied it. */
-async function applyOne(
+async function applyInTransaction(
   db: Migratable,
   m: Migration,
   lockTimeoutMs: number,
   log: (msg: string) => void,
 ): Promise<boolean> {
-  return db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID]);
+  return underMigrationsLock(db, log, async (tx) => {
     // Another process may have applied it since the read.
-    const done = await tx.query('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
-    if (done.rows.length > 0) return false;
-    // After the advisory lock, which may wait for another process's migrations as long as they take.
+    if (await isRecorded(tx, m)) return false;
     await tx.query(`SET LOCAL lock_timeout = ${Math.max(0, Math.trunc(lockTimeoutMs))}`);
     log(`applying migration ${m.name}`);
     for (const statement of splitStatements(m.sql)) await tx.query(statement);
     await tx.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
     return true;
   });
+}
+
+/**
+ * Applies a `-- taskflow:no-transaction` migration unless it is applied already: each statement commits on
+ * its own, and the migration is recorded once all have. On PostgreSQL it runs on a connection of its own,
+ * which holds the migrations' lock as a session lock until it ends; on PGlite (this process's alone, by its
+ * data directory's lock) as it is, through the database, which sets nothing on its one session.
+ */
+async function applyOutsideTransaction(
+  db: Migratable,
+  m: Migration,
+  lockTimeoutMs: number,
+  log: (msg: string) => void,
+): Promise<boolean> {
+  if (db.kind === 'pglite') {
+    if (await isRecorded(db, m)) return false;
+    log(`applying migration ${m.name} (outside a transaction)`);
+    for (const statement of splitStatements(m.sql)) {
+      await dropInvalidIndexOf(db, statement, log);
+      await db.query(statement);
+    }
+    await db.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+    return true;
+  }
+  const session = await openSession(db.url);
+  try {
+    // A session setting, on this connection only, which ends with it.
+    await session.query('SET statement_timeout = 0');
+    for (let tries = 0; !(await tryMigrationsLock(session, 'pg_try_advisory_lock')); tries++) {
+      if (tries === 0) log("waiting for the migrations' lock: another process is migrating");
+      await sleep(LOCK_POLL_MS);
+    }
+    if (await isRecorded(session, m)) return false;
+    log(`applying migration ${m.name} (outside a transaction)`);
+    for (const statement of splitStatements(m.sql)) {
+      // A concurrent index build's waits (for the table's writers, for older snapshots) block none of the
+      // running version's reads or writes, and a timeout in them would throw the build away: no lock_timeout.
+      const timeout = /\bCONCURRENTLY\b/i.test(statement) ? 0 : Math.max(0, Math.trunc(lockTimeoutMs));
+      await session.query(`SET lock_timeout = ${timeout}`);
+      await dropInvalidIndexOf(session, statement, log);
+      await session.query(statement);
+    }
+    await session.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+    return true;
+  } finally {
+    // Ending the session releases its lock.
+    await session.end().catch(() => undefined);
+  }
+}
+
+/** A PostgreSQL connection of its own, with the startup options the pool's have (store/db.ts). */
+async function openSession(url: string): Promise<Queries & { end(): Promise<void> }> {
+  const [{ default: pg }, { withSessionOptions }] = await Promise.all([import('pg'), import('./db.ts')]);
+  const options = withSessionOptions(url);
+  const client = new pg.Client({
+    connectionString: options.url,
+    options: options.options,
+    connectionTimeoutMillis: 10_000,
+    keepAlive: true,
+  });
+  // A connection lost mid-statement rejects that statement; without a listener it would also end the process.
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
+}
+
+/**
+ * Before `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] <name>`: drops an index of that name left
+ * INVALID by a build that failed or was killed. IF NOT EXISTS would keep it, unusable, and it would still
+ * be updated by every write.
+ */
+async function dropInvalidIndexOf(q: Queries, statement: string, log: (msg: string) => void): Promise<void> {
+  const created =
+    /^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?!ON\s)((?:"[^"]+"|[^\s.("]+)(?:\.(?:"[^"]+"|[^\s.("]+))?)\s/i.exec(
+      statement,
+    );
+  if (!created) return;
+  const name = created[1]!;
+  const invalid = await q.query(
+    'SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1) AND NOT indisvalid',
+    [name],
+  );
+  if (invalid.rows.length === 0) return;
+  log(`dropping index ${name}, left invalid by a build that did not finish, to build it again`);
+  await q.query(`DROP INDEX CONCURRENTLY IF EXISTS ${name}`);
 }
 
 /** Splits a migration file on semicolons at line ends (a procedural body is written on one line). */
