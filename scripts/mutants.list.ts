@@ -957,6 +957,50 @@ export const MUTANTS: readonly Mutant[] = [
     replace: '      try {\n        return await this.confirm(items, err);\n      } catch (again) {',
     tests: ['test/integration/lost-reply.test.ts#committed after its lost answer'],
   },
+  {
+    id: 'kafka-valueless-header-undefined',
+    breaks:
+      'nothing stuck on Kafka: a record with a header without a value is dead-lettered and its partition reads on',
+    file: 'src/bus/kafka/group-member.ts',
+    find: "        headerValue: (value?: Buffer) => value?.toString('utf8') ?? '',",
+    replace: '        headerValue: stringDeserializer,',
+    tests: ['test/integration/kafka-foreign-records.test.ts#header without a value'],
+    needs: ['kafka'],
+  },
+  {
+    id: 'dead-letter-too-large-retried',
+    breaks: "nothing stuck: a dead letter over the broker's limit is written cut, and its partition reads on",
+    file: 'src/bus/middleware.ts',
+    find: '        if (!cut && TOO_LARGE.test(errorText(err))) {',
+    replace: '        if (!cut && TOO_LARGE.test(errorText(err)) && attempt < 0) {',
+    tests: ['test/integration/kafka-foreign-records.test.ts#over the broker limit'],
+    needs: ['kafka'],
+  },
+  {
+    id: 'avro-newer-event-trimmed',
+    breaks:
+      'nothing lost in a rolling upgrade: a relay writes an event of a newer version than its own with its new fields',
+    file: 'src/bus/kafka/codec.ts',
+    find: "      this.opts.encoding === 'avro' && isEventType(event.type) && !newerThanOurs(event)",
+    replace: "      this.opts.encoding === 'avro' && isEventType(event.type)",
+    tests: ['test/integration/avro.test.ts#newer version than its own'],
+  },
+  {
+    id: 'quiet-hours-change-moves-retries',
+    breaks: "a receiver's Retry-After holds: a change of quiet hours moves only what they hold",
+    file: 'src/services/notifications/store.ts',
+    find: "        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND held_by_quiet_hours",
+    replace: "        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL",
+    tests: ['test/integration/quiet-hours-change.test.ts'],
+  },
+  {
+    id: 'jwks-cold-outage-fetch-per-request',
+    breaks: 'a JWKS provider never reached is asked once per cooldown, not by every request',
+    file: 'src/auth.ts',
+    find: '    if (!keys && failed && Date.now() - failed.at < timing.cooldownMs) throw unreachable(failed.err);',
+    replace: '',
+    tests: ['test/integration/auth-edges.test.ts#never reached'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------
