@@ -13,9 +13,10 @@ import type { Config } from '../config.ts';
 import { onStopSignal } from './signals.ts';
 import { systemClock } from '../domain/clock.ts';
 import type { Logger } from '../observability/logger.ts';
-import { createMcpServer } from '../services/api/mcp.ts';
+import { createMcpServer, isJsonRpcMessage } from '../services/api/mcp.ts';
+import { MAX_MCP_BATCH } from '../services/api/mcp-http.ts';
 import { restClient } from '../services/api/mcp-rest.ts';
-import { requestId, paramsProblem } from '../services/api/mcp-messages.ts';
+import { isPlainObject, requestId, paramsProblem } from '../services/api/mcp-messages.ts';
 import { TaskOperations } from '../services/api/task-operations.ts';
 import { exitWhenDatabaseStops, openDb } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
@@ -51,16 +52,23 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     },
     { userId, rest: restClient({ authorization: `Bearer ${opts.token}`, apiUrl: config.apiUrl }) },
   );
-  const input = lines(process.stdin, MAX_LINE_BYTES, (bytes) => {
-    log.warn({ bytes, max_bytes: MAX_LINE_BYTES }, 'MCP: a line longer than the most this server reads');
-    answerError(
-      transport,
-      null,
-      -32600,
-      `Invalid Request: a line is longer than ${MAX_LINE_BYTES} bytes (${bytes} read so far), the most this server reads; it was not read, send less in one message`,
-    );
-  });
+  const input = lines(
+    process.stdin,
+    MAX_LINE_BYTES,
+    (bytes) => {
+      log.warn({ bytes, max_bytes: MAX_LINE_BYTES }, 'MCP: a line longer than the most this server reads');
+      answerError(
+        transport,
+        null,
+        -32600,
+        `Invalid Request: a line is longer than ${MAX_LINE_BYTES} bytes (${bytes} read so far), the most this server reads; it was not read, send less in one message`,
+      );
+    },
+    (line) => batches.split(line),
+  );
   const transport = new StdioServerTransport(input);
+  // Below the other wrappers of send (trackRequests): they see each answer, this writes a batch's together.
+  const batches = batchAnswers(transport);
   let inFlight: InFlight | undefined;
   let closing: Promise<void> | undefined;
   // Once only, and never re-entered: server.close() closes the transport, whose onclose calls this again
@@ -78,6 +86,7 @@ export async function serveMcpStdio(opts: { config: Config; token: string; log: 
     onStopSignal(() => void close().then(resolve));
     void server.connect(transport).then(() => {
       guard(transport, expiresAt);
+      batches.watchCancellations();
       inFlight = trackRequests(transport);
       log.info({ user_id: userId }, 'MCP server on stdio');
     });
@@ -93,9 +102,15 @@ const MAX_LINE_BYTES = STDIO_DEFAULT_MAX_BUFFER_SIZE - 1;
 /**
  * `input` cut into lines, one chunk each with its newline, for the SDK's transport, which never read a last
  * line without a newline, and closed itself on a line over its buffer. A line over `maxBytes` is dropped up to
- * its newline, and reported once (`tooLong`) as soon as it goes over. An error of `input` ends the lines.
+ * its newline, and reported once (`tooLong`) as soon as it goes over. Each line is given on as the lines
+ * `expand` makes of it (a batch: its messages). An error of `input` ends the lines.
  */
-function lines(input: Readable, maxBytes: number, tooLong: (bytes: number) => void): Readable {
+function lines(
+  input: Readable,
+  maxBytes: number,
+  tooLong: (bytes: number) => void,
+  expand: (line: Buffer) => Buffer[],
+): Readable {
   // One 'data' event per line, however many lines wait while the reader is not attached yet.
   const out = new PassThrough({ readableObjectMode: true });
   let parts: Buffer[] = [];
@@ -103,7 +118,7 @@ function lines(input: Readable, maxBytes: number, tooLong: (bytes: number) => vo
   let dropping = false;
   // An empty line is given on too (the SDK answers it as a line that is not JSON).
   const line = () => {
-    if (!dropping) out.write(Buffer.concat([...parts, NEWLINE]));
+    if (!dropping) for (const one of expand(Buffer.concat(parts))) out.write(Buffer.concat([one, NEWLINE]));
     parts = [];
     size = 0;
     dropping = false;
@@ -183,6 +198,165 @@ function trackRequests(transport: StdioServerTransport): InFlight {
           }),
   };
 }
+
+interface Batch {
+  /** Its requests' ids, in its order: the order of its answers. */
+  ids: (string | number)[];
+  /** The ids not answered yet (nor cancelled). */
+  waiting: Set<string | number>;
+  answers: Map<string | number, JSONRPCMessage>;
+}
+
+/**
+ * JSON-RPC batches: a line that is an array of messages. MCP 2025-03-26, which this server negotiates with a
+ * client that asks for it, says a server MUST take them, and /mcp takes them under every protocol version (also
+ * 2025-06-18 and later, which dropped them): so does stdio. The SDK's transport read such a line as one message
+ * that is not JSON-RPC, answered one Invalid Request with id null, and the client waited for its requests'
+ * answers until its timeout. A batch line is checked as /mcp checks a batch (mcp-http.ts): a refused one is
+ * answered an error for each of its requests, and nothing of it is done. Else its messages are read one by one,
+ * and their answers written together once each request is answered (or cancelled), one array in the order of
+ * the requests (JSON-RPC 2.0 section 6; a batch of notifications only is answered nothing).
+ */
+function batchAnswers(transport: StdioServerTransport) {
+  /** The batch each request id not answered yet belongs to. */
+  const batchOf = new Map<string | number, Batch>();
+  const send = transport.send.bind(transport);
+  const write = (answers: object[]) => send(answers as unknown as JSONRPCMessage);
+  const answerIfDone = async (batch: Batch) => {
+    if (batch.waiting.size > 0) return;
+    const answers = batch.ids.flatMap((id) => batch.answers.get(id) ?? []);
+    if (answers.length) await write(answers);
+  };
+  /** The request `id` of a batch needs no answer any more: answered with `answer`, or cancelled. */
+  const settle = (id: string | number, answer?: JSONRPCMessage) => {
+    const batch = batchOf.get(id);
+    if (!batch) return undefined;
+    batchOf.delete(id);
+    batch.waiting.delete(id);
+    if (answer) batch.answers.set(id, answer);
+    return answerIfDone(batch);
+  };
+  transport.send = async (message: JSONRPCMessage) => {
+    const id = 'method' in message ? null : requestId(message);
+    const held = id === null ? undefined : settle(id, message);
+    return held ?? send(message);
+  };
+
+  const requestIds = (messages: unknown[]) => [
+    ...new Set(
+      messages.flatMap((m) => {
+        const id = isPlainObject(m) && typeof m.method === 'string' ? requestId(m) : null;
+        return id === null ? [] : [id];
+      }),
+    ),
+  ];
+  /** Each request of the batch is answered `message` (nothing of it was done). */
+  const refuse = (messages: unknown[], code: number, message: string) => {
+    const ids = requestIds(messages);
+    const error = { code, message };
+    void write(
+      ids.length ? ids.map((id) => ({ jsonrpc: '2.0', id, error })) : [{ jsonrpc: '2.0', id: null, error }],
+    ).catch(() => undefined);
+  };
+  /** What /mcp refuses a batch for (mcp-http.ts), in its words; also an id a batch before still waits on. */
+  const problem = (messages: unknown[]): { code: number; message: string } | undefined => {
+    const invalid = (message: string) => ({ code: -32600, message: `Invalid Request: ${message}` });
+    if (messages.length > MAX_MCP_BATCH)
+      return invalid(
+        `a batch takes at most ${MAX_MCP_BATCH} messages (${messages.length} sent); send them in several lines`,
+      );
+    const seen = new Set<string | number>();
+    for (const m of messages) {
+      const id = isPlainObject(m) && typeof m.method === 'string' ? requestId(m) : null;
+      if (id === null) continue;
+      if (seen.has(id))
+        return invalid(
+          `the id ${JSON.stringify(id)} is used by two requests of the batch (each needs its own); nothing was done`,
+        );
+      // Its answer would go to the batch before, which would then wait for ever for its own.
+      if (batchOf.has(id))
+        return invalid(
+          `the id ${JSON.stringify(id)} is used by a request of an earlier batch not answered yet (each needs its own); nothing was done`,
+        );
+      seen.add(id);
+    }
+    for (const [i, m] of messages.entries()) {
+      const bad = paramsProblem(m);
+      if (bad)
+        return {
+          code: -32602,
+          message: `Invalid params: ${bad.problem} (message ${i + 1} of the batch; nothing was done)`,
+        };
+    }
+    const notMessage = messages.findIndex((m) => !isJsonRpcMessage(m));
+    if (notMessage >= 0)
+      return invalid(
+        `message ${notMessage + 1} of the batch is not a JSON-RPC 2.0 message: an object with "jsonrpc": "2.0" and a "method" (and an "id", a string or an integer, for a request); "params", when given, an object; nothing was done`,
+      );
+    // MCP 2025-03-26 (Lifecycle): the initialize request MUST NOT be part of a batch (/mcp: one alone).
+    if (messages.length > 1 && messages.some((m) => isPlainObject(m) && m.method === 'initialize'))
+      return invalid('initialize is sent alone, not in a batch with other messages; nothing was done');
+    return undefined;
+  };
+
+  return {
+    /** The lines the SDK's transport reads for `line`: its messages when it is a batch, else the line. */
+    split(line: Buffer): Buffer[] {
+      if (line[line.findIndex((byte) => !JSON_BLANK.has(byte))] !== LEFT_BRACKET) return [line];
+      let messages: unknown;
+      try {
+        messages = JSON.parse(line.toString('utf8'));
+      } catch {
+        return [line]; // answered by the SDK and guard: Parse error
+      }
+      if (!Array.isArray(messages)) return [line];
+      // JSON-RPC 2.0 section 6: an empty batch is one Invalid Request, not an array.
+      if (messages.length === 0) {
+        answerError(transport, null, -32600, 'Invalid Request: an empty batch');
+        return [];
+      }
+      let read: Buffer[];
+      try {
+        const refused = problem(messages);
+        if (refused) {
+          refuse(messages, refused.code, refused.message);
+          return [];
+        }
+        read = messages.map((m) => Buffer.from(JSON.stringify(m)));
+      } catch {
+        // JSON.parse reads arrays nested a million deep, and JSON.stringify overflows the stack on them: thrown
+        // here, in a stream's listener, that ended the process.
+        refuse(
+          messages,
+          -32600,
+          'Invalid Request: the batch is nested too deeply to be read; nothing was done',
+        );
+        return [];
+      }
+      const ids = requestIds(messages);
+      if (ids.length) {
+        const batch: Batch = { ids, waiting: new Set(ids), answers: new Map() };
+        for (const id of ids) batchOf.set(id, batch);
+      }
+      return read;
+    },
+    /** A request of a batch the client cancelled is never answered (the SDK drops it): not waited for. */
+    watchCancellations(): void {
+      const deliver = transport.onmessage;
+      transport.onmessage = (message: JSONRPCMessage) => {
+        if ('method' in message && message.method === 'notifications/cancelled') {
+          const id = requestId({ id: (message.params as { requestId?: unknown } | undefined)?.requestId });
+          if (id !== null) void settle(id)?.catch(() => undefined);
+        }
+        deliver?.(message);
+      };
+    },
+  };
+}
+
+/** JSON's white space (RFC 8259), which may come before a batch's `[`. */
+const JSON_BLANK = new Set([0x20, 0x09, 0x0a, 0x0d]);
+const LEFT_BRACKET = 0x5b;
 
 /** Answers `id` (null: a line whose id could not be read) with a JSON-RPC error. */
 const answerError = (

@@ -2,8 +2,9 @@
  * Where the MCP SDK's own answers break the protocol, over both transports: a `tools/call` of a tool the
  * server does not have is a JSON-RPC protocol error (-32602) by the spec (2024-11-05 to 2025-11-25, "Tools >
  * Error Handling"), where the SDK answered a tool result with `isError: true`; and on stdio a line over the
- * SDK's buffer (10 MB) closed its transport and so the server, silently, and a last line without a newline
- * was never read.
+ * SDK's buffer (10 MB) closed its transport and so the server, silently, a last line without a newline
+ * was never read, and a JSON-RPC batch (which a server MUST take under 2025-03-26, and /mcp takes) was answered
+ * one Invalid Request with id null, its requests never.
  */
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
@@ -173,7 +174,23 @@ describe(
           60_000,
           `the answer to ${String(id)}`,
         );
-      return { child, stdin: child.stdin, out, exited, answers, answerTo };
+      /** The batch answer (a line that is an array) that answers `id`. */
+      const batchAnswering = (id: unknown) =>
+        waitFor(
+          () => {
+            const lines = out.stdout
+              .split('\n')
+              .filter(Boolean)
+              .map((l) => JSON.parse(l) as Answer | Answer[]);
+            const batch = lines.find((l): l is Answer[] => Array.isArray(l) && l.some((a) => a.id === id));
+            if (!batch && code !== undefined)
+              throw new Error(`exited (${code}) without answering ${String(id)}; stderr: ${out.stderr}`);
+            return batch;
+          },
+          60_000,
+          `the batch answering ${String(id)}`,
+        );
+      return { child, stdin: child.stdin, out, exited, answers, answerTo, batchAnswering };
     };
 
     it('answers a tool it does not have with a JSON-RPC error (-32602)', async () => {
@@ -206,6 +223,141 @@ describe(
       } finally {
         mcp.child.kill();
       }
+    });
+
+    it('answers a batch with one array of its answers, in its order, under every protocol version (as /mcp)', async () => {
+      for (const version of ['2025-03-26', '2025-06-18']) {
+        const mcp = await startMcp();
+        try {
+          mcp.stdin.write(`${JSON.stringify(initialize(version))}\n`);
+          const init = (await mcp.answerTo(1)) as { result?: { protocolVersion?: string } };
+          assert.equal(init.result?.protocolVersion, version);
+          mcp.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' })}\n`);
+          mcp.stdin.write(
+            `${JSON.stringify([
+              call(2, 'add_task', { title: `batched under ${version}` }),
+              { jsonrpc: '2.0', method: 'notifications/initialized' },
+              { jsonrpc: '2.0', id: 'three', method: 'ping' },
+            ])}\n`,
+          );
+          const batch = await mcp.batchAnswering(2);
+          assert.deepEqual(
+            batch.map((a) => a.id),
+            [2, 'three'],
+            `the requests' answers, the notification none: ${JSON.stringify(batch)}`,
+          );
+          assert.equal(batch[0]!.result?.isError, undefined, JSON.stringify(batch[0]));
+          assert.deepEqual(batch[1]!.result, {});
+          // A batch of one is answered as an array too; a batch of notifications only, with nothing.
+          mcp.stdin.write(`${JSON.stringify([{ jsonrpc: '2.0', method: 'notifications/initialized' }])}\n`);
+          mcp.stdin.write(`${JSON.stringify([{ jsonrpc: '2.0', id: 4, method: 'ping' }])}\n`);
+          assert.deepEqual(await mcp.batchAnswering(4), [{ jsonrpc: '2.0', id: 4, result: {} }]);
+          // A request the client cancels is not answered (the SDK drops it): the batch is answered without it.
+          mcp.stdin.write(
+            `${JSON.stringify([
+              call(5, 'list_tasks'),
+              { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 5 } },
+              { jsonrpc: '2.0', id: 6, method: 'ping' },
+            ])}\n`,
+          );
+          assert.deepEqual(await mcp.batchAnswering(6), [{ jsonrpc: '2.0', id: 6, result: {} }]);
+          assert.equal(mcp.out.stdout.trim().split('\n').length, 4, mcp.out.stdout);
+        } finally {
+          mcp.child.kill();
+        }
+      }
+    });
+
+    it('refuses a batch as /mcp does, with an error for each of its requests, and does nothing of it', async () => {
+      const mcp = await startMcp();
+      try {
+        mcp.stdin.write(`${JSON.stringify(initialize('2025-03-26'))}\n`);
+        await mcp.answerTo(1);
+        const refused = async (batch: unknown[], ids: unknown[], code: number, why: RegExp) => {
+          mcp.stdin.write(`${JSON.stringify(batch)}\n`);
+          const answer = await mcp.batchAnswering(ids[0]);
+          assert.deepEqual(
+            answer.map((a) => a.id),
+            ids,
+            `each request is answered: ${JSON.stringify(answer)}`,
+          );
+          for (const a of answer) {
+            assert.equal(a.error?.code, code, JSON.stringify(a));
+            assert.match(a.error?.message ?? '', why);
+          }
+        };
+        const add = (id: number) => call(id, 'add_task', { title: 'not done' });
+        await refused(
+          [add(10), call(11, 'add_task', 'buy milk' as unknown as object)],
+          [10, 11],
+          -32602,
+          /message 2 of the batch; nothing was done/,
+        );
+        await refused([add(12), call(13, 'nope')], [12, 13], -32602, /unknown tool "nope"/);
+        await refused(
+          [add(14), { jsonrpc: '2.0', id: 14, method: 'ping' }],
+          [14],
+          -32600,
+          /the id 14 is used by two requests of the batch/,
+        );
+        await refused(
+          [add(15), 42],
+          [15],
+          -32600,
+          /message 2 of the batch is not a JSON-RPC 2\.0 message.*; nothing was done/,
+        );
+        await refused(
+          Array.from({ length: 11 }, (_, i) => add(20 + i)),
+          Array.from({ length: 11 }, (_, i) => 20 + i),
+          -32600,
+          /a batch takes at most 10 messages \(11 sent\)/,
+        );
+        await refused([add(40), initialize('2025-03-26')], [40, 1], -32600, /initialize/);
+        // Arrays nested two million deep, which JSON.parse reads and JSON.stringify cannot write back.
+        const deep = 2_000_000;
+        mcp.stdin.write(
+          `[${JSON.stringify(call(41, 'add_task', { title: 'not done' })).replace('"not done"', `${'['.repeat(deep)}${']'.repeat(deep)}`)}]\n`,
+        );
+        const tooDeep = await mcp.batchAnswering(41);
+        assert.equal(tooDeep[0]?.error?.code, -32600, JSON.stringify(tooDeep));
+        assert.match(tooDeep[0]?.error?.message ?? '', /nested too deeply/);
+        // JSON-RPC 2.0 section 6: an empty batch is answered one Invalid Request (not an array).
+        mcp.stdin.write('[]\n');
+        const empty = await mcp.answerTo(null);
+        assert.equal(empty.error?.code, -32600);
+        assert.match(empty.error?.message ?? '', /empty batch/);
+        mcp.stdin.write(`${JSON.stringify(call(50, 'search_tasks', { query: 'not done' }))}\n`);
+        const found = (await mcp.answerTo(50)) as {
+          result?: { structuredContent?: { tasks: unknown[] } };
+        };
+        assert.deepEqual(
+          found.result?.structuredContent?.tasks,
+          [],
+          'nothing of the refused batches was done',
+        );
+      } finally {
+        mcp.child.kill();
+      }
+    });
+
+    it('answers a batch before it exits when stdin closes after it', async () => {
+      const mcp = await startMcp();
+      mcp.stdin.end(
+        [
+          JSON.stringify(initialize('2025-03-26')),
+          JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+          JSON.stringify([call(2, 'add_task', { title: 'batched, then closed' }), call(3, 'list_tasks')]),
+        ].join('\n'),
+      );
+      assert.equal(await mcp.exited, 0, mcp.out.stderr);
+      const batch = await mcp.batchAnswering(2);
+      assert.deepEqual(
+        batch.map((a) => [a.id, a.result?.isError ?? false]),
+        [
+          [2, false],
+          [3, false],
+        ],
+      );
     });
 
     it('reads a last line without a newline, answers it before it exits, and exits 0', async () => {
