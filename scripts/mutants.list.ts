@@ -916,7 +916,7 @@ export const MUTANTS: readonly Mutant[] = [
   {
     id: 'postgres-session-zone-kept',
     breaks: "instants read the same whatever the server's zone: sessions run in UTC",
-    file: 'src/store/db.ts',
+    file: 'src/store/database-url.ts',
     find: "  const utc = '-c TimeZone=UTC';",
     replace: "  const utc = '';",
     tests: ['test/integration/postgres-statements.test.ts#another time zone'],

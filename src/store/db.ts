@@ -9,7 +9,7 @@ import type pg from 'pg';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import type { PGliteSession } from './pglite-session.ts';
 import type { PGlite } from '@electric-sql/pglite';
-import { isPostgresUrl } from './database-url.ts';
+import { isPostgresUrl, withSessionOptions } from './database-url.ts';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -223,25 +223,6 @@ const NAMED_TEXTS = 1_000;
 function isStalePlan(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   return e.code === '0A000' && /cached plan must not change result type/.test(e.message ?? '');
-}
-
-/**
- * The pool's connection string and startup `options`: the URL's own `options` (node-postgres lets a URL's
- * replace the pool's, which dropped UTC for a URL setting `-c statement_timeout=…`) followed by
- * `-c TimeZone=UTC`, which wins over a zone named before it (the server applies them in order).
- */
-export function withSessionOptions(url: string): { url: string; options: string } {
-  const utc = '-c TimeZone=UTC';
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return { url, options: utc };
-  }
-  const own = parsed.searchParams.get('options')?.trim();
-  if (!own) return { url, options: utc };
-  parsed.searchParams.delete('options');
-  return { url: parsed.toString(), options: `${own} ${utc}` };
 }
 
 class PostgresDb extends DbBase {

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { withSessionOptions } from './database-url.ts';
 
 const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'migrations');
 const LOCK_ID = 0x7a5bf10;
@@ -312,9 +313,9 @@ async function applyOutsideTransaction(
   }
 }
 
-/** A PostgreSQL connection of its own, with the startup options the pool's have (store/db.ts). */
+/** A PostgreSQL connection of its own, with the startup options the pool's have (withSessionOptions). */
 async function openSession(url: string): Promise<Queries & { end(): Promise<void> }> {
-  const [{ default: pg }, { withSessionOptions }] = await Promise.all([import('pg'), import('./db.ts')]);
+  const { default: pg } = await import('pg');
   const options = withSessionOptions(url);
   const client = new pg.Client({
     connectionString: options.url,
