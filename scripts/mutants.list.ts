@@ -989,7 +989,7 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'quiet-hours-change-moves-retries',
     breaks: "a receiver's Retry-After holds: a change of quiet hours moves only what they hold",
     file: 'src/services/notifications/store.ts',
-    find: "        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND held_by_quiet_hours",
+    find: "        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND next_attempt_at = held_until",
     replace: "        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL",
     tests: ['test/integration/quiet-hours-change.test.ts'],
   },

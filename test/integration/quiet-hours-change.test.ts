@@ -2,16 +2,22 @@
  * A change of quiet hours looks again at what they hold, and only that (migration 023): it moved every pending
  * delivery of the user to now, one waiting out a receiver's Retry-After too, so a receiver that asked for 10
  * minutes was asked again within a second, an attempt counted (README: "not tried again before then"). What
- * quiet hours held is sent once they are turned off: reminders.test.ts.
+ * quiet hours held is sent once they are turned off: reminders.test.ts. What they hold is known by its time
+ * (`held_until`), which any other deferral moves away from, a previous version's worker's too.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { uuidv7 } from '../../src/ids.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
+import {
+  claimDeliveries,
+  enqueueDeliveries,
+  putPreferences,
+} from '../../src/services/notifications/store.ts';
 import type { Db } from '../../src/store/db.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
-import { backends } from '../helpers/db.ts';
+import { backends, postgresBackend } from '../helpers/db.ts';
 import { startWebhookSink } from '../helpers/sinks.ts';
 
 const START = '2026-03-01T12:00:00Z';
@@ -100,3 +106,65 @@ for (const backend of backends)
       assert.deepEqual([row.attempts, row.wait_s], [1, 600]);
     });
   });
+
+describe(
+  'a change of quiet hours during a rolling upgrade',
+  { skip: postgresBackend ? false : 'needs TEST_DATABASE_URL' },
+  () => {
+    let db: Db;
+    let drop: () => Promise<void>;
+    before(async () => ({ db, drop } = await postgresBackend!.fresh()));
+    after(async () => drop?.());
+
+    it("keeps the retry time a previous version's worker gave a delivery quiet hours had held", async () => {
+      const quietEnd = new Date('2026-03-02T07:00:00Z');
+      await putPreferences(
+        db,
+        'u1',
+        {
+          quiet_hours: { start: '22:00', end: '07:00', timezone: 'UTC' },
+          webhook_url: 'https://example.com/h',
+        },
+        new Date('2026-03-01T23:00:00Z'),
+      );
+      const data = {
+        reminder_id: uuidv7(),
+        task_id: uuidv7(),
+        user_id: 'u1',
+        title: 'Pay rent',
+        remind_at: '2026-03-01T23:00:00.000Z',
+        due_at: null,
+        channels: ['webhook'],
+      };
+      await enqueueDeliveries(db, `ev-${uuidv7()}`, data as never, [
+        { channel: 'webhook', at: quietEnd, heldByQuietHours: true },
+      ]);
+      // At the window's end a worker of the previous version claims it, and the receiver answers 429 with
+      // Retry-After: 600; that worker's deferral knows nothing of held_until.
+      const [row] = await claimDeliveries(db, 'old-worker', quietEnd, 10, 60_000, 10);
+      assert.ok(row);
+      const retryAt = new Date(quietEnd.getTime() + 600_000);
+      await db.query(
+        `UPDATE notification_deliveries SET next_attempt_at = $3, claimed_by = NULL,
+              attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END, last_error = coalesce($5, last_error)
+        WHERE id = $1 AND claimed_by = $2 AND status = 'pending'`,
+        [row.id, 'old-worker', retryAt.toISOString(), true, 'webhook answered 429'],
+      );
+      await putPreferences(
+        db,
+        'u1',
+        { quiet_hours: { start: '23:00', end: '06:00', timezone: 'UTC' } },
+        new Date(quietEnd.getTime() + 60_000),
+      );
+      const { rows } = await db.query<{ next_attempt_at: Date }>(
+        'SELECT next_attempt_at FROM notification_deliveries WHERE id = $1',
+        [row.id],
+      );
+      assert.equal(
+        rows[0]!.next_attempt_at.toISOString(),
+        retryAt.toISOString(),
+        'the Retry-After is waited out',
+      );
+    });
+  },
+);

@@ -134,8 +134,8 @@ export async function putPreferences(
     JSON.stringify(patch.quiet_hours) !== JSON.stringify(current.quiet_hours)
   )
     await q.query(
-      `UPDATE notification_deliveries SET next_attempt_at = $2, held_by_quiet_hours = false
-        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND held_by_quiet_hours
+      `UPDATE notification_deliveries SET next_attempt_at = $2, held_until = NULL
+        WHERE user_id = $1 AND status = 'pending' AND claimed_by IS NULL AND next_attempt_at = held_until
           AND next_attempt_at > $2`,
       [userId, now.toISOString()],
     );
@@ -412,8 +412,9 @@ export async function enqueueDeliveries(
   for (const c of channels) {
     const r = await q.query(
       `INSERT INTO notification_deliveries (id, event_id, channel, user_id, payload, status, next_attempt_at, last_error,
-         held_by_quiet_hours)
-       VALUES ($1, $2, $3, $4, $5, $7, $6, $8, $9) ON CONFLICT (event_id, channel) DO NOTHING`,
+         held_until)
+       VALUES ($1, $2, $3, $4, $5, $7, $6, $8, CASE WHEN $9 THEN $6::timestamptz END)
+       ON CONFLICT (event_id, channel) DO NOTHING`,
       [
         uuidv7(),
         eventId,
@@ -533,7 +534,7 @@ export async function deferDelivery(
   const r = await q.query(
     `UPDATE notification_deliveries SET next_attempt_at = $3, claimed_by = NULL,
             attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END, last_error = coalesce($5, last_error),
-            held_by_quiet_hours = $6
+            held_until = CASE WHEN $6 THEN $3::timestamptz END
       WHERE id = $1 AND claimed_by = $2 AND status = 'pending'`,
     [
       id,
