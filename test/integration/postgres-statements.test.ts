@@ -173,6 +173,22 @@ describe(
         assert.deepEqual((await db.query('SHOW statement_timeout')).rows, [{ statement_timeout: '4321ms' }]);
       } finally {
         await db.close();
+      }
+      // The same in the form WHATWG's URL parser refuses and node-postgres takes: credentials, no host before
+      // the path, the host a parameter (Cloud SQL's Unix socket form).
+      const parsed = new URL(url);
+      const socketForm =
+        `postgres://${parsed.username}${parsed.password ? `:${parsed.password}` : ''}@${parsed.pathname}` +
+        `?host=${parsed.hostname}&port=${parsed.port}&options=${encodeURIComponent('-c statement_timeout=4321')}`;
+      assert.throws(() => new URL(socketForm));
+      const bySocketForm = await openDb(socketForm, { poolSize: 1 });
+      try {
+        assert.deepEqual((await bySocketForm.query('SHOW timezone')).rows, [{ TimeZone: 'UTC' }]);
+        assert.deepEqual((await bySocketForm.query('SHOW statement_timeout')).rows, [
+          { statement_timeout: '4321ms' },
+        ]);
+      } finally {
+        await bySocketForm.close();
         await drop();
       }
     });
