@@ -13,10 +13,15 @@ import type { Config } from '../config.ts';
 import { onStopSignal } from './signals.ts';
 import { systemClock } from '../domain/clock.ts';
 import type { Logger } from '../observability/logger.ts';
-import { createMcpServer, isJsonRpcMessage } from '../services/api/mcp.ts';
-import { MAX_MCP_BATCH } from '../services/api/mcp-http.ts';
+import { createMcpServer } from '../services/api/mcp.ts';
 import { restClient } from '../services/api/mcp-rest.ts';
-import { isPlainObject, requestId, paramsProblem } from '../services/api/mcp-messages.ts';
+import {
+  batchProblem,
+  isPlainObject,
+  requestId,
+  paramsProblem,
+  type BatchProblem,
+} from '../services/api/mcp-messages.ts';
 import { TaskOperations } from '../services/api/task-operations.ts';
 import { exitWhenDatabaseStops, openDb } from '../store/db.ts';
 import { migrate } from '../store/migrate.ts';
@@ -212,7 +217,7 @@ interface Batch {
  * client that asks for it, says a server MUST take them, and /mcp takes them under every protocol version (also
  * 2025-06-18 and later, which dropped them): so does stdio. The SDK's transport read such a line as one message
  * that is not JSON-RPC, answered one Invalid Request with id null, and the client waited for its requests'
- * answers until its timeout. A batch line is checked as /mcp checks a batch (mcp-http.ts): a refused one is
+ * answers until its timeout. A batch line is checked as /mcp checks a batch (batchProblem): a refused one is
  * answered an error for each of its requests, and nothing of it is done. Else its messages are read one by one,
  * and their answers written together once each request is answered (or cancelled), one array in the order of
  * the requests (JSON-RPC 2.0 section 6; a batch of notifications only is answered nothing).
@@ -250,53 +255,17 @@ function batchAnswers(transport: StdioServerTransport) {
       }),
     ),
   ];
-  /** Each request of the batch is answered `message` (nothing of it was done). */
-  const refuse = (messages: unknown[], code: number, message: string) => {
+  /**
+   * Each request of the batch is answered `refused` (nothing of it was done), one with id null if it has none;
+   * an empty batch is answered one error, not an array (JSON-RPC 2.0 section 6).
+   */
+  const refuse = (messages: unknown[], refused: BatchProblem) => {
+    if (messages.length === 0) return answerError(transport, null, refused.code, refused.message);
     const ids = requestIds(messages);
-    const error = { code, message };
+    const error = { code: refused.code, message: refused.message };
     void write(
       ids.length ? ids.map((id) => ({ jsonrpc: '2.0', id, error })) : [{ jsonrpc: '2.0', id: null, error }],
     ).catch(() => undefined);
-  };
-  /** What /mcp refuses a batch for (mcp-http.ts), in its words; also an id a batch before still waits on. */
-  const problem = (messages: unknown[]): { code: number; message: string } | undefined => {
-    const invalid = (message: string) => ({ code: -32600, message: `Invalid Request: ${message}` });
-    if (messages.length > MAX_MCP_BATCH)
-      return invalid(
-        `a batch takes at most ${MAX_MCP_BATCH} messages (${messages.length} sent); send them in several lines`,
-      );
-    const seen = new Set<string | number>();
-    for (const m of messages) {
-      const id = isPlainObject(m) && typeof m.method === 'string' ? requestId(m) : null;
-      if (id === null) continue;
-      if (seen.has(id))
-        return invalid(
-          `the id ${JSON.stringify(id)} is used by two requests of the batch (each needs its own); nothing was done`,
-        );
-      // Its answer would go to the batch before, which would then wait for ever for its own.
-      if (batchOf.has(id))
-        return invalid(
-          `the id ${JSON.stringify(id)} is used by a request of an earlier batch not answered yet (each needs its own); nothing was done`,
-        );
-      seen.add(id);
-    }
-    for (const [i, m] of messages.entries()) {
-      const bad = paramsProblem(m);
-      if (bad)
-        return {
-          code: -32602,
-          message: `Invalid params: ${bad.problem} (message ${i + 1} of the batch; nothing was done)`,
-        };
-    }
-    const notMessage = messages.findIndex((m) => !isJsonRpcMessage(m));
-    if (notMessage >= 0)
-      return invalid(
-        `message ${notMessage + 1} of the batch is not a JSON-RPC 2.0 message: an object with "jsonrpc": "2.0" and a "method" (and an "id", a string or an integer, for a request); "params", when given, an object; nothing was done`,
-      );
-    // MCP 2025-03-26 (Lifecycle): the initialize request MUST NOT be part of a batch (/mcp: one alone).
-    if (messages.length > 1 && messages.some((m) => isPlainObject(m) && m.method === 'initialize'))
-      return invalid('initialize is sent alone, not in a batch with other messages; nothing was done');
-    return undefined;
   };
 
   return {
@@ -310,27 +279,21 @@ function batchAnswers(transport: StdioServerTransport) {
         return [line]; // answered by the SDK and guard: Parse error
       }
       if (!Array.isArray(messages)) return [line];
-      // JSON-RPC 2.0 section 6: an empty batch is one Invalid Request, not an array.
-      if (messages.length === 0) {
-        answerError(transport, null, -32600, 'Invalid Request: an empty batch');
-        return [];
-      }
       let read: Buffer[];
       try {
-        const refused = problem(messages);
+        const refused = batchProblem(messages, { sentIn: 'lines', idInUse: (id) => batchOf.has(id) });
         if (refused) {
-          refuse(messages, refused.code, refused.message);
+          refuse(messages, refused);
           return [];
         }
         read = messages.map((m) => Buffer.from(JSON.stringify(m)));
       } catch {
         // JSON.parse reads arrays nested a million deep, and JSON.stringify overflows the stack on them: thrown
         // here, in a stream's listener, that ended the process.
-        refuse(
-          messages,
-          -32600,
-          'Invalid Request: the batch is nested too deeply to be read; nothing was done',
-        );
+        refuse(messages, {
+          code: -32600,
+          message: 'Invalid Request: the batch is nested too deeply to be read; nothing was done',
+        });
         return [];
       }
       const ids = requestIds(messages);

@@ -8,7 +8,13 @@ import { authenticatedScope, chargeUser } from '../../http/authenticated.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
 import type * as McpModule from './mcp.ts';
 import type { McpDeps } from './mcp.ts';
-import { isPlainObject, paramsProblem } from './mcp-messages.ts';
+import {
+  JSON_RPC_MESSAGE_SHAPE,
+  MAX_MCP_BATCH,
+  batchProblem,
+  isJsonRpcMessage,
+  paramsProblem,
+} from './mcp-messages.ts';
 
 export interface McpHttpDeps extends McpDeps {
   verify: Verifier;
@@ -39,26 +45,8 @@ const jsonRpcError = (
   id: string | number | null = null,
 ) => reply.code(status).send({ jsonrpc: '2.0', error: { code, message }, id });
 
-/**
- * An id two requests of a batch share (a notification has none): each answer is matched to its request by
- * id, so one of the two answers would be lost, a write's included. MCP says an id is never used twice.
- */
-function repeatedId(messages: readonly unknown[]): string | number | undefined {
-  const seen = new Set<string | number>();
-  for (const m of messages) {
-    if (!isPlainObject(m) || (typeof m.id !== 'string' && typeof m.id !== 'number')) continue;
-    if (seen.has(m.id)) return m.id;
-    seen.add(m.id);
-  }
-  return undefined;
-}
-
-/**
- * The most JSON-RPC messages a POST may carry. Each counts against the user's rate limit, but the transport's
- * own bound (100) let one request do a hundred tool calls, each a write or a recurrence preview of up to about
- * 30 ms, on the event loop in one go. MCP since 2025-06-18 has no batches; older clients send few.
- */
-export const MAX_MCP_BATCH = 10;
+/** The most JSON-RPC messages a POST may carry (mcp-messages.ts says why). */
+export { MAX_MCP_BATCH };
 
 export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
   let mcp: Promise<typeof McpModule> | undefined;
@@ -116,53 +104,31 @@ export async function registerMcp(app: FastifyInstance, deps: McpHttpDeps): Prom
       const userId = userOf(req);
       // No body at all (the server's JSON parser takes an empty one as none): nothing to parse.
       if (req.body === undefined) return jsonRpcError(reply, 400, -32700, 'Parse error: the body is empty');
-      if (Array.isArray(req.body) && req.body.length > MAX_MCP_BATCH)
-        return jsonRpcError(
-          reply,
-          400,
-          -32600,
-          `Invalid Request: a batch takes at most ${MAX_MCP_BATCH} messages (${req.body.length} sent); send them in several requests`,
-        );
-      // JSON-RPC 2.0 section 6: an empty batch is one Invalid Request.
-      if (Array.isArray(req.body) && req.body.length === 0)
-        return jsonRpcError(reply, 400, -32600, 'Invalid Request: an empty batch');
       const messages: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
       // Each message of a batch is a request for the user's rate limit (the POST counted one): a batch of
-      // ten tool calls cost one of the 1,200 a minute.
-      for (let i = 1; i < messages.length; i++) chargeUser(app, userId);
-      const repeated = repeatedId(messages);
-      if (repeated !== undefined)
-        return jsonRpcError(
-          reply,
-          400,
-          -32600,
-          `Invalid Request: the id ${JSON.stringify(repeated)} is used by two requests of the batch (each needs its own); nothing was done`,
-        );
-      for (const [i, m] of messages.entries()) {
-        const bad = paramsProblem(m);
-        // A request alone is answered as the SDK answers a request's protocol error (200, the spec's JSON-RPC
-        // response to a request): its client reads a 400 as the transport failing, not as the error in the body.
-        // A batch is refused whole (400): nothing of it was done.
-        if (bad)
+      // ten tool calls cost one of the 1,200 a minute. One too large is refused unread.
+      if (messages.length <= MAX_MCP_BATCH) for (let i = 1; i < messages.length; i++) chargeUser(app, userId);
+      if (messages.length !== 1) {
+        // Checked as `taskflow mcp` checks a batch (mcp-stdio.ts), refused whole (400): nothing of it was done.
+        const refused = batchProblem(messages, { sentIn: 'requests' });
+        if (refused) return jsonRpcError(reply, 400, refused.code, refused.message, refused.id);
+      } else {
+        const [message] = messages;
+        const bad = paramsProblem(message);
+        // Answered as the SDK answers a request's protocol error (200, the spec's JSON-RPC response to a
+        // request): its client reads a 400 as the transport failing, not as the error in the body.
+        if (bad) return jsonRpcError(reply, 200, -32602, `Invalid params: ${bad.problem}`, bad.id);
+        // JSON-RPC 2.0 section 5.1: what is valid JSON but not a message is an Invalid Request (-32600); the
+        // SDK called it a parse error (-32700), and a batch of one such message got no array.
+        if (!isJsonRpcMessage(message))
           return jsonRpcError(
             reply,
-            messages.length === 1 ? 200 : 400,
-            -32602,
-            `Invalid params: ${bad.problem}${messages.length > 1 ? ` (message ${i + 1} of the batch; nothing was done)` : ''}`,
-            bad.id,
+            400,
+            -32600,
+            `Invalid Request: the body is not a JSON-RPC 2.0 message: ${JSON_RPC_MESSAGE_SHAPE}`,
           );
       }
-      const { handleMcpRequest, isJsonRpcMessage } = await (mcp ??= import('./mcp.ts'));
-      // JSON-RPC 2.0 section 5.1: what is valid JSON but not a message is an Invalid Request (-32600); the SDK
-      // called it a parse error (-32700), and a batch of one such message got no array.
-      const invalid = messages.findIndex((m) => !isJsonRpcMessage(m));
-      if (invalid >= 0)
-        return jsonRpcError(
-          reply,
-          400,
-          -32600,
-          `Invalid Request: ${messages.length > 1 ? `message ${invalid + 1} of the batch` : 'the body'} is not a JSON-RPC 2.0 message: an object with "jsonrpc": "2.0" and a "method" (and an "id", a string or an integer, for a request); "params", when given, an object${messages.length > 1 ? '; nothing was done' : ''}`,
-        );
+      const { handleMcpRequest } = await (mcp ??= import('./mcp.ts'));
       return handleMcpRequest(deps, userId, req, reply);
     });
   });
