@@ -380,12 +380,14 @@ const TOO_LARGE = /MESSAGE_TOO_LARGE|RECORD_LIST_TOO_LARGE|larger than the max m
  */
 function cutLetterEvent(message: BusMessage): BusMessage['event'] {
   const { event } = message;
+  // The attributes go as headers: a foreign record's bulk can be one of them (a ce_source of a megabyte).
+  const short = (text: unknown) => (typeof text === 'string' && text.length <= 200 ? text : undefined);
   return {
     specversion: '1.0',
-    id: event.id,
-    source: event.source,
+    id: short(event.id) ?? `undecodable-${message.topic}-${message.partition}-${message.offset}`,
+    source: short(event.source) ?? 'taskflow/dead-letter',
     type: UNDECODABLE_EVENT_TYPE,
-    time: event.time ?? new Date().toISOString(),
+    time: short(event.time) ?? new Date().toISOString(),
     datacontenttype: 'application/json',
     data: {
       raw: headerText(JSON.stringify(event), 10_000),

@@ -6,7 +6,9 @@
  * - a header without a value (Java's `headers.add(k, null)`, Kafka Connect) went into the record's dead letter
  *   as `undefined`, whose send threw for ever: the partition was stuck;
  * - a record the topic took whose dead letter (its bytes plus the failure headers) is over the broker's limit
- *   was refused on every try: the partition was stuck too. The letter holds the event's first 10,000 characters.
+ *   was refused on every try: the partition was stuck too. The letter holds the event's first 10,000 characters,
+ *   and none of its attributes (headers) over 200 characters: a record whose bulk was its ce_source gave a cut
+ *   letter as large.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -147,6 +149,42 @@ describe('records of another producer on Kafka', { skip, timeout: 120_000 }, () 
       assert.match(
         letter.headers['x-dlq-error'] ?? '',
         /description must NOT have more than 10000 characters/,
+      );
+    } finally {
+      await sub.close();
+    }
+  });
+
+  it('dead-letters a record whose bulk is an attribute (its ce_source header), and reads on', async () => {
+    const topic = 'long-source';
+    await bus.admin.ensureTopics([{ name: topic, partitions: 1, retentionMs: 86_400_000 }]);
+    const poison = taskCreated('u1', 'poison');
+    for (let size = 1_048_576; ; size -= 1024) {
+      try {
+        await raw.send({
+          messages: [
+            {
+              topic: prefix + topic,
+              key: 'u1',
+              value: Buffer.from(JSON.stringify(poison.data)),
+              headers: toBinaryHeaders({ ...poison, source: 'x'.repeat(size) }),
+            },
+          ],
+        });
+        break;
+      } catch (err) {
+        if (size < 900_000) throw err; // refused for its size until then
+      }
+    }
+    await bus.publisher.publish([{ topic, key: 'u1', event: taskCreated('u1', 'next') }]);
+    const { handled, sub } = await handledBy('long-source-group', topic);
+    try {
+      await waitFor(() => handled.includes('next'), 30_000, 'the record after the dead-lettered one');
+      const [letter, ...more] = await bus.admin.read('long-source-group.dlq');
+      assert.deepEqual(more, []);
+      assert.deepEqual(
+        [letter!.event.id, letter!.event.source, letter!.event.type],
+        [poison.id, 'taskflow/dead-letter', UNDECODABLE_EVENT_TYPE],
       );
     } finally {
       await sub.close();
