@@ -12,7 +12,7 @@ import { describe, it } from 'node:test';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
-import { TEST_SECRET, startApp } from '../helpers/app.ts';
+import { TEST_SECRET, startApp, waitFor } from '../helpers/app.ts';
 
 const listen = (server: Server, port = 0) =>
   new Promise<number>((resolve) =>
@@ -58,7 +58,12 @@ describe('JWT verification with a JWKS URL', () => {
 
       idp = jwksServer();
       await listen(idp, port);
-      assert.equal((await list(await sign())).status, 200);
+      // Back, it is asked again once the failed fetch's cooldown (the Retry-After) is over.
+      await waitFor(
+        async () => (await list(await sign())).status === 200,
+        15_000,
+        'the key set fetched again',
+      );
       const noExp = await list(await sign({ exp: false }));
       assert.equal(noExp.status, 401);
       assert.match(((await noExp.json()) as { detail: string }).detail, /no expiry/);
