@@ -11,7 +11,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
-import { JSONRPCMessageSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import {
@@ -1138,10 +1138,6 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
 // ---------------------------------------------------------------------------------------------------------
 // Streamable HTTP at /mcp (stateless): the route is registered by mcp-http.ts, which loads this module (and
 // the MCP SDK) at the first request.
-
-/** Whether `message` is a JSON-RPC 2.0 message as the SDK reads one (a request, a notification, a response). */
-export const isJsonRpcMessage = (message: unknown): boolean =>
-  JSONRPCMessageSchema.safeParse(message).success;
 
 /** Answers one MCP request of `userId` with a new server and transport (stateless, plain JSON answers). */
 export async function handleMcpRequest(
