@@ -43,6 +43,9 @@ import { isUnavailable } from '../retry.ts';
 import { cameThroughProxy } from './peer.ts';
 import { InFlightLimit } from './in-flight.ts';
 
+/** How long a stop lets connections with a request in flight run on before it ends them. */
+const CLOSE_CONNECTIONS_AFTER_MS = 10_000;
+
 export type ReadinessCheck = () => Promise<void>;
 
 /**
@@ -129,6 +132,15 @@ export async function createHttpServer(opts: {
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
+    // An open connection holds close() until it ends; one a request was answered on (a request in flight when
+    // the stop began) stayed open for its keep-alive time (72 s) after its answer: the stop waited, the 30 s
+    // budget ran out and the process exited 1 without stopping its targets (the relay's batch unmarked, offsets
+    // not committed). Answers say Connection: close meanwhile (below); a connection still open after
+    // CLOSE_CONNECTIONS_AFTER_MS (a long chat stream, an export) is ended.
+    setTimeout(() => app.server.closeAllConnections(), CLOSE_CONNECTIONS_AFTER_MS).unref();
+  });
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) reply.header('connection', 'close');
   });
   app.addHook('onRequest', async (_req, reply) => {
     if (!closing) return;
