@@ -307,7 +307,9 @@ export const deadLettered =
           `${err instanceof PermanentError ? 'permanent failure' : 'retries exhausted'}, ${outcome}`,
         );
       if (!opts.dropsInstead) await opts.send?.(d, error);
-      opts.hooks?.onDeadLetter?.(d.message, error);
+      // Counted as a dead letter only when one was sent: the dead-letters alert's runbook lists them.
+      if (opts.dropsInstead) opts.hooks?.onDropped?.(d.message, error);
+      else opts.hooks?.onDeadLetter?.(d.message, error);
       d.deadLettered = error;
     }
   };

@@ -10,6 +10,8 @@ export interface ConsumeHooks {
   onHandled?(message: BusMessage, ms: number): void;
   onRetry?(message: BusMessage, attempt: number, error: unknown): void;
   onDeadLetter?(message: BusMessage, error: string): void;
+  /** A poison message of a group that keeps no dead-letter topic (the gateway's): dropped, sent nowhere. */
+  onDropped?(message: BusMessage, error: string): void;
   /** A message passed by without reaching the handler: an event of a type this build does not know. */
   onPassedBy?(message: BusMessage): void;
 }

@@ -278,6 +278,13 @@ export class Metrics {
           outcome: 'dead_lettered',
         });
       },
+      onDropped: (m: { topic: string; event: { type: string } }) =>
+        this.eventsConsumed.inc({
+          group,
+          topic: m.topic,
+          type: typeLabel(m.event?.type),
+          outcome: 'dropped',
+        }),
       // An event of a type this build does not know (a newer build's): its type is no label (bounded).
       onPassedBy: (m: { topic: string }) =>
         this.eventsConsumed.inc({ group, topic: m.topic, type: 'unknown', outcome: 'passed_by' }),

@@ -103,7 +103,7 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
   });
 
   it('drops what it would dead-letter for a group without dead letters (the gateway), writing nothing', async () => {
-    const { ctx, letters } = context();
+    const { ctx, letters, seen } = context();
     const invalid = message(taskCreated('ada', 'x'));
     (invalid.event.data as { task: { status: string } }).task.status = 'archived';
     const failing = async () => {
@@ -119,6 +119,8 @@ describe('consumer pipeline (Kafka and embedded chain)', () => {
       2,
     );
     assert.deepEqual(letters, []);
+    // Not counted as dead letters (the dead-letters alert's runbook lists them: none there).
+    assert.deepEqual(seen.deadLetters, []);
     // Said once, as what happened: not "dead-lettering" and then "dropped".
     assert.deepEqual(
       lines.map((l) => (JSON.parse(l) as { msg: string }).msg),
