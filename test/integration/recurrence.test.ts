@@ -570,6 +570,22 @@ for (const backend of backends) {
           bad,
         );
       }
+      // A query it does not understand is refused, not answered as if it had applied (the task's own dates): an
+      // unknown parameter (the task field's name, a typo), one given twice.
+      for (const [query, field] of [
+        ['due_date=2026-05-01T09:00:00Z', 'due_date'],
+        ['recurence=weekly', 'recurence'],
+        ['count=3&count=100', 'count'],
+        ['due=2026-05-01T09:00:00Z&due=2026-06-01T09:00:00Z', 'due'],
+      ]) {
+        const b = await app.call('pia', 'GET', `/api/tasks/${t.id}/occurrences?${query}`);
+        assert.equal(b.status, 400, query);
+        assert.deepEqual(
+          b.body.errors.map((e: { field: string }) => e.field),
+          [field],
+          query,
+        );
+      }
       const counted = await create('pia', {
         title: 'Counted',
         due_date: '2026-03-02T09:00:00Z',

@@ -17,6 +17,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { ConflictError, ValidationError, assertVersion } from '../../domain/errors.ts';
+import { unknownParameters } from '../../domain/fields.ts';
 import {
   RECURRENCE_PRESETS,
   nextOccurrence,
@@ -58,10 +59,26 @@ export interface RecurrenceRouteDeps {
 export const PREVIEW_DEFAULT = 5;
 export const PREVIEW_MAX = 100;
 
-function parseCount(raw: unknown): number {
-  if (raw === undefined) return PREVIEW_DEFAULT;
-  const s = Array.isArray(raw) ? raw[raw.length - 1] : raw;
-  const n = typeof s === 'string' && /^\d{1,4}$/.test(s) ? Number(s) : NaN;
+const PREVIEW_PARAMETERS = ['count', 'recurrence', 'due'] as const;
+
+/**
+ * The preview's query as it was meant, or a 400: an unknown parameter (`due_date=`, the task field's name, a
+ * typo) was ignored and the task's own dates answered as if it had applied, and a parameter given twice took
+ * its last value; the task list refuses both.
+ */
+function previewQuery(
+  query: Record<string, unknown>,
+): Partial<Record<(typeof PREVIEW_PARAMETERS)[number], string>> {
+  const issues = unknownParameters(query, PREVIEW_PARAMETERS);
+  for (const key of PREVIEW_PARAMETERS)
+    if (Array.isArray(query[key])) issues.push({ path: key, message: 'must be given once' });
+  if (issues.length) throw new ValidationError(issues);
+  return query as Partial<Record<(typeof PREVIEW_PARAMETERS)[number], string>>;
+}
+
+function parseCount(s: string | undefined): number {
+  if (s === undefined) return PREVIEW_DEFAULT;
+  const n = /^\d{1,4}$/.test(s) ? Number(s) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > PREVIEW_MAX)
     throw new ValidationError([
       { path: 'count', message: `must be an integer from 1 to ${PREVIEW_MAX} (default ${PREVIEW_DEFAULT})` },
@@ -142,7 +159,7 @@ export async function registerRecurrenceRoutes(
 
     const occurrences = async (req: FastifyRequest<{ Params: { id: string } }>) => {
       const userId = userOf(req);
-      const query = (req.query as Record<string, unknown> | undefined) ?? {};
+      const query = previewQuery((req.query as Record<string, unknown> | undefined) ?? {});
       const count = parseCount(query.count);
       const task = await store.get(userId, req.params.id);
       const proposed = query.recurrence !== undefined || query.due !== undefined;
@@ -235,6 +252,7 @@ export async function registerRecurrenceRoutes(
               },
               due: { ...instantDoc, description: 'preview from this due date instead of the task’s' },
             },
+            additionalProperties: false,
           },
           response: {
             ...okWith('The next due dates', {
