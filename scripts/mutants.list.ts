@@ -1001,6 +1001,23 @@ export const MUTANTS: readonly Mutant[] = [
     replace: '',
     tests: ['test/integration/auth-edges.test.ts#never reached'],
   },
+  {
+    id: 'stop-keeps-answered-connections',
+    breaks:
+      'a stop under keep-alive traffic goes on once its requests are answered: the targets stop, offsets committed',
+    file: 'src/http/server.ts',
+    find: "    if (closing) reply.header('connection', 'close');",
+    replace: '',
+    tests: ['test/integration/signals.test.ts#keep-alive'],
+  },
+  {
+    id: 'preview-ignores-unknown-parameters',
+    breaks: 'the occurrences preview never answers a query it did not apply',
+    file: 'src/services/recurrence/routes.ts',
+    find: '  if (issues.length) throw new ValidationError(issues);\n  return query as',
+    replace: '  return query as',
+    tests: ['test/integration/recurrence.test.ts#preview'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------
