@@ -139,8 +139,10 @@ export async function createHttpServer(opts: {
     // CLOSE_CONNECTIONS_AFTER_MS (a long chat stream, an export) is ended.
     setTimeout(() => app.server.closeAllConnections(), CLOSE_CONNECTIONS_AFTER_MS).unref();
   });
-  app.addHook('onSend', async (_req, reply) => {
+  // A callback, not an async function: it runs for every answer, and costs no promise.
+  app.addHook('onSend', (_req, reply, payload, done) => {
     if (closing) reply.header('connection', 'close');
+    done(null, payload);
   });
   app.addHook('onRequest', async (_req, reply) => {
     if (!closing) return;
