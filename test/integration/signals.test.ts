@@ -96,82 +96,57 @@ describe('stop signals once a process serves', () => {
   });
 });
 
+/**
+ * A `taskflow serve api` sent SIGTERM while a create is in flight on a connection of its own (its head read, the
+ * rest of its body sent once the stop is under way): what the server answered, and how the process ended.
+ */
+async function stopWithCreateInFlight(connection: 'close' | 'keep-alive') {
+  const server = await startServer(['api'], {
+    DATABASE_URL: 'memory://',
+    JWT_SECRET: TEST_SECRET,
+    LOG_LEVEL: 'warn',
+  });
+  try {
+    const token = await signDevToken(TEST_SECRET, 'gina');
+    const body = JSON.stringify({ title: 'written while the server stops' });
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    let answer = '';
+    socket.on('data', (b: Buffer) => (answer += b.toString()));
+    const exited = new Promise<number | null>((r) => server.child.once('exit', (code) => r(code)));
+    await new Promise((r) => socket.once('connect', r));
+    // keep-alive: as ingress controllers and pooled clients send, the connection kept for the next request.
+    socket.write(
+      `POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Connection: ${connection}\r\n\r\n${body.slice(0, 10)}`,
+    );
+    await sleep(300); // the request has begun: the server read its head
+    const stopped = performance.now();
+    server.child.kill('SIGTERM');
+    await sleep(500); // the graceful stop is under way
+    socket.write(body.slice(10));
+    const code = await Promise.race([exited, sleep(20_000).then(() => 'still running')]);
+    socket.destroy();
+    return { answer, code, stopMs: performance.now() - stopped, output: server.output() };
+  } finally {
+    await stopChild(server.child);
+  }
+}
+
 describe('SIGTERM with a request in flight', () => {
   it('answers it (201) before the process stops: the targets and the database close after the server', async () => {
-    const server = await startServer(['api'], {
-      DATABASE_URL: 'memory://',
-      JWT_SECRET: TEST_SECRET,
-      LOG_LEVEL: 'warn',
-    });
-    try {
-      const token = await signDevToken(TEST_SECRET, 'gina');
-      const body = JSON.stringify({ title: 'written while the server stops' });
-      const { port } = new URL(server.url);
-      const socket = connect(Number(port), '127.0.0.1');
-      let answer = '';
-      socket.on('data', (b: Buffer) => (answer += b.toString()));
-      const ended = new Promise((r) => socket.once('close', r));
-      await new Promise((r) => socket.once('connect', r));
-      socket.write(
-        `POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
-          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n` +
-          body.slice(0, 10),
-      );
-      await sleep(300); // the request has begun: the server read its head
-      server.child.kill('SIGTERM');
-      await sleep(500); // the graceful stop is under way
-      socket.write(body.slice(10));
-      await Promise.race([ended, sleep(15_000)]);
-      socket.destroy();
-      assert.match(
-        answer,
-        /^HTTP\/1\.1 201 /,
-        `answer: ${JSON.stringify(answer.slice(0, 300))}\n${server.output()}`,
-      );
-    } finally {
-      await stopChild(server.child);
-    }
+    const { answer, output } = await stopWithCreateInFlight('close');
+    assert.match(answer, /^HTTP\/1\.1 201 /, `answer: ${JSON.stringify(answer.slice(0, 300))}\n${output}`);
   });
 
   it('on a keep-alive connection: answers it with Connection: close and the stop goes on at once (exit 0)', async () => {
-    const server = await startServer(['api'], {
-      DATABASE_URL: 'memory://',
-      JWT_SECRET: TEST_SECRET,
-      LOG_LEVEL: 'warn',
-    });
-    try {
-      const token = await signDevToken(TEST_SECRET, 'gina');
-      const body = JSON.stringify({ title: 'written while the server stops' });
-      const { port } = new URL(server.url);
-      const socket = connect(Number(port), '127.0.0.1');
-      let answer = '';
-      socket.on('data', (b: Buffer) => (answer += b.toString()));
-      const exited = new Promise<number | null>((r) => server.child.once('exit', (code) => r(code)));
-      await new Promise((r) => socket.once('connect', r));
-      // As ingress controllers and pooled clients send: the connection is kept for the next request.
-      socket.write(
-        `POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
-          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n` +
-          body.slice(0, 10),
-      );
-      await sleep(300);
-      const stopped = performance.now();
-      server.child.kill('SIGTERM');
-      await sleep(500);
-      socket.write(body.slice(10));
-      // The connection kept its keep-alive time (72 s) after the answer: the stop waited past its 30 s and the
-      // process exited 1 without stopping its targets.
-      const code = await Promise.race([exited, sleep(20_000).then(() => 'still running')]);
-      socket.destroy();
-      assert.match(answer, /^HTTP\/1\.1 201 /, `answer: ${JSON.stringify(answer.slice(0, 300))}`);
-      assert.match(answer, /\r\nconnection: close\r\n/i);
-      assert.equal(code, 0, server.output());
-      assert.ok(
-        performance.now() - stopped < 8_000,
-        `stopped in ${Math.round(performance.now() - stopped)} ms`,
-      );
-    } finally {
-      await stopChild(server.child);
-    }
+    // The connection kept its keep-alive time (72 s) after the answer: the stop waited past its 30 s and the
+    // process exited 1 without stopping its targets.
+    const { answer, code, stopMs, output } = await stopWithCreateInFlight('keep-alive');
+    assert.match(answer, /^HTTP\/1\.1 201 /, `answer: ${JSON.stringify(answer.slice(0, 300))}`);
+    assert.match(answer, /\r\nconnection: close\r\n/i);
+    assert.equal(code, 0, output);
+    assert.ok(stopMs < 8_000, `stopped in ${Math.round(stopMs)} ms`);
   });
 });
