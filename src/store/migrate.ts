@@ -224,13 +224,29 @@ async function underMigrationsLock<T>(
   log: (msg: string) => void,
   fn: (tx: Queries) => Promise<T>,
 ): Promise<T> {
+  const outcome = await whenLockTaken(
+    () =>
+      db.transaction(async (tx) => {
+        await tx.query('SET LOCAL statement_timeout = 0');
+        if (!(await tryMigrationsLock(tx, 'pg_try_advisory_xact_lock'))) return undefined;
+        return { value: await fn(tx) };
+      }),
+    log,
+  );
+  return outcome.value;
+}
+
+/**
+ * Runs `attempt` (which takes the migrations' lock, or answers undefined when another process holds it) every
+ * LOCK_POLL_MS until it took it, saying once that it waits; what it answered.
+ */
+async function whenLockTaken<T>(
+  attempt: () => Promise<T | undefined>,
+  log: (msg: string) => void,
+): Promise<T> {
   for (let tries = 0; ; tries++) {
-    const outcome = await db.transaction(async (tx) => {
-      await tx.query('SET LOCAL statement_timeout = 0');
-      if (!(await tryMigrationsLock(tx, 'pg_try_advisory_xact_lock'))) return undefined;
-      return { value: await fn(tx) };
-    });
-    if (outcome) return outcome.value;
+    const outcome = await attempt();
+    if (outcome !== undefined) return outcome;
     if (tries === 0) log("waiting for the migrations' lock: another process is migrating");
     await sleep(LOCK_POLL_MS);
   }
@@ -277,39 +293,34 @@ async function applyOutsideTransaction(
   lockTimeoutMs: number,
   log: (msg: string) => void,
 ): Promise<boolean> {
-  if (db.kind === 'pglite') {
-    if (await isRecorded(db, m)) return false;
-    log(`applying migration ${m.name} (outside a transaction)`);
-    for (const statement of splitStatements(m.sql)) {
-      await dropInvalidIndexOf(db, statement, log);
-      await db.query(statement);
-    }
-    await db.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
-    return true;
-  }
-  const session = await openSession(db.url);
+  const session = db.kind === 'pglite' ? undefined : await openSession(db.url);
+  const q: Queries = session ?? db;
   try {
-    // A session setting, on this connection only, which ends with it.
-    await session.query('SET statement_timeout = 0');
-    for (let tries = 0; !(await tryMigrationsLock(session, 'pg_try_advisory_lock')); tries++) {
-      if (tries === 0) log("waiting for the migrations' lock: another process is migrating");
-      await sleep(LOCK_POLL_MS);
+    if (session) {
+      // Session settings, on this connection only, which end with it.
+      await session.query('SET statement_timeout = 0');
+      await whenLockTaken(
+        async () => (await tryMigrationsLock(session, 'pg_try_advisory_lock')) || undefined,
+        log,
+      );
     }
-    if (await isRecorded(session, m)) return false;
+    if (await isRecorded(q, m)) return false;
     log(`applying migration ${m.name} (outside a transaction)`);
     for (const statement of splitStatements(m.sql)) {
-      // A concurrent index build's waits (for the table's writers, for older snapshots) block none of the
-      // running version's reads or writes, and a timeout in them would throw the build away: no lock_timeout.
-      const timeout = /\bCONCURRENTLY\b/i.test(statement) ? 0 : Math.max(0, Math.trunc(lockTimeoutMs));
-      await session.query(`SET lock_timeout = ${timeout}`);
-      await dropInvalidIndexOf(session, statement, log);
-      await session.query(statement);
+      if (session) {
+        // A concurrent index build's waits (for the table's writers, for older snapshots) block none of the
+        // running version's reads or writes, and a timeout in them would throw the build away: no lock_timeout.
+        const timeout = /\bCONCURRENTLY\b/i.test(statement) ? 0 : Math.max(0, Math.trunc(lockTimeoutMs));
+        await session.query(`SET lock_timeout = ${timeout}`);
+      }
+      await dropInvalidIndexOf(q, statement, log);
+      await q.query(statement);
     }
-    await session.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+    await q.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
     return true;
   } finally {
     // Ending the session releases its lock.
-    await session.end().catch(() => undefined);
+    await session?.end().catch(() => undefined);
   }
 }
 
