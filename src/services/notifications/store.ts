@@ -424,7 +424,7 @@ export async function enqueueDeliveries(
         c.at.toISOString(),
         skippedBecause === undefined ? 'pending' : 'skipped',
         skippedBecause ?? null,
-        (skippedBecause === undefined && c.heldByQuietHours) ?? false,
+        skippedBecause === undefined && c.heldByQuietHours === true,
       ],
     );
     added += r.rowCount;
