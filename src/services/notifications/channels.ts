@@ -11,7 +11,7 @@ import type { ReminderEventData } from '../../contracts/events.ts';
 import { retryAfterMs, webhookSignature } from '../../domain/notifications.ts';
 import { BlockedAddressError, post, type PostResult } from './outbound.ts';
 import { errorMessage } from '../../error-text.ts';
-import { firstCodePoints } from '../../domain/text.ts';
+import { codePoints, firstCodePoints } from '../../domain/text.ts';
 
 export interface MessageContent {
   subject: string;
@@ -282,9 +282,10 @@ function fittedPush(
   let payload = JSON.stringify(payloadOf(title, body));
   if (Buffer.byteLength(payload) <= PUSH_MAX_PLAINTEXT) return payload;
   const shortBody = body.startsWith(`${taskTitle}\n`) ? body.slice(taskTitle.length + 1) : body;
-  for (let keep = [...title].length; keep >= 0; keep = keep > 0 ? Math.floor(keep * 0.9) : -1) {
+  const length = codePoints(title);
+  for (let keep = length; keep >= 0; keep = keep > 0 ? Math.floor(keep * 0.9) : -1) {
     payload = JSON.stringify(
-      payloadOf(keep < [...title].length ? `${firstCodePoints(title, keep)}…` : title, shortBody),
+      payloadOf(keep < length ? `${firstCodePoints(title, keep)}…` : title, shortBody),
     );
     if (Buffer.byteLength(payload) <= PUSH_MAX_PLAINTEXT) return payload;
   }
