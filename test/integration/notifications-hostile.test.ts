@@ -659,6 +659,41 @@ describe('webhooks: the secret and the address', () => {
     }
   });
 
+  it("gives a new webhook_url saved without a secret a new secret: the previous receiver's cannot sign for it", async () => {
+    const { db, drop } = await backends[0]!.fresh();
+    const app = await startApp(db, { clock: new ManualClock(START), targets: [createNotificationsTarget()] });
+    try {
+      const put = (body: object) => app.call('wes', 'PUT', '/api/notifications/preferences', body);
+      const first = await put({ webhook_url: 'https://one.example.com/hook' });
+      assert.match(first.body.webhook_secret, /^whsec_/);
+      // The same address again, or another field: the secret stays (and is not shown).
+      const same = await put({ webhook_url: 'https://one.example.com/hook', channels: { in_app: false } });
+      assert.equal(same.status, 200, JSON.stringify(same.body));
+      assert.equal(same.body.webhook_secret, undefined);
+      const moved = await put({ webhook_url: 'https://two.example.com/hook' });
+      assert.equal(moved.status, 200, JSON.stringify(moved.body));
+      assert.match(moved.body.webhook_secret ?? '', /^whsec_/, 'a new secret for the new receiver');
+      assert.notEqual(moved.body.webhook_secret, first.body.webhook_secret);
+      const stored = await db.query<{ webhook_secret: string }>(
+        `SELECT webhook_secret FROM notification_preferences WHERE user_id = 'wes'`,
+      );
+      assert.equal(stored.rows[0]!.webhook_secret, moved.body.webhook_secret);
+      // A new address with its own secret keeps that one.
+      const own = await put({
+        webhook_url: 'https://three.example.com/hook',
+        webhook_secret: 'whsec_mine_0123456789',
+      });
+      assert.equal(own.body.webhook_secret, undefined);
+      const kept = await db.query<{ webhook_secret: string }>(
+        `SELECT webhook_secret FROM notification_preferences WHERE user_id = 'wes'`,
+      );
+      assert.equal(kept.rows[0]!.webhook_secret, 'whsec_mine_0123456789');
+    } finally {
+      await app.stop();
+      await drop();
+    }
+  });
+
   it('marks a delivery to a webhook on a non-public address dead at its first attempt (a name rebound to loopback)', async () => {
     const { db, drop } = await backends[0]!.fresh();
     const app = await startApp(db, {

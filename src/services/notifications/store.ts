@@ -114,8 +114,8 @@ async function readPreferences(
 }
 
 /**
- * Merges `patch` into the stored preferences. A webhook URL without a secret gets a generated one, returned
- * once in `generatedSecret` (the API shows it in that answer only).
+ * Merges `patch` into the stored preferences. A webhook URL without a secret (a new URL without one of its own
+ * too) gets a generated one, returned once in `generatedSecret` (the API shows it in that answer only).
  */
 export async function putPreferences(
   q: Queryable,
@@ -148,7 +148,14 @@ export async function putPreferences(
     channels: { ...current.channels, ...patch.channels },
     quiet_hours: patch.quiet_hours !== undefined ? patch.quiet_hours : current.quiet_hours,
     webhook_url: patch.webhook_url !== undefined ? patch.webhook_url : current.webhook_url,
-    webhook_secret: patch.webhook_secret !== undefined ? patch.webhook_secret : current.webhook_secret,
+    // A new address without a secret of its own gets a new one: the receiver before it holds the old secret
+    // and could sign requests that the new receiver would take for Taskflow's.
+    webhook_secret:
+      patch.webhook_secret !== undefined
+        ? patch.webhook_secret
+        : patch.webhook_url !== undefined && patch.webhook_url !== current.webhook_url
+          ? null
+          : current.webhook_secret,
   };
   let generatedSecret: string | null = null;
   if (next.webhook_url && !next.webhook_secret) {
