@@ -21,6 +21,7 @@ import { DEFAULT_REMINDER_GRACE_MS } from './domain/reminders.ts';
 import { isPostgresUrl, pgliteLocation } from './store/database-url.ts';
 import { canonicalTimeZone, isTimeZone } from './domain/time.ts';
 import type { LogFormat } from './observability/logger.ts';
+import { credentialsOutOf, passwordCutShort } from './url-credentials.ts';
 
 export type BusKind = 'embedded' | 'kafka' | 'dapr';
 
@@ -316,9 +317,7 @@ function schemaRegistryOf(env: Env): NonNullable<Config['schemaRegistry']> {
   } catch {
     // named below
   }
-  // A # or / in the password, not encoded, ends the host early; what follows, the password's end, is no path.
-  const misread = !!parsed && (parsed.hash !== '' || /@/.test(parsed.pathname + parsed.search));
-  if (!parsed || !/^https?:$/.test(parsed.protocol) || !/^https?:\/\//i.test(raw) || misread)
+  if (!parsed || !/^https?:$/.test(parsed.protocol) || !/^https?:\/\//i.test(raw) || passwordCutShort(parsed))
     throw new ConfigError(
       `SCHEMA_REGISTRY_URL must be an http(s) URL (characters such as @ : / # in its user or password percent-encoded, @ as %40), got ${quotedSecretly(raw)}`,
     );
@@ -326,12 +325,9 @@ function schemaRegistryOf(env: Env): NonNullable<Config['schemaRegistry']> {
   let password = env.SCHEMA_REGISTRY_PASSWORD || undefined;
   let url = raw;
   if (parsed.username || parsed.password) {
-    let inUrl: { username: string; password: string };
+    let inUrl: ReturnType<typeof credentialsOutOf>;
     try {
-      inUrl = {
-        username: decodeURIComponent(parsed.username),
-        password: decodeURIComponent(parsed.password),
-      };
+      inUrl = credentialsOutOf(parsed);
     } catch {
       throw new ConfigError(
         `SCHEMA_REGISTRY_URL has a user or password that is not percent-encoded (a % must be written %25), got ${quotedSecretly(raw)}`,
@@ -345,9 +341,7 @@ function schemaRegistryOf(env: Env): NonNullable<Config['schemaRegistry']> {
       );
     username = inUrl.username || username;
     password = inUrl.password || password;
-    parsed.username = '';
-    parsed.password = '';
-    url = parsed.href;
+    url = inUrl.href;
   }
   const compatibility = (env.SCHEMA_REGISTRY_COMPATIBILITY ?? 'FULL').toUpperCase();
   if (!(COMPATIBILITY_LEVELS as readonly string[]).includes(compatibility))

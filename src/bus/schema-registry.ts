@@ -12,6 +12,7 @@ import { avroFullName, avroSchemaOf } from '../contracts/avro.ts';
 import { EVENT_TYPES, publishedSchema, schemaVersionOf, type EventType } from '../contracts/schemas.ts';
 import { eachLimited } from '../each-limited.ts';
 import { errorMessage } from '../error-text.ts';
+import { credentialsOutOf } from '../url-credentials.ts';
 
 export interface RegistrySettings {
   url: string;
@@ -61,19 +62,17 @@ function endpointOf(s: RegistrySettings): { base: string; username?: string; pas
     return { base, ...given };
   }
   if (!url.username && !url.password) return { base, ...given };
-  const decoded = (part: string) => {
-    try {
-      return decodeURIComponent(part);
-    } catch {
-      return part;
-    }
-  };
-  const inUrl = { username: decoded(url.username), password: decoded(url.password) };
-  url.username = '';
-  url.password = '';
+  let inUrl: ReturnType<typeof credentialsOutOf>;
+  try {
+    inUrl = credentialsOutOf(url);
+  } catch {
+    throw new Error(
+      'the schema registry URL has a user or password that is not percent-encoded (a % must be written %25)',
+    );
+  }
   return {
-    base: url.href.replace(/\/+$/, ''),
-    ...(given.username !== undefined ? given : inUrl),
+    base: inUrl.href.replace(/\/+$/, ''),
+    ...(given.username !== undefined ? given : { username: inUrl.username, password: inUrl.password }),
   };
 }
 

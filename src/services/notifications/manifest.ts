@@ -1,6 +1,7 @@
 /** The `notifications` target: what it is, its SMTP_*, VAPID_* and NOTIFY_* settings and its metrics. */
 import { Counter, type Registry } from 'prom-client';
 import { bool, ConfigError, int, quotedSecretly, type Env, TIMER_MAX_MS } from '../../config.ts';
+import { passwordCutShort } from '../../url-credentials.ts';
 import { TOPICS } from '../../contracts/topics.ts';
 import type { TargetManifest } from '../../runtime.ts';
 
@@ -31,8 +32,8 @@ function smtpUrlOf(raw: string): string {
   } catch {
     // named below
   }
-  // An unencoded # / or ? in the password ends the host early: the rest is read as a fragment, path or query.
-  const misread = !!url && (url.hash !== '' || !['', '/'].includes(url.pathname) || url.search.includes('@'));
+  // A mail server's URL has no path: one is the end of a password whose unencoded `/` cut the host short.
+  const misread = !!url && (passwordCutShort(url) || !['', '/'].includes(url.pathname));
   if (!url || !/^smtps?:\/\//i.test(raw) || !url.hostname || misread)
     throw new ConfigError(
       `SMTP_URL must be smtp://user:password@host:port or smtps://… (nodemailer's options may follow as ?name=value), the characters @ : / ? # % in the user or password percent-encoded (as encodeURIComponent does: # as %23, @ as %40, / as %2F), got ${quotedSecretly(raw)}`,
