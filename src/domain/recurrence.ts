@@ -759,10 +759,14 @@ function parseRecurrenceUnchecked(
   let untilMs: number | null = null;
   if (untilInput !== undefined) {
     const ms = instantMs(untilInput);
-    if (ms === null || new Date(ms).getUTCFullYear() > MAX_YEAR || ms < 0)
+    // RRULE UNTIL has whole-second precision; round up so the bound stays inclusive. The year is checked after
+    // rounding: 9999-12-31T23:59:59.5Z rounds into year 10000, whose UNTIL (100000101T000000Z) no parser reads.
+    const rounded = ms === null ? null : Math.ceil(ms / 1000) * 1000;
+    if (rounded === null)
       issue('until', 'must be an ISO-8601 instant with offset, e.g. 2026-12-31T23:59:59Z');
-    // RRULE UNTIL has whole-second precision; round up so the bound stays inclusive.
-    else untilMs = Math.ceil(ms / 1000) * 1000;
+    else if (new Date(rounded).getUTCFullYear() > MAX_YEAR || rounded < 0)
+      issue('until', 'must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z (rounded up to the second)');
+    else untilMs = rounded;
   }
   if (countInput !== undefined && untilInput !== undefined)
     issue('until', 'count and until must not both be set (RFC 5545 forbids COUNT with UNTIL)');

@@ -879,6 +879,15 @@ for (const backend of backends) {
         assert.equal(r.body.errors[0].field, 'recurrence.rrule');
         assert.match(r.body.errors[0].message, /UNTIL .* is after 9999-12-31T23:59:59Z/);
       }
+      // An until a fraction of a second before year 10000 is rounded up to the whole second (UNTIL has no
+      // fraction) into 10000-01-01: it was checked before rounding, stored as UNTIL=100000101T000000Z (a 500).
+      const fraction = await app.call('y10k', 'POST', '/api/tasks', {
+        title: 'forever and a half second',
+        due_date: '2026-03-02T09:00:00Z',
+        recurrence: { preset: 'daily', until: '9999-12-31T23:59:59.5Z' },
+      });
+      assert.equal(fraction.status, 400, JSON.stringify(fraction.body));
+      assert.equal(fraction.body.errors[0].field, 'recurrence.until');
       assert.deepEqual((await app.call('y10k', 'GET', '/api/tasks')).body.items, []);
     });
 

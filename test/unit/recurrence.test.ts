@@ -297,6 +297,12 @@ const invalidCases: Array<{ input: unknown; path: string; message: RegExp; tz?: 
     message: /count and until/,
   },
   { input: { preset: 'daily', until: '2026-12-31' }, path: 'recurrence.until', message: /instant/ },
+  // Rounded up to the whole second, into year 10000: UNTIL=100000101T000000Z, which no parser reads back.
+  {
+    input: { preset: 'daily', until: '9999-12-31T23:59:59.5Z' },
+    path: 'recurrence.until',
+    message: /to 9999-12-31T23:59:59Z/,
+  },
   { input: { rrule: 'FREQ=HOURLY' }, path: 'recurrence.rrule', message: /FREQ=HOURLY is not supported/ },
   { input: { rrule: 'FREQ=MINUTELY' }, path: 'recurrence.rrule', message: /FREQ=MINUTELY is not supported/ },
   { input: { rrule: 'FREQ=FORTNIGHTLY' }, path: 'recurrence.rrule', message: /FREQ must be one of/ },
