@@ -187,6 +187,58 @@ for (const backend of backends)
       assert.deepEqual(await found('learn'), ['Learn C#', 'Learn C++']);
     });
 
+    it('pages sort=due in both orders: dated by date and id, undated last, each task once, filters kept', async () => {
+      const user = 'due-pages';
+      const dues = [
+        '2027-01-03T09:00:00Z',
+        '2027-01-01T09:00:00Z',
+        null,
+        '2027-01-02T09:00:00Z',
+        '2027-01-01T09:00:00Z', // a tie: the id decides
+        null,
+        '2027-01-01T09:00:00Z',
+        null,
+      ];
+      for (const [i, due] of dues.entries())
+        await create(user, { title: `t${i}`, due_date: due, ...(i % 2 ? { tags: ['odd'] } : {}) });
+      const listed = (await app.call(user, 'GET', '/api/tasks?limit=100')).body.items as {
+        id: string;
+        title: string;
+        due_date: string | null;
+        tags: string[];
+      }[];
+      const expected = (order: 'asc' | 'desc', keep: (t: (typeof listed)[number]) => boolean) => {
+        const dated = listed.filter((t) => t.due_date !== null && keep(t));
+        const byIdHex = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0); // uuid order is its hex's
+        dated.sort((a, b) => byIdHex(a.due_date!, b.due_date!) || byIdHex(a.id, b.id));
+        const undated = listed
+          .filter((t) => t.due_date === null && keep(t))
+          .sort((a, b) => byIdHex(a.id, b.id));
+        if (order === 'desc') (dated.reverse(), undated.reverse());
+        return [...dated, ...undated].map((t) => t.title);
+      };
+      for (const order of ['asc', 'desc'] as const)
+        for (const [query, keep] of [
+          ['', () => true],
+          ['&tag=odd', (t: (typeof listed)[number]) => t.tags.includes('odd')],
+        ] as const)
+          for (const limit of [1, 2, 3, 100]) {
+            const seen: string[] = [];
+            let cursor = '';
+            do {
+              const r = await app.call(
+                user,
+                'GET',
+                `/api/tasks?sort=due&order=${order}&limit=${limit}${query}${cursor}`,
+              );
+              assert.equal(r.status, 200, JSON.stringify(r.body));
+              seen.push(...r.body.items.map((t: { title: string }) => t.title));
+              cursor = r.body.next_cursor ? `&cursor=${r.body.next_cursor}` : '';
+            } while (cursor);
+            assert.deepEqual(seen, expected(order, keep), `order=${order} limit=${limit}${query}`);
+          }
+    });
+
     it('sorts titles with their accented initials among their letters, in both orders and across pages', async () => {
       const user = 'title-sort';
       const titles = ['Zahnarzt', 'Äpfel kaufen', 'Birnen', 'École', 'apfel', 'élan', 'Ångström'];
