@@ -32,10 +32,6 @@ export interface Resolved {
   local: string;
 }
 
-/** An offset or zone written in a date: +02:00, -0500, 9Z, UTC, GMT, or a zone abbreviation chrono knows. */
-const ZONE_IN_TEXT =
-  /(?:[+-]\d{2}:?\d{2}\b|\d[zZ]\b|\b(?:UTC|GMT|Z|CET|CEST|EET|EEST|WET|WEST|BST|IST|EST|EDT|CST|CDT|MST|MDT|PST|PDT|AKST|AKDT|HST|JST|KST|AEST|AEDT|ACST|AWST|NZST|NZDT)\b)/;
-
 /** At most this long: a due date in words is a short phrase. */
 const MAX_TEXT = 100;
 
@@ -51,11 +47,12 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   const [found] = parseOnWallClock(text, wallAsUtc);
   // The whole text must be a date: "buy milk tomorrow" is not a due date.
   if (!found || found.text.trim().length < text.trim().length) return null;
+  // A sign and a number after a time is a written offset to the user, but chrono reads it as the end of a range
+  // ("9:00 -05" is 9:00 to 05:00) and keeps no offset: 9:00 on the user's clock would be a misreading.
+  if (found.end && /[-\u2012-\u2015\u2212]\d{1,2}(?::?\d{2})?\s*$/.test(found.text)) return null;
   const start = found.start;
   let ms: number;
-  // chrono calls the offset certain for relative times too ("in 30 minutes": the reference's); only a zone
-  // written in the text is the user's own.
-  if (start.isCertain('timezoneOffset') && ZONE_IN_TEXT.test(found.text)) ms = start.date().getTime();
+  if (offsetWritten(text, wallAsUtc, found)) ms = start.date().getTime();
   // "in 30 minutes", "2 hours from now": elapsed time from now, also across a daylight-saving change.
   else if (found.tags().has('result/relativeDateAndTime'))
     ms = ctx.now.getTime() + (start.date().getTime() - wallAsUtc.getTime());
@@ -90,6 +87,22 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   return { instant, resolved: { said: text, as: instant, local: localTime(instant, ctx.timeZone) } };
 }
 
+/**
+ * Whether the offset chrono read is written in the text ("9am ET", "+02", "MSK", "UTC"), the text's own: chrono
+ * calls the offset certain for relative times too ("in 30 minutes", "now": the reference's). A list of the
+ * zones written was shorter than chrono's ("ET", "PT", "+02" were missing): chrono's instant at that offset was
+ * then taken for the user's wall clock, shifted by it. So the text is read again with the reference at another
+ * offset: an offset that was written stays the same.
+ */
+function offsetWritten(text: string, wallAsUtc: Date, found: chrono.ParsedResult): boolean {
+  const offset = found.start.get('timezoneOffset');
+  if (offset === null || !found.start.isCertain('timezoneOffset')) return false;
+  const [again] = parseOnWallClock(text, wallAsUtc, OTHER_REFERENCE_OFFSET);
+  return again?.start.get('timezoneOffset') === offset;
+}
+/** The second reading's reference offset in minutes (the first's is 0): a relative time takes it, a written one not. */
+const OTHER_REFERENCE_OFFSET = 420;
+
 /** Date with UTC as its local time: the local-time methods chrono calls are the UTC ones. */
 class UtcDate extends Date {
   constructor(...args: unknown[]) {
@@ -115,14 +128,14 @@ for (const field of ['FullYear', 'Month', 'Date', 'Day', 'Hours', 'Minutes', 'Se
  * (chrono is synchronous, so nothing else runs meanwhile). Its results' dates are computed from their fields
  * with Date.UTC (the offset is 0), so they can be read after.
  */
-function parseOnWallClock(text: string, wallAsUtc: Date): chrono.ParsedResult[] {
+function parseOnWallClock(text: string, wallAsUtc: Date, referenceOffset = 0): chrono.ParsedResult[] {
   const global = globalThis as { Date: DateConstructor };
   const saved = global.Date;
   global.Date = UtcDate as DateConstructor;
   try {
     return chrono.parse(
       text,
-      { instant: new UtcDate(wallAsUtc.getTime()), timezone: 0 },
+      { instant: new UtcDate(wallAsUtc.getTime()), timezone: referenceOffset },
       { forwardDate: true },
     );
   } finally {

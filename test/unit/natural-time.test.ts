@@ -37,6 +37,18 @@ describe('resolveWhen', () => {
     ['March 29 2:30am', berlin, '2026-03-29T01:30:00.000Z'],
     // A written offset is the text's own.
     ['tomorrow 9:00 +02:00', berlin, '2026-03-02T07:00:00.000Z'],
+    // ... also one a list of zones missed: its time was taken for the user's wall clock, shifted by the offset.
+    ['tomorrow 9am ET', newYork, '2026-03-02T14:00:00.000Z'],
+    ['tomorrow 9am PT', newYork, '2026-03-02T17:00:00.000Z'],
+    ['tomorrow 9am CT', newYork, '2026-03-02T15:00:00.000Z'],
+    ['tomorrow at 9 +1', newYork, '2026-03-02T08:00:00.000Z'],
+    ['tomorrow 9am MSK', berlin, '2026-03-02T06:00:00.000Z'],
+    ['tomorrow 9am +02', berlin, '2026-03-02T07:00:00.000Z'],
+    ['tomorrow 9am UTC', berlin, '2026-03-02T09:00:00.000Z'],
+    // chrono reads a signed number after a time as the end of a range, no offset: refused, not 9:00 in Berlin.
+    ['tomorrow 9:00 -05', berlin, null],
+    ['tomorrow 9:00-05:00', berlin, null],
+    ['tomorrow 9:00 - 10:00', berlin, '2026-03-02T08:00:00.000Z'], // a range: its start
     ['2026-03-05T09:00:00Z', berlin, '2026-03-05T09:00:00.000Z'],
     // Not a date, or more than a date: nothing.
     ['soon', berlin, null],
