@@ -122,6 +122,9 @@ for (const field of ['FullYear', 'Month', 'Date', 'Day', 'Hours', 'Minutes', 'Se
   if (field !== 'Day') proto[`set${field}`] = utc[`setUTC${field}`];
 }
 
+/** A word that says the date meant is before now: "last Friday", "past Friday", "Friday last week". */
+const BACKWARD = /\b(?:last|past|previous)\b/i;
+
 /**
  * chrono's reading of `text` at the wall clock `wallAsUtc` (the user's local time written as UTC), its
  * arithmetic on that wall clock, not in the process's zone: chrono is run with UtcDate as the global Date
@@ -136,7 +139,9 @@ function parseOnWallClock(text: string, wallAsUtc: Date, referenceOffset = 0): c
     return chrono.parse(
       text,
       { instant: new UtcDate(wallAsUtc.getTime()), timezone: referenceOffset },
-      { forwardDate: true },
+      // A date said without a direction is the next one ("Friday", "March 2"); forwardDate also moved one said
+      // to be past ("last Friday" was the next Friday, and a reminder for it was taken as a time to come).
+      { forwardDate: !BACKWARD.test(text) },
     );
   } finally {
     global.Date = saved;

@@ -30,6 +30,12 @@ describe('resolveWhen', () => {
     ['in 2 days', berlin, '2026-03-03T11:00:00.000Z'],
     ['tomorrow morning', berlin, '2026-03-02T05:00:00.000Z'], // a part of the day keeps its hour (06:00)
     ['tonight', newYork, '2026-03-02T03:00:00.000Z'], // 22:00 EST
+    // A day said to be past is before now (it was read as the next one: "last Friday" was Friday 6 March).
+    ['last friday', berlin, '2026-02-27T11:00:00.000Z'],
+    ['last friday at 5pm', berlin, '2026-02-27T16:00:00.000Z'],
+    ['past friday', berlin, '2026-02-27T11:00:00.000Z'],
+    ['friday last week', berlin, '2026-02-27T11:00:00.000Z'],
+    ['last sunday', berlin, '2026-02-22T11:00:00.000Z'], // said on a Sunday: a week ago
     // Across a daylight-saving change: the offset of the day named, not today's.
     ['March 30 9:00', berlin, '2026-03-30T07:00:00.000Z'],
     ['March 10 9am', newYork, '2026-03-10T13:00:00.000Z'],
@@ -179,6 +185,8 @@ describe('resolveReminder', () => {
     // A time already past is no reminder.
     assert.equal(resolveReminder('yesterday', berlin), null);
     assert.equal(resolveReminder('5 minutes ago', berlin), null);
+    assert.equal(resolveReminder('last friday', berlin), null);
+    assert.equal(resolveReminder('last friday at 5pm', newYork), null);
   });
 });
 
