@@ -114,12 +114,32 @@ class UtcDate extends Date {
   override getTimezoneOffset() {
     return 0;
   }
+  // chrono adds months and years with setMonth and setFullYear, whose day overflows into the next month: "in a
+  // month" said on 31 January was 3 March, "next month" on 31 March 1 May, "in a year" on 29 February 1 March.
+  // A day the month reached does not have is its last day, as Temporal's add (overflow 'constrain') and
+  // recurrence (ADR 0003) make it. A day given with the month is set as given.
+  override setMonth(month: number, day?: number): number {
+    return day === undefined
+      ? keepDayInMonth(this, this.getUTCFullYear(), month)
+      : this.setUTCMonth(month, day);
+  }
+  override setFullYear(year: number, month?: number, day?: number): number {
+    if (month === undefined) return keepDayInMonth(this, year, this.getUTCMonth());
+    return day === undefined ? this.setUTCFullYear(year, month) : this.setUTCFullYear(year, month, day);
+  }
 }
 for (const field of ['FullYear', 'Month', 'Date', 'Day', 'Hours', 'Minutes', 'Seconds', 'Milliseconds']) {
   const proto = UtcDate.prototype as unknown as Record<string, unknown>;
   const utc = Date.prototype as unknown as Record<string, unknown>;
   proto[`get${field}`] = utc[`getUTC${field}`];
-  if (field !== 'Day') proto[`set${field}`] = utc[`setUTC${field}`];
+  if (!['Day', 'Month', 'FullYear'].includes(field)) proto[`set${field}`] = utc[`setUTC${field}`];
+}
+
+/** `date` moved to `month` (0-11, or beyond: 12 is next January) of `year`, its day at most that month's last. */
+function keepDayInMonth(date: Date, year: number, month: number): number {
+  const lastDay = new Date(0);
+  lastDay.setUTCFullYear(year, month + 1, 0); // day 0 of the month after: the month's last day
+  return date.setUTCFullYear(year, month, Math.min(date.getUTCDate(), lastDay.getUTCDate()));
 }
 
 /** A word that says the date meant is before now: "last Friday", "past Friday", "Friday last week". */

@@ -75,6 +75,29 @@ describe('resolveWhen', () => {
     assert.equal(resolveWhen('IN 30 MINUTES', berlin)?.instant, '2026-03-01T12:30:00.000Z');
   });
 
+  it('adds months and years up to the last day of the month reached, as recurrence does (ADR 0003)', () => {
+    // chrono's Date#setMonth overflowed: "in a month" said on 31 January was 3 March, February skipped.
+    const on = (now: string) => ({ now: new Date(now), timeZone: 'Europe/Berlin' });
+    const read = (text: string, now: string) => {
+      const r = resolveWhen(text, on(now));
+      return r && localTime(r.instant, 'Europe/Berlin');
+    };
+    const jan31 = '2027-01-31T15:00:00Z'; // Sunday 16:00 CET
+    assert.equal(read('in a month', jan31), '2027-02-28T12:00:00+01:00');
+    assert.equal(read('in 1 month at 9', jan31), '2027-02-28T09:00:00+01:00');
+    assert.equal(read('in 1 month 2 days', jan31), '2027-03-02T12:00:00+01:00');
+    assert.equal(read('in 3 months', jan31), '2027-04-30T12:00:00+02:00');
+    const mar31 = '2026-03-31T15:00:00Z'; // Tuesday 17:00 CEST
+    assert.equal(read('next month', mar31), '2026-04-30T12:00:00+02:00');
+    assert.equal(read('next month at 9am', mar31), '2026-04-30T09:00:00+02:00');
+    assert.equal(read('a month ago', mar31), '2026-02-28T12:00:00+01:00');
+    const feb29 = '2028-02-29T15:00:00Z';
+    assert.equal(read('in a year', feb29), '2029-02-28T12:00:00+01:00');
+    assert.equal(read('next year', feb29), '2029-02-28T12:00:00+01:00');
+    // A month named with its day is that day.
+    assert.equal(read('feb 15', jan31), '2027-02-15T12:00:00+01:00');
+  });
+
   it('names whole minutes unless the words say seconds (a repeat takes its seconds from the due date)', () => {
     const at = { now: new Date('2026-12-07T10:00:50.233Z'), timeZone: 'Europe/Paris' };
     assert.equal(resolveWhen('in 30 minutes', at)?.instant, '2026-12-07T10:31:00.000Z');
