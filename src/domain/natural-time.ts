@@ -184,7 +184,10 @@ export function resolveReminder(
   text: string,
   ctx: TimeContext,
 ): { value: string; resolved?: Resolved } | null {
-  if (isOffsetSpec(text.trim())) return { value: text };
+  // An ISO 8601 duration passes trimmed (REST refuses " PT1H"); words that begin with a P ("past Friday") are
+  // read as words, not passed on as a duration.
+  const said = text.trim();
+  if (isOffsetSpec(said) && /^PT?\d/i.test(said)) return { value: said };
   const before = BEFORE.exec(text);
   if (before) {
     const value = isoDuration(before[1]!, before[2]!);

@@ -203,6 +203,7 @@ describe('resolveReminder', () => {
     assert.equal(resolveReminder('in 30 minutes', berlin)?.value, '2026-03-01T12:30:00.000Z');
     assert.equal(resolveReminder('tomorrow 8am', newYork)?.value, '2026-03-02T13:00:00.000Z');
     assert.deepEqual(resolveReminder('PT1H', berlin), { value: 'PT1H' });
+    assert.deepEqual(resolveReminder(' PT1H ', berlin), { value: 'PT1H' }); // trimmed: REST refuses the spaces
     assert.equal(resolveReminder('2026-03-05T09:00:00Z', berlin)?.value, '2026-03-05T09:00:00.000Z');
     assert.equal(resolveReminder('whenever', berlin), null);
     // A time already past is no reminder.
@@ -210,6 +211,7 @@ describe('resolveReminder', () => {
     assert.equal(resolveReminder('5 minutes ago', berlin), null);
     assert.equal(resolveReminder('last friday', berlin), null);
     assert.equal(resolveReminder('last friday at 5pm', newYork), null);
+    assert.equal(resolveReminder('past friday', berlin), null); // words, though they begin as a duration does
   });
 });
 
