@@ -214,7 +214,10 @@ for (const backend of backends)
         const undated = listed
           .filter((t) => t.due_date === null && keep(t))
           .sort((a, b) => byIdHex(a.id, b.id));
-        if (order === 'desc') (dated.reverse(), undated.reverse());
+        if (order === 'desc') {
+          dated.reverse();
+          undated.reverse();
+        }
         return [...dated, ...undated].map((t) => t.title);
       };
       for (const order of ['asc', 'desc'] as const)
