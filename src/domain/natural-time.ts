@@ -175,6 +175,12 @@ const BEFORE = new RegExp(
 );
 const UNIT: Record<string, 'M' | 'H' | 'D' | 'W'> = { m: 'M', h: 'H', d: 'D', w: 'W' };
 
+/** Whether a reminder as given is an ISO 8601 duration (PT1H, P1D), not words that begin with a P ("past Friday"). */
+export const isDurationSaid = (text: string): boolean => {
+  const said = text.trim();
+  return isOffsetSpec(said) && /^PT?\d/i.test(said);
+};
+
 /**
  * A reminder in words: "30 minutes before" (an offset before the due date: PT30M), or a time ("in 30
  * minutes", "tomorrow 8am": an instant). ISO 8601 durations and instants pass as they are; null when the
@@ -187,7 +193,7 @@ export function resolveReminder(
   // An ISO 8601 duration passes trimmed (REST refuses " PT1H"); words that begin with a P ("past Friday") are
   // read as words, not passed on as a duration.
   const said = text.trim();
-  if (isOffsetSpec(said) && /^PT?\d/i.test(said)) return { value: said };
+  if (isDurationSaid(said)) return { value: said };
   const before = BEFORE.exec(text);
   if (before) {
     const value = isoDuration(before[1]!, before[2]!);

@@ -380,6 +380,14 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
         errorText(await call(client, 'add_task', { title: 'x', due_date: 'when pigs fly' })),
         /due_date: could not read "when pigs fly" as a date; say it as/,
       );
+      // Words that begin with a P are words, not a malformed ISO 8601 duration (and a reminder in the past is
+      // not one).
+      assert.match(
+        errorText(
+          await call(client, 'set_reminder', { task_id: dentist.task_id, reminders: ['past Friday'] }),
+        ),
+        /reminders\[0\]: could not read "past Friday" as a reminder; say it as/,
+      );
       // A repeat in words it cannot read says how to say one (not "unknown preset"); a preset in capitals is one.
       assert.match(
         errorText(await call(client, 'add_task', { title: 'x', recurrence: 'every hour' })),

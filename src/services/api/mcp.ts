@@ -31,6 +31,7 @@ import {
   resolveDuration,
   resolveRecurrence,
   resolveReminder,
+  isDurationSaid,
   resolveWhen,
   type Resolved,
 } from '../../domain/natural-time.ts';
@@ -49,7 +50,6 @@ import {
   PRIORITIES,
   STATUSES,
   complete,
-  isOffsetSpec,
   needsTimeZone,
   parseInstant,
   reopen,
@@ -455,7 +455,9 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     /** A rule in words sets the due date to its first occurrence when none is given (a new task only). */
     opts: { firstOccurrenceDue?: boolean } = {},
   ): Promise<{ fields: Record<string, unknown>; resolved: WordsRead[] }> => {
-    const words = (v: unknown): v is string => typeof v === 'string' && !isOffsetSpec(v) && !parseInstant(v);
+    // "past Friday" is words, not a malformed duration.
+    const words = (v: unknown): v is string =>
+      typeof v === 'string' && !isDurationSaid(v) && !parseInstant(v);
     const reminders = Array.isArray(fields.reminders) ? (fields.reminders as unknown[]) : [];
     const rule =
       typeof fields.recurrence === 'string' && !isRecurrencePreset(fields.recurrence)
