@@ -2,17 +2,23 @@
  * One process per PGlite data directory (store/data-dir-lock.ts): a second opener refuses with a line that
  * names the owner, in this process and from the CLI (a second `up`, `migrate`, `audit verify`, `lag`, `mcp`
  * on stdio) while `taskflow up` runs; a lock whose owner died
- * (kill -9) or whose pid was reused is taken over, and the data written before the kill is there.
+ * (kill -9) or whose pid was reused is taken over, and the data written before the kill is there. A lock whose
+ * owner cannot be seen from here (another pid namespace: a container, whatever its host name; another host) is
+ * kept while its owner renews it and taken over once it has not for LOCK_STALE_MS; a holder that finds its lock
+ * taken over ends at once. Across real pid namespaces (containers) when this runs as root with unshare(1).
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs, {
   chownSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  readlinkSync,
+  renameSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
@@ -20,9 +26,15 @@ import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
-import { DataDirectoryInUseError, LOCK_FILE, lockDataDirectory } from '../../src/store/data-dir-lock.ts';
+import {
+  DataDirectoryInUseError,
+  LOCK_FILE,
+  LOCK_RENEW_MS,
+  LOCK_STALE_MS,
+  lockDataDirectory,
+} from '../../src/store/data-dir-lock.ts';
 import { openDb } from '../../src/store/db.ts';
-import { stopChild } from '../helpers/processes.ts';
+import { startServer, stopChild } from '../helpers/processes.ts';
 
 const dirs: string[] = [];
 const freshDir = () => {
@@ -295,3 +307,235 @@ describe('a process paused while it takes over a stale lock', () => {
     }
   });
 });
+
+/** A lock as this version writes it, of a process in pid namespace `pidNamespace` (none here: a container). */
+const lockOf = (owner: { pid: number; host: string; pidNamespace: string }) =>
+  JSON.stringify({
+    ...owner,
+    started: '1',
+    boot: readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
+    command: 'taskflow up',
+  });
+const hourAgo = () => new Date(Date.now() - 3_600_000);
+
+describe(
+  'a lock of a process in another pid namespace or on another host',
+  { skip: process.platform === 'linux' ? false : 'needs /proc' },
+  () => {
+    const dirs: string[] = [];
+    after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+    const newDir = async () => {
+      const root = mkdtempSync(join(tmpdir(), 'taskflow-lock-renewed-'));
+      dirs.push(root);
+      const dir = join(root, 'db');
+      await (await openDb(dir)).close();
+      return dir;
+    };
+
+    it('is kept while renewed, whatever its pid is here, and taken over once not renewed for LOCK_STALE_MS', async () => {
+      for (const owner of [
+        // A container with this host's name (--network host, hostNetwork): its pid 1 is not this pid 1.
+        { pid: 1, host: hostname(), pidNamespace: 'pid:[1]' },
+        { pid: process.pid, host: hostname(), pidNamespace: 'pid:[1]' },
+        // A killed container's lock, found by its replacement (a new host name).
+        { pid: 1, host: 'c0ffee000001', pidNamespace: 'pid:[1]' },
+      ]) {
+        const dir = await newDir();
+        const file = join(dir, LOCK_FILE);
+        writeFileSync(file, lockOf(owner));
+        const justRenewed = new Date(Date.now() - LOCK_STALE_MS + 5_000);
+        utimesSync(file, justRenewed, justRenewed);
+        await assert.rejects(openDb(dir), (err: unknown) => {
+          assert.ok(err instanceof DataDirectoryInUseError, String(err));
+          assert.match(
+            err.message,
+            new RegExp(`in use by process ${owner.pid} .* on ${owner.host}, in another`),
+          );
+          assert.match(err.message, /renewed its lock 25 s ago/);
+          return true;
+        });
+        utimesSync(file, hourAgo(), hourAgo());
+        await (await openDb(dir)).close();
+      }
+    });
+
+    it('is renewed by its holder every LOCK_RENEW_MS', async () => {
+      const dir = await newDir();
+      const file = join(dir, LOCK_FILE);
+      const module = new URL('../../src/store/data-dir-lock.ts', import.meta.url).href;
+      const holder = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          '--input-type=module',
+          '-e',
+          `const { lockDataDirectory } = await import(${JSON.stringify(module)});
+         lockDataDirectory(process.argv[1]); console.log('held'); setInterval(() => {}, 1000);`,
+          dir,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      try {
+        await new Promise((r) => holder.stdout!.once('data', r));
+        utimesSync(file, hourAgo(), hourAgo());
+        await new Promise((r) => setTimeout(r, LOCK_RENEW_MS + 2_000));
+        const age = Date.now() - statSync(file).mtimeMs;
+        assert.ok(age < LOCK_RENEW_MS + 1_000, `the lock was last renewed ${Math.round(age / 1000)} s ago`);
+      } finally {
+        await stopChild(holder, 'SIGKILL');
+      }
+    });
+
+    it('taken over from a running server makes it stop at once, saying so, leaving the new owner its lock', async () => {
+      const dir = await newDir();
+      const file = join(dir, LOCK_FILE);
+      const server = await startServer(['api'], {
+        DATABASE_URL: dir,
+        BUS: 'embedded',
+        JWT_SECRET: '',
+        LOG_LEVEL: 'warn',
+      });
+      try {
+        const exited = new Promise<number | null>((r) => server.child.once('exit', (code) => r(code)));
+        // As a process in another container takes a lock not renewed for LOCK_STALE_MS (this one was paused):
+        // its own lock, written aside and renamed over this one.
+        const theirs = lockOf({ pid: 1, host: 'c0ffee000002', pidNamespace: 'pid:[1]' });
+        writeFileSync(`${file}.theirs`, theirs);
+        renameSync(`${file}.theirs`, file);
+        const code = await Promise.race([
+          exited,
+          new Promise<string>((r) => setTimeout(() => r('still running'), LOCK_RENEW_MS * 3).unref()),
+        ]);
+        assert.equal(code, 1, server.output());
+        assert.match(
+          server.output(),
+          /the lock of the data directory .* was taken over by process 1 \(taskflow up\) on c0ffee000002; .*this process stops now/,
+        );
+        assert.equal(readFileSync(file, 'utf8'), theirs, 'the new owner keeps its lock');
+      } finally {
+        await stopChild(server.child, 'SIGKILL');
+      }
+    });
+  },
+);
+
+const canUnshare = process.getuid?.() === 0 && spawnSync('unshare', ['-u', '-p', '-f', 'true']).status === 0;
+
+describe(
+  'the lock across pid namespaces (containers: pid 1, a host name of their own)',
+  { skip: !canUnshare && 'needs root and unshare(1)' },
+  () => {
+    const dirs: string[] = [];
+    after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+    const freshRoot = () => {
+      const d = mkdtempSync(join(tmpdir(), 'taskflow-lock-ns-'));
+      dirs.push(d);
+      return join(d, 'db');
+    };
+    const env = (dir: string) => ({
+      ...process.env,
+      DATABASE_URL: dir,
+      PORT: '0',
+      LOG_LEVEL: 'warn',
+      BUS: 'embedded',
+      JWT_SECRET: '',
+    });
+    /** `unshare` running `bin/taskflow.js <args>` as pid 1 of a new pid namespace, with host name `host`. */
+    const inContainer = (host: string, args: string[]) => [
+      '-u',
+      '-p',
+      '--kill-child',
+      '--mount-proc',
+      'sh',
+      '-c',
+      `hostname ${host} && exec "${process.execPath}" bin/taskflow.js ${args.join(' ')}`,
+    ];
+    const run = (host: string, dir: string, args: string[]) =>
+      spawnSync('unshare', inContainer(host, args), { env: env(dir), encoding: 'utf8', timeout: 120_000 });
+
+    /** `taskflow up` in a container, once it serves; `node` is its pid 1 as this namespace numbers it. */
+    async function up(
+      host: string,
+      dir: string,
+    ): Promise<{ unshare: ChildProcess; node: number; output: () => string }> {
+      const unshare = spawn('unshare', inContainer(host, ['up']), {
+        env: env(dir),
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let out = '';
+      unshare.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`not up within 120 s:\n${out}`)), 120_000);
+        const check = () => {
+          if (!/running at http/.test(out)) return;
+          clearTimeout(timer);
+          unshare.stderr!.off('data', check);
+          resolve();
+        };
+        unshare.stderr!.on('data', check);
+        unshare.once('exit', (code) => reject(new Error(`taskflow up exited with ${code}:\n${out}`)));
+      });
+      const node = Number(readFileSync(`/proc/${unshare.pid}/task/${unshare.pid}/children`, 'utf8').trim());
+      assert.equal(readlinkSync(`/proc/${node}/exe`), process.execPath);
+      return { unshare, node, output: () => out };
+    }
+
+    it('a second container with the same host name refuses while the first runs, and leaves its lock', async () => {
+      const dir = freshRoot();
+      const first = await up('box', dir);
+      try {
+        const lock = readFileSync(join(dir, LOCK_FILE), 'utf8');
+        const second = run('box', dir, ['migrate']);
+        assert.notEqual(
+          second.status,
+          0,
+          `migrate opened the directory \`taskflow up\` serves:\n${second.stdout}`,
+        );
+        assert.match(second.stderr, /is in use by process 1 .* on box, in another pid namespace/);
+        assert.equal(readFileSync(join(dir, LOCK_FILE), 'utf8'), lock, 'the running server keeps its lock');
+      } finally {
+        await stopChild(first.unshare, 'SIGKILL'); // --kill-child: its pid 1 with it
+      }
+    });
+
+    it('the replacement of a killed container takes its lock over once not renewed for LOCK_STALE_MS', async () => {
+      const dir = freshRoot();
+      const killed = await up('c0ffee000001', dir);
+      await stopChild(killed.unshare, 'SIGKILL'); // docker kill, the OOM killer, the node lost: the lock stays
+      utimesSync(join(dir, LOCK_FILE), hourAgo(), hourAgo());
+      const replacement = run('c0ffee000002', dir, ['migrate']); // a new container: a new host name
+      assert.equal(
+        replacement.status,
+        0,
+        `the new container never gets the data directory:\n${replacement.stderr}`,
+      );
+    });
+
+    it('a server paused while another container took its lock over stops when it runs again; the other serves on', async () => {
+      const dir = freshRoot();
+      const paused = await up('box', dir);
+      let other: Awaited<ReturnType<typeof up>> | undefined;
+      try {
+        process.kill(paused.node, 'SIGSTOP');
+        utimesSync(join(dir, LOCK_FILE), hourAgo(), hourAgo()); // as LOCK_STALE_MS without a renewal would
+        other = await up('box', dir);
+        const otherLock = readFileSync(join(dir, LOCK_FILE), 'utf8');
+        const exited = new Promise<number | null>((r) => paused.unshare.once('exit', (code) => r(code)));
+        process.kill(paused.node, 'SIGCONT');
+        const code = await Promise.race([
+          exited,
+          new Promise<string>((r) => setTimeout(() => r('still running'), LOCK_RENEW_MS * 3).unref()),
+        ]);
+        assert.notEqual(code, 0, paused.output());
+        assert.notEqual(code, 'still running', `two servers write one directory:\n${paused.output()}`);
+        assert.match(paused.output(), /was taken over by process 1 .* on box; .*this process stops now/);
+        assert.equal(readFileSync(join(dir, LOCK_FILE), 'utf8'), otherLock, 'the other keeps its lock');
+        assert.equal(other.unshare.exitCode, null, 'the other serves on');
+      } finally {
+        await stopChild(paused.unshare, 'SIGKILL');
+        if (other) await stopChild(other.unshare, 'SIGKILL');
+      }
+    });
+  },
+);
