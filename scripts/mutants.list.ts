@@ -805,6 +805,24 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/data-dir-lock.test.ts#another host'],
   },
   {
+    id: 'datadir-lock-not-renewed',
+    breaks:
+      'one process per PGlite data directory: a live holder in another container stops renewing its lock, which is then taken over after LOCK_STALE_MS',
+    file: 'src/store/data-dir-lock.ts',
+    find: '        utimesSync(file, now, now);\n',
+    replace: '',
+    tests: ['test/integration/data-dir-lock.test.ts#is renewed by its holder'],
+  },
+  {
+    id: 'datadir-lock-lost-holder-writes-on',
+    breaks:
+      'one process per PGlite data directory: a holder whose lock another took over (it was paused) goes on writing beside the new owner',
+    file: 'src/store/data-dir-lock.ts',
+    find: '  process.exit(1);\n}\n',
+    replace: '}\n',
+    tests: ['test/integration/data-dir-lock.test.ts#taken over from a running server'],
+  },
+  {
     id: 'graceful-stop-closes-under-requests',
     breaks:
       'graceful shutdown: requests in flight at SIGTERM are answered before the targets and the database close',
