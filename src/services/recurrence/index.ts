@@ -45,6 +45,7 @@ import {
   deletedAs,
   lockSeries,
   occurrenceIndex,
+  pruneForgottenSeries,
   recordEnd,
   recordDeletion,
   recordOccurrence,
@@ -54,6 +55,9 @@ import {
 } from './series.ts';
 
 export const RECURRENCE_SOURCE = '/taskflow/recurrence';
+
+/** How often a recurrence target forgets the series whose tasks are gone (pruneForgottenSeries); also at start. */
+const PRUNE_EVERY_MS = 3_600_000;
 
 /**
  * A completion that may have a next occurrence (a recurring task completed, or created completed), or a
@@ -80,7 +84,7 @@ function seriesEffect(rt: Runtime, store: TaskStore) {
       // pending, the completion was taken back; deleted completed, the series goes on from the task as it was.
       if (event.type === 'task.deleted') {
         const deferred = await takeDeferredCompletion(tx, task.id);
-        await recordDeletion(tx, task.id, task.status);
+        await recordDeletion(tx, task.id, task.status, task.series_id!);
         if (task.status === 'pending') await removeOccurrence(tx, task.id);
         else if (deferred) await nextOccurrenceOf(rt, store, tx, task, event.time, traceparent, true);
       } else await nextOccurrenceOf(rt, store, tx, task, event.time, traceparent);
@@ -199,11 +203,41 @@ export const recurrenceTarget = consumerTarget({
       planReminders: reminderPlanner(settings, rt.config.reminderGraceMs),
       settings,
     });
-    return transactional({
+    // Hourly, and a second after start (a target restarted more often than hourly pruned too), one pass at a
+    // time, on the consumer's background lane: the series whose tasks are all gone go past LEDGER_RETENTION_MS,
+    // with their ledgers (they grew with every series ever). Every instance does it: the batches skip what
+    // another holds. A pass ends between two batches once the target stops.
+    const log = rt.log.child({ component: 'recurrence' });
+    let stopping = false;
+    let pruning: Promise<void> | undefined;
+    const prune = () => {
+      pruning ??= pruneForgottenSeries(rt.db, rt.config.ledgerRetentionMs, undefined, () => !stopping)
+        .then((gone) => {
+          if (gone.series > 0)
+            log.info(
+              { series: gone.series, occurrences: gone.occurrences },
+              'series whose tasks are gone forgotten past the ledger retention',
+            );
+        })
+        .catch((err: unknown) => log.warn({ err }, 'forgetting series failed; it runs again in an hour'))
+        .finally(() => (pruning = undefined));
+    };
+    const firstPrune = setTimeout(prune, 1_000).unref();
+    const pruneTimer = setInterval(prune, PRUNE_EVERY_MS).unref();
+    const service = transactional({
       db: rt.db,
       group: recurrenceManifest.consumes.group,
       accepts,
       effect: seriesEffect(rt, store),
     });
+    return {
+      ...service,
+      async stop() {
+        stopping = true;
+        clearTimeout(firstPrune);
+        clearInterval(pruneTimer);
+        await pruning;
+      },
+    };
   },
 });

@@ -264,12 +264,23 @@ const DELETED = {
   completed: 'taskflow-recurrence/deleted-completed',
 };
 
-/** Records how `taskId` ended (its task.deleted handled; idempotent). */
-export async function recordDeletion(tx: Queryable, taskId: string, status: string): Promise<void> {
-  await tx.query('INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
-    status === 'pending' ? DELETED.pending : DELETED.completed,
-    taskId,
-  ]);
+/**
+ * Records how `taskId` ended (its task.deleted handled; idempotent), and that its series (`seriesId`) changed
+ * then: a series is forgotten once its tasks are gone and it has not changed for LEDGER_RETENTION_MS
+ * (pruneForgottenSeries), so not before this record is, which a completion of the task handled later reads
+ * (deletedAs: deleted completed, the series goes on from it, as it stood).
+ */
+export async function recordDeletion(
+  tx: Queryable,
+  taskId: string,
+  status: string,
+  seriesId: string,
+): Promise<void> {
+  await tx.query(
+    `WITH touched AS (UPDATE recurrence_series SET updated_at = now() WHERE series_id = $3)
+     INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+    [status === 'pending' ? DELETED.pending : DELETED.completed, taskId, seriesId],
+  );
 }
 
 /** How `taskId` ended, when its task.deleted was handled (recordDeletion); null when not (yet). */
@@ -280,6 +291,64 @@ export async function deletedAs(tx: Queryable, taskId: string): Promise<'pending
   );
   const consumer = r.rows[0]?.consumer;
   return consumer === undefined ? null : consumer === DELETED.pending ? 'pending' : 'completed';
+}
+
+/** The series one statement of pruneForgottenSeries forgets, with their occurrence ledgers. */
+const PRUNE_BATCH = 500;
+
+/**
+ * Forgets the series none of whose tasks exists any more (the first, whose id is the series', and each the ledger
+ * records) and which have not changed for `olderThanMs` (LEDGER_RETENTION_MS; a deletion of one of their tasks
+ * handled is a change, recordDeletion), with their occurrence ledgers: a batch a statement, oldest first, until a
+ * statement finds fewer or `goOn` says to stop (asked before each batch but the first). Resolves what it deleted.
+ * They were kept for good (deleted only when a reopen took an occurrence back), growing with every series ever.
+ *
+ * Nothing needs them once no copy of the series' task events can arrive: no task of the series is left to be
+ * completed, skipped, reopened or previewed (the ledger of a series with a task left stays whole: a reopen walks
+ * its deleted occurrences, TaskStore.takeBackNextOccurrence), and past the retention every copy of its events is
+ * gone from the topics, the dead letters too. A completion of one of its tasks arriving later all the same (a dead
+ * letter replayed onto a topic and not handled for that long) finds neither the task nor how it was deleted
+ * (deletedAs: the dedupe ledger forgets that at the same age) and waits for a deletion that came long ago: it makes nothing.
+ * A deletion handled later changes nothing either (no ledger row to leave). The one case that would make
+ * something: the task's completion and its deletion both arriving after that time (neither was handled before),
+ * whose series then starts over from that task as its first occurrence (its due date the anchor, COUNT from one).
+ */
+export async function pruneForgottenSeries(
+  q: Queryable,
+  olderThanMs: number,
+  batch = PRUNE_BATCH,
+  goOn: () => boolean = () => true,
+): Promise<{ series: number; occurrences: number }> {
+  const total = { series: 0, occurrences: 0 };
+  // Each batch goes on from where the last one ended: series that still have a task, passed over, are not read
+  // again in this pass (one of their time may be left, so not after it).
+  let from = '-infinity';
+  for (let first = true; first || goOn(); first = false) {
+    const r = await q.query<{ series: number; occurrences: number; last: string | null }>(
+      `WITH doomed AS (
+         SELECT s.series_id, s.updated_at FROM recurrence_series s
+          WHERE s.updated_at >= $1::timestamptz
+            AND s.updated_at < now() - ($2::bigint * interval '1 millisecond')
+            AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = s.series_id)
+            AND NOT EXISTS (SELECT 1 FROM recurrence_occurrences o JOIN tasks t ON t.id = o.task_id
+                             WHERE o.series_id = s.series_id)
+          ORDER BY s.updated_at LIMIT $3 FOR UPDATE OF s SKIP LOCKED
+       ), occurrences AS (
+         DELETE FROM recurrence_occurrences o USING doomed d WHERE o.series_id = d.series_id RETURNING 1
+       ), series AS (
+         DELETE FROM recurrence_series s USING doomed d WHERE s.series_id = d.series_id RETURNING d.updated_at
+       )
+       SELECT (SELECT count(*) FROM series)::int AS series, (SELECT count(*) FROM occurrences)::int AS occurrences,
+              (SELECT max(updated_at) FROM series)::text AS last`,
+      [from, olderThanMs, batch],
+    );
+    const row = r.rows[0]!;
+    total.series += Number(row.series);
+    total.occurrences += Number(row.occurrences);
+    if (Number(row.series) < batch || row.last === null) break;
+    from = row.last;
+  }
+  return total;
 }
 
 /** No further occurrence: the series has ended (idempotent; the first end time is kept). */

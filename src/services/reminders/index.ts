@@ -14,9 +14,12 @@ import type { TargetDefinition } from '../../runtime.ts';
 import { consumerTarget, transactional } from '../consumer-target.ts';
 import { registerReminderRoutes } from './routes.ts';
 import { ReminderScheduler, type SchedulerOptions } from './scheduler.ts';
-import { applyTaskEvents } from './store.ts';
+import { applyTaskEvents, pruneDeletedTasks } from './store.ts';
 
 export { ReminderScheduler } from './scheduler.ts';
+
+/** How often a reminders target forgets what deleted tasks left (pruneDeletedTasks); also a second after start. */
+const PRUNE_EVERY_MS = 3_600_000;
 
 /** Overrides of the REMINDER_* variables, plus test hooks. */
 export interface RemindersOptions extends Partial<RemindersConfig & { graceMs: number }> {
@@ -97,9 +100,38 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
         },
       });
 
+      // Hourly, and a second after start (a target restarted more often than hourly pruned too), one pass at a
+      // time, on the consumer's background lane: the markers of tasks deleted past LEDGER_RETENTION_MS go, with
+      // their reminders (they grew with every task ever deleted). Every instance does it: the batches skip what
+      // another holds. A pass ends between two batches once the target stops.
+      let stopping = false;
+      let pruning: Promise<void> | undefined;
+      const prune = () => {
+        pruning ??= pruneDeletedTasks(rt.db, rt.config.ledgerRetentionMs, undefined, () => !stopping)
+          .then((gone) => {
+            if (gone.tasks > 0)
+              log.info(
+                { tasks: gone.tasks, reminders: gone.reminders },
+                'deleted tasks forgotten, with their reminders, past the ledger retention',
+              );
+          })
+          .catch((err: unknown) =>
+            log.warn({ err }, 'forgetting deleted tasks failed; it runs again in an hour'),
+          )
+          .finally(() => (pruning = undefined));
+      };
+      const firstPrune = setTimeout(prune, 1_000).unref();
+      const pruneTimer = setInterval(prune, PRUNE_EVERY_MS).unref();
+
       return {
         ...service,
-        stop: () => (opts.scheduler !== false ? scheduler.stop() : Promise.resolve()),
+        async stop() {
+          stopping = true;
+          clearTimeout(firstPrune);
+          clearInterval(pruneTimer);
+          await pruning;
+          if (opts.scheduler !== false) await scheduler.stop();
+        },
       };
     },
   });

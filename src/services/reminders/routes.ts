@@ -101,7 +101,7 @@ export async function registerReminderRoutes(app: FastifyInstance, deps: Reminde
     const { taskId, reminderId } = ids(req);
     const traceparent = childTraceparent(req.headers.traceparent as string | undefined);
     const view = await db.transaction(async (tx) => {
-      if (!(await ownsTask(tx, userId, taskId))) throw new NotFoundError();
+      if (!(await ownsTask(tx, userId, taskId, { lock: true }))) throw new NotFoundError();
       const row = await lockReminder(tx, userId, taskId, reminderId);
       if (!row) throw new NotFoundError('reminder');
       const now = clock.now();

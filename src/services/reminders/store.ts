@@ -319,6 +319,15 @@ export async function applyTaskEvents(
         row.due_at = due;
         touch(row);
       }
+    // A deleted task's title is not kept: its reminders' events above carry it, and nothing reads the rows for it
+    // again (the marker ignores the task's later events; the API answers 404). They stayed, the title with them,
+    // for good; the rows themselves go with the marker (pruneDeletedTasks).
+    if (deleted)
+      for (const row of existing)
+        if (row.title !== '') {
+          row.title = '';
+          touch(row);
+        }
   }
   await writeRun(tx, [...changedTasks.values()], [...inserted.values()], [...updated.values()], events);
   return events;
@@ -400,10 +409,19 @@ async function writeRun(
   await runWithEvents(tx, w, `WITH ${schedule}, ${w.ctes} ${w.insert}`, [...params, ...w.params]);
 }
 
-/** Whether `userId` has the (not deleted) task `taskId` as far as this service knows. */
-export async function ownsTask(q: Queryable, userId: string, taskId: string): Promise<boolean> {
+/**
+ * Whether `userId` has the (not deleted) task `taskId` as far as this service knows. `lock`: until commit, so the
+ * task's deletion is not applied meanwhile (a change of one of its reminders then wrote the event of a task
+ * deleted, with the title its deletion clears).
+ */
+export async function ownsTask(
+  q: Queryable,
+  userId: string,
+  taskId: string,
+  opts: { lock?: boolean } = {},
+): Promise<boolean> {
   const r = await q.query(
-    'SELECT 1 FROM reminder_tasks WHERE task_id = $1 AND user_id = $2 AND NOT deleted',
+    `SELECT 1 FROM reminder_tasks WHERE task_id = $1 AND user_id = $2 AND NOT deleted${opts.lock ? ' FOR SHARE' : ''}`,
     [taskId, userId],
   );
   return r.rows.length > 0;
@@ -435,4 +453,57 @@ export async function pendingCount(q: Queryable): Promise<number> {
     `SELECT count(*)::text AS n FROM reminder_schedule WHERE status = 'scheduled'`,
   );
   return Number(r.rows[0]?.n ?? 0);
+}
+
+/** The deleted tasks one statement of pruneDeletedTasks forgets, with their reminders. */
+const PRUNE_BATCH = 1_000;
+
+/**
+ * Forgets the tasks deleted more than `olderThanMs` ago (LEDGER_RETENTION_MS), with their reminders, a batch a
+ * statement, oldest first, until a statement finds fewer or `goOn` says to stop (asked before each batch but the
+ * first). Resolves what it deleted.
+ *
+ * A deleted task's marker (`deleted` in reminder_tasks) is what makes a late copy of one of its events (a
+ * redelivery, a dead letter replayed) change nothing: without it a `task.updated` handled after the deletion
+ * planned the task's reminders again, and they fired for a task that no longer exists. Kept for good, the markers
+ * and the deleted tasks' reminders were a quarter of these tables in a 12-minute soak, growing with every task ever
+ * deleted. Past the retention no copy of the task's events is left to arrive: it is longer than any topic keeps an
+ * event, dead letters included, and the marker was written when the deletion was handled, after every earlier
+ * event of the task was (one partition, in order). A copy that did arrive later (a dead letter replayed onto a
+ * topic and not handled for that long) would plan the task's reminders again, as one arriving past the dedupe
+ * ledger's retention is applied again: the same bound.
+ */
+export async function pruneDeletedTasks(
+  q: Queryable,
+  olderThanMs: number,
+  batch = PRUNE_BATCH,
+  goOn: () => boolean = () => true,
+): Promise<{ tasks: number; reminders: number }> {
+  const total = { tasks: 0, reminders: 0 };
+  // Each batch walks the markers' index from where the last one ended, not over the entries of those deleted
+  // before it (the ledger prune's lesson, store/idempotency.ts); not after it: markers of its time may be left.
+  let from = '-infinity';
+  for (let first = true; first || goOn(); first = false) {
+    const r = await q.query<{ tasks: number; reminders: number; last: string | null }>(
+      `WITH doomed AS (
+         SELECT task_id, updated_at FROM reminder_tasks
+          WHERE deleted AND updated_at >= $1::timestamptz
+            AND updated_at < now() - ($2::bigint * interval '1 millisecond')
+          ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED
+       ), reminders AS (
+         DELETE FROM reminder_schedule s USING doomed d WHERE s.task_id = d.task_id RETURNING 1
+       ), tasks AS (
+         DELETE FROM reminder_tasks t USING doomed d WHERE t.task_id = d.task_id RETURNING d.updated_at
+       )
+       SELECT (SELECT count(*) FROM tasks)::int AS tasks, (SELECT count(*) FROM reminders)::int AS reminders,
+              (SELECT max(updated_at) FROM tasks)::text AS last`,
+      [from, olderThanMs, batch],
+    );
+    const row = r.rows[0]!;
+    total.tasks += Number(row.tasks);
+    total.reminders += Number(row.reminders);
+    if (Number(row.tasks) < batch || row.last === null) break;
+    from = row.last;
+  }
+  return total;
 }
