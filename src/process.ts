@@ -177,7 +177,7 @@ export async function runTargets(
   }
   const address = http.app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
-  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
+  const url = `http://${reachableHost(config.host)}:${port}`;
   let stopped: Promise<void> | undefined;
   return {
     runtime,
@@ -299,4 +299,14 @@ export function servedElsewhere(
       pattern: new RegExp(`^${routePattern(route)}(?:/|$)`),
     }));
   return (path) => routes.find((r) => r.pattern.test(path))?.target;
+}
+
+/**
+ * The address to print for a server listening on `host`: a wildcard as this machine's loopback, an IPv6
+ * address in brackets (`http://:::3000` opened nothing).
+ */
+export function reachableHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
 }

@@ -187,3 +187,25 @@ describe('a route of a target this process does not run', () => {
     }
   });
 });
+
+describe('the address a server listening on IPv6 says it runs at', () => {
+  for (const [host, shown] of [
+    ['::', '[::1]'],
+    ['::1', '[::1]'],
+  ] as const)
+    it(`HOST=${host}: a URL that answers (it printed http://${host}:PORT, which no client parses)`, async () => {
+      const db = await openDb('memory://');
+      await migrate(db);
+      const proc = await runTargets({ ...testConfig(), host, port: 0 }, findTargets(['api']), {
+        db,
+        catalog: MANIFESTS,
+      });
+      try {
+        assert.match(proc.url, new RegExp(`^http://${shown.replace(/[[\]]/g, '\\$&')}:\\d+$`));
+        assert.equal((await fetch(`${proc.url}/healthz`)).status, 200);
+      } finally {
+        await proc.stop();
+        await db.close();
+      }
+    });
+});
