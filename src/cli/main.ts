@@ -183,7 +183,7 @@ async function serve(names: readonly string[], banner: boolean) {
     process.stderr.write(
       [
         `  Taskflow ${version} is running at ${url}  (bus: ${config.bus}, database: ${withoutPassword(config.databaseUrl)}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s)`,
-        `  Board:      ${url}/  (sign in with ${token ? 'the token below' : 'a token of your identity provider'})`,
+        `  Board:      ${url}/  (${boardSignIn(config, token !== null)})`,
         `  API docs:   ${url}/docs`,
         ...(token
           ? [
@@ -201,6 +201,18 @@ async function serve(names: readonly string[], banner: boolean) {
       ].join('\n') + '\n',
     );
   }
+}
+
+/**
+ * How to sign in to the board, as this deployment allows: "continue as" a name from this machine (the
+ * development secret, dev-sign-in.ts), a token `taskflow token` signs with JWT_SECRET, or the identity
+ * provider's (JWT_JWKS_URL).
+ */
+function boardSignIn(config: Config, devToken: boolean): string {
+  if (devToken) return 'on this machine, "Continue as" any name, or sign in with the token below';
+  if (config.jwt.secret)
+    return 'sign in with a token: npm run -s taskflow -- token --user <id>, with the same JWT_SECRET';
+  return 'sign in with a token of your identity provider';
 }
 
 program

@@ -70,6 +70,7 @@ it('`taskflow up` prints a URL and a token that work for create, list, complete 
     assert.equal((await call('POST', `/api/tasks/${created.body.id}/complete`)).body.status, 'completed');
     assert.equal((await call('DELETE', `/api/tasks/${created.body.id}`)).status, 204);
     assert.equal((await fetch(url + '/')).status, 200, 'the task board page');
+    assert.match(banner(), /Board: .*"Continue as" any name, or sign in with the token below/);
     // The banner's command for more tokens names this database: the dev secret is kept next to it.
     const more = /More tokens: DATABASE_URL=(\S+) npm run -s taskflow -- token --user <id>/.exec(banner());
     assert.ok(more, banner());
@@ -120,6 +121,8 @@ it(
       assert.doesNotMatch(banner(), /S3cretPw/);
       assert.match(banner(), /database: postgres:\/\/postgres:\*\*\*@/);
       assert.doesNotMatch(banner(), /More tokens|export TOKEN/);
+      // The board's sign-in is a token `taskflow token` signs with the same secret (no "continue as" here).
+      assert.match(banner(), /Board: .*token --user <id>, with the same JWT_SECRET/);
     } finally {
       child.kill('SIGKILL');
       await drop();
