@@ -1099,6 +1099,7 @@ async function sendChat(e) {
 function newConversation() {
   rememberConversation(null);
   $('#chat-log').replaceChildren();
+  showEarlier(null);
   $('#chat-error').textContent = '';
 }
 
@@ -1113,21 +1114,72 @@ function rememberConversation(id) {
   else localStorage.removeItem(conversationKey());
 }
 
-/** After a reload: the conversation that was open, its words shown again (a new one when it is gone). */
+/** The words of stored messages as the log shows them (text, never HTML): the user's, and the replies. */
+function chatItems(messages) {
+  const items = [];
+  for (const m of messages)
+    if (m.role === 'user') items.push(el('li', { class: 'chat-user' }, m.content));
+    else if (m.role === 'assistant' && m.content) {
+      const answer = el('li', { class: 'chat-assistant' });
+      showReply(answer, m.content);
+      items.push(answer);
+    }
+  return items;
+}
+
+/**
+ * The "Earlier messages" button above the log while the conversation has messages before those shown (`cursor`:
+ * the shown page's next_cursor); none for null. The conversation is read a page at a time: one used for months
+ * holds thousands of messages, and all of them were loaded and drawn at each reload.
+ */
+function showEarlier(cursor) {
+  let button = $('#chat-earlier');
+  if (!cursor) return button?.remove();
+  if (!button) {
+    button = el('button', { id: 'chat-earlier', type: 'button', onclick: loadEarlier }, 'Earlier messages');
+    $('#chat-log').before(button);
+  }
+  button.dataset.cursor = cursor;
+  button.disabled = false;
+}
+
+/** The page before those shown, put above them; the messages read stay where they are on the screen. */
+async function loadEarlier() {
+  const button = $('#chat-earlier');
+  const id = state.conversation;
+  if (!button || !id) return;
+  button.disabled = true;
+  try {
+    const query = new URLSearchParams({ cursor: button.dataset.cursor });
+    const page = await api('GET', `/api/chat/conversations/${id}?${query}`);
+    // Another conversation (a new one, another user's) is shown meanwhile: this page is not of it.
+    if (state.conversation !== id || !button.isConnected) return;
+    const log = $('#chat-log');
+    const below = log.scrollHeight - log.scrollTop;
+    log.prepend(...chatItems(page.messages));
+    log.scrollTop = log.scrollHeight - below;
+    showEarlier(page.next_cursor);
+  } catch (err) {
+    if (state.conversation !== id) return;
+    button.disabled = false;
+    $('#chat-error').textContent = `The earlier messages could not be loaded (${err.message})`;
+  }
+}
+
+/**
+ * After a reload: the conversation that was open, its last messages shown again (a new one when it is gone), and
+ * the earlier ones on asking (showEarlier).
+ */
 async function restoreConversation() {
+  showEarlier(null);
   const id = localStorage.getItem(conversationKey());
   if (!id) return;
   try {
-    const { messages } = await api('GET', `/api/chat/conversations/${id}`);
+    const page = await api('GET', `/api/chat/conversations/${id}`);
     state.conversation = id;
     const log = $('#chat-log');
-    for (const m of messages)
-      if (m.role === 'user') log.append(el('li', { class: 'chat-user' }, m.content));
-      else if (m.role === 'assistant' && m.content) {
-        const answer = el('li', { class: 'chat-assistant' });
-        showReply(answer, m.content);
-        log.append(answer);
-      }
+    log.append(...chatItems(page.messages));
+    showEarlier(page.next_cursor);
     log.scrollTop = log.scrollHeight;
   } catch (err) {
     if (err.status === 404) localStorage.removeItem(conversationKey()); // deleted, or no chat served here

@@ -64,6 +64,19 @@ const conversation = (r: Record<string, unknown>): Conversation => ({
   updated_at: iso(r.updated_at),
 });
 
+/** A stored message in its role's shape. */
+const chatMessage = (m: {
+  role: string;
+  content: string | null;
+  tool_calls: ChatToolCall[] | null;
+  tool_call_id: string | null;
+}): ChatMessage =>
+  m.role === 'tool'
+    ? { role: 'tool', content: m.content ?? '', tool_call_id: m.tool_call_id ?? '' }
+    : m.role === 'assistant'
+      ? { role: 'assistant', content: m.content, ...(m.tool_calls ? { tool_calls: m.tool_calls } : {}) }
+      : { role: 'user', content: m.content ?? '' };
+
 export class ChatStore {
   constructor(private readonly db: Db) {}
 
@@ -199,13 +212,55 @@ export class ChatStore {
        ) window_ ORDER BY id`,
       [conversationId, Number.isFinite(limit) ? limit : null],
     );
-    return r.rows.map((m) =>
-      m.role === 'tool'
-        ? { role: 'tool', content: m.content ?? '', tool_call_id: m.tool_call_id ?? '' }
-        : m.role === 'assistant'
-          ? { role: 'assistant', content: m.content, ...(m.tool_calls ? { tool_calls: m.tool_calls } : {}) }
-          : { role: 'user', content: m.content ?? '' },
+    return r.rows.map(chatMessage);
+  }
+
+  /**
+   * A page of a conversation's messages for reading it back, oldest first: at most `limit` of those before the
+   * message `before` (null: the newest), and the id of its first message when earlier ones remain (the next
+   * page's `before`), else null. A page never begins with a tool answer: the answers of an assistant's tool calls
+   * are on the page of that call, so no page holds an answer without its call. When the `limit` messages begin
+   * with tool answers, the page begins after them (fewer than `limit`; they start the earlier page); when they
+   * are all tool answers (one message's calls, more than `limit`), it reaches back to the assistant message that
+   * asked them. Pages end where the next one begins, by id: paging backwards reads each message once, in order,
+   * while new ones are appended.
+   */
+  async messagePage(
+    conversationId: string,
+    limit: number,
+    before: string | null,
+  ): Promise<{ messages: ChatMessage[]; earlierBefore: string | null }> {
+    const r = await this.db.query<{
+      id: string;
+      role: string;
+      content: string | null;
+      tool_calls: ChatToolCall[] | null;
+      tool_call_id: string | null;
+      earlier: boolean;
+    }>(
+      `WITH window_ AS (
+         SELECT id, role FROM chat_messages
+          WHERE conversation_id = $1 AND ($2::bigint IS NULL OR id < $2::bigint)
+          ORDER BY id DESC LIMIT $3
+       ), first_ AS (
+         SELECT COALESCE(
+           (SELECT min(id) FROM window_ WHERE role <> 'tool'),
+           (SELECT max(id) FROM chat_messages
+             WHERE conversation_id = $1 AND role <> 'tool' AND id < (SELECT min(id) FROM window_)),
+           (SELECT min(id) FROM window_)
+         ) AS id
+       ), start_ AS (
+         SELECT id, EXISTS (SELECT 1 FROM chat_messages e WHERE e.conversation_id = $1 AND e.id < first_.id) AS earlier
+           FROM first_
+       )
+       SELECT m.id::text AS id, m.role, m.content, m.tool_calls, m.tool_call_id, start_.earlier
+         FROM chat_messages m, start_
+        WHERE m.conversation_id = $1 AND m.id >= start_.id AND ($2::bigint IS NULL OR m.id < $2::bigint)
+        ORDER BY m.id`,
+      [conversationId, before, limit],
     );
+    const first = r.rows[0];
+    return { messages: r.rows.map(chatMessage), earlierBefore: first?.earlier ? first.id : null };
   }
 
   /**

@@ -755,6 +755,56 @@ describe('the assistant on the board in Chromium', { skip: skipWithoutChromium }
     }
     assert.deepEqual(errors, []);
   });
+
+  it('shows the last page of a long conversation after a reload, and the earlier messages on asking', async () => {
+    // 60 turns, every tenth with a tool call: 132 messages, over a page (100). Before, all were loaded at once.
+    const user = 'chat-long';
+    let id: string | undefined;
+    for (let n = 0; n < 60; n++) {
+      model.script(...(n % 10 === 5 ? [{ toolCalls: [{ name: 'list_tasks', arguments: {} }] }] : []), {
+        text: n === 0 ? 'First <img src=x onerror="window.hacked=1"> reply' : `Reply ${n}`,
+      });
+      const r = await ctx.app.call(user, 'POST', '/api/chat', {
+        message: n === 0 ? 'first <b>note</b>' : `note ${n}`,
+        ...(id ? { conversation_id: id } : {}),
+      });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      id = r.body.conversation_id;
+    }
+    const { page, errors } = await signedInPage(ctx, user);
+    await page.evaluate(
+      `localStorage.setItem(${JSON.stringify(`taskflow.conversation.${user}`)}, ${JSON.stringify(id)})`,
+    );
+    await page.reload();
+    await page.locator('#chat-log .chat-user', { hasText: 'note 59' }).waitFor({ timeout: LIVE_MS });
+    const shown = () => page.locator('#chat-log .chat-user').allTextContents();
+    const lastPage = await shown();
+    assert.equal(lastPage.at(-1), 'note 59');
+    assert.ok(!lastPage.includes('first <b>note</b>'), 'the first message is not on the last page');
+    const earlier = page.locator('#chat-earlier', { hasText: 'Earlier messages' });
+    await earlier.click({ timeout: LIVE_MS });
+    await page
+      .locator('#chat-log .chat-user', { hasText: 'first <b>note</b>' })
+      .waitFor({ timeout: LIVE_MS });
+    // The page before came above, each message once and in order; it was the first, so no button is left.
+    assert.deepEqual(await shown(), [
+      'first <b>note</b>',
+      ...Array.from({ length: 59 }, (_, n) => `note ${n + 1}`),
+    ]);
+    assert.equal(
+      await page.locator('#chat-log .chat-assistant').first().textContent(),
+      'First <img src=x onerror="window.hacked=1"> reply',
+    );
+    await earlier.waitFor({ state: 'detached', timeout: LIVE_MS });
+    // Text, never HTML.
+    assert.equal(await page.locator('#chat-log b, #chat-log img').count(), 0);
+    assert.equal(await page.evaluate('window.hacked'), undefined);
+    // A new conversation has no earlier messages.
+    await page.click('#chat-new');
+    assert.equal(await page.locator('#chat-log li').count(), 0);
+    assert.equal(await page.locator('#chat-earlier').count(), 0);
+    assert.deepEqual(errors, []);
+  });
 });
 
 describe('development sign-in on the board in Chromium', { skip: skipWithoutChromium }, () => {

@@ -23,7 +23,7 @@ import type { ChatConfig } from './manifest.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import { IdempotencyMismatchError, NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { idempotencyKeyHeader, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
-import { bodyJsonSchema, parseBody, refuse } from '../../domain/fields.ts';
+import { bodyJsonSchema, parseBody, refuse, unknownParameters } from '../../domain/fields.ts';
 import { codePoints, firstCodePoints, isUuid, storableText, textProblem } from '../../domain/text.ts';
 import { causeOf, errorText } from '../../error-text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -276,6 +276,70 @@ const chatMessageDoc = {
     },
   ],
 } as const;
+
+/** A conversation's messages answered at once (GET /api/chat/conversations/{id}), by default and at most. */
+const CONVERSATION_PAGE = 100;
+const CONVERSATION_PAGE_MAX = 500;
+const CONVERSATION_PAGE_PARAMETERS = ['limit', 'cursor'] as const;
+
+/**
+ * A cursor to the messages before `before` in a conversation: opaque to clients, and naming its conversation,
+ * so that one used with another conversation is refused rather than answering a page of it from that point.
+ */
+const encodeMessageCursor = (conversationId: string, before: string) =>
+  Buffer.from(JSON.stringify({ c: conversationId, before })).toString('base64url');
+
+/** The largest bigint (chat_messages.id): a larger one in a cursor would be a 500 from the database. */
+const BIGINT_MAX = 9_223_372_036_854_775_807n;
+
+/** A message id out of a cursor this API returned, else null. */
+function decodeMessageCursor(raw: string): { c: string; before: string } | null {
+  try {
+    const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Record<string, unknown> | null;
+    if (typeof c !== 'object' || c === null || typeof c.c !== 'string' || typeof c.before !== 'string')
+      return null;
+    if (!/^[1-9]\d{0,18}$/.test(c.before) || BigInt(c.before) > BIGINT_MAX) return null;
+    return { c: c.c, before: c.before };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The page of a conversation asked for, or a 400 naming each parameter that is wrong: an unknown one, one given
+ * twice, a limit out of range, a cursor this API did not return for this conversation (as the task list's).
+ */
+function conversationPageQuery(
+  query: Record<string, unknown>,
+  conversationId: string,
+): { limit: number; before: string | null } {
+  const issues = unknownParameters(query, CONVERSATION_PAGE_PARAMETERS);
+  const one = (key: (typeof CONVERSATION_PAGE_PARAMETERS)[number]): string | undefined => {
+    const value = query[key];
+    if (!Array.isArray(value)) return value === undefined ? undefined : String(value);
+    issues.push({ path: key, message: 'must be given once' });
+    return undefined;
+  };
+  const rawLimit = one('limit');
+  const limit = rawLimit === undefined ? CONVERSATION_PAGE : Number(rawLimit);
+  if (rawLimit !== undefined && (!/^\d+$/.test(rawLimit) || limit < 1 || limit > CONVERSATION_PAGE_MAX))
+    issues.push({ path: 'limit', message: `must be an integer 1-${CONVERSATION_PAGE_MAX}` });
+  const rawCursor = one('cursor');
+  let before: string | null = null;
+  if (rawCursor !== undefined && rawCursor !== '') {
+    const cursor = decodeMessageCursor(rawCursor);
+    if (!cursor) issues.push({ path: 'cursor', message: 'is not a cursor this API returned' });
+    // The database writes a uuid in lower case (the cursor's), a client may not.
+    else if (cursor.c !== conversationId.toLowerCase())
+      issues.push({
+        path: 'cursor',
+        message: "belongs to another conversation; page with this one's next_cursor",
+      });
+    else before = cursor.before;
+  }
+  if (issues.length) throw new ValidationError(issues);
+  return { limit, before };
+}
 
 /** The fields of a chat request (ADR 0014): each validates, and documents itself for the OpenAPI body. */
 const CHAT_FIELDS = {
@@ -1172,20 +1236,59 @@ export async function registerChat(app: FastifyInstance, deps: ChatDeps): Promis
       async (req) => ({ items: await store.list(userOf(req), CONVERSATIONS_LISTED) }),
     );
     const idParam = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } } };
+    // A page of the messages, the last by default: a conversation used for months holds thousands (a message
+    // each for the user, the reply and every tool call), and all of them were read, answered and drawn at once.
     scope.get(
       '/api/chat/conversations/:id',
-      doc('A conversation with its messages', {
+      doc('A conversation with a page of its messages, the last by default', {
         params: idParam,
-        response: okWith('The conversation and its messages, oldest first', {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            limit: {
+              type: 'integer',
+              minimum: 1,
+              maximum: CONVERSATION_PAGE_MAX,
+              default: CONVERSATION_PAGE,
+              description:
+                "messages on the page; fewer when they would begin with tool answers (those go with their call's page), more only when one message's tool calls are more",
+            },
+            cursor: {
+              type: 'string',
+              description: "a page's next_cursor: the page of the messages before that page",
+            },
+          },
+        },
+        response: okWith('The conversation and a page of its messages, oldest first', {
           ...conversationDoc,
-          required: [...conversationDoc.required, 'messages'],
-          properties: { ...conversationDoc.properties, messages: { type: 'array', items: chatMessageDoc } },
+          required: [...conversationDoc.required, 'messages', 'next_cursor'],
+          properties: {
+            ...conversationDoc.properties,
+            messages: {
+              type: 'array',
+              items: chatMessageDoc,
+              description:
+                'the last messages before the cursor (without one, the newest), oldest first; a page never begins with a tool answer, so each tool answer is on the page of the assistant message that called it',
+            },
+            next_cursor: {
+              type: ['string', 'null'],
+              description:
+                'the earlier messages: send it back as cursor= (null: this page begins the conversation); paging back reads each message once, in order',
+            },
+          },
         }),
       }),
       async (req: FastifyRequest<{ Params: { id: string } }>) => {
+        const { limit, before } = conversationPageQuery(req.query as Record<string, unknown>, req.params.id);
         const c = isUuid(req.params.id) ? await store.get(userOf(req), req.params.id) : null;
         if (!c) throw new NotFoundError('conversation');
-        return { ...c, messages: await store.messages(c.id) };
+        const page = await store.messagePage(c.id, limit, before);
+        return {
+          ...c,
+          messages: page.messages,
+          next_cursor: page.earlierBefore === null ? null : encodeMessageCursor(c.id, page.earlierBefore),
+        };
       },
     );
     scope.delete(
