@@ -26,6 +26,8 @@ import { credentialsOutOf, passwordCutShort } from './url-credentials.ts';
 export type BusKind = 'embedded' | 'kafka' | 'dapr';
 
 export interface Config {
+  /** What the settings allow but a start should say (logged as warnings when the process starts). */
+  warnings: readonly string[];
   databaseUrl: string;
   bus: BusKind;
   host: string;
@@ -471,7 +473,32 @@ export function loadConfig(
     ...TOPIC_SPECS.map((t) => topicRetentionMs[t.name] ?? t.retentionMs),
     topicRetentionMs.dlq ?? DLQ_SPEC.retentionMs,
   );
+  const retry = {
+    maxAttempts: int(env, 'CONSUMER_MAX_ATTEMPTS', 5, 1),
+    baseDelayMs: int(env, 'CONSUMER_RETRY_BASE_MS', 200, 0, TIMER_MAX_MS),
+    maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000, 0, TIMER_MAX_MS),
+  };
+  if (retry.baseDelayMs > retry.maxDelayMs)
+    throw new ConfigError(
+      `CONSUMER_RETRY_BASE_MS (${retry.baseDelayMs}) must not be more than CONSUMER_RETRY_MAX_MS (${retry.maxDelayMs}): the first retry's wait would be over the longest`,
+    );
+  const ledgerRetentionMs = int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000);
+  const warnings = [
+    // Without an audience, any token the provider signs is taken as an API token: one it made for another
+    // application of the same provider (an ID token, another API's) too.
+    ...(env.JWT_JWKS_URL && !env.JWT_AUDIENCE
+      ? [
+          "JWT_JWKS_URL without JWT_AUDIENCE: any token the identity provider signs, for any application, is accepted; set JWT_AUDIENCE to the audience it puts in this API's tokens",
+        ]
+      : []),
+    ...(ledgerRetentionMs < longestRetentionMs
+      ? [
+          `LEDGER_RETENTION_MS (${ledgerRetentionMs}) is shorter than the longest topic retention (${longestRetentionMs} ms, dead letters included): a copy of an event delivered after its id is forgotten (a redelivery, a dead letter replayed) is applied again`,
+        ]
+      : []),
+  ];
   const config: Config = {
+    warnings,
     databaseUrl,
     bus,
     host,
@@ -487,16 +514,12 @@ export function loadConfig(
       ...(env.JWT_AUDIENCE ? { audience: env.JWT_AUDIENCE } : {}),
     },
     defaultTimezone: defaultTimeZone(env.DEFAULT_TIMEZONE),
-    retry: {
-      maxAttempts: int(env, 'CONSUMER_MAX_ATTEMPTS', 5, 1),
-      baseDelayMs: int(env, 'CONSUMER_RETRY_BASE_MS', 200, 0, TIMER_MAX_MS),
-      maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000, 0, TIMER_MAX_MS),
-    },
+    retry,
     rateLimitPerMinute: int(env, 'RATE_LIMIT_PER_MINUTE', 1200),
     maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 25),
     maxRequestsInFlight: int(env, 'MAX_REQUESTS_IN_FLIGHT', 64),
     reminderGraceMs: int(env, 'REMINDER_GRACE_MS', DEFAULT_REMINDER_GRACE_MS),
-    ledgerRetentionMs: int(env, 'LEDGER_RETENTION_MS', longestRetentionMs + 24 * 3_600_000, 60_000),
+    ledgerRetentionMs,
     trustProxy: trustProxy(env.TRUST_PROXY),
     corsOrigins: corsOrigins(env.CORS_ORIGINS),
     embedded: embeddedTimings(env),

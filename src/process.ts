@@ -129,12 +129,7 @@ export async function runTargets(
     throw err;
   }
   log.info(`bus: ${config.bus}`);
-  // Without an audience, any token the provider signs is taken as an API token: one it made for another
-  // application of the same provider (an ID token, another API's) too.
-  if (config.jwt.jwksUrl && !config.jwt.audience)
-    log.warn(
-      "JWT_JWKS_URL without JWT_AUDIENCE: any token the identity provider signs, for any application, is accepted; set JWT_AUDIENCE to the audience it puts in this API's tokens",
-    );
+  for (const warning of config.warnings) log.warn(warning);
   const provisioning = provisionTopics(config, bus, log, deadLetterGroups(catalog));
   const runtime: Runtime = {
     config,

@@ -115,4 +115,30 @@ describe('settings refused at start', () => {
     assert.ok(loadConfig({ ...base, ...sasl }).kafka.ssl, 'SASL turns TLS on by default');
     assert.equal(loadConfig({ ...base, KAFKA_ENSURE_TOPICS: 'false' }).kafka.ensureTopics, false);
   });
+
+  it('CONSUMER_RETRY_BASE_MS: not more than CONSUMER_RETRY_MAX_MS (it started, each retry waiting the longest)', () => {
+    assert.throws(
+      () => loadConfig({ ...base, CONSUMER_RETRY_BASE_MS: '20000', CONSUMER_RETRY_MAX_MS: '100' }),
+      /CONSUMER_RETRY_BASE_MS \(20000\) must not be more than CONSUMER_RETRY_MAX_MS \(100\)/,
+    );
+    assert.equal(
+      loadConfig({ ...base, CONSUMER_RETRY_BASE_MS: '100', CONSUMER_RETRY_MAX_MS: '100' }).retry.maxDelayMs,
+      100,
+    );
+  });
+});
+
+describe('settings a start warns of', () => {
+  it('LEDGER_RETENTION_MS shorter than the longest topic retention (it started without a word)', () => {
+    const [warning, ...more] = loadConfig({ ...base, LEDGER_RETENTION_MS: '60000' }).warnings;
+    assert.match(warning ?? '', /^LEDGER_RETENTION_MS \(60000\) is shorter than the longest topic retention/);
+    assert.deepEqual(more, []);
+    assert.deepEqual(loadConfig(base).warnings, []);
+    // Shorter topics (a dead letter replayed goes back to its topic: the dead-letter topics count too).
+    const short = {
+      ...base,
+      KAFKA_TOPIC_RETENTION_MS: 'task-events=3600000,reminders=3600000,task-updates=3600000,dlq=3600000',
+    };
+    assert.deepEqual(loadConfig({ ...short, LEDGER_RETENTION_MS: String(2 * 3_600_000) }).warnings, []);
+  });
 });
