@@ -166,7 +166,6 @@ function query() {
   const search = $('#f-search').value.trim();
   if (search) q.set('q', search);
   q.set('sort', $('#f-sort').value);
-  if ($('#f-sort').value === 'title') q.set('order', 'asc'); // A to Z (the API's default order is descending)
   q.set('limit', '200');
   return q.toString();
 }

@@ -251,8 +251,13 @@ export function parseTaskQuery(input: Record<string, unknown>): Result<TaskQuery
   const rawSort = one('sort') ?? 'created';
   const sort = SORT_ALIASES.get(rawSort.replace(/^-/, ''));
   if (!sort) issue('sort', `must be one of ${SORT_FIELDS.join(', ')}`);
+  // Soonest due and A to Z first; newest and highest priority first.
   const defaultOrder =
-    rawSort.startsWith('-') || sort === 'priority' ? 'desc' : sort === 'due' ? 'asc' : 'desc';
+    rawSort.startsWith('-') || sort === 'priority'
+      ? 'desc'
+      : sort === 'due' || sort === 'title'
+        ? 'asc'
+        : 'desc';
   const order = one('order') ?? defaultOrder;
   if (order !== 'asc' && order !== 'desc') issue('order', 'must be asc or desc');
   else if (rawSort.startsWith('-') && order === 'asc')

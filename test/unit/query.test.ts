@@ -134,6 +134,22 @@ describe('parseTaskQuery: values a plain object or a rounding would get wrong', 
     if (aliased.ok) assert.deepEqual([aliased.value.sort, aliased.value.order], ['due', 'desc']);
   });
 
+  it('orders by default soonest due and A to Z first, newest and highest priority first (titles were Z to A)', () => {
+    const orderOf = (sort: string) => {
+      const r = parseTaskQuery({ sort });
+      assert.ok(r.ok, JSON.stringify(r));
+      return r.ok ? r.value.order : undefined;
+    };
+    assert.deepEqual(['due', 'title', 'created', 'updated', 'priority', '-title'].map(orderOf), [
+      'asc',
+      'asc',
+      'desc',
+      'desc',
+      'desc',
+      'desc',
+    ]);
+  });
+
   it('takes a tag filter as long as a stored tag, whose lower case is longer ("İ" is two code points)', () => {
     const r = parseTaskQuery({ tag: 'İ'.repeat(30) });
     assert.ok(r.ok, JSON.stringify(r));

@@ -89,7 +89,7 @@ export const listQueryDoc = {
       type: 'string',
       enum: ['asc', 'desc'],
       description:
-        'default: asc for due (soonest first), desc for the others (newest, highest priority first)',
+        'default: asc for due (soonest first) and title (A to Z), desc for the others (newest, highest priority first)',
     },
     limit: { type: 'integer', minimum: 1, maximum: MAX_LIMIT, default: DEFAULT_LIMIT },
     cursor: { type: 'string' },
