@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { CloudEvent } from '../contracts/cloudevent.ts';
 import type { PGliteSession } from './pglite-session.ts';
+import type { MaintenanceLog, PGliteMaintenance } from './pglite-maintenance.ts';
 import type { PGlite } from '@electric-sql/pglite';
 import { isPostgresUrl, withSessionOptions } from './database-url.ts';
 
@@ -414,6 +415,8 @@ class PGliteDb extends DbBase {
     background: [],
   };
   private backgroundView: Db | undefined;
+  /** Autovacuum's job (pglite-maintenance.ts), stopped before the database closes. */
+  maintenance: PGliteMaintenance | undefined;
   constructor(
     readonly url: string,
     private readonly session: PGliteSession,
@@ -491,7 +494,9 @@ class PGliteDb extends DbBase {
     return this.exclusive(() => this.session.exec(sql));
   }
   listen(): void {} // one process: its own writes already signal
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    // No maintenance statement after the close: a pass under way ends first, and none starts after.
+    await this.maintenance?.stop();
     return this.exclusive(() => this.session.close());
   }
 }
@@ -541,10 +546,21 @@ class BackgroundPGlite implements Db {
   }
 }
 
-/** `backgroundMaxWaitMs` (PGlite): how long background work yields to foreground work (Db.background). */
+/**
+ * `backgroundMaxWaitMs` (PGlite): how long background work yields to foreground work (Db.background).
+ * `maintenanceIntervalMs` (PGlite): how often VACUUM and ANALYZE run where due (pglite-maintenance.ts; 0:
+ * never), saying what they did at debug and their first failure as a warning on `log` (unset: a logger on
+ * stderr, as LOG_LEVEL and LOG_FORMAT say).
+ */
 export async function openDb(
   url: string,
-  opts: { poolSize?: number; backgroundMaxWaitMs?: number; idleInTransactionMs?: number } = {},
+  opts: {
+    poolSize?: number;
+    backgroundMaxWaitMs?: number;
+    idleInTransactionMs?: number;
+    maintenanceIntervalMs?: number;
+    log?: MaintenanceLog;
+  } = {},
 ): Promise<Db> {
   if (isPostgresUrl(url)) {
     const { default: driver } = await import('pg');
@@ -552,11 +568,13 @@ export async function openDb(
     await db.query('select 1');
     return db;
   }
-  const [{ openPGlite }, { PGliteSession }, { migrate, migrationsKey }] = await Promise.all([
-    import('./pglite-open.ts'),
-    import('./pglite-session.ts'),
-    import('./migrate.ts'),
-  ]);
+  const [{ openPGlite }, { PGliteSession }, { migrate, migrationsKey }, { PGliteMaintenance }] =
+    await Promise.all([
+      import('./pglite-open.ts'),
+      import('./pglite-session.ts'),
+      import('./migrate.ts'),
+      import('./pglite-maintenance.ts'),
+    ]);
   // A new database starts from an image with every migration applied (made once, cached on disk).
   const seed = {
     key: () => `migrated-${migrationsKey()}`,
@@ -567,5 +585,8 @@ export async function openDb(
     db.signals.emit(DATABASE_STOPPED, err),
   );
   const db = new PGliteDb(location, session, opts.backgroundMaxWaitMs);
+  // PGlite runs PostgreSQL in single-user mode, without autovacuum: this process does its job.
+  if (opts.maintenanceIntervalMs !== 0)
+    db.maintenance = new PGliteMaintenance(db.background(), opts.maintenanceIntervalMs, opts.log).start();
   return db;
 }
