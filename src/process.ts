@@ -95,7 +95,11 @@ export async function runTargets(
   let http: Awaited<typeof httpMade> | undefined;
   let bus: Bus;
   try {
-    db = opts.db ?? (await openDb(config.databaseUrl).catch(nameUnreachable('the database (DATABASE_URL)')));
+    db =
+      opts.db ??
+      (await openDb(config.databaseUrl, { log: log.child({ component: 'pglite-maintenance' }) }).catch(
+        nameUnreachable('the database (DATABASE_URL)'),
+      ));
     if (!opts.db) exitWhenDatabaseStops(db, (m) => log.fatal(m));
     metrics.trackStatements(db.statements);
     const applied = await migrate(db, {

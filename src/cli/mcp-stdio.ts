@@ -39,7 +39,7 @@ import { UserSettingsStore } from '../store/user-settings.ts';
 export async function serveMcpStdio(opts: { config: Config; token: string; log: Logger }): Promise<void> {
   const { config, log } = opts;
   const { userId, expiresAt } = await createVerifier(config.jwt)(opts.token);
-  const db = await openDb(config.databaseUrl);
+  const db = await openDb(config.databaseUrl, { log: log.child({ component: 'pglite-maintenance' }) });
   exitWhenDatabaseStops(db, (m) => log.fatal(m));
   await migrate(db);
   // With the embedded bus, its log in this database is where the events go (as in the server).
