@@ -234,7 +234,7 @@ program
 program
   .command('mcp')
   .description(
-    "MCP server on stdio for an AI assistant: the user from the JWT in TASKFLOW_TOKEN; writes go through the task store into DATABASE_URL (its outbox), the running system's relay publishes them",
+    "MCP server on stdio for an AI assistant: the user from the JWT in TASKFLOW_TOKEN; writes go through the task store into DATABASE_URL (its outbox; on PostgreSQL the running system's relay publishes them). A PGlite directory is one process's: while the server runs on it, use its /mcp over HTTP instead",
   )
   .action(async () => {
     const config = loadConfig();
