@@ -37,6 +37,7 @@ import { reminderPlanner } from '../../store/reminder-plan.ts';
 import { TaskStore } from '../../store/tasks.ts';
 import { UserSettingsStore } from '../../store/user-settings.ts';
 import { consumerTarget, transactional, type ConsumedEvent } from '../consumer-target.ts';
+import { periodicPass } from '../periodic-pass.ts';
 import { registerRecurrenceRoutes } from './routes.ts';
 import {
   adoptSeries,
@@ -203,27 +204,22 @@ export const recurrenceTarget = consumerTarget({
       planReminders: reminderPlanner(settings, rt.config.reminderGraceMs),
       settings,
     });
-    // Hourly, and a second after start (a target restarted more often than hourly pruned too), one pass at a
-    // time, on the consumer's background lane: the series whose tasks are all gone go past LEDGER_RETENTION_MS,
-    // with their ledgers (they grew with every series ever). Every instance does it: the batches skip what
-    // another holds. A pass ends between two batches once the target stops.
+    // Hourly (and a second after start), on the consumer's lane: the series whose tasks are all gone go past
+    // LEDGER_RETENTION_MS, with their ledgers (they grew with every series ever). Every instance does it: the
+    // batches skip what another holds.
     const log = rt.log.child({ component: 'recurrence' });
-    let stopping = false;
-    let pruning: Promise<void> | undefined;
-    const prune = () => {
-      pruning ??= pruneForgottenSeries(rt.db, rt.config.ledgerRetentionMs, undefined, () => !stopping)
-        .then((gone) => {
-          if (gone.series > 0)
-            log.info(
-              { series: gone.series, occurrences: gone.occurrences },
-              'series whose tasks are gone forgotten past the ledger retention',
-            );
-        })
-        .catch((err: unknown) => log.warn({ err }, 'forgetting series failed; it runs again in an hour'))
-        .finally(() => (pruning = undefined));
-    };
-    const firstPrune = setTimeout(prune, 1_000).unref();
-    const pruneTimer = setInterval(prune, PRUNE_EVERY_MS).unref();
+    const pruning = periodicPass(async (goOn) => {
+      try {
+        const gone = await pruneForgottenSeries(rt.db, rt.config.ledgerRetentionMs, undefined, goOn);
+        if (gone.series > 0)
+          log.info(
+            { series: gone.series, occurrences: gone.occurrences },
+            'series whose tasks are gone forgotten past the ledger retention',
+          );
+      } catch (err) {
+        log.warn({ err }, 'forgetting series failed; it runs again in an hour');
+      }
+    }, PRUNE_EVERY_MS);
     const service = transactional({
       db: rt.db,
       group: recurrenceManifest.consumes.group,
@@ -232,12 +228,7 @@ export const recurrenceTarget = consumerTarget({
     });
     return {
       ...service,
-      async stop() {
-        stopping = true;
-        clearTimeout(firstPrune);
-        clearInterval(pruneTimer);
-        await pruning;
-      },
+      stop: () => pruning.stop(),
     };
   },
 });

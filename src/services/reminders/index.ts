@@ -12,6 +12,7 @@ import { REMINDER_CHANNELS } from '../../contracts/schemas.ts';
 import { remindersManifest, type RemindersConfig } from './manifest.ts';
 import type { TargetDefinition } from '../../runtime.ts';
 import { consumerTarget, transactional } from '../consumer-target.ts';
+import { periodicPass } from '../periodic-pass.ts';
 import { registerReminderRoutes } from './routes.ts';
 import { ReminderScheduler, type SchedulerOptions } from './scheduler.ts';
 import { applyTaskEvents, pruneDeletedTasks } from './store.ts';
@@ -100,36 +101,26 @@ export function createRemindersTarget(options?: RemindersOptions): TargetDefinit
         },
       });
 
-      // Hourly, and a second after start (a target restarted more often than hourly pruned too), one pass at a
-      // time, on the consumer's background lane: the markers of tasks deleted past LEDGER_RETENTION_MS go, with
-      // their reminders (they grew with every task ever deleted). Every instance does it: the batches skip what
-      // another holds. A pass ends between two batches once the target stops.
-      let stopping = false;
-      let pruning: Promise<void> | undefined;
-      const prune = () => {
-        pruning ??= pruneDeletedTasks(rt.db, rt.config.ledgerRetentionMs, undefined, () => !stopping)
-          .then((gone) => {
-            if (gone.tasks > 0)
-              log.info(
-                { tasks: gone.tasks, reminders: gone.reminders },
-                'deleted tasks forgotten, with their reminders, past the ledger retention',
-              );
-          })
-          .catch((err: unknown) =>
-            log.warn({ err }, 'forgetting deleted tasks failed; it runs again in an hour'),
-          )
-          .finally(() => (pruning = undefined));
-      };
-      const firstPrune = setTimeout(prune, 1_000).unref();
-      const pruneTimer = setInterval(prune, PRUNE_EVERY_MS).unref();
+      // Hourly (and a second after start), on the consumer's lane: the markers of tasks deleted past
+      // LEDGER_RETENTION_MS go, with their reminders (they grew with every task ever deleted). Every instance
+      // does it: the batches skip what another holds.
+      const pruning = periodicPass(async (goOn) => {
+        try {
+          const gone = await pruneDeletedTasks(rt.db, rt.config.ledgerRetentionMs, undefined, goOn);
+          if (gone.tasks > 0)
+            log.info(
+              { tasks: gone.tasks, reminders: gone.reminders },
+              'deleted tasks forgotten, with their reminders, past the ledger retention',
+            );
+        } catch (err) {
+          log.warn({ err }, 'forgetting deleted tasks failed; it runs again in an hour');
+        }
+      }, PRUNE_EVERY_MS);
 
       return {
         ...service,
         async stop() {
-          stopping = true;
-          clearTimeout(firstPrune);
-          clearInterval(pruneTimer);
-          await pruning;
+          await pruning.stop();
           if (opts.scheduler !== false) await scheduler.stop();
         },
       };
