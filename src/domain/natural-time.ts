@@ -49,7 +49,13 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   if (!found || found.text.trim().length < text.trim().length) return null;
   // A sign and a number after a time is a written offset to the user, but chrono reads it as the end of a range
   // ("9:00 -05" is 9:00 to 05:00) and keeps no offset: 9:00 on the user's clock would be a misreading.
-  if (found.end && /[-\u2012-\u2015\u2212]\d{1,2}(?::?\d{2})?\s*$/.test(found.text)) return null;
+  // Only after a time, and only what an offset can be (up to 14 hours, the sign against it): "March 5-8" is a
+  // range of days, "14:00-15:30" and "9:00 - 10:00" ranges of times (read as their start).
+  if (
+    found.end &&
+    /(?:\d:\d\d|\d\s*[ap]\.?m\.?)\s*[-\u2012-\u2015\u2212](?:0?\d|1[0-4])(?::?\d{2})?\s*$/i.test(found.text)
+  )
+    return null;
   const start = found.start;
   let ms: number;
   if (offsetWritten(text, wallAsUtc, found)) ms = start.date().getTime();
@@ -91,14 +97,20 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
  * Whether the offset chrono read is written in the text ("9am ET", "+02", "MSK", "UTC"), the text's own: chrono
  * calls the offset certain for relative times too ("in 30 minutes", "now": the reference's). A list of the
  * zones written was shorter than chrono's ("ET", "PT", "+02" were missing): chrono's instant at that offset was
- * then taken for the user's wall clock, shifted by it. So the text is read again with the reference at another
- * offset: an offset that was written stays the same.
+ * then taken for the user's wall clock, shifted by it. A relative time takes the reference's offset (0 here): so
+ * an offset other than 0 is written, and one of 0 is when the text read again with the reference at another
+ * offset does not take that one ("9am UTC").
  */
 function offsetWritten(text: string, wallAsUtc: Date, found: chrono.ParsedResult): boolean {
   const offset = found.start.get('timezoneOffset');
   if (offset === null || !found.start.isCertain('timezoneOffset')) return false;
+  // Other than the reference's in either reading: a zone whose offset depends on the date (ET on its
+  // daylight-saving day, read from a reference date that moves with the reference's offset) differs between
+  // the two readings, yet is written.
+  if (offset !== 0) return true;
   const [again] = parseOnWallClock(text, wallAsUtc, OTHER_REFERENCE_OFFSET);
-  return again?.start.get('timezoneOffset') === offset;
+  const second = again?.start.get('timezoneOffset');
+  return second !== null && second !== undefined && second !== OTHER_REFERENCE_OFFSET;
 }
 /** The second reading's reference offset in minutes (the first's is 0): a relative time takes it, a written one not. */
 const OTHER_REFERENCE_OFFSET = 420;

@@ -55,6 +55,10 @@ describe('resolveWhen', () => {
     ['tomorrow 9:00 -05', berlin, null],
     ['tomorrow 9:00-05:00', berlin, null],
     ['tomorrow 9:00 - 10:00', berlin, '2026-03-02T08:00:00.000Z'], // a range: its start
+    // ... as is a range of times whose end is no offset, and one of days (both were refused).
+    ['tomorrow 14:00-15:30', berlin, '2026-03-02T13:00:00.000Z'],
+    ['March 5-8', berlin, '2026-03-05T11:00:00.000Z'],
+    ['June 10-12', berlin, '2026-06-10T10:00:00.000Z'],
     ['2026-03-05T09:00:00Z', berlin, '2026-03-05T09:00:00.000Z'],
     // Not a date, or more than a date: nothing.
     ['soon', berlin, null],
@@ -66,6 +70,16 @@ describe('resolveWhen', () => {
     it(`${JSON.stringify(text)} in ${ctx.timeZone} -> ${expected}`, () => {
       assert.equal(resolveWhen(text, ctx)?.instant ?? null, expected);
     });
+
+  it('reads a zone written on its daylight-saving day as that zone, said anywhere (it was taken for the wall clock)', () => {
+    // New York moves to EDT on Sunday 8 March 2026: 9am that day is 13:00Z. chrono takes ET's offset from a
+    // date that moves with the reference's offset, so two readings at different references differ.
+    const losAngeles = { now: new Date('2026-03-07T20:00:00Z'), timeZone: 'America/Los_Angeles' };
+    const tokyo = { now: new Date('2026-03-07T10:00:00Z'), timeZone: 'Asia/Tokyo' };
+    assert.equal(resolveWhen('March 8 9am ET', losAngeles)?.instant, '2026-03-08T13:00:00.000Z');
+    assert.equal(resolveWhen('March 8 9am ET', tokyo)?.instant, '2026-03-08T13:00:00.000Z');
+    assert.equal(resolveWhen('tomorrow 9am ET', losAngeles)?.instant, '2026-03-08T13:00:00.000Z');
+  });
 
   it('counts "in 30 minutes" as elapsed time, also across a daylight-saving change', () => {
     // 01:45 EDT on the night New York falls back to EST (02:00 EDT -> 01:00 EST): 30 minutes later is
