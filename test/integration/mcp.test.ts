@@ -380,6 +380,11 @@ describe('MCP over Streamable HTTP (/mcp on the api target)', () => {
         errorText(await call(client, 'add_task', { title: 'x', due_date: 'when pigs fly' })),
         /due_date: could not read "when pigs fly" as a date; say it as/,
       );
+      // A duration with spaces around it is the duration (REST refuses the spaces; it reached REST as written).
+      const spaced = ok(
+        await call(client, 'set_reminder', { task_id: dentist.task_id, reminders: [' PT1H '] }),
+      );
+      assert.deepEqual(spaced.task.reminders, ['PT1H']);
       // Words that begin with a P are words, not a malformed ISO 8601 duration (and a reminder in the past is
       // not one).
       assert.match(

@@ -458,7 +458,13 @@ export function createMcpServer(deps: McpDeps, caller: McpCaller): McpServer {
     // "past Friday" is words, not a malformed duration.
     const words = (v: unknown): v is string =>
       typeof v === 'string' && !isDurationSaid(v) && !parseInstant(v);
-    const reminders = Array.isArray(fields.reminders) ? (fields.reminders as unknown[]) : [];
+    // A duration with spaces around it (" PT1H"), as models write, is the duration (REST refuses the spaces).
+    const reminders = Array.isArray(fields.reminders)
+      ? (fields.reminders as unknown[]).map((r) =>
+          typeof r === 'string' && isDurationSaid(r) ? r.trim() : r,
+        )
+      : [];
+    if (Array.isArray(fields.reminders)) fields = { ...fields, reminders };
     const rule =
       typeof fields.recurrence === 'string' && !isRecurrencePreset(fields.recurrence)
         ? fields.recurrence
