@@ -473,10 +473,12 @@ export function loadConfig(
     ...TOPIC_SPECS.map((t) => topicRetentionMs[t.name] ?? t.retentionMs),
     topicRetentionMs.dlq ?? DLQ_SPEC.retentionMs,
   );
+  const maxDelayMs = int(env, 'CONSUMER_RETRY_MAX_MS', 10_000, 0, TIMER_MAX_MS);
   const retry = {
     maxAttempts: int(env, 'CONSUMER_MAX_ATTEMPTS', 5, 1),
-    baseDelayMs: int(env, 'CONSUMER_RETRY_BASE_MS', 200, 0, TIMER_MAX_MS),
-    maxDelayMs: int(env, 'CONSUMER_RETRY_MAX_MS', 10_000, 0, TIMER_MAX_MS),
+    // Unset, within a shorter CONSUMER_RETRY_MAX_MS (100, or 0 for no wait, as every wait is capped by it).
+    baseDelayMs: int(env, 'CONSUMER_RETRY_BASE_MS', Math.min(200, maxDelayMs), 0, TIMER_MAX_MS),
+    maxDelayMs,
   };
   if (retry.baseDelayMs > retry.maxDelayMs)
     throw new ConfigError(

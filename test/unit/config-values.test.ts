@@ -125,6 +125,14 @@ describe('settings refused at start', () => {
       loadConfig({ ...base, CONSUMER_RETRY_BASE_MS: '100', CONSUMER_RETRY_MAX_MS: '100' }).retry.maxDelayMs,
       100,
     );
+    // The maximum alone, shorter than the base's default (or 0: no wait), is taken as it was.
+    for (const max of ['100', '0'])
+      assert.deepEqual(
+        (({ baseDelayMs, maxDelayMs }) => [baseDelayMs, maxDelayMs])(
+          loadConfig({ ...base, CONSUMER_RETRY_MAX_MS: max }).retry,
+        ),
+        [Number(max), Number(max)],
+      );
   });
 });
 
