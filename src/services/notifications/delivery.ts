@@ -4,7 +4,9 @@
  * so a failing webhook never holds back the email or the consumer; up to NOTIFY_BATCH_SIZE are sent at once,
  * each freeing its slot when it ends, and one user takes at most a quarter of them (a user's slow receivers
  * hold back only that user's deliveries). Quiet hours are checked again at send
- * time (they may have been set after the reminder fired) and defer without counting an attempt.
+ * time (they may have been set after the reminder fired) and defer without counting an attempt. A send starts
+ * only while its claim surely lasts through it, measured on the monotonic clock (claimHoldsForSend), as the
+ * relay sends only under its lease.
  */
 import { randomUUID } from 'node:crypto';
 import { QUIET_CHANNELS, quietHoursEnd, retryDelayMs } from '../../domain/notifications.ts';
@@ -47,6 +49,8 @@ export interface DeliveryOptions {
   retryMaxMs: number;
   /** How long a claim lasts before another instance may retry the row (a sender that died mid-send). */
   claimMs: number;
+  /** The longest a send takes (NOTIFY_TIMEOUT_MS: a webhook's or push's request, a mail's SMTP conversation). */
+  timeoutMs: number;
   /** Days finished deliveries and read in-app notifications are kept (pruneNotifications, hourly). */
   retentionDays: number;
 }
@@ -117,11 +121,14 @@ export class DeliveryWorker {
    * its slot at once (a batch waited for its slowest, so one user's slow webhooks delayed everyone's).
    */
   private async claimAndStart(free: number): Promise<number> {
+    // The claims end at `now` plus their length, whenever the statement gets to run (after a prune, a wait on a
+    // lock): measured from here, on the monotonic clock, what is left of them is never overestimated.
+    const claimedAt = performance.now();
     const now = this.rt.clock.now();
     await this.prune(now);
     const rows = await claimDeliveries(this.rt.db, this.holder, now, free, this.opts.claimMs, this.perUser);
     for (const row of rows) {
-      const sending: Promise<void> = this.deliver(row)
+      const sending: Promise<void> = this.deliver(row, claimedAt)
         .catch((err: unknown) =>
           // Its claim runs out and another round takes it again (the database went away mid-send).
           this.rt.log.warn(
@@ -153,7 +160,41 @@ export class DeliveryWorker {
       this.rt.log.info({ ...pruned, before: before.toISOString() }, 'notification history pruned');
   }
 
-  private async deliver(row: DeliveryRow): Promise<void> {
+  /**
+   * Whether a send may start under the claim made at `claimedAt` (performance.now(), which keeps counting while
+   * the process is paused): only while the claim has a send's time left (NOTIFY_TIMEOUT_MS) and half of what it
+   * holds beyond one (at least a send's, NOTIFY_CLAIM_MS being at least twice it); the other half is for
+   * recording the outcome before the claim ends and for the instances' clocks disagreeing on when it ends.
+   * Without this a worker stalled between its claim and its send (a GC or SIGSTOP pause, the database waiting
+   * on a lock or failing over while the recipient was read) sent after the claim had lapsed, while another
+   * instance, or this one's next round, had claimed the delivery again and sent it too: the reminder went out
+   * twice. An in-app notification needs no check: it commits with its claim checked (finishDelivery).
+   */
+  private claimHoldsForSend(claimedAt: number): boolean {
+    const { claimMs, timeoutMs } = this.opts;
+    const left = claimMs - (performance.now() - claimedAt);
+    return left >= timeoutMs + (claimMs - timeoutMs) / 2;
+  }
+
+  /**
+   * Not sent: its claim may end during the send. Nothing is written: the claim runs out and the delivery is
+   * claimed again (its attempt counted as one whose sender stopped, not as a failure). Releasing it was not
+   * safe: claims are fenced on the holder, one per process, so the release could let go of the claim this
+   * process's next round took meanwhile, and another instance would send it beside that round.
+   */
+  private claimLapsing(row: DeliveryRow, claimedAt: number): void {
+    this.rt.log.warn(
+      {
+        delivery_id: row.id,
+        channel: row.channel,
+        since_claim_ms: Math.round(performance.now() - claimedAt),
+        claim_ms: this.opts.claimMs,
+      },
+      'notification not sent: too little of its claim is left for a send (the process or the database stalled); it is sent once the claim runs out',
+    );
+  }
+
+  private async deliver(row: DeliveryRow, claimedAt: number): Promise<void> {
     const { db, clock } = this.rt;
     const metrics = this.rt.metrics.of(notificationsManifest);
     const now = clock.now();
@@ -193,12 +234,14 @@ export class DeliveryWorker {
           if (!this.channels.email) throw new Skip('email is not configured (SMTP_URL)');
           if (!prefs.email) throw new Skip('no email address in the preferences');
           if (!prefs.email_confirmed) throw new Skip('the email address is not confirmed');
+          if (!this.claimHoldsForSend(claimedAt)) return this.claimLapsing(row, claimedAt);
           await this.channels.email.send(prefs.email, row.payload, row.id, timeZone);
           break;
         }
         case 'webhook': {
           if (!prefs.webhook_url || !prefs.webhook_secret)
             throw new Skip('no webhook URL in the preferences');
+          if (!this.claimHoldsForSend(claimedAt)) return this.claimLapsing(row, claimedAt);
           await this.channels.webhook.send(prefs.webhook_url, prefs.webhook_secret, row.payload, {
             deliveryId: row.id,
             eventId: row.event_id,
@@ -212,6 +255,7 @@ export class DeliveryWorker {
           // Each subscription once: a retry (one device failing) goes only to those not reached yet.
           const reached = new Set(row.push_sent_to);
           const subs = (await listPushSubscriptions(db, row.user_id)).filter((s) => !reached.has(s.id));
+          if (subs.length > 0 && !this.claimHoldsForSend(claimedAt)) return this.claimLapsing(row, claimedAt);
           // All at once: a delivery takes one send's time however many devices, well within its claim.
           const sends = await Promise.allSettled(
             subs.map(async (s) => {
