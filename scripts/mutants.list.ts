@@ -823,6 +823,50 @@ export const MUTANTS: readonly Mutant[] = [
     tests: ['test/integration/data-dir-lock.test.ts#taken over from a running server'],
   },
   {
+    id: 'webhook-secret-kept-for-new-url',
+    breaks:
+      "a webhook is signed by its receiver's own secret: a changed webhook_url without a secret keeps the previous receiver's",
+    file: 'src/services/notifications/store.ts',
+    find: '        : patch.webhook_url !== undefined && patch.webhook_url !== current.webhook_url\n',
+    replace: '        : false\n',
+    tests: ['test/integration/notifications-hostile.test.ts#gives a new webhook_url saved without a secret'],
+  },
+  {
+    id: 'pglite-never-vacuumed',
+    breaks: 'the embedded database reuses the space retention frees: nothing vacuums it',
+    file: 'src/store/pglite-maintenance.ts',
+    find: '  ...(due.vacuum ? [{ statement: `VACUUM ${due.table}`, why: due.vacuum }] : []),\n',
+    replace: '',
+    tests: ['test/integration/pglite-maintenance.test.ts#keeps tables that retention prunes bounded'],
+  },
+  {
+    id: 'deleted-task-reminders-kept',
+    breaks:
+      "what a deleted task left is forgotten past the ledger's retention: its reminders (and title) are kept",
+    file: 'src/services/reminders/store.ts',
+    find: '         DELETE FROM reminder_schedule s USING doomed d WHERE s.task_id = d.task_id RETURNING 1\n',
+    replace:
+      '         SELECT 1 FROM reminder_schedule s JOIN doomed d ON s.task_id = d.task_id WHERE false\n',
+    tests: ['test/integration/deleted-task-rows.test.ts#prunes the markers, reminders and series'],
+  },
+  {
+    id: 'chat-page-begins-with-tool-answers',
+    breaks: "a conversation's page keeps a tool's answers with the assistant message that called it",
+    file: 'src/store/chat.ts',
+    find: "           (SELECT min(id) FROM window_ WHERE role <> 'tool'),\n",
+    replace: '           (SELECT min(id) FROM window_),\n',
+    tests: ['test/integration/chat-conversation-pages.test.ts#answers the last 100 messages'],
+  },
+  {
+    id: 'delivery-sent-after-claim-lapsed',
+    breaks:
+      'a reminder is sent once: a worker stalled past its claim sends beside the instance that claimed it again',
+    file: 'src/services/notifications/delivery.ts',
+    find: '    return left >= timeoutMs + (claimMs - timeoutMs) / 2;\n',
+    replace: '    return left >= -Infinity;\n',
+    tests: ['test/integration/notifications-claim-lapse.test.ts'],
+  },
+  {
     id: 'graceful-stop-closes-under-requests',
     breaks:
       'graceful shutdown: requests in flight at SIGTERM are answered before the targets and the database close',
