@@ -21,7 +21,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from '../error-text.ts';
 import { createLogger } from '../observability/logger.ts';
-import type { Queryable } from './db.ts';
+
+/** What a pass needs of the database (db.ts's Queryable; not imported: db.ts opens this module). */
+interface Statements {
+  query<T>(sql: string, params?: readonly unknown[]): Promise<{ rows: T[] }>;
+}
 
 /** How often a maintenance pass runs (autovacuum's `autovacuum_naptime`). */
 export const MAINTENANCE_INTERVAL_MS = 60_000;
@@ -160,7 +164,7 @@ export class PGliteMaintenance {
   failures = 0;
 
   constructor(
-    private readonly db: Queryable,
+    private readonly db: Statements,
     private readonly intervalMs = MAINTENANCE_INTERVAL_MS,
     private readonly log: MaintenanceLog = stderrLog(),
   ) {}
