@@ -2,7 +2,8 @@
  * - REST: /api/tasks (list with filters and sort, create, edit, complete/reopen, delete) with the bearer token.
  * - Live: WebSocket /ws with subprotocols ["taskflow.v1", "bearer.<jwt>"]; every task.changed carries the
  *   user's sequence; on reconnect `?since=<last sequence>` replays what was missed, or the gateway answers
- *   {type:"resync"} and the list is reloaded.
+ *   {type:"resync"} and the list is reloaded. The list a frame asked to reload stays stale until it is read: a
+ *   failed read is tried again (backoff, the next hello, back online), the frame's sequence being taken already.
  * - Notifications: loaded from /api/notifications at once when the gateway pushes {type:"notification"},
  *   and polled every 30 s as a fallback (a 404 turns polling off: no notifications service).
  * - Assistant: POST /api/chat with Accept: text/event-stream; its tool calls show as they run, the reply as
@@ -26,6 +27,8 @@ const state = {
   reconnectTimer: null,
   pingTimer: null,
   reloadTimer: null,
+  staleSince: null, // state.loads when a frame said the list changed: stale until a load started after it reads it
+  reloadAttempts: 0, // the list's reads that failed in a row while it was stale (their backoff)
   notifTimer: null,
   notifSeen: new Set(),
   notifLoaded: false,
@@ -172,6 +175,7 @@ function query() {
 
 async function loadTasks() {
   const load = ++state.loads;
+  clearTimeout(state.reloadTimer); // a reload waiting (coalesced, or tried again) is this one: it reads the query now
   const q = query();
   if (q !== state.listQuery) {
     state.listQuery = q;
@@ -191,6 +195,8 @@ async function loadTasks() {
       cursor = next.next_cursor;
     }
     if (load !== state.loads) return; // a newer load (another search, view or filter) has been asked for
+    if (state.staleSince !== null && load > state.staleSince) state.staleSince = null;
+    state.reloadAttempts = 0;
     showBusy(null);
     state.tasks = items;
     state.nextCursor = cursor;
@@ -205,16 +211,41 @@ async function loadTasks() {
       showBusy(err.retryAfter);
       clearTimeout(state.reloadTimer);
       state.reloadTimer = setTimeout(loadTasks, err.retryAfter * 1000);
-    } else showError(err.message);
+      return;
+    }
+    // A stale list's run of failed reads says so once: tried again every few seconds, it brought back the error
+    // the person had dismissed.
+    if (state.reloadAttempts === 0 || state.staleSince === null) showError(err.message);
+    if (state.staleSince === null) return;
+    // A change a frame announced is not on the list yet, and the frame's sequence is taken (a resume replays
+    // nothing): read again until it is, whatever failed (a 502 or 504 while the API rolls, the network).
+    // Unread, the board said "live" and never showed the change.
+    const backoff = Math.min(30, 2 ** state.reloadAttempts++) * (0.5 + Math.random() / 2);
+    const seconds = Math.max(backoff, err.retryAfter || 0);
+    showBusy(seconds, err.offline ? 'The server cannot be reached' : 'The list could not be read');
+    clearTimeout(state.reloadTimer);
+    state.reloadTimer = setTimeout(loadTasks, seconds * 1000);
   }
 }
 
-/** "The server is busy" while the list waits to be read again (`seconds`); null: the list was read. */
-function showBusy(seconds) {
+/**
+ * "The server is busy" (or `why` it was not read) while the list waits to be read again (`seconds`); null: the
+ * list was read.
+ */
+function showBusy(seconds, why = 'The server is busy') {
   const busy = $('#board-busy');
-  busy.textContent =
-    seconds === null ? '' : `The server is busy; the list is read again in ${Math.ceil(seconds)} s.`;
+  busy.textContent = seconds === null ? '' : `${why}; the list is read again in ${Math.ceil(seconds)} s.`;
   busy.hidden = seconds === null;
+}
+
+/** A frame says the list changed: it is stale until a load started from now on reads it. */
+function listChanged() {
+  state.staleSince = state.loads;
+}
+
+/** Reconnected, or back online: a list still stale is read now rather than at its next try. */
+function reloadIfStale() {
+  if (state.token && state.staleSince !== null) loadTasks();
 }
 
 /** One page more (the list reads 200 tasks a page), kept through later reloads of the list. */
@@ -708,15 +739,19 @@ function connect() {
       setStatus('live');
       // Without a sequence to resume from, what happened before this socket is unknown: reload. At sign-in
       // too: a change between the list's read and this hello is in neither (its frame went to no socket).
-      if (!resume) loadTasks();
+      if (!resume) listChanged();
+      // Resumed, a change whose reload failed is replayed by no frame: its list is read again now.
+      reloadIfStale();
       if (state.sequence === null && msg.sequence !== null) state.sequence = msg.sequence;
     } else if (msg.type === 'task.changed') {
       if (state.sequence !== null && msg.sequence <= state.sequence) return;
       state.sequence = msg.sequence;
       state.flash.add(msg.task_id);
+      listChanged();
       scheduleReload();
     } else if (msg.type === 'resync') {
       state.sequence = msg.sequence;
+      listChanged();
       loadTasks();
     } else if (msg.type === 'notification') {
       pollNotifications(); // a new in-app notification: show it (and its toast) now
@@ -1196,6 +1231,8 @@ function signIn(token) {
   $('#signout').hidden = false;
   $('#whoami').textContent = subjectOf(state.token) || '';
   state.sequence = null;
+  state.staleSince = null; // the last user's list, read or not, is not this one's
+  state.reloadAttempts = 0;
   state.wsAttempts = 0;
   state.notifLoaded = false;
   state.notifSeen.clear();
@@ -1333,7 +1370,10 @@ function init() {
   document.addEventListener('keydown', onKey);
   for (const id of ['#f-status', '#f-priority', '#f-sort']) $(id).addEventListener('change', loadTasks);
   for (const id of ['#f-tag', '#f-search']) $(id).addEventListener('input', scheduleReload);
-  window.addEventListener('online', wakeUp);
+  window.addEventListener('online', () => {
+    wakeUp();
+    reloadIfStale();
+  });
   document.addEventListener('visibilitychange', () => document.visibilityState === 'visible' && wakeUp());
   // Signed out, or in as someone else, in another tab: this one follows (it must not go on as the old user).
   window.addEventListener('storage', (e) => {
