@@ -4,7 +4,7 @@ import { loadConfig, type Config } from '../../src/config.ts';
 import { ManualClock, type Clock } from '../../src/domain/clock.ts';
 import { pino } from 'pino';
 import { runTargets, type RunningProcess } from '../../src/process.ts';
-import type { TargetDefinition } from '../../src/runtime.ts';
+import { subscribedTopics, type TargetDefinition } from '../../src/runtime.ts';
 import { MANIFESTS, findTargets } from '../../src/services/index.ts';
 import type { Db, Queryable } from '../../src/store/db.ts';
 
@@ -140,6 +140,19 @@ export async function outboxRelayed(db: Queryable, timeoutMs = 30_000): Promise<
     async () => (await db.query('SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1')).rows.length === 0,
     timeoutMs,
     'the outbox to be relayed',
+  );
+}
+
+/** Waits until `group` has consumed everything published so far. */
+export async function waitCaughtUp(app: TestApp, group: string, timeoutMs = 30_000): Promise<void> {
+  await waitFor(
+    async () => {
+      // Every partition the group reads: one it never committed on is lag too, not left out.
+      const lag = await app.proc.runtime.bus.admin.lag(group, subscribedTopics(MANIFESTS));
+      return lag.length > 0 && lag.every((l) => l.lag === 0);
+    },
+    timeoutMs,
+    `consumer group ${group} to catch up`,
   );
 }
 

@@ -12,12 +12,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { TOPICS } from '../../src/contracts/topics.ts';
 import { uuidv7 } from '../../src/ids.ts';
-import { subscribedTopics } from '../../src/runtime.ts';
-import { GROUPS, MANIFESTS } from '../../src/services/index.ts';
+import { GROUPS } from '../../src/services/index.ts';
 import { pruneForgottenSeries } from '../../src/services/recurrence/series.ts';
 import { pruneDeletedTasks } from '../../src/services/reminders/store.ts';
 import type { Db } from '../../src/store/db.ts';
-import { startApp, waitFor, writtenEvents, type TestApp } from '../helpers/app.ts';
+import { startApp, waitCaughtUp, waitFor, writtenEvents } from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
 
 const TARGETS = ['api', 'relay', 'reminders', 'recurrence'];
@@ -46,17 +45,6 @@ async function rowsOf(db: Db, taskIds: string[]) {
       [taskIds],
     ),
   };
-}
-
-async function waitCaughtUp(app: TestApp, group: string): Promise<void> {
-  await waitFor(
-    async () => {
-      const lag = await app.proc.runtime.bus.admin.lag(group, subscribedTopics(MANIFESTS));
-      return lag.length > 0 && lag.every((l) => l.lag === 0);
-    },
-    WAIT,
-    `consumer group ${group} to catch up`,
-  );
 }
 
 for (const backend of backends) {
@@ -185,8 +173,8 @@ for (const backend of backends) {
           await app.proc.runtime.bus.publisher.publish([
             { topic: TOPICS.taskEvents, key: 'alice', event: { ...completion, id: uuidv7() } },
           ]);
-          await waitCaughtUp(app, GROUPS.recurrence);
-          await waitCaughtUp(app, GROUPS.reminders);
+          await waitCaughtUp(app, GROUPS.recurrence, WAIT);
+          await waitCaughtUp(app, GROUPS.reminders, WAIT);
           assert.equal(await count(db, 'SELECT count(*)::text AS n FROM tasks'), tasksBefore);
           assert.equal(await count(db, 'SELECT count(*)::text AS n FROM recurrence_series'), 1);
           assert.equal(

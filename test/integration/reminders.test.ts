@@ -18,14 +18,20 @@ import { Temporal } from 'temporal-polyfill';
 import type { CloudEvent } from '../../src/contracts/cloudevent.ts';
 import type { ReminderEventData } from '../../src/contracts/events.ts';
 import { TOPICS } from '../../src/contracts/topics.ts';
-import { GROUPS, MANIFESTS } from '../../src/services/index.ts';
-import { subscribedTopics } from '../../src/runtime.ts';
+import { GROUPS } from '../../src/services/index.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { createNotificationsTarget } from '../../src/services/notifications/index.ts';
 import { createRemindersTarget, type ReminderScheduler } from '../../src/services/reminders/index.ts';
 import { findTargets } from '../../src/services/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
-import { outboxRelayed, startApp, waitFor, writtenEvents, type TestApp } from '../helpers/app.ts';
+import {
+  outboxRelayed,
+  startApp,
+  waitCaughtUp,
+  waitFor,
+  writtenEvents,
+  type TestApp,
+} from '../helpers/app.ts';
 import { backends } from '../helpers/db.ts';
 import {
   startPushService,
@@ -81,19 +87,6 @@ async function waitForEvents(
     },
     WAIT,
     `${count} ${type} event(s) for task ${taskId}`,
-  );
-}
-
-/** Waits until `group` has consumed everything published so far. */
-async function waitCaughtUp(app: TestApp, group: string): Promise<void> {
-  await waitFor(
-    async () => {
-      // Every partition the group reads: one it never committed on is lag too, not left out.
-      const lag = await app.proc.runtime.bus.admin.lag(group, subscribedTopics(MANIFESTS));
-      return lag.length > 0 && lag.every((l) => l.lag === 0);
-    },
-    WAIT,
-    `consumer group ${group} to catch up`,
   );
 }
 
@@ -384,7 +377,7 @@ for (const BUS of BUSES) {
       await app.proc.runtime.bus.publisher.publish([
         { topic: TOPICS.reminders, key: 'alice', event: triggered! },
       ]);
-      await waitCaughtUp(app, GROUPS.notifications);
+      await waitCaughtUp(app, GROUPS.notifications, WAIT);
       await deliveriesIdle('alice');
       assert.equal(mailsTo('alice@example.com').length, 1);
       assert.equal(hooksAt('/alice').length, 1);
@@ -442,7 +435,7 @@ for (const BUS of BUSES) {
       await app.proc.runtime.bus.publisher.publish([
         { topic: TOPICS.taskEvents, key: 'rita', event: { ...created!, id: uuidv7() } },
       ]);
-      await waitCaughtUp(app, GROUPS.reminders);
+      await waitCaughtUp(app, GROUPS.reminders, WAIT);
       await outboxRelayed(db); // its effect (none, or reminder events) is in the outbox once consumed
       assert.equal((await reminderEvents(app, task.id)).length, 3, 'the stale event changed nothing');
       const still = (await app.call('rita', 'GET', `/api/tasks/${task.id}/reminders`)).body.items;
@@ -591,7 +584,7 @@ for (const BUS of BUSES) {
       assert.equal(missed!.data.reminder_id, late!.data.reminder_id);
       assert.match(missed!.data.reason ?? '', /grace window/);
       await firedUpToNow();
-      await waitCaughtUp(app, GROUPS.notifications); // it has consumed the missed event too (same partition)
+      await waitCaughtUp(app, GROUPS.notifications, WAIT); // it has consumed the missed event too (same partition)
       await deliveriesIdle('max');
       assert.equal(
         (await reminderEvents(app, task.id)).filter((e) => e.type === 'reminder.triggered').length,
@@ -908,7 +901,7 @@ for (const BUS of BUSES) {
       await app.proc.runtime.bus.publisher.publish([
         { topic: TOPICS.reminders, key: first.data.user_id, event: { ...first, id: uuidv7() } },
       ]);
-      await waitCaughtUp(app, GROUPS.notifications);
+      await waitCaughtUp(app, GROUPS.notifications, WAIT);
       assert.deepEqual(
         (
           await db.query<{ status: string; last_error: string | null }>(
