@@ -844,9 +844,8 @@ export const MUTANTS: readonly Mutant[] = [
     breaks:
       "what a deleted task left is forgotten past the ledger's retention: its reminders (and title) are kept",
     file: 'src/services/reminders/store.ts',
-    find: '         DELETE FROM reminder_schedule s USING doomed d WHERE s.task_id = d.task_id RETURNING 1\n',
-    replace:
-      '         SELECT 1 FROM reminder_schedule s JOIN doomed d ON s.task_id = d.task_id WHERE false\n',
+    find: '       DELETE FROM reminder_schedule s USING doomed d WHERE s.task_id = d.task_id RETURNING 1\n',
+    replace: '       SELECT 1 FROM reminder_schedule s JOIN doomed d ON s.task_id = d.task_id WHERE false\n',
     tests: ['test/integration/deleted-task-rows.test.ts#prunes the markers, reminders and series'],
   },
   {

@@ -3,6 +3,7 @@
  * the event was already processed by this consumer, and the caller then skips the effect.
  */
 import type { Queryable } from './db.ts';
+import { deleteOldestFirst } from './oldest-first.ts';
 
 export async function firstTime(tx: Queryable, consumer: string, eventId: string): Promise<boolean> {
   return (await firstTimeMany(tx, consumer, [eventId])).size > 0;
@@ -29,7 +30,7 @@ export async function firstTimeMany(
 /** Rows a prune deletes per statement. */
 const PRUNE_BATCH = 5_000;
 
-/** Whether a prune goes on with its next batch (see deleteInBatches); by default until nothing is left. */
+/** Whether a prune goes on with its next batch (see deleteOldestFirst); by default until nothing is left. */
 type GoOn = () => boolean;
 const toTheEnd: GoOn = () => true;
 
@@ -38,72 +39,53 @@ const toTheEnd: GoOn = () => true;
  * once no copy of those events can be delivered again: past the retention of every topic they came from.
  * Resolves how many rows it deleted.
  */
-export function pruneProcessed(
+export async function pruneProcessed(
   db: Queryable,
   olderThanMs: number,
   batch = PRUNE_BATCH,
   goOn = toTheEnd,
 ): Promise<number> {
-  return deleteOldInBatches(
-    db,
-    { table: 'processed_events', key: ['consumer', 'event_id'], time: 'processed_at' },
-    `now() - ($1::bigint * interval '1 millisecond')`,
-    [olderThanMs],
-    batch,
-    goOn,
-  );
+  return (
+    await deleteOldestFirst(
+      db,
+      `WITH doomed AS (
+         SELECT consumer, event_id, processed_at FROM processed_events
+          WHERE processed_at >= $1::timestamptz AND processed_at < now() - ($2::bigint * interval '1 millisecond')
+          ORDER BY processed_at LIMIT $3),
+       gone AS (
+         DELETE FROM processed_events t USING doomed d
+          WHERE t.consumer = d.consumer AND t.event_id = d.event_id RETURNING d.processed_at)
+       SELECT count(*)::int AS deleted, max(processed_at)::text AS last FROM gone`,
+      [olderThanMs],
+      batch,
+      goOn,
+    )
+  ).deleted;
 }
 
 /**
  * Forgets the idempotency keys of task creates older than 24 hours (their replay window), in batches, while
  * `goOn` says so.
  */
-export function pruneIdempotencyKeys(db: Queryable, batch = PRUNE_BATCH, goOn = toTheEnd): Promise<number> {
-  return deleteOldInBatches(
-    db,
-    { table: 'idempotency_keys', key: ['user_id', 'key'], time: 'created_at' },
-    `now() - interval '24 hours'`,
-    [],
-    batch,
-    goOn,
-  );
-}
-
-/**
- * Deletes the rows of `of.table` whose `of.time` is before `before` (SQL over `params`), oldest first, at most
- * `batch` rows a statement, until a statement deletes fewer or `goOn` says to stop (asked before each batch
- * but the first): short statements, so on PGlite other work runs between them, and a prune of a million rows
- * (seconds) can end between two of them (the relay stopping). Each batch starts its walk of the time's index
- * where the last one ended: from the start each time, every batch stepped over the index entries of all those
- * deleted before it (not yet vacuumed): a million rows took 20.7 s, against 2.0 s for 300,000
- * (docs/benchmarks.md). Resolves the rows deleted.
- */
-async function deleteOldInBatches(
+export async function pruneIdempotencyKeys(
   db: Queryable,
-  of: { table: string; key: readonly [string, string]; time: string },
-  before: string,
-  params: readonly unknown[],
-  batch: number,
-  goOn: GoOn,
+  batch = PRUNE_BATCH,
+  goOn = toTheEnd,
 ): Promise<number> {
-  const [a, b] = of.key;
-  const from = `$${params.length + 1}`;
-  const limit = `$${params.length + 2}`;
-  const sql = `WITH doomed AS (
-       SELECT ${a}, ${b}, ${of.time} FROM ${of.table}
-        WHERE ${of.time} >= ${from}::timestamptz AND ${of.time} < ${before}
-        ORDER BY ${of.time} LIMIT ${limit}),
-     gone AS (
-       DELETE FROM ${of.table} t USING doomed d WHERE t.${a} = d.${a} AND t.${b} = d.${b} RETURNING d.${of.time})
-     SELECT count(*)::int AS deleted, max(${of.time})::text AS last FROM gone`;
-  let total = 0;
-  // Not after the last one deleted: rows of the same time beyond the batch are still to go.
-  let last = '-infinity';
-  for (;;) {
-    const r = await db.query<{ deleted: number; last: string | null }>(sql, [...params, last, batch]);
-    const { deleted, last: reached } = r.rows[0]!;
-    total += deleted;
-    if (deleted < batch || !goOn() || reached === null) return total;
-    last = reached;
-  }
+  return (
+    await deleteOldestFirst(
+      db,
+      `WITH doomed AS (
+         SELECT user_id, key, created_at FROM idempotency_keys
+          WHERE created_at >= $1::timestamptz AND created_at < now() - interval '24 hours'
+          ORDER BY created_at LIMIT $2),
+       gone AS (
+         DELETE FROM idempotency_keys t USING doomed d
+          WHERE t.user_id = d.user_id AND t.key = d.key RETURNING d.created_at)
+       SELECT count(*)::int AS deleted, max(created_at)::text AS last FROM gone`,
+      [],
+      batch,
+      goOn,
+    )
+  ).deleted;
 }

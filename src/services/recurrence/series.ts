@@ -2,6 +2,7 @@
  * The recurrence target's own tables (migration 003): per-series state and the occurrence ledger. Every
  * function runs inside the caller's transaction.
  */
+import { deleteOldestFirst } from '../../store/oldest-first.ts';
 import { isOffsetSpec } from '../../domain/task.ts';
 import { seriesAnchor, type Recurrence } from '../../domain/recurrence.ts';
 import { sameInstant } from '../../domain/time.ts';
@@ -319,36 +320,29 @@ export async function pruneForgottenSeries(
   batch = PRUNE_BATCH,
   goOn: () => boolean = () => true,
 ): Promise<{ series: number; occurrences: number }> {
-  const total = { series: 0, occurrences: 0 };
-  // Each batch goes on from where the last one ended: series that still have a task, passed over, are not read
-  // again in this pass (one of their time may be left, so not after it).
-  let from = '-infinity';
-  for (let first = true; first || goOn(); first = false) {
-    const r = await q.query<{ series: number; occurrences: number; last: string | null }>(
-      `WITH doomed AS (
-         SELECT s.series_id, s.updated_at FROM recurrence_series s
-          WHERE s.updated_at >= $1::timestamptz
-            AND s.updated_at < now() - ($2::bigint * interval '1 millisecond')
-            AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = s.series_id)
-            AND NOT EXISTS (SELECT 1 FROM recurrence_occurrences o JOIN tasks t ON t.id = o.task_id
-                             WHERE o.series_id = s.series_id)
-          ORDER BY s.updated_at LIMIT $3 FOR UPDATE OF s SKIP LOCKED
-       ), occurrences AS (
-         DELETE FROM recurrence_occurrences o USING doomed d WHERE o.series_id = d.series_id RETURNING 1
-       ), series AS (
-         DELETE FROM recurrence_series s USING doomed d WHERE s.series_id = d.series_id RETURNING d.updated_at
-       )
-       SELECT (SELECT count(*) FROM series)::int AS series, (SELECT count(*) FROM occurrences)::int AS occurrences,
-              (SELECT max(updated_at) FROM series)::text AS last`,
-      [from, olderThanMs, batch],
-    );
-    const row = r.rows[0]!;
-    total.series += Number(row.series);
-    total.occurrences += Number(row.occurrences);
-    if (Number(row.series) < batch || row.last === null) break;
-    from = row.last;
-  }
-  return total;
+  // Series that still have a task, passed over, are not read again in this pass.
+  const gone = await deleteOldestFirst<{ deleted: number; occurrences: number }>(
+    q,
+    `WITH doomed AS (
+       SELECT s.series_id, s.updated_at FROM recurrence_series s
+        WHERE s.updated_at >= $1::timestamptz
+          AND s.updated_at < now() - ($2::bigint * interval '1 millisecond')
+          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = s.series_id)
+          AND NOT EXISTS (SELECT 1 FROM recurrence_occurrences o JOIN tasks t ON t.id = o.task_id
+                           WHERE o.series_id = s.series_id)
+        ORDER BY s.updated_at LIMIT $3 FOR UPDATE OF s SKIP LOCKED
+     ), occurrences AS (
+       DELETE FROM recurrence_occurrences o USING doomed d WHERE o.series_id = d.series_id RETURNING 1
+     ), series AS (
+       DELETE FROM recurrence_series s USING doomed d WHERE s.series_id = d.series_id RETURNING d.updated_at
+     )
+     SELECT (SELECT count(*) FROM series)::int AS deleted, (SELECT count(*) FROM occurrences)::int AS occurrences,
+            (SELECT max(updated_at) FROM series)::text AS last`,
+    [olderThanMs],
+    batch,
+    goOn,
+  );
+  return { series: gone.deleted, occurrences: gone.occurrences };
 }
 
 /** No further occurrence: the series has ended (idempotent; the first end time is kept). */

@@ -17,6 +17,7 @@ import {
 } from '../../domain/reminders.ts';
 import { sameInstant } from '../../domain/time.ts';
 import type { Queryable, Tx } from '../../store/db.ts';
+import { deleteOldestFirst } from '../../store/oldest-first.ts';
 import { eventWrite, runWithEvents } from '../../store/outbox.ts';
 import { DEFAULT_REMINDERS } from '../../store/user-settings.ts';
 import { remindersManifest } from './manifest.ts';
@@ -479,31 +480,23 @@ export async function pruneDeletedTasks(
   batch = PRUNE_BATCH,
   goOn: () => boolean = () => true,
 ): Promise<{ tasks: number; reminders: number }> {
-  const total = { tasks: 0, reminders: 0 };
-  // Each batch walks the markers' index from where the last one ended, not over the entries of those deleted
-  // before it (the ledger prune's lesson, store/idempotency.ts); not after it: markers of its time may be left.
-  let from = '-infinity';
-  for (let first = true; first || goOn(); first = false) {
-    const r = await q.query<{ tasks: number; reminders: number; last: string | null }>(
-      `WITH doomed AS (
-         SELECT task_id, updated_at FROM reminder_tasks
-          WHERE deleted AND updated_at >= $1::timestamptz
-            AND updated_at < now() - ($2::bigint * interval '1 millisecond')
-          ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED
-       ), reminders AS (
-         DELETE FROM reminder_schedule s USING doomed d WHERE s.task_id = d.task_id RETURNING 1
-       ), tasks AS (
-         DELETE FROM reminder_tasks t USING doomed d WHERE t.task_id = d.task_id RETURNING d.updated_at
-       )
-       SELECT (SELECT count(*) FROM tasks)::int AS tasks, (SELECT count(*) FROM reminders)::int AS reminders,
-              (SELECT max(updated_at) FROM tasks)::text AS last`,
-      [from, olderThanMs, batch],
-    );
-    const row = r.rows[0]!;
-    total.tasks += Number(row.tasks);
-    total.reminders += Number(row.reminders);
-    if (Number(row.tasks) < batch || row.last === null) break;
-    from = row.last;
-  }
-  return total;
+  const gone = await deleteOldestFirst<{ deleted: number; reminders: number }>(
+    q,
+    `WITH doomed AS (
+       SELECT task_id, updated_at FROM reminder_tasks
+        WHERE deleted AND updated_at >= $1::timestamptz
+          AND updated_at < now() - ($2::bigint * interval '1 millisecond')
+        ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED
+     ), reminders AS (
+       DELETE FROM reminder_schedule s USING doomed d WHERE s.task_id = d.task_id RETURNING 1
+     ), tasks AS (
+       DELETE FROM reminder_tasks t USING doomed d WHERE t.task_id = d.task_id RETURNING d.updated_at
+     )
+     SELECT (SELECT count(*) FROM tasks)::int AS deleted, (SELECT count(*) FROM reminders)::int AS reminders,
+            (SELECT max(updated_at) FROM tasks)::text AS last`,
+    [olderThanMs],
+    batch,
+    goOn,
+  );
+  return { tasks: gone.deleted, reminders: gone.reminders };
 }
