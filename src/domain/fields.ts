@@ -33,6 +33,20 @@ export function unknownParameters(query: Record<string, unknown>, allowed: reado
     }));
 }
 
+/**
+ * The issues of a query whose parameters each take one value: an unknown one (unknownParameters), and one
+ * given twice (which value was meant is a guess; the last was taken).
+ */
+export function singleValuedParameterIssues(
+  query: Record<string, unknown>,
+  allowed: readonly string[],
+): FieldIssue[] {
+  const issues = unknownParameters(query, allowed);
+  for (const key of allowed)
+    if (Array.isArray(query[key])) issues.push({ path: key, message: 'must be given once' });
+  return issues;
+}
+
 /** `tags[2]`, `keys.auth`: a field's name and the path below it, as FieldIssue paths are written. */
 export const issuePath = (key: string, below: readonly PropertyKey[]): string =>
   key + below.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');

@@ -23,7 +23,7 @@ import type { ChatConfig } from './manifest.ts';
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import { IdempotencyMismatchError, NotFoundError, ValidationError } from '../../domain/errors.ts';
 import { idempotencyKeyHeader, parseIdempotencyKey, requestHash } from '../../domain/idempotency.ts';
-import { bodyJsonSchema, parseBody, refuse, unknownParameters } from '../../domain/fields.ts';
+import { bodyJsonSchema, parseBody, refuse, singleValuedParameterIssues } from '../../domain/fields.ts';
 import { codePoints, firstCodePoints, isUuid, storableText, textProblem } from '../../domain/text.ts';
 import { causeOf, errorText } from '../../error-text.ts';
 import { authenticatedScope } from '../../http/authenticated.ts';
@@ -313,12 +313,11 @@ function conversationPageQuery(
   query: Record<string, unknown>,
   conversationId: string,
 ): { limit: number; before: string | null } {
-  const issues = unknownParameters(query, CONVERSATION_PAGE_PARAMETERS);
+  const issues = singleValuedParameterIssues(query, CONVERSATION_PAGE_PARAMETERS);
+  // One given twice is refused above, and its values are not read.
   const one = (key: (typeof CONVERSATION_PAGE_PARAMETERS)[number]): string | undefined => {
     const value = query[key];
-    if (!Array.isArray(value)) return value === undefined ? undefined : String(value);
-    issues.push({ path: key, message: 'must be given once' });
-    return undefined;
+    return value === undefined || Array.isArray(value) ? undefined : String(value);
   };
   const rawLimit = one('limit');
   const limit = rawLimit === undefined ? CONVERSATION_PAGE : Number(rawLimit);

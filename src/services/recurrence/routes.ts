@@ -17,7 +17,7 @@ import type { Verifier } from '../../auth.ts';
 import { authenticatedScope, eventMeta } from '../../http/authenticated.ts';
 import type { Clock } from '../../domain/clock.ts';
 import { ConflictError, ValidationError, assertVersion } from '../../domain/errors.ts';
-import { unknownParameters } from '../../domain/fields.ts';
+import { singleValuedParameterIssues } from '../../domain/fields.ts';
 import {
   RECURRENCE_PRESETS,
   nextOccurrence,
@@ -69,9 +69,7 @@ const PREVIEW_PARAMETERS = ['count', 'recurrence', 'due'] as const;
 function previewQuery(
   query: Record<string, unknown>,
 ): Partial<Record<(typeof PREVIEW_PARAMETERS)[number], string>> {
-  const issues = unknownParameters(query, PREVIEW_PARAMETERS);
-  for (const key of PREVIEW_PARAMETERS)
-    if (Array.isArray(query[key])) issues.push({ path: key, message: 'must be given once' });
+  const issues = singleValuedParameterIssues(query, PREVIEW_PARAMETERS);
   if (issues.length) throw new ValidationError(issues);
   return query as Partial<Record<(typeof PREVIEW_PARAMETERS)[number], string>>;
 }
