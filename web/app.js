@@ -220,8 +220,7 @@ async function loadTasks() {
     // A change a frame announced is not on the list yet, and the frame's sequence is taken (a resume replays
     // nothing): read again until it is, whatever failed (a 502 or 504 while the API rolls, the network).
     // Unread, the board said "live" and never showed the change.
-    const backoff = Math.min(30, 2 ** state.reloadAttempts++) * (0.5 + Math.random() / 2);
-    const seconds = Math.max(backoff, err.retryAfter || 0);
+    const seconds = Math.max(backoffMs(state.reloadAttempts++, 1_000, 30_000) / 1000, err.retryAfter || 0);
     showBusy(seconds, err.offline ? 'The server cannot be reached' : 'The list could not be read');
     clearTimeout(state.reloadTimer);
     state.reloadTimer = setTimeout(loadTasks, seconds * 1000);
@@ -819,8 +818,15 @@ function scheduleReconnect() {
   // ends the session with its reason (an expired token). Offline, that fails too and the reconnects go on.
   if (state.wsAttempts > 0) api('GET', '/api/tasks/counts').catch(() => undefined);
   state.wsAttempts++;
-  const delay = Math.min(15_000, 500 * 2 ** Math.min(state.wsAttempts, 5)) * (0.5 + Math.random() / 2);
-  state.reconnectTimer = setTimeout(connect, delay);
+  state.reconnectTimer = setTimeout(connect, backoffMs(state.wsAttempts, 500, 15_000));
+}
+
+/**
+ * The wait before try `attempt` + 1 after as many failures in a row: `baseMs` doubled each time up to `capMs`,
+ * less up to half at random (tabs that lost the server at once do not come back at once).
+ */
+function backoffMs(attempt, baseMs, capMs) {
+  return Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30)) * (0.5 + Math.random() / 2);
 }
 
 function disconnect() {
