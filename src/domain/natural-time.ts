@@ -204,8 +204,7 @@ export function resolveReminder(
 ): { value: string; resolved?: Resolved } | null {
   // An ISO 8601 duration passes trimmed (REST refuses " PT1H"); words that begin with a P ("past Friday") are
   // read as words, not passed on as a duration.
-  const said = text.trim();
-  if (isDurationSaid(said)) return { value: said };
+  if (isDurationSaid(text)) return { value: text.trim() };
   const before = BEFORE.exec(text);
   if (before) {
     const value = isoDuration(before[1]!, before[2]!);
