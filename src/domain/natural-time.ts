@@ -50,10 +50,15 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   // A sign and a number after a time is a written offset to the user, but chrono reads it as the end of a range
   // ("9:00 -05" is 9:00 to 05:00) and keeps no offset: 9:00 on the user's clock would be a misreading.
   // Only after a time, and only what an offset can be (up to 14 hours, the sign against it): "March 5-8" is a
-  // range of days, "14:00-15:30" and "9:00 - 10:00" ranges of times (read as their start).
+  // range of days, "14:00-15:30" and "9:00 - 10:00" ranges of times (read as their start). So is "9:00-10:00",
+  // whose end is later the same day; an end at or before the start ("9:00-05:00", which chrono moves to the
+  // next day) reads as an offset as well as a range, and is refused.
   if (
     found.end &&
-    /(?:\d:\d\d|\d\s*[ap]\.?m\.?)\s*[-\u2012-\u2015\u2212](?:0?\d|1[0-4])(?::?\d{2})?\s*$/i.test(found.text)
+    /(?:\d:\d\d|\d\s*[ap]\.?m\.?)\s*[-\u2012-\u2015\u2212](?:0?\d|1[0-4])(?::?\d{2})?\s*$/i.test(
+      found.text,
+    ) &&
+    !endsLaterSameDay(found)
   )
     return null;
   const start = found.start;
@@ -91,6 +96,14 @@ export function resolveWhen(text: string, ctx: TimeContext): { instant: string; 
   const instant = parseInstant(new Date(ms).toISOString());
   if (!instant) return null;
   return { instant, resolved: { said: text, as: instant, local: localTime(instant, ctx.timeZone) } };
+}
+
+/** Whether a range's end is after its start on the same day ("9:00-10:00"), not moved to the next by chrono. */
+function endsLaterSameDay(found: chrono.ParsedResult): boolean {
+  const { start, end } = found;
+  if (!end) return false;
+  const sameDay = (['year', 'month', 'day'] as const).every((unit) => start.get(unit) === end.get(unit));
+  return sameDay && end.date().getTime() > start.date().getTime();
 }
 
 /**

@@ -55,6 +55,12 @@ describe('resolveWhen', () => {
     ['tomorrow 9:00 -05', berlin, null],
     ['tomorrow 9:00-05:00', berlin, null],
     ['tomorrow 9:00 - 10:00', berlin, '2026-03-02T08:00:00.000Z'], // a range: its start
+    ['tomorrow 11am-1', berlin, null], // an end before the start: an offset as much as a range
+    ['tomorrow 22:00-02:00', berlin, null],
+    // ... and so is one without spaces whose end is later that day (it was refused as an offset).
+    ['tomorrow 9:00-10:00', berlin, '2026-03-02T08:00:00.000Z'],
+    ['tomorrow 9am-10', berlin, '2026-03-02T08:00:00.000Z'],
+    ['tomorrow 9:30-9:45', berlin, '2026-03-02T08:30:00.000Z'],
     // ... as is a range of times whose end is no offset, and one of days (both were refused).
     ['tomorrow 14:00-15:30', berlin, '2026-03-02T13:00:00.000Z'],
     ['March 5-8', berlin, '2026-03-05T11:00:00.000Z'],
