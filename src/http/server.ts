@@ -42,11 +42,14 @@ import { errorMessage } from '../error-text.ts';
 import { isUnavailable } from '../retry.ts';
 import { cameThroughProxy } from './peer.ts';
 import { InFlightLimit } from './in-flight.ts';
+import { within } from '../wait.ts';
 
 /** How long a stop lets connections with a request in flight run on before it ends them. */
 const CLOSE_CONNECTIONS_AFTER_MS = 10_000;
 
 export type ReadinessCheck = () => Promise<void>;
+/** How long /readyz waits for one check: under the Helm chart's probe timeout (3 s). */
+export const READINESS_CHECK_TIMEOUT_MS = 2_000;
 
 /**
  * The longest path parameter the router takes, decoded (UTF-16 units): a user id (`/api/{user_id}/tasks`) is
@@ -410,18 +413,24 @@ export async function createHttpServer(opts: {
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (req, reply) => {
-    const results: Record<string, string> = {};
+    // In the order the checks were added, whichever answers first.
+    const results: Record<string, string> = Object.fromEntries([...checks.keys()].map((name) => [name, '']));
     let ready = true;
-    for (const [name, check] of checks) {
-      try {
-        await check();
-        results[name] = 'ok';
-      } catch (err) {
-        ready = false;
-        // Through a proxy (an ingress's catch-all rule), which check fails, not its error (a host name, say).
-        results[name] = cameThroughProxy(req) ? 'failing' : errorMessage(err);
-      }
-    }
+    // At once and each bounded: a dependency that stops answering (a stalled database connection) names
+    // itself in a 503 within the probe's timeout, instead of holding the answer (the probe then fails without
+    // saying why) and every probe after it.
+    await Promise.all(
+      [...checks].map(async ([name, check]) => {
+        try {
+          await within(check(), READINESS_CHECK_TIMEOUT_MS, 'the check');
+          results[name] = 'ok';
+        } catch (err) {
+          ready = false;
+          // Through a proxy (an ingress's catch-all rule), which check fails, not its error (a host name, say).
+          results[name] = cameThroughProxy(req) ? 'failing' : errorMessage(err);
+        }
+      }),
+    );
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: results });
   });
   // For the scraper, which reaches the pod itself: a request a proxy passed on (an ingress's catch-all rule)
