@@ -143,14 +143,49 @@ export interface PartitionLag {
   group: string;
   topic: string;
   partition: number;
-  /** The next offset the group reads; null when it committed nothing there (its lag counts from the earliest). */
+  /**
+   * The next offset the group reads; null when it committed nothing there: its lag counts from the earliest, or
+   * is 0 for a group of one per instance (a new instance starts at the end, and commits where it starts).
+   */
   committed: string | null;
   end: string;
   lag: number;
+  /**
+   * Of a group of one per instance (perInstanceGroups): whether a member of it runs. A stopped instance leaves
+   * its group behind, to resume from when it comes back with the same id; its lag grows until then.
+   */
+  running?: boolean;
 }
 
-/** Which topics each consumer group reads: lag lists every partition of them, committed on or not. */
+/**
+ * Which topics each consumer group reads: lag lists every partition of them, committed on or not. A key made by
+ * perInstanceGroups stands for every group of one per instance of that target.
+ */
 export type Subscribed = ReadonlyMap<string, readonly string[]>;
+
+const INSTANCE = '<instance>';
+
+/** The key of Subscribed for a target's groups of one per instance, `<group>-<instance id>` (docs/adr/0005). */
+export const perInstanceGroups = (group: string) => `${group}-${INSTANCE}`;
+
+/** Whether `key` of Subscribed is one of perInstanceGroups (no group's name). */
+export const isPerInstanceKey = (key: string) => key.endsWith(`-${INSTANCE}`);
+
+/** The topics `group` reads as `subscribed` says, and whether it is a group of one per instance. */
+export function readsOf(
+  subscribed: Subscribed,
+  group: string,
+): { topics: readonly string[]; perInstance: boolean } {
+  if (isPerInstanceKey(group)) return { topics: [], perInstance: false };
+  const own = subscribed.get(group);
+  if (own) return { topics: own, perInstance: false };
+  for (const [key, topics] of subscribed) {
+    const prefix = key.slice(0, -INSTANCE.length); // `<group>-`
+    if (isPerInstanceKey(key) && group.length > prefix.length && group.startsWith(prefix))
+      return { topics, perInstance: true };
+  }
+  return { topics: [], perInstance: false };
+}
 
 /** A message as an admin read returns it (`taskflow dlq`, the DLQ replay): the same as a consumer gets it. */
 export type StoredMessage = BusMessage;
@@ -172,7 +207,9 @@ export interface BusAdmin {
   describeTopics(): Promise<{ name: string; partitions: number; retentionMs: number | null }[]>;
   /**
    * The lag of each group (or of `group`) on every partition it committed on, and on every partition of the
-   * topics `subscribed` names for it where it committed nothing yet (a new or stuck group: all its lag).
+   * topics `subscribed` names for it where it committed nothing yet (a new or stuck group: all its lag). A group
+   * of one per instance (perInstanceGroups) is listed when it exists (committed, or a member runs), with
+   * `running`.
    */
   lag(group?: string, subscribed?: Subscribed): Promise<PartitionLag[]>;
   /**

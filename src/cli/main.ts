@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, databaseUrlOf, loadConfig, type Config } from '../config.ts';
-import type { Bus } from '../bus/types.ts';
+import { perInstanceGroups, type Bus, type Subscribed } from '../bus/types.ts';
 import type { Db } from '../store/db.ts';
 import type { OutboxStats } from '../store/outbox.ts';
 import { isPostgresUrl, pgliteLocation } from '../store/database-url.ts';
@@ -594,9 +594,23 @@ function outboxLines(view: OutboxView): string[] {
   return lines;
 }
 
+/**
+ * The topics each consumer group reads, as `lag` lists them: a target's groups of one per instance (the gateway's)
+ * under perInstanceGroups.
+ */
+const lagSubscriptions = (): Subscribed =>
+  new Map([
+    ...subscribedTopics(MANIFESTS),
+    ...MANIFESTS.flatMap((t) =>
+      t.consumes?.perInstance ? [[perInstanceGroups(t.consumes.group), t.consumes.topics] as const] : [],
+    ),
+  ]);
+
 program
   .command('lag')
-  .description('the outbox (events waiting for the relay) and consumer lag per group and partition')
+  .description(
+    'the outbox (events waiting for the relay) and consumer lag per group and partition; the group of a gateway instance that is not running is left out and named after the table (--group shows it)',
+  )
   .option('--group <group>', 'only this consumer group')
   .option('--json', 'print JSON')
   .action((opts: { group?: string; json?: boolean }) =>
@@ -604,8 +618,8 @@ program
       const outbox = outboxView(config, db);
       // Every partition of the topics each group reads: one it never committed on (a new or stuck consumer)
       // is listed with its whole lag, not left out.
-      const lag = await bus.admin.lag(opts.group, subscribedTopics(MANIFESTS));
-      if (opts.group !== undefined && lag.length === 0) {
+      const all = await bus.admin.lag(opts.group, lagSubscriptions());
+      if (opts.group !== undefined && all.length === 0) {
         // A misspelt group would read as one without lag: say which groups there are.
         const groups = [
           ...new Set([...deadLetterGroups(MANIFESTS), ...(await bus.admin.lag()).map((l) => l.group)]),
@@ -613,7 +627,12 @@ program
         if (!groups.includes(opts.group))
           throw new Error(`no consumer group ${opts.group}; the groups are ${groups.join(', ')}`);
       }
-      if (opts.json) return console.log(JSON.stringify({ outbox: await outbox, lag }, null, 2));
+      // A stopped instance's group stays (it resumes there under the same id): its lag grows with every event
+      // and is no consumer falling behind. Left out unless asked for by name, and named.
+      const stoppedInstanceGroups = [...new Set(all.filter((l) => l.running === false).map((l) => l.group))];
+      const lag = opts.group === undefined ? all.filter((l) => l.running !== false) : all;
+      if (opts.json)
+        return console.log(JSON.stringify({ outbox: await outbox, lag, stoppedInstanceGroups }, null, 2));
       console.log(outboxLines(await outbox).join('\n') + '\n');
       console.log(
         table(
@@ -627,6 +646,10 @@ program
           })),
         ),
       );
+      if (stoppedInstanceGroups.length)
+        console.log(
+          `\n${opts.group === undefined ? 'left out, ' : ''}not running (the group of a gateway instance that stopped; it resumes from its position when an instance with the same id starts${opts.group === undefined ? ': taskflow lag --group <group> shows it' : ''}): ${stoppedInstanceGroups.map(printable).join(', ')}`,
+        );
     }),
   );
 

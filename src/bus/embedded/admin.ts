@@ -2,8 +2,15 @@
 import type { Db } from '../../store/db.ts';
 import { EmbeddedLog, createTopics, ensureTopic } from './log.ts';
 import { isDlqReplayCursor } from '../../contracts/topics.ts';
-import type { BusAdmin, Offsets, PartitionLag, StoredMessage, Subscribed } from '../types.ts';
-import { toMessage, type MessageRow } from './options.ts';
+import {
+  readsOf,
+  type BusAdmin,
+  type Offsets,
+  type PartitionLag,
+  type StoredMessage,
+  type Subscribed,
+} from '../types.ts';
+import { DEFAULT_SESSION_TIMEOUT_MS, toMessage, type MessageRow } from './options.ts';
 /** Offsets as two query parameters: the partitions and their offsets (as text: bigint has no JSON form). */
 const fromArrays = (offsets: Offsets): [number[], string[]] => [
   [...offsets.keys()],
@@ -19,7 +26,11 @@ const atOrAfter = (p: number) =>
 const RETENTION_PAGE = 2_000;
 
 export class EmbeddedAdmin implements BusAdmin {
-  constructor(private readonly db: Db) {}
+  /** `sessionTimeoutMs`: the bus's (EmbeddedBusOptions): a member silent for longer is not running. */
+  constructor(
+    private readonly db: Db,
+    private readonly sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS,
+  ) {}
 
   async ensureTopics(
     topics: readonly { name: string; partitions: number; retentionMs: number }[],
@@ -50,7 +61,20 @@ export class EmbeddedAdmin implements BusAdmin {
   }
 
   async lag(group?: string, subscribed: Subscribed = new Map()): Promise<PartitionLag[]> {
-    const expected = [...subscribed].flatMap(([g, topics]) => topics.map((t) => [g, t] as const));
+    // The groups there are and whether a member of each runs: to list them, or to say whether an instance's
+    // group runs.
+    const known =
+      group === undefined || readsOf(subscribed, group).perInstance
+        ? await this.groupsRunning(group)
+        : new Map<string, boolean>();
+    // Each group's topics: those `subscribed` names, and for a group of one per instance those of its target,
+    // when the group exists (an instance's group that neither runs nor committed is none: a misspelt one, say).
+    const reads = new Map<string, { topics: readonly string[]; perInstance: boolean }>();
+    for (const g of group === undefined ? [...known.keys(), ...subscribed.keys()] : [group]) {
+      const r = readsOf(subscribed, g);
+      if (r.topics.length && (!r.perInstance || known.has(g))) reads.set(g, r);
+    }
+    const expected = [...reads].flatMap(([g, r]) => r.topics.map((t) => [g, t] as const));
     const r = await this.db.query<{
       group_id: string;
       topic: string;
@@ -65,8 +89,7 @@ export class EmbeddedAdmin implements BusAdmin {
          UNION ALL
          SELECT e.group_id, p.topic, p.partition, NULL
            FROM unnest($2::text[], $3::text[]) AS e(group_id, topic) JOIN bus_partitions p ON p.topic = e.topic
-          WHERE ($1::text IS NULL OR e.group_id = $1)
-            AND NOT EXISTS (SELECT 1 FROM bus_group_offsets o
+          WHERE NOT EXISTS (SELECT 1 FROM bus_group_offsets o
                              WHERE o.group_id = e.group_id AND o.topic = p.topic AND o.partition = p.partition))
        SELECT l.group_id, l.topic, l.partition, l.committed::text AS committed, p.next_offset::text AS end_offset,
               CASE WHEN l.committed IS NULL THEN
@@ -79,14 +102,37 @@ export class EmbeddedAdmin implements BusAdmin {
     // The DLQ replay cursors are no consumers: listed only when asked for by name.
     return r.rows
       .filter((x) => group !== undefined || !isDlqReplayCursor(x.group_id))
-      .map((x) => ({
-        group: x.group_id,
-        topic: x.topic,
-        partition: x.partition,
-        committed: x.committed,
-        end: x.end_offset,
-        lag: Math.max(0, Number(x.end_offset) - Number(x.committed ?? x.low ?? x.end_offset)),
-      }));
+      .map((x) => {
+        const perInstance = reads.get(x.group_id)?.perInstance === true;
+        // A new instance starts at the end (and commits where it starts): nothing of before is its lag.
+        const from = x.committed ?? (perInstance ? x.end_offset : (x.low ?? x.end_offset));
+        return {
+          group: x.group_id,
+          topic: x.topic,
+          partition: x.partition,
+          committed: x.committed,
+          end: x.end_offset,
+          lag: Math.max(0, Number(x.end_offset) - Number(from)),
+          ...(perInstance ? { running: known.get(x.group_id) === true } : {}),
+        };
+      });
+  }
+
+  /**
+   * Each group (or `group`) with positions or members, and whether a member of it runs: one that heartbeat
+   * within a session (a process that died leaves its row until another member of the group expires it).
+   */
+  private async groupsRunning(group?: string): Promise<Map<string, boolean>> {
+    const r = await this.db.query<{ group_id: string; running: boolean }>(
+      `SELECT group_id, bool_or(running) AS running FROM (
+         SELECT group_id, false AS running FROM bus_group_offsets
+         UNION ALL
+         SELECT group_id, heartbeat_at > now() - ($1::int * interval '1 millisecond') FROM bus_group_members) g
+        WHERE $2::text IS NULL OR group_id = $2
+        GROUP BY group_id`,
+      [this.sessionTimeoutMs, group ?? null],
+    );
+    return new Map(r.rows.map((g) => [g.group_id, g.running]));
   }
 
   async messageCount(topic: string, from: Offsets = new Map()): Promise<number> {

@@ -14,7 +14,12 @@ import { LOG_NOTIFY_CHANNEL, byCodeUnits, ensureTopic, partitionId } from './log
 import type { BusMessage, SubscribeOptions, Subscriber, Subscription } from '../types.ts';
 import { LiveSubscriptions } from '../subscriptions.ts';
 import { waitForEvent } from '../../wait.ts';
-import { toMessage, type EmbeddedBusOptions, type MessageRow } from './options.ts';
+import {
+  DEFAULT_SESSION_TIMEOUT_MS,
+  toMessage,
+  type EmbeddedBusOptions,
+  type MessageRow,
+} from './options.ts';
 import type { EmbeddedPublisher } from './publisher.ts';
 import { errorMessage } from '../../error-text.ts';
 /** The `signals` event a NOTIFY of another process's append becomes (payload `topic/partition`, or '*'). */
@@ -231,7 +236,11 @@ class GroupMember implements Subscription {
     const row = r.rows[0]!;
     const low = row.low === null ? Number(row.next) : Number(row.low);
     if (row.committed !== null) return Math.max(Number(row.committed), low);
-    return this.opts.fromBeginning === false ? Number(row.next) : low;
+    if (this.opts.fromBeginning !== false) return low;
+    // A group that starts at the end commits where it starts: its lag is then what came after (not unknown on
+    // a partition nothing reached yet), and a restart resumes there instead of at the end of then.
+    await this.commit(topic, partition, Number(row.next));
+    return Number(row.next);
   }
 
   /** Commits the next offset to read, only while this member still owns the partition. */
@@ -416,7 +425,7 @@ export class EmbeddedSubscriber implements Subscriber {
       retry: opts.retry ?? DEFAULT_RETRY,
       pollIntervalMs: opts.pollIntervalMs ?? 2_000,
       heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 2_000,
-      sessionTimeoutMs: opts.sessionTimeoutMs ?? 10_000,
+      sessionTimeoutMs: opts.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS,
       batchSize: opts.batchSize ?? 200,
       onAppended: () => undefined,
       ...(opts.hooks ? { hooks: opts.hooks } : {}),

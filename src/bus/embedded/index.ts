@@ -32,6 +32,6 @@ export function createEmbeddedBus(
   if (opts.onAppended) log.onAppended = opts.onAppended;
   const publisher = new EmbeddedPublisher(db, log);
   const subscriber = new EmbeddedSubscriber(db, log, publisher, opts);
-  const admin = new EmbeddedAdmin(db);
+  const admin = new EmbeddedAdmin(db, opts.sessionTimeoutMs);
   return assembleBus('embedded', { publisher, subscriber, admin });
 }

@@ -21,6 +21,9 @@ export interface EmbeddedBusOptions {
   onAppended?: (topic: string, event: CloudEvent) => void;
 }
 
+/** EmbeddedBusOptions.sessionTimeoutMs when not given. */
+export const DEFAULT_SESSION_TIMEOUT_MS = 10_000;
+
 export interface MessageRow {
   topic: string;
   partition: number;

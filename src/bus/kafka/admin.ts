@@ -7,7 +7,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Admin, Consumer, IS_CONTROL, type fetchV17, type KafkaRecord } from '@platformatic/kafka';
 import type { Logger } from '../../observability/logger.ts';
 import { isDlqReplayCursor } from '../../contracts/topics.ts';
-import type { BusAdmin, Offsets, PartitionLag, StoredMessage, Subscribed } from '../types.ts';
+import {
+  isPerInstanceKey,
+  readsOf,
+  type BusAdmin,
+  type Offsets,
+  type PartitionLag,
+  type StoredMessage,
+  type Subscribed,
+} from '../types.ts';
 import { decodeRecord, JSON_CODEC, type EventCodec, type StoredRecord } from './codec.ts';
 import { connectionOptions, describeKafkaError, forceClose, type KafkaSettings } from './connection.ts';
 
@@ -118,11 +126,19 @@ export class KafkaAdmin implements BusAdmin {
   }
 
   async listGroups(): Promise<string[]> {
+    return [...(await this.groupStates()).keys()].sort();
+  }
+
+  /** The consumer groups as the bus names them (no DLQ replay cursors, no readers of ours), with their states. */
+  private async groupStates(): Promise<Map<string, string>> {
     const groups = await this.admin.listGroups();
-    return [...groups.keys()]
-      .filter((g) => g.startsWith(this.prefix) && !g.includes('taskflow-reader-') && !isDlqReplayCursor(g))
-      .map((g) => g.slice(this.prefix.length))
-      .sort();
+    return new Map(
+      [...groups]
+        .filter(
+          ([g]) => g.startsWith(this.prefix) && !g.includes('taskflow-reader-') && !isDlqReplayCursor(g),
+        )
+        .map(([g, { state }]) => [g.slice(this.prefix.length), state]),
+    );
   }
 
   /** Retained messages: the end offset minus the earliest offset (or `from`'s, if later), summed over the partitions. */
@@ -196,12 +212,22 @@ export class KafkaAdmin implements BusAdmin {
   }
 
   async lag(group?: string, subscribed: Subscribed = new Map()): Promise<PartitionLag[]> {
-    const groups = group ? [group] : [...new Set([...(await this.listGroups()), ...subscribed.keys()])];
+    // The groups there are and their states: to list them, or to say whether an instance's group runs.
+    const states =
+      group === undefined || readsOf(subscribed, group).perInstance
+        ? await this.groupStates()
+        : new Map<string, string>();
+    const groups = group
+      ? [group]
+      : [...new Set([...states.keys(), ...[...subscribed.keys()].filter((g) => !isPerInstanceKey(g))])];
     const out: PartitionLag[] = [];
     // A topic a group reads may not exist yet (nothing asked for its offsets then): read once for all groups.
     const existing = subscribed.size ? new Set(await this.admin.listTopics()) : new Set<string>();
     for (const g of groups) {
-      const reads = subscribed.get(g) ?? [];
+      const { topics: reads, perInstance } = readsOf(subscribed, g);
+      // EMPTY: no member (the instance stopped); DEAD or not listed: no group at all.
+      const state = states.get(g);
+      const running = state !== undefined && state !== 'EMPTY' && state !== 'DEAD';
       const [res] = await this.admin.listConsumerGroupOffsets({ groups: [this.prefix + g] });
       const committed = new Map<string, bigint>();
       const listed = new Set<string>();
@@ -211,6 +237,8 @@ export class KafkaAdmin implements BusAdmin {
           listed.add(id);
           if (p.committedOffset >= 0n) committed.set(id, p.committedOffset);
         }
+      // An instance's group that neither runs nor committed is no group (a misspelt instance, say).
+      if (perInstance && !running && committed.size === 0) continue;
       const topics = [
         ...new Set([
           ...(res?.topics ?? []).map((t) => t.name),
@@ -224,7 +252,8 @@ export class KafkaAdmin implements BusAdmin {
         const mine = committed.get(id);
         // Committed on, or a partition of a topic the group reads where it committed nothing yet.
         if (!listed.has(id) && !reads.includes(this.unprefix(topic))) continue;
-        const from = mine ?? starts.get(id) ?? end;
+        // A new instance starts at the end (and commits where it starts): nothing of before is its lag.
+        const from = mine ?? (perInstance ? end : (starts.get(id) ?? end));
         out.push({
           group: g,
           topic: this.unprefix(topic),
@@ -232,6 +261,7 @@ export class KafkaAdmin implements BusAdmin {
           committed: mine === undefined ? null : mine.toString(),
           end: end.toString(),
           lag: Number(end > from ? end - from : 0n),
+          ...(perInstance ? { running } : {}),
         });
       }
     }

@@ -210,6 +210,7 @@ class KafkaGroupMember implements Subscription {
       if (stream === this.stream) void stream.close().catch(() => undefined);
     });
     this.onAssignment();
+    if (this.opts.fromBeginning === false) stream.on('offsets', () => void this.commitStartPositions(stream));
     stream.on('data', (m) => this.enqueue(m));
     stream.on('error', (err) =>
       this.cfg.log.error(
@@ -296,6 +297,41 @@ class KafkaGroupMember implements Subscription {
       this.cfg.log.warn(
         { group: this.opts.group, err: describeKafkaError(err) },
         'kafka: could not check the group positions against what the broker keeps',
+      );
+    }
+  }
+
+  /**
+   * A group that starts at the end commits where it starts on each partition given to it that it has no
+   * position on: its lag is then what came after (not unknown on a partition nothing reached yet: `taskflow
+   * lag`), and a restart resumes there instead of at the end of then. Run when the stream has its positions
+   * after a join (its 'offsets' event), before it fetched from them.
+   */
+  private async commitStartPositions(stream: MessagesStream<string, Buffer, string, string>): Promise<void> {
+    const assigned = this.consumer.assignments ?? [];
+    const fetchAt = new Map(stream.offsetsToFetch); // where it starts, before a fetch moves it
+    if (assigned.length === 0 || this.closed) return;
+    try {
+      const committed = await this.consumer.listCommittedOffsets({ topics: assigned });
+      // Not one the member handled messages of: its worker commits it (checked just before sending, so this
+      // commit goes out first on the coordinator's connection, and never moves a position back).
+      const offsets = assigned.flatMap(({ topic, partitions }) =>
+        partitions.flatMap((partition) => {
+          const at = fetchAt.get(`${topic}:${partition}`);
+          const has = (committed.get(topic)?.[partition] ?? -1n) >= 0n;
+          return at === undefined || has || this.partitions.has(`${topic}\u0000${partition}`)
+            ? []
+            : [{ topic, partition, offset: at, leaderEpoch: -1 }];
+        }),
+      );
+      // Only if no rebalance came meanwhile (as moveLostPositions).
+      if (offsets.length && !this.closed && this.consumer.assignments === assigned && stream === this.stream)
+        await this.consumer.commit({ offsets });
+    } catch (err) {
+      // The first handled message commits the partition instead.
+      this.cfg.log.debug(
+        { group: this.opts.group, err: describeKafkaError(err) },
+        'kafka: could not commit where the group starts',
       );
     }
   }
