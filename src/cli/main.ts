@@ -464,9 +464,11 @@ topics
         const backlogs = new Map<string, string>();
         const growing = shortOfPartitions(wanted, (name) => before.get(name)?.partitions);
         if (bus.kind === 'embedded' && growing.length) {
-          const lag = await bus.admin.lag(undefined, subscribedTopics(MANIFESTS));
+          const lag = await bus.admin.lag(undefined, lagSubscriptions());
           for (const t of growing) {
-            const behind = lag.filter((l) => l.topic === t.name && l.lag > 0);
+            // A stopped gateway instance's group is no backlog: its lag grows with every event, and it held the
+            // topic at its size for good.
+            const behind = lag.filter((l) => l.topic === t.name && l.lag > 0 && l.running !== false);
             if (behind.length)
               backlogs.set(
                 t.name,

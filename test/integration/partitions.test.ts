@@ -265,4 +265,46 @@ describe('`taskflow topics ensure` on the embedded bus', () => {
       rmSync(root, { recursive: true, force: true });
     }
   });
+
+  it("grows a topic a stopped gateway instance's group is behind on (it held it at its size for good)", async () => {
+    const root = mkdtempSync(join(tmpdir(), 'taskflow-topics-gateway-'));
+    const dir = join(root, 'db');
+    const ensure = (partitions: string) =>
+      spawnSync(process.execPath, ['bin/taskflow.js', 'topics', 'ensure'], {
+        env: {
+          ...process.env,
+          DATABASE_URL: dir,
+          BUS: 'embedded',
+          LOG_LEVEL: 'warn',
+          JWT_SECRET: '',
+          KAFKA_TOPIC_PARTITIONS: partitions,
+        },
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+    try {
+      const db = await openDb(dir);
+      await db.close();
+      const made = ensure('3');
+      assert.equal(made.status, 0, made.stdout + made.stderr);
+      // A gateway instance that stopped after reading task-updates up to its start: an event came after.
+      const written = await openDb(dir);
+      const bus = createEmbeddedBus(written, { log: silentLogger });
+      await bus.admin.advanceOffsets(
+        'taskflow-gateway-gw-gone',
+        TOPICS.taskUpdates,
+        new Map([[partitionFor('u', 3), 0n]]),
+      );
+      await bus.publisher.publish([
+        { topic: TOPICS.taskUpdates, key: 'u', event: taskCreated('u', 'missed by a stopped gateway') },
+      ]);
+      await bus.close();
+      await written.close();
+      const grown = ensure('6');
+      assert.equal(grown.status, 0, grown.stdout + grown.stderr);
+      assert.match(grown.stdout, /^ {2}task-updates updated: 3 partitions, .* -> 6 partitions/m);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
 });
