@@ -5,6 +5,7 @@
  * what it added (X-Forwarded-For, Forwarded, X-Real-IP, Via) when it adds any, and ingress controllers do; one
  * configured to add none (nginx's bare proxy_pass) is not told apart from a client on this machine.
  */
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { FastifyRequest } from 'fastify';
 
@@ -30,6 +31,38 @@ export const cameThroughProxy = (req: FastifyRequest): boolean =>
 /** Whether the request comes from this machine itself, not through a proxy. */
 export const fromThisMachine = (req: FastifyRequest): boolean =>
   isLoopbackAddress(req.socket.remoteAddress) && !cameThroughProxy(req);
+
+/**
+ * The uid of the process at the other end of a loopback TCP connection: the socket whose local port is the
+ * connection's remote port and whose remote port is its local one, in the kernel's table of this network
+ * namespace (/proc/net/tcp and tcp6, Linux). Null when it is not there (or ports match sockets of more than one
+ * uid); undefined where there is no such table (not Linux): the owner is not knowable here.
+ */
+export function loopbackPeerUid(
+  socket: { remotePort?: number | undefined; localPort?: number | undefined },
+  read: (path: string) => string = (path) => readFileSync(path, 'latin1'),
+): number | null | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const { remotePort, localPort } = socket;
+  if (remotePort === undefined || localPort === undefined) return null;
+  const uids = new Set<number>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = read(table);
+    } catch {
+      continue; // no IPv6 in this kernel
+    }
+    for (const line of text.split('\n').slice(1)) {
+      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
+      const [, local, remote, , , , , uid] = line.trim().split(/\s+/);
+      if (!local || !remote || uid === undefined) continue;
+      const port = (address: string) => parseInt(address.slice(address.lastIndexOf(':') + 1), 16);
+      if (port(local) === remotePort && port(remote) === localPort) uids.add(Number(uid));
+    }
+  }
+  return uids.size === 1 ? [...uids][0]! : null;
+}
 
 /**
  * The part of a client's address that names the client, for per-address limits: an IPv4 address as it is,

@@ -4,6 +4,9 @@
  * site's name, with a configured JWT_SECRET, or for a name that is not an id, it is refused.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { request } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +22,26 @@ const signIn = (url: string, user: string) =>
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ user }),
   });
+
+/** A sign-in request over a real connection with the given Host and Origin: its status. */
+function postOverSocket(url: string, headers: Record<string, string>): Promise<number> {
+  const body = JSON.stringify({ user: 'ada' });
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${url}/api/dev/sign-in`,
+      {
+        method: 'POST',
+        headers: { ...headers, 'content-type': 'application/json', 'content-length': body.length },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 describe('development sign-in', () => {
   let dir: string;
@@ -89,14 +112,45 @@ describe('development sign-in', () => {
       assert.equal(r.statusCode, 404, JSON.stringify(headers));
       assert.doesNotMatch(r.body, /token/);
     }
+    // On a real connection: who holds its other end is read from the kernel (an injected request has none).
     const accepted: Record<string, string>[] = [
       { host: `127.0.0.1:${port}`, origin: `http://127.0.0.1:${port}` },
       { host: `localhost:${port}` },
       { host: `[::1]:${port}`, origin: `http://[::1]:${port}` },
     ];
     for (const headers of accepted)
-      assert.equal((await post(headers)).statusCode, 200, JSON.stringify(headers));
+      assert.equal(await postOverSocket(dev.url, headers), 200, JSON.stringify(headers));
   });
+
+  it(
+    'is not there for another account of this machine (it cannot read the secret, nor sign in here)',
+    {
+      skip: process.platform !== 'linux' || process.getuid?.() !== 0 ? 'needs Linux, run as root' : false,
+    },
+    async () => {
+      // The same request from a process of another uid (nobody), which the secret's file (mode 600) refuses.
+      // Not spawnSync: the server runs on this thread.
+      const asked = await promisify(execFile)(
+        process.execPath,
+        [
+          '-e',
+          `Promise.all([fetch(process.argv[1] + '/api/dev/sign-in'), fetch(process.argv[1] + '/api/dev/sign-in', {
+           method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"user":"demo-user"}' })])
+           .then(async (rs) => console.log(JSON.stringify(await Promise.all(rs.map(async (r) => [r.status, await r.text()])))))`,
+          dev.url,
+        ],
+        { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 30_000, cwd: tmpdir() },
+      );
+      const answers = JSON.parse(asked.stdout) as [number, string][];
+      for (const [status, body] of answers) {
+        assert.equal(status, 404, body);
+        assert.match(body, /by the account that runs taskflow/);
+        assert.doesNotMatch(body, /token/);
+      }
+      // ... while this account's own request over a socket is answered.
+      assert.equal((await signIn(dev.url, 'demo-user')).status, 200);
+    },
+  );
 
   it('is not there through a reverse proxy on this machine (it connects from loopback, to a loopback name)', async () => {
     const app = dev.proc.runtime.http.app;
