@@ -1,7 +1,7 @@
 /**
  * The notification history's retention (pruneNotifications, hourly in the delivery worker): finished
- * deliveries and read in-app notifications older than NOTIFY_RETENTION_DAYS go; pending deliveries and unread
- * notifications stay, whatever their age. Both tables grew without bound. The record of confirmation codes
+ * deliveries and read in-app notifications older than NOTIFY_RETENTION_DAYS go, and a user's unread ones beyond
+ * the newest NOTIFY_UNREAD_MAX; pending deliveries and the newest unread notifications stay, whatever their age. Both tables grew without bound. The record of confirmation codes
  * mailed is kept one day (the span of their limits).
  */
 import assert from 'node:assert/strict';
@@ -45,7 +45,11 @@ for (const backend of backends)
             `INSERT INTO email_code_sends (id, user_id, recipient, sent_at) VALUES ($1, 'ann', 'r', $2)`,
             [uuidv7(), new Date(now.getTime() - hoursAgo * 3_600_000).toISOString()],
           );
-        assert.deepEqual(await pruneNotifications(db, CUTOFF, now), { deliveries: 3, notifications: 1 });
+        assert.deepEqual(await pruneNotifications(db, CUTOFF, now, 1_000), {
+          deliveries: 3,
+          notifications: 1,
+          unreadOverMax: 0,
+        });
         const codes = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM email_code_sends');
         assert.equal(codes.rows[0]!.n, 1, 'the code mailed 23 hours ago is kept, the other one is not');
         const left = await db.query<{ status: string; old: boolean }>(
@@ -64,10 +68,48 @@ for (const backend of backends)
           inbox.rows.map((r) => `${r.read ? 'read' : 'unread'}${r.old ? ' (old)' : ''}`),
           ['unread (old)', 'unread', 'read'],
         );
-        assert.deepEqual(await pruneNotifications(db, CUTOFF, now), {
+        assert.deepEqual(await pruneNotifications(db, CUTOFF, now, 1_000), {
           deliveries: 0,
           notifications: 0,
+          unreadOverMax: 0,
         });
+      } finally {
+        await drop();
+      }
+    });
+
+    it("keeps each user's newest unread notifications up to the bound, whatever their age (an unread inbox grew for ever)", async () => {
+      const { db, drop } = await backend.fresh();
+      try {
+        const notification = (user: string, minute: number, read = false) =>
+          db.query(
+            `INSERT INTO notifications (id, user_id, delivery_id, reminder_id, task_id, title, body, remind_at, created_at, read_at)
+             VALUES ($1, $2, $3, 'r', $4, $5, 'b', $6, $6, $7)`,
+            [
+              uuidv7(),
+              user,
+              uuidv7(),
+              uuidv7(),
+              `${user}-${minute}`,
+              new Date(Date.parse(NEW) + minute * 60_000).toISOString(),
+              read ? NEW : null,
+            ],
+          );
+        for (const minute of [1, 2, 3, 4, 5]) await notification('ann', minute);
+        await notification('ann', 0, true); // read, younger than the retention: stays
+        for (const minute of [1, 2]) await notification('bob', minute);
+        const now = new Date(NEW);
+        assert.deepEqual(await pruneNotifications(db, CUTOFF, now, 3), {
+          deliveries: 0,
+          notifications: 0,
+          unreadOverMax: 2,
+        });
+        const left = await db.query<{ title: string }>('SELECT title FROM notifications ORDER BY title');
+        assert.deepEqual(
+          left.rows.map((r) => r.title),
+          ['ann-0', 'ann-3', 'ann-4', 'ann-5', 'bob-1', 'bob-2'],
+        );
+        assert.equal((await pruneNotifications(db, CUTOFF, now, 3)).unreadOverMax, 0);
       } finally {
         await drop();
       }

@@ -53,6 +53,8 @@ export interface DeliveryOptions {
   timeoutMs: number;
   /** Days finished deliveries and read in-app notifications are kept (pruneNotifications, hourly). */
   retentionDays: number;
+  /** Unread in-app notifications kept per user, the newest (pruneNotifications, hourly). */
+  unreadMax: number;
 }
 
 const PRUNE_EVERY_MS = 3_600_000;
@@ -149,14 +151,15 @@ export class DeliveryWorker {
 
   /**
    * Hourly, on the database's background connection: finished deliveries and read in-app notifications older
-   * than the retention go (both tables grew without bound). Every instance does it; the statement is idempotent.
+   * than the retention go, and a user's unread notifications beyond NOTIFY_UNREAD_MAX (both tables grew
+   * without bound). Every instance does it; the statement is idempotent.
    */
   private async prune(now: Date): Promise<void> {
     if (now.getTime() - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = now.getTime();
     const before = new Date(now.getTime() - this.opts.retentionDays * 86_400_000);
-    const pruned = await pruneNotifications(this.rt.db.background(), before, now);
-    if (pruned.deliveries + pruned.notifications > 0)
+    const pruned = await pruneNotifications(this.rt.db.background(), before, now, this.opts.unreadMax);
+    if (pruned.deliveries + pruned.notifications + pruned.unreadOverMax > 0)
       this.rt.log.info({ ...pruned, before: before.toISOString() }, 'notification history pruned');
   }
 

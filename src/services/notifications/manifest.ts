@@ -74,6 +74,8 @@ export const notificationsManifest = {
       claimMs: claimOf(env, timeoutMs),
       /** Finished deliveries and read in-app notifications older than this many days are deleted, hourly. */
       retentionDays: int(env, 'NOTIFY_RETENTION_DAYS', 30, 1),
+      /** Unread in-app notifications kept per user, the newest; older ones beyond are deleted, hourly. */
+      unreadMax: int(env, 'NOTIFY_UNREAD_MAX', 1_000, 1),
       /** Webhooks may target private, loopback and link-local addresses. */
       webhookAllowPrivate: bool(env, 'NOTIFY_WEBHOOK_ALLOW_PRIVATE', false),
     };

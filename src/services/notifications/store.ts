@@ -479,22 +479,39 @@ export async function claimDeliveries(
 
 /**
  * Deletes the deliveries that are finished (sent, dead, skipped) and the in-app notifications that were read,
- * created before `before`; pending deliveries and unread notifications stay, whatever their age.
+ * created before `before`, and each user's unread notifications beyond the newest `unreadMax`; pending
+ * deliveries and the newest unread notifications stay, whatever their age. A user who never reads the in-app
+ * inbox (webhooks only, say) made it grow without bound.
  */
 export async function pruneNotifications(
   q: Queryable,
   before: Date,
   now: Date,
-): Promise<{ deliveries: number; notifications: number }> {
-  const r = await q.query<{ deliveries: string; notifications: string }>(
+  unreadMax: number,
+): Promise<{ deliveries: number; notifications: number; unreadOverMax: number }> {
+  const r = await q.query<{ deliveries: string; notifications: string; unread: string }>(
     `WITH d AS (DELETE FROM notification_deliveries WHERE status <> 'pending' AND created_at < $1 RETURNING 1),
           n AS (DELETE FROM notifications WHERE read_at IS NOT NULL AND created_at < $1 RETURNING 1),
+          u AS (DELETE FROM notifications WHERE id IN (
+                  SELECT id FROM (
+                    SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY created_at DESC, id DESC) AS newer
+                      FROM notifications
+                     WHERE read_at IS NULL AND user_id IN (
+                       SELECT user_id FROM notifications WHERE read_at IS NULL GROUP BY user_id HAVING count(*) > $3)
+                  ) ranked WHERE newer > $3)
+                RETURNING 1),
           -- The confirmation codes' limits look back one day only.
           c AS (DELETE FROM email_code_sends WHERE sent_at < $2)
-     SELECT (SELECT count(*) FROM d)::text AS deliveries, (SELECT count(*) FROM n)::text AS notifications`,
-    [before.toISOString(), new Date(now.getTime() - DAY_MS).toISOString()],
+     SELECT (SELECT count(*) FROM d)::text AS deliveries, (SELECT count(*) FROM n)::text AS notifications,
+            (SELECT count(*) FROM u)::text AS unread`,
+    [before.toISOString(), new Date(now.getTime() - DAY_MS).toISOString(), unreadMax],
   );
-  return { deliveries: Number(r.rows[0]!.deliveries), notifications: Number(r.rows[0]!.notifications) };
+  const row = r.rows[0]!;
+  return {
+    deliveries: Number(row.deliveries),
+    notifications: Number(row.notifications),
+    unreadOverMax: Number(row.unread),
+  };
 }
 
 /** Records that a push delivery reached subscription `subscriptionId` (a retry does not send it there again). */
