@@ -27,24 +27,27 @@ describe('the chat endpoint (POST /api/chat)', () => {
   let db: Db;
   let model: FakeModel;
   let app: TestApp;
+  /** The same with the shortest CHAT_TIMEOUT_MS (1 s), for the tests of the timeout: the others, on a loaded
+   * machine, took longer than twice that over a few model requests (504). */
+  let quick: TestApp;
 
   before(async () => {
     model = await startFakeModel();
     db = await openDb('memory://');
     await migrate(db);
-    app = await startApp(db, {
-      targets: ['api', 'audit'],
-      env: {
-        CHAT_BASE_URL: model.url,
-        CHAT_MODEL: 'fake-model',
-        CHAT_API_KEY: 'sk-test',
-        CHAT_TIMEOUT_MS: '1000',
-        CHAT_MAX_TOOL_CALLS: '3',
-        DEFAULT_TIMEZONE: 'Europe/Berlin',
-      },
+    const env = (timeoutMs: number) => ({
+      CHAT_BASE_URL: model.url,
+      CHAT_MODEL: 'fake-model',
+      CHAT_API_KEY: 'sk-test',
+      CHAT_TIMEOUT_MS: String(timeoutMs),
+      CHAT_MAX_TOOL_CALLS: '3',
+      DEFAULT_TIMEZONE: 'Europe/Berlin',
     });
+    app = await startApp(db, { targets: ['api', 'audit'], env: env(10_000) });
+    quick = await startApp(db, { targets: ['api'], env: env(1_000) });
   });
   after(async () => {
+    await quick?.stop();
     await app?.stop();
     await model?.close();
     await db?.close();
@@ -253,24 +256,24 @@ describe('the chat endpoint (POST /api/chat)', () => {
 
   it('answers a provider timeout 504, its 429 503 with Retry-After, its 5xx 502, as problem+json', async () => {
     model.script({ delayMs: 2_500, then: { text: 'too late' } });
-    const slow = await app.call('erin', 'POST', '/api/chat', { message: 'hello' });
+    const slow = await quick.call('erin', 'POST', '/api/chat', { message: 'hello' });
     assert.equal(slow.status, 504);
     assert.match(slow.headers.get('content-type') ?? '', /application\/problem\+json/);
     assert.ok(slow.body.conversation_id);
 
     model.script({ status: 429, headers: { 'retry-after': '7' } });
-    const limited = await app.call('erin', 'POST', '/api/chat', { message: 'hello' });
+    const limited = await quick.call('erin', 'POST', '/api/chat', { message: 'hello' });
     assert.equal(limited.status, 503);
     assert.equal(limited.headers.get('retry-after'), '7');
     // Streamed, the headers are gone by then: the error event carries it.
     model.script({ status: 429, headers: { 'retry-after': '7' } });
-    const events = await sse(app, 'erin', { message: 'hello' });
+    const events = await sse(quick, 'erin', { message: 'hello' });
     const error = events.find((e) => e.event === 'error')!;
     assert.equal(error.data.status, 503);
     assert.equal(error.data.retry_after, '7');
 
     model.script({ status: 500 });
-    const broken = await app.call('erin', 'POST', '/api/chat', { message: 'hello' });
+    const broken = await quick.call('erin', 'POST', '/api/chat', { message: 'hello' });
     assert.equal(broken.status, 502);
     assert.match(broken.body.detail, /500/);
   });
@@ -518,7 +521,7 @@ describe('the chat endpoint (POST /api/chat)', () => {
     const step = { delayMs: 700, then: { toolCalls: [{ name: 'get_context', arguments: {} }] } };
     model.script(step, step, step, step, { text: 'Done.' });
     const started = Date.now();
-    const r = await app.call('quinn', 'POST', '/api/chat', { message: 'slowly' });
+    const r = await quick.call('quinn', 'POST', '/api/chat', { message: 'slowly' });
     const ms = Date.now() - started;
     assert.equal(r.status, 504, JSON.stringify(r.body));
     assert.ok(ms < 2_600, `answered after ${ms} ms`);
