@@ -832,6 +832,7 @@ program
     if (opts.user === '')
       throw new InvalidArgumentError('--user must name a user (leave it out for every user)');
     const { verifyChain } = await import('../services/audit/chain.ts');
+    const { verifyProgressReporter } = await import('../services/audit/verify-progress.ts');
     const { auditManifest } = await import('../services/audit/manifest.ts');
     const { chainKey, previousChainKeys } = auditManifest.config(process.env);
     const keys = [...(chainKey ? [chainKey] : []), ...previousChainKeys];
@@ -841,11 +842,14 @@ program
       existing: true,
     });
     await requireCurrent();
+    // On stderr: stdout is the result alone.
+    const progress = verifyProgressReporter(process.stderr);
     const result = await verifyChain(db, {
       ...(opts.user ? { userId: opts.user } : {}),
       keys,
       requireKeyed: opts.requireKeyed === true,
-    });
+      onProgress: progress.onProgress,
+    }).finally(progress.done);
     await db.close();
     for (const b of result.broken)
       console.log(

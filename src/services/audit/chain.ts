@@ -88,8 +88,17 @@ const anchorMac = (key: ChainKey, a: { user_id: string; seq: number; hash: strin
     .update(canonicalJson({ anchor: { user_id: a.user_id, seq: a.seq, hash: a.hash } }))
     .digest('hex');
 
+/**
+ * A timestamp column as PostgreSQL writes it when no Date can hold it ('infinity', '-infinity', past 275760-09-13,
+ * the last instant a Date holds), else null: only a record altered in the database has one (appends write ISO
+ * instants), and the driver's Date or Infinity in its place failed every reader of the user's records.
+ */
+const storedIfNoDate = (column: string) =>
+  `CASE WHEN NOT isfinite(${column}) OR ${column} > '275760-09-13 00:00:00+00' THEN ${column}::text END AS ${column}_stored`;
+
 export const AUDIT_COLUMNS = `id::text AS id, event_id, user_id, user_seq::text AS seq, task_id, operation, occurred_at,
-  recorded_at, change, trace_id, client_ip, user_agent, prev_hash, hash`;
+  recorded_at, ${storedIfNoDate('occurred_at')}, ${storedIfNoDate('recorded_at')}, change, trace_id, client_ip,
+  user_agent, prev_hash, hash`;
 
 export interface AuditRow {
   id: string;
@@ -98,8 +107,11 @@ export interface AuditRow {
   seq: string;
   task_id: string | null;
   operation: string;
-  occurred_at: Date | string;
-  recorded_at: Date | string;
+  occurred_at: Date | string | number;
+  recorded_at: Date | string | number;
+  /** The time as stored when no Date holds it (storedIfNoDate); the record then shows that. */
+  occurred_at_stored: string | null;
+  recorded_at_stored: string | null;
   change: AuditChange;
   trace_id: string | null;
   client_ip: string | null;
@@ -108,7 +120,14 @@ export interface AuditRow {
   hash: string;
 }
 
-const iso = (d: Date | string) => new Date(d).toISOString();
+const iso = (d: Date | string | number) => new Date(d).toISOString();
+
+/** The first time of a row that no Date holds (the record was altered), as stored. */
+function timeWithoutDate(r: AuditRow): { column: string; stored: string } | null {
+  if (r.occurred_at_stored !== null) return { column: 'occurred_at', stored: r.occurred_at_stored };
+  if (r.recorded_at_stored !== null) return { column: 'recorded_at', stored: r.recorded_at_stored };
+  return null;
+}
 
 export function toRecord(r: AuditRow): AuditRecord {
   return {
@@ -118,8 +137,8 @@ export function toRecord(r: AuditRow): AuditRecord {
     seq: Number(r.seq),
     task_id: r.task_id,
     operation: r.operation,
-    occurred_at: iso(r.occurred_at),
-    recorded_at: iso(r.recorded_at),
+    occurred_at: r.occurred_at_stored ?? iso(r.occurred_at),
+    recorded_at: r.recorded_at_stored ?? iso(r.recorded_at),
     change: r.change,
     trace_id: r.trace_id,
     client_ip: r.client_ip,
@@ -292,6 +311,17 @@ export interface VerifyOptions {
    * is then refused, not only one keyed record made plain (which is refused always).
    */
   requireKeyed?: boolean;
+  /** Called after each page of records and each user's chain (verify of a large log takes minutes). */
+  onProgress?: (p: VerifyProgress) => void;
+}
+
+export interface VerifyProgress {
+  /** Records verified so far, of those there were when verify started. */
+  records: number;
+  recordsTotal: number;
+  /** User chains done, of `usersTotal`. */
+  users: number;
+  usersTotal: number;
 }
 
 const PAGE = 1000;
@@ -300,6 +330,8 @@ async function verifyUser(
   db: Queryable,
   userId: string,
   opts: VerifyOptions,
+  /** After each whole page: the user's records verified so far. */
+  onPage: (records: number) => void = () => {},
 ): Promise<{ records: number; unkeyed: number; broken: BrokenRecord | null }> {
   const keys = new Map((opts.keys ?? []).map((k) => [k.id, k]));
   const anchor = (
@@ -382,7 +414,6 @@ async function verifyUser(
       if (row.key_id === null) {
         if (keyedBefore) return broken(r, 'not keyed, after keyed records (rewritten without the key)');
         if (opts.requireKeyed) return broken(r, 'not keyed');
-        unkeyed++;
       } else {
         // A plain anchor right before a keyed record: a purge never writes one (without the key it leaves such a
         // chain alone), so it was made up over deleted records.
@@ -392,12 +423,21 @@ async function verifyUser(
         if (!key) return broken(r, missingKey(row.key_id));
         keyedBefore = true;
       }
+      // Said as such: its hash could be recomputed over it (plain), yet no append writes one.
+      const noDate = timeWithoutDate(row);
+      if (noDate)
+        return broken(
+          r,
+          `${noDate.column} is ${noDate.stored}, not a time a record is written with (the record was altered)`,
+        );
       if (recordHash(r.prev_hash, r, key) !== r.hash)
         return broken(r, 'content does not match its hash (the record was altered)');
       prevSeq = r.seq;
       prevHash = r.hash;
       records++;
+      if (!key) unkeyed++; // counted with the records verified: a broken one is neither
     }
+    onPage(records);
     if (rows.length < PAGE) break;
   }
   if (!head && records > 0) return broken(prevSeq, 'chain head is missing');
@@ -432,14 +472,26 @@ export async function verifyChain(db: Queryable, opts: VerifyOptions = {}): Prom
         )
       ).rows.map((r) => r.user_id);
   const result: VerifyResult = { ok: true, users: users.length, records: 0, unkeyed: 0, broken: [] };
-  for (const user of users) {
-    const r = await inSnapshot(db, (q) => verifyUser(q, user, opts));
+  const { onProgress } = opts;
+  const counted = !onProgress
+    ? undefined
+    : opts.userId
+      ? await db.query<{ n: string }>('SELECT count(*)::text AS n FROM audit_log WHERE user_id = $1', [
+          opts.userId,
+        ])
+      : await db.query<{ n: string }>('SELECT count(*)::text AS n FROM audit_log');
+  const recordsTotal = Number(counted?.rows[0]?.n ?? 0);
+  const progress = (users: number, records: number) =>
+    onProgress?.({ records, recordsTotal, users, usersTotal: result.users });
+  for (const [i, user] of users.entries()) {
+    const r = await inSnapshot(db, (q) => verifyUser(q, user, opts, (n) => progress(i, result.records + n)));
     result.records += r.records;
     result.unkeyed += r.unkeyed;
     if (r.broken) {
       result.ok = false;
       result.broken.push(r.broken);
     }
+    progress(i + 1, result.records);
   }
   return result;
 }
