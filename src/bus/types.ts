@@ -75,6 +75,25 @@ export const publishesInTransaction = (p: Publisher): p is TransactionalPublishe
  */
 export const UNDECODABLE_EVENT_TYPE = 'taskflow.undecodable';
 
+/**
+ * A publish that did not go through whole, and what became of each message, as the bus answered per message
+ * (Dapr's bulk publish names the entries it refused): positions in the messages given. `written` are on the bus
+ * once; `refused` were answered not written (too large for the topic, say); the others were not sent (behind a
+ * refused message of their key, or after a failure that stopped the publish). A caller may take the written
+ * ones for sent; per key, one written after a message of its key that was not is out of order there.
+ */
+export class PartialPublishError extends Error {
+  constructor(
+    message: string,
+    readonly written: readonly number[],
+    readonly refused: readonly number[],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'PartialPublishError';
+  }
+}
+
 /** A handler's failure that retrying cannot fix: the message goes to the dead-letter topic at once. */
 export class PermanentError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -179,20 +179,23 @@ const outboxRowOf = (r: OutboxColumns): OutboxRow => ({
 });
 
 /**
- * The first `limit` unpublished rows but those of `except` (sent, their marking maybe not yet committed), in
- * id order. Always from the lowest id, never after the last row read: a transaction that took a smaller id may
- * commit after a larger one was read, and its key's next event, whose transaction waited for it on the stream
- * lock, has a larger id still; reading on from the last id would send that one first.
+ * The first `limit` unpublished rows but those of `except` (sent, their marking maybe not yet committed) and
+ * those of the keys `heldKeys` (a key whose event the bus refused waits whole: the relay's holds), in id order.
+ * Always from the lowest id, never after the last row read: a transaction that took a smaller id may commit
+ * after a larger one was read, and its key's next event, whose transaction waited for it on the stream lock,
+ * has a larger id still; reading on from the last id would send that one first.
  */
 export async function pendingOutbox(
   db: Queryable,
   limit: number,
   except: readonly string[] = [],
+  heldKeys: readonly string[] = [],
 ): Promise<OutboxRow[]> {
   const r = await db.query<OutboxColumns>(
     `SELECT ${ROW_COLUMNS} FROM outbox
-      WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY outbox.id LIMIT $1`,
-    [limit, bigintArrayParam(except)],
+      WHERE published_at IS NULL AND id <> ALL($2::bigint[])${heldKeys.length ? ' AND key <> ALL($3::text[])' : ''}
+      ORDER BY outbox.id LIMIT $1`,
+    heldKeys.length ? [limit, bigintArrayParam(except), heldKeys] : [limit, bigintArrayParam(except)],
   );
   return r.rows.map(outboxRowOf);
 }
@@ -221,15 +224,17 @@ export async function markPublished(
 }
 
 /**
- * `markPublished` of rows sent earlier and the read of the first `limit` unpublished rows after them, in one
- * statement (a relay's round at moderate rates: one round trip instead of two). The read's snapshot does not
- * see the marking, so it leaves those rows out itself. `marked` is false when the fence refused the marking.
+ * `markPublished` of rows sent earlier and the read of the first `limit` unpublished rows after them but those of
+ * `heldKeys` (as pendingOutbox), in one statement (a relay's round at moderate rates: one round trip instead of
+ * two). The read's snapshot does not see the marking, so it leaves those rows out itself. `marked` is false when
+ * the fence refused the marking.
  */
 export async function markAndReadPending(
   db: Queryable,
   sent: readonly string[],
   limit: number,
   fence: { lease: string; holder: string },
+  heldKeys: readonly string[] = [],
 ): Promise<{ marked: boolean; rows: OutboxRow[] }> {
   const r = await db.query<Omit<OutboxColumns, 'id'> & { id: string | null; held: boolean }>(
     `WITH marked AS (
@@ -240,10 +245,11 @@ export async function markAndReadPending(
        FROM (SELECT EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $4) AS held) h
        LEFT JOIN LATERAL (
          SELECT ${ROW_COLUMNS} FROM outbox
-          WHERE published_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY outbox.id LIMIT $2
+          WHERE published_at IS NULL AND id <> ALL($1::bigint[])${heldKeys.length ? ' AND key <> ALL($5::text[])' : ''}
+          ORDER BY outbox.id LIMIT $2
        ) o ON true
       ORDER BY o.id::bigint`,
-    [bigintArrayParam(sent), limit, fence.lease, fence.holder],
+    [bigintArrayParam(sent), limit, fence.lease, fence.holder, ...(heldKeys.length ? [heldKeys] : [])],
   );
   const rows: OutboxRow[] = [];
   for (const x of r.rows) if (x.id !== null) rows.push(outboxRowOf(x as OutboxColumns));
@@ -321,7 +327,10 @@ export interface OutboxHead {
 export interface OutboxStats {
   pending: number;
   oldestPendingAgeSeconds: number;
-  /** Pending rows with failed sends: a batch fails whole, and which of its records the bus refused, it does not say. */
+  /**
+   * Pending rows with failed sends. On Kafka a batch fails whole, and which of its records the broker refused it
+   * does not say; on Dapr only the rows the bus did not take count (daprd names the entries it refused).
+   */
   failing: number;
   head: OutboxHead | null;
 }

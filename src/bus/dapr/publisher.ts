@@ -3,9 +3,8 @@
  * through the bulk publish API, or one by one when the sidecar has none.
  */
 import type { Logger } from '../../observability/logger.ts';
-import { eachLimited } from '../../each-limited.ts';
-import { type OutgoingMessage, type Publisher } from '../types.ts';
-import { errorText } from '../../error-text.ts';
+import { PartialPublishError, type OutgoingMessage, type Publisher } from '../types.ts';
+import { errorMessage, errorText } from '../../error-text.ts';
 import { isTraceparent } from '../../observability/trace.ts';
 import { sidecarHeaders, type DaprSettings } from './settings.ts';
 
@@ -23,44 +22,150 @@ export class DaprPublisher implements Publisher {
 
   /**
    * Publishes in rounds: round n holds the n-th message of every key, so a round never has two messages of
-   * one key and the next round starts only after the whole round is acknowledged. One key's messages thus
-   * stay in order whatever daprd's (non-idempotent) Kafka producer does inside a request, and the first
-   * failure stops everything after it (the caller retries the batch; consumers are idempotent).
+   * one key and the next round starts only after the whole round is answered. One key's messages thus stay
+   * in order whatever daprd's (non-idempotent) Kafka producer does inside a request. A message the broker
+   * refuses (too large for the topic, say) holds its key's later ones back, and the other keys go on: the
+   * error then says which messages were written (PartialPublishError), so the caller marks them and sends the
+   * rest again, not the whole batch. A failure that says nothing of what was written (no answer, a request
+   * refused whole), or a round of which nothing was written (a broker down refuses every entry), stops all.
    */
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
     if (messages.length === 0) return;
     if (this.closed) throw new Error('Dapr publisher is closed');
-    const rounds: OutgoingMessage[][] = [];
+    const rounds: number[][] = [];
     const seen = new Map<string, number>();
-    for (const m of messages) {
+    for (const [i, m] of messages.entries()) {
       const n = seen.get(m.key) ?? 0;
       seen.set(m.key, n + 1);
-      (rounds[n] ??= []).push(m);
+      (rounds[n] ??= []).push(i);
     }
-    for (const round of rounds) await this.publishRound(round);
+    const written: number[] = [];
+    const refused = new Map<number, string>();
+    /** Keys with a message not written: their later messages wait for it (per-key order). */
+    const held = new Set<string>();
+    let failure: unknown;
+    for (const round of rounds) {
+      const go = round.filter((i) => !held.has(messages[i]!.key));
+      if (go.length === 0) continue;
+      const outcome = await this.publishRound(messages, go);
+      written.push(...outcome.written);
+      for (const [i, why] of outcome.refused) refused.set(i, why);
+      const done = new Set(outcome.written);
+      for (const i of go) if (!done.has(i)) held.add(messages[i]!.key);
+      if (outcome.failure !== undefined || outcome.written.length === 0) {
+        failure = outcome.failure;
+        break;
+      }
+    }
+    if (written.length === messages.length) return;
+    if (refused.size === 0 && written.length === 0 && failure !== undefined) throw failure;
+    throw this.partialFailure(messages, written, refused, failure);
   }
 
-  private async publishRound(round: OutgoingMessage[]): Promise<void> {
+  /**
+   * The error of a publish that did not write everything: which events daprd refused and why (its own words,
+   * per entry), how many were written, and the failure that stopped it, if one did.
+   */
+  private partialFailure(
+    messages: readonly OutgoingMessage[],
+    written: readonly number[],
+    refused: ReadonlyMap<number, string>,
+    failure: unknown,
+  ): Error {
+    const topics = [...new Set(messages.map((m) => m.topic))].join(',');
+    const named = [...refused].slice(0, MAX_NAMED).map(([i, why]) => {
+      const m = messages[i]!;
+      return `event ${m.event.id} (key ${m.key}): ${why}`;
+    });
+    if (refused.size > MAX_NAMED) named.push(`${refused.size - MAX_NAMED} more`);
+    const notSent = messages.length - written.length - refused.size;
+    const text = [
+      refused.size > 0
+        ? `Dapr publish to ${this.s.pubsubName}/${topics}: daprd refused ${refused.size} of ${messages.length} messages (${written.length} written${notSent > 0 ? `, ${notSent} not sent` : ''}): ${named.join('; ')}`
+        : `${failure === undefined ? `Dapr publish to ${this.s.pubsubName}/${topics} failed` : errorMessage(failure)} (${written.length} of ${messages.length} messages written before it)`,
+      ...(refused.size > 0 && failure !== undefined ? [`then: ${errorMessage(failure)}`] : []),
+    ].join('; ');
+    const options = failure === undefined ? undefined : { cause: failure };
+    return new PartialPublishError(text, written, [...refused.keys()], options);
+  }
+
+  /** A round (of distinct keys): through the bulk API, and one by one what a bulk request refused. */
+  private async publishRound(messages: readonly OutgoingMessage[], round: number[]): Promise<RoundOutcome> {
     // A single message is cheaper through /v1.0/publish than through a one-entry bulk request.
-    if (this.bulk && round.length > 1) {
-      const byTopic = new Map<string, OutgoingMessage[]>();
-      for (const m of round) {
-        const list = byTopic.get(m.topic);
-        if (list) list.push(m);
-        else byTopic.set(m.topic, [m]);
-      }
-      const chunks = [...byTopic.entries()].flatMap(([topic, list]) =>
-        bulkChunks(list).map((entries) => [topic, entries] as const),
-      );
-      const results = await Promise.allSettled(
-        chunks.map(([topic, entries]) => this.publishBulk(topic, entries)),
-      );
-      const failed = results.find((r) => r.status === 'rejected');
-      if (failed) throw failed.reason;
-      if (this.bulk) return;
-      // the sidecar has no bulk API: fall through and send this round one by one
+    if (!this.bulk || round.length === 1) return this.publishEach(messages, round);
+    const byTopic = new Map<string, number[]>();
+    for (const i of round) {
+      const topic = messages[i]!.topic;
+      const list = byTopic.get(topic);
+      if (list) list.push(i);
+      else byTopic.set(topic, [i]);
     }
-    await eachLimited(round, this.s.publishConcurrency ?? 4, (m) => this.publishOne(m));
+    const chunks = [...byTopic.entries()].flatMap(([topic, list]) =>
+      bulkChunks(messages, list).map((chunk) => ({ topic, ...chunk })),
+    );
+    const results = await Promise.allSettled(chunks.map((c) => this.publishBulk(c.topic, c.entries)));
+    // The sidecar has no bulk API: this round (and the next ones) one by one.
+    if (!this.bulk) return this.publishEach(messages, round);
+    const outcome: RoundOutcome = { written: [], refused: new Map() };
+    const again: number[] = [];
+    const bulkReasons = new Map<number, string>();
+    for (const [n, r] of results.entries()) {
+      const { positions } = chunks[n]!;
+      if (r.status === 'fulfilled') outcome.written.push(...positions);
+      else if (failedEntriesOf(r.reason)) {
+        const failed = new Map(failedEntriesOf(r.reason)!.map((e) => [e.entryId, e.error]));
+        for (const i of positions) {
+          const why = failed.get(String(i));
+          if (why === undefined) outcome.written.push(i);
+          else {
+            again.push(i);
+            bulkReasons.set(i, `${(r.reason as DaprError).errorCode ?? 'refused'}: ${why}`);
+          }
+        }
+      } else outcome.failure ??= r.reason;
+    }
+    if (again.length === 0) return outcome;
+    // Kafka refuses a partition's whole batch for one record in it: the refused entries go again one by one,
+    // so those that were only batched with it are written, and the one refused says so alone.
+    if (outcome.failure !== undefined) {
+      for (const i of again) outcome.refused.set(i, bulkReasons.get(i)!);
+      return outcome;
+    }
+    const each = await this.publishEach(messages, again);
+    outcome.written.push(...each.written);
+    for (const [i, why] of each.refused) outcome.refused.set(i, why);
+    outcome.failure = each.failure;
+    return outcome;
+  }
+
+  /**
+   * Messages of distinct keys one by one, `publishConcurrency` at a time. A refusal daprd answered for one of
+   * them does not stop the others; a failure that says nothing of what was written does (none starts after
+   * it), and so do as many refusals as run at once while nothing was written (a broker that takes nothing).
+   */
+  private async publishEach(
+    messages: readonly OutgoingMessage[],
+    positions: readonly number[],
+  ): Promise<RoundOutcome> {
+    const limit = this.s.publishConcurrency ?? 4;
+    const outcome: RoundOutcome = { written: [], refused: new Map() };
+    const queue = [...positions];
+    const worker = async () => {
+      for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
+        if (outcome.failure !== undefined || (outcome.written.length === 0 && outcome.refused.size >= limit))
+          return;
+        try {
+          await this.publishOne(messages[i]!);
+          outcome.written.push(i);
+        } catch (err) {
+          const why = refusalOf(err);
+          if (why === undefined) outcome.failure ??= err;
+          else outcome.refused.set(i, why);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, queue.length)) }, worker));
+    return outcome;
   }
 
   private async post(url: string, what: string, init: RequestInit): Promise<Response> {
@@ -85,21 +190,32 @@ export class DaprPublisher implements Publisher {
     }
   }
 
-  private async failure(res: Response, what: string): Promise<Error & { errorCode?: string }> {
+  private async failure(res: Response, what: string): Promise<DaprError> {
     const text = await res.text().catch(() => '');
     let detail = text.slice(0, 500);
-    let errorCode: string | undefined;
+    let body: DaprErrorBody | undefined;
     try {
-      const body = JSON.parse(text) as { errorCode?: string; message?: string };
-      errorCode = body.errorCode;
-      if (body.errorCode || body.message) detail = `${body.errorCode ?? ''} ${body.message ?? ''}`.trim();
+      body = JSON.parse(text) as DaprErrorBody;
     } catch {
       /* not JSON */
     }
-    const err: Error & { errorCode?: string } = new Error(
+    const failedEntries = Array.isArray(body?.failedEntries)
+      ? body.failedEntries.map((e) => ({ entryId: String(e?.entryId), error: String(e?.error ?? '') }))
+      : undefined;
+    if (body?.errorCode || body?.message || failedEntries) {
+      const entries = failedEntries?.slice(0, MAX_NAMED).map((e) => `entry ${e.entryId}: ${e.error}`) ?? [];
+      detail = [`${body?.errorCode ?? ''} ${body?.message ?? ''}`.trim(), ...entries]
+        .filter(Boolean)
+        .join('; ');
+    }
+    const err: DaprError = new Error(
       `Dapr publish to ${this.s.pubsubName}/${what} failed: HTTP ${res.status}${detail ? ` ${detail}` : ''}${res.status === 401 ? ' (the sidecar wants an API token: set DAPR_API_TOKEN)' : ''}`,
     );
-    if (errorCode) err.errorCode = errorCode;
+    if (body?.errorCode) err.errorCode = body.errorCode;
+    // daprd's reason without its wrapping ("error when publishing to topic t in pubsub p: ...").
+    const reason = body?.details?.find((d) => typeof d?.metadata?.error === 'string')?.metadata?.error;
+    if (body?.errorCode) err.reason = `${body.errorCode}: ${reason ?? body.message ?? `HTTP ${res.status}`}`;
+    if (failedEntries) err.failedEntries = failedEntries;
     return err;
   }
 
@@ -119,7 +235,10 @@ export class DaprPublisher implements Publisher {
     await res.body?.cancel();
   }
 
-  /** Serialized entries (bulkEntry) of one topic and distinct keys in one request (bulk publish API, alpha in 1.16). */
+  /**
+   * Serialized entries (bulkEntry) of one topic and distinct keys in one request (bulk publish API, alpha in
+   * 1.16). A refusal of some entries throws with daprd's `failedEntries`: the others were written.
+   */
   private async publishBulk(topic: string, entries: readonly string[]): Promise<void> {
     const url = `${this.base}/v1.0-alpha1/publish/bulk/${encodeURIComponent(
       this.s.pubsubName,
@@ -134,7 +253,11 @@ export class DaprPublisher implements Publisher {
     }
     const err = await this.failure(res, topic);
     if ((res.status === 404 || res.status === 405) && !err.errorCode?.startsWith('ERR_PUBSUB')) {
-      this.log?.warn({ err: err.message }, 'daprd has no bulk publish API; publishing one message at a time');
+      if (this.bulk)
+        this.log?.warn(
+          { err: err.message },
+          'daprd has no bulk publish API; publishing one message at a time',
+        );
       this.bulk = false;
       return;
     }
@@ -157,35 +280,85 @@ const MAX_BULK_BYTES = 3 * 1024 * 1024;
 
 /**
  * One bulk entry, serialized. It carries `traceid` = the event's traceparent: the only way daprd keeps a
- * per-entry traceparent there.
+ * per-entry traceparent there. Its id is the message's position in the publish: daprd names refused entries by it.
  */
-const bulkEntry = (m: OutgoingMessage, i: number): string =>
+const bulkEntry = (m: OutgoingMessage, position: number): string =>
   JSON.stringify({
-    entryId: String(i),
+    entryId: String(position),
     event: m.event.traceparent ? { ...m.event, traceid: m.event.traceparent } : m.event,
     contentType: 'application/cloudevents+json',
     metadata: { ...(m.headers ?? {}), partitionKey: m.key },
   });
 
 /**
- * A topic's messages of one round as the entries of bulk requests, each at most MAX_BULK entries and
- * `maxBytes` (an entry id is its place in the round: unique within any request).
+ * The messages at `positions` (one topic's of one round) as the entries of bulk requests, each at most
+ * MAX_BULK entries and `maxBytes`, with the positions each request carries.
  */
-export function bulkChunks(list: readonly OutgoingMessage[], maxBytes = MAX_BULK_BYTES): string[][] {
-  const chunks: string[][] = [];
-  let chunk: string[] = [];
+export function bulkChunks(
+  messages: readonly OutgoingMessage[],
+  positions: readonly number[],
+  maxBytes = MAX_BULK_BYTES,
+): { positions: number[]; entries: string[] }[] {
+  const chunks: { positions: number[]; entries: string[] }[] = [];
+  let chunk: { positions: number[]; entries: string[] } = { positions: [], entries: [] };
   let bytes = 0;
-  for (const [i, m] of list.entries()) {
-    const entry = bulkEntry(m, i);
+  for (const i of positions) {
+    const entry = bulkEntry(messages[i]!, i);
     const size = Buffer.byteLength(entry) + 1;
-    if (chunk.length > 0 && (chunk.length === MAX_BULK || bytes + size > maxBytes)) {
+    if (chunk.entries.length > 0 && (chunk.entries.length === MAX_BULK || bytes + size > maxBytes)) {
       chunks.push(chunk);
-      chunk = [];
+      chunk = { positions: [], entries: [] };
       bytes = 0;
     }
-    chunk.push(entry);
+    chunk.positions.push(i);
+    chunk.entries.push(entry);
     bytes += size;
   }
-  if (chunk.length > 0) chunks.push(chunk);
+  if (chunk.entries.length > 0) chunks.push(chunk);
   return chunks;
+}
+
+/** Refused messages an error names one by one (the rest are counted). */
+const MAX_NAMED = 5;
+
+/** What daprd answers to a publish it did not do (Dapr's error body; `failedEntries` of the bulk API). */
+interface DaprErrorBody {
+  errorCode?: string;
+  message?: string;
+  failedEntries?: { entryId?: unknown; error?: unknown }[];
+  details?: { metadata?: { error?: unknown } }[];
+}
+
+/** A publish daprd answered with an error: its code, its reason, and the bulk entries it refused. */
+type DaprError = Error & {
+  errorCode?: string;
+  reason?: string;
+  failedEntries?: { entryId: string; error: string }[];
+};
+
+const failedEntriesOf = (err: unknown) => (err as DaprError | undefined)?.failedEntries;
+
+/**
+ * The error codes with which daprd answers that the component did not publish this message (the broker refused
+ * it, or it could not be serialized); other failures (no answer, a missing component, a token) are not about it.
+ */
+const REFUSALS = new Set([
+  'ERR_PUBSUB_PUBLISH_MESSAGE',
+  'ERR_PUBSUB_CLOUD_EVENTS_SER',
+  'ERR_PUBSUB_EVENTS_SER',
+]);
+
+/** daprd's reason for refusing the message of `err`, or undefined when `err` says nothing of the message. */
+const refusalOf = (err: unknown): string | undefined => {
+  const e = err as DaprError | undefined;
+  return e?.errorCode && REFUSALS.has(e.errorCode) ? (e.reason ?? e.message) : undefined;
+};
+
+/** What a round came to, by positions in the publish (see publish). */
+interface RoundOutcome {
+  written: number[];
+  /** Not written, in daprd's words. */
+  refused: Map<number, string>;
+  /** A failure that says nothing of what it wrote: nothing goes after it. */
+  failure?: unknown;
 }

@@ -7,11 +7,13 @@
  * round, and marking rows published checks the holder, so a relay that lost the lease neither sends again nor
  * marks. What it had sent before losing it, the next one finds on the bus and marks instead of sending again
  * (Kafka; on Dapr, which cannot be read back, it is sent again: at-least-once; per key, first deliveries stay
- * in order: docs/adr/0010-relay-failover.md).
+ * in order: docs/adr/0010-relay-failover.md). A send the bus took in part, answering for each event (Dapr's bulk
+ * publish names the entries the broker refused: too large for the topic, say), marks what it took; the keys of
+ * the refused events wait a while (held, with backoff) and the other keys' events go on past them.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { publishesInTransaction } from '../../bus/types.ts';
+import { PartialPublishError, publishesInTransaction } from '../../bus/types.ts';
 import { producerSpans } from '../../bus/producer-spans.ts';
 import type { Runtime, RunningTarget, TargetDefinition } from '../../runtime.ts';
 import { expireLease, tryAcquireLease } from '../../store/lease.ts';
@@ -32,6 +34,7 @@ import {
 } from '../../store/outbox.ts';
 import { TickLoop, type IdleRound } from '../../tick-loop.ts';
 import { errorMessage } from '../../error-text.ts';
+import { backoffDelay } from '../../retry.ts';
 import { pruneIdempotencyKeys, pruneProcessed } from '../../store/idempotency.ts';
 import { relayManifest, type RelayOptions } from './manifest.ts';
 
@@ -54,6 +57,16 @@ const pendingTopicsScan = (batch: number) => Math.max(100 * batch, 50_000);
  * group join) must not hold the lease from a standby forever.
  */
 const READ_BACK_MAX_MS = 60_000;
+
+/**
+ * How long a key whose event the bus refused waits before that event is sent again: doubling from 250 ms to 15 s
+ * (the loop's own backoff) while it is refused. At most MAX_HELD_KEYS keys wait so at once; beyond, a refused
+ * key's rows are read again at once (and refused again).
+ */
+const HOLD = { maxAttempts: 0, baseDelayMs: 250, maxDelayMs: 15_000 };
+const MAX_HELD_KEYS = 10_000;
+/** A hold run out this long ago, not tried since (its rows went by another relay, or none are left), is forgotten. */
+const HOLD_FORGET_MS = 60_000;
 
 /** PRODUCER spans of a batch (bus/producer-spans.ts), naming each event's outbox row. */
 const tracedMessages = (rows: readonly OutboxRow[], system: string, headers: Record<string, string>) =>
@@ -140,6 +153,13 @@ export class Relay {
    * one being marked are sent and unmarked at any time, as markWhatWasSent expects.
    */
   private sentUnmarked: string[] = [];
+  /**
+   * Keys whose first pending event the bus refused on its own, its other messages written (Dapr answers per
+   * entry: an event too large for the topic, say): their rows are left out of the reads until `until`
+   * (performance.now()), then sent again, so the other keys' events go on past an event refused for good
+   * while per key the order holds. `refusals` lengthens the wait (HOLD).
+   */
+  private readonly held = new Map<string, { until: number; refusals: number }>();
 
   constructor(private readonly rt: Runtime) {
     this.options = relayManifest.config(rt.config.env);
@@ -332,7 +352,9 @@ export class Relay {
         const ids = rows.map((r) => r.id);
         // A full batch: more may be pending. Read what follows it meanwhile (its own round trip, overlapped).
         const reading =
-          rows.length === limit ? pendingOutbox(db, limit, [...beingMarked, ...ids]) : undefined;
+          rows.length === limit
+            ? pendingOutbox(db, limit, [...beingMarked, ...ids], this.heldKeys())
+            : undefined;
         reading?.catch(() => undefined); // awaited below; a send failure must not leave it unhandled
         // node-postgres writes a query out in a process.nextTick, which runs only after every promise callback
         // queued before it: without this yield the read (and the previous batch's marking) would leave only
@@ -347,10 +369,33 @@ export class Relay {
         } catch (err) {
           traced.end(err);
           this.metrics.publishFailures.inc();
-          await recordPublishFailure(db, ids, errorMessage(err)).catch(() => undefined);
-          throw err;
+          const written = this.writtenOf(rows, err);
+          const marked = new Set(written.map((r) => r.id));
+          await recordPublishFailure(
+            db,
+            ids.filter((id) => !marked.has(id)),
+            errorMessage(err),
+          ).catch(() => undefined);
+          if (written.length === 0) throw err;
+          // The bus took part of the batch and refused the rest message by message (Dapr): what it took is
+          // marked now (not sent again), the refused keys wait (held), and the round goes on without them.
+          // The read-ahead may hold their later rows: read again, once the previous batch is marked.
+          await marking;
+          marking = undefined;
+          beingMarked = [];
+          await this.mark([...marked]);
+          this.released(written);
+          countPublished(metrics, written);
+          published += written.length;
+          this.rt.log.warn(
+            { err: errorMessage(err), published: written.length, waiting: ids.length - written.length },
+            "the bus refused some events of a batch: the others are published; the refused ones, and their keys' events behind them, wait and are sent again later",
+          );
+          rows = await pendingOutbox(db, limit, [], this.heldKeys());
+          continue;
         }
         traced.end();
+        this.released(rows);
         countPublished(metrics, rows);
         published += rows.length;
         // The previous batch's marking must have succeeded before another batch goes out.
@@ -441,11 +486,14 @@ export class Relay {
 
   /** Marks the last round's last batch published and reads what is pending, in one statement (fenced). */
   private async markSentAndRead(limit: number): Promise<OutboxRow[]> {
-    if (this.sentUnmarked.length === 0) return pendingOutbox(this.rt.db, limit);
-    const { marked, rows } = await markAndReadPending(this.rt.db, this.sentUnmarked, limit, {
-      lease: LEASE,
-      holder: this.holder,
-    });
+    if (this.sentUnmarked.length === 0) return pendingOutbox(this.rt.db, limit, [], this.heldKeys());
+    const { marked, rows } = await markAndReadPending(
+      this.rt.db,
+      this.sentUnmarked,
+      limit,
+      { lease: LEASE, holder: this.holder },
+      this.heldKeys(),
+    );
     if (!marked) this.steppedDown();
     this.sentUnmarked = [];
     return rows;
@@ -455,6 +503,49 @@ export class Relay {
     this.leader = false;
     this.sentUnmarked = [];
     throw new Error('the relay lease moved to another relay; its rows stay for it to publish');
+  }
+
+  /**
+   * The rows of a failed send that the bus wrote, as a PartialPublishError says (none for another error), but
+   * those behind a row of their key it did not write (sent again after it, in order); the keys of the rows
+   * it refused are held (see held).
+   */
+  private writtenOf(rows: readonly OutboxRow[], err: unknown): OutboxRow[] {
+    if (!(err instanceof PartialPublishError)) return [];
+    const written = new Set(err.written);
+    const behind = new Set<string>();
+    const sent: OutboxRow[] = [];
+    for (const [i, r] of rows.entries()) {
+      if (written.has(i) && !behind.has(r.key)) sent.push(r);
+      else behind.add(r.key);
+    }
+    const now = performance.now();
+    for (const i of err.refused) {
+      const key = rows[i]?.key;
+      if (key === undefined) continue;
+      const before = this.held.get(key);
+      if (!before && this.held.size >= MAX_HELD_KEYS) continue;
+      const refusals = (before?.refusals ?? 0) + 1;
+      this.held.set(key, { until: now + backoffDelay(refusals, HOLD, () => 1), refusals });
+    }
+    return sent;
+  }
+
+  /** The keys whose rows the reads leave out now (see held); holds long run out are forgotten. */
+  private heldKeys(): string[] {
+    if (this.held.size === 0) return [];
+    const now = performance.now();
+    const keys: string[] = [];
+    for (const [key, h] of this.held) {
+      if (h.until > now) keys.push(key);
+      else if (now - h.until > HOLD_FORGET_MS) this.held.delete(key);
+    }
+    return keys;
+  }
+
+  /** A held key whose rows went out waits no more. */
+  private released(rows: readonly OutboxRow[]): void {
+    if (this.held.size > 0) for (const r of rows) this.held.delete(r.key);
   }
 
   /** Marks sent rows published, fenced on this relay still holding the lease (a usurped relay steps down). */
