@@ -193,7 +193,13 @@ export class DaprSubscriber implements Subscriber {
         { schema: { hide: true }, bodyLimit: bulkBodyLimit, ...fromSidecar },
         async (req) => {
           const { group, topic } = req.params as { group: string; topic: string };
-          if (isBulkDelivery(req.body)) return { statuses: await this.deliverBulk(group, topic, req.body) };
+          // Only a bulk subscription's route takes bulk deliveries: on a one-at-a-time one, a record that is no
+          // CloudEvent but has an `entries` array (another producer's) is no event, dead-lettered; taken for a
+          // bulk delivery, `{"entries":[]}` was answered SUCCESS unseen and an entry's inner event was handled.
+          // With no subscription open for the topic, either way answers RETRY.
+          const sub = this.byTopic.get(topic);
+          if ((!sub || sub.bulk) && isBulkDelivery(req.body))
+            return { statuses: await this.deliverBulk(group, topic, req.body) };
           const headers: Record<string, string> = {};
           for (const [k, v] of Object.entries(req.headers))
             if (typeof v === 'string' && !HTTP_ONLY.has(k)) headers[k] = v;
