@@ -1,4 +1,5 @@
 /** Topics, lag and dead letters behind Dapr: the Kafka brokers of the component, read as daprd writes. */
+import { TOPIC_SPECS, TOPICS } from '../../contracts/topics.ts';
 import type { KafkaAdmin } from '../kafka/admin.ts';
 import {
   type BusAdmin,
@@ -39,8 +40,22 @@ export class DaprAdmin implements BusAdmin {
     await this.need('creating topics').ensureTopics(topics);
   }
 
+  /**
+   * The topics on the brokers but those of Kafka-transport environments sharing them: their topics carry a
+   * KAFKA_TOPIC_PREFIX (Dapr's have none), and were listed here as this deployment's (`taskflow dlq list` took
+   * `staging.taskflow-audit.dlq` for a group `staging.taskflow-audit`). A prefix is known by its environment's
+   * `<prefix>task-events`; a topic is that environment's when it is the prefix and a name this deployment has
+   * too (or a name of the topic table). Others' unprefixed topics (another Dapr deployment's) cannot be told.
+   */
   async describeTopics() {
-    return this.need('describing topics').describeTopics();
+    const topics = await this.need('describing topics').describeTopics();
+    const names = new Set(topics.map((t) => t.name));
+    const prefixes = [...names]
+      .filter((n) => n !== TOPICS.taskEvents && n.endsWith(TOPICS.taskEvents))
+      .map((n) => n.slice(0, -TOPICS.taskEvents.length));
+    const known = (rest: string) => names.has(rest) || TOPIC_SPECS.some((t) => t.name === rest);
+    const othersOf = (n: string) => prefixes.some((p) => n.startsWith(p) && known(n.slice(p.length)));
+    return prefixes.length === 0 ? topics : topics.filter((t) => !othersOf(t.name));
   }
 
   async lag(group?: string, subscribed?: Subscribed): Promise<PartitionLag[]> {
