@@ -10,6 +10,7 @@
  * serializers and parsers, as `PGlite.query` does. Callers run one statement or one transaction at a time
  * (`PGliteDb`'s lock), and nothing else uses the instance.
  */
+import { setImmediate as loopTurn } from 'node:timers/promises';
 import { protocol, type PGlite } from '@electric-sql/pglite';
 
 export interface SessionResult<T> {
@@ -33,6 +34,14 @@ interface Prepared {
   fields: { name: string; typeId: number }[];
 }
 
+/**
+ * Statements run back to back for this long, the next one lets the event loop turn first. PGlite runs in this
+ * thread and its statements settle as promise callbacks, so a command running one after another (an audit
+ * verify, a DLQ replay) never let the loop turn: no timer ran (the data directory's lock went unrenewed until
+ * another process took it over, and the two destroyed the directory) and no signal handler (Ctrl-C ignored).
+ */
+const LOOP_TURN_EVERY_MS = 50;
+
 /** Prepared statements kept per session; the least recently used is closed beyond this (pgjdbc: 256). */
 const CAPACITY = 256;
 const { serialize } = protocol;
@@ -54,6 +63,8 @@ export class PGliteSession {
   private named = 0;
   /** Set once the database stopped (DatabaseStoppedError): every later call fails with it, at once. */
   private stopped: DatabaseStoppedError | undefined;
+  /** When the event loop last turned between this session's statements (LOOP_TURN_EVERY_MS). */
+  private lastTurn = performance.now();
 
   constructor(
     private readonly pglite: PGlite,
@@ -86,6 +97,10 @@ export class PGliteSession {
     sync: boolean,
     begin = false,
   ): Promise<SessionResult<T>> {
+    if (performance.now() - this.lastTurn >= LOOP_TURN_EVERY_MS) {
+      await loopTurn();
+      this.lastTurn = performance.now();
+    }
     const first = begin ? await this.statement('BEGIN') : undefined;
     const statement = await this.statement(sql);
     const values = params.map((value, i) => this.serializeParam(value, statement.paramTypes[i]));
