@@ -3,7 +3,8 @@
  * process gets its own sidecar (app id = its consumer group), both on ports picked before either starts.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -21,6 +22,41 @@ const script = join(root, 'scripts/dapr');
 export function daprdAvailable(): boolean {
   if (process.env.DAPRD) return existsSync(process.env.DAPRD);
   return existsSync(join(root, '.cache/dapr', process.env.DAPR_VERSION ?? '1.16.0', 'daprd'));
+}
+
+/** The chart's pod annotations that set how daprd delivers, as the daprd flags the injector makes of them. */
+const DELIVERY_ANNOTATIONS = [
+  'enable-app-health-check',
+  'app-health-check-path',
+  'app-health-probe-interval',
+  'app-health-probe-timeout',
+  'app-health-threshold',
+  'app-max-concurrency',
+];
+
+/**
+ * The daprd flags of the Helm chart's sidecars (deploy/helm/taskflow/templates/deployments.yaml), so that a
+ * test runs daprd as the chart does (docs/adr/0006-dapr-transport.md, "An app restarting beside its sidecar").
+ */
+export function chartSidecarArgs(): string[] {
+  const template = readFileSync(join(root, 'deploy/helm/taskflow/templates/deployments.yaml'), 'utf8');
+  const args: string[] = [];
+  for (const name of DELIVERY_ANNOTATIONS) {
+    const line = new RegExp(`^\\s*dapr\\.io/${name}:\\s*(.+)$`, 'm').exec(template)?.[1]?.trim();
+    if (line === undefined) continue;
+    const value = /^'([^'{}]*)'$|^([^'"{}\\s]+)$/.exec(line);
+    if (!value) throw new Error(`chartSidecarArgs: dapr.io/${name} is not a literal in the chart (${line})`);
+    args.push(`--${name}=${value[1] ?? value[2]}`);
+  }
+  return args;
+}
+
+/** A resources dir as the chart's sidecars have: the local Kafka component with deploy/dapr/k8s's resiliency. */
+export function chartResources(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'taskflow-dapr-k8s-'));
+  copyFileSync(join(root, 'deploy/dapr/local/pubsub.yaml'), join(dir, 'pubsub.yaml'));
+  copyFileSync(join(root, 'deploy/dapr/k8s/resiliency.yaml'), join(dir, 'resiliency.yaml'));
+  return dir;
 }
 
 export interface Sidecar {
@@ -45,11 +81,17 @@ export async function startSidecar(opts: {
   logLevel?: string;
   /** The API token both ways (daprd reads APP_API_TOKEN and DAPR_API_TOKEN, as the app does). */
   apiToken?: string;
+  /** Components and resiliency (default: deploy/dapr/local). */
+  resourcesPath?: string;
+  /** More daprd flags, passed verbatim (e.g. the chart's sidecar settings: chartSidecarArgs). */
+  daprdArgs?: string[];
 }): Promise<Sidecar> {
   const tokens = opts.apiToken ? { APP_API_TOKEN: opts.apiToken, DAPR_API_TOKEN: opts.apiToken } : {};
   const args = ['start', '--app-id', opts.appId, '--name', opts.name, '--log-level', opts.logLevel ?? 'info'];
   if (opts.appPort) args.push('--app-port', String(opts.appPort));
   if (opts.httpPort) args.push('--http-port', String(opts.httpPort));
+  if (opts.resourcesPath) args.push('--resources-path', opts.resourcesPath);
+  if (opts.daprdArgs?.length) args.push('--', ...opts.daprdArgs);
   // A port scripts/dapr found free can be taken by another test process before daprd binds it: start again
   // (with new ports for those not given) when daprd exits for that reason.
   let stdout = '';

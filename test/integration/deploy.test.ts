@@ -244,10 +244,9 @@ describe('deployment artefacts (offline: helm, Kubernetes API types, BuildKit, c
           assert.equal(ann['dapr.io/app-id'], `taskflow-${target}`);
           assert.equal(ann['dapr.io/app-port'], String(port));
           assert.equal(ann['dapr.io/config'], 'taskflow');
-          assert.equal(ann['dapr.io/enable-app-health-check'], 'true');
-          assert.equal(ann['dapr.io/app-health-check-path'], '/healthz');
-          assert.equal(ann['dapr.io/app-health-probe-interval'], '1');
-          assert.equal(ann['dapr.io/app-health-threshold'], '2');
+          // No app health check: daprd 1.16's stop and restart of the subscriptions around an app restart
+          // left a group consuming nothing (ADR 0006; dapr-restart.test.ts runs daprd as the chart does).
+          assert.equal(ann['dapr.io/enable-app-health-check'], undefined);
           // The app and its sidecar authenticate each other: no other pod can post events to a consumer.
           assert.equal(ann['dapr.io/app-token-secret'], `${RELEASE}-dapr-token`);
           assert.equal(ann['dapr.io/api-token-secret'], `${RELEASE}-dapr-token`);

@@ -50,12 +50,14 @@ export interface DaprBusOptions {
   readiness?: (name: string, check: () => Promise<void>) => void;
 }
 
-/**
- * Readiness of a process on BUS=dapr: its sidecar answers and has the pub/sub component DAPR_PUBSUB_NAME
- * names. A misspelt name was silent: daprd subscribed the app "through" a component it does not have, and
- * nothing was delivered while /readyz said ready.
- */
-export async function checkDaprComponent(s: DaprSettings): Promise<void> {
+/** What GET /v1.0/metadata tells of the sidecar: its components and the subscriptions it holds for the app. */
+export interface SidecarMetadata {
+  components?: { name?: string; type?: string }[];
+  subscriptions?: { pubsubname?: string; topic?: string; rules?: { path?: string }[] }[];
+}
+
+/** The sidecar's metadata (GET /v1.0/metadata), or an error that says why there is none (for /readyz). */
+export async function sidecarMetadata(s: DaprSettings): Promise<SidecarMetadata> {
   const url = `http://${s.host ?? '127.0.0.1'}:${s.httpPort}/v1.0/metadata`;
   const r = await fetch(url, { headers: sidecarHeaders(s), signal: AbortSignal.timeout(2_000) }).catch(
     (err: unknown) => {
@@ -65,7 +67,16 @@ export async function checkDaprComponent(s: DaprSettings): Promise<void> {
   if (r.status === 401)
     throw new Error(`the Dapr sidecar refused ${url} (401): set DAPR_API_TOKEN to its API token`);
   if (!r.ok) throw new Error(`the Dapr sidecar answered ${r.status} at ${url}`);
-  const { components = [] } = (await r.json()) as { components?: { name?: string; type?: string }[] };
+  return (await r.json()) as SidecarMetadata;
+}
+
+/**
+ * Readiness of a process on BUS=dapr: its sidecar answers and has the pub/sub component DAPR_PUBSUB_NAME
+ * names. A misspelt name was silent: daprd subscribed the app "through" a component it does not have, and
+ * nothing was delivered while /readyz said ready.
+ */
+export async function checkDaprComponent(s: DaprSettings): Promise<void> {
+  const { components = [] } = await sidecarMetadata(s);
   const pubsubs = components.filter((c) => c.type?.startsWith('pubsub.')).map((c) => c.name);
   if (!pubsubs.includes(s.pubsubName))
     throw new Error(

@@ -36,7 +36,7 @@ import {
 import { errorText } from '../../error-text.ts';
 import { fromThisMachine } from '../../http/peer.ts';
 import { problem, sendProblem } from '../../http/problem.ts';
-import { DAPR_TOKEN_HEADER, sameSecret, type DaprSettings } from './settings.ts';
+import { DAPR_TOKEN_HEADER, sameSecret, sidecarMetadata, type DaprSettings } from './settings.ts';
 import {
   eventFromDelivery,
   isBulkDelivery,
@@ -98,9 +98,8 @@ export class DaprSubscriber implements Subscriber {
   private readonly byTopic = new Map<string, Registered>();
   /** Failed deliveries per message, for logs and metrics (daprd does the redelivering). */
   private readonly attempts = new Map<string, number>();
+  /** daprd has read GET /dapr/subscribe from this process (a subscription added after it is not delivered). */
   private served = false;
-  /** The topics of the list daprd last read from GET /dapr/subscribe. */
-  private servedTopics = new Set<string>();
   /** Aborted when the HTTP server starts closing: held deliveries stop waiting and answer RETRY. */
   private readonly stopping = new AbortController();
 
@@ -174,9 +173,7 @@ export class DaprSubscriber implements Subscriber {
     };
     app.get('/dapr/subscribe', { schema: { hide: true }, ...fromSidecar }, async () => {
       this.served = true;
-      const list = this.subscriptions();
-      this.servedTopics = new Set(list.map((x) => x.topic));
-      return list;
+      return this.subscriptions();
     });
     // A bulk delivery carries up to maxBatch whole events (a task's description alone may be 10,000
     // characters): over the server's body limit it was refused (413), redelivered, and dead-lettered whole.
@@ -211,18 +208,29 @@ export class DaprSubscriber implements Subscriber {
   }
 
   /**
-   * Throws unless daprd has read this process's subscriptions (GET /dapr/subscribe) with each topic it
-   * subscribes: a sidecar refused there (a rotated APP_API_TOKEN) or started before a subscription subscribed
-   * nothing, and the process said ready while nothing was delivered.
+   * Throws unless the sidecar holds each of this process's subscriptions (its metadata lists the topic with
+   * this process's route): a sidecar refused at GET /dapr/subscribe (a rotated APP_API_TOKEN) or started before
+   * a subscription subscribed nothing, and the process said ready while nothing was delivered. Asked of the
+   * sidecar, not of whether it called GET /dapr/subscribe here: daprd reads that once in its lifetime, and a
+   * process restarted beside a running sidecar (a container restart) stayed NotReady for good while it was
+   * delivered to.
    */
-  checkSubscriptions(): void {
-    const topics = [...this.byTopic.values()].filter((r) => !r.closed).map((r) => r.topic);
-    if (topics.length === 0) return;
-    if (!this.served)
+  async checkSubscriptions(): Promise<void> {
+    const open = [...this.byTopic.values()].filter((r) => !r.closed);
+    if (open.length === 0) return;
+    const { subscriptions = [] } = await sidecarMetadata(this.s);
+    const held = (r: Registered) =>
+      subscriptions.some(
+        (x) =>
+          x.pubsubname === this.s.pubsubName &&
+          x.topic === r.topic &&
+          (x.rules ?? []).some((rule) => rule.path === r.path),
+      );
+    const missing = open.filter((r) => !held(r)).map((r) => r.topic);
+    if (missing.length === open.length)
       throw new Error(
         "the Dapr sidecar has not read this app's subscriptions (GET /dapr/subscribe) yet: it delivers nothing until it does (a sidecar refused there has another APP_API_TOKEN)",
       );
-    const missing = topics.filter((t) => !this.servedTopics.has(t));
     if (missing.length)
       throw new Error(
         `the Dapr sidecar read this app's subscriptions before ${missing.join(', ')} subscribed: it delivers those only after it restarts`,
