@@ -164,9 +164,20 @@ describe('Dapr bulk publish with an entry the broker refuses for good', { skip, 
       // The relay publishes where an outbox row says: this test's topic, not the shared task-events.
       await db.query('UPDATE outbox SET topic = $1', [topic]);
 
-      // The first round publishes every other user's events (8 per batch) past user-4's, which waits.
+      // The first round publishes the other users' events (8 per batch) past user-4's, which waits. daprd may
+      // refuse more entries of a bulk request than the large one (those the broker batched with it), and a key
+      // refused is held: its events may take another round, after its wait.
       assert.equal(await holdLease(), true);
-      assert.equal((await relay.publishPending(8)).published, 15);
+      let others = (await relay.publishPending(8)).published;
+      for (let round = 0; others < 15 && round < 5; round++) {
+        await sleep(600);
+        assert.equal(await holdLease(), true);
+        others += await relay.publishPending(8).then(
+          (r) => r.published,
+          () => 0, // user-4's refused again, the round's other rows marked
+        );
+      }
+      assert.equal(others, 15, "every other user's event, once");
       // Each try of it after its wait is refused again (nothing else pending: the send writes nothing).
       const errors: string[] = [];
       for (let attempt = 1; attempt <= 2; attempt++) {
@@ -195,7 +206,7 @@ describe('Dapr bulk publish with an entry the broker refuses for good', { skip, 
         ['user-4', 'user-4', 'user-4', 'user-4'],
         "only user-4's rows wait: the refused one and those behind it",
       );
-      assert.equal(left.rows[0]!.attempts, 3);
+      assert.ok(left.rows[0]!.attempts >= 3, `attempts ${left.rows[0]!.attempts}`);
       assert.match(
         left.rows[0]!.last_error,
         new RegExp(`event ${committed[0]!.id} \\(key user-4\\): .*too large`),
