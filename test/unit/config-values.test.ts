@@ -46,6 +46,16 @@ describe('settings refused at start', () => {
     });
   });
 
+  it('KAFKA_TOPIC_PARTITIONS: 1 to 256 (100,000 grew the embedded topics for good, and `up` never got ready)', () => {
+    for (const partitions of ['0', '257', '100000', '2.5'])
+      assert.throws(
+        () => loadConfig({ ...base, KAFKA_TOPIC_PARTITIONS: partitions }),
+        /KAFKA_TOPIC_PARTITIONS must be a whole number from 1 to 256/,
+        partitions,
+      );
+    assert.equal(loadConfig({ ...base, KAFKA_TOPIC_PARTITIONS: '256' }).kafka.topicPartitions, 256);
+  });
+
   it('KAFKA_TOPIC_PREFIX: what Kafka takes in a topic name', () => {
     assert.throws(
       () => loadConfig({ ...base, KAFKA_TOPIC_PREFIX: 'walk ops/' }),
