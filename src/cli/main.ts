@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 /** `taskflow`: one binary, many targets (the Loki/Mimir model), plus operations commands. */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseEnv } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, databaseUrlOf, loadConfig, type Config } from '../config.ts';
@@ -23,12 +25,18 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
     import('../store/migrate.ts'),
   ]);
   // A command that reads what a running system wrote (audit verify, dlq, lag, tail) does not make a database:
-  // a misspelt directory made a new, empty one there and reported "ok".
+  // a misspelt directory, or the one above the database, was made one, new and empty, that reported "ok".
   const location = isPostgresUrl(url) ? null : pgliteLocation(url);
-  if (opts.existing && location && location !== 'memory://' && !existsSync(location))
+  if (opts.existing && location === 'memory://')
     throw new ConfigError(
-      `no database at ${location} (DATABASE_URL): check the path, or start taskflow there first`,
+      'DATABASE_URL is memory://, a new, empty database of this command: what a running taskflow wrote is in its own process (or in the directory or PostgreSQL database it was given); set DATABASE_URL to that',
     );
+  if (opts.existing && location) {
+    const { existingDatabaseProblem, openExistingDatabasesOnly } = await import('../store/pglite-open.ts');
+    const problem = existingDatabaseProblem(location);
+    if (problem) throw new ConfigError(problem);
+    openExistingDatabasesOnly();
+  }
   const named = nameUnreachable('the database (DATABASE_URL)');
   const db = await openDb(url).catch(named);
   exitWhenDatabaseStops(db);
@@ -52,28 +60,45 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
 };
 
 // A `.env` in the working directory sets what the environment does not (the environment wins); every
-// variable and its default is listed in .env.example.
-if (existsSync('.env')) {
-  process.loadEnvFile('.env');
+// variable and its default is listed in .env.example. One that is there and cannot be read ends every command
+// here, in one line: Node's loader failed outside the CLI's error handling with a stack trace (a directory:
+// "Contents of '.env' should be a valid string"), or said ENOENT of a file this user may not read.
+const envText = ((): string | undefined => {
+  const file = resolve('.env');
+  try {
+    if (statSync(file).isDirectory()) {
+      process.stderr.write(`taskflow: ${file} is a directory, not a file of NAME=value lines\n`);
+      process.exit(2);
+    }
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // none (or a dangling link)
+    // Node's text names the file again: "EACCES: permission denied, open '<file>'".
+    const reason = errorMessage(err).replace(/, \w+ '[^']*'$/, '');
+    process.stderr.write(`taskflow: cannot read ${file}: ${reason}\n`);
+    process.exit(2);
+  }
+})();
+if (envText !== undefined) {
+  for (const [name, value] of Object.entries(parseEnv(envText)))
+    if (process.env[name] === undefined) process.env[name] = value;
   // Node skips a line that is not NAME=value without a word ("PORT 3922" left PORT unset): say which. The
   // lines of a quoted value that spans several are its own.
   let quote: string | undefined;
-  readFileSync('.env', 'utf8')
-    .split(/\r?\n/)
-    .forEach((line, i) => {
-      const text = line.trim();
-      if (quote) {
-        if (text.endsWith(quote)) quote = undefined;
-        return;
-      }
-      const assignment = /^(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*=\s*(.*)$/.exec(text);
-      if (assignment) {
-        const value = assignment[1]!;
-        const open = /^["'`]/.exec(value)?.[0];
-        if (open && (value.length === 1 || !value.slice(1).includes(open))) quote = open;
-      } else if (text && !text.startsWith('#'))
-        process.stderr.write(`taskflow: .env line ${i + 1} is not NAME=value; it is ignored\n`);
-    });
+  envText.split(/\r?\n/).forEach((line, i) => {
+    const text = line.trim();
+    if (quote) {
+      if (text.endsWith(quote)) quote = undefined;
+      return;
+    }
+    const assignment = /^(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*=\s*(.*)$/.exec(text);
+    if (assignment) {
+      const value = assignment[1]!;
+      const open = /^["'`]/.exec(value)?.[0];
+      if (open && (value.length === 1 || !value.slice(1).includes(open))) quote = open;
+    } else if (text && !text.startsWith('#'))
+      process.stderr.write(`taskflow: .env line ${i + 1} is not NAME=value; it is ignored\n`);
+  });
 }
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -134,6 +159,11 @@ program
 
 async function serve(names: readonly string[], banner: boolean) {
   const started = performance.now();
+  // `serve ""` (an unset shell variable, quoted) was "unknown target(s) ;".
+  if (names.some((n) => n.trim() === ''))
+    throw new Error(
+      `an empty target name among ${names.map((n) => JSON.stringify(n)).join(' ')}; name one or more of: ${TARGETS.map((t) => t.name).join(', ')}`,
+    );
   const targets = findTargets(names);
   for (const why of retiredTargets(names)) process.stderr.write(`taskflow: ${why}\n`);
   if (targets.length === 0)
@@ -267,10 +297,10 @@ program
     // (the chart's), and a bus setting checked against it (EVENT_ENCODING=avro without BUS=kafka) failed the
     // upgrade. The targets check the rest as they start.
     const config = { databaseUrl: databaseUrlOf(process.env) };
-    // A directory that is not there yet becomes a new database, already current: say so, not "up to date" (a
-    // misspelt DATABASE_URL looked like the real one).
+    // A directory with no database yet (not there, or without PostgreSQL's PG_VERSION) becomes a new one,
+    // already current: say so, not "up to date" or "applied" (a misspelt DATABASE_URL looked like the real one).
     const location = isPostgresUrl(config.databaseUrl) ? null : pgliteLocation(config.databaseUrl);
-    const made = location !== null && location !== 'memory://' && !existsSync(location);
+    const made = location !== null && location !== 'memory://' && !existsSync(join(location, 'PG_VERSION'));
     const { db, migrate } = await openDatabase(config.databaseUrl);
     const applied = await migrate();
     console.log(
@@ -436,7 +466,8 @@ const table = (rows: Record<string, unknown>[]) => {
   if (rows.length === 0) return '(none)';
   const cols = Object.keys(rows[0]!);
   const cells = rows.map((r) => cols.map((c) => printable(r[c])));
-  const width = cols.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
+  // A loop: spread into Math.max, one argument per row overflowed the stack past about 125,000 rows.
+  const width = cols.map((c, i) => cells.reduce((w, r) => Math.max(w, r[i]!.length), c.length));
   const line = (vals: string[]) =>
     vals
       .map((v, i) => v.padEnd(width[i]!))
@@ -686,11 +717,17 @@ const groupOption = () =>
     '--group <group>',
     `consumer group (${deadLetterGroups(MANIFESTS).join(', ')}; the gateway's keep no dead letters)`,
   );
-const positiveInt = (name: string, v: string): number => {
-  if (!/^\d+$/.test(v) || Number(v) < 1 || !Number.isSafeInteger(Number(v)))
-    throw new InvalidArgumentError(`${name} must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}`);
+const positiveInt = (name: string, v: string, max = Number.MAX_SAFE_INTEGER): number => {
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max)
+    throw new InvalidArgumentError(`${name} must be a whole number from 1 to ${max}`);
   return Number(v);
 };
+
+/**
+ * The most dead letters `dlq list` reads per group: each is held in memory, then printed, about 7 KB apiece (of
+ * task events: 25,000 peaked at 350 MB, 100,000 at 950 MB). Beyond that no one reads the table either.
+ */
+const DLQ_LIST_MAX = 20_000;
 
 /**
  * The group asked for, or every group that has a DLQ topic (the fixed ones, and any other with a `.dlq` topic on
@@ -720,7 +757,12 @@ dlq
   .command('list')
   .description('dead letters of one group (or all groups) not replayed yet, oldest first')
   .addOption(groupOption())
-  .option('--limit <n>', 'at most this many per group', (v) => positiveInt('--limit', v), 1000)
+  .option(
+    '--limit <n>',
+    `at most this many per group (up to ${DLQ_LIST_MAX})`,
+    (v) => positiveInt('--limit', v, DLQ_LIST_MAX),
+    1000,
+  )
   .option('--all', 'also those replayed already (they stay in the topic for its retention)')
   .option('--json', 'print JSON')
   .action((opts: { group?: string; json?: boolean; limit: number; all?: boolean }) =>

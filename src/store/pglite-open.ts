@@ -3,6 +3,8 @@
  * Used on the thread that owns the database.
  */
 import {
+  accessSync,
+  constants,
   cpSync,
   existsSync,
   chmodSync,
@@ -16,6 +18,7 @@ import {
   renameSync,
   rmSync,
   writeFileSync,
+  type Stats,
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -71,11 +74,24 @@ export async function openPGlite(
       location,
       unlock: () => undefined,
     };
-  // The data directory is this user's alone, as PostgreSQL requires of its own: PGlite writes its files
-  // readable and writable by everyone (0666 under the umask), the users' tasks among them.
-  mkdirSync(location, { recursive: true, mode: 0o700 });
-  if (process.platform !== 'win32' && statSync(location).mode & 0o077) chmodSync(location, 0o700);
-  const lock = lockDataDirectory(location);
+  if (existingOnly) {
+    const problem = existingDatabaseProblem(location);
+    if (problem) throw new Error(problem);
+  } else
+    try {
+      // The data directory is this user's alone, as PostgreSQL requires of its own: PGlite writes its files
+      // readable and writable by everyone (0666 under the umask), the users' tasks among them.
+      mkdirSync(location, { recursive: true, mode: 0o700 });
+      if (process.platform !== 'win32' && statSync(location).mode & 0o077) chmodSync(location, 0o700);
+    } catch (err) {
+      throw notThisUsers(err, location);
+    }
+  let lock: ReturnType<typeof lockDataDirectory>;
+  try {
+    lock = lockDataDirectory(location);
+  } catch (err) {
+    throw notThisUsers(err, location);
+  }
   try {
     // A new directory gets a copy of the cached cluster directory: a file copy by the operating system,
     // where loading the image through PGlite's filesystem took about 2 s and 150 MB more at peak. The copy is
@@ -85,7 +101,7 @@ export async function openPGlite(
     if (existsSync(marker))
       for (const f of readdirSync(location))
         if (!ours(f)) rmSync(join(location, f), { recursive: true, force: true });
-    if (readdirSync(location).every(ours)) {
+    if (!existingOnly && readdirSync(location).every(ours)) {
       writeFileSync(marker, 'a new database is being copied here; an interrupted copy is made again\n');
       cpSync(await clusterDirectory(seed), location, { recursive: true });
       rmSync(marker);
@@ -101,6 +117,106 @@ export async function openPGlite(
     lock.release();
     throw err;
   }
+}
+
+/**
+ * Set by a command that reads what a running system wrote (the CLI's lag, tail, dlq, audit verify): this
+ * process opens only a directory that holds a database, as it is. Such a command made a new cluster in a
+ * directory that held none (`.data`, the parent of the default `.data/db`: 39 MB beside the user's files,
+ * which a later `audit verify` then found "ok"), and narrowed the mode of the one it opened to 0700 (the
+ * server that owns the directory does that as it starts).
+ */
+let existingOnly = false;
+export function openExistingDatabasesOnly(): void {
+  existingOnly = true;
+}
+
+/**
+ * Why `location` is not a database directory this process can open as it is (one line naming DATABASE_URL,
+ * what is there and what to do), or null when it is one: a directory with PostgreSQL's PG_VERSION, not a copy
+ * cut short, that this user may read and write (PGlite writes to read: its lock, PostgreSQL's log).
+ */
+export function existingDatabaseProblem(location: string): string | null {
+  let names: string[];
+  try {
+    if (!statSync(location).isDirectory()) return `DATABASE_URL names ${location}, which is not a directory`;
+    names = readdirSync(location).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      return `no database at ${location} (DATABASE_URL): check the path, or start taskflow there first`;
+    return (notThisUsers(err, location) as Error).message;
+  }
+  if (names.includes(COPYING_FILE))
+    return `no database in ${location} (DATABASE_URL): the copy of a new one was cut short; taskflow makes it again as it starts`;
+  if (!names.includes('PG_VERSION')) {
+    const shown = names.slice(0, 5).map((n) => (isDirectory(join(location, n)) ? `${n}/` : n));
+    const found = names.length
+      ? `it has ${shown.join(', ')}${names.length > shown.length ? ` and ${names.length - shown.length} more` : ''}`
+      : 'it is empty';
+    // The directory above a database (`.data` for `.data/db`): name the database in it.
+    const below = names.filter((n) => existsSync(join(location, n, 'PG_VERSION')));
+    const hint = below.length
+      ? `the database is in ${below.map((n) => `DATABASE_URL=${join(location, n)}`).join(' or ')}`
+      : names.length
+        ? 'check the path'
+        : 'check the path, or start taskflow there first';
+    return `DATABASE_URL names ${location}, a directory that holds no database (${found}): ${hint}`;
+  }
+  try {
+    accessSync(location, constants.R_OK | constants.W_OK | constants.X_OK);
+  } catch (err) {
+    return (notThisUsers(err, location, 'this user may not write it (PGlite writes to read)') as Error)
+      .message;
+  }
+  return null;
+}
+
+const isDirectory = (path: string) => {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * A file system error of the data directory itself (making it, narrowing its mode, its lock) that is this
+ * user's lack of permission, as one line naming DATABASE_URL, the directory's owner and what to do: "EPERM:
+ * operation not permitted, chmod '<dir>'" said none of it. Any other error as it is.
+ */
+function notThisUsers(
+  err: unknown,
+  location: string,
+  reason = (err as Error).message.replace(/ '[^']*'$/, ''), // the path is named below
+): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') return err;
+  if (code === 'EROFS')
+    return new Error(
+      `cannot write the data directory ${location} (DATABASE_URL): ${reason}: set DATABASE_URL to a directory on a writable file system`,
+      { cause: err },
+    );
+  // The directory, or (not made yet) the nearest one above it.
+  let dir = location;
+  let st: Stats | undefined;
+  while (!st)
+    try {
+      st = statSync(dir);
+    } catch {
+      if (dirname(dir) === dir) return err;
+      dir = dirname(dir);
+    }
+  const uid = process.getuid?.();
+  return new Error(
+    `cannot use the data directory ${location} (DATABASE_URL): ${reason}; ${dir === location ? 'it' : dir} belongs to uid ${st.uid}${
+      uid === undefined ? '' : `, and taskflow runs as uid ${uid}`
+    }${st.uid === uid ? ` (its mode is ${(st.mode & 0o777).toString(8)})` : ''}: ${
+      st.uid === uid
+        ? 'make it readable and writable by its owner (chmod u+rwx)'
+        : 'run taskflow as that user, or set DATABASE_URL to a directory this user owns'
+    }`,
+    { cause: err },
+  );
 }
 
 /**
