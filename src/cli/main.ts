@@ -808,13 +808,10 @@ dlq
   .addOption(groupOption())
   .action((opts: { id: string; group?: string }) =>
     withBus(async (bus) => {
-      const { listDeadLetters } = await import('../bus/dlq.ts');
+      const { findDeadLetters } = await import('../bus/dlq.ts');
       const groups = await dlqGroups(bus, opts.group);
-      const found = (
-        await Promise.all(groups.map((g) => listDeadLetters(bus.admin, g, { limit: Infinity, all: true })))
-      )
-        .flat()
-        .filter((d) => d.event.id === opts.id);
+      // A page of each topic at a time, not the whole topic in memory.
+      const found = (await Promise.all(groups.map((g) => findDeadLetters(bus.admin, g, [opts.id])))).flat();
       if (found.length === 0) throw new Error(`no dead letter with event id ${opts.id}`);
       console.log(JSON.stringify(found, null, 2));
     }),

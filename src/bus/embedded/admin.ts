@@ -143,10 +143,22 @@ export class EmbeddedAdmin implements BusAdmin {
     return Number(r.rows[0]?.n ?? 0);
   }
 
+  /**
+   * Each partition's messages from its offset in `from` on, through the primary key: as a filter (a subquery per
+   * message) every read scanned the topic from its start, so a topic read page by page (a search of the dead
+   * letters) took time quadratic in its length (a page 190,000 messages in: 1 s, against 15 ms).
+   */
   async read(topic: string, opts: { limit?: number; from?: Offsets } = {}): Promise<StoredMessage[]> {
     const r = await this.db.query<MessageRow>(
-      `SELECT topic, partition, "offset"::text AS offset, key, headers, value, created_at FROM bus_messages m
-        WHERE m.topic = $1 AND ${atOrAfter(3)} ORDER BY m.partition, m."offset" LIMIT $2`,
+      `SELECT m.topic, m.partition, m."offset"::text AS offset, m.key, m.headers, m.value, m.created_at
+         FROM bus_partitions p
+         LEFT JOIN unnest($3::int[], $4::bigint[]) AS f(partition, "offset") ON f.partition = p.partition
+         CROSS JOIN LATERAL (
+           SELECT * FROM bus_messages m
+            WHERE m.topic = p.topic AND m.partition = p.partition AND m."offset" >= coalesce(f."offset", 0)
+            ORDER BY m."offset" LIMIT $2) m
+        WHERE p.topic = $1
+        ORDER BY p.partition, m."offset" LIMIT $2`,
       [
         topic,
         Number.isFinite(opts.limit ?? 1000) ? (opts.limit ?? 1000) : null, // LIMIT NULL: all
