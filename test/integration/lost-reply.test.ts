@@ -10,7 +10,6 @@
  * it when the server next reads (before that read answers) or writes (the write waits for it: before it).
  */
 import assert from 'node:assert/strict';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { EmbeddedLog } from '../../src/bus/embedded/log.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
@@ -19,52 +18,25 @@ import { TaskStore } from '../../src/store/tasks.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
 import { backends, postgresBackend } from '../helpers/db.ts';
 import { plainFields } from '../helpers/events.ts';
+import { startTcpProxy, type ProxiedConnection } from '../helpers/tcp-proxy.ts';
 
 /** Forwards to `target`; once armed, the connection that sends a task INSERT is cut when its answer comes. */
 async function startCuttingProxy(target: URL) {
   let armed = false;
   let cuts = 0;
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port), target.hostname);
-    sockets.add(client).add(upstream);
-    let carriesInsert = false;
-    client.on('data', (chunk) => {
-      if (armed && chunk.includes('INSERT INTO tasks')) carriesInsert = true;
-      upstream.write(chunk);
-    });
-    upstream.on('data', (chunk) => {
-      if (carriesInsert) {
-        armed = false;
-        carriesInsert = false;
-        cuts++;
-        client.destroy();
-        upstream.destroy();
-        return;
-      }
-      client.write(chunk);
-    });
-    const close = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', close).on('close', close);
-    upstream.on('error', close).on('close', close);
+  const carriesInsert = new WeakSet<ProxiedConnection>();
+  const proxy = await startTcpProxy(target, (chunk, to, direction, connection) => {
+    if (direction === 'to-server') {
+      if (armed && chunk.includes('INSERT INTO tasks')) carriesInsert.add(connection);
+    } else if (carriesInsert.has(connection)) {
+      armed = false;
+      carriesInsert.delete(connection);
+      cuts++;
+      return connection.close();
+    }
+    to.write(chunk);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  const url = new URL(target);
-  url.hostname = '127.0.0.1';
-  url.port = String(port);
-  return {
-    url: url.toString(),
-    arm: () => void (armed = true),
-    cuts: () => cuts,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
+  return { ...proxy, arm: () => void (armed = true), cuts: () => cuts };
 }
 
 describe(

@@ -219,17 +219,26 @@ for (const backend of backends) {
   });
 }
 
+/** `taskflow topics ensure` on the embedded bus in `dir`, with KAFKA_TOPIC_PARTITIONS=`partitions`. */
+const ensureTopics = (dir: string, partitions: string) =>
+  spawnSync(process.execPath, ['bin/taskflow.js', 'topics', 'ensure'], {
+    env: {
+      ...process.env,
+      DATABASE_URL: dir,
+      BUS: 'embedded',
+      LOG_LEVEL: 'warn',
+      JWT_SECRET: '',
+      KAFKA_TOPIC_PARTITIONS: partitions,
+    },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+
 describe('`taskflow topics ensure` on the embedded bus', () => {
   it('adds partitions only to a topic no group has a backlog on, saying which it kept and why', async () => {
     const root = mkdtempSync(join(tmpdir(), 'taskflow-topics-grow-'));
     const dir = join(root, 'db');
-    const env = { ...process.env, DATABASE_URL: dir, BUS: 'embedded', LOG_LEVEL: 'warn', JWT_SECRET: '' };
-    const ensure = (partitions: string) =>
-      spawnSync(process.execPath, ['bin/taskflow.js', 'topics', 'ensure'], {
-        env: { ...env, KAFKA_TOPIC_PARTITIONS: partitions },
-        encoding: 'utf8',
-        timeout: 120_000,
-      });
+    const ensure = (partitions: string) => ensureTopics(dir, partitions);
     try {
       const db = await openDb(dir);
       await db.close();
@@ -269,19 +278,7 @@ describe('`taskflow topics ensure` on the embedded bus', () => {
   it("grows a topic a stopped gateway instance's group is behind on (it held it at its size for good)", async () => {
     const root = mkdtempSync(join(tmpdir(), 'taskflow-topics-gateway-'));
     const dir = join(root, 'db');
-    const ensure = (partitions: string) =>
-      spawnSync(process.execPath, ['bin/taskflow.js', 'topics', 'ensure'], {
-        env: {
-          ...process.env,
-          DATABASE_URL: dir,
-          BUS: 'embedded',
-          LOG_LEVEL: 'warn',
-          JWT_SECRET: '',
-          KAFKA_TOPIC_PARTITIONS: partitions,
-        },
-        encoding: 'utf8',
-        timeout: 120_000,
-      });
+    const ensure = (partitions: string) => ensureTopics(dir, partitions);
     try {
       const db = await openDb(dir);
       await db.close();

@@ -5,48 +5,27 @@
  * between the server and PostgreSQL holds every byte while stalled and passes them on when resumed.
  */
 import assert from 'node:assert/strict';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { READINESS_CHECK_TIMEOUT_MS } from '../../src/http/server.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
 import { postgresBackend } from '../helpers/db.ts';
+import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 
 /** Forwards to `target`; while stalled, holds what either side sends and passes it on when resumed. */
 async function startStallingProxy(target: URL) {
   let stalled = false;
   const held: (() => void)[] = [];
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port), target.hostname);
-    sockets.add(client).add(upstream);
-    const pass = (to: Socket) => (chunk: Buffer) => {
-      if (stalled) held.push(() => to.write(chunk));
-      else to.write(chunk);
-    };
-    client.on('data', pass(upstream));
-    upstream.on('data', pass(client));
-    const close = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', close).on('close', close);
-    upstream.on('error', close).on('close', close);
+  const proxy = await startTcpProxy(target, (chunk, to) => {
+    if (stalled) held.push(() => to.write(chunk));
+    else to.write(chunk);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = new URL(target);
-  url.hostname = '127.0.0.1';
-  url.port = String((server.address() as { port: number }).port);
   return {
-    url: url.toString(),
+    ...proxy,
     stall: () => void (stalled = true),
     resume: () => {
       stalled = false;
       for (const write of held.splice(0)) write();
-    },
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 }
