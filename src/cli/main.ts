@@ -609,7 +609,8 @@ const duration = (seconds: number) =>
 /**
  * The outbox's lines of `lag`: what waits and, when the first row has failed sends, which event it is and the
  * last error. The relay retries it until the bus takes it, and per-key order keeps every row behind it waiting
- * (docs/adr/0010): this is how an operator sees a relay stuck on an event the broker refuses for good.
+ * (docs/adr/0010; on Dapr only its key's rows: the relay's holds): this is how an operator sees a relay stuck on
+ * an event the broker refuses for good.
  */
 function outboxLines(view: OutboxView): string[] {
   if ('error' in view) return [`outbox: not read (${printable(view.error)})`];
@@ -618,10 +619,11 @@ function outboxLines(view: OutboxView): string[] {
     `outbox: ${view.pending} ${view.pending === 1 ? 'event waits' : 'events wait'} to be published, the oldest for ${duration(view.oldestPendingAgeSeconds)}`,
   ];
   const head = view.head;
-  // A batch fails whole: the error may be any of its rows' (the head's alone when it is the only one failing).
+  // On Kafka a batch fails whole: the error may be any of its rows' (the head's alone when it is the only one
+  // failing). A Dapr bulk publish names the events the broker refused: only they and their keys' later ones wait.
   if (head && head.attempts > 0)
     lines.push(
-      `  the first, event ${printable(head.eventId)} (${printable(head.type)}, key ${printable(head.key)}, topic ${printable(head.topic)}), failed ${head.attempts} ${head.attempts === 1 ? 'time' : 'times'} to be sent${view.failing > 1 ? ` (as did ${view.failing - 1} more sent with it: the error may be any of theirs)` : ''}; the relay retries it, and the events behind it wait`,
+      `  the first, event ${printable(head.eventId)} (${printable(head.type)}, key ${printable(head.key)}, topic ${printable(head.topic)}), failed ${head.attempts} ${head.attempts === 1 ? 'time' : 'times'} to be sent${view.failing > 1 ? ` (as did ${view.failing - 1} more sent with it: the error may be any of theirs)` : ''}; the relay retries it, and the events behind it wait (on Dapr only its key's)`,
       `  last error: ${printable(head.lastError ?? '-')}`,
     );
   return lines;
