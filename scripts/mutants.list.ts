@@ -699,8 +699,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: 'dlq-replay-all-sends-replayed-again',
     breaks: "a replay of all of a group's dead letters sends only those not replayed yet",
     file: 'src/bus/dlq.ts',
-    find: '    all: ids !== undefined,',
-    replace: '    all: true,',
+    find: '    : await readLetters(admin, group, { limit, all: false, ...(range ? { range } : {}) });',
+    replace: '    : await readLetters(admin, group, { limit, all: true, ...(range ? { range } : {}) });',
     tests: [
       'test/integration/bus-contract.test.ts#configured attempts',
       'test/integration/bus-contract.test.ts#stays listed for the next',
