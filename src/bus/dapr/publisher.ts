@@ -114,6 +114,12 @@ export class DaprPublisher implements Publisher {
       if (r.status === 'fulfilled') outcome.written.push(...positions);
       else if (failedEntriesOf(r.reason)) {
         const failed = new Map(failedEntriesOf(r.reason)!.map((e) => [e.entryId, e.error]));
+        // A refusal that names none of the request's entries (an empty list, entries without ids) says nothing
+        // of what was written: taken for "all written", unsent events would be marked published (lost).
+        if (!positions.some((i) => failed.has(String(i)))) {
+          outcome.failure ??= r.reason;
+          continue;
+        }
         for (const i of positions) {
           const why = failed.get(String(i));
           if (why === undefined) outcome.written.push(i);
