@@ -1122,6 +1122,15 @@ export const MUTANTS: readonly Mutant[] = [
     replace: "          await within(check(), 1e9, 'the check');",
     tests: ['test/integration/readiness-stall.test.ts'],
   },
+  {
+    id: 'dapr-unnamed-refusal-taken-as-written',
+    breaks:
+      'nothing lost on Dapr: a refused bulk publish that names none of its entries is taken for written, and the relay marks unsent events published',
+    file: 'src/bus/dapr/publisher.ts',
+    find: '        if (!positions.some((i) => failed.has(String(i)))) {',
+    replace: '        if (false) {',
+    tests: ['test/integration/dapr-bulk-unnamed-refusal.test.ts'],
+  },
 ];
 
 // --------------------------------------------------------------------------------------------------------
