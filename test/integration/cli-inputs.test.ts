@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -27,6 +27,7 @@ import { dlqTopic } from '../../src/contracts/topics.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openDb } from '../../src/store/db.ts';
 import { TEST_SECRET } from '../helpers/app.ts';
+import { othersCanRead } from '../helpers/files.ts';
 import { taskCreated } from '../helpers/events.ts';
 
 const run = promisify(execFile);
@@ -83,13 +84,6 @@ function refused(ran: Ran, code: number, what: string): string {
 const mode = (path: string) => statSync(path).mode & 0o777;
 
 /** Whether another user can read `file` (every directory above it searchable by others). */
-function othersCanRead(file: string): boolean {
-  if ((statSync(file).mode & 0o004) === 0) return false;
-  for (let path = dirname(file); ; path = dirname(path)) {
-    if ((statSync(path).mode & 0o001) === 0) return false;
-    if (dirname(path) === path) return true;
-  }
-}
 const otherUser =
   process.platform !== 'linux' || process.getuid?.() !== 0
     ? 'needs Linux, run as root (the command runs as user nobody)'

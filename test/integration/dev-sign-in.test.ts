@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { request } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,6 +15,7 @@ import { apiTarget } from '../../src/services/api/index.ts';
 import { openDb, type Db } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, type TestApp } from '../helpers/app.ts';
+import { othersCanRead } from '../helpers/files.ts';
 
 const signIn = (url: string, user: string) =>
   fetch(`${url}/api/dev/sign-in`, {
@@ -22,6 +23,11 @@ const signIn = (url: string, user: string) =>
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ user }),
   });
+
+/** A node binary user nobody may run (the request needs only fetch): Node from npm lives under /root/.npm. */
+const nodeForOthers = [process.execPath, '/usr/bin/node', '/usr/local/bin/node'].find(
+  (file) => existsSync(file) && othersCanRead(file, true),
+);
 
 /** A sign-in request over a real connection with the given Host and Origin: its status. */
 function postOverSocket(url: string, headers: Record<string, string>): Promise<number> {
@@ -125,13 +131,18 @@ describe('development sign-in', () => {
   it(
     'is not there for another account of this machine (it cannot read the secret, nor sign in here)',
     {
-      skip: process.platform !== 'linux' || process.getuid?.() !== 0 ? 'needs Linux, run as root' : false,
+      skip:
+        process.platform !== 'linux' || process.getuid?.() !== 0
+          ? 'needs Linux, run as root'
+          : nodeForOthers === undefined
+            ? 'no node binary user nobody may run'
+            : false,
     },
     async () => {
       // The same request from a process of another uid (nobody), which the secret's file (mode 600) refuses.
       // Not spawnSync: the server runs on this thread.
       const asked = await promisify(execFile)(
-        process.execPath,
+        nodeForOthers!,
         [
           '-e',
           `Promise.all([fetch(process.argv[1] + '/api/dev/sign-in'), fetch(process.argv[1] + '/api/dev/sign-in', {
