@@ -8,11 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { KafkaAdmin } from '../../src/bus/kafka/index.ts';
+import { DLQ_SPEC, dlqTopic } from '../../src/contracts/topics.ts';
 import type { Clock } from '../../src/domain/clock.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
 import type { TargetDefinition } from '../../src/runtime.ts';
 import type { Db } from '../../src/store/db.ts';
 import { startApp, waitFor, type TestApp } from './app.ts';
 import { freePorts } from './processes.ts';
+import { kafkaBrokers } from './transports.ts';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -22,6 +26,26 @@ const script = join(root, 'scripts/dapr');
 export function daprdAvailable(): boolean {
   if (process.env.DAPRD) return existsSync(process.env.DAPRD);
   return existsSync(join(root, '.cache/dapr', process.env.DAPR_VERSION ?? '1.16.0', 'daprd'));
+}
+
+/** Why a test against a real daprd is skipped here: no Kafka broker, or no daprd built (scripts/test has both). */
+export const daprSkip: string | false = !kafkaBrokers
+  ? 'needs TEST_KAFKA_BROKERS'
+  : !daprdAvailable() && process.env.REQUIRE_DAPR !== '1'
+    ? 'needs daprd: run `scripts/dapr fetch` once (builds and caches daprd 1.16.0)'
+    : false;
+
+/** Creates `topic` (one partition) and the dead-letter topic of `group` on the suite's broker. */
+export async function makeTopicAndDeadLetters(topic: string, group: string): Promise<void> {
+  const admin = new KafkaAdmin({ brokers: kafkaBrokers!.split(','), clientId: 'dapr-tests' }, silentLogger);
+  try {
+    await admin.ensureTopics([
+      { name: topic, partitions: 1, retentionMs: 3_600_000 },
+      { name: dlqTopic(group), ...DLQ_SPEC },
+    ]);
+  } finally {
+    await admin.close();
+  }
 }
 
 /** The chart's pod annotations that set how daprd delivers, as the daprd flags the injector makes of them. */

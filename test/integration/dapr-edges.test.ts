@@ -15,43 +15,34 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DaprPublisher } from '../../src/bus/dapr/publisher.ts';
 import { listDeadLetters } from '../../src/bus/dlq.ts';
-import { KafkaAdmin } from '../../src/bus/kafka/index.ts';
 import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from '@platformatic/kafka';
 import { PermanentError, type BatchItem, type BusMessage } from '../../src/bus/types.ts';
-import { DLQ_SPEC, dlqTopic } from '../../src/contracts/topics.ts';
+import { dlqTopic } from '../../src/contracts/topics.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { consumerTarget } from '../../src/services/consumer-target.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
-import { daprdAvailable, startDaprApp, startSidecar, type DaprApp, type Sidecar } from '../helpers/dapr.ts';
+import {
+  startDaprApp,
+  startSidecar,
+  type DaprApp,
+  type Sidecar,
+  daprSkip,
+  makeTopicAndDeadLetters,
+} from '../helpers/dapr.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { freePorts } from '../helpers/processes.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
-const skip = !kafkaBrokers
-  ? 'needs TEST_KAFKA_BROKERS'
-  : !daprdAvailable() && process.env.REQUIRE_DAPR !== '1'
-    ? 'needs daprd: run `scripts/dapr fetch` once (builds and caches daprd 1.16.0)'
-    : false;
 const id = randomBytes(3).toString('hex');
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
-/** Creates `topic` and the dead-letter topic of `group` on the suite's broker. */
-async function makeTopics(topic: string, group: string) {
-  const admin = new KafkaAdmin({ brokers: kafkaBrokers!.split(','), clientId: 'dapr-edges' }, silentLogger);
-  await admin.ensureTopics([
-    { name: topic, partitions: 1, retentionMs: 3_600_000 },
-    { name: dlqTopic(group), ...DLQ_SPEC },
-  ]);
-  await admin.close();
-}
-
-describe('Dapr edges', { skip, timeout: 180_000 }, () => {
+describe('Dapr edges', { skip: daprSkip, timeout: 180_000 }, () => {
   it('hands a bulk delivery over 256 KiB to its batch handler: 30 events of 9,000-character descriptions, none dead-lettered', async () => {
     const group = `dapr-edges-bulk-${id}`;
     const topic = `dapr-edges-bulk-events-${id}`;
-    await makeTopics(topic, group);
+    await makeTopicAndDeadLetters(topic, group);
     const db = await openDb('memory://');
     await migrate(db);
     const handled: string[] = [];
@@ -98,7 +89,7 @@ describe('Dapr edges', { skip, timeout: 180_000 }, () => {
 
   it("publishes a relay batch whose round is over daprd's 4 MiB body limit: 450 events of 10,000-character descriptions", async () => {
     const topic = `dapr-edges-size-${id}`;
-    await makeTopics(topic, `dapr-edges-size-${id}`);
+    await makeTopicAndDeadLetters(topic, `dapr-edges-size-${id}`);
     const sidecar = await startSidecar({
       appId: `dapr-edges-size-${id}`,
       name: `dapr-edges-size-${id}`,
@@ -123,7 +114,7 @@ describe('Dapr edges', { skip, timeout: 180_000 }, () => {
   it('is not ready while its sidecar has not read its subscriptions (refused: another APP_API_TOKEN)', async () => {
     const group = `dapr-edges-ready-${id}`;
     const topic = `dapr-edges-ready-events-${id}`;
-    await makeTopics(topic, group);
+    await makeTopicAndDeadLetters(topic, group);
     const db = await openDb('memory://');
     await migrate(db);
     let sidecar: Sidecar | undefined;
@@ -172,7 +163,7 @@ describe('Dapr edges', { skip, timeout: 180_000 }, () => {
   it("keeps one user's handlings one at a time when the sidecar dies while the app handles an event", async () => {
     const group = `dapr-edges-restart-${id}`;
     const topic = `dapr-edges-restart-events-${id}`;
-    await makeTopics(topic, group);
+    await makeTopicAndDeadLetters(topic, group);
     const db = await openDb('memory://');
     await migrate(db);
     const log: string[] = [];
@@ -234,7 +225,7 @@ describe('Dapr edges', { skip, timeout: 180_000 }, () => {
   it("holds a bulk group's partition while its dead-letter topic refuses a letter, and writes it once it can: nothing committed past it", async () => {
     const group = `dapr-edges-letter-${id}`;
     const topic = `dapr-edges-letter-events-${id}`;
-    await makeTopics(topic, group);
+    await makeTopicAndDeadLetters(topic, group);
     const kafka = new Admin({ clientId: 'dapr-edges', bootstrapBrokers: kafkaBrokers!.split(',') });
     /** The dead-letter topic's largest record: 200 bytes (refuses every letter), or the broker's default. */
     const letterLimit = (limit: number | null) =>

@@ -11,38 +11,22 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Producer, stringSerializers } from '@platformatic/kafka';
 import { listDeadLetters } from '../../src/bus/dlq.ts';
-import { KafkaAdmin } from '../../src/bus/kafka/index.ts';
 import type { BusMessage } from '../../src/bus/types.ts';
-import { DLQ_SPEC, dlqTopic } from '../../src/contracts/topics.ts';
-import { silentLogger } from '../../src/observability/logger.ts';
 import { consumerTarget } from '../../src/services/consumer-target.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { waitFor } from '../helpers/app.ts';
-import { daprdAvailable, startDaprApp, type DaprApp } from '../helpers/dapr.ts';
+import { startDaprApp, type DaprApp, daprSkip, makeTopicAndDeadLetters } from '../helpers/dapr.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
-const skip = !kafkaBrokers
-  ? 'needs TEST_KAFKA_BROKERS'
-  : !daprdAvailable() && process.env.REQUIRE_DAPR !== '1'
-    ? 'needs daprd: run `scripts/dapr fetch` once (builds and caches daprd 1.16.0)'
-    : false;
 const id = randomBytes(3).toString('hex');
 
-describe('Dapr one-at-a-time route', { skip, timeout: 90_000 }, () => {
+describe('Dapr one-at-a-time route', { skip: daprSkip, timeout: 90_000 }, () => {
   it('dead-letters a record with an `entries` array as one that is no event; handles no event inside it', async () => {
     const group = `dapr-entries-${id}`;
     const topic = `${group}-events`;
-    const admin = new KafkaAdmin(
-      { brokers: kafkaBrokers!.split(','), clientId: 'dapr-entries' },
-      silentLogger,
-    );
-    await admin.ensureTopics([
-      { name: topic, partitions: 1, retentionMs: 3_600_000 },
-      { name: dlqTopic(group), ...DLQ_SPEC },
-    ]);
-    await admin.close();
+    await makeTopicAndDeadLetters(topic, group);
     const db = await openDb('memory://');
     await migrate(db);
     const handled: string[] = [];

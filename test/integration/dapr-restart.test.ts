@@ -25,25 +25,14 @@ import { consumerTarget } from '../../src/services/consumer-target.ts';
 import { openDb } from '../../src/store/db.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { startApp, waitFor, type TestApp } from '../helpers/app.ts';
-import {
-  chartResources,
-  chartSidecarArgs,
-  daprdAvailable,
-  startSidecar,
-  type Sidecar,
-} from '../helpers/dapr.ts';
+import { chartResources, chartSidecarArgs, startSidecar, type Sidecar, daprSkip } from '../helpers/dapr.ts';
 import { taskCreated, titleOf } from '../helpers/events.ts';
 import { freePorts } from '../helpers/processes.ts';
 import { kafkaBrokers } from '../helpers/transports.ts';
 
-const skip = !kafkaBrokers
-  ? 'needs TEST_KAFKA_BROKERS'
-  : !daprdAvailable() && process.env.REQUIRE_DAPR !== '1'
-    ? 'needs daprd: run `scripts/dapr fetch` once (builds and caches daprd 1.16.0)'
-    : false;
 const id = randomBytes(3).toString('hex');
 
-describe('Dapr: an app restarting beside its running sidecar', { skip, timeout: 150_000 }, () => {
+describe('Dapr: an app restarting beside its running sidecar', { skip: daprSkip, timeout: 150_000 }, () => {
   it("keeps consuming (the chart's sidecar settings: nothing lost or dead-lettered, the subscription never stopped) and is ready once delivered to", async () => {
     const group = `dapr-restart-${id}`;
     const topic = `dapr-restart-events-${id}`;
