@@ -234,16 +234,22 @@ const ensureTopics = (dir: string, partitions: string) =>
     timeout: 120_000,
   });
 
+/** A new embedded database whose topics `topics ensure` made with 3 partitions; `ensure` runs it again there. */
+async function topicsAtThree(prefix: string) {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  const dir = join(root, 'db');
+  const ensure = (partitions: string) => ensureTopics(dir, partitions);
+  const db = await openDb(dir);
+  await db.close();
+  const made = ensure('3');
+  assert.equal(made.status, 0, made.stdout + made.stderr);
+  return { root, dir, ensure };
+}
+
 describe('`taskflow topics ensure` on the embedded bus', () => {
   it('adds partitions only to a topic no group has a backlog on, saying which it kept and why', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'taskflow-topics-grow-'));
-    const dir = join(root, 'db');
-    const ensure = (partitions: string) => ensureTopics(dir, partitions);
+    const { root, dir, ensure } = await topicsAtThree('taskflow-topics-grow-');
     try {
-      const db = await openDb(dir);
-      await db.close();
-      const made = ensure('3');
-      assert.equal(made.status, 0, made.stdout + made.stderr);
       // One event of a user on task-events that no group consumed yet.
       const written = await openDb(dir);
       const bus = createEmbeddedBus(written, { log: silentLogger });
@@ -276,14 +282,8 @@ describe('`taskflow topics ensure` on the embedded bus', () => {
   });
 
   it("grows a topic a stopped gateway instance's group is behind on (it held it at its size for good)", async () => {
-    const root = mkdtempSync(join(tmpdir(), 'taskflow-topics-gateway-'));
-    const dir = join(root, 'db');
-    const ensure = (partitions: string) => ensureTopics(dir, partitions);
+    const { root, dir, ensure } = await topicsAtThree('taskflow-topics-gateway-');
     try {
-      const db = await openDb(dir);
-      await db.close();
-      const made = ensure('3');
-      assert.equal(made.status, 0, made.stdout + made.stderr);
       // A gateway instance that stopped after reading task-updates up to its start: an event came after.
       const written = await openDb(dir);
       const bus = createEmbeddedBus(written, { log: silentLogger });
