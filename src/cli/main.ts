@@ -32,13 +32,12 @@ const openDatabase = async (url: string, opts: { existing?: boolean } = {}) => {
       'DATABASE_URL is memory://, a new, empty database of this command: what a running taskflow wrote is in its own process (or in the directory or PostgreSQL database it was given); set DATABASE_URL to that',
     );
   if (opts.existing && location) {
-    const { existingDatabaseProblem, openExistingDatabasesOnly } = await import('../store/pglite-open.ts');
+    const { existingDatabaseProblem } = await import('../store/pglite-open.ts');
     const problem = existingDatabaseProblem(location);
     if (problem) throw new ConfigError(problem);
-    openExistingDatabasesOnly();
   }
   const named = nameUnreachable('the database (DATABASE_URL)');
-  const db = await openDb(url).catch(named);
+  const db = await openDb(url, { existingOnly: opts.existing === true }).catch(named);
   exitWhenDatabaseStops(db);
   return {
     db,

@@ -560,6 +560,8 @@ export async function openDb(
     idleInTransactionMs?: number;
     maintenanceIntervalMs?: number;
     log?: MaintenanceLog;
+    /** PGlite: open only a directory that already holds a database, unchanged (openPGlite's `existingOnly`). */
+    existingOnly?: boolean;
   } = {},
 ): Promise<Db> {
   if (isPostgresUrl(url)) {
@@ -580,7 +582,7 @@ export async function openDb(
     key: () => `migrated-${migrationsKey()}`,
     prepare: (pglite: PGlite) => migrate(new PGliteDb('memory://', new PGliteSession(pglite))).then(() => {}),
   };
-  const { pglite, location, unlock } = await openPGlite(url, seed);
+  const { pglite, location, unlock } = await openPGlite(url, seed, opts.existingOnly);
   const session = new PGliteSession(pglite, undefined, unlock, (err) =>
     db.signals.emit(DATABASE_STOPPED, err),
   );

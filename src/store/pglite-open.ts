@@ -62,6 +62,14 @@ export interface ClusterSeed {
 export async function openPGlite(
   url: string,
   seed?: ClusterSeed,
+  /**
+   * Open only a directory that holds a database, as it is: a command that reads what a running system wrote
+   * (the CLI's lag, tail, dlq, audit verify) made a new cluster in a directory that held none (`.data`, the
+   * parent of the default `.data/db`: 39 MB beside the user's files, which a later `audit verify` then found
+   * "ok"), and narrowed the mode of the one it opened to 0700 (the server that owns the directory does that
+   * as it starts).
+   */
+  existingOnly = false,
 ): Promise<{ pglite: PGlite; location: string; unlock: () => void }> {
   const location = pgliteLocation(url);
   if (location === 'memory://')
@@ -117,18 +125,6 @@ export async function openPGlite(
     lock.release();
     throw err;
   }
-}
-
-/**
- * Set by a command that reads what a running system wrote (the CLI's lag, tail, dlq, audit verify): this
- * process opens only a directory that holds a database, as it is. Such a command made a new cluster in a
- * directory that held none (`.data`, the parent of the default `.data/db`: 39 MB beside the user's files,
- * which a later `audit verify` then found "ok"), and narrowed the mode of the one it opened to 0700 (the
- * server that owns the directory does that as it starts).
- */
-let existingOnly = false;
-export function openExistingDatabasesOnly(): void {
-  existingOnly = true;
 }
 
 /**
