@@ -2,7 +2,7 @@
  * `taskflow audit verify`'s progress, for a log that takes minutes (200,000 records: 20-30 s): on stderr, never
  * stdout, where the result goes. On a terminal one line rewritten each second (cleared before the result),
  * elsewhere a line every 5 seconds; nothing for a run shorter than that. Driven by verify's own calls (each page
- * of records), not a timer: PGlite's queries hold the event loop, and a timer would wait for them.
+ * of records), which say where it is; no timer is needed beside them.
  */
 import type { VerifyProgress } from './chain.ts';
 
